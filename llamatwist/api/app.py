@@ -1,0 +1,33 @@
+# -*- test-case-name: tests.test_server -*-
+"""Explicit composition of the Klein app from the route modules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from klein import Klein
+from twisted.web.iweb import IRequest
+from werkzeug.exceptions import MethodNotAllowed as WzMethodNotAllowed
+from werkzeug.exceptions import NotFound as WzNotFound
+
+from llamatwist.api import completion, info, tokens
+from llamatwist.api.errors import MethodNotAllowed, NotFound
+from llamatwist.api.http import ApiContext, send_error
+
+__all__ = ["build_app"]
+
+
+def build_app(ctx: ApiContext) -> Klein:
+    app = Klein()
+    for module in (info, completion, tokens):
+        module.register(app, ctx)
+
+    @app.handle_errors(WzNotFound)
+    def not_found(request: IRequest, failure: Any) -> bytes:
+        return send_error(request, NotFound("File Not Found"))
+
+    @app.handle_errors(WzMethodNotAllowed)
+    def not_allowed(request: IRequest, failure: Any) -> bytes:
+        return send_error(request, MethodNotAllowed(f"method {request.method.decode()} not allowed"))
+
+    return app

@@ -1,0 +1,217 @@
+# -*- test-case-name: tests.test_server -*-
+"""Native ``POST /completion`` (llama-server's own, not OpenAI's shape)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from klein import Klein
+from twisted.internet.defer import CancelledError, Deferred, gatherResults
+from twisted.web.iweb import IRequest
+
+from llamatwist.api.errors import ApiError, ExceedContext, InvalidRequest, from_result
+from llamatwist.api.http import ApiContext, handler, read_json, send_json
+from llamatwist.api.params import CompletionRequest, parse_completion
+from llamatwist.api.streaming import SSEStream, on_disconnect
+from llamatwist.runtime.scheduler import LoadedModel
+from llamatwist.runtime.task import (
+    CompletionTask, ErrorResult, FinalResult, GenerationParams, PartialResult, Result, TokenProbs,
+)
+
+__all__ = ["generation_settings", "probs_json", "register", "run_tasks", "tokenize_prompts"]
+
+FLOAT_LOWEST = -3.4028234663852886e38  # llama-server's log(0) stand-in (JSON has no -inf)
+
+
+def generation_settings(p: GenerationParams, seed: int) -> dict[str, Any]:
+    s = p.sampler
+    return {
+        "seed": seed,
+        "temperature": s.temperature,
+        "dynatemp_range": 0.0,
+        "dynatemp_exponent": 1.0,
+        "top_k": s.top_k,
+        "top_p": s.top_p,
+        "min_p": s.min_p,
+        "top_n_sigma": -1.0,
+        "xtc_probability": 0.0,
+        "xtc_threshold": 0.1,
+        "typical_p": s.typical_p,
+        "repeat_last_n": s.repeat_last_n,
+        "repeat_penalty": s.repeat_penalty,
+        "presence_penalty": s.presence_penalty,
+        "frequency_penalty": s.frequency_penalty,
+        "mirostat": 0,
+        "max_tokens": p.n_predict,
+        "n_predict": p.n_predict,
+        "n_keep": p.n_keep,
+        "n_discard": 0,
+        "ignore_eos": s.ignore_eos,
+        "stream": p.stream,
+        "n_probs": p.n_probs,
+        "min_keep": s.min_keep,
+        "stop": list(p.stop),
+        "samplers": ["penalties", "top_k", "typ_p", "top_p", "min_p", "temperature"],
+    }
+
+
+def _logprob(p: float) -> float:
+    import math
+
+    return math.log(p) if p > 0 else FLOAT_LOWEST
+
+
+def probs_json(probs: Sequence[TokenProbs]) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": tp.id,
+            "token": tp.token,
+            "bytes": tp.bytes,
+            "logprob": _logprob(tp.prob),
+            "top_logprobs": [
+                {"id": t.id, "token": t.token, "bytes": t.bytes, "logprob": _logprob(t.prob)} for t in tp.top
+            ],
+        }
+        for tp in probs
+    ]
+
+
+async def tokenize_prompts(ctx: ApiContext, loaded: LoadedModel, req: CompletionRequest) -> list[list[int]]:
+    """Tokenize every prompt and check it against the vocabulary and the context."""
+    out = []
+    for prompt in req.prompts:
+        tokens = await ctx.engine.tokenize(prompt, True, True)
+        if not tokens:
+            raise InvalidRequest("the prompt is empty after tokenization")
+        if not all(ctx.engine.valid_token(t) for t in tokens):
+            raise InvalidRequest("Prompt contains invalid tokens")
+        if len(tokens) >= loaded.n_ctx_slot:
+            raise ExceedContext(
+                f"request ({len(tokens)} tokens) exceeds the available context size "
+                f"({loaded.n_ctx_slot} tokens), try increasing it",
+                n_prompt_tokens=len(tokens), n_ctx=loaded.n_ctx_slot,
+            )
+        out.append(tokens)
+    return out
+
+
+def run_tasks(
+    ctx: ApiContext,
+    request: IRequest,
+    prompts: list[list[int]],
+    params: GenerationParams,
+    on_partial: Any = None,
+    on_final: Any = None,
+) -> Deferred[list[FinalResult]]:
+    """Submit one task per prompt; fires with the final results in order.
+    A client disconnect cancels every task (their slots free next step)."""
+    tasks: list[CompletionTask] = []
+    finals: list[Deferred[FinalResult]] = []
+    for index, tokens in enumerate(prompts):
+        d: Deferred[FinalResult] = Deferred()
+
+        def sink(result: Result, d: Deferred[FinalResult] = d, index: int = index) -> None:
+            if d.called:
+                return
+            if isinstance(result, PartialResult):
+                if on_partial is not None:
+                    on_partial(index, result)
+            elif isinstance(result, FinalResult):
+                if on_final is not None:
+                    on_final(index, result)
+                d.callback(result)
+            elif isinstance(result, ErrorResult):
+                d.errback(from_result(result.code, result.message, result.type, result.extra))
+
+        task = CompletionTask(tokens, params, sink)
+        tasks.append(task)
+        finals.append(d)
+
+    def cancel_all() -> None:
+        for t in tasks:
+            ctx.engine.cancel(t.id)
+        for d in finals:
+            if not d.called:
+                d.cancel()
+
+    on_disconnect(request, cancel_all)
+    for t in tasks:
+        ctx.engine.submit(t)
+    return gatherResults(finals, consumeErrors=True).addErrback(_first_error)
+
+
+def _first_error(failure: Any) -> Any:
+    # gatherResults wraps the failure; surface the task's own ApiError.
+    return failure.value.subFailure if hasattr(failure.value, "subFailure") else failure
+
+
+def register(app: Klein, ctx: ApiContext) -> None:
+    def final_json(r: FinalResult, index: int, params: GenerationParams, prompt_text: str | None) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "index": index,
+            "content": r.content,
+            "tokens": r.tokens,
+            "id_slot": r.id_slot,
+            "stop": True,
+            "model": ctx.model_alias,
+            "tokens_predicted": r.n_decoded,
+            "tokens_evaluated": r.n_prompt_tokens,
+            "generation_settings": generation_settings(params, r.seed),
+            "has_new_line": "\n" in r.content,
+            "truncated": r.truncated,
+            "stop_type": r.stop_type,
+            "stopping_word": r.stopping_word,
+            "tokens_cached": r.n_prompt_tokens + r.n_decoded,
+            "timings": r.timings.to_json(),
+        }
+        if prompt_text is not None:
+            out["prompt"] = prompt_text
+        if not params.stream and r.probs:
+            out["completion_probabilities"] = probs_json(r.probs)
+        return out
+
+    @app.route("/completion", methods=["POST"])
+    @handler
+    async def completion(request: IRequest) -> Any:
+        loaded = ctx.require_ready()
+        req = parse_completion(read_json(request), ctx.config.sampling)
+        prompts = await tokenize_prompts(ctx, loaded, req)
+        params = req.params
+        if params.stream:
+            return await _stream(request, prompts, params)
+        try:
+            results = await run_tasks(ctx, request, prompts, params)
+        except CancelledError:
+            return b""
+        texts = [await ctx.engine.detokenize(p) for p in prompts]
+        body = [final_json(r, i, params, texts[i]) for i, r in enumerate(results)]
+        return send_json(request, body[0] if len(body) == 1 else body)
+
+    async def _stream(request: IRequest, prompts: list[list[int]], params: GenerationParams) -> bytes:
+        sse = SSEStream(request)
+
+        def partial(index: int, r: PartialResult) -> None:
+            chunk: dict[str, Any] = {
+                "index": index,
+                "content": r.content,
+                "tokens": r.tokens if params.return_tokens else [],
+                "stop": False,
+                "id_slot": r.id_slot,
+                "tokens_predicted": r.n_decoded,
+                "tokens_evaluated": r.n_prompt_tokens,
+            }
+            if r.probs:
+                chunk["completion_probabilities"] = probs_json(r.probs)
+            sse.send(chunk)
+
+        def final(index: int, r: FinalResult) -> None:
+            sse.send(final_json(r, index, params, None))
+
+        try:
+            await run_tasks(ctx, request, prompts, params, on_partial=partial, on_final=final)
+        except CancelledError:
+            return b""
+        except ApiError as err:
+            sse.send_error(err)
+        return b""

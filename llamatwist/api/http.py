@@ -1,0 +1,81 @@
+# -*- test-case-name: tests.test_server -*-
+"""The HTTP seam: JSON in and out, errors mapped once, readiness gate."""
+
+from __future__ import annotations
+
+import functools
+import os
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.web.iweb import IRequest
+
+from llamatwist.api.errors import ApiError, ServerError, Unavailable, error_json
+from llamatwist.api.params import parse_json_body
+from llamatwist.config import ServerConfig
+from llamatwist.runtime.scheduler import LoadedModel
+from llamatwist.runtime.service import EngineService, EngineState
+
+__all__ = ["ApiContext", "handler", "json_bytes", "read_json"]
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[..., Awaitable[Any]]
+
+
+@dataclass
+class ApiContext:
+    """What route modules need; passed explicitly, no globals."""
+
+    config: ServerConfig
+    engine: EngineService
+    model_path: str
+
+    @property
+    def model_alias(self) -> str:
+        return self.config.alias or os.path.basename(self.model_path)
+
+    def require_ready(self) -> LoadedModel:
+        if self.engine.state is not EngineState.READY or self.engine.loaded is None:
+            raise Unavailable("Loading model")
+        return self.engine.loaded
+
+
+def json_bytes(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def read_json(request: IRequest) -> dict[str, Any]:
+    return parse_json_body(request.content.read())
+
+
+def send_json(request: IRequest, obj: Any, status: int = 200) -> bytes:
+    request.setResponseCode(status)
+    request.setHeader(b"Content-Type", b"application/json; charset=utf-8")
+    return json_bytes(obj)
+
+
+def send_error(request: IRequest, err: ApiError) -> bytes:
+    request.setResponseCode(err.code)
+    request.setHeader(b"Content-Type", b"application/json; charset=utf-8")
+    return error_json(err)
+
+
+def handler(fn: Handler) -> Callable[..., Awaitable[Any]]:
+    """Wrap an async route: a raised ApiError becomes llama-server's error
+    body; anything else is logged and becomes a 500 (never a dropped socket)."""
+
+    @functools.wraps(fn)
+    async def wrapper(request: IRequest, *args: Any, **kw: Any) -> Any:
+        try:
+            return await fn(request, *args, **kw)
+        except ApiError as err:
+            return send_error(request, err)
+        except Exception:
+            log.exception("unhandled error in %s", fn.__name__)
+            return send_error(request, ServerError("internal server error"))
+
+    return wrapper

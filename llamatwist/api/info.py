@@ -1,0 +1,99 @@
+# -*- test-case-name: tests.test_server -*-
+"""Server state routes: /health, /props, /models, /slots, /metrics."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+from klein import Klein
+from twisted.web.iweb import IRequest
+
+from llamatwist import __version__
+from llamatwist.api.completion import generation_settings
+from llamatwist.api.errors import NotSupported
+from llamatwist.api.http import ApiContext, handler, send_json
+from llamatwist.api.params import generation_params
+from llamatwist.metrics import render_metrics
+from llamatwist.runtime.scheduler import LoadedModel
+
+__all__ = ["register"]
+
+
+def register(app: Klein, ctx: ApiContext) -> None:
+    def model_info(loaded: LoadedModel) -> dict[str, Any]:
+        info = loaded.info
+        return {
+            "id": ctx.model_alias,
+            "aliases": [ctx.config.alias] if ctx.config.alias else [],
+            "tags": [],
+            "object": "model",
+            "created": int(time.time()),
+            "owned_by": "llamacpp",
+            "meta": {
+                "vocab_type": info.vocab_type,
+                "n_vocab": info.n_vocab,
+                "n_ctx": loaded.n_ctx_slot,
+                "n_ctx_train": info.n_ctx_train,
+                "n_embd": info.n_embd,
+                "n_params": info.n_params,
+                "size": info.size,
+            },
+        }
+
+    @app.route("/health", methods=["GET"])
+    @app.route("/v1/health", methods=["GET"])
+    @handler
+    async def health(request: IRequest) -> Any:
+        ctx.require_ready()
+        return send_json(request, {"status": "ok"})
+
+    @app.route("/props", methods=["GET"])
+    @handler
+    async def props(request: IRequest) -> Any:
+        loaded = ctx.require_ready()
+        defaults = generation_params({}, ctx.config.sampling)
+        vocab = ctx.engine.model.vocab
+        return send_json(request, {
+            "default_generation_settings": {
+                "params": generation_settings(defaults, defaults.sampler.seed),
+                "n_ctx": loaded.n_ctx_slot,
+            },
+            "total_slots": loaded.n_slots,
+            "model_alias": ctx.model_alias,
+            "model_path": ctx.model_path,
+            "modalities": {"vision": False, "video": False, "audio": False},
+            "endpoint_slots": ctx.config.slots,
+            "endpoint_props": False,
+            "endpoint_metrics": ctx.config.metrics,
+            "chat_template": loaded.chat_template or "",
+            "bos_token": vocab.token_to_piece(loaded.bos).decode("utf-8", "replace") if loaded.bos >= 0 else "",
+            "eos_token": vocab.token_to_piece(loaded.eos).decode("utf-8", "replace") if loaded.eos >= 0 else "",
+            "build_info": f"llamatwist {__version__}",
+            "is_sleeping": False,
+        })
+
+    @app.route("/models", methods=["GET"])
+    @app.route("/v1/models", methods=["GET"])
+    @handler
+    async def models(request: IRequest) -> Any:
+        loaded = ctx.require_ready()
+        return send_json(request, {"object": "list", "data": [model_info(loaded)]})
+
+    @app.route("/slots", methods=["GET"])
+    @handler
+    async def slots(request: IRequest) -> Any:
+        if not ctx.config.slots:
+            raise NotSupported("This server does not support slots endpoint. Start it with `--slots`")
+        ctx.require_ready()
+        return send_json(request, [dataclasses.asdict(s) for s in ctx.engine.slots()])
+
+    @app.route("/metrics", methods=["GET"])
+    @handler
+    async def metrics(request: IRequest) -> Any:
+        if not ctx.config.metrics:
+            raise NotSupported("This server does not support metrics endpoint. Start it with `--metrics`")
+        ctx.require_ready()
+        request.setHeader(b"Content-Type", b"text/plain; version=0.0.4")
+        return render_metrics(ctx.engine.metrics)

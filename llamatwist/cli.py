@@ -1,0 +1,1040 @@
+# -*- test-case-name: tests.test_cli -*-
+"""Command line of llamatwist: llama-server's flags and LLAMA_ARG_* variables.
+
+Every flag llama-server accepts is known here. The implemented ones are
+described by the declarative `FLAGS` table, which drives argparse, the
+environment lookup and ``-h``; all the others are listed in `UNIMPLEMENTED`
+and refused loudly rather than silently ignored, so a command line written
+for llama-server either means the same thing here or fails.
+
+Only argparse and the config module are imported at module level: ``-h`` and
+``--version`` must work without the native library, Twisted or a model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import textwrap
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Final, NamedTuple, NoReturn
+
+from llamatwist.config import SamplingDefaults, ServerConfig
+
+if TYPE_CHECKING:
+    from twisted.application.service import MultiService
+
+__all__ = [
+    "FLAGS",
+    "UNIMPLEMENTED",
+    "ConfigError",
+    "build_parser",
+    "fatal_errors",
+    "main",
+    "parse_config",
+    "report_error",
+    "resolve_model",
+    "run_service",
+    "version_text",
+]
+
+PROG: Final = "llamatwist"
+
+
+class ConfigError(Exception):
+    """A command line or environment that llamatwist refuses to run with.
+
+    `exit_code` is the process exit status: 2 for usage errors (unknown flag,
+    invalid value; argparse's convention), 1 for flags that llama-server knows
+    but llamatwist does not implement yet.
+    """
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
+def report_error(err: ConfigError, stream: IO[str] | None = None) -> None:
+    """Print `err` the way argparse (usage errors) or llama-server would."""
+    out = sys.stderr if stream is None else stream
+    if err.exit_code == 2:
+        out.write(f"usage: {PROG} [options]\n{PROG}: error: {err.message}\n")
+    else:
+        out.write(f"error: {err.message}\n")
+    out.flush()
+
+
+# --------------------------------------------------------------------------
+# Value converters: text -> value, ValueError(message) when invalid. Shared by
+# argparse (command line) and the environment lookup.
+
+Converter = Callable[[str], Any]
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text.strip(), 10)
+    except ValueError:
+        raise ValueError(f"expected an integer, got {text!r}") from None
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ValueError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _int_min(low: int) -> Converter:
+    def convert(text: str) -> int:
+        value = _int(text)
+        if value < low:
+            raise ValueError(f"must be >= {low}, got {value}")
+        return value
+
+    return convert
+
+
+def _float_range(low: float, high: float) -> Converter:
+    def convert(text: str) -> float:
+        value = _float(text)
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}, got {value}")
+        return value
+
+    return convert
+
+
+def _nonempty(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be empty")
+    return text
+
+
+def _temperature(text: str) -> float:
+    return max(_float(text), 0.0)  # llama-server clamps negatives to greedy
+
+
+def _repeat_penalty(text: str) -> float:
+    value = _float(text)
+    if value <= 0.0:
+        raise ValueError(f"must be greater than 0, got {value}")
+    return value
+
+
+def _n_parallel(text: str) -> int:
+    value = _int(text)
+    if value == 0:
+        raise ValueError("must be a positive number of slots, or -1 for auto")
+    return max(value, -1)  # any negative means auto, as in llama-server
+
+
+def _threads(text: str) -> int:
+    value = _int(text)
+    return value if value > 0 else -1  # <= 0: pick from the CPU count
+
+
+def _gpu_layers(text: str) -> int:
+    word = text.strip().lower()
+    if word == "auto":
+        return -1
+    if word == "all":
+        return -2
+    try:
+        value = _int(text)
+    except ValueError:
+        raise ValueError(f"expected a number, 'auto' or 'all', got {text!r}") from None
+    return max(value, -2)  # llama.cpp: -1 = auto, <= -2 = all
+
+
+def _seed(text: str) -> int:
+    value = _int(text)
+    if value in (-1, 0xFFFFFFFF):  # LLAMA_DEFAULT_SEED: random
+        return -1
+    if not 0 <= value < 0xFFFFFFFF:
+        raise ValueError(f"must be -1 (random) or between 0 and {0xFFFFFFFF - 1}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError(f"must be between 0 and 65535, got {value}")
+    return value
+
+
+def _host(text: str) -> str:
+    host = text.strip()
+    if not host:
+        raise ValueError("must not be empty")
+    # llama-server also takes comma-separated lists and UNIX socket paths.
+    if "," in host:
+        raise ConfigError(
+            "several --host addresses are not implemented yet in llamatwist", 1
+        )
+    if host.endswith(".sock"):
+        raise ConfigError(
+            "UNIX socket --host paths are not implemented yet in llamatwist", 1
+        )
+    return host
+
+
+def _alias(text: str) -> str:
+    aliases = [a.strip() for a in text.split(",") if a.strip()]
+    if not aliases:
+        raise ValueError("must name at least one alias")
+    return ",".join(aliases)
+
+
+_TRUTHY: Final = frozenset({"on", "enabled", "true", "1"})
+_FALSEY: Final = frozenset({"off", "disabled", "false", "0"})
+
+
+def _env_bool(text: str) -> bool:
+    """llama.cpp's parse_bool_value for LLAMA_ARG_* values of on/off flags."""
+    if text in _TRUTHY:
+        return True
+    if text in _FALSEY:
+        return False
+    raise ValueError(f"invalid boolean value {text!r}")
+
+
+# --------------------------------------------------------------------------
+# The implemented flags.
+
+
+class Flag(NamedTuple):
+    """One implemented llama-server flag.
+
+    `convert` None makes it an on/off flag: `neg` names switch it off, and
+    with no `neg` it is a switch that can only turn its field on.
+    """
+
+    names: tuple[str, ...]
+    field: str  # ServerConfig field; "sampling.<name>" for SamplingDefaults
+    group: str
+    help: str
+    env: str | None = None
+    convert: Converter | None = None
+    neg: tuple[str, ...] = ()
+    metavar: str = "N"
+    default: str | None = None  # shown by -h instead of the config default
+
+
+G_MODEL: Final = "model"
+G_SERVER: Final = "server"
+G_COMPUTE: Final = "context, batching and compute"
+G_SAMPLING: Final = "sampling (defaults for each request)"
+G_LOG: Final = "logging"
+
+FLAGS: Final[tuple[Flag, ...]] = (
+    # model
+    Flag(("-m", "--model"), "model", G_MODEL, "model path to load",
+         "LLAMA_ARG_MODEL", _nonempty, metavar="FNAME",
+         default="the default model, as --smollm2-default"),
+    Flag(("-a", "--alias"), "alias", G_MODEL,
+         "set model name aliases, comma-separated (to be used by API)",
+         "LLAMA_ARG_ALIAS", _alias, metavar="STRING", default="unset"),
+    Flag(("-ngl", "--gpu-layers", "--n-gpu-layers"), "n_gpu_layers", G_MODEL,
+         "max. number of layers to store in VRAM, either an exact number, "
+         "'auto', or 'all'", "LLAMA_ARG_N_GPU_LAYERS", _gpu_layers,
+         default="auto"),
+    # server
+    Flag(("--host",), "host", G_SERVER, "IP address to listen on",
+         "LLAMA_ARG_HOST", _host, metavar="HOST"),
+    Flag(("--port",), "port", G_SERVER, "port to listen on",
+         "LLAMA_ARG_PORT", _port, metavar="PORT"),
+    Flag(("--metrics",), "metrics", G_SERVER,
+         "enable prometheus compatible metrics endpoint",
+         "LLAMA_ARG_ENDPOINT_METRICS"),
+    Flag(("--slots",), "slots", G_SERVER, "expose slots monitoring endpoint",
+         "LLAMA_ARG_ENDPOINT_SLOTS", neg=("--no-slots",)),
+    # context, batching and compute
+    Flag(("-c", "--ctx-size"), "n_ctx", G_COMPUTE,
+         "size of the prompt context (0 = loaded from model)",
+         "LLAMA_ARG_CTX_SIZE", _int_min(0)),
+    Flag(("-np", "--parallel"), "n_parallel", G_COMPUTE,
+         "number of server slots (-1 = auto: 4 slots sharing a unified KV cache)",
+         "LLAMA_ARG_N_PARALLEL", _n_parallel, default="-1"),
+    Flag(("-kvu", "--kv-unified"), "kv_unified", G_COMPUTE,
+         "use single unified KV buffer shared across all sequences",
+         "LLAMA_ARG_KV_UNIFIED", neg=("-no-kvu", "--no-kv-unified"),
+         default="enabled if the number of slots is auto"),
+    Flag(("-cb", "--cont-batching"), "cont_batching", G_COMPUTE,
+         "whether to enable continuous batching (a.k.a dynamic batching)",
+         "LLAMA_ARG_CONT_BATCHING", neg=("-nocb", "--no-cont-batching")),
+    Flag(("-b", "--batch-size"), "n_batch", G_COMPUTE,
+         "logical maximum batch size", "LLAMA_ARG_BATCH", _int_min(1)),
+    Flag(("-ub", "--ubatch-size"), "n_ubatch", G_COMPUTE,
+         "physical maximum batch size", "LLAMA_ARG_UBATCH", _int_min(1)),
+    Flag(("-t", "--threads"), "n_threads", G_COMPUTE,
+         "number of CPU threads to use during generation (<= 0 = auto)",
+         "LLAMA_ARG_THREADS", _threads, default="auto"),
+    Flag(("-tb", "--threads-batch"), "n_threads_batch", G_COMPUTE,
+         "number of threads to use during batch and prompt processing",
+         None, _threads, default="same as --threads"),
+    Flag(("--warmup",), "warmup", G_COMPUTE,
+         "whether to perform warmup with an empty run", neg=("--no-warmup",)),
+    # sampling
+    Flag(("-n", "--predict", "--n-predict"), "sampling.n_predict", G_SAMPLING,
+         "number of tokens to predict (-1 = infinity)", "LLAMA_ARG_N_PREDICT",
+         _int_min(-1)),
+    Flag(("-s", "--seed"), "sampling.seed", G_SAMPLING,
+         "RNG seed (-1 = random)", None, _seed, metavar="SEED"),
+    Flag(("--temp", "--temperature"), "sampling.temperature", G_SAMPLING,
+         "temperature", "LLAMA_ARG_TEMPERATURE", _temperature),
+    Flag(("--top-k",), "sampling.top_k", G_SAMPLING,
+         "top-k sampling (0 = disabled)", "LLAMA_ARG_TOP_K", _int),
+    Flag(("--top-p",), "sampling.top_p", G_SAMPLING,
+         "top-p sampling (1.0 = disabled)", "LLAMA_ARG_TOP_P",
+         _float_range(0.0, 1.0)),
+    Flag(("--min-p",), "sampling.min_p", G_SAMPLING,
+         "min-p sampling (0.0 = disabled)", "LLAMA_ARG_MIN_P",
+         _float_range(0.0, 1.0)),
+    Flag(("--keep",), "sampling.n_keep", G_SAMPLING,
+         "number of tokens to keep from the initial prompt (-1 = all)", None,
+         _int_min(-1)),
+    Flag(("--repeat-last-n",), "sampling.repeat_last_n", G_SAMPLING,
+         "last n tokens to consider for penalize (0 = disabled)", None,
+         _int_min(0)),
+    Flag(("--repeat-penalty",), "sampling.repeat_penalty", G_SAMPLING,
+         "penalize repeat sequence of tokens (1.0 = disabled)",
+         "LLAMA_ARG_REPEAT_PENALTY", _repeat_penalty),
+    Flag(("--presence-penalty",), "sampling.presence_penalty", G_SAMPLING,
+         "repeat alpha presence penalty (0.0 = disabled)",
+         "LLAMA_ARG_PRESENCE_PENALTY", _float),
+    Flag(("--frequency-penalty",), "sampling.frequency_penalty", G_SAMPLING,
+         "repeat alpha frequency penalty (0.0 = disabled)",
+         "LLAMA_ARG_FREQUENCY_PENALTY", _float),
+    # logging
+    Flag(("-v", "--verbose", "--log-verbose"), "verbose", G_LOG,
+         "log everything, debug messages included"),
+    Flag(("--log-disable",), "log_disable", G_LOG, "disable logging"),
+    Flag(("--log-file",), "log_file", G_LOG,
+         "also write the log to this file (truncated at start)",
+         "LLAMA_ARG_LOG_FILE", _nonempty, metavar="FNAME", default="unset"),
+)  # fmt: skip
+
+# Default-model presets, like llama-server's --fim-*-default: they pick the
+# model that llamatwist.models fetches (config.model None means that model).
+PRESETS: Final[dict[str, str]] = {
+    "--smollm2-default": "use the default SmolLM2 model (downloaded on first "
+    "use; also the model used when neither -m nor a preset is given)",
+}
+
+
+# --------------------------------------------------------------------------
+# Every other flag llama-server accepts (common/arg.cpp, the options that apply
+# to LLAMA_EXAMPLE_SERVER), with its environment variable: refused.
+
+SWITCH: Final = "switch"  # takes no value; its variable acts only when truthy
+BOOL: Final = "bool"  # on/off pair; LLAMA_ARG_NO_<name> also switches it off
+VALUE: Final = "value"  # takes one value
+
+
+class Unimplemented(NamedTuple):
+    names: str  # space-separated spellings, negative ones included
+    env: str | None
+    kind: str
+
+
+_U = Unimplemented
+
+UNIMPLEMENTED: Final[tuple[Unimplemented, ...]] = (
+    _U("-cl --cache-list", None, SWITCH),
+    _U("--completion-bash", None, SWITCH),
+    _U("-C --cpu-mask", None, VALUE),
+    _U("-Cr --cpu-range", None, VALUE),
+    _U("--cpu-strict", None, VALUE),
+    _U("--prio", None, VALUE),
+    _U("--poll", None, VALUE),
+    _U("-Cb --cpu-mask-batch", None, VALUE),
+    _U("-Crb --cpu-range-batch", None, VALUE),
+    _U("--cpu-strict-batch", None, VALUE),
+    _U("--prio-batch", None, VALUE),
+    _U("--poll-batch", None, VALUE),
+    _U("-lcs --lookup-cache-static", None, VALUE),
+    _U("-lcd --lookup-cache-dynamic", None, VALUE),
+    _U("--kv-unified-per-slot", "LLAMA_ARG_KV_UNIFIED_PER_SLOT", VALUE),
+    _U("--swa-full", "LLAMA_ARG_SWA_FULL", SWITCH),
+    _U(
+        "-ctxcp --ctx-checkpoints --swa-checkpoints", "LLAMA_ARG_CTX_CHECKPOINTS", VALUE
+    ),
+    _U("-cms --checkpoint-min-step", "LLAMA_ARG_CHECKPOINT_MIN_SPACING_NT", VALUE),
+    _U("-cram --cache-ram", "LLAMA_ARG_CACHE_RAM", VALUE),
+    _U("--cache-idle-slots --no-cache-idle-slots", "LLAMA_ARG_CACHE_IDLE_SLOTS", BOOL),
+    _U("--context-shift --no-context-shift", "LLAMA_ARG_CONTEXT_SHIFT", BOOL),
+    _U("-fa --flash-attn", "LLAMA_ARG_FLASH_ATTN", VALUE),
+    _U("--perf --no-perf", "LLAMA_ARG_PERF", BOOL),
+    _U("-e --escape --no-escape", None, BOOL),
+    _U("-r --reverse-prompt", None, VALUE),
+    _U("-sp --special", None, SWITCH),
+    _U("--spm-infill", None, SWITCH),
+    _U("--samplers", None, VALUE),
+    _U("--sampler-seq --sampling-seq", None, VALUE),
+    _U("--ignore-eos", None, SWITCH),
+    _U("--top-nsigma --top-n-sigma", None, VALUE),
+    _U("--xtc-probability", None, VALUE),
+    _U("--xtc-threshold", None, VALUE),
+    _U("--typical --typical-p", None, VALUE),
+    _U("--dry-multiplier", None, VALUE),
+    _U("--dry-base", None, VALUE),
+    _U("--dry-allowed-length", None, VALUE),
+    _U("--dry-penalty-last-n", None, VALUE),
+    _U("--dry-sequence-breaker", None, VALUE),
+    _U("--adaptive-target", None, VALUE),
+    _U("--adaptive-decay", None, VALUE),
+    _U("--dynatemp-range", None, VALUE),
+    _U("--dynatemp-exp", None, VALUE),
+    _U("--mirostat", None, VALUE),
+    _U("--mirostat-lr", None, VALUE),
+    _U("--mirostat-ent", None, VALUE),
+    _U("-l --logit-bias", None, VALUE),
+    _U("--grammar", None, VALUE),
+    _U("--grammar-file", None, VALUE),
+    _U("-j --json-schema", None, VALUE),
+    _U("-jf --json-schema-file", None, VALUE),
+    _U("-bs --backend-sampling", "LLAMA_ARG_BACKEND_SAMPLING", SWITCH),
+    _U("--pooling", "LLAMA_ARG_POOLING", VALUE),
+    _U("--rope-scaling", "LLAMA_ARG_ROPE_SCALING_TYPE", VALUE),
+    _U("--rope-scale", "LLAMA_ARG_ROPE_SCALE", VALUE),
+    _U("--rope-freq-base", "LLAMA_ARG_ROPE_FREQ_BASE", VALUE),
+    _U("--rope-freq-scale", "LLAMA_ARG_ROPE_FREQ_SCALE", VALUE),
+    _U("--yarn-orig-ctx", "LLAMA_ARG_YARN_ORIG_CTX", VALUE),
+    _U("--yarn-ext-factor", "LLAMA_ARG_YARN_EXT_FACTOR", VALUE),
+    _U("--yarn-attn-factor", "LLAMA_ARG_YARN_ATTN_FACTOR", VALUE),
+    _U("--yarn-beta-slow", "LLAMA_ARG_YARN_BETA_SLOW", VALUE),
+    _U("--yarn-beta-fast", "LLAMA_ARG_YARN_BETA_FAST", VALUE),
+    _U("-kvo --kv-offload -nkvo --no-kv-offload", "LLAMA_ARG_KV_OFFLOAD", BOOL),
+    _U("--repack -nr --no-repack", "LLAMA_ARG_REPACK", BOOL),
+    _U("--no-host", "LLAMA_ARG_NO_HOST", SWITCH),
+    _U("-ctk --cache-type-k", "LLAMA_ARG_CACHE_TYPE_K", VALUE),
+    _U("-ctv --cache-type-v", "LLAMA_ARG_CACHE_TYPE_V", VALUE),
+    _U("-dt --defrag-thold", "LLAMA_ARG_DEFRAG_THOLD", VALUE),
+    _U("-mm --mmproj", "LLAMA_ARG_MMPROJ", VALUE),
+    _U("-mmu --mmproj-url", "LLAMA_ARG_MMPROJ_URL", VALUE),
+    _U("--mmproj-auto --no-mmproj --no-mmproj-auto", "LLAMA_ARG_MMPROJ_AUTO", BOOL),
+    _U("--mmproj-offload --no-mmproj-offload", "LLAMA_ARG_MMPROJ_OFFLOAD", BOOL),
+    _U("-mmdev --mmproj-device", "MTMD_BACKEND_DEVICE", VALUE),
+    _U("--image-min-tokens", "LLAMA_ARG_IMAGE_MIN_TOKENS", VALUE),
+    _U("--image-max-tokens", "LLAMA_ARG_IMAGE_MAX_TOKENS", VALUE),
+    _U("--mtmd-batch-max-tokens", "LLAMA_ARG_MTMD_BATCH_MAX_TOKENS", VALUE),
+    _U("--video-fps", "LLAMA_ARG_VIDEO_FPS", VALUE),
+    _U("--video-timestamp-interval", "LLAMA_ARG_VIDEO_TIMESTAMP_INTERVAL", VALUE),
+    _U("--video-ffmpeg-dir", "LLAMA_ARG_VIDEO_FFMPEG_DIR", VALUE),
+    _U("--rpc", "LLAMA_ARG_RPC", VALUE),
+    _U("-lm --load-mode", "LLAMA_ARG_LOAD_MODE", VALUE),
+    _U("-lzm --lazy-mode", "LLAMA_ARG_LAZY_MODE", VALUE),
+    _U("--numa", "LLAMA_ARG_NUMA", VALUE),
+    _U("-dev --device", "LLAMA_ARG_DEVICE", VALUE),
+    _U("--list-devices", None, SWITCH),
+    _U("-ot --override-tensor", "LLAMA_ARG_OVERRIDE_TENSOR", VALUE),
+    _U("-cmoe --cpu-moe", "LLAMA_ARG_CPU_MOE", SWITCH),
+    _U("-ncmoe --n-cpu-moe", "LLAMA_ARG_N_CPU_MOE", VALUE),
+    _U("-ncffn --n-cpu-ffn", "LLAMA_ARG_N_CPU_FFN", VALUE),
+    _U("-sm --split-mode", "LLAMA_ARG_SPLIT_MODE", VALUE),
+    _U("-ts --tensor-split", "LLAMA_ARG_TENSOR_SPLIT", VALUE),
+    _U("-mg --main-gpu", "LLAMA_ARG_MAIN_GPU", VALUE),
+    _U("-fit --fit", "LLAMA_ARG_FIT", VALUE),
+    _U("-fitt --fit-target", "LLAMA_ARG_FIT_TARGET", VALUE),
+    _U("-fitc --fit-ctx", "LLAMA_ARG_FIT_CTX", VALUE),
+    _U("--check-tensors", None, SWITCH),
+    _U("--override-kv", None, VALUE),
+    _U("--op-offload --no-op-offload", None, BOOL),
+    _U("--lora", None, VALUE),
+    _U("--lora-scaled", None, VALUE),
+    _U("--control-vector", None, VALUE),
+    _U("--control-vector-scaled", None, VALUE),
+    _U("--control-vector-layer-range", None, VALUE),
+    _U("--tags", "LLAMA_ARG_TAGS", VALUE),
+    _U("-mu --model-url", "LLAMA_ARG_MODEL_URL", VALUE),
+    _U("-dr --docker-repo", "LLAMA_ARG_DOCKER_REPO", VALUE),
+    _U("-hf -hfr --hf-repo", "LLAMA_ARG_HF_REPO", VALUE),
+    _U("-hff --hf-file", "LLAMA_ARG_HF_FILE", VALUE),
+    _U("-hft --hf-token", "HF_TOKEN", VALUE),
+    _U("--embd-normalize", None, VALUE),
+    _U("--reuse-port", "LLAMA_ARG_REUSE_PORT", SWITCH),
+    _U("--path", "LLAMA_ARG_STATIC_PATH", VALUE),
+    _U("--cors-origins", "LLAMA_ARG_CORS_ORIGINS", VALUE),
+    _U("--cors-methods", "LLAMA_ARG_CORS_METHODS", VALUE),
+    _U("--cors-headers", "LLAMA_ARG_CORS_HEADERS", VALUE),
+    _U("--cors-credentials --no-cors-credentials", "LLAMA_ARG_CORS_CREDENTIALS", BOOL),
+    _U("--api-prefix", "LLAMA_ARG_API_PREFIX", VALUE),
+    _U("--ui-config --webui-config", "LLAMA_ARG_UI_CONFIG", VALUE),
+    _U("--ui-config-file --webui-config-file", "LLAMA_ARG_UI_CONFIG_FILE", VALUE),
+    _U(
+        "--ui-mcp-proxy --webui-mcp-proxy --no-ui-mcp-proxy --no-webui-mcp-proxy",
+        "LLAMA_ARG_UI_MCP_PROXY",
+        BOOL,
+    ),
+    _U("--tools", "LLAMA_ARG_TOOLS", VALUE),
+    _U("--tools-runtime", "LLAMA_ARG_TOOLS_RUNTIME", VALUE),
+    _U("--mcp-servers-config", "LLAMA_ARG_MCP_SERVERS_CONFIG", VALUE),
+    _U("--mcp-servers-json", "LLAMA_ARG_MCP_SERVERS_JSON", VALUE),
+    _U("-ag --agent -no-ag --no-agent", "LLAMA_ARG_AGENT", BOOL),
+    _U("--ui --webui --no-ui --no-webui", "LLAMA_ARG_UI", BOOL),
+    _U("--embedding --embeddings", "LLAMA_ARG_EMBEDDINGS", SWITCH),
+    _U("--rerank --reranking", "LLAMA_ARG_RERANKING", SWITCH),
+    _U("--api-key", "LLAMA_API_KEY", VALUE),
+    _U("--api-key-file", "LLAMA_ARG_API_KEY_FILE", VALUE),
+    _U("--ssl-key-file", "LLAMA_ARG_SSL_KEY_FILE", VALUE),
+    _U("--ssl-cert-file", "LLAMA_ARG_SSL_CERT_FILE", VALUE),
+    _U("--chat-template-kwargs", "LLAMA_ARG_CHAT_TEMPLATE_KWARGS", VALUE),
+    _U("-to --timeout", "LLAMA_ARG_TIMEOUT", VALUE),
+    _U("--sse-ping-interval", "LLAMA_ARG_SSE_PING_INTERVAL", VALUE),
+    _U("--threads-http", "LLAMA_ARG_THREADS_HTTP", VALUE),
+    _U("--cache-prompt --no-cache-prompt", "LLAMA_ARG_CACHE_PROMPT", BOOL),
+    _U("--cache-reuse", "LLAMA_ARG_CACHE_REUSE", VALUE),
+    _U("--props", "LLAMA_ARG_ENDPOINT_PROPS", SWITCH),
+    _U("--slot-save-path", None, VALUE),
+    _U("--media-path", None, VALUE),
+    _U("--models-dir", "LLAMA_ARG_MODELS_DIR", VALUE),
+    _U("--models-preset", "LLAMA_ARG_MODELS_PRESET", VALUE),
+    _U("--models-max", "LLAMA_ARG_MODELS_MAX", VALUE),
+    _U("--models-autoload --no-models-autoload", "LLAMA_ARG_MODELS_AUTOLOAD", BOOL),
+    _U("--jinja --no-jinja", "LLAMA_ARG_JINJA", BOOL),
+    _U("--reasoning-format", "LLAMA_ARG_THINK", VALUE),
+    _U("-rea --reasoning", "LLAMA_ARG_REASONING", VALUE),
+    _U("--reasoning-effort", "LLAMA_ARG_REASONING_EFFORT", VALUE),
+    _U("--reasoning-budget", "LLAMA_ARG_THINK_BUDGET", VALUE),
+    _U("--reasoning-budget-message", "LLAMA_ARG_THINK_BUDGET_MESSAGE", VALUE),
+    _U(
+        "--reasoning-preserve --no-reasoning-preserve",
+        "LLAMA_ARG_REASONING_PRESERVE",
+        BOOL,
+    ),
+    _U("--chat-template", "LLAMA_ARG_CHAT_TEMPLATE", VALUE),
+    _U("--chat-template-file", "LLAMA_ARG_CHAT_TEMPLATE_FILE", VALUE),
+    _U(
+        "--skip-chat-parsing --no-skip-chat-parsing",
+        "LLAMA_ARG_SKIP_CHAT_PARSING",
+        BOOL,
+    ),
+    _U(
+        "--prefill-assistant --no-prefill-assistant",
+        "LLAMA_ARG_PREFILL_ASSISTANT",
+        BOOL,
+    ),
+    _U("-sps --slot-prompt-similarity", None, VALUE),
+    _U("--lora-init-without-apply", None, SWITCH),
+    _U("--sleep-idle-seconds", None, VALUE),
+    _U("--log-jsonl --no-log-jsonl", "LLAMA_ARG_LOG_JSONL", BOOL),
+    _U("--log-prompts-dir", None, VALUE),
+    _U("--log-colors", "LLAMA_ARG_LOG_COLORS", VALUE),
+    _U("--offline", "LLAMA_ARG_OFFLINE", SWITCH),
+    _U("-lv --verbosity --log-verbosity", "LLAMA_ARG_LOG_VERBOSITY", VALUE),
+    _U("--log-prefix --no-log-prefix", "LLAMA_ARG_LOG_PREFIX", BOOL),
+    _U("--log-timestamps --no-log-timestamps", "LLAMA_ARG_LOG_TIMESTAMPS", BOOL),
+    _U(
+        "--spec-draft-hf -hfd -hfrd --hf-repo-draft",
+        "LLAMA_ARG_SPEC_DRAFT_HF_REPO",
+        VALUE,
+    ),
+    _U("--spec-draft-threads -td --threads-draft", None, VALUE),
+    _U("--spec-draft-threads-batch -tbd --threads-batch-draft", None, VALUE),
+    _U("--spec-draft-cpu-mask -Cd --cpu-mask-draft", None, VALUE),
+    _U("--spec-draft-cpu-range -Crd --cpu-range-draft", None, VALUE),
+    _U("--spec-draft-cpu-strict --cpu-strict-draft", None, VALUE),
+    _U("--spec-draft-prio --prio-draft", None, VALUE),
+    _U("--spec-draft-poll --poll-draft", None, VALUE),
+    _U("--spec-draft-cpu-mask-batch -Cbd --cpu-mask-batch-draft", None, VALUE),
+    _U("--spec-draft-cpu-strict-batch --cpu-strict-batch-draft", None, VALUE),
+    _U("--spec-draft-prio-batch --prio-batch-draft", None, VALUE),
+    _U("--spec-draft-poll-batch --poll-batch-draft", None, VALUE),
+    _U(
+        "--spec-draft-type-k -ctkd --cache-type-k-draft",
+        "LLAMA_ARG_SPEC_DRAFT_CACHE_TYPE_K",
+        VALUE,
+    ),
+    _U(
+        "--spec-draft-type-v -ctvd --cache-type-v-draft",
+        "LLAMA_ARG_SPEC_DRAFT_CACHE_TYPE_V",
+        VALUE,
+    ),
+    _U("--spec-draft-override-tensor -otd --override-tensor-draft", None, VALUE),
+    _U(
+        "--spec-draft-cpu-moe -cmoed --cpu-moe-draft",
+        "LLAMA_ARG_SPEC_DRAFT_CPU_MOE",
+        SWITCH,
+    ),
+    _U(
+        "--spec-draft-n-cpu-moe --spec-draft-ncmoe -ncmoed --n-cpu-moe-draft",
+        "LLAMA_ARG_SPEC_DRAFT_N_CPU_MOE",
+        VALUE,
+    ),
+    _U("--spec-draft-n-max", "LLAMA_ARG_SPEC_DRAFT_N_MAX", VALUE),
+    _U("--spec-draft-n-min", "LLAMA_ARG_SPEC_DRAFT_N_MIN", VALUE),
+    _U("--spec-synth-len", "LLAMA_ARG_SPEC_SYNTH_LEN", VALUE),
+    _U("--spec-synth-rates", "LLAMA_ARG_SPEC_SYNTH_RATES", VALUE),
+    _U("--spec-draft-p-split --draft-p-split", "LLAMA_ARG_SPEC_DRAFT_P_SPLIT", VALUE),
+    _U("--spec-draft-p-min --draft-p-min", "LLAMA_ARG_SPEC_DRAFT_P_MIN", VALUE),
+    _U(
+        "--spec-draft-backend-sampling --no-spec-draft-backend-sampling",
+        "LLAMA_ARG_SPEC_DRAFT_BACKEND_SAMPLING",
+        BOOL,
+    ),
+    _U("--spec-draft-device -devd --device-draft", None, VALUE),
+    _U(
+        "--spec-draft-ngl -ngld --gpu-layers-draft --n-gpu-layers-draft",
+        "LLAMA_ARG_N_GPU_LAYERS_DRAFT",
+        VALUE,
+    ),
+    _U("--spec-draft-model -md --model-draft", "LLAMA_ARG_SPEC_DRAFT_MODEL", VALUE),
+    _U("--spec-type", "LLAMA_ARG_SPEC_TYPE", VALUE),
+    _U("--spec-ngram-mod-n-min", None, VALUE),
+    _U("--spec-ngram-mod-n-max", None, VALUE),
+    _U("--spec-ngram-mod-n-match", None, VALUE),
+    _U("--spec-ngram-simple-size-n", None, VALUE),
+    _U("--spec-ngram-simple-size-m", None, VALUE),
+    _U("--spec-ngram-simple-min-hits", None, VALUE),
+    _U("--spec-ngram-map-k-size-n", None, VALUE),
+    _U("--spec-ngram-map-k-size-m", None, VALUE),
+    _U("--spec-ngram-map-k-min-hits", None, VALUE),
+    _U("--spec-ngram-map-k4v-size-n", None, VALUE),
+    _U("--spec-ngram-map-k4v-size-m", None, VALUE),
+    _U("--spec-ngram-map-k4v-min-hits", None, VALUE),
+    _U("--draft --draft-n --draft-max", "LLAMA_ARG_DRAFT_MAX", VALUE),
+    _U("--draft-min --draft-n-min", "LLAMA_ARG_DRAFT_MIN", VALUE),
+    _U("--spec-ngram-size-n", None, VALUE),
+    _U("--spec-ngram-size-m", None, VALUE),
+    _U("--spec-ngram-min-hits", None, VALUE),
+    _U("--embd-gemma-default", None, SWITCH),
+    _U("--fim-qwen-1.5b-default", None, SWITCH),
+    _U("--fim-qwen-3b-default", None, SWITCH),
+    _U("--fim-qwen-7b-default", None, SWITCH),
+    _U("--fim-qwen-7b-spec", None, SWITCH),
+    _U("--fim-qwen-14b-spec", None, SWITCH),
+    _U("--fim-qwen-30b-default", None, SWITCH),
+    _U("--gpt-oss-20b-default", None, SWITCH),
+    _U("--gpt-oss-120b-default", None, SWITCH),
+    _U("--vision-gemma-4b-default", None, SWITCH),
+    _U("--vision-gemma-12b-default", None, SWITCH),
+    _U("--spec-default", None, SWITCH),
+)
+
+# Variables that are not llama-server's alone: other tools read them too, so
+# a set one must not stop the server (llamatwist never downloads with it).
+_SHARED_ENV: Final = frozenset({"HF_TOKEN"})
+
+
+# --------------------------------------------------------------------------
+# argparse plumbing.
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # Raise instead of exiting so parse_config stays testable and the
+        # twistd plugin can report errors the same way.
+        raise ConfigError(message, 2)
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wraps like argparse but never splits a flag name at one of its dashes."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return textwrap.fill(
+            " ".join(text.split()),
+            width,
+            initial_indent=indent,
+            subsequent_indent=indent,
+            break_on_hyphens=False,
+        )
+
+
+class _OnOff(argparse.Action):
+    """One action for a flag and its negations: -cb on, -nocb off."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any):
+        self.negative = frozenset(kwargs.pop("negative", ()))
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, option_string not in self.negative)
+
+
+_REFUSED: Final = "refused_flags"
+
+
+class _Refuse(argparse.Action):
+    """Records an unimplemented flag; parse_config refuses it afterwards."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        refused = getattr(namespace, _REFUSED, [])
+        refused.append(option_string)
+        setattr(namespace, _REFUSED, refused)
+
+
+class _Version(argparse.Action):
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> NoReturn:
+        sys.stdout.write(version_text())
+        sys.stdout.flush()
+        raise SystemExit(0)
+
+
+def _config_default(path: str) -> Any:
+    obj: Any = ServerConfig()
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _show_default(flag: Flag) -> str:
+    if flag.default is not None:
+        return flag.default
+    value = _config_default(flag.field)
+    if isinstance(value, bool):
+        return "enabled" if value else "disabled"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return "unset" if value is None else str(value)
+
+
+def _canonical(names: Sequence[str]) -> str:
+    """The name to quote in messages: the first long spelling."""
+    return next((n for n in names if n.startswith("--")), names[0])
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    """The argparse parser for llama-server's command line.
+
+    Parsed values are left out of the namespace unless given (so parse_config
+    can tell a flag from its environment variable); unimplemented flags are
+    collected in the ``refused_flags`` attribute rather than failing at once.
+    """
+    parser = _Parser(
+        prog=prog,
+        usage="%(prog)s [options]",
+        description="llama-server compatible LLM inference server. Flags and "
+        "LLAMA_ARG_* environment variables mean what they mean to llama-server; "
+        "a flag on the command line beats its environment variable.",
+        epilog="Recognized llama-server flags that are not implemented yet, "
+        "refused with exit status 1 (as are their environment variables): "
+        + ", ".join(_canonical(u.names.split()) for u in UNIMPLEMENTED),
+        formatter_class=_HelpFormatter,
+        add_help=False,
+        allow_abbrev=False,  # llama-server wants exact names
+        argument_default=argparse.SUPPRESS,
+    )
+    general = parser.add_argument_group("general")
+    general.add_argument(
+        "-h", "--help", "--usage", action="help", help="print usage and exit"
+    )
+    general.add_argument(
+        "--version", action=_Version, nargs=0, help="show version and build info"
+    )
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for flag in FLAGS:
+        group = groups.get(flag.group)
+        if group is None:
+            group = groups[flag.group] = parser.add_argument_group(flag.group)
+        text = f"{flag.help} (default: {_show_default(flag)})"
+        if flag.env:
+            text += f" (env: {flag.env})"
+        text = text.replace("%", "%%")  # argparse %-formats help strings
+        if flag.convert is not None:
+            group.add_argument(
+                *flag.names,
+                dest=flag.field,
+                type=_for_argparse(flag.convert),
+                metavar=flag.metavar,
+                help=text,
+            )
+        else:
+            group.add_argument(
+                *flag.names,
+                *flag.neg,
+                dest=flag.field,
+                action=_OnOff,
+                negative=flag.neg,
+                help=text,
+            )
+        if flag.field == "model":
+            for name, text in PRESETS.items():
+                group.add_argument(
+                    name, dest="model", action="store_const", const=None, help=text
+                )
+    for unimplemented in UNIMPLEMENTED:
+        parser.add_argument(
+            *unimplemented.names.split(),
+            dest=_REFUSED,
+            action=_Refuse,
+            # A value is swallowed so that it is not reported as a stray
+            # argument; the flag itself is refused anyway.
+            nargs="?" if unimplemented.kind == VALUE else 0,
+            help=argparse.SUPPRESS,
+        )
+    return parser
+
+
+def _for_argparse(convert: Converter) -> Converter:
+    def parse(text: str) -> Any:
+        try:
+            return convert(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    return parse
+
+
+def _normalize(argv: Sequence[str], known: set[str]) -> list[str]:
+    """llama-server reads --ctx_size as --ctx-size: do the same."""
+    out = []
+    for arg in argv:
+        name, eq, value = arg.partition("=")
+        dashed = name.replace("_", "-")
+        if name.startswith("--") and dashed in known:
+            out.append(dashed + eq + value)
+        else:
+            out.append(arg)
+    return out
+
+
+def _known_names() -> set[str]:
+    names = {"-h", "--help", "--usage", "--version", *PRESETS}
+    for flag in FLAGS:
+        names.update(flag.names + flag.neg)
+    for unimplemented in UNIMPLEMENTED:
+        names.update(unimplemented.names.split())
+    return names
+
+
+def _not_implemented(flag: str, env: str | None = None) -> ConfigError:
+    message = f"flag {flag} is not implemented yet in llamatwist"
+    if env:
+        message += f" (set by environment variable {env})"
+    return ConfigError(message, 1)
+
+
+def _from_env(flag: Flag, environ: Mapping[str, str]) -> tuple[bool, Any]:
+    """(found, value) for `flag` from its LLAMA_ARG_* variable, as llama.cpp."""
+    if flag.env is None:
+        return False, None
+    if flag.neg:
+        if flag.env.replace("LLAMA_ARG_", "LLAMA_ARG_NO_", 1) in environ:
+            return True, False  # its mere presence switches the flag off
+        convert: Converter = _env_bool
+    elif flag.convert is None:
+        # A switch acts only on a truthy value; any other value is ignored.
+        return (environ.get(flag.env) in _TRUTHY), True
+    else:
+        convert = flag.convert
+    if flag.env not in environ:
+        return False, None
+    try:
+        return True, convert(environ[flag.env])
+    except ValueError as err:
+        raise ConfigError(
+            f"invalid value for environment variable {flag.env}: {err}"
+        ) from None
+
+
+def _refused_env(environ: Mapping[str, str]) -> ConfigError | None:
+    for unimplemented in UNIMPLEMENTED:
+        env = unimplemented.env
+        if env is None or env in _SHARED_ENV:
+            continue
+        names = unimplemented.names.split()
+        if unimplemented.kind == BOOL:
+            negative = env.replace("LLAMA_ARG_", "LLAMA_ARG_NO_", 1)
+            if negative in environ:
+                off = [n for n in names if n.startswith("--no-")]
+                return _not_implemented(_canonical(off or names), negative)
+        if env not in environ:
+            continue
+        if unimplemented.kind == SWITCH and environ[env] not in _TRUTHY:
+            continue  # llama-server ignores it too
+        return _not_implemented(_canonical(names), env)
+    return None
+
+
+def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> ServerConfig:
+    """Turn llama-server style arguments and environment into a ServerConfig.
+
+    Raises ConfigError for anything refused; ``-h`` and ``--version`` print
+    to stdout and raise SystemExit(0), as argparse does.
+    """
+    parser = build_parser()
+    namespace, extras = parser.parse_known_args(_normalize(argv, _known_names()))
+    if extras:
+        # Typos are reported before unimplemented flags: they are more
+        # likely the user's real mistake.
+        raise ConfigError(f"unrecognized arguments: {' '.join(extras)}")
+    given: dict[str, Any] = vars(namespace)
+    refused = given.pop(_REFUSED, None)
+    if refused:
+        raise _not_implemented(refused[0])
+    env_error = _refused_env(environ)
+    if env_error is not None:
+        raise env_error
+
+    values: dict[str, Any] = {}
+    for flag in FLAGS:
+        if flag.field in given:
+            values[flag.field] = given[flag.field]
+        else:
+            found, value = _from_env(flag, environ)
+            if found:
+                values[flag.field] = value
+    if "model" in given:  # a preset (None) or -m given on the command line
+        values["model"] = given["model"]
+
+    # llama-server's -np default is auto (-1): 4 slots, unified KV cache forced
+    # on. With an explicit count, the KV cache is unified only if asked for.
+    n_parallel = values.pop("n_parallel", -1)
+    kv_unified = values.pop("kv_unified", False)
+    if n_parallel < 0:
+        n_parallel, kv_unified = 4, True
+
+    sampling = {
+        key.removeprefix("sampling."): value
+        for key, value in values.items()
+        if key.startswith("sampling.")
+    }
+    top = {k: v for k, v in values.items() if not k.startswith("sampling.")}
+    return ServerConfig(
+        **top,
+        n_parallel=n_parallel,
+        kv_unified=kv_unified,
+        sampling=SamplingDefaults(**sampling),
+    )
+
+
+# --------------------------------------------------------------------------
+# Version.
+
+
+def _package_version() -> str:
+    import llamatwist
+
+    version = getattr(llamatwist, "__version__", None)
+    if isinstance(version, str):
+        return version
+    from importlib import metadata
+
+    try:
+        return metadata.version("llamatwist")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _llama_cpp_commit() -> str:
+    # llama_pin.json sits at the repository root, beside the package.
+    pin = Path(__file__).resolve().parent.parent / "llama_pin.json"
+    try:
+        commit = json.loads(pin.read_text(encoding="utf-8"))["commit"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "unknown"
+    return str(commit)
+
+
+def version_text() -> str:
+    """What --version prints."""
+    return f"{PROG} {_package_version()}\nllama.cpp commit {_llama_cpp_commit()}\n"
+
+
+# --------------------------------------------------------------------------
+# Running the server.
+
+
+def resolve_model(config: ServerConfig) -> ServerConfig:
+    """`config` with `model` set: no model means the default one, fetched if
+    needed (raises llamatwist.models.ModelFetchError when that fails).
+
+    The file itself is checked by make_service, which raises StartupError.
+    """
+    if config.model is not None:
+        return config
+    from llamatwist.models import ensure_default_model
+
+    return dataclasses.replace(config, model=str(ensure_default_model()))
+
+
+def fatal_errors() -> tuple[type[BaseException], ...]:
+    """Errors that end startup with a one-line message instead of a traceback.
+
+    Imported lazily: these modules pull in Twisted and the native bindings.
+    """
+    from twisted.internet.error import CannotListenError
+
+    from llamatwist.errors import StartupError
+    from llamatwist.models import ModelFetchError
+
+    return (StartupError, ModelFetchError, CannotListenError)
+
+
+def run_service(service: MultiService) -> int:
+    """Run `service` under the global reactor until SIGINT/SIGTERM or stop.
+
+    Returns the service's `exit_code` (set when it failed after startup,
+    e.g. the model did not load), 0 when it has none.
+    """
+    from twisted.internet import reactor as global_reactor
+
+    reactor: Any = global_reactor  # Twisted's interface typing is too loose here
+    # Started before reactor.run() so that a port already in use fails here,
+    # synchronously, rather than as a logged error in a running reactor.
+    service.startService()  # type: ignore[no-untyped-call]
+    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    reactor.run()  # installs SIGINT/SIGTERM handlers that stop the reactor
+    return int(getattr(service, "exit_code", 0) or 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `llamatwist` console script; returns the exit code."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        config = parse_config(args, os.environ)
+    except ConfigError as err:
+        report_error(err)
+        return err.exit_code
+
+    from llamatwist import logs
+
+    logs.setup(config)
+    fatal = fatal_errors()
+    try:
+        config = resolve_model(config)
+        from llamatwist.service import make_service
+
+        service = make_service(config)
+    except ConfigError as err:
+        report_error(err)
+        return err.exit_code
+    except fatal as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    try:
+        return run_service(service)
+    except fatal as err:  # e.g. the port is taken
+        print(f"error: {err}", file=sys.stderr)
+        return 1

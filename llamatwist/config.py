@@ -1,0 +1,66 @@
+# -*- test-case-name: tests.test_cli -*-
+"""Server configuration: one frozen dataclass holding every default.
+
+Defaults follow llama-server (common/common.h and tools/server) so that a
+command line written for llama-server means the same thing here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["SamplingDefaults", "ServerConfig"]
+
+
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """Per-request sampling defaults, overridable by each request."""
+
+    n_predict: int = -1
+    seed: int = -1  # -1 = random (LLAMA_DEFAULT_SEED)
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    n_keep: int = 0
+    repeat_last_n: int = 64
+    repeat_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    # model
+    model: str | None = None  # None -> the default model preset
+    alias: str | None = None  # -a as given: comma-separated names, see aliases
+    n_gpu_layers: int = -1  # -1 = auto/all, as llama-server
+    # context and batching
+    n_ctx: int = 0  # 0 = from the model's training context
+    n_parallel: int = 4  # llama-server's "auto" (-1) resolves to 4 slots
+    kv_unified: bool = True
+    cont_batching: bool = True
+    n_batch: int = 2048
+    n_ubatch: int = 512
+    n_threads: int = -1  # -1 = pick from the CPU count
+    n_threads_batch: int = -1  # -1 = same as n_threads
+    warmup: bool = True
+    # HTTP
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # endpoints
+    metrics: bool = False
+    slots: bool = True
+    # logging
+    verbose: bool = False
+    log_disable: bool = False
+    log_file: str | None = None
+    # sampling defaults for requests
+    sampling: SamplingDefaults = field(default_factory=SamplingDefaults)
+
+    @property
+    def aliases(self) -> tuple[str, ...]:
+        """The model names from -a/--alias (comma-separated, as llama-server)."""
+        if not self.alias:
+            return ()
+        return tuple(a.strip() for a in self.alias.split(",") if a.strip())

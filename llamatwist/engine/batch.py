@@ -1,0 +1,67 @@
+# -*- test-case-name: tests.test_engine -*-
+"""A reusable ``llama_batch`` filled from Python lists."""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Sequence
+from typing import Any
+
+from llamatwist.native.binding import lib
+
+__all__ = ["Batch"]
+
+
+class Batch:
+    """Token batch with room for ``capacity`` tokens; one sequence id per token."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._b = lib.llama_batch_init(capacity, 0, 1)
+        weakref.finalize(self, lib.llama_batch_free, self._b)
+        self.n_tokens = 0
+
+    @property
+    def native(self) -> Any:
+        self._b.n_tokens = self.n_tokens
+        return self._b
+
+    @property
+    def free(self) -> int:
+        return self.capacity - self.n_tokens
+
+    def clear(self) -> None:
+        self.n_tokens = 0
+
+    def add(self, token: int, pos: int, seq_id: int, logits: bool) -> int:
+        """Append one token; returns its index in the batch."""
+        i = self.n_tokens
+        if i >= self.capacity:
+            raise OverflowError("batch is full")
+        b = self._b
+        b.token[i] = token
+        b.pos[i] = pos
+        b.n_seq_id[i] = 1
+        b.seq_id[i][0] = seq_id
+        b.logits[i] = 1 if logits else 0
+        self.n_tokens = i + 1
+        return i
+
+    def add_sequence(self, tokens: Sequence[int], pos0: int, seq_id: int, logits_last: bool) -> int:
+        """Append a run of tokens of one sequence; returns the last token's index."""
+        n = len(tokens)
+        i = self.n_tokens
+        if i + n > self.capacity:
+            raise OverflowError("batch is full")
+        b = self._b
+        b.token[i : i + n] = tokens
+        b.pos[i : i + n] = range(pos0, pos0 + n)
+        b.n_seq_id[i : i + n] = [1] * n
+        b.logits[i : i + n] = [0] * n
+        seq_ptrs = b.seq_id
+        for k in range(i, i + n):
+            seq_ptrs[k][0] = seq_id
+        if logits_last and n:
+            b.logits[i + n - 1] = 1
+        self.n_tokens = i + n
+        return i + n - 1

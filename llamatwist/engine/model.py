@@ -1,0 +1,226 @@
+# -*- test-case-name: tests.test_engine -*-
+"""A loaded GGUF model and its vocabulary."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from llamatwist.engine.errors import ModelLoadError
+from llamatwist.native.binding import add_log_listener, backend_init, ffi, lib, remove_log_listener
+
+__all__ = ["Model", "ModelInfo"]
+
+GGUF_MAGIC = b"GGUF"
+
+# Only one load at a time may capture native log lines for its error message.
+_load_lock = threading.Lock()
+_progress_callbacks: dict[int, Callable[[float], bool]] = {}
+
+
+@ffi.def_extern()  # type: ignore[misc]
+def _llamatwist_progress_cb(progress: float, user_data: Any) -> bool:
+    cb = _progress_callbacks.get(int(ffi.cast("intptr_t", user_data)))
+    return True if cb is None else bool(cb(float(progress)))
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    path: str
+    desc: str
+    n_ctx_train: int
+    n_embd: int
+    n_vocab: int
+    n_params: int
+    size: int
+    vocab_type: int
+    has_encoder: bool
+    has_decoder: bool
+    n_cls_out: int
+
+
+def _read_magic(path: str) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(4)
+
+
+class Model:
+    """Owns a ``llama_model``; freed by :meth:`close` (or on garbage collection)."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        n_gpu_layers: int = -1,
+        vocab_only: bool = False,
+        progress: Callable[[float], bool] | None = None,
+    ) -> None:
+        if not os.path.exists(path):
+            raise ModelLoadError(f"model file not found: {path}")
+        if os.path.isdir(path):
+            raise ModelLoadError(f"model path is a directory, not a GGUF file: {path}")
+        try:
+            magic = _read_magic(path)
+        except OSError as exc:
+            raise ModelLoadError(f"cannot read model file {path}: {exc.strerror}") from None
+        if magic != GGUF_MAGIC:
+            raise ModelLoadError(f"not a GGUF file (bad magic {magic!r}): {path}")
+
+        backend_init()
+        params = lib.llama_model_default_params()
+        params.n_gpu_layers = n_gpu_layers if n_gpu_layers >= 0 else 999
+        params.vocab_only = vocab_only
+        key = id(self)
+        if progress is not None:
+            _progress_callbacks[key] = progress
+            params.progress_callback = lib._llamatwist_progress_cb
+            params.progress_callback_user_data = ffi.cast("void *", key)
+
+        errors: list[str] = []
+
+        def capture(level: int, line: str) -> None:
+            if level >= logging.ERROR:
+                errors.append(line)
+
+        with _load_lock:
+            add_log_listener(capture)
+            try:
+                ptr = lib.llama_model_load_from_file(os.fsencode(path), params)
+            finally:
+                remove_log_listener(capture)
+                _progress_callbacks.pop(key, None)
+        if ptr == ffi.NULL:
+            raise ModelLoadError(_load_failure_message(path, errors))
+        self._ptr = ffi.gc(ptr, lib.llama_model_free)
+        self.path = path
+        self.vocab = Vocab(lib.llama_model_get_vocab(ptr), self)
+
+    # -- native handle (engine-internal) ---------------------------------
+    @property
+    def ptr(self) -> Any:
+        if self._ptr is None:
+            raise RuntimeError("model is closed")
+        return self._ptr
+
+    def close(self) -> None:
+        if self._ptr is not None:
+            ffi.release(self._ptr)
+            self._ptr = None
+
+    # -- metadata ----------------------------------------------------------
+    def info(self) -> ModelInfo:
+        p = self.ptr
+        buf = ffi.new("char[]", 256)
+        lib.llama_model_desc(p, buf, 256)
+        return ModelInfo(
+            path=self.path,
+            desc=ffi.string(buf).decode("utf-8", "replace"),
+            n_ctx_train=lib.llama_model_n_ctx_train(p),
+            n_embd=lib.llama_model_n_embd(p),
+            n_vocab=self.vocab.n_tokens,
+            n_params=lib.llama_model_n_params(p),
+            size=lib.llama_model_size(p),
+            vocab_type=lib.llama_vocab_type(self.vocab.ptr),
+            has_encoder=lib.llama_model_has_encoder(p),
+            has_decoder=lib.llama_model_has_decoder(p),
+            n_cls_out=lib.llama_model_n_cls_out(p),
+        )
+
+    def metadata(self) -> dict[str, str]:
+        p = self.ptr
+        out: dict[str, str] = {}
+        size = 4096
+        buf = ffi.new("char[]", size)
+        for i in range(lib.llama_model_meta_count(p)):
+            lib.llama_model_meta_key_by_index(p, i, buf, size)
+            key = ffi.string(buf).decode("utf-8", "replace")
+            n = lib.llama_model_meta_val_str_by_index(p, i, buf, size)
+            if n >= size:  # long values (e.g. chat templates): fetch with a larger buffer
+                big = ffi.new("char[]", n + 1)
+                lib.llama_model_meta_val_str_by_index(p, i, big, n + 1)
+                out[key] = ffi.string(big).decode("utf-8", "replace")
+            else:
+                out[key] = ffi.string(buf).decode("utf-8", "replace")
+        return out
+
+    def chat_template(self, name: str | None = None) -> str | None:
+        c = lib.llama_model_chat_template(self.ptr, name.encode() if name else ffi.NULL)
+        return None if c == ffi.NULL else ffi.string(c).decode("utf-8", "replace")
+
+
+def _load_failure_message(path: str, errors: Sequence[str]) -> str:
+    text = "\n".join(errors)
+    if "unknown model architecture" in text:
+        arch = text.split("unknown model architecture:", 1)[1].strip().splitlines()[0]
+        return f"unsupported model architecture {arch} in {path}"
+    detail = "; ".join(e.strip() for e in errors if e.strip())
+    return f"failed to load model {path}" + (f": {detail}" if detail else "")
+
+
+class Vocab:
+    """Tokenizer view of a model. Thread-safe: the vocab is read-only."""
+
+    def __init__(self, ptr: Any, owner: Model) -> None:
+        self._ptr = ptr
+        self._owner = owner  # keeps the model alive while the vocab is used
+        self.n_tokens: int = lib.llama_vocab_n_tokens(ptr)
+        self.bos: int = lib.llama_vocab_bos(ptr)
+        self.eos: int = lib.llama_vocab_eos(ptr)
+        self.eot: int = lib.llama_vocab_eot(ptr)
+        self.add_bos: bool = bool(lib.llama_vocab_get_add_bos(ptr))
+        self.add_eos: bool = bool(lib.llama_vocab_get_add_eos(ptr))
+        self._piece_cache: dict[tuple[int, bool], bytes] = {}
+
+    @property
+    def ptr(self) -> Any:
+        return self._ptr
+
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = False) -> list[int]:
+        data = text.encode("utf-8")
+        cap = len(data) + 8
+        buf = ffi.new("llama_token[]", cap)
+        n = lib.llama_tokenize(self._ptr, data, len(data), buf, cap, add_special, parse_special)
+        if n < 0:
+            cap = -n
+            buf = ffi.new("llama_token[]", cap)
+            n = lib.llama_tokenize(self._ptr, data, len(data), buf, cap, add_special, parse_special)
+            if n < 0:
+                raise ValueError("tokenization failed")
+        return list(ffi.unpack(buf, n))
+
+    def token_to_piece(self, token: int, special: bool = True) -> bytes:
+        key = (token, special)
+        cached = self._piece_cache.get(key)
+        if cached is not None:
+            return cached
+        buf = ffi.new("char[]", 64)
+        n = lib.llama_token_to_piece(self._ptr, token, buf, 64, 0, special)
+        if n < 0:
+            buf = ffi.new("char[]", -n)
+            n = lib.llama_token_to_piece(self._ptr, token, buf, -n, 0, special)
+        piece = ffi.unpack(buf, n)
+        self._piece_cache[key] = piece
+        return piece
+
+    def detokenize(self, tokens: Sequence[int], remove_special: bool = False, unparse_special: bool = True) -> str:
+        if not tokens:
+            return ""
+        arr = ffi.new("llama_token[]", list(tokens))
+        cap = len(tokens) * 8 + 16
+        buf = ffi.new("char[]", cap)
+        n = lib.llama_detokenize(self._ptr, arr, len(tokens), buf, cap, remove_special, unparse_special)
+        if n < 0:
+            cap = -n
+            buf = ffi.new("char[]", cap)
+            n = lib.llama_detokenize(self._ptr, arr, len(tokens), buf, cap, remove_special, unparse_special)
+        return ffi.unpack(buf, n).decode("utf-8", "replace")
+
+    def is_eog(self, token: int) -> bool:
+        return bool(lib.llama_vocab_is_eog(self._ptr, token))
+
+    def is_valid(self, token: int) -> bool:
+        return 0 <= token < self.n_tokens

@@ -1,0 +1,154 @@
+# -*- test-case-name: tests.test_cli -*-
+"""One log stream for the server, shaped by -v, --log-disable and --log-file.
+
+Run as ``llamatwist``, Python's `logging` owns the output and Twisted's log
+events are forwarded into it. Run under ``twistd``, twistd owns the output
+(its --logfile, --syslog, ...) and Python's log records are forwarded into
+Twisted's log instead. Either way there is a single stream, and no loop.
+
+Lines look like llama.cpp's: ``I 15:04:05.123 llamatwist.engine: message``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TYPE_CHECKING, Any, Final, cast
+
+if TYPE_CHECKING:
+    from twisted.logger import ILogObserver
+
+    from llamatwist.config import ServerConfig
+
+__all__ = ["LogFormatter", "setup"]
+
+_LETTERS: Final = {
+    logging.DEBUG: "D",
+    logging.INFO: "I",
+    logging.WARNING: "W",
+    logging.ERROR: "E",
+    logging.CRITICAL: "C",
+}
+
+
+class LogFormatter(logging.Formatter):
+    """``<level letter> <HH:MM:SS.mmm> <logger>: <message>``."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s.%(msecs)03d %(name)s: %(message)s", "%H:%M:%S")
+
+    def format(self, record: logging.LogRecord) -> str:
+        letter = _LETTERS.get(record.levelno, record.levelname[:1])
+        return f"{letter} {super().format(record)}"
+
+
+# What setup() installed, so that calling it again replaces rather than adds.
+_handlers: list[logging.Handler] = []
+_twisted_bridged = False
+
+
+def setup(config: ServerConfig, *, under_twistd: bool = False) -> None:
+    """Configure logging for `config`; safe to call more than once.
+
+    INFO by default, DEBUG with -v, nothing at all with --log-disable. The
+    log goes to stderr, and also to --log-file (truncated, as llama.cpp does)
+    when one is given. `under_twistd` hands the output to twistd instead.
+    """
+    root = logging.getLogger()
+    for handler in _handlers:
+        root.removeHandler(handler)
+        handler.close()
+    _handlers.clear()
+
+    if config.log_disable:
+        # NullHandler also keeps logging's last-resort stderr handler quiet.
+        _install(root, logging.NullHandler())
+        root.setLevel(logging.CRITICAL + 1)
+        if not under_twistd:
+            _bridge_twisted()  # else Twisted prints critical events itself
+        return
+    root.setLevel(logging.DEBUG if config.verbose else logging.INFO)
+
+    if under_twistd:
+        _install(root, _ToTwisted())
+        return
+    formatter = LogFormatter()
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if config.log_file:
+        handlers.append(
+            logging.FileHandler(config.log_file, mode="w", encoding="utf-8")
+        )
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        _install(root, handler)
+    _bridge_twisted()
+
+
+def _install(root: logging.Logger, handler: logging.Handler) -> None:
+    root.addHandler(handler)
+    _handlers.append(handler)
+
+
+def _bridge_twisted() -> None:
+    """Send Twisted's log events (including those buffered so far) to logging."""
+    global _twisted_bridged
+    if _twisted_bridged:
+        return
+    from twisted.logger import globalLogBeginner
+
+    # redirectStandardIO=False: print() and tracebacks must stay on the real
+    # stderr, which is also where our StreamHandler writes (a redirect loops).
+    observer = cast("ILogObserver", _twisted_to_logging)
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+    _twisted_bridged = True
+
+
+def _twisted_to_logging(event: dict[str, Any]) -> None:
+    from twisted.logger import LogLevel, formatEvent
+
+    levels = {
+        LogLevel.debug: logging.DEBUG,
+        LogLevel.info: logging.INFO,
+        LogLevel.warn: logging.WARNING,
+        LogLevel.error: logging.ERROR,
+        LogLevel.critical: logging.CRITICAL,
+    }
+    level = levels.get(event.get("log_level", LogLevel.info), logging.INFO)
+    namespace = event.get("log_namespace")
+    # Events from the legacy twisted.python.log API all share one namespace.
+    if not namespace or namespace == "log_legacy":
+        namespace = "twisted"
+    logger = logging.getLogger(namespace)
+    if not logger.isEnabledFor(level):
+        return
+    text = formatEvent(event)
+    failure = event.get("log_failure")
+    if failure is not None:
+        text = f"{text}\n{failure.getTraceback()}".strip()
+    logger.log(level, "%s", text)
+
+
+class _ToTwisted(logging.Handler):
+    """Forwards Python log records to Twisted's logger (used under twistd)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from twisted.logger import Logger, LogLevel
+
+        if record.levelno >= logging.CRITICAL:
+            level = LogLevel.critical
+        elif record.levelno >= logging.ERROR:
+            level = LogLevel.error
+        elif record.levelno >= logging.WARNING:
+            level = LogLevel.warn
+        elif record.levelno >= logging.INFO:
+            level = LogLevel.info
+        else:
+            level = LogLevel.debug
+        try:
+            text = record.getMessage()
+            if record.exc_info:
+                text += "\n" + logging.Formatter().formatException(record.exc_info)
+        except Exception:  # noqa: BLE001 - the logging.Handler contract
+            self.handleError(record)
+            return
+        Logger(namespace=record.name).emit(level, "{text}", text=text)

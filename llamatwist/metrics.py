@@ -1,0 +1,52 @@
+# -*- test-case-name: tests.test_server -*-
+"""Prometheus exposition of the decode loop's counters, with llama-server's
+``llamacpp:*`` names."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from llamatwist.runtime.scheduler import Metrics
+
+__all__ = ["render_metrics"]
+
+
+class _Collector:
+    def __init__(self, snapshot: Callable[[], Metrics]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        m = self._snapshot()
+        p = "llamacpp:"
+        counters = [
+            ("prompt_tokens", "Number of prompt tokens processed, excluding cached tokens", m.prompt_tokens_total),
+            ("prompt_tokens_cached", "Number of prompt tokens reused from the cache", m.prompt_tokens_cached_total),
+            ("prompt_seconds", "Total time spent processing prompts", m.prompt_seconds_total),
+            ("tokens_predicted", "Number of generation tokens processed", m.tokens_predicted_total),
+            ("tokens_predicted_seconds", "Total time spent generating tokens", m.tokens_predicted_seconds_total),
+            ("n_decode", "Total number of llama_decode() calls", m.n_decode_total),
+        ]
+        for name, doc, value in counters:
+            yield CounterMetricFamily(p + name, doc, value=value)
+        gauges = [
+            ("n_tokens_max", "Largest observed sequence length (prompt + generation)", m.n_tokens_max),
+            ("prompt_tokens_seconds", "Average prompt throughput in tokens/s",
+             m.prompt_tokens_total / m.prompt_seconds_total if m.prompt_seconds_total else 0.0),
+            ("predicted_tokens_seconds", "Average generation throughput in tokens/s",
+             m.tokens_predicted_total / m.tokens_predicted_seconds_total if m.tokens_predicted_seconds_total else 0.0),
+            ("requests_processing", "Number of requests processing", m.requests_processing),
+            ("requests_deferred", "Number of requests deferred", m.requests_deferred),
+            ("n_busy_slots_per_decode", "Average number of busy slots per llama_decode() call",
+             m.n_busy_slots_total / max(m.n_decode_total, 1)),
+        ]
+        for name, doc, value in gauges:
+            yield GaugeMetricFamily(p + name, doc, value=value)
+
+
+def render_metrics(snapshot: Callable[[], Metrics]) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(snapshot))  # type: ignore[arg-type]
+    return generate_latest(registry)

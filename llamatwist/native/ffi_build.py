@@ -1,0 +1,44 @@
+"""cffi (API, out-of-line mode) builder for the libllama bindings.
+
+The C compiler sees the real vendored headers, so every struct layout and
+signature below is checked against llama.h / mtmd.h at build time; partial
+structs (``...;``) let the compiler fill in offsets.  ``setup.py`` calls
+:func:`make_ffibuilder` from its build_ext step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import cffi
+
+from llamatwist.native.cdef import CDEF
+
+__all__ = ["MODULE_NAME", "make_ffibuilder"]
+
+MODULE_NAME = "llamatwist.native._llama"
+
+SOURCE = r"""
+#include "llama.h"
+#include "mtmd.h"
+#include "mtmd-helper.h"
+"""
+
+LIBRARIES = ["llama", "ggml", "ggml-base", "mtmd"]
+
+
+def make_ffibuilder(include_dirs: Sequence[Path], library_dirs: Sequence[Path]) -> cffi.FFI:
+    """Return an FFI ready to ``compile()``; the extension finds its shared
+    libraries in ``lib/`` beside itself (rpath ``$ORIGIN/lib``)."""
+    ffi = cffi.FFI()
+    ffi.cdef(CDEF)
+    ffi.set_source(
+        MODULE_NAME,
+        SOURCE,
+        include_dirs=[str(p) for p in include_dirs],
+        library_dirs=[str(p) for p in library_dirs],
+        libraries=LIBRARIES,
+        extra_link_args=["-Wl,-rpath,$ORIGIN/lib"],
+    )
+    return ffi

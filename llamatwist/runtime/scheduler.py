@@ -1,0 +1,440 @@
+# -*- test-case-name: tests.test_server -*-
+"""The decode loop: the one thread that owns the model and the llama_context.
+
+Each step: drain commands -> admit waiting tasks into free slots -> build one
+batch (a token for every generating slot, then prompt chunks up to n_batch)
+-> llama_decode -> sample every slot with logits in the batch -> emit.
+Results reach the reactor only through the ``deliver`` callable
+(``reactor.callFromThread`` in the server).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from llamatwist.engine.batch import Batch
+from llamatwist.engine.context import Context, ContextParams
+from llamatwist.engine.errors import DecodeError, EngineError
+from llamatwist.engine.model import Model, ModelInfo
+from llamatwist.engine.sampling import Sampler
+from llamatwist.runtime.slot import Slot, SlotInfo, SlotState, common_prefix
+from llamatwist.runtime.task import (
+    CompletionTask, ErrorResult, FinalResult, PartialResult, Result, Timings, TokenProbs, TopProb,
+)
+
+__all__ = ["DecodeLoop", "EngineSpec", "LoadedModel", "Metrics"]
+
+log = logging.getLogger(__name__)
+
+Deliver = Callable[[Callable[[Result], None], Result], None]
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    model_path: str
+    n_gpu_layers: int
+    context: ContextParams
+    n_slots: int
+    cont_batching: bool = True
+    n_predict: int = -1  # server-wide cap (-n); -1 = none
+    warmup: bool = True
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """What the HTTP side may know about the loaded model."""
+
+    info: ModelInfo
+    metadata: dict[str, str]
+    chat_template: str | None
+    n_ctx: int
+    n_ctx_slot: int
+    n_batch: int
+    n_ubatch: int
+    n_slots: int
+    bos: int
+    eos: int
+    add_bos: bool
+
+
+@dataclass
+class Metrics:
+    """Counters written by the decode thread, read (racily, harmlessly) by /metrics."""
+
+    t_start: float = field(default_factory=time.time)
+    prompt_tokens_total: int = 0
+    prompt_tokens_cached_total: int = 0
+    prompt_seconds_total: float = 0.0
+    tokens_predicted_total: int = 0
+    tokens_predicted_seconds_total: float = 0.0
+    n_decode_total: int = 0
+    n_busy_slots_total: int = 0
+    n_tokens_max: int = 0
+    requests_processing: int = 0
+    requests_deferred: int = 0
+
+
+class DecodeLoop:
+    def __init__(
+        self,
+        spec: EngineSpec,
+        deliver: Deliver,
+        on_ready: Callable[[LoadedModel], None],
+        on_failed: Callable[[str], None],
+    ) -> None:
+        self.spec = spec
+        self._deliver = deliver
+        self._on_ready = on_ready
+        self._on_failed = on_failed
+        self._commands: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._waiting: deque[CompletionTask] = deque()
+        self._slots: list[Slot] = []
+        self._thread = threading.Thread(target=self._run, name="llamatwist-decode", daemon=True)
+        self.metrics = Metrics()
+        self.slot_infos: tuple[SlotInfo, ...] = ()
+        self.model: Model | None = None
+
+    # -- called from the reactor thread ----------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, task: CompletionTask) -> None:
+        self._commands.put(("submit", task))
+
+    def cancel(self, task_id: int) -> None:
+        self._commands.put(("cancel", task_id))
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._commands.put(("stop", None))
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    # -- decode thread ---------------------------------------------------
+    def _run(self) -> None:
+        try:
+            ctx = self._load()
+        except EngineError as exc:
+            self._on_failed(str(exc))
+            return
+        except Exception as exc:  # pragma: no cover - unexpected native failure
+            log.exception("model load failed")
+            self._on_failed(f"model load failed: {exc}")
+            return
+        try:
+            self._loop(ctx)
+        except Exception:  # pragma: no cover - a bug: fail every task rather than hang
+            log.exception("decode loop crashed")
+            for slot in self._slots:
+                if slot.task:
+                    self._error(slot.task, 500, "decode loop crashed", "server_error")
+            for task in self._waiting:
+                self._error(task, 500, "decode loop crashed", "server_error")
+        finally:
+            ctx.close()
+            if self.model:
+                self.model.close()
+
+    def _load(self) -> Context:
+        spec = self.spec
+        model = Model(spec.model_path, n_gpu_layers=spec.n_gpu_layers)
+        self.model = model
+        ctx = Context(model, spec.context)
+        n_ctx_slot = ctx.n_ctx_seq if spec.context.kv_unified else ctx.n_ctx // max(spec.n_slots, 1)
+        self._slots = [Slot(id=i, n_ctx=n_ctx_slot) for i in range(spec.n_slots)]
+        self._batch = Batch(ctx.n_batch)
+        if spec.warmup:
+            self._warmup(ctx, model)
+        self._publish()
+        vocab = model.vocab
+        self._on_ready(
+            LoadedModel(
+                info=model.info(),
+                metadata=model.metadata(),
+                chat_template=model.chat_template(),
+                n_ctx=ctx.n_ctx,
+                n_ctx_slot=n_ctx_slot,
+                n_batch=ctx.n_batch,
+                n_ubatch=ctx.n_ubatch,
+                n_slots=spec.n_slots,
+                bos=vocab.bos,
+                eos=vocab.eos,
+                add_bos=vocab.add_bos,
+            )
+        )
+        return ctx
+
+    def _warmup(self, ctx: Context, model: Model) -> None:
+        # One tiny decode so the first request does not pay for graph setup.
+        toks = [t for t in (model.vocab.bos, model.vocab.eos) if t >= 0] or [0]
+        self._batch.clear()
+        self._batch.add_sequence(toks, 0, 0, True)
+        ctx.decode(self._batch)
+        ctx.clear()
+
+    def _loop(self, ctx: Context) -> None:
+        while True:
+            active = any(s.busy for s in self._slots) or bool(self._waiting)
+            if not self._drain(block=not active):
+                return
+            self._admit(ctx)
+            if self._build_batch(ctx):
+                self._decode(ctx)
+            self._publish()
+
+    def _drain(self, block: bool) -> bool:
+        """Apply queued commands; False when asked to stop."""
+        while True:
+            try:
+                cmd, arg = self._commands.get(block=block)
+            except queue.Empty:
+                return True
+            block = False
+            if cmd == "stop":
+                return False
+            if cmd == "submit":
+                self._waiting.append(arg)
+            elif cmd == "cancel":
+                self._cancel(arg)
+
+    def _cancel(self, task_id: int) -> None:
+        for task in list(self._waiting):
+            if task.id == task_id:
+                self._waiting.remove(task)
+                return
+        for slot in self._slots:
+            if slot.task is not None and slot.task.id == task_id:
+                log.debug("slot %d: task %d cancelled", slot.id, task_id)
+                self._finish_metrics(slot)
+                slot.release()
+                return
+
+    def _admit(self, ctx: Context) -> None:
+        if not self.spec.cont_batching and any(s.state is SlotState.GENERATING for s in self._slots):
+            return  # -nocb: new prompts wait until the running batch finishes
+        deferred: deque[CompletionTask] = deque()
+        while self._waiting:
+            task = self._waiting.popleft()
+            slot = self._choose_slot(task)
+            if slot is None:
+                deferred.append(task)
+                if task.params.id_slot < 0:
+                    break  # no free slot at all: FIFO order is kept
+                continue
+            self._start(ctx, slot, task)
+        deferred.extend(self._waiting)
+        self._waiting = deferred
+
+    def _choose_slot(self, task: CompletionTask) -> Slot | None:
+        free = [s for s in self._slots if not s.busy]
+        if task.params.id_slot >= 0:
+            return next((s for s in free if s.id == task.params.id_slot), None)
+        if not free:
+            return None
+        if task.params.cache_prompt:
+            best = max(free, key=lambda s: (common_prefix(s.cache, task.prompt), -s.last_used))
+            if common_prefix(best.cache, task.prompt) > 0:
+                return best
+        return min(free, key=lambda s: s.last_used)  # least recently used
+
+    def _start(self, ctx: Context, slot: Slot, task: CompletionTask) -> None:
+        n_prompt = len(task.prompt)
+        if n_prompt >= slot.n_ctx:
+            self._error(
+                task, 400,
+                f"request ({n_prompt} tokens) exceeds the available context size ({slot.n_ctx} tokens), "
+                "try increasing it",
+                "exceed_context_size_error", {"n_prompt_tokens": n_prompt, "n_ctx": slot.n_ctx},
+            )
+            return
+        n_reuse = common_prefix(slot.cache, task.prompt) if task.params.cache_prompt else 0
+        n_reuse = min(n_reuse, n_prompt - 1)  # at least one token must be fed to get logits
+        ctx.seq_rm(slot.id, n_reuse, -1)
+        assert self.model is not None
+        slot.start(task, Sampler(self.model, task.params.sampler), n_reuse)
+        self.metrics.prompt_tokens_cached_total += n_reuse
+        log.debug("slot %d: task %d, %d prompt tokens, %d reused", slot.id, task.id, n_prompt, n_reuse)
+
+    def _build_batch(self, ctx: Context) -> bool:
+        batch = self._batch
+        batch.clear()
+        for slot in self._slots:
+            slot.i_batch = -1
+            if slot.state is SlotState.GENERATING:
+                slot.i_batch = batch.add(slot.pending_token, len(slot.cache), slot.id, True)
+        for slot in self._slots:
+            if slot.state is not SlotState.PROMPT or batch.free == 0:
+                continue
+            assert slot.task is not None
+            prompt = slot.task.prompt
+            chunk = prompt[slot.n_fed : slot.n_fed + batch.free]
+            last = slot.n_fed + len(chunk) == len(prompt)
+            idx = batch.add_sequence(chunk, slot.n_fed, slot.id, last)
+            slot.n_fed += len(chunk)
+            if last:
+                slot.i_batch = idx
+        return batch.n_tokens > 0
+
+    def _decode(self, ctx: Context) -> None:
+        batch_slots = [s for s in self._slots if s.busy]
+        # tokens of this batch are now in the KV cache
+        for slot in batch_slots:
+            if slot.state is SlotState.GENERATING:
+                slot.cache.append(slot.pending_token)
+            else:
+                assert slot.task is not None
+                slot.cache[len(slot.cache):] = slot.task.prompt[len(slot.cache) : slot.n_fed]
+        try:
+            ctx.decode(self._batch)
+        except DecodeError as exc:
+            self._decode_failed(ctx, batch_slots, exc)
+            return
+        m = self.metrics
+        m.n_decode_total += 1
+        m.n_busy_slots_total += len(batch_slots)
+        now = time.perf_counter()
+        for slot in batch_slots:
+            if slot.i_batch >= 0:
+                self._sample(ctx, slot, now)
+
+    def _decode_failed(self, ctx: Context, batch_slots: list[Slot], exc: DecodeError) -> None:
+        # The batch's tokens are not in the KV cache: forget those sequences.
+        # With a full (shared) KV cache, generating slots end as if they hit
+        # their limit; prompts that cannot fit fail with a retryable 503.
+        log.warning("llama_decode failed: %s", exc)
+        now = time.perf_counter()
+        for slot in batch_slots:
+            task = slot.task
+            assert task is not None
+            ctx.seq_rm(slot.id, -1, -1)
+            slot.cache.clear()
+            if exc.code == 1 and slot.state is SlotState.GENERATING:
+                slot.pending_token = -1
+                self._finish(slot, "limit", now)
+                continue
+            if exc.code == 1:
+                self._error(task, 503, "the KV cache is full, retry later", "unavailable_error")
+            else:
+                self._error(task, 500, f"decode failed: {exc}", "server_error")
+            self._finish_metrics(slot)
+            slot.release()
+
+    def _sample(self, ctx: Context, slot: Slot, now: float) -> None:
+        task = slot.task
+        assert task is not None and slot.sampler is not None and self.model is not None
+        vocab = self.model.vocab
+        params = task.params
+        if slot.state is SlotState.PROMPT:
+            slot.state = SlotState.GENERATING
+            slot.t_prompt_done = now
+            n_processed = len(task.prompt) - slot.n_cached
+            self.metrics.prompt_tokens_total += n_processed
+            self.metrics.prompt_seconds_total += now - slot.t_start
+        logits = ctx.logits(slot.i_batch) if params.n_probs > 0 else None
+        token = slot.sampler.sample(ctx, slot.i_batch)
+        slot.t_last = now
+        slot.generated.append(token)
+        n_decoded = len(slot.generated)
+        self.metrics.tokens_predicted_total += 1
+        self.metrics.n_tokens_max = max(self.metrics.n_tokens_max, len(slot.cache) + 1)
+
+        stop_type = "none"
+        is_eog = vocab.is_eog(token)
+        piece = b"" if is_eog else vocab.token_to_piece(token, special=False)
+        probs = [self._token_probs(token, piece, logits, params.n_probs)] if logits is not None else []
+        slot.probs.extend(probs)
+        if is_eog and not params.sampler.ignore_eos:
+            stop_type = "eos"
+        else:
+            slot.text.feed(piece)
+            if slot.text.stop is not None:
+                stop_type = "word"
+        limit = params.n_predict
+        if self.spec.n_predict >= 0 and (limit < 0 or limit > self.spec.n_predict):
+            limit = self.spec.n_predict
+        if stop_type == "none" and (
+            (limit >= 0 and n_decoded >= limit) or len(slot.cache) + 1 >= slot.n_ctx
+        ):
+            stop_type = "limit"
+
+        if stop_type == "none":
+            slot.pending_token = token
+            if params.stream:
+                content = slot.text.take()
+                self._deliver(task.sink, PartialResult(
+                    task.id, slot.id, content, [token], n_decoded, len(task.prompt), probs,
+                ))
+            return
+        self._finish(slot, stop_type, now)
+
+    def _token_probs(self, token: int, piece: bytes, logits: Any, n: int) -> TokenProbs:
+        assert self.model is not None
+        vocab = self.model.vocab
+        z = logits - logits.max()
+        p = np.exp(z)
+        p /= p.sum()
+        n = min(n, len(p))
+        top = np.argpartition(-p, n - 1)[:n]
+        top = top[np.argsort(-p[top])]
+        tops = []
+        for t in top.tolist():
+            b = vocab.token_to_piece(t, special=False)
+            tops.append(TopProb(t, b.decode("utf-8", "replace"), list(b), float(p[t])))
+        return TokenProbs(token, piece.decode("utf-8", "replace"), list(piece), float(p[token]), tops)
+
+    def _finish(self, slot: Slot, stop_type: str, now: float) -> None:
+        task = slot.task
+        assert task is not None and slot.sampler is not None
+        content = slot.text.take(final=True) if task.params.stream else _full_text(slot)
+        stop = slot.text.stop
+        timings = Timings(
+            cache_n=slot.n_cached,
+            prompt_n=len(task.prompt) - slot.n_cached,
+            prompt_ms=(slot.t_prompt_done - slot.t_start) * 1e3,
+            predicted_n=len(slot.generated),
+            predicted_ms=max(now - slot.t_prompt_done, 1e-6) * 1e3,
+        )
+        result = FinalResult(
+            task_id=task.id,
+            id_slot=slot.id,
+            content=content,
+            tokens=list(slot.generated) if task.params.return_tokens else [],
+            n_decoded=len(slot.generated),
+            n_prompt_tokens=len(task.prompt),
+            n_cached=slot.n_cached,
+            stop_type=stop_type,
+            stopping_word=stop.word if stop else "",
+            truncated=False,
+            timings=timings,
+            seed=slot.sampler.seed,
+            probs=slot.probs,
+        )
+        self._finish_metrics(slot)
+        slot.release()
+        self._deliver(task.sink, result)
+
+    def _finish_metrics(self, slot: Slot) -> None:
+        if slot.t_prompt_done:
+            self.metrics.tokens_predicted_seconds_total += max(slot.t_last - slot.t_prompt_done, 0.0)
+
+    def _error(self, task: CompletionTask, code: int, message: str, type_: str,
+               extra: dict[str, int] | None = None) -> None:
+        self._deliver(task.sink, ErrorResult(task.id, code, message, type_, extra or {}))
+
+    def _publish(self) -> None:
+        self.slot_infos = tuple(s.info() for s in self._slots)
+        self.metrics.requests_processing = sum(1 for s in self._slots if s.busy)
+        self.metrics.requests_deferred = len(self._waiting)
+
+
+def _full_text(slot: Slot) -> str:
+    slot.text.take(final=True)
+    return slot.text.text

@@ -1,0 +1,129 @@
+# -*- test-case-name: tests.test_server -*-
+"""The engine as a Twisted service: the HTTP side's only way to the model.
+
+Starts the decode thread (which loads the model), tracks readiness, forwards
+tasks and cancellations, and runs tokenization off the reactor thread.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet import threads
+from twisted.internet.defer import Deferred
+
+from llamatwist.engine.model import Model
+from llamatwist.runtime.scheduler import DecodeLoop, EngineSpec, LoadedModel, Metrics
+from llamatwist.runtime.slot import SlotInfo
+from llamatwist.runtime.task import CompletionTask, Result
+
+__all__ = ["EngineService", "EngineState"]
+
+log = logging.getLogger(__name__)
+
+PromptPart = str | int
+
+
+class EngineState(enum.Enum):
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+
+
+class EngineService(Service):
+    name = "engine"
+
+    def __init__(self, spec: EngineSpec, reactor: Any, on_failed: Callable[[str], None]) -> None:
+        self.spec = spec
+        self._reactor = reactor
+        self._on_failed_cb = on_failed
+        self.state = EngineState.LOADING
+        self.loaded: LoadedModel | None = None
+        self.failure: str | None = None
+        self._loop = DecodeLoop(spec, self._deliver, self._ready_from_thread, self._failed_from_thread)
+
+    # -- service lifecycle ---------------------------------------------
+    def startService(self) -> None:
+        super().startService()
+        self._loop.start()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        # Joining the decode thread can take one decode step: do it off-reactor.
+        return threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._loop.stop)
+
+    # -- decode thread -> reactor --------------------------------------
+    def _deliver(self, sink: Callable[[Result], None], result: Result) -> None:
+        self._reactor.callFromThread(sink, result)
+
+    def _ready_from_thread(self, loaded: LoadedModel) -> None:
+        self._reactor.callFromThread(self._set_ready, loaded)
+
+    def _failed_from_thread(self, message: str) -> None:
+        self._reactor.callFromThread(self._set_failed, message)
+
+    def _set_ready(self, loaded: LoadedModel) -> None:
+        self.loaded = loaded
+        self.state = EngineState.READY
+        log.info(
+            "model loaded: %s, n_ctx %d, %d slots of %d tokens",
+            loaded.info.desc, loaded.n_ctx, loaded.n_slots, loaded.n_ctx_slot,
+        )
+
+    def _set_failed(self, message: str) -> None:
+        self.failure = message
+        self.state = EngineState.FAILED
+        self._on_failed_cb(message)
+
+    # -- reactor-side API ----------------------------------------------
+    @property
+    def model(self) -> Model:
+        assert self._loop.model is not None
+        return self._loop.model
+
+    def submit(self, task: CompletionTask) -> None:
+        self._loop.submit(task)
+
+    def cancel(self, task_id: int) -> None:
+        self._loop.cancel(task_id)
+
+    def slots(self) -> tuple[SlotInfo, ...]:
+        return self._loop.slot_infos
+
+    def metrics(self) -> Metrics:
+        return self._loop.metrics
+
+    def tokenize(self, prompt: Sequence[PromptPart], add_special: bool, parse_special: bool) -> Deferred[list[int]]:
+        """Tokenize a (possibly mixed) prompt in the thread pool: big inputs
+        must not stall the reactor, and libllama's vocab is read-only."""
+        return threads.deferToThreadPool(
+            self._reactor, self._reactor.getThreadPool(),
+            tokenize_mixed, self.model, list(prompt), add_special, parse_special,
+        )
+
+    def detokenize(self, tokens: Sequence[int]) -> Deferred[str]:
+        return threads.deferToThreadPool(
+            self._reactor, self._reactor.getThreadPool(), self.model.vocab.detokenize, list(tokens),
+        )
+
+    def token_piece(self, token: int) -> bytes:
+        return self.model.vocab.token_to_piece(token, special=True)
+
+    def valid_token(self, token: int) -> bool:
+        return self.model.vocab.is_valid(token)
+
+
+def tokenize_mixed(model: Model, prompt: list[PromptPart], add_special: bool, parse_special: bool) -> list[int]:
+    """Strings are tokenized (special tokens added only at the very start),
+    token ids are taken as they are."""
+    out: list[int] = []
+    for i, part in enumerate(prompt):
+        if isinstance(part, str):
+            out.extend(model.vocab.tokenize(part, add_special and i == 0, parse_special))
+        else:
+            out.append(part)
+    return out

@@ -1,0 +1,115 @@
+# -*- test-case-name: tests.test_server -*-
+"""One slot: a KV-cache sequence and the task (if any) generating into it.
+
+Owned by the decode thread; the reactor only ever sees :class:`SlotInfo`
+snapshots.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+
+from llamatwist.engine.sampling import Sampler
+from llamatwist.runtime.task import CompletionTask, TokenProbs
+from llamatwist.runtime.text import TextStream
+
+__all__ = ["Slot", "SlotInfo", "SlotState", "common_prefix"]
+
+
+class SlotState(enum.Enum):
+    IDLE = "idle"
+    PROMPT = "prompt"  # prompt tokens still being fed
+    GENERATING = "generating"
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+@dataclass(frozen=True)
+class SlotInfo:
+    """Read-only view of a slot for /slots and /metrics."""
+
+    id: int
+    n_ctx: int
+    is_processing: bool
+    id_task: int
+    n_prompt_tokens: int
+    n_decoded: int
+    n_cached_tokens: int
+    params: dict[str, object]
+
+
+@dataclass
+class Slot:
+    id: int
+    n_ctx: int
+    state: SlotState = SlotState.IDLE
+    task: CompletionTask | None = None
+    # tokens whose KV entries are in this slot's sequence, in order
+    cache: list[int] = field(default_factory=list)
+    last_used: float = 0.0
+    # per-task state (reset by start())
+    sampler: Sampler | None = None
+    n_fed: int = 0  # prompt tokens in KV
+    n_cached: int = 0  # prompt tokens reused from an earlier task
+    i_batch: int = -1  # index of this slot's logits in the current batch
+    pending_token: int = -1  # sampled, not yet decoded
+    generated: list[int] = field(default_factory=list)
+    text: TextStream = field(default_factory=TextStream)
+    probs: list[TokenProbs] = field(default_factory=list)
+    t_start: float = 0.0
+    t_prompt_done: float = 0.0
+    t_last: float = 0.0
+
+    @property
+    def busy(self) -> bool:
+        return self.state is not SlotState.IDLE
+
+    def start(self, task: CompletionTask, sampler: Sampler, n_reuse: int) -> None:
+        self.task = task
+        self.sampler = sampler
+        self.state = SlotState.PROMPT
+        del self.cache[n_reuse:]
+        self.n_fed = n_reuse
+        self.n_cached = n_reuse
+        self.i_batch = -1
+        self.pending_token = -1
+        self.generated = []
+        self.text = TextStream(stops=task.params.stop)
+        self.probs = []
+        self.t_start = time.perf_counter()
+        self.t_prompt_done = 0.0
+
+    def release(self) -> None:
+        self.state = SlotState.IDLE
+        self.task = None
+        self.sampler = None
+        self.i_batch = -1
+        self.pending_token = -1
+        self.last_used = time.monotonic()
+
+    def info(self) -> SlotInfo:
+        task = self.task
+        return SlotInfo(
+            id=self.id,
+            n_ctx=self.n_ctx,
+            is_processing=self.busy,
+            id_task=task.id if task else -1,
+            n_prompt_tokens=len(task.prompt) if task else 0,
+            n_decoded=len(self.generated),
+            n_cached_tokens=len(self.cache),
+            params={
+                "n_predict": task.params.n_predict,
+                "stream": task.params.stream,
+                "temperature": task.params.sampler.temperature,
+            }
+            if task
+            else {},
+        )

@@ -1,0 +1,128 @@
+# -*- test-case-name: tests.test_params -*-
+"""Tasks sent to the decode thread and the results it sends back (pure data)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Union
+
+from llamatwist.engine.sampling import SamplerSettings
+
+__all__ = [
+    "CompletionTask", "ErrorResult", "FinalResult", "GenerationParams", "PartialResult",
+    "Result", "Timings", "TokenProbs", "TopProb", "next_task_id",
+]
+
+_ids = itertools.count()
+
+
+def next_task_id() -> int:
+    return next(_ids)
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    n_predict: int = -1
+    n_keep: int = 0
+    stop: tuple[str, ...] = ()
+    n_probs: int = 0
+    cache_prompt: bool = True
+    id_slot: int = -1
+    stream: bool = False
+    return_tokens: bool = False
+    sampler: SamplerSettings = field(default_factory=SamplerSettings)
+
+
+@dataclass(frozen=True)
+class TopProb:
+    id: int
+    token: str
+    bytes: list[int]
+    prob: float
+
+
+@dataclass(frozen=True)
+class TokenProbs:
+    """One generated token with the top-n distribution it was drawn from."""
+
+    id: int
+    token: str
+    bytes: list[int]
+    prob: float
+    top: list[TopProb]
+
+
+@dataclass(frozen=True)
+class Timings:
+    cache_n: int
+    prompt_n: int
+    prompt_ms: float
+    predicted_n: int
+    predicted_ms: float
+
+    def to_json(self) -> dict[str, float | int]:
+        gen_steps = max(self.predicted_n - 1, 0)  # the first token comes with the prompt
+        return {
+            "cache_n": self.cache_n,
+            "prompt_n": self.prompt_n,
+            "prompt_ms": self.prompt_ms,
+            "prompt_per_token_ms": self.prompt_ms / self.prompt_n if self.prompt_n else 0.0,
+            "prompt_per_second": 1e3 * self.prompt_n / self.prompt_ms if self.prompt_ms > 0 else 0.0,
+            "predicted_n": self.predicted_n,
+            "predicted_ms": self.predicted_ms,
+            "predicted_per_token_ms": self.predicted_ms / gen_steps if gen_steps else 0.0,
+            "predicted_per_second": 1e3 * gen_steps / self.predicted_ms if self.predicted_ms > 0 else 0.0,
+        }
+
+
+@dataclass(frozen=True)
+class PartialResult:
+    task_id: int
+    id_slot: int
+    content: str
+    tokens: list[int]
+    n_decoded: int
+    n_prompt_tokens: int
+    probs: list[TokenProbs]
+
+
+@dataclass(frozen=True)
+class FinalResult:
+    task_id: int
+    id_slot: int
+    content: str  # whole text when not streaming, the unsent tail when streaming
+    tokens: list[int]
+    n_decoded: int
+    n_prompt_tokens: int
+    n_cached: int
+    stop_type: str  # "eos" | "word" | "limit" | "none"
+    stopping_word: str
+    truncated: bool
+    timings: Timings
+    seed: int
+    probs: list[TokenProbs]
+
+
+@dataclass(frozen=True)
+class ErrorResult:
+    task_id: int
+    code: int
+    message: str
+    type: str
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+Result = Union[PartialResult, FinalResult, ErrorResult]
+
+
+@dataclass
+class CompletionTask:
+    """A tokenized request.  ``sink`` is called on the reactor thread with each
+    result; the last one is a FinalResult or an ErrorResult."""
+
+    prompt: list[int]
+    params: GenerationParams
+    sink: Callable[[Result], None]
+    id: int = field(default_factory=next_task_id)

@@ -1,0 +1,641 @@
+"""Command line, environment, twistd plugin and logging set-up.
+
+Fast and pure: no native library and no model. Processes are started only
+where the behaviour is about a process (exit status, -h, twistd, signals).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+import types
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from llamatwist import cli, logs
+from llamatwist.cli import FLAGS, UNIMPLEMENTED, ConfigError, parse_config
+from llamatwist.config import SamplingDefaults, ServerConfig
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run(
+    *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run Python in a clean LLAMA_ARG_*-free environment, the repo importable."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("LLAMA_")}
+    full["PYTHONPATH"] = str(REPO)
+    full.update(env or {})
+    return subprocess.run(
+        [sys.executable, *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=full,
+        cwd=REPO,
+        timeout=60,
+    )
+
+
+def field(config: ServerConfig, path: str) -> Any:
+    obj: Any = config
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def refused(argv: list[str], environ: dict[str, str] | None = None) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        parse_config(argv, environ or {})
+    return info.value
+
+
+# A valid value for every implemented value flag, and what it becomes.
+SAMPLES: dict[str, tuple[str, Any]] = {
+    "model": ("m.gguf", "m.gguf"),
+    "alias": (" a , b ,", "a,b"),
+    "n_gpu_layers": ("12", 12),
+    "host": ("0.0.0.0", "0.0.0.0"),
+    "port": ("8081", 8081),
+    "n_ctx": ("4096", 4096),
+    "n_parallel": ("3", 3),
+    "n_batch": ("512", 512),
+    "n_ubatch": ("128", 128),
+    "n_threads": ("3", 3),
+    "n_threads_batch": ("5", 5),
+    "sampling.n_predict": ("128", 128),
+    "sampling.seed": ("42", 42),
+    "sampling.temperature": ("0.5", 0.5),
+    "sampling.top_k": ("10", 10),
+    "sampling.top_p": ("0.5", 0.5),
+    "sampling.min_p": ("0.1", 0.1),
+    "sampling.n_keep": ("5", 5),
+    "sampling.repeat_last_n": ("32", 32),
+    "sampling.repeat_penalty": ("1.1", 1.1),
+    "sampling.presence_penalty": ("0.5", 0.5),
+    "sampling.frequency_penalty": ("0.25", 0.25),
+    "log_file": ("x.log", "x.log"),
+}
+VALUE_FLAGS = [f for f in FLAGS if f.convert is not None]
+ONOFF_FLAGS = [f for f in FLAGS if f.convert is None]
+
+
+# --------------------------------------------------------------------------
+# Defaults
+
+
+def test_defaults_are_llama_servers() -> None:
+    config = parse_config([], {})
+    assert config == ServerConfig()
+    assert config.model is None  # the default model
+    assert (config.n_parallel, config.kv_unified) == (4, True)  # -np auto
+    assert config.n_ctx == 0
+    assert (config.n_batch, config.n_ubatch) == (2048, 512)
+    assert (config.host, config.port) == ("127.0.0.1", 8080)
+    assert (config.slots, config.metrics) == (True, False)
+    assert config.cont_batching
+    assert config.warmup
+    assert config.n_gpu_layers == -1
+    assert config.sampling == SamplingDefaults()
+    s = config.sampling
+    assert (s.temperature, s.top_k, s.top_p, s.min_p) == (0.8, 40, 0.95, 0.05)
+    assert (s.n_predict, s.seed, s.repeat_last_n, s.repeat_penalty) == (-1, -1, 64, 1.0)
+
+
+def test_every_value_flag_has_a_sample() -> None:
+    assert {f.field for f in VALUE_FLAGS} == set(SAMPLES)
+
+
+# --------------------------------------------------------------------------
+# Flags, short and long
+
+
+@pytest.mark.parametrize(
+    ("name", "path"), [(n, f.field) for f in VALUE_FLAGS for n in f.names]
+)
+def test_value_flag_every_spelling(name: str, path: str) -> None:
+    text, expected = SAMPLES[path]
+    assert field(parse_config([name, text], {}), path) == expected
+    assert field(parse_config([f"{name}={text}"], {}), path) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "path", "on"),
+    [(n, f.field, True) for f in ONOFF_FLAGS for n in f.names]
+    + [(n, f.field, False) for f in ONOFF_FLAGS for n in f.neg],
+)
+def test_onoff_flag_every_spelling(name: str, path: str, on: bool) -> None:
+    # -kvu only matters with an explicit slot count (auto forces it on).
+    assert field(parse_config(["-np", "2", name], {}), path) is on
+
+
+def test_last_flag_wins() -> None:
+    assert parse_config(["-cb", "-nocb"], {}).cont_batching is False
+    assert parse_config(["--no-slots", "--slots"], {}).slots is True
+    assert parse_config(["--port", "1", "--port", "2"], {}).port == 2
+
+
+def test_underscores_in_long_names_read_as_dashes() -> None:
+    config = parse_config(["--ctx_size", "128", "--no_slots"], {})
+    assert (config.n_ctx, config.slots) == (128, False)
+
+
+def test_parallel_auto_means_four_slots_with_unified_kv() -> None:
+    for argv in ([], ["-np", "-1"], ["-np", "-1", "-no-kvu"], ["--parallel=-3"]):
+        config = parse_config(argv, {})
+        assert (config.n_parallel, config.kv_unified) == (4, True), argv
+    assert parse_config(["-np", "2"], {}).kv_unified is False
+    assert parse_config(["-np", "2", "-kvu"], {}).kv_unified is True
+
+
+def test_gpu_layers_words_and_seed_random() -> None:
+    assert parse_config(["-ngl", "auto"], {}).n_gpu_layers == -1
+    assert parse_config(["-ngl", "all"], {}).n_gpu_layers == -2
+    assert parse_config(["-s", "4294967295"], {}).sampling.seed == -1
+    assert parse_config(["--temp", "-1"], {}).sampling.temperature == 0.0  # clamped
+
+
+def test_threads_not_positive_means_auto() -> None:
+    assert parse_config(["-t", "0", "-tb", "-5"], {}).n_threads == -1
+    assert parse_config(["-t", "0", "-tb", "-5"], {}).n_threads_batch == -1
+
+
+def test_smollm2_preset_selects_the_default_model() -> None:
+    assert parse_config(["--smollm2-default"], {}).model is None
+    env = {"LLAMA_ARG_MODEL": "env.gguf"}
+    assert parse_config(["--smollm2-default"], env).model is None  # flag beats env
+    assert parse_config(["--smollm2-default", "-m", "x.gguf"], {}).model == "x.gguf"
+    assert parse_config(["-m", "x.gguf", "--smollm2-default"], {}).model is None
+
+
+def test_aliases_property() -> None:
+    assert parse_config(["-a", "one, two"], {}).aliases == ("one", "two")
+    assert ServerConfig().aliases == ()
+
+
+# --------------------------------------------------------------------------
+# Environment
+
+
+@pytest.mark.parametrize("flag", [f for f in VALUE_FLAGS if f.env], ids=lambda f: f.env)
+def test_env_var_used_when_flag_absent(flag: cli.Flag) -> None:
+    assert flag.env is not None
+    text, expected = SAMPLES[flag.field]
+    assert field(parse_config([], {flag.env: text}), flag.field) == expected
+
+
+def test_flag_beats_env_var() -> None:
+    env = {"LLAMA_ARG_PORT": "9000", "LLAMA_ARG_CTX_SIZE": "64"}
+    config = parse_config(["--port", "9001"], env)
+    assert (config.port, config.n_ctx) == (9001, 64)
+    env = {"LLAMA_ARG_CONT_BATCHING": "off"}
+    assert parse_config(["-cb"], env).cont_batching is True
+
+
+def test_onoff_env_vars() -> None:
+    assert parse_config([], {"LLAMA_ARG_ENDPOINT_METRICS": "1"}).metrics is True
+    # A switch's variable acts only when truthy, as in llama-server.
+    assert parse_config([], {"LLAMA_ARG_ENDPOINT_METRICS": "0"}).metrics is False
+    assert parse_config([], {"LLAMA_ARG_ENDPOINT_SLOTS": "disabled"}).slots is False
+    assert parse_config([], {"LLAMA_ARG_ENDPOINT_SLOTS": "on"}).slots is True
+    # LLAMA_ARG_NO_<name> switches off by its mere presence.
+    assert parse_config([], {"LLAMA_ARG_NO_CONT_BATCHING": ""}).cont_batching is False
+    env = {"LLAMA_ARG_N_PARALLEL": "2", "LLAMA_ARG_KV_UNIFIED": "true"}
+    assert parse_config([], env).kv_unified is True
+    err = refused([], {"LLAMA_ARG_ENDPOINT_SLOTS": "maybe"})
+    assert err.exit_code == 2
+    assert "LLAMA_ARG_ENDPOINT_SLOTS" in err.message
+
+
+# --------------------------------------------------------------------------
+# Refusals
+
+
+@pytest.mark.parametrize("name", [n for u in UNIMPLEMENTED for n in u.names.split()])
+def test_unimplemented_flag_refused(name: str) -> None:
+    err = refused(["-m", "x.gguf", name])
+    assert err.exit_code == 1
+    assert err.message == f"flag {name} is not implemented yet in llamatwist"
+
+
+def test_unimplemented_flag_value_is_not_a_stray_argument() -> None:
+    err = refused(["--api-key", "secret", "-np", "2"])
+    assert (err.exit_code, err.message) == (
+        1,
+        "flag --api-key is not implemented yet in llamatwist",
+    )
+
+
+@pytest.mark.parametrize(
+    "env", sorted({u.env for u in UNIMPLEMENTED if u.env and u.env != "HF_TOKEN"})
+)
+def test_unimplemented_env_var_refused(env: str) -> None:
+    err = refused([], {env: "1"})
+    assert err.exit_code == 1
+    assert "not implemented yet in llamatwist" in err.message
+    assert err.message.endswith(f"(set by environment variable {env})")
+
+
+def test_unimplemented_env_var_details() -> None:
+    err = refused([], {"LLAMA_ARG_NO_JINJA": "1"})
+    assert err.message.startswith("flag --no-jinja is not implemented")
+    assert parse_config([], {"LLAMA_ARG_SWA_FULL": "0"})  # no effect in llama-server
+    assert parse_config([], {"HF_TOKEN": "t"})  # shared with other tools
+
+
+def test_every_llama_server_flag_is_known_once() -> None:
+    names = [n for u in UNIMPLEMENTED for n in u.names.split()]
+    for flag in FLAGS:
+        names += [*flag.names, *flag.neg]
+    names += ["-h", "--help", "--usage", "--version"]
+    assert len(names) == len(set(names))
+    # A sample of llama-server's server flags, to catch a truncated table.
+    for name in ("--jinja", "-fa", "--api-key", "--embeddings", "-hf", "--lora"):
+        assert name in names
+
+
+def test_unknown_flag_is_a_usage_error() -> None:
+    err = refused(["--no-such-flag"])
+    assert (err.exit_code, err.message) == (2, "unrecognized arguments: --no-such-flag")
+    assert refused(["stray"]).exit_code == 2
+    assert refused(["--temperatur", "1"]).exit_code == 2  # no abbreviations
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["-np", "0"], "-np/--parallel"),
+        (["--port", "abc"], "expected an integer"),
+        (["--port", "65536"], "between 0 and 65535"),
+        (["-c", "-1"], "must be >= 0"),
+        (["-b", "0"], "must be >= 1"),
+        (["--top-p", "1.5"], "between 0.0 and 1.0"),
+        (["--temp", "nan"], "finite"),
+        (["--repeat-penalty", "0"], "greater than 0"),
+        (["--repeat-last-n", "-1"], "must be >= 0"),
+        (["-ngl", "many"], "'auto' or 'all'"),
+        (["-s", "-2"], "-1 (random)"),
+        (["-n", "-3"], "must be >= -1"),
+        (["--host", " "], "must not be empty"),
+        (["-m", ""], "must not be empty"),
+        (["--port"], "expected one argument"),
+    ],
+)
+def test_invalid_values(argv: list[str], needle: str) -> None:
+    err = refused(argv)
+    assert err.exit_code == 2
+    assert needle in err.message
+
+
+def test_invalid_env_value() -> None:
+    err = refused([], {"LLAMA_ARG_N_PARALLEL": "0"})
+    assert err.exit_code == 2
+    assert err.message.startswith(
+        "invalid value for environment variable LLAMA_ARG_N_PARALLEL"
+    )
+    # The command line wins, so a bad variable it overrides does not matter.
+    assert parse_config(["--port", "1"], {"LLAMA_ARG_PORT": "x"}).port == 1
+
+
+def test_unsupported_host_forms_refused() -> None:
+    assert refused(["--host", "127.0.0.1,::1"]).exit_code == 1
+    assert refused(["--host", "/tmp/llama.sock"]).exit_code == 1
+
+
+# --------------------------------------------------------------------------
+# The process: exit status, -h, --version
+
+
+def test_process_exit_statuses() -> None:
+    proc = run("-m", "llamatwist", "--jinja")
+    assert proc.returncode == 1
+    assert proc.stderr == "error: flag --jinja is not implemented yet in llamatwist\n"
+
+    proc = run("-m", "llamatwist", env={"LLAMA_ARG_FLASH_ATTN": "on"})
+    assert proc.returncode == 1
+    assert "flag --flash-attn is not implemented yet" in proc.stderr
+
+    proc = run("-m", "llamatwist", "--bogus")
+    assert proc.returncode == 2
+    assert "llamatwist: error: unrecognized arguments: --bogus" in proc.stderr
+
+    proc = run("-m", "llamatwist", "-np", "0")
+    assert proc.returncode == 2
+    assert "-np/--parallel" in proc.stderr
+
+
+def test_help_lists_every_flag_with_default_and_env() -> None:
+    proc = run("-m", "llamatwist", "-h")
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stdout.split())  # undo the wrapping
+    for flag in FLAGS:
+        for name in (*flag.names, *flag.neg):
+            assert name in text
+        assert f"(default: {cli._show_default(flag)})" in text
+        if flag.env:
+            assert f"(env: {flag.env})" in text
+    for expected in ("(default: 2048)", "(default: 8080)", "(default: 0.80)"):
+        assert expected in text
+    assert "--smollm2-default" in text
+    assert "--jinja" in text  # listed among the unimplemented flags
+
+
+def test_help_and_parsing_need_no_heavy_imports() -> None:
+    code = textwrap.dedent(
+        """
+        import sys
+        from llamatwist import cli
+        cli.build_parser().format_help()
+        cli.parse_config(["-m", "x.gguf"], {})
+        heavy = [m for m in sys.modules
+                 if m.split(".")[0] in ("twisted", "cffi", "klein")
+                 or m.startswith(("llamatwist.native", "llamatwist.engine"))]
+        print(heavy)
+        """
+    )
+    proc = run("-c", code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_version() -> None:
+    proc = run("-m", "llamatwist", "--version")
+    assert proc.returncode == 0, proc.stderr
+    first, second = proc.stdout.splitlines()
+    assert first.startswith("llamatwist ")
+    pin = REPO / "llama_pin.json"
+    commit = json.loads(pin.read_text())["commit"] if pin.exists() else "unknown"
+    assert second == f"llama.cpp commit {commit}"
+
+
+# --------------------------------------------------------------------------
+# twistd plugin
+
+
+def test_twistd_lists_the_plugin() -> None:
+    proc = run("-m", "twisted", "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "llamatwist" in proc.stdout
+
+
+def test_twistd_passes_arguments_verbatim() -> None:
+    twistd = "from twisted.scripts.twistd import run; run()"
+    proc = run("-c", twistd, "-n", "llamatwist", "--version")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("llamatwist ")
+
+    proc = run("-c", twistd, "-n", "llamatwist", "-m", "x.gguf", "-np", "0")
+    assert proc.returncode == 2
+    assert "-np/--parallel" in proc.stderr
+
+    proc = run("-m", "twisted", "llamatwist", "-no-kvu", "--jinja")
+    assert proc.returncode == 1
+    assert "error: flag --jinja is not implemented yet in llamatwist" in proc.stderr
+
+
+def test_tap_options_hold_the_config() -> None:
+    from llamatwist.tap import Options
+
+    options = Options()
+    options.parseOptions(["-np", "2", "-no-kvu", "--port=0"])
+    assert options.config is not None
+    assert (options.config.n_parallel, options.config.port) == (2, 0)
+    assert "-np N, --parallel N" in options.getUsage()
+
+
+# --------------------------------------------------------------------------
+# main(): startup errors, clean shutdown, exit code
+
+
+class Boom(Exception):
+    pass
+
+
+@pytest.fixture
+def fake_modules(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
+    """Stand-ins for llamatwist.models/errors/service, and no logging set-up."""
+    state = types.SimpleNamespace(fetched=0, configs=[])
+
+    class ModelFetchError(Exception):
+        pass
+
+    class StartupError(Exception):
+        pass
+
+    def ensure_default_model() -> Path:
+        state.fetched += 1
+        if state.fetch_fails:
+            raise ModelFetchError("no network")
+        return Path("/models/default.gguf")
+
+    def make_service(config: ServerConfig) -> Any:
+        state.configs.append(config)
+        raise StartupError("model file not found: x.gguf")
+
+    state.fetch_fails = False
+    models = types.ModuleType("llamatwist.models")
+    models.ensure_default_model = ensure_default_model  # type: ignore[attr-defined]
+    models.ModelFetchError = ModelFetchError  # type: ignore[attr-defined]
+    errors = types.ModuleType("llamatwist.errors")
+    errors.StartupError = StartupError  # type: ignore[attr-defined]
+    service = types.ModuleType("llamatwist.service")
+    service.make_service = make_service  # type: ignore[attr-defined]
+    for module in (models, errors, service):
+        monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setattr(logs, "setup", lambda config, **kw: None)
+    return state
+
+
+def test_main_reports_startup_error(
+    fake_modules: types.SimpleNamespace, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["-m", "x.gguf"]) == 1
+    assert capsys.readouterr().err == "error: model file not found: x.gguf\n"
+    assert fake_modules.fetched == 0
+
+
+def test_main_resolves_the_default_model(
+    fake_modules: types.SimpleNamespace, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["--smollm2-default", "--port", "0"]) == 1
+    assert fake_modules.fetched == 1
+    assert fake_modules.configs[0].model == "/models/default.gguf"
+    assert fake_modules.configs[0].port == 0
+
+    fake_modules.fetch_fails = True
+    assert cli.main([]) == 1
+    assert capsys.readouterr().err.endswith("error: no network\n")
+
+
+def test_main_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--bogus"]) == 2
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+SERVE = """
+import os, signal, sys, types
+from twisted.application.service import MultiService, Service
+from twisted.internet import reactor
+
+class Child(Service):
+    def startService(self):
+        Service.startService(self)
+        print("started", flush=True)
+        {action}
+    def stopService(self):
+        print("stopped", flush=True)
+        return Service.stopService(self)
+
+def make_service(config):
+    top = MultiService()
+    Child().setServiceParent(top)
+    {exit_code}
+    return top
+
+for name in ("llamatwist.models", "llamatwist.service"):
+    sys.modules[name] = types.ModuleType(name)
+sys.modules["llamatwist.models"].ModelFetchError = OSError
+sys.modules["llamatwist.service"].make_service = make_service
+from llamatwist import cli
+sys.exit(cli.main(["-m", "x.gguf", "--log-disable"]))
+"""
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_main_stops_cleanly_on_signal(signame: str) -> None:
+    action = f"reactor.callLater(0, os.kill, os.getpid(), signal.{signame})"
+    proc = run("-c", SERVE.format(action=action, exit_code=""))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["started", "stopped"]
+    assert "Traceback" not in proc.stderr
+
+
+def test_main_returns_the_service_exit_code() -> None:
+    code = SERVE.format(
+        action="reactor.callLater(0, reactor.stop)", exit_code="top.exit_code = 3"
+    )
+    proc = run("-c", code)
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stdout.split() == ["started", "stopped"]
+
+
+# --------------------------------------------------------------------------
+# Logging
+
+
+@pytest.fixture
+def root_logger(monkeypatch: pytest.MonkeyPatch) -> Iterator[logging.Logger]:
+    """Root logger restored after the test; Twisted's global log untouched."""
+    monkeypatch.setattr(logs, "_bridge_twisted", lambda: None)
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield root
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+            handler.close()
+    logs._handlers.clear()
+    root.setLevel(level)
+
+
+def test_log_levels(root_logger: logging.Logger) -> None:
+    logs.setup(ServerConfig())
+    assert root_logger.level == logging.INFO
+    logs.setup(ServerConfig(verbose=True))
+    assert root_logger.level == logging.DEBUG
+    assert len(logs._handlers) == 1  # replaced, not added
+    logs.setup(ServerConfig(log_disable=True))
+    assert not root_logger.isEnabledFor(logging.CRITICAL)
+
+
+def test_log_file_and_format(root_logger: logging.Logger, tmp_path: Path) -> None:
+    path = tmp_path / "server.log"
+    path.write_text("old run\n")
+    logs.setup(ServerConfig(log_file=str(path)))
+    logging.getLogger("llamatwist.test").info("hello %d", 42)
+    logging.getLogger("llamatwist.test").debug("hidden")
+    for handler in logs._handlers:
+        handler.flush()
+    lines = path.read_text().splitlines()
+    assert len(lines) == 1
+    letter, clock, rest = lines[0].split(" ", 2)
+    assert letter == "I"
+    assert len(clock) == len("15:04:05.123")
+    assert clock[2] == ":"
+    assert clock[8] == "."
+    assert rest == "llamatwist.test: hello 42"
+
+
+def test_twisted_and_python_logs_share_one_stream() -> None:
+    code = textwrap.dedent(
+        """
+        import logging
+        from twisted.logger import Logger
+        from llamatwist import logs
+        from llamatwist.config import ServerConfig
+        Logger(namespace="early.twisted").info("buffered {n}", n=1)
+        logs.setup(ServerConfig())
+        logging.getLogger("llamatwist.x").warning("from python")
+        Logger(namespace="some.twisted").info("from twisted {n}", n=2)
+        Logger(namespace="some.twisted").debug("not shown")
+        try:
+            1 / 0
+        except ZeroDivisionError:
+            Logger(namespace="some.twisted").failure("it failed")
+        print("stdout untouched")
+        """
+    )
+    proc = run("-c", code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "stdout untouched\n"
+    lines = proc.stderr.splitlines()
+    assert lines[0].startswith("I ")
+    assert lines[0].endswith("early.twisted: buffered 1")
+    assert lines[1].startswith("W ")
+    assert lines[1].endswith("llamatwist.x: from python")
+    assert lines[2].endswith("some.twisted: from twisted 2")
+    assert lines[3].startswith("C ")
+    assert lines[3].endswith("some.twisted: it failed")
+    assert "ZeroDivisionError" in proc.stderr
+    assert "not shown" not in proc.stderr
+
+
+def test_log_disable_silences_twisted_too() -> None:
+    code = textwrap.dedent(
+        """
+        import logging
+        from twisted.logger import Logger
+        from llamatwist import logs
+        from llamatwist.config import ServerConfig
+        logs.setup(ServerConfig(log_disable=True))
+        logging.getLogger("x").critical("python")
+        Logger(namespace="y").critical("twisted")
+        """
+    )
+    proc = run("-c", code)
+    assert proc.returncode == 0
+    assert proc.stderr == ""
+
+
+def test_under_twistd_python_logs_go_to_twisted(root_logger: logging.Logger) -> None:
+    from twisted.logger import ILogObserver, LogLevel, globalLogPublisher
+
+    seen: list[dict[str, Any]] = []
+    observer = cast(ILogObserver, seen.append)
+    globalLogPublisher.addObserver(observer)
+    try:
+        logs.setup(ServerConfig(), under_twistd=True)
+        logging.getLogger("llamatwist.t").warning("to twisted %s", "ok")
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    events = [e for e in seen if e.get("log_namespace") == "llamatwist.t"]
+    assert len(events) == 1
+    assert events[0]["log_level"] == LogLevel.warn
+    assert events[0]["text"] == "to twisted ok"
