@@ -1,0 +1,101 @@
+"""Shared fixtures: the real default model and real server processes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def model_path() -> str:
+    from llamatwist.models import ensure_default_model
+
+    return str(ensure_default_model())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """A llamatwist process on a free port, stopped at teardown."""
+
+    def __init__(self, args: list[str], command: list[str] | None = None, wait: bool = True) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"llamatwist-test-{self.port}.log"
+        self._log = open(self.log_path, "wb")
+        cmd = command or [sys.executable, "-m", "llamatwist"]
+        self.proc = subprocess.Popen(
+            [*cmd, "--port", str(self.port), *args],
+            stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO,
+        )
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited ({self.proc.returncode}):\n{self.log()}")
+            try:
+                if requests.get(self.url + "/health", timeout=2).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"server not ready:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def post(self, path: str, json: object = None, **kw: object) -> requests.Response:
+        return requests.post(self.url + path, json=json, timeout=120, **kw)  # type: ignore[arg-type]
+
+    def get(self, path: str, **kw: object) -> requests.Response:
+        return requests.get(self.url + path, timeout=60, **kw)  # type: ignore[arg-type]
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="session")
+def server(model_path: str) -> Iterator[Server]:
+    """One shared server: 4 slots, metrics on, small context."""
+    srv = Server(["-m", model_path, "-np", "4", "-c", "4096", "-t", "2", "--metrics"])
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def make_server(model_path: str) -> Iterator[object]:
+    started: list[Server] = []
+
+    def start(*args: str, command: list[str] | None = None, wait: bool = True) -> Server:
+        srv = Server(list(args), command=command, wait=wait)
+        started.append(srv)
+        return srv
+
+    yield start
+    for srv in started:
+        srv.stop()
