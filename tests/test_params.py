@@ -1,0 +1,79 @@
+"""Request parsing: pure functions, no model."""
+
+from __future__ import annotations
+
+import pytest
+
+from llamatwist.api.errors import InvalidRequest, error_body
+from llamatwist.api.params import (
+    parse_completion, parse_detokenize, parse_json_body, parse_prompts, parse_tokenize,
+)
+from llamatwist.config import SamplingDefaults
+from llamatwist.engine.sampling import RANDOM_SEED
+
+D = SamplingDefaults()
+
+
+def test_defaults_follow_server_config() -> None:
+    req = parse_completion({"prompt": "hi"}, SamplingDefaults(temperature=0.3, n_predict=7))
+    assert req.params.sampler.temperature == 0.3
+    assert req.params.n_predict == 7
+    assert req.params.sampler.seed == RANDOM_SEED
+    assert req.params.cache_prompt is True and req.params.stream is False
+
+
+def test_fields_and_aliases() -> None:
+    p = parse_completion({"prompt": "x", "max_tokens": 5, "temperature": 0, "top_k": 3, "stop": "END",
+                          "seed": 42, "n_probs": 2, "id_slot": 1, "ignore_eos": True}, D).params
+    assert (p.n_predict, p.sampler.temperature, p.sampler.top_k, p.stop) == (5, 0.0, 3, ("END",))
+    assert (p.sampler.seed, p.n_probs, p.id_slot, p.sampler.ignore_eos) == (42, 2, 1, True)
+    assert parse_completion({"prompt": "x", "n_predict": 3, "max_tokens": 9}, D).params.n_predict == 3
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"prompt": "x", "n_predict": "5"}, "n_predict"),
+    ({"prompt": "x", "n_predict": 1.5}, "n_predict"),
+    ({"prompt": "x", "n_predict": True}, "n_predict"),
+    ({"prompt": "x", "n_predict": -2}, "n_predict"),
+    ({"prompt": "x", "temperature": "0"}, "temperature"),
+    ({"prompt": "x", "stream": 1}, "stream"),
+    ({"prompt": "x", "stop": [1]}, "stop"),
+    ({"prompt": "x", "n_probs": 101}, "n_probs"),
+    ({}, "prompt"),
+    ({"prompt": None}, "prompt"),
+    ({"prompt": []}, "prompt"),
+    ({"prompt": {"a": 1}}, "prompt"),
+    ({"prompt": [1.5]}, "prompt"),
+])
+def test_bad_fields_are_named(body: dict, field: str) -> None:
+    with pytest.raises(InvalidRequest) as exc:
+        parse_completion(body, D)
+    assert field in exc.value.message
+    assert error_body(exc.value)["error"]["code"] == 400
+
+
+def test_prompt_shapes() -> None:
+    assert parse_prompts({"prompt": "abc"}) == [["abc"]]
+    assert parse_prompts({"prompt": [1, 2, 3]}) == [[1, 2, 3]]
+    assert parse_prompts({"prompt": [1, "mixed", 3]}) == [[1, "mixed", 3]]
+    assert parse_prompts({"prompt": ["a", "b"]}) == [["a"], ["b"]]
+    assert parse_prompts({"prompt": [[1, 2], "b"]}) == [[1, 2], ["b"]]
+
+
+def test_json_body() -> None:
+    assert parse_json_body(b'{"a": 1}') == {"a": 1}
+    for raw in (b"", b"  ", b"{", b"[]", b"\xff"):
+        with pytest.raises(InvalidRequest):
+            parse_json_body(raw)
+
+
+def test_tokenize_and_detokenize_bodies() -> None:
+    t = parse_tokenize({"content": "hi", "with_pieces": True})
+    assert t.content == ["hi"] and t.with_pieces and not t.add_special and t.parse_special
+    with pytest.raises(InvalidRequest):
+        parse_tokenize({})
+    with pytest.raises(InvalidRequest):
+        parse_tokenize({"content": "x", "add_special": "yes"})
+    assert parse_detokenize({"tokens": [1, 2]}) == [1, 2]
+    with pytest.raises(InvalidRequest):
+        parse_detokenize({"tokens": "1 2"})
