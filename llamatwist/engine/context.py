@@ -5,6 +5,7 @@ exactly one thread (the decode thread) may use a Context."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +14,7 @@ import numpy.typing as npt
 
 from llamatwist.engine.batch import Batch
 from llamatwist.engine.errors import ContextError, DecodeError
-from llamatwist.engine.model import Model
+from llamatwist.engine.model import LoraAdapter, Model
 from llamatwist.native.binding import add_log_listener, ffi, lib, remove_log_listener
 
 __all__ = ["Context", "ContextParams", "PerfData"]
@@ -137,6 +138,23 @@ class Context:
 
     def set_seq_state(self, seq_id: int, data: bytes) -> bool:
         return lib.llama_state_seq_set_data(self._ptr, data, len(data), seq_id) > 0
+
+    # -- adapters ------------------------------------------------------
+    def set_loras(self, adapters: Sequence[tuple[LoraAdapter, float]]) -> None:
+        ptrs = ffi.new("struct llama_adapter_lora *[]", [a.ptr for a, _ in adapters] or [ffi.NULL])
+        scales = ffi.new("float[]", [s for _, s in adapters] or [0.0])
+        if lib.llama_set_adapters_lora(self._ptr, ptrs, len(adapters), scales) != 0:
+            raise ContextError("failed to apply LoRA adapters")
+
+    def set_control_vector(self, data: Sequence[float] | None, n_embd: int, il_start: int, il_end: int) -> None:
+        """Apply a control vector (``n_embd`` floats per layer from layer 1); None clears it."""
+        if data is None:
+            rc = lib.llama_set_adapter_cvec(self._ptr, ffi.NULL, 0, n_embd, il_start, il_end)
+        else:
+            buf = ffi.new("float[]", list(data))
+            rc = lib.llama_set_adapter_cvec(self._ptr, buf, len(data), n_embd, il_start, il_end)
+        if rc != 0:
+            raise ContextError("failed to apply the control vector")
 
     def perf(self) -> PerfData:
         d = lib.llama_perf_context(self._ptr)

@@ -13,7 +13,7 @@ from typing import Any
 from llamatwist.engine.errors import ModelLoadError
 from llamatwist.native.binding import add_log_listener, backend_init, ffi, lib, remove_log_listener
 
-__all__ = ["Model", "ModelInfo"]
+__all__ = ["LoraAdapter", "Model", "ModelInfo", "Vocab"]
 
 GGUF_MAGIC = b"GGUF"
 
@@ -147,6 +147,12 @@ class Model:
                 out[key] = ffi.string(buf).decode("utf-8", "replace")
         return out
 
+    def load_lora(self, path: str) -> LoraAdapter:
+        ptr = lib.llama_adapter_lora_init(self.ptr, os.fsencode(path))
+        if ptr == ffi.NULL:
+            raise ModelLoadError(f"failed to load LoRA adapter {path}")
+        return LoraAdapter(ffi.gc(ptr, lib.llama_adapter_lora_free), path, self)
+
     def chat_template(self, name: str | None = None) -> str | None:
         c = lib.llama_model_chat_template(self.ptr, name.encode() if name else ffi.NULL)
         return None if c == ffi.NULL else ffi.string(c).decode("utf-8", "replace")
@@ -159,6 +165,15 @@ def _load_failure_message(path: str, errors: Sequence[str]) -> str:
         return f"unsupported model architecture {arch} in {path}"
     detail = "; ".join(e.strip() for e in errors if e.strip())
     return f"failed to load model {path}" + (f": {detail}" if detail else "")
+
+
+class LoraAdapter:
+    """A LoRA adapter bound to its model (applied per context with a scale)."""
+
+    def __init__(self, ptr: Any, path: str, model: Model) -> None:
+        self.ptr = ptr
+        self.path = path
+        self.model = model
 
 
 class Vocab:
