@@ -128,4 +128,4 @@ def test_context_too_large_is_a_clear_error(model: Model) -> None:
     from llamatwist.engine.errors import ContextError
 
     with pytest.raises(ContextError, match="ctx-size"):
-        Context(model, ContextParams(n_ctx=2**31 - 64, n_seq_max=1, n_threads=1, n_threads_batch=1))
+        Context(model, ContextParams(n_ctx=2**24, n_seq_max=1, n_threads=1, n_threads_batch=1))

@@ -342,6 +342,16 @@ def test_model_load_errors_exit_cleanly(tmp_path: Any) -> None:
         assert "error:" in r.stderr + r.stdout
 
 
+def test_context_too_large_for_memory_exits_cleanly(model_path: str) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "llamatwist", "-m", model_path, "-c", str(2**24), "--port", str(free_port())],
+        capture_output=True, text=True, timeout=60, cwd=REPO,
+    )
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
+    assert "ctx-size" in r.stderr
+
+
 def test_twistd_serves(make_server: Any, model_path: str) -> None:
     srv = make_server("-m", model_path, "-np", "1", "-c", "512",
                       command=[str(Path(sys.executable).parent / "twistd"), "-n", "--pidfile=", "llamatwist"])
