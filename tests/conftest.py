@@ -36,7 +36,7 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"llamatwist-test-{self.port}.log"
-        self._log = open(self.log_path, "wb")
+        self._log = open(self.log_path, "wb")  # noqa: SIM115  # closed in stop()
         cmd = command or [sys.executable, "-m", "llamatwist"]
         self.proc = subprocess.Popen(
             [*cmd, "--port", str(self.port), *args],

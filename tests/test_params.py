@@ -6,7 +6,11 @@ import pytest
 
 from llamatwist.api.errors import InvalidRequest, error_body
 from llamatwist.api.params import (
-    parse_completion, parse_detokenize, parse_json_body, parse_prompts, parse_tokenize,
+    parse_completion,
+    parse_detokenize,
+    parse_json_body,
+    parse_prompts,
+    parse_tokenize,
 )
 from llamatwist.config import SamplingDefaults
 from llamatwist.engine.sampling import RANDOM_SEED

@@ -34,7 +34,7 @@ def stream_completion(srv: Server, body: dict[str, Any]) -> tuple[str, list[dict
 
 def metrics(srv: Server) -> dict[str, float]:
     text = srv.get("/metrics").text
-    return {m[1]: float(m[2]) for m in re.finditer(r"^(llamacpp:\S+) (\S+)$", text, re.M) for m in [m]}
+    return {m[1]: float(m[2]) for m in re.finditer(r"^(llamacpp:\S+) (\S+)$", text, re.MULTILINE) for m in [m]}
 
 
 def all_idle(srv: Server) -> bool:
@@ -335,7 +335,7 @@ def test_model_load_errors_exit_cleanly(tmp_path: Any) -> None:
     for path in cases:
         r = subprocess.run(
             [sys.executable, "-m", "llamatwist", "-m", path, "--port", str(free_port())],
-            capture_output=True, text=True, timeout=60, cwd=REPO,
+            check=False, capture_output=True, text=True, timeout=60, cwd=REPO,
         )
         assert r.returncode != 0, path
         assert "Traceback" not in r.stderr + r.stdout
@@ -345,7 +345,7 @@ def test_model_load_errors_exit_cleanly(tmp_path: Any) -> None:
 def test_context_too_large_for_memory_exits_cleanly(model_path: str) -> None:
     r = subprocess.run(
         [sys.executable, "-m", "llamatwist", "-m", model_path, "-c", str(2**24), "--port", str(free_port())],
-        capture_output=True, text=True, timeout=60, cwd=REPO,
+        check=False, capture_output=True, text=True, timeout=60, cwd=REPO,
     )
     assert r.returncode == 1
     assert "Traceback" not in r.stderr
@@ -366,7 +366,7 @@ def test_port_in_use_is_a_clear_error(model_path: str) -> None:
         port = s.getsockname()[1]
         r = subprocess.run(
             [sys.executable, "-m", "llamatwist", "-m", model_path, "--port", str(port)],
-            capture_output=True, text=True, timeout=60, cwd=REPO,
+            check=False, capture_output=True, text=True, timeout=60, cwd=REPO,
         )
     assert r.returncode == 1
     assert "Traceback" not in r.stderr

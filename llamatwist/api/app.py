@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from klein import Klein
-from twisted.web.iweb import IRequest
+from twisted.web.server import Request
 from werkzeug.exceptions import MethodNotAllowed as WzMethodNotAllowed
 from werkzeug.exceptions import NotFound as WzNotFound
 
@@ -23,11 +23,11 @@ def build_app(ctx: ApiContext) -> Klein:
         module.register(app, ctx)
 
     @app.handle_errors(WzNotFound)
-    def not_found(request: IRequest, failure: Any) -> bytes:
+    def not_found(request: Request, failure: Any) -> bytes:
         return send_error(request, NotFound("File Not Found"))
 
     @app.handle_errors(WzMethodNotAllowed)
-    def not_allowed(request: IRequest, failure: Any) -> bytes:
+    def not_allowed(request: Request, failure: Any) -> bytes:
         return send_error(request, MethodNotAllowed(f"method {request.method.decode()} not allowed"))
 
     return app

@@ -8,7 +8,7 @@ from typing import Any
 
 from klein import Klein
 from twisted.internet.defer import CancelledError, Deferred, gatherResults
-from twisted.web.iweb import IRequest
+from twisted.web.server import Request
 
 from llamatwist.api.errors import ApiError, ExceedContext, InvalidRequest, from_result
 from llamatwist.api.http import ApiContext, handler, read_json, send_json
@@ -16,7 +16,13 @@ from llamatwist.api.params import CompletionRequest, parse_completion
 from llamatwist.api.streaming import SSEStream, on_disconnect
 from llamatwist.runtime.scheduler import LoadedModel
 from llamatwist.runtime.task import (
-    CompletionTask, ErrorResult, FinalResult, GenerationParams, PartialResult, Result, TokenProbs,
+    CompletionTask,
+    ErrorResult,
+    FinalResult,
+    GenerationParams,
+    PartialResult,
+    Result,
+    TokenProbs,
 )
 
 __all__ = ["generation_settings", "probs_json", "register", "run_tasks", "tokenize_prompts"]
@@ -98,7 +104,7 @@ async def tokenize_prompts(ctx: ApiContext, loaded: LoadedModel, req: Completion
 
 def run_tasks(
     ctx: ApiContext,
-    request: IRequest,
+    request: Request,
     prompts: list[list[int]],
     params: GenerationParams,
     on_partial: Any = None,
@@ -173,7 +179,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
 
     @app.route("/completion", methods=["POST"])
     @handler
-    async def completion(request: IRequest) -> Any:
+    async def completion(request: Request) -> Any:
         loaded = ctx.require_ready()
         req = parse_completion(read_json(request), ctx.config.sampling)
         prompts = await tokenize_prompts(ctx, loaded, req)
@@ -188,7 +194,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
         body = [final_json(r, i, params, texts[i]) for i, r in enumerate(results)]
         return send_json(request, body[0] if len(body) == 1 else body)
 
-    async def _stream(request: IRequest, prompts: list[list[int]], params: GenerationParams) -> bytes:
+    async def _stream(request: Request, prompts: list[list[int]], params: GenerationParams) -> bytes:
         sse = SSEStream(request)
 
         def partial(index: int, r: PartialResult) -> None:

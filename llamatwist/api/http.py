@@ -4,14 +4,14 @@
 from __future__ import annotations
 
 import functools
-import os
 import json
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.web.iweb import IRequest
+from twisted.web.server import Request
 
 from llamatwist.api.errors import ApiError, ServerError, Unavailable, error_json
 from llamatwist.api.params import parse_json_body
@@ -48,17 +48,17 @@ def json_bytes(obj: Any) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def read_json(request: IRequest) -> dict[str, Any]:
-    return parse_json_body(request.content.read())
+def read_json(request: Request) -> dict[str, Any]:
+    return parse_json_body(request.content.read() if request.content is not None else b"")
 
 
-def send_json(request: IRequest, obj: Any, status: int = 200) -> bytes:
+def send_json(request: Request, obj: Any, status: int = 200) -> bytes:
     request.setResponseCode(status)
     request.setHeader(b"Content-Type", b"application/json; charset=utf-8")
     return json_bytes(obj)
 
 
-def send_error(request: IRequest, err: ApiError) -> bytes:
+def send_error(request: Request, err: ApiError) -> bytes:
     request.setResponseCode(err.code)
     request.setHeader(b"Content-Type", b"application/json; charset=utf-8")
     return error_json(err)
@@ -69,7 +69,7 @@ def handler(fn: Handler) -> Callable[..., Awaitable[Any]]:
     body; anything else is logged and becomes a 500 (never a dropped socket)."""
 
     @functools.wraps(fn)
-    async def wrapper(request: IRequest, *args: Any, **kw: Any) -> Any:
+    async def wrapper(request: Request, *args: Any, **kw: Any) -> Any:
         try:
             return await fn(request, *args, **kw)
         except ApiError as err:

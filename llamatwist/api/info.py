@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from klein import Klein
-from twisted.web.iweb import IRequest
+from twisted.web.server import Request
 
 from llamatwist import __version__
 from llamatwist.api.completion import generation_settings
@@ -45,13 +45,13 @@ def register(app: Klein, ctx: ApiContext) -> None:
     @app.route("/health", methods=["GET"])
     @app.route("/v1/health", methods=["GET"])
     @handler
-    async def health(request: IRequest) -> Any:
+    async def health(request: Request) -> Any:
         ctx.require_ready()
         return send_json(request, {"status": "ok"})
 
     @app.route("/props", methods=["GET"])
     @handler
-    async def props(request: IRequest) -> Any:
+    async def props(request: Request) -> Any:
         loaded = ctx.require_ready()
         defaults = generation_params({}, ctx.config.sampling)
         vocab = ctx.engine.model.vocab
@@ -77,13 +77,13 @@ def register(app: Klein, ctx: ApiContext) -> None:
     @app.route("/models", methods=["GET"])
     @app.route("/v1/models", methods=["GET"])
     @handler
-    async def models(request: IRequest) -> Any:
+    async def models(request: Request) -> Any:
         loaded = ctx.require_ready()
         return send_json(request, {"object": "list", "data": [model_info(loaded)]})
 
     @app.route("/slots", methods=["GET"])
     @handler
-    async def slots(request: IRequest) -> Any:
+    async def slots(request: Request) -> Any:
         if not ctx.config.slots:
             raise NotSupported("This server does not support slots endpoint. Start it with `--slots`")
         ctx.require_ready()
@@ -91,7 +91,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
 
     @app.route("/metrics", methods=["GET"])
     @handler
-    async def metrics(request: IRequest) -> Any:
+    async def metrics(request: Request) -> Any:
         if not ctx.config.metrics:
             raise NotSupported("This server does not support metrics endpoint. Start it with `--metrics`")
         ctx.require_ready()

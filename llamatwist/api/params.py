@@ -11,7 +11,7 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Union
+from typing import Any
 
 from llamatwist.api.errors import InvalidRequest
 from llamatwist.config import SamplingDefaults
@@ -19,11 +19,18 @@ from llamatwist.engine.sampling import RANDOM_SEED, SamplerSettings
 from llamatwist.runtime.task import GenerationParams
 
 __all__ = [
-    "PromptPart", "Prompt", "CompletionRequest", "parse_json_body", "parse_completion",
-    "parse_prompts", "parse_tokenize", "parse_detokenize", "TokenizeRequest",
+    "CompletionRequest",
+    "Prompt",
+    "PromptPart",
+    "TokenizeRequest",
+    "parse_completion",
+    "parse_detokenize",
+    "parse_json_body",
+    "parse_prompts",
+    "parse_tokenize",
 ]
 
-PromptPart = Union[str, int]
+PromptPart = str | int
 Prompt = list[PromptPart]  # a string, token ids, or a mix, in order
 
 

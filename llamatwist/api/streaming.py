@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.web.iweb import IRequest
+from twisted.web.server import Request
 
 from llamatwist.api.errors import ApiError, error_body
 from llamatwist.api.http import json_bytes
@@ -15,7 +15,7 @@ from llamatwist.api.http import json_bytes
 __all__ = ["SSEStream", "on_disconnect"]
 
 
-def on_disconnect(request: IRequest, callback: Callable[[], None]) -> None:
+def on_disconnect(request: Request, callback: Callable[[], None]) -> None:
     """Call ``callback`` if the connection is lost before the response ends."""
 
     def lost(failure: Any) -> None:
@@ -27,7 +27,7 @@ def on_disconnect(request: IRequest, callback: Callable[[], None]) -> None:
 class SSEStream:
     """``data: {json}\\n\\n`` events; ``done`` fires when the stream is closed."""
 
-    def __init__(self, request: IRequest) -> None:
+    def __init__(self, request: Request) -> None:
         self._request = request
         self.closed = False
         self.done: Deferred[None] = Deferred()

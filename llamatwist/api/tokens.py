@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from klein import Klein
-from twisted.web.iweb import IRequest
+from twisted.web.server import Request
 
 from llamatwist.api.errors import InvalidRequest
 from llamatwist.api.http import ApiContext, handler, read_json, send_json
@@ -29,7 +29,7 @@ def piece_json(piece: bytes) -> str | list[int]:
 def register(app: Klein, ctx: ApiContext) -> None:
     @app.route("/tokenize", methods=["POST"])
     @handler
-    async def tokenize(request: IRequest) -> Any:
+    async def tokenize(request: Request) -> Any:
         ctx.require_ready()
         req = parse_tokenize(read_json(request))
         tokens = await ctx.engine.tokenize(req.content, req.add_special, req.parse_special)
@@ -41,7 +41,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
 
     @app.route("/detokenize", methods=["POST"])
     @handler
-    async def detokenize(request: IRequest) -> Any:
+    async def detokenize(request: Request) -> Any:
         ctx.require_ready()
         tokens = parse_detokenize(read_json(request))
         bad = [t for t in tokens if not ctx.engine.valid_token(t)]

@@ -11,7 +11,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from llamatwist.engine.errors import ModelLoadError
-from llamatwist.native.binding import add_log_listener, backend_init, ffi, lib, remove_log_listener
+from llamatwist.native.binding import (
+    add_log_listener,
+    backend_init,
+    ffi,
+    lib,
+    remove_log_listener,
+)
 
 __all__ = ["LoraAdapter", "Model", "ModelInfo", "Vocab"]
 

@@ -42,7 +42,7 @@ class Sampler:
         chain = lib.llama_sampler_chain_init(params)
         self._chain: Any = chain
         weakref.finalize(self, lib.llama_sampler_free, chain)
-        add = lambda smpl: lib.llama_sampler_chain_add(chain, smpl)  # noqa: E731
+        add = lambda smpl: lib.llama_sampler_chain_add(chain, smpl)
         n_vocab = model.vocab.n_tokens
         if s.ignore_eos:
             # Ban end-of-generation tokens the way llama-server does: -inf bias.
@@ -51,7 +51,7 @@ class Sampler:
             add(lib.llama_sampler_init_logit_bias(n_vocab, len(eog), biases))
         if s.repeat_penalty != 1.0 or s.presence_penalty != 0.0 or s.frequency_penalty != 0.0:
             add(lib.llama_sampler_init_penalties(
-                s.repeat_last_n if s.repeat_last_n >= 0 else 0,
+                max(s.repeat_last_n, 0),
                 s.repeat_penalty, s.frequency_penalty, s.presence_penalty,
             ))
         if s.temperature <= 0.0:

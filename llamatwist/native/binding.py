@@ -20,7 +20,7 @@ class NativeUnavailable(ImportError):
 
 
 try:
-    from llamatwist.native._llama import ffi, lib  # type: ignore[import-not-found]
+    from llamatwist.native._llama import ffi, lib  # type: ignore[import-not-found,import-untyped,unused-ignore]
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise NativeUnavailable(
         "llamatwist's native extension is not built; run `pip install .` "
@@ -55,7 +55,7 @@ def _llamatwist_log_cb(level: int, text: Any, _user_data: Any) -> None:
         return
     line = "".join(_line_parts).rstrip("\n")
     _line_parts.clear()
-    for listener in list(_listeners):
+    for listener in _listeners:
         listener(_last_level, line)
     _log.log(_last_level, "%s", line)
 

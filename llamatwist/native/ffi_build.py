@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import cffi
+import cffi  # type: ignore[import-untyped,unused-ignore]
 
 from llamatwist.native.cdef import CDEF
 

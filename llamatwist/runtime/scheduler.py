@@ -28,7 +28,14 @@ from llamatwist.engine.model import Model, ModelInfo
 from llamatwist.engine.sampling import Sampler
 from llamatwist.runtime.slot import Slot, SlotInfo, SlotState, common_prefix
 from llamatwist.runtime.task import (
-    CompletionTask, ErrorResult, FinalResult, PartialResult, Result, Timings, TokenProbs, TopProb,
+    CompletionTask,
+    ErrorResult,
+    FinalResult,
+    PartialResult,
+    Result,
+    Timings,
+    TokenProbs,
+    TopProb,
 )
 
 __all__ = ["DecodeLoop", "EngineSpec", "LoadedModel", "Metrics"]

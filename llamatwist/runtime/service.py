@@ -35,7 +35,7 @@ class EngineState(enum.Enum):
 
 
 class EngineService(Service):
-    name = "engine"
+    name = "engine"  # type: ignore[assignment]  # Service declares None
 
     def __init__(self, spec: EngineSpec, reactor: Any, on_failed: Callable[[str], None]) -> None:
         self.spec = spec

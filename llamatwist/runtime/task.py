@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Union
 
 from llamatwist.engine.sampling import SamplerSettings
 
@@ -114,7 +113,7 @@ class ErrorResult:
     extra: dict[str, int] = field(default_factory=dict)
 
 
-Result = Union[PartialResult, FinalResult, ErrorResult]
+Result = PartialResult | FinalResult | ErrorResult
 
 
 @dataclass
