@@ -1,0 +1,721 @@
+#!/usr/bin/env python3
+"""Fetch the pinned llama.cpp source and build its shared libraries.
+
+Used as a module (``setup.py`` calls :func:`ensure_native`) and as a script::
+
+    python build_native.py [--backend cpu|cuda|vulkan|metal] [--jobs N]
+                           [--cmake-arg ARG]... [--llama-src DIR] [--amx]
+
+The source is the llama.cpp tree vendored in the llama-cpp-python sdist named
+by ``llama_pin.json``: downloaded once with pip, verified by sha256, cached per
+user and unpacked to ``third_party/llama.cpp``.  Libraries and headers are
+installed into a per-user cache directory keyed by everything that affects the
+binaries, so an unchanged configuration is a sub-second cache hit.
+
+Only the standard library is needed (plus the optional ``cmake``/``ninja``
+PyPI packages for their binaries): this runs inside pip's isolated build
+environment, before the ``llamatwist`` package is importable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import importlib
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+__all__ = [
+    "BACKENDS",
+    "NativeBuild",
+    "NativeBuildError",
+    "Pin",
+    "cache_dir",
+    "cache_key",
+    "ensure_native",
+    "ggml_cpu_options",
+    "load_pin",
+    "main",
+    "parse_cpu_flags",
+    "place_source",
+]
+
+HERE = Path(__file__).resolve().parent
+PIN_FILE = HERE / "llama_pin.json"
+THIRD_PARTY_SRC = HERE / "third_party" / "llama.cpp"
+SRC_MARKER = ".llamatwist-pin"  # holds the sdist sha256 the tree was extracted from
+DONE_MARKER = "done"  # written last: a prefix without it is an unfinished build
+BACKENDS = ("cpu", "cuda", "vulkan", "metal")
+# Bump whenever the recipe below changes so that stale cached builds are not reused.
+RECIPE_VERSION = 1
+
+BASE_CMAKE_ARGS: tuple[str, ...] = (
+    "-DCMAKE_BUILD_TYPE=Release",
+    "-DBUILD_SHARED_LIBS=ON",
+    # Some distros default to lib64/; the wheel layout expects lib/.
+    "-DCMAKE_INSTALL_LIBDIR=lib",
+    "-DLLAMA_BUILD_COMMON=OFF",
+    "-DLLAMA_BUILD_TESTS=OFF",
+    "-DLLAMA_BUILD_TOOLS=OFF",
+    "-DLLAMA_BUILD_EXAMPLES=OFF",
+    "-DLLAMA_BUILD_SERVER=OFF",
+    "-DLLAMA_BUILD_APP=OFF",
+    "-DLLAMA_BUILD_MTMD=ON",
+    "-DLLAMA_OPENSSL=OFF",
+    "-DLLAMA_CURL=OFF",
+    # Libraries find each other in whatever directory they are copied to.
+    "-DCMAKE_BUILD_WITH_INSTALL_RPATH=ON",
+    "-DCMAKE_INSTALL_RPATH=" + ("@loader_path" if sys.platform == "darwin" else "$ORIGIN"),
+)
+
+# GGML option -> /proc/cpuinfo flags that must all be present to enable it.
+X86_FEATURES: dict[str, tuple[str, ...]] = {
+    "GGML_SSE42": ("sse4_2",),
+    "GGML_AVX": ("avx",),
+    "GGML_AVX2": ("avx2",),
+    "GGML_FMA": ("fma",),
+    "GGML_F16C": ("f16c",),
+    "GGML_BMI2": ("bmi2",),
+    "GGML_AVX_VNNI": ("avx_vnni",),
+    # ggml compiles GGML_AVX512 with -mavx512{f,cd,vl,dq,bw}.
+    "GGML_AVX512": ("avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw"),
+    "GGML_AVX512_VBMI": ("avx512vbmi",),
+    "GGML_AVX512_VNNI": ("avx512_vnni",),
+    "GGML_AVX512_BF16": ("avx512_bf16",),
+}
+# Opt-in only: ggml's AMX matmul path has crashed (SIGSEGV in
+# ggml_backend_amx_mul_mat) on hosts that advertise these flags.
+AMX_FEATURES: dict[str, tuple[str, ...]] = {
+    "GGML_AMX_TILE": ("amx_tile",),
+    "GGML_AMX_INT8": ("amx_int8",),
+    "GGML_AMX_BF16": ("amx_bf16",),
+}
+
+_SHLIB_RE = re.compile(r"lib[^/]+\.(so(\.\d+)*|(\d+\.)*dylib)")
+_DEV_LINK_RE = re.compile(r"lib[^/]+?\.(so|dylib)")
+_PROGRESS_RE = re.compile(r"\[\d+/\d+\] ")
+_TRUE = {"1", "true", "yes", "on"}
+
+
+class NativeBuildError(RuntimeError):
+    """A build step failed or a toolchain piece is missing (one-line message)."""
+
+
+@dataclass(frozen=True)
+class Pin:
+    """The llama.cpp source pin (``llama_pin.json``)."""
+
+    package: str
+    version: str
+    sha256: str
+    upstream: str
+    commit: str
+    subdir: str
+
+    @property
+    def dist_name(self) -> str:
+        return f"{self.package.replace('-', '_')}-{self.version}"
+
+    @property
+    def sdist_name(self) -> str:
+        return f"{self.dist_name}.tar.gz"
+
+    @property
+    def member_prefix(self) -> str:
+        return f"{self.dist_name}/{self.subdir.strip('/')}/"
+
+
+@dataclass(frozen=True)
+class NativeBuild:
+    """An installed native build: ``lib/`` and ``include/`` under ``prefix``.
+
+    ``src_dir`` is the tree it was built from; on a cache hit the pinned tree
+    is not re-extracted, so it may be absent (:func:`place_source` restores it).
+    """
+
+    prefix: Path
+    include_dir: Path
+    lib_dir: Path
+    src_dir: Path
+    key: str
+
+    def runtime_libraries(self) -> dict[str, Path]:
+        """Map each shared library's soname to its real file.
+
+        Shipping one real file per soname is all the dynamic loader needs, and
+        wheels cannot hold symlinks.  CMake's layout is ``libX.so -> libX.so.N
+        -> libX.so.N.M.P`` where the development link points at the soname.
+        """
+        names: dict[Path, str] = {}
+        for path in sorted(self.lib_dir.iterdir()):
+            if not _SHLIB_RE.fullmatch(path.name):
+                continue
+            real = path.resolve()
+            if path.is_symlink():
+                if _DEV_LINK_RE.fullmatch(path.name):
+                    names[real] = Path(os.readlink(path)).name
+            else:
+                names.setdefault(real, path.name)
+        return {name: real for real, name in sorted(names.items(), key=lambda kv: kv[1])}
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def cache_dir() -> Path:
+    """Per-user cache root (same rule as ``llamatwist.models.cache_dir``)."""
+    if explicit := os.environ.get("LLAMATWIST_CACHE_DIR"):
+        return Path(explicit).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "llamatwist"
+
+
+def load_pin(path: Path = PIN_FILE) -> Pin:
+    data = json.loads(path.read_text())
+    return Pin(**{k: str(data[k]) for k in Pin.__dataclass_fields__})
+
+
+def _log(msg: str) -> None:
+    print(f"[build_native] {msg}", file=sys.stderr, flush=True)
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- source
+
+
+def _pip_env() -> dict[str, str]:
+    # pip's isolated build environment hides site-packages (and with it pip)
+    # through PYTHONPATH/PYTHONNOUSERSITE; the nested pip needs the real ones.
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    env.pop("PYTHONNOUSERSITE", None)
+    return env
+
+
+def fetch_sdist(pin: Pin) -> Path:
+    """Return the verified sdist from the per-user cache, downloading it once."""
+    dest = cache_dir() / "downloads" / pin.sdist_name
+    if dest.is_file():
+        if _sha256_file(dest) == pin.sha256:
+            return dest
+        _log(f"cached {dest.name} has the wrong sha256; downloading it again")
+        dest.unlink()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    spec = f"{pin.package}=={pin.version}"
+    _log(f"downloading the {spec} sdist with pip (once per user, ~1 min)")
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".download-") as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+               "--disable-pip-version-check", "-q", "-d", tmp, spec]
+        proc = subprocess.run(cmd, check=False, env=_pip_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, errors="replace")
+        got = Path(tmp) / pin.sdist_name
+        if proc.returncode != 0 or not got.is_file():
+            lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+            why = lines[-1].strip() if lines else f"exit status {proc.returncode}"
+            raise NativeBuildError(f"could not download {spec} with pip: {why}")
+        digest = _sha256_file(got)
+        if digest != pin.sha256:
+            raise NativeBuildError(f"{got.name}: sha256 {digest} does not match the pin {pin.sha256}")
+        os.replace(got, dest)
+    return dest
+
+
+def _extract_subtree(archive: Path, prefix: str, dest: Path) -> None:
+    """Extract the members of ``archive`` under ``prefix`` into ``dest`` (prefix stripped)."""
+    with tarfile.open(archive, "r:gz") as tf:
+        members = []
+        for member in tf.getmembers():
+            if not member.name.startswith(prefix) or member.name == prefix:
+                continue
+            rel = member.name[len(prefix):]
+            if rel.startswith("/") or ".." in PurePosixPath(rel).parts:
+                raise NativeBuildError(f"{archive.name}: unsafe member path {member.name!r}")
+            # The pinned tree holds only files and directories; links, devices
+            # and the like are never needed, so they are not extracted.
+            if not (member.isfile() or member.isdir()):
+                continue
+            member.name = rel
+            members.append(member)
+        if not members:
+            raise NativeBuildError(f"{archive.name} has no members under {prefix}")
+        if hasattr(tarfile, "data_filter"):
+            tf.extractall(dest, members=members, filter="data")
+        else:  # Python < 3.10.12: the checks above are the safety net
+            tf.extractall(dest, members=members)
+
+
+def place_source(pin: Pin | None = None, dest: Path = THIRD_PARTY_SRC) -> Path:
+    """Make ``dest`` hold the pinned llama.cpp tree (a no-op when it already does)."""
+    pin = pin or load_pin()
+    marker = dest / SRC_MARKER
+    if marker.is_file() and marker.read_text().strip() == pin.sha256:
+        return dest
+    sdist = fetch_sdist(pin)
+    _log(f"extracting {pin.member_prefix} from {sdist.name} to {dest}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # Extract next to dest and rename, so an interrupted extraction never
+    # leaves a half-populated tree behind the marker.
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
+    try:
+        _extract_subtree(sdist, pin.member_prefix, tmp)
+        (tmp / SRC_MARKER).write_text(pin.sha256 + "\n")
+        if dest.is_symlink() or dest.is_file():
+            dest.unlink()
+        elif dest.exists():
+            shutil.rmtree(dest)  # a managed directory holding another (or partial) tree
+        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+# --------------------------------------------------------------------------- cpu
+
+
+def parse_cpu_flags(cpuinfo: str) -> frozenset[str]:
+    """The feature flags of the first processor in a /proc/cpuinfo text."""
+    for line in cpuinfo.splitlines():
+        name, sep, value = line.partition(":")
+        if sep and name.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+def ggml_cpu_options(flags: Iterable[str], amx: bool = False) -> dict[str, bool]:
+    """GGML_* x86 ISA options matching a set of cpuinfo flags (AMX only when asked)."""
+    have = set(flags)
+    options = {opt: all(f in have for f in need) for opt, need in X86_FEATURES.items()}
+    for opt, need in AMX_FEATURES.items():
+        options[opt] = amx and all(f in have for f in need)
+    return options
+
+
+def _read_cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _is_x86_64_linux() -> bool:
+    return sys.platform.startswith("linux") and platform.machine().lower() in ("x86_64", "amd64")
+
+
+def host_cpu(amx: bool) -> tuple[dict[str, bool] | None, dict[str, Any]]:
+    """(explicit GGML ISA options or None, identity of the CPU for the cache key).
+
+    On x86_64 Linux the ISA options replace ``-march=native`` (which can turn
+    on AMX); elsewhere ggml's defaults (GGML_NATIVE) apply, so the key uses
+    the raw host description instead.
+    """
+    if _is_x86_64_linux():
+        options = ggml_cpu_options(parse_cpu_flags(_read_cpuinfo()), amx)
+        return options, {"ggml": sorted(k for k, v in options.items() if v)}
+    flags = sorted(parse_cpu_flags(_read_cpuinfo()))
+    return None, {"machine": platform.machine(), "processor": platform.processor(), "flags": flags}
+
+
+# --------------------------------------------------------------------------- toolchain
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    cmake: str
+    ninja: str
+    cmake_args: tuple[str, ...]  # toolchain-derived arguments (e.g. the nvcc found)
+
+
+def _executable(path: str | Path) -> bool:
+    return os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+def _find_tool(name: str, module: str, attr: str) -> str | None:
+    # Prefer the PyPI package's binary (a build requirement), then PATH.
+    exe = name + (".exe" if os.name == "nt" else "")
+    with contextlib.suppress(Exception):
+        candidate = Path(getattr(importlib.import_module(module), attr)) / exe
+        if _executable(candidate):
+            return str(candidate)
+    return shutil.which(name)
+
+
+def _find_compiler(env_var: str, names: Sequence[str]) -> str | None:
+    if value := os.environ.get(env_var):
+        first = shlex.split(value)[0] if value.strip() else ""
+        return shutil.which(first) or (first if _executable(first) else None)
+    return next((p for n in names if (p := shutil.which(n))), None)
+
+
+def find_nvcc() -> tuple[str, list[str]] | None:
+    """nvcc from $CUDACXX, PATH, or $CUDA_HOME/$CUDA_PATH, with the CMake
+    arguments needed for CMake to find that same toolkit."""
+    if explicit := os.environ.get("CUDACXX"):
+        return (explicit, []) if _executable(explicit) else None  # CMake reads CUDACXX too
+    if found := shutil.which("nvcc"):
+        return found, []  # CMake searches PATH the same way
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        if (root := os.environ.get(var)) and _executable(nvcc := Path(root) / "bin" / "nvcc"):
+            return str(nvcc), [f"-DCUDAToolkit_ROOT={root}", f"-DCMAKE_CUDA_COMPILER={nvcc}"]
+    return None
+
+
+def _find_glslc() -> str | None:
+    if found := shutil.which("glslc"):
+        return found
+    sdk = os.environ.get("VULKAN_SDK")
+    return str(p) if sdk and _executable(p := Path(sdk) / "bin" / "glslc") else None
+
+
+def _have_vulkan_headers() -> bool:
+    roots = [Path(os.environ["VULKAN_SDK"]) / "include"] if os.environ.get("VULKAN_SDK") else []
+    roots += [Path("/usr/include"), Path("/usr/local/include"), Path("/opt/homebrew/include")]
+    return any((r / "vulkan" / "vulkan.h").is_file() for r in roots)
+
+
+def _backend_cmake_args(backend: str) -> list[str]:
+    """Check the backend's own toolchain (first, so its message is the one a
+    user sees) and return the CMake arguments it implies."""
+    if backend == "metal" and sys.platform != "darwin":
+        raise NativeBuildError("backend 'metal' is only available on macOS")
+    if backend == "cuda":
+        nvcc = find_nvcc()
+        if not nvcc:
+            raise NativeBuildError(
+                "backend 'cuda' needs the CUDA toolkit but nvcc was not found "
+                "(put it on PATH, or set CUDACXX or CUDA_HOME)")
+        return nvcc[1]
+    if backend == "vulkan":
+        if not _find_glslc():
+            raise NativeBuildError(
+                "backend 'vulkan' needs the glslc shader compiler "
+                "(e.g. `apt install glslc`, or the LunarG Vulkan SDK with VULKAN_SDK set)")
+        if not _have_vulkan_headers():
+            raise NativeBuildError(
+                "backend 'vulkan' needs the Vulkan headers and loader "
+                "(e.g. `apt install libvulkan-dev`, or the LunarG Vulkan SDK with VULKAN_SDK set)")
+    return []
+
+
+def find_toolchain(backend: str) -> Toolchain:
+    """Locate the build tools for ``backend`` or raise a one-line NativeBuildError."""
+    extra = _backend_cmake_args(backend)
+    cmake = _find_tool("cmake", "cmake", "CMAKE_BIN_DIR")
+    if not cmake:
+        raise NativeBuildError("cmake not found: `pip install cmake` or install it with your OS package manager")
+    ninja = _find_tool("ninja", "ninja", "BIN_DIR")
+    if not ninja:
+        raise NativeBuildError("ninja not found: `pip install ninja` or install it with your OS package manager")
+    if not _find_compiler("CXX", ("c++", "g++", "clang++")) or not _find_compiler("CC", ("cc", "gcc", "clang")):
+        raise NativeBuildError(
+            "no C/C++ compiler found: install one (e.g. `apt install build-essential` "
+            "or the Xcode command line tools) or set CC/CXX")
+    return Toolchain(cmake=cmake, ninja=ninja, cmake_args=tuple(extra))
+
+
+# --------------------------------------------------------------------------- options
+
+
+def _env_options(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Build options from LLAMATWIST_* variables (lets `pip install .` be steered)."""
+    opts: dict[str, Any] = {}
+    if value := environ.get("LLAMATWIST_BACKEND", "").strip():
+        opts["backend"] = value
+    if value := environ.get("LLAMATWIST_JOBS", "").strip():
+        try:
+            opts["jobs"] = int(value)
+        except ValueError:
+            raise NativeBuildError(f"LLAMATWIST_JOBS must be an integer, got {value!r}") from None
+    if value := environ.get("LLAMATWIST_CMAKE_ARGS", "").strip():
+        opts["cmake_args"] = tuple(shlex.split(value))
+    if value := environ.get("LLAMATWIST_LLAMA_SRC", "").strip():
+        opts["llama_src"] = value
+    if value := environ.get("LLAMATWIST_AMX", "").strip():
+        opts["amx"] = value.lower() in _TRUE
+    return opts
+
+
+def _git_rev(src: Path) -> str:
+    try:
+        proc = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"],
+                              check=False, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return proc.stdout.strip() if proc.returncode == 0 else "unknown"
+
+
+def cache_key(source_id: str, backend: str, cmake_args: Sequence[str],
+              cpu: Mapping[str, Any], amx: bool) -> str:
+    """Name of the cache entry for one build configuration."""
+    material = {
+        "recipe": RECIPE_VERSION,
+        "source": source_id,
+        "backend": backend,
+        # Sorted: the key identifies the set of options, not their spelling order.
+        "cmake_args": sorted(cmake_args),
+        "cpu": dict(cpu),
+        "amx": bool(amx),
+        "platform": [sys.platform, platform.machine()],
+    }
+    digest = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+    return f"{backend}-{digest[:16]}"
+
+
+# --------------------------------------------------------------------------- build
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """Serialise builds across processes (pip and a test run, say)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no cross-process lock
+        yield
+        return
+    with lock_path.open("a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _log(f"waiting for another native build to finish ({lock_path})")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _run_logged(cmd: Sequence[str | Path], log_path: Path, what: str) -> None:
+    with log_path.open("w") as logf:
+        proc = subprocess.run([str(c) for c in cmd], check=False, stdout=logf, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        lines = log_path.read_text(errors="replace").splitlines()
+        # CMake keeps going after the first error; that one is the useful part.
+        first = next((i for i, ln in enumerate(lines) if ln.startswith("CMake Error")), None)
+        excerpt = lines[first:first + 25] if first is not None else lines[-40:]
+        sys.stderr.write("\n".join(excerpt) + "\n")
+        raise NativeBuildError(f"{what} failed (exit status {proc.returncode}); full log: {log_path}")
+
+
+def _run_build(cmd: Sequence[str | Path], log_path: Path) -> None:
+    """Run the build, streaming ninja's [n/N] progress (one updating line on a tty)."""
+    tty = sys.stderr.isatty()
+    width = shutil.get_terminal_size().columns - 1 if tty else 0
+    pending = False  # a progress line is on screen without a newline
+    with log_path.open("w") as logf, subprocess.Popen(
+        [str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, errors="replace", bufsize=1,
+    ) as proc:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            logf.write(raw)
+            line = raw.rstrip("\n")
+            if tty and _PROGRESS_RE.match(line):
+                sys.stderr.write("\r\033[K" + line[:width])
+                pending = True
+            else:
+                sys.stderr.write(("\n" if pending else "") + line + "\n")
+                pending = False
+            sys.stderr.flush()
+    if pending:
+        sys.stderr.write("\n")
+    if proc.returncode != 0:
+        raise NativeBuildError(f"native build failed (exit status {proc.returncode}); full log: {log_path}")
+
+
+def _cmake_home(build_dir: Path) -> str | None:
+    cache = build_dir / "CMakeCache.txt"
+    if cache.is_file():
+        for line in cache.read_text(errors="replace").splitlines():
+            if line.startswith("CMAKE_HOME_DIRECTORY:"):
+                return line.partition("=")[2].strip()
+    return None
+
+
+def _complete_headers(include_dir: Path, src: Path) -> None:
+    # mtmd's install rule is easy to lose across llama.cpp versions; the cffi
+    # module includes these headers, so copy them from the tree if needed.
+    for name in ("mtmd.h", "mtmd-helper.h"):
+        if not (include_dir / name).is_file() and (src / "tools" / "mtmd" / name).is_file():
+            shutil.copy2(src / "tools" / "mtmd" / name, include_dir / name)
+    missing = [h for h in ("llama.h", "ggml.h", "gguf.h", "mtmd.h", "mtmd-helper.h")
+               if not (include_dir / h).is_file()]
+    if missing:
+        raise NativeBuildError(f"install is missing headers: {', '.join(missing)}")
+
+
+def _build(*, src: Path, build_dir: Path, prefix: Path, toolchain: Toolchain, backend: str,
+           cmake_args: Sequence[str], cpu_options: Mapping[str, bool] | None, jobs: int,
+           info: dict[str, Any]) -> None:
+    started = time.monotonic()
+    # A build dir configured for another source path (another checkout, an sdist
+    # unpacked elsewhere) cannot be reused: CMake refuses it.
+    home = _cmake_home(build_dir)
+    if home is not None and Path(home).resolve() != src.resolve():
+        _log(f"build dir was configured for {home}; starting it afresh")
+        shutil.rmtree(build_dir)
+    build_dir.mkdir(parents=True, exist_ok=True)
+
+    args = ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={toolchain.ninja}", *BASE_CMAKE_ARGS]
+    args += [f"-DGGML_{name.upper()}={'ON' if backend == name else 'OFF'}"
+             for name in ("cuda", "vulkan", "metal")]
+    if cpu_options is not None:
+        args += ["-DGGML_NATIVE=OFF", *(f"-D{k}={'ON' if v else 'OFF'}" for k, v in cpu_options.items())]
+    args += [*toolchain.cmake_args, *cmake_args]  # the caller's arguments win
+    enabled = [k.removeprefix("GGML_") for k, v in (cpu_options or {}).items() if v]
+    _log(f"configuring {backend} build {prefix.name} (cpu: {' '.join(enabled) or 'ggml native detection'})")
+    _run_logged([toolchain.cmake, "-S", src, "-B", build_dir, *args], build_dir / "configure.log", "cmake configure")
+
+    _log(f"compiling with {jobs} job(s); log: {build_dir / 'build.log'}")
+    _run_build([toolchain.cmake, "--build", build_dir, "--parallel", str(jobs)], build_dir / "build.log")
+
+    staging = prefix.with_name(f".{prefix.name}.staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    _run_logged([toolchain.cmake, "--install", build_dir, "--prefix", staging],
+                build_dir / "install.log", "cmake install")
+    _complete_headers(staging / "include", src)
+    if not any((staging / "lib").glob("libllama.*")):
+        raise NativeBuildError(f"install produced no libllama in {staging / 'lib'}")
+    info = {**info, "cmake_args": args, "build_seconds": round(time.monotonic() - started, 1),
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    (staging / "build-info.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+    if prefix.exists():
+        shutil.rmtree(prefix)
+    os.replace(staging, prefix)
+    (prefix / DONE_MARKER).write_text(info["built_at"] + "\n")
+    _log(f"installed into {prefix} in {info['build_seconds']} s")
+
+
+def _usable_cpus() -> int:
+    # Containers often pin the process to fewer CPUs than os.cpu_count() reports.
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
+def ensure_native(backend: str | None = None, jobs: int | None = None,
+                  cmake_args: Sequence[str] | None = None,
+                  llama_src: str | os.PathLike[str] | None = None,
+                  amx: bool | None = None) -> NativeBuild:
+    """Return the native build for this configuration, building it if needed.
+
+    Arguments left as None come from LLAMATWIST_BACKEND / LLAMATWIST_JOBS /
+    LLAMATWIST_CMAKE_ARGS / LLAMATWIST_LLAMA_SRC / LLAMATWIST_AMX, else the
+    defaults: cpu, all cores, no extra CMake arguments, the pinned source, no
+    AMX.  A finished build of the pinned source is returned without touching
+    the toolchain or the source tree; a ``llama_src`` build always runs the
+    (incremental) build so local edits are picked up.
+    """
+    env = _env_options(os.environ)
+    backend = backend if backend is not None else env.get("backend", "cpu")
+    if backend not in BACKENDS:
+        raise NativeBuildError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
+    jobs = jobs if jobs is not None else env.get("jobs") or _usable_cpus()
+    if jobs < 1:
+        raise NativeBuildError(f"jobs must be at least 1, got {jobs}")
+    args = tuple(cmake_args) if cmake_args is not None else env.get("cmake_args", ())
+    amx = bool(amx if amx is not None else env.get("amx", False))
+    src_arg = llama_src if llama_src is not None else env.get("llama_src")
+
+    pin: Pin | None = None
+    if src_arg is not None:
+        src = Path(src_arg).expanduser().resolve()
+        if not (src / "CMakeLists.txt").is_file() or not (src / "include" / "llama.h").is_file():
+            raise NativeBuildError(f"{src} does not look like a llama.cpp checkout (no include/llama.h)")
+        source_id = f"src:{src}@{_git_rev(src)}"
+    else:
+        pin = load_pin()
+        src = THIRD_PARTY_SRC
+        source_id = f"sdist:{pin.sha256}"
+
+    cpu_options, cpu_identity = host_cpu(amx)
+    key = cache_key(source_id, backend, args, cpu_identity, amx)
+    root = cache_dir() / "native"
+    prefix = root / key
+    result = NativeBuild(prefix=prefix, include_dir=prefix / "include", lib_dir=prefix / "lib",
+                         src_dir=src, key=key)
+    if pin is not None and (prefix / DONE_MARKER).is_file():
+        return result
+
+    toolchain = find_toolchain(backend)
+    root.mkdir(parents=True, exist_ok=True)
+    with _exclusive(root / ".lock"):
+        if pin is not None:
+            if (prefix / DONE_MARKER).is_file():  # built by whoever held the lock
+                return result
+            place_source(pin, src)
+        info = {"key": key, "source": source_id, "backend": backend, "amx": amx,
+                "cpu": cpu_identity, "recipe": RECIPE_VERSION, "src_dir": str(src)}
+        _build(src=src, build_dir=root / "build" / key, prefix=prefix, toolchain=toolchain,
+               backend=backend, cmake_args=args, cpu_options=cpu_options, jobs=jobs, info=info)
+    return result
+
+
+# --------------------------------------------------------------------------- cli
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="build_native.py",
+        description="Build llama.cpp's shared libraries into the llamatwist cache and print the prefix.",
+        epilog="Unset options fall back to LLAMATWIST_BACKEND, LLAMATWIST_JOBS, LLAMATWIST_CMAKE_ARGS, "
+               "LLAMATWIST_LLAMA_SRC and LLAMATWIST_AMX.")
+    p.add_argument("--backend", choices=BACKENDS, help="GPU backend to enable (default: cpu)")
+    p.add_argument("--jobs", "-j", type=int, help="parallel compile jobs (default: all usable cores)")
+    p.add_argument("--cmake-arg", action="append", metavar="ARG",
+                   help="extra CMake argument, e.g. --cmake-arg -DCMAKE_CUDA_ARCHITECTURES=native (repeatable)")
+    p.add_argument("--llama-src", metavar="DIR", help="build a local llama.cpp checkout instead of the pin")
+    p.add_argument("--amx", action="store_true", default=None,
+                   help="enable Intel AMX kernels when the CPU has them (off by default)")
+    return p
+
+
+def _glue_cmake_args(argv: Sequence[str]) -> list[str]:
+    # argparse rejects `--cmake-arg -DFOO=1` (the value looks like an option).
+    out: list[str] = []
+    it = iter(argv)
+    for arg in it:
+        if arg == "--cmake-arg":
+            value = next(it, None)
+            out.append(arg if value is None else f"--cmake-arg={value}")
+        else:
+            out.append(arg)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ns = _parser().parse_args(_glue_cmake_args(sys.argv[1:] if argv is None else argv))
+    try:
+        build = ensure_native(backend=ns.backend, jobs=ns.jobs, cmake_args=ns.cmake_arg,
+                              llama_src=ns.llama_src, amx=ns.amx)
+    except NativeBuildError as exc:
+        print(f"build_native: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("build_native: interrupted", file=sys.stderr)
+        return 130
+    print(build.prefix)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

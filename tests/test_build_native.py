@@ -1,0 +1,210 @@
+"""build_native.py: CPU feature mapping, cache keys, source placement, the
+real cached build, and toolchain errors."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "build_native.py"
+
+
+def _load() -> ModuleType:
+    # Load by path: build_native.py is a build-time script, not part of the package.
+    if "build_native" in sys.modules:
+        return sys.modules["build_native"]
+    spec = importlib.util.spec_from_file_location("build_native", SCRIPT)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["build_native"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+bn = _load()
+
+# A Sapphire Rapids guest: AVX-512 everywhere plus AMX.
+SPR_CPUINFO = """\
+processor\t: 0
+vendor_id\t: GenuineIntel
+model name\t: Intel(R) Xeon(R) Platinum 8480+
+flags\t\t: fpu vme de pse tsc msr pae sse sse2 ssse3 fma cx16 sse4_1 sse4_2 movbe popcnt avx f16c \
+bmi1 avx2 bmi2 avx512f avx512dq avx512ifma avx512cd avx512bw avx512vl avx512_bf16 avx512vbmi \
+avx512_vnni avx_vnni amx_bf16 amx_tile amx_int8
+bugs\t\t: spectre_v1
+
+processor\t: 1
+flags\t\t: fpu
+"""
+
+# An AMD Zen 2 guest: AVX2 but no AVX-512.
+ZEN2_CPUINFO = """\
+processor\t: 0
+flags\t\t: fpu sse sse2 ssse3 fma sse4_1 sse4_2 avx f16c bmi1 avx2 bmi2 sha_ni
+"""
+
+
+def test_cpuinfo_parsing_reads_first_processor() -> None:
+    flags = bn.parse_cpu_flags(SPR_CPUINFO)
+    assert {"avx512f", "amx_tile", "amx_int8", "avx_vnni"} <= flags
+    assert "Features" not in flags and flags != {"fpu"}
+    assert bn.parse_cpu_flags("processor : 0\nFeatures : fp asimd sve\n") == {"fp", "asimd", "sve"}
+    assert bn.parse_cpu_flags("") == frozenset()
+
+
+def test_amx_stays_off_unless_asked() -> None:
+    flags = bn.parse_cpu_flags(SPR_CPUINFO)
+    default = bn.ggml_cpu_options(flags)
+    assert default["GGML_AVX512"] and default["GGML_AVX512_VNNI"] and default["GGML_AVX512_BF16"]
+    assert default["GGML_AVX512_VBMI"] and default["GGML_AVX_VNNI"] and default["GGML_AVX2"]
+    assert not any(default[k] for k in ("GGML_AMX_TILE", "GGML_AMX_INT8", "GGML_AMX_BF16"))
+    opted = bn.ggml_cpu_options(flags, amx=True)
+    assert all(opted[k] for k in ("GGML_AMX_TILE", "GGML_AMX_INT8", "GGML_AMX_BF16"))
+    # --amx cannot enable what the CPU lacks.
+    assert not bn.ggml_cpu_options(bn.parse_cpu_flags(ZEN2_CPUINFO), amx=True)["GGML_AMX_TILE"]
+
+
+def test_avx512_needs_all_of_its_subsets() -> None:
+    zen2 = bn.ggml_cpu_options(bn.parse_cpu_flags(ZEN2_CPUINFO))
+    assert zen2["GGML_AVX2"] and zen2["GGML_FMA"] and zen2["GGML_BMI2"] and zen2["GGML_SSE42"]
+    assert not zen2["GGML_AVX512"] and not zen2["GGML_AVX_VNNI"]
+    # avx512f alone (no bw/vl/dq/cd) would miscompile ggml's AVX512 kernels.
+    assert not bn.ggml_cpu_options({"avx512f"})["GGML_AVX512"]
+
+
+def test_cache_key_tracks_configuration() -> None:
+    cpu = {"ggml": ["GGML_AVX2"]}
+    base = bn.cache_key("sdist:abc", "cpu", ["-DA=1", "-DB=2"], cpu, False)
+    assert base == bn.cache_key("sdist:abc", "cpu", ["-DB=2", "-DA=1"], cpu, False)
+    assert base.startswith("cpu-")
+    variants = {
+        bn.cache_key("sdist:abd", "cpu", ["-DA=1", "-DB=2"], cpu, False),
+        bn.cache_key("sdist:abc", "cuda", ["-DA=1", "-DB=2"], cpu, False),
+        bn.cache_key("sdist:abc", "cpu", ["-DA=1"], cpu, False),
+        bn.cache_key("sdist:abc", "cpu", ["-DA=1", "-DB=2"], {"ggml": ["GGML_AVX2", "GGML_AVX512"]}, False),
+        bn.cache_key("sdist:abc", "cpu", ["-DA=1", "-DB=2"], cpu, True),
+    }
+    assert base not in variants and len(variants) == 5
+
+
+def _make_sdist(path: Path, top: str, files: dict[str, bytes]) -> str:
+    with tarfile.open(path, "w:gz") as tf:
+        for name, data in files.items():
+            info = tarfile.TarInfo(f"{top}/{name}")
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_place_source_extracts_only_the_subdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLAMATWIST_CACHE_DIR", str(tmp_path / "cache"))
+    downloads = tmp_path / "cache" / "downloads"
+    downloads.mkdir(parents=True)
+    files = {"vendor/llama.cpp/CMakeLists.txt": b"project(x)\n",
+             "vendor/llama.cpp/include/llama.h": b"/* h */\n",
+             "llama_cpp/__init__.py": b"# not wanted\n"}
+    sha = _make_sdist(downloads / "fake_pkg-1.0.tar.gz", "fake_pkg-1.0", files)
+    pin = bn.Pin(package="fake-pkg", version="1.0", sha256=sha, upstream="u", commit="c",
+                 subdir="vendor/llama.cpp")
+    dest = tmp_path / "third_party" / "llama.cpp"
+
+    assert bn.place_source(pin, dest) == dest
+    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()) == [
+        bn.SRC_MARKER, "CMakeLists.txt", "include/llama.h"]
+    assert (dest / bn.SRC_MARKER).read_text().strip() == sha
+
+    # Already placed: no re-extraction, even with the cached sdist gone.
+    (dest / "CMakeLists.txt").write_text("locally edited\n")
+    (downloads / "fake_pkg-1.0.tar.gz").unlink()
+    bn.place_source(pin, dest)
+    assert (dest / "CMakeLists.txt").read_text() == "locally edited\n"
+
+
+def test_extraction_rejects_escaping_members(tmp_path: Path) -> None:
+    archive = tmp_path / "evil.tar.gz"
+    _make_sdist(archive, "pkg-1.0", {"vendor/llama.cpp/../../../escape.txt": b"x"})
+    with pytest.raises(bn.NativeBuildError, match="unsafe"):
+        bn._extract_subtree(archive, "pkg-1.0/vendor/llama.cpp/", tmp_path / "out")
+    assert not (tmp_path / "escape.txt").exists()
+
+
+@pytest.mark.timeout(3600)  # builds once if the cache is cold; a hit is instant
+def test_real_build_cache_hit_is_fast() -> None:
+    bn.ensure_native()  # whatever `pip install -e .` used (same env overrides)
+    start = time.perf_counter()
+    build = bn.ensure_native()
+    elapsed = time.perf_counter() - start
+    assert elapsed < 0.5, f"cache hit took {elapsed:.3f}s"
+    assert (build.lib_dir / "libllama.so").exists() or (build.lib_dir / "libllama.dylib").exists()
+    for header in ("llama.h", "ggml.h", "gguf.h", "mtmd.h", "mtmd-helper.h"):
+        assert (build.include_dir / header).is_file(), header
+    assert (build.prefix / bn.DONE_MARKER).is_file()
+
+    libs = build.runtime_libraries()
+    assert {"libllama", "libggml", "libggml-base", "libmtmd"} <= {n.split(".")[0] for n in libs}
+    readelf = shutil.which("readelf")
+    if sys.platform.startswith("linux") and readelf:
+        for soname, real in libs.items():
+            dyn = subprocess.run([readelf, "-d", str(real)], check=True, capture_output=True, text=True).stdout
+            assert f"Library soname: [{soname}]" in dyn
+            assert "[$ORIGIN]" in dyn  # libraries find each other wherever they are copied
+
+
+def test_cli_prints_prefix_on_cache_hit(capsys: pytest.CaptureFixture[str]) -> None:
+    build = bn.ensure_native()
+    assert bn.main([]) == 0
+    assert capsys.readouterr().out.strip() == str(build.prefix)
+
+
+def _env_without(tool: str, tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("LLAMATWIST_") and k not in ("CUDACXX", "CUDA_HOME", "CUDA_PATH")}
+    dirs = os.environ.get("PATH", "").split(os.pathsep)
+    env["PATH"] = os.pathsep.join(d for d in dirs if d and not (Path(d) / tool).exists())
+    env["LLAMATWIST_CACHE_DIR"] = str(tmp_path / "cache")  # a cached build must not mask the check
+    return env
+
+
+@pytest.mark.parametrize(("backend", "needle"), [
+    ("cuda", "nvcc was not found"),
+    pytest.param("metal", "only available on macOS",
+                 marks=pytest.mark.skipif(sys.platform == "darwin", reason="metal is available here")),
+])
+def test_missing_backend_toolchain_fails_cleanly(tmp_path: Path, backend: str, needle: str) -> None:
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--backend", backend],
+                          check=False, capture_output=True, text=True, timeout=60,
+                          env=_env_without("nvcc", tmp_path), cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("build_native: error: ") and needle in lines[0]
+    assert proc.stdout == ""
+    assert not (tmp_path / "cache" / "downloads").exists()  # failed before fetching anything
+
+
+def test_cmake_arg_values_may_look_like_options() -> None:
+    assert bn._glue_cmake_args(["--cmake-arg", "-DX=1", "--jobs", "2"]) == ["--cmake-arg=-DX=1", "--jobs", "2"]
+    ns = bn._parser().parse_args(bn._glue_cmake_args(["--cmake-arg", "-DX=1", "--cmake-arg", "-DY=2"]))
+    assert ns.cmake_arg == ["-DX=1", "-DY=2"]
+
+
+def test_environment_steers_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {"LLAMATWIST_BACKEND": "vulkan", "LLAMATWIST_JOBS": "3", "LLAMATWIST_AMX": "1",
+           "LLAMATWIST_CMAKE_ARGS": "-DA=1 '-DB=two words'", "LLAMATWIST_LLAMA_SRC": "/src"}
+    assert bn._env_options(env) == {"backend": "vulkan", "jobs": 3, "amx": True,
+                                    "cmake_args": ("-DA=1", "-DB=two words"), "llama_src": "/src"}
+    monkeypatch.setenv("LLAMATWIST_BACKEND", "bogus")
+    with pytest.raises(bn.NativeBuildError, match="unknown backend 'bogus'"):
+        bn.ensure_native()
