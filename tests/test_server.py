@@ -181,6 +181,35 @@ def test_disconnect_frees_slot(server: Server) -> None:
     assert server.post("/completion", {"prompt": PROMPT, "n_predict": 2}).status_code == 200
 
 
+def test_disconnect_frees_slot_non_streaming(server: Server) -> None:
+    wait_idle(server)
+    body = {"prompt": PROMPT, "n_predict": 3000, "ignore_eos": True}
+    try:
+        requests.post(server.url + "/completion", json=body, timeout=1.0)
+    except requests.exceptions.ReadTimeout:
+        pass
+    else:
+        raise AssertionError("3000 tokens in under a second?")
+    wait_idle(server, timeout=10)
+    assert server.post("/completion", {"prompt": PROMPT, "n_predict": 2}).status_code == 200
+
+
+def test_no_continuous_batching_defers_new_prompts(make_server: Any, model_path: str) -> None:
+    srv = make_server("-m", model_path, "-np", "2", "-c", "2048", "-t", "2", "--metrics", "-nocb")
+    long_req = {"prompt": PROMPT, "n_predict": 60, "ignore_eos": True, "stream": True}
+    r = requests.post(srv.url + "/completion", json=long_req, stream=True, timeout=60)
+    lines = r.iter_lines()
+    next(line for line in lines if line)  # the first slot is generating
+    with ThreadPoolExecutor(1) as pool:
+        second = pool.submit(srv.post, "/completion", {"prompt": "Hello", "n_predict": 2})
+        time.sleep(0.3)
+        m = metrics(srv)
+        assert m["llamacpp:requests_deferred"] == 1 and m["llamacpp:requests_processing"] == 1
+        rest = [json.loads(line[6:]) for line in lines if line]
+        assert rest[-1]["stop"] is True
+        assert second.result().status_code == 200
+
+
 def test_queueing_beyond_parallel_slots(make_server: Any, model_path: str) -> None:
     srv = make_server("-m", model_path, "-np", "1", "-c", "1024", "-t", "2", "--metrics")
     req = {"prompt": PROMPT, "n_predict": 12, "temperature": 0}
