@@ -48,9 +48,27 @@ class ServerConfig:
     # HTTP
     host: str = "127.0.0.1"
     port: int = 8080
+    api_prefix: str = ""
+    api_keys: tuple[str, ...] = ()  # --api-key (comma-separated) and --api-key-file, merged
+    ssl_key_file: str | None = None
+    ssl_cert_file: str | None = None
+    timeout: int = 600  # -to: seconds of read/write inactivity before a connection is closed
+    n_threads_http: int = -1  # -1 = Twisted's default thread pool size
+    cors_origins: str = "*"
     # endpoints
     metrics: bool = False
     slots: bool = True
+    endpoint_props: bool = False  # --props: allow POST /props
+    embeddings: bool = False  # --embeddings: embedding-only server
+    reranking: bool = False  # --reranking
+    pooling: str | None = None  # none|mean|cls|last|rank; None = the model's default
+    # chat
+    jinja: bool = True
+    chat_template: str | None = None  # a built-in template name or a Jinja template
+    chat_template_file: str | None = None
+    chat_template_kwargs: dict[str, object] = field(default_factory=dict)
+    prefill_assistant: bool = True
+    spm_infill: bool = False
     # logging
     verbose: bool = False
     log_disable: bool = False
