@@ -42,7 +42,9 @@ __all__ = ["DecodeLoop", "EngineSpec", "LoadedModel", "Metrics"]
 
 log = logging.getLogger(__name__)
 
-Deliver = Callable[[Callable[[Result], None], Result], None]
+Sink = Callable[[Result], None]
+# Hands a step's results to the reactor in one go (one wake-up per step).
+Deliver = Callable[[list[tuple[Sink, Result]]], None]
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,7 @@ class DecodeLoop:
     ) -> None:
         self.spec = spec
         self._deliver = deliver
+        self._outbox: list[tuple[Sink, Result]] = []
         self._on_ready = on_ready
         self._on_failed = on_failed
         self._commands: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
@@ -155,6 +158,7 @@ class DecodeLoop:
         model = Model(spec.model_path, n_gpu_layers=spec.n_gpu_layers)
         self.model = model
         ctx = Context(model, spec.context)
+        self._ctx = ctx
         n_ctx_slot = ctx.n_ctx_seq if spec.context.kv_unified else ctx.n_ctx // max(spec.n_slots, 1)
         self._slots = [Slot(id=i, n_ctx=n_ctx_slot) for i in range(spec.n_slots)]
         self._batch = Batch(ctx.n_batch)
@@ -190,12 +194,27 @@ class DecodeLoop:
     def _loop(self, ctx: Context) -> None:
         while True:
             active = any(s.busy for s in self._slots) or bool(self._waiting)
+            if not active:
+                self._flush()
             if not self._drain(block=not active):
+                self._flush()
                 return
             self._admit(ctx)
-            if self._build_batch(ctx):
+            has_work = self._build_batch(ctx)
+            # Results of the previous step go out now, so the reactor writes
+            # them while llama_decode runs without the GIL.
+            self._flush()
+            if has_work:
                 self._decode(ctx)
             self._publish()
+
+    def _emit(self, sink: Sink, result: Result) -> None:
+        self._outbox.append((sink, result))
+
+    def _flush(self) -> None:
+        if self._outbox:
+            items, self._outbox = self._outbox, []
+            self._deliver(items)
 
     def _drain(self, block: bool) -> bool:
         """Apply queued commands; False when asked to stop."""
@@ -220,8 +239,7 @@ class DecodeLoop:
         for slot in self._slots:
             if slot.task is not None and slot.task.id == task_id:
                 log.debug("slot %d: task %d cancelled", slot.id, task_id)
-                self._finish_metrics(slot)
-                slot.release()
+                self._release(slot)
                 return
 
     def _admit(self, ctx: Context) -> None:
@@ -331,8 +349,7 @@ class DecodeLoop:
                 self._error(task, 503, "the KV cache is full, retry later", "unavailable_error")
             else:
                 self._error(task, 500, f"decode failed: {exc}", "server_error")
-            self._finish_metrics(slot)
-            slot.release()
+            self._release(slot)
 
     def _sample(self, ctx: Context, slot: Slot, now: float) -> None:
         task = slot.task
@@ -374,13 +391,15 @@ class DecodeLoop:
 
         if stop_type == "none":
             slot.pending_token = token
-            if params.stream:
-                content = slot.text.take()
-                self._deliver(task.sink, PartialResult(
-                    task.id, slot.id, content, [token], n_decoded, len(task.prompt), probs,
-                ))
-            return
-        self._finish(slot, stop_type, now)
+        if params.stream and (stop_type == "none" or not is_eog):
+            # As llama-server: every generated token is a partial; the final
+            # event only carries the stop state and statistics.
+            content = slot.text.take(final=stop_type != "none")
+            self._emit(task.sink, PartialResult(
+                task.id, slot.id, content, [token], n_decoded, len(task.prompt), probs,
+            ))
+        if stop_type != "none":
+            self._finish(slot, stop_type, now)
 
     def _token_probs(self, token: int, piece: bytes, logits: Any, n: int) -> TokenProbs:
         assert self.model is not None
@@ -400,7 +419,7 @@ class DecodeLoop:
     def _finish(self, slot: Slot, stop_type: str, now: float) -> None:
         task = slot.task
         assert task is not None and slot.sampler is not None
-        content = slot.text.take(final=True) if task.params.stream else _full_text(slot)
+        content = "" if task.params.stream else _full_text(slot)
         stop = slot.text.stop
         timings = Timings(
             cache_n=slot.n_cached,
@@ -424,17 +443,22 @@ class DecodeLoop:
             seed=slot.sampler.seed,
             probs=slot.probs,
         )
-        self._finish_metrics(slot)
-        slot.release()
-        self._deliver(task.sink, result)
+        self._release(slot)
+        self._emit(task.sink, result)
 
-    def _finish_metrics(self, slot: Slot) -> None:
+    def _release(self, slot: Slot) -> None:
         if slot.t_prompt_done:
             self.metrics.tokens_predicted_seconds_total += max(slot.t_last - slot.t_prompt_done, 0.0)
+        if slot.task is not None and not slot.task.params.cache_prompt:
+            # Nobody will reuse this KV; left in the shared cache, every later
+            # decode would still attend over its cells.
+            self._ctx.seq_rm(slot.id, -1, -1)
+            slot.cache.clear()
+        slot.release()
 
     def _error(self, task: CompletionTask, code: int, message: str, type_: str,
                extra: dict[str, int] | None = None) -> None:
-        self._deliver(task.sink, ErrorResult(task.id, code, message, type_, extra or {}))
+        self._emit(task.sink, ErrorResult(task.id, code, message, type_, extra or {}))
 
     def _publish(self) -> None:
         self.slot_infos = tuple(s.info() for s in self._slots)

@@ -57,8 +57,8 @@ class EngineService(Service):
         return threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._loop.stop)
 
     # -- decode thread -> reactor --------------------------------------
-    def _deliver(self, sink: Callable[[Result], None], result: Result) -> None:
-        self._reactor.callFromThread(sink, result)
+    def _deliver(self, items: list[tuple[Callable[[Result], None], Result]]) -> None:
+        self._reactor.callFromThread(_dispatch, items)
 
     def _ready_from_thread(self, loaded: LoadedModel) -> None:
         self._reactor.callFromThread(self._set_ready, loaded)
@@ -115,6 +115,11 @@ class EngineService(Service):
 
     def valid_token(self, token: int) -> bool:
         return self.model.vocab.is_valid(token)
+
+
+def _dispatch(items: list[tuple[Callable[[Result], None], Result]]) -> None:
+    for sink, result in items:
+        sink(result)
 
 
 def tokenize_mixed(model: Model, prompt: list[PromptPart], add_special: bool, parse_special: bool) -> list[int]:

@@ -1,0 +1,1 @@
+"""Throughput benchmarks: the in-process engine ceiling and an HTTP load generator."""
