@@ -13,13 +13,14 @@ from werkzeug.exceptions import NotFound as WzNotFound
 from llamatwist.api import completion, info, tokens
 from llamatwist.api.errors import MethodNotAllowed, NotFound
 from llamatwist.api.http import ApiContext, send_error
+from llamatwist.api.openai import completions as oai_completions
 
 __all__ = ["build_app"]
 
 
 def build_app(ctx: ApiContext) -> Klein:
     app = Klein()
-    for module in (info, completion, tokens):
+    for module in (info, completion, tokens, oai_completions):
         module.register(app, ctx)
 
     @app.handle_errors(WzNotFound)

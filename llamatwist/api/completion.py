@@ -7,25 +7,22 @@ from collections.abc import Sequence
 from typing import Any
 
 from klein import Klein
-from twisted.internet.defer import CancelledError, Deferred, gatherResults
+from twisted.internet.defer import CancelledError
 from twisted.web.server import Request
 
-from llamatwist.api.errors import ApiError, ExceedContext, InvalidRequest, from_result
+from llamatwist.api.errors import ApiError
 from llamatwist.api.http import ApiContext, handler, read_json, send_json
-from llamatwist.api.params import CompletionRequest, parse_completion
-from llamatwist.api.streaming import SSEStream, on_disconnect
-from llamatwist.runtime.scheduler import LoadedModel
+from llamatwist.api.params import parse_completion
+from llamatwist.api.pipeline import expand, run_tasks, tokenize_prompts
+from llamatwist.api.streaming import SSEStream
 from llamatwist.runtime.task import (
-    CompletionTask,
-    ErrorResult,
     FinalResult,
     GenerationParams,
     PartialResult,
-    Result,
     TokenProbs,
 )
 
-__all__ = ["generation_settings", "probs_json", "register", "run_tasks", "tokenize_prompts"]
+__all__ = ["generation_settings", "probs_json", "register"]
 
 FLOAT_LOWEST = -3.4028234663852886e38  # llama-server's log(0) stand-in (JSON has no -inf)
 
@@ -83,75 +80,6 @@ def probs_json(probs: Sequence[TokenProbs]) -> list[dict[str, Any]]:
     ]
 
 
-async def tokenize_prompts(ctx: ApiContext, loaded: LoadedModel, req: CompletionRequest) -> list[list[int]]:
-    """Tokenize every prompt and check it against the vocabulary and the context."""
-    out = []
-    for prompt in req.prompts:
-        tokens = await ctx.engine.tokenize(prompt, True, True)
-        if not tokens:
-            raise InvalidRequest("the prompt is empty after tokenization")
-        if not all(ctx.engine.valid_token(t) for t in tokens):
-            raise InvalidRequest("Prompt contains invalid tokens")
-        if len(tokens) >= loaded.n_ctx_slot:
-            raise ExceedContext(
-                f"request ({len(tokens)} tokens) exceeds the available context size "
-                f"({loaded.n_ctx_slot} tokens), try increasing it",
-                n_prompt_tokens=len(tokens), n_ctx=loaded.n_ctx_slot,
-            )
-        out.append(tokens)
-    return out
-
-
-def run_tasks(
-    ctx: ApiContext,
-    request: Request,
-    prompts: list[list[int]],
-    params: GenerationParams,
-    on_partial: Any = None,
-    on_final: Any = None,
-) -> Deferred[list[FinalResult]]:
-    """Submit one task per prompt; fires with the final results in order.
-    A client disconnect cancels every task (their slots free next step)."""
-    tasks: list[CompletionTask] = []
-    finals: list[Deferred[FinalResult]] = []
-    for index, tokens in enumerate(prompts):
-        d: Deferred[FinalResult] = Deferred()
-
-        def sink(result: Result, d: Deferred[FinalResult] = d, index: int = index) -> None:
-            if d.called:
-                return
-            if isinstance(result, PartialResult):
-                if on_partial is not None:
-                    on_partial(index, result)
-            elif isinstance(result, FinalResult):
-                if on_final is not None:
-                    on_final(index, result)
-                d.callback(result)
-            elif isinstance(result, ErrorResult):
-                d.errback(from_result(result.code, result.message, result.type, result.extra))
-
-        task = CompletionTask(tokens, params, sink)
-        tasks.append(task)
-        finals.append(d)
-
-    def cancel_all() -> None:
-        for t in tasks:
-            ctx.engine.cancel(t.id)
-        for d in finals:
-            if not d.called:
-                d.cancel()
-
-    on_disconnect(request, cancel_all)
-    for t in tasks:
-        ctx.engine.submit(t)
-    return gatherResults(finals, consumeErrors=True).addErrback(_first_error)
-
-
-def _first_error(failure: Any) -> Any:
-    # gatherResults wraps the failure; surface the task's own ApiError.
-    return failure.value.subFailure if hasattr(failure.value, "subFailure") else failure
-
-
 def register(app: Klein, ctx: ApiContext) -> None:
     def final_json(r: FinalResult, index: int, params: GenerationParams, prompt_text: str | None) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -181,8 +109,8 @@ def register(app: Klein, ctx: ApiContext) -> None:
     @handler
     async def completion(request: Request) -> Any:
         loaded = ctx.require_ready()
-        req = parse_completion(read_json(request), ctx.config.sampling)
-        prompts = await tokenize_prompts(ctx, loaded, req)
+        req = parse_completion(read_json(request), ctx.config.sampling, loaded.n_slots)
+        prompts = expand(await tokenize_prompts(ctx, loaded, req.prompts), req.n_cmpl)
         params = req.params
         if params.stream:
             return await _stream(request, prompts, params)

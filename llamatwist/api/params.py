@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from llamatwist.api.errors import InvalidRequest
@@ -90,7 +90,7 @@ def _ge(lo: float) -> Callable[[Any], bool]:
 
 
 FIELDS: tuple[Field, ...] = (
-    Field(("n_predict", "max_tokens"), _int, "n_predict", _ge(-1), ">= -1"),
+    Field(("n_predict", "max_completion_tokens", "max_tokens"), _int, "n_predict", _ge(-1), ">= -1"),
     Field(("n_keep",), _int, "n_keep", _ge(-1), ">= -1"),
     Field(("temperature",), _float, "temperature"),
     Field(("top_k",), _int, "top_k"),
@@ -200,14 +200,22 @@ def parse_prompts(body: Mapping[str, Any], field: str = "prompt") -> list[Prompt
 class CompletionRequest:
     prompts: list[Prompt]
     params: GenerationParams
+    n_cmpl: int = 1  # completions per prompt
 
 
-def parse_completion(body: Mapping[str, Any], defaults: SamplingDefaults) -> CompletionRequest:
-    return CompletionRequest(parse_prompts(body), generation_params(body, defaults))
+def parse_n_cmpl(body: Mapping[str, Any], n_slots: int) -> int:
+    """``n_cmpl`` (alias ``n``): 1 .. number of slots, as llama-server."""
+    for name in ("n_cmpl", "n"):
+        if body.get(name) is not None:
+            n = _int(name, body[name])
+            if not 1 <= n <= n_slots:
+                raise InvalidRequest(f"'{name}' must be between 1 and {n_slots} (the number of slots), got {n}")
+            return n
+    return 1
 
 
-def with_stream(req: CompletionRequest, stream: bool) -> CompletionRequest:
-    return replace(req, params=replace(req.params, stream=stream))
+def parse_completion(body: Mapping[str, Any], defaults: SamplingDefaults, n_slots: int = 1) -> CompletionRequest:
+    return CompletionRequest(parse_prompts(body), generation_params(body, defaults), parse_n_cmpl(body, n_slots))
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred
 from twisted.web.server import Request
 
 from llamatwist.api.errors import ApiError, error_body
@@ -25,35 +24,47 @@ def on_disconnect(request: Request, callback: Callable[[], None]) -> None:
 
 
 class SSEStream:
-    """``data: {json}\\n\\n`` events; ``done`` fires when the stream is closed."""
+    """``data: {json}\\n\\n`` events to one client; writes stop once it is gone."""
 
     def __init__(self, request: Request) -> None:
         self._request = request
         self.closed = False
-        self.done: Deferred[None] = Deferred()
-        request.setResponseCode(200)
-        request.setHeader(b"Content-Type", b"text/event-stream")
-        request.setHeader(b"Cache-Control", b"no-cache")
-        request.setHeader(b"Connection", b"keep-alive")
-        request.setHeader(b"X-Accel-Buffering", b"no")  # nginx: do not buffer the stream
+        self.started = False
         on_disconnect(request, self._lost)
 
     def _lost(self) -> None:
         self.closed = True
 
-    def send(self, obj: Any) -> None:
-        if not self.closed:
-            self._request.write(b"data: " + json_bytes(obj) + b"\n\n")
+    def _start(self) -> None:
+        # Headers go out with the first event, so an error that comes before
+        # any output is still a plain JSON error with its status (as OpenAI).
+        self.started = True
+        request = self._request
+        request.setResponseCode(200)
+        request.setHeader(b"Content-Type", b"text/event-stream")
+        request.setHeader(b"Cache-Control", b"no-cache")
+        request.setHeader(b"Connection", b"keep-alive")
+        request.setHeader(b"X-Accel-Buffering", b"no")  # nginx: do not buffer the stream
 
-    def send_raw(self, line: bytes) -> None:
-        if not self.closed:
-            self._request.write(line)
+    def send(self, obj: Any) -> None:
+        self.send_raw(b"data: " + json_bytes(obj) + b"\n\n")
+
+    def send_raw(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if not self.started:
+            self._start()
+        self._request.write(data)
 
     def send_error(self, err: ApiError) -> None:
-        # llama-server ends a failed stream with an `error:` event.
-        if not self.closed:
-            self._request.write(b"error: " + json_bytes(error_body(err)) + b"\n\n")
+        if self.closed:
+            return
+        if not self.started:
+            self.started = True
+            self._request.setResponseCode(err.code)
+            self._request.setHeader(b"Content-Type", b"application/json; charset=utf-8")
+            self._request.write(json_bytes(error_body(err)))
+            return
+        # llama-server ends a failed stream with a `data: {"error": ...}` event.
+        self.send(error_body(err))
 
-    def close(self) -> None:
-        if not self.done.called:
-            self.done.callback(None)

@@ -1,0 +1,115 @@
+# -*- test-case-name: tests.test_openai -*-
+"""OpenAI ``POST /v1/completions`` (also ``/completions``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from klein import Klein
+from twisted.internet.defer import CancelledError
+from twisted.web.server import Request
+
+from llamatwist.api.errors import ApiError, InvalidRequest
+from llamatwist.api.http import ApiContext, handler, read_json, send_json
+from llamatwist.api.openai.protocol import (
+    completion_id,
+    completion_logprobs,
+    envelope,
+    finish_reason,
+    parse_stream_options,
+    refuse_unsupported,
+    usage,
+)
+from llamatwist.api.params import parse_completion
+from llamatwist.api.pipeline import expand, run_tasks, tokenize_prompts
+from llamatwist.api.streaming import SSEStream
+from llamatwist.runtime.task import FinalResult, PartialResult
+
+__all__ = ["register"]
+
+
+def _logprobs_option(body: dict[str, Any]) -> int:
+    lp = body.get("logprobs")
+    if lp is None:
+        return 0
+    if isinstance(lp, bool) or not isinstance(lp, int) or not 0 <= lp <= 100:
+        raise InvalidRequest("'logprobs' must be an integer between 0 and 100")
+    return lp
+
+
+def register(app: Klein, ctx: ApiContext) -> None:
+    @app.route("/v1/completions", methods=["POST"])
+    @app.route("/completions", methods=["POST"])
+    @handler
+    async def completions(request: Request) -> Any:
+        loaded = ctx.require_ready()
+        body = read_json(request)
+        refuse_unsupported(body, ("best_of", "suffix"))
+        echo = body.get("echo", False)
+        if not isinstance(echo, bool):
+            raise InvalidRequest("'echo' must be a boolean")
+        top_n = _logprobs_option(body)
+        if top_n and body.get("n_probs") is None:
+            body = {**body, "n_probs": max(top_n, 1)}
+        req = parse_completion(body, ctx.config.sampling, loaded.n_slots)
+        stream_opts = parse_stream_options(body, req.params.stream)
+        prompts = expand(await tokenize_prompts(ctx, loaded, req.prompts), req.n_cmpl)
+        prompt_texts = [await ctx.engine.detokenize(p) for p in prompts] if echo else ["" for _ in prompts]
+        cid = completion_id("cmpl-")
+        model = ctx.model_alias
+
+        def logprobs(r: FinalResult | PartialResult, index: int) -> Any:
+            if not top_n or not r.probs:
+                return None
+            return completion_logprobs(r.probs, top_n, len(prompt_texts[index]))
+
+        if not req.params.stream:
+            try:
+                results = await run_tasks(ctx, request, prompts, req.params)
+            except CancelledError:
+                return b""
+            choices = [
+                {
+                    "text": prompt_texts[i] + r.content,
+                    "index": i,
+                    "logprobs": logprobs(r, i),
+                    "finish_reason": finish_reason(r.stop_type),
+                }
+                for i, r in enumerate(results)
+            ]
+            out = envelope("text_completion", cid, model, choices)
+            out["usage"] = usage(results, req.n_cmpl)
+            out["timings"] = results[-1].timings.to_json()
+            return send_json(request, out)
+
+        sse = SSEStream(request)
+        echoed: set[int] = set()
+
+        def text_chunk(index: int, text: str, lp: Any, reason: str | None) -> dict[str, Any]:
+            if echo and index not in echoed:
+                echoed.add(index)
+                text = prompt_texts[index] + text
+            return envelope("text_completion", cid, model,
+                            [{"text": text, "index": index, "logprobs": lp, "finish_reason": reason}])
+
+        def partial(index: int, r: PartialResult) -> None:
+            sse.send(text_chunk(index, r.content, logprobs(r, index), None))
+
+        def final(index: int, r: FinalResult) -> None:
+            chunk = text_chunk(index, "", None, finish_reason(r.stop_type))
+            chunk["timings"] = r.timings.to_json()
+            sse.send(chunk)
+
+        try:
+            results = await run_tasks(ctx, request, prompts, req.params, on_partial=partial, on_final=final)
+        except CancelledError:
+            return b""
+        except ApiError as err:
+            sse.send_error(err)
+            return b""
+        if stream_opts.include_usage:
+            last = envelope("text_completion", cid, model, [])
+            last["usage"] = usage(results, req.n_cmpl)
+            sse.send(last)
+        sse.send_raw(b"data: [DONE]\n\n")
+        return b""

@@ -1,0 +1,116 @@
+# -*- test-case-name: tests.test_openai_protocol -*-
+"""OpenAI request options and response pieces (pure functions, no I/O)."""
+
+from __future__ import annotations
+
+import secrets
+import string
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from llamatwist import __version__
+from llamatwist.api.completion import probs_json
+from llamatwist.api.errors import InvalidRequest
+from llamatwist.runtime.task import FinalResult, TokenProbs
+
+__all__ = [
+    "SYSTEM_FINGERPRINT",
+    "StreamOptions",
+    "chat_logprobs",
+    "chunk_envelope",
+    "completion_id",
+    "completion_logprobs",
+    "finish_reason",
+    "parse_stream_options",
+    "refuse_unsupported",
+    "usage",
+]
+
+SYSTEM_FINGERPRINT = f"llamatwist-{__version__}"
+_ALNUM = string.ascii_letters + string.digits
+
+
+def completion_id(prefix: str) -> str:
+    return prefix + "".join(secrets.choice(_ALNUM) for _ in range(32))
+
+
+def finish_reason(stop_type: str) -> str:
+    return "stop" if stop_type in ("eos", "word") else "length"
+
+
+def usage(results: Sequence[FinalResult], n_cmpl: int) -> dict[str, Any]:
+    """Token counts; a prompt shared by ``n_cmpl`` choices counts once."""
+    prompt = sum(r.n_prompt_tokens for r in results[::n_cmpl])
+    completion = sum(r.n_decoded for r in results)
+    cached = sum(r.n_cached for r in results[::n_cmpl])
+    return {
+        "completion_tokens": completion,
+        "prompt_tokens": prompt,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached},
+    }
+
+
+def envelope(object_: str, id_: str, model: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "choices": choices,
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": SYSTEM_FINGERPRINT,
+        "object": object_,
+        "id": id_,
+    }
+
+
+chunk_envelope = envelope
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    include_usage: bool = False
+
+
+def parse_stream_options(body: Mapping[str, Any], stream: bool) -> StreamOptions:
+    opts = body.get("stream_options")
+    if opts is None:
+        return StreamOptions()
+    if not isinstance(opts, dict):
+        raise InvalidRequest("'stream_options' must be an object")
+    if not stream:
+        raise InvalidRequest("'stream_options' is only allowed when 'stream' is true")
+    include = opts.get("include_usage", False)
+    if not isinstance(include, bool):
+        raise InvalidRequest("'stream_options.include_usage' must be a boolean")
+    return StreamOptions(include_usage=include)
+
+
+def refuse_unsupported(body: Mapping[str, Any], names: Sequence[str]) -> None:
+    for name in names:
+        if body.get(name) is not None:
+            raise InvalidRequest(f"Unsupported param: {name}")
+
+
+def chat_logprobs(probs: Sequence[TokenProbs], top_n: int) -> dict[str, Any]:
+    entries = probs_json(probs)
+    for e in entries:
+        e["top_logprobs"] = e["top_logprobs"][:top_n]
+    return {"content": entries}
+
+
+def completion_logprobs(probs: Sequence[TokenProbs], top_n: int, offset: int) -> dict[str, Any]:
+    """OpenAI's legacy completions shape, plus llama-server's ``content`` list."""
+    entries = probs_json(probs)
+    text_offset = []
+    pos = offset
+    for tp in probs:
+        text_offset.append(pos)
+        pos += len(tp.token)
+    return {
+        "tokens": [e["token"] for e in entries],
+        "token_logprobs": [e["logprob"] for e in entries],
+        "top_logprobs": [{t["token"]: t["logprob"] for t in e["top_logprobs"][:top_n]} for e in entries],
+        "text_offset": text_offset,
+        "content": entries,
+    }

@@ -1,0 +1,96 @@
+# -*- test-case-name: tests.test_server -*-
+"""The generation pipeline shared by every completion-style route:
+tokenize and validate prompts, submit tasks, collect or stream results,
+cancel on disconnect."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.web.server import Request
+
+from llamatwist.api.errors import ExceedContext, InvalidRequest, from_result
+from llamatwist.api.http import ApiContext
+from llamatwist.api.params import Prompt
+from llamatwist.api.streaming import on_disconnect
+from llamatwist.runtime.scheduler import LoadedModel
+from llamatwist.runtime.task import CompletionTask, ErrorResult, FinalResult, GenerationParams, PartialResult, Result
+
+__all__ = ["expand", "run_tasks", "tokenize_prompts"]
+
+
+def expand(prompts: list[list[int]], n_cmpl: int) -> list[list[int]]:
+    """Each prompt ``n_cmpl`` times; result index = prompt index * n_cmpl + k."""
+    return [p for p in prompts for _ in range(n_cmpl)]
+
+
+async def tokenize_prompts(
+    ctx: ApiContext, loaded: LoadedModel, prompts: list[Prompt], add_special: bool = True
+) -> list[list[int]]:
+    """Tokenize every prompt and check it against the vocabulary and the context."""
+    out = []
+    for prompt in prompts:
+        tokens = await ctx.engine.tokenize(prompt, add_special, True)
+        if not tokens:
+            raise InvalidRequest("the prompt is empty after tokenization")
+        if not all(ctx.engine.valid_token(t) for t in tokens):
+            raise InvalidRequest("Prompt contains invalid tokens")
+        if len(tokens) >= loaded.n_ctx_slot:
+            raise ExceedContext(
+                f"request ({len(tokens)} tokens) exceeds the available context size "
+                f"({loaded.n_ctx_slot} tokens), try increasing it",
+                n_prompt_tokens=len(tokens), n_ctx=loaded.n_ctx_slot,
+            )
+        out.append(tokens)
+    return out
+
+
+def run_tasks(
+    ctx: ApiContext,
+    request: Request,
+    prompts: list[list[int]],
+    params: GenerationParams,
+    on_partial: Any = None,
+    on_final: Any = None,
+) -> Deferred[list[FinalResult]]:
+    """Submit one task per prompt; fires with the final results in order.
+    A client disconnect cancels every task (their slots free next step)."""
+    tasks: list[CompletionTask] = []
+    finals: list[Deferred[FinalResult]] = []
+    for index, tokens in enumerate(prompts):
+        d: Deferred[FinalResult] = Deferred()
+
+        def sink(result: Result, d: Deferred[FinalResult] = d, index: int = index) -> None:
+            if d.called:
+                return
+            if isinstance(result, PartialResult):
+                if on_partial is not None:
+                    on_partial(index, result)
+            elif isinstance(result, FinalResult):
+                if on_final is not None:
+                    on_final(index, result)
+                d.callback(result)
+            elif isinstance(result, ErrorResult):
+                d.errback(from_result(result.code, result.message, result.type, result.extra))
+
+        task = CompletionTask(tokens, params, sink)
+        tasks.append(task)
+        finals.append(d)
+
+    def cancel_all() -> None:
+        for t in tasks:
+            ctx.engine.cancel(t.id)
+        for d in finals:
+            if not d.called:
+                d.cancel()
+
+    on_disconnect(request, cancel_all)
+    for t in tasks:
+        ctx.engine.submit(t)
+    return gatherResults(finals, consumeErrors=True).addErrback(_first_error)
+
+
+def _first_error(failure: Any) -> Any:
+    # gatherResults wraps the failure; surface the task's own ApiError.
+    return failure.value.subFailure if hasattr(failure.value, "subFailure") else failure
