@@ -106,9 +106,10 @@ def register(app: Klein, ctx: ApiContext) -> None:
         return out
 
     @app.route("/completion", methods=["POST"])
+    @app.route("/completions", methods=["POST"])
     @handler
     async def completion(request: Request) -> Any:
-        loaded = ctx.require_ready()
+        loaded = ctx.require_generation()
         req = parse_completion(read_json(request), ctx.config.sampling, loaded.n_slots)
         prompts = expand(await tokenize_prompts(ctx, loaded, req.prompts), req.n_cmpl)
         params = req.params

@@ -13,7 +13,7 @@ from typing import Any
 
 from twisted.web.server import Request
 
-from llamatwist.api.errors import ApiError, ServerError, Unavailable, error_json
+from llamatwist.api.errors import ApiError, NotSupported, ServerError, Unavailable, error_json
 from llamatwist.api.params import parse_json_body
 from llamatwist.config import ServerConfig
 from llamatwist.runtime.scheduler import LoadedModel
@@ -42,6 +42,16 @@ class ApiContext:
         if self.engine.state is not EngineState.READY or self.engine.loaded is None:
             raise Unavailable("Loading model")
         return self.engine.loaded
+
+    @property
+    def embedding_mode(self) -> bool:
+        return self.config.embeddings or self.config.reranking
+
+    def require_generation(self) -> LoadedModel:
+        """Text generation routes; an embedding server has no sampling."""
+        if self.embedding_mode:
+            raise NotSupported("This server does not support completions. Start it without `--embeddings`")
+        return self.require_ready()
 
 
 def json_bytes(obj: Any) -> bytes:

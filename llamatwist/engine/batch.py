@@ -47,8 +47,11 @@ class Batch:
         self.n_tokens = i + 1
         return i
 
-    def add_sequence(self, tokens: Sequence[int], pos0: int, seq_id: int, logits_last: bool) -> int:
-        """Append a run of tokens of one sequence; returns the last token's index."""
+    def add_sequence(
+        self, tokens: Sequence[int], pos0: int, seq_id: int, logits_last: bool, all_outputs: bool = False
+    ) -> int:
+        """Append a run of tokens of one sequence; returns the last token's index.
+        ``all_outputs`` marks every token as an output (per-token embeddings)."""
         n = len(tokens)
         i = self.n_tokens
         if i + n > self.capacity:
@@ -57,7 +60,7 @@ class Batch:
         b.token[i : i + n] = tokens
         b.pos[i : i + n] = range(pos0, pos0 + n)
         b.n_seq_id[i : i + n] = [1] * n
-        b.logits[i : i + n] = [0] * n
+        b.logits[i : i + n] = [1 if all_outputs else 0] * n
         seq_ptrs = b.seq_id
         for k in range(i, i + n):
             seq_ptrs[k][0] = seq_id

@@ -194,6 +194,15 @@ class Vocab:
         self.eot: int = lib.llama_vocab_eot(ptr)
         self.add_bos: bool = bool(lib.llama_vocab_get_add_bos(ptr))
         self.add_eos: bool = bool(lib.llama_vocab_get_add_eos(ptr))
+        self.add_sep: bool = bool(lib.llama_vocab_get_add_sep(ptr))
+        self.sep: int = lib.llama_vocab_sep(ptr)
+        # fill-in-the-middle tokens (-1 when the model has none)
+        self.fim_pre: int = lib.llama_vocab_fim_pre(ptr)
+        self.fim_suf: int = lib.llama_vocab_fim_suf(ptr)
+        self.fim_mid: int = lib.llama_vocab_fim_mid(ptr)
+        self.fim_pad: int = lib.llama_vocab_fim_pad(ptr)
+        self.fim_rep: int = lib.llama_vocab_fim_rep(ptr)
+        self.fim_sep: int = lib.llama_vocab_fim_sep(ptr)
         self._piece_cache: dict[tuple[int, bool], bytes] = {}
 
     @property

@@ -29,6 +29,7 @@ from llamatwist.engine.sampling import Sampler
 from llamatwist.runtime.slot import Slot, SlotInfo, SlotState, common_prefix
 from llamatwist.runtime.task import (
     CompletionTask,
+    EmbeddingResult,
     ErrorResult,
     FinalResult,
     PartialResult,
@@ -41,6 +42,8 @@ from llamatwist.runtime.task import (
 __all__ = ["DecodeLoop", "EngineSpec", "LoadedModel", "Metrics"]
 
 log = logging.getLogger(__name__)
+
+LLAMA_POOLING_NONE = 0  # enum llama_pooling_type
 
 Sink = Callable[[Result], None]
 # Hands a step's results to the reactor in one go (one wake-up per step).
@@ -73,6 +76,7 @@ class LoadedModel:
     bos: int
     eos: int
     add_bos: bool
+    pooling: int  # effective llama_pooling_type in embedding mode, -1 otherwise
 
 
 @dataclass
@@ -179,6 +183,7 @@ class DecodeLoop:
                 bos=vocab.bos,
                 eos=vocab.eos,
                 add_bos=vocab.add_bos,
+                pooling=ctx.pooling_type if spec.context.embeddings else -1,
             )
         )
         return ctx
@@ -272,6 +277,15 @@ class DecodeLoop:
 
     def _start(self, ctx: Context, slot: Slot, task: CompletionTask) -> None:
         n_prompt = len(task.prompt)
+        if task.embed and n_prompt > ctx.n_ubatch:
+            # The whole input must be pooled in one physical batch.
+            self._error(
+                task, 400,
+                f"input ({n_prompt} tokens) is too large to process. increase the physical batch size "
+                f"(current: {ctx.n_ubatch}, -ub/--ubatch-size)",
+                "invalid_request_error",
+            )
+            return
         if n_prompt >= slot.n_ctx:
             self._error(
                 task, 400,
@@ -280,11 +294,11 @@ class DecodeLoop:
                 "exceed_context_size_error", {"n_prompt_tokens": n_prompt, "n_ctx": slot.n_ctx},
             )
             return
-        n_reuse = common_prefix(slot.cache, task.prompt) if task.params.cache_prompt else 0
+        n_reuse = common_prefix(slot.cache, task.prompt) if task.params.cache_prompt and not task.embed else 0
         n_reuse = min(n_reuse, n_prompt - 1)  # at least one token must be fed to get logits
         ctx.seq_rm(slot.id, n_reuse, -1)
         assert self.model is not None
-        slot.start(task, Sampler(self.model, task.params.sampler), n_reuse)
+        slot.start(task, None if task.embed else Sampler(self.model, task.params.sampler), n_reuse)
         self.metrics.prompt_tokens_cached_total += n_reuse
         log.debug("slot %d: task %d, %d prompt tokens, %d reused", slot.id, task.id, n_prompt, n_reuse)
 
@@ -300,6 +314,12 @@ class DecodeLoop:
                 continue
             assert slot.task is not None
             prompt = slot.task.prompt
+            if slot.task.embed:
+                # Embeddings pool over the whole input: it goes in one batch, every token an output.
+                if len(prompt) <= batch.free:
+                    slot.i_batch = batch.add_sequence(prompt, 0, slot.id, True, all_outputs=True)
+                    slot.n_fed = len(prompt)
+                continue
             chunk = prompt[slot.n_fed : slot.n_fed + batch.free]
             last = slot.n_fed + len(chunk) == len(prompt)
             idx = batch.add_sequence(chunk, slot.n_fed, slot.id, last)
@@ -327,8 +347,29 @@ class DecodeLoop:
         m.n_busy_slots_total += len(batch_slots)
         now = time.perf_counter()
         for slot in batch_slots:
-            if slot.i_batch >= 0:
+            if slot.i_batch < 0:
+                continue
+            assert slot.task is not None
+            if slot.task.embed:
+                self._send_embedding(ctx, slot, now)
+            else:
                 self._sample(ctx, slot, now)
+
+    def _send_embedding(self, ctx: Context, slot: Slot, now: float) -> None:
+        task = slot.task
+        assert task is not None
+        n = len(task.prompt)
+        if ctx.pooling_type == LLAMA_POOLING_NONE:
+            first = slot.i_batch - n + 1
+            vectors = [ctx.embeddings_ith(i).tolist() for i in range(first, slot.i_batch + 1)]
+        else:
+            vectors = [ctx.embeddings_seq(slot.id).tolist()]
+        self.metrics.prompt_tokens_total += n
+        self.metrics.prompt_seconds_total += now - slot.t_start
+        ctx.seq_rm(slot.id, -1, -1)  # embedding inputs are never reused
+        slot.cache.clear()
+        slot.release()
+        self._emit(task.sink, EmbeddingResult(task.id, vectors, n))
 
     def _decode_failed(self, ctx: Context, batch_slots: list[Slot], exc: DecodeError) -> None:
         # The batch's tokens are not in the KV cache: forget those sequences.

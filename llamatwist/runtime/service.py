@@ -110,6 +110,11 @@ class EngineService(Service):
             self._reactor, self._reactor.getThreadPool(), self.model.vocab.detokenize, list(tokens),
         )
 
+    def rerank_prompt(self, query: str, document: str) -> Deferred[list[int]]:
+        return threads.deferToThreadPool(
+            self._reactor, self._reactor.getThreadPool(), rerank_tokens, self.model, query, document,
+        )
+
     def token_piece(self, token: int) -> bytes:
         return self.model.vocab.token_to_piece(token, special=True)
 
@@ -120,6 +125,26 @@ class EngineService(Service):
 def _dispatch(items: list[tuple[Callable[[Result], None], Result]]) -> None:
     for sink, result in items:
         sink(result)
+
+
+def rerank_tokens(model: Model, query: str, document: str) -> list[int]:
+    """The model's rerank template, else [BOS] query [EOS] [SEP] doc [EOS] (llama-server's layout)."""
+    template = model.chat_template("rerank")
+    vocab = model.vocab
+    if template is not None:
+        text = template.replace("{query}", query).replace("{document}", document)
+        return vocab.tokenize(text, False, True)
+    eos = vocab.eos if vocab.eos >= 0 else vocab.sep
+    out = [vocab.bos] if vocab.add_bos else []
+    out += vocab.tokenize(query, False, False)
+    if vocab.add_eos:
+        out.append(eos)
+    if vocab.add_sep:
+        out.append(vocab.sep)
+    out += vocab.tokenize(document, False, False)
+    if vocab.add_eos:
+        out.append(eos)
+    return out
 
 
 def tokenize_mixed(model: Model, prompt: list[PromptPart], add_special: bool, parse_special: bool) -> list[int]:

@@ -72,7 +72,7 @@ class Slot:
     def busy(self) -> bool:
         return self.state is not SlotState.IDLE
 
-    def start(self, task: CompletionTask, sampler: Sampler, n_reuse: int) -> None:
+    def start(self, task: CompletionTask, sampler: Sampler | None, n_reuse: int) -> None:
         self.task = task
         self.sampler = sampler
         self.state = SlotState.PROMPT

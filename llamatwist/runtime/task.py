@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from llamatwist.engine.sampling import SamplerSettings
 
 __all__ = [
-    "CompletionTask", "ErrorResult", "FinalResult", "GenerationParams", "PartialResult",
+    "CompletionTask", "EmbeddingResult", "ErrorResult", "FinalResult", "GenerationParams", "PartialResult",
     "Result", "Timings", "TokenProbs", "TopProb", "next_task_id",
 ]
 
@@ -113,7 +113,18 @@ class ErrorResult:
     extra: dict[str, int] = field(default_factory=dict)
 
 
-Result = PartialResult | FinalResult | ErrorResult
+@dataclass(frozen=True)
+class EmbeddingResult:
+    """Raw (unnormalized) vectors: one pooled vector, or one per token when
+    the context's pooling is none.  For rank pooling, ``vectors[0]`` holds the
+    classifier scores."""
+
+    task_id: int
+    vectors: list[list[float]]
+    n_tokens: int
+
+
+Result = PartialResult | FinalResult | ErrorResult | EmbeddingResult
 
 
 @dataclass
@@ -125,3 +136,4 @@ class CompletionTask:
     params: GenerationParams
     sink: Callable[[Result], None]
     id: int = field(default_factory=next_task_id)
+    embed: bool = False  # compute embeddings (or rank scores) of the prompt instead of generating

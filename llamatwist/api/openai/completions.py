@@ -1,5 +1,5 @@
 # -*- test-case-name: tests.test_openai -*-
-"""OpenAI ``POST /v1/completions`` (also ``/completions``)."""
+"""OpenAI ``POST /v1/completions`` (``/completions`` is llama-server's native route)."""
 
 from __future__ import annotations
 
@@ -39,10 +39,9 @@ def _logprobs_option(body: dict[str, Any]) -> int:
 
 def register(app: Klein, ctx: ApiContext) -> None:
     @app.route("/v1/completions", methods=["POST"])
-    @app.route("/completions", methods=["POST"])
     @handler
     async def completions(request: Request) -> Any:
-        loaded = ctx.require_ready()
+        loaded = ctx.require_generation()
         body = read_json(request)
         refuse_unsupported(body, ("best_of", "suffix"))
         echo = body.get("echo", False)

@@ -1,0 +1,198 @@
+# -*- test-case-name: tests.test_embeddings -*-
+"""Embeddings: native ``/embedding`` and ``/embeddings``, OpenAI ``/v1/embeddings``,
+and reranking (``/rerank``, ``/reranking``, ``/v1/rerank``, ``/v1/reranking``)."""
+
+from __future__ import annotations
+
+import base64
+import math
+import struct
+from collections.abc import Sequence
+from typing import Any
+
+from klein import Klein
+from twisted.internet.defer import CancelledError, Deferred, gatherResults
+from twisted.web.server import Request
+
+from llamatwist.api.errors import InvalidRequest, NotSupported, from_result
+from llamatwist.api.http import ApiContext, handler, read_json, send_json
+from llamatwist.api.params import Prompt, parse_prompts
+from llamatwist.api.pipeline import tokenize_prompts
+from llamatwist.api.streaming import on_disconnect
+from llamatwist.runtime.scheduler import LoadedModel
+from llamatwist.runtime.task import CompletionTask, EmbeddingResult, ErrorResult, GenerationParams, Result
+
+__all__ = ["normalize", "register"]
+
+POOLING_NONE = 0
+POOLING_RANK = 4
+
+
+def normalize(vec: Sequence[float], mode: int) -> list[float]:
+    """llama.cpp's embd_normalize: -1 none, 0 max-abs (int16 range), 2 L2, p > 2 p-norm."""
+    if mode == -1:
+        norm = 1.0
+    elif mode == 0:
+        norm = max((abs(x) for x in vec), default=0.0) / 32760.0
+    elif mode == 2:
+        norm = math.sqrt(sum(x * x for x in vec))
+    else:
+        norm = sum(abs(x) ** mode for x in vec) ** (1.0 / mode) if mode > 0 else 0.0
+    scale = 1.0 / norm if norm > 0 else 0.0
+    return [x * scale for x in vec]
+
+
+def _embed_all(ctx: ApiContext, request: Request, prompts: list[list[int]]) -> Deferred[list[EmbeddingResult]]:
+    tasks: list[CompletionTask] = []
+    waits: list[Deferred[EmbeddingResult]] = []
+    for tokens in prompts:
+        d: Deferred[EmbeddingResult] = Deferred()
+
+        def sink(result: Result, d: Deferred[EmbeddingResult] = d) -> None:
+            if d.called:
+                return
+            if isinstance(result, EmbeddingResult):
+                d.callback(result)
+            elif isinstance(result, ErrorResult):
+                d.errback(from_result(result.code, result.message, result.type, result.extra))
+
+        tasks.append(CompletionTask(tokens, GenerationParams(cache_prompt=False), sink, embed=True))
+        waits.append(d)
+
+    def cancel_all() -> None:
+        for t in tasks:
+            ctx.engine.cancel(t.id)
+        for d in waits:
+            if not d.called:
+                d.cancel()
+
+    on_disconnect(request, cancel_all)
+    for t in tasks:
+        ctx.engine.submit(t)
+    return gatherResults(waits, consumeErrors=True).addErrback(
+        lambda f: f.value.subFailure if hasattr(f.value, "subFailure") else f
+    )
+
+
+def _embd_normalize(body: dict[str, Any]) -> int:
+    v = body.get("embd_normalize", 2)
+    if isinstance(v, bool) or not isinstance(v, int) or v < -1:
+        raise InvalidRequest("'embd_normalize' must be an integer >= -1")
+    return v
+
+
+def _inputs(body: dict[str, Any]) -> tuple[list[Prompt], bool]:
+    """The inputs, and whether the request is OpenAI-shaped (``input``) or native (``content``)."""
+    if body.get("input") is not None:
+        return parse_prompts(body, "input"), True
+    if body.get("content") is not None:
+        return parse_prompts(body, "content"), False
+    raise InvalidRequest('"input" or "content" must be provided')
+
+
+def register(app: Klein, ctx: ApiContext) -> None:
+    def require_embeddings() -> LoadedModel:
+        if not ctx.config.embeddings or ctx.config.reranking:
+            raise NotSupported("This server does not support embeddings. Start it with `--embeddings`")
+        return ctx.require_ready()
+
+    async def embed(request: Request, oai_route: bool) -> Any:
+        loaded = require_embeddings()
+        body = read_json(request)
+        prompts, oai_shape = _inputs(body)
+        oai = oai_route and oai_shape
+        if oai and loaded.pooling == POOLING_NONE:
+            raise InvalidRequest("Pooling type 'none' is not OAI compatible. Please use a different pooling type")
+        fmt = body.get("encoding_format", "float")
+        if fmt not in ("float", "base64"):
+            raise InvalidRequest("The format to return the embeddings in. Can be either float or base64")
+        mode = _embd_normalize(body)
+        tokens = await tokenize_prompts(ctx, loaded, prompts)
+        try:
+            results = await _embed_all(ctx, request, tokens)
+        except CancelledError:
+            return b""
+        pooled = loaded.pooling != POOLING_NONE
+        vectors = [[normalize(v, mode) for v in r.vectors] if pooled else r.vectors for r in results]
+        if not oai:
+            return send_json(request, [{"index": i, "embedding": v} for i, v in enumerate(vectors)])
+        data = []
+        for i, v in enumerate(vectors):
+            item: dict[str, Any] = {"index": i, "object": "embedding"}
+            if fmt == "base64":
+                item["embedding"] = base64.b64encode(struct.pack(f"<{len(v[0])}f", *v[0])).decode()
+                item["encoding_format"] = "base64"
+            else:
+                item["embedding"] = v[0]
+            data.append(item)
+        n = sum(r.n_tokens for r in results)
+        return send_json(request, {
+            "model": body.get("model") or ctx.model_alias,
+            "object": "list",
+            "usage": {"prompt_tokens": n, "total_tokens": n},
+            "data": data,
+        })
+
+    @app.route("/embedding", methods=["POST"])
+    @app.route("/embeddings", methods=["POST"])
+    @handler
+    async def native_embeddings(request: Request) -> Any:
+        return await embed(request, oai_route=False)
+
+    @app.route("/v1/embeddings", methods=["POST"])
+    @handler
+    async def oai_embeddings(request: Request) -> Any:
+        return await embed(request, oai_route=True)
+
+    @app.route("/rerank", methods=["POST"])
+    @app.route("/reranking", methods=["POST"])
+    @app.route("/v1/rerank", methods=["POST"])
+    @app.route("/v1/reranking", methods=["POST"])
+    @handler
+    async def rerank(request: Request) -> Any:
+        if not ctx.config.reranking:
+            raise NotSupported("This server does not support reranking. Start it with `--reranking`")
+        loaded = ctx.require_ready()
+        body = read_json(request)
+        query = body.get("query")
+        if query is None:
+            raise InvalidRequest('"query" must be provided')
+        if not isinstance(query, str):
+            raise InvalidRequest('"query" must be a string')
+        tei = "texts" in body
+        docs = body.get("documents", body.get("texts"))
+        if not isinstance(docs, list) or not docs or not all(isinstance(d, str) for d in docs):
+            raise InvalidRequest('"documents" must be a non-empty string array')
+        top_n = body.get("top_n", len(docs))
+        if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 0:
+            raise InvalidRequest("'top_n' must be a non-negative integer")
+        return_text = body.get("return_text", False)
+        if not isinstance(return_text, bool):
+            raise InvalidRequest("'return_text' must be a boolean")
+        prompts = [await ctx.engine.rerank_prompt(query, d) for d in docs]
+        for p in prompts:
+            if len(p) > loaded.n_ubatch:
+                raise InvalidRequest(
+                    f"input ({len(p)} tokens) is too large to process. increase the physical batch size"
+                )
+        try:
+            results = await _embed_all(ctx, request, prompts)
+        except CancelledError:
+            return b""
+        label = "score" if tei else "relevance_score"
+        order = sorted(range(len(results)), key=lambda i: results[i].vectors[0][0], reverse=True)[:top_n]
+        ranked: list[dict[str, Any]] = []
+        for i in order:
+            entry: dict[str, Any] = {"index": i, label: results[i].vectors[0][0]}
+            if return_text:
+                entry["text"] = docs[i]
+            ranked.append(entry)
+        if tei:
+            return send_json(request, ranked)
+        n = sum(r.n_tokens for r in results)
+        return send_json(request, {
+            "model": body.get("model") or ctx.model_alias,
+            "object": "list",
+            "usage": {"prompt_tokens": n, "total_tokens": n},
+            "results": ranked,
+        })
