@@ -10,7 +10,7 @@ from twisted.web.server import Request
 from werkzeug.exceptions import MethodNotAllowed as WzMethodNotAllowed
 from werkzeug.exceptions import NotFound as WzNotFound
 
-from llamatwist.api import completion, embeddings, info, tokens
+from llamatwist.api import completion, embeddings, infill, info, tokens
 from llamatwist.api.errors import MethodNotAllowed, NotFound
 from llamatwist.api.http import ApiContext, send_error
 from llamatwist.api.openai import completions as oai_completions
@@ -20,7 +20,7 @@ __all__ = ["build_app"]
 
 def build_app(ctx: ApiContext) -> Klein:
     app = Klein()
-    for module in (info, completion, tokens, oai_completions, embeddings):
+    for module in (info, completion, infill, tokens, oai_completions, embeddings):
         module.register(app, ctx)
 
     @app.handle_errors(WzNotFound)

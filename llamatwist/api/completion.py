@@ -22,7 +22,7 @@ from llamatwist.runtime.task import (
     TokenProbs,
 )
 
-__all__ = ["generation_settings", "probs_json", "register"]
+__all__ = ["final_json_fields", "generation_settings", "partial_json", "probs_json", "register"]
 
 FLOAT_LOWEST = -3.4028234663852886e38  # llama-server's log(0) stand-in (JSON has no -inf)
 
@@ -80,31 +80,50 @@ def probs_json(probs: Sequence[TokenProbs]) -> list[dict[str, Any]]:
     ]
 
 
-def register(app: Klein, ctx: ApiContext) -> None:
-    def final_json(r: FinalResult, index: int, params: GenerationParams, prompt_text: str | None) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "index": index,
-            "content": r.content,
-            "tokens": r.tokens,
-            "id_slot": r.id_slot,
-            "stop": True,
-            "model": ctx.model_alias,
-            "tokens_predicted": r.n_decoded,
-            "tokens_evaluated": r.n_prompt_tokens,
-            "generation_settings": generation_settings(params, r.seed),
-            "has_new_line": "\n" in r.content,
-            "truncated": r.truncated,
-            "stop_type": r.stop_type,
-            "stopping_word": r.stopping_word,
-            "tokens_cached": r.n_prompt_tokens + r.n_decoded,
-            "timings": r.timings.to_json(),
-        }
-        if prompt_text is not None:
-            out["prompt"] = prompt_text
-        if not params.stream and r.probs:
-            out["completion_probabilities"] = probs_json(r.probs)
-        return out
+def final_json_fields(
+    ctx: ApiContext, r: FinalResult, index: int, params: GenerationParams, prompt_text: str | None = None
+) -> dict[str, Any]:
+    """The final result of a native completion (also /infill)."""
+    out: dict[str, Any] = {
+        "index": index,
+        "content": r.content,
+        "tokens": r.tokens,
+        "id_slot": r.id_slot,
+        "stop": True,
+        "model": ctx.model_alias,
+        "tokens_predicted": r.n_decoded,
+        "tokens_evaluated": r.n_prompt_tokens,
+        "generation_settings": generation_settings(params, r.seed),
+        "has_new_line": "\n" in r.content,
+        "truncated": r.truncated,
+        "stop_type": r.stop_type,
+        "stopping_word": r.stopping_word,
+        "tokens_cached": r.n_prompt_tokens + r.n_decoded,
+        "timings": r.timings.to_json(),
+    }
+    if prompt_text is not None:
+        out["prompt"] = prompt_text
+    if not params.stream and r.probs:
+        out["completion_probabilities"] = probs_json(r.probs)
+    return out
 
+
+def partial_json(r: PartialResult, index: int, params: GenerationParams) -> dict[str, Any]:
+    chunk: dict[str, Any] = {
+        "index": index,
+        "content": r.content,
+        "tokens": r.tokens if params.return_tokens else [],
+        "stop": False,
+        "id_slot": r.id_slot,
+        "tokens_predicted": r.n_decoded,
+        "tokens_evaluated": r.n_prompt_tokens,
+    }
+    if r.probs:
+        chunk["completion_probabilities"] = probs_json(r.probs)
+    return chunk
+
+
+def register(app: Klein, ctx: ApiContext) -> None:
     @app.route("/completion", methods=["POST"])
     @app.route("/completions", methods=["POST"])
     @handler
@@ -120,28 +139,17 @@ def register(app: Klein, ctx: ApiContext) -> None:
         except CancelledError:
             return b""
         texts = [await ctx.engine.detokenize(p) for p in prompts]
-        body = [final_json(r, i, params, texts[i]) for i, r in enumerate(results)]
+        body = [final_json_fields(ctx, r, i, params, texts[i]) for i, r in enumerate(results)]
         return send_json(request, body[0] if len(body) == 1 else body)
 
     async def _stream(request: Request, prompts: list[list[int]], params: GenerationParams) -> bytes:
         sse = SSEStream(request)
 
         def partial(index: int, r: PartialResult) -> None:
-            chunk: dict[str, Any] = {
-                "index": index,
-                "content": r.content,
-                "tokens": r.tokens if params.return_tokens else [],
-                "stop": False,
-                "id_slot": r.id_slot,
-                "tokens_predicted": r.n_decoded,
-                "tokens_evaluated": r.n_prompt_tokens,
-            }
-            if r.probs:
-                chunk["completion_probabilities"] = probs_json(r.probs)
-            sse.send(chunk)
+            sse.send(partial_json(r, index, params))
 
         def final(index: int, r: FinalResult) -> None:
-            sse.send(final_json(r, index, params, None))
+            sse.send(final_json_fields(ctx, r, index, params))
 
         try:
             await run_tasks(ctx, request, prompts, params, on_partial=partial, on_final=final)

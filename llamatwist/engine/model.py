@@ -19,7 +19,7 @@ from llamatwist.native.binding import (
     remove_log_listener,
 )
 
-__all__ = ["LoraAdapter", "Model", "ModelInfo", "Vocab"]
+__all__ = ["FimTokens", "LoraAdapter", "Model", "ModelInfo", "Vocab"]
 
 GGUF_MAGIC = b"GGUF"
 
@@ -173,6 +173,24 @@ def _load_failure_message(path: str, errors: Sequence[str]) -> str:
     return f"failed to load model {path}" + (f": {detail}" if detail else "")
 
 
+@dataclass(frozen=True)
+class FimTokens:
+    """Fill-in-the-middle token ids (-1 when the model lacks one)."""
+
+    pre: int
+    suf: int
+    mid: int
+    rep: int
+    sep: int
+    bos: int
+    add_bos: bool
+
+    def missing(self) -> str:
+        parts = [f"{name} token is missing. " for name, t in
+                 (("prefix", self.pre), ("suffix", self.suf), ("middle", self.mid)) if t < 0]
+        return "".join(parts)
+
+
 class LoraAdapter:
     """A LoRA adapter bound to its model (applied per context with a scale)."""
 
@@ -248,6 +266,9 @@ class Vocab:
             buf = ffi.new("char[]", cap)
             n = lib.llama_detokenize(self._ptr, arr, len(tokens), buf, cap, remove_special, unparse_special)
         return ffi.unpack(buf, n).decode("utf-8", "replace")
+
+    def fim(self) -> FimTokens:
+        return FimTokens(self.fim_pre, self.fim_suf, self.fim_mid, self.fim_rep, self.fim_sep, self.bos, self.add_bos)
 
     def is_eog(self, token: int) -> bool:
         return bool(lib.llama_vocab_is_eog(self._ptr, token))

@@ -10,13 +10,13 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.application.service import Service
 from twisted.internet import threads
 from twisted.internet.defer import Deferred
 
-from llamatwist.engine.model import Model
+from llamatwist.engine.model import FimTokens, Model
 from llamatwist.runtime.scheduler import DecodeLoop, EngineSpec, LoadedModel, Metrics
 from llamatwist.runtime.slot import SlotInfo
 from llamatwist.runtime.task import CompletionTask, Result
@@ -26,6 +26,7 @@ __all__ = ["EngineService", "EngineState"]
 log = logging.getLogger(__name__)
 
 PromptPart = str | int
+T = TypeVar("T")
 
 
 class EngineState(enum.Enum):
@@ -114,6 +115,17 @@ class EngineService(Service):
         return threads.deferToThreadPool(
             self._reactor, self._reactor.getThreadPool(), rerank_tokens, self.model, query, document,
         )
+
+    def vocab_call(self, fn: Callable[[Callable[[str], list[int]]], T]) -> Deferred[T]:
+        """Run ``fn(tokenize)`` in the thread pool; ``tokenize`` takes text
+        without special tokens (for prompt assembly such as FIM)."""
+        vocab = self.model.vocab
+        return threads.deferToThreadPool(
+            self._reactor, self._reactor.getThreadPool(), fn, lambda text: vocab.tokenize(text, False, False),
+        )
+
+    def fim_tokens(self) -> FimTokens:
+        return self.model.vocab.fim()
 
     def token_piece(self, token: int) -> bytes:
         return self.model.vocab.token_to_piece(token, special=True)
