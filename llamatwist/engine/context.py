@@ -1,6 +1,31 @@
 # -*- test-case-name: tests.test_engine -*-
-"""A ``llama_context``: KV memory, decode, logits. Not thread-safe by design:
-exactly one thread (the decode thread) may use a Context."""
+"""A ``llama_context``: KV memory, decode, logits, embeddings. Not thread-safe by
+design: exactly one thread (the decode thread) may use a Context.
+
+Embeddings (``ContextParams(embeddings=True)``):
+
+* every token of a batch is an output (libllama ignores the per-token output
+  flag in embedding contexts), so :meth:`Context.embeddings_ith` accepts any
+  batch index when :attr:`Context.pooling_type` is ``POOLING_NONE``;
+* with pooling (mean/cls/last/rank) read one vector per sequence with
+  :meth:`Context.embeddings_seq`; for ``POOLING_RANK`` it holds the
+  ``n_cls_out`` classifier scores (llama-server's rerank score is element 0).
+  Vectors are returned raw: llama-server L2-normalizes pooled vectors itself;
+* encoder-only models (BERT & co.) get no KV memory (:attr:`Context.has_memory`
+  is False). ``decode`` works for them too (libllama forwards to
+  ``llama_encode``), so :meth:`Context.encode` is never needed for them; but
+  the whole batch is processed as one micro-batch: ``batch.n_tokens`` must
+  not exceed ``n_ubatch``, else libllama aborts the process, so
+  :meth:`Context.decode` / :meth:`Context.encode` raise DecodeError first
+  (likewise for batches over ``n_batch``, which abort any decode). Every
+  decode of such a context starts from scratch (nothing is cached): give
+  each sequence its whole input, at positions 0..n-1.
+* for pooled embeddings from a causal model (e.g. mean pooling over a
+  decoder), a sequence must also fit in one micro-batch and one call, and
+  should start from an empty KV sequence: pooling only sees the tokens of
+  the micro-batch. llama-server enforces ``n_batch == n_ubatch`` whenever
+  embeddings are on, so one decode call is one micro-batch.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +42,41 @@ from llamatwist.engine.errors import ContextError, DecodeError
 from llamatwist.engine.model import LoraAdapter, Model
 from llamatwist.native.binding import add_log_listener, ffi, lib, remove_log_listener
 
-__all__ = ["Context", "ContextParams", "PerfData"]
+__all__ = [
+    "ATTENTION_CAUSAL",
+    "ATTENTION_NON_CAUSAL",
+    "ATTENTION_UNSPECIFIED",
+    "POOLING_CLS",
+    "POOLING_LAST",
+    "POOLING_MEAN",
+    "POOLING_NAMES",
+    "POOLING_NONE",
+    "POOLING_RANK",
+    "POOLING_UNSPECIFIED",
+    "Context",
+    "ContextParams",
+    "PerfData",
+]
+
+# enum llama_pooling_type / llama_attention_type (values from the compiled headers)
+POOLING_UNSPECIFIED: int = int(lib.LLAMA_POOLING_TYPE_UNSPECIFIED)  # -1: the model's default
+POOLING_NONE: int = int(lib.LLAMA_POOLING_TYPE_NONE)
+POOLING_MEAN: int = int(lib.LLAMA_POOLING_TYPE_MEAN)
+POOLING_CLS: int = int(lib.LLAMA_POOLING_TYPE_CLS)
+POOLING_LAST: int = int(lib.LLAMA_POOLING_TYPE_LAST)
+POOLING_RANK: int = int(lib.LLAMA_POOLING_TYPE_RANK)
+ATTENTION_UNSPECIFIED: int = int(lib.LLAMA_ATTENTION_TYPE_UNSPECIFIED)  # -1: the model's default
+ATTENTION_CAUSAL: int = int(lib.LLAMA_ATTENTION_TYPE_CAUSAL)
+ATTENTION_NON_CAUSAL: int = int(lib.LLAMA_ATTENTION_TYPE_NON_CAUSAL)
+
+#: llama-server's ``--pooling`` names.
+POOLING_NAMES: dict[str, int] = {
+    "none": POOLING_NONE,
+    "mean": POOLING_MEAN,
+    "cls": POOLING_CLS,
+    "last": POOLING_LAST,
+    "rank": POOLING_RANK,
+}
 
 
 @dataclass(frozen=True)
@@ -30,6 +89,8 @@ class ContextParams:
     n_threads_batch: int = 4
     kv_unified: bool = True
     embeddings: bool = False
+    pooling: int = -1  # LLAMA_POOLING_TYPE_*; -1 = the model's default (NONE when it has none)
+    attention: int = -1  # LLAMA_ATTENTION_TYPE_*; -1 = the model's default
 
 
 @dataclass(frozen=True)
@@ -59,6 +120,8 @@ class Context:
         p.n_threads_batch = params.n_threads_batch
         p.kv_unified = params.kv_unified
         p.embeddings = params.embeddings
+        p.pooling_type = params.pooling
+        p.attention_type = params.attention
         p.no_perf = False
         errors: list[str] = []
 
@@ -87,6 +150,14 @@ class Context:
         self.n_ubatch: int = lib.llama_n_ubatch(ptr)
         self.n_seq_max: int = lib.llama_n_seq_max(ptr)
         self.n_vocab: int = model.vocab.n_tokens
+        self.n_embd: int = lib.llama_model_n_embd(model.ptr)
+        self.n_cls_out: int = lib.llama_model_n_cls_out(model.ptr)
+        #: the effective LLAMA_POOLING_TYPE_* (the model's default resolved)
+        self.pooling_type: int = int(lib.llama_pooling_type(ptr))
+        self.embeddings: bool = params.embeddings
+        #: False for encoder-only models (BERT): no KV cache, one micro-batch per call
+        self.has_memory: bool = self._mem != ffi.NULL
+        self._attention = params.attention
 
     @property
     def ptr(self) -> Any:
@@ -98,10 +169,50 @@ class Context:
             self._ptr = None
 
     def decode(self, batch: Batch) -> None:
-        """Run the model over ``batch`` (cffi releases the GIL during the call)."""
+        """Run the model over ``batch`` (cffi releases the GIL during the call).
+
+        Works for every model, encoder-only embedding models included: libllama
+        forwards a decode on a context without KV memory to ``llama_encode``.
+        """
+        self._check_batch(batch)
         rc = lib.llama_decode(self._ptr, batch.native)
         if rc != 0:
             raise DecodeError(rc, _DECODE_ERRORS.get(rc, f"llama_decode failed ({rc})"))
+
+    def encode(self, batch: Batch) -> None:
+        """Run the encoder over ``batch`` (non-causal, all tokens output, no KV memory).
+
+        Only needed for encoder-decoder models (T5), which must encode before
+        decoding; for BERT-like embedding models :meth:`decode` is equivalent.
+        """
+        self._check_batch(batch)
+        if batch.n_tokens > self.n_ubatch:
+            # llama_encode asserts (aborts the process) when the batch does not fit one micro-batch
+            raise DecodeError(-1, self._too_large(batch.n_tokens))
+        rc = lib.llama_encode(self._ptr, batch.native)
+        if rc != 0:
+            raise DecodeError(rc, _DECODE_ERRORS.get(rc, f"llama_encode failed ({rc})"))
+
+    def _check_batch(self, batch: Batch) -> None:
+        # libllama asserts (aborts the process) on these instead of returning an error
+        n = batch.n_tokens
+        if n == 0:
+            raise DecodeError(-1, "empty batch")
+        if n > self.n_batch:
+            raise DecodeError(-1, f"batch of {n} tokens exceeds n_batch ({self.n_batch})")
+        if n > self.n_ubatch and not self._causal_attn():
+            # non-causal attention (encoders, or --attention non-causal) needs the batch in one micro-batch
+            raise DecodeError(-1, self._too_large(n))
+
+    def _causal_attn(self) -> bool:
+        if not self.has_memory or self._attention == ATTENTION_NON_CAUSAL:
+            return False
+        get = getattr(lib, "llama_get_causal_attn", None)  # used once declared in the cdef
+        return True if get is None else bool(get(self._ptr))
+
+    def _too_large(self, n_tokens: int) -> str:
+        return (f"input ({n_tokens} tokens) is too large to process. increase the physical batch size "
+                f"(current batch size: {self.n_ubatch})")
 
     def logits(self, idx: int) -> npt.NDArray[np.float32]:
         """Logits of batch output ``idx`` (a copy: the buffer is reused next decode)."""
@@ -109,6 +220,38 @@ class Context:
         if ptr == ffi.NULL:
             raise IndexError(f"no logits for batch index {idx}")
         return np.frombuffer(ffi.buffer(ptr, self.n_vocab * 4), dtype=np.float32).copy()
+
+    # -- embeddings -----------------------------------------------------
+    def embeddings_seq(self, seq_id: int) -> npt.NDArray[np.float32]:
+        """Pooled output of sequence ``seq_id`` from the last decode (a copy).
+
+        ``n_embd`` floats for mean/cls/last pooling, ``n_cls_out`` scores for
+        rank pooling; unnormalized. Raises LookupError when there is none
+        (pooling NONE, not an embedding context, or the sequence was not in
+        the last batch).
+        """
+        if self.pooling_type == POOLING_NONE:
+            raise LookupError("pooled embeddings need a pooling type other than none")
+        ptr = lib.llama_get_embeddings_seq(self._ptr, seq_id)
+        if ptr == ffi.NULL:
+            raise LookupError(f"no pooled embeddings for sequence {seq_id}")
+        n = self.n_cls_out if self.pooling_type == POOLING_RANK else self.n_embd
+        return np.frombuffer(ffi.buffer(ptr, n * 4), dtype=np.float32).copy()
+
+    def embeddings_ith(self, i: int) -> npt.NDArray[np.float32]:
+        """Per-token embedding (last hidden state, ``n_embd`` floats) of batch index ``i`` (a copy).
+
+        Meant for pooling NONE; negative ``i`` counts from the last output.
+        """
+        ptr = lib.llama_get_embeddings_ith(self._ptr, i)
+        if ptr == ffi.NULL:
+            raise IndexError(f"no embeddings for batch index {i}")
+        return np.frombuffer(ffi.buffer(ptr, self.n_embd * 4), dtype=np.float32).copy()
+
+    def set_embeddings(self, on: bool) -> None:
+        """Switch embedding output on/off for the next decodes (pooling stays as created)."""
+        lib.llama_set_embeddings(self._ptr, on)
+        self.embeddings = on
 
     # -- KV memory ------------------------------------------------------
     def seq_rm(self, seq_id: int, p0: int = -1, p1: int = -1) -> bool:

