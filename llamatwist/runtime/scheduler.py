@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from llamatwist.engine.batch import Batch
-from llamatwist.engine.context import Context, ContextParams
-from llamatwist.engine.errors import DecodeError, EngineError
+from llamatwist.engine.context import POOLING_NONE, Context, ContextParams
+from llamatwist.engine.errors import DecodeError, EngineError, ModelLoadError
 from llamatwist.engine.model import Model, ModelInfo
 from llamatwist.engine.sampling import Sampler
 from llamatwist.runtime.slot import Slot, SlotInfo, SlotState, common_prefix
@@ -43,8 +43,6 @@ __all__ = ["DecodeLoop", "EngineSpec", "LoadedModel", "Metrics"]
 
 log = logging.getLogger(__name__)
 
-LLAMA_POOLING_NONE = 0  # enum llama_pooling_type
-
 Sink = Callable[[Result], None]
 # Hands a step's results to the reactor in one go (one wake-up per step).
 Deliver = Callable[[list[tuple[Sink, Result]]], None]
@@ -59,6 +57,7 @@ class EngineSpec:
     cont_batching: bool = True
     n_predict: int = -1  # server-wide cap (-n); -1 = none
     warmup: bool = True
+    reranking: bool = False
 
 
 @dataclass(frozen=True)
@@ -161,6 +160,10 @@ class DecodeLoop:
         spec = self.spec
         model = Model(spec.model_path, n_gpu_layers=spec.n_gpu_layers)
         self.model = model
+        if spec.reranking and not _has_rank_head(model):
+            raise ModelLoadError(
+                f"--reranking needs a reranking model (with a classification head); {spec.model_path} has none"
+            )
         ctx = Context(model, spec.context)
         self._ctx = ctx
         n_ctx_slot = ctx.n_ctx_seq if spec.context.kv_unified else ctx.n_ctx // max(spec.n_slots, 1)
@@ -359,7 +362,7 @@ class DecodeLoop:
         task = slot.task
         assert task is not None
         n = len(task.prompt)
-        if ctx.pooling_type == LLAMA_POOLING_NONE:
+        if ctx.pooling_type == POOLING_NONE:
             first = slot.i_batch - n + 1
             vectors = [ctx.embeddings_ith(i).tolist() for i in range(first, slot.i_batch + 1)]
         else:
@@ -505,6 +508,13 @@ class DecodeLoop:
         self.slot_infos = tuple(s.info() for s in self._slots)
         self.metrics.requests_processing = sum(1 for s in self._slots if s.busy)
         self.metrics.requests_deferred = len(self._waiting)
+
+
+def _has_rank_head(model: Model) -> bool:
+    # libllama cannot tell (n_cls_out defaults to 1); GGUF rerankers declare rank pooling.
+    meta = model.metadata()
+    arch = meta.get("general.architecture", "")
+    return meta.get(f"{arch}.pooling_type") == "4"
 
 
 def _full_text(slot: Slot) -> str:
