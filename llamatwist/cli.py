@@ -37,7 +37,10 @@ __all__ = [
     "build_parser",
     "fatal_errors",
     "main",
+    "parse_api_key_file",
     "parse_config",
+    "parse_csv_row",
+    "read_api_key_file",
     "report_error",
     "resolve_model",
     "run_service",
@@ -196,6 +199,94 @@ def _alias(text: str) -> str:
     return ",".join(aliases)
 
 
+def parse_csv_row(text: str) -> list[str]:
+    """llama.cpp's parse_csv_row: split on commas outside double quotes.
+
+    A field that starts with a quote runs to the closing quote (``""`` is a
+    literal quote inside it); nothing is trimmed, empty fields are kept.
+    """
+    fields: list[str] = []
+    current: list[str] = []
+    in_quotes = False
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == '"':
+            if not in_quotes:
+                if current:
+                    current.append('"')  # a quote inside an unquoted field is literal
+                else:
+                    in_quotes = True
+            elif text[i + 1 : i + 2] == '"':
+                current.append('"')
+                i += 1
+            else:
+                in_quotes = False
+        elif ch == "," and not in_quotes:
+            fields.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+        i += 1
+    fields.append("".join(current))
+    return fields
+
+
+def _api_keys(text: str) -> tuple[str, ...]:
+    return tuple(key for key in parse_csv_row(text) if key)  # empty keys are skipped
+
+
+def parse_api_key_file(text: str) -> tuple[str, ...]:
+    """The keys of an --api-key-file: one per line; empty lines and lines
+    starting with '#' are skipped, as llama-server does. The only difference:
+    a CRLF line ending is not taken as part of the key."""
+    lines = (line.removesuffix("\r") for line in text.split("\n"))
+    return tuple(line for line in lines if line and not line.startswith("#"))
+
+
+def read_api_key_file(path: str) -> tuple[str, ...]:
+    """The keys in `path`; ConfigError (exit status 1) when it cannot be read
+    or holds no key (which would otherwise silently disable authentication)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"failed to open file '{path}': {exc.strerror or exc}", 1) from None
+    try:
+        keys = parse_api_key_file(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"API key file '{path}' is not valid UTF-8", 1) from None
+    if not keys:
+        raise ConfigError(f"API key file '{path}' contains no API key", 1)
+    return keys
+
+
+def _api_prefix(text: str) -> str:
+    """The path prefix with one leading slash and no trailing one ("" = none)."""
+    prefix = text.strip().strip("/")
+    if any(c in prefix for c in "?#") or any(c.isspace() for c in prefix):
+        raise ValueError(f"must be a URL path, got {text!r}")
+    return "/" + prefix if prefix else ""
+
+
+POOLING_TYPES: Final = ("none", "mean", "cls", "last", "rank")
+
+
+def _pooling(text: str) -> str:
+    if text not in POOLING_TYPES:
+        raise ValueError(f"must be one of {', '.join(POOLING_TYPES)}, got {text!r}")
+    return text
+
+
+def _json_object(text: str) -> dict[str, object]:
+    try:
+        value = json.loads(text)
+    except ValueError as err:
+        raise ValueError(f"must be a valid JSON object string: {err}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"must be a JSON object, got {type(value).__name__}")  # noqa: TRY004  # argparse reports ValueError
+    return value
+
+
 _TRUTHY: Final = frozenset({"on", "enabled", "true", "1"})
 _FALSEY: Final = frozenset({"off", "disabled", "false", "0"})
 
@@ -234,6 +325,8 @@ class Flag(NamedTuple):
 G_MODEL: Final = "model"
 G_SERVER: Final = "server"
 G_COMPUTE: Final = "context, batching and compute"
+G_HTTP: Final = "HTTP: security, CORS and limits"
+G_CHAT: Final = "chat and prompt templates"
 G_SAMPLING: Final = "sampling (defaults for each request)"
 G_LOG: Final = "logging"
 
@@ -259,6 +352,86 @@ FLAGS: Final[tuple[Flag, ...]] = (
          "LLAMA_ARG_ENDPOINT_METRICS"),
     Flag(("--slots",), "slots", G_SERVER, "expose slots monitoring endpoint",
          "LLAMA_ARG_ENDPOINT_SLOTS", neg=("--no-slots",)),
+    Flag(("--props",), "endpoint_props", G_SERVER,
+         "enable changing global properties via POST /props",
+         "LLAMA_ARG_ENDPOINT_PROPS"),
+    Flag(("--embedding", "--embeddings"), "embeddings", G_SERVER,
+         "restrict to only support embedding use case; use only with dedicated "
+         "embedding models", "LLAMA_ARG_EMBEDDINGS"),
+    Flag(("--rerank", "--reranking"), "reranking", G_SERVER,
+         "enable reranking endpoint on server (implies --embeddings and, unless "
+         "--pooling is given, --pooling rank)", "LLAMA_ARG_RERANKING"),
+    Flag(("--pooling",), "pooling", G_SERVER,
+         "pooling type for embeddings, use model default if unspecified",
+         "LLAMA_ARG_POOLING", _pooling, metavar="{none,mean,cls,last,rank}",
+         default="model default"),
+    # HTTP: security, CORS and limits
+    Flag(("--api-prefix",), "api_prefix", G_HTTP,
+         "prefix path the server serves from, without the trailing slash; "
+         "routes without it answer 404", "LLAMA_ARG_API_PREFIX", _api_prefix,
+         metavar="PREFIX", default="none"),
+    Flag(("--api-key",), "api_keys", G_HTTP,
+         "API key to use for authentication, multiple keys can be provided as "
+         "a comma-separated list; requests must send 'Authorization: Bearer KEY' "
+         "or 'X-Api-Key: KEY' (/health and /v1/health stay open)",
+         "LLAMA_API_KEY", _api_keys, metavar="KEY", default="none"),
+    Flag(("--api-key-file",), "api_key_file", G_HTTP,
+         "path to file containing API keys, one per line; lines starting with "
+         "a hash are treated as comments; merged with --api-key",
+         "LLAMA_ARG_API_KEY_FILE", _nonempty, metavar="FNAME", default="none"),
+    Flag(("--ssl-key-file",), "ssl_key_file", G_HTTP,
+         "path to file a PEM-encoded SSL private key (serves HTTPS together "
+         "with --ssl-cert-file)", "LLAMA_ARG_SSL_KEY_FILE", _nonempty,
+         metavar="FNAME", default="none"),
+    Flag(("--ssl-cert-file",), "ssl_cert_file", G_HTTP,
+         "path to file a PEM-encoded SSL certificate (and its chain)",
+         "LLAMA_ARG_SSL_CERT_FILE", _nonempty, metavar="FNAME", default="none"),
+    Flag(("-to", "--timeout"), "timeout", G_HTTP,
+         "server read/write timeout in seconds: an idle connection is closed "
+         "after it (<= 0 = never)", "LLAMA_ARG_TIMEOUT", _int),
+    Flag(("--threads-http",), "n_threads_http", G_HTTP,
+         "number of threads used for blocking work of HTTP requests, such as "
+         "tokenization (<= 0 = Twisted's default)", "LLAMA_ARG_THREADS_HTTP",
+         _threads, default="-1"),
+    Flag(("--cors-origins",), "cors_origins", G_HTTP,
+         "comma-separated list of allowed origins for CORS; if set to special "
+         "value 'localhost', reflect the Origin header only if it is localhost",
+         "LLAMA_ARG_CORS_ORIGINS", _nonempty, metavar="ORIGINS"),
+    Flag(("--cors-methods",), "cors_methods", G_HTTP,
+         "comma-separated list of allowed methods for CORS",
+         "LLAMA_ARG_CORS_METHODS", _nonempty, metavar="METHODS"),
+    Flag(("--cors-headers",), "cors_headers", G_HTTP,
+         "comma-separated list of allowed headers for CORS",
+         "LLAMA_ARG_CORS_HEADERS", _nonempty, metavar="HEADERS"),
+    Flag(("--cors-credentials",), "cors_credentials", G_HTTP,
+         "whether to allow credentials for CORS; if this is enabled and "
+         "--cors-origins is * (default), the Origin header is echoed back",
+         "LLAMA_ARG_CORS_CREDENTIALS", neg=("--no-cors-credentials",)),
+    # chat and prompt templates
+    Flag(("--jinja",), "jinja", G_CHAT,
+         "whether to use jinja template engine for chat", "LLAMA_ARG_JINJA",
+         neg=("--no-jinja",)),
+    Flag(("--chat-template",), "chat_template", G_CHAT,
+         "set custom jinja chat template, or the name of a built-in one",
+         "LLAMA_ARG_CHAT_TEMPLATE", _nonempty, metavar="JINJA_TEMPLATE",
+         default="template taken from model's metadata"),
+    Flag(("--chat-template-file",), "chat_template_file", G_CHAT,
+         "set custom jinja chat template file", "LLAMA_ARG_CHAT_TEMPLATE_FILE",
+         _nonempty, metavar="JINJA_TEMPLATE_FILE",
+         default="template taken from model's metadata"),
+    Flag(("--chat-template-kwargs",), "chat_template_kwargs", G_CHAT,
+         "sets additional params for the json template parser, must be a valid "
+         "json object string, e.g. '{\"key1\":\"value1\",\"key2\":\"value2\"}'",
+         "LLAMA_ARG_CHAT_TEMPLATE_KWARGS", _json_object, metavar="STRING",
+         default="none"),
+    Flag(("--prefill-assistant",), "prefill_assistant", G_CHAT,
+         "whether to prefill the assistant's response if the last message is "
+         "an assistant message; when off, a trailing assistant message is "
+         "treated as a full message and not prefilled",
+         "LLAMA_ARG_PREFILL_ASSISTANT", neg=("--no-prefill-assistant",)),
+    Flag(("--spm-infill",), "spm_infill", G_CHAT,
+         "use Suffix/Prefix/Middle pattern for infill (instead of "
+         "Prefix/Suffix/Middle) as some models prefer this"),
     # context, batching and compute
     Flag(("-c", "--ctx-size"), "n_ctx", G_COMPUTE,
          "size of the prompt context (0 = loaded from model)",
@@ -624,6 +797,16 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> ServerConfi
                 values[flag.field] = value
     if "model" in given:  # a preset (None) or -m given on the command line
         values["model"] = given["model"]
+
+    # --api-key and --api-key-file add up; the file is read now, as llama-server
+    # does while parsing, so an unreadable one stops the start-up (exit 1).
+    key_file = values.pop("api_key_file", None)
+    if key_file is not None:
+        values["api_keys"] = (*values.get("api_keys", ()), *read_api_key_file(key_file))
+    # --rerank is llama-server's --embeddings plus --pooling rank.
+    if values.get("reranking"):
+        values["embeddings"] = True
+        values.setdefault("pooling", "rank")
 
     # llama-server's -np default is auto (-1): 4 slots, unified KV cache forced
     # on. With an explicit count, the KV cache is unified only if asked for.

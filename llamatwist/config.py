@@ -49,12 +49,16 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     api_prefix: str = ""
-    api_keys: tuple[str, ...] = ()  # --api-key (comma-separated) and --api-key-file, merged
+    # --api-key (comma-separated) and --api-key-file, merged; kept out of repr() so logs never show them
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
     ssl_key_file: str | None = None
     ssl_cert_file: str | None = None
-    timeout: int = 600  # -to: seconds of read/write inactivity before a connection is closed
+    timeout: int = 3600  # -to: seconds of read/write inactivity before a connection is closed; <= 0 = never
     n_threads_http: int = -1  # -1 = Twisted's default thread pool size
-    cors_origins: str = "*"
+    cors_origins: str = "*"  # "*", "localhost" (reflect localhost origins only), or a comma-separated list
+    cors_methods: str = "GET, POST, DELETE, OPTIONS"
+    cors_headers: str = "*"
+    cors_credentials: bool = True  # with cors_origins "*", the request's Origin is echoed back
     # endpoints
     metrics: bool = False
     slots: bool = True

@@ -9,21 +9,25 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
-from twisted.application import internet
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
 from twisted.web.server import Site
 
 from llamatwist.api.app import build_app
 from llamatwist.api.http import ApiContext
+from llamatwist.api.security import SecureResource, SecurityPolicy, body_limited_request
 from llamatwist.config import ServerConfig
-from llamatwist.engine.context import ContextParams
+from llamatwist.engine.context import POOLING_NAMES, POOLING_RANK, ContextParams
 from llamatwist.errors import StartupError
 from llamatwist.runtime.scheduler import EngineSpec
-from llamatwist.runtime.service import EngineService
+from llamatwist.runtime.service import EngineService, EngineState
 
-__all__ = ["ServerService", "make_service"]
+if TYPE_CHECKING:
+    from twisted.internet.ssl import CertificateOptions
+
+__all__ = ["HTTPService", "ServerService", "make_service", "tls_options"]
 
 log = logging.getLogger("llamatwist")
 
@@ -52,25 +56,132 @@ def _check_model_file(path: str) -> None:
         raise StartupError(f"not a GGUF file: {path}")
 
 
+def _read(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise StartupError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+
+
+def tls_options(key_file: str, cert_file: str) -> CertificateOptions:
+    """TLS settings from PEM files, as --ssl-key-file/--ssl-cert-file give them.
+
+    The certificate file may hold a chain after the server's certificate. The
+    key must not be encrypted (there is no passphrase flag) and must match the
+    certificate; TLS 1.2 is the minimum. StartupError says what is wrong.
+    """
+    try:
+        from cryptography import x509
+        from cryptography.exceptions import UnsupportedAlgorithm
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+        from OpenSSL import SSL, crypto
+        from twisted.internet import ssl
+    except ImportError as exc:
+        raise StartupError(f"TLS needs pyOpenSSL (pip install 'twisted[tls]'): {exc}") from None
+
+    key_pem = _read(key_file, "SSL key file")
+    cert_pem = _read(cert_file, "SSL certificate file")
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except TypeError:
+        raise StartupError(f"SSL key file {key_file} is encrypted; give an unencrypted key") from None
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise StartupError(f"invalid PEM private key in SSL key file {key_file}: {exc}") from None
+    if not isinstance(
+        key,
+        (
+            rsa.RSAPrivateKey,
+            ec.EllipticCurvePrivateKey,
+            ed25519.Ed25519PrivateKey,
+            ed448.Ed448PrivateKey,
+            dsa.DSAPrivateKey,
+        ),
+    ):
+        raise StartupError(f"unsupported private key type in SSL key file {key_file}")
+    try:
+        certs = x509.load_pem_x509_certificates(cert_pem)
+    except ValueError as exc:
+        raise StartupError(f"invalid PEM certificate in SSL certificate file {cert_file}: {exc}") from None
+    public = serialization.PublicFormat.SubjectPublicKeyInfo
+    encoding = serialization.Encoding.DER
+    if key.public_key().public_bytes(encoding, public) != certs[0].public_key().public_bytes(encoding, public):
+        raise StartupError(f"SSL key file {key_file} does not match the certificate in {cert_file}")
+    try:
+        return ssl.CertificateOptions(
+            privateKey=crypto.PKey.from_cryptography_key(key),
+            certificate=crypto.X509.from_cryptography(certs[0]),
+            extraCertChain=[crypto.X509.from_cryptography(c) for c in certs[1:]],
+            raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
+        )
+    except (SSL.Error, crypto.Error, ValueError, TypeError) as exc:
+        raise StartupError(f"cannot use SSL key file {key_file} with {cert_file}: {exc}") from None
+
+
+class _Port(Protocol):
+    """What HTTPService uses of the IListeningPort that reactor.listen* returns."""
+
+    def getHost(self) -> Any: ...
+
+    def stopListening(self) -> Any: ...
+
+
+class HTTPService(Service):
+    """Listens with `listen` when started (bound early under twistd, by
+    privilegedStartService) and logs the address once the port is bound."""
+
+    def __init__(self, listen: Callable[[], _Port], scheme: str, host: str) -> None:
+        self._listen = listen
+        self._scheme = scheme
+        self._host = host
+        self.port: _Port | None = None
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()  # type: ignore[no-untyped-call]
+        self.port = self._listen()
+
+    def startService(self) -> None:
+        if self.port is None:
+            self.port = self._listen()  # CannotListenError propagates, the service not started
+        super().startService()  # type: ignore[no-untyped-call]
+        address = self.port.getHost()
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        log.info("llamatwist listening on %s://%s:%d", self._scheme, host, getattr(address, "port", 0))
+
+    def stopService(self) -> Any:
+        super().stopService()  # type: ignore[no-untyped-call]
+        port, self.port = self.port, None
+        return port.stopListening() if port is not None else None
+
+
 def engine_spec(config: ServerConfig, model_path: str) -> EngineSpec:
     n_threads = _threads(config.n_threads)
-    n_batch = config.n_batch
+    embeddings = config.embeddings or config.reranking
+    n_ubatch = min(config.n_ubatch, config.n_batch)
+    # Pooled embeddings need a whole input in one pass: llama-server also
+    # forces n_batch = n_ubatch when embeddings are on.
+    n_batch = n_ubatch if embeddings else config.n_batch
+    pooling = POOLING_NAMES[config.pooling] if config.pooling else (POOLING_RANK if config.reranking else -1)
     return EngineSpec(
         model_path=model_path,
         n_gpu_layers=config.n_gpu_layers,
         context=ContextParams(
             n_ctx=config.n_ctx,
             n_batch=n_batch,
-            n_ubatch=min(config.n_ubatch, n_batch),
+            n_ubatch=n_ubatch,
             n_seq_max=config.n_parallel,
             n_threads=n_threads,
             n_threads_batch=_threads(config.n_threads_batch) if config.n_threads_batch > 0 else n_threads,
             kv_unified=config.kv_unified,
+            embeddings=embeddings,
+            pooling=pooling,
         ),
         n_slots=config.n_parallel,
         cont_batching=config.cont_batching,
         n_predict=config.sampling.n_predict,
-        warmup=config.warmup,
+        warmup=config.warmup and not embeddings,
+        reranking=config.reranking,
     )
 
 
@@ -86,6 +197,14 @@ def make_service(config: ServerConfig, reactor: Any = None) -> ServerService:
         model_path = str(ensure_default_model())
     _check_model_file(model_path)
 
+    tls = None
+    if config.ssl_key_file or config.ssl_cert_file:
+        if not (config.ssl_key_file and config.ssl_cert_file):
+            raise StartupError("--ssl-key-file and --ssl-cert-file must be given together")
+        tls = tls_options(config.ssl_key_file, config.ssl_cert_file)
+    if config.n_threads_http > 0:
+        reactor.suggestThreadPoolSize(config.n_threads_http)
+
     top = ServerService()
 
     def on_failed(message: str) -> None:
@@ -97,10 +216,24 @@ def make_service(config: ServerConfig, reactor: Any = None) -> ServerService:
     engine = EngineService(engine_spec(config, model_path), reactor, on_failed)
     engine.setServiceParent(top)
     ctx = ApiContext(config=config, engine=engine, model_path=model_path)
-    site = Site(build_app(ctx).resource())
+    resource = SecureResource(
+        build_app(ctx).resource(),
+        SecurityPolicy.from_config(config),
+        is_ready=lambda: engine.state is EngineState.READY,
+    )
+    site = Site(
+        resource,
+        requestFactory=body_limited_request(),
+        timeout=config.timeout if config.timeout > 0 else None,
+    )
     site.displayTracebacks = False
-    http = internet.TCPServer(config.port, site, interface=config.host)
+
+    def listen() -> _Port:
+        if tls is None:
+            return reactor.listenTCP(config.port, site, interface=config.host)  # type: ignore[no-any-return]
+        return reactor.listenSSL(config.port, site, tls, interface=config.host)  # type: ignore[no-any-return]
+
+    http = HTTPService(listen, "http" if tls is None else "https", config.host)
     http.setName("http")
     http.setServiceParent(top)
-    log.info("llamatwist listening on http://%s:%d", config.host, config.port)
     return top

@@ -82,8 +82,22 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "sampling.presence_penalty": ("0.5", 0.5),
     "sampling.frequency_penalty": ("0.25", 0.25),
     "log_file": ("x.log", "x.log"),
+    "pooling": ("cls", "cls"),
+    "api_prefix": ("api/v1/", "/api/v1"),
+    "api_keys": ('k1,,"k,2"', ("k1", "k,2")),
+    "ssl_key_file": ("key.pem", "key.pem"),
+    "ssl_cert_file": ("cert.pem", "cert.pem"),
+    "timeout": ("30", 30),
+    "n_threads_http": ("8", 8),
+    "cors_origins": ("https://a.example", "https://a.example"),
+    "cors_methods": ("GET, POST", "GET, POST"),
+    "cors_headers": ("Authorization", "Authorization"),
+    "chat_template": ("chatml", "chatml"),
+    "chat_template_file": ("t.jinja", "t.jinja"),
+    "chat_template_kwargs": ('{"enable_thinking": false, "n": [1]}', {"enable_thinking": False, "n": [1]}),
 }
-VALUE_FLAGS = [f for f in FLAGS if f.convert is not None]
+# --api-key-file is read while parsing and feeds api_keys: tested on its own.
+VALUE_FLAGS = [f for f in FLAGS if f.convert is not None and f.field != "api_key_file"]
 ONOFF_FLAGS = [f for f in FLAGS if f.convert is None]
 
 
@@ -226,10 +240,10 @@ def test_unimplemented_flag_refused(name: str) -> None:
 
 
 def test_unimplemented_flag_value_is_not_a_stray_argument() -> None:
-    err = refused(["--api-key", "secret", "-np", "2"])
+    err = refused(["--cache-reuse", "256", "-np", "2"])
     assert (err.exit_code, err.message) == (
         1,
-        "flag --api-key is not implemented yet in llamatwist",
+        "flag --cache-reuse is not implemented yet in llamatwist",
     )
 
 
@@ -244,8 +258,8 @@ def test_unimplemented_env_var_refused(env: str) -> None:
 
 
 def test_unimplemented_env_var_details() -> None:
-    err = refused([], {"LLAMA_ARG_NO_JINJA": "1"})
-    assert err.message.startswith("flag --no-jinja is not implemented")
+    err = refused([], {"LLAMA_ARG_NO_CONTEXT_SHIFT": "1"})
+    assert err.message.startswith("flag --no-context-shift is not implemented")
     assert parse_config([], {"LLAMA_ARG_SWA_FULL": "0"})  # no effect in llama-server
     assert parse_config([], {"HF_TOKEN": "t"})  # shared with other tools
 
@@ -286,6 +300,11 @@ def test_unknown_flag_is_a_usage_error() -> None:
         (["--host", " "], "must not be empty"),
         (["-m", ""], "must not be empty"),
         (["--port"], "expected one argument"),
+        (["--pooling", "max"], "must be one of none, mean, cls, last, rank"),
+        (["--chat-template-kwargs", "{bad"], "must be a valid JSON object string"),
+        (["--chat-template-kwargs", "[1, 2]"], "must be a JSON object, got list"),
+        (["--api-prefix", "/a?b"], "must be a URL path"),
+        (["-to", "soon"], "expected an integer"),
     ],
 )
 def test_invalid_values(argv: list[str], needle: str) -> None:
@@ -304,6 +323,86 @@ def test_invalid_env_value() -> None:
     assert parse_config(["--port", "1"], {"LLAMA_ARG_PORT": "x"}).port == 1
 
 
+def test_http_and_chat_defaults_are_llama_servers() -> None:
+    config = parse_config([], {})
+    assert (config.api_keys, config.api_prefix) == ((), "")
+    assert (config.ssl_key_file, config.ssl_cert_file) == (None, None)
+    assert (config.timeout, config.n_threads_http) == (3600, -1)
+    assert (config.cors_origins, config.cors_methods, config.cors_headers) == ("*", "GET, POST, DELETE, OPTIONS", "*")
+    assert config.cors_credentials is True
+    assert (config.endpoint_props, config.embeddings, config.reranking, config.pooling) == (False, False, False, None)
+    assert (config.jinja, config.prefill_assistant, config.spm_infill) == (True, True, False)
+    assert (config.chat_template, config.chat_template_file, config.chat_template_kwargs) == (None, None, {})
+
+
+def test_parse_csv_row_is_llama_cpps() -> None:
+    assert cli.parse_csv_row("a,b") == ["a", "b"]
+    assert cli.parse_csv_row("") == [""]
+    assert cli.parse_csv_row(" a , b,") == [" a ", " b", ""]  # nothing trimmed
+    assert cli.parse_csv_row('"a,b",c') == ["a,b", "c"]
+    assert cli.parse_csv_row('"say ""hi""",x') == ['say "hi"', "x"]
+    assert cli.parse_csv_row('ab"c,d') == ['ab"c', "d"]  # a quote inside a field is literal
+
+
+def test_api_keys_from_flag_env_and_file(tmp_path: Path) -> None:
+    assert parse_config(["--api-key", "k1,k2"], {}).api_keys == ("k1", "k2")
+    assert parse_config(["--api-key", ",k1,,"], {}).api_keys == ("k1",)  # empty keys skipped
+    assert parse_config(["--api-key", ""], {}).api_keys == ()
+    assert parse_config([], {"LLAMA_API_KEY": "e1,e2"}).api_keys == ("e1", "e2")
+    assert parse_config(["--api-key", "k"], {"LLAMA_API_KEY": "e"}).api_keys == ("k",)
+
+    keys = tmp_path / "keys.txt"
+    keys.write_bytes(b"# a comment\nf1\n\n f2 \r\n#f3\nf4")
+    assert cli.parse_api_key_file(keys.read_text()) == ("f1", " f2 ", "f4")
+    assert parse_config(["--api-key-file", str(keys)], {}).api_keys == ("f1", " f2 ", "f4")
+    merged = parse_config(["--api-key-file", str(keys), "--api-key", "k1"], {})
+    assert merged.api_keys == ("k1", "f1", " f2 ", "f4")
+    from_env = parse_config([], {"LLAMA_ARG_API_KEY_FILE": str(keys), "LLAMA_API_KEY": "e"})
+    assert from_env.api_keys == ("e", "f1", " f2 ", "f4")
+
+
+def test_api_key_file_errors(tmp_path: Path) -> None:
+    err = refused(["--api-key-file", str(tmp_path / "missing")])
+    assert err.exit_code == 1
+    assert err.message.startswith(f"failed to open file '{tmp_path / 'missing'}'")
+    assert refused(["--api-key-file", str(tmp_path)]).exit_code == 1  # a directory
+    empty = tmp_path / "empty"
+    empty.write_text("# no key here\n\n")
+    err = refused(["--api-key-file", str(empty)])
+    assert (err.exit_code, err.message) == (1, f"API key file '{empty}' contains no API key")
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"\xff\xfe\n")
+    assert "not valid UTF-8" in refused(["--api-key-file", str(binary)]).message
+    assert refused(["--api-key-file", ""]).exit_code == 2
+
+
+def test_rerank_implies_embeddings_and_rank_pooling() -> None:
+    config = parse_config(["--rerank"], {})
+    assert (config.reranking, config.embeddings, config.pooling) == (True, True, "rank")
+    config = parse_config(["--reranking", "--pooling", "mean"], {})
+    assert (config.reranking, config.embeddings, config.pooling) == (True, True, "mean")
+    config = parse_config([], {"LLAMA_ARG_RERANKING": "1"})
+    assert (config.embeddings, config.pooling) == (True, "rank")
+    assert parse_config(["--embeddings"], {}).pooling is None
+
+
+def test_api_prefix_normalized() -> None:
+    for text, expected in (("/api", "/api"), ("api", "/api"), ("/api/", "/api"), ("/", ""), ("", ""), ("/a/b", "/a/b")):
+        assert parse_config(["--api-prefix", text], {}).api_prefix == expected, text
+
+
+def test_onoff_http_and_chat_env_vars() -> None:
+    assert parse_config([], {"LLAMA_ARG_NO_CORS_CREDENTIALS": ""}).cors_credentials is False
+    assert parse_config([], {"LLAMA_ARG_JINJA": "off"}).jinja is False
+    assert parse_config([], {"LLAMA_ARG_NO_JINJA": "1"}).jinja is False
+    assert parse_config([], {"LLAMA_ARG_NO_PREFILL_ASSISTANT": ""}).prefill_assistant is False
+    assert parse_config([], {"LLAMA_ARG_ENDPOINT_PROPS": "true"}).endpoint_props is True
+    assert parse_config([], {"LLAMA_ARG_EMBEDDINGS": "1"}).embeddings is True
+    assert parse_config(["--no-jinja", "--jinja"], {}).jinja is True
+    assert parse_config(["-to", "0"], {}).timeout == 0
+    assert parse_config(["--threads-http", "0"], {}).n_threads_http == -1
+
+
 def test_unsupported_host_forms_refused() -> None:
     assert refused(["--host", "127.0.0.1,::1"]).exit_code == 1
     assert refused(["--host", "/tmp/llama.sock"]).exit_code == 1
@@ -314,9 +413,13 @@ def test_unsupported_host_forms_refused() -> None:
 
 
 def test_process_exit_statuses() -> None:
-    proc = run("-m", "llamatwist", "--jinja")
+    proc = run("-m", "llamatwist", "--ignore-eos")
     assert proc.returncode == 1
-    assert proc.stderr == "error: flag --jinja is not implemented yet in llamatwist\n"
+    assert proc.stderr == "error: flag --ignore-eos is not implemented yet in llamatwist\n"
+
+    proc = run("-m", "llamatwist", "--api-key-file", "/nonexistent/keys.txt")
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: failed to open file '/nonexistent/keys.txt': ")
 
     proc = run("-m", "llamatwist", env={"LLAMA_ARG_FLASH_ATTN": "on"})
     assert proc.returncode == 1
@@ -344,7 +447,7 @@ def test_help_lists_every_flag_with_default_and_env() -> None:
     for expected in ("(default: 2048)", "(default: 8080)", "(default: 0.80)"):
         assert expected in text
     assert "--smollm2-default" in text
-    assert "--jinja" in text  # listed among the unimplemented flags
+    assert "--ignore-eos" in text  # listed among the unimplemented flags
 
 
 def test_help_and_parsing_need_no_heavy_imports() -> None:
@@ -395,9 +498,9 @@ def test_twistd_passes_arguments_verbatim() -> None:
     assert proc.returncode == 2
     assert "-np/--parallel" in proc.stderr
 
-    proc = run("-m", "twisted", "llamatwist", "-no-kvu", "--jinja")
+    proc = run("-m", "twisted", "llamatwist", "-no-kvu", "--ignore-eos")
     assert proc.returncode == 1
-    assert "error: flag --jinja is not implemented yet in llamatwist" in proc.stderr
+    assert "error: flag --ignore-eos is not implemented yet in llamatwist" in proc.stderr
 
 
 def test_tap_options_hold_the_config() -> None:

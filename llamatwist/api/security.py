@@ -1,0 +1,305 @@
+# -*- test-case-name: tests.test_security -*-
+"""What llama-server's HTTP layer does before routing: CORS, API keys,
+``--api-prefix``, the loading gate and the request body limit.
+
+`SecureResource` wraps the Klein resource and follows the pre-routing handler
+of llama.cpp's tools/server/server-http.cpp, in its order:
+
+1. every response gets ``Access-Control-Allow-Origin`` (`allow_origin`);
+2. ``OPTIONS`` is a CORS preflight, answered 200 at once for any path: no
+   key is asked for, since browsers send none with a preflight;
+3. while the model loads, everything but the web UI answers 503;
+4. with API keys set, every path but the public ones (`PUBLIC_PATHS`) needs
+   ``Authorization: Bearer KEY`` or ``X-Api-Key: KEY``, else 401;
+5. the path must start with the ``--api-prefix``, which is moved from
+   ``postpath`` to ``prepath`` before Klein routes the rest; else 404.
+
+The body limit cannot wait for the resource, which Twisted calls only once
+the whole body is in: `body_limited_request` makes a `Request` class for
+``Site(requestFactory=...)`` that refuses an announced Content-Length over
+the limit before reading the body, and stops a chunked body as soon as it
+goes over. The limit, `MAX_BODY_BYTES`, is cpp-httplib's default payload
+limit, which llama-server keeps (CPPHTTPLIB_PAYLOAD_MAX_LENGTH, 100 MiB).
+
+Paths are compared after the prefix is taken off: ``/api/health`` is public
+under ``--api-prefix /api``. (llama-server compares the full path there, so
+its own public routes need a key under a prefix; llamatwist does not copy
+that.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final
+from urllib.parse import urlsplit
+
+from twisted.web.http import HTTPChannel
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+from llamatwist.api.errors import ApiError, NotFound, Unavailable, error_json
+from llamatwist.config import ServerConfig
+
+__all__ = [
+    "MAX_BODY_BYTES",
+    "PUBLIC_PATHS",
+    "PayloadTooLarge",
+    "SecureResource",
+    "SecurityPolicy",
+    "Unauthorized",
+    "allow_origin",
+    "api_key_valid",
+    "body_limited_request",
+    "origin_is_localhost",
+    "presented_api_key",
+    "route_path",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES: Final = 100 * 1024 * 1024
+
+# server-http.cpp: frontend_paths ("/" and the embedded UI assets, none here)
+# and get_public_endpoints ("/health", "/v1/health" plus frontend_paths).
+FRONTEND_PATHS: Final = frozenset({b"/"})
+PUBLIC_PATHS: Final = frozenset({b"/health", b"/v1/health"}) | FRONTEND_PATHS
+
+_BEARER: Final = b"Bearer "
+_JSON: Final = b"application/json; charset=utf-8"
+
+
+class Unauthorized(ApiError):
+    code = 401
+    type = "authentication_error"
+
+
+class PayloadTooLarge(ApiError):
+    code = 413
+    type = "invalid_request_error"
+
+
+# --------------------------------------------------------------------------
+# Pure helpers.
+
+
+def presented_api_key(authorization: bytes | None, x_api_key: bytes | None) -> bytes:
+    """The key a request presents, read as llama-server reads it.
+
+    ``Authorization`` wins when present and non-empty, else ``X-Api-Key``; a
+    leading ``"Bearer "`` (case-sensitive) is dropped from either.
+    """
+    key = authorization or x_api_key or b""
+    return key.removeprefix(_BEARER)
+
+
+def api_key_valid(presented: bytes, keys: Sequence[bytes]) -> bool:
+    """Whether `presented` is one of `keys`.
+
+    Compared in constant time with every key (no early exit on a match), on
+    SHA-256 digests so that not even the key lengths show in the timing.
+    """
+    digest = hashlib.sha256(presented).digest()
+    found = False
+    for key in keys:
+        found |= hmac.compare_digest(digest, hashlib.sha256(key).digest())
+    return found and bool(presented)
+
+
+def origin_is_localhost(origin: str) -> bool:
+    """server-http.cpp origin_is_localhost: the Origin's host is localhost,
+    127.0.0.1 or ::1, on any port."""
+    try:
+        host = urlsplit(origin).hostname
+    except ValueError:
+        return False
+    return host in ("localhost", "127.0.0.1", "::1")
+
+
+def allow_origin(origins: str, credentials: bool, origin: str | None) -> str | None:
+    """The ``Access-Control-Allow-Origin`` value, or None for no header.
+
+    As llama-server: with credentials allowed and ``*``, the request's Origin
+    is echoed (and no header without one); ``localhost`` echoes only local
+    origins; one origin is sent as it is. A comma-separated list (llama-server
+    would send it verbatim, which browsers reject) echoes the request's Origin
+    when it is listed.
+    """
+    if origins == "*":
+        if credentials:
+            return origin or None
+        return "*"
+    if origins == "localhost":
+        return origin if origin and origin_is_localhost(origin) else None
+    allowed = [o.strip() for o in origins.split(",") if o.strip()]
+    if len(allowed) <= 1:
+        return origins.strip()
+    return origin if origin in allowed else None
+
+
+def route_path(postpath: Sequence[bytes], prefix: Sequence[bytes]) -> bytes | None:
+    """The path Klein routes (``postpath`` joined, prefix segments removed),
+    or None when the path is not under the prefix."""
+    if list(postpath[: len(prefix)]) != list(prefix):
+        return None
+    return b"/" + b"/".join(postpath[len(prefix) :])
+
+
+def _prefix_segments(prefix: str) -> tuple[bytes, ...]:
+    return tuple(s.encode("utf-8") for s in prefix.strip("/").split("/") if s)
+
+
+# --------------------------------------------------------------------------
+# The resource.
+
+
+@dataclass(frozen=True)
+class SecurityPolicy:
+    api_keys: tuple[bytes, ...] = ()
+    prefix: tuple[bytes, ...] = ()  # --api-prefix as path segments
+    cors_origins: str = "*"
+    cors_methods: str = "GET, POST, DELETE, OPTIONS"
+    cors_headers: str = "*"
+    cors_credentials: bool = True
+
+    @classmethod
+    def from_config(cls, config: ServerConfig) -> SecurityPolicy:
+        return cls(
+            api_keys=tuple(k.encode("utf-8") for k in config.api_keys if k),
+            prefix=_prefix_segments(config.api_prefix),
+            cors_origins=config.cors_origins,
+            cors_methods=config.cors_methods,
+            cors_headers=config.cors_headers,
+            cors_credentials=config.cors_credentials,
+        )
+
+
+def _header(request: Request, name: bytes) -> bytes | None:
+    value = request.getHeader(name)
+    return value if isinstance(value, bytes) else None
+
+
+def _error(request: Request, err: ApiError) -> bytes:
+    request.setResponseCode(err.code)
+    request.setHeader(b"Content-Type", _JSON)
+    return error_json(err)
+
+
+class SecureResource(Resource):
+    """Wraps the app's (leaf) resource; see the module docstring."""
+
+    isLeaf = True
+
+    def __init__(self, wrapped: Resource, policy: SecurityPolicy, is_ready: Callable[[], bool] | None = None) -> None:
+        super().__init__()
+        self._wrapped = wrapped
+        self._policy = policy
+        self._is_ready = is_ready
+
+    def render(self, request: Request) -> bytes | int:
+        policy = self._policy
+        origin = _header(request, b"origin")
+        allowed = allow_origin(
+            policy.cors_origins,
+            policy.cors_credentials,
+            None if origin is None else origin.decode("utf-8", "surrogateescape"),
+        )
+        if allowed is not None:
+            request.setHeader(b"Access-Control-Allow-Origin", allowed.encode("utf-8", "surrogateescape"))
+            if allowed != "*":
+                request.setHeader(b"Vary", b"Origin")
+        if request.method == b"OPTIONS":
+            request.setHeader(b"Access-Control-Allow-Credentials", b"true" if policy.cors_credentials else b"false")
+            request.setHeader(b"Access-Control-Allow-Methods", policy.cors_methods.encode("utf-8"))
+            request.setHeader(b"Access-Control-Allow-Headers", policy.cors_headers.encode("utf-8"))
+            request.setHeader(b"Content-Type", b"text/html")
+            return b""
+
+        route = route_path(request.postpath or [], policy.prefix)
+        if self._is_ready is not None and route not in FRONTEND_PATHS and not self._is_ready():
+            return _error(request, Unavailable("Loading model"))
+        if policy.api_keys and route not in PUBLIC_PATHS:
+            key = presented_api_key(_header(request, b"authorization"), _header(request, b"x-api-key"))
+            if not api_key_valid(key, policy.api_keys):
+                log.warning("unauthorized: Invalid API Key")
+                return _error(request, Unauthorized("Invalid API Key"))
+        if route is None:
+            return _error(request, NotFound("File Not Found"))
+        if policy.prefix:
+            n = len(policy.prefix)
+            request.prepath = [*(request.prepath or []), *(request.postpath or [])[:n]]
+            request.postpath = (request.postpath or [])[n:]
+        result: bytes | int = self._wrapped.render(request)
+        return result
+
+
+# --------------------------------------------------------------------------
+# The body limit.
+
+
+class BodyLimitedRequest(Request):
+    """A Request that refuses a body over `max_body` bytes with 413.
+
+    The answer is written straight to the connection, which is then closed:
+    the request never reaches the resource, and what is left of the body is
+    not read.
+    """
+
+    max_body: ClassVar[int] = MAX_BODY_BYTES
+    _body_bytes = 0
+    _too_large = False
+
+    def gotLength(self, length: int | None) -> None:
+        if length is not None and length > self.max_body:
+            self.content = io.BytesIO()  # type: ignore[assignment]  # typed None in Twisted
+            self._refuse()
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self._too_large:
+            return
+        self._body_bytes += len(data)
+        if self._body_bytes > self.max_body:
+            self._refuse()
+            return
+        super().handleContentChunk(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if not self._too_large:
+            super().requestReceived(command, path, version)
+
+    def _refuse(self) -> None:
+        self._too_large = True
+        log.warning("request body over the limit of %d bytes: refused with 413", self.max_body)
+        channel = self.channel
+        transport: Any = getattr(channel, "transport", None)
+        if not isinstance(channel, HTTPChannel) or transport is None:
+            if channel is not None:
+                channel.loseConnection()
+            return
+        # No "100 Continue" after the answer (the channel sends it after gotLength).
+        self.requestHeaders.removeHeader(b"expect")
+        body = error_json(PayloadTooLarge(f"request body too large: the limit is {self.max_body} bytes"))
+        transport.write(
+            b"HTTP/1.1 413 Payload Too Large\r\n"
+            b"Content-Type: " + _JSON + b"\r\n"
+            b"Content-Length: %d\r\n"
+            b"Connection: close\r\n\r\n" % len(body) + body
+        )
+        # The rest of the body is dropped unparsed, then the connection closes.
+        channel.dataReceived = _discard  # type: ignore[method-assign]
+        channel.loseConnection()
+
+
+def _discard(data: bytes) -> None:
+    pass
+
+
+def body_limited_request(max_body: int = MAX_BODY_BYTES) -> type[Request]:
+    """A `BodyLimitedRequest` class with the given limit, for Site(requestFactory=...)."""
+    return type("BodyLimitedRequest", (BodyLimitedRequest,), {"max_body": max_body})
