@@ -22,6 +22,7 @@ import hashlib
 import importlib.util
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from types import ModuleType
 
 from llamatwist.models import cache_dir
 
-__all__ = ["minilm_gguf", "minilm_source", "models_dir", "norank_bert_gguf", "reranker_gguf"]
+__all__ = ["minilm_gguf", "minilm_source", "models_dir", "norank_bert_gguf", "reranker_gguf", "smollm2_fim_gguf"]
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 _COMPLETE = ".complete"
@@ -132,3 +133,21 @@ def norank_bert_gguf() -> Path:
     target = models_dir() / f"norank-bert-{_key('make_reranker', 'convert_bert')}.gguf"
     mr = _script("make_reranker")
     return _build_file(target, lambda out: mr.make(out, rank_head=False))
+
+
+# SmolLM2 tokens standing in for fill-in-the-middle markers (<filename>, <gh_stars>, <issue_start>, <file_sep>)
+FIM_IDS = {"fim_pre": 6, "fim_suf": 7, "fim_mid": 8, "fim_sep": 5}
+
+
+def smollm2_fim_gguf(base: Path) -> Path:
+    """The default model with FIM token ids set in its metadata (gguf-new-metadata), so /infill runs."""
+    spec = "-".join(f"{k}{v}" for k, v in FIM_IDS.items())
+    target = models_dir() / f"smollm2-fim-{hashlib.sha256((str(base) + spec).encode()).hexdigest()[:16]}.gguf"
+
+    def build(out: Path) -> None:
+        args = [sys.executable, "-m", "gguf.scripts.gguf_new_metadata", str(base), str(out), "--force"]
+        for name, token in FIM_IDS.items():
+            args += ["--special-token-by-id", name, str(token)]
+        subprocess.run(args, check=True, capture_output=True)
+
+    return _build_file(target, build)
