@@ -16,12 +16,15 @@ from twisted.application.service import MultiService, Service
 from twisted.web.server import Site
 
 from llamatwist.api.app import build_app
+from llamatwist.api.chatformat import build_formatter
 from llamatwist.api.http import ApiContext
 from llamatwist.api.security import SecureResource, SecurityPolicy, body_limited_request
+from llamatwist.chat import TemplateError
 from llamatwist.config import ServerConfig
 from llamatwist.engine.context import POOLING_NAMES, POOLING_RANK, ContextParams
+from llamatwist.engine.errors import EngineError
 from llamatwist.errors import StartupError
-from llamatwist.runtime.scheduler import EngineSpec
+from llamatwist.runtime.scheduler import EngineSpec, LoadedModel
 from llamatwist.runtime.service import EngineService, EngineState
 
 if TYPE_CHECKING:
@@ -155,6 +158,16 @@ class HTTPService(Service):
         return port.stopListening() if port is not None else None
 
 
+def _read_template_file(path: str | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StartupError(f"cannot read --chat-template-file {path}: {exc}") from None
+
+
 def engine_spec(config: ServerConfig, model_path: str) -> EngineSpec:
     n_threads = _threads(config.n_threads)
     embeddings = config.embeddings or config.reranking
@@ -216,6 +229,24 @@ def make_service(config: ServerConfig, reactor: Any = None) -> ServerService:
     engine = EngineService(engine_spec(config, model_path), reactor, on_failed)
     engine.setServiceParent(top)
     ctx = ApiContext(config=config, engine=engine, model_path=model_path)
+    template_text = _read_template_file(config.chat_template_file)
+
+    def prepare_chat(loaded: LoadedModel) -> None:
+        vocab = engine.model.vocab
+
+        def text(token: int) -> str:
+            return vocab.token_to_piece(token).decode("utf-8", "replace") if token >= 0 else ""
+
+        try:
+            ctx.chat_formatter = build_formatter(
+                config, loaded.chat_template, template_text, text(loaded.bos), text(loaded.eos),
+                vocab.add_bos, vocab.add_eos,
+            )
+        except TemplateError as exc:
+            raise EngineError(f"chat template: {exc}") from None
+
+    if not (config.embeddings or config.reranking):
+        engine.ready_hooks.append(prepare_chat)
     resource = SecureResource(
         build_app(ctx).resource(),
         SecurityPolicy.from_config(config),

@@ -13,6 +13,7 @@ from werkzeug.exceptions import NotFound as WzNotFound
 from llamatwist.api import completion, embeddings, infill, info, tokens
 from llamatwist.api.errors import MethodNotAllowed, NotFound
 from llamatwist.api.http import ApiContext, send_error
+from llamatwist.api.openai import chat as oai_chat
 from llamatwist.api.openai import completions as oai_completions
 
 __all__ = ["build_app"]
@@ -20,7 +21,7 @@ __all__ = ["build_app"]
 
 def build_app(ctx: ApiContext) -> Klein:
     app = Klein()
-    for module in (info, completion, infill, tokens, oai_completions, embeddings):
+    for module in (info, completion, infill, tokens, oai_completions, oai_chat, embeddings):
         module.register(app, ctx)
 
     @app.handle_errors(WzNotFound)

@@ -13,6 +13,7 @@ from typing import Any
 
 from twisted.web.server import Request
 
+from llamatwist.api.chatformat import ChatFormatter
 from llamatwist.api.errors import ApiError, NotSupported, ServerError, Unavailable, error_json
 from llamatwist.api.params import parse_json_body
 from llamatwist.config import ServerConfig
@@ -33,6 +34,13 @@ class ApiContext:
     config: ServerConfig
     engine: EngineService
     model_path: str
+    chat_formatter: ChatFormatter | None = None  # set once the model is loaded
+
+    @property
+    def chat(self) -> ChatFormatter:
+        if self.chat_formatter is None:
+            raise Unavailable("Loading model")
+        return self.chat_formatter
 
     @property
     def model_alias(self) -> str:

@@ -16,6 +16,7 @@ from twisted.application.service import Service
 from twisted.internet import threads
 from twisted.internet.defer import Deferred
 
+from llamatwist.engine.errors import EngineError
 from llamatwist.engine.model import FimTokens, Model
 from llamatwist.runtime.scheduler import DecodeLoop, EngineSpec, LoadedModel, Metrics
 from llamatwist.runtime.slot import SlotInfo
@@ -45,6 +46,9 @@ class EngineService(Service):
         self.state = EngineState.LOADING
         self.loaded: LoadedModel | None = None
         self.failure: str | None = None
+        # Called on the reactor when the model is loaded, before the engine
+        # reports ready; a hook raising EngineError fails the start-up.
+        self.ready_hooks: list[Callable[[LoadedModel], None]] = []
         self._loop = DecodeLoop(spec, self._deliver, self._ready_from_thread, self._failed_from_thread)
 
     # -- service lifecycle ---------------------------------------------
@@ -68,6 +72,12 @@ class EngineService(Service):
         self._reactor.callFromThread(self._set_failed, message)
 
     def _set_ready(self, loaded: LoadedModel) -> None:
+        try:
+            for hook in self.ready_hooks:
+                hook(loaded)
+        except EngineError as exc:
+            self._set_failed(str(exc))
+            return
         self.loaded = loaded
         self.state = EngineState.READY
         log.info(

@@ -1,0 +1,352 @@
+"""OpenAI chat messages and tools, parsed and validated the way llama-server does.
+
+llama-server validates in two passes and this module keeps both, with their messages and status codes:
+
+1. ``oaicompat_chat_params_parse`` (tools/server/server-common.cpp) checks the raw JSON and throws
+   ``std::invalid_argument`` (→ 400), except for media parts without a multimodal projector, which are
+   ``std::runtime_error`` (→ 500).
+2. ``common_chat_msgs_parse_oaicompat`` (common/chat.cpp) builds the messages and wraps any failure as
+   ``std::runtime_error("Failed to parse messages: ...")`` (→ 500).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ChatInputError
+
+__all__ = [
+    "ChatMessage",
+    "ContentPart",
+    "Tool",
+    "ToolCall",
+    "join_text_parts",
+    "parse_messages",
+    "parse_tools",
+]
+
+_NO_MMPROJ_HINT = " input is not supported - hint: if this is unexpected, you may need to provide the mmproj"
+
+
+@dataclass(frozen=True)
+class ContentPart:
+    """One ``{"type": "text", "text": ...}`` element of an array ``content``."""
+
+    type: str
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """An assistant tool call; ``arguments`` is kept as the JSON text (objects are serialised), as llama.cpp does."""
+
+    name: str
+    arguments: str
+    id: str = ""
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A ``{"type": "function", "function": {...}}`` tool definition, reduced to what llama.cpp keeps."""
+
+    name: str
+    description: str = ""
+    parameters: Any = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        # llama.cpp re-serialises tools in this exact shape (common_chat_tools_to_json_oaicompat): extra
+        # fields of the request (e.g. "strict") do not reach the template.
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": self.parameters},
+        }
+
+
+def join_text_parts(parts: Sequence[ContentPart], delimiter: str, prefix: str = "") -> str:
+    """Concatenate text parts the llama.cpp way: the delimiter goes only between non-empty accumulated text
+    and the next part, so leading empty parts add no delimiter."""
+    text = prefix
+    for part in parts:
+        if part.type != "text":
+            continue
+        if text:
+            text += delimiter
+        text += part.text
+    return text
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """A parsed chat message (llama.cpp ``common_chat_msg``).
+
+    Exactly one of ``content`` / ``content_parts`` is meaningful: string content fills ``content``; array
+    content fills ``content_parts``; null or missing content leaves both empty.
+    """
+
+    role: str
+    content: str = ""
+    content_parts: tuple[ContentPart, ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()
+    reasoning_content: str = ""
+    name: str = ""
+    tool_call_id: str = ""
+
+    def render_content(self, delimiter: str = "\n\n") -> str:
+        """The message text; array parts joined by ``delimiter`` (llama.cpp ``render_content``, used for the
+        prefilled assistant text)."""
+        if self.content:
+            return self.content
+        return join_text_parts(self.content_parts, delimiter)
+
+    def legacy_text(self) -> str:
+        """The text the built-in (non-Jinja) templates see: ``content`` then the parts, "\\n"-joined."""
+        return join_text_parts(self.content_parts, "\n", prefix=self.content)
+
+    def to_template_json(self) -> dict[str, Any]:
+        """The message as a Jinja template sees it (llama.cpp ``to_json_oaicompat(concat_typed_text=false)``).
+
+        ``content`` is always present (never null): a string, or the list of typed parts. Optional keys are
+        present only when non-empty.
+        """
+        out: dict[str, Any] = {"role": self.role}
+        if self.content:
+            out["content"] = self.content
+        elif self.content_parts:
+            out["content"] = [{"type": p.type, "text": p.text} for p in self.content_parts]
+        else:
+            out["content"] = ""
+        if self.reasoning_content:
+            out["reasoning_content"] = self.reasoning_content
+        if self.name:
+            out["name"] = self.name
+        if self.tool_call_id:
+            out["tool_call_id"] = self.tool_call_id
+        if self.tool_calls:
+            calls = []
+            for tc in self.tool_calls:
+                call: dict[str, Any] = {"type": "function", "function": {"name": tc.name, "arguments": tc.arguments}}
+                if tc.id:
+                    call["id"] = tc.id
+                calls.append(call)
+            out["tool_calls"] = calls
+        return out
+
+
+# --- nlohmann::json look-alikes, so error texts match llama-server's ---------------------------------------
+
+
+def _dump(value: Any, indent: int | None = None) -> str:
+    # nlohmann::json objects are std::map-backed (sorted keys); dump() is compact unless indented.
+    if indent is None:
+        return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, indent=indent)
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, Mapping):
+        return "object"
+    if isinstance(value, (list, tuple)):
+        return "array"
+    return type(value).__name__
+
+
+class _ParseError(Exception):
+    pass
+
+
+def _at(obj: Mapping[str, Any], key: str) -> Any:
+    if key not in obj:
+        raise _ParseError(f"[json.exception.out_of_range.403] key '{key}' not found")
+    return obj[key]
+
+
+def _as_str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _ParseError(f"[json.exception.type_error.302] type must be string, but is {_json_type(value)}")
+    return value
+
+
+def _json_value_str(obj: Any, key: str) -> str:
+    # llama-server's json_value(): the default when the key is missing, null or of the wrong type.
+    if isinstance(obj, Mapping):
+        value = obj.get(key)
+        if isinstance(value, str):
+            return value
+    return ""
+
+
+# --- messages ------------------------------------------------------------------------------------------------
+
+
+def _check_raw_messages(messages: Any) -> None:
+    """First pass: oaicompat_chat_params_parse (400s, plus 500 for media without mmproj)."""
+    if messages is None:
+        raise ChatInputError("'messages' is required")
+    if not isinstance(messages, list):
+        raise ChatInputError("Expected 'messages' to be an array")
+    for msg in messages:
+        has = isinstance(msg, Mapping)
+        role = _json_value_str(msg, "role")
+        if role != "assistant" and not (has and "content" in msg):
+            raise ChatInputError("All non-assistant messages must contain 'content'")
+        if role == "assistant":
+            if not ("content" in msg or "tool_calls" in msg):
+                raise ChatInputError("Assistant message must contain either 'content' or 'tool_calls'!")
+            if "content" not in msg:
+                continue
+        content = msg["content"]
+        if content is None or isinstance(content, str):
+            continue
+        if not isinstance(content, list):
+            raise ChatInputError("Expected 'content' to be a string or an array")
+        for part in content:
+            kind = _json_value_str(part, "type")
+            if kind == "image_url":
+                raise ChatInputError("image" + _NO_MMPROJ_HINT, status=500)
+            if kind == "input_audio":
+                raise ChatInputError("audio" + _NO_MMPROJ_HINT, status=500)
+            if kind in ("input_video", "video_url"):
+                raise ChatInputError("video" + _NO_MMPROJ_HINT, status=500)
+            if kind != "text":
+                raise ChatInputError("unsupported content[].type")
+
+
+def _parse_tool_call(tool_call: Any) -> ToolCall:
+    if not isinstance(tool_call, Mapping) or "type" not in tool_call:
+        raise _ParseError("Missing tool call type: " + _dump(tool_call))
+    if tool_call["type"] != "function":
+        raise _ParseError("Unsupported tool call type: " + _dump(tool_call))
+    if "function" not in tool_call:
+        raise _ParseError("Missing tool call function: " + _dump(tool_call))
+    fn = tool_call["function"]
+    if not isinstance(fn, Mapping) or "name" not in fn:
+        raise _ParseError("Missing tool call name: " + _dump(tool_call))
+    args = _at(fn, "arguments")
+    return ToolCall(
+        name=_as_str(fn["name"]),
+        arguments=args if isinstance(args, str) else _dump(args),
+        id=_as_str(tool_call["id"]) if "id" in tool_call else "",
+    )
+
+
+def _parse_message(message: Any) -> ChatMessage:
+    """Second pass: common_chat_msgs_parse_oaicompat."""
+    if not isinstance(message, Mapping):
+        raise _ParseError("Expected 'message' to be an object, got " + _dump(message))
+    if "role" not in message:
+        raise _ParseError("Missing 'role' in message: " + _dump(message))
+    role = _as_str(message["role"])
+    content = ""
+    parts: list[ContentPart] = []
+    has_content = "content" in message
+    has_tool_calls = "tool_calls" in message
+    if has_content:
+        raw = message["content"]
+        if isinstance(raw, str):
+            content = raw
+        elif isinstance(raw, list):
+            for part in raw:
+                if not isinstance(part, Mapping) or "type" not in part:
+                    raise _ParseError("Missing content part type: " + _dump(part))
+                if part["type"] != "text":
+                    raise _ParseError("Unsupported content part type: " + _dump(part["type"]))
+                parts.append(ContentPart("text", _as_str(_at(part, "text"))))
+        elif raw is not None:
+            raise _ParseError(
+                "Invalid 'content' type: expected string or array, got "
+                + _dump(raw)
+                + " (ref: https://github.com/ggml-org/llama.cpp/issues/8367)"
+            )
+    calls: list[ToolCall] = []
+    if has_tool_calls:
+        raw_calls = message["tool_calls"]
+        # nlohmann iterates null as empty, an object by its values and a scalar as itself.
+        if raw_calls is None:
+            items: list[Any] = []
+        elif isinstance(raw_calls, list):
+            items = raw_calls
+        elif isinstance(raw_calls, Mapping):
+            items = list(raw_calls.values())
+        else:
+            items = [raw_calls]
+        calls = [_parse_tool_call(tc) for tc in items]
+    if not has_content and not has_tool_calls:
+        raise _ParseError(
+            "Expected 'content' or 'tool_calls' (ref: https://github.com/ggml-org/llama.cpp/issues/8367 & "
+            "https://github.com/ggml-org/llama.cpp/issues/12279)"
+        )
+    return ChatMessage(
+        role=role,
+        content=content,
+        content_parts=tuple(parts),
+        tool_calls=tuple(calls),
+        reasoning_content=_as_str(message["reasoning_content"]) if "reasoning_content" in message else "",
+        name=_as_str(message["name"]) if "name" in message else "",
+        tool_call_id=_as_str(message["tool_call_id"]) if "tool_call_id" in message else "",
+    )
+
+
+def parse_messages(messages: Any) -> list[ChatMessage]:
+    """Validate and parse the request's ``messages`` (pass ``None`` when the key is missing).
+
+    Raises ``ChatInputError`` with llama-server's text and status:
+    400 for the request-shape checks ("'messages' is required", "All non-assistant messages must contain
+    'content'", "unsupported content[].type", ...), 500 for image/audio/video parts ("image input is not
+    supported - hint: ...", this server has no multimodal projector) and for "Failed to parse messages: ..."
+    (a missing role, a non-string text, a malformed tool call, ...).
+    """
+    _check_raw_messages(messages)
+    try:
+        return [_parse_message(m) for m in messages]
+    except _ParseError as exc:
+        raise ChatInputError(f"Failed to parse messages: {exc}", status=500) from None
+
+
+# --- tools ---------------------------------------------------------------------------------------------------
+
+
+def parse_tools(tools: Any) -> list[Tool]:
+    """Parse the request's ``tools`` (``None``/missing → no tools), as common_chat_tools_parse_oaicompat.
+
+    Failures raise ``ChatInputError`` (status 500, llama-server's runtime_error):
+    "Failed to parse tools: <why>; tools = <the tools, indented>".
+    """
+    if tools is None:
+        return []
+    out: list[Tool] = []
+    try:
+        if not isinstance(tools, list):
+            raise _ParseError("Expected 'tools' to be an array, got " + _dump(tools))
+        for tool in tools:
+            if not isinstance(tool, Mapping) or "type" not in tool:
+                raise _ParseError("Missing tool type: " + _dump(tool))
+            if tool["type"] != "function":
+                raise _ParseError("Unsupported tool type: " + _dump(tool))
+            if "function" not in tool:
+                raise _ParseError("Missing tool function: " + _dump(tool))
+            fn = tool["function"]
+            if not isinstance(fn, Mapping):
+                raise _ParseError(f"[json.exception.type_error.304] cannot use at() with {_json_type(fn)}")
+            description = fn.get("description", "")
+            parameters = fn.get("parameters", {})
+            out.append(
+                Tool(
+                    name=_as_str(_at(fn, "name")),
+                    description=_as_str(description) if description is not None else "",
+                    parameters=parameters if parameters is not None else {},
+                )
+            )
+    except _ParseError as exc:
+        raise ChatInputError(f"Failed to parse tools: {exc}; tools = {_dump(tools, indent=2)}", status=500) from None
+    return out

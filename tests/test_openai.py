@@ -1,0 +1,194 @@
+"""OpenAI-compatible routes through the official `openai` client and raw HTTP."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import openai
+import pytest
+import requests
+from openai import OpenAI
+
+from tests.conftest import Server
+
+MESSAGES = [
+    {"role": "system", "content": "You are terse."},
+    {"role": "user", "content": "What is the capital of France?"},
+]
+
+
+@pytest.fixture(scope="module")
+def client(server: Server) -> OpenAI:
+    return OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+
+
+def sse_events(r: requests.Response) -> list[bytes]:
+    assert r.headers["Content-Type"].startswith("text/event-stream")
+    raw = r.content
+    assert raw.endswith(b"\n\n")
+    return [e for e in raw.split(b"\n\n") if e]
+
+
+# -- chat ----------------------------------------------------------------
+
+def test_chat_completion(client: OpenAI) -> None:
+    r = client.chat.completions.create(model="any", messages=MESSAGES, max_tokens=16, temperature=0)
+    choice = r.choices[0]
+    assert choice.message.role == "assistant"
+    assert "Paris" in (choice.message.content or "")
+    assert choice.finish_reason in ("stop", "length")
+    assert r.object == "chat.completion" and r.id.startswith("chatcmpl-")
+    assert r.usage is not None and r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+
+
+def test_chat_finish_reason_length_and_stop(client: OpenAI) -> None:
+    short = client.chat.completions.create(model="m", messages=MESSAGES, max_completion_tokens=2, temperature=0)
+    assert short.choices[0].finish_reason == "length" and short.usage.completion_tokens == 2
+    stopped = client.chat.completions.create(model="m", messages=MESSAGES, max_tokens=32, temperature=0, stop=["France"])
+    assert stopped.choices[0].finish_reason == "stop"
+    assert "France" not in (stopped.choices[0].message.content or "")
+
+
+def test_chat_streaming_matches_non_streaming(client: OpenAI) -> None:
+    full = client.chat.completions.create(model="m", messages=MESSAGES, max_tokens=24, temperature=0)
+    stream = client.chat.completions.create(
+        model="m", messages=MESSAGES, max_tokens=24, temperature=0, stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == full.choices[0].message.content
+    finals = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert len(finals) == 1 and finals[0].choices[0].finish_reason == full.choices[0].finish_reason
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == full.usage.completion_tokens
+
+
+def test_chat_n_choices_and_logprobs(client: OpenAI) -> None:
+    r = client.chat.completions.create(model="m", messages=MESSAGES, max_tokens=6, temperature=0, n=2,
+                                       logprobs=True, top_logprobs=3)
+    assert [c.index for c in r.choices] == [0, 1]
+    assert r.choices[0].message.content == r.choices[1].message.content
+    lp = r.choices[0].logprobs
+    assert lp is not None and lp.content and len(lp.content[0].top_logprobs) == 3
+    assert lp.content[0].token == lp.content[0].top_logprobs[0].token  # greedy picks the top one
+    assert r.usage.completion_tokens == 12
+
+
+def test_chat_content_parts_and_developer_role(client: OpenAI, server: Server) -> None:
+    parts = [{"role": "developer", "content": "Be brief."},
+             {"role": "user", "content": [{"type": "text", "text": "Name a"}, {"type": "text", "text": "color."}]}]
+    rendered = server.post("/apply-template", {"messages": parts}).json()["prompt"]
+    assert "Name a\ncolor." in rendered and "Be brief." in rendered
+    r = client.chat.completions.create(model="m", messages=parts, max_tokens=4, temperature=0)  # type: ignore[arg-type]
+    assert r.choices[0].message.content
+
+
+def test_apply_template_agrees_with_chat(server: Server) -> None:
+    prompt = server.post("/apply-template", {"messages": MESSAGES}).json()["prompt"]
+    assert prompt.startswith("<|im_start|>system\nYou are terse.<|im_end|>")
+    assert prompt.endswith("<|im_start|>assistant\n")
+    via_chat = server.post("/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 12, "temperature": 0}).json()
+    via_completion = server.post("/completion", {"prompt": prompt, "n_predict": 12, "temperature": 0}).json()
+    assert via_chat["choices"][0]["message"]["content"] == via_completion["content"]
+    assert via_chat["usage"]["prompt_tokens"] == via_completion["tokens_evaluated"]
+
+
+def test_assistant_prefill_continues_the_message(server: Server) -> None:
+    msgs = [*MESSAGES, {"role": "assistant", "content": "The capital of France is"}]
+    prompt = server.post("/apply-template", {"messages": msgs}).json()["prompt"]
+    assert prompt.endswith("<|im_start|>assistant\nThe capital of France is")
+    r = server.post("/v1/chat/completions", {"messages": msgs, "max_tokens": 4, "temperature": 0}).json()
+    assert "Paris" in r["choices"][0]["message"]["content"]
+    two = [*msgs, {"role": "assistant", "content": "x"}]
+    bad = server.post("/v1/chat/completions", {"messages": two})
+    assert bad.status_code == 400 and "assistant" in bad.json()["error"]["message"]
+
+
+def test_no_prefill_assistant_flag(make_server: Any, model_path: str) -> None:
+    srv = make_server("-m", model_path, "-c", "512", "-np", "1", "--no-prefill-assistant")
+    msgs = [*MESSAGES, {"role": "assistant", "content": "The capital"}]
+    prompt = srv.post("/apply-template", {"messages": msgs}).json()["prompt"]
+    assert prompt.endswith("<|im_start|>assistant\n")
+    assert "The capital<|im_end|>" in prompt
+
+
+def test_builtin_and_custom_templates(make_server: Any, model_path: str, tmp_path: Any) -> None:
+    srv = make_server("-m", model_path, "-c", "512", "-np", "1", "--chat-template", "llama3")
+    prompt = srv.post("/apply-template", {"messages": MESSAGES[1:]}).json()["prompt"]
+    assert "<|start_header_id|>user<|end_header_id|>" in prompt
+    tmpl = tmp_path / "t.jinja"
+    tmpl.write_text("{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}{{ raise_exception('boom') "
+                    "if messages[-1].content == 'explode' else '' }}>")
+    srv2 = make_server("-m", model_path, "-c", "512", "-np", "1", "--chat-template-file", str(tmpl))
+    assert srv2.post("/apply-template", {"messages": MESSAGES[1:]}).json()["prompt"].startswith("[user] What")
+    err = srv2.post("/v1/chat/completions", {"messages": [{"role": "user", "content": "explode"}]})
+    assert err.status_code == 400 and "boom" in err.json()["error"]["message"]
+    assert srv2.post("/apply-template", {"messages": MESSAGES[1:]}).status_code == 200  # still serving
+
+
+def test_chat_errors_surface_as_sdk_exceptions(client: OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.chat.completions.create(model="m", messages=[], max_tokens=2)
+    assert exc.value.status_code == 400
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="m", messages=MESSAGES, response_format={"type": "json_object"})
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="m", messages=MESSAGES, top_logprobs=2)
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="m", messages=MESSAGES, n=99)
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="m", messages=[{"role": "user"}])  # type: ignore[list-item]
+    with pytest.raises(openai.NotFoundError):
+        client.get("/nope", cast_to=dict)
+
+
+# -- completions ---------------------------------------------------------
+
+def test_completions(client: OpenAI) -> None:
+    r = client.completions.create(model="m", prompt="The capital of France is", max_tokens=8, temperature=0)
+    assert r.object == "text_completion" and "Paris" in r.choices[0].text
+    assert r.choices[0].finish_reason == "length"
+    many = client.completions.create(model="m", prompt=["Hello", "The sky is"], max_tokens=3, temperature=0, n=2)
+    assert [c.index for c in many.choices] == [0, 1, 2, 3]
+    assert many.choices[0].text == many.choices[1].text
+
+
+def test_completions_echo_logprobs_and_stream(client: OpenAI) -> None:
+    prompt = "The capital of France is"
+    r = client.completions.create(model="m", prompt=prompt, max_tokens=4, temperature=0, echo=True, logprobs=2)
+    assert r.choices[0].text.startswith(prompt)
+    lp = r.choices[0].logprobs
+    assert lp is not None and len(lp.tokens or []) == 4 and len((lp.top_logprobs or [])[0]) == 2
+    streamed = client.completions.create(model="m", prompt=prompt, max_tokens=8, temperature=0, stream=True)
+    text = "".join(c.choices[0].text for c in streamed)
+    plain = client.completions.create(model="m", prompt=prompt, max_tokens=8, temperature=0)
+    assert text == plain.choices[0].text
+    with pytest.raises(openai.BadRequestError, match="best_of"):
+        client.completions.create(model="m", prompt=prompt, best_of=2)
+
+
+# -- raw HTTP: SSE framing and errors -----------------------------------
+
+def test_sse_framing_raw(server: Server) -> None:
+    r = requests.post(server.url + "/v1/chat/completions", json={
+        "messages": MESSAGES, "max_tokens": 4, "temperature": 0, "stream": True}, timeout=60)
+    events = sse_events(r)
+    assert events[-1] == b"data: [DONE]"
+    payloads = [json.loads(e[6:]) for e in events[:-1]]
+    assert all(p["object"] == "chat.completion.chunk" for p in payloads)
+    assert len({p["id"] for p in payloads}) == 1
+    assert payloads[0]["choices"][0]["delta"] == {"role": "assistant", "content": None}
+    assert payloads[-1]["choices"][0]["finish_reason"] == "length"
+    native = requests.post(server.url + "/completion", json={"prompt": "Hi", "n_predict": 3, "stream": True},
+                           timeout=60)
+    assert not sse_events(native)[-1].startswith(b"data: [DONE]")  # llama-server's native stream has no [DONE]
+
+
+def test_stream_error_before_output_is_plain_json(server: Server) -> None:
+    r = requests.post(server.url + "/v1/chat/completions", json={
+        "messages": [{"role": "user", "content": "hello " * 1500}], "stream": True}, timeout=60)
+    assert r.status_code == 400
+    assert r.json()["error"]["type"] == "exceed_context_size_error"
