@@ -192,3 +192,19 @@ def test_stream_error_before_output_is_plain_json(server: Server) -> None:
         "messages": [{"role": "user", "content": "hello " * 1500}], "stream": True}, timeout=60)
     assert r.status_code == 400
     assert r.json()["error"]["type"] == "exceed_context_size_error"
+
+
+def test_alias_and_props_endpoint(make_server: Any, model_path: str) -> None:
+    srv = make_server("-m", model_path, "-c", "512", "-np", "1", "-a", "smol,tiny", "--props")
+    models = OpenAI(base_url=srv.url + "/v1", api_key="x").models.list()
+    assert [m.id for m in models.data] == ["smol"]
+    assert srv.get("/v1/models").json()["data"][0]["aliases"] == ["smol", "tiny"]
+    r = srv.post("/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 2})
+    assert r.json()["model"] == "smol"
+    assert srv.post("/props", {}).json() == {"success": True}
+    assert srv.get("/props").json()["endpoint_props"] is True
+
+
+def test_post_props_needs_flag(server: Server) -> None:
+    r = server.post("/props", {})
+    assert r.status_code == 501 and "--props" in r.json()["error"]["message"]

@@ -44,7 +44,9 @@ class ApiContext:
 
     @property
     def model_alias(self) -> str:
-        return self.config.alias or os.path.basename(self.model_path)
+        # llama-server: the first -a alias, else the file name
+        aliases = self.config.aliases
+        return aliases[0] if aliases else os.path.basename(self.model_path)
 
     def require_ready(self) -> LoadedModel:
         if self.engine.state is not EngineState.READY or self.engine.loaded is None:

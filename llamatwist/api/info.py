@@ -13,7 +13,7 @@ from twisted.web.server import Request
 from llamatwist import __version__
 from llamatwist.api.completion import generation_settings
 from llamatwist.api.errors import NotSupported
-from llamatwist.api.http import ApiContext, handler, send_json
+from llamatwist.api.http import ApiContext, handler, read_json, send_json
 from llamatwist.api.params import generation_params
 from llamatwist.metrics import render_metrics
 from llamatwist.runtime.scheduler import LoadedModel
@@ -26,7 +26,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
         info = loaded.info
         return {
             "id": ctx.model_alias,
-            "aliases": [ctx.config.alias] if ctx.config.alias else [],
+            "aliases": list(ctx.config.aliases),
             "tags": [],
             "object": "model",
             "created": int(time.time()),
@@ -65,14 +65,23 @@ def register(app: Klein, ctx: ApiContext) -> None:
             "model_path": ctx.model_path,
             "modalities": {"vision": False, "video": False, "audio": False},
             "endpoint_slots": ctx.config.slots,
-            "endpoint_props": False,
+            "endpoint_props": ctx.config.endpoint_props,
             "endpoint_metrics": ctx.config.metrics,
-            "chat_template": loaded.chat_template or "",
+            "chat_template": ctx.chat_formatter.source if ctx.chat_formatter else (loaded.chat_template or ""),
             "bos_token": vocab.token_to_piece(loaded.bos).decode("utf-8", "replace") if loaded.bos >= 0 else "",
             "eos_token": vocab.token_to_piece(loaded.eos).decode("utf-8", "replace") if loaded.eos >= 0 else "",
             "build_info": f"llamatwist {__version__}",
             "is_sleeping": False,
         })
+
+    @app.route("/props", methods=["POST"])
+    @handler
+    async def set_props(request: Request) -> Any:
+        if not ctx.config.endpoint_props:
+            raise NotSupported("This server does not support changing global properties. Start it with `--props`")
+        ctx.require_ready()
+        read_json(request)  # nothing is settable yet; the body must still be valid JSON
+        return send_json(request, {"success": True})
 
     @app.route("/models", methods=["GET"])
     @app.route("/v1/models", methods=["GET"])
