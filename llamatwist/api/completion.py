@@ -22,7 +22,7 @@ from llamatwist.runtime.task import (
     TokenProbs,
 )
 
-__all__ = ["final_json_fields", "generation_settings", "partial_json", "probs_json", "register"]
+__all__ = ["final_json_fields", "generation_settings", "partial_json", "probs_json", "register", "stream_native"]
 
 FLOAT_LOWEST = -3.4028234663852886e38  # llama-server's log(0) stand-in (JSON has no -inf)
 
@@ -123,6 +123,26 @@ def partial_json(r: PartialResult, index: int, params: GenerationParams) -> dict
     return chunk
 
 
+async def stream_native(ctx: ApiContext, request: Request, prompts: list[list[int]], params: GenerationParams) -> bytes:
+    """llama-server's native SSE stream: a partial per token, then the final
+    result per prompt; no [DONE] terminator."""
+    sse = SSEStream(request)
+
+    def partial(index: int, r: PartialResult) -> None:
+        sse.send(partial_json(r, index, params))
+
+    def final(index: int, r: FinalResult) -> None:
+        sse.send(final_json_fields(ctx, r, index, params))
+
+    try:
+        await run_tasks(ctx, request, prompts, params, on_partial=partial, on_final=final)
+    except CancelledError:
+        pass
+    except ApiError as err:
+        sse.send_error(err)
+    return b""
+
+
 def register(app: Klein, ctx: ApiContext) -> None:
     @app.route("/completion", methods=["POST"])
     @app.route("/completions", methods=["POST"])
@@ -133,7 +153,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
         prompts = expand(await tokenize_prompts(ctx, loaded, req.prompts), req.n_cmpl)
         params = req.params
         if params.stream:
-            return await _stream(request, prompts, params)
+            return await stream_native(ctx, request, prompts, params)
         try:
             results = await run_tasks(ctx, request, prompts, params)
         except CancelledError:
@@ -141,20 +161,3 @@ def register(app: Klein, ctx: ApiContext) -> None:
         texts = [await ctx.engine.detokenize(p) for p in prompts]
         body = [final_json_fields(ctx, r, i, params, texts[i]) for i, r in enumerate(results)]
         return send_json(request, body[0] if len(body) == 1 else body)
-
-    async def _stream(request: Request, prompts: list[list[int]], params: GenerationParams) -> bytes:
-        sse = SSEStream(request)
-
-        def partial(index: int, r: PartialResult) -> None:
-            sse.send(partial_json(r, index, params))
-
-        def final(index: int, r: FinalResult) -> None:
-            sse.send(final_json_fields(ctx, r, index, params))
-
-        try:
-            await run_tasks(ctx, request, prompts, params, on_partial=partial, on_final=final)
-        except CancelledError:
-            return b""
-        except ApiError as err:
-            sse.send_error(err)
-        return b""

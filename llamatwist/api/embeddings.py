@@ -11,16 +11,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from klein import Klein
-from twisted.internet.defer import CancelledError, Deferred, gatherResults
+from twisted.internet.defer import CancelledError
 from twisted.web.server import Request
 
-from llamatwist.api.errors import InvalidRequest, NotSupported, from_result
+from llamatwist.api.errors import InvalidRequest, NotSupported
 from llamatwist.api.http import ApiContext, handler, read_json, send_json
 from llamatwist.api.params import Prompt, parse_prompts
-from llamatwist.api.pipeline import tokenize_prompts
-from llamatwist.api.streaming import on_disconnect
+from llamatwist.api.pipeline import run_embeddings, tokenize_prompts
 from llamatwist.runtime.scheduler import LoadedModel
-from llamatwist.runtime.task import CompletionTask, EmbeddingResult, ErrorResult, GenerationParams, Result
 
 __all__ = ["normalize", "register"]
 
@@ -40,38 +38,6 @@ def normalize(vec: Sequence[float], mode: int) -> list[float]:
         norm = sum(abs(x) ** mode for x in vec) ** (1.0 / mode) if mode > 0 else 0.0
     scale = 1.0 / norm if norm > 0 else 0.0
     return [x * scale for x in vec]
-
-
-def _embed_all(ctx: ApiContext, request: Request, prompts: list[list[int]]) -> Deferred[list[EmbeddingResult]]:
-    tasks: list[CompletionTask] = []
-    waits: list[Deferred[EmbeddingResult]] = []
-    for tokens in prompts:
-        d: Deferred[EmbeddingResult] = Deferred()
-
-        def sink(result: Result, d: Deferred[EmbeddingResult] = d) -> None:
-            if d.called:
-                return
-            if isinstance(result, EmbeddingResult):
-                d.callback(result)
-            elif isinstance(result, ErrorResult):
-                d.errback(from_result(result.code, result.message, result.type, result.extra))
-
-        tasks.append(CompletionTask(tokens, GenerationParams(cache_prompt=False), sink, embed=True))
-        waits.append(d)
-
-    def cancel_all() -> None:
-        for t in tasks:
-            ctx.engine.cancel(t.id)
-        for d in waits:
-            if not d.called:
-                d.cancel()
-
-    on_disconnect(request, cancel_all)
-    for t in tasks:
-        ctx.engine.submit(t)
-    return gatherResults(waits, consumeErrors=True).addErrback(
-        lambda f: f.value.subFailure if hasattr(f.value, "subFailure") else f
-    )
 
 
 def _embd_normalize(body: dict[str, Any]) -> int:
@@ -109,7 +75,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
         mode = _embd_normalize(body)
         tokens = await tokenize_prompts(ctx, loaded, prompts)
         try:
-            results = await _embed_all(ctx, request, tokens)
+            results = await run_embeddings(ctx, request, tokens)
         except CancelledError:
             return b""
         pooled = loaded.pooling != POOLING_NONE
@@ -176,7 +142,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
                     f"input ({len(p)} tokens) is too large to process. increase the physical batch size"
                 )
         try:
-            results = await _embed_all(ctx, request, prompts)
+            results = await run_embeddings(ctx, request, prompts)
         except CancelledError:
             return b""
         label = "score" if tei else "relevance_score"

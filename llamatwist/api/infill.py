@@ -11,14 +11,12 @@ from klein import Klein
 from twisted.internet.defer import CancelledError
 from twisted.web.server import Request
 
-from llamatwist.api.completion import final_json_fields, partial_json
-from llamatwist.api.errors import ApiError, ExceedContext, InvalidRequest
+from llamatwist.api.completion import final_json_fields, stream_native
+from llamatwist.api.errors import ExceedContext, InvalidRequest
 from llamatwist.api.http import ApiContext, handler, read_json, send_json
 from llamatwist.api.params import generation_params
 from llamatwist.api.pipeline import run_tasks
-from llamatwist.api.streaming import SSEStream
 from llamatwist.engine.model import FimTokens
-from llamatwist.runtime.task import FinalResult, PartialResult
 
 __all__ = ["InfillRequest", "format_infill", "parse_infill", "register"]
 
@@ -127,18 +125,4 @@ def register(app: Klein, ctx: ApiContext) -> None:
             except CancelledError:
                 return b""
             return send_json(request, final_json_fields(ctx, results[0], 0, params))
-        sse = SSEStream(request)
-
-        def partial(index: int, r: PartialResult) -> None:
-            sse.send(partial_json(r, index, params))
-
-        def final(index: int, r: FinalResult) -> None:
-            sse.send(final_json_fields(ctx, r, index, params))
-
-        try:
-            await run_tasks(ctx, request, [tokens], params, on_partial=partial, on_final=final)
-        except CancelledError:
-            return b""
-        except ApiError as err:
-            sse.send_error(err)
-        return b""
+        return await stream_native(ctx, request, [tokens], params)

@@ -15,9 +15,17 @@ from llamatwist.api.http import ApiContext
 from llamatwist.api.params import Prompt
 from llamatwist.api.streaming import on_disconnect
 from llamatwist.runtime.scheduler import LoadedModel
-from llamatwist.runtime.task import CompletionTask, ErrorResult, FinalResult, GenerationParams, PartialResult, Result
+from llamatwist.runtime.task import (
+    CompletionTask,
+    EmbeddingResult,
+    ErrorResult,
+    FinalResult,
+    GenerationParams,
+    PartialResult,
+    Result,
+)
 
-__all__ = ["expand", "run_tasks", "tokenize_prompts"]
+__all__ = ["expand", "run_embeddings", "run_tasks", "tokenize_prompts"]
 
 
 def expand(prompts: list[list[int]], n_cmpl: int) -> list[list[int]]:
@@ -54,27 +62,45 @@ def run_tasks(
     on_partial: Any = None,
     on_final: Any = None,
 ) -> Deferred[list[FinalResult]]:
-    """Submit one task per prompt; fires with the final results in order.
-    A client disconnect cancels every task (their slots free next step)."""
-    tasks: list[CompletionTask] = []
-    finals: list[Deferred[FinalResult]] = []
-    for index, tokens in enumerate(prompts):
-        d: Deferred[FinalResult] = Deferred()
+    """Submit one generation task per prompt; fires with the final results in
+    order. A client disconnect cancels every task (their slots free next step)."""
+    return _run(ctx, request, prompts, params, FinalResult, on_partial, on_final, embed=False)
 
-        def sink(result: Result, d: Deferred[FinalResult] = d, index: int = index) -> None:
+
+def run_embeddings(ctx: ApiContext, request: Request, prompts: list[list[int]]) -> Deferred[list[EmbeddingResult]]:
+    """One embedding (or rank score) task per prompt; same lifecycle as run_tasks."""
+    return _run(ctx, request, prompts, GenerationParams(cache_prompt=False), EmbeddingResult, None, None, embed=True)
+
+
+def _run(
+    ctx: ApiContext,
+    request: Request,
+    prompts: list[list[int]],
+    params: GenerationParams,
+    final_type: type[FinalResult | EmbeddingResult],
+    on_partial: Any,
+    on_final: Any,
+    embed: bool,
+) -> Deferred[Any]:
+    tasks: list[CompletionTask] = []
+    finals: list[Deferred[Any]] = []
+    for index, tokens in enumerate(prompts):
+        d: Deferred[Any] = Deferred()
+
+        def sink(result: Result, d: Deferred[Any] = d, index: int = index) -> None:
             if d.called:
                 return
             if isinstance(result, PartialResult):
                 if on_partial is not None:
                     on_partial(index, result)
-            elif isinstance(result, FinalResult):
+            elif isinstance(result, final_type):
                 if on_final is not None:
                     on_final(index, result)
                 d.callback(result)
             elif isinstance(result, ErrorResult):
                 d.errback(from_result(result.code, result.message, result.type, result.extra))
 
-        task = CompletionTask(tokens, params, sink)
+        task = CompletionTask(tokens, params, sink, embed=embed)
         tasks.append(task)
         finals.append(d)
 

@@ -11,7 +11,7 @@ from klein import Klein
 from twisted.internet.defer import CancelledError
 from twisted.web.server import Request
 
-from llamatwist.api.errors import ApiError, InvalidRequest
+from llamatwist.api.errors import InvalidRequest
 from llamatwist.api.http import ApiContext, handler, read_json, send_json
 from llamatwist.api.openai.protocol import (
     StreamOptions,
@@ -20,6 +20,7 @@ from llamatwist.api.openai.protocol import (
     envelope,
     finish_reason,
     parse_stream_options,
+    stream_oai,
     usage,
 )
 from llamatwist.api.params import generation_params, parse_n_cmpl
@@ -149,16 +150,5 @@ def register(app: Klein, ctx: ApiContext) -> None:
             chunk["timings"] = r.timings.to_json()
             sse.send(chunk)
 
-        try:
-            results = await run_tasks(ctx, request, prompts, req.params, on_partial=partial, on_final=final)
-        except CancelledError:
-            return b""
-        except ApiError as err:
-            sse.send_error(err)
-            return b""
-        if req.stream_options.include_usage:
-            last = envelope("chat.completion.chunk", cid, model, [])
-            last["usage"] = usage(results, req.n_cmpl)
-            sse.send(last)
-        sse.send_raw(b"data: [DONE]\n\n")
-        return b""
+        tail = ("chat.completion.chunk", cid, model, req.n_cmpl, req.stream_options.include_usage)
+        return await stream_oai(ctx, request, sse, prompts, req.params, partial, final, tail)

@@ -9,7 +9,7 @@ from klein import Klein
 from twisted.internet.defer import CancelledError
 from twisted.web.server import Request
 
-from llamatwist.api.errors import ApiError, InvalidRequest
+from llamatwist.api.errors import InvalidRequest
 from llamatwist.api.http import ApiContext, handler, read_json, send_json
 from llamatwist.api.openai.protocol import (
     completion_id,
@@ -18,6 +18,7 @@ from llamatwist.api.openai.protocol import (
     finish_reason,
     parse_stream_options,
     refuse_unsupported,
+    stream_oai,
     usage,
 )
 from llamatwist.api.params import parse_completion
@@ -99,16 +100,5 @@ def register(app: Klein, ctx: ApiContext) -> None:
             chunk["timings"] = r.timings.to_json()
             sse.send(chunk)
 
-        try:
-            results = await run_tasks(ctx, request, prompts, req.params, on_partial=partial, on_final=final)
-        except CancelledError:
-            return b""
-        except ApiError as err:
-            sse.send_error(err)
-            return b""
-        if stream_opts.include_usage:
-            last = envelope("text_completion", cid, model, [])
-            last["usage"] = usage(results, req.n_cmpl)
-            sse.send(last)
-        sse.send_raw(b"data: [DONE]\n\n")
-        return b""
+        tail = ("text_completion", cid, model, req.n_cmpl, stream_opts.include_usage)
+        return await stream_oai(ctx, request, sse, prompts, req.params, partial, final, tail)

@@ -6,14 +6,20 @@ from __future__ import annotations
 import secrets
 import string
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.internet.defer import CancelledError
+from twisted.web.server import Request
+
 from llamatwist import __version__
 from llamatwist.api.completion import probs_json
-from llamatwist.api.errors import InvalidRequest
-from llamatwist.runtime.task import FinalResult, TokenProbs
+from llamatwist.api.errors import ApiError, InvalidRequest
+from llamatwist.api.http import ApiContext
+from llamatwist.api.pipeline import run_tasks
+from llamatwist.api.streaming import SSEStream
+from llamatwist.runtime.task import FinalResult, GenerationParams, PartialResult, TokenProbs
 
 __all__ = [
     "SYSTEM_FINGERPRINT",
@@ -84,6 +90,34 @@ def parse_stream_options(body: Mapping[str, Any], stream: bool) -> StreamOptions
     if not isinstance(include, bool):
         raise InvalidRequest("'stream_options.include_usage' must be a boolean")
     return StreamOptions(include_usage=include)
+
+
+async def stream_oai(
+    ctx: ApiContext,
+    request: Request,
+    sse: SSEStream,
+    prompts: list[list[int]],
+    params: GenerationParams,
+    on_partial: Callable[[int, PartialResult], None],
+    on_final: Callable[[int, FinalResult], None],
+    tail: tuple[str, str, str, int, bool],
+) -> bytes:
+    """Run the tasks, then end an OpenAI stream: the usage chunk when asked
+    (``tail`` = object, id, model, n_cmpl, include_usage) and ``data: [DONE]``."""
+    object_, cid, model, n_cmpl, include_usage = tail
+    try:
+        results = await run_tasks(ctx, request, prompts, params, on_partial=on_partial, on_final=on_final)
+    except CancelledError:
+        return b""
+    except ApiError as err:
+        sse.send_error(err)
+        return b""
+    if include_usage:
+        last = envelope(object_, cid, model, [])
+        last["usage"] = usage(results, n_cmpl)
+        sse.send(last)
+    sse.send_raw(b"data: [DONE]\n\n")
+    return b""
 
 
 def refuse_unsupported(body: Mapping[str, Any], names: Sequence[str]) -> None:
