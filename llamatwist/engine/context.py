@@ -216,10 +216,15 @@ class Context:
 
     def logits(self, idx: int) -> npt.NDArray[np.float32]:
         """Logits of batch output ``idx`` (a copy: the buffer is reused next decode)."""
+        return self.logits_view(idx).copy()
+
+    def logits_view(self, idx: int) -> npt.NDArray[np.float32]:
+        """A writable view of libllama's logits row ``idx``, valid until the next
+        decode: masking it in place (constraints) steers the sampler chain."""
         ptr = lib.llama_get_logits_ith(self._ptr, idx)
         if ptr == ffi.NULL:
             raise IndexError(f"no logits for batch index {idx}")
-        return np.frombuffer(ffi.buffer(ptr, self.n_vocab * 4), dtype=np.float32).copy()
+        return np.frombuffer(ffi.buffer(ptr, self.n_vocab * 4), dtype=np.float32)
 
     # -- embeddings -----------------------------------------------------
     def embeddings_seq(self, seq_id: int) -> npt.NDArray[np.float32]:
