@@ -293,18 +293,19 @@ def summarize(records: list[RequestRecord], clients: int, w0: float, w1: float, 
     )
 
 
-def completion_body(prompt: str, n_predict: int) -> bytes:
+def completion_body(prompt: str, n_predict: int, extra: dict[str, object] | None = None) -> bytes:
     return json.dumps({
         "prompt": prompt, "n_predict": n_predict, "temperature": 0, "stream": True,
-        "ignore_eos": True, "cache_prompt": False,
+        "ignore_eos": True, "cache_prompt": False, **(extra or {}),
     }).encode()
 
 
 def run_load(url: str, clients: int, *, n_predict: int = DEFAULT_N_PREDICT, prompt: str = DEFAULT_PROMPT,
              duration: float = 30.0, warmup: float = 3.0, max_requests: int | None = None,
-             server_pid: int | None = None) -> LoadResult:
-    """One closed-loop measurement at ``clients`` concurrent clients."""
-    body = completion_body(prompt, n_predict)
+             server_pid: int | None = None, extra: dict[str, object] | None = None) -> LoadResult:
+    """One closed-loop measurement at ``clients`` concurrent clients; ``extra``
+    adds request fields (e.g. a json_schema)."""
+    body = completion_body(prompt, n_predict, extra)
     if max_requests is not None:
         warmup, duration = 0.0, 24 * 3600.0
     meter = CpuMeter([os.getpid()] + ([server_pid] if server_pid else []))
