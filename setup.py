@@ -101,6 +101,8 @@ setup(
     # An explicit root makes editable installs use a plain .pth path entry
     # instead of an import hook; twistd only finds plugins on sys.path.
     package_dir={"": "."},
+    # the built web UI (committed) and the /completion.js helper, served from memory
+    package_data={"llamatwist.webui": ["index.html.gz", "completion.js"]},
     # Placeholder sources: BuildExt fills them in.  Its presence also makes the
     # wheel platform-specific.
     ext_modules=[Extension(EXT_NAME, sources=[])],

@@ -135,6 +135,59 @@ def _repeat_penalty(text: str) -> float:
     return value
 
 
+def _samplers(text: str) -> tuple[str, ...]:
+    """--samplers: names separated by ';' (unknown ones dropped, as llama.cpp)."""
+    from llamatwist.engine.sampling import samplers_from_names
+
+    return samplers_from_names(text.split(";"))
+
+
+def _sampler_seq(text: str) -> tuple[str, ...]:
+    """--sampler-seq: one character per sampler (edskypmxt)."""
+    from llamatwist.engine.sampling import samplers_from_chars
+
+    return samplers_from_chars(text)
+
+
+def _dry_base(text: str) -> float:
+    value = _float(text)
+    return value if value >= 1.0 else SamplingDefaults().dry_base  # llama-server ignores < 1
+
+
+def _mirostat(text: str) -> int:
+    value = _int(text)
+    if not 0 <= value <= 2:  # llama-server would abort on its first request
+        raise ValueError(f"must be 0 (disabled), 1 or 2, got {value}")
+    return value
+
+
+def _logit_bias(text: str) -> tuple[int, float]:
+    """-l TOKEN_ID(+/-)BIAS, e.g. 15043+1 or 15043-inf."""
+    head = text.strip()
+    for i in range(1, len(head)):
+        if head[i] in "+-" and head[:i].strip().lstrip("+-").isdigit():
+            try:
+                bias = float(head[i + 1:])
+            except ValueError:
+                break
+            if math.isnan(bias):
+                break
+            return int(head[:i]), -bias if head[i] == "-" else bias
+    raise ValueError(f"invalid input format {text!r}: expected TOKEN_ID(+/-)BIAS")
+
+
+def _sampling_lists(values: dict[str, Any]) -> None:
+    """The repeatable sampling flags, collected by argparse as lists."""
+    if "sampling.logit_bias" in values:
+        values["sampling.logit_bias"] = tuple(values["sampling.logit_bias"])
+    if "sampling.dry_sequence_breakers" in values:
+        # the first one replaces the defaults; "none" clears the list so far
+        breakers: list[str] = []
+        for b in values["sampling.dry_sequence_breakers"]:
+            breakers = [] if b == "none" else [*breakers, b]
+        values["sampling.dry_sequence_breakers"] = tuple(breakers)
+
+
 def _n_parallel(text: str) -> int:
     value = _int(text)
     if value == 0:
@@ -268,6 +321,13 @@ def _api_prefix(text: str) -> str:
     return "/" + prefix if prefix else ""
 
 
+def _directory(text: str) -> str:
+    """--path: llama-server refuses to start when the directory is missing."""
+    if not os.path.isdir(text):
+        raise ValueError(f"static assets path not found: {text!r}")
+    return text
+
+
 POOLING_TYPES: Final = ("none", "mean", "cls", "last", "rank")
 
 
@@ -320,6 +380,7 @@ class Flag(NamedTuple):
     neg: tuple[str, ...] = ()
     metavar: str = "N"
     default: str | None = None  # shown by -h instead of the config default
+    append: bool = False  # repeatable: the values add up in a list
 
 
 G_MODEL: Final = "model"
@@ -365,6 +426,12 @@ FLAGS: Final[tuple[Flag, ...]] = (
          "pooling type for embeddings, use model default if unspecified",
          "LLAMA_ARG_POOLING", _pooling, metavar="{none,mean,cls,last,rank}",
          default="model default"),
+    Flag(("--ui", "--webui"), "webui", G_SERVER,
+         "whether to enable the Web UI (the chat UI at /)", "LLAMA_ARG_UI",
+         neg=("--no-ui", "--no-webui")),
+    Flag(("--path",), "static_path", G_SERVER,
+         "path to serve static files from, instead of the built-in Web UI",
+         "LLAMA_ARG_STATIC_PATH", _directory, metavar="PATH", default="none"),
     # HTTP: security, CORS and limits
     Flag(("--api-prefix",), "api_prefix", G_HTTP,
          "prefix path the server serves from, without the trailing slash; "
@@ -489,6 +556,57 @@ FLAGS: Final[tuple[Flag, ...]] = (
     Flag(("--frequency-penalty",), "sampling.frequency_penalty", G_SAMPLING,
          "repeat alpha frequency penalty (0.0 = disabled)",
          "LLAMA_ARG_FREQUENCY_PENALTY", _float),
+    Flag(("--samplers",), "sampling.samplers", G_SAMPLING,
+         "samplers that will be used for generation in the order, separated by ';'",
+         None, _samplers, metavar="SAMPLERS",
+         default="penalties; dry; top_n_sigma; top_k; typ_p; top_p; min_p; xtc; temperature"),
+    Flag(("--sampler-seq", "--sampling-seq"), "sampling.samplers", G_SAMPLING,
+         "simplified sequence for samplers that will be used", None, _sampler_seq,
+         metavar="SEQUENCE", default="edskypmxt"),
+    Flag(("--ignore-eos",), "sampling.ignore_eos", G_SAMPLING,
+         "ignore end of stream token and continue generating (implies --logit-bias EOS-inf)"),
+    Flag(("--top-nsigma", "--top-n-sigma"), "sampling.top_n_sigma", G_SAMPLING,
+         "top-n-sigma sampling (-1.0 = disabled)", None, _float),
+    Flag(("--xtc-probability",), "sampling.xtc_probability", G_SAMPLING,
+         "xtc probability (0.0 = disabled)", None, _float),
+    Flag(("--xtc-threshold",), "sampling.xtc_threshold", G_SAMPLING,
+         "xtc threshold (1.0 = disabled)", None, _float),
+    Flag(("--typical", "--typical-p"), "sampling.typical_p", G_SAMPLING,
+         "locally typical sampling, parameter p (1.0 = disabled)", None, _float),
+    Flag(("--dry-multiplier",), "sampling.dry_multiplier", G_SAMPLING,
+         "set DRY sampling multiplier (0.0 = disabled)", None, _float),
+    Flag(("--dry-base",), "sampling.dry_base", G_SAMPLING,
+         "set DRY sampling base value (values < 1.0 are ignored)", None, _dry_base),
+    Flag(("--dry-allowed-length",), "sampling.dry_allowed_length", G_SAMPLING,
+         "set allowed length for DRY sampling", None, _int_min(0)),
+    Flag(("--dry-penalty-last-n",), "sampling.dry_penalty_last_n", G_SAMPLING,
+         "set DRY penalty for the last n tokens (0 = disable)", None, _int_min(0)),
+    Flag(("--dry-sequence-breaker",), "sampling.dry_sequence_breakers", G_SAMPLING,
+         "add sequence breaker for DRY sampling, clearing out default breakers in the "
+         "process; use \"none\" to not use any sequence breakers", None, str,
+         metavar="STRING", default="'\\n', ':', '\"', '*'", append=True),
+    Flag(("--adaptive-target",), "sampling.adaptive_target", G_SAMPLING,
+         "adaptive-p: select tokens near this probability (valid range 0.0 to 1.0; "
+         "negative = disabled)", None, _float),
+    Flag(("--adaptive-decay",), "sampling.adaptive_decay", G_SAMPLING,
+         "adaptive-p: decay rate for target adaptation over time (valid range 0.0 to 0.99)",
+         None, _float_range(0.0, 0.99)),
+    Flag(("--dynatemp-range",), "sampling.dynatemp_range", G_SAMPLING,
+         "dynamic temperature range (0.0 = disabled)", None, _float),
+    Flag(("--dynatemp-exp",), "sampling.dynatemp_exponent", G_SAMPLING,
+         "dynamic temperature exponent", None, _float),
+    Flag(("--mirostat",), "sampling.mirostat", G_SAMPLING,
+         "use Mirostat sampling; Top K, Nucleus and Locally Typical samplers are "
+         "ignored if used (0 = disabled, 1 = Mirostat, 2 = Mirostat 2.0)", None, _mirostat),
+    Flag(("--mirostat-lr",), "sampling.mirostat_eta", G_SAMPLING,
+         "Mirostat learning rate, parameter eta", None, _float),
+    Flag(("--mirostat-ent",), "sampling.mirostat_tau", G_SAMPLING,
+         "Mirostat target entropy, parameter tau", None, _float),
+    Flag(("-l", "--logit-bias"), "sampling.logit_bias", G_SAMPLING,
+         "modifies the likelihood of token appearing in the completion, i.e. "
+         "`--logit-bias 15043+1` to increase likelihood of token ' Hello', or "
+         "`--logit-bias 15043-1` to decrease likelihood of token ' Hello'",
+         None, _logit_bias, metavar="TOKEN_ID(+/-)BIAS", default="none", append=True),
     # logging
     Flag(("-v", "--verbose", "--log-verbose"), "verbose", G_LOG,
          "log everything, debug messages included"),
@@ -658,6 +776,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                 type=_for_argparse(flag.convert),
                 metavar=flag.metavar,
                 help=text,
+                action="append" if flag.append else "store",
             )
         else:
             group.add_argument(
@@ -815,6 +934,7 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> ServerConfi
     if n_parallel < 0:
         n_parallel, kv_unified = 4, True
 
+    _sampling_lists(values)
     sampling = {
         key.removeprefix("sampling."): value
         for key, value in values.items()

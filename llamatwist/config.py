@@ -27,6 +27,30 @@ class SamplingDefaults:
     repeat_penalty: float = 1.0
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    # the rest as llama.cpp's common_params_sampling
+    typical_p: float = 1.0
+    min_keep: int = 0
+    top_n_sigma: float = -1.0
+    xtc_probability: float = 0.0
+    xtc_threshold: float = 0.1
+    dynatemp_range: float = 0.0
+    dynatemp_exponent: float = 1.0
+    dry_multiplier: float = 0.0
+    dry_base: float = 1.75
+    dry_allowed_length: int = 2
+    dry_penalty_last_n: int = 64
+    dry_sequence_breakers: tuple[str, ...] = ("\n", ":", '"', "*")
+    mirostat: int = 0
+    mirostat_tau: float = 5.0  # --mirostat-ent
+    mirostat_eta: float = 0.1  # --mirostat-lr
+    adaptive_target: float = -1.0
+    adaptive_decay: float = 0.9
+    ignore_eos: bool = False
+    logit_bias: tuple[tuple[int | str, float], ...] = ()  # -l/--logit-bias TOKEN(+/-)BIAS
+    # the sampler order (--samplers / --sampler-seq), canonical names
+    samplers: tuple[str, ...] = (
+        "penalties", "dry", "top_n_sigma", "top_k", "typ_p", "top_p", "min_p", "xtc", "temperature",
+    )
 
 
 @dataclass(frozen=True)
@@ -59,6 +83,9 @@ class ServerConfig:
     cors_methods: str = "GET, POST, DELETE, OPTIONS"
     cors_headers: str = "*"
     cors_credentials: bool = True  # with cors_origins "*", the request's Origin is echoed back
+    # web UI
+    webui: bool = True  # --ui/--no-ui: the built-in chat UI at /
+    static_path: str | None = None  # --path: serve this directory instead of the built-in UI
     # endpoints
     metrics: bool = False
     slots: bool = True

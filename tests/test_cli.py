@@ -61,6 +61,7 @@ def refused(argv: list[str], environ: dict[str, str] | None = None) -> ConfigErr
 SAMPLES: dict[str, tuple[str, Any]] = {
     "model": ("m.gguf", "m.gguf"),
     "alias": (" a , b ,", "a,b"),
+    "static_path": ("/", "/"),
     "n_gpu_layers": ("12", 12),
     "host": ("0.0.0.0", "0.0.0.0"),
     "port": ("8081", 8081),
@@ -81,6 +82,24 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "sampling.repeat_penalty": ("1.1", 1.1),
     "sampling.presence_penalty": ("0.5", 0.5),
     "sampling.frequency_penalty": ("0.25", 0.25),
+    "sampling.samplers": ("top_k;Temp;bogus;min-p", ("top_k", "temperature", "min_p")),
+    "sampling.top_n_sigma": ("1.5", 1.5),
+    "sampling.xtc_probability": ("0.5", 0.5),
+    "sampling.xtc_threshold": ("0.2", 0.2),
+    "sampling.typical_p": ("0.9", 0.9),
+    "sampling.dry_multiplier": ("0.8", 0.8),
+    "sampling.dry_base": ("2", 2.0),
+    "sampling.dry_allowed_length": ("3", 3),
+    "sampling.dry_penalty_last_n": ("128", 128),
+    "sampling.dry_sequence_breakers": ("|", ("|",)),
+    "sampling.adaptive_target": ("0.5", 0.5),
+    "sampling.adaptive_decay": ("0.5", 0.5),
+    "sampling.dynatemp_range": ("0.5", 0.5),
+    "sampling.dynatemp_exponent": ("2", 2.0),
+    "sampling.mirostat": ("2", 2),
+    "sampling.mirostat_eta": ("0.2", 0.2),
+    "sampling.mirostat_tau": ("4", 4.0),
+    "sampling.logit_bias": ("15043-1.5", ((15043, -1.5),)),
     "log_file": ("x.log", "x.log"),
     "pooling": ("cls", "cls"),
     "api_prefix": ("api/v1/", "/api/v1"),
@@ -95,6 +114,11 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "chat_template": ("chatml", "chatml"),
     "chat_template_file": ("t.jinja", "t.jinja"),
     "chat_template_kwargs": ('{"enable_thinking": false, "n": [1]}', {"enable_thinking": False, "n": [1]}),
+}
+# Flags sharing a field with another spelling of another syntax.
+SAMPLES_BY_NAME: dict[str, tuple[str, Any]] = {
+    "--sampler-seq": ("kXt", ("top_k", "temperature")),
+    "--sampling-seq": ("edskypmxt", SamplingDefaults().samplers),
 }
 # --api-key-file is read while parsing and feeds api_keys: tested on its own.
 VALUE_FLAGS = [f for f in FLAGS if f.convert is not None and f.field != "api_key_file"]
@@ -135,7 +159,7 @@ def test_every_value_flag_has_a_sample() -> None:
     ("name", "path"), [(n, f.field) for f in VALUE_FLAGS for n in f.names]
 )
 def test_value_flag_every_spelling(name: str, path: str) -> None:
-    text, expected = SAMPLES[path]
+    text, expected = SAMPLES_BY_NAME.get(name) or SAMPLES[path]
     assert field(parse_config([name, text], {}), path) == expected
     assert field(parse_config([f"{name}={text}"], {}), path) == expected
 
@@ -413,9 +437,9 @@ def test_unsupported_host_forms_refused() -> None:
 
 
 def test_process_exit_statuses() -> None:
-    proc = run("-m", "llamatwist", "--ignore-eos")
+    proc = run("-m", "llamatwist", "--no-host")
     assert proc.returncode == 1
-    assert proc.stderr == "error: flag --ignore-eos is not implemented yet in llamatwist\n"
+    assert proc.stderr == "error: flag --no-host is not implemented yet in llamatwist\n"
 
     proc = run("-m", "llamatwist", "--api-key-file", "/nonexistent/keys.txt")
     assert proc.returncode == 1
@@ -447,7 +471,7 @@ def test_help_lists_every_flag_with_default_and_env() -> None:
     for expected in ("(default: 2048)", "(default: 8080)", "(default: 0.80)"):
         assert expected in text
     assert "--smollm2-default" in text
-    assert "--ignore-eos" in text  # listed among the unimplemented flags
+    assert "--no-host" in text  # listed among the unimplemented flags
 
 
 def test_help_and_parsing_need_no_heavy_imports() -> None:
@@ -498,9 +522,9 @@ def test_twistd_passes_arguments_verbatim() -> None:
     assert proc.returncode == 2
     assert "-np/--parallel" in proc.stderr
 
-    proc = run("-m", "twisted", "llamatwist", "-no-kvu", "--ignore-eos")
+    proc = run("-m", "twisted", "llamatwist", "-no-kvu", "--no-host")
     assert proc.returncode == 1
-    assert "error: flag --ignore-eos is not implemented yet in llamatwist" in proc.stderr
+    assert "error: flag --no-host is not implemented yet in llamatwist" in proc.stderr
 
 
 def test_tap_options_hold_the_config() -> None:
@@ -742,3 +766,33 @@ def test_under_twistd_python_logs_go_to_twisted(root_logger: logging.Logger) -> 
     assert len(events) == 1
     assert events[0]["log_level"] == LogLevel.warn
     assert events[0]["text"] == "to twisted ok"
+
+
+# --------------------------------------------------------------------------
+# Sampling flags
+
+
+def test_repeatable_sampling_flags_add_up() -> None:
+    s = parse_config(["-l", "15043+1", "--logit-bias", "2-inf", "-l", "7 + 0.5"], {}).sampling
+    assert s.logit_bias == ((15043, 1.0), (2, -float("inf")), (7, 0.5))
+    s = parse_config(["--dry-sequence-breaker", "a", "--dry-sequence-breaker", "b"], {}).sampling
+    assert s.dry_sequence_breakers == ("a", "b")
+    s = parse_config(["--dry-sequence-breaker", "a", "--dry-sequence-breaker", "none"], {}).sampling
+    assert s.dry_sequence_breakers == ()
+    assert parse_config([], {}).sampling.dry_sequence_breakers == ("\n", ":", '"', "*")
+
+
+def test_sampling_flags_as_llama_server() -> None:
+    s = parse_config(["--ignore-eos", "--dry-base", "0.5", "--samplers", "penalties;TOP-K;nope"], {}).sampling
+    assert (s.ignore_eos, s.dry_base, s.samplers) == (True, 1.75, ("penalties", "top_k"))
+    assert parse_config(["--samplers", "top_k", "--sampler-seq", "tm"], {}).sampling.samplers == (
+        "temperature", "min_p",
+    )
+
+
+@pytest.mark.parametrize("argv", [
+    ["-l", "15043"], ["-l", "x+1"], ["-l", "1+x"], ["--mirostat", "3"], ["--dry-penalty-last-n", "-1"],
+    ["--dry-allowed-length", "-1"], ["--adaptive-decay", "1"], ["--top-n-sigma", "x"],
+])
+def test_bad_sampling_values_are_usage_errors(argv: list[str]) -> None:
+    assert refused(argv).exit_code == 2

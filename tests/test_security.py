@@ -144,7 +144,7 @@ def test_route_path() -> None:
 
 def test_public_paths_are_llama_servers() -> None:
     # server-http.cpp: get_public_endpoints = /health, /v1/health + frontend paths ("/").
-    assert frozenset({b"/health", b"/v1/health", b"/"}) == PUBLIC_PATHS
+    assert frozenset({b"/health", b"/v1/health", b"/", b"/index.html", b"/completion.js"}) == PUBLIC_PATHS
 
 
 def test_policy_from_config() -> None:
@@ -333,7 +333,7 @@ EXPECTED_OK = [
     ("GET", "/health"), ("GET", "/v1/health"), ("GET", "/props"), ("GET", "/models"), ("GET", "/v1/models"),
     ("GET", "/slots"), ("GET", "/metrics"), ("POST", "/completion"), ("POST", "/tokenize"), ("POST", "/detokenize"),
 ]  # fmt: skip
-PUBLIC = {"/health", "/v1/health"}
+PUBLIC = {"/health", "/v1/health", "/", "/index.html", "/completion.js"}
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from twisted.web.server import Request
 from werkzeug.exceptions import MethodNotAllowed as WzMethodNotAllowed
 from werkzeug.exceptions import NotFound as WzNotFound
 
-from llamatwist.api import completion, embeddings, infill, info, tokens
+from llamatwist.api import completion, embeddings, infill, info, tokens, webui
 from llamatwist.api.errors import MethodNotAllowed, NotFound
 from llamatwist.api.http import ApiContext, send_error
 from llamatwist.api.openai import chat as oai_chat
@@ -23,6 +23,7 @@ def build_app(ctx: ApiContext) -> Klein:
     app = Klein()
     for module in (info, completion, infill, tokens, oai_completions, oai_chat, embeddings):
         module.register(app, ctx)
+    webui.register(app, ctx)  # last: the UI never shadows an API route
 
     @app.handle_errors(WzNotFound)
     def not_found(request: Request, failure: Any) -> bytes:

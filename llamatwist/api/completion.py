@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,6 +11,7 @@ from klein import Klein
 from twisted.internet.defer import CancelledError
 from twisted.web.server import Request
 
+from llamatwist.api.constraints import apply_constraint
 from llamatwist.api.errors import ApiError
 from llamatwist.api.http import ApiContext, handler, read_json, send_json
 from llamatwist.api.params import parse_completion
@@ -27,45 +29,73 @@ __all__ = ["final_json_fields", "generation_settings", "partial_json", "probs_js
 FLOAT_LOWEST = -3.4028234663852886e38  # llama-server's log(0) stand-in (JSON has no -inf)
 
 
+def _bias(b: float) -> float | None:
+    return b if math.isfinite(b) else None  # JSON has no infinities; llama-server's writes null
+
+
 def generation_settings(p: GenerationParams, seed: int) -> dict[str, Any]:
     s = p.sampler
     return {
         "seed": seed,
         "temperature": s.temperature,
-        "dynatemp_range": 0.0,
-        "dynatemp_exponent": 1.0,
+        "dynatemp_range": s.dynatemp_range,
+        "dynatemp_exponent": s.dynatemp_exponent,
         "top_k": s.top_k,
         "top_p": s.top_p,
         "min_p": s.min_p,
-        "top_n_sigma": -1.0,
-        "xtc_probability": 0.0,
-        "xtc_threshold": 0.1,
+        "top_n_sigma": s.top_n_sigma,
+        "xtc_probability": s.xtc_probability,
+        "xtc_threshold": s.xtc_threshold,
         "typical_p": s.typical_p,
         "repeat_last_n": s.repeat_last_n,
         "repeat_penalty": s.repeat_penalty,
         "presence_penalty": s.presence_penalty,
         "frequency_penalty": s.frequency_penalty,
-        "mirostat": 0,
+        "dry_multiplier": s.dry_multiplier,
+        "dry_base": s.dry_base,
+        "dry_allowed_length": s.dry_allowed_length,
+        "dry_penalty_last_n": s.dry_penalty_last_n,
+        "dry_sequence_breakers": list(s.dry_sequence_breakers),
+        "mirostat": s.mirostat,
+        "mirostat_tau": s.mirostat_tau,
+        "mirostat_eta": s.mirostat_eta,
+        "adaptive_target": s.adaptive_target,
+        "adaptive_decay": s.adaptive_decay,
+        "stop": list(p.stop),
         "max_tokens": p.n_predict,
         "n_predict": p.n_predict,
         "n_keep": p.n_keep,
         "n_discard": 0,
         "ignore_eos": s.ignore_eos,
         "stream": p.stream,
+        # as given: a text key is reported as the text (llama-server lists its tokens)
+        "logit_bias": [{"bias": _bias(b), "token": t} for t, b in s.logit_bias],
         "n_probs": p.n_probs,
         "min_keep": s.min_keep,
-        "stop": list(p.stop),
-        "samplers": ["penalties", "top_k", "typ_p", "top_p", "min_p", "temperature"],
+        "samplers": list(s.samplers),
+        "post_sampling_probs": s.post_sampling_probs,
     }
 
 
 def _logprob(p: float) -> float:
-    import math
-
     return math.log(p) if p > 0 else FLOAT_LOWEST
 
 
-def probs_json(probs: Sequence[TokenProbs]) -> list[dict[str, Any]]:
+def probs_json(probs: Sequence[TokenProbs], post_sampling: bool = False) -> list[dict[str, Any]]:
+    """llama-server's ``completion_probabilities``: log-probabilities, or with
+    ``post_sampling`` (post_sampling_probs) plain probabilities under the keys
+    ``prob`` and ``top_probs``."""
+    if post_sampling:
+        return [
+            {
+                "id": tp.id,
+                "token": tp.token,
+                "bytes": tp.bytes,
+                "prob": tp.prob,
+                "top_probs": [{"id": t.id, "token": t.token, "bytes": t.bytes, "prob": t.prob} for t in tp.top],
+            }
+            for tp in probs
+        ]
     return [
         {
             "id": tp.id,
@@ -104,7 +134,7 @@ def final_json_fields(
     if prompt_text is not None:
         out["prompt"] = prompt_text
     if not params.stream and r.probs:
-        out["completion_probabilities"] = probs_json(r.probs)
+        out["completion_probabilities"] = probs_json(r.probs, params.sampler.post_sampling_probs)
     return out
 
 
@@ -119,7 +149,7 @@ def partial_json(r: PartialResult, index: int, params: GenerationParams) -> dict
         "tokens_evaluated": r.n_prompt_tokens,
     }
     if r.probs:
-        chunk["completion_probabilities"] = probs_json(r.probs)
+        chunk["completion_probabilities"] = probs_json(r.probs, params.sampler.post_sampling_probs)
     return chunk
 
 
@@ -149,9 +179,10 @@ def register(app: Klein, ctx: ApiContext) -> None:
     @handler
     async def completion(request: Request) -> Any:
         loaded = ctx.require_generation()
-        req = parse_completion(read_json(request), ctx.config.sampling, loaded.n_slots)
+        body = read_json(request)
+        req = parse_completion(body, ctx.config.sampling, loaded.n_slots)
         prompts = expand(await tokenize_prompts(ctx, loaded, req.prompts), req.n_cmpl)
-        params = req.params
+        params = await apply_constraint(ctx, body, req.params)
         if params.stream:
             return await stream_native(ctx, request, prompts, params)
         try:
@@ -159,5 +190,5 @@ def register(app: Klein, ctx: ApiContext) -> None:
         except CancelledError:
             return b""
         texts = [await ctx.engine.detokenize(p) for p in prompts]
-        body = [final_json_fields(ctx, r, i, params, texts[i]) for i, r in enumerate(results)]
-        return send_json(request, body[0] if len(body) == 1 else body)
+        out = [final_json_fields(ctx, r, i, params, texts[i]) for i, r in enumerate(results)]
+        return send_json(request, out[0] if len(out) == 1 else out)

@@ -8,7 +8,7 @@ import json
 import logging
 import os
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.web.server import Request
@@ -17,6 +17,7 @@ from llamatwist.api.chatformat import ChatFormatter
 from llamatwist.api.errors import ApiError, NotSupported, ServerError, Unavailable, error_json
 from llamatwist.api.params import parse_json_body
 from llamatwist.config import ServerConfig
+from llamatwist.constrain.spec import ConstraintSpec
 from llamatwist.runtime.scheduler import LoadedModel
 from llamatwist.runtime.service import EngineService, EngineState
 
@@ -35,6 +36,7 @@ class ApiContext:
     engine: EngineService
     model_path: str
     chat_formatter: ChatFormatter | None = None  # set once the model is loaded
+    default_constraint: ConstraintSpec = field(default_factory=ConstraintSpec)  # --grammar / -j
 
     @property
     def chat(self) -> ChatFormatter:

@@ -12,6 +12,7 @@ from twisted.internet.defer import CancelledError
 from twisted.web.server import Request
 
 from llamatwist.api.completion import final_json_fields, stream_native
+from llamatwist.api.constraints import apply_constraint
 from llamatwist.api.errors import ExceedContext, InvalidRequest
 from llamatwist.api.http import ApiContext, handler, read_json, send_json
 from llamatwist.api.params import generation_params
@@ -105,7 +106,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
             raise InvalidRequest(f"Infill is not supported by this model: {fim.missing().strip()}")
         body = read_json(request)
         req = parse_infill(body)
-        params = generation_params(body, ctx.config.sampling)
+        params = await apply_constraint(ctx, body, generation_params(body, ctx.config.sampling))
         n_predict = max(params.n_predict, 0)
         tokens = await ctx.engine.vocab_call(
             lambda tokenize: format_infill(

@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from llamatwist.api.errors import InvalidRequest
 from llamatwist.config import SamplingDefaults
-from llamatwist.engine.sampling import RANDOM_SEED, SamplerSettings
+from llamatwist.engine.sampling import (
+    RANDOM_SEED,
+    LogitBias,
+    SamplerSettings,
+    samplers_from_chars,
+    samplers_from_names,
+)
 from llamatwist.runtime.task import GenerationParams
 
 __all__ = [
@@ -76,34 +83,108 @@ def _stop(name: str, v: Any) -> tuple[str, ...]:
     raise InvalidRequest(f"'{name}' must be a string or an array of strings")
 
 
+def _logit_bias_key(name: str, k: Any) -> int | str:
+    if isinstance(k, str):
+        # the OpenAI map keys token ids as strings; any other key is a text to tokenize
+        return int(k) if re.fullmatch(r"[+-]?[0-9]+", k.strip()) else k
+    if isinstance(k, int) and not isinstance(k, bool):
+        return k
+    raise InvalidRequest(f"'{name}' keys must be token ids or strings, got {json.dumps(k)}")
+
+
+def _logit_bias_value(name: str, v: Any) -> float:
+    if v is False:
+        return float("-inf")  # llama-server: false bans the token
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
+        raise InvalidRequest(f"'{name}' biases must be numbers (or false to ban a token), got {json.dumps(v)}")
+    return float(v)
+
+
+def _logit_bias(name: str, v: Any) -> tuple[LogitBias, ...]:
+    """``[[token, bias], ...]`` or ``{"token": bias}``; a token is an id or a
+    string (every token of its tokenization is biased)."""
+    if isinstance(v, list):
+        out: list[LogitBias] = []
+        for el in v:
+            if not isinstance(el, list) or len(el) != 2:
+                raise InvalidRequest(f"'{name}' must be an array of [token, bias] pairs or an object")
+            key = el[0] if isinstance(el[0], str) else _logit_bias_key(name, el[0])
+            out.append((key, _logit_bias_value(name, el[1])))
+        return tuple(out)
+    if isinstance(v, dict):
+        return tuple((_logit_bias_key(name, k), _logit_bias_value(name, b)) for k, b in v.items())
+    raise InvalidRequest(f"'{name}' must be an array of [token, bias] pairs or an object")
+
+
+def _samplers(name: str, v: Any) -> tuple[str, ...]:
+    """Sampler names in order, or the short form as one string of characters."""
+    if isinstance(v, str):
+        return samplers_from_chars(v)
+    if isinstance(v, list) and all(isinstance(x, str) for x in v):
+        return samplers_from_names(v)
+    raise InvalidRequest(f"'{name}' must be an array of sampler names or a string of sampler characters")
+
+
+def _breakers(name: str, v: Any) -> tuple[str, ...]:
+    if isinstance(v, list) and v and all(isinstance(x, str) for x in v):
+        return tuple(v)
+    raise InvalidRequest(f"'{name}' must be a non-empty array of strings")
+
+
+INT32_MAX = 2**31 - 1
+
+
 @dataclass(frozen=True)
 class Field:
     names: tuple[str, ...]  # first is canonical, the rest are aliases
     read: Callable[[str, Any], Any]
     target: str  # attribute of _Fields
-    check: Callable[[Any], bool] | None = None
+    check: Callable[[Any], bool] | None = None  # a value outside is a 400 (llama-server's set_hard_limits)
     rule: str = ""
+    clamp: tuple[float, float] | None = None  # a value outside is clamped (llama-server's set_limits)
 
 
 def _ge(lo: float) -> Callable[[Any], bool]:
     return lambda x: x >= lo
 
 
+_UNIT = (0.0, 1.0)
+
+
 FIELDS: tuple[Field, ...] = (
     Field(("n_predict", "max_completion_tokens", "max_tokens"), _int, "n_predict", _ge(-1), ">= -1"),
     Field(("n_keep",), _int, "n_keep", _ge(-1), ">= -1"),
-    Field(("temperature",), _float, "temperature"),
-    Field(("top_k",), _int, "top_k"),
-    Field(("top_p",), _float, "top_p"),
-    Field(("min_p",), _float, "min_p"),
+    Field(("temperature",), _float, "temperature", clamp=(0.0, math.inf)),
+    Field(("dynatemp_range",), _float, "dynatemp_range"),
+    Field(("dynatemp_exponent",), _float, "dynatemp_exponent"),
+    Field(("top_k",), _int, "top_k", clamp=(0, INT32_MAX)),
+    Field(("top_p",), _float, "top_p", clamp=_UNIT),
+    Field(("min_p",), _float, "min_p", clamp=_UNIT),
+    Field(("top_n_sigma",), _float, "top_n_sigma"),
+    Field(("xtc_probability",), _float, "xtc_probability", clamp=_UNIT),
+    Field(("xtc_threshold",), _float, "xtc_threshold", clamp=_UNIT),
     Field(("typical_p",), _float, "typical_p"),
     Field(("min_keep",), _int, "min_keep", _ge(0), ">= 0"),
-    Field(("repeat_last_n",), _int, "repeat_last_n", _ge(-1), ">= -1"),
-    Field(("repeat_penalty",), _float, "repeat_penalty", _ge(0), ">= 0"),
+    Field(("repeat_last_n",), _int, "repeat_last_n", _ge(0), ">= 0"),
+    # libllama's penalties sampler refuses it (llama-server: "Failed to initialize samplers")
+    Field(("repeat_penalty",), _float, "repeat_penalty", lambda x: x > 0, "> 0"),
     Field(("presence_penalty",), _float, "presence_penalty"),
     Field(("frequency_penalty",), _float, "frequency_penalty"),
+    Field(("dry_multiplier",), _float, "dry_multiplier"),
+    Field(("dry_base",), _float, "dry_base"),  # < 1: the server default (generation_params)
+    Field(("dry_allowed_length",), _int, "dry_allowed_length", _ge(0), ">= 0"),
+    Field(("dry_penalty_last_n",), _int, "dry_penalty_last_n", _ge(0), ">= 0"),
+    Field(("dry_sequence_breakers",), _breakers, "dry_sequence_breakers"),
+    Field(("mirostat",), _int, "mirostat", clamp=(0, 2)),
+    Field(("mirostat_tau",), _float, "mirostat_tau"),
+    Field(("mirostat_eta",), _float, "mirostat_eta"),
+    Field(("adaptive_target",), _float, "adaptive_target", clamp=(-math.inf, 1.0)),
+    Field(("adaptive_decay",), _float, "adaptive_decay", lambda x: 0.0 <= x <= 0.99, "between 0 and 0.99"),
     Field(("seed",), _int, "seed"),
     Field(("ignore_eos",), _bool, "ignore_eos"),
+    Field(("logit_bias",), _logit_bias, "logit_bias"),
+    Field(("samplers",), _samplers, "samplers"),
+    Field(("post_sampling_probs",), _bool, "post_sampling_probs"),
     Field(("stop",), _stop, "stop"),
     Field(("n_probs",), _int, "n_probs", lambda x: 0 <= x <= 100, "between 0 and 100"),
     Field(("cache_prompt",), _bool, "cache_prompt"),
@@ -123,6 +204,8 @@ def read_fields(body: Mapping[str, Any]) -> dict[str, Any]:
             value = f.read(name, body[name])
             if f.check is not None and not f.check(value):
                 raise InvalidRequest(f"'{name}' must be {f.rule}, got {json.dumps(body[name])}")
+            if f.clamp is not None:
+                value = type(value)(min(max(value, f.clamp[0]), f.clamp[1]))
             out[f.target] = value
             break
     return out
@@ -131,19 +214,39 @@ def read_fields(body: Mapping[str, Any]) -> dict[str, Any]:
 def generation_params(body: Mapping[str, Any], defaults: SamplingDefaults) -> GenerationParams:
     v = read_fields(body)
     seed = v.get("seed", defaults.seed)
+    dry_base = v.get("dry_base", defaults.dry_base)
     sampler = SamplerSettings(
-        seed=RANDOM_SEED if seed < 0 else seed,
+        seed=RANDOM_SEED if seed < 0 else seed & 0xFFFFFFFF,
         temperature=v.get("temperature", defaults.temperature),
+        dynatemp_range=v.get("dynatemp_range", defaults.dynatemp_range),
+        dynatemp_exponent=v.get("dynatemp_exponent", defaults.dynatemp_exponent),
         top_k=v.get("top_k", defaults.top_k),
         top_p=v.get("top_p", defaults.top_p),
         min_p=v.get("min_p", defaults.min_p),
-        typical_p=v.get("typical_p", 1.0),
+        top_n_sigma=v.get("top_n_sigma", defaults.top_n_sigma),
+        xtc_probability=v.get("xtc_probability", defaults.xtc_probability),
+        xtc_threshold=v.get("xtc_threshold", defaults.xtc_threshold),
+        typical_p=v.get("typical_p", defaults.typical_p),
         repeat_last_n=v.get("repeat_last_n", defaults.repeat_last_n),
         repeat_penalty=v.get("repeat_penalty", defaults.repeat_penalty),
         presence_penalty=v.get("presence_penalty", defaults.presence_penalty),
         frequency_penalty=v.get("frequency_penalty", defaults.frequency_penalty),
-        min_keep=v.get("min_keep", 0),
-        ignore_eos=v.get("ignore_eos", False),
+        dry_multiplier=v.get("dry_multiplier", defaults.dry_multiplier),
+        dry_base=defaults.dry_base if dry_base < 1.0 else dry_base,  # as llama-server
+        dry_allowed_length=v.get("dry_allowed_length", defaults.dry_allowed_length),
+        dry_penalty_last_n=v.get("dry_penalty_last_n", defaults.dry_penalty_last_n),
+        dry_sequence_breakers=v.get("dry_sequence_breakers", defaults.dry_sequence_breakers),
+        mirostat=v.get("mirostat", defaults.mirostat),
+        mirostat_tau=v.get("mirostat_tau", defaults.mirostat_tau),
+        mirostat_eta=v.get("mirostat_eta", defaults.mirostat_eta),
+        adaptive_target=v.get("adaptive_target", defaults.adaptive_target),
+        adaptive_decay=v.get("adaptive_decay", defaults.adaptive_decay),
+        min_keep=v.get("min_keep", defaults.min_keep),
+        ignore_eos=v.get("ignore_eos", defaults.ignore_eos),
+        # a request's logit_bias replaces the -l/--logit-bias ones, as llama-server
+        logit_bias=v.get("logit_bias", defaults.logit_bias),
+        samplers=v.get("samplers", defaults.samplers),
+        post_sampling_probs=v.get("post_sampling_probs", False),
     )
     return GenerationParams(
         n_predict=v.get("n_predict", defaults.n_predict),

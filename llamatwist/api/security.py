@@ -44,6 +44,7 @@ from twisted.web.server import Request
 
 from llamatwist.api.errors import ApiError, NotFound, Unavailable, error_json
 from llamatwist.config import ServerConfig
+from llamatwist.webui import resolve_static
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -64,9 +65,10 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES: Final = 100 * 1024 * 1024
 
-# server-http.cpp: frontend_paths ("/" and the embedded UI assets, none here)
-# and get_public_endpoints ("/health", "/v1/health" plus frontend_paths).
-FRONTEND_PATHS: Final = frozenset({b"/"})
+# server-http.cpp: frontend_paths ("/" and the embedded UI assets) and
+# get_public_endpoints ("/health", "/v1/health" plus frontend_paths).  Files
+# served from --path count as frontend paths too (see `SecureResource`).
+FRONTEND_PATHS: Final = frozenset({b"/", b"/index.html", b"/completion.js"})
 PUBLIC_PATHS: Final = frozenset({b"/health", b"/v1/health"}) | FRONTEND_PATHS
 
 _BEARER: Final = b"Bearer "
@@ -165,6 +167,7 @@ class SecurityPolicy:
     cors_methods: str = "GET, POST, DELETE, OPTIONS"
     cors_headers: str = "*"
     cors_credentials: bool = True
+    static_path: str | None = None  # --path, when the UI is on: its files are public
 
     @classmethod
     def from_config(cls, config: ServerConfig) -> SecurityPolicy:
@@ -175,6 +178,7 @@ class SecurityPolicy:
             cors_methods=config.cors_methods,
             cors_headers=config.cors_headers,
             cors_credentials=config.cors_credentials,
+            static_path=config.static_path if config.webui else None,
         )
 
 
@@ -220,9 +224,10 @@ class SecureResource(Resource):
             return b""
 
         route = route_path(request.postpath or [], policy.prefix)
-        if self._is_ready is not None and route not in FRONTEND_PATHS and not self._is_ready():
+        frontend = route in FRONTEND_PATHS or self._static_file(request, route)
+        if self._is_ready is not None and not frontend and not self._is_ready():
             return _error(request, Unavailable("Loading model"))
-        if policy.api_keys and route not in PUBLIC_PATHS:
+        if policy.api_keys and not frontend and route not in PUBLIC_PATHS:
             key = presented_api_key(_header(request, b"authorization"), _header(request, b"x-api-key"))
             if not api_key_valid(key, policy.api_keys):
                 log.warning("unauthorized: Invalid API Key")
@@ -235,6 +240,13 @@ class SecureResource(Resource):
             request.postpath = (request.postpath or [])[n:]
         result: bytes | int = self._wrapped.render(request)
         return result
+
+    def _static_file(self, request: Request, route: bytes | None) -> bool:
+        """Whether the request is a GET/HEAD of a file under --path."""
+        root = self._policy.static_path
+        if root is None or route is None or request.method not in (b"GET", b"HEAD"):
+            return False
+        return resolve_static(root, route.split(b"/")) is not None
 
 
 # --------------------------------------------------------------------------

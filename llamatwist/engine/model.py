@@ -267,6 +267,9 @@ class Vocab:
             n = lib.llama_detokenize(self._ptr, arr, len(tokens), buf, cap, remove_special, unparse_special)
         return ffi.unpack(buf, n).decode("utf-8", "replace")
 
+    def token_attr(self, token: int) -> int:
+        return int(lib.llama_vocab_get_attr(self._ptr, token))
+
     def fim(self) -> FimTokens:
         return FimTokens(self.fim_pre, self.fim_suf, self.fim_mid, self.fim_rep, self.fim_sep, self.bos, self.add_bos)
 

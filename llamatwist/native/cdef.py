@@ -258,6 +258,7 @@ const char * llama_vocab_get_text(const struct llama_vocab * vocab, llama_token 
 float llama_vocab_get_score(const struct llama_vocab * vocab, llama_token token);
 enum llama_token_attr llama_vocab_get_attr(const struct llama_vocab * vocab, llama_token token);
 bool llama_vocab_is_eog(const struct llama_vocab * vocab, llama_token token);
+const llama_token * llama_vocab_get_suppress_tokens(const struct llama_vocab * vocab, int32_t * n_suppress_tokens);
 bool llama_vocab_is_control(const struct llama_vocab * vocab, llama_token token);
 llama_token llama_vocab_bos(const struct llama_vocab * vocab);
 llama_token llama_vocab_eos(const struct llama_vocab * vocab);
@@ -324,6 +325,7 @@ struct llama_sampler * llama_sampler_init_dry(const struct llama_vocab * vocab, 
 struct llama_sampler * llama_sampler_init_logit_bias(int32_t n_vocab, int32_t n_logit_bias,
                                                      const llama_logit_bias * logit_bias);
 struct llama_sampler * llama_sampler_init_infill(const struct llama_vocab * vocab);
+struct llama_sampler * llama_sampler_init_adaptive_p(float target, float decay, uint32_t seed);
 uint32_t llama_sampler_get_seed(const struct llama_sampler * smpl);
 llama_token llama_sampler_sample(struct llama_sampler * smpl, struct llama_context * ctx, int32_t idx);
 

@@ -406,8 +406,18 @@ class DecodeLoop:
             n_processed = len(task.prompt) - slot.n_cached
             self.metrics.prompt_tokens_total += n_processed
             self.metrics.prompt_seconds_total += now - slot.t_start
-        logits = ctx.logits(slot.i_batch) if params.n_probs > 0 else None
-        token = slot.sampler.sample(ctx, slot.i_batch)
+        if slot.constraint is not None:
+            # Disallowed tokens get -inf in libllama's own logits row, so the
+            # unchanged sampler chain only ever draws allowed tokens.
+            slot.constraint.fill_mask(ctx.logits_view(slot.i_batch))
+        post = params.n_probs > 0 and params.sampler.post_sampling_probs
+        logits = ctx.logits(slot.i_batch) if params.n_probs > 0 and not post else None
+        post_top: list[tuple[int, float]] = []
+        p_token = 0.0
+        if post:
+            token, p_token, post_top = slot.sampler.sample_probs(ctx, slot.i_batch, params.n_probs)
+        else:
+            token = slot.sampler.sample(ctx, slot.i_batch)
         slot.t_last = now
         slot.generated.append(token)
         n_decoded = len(slot.generated)
@@ -416,8 +426,13 @@ class DecodeLoop:
 
         stop_type = "none"
         is_eog = vocab.is_eog(token)
+        if slot.constraint is not None and not is_eog:
+            slot.constraint.accept(token)
         piece = b"" if is_eog else vocab.token_to_piece(token, special=False)
-        probs = [self._token_probs(token, piece, logits, params.n_probs)] if logits is not None else []
+        if post:
+            probs = [self._post_probs(token, piece, p_token, post_top)]
+        else:
+            probs = [self._token_probs(token, piece, logits, params.n_probs)] if logits is not None else []
         slot.probs.extend(probs)
         if is_eog and not params.sampler.ignore_eos:
             stop_type = "eos"
@@ -432,6 +447,8 @@ class DecodeLoop:
             (limit >= 0 and n_decoded >= limit) or len(slot.cache) + 1 >= slot.n_ctx
         ):
             stop_type = "limit"
+        if stop_type == "none" and slot.constraint is not None and slot.constraint.is_finished():
+            stop_type = "eos"  # the grammar is complete: only end-of-generation could follow
 
         if stop_type == "none":
             slot.pending_token = token
@@ -444,6 +461,16 @@ class DecodeLoop:
             ))
         if stop_type != "none":
             self._finish(slot, stop_type, now)
+
+    def _post_probs(self, token: int, piece: bytes, p_token: float, top: list[tuple[int, float]]) -> TokenProbs:
+        """Probabilities after the sampler chain (post_sampling_probs)."""
+        assert self.model is not None
+        vocab = self.model.vocab
+        tops = []
+        for t, p in top:
+            b = vocab.token_to_piece(t, special=False)
+            tops.append(TopProb(t, b.decode("utf-8", "replace"), list(b), p))
+        return TokenProbs(token, piece.decode("utf-8", "replace"), list(piece), p_token, tops)
 
     def _token_probs(self, token: int, piece: bytes, logits: Any, n: int) -> TokenProbs:
         assert self.model is not None

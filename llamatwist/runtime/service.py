@@ -14,8 +14,9 @@ from typing import Any, TypeVar
 
 from twisted.application.service import Service
 from twisted.internet import threads
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 
+from llamatwist.constrain import TokenizerInfo
 from llamatwist.engine.errors import EngineError
 from llamatwist.engine.model import FimTokens, Model
 from llamatwist.runtime.scheduler import DecodeLoop, EngineSpec, LoadedModel, Metrics
@@ -49,6 +50,7 @@ class EngineService(Service):
         # Called on the reactor when the model is loaded, before the engine
         # reports ready; a hook raising EngineError fails the start-up.
         self.ready_hooks: list[Callable[[LoadedModel], None]] = []
+        self._constraint_tokenizer: TokenizerInfo | None = None
         self._loop = DecodeLoop(spec, self._deliver, self._ready_from_thread, self._failed_from_thread)
 
     # -- service lifecycle ---------------------------------------------
@@ -137,6 +139,19 @@ class EngineService(Service):
     def fim_tokens(self) -> FimTokens:
         return self.model.vocab.fim()
 
+    def constraint_tokenizer(self) -> Deferred[TokenizerInfo]:
+        """The vocabulary as llguidance needs it, built once (about 0.3 s) in the thread pool."""
+        if self._constraint_tokenizer is not None:
+            return succeed(self._constraint_tokenizer)
+
+        def keep(info: TokenizerInfo) -> TokenizerInfo:
+            self._constraint_tokenizer = info  # two concurrent first requests may both build it; harmless
+            return info
+
+        return threads.deferToThreadPool(
+            self._reactor, self._reactor.getThreadPool(), constraint_tokenizer, self.model,
+        ).addCallback(keep)
+
     def token_piece(self, token: int) -> bytes:
         return self.model.vocab.token_to_piece(token, special=True)
 
@@ -147,6 +162,19 @@ class EngineService(Service):
 def _dispatch(items: list[tuple[Callable[[Result], None], Result]]) -> None:
     for sink, result in items:
         sink(result)
+
+
+def constraint_tokenizer(model: Model) -> TokenizerInfo:
+    vocab = model.vocab
+    n = vocab.n_tokens
+    return TokenizerInfo.from_attrs(
+        [vocab.token_to_piece(i, special=True) for i in range(n)],
+        [vocab.token_attr(i) for i in range(n)],
+        [i for i in range(n) if vocab.is_eog(i)],
+        lambda data: vocab.tokenize(data.decode("utf-8", "replace"), False, False),
+        bos_id=vocab.bos if vocab.bos >= 0 else None,
+        n_vocab=n,
+    )
 
 
 def rerank_tokens(model: Model, query: str, document: str) -> list[int]:

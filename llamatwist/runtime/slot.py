@@ -11,6 +11,7 @@ import enum
 import time
 from dataclasses import dataclass, field
 
+from llamatwist.constrain import Constraint
 from llamatwist.engine.sampling import Sampler
 from llamatwist.runtime.task import CompletionTask, TokenProbs
 from llamatwist.runtime.text import TextStream
@@ -57,6 +58,7 @@ class Slot:
     last_used: float = 0.0
     # per-task state (reset by start())
     sampler: Sampler | None = None
+    constraint: Constraint | None = None
     n_fed: int = 0  # prompt tokens in KV
     n_cached: int = 0  # prompt tokens reused from an earlier task
     i_batch: int = -1  # index of this slot's logits in the current batch
@@ -75,6 +77,8 @@ class Slot:
     def start(self, task: CompletionTask, sampler: Sampler | None, n_reuse: int) -> None:
         self.task = task
         self.sampler = sampler
+        factory = task.params.constraint
+        self.constraint = factory.new() if factory is not None else None
         self.state = SlotState.PROMPT
         del self.cache[n_reuse:]
         self.n_fed = n_reuse
@@ -91,6 +95,7 @@ class Slot:
         self.state = SlotState.IDLE
         self.task = None
         self.sampler = None
+        self.constraint = None
         self.i_batch = -1
         self.pending_token = -1
         self.last_used = time.monotonic()

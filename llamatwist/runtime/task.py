@@ -7,6 +7,7 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from llamatwist.constrain import ConstraintFactory
 from llamatwist.engine.sampling import SamplerSettings
 
 __all__ = [
@@ -32,6 +33,8 @@ class GenerationParams:
     stream: bool = False
     return_tokens: bool = False
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
+    # a compiled grammar/JSON-schema constraint (llamatwist.constrain.ConstraintFactory); one instance per slot
+    constraint: ConstraintFactory | None = None
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +12,7 @@ from klein import Klein
 from twisted.internet.defer import CancelledError
 from twisted.web.server import Request
 
+from llamatwist.api.constraints import apply_constraint
 from llamatwist.api.errors import InvalidRequest
 from llamatwist.api.http import ApiContext, handler, read_json, send_json
 from llamatwist.api.openai.protocol import (
@@ -45,14 +47,6 @@ def parse_chat(body: Mapping[str, Any], defaults: SamplingDefaults, n_slots: int
     # an empty list is refused here, as OpenAI does
     if body.get("messages") == []:
         raise InvalidRequest("'messages' must not be empty")
-    fmt = body.get("response_format")
-    if fmt is not None:
-        kind = fmt.get("type") if isinstance(fmt, dict) else None
-        if kind not in ("text", "json_object", "json_schema"):
-            raise InvalidRequest("'response_format.type' must be one of text, json_object, json_schema")
-        if kind != "text":
-            # Never unconstrained output that pretends to comply.
-            raise InvalidRequest(f"response_format type {kind} is not supported yet")
     if body.get("tools"):
         raise InvalidRequest("tools are not supported yet")
     logprobs = body.get("logprobs", False)
@@ -94,7 +88,9 @@ def register(app: Klein, ctx: ApiContext) -> None:
         loaded = ctx.require_generation()
         body = read_json(request)
         req = parse_chat(body, ctx.config.sampling, loaded.n_slots)
-        # Rendering comes after parameter checks, like llama-server. The template's own BOS text is stripped when the vocab adds BOS, so add_special is right.
+        req = dataclasses.replace(req, params=await apply_constraint(ctx, body, req.params))
+        # Rendering comes after parameter checks, like llama-server. The template's own BOS
+        # text is stripped when the vocab adds BOS, so add_special is right.
         tokens = await tokenize_prompts(ctx, loaded, [[ctx.chat.render(body)]])
         prompts = expand(tokens, req.n_cmpl)
         cid = completion_id("chatcmpl-")

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from klein import Klein
 from twisted.internet.defer import CancelledError
 from twisted.web.server import Request
 
+from llamatwist.api.constraints import apply_constraint
 from llamatwist.api.errors import InvalidRequest
 from llamatwist.api.http import ApiContext, handler, read_json, send_json
 from llamatwist.api.openai.protocol import (
@@ -52,6 +54,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
         if top_n and body.get("n_probs") is None:
             body = {**body, "n_probs": max(top_n, 1)}
         req = parse_completion(body, ctx.config.sampling, loaded.n_slots)
+        req = dataclasses.replace(req, params=await apply_constraint(ctx, body, req.params))
         stream_opts = parse_stream_options(body, req.params.stream)
         prompts = expand(await tokenize_prompts(ctx, loaded, req.prompts), req.n_cmpl)
         prompt_texts = [await ctx.engine.detokenize(p) for p in prompts] if echo else ["" for _ in prompts]

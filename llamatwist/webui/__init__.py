@@ -1,0 +1,82 @@
+"""The built-in web UI, shipped as data files of this package.
+
+``index.html.gz`` is the whole chat UI (built from ``web/`` by Vite into one
+HTML file, gzipped); it is committed so that installs without Node.js still
+get the UI, and ``web/scripts/pack.mjs --check`` proves it matches the source.
+``completion.js`` is the hand-written ``llamaComplete()`` helper for custom
+front-ends.  `resolve_static` maps a request path onto a ``--path`` directory.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+from urllib.parse import unquote_to_bytes
+
+__all__ = ["Asset", "completion_js", "index_html", "resolve_static"]
+
+
+@dataclass(frozen=True)
+class Asset:
+    gzipped: bytes  # the body sent to clients that accept gzip
+    etag: bytes  # strong ETag, quoted
+
+    @functools.cached_property
+    def plain(self) -> bytes:
+        """The body for clients that do not accept gzip."""
+        return gzip.decompress(self.gzipped)
+
+
+def _asset(gzipped: bytes) -> Asset:
+    return Asset(gzipped, b'"' + hashlib.sha256(gzipped).hexdigest()[:32].encode("ascii") + b'"')
+
+
+@functools.lru_cache(maxsize=1)
+def index_html() -> Asset:
+    """The chat UI (read once, then served from memory)."""
+    return _asset(files(__name__).joinpath("index.html.gz").read_bytes())
+
+
+@functools.lru_cache(maxsize=1)
+def completion_js() -> Asset:
+    plain = files(__name__).joinpath("completion.js").read_bytes()
+    return _asset(gzip.compress(plain, mtime=0))
+
+
+def resolve_static(root: str | Path, segments: list[bytes]) -> Path | None:
+    """The regular file under `root` that the (still percent-encoded) path
+    `segments` name, or None.
+
+    A directory stands for its ``index.html``.  Segments that decode to
+    ``.``/``..``, contain a slash, a backslash or NUL, or start with a dot
+    (hidden files) are refused, and the resolved file (symlinks followed)
+    must still lie inside `root`: no traversal.
+    """
+    try:
+        base = Path(root).resolve(strict=True)
+    except OSError:
+        return None
+    parts: list[str] = []
+    for raw in segments:
+        if not raw:
+            continue  # "//" or a trailing slash
+        try:
+            seg = unquote_to_bytes(raw).decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        if seg.startswith(".") or any(c in seg for c in "/\\\x00"):
+            return None
+        parts.append(seg)
+    try:
+        path = base.joinpath(*parts).resolve(strict=True)
+        if path.is_dir():
+            path = (path / "index.html").resolve(strict=True)
+    except (OSError, RuntimeError):
+        return None
+    if not path.is_relative_to(base) or not path.is_file():
+        return None
+    return path

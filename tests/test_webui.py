@@ -1,0 +1,211 @@
+"""The web UI: headers and routes over plain HTTP, and the chat in a real
+browser (web/tests/chat.test.mjs: Playwright driving headless Chromium)."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import REPO, Server
+
+WEB = REPO / "web"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+StartServer = Callable[..., Server]
+
+
+def raw_get(server: Server, path: str, **headers: str) -> requests.Response:
+    """GET without requests' automatic decompression or Accept-Encoding."""
+    session = requests.Session()
+    session.headers.clear()
+    return session.get(server.url + path, headers=headers, timeout=30, stream=True)
+
+
+def wait_health(server: Server, prefix: str, timeout: float = 120.0) -> None:
+    """Server.wait_ready for a server under --api-prefix."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert server.proc.poll() is None, server.log()
+        try:
+            if requests.get(f"{server.url}{prefix}/health", timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(server.log())
+
+
+@pytest.fixture(scope="module")
+def ui_server(model_path: str) -> Server:
+    srv = Server(["-m", model_path, "-np", "2", "-c", "2048", "-t", "2"])
+    yield srv  # type: ignore[misc]
+    srv.stop()
+
+
+# ---------------------------------------------------------------- plain HTTP
+
+
+def test_index_gzip_headers(ui_server: Server) -> None:
+    r = raw_get(ui_server, "/", **{"Accept-Encoding": "gzip, deflate"})
+    assert r.status_code == 200
+    assert r.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert r.headers["Content-Encoding"] == "gzip"
+    assert r.headers["Cache-Control"] == "no-cache"
+    assert "Accept-Encoding" in r.headers["Vary"]
+    body = gzip.decompress(r.raw.read())
+    assert body.startswith(b"<!doctype html>") and b"llamatwist" in body
+    assert b"<script" in body and b'src="http' not in body  # one self-contained file, no CDN
+
+
+def test_index_plain_when_gzip_not_accepted(ui_server: Server) -> None:
+    for accept in (None, "identity", "gzip;q=0"):
+        r = raw_get(ui_server, "/index.html", **({"Accept-Encoding": accept} if accept else {}))
+        assert r.status_code == 200
+        assert "Content-Encoding" not in r.headers
+        assert r.raw.read().startswith(b"<!doctype html>")
+
+
+def test_etag_304(ui_server: Server) -> None:
+    etag = raw_get(ui_server, "/").headers["ETag"]
+    assert etag.startswith('"') and etag.endswith('"')
+    for inm in (etag, "W/" + etag, '"other", ' + etag):
+        r = raw_get(ui_server, "/", **{"If-None-Match": inm})
+        assert r.status_code == 304 and r.raw.read() == b""
+    assert raw_get(ui_server, "/", **{"If-None-Match": '"other"'}).status_code == 200
+
+
+def test_completion_js(ui_server: Server) -> None:
+    r = ui_server.get("/completion.js")
+    assert r.status_code == 200
+    assert r.headers["Content-Type"].startswith("text/javascript")
+    assert "export async function llamaComplete" in r.text
+
+
+def test_api_routes_win(ui_server: Server) -> None:
+    assert ui_server.get("/health").json() == {"status": "ok"}
+    r = ui_server.get("/no-such-file")
+    assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
+
+
+def test_no_webui(make_server: StartServer, model_path: str, tmp_path: Path) -> None:
+    (tmp_path / "index.html").write_text("custom")
+    srv = make_server("-m", model_path, "-c", "512", "-np", "1", "--no-webui", "--path", str(tmp_path))
+    for path in ("/", "/index.html", "/completion.js"):
+        assert srv.get(path).status_code == 404, path
+    assert srv.get("/health").status_code == 200
+
+
+def test_path_and_api_prefix_and_key(make_server: StartServer, model_path: str, tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    (site / "sub").mkdir(parents=True)
+    (site / "index.html").write_text("<p>custom ui</p>")
+    (site / "app.css").write_text("p{}")
+    (site / "sub" / "index.html").write_text("sub index")
+    (site / ".secret").write_text("hidden")
+    (tmp_path / "outside.txt").write_text("outside")
+    (site / "link.txt").symlink_to(tmp_path / "outside.txt")
+    srv = make_server(
+        "-m",
+        model_path,
+        "-c",
+        "512",
+        "-np",
+        "1",
+        "--path",
+        str(site),
+        "--api-prefix",
+        "/llm",
+        "--api-key",
+        "k1",
+        wait=False,
+    )
+    wait_health(srv, "/llm")
+    # the directory replaces the built-in UI; its files are public
+    r = srv.get("/llm/")
+    assert r.status_code == 200 and r.text == "<p>custom ui</p>"
+    assert r.headers["Content-Type"].startswith("text/html")
+    assert srv.get("/llm/app.css").headers["Content-Type"].startswith("text/css")
+    assert srv.get("/llm/sub/").text == "sub index"
+    assert "llamaComplete" in srv.get("/llm/completion.js").text  # built-in, none in the directory
+    # API routes still need the key and still win
+    assert srv.get("/llm/props").status_code == 401
+    assert srv.get("/llm/props", headers={"Authorization": "Bearer k1"}).status_code == 200
+    assert srv.get("/app.css", headers={"Authorization": "Bearer k1"}).status_code == 404  # outside the prefix
+    # no traversal, no hidden files, no symlinks out of the directory
+    for path in (
+        "/llm/../outside.txt",
+        "/llm/%2e%2e/outside.txt",
+        "/llm/sub/%2e%2e%2f%2e%2e%2foutside.txt",
+        "/llm/..%2foutside.txt",
+        "/llm/%2foutside.txt",
+        "/llm/.secret",
+        "/llm/link.txt",
+        "/llm/sub%5c..%5c..%5coutside.txt",
+        "/llm/index.html%00.txt",
+    ):
+        r = requests.get(srv.url + path, timeout=30, headers={"Authorization": "Bearer k1"})
+        assert r.status_code in (400, 401, 404), path
+        assert "outside" not in r.text and "hidden" not in r.text, path
+    # POST never reads files
+    assert srv.post("/llm/app.css", headers={"Authorization": "Bearer k1"}).status_code in (404, 405)
+
+
+def test_path_must_exist(tmp_path: Path) -> None:
+    from llamatwist.cli import ConfigError, parse_config
+
+    with pytest.raises(ConfigError, match="static assets path not found"):
+        parse_config(["--path", str(tmp_path / "missing")], {})
+    config = parse_config(["--path", str(tmp_path), "--no-ui"], {})
+    assert config.static_path == str(tmp_path) and config.webui is False
+    assert parse_config([], {"LLAMA_ARG_UI": "0"}).webui is False
+
+
+# ---------------------------------------------------------------- in a browser
+
+
+def _browser_ready() -> str | None:
+    if shutil.which("node") is None:
+        return "node is not installed"
+    if not os.path.exists(CHROMIUM):
+        return f"no Chromium at {CHROMIUM} (apt-get install chromium)"
+    if not (WEB / "node_modules" / "playwright-core").is_dir():
+        return "web/node_modules missing (cd web && npm ci)"
+    return None
+
+
+def _run_browser(url: str, env: dict[str, str] | None = None) -> None:
+    reason = _browser_ready()
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    proc = subprocess.run(
+        ["node", "tests/chat.test.mjs"],
+        check=False,
+        cwd=WEB,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "LLAMATWIST_URL": url, **(env or {})},
+    )
+    print(proc.stdout, proc.stderr)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_browser_chat(ui_server: Server) -> None:
+    _run_browser(ui_server.url + "/")
+
+
+def test_browser_api_key(make_server: StartServer, model_path: str) -> None:
+    srv = make_server(
+        "-m", model_path, "-c", "1024", "-np", "1", "-t", "2", "--api-key", "sekrit", "--api-prefix", "/ui", wait=False
+    )
+    wait_health(srv, "/ui")
+    _run_browser(srv.url + "/ui", {"LLAMATWIST_API_KEY": "sekrit"})
