@@ -1,0 +1,470 @@
+import './style.css'
+import { copyButton, setMarkdown } from './markdown.js'
+import {
+  SAMPLING_FIELDS, addNode, branch, exportJson, lastLeaf, loadConversations, loadSettings, newConversation,
+  parseImport, saveConversations, saveSettings, siblings,
+} from './store.js'
+
+// API base: the directory the page is served from, so --api-prefix works.
+const BASE = (() => {
+  let path = location.pathname.replace(/index\.html$/, '')
+  if (!path.endsWith('/')) path += '/'
+  return location.origin + path
+})()
+
+const state = {
+  conversations: loadConversations(),
+  settings: loadSettings(),
+  activeId: null,
+  props: null,
+  generating: null, // { convId, nodeId, controller }
+  search: '',
+}
+
+const $ = (sel) => document.querySelector(sel)
+
+/** Create an element; text children become text nodes (never markup). */
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag)
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value == null || value === false) continue
+    if (key.startsWith('on')) el.addEventListener(key.slice(2), value)
+    else if (key === 'class') el.className = value
+    else el.setAttribute(key, value === true ? '' : value)
+  }
+  for (const child of children.flat()) {
+    if (child == null || child === false) continue
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)))
+  }
+  return el
+}
+
+function headers() {
+  const result = { 'Content-Type': 'application/json' }
+  if (state.settings.apiKey) result.Authorization = `Bearer ${state.settings.apiKey}`
+  return result
+}
+
+function active() {
+  return state.conversations.find((c) => c.id === state.activeId) ?? null
+}
+
+function persist() {
+  try {
+    saveConversations(state.conversations)
+  } catch (err) {
+    toast(`Could not save conversations: ${err.message}`)
+  }
+}
+
+function toast(message) {
+  const el = h('div', { class: 'toast', role: 'status' }, message)
+  document.body.append(el)
+  setTimeout(() => el.remove(), 4000)
+}
+
+// ---------------------------------------------------------------- theme
+
+function applyTheme() {
+  const theme = state.settings.theme
+  document.documentElement.dataset.theme = theme === 'auto'
+    ? (matchMedia('(prefers-color-scheme: dark)').matches ? 'dark' : 'light')
+    : theme
+}
+
+// ---------------------------------------------------------------- server info
+
+async function loadProps() {
+  const el = $('#model')
+  try {
+    const res = await fetch(BASE + 'props', { headers: headers() })
+    if (res.status === 503) {
+      el.textContent = 'Loading model…'
+      setTimeout(loadProps, 1000)
+      return
+    }
+    if (res.status === 401) {
+      el.textContent = 'API key needed (Settings)'
+      return
+    }
+    if (!res.ok) throw new Error(`HTTP ${res.status}`)
+    state.props = await res.json()
+    const nCtx = state.props.default_generation_settings?.n_ctx
+    el.textContent = `${state.props.model_alias ?? 'model'}${nCtx ? ` · ctx ${nCtx}` : ''}`
+    el.title = state.props.model_path ?? ''
+  } catch (err) {
+    el.textContent = `Server unreachable (${err.message})`
+  }
+}
+
+// ---------------------------------------------------------------- sidebar
+
+function renderSidebar() {
+  const list = $('#conversations')
+  list.replaceChildren()
+  const query = state.search.trim().toLowerCase()
+  const items = [...state.conversations]
+    .sort((a, b) => b.updated - a.updated)
+    .filter((c) => !query || c.name.toLowerCase().includes(query)
+      || Object.values(c.nodes).some((n) => n.content.toLowerCase().includes(query)))
+  for (const conv of items) {
+    list.append(h('li', { class: conv.id === state.activeId ? 'conv active' : 'conv', 'data-testid': 'conversation' },
+      h('button', { class: 'conv-name', type: 'button', title: conv.name, onclick: () => selectConversation(conv.id) }, conv.name),
+      h('button', { class: 'icon', type: 'button', title: 'Rename', 'aria-label': 'Rename', onclick: () => renameConversation(conv) }, '✎'),
+      h('button', { class: 'icon', type: 'button', title: 'Delete', 'aria-label': 'Delete', onclick: () => deleteConversation(conv) }, '✕'),
+    ))
+  }
+  if (!items.length) list.append(h('li', { class: 'empty' }, query ? 'No matches' : 'No conversations yet'))
+}
+
+function selectConversation(id) {
+  state.activeId = id
+  document.body.classList.remove('sidebar-open')
+  render()
+}
+
+function renameConversation(conv) {
+  const name = prompt('Rename conversation', conv.name)
+  if (name == null || !name.trim()) return
+  conv.name = name.trim()
+  persist()
+  render()
+}
+
+function deleteConversation(conv) {
+  if (!confirm(`Delete "${conv.name}"?`)) return
+  if (state.generating?.convId === conv.id) state.generating.controller.abort()
+  state.conversations = state.conversations.filter((c) => c.id !== conv.id)
+  if (state.activeId === conv.id) state.activeId = null
+  persist()
+  render()
+}
+
+// ---------------------------------------------------------------- messages
+
+function splitThink(node) {
+  // Servers without a reasoning parser leave <think>...</think> in the content.
+  let { content } = node
+  let reasoning = node.reasoning ?? ''
+  const m = /^\s*<think>([\s\S]*?)(?:<\/think>|$)/.exec(content)
+  if (m) {
+    reasoning += m[1]
+    content = content.slice(m[0].length)
+  }
+  return { content, reasoning }
+}
+
+function renderBody(node, body) {
+  body.replaceChildren()
+  const { content, reasoning } = splitThink(node)
+  if (reasoning) {
+    const details = h('details', { class: 'reasoning', 'data-testid': 'reasoning' },
+      h('summary', {}, node.content || !isGenerating(node) ? 'Reasoning' : 'Thinking…'))
+    const inner = h('div', { class: 'markdown' })
+    setMarkdown(inner, reasoning)
+    details.append(inner)
+    body.append(details)
+  }
+  if (node.role === 'user') {
+    body.append(h('div', { class: 'plain' }, content))
+  } else {
+    const md = h('div', { class: 'markdown', 'data-testid': 'content' })
+    setMarkdown(md, content)
+    body.append(md)
+  }
+  if (node.error) body.append(h('div', { class: 'error', role: 'alert' }, node.error))
+}
+
+function isGenerating(node) {
+  return state.generating?.nodeId === node.id
+}
+
+function statsText(node) {
+  const t = node.timings
+  if (!t) return node.stopped ? 'stopped' : ''
+  const parts = []
+  if (t.predicted_n != null) parts.push(`${t.predicted_n} tokens`)
+  if (t.predicted_per_second) parts.push(`${t.predicted_per_second.toFixed(1)} t/s`)
+  if (node.stopped) parts.push('stopped')
+  return parts.join(' · ')
+}
+
+function messageView(conv, node) {
+  const body = h('div', { class: 'body' })
+  renderBody(node, body)
+  const sibs = siblings(conv, node)
+  const index = sibs.indexOf(node.id)
+  const busy = !!state.generating
+  const actions = h('div', { class: 'actions' },
+    sibs.length > 1 && h('span', { class: 'branches', 'data-testid': 'branches' },
+      h('button', { type: 'button', class: 'icon', disabled: index === 0 || busy, title: 'Previous version',
+        onclick: () => switchBranch(conv, sibs[index - 1]) }, '‹'),
+      h('span', { 'data-testid': 'branch-index' }, `${index + 1}/${sibs.length}`),
+      h('button', { type: 'button', class: 'icon', disabled: index === sibs.length - 1 || busy, title: 'Next version',
+        onclick: () => switchBranch(conv, sibs[index + 1]) }, '›')),
+    copyButton(() => splitThink(node).content),
+    node.role === 'user' && h('button', { type: 'button', disabled: busy, 'data-testid': 'edit',
+      onclick: () => editMessage(conv, node, body) }, 'Edit'),
+    node.role === 'assistant' && h('button', { type: 'button', disabled: busy, 'data-testid': 'regenerate',
+      onclick: () => generate(conv, node.parent) }, 'Regenerate'),
+    node.role === 'assistant' && h('span', { class: 'stats', 'data-testid': 'stats' }, statsText(node)),
+  )
+  return h('article', { class: `message ${node.role}`, 'data-id': node.id, 'data-testid': `message-${node.role}` },
+    body, actions)
+}
+
+function switchBranch(conv, id) {
+  conv.current = lastLeaf(conv, id)
+  persist()
+  renderMessages()
+}
+
+function editMessage(conv, node, body) {
+  const area = h('textarea', { class: 'edit-area', 'data-testid': 'edit-input', rows: 4 })
+  area.value = node.content
+  body.replaceChildren(area, h('div', { class: 'edit-actions' },
+    h('button', { type: 'button', class: 'primary', 'data-testid': 'edit-save', onclick: () => {
+      const text = area.value.trim()
+      if (!text) return
+      const edited = addNode(conv, node.parent, 'user', text)
+      persist()
+      generate(conv, edited.id)
+    } }, 'Save & send'),
+    h('button', { type: 'button', onclick: () => renderMessages() }, 'Cancel')))
+  area.focus()
+}
+
+function renderMessages() {
+  const conv = active()
+  const box = $('#messages')
+  box.replaceChildren()
+  $('#title').textContent = conv ? conv.name : 'New chat'
+  if (!conv || !conv.current) {
+    box.append(h('div', { class: 'welcome' }, h('h2', {}, 'Chat with the model'),
+      h('p', {}, 'Conversations are stored in this browser only.')))
+  } else {
+    for (const node of branch(conv)) box.append(messageView(conv, node))
+  }
+  const busy = !!state.generating
+  $('#send').hidden = busy
+  $('#stop').hidden = !busy
+  box.scrollTop = box.scrollHeight
+}
+
+function updateStreaming(conv, node) {
+  if (state.activeId !== conv.id) return
+  const el = document.querySelector(`article[data-id="${CSS.escape(node.id)}"]`)
+  if (!el) return
+  const box = $('#messages')
+  const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80
+  renderBody(node, el.querySelector('.body'))
+  el.querySelector('.stats').textContent = statsText(node)
+  if (atBottom) box.scrollTop = box.scrollHeight
+}
+
+function render() {
+  renderSidebar()
+  renderMessages()
+}
+
+// ---------------------------------------------------------------- generation
+
+function samplingParams() {
+  const params = {}
+  for (const [key, , kind] of SAMPLING_FIELDS) {
+    const raw = String(state.settings[key] ?? '').trim()
+    if (!raw) continue
+    const value = kind === 'int' ? parseInt(raw, 10) : parseFloat(raw)
+    if (Number.isFinite(value)) params[key] = value
+  }
+  return params
+}
+
+async function generate(conv, parentId) {
+  if (state.generating) return
+  const history = branch(conv, parentId).map((n) => ({ role: n.role, content: splitThink(n).content }))
+  const messages = state.settings.systemPrompt.trim()
+    ? [{ role: 'system', content: state.settings.systemPrompt }, ...history]
+    : history
+  const node = addNode(conv, parentId, 'assistant', '')
+  node.reasoning = ''
+  const controller = new AbortController()
+  state.generating = { convId: conv.id, nodeId: node.id, controller }
+  renderMessages()
+  renderSidebar()
+
+  let pending = false
+  const schedule = () => {
+    if (pending) return
+    pending = true
+    requestAnimationFrame(() => { pending = false; updateStreaming(conv, node) })
+  }
+  const started = performance.now()
+  let chunks = 0
+  try {
+    const res = await fetch(BASE + 'v1/chat/completions', {
+      method: 'POST',
+      headers: headers(),
+      body: JSON.stringify({ messages, stream: true, ...samplingParams() }),
+      signal: controller.signal,
+    })
+    if (!res.ok) {
+      let message = `HTTP ${res.status}`
+      try { message = (await res.json()).error?.message ?? message } catch { /* not JSON */ }
+      if (res.status === 401) message += ' — set the API key in Settings'
+      throw new Error(message)
+    }
+    const reader = res.body.getReader()
+    const decoder = new TextDecoder()
+    let buffer = ''
+    for (;;) {
+      const { done, value } = await reader.read()
+      if (done) break
+      buffer += decoder.decode(value, { stream: true })
+      let end
+      while ((end = buffer.indexOf('\n\n')) >= 0) {
+        const event = buffer.slice(0, end)
+        buffer = buffer.slice(end + 2)
+        for (const line of event.split('\n')) {
+          if (!line.startsWith('data: ')) continue
+          const payload = line.slice(6).trim()
+          if (payload === '[DONE]') continue
+          const data = JSON.parse(payload)
+          if (data.error) throw new Error(data.error.message ?? 'server error')
+          const delta = data.choices?.[0]?.delta ?? {}
+          if (delta.content) { node.content += delta.content; chunks++ }
+          if (delta.reasoning_content) node.reasoning += delta.reasoning_content
+          if (data.timings) node.timings = data.timings
+        }
+        schedule()
+      }
+    }
+  } catch (err) {
+    if (err.name === 'AbortError') node.stopped = true
+    else node.error = err.message
+  } finally {
+    if (!node.timings && chunks) {
+      node.timings = { predicted_n: chunks, predicted_per_second: chunks / ((performance.now() - started) / 1000) }
+    }
+    state.generating = null
+    if (conv.name === 'New chat' && conv.roots.length) {
+      conv.name = conv.nodes[conv.roots[0]].content.slice(0, 60) || conv.name
+    }
+    conv.updated = Date.now()
+    persist()
+    render()
+  }
+}
+
+function send() {
+  const input = $('#input')
+  const text = input.value.trim()
+  if (!text || state.generating) return
+  let conv = active()
+  if (!conv) {
+    conv = newConversation()
+    state.conversations.push(conv)
+    state.activeId = conv.id
+  }
+  const node = addNode(conv, conv.current, 'user', text)
+  input.value = ''
+  persist()
+  generate(conv, node.id)
+}
+
+// ---------------------------------------------------------------- settings
+
+function openSettings() {
+  const form = $('#settings-form')
+  form.replaceChildren()
+  const s = state.settings
+  form.append(
+    h('label', {}, 'System prompt', h('textarea', { name: 'systemPrompt', rows: 3 })),
+    h('div', { class: 'grid' }, SAMPLING_FIELDS.map(([key, label]) =>
+      h('label', {}, label, h('input', { name: key, inputmode: 'decimal', placeholder: 'server default' })))),
+    h('label', {}, 'API key (for servers started with --api-key)',
+      h('input', { name: 'apiKey', type: 'password', autocomplete: 'off' })),
+    h('label', {}, 'Theme', h('select', { name: 'theme' },
+      ['auto', 'light', 'dark'].map((t) => h('option', { value: t }, t)))),
+  )
+  for (const el of form.elements) if (el.name) el.value = s[el.name] ?? ''
+  $('#settings').showModal()
+}
+
+function saveSettingsForm(event) {
+  event.preventDefault()
+  const form = $('#settings-form')
+  for (const el of form.elements) if (el.name) state.settings[el.name] = el.value
+  saveSettings(state.settings)
+  applyTheme()
+  $('#settings').close()
+  loadProps()
+}
+
+// ---------------------------------------------------------------- import/export
+
+function exportConversations() {
+  const blob = new Blob([exportJson(state.conversations)], { type: 'application/json' })
+  const url = URL.createObjectURL(blob)
+  const a = h('a', { href: url, download: `llamatwist-conversations-${new Date().toISOString().slice(0, 10)}.json` })
+  document.body.append(a)
+  a.click()
+  a.remove()
+  setTimeout(() => URL.revokeObjectURL(url), 1000)
+}
+
+async function importConversations(event) {
+  const file = event.target.files?.[0]
+  event.target.value = ''
+  if (!file) return
+  try {
+    const imported = parseImport(await file.text())
+    const byId = new Map(state.conversations.map((c) => [c.id, c]))
+    for (const conv of imported) byId.set(conv.id, conv)
+    state.conversations = [...byId.values()]
+    persist()
+    render()
+    toast(`Imported ${imported.length} conversation(s)`)
+  } catch (err) {
+    toast(`Import failed: ${err.message}`)
+  }
+}
+
+// ---------------------------------------------------------------- wiring
+
+function init() {
+  applyTheme()
+  matchMedia('(prefers-color-scheme: dark)').addEventListener('change', applyTheme)
+  $('#new').addEventListener('click', () => {
+    state.activeId = null
+    document.body.classList.remove('sidebar-open')
+    render()
+    $('#input').focus()
+  })
+  $('#search').addEventListener('input', (e) => { state.search = e.target.value; renderSidebar() })
+  $('#composer').addEventListener('submit', (e) => { e.preventDefault(); send() })
+  $('#input').addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) { e.preventDefault(); send() }
+  })
+  $('#stop').addEventListener('click', () => state.generating?.controller.abort())
+  $('#open-settings').addEventListener('click', openSettings)
+  $('#settings-form').addEventListener('submit', saveSettingsForm)
+  $('#settings-cancel').addEventListener('click', () => $('#settings').close())
+  $('#theme').addEventListener('click', () => {
+    const dark = document.documentElement.dataset.theme === 'dark'
+    state.settings.theme = dark ? 'light' : 'dark'
+    saveSettings(state.settings)
+    applyTheme()
+  })
+  $('#export').addEventListener('click', exportConversations)
+  $('#import').addEventListener('click', () => $('#import-file').click())
+  $('#import-file').addEventListener('change', importConversations)
+  $('#menu').addEventListener('click', () => document.body.classList.toggle('sidebar-open'))
+  $('#scrim').addEventListener('click', () => document.body.classList.remove('sidebar-open'))
+  const latest = [...state.conversations].sort((a, b) => b.updated - a.updated)[0]
+  state.activeId = latest?.id ?? null
+  render()
+  loadProps()
+}
+
+init()

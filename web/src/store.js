@@ -1,0 +1,124 @@
+// Conversations and settings, kept in the browser's localStorage.
+//
+// A conversation is a tree of messages (edits and regenerations make
+// siblings); `current` is the leaf of the branch on screen.
+//   { id, name, created, updated, current, roots: [id], nodes: { id: node } }
+//   node: { id, parent, children: [id], role, content, reasoning?, timings?, error? }
+
+const CONVS_KEY = 'llamatwist.conversations'
+const SETTINGS_KEY = 'llamatwist.settings'
+
+export const DEFAULT_SETTINGS = {
+  systemPrompt: '',
+  temperature: '',
+  top_k: '',
+  top_p: '',
+  min_p: '',
+  max_tokens: '',
+  repeat_penalty: '',
+  presence_penalty: '',
+  frequency_penalty: '',
+  seed: '',
+  apiKey: '',
+  theme: 'auto',
+}
+
+/** The sampling fields sent with each request when set (blank = server default). */
+export const SAMPLING_FIELDS = [
+  ['temperature', 'Temperature', 'float'],
+  ['top_k', 'Top-k', 'int'],
+  ['top_p', 'Top-p', 'float'],
+  ['min_p', 'Min-p', 'float'],
+  ['max_tokens', 'Max tokens', 'int'],
+  ['repeat_penalty', 'Repeat penalty', 'float'],
+  ['presence_penalty', 'Presence penalty', 'float'],
+  ['frequency_penalty', 'Frequency penalty', 'float'],
+  ['seed', 'Seed', 'int'],
+]
+
+function load(key, fallback) {
+  try {
+    const value = JSON.parse(localStorage.getItem(key))
+    return value ?? fallback
+  } catch {
+    return fallback
+  }
+}
+
+export function loadSettings() {
+  return { ...DEFAULT_SETTINGS, ...load(SETTINGS_KEY, {}) }
+}
+
+export function saveSettings(settings) {
+  localStorage.setItem(SETTINGS_KEY, JSON.stringify(settings))
+}
+
+export function newId() {
+  return (crypto.randomUUID?.() ?? `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`)
+}
+
+export function loadConversations() {
+  const list = load(CONVS_KEY, [])
+  return Array.isArray(list) ? list.filter(isConversation) : []
+}
+
+export function saveConversations(list) {
+  localStorage.setItem(CONVS_KEY, JSON.stringify(list))
+}
+
+function isConversation(c) {
+  if (!c || typeof c !== 'object' || typeof c.id !== 'string' || typeof c.name !== 'string') return false
+  if (!Array.isArray(c.roots) || !c.nodes || typeof c.nodes !== 'object') return false
+  for (const n of Object.values(c.nodes)) {
+    if (!n || typeof n.id !== 'string' || typeof n.content !== 'string' || !Array.isArray(n.children)) return false
+    if (!['user', 'assistant'].includes(n.role)) return false
+  }
+  return true
+}
+
+/** Conversations from an exported JSON file (an array or { conversations }). */
+export function parseImport(text) {
+  const data = JSON.parse(text)
+  const list = Array.isArray(data) ? data : data?.conversations
+  if (!Array.isArray(list)) throw new Error('not a conversations export')
+  const good = list.filter(isConversation)
+  if (!good.length) throw new Error('no valid conversations in the file')
+  return good
+}
+
+export function exportJson(list) {
+  return JSON.stringify({ format: 'llamatwist-conversations', version: 1, conversations: list }, null, 2)
+}
+
+export function newConversation(name = 'New chat') {
+  const now = Date.now()
+  return { id: newId(), name, created: now, updated: now, current: null, roots: [], nodes: {} }
+}
+
+export function addNode(conv, parent, role, content) {
+  const node = { id: newId(), parent, children: [], role, content, created: Date.now() }
+  conv.nodes[node.id] = node
+  if (parent === null) conv.roots.push(node.id)
+  else conv.nodes[parent].children.push(node.id)
+  conv.current = node.id
+  conv.updated = Date.now()
+  return node
+}
+
+/** The messages from the root to `leaf` (default: the current branch). */
+export function branch(conv, leaf = conv.current) {
+  const path = []
+  for (let id = leaf; id != null; id = conv.nodes[id]?.parent ?? null) path.unshift(conv.nodes[id])
+  return path.filter(Boolean)
+}
+
+export function siblings(conv, node) {
+  return node.parent === null ? conv.roots : conv.nodes[node.parent].children
+}
+
+/** The newest leaf below `id` (following the last child). */
+export function lastLeaf(conv, id) {
+  let node = conv.nodes[id]
+  while (node.children.length) node = conv.nodes[node.children[node.children.length - 1]]
+  return node.id
+}

@@ -1,0 +1,227 @@
+// Browser tests of the web UI: Playwright (playwright-core) driving headless
+// Chromium against a running llamatwist server.
+//
+//   LLAMATWIST_URL=http://127.0.0.1:8080/ node tests/chat.test.mjs [scenario ...]
+//
+// LLAMATWIST_API_KEY: the server's --api-key (runs the "apikey" scenario).
+// CHROMIUM: the browser (default /usr/bin/chromium).  The screenshot of the
+// chat goes to test-results/chat.png.  Exits 1 when any scenario fails.
+import { mkdirSync } from 'node:fs'
+import { join } from 'node:path'
+import { chromium } from 'playwright-core'
+
+const URL_ = process.env.LLAMATWIST_URL ?? 'http://127.0.0.1:8080/'
+const API_KEY = process.env.LLAMATWIST_API_KEY ?? ''
+const RESULTS = new URL('../test-results/', import.meta.url).pathname
+const TIMEOUT = 60_000
+
+function assert(cond, message) {
+  if (!cond) throw new Error(`assertion failed: ${message}`)
+}
+
+async function setSettings(page, values) {
+  await page.getByTestId('settings').click()
+  for (const [name, value] of Object.entries(values)) {
+    await page.locator(`#settings-form [name="${name}"]`).fill(String(value))
+  }
+  await page.getByTestId('settings-save').click()
+  await page.locator('#settings').waitFor({ state: 'hidden' })
+}
+
+async function sendMessage(page, text) {
+  await page.getByTestId('input').fill(text)
+  await page.getByTestId('send').click()
+}
+
+async function waitIdle(page) {
+  await page.getByTestId('send').waitFor({ state: 'visible', timeout: TIMEOUT })
+}
+
+const lastAssistant = (page) => page.getByTestId('message-assistant').last()
+
+const scenarios = {
+  // Send a message and watch the answer arrive in several pieces.
+  async stream(page) {
+    await page.getByTestId('model').filter({ hasText: 'ctx' }).waitFor({ timeout: TIMEOUT })
+    await setSettings(page, { max_tokens: 48, temperature: 0 })
+    await page.evaluate(() => {
+      window.__lengths = []
+      new MutationObserver(() => {
+        const el = [...document.querySelectorAll('[data-testid="message-assistant"] [data-testid="content"]')].pop()
+        const n = el ? el.textContent.length : 0
+        if (n && window.__lengths.at(-1) !== n) window.__lengths.push(n)
+      }).observe(document.querySelector('#messages'), { childList: true, subtree: true, characterData: true })
+    })
+    await sendMessage(page, 'Tell me about the sea.')
+    await page.getByTestId('stop').waitFor({ state: 'visible' })
+    await waitIdle(page)
+    const lengths = await page.evaluate(() => window.__lengths)
+    assert(lengths.length >= 2, `answer streamed in pieces (content lengths seen: ${lengths})`)
+    const stats = await lastAssistant(page).getByTestId('stats').textContent()
+    assert(/t\/s/.test(stats), `tokens/s shown (${stats})`)
+    assert(await page.getByTestId('conversation').count() === 1, 'conversation listed')
+  },
+
+  // Stop a long generation: the stop button ends it and the partial answer stays.
+  async stop(page) {
+    await setSettings(page, { max_tokens: 2000, temperature: 0.8 })
+    await sendMessage(page, 'Write a very long story about a dragon, with many chapters.')
+    await lastAssistant(page).getByTestId('content').filter({ hasText: /\S/ }).waitFor({ timeout: TIMEOUT })
+    const stop = page.getByTestId('stop')
+    assert(await stop.isVisible(), 'still generating when the first tokens show')
+    await stop.click()
+    await waitIdle(page)
+    const stats = await lastAssistant(page).getByTestId('stats').textContent()
+    assert(stats.includes('stopped'), `marked stopped (${stats})`)
+    const text = await lastAssistant(page).getByTestId('content').textContent()
+    assert(text.trim().length > 0, 'partial answer kept')
+  },
+
+  // Regenerate makes a second branch; the arrows switch between them; editing
+  // the question branches too; all of it survives a reload.
+  async regenerate(page) {
+    await setSettings(page, { max_tokens: 12, temperature: 1.0 })
+    await sendMessage(page, 'Name a colour.')
+    await waitIdle(page)
+    await lastAssistant(page).getByTestId('regenerate').click()
+    await waitIdle(page)
+    const index = lastAssistant(page).getByTestId('branch-index')
+    assert(await index.textContent() === '2/2', 'second answer is branch 2/2')
+    await lastAssistant(page).getByRole('button', { name: '‹' }).click()
+    assert(await lastAssistant(page).getByTestId('branch-index').textContent() === '1/2', 'back to branch 1/2')
+    const user = page.getByTestId('message-user').last()
+    await user.getByTestId('edit').click()
+    await user.getByTestId('edit-input').fill('Name a fruit.')
+    await user.getByTestId('edit-save').click()
+    await waitIdle(page)
+    assert(await page.getByTestId('message-user').last().getByTestId('branch-index').textContent() === '2/2',
+      'edited question is branch 2/2')
+    await page.reload()
+    await page.getByTestId('conversation').first().waitFor()
+    assert((await page.getByTestId('message-user').last().textContent()).includes('Name a fruit.'),
+      'conversation restored after reload')
+    assert(await page.getByTestId('message-user').last().getByTestId('branch-index').textContent() === '2/2',
+      'branches restored after reload')
+  },
+
+  // A changed setting (and the system prompt) is sent with the request.
+  async settings(page) {
+    await setSettings(page, { temperature: 0.25, max_tokens: 7, top_k: 5, systemPrompt: 'You are terse.' })
+    const request = page.waitForRequest((r) => r.url().endsWith('/v1/chat/completions'))
+    await sendMessage(page, 'Hi')
+    const body = JSON.parse((await request).postData())
+    await waitIdle(page)
+    assert(body.temperature === 0.25 && body.max_tokens === 7 && body.top_k === 5, `settings sent: ${JSON.stringify(body)}`)
+    assert(body.messages[0].role === 'system' && body.messages[0].content === 'You are terse.', 'system prompt sent')
+    await page.reload()
+    await page.getByTestId('settings').click()
+    assert(await page.locator('#settings-form [name="temperature"]').inputValue() === '0.25', 'settings persisted')
+  },
+
+  // Model output with HTML/script injection is rendered inert.
+  async xss(page) {
+    const evil = [
+      '<script>window.__xss = "script"</script>',
+      '<img src="x" onerror="window.__xss = \'img\'">',
+      '<svg onload="window.__xss = \'svg\'"></svg>',
+      '<iframe srcdoc="<script>parent.__xss = \'iframe\'</script>"></iframe>',
+      '[click](javascript:window.__xss=\'link\')',
+      '<a href="javascript:window.__xss=\'a\'" id="evil-link">a</a>',
+      '<details open ontoggle="window.__xss = \'toggle\'">x</details>',
+      '$\\href{javascript:window.__xss=1}{math}$',
+      '```html\n<script>window.__xss = "code"</script>\n```',
+    ].join('\n\n')
+    const chunk = (delta) => `data: ${JSON.stringify({ choices: [{ index: 0, delta }] })}\n\n`
+    await page.route('**/v1/chat/completions', (route) => route.fulfill({
+      status: 200,
+      headers: { 'Content-Type': 'text/event-stream' },
+      body: chunk({ reasoning_content: '<img src=x onerror="window.__xss=\'reasoning\'">' })
+        + chunk({ content: evil }) + 'data: [DONE]\n\n',
+    }))
+    await sendMessage(page, '<img src=x onerror="window.__xss=\'user\'">')
+    await waitIdle(page)
+    await page.waitForTimeout(500)
+    const links = page.locator('#messages a')
+    for (let i = 0; i < await links.count(); i++) {
+      const href = await links.nth(i).getAttribute('href')
+      assert(!href || !/^\s*javascript:/i.test(href), `no javascript: link (${href})`)
+      await links.nth(i).click({ force: true, noWaitAfter: true }).catch(() => {})
+    }
+    await page.locator('[data-testid="reasoning"] summary').click()
+    await page.waitForTimeout(300)
+    const found = await page.evaluate(() => ({
+      xss: window.__xss,
+      scripts: document.querySelectorAll('#messages script, #messages iframe').length,
+      handlers: [...document.querySelectorAll('#messages *')].filter((el) =>
+        [...el.attributes].some((a) => a.name.startsWith('on'))).length,
+    }))
+    assert(found.xss === undefined, `injected code ran: ${found.xss}`)
+    assert(found.scripts === 0 && found.handlers === 0, `inert markup: ${JSON.stringify(found)}`)
+    const code = await lastAssistant(page).locator('pre code').textContent()
+    assert(code.includes('<script>'), 'code block shows the markup as text')
+  },
+
+  // Servers with --api-key: the key from the settings is sent.
+  async apikey(page) {
+    await page.getByTestId('model').filter({ hasText: 'API key' }).waitFor({ timeout: TIMEOUT })
+    await setSettings(page, { apiKey: API_KEY, max_tokens: 8 })
+    await page.getByTestId('model').filter({ hasText: 'ctx' }).waitFor({ timeout: TIMEOUT })
+    await sendMessage(page, 'Hello')
+    await waitIdle(page)
+    assert(await lastAssistant(page).locator('.error').count() === 0, 'no error with the key')
+  },
+
+  // A populated chat on a phone-sized screen and on a desktop, for the log.
+  async screenshot(page) {
+    await setSettings(page, { max_tokens: 40, temperature: 0 })
+    await sendMessage(page, 'Write a Python function that adds two numbers, in a code block.')
+    await waitIdle(page)
+    mkdirSync(RESULTS, { recursive: true })
+    await page.screenshot({ path: join(RESULTS, 'chat.png') })
+    await page.setViewportSize({ width: 390, height: 780 })
+    await page.screenshot({ path: join(RESULTS, 'chat-phone.png') })
+    console.log(`screenshot: ${join(RESULTS, 'chat.png')}`)
+  },
+}
+
+const DEFAULT = API_KEY ? ['apikey'] : ['stream', 'stop', 'regenerate', 'settings', 'xss', 'screenshot']
+
+async function main() {
+  const names = process.argv.slice(2).length ? process.argv.slice(2) : DEFAULT
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    // Playwright gives the browser a fresh, temporary --user-data-dir itself.
+  })
+  let failed = 0
+  try {
+    for (const name of names) {
+      const context = await browser.newContext({ viewport: { width: 1100, height: 800 } })
+      const page = await context.newPage()
+      page.setDefaultTimeout(TIMEOUT)
+      const errors = []
+      page.on('pageerror', (err) => errors.push(err.message))
+      const started = Date.now()
+      try {
+        await page.goto(URL_)
+        await scenarios[name](page)
+        assert(errors.length === 0, `no page errors (${errors.join('; ')})`)
+        console.log(`ok ${name} (${Date.now() - started} ms)`)
+      } catch (err) {
+        failed++
+        console.log(`FAIL ${name}: ${err.stack ?? err}`)
+        mkdirSync(RESULTS, { recursive: true })
+        await page.screenshot({ path: join(RESULTS, `fail-${name}.png`) }).catch(() => {})
+      } finally {
+        await context.close()
+      }
+    }
+  } finally {
+    await browser.close()
+  }
+  process.exit(failed ? 1 : 0)
+}
+
+main()
