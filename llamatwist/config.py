@@ -97,6 +97,11 @@ class ServerConfig:
     jinja: bool = True
     chat_template: str | None = None  # a built-in template name or a Jinja template
     chat_template_file: str | None = None
+    # server-wide output constraint (requests may give their own)
+    grammar: str | None = None
+    grammar_file: str | None = None
+    json_schema: str | None = None  # JSON text
+    json_schema_file: str | None = None
     chat_template_kwargs: dict[str, object] = field(default_factory=dict)
     prefill_assistant: bool = True
     spm_infill: bool = False

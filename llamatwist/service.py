@@ -17,10 +17,12 @@ from twisted.web.server import Site
 
 from llamatwist.api.app import build_app
 from llamatwist.api.chatformat import build_formatter
+from llamatwist.api.constraints import load_default
 from llamatwist.api.http import ApiContext
 from llamatwist.api.security import SecureResource, SecurityPolicy, body_limited_request
 from llamatwist.chat import TemplateError
 from llamatwist.config import ServerConfig
+from llamatwist.constrain.spec import ConstraintSpec
 from llamatwist.engine.context import POOLING_NAMES, POOLING_RANK, ContextParams
 from llamatwist.engine.errors import EngineError
 from llamatwist.errors import StartupError
@@ -158,6 +160,24 @@ class HTTPService(Service):
         return port.stopListening() if port is not None else None
 
 
+def _read_text(path: str, flag: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StartupError(f"cannot read {flag} {path}: {exc}") from None
+
+
+def _default_constraint(config: ServerConfig) -> ConstraintSpec:
+    """--grammar/--grammar-file or -j/-jf; checked for syntax by the first request's compile."""
+    grammar = _read_text(config.grammar_file, "--grammar-file") if config.grammar_file else config.grammar
+    schema = _read_text(config.json_schema_file, "--json-schema-file") if config.json_schema_file else config.json_schema
+    try:
+        return load_default(grammar, schema)
+    except ValueError as exc:
+        raise StartupError(f"-j/--json-schema: {exc}") from None
+
+
 def _read_template_file(path: str | None) -> str | None:
     if path is None:
         return None
@@ -228,7 +248,8 @@ def make_service(config: ServerConfig, reactor: Any = None) -> ServerService:
 
     engine = EngineService(engine_spec(config, model_path), reactor, on_failed)
     engine.setServiceParent(top)
-    ctx = ApiContext(config=config, engine=engine, model_path=model_path)
+    ctx = ApiContext(config=config, engine=engine, model_path=model_path,
+                     default_constraint=_default_constraint(config))
     template_text = _read_template_file(config.chat_template_file)
 
     def prepare_chat(loaded: LoadedModel) -> None:

@@ -104,3 +104,13 @@ def test_bad_constraints_are_400(server: Server, body: dict[str, Any], needle: s
     err = r.json()["error"]
     assert err["type"] == "invalid_request_error" and needle in err["message"]
     assert server.post("/completion", {"prompt": "x", "n_predict": 2}).status_code == 200
+
+
+def test_server_wide_json_schema_flag(make_server: Any, model_path: str, tmp_path: Any) -> None:
+    schema_file = tmp_path / "schema.json"
+    schema_file.write_text(json.dumps(PERSON))
+    srv = make_server("-m", model_path, "-c", "1024", "-np", "1", "-jf", str(schema_file))
+    body = srv.post("/completion", {"prompt": "Record:", "n_predict": 160, "temperature": 0}).json()
+    CHECKER.validate(json.loads(body["content"]))
+    free = srv.post("/completion", {"prompt": "Answer:", "n_predict": 4, "grammar": 'root ::= "ok"'}).json()
+    assert free["content"] == "ok"  # a request's own constraint replaces the server default
