@@ -134,7 +134,7 @@ def test_chat_errors_surface_as_sdk_exceptions(client: OpenAI) -> None:
         client.chat.completions.create(model="m", messages=[], max_tokens=2)
     assert exc.value.status_code == 400
     with pytest.raises(openai.BadRequestError):
-        client.chat.completions.create(model="m", messages=MESSAGES, response_format={"type": "json_object"})
+        client.chat.completions.create(model="m", messages=MESSAGES, response_format={"type": "xml"})  # type: ignore[arg-type, typeddict-item]
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model="m", messages=MESSAGES, top_logprobs=2)
     with pytest.raises(openai.BadRequestError):

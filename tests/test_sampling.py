@@ -417,3 +417,16 @@ def test_cli_sampling_defaults_reach_requests(make_server: Any, model_path: str)
     r = s.post("/completion", json={"prompt": "Hi", "n_predict": 3})
     assert r.status_code == 200 and r.json()["tokens_predicted"] == 3
     assert r.json()["generation_settings"]["samplers"] == ["top_k", "temperature"]
+
+
+def test_post_sampling_probs_through_the_server(srv: Any) -> None:
+    body = srv.post("/completion", {"prompt": "The capital of France is", "n_predict": 3, "n_probs": 4,
+                                    "top_k": 2, "temperature": 1.0, "seed": 1, "post_sampling_probs": True}).json()
+    probs = body["completion_probabilities"]
+    assert len(probs) == 3
+    for entry in probs:
+        assert "prob" in entry and "top_probs" in entry and "logprob" not in entry
+        tops = entry["top_probs"]
+        assert 1 <= len(tops) <= 2  # top_k 2 cut the rest after the chain
+        assert abs(sum(t["prob"] for t in tops) - 1.0) < 1e-3
+        assert entry["id"] in [t["id"] for t in tops]
