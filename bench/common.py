@@ -180,3 +180,15 @@ def wait_quiet(max_wait: float, threshold: float = 0.25, log: Any = None) -> flo
             print(f"  machine busy ({busy:.2f} cores in use), waiting...", file=log, flush=True)
         busy = machine_busy(2.0)
     return busy
+
+
+def save_results(name: str, data: Any, out: Path | None = None) -> Path:
+    """Write ``data`` to ``out`` if given, else to ``<results>/<name>-<timestamp>.json``; print the path."""
+    if out is None:
+        path = write_json(name, data)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(data, indent=2) + "\n")
+        path = out
+    print(f"wrote {path}")
+    return path

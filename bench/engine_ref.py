@@ -23,7 +23,6 @@ Reported per C (median of ``--repeat`` runs):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -42,7 +41,7 @@ from bench.common import (
     parse_clients,
     percentile,
     resolve_model,
-    write_json,
+    save_results,
 )
 from llamatwist.engine.batch import Batch
 from llamatwist.engine.context import Context, ContextParams
@@ -245,12 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         n_seq_max=args.n_seq_max, log=sys.stderr,
     )
     print_table(result)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.out}")
-    else:
-        print(f"wrote {write_json('engine_ref', result)}")
+    save_results("engine_ref", result, args.out)
     return 0
 
 

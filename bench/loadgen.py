@@ -54,7 +54,7 @@ from bench.common import (
     parse_clients,
     percentile,
     resolve_model,
-    write_json,
+    save_results,
 )
 
 __all__ = ["LoadResult", "Server", "main", "run_load", "spawn_server"]
@@ -477,12 +477,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(args.threads or default_threads()),
         "results": [asdict(r) for r in results],
     }
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(data, indent=2) + "\n")
-        print(f"wrote {args.out}")
-    else:
-        print(f"wrote {write_json('loadgen', data)}")
+    save_results("loadgen", data, args.out)
     return 0
 
 

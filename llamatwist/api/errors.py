@@ -8,7 +8,7 @@ from typing import Any
 
 __all__ = [
     "ApiError", "ExceedContext", "InvalidRequest", "MethodNotAllowed", "NotFound", "NotSupported",
-    "ServerError", "Unavailable", "error_body", "error_json", "from_result",
+    "PayloadTooLarge", "ServerError", "Unauthorized", "Unavailable", "error_body", "error_json", "from_result",
 ]
 
 
@@ -50,6 +50,16 @@ class Unavailable(ApiError):
 class ServerError(ApiError):
     code = 500
     type = "server_error"
+
+
+class Unauthorized(ApiError):
+    code = 401
+    type = "authentication_error"
+
+
+class PayloadTooLarge(ApiError):
+    code = 413
+    type = "invalid_request_error"
 
 
 class MethodNotAllowed(ApiError):

@@ -42,7 +42,7 @@ from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from llamatwist.api.errors import ApiError, NotFound, Unavailable, error_json
+from llamatwist.api.errors import ApiError, NotFound, PayloadTooLarge, Unauthorized, Unavailable, error_json
 from llamatwist.config import ServerConfig
 from llamatwist.webui import resolve_static
 
@@ -73,16 +73,6 @@ PUBLIC_PATHS: Final = frozenset({b"/health", b"/v1/health"}) | FRONTEND_PATHS
 
 _BEARER: Final = b"Bearer "
 _JSON: Final = b"application/json; charset=utf-8"
-
-
-class Unauthorized(ApiError):
-    code = 401
-    type = "authentication_error"
-
-
-class PayloadTooLarge(ApiError):
-    code = 413
-    type = "invalid_request_error"
 
 
 # --------------------------------------------------------------------------
