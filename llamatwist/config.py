@@ -89,6 +89,7 @@ class ServerConfig:
     # endpoints
     metrics: bool = False
     slots: bool = True
+    slot_save_path: str | None = None  # enables POST /slots/{id}?action=save|restore|erase
     endpoint_props: bool = False  # --props: allow POST /props
     embeddings: bool = False  # --embeddings: embedding-only server
     reranking: bool = False  # --reranking

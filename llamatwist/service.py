@@ -248,6 +248,11 @@ def make_service(config: ServerConfig, reactor: Any = None) -> ServerService:
 
     engine = EngineService(engine_spec(config, model_path), reactor, on_failed)
     engine.setServiceParent(top)
+    if config.slot_save_path:
+        try:
+            os.makedirs(config.slot_save_path, exist_ok=True)
+        except OSError as exc:
+            raise StartupError(f"--slot-save-path {config.slot_save_path}: {exc.strerror}") from None
     ctx = ApiContext(config=config, engine=engine, model_path=model_path,
                      default_constraint=_default_constraint(config))
     template_text = _read_template_file(config.chat_template_file)

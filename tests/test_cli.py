@@ -62,6 +62,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "model": ("m.gguf", "m.gguf"),
     "alias": (" a , b ,", "a,b"),
     "static_path": ("/", "/"),
+    "slot_save_path": ("/tmp/slots", "/tmp/slots"),
     "grammar": ('root ::= "a"', 'root ::= "a"'),
     "grammar_file": ("g.gbnf", "g.gbnf"),
     "json_schema": ('{"type": "object"}', '{"type": "object"}'),

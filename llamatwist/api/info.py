@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 from typing import Any
 
 from klein import Klein
@@ -12,11 +13,13 @@ from twisted.web.server import Request
 
 from llamatwist import __version__
 from llamatwist.api.completion import generation_settings
-from llamatwist.api.errors import NotSupported
+from llamatwist.api.errors import InvalidRequest, NotSupported, from_result
 from llamatwist.api.http import ApiContext, handler, read_json, send_json
 from llamatwist.api.params import generation_params
 from llamatwist.metrics import render_metrics
 from llamatwist.runtime.scheduler import LoadedModel
+from llamatwist.runtime.service import SlotActionFailed
+from llamatwist.runtime.slotfile import SlotFileError, validate_filename
 
 __all__ = ["register"]
 
@@ -97,6 +100,28 @@ def register(app: Klein, ctx: ApiContext) -> None:
             raise NotSupported("This server does not support slots endpoint. Start it with `--slots`")
         ctx.require_ready()
         return send_json(request, [dataclasses.asdict(s) for s in ctx.engine.slots()])
+
+    @app.route("/slots/<int:id_slot>", methods=["POST"])
+    @handler
+    async def slot_action(request: Request, id_slot: int) -> Any:
+        if not ctx.config.slot_save_path:
+            raise NotSupported("This server does not support slots action. Start it with `--slot-save-path`")
+        ctx.require_ready()
+        args: dict[bytes, list[bytes]] = request.args or {}
+        action = (args.get(b"action") or [b""])[0].decode("utf-8", "replace")
+        if action not in ("save", "restore", "erase"):
+            raise InvalidRequest("Invalid action")
+        path = None
+        if action != "erase":
+            try:
+                name = validate_filename(read_json(request).get("filename"))
+            except SlotFileError as exc:
+                raise InvalidRequest(str(exc)) from None
+            path = Path(ctx.config.slot_save_path) / name
+        try:
+            return send_json(request, await ctx.engine.slot_action(id_slot, action, path))
+        except SlotActionFailed as exc:
+            raise from_result(exc.code, exc.message, exc.type, {}) from None
 
     @app.route("/metrics", methods=["GET"])
     @handler

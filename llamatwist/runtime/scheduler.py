@@ -27,6 +27,7 @@ from llamatwist.engine.errors import DecodeError, EngineError, ModelLoadError
 from llamatwist.engine.model import Model, ModelInfo
 from llamatwist.engine.sampling import Sampler
 from llamatwist.runtime.slot import Slot, SlotInfo, SlotState, common_prefix
+from llamatwist.runtime.slotfile import SlotFile, SlotFileError, read_slot_file, write_slot_file
 from llamatwist.runtime.task import (
     CompletionTask,
     EmbeddingResult,
@@ -34,6 +35,8 @@ from llamatwist.runtime.task import (
     FinalResult,
     PartialResult,
     Result,
+    SlotAction,
+    SlotActionResult,
     Timings,
     TokenProbs,
     TopProb,
@@ -126,6 +129,9 @@ class DecodeLoop:
     def cancel(self, task_id: int) -> None:
         self._commands.put(("cancel", task_id))
 
+    def slot_action(self, action: SlotAction) -> None:
+        self._commands.put(("slot", action))
+
     def stop(self, timeout: float = 30.0) -> None:
         self._commands.put(("stop", None))
         if self._thread.is_alive():
@@ -166,6 +172,9 @@ class DecodeLoop:
             )
         ctx = Context(model, spec.context)
         self._ctx = ctx
+        info = model.info()
+        # what a slot file must match to be restored here
+        self._model_id = f"{info.desc}; {info.n_params} params; {info.size} bytes; vocab {info.n_vocab}"
         n_ctx_slot = ctx.n_ctx_seq if spec.context.kv_unified else ctx.n_ctx // max(spec.n_slots, 1)
         self._slots = [Slot(id=i, n_ctx=n_ctx_slot) for i in range(spec.n_slots)]
         self._batch = Batch(ctx.n_batch)
@@ -238,6 +247,53 @@ class DecodeLoop:
                 self._waiting.append(arg)
             elif cmd == "cancel":
                 self._cancel(arg)
+            elif cmd == "slot":
+                self._slot_action(arg)
+
+    def _slot_action(self, act: SlotAction) -> None:
+        """Runs on the decode thread: only it may touch the KV cache. The file
+        I/O briefly pauses decoding, as in llama-server."""
+        def fail(code: int, message: str, type_: str = "invalid_request_error") -> None:
+            self._emit(act.sink, ErrorResult(-1, code, message, type_))
+
+        if not 0 <= act.id_slot < len(self._slots):
+            return fail(400, "Invalid slot ID")
+        slot = self._slots[act.id_slot]
+        if slot.busy:
+            return fail(409, f"slot {slot.id} is busy processing a task; try again when it is idle")
+        ctx = self._ctx
+        t0 = time.perf_counter()
+        if act.action == "erase":
+            n = len(slot.cache)
+            ctx.seq_rm(slot.id, -1, -1)
+            slot.cache.clear()
+            return self._emit(act.sink, SlotActionResult({"id_slot": slot.id, "n_erased": n}))
+        assert act.path is not None
+        if act.action == "save":
+            tokens = list(slot.cache)
+            try:
+                n_written = write_slot_file(act.path, SlotFile(self._model_id, tokens, ctx.seq_state(slot.id)))
+            except OSError as exc:
+                return fail(500, f"cannot write {act.path.name}: {exc.strerror}", "server_error")
+            return self._emit(act.sink, SlotActionResult({
+                "id_slot": slot.id, "filename": act.path.name, "n_saved": len(tokens), "n_written": n_written,
+                "timings": {"save_ms": (time.perf_counter() - t0) * 1e3},
+            }))
+        try:
+            saved = read_slot_file(act.path, self._model_id)
+        except SlotFileError as exc:
+            return fail(400, str(exc))
+        if len(saved.tokens) >= slot.n_ctx:
+            return fail(400, f"{act.path.name} holds {len(saved.tokens)} tokens; slot {slot.id} has {slot.n_ctx}")
+        ctx.seq_rm(slot.id, -1, -1)
+        if not ctx.set_seq_state(slot.id, saved.state):
+            slot.cache.clear()
+            return fail(400, f"{act.path.name} does not fit this slot's context")
+        slot.cache[:] = saved.tokens
+        return self._emit(act.sink, SlotActionResult({
+            "id_slot": slot.id, "filename": act.path.name, "n_restored": len(saved.tokens),
+            "n_read": len(saved.state), "timings": {"restore_ms": (time.perf_counter() - t0) * 1e3},
+        }))
 
     def _cancel(self, task_id: int) -> None:
         for task in list(self._waiting):

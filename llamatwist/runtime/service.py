@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from twisted.application.service import Service
@@ -21,7 +22,7 @@ from llamatwist.engine.errors import EngineError
 from llamatwist.engine.model import FimTokens, Model
 from llamatwist.runtime.scheduler import DecodeLoop, EngineSpec, LoadedModel, Metrics
 from llamatwist.runtime.slot import SlotInfo
-from llamatwist.runtime.task import CompletionTask, Result
+from llamatwist.runtime.task import CompletionTask, ErrorResult, Result, SlotAction, SlotActionResult
 
 __all__ = ["EngineService", "EngineState"]
 
@@ -104,6 +105,18 @@ class EngineService(Service):
     def cancel(self, task_id: int) -> None:
         self._loop.cancel(task_id)
 
+    def slot_action(self, id_slot: int, action: str, path: Path | None) -> Deferred[dict[str, object]]:
+        d: Deferred[dict[str, object]] = Deferred()
+
+        def sink(result: Result) -> None:
+            if isinstance(result, SlotActionResult):
+                d.callback(result.body)
+            elif isinstance(result, ErrorResult):
+                d.errback(SlotActionFailed(result.code, result.message, result.type))
+
+        self._loop.slot_action(SlotAction(id_slot, action, path, sink))
+        return d
+
     def slots(self) -> tuple[SlotInfo, ...]:
         return self._loop.slot_infos
 
@@ -157,6 +170,12 @@ class EngineService(Service):
 
     def valid_token(self, token: int) -> bool:
         return self.model.vocab.is_valid(token)
+
+
+class SlotActionFailed(Exception):
+    def __init__(self, code: int, message: str, type_: str) -> None:
+        super().__init__(message)
+        self.code, self.message, self.type = code, message, type_
 
 
 def _dispatch(items: list[tuple[Callable[[Result], None], Result]]) -> None:

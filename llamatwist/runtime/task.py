@@ -6,13 +6,25 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from llamatwist.constrain import ConstraintFactory
 from llamatwist.engine.sampling import SamplerSettings
 
 __all__ = [
-    "CompletionTask", "EmbeddingResult", "ErrorResult", "FinalResult", "GenerationParams", "PartialResult",
-    "Result", "Timings", "TokenProbs", "TopProb", "next_task_id",
+    "CompletionTask",
+    "EmbeddingResult",
+    "ErrorResult",
+    "FinalResult",
+    "GenerationParams",
+    "PartialResult",
+    "Result",
+    "SlotAction",
+    "SlotActionResult",
+    "Timings",
+    "TokenProbs",
+    "TopProb",
+    "next_task_id",
 ]
 
 _ids = itertools.count()
@@ -127,7 +139,24 @@ class EmbeddingResult:
     n_tokens: int
 
 
-Result = PartialResult | FinalResult | ErrorResult | EmbeddingResult
+@dataclass(frozen=True)
+class SlotActionResult:
+    """The JSON body of a finished slot save/restore/erase."""
+
+    body: dict[str, object]
+
+
+Result = PartialResult | FinalResult | ErrorResult | EmbeddingResult | SlotActionResult
+
+
+@dataclass(frozen=True)
+class SlotAction:
+    """Save, restore or erase one slot's KV cache (``path`` for save/restore)."""
+
+    id_slot: int
+    action: str  # "save" | "restore" | "erase"
+    path: Path | None
+    sink: Callable[[Result], None]
 
 
 @dataclass
