@@ -224,7 +224,10 @@ def fetch_sdist(pin: Pin) -> Path:
     spec = f"{pin.package}=={pin.version}"
     _log(f"downloading the {spec} sdist with pip (once per user, ~1 min)")
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".download-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+        # --no-binary names only the pinned package: with ":all:", pip would also build the
+        # sdist's own build requirements from source (cmake, when the nested isolated
+        # environment cannot use ours) before it can read the metadata.
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", pin.package,
                "--disable-pip-version-check", "-q", "-d", tmp, spec]
         proc = subprocess.run(cmd, check=False, env=_pip_env(), stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, errors="replace")
