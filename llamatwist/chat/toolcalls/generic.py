@@ -1,0 +1,89 @@
+"""The generic format: tool calling for any model, by constraining its whole reply to one JSON object.
+
+The shapes and the instruction are llama.cpp's (``common_chat_params_init_generic``): either
+``{"tool_call": {"name": ..., "arguments": {...}}}`` (``{"tool_calls": [...]}`` with parallel calls, each
+call with an ``"id"``) or ``{"response": "..."}``. Each call alternative ties its ``name`` (a ``const``) to
+that tool's parameter schema, so the arguments are valid for the tool named.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .scan import Broken, Scanner
+
+__all__ = ["GENERIC_SYSTEM_PROMPT", "generic_schema", "parse_generic"]
+
+GENERIC_SYSTEM_PROMPT = (
+    "Respond in JSON format, either with `tool_call` (a request to call tools) or with `response` reply to the "
+    "user's request"
+)
+
+
+def _call_schema(function: dict[str, Any], parallel: bool) -> dict[str, Any]:
+    properties: dict[str, Any] = {}
+    required = ["name", "arguments"]
+    if parallel:
+        # llama.cpp lists "id" last; first here, so a streamed call is complete (id included) once named
+        properties["id"] = {"type": "string", "minLength": 4}
+        required.insert(0, "id")
+    properties["name"] = {"type": "string", "const": function["name"]}
+    properties["arguments"] = function.get("parameters") or {"type": "object"}
+    schema: dict[str, Any] = {"type": "object", "properties": properties, "required": required}
+    if function.get("description"):
+        schema["description"] = function["description"]
+    return schema
+
+
+def generic_schema(
+    functions: list[dict[str, Any]], *, parallel: bool, required: bool, response_schema: Any = None
+) -> dict[str, Any]:
+    """The JSON schema of a generic-format reply. ``functions``: the tools' ``function`` objects."""
+    calls = [_call_schema(f, parallel) for f in functions]
+    one = calls[0] if len(calls) == 1 else {"anyOf": calls}
+    if parallel:
+        tool_call: dict[str, Any] = {
+            "type": "object",
+            "properties": {"tool_calls": {"type": "array", "items": one, "minItems": 1}},
+            "required": ["tool_calls"],
+        }
+    else:
+        tool_call = {"type": "object", "properties": {"tool_call": one}, "required": ["tool_call"]}
+    if required:
+        return tool_call
+    response = {
+        "type": "object",
+        "properties": {"response": response_schema if response_schema is not None else {"type": "string"}},
+        "required": ["response"],
+    }
+    return {"anyOf": [tool_call, response]}
+
+
+def parse_generic(s: Scanner) -> None:
+    if not s.syntax.parse_tool_calls:
+        s.add_content(s.rest())
+        return
+    node = s.json()
+    if node.kind == "none":
+        raise s.incomplete()
+    if node.kind != "object":
+        raise Broken
+    if (calls := node.get("tool_calls")) is not None:
+        s.calls_from_json(calls, "name", "arguments", "id")
+    elif (call := node.get("tool_call")) is not None:
+        s.call_from_object(call, "name", "arguments", "id")
+    elif (response := node.get("response")) is not None:
+        if response.kind == "string":
+            s.add_content(response.string)  # a partial string streams as it grows
+            if not node.complete and not s.partial:
+                return  # a reply cut off by the token limit keeps its text (not the raw JSON) as content
+        elif response.complete:
+            s.add_content(json.dumps(response.value(), indent=2, ensure_ascii=False))
+    if not node.complete:
+        raise s.incomplete()
+    s.skip_ws()
+    if not s.at_end():
+        raise Broken
+    if not s.calls and node.get("response") is None:
+        raise Broken

@@ -1,0 +1,50 @@
+"""The data the tool-call package hands around (re-exported by the package)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["ChatSyntax", "ParsedMessage", "ToolCallOut", "ToolPlan"]
+
+
+@dataclass(frozen=True)
+class ToolCallOut:
+    name: str
+    arguments: str  # JSON text, as OpenAI sends it
+    id: str = ""  # the model's own id when the format has one; the API layer fills in the rest
+
+
+@dataclass(frozen=True)
+class ParsedMessage:
+    content: str = ""
+    reasoning_content: str = ""
+    tool_calls: tuple[ToolCallOut, ...] = ()
+
+
+@dataclass(frozen=True)
+class ChatSyntax:
+    """How to parse one response: the detected format plus the request's reasoning settings."""
+
+    format: str = "content-only"
+    reasoning_format: str = "auto"  # none | auto | deepseek | deepseek-legacy
+    thinking_forced_open: bool = False  # the rendered prompt already opened the thinking block
+    parse_tool_calls: bool = True
+    # llama-server sets this for deepseek-legacy when streaming: the thinking block stays in content, tags included
+    reasoning_in_content: bool = False
+    # tool name -> its parameters schema; formats that write arguments as untyped text (Qwen3-Coder XML) use it
+    tool_parameters: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class ToolPlan:
+    """What the API layer needs to run one chat request with tools/reasoning."""
+
+    syntax: ChatSyntax
+    json_schema: Any = None  # constrain the whole output to this schema (generic format)
+    grammar: str | None = None  # or to this llguidance (lark) grammar
+    system_prompt: str = ""  # text to add to (or as) the system message, e.g. the generic format's instructions
+    additional_stops: tuple[str, ...] = ()
+    preserved_tokens: tuple[str, ...] = field(default=())
+    thinking_tags: tuple[str, str] = ("", "")  # the family's (start, end) thinking markers, "" when none

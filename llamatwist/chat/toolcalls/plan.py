@@ -1,0 +1,109 @@
+"""``plan_tools``: pick the output format for a template and build what a request needs to use it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .formats import FAMILIES, Family, detect_family
+from .generic import GENERIC_SYSTEM_PROMPT, generic_schema
+from .model import ChatSyntax, ToolPlan
+
+__all__ = ["REASONING_FORMATS", "plan_tools"]
+
+REASONING_FORMATS = ("none", "auto", "deepseek", "deepseek-legacy")
+
+
+def _functions(tools: Sequence[Any] | None) -> list[dict[str, Any]]:
+    """The ``function`` objects of OpenAI tools (dicts, or ``llamatwist.chat.Tool``s)."""
+    out = []
+    for tool in tools or ():
+        if hasattr(tool, "to_json"):
+            tool = tool.to_json()
+        if (
+            isinstance(tool, dict)
+            and tool.get("type", "function") == "function"
+            and isinstance(tool.get("function"), dict)
+        ):
+            out.append(tool["function"])
+    return out
+
+
+def _chosen(functions: list[dict[str, Any]], tool_choice: Any) -> tuple[list[dict[str, Any]], bool]:
+    """The tools the model may call and whether it must call one."""
+    if tool_choice is None or tool_choice == "auto":
+        return functions, False
+    if tool_choice == "none":
+        return [], False
+    if tool_choice == "required":
+        return functions, True
+    if isinstance(tool_choice, dict) and tool_choice.get("type") == "function":
+        name = (tool_choice.get("function") or {}).get("name")
+        picked = [f for f in functions if f.get("name") == name]
+        if not picked:
+            raise ValueError(f"tool_choice names a function that is not in tools: {name!r}")
+        return picked, True
+    raise ValueError(f"Invalid tool_choice: {tool_choice!r}")
+
+
+def _forced_open(family: Family, generation_prompt: str, enable_thinking: bool) -> bool:
+    # The template opened the thinking block itself (DeepSeek R1, Qwen3 with thinking on): the output
+    # starts inside it.
+    if family.think is None or not enable_thinking:
+        return False
+    start, end = family.think
+    i = generation_prompt.rfind(start)
+    return i >= 0 and end not in generation_prompt[i:]
+
+
+def plan_tools(
+    template_source: str,
+    tools: Sequence[Any] | None,
+    *,
+    tool_choice: Any = "auto",
+    parallel_tool_calls: bool = False,
+    reasoning_format: str = "auto",
+    enable_thinking: bool = True,
+    generation_prompt: str = "",
+    stream: bool = False,
+    json_schema: Any = None,
+) -> ToolPlan:
+    """Decide how one chat request prompts for and parses tool calls and reasoning.
+
+    ``template_source``: the Jinja chat template the request renders with. ``tools``: the request's OpenAI
+    ``tools`` (dicts or parsed ``Tool``s). ``tool_choice``: ``auto | none | required`` or
+    ``{"type": "function", "function": {"name": ...}}`` (only that tool, and a call is required).
+    ``generation_prompt``: the rendered prompt's tail (``RenderedChat.generation_prompt``), to see whether it
+    opened a thinking block. ``stream``: with ``reasoning_format="deepseek-legacy"`` llama-server keeps the
+    thinking block in the streamed content. ``json_schema``: a ``response_format`` schema; with tools it
+    becomes the generic format's ``response`` schema, as in llama.cpp.
+
+    Native formats (detected from the template like llama.cpp) are parsed as the model writes them and get no
+    grammar; every other template with tools gets the generic format: ``json_schema`` constrains the reply
+    and ``system_prompt`` (llama.cpp's instruction) goes into the system message. Raises ``ValueError`` for a
+    bad ``tool_choice`` or ``reasoning_format``.
+    """
+    if reasoning_format not in REASONING_FORMATS:
+        raise ValueError(f"Unknown reasoning format: {reasoning_format}")
+    functions, required = _chosen(_functions(tools), tool_choice)
+    family = detect_family(template_source)
+    use_generic = bool(functions) and (family is None or (json_schema is not None and family.name != "generic"))
+    if use_generic or family is None:
+        family = FAMILIES["generic"] if use_generic else FAMILIES["content-only"]
+    syntax = ChatSyntax(
+        format=family.name,
+        reasoning_format=reasoning_format,
+        thinking_forced_open=reasoning_format != "none" and _forced_open(family, generation_prompt, enable_thinking),
+        parse_tool_calls=bool(functions),
+        reasoning_in_content=stream and reasoning_format == "deepseek-legacy",
+        tool_parameters={f["name"]: f.get("parameters") or {} for f in functions if "name" in f},
+    )
+    if use_generic:
+        schema = generic_schema(functions, parallel=parallel_tool_calls, required=required, response_schema=json_schema)
+        return ToolPlan(syntax, json_schema=schema, system_prompt=GENERIC_SYSTEM_PROMPT)
+    return ToolPlan(
+        syntax,
+        additional_stops=family.stops if functions else (),
+        preserved_tokens=family.preserved if functions or family.think else (),
+        thinking_tags=family.think or ("", ""),
+    )

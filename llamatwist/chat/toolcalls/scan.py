@@ -1,0 +1,244 @@
+"""The scanner every format parser shares: a cursor over the output, what has been read so far, and the
+stream rules.
+
+Two exceptions steer a parse. ``Stop``: a partial output ends inside something (a marker, a tool call): what
+was read before it stands, the rest waits for more text. ``Broken``: a final output does not fit the format
+(or was cut off inside a tool call); ``parse_output`` then reads the whole text as content, as llama.cpp does
+(``common_chat_parse`` falls back to ``common_chat_parse_content_only``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+from .jsonscan import JNode, JsonSyntaxError, scan_json, skip_ws
+from .model import ChatSyntax, ParsedMessage, ToolCallOut
+
+__all__ = ["Broken", "Scanner", "Stop", "partial_marker_start"]
+
+
+class Stop(Exception):
+    """A partial output ends here; keep what was read."""
+
+
+class Broken(Exception):
+    """The output does not fit the format."""
+
+
+def partial_marker_start(text: str, markers: Iterable[str], start: int = 0) -> int:
+    """Where a proper prefix of one of ``markers`` ends ``text`` (``len(text)`` when none does).
+
+    The tail of a streamed output may be the first characters of a marker; it must not be shown as content
+    yet (llama.cpp: ``string_find_partial_stop``).
+    """
+    best = len(text)
+    for marker in markers:
+        for n in range(min(len(marker) - 1, len(text) - start), 0, -1):
+            if text.endswith(marker[:n]):
+                best = min(best, len(text) - n)
+                break
+    return best
+
+
+class Scanner:
+    def __init__(self, text: str, syntax: ChatSyntax, partial: bool) -> None:
+        self.text = text
+        self.syntax = syntax
+        self.partial = partial
+        self.pos = 0
+        self.content: list[str] = []
+        self.reasoning: list[str] = []
+        self.calls: list[ToolCallOut] = []
+
+    def result(self) -> ParsedMessage:
+        return ParsedMessage("".join(self.content), "".join(self.reasoning), tuple(self.calls))
+
+    # -- failing ---------------------------------------------------------------------------------------------
+
+    def incomplete(self) -> Stop | Broken:
+        """What to raise when the text ends inside a structure: wait for more, or give up on a final text."""
+        return Stop() if self.partial else Broken()
+
+    # -- cursor ----------------------------------------------------------------------------------------------
+
+    def at_end(self) -> bool:
+        return self.pos >= len(self.text)
+
+    def skip_ws(self) -> None:
+        self.pos = skip_ws(self.text, self.pos)
+
+    def rest(self) -> str:
+        out = self.text[self.pos :]
+        self.pos = len(self.text)
+        return out
+
+    def startswith(self, literal: str) -> bool:
+        return self.text.startswith(literal, self.pos)
+
+    def consume(self, literal: str, *, ws: bool = True) -> bool:
+        """Consume ``literal`` (after optional whitespace); a partial text ending inside it stops the parse."""
+        start = self.pos
+        if ws:
+            self.skip_ws()
+        if self.text.startswith(literal, self.pos):
+            self.pos += len(literal)
+            return True
+        if self.partial and literal.startswith(self.text[self.pos :]):
+            raise Stop
+        self.pos = start
+        return False
+
+    def expect(self, literal: str) -> None:
+        if not self.consume(literal):
+            raise self.incomplete() if self.at_end() else Broken()
+
+    def find(self, markers: Iterable[str], *, prelude: bool = True, stop_on_partial: bool = True) -> str | None:
+        """Move past the earliest of ``markers`` (the longest one on a tie) and return it.
+
+        ``prelude``: the text skipped on the way is content. When no marker is found, nothing moves, unless
+        the partial text ends in what may be the start of a marker: then the prelude before it is content
+        and the parse stops there.
+        """
+        markers = tuple(markers)
+        best: tuple[int, int, str] | None = None
+        for m in markers:
+            i = self.text.find(m, self.pos)
+            if i >= 0 and (best is None or (i, -len(m)) < (best[0], best[1])):
+                best = (i, -len(m), m)
+        if best is not None:
+            i, _, m = best
+            if prelude:
+                self.add_content(self.text[self.pos : i])
+            self.pos = i + len(m)
+            return m
+        if self.partial and stop_on_partial:
+            cut = partial_marker_start(self.text, markers, self.pos)
+            if cut < len(self.text):
+                if prelude:
+                    self.add_content(self.text[self.pos : cut])
+                self.pos = cut
+                raise Stop
+        return None
+
+    def until(self, markers: Iterable[str]) -> tuple[str, str | None]:
+        """The text up to the earliest marker (and that marker), moving past both. A partial text that may end
+        inside a marker gives up to it and no marker; so does a text without any."""
+        markers = tuple(markers)
+        start = self.pos
+        found = self.find(markers, prelude=False, stop_on_partial=False)
+        if found is not None:
+            return self.text[start : self.pos - len(found)], found
+        end = partial_marker_start(self.text, markers, start) if self.partial else len(self.text)
+        self.pos = len(self.text)
+        return self.text[start:end], None
+
+    # -- output ----------------------------------------------------------------------------------------------
+
+    def add_content(self, text: str) -> None:
+        if text:
+            self.content.append(text)
+
+    def add_reasoning(self, text: str, start: str, end: str, closed: bool) -> None:
+        text = text.strip()
+        if not text:
+            return
+        if self.syntax.reasoning_in_content:
+            self.add_content(start + text + (end if closed else ""))
+        else:
+            self.reasoning.append(text)
+
+    def add_call(self, name: str, arguments: str, call_id: str = "") -> None:
+        self.calls.append(ToolCallOut(name, arguments, call_id))
+
+    # -- reasoning -------------------------------------------------------------------------------------------
+
+    def reasoning_block(self, start: str, end: str) -> bool:
+        """Read leading ``start``...``end`` thinking blocks (or the one the prompt opened) as reasoning."""
+        if self.syntax.reasoning_format == "none":
+            return False
+        text = self.text
+        cursor = skip_ws(text, self.pos)
+        if text.startswith(start, cursor):
+            self.add_content(text[self.pos : cursor])
+            cursor += len(start)
+        elif self.syntax.thinking_forced_open and self.pos == 0:
+            pass
+        elif self.partial and cursor < len(text) and start.startswith(text[cursor:]):
+            self.pos = len(text)  # maybe the start of a thinking block: wait
+            raise Stop
+        else:
+            return False
+        while True:
+            self.pos = cursor
+            body, found = self.until((end,))
+            self.add_reasoning(body, start, end, closed=found is not None or not self.partial)
+            if found is None:
+                if self.partial:
+                    raise Stop
+                return True
+            cursor = skip_ws(text, self.pos)
+            if not text.startswith(start, cursor):
+                self.pos = cursor
+                if self.partial and cursor < len(text) and start.startswith(text[cursor:]):
+                    raise Stop
+                return True
+            cursor += len(start)
+
+    # -- JSON ------------------------------------------------------------------------------------------------
+
+    def json(self) -> JNode:
+        """Read a JSON value at the cursor (after whitespace); the cursor moves past what was read."""
+        try:
+            node = scan_json(self.text, self.pos, final=not self.partial)
+        except JsonSyntaxError:
+            raise Broken from None
+        self.pos = node.end
+        return node
+
+    def call_from_object(self, node: JNode, name_key: str, args_key: str, id_key: str | None = None) -> None:
+        """Add the call a JSON object describes; an incomplete object adds what is sure and stops.
+
+        The call appears once its name is complete (never a half name); its arguments then grow as text.
+        """
+        if node.kind != "object":
+            raise self.incomplete() if not node.complete and node.kind == "none" else Broken()
+        name = node.get(name_key)
+        if name is None or not name.complete:
+            if node.complete:
+                raise Broken
+            raise self.incomplete()
+        if name.kind != "string" or not name.string:
+            raise Broken
+        call_id = node.get(id_key) if id_key else None
+        ident = call_id.string if call_id is not None and call_id.kind == "string" and call_id.complete else ""
+        self.add_call(name.string, arguments_text(node.get(args_key), node.complete), ident)
+        if not node.complete:
+            raise self.incomplete()
+
+    def calls_from_json(self, node: JNode, name_key: str, args_key: str, id_key: str | None = None) -> None:
+        """An object or an array of objects, each one call."""
+        if node.kind != "array":
+            self.call_from_object(node, name_key, args_key, id_key)
+            return
+        for item in node.items:
+            self.call_from_object(item, name_key, args_key, id_key)
+        if not node.complete:
+            raise self.incomplete()
+
+
+def arguments_text(args: JNode | None, done: bool) -> str:
+    """Tool-call arguments as JSON text: objects in canonical compact form, strings (already JSON text) as
+    they are; missing arguments of a finished call are ``{}``."""
+    if args is None:
+        return "{}" if done else ""
+    if args.kind == "string":
+        return args.string
+    if args.kind == "none":
+        return ""
+    return args.text
+
+
+def args_json(value: object) -> str:
+    """Arguments built from Python values, in the same canonical form as ``arguments_text``."""
+    return json.dumps(value, separators=(",", ":"))
