@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final, NamedTuple, NoReturn
 
 from llamatwist.cli_pending import BOOL, SWITCH, UNIMPLEMENTED, VALUE
-from llamatwist.config import SamplingDefaults, ServerConfig
+from llamatwist.config import REASONING_FORMATS, SamplingDefaults, ServerConfig
 
 if TYPE_CHECKING:
     from twisted.application.service import MultiService
@@ -351,6 +351,27 @@ _TRUTHY: Final = frozenset({"on", "enabled", "true", "1"})
 _FALSEY: Final = frozenset({"off", "disabled", "false", "0"})
 
 
+def _reasoning_format(text: str) -> str:
+    if text not in REASONING_FORMATS:
+        raise ValueError(f"must be one of {', '.join(REASONING_FORMATS)}, got {text!r}")
+    return text
+
+
+def _on_off_auto(text: str) -> str:
+    """-rea: llama.cpp's is_truthy / is_falsey / is_autoy words."""
+    if text in _TRUTHY:
+        return "on"
+    if text in _FALSEY:
+        return "off"
+    if text in ("auto", "-1"):
+        return "auto"
+    raise ValueError(f"unknown value {text!r}: expected on, off or auto")
+
+
+def _reasoning_effort(text: str) -> str | None:
+    return None if text == "default" else _nonempty(text)
+
+
 def _env_bool(text: str) -> bool:
     """llama.cpp's parse_bool_value for LLAMA_ARG_* values of on/off flags."""
     if text in _TRUTHY:
@@ -505,6 +526,23 @@ FLAGS: Final[tuple[Flag, ...]] = (
          "json object string, e.g. '{\"key1\":\"value1\",\"key2\":\"value2\"}'",
          "LLAMA_ARG_CHAT_TEMPLATE_KWARGS", _json_object, metavar="STRING",
          default="none"),
+    Flag(("--reasoning-format",), "reasoning_format", G_CHAT,
+         "how thinking is returned: none (left in message.content), deepseek (in "
+         "message.reasoning_content), deepseek-legacy (in both), auto (as deepseek)",
+         "LLAMA_ARG_THINK", _reasoning_format, metavar="FORMAT"),
+    Flag(("-rea", "--reasoning"), "reasoning", G_CHAT,
+         "use reasoning/thinking in the chat: on, off or auto (detect from template)",
+         "LLAMA_ARG_REASONING", _on_off_auto, metavar="[on|off|auto]"),
+    Flag(("--reasoning-effort",), "reasoning_effort", G_CHAT,
+         "reasoning effort level given to the chat template: 'default' to keep the "
+         "template default, or a level such as 'low', 'medium', 'high'",
+         "LLAMA_ARG_REASONING_EFFORT", _reasoning_effort, metavar="LEVEL", default="default"),
+    Flag(("--reasoning-budget",), "reasoning_budget", G_CHAT,
+         "token budget for thinking: -1 for unrestricted, 0 for immediate end, N>0 for token budget",
+         "LLAMA_ARG_THINK_BUDGET", _int_min(-1)),
+    Flag(("--reasoning-budget-message",), "reasoning_budget_message", G_CHAT,
+         "message injected before the end-of-thinking tag when reasoning budget is exhausted",
+         "LLAMA_ARG_THINK_BUDGET_MESSAGE", str, metavar="MESSAGE", default="none"),
     Flag(("--prefill-assistant",), "prefill_assistant", G_CHAT,
          "whether to prefill the assistant's response if the last message is "
          "an assistant message; when off, a trailing assistant message is "

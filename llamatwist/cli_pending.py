@@ -133,11 +133,6 @@ UNIMPLEMENTED: Final[tuple[Unimplemented, ...]] = (
     _U("--models-preset", "LLAMA_ARG_MODELS_PRESET", VALUE),
     _U("--models-max", "LLAMA_ARG_MODELS_MAX", VALUE),
     _U("--models-autoload --no-models-autoload", "LLAMA_ARG_MODELS_AUTOLOAD", BOOL),
-    _U("--reasoning-format", "LLAMA_ARG_THINK", VALUE),
-    _U("-rea --reasoning", "LLAMA_ARG_REASONING", VALUE),
-    _U("--reasoning-effort", "LLAMA_ARG_REASONING_EFFORT", VALUE),
-    _U("--reasoning-budget", "LLAMA_ARG_THINK_BUDGET", VALUE),
-    _U("--reasoning-budget-message", "LLAMA_ARG_THINK_BUDGET_MESSAGE", VALUE),
     _U(
         "--reasoning-preserve --no-reasoning-preserve",
         "LLAMA_ARG_REASONING_PRESERVE",

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["SamplingDefaults", "ServerConfig"]
+__all__ = ["REASONING_FORMATS", "SamplingDefaults", "ServerConfig"]
+
+# --reasoning-format / the request's reasoning_format (llama.cpp's common_reasoning_format names)
+REASONING_FORMATS = ("none", "auto", "deepseek", "deepseek-legacy")
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,12 @@ class ServerConfig:
     json_schema: str | None = None  # JSON text
     json_schema_file: str | None = None
     chat_template_kwargs: dict[str, object] = field(default_factory=dict)
+    # reasoning (thinking) output
+    reasoning_format: str = "auto"  # none | auto | deepseek | deepseek-legacy
+    reasoning: str = "auto"  # -rea on|off|auto: enable_thinking for the template (auto: the template decides)
+    reasoning_effort: str | None = None  # given to the template as reasoning_effort; None = its default
+    reasoning_budget: int = -1  # thinking tokens before the end tag is forced; -1 = unlimited
+    reasoning_budget_message: str = ""  # inserted before the forced end tag
     prefill_assistant: bool = True
     spm_infill: bool = False
     # logging

@@ -119,6 +119,11 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "chat_template": ("chatml", "chatml"),
     "chat_template_file": ("t.jinja", "t.jinja"),
     "chat_template_kwargs": ('{"enable_thinking": false, "n": [1]}', {"enable_thinking": False, "n": [1]}),
+    "reasoning_format": ("deepseek", "deepseek"),
+    "reasoning": ("off", "off"),
+    "reasoning_effort": ("high", "high"),
+    "reasoning_budget": ("0", 0),
+    "reasoning_budget_message": ("Done.", "Done."),
 }
 # Flags sharing a field with another spelling of another syntax.
 SAMPLES_BY_NAME: dict[str, tuple[str, Any]] = {

@@ -8,12 +8,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from llamatwist.api.errors import ApiError
-from llamatwist.chat import ChatError, render_chat, select_template
+from llamatwist.api.errors import ApiError, InvalidRequest
+from llamatwist.chat import ChatError, RenderedChat, render_chat, select_template
 from llamatwist.chat.template import AnyTemplate
 from llamatwist.config import ServerConfig
 
-__all__ = ["ChatFormatter", "build_formatter", "chat_api_error"]
+__all__ = ["ChatFormatter", "ReasoningDefaults", "add_system_prompt", "build_formatter", "chat_api_error"]
 
 
 def chat_api_error(err: ChatError) -> ApiError:
@@ -23,6 +23,32 @@ def chat_api_error(err: ChatError) -> ApiError:
     return api
 
 
+def add_system_prompt(messages: Any, text: str) -> Any:
+    """``messages`` with ``text`` appended to the first system message (blank line between), or a new one."""
+    if not text or not isinstance(messages, list):
+        return messages
+    first = messages[0] if messages else None
+    if isinstance(first, dict) and first.get("role") == "system":
+        content = first.get("content")
+        if isinstance(content, str):
+            merged: Any = f"{content}\n\n{text}" if content else text
+        elif isinstance(content, list):
+            merged = [*content, {"type": "text", "text": text}]
+        else:
+            merged = text
+        return [{**first, "content": merged}, *messages[1:]]
+    return [{"role": "system", "content": text}, *messages]
+
+
+@dataclass(frozen=True)
+class ReasoningDefaults:
+    """The server's reasoning flags: --reasoning-format, --reasoning-budget, --reasoning-budget-message."""
+
+    format: str = "auto"
+    budget: int = -1
+    budget_message: str = ""
+
+
 @dataclass(frozen=True)
 class ChatFormatter:
     template: AnyTemplate
@@ -30,29 +56,52 @@ class ChatFormatter:
     add_bos: bool
     add_eos: bool
     cli_kwargs: dict[str, Any] = field(default_factory=dict)
+    reasoning: ReasoningDefaults = field(default_factory=ReasoningDefaults)
 
     @property
     def source(self) -> str:
         return getattr(self.template, "source", "") or ""
 
+    @property
+    def is_jinja(self) -> bool:
+        return bool(getattr(self.template, "is_jinja", False))
+
+    def template_kwargs(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """--chat-template-kwargs (and -rea, --reasoning-effort) merged with the request's; request wins."""
+        kwargs = body.get("chat_template_kwargs") or {}
+        if not isinstance(kwargs, dict):
+            raise InvalidRequest("'chat_template_kwargs' must be an object")
+        return {**self.cli_kwargs, **kwargs}
+
+    def enable_thinking(self, body: Mapping[str, Any]) -> bool:
+        """Whether the template is asked to think: a boolean enable_thinking kwarg, else on unless
+        reasoning_effort is "none" (the same rule render_chat applies)."""
+        if body.get("reasoning_effort") == "none":
+            return False
+        value = self.template_kwargs(body).get("enable_thinking")
+        return value if isinstance(value, bool) else True
+
     def render(self, body: Mapping[str, Any]) -> str:
         """The prompt for a chat request; a bad request or template is an ApiError."""
-        kwargs = body.get("chat_template_kwargs") or {}
+        return self.render_chat(body).prompt
+
+    def render_chat(self, body: Mapping[str, Any], system_prompt: str = "") -> RenderedChat:
+        """The rendered chat, with ``system_prompt`` (e.g. tool-call instructions) added to the system
+        message."""
         add_generation_prompt = body.get("add_generation_prompt", True)
         try:
-            if not isinstance(kwargs, dict):
-                raise ApiError("'chat_template_kwargs' must be an object")
+            kwargs = self.template_kwargs(body)
             if not isinstance(add_generation_prompt, bool):
                 raise ApiError("'add_generation_prompt' must be a boolean")
-            rendered = render_chat(
+            return render_chat(
                 self.template,
-                body.get("messages"),
+                add_system_prompt(body.get("messages"), system_prompt),
                 add_generation_prompt=add_generation_prompt,
                 prefill_assistant=self.prefill_assistant,
                 continue_final_message=body.get("continue_final_message"),
                 tools=body.get("tools"),
                 tool_choice=body.get("tool_choice"),
-                chat_template_kwargs={**self.cli_kwargs, **kwargs},
+                chat_template_kwargs=kwargs,
                 reasoning_effort=body.get("reasoning_effort"),
                 add_bos=self.add_bos,
                 add_eos=self.add_eos,
@@ -62,7 +111,6 @@ class ChatFormatter:
         except ApiError as err:
             err.code, err.type = 400, "invalid_request_error"
             raise
-        return rendered.prompt
 
 
 def build_formatter(
@@ -88,5 +136,17 @@ def build_formatter(
         prefill_assistant=config.prefill_assistant,
         add_bos=add_bos,
         add_eos=add_eos,
-        cli_kwargs={"preserve_reasoning": True, **config.chat_template_kwargs},
+        cli_kwargs={"preserve_reasoning": True, **_reasoning_kwargs(config), **config.chat_template_kwargs},
+        reasoning=ReasoningDefaults(config.reasoning_format, config.reasoning_budget,
+                                    config.reasoning_budget_message),
     )
+
+
+def _reasoning_kwargs(config: ServerConfig) -> dict[str, Any]:
+    # -rea on|off and --reasoning-effort reach the template as kwargs, as llama-server's defaults
+    out: dict[str, Any] = {}
+    if config.reasoning != "auto":
+        out["enable_thinking"] = config.reasoning == "on"
+    if config.reasoning_effort is not None:
+        out["reasoning_effort"] = config.reasoning_effort
+    return out

@@ -1,0 +1,145 @@
+"""Reasoning output: the --reasoning-budget constraint (unit) and thinking through a real server."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from llamatwist.constrain.base import Constraint
+from llamatwist.constrain.reasoning_budget import (
+    BudgetState,
+    ReasoningBudget,
+    ReasoningBudgetConstraint,
+    ReasoningBudgetFactory,
+    utf8_is_complete,
+)
+
+# a toy vocabulary: 1,2 = "<think>", 3 = "</think>", 7,8 = the budget message, 5 = half a UTF-8 character
+N_VOCAB = 12
+PIECES = [b"a"] * N_VOCAB
+PIECES[5] = "é".encode()[:1]
+START, END, MESSAGE = (1, 2), (3,), (7, 8)
+
+
+def budget(n: int, prefill: tuple[int, ...] = ()) -> ReasoningBudget:
+    return ReasoningBudget(start=START, ends=(END,), forced=MESSAGE + END, budget=n, pieces=PIECES,
+                           n_vocab=N_VOCAB, prefill=prefill)
+
+
+def feed(c: Constraint, tokens: list[int]) -> None:
+    for t in tokens:
+        c.accept(t)
+
+
+def only(c: Constraint) -> int:
+    logits = np.zeros(N_VOCAB, dtype=np.float32)
+    c.fill_mask(logits)
+    allowed = np.flatnonzero(np.isfinite(logits))
+    assert len(allowed) == 1, allowed
+    assert c.allowed_mask().tolist() == np.isfinite(logits).tolist()
+    return int(allowed[0])
+
+
+class Inner:
+    """An inner constraint allowing tokens 9..11, finished after two of them."""
+
+    def __init__(self) -> None:
+        self.accepted: list[int] = []
+
+    def fill_mask(self, logits: npt.NDArray[np.float32]) -> None:
+        logits[:9] = -np.inf
+
+    def allowed_mask(self) -> npt.NDArray[np.bool_]:
+        return np.arange(N_VOCAB) >= 9
+
+    def accept(self, token: int) -> None:
+        assert token >= 9, token
+        self.accepted.append(token)
+
+    def is_finished(self) -> bool:
+        return len(self.accepted) >= 2
+
+    def is_accepting(self) -> bool:
+        return self.is_finished()
+
+    def reset(self) -> None:
+        self.accepted.clear()
+
+
+def test_utf8_is_complete() -> None:
+    assert utf8_is_complete(b"abc") and utf8_is_complete("é".encode()) and utf8_is_complete(b"")
+    assert not utf8_is_complete("é".encode()[:1]) and not utf8_is_complete("€".encode()[:2])
+    assert utf8_is_complete("a€".encode()) and not utf8_is_complete("😀".encode()[:3])
+
+
+def test_budget_counts_then_forces_message_and_end_tag() -> None:
+    c = ReasoningBudgetConstraint(budget(2), None)
+    logits = np.arange(N_VOCAB, dtype=np.float32)
+    c.fill_mask(logits)
+    assert np.isfinite(logits).all()  # idle: no effect
+    feed(c, [4, *START])
+    assert c.state is BudgetState.COUNTING
+    feed(c, [4, 4])
+    assert c.state is BudgetState.FORCING
+    forced = []
+    while c.state is BudgetState.FORCING:
+        forced.append(only(c))
+        c.accept(forced[-1])
+    assert forced == [7, 8, 3] and c.state is BudgetState.DONE
+    c.accept(4)  # passthrough after the block
+    assert c.state is BudgetState.DONE and not c.is_finished()
+    feed(c, START)  # a second block gets a fresh budget
+    assert c.state is BudgetState.COUNTING and c.remaining == 2
+
+
+def test_natural_end_and_zero_budget_and_prefill() -> None:
+    c = ReasoningBudgetConstraint(budget(5), None)
+    feed(c, [*START, 4, *END])
+    assert c.state is BudgetState.DONE
+    zero = ReasoningBudgetConstraint(budget(0, prefill=(6, *START)), None)  # the prompt opened the block
+    assert zero.state is BudgetState.FORCING and only(zero) == 7
+    closed = ReasoningBudgetConstraint(budget(0, prefill=(*START, *END)), None)  # enable_thinking off
+    assert closed.state is BudgetState.DONE
+    unlimited = ReasoningBudgetConstraint(budget(-1, prefill=START), None)
+    feed(unlimited, [4] * 50)
+    assert unlimited.state is BudgetState.COUNTING
+
+
+def test_budget_waits_for_a_whole_utf8_character() -> None:
+    c = ReasoningBudgetConstraint(budget(1, prefill=START), None)
+    c.accept(5)  # the budget is spent on the first byte of "é"
+    assert c.state is BudgetState.WAITING_UTF8
+    c.accept(4)
+    assert c.state is BudgetState.FORCING
+
+
+def test_inner_constraint_applies_outside_the_thinking_block() -> None:
+    factory = ReasoningBudgetFactory(budget(1, prefill=START), None)
+    assert factory.new().inner is None
+    c = ReasoningBudgetConstraint(budget(1, prefill=START), Inner())
+    inner = c.inner
+    assert isinstance(inner, Inner)
+    logits = np.zeros(N_VOCAB, dtype=np.float32)
+    c.fill_mask(logits)
+    assert np.isfinite(logits).all()  # thinking: the inner grammar waits
+    c.accept(4)
+    forced = []
+    for _ in range(3):
+        forced.append(only(c))
+        c.accept(forced[-1])
+    assert forced == [7, 8, 3]
+    assert inner.accepted == [] and not c.is_finished()
+    logits = np.zeros(N_VOCAB, dtype=np.float32)
+    c.fill_mask(logits)
+    assert np.flatnonzero(np.isfinite(logits)).tolist() == [9, 10, 11]
+    feed(c, [9, 10])
+    assert inner.accepted == [9, 10] and c.is_finished() and c.is_accepting()
+    c.reset()
+    assert c.state is BudgetState.COUNTING and inner.accepted == []
+
+
+def test_budget_spec_needs_markers() -> None:
+    with pytest.raises(ValueError, match="must not be empty"):
+        ReasoningBudget(start=(), ends=(END,), forced=END, budget=1, pieces=PIECES, n_vocab=N_VOCAB)
+
