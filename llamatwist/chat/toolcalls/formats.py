@@ -1,22 +1,416 @@
-"""Output formats: one small entry per family, all parsed on the shared ``Scanner``, detected from the
-template source in llama.cpp's order."""
+"""Output formats: one table entry per family, parsed on the shared ``Scanner``, detected from the template
+source the way llama.cpp picks its handler.
+
+Most families are "content, then tool calls opened by a marker": ``Tagged`` reads those from a list of
+``Call`` openings (marker, body reader, closing markers). The bodies are small readers: a JSON call object or
+array (``json_calls``), a name then JSON arguments (``named_args``), Qwen3-Coder's XML parameters
+(``xml_call``), Gemma 4's bare-key dictionaries (``gemma_call``). Harmony (GPT-OSS) and Functionary v3.2
+frame messages differently and have their own readers.
+"""
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from .generic import parse_generic
-from .scan import Scanner
+from .jsonscan import JsonSyntaxError, scan_json
+from .model import ToolCallOut
+from .scan import Broken, Scanner, args_json
 
-__all__ = ["FAMILIES", "Family", "detect_family", "parse_content_only"]
+__all__ = ["FAMILIES", "THINK", "Family", "detect_family"]
 
 THINK = ("<think>", "</think>")
+Body = Callable[[Scanner, str], None]  # reads one call after its opening marker (given)
 
 
-def parse_content_only(s: Scanner) -> None:
-    s.reasoning_block(*THINK)
-    s.add_content(s.rest())
+# -- call bodies ---------------------------------------------------------------------------------------------
+
+
+def json_calls(name: str = "name", args: str = "arguments", ident: str | None = None) -> Body:
+    """A JSON call object, or an array of them."""
+
+    def read(s: Scanner, _opened: str) -> None:
+        node = s.json()
+        if node.kind == "none":
+            raise s.incomplete()
+        s.calls_from_json(node, name, args, ident)
+
+    return read
+
+
+def _name_until(s: Scanner, ends: tuple[str, ...]) -> tuple[str, str]:
+    """A function name running up to one of ``ends``; the parse waits while it may still grow."""
+    name, end = s.until(ends)
+    if end is None:
+        raise s.incomplete()
+    name = name.strip()
+    if not name or any(c in name for c in "\n<>{}\"'"):
+        raise Broken
+    return name, end
+
+
+def _json_args(s: Scanner, name: str, call_id: str = "") -> None:
+    node = s.json()
+    if node.kind == "none":
+        s.add_call(name, "", call_id)
+        raise s.incomplete()
+    if node.kind != "object":
+        raise Broken
+    s.add_call(name, node.text, call_id)
+    if not node.complete:
+        raise s.incomplete()
+
+
+def named_args(name_end: str) -> Body:
+    """``NAME<name_end>{json arguments}``."""
+
+    def read(s: Scanner, _opened: str) -> None:
+        name, _ = _name_until(s, (name_end,))
+        _json_args(s, name)
+
+    return read
+
+
+def mistral_call(s: Scanner, _opened: str) -> None:
+    """``[TOOL_CALLS]`` then a JSON array (Nemo) or ``NAME[CALL_ID]id[ARGS]{...}`` (Small 3.2, Devstral)."""
+    s.skip_ws()
+    if s.startswith("[") or s.at_end():
+        json_calls(ident="id")(s, _opened)
+        return
+    name, end = _name_until(s, ("[CALL_ID]", "[ARGS]"))
+    call_id = ""
+    if end == "[CALL_ID]":
+        call_id, _ = _name_until(s, ("[ARGS]",))
+    _json_args(s, name, call_id)
+
+
+def _param_is_string(s: Scanner, function: str, param: str) -> bool | None:
+    """Whether the tool's schema types ``param`` as a string only (``None``: no schema says)."""
+    params = s.syntax.tool_parameters.get(function) or {}
+    prop = (params.get("properties") or {}).get(param) if isinstance(params, dict) else None
+    if not isinstance(prop, dict) or "type" not in prop:
+        return None
+    types = prop["type"] if isinstance(prop["type"], list) else [prop["type"]]
+    return types == ["string"]
+
+
+def xml_call(s: Scanner, opened: str) -> None:
+    """Qwen3-Coder: ``<function=NAME>`` then ``<parameter=KEY>value</parameter>``s, then ``</function>``.
+
+    String parameters stream as they grow; typed ones (numbers, objects...) appear once closed, read as JSON
+    (or kept as text when they are not), as llama.cpp does.
+    """
+    if opened != "<function=":
+        s.expect("<function=")
+    name, _ = _name_until(s, (">",))
+    parts: list[str] = []
+    s.add_call(name, "{")
+    done = False
+    try:
+        while True:
+            if s.consume("</function>"):
+                done = True
+                return
+            if not s.consume("<parameter="):
+                raise s.incomplete() if s.at_end() else Broken()
+            key, _ = _name_until(s, (">",))
+            head = ("," if parts else "") + json.dumps(key) + ":"
+            raw, end = s.until(("</parameter>",))
+            value = raw.strip()
+            string = _param_is_string(s, name, key)
+            if end is None:  # still growing: only a string can show a prefix
+                if string and s.partial:
+                    parts.append(head + json.dumps(value)[:-1])
+                else:
+                    parts.append(head)
+                raise s.incomplete()
+            if string:
+                parts.append(head + json.dumps(value))
+            else:
+                try:
+                    parts.append(head + args_json(json.loads(value)))
+                except ValueError:
+                    parts.append(head + json.dumps(value))
+    finally:
+        s.calls[-1] = ToolCallOut(name, "{" + "".join(parts) + ("}" if done else ""))
+
+
+_GEMMA_QUOTE = '<|"|>'
+
+
+def _gemma_to_json(text: str, start: int) -> tuple[str, int | None]:
+    """Rewrite a Gemma 4 value (bare keys, strings between ``<|"|>``) starting at ``text[start]`` as JSON text.
+
+    Returns the JSON text of what is there and the index just past the value (``None`` while it is open).
+    Character by character, so a longer input only extends the output.
+    """
+    out: list[str] = []
+    stack: list[str] = []  # "{" expecting a key, ":" expecting a value in a dict, "[" in an array
+    i = start
+    n = len(text)
+    while i < n:
+        if text.startswith(_GEMMA_QUOTE, i):
+            end = text.find(_GEMMA_QUOTE, i + len(_GEMMA_QUOTE))
+            body = text[i + len(_GEMMA_QUOTE) : n if end < 0 else end]
+            if end < 0:  # an open string: show what is there, minus a possibly cut closing quote
+                cut = next((k for k in range(len(_GEMMA_QUOTE) - 1, 0, -1) if body.endswith(_GEMMA_QUOTE[:k])), 0)
+                out.append(json.dumps(body[: len(body) - cut])[:-1])
+                return "".join(out), None
+            out.append(json.dumps(body))
+            i = end + len(_GEMMA_QUOTE)
+            if stack and stack[-1] == ":":
+                stack[-1] = "{"
+            continue
+        if _GEMMA_QUOTE.startswith(text[i:]):
+            return "".join(out), None  # a quote cut by the end of the text
+        c = text[i]
+        if stack and stack[-1] == "{" and c not in "},\n\t ":
+            colon = text.find(":", i)
+            if colon < 0:
+                out.append(json.dumps(text[i:])[:-1])
+                return "".join(out), None
+            out.append(json.dumps(text[i:colon].strip()) + ":")
+            stack[-1] = ":"
+            i = colon + 1
+            continue
+        if c in "{[":
+            stack.append(c)
+            out.append(c)
+        elif c in "}]":
+            if not stack:
+                raise Broken
+            stack.pop()
+            out.append(c)
+            if stack and stack[-1] == ":":
+                stack[-1] = "{"
+        elif c == ",":
+            out.append(c)
+        elif not c.isspace():  # numbers, true/false/null: JSON spelling
+            m = re.compile(r"[^,}\]\s]+").match(text, i)
+            assert m is not None
+            out.append(m.group())
+            i = m.end()
+            if stack and stack[-1] == ":":
+                stack[-1] = "{"
+            continue
+        i += 1
+        if not stack:
+            return "".join(out), i
+    return "".join(out), None
+
+
+def gemma_call(s: Scanner, _opened: str) -> None:
+    """Gemma 4: ``call:NAME{key:value,...}``; arguments rewritten as JSON."""
+    name, _ = _name_until(s, ("{",))
+    s.pos -= 1
+    text, end = _gemma_to_json(s.text, s.pos)
+    try:
+        node = scan_json(text, final=end is not None)
+    except JsonSyntaxError:
+        raise Broken from None
+    s.add_call(name, node.text if node.kind == "object" else "")
+    if end is None or not node.complete:
+        s.pos = len(s.text)
+        raise s.incomplete()
+    s.pos = end
+
+
+# -- the tagged-calls parser ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Call:
+    """One way a tool call opens: the marker, the body after it, the markers that close it."""
+
+    open: str
+    body: Body
+    close: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Tagged:
+    """Content with tool calls opened by markers, after the family's leading thinking block.
+
+    ``block``: markers around all the calls (DeepSeek); ``drop``: wrapper markers that are not content
+    (Granite's ``<response>``, Command-R's ``<|START_RESPONSE|>``); ``python_tag``: ``<|python_tag|>`` starts
+    a ``python`` call whose code is the rest of the output (Functionary v3.1).
+    """
+
+    calls: tuple[Call, ...]
+    block: tuple[tuple[str, ...], str] | None = None
+    drop: tuple[str, ...] = ()
+    python_tag: bool = False
+
+    def __call__(self, s: Scanner) -> None:
+        s.reasoning_block()
+        if not s.syntax.parse_tool_calls:
+            self.content(s, ())
+            return
+        if self.block and self.content(s, self.block[0]) is None:
+            return
+        bodies = {c.open: c for c in self.calls}
+        starts = tuple(bodies) + (("<|python_tag|>",) if self.python_tag else ())
+        while (opened := self.content(s, starts)) is not None:
+            if opened == "<|python_tag|>":
+                raw_python_call(s, s.rest(), closed=not s.partial)
+                return
+            call = bodies[opened]
+            call.body(s, opened)
+            for marker in call.close:
+                if not s.consume(marker) and not (s.at_end() and not s.partial):
+                    raise Broken  # lenient only about a closing marker missing at the very end
+            if self.block and s.consume(self.block[1]):
+                self.content(s, ())
+                return
+            s.skip_ws()
+
+    def content(self, s: Scanner, starts: tuple[str, ...]) -> str | None:
+        """Content up to the first of ``starts`` (returned), dropping wrapper markers; ``None`` at the end."""
+        while (found := s.find(starts + self.drop)) in self.drop:
+            pass
+        if found is None:
+            s.add_content(s.rest())
+        return found
+
+
+def raw_python_call(s: Scanner, code: str, closed: bool) -> None:
+    """A ``python`` call whose code is written raw (no JSON): arguments ``{"code": ...}``, streamed."""
+    s.add_call("python", args_json({"code": code})[: None if closed else -2])
+
+
+def _builtin_args_to_json(text: str, start: int) -> tuple[str, int | None]:
+    """Llama 3.1 built-in calls: ``key=<json>, ...)`` as a JSON object text (``None``: not closed yet)."""
+    out = ["{"]
+    i = start
+    while True:
+        m = re.compile(r"\s*(\w+)\s*=\s*").match(text, i)
+        if m is None or m.end() == len(text):
+            rest = text[i:].lstrip()
+            if rest.startswith(")"):
+                return "".join(out) + "}", text.index(")", i) + 1
+            return "".join(out), None
+        out.append(("," if len(out) > 1 else "") + json.dumps(m.group(1)) + ":")
+        node = scan_json(text, m.end())
+        out.append(node.text)
+        if not node.complete:
+            return "".join(out), None
+        i = node.end
+        comma = re.compile(r"\s*,").match(text, i)
+        if comma:
+            i = comma.end()
+
+
+# -- Llama 3.x JSON calls, Functionary v3.2, GPT-OSS harmony --------------------------------------------------
+
+_LLAMA_CALL_KEYS = {"type", "name", "parameters", "arguments"}
+
+
+def _llama_json_call(s: Scanner) -> bool:
+    """A reply that *is* ``{"name": ..., "parameters": {...}}``; ``False`` when it is not a call."""
+    try:
+        node = scan_json(s.text, s.pos, final=not s.partial)
+    except JsonSyntaxError:
+        return False
+    keys = set(node.members)
+    if keys - _LLAMA_CALL_KEYS:
+        return False
+    if "name" in keys and keys & {"parameters", "arguments"}:
+        s.call_from_object(node, "name", "parameters" if "parameters" in keys else "arguments")
+        s.pos = node.end
+        s.skip_ws()
+        s.add_content(s.rest())
+        return True
+    if node.complete:
+        return False
+    raise s.incomplete()
+
+
+def _builtin_call(s: Scanner) -> None:
+    """After ``<|python_tag|>``: ``name.call(key=value, ...)`` or a JSON call (Llama 3.2)."""
+    s.skip_ws()
+    if s.startswith("{") and _llama_json_call(s):
+        return
+    name, _ = _name_until(s, (".call(",))
+    text, end = _builtin_args_to_json(s.text, s.pos)
+    node = scan_json(text, final=end is not None)
+    s.add_call(name, node.text)
+    if end is None or not node.complete:
+        raise s.incomplete()
+    s.pos = end
+    s.add_content(s.rest().strip())
+
+
+def parse_llama3(s: Scanner, *, builtin: bool) -> None:
+    """Llama 3.x: a reply that is a JSON call object calls a tool (text after it is content); with built-in
+    tools, ``<|python_tag|>`` starts a built-in call."""
+    if not s.syntax.parse_tool_calls:
+        s.add_content(s.rest())
+        return
+    start = s.pos
+    s.skip_ws()
+    if s.startswith("{") and _llama_json_call(s):
+        return
+    s.pos = start
+    if builtin and s.find(("<|python_tag|>",)):
+        _builtin_call(s)
+    else:
+        s.add_content(s.rest())
+
+
+def parse_functionary_v3_2(s: Scanner) -> None:
+    """Functionary v3.2 (the prompt ends with ``>>>``): ``all\\n<text>`` is content, ``NAME\\n{json}`` a call,
+    ``python\\n<code>`` a raw python call; messages are joined by ``>>>``."""
+    first = True
+    while not s.at_end():
+        if not first and not s.consume(">>>", ws=False):
+            raise Broken
+        first = False
+        name, _ = _name_until(s, ("\n",))
+        if name == "all" or not s.syntax.parse_tool_calls or (name == "python" and not s.startswith("{")):
+            body, found = s.until((">>>",))
+            if found:
+                s.pos -= len(found)
+            if name == "all":
+                s.add_content(body)
+            elif s.syntax.parse_tool_calls:
+                raw_python_call(s, body, closed=found is not None or not s.partial)
+            else:
+                s.add_content(f"{name}\n{body}")
+            continue
+        _json_args(s, name)
+        s.skip_ws()
+
+
+_HARMONY_TO = re.compile(r"to=functions\.([^<\s]+)")
+_HARMONY_END = ("<|end|>", "<|return|>", "<|call|>")
+
+
+def parse_harmony(s: Scanner) -> None:
+    """GPT-OSS: messages ``[<|start|>assistant]<|channel|>C[ to=functions.NAME][ <|constrain|>json]<|message|>
+    body<|end|>``; ``analysis`` is reasoning, ``final`` and ``commentary`` content, ``to=functions.*`` a call."""
+    while not s.at_end():
+        s.consume("<|start|>assistant", ws=False)
+        header, found = s.until(("<|message|>",))
+        if found is None:
+            raise s.incomplete()
+        if (to := _HARMONY_TO.search(header)) and s.syntax.parse_tool_calls:
+            _json_args(s, to.group(1))
+            for marker in _HARMONY_END:
+                s.consume(marker)
+            continue
+        body, end = s.until(_HARMONY_END)
+        if "<|channel|>analysis" not in header:
+            s.add_content(body)
+        elif s.syntax.reasoning_format == "none":
+            s.add_content(header + found + body + (end or ""))
+        else:
+            s.add_reasoning(body, "<|channel|>analysis<|message|>", "<|end|>", closed=end is not None)
+
+
+# -- the table -----------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -29,13 +423,79 @@ class Family:
     preserved: tuple[str, ...] = ()
 
 
-_ALL = [
+def _has(*markers: str) -> Callable[[str], bool]:
+    return lambda src: all(m in src for m in markers)
+
+
+def parse_content_only(s: Scanner) -> None:
+    s.reasoning_block()
+    s.add_content(s.rest())
+
+
+_DS_CALLS = ("<｜tool▁calls▁begin｜>", "<｜tool_calls_begin｜>", "<｜tool calls begin｜>", "<｜tool\\_calls\\_begin｜>")
+_DS_BLOCK = (_DS_CALLS, "<｜tool▁calls▁end｜>")
+_DS_PRESERVED = ("<think>", "</think>", "<｜tool▁calls▁begin｜>", "<｜tool▁call▁begin｜>", "<｜tool▁sep｜>",
+                 "<｜tool▁call▁end｜>", "<｜tool▁calls▁end｜>")  # fmt: skip
+_HERMES_CALLS = (
+    Call("<tool_call>", json_calls(), ("</tool_call>",)),
+    Call("<function=", named_args(">"), ("</function>",)),
+    Call('<function name="', named_args('">'), ("</function>",)),
+)
+
+
+def _llama3(builtin: bool) -> Callable[[Scanner], None]:
+    return lambda s: parse_llama3(s, builtin=builtin)
+
+
+_ALL: list[Family] = [
+    Family("gpt-oss", parse_harmony, _has("<|channel|>"), ("<|channel|>analysis<|message|>", "<|end|>"),
+           preserved=("<|channel|>", "<|constrain|>", "<|message|>", "<|start|>", "<|end|>")),
+    Family("functionary-v3.2", parse_functionary_v3_2, _has(">>>all"), None, preserved=("<|end_header_id|>",)),
+    Family("gemma4", Tagged((Call("<|tool_call>call:", gemma_call, ("<tool_call|>",)),)),
+           _has("'<|tool_call>call:'"), ("<|channel>thought", "<channel|>"),
+           preserved=("<|tool_call>", "<tool_call|>", '<|"|>')),
+    Family("qwen3-coder", Tagged((Call("<tool_call>", xml_call, ("</tool_call>",)), Call("<function=", xml_call))),
+           lambda src: _has("<tool_call>", "<function=", "<parameter=")(src)
+           and "'<tool_call><function=' ~ tool_call.name ~ '>'" not in src,
+           preserved=("<tool_call>", "</tool_call>", "<think>", "</think>")),
+    Family("deepseek-v3.1", Tagged((Call("<｜tool▁call▁begin｜>", named_args("<｜tool▁sep｜>"), ("<｜tool▁call▁end｜>",)),),
+                                   block=_DS_BLOCK),
+           _has("message['prefix'] is defined and message['prefix'] and thinking"), preserved=_DS_PRESERVED),
+    Family("deepseek-r1", Tagged((Call("<｜tool▁call▁begin｜>function<｜tool▁sep｜>", named_args("\n```json\n"),
+                                       ("```", "<｜tool▁call▁end｜>")),
+                                  Call("function<｜tool▁sep｜>", named_args("\n```json\n"), ("```", "<｜tool▁call▁end｜>"))),
+                                 block=_DS_BLOCK),
+           _has("<｜tool▁calls▁begin｜>"), preserved=_DS_PRESERVED),
+    Family("command-r7b", Tagged((Call("<|START_ACTION|>", json_calls("tool_name", "parameters", "tool_call_id"),
+                                       ("<|END_ACTION|>",)),),
+                                 drop=("<|START_RESPONSE|>", "<|END_RESPONSE|>")),
+           _has("<|END_THINKING|><|START_ACTION|>"), ("<|START_THINKING|>", "<|END_THINKING|>"),
+           preserved=("<|START_ACTION|>", "<|END_ACTION|>", "<|START_RESPONSE|>", "<|END_RESPONSE|>",
+                      "<|START_THINKING|>", "<|END_THINKING|>")),
+    Family("granite", Tagged((Call("<|tool_call|>", json_calls()),), drop=("<response>", "</response>")),
+           _has("elif thinking", "<|tool_call|>"), preserved=("<think>", "</think>", "<response>", "</response>",
+                                                             "<|tool_call|>")),
+    Family("phi-4", Tagged((Call("<|tool_call|>", json_calls(), ("<|/tool_call|>",)),)),
+           lambda src: _has("<|tool_call|>", "<|/tool_call|>")(src) or _has("<|tool|>", "<|/tool|>")(src), None,
+           preserved=("<|tool_call|>", "<|/tool_call|>", "<|tool_response|>", "<|tool|>", "<|/tool|>")),
+    Family("hermes", Tagged(_HERMES_CALLS),
+           lambda src: "<tool_call>" in src and "<arg_key>" not in src and "<invoke name=" not in src,
+           preserved=("<think>", "</think>", "<tool_call>", "</tool_call>", "<function")),
+    Family("functionary-v3.1", Tagged((Call("<function=", named_args(">"), ("</function>",)),), python_tag=True),
+           _has("<|start_header_id|>", "<function="), None, preserved=("<|python_tag|>",)),
+    Family("llama3-builtin", _llama3(True),
+           _has("<|start_header_id|>ipython<|end_header_id|>", "<|python_tag|>"), None, ("<|eom_id|>",),
+           ("<|python_tag|>",)),
+    Family("llama3", _llama3(False), _has("<|start_header_id|>ipython<|end_header_id|>"), None, ("<|eom_id|>",)),
+    Family("mistral", Tagged((Call("[TOOL_CALLS]", mistral_call),)),
+           _has("[TOOL_CALLS]"), ("[THINK]", "[/THINK]"), preserved=("[TOOL_CALLS]", "[ARGS]", "[CALL_ID]")),
     Family("generic", parse_generic, think=None),
     Family("content-only", parse_content_only),
-]
+]  # fmt: skip
 FAMILIES = {f.name: f for f in _ALL}
 
 
 def detect_family(src: str) -> Family | None:
-    """The native family of a template, or ``None`` (generic with tools, content-only without)."""
+    """The native family of a template (first match in llama.cpp's order), else ``None``: generic with tools,
+    content-only (with ``<think>`` parsing) without."""
     return next((f for f in _ALL if f.detect(src)), None)

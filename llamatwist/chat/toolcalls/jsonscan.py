@@ -21,6 +21,8 @@ __all__ = ["JNode", "JsonSyntaxError", "scan_json", "skip_ws"]
 
 _WS = " \t\n\r"
 _NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+_NUMBER_END = re.compile(r"[^-+0-9.eE]")  # a number runs until one of these
+_NUMBER_PREFIX = re.compile(r"-?(?:0|[1-9][0-9]*)?(?:\.[0-9]*)?(?:[eE][+-]?[0-9]*)?")
 _ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 _LITERALS = {"true": True, "false": False, "null": None}
 
@@ -102,16 +104,15 @@ class _Reader:
         raise JsonSyntaxError(f"unexpected {c!r} at {pos}")
 
     def number(self, pos: int) -> JNode:
-        m = _NUMBER.match(self.s, pos)
-        end = m.end() if m else pos
-        if end == len(self.s) and not self.final:  # more digits may follow
-            if not re.fullmatch(r"-?[0-9]*\.?[0-9]*(?:[eE][+-]?[0-9]*)?", self.s[pos:]):
+        if not self.final and not _NUMBER_END.search(self.s, pos):  # more digits may follow
+            if not _NUMBER_PREFIX.fullmatch(self.s, pos):
                 raise JsonSyntaxError(f"bad number at {pos}")
             return JNode("number", "", False, len(self.s))
-        if m is None or end == pos:
+        m = _NUMBER.match(self.s, pos)
+        if m is None:
             raise JsonSyntaxError(f"bad number at {pos}")
         raw = m.group()
-        return JNode("number", raw, True, end, scalar=json.loads(raw))
+        return JNode("number", raw, True, m.end(), scalar=json.loads(raw))
 
     def string(self, pos: int) -> JNode:
         s = self.s

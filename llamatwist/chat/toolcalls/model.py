@@ -47,4 +47,7 @@ class ToolPlan:
     system_prompt: str = ""  # text to add to (or as) the system message, e.g. the generic format's instructions
     additional_stops: tuple[str, ...] = ()
     preserved_tokens: tuple[str, ...] = field(default=())
-    thinking_tags: tuple[str, str] = ("", "")  # the family's (start, end) thinking markers, "" when none
+    # the format's thinking markers ("" when it has none): for --reasoning-budget and to see whether the
+    # rendered prompt opened the block
+    thinking_start_tag: str = ""
+    thinking_end_tag: str = ""

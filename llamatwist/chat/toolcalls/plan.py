@@ -67,6 +67,7 @@ def plan_tools(
     generation_prompt: str = "",
     stream: bool = False,
     json_schema: Any = None,
+    **_later: Any,
 ) -> ToolPlan:
     """Decide how one chat request prompts for and parses tool calls and reasoning.
 
@@ -81,7 +82,7 @@ def plan_tools(
     Native formats (detected from the template like llama.cpp) are parsed as the model writes them and get no
     grammar; every other template with tools gets the generic format: ``json_schema`` constrains the reply
     and ``system_prompt`` (llama.cpp's instruction) goes into the system message. Raises ``ValueError`` for a
-    bad ``tool_choice`` or ``reasoning_format``.
+    bad ``tool_choice`` or ``reasoning_format``; other keyword options are ignored (room to grow).
     """
     if reasoning_format not in REASONING_FORMATS:
         raise ValueError(f"Unknown reasoning format: {reasoning_format}")
@@ -105,5 +106,6 @@ def plan_tools(
         syntax,
         additional_stops=family.stops if functions else (),
         preserved_tokens=family.preserved if functions or family.think else (),
-        thinking_tags=family.think or ("", ""),
+        thinking_start_tag=family.think[0] if family.think else "",
+        thinking_end_tag=family.think[1] if family.think else "",
     )

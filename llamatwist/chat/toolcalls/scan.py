@@ -42,10 +42,11 @@ def partial_marker_start(text: str, markers: Iterable[str], start: int = 0) -> i
 
 
 class Scanner:
-    def __init__(self, text: str, syntax: ChatSyntax, partial: bool) -> None:
+    def __init__(self, text: str, syntax: ChatSyntax, partial: bool, think: tuple[str, str] | None = None) -> None:
         self.text = text
         self.syntax = syntax
         self.partial = partial
+        self.think = think  # the family's thinking markers
         self.pos = 0
         self.content: list[str] = []
         self.reasoning: list[str] = []
@@ -153,10 +154,12 @@ class Scanner:
 
     # -- reasoning -------------------------------------------------------------------------------------------
 
-    def reasoning_block(self, start: str, end: str) -> bool:
-        """Read leading ``start``...``end`` thinking blocks (or the one the prompt opened) as reasoning."""
-        if self.syntax.reasoning_format == "none":
+    def reasoning_block(self) -> bool:
+        """Read leading thinking blocks (or the one the prompt opened) as reasoning (llama.cpp's
+        ``try_parse_reasoning``: each block stripped, whitespace after it skipped)."""
+        if self.syntax.reasoning_format == "none" or self.think is None:
             return False
+        start, end = self.think
         text = self.text
         cursor = skip_ws(text, self.pos)
         if text.startswith(start, cursor):
