@@ -196,6 +196,11 @@ CASES = [
          "<tool_call|>",
          calls=(call("get_weather", '{"location":"Paris, \\"FR\\"","days":3,"opts":{"metric":true,"tags":["a"]}}'),)),
     Case("gemma4-thought", "gemma4", "<|channel>thought\nThinking...<channel|>The answer.", "The answer.", "Thinking..."),
+    # -- Apriel 1.5 (arguments as a JSON string, <thinking>)
+    Case("apriel-call", "apriel",
+         '<thinking>Weather.</thinking>Checking.\n<tool_calls>[{"name": "get_weather", "arguments": '
+         '"{\\"location\\": \\"Paris\\"}"}]</tool_calls>',
+         "Checking.\n", "Weather.", (call("get_weather", '{"location": "Paris"}'),)),
     # -- Phi-4 mini
     Case("phi-4-call", "phi-4",
          'Calling.<|tool_call|>[{"name": "get_weather", "arguments": {"location": "Paris"}}]<|/tool_call|>',
@@ -208,7 +213,7 @@ NATIVE_FORMATS = {c.format for c in CASES} - {"generic", "content-only"}
 def test_every_native_format_has_cases() -> None:
     expected = {"hermes", "qwen3-coder", "llama3", "llama3-builtin", "mistral", "functionary-v3.1",
                 "functionary-v3.2", "deepseek-r1", "deepseek-v3.1", "command-r7b", "granite", "gpt-oss", "gemma4",
-                "phi-4"}  # fmt: skip
+                "phi-4", "apriel"}  # fmt: skip
     assert NATIVE_FORMATS == expected
 
 

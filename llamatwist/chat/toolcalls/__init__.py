@@ -15,8 +15,18 @@ generic parallel calls), else ``""``; the API layer assigns ids to the others.
 from __future__ import annotations
 
 from .deltas import message_deltas
+from .generic import polyfill_history
 from .model import ChatSyntax, ParsedMessage, ToolCallOut, ToolPlan
 from .parse import parse_output
 from .plan import plan_tools
 
-__all__ = ["ChatSyntax", "ParsedMessage", "ToolCallOut", "ToolPlan", "message_deltas", "parse_output", "plan_tools"]
+__all__ = [
+    "ChatSyntax",
+    "ParsedMessage",
+    "ToolCallOut",
+    "ToolPlan",
+    "message_deltas",
+    "parse_output",
+    "plan_tools",
+    "polyfill_history",
+]

@@ -13,12 +13,61 @@ from typing import Any
 
 from .scan import Broken, Scanner
 
-__all__ = ["GENERIC_SYSTEM_PROMPT", "generic_schema", "parse_generic"]
+__all__ = ["GENERIC_SYSTEM_PROMPT", "generic_schema", "generic_system_prompt", "parse_generic", "polyfill_history"]
 
 GENERIC_SYSTEM_PROMPT = (
     "Respond in JSON format, either with `tool_call` (a request to call tools) or with `response` reply to the "
     "user's request"
 )
+
+
+def generic_system_prompt(tools: list[dict[str, Any]], template_source: str) -> str:
+    """llama.cpp's instruction, after the tool list when the template itself does not show ``tools`` (what
+    minja's tool polyfill added for such templates)."""
+    if "tools" in template_source:
+        return GENERIC_SYSTEM_PROMPT
+    listing = json.dumps(tools, indent=2, ensure_ascii=False)
+    return (
+        f"You can call any of the following tools to satisfy the user's requests: {listing}\n\n{GENERIC_SYSTEM_PROMPT}"
+    )
+
+
+def polyfill_history(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """OpenAI messages rewritten for a template that knows no tool calls (``ToolPlan.polyfill_history``).
+
+    An assistant message's ``tool_calls`` become its content in the generic format's own JSON (so the model
+    sees its earlier calls the way it is asked to write them); a ``tool`` message becomes a ``user`` message
+    holding ``{"tool_response": {"tool": ..., "tool_call_id": ..., "content": ...}}``, as minja's polyfill did.
+    """
+    out = []
+    for msg in messages:
+        role = msg.get("role")
+        if role == "assistant" and msg.get("tool_calls"):
+            calls = []
+            for tc in msg["tool_calls"]:
+                fn = tc.get("function") or {}
+                args = fn.get("arguments", {})
+                try:
+                    args = json.loads(args) if isinstance(args, str) else args
+                except ValueError:
+                    pass
+                calls.append(
+                    {"name": fn.get("name", ""), "arguments": args, **({"id": tc["id"]} if tc.get("id") else {})}
+                )
+            shape = {"tool_calls": calls} if len(calls) > 1 else {"tool_call": calls[0]}
+            text = msg.get("content") if isinstance(msg.get("content"), str) else ""
+            msg = {k: v for k, v in msg.items() if k != "tool_calls"}
+            msg["content"] = (text + "\n\n" if text else "") + json.dumps(shape, indent=2, ensure_ascii=False)
+        elif role == "tool":
+            response: dict[str, Any] = {}
+            if msg.get("name"):
+                response["tool"] = msg["name"]
+            if msg.get("tool_call_id"):
+                response["tool_call_id"] = msg["tool_call_id"]
+            response["content"] = msg.get("content")
+            msg = {"role": "user", "content": json.dumps({"tool_response": response}, indent=2, ensure_ascii=False)}
+        out.append(msg)
+    return out
 
 
 def _call_schema(function: dict[str, Any], parallel: bool) -> dict[str, Any]:

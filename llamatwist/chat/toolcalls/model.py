@@ -51,3 +51,5 @@ class ToolPlan:
     # rendered prompt opened the block
     thinking_start_tag: str = ""
     thinking_end_tag: str = ""
+    # the template renders no tool calls/results: pass the messages through ``polyfill_history`` first
+    polyfill_history: bool = False

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .formats import FAMILIES, Family, detect_family
-from .generic import GENERIC_SYSTEM_PROMPT, generic_schema
+from .generic import generic_schema, generic_system_prompt
 from .model import ChatSyntax, ToolPlan
 
 __all__ = ["REASONING_FORMATS", "plan_tools"]
@@ -81,7 +81,9 @@ def plan_tools(
 
     Native formats (detected from the template like llama.cpp) are parsed as the model writes them and get no
     grammar; every other template with tools gets the generic format: ``json_schema`` constrains the reply
-    and ``system_prompt`` (llama.cpp's instruction) goes into the system message. Raises ``ValueError`` for a
+    and ``system_prompt`` (llama.cpp's instruction, after the tool list when the template does not show tools)
+    goes into the system message; ``polyfill_history`` says the template cannot show earlier tool calls
+    (see ``polyfill_history()``). Raises ``ValueError`` for a
     bad ``tool_choice`` or ``reasoning_format``; other keyword options are ignored (room to grow).
     """
     if reasoning_format not in REASONING_FORMATS:
@@ -101,7 +103,14 @@ def plan_tools(
     )
     if use_generic:
         schema = generic_schema(functions, parallel=parallel_tool_calls, required=required, response_schema=json_schema)
-        return ToolPlan(syntax, json_schema=schema, system_prompt=GENERIC_SYSTEM_PROMPT)
+        return ToolPlan(
+            syntax,
+            json_schema=schema,
+            system_prompt=generic_system_prompt(
+                [{"type": "function", "function": f} for f in functions], template_source
+            ),
+            polyfill_history="tool_calls" not in template_source,
+        )
     return ToolPlan(
         syntax,
         additional_stops=family.stops if functions else (),
