@@ -62,6 +62,7 @@ CASES = [
          '{"tool_calls": [{"id": "call1", "name": "get_weather", "arguments": {"location": "Paris", "unit": '
          '"celsius"}}, {"id": "call2", "name": "get_time", "arguments": {"tz": "CET"}}]}',
          calls=(call("get_weather", WEATHER2, "call1"), call("get_time", TIME, "call2"))),
+    Case("generic-think", "generic", '<think>Plan.</think>\n{"response": "Hi"}', "Hi", "Plan."),
     Case("generic-args-first", "generic", '{"tool_call": {"arguments": {"n": [1, 2.5e3, true, null]}, "name": "f"}}',
          calls=(call("f", '{"n":[1,2.5e3,true,null]}'),)),
     # -- content only, thinking models without tools
@@ -92,6 +93,9 @@ CASES = [
          "I should call a tool.\n</think>\n\n<tool_call>\n{\"name\": \"get_time\", \"arguments\": {\"tz\": \"CET\"}}\n"
          "</tool_call>",
          reasoning="I should call a tool.", calls=(call("get_time", TIME),), syntax={"thinking_forced_open": True}),
+    Case("qwen3-forced-open-no-end", "hermes",
+         'The user wants weather.\n<tool_call>\n{"name": "get_time", "arguments": {"tz": "CET"}}\n</tool_call>',
+         reasoning="The user wants weather.", calls=(call("get_time", TIME),), syntax={"thinking_forced_open": True}),
     Case("hermes-legacy-stream", "hermes", "<think>plan</think>Answer", "<think>plan</think>Answer",
          syntax={"reasoning_in_content": True, "reasoning_format": "deepseek-legacy"}),
     Case("hermes-no-tools", "hermes", '<think>a</think><tool_call>{"name": "x"}</tool_call>',
@@ -429,3 +433,37 @@ def test_generic_schema_validates_outputs() -> None:
 def test_forced_open_partial_is_reasoning() -> None:
     syntax = replace(ChatSyntax(format="deepseek-r1"), thinking_forced_open=True)
     assert parse_output("Still thinking", syntax, partial=True) == ParsedMessage("", "Still thinking")
+
+
+def test_long_arguments_stream_fast() -> None:
+    """Re-parsing the whole output on every token must stay cheap for long arguments (a file's content)."""
+    import time
+
+    code = "".join(f"line {i}: print('x' * {i})\\n" for i in range(1500))
+    text = '<tool_call>\n{"name": "write_file", "arguments": {"path": "a.py", "content": "' + code + '"}}\n</tool_call>'
+    syntax = ChatSyntax(format="hermes")
+    started = time.perf_counter()
+    final = stream(text, syntax, list(range(0, len(text), 64)))
+    assert json.loads(final.tool_calls[0].arguments)["content"].count("\n") == 1500
+    assert time.perf_counter() - started < 5, "streaming parse is too slow"
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"tool_choice": "required"}, {"parallel_tool_calls": True},
+     {"tool_choice": {"type": "function", "function": {"name": "get_time"}}}],
+)  # fmt: skip
+def test_generic_schema_compiles_for_llguidance(options: dict[str, Any]) -> None:
+    """The server compiles the plan's schema with llguidance, refusing keywords it does not implement."""
+    import llguidance as llg
+
+    from llamatwist.chat.toolcalls import plan_tools
+
+    tools = [
+        {"type": "function", "function": {"name": "get_weather", "description": "Weather", "parameters": {
+            "type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]}}},
+        {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}},
+    ]  # fmt: skip
+    schema = plan_tools("", tools, **options).json_schema
+    grammar = llg.LLMatcher.grammar_from_json_schema(schema, overrides={"lenient": False})
+    assert llg.LLMatcher.validate_grammar(grammar) == ""

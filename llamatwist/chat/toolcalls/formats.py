@@ -415,12 +415,15 @@ def parse_harmony(s: Scanner) -> None:
 
 @dataclass(frozen=True)
 class Family:
+    """A format: its parser, how to recognise its template, its thinking markers and special tokens."""
+
     name: str
     parse: Callable[[Scanner], None]
     detect: Callable[[str], bool] = lambda src: False
     think: tuple[str, str] | None = THINK
-    stops: tuple[str, ...] = ()
-    preserved: tuple[str, ...] = ()
+    think_stops: tuple[str, ...] = ()  # markers that also end a thinking block
+    stops: tuple[str, ...] = ()  # llama.cpp's additional_stops
+    preserved: tuple[str, ...] = ()  # llama.cpp's preserved_tokens
 
 
 def _has(*markers: str) -> Callable[[str], bool]:
@@ -432,69 +435,157 @@ def parse_content_only(s: Scanner) -> None:
     s.add_content(s.rest())
 
 
-_DS_CALLS = ("<｜tool▁calls▁begin｜>", "<｜tool_calls_begin｜>", "<｜tool calls begin｜>", "<｜tool\\_calls\\_begin｜>")
-_DS_BLOCK = (_DS_CALLS, "<｜tool▁calls▁end｜>")
-_DS_PRESERVED = ("<think>", "</think>", "<｜tool▁calls▁begin｜>", "<｜tool▁call▁begin｜>", "<｜tool▁sep｜>",
-                 "<｜tool▁call▁end｜>", "<｜tool▁calls▁end｜>")  # fmt: skip
+def _llama3(builtin: bool) -> Callable[[Scanner], None]:
+    return lambda s: parse_llama3(s, builtin=builtin)
+
+
+def _is_hermes(src: str) -> bool:
+    # GLM, Ling and MiniMax also write <tool_call>, with their own insides (not supported: generic)
+    return "<tool_call>" in src and "<arg_key>" not in src and "<invoke name=" not in src
+
+
+def _is_qwen3_coder(src: str) -> bool:
+    # llama.cpp leaves templates writing "<tool_call><function=" without newlines to other handlers
+    return _has("<tool_call>", "<function=", "<parameter=")(src) and "'<tool_call><function=' ~" not in src
+
+
+def _is_phi4(src: str) -> bool:
+    return _has("<|tool_call|>", "<|/tool_call|>")(src) or _has("<|tool|>", "<|/tool|>")(src)
+
+
+_DS_BLOCK = (
+    ("<｜tool▁calls▁begin｜>", "<｜tool_calls_begin｜>", "<｜tool calls begin｜>", "<｜tool\\_calls\\_begin｜>"),
+    "<｜tool▁calls▁end｜>",
+)
+_DS_TOKENS = (
+    "<｜tool▁calls▁begin｜>",
+    "<｜tool▁call▁begin｜>",
+    "<｜tool▁sep｜>",
+    "<｜tool▁call▁end｜>",
+    "<｜tool▁calls▁end｜>",
+)
+_DS_R1_ARGS = named_args("\n```json\n")
+_DS_R1_CLOSE = ("```", "<｜tool▁call▁end｜>")
 _HERMES_CALLS = (
     Call("<tool_call>", json_calls(), ("</tool_call>",)),
     Call("<function=", named_args(">"), ("</function>",)),
     Call('<function name="', named_args('">'), ("</function>",)),
 )
+_CMD_R_TOKENS = ("<|START_ACTION|>", "<|END_ACTION|>", "<|START_RESPONSE|>", "<|END_RESPONSE|>")
+_HARMONY_TOKENS = ("<|channel|>", "<|constrain|>", "<|message|>", "<|start|>", "<|end|>")
 
-
-def _llama3(builtin: bool) -> Callable[[Scanner], None]:
-    return lambda s: parse_llama3(s, builtin=builtin)
-
-
+# Detection order is llama.cpp's: specialised handlers first (GPT-OSS, Functionary v3.2, Gemma 4, Qwen3-Coder),
+# then the classic checks (DeepSeek, Command R7B, Granite, Hermes, Functionary v3.1, Llama 3.x, Mistral).
 _ALL: list[Family] = [
-    Family("gpt-oss", parse_harmony, _has("<|channel|>"), ("<|channel|>analysis<|message|>", "<|end|>"),
-           preserved=("<|channel|>", "<|constrain|>", "<|message|>", "<|start|>", "<|end|>")),
-    Family("functionary-v3.2", parse_functionary_v3_2, _has(">>>all"), None, preserved=("<|end_header_id|>",)),
-    Family("gemma4", Tagged((Call("<|tool_call>call:", gemma_call, ("<tool_call|>",)),)),
-           _has("'<|tool_call>call:'"), ("<|channel>thought", "<channel|>"),
-           preserved=("<|tool_call>", "<tool_call|>", '<|"|>')),
-    Family("qwen3-coder", Tagged((Call("<tool_call>", xml_call, ("</tool_call>",)), Call("<function=", xml_call))),
-           lambda src: _has("<tool_call>", "<function=", "<parameter=")(src)
-           and "'<tool_call><function=' ~ tool_call.name ~ '>'" not in src,
-           preserved=("<tool_call>", "</tool_call>", "<think>", "</think>")),
-    Family("deepseek-v3.1", Tagged((Call("<｜tool▁call▁begin｜>", named_args("<｜tool▁sep｜>"), ("<｜tool▁call▁end｜>",)),),
-                                   block=_DS_BLOCK),
-           _has("message['prefix'] is defined and message['prefix'] and thinking"), preserved=_DS_PRESERVED),
-    Family("deepseek-r1", Tagged((Call("<｜tool▁call▁begin｜>function<｜tool▁sep｜>", named_args("\n```json\n"),
-                                       ("```", "<｜tool▁call▁end｜>")),
-                                  Call("function<｜tool▁sep｜>", named_args("\n```json\n"), ("```", "<｜tool▁call▁end｜>"))),
-                                 block=_DS_BLOCK),
-           _has("<｜tool▁calls▁begin｜>"), preserved=_DS_PRESERVED),
-    Family("command-r7b", Tagged((Call("<|START_ACTION|>", json_calls("tool_name", "parameters", "tool_call_id"),
-                                       ("<|END_ACTION|>",)),),
-                                 drop=("<|START_RESPONSE|>", "<|END_RESPONSE|>")),
-           _has("<|END_THINKING|><|START_ACTION|>"), ("<|START_THINKING|>", "<|END_THINKING|>"),
-           preserved=("<|START_ACTION|>", "<|END_ACTION|>", "<|START_RESPONSE|>", "<|END_RESPONSE|>",
-                      "<|START_THINKING|>", "<|END_THINKING|>")),
-    Family("granite", Tagged((Call("<|tool_call|>", json_calls()),), drop=("<response>", "</response>")),
-           _has("elif thinking", "<|tool_call|>"), preserved=("<think>", "</think>", "<response>", "</response>",
-                                                             "<|tool_call|>")),
-    Family("phi-4", Tagged((Call("<|tool_call|>", json_calls(), ("<|/tool_call|>",)),)),
-           lambda src: _has("<|tool_call|>", "<|/tool_call|>")(src) or _has("<|tool|>", "<|/tool|>")(src), None,
-           preserved=("<|tool_call|>", "<|/tool_call|>", "<|tool_response|>", "<|tool|>", "<|/tool|>")),
-    Family("apriel", Tagged((Call("<tool_calls>", json_calls(), ("</tool_calls>",)),)),
-           _has("<tool_calls>[", "]</tool_calls>"), ("<thinking>", "</thinking>"),
-           preserved=("<thinking>", "</thinking>", "<tool_calls>", "</tool_calls>")),
-    Family("hermes", Tagged(_HERMES_CALLS),
-           lambda src: "<tool_call>" in src and "<arg_key>" not in src and "<invoke name=" not in src,
-           preserved=("<think>", "</think>", "<tool_call>", "</tool_call>", "<function")),
-    Family("functionary-v3.1", Tagged((Call("<function=", named_args(">"), ("</function>",)),), python_tag=True),
-           _has("<|start_header_id|>", "<function="), None, preserved=("<|python_tag|>",)),
-    Family("llama3-builtin", _llama3(True),
-           _has("<|start_header_id|>ipython<|end_header_id|>", "<|python_tag|>"), None, ("<|eom_id|>",),
-           ("<|python_tag|>",)),
-    Family("llama3", _llama3(False), _has("<|start_header_id|>ipython<|end_header_id|>"), None, ("<|eom_id|>",)),
-    Family("mistral", Tagged((Call("[TOOL_CALLS]", mistral_call),)),
-           _has("[TOOL_CALLS]"), ("[THINK]", "[/THINK]"), preserved=("[TOOL_CALLS]", "[ARGS]", "[CALL_ID]")),
-    Family("generic", parse_generic, think=None),
+    Family(
+        "gpt-oss",
+        parse_harmony,
+        _has("<|channel|>"),
+        think=("<|channel|>analysis<|message|>", "<|end|>"),
+        preserved=_HARMONY_TOKENS,
+    ),
+    Family("functionary-v3.2", parse_functionary_v3_2, _has(">>>all"), think=None, preserved=("<|end_header_id|>",)),
+    Family(
+        "gemma4",
+        Tagged((Call("<|tool_call>call:", gemma_call, ("<tool_call|>",)),)),
+        _has("'<|tool_call>call:'"),
+        think=("<|channel>thought", "<channel|>"),
+        preserved=("<|tool_call>", "<tool_call|>", '<|"|>'),
+    ),
+    Family(
+        "qwen3-coder",
+        Tagged((Call("<tool_call>", xml_call, ("</tool_call>",)), Call("<function=", xml_call))),
+        _is_qwen3_coder,
+        think_stops=("<tool_call>",),
+        preserved=("<tool_call>", "</tool_call>", *THINK),
+    ),
+    Family(
+        "deepseek-v3.1",
+        Tagged((Call("<｜tool▁call▁begin｜>", named_args("<｜tool▁sep｜>"), ("<｜tool▁call▁end｜>",)),), _DS_BLOCK),
+        _has("message['prefix'] is defined and message['prefix'] and thinking"),
+        preserved=(*THINK, *_DS_TOKENS),
+    ),
+    Family(
+        "deepseek-r1",
+        Tagged(
+            (
+                Call("<｜tool▁call▁begin｜>function<｜tool▁sep｜>", _DS_R1_ARGS, _DS_R1_CLOSE),
+                Call("function<｜tool▁sep｜>", _DS_R1_ARGS, _DS_R1_CLOSE),  # R1 distills forget the first marker
+            ),
+            _DS_BLOCK,
+        ),
+        _has("<｜tool▁calls▁begin｜>"),
+        preserved=(*THINK, *_DS_TOKENS),
+    ),
+    Family(
+        "command-r7b",
+        Tagged(
+            (Call("<|START_ACTION|>", json_calls("tool_name", "parameters", "tool_call_id"), ("<|END_ACTION|>",)),),
+            drop=("<|START_RESPONSE|>", "<|END_RESPONSE|>"),
+        ),
+        _has("<|END_THINKING|><|START_ACTION|>"),
+        think=("<|START_THINKING|>", "<|END_THINKING|>"),
+        preserved=(*_CMD_R_TOKENS, "<|START_THINKING|>", "<|END_THINKING|>"),
+    ),
+    Family(
+        "granite",
+        Tagged((Call("<|tool_call|>", json_calls()),), drop=("<response>", "</response>")),
+        _has("elif thinking", "<|tool_call|>"),
+        preserved=(*THINK, "<response>", "</response>", "<|tool_call|>"),
+    ),
+    Family(
+        "phi-4",
+        Tagged((Call("<|tool_call|>", json_calls(), ("<|/tool_call|>",)),)),
+        _is_phi4,
+        think=None,
+        preserved=("<|tool_call|>", "<|/tool_call|>", "<|tool_response|>", "<|tool|>", "<|/tool|>"),
+    ),
+    Family(
+        "apriel",
+        Tagged((Call("<tool_calls>", json_calls(), ("</tool_calls>",)),)),
+        _has("<tool_calls>[", "]</tool_calls>"),
+        think=("<thinking>", "</thinking>"),
+        preserved=("<thinking>", "</thinking>", "<tool_calls>", "</tool_calls>"),
+    ),
+    Family(
+        "hermes",
+        Tagged(_HERMES_CALLS),
+        _is_hermes,
+        think_stops=("<tool_call>",),
+        preserved=(*THINK, "<tool_call>", "</tool_call>", "<function"),
+    ),
+    Family(
+        "functionary-v3.1",
+        Tagged((Call("<function=", named_args(">"), ("</function>",)),), python_tag=True),
+        _has("<|start_header_id|>", "<function="),
+        think=None,
+        preserved=("<|python_tag|>",),
+    ),
+    Family(
+        "llama3-builtin",
+        _llama3(True),
+        _has("<|start_header_id|>ipython<|end_header_id|>", "<|python_tag|>"),
+        think=None,
+        stops=("<|eom_id|>",),
+        preserved=("<|python_tag|>",),
+    ),
+    Family(
+        "llama3",
+        _llama3(False),
+        _has("<|start_header_id|>ipython<|end_header_id|>"),
+        think=None,
+        stops=("<|eom_id|>",),
+    ),
+    Family(
+        "mistral",
+        Tagged((Call("[TOOL_CALLS]", mistral_call),)),
+        _has("[TOOL_CALLS]"),
+        think=("[THINK]", "[/THINK]"),
+        preserved=("[TOOL_CALLS]", "[ARGS]", "[CALL_ID]", "[THINK]", "[/THINK]"),
+    ),
+    Family("generic", parse_generic),  # a thinking template's block may precede the JSON
     Family("content-only", parse_content_only),
-]  # fmt: skip
+]
 FAMILIES = {f.name: f for f in _ALL}
 
 

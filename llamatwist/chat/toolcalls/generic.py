@@ -110,6 +110,7 @@ def generic_schema(
 
 
 def parse_generic(s: Scanner) -> None:
+    s.reasoning_block()
     if not s.syntax.parse_tool_calls:
         s.add_content(s.rest())
         return

@@ -23,6 +23,7 @@ _WS = " \t\n\r"
 _NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 _NUMBER_END = re.compile(r"[^-+0-9.eE]")  # a number runs until one of these
 _NUMBER_PREFIX = re.compile(r"-?(?:0|[1-9][0-9]*)?(?:\.[0-9]*)?(?:[eE][+-]?[0-9]*)?")
+_PLAIN = re.compile(r'[^"\\\x00-\x1f]+')
 _ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 _LITERALS = {"true": True, "false": False, "null": None}
 
@@ -120,6 +121,10 @@ class _Reader:
         i = pos + 1
         n = len(s)
         while i < n:
+            if run := _PLAIN.match(s, i):  # the common case, a stretch without quotes or escapes, in one step
+                out.append(run.group())
+                i = run.end()
+                continue
             c = s[i]
             if c == '"':
                 value = "".join(out)

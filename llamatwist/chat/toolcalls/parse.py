@@ -19,7 +19,7 @@ def parse_output(text: str, syntax: ChatSyntax, *, partial: bool) -> ParsedMessa
     still split off), as llama.cpp does; nothing raises.
     """
     family = FAMILIES.get(syntax.format, FAMILIES["content-only"])
-    s = Scanner(text, syntax, partial, family.think)
+    s = Scanner(text, syntax, partial, family.think, family.think_stops)
     try:
         family.parse(s)
     except Stop:

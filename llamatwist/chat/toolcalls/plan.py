@@ -46,12 +46,17 @@ def _chosen(functions: list[dict[str, Any]], tool_choice: Any) -> tuple[list[dic
     raise ValueError(f"Invalid tool_choice: {tool_choice!r}")
 
 
-def _forced_open(family: Family, generation_prompt: str, enable_thinking: bool) -> bool:
+def _thinking_tags(family: Family, template_source: str) -> tuple[str, str] | None:
+    """The family's thinking markers, when this template uses them (Qwen 2.5 is Hermes but never thinks)."""
+    return family.think if family.think and family.think[0] in template_source else None
+
+
+def _forced_open(tags: tuple[str, str] | None, generation_prompt: str, enable_thinking: bool) -> bool:
     # The template opened the thinking block itself (DeepSeek R1, Qwen3 with thinking on): the output
     # starts inside it.
-    if family.think is None or not enable_thinking:
+    if tags is None or not enable_thinking:
         return False
-    start, end = family.think
+    start, end = tags
     i = generation_prompt.rfind(start)
     return i >= 0 and end not in generation_prompt[i:]
 
@@ -93,10 +98,11 @@ def plan_tools(
     use_generic = bool(functions) and (family is None or (json_schema is not None and family.name != "generic"))
     if use_generic or family is None:
         family = FAMILIES["generic"] if use_generic else FAMILIES["content-only"]
+    tags = _thinking_tags(family, template_source)
     syntax = ChatSyntax(
         format=family.name,
         reasoning_format=reasoning_format,
-        thinking_forced_open=reasoning_format != "none" and _forced_open(family, generation_prompt, enable_thinking),
+        thinking_forced_open=reasoning_format != "none" and _forced_open(tags, generation_prompt, enable_thinking),
         parse_tool_calls=bool(functions),
         reasoning_in_content=stream and reasoning_format == "deepseek-legacy",
         tool_parameters={f["name"]: f.get("parameters") or {} for f in functions if "name" in f},

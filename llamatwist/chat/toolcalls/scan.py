@@ -42,11 +42,19 @@ def partial_marker_start(text: str, markers: Iterable[str], start: int = 0) -> i
 
 
 class Scanner:
-    def __init__(self, text: str, syntax: ChatSyntax, partial: bool, think: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        text: str,
+        syntax: ChatSyntax,
+        partial: bool,
+        think: tuple[str, str] | None = None,
+        think_stops: tuple[str, ...] = (),
+    ) -> None:
         self.text = text
         self.syntax = syntax
         self.partial = partial
         self.think = think  # the family's thinking markers
+        self.think_stops = think_stops  # markers that also end a thinking block (left for the format to read)
         self.pos = 0
         self.content: list[str] = []
         self.reasoning: list[str] = []
@@ -174,11 +182,14 @@ class Scanner:
             return False
         while True:
             self.pos = cursor
-            body, found = self.until((end,))
+            body, found = self.until((end, *self.think_stops))
             self.add_reasoning(body, start, end, closed=found is not None or not self.partial)
             if found is None:
                 if self.partial:
                     raise Stop
+                return True
+            if found != end:  # e.g. Qwen going straight from its thoughts to <tool_call>
+                self.pos -= len(found)
                 return True
             cursor = skip_ws(text, self.pos)
             if not text.startswith(start, cursor):
