@@ -139,6 +139,7 @@ def xml_call(s: Scanner, opened: str) -> None:
 
 
 _GEMMA_QUOTE = '<|"|>'
+_GEMMA_SCALAR = re.compile(r"[^,}\]\s]+")
 
 
 def _gemma_to_json(text: str, start: int) -> tuple[str, int | None]:
@@ -189,7 +190,7 @@ def _gemma_to_json(text: str, start: int) -> tuple[str, int | None]:
         elif c == ",":
             out.append(c)
         elif not c.isspace():  # numbers, true/false/null: JSON spelling
-            m = re.compile(r"[^,}\]\s]+").match(text, i)
+            m = _GEMMA_SCALAR.match(text, i)
             assert m is not None
             out.append(m.group())
             i = m.end()
@@ -281,12 +282,16 @@ def raw_python_call(s: Scanner, code: str, closed: bool) -> None:
     s.add_call("python", args_json({"code": code})[: None if closed else -2])
 
 
+_BUILTIN_KEY = re.compile(r"\s*(\w+)\s*=\s*")
+_BUILTIN_COMMA = re.compile(r"\s*,")
+
+
 def _builtin_args_to_json(text: str, start: int) -> tuple[str, int | None]:
     """Llama 3.1 built-in calls: ``key=<json>, ...)`` as a JSON object text (``None``: not closed yet)."""
     out = ["{"]
     i = start
     while True:
-        m = re.compile(r"\s*(\w+)\s*=\s*").match(text, i)
+        m = _BUILTIN_KEY.match(text, i)
         if m is None or m.end() == len(text):
             rest = text[i:].lstrip()
             if rest.startswith(")"):
@@ -298,7 +303,7 @@ def _builtin_args_to_json(text: str, start: int) -> tuple[str, int | None]:
         if not node.complete:
             return "".join(out), None
         i = node.end
-        comma = re.compile(r"\s*,").match(text, i)
+        comma = _BUILTIN_COMMA.match(text, i)
         if comma:
             i = comma.end()
 
