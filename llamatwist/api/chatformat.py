@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from llamatwist.api.errors import ApiError, InvalidRequest
@@ -66,6 +67,12 @@ class ChatFormatter:
     def is_jinja(self) -> bool:
         return bool(getattr(self.template, "is_jinja", False))
 
+    @cached_property
+    def may_think(self) -> bool:
+        """The template has a thinking block, so replies are parsed for reasoning."""
+        caps = getattr(self.template, "caps", None)
+        return "<think>" in self.source or bool(caps is not None and caps.reacts_to_enable_thinking)
+
     def template_kwargs(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """--chat-template-kwargs (and -rea, --reasoning-effort) merged with the request's; request wins."""
         kwargs = body.get("chat_template_kwargs") or {}
@@ -81,13 +88,17 @@ class ChatFormatter:
         value = self.template_kwargs(body).get("enable_thinking")
         return value if isinstance(value, bool) else True
 
-    def render(self, body: Mapping[str, Any]) -> str:
-        """The prompt for a chat request; a bad request or template is an ApiError."""
-        return self.render_chat(body).prompt
-
-    def render_chat(self, body: Mapping[str, Any], system_prompt: str = "") -> RenderedChat:
-        """The rendered chat, with ``system_prompt`` (e.g. tool-call instructions) added to the system
-        message."""
+    def render_chat(
+        self,
+        body: Mapping[str, Any],
+        system_prompt: str = "",
+        reasoning_tags: tuple[str, str] = ("", ""),
+        messages: Any = None,
+    ) -> RenderedChat:
+        """The prompt for a chat request (a bad request or template is an ApiError), with ``system_prompt``
+        (e.g. tool-call instructions) added to the system message; ``reasoning_tags`` wrap a prefilled
+        assistant message's reasoning_content; ``messages`` replace the request's (e.g. tool-call history
+        rewritten for a template that shows none)."""
         add_generation_prompt = body.get("add_generation_prompt", True)
         try:
             kwargs = self.template_kwargs(body)
@@ -95,7 +106,7 @@ class ChatFormatter:
                 raise ApiError("'add_generation_prompt' must be a boolean")
             return render_chat(
                 self.template,
-                add_system_prompt(body.get("messages"), system_prompt),
+                add_system_prompt(body.get("messages") if messages is None else messages, system_prompt),
                 add_generation_prompt=add_generation_prompt,
                 prefill_assistant=self.prefill_assistant,
                 continue_final_message=body.get("continue_final_message"),
@@ -105,6 +116,7 @@ class ChatFormatter:
                 reasoning_effort=body.get("reasoning_effort"),
                 add_bos=self.add_bos,
                 add_eos=self.add_eos,
+                reasoning_tags=reasoning_tags if all(reasoning_tags) else None,
             )
         except ChatError as err:
             raise chat_api_error(err) from None

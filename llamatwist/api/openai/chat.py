@@ -1,18 +1,25 @@
-# -*- test-case-name: tests.test_openai -*-
-"""OpenAI ``POST /v1/chat/completions`` (also ``/chat/completions``) and ``POST /apply-template``."""
+# -*- test-case-name: tests.test_openai,tests.test_tools_api,tests.test_reasoning -*-
+"""OpenAI ``POST /v1/chat/completions`` (also ``/chat/completions``) and ``POST /apply-template``.
+
+With ``tools`` (or a template that thinks) a request goes through ``llamatwist.chat.toolcalls``: its plan
+constrains the output (the generic format's JSON schema, or a native format's grammar) and adds the format's
+instructions to the system message; the output is parsed into ``content``, ``reasoning_content`` and
+``tool_calls`` — re-parsed on every streamed token so the deltas follow the text.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from klein import Klein
 from twisted.internet.defer import CancelledError
 from twisted.web.server import Request
 
-from llamatwist.api.constraints import apply_constraint
+from llamatwist.api.chatformat import ChatFormatter
+from llamatwist.api.constraints import apply_constraint, constraint_spec
 from llamatwist.api.errors import InvalidRequest
 from llamatwist.api.http import ApiContext, handler, read_json, send_json
 from llamatwist.api.openai.protocol import (
@@ -25,14 +32,25 @@ from llamatwist.api.openai.protocol import (
     stream_oai,
     usage,
 )
+from llamatwist.api.openai.tools import (
+    MessageStream,
+    ToolRequest,
+    check_tool_history,
+    message_json,
+    parse_reasoning_format,
+    parse_tool_request,
+)
 from llamatwist.api.params import generation_params, parse_n_cmpl
 from llamatwist.api.pipeline import expand, run_tasks, tokenize_prompts
 from llamatwist.api.streaming import SSEStream
+from llamatwist.chat import RenderedChat
+from llamatwist.chat.toolcalls import ChatSyntax, ToolPlan, plan_tools, polyfill_history
 from llamatwist.config import SamplingDefaults
-from llamatwist.runtime.task import FinalResult, GenerationParams, PartialResult
+from llamatwist.constrain.reasoning_budget import ReasoningBudget, ReasoningBudgetFactory
+from llamatwist.constrain.spec import ConstraintSpec
+from llamatwist.runtime.task import FinalResult, GenerationParams, PartialResult, TokenProbs
 
-__all__ = ["ChatRequest", "parse_chat", "register"]
-
+__all__ = ["ChatPrompt", "ChatRequest", "build_prompt", "parse_chat", "register"]
 
 @dataclass(frozen=True)
 class ChatRequest:
@@ -40,20 +58,40 @@ class ChatRequest:
     n_cmpl: int
     top_logprobs: int  # 0 = no logprobs
     stream_options: StreamOptions
+    tools: ToolRequest = field(default_factory=ToolRequest)
+    reasoning_format: str = "auto"
+    reasoning_budget: int | None = None  # None: the server's --reasoning-budget
+    reasoning_budget_message: str | None = None
 
 
-def parse_chat(body: Mapping[str, Any], defaults: SamplingDefaults, n_slots: int) -> ChatRequest:
+def _budget_fields(body: Mapping[str, Any]) -> tuple[int | None, str | None]:
+    budget = body.get("reasoning_budget_tokens", body.get("thinking_budget_tokens"))
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < -1):
+        raise InvalidRequest("'reasoning_budget_tokens' must be an integer >= -1")
+    message = body.get("reasoning_budget_message")
+    if message is not None and not isinstance(message, str):
+        raise InvalidRequest("'reasoning_budget_message' must be a string")
+    return (None if budget == -1 else budget), message
+
+
+def parse_chat(
+    body: Mapping[str, Any], defaults: SamplingDefaults, n_slots: int, reasoning_format: str = "auto"
+) -> ChatRequest:
     # messages are validated by the chat template layer (llamatwist.chat) when rendered;
     # an empty list is refused here, as OpenAI does
     if body.get("messages") == []:
         raise InvalidRequest("'messages' must not be empty")
-    if body.get("tools"):
-        raise InvalidRequest("tools are not supported yet")
+    tools = parse_tool_request(body)
+    check_tool_history(body.get("messages"))
+    if tools.active and body.get("grammar") is not None:
+        raise InvalidRequest("Cannot use custom grammar constraints with tools.")
     logprobs = body.get("logprobs", False)
     if logprobs is None:
         logprobs = False
     if not isinstance(logprobs, bool):
         raise InvalidRequest("'logprobs' must be a boolean")
+    if logprobs and tools.tools and body.get("stream"):
+        raise InvalidRequest("logprobs is not supported with tools + stream")
     top = body.get("top_logprobs")
     if top is not None:
         if not logprobs:
@@ -65,21 +103,117 @@ def parse_chat(body: Mapping[str, Any], defaults: SamplingDefaults, n_slots: int
         # the sampled token's own logprob needs at least one candidate
         body = {**body, "n_probs": max(top_n, 1)}
     params = generation_params(body, defaults)
+    budget, budget_message = _budget_fields(body)
     return ChatRequest(
         params=params,
         n_cmpl=parse_n_cmpl(body, n_slots),
         top_logprobs=top_n if logprobs else -1,
         stream_options=parse_stream_options(body, params.stream),
+        tools=tools,
+        reasoning_format=parse_reasoning_format(body, reasoning_format),
+        reasoning_budget=budget,
+        reasoning_budget_message=budget_message,
     )
+
+
+def _plan(
+    fmt: ChatFormatter, body: Mapping[str, Any], req: ChatRequest, generation_prompt: str = ""
+) -> ToolPlan | None:
+    """The tool/reasoning plan, or None when the output is plain content (no tools, a template that does
+    not think): then nothing is parsed."""
+    if not fmt.is_jinja or not (req.tools.tools or fmt.may_think):
+        return None
+    schema = None
+    if req.tools.active:  # a response_format schema becomes the generic format's "response"
+        spec = constraint_spec(body, ConstraintSpec())
+        schema = {"type": "object"} if spec.json_object else spec.json_schema
+    try:
+        return plan_tools(
+            fmt.source, req.tools.tools,
+            tool_choice=req.tools.tool_choice,
+            parallel_tool_calls=req.tools.parallel_tool_calls,
+            reasoning_format=req.reasoning_format,
+            enable_thinking=fmt.enable_thinking(body),
+            generation_prompt=generation_prompt,
+            stream=req.params.stream,
+            json_schema=schema,
+        )
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
+
+
+def _history(body: Mapping[str, Any], plan: ToolPlan | None) -> Any:
+    """The messages to render: tool calls and results rewritten as text for a template that shows none
+    (malformed messages are left to the chat layer's checks)."""
+    messages = body.get("messages")
+    if plan is None or not plan.polyfill_history or not isinstance(messages, list):
+        return None
+    return polyfill_history(messages) if all(isinstance(m, dict) for m in messages) else None
+
+
+async def _tokens(ctx: ApiContext, text: str) -> tuple[int, ...]:
+    return tuple(await ctx.engine.tokenize([text], False, True)) if text else ()
+
+
+async def _with_budget(
+    ctx: ApiContext,
+    fmt: ChatFormatter,
+    req: ChatRequest,
+    params: GenerationParams,
+    tags: tuple[str, str],
+    generation_prompt: str,
+) -> GenerationParams:
+    """``params`` with the reasoning budget around its constraint, when the template has a thinking
+    block and either the budget is limited or a constraint must be suspended while thinking."""
+    budget = fmt.reasoning.budget if req.reasoning_budget is None else req.reasoning_budget
+    if not all(tags) or (budget < 0 and params.constraint is None):
+        return params
+    message = fmt.reasoning.budget_message if req.reasoning_budget_message is None else req.reasoning_budget_message
+    start, end = await _tokens(ctx, tags[0]), await _tokens(ctx, tags[1])
+    info = await ctx.engine.constraint_tokenizer()
+    spec = ReasoningBudget(
+        start=start, ends=(end,), forced=await _tokens(ctx, message) + end, budget=budget,
+        pieces=info.tokens, n_vocab=info.n_vocab, prefill=await _tokens(ctx, generation_prompt),
+    )
+    return dataclasses.replace(params, constraint=ReasoningBudgetFactory(spec, params.constraint))
+
+
+async def _plan_constraint(ctx: ApiContext, plan: ToolPlan, params: GenerationParams) -> GenerationParams:
+    if plan.json_schema is not None:
+        return await apply_constraint(ctx, {"json_schema": plan.json_schema}, params)
+    if plan.grammar:
+        return await apply_constraint(ctx, {"grammar": plan.grammar}, params)
+    return params
+
+
+@dataclass(frozen=True)
+class ChatPrompt:
+    rendered: RenderedChat
+    plan: ToolPlan | None  # planned with the rendered generation prompt
+    thinking_tags: tuple[str, str]  # ("", "") when the template has no thinking block
+
+
+def build_prompt(fmt: ChatFormatter, body: Mapping[str, Any], req: ChatRequest) -> ChatPrompt:
+    """The prompt of a chat request (what /apply-template shows): the template rendered with the plan's
+    tool instructions and, for a template that shows no tool calls, the history rewritten as text."""
+    plan = _plan(fmt, body, req)
+    tags = (plan.thinking_start_tag, plan.thinking_end_tag) if plan is not None else ("", "")
+    rendered = fmt.render_chat(body, plan.system_prompt if plan is not None else "", tags, _history(body, plan))
+    if plan is not None:
+        # planned again with the generation prompt, which shows whether the template opened the thinking
+        # block (the first plan gave what the rendering needed)
+        plan = _plan(fmt, body, req, rendered.generation_prompt)
+    return ChatPrompt(rendered, plan, tags)
 
 
 def register(app: Klein, ctx: ApiContext) -> None:
     @app.route("/apply-template", methods=["POST"])
     @handler
     async def apply_template(request: Request) -> Any:
-        ctx.require_generation()
+        loaded = ctx.require_generation()
         body = read_json(request)
-        return send_json(request, {"prompt": ctx.chat.render(body)})
+        req = parse_chat(body, ctx.config.sampling, loaded.n_slots, ctx.chat.reasoning.format)
+        return send_json(request, {"prompt": build_prompt(ctx.chat, body, req).rendered.prompt})
 
     @app.route("/v1/chat/completions", methods=["POST"])
     @app.route("/chat/completions", methods=["POST"])
@@ -87,17 +221,28 @@ def register(app: Klein, ctx: ApiContext) -> None:
     async def chat_completions(request: Request) -> Any:
         loaded = ctx.require_generation()
         body = read_json(request)
-        req = parse_chat(body, ctx.config.sampling, loaded.n_slots)
-        req = dataclasses.replace(req, params=await apply_constraint(ctx, body, req.params))
-        # Rendering comes after parameter checks, like llama-server. The template's own BOS
-        # text is stripped when the vocab adds BOS, so add_special is right.
-        tokens = await tokenize_prompts(ctx, loaded, [[ctx.chat.render(body)]])
+        fmt = ctx.chat
+        req = parse_chat(body, ctx.config.sampling, loaded.n_slots, fmt.reasoning.format)
+        # The template's own BOS text is stripped when the vocab adds BOS, so add_special is right.
+        prompt = build_prompt(fmt, body, req)
+        rendered, plan = prompt.rendered, prompt.plan
+        if plan is not None and req.tools.active:
+            params = await _plan_constraint(ctx, plan, req.params)
+        else:
+            params = await apply_constraint(ctx, body, req.params)
+        syntax: ChatSyntax | None = None
+        if plan is not None:
+            syntax = plan.syntax
+            params = dataclasses.replace(params, stop=(*params.stop, *plan.additional_stops))
+        params = await _with_budget(ctx, fmt, req, params, prompt.thinking_tags, rendered.generation_prompt)
+        req = dataclasses.replace(req, params=params)
+        tokens = await tokenize_prompts(ctx, loaded, [[rendered.prompt]])
         prompts = expand(tokens, req.n_cmpl)
         cid = completion_id("chatcmpl-")
         model = ctx.model_alias
 
-        def logprobs(r: FinalResult | PartialResult) -> Any:
-            return chat_logprobs(r.probs, req.top_logprobs) if req.top_logprobs >= 0 and r.probs else None
+        def logprobs(probs: list[TokenProbs]) -> Any:
+            return chat_logprobs(probs, req.top_logprobs) if req.top_logprobs >= 0 and probs else None
 
         if not req.params.stream:
             try:
@@ -106,13 +251,14 @@ def register(app: Klein, ctx: ApiContext) -> None:
                 return b""
             choices = []
             for i, r in enumerate(results):
+                msg = MessageStream(syntax).finish(r.content)[0]
                 choice: dict[str, Any] = {
-                    "finish_reason": finish_reason(r.stop_type),
+                    "finish_reason": finish_reason(r.stop_type, bool(msg.tool_calls)),
                     "index": i,
-                    "message": {"role": "assistant", "content": r.content},
+                    "message": message_json(msg),
                 }
-                if logprobs(r) is not None:
-                    choice["logprobs"] = logprobs(r)
+                if logprobs(r.probs) is not None:
+                    choice["logprobs"] = logprobs(r.probs)
                 choices.append(choice)
             out = envelope("chat.completion", cid, model, choices)
             out["usage"] = usage(results, req.n_cmpl)
@@ -120,29 +266,42 @@ def register(app: Klein, ctx: ApiContext) -> None:
             return send_json(request, out)
 
         sse = SSEStream(request)
-        started: set[int] = set()
+        streams: dict[int, MessageStream] = {}
+        pending_probs: dict[int, list[TokenProbs]] = {}
 
         def delta_chunk(index: int, delta: dict[str, Any], reason: str | None = None) -> dict[str, Any]:
             return envelope("chat.completion.chunk", cid, model,
                             [{"finish_reason": reason, "index": index, "delta": delta}])
 
-        def partial(index: int, r: PartialResult) -> None:
-            if index not in started:
+        def started(index: int) -> MessageStream:
+            stream = streams.get(index)
+            if stream is None:
                 # OpenAI's first delta carries the role
-                started.add(index)
+                stream = streams[index] = MessageStream(syntax)
                 sse.send(delta_chunk(index, {"role": "assistant", "content": None}))
-            if r.content:
-                chunk = delta_chunk(index, {"content": r.content})
-                lp = logprobs(r)
+            return stream
+
+        def send_deltas(index: int, deltas: list[dict[str, Any]], probs: list[TokenProbs]) -> None:
+            # token logprobs ride on the next chunk sent: a parser may hold text back (e.g. a tag prefix)
+            waiting = pending_probs.setdefault(index, [])
+            waiting.extend(probs)
+            for delta in deltas:
+                chunk = delta_chunk(index, delta)
+                lp = logprobs(waiting)
                 if lp is not None:
                     chunk["choices"][0]["logprobs"] = lp
+                waiting.clear()
                 sse.send(chunk)
 
+        def partial(index: int, r: PartialResult) -> None:
+            stream = started(index)
+            send_deltas(index, stream.feed(r.content), r.probs)
+
         def final(index: int, r: FinalResult) -> None:
-            if index not in started:
-                started.add(index)
-                sse.send(delta_chunk(index, {"role": "assistant", "content": None}))
-            chunk = delta_chunk(index, {}, finish_reason(r.stop_type))
+            stream = started(index)
+            msg, deltas = stream.finish(r.content)
+            send_deltas(index, deltas, [])
+            chunk = delta_chunk(index, {}, finish_reason(r.stop_type, bool(msg.tool_calls)))
             chunk["timings"] = r.timings.to_json()
             sse.send(chunk)
 

@@ -30,6 +30,7 @@ __all__ = [
     "completion_logprobs",
     "finish_reason",
     "parse_stream_options",
+    "random_id",
     "refuse_unsupported",
     "usage",
 ]
@@ -38,12 +39,19 @@ SYSTEM_FINGERPRINT = f"llamatwist-{__version__}"
 _ALNUM = string.ascii_letters + string.digits
 
 
+def random_id() -> str:
+    """32 random letters and digits, as llama-server's random_string (completion and tool-call ids)."""
+    return "".join(secrets.choice(_ALNUM) for _ in range(32))
+
+
 def completion_id(prefix: str) -> str:
-    return prefix + "".join(secrets.choice(_ALNUM) for _ in range(32))
+    return prefix + random_id()
 
 
-def finish_reason(stop_type: str) -> str:
-    return "stop" if stop_type in ("eos", "word") else "length"
+def finish_reason(stop_type: str, tool_calls: bool = False) -> str:
+    if stop_type in ("eos", "word"):
+        return "tool_calls" if tool_calls else "stop"
+    return "length"
 
 
 def usage(results: Sequence[FinalResult], n_cmpl: int) -> dict[str, Any]:
