@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 import pytest
+import requests
 
+from llamatwist.api.chatformat import ReasoningDefaults, build_formatter
+from llamatwist.config import ServerConfig
 from llamatwist.constrain.base import Constraint
 from llamatwist.constrain.reasoning_budget import (
     BudgetState,
@@ -14,6 +21,7 @@ from llamatwist.constrain.reasoning_budget import (
     ReasoningBudgetFactory,
     utf8_is_complete,
 )
+from tests.conftest import Server
 
 # a toy vocabulary: 1,2 = "<think>", 3 = "</think>", 7,8 = the budget message, 5 = half a UTF-8 character
 N_VOCAB = 12
@@ -143,3 +151,87 @@ def test_budget_spec_needs_markers() -> None:
     with pytest.raises(ValueError, match="must not be empty"):
         ReasoningBudget(start=(), ends=(END,), forced=END, budget=1, pieces=PIECES, n_vocab=N_VOCAB)
 
+
+
+# -- the server's reasoning flags and a template that opens <think> ----------
+
+THINK_TEMPLATE = (
+    "{%- for m in messages -%}{{- '<|im_start|>' + m['role'] + '\\n' + (m['content'] or '') + '<|im_end|>\\n' -}}"
+    "{%- endfor -%}{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}"
+    "{%- if enable_thinking is defined and not enable_thinking -%}{{- '<think>\\n\\n</think>\\n\\n' -}}"
+    "{%- else -%}{{- '<think>\\n' -}}{%- endif -%}{%- endif -%}"
+)
+ASK = [{"role": "user", "content": "What is the capital of France?"}]
+CITY = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}}, "required": ["city"]}
+
+
+def test_reasoning_flags_reach_the_template() -> None:
+    config = ServerConfig(reasoning="off", reasoning_effort="high", reasoning_budget=3, reasoning_format="none")
+    fmt = build_formatter(config, THINK_TEMPLATE, None, "", "", False, False)
+    assert fmt.cli_kwargs["enable_thinking"] is False and fmt.cli_kwargs["reasoning_effort"] == "high"
+    assert fmt.reasoning == ReasoningDefaults("none", 3, "")
+    assert fmt.may_think and not fmt.enable_thinking({})
+    assert fmt.enable_thinking({"chat_template_kwargs": {"enable_thinking": True}})
+    assert not fmt.enable_thinking({"chat_template_kwargs": {"enable_thinking": True}, "reasoning_effort": "none"})
+    assert "enable_thinking" not in build_formatter(ServerConfig(), THINK_TEMPLATE, None, "", "", False, False).cli_kwargs
+
+
+@pytest.fixture(scope="module")
+def thinker(model_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    template = tmp_path_factory.mktemp("think") / "think.jinja"
+    template.write_text(THINK_TEMPLATE)
+    srv = Server(["-m", model_path, "-c", "2048", "-np", "2", "-t", "2", "--chat-template-file", str(template),
+                  "--reasoning-budget", "0", "--reasoning-budget-message", " Enough."])
+    yield srv
+    srv.stop()
+
+
+def chat(srv: Server, **body: Any) -> dict[str, Any]:
+    r = srv.post("/v1/chat/completions", {"messages": ASK, "max_tokens": 40, "temperature": 0, **body})
+    assert r.status_code == 200, r.text
+    choice: dict[str, Any] = r.json()["choices"][0]
+    return choice
+
+
+def test_budget_zero_closes_the_block_at_once(thinker: Server) -> None:
+    msg = chat(thinker)["message"]  # --reasoning-budget 0: message and </think> forced first
+    assert msg["reasoning_content"] == "Enough."
+    assert msg["content"] and "think>" not in msg["content"]
+
+
+def test_small_budget_forces_the_end_tag(thinker: Server) -> None:
+    split = chat(thinker, reasoning_budget_tokens=5)["message"]
+    assert split["reasoning_content"].endswith(" Enough.") and len(split["reasoning_content"]) > len(" Enough.")
+    raw = chat(thinker, reasoning_budget_tokens=5, reasoning_format="none")["message"]
+    assert "reasoning_content" not in raw
+    assert raw["content"].count("</think>") == 1 and "Enough.</think>" in raw["content"]
+    assert raw["content"].endswith(split["content"])
+
+
+def test_unlimited_budget_keeps_thinking(thinker: Server) -> None:
+    choice = chat(thinker, reasoning_budget_tokens=10_000, max_tokens=12)
+    assert choice["message"]["content"] == "" and choice["message"]["reasoning_content"]
+
+
+def test_thinking_off_through_chat_template_kwargs(thinker: Server) -> None:
+    body = {"messages": ASK, "chat_template_kwargs": {"enable_thinking": False}}
+    assert thinker.post("/apply-template", body).json()["prompt"].endswith("<think>\n\n</think>\n\n")
+    msg = chat(thinker, chat_template_kwargs={"enable_thinking": False})["message"]
+    assert "reasoning_content" not in msg and msg["content"] and "Enough" not in msg["content"]
+
+
+def test_budget_composes_with_a_json_schema(thinker: Server) -> None:
+    fmt = {"type": "json_schema", "json_schema": {"schema": CITY}}
+    msg = chat(thinker, reasoning_budget_tokens=3, response_format=fmt)["message"]
+    assert msg["reasoning_content"].endswith("Enough.")
+    assert set(json.loads(msg["content"])) == {"city"}  # the schema applies after </think>
+
+
+def test_streamed_reasoning_matches(thinker: Server) -> None:
+    full = chat(thinker, reasoning_budget_tokens=5)["message"]
+    r = requests.post(thinker.url + "/v1/chat/completions", json={
+        "messages": ASK, "max_tokens": 40, "temperature": 0, "reasoning_budget_tokens": 5, "stream": True},
+        timeout=120)
+    deltas = [json.loads(e[6:])["choices"][0]["delta"] for e in r.content.split(b"\n\n") if e.startswith(b"data: {")]
+    assert "".join(d.get("reasoning_content") or "" for d in deltas) == full["reasoning_content"]
+    assert "".join(d.get("content") or "" for d in deltas) == full["content"]
