@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final, NamedTuple, NoReturn
 
 from llamatwist.cli_pending import BOOL, SWITCH, UNIMPLEMENTED, VALUE
-from llamatwist.config import REASONING_FORMATS, SamplingDefaults, ServerConfig
+from llamatwist.config import CACHE_TYPE_NAMES, REASONING_FORMATS, SamplingDefaults, ServerConfig
 
 if TYPE_CHECKING:
     from twisted.application.service import MultiService
@@ -357,6 +357,12 @@ def _reasoning_format(text: str) -> str:
     return text
 
 
+def _cache_type(text: str) -> str:
+    if text not in CACHE_TYPE_NAMES:
+        raise ValueError(f"must be one of {', '.join(CACHE_TYPE_NAMES)}, got {text!r}")
+    return text
+
+
 def _on_off_auto(text: str) -> str:
     """-rea: llama.cpp's is_truthy / is_falsey / is_autoy words."""
     if text in _TRUTHY:
@@ -577,6 +583,32 @@ FLAGS: Final[tuple[Flag, ...]] = (
          None, _threads, default="same as --threads"),
     Flag(("--warmup",), "warmup", G_COMPUTE,
          "whether to perform warmup with an empty run", neg=("--no-warmup",)),
+    Flag(("-fa", "--flash-attn"), "flash_attn", G_COMPUTE,
+         "set Flash Attention use ('on', 'off', or 'auto')", "LLAMA_ARG_FLASH_ATTN", _on_off_auto,
+         metavar="[on|off|auto]"),
+    Flag(("-ctk", "--cache-type-k"), "cache_type_k", G_COMPUTE,
+         f"KV cache data type for K; allowed values: {', '.join(CACHE_TYPE_NAMES)}",
+         "LLAMA_ARG_CACHE_TYPE_K", _cache_type, metavar="TYPE"),
+    Flag(("-ctv", "--cache-type-v"), "cache_type_v", G_COMPUTE,
+         f"KV cache data type for V; allowed values: {', '.join(CACHE_TYPE_NAMES)}",
+         "LLAMA_ARG_CACHE_TYPE_V", _cache_type, metavar="TYPE"),
+    Flag(("-kvo", "--kv-offload"), "kv_offload", G_COMPUTE,
+         "whether to enable KV cache offloading", "LLAMA_ARG_KV_OFFLOAD", neg=("-nkvo", "--no-kv-offload")),
+    Flag(("-dt", "--defrag-thold"), "defrag_thold", G_COMPUTE,
+         "KV cache defragmentation threshold (DEPRECATED: ignored, as in llama-server)",
+         "LLAMA_ARG_DEFRAG_THOLD", _float),
+    Flag(("--context-shift",), "ctx_shift", G_COMPUTE,
+         "whether to use context shift on infinite text generation", "LLAMA_ARG_CONTEXT_SHIFT",
+         neg=("--no-context-shift",)),
+    Flag(("-cram", "--cache-ram"), "cache_ram_mib", G_COMPUTE,
+         "the most MiB of KV cache that idle cached prompt prefixes may hold (-1 - no limit, "
+         "0 - disable the prefix cache shared across slots)", "LLAMA_ARG_CACHE_RAM", _int_min(-1)),
+    Flag(("--cache-idle-slots",), "cache_idle_slots", G_COMPUTE,
+         "keep an idle slot's prompt in the prefix cache when the slot takes a new task "
+         "(requires --cache-ram)", "LLAMA_ARG_CACHE_IDLE_SLOTS", neg=("--no-cache-idle-slots",)),
+    Flag(("-sps", "--slot-prompt-similarity"), "slot_prompt_similarity", G_COMPUTE,
+         "how much the prompt of a request must match the prompt of a slot in order to use "
+         "that slot (0.0 = disabled)", None, _float_range(0.0, 1.0)),
     # sampling
     Flag(("-n", "--predict", "--n-predict"), "sampling.n_predict", G_SAMPLING,
          "number of tokens to predict (-1 = infinity)", "LLAMA_ARG_N_PREDICT",

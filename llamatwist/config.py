@@ -56,6 +56,10 @@ class SamplingDefaults:
     )
 
 
+#: -ctk/-ctv values (llama-server's kv_cache_types)
+CACHE_TYPE_NAMES: tuple[str, ...] = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     # model
@@ -72,6 +76,15 @@ class ServerConfig:
     n_threads: int = -1  # -1 = pick from the CPU count
     n_threads_batch: int = -1  # -1 = same as n_threads
     warmup: bool = True
+    flash_attn: str = "auto"  # on | off | auto
+    cache_type_k: str = "f16"
+    cache_type_v: str = "f16"
+    kv_offload: bool = True
+    defrag_thold: float = 0.1  # accepted and ignored, as llama-server (deprecated there)
+    ctx_shift: bool = False
+    cache_ram_mib: int = 8192  # bound on idle cached prefixes; 0 = no prefix cache shared across slots
+    cache_idle_slots: bool = True
+    slot_prompt_similarity: float = 0.1
     # HTTP
     host: str = "127.0.0.1"
     port: int = 8080

@@ -28,6 +28,7 @@ class _Collector:
             ("tokens_predicted", "Number of generation tokens processed", m.tokens_predicted_total),
             ("tokens_predicted_seconds", "Total time spent generating tokens", m.tokens_predicted_seconds_total),
             ("n_decode", "Total number of llama_decode() calls", m.n_decode_total),
+            ("prefix_cache_evictions", "Parked prompt prefixes evicted", m.cache_evictions_total),
         ]
         for name, doc, value in counters:
             yield CounterMetricFamily(p + name, doc, value=value)
@@ -41,6 +42,9 @@ class _Collector:
             ("requests_deferred", "Number of requests deferred", m.requests_deferred),
             ("n_busy_slots_per_decode", "Average number of busy slots per llama_decode() call",
              m.n_busy_slots_total / max(m.n_decode_total, 1)),
+            ("prefix_cache_entries", "Idle prompt prefixes parked in the shared prefix cache", m.cache_entries),
+            ("prefix_cache_tokens", "KV cells held by slots and parked prefixes (shared cells count once)",
+             m.cache_cells),
         ]
         for name, doc, value in gauges:
             yield GaugeMetricFamily(p + name, doc, value=value)

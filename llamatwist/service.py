@@ -23,7 +23,7 @@ from llamatwist.api.security import SecureResource, SecurityPolicy, body_limited
 from llamatwist.chat import TemplateError
 from llamatwist.config import ServerConfig
 from llamatwist.constrain.spec import ConstraintSpec
-from llamatwist.engine.context import POOLING_NAMES, POOLING_RANK, ContextParams
+from llamatwist.engine.context import FLASH_ATTN, POOLING_NAMES, POOLING_RANK, ContextParams
 from llamatwist.engine.errors import EngineError
 from llamatwist.errors import StartupError
 from llamatwist.runtime.scheduler import EngineSpec, LoadedModel
@@ -209,12 +209,20 @@ def engine_spec(config: ServerConfig, model_path: str) -> EngineSpec:
             kv_unified=config.kv_unified,
             embeddings=embeddings,
             pooling=pooling,
+            type_k=config.cache_type_k,
+            type_v=config.cache_type_v,
+            flash_attn=FLASH_ATTN[config.flash_attn],
+            offload_kqv=config.kv_offload,
         ),
         n_slots=config.n_parallel,
         cont_batching=config.cont_batching,
         n_predict=config.sampling.n_predict,
         warmup=config.warmup and not embeddings,
         reranking=config.reranking,
+        cache_ram_mib=config.cache_ram_mib,
+        cache_idle_slots=config.cache_idle_slots,
+        ctx_shift=config.ctx_shift,
+        slot_prompt_similarity=config.slot_prompt_similarity,
     )
 
 

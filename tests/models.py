@@ -151,3 +151,11 @@ def smollm2_fim_gguf(base: Path) -> Path:
         subprocess.run(args, check=True, capture_output=True)
 
     return _build_file(target, build)
+
+
+def smollm2_f32_gguf(base: Path) -> Path:
+    """The default model dequantized to F32 (scripts/dequantize_gguf.py): outputs that
+    do not change with where a sequence's cells lie in the KV cache."""
+    key = hashlib.sha256((str(base) + _key("dequantize_gguf")).encode()).hexdigest()[:16]
+    target = models_dir() / f"smollm2-f32-{key}.gguf"
+    return _build_file(target, lambda out: _script("dequantize_gguf").dequantize(base, out))

@@ -124,6 +124,12 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "reasoning_effort": ("high", "high"),
     "reasoning_budget": ("0", 0),
     "reasoning_budget_message": ("Done.", "Done."),
+    "flash_attn": ("on", "on"),
+    "cache_type_k": ("q8_0", "q8_0"),
+    "cache_type_v": ("bf16", "bf16"),
+    "defrag_thold": ("0.5", 0.5),
+    "cache_ram_mib": ("-1", -1),
+    "slot_prompt_similarity": ("0.5", 0.5),
 }
 # Flags sharing a field with another spelling of another syntax.
 SAMPLES_BY_NAME: dict[str, tuple[str, Any]] = {
@@ -292,8 +298,8 @@ def test_unimplemented_env_var_refused(env: str) -> None:
 
 
 def test_unimplemented_env_var_details() -> None:
-    err = refused([], {"LLAMA_ARG_NO_CONTEXT_SHIFT": "1"})
-    assert err.message.startswith("flag --no-context-shift is not implemented")
+    err = refused([], {"LLAMA_ARG_NO_REPACK": "1"})
+    assert err.message.startswith("flag --no-repack is not implemented")
     assert parse_config([], {"LLAMA_ARG_SWA_FULL": "0"})  # no effect in llama-server
     assert parse_config([], {"HF_TOKEN": "t"})  # shared with other tools
 
@@ -455,9 +461,9 @@ def test_process_exit_statuses() -> None:
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: failed to open file '/nonexistent/keys.txt': ")
 
-    proc = run("-m", "llamatwist", env={"LLAMA_ARG_FLASH_ATTN": "on"})
+    proc = run("-m", "llamatwist", env={"LLAMA_ARG_ROPE_SCALE": "2"})
     assert proc.returncode == 1
-    assert "flag --flash-attn is not implemented yet" in proc.stderr
+    assert "flag --rope-scale is not implemented yet" in proc.stderr
 
     proc = run("-m", "llamatwist", "--bogus")
     assert proc.returncode == 2

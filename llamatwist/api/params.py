@@ -154,6 +154,7 @@ _UNIT = (0.0, 1.0)
 FIELDS: tuple[Field, ...] = (
     Field(("n_predict", "max_completion_tokens", "max_tokens"), _int, "n_predict", _ge(-1), ">= -1"),
     Field(("n_keep",), _int, "n_keep", _ge(-1), ">= -1"),
+    Field(("n_discard",), _int, "n_discard", _ge(0), ">= 0"),
     Field(("temperature",), _float, "temperature", clamp=(0.0, math.inf)),
     Field(("dynatemp_range",), _float, "dynatemp_range"),
     Field(("dynatemp_exponent",), _float, "dynatemp_exponent"),
@@ -251,6 +252,7 @@ def generation_params(body: Mapping[str, Any], defaults: SamplingDefaults) -> Ge
     return GenerationParams(
         n_predict=v.get("n_predict", defaults.n_predict),
         n_keep=v.get("n_keep", defaults.n_keep),
+        n_discard=v.get("n_discard", 0),
         stop=v.get("stop", ()),
         n_probs=v.get("n_probs", 0),
         cache_prompt=v.get("cache_prompt", True),

@@ -46,6 +46,8 @@ __all__ = [
     "ATTENTION_CAUSAL",
     "ATTENTION_NON_CAUSAL",
     "ATTENTION_UNSPECIFIED",
+    "CACHE_TYPES",
+    "FLASH_ATTN",
     "POOLING_CLS",
     "POOLING_LAST",
     "POOLING_MEAN",
@@ -56,6 +58,7 @@ __all__ = [
     "Context",
     "ContextParams",
     "PerfData",
+    "max_sequences",
 ]
 
 # enum llama_pooling_type / llama_attention_type (values from the compiled headers)
@@ -68,6 +71,19 @@ POOLING_RANK: int = int(lib.LLAMA_POOLING_TYPE_RANK)
 ATTENTION_UNSPECIFIED: int = int(lib.LLAMA_ATTENTION_TYPE_UNSPECIFIED)  # -1: the model's default
 ATTENTION_CAUSAL: int = int(lib.LLAMA_ATTENTION_TYPE_CAUSAL)
 ATTENTION_NON_CAUSAL: int = int(lib.LLAMA_ATTENTION_TYPE_NON_CAUSAL)
+
+#: llama-server's ``-ctk``/``-ctv`` KV cache types.
+CACHE_TYPES: dict[str, int] = {
+    name: int(getattr(lib, f"GGML_TYPE_{name.upper()}"))
+    for name in ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
+}
+
+#: ``-fa`` values
+FLASH_ATTN: dict[str, int] = {
+    "auto": int(lib.LLAMA_FLASH_ATTN_TYPE_AUTO),
+    "off": int(lib.LLAMA_FLASH_ATTN_TYPE_DISABLED),
+    "on": int(lib.LLAMA_FLASH_ATTN_TYPE_ENABLED),
+}
 
 #: llama-server's ``--pooling`` names.
 POOLING_NAMES: dict[str, int] = {
@@ -91,6 +107,15 @@ class ContextParams:
     embeddings: bool = False
     pooling: int = -1  # LLAMA_POOLING_TYPE_*; -1 = the model's default (NONE when it has none)
     attention: int = -1  # LLAMA_ATTENTION_TYPE_*; -1 = the model's default
+    type_k: str = "f16"  # KV cache element types (names in CACHE_TYPES)
+    type_v: str = "f16"
+    flash_attn: int = -1  # LLAMA_FLASH_ATTN_TYPE_*: -1 auto, 0 off, 1 on
+    offload_kqv: bool = True
+
+
+def max_sequences() -> int:
+    """The most sequence ids a context can have (LLAMA_MAX_SEQ)."""
+    return int(lib.llama_max_parallel_sequences())
 
 
 @dataclass(frozen=True)
@@ -122,6 +147,10 @@ class Context:
         p.embeddings = params.embeddings
         p.pooling_type = params.pooling
         p.attention_type = params.attention
+        p.type_k = CACHE_TYPES[params.type_k]
+        p.type_v = CACHE_TYPES[params.type_v]
+        p.flash_attn_type = params.flash_attn
+        p.offload_kqv = params.offload_kqv
         p.no_perf = False
         errors: list[str] = []
 

@@ -136,6 +136,20 @@ class Model:
             n_cls_out=lib.llama_model_n_cls_out(p),
         )
 
+    def can_share_kv(self) -> bool:
+        """Whether KV cells may be shared between sequences and cut at any
+        position: not for recurrent/hybrid memory or sliding-window attention."""
+        p = self.ptr
+        return not (lib.llama_model_is_recurrent(p) or lib.llama_model_is_hybrid(p) or lib.llama_model_n_swa(p) > 0)
+
+    def kv_bytes_per_token(self, type_k: int, type_v: int) -> int:
+        """KV cache bytes one token takes (all layers, K and V)."""
+        p = self.ptr
+        n_head, n_head_kv = lib.llama_model_n_head(p), lib.llama_model_n_head_kv(p)
+        n_embd_gqa = lib.llama_model_n_embd(p) // max(n_head, 1) * n_head_kv
+        per_layer = lib.ggml_row_size(type_k, n_embd_gqa) + lib.ggml_row_size(type_v, n_embd_gqa)
+        return int(lib.llama_model_n_layer(p) * per_layer)
+
     def metadata(self) -> dict[str, str]:
         p = self.ptr
         out: dict[str, str] = {}

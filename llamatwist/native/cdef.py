@@ -15,10 +15,14 @@ enum ggml_log_level {
 };
 typedef void (*ggml_log_callback)(enum ggml_log_level level, const char * text, void * user_data);
 typedef bool (*ggml_abort_callback)(void * data);
-enum ggml_type { GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_Q8_0, GGML_TYPE_Q4_0, ... };
+enum ggml_type {
+    GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_Q4_0, GGML_TYPE_Q4_1, GGML_TYPE_Q5_0, GGML_TYPE_Q5_1,
+    GGML_TYPE_Q8_0, GGML_TYPE_IQ4_NL, GGML_TYPE_BF16, ...
+};
 enum ggml_numa_strategy { GGML_NUMA_STRATEGY_DISABLED, GGML_NUMA_STRATEGY_DISTRIBUTE, ... };
 void ggml_log_set(ggml_log_callback log_callback, void * user_data);
 const char * ggml_type_name(enum ggml_type type);
+size_t ggml_row_size(enum ggml_type type, int64_t ne);
 
 /* ---- llama types ---- */
 #define LLAMA_DEFAULT_SEED ...

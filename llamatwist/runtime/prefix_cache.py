@@ -231,10 +231,12 @@ class PrefixCache:
         """The slot's KV now holds exactly ``tokens``."""
         self.tree.put(slot, tokens)
 
-    def drop(self, slot: int) -> None:
-        """The slot's KV sequence was emptied."""
+    def drop(self, slot: int, old: Sequence[int] = ()) -> None:
+        """Empty the slot's KV sequence; ``old`` (its content) is parked first when worth it."""
+        self._park(slot, old, keep=0)
         self.kv.seq_rm(slot, -1, -1)
         self.tree.remove(slot)
+        self._enforce_budget()
 
     def make_room(self, n_needed: int, n_untracked: int) -> bool:
         """Evict parked entries until ``n_needed`` more cells fit beside the tree's

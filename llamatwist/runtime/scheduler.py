@@ -10,6 +10,7 @@ Results reach the reactor only through the ``deliver`` callable
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -22,11 +23,12 @@ from typing import Any
 import numpy as np
 
 from llamatwist.engine.batch import Batch
-from llamatwist.engine.context import POOLING_NONE, Context, ContextParams
+from llamatwist.engine.context import CACHE_TYPES, POOLING_NONE, Context, ContextParams, max_sequences
 from llamatwist.engine.errors import DecodeError, EngineError, ModelLoadError
 from llamatwist.engine.model import Model, ModelInfo
 from llamatwist.engine.sampling import Sampler
-from llamatwist.runtime.slot import Slot, SlotInfo, SlotState, common_prefix
+from llamatwist.runtime.prefix_cache import PrefixCache, common_prefix
+from llamatwist.runtime.slot import Slot, SlotInfo, SlotState
 from llamatwist.runtime.slotfile import SlotFile, SlotFileError, read_slot_file, write_slot_file
 from llamatwist.runtime.task import (
     CompletionTask,
@@ -43,6 +45,9 @@ from llamatwist.runtime.task import (
 )
 
 __all__ = ["DecodeLoop", "EngineSpec", "LoadedModel", "Metrics"]
+
+# A prompt waits for an in-flight prefill when it would share this many more tokens.
+DEFER_MIN_TOKENS = 64
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +66,10 @@ class EngineSpec:
     n_predict: int = -1  # server-wide cap (-n); -1 = none
     warmup: bool = True
     reranking: bool = False
+    cache_ram_mib: int = 8192  # parked prefixes' bound (-1 none, 0 = no shared cache)
+    cache_idle_slots: bool = True  # park a slot's old content when it takes a new task
+    ctx_shift: bool = False
+    slot_prompt_similarity: float = 0.1  # -sps; 0 = always the least recently used idle slot
 
 
 @dataclass(frozen=True)
@@ -96,6 +105,9 @@ class Metrics:
     n_tokens_max: int = 0
     requests_processing: int = 0
     requests_deferred: int = 0
+    cache_entries: int = 0
+    cache_cells: int = 0
+    cache_evictions_total: int = 0
 
 
 class DecodeLoop:
@@ -170,14 +182,30 @@ class DecodeLoop:
             raise ModelLoadError(
                 f"--reranking needs a reranking model (with a classification head); {spec.model_path} has none"
             )
-        ctx = Context(model, spec.context)
+        params = spec.context
+        # Sharing prefixes needs one KV pool for all sequences; the per-slot
+        # limit of a split cache (n_ctx / n_slots) is kept by the scheduler.
+        shared = (spec.cache_ram_mib != 0 and not params.embeddings and model.can_share_kv()
+                  and model.info().has_decoder)
+        if shared:
+            params = dataclasses.replace(params, kv_unified=True, n_seq_max=max_sequences())
+        ctx = Context(model, params)
         self._ctx = ctx
+        budget = -1
+        if not spec.cache_idle_slots:
+            budget = 0
+        elif spec.cache_ram_mib > 0:
+            per_token = model.kv_bytes_per_token(CACHE_TYPES[params.type_k], CACHE_TYPES[params.type_v])
+            budget = spec.cache_ram_mib * 1024 * 1024 // max(per_token, 1)
+        self.cache = PrefixCache(ctx, n_slots=spec.n_slots, n_seq_max=ctx.n_seq_max, n_cells=ctx.n_ctx,
+                                 shared=shared, budget_cells=budget)
         info = model.info()
         # what a slot file must match to be restored here
         self._model_id = f"{info.desc}; {info.n_params} params; {info.size} bytes; vocab {info.n_vocab}"
         n_ctx_slot = ctx.n_ctx_seq if spec.context.kv_unified else ctx.n_ctx // max(spec.n_slots, 1)
         self._slots = [Slot(id=i, n_ctx=n_ctx_slot) for i in range(spec.n_slots)]
         self._batch = Batch(ctx.n_batch)
+        self._can_shift = spec.ctx_shift and ctx.can_shift()
         if spec.warmup:
             self._warmup(ctx, model)
         self._publish()
@@ -265,7 +293,7 @@ class DecodeLoop:
         t0 = time.perf_counter()
         if act.action == "erase":
             n = len(slot.cache)
-            ctx.seq_rm(slot.id, -1, -1)
+            self.cache.drop(slot.id)
             slot.cache.clear()
             return self._emit(act.sink, SlotActionResult({"id_slot": slot.id, "n_erased": n}))
         assert act.path is not None
@@ -285,11 +313,12 @@ class DecodeLoop:
             return fail(400, str(exc))
         if len(saved.tokens) >= slot.n_ctx:
             return fail(400, f"{act.path.name} holds {len(saved.tokens)} tokens; slot {slot.id} has {slot.n_ctx}")
-        ctx.seq_rm(slot.id, -1, -1)
+        self.cache.drop(slot.id)
+        slot.cache.clear()
         if not ctx.set_seq_state(slot.id, saved.state):
-            slot.cache.clear()
             return fail(400, f"{act.path.name} does not fit this slot's context")
         slot.cache[:] = saved.tokens
+        self.cache.update(slot.id, slot.cache)
         return self._emit(act.sink, SlotActionResult({
             "id_slot": slot.id, "filename": act.path.name, "n_restored": len(saved.tokens),
             "n_read": len(saved.state), "timings": {"restore_ms": (time.perf_counter() - t0) * 1e3},
@@ -312,6 +341,9 @@ class DecodeLoop:
         deferred: deque[CompletionTask] = deque()
         while self._waiting:
             task = self._waiting.popleft()
+            if self._prefix_in_flight(task):
+                deferred.append(task)
+                continue
             slot = self._choose_slot(task)
             if slot is None:
                 deferred.append(task)
@@ -322,15 +354,35 @@ class DecodeLoop:
         deferred.extend(self._waiting)
         self._waiting = deferred
 
+    def _prefix_in_flight(self, task: CompletionTask) -> bool:
+        """Whether a slot is still prefilling a prompt that shares clearly more
+        with this one than the cache holds now: waiting for it to land beats
+        computing the same prefix twice (8 clients with one system prompt)."""
+        if not self.cache.shared or not task.params.cache_prompt or task.embed:
+            return False
+        planned = max((common_prefix(s.task.prompt, task.prompt) for s in self._slots
+                       if s.state is SlotState.PROMPT and s.task is not None and not s.task.embed), default=0)
+        if planned < DEFER_MIN_TOKENS:
+            return False
+        held, _ = self.cache.tree.match(task.prompt)
+        return planned - held >= DEFER_MIN_TOKENS
+
     def _choose_slot(self, task: CompletionTask) -> Slot | None:
         free = [s for s in self._slots if not s.busy]
         if task.params.id_slot >= 0:
             return next((s for s in free if s.id == task.params.id_slot), None)
         if not free:
             return None
-        if task.params.cache_prompt:
-            best = max(free, key=lambda s: (common_prefix(s.cache, task.prompt), -s.last_used))
-            if common_prefix(best.cache, task.prompt) > 0:
+        sps = self.spec.slot_prompt_similarity
+        if task.params.cache_prompt and sps > 0 and task.prompt:
+            # llama-server's -sps: the idle slot whose own content shares the largest
+            # fraction of the prompt, above the threshold
+            best, best_sim = None, sps
+            for s in free:
+                sim = common_prefix(s.cache, task.prompt) / len(task.prompt)
+                if sim > best_sim:
+                    best, best_sim = s, sim
+            if best is not None:
                 return best
         return min(free, key=lambda s: s.last_used)  # least recently used
 
@@ -353,9 +405,12 @@ class DecodeLoop:
                 "exceed_context_size_error", {"n_prompt_tokens": n_prompt, "n_ctx": slot.n_ctx},
             )
             return
-        n_reuse = common_prefix(slot.cache, task.prompt) if task.params.cache_prompt and not task.embed else 0
-        n_reuse = min(n_reuse, n_prompt - 1)  # at least one token must be fed to get logits
-        ctx.seq_rm(slot.id, n_reuse, -1)
+        if task.params.cache_prompt and not task.embed:
+            n_reuse = self.cache.attach(slot.id, slot.cache, task.prompt).n_reused
+        else:
+            self.cache.drop(slot.id, () if task.embed else slot.cache)
+            n_reuse = 0
+        slot.cache[:] = task.prompt[:n_reuse]
         assert self.model is not None
         slot.start(task, None if task.embed else Sampler(self.model, task.params.sampler), n_reuse)
         self.metrics.prompt_tokens_cached_total += n_reuse
@@ -367,6 +422,8 @@ class DecodeLoop:
         for slot in self._slots:
             slot.i_batch = -1
             if slot.state is SlotState.GENERATING:
+                if len(slot.cache) + 1 >= slot.n_ctx and not self._shift_context(ctx, slot):
+                    continue
                 slot.i_batch = batch.add(slot.pending_token, len(slot.cache), slot.id, True)
         for slot in self._slots:
             if slot.state is not SlotState.PROMPT or batch.free == 0:
@@ -396,11 +453,24 @@ class DecodeLoop:
             else:
                 assert slot.task is not None
                 slot.cache[len(slot.cache):] = slot.task.prompt[len(slot.cache) : slot.n_fed]
+        cache = self.cache
+        untracked = sum(len(s.cache) - cache.tree.length(s.id) for s in batch_slots)
+        cache.make_room(0, untracked)
         try:
-            ctx.decode(self._batch)
+            try:
+                ctx.decode(self._batch)
+            except DecodeError as exc:
+                if exc.code != 1 or not cache.n_entries:
+                    raise
+                # our cell count was optimistic: give the parked prefixes back and retry once
+                cache.clear_entries()
+                ctx.decode(self._batch)
         except DecodeError as exc:
             self._decode_failed(ctx, batch_slots, exc)
             return
+        for slot in batch_slots:
+            if slot.state is SlotState.PROMPT and slot.task is not None and not slot.task.embed:
+                cache.update(slot.id, slot.cache)  # prompt prefixes are shareable as soon as they are in KV
         m = self.metrics
         m.n_decode_total += 1
         m.n_busy_slots_total += len(batch_slots)
@@ -425,7 +495,7 @@ class DecodeLoop:
             vectors = [ctx.embeddings_seq(slot.id).tolist()]
         self.metrics.prompt_tokens_total += n
         self.metrics.prompt_seconds_total += now - slot.t_start
-        ctx.seq_rm(slot.id, -1, -1)  # embedding inputs are never reused
+        self.cache.drop(slot.id)  # embedding inputs are never reused
         slot.cache.clear()
         slot.release()
         self._emit(task.sink, EmbeddingResult(task.id, vectors, n))
@@ -439,7 +509,7 @@ class DecodeLoop:
         for slot in batch_slots:
             task = slot.task
             assert task is not None
-            ctx.seq_rm(slot.id, -1, -1)
+            self.cache.drop(slot.id)
             slot.cache.clear()
             if exc.code == 1 and slot.state is SlotState.GENERATING:
                 slot.pending_token = -1
@@ -499,10 +569,11 @@ class DecodeLoop:
         limit = params.n_predict
         if self.spec.n_predict >= 0 and (limit < 0 or limit > self.spec.n_predict):
             limit = self.spec.n_predict
-        if stop_type == "none" and (
-            (limit >= 0 and n_decoded >= limit) or len(slot.cache) + 1 >= slot.n_ctx
-        ):
+        if stop_type == "none" and limit >= 0 and n_decoded >= limit:
             stop_type = "limit"
+        if stop_type == "none" and len(slot.cache) + 1 >= slot.n_ctx and not self._can_shift:
+            stop_type = "limit"
+            slot.truncated = True
         if stop_type == "none" and slot.constraint is not None and slot.constraint.is_finished():
             stop_type = "eos"  # the grammar is complete: only end-of-generation could follow
 
@@ -517,6 +588,52 @@ class DecodeLoop:
             ))
         if stop_type != "none":
             self._finish(slot, stop_type, now)
+
+    def _shift_context(self, ctx: Context, slot: Slot) -> bool:
+        """llama-server's context shift for a generating slot whose context is full:
+        keep n_keep tokens, drop n_discard after them, slide the rest down. False
+        (and the slot finished, truncated) when shifting is off or impossible."""
+        task = slot.task
+        assert task is not None and self.model is not None
+        n_keep = len(task.prompt) if task.params.n_keep < 0 else task.params.n_keep
+        if self.model.vocab.add_bos:
+            n_keep += 1  # as llama-server
+        n_keep = min(slot.n_ctx - 4, n_keep)
+        n_left = len(slot.cache) - n_keep
+        n_discard = task.params.n_discard or n_left // 2
+        n_discard = min(max(n_discard, 0), max(0, n_left - 1))
+        # Shifting moves cells, and a cell has one position for every sequence
+        # holding it: the moved cells must be this slot's alone.
+        if not (self._can_shift and n_discard and self._unshare(slot, n_keep + n_discard)):
+            slot.truncated = True
+            slot.pending_token = -1
+            self._finish(slot, "limit", time.perf_counter())
+            return False
+        log.warning("slot %d: context shift, n_keep = %d, n_left = %d, n_discard = %d",
+                    slot.id, n_keep, n_left, n_discard)
+        ctx.seq_rm(slot.id, n_keep, n_keep + n_discard)
+        ctx.seq_add(slot.id, n_keep + n_discard, len(slot.cache), -n_discard)
+        del slot.cache[n_keep : n_keep + n_discard]
+        self.cache.update(slot.id, slot.cache)
+        slot.truncated = True
+        return True
+
+    def _unshare(self, slot: Slot, limit: int) -> bool:
+        """Make the slot's cells from position ``limit`` on its own, by evicting
+        parked prefixes and emptying idle slots that share them. False when a
+        busy slot shares them."""
+        while True:
+            n, holders = self.cache.tree.match(slot.cache, exclude=slot.id)
+            if n <= limit:
+                return True
+            seq = min(holders)
+            if self.cache.is_entry(seq):
+                self.cache.evict(seq)
+            elif seq < len(self._slots) and not self._slots[seq].busy:
+                self.cache.drop(seq)
+                self._slots[seq].cache.clear()
+            else:
+                return False
 
     def _post_probs(self, token: int, piece: bytes, p_token: float, top: list[tuple[int, float]]) -> TokenProbs:
         """Probabilities after the sampler chain (post_sampling_probs)."""
@@ -565,7 +682,7 @@ class DecodeLoop:
             n_cached=slot.n_cached,
             stop_type=stop_type,
             stopping_word=stop.word if stop else "",
-            truncated=False,
+            truncated=slot.truncated,
             timings=timings,
             seed=slot.sampler.seed,
             probs=slot.probs,
@@ -579,8 +696,10 @@ class DecodeLoop:
         if slot.task is not None and not slot.task.params.cache_prompt:
             # Nobody will reuse this KV; left in the shared cache, every later
             # decode would still attend over its cells.
-            self._ctx.seq_rm(slot.id, -1, -1)
+            self.cache.drop(slot.id)
             slot.cache.clear()
+        elif slot.task is not None and not slot.task.embed:
+            self.cache.update(slot.id, slot.cache)
         slot.release()
 
     def _error(self, task: CompletionTask, code: int, message: str, type_: str,
@@ -591,6 +710,9 @@ class DecodeLoop:
         self.slot_infos = tuple(s.info() for s in self._slots)
         self.metrics.requests_processing = sum(1 for s in self._slots if s.busy)
         self.metrics.requests_deferred = len(self._waiting)
+        self.metrics.cache_entries = self.cache.n_entries
+        self.metrics.cache_cells = self.cache.tree.n_tokens
+        self.metrics.cache_evictions_total = self.cache.n_evicted
 
 
 def _has_rank_head(model: Model) -> bool:

@@ -16,21 +16,13 @@ from llamatwist.engine.sampling import Sampler
 from llamatwist.runtime.task import CompletionTask, TokenProbs
 from llamatwist.runtime.text import TextStream
 
-__all__ = ["Slot", "SlotInfo", "SlotState", "common_prefix"]
+__all__ = ["Slot", "SlotInfo", "SlotState"]
 
 
 class SlotState(enum.Enum):
     IDLE = "idle"
     PROMPT = "prompt"  # prompt tokens still being fed
     GENERATING = "generating"
-
-
-def common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
 
 
 @dataclass(frozen=True)
@@ -43,7 +35,10 @@ class SlotInfo:
     id_task: int
     n_prompt_tokens: int
     n_decoded: int
-    n_cached_tokens: int
+    n_cached_tokens: int  # tokens in this slot's KV sequence
+    # the current (or last) task's prompt: tokens reused from the prefix cache vs. evaluated
+    n_prompt_tokens_cache: int
+    n_prompt_tokens_processed: int
     params: dict[str, object]
 
 
@@ -69,6 +64,7 @@ class Slot:
     t_start: float = 0.0
     t_prompt_done: float = 0.0
     t_last: float = 0.0
+    truncated: bool = False  # the context ran out (or was shifted)
 
     @property
     def busy(self) -> bool:
@@ -90,6 +86,7 @@ class Slot:
         self.probs = []
         self.t_start = time.perf_counter()
         self.t_prompt_done = 0.0
+        self.truncated = False
 
     def release(self) -> None:
         self.state = SlotState.IDLE
@@ -110,6 +107,8 @@ class Slot:
             n_prompt_tokens=len(task.prompt) if task else 0,
             n_decoded=len(self.generated),
             n_cached_tokens=len(self.cache),
+            n_prompt_tokens_cache=self.n_cached,
+            n_prompt_tokens_processed=self.n_fed - self.n_cached,
             params={
                 "n_predict": task.params.n_predict,
                 "stream": task.params.stream,

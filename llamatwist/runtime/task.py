@@ -37,7 +37,8 @@ def next_task_id() -> int:
 @dataclass(frozen=True)
 class GenerationParams:
     n_predict: int = -1
-    n_keep: int = 0
+    n_keep: int = 0  # context shift keeps this many prompt tokens (-1 = all)
+    n_discard: int = 0  # tokens a context shift drops (0 = half of what is not kept)
     stop: tuple[str, ...] = ()
     n_probs: int = 0
     cache_prompt: bool = True

@@ -1,0 +1,221 @@
+"""The prefix cache shared across slots and context management, on real servers.
+
+Cached output is compared with the same request under ``cache_prompt: false``
+(the whole prompt evaluated afresh) at temperature 0, token by token with the
+two most likely candidates at every step, on the default model dequantized to
+F32. With one KV pool for all sequences, where a sequence's cells lie changes
+the summation order inside attention; with the Q4_1 model ggml's 8-bit
+activation rounding amplifies that to ~0.1 in a top logprob even between two
+*uncached* runs, in F32 it stays under 1e-3. So the runs must agree token for
+token (or part at a genuine near tie, where greedy may go either way), with
+logprobs within 0.01; reusing wrong cells or positions moves them far more.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO, Server
+from tests.models import smollm2_f32_gguf
+
+StartServer = Callable[..., Server]
+
+
+@pytest.fixture(scope="module")
+def f32_model(model_path: str) -> str:
+    return str(smollm2_f32_gguf(Path(model_path)))
+
+
+# F32 all the way: F16 K/V (and flash attention's F16 Q) would add rounding that
+# depends on which sequences share a batch
+EXACT = ("-fa", "off", "-ctk", "f32", "-ctv", "f32")
+
+SYSTEM = "You are a careful assistant. " + " ".join(
+    f"Rule {i}: answer questions about the number {i} politely." for i in range(30)
+)
+
+
+def complete(srv: Server, prompt: str, **extra: Any) -> dict[str, Any]:
+    body = {"prompt": prompt, "n_predict": 12, "temperature": 0, "n_probs": 2, **extra}
+    r = srv.post("/completion", body)
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def probs(r: dict[str, Any]) -> list[tuple[int, list[tuple[int, float]]]]:
+    return [(p["id"], [(t["id"], t["logprob"]) for t in p["top_logprobs"]]) for p in r["completion_probabilities"]]
+
+
+TIE = 0.02  # logprob gap between the top two candidates under which greedy may go either way
+CLOSE = 0.01  # largest logprob difference between cached and uncached runs of the same step
+
+
+def assert_same_as_uncached(srv: Server, prompt: str, cached: dict[str, Any]) -> None:
+    fresh = complete(srv, prompt, cache_prompt=False, n_probs=2)
+    a, b = probs(cached), probs(fresh)
+    for step, ((tok_a, top_a), (tok_b, top_b)) in enumerate(zip(a, b, strict=False)):
+        assert abs(top_a[0][1] - top_b[0][1]) < CLOSE, (step, top_a, top_b)
+        if tok_a != tok_b:
+            # only a genuine near tie may decide differently
+            assert {tok_a, tok_b} == {top_a[0][0], top_a[1][0]}, (step, top_a, top_b)
+            assert top_a[0][1] - top_a[1][1] < TIE, (step, top_a)
+            return
+    assert cached["content"] == fresh["content"]
+
+
+def metric(srv: Server, name: str) -> float:
+    text = srv.get("/metrics").text
+    m = re.search(rf"^llamacpp:{name}(?:_total)? ([0-9.e+]+)$", text, re.MULTILINE)
+    assert m, f"{name} missing from /metrics"
+    return float(m.group(1))
+
+
+def test_concurrent_prompts_share_one_prefix(make_server: StartServer, f32_model: str) -> None:
+    srv = make_server("-m", f32_model, "-np", "4", "-c", "8192", "-t", "2", "--metrics", *EXACT)
+    n_system = len(srv.post("/tokenize", {"content": SYSTEM}).json()["tokens"])
+    prompts = [f"{SYSTEM} Question {k}: what is {k} times {k}?" for k in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda p: complete(srv, p), prompts))
+    # one slot evaluated the system prompt; the others took it from its sequence
+    reused = sorted(r["timings"]["cache_n"] for r in results)
+    assert reused[0] == 0
+    assert all(n >= n_system - 2 for n in reused[1:]), reused
+    assert len({r["id_slot"] for r in results}) == 4
+    assert sum(r["timings"]["prompt_n"] for r in results) < 2 * n_system
+    for prompt, r in zip(prompts, results, strict=True):
+        assert_same_as_uncached(srv, prompt, r)
+    slots = srv.get("/slots").json()
+    assert {"n_prompt_tokens_cache", "n_prompt_tokens_processed"} <= set(slots[0])
+    assert metric(srv, "prompt_tokens_cached") >= 3 * (n_system - 2)
+
+
+def test_a_named_slot_copies_a_prefix_held_by_another(make_server: StartServer, f32_model: str) -> None:
+    srv = make_server("-m", f32_model, "-np", "2", "-c", "4096", "-t", "2", *EXACT)
+    first = complete(srv, SYSTEM + " First.", id_slot=0)
+    second = complete(srv, SYSTEM + " Second.", id_slot=1)
+    assert first["timings"]["cache_n"] == 0
+    assert second["timings"]["cache_n"] > 300
+    assert_same_as_uncached(srv, SYSTEM + " Second.", second)
+
+
+def test_cache_ram_zero_keeps_reuse_per_slot(make_server: StartServer, model_path: str) -> None:
+    srv = make_server("-m", model_path, "-np", "2", "-c", "4096", "-t", "2", "--cache-ram", "0")
+    complete(srv, SYSTEM + " First.", id_slot=0)
+    assert complete(srv, SYSTEM + " Second.", id_slot=1)["timings"]["cache_n"] == 0
+    assert complete(srv, SYSTEM + " Third.", id_slot=0)["timings"]["cache_n"] > 300
+
+
+def conversation(k: int) -> str:
+    return f"Conversation {k}. " + " ".join(f"Fact {k}.{i}: {k * i} is a number." for i in range(25))
+
+
+def test_parked_conversations_resume_and_survive_eviction(make_server: StartServer, f32_model: str) -> None:
+    """One slot, six conversations taking turns: each turn's history is parked
+    when the slot moves on. A 32 MiB --cache-ram (~700 tokens of this model's
+    F32 KV) holds two or three of them, so LRU eviction runs all the time."""
+    srv = make_server("-m", f32_model, "-np", "1", "-c", "4096", "-t", "2", "--metrics", "--cache-ram", "32", *EXACT)
+    history = {k: conversation(k) for k in range(6)}
+    for turn in range(2):
+        for k in range(6):
+            r = complete(srv, history[k])
+            assert_same_as_uncached(srv, history[k], r)
+            history[k] += r["content"] + f" Next question {turn}?"
+    assert metric(srv, "prefix_cache_evictions") > 0
+    # unbounded, every conversation's first turn is still there for its second
+    srv2 = make_server("-m", f32_model, "-np", "1", "-c", "8192", "-t", "2", "--cache-ram", "-1", *EXACT)
+    history = {k: conversation(k) for k in range(3)}
+    first = {k: complete(srv2, history[k]) for k in range(3)}
+    for k in range(3):
+        follow = history[k] + first[k]["content"] + " And then?"
+        r = complete(srv2, follow)
+        assert r["timings"]["cache_n"] >= first[k]["tokens_evaluated"] - 1
+        assert_same_as_uncached(srv2, follow, r)
+
+
+def test_full_kv_evicts_parked_prefixes(make_server: StartServer, f32_model: str) -> None:
+    """A 1024-cell KV cache with an unbounded --cache-ram: parked conversations
+    fill it, and new prompts still fit because the oldest are given back."""
+    srv = make_server("-m", f32_model, "-np", "2", "-kvu", "-c", "1024", "-t", "2", "--metrics",
+                      "--cache-ram", "-1", *EXACT)
+    for k in range(8):
+        prompt = conversation(k)
+        r = complete(srv, prompt, id_slot=k % 2)
+        assert_same_as_uncached(srv, prompt, r)
+    assert metric(srv, "prefix_cache_evictions") > 0
+    assert metric(srv, "prefix_cache_tokens") <= 1024
+
+
+def test_context_shift(make_server: StartServer, model_path: str) -> None:
+    body = {"prompt": "Once upon a time", "n_predict": 300, "temperature": 0, "ignore_eos": True}
+    plain = make_server("-m", model_path, "-np", "1", "-c", "256", "-t", "2")
+    r = plain.post("/completion", body).json()
+    assert r["stop_type"] == "limit" and r["truncated"] is True
+    assert r["tokens_evaluated"] + r["tokens_predicted"] <= 256
+
+    shifting = make_server("-m", model_path, "-np", "1", "-c", "256", "-t", "2", "--context-shift")
+    r = shifting.post("/completion", {**body, "n_keep": 2}).json()
+    assert r["tokens_predicted"] == 300 and r["truncated"] is True
+    assert "context shift" in shifting.log()
+    # the slot keeps serving
+    again = shifting.post("/completion", {"prompt": "Hello", "n_predict": 4, "temperature": 0}).json()
+    assert again["truncated"] is False and again["tokens_predicted"] == 4
+
+
+def test_prompt_longer_than_the_slot_context_is_a_400(make_server: StartServer, model_path: str) -> None:
+    srv = make_server("-m", model_path, "-np", "2", "-c", "512", "-t", "2", "--context-shift")
+    r = srv.post("/completion", {"prompt": SYSTEM, "n_predict": 4})
+    assert r.status_code == 400
+    err = r.json()["error"]
+    assert err["type"] == "exceed_context_size_error" and err["n_ctx"] == 256
+    assert complete(srv, "Hello")["tokens_predicted"] > 0
+
+
+def test_slot_prompt_similarity(make_server: StartServer, model_path: str) -> None:
+    a, b = conversation(1), conversation(2)
+    for sps, expected in (("0.1", 1), ("0", 0)):
+        srv = make_server("-m", model_path, "-np", "2", "-c", "4096", "-t", "2", "-sps", sps)
+        assert complete(srv, a)["id_slot"] == 0
+        assert complete(srv, b)["id_slot"] == 1
+        # similar to slot 1's prompt; without -sps the least recently used slot 0 is taken
+        r = complete(srv, b + " More.")
+        assert r["id_slot"] == expected
+        assert r["timings"]["cache_n"] > 100  # found either way: the cache is shared
+        srv.stop()
+
+
+def test_kv_cache_types_and_flash_attention(make_server: StartServer, model_path: str) -> None:
+    ref = make_server("-m", model_path, "-np", "1", "-c", "1024", "-t", "2")
+    srv = make_server("-m", model_path, "-np", "1", "-c", "1024", "-t", "2",
+                      "-ctk", "q8_0", "-ctv", "q8_0", "-fa", "on", "-nkvo", "-dt", "0.1")
+    prompt = conversation(3)
+    quantized = complete(srv, prompt, n_predict=24)
+    assert quantized["tokens_predicted"] == 24
+    assert len(quantized["content"]) > 20
+    assert complete(ref, prompt)["content"]  # f16 reference works too
+
+
+def test_bad_kv_settings_are_start_up_errors(model_path: str) -> None:
+    def start(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "llamatwist", "-m", model_path, "--port", "1", *args],
+                              check=False, capture_output=True, text=True, cwd=REPO, timeout=120)
+
+    proc = start("-ctk", "q3_k")
+    assert proc.returncode == 2 and "must be one of f32, f16" in proc.stderr
+    proc = start("-ctv", "q8_0", "-fa", "off", "-c", "256")
+    assert proc.returncode == 1
+    assert "flash" in proc.stderr.lower() or "flash" in proc.stdout.lower()
+
+
+@pytest.mark.parametrize("value", ["-2", "x"])
+def test_cache_ram_values(value: str, model_path: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "llamatwist", "--cache-ram", value],
+                          check=False, capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert proc.returncode == 2 and "--cache-ram" in proc.stderr
