@@ -1,0 +1,274 @@
+"""Function calling on /v1/chat/completions: request validation (pure) and SmolLM2 with the generic
+format through the official `openai` client."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import jsonschema
+import openai
+import pytest
+import requests
+from openai import OpenAI
+
+from llamatwist.api.chatformat import add_system_prompt
+from llamatwist.api.errors import InvalidRequest
+from llamatwist.api.openai.chat import parse_chat
+from llamatwist.api.openai.tools import (
+    MessageStream,
+    ToolCallIds,
+    check_tool_history,
+    closed_objects,
+    message_json,
+    parse_tool_request,
+)
+from llamatwist.chat.toolcalls import ParsedMessage, ToolCallOut
+from llamatwist.config import SamplingDefaults
+from tests.conftest import Server
+
+
+def function_tool(name: str, description: str, parameters: Any) -> dict[str, Any]:
+    return {"type": "function", "function": {"name": name, "description": description, "parameters": parameters}}
+
+
+def params(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    return {"type": "object", "properties": properties, "required": required}
+
+
+WEATHER = function_tool("get_weather", "Get the current weather in a city", params(
+    {"city": {"type": "string", "maxLength": 24}, "unit": {"type": "string", "enum": ["c", "f"]}}, ["city"]))
+# bounded integers: a small model may otherwise write digits until max_tokens
+SMALL_INT = {"type": "integer", "minimum": 0, "maximum": 999}
+ADD = function_tool("add", "Add two integers", params({"a": SMALL_INT, "b": SMALL_INT}, ["a", "b"]))
+TOOLS: Any = [WEATHER, ADD]
+SCHEMAS = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}
+ASK: Any = [{"role": "user", "content": "What is the weather like in Paris today?"}]
+
+
+def tools_with(parameters: Any) -> list[dict[str, Any]]:
+    return [function_tool("f", "", parameters)]
+
+
+# -- request validation (pure) ----------------------------------------------
+
+@pytest.mark.parametrize(("body", "message"), [
+    ({"tools": {"type": "function"}}, "'tools' must be an array"),
+    ({"tools": [{"type": "retrieval"}]}, "tools[0].type must be 'function'"),
+    ({"tools": [{"type": "function"}]}, "tools[0].function must be an object"),
+    ({"tools": [{"type": "function", "function": {"name": ""}}]}, "name must be a non-empty string"),
+    ({"tools": [{"type": "function", "function": {"name": 3}}]}, "name must be a non-empty string"),
+    ({"tools": tools_with("{}")}, "parameters must be a JSON schema object"),
+    ({"tools": tools_with({"type": "string"})}, "must describe an object"),
+    ({"tools": tools_with({"type": "object", "properties": []})}, "properties must be an object"),
+    ({"tools": tools_with({"type": "object", "properties": {"x": {"type": "strin"}}})}, "properties.x.type"),
+    ({"tools": tools_with({"type": "object", "properties": {"x": 5}})}, "properties.x must be a JSON schema"),
+    ({"tools": tools_with({"type": "object", "required": "x"})}, "required must be an array of strings"),
+    ({"tools": [WEATHER, WEATHER]}, "defined twice"),
+    ({"tools": TOOLS, "tool_choice": "sometimes"}, "Invalid tool_choice: sometimes"),
+    ({"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "unknown function"),
+    ({"tools": TOOLS, "tool_choice": {"type": "function"}}, "'tool_choice' must be"),
+    ({"tool_choice": "required"}, "needs a non-empty 'tools'"),
+    ({"tools": TOOLS, "parallel_tool_calls": "yes"}, "'parallel_tool_calls' must be a boolean"),
+])
+def test_tool_request_errors(body: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidRequest) as exc:
+        parse_tool_request(body)
+    assert message in exc.value.message
+
+
+def test_tool_request_parsed() -> None:
+    req = parse_tool_request({"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "add"}},
+                              "parallel_tool_calls": True})
+    assert req.active and req.names == ["get_weather", "add"] and req.parallel_tool_calls
+    assert req.tool_choice == {"type": "function", "function": {"name": "add"}}
+    assert not parse_tool_request({"tools": TOOLS, "tool_choice": "none"}).active
+    assert not parse_tool_request({"tools": []}).active and parse_tool_request({}).tools is None
+
+
+def test_tool_history() -> None:
+    call = {"id": "c1", "type": "function", "function": {"name": "add", "arguments": "{}"}}
+    ok = [{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": [call]},
+          {"role": "tool", "tool_call_id": "c1", "content": "3"}, {"role": "tool", "content": "no id"}]
+    check_tool_history(ok)
+    with pytest.raises(InvalidRequest, match=r"messages\[1\].tool_call_id 'c1' does not match"):
+        check_tool_history([ok[0], ok[2]])  # the answer comes before the call
+    with pytest.raises(InvalidRequest, match="must be a string"):
+        check_tool_history([ok[0], ok[1], {"role": "tool", "tool_call_id": 1, "content": "3"}])
+
+
+def test_parse_chat_tool_conflicts() -> None:
+    defaults = SamplingDefaults()
+    base = {"messages": ASK, "tools": TOOLS}
+    with pytest.raises(InvalidRequest, match="custom grammar"):
+        parse_chat({**base, "grammar": 'root ::= "a"'}, defaults, 1)
+    with pytest.raises(InvalidRequest, match="logprobs is not supported with tools"):
+        parse_chat({**base, "logprobs": True, "stream": True}, defaults, 1)
+    with pytest.raises(InvalidRequest, match="reasoning_format"):
+        parse_chat({**base, "reasoning_format": "verbose"}, defaults, 1)
+    with pytest.raises(InvalidRequest, match="reasoning_budget_tokens"):
+        parse_chat({**base, "reasoning_budget_tokens": -2}, defaults, 1)
+    req = parse_chat({**base, "tool_choice": "none", "grammar": 'root ::= "a"', "reasoning_budget_tokens": -1},
+                     defaults, 1, "deepseek")
+    assert not req.tools.active and req.reasoning_format == "deepseek" and req.reasoning_budget is None
+
+
+def test_closed_objects_as_llama_cpp_reads_schemas() -> None:
+    schema = {"anyOf": [params({"a": params({"x": {}}, []), "b": {"items": params({}, [])}}, ["a"]),
+                        {"type": "object"}, {**params({}, []), "additionalProperties": True}],
+              "enum": [{"properties": {}}]}
+    closed = closed_objects(schema)
+    one, any_object, open_object = closed["anyOf"]
+    assert one["additionalProperties"] is False and one["properties"]["a"]["additionalProperties"] is False
+    assert one["properties"]["b"]["items"]["additionalProperties"] is False
+    assert "additionalProperties" not in any_object and open_object["additionalProperties"] is True
+    assert closed["enum"] == [{"properties": {}}] and "additionalProperties" not in schema["anyOf"][0]
+
+
+def test_add_system_prompt() -> None:
+    assert add_system_prompt(ASK, "") is ASK
+    assert add_system_prompt(ASK, "Use JSON")[0] == {"role": "system", "content": "Use JSON"}
+    sys_msg = [{"role": "system", "content": "Be brief."}, *ASK]
+    assert add_system_prompt(sys_msg, "Use JSON")[0]["content"] == "Be brief.\n\nUse JSON"
+    parts = [{"role": "system", "content": [{"type": "text", "text": "A"}]}]
+    assert add_system_prompt(parts, "B")[0]["content"][-1] == {"type": "text", "text": "B"}
+
+
+def test_ids_and_message_json() -> None:
+    ids = ToolCallIds()
+    first = ids.fill(ParsedMessage(tool_calls=(ToolCallOut("add", '{"a": 1'),)))
+    again = ids.fill(ParsedMessage(tool_calls=(ToolCallOut("add", '{"a": 1, "b": 2}'), ToolCallOut("f", "{}", "own"))))
+    assert len(first.tool_calls[0].id) == 32 and first.tool_calls[0].id.isalnum()
+    assert again.tool_calls[0].id == first.tool_calls[0].id and again.tool_calls[1].id == "own"
+    out = message_json(again)
+    assert out["content"] is None and [c["function"]["name"] for c in out["tool_calls"]] == ["add", "f"]
+    assert message_json(ParsedMessage(content="", reasoning_content="hm")) == {
+        "role": "assistant", "content": "", "reasoning_content": "hm"}
+
+
+def test_plain_message_stream() -> None:
+    stream = MessageStream(None)
+    assert stream.feed("Hel") == [{"content": "Hel"}] and stream.feed("") == []
+    msg, deltas = stream.finish("lo")
+    assert msg == ParsedMessage(content="Hello") and deltas == [{"content": "lo"}]
+
+
+# -- SmolLM2 with the generic format ------------------------------------------
+
+@pytest.fixture(scope="module")
+def client(server: Server) -> OpenAI:
+    return OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+
+
+def call_args(call: Any) -> dict[str, Any]:
+    args = json.loads(call.function.arguments)
+    jsonschema.validate(args, SCHEMAS[call.function.name])
+    return args
+
+
+def test_required_gives_valid_calls_over_seeds(client: OpenAI) -> None:
+    seen = set()
+    for seed in range(10):
+        r = client.chat.completions.create(model="m", messages=ASK, tools=TOOLS, tool_choice="required",
+                                           max_tokens=96, seed=seed, temperature=1.0)
+        choice = r.choices[0]
+        assert choice.finish_reason == "tool_calls", choice
+        assert choice.message.content is None and choice.message.tool_calls
+        for call in choice.message.tool_calls:
+            assert call.type == "function" and len(call.id) == 32
+            call_args(call)
+            seen.add(call.function.name)
+    assert seen <= {"get_weather", "add"}
+
+
+def test_named_function_and_parallel_calls(client: OpenAI) -> None:
+    r = client.chat.completions.create(model="m", messages=ASK, tools=TOOLS, max_tokens=96, temperature=0,
+                                       tool_choice={"type": "function", "function": {"name": "add"}})
+    (call,) = r.choices[0].message.tool_calls or []
+    assert call.function.name == "add" and set(call_args(call)) == {"a", "b"}
+    r = client.chat.completions.create(model="m", messages=ASK, tools=TOOLS, tool_choice="required",
+                                       parallel_tool_calls=True, max_tokens=160, temperature=0)
+    calls = r.choices[0].message.tool_calls or []
+    assert r.choices[0].finish_reason == "tool_calls" and calls
+    assert len({c.id for c in calls}) == len(calls)
+    for c in calls:
+        call_args(c)
+
+
+def test_tool_choice_none_answers_with_content(client: OpenAI) -> None:
+    r = client.chat.completions.create(model="m", messages=ASK, tools=TOOLS, tool_choice="none", max_tokens=16,
+                                       temperature=0)
+    msg = r.choices[0].message
+    assert msg.tool_calls is None and msg.content and "tool_call" not in msg.content
+    assert r.choices[0].finish_reason in ("stop", "length")
+
+
+def test_stream_reassembles_the_same_calls(client: OpenAI) -> None:
+    kw: Any = {"model": "m", "messages": ASK, "tools": TOOLS, "tool_choice": "required", "max_tokens": 96,
+               "temperature": 0}
+    full = client.chat.completions.create(**kw).choices[0]
+    chunks = list(client.chat.completions.create(**kw, stream=True))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    calls: dict[int, dict[str, str]] = {}
+    for chunk in chunks:
+        for d in chunk.choices[0].delta.tool_calls or []:
+            call = calls.setdefault(d.index, {"id": "", "name": "", "arguments": ""})
+            if d.id:
+                assert not call["id"], "an id is sent once per call"
+                call["id"] = d.id
+            if d.function is not None:
+                call["name"] += d.function.name or ""
+                call["arguments"] += d.function.arguments or ""
+    assert [c.choices[0].finish_reason for c in chunks if c.choices[0].finish_reason] == ["tool_calls"]
+    expected = [(c.function.name, c.function.arguments) for c in full.message.tool_calls or []]
+    assert [(c["name"], c["arguments"]) for _, c in sorted(calls.items())] == expected
+    assert all(len(c["id"]) == 32 for c in calls.values())
+
+
+def test_call_then_tool_result_then_answer(client: OpenAI) -> None:
+    messages: Any = list(ASK)
+    first = client.chat.completions.create(model="m", messages=messages, tools=[WEATHER], tool_choice="required",
+                                           max_tokens=64, temperature=0)
+    call = (first.choices[0].message.tool_calls or [])[0]
+    assert call.function.name == "get_weather" and call_args(call)["city"]
+    messages.append(first.choices[0].message.model_dump(exclude_none=True))
+    messages.append({"role": "tool", "tool_call_id": call.id, "content": json.dumps({"temperature_c": 21})})
+    final = client.chat.completions.create(model="m", messages=messages, tools=[WEATHER], max_tokens=48,
+                                           temperature=0)
+    choice = final.choices[0]
+    assert choice.message.content and choice.finish_reason in ("stop", "length") or choice.message.tool_calls
+    forced_answer = client.chat.completions.create(model="m", messages=messages, tools=[WEATHER],
+                                                   tool_choice="none", max_tokens=24, temperature=0)
+    assert forced_answer.choices[0].message.content and not forced_answer.choices[0].message.tool_calls
+
+
+def test_bad_tool_requests_are_400(client: OpenAI, server: Server) -> None:
+    with pytest.raises(openai.BadRequestError, match="parameters"):
+        client.chat.completions.create(model="m", messages=ASK, tools=tools_with([1]))  # type: ignore[arg-type]
+    with pytest.raises(openai.BadRequestError, match="unknown function"):
+        client.chat.completions.create(model="m", messages=ASK, tools=TOOLS,
+                                       tool_choice={"type": "function", "function": {"name": "nope"}})
+    stale: Any = [*ASK, {"role": "tool", "tool_call_id": "gone", "content": "1"}]
+    with pytest.raises(openai.BadRequestError, match="does not match any earlier"):
+        client.chat.completions.create(model="m", messages=stale, tools=TOOLS)
+    r = server.post("/v1/chat/completions", {"messages": ASK, "tools": TOOLS, "grammar": 'root ::= "a"'})
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    bad_schema = tools_with({"type": "object", "properties": {"x": {"type": "string", "pattern": "(unclosed"}}})
+    r = server.post("/v1/chat/completions", {"messages": ASK, "tools": bad_schema, "tool_choice": "required"})
+    assert r.status_code == 400, r.text
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_cut_off_tool_call_is_content_and_the_slot_serves_on(server: Server, stream: bool) -> None:
+    body = {"messages": ASK, "tools": TOOLS, "tool_choice": "required", "max_tokens": 6, "temperature": 0,
+            "stream": stream}
+    r = requests.post(server.url + "/v1/chat/completions", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    if stream:
+        events = [json.loads(e[6:]) for e in r.content.split(b"\n\n") if e.startswith(b"data: {")]
+        assert events[-1]["choices"][0]["finish_reason"] == "length"
+    else:
+        choice = r.json()["choices"][0]
+        assert choice["finish_reason"] == "length" and isinstance(choice["message"]["content"], str)
+    after = server.post("/v1/chat/completions", {"messages": ASK, "max_tokens": 4, "temperature": 0})
+    assert after.status_code == 200 and after.json()["choices"][0]["message"]["content"]
