@@ -75,6 +75,7 @@ class RequestRecord:
     final_content: bool = False  # the final chunk carried text
     predicted_per_second: float = 0.0
     error: str = ""
+    text: list[str] = field(default_factory=list)  # the streamed content pieces
 
     @property
     def complete(self) -> bool:
@@ -205,6 +206,7 @@ async def stream_completion(conn: Connection, body: bytes, rec: RequestRecord) -
 
 
 def _on_data(obj: dict[str, Any], now: float, rec: RequestRecord) -> None:
+    rec.text.append(obj.get("content") or "")
     if not obj.get("stop", False):
         rec.n_partial += 1
         rec.token_times.append(now)
