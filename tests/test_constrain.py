@@ -267,6 +267,21 @@ def test_json_object_and_schema_forms(model: Model, ctx: Context, info: Tokenize
     compile_constraint(json_schema=True, tokenizer=info)
 
 
+def test_listed_properties_close_an_object(model: Model, ctx: Context, info: TokenizerInfo) -> None:
+    """As llama.cpp reads a schema: an object listing properties takes no others
+    unless additionalProperties says so (JSON Schema itself would allow them)."""
+    schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 12}}, "required": ["name"]}
+    factory = compile_constraint(json_schema=schema, tokenizer=info)
+    prompt = 'Users as JSON:\n{"name": "Bob", "id": 3, "email": "bob@example.com", "age": 40}\n'
+    for temperature, seed in ((0.0, 0), (1.0, 1), (1.5, 2)):
+        text, done = generate(model, ctx, info, factory.new(), prompt, temperature, seed, max_tokens=64)
+        assert done and set(json.loads(text)) == {"name"}, text
+    open_schema = {**schema, "additionalProperties": {"type": "integer"}}
+    text, done = generate(model, ctx, info, compile_constraint(json_schema=open_schema, tokenizer=info).new(),
+                          prompt, 0.0, 0, max_tokens=64)
+    assert done and all(isinstance(v, int) for k, v in json.loads(text).items() if k != "name"), text
+
+
 # -- GBNF -----------------------------------------------------------------------
 
 ARITH = r"""

@@ -74,7 +74,10 @@ def test_response_format_with_openai_client(server: Server) -> None:
     CHECKER.validate(json.loads(comp.choices[0].text))
 
 
-def test_constrained_and_free_requests_share_a_batch(server: Server) -> None:
+def test_constrained_and_free_requests_share_a_batch(make_server: Any, model_path: str) -> None:
+    # --cache-ram 0 keeps a KV stream per slot, so the free request's output does not depend
+    # on the other sequence's cells (see tests/test_shared_cache.py) and can be compared exactly
+    server = make_server("-m", model_path, "-c", "2048", "-np", "2", "-t", "2", "--cache-ram", "0")
     free = {"prompt": "Once upon a time", "n_predict": 24, "temperature": 0, "ignore_eos": True}
     alone = server.post("/completion", free).json()["content"]
     constrained = {"prompt": "A user record as JSON:", "n_predict": 160, "json_schema": PERSON, "temperature": 0}

@@ -19,12 +19,12 @@ from llamatwist.api.openai.tools import (
     MessageStream,
     ToolCallIds,
     check_tool_history,
-    closed_objects,
     message_json,
     parse_tool_request,
 )
 from llamatwist.chat.toolcalls import ParsedMessage, ToolCallOut
 from llamatwist.config import SamplingDefaults
+from llamatwist.constrain.schema import closed_objects
 from tests.conftest import Server
 
 

@@ -16,6 +16,7 @@ import numpy.typing as npt
 from llguidance.gbnf_to_lark import any_to_lark
 
 from llamatwist.constrain.base import ConstraintError, TokenizerInfo
+from llamatwist.constrain.schema import closed_objects
 
 __all__ = ["LLGConstraint", "LLGFactory", "compile_constraint", "fill_masks", "lltokenizer"]
 
@@ -232,7 +233,8 @@ def _json_grammar(schema: Any) -> str:
     if not isinstance(schema, dict):
         raise ConstraintError("JSON schema must be an object")
     try:
-        return str(llg.LLMatcher.grammar_from_json_schema(schema, defaults=_JSON_DEFAULTS,
+        # objects listing properties take no others unless the schema says so, as in llama.cpp
+        return str(llg.LLMatcher.grammar_from_json_schema(closed_objects(schema), defaults=_JSON_DEFAULTS,
                                                           overrides=_JSON_OVERRIDES))
     except (ValueError, TypeError) as e:
         raise ConstraintError(f"invalid JSON schema: {e}") from None

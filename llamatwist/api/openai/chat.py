@@ -36,7 +36,6 @@ from llamatwist.api.openai.tools import (
     MessageStream,
     ToolRequest,
     check_tool_history,
-    closed_objects,
     message_json,
     parse_reasoning_format,
     parse_tool_request,
@@ -181,7 +180,7 @@ async def _with_budget(
 
 async def _plan_constraint(ctx: ApiContext, plan: ToolPlan, params: GenerationParams) -> GenerationParams:
     if plan.json_schema is not None:
-        return await apply_constraint(ctx, {"json_schema": closed_objects(plan.json_schema)}, params)
+        return await apply_constraint(ctx, {"json_schema": plan.json_schema}, params)
     if plan.grammar:
         return await apply_constraint(ctx, {"grammar": plan.grammar}, params)
     return params

@@ -25,7 +25,6 @@ __all__ = [
     "ToolCallIds",
     "ToolRequest",
     "check_tool_history",
-    "closed_objects",
     "message_json",
     "parse_reasoning_format",
     "parse_tool_request",
@@ -36,10 +35,6 @@ log = logging.getLogger(__name__)
 
 _JSON_TYPES = frozenset({"object", "array", "string", "number", "integer", "boolean", "null"})
 _CHOICES = ("auto", "none", "required")
-# JSON Schema keywords holding subschemas (closed_objects looks only there, never into const/enum values)
-_SUBSCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
-_SUBSCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties")
-_SUBSCHEMAS = ("items", "additionalProperties", "not", "if", "then", "else", "contains")
 
 
 @dataclass(frozen=True)
@@ -167,28 +162,6 @@ def check_tool_history(messages: Any) -> None:
             if call_id not in seen:
                 raise InvalidRequest(f"messages[{i}].tool_call_id {call_id!r} does not match any earlier "
                                      "assistant tool call")
-
-
-def closed_objects(schema: Any) -> Any:
-    """``schema`` with ``"additionalProperties": false`` on every object schema that lists ``properties``
-    and says nothing about other keys — llama.cpp's reading of a schema (common/json-schema.cpp), which
-    llguidance (following JSON Schema) would otherwise leave open: a small model then adds keys of its own
-    to a tool call until it runs out of tokens."""
-    if not isinstance(schema, dict):
-        return schema
-    out = dict(schema)
-    for key in _SUBSCHEMA_LISTS:
-        if isinstance(schema.get(key), list):
-            out[key] = [closed_objects(s) for s in schema[key]]
-    for key in _SUBSCHEMA_MAPS:
-        if isinstance(schema.get(key), dict):
-            out[key] = {name: closed_objects(sub) for name, sub in schema[key].items()}
-    for key in _SUBSCHEMAS:
-        if key in schema:
-            out[key] = closed_objects(schema[key])
-    if isinstance(schema.get("properties"), dict):
-        out.setdefault("additionalProperties", False)
-    return out
 
 
 def parse_reasoning_format(body: Mapping[str, Any], default: str) -> str:

@@ -1,0 +1,35 @@
+# -*- test-case-name: tests.test_constrain,tests.test_tools_api -*-
+"""JSON schemas as llama.cpp reads them, before llguidance compiles them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["closed_objects"]
+
+# JSON Schema keywords holding subschemas (closed_objects looks only there, never into const/enum values)
+_SUBSCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
+_SUBSCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties")
+_SUBSCHEMAS = ("items", "additionalProperties", "not", "if", "then", "else", "contains")
+
+
+def closed_objects(schema: Any) -> Any:
+    """``schema`` with ``"additionalProperties": false`` on every object schema that lists ``properties``
+    and says nothing about other keys — llama.cpp's reading of a schema (common/json-schema.cpp), which
+    llguidance (following JSON Schema) would otherwise leave open: a small model then adds keys of its own
+    to a tool call until it runs out of tokens."""
+    if not isinstance(schema, dict):
+        return schema
+    out = dict(schema)
+    for key in _SUBSCHEMA_LISTS:
+        if isinstance(schema.get(key), list):
+            out[key] = [closed_objects(s) for s in schema[key]]
+    for key in _SUBSCHEMA_MAPS:
+        if isinstance(schema.get(key), dict):
+            out[key] = {name: closed_objects(sub) for name, sub in schema[key].items()}
+    for key in _SUBSCHEMAS:
+        if key in schema:
+            out[key] = closed_objects(schema[key])
+    if isinstance(schema.get("properties"), dict):
+        out.setdefault("additionalProperties", False)
+    return out
