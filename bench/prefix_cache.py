@@ -5,9 +5,9 @@
 * multiturn: 8 clients x 4 turns; each client continues its own conversation
   (the same system prompt, then its history, then a new question).
 
-Both run against ``-np 8`` twice: with the shared prefix cache (default) and
-with ``--cache-ram 0`` (each slot reuses only its own previous prompt, as
-llama-server's slots do). Reported: TTFT p50/p95, aggregate generated tok/s
+Both run against ``-np 8`` twice: with one KV pool (``-kvu``) and the shared
+prefix cache, and with a KV stream per slot (llama-server's layout for an
+explicit ``-np 8``: each slot reuses only its own previous prompt). Reported: TTFT p50/p95, aggregate generated tok/s
 (all generated tokens / wall time of the workload), prompt tokens evaluated.
 
     python -m bench.prefix_cache
@@ -36,7 +36,9 @@ SYSTEM = "<|im_start|>system\nYou are the support assistant of a railway museum.
     f"Exhibit {i}: locomotive number {100 + i}, built in {1850 + i}, restored in {1950 + i}, "
     f"shown in hall {i % 7}." for i in range(28)
 ) + "<|im_end|>\n"
-MODES = {"shared": [], "per-slot": ["--cache-ram", "0"]}
+# shared: one KV pool (-kvu) and the shared prefix cache; per-slot: llama-server's layout for
+# an explicit -np 8 (a KV stream per slot, each reusing only its own previous prompt)
+MODES = {"shared": True, "per-slot": False}
 
 
 @dataclass
@@ -137,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     for mode in args.modes.split(","):
         for workload in workloads:
             # a fresh server per run: nothing cached from the previous workload
-            server = spawn_server(model, N_CLIENTS, threads=threads, n_ctx=args.ctx_size, kv_unified=False,
-                                  extra=[*MODES[mode], *args.server_arg])
+            server = spawn_server(model, N_CLIENTS, threads=threads, n_ctx=args.ctx_size, kv_unified=MODES[mode],
+                                  extra=args.server_arg)
             try:
                 r = run_workload(server.url, workload, mode)
             finally:

@@ -79,7 +79,7 @@ def metric(srv: Server, name: str) -> float:
 
 
 def test_concurrent_prompts_share_one_prefix(make_server: StartServer, f32_model: str) -> None:
-    srv = make_server("-m", f32_model, "-np", "4", "-c", "8192", "-t", "2", "--metrics", *EXACT)
+    srv = make_server("-m", f32_model, "-np", "4", "-kvu", "-c", "8192", "-t", "2", "--metrics", *EXACT)
     n_system = len(srv.post("/tokenize", {"content": SYSTEM}).json()["tokens"])
     prompts = [f"{SYSTEM} Question {k}: what is {k} times {k}?" for k in range(4)]
     with ThreadPoolExecutor(4) as pool:
@@ -98,7 +98,7 @@ def test_concurrent_prompts_share_one_prefix(make_server: StartServer, f32_model
 
 
 def test_a_named_slot_copies_a_prefix_held_by_another(make_server: StartServer, f32_model: str) -> None:
-    srv = make_server("-m", f32_model, "-np", "2", "-c", "4096", "-t", "2", *EXACT)
+    srv = make_server("-m", f32_model, "-np", "2", "-kvu", "-c", "4096", "-t", "2", *EXACT)
     first = complete(srv, SYSTEM + " First.", id_slot=0)
     second = complete(srv, SYSTEM + " Second.", id_slot=1)
     assert first["timings"]["cache_n"] == 0
@@ -106,11 +106,14 @@ def test_a_named_slot_copies_a_prefix_held_by_another(make_server: StartServer, 
     assert_same_as_uncached(srv, SYSTEM + " Second.", second)
 
 
-def test_cache_ram_zero_keeps_reuse_per_slot(make_server: StartServer, model_path: str) -> None:
-    srv = make_server("-m", model_path, "-np", "2", "-c", "4096", "-t", "2", "--cache-ram", "0")
-    complete(srv, SYSTEM + " First.", id_slot=0)
-    assert complete(srv, SYSTEM + " Second.", id_slot=1)["timings"]["cache_n"] == 0
-    assert complete(srv, SYSTEM + " Third.", id_slot=0)["timings"]["cache_n"] > 300
+def test_without_sharing_reuse_stays_per_slot(make_server: StartServer, model_path: str) -> None:
+    # --cache-ram 0, or a KV stream per slot (-np N without -kvu, as llama-server)
+    for args in (("-kvu", "--cache-ram", "0"), ()):
+        srv = make_server("-m", model_path, "-np", "2", "-c", "4096", "-t", "2", *args)
+        complete(srv, SYSTEM + " First.", id_slot=0)
+        assert complete(srv, SYSTEM + " Second.", id_slot=1)["timings"]["cache_n"] == 0
+        assert complete(srv, SYSTEM + " Third.", id_slot=0)["timings"]["cache_n"] > 300
+        srv.stop()
 
 
 def conversation(k: int) -> str:
@@ -121,7 +124,8 @@ def test_parked_conversations_resume_and_survive_eviction(make_server: StartServ
     """One slot, six conversations taking turns: each turn's history is parked
     when the slot moves on. A 32 MiB --cache-ram (~700 tokens of this model's
     F32 KV) holds two or three of them, so LRU eviction runs all the time."""
-    srv = make_server("-m", f32_model, "-np", "1", "-c", "4096", "-t", "2", "--metrics", "--cache-ram", "32", *EXACT)
+    srv = make_server("-m", f32_model, "-np", "1", "-kvu", "-c", "4096", "-t", "2", "--metrics", "--cache-ram", "32",
+                      *EXACT)
     history = {k: conversation(k) for k in range(6)}
     for turn in range(2):
         for k in range(6):
@@ -130,7 +134,7 @@ def test_parked_conversations_resume_and_survive_eviction(make_server: StartServ
             history[k] += r["content"] + f" Next question {turn}?"
     assert metric(srv, "prefix_cache_evictions") > 0
     # unbounded, every conversation's first turn is still there for its second
-    srv2 = make_server("-m", f32_model, "-np", "1", "-c", "8192", "-t", "2", "--cache-ram", "-1", *EXACT)
+    srv2 = make_server("-m", f32_model, "-np", "1", "-kvu", "-c", "8192", "-t", "2", "--cache-ram", "-1", *EXACT)
     history = {k: conversation(k) for k in range(3)}
     first = {k: complete(srv2, history[k]) for k in range(3)}
     for k in range(3):
@@ -160,7 +164,8 @@ def test_context_shift(make_server: StartServer, model_path: str) -> None:
     assert r["stop_type"] == "limit" and r["truncated"] is True
     assert r["tokens_evaluated"] + r["tokens_predicted"] <= 256
 
-    shifting = make_server("-m", model_path, "-np", "1", "-c", "256", "-t", "2", "--context-shift")
+    # one KV pool (-kvu): the shift may move only cells no other sequence holds
+    shifting = make_server("-m", model_path, "-np", "1", "-kvu", "-c", "256", "-t", "2", "--context-shift")
     r = shifting.post("/completion", {**body, "n_keep": 2}).json()
     assert r["tokens_predicted"] == 300 and r["truncated"] is True
     assert "context shift" in shifting.log()
@@ -181,7 +186,7 @@ def test_prompt_longer_than_the_slot_context_is_a_400(make_server: StartServer, 
 def test_slot_prompt_similarity(make_server: StartServer, model_path: str) -> None:
     a, b = conversation(1), conversation(2)
     for sps, expected in (("0.1", 1), ("0", 0)):
-        srv = make_server("-m", model_path, "-np", "2", "-c", "4096", "-t", "2", "-sps", sps)
+        srv = make_server("-m", model_path, "-np", "2", "-kvu", "-c", "4096", "-t", "2", "-sps", sps)
         assert complete(srv, a)["id_slot"] == 0
         assert complete(srv, b)["id_slot"] == 1
         # similar to slot 1's prompt; without -sps the least recently used slot 0 is taken

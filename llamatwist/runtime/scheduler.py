@@ -183,12 +183,13 @@ class DecodeLoop:
                 f"--reranking needs a reranking model (with a classification head); {spec.model_path} has none"
             )
         params = spec.context
-        # Sharing prefixes needs one KV pool for all sequences; the per-slot
-        # limit of a split cache (n_ctx / n_slots) is kept by the scheduler.
-        shared = (spec.cache_ram_mib != 0 and not params.embeddings and model.can_share_kv()
-                  and model.info().has_decoder)
+        # Sharing prefixes needs one KV pool for all sequences (-kvu, or -np auto). A KV
+        # stream per slot stays as in llama-server: per-slot reuse, and outputs that do not
+        # depend on the other slots' cells (in a shared pool they move in the last digits).
+        shared = (spec.cache_ram_mib != 0 and params.kv_unified and not params.embeddings
+                  and model.can_share_kv() and model.info().has_decoder)
         if shared:
-            params = dataclasses.replace(params, kv_unified=True, n_seq_max=max_sequences())
+            params = dataclasses.replace(params, n_seq_max=max_sequences())
         ctx = Context(model, params)
         self._ctx = ctx
         budget = -1
