@@ -606,6 +606,9 @@ FLAGS: Final[tuple[Flag, ...]] = (
     Flag(("--cache-idle-slots",), "cache_idle_slots", G_COMPUTE,
          "keep an idle slot's prompt in the prefix cache when the slot takes a new task "
          "(requires --cache-ram)", "LLAMA_ARG_CACHE_IDLE_SLOTS", neg=("--no-cache-idle-slots",)),
+    Flag(("--cache-reuse",), "sampling.n_cache_reuse", G_COMPUTE,
+         "min chunk size to attempt reusing from the cache via KV shifting, requires prompt caching "
+         "(0 = disabled)", "LLAMA_ARG_CACHE_REUSE", _int_min(0)),
     Flag(("-sps", "--slot-prompt-similarity"), "slot_prompt_similarity", G_COMPUTE,
          "how much the prompt of a request must match the prompt of a slot in order to use "
          "that slot (0.0 = disabled)", None, _float_range(0.0, 1.0)),

@@ -119,7 +119,6 @@ UNIMPLEMENTED: Final[tuple[Unimplemented, ...]] = (
     _U("-ag --agent -no-ag --no-agent", "LLAMA_ARG_AGENT", BOOL),
     _U("--sse-ping-interval", "LLAMA_ARG_SSE_PING_INTERVAL", VALUE),
     _U("--cache-prompt --no-cache-prompt", "LLAMA_ARG_CACHE_PROMPT", BOOL),
-    _U("--cache-reuse", "LLAMA_ARG_CACHE_REUSE", VALUE),
     _U("--media-path", None, VALUE),
     _U("--models-dir", "LLAMA_ARG_MODELS_DIR", VALUE),
     _U("--models-preset", "LLAMA_ARG_MODELS_PRESET", VALUE),

@@ -26,6 +26,7 @@ class SamplingDefaults:
     top_p: float = 0.95
     min_p: float = 0.05
     n_keep: int = 0
+    n_cache_reuse: int = 0  # --cache-reuse: min chunk reused by KV shifting (0 = off)
     repeat_last_n: int = 64
     repeat_penalty: float = 1.0
     presence_penalty: float = 0.0

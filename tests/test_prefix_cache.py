@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from llamatwist.runtime.prefix_cache import MIN_PARK_TOKENS, PrefixCache, PrefixTree, common_prefix
+from llamatwist.runtime.prefix_cache import MIN_PARK_TOKENS, PrefixCache, PrefixTree, common_prefix, reuse_chunks
 
 
 def test_common_prefix() -> None:
@@ -19,6 +19,17 @@ def test_common_prefix() -> None:
     long = list(range(1000))
     assert common_prefix(long, [*long[:700], -1]) == 700
     assert common_prefix(long, long[:256]) == 256
+
+
+def test_reuse_chunks_plan() -> None:
+    old = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+    # prefix 1 2, then 3 4 dropped, 5..8 kept, 9 10 dropped; as llama-server, only
+    # the cache side skips ahead, so a token inserted into the prompt ends the reuse
+    assert reuse_chunks(old, [1, 2, 5, 6, 7, 8, 11], 2, 3) == [(4, 2, 4)]
+    assert reuse_chunks(old, [1, 2, 5, 6, 7, 8, 11], 2, 5) == []
+    assert reuse_chunks(old, [1, 2, 0, 5, 6, 7, 8], 2, 1) == []
+    assert reuse_chunks(old, [1, 2, 5, 6, 9, 10], 2, 2) == [(4, 2, 2), (8, 4, 2)]
+    assert reuse_chunks(old, old, 10, 1) == []
 
 
 def _distinct_prefixes(seqs: dict[int, list[int]]) -> int:

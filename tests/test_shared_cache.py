@@ -157,6 +157,30 @@ def test_full_kv_evicts_parked_prefixes(make_server: StartServer, f32_model: str
     assert metric(srv, "prefix_cache_tokens") <= 1024
 
 
+def test_cache_reuse_shifts_chunks_into_place(make_server: StartServer, f32_model: str) -> None:
+    """--cache-reuse (or the request's n_cache_reuse): when a middle part of the
+    conversation is dropped, the part after it moves into place by KV shifting.
+    As in llama-server this is an approximation (the moved cells were computed
+    with the dropped part in view), so only the first token must match a fresh run."""
+    head = conversation(1)
+    middle = " ".join(f"Aside {i}: {i * 7} is odd or even." for i in range(20))
+    tail = " " + conversation(2)
+    for args, extra in ((("--cache-reuse", "16"), {}), ((), {"n_cache_reuse": 16}), ((), {})):
+        srv = make_server("-m", f32_model, "-np", "1", "-c", "4096", "-t", "2", *EXACT, *args)
+        n_head = len(srv.post("/tokenize", {"content": head}).json()["tokens"])
+        n_tail = len(srv.post("/tokenize", {"content": tail}).json()["tokens"])
+        complete(srv, head + " " + middle + tail, **extra)
+        r = complete(srv, head + tail, **extra)
+        if args or extra:
+            assert r["timings"]["cache_n"] >= n_head + n_tail - 8, (n_head, n_tail, r["timings"])
+        else:
+            assert r["timings"]["cache_n"] <= n_head + 1
+        fresh = complete(srv, head + tail, cache_prompt=False)
+        assert probs(r)[0][0] == probs(fresh)[0][0]
+        assert abs(probs(r)[0][1][0][1] - probs(fresh)[0][1][0][1]) < 0.5
+        srv.stop()
+
+
 def test_context_shift(make_server: StartServer, model_path: str) -> None:
     body = {"prompt": "Once upon a time", "n_predict": 300, "temperature": 0, "ignore_eos": True}
     plain = make_server("-m", model_path, "-np", "1", "-c", "256", "-t", "2")

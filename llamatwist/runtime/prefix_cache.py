@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["Attach", "KVOps", "PrefixCache", "PrefixTree", "common_prefix"]
+__all__ = ["Attach", "KVOps", "PrefixCache", "PrefixTree", "common_prefix", "reuse_chunks"]
 
 # A slot's old content is parked only when this many of its tokens are held by no other sequence.
 MIN_PARK_TOKENS = 32
@@ -165,6 +165,25 @@ class KVOps(Protocol):
 
     def seq_cp(self, src: int, dst: int, p0: int = -1, p1: int = -1) -> None: ...
 
+    def seq_add(self, seq_id: int, p0: int, p1: int, delta: int) -> None: ...
+
+
+def reuse_chunks(old: Sequence[int], prompt: Sequence[int], n_past: int, n_min: int) -> list[tuple[int, int, int]]:
+    """llama-server's --cache-reuse plan: after the common prefix ``n_past``, the
+    chunks of at least ``n_min`` tokens of ``old`` that reappear, in order, in
+    ``prompt``; as (position in old, position in prompt, length)."""
+    chunks: list[tuple[int, int, int]] = []
+    head_c = head_p = n_past
+    while head_c < len(old) and head_p < len(prompt):
+        n = common_prefix(old[head_c:], prompt[head_p:])
+        if n >= n_min:
+            chunks.append((head_c, head_p, n))
+            head_c += n
+            head_p += n
+        else:
+            head_c += 1
+    return chunks
+
 
 @dataclass(frozen=True)
 class Attach:
@@ -183,8 +202,9 @@ class PrefixCache:
     """
 
     def __init__(self, kv: KVOps, *, n_slots: int, n_seq_max: int, n_cells: int,
-                 shared: bool, budget_cells: int) -> None:
+                 shared: bool, budget_cells: int, can_shift: bool = True) -> None:
         self.kv = kv
+        self.can_shift = can_shift
         self.tree = PrefixTree()
         self.shared = shared
         self.n_slots = n_slots
@@ -199,14 +219,21 @@ class PrefixCache:
     def n_entries(self) -> int:
         return len(self._entries)
 
-    def attach(self, slot: int, old: Sequence[int], prompt: Sequence[int]) -> Attach:
+    def attach(self, slot: int, old: Sequence[int], prompt: Sequence[int], n_cache_reuse: int = 0) -> Attach:
         """Prepare sequence ``slot`` (holding ``old``) for ``prompt``: keep or
         copy in the longest cached prefix (at most ``len(prompt) - 1``, so one
-        token is left to decode for logits) and drop the rest."""
+        token is left to decode for logits) and drop the rest. With
+        ``n_cache_reuse``, later chunks of the slot's own content move into
+        place by KV shifting, as llama-server's --cache-reuse."""
         limit = max(len(prompt) - 1, 0)
         n_own = min(common_prefix(old, prompt), limit)
         n_best, holders = self.tree.match(prompt, exclude=slot) if self.shared else (0, set())
         n_best = min(n_best, limit)
+        if n_cache_reuse > 0 and n_own >= n_best:
+            n_shifted = self._reuse_chunks(slot, old, prompt, n_own, n_cache_reuse)
+            if n_shifted > n_own:
+                self.tree.put(slot, prompt[:n_shifted])
+                return Attach(n_shifted, slot)
         if n_own >= n_best or not holders:
             self._park(slot, old, keep=n_own)
             if not self.kv.seq_rm(slot, n_own, -1):  # recurrent memory cannot be cut part-way
@@ -226,6 +253,25 @@ class PrefixCache:
         self.tree.put(slot, prompt[:n_best])
         self._enforce_budget()
         return Attach(n_best, source)
+
+    def _reuse_chunks(self, slot: int, old: Sequence[int], prompt: Sequence[int], n_own: int, n_min: int) -> int:
+        """Shift the reusable chunks into place; the new count of prompt tokens in KV.
+        Shifting moves cells for every sequence holding them, so only cells this
+        slot holds alone may move: none when another sequence shares more than
+        the common prefix."""
+        chunks = reuse_chunks(old, prompt, n_own, n_min)
+        if not chunks or not self.can_shift:
+            return n_own
+        if self.shared and self.tree.match(old, exclude=slot)[0] > n_own:
+            return n_own  # (with a KV stream per slot, no other sequence can hold these cells)
+        for head_c, head_p, n in chunks:
+            self.kv.seq_rm(slot, head_p, head_c)
+            self.kv.seq_add(slot, head_c, head_c + n, head_p - head_c)
+        head_c, head_p, n = chunks[-1]
+        n_past = min(head_p + n, max(len(prompt) - 1, 0))
+        # the cells of the last chunk still sit at their old positions beyond n_past
+        self.kv.seq_rm(slot, n_past, -1)
+        return n_past
 
     def update(self, slot: int, tokens: Sequence[int]) -> None:
         """The slot's KV now holds exactly ``tokens``."""

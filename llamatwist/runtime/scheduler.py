@@ -199,7 +199,7 @@ class DecodeLoop:
             per_token = model.kv_bytes_per_token(CACHE_TYPES[params.type_k], CACHE_TYPES[params.type_v])
             budget = spec.cache_ram_mib * 1024 * 1024 // max(per_token, 1)
         self.cache = PrefixCache(ctx, n_slots=spec.n_slots, n_seq_max=ctx.n_seq_max, n_cells=ctx.n_ctx,
-                                 shared=shared, budget_cells=budget)
+                                 shared=shared, budget_cells=budget, can_shift=ctx.can_shift())
         info = model.info()
         # what a slot file must match to be restored here
         self._model_id = f"{info.desc}; {info.n_params} params; {info.size} bytes; vocab {info.n_vocab}"
@@ -407,7 +407,7 @@ class DecodeLoop:
             )
             return
         if task.params.cache_prompt and not task.embed:
-            n_reuse = self.cache.attach(slot.id, slot.cache, task.prompt).n_reused
+            n_reuse = self.cache.attach(slot.id, slot.cache, task.prompt, task.params.n_cache_reuse).n_reused
         else:
             self.cache.drop(slot.id, () if task.embed else slot.cache)
             n_reuse = 0

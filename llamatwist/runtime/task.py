@@ -39,6 +39,7 @@ class GenerationParams:
     n_predict: int = -1
     n_keep: int = 0  # context shift keeps this many prompt tokens (-1 = all)
     n_discard: int = 0  # tokens a context shift drops (0 = half of what is not kept)
+    n_cache_reuse: int = 0  # min chunk of the slot's old content reused by KV shifting (0 = off)
     stop: tuple[str, ...] = ()
     n_probs: int = 0
     cache_prompt: bool = True
