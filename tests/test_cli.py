@@ -281,10 +281,10 @@ def test_unimplemented_flag_refused(name: str) -> None:
 
 
 def test_unimplemented_flag_value_is_not_a_stray_argument() -> None:
-    err = refused(["--cache-reuse", "256", "-np", "2"])
+    err = refused(["--rope-scale", "2", "-np", "2"])
     assert (err.exit_code, err.message) == (
         1,
-        "flag --cache-reuse is not implemented yet in llamatwist",
+        "flag --rope-scale is not implemented yet in llamatwist",
     )
 
 
