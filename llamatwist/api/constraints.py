@@ -9,8 +9,6 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from twisted.internet import threads
-
 from llamatwist.api.errors import InvalidRequest
 from llamatwist.api.http import ApiContext
 from llamatwist.constrain import ConstraintError, compile_constraint
@@ -67,7 +65,7 @@ async def apply_constraint(ctx: ApiContext, body: Mapping[str, Any], params: Gen
         return params
     tokenizer = await ctx.engine.constraint_tokenizer()
     try:
-        factory = await threads.deferToThread(
+        factory = await ctx.engine.in_pool(
             compile_constraint, grammar=spec.grammar, json_schema=spec.json_schema,
             json_object=spec.json_object, tokenizer=tokenizer,
         )

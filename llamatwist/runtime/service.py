@@ -123,31 +123,27 @@ class EngineService(Service):
     def metrics(self) -> Metrics:
         return self._loop.metrics
 
+    def in_pool(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
+        """Run ``fn`` in the reactor's thread pool: request work that is not model
+        work (template rendering, grammar compilation) must not stall the reactor."""
+        return threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(), fn, *args, **kwargs)
+
     def tokenize(self, prompt: Sequence[PromptPart], add_special: bool, parse_special: bool) -> Deferred[list[int]]:
         """Tokenize a (possibly mixed) prompt in the thread pool: big inputs
         must not stall the reactor, and libllama's vocab is read-only."""
-        return threads.deferToThreadPool(
-            self._reactor, self._reactor.getThreadPool(),
-            tokenize_mixed, self.model, list(prompt), add_special, parse_special,
-        )
+        return self.in_pool(tokenize_mixed, self.model, list(prompt), add_special, parse_special)
 
     def detokenize(self, tokens: Sequence[int]) -> Deferred[str]:
-        return threads.deferToThreadPool(
-            self._reactor, self._reactor.getThreadPool(), self.model.vocab.detokenize, list(tokens),
-        )
+        return self.in_pool(self.model.vocab.detokenize, list(tokens))
 
     def rerank_prompt(self, query: str, document: str) -> Deferred[list[int]]:
-        return threads.deferToThreadPool(
-            self._reactor, self._reactor.getThreadPool(), rerank_tokens, self.model, query, document,
-        )
+        return self.in_pool(rerank_tokens, self.model, query, document)
 
     def vocab_call(self, fn: Callable[[Callable[[str], list[int]]], T]) -> Deferred[T]:
         """Run ``fn(tokenize)`` in the thread pool; ``tokenize`` takes text
         without special tokens (for prompt assembly such as FIM)."""
         vocab = self.model.vocab
-        return threads.deferToThreadPool(
-            self._reactor, self._reactor.getThreadPool(), fn, lambda text: vocab.tokenize(text, False, False),
-        )
+        return self.in_pool(fn, lambda text: vocab.tokenize(text, False, False))
 
     def fim_tokens(self) -> FimTokens:
         return self.model.vocab.fim()
@@ -161,9 +157,7 @@ class EngineService(Service):
             self._constraint_tokenizer = info  # two concurrent first requests may both build it; harmless
             return info
 
-        return threads.deferToThreadPool(
-            self._reactor, self._reactor.getThreadPool(), constraint_tokenizer, self.model,
-        ).addCallback(keep)
+        return self.in_pool(constraint_tokenizer, self.model).addCallback(keep)
 
     def token_piece(self, token: int) -> bytes:
         return self.model.vocab.token_to_piece(token, special=True)

@@ -213,7 +213,8 @@ def register(app: Klein, ctx: ApiContext) -> None:
         loaded = ctx.require_generation()
         body = read_json(request)
         req = parse_chat(body, ctx.config.sampling, loaded.n_slots, ctx.chat.reasoning.format)
-        return send_json(request, {"prompt": build_prompt(ctx.chat, body, req).rendered.prompt})
+        prompt = await ctx.engine.in_pool(build_prompt, ctx.chat, body, req)
+        return send_json(request, {"prompt": prompt.rendered.prompt})
 
     @app.route("/v1/chat/completions", methods=["POST"])
     @app.route("/chat/completions", methods=["POST"])
@@ -224,7 +225,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
         fmt = ctx.chat
         req = parse_chat(body, ctx.config.sampling, loaded.n_slots, fmt.reasoning.format)
         # The template's own BOS text is stripped when the vocab adds BOS, so add_special is right.
-        prompt = build_prompt(fmt, body, req)
+        prompt = await ctx.engine.in_pool(build_prompt, fmt, body, req)  # Jinja: off the reactor
         rendered, plan = prompt.rendered, prompt.plan
         if plan is not None and req.tools.active:
             params = await _plan_constraint(ctx, plan, req.params)
