@@ -12,6 +12,7 @@ explicit ``-np 8``: each slot reuses only its own previous prompt). Reported: TT
 
     python -m bench.prefix_cache
     python -m bench.prefix_cache --workload shared --modes shared
+    python -m bench.prefix_cache --floor     # the engine alone: what any server could do here
 """
 
 from __future__ import annotations
@@ -123,6 +124,42 @@ def run_workload(url: str, workload: str, mode: str) -> WorkloadResult:
     )
 
 
+def engine_floor(model_path: str, threads: int) -> dict[str, float]:
+    """In-process, no HTTP: the prefix's prefill rate and the decode step of 8
+    sequences sharing it (the two costs that bound the workloads)."""
+    from llamatwist.engine.batch import Batch
+    from llamatwist.engine.context import Context, ContextParams
+    from llamatwist.engine.model import Model
+
+    model = Model(model_path, n_gpu_layers=0)
+    tokens = model.vocab.tokenize(turn_prompt("", "Client 1, question 0: which exhibit?"), True, True)
+    ctx = Context(model, ContextParams(n_ctx=16384, n_seq_max=N_CLIENTS, n_threads=threads,
+                                       n_threads_batch=threads, kv_unified=True))
+    batch = Batch(ctx.n_batch)
+    batch.add_sequence(tokens[:32], 0, 0, True)
+    ctx.decode(batch)  # warm-up
+    ctx.clear()
+    batch.clear()
+    batch.add_sequence(tokens, 0, 0, True)
+    t0 = time.perf_counter()
+    ctx.decode(batch)
+    prefill_s = time.perf_counter() - t0
+    for seq in range(1, N_CLIENTS):
+        ctx.seq_cp(0, seq)
+    steps = []
+    for i in range(N_PREDICT):
+        batch.clear()
+        for seq in range(N_CLIENTS):
+            batch.add(100 + seq, len(tokens) + i, seq, True)
+        t0 = time.perf_counter()
+        ctx.decode(batch)
+        steps.append(time.perf_counter() - t0)
+    ctx.close()
+    model.close()
+    return {"prefix_tokens": len(tokens), "prefill_s": prefill_s, "prefill_tok_s": len(tokens) / prefill_s,
+            "step_ms_p50": percentile([s * 1e3 for s in steps], 50)}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--model", help="GGUF model (default: the project's default model)")
@@ -131,9 +168,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workload", choices=["shared", "multiturn", "both"], default="both")
     p.add_argument("--modes", default="shared,per-slot", help="comma-separated: shared, per-slot")
     p.add_argument("--server-arg", action="append", default=[], help="extra server argument (repeatable)")
+    p.add_argument("--floor", action="store_true", help="measure the engine alone instead")
     args = p.parse_args(argv)
     model = resolve_model(args.model)
     threads = args.threads or default_threads()
+    if args.floor:
+        floor = engine_floor(model, threads)
+        print(f"prefix of {floor['prefix_tokens']} tokens: prefill {floor['prefill_s']:.2f} s "
+              f"({floor['prefill_tok_s']:.0f} tok/s); {N_CLIENTS}-sequence decode step at that depth: "
+              f"{floor['step_ms_p50']:.1f} ms (p50)")
+        write_json("prefix_cache_floor", {"machine": machine_info(threads), "model": model, **floor})
+        return 0
     workloads = ["shared", "multiturn"] if args.workload == "both" else [args.workload]
     results: list[dict[str, Any]] = []
     for mode in args.modes.split(","):
