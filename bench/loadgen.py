@@ -323,7 +323,7 @@ def run_load(url: str, clients: int, *, n_predict: int = DEFAULT_N_PREDICT, prom
 # -- the server -------------------------------------------------------------------------------
 
 
-def _get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
             return resp.status, resp.read()
@@ -336,7 +336,7 @@ def wait_idle(url: str, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            status, data = _get(url.rstrip("/") + "/slots")
+            status, data = http_get(url.rstrip("/") + "/slots")
         except OSError:
             status, data = 0, b""
         if status != 200:
@@ -400,7 +400,7 @@ def spawn_server(model: str, n_parallel: int, *, threads: int, n_ctx: int = DEFA
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with status {proc.returncode}:\n{server.log_tail()}")
         with contextlib.suppress(OSError):
-            if _get(server.url + "/health")[0] == 200:
+            if http_get(server.url + "/health")[0] == 200:
                 return server
         if time.monotonic() > deadline:
             server.stop()

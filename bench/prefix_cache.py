@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bench.common import default_threads, machine_info, percentile, resolve_model, write_json
-from bench.loadgen import Connection, HttpError, RequestRecord, spawn_server, stream_completion
+from bench.loadgen import Connection, HttpError, RequestRecord, http_get, spawn_server, stream_completion
 
 __all__ = ["main"]
 
@@ -90,12 +90,10 @@ async def _stream_text(conn: Connection, body: bytes, rec: RequestRecord) -> str
 
 
 def _metric(url: str, name: str) -> float:
-    import urllib.request
-
-    with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
-        for line in r.read().decode().splitlines():
-            if line.startswith(f"llamacpp:{name}"):
-                return float(line.split()[-1])
+    _, body = http_get(url + "/metrics", timeout=10)
+    for line in body.decode().splitlines():
+        if line.startswith(f"llamacpp:{name}"):
+            return float(line.split()[-1])
     return 0.0
 
 

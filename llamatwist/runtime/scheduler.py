@@ -411,7 +411,6 @@ class DecodeLoop:
         else:
             self.cache.drop(slot.id, () if task.embed else slot.cache)
             n_reuse = 0
-        slot.cache[:] = task.prompt[:n_reuse]
         assert self.model is not None
         slot.start(task, None if task.embed else Sampler(self.model, task.params.sampler), n_reuse)
         self.metrics.prompt_tokens_cached_total += n_reuse
@@ -470,8 +469,11 @@ class DecodeLoop:
             self._decode_failed(ctx, batch_slots, exc)
             return
         for slot in batch_slots:
-            if slot.state is SlotState.PROMPT and slot.task is not None and not slot.task.embed:
-                cache.update(slot.id, slot.cache)  # prompt prefixes are shareable as soon as they are in KV
+            # prompt prefixes are shareable as soon as they are in KV (slots the batch had no room for
+            # are unchanged: no need to re-register them)
+            if (slot.state is SlotState.PROMPT and slot.task is not None and not slot.task.embed
+                    and cache.tree.length(slot.id) != len(slot.cache)):
+                cache.update(slot.id, slot.cache)
         m = self.metrics
         m.n_decode_total += 1
         m.n_busy_slots_total += len(batch_slots)

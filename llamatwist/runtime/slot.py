@@ -76,7 +76,7 @@ class Slot:
         factory = task.params.constraint
         self.constraint = factory.new() if factory is not None else None
         self.state = SlotState.PROMPT
-        del self.cache[n_reuse:]
+        self.cache[:] = task.prompt[:n_reuse]  # the reused prefix may come from another sequence
         self.n_fed = n_reuse
         self.n_cached = n_reuse
         self.i_batch = -1
