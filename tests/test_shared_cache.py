@@ -204,6 +204,9 @@ def test_prompt_longer_than_the_slot_context_is_a_400(make_server: StartServer, 
     assert r.status_code == 400
     err = r.json()["error"]
     assert err["type"] == "exceed_context_size_error" and err["n_ctx"] == 256
+    for field in ("n_keep", "n_discard", "n_cache_reuse"):
+        r = srv.post("/completion", {"prompt": "Hello", "n_predict": 4, field: -5})
+        assert r.status_code == 400 and field in r.json()["error"]["message"]
     assert complete(srv, "Hello")["tokens_predicted"] > 0
 
 
