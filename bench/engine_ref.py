@@ -46,7 +46,8 @@ from bench.common import (
 from llamatwist.engine.batch import Batch
 from llamatwist.engine.context import Context, ContextParams
 from llamatwist.engine.model import Model
-from llamatwist.engine.sampling import Sampler, SamplerSettings
+from llamatwist.engine.sampling import Sampler
+from llamatwist.sampling_defaults import SamplerSettings
 
 __all__ = ["EngineRun", "EngineSummary", "main", "run_engine_ref"]
 

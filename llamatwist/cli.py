@@ -7,7 +7,7 @@ environment lookup and ``-h``; all the others are listed in `UNIMPLEMENTED`
 and refused loudly rather than silently ignored, so a command line written
 for llama-server either means the same thing here or fails.
 
-Only argparse and the config module are imported at module level: ``-h`` and
+Only argparse and the pure config modules are imported at module level: ``-h`` and
 ``--version`` must work without the native library, Twisted or a model.
 """
 
@@ -25,7 +25,15 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final, NamedTuple, NoReturn
 
 from llamatwist.cli_pending import BOOL, SWITCH, UNIMPLEMENTED, VALUE
-from llamatwist.config import CACHE_TYPE_NAMES, REASONING_FORMATS, SamplingDefaults, ServerConfig
+from llamatwist.config import CACHE_TYPE_NAMES, REASONING_FORMATS, ServerConfig
+from llamatwist.sampling_defaults import (
+    DEFAULT_DRY_SEQUENCE_BREAKERS,
+    DEFAULT_SAMPLERS,
+    SamplingDefaults,
+    samplers_from_chars,
+    samplers_from_names,
+    samplers_to_chars,
+)
 
 if TYPE_CHECKING:
     from twisted.application.service import MultiService
@@ -137,15 +145,11 @@ def _repeat_penalty(text: str) -> float:
 
 def _samplers(text: str) -> tuple[str, ...]:
     """--samplers: names separated by ';' (unknown ones dropped, as llama.cpp)."""
-    from llamatwist.engine.sampling import samplers_from_names
-
     return samplers_from_names(text.split(";"))
 
 
 def _sampler_seq(text: str) -> tuple[str, ...]:
     """--sampler-seq: one character per sampler (edskypmxt)."""
-    from llamatwist.engine.sampling import samplers_from_chars
-
     return samplers_from_chars(text)
 
 
@@ -646,10 +650,10 @@ FLAGS: Final[tuple[Flag, ...]] = (
     Flag(("--samplers",), "sampling.samplers", G_SAMPLING,
          "samplers that will be used for generation in the order, separated by ';'",
          None, _samplers, metavar="SAMPLERS",
-         default="penalties; dry; top_n_sigma; top_k; typ_p; top_p; min_p; xtc; temperature"),
+         default="; ".join(DEFAULT_SAMPLERS)),
     Flag(("--sampler-seq", "--sampling-seq"), "sampling.samplers", G_SAMPLING,
          "simplified sequence for samplers that will be used", None, _sampler_seq,
-         metavar="SEQUENCE", default="edskypmxt"),
+         metavar="SEQUENCE", default=samplers_to_chars(DEFAULT_SAMPLERS)),
     Flag(("--ignore-eos",), "sampling.ignore_eos", G_SAMPLING,
          "ignore end of stream token and continue generating (implies --logit-bias EOS-inf)"),
     Flag(("--top-nsigma", "--top-n-sigma"), "sampling.top_n_sigma", G_SAMPLING,
@@ -671,7 +675,7 @@ FLAGS: Final[tuple[Flag, ...]] = (
     Flag(("--dry-sequence-breaker",), "sampling.dry_sequence_breakers", G_SAMPLING,
          "add sequence breaker for DRY sampling, clearing out default breakers in the "
          "process; use \"none\" to not use any sequence breakers", None, str,
-         metavar="STRING", default="'\\n', ':', '\"', '*'", append=True),
+         metavar="STRING", default=", ".join(map(repr, DEFAULT_DRY_SEQUENCE_BREAKERS)), append=True),
     Flag(("--adaptive-target",), "sampling.adaptive_target", G_SAMPLING,
          "adaptive-p: select tokens near this probability (valid range 0.0 to 1.0; "
          "negative = disabled)", None, _float),

@@ -2,59 +2,20 @@
 """Server configuration: one frozen dataclass holding every default.
 
 Defaults follow llama-server (common/common.h and tools/server) so that a
-command line written for llama-server means the same thing here.
+command line written for llama-server means the same thing here. The
+per-request sampling defaults are `SamplingDefaults` (sampling_defaults.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["REASONING_FORMATS", "SamplingDefaults", "ServerConfig"]
+from llamatwist.sampling_defaults import SamplingDefaults
+
+__all__ = ["CACHE_TYPE_NAMES", "REASONING_FORMATS", "SamplingDefaults", "ServerConfig"]
 
 # --reasoning-format / the request's reasoning_format (llama.cpp's common_reasoning_format names)
 REASONING_FORMATS = ("none", "auto", "deepseek", "deepseek-legacy")
-
-
-@dataclass(frozen=True)
-class SamplingDefaults:
-    """Per-request sampling defaults, overridable by each request."""
-
-    n_predict: int = -1
-    seed: int = -1  # -1 = random (LLAMA_DEFAULT_SEED)
-    temperature: float = 0.8
-    top_k: int = 40
-    top_p: float = 0.95
-    min_p: float = 0.05
-    n_keep: int = 0
-    n_cache_reuse: int = 0  # --cache-reuse: min chunk reused by KV shifting (0 = off)
-    repeat_last_n: int = 64
-    repeat_penalty: float = 1.0
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    # the rest as llama.cpp's common_params_sampling
-    typical_p: float = 1.0
-    min_keep: int = 0
-    top_n_sigma: float = -1.0
-    xtc_probability: float = 0.0
-    xtc_threshold: float = 0.1
-    dynatemp_range: float = 0.0
-    dynatemp_exponent: float = 1.0
-    dry_multiplier: float = 0.0
-    dry_base: float = 1.75
-    dry_allowed_length: int = 2
-    dry_penalty_last_n: int = 64
-    dry_sequence_breakers: tuple[str, ...] = ("\n", ":", '"', "*")
-    mirostat: int = 0
-    mirostat_tau: float = 5.0  # --mirostat-ent
-    mirostat_eta: float = 0.1  # --mirostat-lr
-    adaptive_target: float = -1.0
-    adaptive_decay: float = 0.9
-    ignore_eos: bool = False
-    logit_bias: tuple[tuple[int | str, float], ...] = ()  # -l/--logit-bias TOKEN(+/-)BIAS
-    # the sampler order (--samplers / --sampler-seq), canonical names
-    samplers: tuple[str, ...] = (
-        "penalties", "dry", "top_n_sigma", "top_k", "typ_p", "top_p", "min_p", "xtc", "temperature",
-    )
 
 
 #: -ctk/-ctv values (llama-server's kv_cache_types)

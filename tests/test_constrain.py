@@ -29,8 +29,9 @@ from llamatwist.constrain import (
 from llamatwist.engine.batch import Batch
 from llamatwist.engine.context import Context, ContextParams
 from llamatwist.engine.model import Model
-from llamatwist.engine.sampling import Sampler, SamplerSettings
+from llamatwist.engine.sampling import Sampler
 from llamatwist.native.binding import lib
+from llamatwist.sampling_defaults import SamplerSettings
 
 MAX_TOKENS = 160
 

@@ -11,7 +11,8 @@ from llamatwist.engine.batch import Batch
 from llamatwist.engine.context import Context, ContextParams
 from llamatwist.engine.errors import ModelLoadError
 from llamatwist.engine.model import Model
-from llamatwist.engine.sampling import Sampler, SamplerSettings
+from llamatwist.engine.sampling import Sampler
+from llamatwist.sampling_defaults import SamplerSettings
 
 
 @pytest.fixture(scope="module")

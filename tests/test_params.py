@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import pytest
 
 from llamatwist.api.errors import InvalidRequest, error_body
@@ -13,7 +18,7 @@ from llamatwist.api.params import (
     parse_tokenize,
 )
 from llamatwist.config import SamplingDefaults
-from llamatwist.engine.sampling import RANDOM_SEED
+from llamatwist.sampling_defaults import RANDOM_SEED
 
 D = SamplingDefaults()
 
@@ -84,3 +89,35 @@ def test_tokenize_and_detokenize_bodies() -> None:
     assert parse_detokenize({"tokens": [1, 2]}) == [1, 2]
     with pytest.raises(InvalidRequest):
         parse_detokenize({"tokens": "1 2"})
+
+
+def test_parameter_table_needs_no_native_library() -> None:
+    """api.params imports and parses with the native extension unimportable
+    (as before `pip install` has built it)."""
+    code = textwrap.dedent(
+        """
+        import sys
+        from importlib.abc import MetaPathFinder
+
+        class NoNative(MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name == "llamatwist.native" or name.startswith("llamatwist.native."):
+                    raise ImportError(f"{name} blocked: no native library")
+                return None
+
+        sys.meta_path.insert(0, NoNative())
+        from llamatwist.api.params import parse_completion
+        from llamatwist.config import SamplingDefaults
+        req = parse_completion({"prompt": "hi", "samplers": "kt", "top_k": 3}, SamplingDefaults(n_predict=7))
+        assert req.params.n_predict == 7, req
+        assert req.params.sampler.samplers == ("top_k", "temperature"), req
+        assert req.params.sampler.top_k == 3, req
+        print(sorted(m for m in sys.modules if m.startswith(("llamatwist.native", "llamatwist.engine"))))
+        """
+    )
+    repo = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=repo, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

@@ -16,12 +16,11 @@ from llamatwist.config import SamplingDefaults
 from llamatwist.engine.batch import Batch
 from llamatwist.engine.context import Context, ContextParams
 from llamatwist.engine.model import Model
-from llamatwist.engine.sampling import (
+from llamatwist.engine.sampling import Sampler, eog_tokens
+from llamatwist.sampling_defaults import (
     DEFAULT_SAMPLERS,
     RANDOM_SEED,
-    Sampler,
     SamplerSettings,
-    eog_tokens,
     samplers_from_chars,
     samplers_from_names,
     samplers_to_chars,

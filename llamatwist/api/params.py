@@ -7,6 +7,7 @@ client's mistake is a 400 that names the field.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -15,15 +16,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from llamatwist.api.errors import InvalidRequest
-from llamatwist.config import SamplingDefaults
-from llamatwist.engine.sampling import (
+from llamatwist.runtime.task import GenerationParams
+from llamatwist.sampling_defaults import (
     RANDOM_SEED,
     LogitBias,
     SamplerSettings,
+    SamplingDefaults,
     samplers_from_chars,
     samplers_from_names,
 )
-from llamatwist.runtime.task import GenerationParams
 
 __all__ = [
     "CompletionRequest",
@@ -213,55 +214,26 @@ def read_fields(body: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+_SAMPLER_FIELDS = tuple(f.name for f in dataclasses.fields(SamplerSettings))
+# the GenerationParams fields a request sets; a field it leaves out keeps GenerationParams' default
+_REQUEST_FIELDS = ("n_discard", "stop", "n_probs", "cache_prompt", "id_slot", "stream", "return_tokens")
+
+
 def generation_params(body: Mapping[str, Any], defaults: SamplingDefaults) -> GenerationParams:
+    """The request's fields over the server's defaults (a request's logit_bias
+    replaces the -l/--logit-bias ones, as llama-server)."""
     v = read_fields(body)
-    seed = v.get("seed", defaults.seed)
-    dry_base = v.get("dry_base", defaults.dry_base)
-    sampler = SamplerSettings(
-        seed=RANDOM_SEED if seed < 0 else seed & 0xFFFFFFFF,
-        temperature=v.get("temperature", defaults.temperature),
-        dynatemp_range=v.get("dynatemp_range", defaults.dynatemp_range),
-        dynatemp_exponent=v.get("dynatemp_exponent", defaults.dynatemp_exponent),
-        top_k=v.get("top_k", defaults.top_k),
-        top_p=v.get("top_p", defaults.top_p),
-        min_p=v.get("min_p", defaults.min_p),
-        top_n_sigma=v.get("top_n_sigma", defaults.top_n_sigma),
-        xtc_probability=v.get("xtc_probability", defaults.xtc_probability),
-        xtc_threshold=v.get("xtc_threshold", defaults.xtc_threshold),
-        typical_p=v.get("typical_p", defaults.typical_p),
-        repeat_last_n=v.get("repeat_last_n", defaults.repeat_last_n),
-        repeat_penalty=v.get("repeat_penalty", defaults.repeat_penalty),
-        presence_penalty=v.get("presence_penalty", defaults.presence_penalty),
-        frequency_penalty=v.get("frequency_penalty", defaults.frequency_penalty),
-        dry_multiplier=v.get("dry_multiplier", defaults.dry_multiplier),
-        dry_base=defaults.dry_base if dry_base < 1.0 else dry_base,  # as llama-server
-        dry_allowed_length=v.get("dry_allowed_length", defaults.dry_allowed_length),
-        dry_penalty_last_n=v.get("dry_penalty_last_n", defaults.dry_penalty_last_n),
-        dry_sequence_breakers=v.get("dry_sequence_breakers", defaults.dry_sequence_breakers),
-        mirostat=v.get("mirostat", defaults.mirostat),
-        mirostat_tau=v.get("mirostat_tau", defaults.mirostat_tau),
-        mirostat_eta=v.get("mirostat_eta", defaults.mirostat_eta),
-        adaptive_target=v.get("adaptive_target", defaults.adaptive_target),
-        adaptive_decay=v.get("adaptive_decay", defaults.adaptive_decay),
-        min_keep=v.get("min_keep", defaults.min_keep),
-        ignore_eos=v.get("ignore_eos", defaults.ignore_eos),
-        # a request's logit_bias replaces the -l/--logit-bias ones, as llama-server
-        logit_bias=v.get("logit_bias", defaults.logit_bias),
-        samplers=v.get("samplers", defaults.samplers),
-        post_sampling_probs=v.get("post_sampling_probs", False),
-    )
+    sampler = {name: v.get(name, getattr(defaults, name)) for name in _SAMPLER_FIELDS}
+    seed = sampler["seed"]
+    sampler["seed"] = RANDOM_SEED if seed < 0 else seed & 0xFFFFFFFF
+    if sampler["dry_base"] < 1.0:
+        sampler["dry_base"] = defaults.dry_base  # as llama-server
     return GenerationParams(
         n_predict=v.get("n_predict", defaults.n_predict),
         n_keep=v.get("n_keep", defaults.n_keep),
-        n_discard=v.get("n_discard", 0),
         n_cache_reuse=v.get("n_cache_reuse", defaults.n_cache_reuse),
-        stop=v.get("stop", ()),
-        n_probs=v.get("n_probs", 0),
-        cache_prompt=v.get("cache_prompt", True),
-        id_slot=v.get("id_slot", -1),
-        stream=v.get("stream", False),
-        return_tokens=v.get("return_tokens", False),
-        sampler=sampler,
+        sampler=SamplerSettings(**sampler),
+        **{name: v[name] for name in _REQUEST_FIELDS if name in v},
     )
 
 

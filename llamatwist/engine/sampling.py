@@ -1,5 +1,5 @@
 # -*- test-case-name: tests.test_sampling -*-
-"""libllama's sampler chain, built from plain settings.
+"""libllama's sampler chain, built from plain settings (llamatwist.sampling_defaults).
 
 The chain is built like llama.cpp's ``common_sampler_init`` (common/sampling.cpp):
 a logit-bias stage (request/CLI biases, the end-of-generation bans of
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any, Final
 
 import numpy as np
@@ -21,115 +20,9 @@ import numpy.typing as npt
 from llamatwist.engine.context import Context
 from llamatwist.engine.model import Model
 from llamatwist.native.binding import ffi, lib
+from llamatwist.sampling_defaults import LogitBias, SamplerSettings
 
-__all__ = [
-    "DEFAULT_DRY_SEQUENCE_BREAKERS",
-    "DEFAULT_SAMPLERS",
-    "RANDOM_SEED",
-    "SAMPLER_CHARS",
-    "SAMPLER_NAMES",
-    "Sampler",
-    "SamplerSettings",
-    "samplers_from_chars",
-    "samplers_from_names",
-    "samplers_to_chars",
-]
-
-RANDOM_SEED: Final = 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: libllama picks a random seed
-
-# common_sampler_type_to_str / common_sampler_type_to_chr
-SAMPLER_CHARS: Final[dict[str, str]] = {
-    "dry": "d",
-    "top_k": "k",
-    "typ_p": "y",
-    "top_p": "p",
-    "top_n_sigma": "s",
-    "min_p": "m",
-    "temperature": "t",
-    "xtc": "x",
-    "infill": "i",
-    "penalties": "e",
-    "adaptive_p": "a",
-}
-SAMPLER_NAMES: Final[tuple[str, ...]] = tuple(SAMPLER_CHARS)
-
-# common_params_sampling::samplers
-DEFAULT_SAMPLERS: Final[tuple[str, ...]] = (
-    "penalties", "dry", "top_n_sigma", "top_k", "typ_p", "top_p", "min_p", "xtc", "temperature",
-)
-DEFAULT_DRY_SEQUENCE_BREAKERS: Final[tuple[str, ...]] = ("\n", ":", '"', "*")
-
-
-def _name_map() -> dict[str, str]:
-    """Every spelling common_sampler_types_from_names accepts -> canonical name."""
-    names = {n: n for n in SAMPLER_NAMES}
-    for n in SAMPLER_NAMES:
-        if "_" in n:
-            names.setdefault(n.replace("_", "-"), n)  # kebab-case: top-k
-            names.setdefault(n.replace("_", ""), n)  # no dash: topk
-    names.update({"nucleus": "top_p", "temp": "temperature", "typ": "typ_p"})
-    return names
-
-
-_BY_NAME: Final = _name_map()
-_BY_CHAR: Final = {c: n for n, c in SAMPLER_CHARS.items()}
-
-
-def samplers_from_names(names: Iterable[str]) -> tuple[str, ...]:
-    """Canonical sampler names from names/aliases (case-insensitive); unknown
-    names are dropped, as llama.cpp does (with a warning there)."""
-    return tuple(_BY_NAME[n.lower()] for n in names if n.lower() in _BY_NAME)
-
-
-def samplers_from_chars(chars: str) -> tuple[str, ...]:
-    """Canonical sampler names from the short form (``edskypmxt``); unknown
-    characters are dropped, as llama.cpp does."""
-    return tuple(_BY_CHAR[c] for c in chars if c in _BY_CHAR)
-
-
-def samplers_to_chars(samplers: Iterable[str]) -> str:
-    return "".join(SAMPLER_CHARS[s] for s in samplers)
-
-
-LogitBias = tuple[int | str, float]  # a token id or a text to tokenize, and its bias
-
-
-@dataclass(frozen=True)
-class SamplerSettings:
-    """llama.cpp's common_params_sampling, with its defaults."""
-
-    seed: int = RANDOM_SEED
-    temperature: float = 0.8
-    dynatemp_range: float = 0.0
-    dynatemp_exponent: float = 1.0
-    top_k: int = 40
-    top_p: float = 0.95
-    min_p: float = 0.05
-    top_n_sigma: float = -1.0
-    xtc_probability: float = 0.0
-    xtc_threshold: float = 0.1
-    typical_p: float = 1.0
-    repeat_last_n: int = 64
-    repeat_penalty: float = 1.0
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    dry_multiplier: float = 0.0
-    dry_base: float = 1.75
-    dry_allowed_length: int = 2
-    dry_penalty_last_n: int = 64
-    dry_sequence_breakers: tuple[str, ...] = DEFAULT_DRY_SEQUENCE_BREAKERS
-    mirostat: int = 0
-    mirostat_tau: float = 5.0
-    mirostat_eta: float = 0.1
-    adaptive_target: float = -1.0
-    adaptive_decay: float = 0.9
-    min_keep: int = 0
-    ignore_eos: bool = False
-    # token id or text (tokenized without special tokens), bias; -inf bans
-    logit_bias: tuple[LogitBias, ...] = ()
-    samplers: tuple[str, ...] = DEFAULT_SAMPLERS
-    # n_probs reports the distribution after the chain instead of the raw softmax
-    post_sampling_probs: bool = False
+__all__ = ["Sampler", "eog_tokens", "resolve_logit_bias"]
 
 
 # Per-model caches: the end-of-generation tokens (a vocab scan) and token ids.

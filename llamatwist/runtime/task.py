@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llamatwist.constrain import ConstraintFactory
-from llamatwist.engine.sampling import SamplerSettings
+from llamatwist.sampling_defaults import SamplerSettings
 
 __all__ = [
     "CompletionTask",
