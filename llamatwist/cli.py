@@ -1135,7 +1135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     fatal = fatal_errors()
     try:
         config = resolve_model(config)
-        from llamatwist.service import make_service
+        from llamatwist.server import make_service
 
         service = make_service(config)
     except ConfigError as err:

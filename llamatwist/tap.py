@@ -66,7 +66,7 @@ def makeService(options: Options) -> MultiService:
     fatal = cli.fatal_errors()
     try:
         config = cli.resolve_model(config)
-        from llamatwist.service import make_service
+        from llamatwist.server import make_service
 
         return make_service(config)
     except cli.ConfigError as err:

@@ -564,7 +564,7 @@ class Boom(Exception):
 
 @pytest.fixture
 def fake_modules(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
-    """Stand-ins for llamatwist.models/errors/service, and no logging set-up."""
+    """Stand-ins for llamatwist.models/errors/server, and no logging set-up."""
     state = types.SimpleNamespace(fetched=0, configs=[])
 
     class ModelFetchError(Exception):
@@ -589,7 +589,7 @@ def fake_modules(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
     models.ModelFetchError = ModelFetchError  # type: ignore[attr-defined]
     errors = types.ModuleType("llamatwist.errors")
     errors.StartupError = StartupError  # type: ignore[attr-defined]
-    service = types.ModuleType("llamatwist.service")
+    service = types.ModuleType("llamatwist.server")
     service.make_service = make_service  # type: ignore[attr-defined]
     for module in (models, errors, service):
         monkeypatch.setitem(sys.modules, module.__name__, module)
@@ -643,10 +643,10 @@ def make_service(config):
     {exit_code}
     return top
 
-for name in ("llamatwist.models", "llamatwist.service"):
+for name in ("llamatwist.models", "llamatwist.server"):
     sys.modules[name] = types.ModuleType(name)
 sys.modules["llamatwist.models"].ModelFetchError = OSError
-sys.modules["llamatwist.service"].make_service = make_service
+sys.modules["llamatwist.server"].make_service = make_service
 from llamatwist import cli
 sys.exit(cli.main(["-m", "x.gguf", "--log-disable"]))
 """
