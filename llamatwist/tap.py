@@ -1,8 +1,9 @@
 # -*- test-case-name: tests.test_cli -*-
 """``twistd -n llamatwist ARGS``: the llamatwist server as a twistd plugin.
 
-ARGS are llama-server's flags, passed verbatim to cli.parse_config, so they
-mean exactly what they mean to ``llamatwist ARGS``.
+ARGS are llama-server's flags, passed verbatim to the start-up the
+``llamatwist`` command uses (llamatwist.cli.startup), so they mean exactly
+what they mean to ``llamatwist ARGS``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class Options(usage.Options):
     """Takes llama-server's command line as it is.
 
     usage.Options' getopt cannot express flags like ``-np`` or ``-no-kvu``,
-    so parseOptions bypasses it and hands the whole list to cli.parse_config.
+    so parseOptions bypasses it and hands the whole list to cli.configure.
     """
 
     synopsis = "[llama-server options]"
@@ -42,12 +43,11 @@ class Options(usage.Options):
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         self.argv = list(sys.argv[1:] if options is None else options)
         try:
-            self.config = cli.parse_config(self.argv, os.environ)
-        except cli.ConfigError as err:
             # The same message and status as the llamatwist command, rather
             # than twistd's usage dump.
-            cli.report_error(err)
-            raise SystemExit(err.exit_code) from None
+            self.config = cli.configure(self.argv, os.environ)
+        except cli.StartupFailed as failed:
+            raise SystemExit(failed.exit_code) from None
         self.postOptions()  # type: ignore[no-untyped-call]
 
     def getUsage(self, width: int | None = None) -> str:
@@ -59,19 +59,7 @@ def makeService(options: Options) -> MultiService:
     config = options.config
     if config is None:  # parseOptions was not called
         config = cli.parse_config(options.argv, os.environ)
-
-    from llamatwist import logs
-
-    logs.setup(config, under_twistd=True)
-    fatal = cli.fatal_errors()
     try:
-        config = cli.resolve_model(config)
-        from llamatwist.server import make_service
-
-        return make_service(config)
-    except cli.ConfigError as err:
-        cli.report_error(err)
-        raise SystemExit(err.exit_code) from None
-    except fatal as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(1) from None
+        return cli.build_service(config, under_twistd=True)
+    except cli.StartupFailed as failed:
+        raise SystemExit(failed.exit_code) from None

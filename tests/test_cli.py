@@ -482,7 +482,7 @@ def test_help_lists_every_flag_with_default_and_env() -> None:
     for flag in FLAGS:
         for name in (*flag.names, *flag.neg):
             assert name in text
-        assert f"(default: {cli._show_default(flag)})" in text
+        assert f"(default: {cli.show_default(flag)})" in text
         if flag.env:
             assert f"(env: {flag.env})" in text
     for expected in ("(default: 2048)", "(default: 8080)", "(default: 0.80)"):

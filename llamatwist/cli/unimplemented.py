@@ -3,7 +3,8 @@
 
 Collected from llama.cpp's common/arg.cpp (server-applicable flags). The CLI
 refuses each one by name (flag or LLAMA_ARG_* variable) instead of silently
-ignoring it; a flag moves to ``cli.FLAGS`` when it is implemented.
+ignoring it; a flag moves to its group's table (common_flags.py,
+sampling_flags.py, server_flags.py) when it is implemented.
 """
 
 from __future__ import annotations

@@ -1,0 +1,78 @@
+# -*- test-case-name: tests.test_cli -*-
+"""llama-server's "common params" that llamatwist implements.
+
+The flags every llama.cpp tool shares (common/arg.cpp options outside the
+sampling group and not specific to the server): model, context and compute,
+logging. The other groups: sampling_flags.py, server_flags.py.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from llamatwist.cli.convert import (
+    cache_type,
+    gpu_layers,
+    int_min,
+    nonempty,
+    number,
+    on_off_auto,
+    threads,
+)
+from llamatwist.cli.flag import G_COMPUTE, G_LOG, G_MODEL, G_SAMPLING, Flag
+from llamatwist.config import CACHE_TYPE_NAMES
+
+__all__ = ["COMMON"]
+
+COMMON: Final[tuple[Flag, ...]] = (
+    # model
+    Flag(("-m", "--model"), "model", G_MODEL, "model path to load",
+         "LLAMA_ARG_MODEL", nonempty, metavar="FNAME",
+         default="the default model, as --smollm2-default"),
+    Flag(("-ngl", "--gpu-layers", "--n-gpu-layers"), "n_gpu_layers", G_MODEL,
+         "max. number of layers to store in VRAM, either an exact number, "
+         "'auto', or 'all'", "LLAMA_ARG_N_GPU_LAYERS", gpu_layers,
+         default="auto"),
+    # context, batching and compute
+    Flag(("-c", "--ctx-size"), "n_ctx", G_COMPUTE,
+         "size of the prompt context (0 = loaded from model)",
+         "LLAMA_ARG_CTX_SIZE", int_min(0)),
+    Flag(("-b", "--batch-size"), "n_batch", G_COMPUTE,
+         "logical maximum batch size", "LLAMA_ARG_BATCH", int_min(1)),
+    Flag(("-ub", "--ubatch-size"), "n_ubatch", G_COMPUTE,
+         "physical maximum batch size", "LLAMA_ARG_UBATCH", int_min(1)),
+    Flag(("-t", "--threads"), "n_threads", G_COMPUTE,
+         "number of CPU threads to use during generation (<= 0 = auto)",
+         "LLAMA_ARG_THREADS", threads, default="auto"),
+    Flag(("-tb", "--threads-batch"), "n_threads_batch", G_COMPUTE,
+         "number of threads to use during batch and prompt processing",
+         None, threads, default="same as --threads"),
+    Flag(("-fa", "--flash-attn"), "flash_attn", G_COMPUTE,
+         "set Flash Attention use ('on', 'off', or 'auto')", "LLAMA_ARG_FLASH_ATTN", on_off_auto,
+         metavar="[on|off|auto]"),
+    Flag(("-ctk", "--cache-type-k"), "cache_type_k", G_COMPUTE,
+         f"KV cache data type for K; allowed values: {', '.join(CACHE_TYPE_NAMES)}",
+         "LLAMA_ARG_CACHE_TYPE_K", cache_type, metavar="TYPE"),
+    Flag(("-ctv", "--cache-type-v"), "cache_type_v", G_COMPUTE,
+         f"KV cache data type for V; allowed values: {', '.join(CACHE_TYPE_NAMES)}",
+         "LLAMA_ARG_CACHE_TYPE_V", cache_type, metavar="TYPE"),
+    Flag(("-kvo", "--kv-offload"), "kv_offload", G_COMPUTE,
+         "whether to enable KV cache offloading", "LLAMA_ARG_KV_OFFLOAD", neg=("-nkvo", "--no-kv-offload")),
+    Flag(("-dt", "--defrag-thold"), "defrag_thold", G_COMPUTE,
+         "KV cache defragmentation threshold (DEPRECATED: ignored, as in llama-server)",
+         "LLAMA_ARG_DEFRAG_THOLD", number),
+    # sampling (defaults for each request)
+    Flag(("-n", "--predict", "--n-predict"), "sampling.n_predict", G_SAMPLING,
+         "number of tokens to predict (-1 = infinity)", "LLAMA_ARG_N_PREDICT",
+         int_min(-1)),
+    Flag(("--keep",), "sampling.n_keep", G_SAMPLING,
+         "number of tokens to keep from the initial prompt (-1 = all)", None,
+         int_min(-1)),
+    # logging
+    Flag(("-v", "--verbose", "--log-verbose"), "verbose", G_LOG,
+         "log everything, debug messages included"),
+    Flag(("--log-disable",), "log_disable", G_LOG, "disable logging"),
+    Flag(("--log-file",), "log_file", G_LOG,
+         "also write the log to this file (truncated at start)",
+         "LLAMA_ARG_LOG_FILE", nonempty, metavar="FNAME", default="unset"),
+)  # fmt: skip

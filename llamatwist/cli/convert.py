@@ -1,0 +1,342 @@
+# -*- test-case-name: tests.test_cli -*-
+"""Value converters of the flag tables: text -> value.
+
+Each raises ValueError(message) when the text is invalid (ConfigError where
+llama-server accepts the value but llamatwist does not implement it yet).
+Shared by argparse (command line) and the environment lookup.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+from llamatwist.cli.errors import ConfigError
+from llamatwist.config import CACHE_TYPE_NAMES, REASONING_FORMATS
+from llamatwist.sampling_defaults import SamplingDefaults, samplers_from_chars, samplers_from_names
+
+__all__ = [
+    "FALSEY",
+    "POOLING_TYPES",
+    "TRUTHY",
+    "Converter",
+    "alias",
+    "api_keys",
+    "api_prefix",
+    "cache_type",
+    "directory",
+    "dry_base",
+    "float_range",
+    "gpu_layers",
+    "host",
+    "int_min",
+    "integer",
+    "json_object",
+    "logit_bias",
+    "mirostat",
+    "n_parallel",
+    "nonempty",
+    "number",
+    "on_off_auto",
+    "parse_api_key_file",
+    "parse_csv_row",
+    "pooling",
+    "port",
+    "read_api_key_file",
+    "reasoning_effort",
+    "reasoning_format",
+    "repeat_penalty",
+    "sampler_seq",
+    "samplers",
+    "seed",
+    "temperature",
+    "threads",
+]
+
+Converter = Callable[[str], Any]
+
+
+def integer(text: str) -> int:
+    try:
+        return int(text.strip(), 10)
+    except ValueError:
+        raise ValueError(f"expected an integer, got {text!r}") from None
+
+
+def number(text: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ValueError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def int_min(low: int) -> Converter:
+    def convert(text: str) -> int:
+        value = integer(text)
+        if value < low:
+            raise ValueError(f"must be >= {low}, got {value}")
+        return value
+
+    return convert
+
+
+def float_range(low: float, high: float) -> Converter:
+    def convert(text: str) -> float:
+        value = number(text)
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}, got {value}")
+        return value
+
+    return convert
+
+
+def nonempty(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be empty")
+    return text
+
+
+def temperature(text: str) -> float:
+    return max(number(text), 0.0)  # llama-server clamps negatives to greedy
+
+
+def repeat_penalty(text: str) -> float:
+    value = number(text)
+    if value <= 0.0:
+        raise ValueError(f"must be greater than 0, got {value}")
+    return value
+
+
+def samplers(text: str) -> tuple[str, ...]:
+    """--samplers: names separated by ';' (unknown ones dropped, as llama.cpp)."""
+    return samplers_from_names(text.split(";"))
+
+
+def sampler_seq(text: str) -> tuple[str, ...]:
+    """--sampler-seq: one character per sampler (edskypmxt)."""
+    return samplers_from_chars(text)
+
+
+def dry_base(text: str) -> float:
+    value = number(text)
+    return value if value >= 1.0 else SamplingDefaults().dry_base  # llama-server ignores < 1
+
+
+def mirostat(text: str) -> int:
+    value = integer(text)
+    if not 0 <= value <= 2:  # llama-server would abort on its first request
+        raise ValueError(f"must be 0 (disabled), 1 or 2, got {value}")
+    return value
+
+
+def logit_bias(text: str) -> tuple[int, float]:
+    """-l TOKEN_ID(+/-)BIAS, e.g. 15043+1 or 15043-inf."""
+    head = text.strip()
+    for i in range(1, len(head)):
+        if head[i] in "+-" and head[:i].strip().lstrip("+-").isdigit():
+            try:
+                bias = float(head[i + 1:])
+            except ValueError:
+                break
+            if math.isnan(bias):
+                break
+            return int(head[:i]), -bias if head[i] == "-" else bias
+    raise ValueError(f"invalid input format {text!r}: expected TOKEN_ID(+/-)BIAS")
+
+
+
+def n_parallel(text: str) -> int:
+    value = integer(text)
+    if value == 0:
+        raise ValueError("must be a positive number of slots, or -1 for auto")
+    return max(value, -1)  # any negative means auto, as in llama-server
+
+
+def threads(text: str) -> int:
+    value = integer(text)
+    return value if value > 0 else -1  # <= 0: pick from the CPU count
+
+
+def gpu_layers(text: str) -> int:
+    word = text.strip().lower()
+    if word == "auto":
+        return -1
+    if word == "all":
+        return -2
+    try:
+        value = integer(text)
+    except ValueError:
+        raise ValueError(f"expected a number, 'auto' or 'all', got {text!r}") from None
+    return max(value, -2)  # llama.cpp: -1 = auto, <= -2 = all
+
+
+def seed(text: str) -> int:
+    value = integer(text)
+    if value in (-1, 0xFFFFFFFF):  # LLAMA_DEFAULT_SEED: random
+        return -1
+    if not 0 <= value < 0xFFFFFFFF:
+        raise ValueError(f"must be -1 (random) or between 0 and {0xFFFFFFFF - 1}")
+    return value
+
+
+def port(text: str) -> int:
+    value = integer(text)
+    if not 0 <= value <= 65535:
+        raise ValueError(f"must be between 0 and 65535, got {value}")
+    return value
+
+
+def host(text: str) -> str:
+    host = text.strip()
+    if not host:
+        raise ValueError("must not be empty")
+    # llama-server also takes comma-separated lists and UNIX socket paths.
+    if "," in host:
+        raise ConfigError(
+            "several --host addresses are not implemented yet in llamatwist", 1
+        )
+    if host.endswith(".sock"):
+        raise ConfigError(
+            "UNIX socket --host paths are not implemented yet in llamatwist", 1
+        )
+    return host
+
+
+def alias(text: str) -> str:
+    aliases = [a.strip() for a in text.split(",") if a.strip()]
+    if not aliases:
+        raise ValueError("must name at least one alias")
+    return ",".join(aliases)
+
+
+def parse_csv_row(text: str) -> list[str]:
+    """llama.cpp's parse_csv_row: split on commas outside double quotes.
+
+    A field that starts with a quote runs to the closing quote (``""`` is a
+    literal quote inside it); nothing is trimmed, empty fields are kept.
+    """
+    fields: list[str] = []
+    current: list[str] = []
+    in_quotes = False
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == '"':
+            if not in_quotes:
+                if current:
+                    current.append('"')  # a quote inside an unquoted field is literal
+                else:
+                    in_quotes = True
+            elif text[i + 1 : i + 2] == '"':
+                current.append('"')
+                i += 1
+            else:
+                in_quotes = False
+        elif ch == "," and not in_quotes:
+            fields.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+        i += 1
+    fields.append("".join(current))
+    return fields
+
+
+def api_keys(text: str) -> tuple[str, ...]:
+    return tuple(key for key in parse_csv_row(text) if key)  # empty keys are skipped
+
+
+def parse_api_key_file(text: str) -> tuple[str, ...]:
+    """The keys of an --api-key-file: one per line; empty lines and lines
+    starting with '#' are skipped, as llama-server does. The only difference:
+    a CRLF line ending is not taken as part of the key."""
+    lines = (line.removesuffix("\r") for line in text.split("\n"))
+    return tuple(line for line in lines if line and not line.startswith("#"))
+
+
+def read_api_key_file(path: str) -> tuple[str, ...]:
+    """The keys in `path`; ConfigError (exit status 1) when it cannot be read
+    or holds no key (which would otherwise silently disable authentication)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"failed to open file '{path}': {exc.strerror or exc}", 1) from None
+    try:
+        keys = parse_api_key_file(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"API key file '{path}' is not valid UTF-8", 1) from None
+    if not keys:
+        raise ConfigError(f"API key file '{path}' contains no API key", 1)
+    return keys
+
+
+def api_prefix(text: str) -> str:
+    """The path prefix with one leading slash and no trailing one ("" = none)."""
+    prefix = text.strip().strip("/")
+    if any(c in prefix for c in "?#") or any(c.isspace() for c in prefix):
+        raise ValueError(f"must be a URL path, got {text!r}")
+    return "/" + prefix if prefix else ""
+
+
+def directory(text: str) -> str:
+    """--path: llama-server refuses to start when the directory is missing."""
+    if not os.path.isdir(text):
+        raise ValueError(f"static assets path not found: {text!r}")
+    return text
+
+
+POOLING_TYPES: Final = ("none", "mean", "cls", "last", "rank")
+
+
+def pooling(text: str) -> str:
+    if text not in POOLING_TYPES:
+        raise ValueError(f"must be one of {', '.join(POOLING_TYPES)}, got {text!r}")
+    return text
+
+
+def json_object(text: str) -> dict[str, object]:
+    try:
+        value = json.loads(text)
+    except ValueError as err:
+        raise ValueError(f"must be a valid JSON object string: {err}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"must be a JSON object, got {type(value).__name__}")  # noqa: TRY004  # argparse reports ValueError
+    return value
+
+
+TRUTHY: Final = frozenset({"on", "enabled", "true", "1"})
+FALSEY: Final = frozenset({"off", "disabled", "false", "0"})
+
+
+def reasoning_format(text: str) -> str:
+    if text not in REASONING_FORMATS:
+        raise ValueError(f"must be one of {', '.join(REASONING_FORMATS)}, got {text!r}")
+    return text
+
+
+def cache_type(text: str) -> str:
+    if text not in CACHE_TYPE_NAMES:
+        raise ValueError(f"must be one of {', '.join(CACHE_TYPE_NAMES)}, got {text!r}")
+    return text
+
+
+def on_off_auto(text: str) -> str:
+    """-rea: llama.cpp's is_truthy / is_falsey / is_autoy words."""
+    if text in TRUTHY:
+        return "on"
+    if text in FALSEY:
+        return "off"
+    if text in ("auto", "-1"):
+        return "auto"
+    raise ValueError(f"unknown value {text!r}: expected on, off or auto")
+
+
+def reasoning_effort(text: str) -> str | None:
+    return None if text == "default" else nonempty(text)

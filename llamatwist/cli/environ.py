@@ -1,0 +1,88 @@
+# -*- test-case-name: tests.test_cli -*-
+"""LLAMA_ARG_* environment variables, read as llama.cpp reads them.
+
+A flag on the command line beats its variable; an on/off flag is also
+switched off by the mere presence of LLAMA_ARG_NO_<name>; a switch acts only
+on a truthy value. The variable of an unimplemented flag is refused as the
+flag itself would be.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+from llamatwist.cli.convert import FALSEY, TRUTHY, Converter
+from llamatwist.cli.errors import ConfigError
+from llamatwist.cli.flag import Flag
+from llamatwist.cli.unimplemented import BOOL, SWITCH, UNIMPLEMENTED
+
+__all__ = ["canonical", "from_env", "not_implemented", "refused_env"]
+
+# Variables that are not llama-server's alone: other tools read them too, so
+# a set one must not stop the server (llamatwist never downloads with it).
+_SHARED_ENV: Final = frozenset({"HF_TOKEN"})
+
+
+def canonical(names: Sequence[str]) -> str:
+    """The name to quote in messages: the first long spelling."""
+    return next((n for n in names if n.startswith("--")), names[0])
+
+
+def not_implemented(flag: str, env: str | None = None) -> ConfigError:
+    message = f"flag {flag} is not implemented yet in llamatwist"
+    if env:
+        message += f" (set by environment variable {env})"
+    return ConfigError(message, 1)
+
+
+def _env_bool(text: str) -> bool:
+    """llama.cpp's parse_bool_value for LLAMA_ARG_* values of on/off flags."""
+    if text in TRUTHY:
+        return True
+    if text in FALSEY:
+        return False
+    raise ValueError(f"invalid boolean value {text!r}")
+
+
+def from_env(flag: Flag, environ: Mapping[str, str]) -> tuple[bool, Any]:
+    """(found, value) for `flag` from its LLAMA_ARG_* variable, as llama.cpp."""
+    if flag.env is None:
+        return False, None
+    if flag.neg:
+        if flag.env.replace("LLAMA_ARG_", "LLAMA_ARG_NO_", 1) in environ:
+            return True, False  # its mere presence switches the flag off
+        convert: Converter = _env_bool
+    elif flag.convert is None:
+        # A switch acts only on a truthy value; any other value is ignored.
+        return (environ.get(flag.env) in TRUTHY), True
+    else:
+        convert = flag.convert
+    if flag.env not in environ:
+        return False, None
+    try:
+        return True, convert(environ[flag.env])
+    except ValueError as err:
+        raise ConfigError(
+            f"invalid value for environment variable {flag.env}: {err}"
+        ) from None
+
+
+def refused_env(environ: Mapping[str, str]) -> ConfigError | None:
+    """The error for the first unimplemented flag that `environ` sets, if any."""
+    for unimplemented in UNIMPLEMENTED:
+        env = unimplemented.env
+        if env is None or env in _SHARED_ENV:
+            continue
+        names = unimplemented.names.split()
+        if unimplemented.kind == BOOL:
+            negative = env.replace("LLAMA_ARG_", "LLAMA_ARG_NO_", 1)
+            if negative in environ:
+                off = [n for n in names if n.startswith("--no-")]
+                return not_implemented(canonical(off or names), negative)
+        if env not in environ:
+            continue
+        if unimplemented.kind == SWITCH and environ[env] not in TRUTHY:
+            continue  # llama-server ignores it too
+        return not_implemented(canonical(names), env)
+    return None

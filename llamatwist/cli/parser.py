@@ -1,0 +1,305 @@
+# -*- test-case-name: tests.test_cli -*-
+"""The command line parser: argparse over the flag tables, then ServerConfig.
+
+`parse_config` reads the command line, refuses unimplemented flags (given or
+set by their LLAMA_ARG_* variable), falls back on each flag's variable, and
+settles what llama-server settles after parsing (-np auto, --rerank,
+--api-key-file, the repeatable sampling flags).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from collections.abc import Mapping, Sequence
+from typing import Any, Final, NoReturn
+
+from llamatwist.cli.common_flags import COMMON
+from llamatwist.cli.convert import Converter, read_api_key_file
+from llamatwist.cli.environ import canonical, from_env, not_implemented, refused_env
+from llamatwist.cli.errors import PROG, ConfigError
+from llamatwist.cli.flag import SECTIONS, Flag
+from llamatwist.cli.sampling_flags import SAMPLING
+from llamatwist.cli.server_flags import PRESETS, SERVER
+from llamatwist.cli.unimplemented import UNIMPLEMENTED, VALUE
+from llamatwist.cli.version import version_text
+from llamatwist.config import ServerConfig
+from llamatwist.sampling_defaults import SamplingDefaults
+
+__all__ = ["FLAGS", "build_parser", "parse_config", "show_default"]
+
+#: every implemented flag, in llama-server's -h group order (common, sampling, server);
+#: -h shows them by section (flag.SECTIONS), in this order within each section
+FLAGS: Final[tuple[Flag, ...]] = (*COMMON, *SAMPLING, *SERVER)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # Raise instead of exiting so parse_config stays testable and the
+        # twistd plugin can report errors the same way.
+        raise ConfigError(message, 2)
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wraps like argparse but never splits a flag name at one of its dashes."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return textwrap.fill(
+            " ".join(text.split()),
+            width,
+            initial_indent=indent,
+            subsequent_indent=indent,
+            break_on_hyphens=False,
+        )
+
+
+class _OnOff(argparse.Action):
+    """One action for a flag and its negations: -cb on, -nocb off."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any):
+        self.negative = frozenset(kwargs.pop("negative", ()))
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, option_string not in self.negative)
+
+
+_REFUSED: Final = "refused_flags"
+
+
+class _Refuse(argparse.Action):
+    """Records an unimplemented flag; parse_config refuses it afterwards."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        refused = getattr(namespace, _REFUSED, [])
+        refused.append(option_string)
+        setattr(namespace, _REFUSED, refused)
+
+
+class _Version(argparse.Action):
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> NoReturn:
+        sys.stdout.write(version_text())
+        sys.stdout.flush()
+        raise SystemExit(0)
+
+
+def _config_default(path: str) -> Any:
+    obj: Any = ServerConfig()
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def show_default(flag: Flag) -> str:
+    """The default that -h shows for `flag`."""
+    if flag.default is not None:
+        return flag.default
+    value = _config_default(flag.field)
+    if isinstance(value, bool):
+        return "enabled" if value else "disabled"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return "unset" if value is None else str(value)
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    """The argparse parser for llama-server's command line.
+
+    Parsed values are left out of the namespace unless given (so parse_config
+    can tell a flag from its environment variable); unimplemented flags are
+    collected in the ``refused_flags`` attribute rather than failing at once.
+    """
+    parser = _Parser(
+        prog=prog,
+        usage="%(prog)s [options]",
+        description="llama-server compatible LLM inference server. Flags and "
+        "LLAMA_ARG_* environment variables mean what they mean to llama-server; "
+        "a flag on the command line beats its environment variable.",
+        epilog="Recognized llama-server flags that are not implemented yet, "
+        "refused with exit status 1 (as are their environment variables): "
+        + ", ".join(canonical(u.names.split()) for u in UNIMPLEMENTED),
+        formatter_class=_HelpFormatter,
+        add_help=False,
+        allow_abbrev=False,  # llama-server wants exact names
+        argument_default=argparse.SUPPRESS,
+    )
+    general = parser.add_argument_group("general")
+    general.add_argument(
+        "-h", "--help", "--usage", action="help", help="print usage and exit"
+    )
+    general.add_argument(
+        "--version", action=_Version, nargs=0, help="show version and build info"
+    )
+    groups = {section: parser.add_argument_group(section) for section in SECTIONS}
+    for flag in FLAGS:
+        group = groups[flag.section]
+        text = f"{flag.help} (default: {show_default(flag)})"
+        if flag.env:
+            text += f" (env: {flag.env})"
+        text = text.replace("%", "%%")  # argparse %-formats help strings
+        if flag.convert is not None:
+            group.add_argument(
+                *flag.names,
+                dest=flag.field,
+                type=_for_argparse(flag.convert),
+                metavar=flag.metavar,
+                help=text,
+                action="append" if flag.append else "store",
+            )
+        else:
+            group.add_argument(
+                *flag.names,
+                *flag.neg,
+                dest=flag.field,
+                action=_OnOff,
+                negative=flag.neg,
+                help=text,
+            )
+        if flag.field == "model":
+            for name, text in PRESETS.items():
+                group.add_argument(
+                    name, dest="model", action="store_const", const=None, help=text
+                )
+    for unimplemented in UNIMPLEMENTED:
+        parser.add_argument(
+            *unimplemented.names.split(),
+            dest=_REFUSED,
+            action=_Refuse,
+            # A value is swallowed so that it is not reported as a stray
+            # argument; the flag itself is refused anyway.
+            nargs="?" if unimplemented.kind == VALUE else 0,
+            help=argparse.SUPPRESS,
+        )
+    return parser
+
+
+def _for_argparse(convert: Converter) -> Converter:
+    def parse(text: str) -> Any:
+        try:
+            return convert(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    return parse
+
+
+def _normalize(argv: Sequence[str], known: set[str]) -> list[str]:
+    """llama-server reads --ctx_size as --ctx-size: do the same."""
+    out = []
+    for arg in argv:
+        name, eq, value = arg.partition("=")
+        dashed = name.replace("_", "-")
+        if name.startswith("--") and dashed in known:
+            out.append(dashed + eq + value)
+        else:
+            out.append(arg)
+    return out
+
+
+def _known_names() -> set[str]:
+    names = {"-h", "--help", "--usage", "--version", *PRESETS}
+    for flag in FLAGS:
+        names.update(flag.names + flag.neg)
+    for unimplemented in UNIMPLEMENTED:
+        names.update(unimplemented.names.split())
+    return names
+
+
+def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> ServerConfig:
+    """Turn llama-server style arguments and environment into a ServerConfig.
+
+    Raises ConfigError for anything refused; ``-h`` and ``--version`` print
+    to stdout and raise SystemExit(0), as argparse does.
+    """
+    parser = build_parser()
+    namespace, extras = parser.parse_known_args(_normalize(argv, _known_names()))
+    if extras:
+        # Typos are reported before unimplemented flags: they are more
+        # likely the user's real mistake.
+        raise ConfigError(f"unrecognized arguments: {' '.join(extras)}")
+    given: dict[str, Any] = vars(namespace)
+    refused = given.pop(_REFUSED, None)
+    if refused:
+        raise not_implemented(refused[0])
+    env_error = refused_env(environ)
+    if env_error is not None:
+        raise env_error
+
+    values: dict[str, Any] = {}
+    for flag in FLAGS:
+        if flag.field in given:
+            values[flag.field] = given[flag.field]
+        else:
+            found, value = from_env(flag, environ)
+            if found:
+                values[flag.field] = value
+    if "model" in given:  # a preset (None) or -m given on the command line
+        values["model"] = given["model"]
+
+    # --api-key and --api-key-file add up; the file is read now, as llama-server
+    # does while parsing, so an unreadable one stops the start-up (exit 1).
+    key_file = values.pop("api_key_file", None)
+    if key_file is not None:
+        values["api_keys"] = (*values.get("api_keys", ()), *read_api_key_file(key_file))
+    # --rerank is llama-server's --embeddings plus --pooling rank.
+    if values.get("reranking"):
+        values["embeddings"] = True
+        values.setdefault("pooling", "rank")
+
+    # llama-server's -np default is auto (-1): 4 slots, unified KV cache forced
+    # on. With an explicit count, the KV cache is unified only if asked for.
+    n_parallel = values.pop("n_parallel", -1)
+    kv_unified = values.pop("kv_unified", False)
+    if n_parallel < 0:
+        n_parallel, kv_unified = 4, True
+
+    _sampling_lists(values)
+    sampling = {
+        key.removeprefix("sampling."): value
+        for key, value in values.items()
+        if key.startswith("sampling.")
+    }
+    top = {k: v for k, v in values.items() if not k.startswith("sampling.")}
+    return ServerConfig(
+        **top,
+        n_parallel=n_parallel,
+        kv_unified=kv_unified,
+        sampling=SamplingDefaults(**sampling),
+    )
+
+
+
+
+def _sampling_lists(values: dict[str, Any]) -> None:
+    """The repeatable sampling flags, collected by argparse as lists."""
+    if "sampling.logit_bias" in values:
+        values["sampling.logit_bias"] = tuple(values["sampling.logit_bias"])
+    if "sampling.dry_sequence_breakers" in values:
+        # the first one replaces the defaults; "none" clears the list so far
+        breakers: list[str] = []
+        for b in values["sampling.dry_sequence_breakers"]:
+            breakers = [] if b == "none" else [*breakers, b]
+        values["sampling.dry_sequence_breakers"] = tuple(breakers)
+

@@ -1,0 +1,192 @@
+# -*- test-case-name: tests.test_cli -*-
+"""llama-server's "example-specific params" (the server's own) that llamatwist implements.
+
+HTTP, endpoints, security, chat templates and reasoning, slots and the
+prompt cache, and the default-model presets. The other groups:
+common_flags.py, sampling_flags.py.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from llamatwist.cli.convert import (
+    alias,
+    api_keys,
+    api_prefix,
+    directory,
+    float_range,
+    host,
+    int_min,
+    integer,
+    json_object,
+    n_parallel,
+    nonempty,
+    on_off_auto,
+    pooling,
+    port,
+    reasoning_effort,
+    reasoning_format,
+    threads,
+)
+from llamatwist.cli.flag import G_CHAT, G_COMPUTE, G_HTTP, G_MODEL, G_SERVER, Flag
+
+__all__ = ["PRESETS", "SERVER"]
+
+SERVER: Final[tuple[Flag, ...]] = (
+    # model
+    Flag(("-a", "--alias"), "alias", G_MODEL,
+         "set model name aliases, comma-separated (to be used by API)",
+         "LLAMA_ARG_ALIAS", alias, metavar="STRING", default="unset"),
+    # server
+    Flag(("--host",), "host", G_SERVER, "IP address to listen on",
+         "LLAMA_ARG_HOST", host, metavar="HOST"),
+    Flag(("--port",), "port", G_SERVER, "port to listen on",
+         "LLAMA_ARG_PORT", port, metavar="PORT"),
+    Flag(("--metrics",), "metrics", G_SERVER,
+         "enable prometheus compatible metrics endpoint",
+         "LLAMA_ARG_ENDPOINT_METRICS"),
+    Flag(("--slots",), "slots", G_SERVER, "expose slots monitoring endpoint",
+         "LLAMA_ARG_ENDPOINT_SLOTS", neg=("--no-slots",)),
+    Flag(("--slot-save-path",), "slot_save_path", G_SERVER,
+         "path to save slot kv cache (POST /slots/{id}?action=save|restore|erase)", None, nonempty,
+         metavar="PATH", default="disabled"),
+    Flag(("--props",), "endpoint_props", G_SERVER,
+         "enable changing global properties via POST /props",
+         "LLAMA_ARG_ENDPOINT_PROPS"),
+    Flag(("--embedding", "--embeddings"), "embeddings", G_SERVER,
+         "restrict to only support embedding use case; use only with dedicated "
+         "embedding models", "LLAMA_ARG_EMBEDDINGS"),
+    Flag(("--rerank", "--reranking"), "reranking", G_SERVER,
+         "enable reranking endpoint on server (implies --embeddings and, unless "
+         "--pooling is given, --pooling rank)", "LLAMA_ARG_RERANKING"),
+    Flag(("--pooling",), "pooling", G_SERVER,
+         "pooling type for embeddings, use model default if unspecified",
+         "LLAMA_ARG_POOLING", pooling, metavar="{none,mean,cls,last,rank}",
+         default="model default"),
+    Flag(("--ui", "--webui"), "webui", G_SERVER,
+         "whether to enable the Web UI (the chat UI at /)", "LLAMA_ARG_UI",
+         neg=("--no-ui", "--no-webui")),
+    Flag(("--path",), "static_path", G_SERVER,
+         "path to serve static files from, instead of the built-in Web UI",
+         "LLAMA_ARG_STATIC_PATH", directory, metavar="PATH", default="none"),
+    # HTTP: security, CORS and limits
+    Flag(("--api-prefix",), "api_prefix", G_HTTP,
+         "prefix path the server serves from, without the trailing slash; "
+         "routes without it answer 404", "LLAMA_ARG_API_PREFIX", api_prefix,
+         metavar="PREFIX", default="none"),
+    Flag(("--api-key",), "api_keys", G_HTTP,
+         "API key to use for authentication, multiple keys can be provided as "
+         "a comma-separated list; requests must send 'Authorization: Bearer KEY' "
+         "or 'X-Api-Key: KEY' (/health and /v1/health stay open)",
+         "LLAMA_API_KEY", api_keys, metavar="KEY", default="none"),
+    Flag(("--api-key-file",), "api_key_file", G_HTTP,
+         "path to file containing API keys, one per line; lines starting with "
+         "a hash are treated as comments; merged with --api-key",
+         "LLAMA_ARG_API_KEY_FILE", nonempty, metavar="FNAME", default="none"),
+    Flag(("--ssl-key-file",), "ssl_key_file", G_HTTP,
+         "path to file a PEM-encoded SSL private key (serves HTTPS together "
+         "with --ssl-cert-file)", "LLAMA_ARG_SSL_KEY_FILE", nonempty,
+         metavar="FNAME", default="none"),
+    Flag(("--ssl-cert-file",), "ssl_cert_file", G_HTTP,
+         "path to file a PEM-encoded SSL certificate (and its chain)",
+         "LLAMA_ARG_SSL_CERT_FILE", nonempty, metavar="FNAME", default="none"),
+    Flag(("-to", "--timeout"), "timeout", G_HTTP,
+         "server read/write timeout in seconds: an idle connection is closed "
+         "after it (<= 0 = never)", "LLAMA_ARG_TIMEOUT", integer),
+    Flag(("--threads-http",), "n_threads_http", G_HTTP,
+         "number of threads used for blocking work of HTTP requests, such as "
+         "tokenization (<= 0 = Twisted's default)", "LLAMA_ARG_THREADS_HTTP",
+         threads, default="-1"),
+    Flag(("--cors-origins",), "cors_origins", G_HTTP,
+         "comma-separated list of allowed origins for CORS; if set to special "
+         "value 'localhost', reflect the Origin header only if it is localhost",
+         "LLAMA_ARG_CORS_ORIGINS", nonempty, metavar="ORIGINS"),
+    Flag(("--cors-methods",), "cors_methods", G_HTTP,
+         "comma-separated list of allowed methods for CORS",
+         "LLAMA_ARG_CORS_METHODS", nonempty, metavar="METHODS"),
+    Flag(("--cors-headers",), "cors_headers", G_HTTP,
+         "comma-separated list of allowed headers for CORS",
+         "LLAMA_ARG_CORS_HEADERS", nonempty, metavar="HEADERS"),
+    Flag(("--cors-credentials",), "cors_credentials", G_HTTP,
+         "whether to allow credentials for CORS; if this is enabled and "
+         "--cors-origins is * (default), the Origin header is echoed back",
+         "LLAMA_ARG_CORS_CREDENTIALS", neg=("--no-cors-credentials",)),
+    # chat and prompt templates
+    Flag(("--jinja",), "jinja", G_CHAT,
+         "whether to use jinja template engine for chat", "LLAMA_ARG_JINJA",
+         neg=("--no-jinja",)),
+    Flag(("--chat-template",), "chat_template", G_CHAT,
+         "set custom jinja chat template, or the name of a built-in one",
+         "LLAMA_ARG_CHAT_TEMPLATE", nonempty, metavar="JINJA_TEMPLATE",
+         default="template taken from model's metadata"),
+    Flag(("--chat-template-file",), "chat_template_file", G_CHAT,
+         "set custom jinja chat template file", "LLAMA_ARG_CHAT_TEMPLATE_FILE",
+         nonempty, metavar="JINJA_TEMPLATE_FILE",
+         default="template taken from model's metadata"),
+    Flag(("--chat-template-kwargs",), "chat_template_kwargs", G_CHAT,
+         "sets additional params for the json template parser, must be a valid "
+         "json object string, e.g. '{\"key1\":\"value1\",\"key2\":\"value2\"}'",
+         "LLAMA_ARG_CHAT_TEMPLATE_KWARGS", json_object, metavar="STRING",
+         default="none"),
+    Flag(("--reasoning-format",), "reasoning_format", G_CHAT,
+         "how thinking is returned: none (left in message.content), deepseek (in "
+         "message.reasoning_content), deepseek-legacy (in both), auto (as deepseek)",
+         "LLAMA_ARG_THINK", reasoning_format, metavar="FORMAT"),
+    Flag(("-rea", "--reasoning"), "reasoning", G_CHAT,
+         "use reasoning/thinking in the chat: on, off or auto (detect from template)",
+         "LLAMA_ARG_REASONING", on_off_auto, metavar="[on|off|auto]"),
+    Flag(("--reasoning-effort",), "reasoning_effort", G_CHAT,
+         "reasoning effort level given to the chat template: 'default' to keep the "
+         "template default, or a level such as 'low', 'medium', 'high'",
+         "LLAMA_ARG_REASONING_EFFORT", reasoning_effort, metavar="LEVEL", default="default"),
+    Flag(("--reasoning-budget",), "reasoning_budget", G_CHAT,
+         "token budget for thinking: -1 for unrestricted, 0 for immediate end, N>0 for token budget",
+         "LLAMA_ARG_THINK_BUDGET", int_min(-1)),
+    Flag(("--reasoning-budget-message",), "reasoning_budget_message", G_CHAT,
+         "message injected before the end-of-thinking tag when reasoning budget is exhausted",
+         "LLAMA_ARG_THINK_BUDGET_MESSAGE", str, metavar="MESSAGE", default="none"),
+    Flag(("--prefill-assistant",), "prefill_assistant", G_CHAT,
+         "whether to prefill the assistant's response if the last message is "
+         "an assistant message; when off, a trailing assistant message is "
+         "treated as a full message and not prefilled",
+         "LLAMA_ARG_PREFILL_ASSISTANT", neg=("--no-prefill-assistant",)),
+    Flag(("--spm-infill",), "spm_infill", G_CHAT,
+         "use Suffix/Prefix/Middle pattern for infill (instead of "
+         "Prefix/Suffix/Middle) as some models prefer this"),
+    # context, batching and compute
+    Flag(("-np", "--parallel"), "n_parallel", G_COMPUTE,
+         "number of server slots (-1 = auto: 4 slots sharing a unified KV cache)",
+         "LLAMA_ARG_N_PARALLEL", n_parallel, default="-1"),
+    Flag(("-kvu", "--kv-unified"), "kv_unified", G_COMPUTE,
+         "use single unified KV buffer shared across all sequences",
+         "LLAMA_ARG_KV_UNIFIED", neg=("-no-kvu", "--no-kv-unified"),
+         default="enabled if the number of slots is auto"),
+    Flag(("-cb", "--cont-batching"), "cont_batching", G_COMPUTE,
+         "whether to enable continuous batching (a.k.a dynamic batching)",
+         "LLAMA_ARG_CONT_BATCHING", neg=("-nocb", "--no-cont-batching")),
+    Flag(("--warmup",), "warmup", G_COMPUTE,
+         "whether to perform warmup with an empty run", neg=("--no-warmup",)),
+    Flag(("--context-shift",), "ctx_shift", G_COMPUTE,
+         "whether to use context shift on infinite text generation", "LLAMA_ARG_CONTEXT_SHIFT",
+         neg=("--no-context-shift",)),
+    Flag(("-cram", "--cache-ram"), "cache_ram_mib", G_COMPUTE,
+         "the most MiB of KV cache that idle cached prompt prefixes may hold (-1 - no limit, "
+         "0 - disable the prefix cache shared across slots)", "LLAMA_ARG_CACHE_RAM", int_min(-1)),
+    Flag(("--cache-idle-slots",), "cache_idle_slots", G_COMPUTE,
+         "keep an idle slot's prompt in the prefix cache when the slot takes a new task "
+         "(requires --cache-ram)", "LLAMA_ARG_CACHE_IDLE_SLOTS", neg=("--no-cache-idle-slots",)),
+    Flag(("--cache-reuse",), "sampling.n_cache_reuse", G_COMPUTE,
+         "min chunk size to attempt reusing from the cache via KV shifting, requires prompt caching "
+         "(0 = disabled)", "LLAMA_ARG_CACHE_REUSE", int_min(0)),
+    Flag(("-sps", "--slot-prompt-similarity"), "slot_prompt_similarity", G_COMPUTE,
+         "how much the prompt of a request must match the prompt of a slot in order to use "
+         "that slot (0.0 = disabled)", None, float_range(0.0, 1.0)),
+)  # fmt: skip
+
+# Default-model presets, like llama-server's --fim-*-default: they pick the
+# model that llamatwist.models fetches (config.model None means that model).
+PRESETS: Final[dict[str, str]] = {
+    "--smollm2-default": "use the default SmolLM2 model (downloaded on first "
+    "use; also the model used when neither -m nor a preset is given)",
+}

@@ -1,0 +1,131 @@
+# -*- test-case-name: tests.test_cli -*-
+"""Start-up, shared by the ``llamatwist`` command and ``twistd llamatwist``.
+
+`configure` turns the command line into a ServerConfig and `build_service`
+sets up logging, resolves the model and builds the server's MultiService;
+each reports a failure on stderr and raises StartupFailed with the exit
+status. `main` runs the result under the reactor; the twistd plugin
+(llamatwist/tap.py) hands it to twistd.
+
+Twisted and the native bindings are imported only once the command line
+has been read: ``-h`` and ``--version`` need neither.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from llamatwist.cli.errors import ConfigError, report_error
+from llamatwist.cli.parser import parse_config
+from llamatwist.config import ServerConfig
+
+if TYPE_CHECKING:
+    from twisted.application.service import MultiService
+
+__all__ = [
+    "StartupFailed",
+    "build_service",
+    "configure",
+    "fatal_errors",
+    "main",
+    "resolve_model",
+    "run_service",
+]
+
+
+class StartupFailed(Exception):
+    """Start-up stopped; the reason is already reported on stderr."""
+
+    def __init__(self, exit_code: int) -> None:
+        super().__init__(exit_code)
+        self.exit_code = exit_code
+
+
+def resolve_model(config: ServerConfig) -> ServerConfig:
+    """`config` with `model` set: no model means the default one, fetched if
+    needed (raises llamatwist.models.ModelFetchError when that fails).
+
+    The file itself is checked by make_service, which raises StartupError.
+    """
+    if config.model is not None:
+        return config
+    from llamatwist.models import ensure_default_model
+
+    return dataclasses.replace(config, model=str(ensure_default_model()))
+
+
+def fatal_errors() -> tuple[type[BaseException], ...]:
+    """Errors that end startup with a one-line message instead of a traceback.
+
+    Imported lazily: these modules pull in Twisted and the native bindings.
+    """
+    from twisted.internet.error import CannotListenError
+
+    from llamatwist.errors import StartupError
+    from llamatwist.models import ModelFetchError
+
+    return (StartupError, ModelFetchError, CannotListenError)
+
+
+def configure(argv: Sequence[str], environ: Mapping[str, str]) -> ServerConfig:
+    """parse_config, with a refused command line reported (StartupFailed)."""
+    try:
+        return parse_config(argv, environ)
+    except ConfigError as err:
+        report_error(err)
+        raise StartupFailed(err.exit_code) from None
+
+
+def build_service(config: ServerConfig, *, under_twistd: bool = False) -> MultiService:
+    """Set up logging, resolve the model and build the server's service
+    (not started); a failure is reported and raises StartupFailed."""
+    from llamatwist import logs
+
+    logs.setup(config, under_twistd=under_twistd)
+    fatal = fatal_errors()
+    try:
+        config = resolve_model(config)
+        from llamatwist.server import make_service
+
+        return make_service(config)
+    except ConfigError as err:
+        report_error(err)
+        raise StartupFailed(err.exit_code) from None
+    except fatal as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise StartupFailed(1) from None
+
+
+def run_service(service: MultiService) -> int:
+    """Run `service` under the global reactor until SIGINT/SIGTERM or stop.
+
+    Returns the service's `exit_code` (set when it failed after startup,
+    e.g. the model did not load), 0 when it has none.
+    """
+    from twisted.internet import reactor as global_reactor
+
+    reactor: Any = global_reactor  # Twisted's interface typing is too loose here
+    # Started before reactor.run() so that a port already in use fails here,
+    # synchronously, rather than as a logged error in a running reactor.
+    service.startService()  # type: ignore[no-untyped-call]
+    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    reactor.run()  # installs SIGINT/SIGTERM handlers that stop the reactor
+    return int(getattr(service, "exit_code", 0) or 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `llamatwist` console script; returns the exit code."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        service = build_service(configure(args, os.environ))
+    except StartupFailed as failed:
+        return failed.exit_code
+    try:
+        return run_service(service)
+    except fatal_errors() as err:  # e.g. the port is taken
+        print(f"error: {err}", file=sys.stderr)
+        return 1
