@@ -141,6 +141,16 @@ class Context:
         p.n_batch = params.n_batch
         p.n_ubatch = params.n_ubatch
         p.n_seq_max = params.n_seq_max
+        # libllama reserves outputs for at least one per sequence but caps them at
+        # n_outputs_max (default n_batch, itself capped by n_ctx): many sequences with a
+        # small -b or -c would abort at the first decode. Models with an encoder ignore
+        # the field, so they must fit their sequences in the batch.
+        p.n_outputs_max = max(params.n_batch, params.n_seq_max)
+        if model.info().has_encoder and params.n_seq_max > min(params.n_batch, params.n_ctx or params.n_batch):
+            raise ContextError(
+                f"{params.n_seq_max} sequences do not fit a batch of {min(params.n_batch, params.n_ctx or params.n_batch)}"
+                " tokens for a model with an encoder: raise -b/--batch-size (and -c) or lower -np"
+            )
         p.n_threads = params.n_threads
         p.n_threads_batch = params.n_threads_batch
         p.kv_unified = params.kv_unified

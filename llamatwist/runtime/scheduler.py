@@ -187,7 +187,7 @@ class DecodeLoop:
         # stream per slot stays as in llama-server: per-slot reuse, and outputs that do not
         # depend on the other slots' cells (in a shared pool they move in the last digits).
         shared = (spec.cache_ram_mib != 0 and params.kv_unified and not params.embeddings
-                  and model.can_share_kv() and model.info().has_decoder)
+                  and model.can_share_kv() and model.info().has_decoder and not model.info().has_encoder)
         if shared:
             params = dataclasses.replace(params, n_seq_max=max_sequences())
         ctx = Context(model, params)
@@ -231,7 +231,7 @@ class DecodeLoop:
 
     def _warmup(self, ctx: Context, model: Model) -> None:
         # One tiny decode so the first request does not pay for graph setup.
-        toks = [t for t in (model.vocab.bos, model.vocab.eos) if t >= 0] or [0]
+        toks = ([t for t in (model.vocab.bos, model.vocab.eos) if t >= 0] or [0])[: ctx.n_batch]
         self._batch.clear()
         self._batch.add_sequence(toks, 0, 0, True)
         ctx.decode(self._batch)
