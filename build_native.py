@@ -5,12 +5,19 @@ Used as a module (``setup.py`` calls :func:`ensure_native`) and as a script::
 
     python build_native.py [--backend cpu|cuda|vulkan|metal] [--jobs N]
                            [--cmake-arg ARG]... [--llama-src DIR] [--amx]
+                           [--cpu-variant native|avx2]
 
 The source is the llama.cpp tree vendored in the llama-cpp-python sdist named
 by ``llama_pin.json``: downloaded once with pip, verified by sha256, cached per
 user and unpacked to ``third_party/llama.cpp``.  Libraries and headers are
 installed into a per-user cache directory keyed by everything that affects the
 binaries, so an unchanged configuration is a sub-second cache hit.
+
+``--cpu-variant avx2`` builds for an older ISA level instead of this host's
+CPU: AVX/AVX2/FMA/F16C/BMI2 and nothing newer (no AVX-512, AVX-VNNI or AMX),
+i.e. what any x86-64-v3 CPU runs.  It is cached under its own key
+(``cpu-avx2-...``); point ``LLAMATWIST_NATIVE_LIB_DIR`` at its ``lib/`` to run
+an installed llamatwist on it (see ``llamatwist/native/binding.py``).
 
 Only the standard library is needed (plus the optional ``cmake``/``ninja``
 PyPI packages for their binaries): this runs inside pip's isolated build
@@ -41,6 +48,7 @@ from typing import Any
 
 __all__ = [
     "BACKENDS",
+    "CPU_VARIANTS",
     "NativeBuild",
     "NativeBuildError",
     "Pin",
@@ -48,6 +56,7 @@ __all__ = [
     "cache_key",
     "ensure_native",
     "ggml_cpu_options",
+    "host_cpu",
     "load_pin",
     "main",
     "parse_cpu_flags",
@@ -60,6 +69,8 @@ THIRD_PARTY_SRC = HERE / "third_party" / "llama.cpp"
 SRC_MARKER = ".llamatwist-pin"  # holds the sdist sha256 the tree was extracted from
 DONE_MARKER = "done"  # written last: a prefix without it is an unfinished build
 BACKENDS = ("cpu", "cuda", "vulkan", "metal")
+# "native": the ISA extensions this host has; "avx2": an AVX2-only CPU (x86-64-v3).
+CPU_VARIANTS = ("native", "avx2")
 # Bump whenever the recipe below changes so that stale cached builds are not reused.
 RECIPE_VERSION = 1
 
@@ -104,6 +115,11 @@ AMX_FEATURES: dict[str, tuple[str, ...]] = {
     "GGML_AMX_INT8": ("amx_int8",),
     "GGML_AMX_BF16": ("amx_bf16",),
 }
+
+# The GGML options an AVX2-only CPU (Haswell, Zen 1-3) runs; every other option
+# in X86_FEATURES / AMX_FEATURES (AVX-512*, AVX-VNNI, AMX) is forced off.
+AVX2_VARIANT_OPTIONS: frozenset[str] = frozenset(
+    {"GGML_SSE42", "GGML_AVX", "GGML_AVX2", "GGML_FMA", "GGML_F16C", "GGML_BMI2"})
 
 _SHLIB_RE = re.compile(r"lib[^/]+\.(so(\.\d+)*|(\d+\.)*dylib)")
 _DEV_LINK_RE = re.compile(r"lib[^/]+?\.(so|dylib)")
@@ -325,13 +341,29 @@ def _is_x86_64_linux() -> bool:
     return sys.platform.startswith("linux") and platform.machine().lower() in ("x86_64", "amd64")
 
 
-def host_cpu(amx: bool) -> tuple[dict[str, bool] | None, dict[str, Any]]:
+def variant_cpu_options(variant: str) -> dict[str, bool]:
+    """The fixed GGML x86 ISA options of a non-native CPU variant."""
+    if variant == "avx2":
+        return {opt: opt in AVX2_VARIANT_OPTIONS for opt in (*X86_FEATURES, *AMX_FEATURES)}
+    raise NativeBuildError(f"unknown cpu variant {variant!r} (choose from {', '.join(CPU_VARIANTS)})")
+
+
+def host_cpu(amx: bool, variant: str = "native") -> tuple[dict[str, bool] | None, dict[str, Any]]:
     """(explicit GGML ISA options or None, identity of the CPU for the cache key).
 
     On x86_64 Linux the ISA options replace ``-march=native`` (which can turn
     on AMX); elsewhere ggml's defaults (GGML_NATIVE) apply, so the key uses
-    the raw host description instead.
+    the raw host description instead.  A non-native ``variant`` names a fixed
+    set of options whatever the host is (x86-64 only), so its key is the same
+    on every machine.
     """
+    if variant != "native":
+        options = variant_cpu_options(variant)
+        if platform.machine().lower() not in ("x86_64", "amd64"):
+            raise NativeBuildError(f"cpu variant {variant!r} is for x86-64 CPUs; this is {platform.machine()}")
+        if amx:
+            raise NativeBuildError(f"--amx needs the native cpu variant, not {variant!r}")
+        return options, {"variant": variant, "ggml": sorted(k for k, v in options.items() if v)}
     if _is_x86_64_linux():
         options = ggml_cpu_options(parse_cpu_flags(_read_cpuinfo()), amx)
         return options, {"ggml": sorted(k for k, v in options.items() if v)}
@@ -455,6 +487,8 @@ def _env_options(environ: Mapping[str, str]) -> dict[str, Any]:
         opts["llama_src"] = value
     if value := environ.get("LLAMATWIST_AMX", "").strip():
         opts["amx"] = value.lower() in _TRUE
+    if value := environ.get("LLAMATWIST_CPU_VARIANT", "").strip():
+        opts["cpu_variant"] = value.lower()
     return opts
 
 
@@ -468,9 +502,13 @@ def _git_rev(src: Path) -> str:
 
 
 def cache_key(source_id: str, backend: str, cmake_args: Sequence[str],
-              cpu: Mapping[str, Any], amx: bool) -> str:
-    """Name of the cache entry for one build configuration."""
-    material = {
+              cpu: Mapping[str, Any], amx: bool, cpu_variant: str = "native") -> str:
+    """Name of the cache entry for one build configuration.
+
+    A non-native CPU variant is named in the key (``cpu-avx2-<digest>``); the
+    native variant's keys are those of builds made before variants existed.
+    """
+    material: dict[str, Any] = {
         "recipe": RECIPE_VERSION,
         "source": source_id,
         "backend": backend,
@@ -480,8 +518,12 @@ def cache_key(source_id: str, backend: str, cmake_args: Sequence[str],
         "amx": bool(amx),
         "platform": [sys.platform, platform.machine()],
     }
+    name = backend
+    if cpu_variant != "native":
+        material["cpu_variant"] = cpu_variant
+        name = f"{backend}-{cpu_variant}"
     digest = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
-    return f"{backend}-{digest[:16]}"
+    return f"{name}-{digest[:16]}"
 
 
 # --------------------------------------------------------------------------- build
@@ -618,15 +660,16 @@ def _usable_cpus() -> int:
 def ensure_native(backend: str | None = None, jobs: int | None = None,
                   cmake_args: Sequence[str] | None = None,
                   llama_src: str | os.PathLike[str] | None = None,
-                  amx: bool | None = None) -> NativeBuild:
+                  amx: bool | None = None, cpu_variant: str | None = None) -> NativeBuild:
     """Return the native build for this configuration, building it if needed.
 
     Arguments left as None come from LLAMATWIST_BACKEND / LLAMATWIST_JOBS /
-    LLAMATWIST_CMAKE_ARGS / LLAMATWIST_LLAMA_SRC / LLAMATWIST_AMX, else the
-    defaults: cpu, all cores, no extra CMake arguments, the pinned source, no
-    AMX.  A finished build of the pinned source is returned without touching
-    the toolchain or the source tree; a ``llama_src`` build always runs the
-    (incremental) build so local edits are picked up.
+    LLAMATWIST_CMAKE_ARGS / LLAMATWIST_LLAMA_SRC / LLAMATWIST_AMX /
+    LLAMATWIST_CPU_VARIANT, else the defaults: cpu, all cores, no extra CMake
+    arguments, the pinned source, no AMX, the native CPU variant.  A finished
+    build of the pinned source is returned without touching the toolchain or
+    the source tree; a ``llama_src`` build always runs the (incremental) build
+    so local edits are picked up.
     """
     env = _env_options(os.environ)
     backend = backend if backend is not None else env.get("backend", "cpu")
@@ -637,6 +680,9 @@ def ensure_native(backend: str | None = None, jobs: int | None = None,
         raise NativeBuildError(f"jobs must be at least 1, got {jobs}")
     args = tuple(cmake_args) if cmake_args is not None else env.get("cmake_args", ())
     amx = bool(amx if amx is not None else env.get("amx", False))
+    cpu_variant = cpu_variant if cpu_variant is not None else env.get("cpu_variant", "native")
+    if cpu_variant not in CPU_VARIANTS:
+        raise NativeBuildError(f"unknown cpu variant {cpu_variant!r} (choose from {', '.join(CPU_VARIANTS)})")
     src_arg = llama_src if llama_src is not None else env.get("llama_src")
 
     pin: Pin | None = None
@@ -650,8 +696,8 @@ def ensure_native(backend: str | None = None, jobs: int | None = None,
         src = THIRD_PARTY_SRC
         source_id = f"sdist:{pin.sha256}"
 
-    cpu_options, cpu_identity = host_cpu(amx)
-    key = cache_key(source_id, backend, args, cpu_identity, amx)
+    cpu_options, cpu_identity = host_cpu(amx, cpu_variant)
+    key = cache_key(source_id, backend, args, cpu_identity, amx, cpu_variant)
     root = cache_dir() / "native"
     prefix = root / key
     result = NativeBuild(prefix=prefix, include_dir=prefix / "include", lib_dir=prefix / "lib",
@@ -667,7 +713,7 @@ def ensure_native(backend: str | None = None, jobs: int | None = None,
                 return result
             place_source(pin, src)
         info = {"key": key, "source": source_id, "backend": backend, "amx": amx,
-                "cpu": cpu_identity, "recipe": RECIPE_VERSION, "src_dir": str(src)}
+                "cpu_variant": cpu_variant, "cpu": cpu_identity, "recipe": RECIPE_VERSION, "src_dir": str(src)}
         _build(src=src, build_dir=root / "build" / key, prefix=prefix, toolchain=toolchain,
                backend=backend, cmake_args=args, cpu_options=cpu_options, jobs=jobs, info=info)
     return result
@@ -681,7 +727,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="build_native.py",
         description="Build llama.cpp's shared libraries into the llamatwist cache and print the prefix.",
         epilog="Unset options fall back to LLAMATWIST_BACKEND, LLAMATWIST_JOBS, LLAMATWIST_CMAKE_ARGS, "
-               "LLAMATWIST_LLAMA_SRC and LLAMATWIST_AMX.")
+               "LLAMATWIST_LLAMA_SRC, LLAMATWIST_AMX and LLAMATWIST_CPU_VARIANT.")
     p.add_argument("--backend", choices=BACKENDS, help="GPU backend to enable (default: cpu)")
     p.add_argument("--jobs", "-j", type=int, help="parallel compile jobs (default: all usable cores)")
     p.add_argument("--cmake-arg", action="append", metavar="ARG",
@@ -689,6 +735,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--llama-src", metavar="DIR", help="build a local llama.cpp checkout instead of the pin")
     p.add_argument("--amx", action="store_true", default=None,
                    help="enable Intel AMX kernels when the CPU has them (off by default)")
+    p.add_argument("--cpu-variant", choices=CPU_VARIANTS,
+                   help="ISA level to build for: this host's CPU features (native, the default) or an "
+                        "AVX2-only CPU (avx2: no AVX-512/AVX-VNNI/AMX; cached under its own key)")
     return p
 
 
@@ -709,7 +758,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = _parser().parse_args(_glue_cmake_args(sys.argv[1:] if argv is None else argv))
     try:
         build = ensure_native(backend=ns.backend, jobs=ns.jobs, cmake_args=ns.cmake_arg,
-                              llama_src=ns.llama_src, amx=ns.amx)
+                              llama_src=ns.llama_src, amx=ns.amx, cpu_variant=ns.cpu_variant)
     except NativeBuildError as exc:
         print(f"build_native: error: {exc}", file=sys.stderr)
         return 1

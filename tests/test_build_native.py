@@ -208,3 +208,117 @@ def test_environment_steers_options(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LLAMATWIST_BACKEND", "bogus")
     with pytest.raises(bn.NativeBuildError, match="unknown backend 'bogus'"):
         bn.ensure_native()
+
+
+def test_avx2_variant_options_have_no_avx512_whatever_the_host() -> None:
+    options = bn.variant_cpu_options("avx2")
+    assert set(options) == set(bn.X86_FEATURES) | set(bn.AMX_FEATURES)
+    assert {k for k, v in options.items() if v} == {
+        "GGML_SSE42", "GGML_AVX", "GGML_AVX2", "GGML_FMA", "GGML_F16C", "GGML_BMI2"}
+    for off in ("GGML_AVX512", "GGML_AVX512_VBMI", "GGML_AVX512_VNNI", "GGML_AVX512_BF16", "GGML_AVX_VNNI",
+                "GGML_AMX_TILE", "GGML_AMX_INT8", "GGML_AMX_BF16"):
+        assert options[off] is False, off
+    with pytest.raises(bn.NativeBuildError, match="unknown cpu variant 'sse2'"):
+        bn.variant_cpu_options("sse2")
+
+
+@pytest.mark.parametrize("cpuinfo", [SPR_CPUINFO, ZEN2_CPUINFO])
+def test_avx2_variant_ignores_the_host_cpu(monkeypatch: pytest.MonkeyPatch, cpuinfo: str) -> None:
+    monkeypatch.setattr(bn, "_read_cpuinfo", lambda: cpuinfo)
+    monkeypatch.setattr(bn.platform, "machine", lambda: "x86_64")
+    options, identity = bn.host_cpu(False, "avx2")
+    assert options == bn.variant_cpu_options("avx2")
+    assert identity == {"variant": "avx2", "ggml": sorted(k for k, v in options.items() if v)}
+    with pytest.raises(bn.NativeBuildError, match="--amx needs the native cpu variant"):
+        bn.host_cpu(True, "avx2")
+
+
+def test_avx2_variant_is_x86_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bn.platform, "machine", lambda: "aarch64")
+    with pytest.raises(bn.NativeBuildError, match="for x86-64 CPUs; this is aarch64"):
+        bn.host_cpu(False, "avx2")
+
+
+def test_cpu_variant_has_its_own_cache_key() -> None:
+    cpu = {"ggml": ["GGML_AVX2"]}
+    native = bn.cache_key("sdist:abc", "cpu", [], cpu, False)
+    # The native variant keeps the key builds had before variants existed.
+    assert native == bn.cache_key("sdist:abc", "cpu", [], cpu, False, "native")
+    avx2 = bn.cache_key("sdist:abc", "cpu", [], cpu, False, "avx2")
+    assert avx2 != native and avx2.startswith("cpu-avx2-") and len(avx2) == len("cpu-avx2-") + 16
+
+
+def test_avx2_host_native_build_is_not_the_avx2_variant(monkeypatch: pytest.MonkeyPatch) -> None:
+    # On an AVX2-only host both compile the same options, but the variant's key is
+    # host-independent (the same on every machine), so they stay two entries.
+    monkeypatch.setattr(bn, "_read_cpuinfo", lambda: ZEN2_CPUINFO)
+    monkeypatch.setattr(bn, "_is_x86_64_linux", lambda: True)
+    monkeypatch.setattr(bn.platform, "machine", lambda: "x86_64")
+    native_options, native_cpu = bn.host_cpu(False)
+    variant_options, variant_cpu = bn.host_cpu(False, "avx2")
+    assert native_options == variant_options
+    assert bn.cache_key("sdist:abc", "cpu", [], native_cpu, False) != \
+        bn.cache_key("sdist:abc", "cpu", [], variant_cpu, False, "avx2")
+
+
+def _configure_args(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, env: dict[str, str] | None = None,
+                    **kwargs: object) -> tuple[str, list[str]]:
+    """Run ensure_native up to CMake configure (no toolchain, no source needed); return (key, args)."""
+    monkeypatch.setenv("LLAMATWIST_CACHE_DIR", str(tmp_path / "cache"))
+    for var in ("LLAMATWIST_BACKEND", "LLAMATWIST_CMAKE_ARGS", "LLAMATWIST_LLAMA_SRC", "LLAMATWIST_AMX",
+                "LLAMATWIST_CPU_VARIANT"):
+        monkeypatch.delenv(var, raising=False)
+    for var, value in (env or {}).items():
+        monkeypatch.setenv(var, value)
+    monkeypatch.setattr(bn, "_is_x86_64_linux", lambda: True)
+    monkeypatch.setattr(bn.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(bn, "_read_cpuinfo", lambda: SPR_CPUINFO)
+    monkeypatch.setattr(bn, "find_toolchain", lambda backend: bn.Toolchain("cmake", "ninja", ()))
+    monkeypatch.setattr(bn, "place_source", lambda pin, src: src)
+    seen: list[list[str]] = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_run_logged(cmd: list[object], log_path: Path, what: str) -> None:
+        seen.append([str(c) for c in cmd])
+        raise Stop
+
+    monkeypatch.setattr(bn, "_run_logged", fake_run_logged)
+    with pytest.raises(Stop):
+        bn.ensure_native(**kwargs)  # type: ignore[arg-type]
+    key = next(p.name for p in (tmp_path / "cache" / "native" / "build").iterdir())
+    return key, seen[0]
+
+
+def test_avx2_variant_configures_cmake_without_avx512(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    key, args = _configure_args(monkeypatch, tmp_path, cpu_variant="avx2")
+    assert key.startswith("cpu-avx2-")
+    assert "-DGGML_NATIVE=OFF" in args
+    for on in ("GGML_SSE42", "GGML_AVX", "GGML_AVX2", "GGML_FMA", "GGML_F16C", "GGML_BMI2"):
+        assert f"-D{on}=ON" in args, on
+    for off in ("GGML_AVX512", "GGML_AVX512_VBMI", "GGML_AVX512_VNNI", "GGML_AVX512_BF16", "GGML_AVX_VNNI",
+                "GGML_AMX_TILE", "GGML_AMX_INT8", "GGML_AMX_BF16"):
+        assert f"-D{off}=OFF" in args, off
+    assert not any(a.endswith("=ON") and ("AVX512" in a or "AMX" in a or "VNNI" in a) for a in args)
+
+
+def test_native_variant_on_an_avx512_host_keeps_avx512(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    key, args = _configure_args(monkeypatch, tmp_path)
+    assert not key.startswith("cpu-avx2-")
+    assert "-DGGML_AVX512=ON" in args and "-DGGML_AVX512_VNNI=ON" in args and "-DGGML_NATIVE=OFF" in args
+
+
+def test_cpu_variant_from_environment_and_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    assert bn._env_options({"LLAMATWIST_CPU_VARIANT": " AVX2 "}) == {"cpu_variant": "avx2"}
+    assert bn._parser().parse_args(["--cpu-variant", "avx2"]).cpu_variant == "avx2"
+    assert bn._parser().parse_args([]).cpu_variant is None
+    key, _ = _configure_args(monkeypatch, tmp_path / "env", env={"LLAMATWIST_CPU_VARIANT": "avx2"})
+    assert key.startswith("cpu-avx2-")
+    # The command-line option wins over the environment.
+    key, args = _configure_args(monkeypatch, tmp_path / "cli", env={"LLAMATWIST_CPU_VARIANT": "avx2"},
+                                cpu_variant="native")
+    assert not key.startswith("cpu-avx2-") and "-DGGML_AVX512=ON" in args
+    monkeypatch.setenv("LLAMATWIST_CPU_VARIANT", "avx9")
+    with pytest.raises(bn.NativeBuildError, match="unknown cpu variant 'avx9'"):
+        bn.ensure_native()

@@ -4,20 +4,64 @@
 ``ffi`` and ``lib`` come from the compiled extension ``_llama`` (built by
 ``setup.py``'s build_ext against the vendored headers).  Everything above
 ``llamatwist.engine`` sees plain Python types only.
+
+The extension loads libllama/ggml from ``lib/`` beside itself (rpath
+``$ORIGIN/lib``).  ``LLAMATWIST_NATIVE_LIB_DIR`` names another directory of
+the same libraries -- another build of the *same* llama.cpp source, e.g. the
+AVX2-only variant of ``build_native.py --cpu-variant avx2`` -- to run on
+instead: they are loaded first, by path, and the dynamic loader then resolves
+the extension's dependencies to them by soname.  Used by
+``scripts/portability.py`` to run the tests on a second build.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
+import re
 import threading
+from pathlib import Path
 from typing import Any
 
-__all__ = ["NativeUnavailable", "add_log_listener", "backend_init", "ffi", "lib", "remove_log_listener"]
+__all__ = ["LIB_DIR_ENV", "NativeUnavailable", "add_log_listener", "backend_init", "ffi", "lib",
+           "native_lib_override", "remove_log_listener"]
+
+LIB_DIR_ENV = "LLAMATWIST_NATIVE_LIB_DIR"
+_SHLIB_RE = re.compile(r"lib[^/]+\.(so(\.\d+)*|(\d+\.)*dylib)")
 
 
 class NativeUnavailable(ImportError):
     """The compiled extension is missing: the package was not built."""
 
+
+def native_lib_override() -> Path | None:
+    """The directory named by LLAMATWIST_NATIVE_LIB_DIR (a build prefix or its
+    ``lib/``), or None when unset; NativeUnavailable if it holds no libllama."""
+    value = os.environ.get(LIB_DIR_ENV, "").strip()
+    if not value:
+        return None
+    path = Path(value).expanduser().resolve()
+    for candidate in (path, path / "lib"):
+        if candidate.is_dir() and any(candidate.glob("libllama.*")):
+            return candidate
+    raise NativeUnavailable(f"{LIB_DIR_ENV}={value}: no libllama there (nor in its lib/)")
+
+
+def _preload(lib_dir: Path) -> None:
+    # One file per real library (a CMake install also has libX.so -> libX.so.0 links);
+    # RTLD_GLOBAL + the libraries' own rpath $ORIGIN keep every dependency in lib_dir.
+    files = {p.resolve() for p in lib_dir.iterdir() if _SHLIB_RE.fullmatch(p.name)}
+    for path in sorted(files):
+        try:
+            ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
+        except OSError as exc:
+            raise NativeUnavailable(f"{LIB_DIR_ENV}: cannot load {path}: {exc}") from exc
+
+
+_override = native_lib_override()
+if _override is not None:
+    _preload(_override)
 
 try:
     from llamatwist.native._llama import ffi, lib  # type: ignore[import-not-found,import-untyped,unused-ignore]
@@ -28,6 +72,8 @@ except ImportError as exc:  # pragma: no cover - depends on the install
     ) from exc
 
 _log = logging.getLogger("llamatwist.native")
+if _override is not None:
+    _log.info("native libraries from %s (%s)", _override, LIB_DIR_ENV)
 _init_lock = threading.Lock()
 _initialised = False
 
