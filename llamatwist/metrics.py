@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from llamatwist.runtime.scheduler import Metrics
+from llamatwist.runtime import Metrics
 
 __all__ = ["render_metrics"]
 

@@ -26,8 +26,7 @@ from llamatwist.constrain.spec import ConstraintSpec
 from llamatwist.engine.context import FLASH_ATTN, POOLING_NAMES, POOLING_RANK, ContextParams
 from llamatwist.engine.errors import EngineError
 from llamatwist.errors import StartupError
-from llamatwist.runtime.scheduler import EngineSpec, LoadedModel
-from llamatwist.runtime.service import EngineService, EngineState
+from llamatwist.runtime import EngineService, EngineSpec, EngineState, LoadedModel
 
 if TYPE_CHECKING:
     from twisted.internet.ssl import CertificateOptions

@@ -17,12 +17,7 @@ from llamatwist.api.http import ApiContext, handler, read_json, send_json
 from llamatwist.api.params import parse_completion
 from llamatwist.api.pipeline import expand, run_tasks, tokenize_prompts
 from llamatwist.api.streaming import SSEStream
-from llamatwist.runtime.task import (
-    FinalResult,
-    GenerationParams,
-    PartialResult,
-    TokenProbs,
-)
+from llamatwist.runtime import FinalResult, GenerationParams, PartialResult, TokenProbs
 
 __all__ = ["final_json_fields", "generation_settings", "partial_json", "probs_json", "register", "stream_native"]
 

@@ -13,7 +13,7 @@ from llamatwist.api.errors import InvalidRequest
 from llamatwist.api.http import ApiContext
 from llamatwist.constrain import ConstraintError, compile_constraint
 from llamatwist.constrain.spec import ConstraintSpec
-from llamatwist.runtime.task import GenerationParams
+from llamatwist.runtime import GenerationParams
 
 __all__ = ["apply_constraint", "constraint_spec", "load_default"]
 

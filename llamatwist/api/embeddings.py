@@ -18,7 +18,7 @@ from llamatwist.api.errors import InvalidRequest, NotSupported
 from llamatwist.api.http import ApiContext, handler, read_json, send_json
 from llamatwist.api.params import Prompt, parse_prompts
 from llamatwist.api.pipeline import run_embeddings, tokenize_prompts
-from llamatwist.runtime.scheduler import LoadedModel
+from llamatwist.runtime import LoadedModel
 
 __all__ = ["normalize", "register"]
 

@@ -18,8 +18,7 @@ from llamatwist.api.errors import ApiError, NotSupported, ServerError, Unavailab
 from llamatwist.api.params import parse_json_body
 from llamatwist.config import ServerConfig
 from llamatwist.constrain.spec import ConstraintSpec
-from llamatwist.runtime.scheduler import LoadedModel
-from llamatwist.runtime.service import EngineService, EngineState
+from llamatwist.runtime import EngineService, EngineState, LoadedModel
 
 __all__ = ["ApiContext", "handler", "json_bytes", "read_json"]
 

@@ -17,9 +17,7 @@ from llamatwist.api.errors import InvalidRequest, NotSupported, from_result
 from llamatwist.api.http import ApiContext, handler, read_json, send_json
 from llamatwist.api.params import generation_params
 from llamatwist.metrics import render_metrics
-from llamatwist.runtime.scheduler import LoadedModel
-from llamatwist.runtime.service import SlotActionFailed
-from llamatwist.runtime.slotfile import SlotFileError, validate_filename
+from llamatwist.runtime import LoadedModel, SlotActionFailed, SlotFileError, validate_filename
 
 __all__ = ["register"]
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llamatwist.api.errors import InvalidRequest
-from llamatwist.runtime.task import GenerationParams
+from llamatwist.runtime import GenerationParams
 from llamatwist.sampling_defaults import (
     RANDOM_SEED,
     LogitBias,

@@ -14,13 +14,13 @@ from llamatwist.api.errors import ExceedContext, InvalidRequest, from_result
 from llamatwist.api.http import ApiContext
 from llamatwist.api.params import Prompt
 from llamatwist.api.streaming import on_disconnect
-from llamatwist.runtime.scheduler import LoadedModel
-from llamatwist.runtime.task import (
+from llamatwist.runtime import (
     CompletionTask,
     EmbeddingResult,
     ErrorResult,
     FinalResult,
     GenerationParams,
+    LoadedModel,
     PartialResult,
     Result,
 )

@@ -11,7 +11,7 @@ from twisted.web.server import Request
 from llamatwist.api.errors import InvalidRequest
 from llamatwist.api.http import ApiContext, handler, read_json, send_json
 from llamatwist.api.params import parse_detokenize, parse_tokenize
-from llamatwist.runtime.text import utf8_valid_prefix
+from llamatwist.runtime import utf8_valid_prefix
 
 __all__ = ["register"]
 

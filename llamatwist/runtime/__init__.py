@@ -1,0 +1,74 @@
+"""The runtime's public face: everything above it (api/, metrics.py, server.py, cli/, bench/) imports from here.
+
+The modules behind it are the runtime's own business. Pure data (tasks, results, errors, slot and counter
+snapshots, the UTF-8 and slot-file helpers) is imported at once and needs no native library, so the parameter
+table (api/params.py) imports without one; the names backed by libllama or Twisted (the engine service, the
+spec and the loaded-model description) load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from llamatwist.runtime.counters import Metrics
+from llamatwist.runtime.slot import SlotInfo
+from llamatwist.runtime.slotfile import SlotFileError, validate_filename
+from llamatwist.runtime.task import (
+    CompletionTask,
+    EmbeddingResult,
+    ErrorResult,
+    FinalResult,
+    GenerationParams,
+    PartialResult,
+    Result,
+    Timings,
+    TokenProbs,
+    TopProb,
+)
+from llamatwist.runtime.text import utf8_valid_prefix
+
+if TYPE_CHECKING:
+    from llamatwist.runtime.scheduler import EngineSpec, LoadedModel
+    from llamatwist.runtime.service import EngineService, EngineState, SlotActionFailed
+
+__all__ = [
+    "CompletionTask",
+    "EmbeddingResult",
+    "EngineService",
+    "EngineSpec",
+    "EngineState",
+    "ErrorResult",
+    "FinalResult",
+    "GenerationParams",
+    "LoadedModel",
+    "Metrics",
+    "PartialResult",
+    "Result",
+    "SlotActionFailed",
+    "SlotFileError",
+    "SlotInfo",
+    "Timings",
+    "TokenProbs",
+    "TopProb",
+    "utf8_valid_prefix",
+    "validate_filename",
+]
+
+# name -> the module that defines it, for the names that need libllama (or Twisted) to import
+_NATIVE = {
+    "EngineService": "llamatwist.runtime.service",
+    "EngineState": "llamatwist.runtime.service",
+    "SlotActionFailed": "llamatwist.runtime.service",
+    "EngineSpec": "llamatwist.runtime.scheduler",
+    "LoadedModel": "llamatwist.runtime.scheduler",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _NATIVE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -17,7 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,6 +27,7 @@ from llamatwist.engine.context import CACHE_TYPES, POOLING_NONE, Context, Contex
 from llamatwist.engine.errors import DecodeError, EngineError, ModelLoadError
 from llamatwist.engine.model import Model, ModelInfo
 from llamatwist.engine.sampling import Sampler
+from llamatwist.runtime.counters import Metrics
 from llamatwist.runtime.prefix_cache import PrefixCache, common_prefix
 from llamatwist.runtime.slot import Slot, SlotInfo, SlotState
 from llamatwist.runtime.slotfile import SlotFile, SlotFileError, read_slot_file, write_slot_file
@@ -44,7 +45,7 @@ from llamatwist.runtime.task import (
     TopProb,
 )
 
-__all__ = ["DecodeLoop", "EngineSpec", "LoadedModel", "Metrics"]
+__all__ = ["DecodeLoop", "EngineSpec", "LoadedModel"]
 
 # A prompt waits for an in-flight prefill when it would share this many more tokens.
 DEFER_MIN_TOKENS = 64
@@ -88,26 +89,6 @@ class LoadedModel:
     eos: int
     add_bos: bool
     pooling: int  # effective llama_pooling_type in embedding mode, -1 otherwise
-
-
-@dataclass
-class Metrics:
-    """Counters written by the decode thread, read (racily, harmlessly) by /metrics."""
-
-    t_start: float = field(default_factory=time.time)
-    prompt_tokens_total: int = 0
-    prompt_tokens_cached_total: int = 0
-    prompt_seconds_total: float = 0.0
-    tokens_predicted_total: int = 0
-    tokens_predicted_seconds_total: float = 0.0
-    n_decode_total: int = 0
-    n_busy_slots_total: int = 0
-    n_tokens_max: int = 0
-    requests_processing: int = 0
-    requests_deferred: int = 0
-    cache_entries: int = 0
-    cache_cells: int = 0
-    cache_evictions_total: int = 0
 
 
 class DecodeLoop:

@@ -10,11 +10,14 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from llamatwist.constrain import Constraint
-from llamatwist.engine.sampling import Sampler
 from llamatwist.runtime.task import CompletionTask, TokenProbs
 from llamatwist.runtime.text import TextStream
+
+if TYPE_CHECKING:
+    from llamatwist.engine.sampling import Sampler  # SlotInfo (public) imports without the native library
 
 __all__ = ["Slot", "SlotInfo", "SlotState"]
 

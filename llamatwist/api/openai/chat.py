@@ -48,7 +48,7 @@ from llamatwist.chat.toolcalls import ChatSyntax, ToolPlan, plan_tools, polyfill
 from llamatwist.config import SamplingDefaults
 from llamatwist.constrain.reasoning_budget import ReasoningBudget, ReasoningBudgetFactory
 from llamatwist.constrain.spec import ConstraintSpec
-from llamatwist.runtime.task import FinalResult, GenerationParams, PartialResult, TokenProbs
+from llamatwist.runtime import FinalResult, GenerationParams, PartialResult, TokenProbs
 
 __all__ = ["ChatPrompt", "ChatRequest", "build_prompt", "parse_chat", "register"]
 

@@ -26,7 +26,7 @@ from llamatwist.api.openai.protocol import (
 from llamatwist.api.params import parse_completion
 from llamatwist.api.pipeline import expand, run_tasks, tokenize_prompts
 from llamatwist.api.streaming import SSEStream
-from llamatwist.runtime.task import FinalResult, PartialResult
+from llamatwist.runtime import FinalResult, PartialResult
 
 __all__ = ["register"]
 

@@ -19,7 +19,7 @@ from llamatwist.api.errors import ApiError, InvalidRequest
 from llamatwist.api.http import ApiContext
 from llamatwist.api.pipeline import run_tasks
 from llamatwist.api.streaming import SSEStream
-from llamatwist.runtime.task import FinalResult, GenerationParams, PartialResult, TokenProbs
+from llamatwist.runtime import FinalResult, GenerationParams, PartialResult, TokenProbs
 
 __all__ = [
     "SYSTEM_FINGERPRINT",

@@ -1,0 +1,29 @@
+# -*- test-case-name: tests.test_server -*-
+"""The decode loop's counters (pure data): written by the decode thread, read by /metrics."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+__all__ = ["Metrics"]
+
+
+@dataclass
+class Metrics:
+    """Counters written by the decode thread, read (racily, harmlessly) by /metrics."""
+
+    t_start: float = field(default_factory=time.time)
+    prompt_tokens_total: int = 0
+    prompt_tokens_cached_total: int = 0
+    prompt_seconds_total: float = 0.0
+    tokens_predicted_total: int = 0
+    tokens_predicted_seconds_total: float = 0.0
+    n_decode_total: int = 0
+    n_busy_slots_total: int = 0
+    n_tokens_max: int = 0
+    requests_processing: int = 0
+    requests_deferred: int = 0
+    cache_entries: int = 0
+    cache_cells: int = 0
+    cache_evictions_total: int = 0
