@@ -29,8 +29,8 @@ from llamatwist.runtime.task import (
 from llamatwist.runtime.text import utf8_valid_prefix
 
 if TYPE_CHECKING:
+    from llamatwist.runtime.engine_service import EngineService, EngineState, SlotActionFailed
     from llamatwist.runtime.scheduler import EngineSpec, LoadedModel
-    from llamatwist.runtime.service import EngineService, EngineState, SlotActionFailed
 
 __all__ = [
     "CompletionTask",
@@ -57,9 +57,9 @@ __all__ = [
 
 # name -> the module that defines it, for the names that need libllama (or Twisted) to import
 _NATIVE = {
-    "EngineService": "llamatwist.runtime.service",
-    "EngineState": "llamatwist.runtime.service",
-    "SlotActionFailed": "llamatwist.runtime.service",
+    "EngineService": "llamatwist.runtime.engine_service",
+    "EngineState": "llamatwist.runtime.engine_service",
+    "SlotActionFailed": "llamatwist.runtime.engine_service",
     "EngineSpec": "llamatwist.runtime.scheduler",
     "LoadedModel": "llamatwist.runtime.scheduler",
 }

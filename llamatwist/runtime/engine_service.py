@@ -1,8 +1,8 @@
 # -*- test-case-name: tests.test_server -*-
-"""The engine as a Twisted service: the HTTP side's only way to the model.
+"""EngineService: the decode thread's front on the reactor, and the HTTP side's only way to the model.
 
-Starts the decode thread (which loads the model), tracks readiness, forwards
-tasks and cancellations, and runs tokenization off the reactor thread.
+A Twisted service that starts the decode thread (which loads the model), tracks readiness, forwards
+tasks, cancellations and slot actions, and runs tokenization off the reactor thread.
 """
 
 from __future__ import annotations
