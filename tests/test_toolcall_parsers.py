@@ -16,7 +16,12 @@ from typing import Any
 import pytest
 
 from llamatwist.chat.toolcalls import ChatSyntax, ParsedMessage, ToolCallOut, message_deltas, parse_output
-from llamatwist.chat.toolcalls.generic import generic_schema
+from llamatwist.chat.toolcalls.generic import (
+    CALL_ID_MAX_LENGTH,
+    PARALLEL_CALLS_MIN_CAP,
+    generic_schema,
+    max_parallel_calls,
+)
 from llamatwist.chat.toolcalls.jsonscan import scan_json
 
 WEATHER = '{"location":"Paris"}'
@@ -416,6 +421,13 @@ def test_generic_schema_shapes() -> None:
     required = generic_schema(functions[:1], parallel=True, required=True)
     items = required["properties"]["tool_calls"]["items"]
     assert required["required"] == ["tool_calls"] and items["required"] == ["id", "name", "arguments"]
+    # bounded, unlike llama.cpp's: the grammar closes the array after a few calls and the id after 32 characters
+    assert required["properties"]["tool_calls"]["minItems"] == 1
+    assert required["properties"]["tool_calls"]["maxItems"] == PARALLEL_CALLS_MIN_CAP == 8
+    assert items["properties"]["id"] == {"type": "string", "minLength": 4, "maxLength": CALL_ID_MAX_LENGTH}
+    many = [{"name": f"f{i}", "parameters": {"type": "object"}} for i in range(12)]
+    assert generic_schema(many, parallel=True, required=True)["properties"]["tool_calls"]["maxItems"] == 12
+    assert max_parallel_calls(0) == max_parallel_calls(8) == 8 and max_parallel_calls(9) == 9
 
 
 def test_generic_schema_validates_outputs() -> None:

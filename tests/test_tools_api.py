@@ -23,6 +23,7 @@ from llamatwist.api.openai.tools import (
     parse_tool_request,
 )
 from llamatwist.chat.toolcalls import ParsedMessage, ToolCallOut
+from llamatwist.chat.toolcalls.generic import CALL_ID_MAX_LENGTH, PARALLEL_CALLS_MIN_CAP, max_parallel_calls
 from llamatwist.config import SamplingDefaults
 from llamatwist.constrain.schema import closed_objects
 from tests.conftest import Server
@@ -140,6 +141,9 @@ def test_ids_and_message_json() -> None:
     again = ids.fill(ParsedMessage(tool_calls=(ToolCallOut("add", '{"a": 1, "b": 2}'), ToolCallOut("f", "{}", "own"))))
     assert len(first.tool_calls[0].id) == 32 and first.tool_calls[0].id.isalnum()
     assert again.tool_calls[0].id == first.tool_calls[0].id and again.tool_calls[1].id == "own"
+    # a model that writes the same id twice still gets one id per call
+    twice = ToolCallIds().fill(ParsedMessage(tool_calls=(ToolCallOut("f", "{}", "c1"), ToolCallOut("f", "{}", "c1"))))
+    assert twice.tool_calls[0].id == "c1" and len(twice.tool_calls[1].id) == 32
     out = message_json(again)
     assert out["content"] is None and [c["function"]["name"] for c in out["tool_calls"]] == ["add", "f"]
     assert message_json(ParsedMessage(content="", reasoning_content="hm")) == {
@@ -166,11 +170,25 @@ def call_args(call: Any) -> dict[str, Any]:
     return args
 
 
+# What the model writes depends on the CPU's SIMD path (greedy text of a tiny quantized model), so these tests
+# assert what the grammar forces, or compare two paths on the same machine, never the model's choice of words.
+# Every string and number of TOOLS is bounded, so a reply constrained to calls closes within a known number of
+# tokens whatever the model picks (at most one character per token).
+FREE = {"ignore_eos": True, "cache_prompt": False}  # n tokens exactly, every prompt evaluated afresh
+
+
+def completion_of(server: Server, body: dict[str, Any]) -> str:
+    """The plain /completion of the prompt a chat request renders (tools, polyfilled history and all)."""
+    prompt = server.post("/apply-template", body).json()["prompt"]
+    r = server.post("/completion", {"prompt": prompt, "n_predict": body["max_tokens"], "temperature": 0, **FREE})
+    return str(r.json()["content"])
+
+
 def test_required_gives_valid_calls_over_seeds(client: OpenAI) -> None:
     seen = set()
     for seed in range(10):
         r = client.chat.completions.create(model="m", messages=ASK, tools=TOOLS, tool_choice="required",
-                                           max_tokens=96, seed=seed, temperature=1.0)
+                                           max_tokens=128, seed=seed, temperature=1.0)
         choice = r.choices[0]
         assert choice.finish_reason == "tool_calls", choice
         assert choice.message.content is None and choice.message.tool_calls
@@ -186,26 +204,50 @@ def test_named_function_and_parallel_calls(client: OpenAI) -> None:
                                        tool_choice={"type": "function", "function": {"name": "add"}})
     (call,) = r.choices[0].message.tool_calls or []
     assert call.function.name == "add" and set(call_args(call)) == {"a", "b"}
+    # room for the longest reply the grammar allows: max_parallel_calls(2) calls of get_weather, each about 20
+    # tokens of JSON around a 32-character id and a 24-character city (the prompt is ~330 tokens of 1024)
     r = client.chat.completions.create(model="m", messages=ASK, tools=TOOLS, tool_choice="required",
-                                       parallel_tool_calls=True, max_tokens=160, temperature=0)
+                                       parallel_tool_calls=True, max_tokens=680, temperature=0)
     calls = r.choices[0].message.tool_calls or []
-    assert r.choices[0].finish_reason == "tool_calls" and calls
+    assert r.choices[0].finish_reason == "tool_calls" and 1 <= len(calls) <= max_parallel_calls(len(TOOLS))
     assert len({c.id for c in calls}) == len(calls)
+    assert all(0 < len(c.id) <= CALL_ID_MAX_LENGTH for c in calls)
     for c in calls:
         call_args(c)
 
 
-def test_tool_choice_none_answers_with_content(client: OpenAI) -> None:
-    r = client.chat.completions.create(model="m", messages=ASK, tools=TOOLS, tool_choice="none", max_tokens=16,
-                                       temperature=0)
+def test_parallel_calls_are_bounded(client: OpenAI, server: Server) -> None:
+    """llama-server's parallel generic format has no upper bound on the calls: a model that keeps writing
+    ', {' runs to the token limit (finish_reason "length", no usable call). Pushed hard to go on, the model
+    must still end with a closed array of at most max_parallel_calls(n_tools) calls."""
+    (comma,), (quote,) = (server.post("/tokenize", {"content": c}).json()["tokens"] for c in (",", '"'))
+    # '"' closes each id as soon as the grammar allows (4 characters); ',' starts another call wherever one
+    # may follow, and shortens the numbers in between
+    bias = {str(quote): 100, str(comma): 50}
+    r = client.chat.completions.create(model="m", messages=ASK, tools=[ADD], tool_choice="required",
+                                       parallel_tool_calls=True, max_tokens=400, temperature=0, logit_bias=bias)
+    choice = r.choices[0]
+    calls = choice.message.tool_calls or []
+    assert choice.finish_reason == "tool_calls", choice
+    assert len(calls) == max_parallel_calls(1) == PARALLEL_CALLS_MIN_CAP
+    assert r.usage is not None and r.usage.completion_tokens < 400
+    assert len({c.id for c in calls}) == len(calls)  # the model wrote the same id every time
+    for c in calls:
+        assert c.function.name == "add" and set(call_args(c)) == {"a", "b"}
+
+
+def test_tool_choice_none_answers_with_content(client: OpenAI, server: Server) -> None:
+    body: Any = {"messages": ASK, "tools": TOOLS, "tool_choice": "none", "max_tokens": 16}
+    r = client.chat.completions.create(model="m", **body, temperature=0, extra_body=FREE)
     msg = r.choices[0].message
-    assert msg.tool_calls is None and msg.content and "tool_call" not in msg.content
-    assert r.choices[0].finish_reason in ("stop", "length")
+    assert msg.tool_calls is None and r.choices[0].finish_reason == "length"
+    # unconstrained and unparsed: exactly the model's free text for that prompt
+    assert msg.content == completion_of(server, body)
 
 
 def test_stream_reassembles_the_same_calls(client: OpenAI) -> None:
-    kw: Any = {"model": "m", "messages": ASK, "tools": TOOLS, "tool_choice": "required", "max_tokens": 96,
-               "temperature": 0}
+    kw: Any = {"model": "m", "messages": ASK, "tools": TOOLS, "tool_choice": "required", "max_tokens": 128,
+               "temperature": 0, "extra_body": {"cache_prompt": False}}
     full = client.chat.completions.create(**kw).choices[0]
     chunks = list(client.chat.completions.create(**kw, stream=True))
     assert chunks[0].choices[0].delta.role == "assistant"
@@ -225,21 +267,31 @@ def test_stream_reassembles_the_same_calls(client: OpenAI) -> None:
     assert all(len(c["id"]) == 32 for c in calls.values())
 
 
-def test_call_then_tool_result_then_answer(client: OpenAI) -> None:
+def test_call_then_tool_result_then_answer(client: OpenAI, server: Server) -> None:
     messages: Any = list(ASK)
     first = client.chat.completions.create(model="m", messages=messages, tools=[WEATHER], tool_choice="required",
-                                           max_tokens=64, temperature=0)
-    call = (first.choices[0].message.tool_calls or [])[0]
-    assert call.function.name == "get_weather" and call_args(call)["city"]
+                                           max_tokens=96, temperature=0)
+    assert first.choices[0].finish_reason == "tool_calls"
+    (call,) = first.choices[0].message.tool_calls or []
+    assert call.function.name == "get_weather" and "city" in call_args(call)
     messages.append(first.choices[0].message.model_dump(exclude_none=True))
     messages.append({"role": "tool", "tool_call_id": call.id, "content": json.dumps({"temperature_c": 21})})
+    # the call and its result reach the prompt (as text: SmolLM2's template shows no tool calls)
+    prompt = server.post("/apply-template", {"messages": messages, "tools": [WEATHER]}).json()["prompt"]
+    assert prompt.count(call.id) == 2 and "temperature_c" in prompt and prompt.count("get_weather") >= 2
     final = client.chat.completions.create(model="m", messages=messages, tools=[WEATHER], max_tokens=48,
                                            temperature=0)
     choice = final.choices[0]
-    assert choice.message.content and choice.finish_reason in ("stop", "length") or choice.message.tool_calls
-    forced_answer = client.chat.completions.create(model="m", messages=messages, tools=[WEATHER],
-                                                   tool_choice="none", max_tokens=24, temperature=0)
-    assert forced_answer.choices[0].message.content and not forced_answer.choices[0].message.tool_calls
+    if choice.message.tool_calls:  # the model's choice: call again or answer, in either case well formed
+        assert choice.finish_reason == "tool_calls" and choice.message.content is None
+        for c in choice.message.tool_calls:
+            call_args(c)
+    else:
+        assert choice.finish_reason in ("stop", "length") and isinstance(choice.message.content, str)
+    body: Any = {"messages": messages, "tools": [WEATHER], "tool_choice": "none", "max_tokens": 24}
+    forced_answer = client.chat.completions.create(model="m", **body, temperature=0, extra_body=FREE)
+    assert not forced_answer.choices[0].message.tool_calls and forced_answer.choices[0].finish_reason == "length"
+    assert forced_answer.choices[0].message.content == completion_of(server, body)
 
 
 def test_bad_tool_requests_are_400(client: OpenAI, server: Server) -> None:
@@ -270,5 +322,6 @@ def test_cut_off_tool_call_is_content_and_the_slot_serves_on(server: Server, str
     else:
         choice = r.json()["choices"][0]
         assert choice["finish_reason"] == "length" and isinstance(choice["message"]["content"], str)
-    after = server.post("/v1/chat/completions", {"messages": ASK, "max_tokens": 4, "temperature": 0})
-    assert after.status_code == 200 and after.json()["choices"][0]["message"]["content"]
+    after = server.post("/v1/chat/completions", {"messages": ASK, "max_tokens": 4, "temperature": 0, **FREE})
+    assert after.status_code == 200, after.text
+    assert after.json()["choices"][0]["finish_reason"] == "length" and after.json()["usage"]["completion_tokens"] == 4

@@ -186,8 +186,9 @@ def parse_whole(text: str, syntax: ChatSyntax) -> ParsedMessage:
 
 
 class ToolCallIds:
-    """Ids for the calls of one choice: the model's own id when its format has one, else a random one,
-    fixed per call index for the whole response (stream deltas and the final message agree)."""
+    """Ids for the calls of one choice: the model's own id when its format has one (and no earlier call of
+    the reply has it: a model may write the same id twice), else a random one, fixed per call index for the
+    whole response (stream deltas and the final message agree)."""
 
     def __init__(self) -> None:
         self._ids: list[str] = []
@@ -198,7 +199,7 @@ class ToolCallIds:
         calls = []
         for i, call in enumerate(msg.tool_calls):
             if i == len(self._ids):
-                self._ids.append(call.id or random_id())
+                self._ids.append(call.id if call.id and call.id not in self._ids else random_id())
             calls.append(call if call.id == self._ids[i] else dataclasses.replace(call, id=self._ids[i]))
         return dataclasses.replace(msg, tool_calls=tuple(calls))
 

@@ -4,6 +4,12 @@ The shapes and the instruction are llama.cpp's (``common_chat_params_init_generi
 ``{"tool_call": {"name": ..., "arguments": {...}}}`` (``{"tool_calls": [...]}`` with parallel calls, each
 call with an ``"id"``) or ``{"response": "..."}``. Each call alternative ties its ``name`` (a ``const``) to
 that tool's parameter schema, so the arguments are valid for the tool named.
+
+Parallel calls are bounded where llama.cpp leaves them open: its ``tool_calls`` array has ``minItems: 1`` and
+no upper bound (and the ``id`` no maximum length), so the grammar lets a model that keeps writing ``, {``
+add calls until the token limit, ending with ``finish_reason: "length"`` and no usable call. Here the array
+takes at most ``max(len(tools), PARALLEL_CALLS_MIN_CAP)`` calls (every tool once, and at least 8) and an
+``id`` at most ``CALL_ID_MAX_LENGTH`` characters, so the grammar itself closes the array and the object.
 """
 
 from __future__ import annotations
@@ -13,12 +19,30 @@ from typing import Any
 
 from .scan import Broken, Scanner
 
-__all__ = ["GENERIC_SYSTEM_PROMPT", "generic_schema", "generic_system_prompt", "parse_generic", "polyfill_history"]
+__all__ = [
+    "CALL_ID_MAX_LENGTH",
+    "GENERIC_SYSTEM_PROMPT",
+    "PARALLEL_CALLS_MIN_CAP",
+    "generic_schema",
+    "generic_system_prompt",
+    "max_parallel_calls",
+    "parse_generic",
+    "polyfill_history",
+]
 
 GENERIC_SYSTEM_PROMPT = (
     "Respond in JSON format, either with `tool_call` (a request to call tools) or with `response` reply to the "
     "user's request"
 )
+
+# Bounds of a parallel-calls reply (see the module docstring); llama.cpp has neither.
+PARALLEL_CALLS_MIN_CAP = 8
+CALL_ID_MAX_LENGTH = 32  # as long as the ids llamatwist assigns itself (OpenAI's are 29)
+
+
+def max_parallel_calls(n_tools: int) -> int:
+    """How many calls one parallel generic reply may hold: each tool once, and at least 8."""
+    return max(n_tools, PARALLEL_CALLS_MIN_CAP)
 
 
 def generic_system_prompt(tools: list[dict[str, Any]], template_source: str) -> str:
@@ -75,7 +99,7 @@ def _call_schema(function: dict[str, Any], parallel: bool) -> dict[str, Any]:
     required = ["name", "arguments"]
     if parallel:
         # llama.cpp lists "id" last; first here, so a streamed call is complete (id included) once named
-        properties["id"] = {"type": "string", "minLength": 4}
+        properties["id"] = {"type": "string", "minLength": 4, "maxLength": CALL_ID_MAX_LENGTH}
         required.insert(0, "id")
     properties["name"] = {"type": "string", "const": function["name"]}
     properties["arguments"] = function.get("parameters") or {"type": "object"}
@@ -94,7 +118,9 @@ def generic_schema(
     if parallel:
         tool_call: dict[str, Any] = {
             "type": "object",
-            "properties": {"tool_calls": {"type": "array", "items": one, "minItems": 1}},
+            "properties": {
+                "tool_calls": {"type": "array", "items": one, "minItems": 1, "maxItems": max_parallel_calls(len(calls))}
+            },
             "required": ["tool_calls"],
         }
     else:
