@@ -186,52 +186,79 @@ def thinker(model_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     srv.stop()
 
 
-def chat(srv: Server, **body: Any) -> dict[str, Any]:
-    r = srv.post("/v1/chat/completions", {"messages": ASK, "max_tokens": 40, "temperature": 0, **body})
+# What the model writes depends on the CPU's SIMD path (greedy text of a tiny quantized model), and it may
+# well close the block or end the reply itself. So every request here biases one word so strongly that the
+# model writes nothing else wherever it is free: the text shows exactly what the budget forced, and where.
+WORD = " blue"
+
+
+@pytest.fixture(scope="module")
+def word_bias(thinker: Server) -> dict[str, float]:
+    (token,) = thinker.post("/tokenize", {"content": WORD}).json()["tokens"]
+    return {str(token): 100.0}
+
+
+def chat(srv: Server, bias: dict[str, float], **body: Any) -> dict[str, Any]:
+    r = srv.post("/v1/chat/completions", {"messages": ASK, "max_tokens": 40, "temperature": 0, "logit_bias": bias,
+                                          **body})
     assert r.status_code == 200, r.text
     choice: dict[str, Any] = r.json()["choices"][0]
     return choice
 
 
-def test_budget_zero_closes_the_block_at_once(thinker: Server) -> None:
-    msg = chat(thinker)["message"]  # --reasoning-budget 0: message and </think> forced first
+def words(n: int) -> str:
+    return (WORD * n).strip()
+
+
+def test_budget_zero_closes_the_block_at_once(thinker: Server, word_bias: dict[str, float]) -> None:
+    choice = chat(thinker, word_bias)  # --reasoning-budget 0: message and </think> forced first
+    msg = choice["message"]
     assert msg["reasoning_content"] == "Enough."
-    assert msg["content"] and "think>" not in msg["content"]
+    # everything after the forced end is the answer
+    assert choice["finish_reason"] == "length" and msg["content"].startswith(words(20))
+    assert msg["content"] == words(msg["content"].count(WORD.strip()))
 
 
-def test_small_budget_forces_the_end_tag(thinker: Server) -> None:
-    split = chat(thinker, reasoning_budget_tokens=5)["message"]
-    assert split["reasoning_content"].endswith(" Enough.") and len(split["reasoning_content"]) > len(" Enough.")
-    raw = chat(thinker, reasoning_budget_tokens=5, reasoning_format="none")["message"]
+def test_small_budget_forces_the_end_tag(thinker: Server, word_bias: dict[str, float]) -> None:
+    split = chat(thinker, word_bias, reasoning_budget_tokens=5)["message"]
+    # as in llama.cpp the budget counts from the start tag, the prompt's own "\n" after <think> included:
+    # four tokens of thought, then the message
+    assert split["reasoning_content"] == words(4) + " Enough."
+    assert split["content"].startswith(words(20))
+    raw = chat(thinker, word_bias, reasoning_budget_tokens=5, reasoning_format="none")["message"]
     assert "reasoning_content" not in raw
-    assert raw["content"].count("</think>") == 1 and "Enough.</think>" in raw["content"]
+    assert raw["content"].count("</think>") == 1 and raw["content"].startswith(WORD * 4 + " Enough.</think>")
     assert raw["content"].endswith(split["content"])
 
 
-def test_unlimited_budget_keeps_thinking(thinker: Server) -> None:
-    choice = chat(thinker, reasoning_budget_tokens=10_000, max_tokens=12)
-    assert choice["message"]["content"] == "" and choice["message"]["reasoning_content"]
+def test_unlimited_budget_keeps_thinking(thinker: Server, word_bias: dict[str, float]) -> None:
+    choice = chat(thinker, word_bias, reasoning_budget_tokens=10_000, max_tokens=12)
+    assert choice["message"]["content"] == "" and choice["message"]["reasoning_content"] == words(12)
 
 
-def test_thinking_off_through_chat_template_kwargs(thinker: Server) -> None:
+def test_thinking_off_through_chat_template_kwargs(thinker: Server, word_bias: dict[str, float]) -> None:
     body = {"messages": ASK, "chat_template_kwargs": {"enable_thinking": False}}
     assert thinker.post("/apply-template", body).json()["prompt"].endswith("<think>\n\n</think>\n\n")
-    msg = chat(thinker, chat_template_kwargs={"enable_thinking": False})["message"]
-    assert "reasoning_content" not in msg and msg["content"] and "Enough" not in msg["content"]
+    msg = chat(thinker, word_bias, chat_template_kwargs={"enable_thinking": False})["message"]
+    # the block the prompt closed takes no budget: no forced message, all 40 tokens are the answer
+    assert "reasoning_content" not in msg and msg["content"] == WORD * 40
 
 
-def test_budget_composes_with_a_json_schema(thinker: Server) -> None:
+def test_budget_composes_with_a_json_schema(thinker: Server, word_bias: dict[str, float]) -> None:
     fmt = {"type": "json_schema", "json_schema": {"schema": CITY}}
-    msg = chat(thinker, reasoning_budget_tokens=3, response_format=fmt)["message"]
-    assert msg["reasoning_content"].endswith("Enough.")
+    choice = chat(thinker, word_bias, reasoning_budget_tokens=3, response_format=fmt)
+    msg = choice["message"]
+    assert msg["reasoning_content"] == words(2) + " Enough."  # budget 3, the prompt's "\n" included
+    assert choice["finish_reason"] == "stop"
     assert set(json.loads(msg["content"])) == {"city"}  # the schema applies after </think>
 
 
 def test_streamed_reasoning_matches(thinker: Server) -> None:
-    full = chat(thinker, reasoning_budget_tokens=5)["message"]
+    # the model's own text this time, the same both ways (the prompt evaluated afresh each time)
+    full = chat(thinker, {}, reasoning_budget_tokens=5, cache_prompt=False)["message"]
     r = requests.post(thinker.url + "/v1/chat/completions", json={
-        "messages": ASK, "max_tokens": 40, "temperature": 0, "reasoning_budget_tokens": 5, "stream": True},
-        timeout=120)
+        "messages": ASK, "max_tokens": 40, "temperature": 0, "reasoning_budget_tokens": 5, "stream": True,
+        "cache_prompt": False}, timeout=120)
     deltas = [json.loads(e[6:])["choices"][0]["delta"] for e in r.content.split(b"\n\n") if e.startswith(b"data: {")]
     assert "".join(d.get("reasoning_content") or "" for d in deltas) == full["reasoning_content"]
     assert "".join(d.get("content") or "" for d in deltas) == full["content"]
