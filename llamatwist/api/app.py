@@ -11,8 +11,8 @@ from werkzeug.exceptions import MethodNotAllowed as WzMethodNotAllowed
 from werkzeug.exceptions import NotFound as WzNotFound
 
 from llamatwist.api import completion, embeddings, infill, info, tokens, webui
-from llamatwist.api.errors import MethodNotAllowed, NotFound
-from llamatwist.api.http import ApiContext, send_error
+from llamatwist.api.errors import MethodNotAllowed, NotFound, send_error
+from llamatwist.api.http import ApiContext
 from llamatwist.api.openai import chat as oai_chat
 from llamatwist.api.openai import completions as oai_completions
 

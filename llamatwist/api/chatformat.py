@@ -9,19 +9,12 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from llamatwist.api.errors import ApiError, InvalidRequest
-from llamatwist.chat import ChatError, RenderedChat, render_chat, select_template
+from llamatwist.api.errors import InvalidRequest
+from llamatwist.chat import RenderedChat, render_chat, select_template
 from llamatwist.chat.template import AnyTemplate
 from llamatwist.config import ServerConfig
 
-__all__ = ["ChatFormatter", "ReasoningDefaults", "add_system_prompt", "build_formatter", "chat_api_error"]
-
-
-def chat_api_error(err: ChatError) -> ApiError:
-    api = ApiError(err.message)
-    api.code = err.status
-    api.type = err.error_type
-    return api
+__all__ = ["ChatFormatter", "ReasoningDefaults", "add_system_prompt", "build_formatter"]
 
 
 def add_system_prompt(messages: Any, text: str) -> Any:
@@ -95,34 +88,28 @@ class ChatFormatter:
         reasoning_tags: tuple[str, str] = ("", ""),
         messages: Any = None,
     ) -> RenderedChat:
-        """The prompt for a chat request (a bad request or template is an ApiError), with ``system_prompt``
+        """The prompt for a chat request (a bad request is an InvalidRequest or a ChatError), with ``system_prompt``
         (e.g. tool-call instructions) added to the system message; ``reasoning_tags`` wrap a prefilled
         assistant message's reasoning_content; ``messages`` replace the request's (e.g. tool-call history
         rewritten for a template that shows none)."""
         add_generation_prompt = body.get("add_generation_prompt", True)
-        try:
-            kwargs = self.template_kwargs(body)
-            if not isinstance(add_generation_prompt, bool):
-                raise ApiError("'add_generation_prompt' must be a boolean")
-            return render_chat(
-                self.template,
-                add_system_prompt(body.get("messages") if messages is None else messages, system_prompt),
-                add_generation_prompt=add_generation_prompt,
-                prefill_assistant=self.prefill_assistant,
-                continue_final_message=body.get("continue_final_message"),
-                tools=body.get("tools"),
-                tool_choice=body.get("tool_choice"),
-                chat_template_kwargs=kwargs,
-                reasoning_effort=body.get("reasoning_effort"),
-                add_bos=self.add_bos,
-                add_eos=self.add_eos,
-                reasoning_tags=reasoning_tags if all(reasoning_tags) else None,
-            )
-        except ChatError as err:
-            raise chat_api_error(err) from None
-        except ApiError as err:
-            err.code, err.type = 400, "invalid_request_error"
-            raise
+        kwargs = self.template_kwargs(body)
+        if not isinstance(add_generation_prompt, bool):
+            raise InvalidRequest("'add_generation_prompt' must be a boolean")
+        return render_chat(
+            self.template,
+            add_system_prompt(body.get("messages") if messages is None else messages, system_prompt),
+            add_generation_prompt=add_generation_prompt,
+            prefill_assistant=self.prefill_assistant,
+            continue_final_message=body.get("continue_final_message"),
+            tools=body.get("tools"),
+            tool_choice=body.get("tool_choice"),
+            chat_template_kwargs=kwargs,
+            reasoning_effort=body.get("reasoning_effort"),
+            add_bos=self.add_bos,
+            add_eos=self.add_eos,
+            reasoning_tags=reasoning_tags if all(reasoning_tags) else None,
+        )
 
 
 def build_formatter(

@@ -12,9 +12,9 @@ from twisted.internet.defer import CancelledError
 from twisted.web.server import Request
 
 from llamatwist.api.constraints import apply_constraint
-from llamatwist.api.errors import ApiError
+from llamatwist.api.errors import REPORTED
 from llamatwist.api.http import ApiContext, handler, read_json, send_json
-from llamatwist.api.params import parse_completion
+from llamatwist.api.params import OutputOptions, parse_completion, parse_output_options, project_fields
 from llamatwist.api.pipeline import expand, run_tasks, tokenize_prompts
 from llamatwist.api.streaming import SSEStream
 from llamatwist.runtime import FinalResult, GenerationParams, PartialResult, TokenProbs
@@ -28,7 +28,8 @@ def _bias(b: float) -> float | None:
     return b if math.isfinite(b) else None  # JSON has no infinities; llama-server's writes null
 
 
-def generation_settings(p: GenerationParams, seed: int) -> dict[str, Any]:
+def generation_settings(p: GenerationParams, seed: int, options: OutputOptions | None = None) -> dict[str, Any]:
+    """llama-server's generation_settings; with a request's ``options``, the output parser's entries too."""
     s = p.sampler
     return {
         "seed": seed,
@@ -67,6 +68,7 @@ def generation_settings(p: GenerationParams, seed: int) -> dict[str, Any]:
         "logit_bias": [{"bias": _bias(b), "token": t} for t, b in s.logit_bias],
         "n_probs": p.n_probs,
         "min_keep": s.min_keep,
+        **(options.settings(p.stream) if options is not None else {}),
         "samplers": list(s.samplers),
         "post_sampling_probs": s.post_sampling_probs,
     }
@@ -106,9 +108,15 @@ def probs_json(probs: Sequence[TokenProbs], post_sampling: bool = False) -> list
 
 
 def final_json_fields(
-    ctx: ApiContext, r: FinalResult, index: int, params: GenerationParams, prompt_text: str | None = None
+    ctx: ApiContext,
+    r: FinalResult,
+    index: int,
+    params: GenerationParams,
+    prompt_text: str | None = None,
+    options: OutputOptions | None = None,
 ) -> dict[str, Any]:
-    """The final result of a native completion (also /infill)."""
+    """The final result of a native completion (also /infill), projected on the request's
+    ``response_fields`` when it has some."""
     out: dict[str, Any] = {
         "index": index,
         "content": r.content,
@@ -118,7 +126,7 @@ def final_json_fields(
         "model": ctx.model_alias,
         "tokens_predicted": r.n_decoded,
         "tokens_evaluated": r.n_prompt_tokens,
-        "generation_settings": generation_settings(params, r.seed),
+        "generation_settings": generation_settings(params, r.seed, options),
         "has_new_line": "\n" in r.content,
         "truncated": r.truncated,
         "stop_type": r.stop_type,
@@ -130,6 +138,8 @@ def final_json_fields(
         out["prompt"] = prompt_text
     if not params.stream and r.probs:
         out["completion_probabilities"] = probs_json(r.probs, params.sampler.post_sampling_probs)
+    if options is not None and options.response_fields:
+        return project_fields(out, options.response_fields)
     return out
 
 
@@ -148,22 +158,28 @@ def partial_json(r: PartialResult, index: int, params: GenerationParams) -> dict
     return chunk
 
 
-async def stream_native(ctx: ApiContext, request: Request, prompts: list[list[int]], params: GenerationParams) -> bytes:
+async def stream_native(
+    ctx: ApiContext,
+    request: Request,
+    prompts: list[list[int]],
+    params: GenerationParams,
+    options: OutputOptions | None = None,
+) -> bytes:
     """llama-server's native SSE stream: a partial per token, then the final
-    result per prompt; no [DONE] terminator."""
+    result per prompt (projected on ``response_fields``); no [DONE] terminator."""
     sse = SSEStream(request)
 
     def partial(index: int, r: PartialResult) -> None:
         sse.send(partial_json(r, index, params))
 
     def final(index: int, r: FinalResult) -> None:
-        sse.send(final_json_fields(ctx, r, index, params))
+        sse.send(final_json_fields(ctx, r, index, params, options=options))
 
     try:
         await run_tasks(ctx, request, prompts, params, on_partial=partial, on_final=final)
     except CancelledError:
         pass
-    except ApiError as err:
+    except REPORTED as err:
         sse.send_error(err)
     return b""
 
@@ -176,14 +192,17 @@ def register(app: Klein, ctx: ApiContext) -> None:
         loaded = ctx.require_generation()
         body = read_json(request)
         req = parse_completion(body, ctx.config.sampling, loaded.n_slots)
+        # chat_format and reasoning_format are echoed in generation_settings; as in llama-server, a native
+        # completion's content is the raw text (its reasoning is not split out)
+        options = parse_output_options(body, ctx.config.reasoning_format)
         prompts = expand(await tokenize_prompts(ctx, loaded, req.prompts), req.n_cmpl)
         params = await apply_constraint(ctx, body, req.params)
         if params.stream:
-            return await stream_native(ctx, request, prompts, params)
+            return await stream_native(ctx, request, prompts, params, options)
         try:
             results = await run_tasks(ctx, request, prompts, params)
         except CancelledError:
             return b""
         texts = [await ctx.engine.detokenize(p) for p in prompts]
-        out = [final_json_fields(ctx, r, i, params, texts[i]) for i, r in enumerate(results)]
+        out = [final_json_fields(ctx, r, i, params, texts[i], options) for i, r in enumerate(results)]
         return send_json(request, out[0] if len(out) == 1 else out)

@@ -1,83 +1,165 @@
 # -*- test-case-name: tests.test_params -*-
-"""API errors in llama-server's shape, mapped to JSON and status in one place."""
+"""Every error the server answers with, in llama-server's shape, decided in one place.
+
+`TABLE` maps an exception class (the HTTP layer's own `ApiError` classes, the runtime's typed errors,
+chat-template errors) to its answer: status, error type, message and extra fields. `error_body` is the
+one function that turns an exception into the ``{"error": ...}`` object, for JSON responses
+(`send_error`, `error_json`) and for the SSE event that ends a failed stream alike.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from llamatwist.chat import ChatError
+from llamatwist.runtime import (
+    ContextExceeded,
+    DecodeFailed,
+    DecodeLoopCrashed,
+    InputTooLarge,
+    InvalidSlot,
+    KVCacheFull,
+    SlotBusy,
+    SlotFileError,
+    SlotFileUnwritable,
+)
+
+if TYPE_CHECKING:
+    from twisted.web.server import Request
 
 __all__ = [
-    "ApiError", "ExceedContext", "InvalidRequest", "MethodNotAllowed", "NotFound", "NotSupported",
-    "PayloadTooLarge", "ServerError", "Unauthorized", "Unavailable", "error_body", "error_json", "from_result",
+    "REPORTED", "TABLE", "ApiError", "ErrorAnswer", "InvalidRequest", "MethodNotAllowed", "NotFound",
+    "NotSupported", "PayloadTooLarge", "ServerError", "Unauthorized", "Unavailable", "answer", "error_body",
+    "error_json", "send_error",
 ]
 
 
 class ApiError(Exception):
-    code = 500
-    type = "server_error"
+    """An error the HTTP layer raises itself; its class picks its row of `TABLE`."""
 
-    def __init__(self, message: str, **extra: Any) -> None:
+    def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-        self.extra = extra
 
 
 class InvalidRequest(ApiError):
-    code = 400
-    type = "invalid_request_error"
-
-
-class ExceedContext(ApiError):
-    code = 400
-    type = "exceed_context_size_error"
+    pass
 
 
 class NotFound(ApiError):
-    code = 404
-    type = "not_found_error"
+    pass
 
 
 class NotSupported(ApiError):
-    code = 501
-    type = "not_supported_error"
+    pass
 
 
 class Unavailable(ApiError):
-    code = 503
-    type = "unavailable_error"
+    pass
 
 
 class ServerError(ApiError):
-    code = 500
-    type = "server_error"
+    pass
 
 
 class Unauthorized(ApiError):
-    code = 401
-    type = "authentication_error"
+    pass
 
 
 class PayloadTooLarge(ApiError):
-    code = 413
-    type = "invalid_request_error"
+    pass
 
 
 class MethodNotAllowed(ApiError):
-    code = 405
-    type = "invalid_request_error"
+    pass
 
 
-def from_result(code: int, message: str, type_: str, extra: dict[str, Any]) -> ApiError:
-    """Rebuild an ApiError from an error result sent by the decode loop."""
-    err = ApiError(message, **extra)
-    err.code = code
-    err.type = type_
-    return err
+@dataclass(frozen=True)
+class ErrorAnswer:
+    status: int
+    type: str
+    message: str
+    extra: Mapping[str, int] = field(default_factory=dict)
 
 
-def error_body(err: ApiError) -> dict[str, Any]:
-    return {"error": {"code": err.code, "message": err.message, "type": err.type, **err.extra}}
+def _as(status: int, type_: str) -> Callable[[Exception], ErrorAnswer]:
+    """A row whose message is the exception's own text."""
+    return lambda exc: ErrorAnswer(status, type_, str(exc))
 
 
-def error_json(err: ApiError) -> bytes:
-    return json.dumps(error_body(err)).encode()
+def _context_exceeded(exc: ContextExceeded) -> ErrorAnswer:
+    return ErrorAnswer(
+        400, "exceed_context_size_error",
+        f"request ({exc.n_prompt} tokens) exceeds the available context size ({exc.n_ctx} tokens), try increasing it",
+        {"n_prompt_tokens": exc.n_prompt, "n_ctx": exc.n_ctx},
+    )
+
+
+def _input_too_large(exc: InputTooLarge) -> ErrorAnswer:
+    return ErrorAnswer(
+        400, "invalid_request_error",
+        f"input ({exc.n_tokens} tokens) is too large to process. increase the physical batch size "
+        f"(current: {exc.n_ubatch}, -ub/--ubatch-size)",
+    )
+
+
+# An exception answers with the row of its class, else of its nearest base class that has one.
+TABLE: dict[type[Exception], Callable[[Any], ErrorAnswer]] = {
+    # raised by the HTTP layer
+    ApiError: _as(500, "server_error"),
+    ServerError: _as(500, "server_error"),
+    InvalidRequest: _as(400, "invalid_request_error"),
+    Unauthorized: _as(401, "authentication_error"),
+    NotFound: _as(404, "not_found_error"),
+    MethodNotAllowed: _as(405, "invalid_request_error"),
+    PayloadTooLarge: _as(413, "invalid_request_error"),
+    NotSupported: _as(501, "not_supported_error"),
+    Unavailable: _as(503, "unavailable_error"),
+    # the runtime's typed errors (llamatwist.runtime.errors)
+    ContextExceeded: _context_exceeded,
+    InputTooLarge: _input_too_large,
+    KVCacheFull: lambda exc: ErrorAnswer(503, "unavailable_error", "the KV cache is full, retry later"),
+    DecodeFailed: lambda exc: ErrorAnswer(500, "server_error", f"decode failed: {exc.detail}"),
+    DecodeLoopCrashed: lambda exc: ErrorAnswer(500, "server_error", "decode loop crashed"),
+    InvalidSlot: lambda exc: ErrorAnswer(400, "invalid_request_error", "Invalid slot ID"),
+    SlotBusy: lambda exc: ErrorAnswer(
+        409, "invalid_request_error", f"slot {exc.id_slot} is busy processing a task; try again when it is idle"
+    ),
+    SlotFileError: _as(400, "invalid_request_error"),
+    SlotFileUnwritable: lambda exc: ErrorAnswer(500, "server_error", f"cannot write {exc.filename}: {exc.reason}"),
+    # chat requests and templates: the status llama-server uses for each failure travels with the error
+    ChatError: lambda exc: ErrorAnswer(exc.status, exc.error_type, exc.message),
+}
+
+# What a route reports to its client; anything else is a bug, logged and answered as a 500.
+REPORTED: tuple[type[Exception], ...] = tuple(TABLE)
+
+_INTERNAL = ErrorAnswer(500, "server_error", "internal server error")
+
+
+def answer(exc: BaseException) -> ErrorAnswer:
+    for cls in type(exc).__mro__:
+        row = TABLE.get(cls)
+        if row is not None:
+            return row(exc)
+    return _INTERNAL
+
+
+def error_body(exc: BaseException) -> dict[str, Any]:
+    """``{"error": {"code", "message", "type", ...extra}}``: the body of every error response and event."""
+    a = answer(exc)
+    return {"error": {"code": a.status, "message": a.message, "type": a.type, **a.extra}}
+
+
+def error_json(exc: BaseException) -> bytes:
+    return json.dumps(error_body(exc)).encode()
+
+
+def send_error(request: Request, exc: BaseException) -> bytes:
+    """Set the status and content type of an error response; returns its body."""
+    request.setResponseCode(answer(exc).status)
+    request.setHeader(b"Content-Type", b"application/json; charset=utf-8")
+    return error_json(exc)

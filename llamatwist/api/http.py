@@ -14,7 +14,7 @@ from typing import Any
 from twisted.web.server import Request
 
 from llamatwist.api.chatformat import ChatFormatter
-from llamatwist.api.errors import ApiError, NotSupported, ServerError, Unavailable, error_json
+from llamatwist.api.errors import REPORTED, NotSupported, ServerError, Unavailable, send_error
 from llamatwist.api.params import parse_json_body
 from llamatwist.config import ServerConfig
 from llamatwist.constrain.spec import ConstraintSpec
@@ -79,21 +79,16 @@ def send_json(request: Request, obj: Any, status: int = 200) -> bytes:
     return json_bytes(obj)
 
 
-def send_error(request: Request, err: ApiError) -> bytes:
-    request.setResponseCode(err.code)
-    request.setHeader(b"Content-Type", b"application/json; charset=utf-8")
-    return error_json(err)
-
-
 def handler(fn: Handler) -> Callable[..., Awaitable[Any]]:
-    """Wrap an async route: a raised ApiError becomes llama-server's error
-    body; anything else is logged and becomes a 500 (never a dropped socket)."""
+    """Wrap an async route: an error listed in api/errors.py's table becomes
+    llama-server's error body; anything else is logged and becomes a 500
+    (never a dropped socket)."""
 
     @functools.wraps(fn)
     async def wrapper(request: Request, *args: Any, **kw: Any) -> Any:
         try:
             return await fn(request, *args, **kw)
-        except ApiError as err:
+        except REPORTED as err:
             return send_error(request, err)
         except Exception:
             log.exception("unhandled error in %s", fn.__name__)

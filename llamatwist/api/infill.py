@@ -13,11 +13,12 @@ from twisted.web.server import Request
 
 from llamatwist.api.completion import final_json_fields, stream_native
 from llamatwist.api.constraints import apply_constraint
-from llamatwist.api.errors import ExceedContext, InvalidRequest
+from llamatwist.api.errors import InvalidRequest
 from llamatwist.api.http import ApiContext, handler, read_json, send_json
-from llamatwist.api.params import generation_params
+from llamatwist.api.params import generation_params, parse_output_options
 from llamatwist.api.pipeline import run_tasks
 from llamatwist.engine.model import FimTokens
+from llamatwist.runtime import ContextExceeded
 
 __all__ = ["InfillRequest", "format_infill", "parse_infill", "register"]
 
@@ -107,6 +108,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
         body = read_json(request)
         req = parse_infill(body)
         params = await apply_constraint(ctx, body, generation_params(body, ctx.config.sampling))
+        options = parse_output_options(body, ctx.config.reasoning_format)
         n_predict = max(params.n_predict, 0)
         tokens = await ctx.engine.vocab_call(
             lambda tokenize: format_infill(
@@ -115,15 +117,11 @@ def register(app: Klein, ctx: ApiContext) -> None:
             )
         )
         if len(tokens) >= loaded.n_ctx_slot:
-            raise ExceedContext(
-                f"request ({len(tokens)} tokens) exceeds the available context size "
-                f"({loaded.n_ctx_slot} tokens), try increasing it",
-                n_prompt_tokens=len(tokens), n_ctx=loaded.n_ctx_slot,
-            )
+            raise ContextExceeded(len(tokens), loaded.n_ctx_slot)
         if not params.stream:
             try:
                 results = await run_tasks(ctx, request, [tokens], params)
             except CancelledError:
                 return b""
-            return send_json(request, final_json_fields(ctx, results[0], 0, params))
-        return await stream_native(ctx, request, [tokens], params)
+            return send_json(request, final_json_fields(ctx, results[0], 0, params, options=options))
+        return await stream_native(ctx, request, [tokens], params, options)

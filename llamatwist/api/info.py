@@ -13,11 +13,11 @@ from twisted.web.server import Request
 
 from llamatwist import __version__
 from llamatwist.api.completion import generation_settings
-from llamatwist.api.errors import InvalidRequest, NotSupported, from_result
+from llamatwist.api.errors import InvalidRequest, NotSupported
 from llamatwist.api.http import ApiContext, handler, read_json, send_json
 from llamatwist.api.params import generation_params
 from llamatwist.metrics import render_metrics
-from llamatwist.runtime import LoadedModel, SlotActionFailed, SlotFileError, validate_filename
+from llamatwist.runtime import LoadedModel, validate_filename
 
 __all__ = ["register"]
 
@@ -111,15 +111,8 @@ def register(app: Klein, ctx: ApiContext) -> None:
             raise InvalidRequest("Invalid action")
         path = None
         if action != "erase":
-            try:
-                name = validate_filename(read_json(request).get("filename"))
-            except SlotFileError as exc:
-                raise InvalidRequest(str(exc)) from None
-            path = Path(ctx.config.slot_save_path) / name
-        try:
-            return send_json(request, await ctx.engine.slot_action(id_slot, action, path))
-        except SlotActionFailed as exc:
-            raise from_result(exc.code, exc.message, exc.type, {}) from None
+            path = Path(ctx.config.slot_save_path) / validate_filename(read_json(request).get("filename"))
+        return send_json(request, await ctx.engine.slot_action(id_slot, action, path))
 
     @app.route("/metrics", methods=["GET"])
     @handler

@@ -10,12 +10,13 @@ from typing import Any
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.web.server import Request
 
-from llamatwist.api.errors import ExceedContext, InvalidRequest, from_result
+from llamatwist.api.errors import InvalidRequest
 from llamatwist.api.http import ApiContext
 from llamatwist.api.params import Prompt
 from llamatwist.api.streaming import on_disconnect
 from llamatwist.runtime import (
     CompletionTask,
+    ContextExceeded,
     EmbeddingResult,
     ErrorResult,
     FinalResult,
@@ -45,11 +46,7 @@ async def tokenize_prompts(
         if not all(ctx.engine.valid_token(t) for t in tokens):
             raise InvalidRequest("Prompt contains invalid tokens")
         if len(tokens) >= loaded.n_ctx_slot:
-            raise ExceedContext(
-                f"request ({len(tokens)} tokens) exceeds the available context size "
-                f"({loaded.n_ctx_slot} tokens), try increasing it",
-                n_prompt_tokens=len(tokens), n_ctx=loaded.n_ctx_slot,
-            )
+            raise ContextExceeded(len(tokens), loaded.n_ctx_slot)
         out.append(tokens)
     return out
 
@@ -98,7 +95,7 @@ def _run(
                     on_final(index, result)
                 d.callback(result)
             elif isinstance(result, ErrorResult):
-                d.errback(from_result(result.code, result.message, result.type, result.extra))
+                d.errback(result.error)
 
         task = CompletionTask(tokens, params, sink, embed=embed)
         tasks.append(task)
@@ -118,5 +115,5 @@ def _run(
 
 
 def _first_error(failure: Any) -> Any:
-    # gatherResults wraps the failure; surface the task's own ApiError.
+    # gatherResults wraps the failure; surface the task's own error.
     return failure.value.subFailure if hasattr(failure.value, "subFailure") else failure

@@ -42,7 +42,7 @@ from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from llamatwist.api.errors import ApiError, NotFound, PayloadTooLarge, Unauthorized, Unavailable, error_json
+from llamatwist.api.errors import NotFound, PayloadTooLarge, Unauthorized, Unavailable, error_json, send_error
 from llamatwist.config import ServerConfig
 from llamatwist.webui import resolve_static
 
@@ -177,12 +177,6 @@ def _header(request: Request, name: bytes) -> bytes | None:
     return value if isinstance(value, bytes) else None
 
 
-def _error(request: Request, err: ApiError) -> bytes:
-    request.setResponseCode(err.code)
-    request.setHeader(b"Content-Type", _JSON)
-    return error_json(err)
-
-
 class SecureResource(Resource):
     """Wraps the app's (leaf) resource; see the module docstring."""
 
@@ -216,14 +210,14 @@ class SecureResource(Resource):
         route = route_path(request.postpath or [], policy.prefix)
         frontend = route in FRONTEND_PATHS or self._static_file(request, route)
         if self._is_ready is not None and not frontend and not self._is_ready():
-            return _error(request, Unavailable("Loading model"))
+            return send_error(request, Unavailable("Loading model"))
         if policy.api_keys and not frontend and route not in PUBLIC_PATHS:
             key = presented_api_key(_header(request, b"authorization"), _header(request, b"x-api-key"))
             if not api_key_valid(key, policy.api_keys):
                 log.warning("unauthorized: Invalid API Key")
-                return _error(request, Unauthorized("Invalid API Key"))
+                return send_error(request, Unauthorized("Invalid API Key"))
         if route is None:
-            return _error(request, NotFound("File Not Found"))
+            return send_error(request, NotFound("File Not Found"))
         if policy.prefix:
             n = len(policy.prefix)
             request.prepath = [*(request.prepath or []), *(request.postpath or [])[:n]]

@@ -8,7 +8,7 @@ from typing import Any
 
 from twisted.web.server import Request
 
-from llamatwist.api.errors import ApiError, error_body
+from llamatwist.api.errors import error_body, send_error
 from llamatwist.api.http import json_bytes
 
 __all__ = ["SSEStream", "on_disconnect"]
@@ -56,14 +56,12 @@ class SSEStream:
             self._start()
         self._request.write(data)
 
-    def send_error(self, err: ApiError) -> None:
+    def send_error(self, err: Exception) -> None:
         if self.closed:
             return
         if not self.started:
             self.started = True
-            self._request.setResponseCode(err.code)
-            self._request.setHeader(b"Content-Type", b"application/json; charset=utf-8")
-            self._request.write(json_bytes(error_body(err)))
+            self._request.write(send_error(self._request, err))
             return
         # llama-server ends a failed stream with a `data: {"error": ...}` event.
         self.send(error_body(err))

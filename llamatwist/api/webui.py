@@ -22,8 +22,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 from werkzeug.exceptions import NotFound as WzNotFound
 
-from llamatwist.api.errors import NotFound
-from llamatwist.api.http import ApiContext, send_error
+from llamatwist.api.errors import NotFound, send_error
+from llamatwist.api.http import ApiContext
 from llamatwist.webui import Asset, completion_js, index_html, resolve_static
 
 __all__ = ["register", "send_asset"]

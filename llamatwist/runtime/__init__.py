@@ -12,8 +12,20 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from llamatwist.runtime.counters import Metrics
+from llamatwist.runtime.errors import (
+    ContextExceeded,
+    DecodeFailed,
+    DecodeLoopCrashed,
+    InputTooLarge,
+    InvalidSlot,
+    KVCacheFull,
+    SlotBusy,
+    SlotFileError,
+    SlotFileUnwritable,
+    TaskError,
+)
 from llamatwist.runtime.slot import SlotInfo
-from llamatwist.runtime.slotfile import SlotFileError, validate_filename
+from llamatwist.runtime.slotfile import validate_filename
 from llamatwist.runtime.task import (
     CompletionTask,
     EmbeddingResult,
@@ -29,11 +41,14 @@ from llamatwist.runtime.task import (
 from llamatwist.runtime.text import utf8_valid_prefix
 
 if TYPE_CHECKING:
-    from llamatwist.runtime.engine_service import EngineService, EngineState, SlotActionFailed
+    from llamatwist.runtime.engine_service import EngineService, EngineState
     from llamatwist.runtime.scheduler import EngineSpec, LoadedModel
 
 __all__ = [
     "CompletionTask",
+    "ContextExceeded",
+    "DecodeFailed",
+    "DecodeLoopCrashed",
     "EmbeddingResult",
     "EngineService",
     "EngineSpec",
@@ -41,13 +56,18 @@ __all__ = [
     "ErrorResult",
     "FinalResult",
     "GenerationParams",
+    "InputTooLarge",
+    "InvalidSlot",
+    "KVCacheFull",
     "LoadedModel",
     "Metrics",
     "PartialResult",
     "Result",
-    "SlotActionFailed",
+    "SlotBusy",
     "SlotFileError",
+    "SlotFileUnwritable",
     "SlotInfo",
+    "TaskError",
     "Timings",
     "TokenProbs",
     "TopProb",
@@ -59,7 +79,6 @@ __all__ = [
 _NATIVE = {
     "EngineService": "llamatwist.runtime.engine_service",
     "EngineState": "llamatwist.runtime.engine_service",
-    "SlotActionFailed": "llamatwist.runtime.engine_service",
     "EngineSpec": "llamatwist.runtime.scheduler",
     "LoadedModel": "llamatwist.runtime.scheduler",
 }

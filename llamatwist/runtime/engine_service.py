@@ -106,13 +106,15 @@ class EngineService(Service):
         self._loop.cancel(task_id)
 
     def slot_action(self, id_slot: int, action: str, path: Path | None) -> Deferred[dict[str, object]]:
+        """Save, restore or erase a slot on the decode thread; fires with the JSON body, or fails with a
+        TaskError (llamatwist.runtime.errors)."""
         d: Deferred[dict[str, object]] = Deferred()
 
         def sink(result: Result) -> None:
             if isinstance(result, SlotActionResult):
                 d.callback(result.body)
             elif isinstance(result, ErrorResult):
-                d.errback(SlotActionFailed(result.code, result.message, result.type))
+                d.errback(result.error)
 
         self._loop.slot_action(SlotAction(id_slot, action, path, sink))
         return d
@@ -164,12 +166,6 @@ class EngineService(Service):
 
     def valid_token(self, token: int) -> bool:
         return self.model.vocab.is_valid(token)
-
-
-class SlotActionFailed(Exception):
-    def __init__(self, code: int, message: str, type_: str) -> None:
-        super().__init__(message)
-        self.code, self.message, self.type = code, message, type_
 
 
 def _dispatch(items: list[tuple[Callable[[Result], None], Result]]) -> None:

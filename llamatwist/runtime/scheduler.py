@@ -28,9 +28,21 @@ from llamatwist.engine.errors import DecodeError, EngineError, ModelLoadError
 from llamatwist.engine.model import Model, ModelInfo
 from llamatwist.engine.sampling import Sampler
 from llamatwist.runtime.counters import Metrics
+from llamatwist.runtime.errors import (
+    ContextExceeded,
+    DecodeFailed,
+    DecodeLoopCrashed,
+    InputTooLarge,
+    InvalidSlot,
+    KVCacheFull,
+    SlotBusy,
+    SlotFileError,
+    SlotFileUnwritable,
+    TaskError,
+)
 from llamatwist.runtime.prefix_cache import PrefixCache, common_prefix
 from llamatwist.runtime.slot import Slot, SlotInfo, SlotState
-from llamatwist.runtime.slotfile import SlotFile, SlotFileError, read_slot_file, write_slot_file
+from llamatwist.runtime.slotfile import SlotFile, read_slot_file, write_slot_file
 from llamatwist.runtime.task import (
     CompletionTask,
     EmbeddingResult,
@@ -147,9 +159,9 @@ class DecodeLoop:
             log.exception("decode loop crashed")
             for slot in self._slots:
                 if slot.task:
-                    self._error(slot.task, 500, "decode loop crashed", "server_error")
+                    self._error(slot.task, DecodeLoopCrashed())
             for task in self._waiting:
-                self._error(task, 500, "decode loop crashed", "server_error")
+                self._error(task, DecodeLoopCrashed())
         finally:
             ctx.close()
             if self.model:
@@ -263,14 +275,14 @@ class DecodeLoop:
     def _slot_action(self, act: SlotAction) -> None:
         """Runs on the decode thread: only it may touch the KV cache. The file
         I/O briefly pauses decoding, as in llama-server."""
-        def fail(code: int, message: str, type_: str = "invalid_request_error") -> None:
-            self._emit(act.sink, ErrorResult(-1, code, message, type_))
+        def fail(error: TaskError) -> None:
+            self._emit(act.sink, ErrorResult(-1, error))
 
         if not 0 <= act.id_slot < len(self._slots):
-            return fail(400, "Invalid slot ID")
+            return fail(InvalidSlot(act.id_slot))
         slot = self._slots[act.id_slot]
         if slot.busy:
-            return fail(409, f"slot {slot.id} is busy processing a task; try again when it is idle")
+            return fail(SlotBusy(slot.id))
         ctx = self._ctx
         t0 = time.perf_counter()
         if act.action == "erase":
@@ -284,7 +296,7 @@ class DecodeLoop:
             try:
                 n_written = write_slot_file(act.path, SlotFile(self._model_id, tokens, ctx.seq_state(slot.id)))
             except OSError as exc:
-                return fail(500, f"cannot write {act.path.name}: {exc.strerror}", "server_error")
+                return fail(SlotFileUnwritable(act.path.name, exc.strerror))
             return self._emit(act.sink, SlotActionResult({
                 "id_slot": slot.id, "filename": act.path.name, "n_saved": len(tokens), "n_written": n_written,
                 "timings": {"save_ms": (time.perf_counter() - t0) * 1e3},
@@ -292,13 +304,13 @@ class DecodeLoop:
         try:
             saved = read_slot_file(act.path, self._model_id)
         except SlotFileError as exc:
-            return fail(400, str(exc))
+            return fail(exc)
         if len(saved.tokens) >= slot.n_ctx:
-            return fail(400, f"{act.path.name} holds {len(saved.tokens)} tokens; slot {slot.id} has {slot.n_ctx}")
+            return fail(SlotFileError(f"{act.path.name} holds {len(saved.tokens)} tokens; slot {slot.id} has {slot.n_ctx}"))
         self.cache.drop(slot.id)
         slot.cache.clear()
         if not ctx.set_seq_state(slot.id, saved.state):
-            return fail(400, f"{act.path.name} does not fit this slot's context")
+            return fail(SlotFileError(f"{act.path.name} does not fit this slot's context"))
         slot.cache[:] = saved.tokens
         self.cache.update(slot.id, slot.cache)
         return self._emit(act.sink, SlotActionResult({
@@ -372,20 +384,10 @@ class DecodeLoop:
         n_prompt = len(task.prompt)
         if task.embed and n_prompt > ctx.n_ubatch:
             # The whole input must be pooled in one physical batch.
-            self._error(
-                task, 400,
-                f"input ({n_prompt} tokens) is too large to process. increase the physical batch size "
-                f"(current: {ctx.n_ubatch}, -ub/--ubatch-size)",
-                "invalid_request_error",
-            )
+            self._error(task, InputTooLarge(n_prompt, ctx.n_ubatch))
             return
         if n_prompt >= slot.n_ctx:
-            self._error(
-                task, 400,
-                f"request ({n_prompt} tokens) exceeds the available context size ({slot.n_ctx} tokens), "
-                "try increasing it",
-                "exceed_context_size_error", {"n_prompt_tokens": n_prompt, "n_ctx": slot.n_ctx},
-            )
+            self._error(task, ContextExceeded(n_prompt, slot.n_ctx))
             return
         if task.params.cache_prompt and not task.embed:
             n_reuse = self.cache.attach(slot.id, slot.cache, task.prompt, task.params.n_cache_reuse).n_reused
@@ -499,10 +501,7 @@ class DecodeLoop:
                 slot.pending_token = -1
                 self._finish(slot, "limit", now)
                 continue
-            if exc.code == 1:
-                self._error(task, 503, "the KV cache is full, retry later", "unavailable_error")
-            else:
-                self._error(task, 500, f"decode failed: {exc}", "server_error")
+            self._error(task, KVCacheFull() if exc.code == 1 else DecodeFailed(str(exc)))
             self._release(slot)
 
     def _sample(self, ctx: Context, slot: Slot, now: float) -> None:
@@ -686,9 +685,8 @@ class DecodeLoop:
             self.cache.update(slot.id, slot.cache)
         slot.release()
 
-    def _error(self, task: CompletionTask, code: int, message: str, type_: str,
-               extra: dict[str, int] | None = None) -> None:
-        self._emit(task.sink, ErrorResult(task.id, code, message, type_, extra or {}))
+    def _error(self, task: CompletionTask, error: TaskError) -> None:
+        self._emit(task.sink, ErrorResult(task.id, error))
 
     def _publish(self) -> None:
         self.slot_infos = tuple(s.info() for s in self._slots)

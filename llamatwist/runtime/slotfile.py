@@ -11,13 +11,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from llamatwist.runtime.errors import SlotFileError
+
 __all__ = ["SlotFile", "SlotFileError", "read_slot_file", "validate_filename", "write_slot_file"]
 
 MAGIC = b"LLAMATWIST-SLOT\x01"
-
-
-class SlotFileError(ValueError):
-    """A bad name or a file that cannot be restored; the message is for the client."""
 
 
 def validate_filename(name: object) -> str:

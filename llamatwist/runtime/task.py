@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llamatwist.constrain import ConstraintFactory
+from llamatwist.runtime.errors import TaskError
 from llamatwist.sampling_defaults import SamplerSettings
 
 __all__ = [
@@ -123,11 +124,10 @@ class FinalResult:
 
 @dataclass(frozen=True)
 class ErrorResult:
+    """The task (or slot action: ``task_id`` -1) failed; the API maps ``error`` to its answer."""
+
     task_id: int
-    code: int
-    message: str
-    type: str
-    extra: dict[str, int] = field(default_factory=dict)
+    error: TaskError
 
 
 @dataclass(frozen=True)

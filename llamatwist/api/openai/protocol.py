@@ -15,7 +15,7 @@ from twisted.web.server import Request
 
 from llamatwist import __version__
 from llamatwist.api.completion import probs_json
-from llamatwist.api.errors import ApiError, InvalidRequest
+from llamatwist.api.errors import REPORTED, InvalidRequest
 from llamatwist.api.http import ApiContext
 from llamatwist.api.pipeline import run_tasks
 from llamatwist.api.streaming import SSEStream
@@ -117,7 +117,7 @@ async def stream_oai(
         results = await run_tasks(ctx, request, prompts, params, on_partial=on_partial, on_final=on_final)
     except CancelledError:
         return b""
-    except ApiError as err:
+    except REPORTED as err:
         sse.send_error(err)
         return b""
     if include_usage:
