@@ -42,7 +42,7 @@ from llamatwist.runtime.text import utf8_valid_prefix
 
 if TYPE_CHECKING:
     from llamatwist.runtime.engine_service import EngineService, EngineState
-    from llamatwist.runtime.scheduler import EngineSpec, LoadedModel
+    from llamatwist.runtime.loading import EngineSpec, LoadedModel
 
 __all__ = [
     "CompletionTask",
@@ -79,8 +79,8 @@ __all__ = [
 _NATIVE = {
     "EngineService": "llamatwist.runtime.engine_service",
     "EngineState": "llamatwist.runtime.engine_service",
-    "EngineSpec": "llamatwist.runtime.scheduler",
-    "LoadedModel": "llamatwist.runtime.scheduler",
+    "EngineSpec": "llamatwist.runtime.loading",
+    "LoadedModel": "llamatwist.runtime.loading",
 }
 
 

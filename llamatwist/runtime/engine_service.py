@@ -20,7 +20,9 @@ from twisted.internet.defer import Deferred, succeed
 from llamatwist.constrain import TokenizerInfo
 from llamatwist.engine.errors import EngineError
 from llamatwist.engine.model import FimTokens, Model
-from llamatwist.runtime.scheduler import DecodeLoop, EngineSpec, LoadedModel, Metrics
+from llamatwist.runtime.counters import Metrics
+from llamatwist.runtime.loading import EngineSpec, LoadedModel
+from llamatwist.runtime.scheduler import DecodeLoop
 from llamatwist.runtime.slot import SlotInfo
 from llamatwist.runtime.task import CompletionTask, ErrorResult, Result, SlotAction, SlotActionResult
 

@@ -10,22 +10,19 @@ Results reach the reactor only through the ``deliver`` callable
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import queue
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from llamatwist.engine.batch import Batch
-from llamatwist.engine.context import CACHE_TYPES, POOLING_NONE, Context, ContextParams, max_sequences
-from llamatwist.engine.errors import DecodeError, EngineError, ModelLoadError
-from llamatwist.engine.model import Model, ModelInfo
+from llamatwist.engine.context import POOLING_NONE, Context
+from llamatwist.engine.errors import DecodeError, EngineError
+from llamatwist.engine.model import Model
 from llamatwist.engine.sampling import Sampler
 from llamatwist.runtime.counters import Metrics
 from llamatwist.runtime.errors import (
@@ -40,7 +37,8 @@ from llamatwist.runtime.errors import (
     SlotFileUnwritable,
     TaskError,
 )
-from llamatwist.runtime.prefix_cache import PrefixCache, common_prefix
+from llamatwist.runtime.loading import EngineSpec, LoadedModel, load
+from llamatwist.runtime.prefix_cache import common_prefix
 from llamatwist.runtime.slot import Slot, SlotInfo, SlotState
 from llamatwist.runtime.slotfile import SlotFile, read_slot_file, write_slot_file
 from llamatwist.runtime.task import (
@@ -57,7 +55,7 @@ from llamatwist.runtime.task import (
     TopProb,
 )
 
-__all__ = ["DecodeLoop", "EngineSpec", "LoadedModel"]
+__all__ = ["DecodeLoop"]
 
 # A prompt waits for an in-flight prefill when it would share this many more tokens.
 DEFER_MIN_TOKENS = 64
@@ -67,40 +65,6 @@ log = logging.getLogger(__name__)
 Sink = Callable[[Result], None]
 # Hands a step's results to the reactor in one go (one wake-up per step).
 Deliver = Callable[[list[tuple[Sink, Result]]], None]
-
-
-@dataclass(frozen=True)
-class EngineSpec:
-    model_path: str
-    n_gpu_layers: int
-    context: ContextParams
-    n_slots: int
-    cont_batching: bool = True
-    n_predict: int = -1  # server-wide cap (-n); -1 = none
-    warmup: bool = True
-    reranking: bool = False
-    cache_ram_mib: int = 8192  # parked prefixes' bound (-1 none, 0 = no shared cache)
-    cache_idle_slots: bool = True  # park a slot's old content when it takes a new task
-    ctx_shift: bool = False
-    slot_prompt_similarity: float = 0.1  # -sps; 0 = always the least recently used idle slot
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    """What the HTTP side may know about the loaded model."""
-
-    info: ModelInfo
-    metadata: dict[str, str]
-    chat_template: str | None
-    n_ctx: int
-    n_ctx_slot: int
-    n_batch: int
-    n_ubatch: int
-    n_slots: int
-    bos: int
-    eos: int
-    add_bos: bool
-    pooling: int  # effective llama_pooling_type in embedding mode, -1 otherwise
 
 
 class DecodeLoop:
@@ -168,67 +132,17 @@ class DecodeLoop:
                 self.model.close()
 
     def _load(self) -> Context:
-        spec = self.spec
-        model = Model(spec.model_path, n_gpu_layers=spec.n_gpu_layers)
-        self.model = model
-        if spec.reranking and not _has_rank_head(model):
-            raise ModelLoadError(
-                f"--reranking needs a reranking model (with a classification head); {spec.model_path} has none"
-            )
-        params = spec.context
-        # Sharing prefixes needs one KV pool for all sequences (-kvu, or -np auto). A KV
-        # stream per slot stays as in llama-server: per-slot reuse, and outputs that do not
-        # depend on the other slots' cells (in a shared pool they move in the last digits).
-        shared = (spec.cache_ram_mib != 0 and params.kv_unified and not params.embeddings
-                  and model.can_share_kv() and model.info().has_decoder and not model.info().has_encoder)
-        if shared:
-            params = dataclasses.replace(params, n_seq_max=max_sequences())
-        ctx = Context(model, params)
-        self._ctx = ctx
-        budget = -1
-        if not spec.cache_idle_slots:
-            budget = 0
-        elif spec.cache_ram_mib > 0:
-            per_token = model.kv_bytes_per_token(CACHE_TYPES[params.type_k], CACHE_TYPES[params.type_v])
-            budget = spec.cache_ram_mib * 1024 * 1024 // max(per_token, 1)
-        self.cache = PrefixCache(ctx, n_slots=spec.n_slots, n_seq_max=ctx.n_seq_max, n_cells=ctx.n_ctx,
-                                 shared=shared, budget_cells=budget, can_shift=ctx.can_shift())
-        info = model.info()
-        # what a slot file must match to be restored here
-        self._model_id = f"{info.desc}; {info.n_params} params; {info.size} bytes; vocab {info.n_vocab}"
-        n_ctx_slot = ctx.n_ctx_seq if spec.context.kv_unified else ctx.n_ctx // max(spec.n_slots, 1)
-        self._slots = [Slot(id=i, n_ctx=n_ctx_slot) for i in range(spec.n_slots)]
-        self._batch = Batch(ctx.n_batch)
-        self._can_shift = spec.ctx_shift and ctx.can_shift()
-        if spec.warmup:
-            self._warmup(ctx, model)
+        loaded = load(self.spec)
+        self.model = loaded.model
+        self._ctx = ctx = loaded.ctx
+        self.cache = loaded.cache
+        self._model_id = loaded.model_id
+        self._slots = loaded.slots
+        self._batch = loaded.batch
+        self._can_shift = loaded.can_shift
         self._publish()
-        vocab = model.vocab
-        self._on_ready(
-            LoadedModel(
-                info=model.info(),
-                metadata=model.metadata(),
-                chat_template=model.chat_template(),
-                n_ctx=ctx.n_ctx,
-                n_ctx_slot=n_ctx_slot,
-                n_batch=ctx.n_batch,
-                n_ubatch=ctx.n_ubatch,
-                n_slots=spec.n_slots,
-                bos=vocab.bos,
-                eos=vocab.eos,
-                add_bos=vocab.add_bos,
-                pooling=ctx.pooling_type if spec.context.embeddings else -1,
-            )
-        )
+        self._on_ready(loaded.description)
         return ctx
-
-    def _warmup(self, ctx: Context, model: Model) -> None:
-        # One tiny decode so the first request does not pay for graph setup.
-        toks = ([t for t in (model.vocab.bos, model.vocab.eos) if t >= 0] or [0])[: ctx.n_batch]
-        self._batch.clear()
-        self._batch.add_sequence(toks, 0, 0, True)
-        ctx.decode(self._batch)
-        ctx.clear()
 
     def _loop(self, ctx: Context) -> None:
         while True:
@@ -695,13 +609,6 @@ class DecodeLoop:
         self.metrics.cache_entries = self.cache.n_entries
         self.metrics.cache_cells = self.cache.tree.n_tokens
         self.metrics.cache_evictions_total = self.cache.n_evicted
-
-
-def _has_rank_head(model: Model) -> bool:
-    # libllama cannot tell (n_cls_out defaults to 1); GGUF rerankers declare rank pooling.
-    meta = model.metadata()
-    arch = meta.get("general.architecture", "")
-    return meta.get(f"{arch}.pooling_type") == "4"
 
 
 def _full_text(slot: Slot) -> str:

@@ -1,0 +1,131 @@
+# -*- test-case-name: tests.test_startup_matrix -*-
+"""Model loading and warm-up, on the decode thread: the model, its context, the slots and the shared
+prefix cache a decode loop runs with, and what the HTTP side may know about them (`LoadedModel`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from llamatwist.engine.batch import Batch
+from llamatwist.engine.context import CACHE_TYPES, Context, ContextParams, max_sequences
+from llamatwist.engine.errors import ModelLoadError
+from llamatwist.engine.model import Model, ModelInfo
+from llamatwist.runtime.prefix_cache import PrefixCache
+from llamatwist.runtime.slot import Slot
+
+__all__ = ["EngineSpec", "Loaded", "LoadedModel", "load"]
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    model_path: str
+    n_gpu_layers: int
+    context: ContextParams
+    n_slots: int
+    cont_batching: bool = True
+    n_predict: int = -1  # server-wide cap (-n); -1 = none
+    warmup: bool = True
+    reranking: bool = False
+    cache_ram_mib: int = 8192  # parked prefixes' bound (-1 none, 0 = no shared cache)
+    cache_idle_slots: bool = True  # park a slot's old content when it takes a new task
+    ctx_shift: bool = False
+    slot_prompt_similarity: float = 0.1  # -sps; 0 = always the least recently used idle slot
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """What the HTTP side may know about the loaded model."""
+
+    info: ModelInfo
+    metadata: dict[str, str]
+    chat_template: str | None
+    n_ctx: int
+    n_ctx_slot: int
+    n_batch: int
+    n_ubatch: int
+    n_slots: int
+    bos: int
+    eos: int
+    add_bos: bool
+    pooling: int  # effective llama_pooling_type in embedding mode, -1 otherwise
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What the decode loop runs with; only the decode thread touches it."""
+
+    model: Model
+    ctx: Context
+    cache: PrefixCache
+    slots: list[Slot]
+    batch: Batch  # reused by every step, n_batch tokens
+    model_id: str  # what a slot file must match to be restored here
+    can_shift: bool  # --context-shift, and the context can shift
+    description: LoadedModel
+
+
+def load(spec: EngineSpec) -> Loaded:
+    """Load the model, create its context and warm it up; raises EngineError."""
+    model = Model(spec.model_path, n_gpu_layers=spec.n_gpu_layers)
+    if spec.reranking and not _has_rank_head(model):
+        raise ModelLoadError(
+            f"--reranking needs a reranking model (with a classification head); {spec.model_path} has none"
+        )
+    params = spec.context
+    # Sharing prefixes needs one KV pool for all sequences (-kvu, or -np auto). A KV
+    # stream per slot stays as in llama-server: per-slot reuse, and outputs that do not
+    # depend on the other slots' cells (in a shared pool they move in the last digits).
+    shared = (spec.cache_ram_mib != 0 and params.kv_unified and not params.embeddings
+              and model.can_share_kv() and model.info().has_decoder and not model.info().has_encoder)
+    if shared:
+        params = dataclasses.replace(params, n_seq_max=max_sequences())
+    ctx = Context(model, params)
+    budget = -1
+    if not spec.cache_idle_slots:
+        budget = 0
+    elif spec.cache_ram_mib > 0:
+        per_token = model.kv_bytes_per_token(CACHE_TYPES[params.type_k], CACHE_TYPES[params.type_v])
+        budget = spec.cache_ram_mib * 1024 * 1024 // max(per_token, 1)
+    cache = PrefixCache(ctx, n_slots=spec.n_slots, n_seq_max=ctx.n_seq_max, n_cells=ctx.n_ctx,
+                        shared=shared, budget_cells=budget, can_shift=ctx.can_shift())
+    info = model.info()
+    model_id = f"{info.desc}; {info.n_params} params; {info.size} bytes; vocab {info.n_vocab}"
+    n_ctx_slot = ctx.n_ctx_seq if spec.context.kv_unified else ctx.n_ctx // max(spec.n_slots, 1)
+    slots = [Slot(id=i, n_ctx=n_ctx_slot) for i in range(spec.n_slots)]
+    batch = Batch(ctx.n_batch)
+    can_shift = spec.ctx_shift and ctx.can_shift()
+    if spec.warmup:
+        _warmup(ctx, model, batch)
+    vocab = model.vocab
+    description = LoadedModel(
+        info=model.info(),
+        metadata=model.metadata(),
+        chat_template=model.chat_template(),
+        n_ctx=ctx.n_ctx,
+        n_ctx_slot=n_ctx_slot,
+        n_batch=ctx.n_batch,
+        n_ubatch=ctx.n_ubatch,
+        n_slots=spec.n_slots,
+        bos=vocab.bos,
+        eos=vocab.eos,
+        add_bos=vocab.add_bos,
+        pooling=ctx.pooling_type if spec.context.embeddings else -1,
+    )
+    return Loaded(model, ctx, cache, slots, batch, model_id, can_shift, description)
+
+
+def _warmup(ctx: Context, model: Model, batch: Batch) -> None:
+    # One tiny decode so the first request does not pay for graph setup.
+    toks = ([t for t in (model.vocab.bos, model.vocab.eos) if t >= 0] or [0])[: ctx.n_batch]
+    batch.clear()
+    batch.add_sequence(toks, 0, 0, True)
+    ctx.decode(batch)
+    ctx.clear()
+
+
+def _has_rank_head(model: Model) -> bool:
+    # libllama cannot tell (n_cls_out defaults to 1); GGUF rerankers declare rank pooling.
+    meta = model.metadata()
+    arch = meta.get("general.architecture", "")
+    return meta.get(f"{arch}.pooling_type") == "4"
