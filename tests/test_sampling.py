@@ -395,7 +395,7 @@ def test_bad_values_are_400_and_the_server_keeps_serving(srv: Any, bad: dict[str
 
 def test_chat_takes_the_new_fields(srv: Any) -> None:
     body = {"messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 4, "seed": 5,
-            "logit_bias": {"15043": 2}, "samplers": ["top_k", "temperature"], **NEW_FIELDS}
+            "logit_bias": {"15043": 2}, "samplers": ["top_k", "temperature"], "cache_prompt": False, **NEW_FIELDS}
     r = srv.post("/v1/chat/completions", json=body)
     assert r.status_code == 200, r.text
     assert r.json()["choices"][0]["message"]["content"] is not None

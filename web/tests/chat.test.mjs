@@ -39,11 +39,21 @@ async function waitIdle(page) {
 
 const lastAssistant = (page) => page.getByTestId('message-assistant').last()
 
+// What the model writes depends on the CPU it runs on, and it may end a reply at once. Where a scenario needs
+// a reply that goes on, the request the page sends gets ignore_eos: it runs to its max_tokens.
+async function ignoreEos(page) {
+  await page.route('**/v1/chat/completions', (route) => {
+    const body = JSON.parse(route.request().postData() || '{}')
+    return route.continue({ postData: JSON.stringify({ ...body, ignore_eos: true }) })
+  })
+}
+
 const scenarios = {
   // Send a message and watch the answer arrive in several pieces.
   async stream(page) {
     await page.getByTestId('model').filter({ hasText: 'ctx' }).waitFor({ timeout: TIMEOUT })
     await setSettings(page, { max_tokens: 48, temperature: 0 })
+    await ignoreEos(page)
     await page.evaluate(() => {
       window.__lengths = []
       new MutationObserver(() => {
@@ -65,6 +75,7 @@ const scenarios = {
   // Stop a long generation: the stop button ends it and the partial answer stays.
   async stop(page) {
     await setSettings(page, { max_tokens: 2000, temperature: 0.8 })
+    await ignoreEos(page)
     await sendMessage(page, 'Write a very long story about a dragon, with many chapters.')
     await lastAssistant(page).getByTestId('content').filter({ hasText: /\S/ }).waitFor({ timeout: TIMEOUT })
     const stop = page.getByTestId('stop')
