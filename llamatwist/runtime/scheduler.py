@@ -38,6 +38,7 @@ from llamatwist.runtime.errors import (
     TaskError,
 )
 from llamatwist.runtime.loading import EngineSpec, LoadedModel, load
+from llamatwist.runtime.outputs import Deliver, Outputs
 from llamatwist.runtime.prefix_cache import common_prefix
 from llamatwist.runtime.slot import Slot, SlotInfo, SlotState
 from llamatwist.runtime.slotfile import SlotFile, read_slot_file, write_slot_file
@@ -45,12 +46,9 @@ from llamatwist.runtime.task import (
     CompletionTask,
     EmbeddingResult,
     ErrorResult,
-    FinalResult,
     PartialResult,
-    Result,
     SlotAction,
     SlotActionResult,
-    Timings,
     TokenProbs,
     TopProb,
 )
@@ -62,11 +60,6 @@ DEFER_MIN_TOKENS = 64
 
 log = logging.getLogger(__name__)
 
-Sink = Callable[[Result], None]
-# Hands a step's results to the reactor in one go (one wake-up per step).
-Deliver = Callable[[list[tuple[Sink, Result]]], None]
-
-
 class DecodeLoop:
     def __init__(
         self,
@@ -77,7 +70,6 @@ class DecodeLoop:
     ) -> None:
         self.spec = spec
         self._deliver = deliver
-        self._outbox: list[tuple[Sink, Result]] = []
         self._on_ready = on_ready
         self._on_failed = on_failed
         self._commands: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
@@ -123,9 +115,10 @@ class DecodeLoop:
             log.exception("decode loop crashed")
             for slot in self._slots:
                 if slot.task:
-                    self._error(slot.task, DecodeLoopCrashed())
+                    self._outputs.fail(slot.task, DecodeLoopCrashed())
             for task in self._waiting:
-                self._error(task, DecodeLoopCrashed())
+                self._outputs.fail(task, DecodeLoopCrashed())
+            self._outputs.flush()
         finally:
             ctx.close()
             if self.model:
@@ -140,6 +133,7 @@ class DecodeLoop:
         self._slots = loaded.slots
         self._batch = loaded.batch
         self._can_shift = loaded.can_shift
+        self._outputs = Outputs(self._deliver, self.metrics, self.cache)
         self._publish()
         self._on_ready(loaded.description)
         return ctx
@@ -148,26 +142,18 @@ class DecodeLoop:
         while True:
             active = any(s.busy for s in self._slots) or bool(self._waiting)
             if not active:
-                self._flush()
+                self._outputs.flush()
             if not self._drain(block=not active):
-                self._flush()
+                self._outputs.flush()
                 return
             self._admit(ctx)
             has_work = self._build_batch(ctx)
             # Results of the previous step go out now, so the reactor writes
             # them while llama_decode runs without the GIL.
-            self._flush()
+            self._outputs.flush()
             if has_work:
                 self._decode(ctx)
             self._publish()
-
-    def _emit(self, sink: Sink, result: Result) -> None:
-        self._outbox.append((sink, result))
-
-    def _flush(self) -> None:
-        if self._outbox:
-            items, self._outbox = self._outbox, []
-            self._deliver(items)
 
     def _drain(self, block: bool) -> bool:
         """Apply queued commands; False when asked to stop."""
@@ -190,7 +176,7 @@ class DecodeLoop:
         """Runs on the decode thread: only it may touch the KV cache. The file
         I/O briefly pauses decoding, as in llama-server."""
         def fail(error: TaskError) -> None:
-            self._emit(act.sink, ErrorResult(-1, error))
+            self._outputs.emit(act.sink, ErrorResult(-1, error))
 
         if not 0 <= act.id_slot < len(self._slots):
             return fail(InvalidSlot(act.id_slot))
@@ -203,7 +189,7 @@ class DecodeLoop:
             n = len(slot.cache)
             self.cache.drop(slot.id)
             slot.cache.clear()
-            return self._emit(act.sink, SlotActionResult({"id_slot": slot.id, "n_erased": n}))
+            return self._outputs.emit(act.sink, SlotActionResult({"id_slot": slot.id, "n_erased": n}))
         assert act.path is not None
         if act.action == "save":
             tokens = list(slot.cache)
@@ -211,7 +197,7 @@ class DecodeLoop:
                 n_written = write_slot_file(act.path, SlotFile(self._model_id, tokens, ctx.seq_state(slot.id)))
             except OSError as exc:
                 return fail(SlotFileUnwritable(act.path.name, exc.strerror))
-            return self._emit(act.sink, SlotActionResult({
+            return self._outputs.emit(act.sink, SlotActionResult({
                 "id_slot": slot.id, "filename": act.path.name, "n_saved": len(tokens), "n_written": n_written,
                 "timings": {"save_ms": (time.perf_counter() - t0) * 1e3},
             }))
@@ -227,7 +213,7 @@ class DecodeLoop:
             return fail(SlotFileError(f"{act.path.name} does not fit this slot's context"))
         slot.cache[:] = saved.tokens
         self.cache.update(slot.id, slot.cache)
-        return self._emit(act.sink, SlotActionResult({
+        return self._outputs.emit(act.sink, SlotActionResult({
             "id_slot": slot.id, "filename": act.path.name, "n_restored": len(saved.tokens),
             "n_read": len(saved.state), "timings": {"restore_ms": (time.perf_counter() - t0) * 1e3},
         }))
@@ -240,7 +226,7 @@ class DecodeLoop:
         for slot in self._slots:
             if slot.task is not None and slot.task.id == task_id:
                 log.debug("slot %d: task %d cancelled", slot.id, task_id)
-                self._release(slot)
+                self._outputs.release(slot)
                 return
 
     def _admit(self, ctx: Context) -> None:
@@ -298,10 +284,10 @@ class DecodeLoop:
         n_prompt = len(task.prompt)
         if task.embed and n_prompt > ctx.n_ubatch:
             # The whole input must be pooled in one physical batch.
-            self._error(task, InputTooLarge(n_prompt, ctx.n_ubatch))
+            self._outputs.fail(task, InputTooLarge(n_prompt, ctx.n_ubatch))
             return
         if n_prompt >= slot.n_ctx:
-            self._error(task, ContextExceeded(n_prompt, slot.n_ctx))
+            self._outputs.fail(task, ContextExceeded(n_prompt, slot.n_ctx))
             return
         if task.params.cache_prompt and not task.embed:
             n_reuse = self.cache.attach(slot.id, slot.cache, task.prompt, task.params.n_cache_reuse).n_reused
@@ -398,7 +384,7 @@ class DecodeLoop:
         self.cache.drop(slot.id)  # embedding inputs are never reused
         slot.cache.clear()
         slot.release()
-        self._emit(task.sink, EmbeddingResult(task.id, vectors, n))
+        self._outputs.emit(task.sink, EmbeddingResult(task.id, vectors, n))
 
     def _decode_failed(self, ctx: Context, batch_slots: list[Slot], exc: DecodeError) -> None:
         # The batch's tokens are not in the KV cache: forget those sequences.
@@ -413,10 +399,10 @@ class DecodeLoop:
             slot.cache.clear()
             if exc.code == 1 and slot.state is SlotState.GENERATING:
                 slot.pending_token = -1
-                self._finish(slot, "limit", now)
+                self._outputs.finish(slot, "limit", now)
                 continue
-            self._error(task, KVCacheFull() if exc.code == 1 else DecodeFailed(str(exc)))
-            self._release(slot)
+            self._outputs.fail(task, KVCacheFull() if exc.code == 1 else DecodeFailed(str(exc)))
+            self._outputs.release(slot)
 
     def _sample(self, ctx: Context, slot: Slot, now: float) -> None:
         task = slot.task
@@ -480,11 +466,11 @@ class DecodeLoop:
             # As llama-server: every generated token is a partial; the final
             # event only carries the stop state and statistics.
             content = slot.text.take(final=stop_type != "none")
-            self._emit(task.sink, PartialResult(
+            self._outputs.emit(task.sink, PartialResult(
                 task.id, slot.id, content, [token], n_decoded, len(task.prompt), probs,
             ))
         if stop_type != "none":
-            self._finish(slot, stop_type, now)
+            self._outputs.finish(slot, stop_type, now)
 
     def _shift_context(self, ctx: Context, slot: Slot) -> bool:
         """llama-server's context shift for a generating slot whose context is full:
@@ -504,7 +490,7 @@ class DecodeLoop:
         if not (self._can_shift and n_discard and self._unshare(slot, n_keep + n_discard)):
             slot.truncated = True
             slot.pending_token = -1
-            self._finish(slot, "limit", time.perf_counter())
+            self._outputs.finish(slot, "limit", time.perf_counter())
             return False
         log.warning("slot %d: context shift, n_keep = %d, n_left = %d, n_discard = %d",
                     slot.id, n_keep, n_left, n_discard)
@@ -557,51 +543,6 @@ class DecodeLoop:
             tops.append(TopProb(t, b.decode("utf-8", "replace"), list(b), float(p[t])))
         return TokenProbs(token, piece.decode("utf-8", "replace"), list(piece), float(p[token]), tops)
 
-    def _finish(self, slot: Slot, stop_type: str, now: float) -> None:
-        task = slot.task
-        assert task is not None and slot.sampler is not None
-        content = "" if task.params.stream else _full_text(slot)
-        stop = slot.text.stop
-        timings = Timings(
-            cache_n=slot.n_cached,
-            prompt_n=len(task.prompt) - slot.n_cached,
-            prompt_ms=(slot.t_prompt_done - slot.t_start) * 1e3,
-            predicted_n=len(slot.generated),
-            predicted_ms=max(now - slot.t_prompt_done, 1e-6) * 1e3,
-        )
-        result = FinalResult(
-            task_id=task.id,
-            id_slot=slot.id,
-            content=content,
-            tokens=list(slot.generated) if task.params.return_tokens else [],
-            n_decoded=len(slot.generated),
-            n_prompt_tokens=len(task.prompt),
-            n_cached=slot.n_cached,
-            stop_type=stop_type,
-            stopping_word=stop.word if stop else "",
-            truncated=slot.truncated,
-            timings=timings,
-            seed=slot.sampler.seed,
-            probs=slot.probs,
-        )
-        self._release(slot)
-        self._emit(task.sink, result)
-
-    def _release(self, slot: Slot) -> None:
-        if slot.t_prompt_done:
-            self.metrics.tokens_predicted_seconds_total += max(slot.t_last - slot.t_prompt_done, 0.0)
-        if slot.task is not None and not slot.task.params.cache_prompt:
-            # Nobody will reuse this KV; left in the shared cache, every later
-            # decode would still attend over its cells.
-            self.cache.drop(slot.id)
-            slot.cache.clear()
-        elif slot.task is not None and not slot.task.embed:
-            self.cache.update(slot.id, slot.cache)
-        slot.release()
-
-    def _error(self, task: CompletionTask, error: TaskError) -> None:
-        self._emit(task.sink, ErrorResult(task.id, error))
-
     def _publish(self) -> None:
         self.slot_infos = tuple(s.info() for s in self._slots)
         self.metrics.requests_processing = sum(1 for s in self._slots if s.busy)
@@ -609,8 +550,3 @@ class DecodeLoop:
         self.metrics.cache_entries = self.cache.n_entries
         self.metrics.cache_cells = self.cache.tree.n_tokens
         self.metrics.cache_evictions_total = self.cache.n_evicted
-
-
-def _full_text(slot: Slot) -> str:
-    slot.text.take(final=True)
-    return slot.text.text

@@ -1,0 +1,89 @@
+# -*- test-case-name: tests.test_server -*-
+"""Results on their way to the reactor, and the end of a slot's task (decode thread only).
+
+Results wait in an outbox and go to the reactor together, one wake-up per decode step. A task ends
+in one of two ways: `finish` (its FinalResult) or `fail` (an ErrorResult naming a TaskError); either
+way `release` frees its slot and leaves the slot's KV in the prefix cache when it may be reused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from llamatwist.runtime.counters import Metrics
+from llamatwist.runtime.errors import TaskError
+from llamatwist.runtime.prefix_cache import PrefixCache
+from llamatwist.runtime.slot import Slot
+from llamatwist.runtime.task import CompletionTask, ErrorResult, FinalResult, Result, Timings
+
+__all__ = ["Deliver", "Outputs", "Sink"]
+
+Sink = Callable[[Result], None]
+# Hands a step's results to the reactor in one go (one wake-up per step).
+Deliver = Callable[[list[tuple[Sink, Result]]], None]
+
+
+class Outputs:
+    def __init__(self, deliver: Deliver, metrics: Metrics, cache: PrefixCache) -> None:
+        self._deliver = deliver
+        self._outbox: list[tuple[Sink, Result]] = []
+        self._metrics = metrics
+        self._cache = cache
+
+    def emit(self, sink: Sink, result: Result) -> None:
+        self._outbox.append((sink, result))
+
+    def flush(self) -> None:
+        if self._outbox:
+            items, self._outbox = self._outbox, []
+            self._deliver(items)
+
+    def fail(self, task: CompletionTask, error: TaskError) -> None:
+        self.emit(task.sink, ErrorResult(task.id, error))
+
+    def finish(self, slot: Slot, stop_type: str, now: float) -> None:
+        task = slot.task
+        assert task is not None and slot.sampler is not None
+        content = "" if task.params.stream else _full_text(slot)
+        stop = slot.text.stop
+        timings = Timings(
+            cache_n=slot.n_cached,
+            prompt_n=len(task.prompt) - slot.n_cached,
+            prompt_ms=(slot.t_prompt_done - slot.t_start) * 1e3,
+            predicted_n=len(slot.generated),
+            predicted_ms=max(now - slot.t_prompt_done, 1e-6) * 1e3,
+        )
+        result = FinalResult(
+            task_id=task.id,
+            id_slot=slot.id,
+            content=content,
+            tokens=list(slot.generated) if task.params.return_tokens else [],
+            n_decoded=len(slot.generated),
+            n_prompt_tokens=len(task.prompt),
+            n_cached=slot.n_cached,
+            stop_type=stop_type,
+            stopping_word=stop.word if stop else "",
+            truncated=slot.truncated,
+            timings=timings,
+            seed=slot.sampler.seed,
+            probs=slot.probs,
+        )
+        self.release(slot)
+        self.emit(task.sink, result)
+
+    def release(self, slot: Slot) -> None:
+        if slot.t_prompt_done:
+            self._metrics.tokens_predicted_seconds_total += max(slot.t_last - slot.t_prompt_done, 0.0)
+        if slot.task is not None and not slot.task.params.cache_prompt:
+            # Nobody will reuse this KV; left in the shared cache, every later
+            # decode would still attend over its cells.
+            self._cache.drop(slot.id)
+            slot.cache.clear()
+        elif slot.task is not None and not slot.task.embed:
+            self._cache.update(slot.id, slot.cache)
+        slot.release()
+
+
+def _full_text(slot: Slot) -> str:
+    slot.text.take(final=True)
+    return slot.text.text
