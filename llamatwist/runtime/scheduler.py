@@ -30,25 +30,18 @@ from llamatwist.runtime.errors import (
     DecodeFailed,
     DecodeLoopCrashed,
     InputTooLarge,
-    InvalidSlot,
     KVCacheFull,
-    SlotBusy,
-    SlotFileError,
-    SlotFileUnwritable,
-    TaskError,
 )
 from llamatwist.runtime.loading import EngineSpec, LoadedModel, load
 from llamatwist.runtime.outputs import Deliver, Outputs
 from llamatwist.runtime.prefix_cache import common_prefix
 from llamatwist.runtime.slot import Slot, SlotInfo, SlotState
-from llamatwist.runtime.slotfile import SlotFile, read_slot_file, write_slot_file
+from llamatwist.runtime.slot_actions import SlotActions
 from llamatwist.runtime.task import (
     CompletionTask,
     EmbeddingResult,
-    ErrorResult,
     PartialResult,
     SlotAction,
-    SlotActionResult,
     TokenProbs,
     TopProb,
 )
@@ -129,11 +122,11 @@ class DecodeLoop:
         self.model = loaded.model
         self._ctx = ctx = loaded.ctx
         self.cache = loaded.cache
-        self._model_id = loaded.model_id
         self._slots = loaded.slots
         self._batch = loaded.batch
         self._can_shift = loaded.can_shift
         self._outputs = Outputs(self._deliver, self.metrics, self.cache)
+        self._slot_actions = SlotActions(ctx, self.cache, self._slots, loaded.model_id, self._outputs)
         self._publish()
         self._on_ready(loaded.description)
         return ctx
@@ -170,53 +163,7 @@ class DecodeLoop:
             elif cmd == "cancel":
                 self._cancel(arg)
             elif cmd == "slot":
-                self._slot_action(arg)
-
-    def _slot_action(self, act: SlotAction) -> None:
-        """Runs on the decode thread: only it may touch the KV cache. The file
-        I/O briefly pauses decoding, as in llama-server."""
-        def fail(error: TaskError) -> None:
-            self._outputs.emit(act.sink, ErrorResult(-1, error))
-
-        if not 0 <= act.id_slot < len(self._slots):
-            return fail(InvalidSlot(act.id_slot))
-        slot = self._slots[act.id_slot]
-        if slot.busy:
-            return fail(SlotBusy(slot.id))
-        ctx = self._ctx
-        t0 = time.perf_counter()
-        if act.action == "erase":
-            n = len(slot.cache)
-            self.cache.drop(slot.id)
-            slot.cache.clear()
-            return self._outputs.emit(act.sink, SlotActionResult({"id_slot": slot.id, "n_erased": n}))
-        assert act.path is not None
-        if act.action == "save":
-            tokens = list(slot.cache)
-            try:
-                n_written = write_slot_file(act.path, SlotFile(self._model_id, tokens, ctx.seq_state(slot.id)))
-            except OSError as exc:
-                return fail(SlotFileUnwritable(act.path.name, exc.strerror))
-            return self._outputs.emit(act.sink, SlotActionResult({
-                "id_slot": slot.id, "filename": act.path.name, "n_saved": len(tokens), "n_written": n_written,
-                "timings": {"save_ms": (time.perf_counter() - t0) * 1e3},
-            }))
-        try:
-            saved = read_slot_file(act.path, self._model_id)
-        except SlotFileError as exc:
-            return fail(exc)
-        if len(saved.tokens) >= slot.n_ctx:
-            return fail(SlotFileError(f"{act.path.name} holds {len(saved.tokens)} tokens; slot {slot.id} has {slot.n_ctx}"))
-        self.cache.drop(slot.id)
-        slot.cache.clear()
-        if not ctx.set_seq_state(slot.id, saved.state):
-            return fail(SlotFileError(f"{act.path.name} does not fit this slot's context"))
-        slot.cache[:] = saved.tokens
-        self.cache.update(slot.id, slot.cache)
-        return self._outputs.emit(act.sink, SlotActionResult({
-            "id_slot": slot.id, "filename": act.path.name, "n_restored": len(saved.tokens),
-            "n_read": len(saved.state), "timings": {"restore_ms": (time.perf_counter() - t0) * 1e3},
-        }))
+                self._slot_actions.apply(arg)
 
     def _cancel(self, task_id: int) -> None:
         for task in list(self._waiting):
