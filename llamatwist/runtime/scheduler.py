@@ -14,7 +14,6 @@ import logging
 import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -23,18 +22,15 @@ import numpy as np
 from llamatwist.engine.context import POOLING_NONE, Context
 from llamatwist.engine.errors import DecodeError, EngineError
 from llamatwist.engine.model import Model
-from llamatwist.engine.sampling import Sampler
+from llamatwist.runtime.admission import Admission
 from llamatwist.runtime.counters import Metrics
 from llamatwist.runtime.errors import (
-    ContextExceeded,
     DecodeFailed,
     DecodeLoopCrashed,
-    InputTooLarge,
     KVCacheFull,
 )
 from llamatwist.runtime.loading import EngineSpec, LoadedModel, load
 from llamatwist.runtime.outputs import Deliver, Outputs
-from llamatwist.runtime.prefix_cache import common_prefix
 from llamatwist.runtime.slot import Slot, SlotInfo, SlotState
 from llamatwist.runtime.slot_actions import SlotActions
 from llamatwist.runtime.task import (
@@ -47,9 +43,6 @@ from llamatwist.runtime.task import (
 )
 
 __all__ = ["DecodeLoop"]
-
-# A prompt waits for an in-flight prefill when it would share this many more tokens.
-DEFER_MIN_TOKENS = 64
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +59,6 @@ class DecodeLoop:
         self._on_ready = on_ready
         self._on_failed = on_failed
         self._commands: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
-        self._waiting: deque[CompletionTask] = deque()
         self._slots: list[Slot] = []
         self._thread = threading.Thread(target=self._run, name="llamatwist-decode", daemon=True)
         self.metrics = Metrics()
@@ -109,7 +101,7 @@ class DecodeLoop:
             for slot in self._slots:
                 if slot.task:
                     self._outputs.fail(slot.task, DecodeLoopCrashed())
-            for task in self._waiting:
+            for task in self._admission.waiting:
                 self._outputs.fail(task, DecodeLoopCrashed())
             self._outputs.flush()
         finally:
@@ -126,6 +118,8 @@ class DecodeLoop:
         self._batch = loaded.batch
         self._can_shift = loaded.can_shift
         self._outputs = Outputs(self._deliver, self.metrics, self.cache)
+        self._admission = Admission(self.spec, self.model, ctx.n_ubatch, self._slots, self.cache, self.metrics,
+                                    self._outputs)
         self._slot_actions = SlotActions(ctx, self.cache, self._slots, loaded.model_id, self._outputs)
         self._publish()
         self._on_ready(loaded.description)
@@ -133,13 +127,13 @@ class DecodeLoop:
 
     def _loop(self, ctx: Context) -> None:
         while True:
-            active = any(s.busy for s in self._slots) or bool(self._waiting)
+            active = any(s.busy for s in self._slots) or bool(self._admission.waiting)
             if not active:
                 self._outputs.flush()
             if not self._drain(block=not active):
                 self._outputs.flush()
                 return
-            self._admit(ctx)
+            self._admission.admit()
             has_work = self._build_batch(ctx)
             # Results of the previous step go out now, so the reactor writes
             # them while llama_decode runs without the GIL.
@@ -159,92 +153,20 @@ class DecodeLoop:
             if cmd == "stop":
                 return False
             if cmd == "submit":
-                self._waiting.append(arg)
+                self._admission.submit(arg)
             elif cmd == "cancel":
                 self._cancel(arg)
             elif cmd == "slot":
                 self._slot_actions.apply(arg)
 
     def _cancel(self, task_id: int) -> None:
-        for task in list(self._waiting):
-            if task.id == task_id:
-                self._waiting.remove(task)
-                return
+        if self._admission.cancel(task_id):
+            return
         for slot in self._slots:
             if slot.task is not None and slot.task.id == task_id:
                 log.debug("slot %d: task %d cancelled", slot.id, task_id)
                 self._outputs.release(slot)
                 return
-
-    def _admit(self, ctx: Context) -> None:
-        if not self.spec.cont_batching and any(s.state is SlotState.GENERATING for s in self._slots):
-            return  # -nocb: new prompts wait until the running batch finishes
-        deferred: deque[CompletionTask] = deque()
-        while self._waiting:
-            task = self._waiting.popleft()
-            if self._prefix_in_flight(task):
-                deferred.append(task)
-                continue
-            slot = self._choose_slot(task)
-            if slot is None:
-                deferred.append(task)
-                if task.params.id_slot < 0:
-                    break  # no free slot at all: FIFO order is kept
-                continue
-            self._start(ctx, slot, task)
-        deferred.extend(self._waiting)
-        self._waiting = deferred
-
-    def _prefix_in_flight(self, task: CompletionTask) -> bool:
-        """Whether a slot is still prefilling a prompt that shares clearly more
-        with this one than the cache holds now: waiting for it to land beats
-        computing the same prefix twice (8 clients with one system prompt)."""
-        if not self.cache.shared or not task.params.cache_prompt or task.embed:
-            return False
-        planned = max((common_prefix(s.task.prompt, task.prompt) for s in self._slots
-                       if s.state is SlotState.PROMPT and s.task is not None and not s.task.embed), default=0)
-        if planned < DEFER_MIN_TOKENS:
-            return False
-        held, _ = self.cache.tree.match(task.prompt)
-        return planned - held >= DEFER_MIN_TOKENS
-
-    def _choose_slot(self, task: CompletionTask) -> Slot | None:
-        free = [s for s in self._slots if not s.busy]
-        if task.params.id_slot >= 0:
-            return next((s for s in free if s.id == task.params.id_slot), None)
-        if not free:
-            return None
-        sps = self.spec.slot_prompt_similarity
-        if task.params.cache_prompt and sps > 0 and task.prompt:
-            # llama-server's -sps: the idle slot whose own content shares the largest
-            # fraction of the prompt, above the threshold
-            best, best_sim = None, sps
-            for s in free:
-                sim = common_prefix(s.cache, task.prompt) / len(task.prompt)
-                if sim > best_sim:
-                    best, best_sim = s, sim
-            if best is not None:
-                return best
-        return min(free, key=lambda s: s.last_used)  # least recently used
-
-    def _start(self, ctx: Context, slot: Slot, task: CompletionTask) -> None:
-        n_prompt = len(task.prompt)
-        if task.embed and n_prompt > ctx.n_ubatch:
-            # The whole input must be pooled in one physical batch.
-            self._outputs.fail(task, InputTooLarge(n_prompt, ctx.n_ubatch))
-            return
-        if n_prompt >= slot.n_ctx:
-            self._outputs.fail(task, ContextExceeded(n_prompt, slot.n_ctx))
-            return
-        if task.params.cache_prompt and not task.embed:
-            n_reuse = self.cache.attach(slot.id, slot.cache, task.prompt, task.params.n_cache_reuse).n_reused
-        else:
-            self.cache.drop(slot.id, () if task.embed else slot.cache)
-            n_reuse = 0
-        assert self.model is not None
-        slot.start(task, None if task.embed else Sampler(self.model, task.params.sampler), n_reuse)
-        self.metrics.prompt_tokens_cached_total += n_reuse
-        log.debug("slot %d: task %d, %d prompt tokens, %d reused", slot.id, task.id, n_prompt, n_reuse)
 
     def _build_batch(self, ctx: Context) -> bool:
         batch = self._batch
@@ -493,7 +415,7 @@ class DecodeLoop:
     def _publish(self) -> None:
         self.slot_infos = tuple(s.info() for s in self._slots)
         self.metrics.requests_processing = sum(1 for s in self._slots if s.busy)
-        self.metrics.requests_deferred = len(self._waiting)
+        self.metrics.requests_deferred = len(self._admission.waiting)
         self.metrics.cache_entries = self.cache.n_entries
         self.metrics.cache_cells = self.cache.tree.n_tokens
         self.metrics.cache_evictions_total = self.cache.n_evicted
