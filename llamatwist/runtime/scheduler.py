@@ -17,8 +17,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
 from llamatwist.engine.context import POOLING_NONE, Context
 from llamatwist.engine.errors import DecodeError, EngineError
 from llamatwist.engine.model import Model
@@ -31,15 +29,13 @@ from llamatwist.runtime.errors import (
 )
 from llamatwist.runtime.loading import EngineSpec, LoadedModel, load
 from llamatwist.runtime.outputs import Deliver, Outputs
+from llamatwist.runtime.sampling import Sampling
 from llamatwist.runtime.slot import Slot, SlotInfo, SlotState
 from llamatwist.runtime.slot_actions import SlotActions
 from llamatwist.runtime.task import (
     CompletionTask,
     EmbeddingResult,
-    PartialResult,
     SlotAction,
-    TokenProbs,
-    TopProb,
 )
 
 __all__ = ["DecodeLoop"]
@@ -120,6 +116,8 @@ class DecodeLoop:
         self._outputs = Outputs(self._deliver, self.metrics, self.cache)
         self._admission = Admission(self.spec, self.model, ctx.n_ubatch, self._slots, self.cache, self.metrics,
                                     self._outputs)
+        self._sampling = Sampling(ctx, self.model.vocab, self.spec.n_predict, self._can_shift, self.metrics,
+                                  self._outputs)
         self._slot_actions = SlotActions(ctx, self.cache, self._slots, loaded.model_id, self._outputs)
         self._publish()
         self._on_ready(loaded.description)
@@ -237,7 +235,7 @@ class DecodeLoop:
             if slot.task.embed:
                 self._send_embedding(ctx, slot, now)
             else:
-                self._sample(ctx, slot, now)
+                self._sampling.sample(slot, now)
 
     def _send_embedding(self, ctx: Context, slot: Slot, now: float) -> None:
         task = slot.task
@@ -272,74 +270,6 @@ class DecodeLoop:
                 continue
             self._outputs.fail(task, KVCacheFull() if exc.code == 1 else DecodeFailed(str(exc)))
             self._outputs.release(slot)
-
-    def _sample(self, ctx: Context, slot: Slot, now: float) -> None:
-        task = slot.task
-        assert task is not None and slot.sampler is not None and self.model is not None
-        vocab = self.model.vocab
-        params = task.params
-        if slot.state is SlotState.PROMPT:
-            slot.state = SlotState.GENERATING
-            slot.t_prompt_done = now
-            n_processed = len(task.prompt) - slot.n_cached
-            self.metrics.prompt_tokens_total += n_processed
-            self.metrics.prompt_seconds_total += now - slot.t_start
-        if slot.constraint is not None:
-            # Disallowed tokens get -inf in libllama's own logits row, so the
-            # unchanged sampler chain only ever draws allowed tokens.
-            slot.constraint.fill_mask(ctx.logits_view(slot.i_batch))
-        post = params.n_probs > 0 and params.sampler.post_sampling_probs
-        logits = ctx.logits(slot.i_batch) if params.n_probs > 0 and not post else None
-        post_top: list[tuple[int, float]] = []
-        p_token = 0.0
-        if post:
-            token, p_token, post_top = slot.sampler.sample_probs(ctx, slot.i_batch, params.n_probs)
-        else:
-            token = slot.sampler.sample(ctx, slot.i_batch)
-        slot.t_last = now
-        slot.generated.append(token)
-        n_decoded = len(slot.generated)
-        self.metrics.tokens_predicted_total += 1
-        self.metrics.n_tokens_max = max(self.metrics.n_tokens_max, len(slot.cache) + 1)
-
-        stop_type = "none"
-        is_eog = vocab.is_eog(token)
-        if slot.constraint is not None and not is_eog:
-            slot.constraint.accept(token)
-        piece = b"" if is_eog else vocab.token_to_piece(token, special=False)
-        if post:
-            probs = [self._post_probs(token, piece, p_token, post_top)]
-        else:
-            probs = [self._token_probs(token, piece, logits, params.n_probs)] if logits is not None else []
-        slot.probs.extend(probs)
-        if is_eog and not params.sampler.ignore_eos:
-            stop_type = "eos"
-        else:
-            slot.text.feed(piece)
-            if slot.text.stop is not None:
-                stop_type = "word"
-        limit = params.n_predict
-        if self.spec.n_predict >= 0 and (limit < 0 or limit > self.spec.n_predict):
-            limit = self.spec.n_predict
-        if stop_type == "none" and limit >= 0 and n_decoded >= limit:
-            stop_type = "limit"
-        if stop_type == "none" and len(slot.cache) + 1 >= slot.n_ctx and not self._can_shift:
-            stop_type = "limit"
-            slot.truncated = True
-        if stop_type == "none" and slot.constraint is not None and slot.constraint.is_finished():
-            stop_type = "eos"  # the grammar is complete: only end-of-generation could follow
-
-        if stop_type == "none":
-            slot.pending_token = token
-        if params.stream and (stop_type == "none" or not is_eog):
-            # As llama-server: every generated token is a partial; the final
-            # event only carries the stop state and statistics.
-            content = slot.text.take(final=stop_type != "none")
-            self._outputs.emit(task.sink, PartialResult(
-                task.id, slot.id, content, [token], n_decoded, len(task.prompt), probs,
-            ))
-        if stop_type != "none":
-            self._outputs.finish(slot, stop_type, now)
 
     def _shift_context(self, ctx: Context, slot: Slot) -> bool:
         """llama-server's context shift for a generating slot whose context is full:
@@ -386,31 +316,6 @@ class DecodeLoop:
                 self._slots[seq].cache.clear()
             else:
                 return False
-
-    def _post_probs(self, token: int, piece: bytes, p_token: float, top: list[tuple[int, float]]) -> TokenProbs:
-        """Probabilities after the sampler chain (post_sampling_probs)."""
-        assert self.model is not None
-        vocab = self.model.vocab
-        tops = []
-        for t, p in top:
-            b = vocab.token_to_piece(t, special=False)
-            tops.append(TopProb(t, b.decode("utf-8", "replace"), list(b), p))
-        return TokenProbs(token, piece.decode("utf-8", "replace"), list(piece), p_token, tops)
-
-    def _token_probs(self, token: int, piece: bytes, logits: Any, n: int) -> TokenProbs:
-        assert self.model is not None
-        vocab = self.model.vocab
-        z = logits - logits.max()
-        p = np.exp(z)
-        p /= p.sum()
-        n = min(n, len(p))
-        top = np.argpartition(-p, n - 1)[:n]
-        top = top[np.argsort(-p[top])]
-        tops = []
-        for t in top.tolist():
-            b = vocab.token_to_piece(t, special=False)
-            tops.append(TopProb(t, b.decode("utf-8", "replace"), list(b), float(p[t])))
-        return TokenProbs(token, piece.decode("utf-8", "replace"), list(piece), float(p[token]), tops)
 
     def _publish(self) -> None:
         self.slot_infos = tuple(s.info() for s in self._slots)

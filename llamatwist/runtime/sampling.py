@@ -1,0 +1,129 @@
+# -*- test-case-name: tests.test_sampling -*-
+"""A generating slot's next token: constraint mask, sampler chain, token probabilities, stop checks.
+
+Called by the step for every slot whose logits are in the batch. A slot that stops (end of
+generation, a stop string, its token limit or its context, a finished grammar) ends here; otherwise
+its token is pending, to be decoded in the next step. Streaming tasks get a PartialResult per token.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from llamatwist.engine.context import Context
+from llamatwist.engine.model import Vocab
+from llamatwist.runtime.counters import Metrics
+from llamatwist.runtime.outputs import Outputs
+from llamatwist.runtime.slot import Slot, SlotState
+from llamatwist.runtime.task import PartialResult, TokenProbs, TopProb
+
+__all__ = ["Sampling", "post_sampling_probs", "token_probs"]
+
+
+class Sampling:
+    def __init__(
+        self, ctx: Context, vocab: Vocab, n_predict: int, can_shift: bool, metrics: Metrics, outputs: Outputs
+    ) -> None:
+        self._ctx = ctx
+        self._vocab = vocab
+        self._n_predict = n_predict  # server-wide cap (-n); -1 = none
+        self._can_shift = can_shift
+        self._metrics = metrics
+        self._outputs = outputs
+
+    def sample(self, slot: Slot, now: float) -> None:
+        task = slot.task
+        assert task is not None and slot.sampler is not None
+        ctx = self._ctx
+        vocab = self._vocab
+        metrics = self._metrics
+        params = task.params
+        if slot.state is SlotState.PROMPT:
+            slot.state = SlotState.GENERATING
+            slot.t_prompt_done = now
+            n_processed = len(task.prompt) - slot.n_cached
+            metrics.prompt_tokens_total += n_processed
+            metrics.prompt_seconds_total += now - slot.t_start
+        if slot.constraint is not None:
+            # Disallowed tokens get -inf in libllama's own logits row, so the
+            # unchanged sampler chain only ever draws allowed tokens.
+            slot.constraint.fill_mask(ctx.logits_view(slot.i_batch))
+        post = params.n_probs > 0 and params.sampler.post_sampling_probs
+        logits = ctx.logits(slot.i_batch) if params.n_probs > 0 and not post else None
+        post_top: list[tuple[int, float]] = []
+        p_token = 0.0
+        if post:
+            token, p_token, post_top = slot.sampler.sample_probs(ctx, slot.i_batch, params.n_probs)
+        else:
+            token = slot.sampler.sample(ctx, slot.i_batch)
+        slot.t_last = now
+        slot.generated.append(token)
+        n_decoded = len(slot.generated)
+        metrics.tokens_predicted_total += 1
+        metrics.n_tokens_max = max(metrics.n_tokens_max, len(slot.cache) + 1)
+
+        stop_type = "none"
+        is_eog = vocab.is_eog(token)
+        if slot.constraint is not None and not is_eog:
+            slot.constraint.accept(token)
+        piece = b"" if is_eog else vocab.token_to_piece(token, special=False)
+        if post:
+            probs = [post_sampling_probs(vocab, token, piece, p_token, post_top)]
+        else:
+            probs = [token_probs(vocab, token, piece, logits, params.n_probs)] if logits is not None else []
+        slot.probs.extend(probs)
+        if is_eog and not params.sampler.ignore_eos:
+            stop_type = "eos"
+        else:
+            slot.text.feed(piece)
+            if slot.text.stop is not None:
+                stop_type = "word"
+        limit = params.n_predict
+        if self._n_predict >= 0 and (limit < 0 or limit > self._n_predict):
+            limit = self._n_predict
+        if stop_type == "none" and limit >= 0 and n_decoded >= limit:
+            stop_type = "limit"
+        if stop_type == "none" and len(slot.cache) + 1 >= slot.n_ctx and not self._can_shift:
+            stop_type = "limit"
+            slot.truncated = True
+        if stop_type == "none" and slot.constraint is not None and slot.constraint.is_finished():
+            stop_type = "eos"  # the grammar is complete: only end-of-generation could follow
+
+        if stop_type == "none":
+            slot.pending_token = token
+        if params.stream and (stop_type == "none" or not is_eog):
+            # As llama-server: every generated token is a partial; the final
+            # event only carries the stop state and statistics.
+            content = slot.text.take(final=stop_type != "none")
+            self._outputs.emit(task.sink, PartialResult(
+                task.id, slot.id, content, [token], n_decoded, len(task.prompt), probs,
+            ))
+        if stop_type != "none":
+            self._outputs.finish(slot, stop_type, now)
+
+
+def post_sampling_probs(vocab: Vocab, token: int, piece: bytes, p_token: float,
+                        top: list[tuple[int, float]]) -> TokenProbs:
+    """Probabilities after the sampler chain (post_sampling_probs)."""
+    tops = []
+    for t, p in top:
+        b = vocab.token_to_piece(t, special=False)
+        tops.append(TopProb(t, b.decode("utf-8", "replace"), list(b), p))
+    return TokenProbs(token, piece.decode("utf-8", "replace"), list(piece), p_token, tops)
+
+
+def token_probs(vocab: Vocab, token: int, piece: bytes, logits: Any, n: int) -> TokenProbs:
+    """The softmax of the raw logits: the drawn token's probability and the top ``n``."""
+    z = logits - logits.max()
+    p = np.exp(z)
+    p /= p.sum()
+    n = min(n, len(p))
+    top = np.argpartition(-p, n - 1)[:n]
+    top = top[np.argsort(-p[top])]
+    tops = []
+    for t in top.tolist():
+        b = vocab.token_to_piece(t, special=False)
+        tops.append(TopProb(t, b.decode("utf-8", "replace"), list(b), float(p[t])))
+    return TokenProbs(token, piece.decode("utf-8", "replace"), list(piece), float(p[token]), tops)
