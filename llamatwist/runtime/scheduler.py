@@ -17,11 +17,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from llamatwist.engine.context import POOLING_NONE, Context
+from llamatwist.engine.context import Context
 from llamatwist.engine.errors import DecodeError, EngineError
 from llamatwist.engine.model import Model
 from llamatwist.runtime.admission import Admission
 from llamatwist.runtime.counters import Metrics
+from llamatwist.runtime.embedding import EmbeddingOutput
 from llamatwist.runtime.errors import (
     DecodeFailed,
     DecodeLoopCrashed,
@@ -34,7 +35,6 @@ from llamatwist.runtime.slot import Slot, SlotInfo, SlotState
 from llamatwist.runtime.slot_actions import SlotActions
 from llamatwist.runtime.task import (
     CompletionTask,
-    EmbeddingResult,
     SlotAction,
 )
 
@@ -118,6 +118,7 @@ class DecodeLoop:
                                     self._outputs)
         self._sampling = Sampling(ctx, self.model.vocab, self.spec.n_predict, self._can_shift, self.metrics,
                                   self._outputs)
+        self._embeddings = EmbeddingOutput(ctx, self.cache, self.metrics, self._outputs)
         self._slot_actions = SlotActions(ctx, self.cache, self._slots, loaded.model_id, self._outputs)
         self._publish()
         self._on_ready(loaded.description)
@@ -233,25 +234,9 @@ class DecodeLoop:
                 continue
             assert slot.task is not None
             if slot.task.embed:
-                self._send_embedding(ctx, slot, now)
+                self._embeddings.send(slot, now)
             else:
                 self._sampling.sample(slot, now)
-
-    def _send_embedding(self, ctx: Context, slot: Slot, now: float) -> None:
-        task = slot.task
-        assert task is not None
-        n = len(task.prompt)
-        if ctx.pooling_type == POOLING_NONE:
-            first = slot.i_batch - n + 1
-            vectors = [ctx.embeddings_ith(i).tolist() for i in range(first, slot.i_batch + 1)]
-        else:
-            vectors = [ctx.embeddings_seq(slot.id).tolist()]
-        self.metrics.prompt_tokens_total += n
-        self.metrics.prompt_seconds_total += now - slot.t_start
-        self.cache.drop(slot.id)  # embedding inputs are never reused
-        slot.cache.clear()
-        slot.release()
-        self._outputs.emit(task.sink, EmbeddingResult(task.id, vectors, n))
 
     def _decode_failed(self, ctx: Context, batch_slots: list[Slot], exc: DecodeError) -> None:
         # The batch's tokens are not in the KV cache: forget those sequences.
