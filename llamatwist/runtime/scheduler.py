@@ -21,6 +21,7 @@ from llamatwist.engine.context import Context
 from llamatwist.engine.errors import DecodeError, EngineError
 from llamatwist.engine.model import Model
 from llamatwist.runtime.admission import Admission
+from llamatwist.runtime.context_shift import ContextShift
 from llamatwist.runtime.counters import Metrics
 from llamatwist.runtime.embedding import EmbeddingOutput
 from llamatwist.runtime.errors import (
@@ -119,6 +120,7 @@ class DecodeLoop:
         self._sampling = Sampling(ctx, self.model.vocab, self.spec.n_predict, self._can_shift, self.metrics,
                                   self._outputs)
         self._embeddings = EmbeddingOutput(ctx, self.cache, self.metrics, self._outputs)
+        self._shift = ContextShift(ctx, self.cache, self._slots, self.model.vocab.add_bos, self._can_shift)
         self._slot_actions = SlotActions(ctx, self.cache, self._slots, loaded.model_id, self._outputs)
         self._publish()
         self._on_ready(loaded.description)
@@ -173,7 +175,11 @@ class DecodeLoop:
         for slot in self._slots:
             slot.i_batch = -1
             if slot.state is SlotState.GENERATING:
-                if len(slot.cache) + 1 >= slot.n_ctx and not self._shift_context(ctx, slot):
+                if len(slot.cache) + 1 >= slot.n_ctx and not self._shift.shift(slot):
+                    # the context is full and cannot shift: the slot ends, truncated
+                    slot.truncated = True
+                    slot.pending_token = -1
+                    self._outputs.finish(slot, "limit", time.perf_counter())
                     continue
                 slot.i_batch = batch.add(slot.pending_token, len(slot.cache), slot.id, True)
         for slot in self._slots:
@@ -255,52 +261,6 @@ class DecodeLoop:
                 continue
             self._outputs.fail(task, KVCacheFull() if exc.code == 1 else DecodeFailed(str(exc)))
             self._outputs.release(slot)
-
-    def _shift_context(self, ctx: Context, slot: Slot) -> bool:
-        """llama-server's context shift for a generating slot whose context is full:
-        keep n_keep tokens, drop n_discard after them, slide the rest down. False
-        (and the slot finished, truncated) when shifting is off or impossible."""
-        task = slot.task
-        assert task is not None and self.model is not None
-        n_keep = len(task.prompt) if task.params.n_keep < 0 else task.params.n_keep
-        if self.model.vocab.add_bos:
-            n_keep += 1  # as llama-server
-        n_keep = min(slot.n_ctx - 4, n_keep)
-        n_left = len(slot.cache) - n_keep
-        n_discard = task.params.n_discard or n_left // 2
-        n_discard = min(max(n_discard, 0), max(0, n_left - 1))
-        # Shifting moves cells, and a cell has one position for every sequence
-        # holding it: the moved cells must be this slot's alone.
-        if not (self._can_shift and n_discard and self._unshare(slot, n_keep + n_discard)):
-            slot.truncated = True
-            slot.pending_token = -1
-            self._outputs.finish(slot, "limit", time.perf_counter())
-            return False
-        log.warning("slot %d: context shift, n_keep = %d, n_left = %d, n_discard = %d",
-                    slot.id, n_keep, n_left, n_discard)
-        ctx.seq_rm(slot.id, n_keep, n_keep + n_discard)
-        ctx.seq_add(slot.id, n_keep + n_discard, len(slot.cache), -n_discard)
-        del slot.cache[n_keep : n_keep + n_discard]
-        self.cache.update(slot.id, slot.cache)
-        slot.truncated = True
-        return True
-
-    def _unshare(self, slot: Slot, limit: int) -> bool:
-        """Make the slot's cells from position ``limit`` on its own, by evicting
-        parked prefixes and emptying idle slots that share them. False when a
-        busy slot shares them."""
-        while True:
-            n, holders = self.cache.tree.match(slot.cache, exclude=slot.id)
-            if n <= limit:
-                return True
-            seq = min(holders)
-            if self.cache.is_entry(seq):
-                self.cache.evict(seq)
-            elif seq < len(self._slots) and not self._slots[seq].busy:
-                self.cache.drop(seq)
-                self._slots[seq].cache.clear()
-            else:
-                return False
 
     def _publish(self) -> None:
         self.slot_infos = tuple(s.info() for s in self._slots)
