@@ -48,11 +48,12 @@ def _embd_normalize(body: dict[str, Any]) -> int:
 
 
 def _inputs(body: dict[str, Any]) -> tuple[list[Prompt], bool]:
-    """The inputs, and whether the request is OpenAI-shaped (``input``) or native (``content``)."""
+    """The inputs, and whether the request is OpenAI-shaped (``input``) or native (``content``). Either
+    takes llama-server's prompt shapes plus items ``{"content": [{"type": "text", "text": ...}, ...]}``."""
     if body.get("input") is not None:
-        return parse_prompts(body, "input"), True
+        return parse_prompts(body, "input", content_parts=True), True
     if body.get("content") is not None:
-        return parse_prompts(body, "content"), False
+        return parse_prompts(body, "content", content_parts=True), False
     raise InvalidRequest('"input" or "content" must be provided')
 
 

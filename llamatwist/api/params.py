@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llamatwist.api.errors import InvalidRequest
+from llamatwist.config import REASONING_FORMATS
 from llamatwist.runtime import GenerationParams
 from llamatwist.sampling_defaults import (
     RANDOM_SEED,
@@ -27,15 +28,23 @@ from llamatwist.sampling_defaults import (
 )
 
 __all__ = [
+    "CHAT_FORMATS",
     "CompletionRequest",
+    "OutputOptions",
     "Prompt",
     "PromptPart",
     "TokenizeRequest",
+    "parse_chat_format",
     "parse_completion",
     "parse_detokenize",
     "parse_json_body",
+    "parse_output_options",
     "parse_prompts",
+    "parse_reasoning_format",
+    "parse_response_fields",
     "parse_tokenize",
+    "project_fields",
+    "refuse_response_fields",
 ]
 
 PromptPart = str | int
@@ -126,6 +135,13 @@ def _samplers(name: str, v: Any) -> tuple[str, ...]:
     raise InvalidRequest(f"'{name}' must be an array of sampler names or a string of sampler characters")
 
 
+def _n_probs(name: str, v: Any) -> int:
+    # "logprobs" is llama-server's alias of n_probs; there a boolean reads as 0 or 1 (chat's logprobs: true)
+    if name == "logprobs" and isinstance(v, bool):
+        return int(v)
+    return _int(name, v)
+
+
 def _breakers(name: str, v: Any) -> tuple[str, ...]:
     if isinstance(v, list) and v and all(isinstance(x, str) for x in v):
         return tuple(v)
@@ -189,7 +205,7 @@ FIELDS: tuple[Field, ...] = (
     Field(("samplers",), _samplers, "samplers"),
     Field(("post_sampling_probs",), _bool, "post_sampling_probs"),
     Field(("stop",), _stop, "stop"),
-    Field(("n_probs",), _int, "n_probs", lambda x: 0 <= x <= 100, "between 0 and 100"),
+    Field(("n_probs", "logprobs"), _n_probs, "n_probs", lambda x: 0 <= x <= 100, "between 0 and 100"),
     Field(("cache_prompt",), _bool, "cache_prompt"),
     Field(("id_slot",), _int, "id_slot", _ge(-1), ">= -1"),
     Field(("stream",), _bool, "stream"),
@@ -241,11 +257,9 @@ def _prompt_part(v: Any) -> Prompt | None:
     """One prompt from a JSON value, or None when ``v`` is not a single prompt."""
     if isinstance(v, str):
         return [v]
-    if isinstance(v, int) and not isinstance(v, bool):
+    if _is_token(v):
         return [v]
-    if isinstance(v, list) and all(
-        isinstance(x, str) or (isinstance(x, int) and not isinstance(x, bool)) for x in v
-    ):
+    if isinstance(v, list) and all(isinstance(x, str) or _is_token(x) for x in v):
         # A list of strings only is several prompts (llama-server); a list with
         # any token id is one mixed prompt.
         if v and all(isinstance(x, str) for x in v):
@@ -254,25 +268,179 @@ def _prompt_part(v: Any) -> Prompt | None:
     return None
 
 
-def parse_prompts(body: Mapping[str, Any], field: str = "prompt") -> list[Prompt]:
-    """The prompt(s) of a request: a string, token ids, a mix, or a list of those."""
+def _is_token(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+MULTIMODAL_UNSUPPORTED = (
+    "Multimodal data provided, but model does not support multimodal requests: 'multimodal_data' needs "
+    "a multimodal projector (--mmproj), which llamatwist does not support yet"
+)
+_MEDIA_PARTS = {"image_url": "image", "input_audio": "audio", "input_video": "video", "video_url": "video"}
+
+
+def _element_error(field: str, content_parts: bool) -> InvalidRequest:
+    shapes = ["a string", "an array of token ids", "an array of strings and token ids",
+              "an object with 'prompt_string'"]
+    if content_parts:
+        shapes.append("an object with 'content' (an array of text parts)")
+    return InvalidRequest(f"'{field}' elements must be {', '.join(shapes[:-1])} or {shapes[-1]}")
+
+
+def _prompt_object(field: str, v: dict[str, Any], content_parts: bool) -> Prompt:
+    """llama-server's object prompts: ``{"prompt_string": ..., "multimodal_data": [...]}`` and, for
+    embeddings, ``{"content": [{"type": "text", "text": ...}, ...]}`` (the texts joined)."""
+    if content_parts and "content" in v:
+        return [_content_text(field, v["content"])]
+    if "prompt_string" not in v:
+        raise _element_error(field, content_parts)
+    if v.get("multimodal_data") is not None:
+        raise InvalidRequest(f"'{field}': {MULTIMODAL_UNSUPPORTED}")
+    text = v["prompt_string"]
+    if isinstance(text, str):
+        return [text]
+    if isinstance(text, list) and text and all(isinstance(x, str) or _is_token(x) for x in text):
+        return list(text)  # tokenized as one mixed prompt, as llama-server's tokenize_mixed
+    raise InvalidRequest(f"'{field}': 'prompt_string' must be a string or an array of strings and token ids")
+
+
+def _content_text(field: str, parts: Any) -> str:
+    """The text of an OpenAI content array; media parts need a multimodal projector."""
+    if not isinstance(parts, list):
+        raise InvalidRequest(f"'{field}': \"content\" must be an array of content parts")
+    texts = []
+    for part in parts:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            text = part.get("text", "")
+            if not isinstance(text, str):
+                raise InvalidRequest(f"'{field}': a text part's \"text\" must be a string")
+            texts.append(text)
+        elif kind in _MEDIA_PARTS:
+            raise InvalidRequest(
+                f"'{field}': {_MEDIA_PARTS[kind]} input is not supported - it needs a multimodal projector "
+                "(--mmproj), which llamatwist does not support yet"
+            )
+        else:
+            raise InvalidRequest(
+                f"'{field}': unsupported content[].type {json.dumps(kind)} (expected \"text\")"
+            )
+    return "".join(texts)
+
+
+def _subprompt(field: str, v: Any, content_parts: bool) -> Prompt:
+    """One prompt (llama-server's tokenize_input_subprompt)."""
+    if isinstance(v, dict):
+        return _prompt_object(field, v, content_parts)
+    p = _prompt_part(v)
+    if p is None or not p:
+        raise _element_error(field, content_parts)
+    return p
+
+
+def parse_prompts(body: Mapping[str, Any], field: str = "prompt", content_parts: bool = False) -> list[Prompt]:
+    """The prompt(s) of a request, as llama-server's tokenize_input_prompts: a string, token ids, a mix of
+    strings and token ids, an object with ``prompt_string`` (and, with ``content_parts``, an object with an
+    OpenAI ``content`` array), or an array of those -- one prompt each. An array holding any token id at its
+    top level is one prompt."""
     if field not in body or body[field] is None:
         raise InvalidRequest(f"'{field}' is required")
     v = body[field]
-    single = _prompt_part(v)
-    if single is not None:
-        if not single:
+    if isinstance(v, list) and not any(_is_token(x) for x in v):
+        if not v:
             raise InvalidRequest(f"'{field}' must not be empty")
-        return [single]
-    if isinstance(v, list) and v:
-        prompts = []
-        for item in v:
-            p = _prompt_part(item)
-            if p is None or not p:
-                raise InvalidRequest(f"'{field}' elements must be strings or token arrays")
-            prompts.append(p)
-        return prompts
-    raise InvalidRequest(f"'{field}' must be a string, an array of token ids, or an array of those")
+        return [_subprompt(field, item, content_parts) for item in v]
+    if isinstance(v, (str, list, dict)) or _is_token(v):
+        return [_subprompt(field, v, content_parts)]
+    raise InvalidRequest(
+        f"'{field}' must be a string, an array of token ids, an object with 'prompt_string', or an array of those"
+    )
+
+
+# -- response options (native responses and the output parser) ----------
+
+# llama-server's common_chat_format values, by number (the request's chat_format is the number)
+CHAT_FORMATS = ("Content-only", "peg-simple", "peg-native", "peg-gemma4", "peg-minimax-m3")
+
+
+def parse_chat_format(body: Mapping[str, Any]) -> int:
+    """``chat_format``: llama-server's internal output-parser format, a number (0 = Content-only)."""
+    v = body.get("chat_format")
+    if v is None:
+        return 0
+    if not _is_token(v) or not 0 <= v < len(CHAT_FORMATS):
+        names = ", ".join(f"{i} ({n})" for i, n in enumerate(CHAT_FORMATS))
+        raise InvalidRequest(f"'chat_format' must be one of llama-server's chat format numbers {names}, "
+                             f"got {json.dumps(v)}")
+    return v
+
+
+def parse_response_fields(body: Mapping[str, Any]) -> tuple[str, ...]:
+    v = body.get("response_fields")
+    if v is None:
+        return ()
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise InvalidRequest("'response_fields' must be an array of field names or paths "
+                             f"(such as \"generation_settings/n_predict\"), got {json.dumps(v)}")
+    return tuple(v)
+
+
+def project_fields(obj: Mapping[str, Any], paths: tuple[str, ...]) -> dict[str, Any]:
+    """llama-server's response_fields projection (json_get_nested_values): each path that exists, keyed
+    by the path itself ("generation_settings/n_predict" lifts n_predict to the root under that name);
+    missing paths are left out."""
+    out: dict[str, Any] = {}
+    for path in paths:
+        current: Any = obj
+        for key in path.split("/"):
+            if not isinstance(current, Mapping) or key not in current:
+                break
+            current = current[key]
+        else:
+            out[path] = current
+    return out
+
+
+def refuse_response_fields(body: Mapping[str, Any]) -> None:
+    """OpenAI-shaped responses are not projected (llama-server applies response_fields to its native
+    responses only): a non-empty list there is a 400 rather than a silent no-op."""
+    if parse_response_fields(body):
+        raise InvalidRequest("'response_fields' applies to native responses only (/completion, /infill); "
+                             "OpenAI-shaped responses are not projected")
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """Request fields that shape a native (/completion, /infill) response rather than the generation."""
+
+    response_fields: tuple[str, ...] = ()
+    chat_format: int = 0
+    reasoning_format: str = "auto"
+
+    def settings(self, stream: bool) -> dict[str, Any]:
+        """The parser's entries of generation_settings, as llama-server lists them."""
+        return {
+            "chat_format": CHAT_FORMATS[self.chat_format],
+            "reasoning_format": self.reasoning_format,
+            "reasoning_in_content": stream and self.reasoning_format == "deepseek-legacy",
+        }
+
+
+def parse_reasoning_format(body: Mapping[str, Any], default: str) -> str:
+    v = body.get("reasoning_format")
+    if v is None:
+        return default
+    if v not in REASONING_FORMATS:
+        raise InvalidRequest(f"'reasoning_format' must be one of {', '.join(REASONING_FORMATS)}, got {json.dumps(v)}")
+    return str(v)
+
+
+def parse_output_options(body: Mapping[str, Any], reasoning_format: str) -> OutputOptions:
+    """``response_fields``, ``chat_format`` and ``reasoning_format`` (default: the server's
+    --reasoning-format) of a native request."""
+    return OutputOptions(
+        parse_response_fields(body), parse_chat_format(body), parse_reasoning_format(body, reasoning_format)
+    )
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from llamatwist.api.openai.tools import (
     parse_reasoning_format,
     parse_tool_request,
 )
-from llamatwist.api.params import generation_params, parse_n_cmpl
+from llamatwist.api.params import generation_params, parse_chat_format, parse_n_cmpl, refuse_response_fields
 from llamatwist.api.pipeline import expand, run_tasks, tokenize_prompts
 from llamatwist.api.streaming import SSEStream
 from llamatwist.chat import RenderedChat
@@ -83,6 +83,10 @@ def parse_chat(
         raise InvalidRequest("'messages' must not be empty")
     tools = parse_tool_request(body)
     check_tool_history(body.get("messages"))
+    refuse_response_fields(body)
+    # llama-server's chat replaces a request's chat_format with its template's own; here too the template
+    # picks the output parser, so only the value's form is checked
+    parse_chat_format(body)
     if tools.active and body.get("grammar") is not None:
         raise InvalidRequest("Cannot use custom grammar constraints with tools.")
     logprobs = body.get("logprobs", False)
@@ -215,6 +219,18 @@ def register(app: Klein, ctx: ApiContext) -> None:
         req = parse_chat(body, ctx.config.sampling, loaded.n_slots, ctx.chat.reasoning.format)
         prompt = await ctx.engine.in_pool(build_prompt, ctx.chat, body, req)
         return send_json(request, {"prompt": prompt.rendered.prompt})
+
+    @app.route("/v1/chat/completions/input_tokens", methods=["POST"])
+    @app.route("/chat/completions/input_tokens", methods=["POST"])
+    @handler
+    async def count_input_tokens(request: Request) -> Any:
+        """The prompt tokens a chat request would use (its usage.prompt_tokens), in llama-server's shape."""
+        loaded = ctx.require_generation()
+        body = read_json(request)
+        req = parse_chat(body, ctx.config.sampling, loaded.n_slots, ctx.chat.reasoning.format)
+        prompt = await ctx.engine.in_pool(build_prompt, ctx.chat, body, req)
+        tokens = await ctx.engine.tokenize([prompt.rendered.prompt], True, True)
+        return send_json(request, {"input_tokens": len(tokens), "object": "response.input_tokens"})
 
     @app.route("/v1/chat/completions", methods=["POST"])
     @app.route("/chat/completions", methods=["POST"])

@@ -23,7 +23,7 @@ from llamatwist.api.openai.protocol import (
     stream_oai,
     usage,
 )
-from llamatwist.api.params import parse_completion
+from llamatwist.api.params import parse_chat_format, parse_completion, parse_reasoning_format, refuse_response_fields
 from llamatwist.api.pipeline import expand, run_tasks, tokenize_prompts
 from llamatwist.api.streaming import SSEStream
 from llamatwist.runtime import FinalResult, PartialResult
@@ -47,6 +47,10 @@ def register(app: Klein, ctx: ApiContext) -> None:
         loaded = ctx.require_generation()
         body = read_json(request)
         refuse_unsupported(body, ("best_of", "suffix"))
+        refuse_response_fields(body)
+        # accepted as llama-server does; the OpenAI text completion shows neither (its text is the raw output)
+        parse_chat_format(body)
+        parse_reasoning_format(body, ctx.config.reasoning_format)
         echo = body.get("echo", False)
         if not isinstance(echo, bool):
             raise InvalidRequest("'echo' must be a boolean")
