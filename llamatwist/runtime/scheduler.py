@@ -13,35 +13,29 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 from llamatwist.engine.context import Context
-from llamatwist.engine.errors import DecodeError, EngineError
+from llamatwist.engine.errors import EngineError
 from llamatwist.engine.model import Model
 from llamatwist.runtime.admission import Admission
 from llamatwist.runtime.context_shift import ContextShift
 from llamatwist.runtime.counters import Metrics
 from llamatwist.runtime.embedding import EmbeddingOutput
-from llamatwist.runtime.errors import (
-    DecodeFailed,
-    DecodeLoopCrashed,
-    KVCacheFull,
-)
+from llamatwist.runtime.errors import DecodeLoopCrashed
 from llamatwist.runtime.loading import EngineSpec, LoadedModel, load
 from llamatwist.runtime.outputs import Deliver, Outputs
 from llamatwist.runtime.sampling import Sampling
-from llamatwist.runtime.slot import Slot, SlotInfo, SlotState
+from llamatwist.runtime.slot import Slot, SlotInfo
 from llamatwist.runtime.slot_actions import SlotActions
-from llamatwist.runtime.task import (
-    CompletionTask,
-    SlotAction,
-)
+from llamatwist.runtime.step import Step
+from llamatwist.runtime.task import CompletionTask, SlotAction
 
 __all__ = ["DecodeLoop"]
 
 log = logging.getLogger(__name__)
+
 
 class DecodeLoop:
     def __init__(
@@ -112,7 +106,6 @@ class DecodeLoop:
         self._ctx = ctx = loaded.ctx
         self.cache = loaded.cache
         self._slots = loaded.slots
-        self._batch = loaded.batch
         self._can_shift = loaded.can_shift
         self._outputs = Outputs(self._deliver, self.metrics, self.cache)
         self._admission = Admission(self.spec, self.model, ctx.n_ubatch, self._slots, self.cache, self.metrics,
@@ -121,6 +114,8 @@ class DecodeLoop:
                                   self._outputs)
         self._embeddings = EmbeddingOutput(ctx, self.cache, self.metrics, self._outputs)
         self._shift = ContextShift(ctx, self.cache, self._slots, self.model.vocab.add_bos, self._can_shift)
+        self._step = Step(ctx, loaded.batch, self._slots, self.cache, self._shift, self._sampling, self._embeddings,
+                          self.metrics, self._outputs)
         self._slot_actions = SlotActions(ctx, self.cache, self._slots, loaded.model_id, self._outputs)
         self._publish()
         self._on_ready(loaded.description)
@@ -135,12 +130,12 @@ class DecodeLoop:
                 self._outputs.flush()
                 return
             self._admission.admit()
-            has_work = self._build_batch(ctx)
+            has_work = self._step.build(self._step.plan())
             # Results of the previous step go out now, so the reactor writes
             # them while llama_decode runs without the GIL.
             self._outputs.flush()
             if has_work:
-                self._decode(ctx)
+                self._step.run()
             self._publish()
 
     def _drain(self, block: bool) -> bool:
@@ -168,99 +163,6 @@ class DecodeLoop:
                 log.debug("slot %d: task %d cancelled", slot.id, task_id)
                 self._outputs.release(slot)
                 return
-
-    def _build_batch(self, ctx: Context) -> bool:
-        batch = self._batch
-        batch.clear()
-        for slot in self._slots:
-            slot.i_batch = -1
-            if slot.state is SlotState.GENERATING:
-                if len(slot.cache) + 1 >= slot.n_ctx and not self._shift.shift(slot):
-                    # the context is full and cannot shift: the slot ends, truncated
-                    slot.truncated = True
-                    slot.pending_token = -1
-                    self._outputs.finish(slot, "limit", time.perf_counter())
-                    continue
-                slot.i_batch = batch.add(slot.pending_token, len(slot.cache), slot.id, True)
-        for slot in self._slots:
-            if slot.state is not SlotState.PROMPT or batch.free == 0:
-                continue
-            assert slot.task is not None
-            prompt = slot.task.prompt
-            if slot.task.embed:
-                # Embeddings pool over the whole input: it goes in one batch, every token an output.
-                if len(prompt) <= batch.free:
-                    slot.i_batch = batch.add_sequence(prompt, 0, slot.id, True, all_outputs=True)
-                    slot.n_fed = len(prompt)
-                continue
-            chunk = prompt[slot.n_fed : slot.n_fed + batch.free]
-            last = slot.n_fed + len(chunk) == len(prompt)
-            idx = batch.add_sequence(chunk, slot.n_fed, slot.id, last)
-            slot.n_fed += len(chunk)
-            if last:
-                slot.i_batch = idx
-        return batch.n_tokens > 0
-
-    def _decode(self, ctx: Context) -> None:
-        batch_slots = [s for s in self._slots if s.busy]
-        # tokens of this batch are now in the KV cache
-        for slot in batch_slots:
-            if slot.state is SlotState.GENERATING:
-                slot.cache.append(slot.pending_token)
-            else:
-                assert slot.task is not None
-                slot.cache[len(slot.cache):] = slot.task.prompt[len(slot.cache) : slot.n_fed]
-        cache = self.cache
-        untracked = sum(len(s.cache) - cache.tree.length(s.id) for s in batch_slots)
-        cache.make_room(0, untracked)
-        try:
-            try:
-                ctx.decode(self._batch)
-            except DecodeError as exc:
-                if exc.code != 1 or not cache.n_entries:
-                    raise
-                # our cell count was optimistic: give the parked prefixes back and retry once
-                cache.clear_entries()
-                ctx.decode(self._batch)
-        except DecodeError as exc:
-            self._decode_failed(ctx, batch_slots, exc)
-            return
-        for slot in batch_slots:
-            # prompt prefixes are shareable as soon as they are in KV (slots the batch had no room for
-            # are unchanged: no need to re-register them)
-            if (slot.state is SlotState.PROMPT and slot.task is not None and not slot.task.embed
-                    and cache.tree.length(slot.id) != len(slot.cache)):
-                cache.update(slot.id, slot.cache)
-        m = self.metrics
-        m.n_decode_total += 1
-        m.n_busy_slots_total += len(batch_slots)
-        now = time.perf_counter()
-        for slot in batch_slots:
-            if slot.i_batch < 0:
-                continue
-            assert slot.task is not None
-            if slot.task.embed:
-                self._embeddings.send(slot, now)
-            else:
-                self._sampling.sample(slot, now)
-
-    def _decode_failed(self, ctx: Context, batch_slots: list[Slot], exc: DecodeError) -> None:
-        # The batch's tokens are not in the KV cache: forget those sequences.
-        # With a full (shared) KV cache, generating slots end as if they hit
-        # their limit; prompts that cannot fit fail with a retryable 503.
-        log.warning("llama_decode failed: %s", exc)
-        now = time.perf_counter()
-        for slot in batch_slots:
-            task = slot.task
-            assert task is not None
-            self.cache.drop(slot.id)
-            slot.cache.clear()
-            if exc.code == 1 and slot.state is SlotState.GENERATING:
-                slot.pending_token = -1
-                self._outputs.finish(slot, "limit", now)
-                continue
-            self._outputs.fail(task, KVCacheFull() if exc.code == 1 else DecodeFailed(str(exc)))
-            self._outputs.release(slot)
 
     def _publish(self) -> None:
         self.slot_infos = tuple(s.info() for s in self._slots)

@@ -1,0 +1,207 @@
+# -*- test-case-name: tests.test_server -*-
+"""One decode step: plan -> build one batch -> llama_decode -> hand each slot its outputs.
+
+- `Step.plan` decides what every slot feeds this step and returns it as plain data (`StepPlan`): the
+  pending token of each generating slot (shifting or ending a slot whose context is full), then prompt
+  chunks in slot order while the batch has room (an embedding input goes whole or waits).
+- `Step.build` fills the reused ``llama_batch`` from the plan and notes where each slot's output is.
+- `Step.run` records the batch's tokens as each slot's KV, calls ``llama_decode`` (giving the parked
+  prefixes back and retrying once when the KV cache is full) and hands each slot with an output in the
+  batch its result: `Sampling` for generating slots, `EmbeddingOutput` for embedding inputs.
+
+Where the next capabilities plug in, so that they stay phases with plain data between them:
+
+- Speculative decoding: `plan` asks a drafter for tokens to follow a generating slot's pending token
+  (`SlotFeed.draft`); `build` adds them after it, each an output; the output phase verifies them (keeps
+  the longest prefix the target model's samples agree with, and ``seq_rm``-s the rest).
+- Per-request LoRA: `plan` picks the adapter set this step runs with (`StepPlan.adapters`) and feeds
+  only the slots that use it; `run` applies it (``Context.set_loras``) before ``llama_decode`` when it
+  differs from the last step's.
+
+Neither exists yet: every plan has no drafts and the empty adapter set.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from llamatwist.engine.batch import Batch
+from llamatwist.engine.context import Context
+from llamatwist.engine.errors import DecodeError
+from llamatwist.runtime.context_shift import ContextShift
+from llamatwist.runtime.counters import Metrics
+from llamatwist.runtime.embedding import EmbeddingOutput
+from llamatwist.runtime.errors import DecodeFailed, KVCacheFull
+from llamatwist.runtime.outputs import Outputs
+from llamatwist.runtime.prefix_cache import PrefixCache
+from llamatwist.runtime.sampling import Sampling
+from llamatwist.runtime.slot import Slot, SlotState
+
+if TYPE_CHECKING:
+    from llamatwist.engine.model import LoraAdapter
+
+__all__ = ["AdapterSet", "SlotFeed", "Step", "StepPlan"]
+
+log = logging.getLogger(__name__)
+
+# LoRA adapters with their scales; () = the base model alone
+AdapterSet = tuple[tuple["LoraAdapter", float], ...]
+
+
+@dataclass(slots=True)
+class SlotFeed:
+    """What one slot feeds a step."""
+
+    slot: Slot
+    tokens: Sequence[int]  # a generating slot's pending token, or a chunk of its prompt
+    pos: int  # position of tokens[0] in the slot's sequence
+    output: bool  # logits (or an embedding) for the last token
+    all_outputs: bool = False  # every token is an output (embeddings of each token)
+    draft: Sequence[int] = ()  # speculative decoding: drafted tokens after the pending one (none yet)
+
+
+@dataclass(slots=True)
+class StepPlan:
+    """One step's work, in batch order: generating slots first, then prompt chunks."""
+
+    feeds: list[SlotFeed] = field(default_factory=list)
+    adapters: AdapterSet = ()  # the LoRA set every slot of this step runs with (none yet)
+
+
+class Step:
+    def __init__(
+        self,
+        ctx: Context,
+        batch: Batch,
+        slots: list[Slot],
+        cache: PrefixCache,
+        shift: ContextShift,
+        sampling: Sampling,
+        embeddings: EmbeddingOutput,
+        metrics: Metrics,
+        outputs: Outputs,
+    ) -> None:
+        self._ctx = ctx
+        self._batch = batch
+        self._slots = slots
+        self._cache = cache
+        self._shift = shift
+        self._sampling = sampling
+        self._embeddings = embeddings
+        self._metrics = metrics
+        self._outputs = outputs
+
+    # -- plan ----------------------------------------------------------------
+    def plan(self) -> StepPlan:
+        plan = StepPlan()
+        feeds = plan.feeds
+        for slot in self._slots:
+            if slot.state is SlotState.GENERATING:
+                if len(slot.cache) + 1 >= slot.n_ctx and not self._shift.shift(slot):
+                    # the context is full and cannot shift: the slot ends, truncated
+                    slot.truncated = True
+                    slot.pending_token = -1
+                    self._outputs.finish(slot, "limit", time.perf_counter())
+                    continue
+                feeds.append(SlotFeed(slot, (slot.pending_token,), len(slot.cache), True))
+        room = self._batch.capacity - len(feeds)
+        for slot in self._slots:
+            if slot.state is not SlotState.PROMPT or room == 0:
+                continue
+            assert slot.task is not None
+            prompt = slot.task.prompt
+            if slot.task.embed:
+                # Embeddings pool over the whole input: it goes in one batch, every token an output.
+                if len(prompt) <= room:
+                    feeds.append(SlotFeed(slot, prompt, 0, True, all_outputs=True))
+                    room -= len(prompt)
+                continue
+            chunk = prompt[slot.n_fed : slot.n_fed + room]
+            feeds.append(SlotFeed(slot, chunk, slot.n_fed, slot.n_fed + len(chunk) == len(prompt)))
+            room -= len(chunk)
+        return plan
+
+    # -- build ---------------------------------------------------------------
+    def build(self, plan: StepPlan) -> bool:
+        """Fill the batch; False when it is empty."""
+        batch = self._batch
+        batch.clear()
+        for slot in self._slots:
+            slot.i_batch = -1
+        for feed in plan.feeds:
+            slot = feed.slot
+            if slot.state is SlotState.GENERATING:
+                slot.i_batch = batch.add(feed.tokens[0], feed.pos, slot.id, True)
+                continue
+            idx = batch.add_sequence(feed.tokens, feed.pos, slot.id, feed.output, all_outputs=feed.all_outputs)
+            slot.n_fed = feed.pos + len(feed.tokens)
+            if feed.output:
+                slot.i_batch = idx
+        return batch.n_tokens > 0
+
+    # -- decode, then outputs --------------------------------------------------
+    def run(self) -> None:
+        ctx = self._ctx
+        busy = [s for s in self._slots if s.busy]
+        # tokens of this batch are now in the KV cache
+        for slot in busy:
+            if slot.state is SlotState.GENERATING:
+                slot.cache.append(slot.pending_token)
+            else:
+                assert slot.task is not None
+                slot.cache[len(slot.cache):] = slot.task.prompt[len(slot.cache) : slot.n_fed]
+        cache = self._cache
+        untracked = sum(len(s.cache) - cache.tree.length(s.id) for s in busy)
+        cache.make_room(0, untracked)
+        try:
+            try:
+                ctx.decode(self._batch)
+            except DecodeError as exc:
+                if exc.code != 1 or not cache.n_entries:
+                    raise
+                # our cell count was optimistic: give the parked prefixes back and retry once
+                cache.clear_entries()
+                ctx.decode(self._batch)
+        except DecodeError as exc:
+            self._decode_failed(busy, exc)
+            return
+        for slot in busy:
+            # prompt prefixes are shareable as soon as they are in KV (slots the batch had no room for
+            # are unchanged: no need to re-register them)
+            if (slot.state is SlotState.PROMPT and slot.task is not None and not slot.task.embed
+                    and cache.tree.length(slot.id) != len(slot.cache)):
+                cache.update(slot.id, slot.cache)
+        m = self._metrics
+        m.n_decode_total += 1
+        m.n_busy_slots_total += len(busy)
+        now = time.perf_counter()
+        for slot in busy:
+            if slot.i_batch < 0:
+                continue
+            assert slot.task is not None
+            if slot.task.embed:
+                self._embeddings.send(slot, now)
+            else:
+                self._sampling.sample(slot, now)
+
+    def _decode_failed(self, busy: list[Slot], exc: DecodeError) -> None:
+        # The batch's tokens are not in the KV cache: forget those sequences.
+        # With a full (shared) KV cache, generating slots end as if they hit
+        # their limit; prompts that cannot fit fail with a retryable 503.
+        log.warning("llama_decode failed: %s", exc)
+        now = time.perf_counter()
+        for slot in busy:
+            task = slot.task
+            assert task is not None
+            self._cache.drop(slot.id)
+            slot.cache.clear()
+            if exc.code == 1 and slot.state is SlotState.GENERATING:
+                slot.pending_token = -1
+                self._outputs.finish(slot, "limit", now)
+                continue
+            self._outputs.fail(task, KVCacheFull() if exc.code == 1 else DecodeFailed(str(exc)))
+            self._outputs.release(slot)
