@@ -22,7 +22,7 @@ from llamatwist.engine.errors import EngineError
 from llamatwist.engine.model import FimTokens, Model
 from llamatwist.runtime.counters import Metrics
 from llamatwist.runtime.loading import EngineSpec, LoadedModel
-from llamatwist.runtime.scheduler import DecodeLoop
+from llamatwist.runtime.loop import DecodeLoop
 from llamatwist.runtime.slot import SlotInfo
 from llamatwist.runtime.task import CompletionTask, ErrorResult, Result, SlotAction, SlotActionResult
 

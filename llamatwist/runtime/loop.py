@@ -1,11 +1,15 @@
 # -*- test-case-name: tests.test_server -*-
 """The decode loop: the one thread that owns the model and the llama_context.
 
-Each step: drain commands -> admit waiting tasks into free slots -> build one
-batch (a token for every generating slot, then prompt chunks up to n_batch)
--> llama_decode -> sample every slot with logits in the batch -> emit.
-Results reach the reactor only through the ``deliver`` callable
-(``reactor.callFromThread`` in the server).
+`DecodeLoop` takes commands from the reactor (submit, cancel, slot action, stop) and runs steps:
+
+    drain commands -> Admission.admit -> Step.plan -> Step.build -> flush the previous step's
+    results -> Step.run (llama_decode, then each slot's output) -> publish slot and counter snapshots
+
+Each phase lives in its own module (admission.py, step.py, sampling.py, embedding.py,
+context_shift.py, slot_actions.py, outputs.py); this one only owns the thread, the context and
+the order of the phases. Results reach the reactor only through the ``deliver`` callable
+(``reactor.callFromThread`` in the server), once per step.
 """
 
 from __future__ import annotations
@@ -86,7 +90,7 @@ class DecodeLoop:
             self._on_failed(f"model load failed: {exc}")
             return
         try:
-            self._loop(ctx)
+            self._loop()
         except Exception:  # pragma: no cover - a bug: fail every task rather than hang
             log.exception("decode loop crashed")
             for slot in self._slots:
@@ -101,27 +105,27 @@ class DecodeLoop:
                 self.model.close()
 
     def _load(self) -> Context:
+        """Load the model, wire the phases of a step to it, report ready."""
         loaded = load(self.spec)
-        self.model = loaded.model
-        self._ctx = ctx = loaded.ctx
-        self.cache = loaded.cache
-        self._slots = loaded.slots
-        self._can_shift = loaded.can_shift
-        self._outputs = Outputs(self._deliver, self.metrics, self.cache)
-        self._admission = Admission(self.spec, self.model, ctx.n_ubatch, self._slots, self.cache, self.metrics,
-                                    self._outputs)
-        self._sampling = Sampling(ctx, self.model.vocab, self.spec.n_predict, self._can_shift, self.metrics,
-                                  self._outputs)
-        self._embeddings = EmbeddingOutput(ctx, self.cache, self.metrics, self._outputs)
-        self._shift = ContextShift(ctx, self.cache, self._slots, self.model.vocab.add_bos, self._can_shift)
-        self._step = Step(ctx, loaded.batch, self._slots, self.cache, self._shift, self._sampling, self._embeddings,
-                          self.metrics, self._outputs)
-        self._slot_actions = SlotActions(ctx, self.cache, self._slots, loaded.model_id, self._outputs)
+        model, ctx, cache, slots, metrics = loaded.model, loaded.ctx, loaded.cache, loaded.slots, self.metrics
+        self.model = model
+        self._cache = cache
+        self._slots = slots
+        self._outputs = outputs = Outputs(self._deliver, metrics, cache)
+        self._admission = Admission(self.spec, model, ctx.n_ubatch, slots, cache, metrics, outputs)
+        self._step = Step(
+            ctx, loaded.batch, slots, cache,
+            ContextShift(ctx, cache, slots, model.vocab.add_bos, loaded.can_shift),
+            Sampling(ctx, model.vocab, self.spec.n_predict, loaded.can_shift, metrics, outputs),
+            EmbeddingOutput(ctx, cache, metrics, outputs),
+            metrics, outputs,
+        )
+        self._slot_actions = SlotActions(ctx, cache, slots, loaded.model_id, outputs)
         self._publish()
         self._on_ready(loaded.description)
         return ctx
 
-    def _loop(self, ctx: Context) -> None:
+    def _loop(self) -> None:
         while True:
             active = any(s.busy for s in self._slots) or bool(self._admission.waiting)
             if not active:
@@ -168,6 +172,6 @@ class DecodeLoop:
         self.slot_infos = tuple(s.info() for s in self._slots)
         self.metrics.requests_processing = sum(1 for s in self._slots if s.busy)
         self.metrics.requests_deferred = len(self._admission.waiting)
-        self.metrics.cache_entries = self.cache.n_entries
-        self.metrics.cache_cells = self.cache.tree.n_tokens
-        self.metrics.cache_evictions_total = self.cache.n_evicted
+        self.metrics.cache_entries = self._cache.n_entries
+        self.metrics.cache_cells = self._cache.tree.n_tokens
+        self.metrics.cache_evictions_total = self._cache.n_evicted
