@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_params -*-
+# -*- test-case-name: tests.test_errors -*-
 """Every error the server answers with, in llama-server's shape, decided in one place.
 
 `TABLE` maps an exception class (the HTTP layer's own `ApiError` classes, the runtime's typed errors,

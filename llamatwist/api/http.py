@@ -1,5 +1,6 @@
 # -*- test-case-name: tests.test_server -*-
-"""The HTTP seam: JSON in and out, errors mapped once, readiness gate."""
+"""The HTTP seam: JSON in and out, the route wrapper that answers every error (through
+api/errors.py), the readiness gate."""
 
 from __future__ import annotations
 

@@ -49,10 +49,8 @@ from llamatwist.webui import resolve_static
 __all__ = [
     "MAX_BODY_BYTES",
     "PUBLIC_PATHS",
-    "PayloadTooLarge",
     "SecureResource",
     "SecurityPolicy",
-    "Unauthorized",
     "allow_origin",
     "api_key_valid",
     "body_limited_request",

@@ -3,8 +3,7 @@
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 __all__ = ["Metrics"]
 
@@ -13,7 +12,6 @@ __all__ = ["Metrics"]
 class Metrics:
     """Counters written by the decode thread, read (racily, harmlessly) by /metrics."""
 
-    t_start: float = field(default_factory=time.time)
     prompt_tokens_total: int = 0
     prompt_tokens_cached_total: int = 0
     prompt_seconds_total: float = 0.0

@@ -44,12 +44,10 @@ class EngineService(Service):
     name = "engine"  # type: ignore[assignment]  # Service declares None
 
     def __init__(self, spec: EngineSpec, reactor: Any, on_failed: Callable[[str], None]) -> None:
-        self.spec = spec
         self._reactor = reactor
         self._on_failed_cb = on_failed
         self.state = EngineState.LOADING
         self.loaded: LoadedModel | None = None
-        self.failure: str | None = None
         # Called on the reactor when the model is loaded, before the engine
         # reports ready; a hook raising EngineError fails the start-up.
         self.ready_hooks: list[Callable[[LoadedModel], None]] = []
@@ -91,7 +89,6 @@ class EngineService(Service):
         )
 
     def _set_failed(self, message: str) -> None:
-        self.failure = message
         self.state = EngineState.FAILED
         self._on_failed_cb(message)
 

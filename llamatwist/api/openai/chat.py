@@ -29,9 +29,9 @@ from llamatwist.api.openai.protocol import (
     envelope,
     finish_reason,
     parse_stream_options,
-    stream_oai,
     usage,
 )
+from llamatwist.api.openai.streaming import stream_oai
 from llamatwist.api.openai.tools import (
     MessageStream,
     ToolRequest,

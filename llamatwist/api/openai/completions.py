@@ -20,9 +20,9 @@ from llamatwist.api.openai.protocol import (
     finish_reason,
     parse_stream_options,
     refuse_unsupported,
-    stream_oai,
     usage,
 )
+from llamatwist.api.openai.streaming import stream_oai
 from llamatwist.api.params import parse_chat_format, parse_completion, parse_reasoning_format, refuse_response_fields
 from llamatwist.api.pipeline import expand, run_tasks, tokenize_prompts
 from llamatwist.api.streaming import SSEStream

@@ -1,33 +1,28 @@
-# -*- test-case-name: tests.test_openai_protocol -*-
-"""OpenAI request options and response pieces (pure functions, no I/O)."""
+# -*- test-case-name: tests.test_openai -*-
+"""OpenAI request options and response pieces: no I/O, no server state (ids are random, and
+envelopes carry the current time). Streams are run by api/openai/streaming.py."""
 
 from __future__ import annotations
 
 import secrets
 import string
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.defer import CancelledError
-from twisted.web.server import Request
-
 from llamatwist import __version__
 from llamatwist.api.completion import probs_json
-from llamatwist.api.errors import REPORTED, InvalidRequest
-from llamatwist.api.http import ApiContext
-from llamatwist.api.pipeline import run_tasks
-from llamatwist.api.streaming import SSEStream
-from llamatwist.runtime import FinalResult, GenerationParams, PartialResult, TokenProbs
+from llamatwist.api.errors import InvalidRequest
+from llamatwist.runtime import FinalResult, TokenProbs
 
 __all__ = [
     "SYSTEM_FINGERPRINT",
     "StreamOptions",
     "chat_logprobs",
-    "chunk_envelope",
     "completion_id",
     "completion_logprobs",
+    "envelope",
     "finish_reason",
     "parse_stream_options",
     "random_id",
@@ -78,9 +73,6 @@ def envelope(object_: str, id_: str, model: str, choices: list[dict[str, Any]]) 
     }
 
 
-chunk_envelope = envelope
-
-
 @dataclass(frozen=True)
 class StreamOptions:
     include_usage: bool = False
@@ -98,34 +90,6 @@ def parse_stream_options(body: Mapping[str, Any], stream: bool) -> StreamOptions
     if not isinstance(include, bool):
         raise InvalidRequest("'stream_options.include_usage' must be a boolean")
     return StreamOptions(include_usage=include)
-
-
-async def stream_oai(
-    ctx: ApiContext,
-    request: Request,
-    sse: SSEStream,
-    prompts: list[list[int]],
-    params: GenerationParams,
-    on_partial: Callable[[int, PartialResult], None],
-    on_final: Callable[[int, FinalResult], None],
-    tail: tuple[str, str, str, int, bool],
-) -> bytes:
-    """Run the tasks, then end an OpenAI stream: the usage chunk when asked
-    (``tail`` = object, id, model, n_cmpl, include_usage) and ``data: [DONE]``."""
-    object_, cid, model, n_cmpl, include_usage = tail
-    try:
-        results = await run_tasks(ctx, request, prompts, params, on_partial=on_partial, on_final=on_final)
-    except CancelledError:
-        return b""
-    except REPORTED as err:
-        sse.send_error(err)
-        return b""
-    if include_usage:
-        last = envelope(object_, cid, model, [])
-        last["usage"] = usage(results, n_cmpl)
-        sse.send(last)
-    sse.send_raw(b"data: [DONE]\n\n")
-    return b""
 
 
 def refuse_unsupported(body: Mapping[str, Any], names: Sequence[str]) -> None:
