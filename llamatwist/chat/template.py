@@ -18,24 +18,21 @@ from __future__ import annotations
 
 import copy
 import json
-import operator
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
-from types import TracebackType
-from typing import Any, NoReturn
+from typing import Any
 
 import jinja2
 import jinja2.ext
 import jinja2.nodes
 import jinja2.parser
-from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEnvironment
 
 from .builtin import BUILTIN_NAMES, apply_builtin, detect_builtin
 from .errors import ChatInputError, TemplateError
 from .messages import ChatMessage, Tool, parse_messages, parse_tools
+from .sandbox import ENV, describe_render_error
 
 __all__ = [
     "CHATML_TEMPLATE_SRC",
@@ -86,7 +83,6 @@ _SOURCE_PATCHES: tuple[tuple[str, str, str], ...] = (
 )
 
 _NO_JINJA_NOTE = "\nnote: llama.cpp was started without --jinja, we only support commonly used templates"
-_MAX_REPEAT = 1 << 24  # cap on string/list repetition inside templates (the sandbox has none)
 
 
 # --- BOS / EOS ---------------------------------------------------------------------------------------------
@@ -113,149 +109,6 @@ def strip_eos(text: str, eos_token: str) -> tuple[str, bool]:
     if eos_token and text.endswith(eos_token):
         return text[: -len(eos_token)], True
     return text, False
-
-
-# --- the Jinja dialect -------------------------------------------------------------------------------------
-
-
-class _RaisedException(Exception):
-    """raise_exception() from inside a template."""
-
-
-def _raise_exception(message: Any) -> NoReturn:
-    raise _RaisedException(str(message))
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, jinja2.Undefined):
-        return None
-    if isinstance(value, Mapping):
-        return dict(value)
-    if isinstance(value, Iterable) and not isinstance(value, (str, bytes)):
-        return list(value)  # e.g. the generator jinja2's map/select filters return (llama.cpp: an array)
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
-
-
-def _tojson(
-    value: Any, ensure_ascii: Any = False, indent: Any = None, separators: Any = None, sort_keys: Any = False
-) -> str:
-    """HF/llama.cpp ``tojson``: Python ``json.dumps`` semantics (``", "``/``": "`` separators, ``","`` between
-    items once indented), non-ASCII kept unless ``ensure_ascii``; unlike Jinja's own ``tojson`` nothing is
-    HTML-escaped. Argument order matches llama.cpp (``ensure_ascii, indent, separators, sort_keys``)."""
-    if isinstance(indent, (jinja2.Undefined, bool)):
-        indent = None
-    seps: tuple[str, str] | None = None
-    if isinstance(separators, (list, tuple)) and separators:
-        item_sep = str(separators[0])
-        key_sep = str(separators[1]) if len(separators) > 1 else ": "
-        seps = (item_sep, key_sep)
-    return json.dumps(
-        value,
-        ensure_ascii=bool(ensure_ascii),
-        indent=indent,
-        separators=seps,
-        sort_keys=bool(sort_keys),
-        default=_json_default,
-    )
-
-
-class _Undefined(jinja2.ChainableUndefined):
-    """llama.cpp's undefined: attribute/item access on it yields undefined, and it concatenates with a string
-    as the empty string (``undefined + 'x'`` is ``'x'``); everything else still fails like Jinja's."""
-
-    __slots__ = ()
-
-    def __add__(self, other: Any) -> Any:
-        if isinstance(other, str):
-            return other
-        return self._fail_with_undefined_error()
-
-    def __radd__(self, other: Any) -> Any:
-        if isinstance(other, str):
-            return other
-        return self._fail_with_undefined_error()
-
-
-class _GenerationExtension(jinja2.ext.Extension):
-    """``{% generation %}...{% endgeneration %}`` (HF assistant-mask markers): renders the body unchanged."""
-
-    tags = {"generation"}  # noqa: RUF012  # jinja2 declares it as a plain set attribute
-
-    def parse(self, parser: jinja2.parser.Parser) -> list[jinja2.nodes.Node]:
-        next(parser.stream)
-        return parser.parse_statements(("name:endgeneration",), drop_needle=True)
-
-
-def _finalize(value: Any) -> Any:
-    # llama.cpp prints none as nothing (jinja2 would print "None").
-    return "" if value is None else value
-
-
-class _Environment(ImmutableSandboxedEnvironment):
-    """The sandbox templates run in.
-
-    Immutable like transformers' (templates cannot mutate their inputs), except ``list.append``/``list.pop``,
-    which llama.cpp's engine provides and some templates use on lists they build. Unsafe attribute access
-    (``__class__``, ``__globals__``, ...) raises instead of yielding a silent undefined.
-    """
-
-    intercepted_binops = frozenset({"*", "**"})
-
-    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
-        if isinstance(obj, list) and attr in ("append", "pop"):
-            return SandboxedEnvironment.is_safe_attribute(self, obj, attr, value)
-        return super().is_safe_attribute(obj, attr, value)
-
-    def unsafe_undefined(self, obj: Any, attribute: str) -> jinja2.Undefined:
-        raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe.")
-
-    def call_binop(self, context: jinja2.runtime.Context, operator_: str, left: Any, right: Any) -> Any:
-        if operator_ == "*":
-            for seq, count in ((left, right), (right, left)):
-                if isinstance(seq, (str, list, tuple)) and isinstance(count, int) and len(seq) * count > _MAX_REPEAT:
-                    raise SecurityError("the result of the repetition is too large")
-            return operator.mul(left, right)
-        if isinstance(right, int) and isinstance(left, int) and abs(right) > 4096:
-            raise SecurityError("the exponent is too large")
-        return operator.pow(left, right)
-
-
-def _make_environment() -> _Environment:
-    env = _Environment(
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=False,
-        autoescape=False,
-        undefined=_Undefined,
-        finalize=_finalize,
-        extensions=[jinja2.ext.loopcontrols, _GenerationExtension],
-    )
-    env.filters["tojson"] = _tojson
-    env.globals["raise_exception"] = _raise_exception
-    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(str(fmt))
-    return env
-
-
-_ENV = _make_environment()
-
-
-def _template_line(tb: TracebackType | None) -> int | None:
-    # jinja2 rewrites tracebacks so that template frames carry the template's file name and line numbers.
-    line = None
-    while tb is not None:
-        if tb.tb_frame.f_code.co_filename == "<template>":
-            line = tb.tb_lineno
-        tb = tb.tb_next
-    return line
-
-
-def _describe_render_error(exc: BaseException) -> str:
-    if isinstance(exc, _RaisedException):
-        # llama.cpp's raise_exception message prefix, which clients and logs look for
-        return f"Jinja Exception: {exc}"
-    line = _template_line(exc.__traceback__)
-    where = f" (template line {line})" if line is not None else ""
-    return f"Error rendering chat template: {type(exc).__name__}: {exc}{where}"
 
 
 # --- capabilities ------------------------------------------------------------------------------------------
@@ -313,7 +166,7 @@ class ChatTemplate:
         self.bos_token = bos_token
         self.eos_token = eos_token
         try:
-            self._template = _ENV.from_string(source)
+            self._template = ENV.from_string(source)
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateError(
                 f"chat template parsing error: {exc.message} (template line {exc.lineno})", status=500
@@ -360,7 +213,7 @@ class ChatTemplate:
         try:
             return self._template.render(context)
         except Exception as exc:  # noqa: BLE001  # every template failure becomes one TemplateError
-            raise TemplateError(_describe_render_error(exc)) from None
+            raise TemplateError(describe_render_error(exc)) from None
 
     def _probe(
         self, messages: list[dict[str, Any]], *, tools: list[Any] | None = None, enable_thinking: bool | None = None
