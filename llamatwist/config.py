@@ -47,6 +47,11 @@ class ServerConfig:
     cache_ram_mib: int = 8192  # bound on idle cached prefixes; 0 = no prefix cache shared across slots
     cache_idle_slots: bool = True
     slot_prompt_similarity: float = 0.1
+    # adapters (--lora*, --control-vector*): (path, scale) in command-line order
+    loras: tuple[tuple[str, float], ...] = ()
+    lora_init_without_apply: bool = False
+    control_vectors: tuple[tuple[str, float], ...] = ()
+    control_vector_layer_range: tuple[int, int] = (-1, -1)  # -1: all layers
     # HTTP
     host: str = "127.0.0.1"
     port: int = 8080

@@ -27,6 +27,7 @@ from llamatwist.engine.context import FLASH_ATTN, POOLING_NAMES, POOLING_RANK, C
 from llamatwist.engine.errors import EngineError
 from llamatwist.errors import StartupError
 from llamatwist.runtime import EngineService, EngineSpec, EngineState, LoadedModel
+from llamatwist.runtime.adapters import AdapterSpec
 
 if TYPE_CHECKING:
     from twisted.internet.ssl import CertificateOptions
@@ -222,6 +223,13 @@ def engine_spec(config: ServerConfig, model_path: str) -> EngineSpec:
         cache_idle_slots=config.cache_idle_slots,
         ctx_shift=config.ctx_shift,
         slot_prompt_similarity=config.slot_prompt_similarity,
+        adapters=AdapterSpec(
+            loras=config.loras,
+            lora_init_without_apply=config.lora_init_without_apply,
+            control_vectors=config.control_vectors,
+            cvec_layer_start=config.control_vector_layer_range[0],
+            cvec_layer_end=config.control_vector_layer_range[1],
+        ),
     )
 
 

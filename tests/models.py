@@ -8,7 +8,9 @@ Everything lives in ``llamatwist.models.cache_dir() / "test-models"``:
   against its pinned sha256;
 * ``minilm-<key>.gguf``: that model converted by ``scripts/convert_bert.py``;
 * ``reranker-<key>.gguf`` / ``norank-bert-<key>.gguf``: the tiny random
-  models of ``scripts/make_reranker.py``.
+  models of ``scripts/make_reranker.py``;
+* ``lora-<kind>-<key>.gguf``: adapters for the default model made by
+  ``scripts/make_lora.py`` (a LoRA, one for the wrong embedding size, a control vector).
 
 ``<key>`` hashes the generating scripts' source, so editing a script
 rebuilds. Builds write to a temporary name and rename, so concurrent test
@@ -31,7 +33,10 @@ from types import ModuleType
 
 from llamatwist.models import cache_dir
 
-__all__ = ["minilm_gguf", "minilm_source", "models_dir", "norank_bert_gguf", "reranker_gguf", "smollm2_fim_gguf"]
+__all__ = [
+    "lora_gguf", "minilm_gguf", "minilm_source", "models_dir", "norank_bert_gguf", "reranker_gguf",
+    "smollm2_fim_gguf",
+]
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 _COMPLETE = ".complete"
@@ -133,6 +138,14 @@ def norank_bert_gguf() -> Path:
     target = models_dir() / f"norank-bert-{_key('make_reranker', 'convert_bert')}.gguf"
     mr = _script("make_reranker")
     return _build_file(target, lambda out: mr.make(out, rank_head=False))
+
+
+def lora_gguf(base: Path, kind: str) -> Path:
+    """An adapter for ``base`` from scripts/make_lora.py: kind "lora", "wrong" (embedding size) or "cvec"."""
+    digest = hashlib.sha256((str(base) + _key("make_lora")).encode()).hexdigest()[:16]
+    target = models_dir() / f"lora-{kind}-{digest}.gguf"
+    ml = _script("make_lora")
+    return _build_file(target, lambda out: ml.make(base, out, kind))
 
 
 # SmolLM2 tokens standing in for fill-in-the-middle markers (<filename>, <gh_stars>, <issue_start>, <file_sep>)

@@ -97,6 +97,8 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "sampling.dry_allowed_length": ("3", 3),
     "sampling.dry_penalty_last_n": ("128", 128),
     "sampling.dry_sequence_breakers": ("|", ("|",)),
+    "loras": ("a.gguf", (("a.gguf", 1.0),)),
+    "control_vectors": ("c.gguf", (("c.gguf", 1.0),)),
     "sampling.adaptive_target": ("0.5", 0.5),
     "sampling.adaptive_decay": ("0.5", 0.5),
     "sampling.dynatemp_range": ("0.5", 0.5),
@@ -137,8 +139,9 @@ SAMPLES_BY_NAME: dict[str, tuple[str, Any]] = {
     "--sampler-seq": ("kXt", ("top_k", "temperature")),
     "--sampling-seq": ("edskypmxt", SamplingDefaults().samplers),
 }
-# --api-key-file is read while parsing and feeds api_keys: tested on its own.
-VALUE_FLAGS = [f for f in FLAGS if f.convert is not None and f.field != "api_key_file"]
+# --api-key-file is read while parsing and feeds api_keys: tested on its own; so are the flags
+# taking two values (--lora-scaled, --control-vector-scaled, --control-vector-layer-range: test_lora.py).
+VALUE_FLAGS = [f for f in FLAGS if f.convert is not None and f.field != "api_key_file" and (f.nargs or 1) == 1]
 ONOFF_FLAGS = [f for f in FLAGS if f.convert is None]
 
 

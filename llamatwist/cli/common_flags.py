@@ -33,6 +33,21 @@ COMMON: Final[tuple[Flag, ...]] = (
          "max. number of layers to store in VRAM, either an exact number, "
          "'auto', or 'all'", "LLAMA_ARG_N_GPU_LAYERS", gpu_layers,
          default="auto"),
+    # adapters: (path, scale) pairs in command-line order, the LoRA id is the position
+    Flag(("--lora",), "loras", G_MODEL, "path to LoRA adapter (repeatable)", None, str, metavar="FNAME", default="none",
+         append=True, nargs=1),
+    Flag(("--lora-scaled",), "loras", G_MODEL, "path to LoRA adapter with user defined scaling "
+         "(repeatable)", None, str, metavar="FNAME SCALE", default="none", append=True, nargs=2),
+    Flag(("--lora-init-without-apply",), "lora_init_without_apply", G_MODEL,
+         "load LoRA adapters without applying them (apply later via POST /lora-adapters)"),
+    Flag(("--control-vector",), "control_vectors", G_MODEL, "add a control vector (repeatable, summed)",
+         None, str, metavar="FNAME", default="none", append=True, nargs=1),
+    Flag(("--control-vector-scaled",), "control_vectors", G_MODEL,
+         "add a control vector with user defined scaling SCALE (repeatable, summed)", None, str,
+         metavar="FNAME SCALE", default="none", append=True, nargs=2),
+    Flag(("--control-vector-layer-range",), "control_vector_layer_range", G_MODEL,
+         "layer range to apply the control vector(s) to, start and end inclusive", None, str,
+         metavar="START END", default="all layers", nargs=2),
     # context, batching and compute
     Flag(("-c", "--ctx-size"), "n_ctx", G_COMPUTE,
          "size of the prompt context (0 = loaded from model)",

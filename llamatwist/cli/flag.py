@@ -35,6 +35,7 @@ class Flag(NamedTuple):
     metavar: str = "N"
     default: str | None = None  # shown by -h instead of the config default
     append: bool = False  # repeatable: the values add up in a list
+    nargs: int | None = None  # values per use (then a list each time; metavar names them, space-separated)
 
 
 G_MODEL: Final = "model"

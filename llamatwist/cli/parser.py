@@ -10,6 +10,7 @@ settles what llama-server settles after parsing (-np auto, --rerank,
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import textwrap
 from collections.abc import Mapping, Sequence
@@ -164,7 +165,8 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                 *flag.names,
                 dest=flag.field,
                 type=_for_argparse(flag.convert),
-                metavar=flag.metavar,
+                metavar=flag.metavar if flag.nargs is None else tuple(flag.metavar.split()),
+                nargs=flag.nargs,
                 help=text,
                 action="append" if flag.append else "store",
             )
@@ -276,6 +278,7 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> ServerConfi
         n_parallel, kv_unified = 4, True
 
     _sampling_lists(values)
+    _adapter_lists(values)
     sampling = {
         key.removeprefix("sampling."): value
         for key, value in values.items()
@@ -290,6 +293,29 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> ServerConfi
     )
 
 
+
+
+def _adapter_lists(values: dict[str, Any]) -> None:
+    """--lora/--lora-scaled and --control-vector(-scaled) as (path, scale) in command-line order."""
+    for field in ("loras", "control_vectors"):
+        if field in values:
+            values[field] = tuple((v[0], _scale(v[1]) if len(v) > 1 else 1.0) for v in values[field])
+    if "control_vector_layer_range" in values:
+        start, end = values["control_vector_layer_range"]
+        try:
+            values["control_vector_layer_range"] = (int(start), int(end))
+        except ValueError:
+            raise ConfigError(f"--control-vector-layer-range: expected two integers, got {start} {end}") from None
+
+
+def _scale(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise ConfigError(f"invalid adapter scale: {text}")
+    return value
 
 
 def _sampling_lists(values: dict[str, Any]) -> None:

@@ -47,6 +47,7 @@ class ModelInfo:
     has_encoder: bool
     has_decoder: bool
     n_cls_out: int
+    n_layer: int = 0
 
 
 def _read_magic(path: str) -> bytes:
@@ -134,6 +135,7 @@ class Model:
             has_encoder=lib.llama_model_has_encoder(p),
             has_decoder=lib.llama_model_has_decoder(p),
             n_cls_out=lib.llama_model_n_cls_out(p),
+            n_layer=lib.llama_model_n_layer(p),
         )
 
     def can_share_kv(self) -> bool:
@@ -212,6 +214,17 @@ class LoraAdapter:
         self.ptr = ptr
         self.path = path
         self.model = model
+
+    def meta(self, key: str) -> str:
+        """An adapter metadata value ("" when absent), e.g. adapter.lora.task_name."""
+        buf = ffi.new("char[]", 512)
+        n = lib.llama_adapter_meta_val_str(self.ptr, key.encode(), buf, 512)
+        if n < 0:
+            return ""
+        if n >= 512:
+            buf = ffi.new("char[]", n + 1)
+            lib.llama_adapter_meta_val_str(self.ptr, key.encode(), buf, n + 1)
+        return str(ffi.string(buf).decode("utf-8", "replace"))
 
 
 class Vocab:

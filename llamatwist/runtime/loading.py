@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from llamatwist.engine.batch import Batch
 from llamatwist.engine.context import CACHE_TYPES, Context, ContextParams, max_sequences
 from llamatwist.engine.errors import ModelLoadError
-from llamatwist.engine.model import Model, ModelInfo
+from llamatwist.engine.model import LoraAdapter, Model, ModelInfo
+from llamatwist.runtime.adapters import AdapterSpec, LoraInfo, apply_adapters
 from llamatwist.runtime.prefix_cache import PrefixCache
 from llamatwist.runtime.slot import Slot
 
@@ -31,6 +32,7 @@ class EngineSpec:
     cache_idle_slots: bool = True  # park a slot's old content when it takes a new task
     ctx_shift: bool = False
     slot_prompt_similarity: float = 0.1  # -sps; 0 = always the least recently used idle slot
+    adapters: AdapterSpec = dataclasses.field(default_factory=AdapterSpec)  # --lora*, --control-vector*: applied server-wide
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class LoadedModel:
     eos: int
     add_bos: bool
     pooling: int  # effective llama_pooling_type in embedding mode, -1 otherwise
+    loras: tuple[LoraInfo, ...] = ()  # GET /lora-adapters
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ class Loaded:
     model_id: str  # what a slot file must match to be restored here
     can_shift: bool  # --context-shift, and the context can shift
     description: LoadedModel
+    lora_adapters: list[LoraAdapter] = dataclasses.field(default_factory=list)  # kept alive with the context
 
 
 def load(spec: EngineSpec) -> Loaded:
@@ -81,6 +85,7 @@ def load(spec: EngineSpec) -> Loaded:
     if shared:
         params = dataclasses.replace(params, n_seq_max=max_sequences())
     ctx = Context(model, params)
+    lora_adapters, loras = apply_adapters(model, ctx, spec.adapters)
     budget = -1
     if not spec.cache_idle_slots:
         budget = 0
@@ -111,8 +116,9 @@ def load(spec: EngineSpec) -> Loaded:
         eos=vocab.eos,
         add_bos=vocab.add_bos,
         pooling=ctx.pooling_type if spec.context.embeddings else -1,
+        loras=loras,
     )
-    return Loaded(model, ctx, cache, slots, batch, model_id, can_shift, description)
+    return Loaded(model, ctx, cache, slots, batch, model_id, can_shift, description, lora_adapters)
 
 
 def _warmup(ctx: Context, model: Model, batch: Batch) -> None:

@@ -109,6 +109,7 @@ class DecodeLoop:
         loaded = load(self.spec)
         model, ctx, cache, slots, metrics = loaded.model, loaded.ctx, loaded.cache, loaded.slots, self.metrics
         self.model = model
+        self._lora_adapters = loaded.lora_adapters  # the context only borrows them: keep them alive
         self._cache = cache
         self._slots = slots
         self._outputs = outputs = Outputs(self._deliver, metrics, cache)

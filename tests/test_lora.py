@@ -1,0 +1,105 @@
+"""LoRA adapters and control vectors given at start-up (issue 14): real servers, generated adapters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llamatwist.cli.parser import parse_config
+from tests.conftest import Server
+from tests.models import lora_gguf
+
+BASE_ARGS = ("-np", "1", "-c", "512", "-t", "2")
+PROMPT = "The quick brown fox"
+
+
+@pytest.fixture(scope="module")
+def adapters(model_path: str) -> dict[str, str]:
+    return {kind: str(lora_gguf(Path(model_path), kind)) for kind in ("lora", "wrong", "cvec")}
+
+
+def greedy(srv: Server) -> tuple[list[int], list[float]]:
+    """Top-1 tokens and their logprobs for a fixed prompt (ignore_eos: always 8 tokens)."""
+    r = srv.post("/completion", {
+        "prompt": PROMPT, "n_predict": 8, "ignore_eos": True, "top_k": 1, "n_probs": 1,
+        "return_tokens": True, "cache_prompt": False,
+    })
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    probs = [p["top_logprobs"][0]["logprob"] for p in body["completion_probabilities"]]
+    assert len(body["tokens"]) == 8
+    return body["tokens"], probs
+
+
+@pytest.fixture(scope="module")
+def base(model_path: str) -> tuple[list[int], list[float]]:
+    srv = Server(["-m", model_path, *BASE_ARGS])
+    try:
+        return greedy(srv)
+    finally:
+        srv.stop()
+
+
+def test_lora_changes_output(make_server: Any, model_path: str, adapters: dict[str, str],
+                             base: tuple[list[int], list[float]]) -> None:
+    srv = make_server("-m", model_path, *BASE_ARGS, "--lora", adapters["lora"])
+    tokens, probs = greedy(srv)
+    assert (tokens, probs) != base
+    assert tokens != base[0] or any(abs(a - b) > 1e-3 for a, b in zip(probs, base[1], strict=True))
+
+
+@pytest.mark.parametrize("flags", [("--lora-scaled", "{lora}", "0"), ("--lora", "{lora}", "--lora-init-without-apply"),
+                                   ("--control-vector-scaled", "{cvec}", "0")])
+def test_scale_zero_equals_base(make_server: Any, model_path: str, adapters: dict[str, str],
+                                base: tuple[list[int], list[float]], flags: tuple[str, ...]) -> None:
+    srv = make_server("-m", model_path, *BASE_ARGS, *(f.format(**adapters) for f in flags))
+    assert greedy(srv) == base
+
+
+def test_control_vector_changes_output(make_server: Any, model_path: str, adapters: dict[str, str],
+                                       base: tuple[list[int], list[float]]) -> None:
+    srv = make_server("-m", model_path, *BASE_ARGS, "--control-vector", adapters["cvec"],
+                      "--control-vector-layer-range", "1", "29")
+    assert greedy(srv) != base
+
+
+def test_lora_adapters_listing(make_server: Any, model_path: str, adapters: dict[str, str]) -> None:
+    lora = adapters["lora"]
+    srv = make_server("-m", model_path, *BASE_ARGS, "--lora", lora, "--lora-scaled", lora, "0.5")
+    r = srv.get("/lora-adapters")
+    assert r.status_code == 200
+    assert [(a["id"], a["path"], a["scale"]) for a in r.json()] == [(0, lora, 1.0), (1, lora, 0.5)]
+    assert all(a["task_name"] == "" and a["prompt_prefix"] == "" for a in r.json())
+    init = make_server("-m", model_path, *BASE_ARGS, "--lora-scaled", lora, "0.5", "--lora-init-without-apply")
+    assert [a["scale"] for a in init.get("/lora-adapters").json()] == [0.0]
+    assert make_server("-m", model_path, *BASE_ARGS).get("/lora-adapters").json() == []
+
+
+@pytest.mark.parametrize(("flags", "needle"), [
+    (("--lora", "/nonexistent/adapter.gguf"), "/nonexistent/adapter.gguf"),
+    (("--lora", "{wrong}"), "{wrong}"),
+    (("--control-vector", "/nonexistent/cvec.gguf"), "/nonexistent/cvec.gguf"),
+    (("--control-vector", "{lora}"), "{lora}"),  # a LoRA's tensors are not n_embd directions
+    (("--lora-scaled", "{lora}", "abc"), "invalid adapter scale: abc"),
+    (("--lora-scaled", "{lora}", "nan"), "invalid adapter scale: nan"),
+    (("--control-vector-layer-range", "1", "x"), "--control-vector-layer-range"),
+])
+def test_startup_errors(make_server: Any, model_path: str, adapters: dict[str, str],
+                        flags: tuple[str, ...], needle: str) -> None:
+    srv = make_server("-m", model_path, *BASE_ARGS, *(f.format(**adapters) for f in flags), wait=False)
+    assert srv.proc.wait(120) != 0
+    log = srv.log()
+    assert needle.format(**adapters) in log
+    assert "Aborted" not in log and "Traceback" not in log
+
+
+def test_flags_parse_in_command_line_order() -> None:
+    c = parse_config(["--lora", "a", "--lora-scaled", "b", "0.5", "--lora=c", "--control-vector-scaled", "v", "-2",
+                      "--control-vector", "w", "--control-vector-layer-range", "3", "7", "--lora-init-without-apply"],
+                     {})
+    assert c.loras == (("a", 1.0), ("b", 0.5), ("c", 1.0))
+    assert c.control_vectors == (("v", -2.0), ("w", 1.0))
+    assert c.control_vector_layer_range == (3, 7)
+    assert c.lora_init_without_apply
