@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from llamatwist.cli.parser import parse_config
 from tests.conftest import Server
@@ -20,11 +21,11 @@ def adapters(model_path: str) -> dict[str, str]:
     return {kind: str(lora_gguf(Path(model_path), kind)) for kind in ("lora", "wrong", "cvec")}
 
 
-def greedy(srv: Server) -> tuple[list[int], list[float]]:
+def greedy(srv: Server, cache_prompt: bool = False) -> tuple[list[int], list[float]]:
     """Top-1 tokens and their logprobs for a fixed prompt (ignore_eos: always 8 tokens)."""
     r = srv.post("/completion", {
         "prompt": PROMPT, "n_predict": 8, "ignore_eos": True, "top_k": 1, "n_probs": 1,
-        "return_tokens": True, "cache_prompt": False,
+        "return_tokens": True, "cache_prompt": cache_prompt,
     })
     assert r.status_code == 200, r.text
     body: dict[str, Any] = r.json()
@@ -103,3 +104,39 @@ def test_flags_parse_in_command_line_order() -> None:
     assert c.control_vectors == (("v", -2.0), ("w", 1.0))
     assert c.control_vector_layer_range == (3, 7)
     assert c.lora_init_without_apply
+
+
+def test_post_lora_adapters_sets_server_wide_scales(make_server: Any, model_path: str, adapters: dict[str, str],
+                                                    base: tuple[list[int], list[float]]) -> None:
+    lora = adapters["lora"]
+    srv = make_server("-m", model_path, *BASE_ARGS, "--lora", lora, "--lora-init-without-apply")
+    assert greedy(srv, cache_prompt=True) == base
+    r = srv.post("/lora-adapters", [{"id": 0, "scale": 1.0}])
+    assert r.status_code == 200 and r.json() == {"success": True}
+    assert [a["scale"] for a in srv.get("/lora-adapters").json()] == [1.0]
+    # the prompt's KV cached at scale 0 is not reused under the adapter, and back
+    adapted = greedy(srv, cache_prompt=True)
+    assert adapted != base
+    assert srv.post("/lora-adapters", []).status_code == 200  # ids not listed go to 0
+    assert [a["scale"] for a in srv.get("/lora-adapters").json()] == [0.0]
+    assert greedy(srv, cache_prompt=True) == base
+
+
+@pytest.mark.parametrize(("body", "needle"), [
+    ({"id": 0, "scale": 1}, "array"),
+    ([{"id": 1, "scale": 1}], "body[0].id"),
+    ([{"id": "0", "scale": 1}], "body[0].id"),
+    ([{"id": 0, "scale": "x"}], "body[0].scale"),
+    ([{"id": 0, "scale": 1, "scal": 2}], "body[0]"),
+    ([0], "body[0]"),
+])
+def test_post_lora_adapters_bad_input(make_server: Any, model_path: str, adapters: dict[str, str],
+                                      body: Any, needle: str) -> None:
+    srv = make_server("-m", model_path, *BASE_ARGS, "--lora", adapters["lora"])
+    r = srv.post("/lora-adapters", body)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["type"] == "invalid_request_error" and needle in err["message"]
+    r = requests.post(srv.url + "/lora-adapters", data=b'[{"id": 0, "scale": NaN}]', timeout=30)
+    assert r.status_code == 400 and "scale" in r.json()["error"]["message"]
+    assert [a["scale"] for a in srv.get("/lora-adapters").json()] == [1.0]  # unchanged, still serving

@@ -1,17 +1,41 @@
 # -*- test-case-name: tests.test_lora -*-
-"""LoRA adapter routes: GET /lora-adapters lists the adapters loaded at start-up (--lora, --lora-scaled)."""
+"""LoRA adapter routes: GET /lora-adapters lists the adapters loaded at start-up (--lora, --lora-scaled) with
+their server-wide scales; POST /lora-adapters sets those scales."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 from typing import Any
 
 from klein import Klein
 from twisted.web.server import Request
 
+from llamatwist.api.errors import InvalidRequest
 from llamatwist.api.http import ApiContext, handler, send_json
 
-__all__ = ["register"]
+__all__ = ["parse_lora_list", "register"]
+
+
+def parse_lora_list(value: Any, n_adapters: int, name: str = "lora") -> tuple[float, ...]:
+    """``[{"id": 0, "scale": 0.5}, ...]`` as one scale per adapter id; ids not listed get 0 (llama-server)."""
+    if not isinstance(value, list):
+        raise InvalidRequest(f"'{name}' must be an array of {{\"id\", \"scale\"}} objects")
+    scales = [0.0] * n_adapters
+    for i, entry in enumerate(value):
+        where = f"{name}[{i}]"
+        if not isinstance(entry, dict) or set(entry) - {"id", "scale"}:
+            raise InvalidRequest(f"'{where}' must be an object with only 'id' and 'scale'")
+        lid, scale = entry.get("id"), entry.get("scale")
+        if isinstance(lid, bool) or not isinstance(lid, int):
+            raise InvalidRequest(f"'{where}.id' must be an integer")
+        if not 0 <= lid < n_adapters:
+            raise InvalidRequest(f"'{where}.id': no LoRA adapter with id {lid} ({n_adapters} loaded)")
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+            raise InvalidRequest(f"'{where}.scale' must be a finite number")
+        scales[lid] = float(scale)
+    return tuple(scales)
 
 
 def register(app: Klein, ctx: ApiContext) -> None:
@@ -19,4 +43,20 @@ def register(app: Klein, ctx: ApiContext) -> None:
     @handler
     async def lora_adapters(request: Request) -> Any:
         loaded = ctx.require_ready()
-        return send_json(request, [dataclasses.asdict(info) for info in loaded.loras])
+        scales = ctx.engine.lora_scales()
+        return send_json(request, [dataclasses.asdict(dataclasses.replace(info, scale=scales[info.id]))
+                                   for info in loaded.loras])
+
+    @app.route("/lora-adapters", methods=["POST"])
+    @handler
+    async def set_lora_adapters(request: Request) -> Any:
+        loaded = ctx.require_ready()
+        raw = request.content.read() if request.content is not None else b""
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidRequest(f"invalid JSON in request body: {exc}") from None
+        if not isinstance(body, list):
+            raise InvalidRequest("Request body must be an array")
+        await ctx.engine.set_lora_scales(parse_lora_list(body, len(loaded.loras), "body"))
+        return send_json(request, {"success": True})

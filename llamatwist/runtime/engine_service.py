@@ -118,6 +118,15 @@ class EngineService(Service):
         self._loop.slot_action(SlotAction(id_slot, action, path, sink))
         return d
 
+    def set_lora_scales(self, scales: tuple[float, ...]) -> Deferred[None]:
+        """Server-wide LoRA scales by adapter id; fires once the running tasks ended and they apply."""
+        d: Deferred[None] = Deferred()
+        self._loop.set_lora_scales(scales, lambda: self._reactor.callFromThread(d.callback, None))
+        return d
+
+    def lora_scales(self) -> tuple[float, ...]:
+        return self._loop.lora_scales
+
     def slots(self) -> tuple[SlotInfo, ...]:
         return self._loop.slot_infos
 

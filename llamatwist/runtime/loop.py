@@ -59,6 +59,8 @@ class DecodeLoop:
         self.metrics = Metrics()
         self.slot_infos: tuple[SlotInfo, ...] = ()
         self.model: Model | None = None
+        self.lora_scales: tuple[float, ...] = ()  # server-wide scales (POST /lora-adapters), by adapter id
+        self._pending_lora: list[tuple[tuple[float, ...], Callable[[], None]]] = []
 
     # -- called from the reactor thread ----------------------------------
     def start(self) -> None:
@@ -72,6 +74,10 @@ class DecodeLoop:
 
     def slot_action(self, action: SlotAction) -> None:
         self._commands.put(("slot", action))
+
+    def set_lora_scales(self, scales: tuple[float, ...], done: Callable[[], None]) -> None:
+        """New server-wide LoRA scales (thread-safe ``done`` once applied)."""
+        self._commands.put(("lora", (scales, done)))
 
     def stop(self, timeout: float = 30.0) -> None:
         self._commands.put(("stop", None))
@@ -110,6 +116,8 @@ class DecodeLoop:
         model, ctx, cache, slots, metrics = loaded.model, loaded.ctx, loaded.cache, loaded.slots, self.metrics
         self.model = model
         self._lora_adapters = loaded.lora_adapters  # the context only borrows them: keep them alive
+        self.lora_scales = tuple(info.scale for info in loaded.description.loras)
+        self._ctx = ctx
         self._cache = cache
         self._slots = slots
         self._outputs = outputs = Outputs(self._deliver, metrics, cache)
@@ -134,7 +142,10 @@ class DecodeLoop:
             if not self._drain(block=not active):
                 self._outputs.flush()
                 return
-            self._admission.admit()
+            if self._pending_lora and not any(s.busy for s in self._slots):
+                self._apply_lora()
+            if not self._pending_lora:  # new scales wait for the running tasks; new tasks wait for them
+                self._admission.admit()
             has_work = self._step.build(self._step.plan())
             # Results of the previous step go out now, so the reactor writes
             # them while llama_decode runs without the GIL.
@@ -159,6 +170,21 @@ class DecodeLoop:
                 self._cancel(arg)
             elif cmd == "slot":
                 self._slot_actions.apply(arg)
+            elif cmd == "lora":
+                self._pending_lora.append(arg)
+
+    def _apply_lora(self) -> None:
+        """Apply the latest requested scales; KV computed under the old ones is never reused."""
+        scales = self._pending_lora[-1][0]
+        self._ctx.set_loras(list(zip(self._lora_adapters, scales, strict=True)))
+        for slot in self._slots:
+            self._cache.drop(slot.id)
+            slot.cache.clear()
+        self._cache.clear_entries()
+        self.lora_scales = scales
+        for _, done in self._pending_lora:
+            done()
+        self._pending_lora.clear()
 
     def _cancel(self, task_id: int) -> None:
         if self._admission.cancel(task_id):
