@@ -14,7 +14,7 @@ from llamatwist.engine.context import Context
 from llamatwist.engine.errors import ModelLoadError
 from llamatwist.engine.model import LoraAdapter, Model
 
-__all__ = ["AdapterSpec", "LoraInfo", "apply_adapters"]
+__all__ = ["AdapterSpec", "LoraInfo", "apply_adapters", "set_scales"]
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def apply_adapters(model: Model, ctx: Context, spec: AdapterSpec) -> tuple[list[
         infos.append(LoraInfo(i, path, 0.0 if spec.lora_init_without_apply else scale,
                               adapter.meta("adapter.lora.task_name"), adapter.meta("adapter.lora.prompt_prefix")))
     if adapters:
-        ctx.set_loras([(a, info.scale) for a, info in zip(adapters, infos, strict=True)])
+        set_scales(ctx, adapters, tuple(info.scale for info in infos))
     if spec.control_vectors:
         info = model.info()
         data = _control_vector(spec.control_vectors, info.n_embd)
@@ -57,6 +57,11 @@ def apply_adapters(model: Model, ctx: Context, spec: AdapterSpec) -> tuple[list[
         end = spec.cvec_layer_end if spec.cvec_layer_end > 0 else info.n_layer
         ctx.set_control_vector(data.tolist(), info.n_embd, start, end)
     return adapters, tuple(infos)
+
+
+def set_scales(ctx: Context, adapters: list[LoraAdapter], scales: tuple[float, ...]) -> None:
+    """Apply ``adapters`` at ``scales`` (by id); those at 0 are left out: the base graph, no extra matmuls."""
+    ctx.set_loras([(a, s) for a, s in zip(adapters, scales, strict=True) if s != 0.0])
 
 
 def _control_vector(files: tuple[tuple[str, float], ...], n_embd: int) -> np.ndarray:

@@ -23,6 +23,7 @@ from typing import Any
 from llamatwist.engine.context import Context
 from llamatwist.engine.errors import EngineError
 from llamatwist.engine.model import Model
+from llamatwist.runtime.adapters import set_scales
 from llamatwist.runtime.admission import Admission
 from llamatwist.runtime.context_shift import ContextShift
 from llamatwist.runtime.counters import Metrics
@@ -176,7 +177,7 @@ class DecodeLoop:
     def _apply_lora(self) -> None:
         """Apply the latest requested scales; KV computed under the old ones is never reused."""
         scales = self._pending_lora[-1][0]
-        self._ctx.set_loras(list(zip(self._lora_adapters, scales, strict=True)))
+        set_scales(self._ctx, self._lora_adapters, scales)
         for slot in self._slots:
             self._cache.drop(slot.id)
             slot.cache.clear()

@@ -1,0 +1,66 @@
+"""LoRA adapter overhead (issue 14): aggregate generated tok/s at 4 clients.
+
+Modes, each against a fresh ``-np 4`` server:
+
+* base: no adapter loaded;
+* loaded-off: the test LoRA loaded at scale 0 (``--lora-init-without-apply``): must match base;
+* adapter: every client on the LoRA (server-wide scale 1).
+
+"2 sets" (half the clients on an adapter, per request) is not measured: per-request ``lora`` is not
+implemented yet. The adapter is the generated test LoRA (scripts/make_lora.py, through tests/models.py).
+
+    python -m bench.lora [--duration 20] [--model PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from bench.common import default_threads, machine_info, resolve_model, write_json
+from bench.loadgen import run_load, spawn_server
+
+__all__ = ["main"]
+
+N_CLIENTS = 4
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--model", default=None)
+    p.add_argument("--duration", type=float, default=20.0)
+    p.add_argument("--n-predict", type=int, default=64)
+    p.add_argument("--threads", type=int, default=0)
+    args = p.parse_args(argv)
+    from tests.models import lora_gguf  # the generated test adapter (cached)
+
+    model = resolve_model(args.model)
+    lora = str(lora_gguf(Path(model), "lora"))
+    threads = args.threads or default_threads()
+    modes: dict[str, list[str]] = {
+        "base": [],
+        "loaded-off": ["--lora", lora, "--lora-init-without-apply"],
+        "adapter": ["--lora", lora],
+    }
+    results: list[dict[str, Any]] = []
+    for mode, extra in modes.items():
+        server = spawn_server(model, N_CLIENTS, threads=threads, extra=extra)
+        try:
+            r = run_load(server.url, N_CLIENTS, n_predict=args.n_predict, duration=args.duration,
+                         server_pid=server.pid)
+        finally:
+            server.stop()
+        print(f"{mode:>10}: {r.tok_s:.1f} tok/s aggregate, {r.requests_completed} requests, {r.errors} errors, "
+              f"TTFT p50 {r.ttft_ms_p50:.0f} ms", flush=True)
+        results.append({"mode": mode, **asdict(r)})
+    path = write_json("lora", {"machine": machine_info(threads), "model": model, "clients": N_CLIENTS,
+                               "n_predict": args.n_predict, "results": results})
+    print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
