@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,11 @@ def adapters(model_path: str) -> dict[str, str]:
     return {kind: str(lora_gguf(Path(model_path), kind)) for kind in ("lora", "wrong", "cvec")}
 
 
-def greedy(srv: Server, cache_prompt: bool = False) -> tuple[list[int], list[float]]:
+def greedy(srv: Server, cache_prompt: bool = False, **extra: Any) -> tuple[list[int], list[float]]:
     """Top-1 tokens and their logprobs for a fixed prompt (ignore_eos: always 8 tokens)."""
     r = srv.post("/completion", {
         "prompt": PROMPT, "n_predict": 8, "ignore_eos": True, "top_k": 1, "n_probs": 1,
-        "return_tokens": True, "cache_prompt": cache_prompt,
+        "return_tokens": True, "cache_prompt": cache_prompt, **extra,
     })
     assert r.status_code == 200, r.text
     body: dict[str, Any] = r.json()
@@ -140,3 +141,58 @@ def test_post_lora_adapters_bad_input(make_server: Any, model_path: str, adapter
     r = requests.post(srv.url + "/lora-adapters", data=b'[{"id": 0, "scale": NaN}]', timeout=30)
     assert r.status_code == 400 and "scale" in r.json()["error"]["message"]
     assert [a["scale"] for a in srv.get("/lora-adapters").json()] == [1.0]  # unchanged, still serving
+
+
+ON = [{"id": 0, "scale": 1.0}]
+
+
+def test_per_request_lora(make_server: Any, model_path: str, adapters: dict[str, str],
+                          base: tuple[list[int], list[float]]) -> None:
+    srv = make_server("-m", model_path, *BASE_ARGS, "--lora", adapters["lora"], "--lora-init-without-apply")
+    assert greedy(srv, cache_prompt=True) == base
+    adapted = greedy(srv, cache_prompt=True, lora=ON)  # the prompt cached under the base is not reused
+    assert adapted != base
+    assert greedy(srv, cache_prompt=True, lora=[]) == base  # ids not listed run at 0
+    assert greedy(srv, cache_prompt=True, lora=ON) == adapted
+    # the request's list applies to that request only: the server-wide scale is unchanged
+    assert [a["scale"] for a in srv.get("/lora-adapters").json()] == [0.0]
+    assert greedy(srv, cache_prompt=True) == base
+    assert srv.post("/lora-adapters", ON).status_code == 200
+    assert greedy(srv, cache_prompt=True) == adapted
+
+
+def test_mixed_adapter_sets_concurrently(make_server: Any, model_path: str, adapters: dict[str, str],
+                                         base: tuple[list[int], list[float]]) -> None:
+    srv = make_server("-m", model_path, "-np", "4", "-c", "1024", "-t", "2", "--lora", adapters["lora"],
+                      "--lora-init-without-apply")
+    adapted = greedy(srv, lora=ON)
+    sets: list[Any] = [None, ON, None, ON, [], ON]
+    with ThreadPoolExecutor(len(sets)) as pool:
+        results = list(pool.map(lambda lora: greedy(srv, cache_prompt=True, **({} if lora is None else
+                                                                               {"lora": lora})), sets))
+    assert results == [adapted if lora == ON else base for lora in sets]
+
+
+@pytest.mark.parametrize("path", ["/completion", "/v1/completions", "/v1/chat/completions"])
+@pytest.mark.parametrize(("lora", "needle"), [
+    ([{"id": 1, "scale": 1.0}], "lora[0].id"),
+    ([{"id": 0, "scale": "high"}], "lora[0].scale"),
+    ({"id": 0, "scale": 1.0}, "'lora'"),
+])
+def test_per_request_lora_bad_input(server_with_lora: Server, path: str, lora: Any, needle: str) -> None:
+    body: dict[str, Any] = {"n_predict": 1, "lora": lora}
+    if path == "/v1/chat/completions":
+        body["messages"] = [{"role": "user", "content": "hi"}]
+    else:
+        body["prompt"] = "hi"
+    r = server_with_lora.post(path, body)
+    assert r.status_code == 400, r.text
+    assert needle in r.json()["error"]["message"]
+    assert server_with_lora.post(path, {**body, "lora": ON}).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def server_with_lora(model_path: str, adapters: dict[str, str]) -> Any:
+    srv = Server(["-m", model_path, *BASE_ARGS, "--lora", adapters["lora"]])
+    yield srv
+    srv.stop()

@@ -7,22 +7,42 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from typing import Any
-
-from klein import Klein
-from twisted.web.server import Request
+from typing import TYPE_CHECKING, Any
 
 from llamatwist.api.errors import InvalidRequest
-from llamatwist.api.http import ApiContext, handler, send_json
 
-__all__ = ["parse_lora_list", "register"]
+if TYPE_CHECKING:
+    from klein import Klein
+    from twisted.web.server import Request
+
+    from llamatwist.api.http import ApiContext
+
+__all__ = ["check_lora_ids", "parse_lora_list", "read_lora", "register"]
+
+
+def read_lora(value: Any, name: str = "lora") -> tuple[tuple[int, float], ...]:
+    """A request's ``lora`` field, ``[{"id": 0, "scale": 0.5}, ...]``, as (id, scale) pairs."""
+    return tuple(_entries(value, name, None))
+
+
+def check_lora_ids(pairs: tuple[tuple[int, float], ...] | None, n_adapters: int, name: str = "lora") -> None:
+    for i, (lid, _) in enumerate(pairs or ()):
+        if not lid < n_adapters:
+            raise InvalidRequest(f"'{name}[{i}].id': no LoRA adapter with id {lid} ({n_adapters} loaded)")
 
 
 def parse_lora_list(value: Any, n_adapters: int, name: str = "lora") -> tuple[float, ...]:
     """``[{"id": 0, "scale": 0.5}, ...]`` as one scale per adapter id; ids not listed get 0 (llama-server)."""
+    scales = [0.0] * n_adapters
+    for lid, scale in _entries(value, name, n_adapters):
+        scales[lid] = scale
+    return tuple(scales)
+
+
+def _entries(value: Any, name: str, n_adapters: int | None) -> list[tuple[int, float]]:
     if not isinstance(value, list):
         raise InvalidRequest(f"'{name}' must be an array of {{\"id\", \"scale\"}} objects")
-    scales = [0.0] * n_adapters
+    out: list[tuple[int, float]] = []
     for i, entry in enumerate(value):
         where = f"{name}[{i}]"
         if not isinstance(entry, dict) or set(entry) - {"id", "scale"}:
@@ -30,15 +50,17 @@ def parse_lora_list(value: Any, n_adapters: int, name: str = "lora") -> tuple[fl
         lid, scale = entry.get("id"), entry.get("scale")
         if isinstance(lid, bool) or not isinstance(lid, int):
             raise InvalidRequest(f"'{where}.id' must be an integer")
-        if not 0 <= lid < n_adapters:
-            raise InvalidRequest(f"'{where}.id': no LoRA adapter with id {lid} ({n_adapters} loaded)")
+        if lid < 0 or (n_adapters is not None and lid >= n_adapters):
+            raise InvalidRequest(f"'{where}.id': no LoRA adapter with id {lid}")
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
             raise InvalidRequest(f"'{where}.scale' must be a finite number")
-        scales[lid] = float(scale)
-    return tuple(scales)
+        out.append((lid, float(scale)))
+    return out
 
 
 def register(app: Klein, ctx: ApiContext) -> None:
+    from llamatwist.api.http import handler, send_json  # http imports params, which imports this module
+
     @app.route("/lora-adapters", methods=["GET"])
     @handler
     async def lora_adapters(request: Request) -> Any:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llamatwist.api.errors import InvalidRequest
+from llamatwist.api.lora import read_lora
 from llamatwist.config import REASONING_FORMATS
 from llamatwist.runtime import GenerationParams
 from llamatwist.sampling_defaults import (
@@ -249,6 +250,7 @@ def generation_params(body: Mapping[str, Any], defaults: SamplingDefaults) -> Ge
         n_keep=v.get("n_keep", defaults.n_keep),
         n_cache_reuse=v.get("n_cache_reuse", defaults.n_cache_reuse),
         sampler=SamplerSettings(**sampler),
+        lora=read_lora(body["lora"]) if body.get("lora") is not None else None,
         **{name: v[name] for name in _REQUEST_FIELDS if name in v},
     )
 

@@ -12,6 +12,7 @@ from twisted.web.server import Request
 
 from llamatwist.api.errors import InvalidRequest
 from llamatwist.api.http import ApiContext
+from llamatwist.api.lora import check_lora_ids
 from llamatwist.api.params import Prompt
 from llamatwist.api.streaming import on_disconnect
 from llamatwist.runtime import (
@@ -79,6 +80,8 @@ def _run(
     on_final: Any,
     embed: bool,
 ) -> Deferred[Any]:
+    if params.lora is not None:
+        check_lora_ids(params.lora, len(ctx.require_ready().loras))
     tasks: list[CompletionTask] = []
     finals: list[Deferred[Any]] = []
     for index, tokens in enumerate(prompts):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 
 from llamatwist.engine.model import Model
 from llamatwist.engine.sampling import Sampler
@@ -61,12 +62,16 @@ class Admission:
                 return True
         return False
 
-    def admit(self) -> None:
+    def admit(self, gate: Callable[[CompletionTask], bool] | None = None) -> None:
+        """Start waiting tasks on free slots, in order; ``gate`` False holds a task (and, FIFO, those after it)."""
         if not self._spec.cont_batching and any(s.state is SlotState.GENERATING for s in self._slots):
             return  # -nocb: new prompts wait until the running batch finishes
         deferred: deque[CompletionTask] = deque()
         while self.waiting:
             task = self.waiting.popleft()
+            if gate is not None and not gate(task):
+                deferred.append(task)
+                break  # its LoRA set goes next, once the running one drains: no set starves
             if self._prefix_in_flight(task):
                 deferred.append(task)
                 continue

@@ -119,7 +119,7 @@ class EngineService(Service):
         return d
 
     def set_lora_scales(self, scales: tuple[float, ...]) -> Deferred[None]:
-        """Server-wide LoRA scales by adapter id; fires once the running tasks ended and they apply."""
+        """Server-wide LoRA scales by adapter id for the tasks started from now on."""
         d: Deferred[None] = Deferred()
         self._loop.set_lora_scales(scales, lambda: self._reactor.callFromThread(d.callback, None))
         return d

@@ -61,7 +61,7 @@ class DecodeLoop:
         self.slot_infos: tuple[SlotInfo, ...] = ()
         self.model: Model | None = None
         self.lora_scales: tuple[float, ...] = ()  # server-wide scales (POST /lora-adapters), by adapter id
-        self._pending_lora: list[tuple[tuple[float, ...], Callable[[], None]]] = []
+        self._active_lora: tuple[float, ...] = ()  # the scales the context runs with now
 
     # -- called from the reactor thread ----------------------------------
     def start(self) -> None:
@@ -77,7 +77,7 @@ class DecodeLoop:
         self._commands.put(("slot", action))
 
     def set_lora_scales(self, scales: tuple[float, ...], done: Callable[[], None]) -> None:
-        """New server-wide LoRA scales (thread-safe ``done`` once applied)."""
+        """New server-wide LoRA scales for the tasks started from now on (thread-safe ``done`` once set)."""
         self._commands.put(("lora", (scales, done)))
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -117,7 +117,7 @@ class DecodeLoop:
         model, ctx, cache, slots, metrics = loaded.model, loaded.ctx, loaded.cache, loaded.slots, self.metrics
         self.model = model
         self._lora_adapters = loaded.lora_adapters  # the context only borrows them: keep them alive
-        self.lora_scales = tuple(info.scale for info in loaded.description.loras)
+        self.lora_scales = self._active_lora = tuple(info.scale for info in loaded.description.loras)
         self._ctx = ctx
         self._cache = cache
         self._slots = slots
@@ -143,10 +143,7 @@ class DecodeLoop:
             if not self._drain(block=not active):
                 self._outputs.flush()
                 return
-            if self._pending_lora and not any(s.busy for s in self._slots):
-                self._apply_lora()
-            if not self._pending_lora:  # new scales wait for the running tasks; new tasks wait for them
-                self._admission.admit()
+            self._admission.admit(self._lora_gate if self._lora_adapters else None)
             has_work = self._step.build(self._step.plan())
             # Results of the previous step go out now, so the reactor writes
             # them while llama_decode runs without the GIL.
@@ -172,20 +169,36 @@ class DecodeLoop:
             elif cmd == "slot":
                 self._slot_actions.apply(arg)
             elif cmd == "lora":
-                self._pending_lora.append(arg)
+                self.lora_scales, done = arg
+                done()
 
-    def _apply_lora(self) -> None:
-        """Apply the latest requested scales; KV computed under the old ones is never reused."""
-        scales = self._pending_lora[-1][0]
+    # LoRA adapters are per context: the slots running at once share one adapter set. A task whose set
+    # differs waits (with the tasks after it) until the running ones end; then the context switches.
+    def _lora_gate(self, task: CompletionTask) -> bool:
+        want = self._wanted_lora(task)
+        if want == self._active_lora:
+            return True
+        if any(s.busy for s in self._slots):
+            return False
+        self._switch_lora(want)
+        return True
+
+    def _wanted_lora(self, task: CompletionTask) -> tuple[float, ...]:
+        if task.params.lora is None:
+            return self.lora_scales
+        scales = [0.0] * len(self._lora_adapters)  # ids a request does not list run at 0, as llama-server
+        for lid, scale in task.params.lora:
+            scales[lid] = scale
+        return tuple(scales)
+
+    def _switch_lora(self, scales: tuple[float, ...]) -> None:
+        """Run with ``scales`` from now on; KV computed under other scales is never reused."""
         set_scales(self._ctx, self._lora_adapters, scales)
         for slot in self._slots:
             self._cache.drop(slot.id)
             slot.cache.clear()
         self._cache.clear_entries()
-        self.lora_scales = scales
-        for _, done in self._pending_lora:
-            done()
-        self._pending_lora.clear()
+        self._active_lora = scales
 
     def _cancel(self, task_id: int) -> None:
         if self._admission.cancel(task_id):

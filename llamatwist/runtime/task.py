@@ -50,6 +50,8 @@ class GenerationParams:
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
     # a compiled grammar/JSON-schema constraint (llamatwist.constrain.ConstraintFactory); one instance per slot
     constraint: ConstraintFactory | None = None
+    # per-request LoRA scales as (adapter id, scale); ids not listed run at 0; None = the server-wide scales
+    lora: tuple[tuple[int, float], ...] | None = None
 
 
 @dataclass(frozen=True)
