@@ -161,6 +161,21 @@ def test_per_request_lora(make_server: Any, model_path: str, adapters: dict[str,
     assert greedy(srv, cache_prompt=True) == adapted
 
 
+def test_prefix_cache_is_keyed_by_adapter_set(make_server: Any, model_path: str, adapters: dict[str, str]) -> None:
+    srv = make_server("-m", model_path, *BASE_ARGS, "--lora", adapters["lora"], "--lora-init-without-apply")
+
+    def cache_n(**extra: Any) -> int:
+        r = srv.post("/completion", {"prompt": PROMPT * 4, "n_predict": 2, "cache_prompt": True, **extra})
+        assert r.status_code == 200, r.text
+        return int(r.json()["timings"]["cache_n"])
+
+    cache_n()
+    assert cache_n() > 0  # the same set reuses the prompt
+    assert cache_n(lora=ON) == 0  # computed under the base: not reused under the adapter
+    assert cache_n(lora=ON) > 0
+    assert cache_n() == 0
+
+
 def test_mixed_adapter_sets_concurrently(make_server: Any, model_path: str, adapters: dict[str, str],
                                          base: tuple[list[int], list[float]]) -> None:
     srv = make_server("-m", model_path, "-np", "4", "-c", "1024", "-t", "2", "--lora", adapters["lora"],
