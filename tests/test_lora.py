@@ -82,6 +82,8 @@ def test_lora_adapters_listing(make_server: Any, model_path: str, adapters: dict
 @pytest.mark.parametrize(("flags", "needle"), [
     (("--lora", "/nonexistent/adapter.gguf"), "/nonexistent/adapter.gguf"),
     (("--lora", "{wrong}"), "{wrong}"),
+    (("--lora", "{wrong}"), "incorrect shape"),
+    (("--lora", "{cvec}"), "{cvec}"),  # not a LoRA (another architecture)
     (("--control-vector", "/nonexistent/cvec.gguf"), "/nonexistent/cvec.gguf"),
     (("--control-vector", "{lora}"), "{lora}"),  # a LoRA's tensors are not n_embd directions
     (("--lora-scaled", "{lora}", "abc"), "invalid adapter scale: abc"),

@@ -170,9 +170,22 @@ class Model:
         return out
 
     def load_lora(self, path: str) -> LoraAdapter:
-        ptr = lib.llama_adapter_lora_init(self.ptr, os.fsencode(path))
+        errors: list[str] = []
+
+        def capture(level: int, line: str) -> None:
+            if level >= logging.ERROR:
+                errors.append(line.strip())
+
+        with _load_lock:
+            add_log_listener(capture)
+            try:
+                ptr = lib.llama_adapter_lora_init(self.ptr, os.fsencode(path))
+            finally:
+                remove_log_listener(capture)
         if ptr == ffi.NULL:
-            raise ModelLoadError(f"failed to load LoRA adapter {path}")
+            # libllama says why (wrong architecture, "incorrect shape (hint: maybe wrong base model?)", ...)
+            detail = "; ".join(e for e in errors if e)
+            raise ModelLoadError(f"failed to load LoRA adapter {path}" + (f": {detail}" if detail else ""))
         return LoraAdapter(ffi.gc(ptr, lib.llama_adapter_lora_free), path, self)
 
     def chat_template(self, name: str | None = None) -> str | None:
