@@ -30,11 +30,14 @@ from llamatwist.sampling_defaults import (
 
 __all__ = [
     "CHAT_FORMATS",
+    "FIELDS",
+    "READER_SCHEMAS",
     "CompletionRequest",
     "OutputOptions",
     "Prompt",
     "PromptPart",
     "TokenizeRequest",
+    "field_schema",
     "parse_chat_format",
     "parse_completion",
     "parse_detokenize",
@@ -212,6 +215,30 @@ FIELDS: tuple[Field, ...] = (
     Field(("stream",), _bool, "stream"),
     Field(("return_tokens",), _bool, "return_tokens"),
 )
+
+
+_STRINGS = {"type": "array", "items": {"type": "string"}}
+# The JSON Schema of what each reader takes, for /openapi.json; a reader missing here documents as any value.
+READER_SCHEMAS: dict[Callable[[str, Any], Any], dict[str, Any]] = {
+    _int: {"type": "integer"},
+    _float: {"type": "number"},
+    _bool: {"type": "boolean"},
+    _stop: {"oneOf": [{"type": "string"}, _STRINGS]},
+    _logit_bias: {"oneOf": [{"type": "array", "items": {"type": "array"}}, {"type": "object"}]},
+    _samplers: {"oneOf": [_STRINGS, {"type": "string"}]},
+    _n_probs: {"oneOf": [{"type": "integer"}, {"type": "boolean"}]},
+    _breakers: _STRINGS,
+}
+
+
+def field_schema(f: Field) -> dict[str, Any]:
+    """A table row as JSON Schema: its reader's type, its limit or clamp as a description."""
+    schema = dict(READER_SCHEMAS.get(f.read, {}))
+    if f.rule:
+        schema["description"] = f"must be {f.rule}"
+    elif f.clamp is not None:
+        schema["description"] = f"clamped to [{f.clamp[0]}, {f.clamp[1]}]"
+    return schema
 
 
 def read_fields(body: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,252 @@
+# -*- test-case-name: tests.test_openapi -*-
+"""``GET /openapi.json``: an OpenAPI 3.1 description of every route.
+
+The generation fields every completion-like route takes come from `params.FIELDS` (the one parameter
+table), so a field added there is documented with no second edit. What is listed here is only what the
+table cannot know: each route's own body fields, its answer, and which family's error shape it uses.
+Request bodies stay open (``additionalProperties``) as the server is: llama-server's clients send fields
+of newer servers, and an unknown field is never an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from klein import Klein
+from twisted.web.server import Request
+
+from llamatwist import __version__
+from llamatwist.api.http import ApiContext, handler, send_json
+from llamatwist.api.params import FIELDS, field_schema
+
+__all__ = ["OPERATIONS", "Operation", "document", "register", "registered_operations"]
+
+_ANY: dict[str, Any] = {}
+_STR = {"type": "string"}
+_INT = {"type": "integer"}
+_BOOL = {"type": "boolean"}
+_OBJ = {"type": "object"}
+_TOKENS = {"type": "array", "items": _INT}
+# llama-server's prompt shapes: a string, token ids, a mix, an object, or a list of them (several prompts)
+_PROMPT = {"oneOf": [_STR, {"type": "array"}, _OBJ]}
+_MESSAGES = {
+    "type": "array",
+    "items": {"type": "object", "properties": {"role": _STR, "content": _ANY}, "required": ["role"]},
+}
+
+
+@dataclass(frozen=True)
+class Operation:
+    summary: str
+    tag: str
+    body: str | None = None  # a request schema of `_BODIES`
+    answer: str = "json"  # json | text | html | javascript | sse (json, or an event stream with stream: true)
+    errors: str = "llama"  # which error shape: llama (OpenAI-like) | anthropic
+    query: tuple[tuple[str, bool], ...] = ()  # (name, required) string query parameters
+    public: bool = False  # served without an API key
+
+
+def _body(props: Mapping[str, Any], required: tuple[str, ...] = (), generation: bool = False) -> dict[str, Any]:
+    own: dict[str, Any] = {"type": "object", "properties": dict(props), "additionalProperties": True}
+    if required:
+        own["required"] = list(required)
+    return {"allOf": [{"$ref": "#/components/schemas/GenerationFields"}, own]} if generation else own
+
+
+_CONSTRAINT = {
+    "grammar": _STR, "json_schema": _OBJ, "response_format": _OBJ, "lora": {"type": "array"},
+}
+_CHAT = {
+    "messages": _MESSAGES, "model": _STR, "tools": {"type": "array"}, "tool_choice": _ANY,
+    "parallel_tool_calls": _BOOL, "chat_template_kwargs": _OBJ, "reasoning_format": _STR,
+    "add_generation_prompt": _BOOL, "continue_final_message": _BOOL, "stream_options": _OBJ, **_CONSTRAINT,
+}
+
+_BODIES: dict[str, dict[str, Any]] = {
+    "Completion": _body({"prompt": _PROMPT, **_CONSTRAINT}, ("prompt",), generation=True),
+    "OpenAICompletion": _body({"prompt": _PROMPT, "model": _STR, "echo": _BOOL, **_CONSTRAINT}, ("prompt",),
+                              generation=True),
+    "Infill": _body({"input_prefix": _STR, "input_suffix": _STR, "input_extra": {"type": "array"},
+                     "prompt": _STR}, generation=True),
+    "ChatCompletion": _body(_CHAT, ("messages",), generation=True),
+    "ApplyTemplate": _body(_CHAT, ("messages",)),
+    "Tokenize": _body({"content": _PROMPT, "add_special": _BOOL, "parse_special": _BOOL, "with_pieces": _BOOL},
+                      ("content",)),
+    "Detokenize": _body({"tokens": _TOKENS}, ("tokens",)),
+    "Embedding": _body({"input": _PROMPT, "content": _PROMPT, "embd_normalize": _INT, "encoding_format": _STR,
+                        "model": _STR}),
+    "Rerank": _body({"query": _STR, "documents": {"type": "array", "items": _STR}, "top_n": _INT,
+                     "return_text": _BOOL}, ("query", "documents")),
+    "Props": _body({}),
+    "SlotFile": _body({"filename": _STR}),
+    "LoraScales": {"type": "array", "items": {
+        "type": "object", "properties": {"id": _INT, "scale": {"type": "number"}}, "required": ["id", "scale"]}},
+}
+
+_T_GEN, _T_OAI, _T_EMB, _T_SRV, _T_UI = "generation", "openai", "embeddings", "server", "web ui"
+
+# (method, path) -> what it does. A test checks this against the routes the app registers, both ways.
+OPERATIONS: dict[tuple[str, str], Operation] = {
+    ("get", "/health"): Operation("Health (503 while loading)", _T_SRV, public=True),
+    ("get", "/v1/health"): Operation("Health, OpenAI-prefixed alias", _T_SRV, public=True),
+    ("get", "/props"): Operation("Server properties and default generation settings", _T_SRV),
+    ("post", "/props"): Operation("Change global properties (needs --props)", _T_SRV, "Props"),
+    ("get", "/models"): Operation("The loaded model", _T_SRV),
+    ("get", "/v1/models"): Operation("The loaded model (OpenAI list)", _T_OAI),
+    ("get", "/slots"): Operation("Slot states (needs --slots)", _T_SRV),
+    ("post", "/slots/{id_slot}"): Operation("Save, restore or erase a slot's KV cache (needs --slot-save-path)",
+                                            _T_SRV, "SlotFile", query=(("action", True),)),
+    ("get", "/metrics"): Operation("Prometheus metrics (needs --metrics)", _T_SRV, answer="text"),
+    ("get", "/openapi.json"): Operation("This document", _T_SRV),
+    ("get", "/lora-adapters"): Operation("Loaded LoRA adapters and their server-wide scales", _T_SRV),
+    ("post", "/lora-adapters"): Operation("Set the server-wide LoRA scales", _T_SRV, "LoraScales"),
+    ("post", "/completion"): Operation("Native completion", _T_GEN, "Completion", "sse"),
+    ("post", "/completions"): Operation("Native completion (alias)", _T_GEN, "Completion", "sse"),
+    ("post", "/infill"): Operation("Fill in the middle (needs FIM tokens)", _T_GEN, "Infill", "sse"),
+    ("post", "/tokenize"): Operation("Tokenize text", _T_GEN, "Tokenize"),
+    ("post", "/detokenize"): Operation("Token ids to text", _T_GEN, "Detokenize"),
+    ("post", "/apply-template"): Operation("Render a chat with the model's template", _T_GEN, "ApplyTemplate"),
+    ("post", "/v1/completions"): Operation("OpenAI text completion", _T_OAI, "OpenAICompletion", "sse"),
+    ("post", "/v1/chat/completions"): Operation("OpenAI chat completion", _T_OAI, "ChatCompletion", "sse"),
+    ("post", "/chat/completions"): Operation("OpenAI chat completion (alias)", _T_OAI, "ChatCompletion", "sse"),
+    ("post", "/v1/chat/completions/input_tokens"): Operation("Count a chat request's prompt tokens", _T_OAI,
+                                                             "ChatCompletion"),
+    ("post", "/chat/completions/input_tokens"): Operation("Count a chat request's prompt tokens (alias)", _T_OAI,
+                                                          "ChatCompletion"),
+    ("post", "/embedding"): Operation("Native embeddings (needs --embeddings)", _T_EMB, "Embedding"),
+    ("post", "/embeddings"): Operation("Native embeddings (alias)", _T_EMB, "Embedding"),
+    ("post", "/v1/embeddings"): Operation("OpenAI embeddings", _T_EMB, "Embedding"),
+    ("post", "/rerank"): Operation("Rerank documents (needs --reranking)", _T_EMB, "Rerank"),
+    ("post", "/reranking"): Operation("Rerank (alias)", _T_EMB, "Rerank"),
+    ("post", "/v1/rerank"): Operation("Rerank (alias)", _T_EMB, "Rerank"),
+    ("post", "/v1/reranking"): Operation("Rerank (alias)", _T_EMB, "Rerank"),
+    ("get", "/"): Operation("The web UI", _T_UI, answer="html", public=True),
+    ("get", "/index.html"): Operation("The web UI", _T_UI, answer="html", public=True),
+    ("get", "/completion.js"): Operation("llama-server's completion.js helper", _T_UI, answer="javascript",
+                                         public=True),
+}
+
+_MEDIA = {"text": "text/plain", "html": "text/html", "javascript": "text/javascript"}
+_ERROR_STATUSES = ("400", "401", "404", "500", "501", "503")
+
+
+def _responses(op: Operation) -> dict[str, Any]:
+    if op.answer in _MEDIA:
+        ok = {"description": "OK", "content": {_MEDIA[op.answer]: {"schema": _STR}}}
+    else:
+        content: dict[str, Any] = {"application/json": {"schema": _ANY}}
+        if op.answer == "sse":
+            content["text/event-stream"] = {"schema": _STR}
+        ok = {"description": "OK", "content": content}
+    ref = {"$ref": f"#/components/responses/{'AnthropicError' if op.errors == 'anthropic' else 'Error'}"}
+    return {"200": ok, **{status: ref for status in _ERROR_STATUSES}}
+
+
+def _operation(method: str, path: str, op: Operation) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "summary": op.summary,
+        "tags": [op.tag],
+        "operationId": f"{method}_{path.strip('/').replace('/', '_').replace('-', '_') or 'root'}"
+        .replace("{", "").replace("}", "").replace(".", "_"),
+        "responses": _responses(op),
+    }
+    params: list[dict[str, Any]] = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}
+        for name in _path_params(path)
+    ]
+    params += [{"name": n, "in": "query", "required": req, "schema": _STR} for n, req in op.query]
+    if params:
+        out["parameters"] = params
+    if op.body is not None:
+        out["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{op.body}"}}},
+        }
+    if op.public:
+        out["security"] = []
+    return out
+
+
+def _path_params(path: str) -> list[str]:
+    return [seg[1:-1] for seg in path.split("/") if seg.startswith("{") and seg.endswith("}")]
+
+
+def _generation_fields() -> dict[str, Any]:
+    props: dict[str, Any] = {}
+    for f in FIELDS:
+        for i, name in enumerate(f.names):
+            schema = dict(field_schema(f))
+            if i:
+                schema["description"] = f"alias of {f.names[0]}" + (
+                    f"; {schema['description']}" if "description" in schema else "")
+            props[name] = schema
+    return {"type": "object", "properties": props, "additionalProperties": True}
+
+
+def _error_schema() -> dict[str, Any]:
+    inner = {"type": "object", "properties": {"code": _INT, "message": _STR, "type": _STR},
+             "required": ["code", "message", "type"]}
+    return {"type": "object", "properties": {"error": inner}, "required": ["error"]}
+
+
+def _anthropic_error_schema() -> dict[str, Any]:
+    inner = {"type": "object", "properties": {"type": _STR, "message": _STR}, "required": ["type", "message"]}
+    return {"type": "object", "properties": {"type": {"const": "error"}, "error": inner},
+            "required": ["type", "error"]}
+
+
+def document() -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for (method, path), op in OPERATIONS.items():
+        paths.setdefault(path, {})[method] = _operation(method, path, op)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "llamatwist",
+            "version": __version__,
+            "description": "llama.cpp's llama-server REST API, served by llamatwist.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": {
+                "GenerationFields": _generation_fields(),
+                "Error": _error_schema(),
+                "AnthropicError": _anthropic_error_schema(),
+                **_BODIES,
+            },
+            "responses": {
+                "Error": {"description": "An error in llama-server's shape",
+                          "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+                "AnthropicError": {"description": "An error in Anthropic's shape", "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/AnthropicError"}}}},
+            },
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "--api-key / --api-key-file"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-Api-Key"},
+            },
+        },
+        "security": [{"bearer": []}, {"apiKey": []}],
+    }
+
+
+def registered_operations(app: Klein) -> set[tuple[str, str]]:
+    """(method, OpenAPI path) of every route ``app`` serves; HEAD and OPTIONS answer with their GET."""
+    out = set()
+    for rule in app.url_map.iter_rules():
+        path = rule.rule
+        for arg in rule.arguments:
+            for conv in ("int:", "string:", ""):
+                path = path.replace(f"<{conv}{arg}>", "{" + arg + "}")
+        out |= {(m.lower(), path) for m in rule.methods or () if m not in ("HEAD", "OPTIONS")}
+    return out
+
+
+def register(app: Klein, ctx: ApiContext) -> None:
+    doc = document()
+
+    @app.route("/openapi.json", methods=["GET"])
+    @handler
+    async def openapi(request: Request) -> Any:
+        return send_json(request, doc)
