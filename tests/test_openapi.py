@@ -61,7 +61,7 @@ def _schemathesis(url: str, tmp: Path, *extra: str) -> int:
     proc = subprocess.run(
         [*cmd, "run", f"{url}/openapi.json", "--checks", "not_a_server_error", "--workers", "1",
          "--seed", "1", "--report", "har", "--report-har-path", str(har), *extra],
-        check=False, capture_output=True, text=True, timeout=600,
+        check=False, capture_output=True, text=True, timeout=600, cwd=tmp,  # it writes .schemathesis/ there
     )
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     return len(json.loads(har.read_text())["log"]["entries"])

@@ -90,6 +90,15 @@ class TokenizerInfo:
         return cls(tokens=tokens, eog_ids=list(eog_ids), tokenize=tokenize, special_ids=special,
                    bos_id=bos_id, n_vocab=n_vocab)
 
+    def control_tokens(self) -> dict[str, int]:
+        """Text -> id of the special tokens: a grammar must name these (``<[id]>``), it cannot spell them."""
+        found = self.cache.get("control_tokens")
+        if found is None:
+            found = self.cache["control_tokens"] = {
+                self.tokens[i].decode("utf-8", "replace"): i for i in sorted(self.special_ids)
+            }
+        return dict(found)
+
 
 @runtime_checkable
 class Constraint(Protocol):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import llguidance as llg
 import numpy as np
@@ -16,21 +16,13 @@ import numpy.typing as npt
 from llguidance.gbnf_to_lark import any_to_lark
 
 from llamatwist.constrain.base import ConstraintError, TokenizerInfo
-from llamatwist.constrain.schema import closed_objects
+from llamatwist.constrain.schema import JSON_LAYOUT, closed_objects
 
 __all__ = ["LLGConstraint", "LLGFactory", "compile_constraint", "fill_masks", "lltokenizer"]
 
 _NEG_INF = np.float32(-np.inf)
 _NEG_INF_BITS = np.uint32(0xFF800000)
 
-# JSON output layout: compact with a space after separators, no free whitespace.
-# Flexible whitespace lets weak models emit newlines forever; a schema can still
-# opt in with {"x-guidance": {"whitespace_flexible": true}}.
-_JSON_DEFAULTS: Any = {
-    "whitespace_flexible": False,
-    "item_separator": ", ",
-    "key_separator": ": ",
-}
 # Never ignore a keyword llguidance does not implement: refuse the schema.
 _JSON_OVERRIDES: Any = {"lenient": False}
 
@@ -234,7 +226,7 @@ def _json_grammar(schema: Any) -> str:
         raise ConstraintError("JSON schema must be an object")
     try:
         # objects listing properties take no others unless the schema says so, as in llama.cpp
-        return str(llg.LLMatcher.grammar_from_json_schema(closed_objects(schema), defaults=_JSON_DEFAULTS,
+        return str(llg.LLMatcher.grammar_from_json_schema(closed_objects(schema), defaults=cast(Any, JSON_LAYOUT),
                                                           overrides=_JSON_OVERRIDES))
     except (ValueError, TypeError) as e:
         raise ConstraintError(f"invalid JSON schema: {e}") from None

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["closed_objects"]
+__all__ = ["JSON_LAYOUT", "closed_objects", "inline_schema"]
+
+# JSON output layout: compact with a space after separators, no free whitespace. Flexible whitespace lets
+# weak models emit newlines forever; a schema can still opt in with {"x-guidance": {"whitespace_flexible": true}}.
+JSON_LAYOUT: dict[str, Any] = {
+    "whitespace_flexible": False,
+    "item_separator": ", ",
+    "key_separator": ": ",
+}
 
 # JSON Schema keywords holding subschemas (closed_objects looks only there, never into const/enum values)
 _SUBSCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
@@ -32,4 +40,12 @@ def closed_objects(schema: Any) -> Any:
             out[key] = closed_objects(schema[key])
     if isinstance(schema.get("properties"), dict):
         out.setdefault("additionalProperties", False)
+    return out
+
+
+def inline_schema(schema: Any) -> dict[str, Any]:
+    """``schema`` for a grammar's ``%json`` rule, read as a ``json_schema`` request is: closed objects, the
+    compact layout, and no keyword silently ignored."""
+    out = dict(closed_objects(schema)) if isinstance(schema, dict) else {}
+    out["x-guidance"] = {**JSON_LAYOUT, "lenient": False, **(out.get("x-guidance") or {})}
     return out

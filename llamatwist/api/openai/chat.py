@@ -44,7 +44,7 @@ from llamatwist.api.params import generation_params, parse_chat_format, parse_n_
 from llamatwist.api.pipeline import expand, run_tasks, tokenize_prompts
 from llamatwist.api.streaming import SSEStream
 from llamatwist.chat import RenderedChat
-from llamatwist.chat.toolcalls import ChatSyntax, ToolPlan, plan_tools, polyfill_history
+from llamatwist.chat.toolcalls import ChatSyntax, ToolPlan, forced_call_grammar, plan_tools, polyfill_history
 from llamatwist.config import SamplingDefaults
 from llamatwist.constrain.reasoning_budget import ReasoningBudget, ReasoningBudgetFactory
 from llamatwist.constrain.spec import ConstraintSpec
@@ -168,21 +168,31 @@ async def _with_budget(
     generation_prompt: str,
 ) -> GenerationParams:
     """``params`` with the reasoning budget around its constraint, when the template has a thinking
-    block and either the budget is limited or a constraint must be suspended while thinking."""
+    block and either the budget is limited or a constraint must be suspended while thinking.
+    Whether the rendered prompt opened the block is read from its text, as the parser does: the tag's
+    tokens inside the prompt need not be the tag's own tokenization."""
     budget = fmt.reasoning.budget if req.reasoning_budget is None else req.reasoning_budget
     if not all(tags) or (budget < 0 and params.constraint is None):
         return params
     message = fmt.reasoning.budget_message if req.reasoning_budget_message is None else req.reasoning_budget_message
     start, end = await _tokens(ctx, tags[0]), await _tokens(ctx, tags[1])
+    # the budget counts from the start tag, the prompt's own tokens after it included (llama.cpp)
+    opened = generation_prompt.rfind(tags[0])
+    after = generation_prompt[opened + len(tags[0]):] if opened >= 0 else ""
+    prefill = start + await _tokens(ctx, after) if opened >= 0 and tags[1] not in after else ()
     info = await ctx.engine.constraint_tokenizer()
     spec = ReasoningBudget(
         start=start, ends=(end,), forced=await _tokens(ctx, message) + end, budget=budget,
-        pieces=info.tokens, n_vocab=info.n_vocab, prefill=await _tokens(ctx, generation_prompt),
+        pieces=info.tokens, n_vocab=info.n_vocab, prefill=prefill,
     )
     return dataclasses.replace(params, constraint=ReasoningBudgetFactory(spec, params.constraint))
 
 
 async def _plan_constraint(ctx: ApiContext, plan: ToolPlan, params: GenerationParams) -> GenerationParams:
+    if plan.forced_call is not None:
+        info = await ctx.engine.constraint_tokenizer()
+        grammar = forced_call_grammar(plan.forced_call, info.control_tokens())
+        return await apply_constraint(ctx, {"grammar": grammar}, params)
     if plan.json_schema is not None:
         return await apply_constraint(ctx, {"json_schema": plan.json_schema}, params)
     if plan.grammar:

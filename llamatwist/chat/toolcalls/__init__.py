@@ -5,6 +5,8 @@ Pure Python; imports nothing from the rest of llamatwist except ``llamatwist.cha
 
     plan = plan_tools(template_source, tools, tool_choice=..., parallel_tool_calls=..., ...)
     # plan.grammar / plan.json_schema -> constraint; plan.system_prompt -> prepended; plan.syntax -> parser
+    # plan.forced_call -> forced_call_grammar(plan.forced_call, control_tokens) -> constraint (tool_choice
+    # required or named, native formats)
     # plan.polyfill_history -> render polyfill_history(messages) instead of the messages
     msg = parse_output(text_so_far, plan.syntax, partial=True)     # re-parse on every stream step
     for delta in message_deltas(prev_msg, msg): ...                 # OpenAI chat.completion.chunk deltas
@@ -23,6 +25,7 @@ generic parallel calls), else ``""``; the API layer assigns ids to the others.
 from __future__ import annotations
 
 from .deltas import message_deltas
+from .forced import ForcedCall, forced_call_grammar
 from .generic import polyfill_history
 from .model import ChatSyntax, ParsedMessage, ToolCallOut, ToolPlan
 from .parse import parse_output
@@ -30,9 +33,11 @@ from .plan import plan_tools
 
 __all__ = [
     "ChatSyntax",
+    "ForcedCall",
     "ParsedMessage",
     "ToolCallOut",
     "ToolPlan",
+    "forced_call_grammar",
     "message_deltas",
     "parse_output",
     "plan_tools",

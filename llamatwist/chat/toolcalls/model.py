@@ -44,6 +44,9 @@ class ToolPlan:
     syntax: ChatSyntax
     json_schema: Any = None  # constrain the whole output to this schema (generic format)
     grammar: str | None = None  # or to this llguidance (lark) grammar
+    # or, for a required call in a native format, to one call in its syntax (``forced.forced_call_grammar``,
+    # rendered by the API layer, which knows the vocabulary's control tokens)
+    forced_call: Any = None
     system_prompt: str = ""  # text to add to (or as) the system message, e.g. the generic format's instructions
     additional_stops: tuple[str, ...] = ()
     preserved_tokens: tuple[str, ...] = field(default=())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from .forced import FORCED_FAMILIES, ForcedCall
 from .formats import FAMILIES, Family, detect_family
 from .generic import generic_schema, generic_system_prompt
 from .model import ChatSyntax, ToolPlan
@@ -117,8 +118,13 @@ def plan_tools(
             ),
             polyfill_history="tool_calls" not in template_source,
         )
+    forced = None
+    if required and family.name in FORCED_FAMILIES:
+        # llama-server constrains a required call to the template's syntax (a model would rather chat)
+        forced = ForcedCall(family.name, tuple(functions), template_source)
     return ToolPlan(
         syntax,
+        forced_call=forced,
         additional_stops=family.stops if functions else (),
         preserved_tokens=family.preserved if functions or family.think else (),
         thinking_start_tag=family.think[0] if family.think else "",

@@ -1,0 +1,244 @@
+# -*- test-case-name: tests.test_tool_choice_forcing -*-
+"""Grammars that force one tool call in a native format (``tool_choice: "required"`` or a named function).
+
+llama-server constrains such a reply to the template's own call syntax; without it a model that would
+rather chat (or write bare code) answers with content. Each native family writes a call its own way, so
+each has a small builder here; the arguments inside are llguidance ``%json`` schemas (the tool's own
+``parameters``), so the call is well-formed and its arguments validate.
+
+The markers are written as the vocabulary spells them: a marker that is one control token of this model
+(``<|python_tag|>`` in Llama 3, ``<｜tool▁sep｜>`` in DeepSeek) must be that token — a grammar string could
+only spell it out of ordinary pieces — so ``specials`` maps such markers to their token ids.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from llamatwist.constrain.schema import inline_schema
+
+__all__ = ["FORCED_FAMILIES", "ForcedCall", "forced_call_grammar"]
+
+
+@dataclass(frozen=True)
+class ForcedCall:
+    """What a forced call's grammar needs: the family, the functions it may call, and the template's
+    source (a family may write calls in more than one way, e.g. Mistral's JSON array or ``[ARGS]`` form)."""
+
+    family: str
+    functions: tuple[Mapping[str, Any], ...] = field(compare=False)
+    template_source: str = field(default="", compare=False, repr=False)
+
+
+class _Lark:
+    """Accumulates named rules; ``lit`` spells a marker, ``args`` adds a %json rule."""
+
+    def __init__(self, specials: Mapping[str, int]) -> None:
+        self.specials = specials
+        self.rules: list[str] = []
+
+    def lit(self, text: str) -> str:
+        """``text`` as grammar: its control token when it is one, else the literal characters."""
+        if text in self.specials:
+            return f"<[{self.specials[text]}]>"
+        return json.dumps(text, ensure_ascii=False)
+
+    def seq(self, *parts: str) -> str:
+        """Literal text and rule references (``_Ref``), in order."""
+        return " ".join(p if isinstance(p, _Ref) else self.lit(p) for p in parts if p)
+
+    def rule(self, body: str) -> _Ref:
+        name = _Ref(f"r{len(self.rules)}")
+        self.rules.append(f"{name}: {body}")
+        return name
+
+    def token(self, regex: str) -> _Ref:
+        """A lexeme (llguidance's ``&``/``~`` work on lexemes only)."""
+        name = _Ref(f"T{len(self.rules)}")
+        self.rules.append(f"{name}: {regex}")
+        return name
+
+    def json(self, schema: Any) -> _Ref:
+        return self.rule("%json " + json.dumps(inline_schema(schema), ensure_ascii=False))
+
+    def text(self, start: str) -> str:
+        """``start: ...``, the rules after it."""
+        return "\n".join([f"start: {start}", *self.rules]) + "\n"
+
+
+class _Ref(str):
+    """A rule name, as opposed to literal text."""
+
+
+def _params(f: Mapping[str, Any]) -> Any:
+    p = f.get("parameters")
+    return p if isinstance(p, dict) and p else {"type": "object"}
+
+
+def _call_object(f: Mapping[str, Any], name: str = "name", args: str = "arguments",
+                 extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    props: dict[str, Any] = dict(extra or {})
+    props[name] = {"const": f["name"]}
+    props[args] = _params(f)
+    return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
+
+
+def _one_of(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    return objects[0] if len(objects) == 1 else {"anyOf": objects}
+
+
+Builder = Callable[[_Lark, Sequence[Mapping[str, Any]], str], str]
+
+
+def _json_call(open_: str, close: str = "", name: str = "name", args: str = "arguments",
+               array: bool = False, extra: Mapping[str, Any] | None = None, between: str = "") -> Builder:
+    """``OPEN {"name": ..., "arguments": {...}} CLOSE`` (or an array of one such object)."""
+
+    def build(g: _Lark, functions: Sequence[Mapping[str, Any]], _src: str) -> str:
+        call = _one_of([_call_object(f, name, args, extra) for f in functions])
+        schema = {"type": "array", "items": call, "minItems": 1, "maxItems": 1} if array else call
+        return g.seq(open_, between, g.json(schema), between, close)
+
+    return build
+
+
+def _named(open_: str, name_end: str, close: str = "", after_args: str = "") -> Builder:
+    """``OPEN NAME NAME_END {arguments} AFTER CLOSE``, one alternative per function."""
+
+    def build(g: _Lark, functions: Sequence[Mapping[str, Any]], _src: str) -> str:
+        return _alternatives(g.seq(open_, f["name"], name_end, g.json(_params(f)), after_args, close)
+                             for f in functions)
+
+    return build
+
+
+def _alternatives(alts: Iterable[str]) -> str:
+    return " | ".join(f"({a})" for a in alts)
+
+
+def _mistral(g: _Lark, functions: Sequence[Mapping[str, Any]], src: str) -> str:
+    if "[ARGS]" in src:  # Small 3.2, Devstral, Ministral: [TOOL_CALLS]NAME[ARGS]{...}
+        return _alternatives(g.seq("[TOOL_CALLS]", f["name"], "[ARGS]", g.json(_params(f))) for f in functions)
+    # Nemo: [TOOL_CALLS][{"name": ..., "arguments": {...}, "id": "<9 alphanumerics>"}]
+    ident = {"id": {"type": "string", "pattern": "^[a-zA-Z0-9]{9}$"}}
+    objects = []
+    for f in functions:
+        obj = _call_object(f)
+        obj["properties"] = {**obj["properties"], **ident}
+        obj["required"] = [*obj["required"], "id"]
+        objects.append(obj)
+    schema = {"type": "array", "items": _one_of(objects), "minItems": 1, "maxItems": 1}
+    return g.seq("[TOOL_CALLS]", g.json(schema))
+
+
+_REGEX_META = set("\\.+*?()|[]{}^$#&-~/")
+
+
+def _free_text(g: _Lark, prop: Any, end: str) -> _Ref:
+    """Free text that never contains ``end`` (the marker closing it), within the property's maxLength."""
+    limit = prop.get("maxLength") if isinstance(prop, dict) else None
+    size = f"{{0,{int(limit)}}}" if isinstance(limit, int) and not isinstance(limit, bool) and limit >= 0 else "*"
+    escaped = "".join("\\" + c if c in _REGEX_META else c for c in end)
+    return g.token(f"/(?s:.{size})/ & ~/(?s:.*{escaped}.*)/")
+
+
+def _value(g: _Lark, prop: Any, end: str) -> tuple[_Ref, bool]:
+    """A parameter of a format that writes values untyped, and whether it is text: a string is free text up
+    to ``end``, anything else JSON (read back as JSON by the parser) under the parameter's own schema."""
+    if not isinstance(prop, dict) or prop.get("type", "string") == "string":
+        return _free_text(g, prop, end), True
+    return g.json(prop), False
+
+
+def _required(params: Any) -> tuple[dict[str, Any], list[str]]:
+    props = params.get("properties") if isinstance(params.get("properties"), dict) else {}
+    return props, [k for k in params.get("required", []) if isinstance(k, str)]
+
+
+def _qwen3_coder(g: _Lark, functions: Sequence[Mapping[str, Any]], _src: str) -> str:
+    """``<tool_call>\\n<function=NAME>\\n<parameter=KEY>\\nVALUE\\n</parameter>\\n...</function>\\n</tool_call>``:
+    the required parameters in order, values as free text (the format's values are untyped text)."""
+    alts = []
+    for f in functions:
+        props, required = _required(_params(f))
+        parts = [g.seq(f"<parameter={key}>\n", _value(g, props.get(key), "</parameter>")[0], "\n</parameter>\n")
+                 for key in required]
+        alts.append(" ".join([g.seq("<tool_call>", f"\n<function={f['name']}>\n"), *parts,
+                              g.seq("</function>\n", "</tool_call>")]))
+    return _alternatives(alts)
+
+
+def _functionary_v3_2(g: _Lark, functions: Sequence[Mapping[str, Any]], _src: str) -> str:
+    # the prompt ends with ">>>": the reply is NAME\n{arguments}
+    return _alternatives(g.seq(f["name"] + "\n", g.json(_params(f))) for f in functions)
+
+
+def _gemma4(g: _Lark, functions: Sequence[Mapping[str, Any]], _src: str) -> str:
+    """``<|tool_call>call:NAME{key:<|"|>text<|"|>,key:12}<tool_call|>`` with the required parameters; a
+    string is quoted with ``<|"|>``, other values are JSON scalars."""
+    quote = '<|"|>'
+    alts = []
+    for f in functions:
+        props, required = _required(_params(f))
+        items = []
+        for key in required:
+            value, text = _value(g, props.get(key), quote)
+            items.append(g.seq(f"{key}:", quote, value, quote) if text else g.seq(f"{key}:", value))
+        alts.append(" ".join([g.seq("<|tool_call>", f"call:{f['name']}{{"), ' "," '.join(items),
+                              g.seq("}", "<tool_call|>")]))
+    return _alternatives(alts)
+
+
+def _harmony(g: _Lark, functions: Sequence[Mapping[str, Any]], _src: str) -> str:
+    # the prompt ends with <|start|>assistant; the end marker (<|call|>) is an end-of-generation token
+    return _alternatives(g.seq("<|channel|>", f"commentary to=functions.{f['name']} ", "<|constrain|>", "json",
+                               "<|message|>", g.json(_params(f))) for f in functions)
+
+
+_DS_CALLS, _DS_CALL, _DS_SEP = "<｜tool▁calls▁begin｜>", "<｜tool▁call▁begin｜>", "<｜tool▁sep｜>"
+_DS_END, _DS_ENDS = "<｜tool▁call▁end｜>", "<｜tool▁calls▁end｜>"
+
+
+def _deepseek(r1: bool) -> Builder:
+    def build(g: _Lark, functions: Sequence[Mapping[str, Any]], _src: str) -> str:
+        if r1:
+            return _alternatives(g.seq(_DS_CALLS, _DS_CALL, "function", _DS_SEP, f"{f['name']}\n```json\n",
+                                       g.json(_params(f)), "\n```", _DS_END, _DS_ENDS) for f in functions)
+        return _alternatives(g.seq(_DS_CALLS, _DS_CALL, f["name"], _DS_SEP, g.json(_params(f)), _DS_END, _DS_ENDS)
+                             for f in functions)
+
+    return build
+
+
+def _llama3(g: _Lark, functions: Sequence[Mapping[str, Any]], _src: str) -> str:
+    return g.seq(g.json(_one_of([_call_object(f, "name", "parameters") for f in functions])))
+
+
+FORCED_FAMILIES: dict[str, Builder] = {
+    "hermes": _json_call("<tool_call>", "</tool_call>", between="\n"),
+    "qwen3-coder": _qwen3_coder,
+    "llama3": _llama3,
+    "llama3-builtin": _llama3,
+    "functionary-v3.2": _functionary_v3_2,
+    "functionary-v3.1": _named("<function=", ">", "</function>"),
+    "mistral": _mistral,
+    "deepseek-r1": _deepseek(r1=True),
+    "deepseek-v3.1": _deepseek(r1=False),
+    "command-r7b": _json_call("<|START_ACTION|>", "<|END_ACTION|>", "tool_name", "parameters", array=True,
+                              extra={"tool_call_id": {"type": "string", "pattern": "^[0-9]{1,3}$"}}),
+    "granite": _json_call("<|tool_call|>", array=True),
+    "phi-4": _json_call("<|tool_call|>", "<|/tool_call|>"),
+    "apriel": _json_call("<tool_calls>", "</tool_calls>", array=True),
+    "gpt-oss": _harmony,
+    "gemma4": _gemma4,
+}
+
+
+def forced_call_grammar(call: ForcedCall, specials: Mapping[str, int]) -> str:
+    """A llguidance (Lark) grammar whose every sentence is exactly one call in ``call.family``'s syntax."""
+    build = FORCED_FAMILIES[call.family]
+    g = _Lark(specials)
+    return g.text(build(g, [f for f in call.functions if isinstance(f.get("name"), str)], call.template_source))
