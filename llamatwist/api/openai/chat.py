@@ -48,9 +48,10 @@ from llamatwist.chat.toolcalls import ChatSyntax, ToolPlan, forced_call_grammar,
 from llamatwist.config import SamplingDefaults
 from llamatwist.constrain.reasoning_budget import ReasoningBudget, ReasoningBudgetFactory
 from llamatwist.constrain.spec import ConstraintSpec
-from llamatwist.runtime import FinalResult, GenerationParams, PartialResult, TokenProbs
+from llamatwist.runtime import FinalResult, GenerationParams, LoadedModel, PartialResult, TokenProbs
 
-__all__ = ["ChatPrompt", "ChatRequest", "build_prompt", "parse_chat", "register"]
+__all__ = ["ChatPrompt", "ChatRequest", "PreparedChat", "build_prompt", "count_chat_tokens", "parse_chat",
+           "prepare_chat", "register"]
 
 @dataclass(frozen=True)
 class ChatRequest:
@@ -220,6 +221,43 @@ def build_prompt(fmt: ChatFormatter, body: Mapping[str, Any], req: ChatRequest) 
     return ChatPrompt(rendered, plan, tags)
 
 
+@dataclass(frozen=True)
+class PreparedChat:
+    """A chat request ready to run: what every chat-shaped route family (OpenAI chat, Anthropic messages,
+    ...) submits to the pipeline after translating its body into an OpenAI chat body."""
+
+    req: ChatRequest  # its params carry the constraint, the plan's stops and the reasoning budget
+    prompts: list[list[int]]  # one per choice (n_cmpl)
+    syntax: ChatSyntax | None  # how to parse the output; None: plain content
+
+
+async def prepare_chat(ctx: ApiContext, loaded: LoadedModel, body: Mapping[str, Any]) -> PreparedChat:
+    """Validate, render (Jinja runs off the reactor), constrain and tokenize an OpenAI chat body."""
+    fmt = ctx.chat
+    req = parse_chat(body, ctx.config.sampling, loaded.n_slots, fmt.reasoning.format)
+    prompt = await ctx.engine.in_pool(build_prompt, fmt, body, req)
+    rendered, plan = prompt.rendered, prompt.plan
+    if plan is not None and req.tools.active:
+        params = await _plan_constraint(ctx, plan, req.params)
+    else:
+        params = await apply_constraint(ctx, body, req.params)
+    syntax: ChatSyntax | None = None
+    if plan is not None:
+        syntax = plan.syntax
+        params = dataclasses.replace(params, stop=(*params.stop, *plan.additional_stops))
+    params = await _with_budget(ctx, fmt, req, params, prompt.thinking_tags, rendered.generation_prompt)
+    # The template's own BOS text is stripped when the vocab adds BOS, so add_special is right.
+    tokens = await tokenize_prompts(ctx, loaded, [[rendered.prompt]])
+    return PreparedChat(dataclasses.replace(req, params=params), expand(tokens, req.n_cmpl), syntax)
+
+
+async def count_chat_tokens(ctx: ApiContext, loaded: LoadedModel, body: Mapping[str, Any]) -> int:
+    """The prompt tokens an OpenAI chat body would use (its usage.prompt_tokens)."""
+    req = parse_chat(body, ctx.config.sampling, loaded.n_slots, ctx.chat.reasoning.format)
+    prompt = await ctx.engine.in_pool(build_prompt, ctx.chat, body, req)
+    return len(await ctx.engine.tokenize([prompt.rendered.prompt], True, True))
+
+
 def register(app: Klein, ctx: ApiContext) -> None:
     @app.route("/apply-template", methods=["POST"])
     @handler
@@ -236,35 +274,16 @@ def register(app: Klein, ctx: ApiContext) -> None:
     async def count_input_tokens(request: Request) -> Any:
         """The prompt tokens a chat request would use (its usage.prompt_tokens), in llama-server's shape."""
         loaded = ctx.require_generation()
-        body = read_json(request)
-        req = parse_chat(body, ctx.config.sampling, loaded.n_slots, ctx.chat.reasoning.format)
-        prompt = await ctx.engine.in_pool(build_prompt, ctx.chat, body, req)
-        tokens = await ctx.engine.tokenize([prompt.rendered.prompt], True, True)
-        return send_json(request, {"input_tokens": len(tokens), "object": "response.input_tokens"})
+        n_tokens = await count_chat_tokens(ctx, loaded, read_json(request))
+        return send_json(request, {"input_tokens": n_tokens, "object": "response.input_tokens"})
 
     @app.route("/v1/chat/completions", methods=["POST"])
     @app.route("/chat/completions", methods=["POST"])
     @handler
     async def chat_completions(request: Request) -> Any:
         loaded = ctx.require_generation()
-        body = read_json(request)
-        fmt = ctx.chat
-        req = parse_chat(body, ctx.config.sampling, loaded.n_slots, fmt.reasoning.format)
-        # The template's own BOS text is stripped when the vocab adds BOS, so add_special is right.
-        prompt = await ctx.engine.in_pool(build_prompt, fmt, body, req)  # Jinja: off the reactor
-        rendered, plan = prompt.rendered, prompt.plan
-        if plan is not None and req.tools.active:
-            params = await _plan_constraint(ctx, plan, req.params)
-        else:
-            params = await apply_constraint(ctx, body, req.params)
-        syntax: ChatSyntax | None = None
-        if plan is not None:
-            syntax = plan.syntax
-            params = dataclasses.replace(params, stop=(*params.stop, *plan.additional_stops))
-        params = await _with_budget(ctx, fmt, req, params, prompt.thinking_tags, rendered.generation_prompt)
-        req = dataclasses.replace(req, params=params)
-        tokens = await tokenize_prompts(ctx, loaded, [[rendered.prompt]])
-        prompts = expand(tokens, req.n_cmpl)
+        prepared = await prepare_chat(ctx, loaded, read_json(request))
+        req, prompts, syntax = prepared.req, prepared.prompts, prepared.syntax
         cid = completion_id("chatcmpl-")
         model = ctx.model_alias
 
