@@ -10,7 +10,7 @@ from twisted.web.server import Request
 from werkzeug.exceptions import MethodNotAllowed as WzMethodNotAllowed
 from werkzeug.exceptions import NotFound as WzNotFound
 
-from llamatwist.api import completion, embeddings, infill, info, lora, openapi, tokens, webui
+from llamatwist.api import anthropic, completion, embeddings, infill, info, lora, openapi, tokens, webui
 from llamatwist.api.errors import MethodNotAllowed, NotFound, send_error
 from llamatwist.api.http import ApiContext
 from llamatwist.api.openai import chat as oai_chat
@@ -21,7 +21,7 @@ __all__ = ["build_app"]
 
 def build_app(ctx: ApiContext) -> Klein:
     app = Klein()
-    for module in (info, completion, infill, tokens, oai_completions, oai_chat, embeddings, openapi, lora):
+    for module in (info, completion, infill, tokens, oai_completions, oai_chat, embeddings, openapi, lora, anthropic):
         module.register(app, ctx)
     webui.register(app, ctx)  # last: the UI never shadows an API route
 

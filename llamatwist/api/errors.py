@@ -5,6 +5,10 @@
 chat-template errors) to its answer: status, error type, message and extra fields. `error_body` is the
 one function that turns an exception into the ``{"error": ...}`` object, for JSON responses
 (`send_error`, `error_json`) and for the SSE event that ends a failed stream alike.
+
+A route family whose clients expect another body (Anthropic's ``{"type": "error", "error": ...}``) registers
+it for its paths with `register_error_shape`: `send_error` then writes that shape for every error on those
+paths, the ones answered before routing (401, 503, 404) included.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ if TYPE_CHECKING:
 __all__ = [
     "REPORTED", "TABLE", "ApiError", "ErrorAnswer", "InvalidRequest", "MethodNotAllowed", "NotFound",
     "NotSupported", "PayloadTooLarge", "ServerError", "Unauthorized", "Unavailable", "answer", "error_body",
-    "error_json", "send_error",
+    "error_json", "register_error_shape", "send_error",
 ]
 
 
@@ -158,8 +162,26 @@ def error_json(exc: BaseException) -> bytes:
     return json.dumps(error_body(exc)).encode()
 
 
+ErrorShape = Callable[[ErrorAnswer], dict[str, Any]]
+
+# route path (without --api-prefix) -> the error body its family writes; the path and everything under it
+_SHAPES: dict[bytes, ErrorShape] = {}
+
+
+def register_error_shape(path: bytes, shape: ErrorShape) -> None:
+    _SHAPES[path.rstrip(b"/")] = shape
+
+
+def _shape(request: Request) -> ErrorShape | None:
+    path = (request.path or b"").rstrip(b"/") + b"/"
+    # segment-aligned, anywhere in the path: an --api-prefix comes before the route
+    return next((shape for p, shape in _SHAPES.items() if p + b"/" in path), None)
+
+
 def send_error(request: Request, exc: BaseException) -> bytes:
     """Set the status and content type of an error response; returns its body."""
-    request.setResponseCode(answer(exc).status)
+    a = answer(exc)
+    request.setResponseCode(a.status)
     request.setHeader(b"Content-Type", b"application/json; charset=utf-8")
-    return error_json(exc)
+    shape = _shape(request)
+    return error_json(exc) if shape is None else json.dumps(shape(a)).encode()

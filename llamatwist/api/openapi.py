@@ -64,6 +64,13 @@ _CHAT = {
     "add_generation_prompt": _BOOL, "continue_final_message": _BOOL, "stream_options": _OBJ, **_CONSTRAINT,
 }
 
+_ANTHROPIC = {
+    "model": _STR, "max_tokens": {"type": "integer", "minimum": 1}, "messages": _MESSAGES,
+    "system": {"oneOf": [_STR, {"type": "array"}]}, "tools": {"type": "array"}, "tool_choice": _OBJ,
+    "stop_sequences": {"type": "array", "items": _STR}, "temperature": {"type": "number"},
+    "top_p": {"type": "number"}, "top_k": _INT, "metadata": _OBJ, "thinking": _OBJ, "stream": _BOOL,
+}
+
 _BODIES: dict[str, dict[str, Any]] = {
     "Completion": _body({"prompt": _PROMPT, **_CONSTRAINT}, ("prompt",), generation=True),
     "OpenAICompletion": _body({"prompt": _PROMPT, "model": _STR, "echo": _BOOL, **_CONSTRAINT}, ("prompt",),
@@ -81,11 +88,14 @@ _BODIES: dict[str, dict[str, Any]] = {
                      "return_text": _BOOL}, ("query", "documents")),
     "Props": _body({}),
     "SlotFile": _body({"filename": _STR}),
+    "AnthropicMessages": _body(_ANTHROPIC, ("model", "max_tokens", "messages")),
+    "AnthropicCountTokens": _body(_ANTHROPIC, ("model", "messages")),
     "LoraScales": {"type": "array", "items": {
         "type": "object", "properties": {"id": _INT, "scale": {"type": "number"}}, "required": ["id", "scale"]}},
 }
 
 _T_GEN, _T_OAI, _T_EMB, _T_SRV, _T_UI = "generation", "openai", "embeddings", "server", "web ui"
+_T_ANT = "anthropic"
 
 # (method, path) -> what it does. A test checks this against the routes the app registers, both ways.
 OPERATIONS: dict[tuple[str, str], Operation] = {
@@ -122,6 +132,9 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("post", "/reranking"): Operation("Rerank (alias)", _T_EMB, "Rerank"),
     ("post", "/v1/rerank"): Operation("Rerank (alias)", _T_EMB, "Rerank"),
     ("post", "/v1/reranking"): Operation("Rerank (alias)", _T_EMB, "Rerank"),
+    ("post", "/v1/messages"): Operation("Anthropic Messages", _T_ANT, "AnthropicMessages", "sse", "anthropic"),
+    ("post", "/v1/messages/count_tokens"): Operation("Count an Anthropic request's prompt tokens", _T_ANT,
+                                                     "AnthropicCountTokens", errors="anthropic"),
     ("get", "/"): Operation("The web UI", _T_UI, answer="html", public=True),
     ("get", "/index.html"): Operation("The web UI", _T_UI, answer="html", public=True),
     ("get", "/completion.js"): Operation("llama-server's completion.js helper", _T_UI, answer="javascript",

@@ -1,0 +1,260 @@
+# -*- test-case-name: tests.test_anthropic -*-
+"""An Anthropic Messages request, validated and translated into the OpenAI chat body that
+``/v1/chat/completions`` takes (pure functions, no I/O).
+
+As llama-server's ``server_chat_convert_anthropic_to_oai``: ``system`` becomes a system message, text
+blocks become text parts, ``tool_use`` blocks an assistant's ``tool_calls``, ``tool_result`` blocks ``tool``
+messages, ``thinking`` blocks ``reasoning_content``, ``tools``/``tool_choice``/``stop_sequences``/
+``thinking`` their chat counterparts. Unlike llama-server, a client's mistake is a 400 naming the field
+(``messages.1.content.0.type: ...``, Anthropic's style) instead of being passed on or dropped; ``max_tokens``
+and ``model`` are required, as Anthropic requires them; ``tool_choice`` ``{"type": "tool"}`` forces the named
+tool (llama-server: any tool); and a user message's tool results come before its text, in the order Anthropic
+requires them to be written.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from llamatwist.api.errors import InvalidRequest
+
+__all__ = ["to_chat_body"]
+
+# what llama-server passes through unchanged (besides the fields translated below)
+_PASSED = ("temperature", "top_p", "top_k", "stream", "chat_template_kwargs")
+_MEDIA = "image input is not supported: media needs a multimodal projector (--mmproj), which this server does not load yet"
+_USER_BLOCKS = ("text", "image", "document", "tool_result")
+_ASSISTANT_BLOCKS = ("text", "tool_use", "thinking", "redacted_thinking")
+
+
+def _bad(where: str, message: str) -> InvalidRequest:
+    return InvalidRequest(f"{where}: {message}")
+
+
+def _str(v: Any, where: str) -> str:
+    if not isinstance(v, str):
+        raise _bad(where, "Input should be a valid string")
+    return v
+
+
+def _block_type(block: Any, where: str, allowed: tuple[str, ...]) -> str:
+    if not isinstance(block, dict):
+        raise _bad(where, "Input should be a valid dictionary or object")
+    kind = block.get("type")
+    if kind in ("image", "document"):
+        raise _bad(where, _MEDIA)
+    if kind not in allowed:
+        raise _bad(f"{where}.type", f"Input tag {kind!r} found using 'type' does not match any of the expected "
+                                     f"tags: {', '.join(repr(a) for a in allowed)}")
+    return str(kind)
+
+
+def _text(block: dict[str, Any], where: str) -> str:
+    return _str(block.get("text"), f"{where}.text")
+
+
+def _system(system: Any) -> str:
+    """A string, or text blocks joined as llama-server joins them."""
+    if isinstance(system, str):
+        return system
+    if not isinstance(system, list):
+        raise _bad("system", "Input should be a valid string or a list of text blocks")
+    return "".join(_text(b, f"system.{i}") for i, b in enumerate(system)
+                   if _block_type(b, f"system.{i}", ("text",)))
+
+
+def _tool_result_content(content: Any, where: str) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise _bad(where, "Input should be a valid string or a list of blocks")
+    return "".join(_text(b, f"{where}.{i}") for i, b in enumerate(content)
+                   if _block_type(b, f"{where}.{i}", ("text",)))
+
+
+def _user(msg: dict[str, Any], where: str, calls: Mapping[str, str]) -> list[dict[str, Any]]:
+    """A user message: its tool results as ``tool`` messages (each answering a ``tool_use`` of the previous
+    assistant message, as Anthropic requires), then its text."""
+    content = msg["content"]
+    if isinstance(content, str):
+        return [{"role": "user", "content": content}]
+    out: list[dict[str, Any]] = []
+    parts: list[dict[str, Any]] = []
+    for i, block in enumerate(content):
+        at = f"{where}.content.{i}"
+        kind = _block_type(block, at, _USER_BLOCKS)
+        if kind == "text":
+            parts.append({"type": "text", "text": _text(block, at)})
+            continue
+        call_id = _str(block.get("tool_use_id"), f"{at}.tool_use_id")
+        if call_id not in calls:
+            raise _bad(at, f"unexpected tool_use_id found in tool_result blocks: {call_id}. Each tool_result "
+                           "block must have a corresponding tool_use block in the previous message.")
+        if block.get("is_error") is not None and not isinstance(block["is_error"], bool):
+            raise _bad(f"{at}.is_error", "Input should be a valid boolean")
+        out.append({"role": "tool", "tool_call_id": call_id, "name": calls[call_id],
+                    "content": _tool_result_content(block.get("content"), f"{at}.content")})
+    if not content:
+        raise _bad(f"{where}.content", "List should have at least 1 item")
+    if parts:
+        out.append({"role": "user", "content": parts})
+    return out
+
+
+def _assistant(msg: dict[str, Any], where: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """An assistant message and its tool calls (id -> name)."""
+    content = msg["content"]
+    if isinstance(content, str):
+        return {"role": "assistant", "content": content}, {}
+    text, reasoning = "", ""
+    calls: list[dict[str, Any]] = []
+    names: dict[str, str] = {}
+    for i, block in enumerate(content):
+        at = f"{where}.content.{i}"
+        kind = _block_type(block, at, _ASSISTANT_BLOCKS)
+        if kind == "text":
+            text += _text(block, at)
+        elif kind == "thinking":
+            reasoning += _str(block.get("thinking"), f"{at}.thinking")
+        elif kind == "tool_use":
+            call_id = _str(block.get("id"), f"{at}.id")
+            name = _str(block.get("name"), f"{at}.name")
+            args = block.get("input")
+            if not isinstance(args, dict):
+                raise _bad(f"{at}.input", "Input should be a valid dictionary")
+            names[call_id] = name
+            calls.append({"id": call_id, "type": "function",
+                          "function": {"name": name, "arguments": json.dumps(args, ensure_ascii=False)}})
+        # redacted_thinking: encrypted by Anthropic, nothing a local model can read
+    out: dict[str, Any] = {"role": "assistant", "content": text}
+    if calls:
+        out["tool_calls"] = calls
+    if reasoning:
+        out["reasoning_content"] = reasoning
+    return out, names
+
+
+def _messages(messages: Any) -> list[dict[str, Any]]:
+    if messages is None:
+        raise _bad("messages", "Field required")
+    if not isinstance(messages, list):
+        raise _bad("messages", "Input should be a valid list")
+    if not messages:
+        raise _bad("messages", "at least one message is required")
+    out: list[dict[str, Any]] = []
+    calls: dict[str, str] = {}  # the tool calls of the previous message
+    for i, msg in enumerate(messages):
+        where = f"messages.{i}"
+        if not isinstance(msg, dict):
+            raise _bad(where, "Input should be a valid dictionary")
+        role = msg.get("role")
+        if role not in ("user", "assistant"):
+            raise _bad(f"{where}.role", "Input should be 'user' or 'assistant'")
+        if "content" not in msg:
+            raise _bad(f"{where}.content", "Field required")
+        if not isinstance(msg["content"], (str, list)):
+            raise _bad(f"{where}.content", "Input should be a valid string or a list of content blocks")
+        if role == "user":
+            out += _user(msg, where, calls)
+            calls = {}
+        else:
+            converted, calls = _assistant(msg, where)
+            out.append(converted)
+    return out
+
+
+def _tools(tools: Any) -> list[dict[str, Any]]:
+    if not isinstance(tools, list):
+        raise _bad("tools", "Input should be a valid list")
+    out = []
+    for i, tool in enumerate(tools):
+        where = f"tools.{i}"
+        if not isinstance(tool, dict):
+            raise _bad(where, "Input should be a valid dictionary")
+        if tool.get("type", "custom") != "custom":
+            raise _bad(f"{where}.type", f"server tool {tool.get('type')!r} is not supported; define a custom "
+                                        "tool with an input_schema")
+        name = _str(tool.get("name"), f"{where}.name")
+        schema = tool.get("input_schema")
+        if not isinstance(schema, dict):
+            raise _bad(f"{where}.input_schema", "Field required (a JSON schema object)")
+        fn: dict[str, Any] = {"name": name, "parameters": schema}
+        if tool.get("description") is not None:
+            fn["description"] = _str(tool["description"], f"{where}.description")
+        out.append({"type": "function", "function": fn})
+    return out
+
+
+def _tool_choice(choice: Any, body: dict[str, Any]) -> None:
+    """``auto``/``any``/``tool``/``none`` as the chat route's tool_choice; ``disable_parallel_tool_use``
+    as parallel_tool_calls (Anthropic allows parallel calls unless it is set)."""
+    if choice is None:
+        return
+    kind = choice.get("type") if isinstance(choice, dict) else None
+    if kind not in ("auto", "any", "tool", "none"):
+        raise _bad("tool_choice", "Input should be an object with type 'auto', 'any', 'tool' or 'none'")
+    if kind == "tool":
+        body["tool_choice"] = {"type": "function",
+                               "function": {"name": _str(choice.get("name"), "tool_choice.name")}}
+    else:
+        body["tool_choice"] = {"auto": "auto", "any": "required", "none": "none"}[kind]
+    disable = choice.get("disable_parallel_tool_use")
+    if disable is not None:
+        if not isinstance(disable, bool):
+            raise _bad("tool_choice.disable_parallel_tool_use", "Input should be a valid boolean")
+        body["parallel_tool_calls"] = not disable
+
+
+def _thinking(thinking: Any, body: dict[str, Any]) -> None:
+    """``enabled`` with a budget: the reasoning budget; ``disabled``: the template is asked not to think."""
+    kind = thinking.get("type") if isinstance(thinking, dict) else None
+    if kind not in ("enabled", "disabled", "adaptive"):
+        raise _bad("thinking", "Input should be an object with type 'enabled', 'disabled' or 'adaptive'")
+    if kind == "enabled":
+        budget = thinking.get("budget_tokens")
+        if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
+            raise _bad("thinking.budget_tokens", "Input should be a non-negative integer")
+        body["thinking_budget_tokens"] = budget
+    elif kind == "disabled":
+        kwargs = body.get("chat_template_kwargs")
+        body["chat_template_kwargs"] = {**(kwargs if isinstance(kwargs, dict) else {}), "enable_thinking": False}
+
+
+def to_chat_body(body: Mapping[str, Any], count_only: bool = False) -> dict[str, Any]:
+    """The OpenAI chat body for an Anthropic Messages body (``count_only``: a count_tokens body, which has
+    no max_tokens)."""
+    if "model" not in body:
+        raise _bad("model", "Field required")
+    _str(body["model"], "model")
+    out: dict[str, Any] = {key: body[key] for key in _PASSED if key in body}
+    system = body.get("system")
+    messages = _messages(body.get("messages"))
+    out["messages"] = ([{"role": "system", "content": _system(system)}] if system is not None else []) + messages
+    if body.get("tools") is not None:
+        out["tools"] = _tools(body["tools"])
+    _tool_choice(body.get("tool_choice"), out)
+    if body.get("thinking") is not None:
+        _thinking(body["thinking"], out)
+    metadata = body.get("metadata")
+    if metadata is not None and not (isinstance(metadata, dict) and isinstance(metadata.get("user_id"), (str, type(None)))):
+        raise _bad("metadata", "Input should be an object with an optional string user_id")
+    if count_only:
+        return out
+    max_tokens = body.get("max_tokens")
+    if max_tokens is None:
+        raise _bad("max_tokens", "Field required")
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise _bad("max_tokens", "Input should be an integer greater than or equal to 1")
+    out["max_tokens"] = max_tokens
+    stops = body.get("stop_sequences")
+    if stops is not None:
+        if not (isinstance(stops, list) and all(isinstance(s, str) for s in stops)):
+            raise _bad("stop_sequences", "Input should be a valid list of strings")
+        out["stop"] = stops
+    if "stream" in out and not isinstance(out["stream"], bool):
+        raise _bad("stream", "Input should be a valid boolean")
+    return out

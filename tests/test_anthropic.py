@@ -1,0 +1,261 @@
+"""Anthropic's Messages API (/v1/messages, /v1/messages/count_tokens) through the official `anthropic` SDK,
+against a real server with the default model; raw HTTP only where the SDK cannot send the mistake."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import anthropic
+import pytest
+import requests
+
+from tests.conftest import Server
+
+pytestmark = pytest.mark.timeout(300)
+
+# this SDK has no sampling arguments any more: they travel as extra body fields, as Anthropic reads them
+TOP_K1: dict[str, Any] = {"top_k": 1}
+GREEDY: dict[str, Any] = {"extra_body": TOP_K1}
+WEATHER = {
+    "name": "get_weather",
+    "description": "Get the current weather in a city",
+    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
+ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+@pytest.fixture(scope="module")
+def srv(model_path: str) -> Iterator[Server]:
+    s = Server(["-m", model_path, "-c", "2048", "-np", "2", "-t", "1"])
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def client(srv: Server) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=srv.url, api_key="unused", max_retries=0, timeout=120)
+
+
+def _chat(srv: Server, messages: list[dict[str, Any]], **kw: Any) -> dict[str, Any]:
+    r = srv.post("/v1/chat/completions", {"messages": messages, **kw})
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def _text(message: Any) -> str:
+    return "".join(b.text for b in message.content if b.type == "text")
+
+
+def test_create_matches_chat_route(srv: Server, client: anthropic.Anthropic) -> None:
+    msg = client.messages.create(model="any", max_tokens=24, system="Answer briefly.", messages=ASK, **GREEDY)
+    chat = _chat(srv, [{"role": "system", "content": "Answer briefly."}, *ASK], max_tokens=24, **TOP_K1)
+    assert msg.type == "message" and msg.role == "assistant" and msg.id.startswith("msg_")
+    assert [b.type for b in msg.content] == ["text"]
+    # one pipeline: the same prompt and the same greedy output as the chat route
+    assert _text(msg) == chat["choices"][0]["message"]["content"] != ""
+    assert msg.usage.input_tokens + (msg.usage.cache_read_input_tokens or 0) == chat["usage"]["prompt_tokens"]
+    assert msg.usage.output_tokens == chat["usage"]["completion_tokens"]
+    expected = {"stop": "end_turn", "length": "max_tokens"}[chat["choices"][0]["finish_reason"]]
+    assert msg.stop_reason == expected and msg.stop_sequence is None
+
+
+def test_system_blocks_and_text_blocks(srv: Server, client: anthropic.Anthropic) -> None:
+    blocks = client.messages.create(
+        model="any", max_tokens=12, system=[{"type": "text", "text": "Answer "}, {"type": "text", "text": "briefly."}],
+        messages=[{"role": "user", "content": [{"type": "text", "text": "What is the weather in Paris?"}]}],
+        **GREEDY,
+    )
+    plain = client.messages.create(model="any", max_tokens=12, system="Answer briefly.", messages=ASK, **GREEDY)
+    assert _text(blocks) == _text(plain)
+
+
+def test_max_tokens_and_stop_sequence(client: anthropic.Anthropic) -> None:
+    short = client.messages.create(model="any", max_tokens=3, messages=ASK, **GREEDY)
+    assert short.stop_reason == "max_tokens" and short.usage.output_tokens == 3
+    full = _text(client.messages.create(model="any", max_tokens=24, messages=ASK, **GREEDY))
+    word = full.split()[2]
+    stopped = client.messages.create(model="any", max_tokens=24, messages=ASK, stop_sequences=[word], **GREEDY)
+    assert stopped.stop_reason == "stop_sequence" and stopped.stop_sequence == word
+    assert full.startswith(_text(stopped)) and word not in _text(stopped)
+
+
+def test_stream_event_order(srv: Server, client: anthropic.Anthropic) -> None:
+    whole = client.messages.create(model="any", max_tokens=20, messages=ASK, **GREEDY)
+    # on the wire (the SDK drops pings): each event's name is its data's type
+    raw = srv.post("/v1/messages", {"model": "any", "max_tokens": 20, "messages": ASK, "stream": True, **TOP_K1})
+    assert raw.status_code == 200 and raw.headers["content-type"].startswith("text/event-stream")
+    frames = [f.split("\n") for f in raw.text.strip().split("\n\n")]
+    assert all(len(f) == 2 and f[0].startswith("event: ") and f[1].startswith("data: ") for f in frames)
+    wire = [(f[0][7:], json.loads(f[1][6:])) for f in frames]
+    assert all(name == data["type"] for name, data in wire)
+    assert [n for n, _ in wire][:3] == ["message_start", "ping", "content_block_start"]
+    events = list(client.messages.create(model="any", max_tokens=20, messages=ASK, stream=True, **GREEDY))
+    kinds = [e.type for e in events]
+    assert kinds == [n for n, _ in wire if n != "ping"]
+    assert kinds[:2] == ["message_start", "content_block_start"]
+    assert kinds[-3:] == ["content_block_stop", "message_delta", "message_stop"]
+    assert set(kinds[2:-3]) == {"content_block_delta"}
+    assert events[1].content_block.type == "text"  # type: ignore[union-attr]
+    assert all(e.index == 0 and e.delta.type == "text_delta" for e in events[2:-3])  # type: ignore[union-attr]
+    assert "".join(e.delta.text for e in events[2:-3]) == _text(whole)  # type: ignore[union-attr]
+    delta = events[-2]
+    assert delta.delta.stop_reason == whole.stop_reason  # type: ignore[union-attr]
+    assert delta.usage.output_tokens == whole.usage.output_tokens  # type: ignore[union-attr]
+    # the SDK's helper assembles the same message
+    with client.messages.stream(model="any", max_tokens=20, messages=ASK, **GREEDY) as stream:
+        final = stream.get_final_message()
+    assert _text(final) == _text(whole) and final.stop_reason == whole.stop_reason
+
+
+def test_tool_use_round_trip(client: anthropic.Anthropic) -> None:
+    call = client.messages.create(
+        model="any", max_tokens=64, messages=ASK, tools=[WEATHER], tool_choice={"type": "tool", "name": "get_weather"},
+    )
+    assert call.stop_reason == "tool_use"
+    uses = [b for b in call.content if b.type == "tool_use"]
+    assert len(uses) == 1 and uses[0].name == "get_weather"
+    assert isinstance(uses[0].input, dict) and isinstance(uses[0].input.get("city"), str)
+    history = [*ASK, {"role": "assistant", "content": call.content},
+               {"role": "user", "content": [{"type": "tool_result", "tool_use_id": uses[0].id, "content": "Sunny, 21 C"}]}]
+    answer = client.messages.create(model="any", max_tokens=32, messages=history, tools=[WEATHER],
+                                    tool_choice={"type": "none"})
+    assert answer.stop_reason in ("end_turn", "max_tokens")
+    assert [b.type for b in answer.content] == ["text"] and _text(answer)
+    # the tool's answer is part of the prompt
+    without = client.messages.count_tokens(model="any", messages=history[:2], tools=[WEATHER])
+    with_result = client.messages.count_tokens(model="any", messages=history, tools=[WEATHER])
+    assert with_result.input_tokens > without.input_tokens
+
+
+def test_tool_use_stream_any(client: anthropic.Anthropic) -> None:
+    with client.messages.stream(
+        model="any", max_tokens=64, messages=ASK, tools=[WEATHER], tool_choice={"type": "any"},
+    ) as stream:
+        kinds = [e.type for e in stream]
+        final = stream.get_final_message()
+    assert kinds[0] == "message_start" and kinds[-2:] == ["message_delta", "message_stop"]
+    assert "input_json" in kinds  # the SDK's event for each input_json_delta
+    assert final.stop_reason == "tool_use"
+    use = final.content[-1]
+    assert use.type == "tool_use" and use.name == "get_weather" and isinstance(use.input.get("city"), str)
+
+
+def test_count_tokens_equals_chat_prompt(srv: Server, client: anthropic.Anthropic) -> None:
+    system = "You are terse."
+    counted = client.messages.count_tokens(model="any", system=system, messages=ASK, tools=[WEATHER])
+    oai_tools = [{"type": "function", "function": {"name": WEATHER["name"], "description": WEATHER["description"],
+                                                   "parameters": WEATHER["input_schema"]}}]
+    chat = _chat(srv, [{"role": "system", "content": system}, *ASK], tools=oai_tools, max_tokens=4)
+    assert counted.input_tokens == chat["usage"]["prompt_tokens"]
+    plain = client.messages.count_tokens(model="any", messages=ASK)
+    r = srv.post("/v1/chat/completions/input_tokens", {"messages": ASK})
+    assert plain.input_tokens == r.json()["input_tokens"] < counted.input_tokens
+
+
+def test_thinking_parameter(client: anthropic.Anthropic) -> None:
+    # the default model has no thinking block: enabled is accepted and no thinking block comes back
+    msg = client.messages.create(model="any", max_tokens=8, messages=ASK,
+                                 thinking={"type": "enabled", "budget_tokens": 1024}, metadata={"user_id": "u1"})
+    assert [b.type for b in msg.content] == ["text"]
+
+
+BAD: list[tuple[str, dict[str, Any], str]] = [
+    ("no max_tokens", {"model": "m", "messages": ASK}, "max_tokens"),
+    ("no model", {"max_tokens": 8, "messages": ASK}, "model"),
+    ("messages not a list", {"model": "m", "max_tokens": 8, "messages": {"role": "user", "content": "hi"}},
+     "messages"),
+    ("empty messages", {"model": "m", "max_tokens": 8, "messages": []}, "messages"),
+    ("bad role", {"model": "m", "max_tokens": 8, "messages": [{"role": "system", "content": "hi"}]},
+     "messages.0.role"),
+    ("unknown block", {"model": "m", "max_tokens": 8,
+                       "messages": [{"role": "user", "content": [{"type": "video", "text": "x"}]}]},
+     "messages.0.content.0.type"),
+    ("tool_use from the user", {"model": "m", "max_tokens": 8, "messages": [
+        {"role": "user", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}]}]},
+     "messages.0.content.0.type"),
+    ("tool_result for no tool_use", {"model": "m", "max_tokens": 8, "messages": [
+        *ASK, {"role": "assistant", "content": "Let me check."},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "x"}]}]},
+     "tool_use_id"),
+    ("image", {"model": "m", "max_tokens": 8, "messages": [{"role": "user", "content": [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}}]}]},
+     "multimodal projector"),
+    ("bad tool_choice", {"model": "m", "max_tokens": 8, "messages": ASK, "tools": [WEATHER],
+                         "tool_choice": {"type": "required"}}, "tool_choice"),
+    ("tool_choice names no tool", {"model": "m", "max_tokens": 8, "messages": ASK, "tools": [WEATHER],
+                                   "tool_choice": {"type": "tool", "name": "nope"}}, "nope"),
+    ("tool without schema", {"model": "m", "max_tokens": 8, "messages": ASK,
+                             "tools": [{"name": "f", "description": "x"}]}, "input_schema"),
+    ("max_tokens 0", {"model": "m", "max_tokens": 0, "messages": ASK}, "max_tokens"),
+    ("stop_sequences not strings", {"model": "m", "max_tokens": 8, "messages": ASK, "stop_sequences": [1]},
+     "stop_sequences"),
+    ("bad thinking", {"model": "m", "max_tokens": 8, "messages": ASK, "thinking": {"type": "on"}}, "thinking"),
+]
+
+
+@pytest.mark.parametrize(("case", "body", "named"), BAD, ids=[c[0] for c in BAD])
+def test_bad_request(srv: Server, client: anthropic.Anthropic, case: str, body: dict[str, Any], named: str) -> None:
+    with pytest.raises(anthropic.BadRequestError) as err:
+        client.post("/v1/messages", body=body, cast_to=object)
+    assert err.value.status_code == 400
+    body = err.value.body
+    assert isinstance(body, dict) and set(body) == {"type", "error"} and body["type"] == "error"
+    assert set(body["error"]) == {"type", "message"} and body["error"]["type"] == "invalid_request_error"
+    assert named in body["error"]["message"]
+
+
+def test_error_shapes_raw(srv: Server) -> None:
+    r = srv.post("/v1/messages", {"model": "m", "messages": ASK})
+    assert r.status_code == 400
+    assert r.json() == {"type": "error", "error": {"type": "invalid_request_error", "message": "max_tokens: Field required"}}
+    r = requests.post(srv.url + "/v1/messages", data=b"[1, 2", timeout=30)
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    r = srv.post("/v1/messages/nothing-here", {})
+    assert r.status_code == 404 and r.json()["type"] == "error" and r.json()["error"]["type"] == "not_found_error"
+    r = srv.get("/v1/messages")
+    assert r.status_code == 405 and r.json()["error"]["type"] == "invalid_request_error"
+    # a stream refused before it starts is a plain JSON error with its status
+    r = srv.post("/v1/messages", {"model": "m", "max_tokens": 8, "stream": True, "messages": "hi"})
+    assert r.status_code == 400 and r.json()["type"] == "error"
+    # other routes keep llama-server's shape
+    r = srv.post("/v1/chat/completions", {"messages": "hi"})
+    assert r.status_code == 400 and "code" in r.json()["error"]
+
+
+def test_context_exceeded_is_400(client: anthropic.Anthropic) -> None:
+    with pytest.raises(anthropic.BadRequestError) as err:
+        client.messages.create(model="any", max_tokens=8, messages=[{"role": "user", "content": "hello " * 1200}])
+    assert err.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
+    assert "context" in err.value.body["error"]["message"]  # type: ignore[index]
+
+
+def test_not_found_via_sdk(client: anthropic.Anthropic) -> None:
+    with pytest.raises(anthropic.NotFoundError) as err:
+        client.post("/v1/messages/batches-not-here", body={}, cast_to=object)
+    assert err.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
+
+
+def test_server_healthy_after(srv: Server, client: anthropic.Anthropic) -> None:
+    assert srv.get("/health").json()["status"] == "ok"
+    assert _text(client.messages.create(model="any", max_tokens=4, messages=ASK))
+
+
+def test_api_key(make_server: Any, model_path: str) -> None:
+    s = make_server("-m", model_path, "-c", "512", "-np", "1", "-t", "1", "--api-key", "sekret")
+    wrong = anthropic.Anthropic(base_url=s.url, api_key="wrong", max_retries=0)
+    with pytest.raises(anthropic.AuthenticationError) as err:
+        wrong.messages.create(model="any", max_tokens=4, messages=ASK)
+    assert err.value.status_code == 401
+    assert err.value.body == {"type": "error", "error": {"type": "authentication_error", "message": "Invalid API Key"}}
+    with pytest.raises(anthropic.AuthenticationError):
+        wrong.messages.count_tokens(model="any", messages=ASK)
+    # the SDK sends x-api-key and anthropic-version
+    right = anthropic.Anthropic(base_url=s.url, api_key="sekret", max_retries=0)
+    assert right.messages.count_tokens(model="any", messages=ASK).input_tokens > 0
+    assert _text(right.messages.create(model="any", max_tokens=4, messages=ASK))
+    r = requests.post(s.url + "/v1/messages", json={"model": "m", "max_tokens": 4, "messages": ASK},
+                      headers={"x-api-key": "sekret", "anthropic-version": "2023-06-01"}, timeout=60)
+    assert r.status_code == 200 and r.json()["type"] == "message"
