@@ -38,7 +38,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -57,7 +57,7 @@ from bench.common import (
     save_results,
 )
 
-__all__ = ["LoadResult", "Server", "main", "run_load", "spawn_server"]
+__all__ = ["LoadResult", "RequestRecord", "Server", "Workload", "main", "run_load", "spawn_server"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -172,11 +172,14 @@ async def _body_parts(reader: asyncio.StreamReader, headers: dict[str, str]) -> 
             yield data
 
 
-async def stream_completion(conn: Connection, body: bytes, rec: RequestRecord) -> None:
-    """Send one streaming /completion and record token arrival times in ``rec``."""
+async def stream_completion(conn: Connection, request: bytes | Workload, rec: RequestRecord) -> None:
+    """Send one streaming request (a /completion body, or a `Workload`) and record token arrival times in
+    ``rec``."""
+    work = request if isinstance(request, Workload) else Workload(request)
     reader, writer = await conn.ensure()
+    body = work.body
     head = (
-        f"POST /completion HTTP/1.1\r\nHost: {conn.host}:{conn.port}\r\n"
+        f"POST {work.path} HTTP/1.1\r\nHost: {conn.host}:{conn.port}\r\n"
         f"Content-Type: application/json\r\nAccept: text/event-stream\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode("latin-1")
@@ -199,8 +202,8 @@ async def stream_completion(conn: Connection, body: bytes, rec: RequestRecord) -
                 break
             event, buf = buf[:end], buf[end + 2 :]
             for line in event.split(b"\n"):
-                if line.startswith(b"data: "):
-                    _on_data(json.loads(line[6:]), now, rec)
+                if line.startswith(b"data: ") and line != b"data: [DONE]":
+                    work.on_data(json.loads(line[6:]), now, rec)
                 elif line.startswith(b"error: "):
                     raise HttpError(f"stream error: {line[7:200].decode('utf-8', 'replace')}")
 
@@ -219,10 +222,21 @@ def _on_data(obj: dict[str, Any], now: float, rec: RequestRecord) -> None:
     rec.token_times.extend([now] * max(rec.predicted_n - rec.n_partial, 0))
 
 
+@dataclass(frozen=True)
+class Workload:
+    """What every client sends and how its events are read: ``on_data`` gets each ``data:`` object of the
+    stream (``[DONE]`` excepted) and records tokens in the request's record, as `_on_data` does for
+    /completion (bench/api_families.py has the other route families')."""
+
+    body: bytes
+    path: str = "/completion"
+    on_data: Callable[[dict[str, Any], float, RequestRecord], None] = _on_data
+
+
 # -- the closed loop --------------------------------------------------------------------------
 
 
-async def _client(host: str, port: int, body: bytes, records: list[RequestRecord], stop_at: float,
+async def _client(host: str, port: int, work: Workload, records: list[RequestRecord], stop_at: float,
                   max_requests: int | None, counter: list[int]) -> None:
     conn = Connection(host, port)
     try:
@@ -231,7 +245,7 @@ async def _client(host: str, port: int, body: bytes, records: list[RequestRecord
             rec = RequestRecord(t_send=time.perf_counter())
             records.append(rec)
             try:
-                await stream_completion(conn, body, rec)
+                await stream_completion(conn, work, rec)
             except (HttpError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
                 rec.error = f"{type(exc).__name__}: {exc}"
                 conn.close()
@@ -240,7 +254,7 @@ async def _client(host: str, port: int, body: bytes, records: list[RequestRecord
         conn.close()  # a request cut at the deadline: the server cancels it
 
 
-async def _run_clients(url: str, clients: int, body: bytes, warmup: float, duration: float,
+async def _run_clients(url: str, clients: int, work: Workload, warmup: float, duration: float,
                        max_requests: int | None) -> tuple[list[RequestRecord], float, float]:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
@@ -248,7 +262,7 @@ async def _run_clients(url: str, clients: int, body: bytes, warmup: float, durat
     counter = [0]
     t0 = time.perf_counter()
     stop_at = t0 + warmup + duration
-    tasks = [asyncio.ensure_future(_client(host, port, body, records, stop_at, max_requests, counter))
+    tasks = [asyncio.ensure_future(_client(host, port, work, records, stop_at, max_requests, counter))
              for _ in range(clients)]
     _, pending = await asyncio.wait(tasks, timeout=max(stop_at - time.perf_counter(), 0.0))
     t_end = time.perf_counter()
@@ -304,16 +318,17 @@ def completion_body(prompt: str, n_predict: int, extra: dict[str, object] | None
 
 def run_load(url: str, clients: int, *, n_predict: int = DEFAULT_N_PREDICT, prompt: str = DEFAULT_PROMPT,
              duration: float = 30.0, warmup: float = 3.0, max_requests: int | None = None,
-             server_pid: int | None = None, extra: dict[str, object] | None = None) -> LoadResult:
+             server_pid: int | None = None, extra: dict[str, object] | None = None,
+             workload: Workload | None = None) -> LoadResult:
     """One closed-loop measurement at ``clients`` concurrent clients; ``extra``
-    adds request fields (e.g. a json_schema)."""
-    body = completion_body(prompt, n_predict, extra)
+    adds request fields (e.g. a json_schema); ``workload`` replaces the /completion request."""
+    work = workload or Workload(completion_body(prompt, n_predict, extra))
     if max_requests is not None:
         warmup, duration = 0.0, 24 * 3600.0
     meter = CpuMeter([os.getpid()] + ([server_pid] if server_pid else []))
     cpu0 = time.process_time()
     meter.start()
-    records, w0, w1 = asyncio.run(_run_clients(url, clients, body, warmup, duration, max_requests))
+    records, w0, w1 = asyncio.run(_run_clients(url, clients, work, warmup, duration, max_requests))
     cpu = meter.stop()
     result = summarize(records, clients, w0, w1, time.process_time() - cpu0, cpu)
     wait_idle(url)

@@ -82,6 +82,16 @@ def test_max_tokens_and_stop_sequence(client: anthropic.Anthropic) -> None:
     assert full.startswith(_text(stopped)) and word not in _text(stopped)
 
 
+def test_llama_fields_pass_through(client: anthropic.Anthropic) -> None:
+    hi = [{"role": "user", "content": "hi"}]
+    plain = client.messages.create(model="any", max_tokens=40, messages=hi, **GREEDY)
+    assert plain.stop_reason == "end_turn" and plain.usage.output_tokens < 40
+    # llama.cpp's own generation fields work here as on the other generation routes
+    forced = client.messages.create(model="any", max_tokens=40, messages=hi, extra_body={**TOP_K1, "ignore_eos": True})
+    assert forced.stop_reason == "max_tokens" and forced.usage.output_tokens == 40
+    assert _text(forced).startswith(_text(plain))
+
+
 def test_stream_event_order(srv: Server, client: anthropic.Anthropic) -> None:
     whole = client.messages.create(model="any", max_tokens=20, messages=ASK, **GREEDY)
     # on the wire (the SDK drops pings): each event's name is its data's type
@@ -189,6 +199,8 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
                                    "tool_choice": {"type": "tool", "name": "nope"}}, "nope"),
     ("tool without schema", {"model": "m", "max_tokens": 8, "messages": ASK,
                              "tools": [{"name": "f", "description": "x"}]}, "input_schema"),
+    ("tool schema not an object", {"model": "m", "max_tokens": 8, "messages": ASK,
+                                   "tools": [{"name": "f", "input_schema": {"type": "string"}}]}, "input_schema.type"),
     ("max_tokens 0", {"model": "m", "max_tokens": 0, "messages": ASK}, "max_tokens"),
     ("stop_sequences not strings", {"model": "m", "max_tokens": 8, "messages": ASK, "stop_sequences": [1]},
      "stop_sequences"),

@@ -64,9 +64,16 @@ _CHAT = {
     "add_generation_prompt": _BOOL, "continue_final_message": _BOOL, "stream_options": _OBJ, **_CONSTRAINT,
 }
 
+_BLOCK = {"type": "object", "properties": {"type": {"enum": ["text", "tool_use", "tool_result", "thinking"]}},
+          "required": ["type"]}
 _ANTHROPIC = {
-    "model": _STR, "max_tokens": {"type": "integer", "minimum": 1}, "messages": _MESSAGES,
-    "system": {"oneOf": [_STR, {"type": "array"}]}, "tools": {"type": "array"}, "tool_choice": _OBJ,
+    "model": _STR, "max_tokens": {"type": "integer", "minimum": 1},
+    "messages": {"type": "array", "minItems": 1, "items": {
+        "type": "object", "required": ["role", "content"], "properties": {
+            "role": {"enum": ["user", "assistant"]},
+            "content": {"oneOf": [_STR, {"type": "array", "items": _BLOCK}]}}}},
+    "system": {"oneOf": [_STR, {"type": "array", "items": _BLOCK}]}, "tools": {"type": "array"},
+    "tool_choice": {"type": "object", "properties": {"type": {"enum": ["auto", "any", "tool", "none"]}}},
     "stop_sequences": {"type": "array", "items": _STR}, "temperature": {"type": "number"},
     "top_p": {"type": "number"}, "top_k": _INT, "metadata": _OBJ, "thinking": _OBJ, "stream": _BOOL,
 }

@@ -5,7 +5,8 @@
 As llama-server's ``server_chat_convert_anthropic_to_oai``: ``system`` becomes a system message, text
 blocks become text parts, ``tool_use`` blocks an assistant's ``tool_calls``, ``tool_result`` blocks ``tool``
 messages, ``thinking`` blocks ``reasoning_content``, ``tools``/``tool_choice``/``stop_sequences``/
-``thinking`` their chat counterparts. Unlike llama-server, a client's mistake is a 400 naming the field
+``thinking`` their chat counterparts; llama.cpp's own generation fields (``ignore_eos``, ``min_p``, ``seed``, ...)
+pass through as on the other generation routes. Unlike llama-server, a client's mistake is a 400 naming the field
 (``messages.1.content.0.type: ...``, Anthropic's style) instead of being passed on or dropped; ``max_tokens``
 and ``model`` are required, as Anthropic requires them; ``tool_choice`` ``{"type": "tool"}`` forces the named
 tool (llama-server: any tool); and a user message's tool results come before its text, in the order Anthropic
@@ -19,11 +20,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from llamatwist.api.errors import InvalidRequest
+from llamatwist.api.params import FIELDS
 
 __all__ = ["to_chat_body"]
 
-# what llama-server passes through unchanged (besides the fields translated below)
-_PASSED = ("temperature", "top_p", "top_k", "stream", "chat_template_kwargs")
+# passed through unchanged: llama-server's temperature, top_p, top_k, stream and chat_template_kwargs, and here
+# every other generation field of the params table (ignore_eos, seed, min_p, cache_prompt, ...) and lora, as
+# on the other generation routes; not the ones Anthropic's own fields set (max_tokens, stop_sequences) nor
+# token probabilities, which an Anthropic message has no place for
+_OWN = frozenset({"n_predict", "max_completion_tokens", "max_tokens", "stop", "n_probs", "logprobs",
+                  "post_sampling_probs"})
+_PASSED = (*(n for f in FIELDS for n in f.names if n not in _OWN), "chat_template_kwargs", "lora")
 _MEDIA = "image input is not supported: media needs a multimodal projector (--mmproj), which this server does not load yet"
 _USER_BLOCKS = ("text", "image", "document", "tool_result")
 _ASSISTANT_BLOCKS = ("text", "tool_use", "thinking", "redacted_thinking")
@@ -179,9 +186,13 @@ def _tools(tools: Any) -> list[dict[str, Any]]:
             raise _bad(f"{where}.type", f"server tool {tool.get('type')!r} is not supported; define a custom "
                                         "tool with an input_schema")
         name = _str(tool.get("name"), f"{where}.name")
+        if not name.strip():
+            raise _bad(f"{where}.name", "String should have at least 1 character")
         schema = tool.get("input_schema")
         if not isinstance(schema, dict):
             raise _bad(f"{where}.input_schema", "Field required (a JSON schema object)")
+        if schema.get("type") != "object":
+            raise _bad(f"{where}.input_schema.type", "Input should be 'object'")
         fn: dict[str, Any] = {"name": name, "parameters": schema}
         if tool.get("description") is not None:
             fn["description"] = _str(tool["description"], f"{where}.description")
