@@ -16,7 +16,7 @@ from llamatwist.api.errors import REPORTED
 from llamatwist.api.http import ApiContext, handler, read_json, send_json
 from llamatwist.api.params import OutputOptions, parse_completion, parse_output_options, project_fields
 from llamatwist.api.pipeline import expand, run_tasks, tokenize_prompts
-from llamatwist.api.streaming import SSEStream
+from llamatwist.api.streaming import SSEStream, partial_extras
 from llamatwist.runtime import FinalResult, GenerationParams, PartialResult, TokenProbs
 
 __all__ = ["final_json_fields", "generation_settings", "partial_json", "probs_json", "register", "stream_native"]
@@ -61,15 +61,20 @@ def generation_settings(p: GenerationParams, seed: int, options: OutputOptions |
         "max_tokens": p.n_predict,
         "n_predict": p.n_predict,
         "n_keep": p.n_keep,
-        "n_discard": 0,
+        "n_discard": p.n_discard,
         "ignore_eos": s.ignore_eos,
         "stream": p.stream,
         # as given: a text key is reported as the text (llama-server lists its tokens)
         "logit_bias": [{"bias": _bias(b), "token": t} for t, b in s.logit_bias],
         "n_probs": p.n_probs,
         "min_keep": s.min_keep,
+        "grammar_lazy": p.grammar_lazy,
+        "grammar_triggers": [{"type": k, "value": v, **({"token": t} if k == 0 else {})}
+                             for k, v, t in p.grammar_triggers],
+        "preserved_tokens": sorted(p.preserved_tokens),
         **(options.settings(p.stream) if options is not None else {}),
         "samplers": list(s.samplers),
+        "timings_per_token": p.timings_per_token,
         "post_sampling_probs": s.post_sampling_probs,
     }
 
@@ -153,6 +158,7 @@ def partial_json(r: PartialResult, index: int, params: GenerationParams) -> dict
         "tokens_predicted": r.n_decoded,
         "tokens_evaluated": r.n_prompt_tokens,
     }
+    chunk.update(partial_extras(r))
     if r.probs:
         chunk["completion_probabilities"] = probs_json(r.probs, params.sampler.post_sampling_probs)
     return chunk

@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from llamatwist.api.errors import InvalidRequest
 from llamatwist.api.http import ApiContext
-from llamatwist.constrain import ConstraintError, compile_constraint
+from llamatwist.constrain import ConstraintError, ConstraintFactory, compile_constraint
+from llamatwist.constrain.lazy import LazyFactory, LazyTriggers
 from llamatwist.constrain.spec import ConstraintSpec
 from llamatwist.runtime import GenerationParams
+
+Trigger = tuple[int, str, int]  # (type, value, token id or -1)
 
 __all__ = ["apply_constraint", "constraint_spec", "load_default"]
 
@@ -59,19 +63,90 @@ def constraint_spec(body: Mapping[str, Any], server_default: ConstraintSpec) -> 
 
 async def apply_constraint(ctx: ApiContext, body: Mapping[str, Any], params: GenerationParams) -> GenerationParams:
     """``params`` with the request's compiled constraint (400 naming a grammar
-    or schema error). Compiling takes ~0.1 s, so it runs in the thread pool."""
+    or schema error), made lazy by ``grammar_lazy``/``grammar_triggers``, and its ``preserved_tokens``.
+    Compiling takes ~0.1 s, so it runs in the thread pool."""
     spec = constraint_spec(body, ctx.default_constraint)
+    preserved = params.preserved_tokens | await _preserved_tokens(ctx, body.get("preserved_tokens"))
+    lazy = body.get("grammar_lazy")
+    if lazy is not None and not isinstance(lazy, bool):
+        raise InvalidRequest("'grammar_lazy' must be a boolean")
+    triggers = await _triggers(ctx, body.get("grammar_triggers"), preserved)
+    params = dataclasses.replace(params, preserved_tokens=preserved, grammar_lazy=bool(lazy),
+                                 grammar_triggers=triggers)
     if spec.empty:
         return params
     tokenizer = await ctx.engine.constraint_tokenizer()
     try:
-        factory = await ctx.engine.in_pool(
+        factory: ConstraintFactory = await ctx.engine.in_pool(
             compile_constraint, grammar=spec.grammar, json_schema=spec.json_schema,
             json_object=spec.json_object, tokenizer=tokenizer,
         )
+        if lazy:
+            factory = LazyFactory(factory, _lazy_triggers(triggers), tokenizer.tokens, tokenizer.n_vocab,
+                                  tokenizer.tokenize)
     except ConstraintError as exc:
         raise InvalidRequest(str(exc)) from None
     return dataclasses.replace(params, constraint=factory)
+
+
+# llama.cpp's common_grammar_trigger_type, by number
+TRIGGER_TOKEN, TRIGGER_WORD, TRIGGER_PATTERN, TRIGGER_PATTERN_FULL = range(4)
+
+
+async def _single_token(ctx: ApiContext, text: str) -> int | None:
+    ids = await ctx.engine.tokenize([text], False, True)
+    return ids[0] if len(ids) == 1 else None
+
+
+async def _preserved_tokens(ctx: ApiContext, value: Any) -> frozenset[int]:
+    """Texts that are one token each: those tokens are written as their text in the output."""
+    if value is None:
+        return frozenset()
+    if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+        raise InvalidRequest("'preserved_tokens' must be an array of strings")
+    found = [await _single_token(ctx, text) for text in value]
+    return frozenset(t for t in found if t is not None)
+
+
+async def _triggers(ctx: ApiContext, value: Any, preserved: frozenset[int]) -> tuple[Trigger, ...]:
+    """``grammar_triggers`` as llama-server reads them: ``{"type": 0..3, "value": str[, "token": id]}``; a
+    word that is one token becomes a token trigger and must be a preserved token."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise InvalidRequest("'grammar_triggers' must be an array of {\"type\", \"value\"} objects")
+    out: list[Trigger] = []
+    for i, t in enumerate(value):
+        where = f"grammar_triggers[{i}]"
+        kind = t.get("type") if isinstance(t, dict) else None
+        text = t.get("value") if isinstance(t, dict) else None
+        if not isinstance(kind, int) or isinstance(kind, bool) or kind not in range(4) or not isinstance(text, str):
+            raise InvalidRequest(f"'{where}' must be an object with 'type' (0 token, 1 word, 2 pattern, "
+                                 "3 full pattern) and a string 'value'")
+        if kind == TRIGGER_TOKEN:
+            token = t.get("token")
+            if not isinstance(token, int) or isinstance(token, bool) or not ctx.engine.valid_token(token):
+                raise InvalidRequest(f"'{where}.token' must be a token id of this model")
+            out.append((kind, text, token))
+        elif kind == TRIGGER_WORD and (token := await _single_token(ctx, text)) is not None:
+            if token not in preserved:
+                raise InvalidRequest(f"Grammar trigger word should be marked as preserved token: {text}")
+            out.append((TRIGGER_TOKEN, text, token))
+        else:
+            out.append((kind, text, -1))
+    return tuple(out)
+
+
+def _lazy_triggers(triggers: tuple[Trigger, ...]) -> LazyTriggers:
+    patterns = []
+    for kind, text, _ in triggers:
+        if kind == TRIGGER_WORD:
+            patterns.append(re.escape(text))
+        elif kind == TRIGGER_PATTERN:
+            patterns.append(text)
+        elif kind == TRIGGER_PATTERN_FULL:
+            patterns.append(("" if text.startswith("^") else "^") + text + ("" if text.endswith("$") else "$"))
+    return LazyTriggers(tuple(patterns), frozenset(tok for kind, _, tok in triggers if kind == TRIGGER_TOKEN))
 
 
 def load_default(grammar: str | None, json_schema_text: str | None) -> ConstraintSpec:

@@ -214,6 +214,11 @@ FIELDS: tuple[Field, ...] = (
     Field(("id_slot",), _int, "id_slot", _ge(-1), ">= -1"),
     Field(("stream",), _bool, "stream"),
     Field(("return_tokens",), _bool, "return_tokens"),
+    Field(("timings_per_token",), _bool, "timings_per_token"),
+    Field(("return_progress",), _bool, "return_progress"),
+    Field(("t_max_predict_ms",), _int, "t_max_predict_ms", _ge(-1), ">= -1"),
+    Field(("t_max_prompt_ms",), _int, "t_max_prompt_ms", _ge(-1), ">= -1"),
+    Field(("n_indent",), _int, "n_indent", _ge(0), ">= 0"),
 )
 
 
@@ -260,7 +265,8 @@ def read_fields(body: Mapping[str, Any]) -> dict[str, Any]:
 
 _SAMPLER_FIELDS = tuple(f.name for f in dataclasses.fields(SamplerSettings))
 # the GenerationParams fields a request sets; a field it leaves out keeps GenerationParams' default
-_REQUEST_FIELDS = ("n_discard", "stop", "n_probs", "cache_prompt", "id_slot", "stream", "return_tokens")
+_REQUEST_FIELDS = ("n_discard", "stop", "n_probs", "cache_prompt", "id_slot", "stream", "return_tokens",
+                   "timings_per_token", "return_progress", "t_max_predict_ms", "t_max_prompt_ms", "n_indent")
 
 
 def generation_params(body: Mapping[str, Any], defaults: SamplingDefaults) -> GenerationParams:

@@ -10,8 +10,20 @@ from twisted.web.server import Request
 
 from llamatwist.api.errors import error_body, send_error
 from llamatwist.api.http import json_bytes
+from llamatwist.runtime import PartialResult
 
-__all__ = ["SSEStream", "on_disconnect"]
+__all__ = ["SSEStream", "on_disconnect", "partial_extras"]
+
+
+def partial_extras(r: PartialResult) -> dict[str, Any]:
+    """What llama-server adds to a streamed chunk: ``timings`` (timings_per_token) and ``prompt_progress``
+    (return_progress)."""
+    out: dict[str, Any] = {}
+    if r.timings is not None:
+        out["timings"] = r.timings.to_json()
+    if r.progress is not None:
+        out["prompt_progress"] = r.progress.to_json()
+    return out
 
 
 def on_disconnect(request: Request, callback: Callable[[], None]) -> None:

@@ -14,9 +14,17 @@ from llamatwist.runtime.counters import Metrics
 from llamatwist.runtime.errors import TaskError
 from llamatwist.runtime.prefix_cache import PrefixCache
 from llamatwist.runtime.slot import Slot
-from llamatwist.runtime.task import CompletionTask, ErrorResult, FinalResult, Result, Timings
+from llamatwist.runtime.task import (
+    CompletionTask,
+    ErrorResult,
+    FinalResult,
+    PartialResult,
+    PromptProgress,
+    Result,
+    Timings,
+)
 
-__all__ = ["Deliver", "Outputs", "Sink"]
+__all__ = ["Deliver", "Outputs", "Sink", "slot_timings"]
 
 Sink = Callable[[Result], None]
 # Hands a step's results to the reactor in one go (one wake-up per step).
@@ -46,13 +54,7 @@ class Outputs:
         assert task is not None and slot.sampler is not None
         content = "" if task.params.stream else _full_text(slot)
         stop = slot.text.stop
-        timings = Timings(
-            cache_n=slot.n_cached,
-            prompt_n=len(task.prompt) - slot.n_cached,
-            prompt_ms=(slot.t_prompt_done - slot.t_start) * 1e3,
-            predicted_n=len(slot.generated),
-            predicted_ms=max(now - slot.t_prompt_done, 1e-6) * 1e3,
-        )
+        timings = slot_timings(slot, now)
         result = FinalResult(
             task_id=task.id,
             id_slot=slot.id,
@@ -71,6 +73,14 @@ class Outputs:
         self.release(slot)
         self.emit(task.sink, result)
 
+    def progress(self, slot: Slot, now: float) -> None:
+        """A prompt-progress event for a streaming task that asked for them (return_progress)."""
+        task = slot.task
+        assert task is not None
+        progress = PromptProgress(total=len(task.prompt), cache=slot.n_cached, processed=slot.n_fed,
+                                  time_ms=int((now - slot.t_start) * 1e3))
+        self.emit(task.sink, PartialResult(task.id, slot.id, "", [], 0, len(task.prompt), [], progress=progress))
+
     def release(self, slot: Slot) -> None:
         if slot.t_prompt_done:
             self._metrics.tokens_predicted_seconds_total += max(slot.t_last - slot.t_prompt_done, 0.0)
@@ -82,6 +92,18 @@ class Outputs:
         elif slot.task is not None and not slot.task.embed:
             self._cache.update(slot.id, slot.cache)
         slot.release()
+
+
+def slot_timings(slot: Slot, now: float) -> Timings:
+    """The task's timings so far (final, or per token with timings_per_token)."""
+    assert slot.task is not None
+    return Timings(
+        cache_n=slot.n_cached,
+        prompt_n=slot.n_fed - slot.n_cached,  # all of it, unless t_max_prompt_ms stopped it
+        prompt_ms=(slot.t_prompt_done - slot.t_start) * 1e3,
+        predicted_n=len(slot.generated),
+        predicted_ms=max(now - slot.t_prompt_done, 1e-6) * 1e3,
+    )
 
 
 def _full_text(slot: Slot) -> str:

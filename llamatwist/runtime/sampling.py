@@ -15,7 +15,7 @@ import numpy as np
 from llamatwist.engine.context import Context
 from llamatwist.engine.model import Vocab
 from llamatwist.runtime.counters import Metrics
-from llamatwist.runtime.outputs import Outputs
+from llamatwist.runtime.outputs import Outputs, slot_timings
 from llamatwist.runtime.slot import Slot, SlotState
 from llamatwist.runtime.task import PartialResult, TokenProbs, TopProb
 
@@ -68,7 +68,7 @@ class Sampling:
         is_eog = vocab.is_eog(token)
         if slot.constraint is not None and not is_eog:
             slot.constraint.accept(token)
-        piece = b"" if is_eog else vocab.token_to_piece(token, special=False)
+        piece = b"" if is_eog else vocab.token_to_piece(token, special=token in params.preserved_tokens)
         if post:
             probs = [post_sampling_probs(vocab, token, piece, p_token, post_top)]
         else:
@@ -80,6 +80,11 @@ class Sampling:
             slot.text.feed(piece)
             if slot.text.stop is not None:
                 stop_type = "word"
+            elif params.n_indent > 0 and _under_indented(slot, params.n_indent):
+                stop_type = "limit"
+            elif (params.t_max_predict_ms > 0 and b"\n" in piece
+                  and (now - slot.t_prompt_done) * 1e3 > params.t_max_predict_ms):
+                stop_type = "limit"  # as llama-server: past the time limit, stop at a newline
         limit = params.n_predict
         if self._n_predict >= 0 and (limit < 0 or limit > self._n_predict):
             limit = self._n_predict
@@ -99,9 +104,26 @@ class Sampling:
             content = slot.text.take(final=stop_type != "none")
             self._outputs.emit(task.sink, PartialResult(
                 task.id, slot.id, content, [token], n_decoded, len(task.prompt), probs,
+                timings=slot_timings(slot, now) if params.timings_per_token else None,
             ))
         if stop_type != "none":
             self._outputs.finish(slot, stop_type, now)
+
+
+def _under_indented(slot: Slot, n_indent: int) -> bool:
+    """llama-server's n_indent: after the first line, a line whose first character comes after fewer than
+    ``n_indent`` spaces or tabs ends the completion, cut before that character."""
+    text = slot.text.text
+    start = text.rfind("\n") + 1
+    if start == 0:
+        return False
+    pos = start
+    while pos < len(text) and text[pos] in " \t":
+        pos += 1
+    if pos < len(text) and pos - start < n_indent:
+        slot.text.cut(pos)
+        return True
+    return False
 
 
 def post_sampling_probs(vocab: Vocab, token: int, piece: bytes, p_token: float,

@@ -94,6 +94,7 @@ class Step:
         self._embeddings = embeddings
         self._metrics = metrics
         self._outputs = outputs
+        self._prompt_fed: list[Slot] = []  # slots that fed a prompt chunk into the current batch
 
     # -- plan ----------------------------------------------------------------
     def plan(self) -> StepPlan:
@@ -109,10 +110,17 @@ class Step:
                     continue
                 feeds.append(SlotFeed(slot, (slot.pending_token,), len(slot.cache), True))
         room = self._batch.capacity - len(feeds)
+        now = time.perf_counter()
         for slot in self._slots:
             if slot.state is not SlotState.PROMPT or room == 0:
                 continue
             assert slot.task is not None
+            limit = slot.task.params.t_max_prompt_ms
+            if limit > 0 and (now - slot.t_start) * 1e3 > limit and not slot.task.embed:
+                # the prompt took too long (t_max_prompt_ms, which llama-server reserves but does not apply)
+                slot.t_prompt_done = now
+                self._outputs.finish(slot, "limit", now)
+                continue
             prompt = slot.task.prompt
             if slot.task.embed:
                 # Embeddings pool over the whole input: it goes in one batch, every token an output.
@@ -130,6 +138,7 @@ class Step:
         """Fill the batch; False when it is empty."""
         batch = self._batch
         batch.clear()
+        self._prompt_fed.clear()
         for slot in self._slots:
             slot.i_batch = -1
         for feed in plan.feeds:
@@ -137,8 +146,11 @@ class Step:
             if slot.state is SlotState.GENERATING:
                 slot.i_batch = batch.add(feed.tokens[0], feed.pos, slot.id, True)
                 continue
+            if _wants_progress(slot) and slot.n_fed == slot.n_cached:
+                self._outputs.progress(slot, time.perf_counter())  # the start: what the cache held
             idx = batch.add_sequence(feed.tokens, feed.pos, slot.id, feed.output, all_outputs=feed.all_outputs)
             slot.n_fed = feed.pos + len(feed.tokens)
+            self._prompt_fed.append(slot)
             if feed.output:
                 slot.i_batch = idx
         return batch.n_tokens > 0
@@ -179,6 +191,9 @@ class Step:
         m.n_decode_total += 1
         m.n_busy_slots_total += len(busy)
         now = time.perf_counter()
+        for slot in self._prompt_fed:
+            if _wants_progress(slot):
+                self._outputs.progress(slot, now)
         for slot in busy:
             if slot.i_batch < 0:
                 continue
@@ -205,3 +220,8 @@ class Step:
                 continue
             self._outputs.fail(task, KVCacheFull() if exc.code == 1 else DecodeFailed(str(exc)))
             self._outputs.release(slot)
+
+
+def _wants_progress(slot: Slot) -> bool:
+    task = slot.task
+    return task is not None and not task.embed and task.params.stream and task.params.return_progress

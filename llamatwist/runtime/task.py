@@ -19,6 +19,7 @@ __all__ = [
     "FinalResult",
     "GenerationParams",
     "PartialResult",
+    "PromptProgress",
     "Result",
     "SlotAction",
     "SlotActionResult",
@@ -52,6 +53,16 @@ class GenerationParams:
     constraint: ConstraintFactory | None = None
     # per-request LoRA scales as (adapter id, scale); ids not listed run at 0; None = the server-wide scales
     lora: tuple[tuple[int, float], ...] | None = None
+    timings_per_token: bool = False  # every streamed partial carries timings, not only the last
+    return_progress: bool = False  # stream prompt-processing progress events before the first token
+    t_max_predict_ms: int = -1  # > 0: stop at a newline once generation took longer (llama-server's FIM use)
+    t_max_prompt_ms: int = -1  # > 0: stop (no tokens) when prompt processing takes longer
+    n_indent: int = 0  # > 0: stop before a line indented less than this (code completion)
+    # control tokens written as their text in the output (llama-server's preserved_tokens)
+    preserved_tokens: frozenset[int] = frozenset()
+    # echoed in generation_settings: the constraint applies from a trigger (already in ``constraint``)
+    grammar_lazy: bool = False
+    grammar_triggers: tuple[tuple[int, str, int], ...] = ()  # (type, value, token id or -1)
 
 
 @dataclass(frozen=True)
@@ -97,6 +108,19 @@ class Timings:
 
 
 @dataclass(frozen=True)
+class PromptProgress:
+    """How far a slot is through its prompt (llama-server's ``prompt_progress``)."""
+
+    total: int
+    cache: int
+    processed: int
+    time_ms: int
+
+    def to_json(self) -> dict[str, int]:
+        return {"total": self.total, "cache": self.cache, "processed": self.processed, "time_ms": self.time_ms}
+
+
+@dataclass(frozen=True)
 class PartialResult:
     task_id: int
     id_slot: int
@@ -105,6 +129,8 @@ class PartialResult:
     n_decoded: int
     n_prompt_tokens: int
     probs: list[TokenProbs]
+    timings: Timings | None = None  # with timings_per_token
+    progress: PromptProgress | None = None  # a prompt-progress event (no content) with return_progress
 
 
 @dataclass(frozen=True)

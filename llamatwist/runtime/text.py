@@ -70,6 +70,11 @@ class TextStream:
         if self.stop is not None:
             self.text = self.text[: self.stop.position]
 
+    def cut(self, position: int) -> None:
+        """Drop the text from ``position`` on (never what was already sent)."""
+        self.text = self.text[: max(position, self._sent)]
+        self._pending = b""
+
     def take(self, final: bool = False) -> str:
         """Text safe to send now (everything, once ``final``)."""
         if final:

@@ -42,7 +42,7 @@ from llamatwist.api.openai.tools import (
 )
 from llamatwist.api.params import generation_params, parse_chat_format, parse_n_cmpl, refuse_response_fields
 from llamatwist.api.pipeline import expand, run_tasks, tokenize_prompts
-from llamatwist.api.streaming import SSEStream
+from llamatwist.api.streaming import SSEStream, partial_extras
 from llamatwist.chat import RenderedChat
 from llamatwist.chat.toolcalls import ChatSyntax, ToolPlan, forced_call_grammar, plan_tools, polyfill_history
 from llamatwist.config import SamplingDefaults
@@ -244,7 +244,11 @@ async def prepare_chat(ctx: ApiContext, loaded: LoadedModel, body: Mapping[str, 
     syntax: ChatSyntax | None = None
     if plan is not None:
         syntax = plan.syntax
-        params = dataclasses.replace(params, stop=(*params.stop, *plan.additional_stops))
+        # the format's control tokens (<|python_tag|>, <tool_call>, ...) must reach the parser as text
+        marks = [await _tokens(ctx, text) for text in plan.preserved_tokens]
+        params = dataclasses.replace(
+            params, stop=(*params.stop, *plan.additional_stops),
+            preserved_tokens=params.preserved_tokens | {t[0] for t in marks if len(t) == 1})
     params = await _with_budget(ctx, fmt, req, params, prompt.thinking_tags, rendered.generation_prompt)
     # The template's own BOS text is stripped when the vocab adds BOS, so add_special is right.
     tokens = await tokenize_prompts(ctx, loaded, [[rendered.prompt]])
@@ -327,21 +331,28 @@ def register(app: Klein, ctx: ApiContext) -> None:
                 sse.send(delta_chunk(index, {"role": "assistant", "content": None}))
             return stream
 
-        def send_deltas(index: int, deltas: list[dict[str, Any]], probs: list[TokenProbs]) -> None:
+        def send_deltas(index: int, deltas: list[dict[str, Any]], probs: list[TokenProbs],
+                        extras: dict[str, Any] | None = None) -> None:
             # token logprobs ride on the next chunk sent: a parser may hold text back (e.g. a tag prefix)
             waiting = pending_probs.setdefault(index, [])
             waiting.extend(probs)
-            for delta in deltas:
+            for i, delta in enumerate(deltas):
                 chunk = delta_chunk(index, delta)
                 lp = logprobs(waiting)
                 if lp is not None:
                     chunk["choices"][0]["logprobs"] = lp
                 waiting.clear()
+                if extras and i == len(deltas) - 1:
+                    chunk.update(extras)  # as llama-server: on the last chunk of this token
                 sse.send(chunk)
 
         def partial(index: int, r: PartialResult) -> None:
+            if r.progress is not None:
+                # prompt progress rides on an empty assistant delta, as llama-server sends it
+                sse.send({**delta_chunk(index, {"role": "assistant", "content": None}), **partial_extras(r)})
+                return
             stream = started(index)
-            send_deltas(index, stream.feed(r.content), r.probs)
+            send_deltas(index, stream.feed(r.content), r.probs, partial_extras(r))
 
         def final(index: int, r: FinalResult) -> None:
             stream = started(index)

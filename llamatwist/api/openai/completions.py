@@ -25,7 +25,7 @@ from llamatwist.api.openai.protocol import (
 from llamatwist.api.openai.streaming import stream_oai
 from llamatwist.api.params import parse_chat_format, parse_completion, parse_reasoning_format, refuse_response_fields
 from llamatwist.api.pipeline import expand, run_tasks, tokenize_prompts
-from llamatwist.api.streaming import SSEStream
+from llamatwist.api.streaming import SSEStream, partial_extras
 from llamatwist.runtime import FinalResult, PartialResult
 
 __all__ = ["register"]
@@ -100,7 +100,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
                             [{"text": text, "index": index, "logprobs": lp, "finish_reason": reason}])
 
         def partial(index: int, r: PartialResult) -> None:
-            sse.send(text_chunk(index, r.content, logprobs(r, index), None))
+            sse.send({**text_chunk(index, r.content, logprobs(r, index), None), **partial_extras(r)})
 
         def final(index: int, r: FinalResult) -> None:
             chunk = text_chunk(index, "", None, finish_reason(r.stop_type))
