@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from tests.conftest import Server
+from tests.test_reasoning import THINK_TEMPLATE
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -271,3 +272,43 @@ def test_api_key(make_server: Any, model_path: str) -> None:
     r = requests.post(s.url + "/v1/messages", json={"model": "m", "max_tokens": 4, "messages": ASK},
                       headers={"x-api-key": "sekret", "anthropic-version": "2023-06-01"}, timeout=60)
     assert r.status_code == 200 and r.json()["type"] == "message"
+
+
+# thinking, with test_reasoning's template (it opens <think> in the prompt) and one word biased so strongly
+# that the model writes nothing else where it is free: the blocks show exactly what the budget forced
+@pytest.fixture(scope="module")
+def thinker(model_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    template = tmp_path_factory.mktemp("think") / "think.jinja"
+    template.write_text(THINK_TEMPLATE)
+    s = Server(["-m", model_path, "-c", "1024", "-np", "1", "-t", "1", "--chat-template-file", str(template),
+                "--reasoning-budget", "0", "--reasoning-budget-message", " Enough."])
+    yield s
+    s.stop()
+
+
+def test_thinking_blocks(thinker: Server) -> None:
+    client = anthropic.Anthropic(base_url=thinker.url, api_key="unused", max_retries=0, timeout=120)
+    (token,) = thinker.post("/tokenize", {"content": " blue"}).json()["tokens"]
+    extra = {"extra_body": {"temperature": 0, "logit_bias": {str(token): 100.0}}}
+    msg = client.messages.create(model="any", max_tokens=20, messages=ASK,
+                                 thinking={"type": "enabled", "budget_tokens": 5}, **extra)
+    assert [b.type for b in msg.content] == ["thinking", "text"]
+    thinking, text = msg.content
+    # the budget counts from <think>, the prompt's own "\n" included (as the chat route)
+    assert thinking.thinking == "blue blue blue blue Enough." and thinking.signature == ""  # type: ignore[union-attr]
+    assert text.text.strip().startswith("blue blue") and msg.stop_reason == "max_tokens"  # type: ignore[union-attr]
+    # streamed: a thinking block (closed with its signature) then a text block, numbered in order
+    with client.messages.stream(model="any", max_tokens=20, messages=ASK,
+                                thinking={"type": "enabled", "budget_tokens": 5}, **extra) as stream:
+        events = list(stream)
+        final = stream.get_final_message()
+    starts = [(e.index, e.content_block.type) for e in events if e.type == "content_block_start"]  # type: ignore[union-attr]
+    assert starts == [(0, "thinking"), (1, "text")]
+    deltas = [e.delta.type for e in events if e.type == "content_block_delta"]  # type: ignore[union-attr]
+    assert deltas[0] == "thinking_delta" and "signature_delta" in deltas and deltas[-1] == "text_delta"
+    stops = [e.index for e in events if e.type == "content_block_stop"]  # type: ignore[union-attr]
+    assert stops == [0, 1]
+    assert final.content[0].thinking == thinking.thinking and final.content[1].text == text.text  # type: ignore[union-attr]
+    # disabled: the template closes the block in the prompt, no thinking block comes back
+    off = client.messages.create(model="any", max_tokens=8, messages=ASK, thinking={"type": "disabled"}, **extra)
+    assert [b.type for b in off.content] == ["text"] and _text(off) == " blue" * 8
