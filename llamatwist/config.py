@@ -77,6 +77,7 @@ class ServerConfig:
     embeddings: bool = False  # --embeddings: embedding-only server
     reranking: bool = False  # --reranking
     pooling: str | None = None  # none|mean|cls|last|rank; None = the model's default
+    responses_store_size: int = 256  # responses kept for previous_response_id (an in-memory LRU)
     # chat
     jinja: bool = True
     chat_template: str | None = None  # a built-in template name or a Jinja template

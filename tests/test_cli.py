@@ -132,6 +132,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "defrag_thold": ("0.5", 0.5),
     "cache_ram_mib": ("-1", -1),
     "slot_prompt_similarity": ("0.5", 0.5),
+    "responses_store_size": ("2", 2),
     "sampling.n_cache_reuse": ("256", 256),
 }
 # Flags sharing a field with another spelling of another syntax.

@@ -15,13 +15,15 @@ from llamatwist.api.errors import MethodNotAllowed, NotFound, send_error
 from llamatwist.api.http import ApiContext
 from llamatwist.api.openai import chat as oai_chat
 from llamatwist.api.openai import completions as oai_completions
+from llamatwist.api.openai import responses as oai_responses
 
 __all__ = ["build_app"]
 
 
 def build_app(ctx: ApiContext) -> Klein:
     app = Klein()
-    for module in (info, completion, infill, tokens, oai_completions, oai_chat, embeddings, openapi, lora, anthropic):
+    for module in (info, completion, infill, tokens, oai_completions, oai_chat, embeddings, openapi, lora, anthropic,
+                   oai_responses):
         module.register(app, ctx)
     webui.register(app, ctx)  # last: the UI never shadows an API route
 

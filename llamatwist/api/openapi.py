@@ -78,6 +78,19 @@ _ANTHROPIC = {
     "top_p": {"type": "number"}, "top_k": _INT, "metadata": _OBJ, "thinking": _OBJ, "stream": _BOOL,
 }
 
+_RESP_ITEM = {"type": "object", "properties": {
+    "type": {"enum": ["message", "function_call", "function_call_output", "reasoning"]},
+    "role": {"enum": ["user", "assistant", "system", "developer"]}}}
+_RESPONSES = {
+    "model": _STR, "input": {"oneOf": [_STR, {"type": "array", "items": _RESP_ITEM}]}, "instructions": _STR,
+    "tools": {"type": "array", "items": {"type": "object", "properties": {"type": {"const": "function"},
+                                                                          "name": _STR}}},
+    "tool_choice": {"oneOf": [{"enum": ["auto", "none", "required"]}, _OBJ]},
+    "max_output_tokens": {"type": "integer", "minimum": 1}, "temperature": {"type": "number"},
+    "top_p": {"type": "number"}, "text": _OBJ, "reasoning": _OBJ, "stream": _BOOL, "store": _BOOL,
+    "previous_response_id": _STR, "metadata": _OBJ, "parallel_tool_calls": _BOOL,
+}
+
 _BODIES: dict[str, dict[str, Any]] = {
     "Completion": _body({"prompt": _PROMPT, **_CONSTRAINT}, ("prompt",), generation=True),
     "OpenAICompletion": _body({"prompt": _PROMPT, "model": _STR, "echo": _BOOL, **_CONSTRAINT}, ("prompt",),
@@ -97,6 +110,7 @@ _BODIES: dict[str, dict[str, Any]] = {
     "SlotFile": _body({"filename": _STR}),
     "AnthropicMessages": _body(_ANTHROPIC, ("model", "max_tokens", "messages")),
     "AnthropicCountTokens": _body(_ANTHROPIC, ("model", "messages")),
+    "Responses": _body(_RESPONSES, ("input",)),
     "LoraScales": {"type": "array", "items": {
         "type": "object", "properties": {"id": _INT, "scale": {"type": "number"}}, "required": ["id", "scale"]}},
 }
@@ -142,6 +156,12 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("post", "/v1/messages"): Operation("Anthropic Messages", _T_ANT, "AnthropicMessages", "sse", "anthropic"),
     ("post", "/v1/messages/count_tokens"): Operation("Count an Anthropic request's prompt tokens", _T_ANT,
                                                      "AnthropicCountTokens", errors="anthropic"),
+    ("post", "/v1/responses"): Operation("OpenAI Responses", _T_OAI, "Responses", "sse"),
+    ("post", "/responses"): Operation("OpenAI Responses (alias)", _T_OAI, "Responses", "sse"),
+    ("post", "/v1/responses/input_tokens"): Operation("Count a Responses request's input tokens", _T_OAI,
+                                                      "Responses"),
+    ("post", "/responses/input_tokens"): Operation("Count a Responses request's input tokens (alias)", _T_OAI,
+                                                   "Responses"),
     ("get", "/"): Operation("The web UI", _T_UI, answer="html", public=True),
     ("get", "/index.html"): Operation("The web UI", _T_UI, answer="html", public=True),
     ("get", "/completion.js"): Operation("llama-server's completion.js helper", _T_UI, answer="javascript",

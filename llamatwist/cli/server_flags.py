@@ -70,6 +70,9 @@ SERVER: Final[tuple[Flag, ...]] = (
     Flag(("--path",), "static_path", G_SERVER,
          "path to serve static files from, instead of the built-in Web UI",
          "LLAMA_ARG_STATIC_PATH", directory, metavar="PATH", default="none"),
+    Flag(("--responses-store-size",), "responses_store_size", G_SERVER,
+         "responses kept in memory for previous_response_id (/v1/responses), least recently used "
+         "dropped first; 0 = keep none (llamatwist only)", None, int_min(0)),
     # HTTP: security, CORS and limits
     Flag(("--api-prefix",), "api_prefix", G_HTTP,
          "prefix path the server serves from, without the trailing slash; "
