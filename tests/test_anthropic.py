@@ -4,6 +4,7 @@ against a real server with the default model; raw HTTP only where the SDK cannot
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,6 +12,7 @@ import anthropic
 import pytest
 import requests
 
+from llamatwist.api.security import MAX_BODY_BYTES
 from tests.conftest import Server
 from tests.test_reasoning import THINK_TEMPLATE
 
@@ -236,6 +238,19 @@ def test_error_shapes_raw(srv: Server) -> None:
     # other routes keep llama-server's shape
     r = srv.post("/v1/chat/completions", {"messages": "hi"})
     assert r.status_code == 400 and "code" in r.json()["error"]
+
+
+def test_body_over_the_limit_is_request_too_large(srv: Server) -> None:
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as sock:
+        sock.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b'Content-Length: %d\r\n\r\n{"messages": "' % (MAX_BODY_BYTES + 1))
+        response = b""
+        while chunk := sock.recv(65536):
+            response += chunk
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413 ")
+    assert json.loads(body)["error"]["type"] == "request_too_large" and json.loads(body)["type"] == "error"
+    assert srv.get("/health").status_code == 200
 
 
 def test_context_exceeded_is_400(client: anthropic.Anthropic) -> None:

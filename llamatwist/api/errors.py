@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 __all__ = [
     "REPORTED", "TABLE", "ApiError", "ErrorAnswer", "InvalidRequest", "MethodNotAllowed", "NotFound",
     "NotSupported", "PayloadTooLarge", "ServerError", "Unauthorized", "Unavailable", "answer", "error_body",
-    "error_json", "register_error_shape", "send_error",
+    "error_json", "path_error_json", "register_error_shape", "send_error",
 ]
 
 
@@ -172,16 +172,16 @@ def register_error_shape(path: bytes, shape: ErrorShape) -> None:
     _SHAPES[path.rstrip(b"/")] = shape
 
 
-def _shape(request: Request) -> ErrorShape | None:
-    path = (request.path or b"").rstrip(b"/") + b"/"
+def path_error_json(path: bytes, exc: BaseException) -> bytes:
+    """The error body for a request to ``path`` (query string allowed): its family's shape, else `error_json`'s."""
+    path = path.split(b"?", 1)[0].rstrip(b"/") + b"/"
     # segment-aligned, anywhere in the path: an --api-prefix comes before the route
-    return next((shape for p, shape in _SHAPES.items() if p + b"/" in path), None)
+    shape = next((shape for p, shape in _SHAPES.items() if p + b"/" in path), None)
+    return error_json(exc) if shape is None else json.dumps(shape(answer(exc))).encode()
 
 
 def send_error(request: Request, exc: BaseException) -> bytes:
     """Set the status and content type of an error response; returns its body."""
-    a = answer(exc)
-    request.setResponseCode(a.status)
+    request.setResponseCode(answer(exc).status)
     request.setHeader(b"Content-Type", b"application/json; charset=utf-8")
-    shape = _shape(request)
-    return error_json(exc) if shape is None else json.dumps(shape(a)).encode()
+    return path_error_json(request.path or b"", exc)

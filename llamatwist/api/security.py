@@ -42,7 +42,7 @@ from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from llamatwist.api.errors import NotFound, PayloadTooLarge, Unauthorized, Unavailable, error_json, send_error
+from llamatwist.api.errors import NotFound, PayloadTooLarge, Unauthorized, Unavailable, path_error_json, send_error
 from llamatwist.config import ServerConfig
 from llamatwist.webui import resolve_static
 
@@ -278,7 +278,10 @@ class BodyLimitedRequest(Request):
             return
         # No "100 Continue" after the answer (the channel sends it after gotLength).
         self.requestHeaders.removeHeader(b"expect")
-        body = error_json(PayloadTooLarge(f"request body too large: the limit is {self.max_body} bytes"))
+        # the request line's path: a route family with its own error shape (Anthropic's) gets it here too
+        path = getattr(channel, "_path", b"")
+        body = path_error_json(path if isinstance(path, bytes) else b"",
+                               PayloadTooLarge(f"request body too large: the limit is {self.max_body} bytes"))
         transport.write(
             b"HTTP/1.1 413 Payload Too Large\r\n"
             b"Content-Type: " + _JSON + b"\r\n"
