@@ -12,6 +12,9 @@ import anthropic
 import pytest
 import requests
 
+from llamatwist.api.anthropic.request import to_chat_body
+from llamatwist.api.anthropic.response import BlockStream, error_shape
+from llamatwist.api.errors import ErrorAnswer
 from llamatwist.api.security import MAX_BODY_BYTES
 from tests.conftest import Server
 from tests.test_reasoning import THINK_TEMPLATE
@@ -327,3 +330,63 @@ def test_thinking_blocks(thinker: Server) -> None:
     # disabled: the template closes the block in the prompt, no thinking block comes back
     off = client.messages.create(model="any", max_tokens=8, messages=ASK, thinking={"type": "disabled"}, **extra)
     assert [b.type for b in off.content] == ["text"] and _text(off) == " blue" * 8
+
+
+# pure parts
+
+
+@pytest.mark.parametrize(("status", "kind"), [
+    (400, "invalid_request_error"), (401, "authentication_error"), (404, "not_found_error"),
+    (405, "invalid_request_error"), (413, "request_too_large"), (500, "api_error"), (501, "api_error"),
+    (503, "overloaded_error"),
+])
+def test_error_types(status: int, kind: str) -> None:
+    assert error_shape(ErrorAnswer(status, "any_llama_type", "why")) == {
+        "type": "error", "error": {"type": kind, "message": "why"}}
+
+
+def test_block_stream_numbers_and_closes_blocks_in_order() -> None:
+    blocks = BlockStream()
+    events = blocks.feed([{"reasoning_content": "hm"}, {"content": "Sure."}])
+    events += blocks.feed([{"tool_calls": [{"index": 0, "id": "c0", "type": "function",
+                                            "function": {"name": "f", "arguments": ""}}]}])
+    events += blocks.feed([{"tool_calls": [{"index": 0, "function": {"arguments": '{"a":'}}]},
+                           {"tool_calls": [{"index": 0, "function": {"arguments": " 1}"}}]},
+                           {"tool_calls": [{"index": 1, "id": "c1", "type": "function",
+                                            "function": {"name": "g", "arguments": "{}"}}]}])
+    events += blocks.close()
+    assert [(name, data.get("index"), (data.get("delta") or data.get("content_block") or {}).get("type"))
+            for name, data in events] == [
+        ("content_block_start", 0, "thinking"), ("content_block_delta", 0, "thinking_delta"),
+        ("content_block_delta", 0, "signature_delta"), ("content_block_stop", 0, None),
+        ("content_block_start", 1, "text"), ("content_block_delta", 1, "text_delta"), ("content_block_stop", 1, None),
+        ("content_block_start", 2, "tool_use"), ("content_block_delta", 2, "input_json_delta"),
+        ("content_block_delta", 2, "input_json_delta"), ("content_block_stop", 2, None),
+        ("content_block_start", 3, "tool_use"), ("content_block_delta", 3, "input_json_delta"),
+        ("content_block_stop", 3, None),
+    ]
+    assert events[7][1]["content_block"] == {"type": "tool_use", "id": "c0", "name": "f", "input": {}}
+    assert blocks.close() == []
+
+
+def test_translation_keeps_tool_results_before_text() -> None:
+    body = to_chat_body({"model": "m", "max_tokens": 4, "system": [{"type": "text", "text": "S"}], "messages": [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": [{"type": "thinking", "thinking": "t", "signature": ""},
+                                          {"type": "text", "text": "a"},
+                                          {"type": "tool_use", "id": "u1", "name": "f", "input": {"x": 1}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "u1", "content": [{"type": "text", "text": "r"}]},
+                                     {"type": "text", "text": "and?"}]},
+    ], "tool_choice": {"type": "tool", "name": "f", "disable_parallel_tool_use": True},
+        "tools": [{"name": "f", "input_schema": {"type": "object"}}], "stop_sequences": ["END"]})
+    assert body["messages"] == [
+        {"role": "system", "content": "S"},
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": "a", "reasoning_content": "t", "tool_calls": [
+            {"id": "u1", "type": "function", "function": {"name": "f", "arguments": '{"x": 1}'}}]},
+        {"role": "tool", "tool_call_id": "u1", "name": "f", "content": "r"},
+        {"role": "user", "content": [{"type": "text", "text": "and?"}]},
+    ]
+    assert body["tool_choice"] == {"type": "function", "function": {"name": "f"}}
+    assert body["parallel_tool_calls"] is False and body["stop"] == ["END"] and body["max_tokens"] == 4
+    assert body["tools"] == [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
