@@ -1,0 +1,273 @@
+"""OpenAI's Responses API (/v1/responses, /v1/responses/input_tokens) through the official `openai` SDK,
+against a real server with the default model; raw HTTP only where the SDK cannot send the mistake."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import jsonschema  # type: ignore[import-untyped,unused-ignore]
+import openai
+import pytest
+import requests
+
+from tests.conftest import Server
+
+pytestmark = pytest.mark.timeout(300)
+
+GREEDY: dict[str, Any] = {"extra_body": {"top_k": 1}}
+WEATHER = {
+    "type": "function", "name": "get_weather", "description": "Get the current weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
+ASK = "What is the weather in Paris?"
+
+
+@pytest.fixture(scope="module")
+def srv(model_path: str) -> Iterator[Server]:
+    s = Server(["-m", model_path, "-c", "2048", "-np", "2", "-t", "1"])
+    yield s
+    s.stop()
+
+
+def _client(srv: Server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def client(srv: Server) -> openai.OpenAI:
+    return _client(srv)
+
+
+def _chat(srv: Server, messages: list[dict[str, Any]], **kw: Any) -> dict[str, Any]:
+    r = srv.post("/v1/chat/completions", {"messages": messages, "top_k": 1, **kw})
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def test_text_matches_chat_route(srv: Server, client: openai.OpenAI) -> None:
+    resp = client.responses.create(model="any", instructions="Answer briefly.", input=ASK, max_output_tokens=24,
+                                   **GREEDY)
+    chat = _chat(srv, [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": ASK}],
+                 max_tokens=24)
+    assert resp.object == "response" and resp.id.startswith("resp_")
+    assert [item.type for item in resp.output] == ["message"]
+    message = resp.output[0]
+    assert message.type == "message" and message.role == "assistant" and message.id.startswith("msg_")
+    # one pipeline: the same prompt and the same greedy output as the chat route
+    assert resp.output_text == chat["choices"][0]["message"]["content"] != ""
+    assert resp.usage is not None
+    assert resp.usage.input_tokens == chat["usage"]["prompt_tokens"]
+    assert resp.usage.output_tokens == chat["usage"]["completion_tokens"]
+    assert resp.usage.total_tokens == resp.usage.input_tokens + resp.usage.output_tokens
+    expected = {"stop": "completed", "length": "incomplete"}[chat["choices"][0]["finish_reason"]]
+    assert resp.status == expected and resp.instructions == "Answer briefly." and resp.max_output_tokens == 24
+
+
+def test_item_forms_render_alike(client: openai.OpenAI) -> None:
+    plain = client.responses.create(model="any", input=ASK, max_output_tokens=12, **GREEDY)
+    easy = client.responses.create(model="any", input=[{"role": "user", "content": ASK}], max_output_tokens=12,
+                                   **GREEDY)
+    parts = client.responses.create(
+        model="any", max_output_tokens=12, **GREEDY,
+        input=[{"type": "message", "role": "user", "content": [{"type": "input_text", "text": ASK}]}],
+    )
+    assert plain.output_text == easy.output_text == parts.output_text != ""
+    assert plain.usage and easy.usage and parts.usage
+    assert plain.usage.input_tokens == easy.usage.input_tokens == parts.usage.input_tokens
+
+
+def test_max_output_tokens_is_incomplete(client: openai.OpenAI) -> None:
+    resp = client.responses.create(model="any", input=ASK, max_output_tokens=3, **GREEDY)
+    assert resp.status == "incomplete" and resp.incomplete_details is not None
+    assert resp.incomplete_details.reason == "max_output_tokens"
+    assert resp.usage is not None and resp.usage.output_tokens == 3
+
+
+def _events(stream: Any) -> list[Any]:
+    events = list(stream)
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    return events
+
+
+def test_stream_events_in_order(client: openai.OpenAI) -> None:
+    whole = client.responses.create(model="any", input=ASK, max_output_tokens=16, **GREEDY)
+    events = _events(client.responses.create(model="any", input=ASK, max_output_tokens=16, stream=True, **GREEDY))
+    kinds = [e.type for e in events]
+    n_deltas = kinds.count("response.output_text.delta")
+    assert n_deltas > 1
+    last = "response.completed" if whole.status == "completed" else "response.incomplete"
+    assert kinds == [
+        "response.created", "response.in_progress", "response.output_item.added", "response.content_part.added",
+        *["response.output_text.delta"] * n_deltas, "response.output_text.done", "response.content_part.done",
+        "response.output_item.done", last,
+    ]
+    item_id = events[2].item.id
+    assert all(e.item_id == item_id and e.output_index == 0 for e in events[3:-2])
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text == events[-4].text == events[-1].response.output_text == whole.output_text
+    assert events[0].response.status == "in_progress" and events[-1].response.id == events[0].response.id
+    assert events[-1].response.output[0].id == item_id
+    assert events[-1].response.usage.output_tokens == whole.usage.output_tokens
+
+
+def _call(resp: Any) -> Any:
+    calls = [item for item in resp.output if item.type == "function_call"]
+    assert len(calls) == 1, resp.output
+    return calls[0]
+
+
+@pytest.mark.parametrize("choice", ["required", {"type": "function", "name": "get_weather"}])
+def test_function_call_round_trip(srv: Server, client: openai.OpenAI, choice: Any) -> None:
+    first = client.responses.create(model="any", input=ASK, tools=[WEATHER], tool_choice=choice,
+                                    max_output_tokens=64, **GREEDY)
+    call = _call(first)
+    assert call.name == "get_weather" and call.id.startswith("fc_") and call.call_id.startswith("call_")
+    assert isinstance(json.loads(call.arguments).get("city"), str)
+    assert first.status == "completed"
+    answer = client.responses.create(
+        # tool_choice none: the small model would call again under auto; the answer must be text
+        model="any", tools=[WEATHER], tool_choice="none", max_output_tokens=32, **GREEDY,
+        input=[{"role": "user", "content": ASK}, call.model_dump(exclude_none=True),
+               {"type": "function_call_output", "call_id": call.call_id, "output": "Sunny, 24 degrees Celsius."}],
+    )
+    assert answer.output_text != "" and not [i for i in answer.output if i.type == "function_call"]
+    # the same prompt and answer as the chat route given the call and its result as chat messages
+    chat = _chat(srv, [
+        {"role": "user", "content": ASK},
+        {"role": "assistant", "content": "", "tool_calls": [
+            {"id": call.call_id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}]},
+        {"role": "tool", "tool_call_id": call.call_id, "name": call.name, "content": "Sunny, 24 degrees Celsius."},
+    ], tools=[{"type": "function", "function": {k: v for k, v in WEATHER.items() if k != "type"}}],
+        tool_choice="none", max_tokens=32)
+    assert answer.usage is not None and answer.usage.input_tokens == chat["usage"]["prompt_tokens"]
+    assert answer.output_text == chat["choices"][0]["message"]["content"]
+
+
+def test_function_call_streamed(client: openai.OpenAI) -> None:
+    whole = _call(client.responses.create(model="any", input=ASK, tools=[WEATHER], tool_choice="required",
+                                          max_output_tokens=64, **GREEDY))
+    events = _events(client.responses.create(model="any", input=ASK, tools=[WEATHER], tool_choice="required",
+                                             max_output_tokens=64, stream=True, **GREEDY))
+    kinds = [e.type for e in events]
+    assert kinds[:3] == ["response.created", "response.in_progress", "response.output_item.added"]
+    assert kinds[-3:] == ["response.function_call_arguments.done", "response.output_item.done",
+                          "response.completed"]
+    assert events[2].item.type == "function_call" and events[2].item.name == "get_weather"
+    args = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")
+    assert args == events[-3].arguments == events[-2].item.arguments == whole.arguments
+    assert events[-1].response.output[0].call_id == events[2].item.call_id
+
+
+def test_json_schema_output(client: openai.OpenAI) -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}, "population": {"type": "integer"}},
+              "required": ["city", "population"], "additionalProperties": False}
+    resp = client.responses.create(
+        model="any", input="Name a big city and its population, as JSON.", max_output_tokens=64, **GREEDY,
+        text={"format": {"type": "json_schema", "name": "city", "schema": schema, "strict": True}},
+    )
+    assert resp.status == "completed"
+    jsonschema.validate(json.loads(resp.output_text), schema)
+
+
+def test_previous_response_id_continues(srv: Server, client: openai.OpenAI) -> None:
+    first = client.responses.create(model="any", instructions="Answer briefly.", input="My name is Zorblax.",
+                                    max_output_tokens=16, **GREEDY)
+    follow = client.responses.create(model="any", previous_response_id=first.id, input="What is my name?",
+                                     max_output_tokens=16, **GREEDY)
+    assert follow.previous_response_id == first.id
+    # the stored turn is prepended (instructions are not carried over, as OpenAI): the same prompt as the chat
+    # route with the whole conversation
+    chat = _chat(srv, [{"role": "user", "content": "My name is Zorblax."},
+                       {"role": "assistant", "content": first.output_text},
+                       {"role": "user", "content": "What is my name?"}], max_tokens=16)
+    assert follow.usage is not None and follow.usage.input_tokens == chat["usage"]["prompt_tokens"]
+    assert follow.output_text == chat["choices"][0]["message"]["content"]
+    # and chains: a third turn continues the second, with both earlier turns
+    third = client.responses.create(model="any", previous_response_id=follow.id, input="Thanks.",
+                                    max_output_tokens=4, **GREEDY)
+    assert third.usage is not None and third.usage.input_tokens > follow.usage.input_tokens
+    counted = client.responses.input_tokens.count(previous_response_id=follow.id, input="Thanks.")
+    assert counted.input_tokens == third.usage.input_tokens
+
+
+def test_store_false_is_not_kept(client: openai.OpenAI) -> None:
+    resp = client.responses.create(model="any", input="Hi", store=False, max_output_tokens=2, **GREEDY)
+    assert resp.store is False
+    with pytest.raises(openai.NotFoundError):
+        client.responses.create(model="any", input="Hi", previous_response_id=resp.id, max_output_tokens=2)
+
+
+def test_store_is_a_bounded_lru(make_server: Callable[..., Server], model_path: str) -> None:
+    srv = make_server("-m", model_path, "-c", "1024", "-np", "1", "-t", "1", "--responses-store-size", "2")
+    client = _client(srv)
+
+    def create(**kw: Any) -> str:
+        return client.responses.create(model="any", max_output_tokens=2, **GREEDY, **kw).id
+
+    a = create(input="one")
+    b = create(input="two")
+    create(input="three", previous_response_id=a)  # a is used, so b is the least recently used
+    with pytest.raises(openai.NotFoundError):
+        create(input="again", previous_response_id=b)
+    create(input="again", previous_response_id=a)
+
+
+def test_input_tokens_counts_the_prompt(client: openai.OpenAI) -> None:
+    resp = client.responses.create(model="any", instructions="Answer briefly.", input=ASK, tools=[WEATHER],
+                                   max_output_tokens=2, **GREEDY)
+    counted = client.responses.input_tokens.count(instructions="Answer briefly.", input=ASK, tools=[WEATHER])
+    assert counted.object == "response.input_tokens"
+    assert resp.usage is not None and counted.input_tokens == resp.usage.input_tokens
+
+
+def test_unknown_previous_response_id_is_404(srv: Server, client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.responses.create(model="any", input="Hi", previous_response_id="resp_unknown")
+    assert "resp_unknown" in caught.value.message
+    r = srv.post("/v1/responses/input_tokens", {"input": "Hi", "previous_response_id": "resp_unknown"})
+    assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
+
+
+@pytest.mark.parametrize(("body", "needle"), [
+    ({}, "'input' is required"),
+    ({"input": 3}, "'input' must be"),
+    ({"input": [{"type": "file_search_call", "id": "x"}]}, "input[0].type"),
+    ({"input": ["hello"]}, "input[0]"),
+    ({"input": [{"role": "robot", "content": "hi"}]}, "input[0].role"),
+    ({"input": [{"role": "user", "content": [{"type": "output_image"}]}]}, "input[0].content[0].type"),
+    ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]}, "--mmproj"),
+    ({"input": [{"type": "function_call", "call_id": "c", "name": "f"}]}, "input[0].arguments"),
+    ({"input": [{"type": "function_call_output", "call_id": "nope", "output": "x"}]}, "input[0].call_id"),
+    ({"input": "hi", "max_output_tokens": 0}, "max_output_tokens"),
+    ({"input": "hi", "max_output_tokens": "many"}, "max_output_tokens"),
+    ({"input": "hi", "max_output_tokens": True}, "max_output_tokens"),
+    ({"input": "hi", "tools": [{"type": "web_search"}]}, "tools[0].type"),
+    ({"input": "hi", "tools": {"type": "function"}}, "'tools'"),
+    ({"input": "hi", "tool_choice": "sometimes"}, "tool_choice"),
+    ({"input": "hi", "text": {"format": {"type": "yaml"}}}, "text.format.type"),
+    ({"input": "hi", "text": {"format": {"type": "json_schema", "name": "x"}}}, "text.format.schema"),
+    ({"input": "hi", "instructions": 5}, "instructions"),
+    ({"input": "hi", "previous_response_id": 5}, "previous_response_id"),
+    ({"input": "hi", "stream": "yes"}, "stream"),
+    ({"input": "hi", "background": True}, "background"),
+    ({"input": "hi", "reasoning": "high"}, "reasoning"),
+])
+def test_bad_input_is_400_in_openai_shape(srv: Server, body: dict[str, Any], needle: str) -> None:
+    for path in ("/v1/responses", "/responses/input_tokens"):
+        r = srv.post(path, {"model": "any", **body})
+        assert r.status_code == 400, (path, r.text)
+        error = r.json()["error"]
+        assert error["type"] == "invalid_request_error" and needle in error["message"], error
+
+
+def test_bad_input_through_the_sdk_then_healthy(srv: Server, client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model="any", input="hi", max_output_tokens=-1)
+    assert "max_output_tokens" in caught.value.message
+    with pytest.raises(openai.BadRequestError):
+        client.responses.create(model="any", input=[{"type": "mystery"}])
+    assert requests.get(srv.url + "/health", timeout=10).status_code == 200
+    assert client.responses.create(model="any", input="Hi", max_output_tokens=4, **GREEDY).output_text != ""
