@@ -2,13 +2,14 @@
 
 The same streaming workload (same prompt, greedy, ``ignore_eos``, ``cache_prompt: false``, a fixed number of
 tokens) goes to each family's route of one server: OpenAI ``/v1/chat/completions`` (the reference, ``chat``),
-Anthropic ``/v1/messages`` (``messages``), and any family added to `FAMILIES`. The families take turns,
-``--rounds`` times (chat, messages, chat, messages, ...), so a drift of the machine hits them alike; each
-family's figure is the mean of its rounds, and its cost is its aggregate tok/s relative to chat's (the goal:
-under 3 %).
+Anthropic ``/v1/messages`` (``messages``), OpenAI ``/v1/responses`` (``responses``), and any family added to
+`FAMILIES`. The families take turns, ``--rounds`` times (chat, messages, chat, messages, ...), so a drift of
+the machine hits them alike; each family's figure is the mean of its rounds, and its cost is its aggregate
+tok/s relative to chat's (the goal: under 3 %).
 
     python -m bench.api_families                                  # chat,messages; C=8; 2 rounds of 15 s
     python -m bench.api_families --families chat,messages --clients 8 --duration 20 --rounds 3
+    python -m bench.api_families --families chat,responses
 
 A family is a route path, a request body built from (prompt, n_predict), and a reader of its stream's
 ``data:`` objects that marks each token (bench/loadgen.py's `Workload`); the load loop, the token window,
@@ -70,6 +71,18 @@ def _messages_data(obj: dict[str, Any], now: float, rec: RequestRecord) -> None:
         _final(rec, now, int(obj["usage"]["output_tokens"]))
 
 
+def _responses_data(obj: dict[str, Any], now: float, rec: RequestRecord) -> None:
+    kind = obj.get("type")
+    if kind == "response.output_text.delta":
+        _token(rec, now, obj["delta"])
+    elif kind in ("response.completed", "response.incomplete"):
+        _final(rec, now, int(obj["response"]["usage"]["output_tokens"]))
+
+
+def _responses_body(prompt: str, n_predict: int) -> dict[str, Any]:
+    return {"model": "bench", "input": prompt, "max_output_tokens": n_predict}
+
+
 def _chat_body(prompt: str, n_predict: int) -> dict[str, Any]:
     return {"model": "bench", "messages": [{"role": "user", "content": prompt}], "max_tokens": n_predict}
 
@@ -89,6 +102,7 @@ class Family:
 FAMILIES: dict[str, Family] = {
     "chat": Family("/v1/chat/completions", _chat_body, _chat_data),
     "messages": Family("/v1/messages", _chat_body, _messages_data),  # Anthropic: the same three fields
+    "responses": Family("/v1/responses", _responses_body, _responses_data),  # OpenAI Responses
 }
 
 
