@@ -6,6 +6,9 @@ Anthropic ``/v1/messages`` (``messages``), OpenAI ``/v1/responses`` (``responses
 `FAMILIES`. The families take turns, ``--rounds`` times (chat, messages, chat, messages, ...), so a drift of
 the machine hits them alike; each family's figure is the mean of its rounds, and its cost is its aggregate
 tok/s relative to chat's (the goal: under 3 %).
+On a shared machine tok/s moves with the other work; the server's CPU time per generated token (its
+process's CPU over the run / the tokens its /metrics counted) moves much less, and shows what a
+family's translation adds per token.
 
     python -m bench.api_families                                  # chat,messages; C=8; 2 rounds of 15 s
     python -m bench.api_families --families chat,messages --clients 8 --duration 20 --rounds 3
@@ -27,13 +30,14 @@ from typing import Any
 
 from bench.common import (
     DEFAULT_PROMPT,
+    CpuMeter,
     default_threads,
     machine_info,
     resolve_model,
     save_results,
     wait_quiet,
 )
-from bench.loadgen import LoadResult, RequestRecord, Workload, run_load, spawn_server
+from bench.loadgen import LoadResult, RequestRecord, Workload, http_get, run_load, spawn_server
 
 __all__ = ["FAMILIES", "Family", "main"]
 
@@ -106,6 +110,14 @@ FAMILIES: dict[str, Family] = {
 }
 
 
+def _tokens_predicted(url: str) -> float:
+    """The server's llamacpp:tokens_predicted_total (spawned with --metrics)."""
+    for line in http_get(url + "/metrics", timeout=10.0)[1].decode().splitlines():
+        if line.startswith("llamacpp:tokens_predicted_total "):
+            return float(line.split()[1])
+    raise RuntimeError("no llamacpp:tokens_predicted_total in /metrics")
+
+
 def _families(text: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in FAMILIES]
@@ -130,32 +142,46 @@ def main(argv: list[str] | None = None) -> int:
     model = resolve_model(args.model)
     threads = args.threads or default_threads()
     runs: dict[str, list[LoadResult]] = {name: [] for name in args.families}
+    cpu_ms: dict[str, list[float]] = {name: [] for name in args.families}  # server CPU ms per generated token
     server = spawn_server(model, args.clients, threads=threads)
     try:
         wait_quiet(args.wait_quiet, log=sys.stderr)
         for rnd in range(args.rounds):
             for name in args.families:
                 work = FAMILIES[name].workload(args.prompt, args.n_predict)
+                meter, n0 = CpuMeter([server.pid]), _tokens_predicted(server.url)
+                meter.start()
                 r = run_load(server.url, args.clients, duration=args.duration, server_pid=server.pid, workload=work)
-                print(f"  round {rnd + 1} {name:>9}: {r.tok_s:.1f} tok/s, {r.requests_completed} requests, "
-                      f"{r.errors} errors {r.error_samples or ''}, other cpu {r.cpu['other_cores']:.2f}",
-                      file=sys.stderr, flush=True)
+                used = meter.stop()
+                n_tokens = _tokens_predicted(server.url) - n0
+                cpu_ms[name].append(1e3 * used["ours_cores"] * used["seconds"] / max(n_tokens, 1))
+                print(f"  round {rnd + 1} {name:>9}: {r.tok_s:.1f} tok/s, {cpu_ms[name][-1]:.2f} server cpu ms/token, "
+                      f"{r.requests_completed} requests, {r.errors} errors {r.error_samples or ''}, "
+                      f"other cpu {r.cpu['other_cores']:.2f}", file=sys.stderr, flush=True)
                 runs[name].append(r)
     finally:
         server.stop()
     ref = sum(r.tok_s for r in runs[args.families[0]]) / args.rounds
-    print(f"{'family':>9} {'tok/s':>8} {'vs ' + args.families[0]:>9} {'TTFT p50':>9} {'ITL p50':>8} {'errors':>6}")
+    ref_cpu = sum(cpu_ms[args.families[0]]) / args.rounds
+    vs = "vs " + args.families[0]
+    print(f"{'family':>9} {'tok/s':>8} {vs:>9} {'cpu ms/tok':>10} {vs:>9} {'TTFT p50':>9} {'ITL p50':>8} {'errors':>6} "
+          f"{'other cpu':>9}")
     summary = []
     for name, rs in runs.items():
         tok_s = sum(r.tok_s for r in rs) / len(rs)
         ttft = sum(r.ttft_ms_p50 for r in rs) / len(rs)
         itl = sum(r.itl_ms_p50 for r in rs) / len(rs)
         errors = sum(r.errors for r in rs)
+        other = sum(r.cpu["other_cores"] for r in rs) / len(rs)
         cost = 1 - tok_s / ref if ref else 0.0
-        print(f"{name:>9} {tok_s:>8.1f} {-cost:>+9.1%} {ttft:>9.1f} {itl:>8.1f} {errors:>6}")
+        cpu = sum(cpu_ms[name]) / len(rs)
+        cpu_cost = cpu / ref_cpu - 1 if ref_cpu else 0.0
+        print(f"{name:>9} {tok_s:>8.1f} {-cost:>+9.1%} {cpu:>10.2f} {cpu_cost:>+9.1%} {ttft:>9.1f} {itl:>8.1f} "
+              f"{errors:>6} {other:>9.2f}")
         summary.append({"family": name, "path": FAMILIES[name].path, "tok_s": tok_s, "cost_vs_reference": cost,
-                        "ttft_ms_p50": ttft, "itl_ms_p50": itl, "errors": errors,
-                        "rounds": [asdict(r) for r in rs]})
+                        "server_cpu_ms_per_token": cpu, "cpu_cost_vs_reference": cpu_cost,
+                        "ttft_ms_p50": ttft, "itl_ms_p50": itl, "errors": errors, "other_cores": other,
+                        "server_cpu_ms_per_token_rounds": cpu_ms[name], "rounds": [asdict(r) for r in rs]})
     save_results("api_families", {
         "kind": "api_families", "machine": machine_info(threads), "model": model, "clients": args.clients,
         "n_predict": args.n_predict, "duration_s": args.duration, "rounds": args.rounds, "families": summary,
