@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from tests.conftest import Server
+from tests.test_reasoning import THINK_TEMPLATE
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -271,3 +272,42 @@ def test_bad_input_through_the_sdk_then_healthy(srv: Server, client: openai.Open
         client.responses.create(model="any", input=[{"type": "mystery"}])
     assert requests.get(srv.url + "/health", timeout=10).status_code == 200
     assert client.responses.create(model="any", input="Hi", max_output_tokens=4, **GREEDY).output_text != ""
+
+
+@pytest.fixture(scope="module")
+def thinker(model_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    template = tmp_path_factory.mktemp("think") / "think.jinja"
+    template.write_text(THINK_TEMPLATE)
+    srv = Server(["-m", model_path, "-c", "2048", "-np", "1", "-t", "1", "--chat-template-file", str(template),
+                  "--reasoning-budget", "0", "--reasoning-budget-message", " Enough."])
+    yield srv
+    srv.stop()
+
+
+def test_reasoning_item(thinker: Server) -> None:
+    """A template that thinks: the thinking block is a ``reasoning`` item before the message, streamed as
+    ``reasoning_text`` events, and a reasoning item is accepted back as input."""
+    client = _client(thinker)
+    # one word biased so strongly that the model writes nothing else where it is free (as test_reasoning.py):
+    # --reasoning-budget 0 forces the budget message and the end tag first, then the answer is that word
+    (token,) = thinker.post("/tokenize", {"content": " blue"}).json()["tokens"]
+    bias: dict[str, Any] = {"extra_body": {"logit_bias": {str(token): 100.0}}}
+    resp = client.responses.create(model="any", input="What is the capital of France?", max_output_tokens=12,
+                                   temperature=0, **bias)
+    assert [item.type for item in resp.output] == ["reasoning", "message"]
+    reasoning = resp.output[0]
+    assert reasoning.type == "reasoning" and reasoning.id.startswith("rs_") and reasoning.content is not None
+    assert [(c.type, c.text) for c in reasoning.content] == [("reasoning_text", "Enough.")]
+    events = _events(client.responses.create(model="any", input="What is the capital of France?",
+                                             max_output_tokens=12, temperature=0, stream=True, **bias))
+    kinds = [e.type for e in events]
+    assert kinds[2:4] == ["response.output_item.added", "response.reasoning_text.delta"]
+    done = kinds.index("response.reasoning_text.done")
+    assert kinds[done + 1: done + 3] == ["response.output_item.done", "response.output_item.added"]
+    assert events[done].text == "Enough." and events[done + 2].output_index == 1
+    assert [i.type for i in events[-1].response.output] == ["reasoning", "message"]
+    assert events[-1].response.output_text == resp.output_text
+    assert set(resp.output_text.split()) == {"blue"}
+    follow = client.responses.create(model="any", previous_response_id=resp.id, input="And of Spain?",
+                                     max_output_tokens=4, temperature=0, **bias)
+    assert follow.output[0].type == "reasoning"

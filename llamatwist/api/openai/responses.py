@@ -42,7 +42,7 @@ __all__ = ["input_items", "register", "to_chat_body"]
 # field sets (max_output_tokens) nor token probabilities, which a Responses reply has no place for here
 _OWN = frozenset({"n_predict", "max_completion_tokens", "max_tokens", "n_probs", "logprobs", "post_sampling_probs"})
 _PASSED = (*(n for f in FIELDS for n in f.names if n not in _OWN), "chat_template_kwargs", "lora",
-           "reasoning_format", "parallel_tool_calls")
+           "reasoning_format", "reasoning_budget_tokens", "reasoning_budget_message", "parallel_tool_calls")
 _MEDIA = "is not supported: media needs a multimodal projector (--mmproj), which this server does not load yet"
 _ROLES = ("user", "assistant", "system", "developer")
 # Responses features that need what a local server has not got: refused rather than silently ignored
