@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from llamatwist.api.errors import ErrorAnswer
@@ -68,11 +70,13 @@ class OutputBuilder:
     def _at(self) -> dict[str, Any]:
         return {"item_id": self._item()["id"], "output_index": len(self.output) - 1}
 
-    def _add(self, key: tuple[str, int], item: dict[str, Any]) -> list[Event]:
+    def _add(self, key: tuple[str, int], new: Callable[[], dict[str, Any]]) -> list[Event]:
+        """Open the item of ``key`` (made by ``new``) unless it is the open one."""
         if self._open == key:
             return []
         events = self.close()
         self._open = key
+        item = new()
         self.output.append(item)
         added = self.event("response.output_item.added", output_index=len(self.output) - 1, item=copy.deepcopy(item))
         events.append(added)
@@ -85,9 +89,9 @@ class OutputBuilder:
         events: list[Event] = []
         for d in deltas:
             if d.get("reasoning_content"):
-                events += self._add(("reasoning", 0), {"id": "rs_" + random_id(), "type": "reasoning",
-                                                       "summary": [], "content": [], "encrypted_content": "",
-                                                       "status": "in_progress"})
+                events += self._add(("reasoning", 0), lambda: {
+                    "id": "rs_" + random_id(), "type": "reasoning", "summary": [], "content": [],
+                    "encrypted_content": "", "status": "in_progress"})
                 item = self._item()
                 if not item["content"]:
                     item["content"].append({"type": "reasoning_text", "text": ""})
@@ -95,8 +99,9 @@ class OutputBuilder:
                 events.append(self.event("response.reasoning_text.delta", **self._at(), content_index=0,
                                          delta=d["reasoning_content"]))
             if d.get("content"):
-                events += self._add(("message", 0), {"id": "msg_" + random_id(), "type": "message",
-                                                     "status": "in_progress", "role": "assistant", "content": []})
+                events += self._add(("message", 0), lambda: {
+                    "id": "msg_" + random_id(), "type": "message", "status": "in_progress", "role": "assistant",
+                    "content": []})
                 item = self._item()
                 if not item["content"]:
                     item["content"].append(_text_part(""))
@@ -110,7 +115,7 @@ class OutputBuilder:
                                           "status": "in_progress", "arguments": "",
                                           "call_id": "call_" + call.get("id", ""),
                                           "name": fn.get("name", "")}
-                events += self._add(("call", index), self._calls[index])
+                events += self._add(("call", index), partial(self._calls.__getitem__, index))
                 if fn.get("arguments"):
                     self._item()["arguments"] += fn["arguments"]
                     events.append(self.event("response.function_call_arguments.delta", **self._at(),
