@@ -27,6 +27,7 @@ class ServerConfig:
     # model
     model: str | None = None  # None -> the default model preset
     alias: str | None = None  # -a as given: comma-separated names, see aliases
+    tags: str | None = None  # --tags as given: comma-separated, see model_tags
     n_gpu_layers: int = -1  # -1 = auto/all, as llama-server
     # context and batching
     n_ctx: int = 0  # 0 = from the model's training context
@@ -102,6 +103,11 @@ class ServerConfig:
     log_file: str | None = None
     # sampling defaults for requests
     sampling: SamplingDefaults = field(default_factory=SamplingDefaults)
+
+    @property
+    def model_tags(self) -> tuple[str, ...]:
+        """--tags, comma-separated: listed by /models, as llama-server (a set: sorted, no repeats)."""
+        return tuple(sorted({t.strip() for t in (self.tags or "").split(",") if t.strip()}))
 
     @property
     def aliases(self) -> tuple[str, ...]:

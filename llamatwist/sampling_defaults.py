@@ -126,6 +126,8 @@ class SamplerSettings:
     samplers: tuple[str, ...] = DEFAULT_SAMPLERS
     # n_probs reports the distribution after the chain instead of the raw softmax
     post_sampling_probs: bool = False
+    # llama-server's backend sampling (-bs): accepted; llamatwist always samples in libllama's CPU chain
+    backend_sampling: bool = False
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.application.service import MultiService, Service
+from twisted.internet.error import CannotListenError
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.web.server import Site
 
 from llamatwist.api.app import build_app
@@ -151,6 +154,9 @@ class HTTPService(Service):
             self.port = self._listen()  # CannotListenError propagates, the service not started
         super().startService()  # type: ignore[no-untyped-call]
         address = self.port.getHost()
+        if self._scheme == "unix":
+            log.info("llamatwist listening on unix://%s", self._host)
+            return
         host = f"[{self._host}]" if ":" in self._host else self._host
         log.info("llamatwist listening on %s://%s:%d", self._scheme, host, getattr(address, "port", 0))
 
@@ -261,6 +267,9 @@ def make_service(config: ServerConfig, reactor: Any = None) -> ServerService:
         if reactor.running:
             reactor.stop()
 
+    if config.sampling.backend_sampling:
+        log.warning("--backend-sampling: llamatwist samples on the CPU (libllama's sampler chain), not on the "
+                    "backend; generation_settings.backend_sampling echoes the request")
     engine = EngineService(engine_spec(config, model_path), reactor, on_failed)
     engine.setServiceParent(top)
     if config.slot_save_path:
@@ -300,12 +309,43 @@ def make_service(config: ServerConfig, reactor: Any = None) -> ServerService:
     )
     site.displayTracebacks = False
 
-    def listen() -> _Port:
-        if tls is None:
-            return reactor.listenTCP(config.port, site, interface=config.host)  # type: ignore[no-any-return]
-        return reactor.listenSSL(config.port, site, tls, interface=config.host)  # type: ignore[no-any-return]
-
-    http = HTTPService(listen, "http" if tls is None else "https", config.host)
-    http.setName("http")
-    http.setServiceParent(top)
+    hosts = config.host.split(",")
+    n_tcp = sum(not h.endswith(".sock") for h in hosts)
+    if config.port == 0 and n_tcp > 1:
+        raise StartupError("--port 0 is not supported with multiple TCP addresses")
+    for i, host in enumerate(hosts):
+        http = HTTPService(_listener(reactor, site, host, config.port, tls, v6only=n_tcp > 1),
+                           "unix" if host.endswith(".sock") else "http" if tls is None else "https", host)
+        http.setName("http" if i == 0 else f"http-{i}")
+        http.setServiceParent(top)
     return top
+
+
+def _listener(reactor: Any, site: Site, host: str, port: int, tls: Any, v6only: bool) -> Callable[[], _Port]:
+    """How to listen on one --host address: TCP (TLS when configured), or a UNIX socket for a ``.sock``
+    path. With several TCP addresses ``::`` takes IPv6 only, so that ``0.0.0.0`` can be listed too."""
+    factory: Any = site if tls is None else TLSMemoryBIOFactory(tls, False, site)  # type: ignore[arg-type]
+
+    def listen() -> _Port:
+        if host.endswith(".sock"):
+            if os.path.exists(host):
+                os.unlink(host)  # a stale socket from an earlier run
+            return reactor.listenUNIX(host, factory)  # type: ignore[no-any-return]
+        if ":" in host and v6only:
+            sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind((host, port))
+            except OSError as exc:
+                sock.close()
+                raise CannotListenError(host, port, exc) from None
+            sock.listen(50)
+            sock.setblocking(False)
+            try:
+                return reactor.adoptStreamPort(sock.fileno(), socket.AF_INET6, factory)  # type: ignore[no-any-return]
+            finally:
+                sock.close()  # the reactor holds its own duplicate
+        return reactor.listenTCP(port, factory, interface=host)  # type: ignore[no-any-return]
+
+    return listen

@@ -61,6 +61,7 @@ def refused(argv: list[str], environ: dict[str, str] | None = None) -> ConfigErr
 SAMPLES: dict[str, tuple[str, Any]] = {
     "model": ("m.gguf", "m.gguf"),
     "alias": (" a , b ,", "a,b"),
+    "tags": (" x,y ", "x,y"),
     "static_path": ("/", "/"),
     "slot_save_path": ("/tmp/slots", "/tmp/slots"),
     "grammar": ('root ::= "a"', 'root ::= "a"'),
@@ -448,9 +449,12 @@ def test_onoff_http_and_chat_env_vars() -> None:
     assert parse_config(["--threads-http", "0"], {}).n_threads_http == -1
 
 
-def test_unsupported_host_forms_refused() -> None:
-    assert refused(["--host", "127.0.0.1,::1"]).exit_code == 1
-    assert refused(["--host", "/tmp/llama.sock"]).exit_code == 1
+def test_host_lists_and_tags_parse() -> None:
+    assert parse_config(["--host", " 127.0.0.1 , ::1"], {}).host == "127.0.0.1,::1"
+    assert parse_config(["--tags", "b, a,,b"], {}).model_tags == ("a", "b")
+    assert parse_config(["-bs"], {}).sampling.backend_sampling is True
+    assert parse_config([], {"LLAMA_ARG_TAGS": "t"}).model_tags == ("t",)
+    assert "nor hold an empty address" in str(refused(["--host", "127.0.0.1,"]))
 
 
 # --------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from llamatwist.config import ServerConfig
 from tests.conftest import Server
 
 INVALID_KEY = {"error": {"code": 401, "message": "Invalid API Key", "type": "authentication_error"}}
+ANTHROPIC_INVALID_KEY = {"type": "error", "error": {"type": "authentication_error", "message": "Invalid API Key"}}
 CORS_PREFLIGHT = {
     "access-control-allow-credentials": "true",
     "access-control-allow-methods": "GET, POST, DELETE, OPTIONS",
@@ -386,6 +387,8 @@ def test_every_registered_route_needs_a_key(keyed: Server) -> None:
         r = call(keyed, method, path, {})
         if path in PUBLIC:
             assert r.status_code == 200, (method, path)
+        elif path.startswith("/v1/messages"):  # Anthropic's routes answer in Anthropic's error shape
+            assert (r.status_code, r.json()) == (401, ANTHROPIC_INVALID_KEY), (method, path)
         else:
             assert (r.status_code, r.json()) == (401, INVALID_KEY), (method, path)
 

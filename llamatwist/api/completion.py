@@ -28,9 +28,12 @@ def _bias(b: float) -> float | None:
     return b if math.isfinite(b) else None  # JSON has no infinities; llama-server's writes null
 
 
-def generation_settings(p: GenerationParams, seed: int, options: OutputOptions | None = None) -> dict[str, Any]:
-    """llama-server's generation_settings; with a request's ``options``, the output parser's entries too."""
+def generation_settings(p: GenerationParams, seed: int, options: OutputOptions | None = None,
+                        eog: Sequence[int] = ()) -> dict[str, Any]:
+    """llama-server's generation_settings; with a request's ``options``, the output parser's entries too;
+    ``eog``: the model's end-of-generation tokens, listed as banned biases when ignore_eos (as llama-server)."""
     s = p.sampler
+    banned = [{"bias": None, "token": t} for t in eog] if s.ignore_eos else []
     return {
         "seed": seed,
         "temperature": s.temperature,
@@ -65,7 +68,7 @@ def generation_settings(p: GenerationParams, seed: int, options: OutputOptions |
         "ignore_eos": s.ignore_eos,
         "stream": p.stream,
         # as given: a text key is reported as the text (llama-server lists its tokens)
-        "logit_bias": [{"bias": _bias(b), "token": t} for t, b in s.logit_bias],
+        "logit_bias": [*({"bias": _bias(b), "token": t} for t, b in s.logit_bias), *banned],
         "n_probs": p.n_probs,
         "min_keep": s.min_keep,
         "grammar_lazy": p.grammar_lazy,
@@ -76,6 +79,8 @@ def generation_settings(p: GenerationParams, seed: int, options: OutputOptions |
         "samplers": list(s.samplers),
         "timings_per_token": p.timings_per_token,
         "post_sampling_probs": s.post_sampling_probs,
+        "backend_sampling": s.backend_sampling,
+        "lora": [{"id": i, "scale": scale} for i, scale in (p.lora or ())],
     }
 
 
@@ -131,7 +136,7 @@ def final_json_fields(
         "model": ctx.model_alias,
         "tokens_predicted": r.n_decoded,
         "tokens_evaluated": r.n_prompt_tokens,
-        "generation_settings": generation_settings(params, r.seed, options),
+        "generation_settings": generation_settings(params, r.seed, options, ctx.require_ready().eog),
         "has_new_line": "\n" in r.content,
         "truncated": r.truncated,
         "stop_type": r.stop_type,

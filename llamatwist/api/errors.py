@@ -184,4 +184,5 @@ def send_error(request: Request, exc: BaseException) -> bytes:
     """Set the status and content type of an error response; returns its body."""
     request.setResponseCode(answer(exc).status)
     request.setHeader(b"Content-Type", b"application/json; charset=utf-8")
-    return path_error_json(request.path or b"", exc)
+    # Twisted's test DummyRequest has no .path, only .uri
+    return path_error_json(getattr(request, "path", None) or getattr(request, "uri", None) or b"", exc)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,11 @@ from llamatwist.api.errors import InvalidRequest, NotSupported
 from llamatwist.api.http import ApiContext, handler, read_json, send_json
 from llamatwist.api.params import generation_params
 from llamatwist.metrics import render_metrics
-from llamatwist.runtime import LoadedModel, validate_filename
+from llamatwist.runtime import LoadedModel, SlotInfo, validate_filename
 
 __all__ = ["register"]
+
+_STARTED = int(time.time())  # the server process's start, as llama-server's Process-Start-Time-Unix
 
 
 def register(app: Klein, ctx: ApiContext) -> None:
@@ -27,8 +28,8 @@ def register(app: Klein, ctx: ApiContext) -> None:
         info = loaded.info
         return {
             "id": ctx.model_alias,
-            "aliases": list(ctx.config.aliases),
-            "tags": [],
+            "aliases": sorted(set(ctx.config.aliases)),  # a set in llama-server
+            "tags": list(ctx.config.model_tags),
             "object": "model",
             "created": int(time.time()),
             "owned_by": "llamacpp",
@@ -58,7 +59,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
         vocab = ctx.engine.model.vocab
         return send_json(request, {
             "default_generation_settings": {
-                "params": generation_settings(defaults, defaults.sampler.seed),
+                "params": generation_settings(defaults, defaults.sampler.seed, eog=loaded.eog),
                 "n_ctx": loaded.n_ctx_slot,
             },
             "total_slots": loaded.n_slots,
@@ -96,8 +97,26 @@ def register(app: Klein, ctx: ApiContext) -> None:
     async def slots(request: Request) -> Any:
         if not ctx.config.slots:
             raise NotSupported("This server does not support slots endpoint. Start it with `--slots`")
-        ctx.require_ready()
-        return send_json(request, [dataclasses.asdict(s) for s in ctx.engine.slots()])
+        loaded = ctx.require_ready()
+        return send_json(request, [await slot_json(s, loaded.eog) for s in ctx.engine.slots()])
+
+    async def slot_json(s: SlotInfo, eog: tuple[int, ...]) -> dict[str, Any]:
+        """llama-server's /slots entry: the slot, then its current (or last) task."""
+        out: dict[str, Any] = {"id": s.id, "n_ctx": s.n_ctx, "speculative": False, "is_processing": s.is_processing}
+        if s.params is None:
+            return out
+        out.update({
+            "id_task": s.id_task,
+            "n_prompt_tokens": s.n_prompt_tokens,
+            "n_prompt_tokens_processed": s.n_prompt_tokens_processed,
+            "n_prompt_tokens_cache": s.n_prompt_tokens_cache,
+            "params": generation_settings(s.params, s.seed, eog=eog),
+            "next_token": [{"has_next_token": s.has_next_token, "has_new_line": "\n" in s.generated,
+                            "n_remain": s.n_remain, "n_decoded": s.n_decoded}],
+            "prompt": await ctx.engine.detokenize(list(s.prompt)),
+            "generated": s.generated,
+        })
+        return out
 
     @app.route("/slots/<int:id_slot>", methods=["POST"])
     @handler
@@ -121,4 +140,5 @@ def register(app: Klein, ctx: ApiContext) -> None:
             raise NotSupported("This server does not support metrics endpoint. Start it with `--metrics`")
         ctx.require_ready()
         request.setHeader(b"Content-Type", b"text/plain; version=0.0.4")
+        request.setHeader(b"Process-Start-Time-Unix", str(_STARTED).encode())
         return render_metrics(ctx.engine.metrics)

@@ -47,6 +47,7 @@ __all__ = [
     "parse_reasoning_format",
     "parse_response_fields",
     "parse_tokenize",
+    "parse_verbose",
     "project_fields",
     "refuse_response_fields",
 ]
@@ -208,6 +209,7 @@ FIELDS: tuple[Field, ...] = (
     Field(("logit_bias",), _logit_bias, "logit_bias"),
     Field(("samplers",), _samplers, "samplers"),
     Field(("post_sampling_probs",), _bool, "post_sampling_probs"),
+    Field(("backend_sampling",), _bool, "backend_sampling"),
     Field(("stop",), _stop, "stop"),
     Field(("n_probs", "logprobs"), _n_probs, "n_probs", lambda x: 0 <= x <= 100, "between 0 and 100"),
     Field(("cache_prompt",), _bool, "cache_prompt"),
@@ -408,6 +410,12 @@ def parse_chat_format(body: Mapping[str, Any]) -> int:
         raise InvalidRequest(f"'chat_format' must be one of llama-server's chat format numbers {names}, "
                              f"got {json.dumps(v)}")
     return v
+
+
+def parse_verbose(body: Mapping[str, Any], default: bool) -> bool:
+    """``verbose``: OpenAI-shaped results carry the native result as ``__verbose`` (default: -v)."""
+    v = body.get("verbose")
+    return default if v is None else _bool("verbose", v)
 
 
 def parse_response_fields(body: Mapping[str, Any]) -> tuple[str, ...]:

@@ -194,19 +194,12 @@ def port(text: str) -> int:
 
 
 def host(text: str) -> str:
-    host = text.strip()
-    if not host:
-        raise ValueError("must not be empty")
-    # llama-server also takes comma-separated lists and UNIX socket paths.
-    if "," in host:
-        raise ConfigError(
-            "several --host addresses are not implemented yet in llamatwist", 1
-        )
-    if host.endswith(".sock"):
-        raise ConfigError(
-            "UNIX socket --host paths are not implemented yet in llamatwist", 1
-        )
-    return host
+    """One address, or several comma-separated (one listener each, as llama-server); a path ending in
+    ``.sock`` is a UNIX socket."""
+    hosts = [h.strip() for h in text.split(",")]
+    if not all(hosts):
+        raise ValueError("must not be empty (nor hold an empty address)")
+    return ",".join(hosts)
 
 
 def alias(text: str) -> str:

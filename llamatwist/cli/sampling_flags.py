@@ -77,6 +77,9 @@ SAMPLING: Final[tuple[Flag, ...]] = (
          metavar="SEQUENCE", default=samplers_to_chars(DEFAULT_SAMPLERS)),
     Flag(("--ignore-eos",), "sampling.ignore_eos", G_SAMPLING,
          "ignore end of stream token and continue generating (implies --logit-bias EOS-inf)"),
+    Flag(("-bs", "--backend-sampling"), "sampling.backend_sampling", G_SAMPLING,
+         "enable backend sampling (accepted for llama-server's command lines: llamatwist samples on the CPU, "
+         "generation_settings and the start-up log say so)", "LLAMA_ARG_BACKEND_SAMPLING"),
     Flag(("--top-nsigma", "--top-n-sigma"), "sampling.top_n_sigma", G_SAMPLING,
          "top-n-sigma sampling (-1.0 = disabled)", None, number),
     Flag(("--xtc-probability",), "sampling.xtc_probability", G_SAMPLING,

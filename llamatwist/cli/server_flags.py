@@ -38,6 +38,9 @@ SERVER: Final[tuple[Flag, ...]] = (
     Flag(("-a", "--alias"), "alias", G_MODEL,
          "set model name aliases, comma-separated (to be used by API)",
          "LLAMA_ARG_ALIAS", alias, metavar="STRING", default="unset"),
+    Flag(("--tags",), "tags", G_MODEL,
+         "set model tags, comma-separated (informational, not used for routing)",
+         "LLAMA_ARG_TAGS", str.strip, metavar="STRING", default="unset"),
     # server
     Flag(("--host",), "host", G_SERVER, "IP address to listen on",
          "LLAMA_ARG_HOST", host, metavar="HOST"),

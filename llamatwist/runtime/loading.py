@@ -11,6 +11,7 @@ from llamatwist.engine.batch import Batch
 from llamatwist.engine.context import CACHE_TYPES, Context, ContextParams, max_sequences
 from llamatwist.engine.errors import ModelLoadError
 from llamatwist.engine.model import LoraAdapter, Model, ModelInfo
+from llamatwist.engine.sampling import eog_tokens
 from llamatwist.runtime.adapters import AdapterSpec, LoraInfo, apply_adapters
 from llamatwist.runtime.prefix_cache import PrefixCache
 from llamatwist.runtime.slot import Slot
@@ -52,6 +53,7 @@ class LoadedModel:
     add_bos: bool
     pooling: int  # effective llama_pooling_type in embedding mode, -1 otherwise
     loras: tuple[LoraInfo, ...] = ()  # GET /lora-adapters
+    eog: tuple[int, ...] = ()  # end-of-generation tokens (ignore_eos bans them, as llama-server shows)
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,7 @@ def load(spec: EngineSpec) -> Loaded:
         add_bos=vocab.add_bos,
         pooling=ctx.pooling_type if spec.context.embeddings else -1,
         loras=loras,
+        eog=eog_tokens(model),
     )
     return Loaded(model, ctx, cache, slots, batch, model_id, can_shift, description, lora_adapters)
 

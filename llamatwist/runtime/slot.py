@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import enum
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from llamatwist.constrain import Constraint
-from llamatwist.runtime.task import CompletionTask, TokenProbs
+from llamatwist.runtime.task import CompletionTask, GenerationParams, TokenProbs
 from llamatwist.runtime.text import TextStream
 
 if TYPE_CHECKING:
@@ -30,19 +31,23 @@ class SlotState(enum.Enum):
 
 @dataclass(frozen=True)
 class SlotInfo:
-    """Read-only view of a slot for /slots and /metrics."""
+    """Read-only view of a slot for /slots and /metrics: its current task, else the last one it ran."""
 
     id: int
     n_ctx: int
     is_processing: bool
-    id_task: int
+    id_task: int  # -1: the slot never ran a task
     n_prompt_tokens: int
-    n_decoded: int
-    n_cached_tokens: int  # tokens in this slot's KV sequence
-    # the current (or last) task's prompt: tokens reused from the prefix cache vs. evaluated
+    # the task's prompt: tokens reused from the prefix cache vs. evaluated
     n_prompt_tokens_cache: int
     n_prompt_tokens_processed: int
-    params: dict[str, object]
+    n_decoded: int
+    params: GenerationParams | None = None
+    seed: int = 0
+    prompt: Sequence[int] = ()
+    generated: str = ""
+    has_next_token: bool = False
+    n_remain: int = -1
 
 
 @dataclass
@@ -68,6 +73,8 @@ class Slot:
     t_prompt_done: float = 0.0
     t_last: float = 0.0
     truncated: bool = False  # the context ran out (or was shifted)
+    last_task: CompletionTask | None = None  # shown by /slots once the task ended, as llama-server
+    last_seed: int = 0
 
     @property
     def busy(self) -> bool:
@@ -93,6 +100,8 @@ class Slot:
 
     def release(self) -> None:
         self.state = SlotState.IDLE
+        self.last_task = self.task
+        self.last_seed = self.sampler.seed if self.sampler is not None else 0
         self.task = None
         self.sampler = None
         self.constraint = None
@@ -101,22 +110,23 @@ class Slot:
         self.last_used = time.monotonic()
 
     def info(self) -> SlotInfo:
-        task = self.task
+        task = self.task or self.last_task
+        if task is None:
+            return SlotInfo(self.id, self.n_ctx, False, -1, 0, 0, 0, 0)
+        n_predict = task.params.n_predict
         return SlotInfo(
             id=self.id,
             n_ctx=self.n_ctx,
             is_processing=self.busy,
-            id_task=task.id if task else -1,
-            n_prompt_tokens=len(task.prompt) if task else 0,
-            n_decoded=len(self.generated),
-            n_cached_tokens=len(self.cache),
+            id_task=task.id,
+            n_prompt_tokens=len(task.prompt),
             n_prompt_tokens_cache=self.n_cached,
             n_prompt_tokens_processed=self.n_fed - self.n_cached,
-            params={
-                "n_predict": task.params.n_predict,
-                "stream": task.params.stream,
-                "temperature": task.params.sampler.temperature,
-            }
-            if task
-            else {},
+            n_decoded=len(self.generated),
+            params=task.params,
+            seed=self.sampler.seed if self.sampler is not None else self.last_seed,
+            prompt=task.prompt,
+            generated=self.text.text,
+            has_next_token=self.busy,
+            n_remain=-1 if n_predict < 0 else max(n_predict - len(self.generated), 0),
         )

@@ -19,6 +19,7 @@ from twisted.internet.defer import CancelledError
 from twisted.web.server import Request
 
 from llamatwist.api.chatformat import ChatFormatter
+from llamatwist.api.completion import final_json_fields
 from llamatwist.api.constraints import apply_constraint, constraint_spec
 from llamatwist.api.errors import InvalidRequest
 from llamatwist.api.http import ApiContext, handler, read_json, send_json
@@ -40,7 +41,13 @@ from llamatwist.api.openai.tools import (
     parse_reasoning_format,
     parse_tool_request,
 )
-from llamatwist.api.params import generation_params, parse_chat_format, parse_n_cmpl, refuse_response_fields
+from llamatwist.api.params import (
+    generation_params,
+    parse_chat_format,
+    parse_n_cmpl,
+    parse_verbose,
+    refuse_response_fields,
+)
 from llamatwist.api.pipeline import expand, run_tasks, tokenize_prompts
 from llamatwist.api.streaming import SSEStream, partial_extras
 from llamatwist.chat import RenderedChat
@@ -286,8 +293,10 @@ def register(app: Klein, ctx: ApiContext) -> None:
     @handler
     async def chat_completions(request: Request) -> Any:
         loaded = ctx.require_generation()
-        prepared = await prepare_chat(ctx, loaded, read_json(request))
+        body = read_json(request)
+        prepared = await prepare_chat(ctx, loaded, body)
         req, prompts, syntax = prepared.req, prepared.prompts, prepared.syntax
+        verbose = parse_verbose(body, ctx.config.verbose)
         cid = completion_id("chatcmpl-")
         model = ctx.model_alias
 
@@ -313,6 +322,8 @@ def register(app: Klein, ctx: ApiContext) -> None:
             out = envelope("chat.completion", cid, model, choices)
             out["usage"] = usage(results, req.n_cmpl)
             out["timings"] = results[-1].timings.to_json()
+            if verbose:
+                out["__verbose"] = final_json_fields(ctx, results[-1], len(results) - 1, req.params)
             return send_json(request, out)
 
         sse = SSEStream(request)
@@ -360,6 +371,8 @@ def register(app: Klein, ctx: ApiContext) -> None:
             send_deltas(index, deltas, [])
             chunk = delta_chunk(index, {}, finish_reason(r.stop_type, bool(msg.tool_calls)))
             chunk["timings"] = r.timings.to_json()
+            if verbose:
+                chunk["__verbose"] = final_json_fields(ctx, r, index, req.params)
             sse.send(chunk)
 
         tail = ("chat.completion.chunk", cid, model, req.n_cmpl, req.stream_options.include_usage)

@@ -10,6 +10,7 @@ from klein import Klein
 from twisted.internet.defer import CancelledError
 from twisted.web.server import Request
 
+from llamatwist.api.completion import final_json_fields, partial_json
 from llamatwist.api.constraints import apply_constraint
 from llamatwist.api.errors import InvalidRequest
 from llamatwist.api.http import ApiContext, handler, read_json, send_json
@@ -23,7 +24,13 @@ from llamatwist.api.openai.protocol import (
     usage,
 )
 from llamatwist.api.openai.streaming import stream_oai
-from llamatwist.api.params import parse_chat_format, parse_completion, parse_reasoning_format, refuse_response_fields
+from llamatwist.api.params import (
+    parse_chat_format,
+    parse_completion,
+    parse_reasoning_format,
+    parse_verbose,
+    refuse_response_fields,
+)
 from llamatwist.api.pipeline import expand, run_tasks, tokenize_prompts
 from llamatwist.api.streaming import SSEStream, partial_extras
 from llamatwist.runtime import FinalResult, PartialResult
@@ -51,6 +58,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
         # accepted as llama-server does; the OpenAI text completion shows neither (its text is the raw output)
         parse_chat_format(body)
         parse_reasoning_format(body, ctx.config.reasoning_format)
+        verbose = parse_verbose(body, ctx.config.verbose)
         echo = body.get("echo", False)
         if not isinstance(echo, bool):
             raise InvalidRequest("'echo' must be a boolean")
@@ -87,6 +95,8 @@ def register(app: Klein, ctx: ApiContext) -> None:
             out = envelope("text_completion", cid, model, choices)
             out["usage"] = usage(results, req.n_cmpl)
             out["timings"] = results[-1].timings.to_json()
+            if verbose:
+                out["__verbose"] = final_json_fields(ctx, results[-1], len(results) - 1, req.params)
             return send_json(request, out)
 
         sse = SSEStream(request)
@@ -100,11 +110,16 @@ def register(app: Klein, ctx: ApiContext) -> None:
                             [{"text": text, "index": index, "logprobs": lp, "finish_reason": reason}])
 
         def partial(index: int, r: PartialResult) -> None:
-            sse.send({**text_chunk(index, r.content, logprobs(r, index), None), **partial_extras(r)})
+            chunk = {**text_chunk(index, r.content, logprobs(r, index), None), **partial_extras(r)}
+            if verbose:
+                chunk["__verbose"] = partial_json(r, index, req.params)
+            sse.send(chunk)
 
         def final(index: int, r: FinalResult) -> None:
             chunk = text_chunk(index, "", None, finish_reason(r.stop_type))
             chunk["timings"] = r.timings.to_json()
+            if verbose:
+                chunk["__verbose"] = final_json_fields(ctx, r, index, req.params)
             sse.send(chunk)
 
         tail = ("text_completion", cid, model, req.n_cmpl, stream_opts.include_usage)
