@@ -138,3 +138,4 @@ class SamplingDefaults(SamplerSettings):
     n_predict: int = -1
     n_keep: int = 0
     n_cache_reuse: int = 0  # --cache-reuse: min chunk reused by KV shifting (0 = off)
+    sse_ping_interval: int = 30  # --sse-ping-interval: seconds of stream silence before a ping (-1 = none)

@@ -62,6 +62,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "model": ("m.gguf", "m.gguf"),
     "alias": (" a , b ,", "a,b"),
     "tags": (" x,y ", "x,y"),
+    "sampling.sse_ping_interval": ("-1", -1),
     "static_path": ("/", "/"),
     "slot_save_path": ("/tmp/slots", "/tmp/slots"),
     "grammar": ('root ::= "a"', 'root ::= "a"'),

@@ -110,3 +110,39 @@ def test_bad_values_are_400s_naming_the_field(srv: Server, field: str, value: An
     r = srv.post("/completion", {"prompt": "x", "n_predict": 1, field: value})
     assert r.status_code == 400 and field in r.json()["error"]["message"]
     assert srv.post("/completion", {"prompt": "x", "n_predict": 1}).status_code == 200
+
+
+def test_reasoning_budget_on_a_native_request(srv: Server) -> None:
+    prompt = "Question: what is two plus two?\nAnswer: <think>\n"
+    body = {"prompt": prompt, "n_predict": 24, "ignore_eos": True, **GREEDY}
+    free = srv.post("/completion", body).json()["content"]
+    assert "</think>" not in free
+    fields = {"reasoning_budget_tokens": 4, "reasoning_budget_start_tag": "<think>",
+              "reasoning_budget_end_tags": ["</think>"], "reasoning_budget_message": " Enough.",
+              "generation_prompt": "<think>\n"}
+    r = srv.post("/completion", {**body, **fields}).json()
+    thought, closed, _ = r["content"].partition(" Enough.</think>")
+    assert closed and free.startswith(thought) and 0 < len(thought) < len(free)
+    assert r["generation_settings"]["generation_prompt"] == "<think>\n"
+    # the singular end tag is llama-server's alias
+    single = {**fields, "reasoning_budget_end_tag": "</think>"}
+    del single["reasoning_budget_end_tags"]
+    assert srv.post("/completion", {**body, **single}).json()["content"] == r["content"]
+
+
+@pytest.mark.parametrize("extra, needle", [
+    ({"chat_parser": "x"}, "'chat_parser'"),
+    ({"reasoning_control": True}, "'reasoning_control'"),
+    ({"reasoning_control": "no"}, "'reasoning_control' must be a boolean"),
+    ({"parse_tool_calls": "x"}, "'parse_tool_calls'"),
+    ({"echo": 2}, "'echo'"),
+    ({"generation_prompt": 5}, "'generation_prompt' must be a string"),
+    ({"reasoning_budget_tokens": -3}, "'reasoning_budget_tokens'"),
+    ({"reasoning_budget_end_tags": "</think>"}, "'reasoning_budget_end_tags'"),
+    ({"reasoning_budget_start_tag": 1}, "'reasoning_budget_start_tag' must be a string"),
+    ({"stream_options": {"include_usage": "y"}}, "stream_options.include_usage"),
+    ({"continue_final_message": 3}, "'continue_final_message'"),
+])  # fmt: skip
+def test_bad_parser_and_reasoning_fields(srv: Server, extra: dict[str, Any], needle: str) -> None:
+    r = srv.post("/completion", {"prompt": "x", "n_predict": 1, **extra})
+    assert r.status_code == 400 and needle in r.json()["error"]["message"], r.text

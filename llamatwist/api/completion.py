@@ -11,7 +11,7 @@ from klein import Klein
 from twisted.internet.defer import CancelledError
 from twisted.web.server import Request
 
-from llamatwist.api.constraints import apply_constraint
+from llamatwist.api.constraints import apply_constraint, apply_reasoning_fields
 from llamatwist.api.errors import REPORTED
 from llamatwist.api.http import ApiContext, handler, read_json, send_json
 from llamatwist.api.params import OutputOptions, parse_completion, parse_output_options, project_fields
@@ -178,7 +178,7 @@ async def stream_native(
 ) -> bytes:
     """llama-server's native SSE stream: a partial per token, then the final
     result per prompt (projected on ``response_fields``); no [DONE] terminator."""
-    sse = SSEStream(request)
+    sse = SSEStream(request, params.sse_ping_interval)
 
     def partial(index: int, r: PartialResult) -> None:
         sse.send(partial_json(r, index, params))
@@ -207,7 +207,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
         # completion's content is the raw text (its reasoning is not split out)
         options = parse_output_options(body, ctx.config.reasoning_format)
         prompts = expand(await tokenize_prompts(ctx, loaded, req.prompts), req.n_cmpl)
-        params = await apply_constraint(ctx, body, req.params)
+        params = await apply_reasoning_fields(ctx, body, await apply_constraint(ctx, body, req.params))
         if params.stream:
             return await stream_native(ctx, request, prompts, params, options)
         try:

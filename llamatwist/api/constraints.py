@@ -7,19 +7,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from llamatwist.api.errors import InvalidRequest
 from llamatwist.api.http import ApiContext
 from llamatwist.constrain import ConstraintError, ConstraintFactory, compile_constraint
 from llamatwist.constrain.lazy import LazyFactory, LazyTriggers
+from llamatwist.constrain.reasoning_budget import ReasoningBudget, ReasoningBudgetFactory
 from llamatwist.constrain.spec import ConstraintSpec
 from llamatwist.runtime import GenerationParams
 
 Trigger = tuple[int, str, int]  # (type, value, token id or -1)
 
-__all__ = ["apply_constraint", "constraint_spec", "load_default"]
+__all__ = ["apply_constraint", "apply_reasoning_fields", "constraint_spec", "load_default", "with_reasoning_budget"]
 
 
 def _response_format(fmt: Any) -> ConstraintSpec:
@@ -87,6 +88,66 @@ async def apply_constraint(ctx: ApiContext, body: Mapping[str, Any], params: Gen
     except ConstraintError as exc:
         raise InvalidRequest(str(exc)) from None
     return dataclasses.replace(params, constraint=factory)
+
+
+async def _tokens(ctx: ApiContext, text: str) -> tuple[int, ...]:
+    return tuple(await ctx.engine.tokenize([text], False, True)) if text else ()
+
+
+async def with_reasoning_budget(ctx: ApiContext, params: GenerationParams, start_tag: str, end_tags: Sequence[str],
+                                message: str, budget: int, generation_prompt: str) -> GenerationParams:
+    """``params`` with a reasoning budget (llama.cpp's reasoning-budget sampler) around its constraint: at
+    most ``budget`` tokens (< 0: unlimited, the block still suspends the constraint) between the start tag
+    and an end tag, then ``message`` and the first end tag are forced. Whether ``generation_prompt`` opened
+    the block is read from its text, as the parser does (the tag's tokens in context need not be its own)."""
+    start = await _tokens(ctx, start_tag)
+    ends = tuple([await _tokens(ctx, tag) for tag in end_tags])
+    # the budget counts from the start tag, the prompt's own tokens after it included (llama.cpp)
+    opened = generation_prompt.rfind(start_tag)
+    after = generation_prompt[opened + len(start_tag):] if opened >= 0 else ""
+    is_open = opened >= 0 and not any(tag in after for tag in end_tags)
+    prefill = start + await _tokens(ctx, after) if is_open else ()
+    info = await ctx.engine.constraint_tokenizer()
+    spec = ReasoningBudget(start=start, ends=ends, forced=await _tokens(ctx, message) + ends[0], budget=budget,
+                           pieces=info.tokens, n_vocab=info.n_vocab, prefill=prefill)
+    return dataclasses.replace(params, constraint=ReasoningBudgetFactory(spec, params.constraint))
+
+
+def _string(body: Mapping[str, Any], name: str) -> str:
+    v = body.get(name)
+    if v is None:
+        return ""
+    if not isinstance(v, str):
+        raise InvalidRequest(f"'{name}' must be a string")
+    return v
+
+
+async def apply_reasoning_fields(ctx: ApiContext, body: Mapping[str, Any], params: GenerationParams,
+                                 ) -> GenerationParams:
+    """A native request's reasoning budget, as llama-server reads it: ``reasoning_budget_tokens`` (>= 0)
+    with ``reasoning_budget_start_tag`` and ``reasoning_budget_end_tags`` (or one
+    ``reasoning_budget_end_tag``), ``reasoning_budget_message``, and ``generation_prompt`` (the prompt's tail,
+    which may have opened the block). ``reasoning_control`` (ending reasoning at runtime) is refused."""
+    if body.get("reasoning_control") is not None:
+        if not isinstance(body["reasoning_control"], bool):
+            raise InvalidRequest("'reasoning_control' must be a boolean")
+        if body["reasoning_control"]:
+            raise InvalidRequest("'reasoning_control' (ending reasoning at runtime) is not supported by llamatwist")
+    budget = body.get("reasoning_budget_tokens")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < -1):
+        raise InvalidRequest("'reasoning_budget_tokens' must be an integer >= -1")
+    start = _string(body, "reasoning_budget_start_tag")
+    ends = body.get("reasoning_budget_end_tags")
+    if ends is None:
+        ends = [_string(body, "reasoning_budget_end_tag")]
+    elif not isinstance(ends, list) or not all(isinstance(t, str) for t in ends):
+        raise InvalidRequest("'reasoning_budget_end_tags' must be an array of strings")
+    ends = [t for t in ends if t]
+    message = _string(body, "reasoning_budget_message")
+    prompt = _string(body, "generation_prompt")
+    if budget is None or budget < 0 or not start or not ends:
+        return params
+    return await with_reasoning_budget(ctx, params, start, ends, message, budget, prompt)
 
 
 # llama.cpp's common_grammar_trigger_type, by number

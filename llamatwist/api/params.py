@@ -37,6 +37,7 @@ __all__ = [
     "Prompt",
     "PromptPart",
     "TokenizeRequest",
+    "check_parser_fields",
     "field_schema",
     "parse_chat_format",
     "parse_completion",
@@ -221,6 +222,7 @@ FIELDS: tuple[Field, ...] = (
     Field(("t_max_predict_ms",), _int, "t_max_predict_ms", _ge(-1), ">= -1"),
     Field(("t_max_prompt_ms",), _int, "t_max_prompt_ms", _ge(-1), ">= -1"),
     Field(("n_indent",), _int, "n_indent", _ge(0), ">= 0"),
+    Field(("sse_ping_interval",), _int, "sse_ping_interval", _ge(-1), ">= -1"),
 )
 
 
@@ -284,6 +286,7 @@ def generation_params(body: Mapping[str, Any], defaults: SamplingDefaults) -> Ge
         n_predict=v.get("n_predict", defaults.n_predict),
         n_keep=v.get("n_keep", defaults.n_keep),
         n_cache_reuse=v.get("n_cache_reuse", defaults.n_cache_reuse),
+        sse_ping_interval=v.get("sse_ping_interval", defaults.sse_ping_interval),
         sampler=SamplerSettings(**sampler),
         lora=read_lora(body["lora"]) if body.get("lora") is not None else None,
         **{name: v[name] for name in _REQUEST_FIELDS if name in v},
@@ -459,6 +462,7 @@ class OutputOptions:
     response_fields: tuple[str, ...] = ()
     chat_format: int = 0
     reasoning_format: str = "auto"
+    generation_prompt: str = ""
 
     def settings(self, stream: bool) -> dict[str, Any]:
         """The parser's entries of generation_settings, as llama-server lists them."""
@@ -466,6 +470,7 @@ class OutputOptions:
             "chat_format": CHAT_FORMATS[self.chat_format],
             "reasoning_format": self.reasoning_format,
             "reasoning_in_content": stream and self.reasoning_format == "deepseek-legacy",
+            "generation_prompt": self.generation_prompt,
         }
 
 
@@ -481,9 +486,37 @@ def parse_reasoning_format(body: Mapping[str, Any], default: str) -> str:
 def parse_output_options(body: Mapping[str, Any], reasoning_format: str) -> OutputOptions:
     """``response_fields``, ``chat_format`` and ``reasoning_format`` (default: the server's
     --reasoning-format) of a native request."""
+    check_parser_fields(body)
+    prompt = body.get("generation_prompt")
+    if prompt is not None and not isinstance(prompt, str):
+        raise InvalidRequest("'generation_prompt' must be a string")
     return OutputOptions(
-        parse_response_fields(body), parse_chat_format(body), parse_reasoning_format(body, reasoning_format)
+        parse_response_fields(body), parse_chat_format(body), parse_reasoning_format(body, reasoning_format),
+        prompt or "",
     )
+
+
+def check_parser_fields(body: Mapping[str, Any]) -> None:
+    """The chat-parser fields llama-server takes on every completion request. On a native request they do
+    not change its raw content (as in llama-server) but must be well formed; ``chat_parser`` (a llama.cpp
+    PEG parser definition) cannot be honoured and is refused."""
+    if body.get("chat_parser") is not None:
+        raise InvalidRequest("'chat_parser' (a llama.cpp PEG parser definition) is not supported by llamatwist")
+    for name in ("parse_tool_calls", "echo"):
+        if body.get(name) is not None:
+            _bool(name, body[name])
+    cont = body.get("continue_final_message")
+    if cont is not None and not isinstance(cont, (bool, str)):
+        raise InvalidRequest("'continue_final_message' must be a boolean or a string")
+    grammar_type = body.get("grammar_type")
+    if grammar_type is not None and not isinstance(grammar_type, str):
+        raise InvalidRequest("'grammar_type' must be a string")
+    options = body.get("stream_options")
+    if options is not None:
+        if not isinstance(options, dict):
+            raise InvalidRequest("'stream_options' must be an object")
+        if options.get("include_usage") is not None:
+            _bool("stream_options.include_usage", options["include_usage"])
 
 
 @dataclass(frozen=True)

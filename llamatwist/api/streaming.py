@@ -36,16 +36,46 @@ def on_disconnect(request: Request, callback: Callable[[], None]) -> None:
 
 
 class SSEStream:
-    """``data: {json}\\n\\n`` events to one client; writes stop once it is gone."""
+    """``data: {json}\\n\\n`` events to one client; writes stop once it is gone.
 
-    def __init__(self, request: Request) -> None:
+    ``ping_interval`` > 0 (llama-server's sse_ping_interval, seconds): after that long without an event a
+    ``:`` comment goes out, so that clients and proxies that drop a silent connection (undici, nginx) keep it
+    while a long prompt is processed."""
+
+    def __init__(self, request: Request, ping_interval: float = -1, clock: Any = None) -> None:
         self._request = request
         self.closed = False
         self.started = False
         on_disconnect(request, self._lost)
+        self._ping_interval = ping_interval
+        self._ping: Any = None
+        if ping_interval > 0:
+            if clock is None:
+                from twisted.internet import reactor as clock
+            self._clock = clock
+            request.notifyFinish().addBoth(self._stop_ping)
+            self._arm()
 
     def _lost(self) -> None:
         self.closed = True
+
+    def _arm(self) -> None:
+        """(Re)start the silence timer."""
+        if self._ping_interval <= 0 or self.closed:
+            return
+        if self._ping is not None and self._ping.active():
+            self._ping.reset(self._ping_interval)
+        else:
+            self._ping = self._clock.callLater(self._ping_interval, self._send_ping)
+
+    def _send_ping(self) -> None:
+        self.send_raw(b":\n\n")
+
+    def _stop_ping(self, result: Any = None) -> Any:
+        self._ping_interval = 0
+        if self._ping is not None and self._ping.active():
+            self._ping.cancel()
+        return result
 
     def _start(self) -> None:
         # Headers go out with the first event, so an error that comes before
@@ -67,6 +97,7 @@ class SSEStream:
         if not self.started:
             self._start()
         self._request.write(data)
+        self._arm()
 
     def send_error(self, err: Exception) -> None:
         if self.closed:

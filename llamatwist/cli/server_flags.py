@@ -182,6 +182,8 @@ SERVER: Final[tuple[Flag, ...]] = (
     Flag(("--cache-idle-slots",), "cache_idle_slots", G_COMPUTE,
          "keep an idle slot's prompt in the prefix cache when the slot takes a new task "
          "(requires --cache-ram)", "LLAMA_ARG_CACHE_IDLE_SLOTS", neg=("--no-cache-idle-slots",)),
+    Flag(("--sse-ping-interval",), "sampling.sse_ping_interval", G_SERVER,
+         "server SSE ping interval in seconds (-1 = disabled)", "LLAMA_ARG_SSE_PING_INTERVAL", integer),
     Flag(("--cache-reuse",), "sampling.n_cache_reuse", G_COMPUTE,
          "min chunk size to attempt reusing from the cache via KV shifting, requires prompt caching "
          "(0 = disabled)", "LLAMA_ARG_CACHE_REUSE", int_min(0)),

@@ -111,7 +111,6 @@ UNIMPLEMENTED: Final[tuple[Unimplemented, ...]] = (
     _U("--mcp-servers-config", "LLAMA_ARG_MCP_SERVERS_CONFIG", VALUE),
     _U("--mcp-servers-json", "LLAMA_ARG_MCP_SERVERS_JSON", VALUE),
     _U("-ag --agent -no-ag --no-agent", "LLAMA_ARG_AGENT", BOOL),
-    _U("--sse-ping-interval", "LLAMA_ARG_SSE_PING_INTERVAL", VALUE),
     _U("--cache-prompt --no-cache-prompt", "LLAMA_ARG_CACHE_PROMPT", BOOL),
     _U("--media-path", None, VALUE),
     _U("--models-dir", "LLAMA_ARG_MODELS_DIR", VALUE),

@@ -58,6 +58,7 @@ class GenerationParams:
     t_max_predict_ms: int = -1  # > 0: stop at a newline once generation took longer (llama-server's FIM use)
     t_max_prompt_ms: int = -1  # > 0: stop (no tokens) when prompt processing takes longer
     n_indent: int = 0  # > 0: stop before a line indented less than this (code completion)
+    sse_ping_interval: int = 30  # seconds of stream silence before an SSE ping (-1: none); the API layer's
     # control tokens written as their text in the output (llama-server's preserved_tokens)
     preserved_tokens: frozenset[int] = frozenset()
     # echoed in generation_settings: the constraint applies from a trigger (already in ``constraint``)

@@ -44,7 +44,7 @@ async def _stream(
     ctx: ApiContext, request: Request, prompts: list[list[int]], params: GenerationParams,
     syntax: ChatSyntax | None, stops: tuple[str, ...],
 ) -> bytes:
-    sse = SSEStream(request)
+    sse = SSEStream(request, params.sse_ping_interval)
     mid, model = message_id(), ctx.model_alias
     text, blocks = MessageStream(syntax), BlockStream()
 

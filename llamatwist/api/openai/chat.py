@@ -20,7 +20,7 @@ from twisted.web.server import Request
 
 from llamatwist.api.chatformat import ChatFormatter
 from llamatwist.api.completion import final_json_fields
-from llamatwist.api.constraints import apply_constraint, constraint_spec
+from llamatwist.api.constraints import apply_constraint, constraint_spec, with_reasoning_budget
 from llamatwist.api.errors import InvalidRequest
 from llamatwist.api.http import ApiContext, handler, read_json, send_json
 from llamatwist.api.openai.protocol import (
@@ -53,7 +53,6 @@ from llamatwist.api.streaming import SSEStream, partial_extras
 from llamatwist.chat import RenderedChat
 from llamatwist.chat.toolcalls import ChatSyntax, ToolPlan, forced_call_grammar, plan_tools, polyfill_history
 from llamatwist.config import SamplingDefaults
-from llamatwist.constrain.reasoning_budget import ReasoningBudget, ReasoningBudgetFactory
 from llamatwist.constrain.spec import ConstraintSpec
 from llamatwist.runtime import FinalResult, GenerationParams, LoadedModel, PartialResult, TokenProbs
 
@@ -183,17 +182,7 @@ async def _with_budget(
     if not all(tags) or (budget < 0 and params.constraint is None):
         return params
     message = fmt.reasoning.budget_message if req.reasoning_budget_message is None else req.reasoning_budget_message
-    start, end = await _tokens(ctx, tags[0]), await _tokens(ctx, tags[1])
-    # the budget counts from the start tag, the prompt's own tokens after it included (llama.cpp)
-    opened = generation_prompt.rfind(tags[0])
-    after = generation_prompt[opened + len(tags[0]):] if opened >= 0 else ""
-    prefill = start + await _tokens(ctx, after) if opened >= 0 and tags[1] not in after else ()
-    info = await ctx.engine.constraint_tokenizer()
-    spec = ReasoningBudget(
-        start=start, ends=(end,), forced=await _tokens(ctx, message) + end, budget=budget,
-        pieces=info.tokens, n_vocab=info.n_vocab, prefill=prefill,
-    )
-    return dataclasses.replace(params, constraint=ReasoningBudgetFactory(spec, params.constraint))
+    return await with_reasoning_budget(ctx, params, tags[0], (tags[1],), message, budget, generation_prompt)
 
 
 async def _plan_constraint(ctx: ApiContext, plan: ToolPlan, params: GenerationParams) -> GenerationParams:
@@ -326,7 +315,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
                 out["__verbose"] = final_json_fields(ctx, results[-1], len(results) - 1, req.params)
             return send_json(request, out)
 
-        sse = SSEStream(request)
+        sse = SSEStream(request, req.params.sse_ping_interval)
         streams: dict[int, MessageStream] = {}
         pending_probs: dict[int, list[TokenProbs]] = {}
 

@@ -99,7 +99,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
                 out["__verbose"] = final_json_fields(ctx, results[-1], len(results) - 1, req.params)
             return send_json(request, out)
 
-        sse = SSEStream(request)
+        sse = SSEStream(request, req.params.sse_ping_interval)
         echoed: set[int] = set()
 
         def text_chunk(index: int, text: str, lp: Any, reason: str | None) -> dict[str, Any]:

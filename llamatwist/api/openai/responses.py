@@ -300,7 +300,7 @@ async def _stream(
     ``response.in_progress`` with the first result (headers, and so an error's status, wait for it, as
     llama-server), the items' events, then ``response.completed`` (or ``response.incomplete``) with the
     whole response; an error after the start is an ``error`` event."""
-    sse = SSEStream(request)
+    sse = SSEStream(request, prepared.req.params.sse_ping_interval)
     text, output = MessageStream(prepared.syntax), OutputBuilder()
 
     def send(events: list[Event]) -> None:
