@@ -121,3 +121,25 @@ def test_parameter_table_needs_no_native_library() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def _schema_fields() -> set[str]:
+    """Every request field (and alias) of the pinned llama-server's parameter schema."""
+    import re
+
+    import build_native
+
+    source = (build_native.place_source() / "tools" / "server" / "server-schema.cpp").read_text()
+    source = re.sub(r"#if 0.*?#endif", "", source, flags=re.DOTALL)  # fields llama-server has switched off
+    source = "\n".join(line for line in source.splitlines() if not line.strip().startswith("//"))
+    names = set(re.findall(r'new field_\w+\("([\w.]+)"', source))
+    return names | set(re.findall(r'add_alias\("(\w+)"\)', source))
+
+
+def test_every_llama_server_field_is_handled() -> None:
+    from llamatwist.api.params import FIELDS, FIELDS_ELSEWHERE
+
+    schema = _schema_fields()
+    assert len(schema) > 60 and {"n_predict", "grammar_lazy", "max_tokens"} <= schema
+    handled = {name for f in FIELDS for name in f.names} | set(FIELDS_ELSEWHERE)
+    assert schema - handled == set(), "fields llama-server reads that llamatwist neither handles nor refuses"
