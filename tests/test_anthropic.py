@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -267,6 +268,18 @@ def test_not_found_via_sdk(client: anthropic.Anthropic) -> None:
     with pytest.raises(anthropic.NotFoundError) as err:
         client.post("/v1/messages/batches-not-here", body={}, cast_to=object)
     assert err.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
+
+
+def test_disconnect_cancels_the_stream(srv: Server) -> None:
+    # 900 tokens take this server well over the 5 s it gets to free the slot (about 10 s at -t 1)
+    body = {"model": "m", "max_tokens": 900, "stream": True, "messages": ASK, "ignore_eos": True}
+    with requests.post(srv.url + "/v1/messages", json=body, stream=True, timeout=60) as r:
+        assert r.status_code == 200
+        next(r.iter_lines())  # the stream started
+    deadline = time.monotonic() + 5
+    while any(s["is_processing"] for s in srv.get("/slots").json()):
+        assert time.monotonic() < deadline, "the slot kept generating for a client that left"
+        time.sleep(0.1)
 
 
 def test_server_healthy_after(srv: Server, client: anthropic.Anthropic) -> None:
