@@ -89,6 +89,19 @@ def test_max_tokens_and_stop_sequence(client: anthropic.Anthropic) -> None:
     assert full.startswith(_text(stopped)) and word not in _text(stopped)
 
 
+def test_keep_alive_comments_before_message_start(srv: Server) -> None:
+    # a prompt that takes seconds, with a ':' comment after each silent second: the comments come first,
+    # then message_start as usual
+    body = {"model": "m", "max_tokens": 2, "stream": True, "sse_ping_interval": 1, "cache_prompt": False,
+            "messages": [{"role": "user", "content": "hello " * 700}]}
+    r = srv.post("/v1/messages", body)
+    assert r.status_code == 200
+    frames = r.text.strip().split("\n\n")
+    assert frames[0] == ":" and "event: message_start" in [f.split("\n")[0] for f in frames]
+    names = [f.split("\n")[0][7:] for f in frames if f != ":"]
+    assert names[:2] == ["message_start", "ping"] and names[-1] == "message_stop"
+
+
 def test_llama_fields_pass_through(client: anthropic.Anthropic) -> None:
     hi = [{"role": "user", "content": "hi"}]
     plain = client.messages.create(model="any", max_tokens=40, messages=hi, **GREEDY)
@@ -109,6 +122,12 @@ def test_stream_event_order(srv: Server, client: anthropic.Anthropic) -> None:
     wire = [(f[0][7:], json.loads(f[1][6:])) for f in frames]
     assert all(name == data["type"] for name, data in wire)
     assert [n for n, _ in wire][:3] == ["message_start", "ping", "content_block_start"]
+    # message_start already knows the cached share of the prompt (the same prompt as `whole`: cached now)
+    start_usage, end_usage = wire[0][1]["message"]["usage"], wire[-2][1]["usage"]
+    assert start_usage["cache_read_input_tokens"] == end_usage["cache_read_input_tokens"] > 0
+    assert start_usage["input_tokens"] == end_usage["input_tokens"] and start_usage["output_tokens"] == 0
+    assert start_usage["input_tokens"] + start_usage["cache_read_input_tokens"] == (
+        whole.usage.input_tokens + (whole.usage.cache_read_input_tokens or 0))
     events = list(client.messages.create(model="any", max_tokens=20, messages=ASK, stream=True, **GREEDY))
     kinds = [e.type for e in events]
     assert kinds == [n for n, _ in wire if n != "ping"]

@@ -2,7 +2,7 @@
 """The Anthropic routes: translate, run through the chat pipeline, translate back (JSON or SSE).
 
 A stream is Anthropic's event sequence, each as ``event: NAME`` + ``data: {...}``: ``message_start`` (with
-the first result, as llama-server: headers, and so an error's status, wait for it) and a ``ping``, the content
+the first token, as llama-server: headers, and so an error's status, wait for it) and a ``ping``, the content
 block events, ``message_delta`` (stop reason, usage) and ``message_stop``; an error after the start is an
 ``error`` event in Anthropic's shape. The answer to every error on these paths, whatever layer raises it, is
 Anthropic's body (registered with api/errors.py).
@@ -10,6 +10,7 @@ Anthropic's body (registered with api/errors.py).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from klein import Klein
@@ -47,30 +48,42 @@ async def _stream(
     sse = SSEStream(request, params.sse_ping_interval)
     mid, model = message_id(), ctx.model_alias
     text, blocks = MessageStream(syntax), BlockStream()
+    begun = False  # message_start sent (a ':' keep-alive comment may have started the response before it)
+    cached = 0  # the prompt's tokens found in the cache, from the first progress event
 
     def send(events: list[Event]) -> None:
         for name, data in events:
             sse.send_raw(b"event: " + name.encode() + b"\ndata: " + json_bytes(data) + b"\n\n")
 
     def start(n_prompt: int) -> None:
-        if sse.started:
+        nonlocal begun
+        if begun:
             return
-        # the cached share of the prompt is known only at the end: message_delta's usage has it
+        begun = True
+        usage = {"cache_read_input_tokens": cached, "input_tokens": n_prompt - cached, "output_tokens": 0}
         message: dict[str, Any] = {"id": mid, "type": "message", "role": "assistant", "content": [], "model": model,
-                   "stop_reason": None, "stop_sequence": None,
-                   "usage": {"input_tokens": n_prompt, "output_tokens": 0}}
+                                   "stop_reason": None, "stop_sequence": None, "usage": usage}
         send([("message_start", {"type": "message_start", "message": message}), ("ping", {"type": "ping"})])
 
     def partial(index: int, r: PartialResult) -> None:
+        nonlocal cached
+        if r.progress is not None:  # asked for below; not an Anthropic event
+            cached = cached or r.progress.cache
+            return
         start(r.n_prompt_tokens)
         send(blocks.feed(text.feed(r.content)))
 
     def final(index: int, r: FinalResult) -> None:
+        nonlocal cached
+        cached = r.n_cached
         start(r.n_prompt_tokens)
         msg, deltas = text.finish(r.content)
         delta = {"type": "message_delta", "delta": stop_fields(r, msg, stops), "usage": usage_json(r)}
         send([*blocks.feed(deltas), *blocks.close(), ("message_delta", delta), ("message_stop", {"type": "message_stop"})])
 
+    # the runtime's first prompt-progress event says how much of the prompt the cache held, which
+    # message_start's usage reports as llama-server's does (from the task's first token)
+    params = dataclasses.replace(params, return_progress=True)
     try:
         await run_tasks(ctx, request, prompts, params, on_partial=partial, on_final=final)
     except CancelledError:
