@@ -31,7 +31,7 @@ __all__ = ["to_chat_body"]
 _OWN = frozenset({"n_predict", "max_completion_tokens", "max_tokens", "stop", "n_probs", "logprobs",
                   "post_sampling_probs"})
 _PASSED = (*(n for f in FIELDS for n in f.names if n not in _OWN), "chat_template_kwargs", "lora")
-_MEDIA = "image input is not supported: media needs a multimodal projector (--mmproj), which this server does not load yet"
+_MEDIA = " input is not supported: media needs a multimodal projector (--mmproj), which this server does not load yet"
 _USER_BLOCKS = ("text", "image", "document", "tool_result")
 _ASSISTANT_BLOCKS = ("text", "tool_use", "thinking", "redacted_thinking")
 
@@ -51,7 +51,7 @@ def _block_type(block: Any, where: str, allowed: tuple[str, ...]) -> str:
         raise _bad(where, "Input should be a valid dictionary or object")
     kind = block.get("type")
     if kind in ("image", "document"):
-        raise _bad(where, _MEDIA)
+        raise _bad(where, f"{kind}{_MEDIA}")
     if kind not in allowed:
         raise _bad(f"{where}.type", f"Input tag {kind!r} found using 'type' does not match any of the expected "
                                      f"tags: {', '.join(repr(a) for a in allowed)}")
