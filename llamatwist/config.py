@@ -78,6 +78,18 @@ class ServerConfig:
     embeddings: bool = False  # --embeddings: embedding-only server
     reranking: bool = False  # --reranking
     pooling: str | None = None  # none|mean|cls|last|rank; None = the model's default
+    # speculative decoding
+    model_draft: str | None = None
+    spec_type: str = "none"  # none | ngram-simple | draft-simple (-md alone means draft-simple)
+    draft_max: int = 16
+    draft_min: int = 0
+    draft_p_min: float = 0.8
+    ctx_size_draft: int = 0
+    gpu_layers_draft: int = -1
+    device_draft: str | None = None
+    spec_ngram_size_n: int = 12
+    spec_ngram_size_m: int = 48
+    spec_ngram_min_hits: int = 1
     responses_store_size: int = 256  # responses kept for previous_response_id (an in-memory LRU)
     # chat
     jinja: bool = True

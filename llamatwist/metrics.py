@@ -29,6 +29,11 @@ class _Collector:
             ("tokens_predicted_seconds", "Total time spent generating tokens", m.tokens_predicted_seconds_total),
             ("n_decode", "Total number of llama_decode() calls", m.n_decode_total),
             ("prefix_cache_evictions", "Parked prompt prefixes evicted", m.cache_evictions_total),
+            ("spec_decode_num_draft_tokens", "Speculative: Total draft tokens generated", m.draft_tokens_total),
+            ("spec_decode_num_accepted_tokens", "Speculative: Total draft tokens accepted by the target model",
+             m.draft_accepted_total),
+            ("spec_decode_num_drafts", "Speculative: Total speculative decoding verification steps",
+             m.drafts_total),
         ]
         for name, doc, value in counters:
             yield CounterMetricFamily(p + name, doc, value=value)

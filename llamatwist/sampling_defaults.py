@@ -22,9 +22,11 @@ __all__ = [
     "RANDOM_SEED",
     "SAMPLER_CHARS",
     "SAMPLER_NAMES",
+    "SPEC_TYPES",
     "LogitBias",
     "SamplerSettings",
     "SamplingDefaults",
+    "SpecParams",
     "samplers_from_chars",
     "samplers_from_names",
     "samplers_to_chars",
@@ -130,6 +132,27 @@ class SamplerSettings:
     backend_sampling: bool = False
 
 
+SPEC_TYPES = ("none", "ngram-simple", "draft-simple")  # speculative decoding
+
+
+@dataclass(frozen=True)
+class SpecParams:
+    """One request's speculation (llama-server's speculative.* fields over the server's --spec-* flags)."""
+
+    type: str = "none"  # one of SPEC_TYPES
+    n_max: int = 16  # most draft tokens per step
+    n_min: int = 0  # fewer than this: no draft
+    p_min: float = 0.8  # draft-simple: stop drafting below this probability of the draft's own top token
+    ngram_size_n: int = 12  # ngram-simple: lookup length
+    ngram_size_m: int = 48  # ngram-simple: longest draft
+    ngram_min_hits: int = 1
+    has_draft_model: bool = False  # the server loaded a draft model (-md): draft-simple is possible
+
+    @property
+    def active(self) -> bool:
+        return self.type != "none" and self.n_max > 0
+
+
 @dataclass(frozen=True)
 class SamplingDefaults(SamplerSettings):
     """The server's per-request defaults (command line), each overridable by a request."""
@@ -138,4 +161,5 @@ class SamplingDefaults(SamplerSettings):
     n_predict: int = -1
     n_keep: int = 0
     n_cache_reuse: int = 0  # --cache-reuse: min chunk reused by KV shifting (0 = off)
+    speculative: SpecParams = SpecParams()  # --spec-type, --draft-max, ... (llama-server's speculative.*)
     sse_ping_interval: int = 30  # --sse-ping-interval: seconds of stream silence before a ping (-1 = none)

@@ -236,6 +236,9 @@ def engine_spec(config: ServerConfig, model_path: str) -> EngineSpec:
             cvec_layer_start=config.control_vector_layer_range[0],
             cvec_layer_end=config.control_vector_layer_range[1],
         ),
+        draft_model_path=config.model_draft,
+        draft_n_ctx=config.ctx_size_draft,
+        draft_n_gpu_layers=config.gpu_layers_draft,
     )
 
 

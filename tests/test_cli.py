@@ -63,6 +63,17 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "alias": (" a , b ,", "a,b"),
     "tags": (" x,y ", "x,y"),
     "sampling.sse_ping_interval": ("-1", -1),
+    "model_draft": ("d.gguf", "d.gguf"),
+    "spec_type": ("ngram-simple", "ngram-simple"),
+    "draft_max": ("8", 8),
+    "draft_min": ("2", 2),
+    "draft_p_min": ("0.5", 0.5),
+    "ctx_size_draft": ("1024", 1024),
+    "gpu_layers_draft": ("0", 0),
+    "device_draft": ("none", "none"),
+    "spec_ngram_size_n": ("6", 6),
+    "spec_ngram_size_m": ("24", 24),
+    "spec_ngram_min_hits": ("2", 2),
     "static_path": ("/", "/"),
     "slot_save_path": ("/tmp/slots", "/tmp/slots"),
     "grammar": ('root ::= "a"', 'root ::= "a"'),
@@ -822,3 +833,13 @@ def test_sampling_flags_as_llama_server() -> None:
 ])
 def test_bad_sampling_values_are_usage_errors(argv: list[str]) -> None:
     assert refused(argv).exit_code == 2
+
+
+def test_speculative_defaults() -> None:
+    spec = parse_config(["--spec-type", "ngram-simple", "--draft-max", "8", "--spec-ngram-simple-size-n", "5"],
+                        {}).sampling.speculative
+    assert (spec.type, spec.n_max, spec.ngram_size_n) == ("ngram-simple", 8, 5)
+    assert parse_config(["-md", "d.gguf"], {}).sampling.speculative.type == "draft-simple"  # as llama-server
+    assert parse_config([], {}).sampling.speculative.type == "none"
+    assert "needs a draft model" in str(refused(["--spec-type", "draft-simple"]))
+    assert "must be one of" in str(refused(["--spec-type", "eagle"]))

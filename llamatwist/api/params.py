@@ -21,9 +21,11 @@ from llamatwist.config import REASONING_FORMATS
 from llamatwist.runtime import GenerationParams
 from llamatwist.sampling_defaults import (
     RANDOM_SEED,
+    SPEC_TYPES,
     LogitBias,
     SamplerSettings,
     SamplingDefaults,
+    SpecParams,
     samplers_from_chars,
     samplers_from_names,
 )
@@ -31,6 +33,7 @@ from llamatwist.sampling_defaults import (
 __all__ = [
     "CHAT_FORMATS",
     "FIELDS",
+    "FIELDS_ELSEWHERE",
     "READER_SCHEMAS",
     "CompletionRequest",
     "OutputOptions",
@@ -226,6 +229,39 @@ FIELDS: tuple[Field, ...] = (
 )
 
 
+# llama-server's request fields (tools/server/server-schema.cpp) that are read outside FIELDS, and where.
+# With FIELDS this covers every field of its schema (tests/test_params.py reads the pinned source).
+FIELDS_ELSEWHERE: dict[str, str] = {
+    "verbose": "params.parse_verbose: __verbose (the native result) on OpenAI results",
+    "stream_options": "openai.protocol.parse_stream_options (include_usage); checked on native requests",
+    "include_usage": "inside stream_options",
+    "n_cmpl": "params.parse_n_cmpl (alias n): completions per prompt, up to the slot count",
+    "n": "params.parse_n_cmpl",
+    "response_fields": "params.parse_response_fields: native results projected; a 400 on OpenAI routes",
+    "lora": "params.read_lora: per-request adapter scales",
+    "json_schema": "api.constraints: compiled by llguidance",
+    "grammar": "api.constraints: GBNF or Lark, compiled by llguidance",
+    "grammar_lazy": "api.constraints + constrain.lazy: the grammar applies from a trigger",
+    "grammar_triggers": "api.constraints: token, word, pattern and full-pattern triggers",
+    "preserved_tokens": "api.constraints: control tokens written as text",
+    "chat_format": "params.parse_chat_format: checked and echoed (the template picks the chat parser)",
+    "reasoning_format": "params.parse_reasoning_format: chat parsing; echoed on native results",
+    "generation_prompt": "native reasoning budget prefill; echoed in generation_settings",
+    "parse_tool_calls": "params.check_parser_fields: checked (native content stays raw, as llama-server)",
+    "chat_parser": "a 400: llama.cpp's PEG parser definitions are not supported",
+    "continue_final_message": "chat templates (prefill); checked on native requests",
+    "echo": "/v1/completions echo; checked on native requests",
+    "reasoning_control": "a 400 when true: reasoning cannot be ended at runtime",
+    "reasoning_budget_tokens": "the reasoning budget (chat and native requests)",
+    "reasoning_budget_start_tag": "native reasoning budget",
+    "reasoning_budget_end_tags": "native reasoning budget",
+    "reasoning_budget_end_tag": "native reasoning budget (alias)",
+    "reasoning_budget_message": "the reasoning budget (chat and native requests)",
+    **{name: "params.parse_speculative: this request's speculative decoding" for name in (
+        "speculative.n_max", "speculative.n_min", "speculative.p_min", "speculative.type",
+        "speculative.ngram_size_n", "speculative.ngram_size_m", "speculative.ngram_min_hits")},
+}
+
 _STRINGS = {"type": "array", "items": {"type": "string"}}
 # The JSON Schema of what each reader takes, for /openapi.json; a reader missing here documents as any value.
 READER_SCHEMAS: dict[Callable[[str, Any], Any], dict[str, Any]] = {
@@ -289,8 +325,40 @@ def generation_params(body: Mapping[str, Any], defaults: SamplingDefaults) -> Ge
         sse_ping_interval=v.get("sse_ping_interval", defaults.sse_ping_interval),
         sampler=SamplerSettings(**sampler),
         lora=read_lora(body["lora"]) if body.get("lora") is not None else None,
+        speculative=parse_speculative(body, defaults.speculative),
         **{name: v[name] for name in _REQUEST_FIELDS if name in v},
     )
+
+
+# llama-server's per-request speculative fields (flat, dotted names), as SpecParams fields
+_SPEC_FIELDS: dict[str, tuple[str, Callable[[str, Any], Any], Callable[[Any], bool], str]] = {
+    "speculative.n_max": ("n_max", _int, _ge(0), ">= 0"),
+    "speculative.n_min": ("n_min", _int, _ge(0), ">= 0"),
+    "speculative.p_min": ("p_min", _float, lambda x: 0.0 <= x <= 1.0, "between 0 and 1"),
+    "speculative.ngram_size_n": ("ngram_size_n", _int, _ge(1), ">= 1"),
+    "speculative.ngram_size_m": ("ngram_size_m", _int, _ge(1), ">= 1"),
+    "speculative.ngram_min_hits": ("ngram_min_hits", _int, _ge(1), ">= 1"),
+}
+
+
+def parse_speculative(body: Mapping[str, Any], default: SpecParams) -> SpecParams:
+    """A request's speculation: llama-server's ``speculative.n_max``, ``.n_min``, ``.p_min``, ``.type``
+    (``"none"`` turns it off) and the n-gram sizes, over the server's --spec-* defaults."""
+    changes: dict[str, Any] = {}
+    for name, (attr, read, check, rule) in _SPEC_FIELDS.items():
+        if body.get(name) is not None:
+            value = read(name, body[name])
+            if not check(value):
+                raise InvalidRequest(f"'{name}' must be {rule}, got {json.dumps(body[name])}")
+            changes[attr] = value
+    kind = body.get("speculative.type")
+    if kind is not None:
+        if kind not in SPEC_TYPES:
+            raise InvalidRequest(f"'speculative.type' must be one of {', '.join(SPEC_TYPES)}, got {json.dumps(kind)}")
+        if kind == "draft-simple" and not default.has_draft_model:
+            raise InvalidRequest("'speculative.type' draft-simple needs a draft model: start the server with -md")
+        changes["type"] = kind
+    return dataclasses.replace(default, **changes) if changes else default
 
 
 def _prompt_part(v: Any) -> Prompt | None:

@@ -202,6 +202,15 @@ def host(text: str) -> str:
     return ",".join(hosts)
 
 
+def spec_type(text: str) -> str:
+    from llamatwist.sampling_defaults import SPEC_TYPES
+
+    value = text.strip()
+    if value not in SPEC_TYPES:
+        raise ValueError(f"must be one of {', '.join(SPEC_TYPES)}, got {text!r}")
+    return value
+
+
 def alias(text: str) -> str:
     aliases = [a.strip() for a in text.split(",") if a.strip()]
     if not aliases:

@@ -45,6 +45,7 @@ G_HTTP: Final = "HTTP: security, CORS and limits"
 G_CHAT: Final = "chat and prompt templates"
 G_SAMPLING: Final = "sampling (defaults for each request)"
 G_LOG: Final = "logging"
+G_SPEC: Final = "speculative decoding"
 
 #: the -h sections, in order
-SECTIONS: Final = (G_MODEL, G_SERVER, G_HTTP, G_CHAT, G_COMPUTE, G_SAMPLING, G_LOG)
+SECTIONS: Final = (G_MODEL, G_SERVER, G_HTTP, G_CHAT, G_COMPUTE, G_SAMPLING, G_SPEC, G_LOG)

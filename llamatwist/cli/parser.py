@@ -23,16 +23,17 @@ from llamatwist.cli.errors import PROG, ConfigError
 from llamatwist.cli.flag import SECTIONS, Flag
 from llamatwist.cli.sampling_flags import SAMPLING
 from llamatwist.cli.server_flags import PRESETS, SERVER
+from llamatwist.cli.speculative_flags import SPECULATIVE
 from llamatwist.cli.unimplemented import UNIMPLEMENTED, VALUE
 from llamatwist.cli.version import version_text
 from llamatwist.config import ServerConfig
-from llamatwist.sampling_defaults import SamplingDefaults
+from llamatwist.sampling_defaults import SamplingDefaults, SpecParams
 
 __all__ = ["FLAGS", "build_parser", "parse_config", "show_default"]
 
 #: every implemented flag, in llama-server's -h group order (common, sampling, server);
 #: -h shows them by section (flag.SECTIONS), in this order within each section
-FLAGS: Final[tuple[Flag, ...]] = (*COMMON, *SAMPLING, *SERVER)
+FLAGS: Final[tuple[Flag, ...]] = (*COMMON, *SAMPLING, *SERVER, *SPECULATIVE)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -284,6 +285,7 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> ServerConfi
         for key, value in values.items()
         if key.startswith("sampling.")
     }
+    sampling["speculative"] = _speculative(values)
     top = {k: v for k, v in values.items() if not k.startswith("sampling.")}
     return ServerConfig(
         **top,
@@ -293,6 +295,26 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> ServerConfi
     )
 
 
+
+
+def _speculative(values: dict[str, Any]) -> SpecParams:
+    """The requests' default speculation; a draft model alone means draft-simple (llama-server)."""
+    base = ServerConfig()
+    spec_type = values.get("spec_type", base.spec_type)
+    if spec_type == "none" and values.get("model_draft"):
+        spec_type = "draft-simple"
+    if spec_type == "draft-simple" and not values.get("model_draft"):
+        raise ConfigError("--spec-type draft-simple needs a draft model (-md/--model-draft)", 2)
+    return SpecParams(
+        type=spec_type,
+        n_max=values.get("draft_max", base.draft_max),
+        n_min=values.get("draft_min", base.draft_min),
+        p_min=values.get("draft_p_min", base.draft_p_min),
+        ngram_size_n=values.get("spec_ngram_size_n", base.spec_ngram_size_n),
+        ngram_size_m=values.get("spec_ngram_size_m", base.spec_ngram_size_m),
+        ngram_min_hits=values.get("spec_ngram_min_hits", base.spec_ngram_min_hits),
+        has_draft_model=bool(values.get("model_draft")),
+    )
 
 
 def _adapter_lists(values: dict[str, Any]) -> None:

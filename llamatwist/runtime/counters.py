@@ -25,3 +25,7 @@ class Metrics:
     cache_entries: int = 0
     cache_cells: int = 0
     cache_evictions_total: int = 0
+    # speculative decoding (llama-server's spec_decode_* counters)
+    draft_tokens_total: int = 0
+    draft_accepted_total: int = 0
+    drafts_total: int = 0  # verification steps

@@ -15,6 +15,7 @@ from llamatwist.engine.sampling import eog_tokens
 from llamatwist.runtime.adapters import AdapterSpec, LoraInfo, apply_adapters
 from llamatwist.runtime.prefix_cache import PrefixCache
 from llamatwist.runtime.slot import Slot
+from llamatwist.runtime.speculative import DraftModel
 
 __all__ = ["EngineSpec", "Loaded", "LoadedModel", "load"]
 
@@ -34,6 +35,9 @@ class EngineSpec:
     ctx_shift: bool = False
     slot_prompt_similarity: float = 0.1  # -sps; 0 = always the least recently used idle slot
     adapters: AdapterSpec = dataclasses.field(default_factory=AdapterSpec)  # --lora*, --control-vector*: applied server-wide
+    draft_model_path: str | None = None  # -md: speculative decoding's draft model
+    draft_n_ctx: int = 0  # -cd (0: the target's context size)
+    draft_n_gpu_layers: int = -1
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,7 @@ class Loaded:
     can_shift: bool  # --context-shift, and the context can shift
     description: LoadedModel
     lora_adapters: list[LoraAdapter] = dataclasses.field(default_factory=list)  # kept alive with the context
+    drafter: DraftModel | None = None  # -md: the draft model's context, one sequence per slot
 
 
 def load(spec: EngineSpec) -> Loaded:
@@ -121,7 +126,48 @@ def load(spec: EngineSpec) -> Loaded:
         loras=loras,
         eog=eog_tokens(model),
     )
-    return Loaded(model, ctx, cache, slots, batch, model_id, can_shift, description, lora_adapters)
+    drafter = _load_draft(spec, model, ctx) if spec.draft_model_path else None
+    return Loaded(model, ctx, cache, slots, batch, model_id, can_shift, description, lora_adapters, drafter)
+
+
+# llama.cpp's rule (common_speculative_are_compatible): same vocab type, BOS/EOS, sizes within 128 tokens and
+# the same token texts from id 5 on
+_VOCAB_MAX_SIZE_DIFFERENCE = 128
+_VOCAB_CHECK_START_TOKEN_ID = 5
+
+
+def _load_draft(spec: EngineSpec, target: Model, ctx: Context) -> DraftModel:
+    path = spec.draft_model_path
+    assert path is not None
+    try:
+        model = Model(path, n_gpu_layers=spec.draft_n_gpu_layers)
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"draft model {path}: {exc}") from None
+    problem = _vocab_mismatch(target, model)
+    if problem:
+        model.close()
+        raise ModelLoadError(f"draft model {path} cannot draft for {spec.model_path}: {problem}")
+    params = dataclasses.replace(spec.context, n_ctx=spec.draft_n_ctx or ctx.n_ctx, n_seq_max=max(spec.n_slots, 1),
+                                 kv_unified=True, embeddings=False)
+    draft_ctx = Context(model, params)
+    return DraftModel(model, draft_ctx, draft_ctx.n_batch)
+
+
+def _vocab_mismatch(target: Model, draft: Model) -> str:
+    a, b = target.vocab, draft.vocab
+    ta, tb = target.info().vocab_type, draft.info().vocab_type
+    if ta != tb:
+        return f"vocabulary types differ ({ta} vs {tb})"
+    if a.add_bos != b.add_bos or (a.add_bos and a.bos != b.bos):
+        return f"BOS tokens differ ({a.bos} vs {b.bos})"
+    if a.add_eos != b.add_eos or (a.add_eos and a.eos != b.eos):
+        return f"EOS tokens differ ({a.eos} vs {b.eos})"
+    if abs(a.n_tokens - b.n_tokens) > _VOCAB_MAX_SIZE_DIFFERENCE:
+        return f"vocabulary sizes differ too much ({a.n_tokens} vs {b.n_tokens})"
+    for i in range(_VOCAB_CHECK_START_TOKEN_ID, min(a.n_tokens, b.n_tokens)):
+        if a.token_to_piece(i, special=True) != b.token_to_piece(i, special=True):
+            return f"token {i} differs"
+    return ""
 
 
 def _warmup(ctx: Context, model: Model, batch: Batch) -> None:

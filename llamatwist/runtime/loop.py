@@ -34,6 +34,7 @@ from llamatwist.runtime.outputs import Deliver, Outputs
 from llamatwist.runtime.sampling import Sampling
 from llamatwist.runtime.slot import Slot, SlotInfo
 from llamatwist.runtime.slot_actions import SlotActions
+from llamatwist.runtime.speculative import DraftModel
 from llamatwist.runtime.step import Step
 from llamatwist.runtime.task import CompletionTask, SlotAction
 
@@ -108,6 +109,9 @@ class DecodeLoop:
             self._outputs.flush()
         finally:
             ctx.close()
+            drafter: DraftModel | None = getattr(self, "_drafter", None)
+            if drafter is not None:
+                drafter.close()
             if self.model:
                 self.model.close()
 
@@ -128,8 +132,9 @@ class DecodeLoop:
             ContextShift(ctx, cache, slots, model.vocab.add_bos, loaded.can_shift),
             Sampling(ctx, model.vocab, self.spec.n_predict, loaded.can_shift, metrics, outputs),
             EmbeddingOutput(ctx, cache, metrics, outputs),
-            metrics, outputs,
+            metrics, outputs, loaded.drafter,
         )
+        self._drafter = loaded.drafter
         self._slot_actions = SlotActions(ctx, cache, slots, loaded.model_id, outputs)
         self._publish()
         self._on_ready(loaded.description)

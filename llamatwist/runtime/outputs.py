@@ -8,6 +8,7 @@ way `release` frees its slot and leaves the slot's KV in the prefix cache when i
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from llamatwist.runtime.counters import Metrics
@@ -25,6 +26,8 @@ from llamatwist.runtime.task import (
 )
 
 __all__ = ["Deliver", "Outputs", "Sink", "slot_timings"]
+
+log = logging.getLogger(__name__)
 
 Sink = Callable[[Result], None]
 # Hands a step's results to the reactor in one go (one wake-up per step).
@@ -70,6 +73,9 @@ class Outputs:
             seed=slot.sampler.seed,
             probs=slot.probs,
         )
+        if slot.n_draft:
+            log.info("slot %d: draft acceptance rate = %.5f (%d accepted / %d generated)", slot.id,
+                     slot.n_draft_accepted / slot.n_draft, slot.n_draft_accepted, slot.n_draft)
         self.release(slot)
         self.emit(task.sink, result)
 
@@ -103,6 +109,8 @@ def slot_timings(slot: Slot, now: float) -> Timings:
         prompt_ms=(slot.t_prompt_done - slot.t_start) * 1e3,
         predicted_n=len(slot.generated),
         predicted_ms=max(now - slot.t_prompt_done, 1e-6) * 1e3,
+        draft_n=slot.n_draft,
+        draft_n_accepted=slot.n_draft_accepted,
     )
 
 

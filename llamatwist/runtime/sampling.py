@@ -8,6 +8,7 @@ its token is pending, to be decoded in the next step. Streaming tasks get a Part
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,16 @@ class Sampling:
         self._metrics = metrics
         self._outputs = outputs
 
-    def sample(self, slot: Slot, now: float) -> None:
+    def limit(self, n_predict: int) -> int:
+        """A task's token limit under the server-wide -n (-1: none)."""
+        if self._n_predict >= 0 and (n_predict < 0 or n_predict > self._n_predict):
+            return self._n_predict
+        return n_predict
+
+    def sample(self, slot: Slot, now: float, idx: int = -1) -> int:
+        """Sample the slot's next token from the logits at batch index ``idx`` (default: the slot's); the
+        token, or -1 when the slot stopped (then it has ended)."""
+        i_batch = slot.i_batch if idx < 0 else idx
         task = slot.task
         assert task is not None and slot.sampler is not None
         ctx = self._ctx
@@ -49,15 +59,15 @@ class Sampling:
         if slot.constraint is not None:
             # Disallowed tokens get -inf in libllama's own logits row, so the
             # unchanged sampler chain only ever draws allowed tokens.
-            slot.constraint.fill_mask(ctx.logits_view(slot.i_batch))
+            slot.constraint.fill_mask(ctx.logits_view(i_batch))
         post = params.n_probs > 0 and params.sampler.post_sampling_probs
-        logits = ctx.logits(slot.i_batch) if params.n_probs > 0 and not post else None
+        logits = ctx.logits(i_batch) if params.n_probs > 0 and not post else None
         post_top: list[tuple[int, float]] = []
         p_token = 0.0
         if post:
-            token, p_token, post_top = slot.sampler.sample_probs(ctx, slot.i_batch, params.n_probs)
+            token, p_token, post_top = slot.sampler.sample_probs(ctx, i_batch, params.n_probs)
         else:
-            token = slot.sampler.sample(ctx, slot.i_batch)
+            token = slot.sampler.sample(ctx, i_batch)
         slot.t_last = now
         slot.generated.append(token)
         n_decoded = len(slot.generated)
@@ -85,9 +95,7 @@ class Sampling:
             elif (params.t_max_predict_ms > 0 and b"\n" in piece
                   and (now - slot.t_prompt_done) * 1e3 > params.t_max_predict_ms):
                 stop_type = "limit"  # as llama-server: past the time limit, stop at a newline
-        limit = params.n_predict
-        if self._n_predict >= 0 and (limit < 0 or limit > self._n_predict):
-            limit = self._n_predict
+        limit = self.limit(params.n_predict)
         if stop_type == "none" and limit >= 0 and n_decoded >= limit:
             stop_type = "limit"
         if stop_type == "none" and len(slot.cache) + 1 >= slot.n_ctx and not self._can_shift:
@@ -108,6 +116,29 @@ class Sampling:
             ))
         if stop_type != "none":
             self._outputs.finish(slot, stop_type, now)
+            return -1
+        return token
+
+    def verify(self, slot: Slot, draft: Sequence[int], now: float) -> int:
+        """Sample at the pending token's position, then at each draft token's while the samples equal the
+        draft (speculative decoding); the number of draft tokens accepted. Accepted tokens are in the KV
+        already; the rejected rest is removed from the slot's sequence."""
+        accepted = 0
+        for j in range(len(draft) + 1):
+            token = self.sample(slot, now, slot.i_batch + j)
+            if token < 0 or j == len(draft) or token != draft[j]:
+                break
+            slot.cache.append(token)  # decoded in this batch: the sample that follows comes from its logits
+            slot.pending_token = -1
+            accepted += 1
+        self._ctx.seq_rm(slot.id, len(slot.cache), -1)
+        slot.n_draft += len(draft)
+        slot.n_draft_accepted += accepted
+        m = self._metrics
+        m.draft_tokens_total += len(draft)
+        m.draft_accepted_total += accepted
+        m.drafts_total += 1
+        return accepted
 
 
 def _under_indented(slot: Slot, n_indent: int) -> bool:

@@ -73,6 +73,10 @@ class Slot:
     t_prompt_done: float = 0.0
     t_last: float = 0.0
     truncated: bool = False  # the context ran out (or was shifted)
+    draft: list[int] = field(default_factory=list)  # draft tokens in the current batch, after pending_token
+    n_draft: int = 0  # speculative decoding: draft tokens proposed / accepted for this task
+    n_draft_accepted: int = 0
+    spec_budget: int = 0  # the next draft's length, adapted to how the last ones fared
     last_task: CompletionTask | None = None  # shown by /slots once the task ended, as llama-server
     last_seed: int = 0
 
@@ -97,9 +101,13 @@ class Slot:
         self.t_start = time.perf_counter()
         self.t_prompt_done = 0.0
         self.truncated = False
+        self.n_draft = self.n_draft_accepted = 0
+        spec = task.params.speculative
+        self.spec_budget = spec.n_max if spec is not None else 0
 
     def release(self) -> None:
         self.state = SlotState.IDLE
+        self.draft = []
         self.last_task = self.task
         self.last_seed = self.sampler.seed if self.sampler is not None else 0
         self.task = None

@@ -11,14 +11,14 @@
 
 Where the next capabilities plug in, so that they stay phases with plain data between them:
 
-- Speculative decoding: `plan` asks a drafter for tokens to follow a generating slot's pending token
-  (`SlotFeed.draft`); `build` adds them after it, each an output; the output phase verifies them (keeps
-  the longest prefix the target model's samples agree with, and ``seq_rm``-s the rest).
+- Speculative decoding (`speculative.py`): `plan` asks for draft tokens to follow a generating slot's pending
+  token (`SlotFeed.draft`, within the room the batch has); `build` adds them after it, each an output; the
+  output phase verifies them (`Sampling.verify`: keeps the longest prefix the target's samples agree with,
+  and ``seq_rm``-s the rest).
 - Per-request LoRA: `plan` picks the adapter set this step runs with (`StepPlan.adapters`) and feeds
   only the slots that use it; `run` applies it (``Context.set_loras``) before ``llama_decode`` when it
   differs from the last step's.
 
-Neither exists yet: every plan has no drafts and the empty adapter set.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from llamatwist.runtime.outputs import Outputs
 from llamatwist.runtime.prefix_cache import PrefixCache
 from llamatwist.runtime.sampling import Sampling
 from llamatwist.runtime.slot import Slot, SlotState
+from llamatwist.runtime.speculative import DraftModel, ngram_simple_draft
 
 if TYPE_CHECKING:
     from llamatwist.engine.model import LoraAdapter
@@ -84,8 +85,10 @@ class Step:
         embeddings: EmbeddingOutput,
         metrics: Metrics,
         outputs: Outputs,
+        drafter: DraftModel | None = None,
     ) -> None:
         self._ctx = ctx
+        self._drafter = drafter  # the draft model of draft-simple speculation
         self._batch = batch
         self._slots = slots
         self._cache = cache
@@ -110,6 +113,11 @@ class Step:
                     continue
                 feeds.append(SlotFeed(slot, (slot.pending_token,), len(slot.cache), True))
         room = self._batch.capacity - len(feeds)
+        for feed in feeds:  # drafts take what room the generating slots leave, before prompt chunks
+            if room <= 0:
+                break
+            feed.draft = self._draft(feed.slot, room)
+            room -= len(feed.draft)
         now = time.perf_counter()
         for slot in self._slots:
             if slot.state is not SlotState.PROMPT or room == 0:
@@ -133,6 +141,29 @@ class Step:
             room -= len(chunk)
         return plan
 
+    def _draft(self, slot: Slot, room: int) -> list[int]:
+        """Draft tokens to verify after the slot's pending token (speculative decoding), within the batch's
+        ``room``, the context and the slot's remaining tokens; [] when it does not speculate."""
+        task = slot.task
+        assert task is not None
+        spec = task.params.speculative
+        if spec is None or not spec.active or slot.spec_budget <= 0:
+            return []
+        n_max = min(slot.spec_budget, room, slot.n_ctx - len(slot.cache) - 3)
+        limit = self._sampling.limit(task.params.n_predict)
+        if limit >= 0:
+            n_max = min(n_max, limit - len(slot.generated) - 1)
+        if n_max <= 0 or n_max < spec.n_min:
+            return []
+        history = [*task.prompt, *slot.generated[:-1]] if slot.generated else list(task.prompt)
+        if spec.type == "ngram-simple":
+            draft = ngram_simple_draft(history, slot.pending_token, spec.ngram_size_n, spec.ngram_size_m)[:n_max]
+        elif self._drafter is not None:
+            draft = self._drafter.draft(slot.id, [*history, slot.pending_token], n_max, spec.p_min)
+        else:
+            draft = []
+        return draft if len(draft) >= max(spec.n_min, 1) else []
+
     # -- build ---------------------------------------------------------------
     def build(self, plan: StepPlan) -> bool:
         """Fill the batch; False when it is empty."""
@@ -145,6 +176,9 @@ class Step:
             slot = feed.slot
             if slot.state is SlotState.GENERATING:
                 slot.i_batch = batch.add(feed.tokens[0], feed.pos, slot.id, True)
+                for k, token in enumerate(feed.draft, 1):  # each with logits: the verification samples there
+                    batch.add(token, feed.pos + k, slot.id, True)
+                slot.draft = list(feed.draft)
                 continue
             if _wants_progress(slot) and slot.n_fed == slot.n_cached:
                 self._outputs.progress(slot, time.perf_counter())  # the start: what the cache held
@@ -167,7 +201,8 @@ class Step:
                 assert slot.task is not None
                 slot.cache[len(slot.cache):] = slot.task.prompt[len(slot.cache) : slot.n_fed]
         cache = self._cache
-        untracked = sum(len(s.cache) - cache.tree.length(s.id) for s in busy)
+        # draft tokens hold cells too until the verification removes the rejected ones
+        untracked = sum(len(s.cache) - cache.tree.length(s.id) + len(s.draft) for s in busy)
         cache.make_room(0, untracked)
         try:
             try:
@@ -200,6 +235,13 @@ class Step:
             assert slot.task is not None
             if slot.task.embed:
                 self._embeddings.send(slot, now)
+            elif slot.draft:
+                draft, slot.draft = slot.draft, []
+                accepted = self._sampling.verify(slot, draft, now)
+                spec = slot.task.params.speculative if slot.task is not None else None
+                if spec is not None:  # longer drafts while they are taken, shorter when they are not
+                    slot.spec_budget = min(spec.n_max, 2 * slot.spec_budget if accepted == len(draft)
+                                           else max(accepted + 1, spec.n_min, 1))
             else:
                 self._sampling.sample(slot, now)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from llamatwist.constrain import ConstraintFactory
 from llamatwist.runtime.errors import TaskError
+from llamatwist.runtime.speculative import SpecParams
 from llamatwist.sampling_defaults import SamplerSettings
 
 __all__ = [
@@ -58,6 +59,7 @@ class GenerationParams:
     t_max_predict_ms: int = -1  # > 0: stop at a newline once generation took longer (llama-server's FIM use)
     t_max_prompt_ms: int = -1  # > 0: stop (no tokens) when prompt processing takes longer
     n_indent: int = 0  # > 0: stop before a line indented less than this (code completion)
+    speculative: SpecParams | None = None  # None or type "none": no speculation
     sse_ping_interval: int = 30  # seconds of stream silence before an SSE ping (-1: none); the API layer's
     # control tokens written as their text in the output (llama-server's preserved_tokens)
     preserved_tokens: frozenset[int] = frozenset()
@@ -92,9 +94,12 @@ class Timings:
     prompt_ms: float
     predicted_n: int
     predicted_ms: float
+    draft_n: int = 0  # speculative decoding: shown when the task drafted (as llama-server)
+    draft_n_accepted: int = 0
 
     def to_json(self) -> dict[str, float | int]:
         gen_steps = max(self.predicted_n - 1, 0)  # the first token comes with the prompt
+        drafts = {"draft_n": self.draft_n, "draft_n_accepted": self.draft_n_accepted} if self.draft_n else {}
         return {
             "cache_n": self.cache_n,
             "prompt_n": self.prompt_n,
@@ -105,6 +110,7 @@ class Timings:
             "predicted_ms": self.predicted_ms,
             "predicted_per_token_ms": self.predicted_ms / gen_steps if gen_steps else 0.0,
             "predicted_per_second": 1e3 * gen_steps / self.predicted_ms if self.predicted_ms > 0 else 0.0,
+            **drafts,
         }
 
 

@@ -1,0 +1,136 @@
+"""Speculative decoding (issue 15): n-gram (prompt lookup) and draft-model drafts, verified in the step's one
+batch by the slot's own sampler chain. Greedy output is the same with and without speculation (the F32 model,
+whose outputs do not move with the batch layout), also with a JSON schema, stop strings and n_probs, at 1
+and 4 concurrent slots; the counters move; bad input is a 400; a bad draft model stops the start-up."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llamatwist.runtime.speculative import ngram_simple_draft
+from tests.conftest import Server
+from tests.models import minilm_gguf, smollm2_f32_gguf
+
+EXACT = ("-fa", "off", "-ctk", "f32", "-ctv", "f32")
+PASSAGE = ("The old lighthouse keeper climbed the spiral stairs every evening, lit the great lamp, and watched "
+           "the ships pass safely through the narrow channel between the rocks.")
+REPEAT = f"Copy the text.\nText: {PASSAGE}\nCopy: {PASSAGE}\nText: {PASSAGE}\nCopy:"
+STORY = "Once upon a time, in a small village by the sea, there lived a girl who"
+OFF = {"speculative.type": "none"}
+
+
+def test_ngram_simple_draft() -> None:
+    history = [9, 1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3]  # (a match at position 0 does not count, as llama.cpp)
+    # the last 3 tokens (with the sampled one) occurred before: the 3 tokens after them are the draft
+    assert ngram_simple_draft(history[:-1], 3, size_n=3, size_m=3) == [4, 5, 6]
+    assert ngram_simple_draft(history[:-1], 7, size_n=3, size_m=3) == []  # no earlier occurrence
+    assert ngram_simple_draft([1, 2, 3], 1, size_n=3, size_m=3) == []  # too short to hold a draft
+
+
+@pytest.fixture(scope="module")
+def f32_model(model_path: str) -> str:
+    return str(smollm2_f32_gguf(Path(model_path)))
+
+
+@pytest.fixture(scope="module")
+def ngram(f32_model: str) -> Iterator[Server]:
+    srv = Server(["-m", f32_model, "-np", "4", "-c", "4096", "-t", "2", "--metrics", "--slots", *EXACT,
+                  "--spec-type", "ngram-simple", "--draft-max", "16", "--spec-ngram-simple-size-n", "4",
+                  "--spec-ngram-simple-size-m", "16"])
+    yield srv
+    srv.stop()
+
+
+def complete(srv: Server, prompt: str, **extra: Any) -> dict[str, Any]:
+    r = srv.post("/completion", {"prompt": prompt, "n_predict": 48, "temperature": 0, **extra})
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def metric(srv: Server, name: str) -> float:
+    for line in srv.get("/metrics").text.splitlines():
+        if line.startswith(f"llamacpp:{name} "):
+            return float(line.split()[1])
+    raise KeyError(name)
+
+
+def test_ngram_output_is_unchanged_and_drafts_are_taken(ngram: Server) -> None:
+    before = metric(ngram, "spec_decode_num_draft_tokens_total")
+    spec = complete(ngram, REPEAT, n_probs=2)
+    plain = complete(ngram, REPEAT, n_probs=2, **OFF)
+    assert spec["content"] == plain["content"] and PASSAGE[:60] in spec["content"]
+    assert [p["id"] for p in spec["completion_probabilities"]] == [p["id"] for p in plain["completion_probabilities"]]
+    t = spec["timings"]
+    assert t["draft_n"] > 0 and 0 < t["draft_n_accepted"] <= t["draft_n"]
+    assert "draft_n" not in plain["timings"]
+    assert metric(ngram, "spec_decode_num_draft_tokens_total") - before == t["draft_n"]
+    assert metric(ngram, "spec_decode_num_accepted_tokens_total") >= t["draft_n_accepted"]
+    assert metric(ngram, "spec_decode_num_drafts_total") > 0
+    assert "draft acceptance rate" in ngram.log()
+
+
+def test_ngram_with_stop_strings_and_a_schema(ngram: Server) -> None:
+    stop = {"stop": ["channel"]}
+    assert complete(ngram, REPEAT, **stop)["content"] == complete(ngram, REPEAT, **stop, **OFF)["content"]
+    schema = {"json_schema": {"type": "object", "properties": {"text": {"type": "string", "maxLength": 120}},
+                              "required": ["text"]}}
+    prompt = f"Put the text in JSON.\nText: {PASSAGE}\nJSON: {json.dumps({'text': PASSAGE[:100]})}\nText: {PASSAGE}\nJSON:"
+    spec, plain = complete(ngram, prompt, **schema), complete(ngram, prompt, **schema, **OFF)
+    assert spec["content"] == plain["content"]
+    json.loads(spec["content"])
+
+
+def test_four_concurrent_slots(ngram: Server) -> None:
+    prompts = [REPEAT, STORY, REPEAT.replace("lighthouse", "windmill"), STORY.replace("girl", "boy")]
+    with ThreadPoolExecutor(4) as pool:
+        spec = list(pool.map(lambda p: complete(ngram, p)["content"], prompts))
+        plain = list(pool.map(lambda p: complete(ngram, p, **OFF)["content"], prompts))
+    assert spec == plain
+
+
+def test_story_prompts_are_unchanged(ngram: Server) -> None:
+    assert complete(ngram, STORY)["content"] == complete(ngram, STORY, **OFF)["content"]
+
+
+@pytest.mark.parametrize("field, value", [
+    ("speculative.n_max", -1), ("speculative.n_min", "x"), ("speculative.p_min", 2),
+    ("speculative.type", "bogus"), ("speculative.type", "draft-simple"), ("speculative.ngram_size_n", 0),
+])  # fmt: skip
+def test_bad_speculative_fields(ngram: Server, field: str, value: Any) -> None:
+    r = ngram.post("/completion", {"prompt": "x", "n_predict": 1, field: value})
+    assert r.status_code == 400 and field in r.json()["error"]["message"], r.text
+    assert ngram.get("/health").status_code == 200
+
+
+def test_per_request_n_max(ngram: Server) -> None:
+    r = complete(ngram, REPEAT, **{"speculative.n_max": 2})
+    assert 0 < r["timings"]["draft_n"] and r["timings"]["draft_n"] <= 2 * r["timings"]["predicted_n"]
+    assert r["content"] == complete(ngram, REPEAT, **OFF)["content"]
+
+
+def test_draft_model(make_server: Any, f32_model: str) -> None:
+    srv = make_server("-m", f32_model, "-md", f32_model, "-np", "2", "-c", "2048", "-t", "2", *EXACT,
+                      "--draft-max", "4", "--draft-p-min", "0.5")
+    spec = complete(srv, STORY, n_predict=24)
+    plain = complete(srv, STORY, n_predict=24, **OFF)
+    assert spec["content"] == plain["content"]
+    # the draft is the target itself: what it proposes is what the target samples
+    assert spec["timings"]["draft_n"] > 0 and spec["timings"]["draft_n_accepted"] == spec["timings"]["draft_n"]
+    chat = srv.post("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8,
+                                             "temperature": 0}).json()
+    assert chat["timings"]["draft_n"] > 0
+
+
+def test_draft_model_errors(make_server: Any, f32_model: str, model_path: str) -> None:
+    missing = make_server("-m", model_path, "-md", "/nonexistent/draft.gguf", wait=False)
+    assert missing.proc.wait(60) != 0 and "/nonexistent/draft.gguf" in missing.log()
+    bert = str(minilm_gguf())
+    wrong = make_server("-m", model_path, "-md", bert, wait=False)
+    assert wrong.proc.wait(60) != 0
+    assert f"draft model {bert} cannot draft for {model_path}" in wrong.log()
