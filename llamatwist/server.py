@@ -270,6 +270,9 @@ def make_service(config: ServerConfig, reactor: Any = None) -> ServerService:
         if reactor.running:
             reactor.stop()
 
+    if config.device_draft and config.device_draft.lower() not in ("none", "cpu"):
+        raise StartupError(f"--device-draft {config.device_draft}: this build has only the CPU device "
+                           "(use 'none' or 'cpu', or build another backend)")
     if config.sampling.backend_sampling:
         log.warning("--backend-sampling: llamatwist samples on the CPU (libllama's sampler chain), not on the "
                     "backend; generation_settings.backend_sampling echoes the request")

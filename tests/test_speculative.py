@@ -134,3 +134,20 @@ def test_draft_model_errors(make_server: Any, f32_model: str, model_path: str) -
     wrong = make_server("-m", model_path, "-md", bert, wait=False)
     assert wrong.proc.wait(60) != 0
     assert f"draft model {bert} cannot draft for {model_path}" in wrong.log()
+
+
+def test_props_and_slots_show_speculation(ngram: Server) -> None:
+    params = ngram.get("/props").json()["default_generation_settings"]["params"]
+    assert params["speculative.types"] == "ngram-simple" and params["speculative.n_max"] == 16
+    r = complete(ngram, STORY, n_predict=2, id_slot=3)
+    assert r["generation_settings"]["speculative.types"] == "ngram-simple"
+    slot = next(s for s in ngram.get("/slots").json() if s["id"] == 3)
+    assert slot["speculative"] is True
+    complete(ngram, STORY, n_predict=2, id_slot=3, **OFF)
+    slot = next(s for s in ngram.get("/slots").json() if s["id"] == 3)
+    assert slot["speculative"] is False and slot["params"]["speculative.types"] == "none"
+
+
+def test_draft_device_other_than_cpu_is_refused(make_server: Any, model_path: str) -> None:
+    srv = make_server("-m", model_path, "--spec-type", "ngram-simple", "-devd", "CUDA0", wait=False)
+    assert srv.proc.wait(60) != 0 and "this build has only the CPU device" in srv.log()

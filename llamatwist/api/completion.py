@@ -77,11 +77,20 @@ def generation_settings(p: GenerationParams, seed: int, options: OutputOptions |
         "preserved_tokens": sorted(p.preserved_tokens),
         **(options.settings(p.stream) if options is not None else {}),
         "samplers": list(s.samplers),
+        **_speculative_settings(p),
         "timings_per_token": p.timings_per_token,
         "post_sampling_probs": s.post_sampling_probs,
         "backend_sampling": s.backend_sampling,
         "lora": [{"id": i, "scale": scale} for i, scale in (p.lora or ())],
     }
+
+
+def _speculative_settings(p: GenerationParams) -> dict[str, Any]:
+    spec = p.speculative
+    if spec is None:
+        return {"speculative.types": "none"}
+    return {"speculative.types": spec.type, "speculative.n_max": spec.n_max, "speculative.n_min": spec.n_min,
+            "speculative.p_min": spec.p_min}
 
 
 def _logprob(p: float) -> float:

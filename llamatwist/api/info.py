@@ -102,7 +102,9 @@ def register(app: Klein, ctx: ApiContext) -> None:
 
     async def slot_json(s: SlotInfo, eog: tuple[int, ...]) -> dict[str, Any]:
         """llama-server's /slots entry: the slot, then its current (or last) task."""
-        out: dict[str, Any] = {"id": s.id, "n_ctx": s.n_ctx, "speculative": False, "is_processing": s.is_processing}
+        spec = s.params.speculative if s.params is not None else None
+        out: dict[str, Any] = {"id": s.id, "n_ctx": s.n_ctx, "speculative": bool(spec and spec.active),
+                               "is_processing": s.is_processing}
         if s.params is None:
             return out
         out.update({
