@@ -166,7 +166,7 @@ def test_media_parts_are_rejected_like_llama_server_without_mmproj(part: dict[st
         parse_messages([{"role": "user", "content": [{"type": "text", "text": "look"}, part]}])
     assert str(info.value).startswith(message)
     assert "you may need to provide the mmproj" in str(info.value)
-    assert info.value.status == 500
+    assert info.value.status == 400
 
 
 @pytest.mark.parametrize(
@@ -181,17 +181,17 @@ def test_media_parts_are_rejected_like_llama_server_without_mmproj(part: dict[st
         (
             [{"content": "x"}],
             'Failed to parse messages: Missing \'role\' in message: {"content":"x"}',
-            500,
+            400,
         ),
         (
             [{"role": "user", "content": [{"type": "text"}]}],
             "Failed to parse messages: [json.exception.out_of_range.403] key 'text' not found",
-            500,
+            400,
         ),
         (
             [{"role": "assistant", "tool_calls": [{"type": "function", "function": {"arguments": "{}"}}]}],
             'Failed to parse messages: Missing tool call name: {"function":{"arguments":"{}"},"type":"function"}',
-            500,
+            400,
         ),
     ],
 )
@@ -422,7 +422,7 @@ def test_tools_reach_the_template_normalised() -> None:
 def test_bad_tools_are_rejected() -> None:
     with pytest.raises(ChatInputError, match="^Failed to parse tools: Missing tool function") as info:
         render_chat(smollm2(), [user("x")], tools=[{"type": "function"}])
-    assert info.value.status == 500
+    assert info.value.status == 400
 
 
 def test_tool_call_arguments_become_objects_for_templates_that_render_objects() -> None:
@@ -469,7 +469,7 @@ def test_builtin_template_rejects_tools() -> None:
     tools = [{"type": "function", "function": {"name": "f"}}]
     with pytest.raises(ChatInputError, match="tools param requires --jinja flag") as info:
         render_chat(BuiltinTemplate("chatml"), [user("x")], tools=tools)
-    assert info.value.status == 500
+    assert info.value.status == 400
 
 
 # --- selection -----------------------------------------------------------------------------------------------

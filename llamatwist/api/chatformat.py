@@ -10,7 +10,7 @@ from functools import cached_property
 from typing import Any
 
 from llamatwist.api.errors import InvalidRequest
-from llamatwist.chat import RenderedChat, render_chat, select_template
+from llamatwist.chat import RenderedChat, render_chat, select_template, template_roles
 from llamatwist.chat.template import AnyTemplate
 from llamatwist.config import ServerConfig
 
@@ -109,7 +109,13 @@ class ChatFormatter:
             add_bos=self.add_bos,
             add_eos=self.add_eos,
             reasoning_tags=reasoning_tags if all(reasoning_tags) else None,
+            roles=self.roles,
         )
+
+    @cached_property
+    def roles(self) -> frozenset[str]:
+        """The message roles a request may use: the common ones and those the template names (issue 19)."""
+        return template_roles(self.source)
 
 
 def build_formatter(

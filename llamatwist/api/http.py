@@ -7,21 +7,21 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from twisted.web.server import Request
 
 from llamatwist.api.chatformat import ChatFormatter
-from llamatwist.api.errors import REPORTED, NotSupported, ServerError, Unavailable, send_error
-from llamatwist.api.params import parse_json_body
+from llamatwist.api.errors import REPORTED, InvalidRequest, NotSupported, ServerError, Unavailable, send_error
 from llamatwist.config import ServerConfig
 from llamatwist.constrain.spec import ConstraintSpec
 from llamatwist.runtime import EngineService, EngineState, LoadedModel
 
-__all__ = ["ApiContext", "handler", "json_bytes", "read_json"]
+__all__ = ["MAX_JSON_DEPTH", "ApiContext", "handler", "json_bytes", "load_json", "read_json"]
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,92 @@ def json_bytes(obj: Any) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
+# Far deeper than any real request (a JSON schema nests a few dozen levels), far below what the recursive
+# code behind the parser (schema compilers, templates, json.dumps) can take.
+MAX_JSON_DEPTH: Final = 64
+_INT_RANGE: Final = (-(2**63), 2**64 - 1)  # what nlohmann::json keeps as an integer
+
+
+class _Rejected(ValueError):
+    pass
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _Rejected(f"duplicate key {json.dumps(key, ensure_ascii=False)}")
+            seen.add(key)
+    return obj
+
+
+def _no_constant(name: str) -> Any:
+    raise _Rejected(f"{name} is not a JSON number")
+
+
+def _field(path: tuple[str | int, ...]) -> str:
+    text = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+    return f"'{text}'" if text else "the request body"
+
+
+def _check_values(root: Any) -> None:
+    """What json.loads lets through that no request may hold: nesting deeper than MAX_JSON_DEPTH, numbers
+    that are infinite or outside 64 bits, strings with lone surrogates (``"\\ud800"``: not UTF-8)."""
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(root, ())]
+    while stack:
+        value, path = stack.pop()
+        if len(path) > MAX_JSON_DEPTH:
+            raise InvalidRequest(f"{_field(path[:8])}...: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        for key, item in items:
+            if isinstance(item, (dict, list)):
+                stack.append((item, (*path, key)))
+            elif isinstance(item, str):
+                if not item.isascii():
+                    try:
+                        item.encode("utf-8")
+                    except UnicodeEncodeError:
+                        raise InvalidRequest(f"{_field((*path, key))}: invalid string (a lone UTF-16 surrogate)") from None
+            elif isinstance(item, bool):
+                continue
+            elif isinstance(item, int):
+                if not _INT_RANGE[0] <= item <= _INT_RANGE[1]:
+                    raise InvalidRequest(f"{_field((*path, key))}: integer out of the 64-bit range")
+            elif isinstance(item, float) and not math.isfinite(item):
+                raise InvalidRequest(f"{_field((*path, key))}: number out of range")
+        if isinstance(value, dict):
+            for key in value:
+                if not key.isascii():
+                    try:
+                        key.encode("utf-8")
+                    except UnicodeEncodeError:
+                        raise InvalidRequest(f"{_field(path)}: invalid key (a lone UTF-16 surrogate)") from None
+
+
+def load_json(raw: bytes) -> Any:
+    """A request body as JSON, as strict as llama-server's parser (nlohmann::json) and stricter: invalid
+    UTF-8, NaN/Infinity, lone surrogates, numbers out of range, duplicate keys (which parsers disagree
+    on: a proxy may read the first, the server the last) and deep nesting are 400s naming the field."""
+    try:
+        value = json.loads(raw, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant)
+    except RecursionError:
+        raise InvalidRequest(f"invalid JSON in request body: nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"invalid JSON in request body: {exc}") from None
+    _check_values(value)
+    return value
+
+
 def read_json(request: Request) -> dict[str, Any]:
-    return parse_json_body(request.content.read() if request.content is not None else b"")
+    raw = request.content.read() if request.content is not None else b""
+    if not raw.strip():
+        raise InvalidRequest("request body is empty; expected a JSON object")
+    body = load_json(raw)
+    if not isinstance(body, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    return body
 
 
 def send_json(request: Request, obj: Any, status: int = 200) -> bytes:

@@ -5,7 +5,6 @@ their server-wide scales; POST /lora-adapters sets those scales."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -59,7 +58,7 @@ def _entries(value: Any, name: str, n_adapters: int | None) -> list[tuple[int, f
 
 
 def register(app: Klein, ctx: ApiContext) -> None:
-    from llamatwist.api.http import handler, send_json  # http imports params, which imports this module
+    from llamatwist.api.http import handler, load_json, send_json  # http imports params, which imports this module
 
     @app.route("/lora-adapters", methods=["GET"])
     @handler
@@ -73,11 +72,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
     @handler
     async def set_lora_adapters(request: Request) -> Any:
         loaded = ctx.require_ready()
-        raw = request.content.read() if request.content is not None else b""
-        try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise InvalidRequest(f"invalid JSON in request body: {exc}") from None
+        body = load_json(request.content.read() if request.content is not None else b"")
         if not isinstance(body, list):
             raise InvalidRequest("Request body must be an array")
         await ctx.engine.set_lora_scales(parse_lora_list(body, len(loaded.loras), "body"))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from .builtin import BUILTIN_NAMES, apply_builtin, detect_builtin, format_builtin_names
 from .errors import ChatError, ChatInputError, TemplateError
-from .messages import ChatMessage, ContentPart, Tool, ToolCall, parse_messages, parse_tools
+from .messages import ChatMessage, ContentPart, Tool, ToolCall, parse_messages, parse_tools, template_roles
 from .template import (
     CHATML_TEMPLATE_SRC,
     BuiltinTemplate,
@@ -59,5 +59,6 @@ __all__ = [
     "select_template",
     "strip_bos",
     "strip_eos",
+    "template_roles",
     "verify_template",
 ]

@@ -31,8 +31,8 @@ class ChatError(Exception):
 
 
 class ChatInputError(ChatError):
-    """The request's messages/tools/options are invalid (llama-server: ``std::invalid_argument`` → 400 by default;
-    a few of llama-server's message-parsing failures are plain runtime errors and carry ``status=500``)."""
+    """The request's messages/tools/options are invalid: always the client's mistake, so 400 (llama-server
+    answers a few of these, its plain runtime errors, with 500)."""
 
     status = 400
 

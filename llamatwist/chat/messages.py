@@ -4,21 +4,27 @@ llama-server validates in two passes and this module keeps both, with their mess
 
 1. ``oaicompat_chat_params_parse`` (tools/server/server-common.cpp) checks the raw JSON and throws
    ``std::invalid_argument`` (→ 400), except for media parts without a multimodal projector, which are
-   ``std::runtime_error`` (→ 500).
+   ``std::runtime_error`` (→ 500 there).
 2. ``common_chat_msgs_parse_oaicompat`` (common/chat.cpp) builds the messages and wraps any failure as
-   ``std::runtime_error("Failed to parse messages: ...")`` (→ 500).
+   ``std::runtime_error("Failed to parse messages: ...")`` (→ 500 there).
+
+The texts are llama-server's, but every one of these is the client's mistake, so llamatwist answers all of
+them 400 (issue 19: no client mistake is a 5xx). A role no chat template knows (`ROLES`) is a 400 too, where
+llama-server passes it to the template.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ChatInputError
 
 __all__ = [
+    "ROLES",
     "ChatMessage",
     "ContentPart",
     "Tool",
@@ -26,7 +32,22 @@ __all__ = [
     "join_text_parts",
     "parse_messages",
     "parse_tools",
+    "template_roles",
 ]
+
+# The roles every request may use: llama.cpp's common_chat_role_from_string (system, user, assistant, tool),
+# "developer" (which llama-server maps to system for templates without it) and OpenAI's legacy "function".
+# A template adds the roles it names itself (`template_roles`: Llama 3's "ipython", Granite's "tool_response").
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+_QUOTED_NAME = re.compile(r"""['"]([A-Za-z_][A-Za-z0-9_]*)['"]""")
+
+
+def template_roles(source: str) -> frozenset[str]:
+    """`ROLES` plus every quoted name in a chat template's source: a role the template compares
+    ``message['role']`` with is one of them (a superset, which is all a check for typos needs)."""
+    return ROLES | frozenset(_QUOTED_NAME.findall(source))
+
 
 _NO_MMPROJ_HINT = " input is not supported - hint: if this is unexpected, you may need to provide the mmproj"
 
@@ -213,11 +234,11 @@ def _check_raw_messages(messages: Any) -> None:
         for part in content:
             kind = _json_value_str(part, "type")
             if kind == "image_url":
-                raise ChatInputError("image" + _NO_MMPROJ_HINT, status=500)
+                raise ChatInputError("image" + _NO_MMPROJ_HINT)
             if kind == "input_audio":
-                raise ChatInputError("audio" + _NO_MMPROJ_HINT, status=500)
+                raise ChatInputError("audio" + _NO_MMPROJ_HINT)
             if kind in ("input_video", "video_url"):
-                raise ChatInputError("video" + _NO_MMPROJ_HINT, status=500)
+                raise ChatInputError("video" + _NO_MMPROJ_HINT)
             if kind != "text":
                 raise ChatInputError("unsupported content[].type")
 
@@ -240,13 +261,17 @@ def _parse_tool_call(tool_call: Any) -> ToolCall:
     )
 
 
-def _parse_message(message: Any) -> ChatMessage:
+def _parse_message(message: Any, roles: Collection[str] | None) -> ChatMessage:
     """Second pass: common_chat_msgs_parse_oaicompat."""
     if not isinstance(message, Mapping):
         raise _ParseError("Expected 'message' to be an object, got " + _dump(message))
     if "role" not in message:
         raise _ParseError("Missing 'role' in message: " + _dump(message))
-    role = _as_str(message["role"])
+    role = message["role"]
+    if not isinstance(role, str):
+        raise _ParseError("'role' must be a string, got " + _dump(role))
+    if roles is not None and role not in roles:
+        raise _ParseError(f"unknown role {_dump(role)} (known: {', '.join(sorted(ROLES))})")
     content = ""
     parts: list[ContentPart] = []
     has_content = "content" in message
@@ -297,20 +322,21 @@ def _parse_message(message: Any) -> ChatMessage:
     )
 
 
-def parse_messages(messages: Any) -> list[ChatMessage]:
-    """Validate and parse the request's ``messages`` (pass ``None`` when the key is missing).
+def parse_messages(messages: Any, roles: Collection[str] | None = None) -> list[ChatMessage]:
+    """Validate and parse the request's ``messages`` (pass ``None`` when the key is missing); ``roles``: the
+    roles accepted (`template_roles` of the template that renders them; None: any).
 
-    Raises ``ChatInputError`` with llama-server's text and status:
-    400 for the request-shape checks ("'messages' is required", "All non-assistant messages must contain
-    'content'", "unsupported content[].type", ...), 500 for image/audio/video parts ("image input is not
-    supported - hint: ...", this server has no multimodal projector) and for "Failed to parse messages: ..."
-    (a missing role, a non-string text, a malformed tool call, ...).
+    Raises ``ChatInputError`` (400) with llama-server's text: the request-shape checks ("'messages' is
+    required", "All non-assistant messages must contain 'content'", "unsupported content[].type", ...),
+    image/audio/video parts ("image input is not supported - hint: ...", this server has no multimodal
+    projector) and "Failed to parse messages: ..." (a missing or unknown role, a non-string text, a
+    malformed tool call, ...).
     """
     _check_raw_messages(messages)
     try:
-        return [_parse_message(m) for m in messages]
+        return [_parse_message(m, roles) for m in messages]
     except _ParseError as exc:
-        raise ChatInputError(f"Failed to parse messages: {exc}", status=500) from None
+        raise ChatInputError(f"Failed to parse messages: {exc}") from None
 
 
 # --- tools ---------------------------------------------------------------------------------------------------
@@ -319,7 +345,7 @@ def parse_messages(messages: Any) -> list[ChatMessage]:
 def parse_tools(tools: Any) -> list[Tool]:
     """Parse the request's ``tools`` (``None``/missing → no tools), as common_chat_tools_parse_oaicompat.
 
-    Failures raise ``ChatInputError`` (status 500, llama-server's runtime_error):
+    Failures raise ``ChatInputError`` (400; llama-server's runtime_error, a 500 there):
     "Failed to parse tools: <why>; tools = <the tools, indented>".
     """
     if tools is None:
@@ -348,5 +374,5 @@ def parse_tools(tools: Any) -> list[Tool]:
                 )
             )
     except _ParseError as exc:
-        raise ChatInputError(f"Failed to parse tools: {exc}; tools = {_dump(tools, indent=2)}", status=500) from None
+        raise ChatInputError(f"Failed to parse tools: {exc}; tools = {_dump(tools, indent=2)}") from None
     return out

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
@@ -474,7 +474,7 @@ def _template_messages(
         first = out.pop(0)
         if out:
             if not isinstance(first["content"], str) or not isinstance(out[0]["content"], str):
-                raise TemplateError("[json.exception.type_error.302] type must be string, but is array", status=500)
+                raise TemplateError("[json.exception.type_error.302] type must be string, but is array")
             out[0]["content"] = first["content"] + "\n" + out[0]["content"]
     if caps.supports_object_arguments:
         for msg in out:
@@ -484,7 +484,7 @@ def _template_messages(
                     try:
                         call["function"]["arguments"] = json.loads(args)
                     except ValueError as exc:
-                        raise TemplateError(f"Failed to parse tool call arguments as JSON: {exc}", status=500) from None
+                        raise TemplateError(f"Failed to parse tool call arguments as JSON: {exc}") from None
     return out
 
 
@@ -504,8 +504,11 @@ def render_chat(
     add_eos: bool = False,
     reasoning_tags: tuple[str, str] | None = None,
     now: datetime | None = None,
+    roles: Collection[str] | None = None,
 ) -> RenderedChat:
     """Turn a chat request into a prompt, as llama-server's ``oaicompat_chat_params_parse`` does.
+
+    ``roles``: the message roles accepted (a 400 for any other; None: any, as llama-server).
 
     ``messages``/``tools``/``tool_choice``/``continue_final_message``/``add_generation_prompt``/
     ``reasoning_effort`` are the request's fields (``messages`` may also be parsed ``ChatMessage``s;
@@ -531,22 +534,22 @@ def render_chat(
     "Cannot continue an assistant message that contains tool calls." /
     'invalid type for "enable_thinking" (expected boolean, got string)' / message-shape errors (see
     ``parse_messages``) / template render errors (``TemplateError``, 400, "Jinja Exception: <message>" for
-    ``raise_exception``) / "Invalid tool_choice: <value>"; 500 "tools param requires --jinja flag" and
-    "tool_choice param requires --jinja flag" (built-in template), "Failed to
-    parse messages: ...", "Failed to parse tools: ...", media parts, "this custom template is not supported,
-    try using --jinja".
+    ``raise_exception``) / "Invalid tool_choice: <value>" / "tools param requires --jinja flag" and
+    "tool_choice param requires --jinja flag" (built-in template) / "Failed to parse messages: ...",
+    "Failed to parse tools: ...", media parts (500s in llama-server; client mistakes, so 400 here);
+    500 "this custom template is not supported, try using --jinja" (the server's template).
     """
     # json_value(body, "tool_choice", "auto"): a non-string (e.g. a named-function object) reads as "auto"
     choice = tool_choice if isinstance(tool_choice, str) else "auto"
     if not template.is_jinja:
         if isinstance(tools, list) and tools:
-            raise ChatInputError("tools param requires --jinja flag", status=500)
+            raise ChatInputError("tools param requires --jinja flag")
         if choice != "auto":
-            raise ChatInputError("tool_choice param requires --jinja flag", status=500)
+            raise ChatInputError("tool_choice param requires --jinja flag")
     if isinstance(messages, list) and messages and all(isinstance(m, ChatMessage) for m in messages):
         msgs: list[ChatMessage] = list(messages)
     else:
-        msgs = parse_messages(messages)
+        msgs = parse_messages(messages, roles)
     parsed_tools: list[Tool] = parse_tools(tools)
     if choice not in ("auto", "none", "required"):
         raise ChatInputError(f"Invalid tool_choice: {choice}")
