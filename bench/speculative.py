@@ -1,0 +1,88 @@
+"""Speculative decoding (issue 15): generated tok/s with n-gram speculation vs without, side by side.
+
+One server per client count, started with ``--spec-type ngram-simple`` (llama-server's defaults otherwise:
+n-gram 12, m-gram 48, --draft-max 16); the baseline is the same server with ``"speculative.type": "none"``
+per request, in alternating rounds so that machine noise hits both alike.
+
+* repeat, 1 client: the model copies a ~300-token passage from its prompt (prompt lookup pays here);
+* story, 1 client: an ordinary story prompt (drafts rarely match: speculation must get out of the way);
+* story, 8 clients: aggregate tok/s with speculation on vs off.
+
+    python -m bench.speculative [--duration 20] [--rounds 3] [--model PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from dataclasses import asdict
+from typing import Any
+
+from bench.common import default_threads, machine_info, resolve_model, write_json
+from bench.loadgen import run_load, spawn_server
+
+__all__ = ["main"]
+
+PASSAGE = (
+    "The harbour town woke slowly on winter mornings. Fishermen checked their nets by lantern light, the baker "
+    "pulled the first loaves from his oven, and the ferry captain walked along the pier counting the mooring "
+    "ropes as he had done for thirty years. Children ran down the cobbled hill towards the school, their "
+    "breath white in the cold air, while the church bell rang seven times. By the time the sun rose over the "
+    "cliffs, the market square was full of voices: traders calling out the price of herring, farmers "
+    "unloading carts of potatoes and cabbages, and old women arguing about the weather. Nobody noticed the "
+    "stranger who stepped off the early boat with a small leather case and a map folded in his pocket. He "
+    "stood for a moment at the end of the pier, looked up at the lighthouse, and then walked into the town "
+    "without a word to anyone."
+)
+REPEAT = f"Here is a passage.\n\n{PASSAGE}\n\nRepeat the passage above exactly, word for word.\n\n"
+STORY = "Write a short story about a dragon who learns to bake bread.\n\nOnce upon a time"
+OFF = {"speculative.type": "none"}
+
+
+def _measure(url: str, pid: int, clients: int, prompt: str, n_predict: int, duration: float, rounds: int,
+             ) -> dict[str, Any]:
+    runs: dict[str, list[Any]] = {"off": [], "on": []}
+    for _ in range(rounds):
+        for mode in ("off", "on"):
+            extra = {"temperature": 0, "ignore_eos": True, **(OFF if mode == "off" else {})}
+            runs[mode].append(run_load(url, clients, prompt=prompt, n_predict=n_predict, duration=duration,
+                                       warmup=2.0, server_pid=pid, extra=extra))
+    off = statistics.mean(r.tok_s for r in runs["off"])
+    on = statistics.mean(r.tok_s for r in runs["on"])
+    return {"off_tok_s": off, "on_tok_s": on, "speedup": on / off if off else 0.0,
+            "errors": sum(r.errors for rs in runs.values() for r in rs),
+            "runs": {m: [asdict(r) for r in rs] for m, rs in runs.items()}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--model", default=None)
+    p.add_argument("--duration", type=float, default=20.0)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--threads", type=int, default=0)
+    args = p.parse_args(argv)
+    model = resolve_model(args.model)
+    threads = args.threads or default_threads()
+    cases = [("repeat", 1, REPEAT, 256), ("story", 1, STORY, 128), ("story", 8, STORY, 128)]
+    results: list[dict[str, Any]] = []
+    for clients in sorted({c for _, c, _, _ in cases}):
+        server = spawn_server(model, clients, threads=threads, n_ctx=1024 * max(clients, 2),
+                              extra=["--spec-type", "ngram-simple"])
+        try:
+            for name, n, prompt, n_predict in cases:
+                if n != clients:
+                    continue
+                r = _measure(server.url, server.pid, clients, prompt, n_predict, args.duration, args.rounds)
+                print(f"{name:>7} x{clients}: off {r['off_tok_s']:.1f} tok/s, on {r['on_tok_s']:.1f} tok/s, "
+                      f"speedup {r['speedup']:.2f}x, errors {r['errors']}", flush=True)
+                results.append({"workload": name, "clients": clients, **r})
+        finally:
+            server.stop()
+    path = write_json("speculative", {"machine": machine_info(threads), "model": model, "results": results})
+    print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
