@@ -12,6 +12,8 @@ import openai
 import pytest
 import requests
 
+from llamatwist.api.openai.responses import input_items, to_chat_body
+from llamatwist.api.openai.responses_stream import OutputBuilder
 from tests.conftest import Server
 from tests.test_reasoning import THINK_TEMPLATE
 
@@ -311,3 +313,57 @@ def test_reasoning_item(thinker: Server) -> None:
     follow = client.responses.create(model="any", previous_response_id=resp.id, input="And of Spain?",
                                      max_output_tokens=4, temperature=0, **bias)
     assert follow.output[0].type == "reasoning"
+
+
+# Pure parts: the translation and the output builder, without a server
+
+
+def test_translation_merges_an_assistant_turn() -> None:
+    body = {"instructions": "Be brief.", "input": [
+        {"role": "user", "content": "Weather?"},
+        {"type": "reasoning", "id": "rs_1", "summary": [], "content": [{"type": "reasoning_text", "text": "Hm."}]},
+        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Checking."}]},
+        {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "call_1", "output": [{"type": "input_text", "text": "Sunny"}]},
+        {"role": "developer", "content": [{"type": "input_text", "text": "Answer now."}]},
+    ], "max_output_tokens": 9, "text": {"format": {"type": "json_object"}}, "reasoning": {"effort": "low"},
+        "tool_choice": {"type": "function", "name": "get_weather"}, "tools": [WEATHER], "top_k": 1}
+    chat = to_chat_body(body, input_items(body))
+    assert chat["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": "Checking.", "reasoning_content": "Hm.", "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "name": "get_weather", "content": "Sunny"},
+        {"role": "developer", "content": [{"type": "text", "text": "Answer now."}]},
+    ]
+    assert chat["max_tokens"] == 9 and chat["top_k"] == 1 and chat["reasoning_effort"] == "low"
+    assert chat["response_format"] == {"type": "json_object"}
+    assert chat["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
+    assert chat["tools"] == [{"type": "function", "function": {k: v for k, v in WEATHER.items() if k != "type"}}]
+
+
+def test_output_builder_closes_each_item_before_the_next() -> None:
+    b = OutputBuilder()
+    events = b.feed([{"reasoning_content": "Hm"}, {"content": "Let me check."},
+                     {"tool_calls": [{"index": 0, "id": "a", "type": "function",
+                                      "function": {"name": "f", "arguments": "{\"x\""}}]}])
+    events += b.feed([{"tool_calls": [{"index": 0, "function": {"arguments": ": 1}"}}]}]) + b.close()
+    assert [name for name, _ in events] == [
+        "response.output_item.added", "response.reasoning_text.delta", "response.reasoning_text.done",
+        "response.output_item.done",
+        "response.output_item.added", "response.content_part.added", "response.output_text.delta",
+        "response.output_text.done", "response.content_part.done", "response.output_item.done",
+        "response.output_item.added", "response.function_call_arguments.delta",
+        "response.function_call_arguments.delta", "response.function_call_arguments.done",
+        "response.output_item.done",
+    ]
+    assert [data["sequence_number"] for _, data in events] == list(range(len(events)))
+    assert [data.get("output_index") for _, data in events if "item" in data] == [0, 0, 1, 1, 2, 2]
+    added = [data["item"] for name, data in events if name == "response.output_item.added"]
+    assert added[2] == {"id": "fc_a", "type": "function_call", "status": "in_progress", "arguments": "",
+                        "call_id": "call_a", "name": "f"}  # as it was when added
+    assert [item["type"] for item in b.output] == ["reasoning", "message", "function_call"]
+    assert b.output[2]["arguments"] == "{\"x\": 1}" and all(i["status"] == "completed" for i in b.output)
+    assert b.output[1]["content"] == [{"type": "output_text", "text": "Let me check.", "annotations": [],
+                                       "logprobs": []}]
