@@ -266,6 +266,13 @@ def test_bad_input_is_400_in_openai_shape(srv: Server, body: dict[str, Any], nee
         assert error["type"] == "invalid_request_error" and needle in error["message"], error
 
 
+def test_stream_error_before_output_is_a_plain_status(client: openai.OpenAI) -> None:
+    # headers wait for the first result: a prompt over the context is a 400, not a broken stream
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model="any", input="word " * 3000, stream=True)
+    assert "context size" in caught.value.message
+
+
 def test_bad_input_through_the_sdk_then_healthy(srv: Server, client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         client.responses.create(model="any", input="hi", max_output_tokens=-1)
