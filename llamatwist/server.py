@@ -22,7 +22,7 @@ from llamatwist.api.app import build_app
 from llamatwist.api.chatformat import build_formatter
 from llamatwist.api.constraints import load_default
 from llamatwist.api.http import ApiContext
-from llamatwist.api.security import SecureResource, SecurityPolicy, body_limited_request
+from llamatwist.api.security import SecureResource, SecurityPolicy, access_log_line, body_limited_request
 from llamatwist.chat import TemplateError
 from llamatwist.config import ServerConfig
 from llamatwist.constrain.spec import ConstraintSpec
@@ -312,6 +312,7 @@ def make_service(config: ServerConfig, reactor: Any = None) -> ServerService:
         resource,
         requestFactory=body_limited_request(),
         timeout=config.timeout if config.timeout > 0 else None,
+        logFormatter=access_log_line,
     )
     site.displayTracebacks = False
 

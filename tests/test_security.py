@@ -41,7 +41,7 @@ from tests.conftest import Server
 INVALID_KEY = {"error": {"code": 401, "message": "Invalid API Key", "type": "authentication_error"}}
 ANTHROPIC_INVALID_KEY = {"type": "error", "error": {"type": "authentication_error", "message": "Invalid API Key"}}
 CORS_PREFLIGHT = {
-    "access-control-allow-credentials": "true",
+    "access-control-allow-credentials": "false",  # the default "*" grants no credentials (issue 19)
     "access-control-allow-methods": "GET, POST, DELETE, OPTIONS",
     "access-control-allow-headers": "*",
 }
@@ -115,8 +115,8 @@ def test_origin_is_localhost(origin: str, local: bool) -> None:
 @pytest.mark.parametrize(
     ("origins", "credentials", "origin", "expected"),
     [
-        ("*", True, "https://app.example", "https://app.example"),  # echoed
-        ("*", True, None, None),
+        ("*", True, "https://app.example", "*"),  # never echoed: no credentials for any origin (issue 19)
+        ("*", True, None, "*"),
         ("*", False, "https://app.example", "*"),
         ("*", False, None, "*"),
         ("localhost", True, "http://localhost:3000", "http://localhost:3000"),
@@ -222,10 +222,29 @@ def test_resource_preflight_is_never_blocked() -> None:
     request, body, app = render(policy, "/anything", b"OPTIONS", {b"origin": b"https://x.example"}, ready=False)
     assert (status(request), body, app.seen) == (200, b"", [])
     headers = request.responseHeaders
-    assert headers.getRawHeaders(b"access-control-allow-origin") == [b"https://x.example"]
-    assert headers.getRawHeaders(b"access-control-allow-credentials") == [b"true"]
+    assert headers.getRawHeaders(b"access-control-allow-origin") == [b"*"]
+    assert headers.getRawHeaders(b"access-control-allow-credentials") == [b"false"]
     assert headers.getRawHeaders(b"access-control-allow-methods") == [b"GET, POST, DELETE, OPTIONS"]
     assert headers.getRawHeaders(b"access-control-allow-headers") == [b"*"]
+
+
+@pytest.mark.parametrize("method", [b"OPTIONS", b"GET"])
+def test_resource_credentials_only_for_named_origins(method: bytes) -> None:
+    for origins in ("https://x.example", "https://y.example, https://x.example", "localhost"):
+        origin = b"http://localhost:3000" if origins == "localhost" else b"https://x.example"
+        policy = SecurityPolicy(cors_origins=origins)
+        headers = render(policy, "/health", method, {b"origin": origin})[0].responseHeaders
+        assert headers.getRawHeaders(b"access-control-allow-origin") == [origin], origins
+        assert headers.getRawHeaders(b"access-control-allow-credentials") == [b"true"], origins
+        assert headers.getRawHeaders(b"vary") == [b"Origin"]
+    # another origin gets no header at all; with --no-cors-credentials a named origin gets no credentials
+    headers = render(SecurityPolicy(cors_origins="localhost"), "/health", method,
+                     {b"origin": b"https://evil.example"})[0].responseHeaders  # fmt: skip
+    assert not headers.hasHeader(b"access-control-allow-origin")
+    assert headers.getRawHeaders(b"access-control-allow-credentials") in (None, [b"false"])
+    headers = render(SecurityPolicy(cors_origins="https://x.example", cors_credentials=False), "/health", method,
+                     {b"origin": b"https://x.example"})[0].responseHeaders  # fmt: skip
+    assert headers.getRawHeaders(b"access-control-allow-credentials") in (None, [b"false"])
 
 
 def test_resource_loading_gate_comes_before_the_key_check() -> None:
@@ -411,10 +430,12 @@ def test_cors(keyed: Server) -> None:
     origin = "https://app.example"
     r = keyed.get("/health", headers={"Origin": origin})
     assert r.status_code == 200
-    assert r.headers["Access-Control-Allow-Origin"] == origin  # credentials on: echoed
+    # the default ("*", --cors-credentials): any origin may read, none with credentials (issue 19)
+    assert r.headers["Access-Control-Allow-Origin"] == "*"
+    assert "Access-Control-Allow-Credentials" not in r.headers
     r = keyed.get("/props", headers={"Origin": origin})
     assert r.status_code == 401
-    assert r.headers["Access-Control-Allow-Origin"] == origin  # so a browser can read the 401
+    assert r.headers["Access-Control-Allow-Origin"] == "*"  # so a browser can read the 401
 
     r = requests.options(
         keyed.url + "/v1/models",
@@ -424,7 +445,7 @@ def test_cors(keyed: Server) -> None:
     )  # fmt: skip
     assert r.status_code == 200  # no key needed for a preflight
     assert r.text == ""
-    assert r.headers["Access-Control-Allow-Origin"] == origin
+    assert r.headers["Access-Control-Allow-Origin"] == "*"
     for name, value in CORS_PREFLIGHT.items():
         assert r.headers[name] == value
 

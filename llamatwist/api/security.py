@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 from urllib.parse import urlsplit
 
-from twisted.web.http import HTTPChannel
+from twisted.web.http import HTTPChannel, combinedLogFormatter
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
@@ -51,6 +51,7 @@ __all__ = [
     "PUBLIC_PATHS",
     "SecureResource",
     "SecurityPolicy",
+    "access_log_line",
     "allow_origin",
     "api_key_valid",
     "body_limited_request",
@@ -113,15 +114,16 @@ def origin_is_localhost(origin: str) -> bool:
 def allow_origin(origins: str, credentials: bool, origin: str | None) -> str | None:
     """The ``Access-Control-Allow-Origin`` value, or None for no header.
 
-    As llama-server: with credentials allowed and ``*``, the request's Origin
-    is echoed (and no header without one); ``localhost`` echoes only local
-    origins; one origin is sent as it is. A comma-separated list (llama-server
-    would send it verbatim, which browsers reject) echoes the request's Origin
-    when it is listed.
+    ``*`` is sent as ``*``, credentials or not: browsers then refuse every
+    credentialed cross-origin request, so the default (``*`` with
+    --cors-credentials on) denies them. llama-server echoes the request's
+    Origin there instead, which lets any web page make credentialed calls;
+    llamatwist grants credentials only to origins named with --cors-origins
+    (issue 19). ``localhost`` echoes only local origins; one origin is sent as
+    it is. A comma-separated list (llama-server would send it verbatim, which
+    browsers reject) echoes the request's Origin when it is listed.
     """
     if origins == "*":
-        if credentials:
-            return origin or None
         return "*"
     if origins == "localhost":
         return origin if origin and origin_is_localhost(origin) else None
@@ -194,12 +196,16 @@ class SecureResource(Resource):
             policy.cors_credentials,
             None if origin is None else origin.decode("utf-8", "surrogateescape"),
         )
+        # credentials only with a named origin (see allow_origin), on the preflight and on the answer itself
+        credentials = policy.cors_credentials and allowed not in (None, "*")
         if allowed is not None:
             request.setHeader(b"Access-Control-Allow-Origin", allowed.encode("utf-8", "surrogateescape"))
             if allowed != "*":
                 request.setHeader(b"Vary", b"Origin")
+            if credentials and request.method != b"OPTIONS":
+                request.setHeader(b"Access-Control-Allow-Credentials", b"true")
         if request.method == b"OPTIONS":
-            request.setHeader(b"Access-Control-Allow-Credentials", b"true" if policy.cors_credentials else b"false")
+            request.setHeader(b"Access-Control-Allow-Credentials", b"true" if credentials else b"false")
             request.setHeader(b"Access-Control-Allow-Methods", policy.cors_methods.encode("utf-8"))
             request.setHeader(b"Access-Control-Allow-Headers", policy.cors_headers.encode("utf-8"))
             request.setHeader(b"Content-Type", b"text/html")
@@ -229,6 +235,35 @@ class SecureResource(Resource):
         if root is None or route is None or request.method not in (b"GET", b"HEAD"):
             return False
         return resolve_static(root, route.split(b"/")) is not None
+
+
+# --------------------------------------------------------------------------
+# The access log.
+
+
+def _no_query(value: bytes) -> bytes:
+    return value.split(b"?", 1)[0]
+
+
+class _WithoutQueries:
+    """A request as the access log sees it: the URI and the Referer without their query strings, where a
+    client may have put a key (llama-server logs the path alone too). Keys in headers are never logged."""
+
+    def __init__(self, request: Request) -> None:
+        self._request = request
+        self.uri = _no_query(request.uri)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._request, name)
+
+    def getHeader(self, name: bytes) -> bytes | None:
+        value = self._request.getHeader(name)
+        return _no_query(value) if value is not None and name.lower() == b"referer" else value
+
+
+def access_log_line(timestamp: str, request: Request) -> str:
+    """Site(logFormatter=...): Twisted's combined log line, without query strings."""
+    return str(combinedLogFormatter(timestamp, _WithoutQueries(request)))
 
 
 # --------------------------------------------------------------------------

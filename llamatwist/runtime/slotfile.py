@@ -4,8 +4,10 @@ state to the model that produced it (pure I/O, no libllama)."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import struct
 import tempfile
 from dataclasses import dataclass
@@ -64,13 +66,29 @@ def write_slot_file(path: Path, slot: SlotFile) -> int:
     return len(body)
 
 
-def read_slot_file(path: Path, model: str) -> SlotFile:
+def _read_regular(path: Path) -> bytes:
+    """The file's bytes; a symlink (which could point out of --slot-save-path) or anything but a regular
+    file (a FIFO would block the reader) is refused. The name has no separators (validate_filename), so
+    only this last component could be a link."""
     try:
-        data = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise SlotFileError(f"slot file not found: {path.name}") from None
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise SlotFileError(f"{path.name} is a symbolic link: refused") from None
         raise SlotFileError(f"cannot read slot file {path.name}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise SlotFileError(f"{path.name} is not a regular file: refused")
+        try:
+            return fh.read()
+        except OSError as exc:
+            raise SlotFileError(f"cannot read slot file {path.name}: {exc.strerror}") from None
+
+
+def read_slot_file(path: Path, model: str) -> SlotFile:
+    data = _read_regular(path)
     if not data.startswith(MAGIC) or len(data) < len(MAGIC) + 4:
         raise SlotFileError(f"{path.name} is not a llamatwist slot file")
     pos = len(MAGIC)
