@@ -266,6 +266,22 @@ def test_bad_input_is_400_in_openai_shape(srv: Server, body: dict[str, Any], nee
         assert error["type"] == "invalid_request_error" and needle in error["message"], error
 
 
+def test_keep_alive_comments_before_response_created(srv: Server) -> None:
+    # a prompt that takes seconds, with a ':' comment after each silent second: the comments come first,
+    # then the events as usual
+    body = {"input": "hello " * 700, "max_output_tokens": 2, "stream": True, "sse_ping_interval": 1,
+            "cache_prompt": False}
+    r = srv.post("/v1/responses", body)
+    assert r.status_code == 200
+    frames = r.text.strip().split("\n\n")
+    assert frames[0] == ":"
+    names = [f.split("\n")[0][7:] for f in frames if f != ":"]
+    assert names[:2] == ["response.created", "response.in_progress"]
+    assert names[-1] in ("response.completed", "response.incomplete")
+    numbers = [json.loads(f.split("\n")[1][6:])["sequence_number"] for f in frames if f != ":"]
+    assert numbers == list(range(len(numbers)))
+
+
 def test_stream_error_before_output_is_a_plain_status(client: openai.OpenAI) -> None:
     # headers wait for the first result: a prompt over the context is a 400, not a broken stream
     with pytest.raises(openai.BadRequestError) as caught:

@@ -308,7 +308,8 @@ async def _stream(
             sse.send_raw(b"event: " + name.encode() + b"\ndata: " + json_bytes(data) + b"\n\n")
 
     def start() -> None:
-        if not sse.started:
+        # by the builder's count, not sse.started: a ':' keep-alive comment may have started the response
+        if output.sequence_number == 0:
             pending = {**head, "status": "in_progress", "output": [], "usage": None}
             send([output.event("response.created", response=pending),
                   output.event("response.in_progress", response=pending)])
