@@ -12,11 +12,16 @@ from dataclasses import dataclass, field
 
 from llamatwist.sampling_defaults import SamplingDefaults
 
-__all__ = ["CACHE_TYPE_NAMES", "REASONING_FORMATS", "SamplingDefaults", "ServerConfig"]
+__all__ = ["CACHE_TYPE_NAMES", "LOAD_MODES", "REASONING_FORMATS", "ROPE_SCALING", "SamplingDefaults", "ServerConfig"]
 
 # --reasoning-format / the request's reasoning_format (llama.cpp's common_reasoning_format names)
 REASONING_FORMATS = ("none", "auto", "deepseek", "deepseek-legacy")
 
+
+#: --rope-scaling values
+ROPE_SCALING: tuple[str, ...] = ("none", "linear", "yarn")
+#: -lm/--load-mode values (llama.cpp's llama_load_mode names)
+LOAD_MODES: tuple[str, ...] = ("auto", "none", "mmap", "mlock", "mmap+mlock", "dio")
 
 #: -ctk/-ctv values (llama-server's kv_cache_types)
 CACHE_TYPE_NAMES: tuple[str, ...] = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
@@ -44,6 +49,19 @@ class ServerConfig:
     cache_type_v: str = "f16"
     kv_offload: bool = True
     defrag_thold: float = 0.1  # accepted and ignored, as llama-server (deprecated there)
+    # RoPE/YaRN (llama-server's "from the model" sentinels: 0 and negative values)
+    rope_scaling: str | None = None  # none | linear | yarn; None = the model's
+    rope_freq_base: float = 0.0
+    rope_freq_scale: float = 0.0  # --rope-scale N sets 1/N
+    yarn_orig_ctx: int = 0
+    yarn_ext_factor: float = -1.0
+    yarn_attn_factor: float = -1.0
+    yarn_beta_slow: float = -1.0
+    yarn_beta_fast: float = -1.0
+    # model loading
+    load_mode: str = "auto"  # -lm: auto | none | mmap | mlock | mmap+mlock | dio
+    check_tensors: bool = False
+    override_kv: tuple[tuple[str, str, str], ...] = ()  # --override-kv (key, type, value text)
     ctx_shift: bool = False
     cache_ram_mib: int = 8192  # bound on idle cached prefixes; 0 = no prefix cache shared across slots
     cache_idle_slots: bool = True

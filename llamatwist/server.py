@@ -26,7 +26,7 @@ from llamatwist.api.security import SecureResource, SecurityPolicy, access_log_l
 from llamatwist.chat import TemplateError
 from llamatwist.config import ServerConfig
 from llamatwist.constrain.spec import ConstraintSpec
-from llamatwist.engine.context import FLASH_ATTN, POOLING_NAMES, POOLING_RANK, ContextParams
+from llamatwist.engine.context import FLASH_ATTN, POOLING_NAMES, POOLING_RANK, ROPE_SCALING, ContextParams
 from llamatwist.engine.errors import EngineError
 from llamatwist.errors import StartupError
 from llamatwist.runtime import EngineService, EngineSpec, EngineState, LoadedModel
@@ -219,6 +219,14 @@ def engine_spec(config: ServerConfig, model_path: str) -> EngineSpec:
             type_v=config.cache_type_v,
             flash_attn=FLASH_ATTN[config.flash_attn],
             offload_kqv=config.kv_offload,
+            rope_scaling=ROPE_SCALING[config.rope_scaling] if config.rope_scaling else -1,
+            rope_freq_base=config.rope_freq_base,
+            rope_freq_scale=config.rope_freq_scale,
+            yarn_orig_ctx=config.yarn_orig_ctx,
+            yarn_ext_factor=config.yarn_ext_factor,
+            yarn_attn_factor=config.yarn_attn_factor,
+            yarn_beta_slow=config.yarn_beta_slow,
+            yarn_beta_fast=config.yarn_beta_fast,
         ),
         n_slots=config.n_parallel,
         cont_batching=config.cont_batching,
@@ -239,6 +247,9 @@ def engine_spec(config: ServerConfig, model_path: str) -> EngineSpec:
         draft_model_path=config.model_draft,
         draft_n_ctx=config.ctx_size_draft,
         draft_n_gpu_layers=config.gpu_layers_draft,
+        load_mode=config.load_mode,
+        check_tensors=config.check_tensors,
+        kv_overrides=config.override_kv,
     )
 
 

@@ -147,11 +147,22 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "slot_prompt_similarity": ("0.5", 0.5),
     "responses_store_size": ("2", 2),
     "sampling.n_cache_reuse": ("256", 256),
+    "rope_scaling": ("yarn", "yarn"),
+    "rope_freq_base": ("10000", 10000.0),
+    "rope_freq_scale": ("1", 1.0),  # also --rope-scale's field (1/N): 1 reads the same both ways
+    "yarn_orig_ctx": ("4096", 4096),
+    "yarn_ext_factor": ("0.5", 0.5),
+    "yarn_attn_factor": ("1.5", 1.5),
+    "yarn_beta_slow": ("2", 2.0),
+    "yarn_beta_fast": ("16", 16.0),
+    "load_mode": ("mmap+mlock", "mmap+mlock"),
+    "override_kv": ("a.b=int:1,c=str:x y", (("a.b", "int", "1"), ("c", "str", "x y"))),
 }
 # Flags sharing a field with another spelling of another syntax.
 SAMPLES_BY_NAME: dict[str, tuple[str, Any]] = {
     "--sampler-seq": ("kXt", ("top_k", "temperature")),
     "--sampling-seq": ("edskypmxt", SamplingDefaults().samplers),
+    "--rope-scale": ("4", 0.25),
 }
 # --api-key-file is read while parsing and feeds api_keys: tested on its own; so are the flags
 # taking two values (--lora-scaled, --control-vector-scaled, --control-vector-layer-range: test_lora.py).
@@ -298,10 +309,10 @@ def test_unimplemented_flag_refused(name: str) -> None:
 
 
 def test_unimplemented_flag_value_is_not_a_stray_argument() -> None:
-    err = refused(["--rope-scale", "2", "-np", "2"])
+    err = refused(["--video-fps", "2", "-np", "2"])
     assert (err.exit_code, err.message) == (
         1,
-        "flag --rope-scale is not implemented yet in llamatwist",
+        "flag --video-fps is not implemented yet in llamatwist",
     )
 
 
@@ -482,9 +493,9 @@ def test_process_exit_statuses() -> None:
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: failed to open file '/nonexistent/keys.txt': ")
 
-    proc = run("-m", "llamatwist", env={"LLAMA_ARG_ROPE_SCALE": "2"})
+    proc = run("-m", "llamatwist", env={"LLAMA_ARG_VIDEO_FPS": "2"})
     assert proc.returncode == 1
-    assert "flag --rope-scale is not implemented yet" in proc.stderr
+    assert "flag --video-fps is not implemented yet" in proc.stderr
 
     proc = run("-m", "llamatwist", "--bogus")
     assert proc.returncode == 2

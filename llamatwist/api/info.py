@@ -15,12 +15,26 @@ from llamatwist.api.completion import generation_settings
 from llamatwist.api.errors import InvalidRequest, NotSupported
 from llamatwist.api.http import ApiContext, handler, read_json, send_json
 from llamatwist.api.params import generation_params
+from llamatwist.config import ServerConfig
 from llamatwist.metrics import render_metrics
 from llamatwist.runtime import LoadedModel, SlotInfo, validate_filename
 
 __all__ = ["register"]
 
 _STARTED = int(time.time())  # the server process's start, as llama-server's Process-Start-Time-Unix
+
+
+def _rope(config: ServerConfig) -> dict[str, Any]:
+    return {
+        "scaling": config.rope_scaling or "model",
+        "freq_base": config.rope_freq_base,
+        "freq_scale": config.rope_freq_scale,
+        "yarn_orig_ctx": config.yarn_orig_ctx,
+        "yarn_ext_factor": config.yarn_ext_factor,
+        "yarn_attn_factor": config.yarn_attn_factor,
+        "yarn_beta_slow": config.yarn_beta_slow,
+        "yarn_beta_fast": config.yarn_beta_fast,
+    }
 
 
 def register(app: Klein, ctx: ApiContext) -> None:
@@ -74,6 +88,10 @@ def register(app: Klein, ctx: ApiContext) -> None:
             "eos_token": vocab.token_to_piece(loaded.eos).decode("utf-8", "replace") if loaded.eos >= 0 else "",
             "build_info": f"llamatwist {__version__}",
             "is_sleeping": False,
+            # llamatwist's: the start-up RoPE/YaRN and loading settings (0 or negative = the model's own)
+            "rope": _rope(ctx.config),
+            "load_mode": ctx.config.load_mode,
+            "kv_overrides": {key: value for key, _, value in ctx.config.override_kv},
         })
 
     @app.route("/props", methods=["POST"])

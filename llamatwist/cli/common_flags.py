@@ -14,13 +14,16 @@ from llamatwist.cli.convert import (
     cache_type,
     gpu_layers,
     int_min,
+    kv_overrides,
     nonempty,
     number,
     on_off_auto,
+    one_of,
+    rope_scale,
     threads,
 )
 from llamatwist.cli.flag import G_COMPUTE, G_LOG, G_MODEL, G_SAMPLING, Flag
-from llamatwist.config import CACHE_TYPE_NAMES
+from llamatwist.config import CACHE_TYPE_NAMES, LOAD_MODES, ROPE_SCALING
 
 __all__ = ["COMMON"]
 
@@ -33,6 +36,15 @@ COMMON: Final[tuple[Flag, ...]] = (
          "max. number of layers to store in VRAM, either an exact number, "
          "'auto', or 'all'", "LLAMA_ARG_N_GPU_LAYERS", gpu_layers,
          default="auto"),
+    Flag(("-lm", "--load-mode"), "load_mode", G_MODEL,
+         "model loading mode: auto (mmap, unless a device does not support it), none (read into memory), "
+         "mmap, mlock (keep the model in RAM rather than swapping), mmap+mlock, dio (direct I/O if available)",
+         "LLAMA_ARG_LOAD_MODE", one_of(*LOAD_MODES), metavar="MODE"),
+    Flag(("--check-tensors",), "check_tensors", G_MODEL, "check model tensor data for invalid values"),
+    Flag(("--override-kv",), "override_kv", G_MODEL,
+         "override model metadata by key (repeatable, or comma-separated); types: int, float, bool, str. "
+         "example: --override-kv tokenizer.ggml.add_bos_token=bool:false",
+         None, kv_overrides, metavar="KEY=TYPE:VALUE,...", default="none", append=True),
     # adapters: (path, scale) pairs in command-line order, the LoRA id is the position
     Flag(("--lora",), "loras", G_MODEL, "path to LoRA adapter (repeatable)", None, str, metavar="FNAME", default="none",
          append=True, nargs=1),
@@ -76,6 +88,32 @@ COMMON: Final[tuple[Flag, ...]] = (
     Flag(("-dt", "--defrag-thold"), "defrag_thold", G_COMPUTE,
          "KV cache defragmentation threshold (DEPRECATED: ignored, as in llama-server)",
          "LLAMA_ARG_DEFRAG_THOLD", number),
+    # RoPE/YaRN: 0 and negative values mean "as the model says"
+    Flag(("--rope-scaling",), "rope_scaling", G_COMPUTE,
+         "RoPE frequency scaling method, defaults to linear unless specified by the model",
+         "LLAMA_ARG_ROPE_SCALING_TYPE", one_of(*ROPE_SCALING), metavar="{none,linear,yarn}", default="model"),
+    Flag(("--rope-scale",), "rope_freq_scale", G_COMPUTE,
+         "RoPE context scaling factor, expands context by a factor of N", "LLAMA_ARG_ROPE_SCALE",
+         rope_scale, default="loaded from model"),
+    Flag(("--rope-freq-base",), "rope_freq_base", G_COMPUTE,
+         "RoPE base frequency, used by NTK-aware scaling", "LLAMA_ARG_ROPE_FREQ_BASE", number,
+         default="loaded from model"),
+    Flag(("--rope-freq-scale",), "rope_freq_scale", G_COMPUTE,
+         "RoPE frequency scaling factor, expands context by a factor of 1/N", "LLAMA_ARG_ROPE_FREQ_SCALE",
+         number, default="loaded from model"),
+    Flag(("--yarn-orig-ctx",), "yarn_orig_ctx", G_COMPUTE,
+         "YaRN: original context size of model (0 = model training context size)", "LLAMA_ARG_YARN_ORIG_CTX",
+         int_min(0)),
+    Flag(("--yarn-ext-factor",), "yarn_ext_factor", G_COMPUTE,
+         "YaRN: extrapolation mix factor (0.0 = full interpolation, negative = from the model)",
+         "LLAMA_ARG_YARN_EXT_FACTOR", number),
+    Flag(("--yarn-attn-factor",), "yarn_attn_factor", G_COMPUTE,
+         "YaRN: scale sqrt(t) or attention magnitude (negative = from the model)", "LLAMA_ARG_YARN_ATTN_FACTOR",
+         number),
+    Flag(("--yarn-beta-slow",), "yarn_beta_slow", G_COMPUTE,
+         "YaRN: high correction dim or alpha (negative = from the model)", "LLAMA_ARG_YARN_BETA_SLOW", number),
+    Flag(("--yarn-beta-fast",), "yarn_beta_fast", G_COMPUTE,
+         "YaRN: low correction dim or beta (negative = from the model)", "LLAMA_ARG_YARN_BETA_FAST", number),
     # sampling (defaults for each request)
     Flag(("-n", "--predict", "--n-predict"), "sampling.n_predict", G_SAMPLING,
          "number of tokens to predict (-1 = infinity)", "LLAMA_ARG_N_PREDICT",

@@ -342,3 +342,45 @@ def on_off_auto(text: str) -> str:
 
 def reasoning_effort(text: str) -> str | None:
     return None if text == "default" else nonempty(text)
+
+
+def one_of(*names: str) -> Converter:
+    def convert(text: str) -> str:
+        if text not in names:
+            raise ValueError(f"must be one of {', '.join(names)}, got {text!r}")
+        return text
+
+    return convert
+
+
+def rope_scale(text: str) -> float:
+    """--rope-scale N: llama-server stores the frequency scale 1/N."""
+    value = number(text)
+    if value <= 0:
+        raise ValueError(f"must be > 0, got {value}")
+    return 1.0 / value
+
+
+_KV_TYPES: Final = ("int", "float", "bool", "str")
+
+
+def kv_overrides(text: str) -> tuple[tuple[str, str, str], ...]:
+    """--override-kv KEY=TYPE:VALUE,...: llama.cpp's string_parse_kv_override rules."""
+    out = []
+    for item in parse_csv_row(text):
+        key, eq, rest = item.partition("=")
+        if not eq or not key or len(key) >= 128:
+            raise ValueError(f"malformed KV override {item!r}: expected KEY=TYPE:VALUE")
+        kind, colon, value = rest.partition(":")
+        if not colon or kind not in _KV_TYPES:
+            raise ValueError(f"invalid type for KV override {item!r}: expected one of {', '.join(_KV_TYPES)}")
+        if kind == "int":
+            integer(value)
+        elif kind == "float":
+            number(value)
+        elif kind == "bool" and value not in ("true", "false"):
+            raise ValueError(f"invalid boolean value for KV override {item!r}: expected true or false")
+        elif kind == "str" and len(value.encode()) > 127:
+            raise ValueError(f"malformed KV override {item!r}: value cannot exceed 127 bytes")
+        out.append((key, kind, value))
+    return tuple(out)

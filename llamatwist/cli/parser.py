@@ -279,6 +279,8 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> ServerConfi
         n_parallel, kv_unified = 4, True
 
     _sampling_lists(values)
+    if "override_kv" in values:  # one tuple per use, each a comma-separated list
+        values["override_kv"] = tuple(kv for use in values["override_kv"] for kv in use)
     _adapter_lists(values)
     sampling = {
         key.removeprefix("sampling."): value

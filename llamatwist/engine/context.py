@@ -55,6 +55,7 @@ __all__ = [
     "POOLING_NONE",
     "POOLING_RANK",
     "POOLING_UNSPECIFIED",
+    "ROPE_SCALING",
     "Context",
     "ContextParams",
     "PerfData",
@@ -111,6 +112,23 @@ class ContextParams:
     type_v: str = "f16"
     flash_attn: int = -1  # LLAMA_FLASH_ATTN_TYPE_*: -1 auto, 0 off, 1 on
     offload_kqv: bool = True
+    # RoPE/YaRN; 0 or negative = the model's value, as llama_context_params
+    rope_scaling: int = -1  # LLAMA_ROPE_SCALING_TYPE_*; -1 = the model's
+    rope_freq_base: float = 0.0
+    rope_freq_scale: float = 0.0
+    yarn_orig_ctx: int = 0
+    yarn_ext_factor: float = -1.0
+    yarn_attn_factor: float = -1.0
+    yarn_beta_slow: float = -1.0
+    yarn_beta_fast: float = -1.0
+
+
+#: --rope-scaling names
+ROPE_SCALING: dict[str, int] = {
+    "none": int(lib.LLAMA_ROPE_SCALING_TYPE_NONE),
+    "linear": int(lib.LLAMA_ROPE_SCALING_TYPE_LINEAR),
+    "yarn": int(lib.LLAMA_ROPE_SCALING_TYPE_YARN),
+}
 
 
 def max_sequences() -> int:
@@ -161,6 +179,14 @@ class Context:
         p.type_v = CACHE_TYPES[params.type_v]
         p.flash_attn_type = params.flash_attn
         p.offload_kqv = params.offload_kqv
+        p.rope_scaling_type = params.rope_scaling
+        p.rope_freq_base = params.rope_freq_base
+        p.rope_freq_scale = params.rope_freq_scale
+        p.yarn_orig_ctx = params.yarn_orig_ctx
+        p.yarn_ext_factor = params.yarn_ext_factor
+        p.yarn_attn_factor = params.yarn_attn_factor
+        p.yarn_beta_slow = params.yarn_beta_slow
+        p.yarn_beta_fast = params.yarn_beta_fast
         p.no_perf = False
         errors: list[str] = []
 

@@ -19,7 +19,7 @@ from llamatwist.native.binding import (
     remove_log_listener,
 )
 
-__all__ = ["FimTokens", "LoraAdapter", "Model", "ModelInfo", "Vocab"]
+__all__ = ["LOAD_MODES", "FimTokens", "LoraAdapter", "Model", "ModelInfo", "Vocab"]
 
 GGUF_MAGIC = b"GGUF"
 
@@ -50,6 +50,40 @@ class ModelInfo:
     n_layer: int = 0
 
 
+#: -lm/--load-mode names (llama_load_mode)
+LOAD_MODES: dict[str, int] = {
+    "auto": int(lib.LLAMA_LOAD_MODE_AUTO),
+    "none": int(lib.LLAMA_LOAD_MODE_NONE),
+    "mmap": int(lib.LLAMA_LOAD_MODE_MMAP),
+    "mlock": int(lib.LLAMA_LOAD_MODE_MLOCK),
+    "mmap+mlock": int(lib.LLAMA_LOAD_MODE_MMAP_MLOCK),
+    "dio": int(lib.LLAMA_LOAD_MODE_DIRECT_IO),
+}
+_KV_TAGS = {
+    "int": int(lib.LLAMA_KV_OVERRIDE_TYPE_INT),
+    "float": int(lib.LLAMA_KV_OVERRIDE_TYPE_FLOAT),
+    "bool": int(lib.LLAMA_KV_OVERRIDE_TYPE_BOOL),
+    "str": int(lib.LLAMA_KV_OVERRIDE_TYPE_STR),
+}
+
+
+def _kv_overrides(items: Sequence[tuple[str, str, str]]) -> Any:
+    """The llama_model_kv_override array, ended by an empty key (the loader's sentinel)."""
+    arr = ffi.new("struct llama_model_kv_override[]", len(items) + 1)
+    for entry, (key, kind, value) in zip(arr, items):
+        entry.tag = _KV_TAGS[kind]
+        entry.key = key.encode()[:127]
+        if kind == "int":
+            entry.val_i64 = int(value)
+        elif kind == "float":
+            entry.val_f64 = float(value)
+        elif kind == "bool":
+            entry.val_bool = value == "true"
+        else:
+            entry.val_str = value.encode()[:127]
+    return arr
+
+
 def _read_magic(path: str) -> bytes:
     with open(path, "rb") as fh:
         return fh.read(4)
@@ -65,6 +99,9 @@ class Model:
         n_gpu_layers: int = -1,
         vocab_only: bool = False,
         progress: Callable[[float], bool] | None = None,
+        load_mode: str = "auto",
+        check_tensors: bool = False,
+        kv_overrides: Sequence[tuple[str, str, str]] = (),
     ) -> None:
         if not os.path.exists(path):
             raise ModelLoadError(f"model file not found: {path}")
@@ -81,6 +118,11 @@ class Model:
         params = lib.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers if n_gpu_layers >= 0 else 999
         params.vocab_only = vocab_only
+        params.load_mode = LOAD_MODES[load_mode]
+        params.check_tensors = check_tensors
+        overrides = _kv_overrides(kv_overrides)
+        if kv_overrides:
+            params.kv_overrides = overrides
         key = id(self)
         if progress is not None:
             _progress_callbacks[key] = progress

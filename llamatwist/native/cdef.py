@@ -55,6 +55,21 @@ enum llama_attention_type { LLAMA_ATTENTION_TYPE_UNSPECIFIED, LLAMA_ATTENTION_TY
 enum llama_flash_attn_type { LLAMA_FLASH_ATTN_TYPE_AUTO, LLAMA_FLASH_ATTN_TYPE_DISABLED,
     LLAMA_FLASH_ATTN_TYPE_ENABLED, ... };
 enum llama_split_mode { LLAMA_SPLIT_MODE_NONE, LLAMA_SPLIT_MODE_LAYER, LLAMA_SPLIT_MODE_ROW, ... };
+enum llama_load_mode { LLAMA_LOAD_MODE_AUTO = -1, LLAMA_LOAD_MODE_NONE = 0, LLAMA_LOAD_MODE_MMAP = 1,
+    LLAMA_LOAD_MODE_MLOCK = 2, LLAMA_LOAD_MODE_MMAP_MLOCK = 3, LLAMA_LOAD_MODE_DIRECT_IO = 4 };
+enum llama_model_kv_override_type { LLAMA_KV_OVERRIDE_TYPE_INT, LLAMA_KV_OVERRIDE_TYPE_FLOAT,
+    LLAMA_KV_OVERRIDE_TYPE_BOOL, LLAMA_KV_OVERRIDE_TYPE_STR, ... };
+
+struct llama_model_kv_override {
+    enum llama_model_kv_override_type tag;
+    char key[128];
+    union {
+        int64_t val_i64;
+        double  val_f64;
+        bool    val_bool;
+        char    val_str[128];
+    };
+};
 
 typedef struct llama_token_data {
     llama_token id;
@@ -84,9 +99,11 @@ typedef struct llama_batch {
 struct llama_model_params {
     int32_t n_gpu_layers;
     enum llama_split_mode split_mode;
+    enum llama_load_mode load_mode;
     int32_t main_gpu;
     llama_progress_callback progress_callback;
     void * progress_callback_user_data;
+    const struct llama_model_kv_override * kv_overrides;
     bool vocab_only;
     bool check_tensors;
     ...;
@@ -106,6 +123,11 @@ struct llama_context_params {
     enum llama_flash_attn_type   flash_attn_type;
     float    rope_freq_base;
     float    rope_freq_scale;
+    float    yarn_ext_factor;
+    float    yarn_attn_factor;
+    float    yarn_beta_fast;
+    float    yarn_beta_slow;
+    uint32_t yarn_orig_ctx;
     enum ggml_type type_k;
     enum ggml_type type_v;
     ggml_abort_callback abort_callback;

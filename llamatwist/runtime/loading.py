@@ -38,6 +38,9 @@ class EngineSpec:
     draft_model_path: str | None = None  # -md: speculative decoding's draft model
     draft_n_ctx: int = 0  # -cd (0: the target's context size)
     draft_n_gpu_layers: int = -1
+    load_mode: str = "auto"  # -lm (the target model; the draft model loads as llama-server's: auto)
+    check_tensors: bool = False
+    kv_overrides: tuple[tuple[str, str, str], ...] = ()  # --override-kv (key, type, value)
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,8 @@ class Loaded:
 
 def load(spec: EngineSpec) -> Loaded:
     """Load the model, create its context and warm it up; raises EngineError."""
-    model = Model(spec.model_path, n_gpu_layers=spec.n_gpu_layers)
+    model = Model(spec.model_path, n_gpu_layers=spec.n_gpu_layers, load_mode=spec.load_mode,
+                  check_tensors=spec.check_tensors, kv_overrides=spec.kv_overrides)
     if spec.reranking and not _has_rank_head(model):
         raise ModelLoadError(
             f"--reranking needs a reranking model (with a classification head); {spec.model_path} has none"

@@ -1,0 +1,164 @@
+"""The flags of issue 18, by their effect on a real server: RoPE/YaRN, model loading, overrides.
+
+Each start-up flag is checked where it shows: greedy output, /props, /proc/PID/status
+and /proc/PID/maps, a corrupted model refused; and each bad value is exit status 2.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import struct
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Server
+from tests.test_cli import run
+
+SMALL = ("-c", "512", "-np", "1", "-t", "1", "--no-warmup")
+PROMPT = {"prompt": "The capital of France is", "n_predict": 12, "temperature": 0, "seed": 1}
+
+
+def proc_status(server: Server, key: str) -> str:
+    for line in Path(f"/proc/{server.proc.pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return line.split(":", 1)[1].strip()
+    raise KeyError(key)
+
+
+def greedy(server: Server) -> str:
+    resp = server.post("/completion", PROMPT)
+    assert resp.status_code == 200, resp.text
+    return str(resp.json()["content"])
+
+
+@pytest.fixture(scope="module")
+def baseline(model_path: str) -> Any:
+    srv = Server(["-m", model_path, *SMALL])
+    yield srv
+    srv.stop()
+
+
+def test_rope_freq_base_changes_greedy_output_and_props(
+    baseline: Server, make_server: Callable[..., Server], model_path: str
+) -> None:
+    srv = make_server("-m", model_path, *SMALL, "--rope-freq-base", "1000", "--yarn-orig-ctx", "256",
+                      "--yarn-beta-fast", "16")
+    assert greedy(srv) != greedy(baseline)
+    rope = srv.get("/props").json()["rope"]
+    assert rope["freq_base"] == 1000.0
+    assert (rope["yarn_orig_ctx"], rope["yarn_beta_fast"], rope["scaling"]) == (256, 16.0, "model")
+    base = baseline.get("/props").json()["rope"]
+    assert (base["freq_base"], base["freq_scale"], base["yarn_ext_factor"]) == (0.0, 0.0, -1.0)
+
+
+def test_rope_scaling_by_environment_changes_output(baseline: Server, model_path: str) -> None:
+    # LLAMA_ARG_* variables reach the context too: linear scaling by 4 (freq scale 1/4)
+    env = ["env", "LLAMA_ARG_ROPE_SCALING_TYPE=linear", "LLAMA_ARG_ROPE_SCALE=4"]
+    srv = Server(["-m", model_path, *SMALL], command=[*env, sys.executable, "-m", "llamatwist"])
+    try:
+        rope = srv.get("/props").json()["rope"]
+        assert (rope["scaling"], rope["freq_scale"]) == ("linear", 0.25)
+        assert greedy(srv) != greedy(baseline)
+    finally:
+        srv.stop()
+
+
+def test_rope_scaling_none_and_neutral_values_keep_the_output(
+    baseline: Server, make_server: Callable[..., Server], model_path: str
+) -> None:
+    # the model's own values given explicitly: the same tokens (the flags are not just noise)
+    srv = make_server("-m", model_path, *SMALL, "--rope-freq-scale", "1", "--yarn-ext-factor", "0")
+    assert greedy(srv) == greedy(baseline)
+
+
+def test_mlock_locks_the_model_in_memory(baseline: Server, make_server: Callable[..., Server],
+                                         model_path: str) -> None:
+    size_kib = Path(model_path).stat().st_size // 1024
+    assert proc_status(baseline, "VmLck") == "0 kB"
+    srv = make_server("-m", model_path, *SMALL, "-lm", "mmap+mlock")
+    locked = int(proc_status(srv, "VmLck").split()[0])
+    assert locked > size_kib * 0.8, (locked, size_kib)
+    assert srv.get("/props").json()["load_mode"] == "mmap+mlock"
+
+
+def test_load_mode_none_reads_the_model_instead_of_mapping_it(
+    baseline: Server, make_server: Callable[..., Server], model_path: str
+) -> None:
+    def mapped(server: Server) -> bool:
+        return model_path in Path(f"/proc/{server.proc.pid}/maps").read_text()
+
+    assert mapped(baseline)  # auto: mmap
+    srv = make_server("-m", model_path, *SMALL, "--load-mode", "none")
+    assert not mapped(srv)
+    assert greedy(srv) == greedy(baseline)
+
+
+def test_override_kv_changes_what_the_model_reads(baseline: Server, make_server: Callable[..., Server],
+                                                   model_path: str) -> None:
+    srv = make_server("-m", model_path, *SMALL, "--override-kv",
+                      "tokenizer.ggml.bos_token_id=int:5,general.name=str:renamed by flag")
+    props = srv.get("/props").json()
+    base = baseline.get("/props").json()
+    assert props["bos_token"] != base["bos_token"]
+    assert props["bos_token"] == srv.post("/detokenize", {"tokens": [5]}).json()["content"]
+    assert props["kv_overrides"] == {"tokenizer.ggml.bos_token_id": "5", "general.name": "renamed by flag"}
+
+
+def _corrupt_copy(model_path: str, dest: Path) -> Path:
+    """A copy of the model with a NaN in its first F32 tensor."""
+    from gguf import GGMLQuantizationType, GGUFReader
+
+    reader = GGUFReader(model_path)
+    tensor = next(t for t in reader.tensors if t.tensor_type == GGMLQuantizationType.F32)
+    offset = int(tensor.data_offset)
+    del reader
+    out = dest / "corrupt.gguf"
+    shutil.copyfile(model_path, out)
+    with open(out, "r+b") as fh:
+        fh.seek(offset)
+        fh.write(struct.pack("<f", math.nan))
+    return out
+
+
+def test_check_tensors_refuses_a_corrupted_model(tmp_path: Path, make_server: Callable[..., Server],
+                                                  model_path: str) -> None:
+    corrupt = _corrupt_copy(model_path, tmp_path)
+    srv = make_server("-m", str(corrupt), *SMALL)  # without the check it loads
+    assert srv.get("/health").status_code == 200
+    bad = make_server("-m", str(corrupt), *SMALL, "--check-tensors", wait=False)
+    assert bad.proc.wait(120) != 0
+    assert "nan" in bad.log().lower()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--rope-scaling", "ntk"],
+        ["--rope-scale", "0"],
+        ["--rope-freq-base", "fast"],
+        ["--rope-freq-scale", "inf"],
+        ["--yarn-orig-ctx", "-1"],
+        ["--yarn-ext-factor", ""],
+        ["-lm", "mmap-mlock"],
+        ["--override-kv", "key-without-type"],
+        ["--override-kv", "a=double:1"],
+        ["--override-kv", "a=bool:yes"],
+        ["--override-kv", "a=int:x"],
+        ["--override-kv", "a=str:" + "x" * 128],
+    ],
+)
+def test_bad_values_exit_2(args: list[str]) -> None:
+    proc = run("-m", "llamatwist", *args)
+    assert proc.returncode == 2, proc.stderr
+    assert args[0] in proc.stderr
+
+
+def test_bad_environment_value_exits_2() -> None:
+    proc = run("-m", "llamatwist", env={"LLAMA_ARG_ROPE_SCALING_TYPE": "ntk"})
+    assert proc.returncode == 2
+    assert "LLAMA_ARG_ROPE_SCALING_TYPE" in proc.stderr
