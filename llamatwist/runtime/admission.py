@@ -41,8 +41,10 @@ class Admission:
         cache: PrefixCache,
         metrics: Metrics,
         outputs: Outputs,
+        adapter_set: Callable[[CompletionTask], tuple[float, ...]] = lambda task: (),
     ) -> None:
         self._spec = spec
+        self._adapter_set = adapter_set  # the LoRA scales a task runs with (its own, else the server's)
         self._model = model
         self._n_ubatch = n_ubatch
         self._slots = slots
@@ -62,16 +64,13 @@ class Admission:
                 return True
         return False
 
-    def admit(self, gate: Callable[[CompletionTask], bool] | None = None) -> None:
-        """Start waiting tasks on free slots, in order; ``gate`` False holds a task (and, FIFO, those after it)."""
+    def admit(self) -> None:
+        """Start waiting tasks on free slots, in order."""
         if not self._spec.cont_batching and any(s.state is SlotState.GENERATING for s in self._slots):
             return  # -nocb: new prompts wait until the running batch finishes
         deferred: deque[CompletionTask] = deque()
         while self.waiting:
             task = self.waiting.popleft()
-            if gate is not None and not gate(task):
-                deferred.append(task)
-                break  # its LoRA set goes next, once the running one drains: no set starves
             if self._prefix_in_flight(task):
                 deferred.append(task)
                 continue
@@ -126,8 +125,11 @@ class Admission:
         if n_prompt >= slot.n_ctx:
             self._outputs.fail(task, ContextExceeded(n_prompt, slot.n_ctx))
             return
+        slot.adapter_set = self._adapter_set(task)
         if task.params.cache_prompt and not task.embed:
-            n_reuse = self._cache.attach(slot.id, slot.cache, task.prompt, task.params.n_cache_reuse).n_reused
+            # KV computed under another adapter set is never reused: the cache is keyed by the set
+            n_reuse = self._cache.attach(slot.id, slot.cache, task.prompt, task.params.n_cache_reuse,
+                                         tag=slot.adapter_set).n_reused
         else:
             self._cache.drop(slot.id, () if task.embed else slot.cache)
             n_reuse = 0

@@ -23,7 +23,6 @@ from typing import Any
 from llamatwist.engine.context import Context
 from llamatwist.engine.errors import EngineError
 from llamatwist.engine.model import Model
-from llamatwist.runtime.adapters import set_scales
 from llamatwist.runtime.admission import Admission
 from llamatwist.runtime.context_shift import ContextShift
 from llamatwist.runtime.counters import Metrics
@@ -62,7 +61,6 @@ class DecodeLoop:
         self.slot_infos: tuple[SlotInfo, ...] = ()
         self.model: Model | None = None
         self.lora_scales: tuple[float, ...] = ()  # server-wide scales (POST /lora-adapters), by adapter id
-        self._active_lora: tuple[float, ...] = ()  # the scales the context runs with now
 
     # -- called from the reactor thread ----------------------------------
     def start(self) -> None:
@@ -121,18 +119,19 @@ class DecodeLoop:
         model, ctx, cache, slots, metrics = loaded.model, loaded.ctx, loaded.cache, loaded.slots, self.metrics
         self.model = model
         self._lora_adapters = loaded.lora_adapters  # the context only borrows them: keep them alive
-        self.lora_scales = self._active_lora = tuple(info.scale for info in loaded.description.loras)
+        self.lora_scales = tuple(info.scale for info in loaded.description.loras)
         self._ctx = ctx
         self._cache = cache
         self._slots = slots
         self._outputs = outputs = Outputs(self._deliver, metrics, cache)
-        self._admission = Admission(self.spec, model, ctx.n_ubatch, slots, cache, metrics, outputs)
+        self._admission = Admission(self.spec, model, ctx.n_ubatch, slots, cache, metrics, outputs,
+                                    self._wanted_lora)
         self._step = Step(
             ctx, loaded.batch, slots, cache,
             ContextShift(ctx, cache, slots, model.vocab.add_bos, loaded.can_shift),
             Sampling(ctx, model.vocab, self.spec.n_predict, loaded.can_shift, metrics, outputs),
             EmbeddingOutput(ctx, cache, metrics, outputs),
-            metrics, outputs, loaded.drafter,
+            metrics, outputs, loaded.drafter, loaded.lora_adapters, self.lora_scales,
         )
         self._drafter = loaded.drafter
         self._slot_actions = SlotActions(ctx, cache, slots, loaded.model_id, outputs)
@@ -148,7 +147,7 @@ class DecodeLoop:
             if not self._drain(block=not active):
                 self._outputs.flush()
                 return
-            self._admission.admit(self._lora_gate if self._lora_adapters else None)
+            self._admission.admit()
             has_work = self._step.build(self._step.plan())
             # Results of the previous step go out now, so the reactor writes
             # them while llama_decode runs without the GIL.
@@ -177,33 +176,16 @@ class DecodeLoop:
                 self.lora_scales, done = arg
                 done()
 
-    # LoRA adapters are per context: the slots running at once share one adapter set. A task whose set
-    # differs waits (with the tasks after it) until the running ones end; then the context switches.
-    def _lora_gate(self, task: CompletionTask) -> bool:
-        want = self._wanted_lora(task)
-        if want == self._active_lora:
-            return True
-        if any(s.busy for s in self._slots):
-            return False
-        self._switch_lora(want)
-        return True
-
     def _wanted_lora(self, task: CompletionTask) -> tuple[float, ...]:
+        """The LoRA scales a task runs with: its own (ids it does not list at 0), else the server's."""
+        if not self._lora_adapters:
+            return ()
         if task.params.lora is None:
             return self.lora_scales
         scales = [0.0] * len(self._lora_adapters)  # ids a request does not list run at 0, as llama-server
         for lid, scale in task.params.lora:
             scales[lid] = scale
         return tuple(scales)
-
-    def _switch_lora(self, scales: tuple[float, ...]) -> None:
-        """Run with ``scales`` from now on; KV computed under other scales is never reused."""
-        set_scales(self._ctx, self._lora_adapters, scales)
-        for slot in self._slots:
-            self._cache.drop(slot.id)
-            slot.cache.clear()
-        self._cache.clear_entries()
-        self._active_lora = scales
 
     def _cancel(self, task_id: int) -> None:
         if self._admission.cancel(task_id):

@@ -19,7 +19,7 @@ Used from the decode thread only; KV operations go through :class:`KVOps`
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -212,6 +212,8 @@ class PrefixCache:
         self.budget_cells = budget_cells  # cells parked entries may hold alone; -1 = no bound
         self._free_ids = list(range(n_seq_max - 1, n_slots - 1, -1)) if shared else []
         self._entries: dict[int, int] = {}  # entry seq id -> last use stamp
+        # seq id -> what its KV was computed under (the LoRA adapter set): KV is reused only under the same
+        self._tags: dict[int, Hashable] = {}
         self._clock = itertools.count(1)
         self.n_evicted = 0
 
@@ -219,16 +221,28 @@ class PrefixCache:
     def n_entries(self) -> int:
         return len(self._entries)
 
-    def attach(self, slot: int, old: Sequence[int], prompt: Sequence[int], n_cache_reuse: int = 0) -> Attach:
+    def attach(self, slot: int, old: Sequence[int], prompt: Sequence[int], n_cache_reuse: int = 0,
+               tag: Hashable = ()) -> Attach:
         """Prepare sequence ``slot`` (holding ``old``) for ``prompt``: keep or
         copy in the longest cached prefix (at most ``len(prompt) - 1``, so one
         token is left to decode for logits) and drop the rest. With
         ``n_cache_reuse``, later chunks of the slot's own content move into
-        place by KV shifting, as llama-server's --cache-reuse."""
+        place by KV shifting, as llama-server's --cache-reuse. ``tag``: what the
+        prompt's KV will be computed under (the LoRA adapter set); only KV
+        computed under the same tag is reused."""
         limit = max(len(prompt) - 1, 0)
-        n_own = min(common_prefix(old, prompt), limit)
+        same = self._tags.get(slot, ()) == tag
+        n_own = min(common_prefix(old, prompt), limit) if same else 0
         n_best, holders = self.tree.match(prompt, exclude=slot) if self.shared else (0, set())
-        n_best = min(n_best, limit)
+        holders = {h for h in holders if self._tags.get(h, ()) == tag}
+        n_best = min(n_best, limit) if holders else 0
+        try:
+            return self._attach(slot, old, prompt, n_cache_reuse if same else 0, n_own, n_best, holders)
+        finally:
+            self._tags[slot] = tag
+
+    def _attach(self, slot: int, old: Sequence[int], prompt: Sequence[int], n_cache_reuse: int, n_own: int,
+                n_best: int, holders: set[int]) -> Attach:
         if n_cache_reuse > 0 and n_own >= n_best:
             n_shifted = self._reuse_chunks(slot, old, prompt, n_own, n_cache_reuse)
             if n_shifted > n_own:
@@ -304,6 +318,7 @@ class PrefixCache:
 
     def evict(self, seq: int) -> None:
         del self._entries[seq]
+        self._tags.pop(seq, None)
         self.kv.seq_rm(seq, -1, -1)
         self.tree.remove(seq)
         self._free_ids.append(seq)
@@ -325,6 +340,7 @@ class PrefixCache:
         seq = self._free_ids.pop()
         self.kv.seq_cp(slot, seq, -1, -1)
         self.tree.put(seq, old)
+        self._tags[seq] = self._tags.get(slot, ())
         self._entries[seq] = next(self._clock)
 
     def _enforce_budget(self) -> None:

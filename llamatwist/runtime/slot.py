@@ -73,6 +73,7 @@ class Slot:
     t_prompt_done: float = 0.0
     t_last: float = 0.0
     truncated: bool = False  # the context ran out (or was shifted)
+    adapter_set: tuple[float, ...] = ()  # the LoRA scales (by adapter id) this slot's task runs with
     draft: list[int] = field(default_factory=list)  # draft tokens in the current batch, after pending_token
     n_draft: int = 0  # speculative decoding: draft tokens proposed / accepted for this task
     n_draft_accepted: int = 0

@@ -15,9 +15,10 @@ Where the next capabilities plug in, so that they stay phases with plain data be
   token (`SlotFeed.draft`, within the room the batch has); `build` adds them after it, each an output; the
   output phase verifies them (`Sampling.verify`: keeps the longest prefix the target's samples agree with,
   and ``seq_rm``-s the rest).
-- Per-request LoRA: `plan` picks the adapter set this step runs with (`StepPlan.adapters`) and feeds
-  only the slots that use it; `run` applies it (``Context.set_loras``) before ``llama_decode`` when it
-  differs from the last step's.
+- Per-request LoRA: adapters are per context, so one ``llama_decode`` runs one adapter set: `plan` picks
+  the set this step runs (`StepPlan.adapters`; with several in use they take turns step by step) and
+  feeds only the slots that use it; `run` applies it before ``llama_decode`` when it differs from the last
+  step's. The prefix cache is keyed by the set (`PrefixCache.attach`'s tag).
 
 """
 
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING
 from llamatwist.engine.batch import Batch
 from llamatwist.engine.context import Context
 from llamatwist.engine.errors import DecodeError
+from llamatwist.runtime.adapters import set_scales
 from llamatwist.runtime.context_shift import ContextShift
 from llamatwist.runtime.counters import Metrics
 from llamatwist.runtime.embedding import EmbeddingOutput
@@ -49,8 +51,8 @@ __all__ = ["AdapterSet", "SlotFeed", "Step", "StepPlan"]
 
 log = logging.getLogger(__name__)
 
-# LoRA adapters with their scales; () = the base model alone
-AdapterSet = tuple[tuple["LoraAdapter", float], ...]
+# LoRA scales by adapter id; () = no adapters loaded
+AdapterSet = tuple[float, ...]
 
 
 @dataclass(slots=True)
@@ -70,7 +72,7 @@ class StepPlan:
     """One step's work, in batch order: generating slots first, then prompt chunks."""
 
     feeds: list[SlotFeed] = field(default_factory=list)
-    adapters: AdapterSet = ()  # the LoRA set every slot of this step runs with (none yet)
+    adapters: AdapterSet = ()  # the LoRA scales every slot of this step runs with
 
 
 class Step:
@@ -86,8 +88,14 @@ class Step:
         metrics: Metrics,
         outputs: Outputs,
         drafter: DraftModel | None = None,
+        loras: Sequence[LoraAdapter] = (),
+        active: AdapterSet = (),
     ) -> None:
         self._ctx = ctx
+        self._loras = loras  # adapters are per context: one set per llama_decode
+        self._active = active  # the scales the context runs with now
+        self._last_set: AdapterSet = active
+        self._step_set: AdapterSet = active
         self._drafter = drafter  # the draft model of draft-simple speculation
         self._batch = batch
         self._slots = slots
@@ -98,12 +106,15 @@ class Step:
         self._metrics = metrics
         self._outputs = outputs
         self._prompt_fed: list[Slot] = []  # slots that fed a prompt chunk into the current batch
+        self._fed: set[int] = set()  # ids of the slots in the current batch
 
     # -- plan ----------------------------------------------------------------
     def plan(self) -> StepPlan:
-        plan = StepPlan()
+        plan = StepPlan(adapters=self._choose_set())
         feeds = plan.feeds
         for slot in self._slots:
+            if slot.busy and slot.adapter_set != plan.adapters:
+                continue  # another adapter set's turn
             if slot.state is SlotState.GENERATING:
                 if len(slot.cache) + 1 >= slot.n_ctx and not self._shift.shift(slot):
                     # the context is full and cannot shift: the slot ends, truncated
@@ -120,7 +131,7 @@ class Step:
             room -= len(feed.draft)
         now = time.perf_counter()
         for slot in self._slots:
-            if slot.state is not SlotState.PROMPT or room == 0:
+            if slot.state is not SlotState.PROMPT or room == 0 or slot.adapter_set != plan.adapters:
                 continue
             assert slot.task is not None
             limit = slot.task.params.t_max_prompt_ms
@@ -140,6 +151,20 @@ class Step:
             feeds.append(SlotFeed(slot, chunk, slot.n_fed, slot.n_fed + len(chunk) == len(prompt)))
             room -= len(chunk)
         return plan
+
+    def _choose_set(self) -> AdapterSet:
+        """The adapter set this step runs: the only one in use, else the next after the last step's in a
+        fixed order, so that every set gets its turn (slots of one set batch together)."""
+        sets = sorted({s.adapter_set for s in self._slots if s.busy})
+        if not sets:
+            return self._last_set
+        if len(sets) > 1:
+            later = [s for s in sets if s > self._last_set]
+            chosen = later[0] if later else sets[0]
+        else:
+            chosen = sets[0]
+        self._last_set = chosen
+        return chosen
 
     def _draft(self, slot: Slot, room: int) -> list[int]:
         """Draft tokens to verify after the slot's pending token (speculative decoding), within the batch's
@@ -170,6 +195,8 @@ class Step:
         batch = self._batch
         batch.clear()
         self._prompt_fed.clear()
+        self._step_set = plan.adapters
+        self._fed = {feed.slot.id for feed in plan.feeds}
         for slot in self._slots:
             slot.i_batch = -1
         for feed in plan.feeds:
@@ -192,7 +219,10 @@ class Step:
     # -- decode, then outputs --------------------------------------------------
     def run(self) -> None:
         ctx = self._ctx
-        busy = [s for s in self._slots if s.busy]
+        if self._loras and self._step_set != self._active:
+            set_scales(ctx, list(self._loras), self._step_set)
+            self._active = self._step_set
+        busy = [s for s in self._slots if s.busy and s.id in self._fed]
         # tokens of this batch are now in the KV cache
         for slot in busy:
             if slot.state is SlotState.GENERATING:
