@@ -17,11 +17,37 @@ from llamatwist.cli.errors import ConfigError
 from llamatwist.cli.flag import Flag
 from llamatwist.cli.unimplemented import BOOL, SWITCH, UNIMPLEMENTED
 
-__all__ = ["canonical", "from_env", "not_implemented", "refused_env"]
+__all__ = ["canonical", "from_env", "not_implemented", "refused_env", "unknown_env"]
 
 # Variables that are not llama-server's alone: other tools read them too, so
 # a set one must not stop the server (llamatwist never downloads with it).
 _SHARED_ENV: Final = frozenset({"HF_TOKEN"})
+
+
+# llama.cpp variables of its other tools' flags (llama-cli, llama-fit-params...): known, not typos
+_OTHER_TOOLS_ENV: Final = frozenset({
+    "LLAMA_ARG_FIT_ESTIMATE", "LLAMA_ARG_GRP_ATTN_N", "LLAMA_ARG_GRP_ATTN_W", "LLAMA_ARG_SHOW_TIMINGS",
+})
+
+
+def _no(env: str) -> str:
+    return env.replace("LLAMA_ARG_", "LLAMA_ARG_NO_", 1)
+
+
+def unknown_env(environ: Mapping[str, str], flags: Sequence[Flag]) -> list[str]:
+    """The LLAMA_ARG_* variables in `environ` that name no flag (typos in a compose file), sorted."""
+    known = set(_OTHER_TOOLS_ENV)
+    for flag in flags:
+        if flag.env:
+            known.add(flag.env)
+            if flag.neg:
+                known.add(_no(flag.env))
+    for unimplemented in UNIMPLEMENTED:
+        if unimplemented.env:
+            known.add(unimplemented.env)
+            if unimplemented.kind == BOOL:
+                known.add(_no(unimplemented.env))
+    return sorted(name for name in environ if name.startswith("LLAMA_ARG_") and name not in known)
 
 
 def canonical(names: Sequence[str]) -> str:

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final, NoReturn
 
 from llamatwist.cli.common_flags import COMMON
+from llamatwist.cli.completion import completion_script
 from llamatwist.cli.convert import Converter, read_api_key_file
 from llamatwist.cli.environ import canonical, from_env, not_implemented, refused_env
 from llamatwist.cli.errors import PROG, ConfigError
@@ -94,6 +95,22 @@ class _Refuse(argparse.Action):
         setattr(namespace, _REFUSED, refused)
 
 
+class _Completion(argparse.Action):
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> NoReturn:
+        names = ["-h", "--help", "--usage", "--version", "--completion-bash"]
+        for flag in FLAGS:
+            names += [*flag.names, *flag.neg]
+        sys.stdout.write(completion_script([*names, *PRESETS]))
+        sys.stdout.flush()
+        raise SystemExit(0)
+
+
 class _Version(argparse.Action):
     def __call__(
         self,
@@ -153,6 +170,10 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     )
     general.add_argument(
         "--version", action=_Version, nargs=0, help="show version and build info"
+    )
+    general.add_argument(
+        "--completion-bash", action=_Completion, nargs=0,
+        help="print source-able bash completion script for llamatwist",
     )
     groups = {section: parser.add_argument_group(section) for section in SECTIONS}
     for flag in FLAGS:
@@ -222,7 +243,7 @@ def _normalize(argv: Sequence[str], known: set[str]) -> list[str]:
 
 
 def _known_names() -> set[str]:
-    names = {"-h", "--help", "--usage", "--version", *PRESETS}
+    names = {"-h", "--help", "--usage", "--version", "--completion-bash", *PRESETS}
     for flag in FLAGS:
         names.update(flag.names + flag.neg)
     for unimplemented in UNIMPLEMENTED:

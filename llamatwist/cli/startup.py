@@ -19,8 +19,9 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from llamatwist.cli.environ import unknown_env
 from llamatwist.cli.errors import ConfigError, report_error
-from llamatwist.cli.parser import parse_config
+from llamatwist.cli.parser import FLAGS, parse_config
 from llamatwist.config import ServerConfig
 
 if TYPE_CHECKING:
@@ -72,12 +73,19 @@ def fatal_errors() -> tuple[type[BaseException], ...]:
 
 
 def configure(argv: Sequence[str], environ: Mapping[str, str]) -> ServerConfig:
-    """parse_config, with a refused command line reported (StartupFailed)."""
+    """parse_config, with a refused command line reported (StartupFailed).
+
+    A LLAMA_ARG_* variable that names no flag is a warning on stderr: llama-server ignores
+    it silently, which hides a typo in a compose file.
+    """
     try:
-        return parse_config(argv, environ)
+        config = parse_config(argv, environ)
     except ConfigError as err:
         report_error(err)
         raise StartupFailed(err.exit_code) from None
+    for name in unknown_env(environ, FLAGS):
+        print(f"warning: environment variable {name} names no llama-server flag; ignored", file=sys.stderr)
+    return config
 
 
 def build_service(config: ServerConfig, *, under_twistd: bool = False) -> MultiService:

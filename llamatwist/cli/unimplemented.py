@@ -28,7 +28,6 @@ _U = Unimplemented
 
 UNIMPLEMENTED: Final[tuple[Unimplemented, ...]] = (
     _U("-cl --cache-list", None, SWITCH),
-    _U("--completion-bash", None, SWITCH),
     _U("-C --cpu-mask", None, VALUE),
     _U("-Cr --cpu-range", None, VALUE),
     _U("--cpu-strict", None, VALUE),
