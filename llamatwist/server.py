@@ -22,7 +22,13 @@ from llamatwist.api.app import build_app
 from llamatwist.api.chatformat import build_formatter
 from llamatwist.api.constraints import load_default
 from llamatwist.api.http import ApiContext
-from llamatwist.api.security import SecureResource, SecurityPolicy, access_log_line, body_limited_request
+from llamatwist.api.security import (
+    SecureResource,
+    SecurityPolicy,
+    access_log_line,
+    body_limited_request,
+    guarded_channel,
+)
 from llamatwist.chat import TemplateError
 from llamatwist.config import ServerConfig
 from llamatwist.constrain.spec import ConstraintSpec
@@ -326,6 +332,7 @@ def make_service(config: ServerConfig, reactor: Any = None) -> ServerService:
         logFormatter=access_log_line,
     )
     site.displayTracebacks = False
+    site.protocol = guarded_channel(config.timeout)  # type: ignore[method-assign,assignment]  # slow clients
 
     hosts = config.host.split(",")
     n_tcp = sum(not h.endswith(".sock") for h in hosts)

@@ -35,8 +35,8 @@ if TYPE_CHECKING:
     from twisted.web.server import Request
 
 __all__ = [
-    "REPORTED", "TABLE", "ApiError", "ErrorAnswer", "InvalidRequest", "MethodNotAllowed", "NotFound",
-    "NotSupported", "PayloadTooLarge", "ServerError", "Unauthorized", "Unavailable", "answer", "error_body",
+    "REPORTED", "TABLE", "ApiError", "ErrorAnswer", "HeadersTooLarge", "InvalidRequest", "MethodNotAllowed",
+    "NotFound", "NotSupported", "PayloadTooLarge", "RequestTimeout", "ServerError", "Unauthorized", "Unavailable", "answer", "error_body",
     "error_json", "path_error_json", "register_error_shape", "send_error",
 ]
 
@@ -81,6 +81,14 @@ class MethodNotAllowed(ApiError):
     pass
 
 
+class RequestTimeout(ApiError):
+    """The request's headers or body did not arrive in time (a slow or stalled client)."""
+
+
+class HeadersTooLarge(ApiError):
+    pass
+
+
 @dataclass(frozen=True)
 class ErrorAnswer:
     status: int
@@ -120,6 +128,8 @@ TABLE: dict[type[Exception], Callable[[Any], ErrorAnswer]] = {
     NotFound: _as(404, "not_found_error"),
     MethodNotAllowed: _as(405, "invalid_request_error"),
     PayloadTooLarge: _as(413, "invalid_request_error"),
+    RequestTimeout: _as(408, "invalid_request_error"),
+    HeadersTooLarge: _as(431, "invalid_request_error"),
     NotSupported: _as(501, "not_supported_error"),
     Unavailable: _as(503, "unavailable_error"),
     # the runtime's typed errors (llamatwist.runtime.errors)

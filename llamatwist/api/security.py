@@ -29,10 +29,12 @@ that.)
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import io
 import logging
+import resource
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
@@ -42,7 +44,17 @@ from twisted.web.http import HTTPChannel, combinedLogFormatter
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from llamatwist.api.errors import NotFound, PayloadTooLarge, Unauthorized, Unavailable, path_error_json, send_error
+from llamatwist.api.errors import (
+    HeadersTooLarge,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    RequestTimeout,
+    Unauthorized,
+    Unavailable,
+    path_error_json,
+    send_error,
+)
 from llamatwist.config import ServerConfig
 from llamatwist.webui import resolve_static
 
@@ -53,8 +65,10 @@ __all__ = [
     "SecurityPolicy",
     "access_log_line",
     "allow_origin",
+    "answer_and_close",
     "api_key_valid",
     "body_limited_request",
+    "guarded_channel",
     "origin_is_localhost",
     "presented_api_key",
     "route_path",
@@ -313,19 +327,27 @@ class BodyLimitedRequest(Request):
             return
         # No "100 Continue" after the answer (the channel sends it after gotLength).
         self.requestHeaders.removeHeader(b"expect")
-        # the request line's path: a route family with its own error shape (Anthropic's) gets it here too
-        path = getattr(channel, "_path", b"")
-        body = path_error_json(path if isinstance(path, bytes) else b"",
-                               PayloadTooLarge(f"request body too large: the limit is {self.max_body} bytes"))
-        transport.write(
-            b"HTTP/1.1 413 Payload Too Large\r\n"
-            b"Content-Type: " + _JSON + b"\r\n"
-            b"Content-Length: %d\r\n"
-            b"Connection: close\r\n\r\n" % len(body) + body
-        )
-        # The rest of the body is dropped unparsed, then the connection closes.
-        channel.dataReceived = _discard  # type: ignore[method-assign]
-        channel.loseConnection()
+        answer_and_close(channel, b"413 Payload Too Large",
+                         PayloadTooLarge(f"request body too large: the limit is {self.max_body} bytes"))
+
+
+def answer_and_close(channel: HTTPChannel, status: bytes, exc: Exception) -> None:
+    """Answer on the connection itself, before (or instead of) any Request, then close it; what the client
+    sends after is dropped unparsed."""
+    transport: Any = channel.transport
+    if transport is None:
+        return
+    # the request line's path, when it came: a route family with its own error shape (Anthropic's) gets it too
+    path = getattr(channel, "_path", b"")
+    body = path_error_json(path if isinstance(path, bytes) else b"", exc)
+    transport.write(
+        b"HTTP/1.1 " + status + b"\r\n"
+        b"Content-Type: " + _JSON + b"\r\n"
+        b"Content-Length: %d\r\n"
+        b"Connection: close\r\n\r\n" % len(body) + body
+    )
+    channel.dataReceived = _discard  # type: ignore[method-assign]
+    channel.loseConnection()
 
 
 def _discard(data: bytes) -> None:
@@ -335,3 +357,114 @@ def _discard(data: bytes) -> None:
 def body_limited_request(max_body: int = MAX_BODY_BYTES) -> type[Request]:
     """A `BodyLimitedRequest` class with the given limit, for Site(requestFactory=...)."""
     return type("BodyLimitedRequest", (BodyLimitedRequest,), {"max_body": max_body})
+
+
+# --------------------------------------------------------------------------
+# Slow and idle clients.
+
+HEADER_TIMEOUT: Final = 30.0  # seconds a request's headers may take (nginx's client_header_timeout is 60)
+
+
+class GuardedChannel(HTTPChannel):
+    """An HTTPChannel that slow clients cannot hold (issue 19).
+
+    Twisted's idle timeout restarts on every byte, so a client that trickles its headers or its body (a
+    slowloris) would keep a connection, and its descriptor, for ever. Here:
+
+    * the headers of a request must all arrive within `header_timeout` seconds of its first byte (or of the
+      connection, for a client that sends nothing): else 408;
+    * its body must all arrive within `body_timeout` seconds of its headers: else 408;
+    * headers over Twisted's limits (16 KiB in all, 16 KiB a line, 500 headers) are a 431, a malformed
+      request line or header a 400, each with a JSON body, where Twisted answers an empty 400 or closes;
+    * past `max_connections` open connections, a new one is closed at once, so that the process keeps
+      descriptors for its own files (model, slot saves, logs).
+    """
+
+    header_timeout: ClassVar[float | None] = HEADER_TIMEOUT
+    body_timeout: ClassVar[float | None] = None
+    max_connections: ClassVar[int] = 1 << 30
+    open_connections: ClassVar[int] = 0  # per subclass (one per server), see `guarded_channel`
+
+    _deadline: Any = None
+    _counted = False
+
+    def connectionMade(self) -> None:
+        cls = type(self)
+        if cls.open_connections >= cls.max_connections:
+            log.warning("%d connections open: a new one is refused", cls.open_connections)
+            self.transport.abortConnection()  # type: ignore[union-attr]
+            return
+        cls.open_connections += 1
+        self._counted = True
+        super().connectionMade()
+        self._arm(self.header_timeout, "headers")
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self._disarm()
+        if self._counted:
+            self._counted = False
+            type(self).open_connections -= 1
+        super().connectionLost(reason)
+
+    def _arm(self, seconds: float | None, what: str) -> None:
+        self._disarm()
+        if seconds is not None and seconds > 0:
+            self._deadline = self.callLater(seconds, functools.partial(self._too_slow, what, seconds))
+
+    def _disarm(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _too_slow(self, what: str, seconds: float) -> None:
+        self._deadline = None
+        log.info("a client took over %g s to send its request %s: 408", seconds, what)
+        answer_and_close(self, b"408 Request Timeout",
+                         RequestTimeout(f"the request {what} did not arrive within {seconds:g} seconds"))
+
+    def dataReceived(self, data: bytes) -> None:
+        # the first byte of a request (line mode, no deadline running) starts the clock for its headers
+        if self.line_mode and self._deadline is None and not self._handlingRequest:
+            self._arm(self.header_timeout, "headers")
+        super().dataReceived(data)
+
+    def lineReceived(self, line: bytes) -> None:
+        if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
+            self._headers_too_large()
+            return
+        super().lineReceived(line)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self._headers_too_large()
+
+    def _headers_too_large(self) -> None:
+        answer_and_close(self, b"431 Request Header Fields Too Large",
+                         HeadersTooLarge(f"request headers too large: the limit is {self.totalHeadersSize} bytes"))
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        answer_and_close(self, b"400 Bad Request", InvalidRequest("malformed HTTP request line or header"))
+
+    def allHeadersReceived(self) -> None:
+        self._arm(self.body_timeout, "body")
+        super().allHeadersReceived()
+
+    def allContentReceived(self) -> None:
+        self._disarm()
+        super().allContentReceived()
+
+
+def guarded_channel(read_timeout: float, max_connections: int = 0) -> type[GuardedChannel]:
+    """A `GuardedChannel` class with its own limits and connection count, for ``site.protocol``.
+
+    ``read_timeout`` is --timeout: a body must arrive within it, headers within it or `HEADER_TIMEOUT`,
+    whichever is shorter (<= 0: no body deadline, `HEADER_TIMEOUT` still). A `max_connections` of 0 leaves
+    room for 128 other descriptors under the process's limit."""
+    header_timeout = min(HEADER_TIMEOUT, read_timeout) if read_timeout > 0 else HEADER_TIMEOUT
+    body_timeout = read_timeout if read_timeout > 0 else None
+    if max_connections <= 0:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        max_connections = max(16, soft - 128) if soft != resource.RLIM_INFINITY else 1 << 16
+    return type("GuardedChannel", (GuardedChannel,), {
+        "header_timeout": header_timeout, "body_timeout": body_timeout,
+        "max_connections": max_connections, "open_connections": 0,
+    })  # fmt: skip

@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from twisted.web.server import Request
 
@@ -12,7 +13,13 @@ from llamatwist.api.errors import error_body, send_error
 from llamatwist.api.http import json_bytes
 from llamatwist.runtime import PartialResult
 
-__all__ = ["SSEStream", "on_disconnect", "partial_extras"]
+__all__ = ["MAX_UNSENT_BYTES", "SSEStream", "on_disconnect", "partial_extras"]
+
+log = logging.getLogger(__name__)
+
+# What a stream may write while its client reads nothing (beyond the transport's own 64 KiB buffer and the
+# kernel's): past it the client is dropped like one that went away, and its task is cancelled (issue 19).
+MAX_UNSENT_BYTES: Final = 1 << 20
 
 
 def partial_extras(r: PartialResult) -> dict[str, Any]:
@@ -46,6 +53,7 @@ class SSEStream:
         self._request = request
         self.closed = False
         self.started = False
+        self._unsent = 0
         on_disconnect(request, self._lost)
         self._ping_interval = ping_interval
         self._ping: Any = None
@@ -97,7 +105,23 @@ class SSEStream:
         if not self.started:
             self._start()
         self._request.write(data)
+        self._bound_unsent(len(data))
         self._arm()
+
+    def _bound_unsent(self, n: int) -> None:
+        """Twisted buffers every write and tells the channel to wait (``_waitingForTransport``) once its
+        buffer is full; a client that stops reading would make that buffer grow with every token."""
+        channel = getattr(self._request, "channel", None)
+        if not getattr(channel, "_waitingForTransport", False):
+            self._unsent = 0
+            return
+        self._unsent += n
+        if self._unsent > MAX_UNSENT_BYTES:
+            log.warning("a client stopped reading its stream (%d bytes unsent): dropped", self._unsent)
+            self.closed = True
+            transport = getattr(channel, "transport", None)
+            if transport is not None:
+                transport.abortConnection()  # connectionLost: the route's on_disconnect cancels the task
 
     def send_error(self, err: Exception) -> None:
         if self.closed:
