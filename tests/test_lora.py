@@ -243,3 +243,18 @@ def server_with_lora(model_path: str, adapters: dict[str, str]) -> Any:
     srv = Server(["-m", model_path, *BASE_ARGS, "--lora", adapters["lora"]])
     yield srv
     srv.stop()
+
+
+def test_slot_files_remember_the_adapter_set(make_server: Any, model_path: str, adapters: dict[str, str],
+                                             tmp_path: Path) -> None:
+    srv = make_server("-m", model_path, *BASE_ARGS, "--lora", adapters["lora"], "--lora-init-without-apply",
+                      "--slot-save-path", str(tmp_path))
+    body = {"prompt": PROMPT * 4, "n_predict": 2, "cache_prompt": True}
+    assert srv.post("/completion", {**body, "lora": ON}).status_code == 200
+    assert srv.post("/slots/0?action=save", {"filename": "adapted.bin"}).status_code == 200
+    assert srv.post("/slots/0?action=erase").status_code == 200
+    assert srv.post("/slots/0?action=restore", {"filename": "adapted.bin"}).status_code == 200
+    # restored KV was computed under the adapter: the base does not reuse it
+    assert srv.post("/completion", body).json()["timings"]["cache_n"] == 0
+    assert srv.post("/slots/0?action=restore", {"filename": "adapted.bin"}).status_code == 200
+    assert srv.post("/completion", {**body, "lora": ON}).json()["timings"]["cache_n"] > 0

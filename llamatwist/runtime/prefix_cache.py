@@ -19,7 +19,7 @@ Used from the decode thread only; KV operations go through :class:`KVOps`
 from __future__ import annotations
 
 import itertools
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -27,6 +27,9 @@ __all__ = ["Attach", "KVOps", "PrefixCache", "PrefixTree", "common_prefix", "reu
 
 # A slot's old content is parked only when this many of its tokens are held by no other sequence.
 MIN_PARK_TOKENS = 32
+
+
+AdapterTag = tuple[float, ...]  # the LoRA scales a sequence's KV was computed under; () = none loaded
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -213,7 +216,7 @@ class PrefixCache:
         self._free_ids = list(range(n_seq_max - 1, n_slots - 1, -1)) if shared else []
         self._entries: dict[int, int] = {}  # entry seq id -> last use stamp
         # seq id -> what its KV was computed under (the LoRA adapter set): KV is reused only under the same
-        self._tags: dict[int, Hashable] = {}
+        self._tags: dict[int, AdapterTag] = {}
         self._clock = itertools.count(1)
         self.n_evicted = 0
 
@@ -222,7 +225,7 @@ class PrefixCache:
         return len(self._entries)
 
     def attach(self, slot: int, old: Sequence[int], prompt: Sequence[int], n_cache_reuse: int = 0,
-               tag: Hashable = ()) -> Attach:
+               tag: AdapterTag = ()) -> Attach:
         """Prepare sequence ``slot`` (holding ``old``) for ``prompt``: keep or
         copy in the longest cached prefix (at most ``len(prompt) - 1``, so one
         token is left to decode for logits) and drop the rest. With
@@ -287,9 +290,15 @@ class PrefixCache:
         self.kv.seq_rm(slot, n_past, -1)
         return n_past
 
-    def update(self, slot: int, tokens: Sequence[int]) -> None:
-        """The slot's KV now holds exactly ``tokens``."""
+    def update(self, slot: int, tokens: Sequence[int], tag: AdapterTag | None = None) -> None:
+        """The slot's KV now holds exactly ``tokens`` (computed under ``tag`` when given)."""
         self.tree.put(slot, tokens)
+        if tag is not None:
+            self._tags[slot] = tag
+
+    def tag(self, seq: int) -> AdapterTag:
+        """What ``seq``'s KV was computed under (the LoRA adapter set)."""
+        return self._tags.get(seq, ())
 
     def drop(self, slot: int, old: Sequence[int] = ()) -> None:
         """Empty the slot's KV sequence; ``old`` (its content) is parked first when worth it."""

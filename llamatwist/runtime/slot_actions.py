@@ -60,7 +60,8 @@ class SlotActions:
         t0 = time.perf_counter()
         tokens = list(slot.cache)
         try:
-            n_written = write_slot_file(path, SlotFile(self._model_id, tokens, self._ctx.seq_state(slot.id)))
+            n_written = write_slot_file(path, SlotFile(self._model_id, tokens, self._ctx.seq_state(slot.id),
+                                                       self._cache.tag(slot.id)))
         except OSError as exc:
             raise SlotFileUnwritable(path.name, exc.strerror) from None
         return {
@@ -78,7 +79,7 @@ class SlotActions:
         if not self._ctx.set_seq_state(slot.id, saved.state):
             raise SlotFileError(f"{path.name} does not fit this slot's context")
         slot.cache[:] = saved.tokens
-        self._cache.update(slot.id, slot.cache)
+        self._cache.update(slot.id, slot.cache, tag=saved.adapters)  # reused only under the same LoRA set
         return {
             "id_slot": slot.id, "filename": path.name, "n_restored": len(saved.tokens),
             "n_read": len(saved.state), "timings": {"restore_ms": (time.perf_counter() - t0) * 1e3},

@@ -37,12 +37,13 @@ class SlotFile:
     model: str  # identity of the model the state belongs to
     tokens: list[int]
     state: bytes
+    adapters: tuple[float, ...] = ()  # the LoRA scales the KV was computed under
 
 
 def write_slot_file(path: Path, slot: SlotFile) -> int:
     """Write atomically (temporary file, fsync, rename): a crash never leaves a
     truncated file under the final name. Returns the bytes written."""
-    header = json.dumps({"model": slot.model, "n_tokens": len(slot.tokens)}).encode()
+    header = json.dumps({"model": slot.model, "n_tokens": len(slot.tokens), "adapters": list(slot.adapters)}).encode()
     body = b"".join((
         MAGIC, struct.pack("<I", len(header)), header,
         struct.pack(f"<{len(slot.tokens)}i", *slot.tokens), slot.state,
@@ -97,6 +98,7 @@ def read_slot_file(path: Path, model: str) -> SlotFile:
     try:
         header = json.loads(data[pos : pos + n_header])
         n_tokens = int(header["n_tokens"])
+        adapters = tuple(float(x) for x in header.get("adapters", ()))
     except (ValueError, KeyError, TypeError):
         raise SlotFileError(f"{path.name} has a damaged header") from None
     pos += n_header
@@ -105,4 +107,4 @@ def read_slot_file(path: Path, model: str) -> SlotFile:
     if len(data) < pos + 4 * n_tokens:
         raise SlotFileError(f"{path.name} is truncated")
     tokens = list(struct.unpack_from(f"<{n_tokens}i", data, pos))
-    return SlotFile(model, tokens, data[pos + 4 * n_tokens :])
+    return SlotFile(model, tokens, data[pos + 4 * n_tokens :], adapters)
