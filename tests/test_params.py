@@ -13,7 +13,6 @@ from llamatwist.api.errors import InvalidRequest, error_body
 from llamatwist.api.params import (
     parse_completion,
     parse_detokenize,
-    parse_json_body,
     parse_prompts,
     parse_tokenize,
 )
@@ -73,10 +72,12 @@ def test_prompt_shapes() -> None:
 
 
 def test_json_body() -> None:
-    assert parse_json_body(b'{"a": 1}') == {"a": 1}
-    for raw in (b"", b"  ", b"{", b"[]", b"\xff"):
+    from llamatwist.api.http import load_json
+
+    assert load_json(b'{"a": 1}') == {"a": 1}
+    for raw in (b"", b"  ", b"{", b"\xff", b'{"a": NaN}', b'{"a": 1, "a": 2}'):
         with pytest.raises(InvalidRequest):
-            parse_json_body(raw)
+            load_json(raw)
 
 
 def test_tokenize_and_detokenize_bodies() -> None:

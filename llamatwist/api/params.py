@@ -45,7 +45,6 @@ __all__ = [
     "parse_chat_format",
     "parse_completion",
     "parse_detokenize",
-    "parse_json_body",
     "parse_output_options",
     "parse_prompts",
     "parse_reasoning_format",
@@ -58,18 +57,6 @@ __all__ = [
 
 PromptPart = str | int
 Prompt = list[PromptPart]  # a string, token ids, or a mix, in order
-
-
-def parse_json_body(raw: bytes) -> dict[str, Any]:
-    if not raw.strip():
-        raise InvalidRequest("request body is empty; expected a JSON object")
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"invalid JSON in request body: {exc}") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("request body must be a JSON object")
-    return body
 
 
 # -- typed field readers -------------------------------------------------

@@ -115,8 +115,8 @@ SERVER: Final[tuple[Flag, ...]] = (
          "comma-separated list of allowed headers for CORS",
          "LLAMA_ARG_CORS_HEADERS", nonempty, metavar="HEADERS"),
     Flag(("--cors-credentials",), "cors_credentials", G_HTTP,
-         "whether to allow credentials for CORS; if this is enabled and "
-         "--cors-origins is * (default), the Origin header is echoed back",
+         "whether to allow credentials for CORS: granted to the origins --cors-origins names "
+         "(never with * , the default, which echoes no Origin)",
          "LLAMA_ARG_CORS_CREDENTIALS", neg=("--no-cors-credentials",)),
     # chat and prompt templates
     Flag(("--jinja",), "jinja", G_CHAT,
