@@ -131,6 +131,12 @@ class ServerConfig:
     verbose: bool = False
     log_disable: bool = False
     log_file: str | None = None
+    log_verbosity: int = 3  # -lv: 0 output, 1 error, 2 warning, 3 info, 4+ debug (llama.cpp's LOG_LEVEL_*)
+    log_colors: str = "auto"  # on | off | auto (on when stderr is a terminal)
+    log_prefix: bool = True  # the level letter (llama-server's common_init turns prefix and timestamps on)
+    log_timestamps: bool = True
+    perf: bool = True  # --perf/--no-perf: libllama's internal performance timings
+    escape: bool = True  # -e/--no-escape: accepted; no effect on the server, as in llama-server
     # sampling defaults for requests
     sampling: SamplingDefaults = field(default_factory=SamplingDefaults)
 

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from llamatwist.config import ServerConfig
 
-__all__ = ["LogFormatter", "setup"]
+__all__ = ["LogFormatter", "level", "setup"]
 
 _LETTERS: Final = {
     logging.DEBUG: "D",
@@ -31,15 +31,46 @@ _LETTERS: Final = {
 }
 
 
-class LogFormatter(logging.Formatter):
-    """``<level letter> <HH:MM:SS.mmm> <logger>: <message>``."""
+# llama.cpp's colours (common/log.cpp): the letter in colour; warnings, errors and debug lines stay coloured
+_COLORS: Final = {
+    logging.DEBUG: ("\033[33m", False),
+    logging.INFO: ("\033[32m", True),
+    logging.WARNING: ("\033[35m", False),
+    logging.ERROR: ("\033[31m", False),
+    logging.CRITICAL: ("\033[31m", False),
+}
+_RESET: Final = "\033[0m"
+_BLUE: Final = "\033[34m"
 
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s.%(msecs)03d %(name)s: %(message)s", "%H:%M:%S")
+
+class LogFormatter(logging.Formatter):
+    """``<level letter> <HH:MM:SS.mmm> <logger>: <message>``; --no-log-prefix drops the letter,
+    --no-log-timestamps the time, --log-colors colours them as llama.cpp does."""
+
+    def __init__(self, *, prefix: bool = True, timestamps: bool = True, colors: bool = False) -> None:
+        super().__init__("%(name)s: %(message)s")
+        self.prefix, self.timestamps, self.colors = prefix, timestamps, colors
 
     def format(self, record: logging.LogRecord) -> str:
-        letter = _LETTERS.get(record.levelno, record.levelname[:1])
-        return f"{letter} {super().format(record)}"
+        text = super().format(record)
+        head = ""
+        if self.timestamps:
+            stamp = f"{self.formatTime(record, '%H:%M:%S')}.{int(record.msecs):03d} "
+            head = f"{_BLUE}{stamp}{_RESET}" if self.colors else stamp
+        if self.prefix:
+            letter = _LETTERS.get(record.levelno, record.levelname[:1])
+            if self.colors:
+                color, reset = _COLORS.get(record.levelno, ("", False))
+                return f"{color}{letter} {_RESET if reset else ''}{head}{text}{'' if reset else _RESET}"
+            return f"{letter} {head}{text}"
+        return head + text
+
+
+def level(config: ServerConfig) -> int:
+    """The logging level for -v and -lv (llama.cpp's verbosity threshold: 3 = info)."""
+    if config.verbose or config.log_verbosity >= 4:
+        return logging.DEBUG
+    return {3: logging.INFO, 2: logging.WARNING}.get(config.log_verbosity, logging.ERROR)
 
 
 # What setup() installed, so that calling it again replaces rather than adds.
@@ -67,20 +98,19 @@ def setup(config: ServerConfig, *, under_twistd: bool = False) -> None:
         if not under_twistd:
             _bridge_twisted()  # else Twisted prints critical events itself
         return
-    root.setLevel(logging.DEBUG if config.verbose else logging.INFO)
+    root.setLevel(level(config))
 
     if under_twistd:
         _install(root, _ToTwisted())
         return
-    formatter = LogFormatter()
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    colors = config.log_colors == "on" or (config.log_colors == "auto" and sys.stderr.isatty())
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setFormatter(LogFormatter(prefix=config.log_prefix, timestamps=config.log_timestamps, colors=colors))
+    _install(root, stderr)
     if config.log_file:
-        handlers.append(
-            logging.FileHandler(config.log_file, mode="w", encoding="utf-8")
-        )
-    for handler in handlers:
-        handler.setFormatter(formatter)
-        _install(root, handler)
+        file = logging.FileHandler(config.log_file, mode="w", encoding="utf-8")
+        file.setFormatter(LogFormatter(prefix=config.log_prefix, timestamps=config.log_timestamps))
+        _install(root, file)
     _bridge_twisted()
 
 

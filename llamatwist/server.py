@@ -233,6 +233,7 @@ def engine_spec(config: ServerConfig, model_path: str) -> EngineSpec:
             yarn_attn_factor=config.yarn_attn_factor,
             yarn_beta_slow=config.yarn_beta_slow,
             yarn_beta_fast=config.yarn_beta_fast,
+            perf=config.perf,
         ),
         n_slots=config.n_parallel,
         cont_batching=config.cont_batching,

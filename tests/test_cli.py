@@ -156,6 +156,8 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "yarn_beta_slow": ("2", 2.0),
     "yarn_beta_fast": ("16", 16.0),
     "load_mode": ("mmap+mlock", "mmap+mlock"),
+    "log_colors": ("off", "off"),
+    "log_verbosity": ("4", 4),
     "override_kv": ("a.b=int:1,c=str:x y", (("a.b", "int", "1"), ("c", "str", "x y"))),
 }
 # Flags sharing a field with another spelling of another syntax.

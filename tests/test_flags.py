@@ -7,6 +7,7 @@ and /proc/PID/maps, a corrupted model refused; and each bad value is exit status
 from __future__ import annotations
 
 import math
+import re
 import shutil
 import struct
 import sys
@@ -135,9 +136,31 @@ def test_check_tensors_refuses_a_corrupted_model(tmp_path: Path, make_server: Ca
     assert "nan" in bad.log().lower()
 
 
+def test_log_verbosity_colors_prefix_and_timestamps(baseline: Server, make_server: Callable[..., Server],
+                                                     model_path: str) -> None:
+    base = baseline.log()
+    assert "\033[" not in base  # --log-colors auto: the log is not a terminal
+    assert re.search(r"^I \d\d:\d\d:\d\d\.\d{3} \S+: ", base, re.MULTILINE)
+    assert not re.search(r"^D ", base, re.MULTILINE)
+
+    debug = make_server("-m", model_path, *SMALL, "-lv", "5", "--log-colors", "on")
+    text = debug.log()
+    assert re.search(r"^\033\[33mD \033\[34m\d\d:\d\d:\d\d\.\d{3} ", text, re.MULTILINE)  # llama.cpp's colours
+    assert re.search(r"^\033\[32mI \033\[0m", text, re.MULTILINE)
+
+    quiet = make_server("-m", model_path, *SMALL, "-lv", "2", "--no-log-prefix", "--no-log-timestamps")
+    quiet.get("/health")
+    lines = [line for line in quiet.log().splitlines() if line]
+    assert not any(re.match(r"[IDWE] ", line) for line in lines)
+    assert not any(re.match(r"\d\d:\d\d:", line) for line in lines)
+    assert len(lines) < len(base.splitlines()) / 4  # warnings and errors only
+
+
 @pytest.mark.parametrize(
     "args",
     [
+        ["--log-colors", "sometimes"],
+        ["-lv", "loud"],
         ["--rope-scaling", "ntk"],
         ["--rope-scale", "0"],
         ["--rope-freq-base", "fast"],

@@ -46,8 +46,6 @@ UNIMPLEMENTED: Final[tuple[Unimplemented, ...]] = (
         "-ctxcp --ctx-checkpoints --swa-checkpoints", "LLAMA_ARG_CTX_CHECKPOINTS", VALUE
     ),
     _U("-cms --checkpoint-min-step", "LLAMA_ARG_CHECKPOINT_MIN_SPACING_NT", VALUE),
-    _U("--perf --no-perf", "LLAMA_ARG_PERF", BOOL),
-    _U("-e --escape --no-escape", None, BOOL),
     _U("-r --reverse-prompt", None, VALUE),
     _U("-sp --special", None, SWITCH),
     _U("--repack -nr --no-repack", "LLAMA_ARG_REPACK", BOOL),
@@ -117,11 +115,7 @@ UNIMPLEMENTED: Final[tuple[Unimplemented, ...]] = (
     _U("--sleep-idle-seconds", None, VALUE),
     _U("--log-jsonl --no-log-jsonl", "LLAMA_ARG_LOG_JSONL", BOOL),
     _U("--log-prompts-dir", None, VALUE),
-    _U("--log-colors", "LLAMA_ARG_LOG_COLORS", VALUE),
     _U("--offline", "LLAMA_ARG_OFFLINE", SWITCH),
-    _U("-lv --verbosity --log-verbosity", "LLAMA_ARG_LOG_VERBOSITY", VALUE),
-    _U("--log-prefix --no-log-prefix", "LLAMA_ARG_LOG_PREFIX", BOOL),
-    _U("--log-timestamps --no-log-timestamps", "LLAMA_ARG_LOG_TIMESTAMPS", BOOL),
     _U(
         "--spec-draft-hf -hfd -hfrd --hf-repo-draft",
         "LLAMA_ARG_SPEC_DRAFT_HF_REPO",

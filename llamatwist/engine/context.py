@@ -121,6 +121,7 @@ class ContextParams:
     yarn_attn_factor: float = -1.0
     yarn_beta_slow: float = -1.0
     yarn_beta_fast: float = -1.0
+    perf: bool = True  # libllama's internal timings (--no-perf turns them off)
 
 
 #: --rope-scaling names
@@ -187,6 +188,7 @@ class Context:
         p.yarn_attn_factor = params.yarn_attn_factor
         p.yarn_beta_slow = params.yarn_beta_slow
         p.yarn_beta_fast = params.yarn_beta_fast
+        p.no_perf = not params.perf
         p.no_perf = False
         errors: list[str] = []
 
