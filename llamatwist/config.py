@@ -62,6 +62,12 @@ class ServerConfig:
     load_mode: str = "auto"  # -lm: auto | none | mmap | mlock | mmap+mlock | dio
     check_tensors: bool = False
     override_kv: tuple[tuple[str, str, str], ...] = ()  # --override-kv (key, type, value text)
+    # devices and offload (validated against the build's devices by the CLI)
+    devices: tuple[str, ...] | None = None  # -dev: None = every GPU, () = none (the CPU only)
+    override_tensor: tuple[tuple[str, str], ...] = ()  # -ot (tensor name regex, buffer type)
+    split_mode: str = "layer"
+    main_gpu: int = 0
+    tensor_split: tuple[float, ...] = ()
     ctx_shift: bool = False
     cache_ram_mib: int = 8192  # bound on idle cached prefixes; 0 = no prefix cache shared across slots
     cache_idle_slots: bool = True

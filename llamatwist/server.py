@@ -34,6 +34,7 @@ from llamatwist.config import ServerConfig
 from llamatwist.constrain.spec import ConstraintSpec
 from llamatwist.engine.context import FLASH_ATTN, POOLING_NAMES, POOLING_RANK, ROPE_SCALING, ContextParams
 from llamatwist.engine.errors import EngineError
+from llamatwist.engine.model import Placement
 from llamatwist.errors import StartupError
 from llamatwist.runtime import EngineService, EngineSpec, EngineState, LoadedModel
 from llamatwist.runtime.adapters import AdapterSpec
@@ -257,6 +258,9 @@ def engine_spec(config: ServerConfig, model_path: str) -> EngineSpec:
         load_mode=config.load_mode,
         check_tensors=config.check_tensors,
         kv_overrides=config.override_kv,
+        placement=Placement(devices=config.devices, tensor_overrides=config.override_tensor,
+                            split_mode=config.split_mode, main_gpu=config.main_gpu,
+                            tensor_split=config.tensor_split),
     )
 
 

@@ -157,6 +157,11 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "yarn_beta_fast": ("16", 16.0),
     "load_mode": ("mmap+mlock", "mmap+mlock"),
     "log_colors": ("off", "off"),
+    "devices": ("none", ()),
+    "override_tensor": ("token_embd=CPU", (("token_embd", "CPU"),)),
+    "split_mode": ("none", "none"),
+    "main_gpu": ("0", 0),
+    "tensor_split": ("0,0", (0.0, 0.0)),
     "log_verbosity": ("4", 4),
     "override_kv": ("a.b=int:1,c=str:x y", (("a.b", "int", "1"), ("c", "str", "x y"))),
 }

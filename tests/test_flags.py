@@ -156,9 +156,57 @@ def test_log_verbosity_colors_prefix_and_timestamps(baseline: Server, make_serve
     assert len(lines) < len(base.splitlines()) / 4  # warnings and errors only
 
 
+def _gpus() -> list[Any]:
+    from llamatwist.engine.model import devices
+
+    return [d for d in devices() if d.kind != "cpu"]
+
+
+def test_list_devices_prints_the_backend_devices_and_exits() -> None:
+    proc = run("-m", "llamatwist", "--list-devices")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "Available devices:"
+    gpus = _gpus()
+    if not gpus:
+        assert lines[1:] == ["  (none)"]
+        return
+    for line, dev in zip(lines[1:], gpus, strict=True):
+        assert line.startswith(f"  {dev.name}: {dev.description} (") and line.endswith(" MiB free)")
+
+
+@pytest.mark.skipif(bool(_gpus()), reason="this build has GPU devices")
+@pytest.mark.parametrize("args", [["-dev", "CUDA0"], ["-mg", "1"], ["-ts", "3,1"], ["-sm", "row"],
+                                  ["-ot", "blk=CUDA0"]])
+def test_cpu_build_explains_gpu_values(args: list[str]) -> None:
+    proc = run("-m", "llamatwist", *args)
+    assert proc.returncode == 2
+    assert "no GPU devices (CPU only)" in proc.stderr or "available buffer types: CPU" in proc.stderr
+
+
+def test_cpu_placement_values_are_passed_to_libllama(make_server: Callable[..., Server], model_path: str) -> None:
+    srv = make_server("-m", model_path, *SMALL, "-dev", "none", "-sm", "none", "-mg", "0", "-ts", "0",
+                      "-ot", r"token_embd\.weight=CPU,blk\.0\..*=CPU", "-lv", "5")
+    log = srv.log()
+    assert "tensor token_embd.weight" in log and "buffer type overridden to CPU" in log
+    assert re.search(r"tensor blk\.0\.\S+ .*buffer type overridden to CPU", log)
+    assert not re.search(r"tensor blk\.1\.\S+ .*buffer type overridden", log)
+    assert greedy(srv)
+
+
 @pytest.mark.parametrize(
     "args",
     [
+        ["-dev", "CPU"],
+        ["-dev", "NOSUCHDEVICE"],
+        ["-dev", ""],
+        ["-ot", "token_embd=NOPE"],
+        ["-ot", "no-equals-sign"],
+        ["-ot", "([=CPU"],
+        ["-sm", "diagonal"],
+        ["-mg", "x"],
+        ["-ts", "a,b"],
+        ["-ts", "-1"],
         ["--log-colors", "sometimes"],
         ["-lv", "loud"],
         ["--rope-scaling", "ntk"],

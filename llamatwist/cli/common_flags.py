@@ -12,15 +12,20 @@ from typing import Final
 
 from llamatwist.cli.convert import (
     cache_type,
+    device_list,
     gpu_layers,
     int_min,
     integer,
     kv_overrides,
+    main_gpu,
     nonempty,
     number,
     on_off_auto,
     one_of,
     rope_scale,
+    split_mode,
+    tensor_overrides,
+    tensor_split,
     threads,
 )
 from llamatwist.cli.flag import G_COMPUTE, G_LOG, G_MODEL, G_SAMPLING, Flag
@@ -46,6 +51,22 @@ COMMON: Final[tuple[Flag, ...]] = (
          "override model metadata by key (repeatable, or comma-separated); types: int, float, bool, str. "
          "example: --override-kv tokenizer.ggml.add_bos_token=bool:false",
          None, kv_overrides, metavar="KEY=TYPE:VALUE,...", default="none", append=True),
+    Flag(("-dev", "--device"), "devices", G_MODEL,
+         "comma-separated list of devices to use for offloading (none = don't offload); "
+         "use --list-devices to see the list", "LLAMA_ARG_DEVICE", device_list, metavar="<dev1,dev2,..>",
+         default="every GPU device"),
+    Flag(("-ot", "--override-tensor"), "override_tensor", G_MODEL, "override tensor buffer type",
+         "LLAMA_ARG_OVERRIDE_TENSOR", tensor_overrides, metavar="<tensor name pattern>=<buffer type>,...",
+         default="none"),
+    Flag(("-sm", "--split-mode"), "split_mode", G_MODEL,
+         "how to split the model across multiple GPUs: none (one GPU), layer, row, tensor",
+         "LLAMA_ARG_SPLIT_MODE", split_mode, metavar="{none,layer,row,tensor}"),
+    Flag(("-ts", "--tensor-split"), "tensor_split", G_MODEL,
+         "fraction of the model to offload to each GPU, comma-separated list of proportions, e.g. 3,1",
+         "LLAMA_ARG_TENSOR_SPLIT", tensor_split, metavar="N0,N1,N2,...", default="none"),
+    Flag(("-mg", "--main-gpu"), "main_gpu", G_MODEL,
+         "the GPU to use for the model (with split-mode = none), or for intermediate results and KV "
+         "(with split-mode = row)", "LLAMA_ARG_MAIN_GPU", main_gpu, metavar="INDEX"),
     # adapters: (path, scale) pairs in command-line order, the LoRA id is the position
     Flag(("--lora",), "loras", G_MODEL, "path to LoRA adapter (repeatable)", None, str, metavar="FNAME", default="none",
          append=True, nargs=1),

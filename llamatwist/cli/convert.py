@@ -384,3 +384,84 @@ def kv_overrides(text: str) -> tuple[tuple[str, str, str], ...]:
             raise ValueError(f"malformed KV override {item!r}: value cannot exceed 127 bytes")
         out.append((key, kind, value))
     return tuple(out)
+
+
+def _gpu_devices() -> list[str]:
+    """The build's non-CPU devices (imports the native library: only when a device flag is given)."""
+    from llamatwist.engine.model import devices
+
+    return [d.name for d in devices() if d.kind != "cpu"]
+
+
+def _no_gpu_hint(names: list[str]) -> str:
+    return f"devices of this build: {', '.join(names)}" if names else "this build has no GPU devices (CPU only)"
+
+
+def device_list(text: str) -> tuple[str, ...]:
+    """-dev: 'none' (no offload, ()) or GPU device names, as llama-server's parse_device_list."""
+    names = [n for n in text.split(",") if n]
+    if not names:
+        raise ValueError("no devices specified")
+    if names == ["none"]:
+        return ()
+    available = _gpu_devices()
+    for name in names:
+        if name not in available:
+            raise ValueError(f"invalid device: {name} ({_no_gpu_hint(available)}; 'none' keeps the model on the CPU)")
+    return tuple(names)
+
+
+def tensor_overrides(text: str) -> tuple[tuple[str, str], ...]:
+    """-ot <tensor name regex>=<buffer type>,...: the types are the devices' buffer types (CPU, CUDA0...)."""
+    import re
+
+    from llamatwist.engine.model import buffer_types
+
+    known = sorted(buffer_types())
+    out = []
+    for item in text.split(","):
+        pattern, eq, buft = item.partition("=")
+        if not eq or not pattern:
+            raise ValueError(f"invalid value {item!r}: expected <tensor name pattern>=<buffer type>")
+        try:
+            re.compile(pattern)
+        except re.error as err:
+            raise ValueError(f"invalid tensor name pattern {pattern!r}: {err}") from None
+        if buft not in known:
+            raise ValueError(f"unknown buffer type {buft!r}; available buffer types: {', '.join(known)}")
+        out.append((pattern, buft))
+    return tuple(out)
+
+
+def split_mode(text: str) -> str:
+    if text not in ("none", "layer", "row", "tensor"):
+        raise ValueError(f"must be one of none, layer, row, tensor, got {text!r}")
+    if text in ("row", "tensor") and not _gpu_devices():
+        raise ValueError(f"split mode {text} splits weights across GPUs; this build has no GPU devices (CPU only)")
+    return text
+
+
+def main_gpu(text: str) -> int:
+    value = integer(text)
+    available = _gpu_devices()
+    if value != 0 and not 0 <= value < len(available):
+        raise ValueError(f"no GPU {value}: {_no_gpu_hint(available)}")
+    return value
+
+
+def tensor_split(text: str) -> tuple[float, ...]:
+    """-ts 3,1 (or 3/1): proportions per GPU; non-zero ones only for GPUs this build has."""
+    import re
+
+    from llamatwist.engine.model import max_devices
+
+    parts = [p for p in re.split(r"[,/]+", text)]
+    if len(parts) >= max_devices():
+        raise ValueError(f"got {len(parts)} input configs, but system only has {max_devices()} devices")
+    values = tuple(number(p) for p in parts)
+    if any(v < 0 for v in values):
+        raise ValueError(f"proportions must be >= 0, got {text!r}")
+    available = _gpu_devices()
+    if any(values[len(available):]):
+        raise ValueError(f"{text!r} gives a share to {len(values)} GPUs: {_no_gpu_hint(available)}")
+    return values

@@ -103,10 +103,31 @@ class _Completion(argparse.Action):
         values: Any,
         option_string: str | None = None,
     ) -> NoReturn:
-        names = ["-h", "--help", "--usage", "--version", "--completion-bash"]
+        names = ["-h", "--help", "--usage", "--version", "--completion-bash", "--list-devices"]
         for flag in FLAGS:
             names += [*flag.names, *flag.neg]
         sys.stdout.write(completion_script([*names, *PRESETS]))
+        sys.stdout.flush()
+        raise SystemExit(0)
+
+
+class _ListDevices(argparse.Action):
+    """--list-devices: llama-server's list (the GPU and accelerator devices), then exit."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> NoReturn:
+        from llamatwist.engine.model import devices
+
+        mib = 1024 * 1024
+        found = [d for d in devices() if d.kind != "cpu"]
+        lines = ["Available devices:"]
+        lines += [f"  {d.name}: {d.description} ({d.total // mib} MiB, {d.free // mib} MiB free)" for d in found]
+        sys.stdout.write("\n".join(lines if found else [*lines, "  (none)"]) + "\n")
         sys.stdout.flush()
         raise SystemExit(0)
 
@@ -170,6 +191,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     )
     general.add_argument(
         "--version", action=_Version, nargs=0, help="show version and build info"
+    )
+    general.add_argument(
+        "--list-devices", action=_ListDevices, nargs=0, help="print list of available devices and exit",
     )
     general.add_argument(
         "--completion-bash", action=_Completion, nargs=0,
@@ -243,7 +267,7 @@ def _normalize(argv: Sequence[str], known: set[str]) -> list[str]:
 
 
 def _known_names() -> set[str]:
-    names = {"-h", "--help", "--usage", "--version", "--completion-bash", *PRESETS}
+    names = {"-h", "--help", "--usage", "--version", "--completion-bash", "--list-devices", *PRESETS}
     for flag in FLAGS:
         names.update(flag.names + flag.neg)
     for unimplemented in UNIMPLEMENTED:

@@ -19,7 +19,7 @@ from llamatwist.native.binding import (
     remove_log_listener,
 )
 
-__all__ = ["LOAD_MODES", "FimTokens", "LoraAdapter", "Model", "ModelInfo", "Vocab"]
+__all__ = ["LOAD_MODES", "SPLIT_MODES", "Device", "FimTokens", "LoraAdapter", "Model", "ModelInfo", "Placement", "Vocab", "buffer_types", "devices", "max_devices"]
 
 GGUF_MAGIC = b"GGUF"
 
@@ -67,6 +67,99 @@ _KV_TAGS = {
 }
 
 
+#: -sm/--split-mode names
+SPLIT_MODES: dict[str, int] = {
+    "none": int(lib.LLAMA_SPLIT_MODE_NONE),
+    "layer": int(lib.LLAMA_SPLIT_MODE_LAYER),
+    "row": int(lib.LLAMA_SPLIT_MODE_ROW),
+    "tensor": int(lib.LLAMA_SPLIT_MODE_TENSOR),
+}
+_DEV_TYPES = {0: "cpu", 1: "gpu", 2: "igpu", 3: "accel"}
+
+
+@dataclass(frozen=True)
+class Device:
+    """One ggml backend device of this build."""
+
+    name: str
+    description: str
+    kind: str  # cpu | gpu | igpu | accel
+    total: int  # bytes
+    free: int
+    buffer_type: str | None
+
+
+def _devices() -> list[Any]:
+    backend_init()
+    return [lib.ggml_backend_dev_get(i) for i in range(lib.ggml_backend_dev_count())]
+
+
+def devices() -> list[Device]:
+    """The backend devices this build has (the CPU included), as ggml lists them."""
+    out = []
+    for dev in _devices():
+        free, total = ffi.new("size_t *"), ffi.new("size_t *")
+        lib.ggml_backend_dev_memory(dev, free, total)
+        buft = lib.ggml_backend_dev_buffer_type(dev)
+        out.append(Device(
+            name=ffi.string(lib.ggml_backend_dev_name(dev)).decode(),
+            description=ffi.string(lib.ggml_backend_dev_description(dev)).decode(),
+            kind=_DEV_TYPES.get(int(lib.ggml_backend_dev_type(dev)), "other"),
+            total=int(total[0]), free=int(free[0]),
+            buffer_type=ffi.string(lib.ggml_backend_buft_name(buft)).decode() if buft != ffi.NULL else None,
+        ))
+    return out
+
+
+def buffer_types() -> dict[str, Any]:
+    """-ot's buffer type names: each device's default buffer type (llama.cpp's list)."""
+    out = {}
+    for dev in _devices():
+        buft = lib.ggml_backend_dev_buffer_type(dev)
+        if buft != ffi.NULL:
+            out[ffi.string(lib.ggml_backend_buft_name(buft)).decode()] = buft
+    return out
+
+
+def max_devices() -> int:
+    return int(lib.llama_max_devices())
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the weights go: -dev, -ot, -sm, -mg, -ts (validated by the CLI against `devices`)."""
+
+    devices: tuple[str, ...] | None = None  # None: every GPU device; (): none (the CPU only)
+    tensor_overrides: tuple[tuple[str, str], ...] = ()  # (tensor name regex, buffer type name)
+    split_mode: str = "layer"
+    main_gpu: int = 0
+    tensor_split: tuple[float, ...] = ()
+
+
+def _placement(params: Any, placement: Placement, keep: list[Any]) -> None:
+    """Fill `params`; the arrays it points to are appended to `keep` (alive during the load)."""
+    params.split_mode = SPLIT_MODES[placement.split_mode]
+    params.main_gpu = placement.main_gpu
+    if placement.devices is not None:
+        devs = [lib.ggml_backend_dev_by_name(name.encode()) for name in placement.devices]
+        arr = ffi.new("ggml_backend_dev_t[]", [*devs, ffi.NULL])
+        keep.append(arr)
+        params.devices = arr
+    if placement.tensor_overrides:
+        bufts = buffer_types()
+        patterns = [ffi.new("char[]", pattern.encode()) for pattern, _ in placement.tensor_overrides]
+        arr = ffi.new("struct llama_model_tensor_buft_override[]", len(patterns) + 1)
+        for entry, pattern, (_, buft) in zip(arr, patterns, placement.tensor_overrides):
+            entry.pattern = pattern
+            entry.buft = bufts[buft]
+        keep += [patterns, arr]
+        params.tensor_buft_overrides = arr
+    if placement.tensor_split:
+        split = ffi.new("float[]", [*placement.tensor_split, *[0.0] * (max_devices() - len(placement.tensor_split))])
+        keep.append(split)
+        params.tensor_split = split
+
+
 def _kv_overrides(items: Sequence[tuple[str, str, str]]) -> Any:
     """The llama_model_kv_override array, ended by an empty key (the loader's sentinel)."""
     arr = ffi.new("struct llama_model_kv_override[]", len(items) + 1)
@@ -102,6 +195,7 @@ class Model:
         load_mode: str = "auto",
         check_tensors: bool = False,
         kv_overrides: Sequence[tuple[str, str, str]] = (),
+        placement: Placement | None = None,
     ) -> None:
         if not os.path.exists(path):
             raise ModelLoadError(f"model file not found: {path}")
@@ -123,6 +217,9 @@ class Model:
         overrides = _kv_overrides(kv_overrides)
         if kv_overrides:
             params.kv_overrides = overrides
+        keep: list[Any] = []  # the placement's arrays, alive until the load returns
+        if placement is not None:
+            _placement(params, placement, keep)
         key = id(self)
         if progress is not None:
             _progress_callbacks[key] = progress

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from llamatwist.engine.batch import Batch
 from llamatwist.engine.context import CACHE_TYPES, Context, ContextParams, max_sequences
 from llamatwist.engine.errors import ModelLoadError
-from llamatwist.engine.model import LoraAdapter, Model, ModelInfo
+from llamatwist.engine.model import LoraAdapter, Model, ModelInfo, Placement
 from llamatwist.engine.sampling import eog_tokens
 from llamatwist.runtime.adapters import AdapterSpec, LoraInfo, apply_adapters
 from llamatwist.runtime.prefix_cache import PrefixCache
@@ -41,6 +41,7 @@ class EngineSpec:
     load_mode: str = "auto"  # -lm (the target model; the draft model loads as llama-server's: auto)
     check_tensors: bool = False
     kv_overrides: tuple[tuple[str, str, str], ...] = ()  # --override-kv (key, type, value)
+    placement: Placement = dataclasses.field(default_factory=Placement)  # -dev, -ot, -sm, -mg, -ts
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ class Loaded:
 def load(spec: EngineSpec) -> Loaded:
     """Load the model, create its context and warm it up; raises EngineError."""
     model = Model(spec.model_path, n_gpu_layers=spec.n_gpu_layers, load_mode=spec.load_mode,
-                  check_tensors=spec.check_tensors, kv_overrides=spec.kv_overrides)
+                  check_tensors=spec.check_tensors, kv_overrides=spec.kv_overrides, placement=spec.placement)
     if spec.reranking and not _has_rank_head(model):
         raise ModelLoadError(
             f"--reranking needs a reranking model (with a classification head); {spec.model_path} has none"
