@@ -1,0 +1,64 @@
+"""Issue 19 item 4 (the faults reachable from outside the decode loop): a bad model file is a clear start-up
+error, and a slot save that cannot be written (the disk full) leaves no file and the slot intact."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Server
+
+StartServer = Callable[..., Server]
+
+# the server under a file-size limit: a write past it fails with EFBIG, as a full disk fails with ENOSPC
+# (Python ignores SIGXFSZ, so the write returns the error instead of killing the process)
+LIMITED = [sys.executable, "-c",
+           ("import resource, runpy, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000)); "
+            "sys.argv[0] = 'llamatwist'; runpy.run_module('llamatwist', run_name='__main__')")]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p.write_bytes(os.urandom(1000)), "not a GGUF file"),
+        (lambda p: p.write_bytes(b""), "not a GGUF file"),
+        (lambda p: p.mkdir(), "is a directory"),
+        (None, "model file not found"),
+        ("truncated", "is corrupted or incomplete"),
+    ],
+)
+def test_bad_model_files_are_startup_errors(make_server: StartServer, model_path: str, tmp_path: Path,
+                                            make: object, message: str) -> None:  # fmt: skip
+    path = tmp_path / "model.gguf"
+    if make == "truncated":
+        with open(model_path, "rb") as src:
+            path.write_bytes(src.read(2_000_000))
+    elif callable(make):
+        make(path)
+    srv = make_server("-m", str(path), "-c", "512", "-t", "1", wait=False)
+    assert srv.proc.wait(60) == 1
+    log = srv.log()
+    assert message in log, log[-2000:]
+    assert "Traceback" not in log
+
+
+def test_slot_save_on_a_full_disk(make_server: StartServer, model_path: str, tmp_path: Path) -> None:
+    slots = tmp_path / "slots"
+    srv = make_server("-m", model_path, "-c", "1024", "-np", "2", "-t", "1", "--slot-save-path", str(slots),
+                      command=LIMITED)  # fmt: skip
+    prompt = "Tell me a long story about a dragon who lived under a mountain and guarded gold. " * 3
+    req = {"prompt": prompt, "n_predict": 4, "temperature": 0, "id_slot": 0, "cache_prompt": True}
+    first = srv.post("/completion", req).json()
+    r = srv.post("/slots/0?action=save", {"filename": "big.bin"})
+    assert r.status_code == 500, r.text  # the server's disk, not the client's mistake
+    assert r.json()["error"]["message"].startswith("cannot write big.bin: "), r.text
+    assert os.listdir(slots) == []  # no partial file, no temporary left behind
+    # the slot is intact: the same request reuses its cache and answers the same
+    again = srv.post("/completion", req).json()
+    assert again["timings"]["cache_n"] > 0 and again["content"] == first["content"]
+    assert srv.post("/slots/0?action=restore", {"filename": "big.bin"}).status_code == 400  # nothing to restore
+    assert srv.get("/health").json() == {"status": "ok"}
