@@ -126,6 +126,23 @@ def test_malformed_bodies_are_400s_naming_the_problem(srv: Server, path: str) ->
     assert status == 200, payload[:300]
 
 
+def test_malformed_bodies_on_an_embedding_server(model_path: str) -> None:
+    emb = Server(["-m", model_path, "-c", "512", "-np", "1", "-t", "1", "--embeddings", "--pooling", "mean"])
+    try:
+        for path, base in (("/v1/embeddings", {"input": "hi"}), ("/embedding", {"content": "hi"})):
+            for case, body, needle in MALFORMED:
+                if body is None:
+                    body = b'{"x": "\xff"}' if case == "invalid utf-8" else splice(base, SPLICED[case])
+                status, payload = raw_post(emb, path, body)
+                assert status == 400 and needle in error_message(path, status, payload), (path, case, payload[:300])
+            for bad in ({"input": None}, {"input": [1.5]}, {"input": [[1, None]]}, {"input": {"a": 1}}, {"input": []}):
+                r = emb.post(path, bad if path == "/v1/embeddings" else {"content": bad["input"]})
+                assert r.status_code == 400, (path, bad, r.text)
+            assert raw_post(emb, path, json.dumps(base).encode())[0] == 200
+    finally:
+        emb.stop()
+
+
 def test_content_type_is_not_required(srv: Server) -> None:
     # as llama-server: the body is JSON whatever the header says (curl -d sends a form type)
     for ctype in (b"application/x-www-form-urlencoded", b"text/plain", b"application/json; charset=latin-1", b""):
