@@ -62,3 +62,31 @@ def test_slot_save_on_a_full_disk(make_server: StartServer, model_path: str, tmp
     assert again["timings"]["cache_n"] > 0 and again["content"] == first["content"]
     assert srv.post("/slots/0?action=restore", {"filename": "big.bin"}).status_code == 400  # nothing to restore
     assert srv.get("/health").json() == {"status": "ok"}
+
+
+def test_context_full_mid_generation_ends_that_slot_only(make_server: StartServer, model_path: str) -> None:
+    import threading
+
+    import requests
+
+    srv = make_server("-m", model_path, "-c", "256", "-np", "2", "-t", "1")
+    long: dict[str, object] = {}
+
+    def fill() -> None:
+        body = {"prompt": "Once upon a time " * 5, "n_predict": 1000, "ignore_eos": True, "id_slot": 0}
+        long.update(requests.post(srv.url + "/completion", json=body, timeout=300).json())
+
+    worker = threading.Thread(target=fill)
+    worker.start()
+    shorts = []
+    while worker.is_alive() or not shorts:  # the other slot keeps serving while slot 0 fills its context
+        r = srv.post("/completion", {"prompt": "Hi", "n_predict": 4, "id_slot": 1})
+        shorts.append((r.status_code, r.json().get("tokens_predicted")))
+    worker.join()
+    # the full slot ends cleanly with a length finish, short of its n_predict
+    assert long["stop_type"] == "limit" and 0 < long["tokens_predicted"] < 1000, long  # type: ignore[operator]
+    assert all(s == (200, 4) for s in shorts), shorts
+    chat = srv.post("/v1/chat/completions", {"messages": [{"role": "user", "content": "x " * 50}], "max_tokens": 500,
+                                                     "ignore_eos": True})
+    assert chat.status_code == 200 and chat.json()["choices"][0]["finish_reason"] == "length", chat.text
+    assert srv.get("/health").json() == {"status": "ok"}
