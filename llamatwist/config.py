@@ -43,6 +43,16 @@ class ServerConfig:
     n_ubatch: int = 512
     n_threads: int = -1  # -1 = pick from the CPU count
     n_threads_batch: int = -1  # -1 = same as n_threads
+    # ggml thread pools (-C/-Cr, --cpu-strict, --prio, --poll; the -batch forms default to these)
+    cpu_mask: tuple[int, ...] = ()  # the CPUs of -C and -Cr together; () = the default affinity
+    cpu_strict: bool = False
+    prio: int = 0
+    poll: int = 50
+    cpu_mask_batch: tuple[int, ...] | None = None
+    cpu_strict_batch: bool | None = None
+    prio_batch: int | None = None
+    poll_batch: int | None = None
+    numa: str | None = None  # distribute | isolate | numactl
     warmup: bool = True
     flash_attn: str = "auto"  # on | off | auto
     cache_type_k: str = "f16"

@@ -32,7 +32,14 @@ from llamatwist.api.security import (
 from llamatwist.chat import TemplateError
 from llamatwist.config import ServerConfig
 from llamatwist.constrain.spec import ConstraintSpec
-from llamatwist.engine.context import FLASH_ATTN, POOLING_NAMES, POOLING_RANK, ROPE_SCALING, ContextParams
+from llamatwist.engine.context import (
+    FLASH_ATTN,
+    POOLING_NAMES,
+    POOLING_RANK,
+    ROPE_SCALING,
+    ContextParams,
+    CpuParams,
+)
 from llamatwist.engine.errors import EngineError
 from llamatwist.engine.model import Placement
 from llamatwist.errors import StartupError
@@ -201,6 +208,22 @@ def _read_template_file(path: str | None) -> str | None:
         raise StartupError(f"cannot read --chat-template-file {path}: {exc}") from None
 
 
+def _thread_pools(config: ServerConfig) -> tuple[CpuParams | None, CpuParams | None]:
+    """-C/-Cr/--cpu-strict/--prio/--poll and the -batch forms (which default to those); (None, None) leaves
+    ggml's own thread handling, as no flag asks for a pool."""
+    cpu = CpuParams(cpus=config.cpu_mask, strict=config.cpu_strict, prio=config.prio, poll=config.poll)
+    batch_flags = (config.cpu_mask_batch, config.cpu_strict_batch, config.prio_batch, config.poll_batch)
+    if all(v is None for v in batch_flags):
+        return (None, None) if cpu == CpuParams() else (cpu, None)
+    batch = CpuParams(
+        cpus=cpu.cpus if config.cpu_mask_batch is None else config.cpu_mask_batch,
+        strict=cpu.strict if config.cpu_strict_batch is None else config.cpu_strict_batch,
+        prio=cpu.prio if config.prio_batch is None else config.prio_batch,
+        poll=cpu.poll if config.poll_batch is None else config.poll_batch,
+    )
+    return cpu, batch
+
+
 def engine_spec(config: ServerConfig, model_path: str) -> EngineSpec:
     n_threads = _threads(config.n_threads)
     embeddings = config.embeddings or config.reranking
@@ -209,6 +232,7 @@ def engine_spec(config: ServerConfig, model_path: str) -> EngineSpec:
     # forces n_batch = n_ubatch when embeddings are on.
     n_batch = n_ubatch if embeddings else config.n_batch
     pooling = POOLING_NAMES[config.pooling] if config.pooling else (POOLING_RANK if config.reranking else -1)
+    cpu, cpu_batch = _thread_pools(config)
     return EngineSpec(
         model_path=model_path,
         n_gpu_layers=config.n_gpu_layers,
@@ -235,6 +259,8 @@ def engine_spec(config: ServerConfig, model_path: str) -> EngineSpec:
             yarn_beta_slow=config.yarn_beta_slow,
             yarn_beta_fast=config.yarn_beta_fast,
             perf=config.perf,
+            cpu=cpu,
+            cpu_batch=cpu_batch,
         ),
         n_slots=config.n_parallel,
         cont_batching=config.cont_batching,
@@ -261,6 +287,7 @@ def engine_spec(config: ServerConfig, model_path: str) -> EngineSpec:
         placement=Placement(devices=config.devices, tensor_overrides=config.override_tensor,
                             split_mode=config.split_mode, main_gpu=config.main_gpu,
                             tensor_split=config.tensor_split),
+        numa=config.numa,
     )
 
 

@@ -157,6 +157,15 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "yarn_beta_fast": ("16", 16.0),
     "load_mode": ("mmap+mlock", "mmap+mlock"),
     "log_colors": ("off", "off"),
+    "cpu_mask": ("0x1f", (0, 1, 2, 3, 4)),
+    "cpu_mask_batch": ("A", (1, 3)),
+    "cpu_strict": ("1", True),
+    "cpu_strict_batch": ("0", False),
+    "prio": ("-1", -1),
+    "prio_batch": ("2", 2),
+    "poll": ("0", 0),
+    "poll_batch": ("100", 100),
+    "numa": ("isolate", "isolate"),
     "devices": ("none", ()),
     "override_tensor": ("token_embd=CPU", (("token_embd", "CPU"),)),
     "split_mode": ("none", "none"),
@@ -170,6 +179,10 @@ SAMPLES_BY_NAME: dict[str, tuple[str, Any]] = {
     "--sampler-seq": ("kXt", ("top_k", "temperature")),
     "--sampling-seq": ("edskypmxt", SamplingDefaults().samplers),
     "--rope-scale": ("4", 0.25),
+    "-Cr": ("2-4", (2, 3, 4)),
+    "--cpu-range": ("-1", (0, 1)),
+    "-Crb": ("510-", (510, 511)),
+    "--cpu-range-batch": ("3-3", (3,)),
 }
 # --api-key-file is read while parsing and feeds api_keys: tested on its own; so are the flags
 # taking two values (--lora-scaled, --control-vector-scaled, --control-vector-layer-range: test_lora.py).

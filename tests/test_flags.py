@@ -7,6 +7,7 @@ and /proc/PID/maps, a corrupted model refused; and each bad value is exit status
 from __future__ import annotations
 
 import math
+import os
 import re
 import shutil
 import struct
@@ -186,7 +187,8 @@ def test_cpu_build_explains_gpu_values(args: list[str]) -> None:
 
 def test_cpu_placement_values_are_passed_to_libllama(make_server: Callable[..., Server], model_path: str) -> None:
     srv = make_server("-m", model_path, *SMALL, "-dev", "none", "-sm", "none", "-mg", "0", "-ts", "0",
-                      "-ot", r"token_embd\.weight=CPU,blk\.0\..*=CPU", "-lv", "5")
+                      "-ot", r"token_embd\.weight=CPU,blk\.0\..*=CPU", "-lv", "5",
+                      "--numa", "distribute")
     log = srv.log()
     assert "tensor token_embd.weight" in log and "buffer type overridden to CPU" in log
     assert re.search(r"tensor blk\.0\.\S+ .*buffer type overridden to CPU", log)
@@ -199,6 +201,15 @@ def test_cpu_placement_values_are_passed_to_libllama(make_server: Callable[..., 
     [
         ["-dev", "CPU"],
         ["-dev", "NOSUCHDEVICE"],
+        ["-C", "0xfg"],
+        ["-Cr", "3"],
+        ["-Cr", "0-512"],
+        ["--cpu-strict", "yes"],
+        ["--prio", "4"],
+        ["--poll", "101"],
+        ["-Cb", ""],
+        ["--prio-batch", "-2"],
+        ["--numa", "mirror"],
         ["-dev", ""],
         ["-ot", "token_embd=NOPE"],
         ["-ot", "no-equals-sign"],
@@ -233,3 +244,27 @@ def test_bad_environment_value_exits_2() -> None:
     proc = run("-m", "llamatwist", env={"LLAMA_ARG_ROPE_SCALING_TYPE": "ntk"})
     assert proc.returncode == 2
     assert "LLAMA_ARG_ROPE_SCALING_TYPE" in proc.stderr
+
+
+def thread_cpus(server: Server) -> set[str]:
+    """The Cpus_allowed_list of the process's threads that have their own (the decode threads)."""
+    out = set()
+    for task in Path(f"/proc/{server.proc.pid}/task").iterdir():
+        for line in (task / "status").read_text().splitlines():
+            if line.startswith("Cpus_allowed_list:"):
+                out.add(line.split(":", 1)[1].strip())
+    return out
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_cpu_masks_pin_the_decode_threads(make_server: Callable[..., Server], model_path: str) -> None:
+    first, second = sorted(os.sched_getaffinity(0))[:2]
+    everything = thread_cpus(make_server("-m", model_path, *SMALL))
+    srv = make_server("-m", model_path, "-c", "512", "-np", "1", "-t", "2", "-tb", "2", "--no-warmup",
+                      "-C", f"{1 << second:x}", "--cpu-strict", "1", "-Crb", f"{first}-{first}", "--poll", "0")
+    # prompt only: the batch pool's threads ran last
+    assert srv.post("/completion", {"prompt": "The capital of France is", "n_predict": 0}).status_code == 200
+    assert thread_cpus(srv) - everything == {str(first)}
+    # generation: one token at a time, the generation pool
+    assert greedy(srv)
+    assert thread_cpus(srv) - everything == {str(second)}

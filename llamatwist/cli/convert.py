@@ -465,3 +465,52 @@ def tensor_split(text: str) -> tuple[float, ...]:
     if any(values[len(available):]):
         raise ValueError(f"{text!r} gives a share to {len(values)} GPUs: {_no_gpu_hint(available)}")
     return values
+
+
+_MAX_CPUS: Final = 512  # GGML_MAX_N_THREADS
+
+
+def cpu_mask(text: str) -> tuple[int, ...]:
+    """-C M: an arbitrarily long hex mask (0x optional), as llama.cpp's parse_cpu_mask: the CPUs it sets."""
+    digits = text.removeprefix("0x")
+    digits = digits[:128]
+    if not digits:
+        raise ValueError("invalid cpumask: empty")
+    try:
+        value = int(digits, 16)
+    except ValueError:
+        raise ValueError(f"invalid cpumask {text!r}: expected hex digits") from None
+    return tuple(i for i in range(len(digits) * 4) if value >> i & 1)
+
+
+def cpu_range(text: str) -> tuple[int, ...]:
+    """-Cr lo-hi (either end may be left out), as llama.cpp's parse_cpu_range."""
+    lo, dash, hi = text.partition("-")
+    if not dash:
+        raise ValueError(f"invalid CPU range {text!r}: expected [<start>]-[<end>]")
+    start = integer(lo) if lo else 0
+    end = integer(hi) if hi else _MAX_CPUS - 1
+    if not 0 <= start < _MAX_CPUS or not 0 <= end < _MAX_CPUS:
+        raise ValueError(f"invalid CPU range {text!r}: indices must be below {_MAX_CPUS}")
+    return tuple(range(start, end + 1))
+
+
+def zero_one(text: str) -> bool:
+    """--cpu-strict <0|1>."""
+    if text not in ("0", "1"):
+        raise ValueError(f"expected 0 or 1, got {text!r}")
+    return text == "1"
+
+
+def priority(text: str) -> int:
+    value = integer(text)
+    if not -1 <= value <= 3:
+        raise ValueError(f"must be -1 (low), 0 (normal), 1 (medium), 2 (high) or 3 (realtime), got {value}")
+    return value
+
+
+def poll_level(text: str) -> int:
+    value = integer(text)
+    if not 0 <= value <= 100:
+        raise ValueError(f"must be between 0 and 100, got {value}")
+    return value

@@ -324,6 +324,9 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> ServerConfi
         n_parallel, kv_unified = 4, True
 
     _sampling_lists(values)
+    for field in ("cpu_mask", "cpu_mask_batch"):  # -C and -Cr add up, as llama.cpp's bool mask
+        if field in values:
+            values[field] = tuple(sorted({cpu for use in values[field] for cpu in use}))
     if "override_kv" in values:  # one tuple per use, each a comma-separated list
         values["override_kv"] = tuple(kv for use in values["override_kv"] for kv in use)
     _adapter_lists(values)

@@ -58,6 +58,7 @@ __all__ = [
     "ROPE_SCALING",
     "Context",
     "ContextParams",
+    "CpuParams",
     "PerfData",
     "max_sequences",
 ]
@@ -97,6 +98,16 @@ POOLING_NAMES: dict[str, int] = {
 
 
 @dataclass(frozen=True)
+class CpuParams:
+    """A ggml thread pool: -C/-Cr (cpus), --cpu-strict, --prio, --poll (and their -batch forms)."""
+
+    cpus: tuple[int, ...] = ()  # the affinity mask's CPUs; () = the default affinity
+    strict: bool = False  # one CPU per thread, in mask order
+    prio: int = 0  # GGML_SCHED_PRIO_*: -1 low ... 3 realtime
+    poll: int = 50  # 0 = no polling ... 100 = aggressive
+
+
+@dataclass(frozen=True)
 class ContextParams:
     n_ctx: int = 0
     n_batch: int = 2048
@@ -122,6 +133,8 @@ class ContextParams:
     yarn_beta_slow: float = -1.0
     yarn_beta_fast: float = -1.0
     perf: bool = True  # libllama's internal timings (--no-perf turns them off)
+    cpu: CpuParams | None = None  # thread pools attached to the context; None = ggml's own
+    cpu_batch: CpuParams | None = None  # None = same as cpu
 
 
 #: --rope-scaling names
@@ -151,6 +164,40 @@ _DECODE_ERRORS = {
     2: "decode aborted",
     -1: "invalid batch",
 }
+
+
+def _pool_params(cpu: CpuParams, n_threads: int) -> Any:
+    tpp = ffi.new("struct ggml_threadpool_params *")
+    lib.ggml_threadpool_params_init(tpp, n_threads)
+    for i in cpu.cpus:
+        tpp.cpumask[i] = True
+    tpp.strict_cpu = cpu.strict
+    tpp.prio = cpu.prio
+    tpp.poll = cpu.poll
+    return tpp
+
+
+def _attach_threadpools(ctx: Any, params: ContextParams) -> list[Any]:
+    """llama.cpp's common_threadpools: a batch pool when it differs, the generation pool paused until used."""
+    if params.cpu is None and params.cpu_batch is None:
+        return []
+    cpu = params.cpu or CpuParams()
+    cpu_batch = params.cpu_batch or cpu
+    tpp = _pool_params(cpu, params.n_threads)
+    pools: list[Any] = []
+    batch = ffi.NULL
+    if (cpu_batch, params.n_threads_batch) != (cpu, params.n_threads):
+        batch = lib.ggml_threadpool_new(_pool_params(cpu_batch, params.n_threads_batch))
+        if batch == ffi.NULL:
+            raise ContextError(f"failed to create the batch thread pool of {params.n_threads_batch} threads")
+        pools.append(ffi.gc(batch, lib.ggml_threadpool_free))
+        tpp.paused = True
+    pool = lib.ggml_threadpool_new(tpp)
+    if pool == ffi.NULL:
+        raise ContextError(f"failed to create the thread pool of {params.n_threads} threads")
+    pools.append(ffi.gc(pool, lib.ggml_threadpool_free))
+    lib.llama_attach_threadpool(ctx, pool, batch)
+    return pools
 
 
 class Context:
@@ -209,6 +256,7 @@ class Context:
                 + " (try a smaller -c/--ctx-size)"
             )
         self._ptr = ffi.gc(ptr, lib.llama_free)
+        self._pools = _attach_threadpools(ptr, params)
         self._mem = lib.llama_get_memory(ptr)
         self.model = model
         self.n_ctx: int = lib.llama_n_ctx(ptr)
@@ -232,8 +280,13 @@ class Context:
 
     def close(self) -> None:
         if self._ptr is not None:
+            if self._pools:
+                lib.llama_detach_threadpool(self._ptr)
             ffi.release(self._ptr)
             self._ptr = None
+        for pool in self._pools:
+            ffi.release(pool)
+        self._pools = []
 
     def decode(self, batch: Batch) -> None:
         """Run the model over ``batch`` (cffi releases the GIL during the call).

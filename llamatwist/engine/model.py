@@ -19,7 +19,7 @@ from llamatwist.native.binding import (
     remove_log_listener,
 )
 
-__all__ = ["LOAD_MODES", "SPLIT_MODES", "Device", "FimTokens", "LoraAdapter", "Model", "ModelInfo", "Placement", "Vocab", "buffer_types", "devices", "max_devices"]
+__all__ = ["LOAD_MODES", "SPLIT_MODES", "Device", "FimTokens", "LoraAdapter", "Model", "ModelInfo", "Placement", "Vocab", "buffer_types", "devices", "max_devices", "numa_init"]
 
 GGUF_MAGIC = b"GGUF"
 
@@ -119,6 +119,15 @@ def buffer_types() -> dict[str, Any]:
         if buft != ffi.NULL:
             out[ffi.string(lib.ggml_backend_buft_name(buft)).decode()] = buft
     return out
+
+
+_NUMA = {"distribute": 1, "isolate": 2, "numactl": 3}  # GGML_NUMA_STRATEGY_*
+
+
+def numa_init(strategy: str) -> None:
+    """--numa: llama.cpp's llama_numa_init, once, before the model loads."""
+    backend_init()
+    lib.llama_numa_init(_NUMA[strategy])
 
 
 def max_devices() -> int:

@@ -98,6 +98,17 @@ typedef struct llama_batch {
 } llama_batch;
 
 typedef struct ggml_backend_device * ggml_backend_dev_t;
+enum ggml_sched_priority { GGML_SCHED_PRIO_LOW = -1, GGML_SCHED_PRIO_NORMAL, GGML_SCHED_PRIO_MEDIUM,
+    GGML_SCHED_PRIO_HIGH, GGML_SCHED_PRIO_REALTIME };
+struct ggml_threadpool_params {
+    bool cpumask[512];
+    int n_threads;
+    enum ggml_sched_priority prio;
+    uint32_t poll;
+    bool strict_cpu;
+    bool paused;
+};
+typedef struct ggml_threadpool * ggml_threadpool_t;
 typedef struct ggml_backend_buffer_type * ggml_backend_buffer_type_t;
 enum ggml_backend_dev_type { GGML_BACKEND_DEVICE_TYPE_CPU, GGML_BACKEND_DEVICE_TYPE_GPU,
     GGML_BACKEND_DEVICE_TYPE_IGPU, GGML_BACKEND_DEVICE_TYPE_ACCEL, ... };
@@ -200,6 +211,11 @@ struct llama_model * llama_model_load_from_file(const char * path_model, struct 
 struct llama_model * llama_model_load_from_splits(const char ** paths, size_t n_paths, struct llama_model_params params);
 void llama_model_free(struct llama_model * model);
 struct llama_context * llama_init_from_model(struct llama_model * model, struct llama_context_params params);
+void llama_attach_threadpool(struct llama_context * ctx, ggml_threadpool_t threadpool, ggml_threadpool_t threadpool_batch);
+void llama_detach_threadpool(struct llama_context * ctx);
+void ggml_threadpool_params_init(struct ggml_threadpool_params * p, int n_threads);
+ggml_threadpool_t ggml_threadpool_new(struct ggml_threadpool_params * params);
+void ggml_threadpool_free(ggml_threadpool_t threadpool);
 void llama_free(struct llama_context * ctx);
 int64_t llama_time_us(void);
 size_t llama_max_devices(void);

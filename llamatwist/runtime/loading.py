@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from llamatwist.engine.batch import Batch
 from llamatwist.engine.context import CACHE_TYPES, Context, ContextParams, max_sequences
 from llamatwist.engine.errors import ModelLoadError
-from llamatwist.engine.model import LoraAdapter, Model, ModelInfo, Placement
+from llamatwist.engine.model import LoraAdapter, Model, ModelInfo, Placement, numa_init
 from llamatwist.engine.sampling import eog_tokens
 from llamatwist.runtime.adapters import AdapterSpec, LoraInfo, apply_adapters
 from llamatwist.runtime.prefix_cache import PrefixCache
@@ -42,6 +42,7 @@ class EngineSpec:
     check_tensors: bool = False
     kv_overrides: tuple[tuple[str, str, str], ...] = ()  # --override-kv (key, type, value)
     placement: Placement = dataclasses.field(default_factory=Placement)  # -dev, -ot, -sm, -mg, -ts
+    numa: str | None = None  # --numa distribute | isolate | numactl
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,8 @@ class Loaded:
 
 def load(spec: EngineSpec) -> Loaded:
     """Load the model, create its context and warm it up; raises EngineError."""
+    if spec.numa:
+        numa_init(spec.numa)
     model = Model(spec.model_path, n_gpu_layers=spec.n_gpu_layers, load_mode=spec.load_mode,
                   check_tensors=spec.check_tensors, kv_overrides=spec.kv_overrides, placement=spec.placement)
     if spec.reranking and not _has_rank_head(model):
