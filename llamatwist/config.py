@@ -31,6 +31,8 @@ CACHE_TYPE_NAMES: tuple[str, ...] = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1
 class ServerConfig:
     # model
     model: str | None = None  # None -> the default model preset
+    model_url: str | None = None  # -mu: downloaded into the cache (or -m's path) when missing
+    offline: bool = False  # never touch the network: -mu's file must be there already
     alias: str | None = None  # -a as given: comma-separated names, see aliases
     tags: str | None = None  # --tags as given: comma-separated, see model_tags
     n_gpu_layers: int = -1  # -1 = auto/all, as llama-server

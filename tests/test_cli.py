@@ -157,6 +157,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "yarn_beta_fast": ("16", 16.0),
     "load_mode": ("mmap+mlock", "mmap+mlock"),
     "log_colors": ("off", "off"),
+    "model_url": ("http://127.0.0.1:1/m.gguf", "http://127.0.0.1:1/m.gguf"),
     "cpu_mask": ("0x1f", (0, 1, 2, 3, 4)),
     "cpu_mask_batch": ("A", (1, 3)),
     "cpu_strict": ("1", True),

@@ -43,6 +43,11 @@ COMMON: Final[tuple[Flag, ...]] = (
     Flag(("-m", "--model"), "model", G_MODEL, "model path to load",
          "LLAMA_ARG_MODEL", nonempty, metavar="FNAME",
          default="the default model, as --smollm2-default"),
+    Flag(("-mu", "--model-url"), "model_url", G_MODEL,
+         "model download url: fetched into the cache (or -m's path) when missing, resumed after an interruption",
+         "LLAMA_ARG_MODEL_URL", nonempty, metavar="MODEL_URL", default="unused"),
+    Flag(("--offline",), "offline", G_MODEL, "offline mode: forces use of the cache, prevents network access",
+         "LLAMA_ARG_OFFLINE"),
     Flag(("-ngl", "--gpu-layers", "--n-gpu-layers"), "n_gpu_layers", G_MODEL,
          "max. number of layers to store in VRAM, either an exact number, "
          "'auto', or 'all'", "LLAMA_ARG_N_GPU_LAYERS", gpu_layers,

@@ -17,6 +17,7 @@ import dataclasses
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llamatwist.cli.environ import unknown_env
@@ -52,6 +53,17 @@ def resolve_model(config: ServerConfig) -> ServerConfig:
 
     The file itself is checked by make_service, which raises StartupError.
     """
+    if config.model_url:
+        # -mu: into -m's path when given, else the cache (never the network with --offline)
+        from llamatwist.cli.download import DownloadError, fetch_model, model_url_path
+        from llamatwist.models import ModelFetchError, cache_dir
+
+        try:
+            dest = Path(config.model) if config.model else model_url_path(config.model_url, cache_dir())
+            path = fetch_model(config.model_url, dest, offline=config.offline)
+        except DownloadError as err:
+            raise ModelFetchError(str(err)) from None
+        return dataclasses.replace(config, model=str(path))
     if config.model is not None:
         return config
     from llamatwist.models import ensure_default_model

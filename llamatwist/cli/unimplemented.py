@@ -60,7 +60,6 @@ UNIMPLEMENTED: Final[tuple[Unimplemented, ...]] = (
     _U("-fitt --fit-target", "LLAMA_ARG_FIT_TARGET", VALUE),
     _U("-fitc --fit-ctx", "LLAMA_ARG_FIT_CTX", VALUE),
     _U("--op-offload --no-op-offload", None, BOOL),
-    _U("-mu --model-url", "LLAMA_ARG_MODEL_URL", VALUE),
     _U("-dr --docker-repo", "LLAMA_ARG_DOCKER_REPO", VALUE),
     _U("-hf -hfr --hf-repo", "LLAMA_ARG_HF_REPO", VALUE),
     _U("-hff --hf-file", "LLAMA_ARG_HF_FILE", VALUE),
@@ -98,7 +97,6 @@ UNIMPLEMENTED: Final[tuple[Unimplemented, ...]] = (
     _U("--sleep-idle-seconds", None, VALUE),
     _U("--log-jsonl --no-log-jsonl", "LLAMA_ARG_LOG_JSONL", BOOL),
     _U("--log-prompts-dir", None, VALUE),
-    _U("--offline", "LLAMA_ARG_OFFLINE", SWITCH),
     _U(
         "--spec-draft-hf -hfd -hfrd --hf-repo-draft",
         "LLAMA_ARG_SPEC_DRAFT_HF_REPO",

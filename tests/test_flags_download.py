@@ -1,0 +1,121 @@
+"""-mu/--model-url and --offline against a local HTTP server: cache placement, progress, resume with a
+Range request, atomic rename, size and magic checks, offline refusal."""
+
+from __future__ import annotations
+
+import http.server
+import io
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from llamatwist.cli.download import DownloadError, fetch_model, model_url_path
+from tests.conftest import Server
+from tests.test_cli import run
+
+BLOB = b"GGUF" + bytes(range(256)) * 4096  # 1 MiB and a bit: several progress updates
+
+
+class Files(http.server.BaseHTTPRequestHandler):
+    """Serves `files` with Range support; records each request's Range header."""
+
+    files: ClassVar[dict[str, bytes]] = {}
+    ranges: ClassVar[list[str | None]] = []
+    short: bool = False  # announce the full length but send half (a dropped connection)
+
+    def do_GET(self) -> None:
+        body = self.files.get(self.path)
+        self.ranges.append(self.headers.get("Range"))
+        if body is None:
+            self.send_error(404)
+            return
+        start = 0
+        if self.headers.get("Range"):
+            start = int(self.headers["Range"].removeprefix("bytes=").split("-")[0])
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(body) - start))
+        self.end_headers()
+        self.wfile.write(body[start:len(body) // 2] if self.short else body[start:])
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def http_files() -> Iterator[str]:
+    Files.files, Files.ranges, Files.short = {}, [], False
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Files)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_download_into_the_cache_with_progress(http_files: str, tmp_path: Path) -> None:
+    Files.files["/dir/m.gguf"] = BLOB
+    dest = model_url_path(http_files + "/dir/m.gguf?x=1", tmp_path)
+    assert dest == tmp_path / "models" / "m.gguf"
+    out = io.StringIO()
+    assert fetch_model(http_files + "/dir/m.gguf", dest, out=out) == dest
+    assert dest.read_bytes() == BLOB
+    assert "100.0%" in out.getvalue() and "[" + "=" * 40 + "]" in out.getvalue()
+    assert not list(tmp_path.glob("models/*.downloadInProgress"))
+    # cached: no second request
+    assert fetch_model(http_files + "/dir/m.gguf", dest) == dest
+    assert Files.ranges == [None]
+
+
+def test_interrupted_download_resumes_with_a_range_request(http_files: str, tmp_path: Path) -> None:
+    Files.files["/m.gguf"] = BLOB
+    dest = tmp_path / "m.gguf"
+    Files.short = True
+    with pytest.raises(DownloadError, match=r"got \d+ of \d+ bytes \(run again to resume\)"):
+        fetch_model(http_files + "/m.gguf", dest, out=io.StringIO())
+    assert not dest.exists()  # never half a model under the real name
+    part = tmp_path / "m.gguf.downloadInProgress"
+    assert part.stat().st_size == len(BLOB) // 2
+    Files.short = False
+    fetch_model(http_files + "/m.gguf", dest, out=io.StringIO())
+    assert Files.ranges == [None, f"bytes={len(BLOB) // 2}-"]
+    assert dest.read_bytes() == BLOB
+
+
+def test_not_gguf_and_http_errors_are_refused(http_files: str, tmp_path: Path) -> None:
+    Files.files["/page.gguf"] = b"<html>login</html>"
+    with pytest.raises(DownloadError, match="not a GGUF file"):
+        fetch_model(http_files + "/page.gguf", tmp_path / "page.gguf", out=io.StringIO())
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(DownloadError, match="HTTP 404"):
+        fetch_model(http_files + "/missing.gguf", tmp_path / "missing.gguf", out=io.StringIO())
+
+
+def test_offline_never_touches_the_network(http_files: str, tmp_path: Path) -> None:
+    Files.files["/m.gguf"] = BLOB
+    with pytest.raises(DownloadError, match=r"--offline: .*m\.gguf is not in the cache and would be downloaded"):
+        fetch_model(http_files + "/m.gguf", tmp_path / "m.gguf", offline=True)
+    assert Files.ranges == []
+
+
+def test_server_starts_from_a_model_url(http_files: str, tmp_path: Path, model_path: str,
+                                        make_server: Callable[..., Server]) -> None:
+    Files.files["/models/small.gguf"] = Path(model_path).read_bytes()
+    env = ["env", f"LLAMATWIST_CACHE_DIR={tmp_path}"]
+    import sys
+
+    command = [*env, sys.executable, "-m", "llamatwist"]
+    srv = make_server("-mu", http_files + "/models/small.gguf", "-c", "512", "-np", "1", "-t", "1",
+                      "--no-warmup", command=command)
+    assert (tmp_path / "models" / "small.gguf").stat().st_size == Path(model_path).stat().st_size
+    assert srv.get("/props").json()["model_path"] == str(tmp_path / "models" / "small.gguf")
+    # offline and missing: a start-up error naming what was looked for
+    proc = run("-m", "llamatwist", "--offline", "-mu", http_files + "/other.gguf",
+               env={"LLAMATWIST_CACHE_DIR": str(tmp_path)})
+    assert proc.returncode == 1
+    assert f"{tmp_path}/models/other.gguf is not in the cache" in proc.stderr
