@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import default_threads, machine_info, resolve_model, save_results
+from bench.common import CpuMeter, _pid_cpu, default_threads, machine_info, resolve_model, save_results
 from bench.loadgen import Server, spawn_server
 
 __all__ = ["SoakResult", "main", "run_soak"]
@@ -66,6 +66,7 @@ class Sample:
     rss_kib: int
     fds: int
     tokens: int  # generated tokens counted by the clients so far
+    cpu_ticks: int  # the server's CPU time so far (utime + stime, clock ticks)
 
 
 @dataclass
@@ -84,6 +85,9 @@ class SoakResult:
     fds: dict[str, int]
     tok_s: dict[str, float]  # first and last window, generated tokens per second (all clients)
     tok_s_ratio: float  # last / first
+    # the server's CPU per generated token, first and last window: steadier than tok/s on a shared machine
+    cpu_ms_per_token: dict[str, float]
+    cpu: dict[str, float]  # cores over the run: the machine, the soak's own processes (and clients), other work
     samples: list[Sample] = field(default_factory=list)
     machine: dict[str, Any] = field(default_factory=dict)
 
@@ -251,6 +255,8 @@ def run_soak(duration: float, slots: int = 2, *, model: str | None = None, threa
     samples: list[Sample] = []
     try:
         rss_start, fds_start = proc_rss_kib(gen.pid), proc_fds(gen.pid)
+        meter = CpuMeter([os.getpid(), gen.pid, *([emb.pid] if emb is not None else [])])
+        meter.start()
         t0 = time.monotonic()
         stop_at = t0 + duration
 
@@ -274,7 +280,7 @@ def run_soak(duration: float, slots: int = 2, *, model: str | None = None, threa
                 with stats.lock:
                     tokens = stats.tokens
                 samples.append(Sample(round(time.monotonic() - t0, 2), proc_rss_kib(gen.pid), proc_fds(gen.pid),
-                                      tokens))  # fmt: skip
+                                      tokens, _pid_cpu(gen.pid)))  # fmt: skip
                 if log is not None:
                     s = samples[-1]
                     print(f"  t={s.t:7.1f}s rss={s.rss_kib / 1024:7.1f} MiB fds={s.fds:4d} tokens={s.tokens:7d} "
@@ -284,11 +290,15 @@ def run_soak(duration: float, slots: int = 2, *, model: str | None = None, threa
         for w in workers:
             w.join(timeout=300)
         time.sleep(1.0)  # the server lets go of the last connections
-        end = Sample(round(time.monotonic() - t0, 2), proc_rss_kib(gen.pid), proc_fds(gen.pid), stats.tokens)
+        end = Sample(round(time.monotonic() - t0, 2), proc_rss_kib(gen.pid), proc_fds(gen.pid), stats.tokens,
+                     _pid_cpu(gen.pid))
         samples.append(end)
         warm = min((s for s in samples if s.t >= warmup), key=lambda s: s.t - warmup, default=samples[0])
         first = rate(samples, warmup, warmup + window)
         last = rate(samples, end.t - window, end.t)
+        cpu_first = cpu_per_token(samples, warmup, warmup + window)
+        cpu_last = cpu_per_token(samples, end.t - window, end.t)
+        cpu = meter.stop()
         assert gen.proc.poll() is None, gen.log_tail()
         return SoakResult(
             duration_s=duration, warmup_s=warmup, slots=slots, clients=clients,
@@ -299,6 +309,8 @@ def run_soak(duration: float, slots: int = 2, *, model: str | None = None, threa
             fds={"start": fds_start, "warm": warm.fds, "end": end.fds},
             tok_s={"first": round(first, 2), "last": round(last, 2)},
             tok_s_ratio=round(last / first, 4) if first else 0.0,
+            cpu_ms_per_token={"first": round(cpu_first, 2), "last": round(cpu_last, 2)},
+            cpu=cpu,
             samples=samples, machine=machine_info(threads),
         )  # fmt: skip
     finally:
@@ -312,6 +324,14 @@ def rate(samples: list[Sample], t0: float, t1: float) -> float:
     a = min(samples, key=lambda s: abs(s.t - t0))
     b = min(samples, key=lambda s: abs(s.t - t1))
     return (b.tokens - a.tokens) / (b.t - a.t) if b.t > a.t else 0.0
+
+
+def cpu_per_token(samples: list[Sample], t0: float, t1: float) -> float:
+    """The server's CPU milliseconds per generated token between the samples nearest to t0 and t1."""
+    a = min(samples, key=lambda s: abs(s.t - t0))
+    b = min(samples, key=lambda s: abs(s.t - t1))
+    tokens = b.tokens - a.tokens
+    return (b.cpu_ticks - a.cpu_ticks) * 1000 / os.sysconf("SC_CLK_TCK") / tokens if tokens > 0 else 0.0
 
 
 def main(argv: list[str] | None = None) -> int:
