@@ -108,10 +108,31 @@ def setup(config: ServerConfig, *, under_twistd: bool = False) -> None:
     stderr.setFormatter(LogFormatter(prefix=config.log_prefix, timestamps=config.log_timestamps, colors=colors))
     _install(root, stderr)
     if config.log_file:
-        file = logging.FileHandler(config.log_file, mode="w", encoding="utf-8")
+        file = ReopenableFileHandler(config.log_file, mode="w", encoding="utf-8")
         file.setFormatter(LogFormatter(prefix=config.log_prefix, timestamps=config.log_timestamps))
         _install(root, file)
     _bridge_twisted()
+
+
+class ReopenableFileHandler(logging.FileHandler):
+    """--log-file: truncated at start-up (as llama.cpp), appended to when reopened after logrotate."""
+
+    def reopen(self) -> None:
+        self.acquire()
+        try:
+            self.close()  # the next record opens the file again, by name
+            self.mode = "a"
+            self._closed = False  # type: ignore[attr-defined]  # logging.Handler's; close() set it
+        finally:
+            self.release()
+
+
+def reopen_files() -> None:
+    """SIGHUP: reopen --log-file, so that logrotate's rename (or move) takes effect."""
+    for handler in _handlers:
+        if isinstance(handler, ReopenableFileHandler):
+            handler.reopen()
+    logging.getLogger("llamatwist").info("log file reopened")
 
 
 def _install(root: logging.Logger, handler: logging.Handler) -> None:

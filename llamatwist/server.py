@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import CannotListenError
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.web.server import Site
@@ -55,9 +56,30 @@ log = logging.getLogger("llamatwist")
 
 
 class ServerService(MultiService):
-    """Holds ``exit_code`` (non-zero after a failed model load)."""
+    """Holds ``exit_code`` (non-zero after a failed model load).
+
+    Stopping (SIGTERM, SIGINT, twistd's stop) drains first: every request, /health included, answers 503
+    while the requests in flight finish, for up to LLAMATWIST_DRAIN_TIMEOUT seconds (default 30); those still
+    running then end with an error event. Then the listeners close and the engine frees the model.
+    """
 
     exit_code = 0
+    draining = False
+    engine: EngineService | None = None
+
+    def stopService(self) -> Deferred[None]:
+        self.draining = True
+        engine = self.engine
+        drained: Deferred[None] = engine.drain(drain_timeout()) if engine is not None else succeed(None)
+        drained.addCallback(lambda _: MultiService.stopService(self))
+        return drained
+
+
+def drain_timeout() -> float:
+    try:
+        return max(0.0, float(os.environ.get("LLAMATWIST_DRAIN_TIMEOUT", "30")))
+    except ValueError:
+        return 30.0
 
 
 def _threads(n: int) -> int:
@@ -327,6 +349,7 @@ def make_service(config: ServerConfig, reactor: Any = None) -> ServerService:
                     "backend; generation_settings.backend_sampling echoes the request")
     engine = EngineService(engine_spec(config, model_path), reactor, on_failed)
     engine.setServiceParent(top)
+    top.engine = engine
     if config.slot_save_path:
         try:
             os.makedirs(config.slot_save_path, exist_ok=True)
@@ -355,7 +378,7 @@ def make_service(config: ServerConfig, reactor: Any = None) -> ServerService:
     resource = SecureResource(
         build_app(ctx).resource(),
         SecurityPolicy.from_config(config),
-        is_ready=lambda: engine.state is EngineState.READY,
+        is_ready=lambda: engine.state is EngineState.READY and not top.draining,
     )
     site = Site(
         resource,

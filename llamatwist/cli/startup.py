@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -128,11 +129,15 @@ def run_service(service: MultiService) -> int:
     """
     from twisted.internet import reactor as global_reactor
 
+    from llamatwist import logs
+
     reactor: Any = global_reactor  # Twisted's interface typing is too loose here
     # Started before reactor.run() so that a port already in use fails here,
     # synchronously, rather than as a logged error in a running reactor.
     service.startService()  # type: ignore[no-untyped-call]
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    if hasattr(signal, "SIGHUP"):  # logrotate's postrotate (the unit's ExecReload): reopen --log-file
+        signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(logs.reopen_files))
     reactor.run()  # installs SIGINT/SIGTERM handlers that stop the reactor
     return int(getattr(service, "exit_code", 0) or 0)
 

@@ -21,10 +21,19 @@ from llamatwist.constrain import TokenizerInfo
 from llamatwist.engine.errors import EngineError
 from llamatwist.engine.model import FimTokens, Model
 from llamatwist.runtime.counters import Metrics
+from llamatwist.runtime.errors import DecodeFailed
 from llamatwist.runtime.loading import EngineSpec, LoadedModel
 from llamatwist.runtime.loop import DecodeLoop
 from llamatwist.runtime.slot import SlotInfo
-from llamatwist.runtime.task import CompletionTask, ErrorResult, Result, SlotAction, SlotActionResult
+from llamatwist.runtime.task import (
+    CompletionTask,
+    EmbeddingResult,
+    ErrorResult,
+    FinalResult,
+    Result,
+    SlotAction,
+    SlotActionResult,
+)
 
 __all__ = ["EngineService", "EngineState"]
 
@@ -52,6 +61,10 @@ class EngineService(Service):
         # reports ready; a hook raising EngineError fails the start-up.
         self.ready_hooks: list[Callable[[LoadedModel], None]] = []
         self._constraint_tokenizer: TokenizerInfo | None = None
+        # Tasks submitted and not yet ended, for a drain to wait on; those a drain ended itself get
+        # nothing more (their error already went out).
+        self._active: dict[int, CompletionTask] = {}
+        self._ended: set[int] = set()
         self._loop = DecodeLoop(spec, self._deliver, self._ready_from_thread, self._failed_from_thread)
 
     # -- service lifecycle ---------------------------------------------
@@ -62,11 +75,54 @@ class EngineService(Service):
     def stopService(self) -> Deferred[None]:
         super().stopService()
         # Joining the decode thread can take one decode step: do it off-reactor.
-        return threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._loop.stop)
+        d: Deferred[None] = threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._loop.stop)
+        d.addCallback(lambda _: log.info("engine stopped, model freed"))
+        return d
+
+    def drain(self, timeout: float) -> Deferred[None]:
+        """Fires once no task is in flight; after `timeout` seconds the tasks left end with an error."""
+        deadline = self._reactor.seconds() + timeout
+        done: Deferred[None] = Deferred()
+        if self._active:
+            log.info("draining: waiting up to %gs for %d request(s)", timeout, len(self._active))
+
+        def check() -> None:
+            if self._active and self._reactor.seconds() < deadline:
+                self._reactor.callLater(0.05, check)
+                return
+            if not self._active:
+                done.callback(None)
+                return
+            n = self.end_all("the server is shutting down")
+            log.warning("draining: %d request(s) still running after %gs ended with an error", n, timeout)
+            # Give the error events a moment to reach the clients before connections close.
+            self._reactor.callLater(0.2, done.callback, None)
+
+        check()
+        return done
+
+    def end_all(self, reason: str) -> int:
+        """End every task in flight now: its client gets an error, the decode loop drops it."""
+        tasks = list(self._active.values())
+        self._active.clear()
+        for task in tasks:
+            self._ended.add(task.id)
+            self._loop.cancel(task.id)
+            task.sink(ErrorResult(task.id, DecodeFailed(reason)))
+        return len(tasks)
 
     # -- decode thread -> reactor --------------------------------------
     def _deliver(self, items: list[tuple[Callable[[Result], None], Result]]) -> None:
-        self._reactor.callFromThread(_dispatch, items)
+        self._reactor.callFromThread(self._dispatch, items)
+
+    def _dispatch(self, items: list[tuple[Callable[[Result], None], Result]]) -> None:
+        for sink, result in items:
+            task_id = getattr(result, "task_id", -1)
+            if task_id in self._ended:
+                continue
+            if isinstance(result, (FinalResult, ErrorResult, EmbeddingResult)):
+                self._active.pop(task_id, None)
+            sink(result)
 
     def _ready_from_thread(self, loaded: LoadedModel) -> None:
         self._reactor.callFromThread(self._set_ready, loaded)
@@ -99,9 +155,11 @@ class EngineService(Service):
         return self._loop.model
 
     def submit(self, task: CompletionTask) -> None:
+        self._active[task.id] = task
         self._loop.submit(task)
 
     def cancel(self, task_id: int) -> None:
+        self._active.pop(task_id, None)
         self._loop.cancel(task_id)
 
     def slot_action(self, id_slot: int, action: str, path: Path | None) -> Deferred[dict[str, object]]:
@@ -174,11 +232,6 @@ class EngineService(Service):
 
     def valid_token(self, token: int) -> bool:
         return self.model.vocab.is_valid(token)
-
-
-def _dispatch(items: list[tuple[Callable[[Result], None], Result]]) -> None:
-    for sink, result in items:
-        sink(result)
 
 
 def constraint_tokenizer(model: Model) -> TokenizerInfo:
