@@ -11,8 +11,11 @@ Lines look like llama.cpp's: ``I 15:04:05.123 llamatwist.engine: message``.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import os
 import sys
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, cast
 
 if TYPE_CHECKING:
@@ -203,3 +206,71 @@ class _ToTwisted(logging.Handler):
             self.handleError(record)
             return
         Logger(namespace=record.name).emit(level, "{text}", text=text)
+
+
+# --------------------------------------------------------------------------
+# The access log behind a reverse proxy.
+
+#: llamatwist's own setting (llama-server has none): the peers whose X-Forwarded-For is believed.
+TRUSTED_PROXIES_ENV = "LLAMATWIST_TRUSTED_PROXIES"
+DEFAULT_TRUSTED_PROXIES = "127.0.0.1,::1"  # a proxy on the same host, as packaging/nginx sets it up
+
+
+def trusted_proxies(environ: Mapping[str, str] = os.environ) -> frozenset[str]:
+    """LLAMATWIST_TRUSTED_PROXIES: comma-separated addresses; empty trusts none."""
+    value = environ.get(TRUSTED_PROXIES_ENV, DEFAULT_TRUSTED_PROXIES)
+    return frozenset(_ip(part) or part.strip() for part in value.split(",") if part.strip())
+
+
+def _ip(text: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        return None
+
+
+def forwarded_client(peer: str, forwarded_for: bytes | None, trusted: frozenset[str]) -> str:
+    """The client's address: the nearest hop not a trusted proxy, walking X-Forwarded-For from its right
+    end (the hop the trusted peer added) for as long as each hop is trusted; values it cannot parse stop
+    the walk, so a client cannot put just anything in the log."""
+    client = peer
+    if forwarded_for is None or _ip(peer) not in trusted:
+        return client
+    hops = forwarded_for.decode("latin-1").split(",")
+    for hop in reversed(hops):
+        address = _ip(hop)
+        if address is None:
+            break
+        client = address
+        if address not in trusted:
+            break
+    return client
+
+
+class _ForwardedRequest:
+    """The request as the access log sees it: the client address from X-Forwarded-For when trusted."""
+
+    def __init__(self, request: Any, host: str) -> None:
+        from twisted.internet.address import IPv4Address, IPv6Address
+
+        self._request = request
+        self._address = (IPv6Address if ":" in host else IPv4Address)("TCP", host, 0)
+
+    def getClientAddress(self) -> Any:
+        return self._address
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._request, name)
+
+
+def access_log_formatter(trusted: frozenset[str], base: Callable[[str, Any], str]) -> Callable[[str, Any], str]:
+    """Site(logFormatter=...): `base`'s line, with the forwarded client's address behind a trusted proxy."""
+
+    def line(timestamp: str, request: Any) -> str:
+        peer = getattr(request.getClientAddress(), "host", None)
+        if not isinstance(peer, str) or not trusted:
+            return base(timestamp, request)
+        client = forwarded_client(peer, request.getHeader(b"x-forwarded-for"), trusted)
+        return base(timestamp, request if client == peer else _ForwardedRequest(request, client))
+
+    return line

@@ -44,6 +44,7 @@ from llamatwist.engine.context import (
 from llamatwist.engine.errors import EngineError
 from llamatwist.engine.model import Placement
 from llamatwist.errors import StartupError
+from llamatwist.logs import access_log_formatter, trusted_proxies
 from llamatwist.runtime import EngineService, EngineSpec, EngineState, LoadedModel
 from llamatwist.runtime.adapters import AdapterSpec
 
@@ -384,7 +385,8 @@ def make_service(config: ServerConfig, reactor: Any = None) -> ServerService:
         resource,
         requestFactory=body_limited_request(),
         timeout=config.timeout if config.timeout > 0 else None,
-        logFormatter=access_log_line,
+        # behind nginx & co: the client's address from X-Forwarded-For (LLAMATWIST_TRUSTED_PROXIES)
+        logFormatter=access_log_formatter(trusted_proxies(), access_log_line),
     )
     site.displayTracebacks = False
     site.protocol = guarded_channel(config.timeout)  # type: ignore[method-assign,assignment]  # slow clients

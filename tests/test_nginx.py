@@ -4,6 +4,7 @@ slot, and conversation-key hashing keeping a conversation on one replica."""
 
 from __future__ import annotations
 
+import http.client
 import re
 import shutil
 import socket
@@ -148,3 +149,26 @@ def test_bad_request_through_the_proxy(proxy: Proxy) -> None:
                       headers={"Content-Type": "application/json"})
     assert r.status_code == 400 and "error" in r.json()
     assert requests.get(proxy.url + "/health", timeout=30).status_code == 200
+
+
+def request_from(source: str, port: int, path: str, headers: dict[str, str]) -> int:
+    """GET from a chosen loopback source address (the client nginx sees)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30, source_address=(source, 0))
+    try:
+        conn.request("GET", path, headers=headers)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def test_access_log_names_the_client_behind_the_trusted_proxy(proxy: Proxy, replicas: list[Server]) -> None:
+    # Through nginx (peer 127.0.0.1, trusted by default): the client's own address, even with a forged hop.
+    assert request_from("127.0.0.7", proxy.port, "/health?via=nginx", {"X-Forwarded-For": "203.0.113.9"}) == 200
+    # Straight to a replica from an untrusted peer: its forged header is ignored.
+    assert request_from("127.0.0.8", replicas[0].port, "/health", {"X-Forwarded-For": "198.51.100.1"}) == 200
+    time.sleep(0.3)
+    logs = "".join(s.log() for s in replicas)
+    assert re.search(r'"127\.0\.0\.7" - - \[[^]]+\] "GET /health HTTP/1\.1" 200', logs), logs[-2000:]
+    assert '"203.0.113.9"' not in logs
+    assert re.search(r'"127\.0\.0\.8" - - \[[^]]+\] "GET /health HTTP/1\.1" 200', logs)
+    assert '"198.51.100.1"' not in logs
