@@ -71,6 +71,21 @@ def environment_file(path: Path) -> dict[str, str]:
     return env
 
 
+def wait_healthy(url: str, proc: subprocess.Popen[bytes] | None, timeout: float = 120.0) -> None:
+    """Until GET /health is 200 at `url`; fails at once if `proc` (a server not started by Server) exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc is not None:
+            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+        try:
+            if requests.get(url + "/health", timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        assert time.monotonic() < deadline, f"{url} did not become ready"
+        time.sleep(0.2)
+
+
 @pytest.fixture(scope="module")
 def deb() -> Path:
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "build_deb.py")], cwd=REPO, text=True,
@@ -151,16 +166,7 @@ def test_install_serve_remove_purge(deb: Path, clean_system: set[str], model_pat
                             cwd=svc["WorkingDirectory"][0], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-            try:
-                if requests.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, "the installed server did not become ready"
-            time.sleep(0.2)
+        wait_healthy(url, proc)
         server_pid = int(run("pgrep", "-u", "llamatwist", "-f", "/usr/lib/llamatwist/bin/python").stdout.split()[0])
         maps = Path(f"/proc/{server_pid}/maps").read_text()
         assert "/usr/lib/llamatwist/lib/python3" in maps and "libllama.so" in maps  # the package's own libllama

@@ -10,13 +10,13 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import requests
 import yaml
 
 from tests.conftest import REPO, free_port
+from tests.test_packaging_deb import wait_healthy
 
 DOCKER = REPO / "packaging" / "docker"
 
@@ -75,16 +75,7 @@ def test_build_script_installs_a_working_server(tmp_path: Path, model_path: str)
                             stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-            try:
-                if requests.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+        wait_healthy(url, proc)
         r = requests.post(url + "/completion", json={"prompt": "Hello", "n_predict": 4}, timeout=60)
         assert r.status_code == 200 and r.json()["tokens_predicted"] == 4
         assert requests.get(url + "/metrics", timeout=10).status_code == 200  # the compose file's metrics on

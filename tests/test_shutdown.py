@@ -16,6 +16,7 @@ from pathlib import Path
 import requests
 
 from tests.conftest import REPO, Server, free_port
+from tests.test_packaging_deb import wait_healthy
 
 SMALL = ("-c", "1024", "-np", "2", "-t", "1")
 
@@ -101,15 +102,7 @@ def test_twistd_daemon_with_pidfile_and_logfile(model_path: str, tmp_path: Path)
                     "-m", model_path, *SMALL, "--port", str(port)], cwd=tmp_path, check=True, timeout=60,
                    env={**os.environ, "PYTHONPATH": str(REPO)})
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if requests.get(url + "/health", timeout=2).status_code == 200:
-                break
-        except requests.ConnectionError:
-            pass
-        assert time.monotonic() < deadline, logfile.read_text() if logfile.exists() else "no log"
-        time.sleep(0.2)
+    wait_healthy(url, None)
     pid = int(pidfile.read_text())
     r = requests.post(url + "/completion", json={"prompt": "Hello", "n_predict": 4}, timeout=60)
     assert r.status_code == 200 and r.json()["tokens_predicted"] == 4
