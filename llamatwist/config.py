@@ -33,6 +33,10 @@ class ServerConfig:
     model: str | None = None  # None -> the default model preset
     model_url: str | None = None  # -mu: downloaded into the cache (or -m's path) when missing
     offline: bool = False  # never touch the network: -mu's file must be there already
+    hf_repo: str | None = None  # -hf <user>/<model>[:quant], from the Hugging Face hub cache
+    hf_file: str | None = None  # -hff: this file of the repository rather than the quant's
+    hf_token: str | None = field(default=None, repr=False)  # -hft / HF_TOKEN
+    hf_repo_draft: str | None = None  # -hfd: the draft model, as -hf
     alias: str | None = None  # -a as given: comma-separated names, see aliases
     tags: str | None = None  # --tags as given: comma-separated, see model_tags
     n_gpu_layers: int = -1  # -1 = auto/all, as llama-server

@@ -119,3 +119,70 @@ def test_server_starts_from_a_model_url(http_files: str, tmp_path: Path, model_p
                env={"LLAMATWIST_CACHE_DIR": str(tmp_path)})
     assert proc.returncode == 1
     assert f"{tmp_path}/models/other.gguf is not in the cache" in proc.stderr
+
+
+def _hub_repo(home: Path, repo: str, files: dict[str, bytes | Path], sha: str = "0123abcd") -> Path:
+    """A Hugging Face cache entry in the hub's layout (refs/main, snapshots/<sha>/...; links as the hub's)."""
+    repo_dir = home / "hub" / ("models--" + repo.replace("/", "--"))
+    snap = repo_dir / "snapshots" / sha
+    snap.mkdir(parents=True)
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "main").write_text(sha)
+    for name, content in files.items():
+        if isinstance(content, Path):
+            (snap / name).symlink_to(content)
+        else:
+            (snap / name).write_bytes(content)
+    return snap
+
+
+def test_hf_repo_resolves_from_the_hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from llamatwist.cli.hf import resolve_hf
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    snap = _hub_repo(tmp_path, "user/model-GGUF", {
+        "mmproj-model-Q4_K_M.gguf": BLOB, "model-Q8_0.gguf": BLOB, "model-Q4_K_M.gguf": BLOB, "model-F16.gguf": BLOB,
+    })
+    assert resolve_hf("user/model-GGUF", offline=True) == snap / "model-Q4_K_M.gguf"  # the default quant
+    assert resolve_hf("user/model-GGUF:q8_0", offline=True) == snap / "model-Q8_0.gguf"  # case-insensitive
+    assert resolve_hf("user/model-GGUF:Q4_K_M", "model-F16.gguf", offline=True) == snap / "model-F16.gguf"
+    with pytest.raises(DownloadError, match=r"--offline: a IQ2_XS GGUF file of user/model-GGUF is not in the "
+                                            r"Hugging Face cache .*models--user--model-GGUF"):
+        resolve_hf("user/model-GGUF:IQ2_XS", offline=True)
+
+
+def test_hf_repo_downloads_into_the_hub_cache(http_files: str, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from llamatwist.cli.hf import resolve_hf
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", http_files)
+    Files.files["/api/models/user/m"] = json.dumps({"sha": "feed01", "siblings": [
+        {"rfilename": "README.md"}, {"rfilename": "mmproj-m-f16.gguf"}, {"rfilename": "m-Q4_K_M.gguf"}]}).encode()
+    Files.files["/user/m/resolve/feed01/m-Q4_K_M.gguf"] = BLOB
+    path = resolve_hf("user/m", token="hf_secret")
+    assert path == tmp_path / "hub" / "models--user--m" / "snapshots" / "feed01" / "m-Q4_K_M.gguf"
+    assert path.read_bytes() == BLOB
+    assert (tmp_path / "hub" / "models--user--m" / "refs" / "main").read_text() == "feed01"
+    assert resolve_hf("user/m", offline=True) == path  # now cached
+    with pytest.raises(DownloadError, match=r"no Q8_0 GGUF file \(available: mmproj-m-f16.gguf, m-Q4_K_M.gguf\)"):
+        resolve_hf("user/m:Q8_0")
+
+
+def test_server_starts_from_an_hf_repo_offline(tmp_path: Path, model_path: str,
+                                               make_server: Callable[..., Server]) -> None:
+    import sys
+
+    _hub_repo(tmp_path, "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF", {"smollm2-Q4_1.gguf": Path(model_path)})
+    command = ["env", f"HF_HOME={tmp_path}", sys.executable, "-m", "llamatwist"]
+    srv = make_server("-hf", "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF:q4_1", "--offline", "-c", "512", "-np", "1",
+                      "-t", "1", "--no-warmup", command=command)
+    assert srv.get("/props").json()["model_path"].endswith("/snapshots/0123abcd/smollm2-Q4_1.gguf")
+    proc = run("-m", "llamatwist", "-hf", "nobody/nothing", "--offline", env={"HF_HOME": str(tmp_path)})
+    assert proc.returncode == 1
+    assert "nobody/nothing is not in the Hugging Face cache" in proc.stderr
+    assert run("-m", "llamatwist", "-hf", "no-slash").returncode == 2

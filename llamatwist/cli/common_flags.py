@@ -34,6 +34,7 @@ from llamatwist.cli.convert import (
     zero_one,
 )
 from llamatwist.cli.flag import G_COMPUTE, G_LOG, G_MODEL, G_SAMPLING, Flag
+from llamatwist.cli.hf import hf_repo
 from llamatwist.config import CACHE_TYPE_NAMES, LOAD_MODES, ROPE_SCALING
 
 __all__ = ["COMMON"]
@@ -48,6 +49,19 @@ COMMON: Final[tuple[Flag, ...]] = (
          "LLAMA_ARG_MODEL_URL", nonempty, metavar="MODEL_URL", default="unused"),
     Flag(("--offline",), "offline", G_MODEL, "offline mode: forces use of the cache, prevents network access",
          "LLAMA_ARG_OFFLINE"),
+    Flag(("-hf", "-hfr", "--hf-repo"), "hf_repo", G_MODEL,
+         "Hugging Face model repository; quant is optional, case-insensitive, default to Q4_K_M, or falls back "
+         "to the first file in the repo if Q4_K_M doesn't exist; read from the Hugging Face cache ($HF_HOME), "
+         "downloaded into it when missing", "LLAMA_ARG_HF_REPO", hf_repo, metavar="<user>/<model>[:quant]",
+         default="unused"),
+    Flag(("-hff", "--hf-file"), "hf_file", G_MODEL,
+         "Hugging Face model file; if specified, it overrides the quant in --hf-repo", "LLAMA_ARG_HF_FILE",
+         nonempty, metavar="FILE", default="unused"),
+    Flag(("-hft", "--hf-token"), "hf_token", G_MODEL, "Hugging Face access token", "HF_TOKEN", nonempty,
+         metavar="TOKEN", default="value from HF_TOKEN environment variable"),
+    Flag(("--spec-draft-hf", "-hfd", "-hfrd", "--hf-repo-draft"), "hf_repo_draft", G_MODEL,
+         "same as --hf-repo, but for the draft model", "LLAMA_ARG_SPEC_DRAFT_HF_REPO", hf_repo,
+         metavar="<user>/<model>[:quant]", default="unused"),
     Flag(("-ngl", "--gpu-layers", "--n-gpu-layers"), "n_gpu_layers", G_MODEL,
          "max. number of layers to store in VRAM, either an exact number, "
          "'auto', or 'all'", "LLAMA_ARG_N_GPU_LAYERS", gpu_layers,

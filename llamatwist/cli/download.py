@@ -36,7 +36,8 @@ def model_url_path(url: str, cache: Path) -> Path:
     return cache / "models" / name
 
 
-def fetch_model(url: str, dest: Path, *, offline: bool = False, out: IO[str] | None = None) -> Path:
+def fetch_model(url: str, dest: Path, *, offline: bool = False, out: IO[str] | None = None,
+                token: str | None = None) -> Path:
     """`dest`, downloaded from `url` first unless it is already there."""
     if dest.is_file():
         return dest
@@ -48,6 +49,8 @@ def fetch_model(url: str, dest: Path, *, offline: bool = False, out: IO[str] | N
     request = urllib.request.Request(url, headers={"User-Agent": "llamatwist"})
     if have:
         request.add_header("Range", f"bytes={have}-")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
     try:
         response = urllib.request.urlopen(request, timeout=60)
     except urllib.error.HTTPError as err:

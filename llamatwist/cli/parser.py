@@ -351,9 +351,10 @@ def _speculative(values: dict[str, Any]) -> SpecParams:
     """The requests' default speculation; a draft model alone means draft-simple (llama-server)."""
     base = ServerConfig()
     spec_type = values.get("spec_type", base.spec_type)
-    if spec_type == "none" and values.get("model_draft"):
+    draft = values.get("model_draft") or values.get("hf_repo_draft")  # -hfd resolves to a path at start-up
+    if spec_type == "none" and draft:
         spec_type = "draft-simple"
-    if spec_type == "draft-simple" and not values.get("model_draft"):
+    if spec_type == "draft-simple" and not draft:
         raise ConfigError("--spec-type draft-simple needs a draft model (-md/--model-draft)", 2)
     return SpecParams(
         type=spec_type,
@@ -363,7 +364,7 @@ def _speculative(values: dict[str, Any]) -> SpecParams:
         ngram_size_n=values.get("spec_ngram_size_n", base.spec_ngram_size_n),
         ngram_size_m=values.get("spec_ngram_size_m", base.spec_ngram_size_m),
         ngram_min_hits=values.get("spec_ngram_min_hits", base.spec_ngram_min_hits),
-        has_draft_model=bool(values.get("model_draft")),
+        has_draft_model=bool(draft),
     )
 
 

@@ -65,11 +65,31 @@ def resolve_model(config: ServerConfig) -> ServerConfig:
         except DownloadError as err:
             raise ModelFetchError(str(err)) from None
         return dataclasses.replace(config, model=str(path))
+    if config.hf_repo or config.hf_repo_draft:
+        config = _resolve_hf(config)
     if config.model is not None:
         return config
     from llamatwist.models import ensure_default_model
 
     return dataclasses.replace(config, model=str(ensure_default_model()))
+
+
+def _resolve_hf(config: ServerConfig) -> ServerConfig:
+    """-hf and -hfd: paths in the Hugging Face cache (downloaded into it unless --offline)."""
+    from llamatwist.cli.download import DownloadError
+    from llamatwist.cli.hf import resolve_hf
+    from llamatwist.models import ModelFetchError
+
+    try:
+        if config.hf_repo:
+            path = resolve_hf(config.hf_repo, config.hf_file, token=config.hf_token, offline=config.offline)
+            config = dataclasses.replace(config, model=str(path))
+        if config.hf_repo_draft:
+            draft = resolve_hf(config.hf_repo_draft, token=config.hf_token, offline=config.offline)
+            config = dataclasses.replace(config, model_draft=str(draft))
+    except DownloadError as err:
+        raise ModelFetchError(str(err)) from None
+    return config
 
 
 def fatal_errors() -> tuple[type[BaseException], ...]:

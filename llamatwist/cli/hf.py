@@ -1,0 +1,117 @@
+# -*- test-case-name: tests.test_flags_download -*-
+"""-hf/-hfr <user>/<model>[:quant], -hff, -hft/HF_TOKEN, -hfd: a model from the Hugging Face hub cache.
+
+The cache is the hub's own layout (``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else
+``~/.cache/huggingface/hub``): ``models--<user>--<model>/refs/main`` names a snapshot whose directory holds
+the files. A file missing there is downloaded (``$HF_ENDPOINT``, else https://huggingface.co) unless
+``--offline``; the file is picked as llama.cpp's find_best_model picks it: -hff, else the quant tag
+(default Q4_K_M, then Q8_0, then the first model file), never an mmproj/imatrix file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import urllib.error
+import urllib.request
+from collections.abc import Iterable
+from pathlib import Path
+
+from llamatwist.cli.download import DownloadError, fetch_model
+
+__all__ = ["hf_repo", "hub_cache", "resolve_hf"]
+
+_NOT_MODEL = ("mmproj", "imatrix", "mtp-", "eagle3-", "dflash-", "dspark-")
+
+
+def hf_repo(text: str) -> str:
+    """-hf's syntax: <user>/<model>[:quant]."""
+    repo = text.partition(":")[0]
+    if repo.count("/") != 1 or not all(repo.split("/")):
+        raise ValueError(f"invalid Hugging Face repository {text!r}: expected <user>/<model>[:quant]")
+    return text
+
+
+def hub_cache() -> Path:
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
+    return Path(home) / "hub"
+
+
+def _is_model(path: str) -> bool:
+    name = path.rsplit("/", 1)[-1]
+    if not name.endswith(".gguf") or any(bad in name for bad in _NOT_MODEL):
+        return False
+    split = re.search(r"-(\d{5})-of-(\d{5})\.gguf$", name)
+    return split is None or int(split.group(1)) == 1
+
+
+def best_file(files: Iterable[str], tag: str) -> str | None:
+    files = sorted(files)
+    for t in [tag] if tag else ["Q4_K_M", "Q8_0"]:
+        pattern = re.compile(re.escape(t) + "[.-]", re.IGNORECASE)
+        for f in files:
+            if _is_model(f) and pattern.search(f):
+                return f
+    if not tag:
+        return next((f for f in files if _is_model(f)), None)
+    return None
+
+
+def _snapshot(repo_dir: Path) -> Path | None:
+    ref = repo_dir / "refs" / "main"
+    if ref.is_file():
+        snap = repo_dir / "snapshots" / ref.read_text().strip()
+        if snap.is_dir():
+            return snap
+    snaps = sorted((repo_dir / "snapshots").glob("*")) if (repo_dir / "snapshots").is_dir() else []
+    return snaps[-1] if snaps else None
+
+
+def _api(url: str, token: str | None) -> dict[str, object]:
+    request = urllib.request.Request(url, headers={"User-Agent": "llamatwist"})
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            data = json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        raise DownloadError(f"{url}: HTTP {err.code} {err.reason}") from None
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        raise DownloadError(f"{url}: {getattr(err, 'reason', err)}") from None
+    if not isinstance(data, dict):
+        raise DownloadError(f"{url}: unexpected answer")
+    return data
+
+
+def resolve_hf(spec: str, file: str | None = None, *, token: str | None = None, offline: bool = False) -> Path:
+    """The local path of -hf `spec` (-hff `file`), from the hub cache or downloaded into it."""
+    repo, _, tag = spec.partition(":")
+    repo_dir = hub_cache() / ("models--" + repo.replace("/", "--"))
+    snap = _snapshot(repo_dir)
+    if snap is not None:
+        local = [str(p.relative_to(snap)) for p in snap.rglob("*.gguf")]
+        name = file if file in local else (None if file else best_file(local, tag))
+        if name:
+            return snap / name
+    if offline:
+        what = file or (f"a {tag} GGUF file" if tag else "a GGUF model file")
+        raise DownloadError(f"--offline: {what} of {repo} is not in the Hugging Face cache {repo_dir}")
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    info = _api(f"{endpoint}/api/models/{repo}", token)
+    siblings = info.get("siblings")
+    names = [s["rfilename"] for s in siblings if isinstance(s, dict) and "rfilename" in s] \
+        if isinstance(siblings, list) else []
+    name = file if file else best_file(names, tag)
+    if not name or name not in names:
+        available = ", ".join(n for n in names if n.endswith(".gguf")) or "none"
+        raise DownloadError(f"{repo}: no {file or (tag or 'model')} GGUF file (available: {available})")
+    sha = str(info.get("sha") or "main")
+    dest = repo_dir / "snapshots" / sha / name
+    url = f"{endpoint}/{repo}/resolve/{sha}/{name}"
+    path = fetch_model(url, dest, token=token)
+    (repo_dir / "refs").mkdir(parents=True, exist_ok=True)
+    (repo_dir / "refs" / "main").write_text(sha)
+    return path
