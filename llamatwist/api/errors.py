@@ -26,6 +26,7 @@ from llamatwist.runtime import (
     InputTooLarge,
     InvalidSlot,
     KVCacheFull,
+    ShuttingDown,
     SlotBusy,
     SlotFileError,
     SlotFileUnwritable,
@@ -138,6 +139,7 @@ TABLE: dict[type[Exception], Callable[[Any], ErrorAnswer]] = {
     KVCacheFull: lambda exc: ErrorAnswer(503, "unavailable_error", "the KV cache is full, retry later"),
     DecodeFailed: lambda exc: ErrorAnswer(500, "server_error", f"decode failed: {exc.detail}"),
     DecodeLoopCrashed: lambda exc: ErrorAnswer(500, "server_error", "decode loop crashed"),
+    ShuttingDown: lambda exc: ErrorAnswer(503, "unavailable_error", f"{exc}: the request was stopped, retry"),
     InvalidSlot: lambda exc: ErrorAnswer(400, "invalid_request_error", "Invalid slot ID"),
     SlotBusy: lambda exc: ErrorAnswer(
         409, "invalid_request_error", f"slot {exc.id_slot} is busy processing a task; try again when it is idle"

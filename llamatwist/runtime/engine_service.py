@@ -21,7 +21,7 @@ from llamatwist.constrain import TokenizerInfo
 from llamatwist.engine.errors import EngineError
 from llamatwist.engine.model import FimTokens, Model
 from llamatwist.runtime.counters import Metrics
-from llamatwist.runtime.errors import DecodeFailed
+from llamatwist.runtime.errors import ShuttingDown
 from llamatwist.runtime.loading import EngineSpec, LoadedModel
 from llamatwist.runtime.loop import DecodeLoop
 from llamatwist.runtime.slot import SlotInfo
@@ -108,7 +108,7 @@ class EngineService(Service):
         for task in tasks:
             self._ended.add(task.id)
             self._loop.cancel(task.id)
-            task.sink(ErrorResult(task.id, DecodeFailed(reason)))
+            task.sink(ErrorResult(task.id, ShuttingDown(reason)))
         return len(tasks)
 
     # -- decode thread -> reactor --------------------------------------

@@ -14,6 +14,7 @@ __all__ = [
     "InputTooLarge",
     "InvalidSlot",
     "KVCacheFull",
+    "ShuttingDown",
     "SlotBusy",
     "SlotFileError",
     "SlotFileUnwritable",
@@ -51,6 +52,10 @@ class DecodeFailed(TaskError):
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail
+
+
+class ShuttingDown(TaskError):
+    """The server stopped (its drain timeout passed) before the task ended."""
 
 
 class DecodeLoopCrashed(TaskError):
