@@ -37,6 +37,7 @@ class ServerConfig:
     hf_file: str | None = None  # -hff: this file of the repository rather than the quant's
     hf_token: str | None = field(default=None, repr=False)  # -hft / HF_TOKEN
     hf_repo_draft: str | None = None  # -hfd: the draft model, as -hf
+    hf_file_draft: str | None = None  # the draft's file (set by the --fim-qwen-*-spec presets)
     alias: str | None = None  # -a as given: comma-separated names, see aliases
     tags: str | None = None  # --tags as given: comma-separated, see model_tags
     n_gpu_layers: int = -1  # -1 = auto/all, as llama-server

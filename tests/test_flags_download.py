@@ -186,3 +186,26 @@ def test_server_starts_from_an_hf_repo_offline(tmp_path: Path, model_path: str,
     assert proc.returncode == 1
     assert "nobody/nothing is not in the Hugging Face cache" in proc.stderr
     assert run("-m", "llamatwist", "-hf", "no-slash").returncode == 2
+
+
+def test_model_presets_set_llama_servers_model_and_parameters(tmp_path: Path, model_path: str,
+                                                             make_server: Callable[..., Server]) -> None:
+    import sys
+
+    from llamatwist.cli import parse_config
+
+    config = parse_config(["--fim-qwen-7b-spec", "--port", "9000"], {"LLAMA_ARG_BATCH": "512"})
+    assert (config.hf_repo, config.hf_file) == ("ggml-org/Qwen2.5-Coder-7B-Q8_0-GGUF", "qwen2.5-coder-7b-q8_0.gguf")
+    assert (config.hf_repo_draft, config.sampling.speculative.type) == ("ggml-org/Qwen2.5-Coder-0.5B-Q8_0-GGUF",
+                                                                        "draft-simple")
+    # the flags and variables given win, wherever they stand
+    assert (config.port, config.n_batch, config.n_ubatch, config.sampling.n_cache_reuse) == (9000, 512, 1024, 256)
+    gpt = parse_config(["--gpt-oss-20b-default"], {})
+    assert (gpt.sampling.temperature, gpt.sampling.top_k, gpt.n_parallel, gpt.n_ctx) == (1.0, 0, 2, 262144)
+
+    _hub_repo(tmp_path, "ggml-org/Qwen2.5-Coder-1.5B-Q8_0-GGUF", {"qwen2.5-coder-1.5b-q8_0.gguf": Path(model_path)})
+    command = ["env", f"HF_HOME={tmp_path}", sys.executable, "-m", "llamatwist"]
+    srv = make_server("--fim-qwen-1.5b-default", "--offline", "-c", "512", "-np", "1", "-t", "1", "--no-warmup",
+                      command=command)
+    props = srv.get("/props").json()
+    assert props["model_path"].endswith("/qwen2.5-coder-1.5b-q8_0.gguf")

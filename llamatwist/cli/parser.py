@@ -22,6 +22,7 @@ from llamatwist.cli.convert import Converter, read_api_key_file
 from llamatwist.cli.environ import canonical, from_env, not_implemented, refused_env
 from llamatwist.cli.errors import PROG, ConfigError
 from llamatwist.cli.flag import SECTIONS, Flag
+from llamatwist.cli.presets import MODEL_PRESETS
 from llamatwist.cli.sampling_flags import SAMPLING
 from llamatwist.cli.server_flags import PRESETS, SERVER
 from llamatwist.cli.speculative_flags import SPECULATIVE
@@ -78,6 +79,7 @@ class _OnOff(argparse.Action):
 
 
 _REFUSED: Final = "refused_flags"
+_MODEL_PRESETS: Final = "model_presets"
 
 
 class _Refuse(argparse.Action):
@@ -106,7 +108,7 @@ class _Completion(argparse.Action):
         names = ["-h", "--help", "--usage", "--version", "--completion-bash", "--list-devices"]
         for flag in FLAGS:
             names += [*flag.names, *flag.neg]
-        sys.stdout.write(completion_script([*names, *PRESETS]))
+        sys.stdout.write(completion_script([*names, *PRESETS, *MODEL_PRESETS]))
         sys.stdout.flush()
         raise SystemExit(0)
 
@@ -230,6 +232,8 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                 group.add_argument(
                     name, dest="model", action="store_const", const=None, help=text
                 )
+            for name, (text, _) in MODEL_PRESETS.items():
+                group.add_argument(name, dest=_MODEL_PRESETS, action="append_const", const=name, help=text)
     for unimplemented in UNIMPLEMENTED:
         parser.add_argument(
             *unimplemented.names.split(),
@@ -267,7 +271,8 @@ def _normalize(argv: Sequence[str], known: set[str]) -> list[str]:
 
 
 def _known_names() -> set[str]:
-    names = {"-h", "--help", "--usage", "--version", "--completion-bash", "--list-devices", *PRESETS}
+    names = {"-h", "--help", "--usage", "--version", "--completion-bash", "--list-devices", *PRESETS,
+             *MODEL_PRESETS}
     for flag in FLAGS:
         names.update(flag.names + flag.neg)
     for unimplemented in UNIMPLEMENTED:
@@ -288,6 +293,7 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> ServerConfi
         # likely the user's real mistake.
         raise ConfigError(f"unrecognized arguments: {' '.join(extras)}")
     given: dict[str, Any] = vars(namespace)
+    presets = given.pop(_MODEL_PRESETS, [])
     refused = given.pop(_REFUSED, None)
     if refused:
         raise not_implemented(refused[0])
@@ -305,6 +311,9 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> ServerConfi
                 values[flag.field] = value
     if "model" in given:  # a preset (None) or -m given on the command line
         values["model"] = given["model"]
+    for preset in presets:  # llama-server's model presets: what the flags and variables leave unset
+        for key, value in MODEL_PRESETS[preset][1].items():
+            values.setdefault(key, value)
 
     # --api-key and --api-key-file add up; the file is read now, as llama-server
     # does while parsing, so an unreadable one stops the start-up (exit 1).

@@ -85,7 +85,8 @@ def _resolve_hf(config: ServerConfig) -> ServerConfig:
             path = resolve_hf(config.hf_repo, config.hf_file, token=config.hf_token, offline=config.offline)
             config = dataclasses.replace(config, model=str(path))
         if config.hf_repo_draft:
-            draft = resolve_hf(config.hf_repo_draft, token=config.hf_token, offline=config.offline)
+            draft = resolve_hf(config.hf_repo_draft, config.hf_file_draft, token=config.hf_token,
+                               offline=config.offline)
             config = dataclasses.replace(config, model_draft=str(draft))
     except DownloadError as err:
         raise ModelFetchError(str(err)) from None
