@@ -82,7 +82,7 @@ def test_mlock_locks_the_model_in_memory(baseline: Server, make_server: Callable
                                          model_path: str) -> None:
     size_kib = Path(model_path).stat().st_size // 1024
     assert proc_status(baseline, "VmLck") == "0 kB"
-    srv = make_server("-m", model_path, *SMALL, "-lm", "mmap+mlock")
+    srv = make_server("-m", model_path, *SMALL, "--mlock")  # older llama-server's spelling of -lm mmap+mlock
     locked = int(proc_status(srv, "VmLck").split()[0])
     assert locked > size_kib * 0.8, (locked, size_kib)
     assert srv.get("/props").json()["load_mode"] == "mmap+mlock"

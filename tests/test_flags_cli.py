@@ -91,3 +91,11 @@ def test_seed_flag_is_known_and_not_refused_unless_owned_elsewhere(row: str) -> 
                 assert "unrecognized" not in err.message, f"{name} is unknown: {err.message}"
         except SystemExit:
             pass  # -h, --version, --completion-bash, --list-devices print and exit
+
+
+@pytest.mark.parametrize(("args", "mode"), [
+    (["--mlock"], "mmap+mlock"), (["--no-mmap"], "none"), (["--mlock", "--no-mmap"], "mlock"),
+    (["--no-mmap", "--mlock"], "mlock"), (["--mmap"], "mmap"), (["-lm", "dio"], "dio"), ([], "auto"),
+])
+def test_older_load_flags_are_load_modes(args: list[str], mode: str) -> None:
+    assert parse_config(args, {}).load_mode == mode

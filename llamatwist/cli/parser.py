@@ -80,6 +80,11 @@ class _OnOff(argparse.Action):
 
 _REFUSED: Final = "refused_flags"
 _MODEL_PRESETS: Final = "model_presets"
+_LEGACY_LOAD: Final = {
+    "--mlock": "older llama-server spelling: -lm mmap+mlock (-lm mlock with --no-mmap)",
+    "--no-mmap": "older llama-server spelling: -lm none (-lm mlock with --mlock)",
+    "--mmap": "older llama-server spelling: -lm mmap",
+}
 
 
 class _Refuse(argparse.Action):
@@ -132,6 +137,22 @@ class _ListDevices(argparse.Action):
         sys.stdout.write("\n".join(lines if found else [*lines, "  (none)"]) + "\n")
         sys.stdout.flush()
         raise SystemExit(0)
+
+
+class _LegacyLoad(argparse.Action):
+    """--mlock, --no-mmap, --mmap: older llama-server spellings of -lm, combined as they combined there."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        current = getattr(namespace, "load_mode", "auto")
+        locked = current in ("mlock", "mmap+mlock") or option_string == "--mlock"
+        mapped = current not in ("none", "mlock") if option_string == "--mlock" else option_string == "--mmap"
+        namespace.load_mode = ("mmap+mlock" if mapped else "mlock") if locked else "mmap" if mapped else "none"
 
 
 class _Version(argparse.Action):
@@ -232,6 +253,8 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                 group.add_argument(
                     name, dest="model", action="store_const", const=None, help=text
                 )
+            for name, text in _LEGACY_LOAD.items():
+                group.add_argument(name, dest="load_mode", action=_LegacyLoad, nargs=0, help=text)
             for name, (text, _) in MODEL_PRESETS.items():
                 group.add_argument(name, dest=_MODEL_PRESETS, action="append_const", const=name, help=text)
     for unimplemented in UNIMPLEMENTED:
@@ -272,7 +295,7 @@ def _normalize(argv: Sequence[str], known: set[str]) -> list[str]:
 
 def _known_names() -> set[str]:
     names = {"-h", "--help", "--usage", "--version", "--completion-bash", "--list-devices", *PRESETS,
-             *MODEL_PRESETS}
+             *MODEL_PRESETS, *_LEGACY_LOAD}
     for flag in FLAGS:
         names.update(flag.names + flag.neg)
     for unimplemented in UNIMPLEMENTED:
