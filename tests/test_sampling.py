@@ -351,7 +351,9 @@ def test_completion_echoes_the_new_fields(srv: Any) -> None:
     for key, value in NEW_FIELDS.items():
         assert gs[key] == value, key
     assert gs["samplers"] == ["top_k", "top_p", "min_p", "temperature"]
-    assert gs["logit_bias"] == [{"bias": 1.5, "token": 15043}, {"bias": None, "token": 2}]
+    # the request's biases, then the bans ignore_eos adds for every end-of-generation token (llama-server)
+    assert gs["logit_bias"][:2] == [{"bias": 1.5, "token": 15043}, {"bias": None, "token": 2}]
+    assert len(gs["logit_bias"]) > 2 and all(b["bias"] is None for b in gs["logit_bias"][2:])
     assert gs["seed"] == 99
     assert r.json()["tokens_predicted"] == 4  # ignore_eos
 
@@ -410,7 +412,8 @@ def test_cli_sampling_defaults_reach_requests(make_server: Any, model_path: str)
     props = s.get("/props").json()["default_generation_settings"]["params"]
     assert props["samplers"] == ["top_k", "temperature"]
     assert (props["mirostat"], props["mirostat_tau"], props["ignore_eos"]) == (2, 3.0, True)
-    assert props["logit_bias"] == [{"bias": 1.0, "token": 15043}]
+    assert props["logit_bias"][0] == {"bias": 1.0, "token": 15043}  # then ignore_eos's end-of-generation bans
+    assert len(props["logit_bias"]) > 1 and all(b["bias"] is None for b in props["logit_bias"][1:])
     assert (props["dry_base"], props["dry_sequence_breakers"]) == (2.5, ["|"])
     assert (props["top_n_sigma"], props["xtc_probability"]) == (1.5, 0.1)
     r = s.post("/completion", json={"prompt": "Hi", "n_predict": 3})
