@@ -35,7 +35,8 @@ PASSAGE = (
     "stood for a moment at the end of the pier, looked up at the lighthouse, and then walked into the town "
     "without a word to anyone."
 )
-REPEAT = f"Here is a passage.\n\n{PASSAGE}\n\nRepeat the passage above exactly, word for word.\n\n"
+# a copying task the 135M model does follow (asked in words, it paraphrases): the passage twice, then again
+REPEAT = f"Copy the text.\nText: {PASSAGE}\nCopy: {PASSAGE}\nText: {PASSAGE}\nCopy:"
 STORY = "Write a short story about a dragon who learns to bake bread.\n\nOnce upon a time"
 OFF = {"speculative.type": "none"}
 

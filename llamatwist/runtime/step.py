@@ -47,7 +47,11 @@ from llamatwist.runtime.speculative import DraftModel, ngram_simple_draft
 if TYPE_CHECKING:
     from llamatwist.engine.model import LoraAdapter
 
-__all__ = ["AdapterSet", "SlotFeed", "Step", "StepPlan"]
+__all__ = ["SPEC_MAX_GENERATING", "AdapterSet", "SlotFeed", "Step", "StepPlan"]
+
+# Speculative decoding pays while a step's batch is small (decoding is memory-bound); with this many slots
+# generating at once the batch is compute-bound and drafts are not drafted (bench/speculative.py: 8 clients).
+SPEC_MAX_GENERATING = 5
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +128,8 @@ class Step:
                     continue
                 feeds.append(SlotFeed(slot, (slot.pending_token,), len(slot.cache), True))
         room = self._batch.capacity - len(feeds)
+        if len(feeds) >= SPEC_MAX_GENERATING:
+            room = 0  # the batch already fills the compute: verifying drafts would cost more than it saves
         for feed in feeds:  # drafts take what room the generating slots leave, before prompt chunks
             if room <= 0:
                 break
