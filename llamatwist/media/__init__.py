@@ -2,45 +2,105 @@
 
 A prompt with media is a list of parts — text, token ids and :class:`MediaInput` items, in order — the way
 llama-server's prompts carry ``<__media__>`` markers (libmtmd's default marker) with the media listed beside
-them. The routes decode what the client sent into bytes here; libmtmd (in the engine layer, on the decode
-thread's side) turns the bytes into bitmaps and the bitmaps into chunks.
+them. The routes turn what the client sent into a MediaInput with :func:`decode_media` (off the reactor
+thread: decoding an image is CPU work); libmtmd, in the engine layer, turns it into chunks.
+
+Images are decoded here with Pillow rather than by libmtmd's stb_image because stb_image reads no WebP and
+has no pixel limit; the engine receives plain RGB pixels (``mtmd_bitmap_init``). Audio stays encoded (WAV,
+MP3, FLAC): libmtmd's helper decodes and resamples it for the projector.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
+import warnings
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["MEDIA_MARKER", "MediaInput", "MediaKind", "split_at_markers"]
+__all__ = [
+    "MAX_IMAGE_PIXELS",
+    "MEDIA_MARKER",
+    "MediaError",
+    "MediaInput",
+    "MediaKind",
+    "decode_media",
+    "split_at_markers",
+]
 
 MEDIA_MARKER = "<__media__>"  # mtmd_default_marker() of the pinned libmtmd
+
+MAX_IMAGE_PIXELS = 64 * 1024 * 1024  # far above any projector's input; a bomb is refused before decoding
 
 MediaKind = Literal["image", "audio"]
 
 
+class MediaError(ValueError):
+    """The media cannot be used: the message names why (a 400 at the route)."""
+
+
 @dataclass(frozen=True)
 class MediaInput:
-    """One media file as the client sent it (PNG/JPEG/WebP/GIF, WAV/MP3/FLAC), already base64-decoded."""
+    """One media item: an image as RGB pixels (``width * height * 3`` bytes, row-major), or an audio file's
+    bytes (WAV/MP3/FLAC) with ``width == height == 0``."""
 
     kind: MediaKind
     data: bytes = field(repr=False)
+    width: int = 0
+    height: int = 0
 
     @property
     def digest(self) -> str:
-        """A stable name for the file's bytes (logs, tests); the prefix cache keys by the decoded bitmap."""
-        return hashlib.sha256(self.data).hexdigest()[:16]
+        """The content hash the prefix cache keys media chunks by (same pixels → same KV)."""
+        h = hashlib.sha256(f"{self.kind}:{self.width}x{self.height}:".encode())
+        h.update(self.data)
+        return h.hexdigest()
+
+
+_AUDIO_MAGIC = (b"RIFF", b"fLaC", b"ID3", b"\xff\xfb", b"\xff\xf3", b"\xff\xf2")
+
+
+def decode_media(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> MediaInput:
+    """A client's file bytes → a MediaInput; MediaError names what is wrong with them."""
+    if not data:
+        raise MediaError("the media file is empty")
+    if data.startswith(_AUDIO_MAGIC) and not (data.startswith(b"RIFF") and data[8:12] == b"WEBP"):
+        if data.startswith(b"RIFF") and data[8:12] != b"WAVE":
+            raise MediaError("unsupported media format: a RIFF file that is neither WAV nor WebP")
+        return MediaInput("audio", data)
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                if img.format not in ("PNG", "JPEG", "WEBP", "GIF", "BMP"):
+                    raise MediaError(f"unsupported image format {img.format} (expected PNG, JPEG, WebP or GIF)")
+                if img.width * img.height > max_pixels:
+                    raise MediaError(
+                        f"the image is too large: {img.width}x{img.height} pixels (at most {max_pixels} pixels)"
+                    )
+                img.seek(0)  # a GIF's first frame
+                rgb = img.convert("RGB")
+                return MediaInput("image", rgb.tobytes(), rgb.width, rgb.height)
+    except MediaError:
+        raise
+    except UnidentifiedImageError:
+        raise MediaError("unsupported media format: not a PNG, JPEG, WebP or GIF image, nor WAV, MP3 or FLAC audio")
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+        raise MediaError(f"the image is too large: {e}") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise MediaError(f"the image cannot be decoded (corrupt or truncated): {e}") from None
 
 
 def split_at_markers(text: str, media: list[MediaInput]) -> list[str | MediaInput]:
     """``text`` with each marker replaced by the next media item, in order.
 
-    The count must match (llama-server: "number of bitmaps does not match number of markers"); the caller
-    turns the ValueError into a 400.
+    The counts must match (llama-server: "number of bitmaps does not match number of markers").
     """
     pieces = text.split(MEDIA_MARKER)
     if len(pieces) - 1 != len(media):
-        raise ValueError(
+        raise MediaError(
             f"the prompt has {len(pieces) - 1} media marker(s) ({MEDIA_MARKER}) but {len(media)} media file(s)"
         )
     out: list[str | MediaInput] = []
