@@ -99,3 +99,13 @@ def test_seed_flag_is_known_and_not_refused_unless_owned_elsewhere(row: str) -> 
 ])
 def test_older_load_flags_are_load_modes(args: list[str], mode: str) -> None:
     assert parse_config(args, {}).load_mode == mode
+
+
+def test_media_path_is_an_existing_directory(tmp_path: Path) -> None:
+    (tmp_path / "media").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "media")
+    # resolved once, so file:// URLs are checked against the real directory
+    assert parse_config(["--media-path", str(tmp_path / "link")], {}).media_path == str(tmp_path / "media")
+    assert parse_config([], {}).media_path is None
+    with pytest.raises(ConfigError, match="not a directory"):
+        parse_config(["--media-path", str(tmp_path / "missing")], {})

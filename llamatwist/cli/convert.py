@@ -37,6 +37,7 @@ __all__ = [
     "integer",
     "json_object",
     "logit_bias",
+    "media_dir",
     "mirostat",
     "n_parallel",
     "nonempty",
@@ -292,6 +293,13 @@ def directory(text: str) -> str:
     if not os.path.isdir(text):
         raise ValueError(f"static assets path not found: {text!r}")
     return text
+
+
+def media_dir(text: str) -> str:
+    """--media-path: an existing directory, resolved once (file:// URLs must stay under it)."""
+    if not os.path.isdir(text):
+        raise ValueError(f"not a directory: {text}")
+    return os.path.realpath(text)
 
 
 POOLING_TYPES: Final = ("none", "mean", "cls", "last", "rank")

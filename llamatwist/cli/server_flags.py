@@ -20,6 +20,7 @@ from llamatwist.cli.convert import (
     int_min,
     integer,
     json_object,
+    media_dir,
     n_parallel,
     nonempty,
     on_off_auto,
@@ -54,6 +55,9 @@ SERVER: Final[tuple[Flag, ...]] = (
     Flag(("--slot-save-path",), "slot_save_path", G_SERVER,
          "path to save slot kv cache (POST /slots/{id}?action=save|restore|erase)", None, nonempty,
          metavar="PATH", default="disabled"),
+    Flag(("--media-path",), "media_path", G_SERVER,
+         "directory for loading local media files; files can be accessed via file:// URLs using relative "
+         "paths", None, media_dir, metavar="PATH", default="disabled"),
     Flag(("--props",), "endpoint_props", G_SERVER,
          "enable changing global properties via POST /props",
          "LLAMA_ARG_ENDPOINT_PROPS"),

@@ -76,7 +76,6 @@ UNIMPLEMENTED: Final[tuple[Unimplemented, ...]] = (
     _U("--mcp-servers-json", "LLAMA_ARG_MCP_SERVERS_JSON", VALUE),
     _U("-ag --agent -no-ag --no-agent", "LLAMA_ARG_AGENT", BOOL),
     _U("--cache-prompt --no-cache-prompt", "LLAMA_ARG_CACHE_PROMPT", BOOL),
-    _U("--media-path", None, VALUE),
     _U("--models-dir", "LLAMA_ARG_MODELS_DIR", VALUE),
     _U("--models-preset", "LLAMA_ARG_MODELS_PRESET", VALUE),
     _U("--models-max", "LLAMA_ARG_MODELS_MAX", VALUE),
