@@ -311,6 +311,7 @@ def engine_spec(config: ServerConfig, model_path: str) -> EngineSpec:
                             split_mode=config.split_mode, main_gpu=config.main_gpu,
                             tensor_split=config.tensor_split),
         numa=config.numa,
+        special=config.special,
     )
 
 

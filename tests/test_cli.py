@@ -75,6 +75,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "spec_ngram_size_m": ("24", 24),
     "spec_ngram_min_hits": ("2", 2),
     "static_path": ("/", "/"),
+    "media_path": ("/", "/"),
     "slot_save_path": ("/tmp/slots", "/tmp/slots"),
     "grammar": ('root ::= "a"', 'root ::= "a"'),
     "grammar_file": ("g.gbnf", "g.gbnf"),
@@ -326,11 +327,14 @@ def test_onoff_env_vars() -> None:
 # Refusals
 
 
-@pytest.mark.parametrize("name", [n for u in UNIMPLEMENTED for n in u.names.split()])
-def test_unimplemented_flag_refused(name: str) -> None:
+@pytest.mark.parametrize("name, reason", [(n, u.reason) for u in UNIMPLEMENTED for n in u.names.split()])
+def test_unimplemented_flag_refused(name: str, reason: str | None) -> None:
     err = refused(["-m", "x.gguf", name])
     assert err.exit_code == 1
-    assert err.message == f"flag {name} is not implemented yet in llamatwist"
+    if reason:
+        assert err.message == f"flag {name} is not supported: {reason}"
+    else:
+        assert err.message == f"flag {name} is not implemented yet in llamatwist"
 
 
 def test_unimplemented_flag_value_is_not_a_stray_argument() -> None:
@@ -347,7 +351,7 @@ def test_unimplemented_flag_value_is_not_a_stray_argument() -> None:
 def test_unimplemented_env_var_refused(env: str) -> None:
     err = refused([], {env: "1"})
     assert err.exit_code == 1
-    assert "not implemented yet in llamatwist" in err.message
+    assert ("not implemented yet in llamatwist" in err.message) != ("is not supported: " in err.message)
     assert err.message.endswith(f"(set by environment variable {env})")
 
 
@@ -864,7 +868,7 @@ def test_sampling_flags_as_llama_server() -> None:
 
 
 @pytest.mark.parametrize("argv", [
-    ["-l", "15043"], ["-l", "x+1"], ["-l", "1+x"], ["--mirostat", "3"], ["--dry-penalty-last-n", "-1"],
+    ["-l", "15043"], ["-l", "x+1"], ["-l", "1+x"], ["--mirostat", "3"], ["--dry-penalty-last-n", "-2"],
     ["--dry-allowed-length", "-1"], ["--adaptive-decay", "1"], ["--top-n-sigma", "x"],
 ])
 def test_bad_sampling_values_are_usage_errors(argv: list[str]) -> None:

@@ -232,6 +232,8 @@ def test_cpu_placement_values_are_passed_to_libllama(make_server: Callable[..., 
         ["--override-kv", "a=bool:yes"],
         ["--override-kv", "a=int:x"],
         ["--override-kv", "a=str:" + "x" * 128],
+        ["--dry-penalty-last-n", "-2"],
+        ["-fa", "maybe"],
     ],
 )
 def test_bad_values_exit_2(args: list[str]) -> None:
@@ -268,3 +270,42 @@ def test_cpu_masks_pin_the_decode_threads(make_server: Callable[..., Server], mo
     # generation: one token at a time, the generation pool
     assert greedy(srv)
     assert thread_cpus(srv) - everything == {str(second)}
+
+
+def test_special_writes_generated_control_tokens(baseline: Server, make_server: Callable[..., Server],
+                                                 model_path: str) -> None:
+    start = baseline.post("/tokenize", {"content": "<|im_start|>", "parse_special": True}).json()["tokens"]
+    assert len(start) == 1
+    body = {"prompt": "Hi", "n_predict": 2, "temperature": 0, "logit_bias": [[start[0], 100]], "n_probs": 1,
+            "post_sampling_probs": True}
+    hidden = baseline.post("/completion", body).json()
+    assert hidden["tokens_predicted"] == 2 and hidden["content"] == ""  # control tokens are not text by default
+    srv = make_server("-m", model_path, *SMALL, "-sp")
+    shown = srv.post("/completion", body).json()
+    assert shown["content"] == "<|im_start|><|im_start|>"
+    top = shown["completion_probabilities"][0]
+    assert top["token"] == "<|im_start|>" and top["top_probs"][0]["token"] == "<|im_start|>"
+
+
+def test_flash_attn_alone_means_on() -> None:
+    from llamatwist.cli import parse_config
+
+    assert parse_config(["-fa"], {}).flash_attn == "on"
+    assert parse_config(["-fa", "-c", "512"], {}).n_ctx == 512  # the next flag is not taken as its value
+    assert parse_config(["--flash-attn", "off"], {}).flash_attn == "off"
+    assert parse_config([], {}).flash_attn == "auto"
+
+
+def test_dry_penalty_last_n_minus_one_is_the_context_size(make_server: Callable[..., Server],
+                                                          model_path: str) -> None:
+    dry = ("--dry-multiplier", "5", "--dry-allowed-length", "1")
+    srv = make_server("-m", model_path, *SMALL, *dry, "--dry-penalty-last-n", "-1")
+    body = {"prompt": "one two three one two three one two three one two", "n_predict": 16, "temperature": 0,
+            "seed": 1}
+    whole = srv.post("/completion", body).json()
+    assert whole["generation_settings"]["dry_penalty_last_n"] == -1
+    n_ctx = srv.get("/slots").json()[0]["n_ctx"]
+    explicit = srv.post("/completion", {**body, "dry_penalty_last_n": n_ctx}).json()
+    off = srv.post("/completion", {**body, "dry_penalty_last_n": 0}).json()
+    assert whole["content"] == explicit["content"]
+    assert whole["content"] != off["content"]  # the penalty acts (with -1 passed through it would not)

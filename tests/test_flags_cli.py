@@ -109,3 +109,16 @@ def test_media_path_is_an_existing_directory(tmp_path: Path) -> None:
     assert parse_config([], {}).media_path is None
     with pytest.raises(ConfigError, match="not a directory"):
         parse_config(["--media-path", str(tmp_path / "missing")], {})
+
+
+@pytest.mark.parametrize("args, env", [
+    (["-mv", "vocoder.gguf"], {}),
+    (["--model-vocoder", "vocoder.gguf"], {}),
+    (["--tts-use-guide-tokens"], {}),
+    (["-hffv", "v.gguf"], {}),
+    ([], {"LLAMA_ARG_HF_REPO_V": "user/vocoder"}),
+])  # fmt: skip
+def test_speech_flags_say_there_is_no_speech_route(args: list[str], env: dict[str, str]) -> None:
+    proc = run("-m", "llamatwist", *args, env=env)
+    assert proc.returncode == 1
+    assert "no speech route" in proc.stderr and "not implemented yet" not in proc.stderr

@@ -56,7 +56,8 @@ def canonical(names: Sequence[str]) -> str:
 
 
 def not_implemented(flag: str, env: str | None = None) -> ConfigError:
-    message = f"flag {flag} is not implemented yet in llamatwist"
+    reason = next((u.reason for u in UNIMPLEMENTED if flag in u.names.split()), None)
+    message = f"flag {flag} is not supported: {reason}" if reason else f"flag {flag} is not implemented yet in llamatwist"
     if env:
         message += f" (set by environment variable {env})"
     return ConfigError(message, 1)

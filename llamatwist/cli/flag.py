@@ -36,6 +36,7 @@ class Flag(NamedTuple):
     default: str | None = None  # shown by -h instead of the config default
     append: bool = False  # repeatable: the values add up in a list
     nargs: int | None = None  # values per use (then a list each time; metavar names them, space-separated)
+    const: str | None = None  # the value when the flag comes alone (the seed's bare `-fa`)
 
 
 G_MODEL: Final = "model"

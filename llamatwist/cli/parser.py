@@ -229,7 +229,17 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         if flag.env:
             text += f" (env: {flag.env})"
         text = text.replace("%", "%%")  # argparse %-formats help strings
-        if flag.convert is not None:
+        if flag.convert is not None and flag.const is not None:
+            group.add_argument(
+                *flag.names,
+                dest=flag.field,
+                type=_for_argparse(flag.convert),
+                metavar=flag.metavar,
+                nargs="?",
+                const=flag.convert(flag.const),
+                help=text,
+            )
+        elif flag.convert is not None:
             group.add_argument(
                 *flag.names,
                 dest=flag.field,

@@ -95,7 +95,7 @@ SAMPLING: Final[tuple[Flag, ...]] = (
     Flag(("--dry-allowed-length",), "sampling.dry_allowed_length", G_SAMPLING,
          "set allowed length for DRY sampling", None, int_min(0)),
     Flag(("--dry-penalty-last-n",), "sampling.dry_penalty_last_n", G_SAMPLING,
-         "set DRY penalty for the last n tokens (0 = disable)", None, int_min(0)),
+         "set DRY penalty for the last n tokens (0 = disable, -1 = context size)", None, int_min(-1)),
     Flag(("--dry-sequence-breaker",), "sampling.dry_sequence_breakers", G_SAMPLING,
          "add sequence breaker for DRY sampling, clearing out default breakers in the "
          "process; use \"none\" to not use any sequence breakers", None, str,

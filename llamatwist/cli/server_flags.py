@@ -55,6 +55,8 @@ SERVER: Final[tuple[Flag, ...]] = (
     Flag(("--slot-save-path",), "slot_save_path", G_SERVER,
          "path to save slot kv cache (POST /slots/{id}?action=save|restore|erase)", None, nonempty,
          metavar="PATH", default="disabled"),
+    Flag(("-sp", "--special"), "special", G_SERVER,
+         "special tokens output enabled: generated control tokens are written as their text"),
     Flag(("--media-path",), "media_path", G_SERVER,
          "directory for loading local media files; files can be accessed via file:// URLs using relative "
          "paths", None, media_dir, metavar="PATH", default="disabled"),

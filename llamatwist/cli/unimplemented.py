@@ -22,11 +22,20 @@ class Unimplemented(NamedTuple):
     names: str  # space-separated spellings, negative ones included
     env: str | None
     kind: str
+    reason: str | None = None  # refused for good (not "not implemented yet"): why
 
 
 _U = Unimplemented
 
+_NO_SPEECH = ("the server has no speech route (text to speech is llama-tts's, not llama-server's), so it loads "
+              "no vocoder")
+
 UNIMPLEMENTED: Final[tuple[Unimplemented, ...]] = (
+    # older llama-server's text-to-speech flags (no longer in the pinned source)
+    _U("-mv --model-vocoder", None, VALUE, _NO_SPEECH),
+    _U("-hfv -hfrv --hf-repo-v", "LLAMA_ARG_HF_REPO_V", VALUE, _NO_SPEECH),
+    _U("-hffv --hf-file-v", "LLAMA_ARG_HF_FILE_V", VALUE, _NO_SPEECH),
+    _U("--tts-use-guide-tokens", None, SWITCH, _NO_SPEECH),
     _U("-cl --cache-list", None, SWITCH),
     _U("-lcs --lookup-cache-static", None, VALUE),
     _U("-lcd --lookup-cache-dynamic", None, VALUE),
@@ -37,7 +46,6 @@ UNIMPLEMENTED: Final[tuple[Unimplemented, ...]] = (
     ),
     _U("-cms --checkpoint-min-step", "LLAMA_ARG_CHECKPOINT_MIN_SPACING_NT", VALUE),
     _U("-r --reverse-prompt", None, VALUE),
-    _U("-sp --special", None, SWITCH),
     _U("--repack -nr --no-repack", "LLAMA_ARG_REPACK", BOOL),
     _U("--no-host", "LLAMA_ARG_NO_HOST", SWITCH),
     _U("-mm --mmproj", "LLAMA_ARG_MMPROJ", VALUE),

@@ -64,7 +64,7 @@ def resolve_logit_bias(model: Model, biases: Iterable[LogitBias]) -> list[tuple[
 class Sampler:
     """One request's sampler chain (see the module docstring for its order)."""
 
-    def __init__(self, model: Model, s: SamplerSettings) -> None:
+    def __init__(self, model: Model, s: SamplerSettings, n_ctx: int = 0) -> None:
         if not (np.isfinite(s.repeat_penalty) and s.repeat_penalty > 0 and np.isfinite(1.0 / s.repeat_penalty)):
             raise ValueError("penalty_repeat must be finite and greater than 0")
         if not np.isfinite(s.frequency_penalty):
@@ -107,8 +107,10 @@ class Sampler:
                 if name == "dry":
                     keep = [ffi.new("char[]", b.encode("utf-8")) for b in s.dry_sequence_breakers]
                     breakers = ffi.new("const char *[]", keep)
+                    # -1 (the seed's --dry-penalty-last-n): the whole context; libllama wants a count
+                    last_n = n_ctx if s.dry_penalty_last_n < 0 else s.dry_penalty_last_n
                     add(lib.llama_sampler_init_dry(
-                        vocab.ptr, s.dry_multiplier, s.dry_base, s.dry_allowed_length, s.dry_penalty_last_n,
+                        vocab.ptr, s.dry_multiplier, s.dry_base, s.dry_allowed_length, last_n,
                         breakers, len(keep),
                     ))
                 elif name == "top_k":

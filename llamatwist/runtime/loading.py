@@ -43,6 +43,7 @@ class EngineSpec:
     kv_overrides: tuple[tuple[str, str, str], ...] = ()  # --override-kv (key, type, value)
     placement: Placement = dataclasses.field(default_factory=Placement)  # -dev, -ot, -sm, -mg, -ts
     numa: str | None = None  # --numa distribute | isolate | numactl
+    special: bool = False  # -sp: generated control tokens are written as their text
 
 
 @dataclass(frozen=True)

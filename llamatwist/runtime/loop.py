@@ -129,7 +129,7 @@ class DecodeLoop:
         self._step = Step(
             ctx, loaded.batch, slots, cache,
             ContextShift(ctx, cache, slots, model.vocab.add_bos, loaded.can_shift),
-            Sampling(ctx, model.vocab, self.spec.n_predict, loaded.can_shift, metrics, outputs),
+            Sampling(ctx, model.vocab, self.spec.n_predict, loaded.can_shift, metrics, outputs, self.spec.special),
             EmbeddingOutput(ctx, cache, metrics, outputs),
             metrics, outputs, loaded.drafter, loaded.lora_adapters, self.lora_scales,
         )

@@ -25,7 +25,8 @@ __all__ = ["Sampling", "post_sampling_probs", "token_probs"]
 
 class Sampling:
     def __init__(
-        self, ctx: Context, vocab: Vocab, n_predict: int, can_shift: bool, metrics: Metrics, outputs: Outputs
+        self, ctx: Context, vocab: Vocab, n_predict: int, can_shift: bool, metrics: Metrics, outputs: Outputs,
+        special: bool = False,
     ) -> None:
         self._ctx = ctx
         self._vocab = vocab
@@ -33,6 +34,7 @@ class Sampling:
         self._can_shift = can_shift
         self._metrics = metrics
         self._outputs = outputs
+        self._special = special  # -sp: control tokens are written as their text
 
     def limit(self, n_predict: int) -> int:
         """A task's token limit under the server-wide -n (-1: none)."""
@@ -78,11 +80,13 @@ class Sampling:
         is_eog = vocab.is_eog(token)
         if slot.constraint is not None and not is_eog:
             slot.constraint.accept(token)
-        piece = b"" if is_eog else vocab.token_to_piece(token, special=token in params.preserved_tokens)
+        special = self._special or token in params.preserved_tokens
+        piece = b"" if is_eog else vocab.token_to_piece(token, special=special)
         if post:
-            probs = [post_sampling_probs(vocab, token, piece, p_token, post_top)]
+            probs = [post_sampling_probs(vocab, token, piece, p_token, post_top, self._special)]
         else:
-            probs = [token_probs(vocab, token, piece, logits, params.n_probs)] if logits is not None else []
+            probs = ([token_probs(vocab, token, piece, logits, params.n_probs, self._special)]
+                     if logits is not None else [])
         slot.probs.extend(probs)
         if is_eog and not params.sampler.ignore_eos:
             stop_type = "eos"
@@ -158,16 +162,16 @@ def _under_indented(slot: Slot, n_indent: int) -> bool:
 
 
 def post_sampling_probs(vocab: Vocab, token: int, piece: bytes, p_token: float,
-                        top: list[tuple[int, float]]) -> TokenProbs:
+                        top: list[tuple[int, float]], special: bool = False) -> TokenProbs:
     """Probabilities after the sampler chain (post_sampling_probs)."""
     tops = []
     for t, p in top:
-        b = vocab.token_to_piece(t, special=False)
+        b = vocab.token_to_piece(t, special=special)
         tops.append(TopProb(t, b.decode("utf-8", "replace"), list(b), p))
     return TokenProbs(token, piece.decode("utf-8", "replace"), list(piece), p_token, tops)
 
 
-def token_probs(vocab: Vocab, token: int, piece: bytes, logits: Any, n: int) -> TokenProbs:
+def token_probs(vocab: Vocab, token: int, piece: bytes, logits: Any, n: int, special: bool = False) -> TokenProbs:
     """The softmax of the raw logits: the drawn token's probability and the top ``n``."""
     z = logits - logits.max()
     p = np.exp(z)
@@ -177,6 +181,6 @@ def token_probs(vocab: Vocab, token: int, piece: bytes, logits: Any, n: int) -> 
     top = top[np.argsort(-p[top])]
     tops = []
     for t in top.tolist():
-        b = vocab.token_to_piece(t, special=False)
+        b = vocab.token_to_piece(t, special=special)
         tops.append(TopProb(t, b.decode("utf-8", "replace"), list(b), float(p[t])))
     return TokenProbs(token, piece.decode("utf-8", "replace"), list(piece), float(p[token]), tops)
