@@ -115,6 +115,7 @@ class ServerConfig:
     metrics: bool = False
     slots: bool = True
     slot_save_path: str | None = None  # enables POST /slots/{id}?action=save|restore|erase
+    sleep_idle_seconds: int = -1  # unload the model and KV after this many idle seconds (-1: never)
     special: bool = False  # -sp: generated control tokens are written as their text
     media_path: str | None = None  # --media-path: file:// media URLs resolve under it (realpath)
     endpoint_props: bool = False  # --props: allow POST /props

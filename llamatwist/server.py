@@ -312,6 +312,7 @@ def engine_spec(config: ServerConfig, model_path: str) -> EngineSpec:
                             tensor_split=config.tensor_split),
         numa=config.numa,
         special=config.special,
+        sleep_idle_seconds=config.sleep_idle_seconds,
     )
 
 
@@ -362,15 +363,13 @@ def make_service(config: ServerConfig, reactor: Any = None) -> ServerService:
     template_text = _read_template_file(config.chat_template_file)
 
     def prepare_chat(loaded: LoadedModel) -> None:
-        vocab = engine.model.vocab
-
         def text(token: int) -> str:
-            return vocab.token_to_piece(token).decode("utf-8", "replace") if token >= 0 else ""
+            return engine.token_piece(token).decode("utf-8", "replace") if token >= 0 else ""
 
         try:
             ctx.chat_formatter = build_formatter(
                 config, loaded.chat_template, template_text, text(loaded.bos), text(loaded.eos),
-                vocab.add_bos, vocab.add_eos,
+                loaded.add_bos, loaded.add_eos,
             )
         except TemplateError as exc:
             raise EngineError(f"chat template: {exc}") from None

@@ -76,6 +76,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "spec_ngram_min_hits": ("2", 2),
     "static_path": ("/", "/"),
     "media_path": ("/", "/"),
+    "sleep_idle_seconds": ("30", 30),
     "slot_save_path": ("/tmp/slots", "/tmp/slots"),
     "grammar": ('root ::= "a"', 'root ::= "a"'),
     "grammar_file": ("g.gbnf", "g.gbnf"),

@@ -70,7 +70,6 @@ def register(app: Klein, ctx: ApiContext) -> None:
     async def props(request: Request) -> Any:
         loaded = ctx.require_ready()
         defaults = generation_params({}, ctx.config.sampling)
-        vocab = ctx.engine.model.vocab
         return send_json(request, {
             "default_generation_settings": {
                 "params": generation_settings(defaults, defaults.sampler.seed, eog=loaded.eog),
@@ -84,10 +83,10 @@ def register(app: Klein, ctx: ApiContext) -> None:
             "endpoint_props": ctx.config.endpoint_props,
             "endpoint_metrics": ctx.config.metrics,
             "chat_template": ctx.chat_formatter.source if ctx.chat_formatter else (loaded.chat_template or ""),
-            "bos_token": vocab.token_to_piece(loaded.bos).decode("utf-8", "replace") if loaded.bos >= 0 else "",
-            "eos_token": vocab.token_to_piece(loaded.eos).decode("utf-8", "replace") if loaded.eos >= 0 else "",
+            "bos_token": ctx.engine.token_piece(loaded.bos).decode("utf-8", "replace") if loaded.bos >= 0 else "",
+            "eos_token": ctx.engine.token_piece(loaded.eos).decode("utf-8", "replace") if loaded.eos >= 0 else "",
             "build_info": f"llamatwist {__version__}",
-            "is_sleeping": False,
+            "is_sleeping": ctx.engine.sleeping,
             # llamatwist's: the start-up RoPE/YaRN and loading settings (0 or negative = the model's own)
             "rope": _rope(ctx.config),
             "load_mode": ctx.config.load_mode,

@@ -54,6 +54,7 @@ __all__ = [
     "sampler_seq",
     "samplers",
     "seed",
+    "sleep_seconds",
     "temperature",
     "threads",
 ]
@@ -293,6 +294,14 @@ def directory(text: str) -> str:
     if not os.path.isdir(text):
         raise ValueError(f"static assets path not found: {text!r}")
     return text
+
+
+def sleep_seconds(text: str) -> int:
+    """--sleep-idle-seconds: -1 (never) or a positive count, as llama-server."""
+    value = integer(text)
+    if value == 0 or value < -1:
+        raise ValueError("invalid value: cannot be 0 or less than -1")
+    return value
 
 
 def media_dir(text: str) -> str:

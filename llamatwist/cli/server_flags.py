@@ -28,6 +28,7 @@ from llamatwist.cli.convert import (
     port,
     reasoning_effort,
     reasoning_format,
+    sleep_seconds,
     threads,
 )
 from llamatwist.cli.flag import G_CHAT, G_COMPUTE, G_HTTP, G_MODEL, G_SERVER, Flag
@@ -55,6 +56,9 @@ SERVER: Final[tuple[Flag, ...]] = (
     Flag(("--slot-save-path",), "slot_save_path", G_SERVER,
          "path to save slot kv cache (POST /slots/{id}?action=save|restore|erase)", None, nonempty,
          metavar="PATH", default="disabled"),
+    Flag(("--sleep-idle-seconds",), "sleep_idle_seconds", G_SERVER,
+         "number of seconds of idleness after which the server will sleep: the model and its KV cache are "
+         "unloaded until the next task (-1 = disabled)", None, sleep_seconds, metavar="SECONDS"),
     Flag(("-sp", "--special"), "special", G_SERVER,
          "special tokens output enabled: generated control tokens are written as their text"),
     Flag(("--media-path",), "media_path", G_SERVER,

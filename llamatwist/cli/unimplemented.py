@@ -98,7 +98,6 @@ UNIMPLEMENTED: Final[tuple[Unimplemented, ...]] = (
         "LLAMA_ARG_SKIP_CHAT_PARSING",
         BOOL,
     ),
-    _U("--sleep-idle-seconds", None, VALUE),
     _U("--log-jsonl --no-log-jsonl", "LLAMA_ARG_LOG_JSONL", BOOL),
     _U("--log-prompts-dir", None, VALUE),
     _U("--spec-draft-threads -td --threads-draft", None, VALUE),

@@ -65,7 +65,9 @@ class EngineService(Service):
         # nothing more (their error already went out).
         self._active: dict[int, CompletionTask] = {}
         self._ended: set[int] = set()
-        self._loop = DecodeLoop(spec, self._deliver, self._ready_from_thread, self._failed_from_thread)
+        self.sleeping = False  # --sleep-idle-seconds: the model is unloaded until the next task
+        self._loop = DecodeLoop(spec, self._deliver, self._ready_from_thread, self._failed_from_thread,
+                                self._sleep_from_thread)
 
     # -- service lifecycle ---------------------------------------------
     def startService(self) -> None:
@@ -127,10 +129,16 @@ class EngineService(Service):
     def _ready_from_thread(self, loaded: LoadedModel) -> None:
         self._reactor.callFromThread(self._set_ready, loaded)
 
+    def _sleep_from_thread(self, sleeping: bool) -> None:
+        self._reactor.callFromThread(setattr, self, "sleeping", sleeping)
+
     def _failed_from_thread(self, message: str) -> None:
         self._reactor.callFromThread(self._set_failed, message)
 
     def _set_ready(self, loaded: LoadedModel) -> None:
+        if self.state is EngineState.READY:  # woken up: the same model, loaded again
+            self.loaded = loaded
+            return
         try:
             for hook in self.ready_hooks:
                 hook(loaded)
@@ -149,10 +157,12 @@ class EngineService(Service):
         self._on_failed_cb(message)
 
     # -- reactor-side API ----------------------------------------------
-    @property
-    def model(self) -> Model:
-        assert self._loop.model is not None
-        return self._loop.model
+    def _with_model(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(model, *args)`` while the model cannot be swapped (thread pool or reactor)."""
+        with self._loop.guard.reading():
+            model = self._loop.model
+            assert model is not None
+            return fn(model, *args)
 
     def submit(self, task: CompletionTask) -> None:
         self._active[task.id] = task
@@ -199,22 +209,21 @@ class EngineService(Service):
     def tokenize(self, prompt: Sequence[PromptPart], add_special: bool, parse_special: bool) -> Deferred[list[int]]:
         """Tokenize a (possibly mixed) prompt in the thread pool: big inputs
         must not stall the reactor, and libllama's vocab is read-only."""
-        return self.in_pool(tokenize_mixed, self.model, list(prompt), add_special, parse_special)
+        return self.in_pool(self._with_model, tokenize_mixed, list(prompt), add_special, parse_special)
 
     def detokenize(self, tokens: Sequence[int]) -> Deferred[str]:
-        return self.in_pool(self.model.vocab.detokenize, list(tokens))
+        return self.in_pool(self._with_model, lambda model, toks: model.vocab.detokenize(toks), list(tokens))
 
     def rerank_prompt(self, query: str, document: str) -> Deferred[list[int]]:
-        return self.in_pool(rerank_tokens, self.model, query, document)
+        return self.in_pool(self._with_model, rerank_tokens, query, document)
 
     def vocab_call(self, fn: Callable[[Callable[[str], list[int]]], T]) -> Deferred[T]:
         """Run ``fn(tokenize)`` in the thread pool; ``tokenize`` takes text
         without special tokens (for prompt assembly such as FIM)."""
-        vocab = self.model.vocab
-        return self.in_pool(fn, lambda text: vocab.tokenize(text, False, False))
+        return self.in_pool(self._with_model, lambda model: fn(lambda text: model.vocab.tokenize(text, False, False)))
 
     def fim_tokens(self) -> FimTokens:
-        return self.model.vocab.fim()
+        return self._with_model(lambda model: model.vocab.fim())
 
     def constraint_tokenizer(self) -> Deferred[TokenizerInfo]:
         """The vocabulary as llguidance needs it, built once (about 0.3 s) in the thread pool."""
@@ -225,13 +234,13 @@ class EngineService(Service):
             self._constraint_tokenizer = info  # two concurrent first requests may both build it; harmless
             return info
 
-        return self.in_pool(constraint_tokenizer, self.model).addCallback(keep)
+        return self.in_pool(self._with_model, constraint_tokenizer).addCallback(keep)
 
-    def token_piece(self, token: int) -> bytes:
-        return self.model.vocab.token_to_piece(token, special=True)
+    def token_piece(self, token: int, special: bool = True) -> bytes:
+        return self._with_model(lambda model: model.vocab.token_to_piece(token, special=special))
 
     def valid_token(self, token: int) -> bool:
-        return self.model.vocab.is_valid(token)
+        return self._with_model(lambda model: model.vocab.is_valid(token))
 
 
 def constraint_tokenizer(model: Model) -> TokenizerInfo:

@@ -44,6 +44,7 @@ class EngineSpec:
     placement: Placement = dataclasses.field(default_factory=Placement)  # -dev, -ot, -sm, -mg, -ts
     numa: str | None = None  # --numa distribute | isolate | numactl
     special: bool = False  # -sp: generated control tokens are written as their text
+    sleep_idle_seconds: float = -1  # unload the model after this long without a task (-1: never)
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class LoadedModel:
     bos: int
     eos: int
     add_bos: bool
+    add_eos: bool
     pooling: int  # effective llama_pooling_type in embedding mode, -1 otherwise
     loras: tuple[LoraInfo, ...] = ()  # GET /lora-adapters
     eog: tuple[int, ...] = ()  # end-of-generation tokens (ignore_eos bans them, as llama-server shows)
@@ -131,6 +133,7 @@ def load(spec: EngineSpec) -> Loaded:
         bos=vocab.bos,
         eos=vocab.eos,
         add_bos=vocab.add_bos,
+        add_eos=vocab.add_eos,
         pooling=ctx.pooling_type if spec.context.embeddings else -1,
         loras=loras,
         eog=eog_tokens(model),

@@ -14,10 +14,12 @@ the order of the phases. Results reach the reactor only through the ``deliver`` 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from llamatwist.engine.context import Context
@@ -37,9 +39,35 @@ from llamatwist.runtime.speculative import DraftModel
 from llamatwist.runtime.step import Step
 from llamatwist.runtime.task import CompletionTask, SlotAction
 
-__all__ = ["DecodeLoop"]
+__all__ = ["DecodeLoop", "ModelGuard"]
 
 log = logging.getLogger(__name__)
+
+
+class ModelGuard:
+    """Readers (tokenization in the thread pool, the reactor's vocab lookups) and the decode thread swapping
+    the model (--sleep-idle-seconds) never overlap: a model is freed only once no reader holds it."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        with self._cond:
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    def wait_for_readers(self) -> None:
+        """Block until every reader that may hold the previous model is done (new ones take the new one)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._readers == 0)
 
 
 class DecodeLoop:
@@ -49,11 +77,15 @@ class DecodeLoop:
         deliver: Deliver,
         on_ready: Callable[[LoadedModel], None],
         on_failed: Callable[[str], None],
+        on_sleep: Callable[[bool], None] = lambda sleeping: None,
     ) -> None:
         self.spec = spec
         self._deliver = deliver
         self._on_ready = on_ready
         self._on_failed = on_failed
+        self._on_sleep = on_sleep
+        self.guard = ModelGuard()
+        self._drafter: DraftModel | None = None
         self._commands: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._slots: list[Slot] = []
         self._thread = threading.Thread(target=self._run, name="llamatwist-decode", daemon=True)
@@ -87,7 +119,7 @@ class DecodeLoop:
     # -- decode thread ---------------------------------------------------
     def _run(self) -> None:
         try:
-            ctx = self._load()
+            self._load()
         except EngineError as exc:
             self._on_failed(str(exc))
             return
@@ -106,20 +138,26 @@ class DecodeLoop:
                 self._outputs.fail(task, DecodeLoopCrashed())
             self._outputs.flush()
         finally:
-            ctx.close()
-            drafter: DraftModel | None = getattr(self, "_drafter", None)
-            if drafter is not None:
-                drafter.close()
+            self._unload()
             if self.model:
                 self.model.close()
 
-    def _load(self) -> Context:
-        """Load the model, wire the phases of a step to it, report ready."""
+    def _unload(self) -> None:
+        """Free what a load made except ``self.model`` (the caller swaps or closes it)."""
+        self._ctx.close()
+        if self._drafter is not None:
+            self._drafter.close()
+            self._drafter = None
+
+    def _load(self, lora_scales: tuple[float, ...] | None = None) -> Context:
+        """Load the model, wire the phases of a step to it, report ready (``lora_scales``: the server-wide
+        scales to keep, when waking up)."""
         loaded = load(self.spec)
         model, ctx, cache, slots, metrics = loaded.model, loaded.ctx, loaded.cache, loaded.slots, self.metrics
         self.model = model
         self._lora_adapters = loaded.lora_adapters  # the context only borrows them: keep them alive
-        self.lora_scales = tuple(info.scale for info in loaded.description.loras)
+        self.lora_scales = lora_scales if lora_scales is not None else tuple(
+            info.scale for info in loaded.description.loras)
         self._ctx = ctx
         self._cache = cache
         self._slots = slots
@@ -140,13 +178,27 @@ class DecodeLoop:
         return ctx
 
     def _loop(self) -> None:
+        idle_after = self.spec.sleep_idle_seconds
+        last_work = time.monotonic()
         while True:
             active = any(s.busy for s in self._slots) or bool(self._admission.waiting)
             if not active:
                 self._outputs.flush()
-            if not self._drain(block=not active):
+            timeout = None
+            if not active and idle_after > 0:
+                timeout = max(last_work + idle_after - time.monotonic(), 0.0)
+            else:
+                last_work = time.monotonic()
+            n_commands = self._drain(block=not active, timeout=timeout)
+            if n_commands < 0:
                 self._outputs.flush()
                 return
+            if n_commands:
+                last_work = time.monotonic()
+            elif timeout is not None and time.monotonic() >= last_work + idle_after:
+                if not self._sleep():
+                    return
+                last_work = time.monotonic()
             self._admission.admit()
             has_work = self._step.build(self._step.plan())
             # Results of the previous step go out now, so the reactor writes
@@ -156,25 +208,65 @@ class DecodeLoop:
                 self._step.run()
             self._publish()
 
-    def _drain(self, block: bool) -> bool:
-        """Apply queued commands; False when asked to stop."""
+    def _sleep(self) -> bool:
+        """--sleep-idle-seconds: free the context, the draft model and the weights, keeping a vocabulary-only
+        model for tokenization; reload on the next command. False when asked to stop meanwhile."""
+        log.info("server is entering sleeping state")
+        self._cache.clear_entries()  # parked prefixes hold host memory; the context goes
+        vocab_only = Model(self.spec.model_path, vocab_only=True, kv_overrides=self.spec.kv_overrides)
+        full, self.model = self.model, vocab_only
+        self.guard.wait_for_readers()
+        self._unload()
+        if full is not None:
+            full.close()
+        self._on_sleep(True)
+        cmd, arg = self._commands.get()
+        while cmd == "cancel":  # nothing runs: nothing to cancel
+            cmd, arg = self._commands.get()
+        if cmd == "stop":
+            return False
+        log.info("server is exiting sleeping state")
+        try:
+            self._load(self.lora_scales)
+        except EngineError as exc:  # the file changed or went away meanwhile: llama-server aborts here
+            log.error("failed to reload the model after sleeping: %s", exc)
+            if cmd == "submit":
+                self._outputs.fail(arg, DecodeLoopCrashed())
+                self._outputs.flush()
+            self._on_failed(f"failed to reload the model after sleeping: {exc}")
+            return False
+        self.guard.wait_for_readers()
+        vocab_only.close()
+        self._on_sleep(False)
+        return self._apply(cmd, arg)
+
+    def _drain(self, block: bool, timeout: float | None = None) -> int:
+        """Apply queued commands; how many (-1 when asked to stop)."""
+        n = 0
         while True:
             try:
-                cmd, arg = self._commands.get(block=block)
+                cmd, arg = self._commands.get(block=block, timeout=timeout if block else None)
             except queue.Empty:
-                return True
+                return n
             block = False
-            if cmd == "stop":
-                return False
-            if cmd == "submit":
-                self._admission.submit(arg)
-            elif cmd == "cancel":
-                self._cancel(arg)
-            elif cmd == "slot":
-                self._slot_actions.apply(arg)
-            elif cmd == "lora":
-                self.lora_scales, done = arg
-                done()
+            n += 1
+            if not self._apply(cmd, arg):
+                return -1
+
+    def _apply(self, cmd: str, arg: Any) -> bool:
+        """One command from the reactor; False for stop."""
+        if cmd == "stop":
+            return False
+        if cmd == "submit":
+            self._admission.submit(arg)
+        elif cmd == "cancel":
+            self._cancel(arg)
+        elif cmd == "slot":
+            self._slot_actions.apply(arg)
+        elif cmd == "lora":
+            self.lora_scales, done = arg
+            done()
+        return True
 
     def _wanted_lora(self, task: CompletionTask) -> tuple[float, ...]:
         """The LoRA scales a task runs with: its own (ids it does not list at 0), else the server's."""
