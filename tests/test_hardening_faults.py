@@ -90,3 +90,36 @@ def test_context_full_mid_generation_ends_that_slot_only(make_server: StartServe
                                                      "ignore_eos": True})
     assert chat.status_code == 200 and chat.json()["choices"][0]["finish_reason"] == "length", chat.text
     assert srv.get("/health").json() == {"status": "ok"}
+
+
+def test_a_failed_decode_ends_its_batch_and_the_server_keeps_serving(
+    make_server: StartServer, model_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """llama_decode failing (libllama's own abort path, triggered by the test hook in engine/context.py) for
+    the 2nd decode: a stream mid-generation gets an error event; later requests are served as if it had not
+    happened (the failed batch's cells are gone from the KV cache)."""
+    import json
+
+    import requests
+
+    body = {"prompt": "The capital of France is", "n_predict": 6, "temperature": 0, "seed": 1}
+    args = ("-m", model_path, "-c", "512", "-np", "2", "-t", "1", "--no-warmup")
+    reference = make_server(*args).post("/completion", body).json()["content"]
+
+    monkeypatch.setenv("LLAMATWIST_FAULT_DECODE_ABORT", "2")
+    srv = make_server(*args)
+    events = []
+    with requests.post(srv.url + "/completion", json={**body, "stream": True}, stream=True, timeout=60) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line.startswith(b"data: "):
+                events.append(json.loads(line[6:]))
+    assert "content" in events[0] and events[0]["stop"] is False  # the token sampled from the prompt's decode
+    assert events[-1]["error"]["code"] == 500 and "decode aborted" in events[-1]["error"]["message"], events
+    assert "llama_decode failed" in srv.log()
+
+    for _ in range(2):  # the next requests decode normally, from a clean sequence
+        again = srv.post("/completion", body)
+        assert again.status_code == 200 and again.json()["content"] == reference, again.text
+    assert all(not s["is_processing"] for s in srv.get("/slots").json())
+    assert srv.get("/health").json() == {"status": "ok"}

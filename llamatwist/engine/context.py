@@ -30,6 +30,7 @@ Embeddings (``ContextParams(embeddings=True)``):
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -73,6 +74,18 @@ POOLING_RANK: int = int(lib.LLAMA_POOLING_TYPE_RANK)
 ATTENTION_UNSPECIFIED: int = int(lib.LLAMA_ATTENTION_TYPE_UNSPECIFIED)  # -1: the model's default
 ATTENTION_CAUSAL: int = int(lib.LLAMA_ATTENTION_TYPE_CAUSAL)
 ATTENTION_NON_CAUSAL: int = int(lib.LLAMA_ATTENTION_TYPE_NON_CAUSAL)
+
+# Fault injection for the hardening tests: LLAMATWIST_FAULT_DECODE_ABORT=N makes libllama abort the Nth
+# llama_decode of every context (its abort callback), so a real decode failure reaches the runtime.
+log = logging.getLogger(__name__)
+
+_FAULT_DECODE_ABORT = "LLAMATWIST_FAULT_DECODE_ABORT"
+_aborting: set[int] = set()  # contexts (by handle) whose current decode is to abort
+
+
+@ffi.def_extern()  # type: ignore[misc]
+def _llamatwist_abort_cb(data: Any) -> bool:
+    return int(ffi.cast("intptr_t", data)) in _aborting
 
 #: llama-server's ``-ctk``/``-ctv`` KV cache types.
 CACHE_TYPES: dict[str, int] = {
@@ -257,6 +270,12 @@ class Context:
             )
         self._ptr = ffi.gc(ptr, lib.llama_free)
         self._pools = _attach_threadpools(ptr, params)
+        self._n_decode = 0
+        self._fault_at = int(os.environ.get(_FAULT_DECODE_ABORT, "0") or 0)
+        if self._fault_at > 0:
+            log.warning("%s=%d: the context's decode number %d will abort", _FAULT_DECODE_ABORT,
+                        self._fault_at, self._fault_at)
+            lib.llama_set_abort_callback(ptr, lib._llamatwist_abort_cb, ffi.cast("void *", id(self)))
         self._mem = lib.llama_get_memory(ptr)
         self.model = model
         self.n_ctx: int = lib.llama_n_ctx(ptr)
@@ -295,7 +314,15 @@ class Context:
         forwards a decode on a context without KV memory to ``llama_encode``.
         """
         self._check_batch(batch)
-        rc = lib.llama_decode(self._ptr, batch.native)
+        self._n_decode += 1
+        abort = self._n_decode == self._fault_at
+        if abort:
+            _aborting.add(id(self))
+        try:
+            rc = lib.llama_decode(self._ptr, batch.native)
+        finally:
+            if abort:
+                _aborting.discard(id(self))
         if rc != 0:
             raise DecodeError(rc, _DECODE_ERRORS.get(rc, f"llama_decode failed ({rc})"))
 

@@ -403,6 +403,7 @@ void llama_perf_sampler_reset(struct llama_sampler * chain);
 /* ---- Python callbacks (extern "Python": no libffi closures) ---- */
 extern "Python" void _llamatwist_log_cb(enum ggml_log_level level, const char * text, void * user_data);
 extern "Python" bool _llamatwist_progress_cb(float progress, void * user_data);
+extern "Python" bool _llamatwist_abort_cb(void * data);
 
 /* ---- mtmd (multimodal) ---- */
 typedef struct mtmd_context mtmd_context;
