@@ -114,3 +114,37 @@ def test_twistd_daemon_with_pidfile_and_logfile(model_path: str, tmp_path: Path)
     assert not pidfile.exists()
     log = logfile.read_text()
     assert "model loaded" in log and "engine stopped, model freed" in log and "Main loop terminated" in log
+
+
+def test_sigterm_under_load_loses_no_accepted_request(make_server, model_path: str) -> None:  # type: ignore[no-untyped-def]
+    """4x more requests than slots in flight (half streamed, half waiting for a slot) when SIGTERM comes: every
+    one of them completes in full; what arrives after it is a 503; the process exits 0."""
+    srv = make_server("-m", model_path, *SMALL)
+    n_predict = 24
+    body = {"prompt": "Once upon a time", "n_predict": n_predict, "ignore_eos": True}
+    results: dict[int, object] = {}
+
+    def plain(i: int) -> None:
+        r = requests.post(srv.url + "/completion", json=body, timeout=120)
+        results[i] = (r.status_code, r.json().get("tokens_predicted"))
+
+    def streamed(i: int) -> None:
+        events: list[dict[str, object]] = []
+        stream_events(srv, body, events, threading.Event())
+        last = events[-1] if events else {}
+        results[i] = (200 if last.get("stop") else 0, last.get("tokens_predicted"))
+
+    workers = [threading.Thread(target=streamed if i % 2 else plain, args=(i,), daemon=True) for i in range(8)]
+    for w in workers:
+        w.start()
+    deadline = time.monotonic() + 60
+    while sum(s["is_processing"] for s in srv.get("/slots").json()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    srv.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    late = srv.post("/completion", {"prompt": "Hi", "n_predict": 2})
+    assert late.status_code == 503
+    for w in workers:
+        w.join(120)
+    assert results == {i: (200, n_predict) for i in range(8)}
+    assert srv.proc.wait(30) == 0
