@@ -46,6 +46,36 @@ def test_bad_model_files_are_startup_errors(make_server: StartServer, model_path
     assert "Traceback" not in log
 
 
+def _larger_than_memory(model_path: str, tmp_path: Path) -> Path:
+    """The real model with a sparse tail of zeros: a file bigger than this machine's memory (libllama reads
+    the tensors it lists and ignores the tail)."""
+    available = next(int(line.split()[1]) * 1024 for line in Path("/proc/meminfo").read_text().splitlines()
+                     if line.startswith("MemAvailable:"))
+    path = tmp_path / "huge.gguf"
+    path.write_bytes(Path(model_path).read_bytes())
+    os.truncate(path, 2 * available)
+    return path
+
+
+@pytest.mark.parametrize("mode", [("-lm", "none"), ("--mlock",), ("--no-mmap",)])
+def test_a_model_larger_than_memory_is_a_startup_error(make_server: StartServer, model_path: str,
+                                                       tmp_path: Path, mode: tuple[str, ...]) -> None:
+    path = _larger_than_memory(model_path, tmp_path)
+    srv = make_server("-m", str(path), *mode, "-c", "512", "-t", "1", wait=False)
+    assert srv.proc.wait(60) == 1
+    log = srv.log()
+    assert f"model file {path} is " in log and "GiB of memory is available" in log, log[-2000:]
+    assert "Traceback" not in log
+
+
+def test_a_mapped_model_larger_than_memory_only_warns(make_server: StartServer, model_path: str,
+                                                      tmp_path: Path) -> None:
+    path = _larger_than_memory(model_path, tmp_path)
+    srv = make_server("-m", str(path), "-c", "512", "-t", "1")  # mapped: pages come from the file as needed
+    assert "it will be paged in from the file as it runs" in srv.log()
+    assert srv.post("/completion", {"prompt": "Hi", "n_predict": 2}).status_code == 200
+
+
 def test_slot_save_on_a_full_disk(make_server: StartServer, model_path: str, tmp_path: Path) -> None:
     slots = tmp_path / "slots"
     srv = make_server("-m", model_path, "-c", "1024", "-np", "2", "-t", "1", "--slot-save-path", str(slots),

@@ -186,6 +186,37 @@ def _kv_overrides(items: Sequence[tuple[str, str, str]]) -> Any:
     return arr
 
 
+def _mem_available() -> int | None:
+    """Bytes of memory the kernel says are available (Linux), else None."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _check_memory(path: str, load_mode: str, n_gpu_layers: int) -> None:
+    """A model that cannot fit: a clear error before libllama tries (a failed allocation midway, or the
+    kernel's OOM killer under --mlock). Mapped (the default), a larger-than-RAM model still works, paged in
+    from the file: only a warning then. Weights offloaded to a GPU need no host memory: not checked."""
+    available = _mem_available()
+    if available is None or (n_gpu_layers != 0 and any(d.kind != "cpu" for d in devices())):
+        return
+    size = os.path.getsize(path)
+    if size <= available:
+        return
+    gib = 1024**3
+    what = f"model file {path} is {size / gib:.1f} GiB but only {available / gib:.1f} GiB of memory is available"
+    if load_mode in ("auto", "mmap"):
+        logging.getLogger(__name__).warning("%s: it will be paged in from the file as it runs (slowly)", what)
+        return
+    raise ModelLoadError(f"{what}; -lm {load_mode} needs it all in memory (the default -lm auto maps the "
+                         "file instead)")
+
+
 def _read_magic(path: str) -> bytes:
     with open(path, "rb") as fh:
         return fh.read(4)
@@ -216,6 +247,8 @@ class Model:
             raise ModelLoadError(f"cannot read model file {path}: {exc.strerror}") from None
         if magic != GGUF_MAGIC:
             raise ModelLoadError(f"not a GGUF file (bad magic {magic!r}): {path}")
+        if not vocab_only:
+            _check_memory(path, load_mode, n_gpu_layers)
 
         backend_init()
         params = lib.llama_model_default_params()
