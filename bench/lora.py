@@ -53,10 +53,11 @@ def main(argv: list[str] | None = None) -> int:
         server = spawn_server(model, N_CLIENTS, threads=threads, extra=extra)
         try:
             if mode == "2-sets":  # two groups of clients at once, one per adapter set
+                sets: list[dict[str, object] | None] = [None, {"lora": [{"id": 0, "scale": 1.0}]}]
                 with ThreadPoolExecutor(2) as pool:
                     futures = [pool.submit(run_load, server.url, N_CLIENTS // 2, n_predict=args.n_predict,
                                            duration=args.duration, server_pid=server.pid, extra=extra)
-                               for extra in (None, {"lora": [{"id": 0, "scale": 1.0}]})]
+                               for extra in sets]
                     runs = [f.result() for f in futures]
             else:
                 runs = [run_load(server.url, N_CLIENTS, n_predict=args.n_predict, duration=args.duration,

@@ -89,3 +89,33 @@ def test_save_restore_erase_through_the_server(make_server: Any, model_path: str
 def test_slot_actions_need_the_flag(server: Any) -> None:
     r = server.post("/slots/0?action=erase")
     assert r.status_code == 501 and "--slot-save-path" in r.json()["error"]["message"]
+
+
+def test_an_action_on_a_busy_slot_waits_for_its_task(make_server: Any, model_path: str, tmp_path: Path) -> None:
+    """As llama-server (it defers the task): a save sent while the slot generates runs once the slot is free,
+    and saves everything that task left; the other slot keeps serving meanwhile."""
+    import threading
+
+    import requests
+
+    save_dir = tmp_path / "slots"
+    srv = make_server("-m", model_path, "-np", "2", "-c", "2048", "-t", "1", "--slot-save-path", str(save_dir))
+    long = {"prompt": PROMPT, "n_predict": 64, "ignore_eos": True, "id_slot": 0}
+    done: dict[str, Any] = {}
+
+    def generate() -> None:
+        done.update(requests.post(srv.url + "/completion", json=long, timeout=120).json())
+        done["at"] = time.monotonic()
+
+    worker = threading.Thread(target=generate)
+    worker.start()
+    while not srv.get("/slots").json()[0]["is_processing"]:
+        time.sleep(0.02)
+    save = srv.post("/slots/0?action=save", {"filename": "busy.bin"})
+    saved_at = time.monotonic()
+    worker.join()
+    assert save.status_code == 200, save.text
+    assert saved_at >= done["at"] - 0.5  # answered only once the task was over
+    n_tokens = done["tokens_evaluated"] + done["tokens_predicted"] - 1  # the last token is sampled, not decoded
+    assert save.json()["n_saved"] == n_tokens
+    assert srv.post("/completion", {"prompt": "x", "n_predict": 2, "id_slot": 1}).status_code == 200

@@ -181,7 +181,8 @@ class DecodeLoop:
         idle_after = self.spec.sleep_idle_seconds
         last_work = time.monotonic()
         while True:
-            active = any(s.busy for s in self._slots) or bool(self._admission.waiting)
+            active = (any(s.busy for s in self._slots) or bool(self._admission.waiting)
+                      or bool(self._slot_actions.deferred))
             if not active:
                 self._outputs.flush()
             timeout = None
@@ -199,6 +200,7 @@ class DecodeLoop:
                 if not self._sleep():
                     return
                 last_work = time.monotonic()
+            self._slot_actions.retry()
             self._admission.admit()
             has_work = self._step.build(self._step.plan())
             # Results of the previous step go out now, so the reactor writes

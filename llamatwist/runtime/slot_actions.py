@@ -2,7 +2,8 @@
 """Slot save, restore and erase (``POST /slots/{id}?action=...``).
 
 They run on the decode thread between steps: only it may touch the KV cache, and the file I/O
-briefly pauses decoding, as in llama-server. A failure is a TaskError in an ErrorResult.
+briefly pauses decoding, as in llama-server. An action on a busy slot waits until the slot is free (llama-server
+defers it the same way). A failure is a TaskError in an ErrorResult.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import time
 from pathlib import Path
 
 from llamatwist.engine.context import Context
-from llamatwist.runtime.errors import InvalidSlot, SlotBusy, SlotFileError, SlotFileUnwritable, TaskError
+from llamatwist.runtime.errors import InvalidSlot, SlotFileError, SlotFileUnwritable, TaskError
 from llamatwist.runtime.outputs import Outputs
 from llamatwist.runtime.prefix_cache import PrefixCache
 from llamatwist.runtime.slot import Slot
@@ -28,8 +29,13 @@ class SlotActions:
         self._slots = slots
         self._model_id = model_id  # what a slot file must match to be restored here
         self._outputs = outputs
+        self.deferred: list[SlotAction] = []  # actions waiting for their slot to finish its task
 
     def apply(self, act: SlotAction) -> None:
+        if 0 <= act.id_slot < len(self._slots) and (
+                self._slots[act.id_slot].busy or any(d.id_slot == act.id_slot for d in self.deferred)):
+            self.deferred.append(act)  # in order behind the slot's earlier actions
+            return
         try:
             body = self._apply(act)
         except TaskError as exc:
@@ -41,14 +47,20 @@ class SlotActions:
         if not 0 <= act.id_slot < len(self._slots):
             raise InvalidSlot(act.id_slot)
         slot = self._slots[act.id_slot]
-        if slot.busy:
-            raise SlotBusy(slot.id)
         if act.action == "erase":
             return self._erase(slot)
         assert act.path is not None
         if act.action == "save":
             return self._save(slot, act.path)
         return self._restore(slot, act.path)
+
+    def retry(self) -> None:
+        """Run the deferred actions whose slot is free now (between steps)."""
+        if not self.deferred:
+            return
+        waiting, self.deferred = self.deferred, []
+        for act in waiting:
+            self.apply(act)
 
     def _erase(self, slot: Slot) -> dict[str, object]:
         n = len(slot.cache)
