@@ -65,6 +65,13 @@ class ServerConfig:
     cache_type_k: str = "f16"
     cache_type_v: str = "f16"
     kv_offload: bool = True
+    op_offload: bool = True  # --op-offload / --no-op-offload
+    swa_full: bool = False  # --swa-full
+    repack: bool = True  # --repack / -nr
+    no_host: bool = False  # --no-host
+    cpu_moe: bool = False  # -cmoe: every MoE expert tensor stays in the CPU (an -ot rule)
+    n_cpu_moe: int = 0  # -ncmoe N: those of the first N layers
+    n_cpu_ffn: int = 0  # -ncffn N: the dense FFN tensors of the first N layers
     defrag_thold: float = 0.1  # accepted and ignored, as llama-server (deprecated there)
     # RoPE/YaRN (llama-server's "from the model" sentinels: 0 and negative values)
     rope_scaling: str | None = None  # none | linear | yarn; None = the model's
@@ -116,6 +123,7 @@ class ServerConfig:
     slots: bool = True
     slot_save_path: str | None = None  # enables POST /slots/{id}?action=save|restore|erase
     sleep_idle_seconds: int = -1  # unload the model and KV after this many idle seconds (-1: never)
+    reuse_port: bool = False  # --reuse-port: SO_REUSEPORT on the TCP listeners
     special: bool = False  # -sp: generated control tokens are written as their text
     media_path: str | None = None  # --media-path: file:// media URLs resolve under it (realpath)
     endpoint_props: bool = False  # --props: allow POST /props

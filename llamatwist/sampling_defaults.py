@@ -163,3 +163,6 @@ class SamplingDefaults(SamplerSettings):
     n_cache_reuse: int = 0  # --cache-reuse: min chunk reused by KV shifting (0 = off)
     speculative: SpecParams = SpecParams()  # --spec-type, --draft-max, ... (llama-server's speculative.*)
     sse_ping_interval: int = 30  # --sse-ping-interval: seconds of stream silence before a ping (-1 = none)
+    cache_prompt: bool = True  # --cache-prompt / --no-cache-prompt
+    stop: tuple[str, ...] = ()  # -r/--reverse-prompt: the stop strings of a request that gives none
+    embd_normalize: int = 2  # --embd-normalize: /embedding(s) normalization (-1 none, 0 max-abs, 2 L2, p-norm)

@@ -247,6 +247,19 @@ def _thread_pools(config: ServerConfig) -> tuple[CpuParams | None, CpuParams | N
     return cpu, batch
 
 
+# llama.cpp's LLM_FFN_EXPS_REGEX / LLM_FFN_DENSE_REGEX (common.h), for -cmoe, -ncmoe and -ncffn
+_FFN_EXPS = r"\.ffn_(up|down|gate|gate_up)_(ch|)exps"
+_FFN_DENSE = r"\.ffn_(up|down|gate)\."
+
+
+def _cpu_rules(config: ServerConfig) -> tuple[tuple[str, str], ...]:
+    """-cmoe, -ncmoe, -ncffn: tensor overrides to the CPU buffer, after the -ot ones (first match wins)."""
+    rules = [(_FFN_EXPS, "CPU")] if config.cpu_moe else []
+    rules += [(rf"blk\.{i}{_FFN_EXPS}", "CPU") for i in range(config.n_cpu_moe)]
+    rules += [(rf"blk\.{i}{_FFN_DENSE}", "CPU") for i in range(config.n_cpu_ffn)]
+    return tuple(rules)
+
+
 def engine_spec(config: ServerConfig, model_path: str) -> EngineSpec:
     n_threads = _threads(config.n_threads)
     embeddings = config.embeddings or config.reranking
@@ -273,6 +286,8 @@ def engine_spec(config: ServerConfig, model_path: str) -> EngineSpec:
             type_v=config.cache_type_v,
             flash_attn=FLASH_ATTN[config.flash_attn],
             offload_kqv=config.kv_offload,
+            op_offload=config.op_offload,
+            swa_full=config.swa_full,
             rope_scaling=ROPE_SCALING[config.rope_scaling] if config.rope_scaling else -1,
             rope_freq_base=config.rope_freq_base,
             rope_freq_scale=config.rope_freq_scale,
@@ -307,7 +322,8 @@ def engine_spec(config: ServerConfig, model_path: str) -> EngineSpec:
         load_mode=config.load_mode,
         check_tensors=config.check_tensors,
         kv_overrides=config.override_kv,
-        placement=Placement(devices=config.devices, tensor_overrides=config.override_tensor,
+        placement=Placement(devices=config.devices, tensor_overrides=config.override_tensor + _cpu_rules(config),
+                            repack=config.repack, no_host=config.no_host,
                             split_mode=config.split_mode, main_gpu=config.main_gpu,
                             tensor_split=config.tensor_split),
         numa=config.numa,
@@ -396,16 +412,19 @@ def make_service(config: ServerConfig, reactor: Any = None) -> ServerService:
     if config.port == 0 and n_tcp > 1:
         raise StartupError("--port 0 is not supported with multiple TCP addresses")
     for i, host in enumerate(hosts):
-        http = HTTPService(_listener(reactor, site, host, config.port, tls, v6only=n_tcp > 1),
+        http = HTTPService(_listener(reactor, site, host, config.port, tls, v6only=n_tcp > 1,
+                                     reuse_port=config.reuse_port),
                            "unix" if host.endswith(".sock") else "http" if tls is None else "https", host)
         http.setName("http" if i == 0 else f"http-{i}")
         http.setServiceParent(top)
     return top
 
 
-def _listener(reactor: Any, site: Site, host: str, port: int, tls: Any, v6only: bool) -> Callable[[], _Port]:
+def _listener(reactor: Any, site: Site, host: str, port: int, tls: Any, v6only: bool,
+              reuse_port: bool = False) -> Callable[[], _Port]:
     """How to listen on one --host address: TCP (TLS when configured), or a UNIX socket for a ``.sock``
-    path. With several TCP addresses ``::`` takes IPv6 only, so that ``0.0.0.0`` can be listed too."""
+    path. With several TCP addresses ``::`` takes IPv6 only, so that ``0.0.0.0`` can be listed too;
+    --reuse-port lets several processes bind the same port (the kernel spreads connections over them)."""
     factory: Any = site if tls is None else TLSMemoryBIOFactory(tls, False, site)  # type: ignore[arg-type]
 
     def listen() -> _Port:
@@ -413,10 +432,14 @@ def _listener(reactor: Any, site: Site, host: str, port: int, tls: Any, v6only: 
             if os.path.exists(host):
                 os.unlink(host)  # a stale socket from an earlier run
             return reactor.listenUNIX(host, factory)  # type: ignore[no-any-return]
-        if ":" in host and v6only:
-            sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        if (":" in host and v6only) or reuse_port:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1 if v6only else 0)
             try:
                 sock.bind((host, port))
             except OSError as exc:
@@ -425,7 +448,7 @@ def _listener(reactor: Any, site: Site, host: str, port: int, tls: Any, v6only: 
             sock.listen(50)
             sock.setblocking(False)
             try:
-                return reactor.adoptStreamPort(sock.fileno(), socket.AF_INET6, factory)  # type: ignore[no-any-return]
+                return reactor.adoptStreamPort(sock.fileno(), family, factory)  # type: ignore[no-any-return]
             finally:
                 sock.close()  # the reactor holds its own duplicate
         return reactor.listenTCP(port, factory, interface=host)  # type: ignore[no-any-return]

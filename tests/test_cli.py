@@ -77,6 +77,10 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "static_path": ("/", "/"),
     "media_path": ("/", "/"),
     "sleep_idle_seconds": ("30", 30),
+    "n_cpu_moe": ("2", 2),
+    "n_cpu_ffn": ("3", 3),
+    "sampling.embd_normalize": ("-1", -1),
+    "sampling.stop": ("User:", ("User:",)),
     "slot_save_path": ("/tmp/slots", "/tmp/slots"),
     "grammar": ('root ::= "a"', 'root ::= "a"'),
     "grammar_file": ("g.gbnf", "g.gbnf"),
@@ -357,9 +361,10 @@ def test_unimplemented_env_var_refused(env: str) -> None:
 
 
 def test_unimplemented_env_var_details() -> None:
-    err = refused([], {"LLAMA_ARG_NO_REPACK": "1"})
-    assert err.message.startswith("flag --no-repack is not implemented")
-    assert parse_config([], {"LLAMA_ARG_SWA_FULL": "0"})  # no effect in llama-server
+    err = refused([], {"LLAMA_ARG_NO_LOG_JSONL": "1"})
+    assert err.message.startswith("flag --no-log-jsonl is not implemented")
+    assert parse_config([], {"LLAMA_ARG_NO_REPACK": "1"}).repack is False
+    assert parse_config([], {"LLAMA_ARG_SWA_FULL": "0"}).swa_full is False  # no effect in llama-server
     assert parse_config([], {"HF_TOKEN": "t"})  # shared with other tools
 
 
@@ -515,9 +520,9 @@ def test_host_lists_and_tags_parse() -> None:
 
 
 def test_process_exit_statuses() -> None:
-    proc = run("-m", "llamatwist", "--no-host")
+    proc = run("-m", "llamatwist", "--log-jsonl")
     assert proc.returncode == 1
-    assert proc.stderr == "error: flag --no-host is not implemented yet in llamatwist\n"
+    assert proc.stderr == "error: flag --log-jsonl is not implemented yet in llamatwist\n"
 
     proc = run("-m", "llamatwist", "--api-key-file", "/nonexistent/keys.txt")
     assert proc.returncode == 1
@@ -549,7 +554,7 @@ def test_help_lists_every_flag_with_default_and_env() -> None:
     for expected in ("(default: 2048)", "(default: 8080)", "(default: 0.80)"):
         assert expected in text
     assert "--smollm2-default" in text
-    assert "--no-host" in text  # listed among the unimplemented flags
+    assert "--no-host" in text and "--log-jsonl" in text  # an implemented flag, and one listed as not yet
 
 
 def test_help_and_parsing_need_no_heavy_imports() -> None:
@@ -600,9 +605,9 @@ def test_twistd_passes_arguments_verbatim() -> None:
     assert proc.returncode == 2
     assert "-np/--parallel" in proc.stderr
 
-    proc = run("-m", "twisted", "llamatwist", "-no-kvu", "--no-host")
+    proc = run("-m", "twisted", "llamatwist", "-no-kvu", "--log-jsonl")
     assert proc.returncode == 1
-    assert "error: flag --no-host is not implemented yet in llamatwist" in proc.stderr
+    assert "error: flag --log-jsonl is not implemented yet in llamatwist" in proc.stderr
 
 
 def test_tap_options_hold_the_config() -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from tests.conftest import Server
 from tests.test_cli import run
@@ -309,3 +310,79 @@ def test_dry_penalty_last_n_minus_one_is_the_context_size(make_server: Callable[
     off = srv.post("/completion", {**body, "dry_penalty_last_n": 0}).json()
     assert whole["content"] == explicit["content"]
     assert whole["content"] != off["content"]  # the penalty acts (with -1 passed through it would not)
+
+
+def test_cpu_ffn_rules_become_tensor_overrides(make_server: Callable[..., Server], model_path: str) -> None:
+    # -ncffn N: the dense FFN tensors of the first N layers; -cmoe/-ncmoe: MoE experts (none in this dense model)
+    srv = make_server("-m", model_path, *SMALL, "-ncffn", "1", "-cmoe", "-ncmoe", "2", "-lv", "5")
+    log = srv.log()
+    for name in ("ffn_up", "ffn_down", "ffn_gate"):
+        assert re.search(rf"tensor blk\.0\.{name}\.weight .*buffer type overridden to CPU", log), name
+    assert not re.search(r"tensor blk\.1\.\S+ .*buffer type overridden", log)
+    assert not re.search(r"exps.*buffer type overridden", log)
+    assert greedy(srv)
+
+
+def test_buffer_and_cache_switches_reach_libllama(baseline: Server, make_server: Callable[..., Server],
+                                                  model_path: str) -> None:
+    """--no-repack, --no-host, --swa-full, --no-op-offload: libllama's own switches (this dense, unrepackable
+    CPU model has nothing they change, so the greedy text stays the same)."""
+    srv = make_server("-m", model_path, *SMALL, "--no-repack", "--no-host", "--swa-full", "--no-op-offload")
+    assert greedy(srv) == greedy(baseline)
+
+
+def test_cache_prompt_default(make_server: Callable[..., Server], model_path: str) -> None:
+    srv = make_server("-m", model_path, *SMALL, "--no-cache-prompt")
+    first = srv.post("/completion", PROMPT).json()
+    again = srv.post("/completion", PROMPT).json()
+    assert first["timings"]["cache_n"] == 0 and again["timings"]["cache_n"] == 0
+    asked = srv.post("/completion", {**PROMPT, "cache_prompt": True}).json()  # a request may still ask for it
+    reused = srv.post("/completion", {**PROMPT, "cache_prompt": True}).json()
+    assert asked["timings"]["cache_n"] == 0 and reused["timings"]["cache_n"] > 0
+
+
+def test_reverse_prompt_is_the_default_stop(baseline: Server, make_server: Callable[..., Server],
+                                            model_path: str) -> None:
+    text = greedy(baseline)
+    word = text.split()[2]  # a word the model writes, deterministic for this build
+    srv = make_server("-m", model_path, *SMALL, "-r", word, "-r", "never-written")
+    out = srv.post("/completion", PROMPT).json()
+    assert out["stop_type"] == "word" and out["stopping_word"] == word
+    assert out["content"] == text[:text.index(word)]
+    assert out["generation_settings"]["stop"] == [word, "never-written"]
+    own = srv.post("/completion", {**PROMPT, "stop": ["zzz"]}).json()  # a request's own stop strings replace them
+    assert own["content"] == text and own["generation_settings"]["stop"] == ["zzz"]
+    assert srv.get("/props").json()["default_generation_settings"]["params"]["stop"] == [word, "never-written"]
+
+
+def test_embd_normalize_default(make_server: Callable[..., Server], model_path: str) -> None:
+    def norm(srv: Server) -> float:
+        v = srv.post("/v1/embeddings", {"input": "hello"}).json()["data"][0]["embedding"]
+        return math.sqrt(sum(x * x for x in v))
+
+    default = make_server("-m", model_path, *SMALL, "--embeddings", "--pooling", "mean")
+    raw = make_server("-m", model_path, *SMALL, "--embeddings", "--pooling", "mean", "--embd-normalize", "-1")
+    assert abs(norm(default) - 1.0) < 1e-4
+    assert abs(norm(raw) - 1.0) > 1e-2
+    # a request's own field still wins
+    v = raw.post("/v1/embeddings", {"input": "hello", "embd_normalize": 2}).json()["data"][0]["embedding"]
+    assert abs(math.sqrt(sum(x * x for x in v)) - 1.0) < 1e-4
+
+
+def test_reuse_port_lets_two_servers_share_a_port(make_server: Callable[..., Server], model_path: str) -> None:
+    from tests.conftest import free_port
+
+    port = free_port()
+    servers = []
+    for _ in range(2):  # the later --port wins over the harness's own
+        srv = make_server("-m", model_path, *SMALL, "--reuse-port", "--port", str(port), wait=False)
+        srv.port, srv.url = port, f"http://127.0.0.1:{port}"
+        servers.append(srv)
+    for srv in servers:
+        srv.wait_ready()
+        assert "listening" in srv.log() or srv.proc.poll() is None
+    assert all(srv.proc.poll() is None for srv in servers)
+    assert requests.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code == 200
+    # without it the second bind fails
+    third = make_server("-m", model_path, *SMALL, "--port", str(port), wait=False)
+    assert third.proc.wait(60) != 0

@@ -40,8 +40,8 @@ def normalize(vec: Sequence[float], mode: int) -> list[float]:
     return [x * scale for x in vec]
 
 
-def _embd_normalize(body: dict[str, Any]) -> int:
-    v = body.get("embd_normalize", 2)
+def _embd_normalize(body: dict[str, Any], default: int) -> int:
+    v = body.get("embd_normalize", default)
     if isinstance(v, bool) or not isinstance(v, int) or v < -1:
         raise InvalidRequest("'embd_normalize' must be an integer >= -1")
     return v
@@ -73,7 +73,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
         fmt = body.get("encoding_format", "float")
         if fmt not in ("float", "base64"):
             raise InvalidRequest("The format to return the embeddings in. Can be either float or base64")
-        mode = _embd_normalize(body)
+        mode = _embd_normalize(body, ctx.config.sampling.embd_normalize)
         tokens = await tokenize_prompts(ctx, loaded, prompts)
         try:
             results = await run_embeddings(ctx, request, tokens)

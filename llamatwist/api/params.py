@@ -305,6 +305,9 @@ def generation_params(body: Mapping[str, Any], defaults: SamplingDefaults) -> Ge
     sampler["seed"] = RANDOM_SEED if seed < 0 else seed & 0xFFFFFFFF
     if sampler["dry_base"] < 1.0:
         sampler["dry_base"] = defaults.dry_base  # as llama-server
+    if not v.get("stop"):  # as llama-server: no effective stop strings -> the -r ones
+        v["stop"] = defaults.stop
+    v.setdefault("cache_prompt", defaults.cache_prompt)
     return GenerationParams(
         n_predict=v.get("n_predict", defaults.n_predict),
         n_keep=v.get("n_keep", defaults.n_keep),

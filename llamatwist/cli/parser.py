@@ -437,6 +437,8 @@ def _sampling_lists(values: dict[str, Any]) -> None:
     """The repeatable sampling flags, collected by argparse as lists."""
     if "sampling.logit_bias" in values:
         values["sampling.logit_bias"] = tuple(values["sampling.logit_bias"])
+    if "sampling.stop" in values:
+        values["sampling.stop"] = tuple(s for s in values["sampling.stop"] if s)
     if "sampling.dry_sequence_breakers" in values:
         # the first one replaces the defaults; "none" clears the list so far
         breakers: list[str] = []

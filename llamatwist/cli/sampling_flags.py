@@ -96,6 +96,9 @@ SAMPLING: Final[tuple[Flag, ...]] = (
          "set allowed length for DRY sampling", None, int_min(0)),
     Flag(("--dry-penalty-last-n",), "sampling.dry_penalty_last_n", G_SAMPLING,
          "set DRY penalty for the last n tokens (0 = disable, -1 = context size)", None, int_min(-1)),
+    Flag(("-r", "--reverse-prompt"), "sampling.stop", G_SAMPLING,
+         "halt generation at PROMPT: a stop string of every request that gives none (repeatable)", None, str,
+         metavar="PROMPT", default="none", append=True),
     Flag(("--dry-sequence-breaker",), "sampling.dry_sequence_breakers", G_SAMPLING,
          "add sequence breaker for DRY sampling, clearing out default breakers in the "
          "process; use \"none\" to not use any sequence breakers", None, str,

@@ -59,6 +59,8 @@ SERVER: Final[tuple[Flag, ...]] = (
     Flag(("--sleep-idle-seconds",), "sleep_idle_seconds", G_SERVER,
          "number of seconds of idleness after which the server will sleep: the model and its KV cache are "
          "unloaded until the next task (-1 = disabled)", None, sleep_seconds, metavar="SECONDS"),
+    Flag(("--reuse-port",), "reuse_port", G_SERVER, "allow multiple sockets to bind to the same port",
+         "LLAMA_ARG_REUSE_PORT"),
     Flag(("-sp", "--special"), "special", G_SERVER,
          "special tokens output enabled: generated control tokens are written as their text"),
     Flag(("--media-path",), "media_path", G_SERVER,
@@ -194,6 +196,12 @@ SERVER: Final[tuple[Flag, ...]] = (
          "(requires --cache-ram)", "LLAMA_ARG_CACHE_IDLE_SLOTS", neg=("--no-cache-idle-slots",)),
     Flag(("--sse-ping-interval",), "sampling.sse_ping_interval", G_SERVER,
          "server SSE ping interval in seconds (-1 = disabled)", "LLAMA_ARG_SSE_PING_INTERVAL", integer),
+    Flag(("--cache-prompt",), "sampling.cache_prompt", G_COMPUTE,
+         "whether to enable prompt caching (a request's cache_prompt default)", "LLAMA_ARG_CACHE_PROMPT",
+         neg=("--no-cache-prompt",)),
+    Flag(("--embd-normalize",), "sampling.embd_normalize", G_SERVER,
+         "normalisation for embeddings (-1=none, 0=max absolute int16, 1=taxicab, 2=euclidean, >2=p-norm)",
+         None, int_min(-1)),
     Flag(("--cache-reuse",), "sampling.n_cache_reuse", G_COMPUTE,
          "min chunk size to attempt reusing from the cache via KV shifting, requires prompt caching "
          "(0 = disabled)", "LLAMA_ARG_CACHE_REUSE", int_min(0)),

@@ -136,6 +136,8 @@ class ContextParams:
     type_v: str = "f16"
     flash_attn: int = -1  # LLAMA_FLASH_ATTN_TYPE_*: -1 auto, 0 off, 1 on
     offload_kqv: bool = True
+    op_offload: bool = True  # --op-offload/--no-op-offload: host tensor operations offloaded to the device
+    swa_full: bool = False  # --swa-full: a full-size KV cache for sliding-window attention layers
     # RoPE/YaRN; 0 or negative = the model's value, as llama_context_params
     rope_scaling: int = -1  # LLAMA_ROPE_SCALING_TYPE_*; -1 = the model's
     rope_freq_base: float = 0.0
@@ -233,6 +235,8 @@ class Context:
         p.n_threads = params.n_threads
         p.n_threads_batch = params.n_threads_batch
         p.kv_unified = params.kv_unified
+        p.op_offload = params.op_offload
+        p.swa_full = params.swa_full
         p.embeddings = params.embeddings
         p.pooling_type = params.pooling
         p.attention_type = params.attention

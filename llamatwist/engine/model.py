@@ -143,12 +143,16 @@ class Placement:
     split_mode: str = "layer"
     main_gpu: int = 0
     tensor_split: tuple[float, ...] = ()
+    repack: bool = True  # --repack/--no-repack: extra buffer types (CPU weight repacking)
+    no_host: bool = False  # --no-host: bypass the host buffer so that extra buffers can be used
 
 
 def _placement(params: Any, placement: Placement, keep: list[Any]) -> None:
     """Fill `params`; the arrays it points to are appended to `keep` (alive during the load)."""
     params.split_mode = SPLIT_MODES[placement.split_mode]
     params.main_gpu = placement.main_gpu
+    params.use_extra_bufts = placement.repack
+    params.no_host = placement.no_host
     if placement.devices is not None:
         devs = [lib.ggml_backend_dev_by_name(name.encode()) for name in placement.devices]
         arr = ffi.new("ggml_backend_dev_t[]", [*devs, ffi.NULL])

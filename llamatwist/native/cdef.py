@@ -130,6 +130,8 @@ struct llama_model_params {
     const struct llama_model_kv_override * kv_overrides;
     bool vocab_only;
     bool check_tensors;
+    bool use_extra_bufts;
+    bool no_host;
     ...;
 };
 
