@@ -139,6 +139,22 @@ class ServerConfig:
     ctx_size_draft: int = 0
     gpu_layers_draft: int = -1
     device_draft: str | None = None
+    # the draft model's own threads, pools, KV types and tensor placement (None / empty: the target's)
+    threads_draft: int = -1
+    threads_batch_draft: int = -1
+    cpu_mask_draft: tuple[int, ...] | None = None
+    cpu_strict_draft: bool | None = None
+    prio_draft: int | None = None
+    poll_draft: int | None = None
+    cpu_mask_batch_draft: tuple[int, ...] | None = None
+    cpu_strict_batch_draft: bool | None = None
+    prio_batch_draft: int | None = None
+    poll_batch_draft: int | None = None
+    cache_type_k_draft: str | None = None
+    cache_type_v_draft: str | None = None
+    override_tensor_draft: tuple[tuple[str, str], ...] = ()
+    cpu_moe_draft: bool = False
+    n_cpu_moe_draft: int = 0
     spec_ngram_size_n: int = 12
     spec_ngram_size_m: int = 48
     spec_ngram_min_hits: int = 1

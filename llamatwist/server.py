@@ -231,19 +231,25 @@ def _read_template_file(path: str | None) -> str | None:
         raise StartupError(f"cannot read --chat-template-file {path}: {exc}") from None
 
 
-def _thread_pools(config: ServerConfig) -> tuple[CpuParams | None, CpuParams | None]:
+def _thread_pools(config: ServerConfig, draft: bool = False) -> tuple[CpuParams | None, CpuParams | None]:
     """-C/-Cr/--cpu-strict/--prio/--poll and the -batch forms (which default to those); (None, None) leaves
-    ggml's own thread handling, as no flag asks for a pool."""
+    ggml's own thread handling, as no flag asks for a pool. ``draft``: the --spec-draft-* forms, each
+    defaulting to the target's."""
+    def pick(main: Any, other: Any) -> Any:
+        return main if other is None else other
+
     cpu = CpuParams(cpus=config.cpu_mask, strict=config.cpu_strict, prio=config.prio, poll=config.poll)
     batch_flags = (config.cpu_mask_batch, config.cpu_strict_batch, config.prio_batch, config.poll_batch)
+    if draft:
+        cpu = CpuParams(cpus=pick(cpu.cpus, config.cpu_mask_draft), strict=pick(cpu.strict, config.cpu_strict_draft),
+                        prio=pick(cpu.prio, config.prio_draft), poll=pick(cpu.poll, config.poll_draft))
+        batch_flags = (config.cpu_mask_batch_draft, config.cpu_strict_batch_draft, config.prio_batch_draft,
+                       config.poll_batch_draft)
     if all(v is None for v in batch_flags):
         return (None, None) if cpu == CpuParams() else (cpu, None)
-    batch = CpuParams(
-        cpus=cpu.cpus if config.cpu_mask_batch is None else config.cpu_mask_batch,
-        strict=cpu.strict if config.cpu_strict_batch is None else config.cpu_strict_batch,
-        prio=cpu.prio if config.prio_batch is None else config.prio_batch,
-        poll=cpu.poll if config.poll_batch is None else config.poll_batch,
-    )
+    mask, strict, prio, poll = batch_flags
+    batch = CpuParams(cpus=pick(cpu.cpus, mask), strict=pick(cpu.strict, strict), prio=pick(cpu.prio, prio),
+                      poll=pick(cpu.poll, poll))
     return cpu, batch
 
 
@@ -252,12 +258,32 @@ _FFN_EXPS = r"\.ffn_(up|down|gate|gate_up)_(ch|)exps"
 _FFN_DENSE = r"\.ffn_(up|down|gate)\."
 
 
-def _cpu_rules(config: ServerConfig) -> tuple[tuple[str, str], ...]:
-    """-cmoe, -ncmoe, -ncffn: tensor overrides to the CPU buffer, after the -ot ones (first match wins)."""
-    rules = [(_FFN_EXPS, "CPU")] if config.cpu_moe else []
-    rules += [(rf"blk\.{i}{_FFN_EXPS}", "CPU") for i in range(config.n_cpu_moe)]
-    rules += [(rf"blk\.{i}{_FFN_DENSE}", "CPU") for i in range(config.n_cpu_ffn)]
+def _cpu_rules(config: ServerConfig, draft: bool = False) -> tuple[tuple[str, str], ...]:
+    """-cmoe, -ncmoe, -ncffn (-cmoed, -ncmoed for the draft model): tensor overrides to the CPU buffer,
+    after the -ot ones (first match wins)."""
+    cpu_moe, n_cpu_moe, n_cpu_ffn = ((config.cpu_moe_draft, config.n_cpu_moe_draft, 0) if draft
+                                     else (config.cpu_moe, config.n_cpu_moe, config.n_cpu_ffn))
+    rules = [(_FFN_EXPS, "CPU")] if cpu_moe else []
+    rules += [(rf"blk\.{i}{_FFN_EXPS}", "CPU") for i in range(n_cpu_moe)]
+    rules += [(rf"blk\.{i}{_FFN_DENSE}", "CPU") for i in range(n_cpu_ffn)]
     return tuple(rules)
+
+
+def _draft_context(config: ServerConfig) -> dict[str, Any]:
+    """The draft context's differences from the target's (-td, -tbd, the draft pools, -ctkd, -ctvd)."""
+    out: dict[str, Any] = {}
+    if config.threads_draft > 0:
+        out["n_threads"] = out["n_threads_batch"] = _threads(config.threads_draft)
+    if config.threads_batch_draft > 0:
+        out["n_threads_batch"] = _threads(config.threads_batch_draft)
+    pools = _thread_pools(config, draft=True)
+    if pools != _thread_pools(config):
+        out["cpu"], out["cpu_batch"] = pools
+    if config.cache_type_k_draft:
+        out["type_k"] = config.cache_type_k_draft
+    if config.cache_type_v_draft:
+        out["type_v"] = config.cache_type_v_draft
+    return out
 
 
 def engine_spec(config: ServerConfig, model_path: str) -> EngineSpec:
@@ -317,6 +343,8 @@ def engine_spec(config: ServerConfig, model_path: str) -> EngineSpec:
             cvec_layer_end=config.control_vector_layer_range[1],
         ),
         draft_model_path=config.model_draft,
+        draft_context=_draft_context(config),
+        draft_placement=Placement(tensor_overrides=config.override_tensor_draft + _cpu_rules(config, draft=True)),
         draft_n_ctx=config.ctx_size_draft,
         draft_n_gpu_layers=config.gpu_layers_draft,
         load_mode=config.load_mode,

@@ -6,6 +6,7 @@ and 4 concurrent slots; the counters move; bad input is a 400; a bad draft model
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -151,3 +152,18 @@ def test_props_and_slots_show_speculation(ngram: Server) -> None:
 def test_draft_device_other_than_cpu_is_refused(make_server: Any, model_path: str) -> None:
     srv = make_server("-m", model_path, "--spec-type", "ngram-simple", "-devd", "CUDA0", wait=False)
     assert srv.proc.wait(60) != 0 and "this build has only the CPU device" in srv.log()
+
+
+def test_draft_model_own_compute_flags(make_server: Any, model_path: str) -> None:
+    """-td/-tbd, the draft thread pools (-Cd), -ctkd/-ctvd and -otd/-cmoed reach the draft context and model
+    only; drafting still works."""
+    srv = make_server("-m", model_path, "-md", model_path, "-np", "1", "-c", "1024", "-t", "1", "-lv", "5",
+                      "-td", "1", "-tbd", "1", "-Cd", "0x1", "-ctkd", "q8_0", "-ctvd", "q8_0",
+                      "-otd", r"token_embd\.weight=CPU", "-cmoed")
+    log = srv.log()
+    # the target's KV stays f16, the draft's is q8_0; the override applies to one load (the draft model's:
+    # its tied input and output embeddings are one tensor, logged twice)
+    assert re.search(r"K \(f16\)", log) and re.search(r"K \(q8_0\)", log), log[-3000:]
+    assert len(re.findall(r"tensor token_embd\.weight .*buffer type overridden to CPU", log)) == 2
+    out = srv.post("/completion", {"prompt": "1 2 3 4 5 6 7 8", "n_predict": 16, "temperature": 0}).json()
+    assert out["timings"]["draft_n"] > 0

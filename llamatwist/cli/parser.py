@@ -366,7 +366,7 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> ServerConfi
         n_parallel, kv_unified = 4, True
 
     _sampling_lists(values)
-    for field in ("cpu_mask", "cpu_mask_batch"):  # -C and -Cr add up, as llama.cpp's bool mask
+    for field in ("cpu_mask", "cpu_mask_batch", "cpu_mask_draft", "cpu_mask_batch_draft"):  # -C and -Cr add up
         if field in values:
             values[field] = tuple(sorted({cpu for use in values[field] for cpu in use}))
     if "override_kv" in values:  # one tuple per use, each a comma-separated list

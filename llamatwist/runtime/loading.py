@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 from llamatwist.engine.batch import Batch
 from llamatwist.engine.context import CACHE_TYPES, Context, ContextParams, max_sequences
@@ -38,6 +39,8 @@ class EngineSpec:
     draft_model_path: str | None = None  # -md: speculative decoding's draft model
     draft_n_ctx: int = 0  # -cd (0: the target's context size)
     draft_n_gpu_layers: int = -1
+    draft_context: dict[str, Any] = dataclasses.field(default_factory=dict)  # ContextParams fields that differ
+    draft_placement: Placement | None = None  # -otd, -cmoed, -ncmoed
     load_mode: str = "auto"  # -lm (the target model; the draft model loads as llama-server's: auto)
     check_tensors: bool = False
     kv_overrides: tuple[tuple[str, str, str], ...] = ()  # --override-kv (key, type, value)
@@ -152,7 +155,7 @@ def _load_draft(spec: EngineSpec, target: Model, ctx: Context) -> DraftModel:
     path = spec.draft_model_path
     assert path is not None
     try:
-        model = Model(path, n_gpu_layers=spec.draft_n_gpu_layers)
+        model = Model(path, n_gpu_layers=spec.draft_n_gpu_layers, placement=spec.draft_placement)
     except ModelLoadError as exc:
         raise ModelLoadError(f"draft model {path}: {exc}") from None
     problem = _vocab_mismatch(target, model)
@@ -160,7 +163,7 @@ def _load_draft(spec: EngineSpec, target: Model, ctx: Context) -> DraftModel:
         model.close()
         raise ModelLoadError(f"draft model {path} cannot draft for {spec.model_path}: {problem}")
     params = dataclasses.replace(spec.context, n_ctx=spec.draft_n_ctx or ctx.n_ctx, n_seq_max=max(spec.n_slots, 1),
-                                 kv_unified=True, embeddings=False)
+                                 kv_unified=True, embeddings=False, **spec.draft_context)
     draft_ctx = Context(model, params)
     return DraftModel(model, draft_ctx, draft_ctx.n_batch)
 
