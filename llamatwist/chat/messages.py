@@ -4,7 +4,8 @@ llama-server validates in two passes and this module keeps both, with their mess
 
 1. ``oaicompat_chat_params_parse`` (tools/server/server-common.cpp) checks the raw JSON and throws
    ``std::invalid_argument`` (→ 400), except for media parts without a multimodal projector, which are
-   ``std::runtime_error`` (→ 500 there).
+   ``std::runtime_error`` (→ 500 there). With a projector, `extract_media` replaces each media part by a
+   media marker part (``oaicompat_content_load_media``) and lists its source for the route to load.
 2. ``common_chat_msgs_parse_oaicompat`` (common/chat.cpp) builds the messages and wraps any failure as
    ``std::runtime_error("Failed to parse messages: ...")`` (→ 500 there).
 
@@ -21,14 +22,18 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from llamatwist.media import MEDIA_MARKER
+
 from .errors import ChatInputError
 
 __all__ = [
     "ROLES",
     "ChatMessage",
     "ContentPart",
+    "MediaRef",
     "Tool",
     "ToolCall",
+    "extract_media",
     "join_text_parts",
     "parse_messages",
     "parse_tools",
@@ -49,15 +54,90 @@ def template_roles(source: str) -> frozenset[str]:
     return ROLES | frozenset(_QUOTED_NAME.findall(source))
 
 
-_NO_MMPROJ_HINT = " input is not supported - hint: if this is unexpected, you may need to provide the mmproj"
+_NO_MMPROJ_HINT = (" input is not supported: this server has no multimodal projector for it - hint: if this is "
+                   "unexpected, you may need to provide the mmproj (--mmproj)")
+
+# content part type -> the media kind it carries (llama-server's oaicompat_content_load_media)
+_MEDIA_PARTS = {"image_url": "image", "input_audio": "audio", "input_video": "video", "video_url": "video"}
 
 
 @dataclass(frozen=True)
 class ContentPart:
-    """One ``{"type": "text", "text": ...}`` element of an array ``content``."""
+    """One element of an array ``content``: ``{"type": "text", "text": ...}``, or a ``media_marker`` whose
+    text is the media marker (a media part `extract_media` replaced)."""
 
     type: str
     text: str
+
+
+class _MarkerPart(dict[str, Any]):
+    """The part `extract_media` puts where a media part was. Its own class, so that the checks below accept
+    a ``media_marker`` part only from `extract_media`, never from a client's JSON."""
+
+
+@dataclass(frozen=True)
+class MediaRef:
+    """A media part of a request: what to load (``url``: a data: URI, a file:// or http(s) URL, or raw
+    base64) and where it was (``where``, for error messages)."""
+
+    kind: str  # "image" | "audio" | "video"
+    url: str
+    where: str
+
+
+def _media_url(part: Mapping[str, Any], kind_key: str, where: str) -> str:
+    value = part.get(kind_key)
+    if kind_key == "image_url":
+        # {"url": ...} as OpenAI; a bare string as some clients (and the Responses API) write it
+        url = value if isinstance(value, str) else value.get("url") if isinstance(value, Mapping) else None
+        if not isinstance(url, str) or not url:
+            raise ChatInputError(f"{where}.image_url.url is required (a data: URI or a file:// or http(s) URL)")
+        return url
+    # input_audio {"data": base64, "format": "wav"|"mp3"} (or "url", as llama-server also reads); video alike
+    if not isinstance(value, Mapping):
+        raise ChatInputError(f"{where}.{kind_key} must be an object with 'data' (base64) or 'url'")
+    url = value.get("data", value.get("url"))
+    if not isinstance(url, str) or not url:
+        raise ChatInputError(f"{where}.{kind_key}.data is required (base64-encoded media)")
+    fmt = value.get("format")
+    if kind_key == "input_audio" and fmt is not None and fmt not in ("wav", "mp3", "flac"):
+        raise ChatInputError(f"{where}.input_audio.format must be 'wav', 'mp3' or 'flac'")
+    return url
+
+
+def extract_media(messages: Any, kinds: Collection[str]) -> tuple[Any, list[MediaRef]]:
+    """``messages`` with each media part (``image_url``, ``input_audio``, ``input_video``/``video_url``)
+    replaced by a media marker part, and those parts' sources in order; ``kinds``: the media kinds the
+    server's projector takes (a part of another kind is a 400 saying so). Malformed messages are left as they
+    are for `parse_messages` to refuse; without media, ``messages`` itself is returned."""
+    if not isinstance(messages, list):
+        return messages, []
+    refs: list[MediaRef] = []
+    out: list[Any] = []
+    for i, msg in enumerate(messages):
+        content = msg.get("content") if isinstance(msg, Mapping) else None
+        if not isinstance(content, list):
+            out.append(msg)
+            continue
+        parts: list[Any] = []
+        for j, part in enumerate(content):
+            kind_key = part.get("type") if isinstance(part, Mapping) else None
+            kind = _MEDIA_PARTS.get(kind_key) if isinstance(kind_key, str) else None
+            if kind is None:
+                parts.append(part)
+                continue
+            if kind not in kinds:
+                raise ChatInputError(kind + _NO_MMPROJ_HINT)
+            assert isinstance(kind_key, str)
+            where = f"messages[{i}].content[{j}]"
+            refs.append(MediaRef(kind, _media_url(part, kind_key, where), where))
+            parts.append(_MarkerPart(type="media_marker", text=MEDIA_MARKER))
+        out.append({**msg, "content": parts})
+    return (out, refs) if refs else (messages, [])
+
+
+def _is_marker(part: Any) -> bool:
+    return isinstance(part, _MarkerPart)
 
 
 @dataclass(frozen=True)
@@ -88,14 +168,32 @@ class Tool:
 
 def join_text_parts(parts: Sequence[ContentPart], delimiter: str, prefix: str = "") -> str:
     """Concatenate text parts the llama.cpp way: the delimiter goes only between non-empty accumulated text
-    and the next part, so leading empty parts add no delimiter."""
+    and the next part, so leading empty parts add no delimiter. Media markers join as text (the legacy
+    templates' and the prefilled text's rule)."""
     text = prefix
     for part in parts:
-        if part.type != "text":
+        if part.type not in ("text", "media_marker"):
             continue
         if text:
             text += delimiter
         text += part.text
+    return text
+
+
+def _join_around_markers(parts: Sequence[ContentPart]) -> str:
+    """A message with media as one string (llama.cpp ``to_json_oaicompat`` when it ``contains_media``):
+    parts "\n"-joined, but no newline before or after a media marker."""
+    text = ""
+    after_marker = False
+    for part in parts:
+        if part.type == "media_marker":
+            text += part.text
+            after_marker = True
+            continue
+        if not after_marker and text:
+            text += "\n"
+        text += part.text
+        after_marker = False
     return text
 
 
@@ -135,6 +233,8 @@ class ChatMessage:
         out: dict[str, Any] = {"role": self.role}
         if self.content:
             out["content"] = self.content
+        elif any(p.type == "media_marker" for p in self.content_parts):
+            out["content"] = _join_around_markers(self.content_parts)  # a template never sees media parts
         elif self.content_parts:
             out["content"] = [{"type": p.type, "text": p.text} for p in self.content_parts]
         else:
@@ -232,6 +332,8 @@ def _check_raw_messages(messages: Any) -> None:
         if not isinstance(content, list):
             raise ChatInputError("Expected 'content' to be a string or an array")
         for part in content:
+            if _is_marker(part):
+                continue
             kind = _json_value_str(part, "type")
             if kind == "image_url":
                 raise ChatInputError("image" + _NO_MMPROJ_HINT)
@@ -284,6 +386,9 @@ def _parse_message(message: Any, roles: Collection[str] | None) -> ChatMessage:
             for part in raw:
                 if not isinstance(part, Mapping) or "type" not in part:
                     raise _ParseError("Missing content part type: " + _dump(part))
+                if _is_marker(part):
+                    parts.append(ContentPart("media_marker", MEDIA_MARKER))
+                    continue
                 if part["type"] != "text":
                     raise _ParseError("Unsupported content part type: " + _dump(part["type"]))
                 parts.append(ContentPart("text", _as_str(_at(part, "text"))))

@@ -31,7 +31,8 @@ __all__ = ["to_chat_body"]
 _OWN = frozenset({"n_predict", "max_completion_tokens", "max_tokens", "stop", "n_probs", "logprobs",
                   "post_sampling_probs"})
 _PASSED = (*(n for f in FIELDS for n in f.names if n not in _OWN), "chat_template_kwargs", "lora")
-_MEDIA = " input is not supported: media needs a multimodal projector (--mmproj), which this server does not load yet"
+_DOCUMENT = "document input is not supported: PDF and text documents are not read by this server"
+_IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 _USER_BLOCKS = ("text", "image", "document", "tool_result")
 _ASSISTANT_BLOCKS = ("text", "tool_use", "thinking", "redacted_thinking")
 
@@ -50,8 +51,8 @@ def _block_type(block: Any, where: str, allowed: tuple[str, ...]) -> str:
     if not isinstance(block, dict):
         raise _bad(where, "Input should be a valid dictionary or object")
     kind = block.get("type")
-    if kind in ("image", "document"):
-        raise _bad(where, f"{kind}{_MEDIA}")
+    if kind == "document":
+        raise _bad(where, _DOCUMENT)
     if kind not in allowed:
         raise _bad(f"{where}.type", f"Input tag {kind!r} found using 'type' does not match any of the expected "
                                      f"tags: {', '.join(repr(a) for a in allowed)}")
@@ -72,15 +73,38 @@ def _system(system: Any) -> str:
                    if _block_type(b, f"system.{i}", ("text",)))
 
 
-def _tool_result_content(content: Any, where: str) -> str:
+def _image(block: dict[str, Any], where: str) -> dict[str, Any]:
+    """An image block as the chat route's ``image_url`` part (llama-server's translation): a base64 source
+    as a data: URI, a url source as its URL."""
+    source = block.get("source")
+    if not isinstance(source, dict):
+        raise _bad(f"{where}.source", "Field required (an object with type 'base64' or 'url')")
+    kind = source.get("type")
+    if kind == "base64":
+        media_type = _str(source.get("media_type"), f"{where}.source.media_type")
+        if media_type not in _IMAGE_TYPES:
+            raise _bad(f"{where}.source.media_type", f"Input should be {', '.join(repr(t) for t in _IMAGE_TYPES)}")
+        url = f"data:{media_type};base64,{_str(source.get('data'), f'{where}.source.data')}"
+    elif kind == "url":
+        url = _str(source.get("url"), f"{where}.source.url")
+    else:
+        raise _bad(f"{where}.source.type", "Input should be 'base64' or 'url'")
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def _tool_result_content(content: Any, where: str) -> str | list[dict[str, Any]]:
+    """Text blocks joined; with images, the chat parts (text and image_url), as llama-server sends them."""
     if content is None:
         return ""
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
         raise _bad(where, "Input should be a valid string or a list of blocks")
-    return "".join(_text(b, f"{where}.{i}") for i, b in enumerate(content)
-                   if _block_type(b, f"{where}.{i}", ("text",)))
+    parts = [_image(b, at) if _block_type(b, at, ("text", "image")) == "image" else {"type": "text", "text": _text(b, at)}
+             for i, b in enumerate(content) for at in (f"{where}.{i}",)]
+    if any(p["type"] == "image_url" for p in parts):
+        return parts
+    return "".join(p["text"] for p in parts)
 
 
 def _user(msg: dict[str, Any], where: str, calls: Mapping[str, str]) -> list[dict[str, Any]]:
@@ -96,6 +120,9 @@ def _user(msg: dict[str, Any], where: str, calls: Mapping[str, str]) -> list[dic
         kind = _block_type(block, at, _USER_BLOCKS)
         if kind == "text":
             parts.append({"type": "text", "text": _text(block, at)})
+            continue
+        if kind == "image":
+            parts.append(_image(block, at))
             continue
         call_id = _str(block.get("tool_use_id"), f"{at}.tool_use_id")
         if call_id not in calls:

@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from klein import Klein
-from twisted.internet.defer import CancelledError
+from twisted.internet.defer import CancelledError, Deferred, FirstError, gatherResults
 from twisted.web.server import Request
 
 from llamatwist.api.chatformat import ChatFormatter
 from llamatwist.api.completion import final_json_fields
 from llamatwist.api.constraints import apply_constraint, constraint_spec, with_reasoning_budget
-from llamatwist.api.errors import InvalidRequest
+from llamatwist.api.errors import InvalidRequest, PayloadTooLarge
 from llamatwist.api.http import ApiContext, handler, read_json, send_json
 from llamatwist.api.openai.protocol import (
     StreamOptions,
@@ -42,6 +42,7 @@ from llamatwist.api.openai.tools import (
     parse_tool_request,
 )
 from llamatwist.api.params import (
+    Prompt,
     generation_params,
     parse_chat_format,
     parse_n_cmpl,
@@ -51,13 +52,16 @@ from llamatwist.api.params import (
 from llamatwist.api.pipeline import expand, run_tasks, tokenize_prompts
 from llamatwist.api.streaming import SSEStream, partial_extras
 from llamatwist.chat import RenderedChat
+from llamatwist.chat.messages import MediaRef, extract_media
 from llamatwist.chat.toolcalls import ChatSyntax, ToolPlan, forced_call_grammar, plan_tools, polyfill_history
 from llamatwist.config import SamplingDefaults
 from llamatwist.constrain.spec import ConstraintSpec
+from llamatwist.media import MediaError, MediaInput, split_at_markers
+from llamatwist.media.load import MediaTooLarge, load_media
 from llamatwist.runtime import FinalResult, GenerationParams, LoadedModel, PartialResult, TokenProbs
 
-__all__ = ["ChatPrompt", "ChatRequest", "PreparedChat", "build_prompt", "count_chat_tokens", "parse_chat",
-           "prepare_chat", "register"]
+__all__ = ["ChatPrompt", "ChatRequest", "PreparedChat", "build_prompt", "count_chat_tokens", "load_chat_media",
+           "parse_chat", "prepare_chat", "register"]
 
 @dataclass(frozen=True)
 class ChatRequest:
@@ -217,6 +221,63 @@ def build_prompt(fmt: ChatFormatter, body: Mapping[str, Any], req: ChatRequest) 
     return ChatPrompt(rendered, plan, tags)
 
 
+def media_kinds(loaded: LoadedModel) -> frozenset[str]:
+    """The media kinds the server's projector takes (none without --mmproj)."""
+    return frozenset(k for k, on in (("image", getattr(loaded, "vision", False)),
+                                     ("audio", getattr(loaded, "audio", False))) if on)
+
+
+def _media_error(ref: MediaRef, exc: MediaError) -> InvalidRequest | PayloadTooLarge:
+    message = f"{ref.where}: {exc}"
+    return PayloadTooLarge(message) if isinstance(exc, MediaTooLarge) else InvalidRequest(message)
+
+
+async def _load_one(ctx: ApiContext, ref: MediaRef, kinds: frozenset[str]) -> MediaInput:
+    try:
+        media = await load_media(ref.url, ctx.config.media_path, ctx.engine.in_pool)
+    except MediaError as exc:
+        raise _media_error(ref, exc) from None
+    if media.kind not in kinds:
+        raise InvalidRequest(f"{ref.where}: the file is {media.kind}, which this server's multimodal projector "
+                             "does not take")
+    if media.kind != ref.kind:
+        raise InvalidRequest(f"{ref.where}: the {ref.kind} part holds {media.kind}")
+    return media
+
+
+def mark_media(loaded: LoadedModel, body: Mapping[str, Any]) -> tuple[Mapping[str, Any], list[MediaRef]]:
+    """``body`` with its messages' media parts replaced by media markers, and their sources (a 400 for media
+    this server cannot take)."""
+    messages, refs = extract_media(body.get("messages"), media_kinds(loaded))
+    return ({**body, "messages": messages} if refs else body), refs
+
+
+async def load_chat_media(
+    ctx: ApiContext, loaded: LoadedModel, body: Mapping[str, Any]
+) -> tuple[Mapping[str, Any], list[MediaInput]]:
+    """`mark_media`, then every source loaded and decoded (downloads at once; decoding in the thread pool)."""
+    body, refs = mark_media(loaded, body)
+    if not refs:
+        return body, []
+    kinds = media_kinds(loaded)
+    loads = [Deferred.fromCoroutine(_load_one(ctx, ref, kinds)) for ref in refs]
+    try:
+        media: list[MediaInput] = await gatherResults(loads, consumeErrors=True)
+    except FirstError as exc:
+        exc.subFailure.raiseException()
+    return body, media
+
+
+def prompt_parts(prompt: str, media: list[MediaInput]) -> Prompt:
+    """The rendered prompt with each media marker replaced by its media, in order."""
+    if not media:
+        return [prompt]
+    try:
+        return [*split_at_markers(prompt, media)]
+    except MediaError as exc:  # a media marker typed in a message's text
+        raise InvalidRequest(str(exc)) from None
+
+
 @dataclass(frozen=True)
 class PreparedChat:
     """A chat request ready to run: what every chat-shaped route family (OpenAI chat, Anthropic messages,
@@ -231,6 +292,7 @@ async def prepare_chat(ctx: ApiContext, loaded: LoadedModel, body: Mapping[str, 
     """Validate, render (Jinja runs off the reactor), constrain and tokenize an OpenAI chat body."""
     fmt = ctx.chat
     req = parse_chat(body, ctx.config.sampling, loaded.n_slots, fmt.reasoning.format)
+    body, media = await load_chat_media(ctx, loaded, body)
     prompt = await ctx.engine.in_pool(build_prompt, fmt, body, req)
     rendered, plan = prompt.rendered, prompt.plan
     if plan is not None and req.tools.active:
@@ -247,14 +309,17 @@ async def prepare_chat(ctx: ApiContext, loaded: LoadedModel, body: Mapping[str, 
             preserved_tokens=params.preserved_tokens | {t[0] for t in marks if len(t) == 1})
     params = await _with_budget(ctx, fmt, req, params, prompt.thinking_tags, rendered.generation_prompt)
     # The template's own BOS text is stripped when the vocab adds BOS, so add_special is right.
-    tokens = await tokenize_prompts(ctx, loaded, [[rendered.prompt]])
+    tokens = await tokenize_prompts(ctx, loaded, [prompt_parts(rendered.prompt, media)])
     return PreparedChat(dataclasses.replace(req, params=params), expand(tokens, req.n_cmpl), syntax)
 
 
 async def count_chat_tokens(ctx: ApiContext, loaded: LoadedModel, body: Mapping[str, Any]) -> int:
     """The prompt tokens an OpenAI chat body would use (its usage.prompt_tokens)."""
     req = parse_chat(body, ctx.config.sampling, loaded.n_slots, ctx.chat.reasoning.format)
+    body, media = await load_chat_media(ctx, loaded, body)
     prompt = await ctx.engine.in_pool(build_prompt, ctx.chat, body, req)
+    if media:  # the media's own tokens count, as in the chat route's usage
+        return len((await tokenize_prompts(ctx, loaded, [prompt_parts(prompt.rendered.prompt, media)]))[0])
     return len(await ctx.engine.tokenize([prompt.rendered.prompt], True, True))
 
 
@@ -265,7 +330,9 @@ def register(app: Klein, ctx: ApiContext) -> None:
         loaded = ctx.require_generation()
         body = read_json(request)
         req = parse_chat(body, ctx.config.sampling, loaded.n_slots, ctx.chat.reasoning.format)
-        prompt = await ctx.engine.in_pool(build_prompt, ctx.chat, body, req)
+        # media parts show as their markers; the files themselves are not needed for the text
+        marked = mark_media(loaded, body)[0]
+        prompt = await ctx.engine.in_pool(build_prompt, ctx.chat, marked, req)
         return send_json(request, {"prompt": prompt.rendered.prompt})
 
     @app.route("/v1/chat/completions/input_tokens", methods=["POST"])

@@ -43,7 +43,7 @@ __all__ = ["input_items", "register", "to_chat_body"]
 _OWN = frozenset({"n_predict", "max_completion_tokens", "max_tokens", "n_probs", "logprobs", "post_sampling_probs"})
 _PASSED = (*(n for f in FIELDS for n in f.names if n not in _OWN), "chat_template_kwargs", "lora",
            "reasoning_format", "reasoning_budget_tokens", "reasoning_budget_message", "parallel_tool_calls")
-_MEDIA = "is not supported: media needs a multimodal projector (--mmproj), which this server does not load yet"
+_UNREAD = "is not supported: give an image as input_image with an image_url (a URL or a data: URL)"
 _ROLES = ("user", "assistant", "system", "developer")
 # Responses features that need what a local server has not got: refused rather than silently ignored
 _REFUSED = {"background": "background responses are not supported", "conversation": "conversations are not "
@@ -74,22 +74,42 @@ def input_items(body: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [_dict(item, f"input[{i}]") for i, item in enumerate(value)]
 
 
+def _part_text(part: Any, at: str, kinds: tuple[str, ...]) -> str:
+    kind = _dict(part, at).get("type")
+    if kind in ("input_file", "input_audio"):
+        raise InvalidRequest(f"{at}.type: {kind!r} {_UNREAD}")
+    if kind not in kinds:
+        raise InvalidRequest(f"{at}.type: must be one of {', '.join(repr(k) for k in kinds)}")
+    return _str(part.get("refusal" if kind == "refusal" else "text"), f"{at}.text")
+
+
 def _parts_text(content: Any, where: str, kinds: tuple[str, ...]) -> list[str]:
     """The texts of a message's content (a string, or parts of ``kinds``)."""
     if isinstance(content, str):
         return [content]
     if not isinstance(content, list):
         raise InvalidRequest(f"{where}: Input should be a string or an array of content parts")
-    texts = []
+    return [_part_text(part, f"{where}[{j}]", kinds) for j, part in enumerate(content)]
+
+
+def _input_parts(content: Any, where: str) -> str | list[dict[str, Any]]:
+    """A user's (or a function output's) content as chat content: ``input_text`` parts as text parts,
+    ``input_image`` as ``image_url`` parts (llama-server's translation)."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise InvalidRequest(f"{where}: Input should be a string or an array of content parts")
+    out: list[dict[str, Any]] = []
     for j, part in enumerate(content):
         at = f"{where}[{j}]"
-        kind = _dict(part, at).get("type")
-        if kind in ("input_image", "input_file", "input_audio"):
-            raise InvalidRequest(f"{at}.type: {kind!r} {_MEDIA}")
-        if kind not in kinds:
-            raise InvalidRequest(f"{at}.type: must be one of {', '.join(repr(k) for k in kinds)}")
-        texts.append(_str(part.get("refusal" if kind == "refusal" else "text"), f"{at}.text"))
-    return texts
+        if _dict(part, at).get("type") != "input_image":
+            out.append({"type": "text", "text": _part_text(part, at, ("input_text", "input_image"))})
+        elif part.get("image_url") is None:
+            why = "file ids are not supported; give " if part.get("file_id") is not None else ""
+            raise InvalidRequest(f"{at}.image_url: Field required ({why}a URL or a data: URL)")
+        else:
+            out.append({"type": "image_url", "image_url": {"url": _str(part["image_url"], f"{at}.image_url")}})
+    return out
 
 
 def _assistant(out: list[dict[str, Any]]) -> dict[str, Any]:
@@ -116,10 +136,7 @@ def _messages(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 texts = _parts_text(item["content"], f"{where}.content", ("output_text", "input_text", "refusal"))
                 _assistant(out)["content"] += "".join(texts)
             else:
-                texts = _parts_text(item["content"], f"{where}.content", ("input_text",))
-                content = item["content"] if isinstance(item["content"], str) else [
-                    {"type": "text", "text": t} for t in texts]
-                out.append({"role": role, "content": content})
+                out.append({"role": role, "content": _input_parts(item["content"], f"{where}.content")})
         elif kind == "function_call":
             call_id = _str(item.get("call_id"), f"{where}.call_id")
             name = _str(item.get("name"), f"{where}.name")
@@ -130,9 +147,11 @@ def _messages(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
             call_id = _str(item.get("call_id"), f"{where}.call_id")
             if call_id not in calls:
                 raise InvalidRequest(f"{where}.call_id: no function_call item with call_id {call_id!r} before it")
-            output = item.get("output")
-            text = "".join(_parts_text(output, f"{where}.output", ("input_text",)))
-            out.append({"role": "tool", "tool_call_id": call_id, "name": calls[call_id], "content": text})
+            output = _input_parts(item.get("output"), f"{where}.output")
+            # text only: one string, as before; with images, the parts (llama-server's form)
+            if isinstance(output, list) and all(p["type"] == "text" for p in output):
+                output = "".join(p["text"] for p in output)
+            out.append({"role": "tool", "tool_call_id": call_id, "name": calls[call_id], "content": output})
         elif kind == "reasoning":
             content = item.get("content") or []
             if not isinstance(content, list):
