@@ -32,6 +32,12 @@ class ServerConfig:
     # model
     model: str | None = None  # None -> the default model preset
     model_url: str | None = None  # -mu: downloaded into the cache (or -m's path) when missing
+    mmproj: str | None = None  # -mm: the multimodal projector
+    mmproj_url: str | None = None  # -mmu: downloaded into the cache (or -mm's path) when missing
+    mmproj_auto: bool = True  # --no-mmproj: do not take the projector found beside an -hf model
+    mmproj_offload: bool = True  # --no-mmproj-offload
+    image_min_tokens: int = -1
+    image_max_tokens: int = -1
     offline: bool = False  # never touch the network: -mu's file must be there already
     hf_repo: str | None = None  # -hf <user>/<model>[:quant], from the Hugging Face hub cache
     hf_file: str | None = None  # -hff: this file of the repository rather than the quant's

@@ -357,6 +357,10 @@ def engine_spec(config: ServerConfig, model_path: str) -> EngineSpec:
         numa=config.numa,
         special=config.special,
         sleep_idle_seconds=config.sleep_idle_seconds,
+        mmproj_path=config.mmproj,
+        mmproj_offload=config.mmproj_offload,
+        image_min_tokens=config.image_min_tokens,
+        image_max_tokens=config.image_max_tokens,
     )
 
 

@@ -91,8 +91,8 @@ def test_mixed_prompt_list_on_openai_completions(server: Server) -> None:
 
 @pytest.mark.parametrize("path", ["/completion", "/v1/completions"])
 @pytest.mark.parametrize("prompt, field", [
-    ({"prompt_string": PROMPT, "multimodal_data": ["iVBORw0KGgo="]}, "multimodal_data"),
-    ([PROMPT, {"prompt_string": PROMPT, "multimodal_data": []}], "multimodal_data"),
+    ({"prompt_string": PROMPT + "<__media__>", "multimodal_data": ["iVBORw0KGgo="]}, "multimodal_data"),
+    ([PROMPT, {"prompt_string": PROMPT + "<__media__>.", "multimodal_data": ["iVBORw0KGgo="]}], "multimodal_data"),
     ({"text": PROMPT}, "prompt_string"),
     ({"prompt_string": 5}, "prompt_string"),
     ({"prompt_string": [[1, 2]]}, "prompt_string"),

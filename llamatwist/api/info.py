@@ -16,6 +16,7 @@ from llamatwist.api.errors import InvalidRequest, NotSupported
 from llamatwist.api.http import ApiContext, handler, read_json, send_json
 from llamatwist.api.params import generation_params
 from llamatwist.config import ServerConfig
+from llamatwist.media import MEDIA_MARKER
 from llamatwist.metrics import render_metrics
 from llamatwist.runtime import LoadedModel, SlotInfo, validate_filename
 
@@ -78,7 +79,8 @@ def register(app: Klein, ctx: ApiContext) -> None:
             "total_slots": loaded.n_slots,
             "model_alias": ctx.model_alias,
             "model_path": ctx.model_path,
-            "modalities": {"vision": False, "video": False, "audio": False},
+            "modalities": {"vision": loaded.vision, "video": False, "audio": loaded.audio},
+            "media_marker": MEDIA_MARKER,
             "endpoint_slots": ctx.config.slots,
             "endpoint_props": ctx.config.endpoint_props,
             "endpoint_metrics": ctx.config.metrics,
@@ -107,7 +109,20 @@ def register(app: Klein, ctx: ApiContext) -> None:
     @handler
     async def models(request: Request) -> Any:
         loaded = ctx.require_ready()
-        return send_json(request, {"object": "list", "data": [model_info(loaded)]})
+        multimodal = loaded.vision or loaded.audio
+        return send_json(request, {
+            # llama-server's Ollama-style list beside OpenAI's
+            "models": [{
+                "name": ctx.model_alias, "model": ctx.model_alias, "modified_at": "", "size": "", "digest": "",
+                "type": "model", "description": "", "tags": [""],
+                "capabilities": ["completion", "multimodal"] if multimodal else ["completion"],
+                "parameters": "",
+                "details": {"parent_model": "", "format": "gguf", "family": "", "families": [""],
+                            "parameter_size": "", "quantization_level": ""},
+            }],
+            "object": "list",
+            "data": [model_info(loaded)],
+        })
 
     @app.route("/slots", methods=["GET"])
     @handler

@@ -18,6 +18,7 @@ from typing import Any
 from llamatwist.api.errors import InvalidRequest
 from llamatwist.api.lora import read_lora
 from llamatwist.config import REASONING_FORMATS
+from llamatwist.media import EncodedMedia, MediaError, MediaInput, decode_base64, split_at_markers
 from llamatwist.runtime import GenerationParams
 from llamatwist.sampling_defaults import (
     RANDOM_SEED,
@@ -55,8 +56,8 @@ __all__ = [
     "refuse_response_fields",
 ]
 
-PromptPart = str | int
-Prompt = list[PromptPart]  # a string, token ids, or a mix, in order
+PromptPart = str | int | EncodedMedia | MediaInput
+Prompt = list[PromptPart]  # a string, token ids, or a mix, in order; media (multimodal_data, image parts) between
 
 
 # -- typed field readers -------------------------------------------------
@@ -351,7 +352,7 @@ def parse_speculative(body: Mapping[str, Any], default: SpecParams) -> SpecParam
     return dataclasses.replace(default, **changes) if changes else default
 
 
-def _prompt_part(v: Any) -> Prompt | None:
+def _prompt_part(v: Any) -> list[str | int] | None:
     """One prompt from a JSON value, or None when ``v`` is not a single prompt."""
     if isinstance(v, str):
         return [v]
@@ -371,8 +372,8 @@ def _is_token(v: Any) -> bool:
 
 
 MULTIMODAL_UNSUPPORTED = (
-    "Multimodal data provided, but model does not support multimodal requests: 'multimodal_data' needs "
-    "a multimodal projector (--mmproj), which llamatwist does not support yet"
+    "Multimodal data provided, but the embedding routes take no media: 'multimodal_data' is for completions "
+    "on a server with a multimodal projector (--mmproj)"
 )
 _MEDIA_PARTS = {"image_url": "image", "input_audio": "audio", "input_video": "video", "video_url": "video"}
 
@@ -392,14 +393,35 @@ def _prompt_object(field: str, v: dict[str, Any], content_parts: bool) -> Prompt
         return [_content_text(field, v["content"])]
     if "prompt_string" not in v:
         raise _element_error(field, content_parts)
-    if v.get("multimodal_data") is not None:
-        raise InvalidRequest(f"'{field}': {MULTIMODAL_UNSUPPORTED}")
     text = v["prompt_string"]
+    if v.get("multimodal_data") is not None:
+        if content_parts:
+            raise InvalidRequest(f"'{field}': {MULTIMODAL_UNSUPPORTED}")
+        return _multimodal_prompt(field, text, v["multimodal_data"])
     if isinstance(text, str):
         return [text]
     if isinstance(text, list) and text and all(isinstance(x, str) or _is_token(x) for x in text):
         return list(text)  # tokenized as one mixed prompt, as llama-server's tokenize_mixed
     raise InvalidRequest(f"'{field}': 'prompt_string' must be a string or an array of strings and token ids")
+
+
+def _multimodal_prompt(field: str, text: Any, data: Any) -> Prompt:
+    """llama-server's ``{"prompt_string": "... <__media__> ...", "multimodal_data": [base64, ...]}``: one media
+    file per marker, in order (decoded later, off the reactor thread)."""
+    if not isinstance(data, list):
+        raise InvalidRequest(f"'{field}': 'multimodal_data' must be an array of base64 strings")
+    if not isinstance(text, str):
+        raise InvalidRequest(f"'{field}': 'prompt_string' must be a string when 'multimodal_data' is given")
+    try:
+        media = [decode_base64(item, f"'multimodal_data[{i}]'") for i, item in enumerate(data)]
+    except MediaError as exc:
+        raise InvalidRequest(f"'{field}': {exc}") from None
+    try:
+        parts: Prompt = []
+        parts.extend(split_at_markers(text, media))
+        return parts
+    except MediaError as exc:
+        raise InvalidRequest(f"'{field}': 'prompt_string' and 'multimodal_data' disagree: {exc}") from None
 
 
 def _content_text(field: str, parts: Any) -> str:
@@ -433,7 +455,7 @@ def _subprompt(field: str, v: Any, content_parts: bool) -> Prompt:
     p = _prompt_part(v)
     if p is None or not p:
         raise _element_error(field, content_parts)
-    return p
+    return list[PromptPart](p)
 
 
 def parse_prompts(body: Mapping[str, Any], field: str = "prompt", content_parts: bool = False) -> list[Prompt]:
@@ -601,7 +623,7 @@ def parse_completion(body: Mapping[str, Any], defaults: SamplingDefaults, n_slot
 
 @dataclass(frozen=True)
 class TokenizeRequest:
-    content: Prompt
+    content: list[str | int]
     add_special: bool
     parse_special: bool
     with_pieces: bool

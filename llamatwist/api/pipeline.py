@@ -15,6 +15,8 @@ from llamatwist.api.http import ApiContext
 from llamatwist.api.lora import check_lora_ids
 from llamatwist.api.params import Prompt
 from llamatwist.api.streaming import on_disconnect
+from llamatwist.engine.mtmd import ProjectorError
+from llamatwist.media import EncodedMedia, MediaError, MediaInput, decode_media
 from llamatwist.runtime import (
     CompletionTask,
     ContextExceeded,
@@ -24,6 +26,7 @@ from llamatwist.runtime import (
     GenerationParams,
     LoadedModel,
     PartialResult,
+    PromptTokens,
     Result,
 )
 
@@ -35,21 +38,49 @@ def expand(prompts: list[list[int]], n_cmpl: int) -> list[list[int]]:
     return [p for p in prompts for _ in range(n_cmpl)]
 
 
+NO_PROJECTOR = ("media input (multimodal_data, image_url or input_audio parts) needs a multimodal projector: this "
+                "server was started without --mmproj")
+
+
 async def tokenize_prompts(
     ctx: ApiContext, loaded: LoadedModel, prompts: list[Prompt], add_special: bool = True
 ) -> list[list[int]]:
     """Tokenize every prompt and check it against the vocabulary and the context."""
     out = []
     for prompt in prompts:
-        tokens = await ctx.engine.tokenize(prompt, add_special, True)
+        if any(isinstance(p, (EncodedMedia, MediaInput)) for p in prompt):
+            tokens: list[int] = await _tokenize_media(ctx, loaded, prompt, add_special)
+        else:
+            tokens = await ctx.engine.tokenize([p for p in prompt if isinstance(p, (str, int))], add_special, True)
         if not tokens:
             raise InvalidRequest("the prompt is empty after tokenization")
-        if not all(ctx.engine.valid_token(t) for t in tokens):
+        media = bool(getattr(tokens, "media", ()))  # placeholder ids (negative) stand for media positions
+        if not all((media and t < 0) or ctx.engine.valid_token(t) for t in tokens):
             raise InvalidRequest("Prompt contains invalid tokens")
         if len(tokens) >= loaded.n_ctx_slot:
             raise ContextExceeded(len(tokens), loaded.n_ctx_slot)
         out.append(tokens)
     return out
+
+
+async def _tokenize_media(ctx: ApiContext, loaded: LoadedModel, prompt: Prompt, add_special: bool) -> PromptTokens:
+    """A prompt with media: each file decoded in the thread pool, then text and media through the projector."""
+    if not (loaded.vision or loaded.audio):
+        raise InvalidRequest(NO_PROJECTOR)
+    parts: list[str | MediaInput] = []
+    for p in prompt:
+        if isinstance(p, int):
+            raise InvalidRequest("a prompt with media must be text: token ids cannot be mixed with media")
+        try:
+            parts.append(await ctx.engine.in_pool(decode_media, p.data) if isinstance(p, EncodedMedia) else p)
+        except MediaError as exc:
+            raise InvalidRequest(str(exc)) from None
+    if not isinstance(parts[-1], str) or not parts[-1]:
+        raise InvalidRequest("a prompt must have text after its last media item (where generation starts)")
+    try:
+        return await ctx.engine.tokenize_media(parts, add_special, True)
+    except ProjectorError as exc:
+        raise InvalidRequest(str(exc)) from None
 
 
 def run_tasks(

@@ -54,6 +54,8 @@ def resolve_model(config: ServerConfig) -> ServerConfig:
 
     The file itself is checked by make_service, which raises StartupError.
     """
+    if config.mmproj_url:
+        config = _fetch_mmproj(config)
     if config.model_url:
         # -mu: into -m's path when given, else the cache (never the network with --offline)
         from llamatwist.cli.download import DownloadError, fetch_model, model_url_path
@@ -74,6 +76,20 @@ def resolve_model(config: ServerConfig) -> ServerConfig:
     return dataclasses.replace(config, model=str(ensure_default_model()))
 
 
+def _fetch_mmproj(config: ServerConfig) -> ServerConfig:
+    """-mmu: the projector into --mmproj's path when given, else the cache (never the network with --offline)."""
+    from llamatwist.cli.download import DownloadError, fetch_model, model_url_path
+    from llamatwist.models import ModelFetchError, cache_dir
+
+    assert config.mmproj_url is not None
+    try:
+        dest = Path(config.mmproj) if config.mmproj else model_url_path(config.mmproj_url, cache_dir())
+        path = fetch_model(config.mmproj_url, dest, offline=config.offline)
+    except DownloadError as err:
+        raise ModelFetchError(f"--mmproj-url: {err}") from None
+    return dataclasses.replace(config, mmproj=str(path))
+
+
 def _resolve_hf(config: ServerConfig) -> ServerConfig:
     """-hf and -hfd: paths in the Hugging Face cache (downloaded into it unless --offline)."""
     from llamatwist.cli.download import DownloadError
@@ -84,6 +100,11 @@ def _resolve_hf(config: ServerConfig) -> ServerConfig:
         if config.hf_repo:
             path = resolve_hf(config.hf_repo, config.hf_file, token=config.hf_token, offline=config.offline)
             config = dataclasses.replace(config, model=str(path))
+            if config.mmproj_auto and not config.mmproj:
+                # a projector beside the model in the repository's snapshot (llama-server fetches it with -hf)
+                mmproj = sorted(path.parent.glob("*mmproj*.gguf"))
+                if mmproj:
+                    config = dataclasses.replace(config, mmproj=str(mmproj[0]))
         if config.hf_repo_draft:
             draft = resolve_hf(config.hf_repo_draft, config.hf_file_draft, token=config.hf_token,
                                offline=config.offline)

@@ -44,13 +44,7 @@ UNIMPLEMENTED: Final[tuple[Unimplemented, ...]] = (
         "-ctxcp --ctx-checkpoints --swa-checkpoints", "LLAMA_ARG_CTX_CHECKPOINTS", VALUE
     ),
     _U("-cms --checkpoint-min-step", "LLAMA_ARG_CHECKPOINT_MIN_SPACING_NT", VALUE),
-    _U("-mm --mmproj", "LLAMA_ARG_MMPROJ", VALUE),
-    _U("-mmu --mmproj-url", "LLAMA_ARG_MMPROJ_URL", VALUE),
-    _U("--mmproj-auto --no-mmproj --no-mmproj-auto", "LLAMA_ARG_MMPROJ_AUTO", BOOL),
-    _U("--mmproj-offload --no-mmproj-offload", "LLAMA_ARG_MMPROJ_OFFLOAD", BOOL),
     _U("-mmdev --mmproj-device", "MTMD_BACKEND_DEVICE", VALUE),
-    _U("--image-min-tokens", "LLAMA_ARG_IMAGE_MIN_TOKENS", VALUE),
-    _U("--image-max-tokens", "LLAMA_ARG_IMAGE_MAX_TOKENS", VALUE),
     _U("--mtmd-batch-max-tokens", "LLAMA_ARG_MTMD_BATCH_MAX_TOKENS", VALUE),
     _U("--video-fps", "LLAMA_ARG_VIDEO_FPS", VALUE),
     _U("--video-timestamp-interval", "LLAMA_ARG_VIDEO_TIMESTAMP_INTERVAL", VALUE),

@@ -12,27 +12,36 @@ MP3, FLAC): libmtmd's helper decodes and resamples it for the projector.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import io
+import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 __all__ = [
     "MAX_IMAGE_PIXELS",
     "MEDIA_MARKER",
+    "EncodedMedia",
     "MediaError",
     "MediaInput",
     "MediaKind",
+    "decode_base64",
     "decode_media",
     "split_at_markers",
 ]
 
-MEDIA_MARKER = "<__media__>"  # mtmd_default_marker() of the pinned libmtmd
+# the marker of /completion's prompt_string (multimodal_data): libmtmd's default, or LLAMA_MEDIA_MARKER as
+# llama-server reads it; /props reports it as media_marker
+MEDIA_MARKER = os.environ.get("LLAMA_MEDIA_MARKER") or "<__media__>"
 
 MAX_IMAGE_PIXELS = 64 * 1024 * 1024  # far above any projector's input; a bomb is refused before decoding
 
 MediaKind = Literal["image", "audio"]
+T = TypeVar("T")
 
 
 class MediaError(ValueError):
@@ -55,6 +64,23 @@ class MediaInput:
         h = hashlib.sha256(f"{self.kind}:{self.width}x{self.height}:".encode())
         h.update(self.data)
         return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class EncodedMedia:
+    """A media file's bytes as a request carried them, to be decoded (:func:`decode_media`) off the reactor."""
+
+    data: bytes = field(repr=False)
+
+
+def decode_base64(text: object, what: str) -> EncodedMedia:
+    """A request's base64 media string; MediaError naming ``what`` when it is not valid base64."""
+    if not isinstance(text, str):
+        raise MediaError(f"{what} must be a base64 string")
+    try:
+        return EncodedMedia(base64.b64decode(text, validate=True))
+    except (binascii.Error, ValueError):
+        raise MediaError(f"{what} is not valid base64") from None
 
 
 _AUDIO_MAGIC = (b"RIFF", b"fLaC", b"ID3", b"\xff\xfb", b"\xff\xf3", b"\xff\xf2")
@@ -93,7 +119,7 @@ def decode_media(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> MediaInput:
         raise MediaError(f"the image cannot be decoded (corrupt or truncated): {e}") from None
 
 
-def split_at_markers(text: str, media: list[MediaInput]) -> list[str | MediaInput]:
+def split_at_markers(text: str, media: Sequence[T]) -> list[str | T]:
     """``text`` with each marker replaced by the next media item, in order.
 
     The counts must match (llama-server: "number of bitmaps does not match number of markers").
@@ -103,7 +129,7 @@ def split_at_markers(text: str, media: list[MediaInput]) -> list[str | MediaInpu
         raise MediaError(
             f"the prompt has {len(pieces) - 1} media marker(s) ({MEDIA_MARKER}) but {len(media)} media file(s)"
         )
-    out: list[str | MediaInput] = []
+    out: list[str | T] = []
     for i, piece in enumerate(pieces):
         if piece:
             out.append(piece)

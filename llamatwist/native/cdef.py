@@ -409,12 +409,35 @@ extern "Python" bool _llamatwist_abort_cb(void * data);
 
 /* ---- mtmd (multimodal) ---- */
 typedef struct mtmd_context mtmd_context;
+typedef struct mtmd_bitmap mtmd_bitmap;
+typedef struct mtmd_input_chunk mtmd_input_chunk;
+typedef struct mtmd_input_chunks mtmd_input_chunks;
 struct mtmd_context_params {
     bool use_gpu;
     bool print_timings;
     int n_threads;
     bool warmup;
+    int image_min_tokens;
+    int image_max_tokens;
+    int32_t batch_max_tokens;
+    enum llama_flash_attn_type flash_attn_type;
     ...;
+};
+struct mtmd_input_text {
+    const char * text;
+    size_t text_len;
+    bool add_special;
+    bool parse_special;
+};
+struct mtmd_input_part {
+    const struct mtmd_input_text * text;
+    const struct mtmd_bitmap * bitmap;
+};
+enum mtmd_input_chunk_type {
+    MTMD_INPUT_CHUNK_TYPE_TEXT,
+    MTMD_INPUT_CHUNK_TYPE_IMAGE,
+    MTMD_INPUT_CHUNK_TYPE_AUDIO,
+    ...
 };
 struct mtmd_context_params mtmd_context_params_default(void);
 const char * mtmd_default_marker(void);
@@ -423,5 +446,30 @@ mtmd_context * mtmd_init_from_file(const char * mmproj_fname, const struct llama
 void mtmd_free(mtmd_context * ctx);
 bool mtmd_support_vision(const mtmd_context * ctx);
 bool mtmd_support_audio(const mtmd_context * ctx);
+bool mtmd_decode_use_mrope(const mtmd_context * ctx);
 void mtmd_log_set(ggml_log_callback log_callback, void * user_data);
+mtmd_bitmap * mtmd_bitmap_init(uint32_t nx, uint32_t ny, const unsigned char * data);
+void mtmd_bitmap_free(mtmd_bitmap * bitmap);
+void mtmd_bitmap_set_id(mtmd_bitmap * bitmap, const char * id);
+mtmd_input_chunks * mtmd_input_chunks_init(void);
+size_t mtmd_input_chunks_size(const mtmd_input_chunks * chunks);
+const mtmd_input_chunk * mtmd_input_chunks_get(const mtmd_input_chunks * chunks, size_t idx);
+void mtmd_input_chunks_free(mtmd_input_chunks * chunks);
+enum mtmd_input_chunk_type mtmd_input_chunk_get_type(const mtmd_input_chunk * chunk);
+const llama_token * mtmd_input_chunk_get_tokens_text(const mtmd_input_chunk * chunk, size_t * n_tokens_output);
+size_t mtmd_input_chunk_get_n_tokens(const mtmd_input_chunk * chunk);
+llama_pos mtmd_input_chunk_get_n_pos(const mtmd_input_chunk * chunk);
+mtmd_input_chunk * mtmd_input_chunk_copy(const mtmd_input_chunk * chunk);
+void mtmd_input_chunk_free(mtmd_input_chunk * chunk);
+int32_t mtmd_tokenize_from_parts(const mtmd_context * ctx, mtmd_input_chunks * output,
+                                 const struct mtmd_input_part * const * parts, size_t n_parts, bool add_special);
+struct mtmd_helper_init_opt { ...; };
+struct mtmd_helper_bitmap_wrapper { mtmd_bitmap * bitmap; ...; };
+struct mtmd_helper_init_opt mtmd_helper_init_opt_default(void);
+struct mtmd_helper_bitmap_wrapper mtmd_helper_bitmap_init_from_buf(const mtmd_context * ctx, const unsigned char * buf,
+                                                                   size_t len, bool placeholder,
+                                                                   struct mtmd_helper_init_opt opt);
+int32_t mtmd_helper_eval_chunk_single(mtmd_context * ctx, struct llama_context * lctx, const mtmd_input_chunk * chunk,
+                                      llama_pos n_past, llama_seq_id seq_id, int32_t n_batch, bool logits_last,
+                                      llama_pos * new_n_past);
 """

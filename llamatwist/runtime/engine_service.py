@@ -20,6 +20,8 @@ from twisted.internet.defer import Deferred, succeed
 from llamatwist.constrain import TokenizerInfo
 from llamatwist.engine.errors import EngineError
 from llamatwist.engine.model import FimTokens, Model
+from llamatwist.engine.mtmd import ProjectorError
+from llamatwist.media import MEDIA_MARKER, MediaInput
 from llamatwist.runtime.counters import Metrics
 from llamatwist.runtime.errors import ShuttingDown
 from llamatwist.runtime.loading import EngineSpec, LoadedModel
@@ -30,6 +32,7 @@ from llamatwist.runtime.task import (
     EmbeddingResult,
     ErrorResult,
     FinalResult,
+    PromptTokens,
     Result,
     SlotAction,
     SlotActionResult,
@@ -66,6 +69,7 @@ class EngineService(Service):
         self._active: dict[int, CompletionTask] = {}
         self._ended: set[int] = set()
         self.sleeping = False  # --sleep-idle-seconds: the model is unloaded until the next task
+        self._wakers: list[Deferred[None]] = []
         self._loop = DecodeLoop(spec, self._deliver, self._ready_from_thread, self._failed_from_thread,
                                 self._sleep_from_thread)
 
@@ -130,7 +134,14 @@ class EngineService(Service):
         self._reactor.callFromThread(self._set_ready, loaded)
 
     def _sleep_from_thread(self, sleeping: bool) -> None:
-        self._reactor.callFromThread(setattr, self, "sleeping", sleeping)
+        self._reactor.callFromThread(self._set_sleeping, sleeping)
+
+    def _set_sleeping(self, sleeping: bool) -> None:
+        self.sleeping = sleeping
+        if not sleeping:
+            waiting, self._wakers = self._wakers, []
+            for d in waiting:
+                d.callback(None)
 
     def _failed_from_thread(self, message: str) -> None:
         self._reactor.callFromThread(self._set_failed, message)
@@ -211,8 +222,29 @@ class EngineService(Service):
         must not stall the reactor, and libllama's vocab is read-only."""
         return self.in_pool(self._with_model, tokenize_mixed, list(prompt), add_special, parse_special)
 
+    def tokenize_media(self, prompt: Sequence[str | MediaInput], add_special: bool,
+                       parse_special: bool) -> Deferred[PromptTokens]:
+        """Tokenize a prompt with media through the projector (libmtmd) in the thread pool; the projector is
+        unloaded while the server sleeps, so this wakes it first."""
+        if self.sleeping:
+            d: Deferred[None] = Deferred()
+            self._wakers.append(d)
+            self._loop.wake()
+            return d.addCallback(lambda _: self.tokenize_media(prompt, add_special, parse_special))
+        return self.in_pool(self._with_model, self._tokenize_media, list(prompt), add_special, parse_special)
+
+    def _tokenize_media(self, model: Model, prompt: list[str | MediaInput], add_special: bool,
+                        parse_special: bool) -> PromptTokens:
+        projector = self._loop.projector
+        if projector is None:
+            raise ProjectorError("media input needs a multimodal projector: this server was started without "
+                                 "--mmproj")
+        tokens, spans = projector.tokenize(prompt, add_special, parse_special)
+        return PromptTokens(tokens, tuple(spans))
+
     def detokenize(self, tokens: Sequence[int]) -> Deferred[str]:
-        return self.in_pool(self._with_model, lambda model, toks: model.vocab.detokenize(toks), list(tokens))
+        """The text of ``tokens``; a media chunk's placeholder ids (negative) read as one media marker."""
+        return self.in_pool(self._with_model, detokenize_with_media, list(tokens))
 
     def rerank_prompt(self, query: str, document: str) -> Deferred[list[int]]:
         return self.in_pool(self._with_model, rerank_tokens, query, document)
@@ -254,6 +286,21 @@ def constraint_tokenizer(model: Model) -> TokenizerInfo:
         bos_id=vocab.bos if vocab.bos >= 0 else None,
         n_vocab=n,
     )
+
+
+def detokenize_with_media(model: Model, tokens: list[int]) -> str:
+    if all(t >= 0 for t in tokens):
+        return model.vocab.detokenize(tokens)
+    out: list[str] = []
+    run: list[int] = []
+    for i, t in enumerate(tokens):
+        if t >= 0:
+            run.append(t)
+        elif i == 0 or tokens[i - 1] >= 0:  # a media chunk starts
+            out += [model.vocab.detokenize(run), MEDIA_MARKER]
+            run = []
+    out.append(model.vocab.detokenize(run))
+    return "".join(out)
 
 
 def rerank_tokens(model: Model, query: str, document: str) -> list[int]:

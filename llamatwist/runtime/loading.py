@@ -12,6 +12,7 @@ from llamatwist.engine.batch import Batch
 from llamatwist.engine.context import CACHE_TYPES, Context, ContextParams, max_sequences
 from llamatwist.engine.errors import ModelLoadError
 from llamatwist.engine.model import LoraAdapter, Model, ModelInfo, Placement, numa_init
+from llamatwist.engine.mtmd import Projector
 from llamatwist.engine.sampling import eog_tokens
 from llamatwist.runtime.adapters import AdapterSpec, LoraInfo, apply_adapters
 from llamatwist.runtime.prefix_cache import PrefixCache
@@ -48,6 +49,10 @@ class EngineSpec:
     numa: str | None = None  # --numa distribute | isolate | numactl
     special: bool = False  # -sp: generated control tokens are written as their text
     sleep_idle_seconds: float = -1  # unload the model after this long without a task (-1: never)
+    mmproj_path: str | None = None  # --mmproj: the multimodal projector
+    mmproj_offload: bool = True  # --no-mmproj-offload keeps the projector on the CPU
+    image_min_tokens: int = -1  # --image-min-tokens / --image-max-tokens (-1: the projector's own)
+    image_max_tokens: int = -1
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,8 @@ class LoadedModel:
     pooling: int  # effective llama_pooling_type in embedding mode, -1 otherwise
     loras: tuple[LoraInfo, ...] = ()  # GET /lora-adapters
     eog: tuple[int, ...] = ()  # end-of-generation tokens (ignore_eos bans them, as llama-server shows)
+    vision: bool = False  # the projector (--mmproj) takes images
+    audio: bool = False  # ... and audio
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,7 @@ class Loaded:
     description: LoadedModel
     lora_adapters: list[LoraAdapter] = dataclasses.field(default_factory=list)  # kept alive with the context
     drafter: DraftModel | None = None  # -md: the draft model's context, one sequence per slot
+    projector: Projector | None = None  # --mmproj
 
 
 def load(spec: EngineSpec) -> Loaded:
@@ -142,7 +150,19 @@ def load(spec: EngineSpec) -> Loaded:
         eog=eog_tokens(model),
     )
     drafter = _load_draft(spec, model, ctx) if spec.draft_model_path else None
-    return Loaded(model, ctx, cache, slots, batch, model_id, can_shift, description, lora_adapters, drafter)
+    projector = None
+    if spec.mmproj_path:
+        projector = Projector(spec.mmproj_path, model, n_threads=spec.context.n_threads,
+                              use_gpu=spec.mmproj_offload, image_min_tokens=spec.image_min_tokens,
+                              image_max_tokens=spec.image_max_tokens, flash_attn=spec.context.flash_attn)
+        if projector.mrope:
+            projector.close()
+            raise ModelLoadError(f"multimodal projector {spec.mmproj_path}: M-RoPE models (Qwen2-VL and kin) are "
+                                 "not supported yet")
+        description = dataclasses.replace(description, vision=projector.vision, audio=projector.audio)
+        can_shift = False  # as llama-server: no context shift with a projector (media chunks cannot shift)
+    return Loaded(model, ctx, cache, slots, batch, model_id, can_shift, description, lora_adapters, drafter,
+                  projector)
 
 
 # llama.cpp's rule (common_speculative_are_compatible): same vocab type, BOS/EOS, sizes within 128 tokens and

@@ -25,6 +25,7 @@ from typing import Any
 from llamatwist.engine.context import Context
 from llamatwist.engine.errors import EngineError
 from llamatwist.engine.model import Model
+from llamatwist.engine.mtmd import Projector
 from llamatwist.runtime.admission import Admission
 from llamatwist.runtime.context_shift import ContextShift
 from llamatwist.runtime.counters import Metrics
@@ -86,6 +87,7 @@ class DecodeLoop:
         self._on_sleep = on_sleep
         self.guard = ModelGuard()
         self._drafter: DraftModel | None = None
+        self.projector: Projector | None = None  # --mmproj (tokenization in the pool reads it under the guard)
         self._commands: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._slots: list[Slot] = []
         self._thread = threading.Thread(target=self._run, name="llamatwist-decode", daemon=True)
@@ -106,6 +108,10 @@ class DecodeLoop:
 
     def slot_action(self, action: SlotAction) -> None:
         self._commands.put(("slot", action))
+
+    def wake(self) -> None:
+        """Load the model again if it sleeps (a no-op otherwise)."""
+        self._commands.put(("wake", None))
 
     def set_lora_scales(self, scales: tuple[float, ...], done: Callable[[], None]) -> None:
         """New server-wide LoRA scales for the tasks started from now on (thread-safe ``done`` once set)."""
@@ -148,6 +154,9 @@ class DecodeLoop:
         if self._drafter is not None:
             self._drafter.close()
             self._drafter = None
+        if self.projector is not None:
+            self.projector.close()
+            self.projector = None
 
     def _load(self, lora_scales: tuple[float, ...] | None = None) -> Context:
         """Load the model, wire the phases of a step to it, report ready (``lora_scales``: the server-wide
@@ -169,9 +178,10 @@ class DecodeLoop:
             ContextShift(ctx, cache, slots, model.vocab.add_bos, loaded.can_shift),
             Sampling(ctx, model.vocab, self.spec.n_predict, loaded.can_shift, metrics, outputs, self.spec.special),
             EmbeddingOutput(ctx, cache, metrics, outputs),
-            metrics, outputs, loaded.drafter, loaded.lora_adapters, self.lora_scales,
+            metrics, outputs, loaded.drafter, loaded.lora_adapters, self.lora_scales, loaded.projector,
         )
         self._drafter = loaded.drafter
+        self.projector = loaded.projector
         self._slot_actions = SlotActions(ctx, cache, slots, loaded.model_id, outputs)
         self._publish()
         self._on_ready(loaded.description)

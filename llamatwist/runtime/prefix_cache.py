@@ -19,7 +19,7 @@ Used from the decode thread only; KV operations go through :class:`KVOps`
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -225,20 +225,21 @@ class PrefixCache:
         return len(self._entries)
 
     def attach(self, slot: int, old: Sequence[int], prompt: Sequence[int], n_cache_reuse: int = 0,
-               tag: AdapterTag = ()) -> Attach:
+               tag: AdapterTag = (), boundary: Callable[[int], int] = lambda n: n) -> Attach:
         """Prepare sequence ``slot`` (holding ``old``) for ``prompt``: keep or
         copy in the longest cached prefix (at most ``len(prompt) - 1``, so one
         token is left to decode for logits) and drop the rest. With
         ``n_cache_reuse``, later chunks of the slot's own content move into
         place by KV shifting, as llama-server's --cache-reuse. ``tag``: what the
         prompt's KV will be computed under (the LoRA adapter set); only KV
-        computed under the same tag is reused."""
+        computed under the same tag is reused. ``boundary(n)``: the longest reusable length up to n (a prefix
+        must not end inside a media chunk)."""
         limit = max(len(prompt) - 1, 0)
         same = self._tags.get(slot, ()) == tag
-        n_own = min(common_prefix(old, prompt), limit) if same else 0
+        n_own = boundary(min(common_prefix(old, prompt), limit)) if same else 0
         n_best, holders = self.tree.match(prompt, exclude=slot) if self.shared else (0, set())
         holders = {h for h in holders if self._tags.get(h, ()) == tag}
-        n_best = min(n_best, limit) if holders else 0
+        n_best = boundary(min(n_best, limit)) if holders else 0
         try:
             return self._attach(slot, old, prompt, n_cache_reuse if same else 0, n_own, n_best, holders)
         finally:

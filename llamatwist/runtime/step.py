@@ -19,6 +19,10 @@ Where the next capabilities plug in, so that they stay phases with plain data be
   the set this step runs (`StepPlan.adapters`; with several in use they take turns step by step) and
   feeds only the slots that use it; `run` applies it before ``llama_decode`` when it differs from the last
   step's. The prefix cache is keyed by the set (`PrefixCache.attach`'s tag).
+- Media (--mmproj): a prompt's image or audio chunk cannot share a token batch, so `plan` picks at most one
+  slot whose prompt has reached a media chunk (`StepPlan.media`) and cuts other prompt chunks before theirs;
+  `run` encodes it and decodes its embeddings into that slot's sequence (libmtmd) before the step's batch,
+  so the other slots keep generating in the same step.
 
 """
 
@@ -33,6 +37,7 @@ from typing import TYPE_CHECKING
 from llamatwist.engine.batch import Batch
 from llamatwist.engine.context import Context
 from llamatwist.engine.errors import DecodeError
+from llamatwist.engine.mtmd import MediaSpan, Projector
 from llamatwist.runtime.adapters import set_scales
 from llamatwist.runtime.context_shift import ContextShift
 from llamatwist.runtime.counters import Metrics
@@ -77,6 +82,7 @@ class StepPlan:
 
     feeds: list[SlotFeed] = field(default_factory=list)
     adapters: AdapterSet = ()  # the LoRA scales every slot of this step runs with
+    media: tuple[Slot, MediaSpan] | None = None  # a media chunk evaluated before the batch
 
 
 class Step:
@@ -94,8 +100,11 @@ class Step:
         drafter: DraftModel | None = None,
         loras: Sequence[LoraAdapter] = (),
         active: AdapterSet = (),
+        projector: Projector | None = None,
     ) -> None:
         self._ctx = ctx
+        self._projector = projector
+        self._media: tuple[Slot, MediaSpan] | None = None
         self._loras = loras  # adapters are per context: one set per llama_decode
         self._active = active  # the scales the context runs with now
         self._last_set: AdapterSet = active
@@ -137,9 +146,21 @@ class Step:
             room -= len(feed.draft)
         now = time.perf_counter()
         for slot in self._slots:
-            if slot.state is not SlotState.PROMPT or room == 0 or slot.adapter_set != plan.adapters:
+            if slot.state is not SlotState.PROMPT or slot.adapter_set != plan.adapters:
                 continue
             assert slot.task is not None
+            media_end = len(slot.task.prompt)
+            for span in slot.task.media:
+                if span.start == slot.n_fed:  # its media chunk is next: one per step, outside the batch
+                    if plan.media is None:
+                        plan.media = (slot, span)
+                    media_end = -1
+                    break
+                if span.start > slot.n_fed:
+                    media_end = span.start  # the text before it goes in the batch
+                    break
+            if media_end < 0 or room == 0:
+                continue
             limit = slot.task.params.t_max_prompt_ms
             if limit > 0 and (now - slot.t_start) * 1e3 > limit and not slot.task.embed:
                 # the prompt took too long (t_max_prompt_ms, which llama-server reserves but does not apply)
@@ -153,7 +174,7 @@ class Step:
                     feeds.append(SlotFeed(slot, prompt, 0, True, all_outputs=True))
                     room -= len(prompt)
                 continue
-            chunk = prompt[slot.n_fed : slot.n_fed + room]
+            chunk = prompt[slot.n_fed : min(slot.n_fed + room, media_end)]
             feeds.append(SlotFeed(slot, chunk, slot.n_fed, slot.n_fed + len(chunk) == len(prompt)))
             room -= len(chunk)
         return plan
@@ -178,7 +199,7 @@ class Step:
         task = slot.task
         assert task is not None
         spec = task.params.speculative
-        if spec is None or not spec.active or slot.spec_budget <= 0:
+        if spec is None or not spec.active or slot.spec_budget <= 0 or task.media:  # no draft KV for media
             return []
         n_max = min(slot.spec_budget, room, slot.n_ctx - len(slot.cache) - 3)
         limit = self._sampling.limit(task.params.n_predict)
@@ -202,6 +223,7 @@ class Step:
         batch.clear()
         self._prompt_fed.clear()
         self._step_set = plan.adapters
+        self._media = plan.media
         self._fed = {feed.slot.id for feed in plan.feeds}
         for slot in self._slots:
             slot.i_batch = -1
@@ -220,7 +242,7 @@ class Step:
             self._prompt_fed.append(slot)
             if feed.output:
                 slot.i_batch = idx
-        return batch.n_tokens > 0
+        return batch.n_tokens > 0 or self._media is not None
 
     # -- decode, then outputs --------------------------------------------------
     def run(self) -> None:
@@ -228,6 +250,10 @@ class Step:
         if self._loras and self._step_set != self._active:
             set_scales(ctx, list(self._loras), self._step_set)
             self._active = self._step_set
+        if self._media is not None:
+            self._eval_media(*self._media)
+            if self._batch.n_tokens == 0:
+                return
         busy = [s for s in self._slots if s.busy and s.id in self._fed]
         # tokens of this batch are now in the KV cache
         for slot in busy:
@@ -280,6 +306,24 @@ class Step:
                                            else max(accepted + 1, spec.n_min, 1))
             else:
                 self._sampling.sample(slot, now)
+
+    def _eval_media(self, slot: Slot, span: MediaSpan) -> None:
+        """Encode a media chunk and decode its embeddings into the slot's sequence (libmtmd's own decodes)."""
+        task = slot.task
+        assert task is not None and self._projector is not None
+        cache = self._cache
+        cache.make_room(span.chunk.n_tokens, sum(len(s.cache) - cache.tree.length(s.id) for s in self._slots))
+        try:
+            self._projector.eval(self._ctx, span.chunk, span.start, slot.id)
+        except DecodeError as exc:
+            self._decode_failed([slot], exc)
+            return
+        slot.n_fed = span.end
+        slot.cache[len(slot.cache):] = task.prompt[len(slot.cache):span.end]
+        cache.update(slot.id, slot.cache)
+        self._metrics.n_decode_total += 1
+        if _wants_progress(slot):
+            self._outputs.progress(slot, time.perf_counter())
 
     def _decode_failed(self, busy: list[Slot], exc: DecodeError) -> None:
         # The batch's tokens are not in the KV cache: forget those sequences.

@@ -4,14 +4,18 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from llamatwist.constrain import ConstraintFactory
 from llamatwist.runtime.errors import TaskError
 from llamatwist.runtime.speculative import SpecParams
 from llamatwist.sampling_defaults import SamplerSettings
+
+if TYPE_CHECKING:
+    from llamatwist.engine.mtmd import MediaSpan
 
 __all__ = [
     "CompletionTask",
@@ -21,6 +25,7 @@ __all__ = [
     "GenerationParams",
     "PartialResult",
     "PromptProgress",
+    "PromptTokens",
     "Result",
     "SlotAction",
     "SlotActionResult",
@@ -196,6 +201,16 @@ class SlotAction:
     sink: Callable[[Result], None]
 
 
+class PromptTokens(list[int]):
+    """A tokenized prompt with media (libmtmd): each media position holds a placeholder id (negative, from the
+    media's content hash), and ``media`` says where each chunk starts. Everything that handles token lists
+    handles it; the decode thread evaluates the chunks."""
+
+    def __init__(self, tokens: Iterable[int], media: tuple[MediaSpan, ...]) -> None:
+        super().__init__(tokens)
+        self.media = media
+
+
 @dataclass
 class CompletionTask:
     """A tokenized request.  ``sink`` is called on the reactor thread with each
@@ -206,3 +221,8 @@ class CompletionTask:
     sink: Callable[[Result], None]
     id: int = field(default_factory=next_task_id)
     embed: bool = False  # compute embeddings (or rank scores) of the prompt instead of generating
+
+    @property
+    def media(self) -> tuple[MediaSpan, ...]:
+        """The prompt's media chunks, in order (none for a text prompt)."""
+        return getattr(self.prompt, "media", ())

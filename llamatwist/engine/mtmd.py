@@ -1,0 +1,194 @@
+# -*- test-case-name: tests.test_multimodal -*-
+"""libmtmd: a multimodal projector (``--mmproj``) beside the text model.
+
+`Projector.tokenize` turns a prompt of text and media parts into text token ids and media chunks (images are
+given as RGB pixels, audio as its file's bytes; libmtmd preprocesses both); it is thread-safe and runs in the
+thread pool. `Projector.eval` encodes one media chunk and decodes its embeddings into a sequence of the
+llama_context: decode thread only, like every use of the context.
+
+Above this module a media chunk is an opaque :class:`MediaChunk`; in token lists it stands as a run of
+placeholder ids (negative, derived from the media's content hash, one per position), so the prefix cache
+matches the same image again and never a different one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from llamatwist.engine.context import Context
+from llamatwist.engine.errors import DecodeError, ModelLoadError
+from llamatwist.engine.model import Model
+from llamatwist.media import MediaInput
+from llamatwist.native.binding import add_log_listener, ffi, lib, remove_log_listener
+
+__all__ = ["MediaChunk", "MediaSpan", "Projector", "ProjectorError", "placeholder_ids"]
+
+_init_lock = threading.Lock()  # one init at a time may capture native log lines for its error message
+_PLACEHOLDER_RANGE = 2**31 - 3  # placeholder ids are -2 .. -(2**31 - 2): -1 stays "no token"
+
+
+class ProjectorError(ValueError):
+    """A prompt's media cannot be used (libmtmd refused it); the message says why (a 400)."""
+
+
+def placeholder_ids(digest: str, n: int) -> list[int]:
+    """The ids standing for a media chunk's ``n`` positions in a token list."""
+    h = int(digest[:15], 16)
+    return [-2 - ((h + i) % _PLACEHOLDER_RANGE) for i in range(n)]
+
+
+class MediaChunk:
+    """One image or audio chunk, tokenized and waiting to be evaluated (owns its native copy)."""
+
+    def __init__(self, ptr: Any, kind: str, n_tokens: int, n_pos: int) -> None:
+        self._ptr = ffi.gc(ptr, lib.mtmd_input_chunk_free)
+        self.kind = kind
+        self.n_tokens = n_tokens
+        self.n_pos = n_pos
+
+
+@dataclass(frozen=True)
+class MediaSpan:
+    """Where a media chunk sits in a prompt's token list."""
+
+    start: int
+    chunk: MediaChunk
+
+    @property
+    def end(self) -> int:
+        return self.start + self.chunk.n_tokens
+
+
+class Projector:
+    """Owns an ``mtmd_context`` for a loaded text model."""
+
+    def __init__(self, path: str, model: Model, *, n_threads: int, use_gpu: bool = True,
+                 image_min_tokens: int = -1, image_max_tokens: int = -1, flash_attn: int = -1) -> None:
+        params = lib.mtmd_context_params_default()
+        params.use_gpu = use_gpu
+        params.print_timings = False
+        params.n_threads = n_threads
+        params.warmup = False  # the first image pays for graph setup, as llama-server's --no-warmup
+        params.flash_attn_type = flash_attn
+        if image_min_tokens > 0:
+            params.image_min_tokens = image_min_tokens
+        if image_max_tokens > 0:
+            params.image_max_tokens = image_max_tokens
+        errors: list[str] = []
+
+        def capture(level: int, line: str) -> None:
+            if level >= logging.ERROR:
+                errors.append(line.strip())
+
+        with _init_lock:
+            add_log_listener(capture)
+            try:
+                ptr = lib.mtmd_init_from_file(path.encode(), model.ptr, params)
+            finally:
+                remove_log_listener(capture)
+        if ptr == ffi.NULL:
+            detail = "; ".join(e for e in errors if e)[-500:]
+            raise ModelLoadError(f"multimodal projector {path} cannot be loaded for this model"
+                                 + (f": {detail}" if detail else ""))
+        self._ptr: Any = ptr
+        self.path = path
+        self.vision: bool = bool(lib.mtmd_support_vision(ptr))
+        self.audio: bool = bool(lib.mtmd_support_audio(ptr))
+        self.mrope: bool = bool(lib.mtmd_decode_use_mrope(ptr))
+
+    def close(self) -> None:
+        if self._ptr is not None:
+            lib.mtmd_free(self._ptr)
+            self._ptr = None
+
+    # -- tokenization (thread pool) ---------------------------------------------
+    def tokenize(self, parts: Sequence[str | MediaInput], add_special: bool,
+                 parse_special: bool) -> tuple[list[int], list[MediaSpan]]:
+        """Token ids (placeholders at media positions) and where each media chunk starts."""
+        assert self._ptr is not None
+        keep: list[Any] = []
+        bitmaps: list[Any] = []
+        c_parts = ffi.new("struct mtmd_input_part[]", len(parts))
+        digests: list[str] = []
+        try:
+            for i, part in enumerate(parts):
+                if isinstance(part, str):
+                    raw = part.encode("utf-8")
+                    buf = ffi.new("char[]", raw)
+                    text = ffi.new("struct mtmd_input_text *")
+                    text.text, text.text_len = buf, len(raw)
+                    text.add_special, text.parse_special = add_special, parse_special
+                    keep += [buf, text]
+                    c_parts[i].text = text
+                    continue
+                bitmap = self._bitmap(part)
+                bitmaps.append(bitmap)
+                digests.append(part.digest)
+                c_parts[i].bitmap = bitmap
+            ptrs = ffi.new("struct mtmd_input_part *[]", [c_parts + i for i in range(len(parts))])
+            chunks = lib.mtmd_input_chunks_init()
+            try:
+                rc = lib.mtmd_tokenize_from_parts(self._ptr, chunks, ptrs, len(parts), add_special)
+                if rc != 0:
+                    raise ProjectorError("the media could not be preprocessed for this projector"
+                                         if rc == 2 else f"multimodal tokenization failed ({rc})")
+                return self._read_chunks(chunks, digests)
+            finally:
+                lib.mtmd_input_chunks_free(chunks)
+        finally:
+            for bitmap in bitmaps:
+                lib.mtmd_bitmap_free(bitmap)
+
+    def _bitmap(self, media: MediaInput) -> Any:
+        if media.kind == "image":
+            if not self.vision:
+                raise ProjectorError("image input is not supported by this server's projector (it has no vision "
+                                     "encoder)")
+            bitmap = lib.mtmd_bitmap_init(media.width, media.height, ffi.from_buffer(media.data))
+        else:
+            if not self.audio:
+                raise ProjectorError("audio input is not supported by this server's projector (it has no audio "
+                                     "encoder)")
+            data = ffi.from_buffer(media.data)
+            bitmap = lib.mtmd_helper_bitmap_init_from_buf(self._ptr, data, len(media.data), False,
+                                                          lib.mtmd_helper_init_opt_default()).bitmap
+        if bitmap == ffi.NULL:
+            raise ProjectorError(f"the {media.kind} could not be decoded")
+        lib.mtmd_bitmap_set_id(bitmap, media.digest.encode())
+        return bitmap
+
+    def _read_chunks(self, chunks: Any, digests: list[str]) -> tuple[list[int], list[MediaSpan]]:
+        tokens: list[int] = []
+        spans: list[MediaSpan] = []
+        n_out = ffi.new("size_t *")
+        media_index = 0
+        for i in range(lib.mtmd_input_chunks_size(chunks)):
+            chunk = lib.mtmd_input_chunks_get(chunks, i)
+            kind = lib.mtmd_input_chunk_get_type(chunk)
+            if kind == lib.MTMD_INPUT_CHUNK_TYPE_TEXT:
+                ids = lib.mtmd_input_chunk_get_tokens_text(chunk, n_out)
+                tokens.extend(ids[j] for j in range(n_out[0]))
+                continue
+            n = int(lib.mtmd_input_chunk_get_n_tokens(chunk))
+            own = MediaChunk(lib.mtmd_input_chunk_copy(chunk),
+                             "image" if kind == lib.MTMD_INPUT_CHUNK_TYPE_IMAGE else "audio",
+                             n, int(lib.mtmd_input_chunk_get_n_pos(chunk)))
+            spans.append(MediaSpan(len(tokens), own))
+            tokens.extend(placeholder_ids(digests[media_index], n))
+            media_index += 1
+        return tokens, spans
+
+    # -- evaluation (decode thread) -----------------------------------------------
+    def eval(self, ctx: Context, chunk: MediaChunk, pos: int, seq_id: int) -> int:
+        """Encode ``chunk`` and decode its embeddings into sequence ``seq_id`` at ``pos``; the next position."""
+        assert self._ptr is not None
+        new_pos = ffi.new("llama_pos *")
+        rc = lib.mtmd_helper_eval_chunk_single(self._ptr, ctx.ptr, chunk._ptr, pos, seq_id, ctx.n_batch, False,
+                                               new_pos)
+        if rc != 0:
+            raise DecodeError(1 if rc == 1 else rc, f"the {chunk.kind} could not be evaluated ({rc})")
+        return int(new_pos[0])
