@@ -119,3 +119,27 @@ def test_an_action_on_a_busy_slot_waits_for_its_task(make_server: Any, model_pat
     n_tokens = done["tokens_evaluated"] + done["tokens_predicted"] - 1  # the last token is sampled, not decoded
     assert save.json()["n_saved"] == n_tokens
     assert srv.post("/completion", {"prompt": "x", "n_predict": 2, "id_slot": 1}).status_code == 200
+
+
+def test_restore_gives_back_parked_prefixes_when_the_pool_is_full(make_server: Any, model_path: str,
+                                                                 tmp_path: Path) -> None:
+    """One KV pool for every slot (-kvu) holding parked prefixes: a restore evicts them to fit (the soak's
+    "does not fit this slot's context" under load)."""
+    srv = make_server("-m", model_path, "-np", "2", "-kvu", "-c", "512", "-t", "1", "--metrics",
+                      "--slot-save-path", str(tmp_path / "slots"))
+    words = [f"w{i}x" for i in range(17)]
+
+    def prompt(seed: int, n: int) -> str:
+        return " ".join(words[(seed * 7 + i * 3) % len(words)] + str(seed) for i in range(n))
+
+    first = srv.post("/completion", {"prompt": prompt(1, 80), "n_predict": 4, "id_slot": 0}).json()
+    saved = srv.post("/slots/0?action=save", {"filename": "a.bin"}).json()
+    assert saved["n_saved"] > 170, (first["timings"], saved)
+    # slot 0 takes other work, its old content parked: the pool (512 cells) has no room left for a.bin
+    srv.post("/completion", {"prompt": prompt(2, 80), "n_predict": 4, "id_slot": 0})
+    assert "llamacpp:prefix_cache_entries 1" in srv.get("/metrics").text
+    restored = srv.post("/slots/1?action=restore", {"filename": "a.bin"})
+    assert restored.status_code == 200, restored.text
+    assert restored.json()["n_restored"] == saved["n_saved"]
+    again = srv.post("/completion", {"prompt": prompt(1, 80), "n_predict": 4, "id_slot": 1}).json()
+    assert again["timings"]["cache_n"] >= saved["n_saved"] - 4 and again["content"] == first["content"]

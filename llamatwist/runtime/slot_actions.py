@@ -88,8 +88,13 @@ class SlotActions:
             raise SlotFileError(f"{path.name} holds {len(saved.tokens)} tokens; slot {slot.id} has {slot.n_ctx}")
         self._cache.drop(slot.id)
         slot.cache.clear()
+        # in a shared KV pool the cells may be held by parked prefixes: give those back first
+        untracked = sum(len(s.cache) - self._cache.tree.length(s.id) for s in self._slots)
+        self._cache.make_room(len(saved.tokens), untracked)
         if not self._ctx.set_seq_state(slot.id, saved.state):
-            raise SlotFileError(f"{path.name} does not fit this slot's context")
+            self._cache.clear_entries()
+            if not self._ctx.set_seq_state(slot.id, saved.state):
+                raise SlotFileError(f"{path.name} does not fit this slot's context")
         slot.cache[:] = saved.tokens
         self._cache.update(slot.id, slot.cache, tag=saved.adapters)  # reused only under the same LoRA set
         return {
