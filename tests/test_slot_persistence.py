@@ -127,7 +127,8 @@ def test_restore_gives_back_parked_prefixes_when_the_pool_is_full(make_server: A
     "does not fit this slot's context" under load)."""
     srv = make_server("-m", model_path, "-np", "2", "-kvu", "-c", "512", "-t", "1", "--metrics",
                       "--slot-save-path", str(tmp_path / "slots"))
-    words = [f"w{i}x" for i in range(17)]
+    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda", "mu",
+             "nu", "xi", "omicron", "pi", "rho"]
 
     def prompt(seed: int, n: int) -> str:
         return " ".join(words[(seed * 7 + i * 3) % len(words)] + str(seed) for i in range(n))
