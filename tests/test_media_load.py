@@ -9,6 +9,7 @@ import io
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -293,14 +294,24 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(b"?", 404)
 
 
-@pytest.fixture(scope="module")
-def http_url() -> Iterator[str]:
+@contextmanager
+def media_http_server() -> Iterator[str]:
+    """A local HTTP server of good and bad media (also used by tests/test_multimodal_api.py); its base URL."""
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     httpd.daemon_threads = True
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def http_url() -> Iterator[str]:
+    with media_http_server() as url:
+        yield url
 
 
 def in_thread(fn: Any, *args: Any) -> Deferred[Any]:

@@ -223,8 +223,7 @@ def build_prompt(fmt: ChatFormatter, body: Mapping[str, Any], req: ChatRequest) 
 
 def media_kinds(loaded: LoadedModel) -> frozenset[str]:
     """The media kinds the server's projector takes (none without --mmproj)."""
-    return frozenset(k for k, on in (("image", getattr(loaded, "vision", False)),
-                                     ("audio", getattr(loaded, "audio", False))) if on)
+    return frozenset(k for k, on in (("image", loaded.vision), ("audio", loaded.audio)) if on)
 
 
 def _media_error(ref: MediaRef, exc: MediaError) -> InvalidRequest | PayloadTooLarge:
