@@ -14,6 +14,7 @@ matches the same image again and never a different one.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -68,6 +69,8 @@ class Projector:
 
     def __init__(self, path: str, model: Model, *, n_threads: int, use_gpu: bool = True,
                  image_min_tokens: int = -1, image_max_tokens: int = -1, flash_attn: int = -1) -> None:
+        if not os.path.isfile(path):
+            raise ModelLoadError(f"multimodal projector file not found: {path}")
         params = lib.mtmd_context_params_default()
         params.use_gpu = use_gpu
         params.print_timings = False
