@@ -1,0 +1,136 @@
+"""Multimodal cost (issue 16): time to first token with an image, cold and cached, and what image requests
+cost text clients.
+
+Against one ``-np 4`` server with the generated vision model (scripts/make_vision_model.py: the default text
+model and a random-weight LLaVA projector, 16 tokens per 32x32 image):
+
+* TTFT: ``n_predict 1`` requests with an image never seen before (cold: preprocessing, encoding, decoding the
+  image's embeddings) vs. the next turn of the same conversation with the same image (its KV reused);
+* text aggregate tok/s at 4 streaming text clients alone, then while one more client sends image requests
+  back to back (each with a new image); the issue's goal is >= 0.8x.
+
+    python -m bench.multimodal [--duration 20] [--model PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import importlib.util
+import io
+import json
+import statistics
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from bench.common import default_threads, machine_info, resolve_model, write_json
+from bench.loadgen import run_load, spawn_server
+
+__all__ = ["main"]
+
+N_CLIENTS = 4
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _vision_files(model: str) -> tuple[str, str]:
+    from llamatwist.models import cache_dir
+
+    spec = importlib.util.spec_from_file_location("make_vision_model", REPO / "scripts" / "make_vision_model.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text, mmproj = module.make(cache_dir() / "bench-vision", Path(model))
+    return str(text), str(mmproj)
+
+
+def _image(seed: int) -> str:
+    from PIL import Image  # a runtime dependency of llamatwist
+
+    img = Image.new("RGB", (64, 48), ((seed * 37) % 256, (seed * 91) % 256, (seed * 53) % 256))
+    img.putpixel((seed % 64, seed % 48), (255, 255, 255))
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    req = urllib.request.Request(url + "/completion", json.dumps(body).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=300) as resp:
+        return dict(json.loads(resp.read()))
+
+
+def _ask(url: str, image: str, question: str, n_predict: int = 1) -> float:
+    """Seconds until the (first) token: a non-streamed ``n_predict`` 1 request."""
+    t0 = time.perf_counter()
+    _post(url, {"prompt": {"prompt_string": f"Look at this: <__media__>\n{question}", "multimodal_data": [image]},
+                "n_predict": n_predict, "temperature": 0, "id_slot": 0})
+    return time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--model", default=None)
+    p.add_argument("--duration", type=float, default=20.0)
+    p.add_argument("--n-predict", type=int, default=64)
+    p.add_argument("--rounds", type=int, default=7, help="TTFT samples per case")
+    p.add_argument("--threads", type=int, default=0)
+    args = p.parse_args(argv)
+    model = resolve_model(args.model)
+    text, mmproj = _vision_files(model)
+    threads = args.threads or default_threads()
+    server = spawn_server(text, N_CLIENTS, threads=threads, extra=["--mmproj", mmproj])
+    try:
+        _ask(server.url, _image(0), "warm-up")
+        cold, cached = [], []
+        for i in range(1, args.rounds + 1):
+            img = _image(i)
+            cold.append(_ask(server.url, img, "What is it?"))
+            cached.append(_ask(server.url, img, "What is it? Say more."))  # same image, next turn
+        ttft = {"cold_ms_p50": statistics.median(cold) * 1e3, "cached_ms_p50": statistics.median(cached) * 1e3}
+        print(f"TTFT with one image: cold {ttft['cold_ms_p50']:.0f} ms, same image next turn "
+              f"{ttft['cached_ms_p50']:.0f} ms (median of {args.rounds})", flush=True)
+
+        alone = run_load(server.url, N_CLIENTS, n_predict=args.n_predict, duration=args.duration,
+                         server_pid=server.pid)
+        stop = threading.Event()
+        n_images = [0]
+
+        def images() -> None:
+            seed = 1000
+            while not stop.is_set():
+                seed += 1
+                _post(server.url, {"prompt": {"prompt_string": "Picture: <__media__>\nDescribe it.",
+                                              "multimodal_data": [_image(seed)]},
+                                   "n_predict": 8, "temperature": 0, "cache_prompt": False})
+                n_images[0] += 1
+
+        worker = threading.Thread(target=images)
+        worker.start()
+        try:
+            mixed = run_load(server.url, N_CLIENTS, n_predict=args.n_predict, duration=args.duration,
+                             server_pid=server.pid)
+        finally:
+            stop.set()
+            worker.join()
+    finally:
+        server.stop()
+    ratio = mixed.tok_s / alone.tok_s if alone.tok_s else 0.0
+    print(f"text at {N_CLIENTS} clients: {alone.tok_s:.1f} tok/s alone, {mixed.tok_s:.1f} tok/s beside "
+          f"{n_images[0]} image requests ({ratio:.2f}x; goal >= 0.8x)", flush=True)
+    path = write_json("multimodal", {
+        "machine": machine_info(threads), "model": model, "mmproj": mmproj, "clients": N_CLIENTS,
+        "ttft": ttft, "ttft_cold_s": cold, "ttft_cached_s": cached,
+        "text_alone": asdict(alone), "text_with_images": asdict(mixed), "image_requests": n_images[0],
+        "ratio": ratio,
+    })
+    print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
