@@ -6,8 +6,6 @@ local server), the bad ones refused with a 4xx naming the problem, and the serve
 from __future__ import annotations
 
 import base64
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,19 +15,14 @@ import openai
 import pytest
 import requests
 
-from tests.conftest import REPO, Server
+from tests import test_multimodal
+from tests.conftest import Server
 from tests.test_media_load import BIG, PNG, WAV, data_uri, image_bytes, media_http_server
+
+vision_dir = test_multimodal.vision_dir  # the fixture: the generated vision model
 
 BLUE = image_bytes("PNG", (10, 10, 220))
 N_IMAGE_TOKENS = 16  # scripts/make_vision_model.py: 32x32 images in 8x8 patches
-
-
-@pytest.fixture(scope="module")
-def vision_model(tmp_path_factory: pytest.TempPathFactory, model_path: str) -> Path:
-    out = tmp_path_factory.mktemp("vision")
-    subprocess.run([sys.executable, str(REPO / "scripts" / "make_vision_model.py"), "--out-dir", str(out),
-                    "--model", model_path], check=True, capture_output=True)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +44,8 @@ def http_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def vsrv(vision_model: Path, media_dir: Path) -> Iterator[Server]:
-    srv = Server(["-m", str(vision_model / "model.gguf"), "--mmproj", str(vision_model / "mmproj.gguf"),
+def vsrv(vision_dir: Path, media_dir: Path) -> Iterator[Server]:
+    srv = Server(["-m", str(vision_dir / "model.gguf"), "--mmproj", str(vision_dir / "mmproj.gguf"),
                   "--media-path", str(media_dir), "-c", "1024", "-np", "2", "-t", "1"])
     yield srv
     srv.stop()

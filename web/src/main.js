@@ -1,8 +1,8 @@
 import './style.css'
 import { copyButton, setMarkdown } from './markdown.js'
 import {
-  SAMPLING_FIELDS, addNode, branch, exportJson, lastLeaf, loadConversations, loadSettings, newConversation,
-  parseImport, saveConversations, saveSettings, siblings,
+  SAMPLING_FIELDS, addNode, branch, exportJson, isImageUrl, lastLeaf, loadConversations, loadSettings,
+  newConversation, parseImport, saveConversations, saveSettings, siblings,
 } from './store.js'
 
 // API base: the directory the page is served from, so --api-prefix works.
@@ -19,6 +19,7 @@ const state = {
   props: null,
   generating: null, // { convId, nodeId, controller }
   search: '',
+  attachments: [], // data: URLs of the images the next message carries
 }
 
 const $ = (sel) => document.querySelector(sel)
@@ -89,12 +90,89 @@ async function loadProps() {
     }
     if (!res.ok) throw new Error(`HTTP ${res.status}`)
     state.props = await res.json()
+    updateAttach()
     const nCtx = state.props.default_generation_settings?.n_ctx
     el.textContent = `${state.props.model_alias ?? 'model'}${nCtx ? ` · ctx ${nCtx}` : ''}`
     el.title = state.props.model_path ?? ''
   } catch (err) {
     el.textContent = `Server unreachable (${err.message})`
   }
+}
+
+// ---------------------------------------------------------------- images
+
+/** The server's model takes images (it was started with a vision projector, --mmproj). */
+const vision = () => !!state.props?.modalities?.vision
+
+const MAX_SIDE = 1536 // larger images are scaled down: the conversation must fit in the browser's storage
+const MAX_INLINE = 1_500_000
+
+function updateAttach() {
+  $('#attach').hidden = !vision()
+  if (!vision() && state.attachments.length) {
+    state.attachments = []
+    renderAttachments()
+  }
+}
+
+function readDataUrl(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader()
+    reader.onload = () => resolve(reader.result)
+    reader.onerror = () => reject(reader.error)
+    reader.readAsDataURL(file)
+  })
+}
+
+async function imageDataUrl(file) {
+  if (!/^image\/(png|jpeg|webp|gif)$/.test(file.type)) {
+    throw new Error(`${file.name || 'The file'} is not a PNG, JPEG, WebP or GIF image`)
+  }
+  const url = await readDataUrl(file)
+  const img = new Image()
+  img.src = url
+  try {
+    await img.decode()
+  } catch {
+    throw new Error(`${file.name || 'The image'} cannot be read`)
+  }
+  const side = Math.max(img.naturalWidth, img.naturalHeight)
+  if (side <= MAX_SIDE && file.size <= MAX_INLINE) return url
+  const scale = Math.min(1, MAX_SIDE / side)
+  const canvas = document.createElement('canvas')
+  canvas.width = Math.max(1, Math.round(img.naturalWidth * scale))
+  canvas.height = Math.max(1, Math.round(img.naturalHeight * scale))
+  canvas.getContext('2d').drawImage(img, 0, 0, canvas.width, canvas.height)
+  return canvas.toDataURL('image/jpeg', 0.9)
+}
+
+async function addAttachments(files) {
+  if (!files.length) return
+  if (!vision()) {
+    toast('This server\'s model does not take images (start it with a vision projector, --mmproj)')
+    return
+  }
+  for (const file of files) {
+    try {
+      state.attachments.push(await imageDataUrl(file))
+    } catch (err) {
+      toast(err.message)
+    }
+  }
+  renderAttachments()
+}
+
+function renderAttachments() {
+  const box = $('#attachments')
+  box.replaceChildren(...state.attachments.map((url, i) => h('div', { class: 'attachment', 'data-testid': 'attachment' },
+    h('img', { src: url, alt: `Attached image ${i + 1}` }),
+    h('button', { type: 'button', title: 'Remove', 'aria-label': 'Remove image', 'data-testid': 'attachment-remove',
+      onclick: () => { state.attachments.splice(i, 1); renderAttachments() } }, '✕'))))
+  box.hidden = !state.attachments.length
+}
+
+function imageFiles(list) {
+  return [...(list ?? [])].filter((f) => f.type.startsWith('image/'))
 }
 
 // ---------------------------------------------------------------- sidebar
@@ -166,7 +244,12 @@ function renderBody(node, body) {
     body.append(details)
   }
   if (node.role === 'user') {
-    body.append(h('div', { class: 'plain' }, content))
+    const images = (node.images ?? []).filter(isImageUrl)
+    if (images.length) {
+      body.append(h('div', { class: 'images' },
+        images.map((url) => h('img', { src: url, alt: 'Attached image', 'data-testid': 'message-image' }))))
+    }
+    if (content) body.append(h('div', { class: 'plain' }, content))
   } else {
     const md = h('div', { class: 'markdown', 'data-testid': 'content' })
     setMarkdown(md, content)
@@ -225,8 +308,8 @@ function editMessage(conv, node, body) {
   body.replaceChildren(area, h('div', { class: 'edit-actions' },
     h('button', { type: 'button', class: 'primary', 'data-testid': 'edit-save', onclick: () => {
       const text = area.value.trim()
-      if (!text) return
-      const edited = addNode(conv, node.parent, 'user', text)
+      if (!text && !node.images?.length) return
+      const edited = addNode(conv, node.parent, 'user', text, node.images ?? [])
       persist()
       generate(conv, edited.id)
     } }, 'Save & send'),
@@ -280,9 +363,17 @@ function samplingParams() {
   return params
 }
 
+/** A message's content for the chat request: its text, or with images the parts (images, then the text). */
+function messageContent(node) {
+  const text = splitThink(node).content
+  const images = (node.images ?? []).filter(isImageUrl)
+  if (!images.length) return text
+  return [...images.map((url) => ({ type: 'image_url', image_url: { url } })), ...(text ? [{ type: 'text', text }] : [])]
+}
+
 async function generate(conv, parentId) {
   if (state.generating) return
-  const history = branch(conv, parentId).map((n) => ({ role: n.role, content: splitThink(n).content }))
+  const history = branch(conv, parentId).map((n) => ({ role: n.role, content: messageContent(n) }))
   const messages = state.settings.systemPrompt.trim()
     ? [{ role: 'system', content: state.settings.systemPrompt }, ...history]
     : history
@@ -348,7 +439,8 @@ async function generate(conv, parentId) {
     }
     state.generating = null
     if (conv.name === 'New chat' && conv.roots.length) {
-      conv.name = conv.nodes[conv.roots[0]].content.slice(0, 60) || conv.name
+      const first = conv.nodes[conv.roots[0]]
+      conv.name = first.content.slice(0, 60) || (first.images?.length ? 'Image' : conv.name)
     }
     conv.updated = Date.now()
     persist()
@@ -359,15 +451,17 @@ async function generate(conv, parentId) {
 function send() {
   const input = $('#input')
   const text = input.value.trim()
-  if (!text || state.generating) return
+  if ((!text && !state.attachments.length) || state.generating) return
   let conv = active()
   if (!conv) {
     conv = newConversation()
     state.conversations.push(conv)
     state.activeId = conv.id
   }
-  const node = addNode(conv, conv.current, 'user', text)
+  const node = addNode(conv, conv.current, 'user', text, state.attachments)
   input.value = ''
+  state.attachments = []
+  renderAttachments()
   persist()
   generate(conv, node.id)
 }
@@ -447,6 +541,27 @@ function init() {
     if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) { e.preventDefault(); send() }
   })
   $('#stop').addEventListener('click', () => state.generating?.controller.abort())
+  $('#attach').addEventListener('click', () => $('#attach-file').click())
+  $('#attach-file').addEventListener('change', (e) => {
+    const files = [...e.target.files]
+    e.target.value = ''
+    addAttachments(files)
+  })
+  $('#input').addEventListener('paste', (e) => {
+    const files = imageFiles(e.clipboardData?.files)
+    if (!files.length) return // text pastes as usual
+    e.preventDefault()
+    addAttachments(files)
+  })
+  $('#composer').addEventListener('dragover', (e) => {
+    if (vision() && [...(e.dataTransfer?.items ?? [])].some((i) => i.type.startsWith('image/'))) e.preventDefault()
+  })
+  $('#composer').addEventListener('drop', (e) => {
+    const files = imageFiles(e.dataTransfer?.files)
+    if (!files.length) return
+    e.preventDefault()
+    addAttachments(files)
+  })
   $('#open-settings').addEventListener('click', openSettings)
   $('#settings-form').addEventListener('submit', saveSettingsForm)
   $('#settings-cancel').addEventListener('click', () => $('#settings').close())

@@ -3,7 +3,7 @@
 // A conversation is a tree of messages (edits and regenerations make
 // siblings); `current` is the leaf of the branch on screen.
 //   { id, name, created, updated, current, roots: [id], nodes: { id: node } }
-//   node: { id, parent, children: [id], role, content, reasoning?, timings?, error? }
+//   node: { id, parent, children: [id], role, content, images?: [data URL], reasoning?, timings?, error? }
 
 const CONVS_KEY = 'llamatwist.conversations'
 const SETTINGS_KEY = 'llamatwist.settings'
@@ -72,6 +72,7 @@ function isConversation(c) {
   for (const n of Object.values(c.nodes)) {
     if (!n || typeof n.id !== 'string' || typeof n.content !== 'string' || !Array.isArray(n.children)) return false
     if (!['user', 'assistant'].includes(n.role)) return false
+    if (n.images !== undefined && !(Array.isArray(n.images) && n.images.every(isImageUrl))) return false
   }
   return true
 }
@@ -95,8 +96,14 @@ export function newConversation(name = 'New chat') {
   return { id: newId(), name, created: now, updated: now, current: null, roots: [], nodes: {} }
 }
 
-export function addNode(conv, parent, role, content) {
+/** An image a message may hold: a data: URL of an image (never a remote address the page would fetch). */
+export function isImageUrl(url) {
+  return typeof url === 'string' && /^data:image\/(png|jpeg|webp|gif);base64,/.test(url)
+}
+
+export function addNode(conv, parent, role, content, images = []) {
   const node = { id: newId(), parent, children: [], role, content, created: Date.now() }
+  if (images.length) node.images = [...images]
   conv.nodes[node.id] = node
   if (parent === null) conv.roots.push(node.id)
   else conv.nodes[parent].children.push(node.id)

@@ -4,14 +4,17 @@
 //   LLAMATWIST_URL=http://127.0.0.1:8080/ node tests/chat.test.mjs [scenario ...]
 //
 // LLAMATWIST_API_KEY: the server's --api-key (runs the "apikey" scenario).
+// LLAMATWIST_IMAGE: a PNG file for the image scenarios, named on the command line: "vision" (a server with a
+// vision projector, --mmproj: attach, paste, send, see) and "novision" (a server without one).
 // CHROMIUM: the browser (default /usr/bin/chromium).  The screenshot of the
 // chat goes to test-results/chat.png.  Exits 1 when any scenario fails.
-import { mkdirSync } from 'node:fs'
+import { mkdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { chromium } from 'playwright-core'
 
 const URL_ = process.env.LLAMATWIST_URL ?? 'http://127.0.0.1:8080/'
 const API_KEY = process.env.LLAMATWIST_API_KEY ?? ''
+const IMAGE = process.env.LLAMATWIST_IMAGE ?? ''
 const RESULTS = new URL('../test-results/', import.meta.url).pathname
 const TIMEOUT = 60_000
 
@@ -46,6 +49,35 @@ async function ignoreEos(page) {
     const body = JSON.parse(route.request().postData() || '{}')
     return route.continue({ postData: JSON.stringify({ ...body, ignore_eos: true }) })
   })
+}
+
+// The page has read /props (and so knows whether the server takes images).
+async function ready(page) {
+  await page.getByTestId('model').filter({ hasText: 'ctx' }).waitFor({ timeout: TIMEOUT })
+}
+
+// An image file pasted into the message box, as a browser delivers a pasted screenshot.
+async function pasteImage(page, bytes) {
+  await page.evaluate((b64) => {
+    const data = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))
+    const transfer = new DataTransfer()
+    transfer.items.add(new File([data], 'pasted.png', { type: 'image/png' }))
+    document.querySelector('#input').dispatchEvent(
+      new ClipboardEvent('paste', { clipboardData: transfer, bubbles: true, cancelable: true }))
+  }, bytes.toString('base64'))
+}
+
+// The chat requests the page sends, parsed.
+function recordRequests(page) {
+  const bodies = []
+  page.on('request', (req) => {
+    if (req.url().endsWith('/v1/chat/completions') && req.method() === 'POST') bodies.push(JSON.parse(req.postData()))
+  })
+  return bodies
+}
+
+async function imagesLoaded(page) {
+  return page.getByTestId('message-image').evaluateAll((imgs) => imgs.map((img) => img.complete && img.naturalWidth > 0))
 }
 
 const scenarios = {
@@ -193,6 +225,66 @@ const scenarios = {
     await page.screenshot({ path: join(RESULTS, 'chat-phone.png') })
     console.log(`screenshot: ${join(RESULTS, 'chat.png')}`)
   },
+
+  // Attach an image with the file picker, send it with a question, see the answer and the image.
+  async vision(page) {
+    await ready(page)
+    const bytes = readFileSync(IMAGE)
+    const bodies = recordRequests(page)
+    await page.getByTestId('attach').waitFor({ state: 'visible' })
+    await page.getByTestId('attach-file').setInputFiles(IMAGE)
+    await page.getByTestId('attachment').first().waitFor()
+    assert(await page.getByTestId('attachment').count() === 1, 'one image waiting to be sent')
+    await page.getByTestId('input').fill('What is in this picture?')
+    await page.getByTestId('send').click()
+    await page.getByTestId('send').waitFor({ state: 'visible', timeout: TIMEOUT })
+    const assistant = page.getByTestId('message-assistant').last()
+    assert(await assistant.locator('.error').count() === 0,
+      `no error (${await assistant.locator('.error').allTextContents()})`)
+    const answer = await assistant.getByTestId('content').textContent()
+    assert(answer.trim().length > 0, 'the model answered')
+    assert(await page.getByTestId('attachment').count() === 0, 'the attachment was sent, the box is empty')
+    // the request carried the image as an image_url part holding the file's own bytes
+    assert(bodies.length === 1, `one chat request (${bodies.length})`)
+    const content = bodies[0].messages.at(-1).content
+    assert(Array.isArray(content), 'content parts')
+    const image = content.find((p) => p.type === 'image_url')
+    assert(image && image.image_url.url === `data:image/png;base64,${bytes.toString('base64')}`,
+      'an image_url part with the file as a data: URL')
+    assert(content.some((p) => p.type === 'text' && p.text === 'What is in this picture?'), 'the text part')
+    assert(JSON.stringify(await imagesLoaded(page)) === '[true]', 'the image is shown in the conversation')
+
+    // a pasted image, removed again, then pasted and sent alone: the history keeps the first image
+    await pasteImage(page, bytes)
+    await page.getByTestId('attachment').first().waitFor()
+    await page.getByTestId('attachment-remove').click()
+    assert(await page.getByTestId('attachment').count() === 0, 'removed')
+    await pasteImage(page, bytes)
+    await page.getByTestId('attachment').first().waitFor()
+    await page.getByTestId('send').click()
+    await page.getByTestId('send').waitFor({ state: 'visible', timeout: TIMEOUT })
+    assert(await page.getByTestId('message-assistant').last().locator('.error').count() === 0, 'no error, image alone')
+    const second = bodies.at(-1).messages
+    const images = second.flatMap((m) => (Array.isArray(m.content) ? m.content : [])).filter((p) => p.type === 'image_url')
+    assert(images.length === 2, `both images sent with the history (${images.length})`)
+    assert(JSON.stringify(await imagesLoaded(page)) === '[true,true]', 'both images shown')
+
+    // kept in the browser: shown again after a reload
+    await page.reload()
+    await page.getByTestId('message-image').first().waitFor()
+    assert(JSON.stringify(await imagesLoaded(page)) === '[true,true]', 'the images survive a reload')
+    mkdirSync(RESULTS, { recursive: true })
+    await page.screenshot({ path: join(RESULTS, 'vision.png') })
+  },
+
+  // Without a projector there is no attach button, and a pasted image is refused with a note.
+  async novision(page) {
+    await ready(page)
+    assert(await page.getByTestId('attach').isHidden(), 'no attach button')
+    await pasteImage(page, readFileSync(IMAGE))
+    await page.locator('.toast').filter({ hasText: 'does not take images' }).waitFor()
+    assert(await page.getByTestId('attachment').count() === 0, 'nothing attached')
+  },
 }
 
 const DEFAULT = API_KEY ? ['apikey'] : ['stream', 'stop', 'regenerate', 'settings', 'xss', 'screenshot']
@@ -216,6 +308,7 @@ async function main() {
       page.on('pageerror', (err) => errors.push(err.message))
       const started = Date.now()
       try {
+        if (!scenarios[name]) throw new Error(`no scenario ${name}`)
         await page.goto(URL_)
         await scenarios[name](page)
         assert(errors.length === 0, `no page errors (${errors.join('; ')})`)

@@ -1,0 +1,57 @@
+"""The web UI's images in a real browser (web/tests/chat.test.mjs: Playwright driving headless Chromium): on a
+server with a vision projector an image attached with the file picker, or pasted, is sent as an ``image_url``
+part, answered and shown in the conversation (and after a reload); without a projector there is nothing to
+attach and a pasted image is refused."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import test_multimodal
+from tests.conftest import Server
+from tests.test_media_load import image_bytes
+from tests.test_webui import WEB, _browser_ready
+
+vision_dir = test_multimodal.vision_dir  # the fixture: the generated vision model
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("img") / "red.png"
+    path.write_bytes(image_bytes("PNG", (220, 30, 30), (40, 30)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def vision_server(vision_dir: Path) -> Iterator[Server]:
+    srv = Server(["-m", str(vision_dir / "model.gguf"), "--mmproj", str(vision_dir / "mmproj.gguf"), "-c", "1024",
+                  "-np", "1", "-t", "2", "-n", "16"])
+    yield srv
+    srv.stop()
+
+
+def run_scenarios(url: str, image: Path, *names: str) -> None:
+    reason = _browser_ready()
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    proc = subprocess.run(["node", "tests/chat.test.mjs", *names], check=False, cwd=WEB, capture_output=True,
+                          text=True, timeout=600,
+                          env={**os.environ, "LLAMATWIST_URL": url, "LLAMATWIST_IMAGE": str(image)})
+    print(proc.stdout, proc.stderr)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert all(f"ok {name}" in proc.stdout for name in names), proc.stdout
+
+
+def test_browser_attach_and_paste_an_image(vision_server: Server, image: Path) -> None:
+    run_scenarios(vision_server.url + "/", image, "vision")
+
+
+def test_browser_without_vision(server: Server, image: Path) -> None:
+    run_scenarios(server.url + "/", image, "novision")
