@@ -258,3 +258,24 @@ def test_slot_files_remember_the_adapter_set(make_server: Any, model_path: str, 
     assert srv.post("/completion", body).json()["timings"]["cache_n"] == 0
     assert srv.post("/slots/0?action=restore", {"filename": "adapted.bin"}).status_code == 200
     assert srv.post("/completion", {**body, "lora": ON}).json()["timings"]["cache_n"] > 0
+
+
+def test_control_vector_for_another_architecture_is_refused(make_server: Any, model_path: str,
+                                                            adapters: dict[str, str], tmp_path: Path) -> None:
+    import gguf
+
+    src = gguf.GGUFReader(adapters["cvec"])
+    other = tmp_path / "cvec-bert.gguf"
+    w = gguf.GGUFWriter(str(other), "controlvector")
+    w.add_string("controlvector.model_hint", "bert")  # right sizes, another architecture
+    w.add_uint32("controlvector.layer_count", len(src.tensors))
+    for t in src.tensors:
+        w.add_tensor(t.name, t.data.copy())
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    srv = make_server("-m", model_path, *BASE_ARGS, "--control-vector", str(other), wait=False)
+    assert srv.proc.wait(120) != 0
+    log = srv.log()
+    assert str(other) in log and "it is for bert models, the model is llama" in log, log[-2000:]

@@ -52,7 +52,7 @@ def apply_adapters(model: Model, ctx: Context, spec: AdapterSpec) -> tuple[list[
         set_scales(ctx, adapters, tuple(info.scale for info in infos))
     if spec.control_vectors:
         info = model.info()
-        data = _control_vector(spec.control_vectors, info.n_embd)
+        data = _control_vector(spec.control_vectors, info.n_embd, model.metadata().get("general.architecture", ""))
         start = spec.cvec_layer_start if spec.cvec_layer_start > 0 else 1
         end = spec.cvec_layer_end if spec.cvec_layer_end > 0 else info.n_layer
         ctx.set_control_vector(data.tolist(), info.n_embd, start, end)
@@ -64,14 +64,21 @@ def set_scales(ctx: Context, adapters: list[LoraAdapter], scales: tuple[float, .
     ctx.set_loras([(a, s) for a, s in zip(adapters, scales, strict=True) if s != 0.0])
 
 
-def _control_vector(files: tuple[tuple[str, float], ...], n_embd: int) -> np.ndarray:
-    """The scaled sum of the files' ``direction.N`` tensors as ``n_embd`` floats per layer from layer 1."""
+def _control_vector(files: tuple[tuple[str, float], ...], n_embd: int, arch: str = "") -> np.ndarray:
+    """The scaled sum of the files' ``direction.N`` tensors as ``n_embd`` floats per layer from layer 1; a
+    file whose ``controlvector.model_hint`` names another architecture is refused."""
     layers: dict[int, np.ndarray] = {}
     for path, scale in files:
         try:
             reader = gguf.GGUFReader(path)
         except (OSError, ValueError) as e:
             raise ModelLoadError(f"failed to load control vector {path}: {e}") from e
+        hint = reader.fields.get("controlvector.model_hint")
+        if hint is not None and arch:
+            named = bytes(hint.parts[-1]).decode("utf-8", "replace")
+            if named != arch:
+                raise ModelLoadError(f"failed to load control vector {path}: it is for {named} models, the model is "
+                                     f"{arch}")
         for t in reader.tensors:
             if not t.name.startswith("direction."):
                 continue
