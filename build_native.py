@@ -415,6 +415,16 @@ def find_nvcc() -> tuple[str, list[str]] | None:
     return None
 
 
+# Where the Vulkan pieces are looked for besides $VULKAN_SDK and $CMAKE_PREFIX_PATH.
+SYSTEM_PREFIXES: tuple[Path, ...] = (Path("/usr"), Path("/usr/local"), Path("/opt/homebrew"))
+
+
+def _vulkan_prefixes() -> list[Path]:
+    prefixes = [Path(os.environ["VULKAN_SDK"])] if os.environ.get("VULKAN_SDK") else []
+    prefixes += [Path(p) for p in os.environ.get("CMAKE_PREFIX_PATH", "").split(os.pathsep) if p]
+    return prefixes + list(SYSTEM_PREFIXES)
+
+
 def _find_glslc() -> str | None:
     if found := shutil.which("glslc"):
         return found
@@ -422,49 +432,66 @@ def _find_glslc() -> str | None:
     return str(p) if sdk and _executable(p := Path(sdk) / "bin" / "glslc") else None
 
 
-def _have_vulkan_headers() -> bool:
-    roots = [Path(os.environ["VULKAN_SDK"]) / "include"] if os.environ.get("VULKAN_SDK") else []
-    roots += [Path("/usr/include"), Path("/usr/local/include"), Path("/opt/homebrew/include")]
-    return any((r / "vulkan" / "vulkan.h").is_file() for r in roots)
+def _vulkan_missing() -> list[str]:
+    """The pieces ggml-vulkan's CMake needs that are not installed (each with its Debian package).
+
+    ggml-vulkan's CMakeLists.txt finds Vulkan (headers, loader, glslc) and the
+    SPIRV-Headers CMake package; checking them here turns CMake's first-error-only
+    output into one message naming everything to install.
+    """
+    prefixes = _vulkan_prefixes()
+    missing = []
+    if not _find_glslc():
+        missing.append("the glslc shader compiler (glslc)")
+    if not any((p / "include" / "vulkan" / "vulkan.h").is_file() for p in prefixes):
+        missing.append("the Vulkan headers (libvulkan-dev)")
+    # The development link (libvulkan.so, not only the runtime's libvulkan.so.1) is what links.
+    if not any(lib.exists() for p in prefixes for name in ("libvulkan.so", "libvulkan.dylib")
+               for lib in (*p.glob(f"lib*/{name}"), *p.glob(f"lib*/*/{name}"))):
+        missing.append("the Vulkan loader library (libvulkan-dev)")
+    if not any(cfg.is_file() for p in prefixes for cfg in (
+            *p.glob("share/cmake/SPIRV-Headers/SPIRV-HeadersConfig.cmake"),
+            *p.glob("lib*/cmake/SPIRV-Headers/SPIRV-HeadersConfig.cmake"),
+            *p.glob("lib*/*/cmake/SPIRV-Headers/SPIRV-HeadersConfig.cmake"))):
+        missing.append("the SPIRV-Headers CMake package (spirv-headers)")
+    return missing
 
 
-def _backend_cmake_args(backend: str) -> list[str]:
-    """Check the backend's own toolchain (first, so its message is the one a
-    user sees) and return the CMake arguments it implies."""
-    if backend == "metal" and sys.platform != "darwin":
-        raise NativeBuildError("backend 'metal' is only available on macOS")
+def _backend_missing(backend: str) -> tuple[list[str], list[str]]:
+    """(missing pieces of the backend's own toolchain, the CMake arguments it implies)."""
     if backend == "cuda":
         nvcc = find_nvcc()
         if not nvcc:
-            raise NativeBuildError(
-                "backend 'cuda' needs the CUDA toolkit but nvcc was not found "
-                "(put it on PATH, or set CUDACXX or CUDA_HOME)")
-        return nvcc[1]
+            return ["the CUDA toolkit: nvcc was not found (put it on PATH, or set CUDACXX or CUDA_HOME)"], []
+        return [], nvcc[1]
     if backend == "vulkan":
-        if not _find_glslc():
-            raise NativeBuildError(
-                "backend 'vulkan' needs the glslc shader compiler "
-                "(e.g. `apt install glslc`, or the LunarG Vulkan SDK with VULKAN_SDK set)")
-        if not _have_vulkan_headers():
-            raise NativeBuildError(
-                "backend 'vulkan' needs the Vulkan headers and loader "
-                "(e.g. `apt install libvulkan-dev`, or the LunarG Vulkan SDK with VULKAN_SDK set)")
-    return []
+        return _vulkan_missing(), []
+    return [], []
 
 
 def find_toolchain(backend: str) -> Toolchain:
-    """Locate the build tools for ``backend`` or raise a one-line NativeBuildError."""
-    extra = _backend_cmake_args(backend)
+    """Locate the build tools for ``backend`` or raise one NativeBuildError naming every missing piece."""
+    if backend == "metal" and sys.platform != "darwin":
+        raise NativeBuildError("backend 'metal' is only available on macOS")
+    missing, extra = _backend_missing(backend)
     cmake = _find_tool("cmake", "cmake", "CMAKE_BIN_DIR")
     if not cmake:
-        raise NativeBuildError("cmake not found: `pip install cmake` or install it with your OS package manager")
+        missing.append("cmake (`pip install cmake` or your OS package manager)")
     ninja = _find_tool("ninja", "ninja", "BIN_DIR")
     if not ninja:
-        raise NativeBuildError("ninja not found: `pip install ninja` or install it with your OS package manager")
+        missing.append("ninja (`pip install ninja` or your OS package manager)")
     if not _find_compiler("CXX", ("c++", "g++", "clang++")) or not _find_compiler("CC", ("cc", "gcc", "clang")):
-        raise NativeBuildError(
-            "no C/C++ compiler found: install one (e.g. `apt install build-essential` "
-            "or the Xcode command line tools) or set CC/CXX")
+        missing.append("a C/C++ compiler (e.g. `apt install build-essential` or the Xcode command line "
+                       "tools; or set CC/CXX)")
+    if missing:
+        hint = ""
+        if backend == "vulkan" and any("(glslc)" in m or "(libvulkan-dev)" in m or "(spirv-headers)" in m
+                                       for m in missing):
+            hint = ("; on Debian/Ubuntu `apt install glslc libvulkan-dev spirv-headers`, elsewhere the "
+                    "LunarG Vulkan SDK with VULKAN_SDK set")
+        raise NativeBuildError(f"the {backend} build needs {len(missing)} missing piece(s): "
+                               + "; ".join(missing) + hint)
+    assert cmake and ninja
     return Toolchain(cmake=cmake, ninja=ninja, cmake_args=tuple(extra))
 
 

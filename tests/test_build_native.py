@@ -322,3 +322,49 @@ def test_cpu_variant_from_environment_and_cli(monkeypatch: pytest.MonkeyPatch, t
     monkeypatch.setenv("LLAMATWIST_CPU_VARIANT", "avx9")
     with pytest.raises(bn.NativeBuildError, match="unknown cpu variant 'avx9'"):
         bn.ensure_native()
+
+
+def test_vulkan_missing_pieces_are_named_together(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # No system prefix, no SDK, no glslc/cmake/ninja/compiler on PATH: one error names them all.
+    monkeypatch.setattr(bn, "SYSTEM_PREFIXES", (tmp_path / "usr",))
+    for var in ("VULKAN_SDK", "CMAKE_PREFIX_PATH", "CC", "CXX"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    monkeypatch.setattr(bn, "_find_tool", lambda name, module, attr: None)
+    with pytest.raises(bn.NativeBuildError) as info:
+        bn.find_toolchain("vulkan")
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("the vulkan build needs 7 missing piece(s): ")
+    for piece in ("glslc shader compiler", "Vulkan headers", "Vulkan loader library", "SPIRV-Headers",
+                  "cmake", "ninja", "C/C++ compiler", "apt install glslc libvulkan-dev spirv-headers"):
+        assert piece in message
+
+    # An SDK-style prefix with every piece satisfies the Vulkan part; only the build tools are left.
+    sdk = tmp_path / "sdk"
+    for rel in ("include/vulkan/vulkan.h", "lib/libvulkan.so",
+                "share/cmake/SPIRV-Headers/SPIRV-HeadersConfig.cmake"):
+        (sdk / rel).parent.mkdir(parents=True, exist_ok=True)
+        (sdk / rel).write_text("")
+    (sdk / "bin").mkdir()
+    (sdk / "bin" / "glslc").write_text("#!/bin/sh\n")
+    (sdk / "bin" / "glslc").chmod(0o755)
+    monkeypatch.setenv("VULKAN_SDK", str(sdk))
+    assert bn._vulkan_missing() == []
+    with pytest.raises(bn.NativeBuildError, match=r"needs 3 missing piece\(s\): cmake .*; ninja .*; a C/C\+\+"):
+        bn.find_toolchain("vulkan")
+
+    # A runtime-only loader (libvulkan.so.1, no development link) cannot be linked against.
+    (sdk / "lib" / "libvulkan.so").rename(sdk / "lib" / "libvulkan.so.1")
+    assert bn._vulkan_missing() == ["the Vulkan loader library (libvulkan-dev)"]
+
+
+@pytest.mark.skipif(shutil.which("glslc") is None, reason="glslc is not installed here")
+def test_vulkan_build_without_glslc_on_path_fails_cleanly(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--backend", "vulkan"],
+                          check=False, capture_output=True, text=True, timeout=60,
+                          env={**_env_without("glslc", tmp_path), "VULKAN_SDK": ""}, cwd=tmp_path)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("build_native: error: the vulkan build needs "), proc.stderr
+    assert "the glslc shader compiler (glslc)" in lines[0]
+    assert not (tmp_path / "cache" / "downloads").exists()

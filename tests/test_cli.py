@@ -599,11 +599,14 @@ def test_help_and_parsing_need_no_heavy_imports() -> None:
 def test_version() -> None:
     proc = run("-m", "llamatwist", "--version")
     assert proc.returncode == 0, proc.stderr
-    first, second = proc.stdout.splitlines()
+    first, second, backend, *devices = proc.stdout.splitlines()
     assert first.startswith("llamatwist ")
     pin = REPO / "llama_pin.json"
     commit = json.loads(pin.read_text())["commit"] if pin.exists() else "unknown"
     assert second == f"llama.cpp commit {commit}"
+    # the build's backend, then each device ggml lists (the CPU among them)
+    assert backend.startswith("backend: ") and backend != "backend: "
+    assert any(d.startswith("device: CPU (cpu): ") for d in devices), devices
 
 
 # --------------------------------------------------------------------------

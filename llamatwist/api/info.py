@@ -16,6 +16,7 @@ from llamatwist.api.errors import InvalidRequest, NotSupported
 from llamatwist.api.http import ApiContext, handler, read_json, send_json
 from llamatwist.api.params import generation_params
 from llamatwist.config import ServerConfig
+from llamatwist.engine.model import backend_name, devices, offloaded_layers
 from llamatwist.media import MEDIA_MARKER
 from llamatwist.metrics import render_metrics
 from llamatwist.runtime import LoadedModel, SlotInfo, validate_filename
@@ -35,6 +36,21 @@ def _rope(config: ServerConfig) -> dict[str, Any]:
         "yarn_attn_factor": config.yarn_attn_factor,
         "yarn_beta_slow": config.yarn_beta_slow,
         "yarn_beta_fast": config.yarn_beta_fast,
+    }
+
+
+def _offload(config: ServerConfig, loaded: LoadedModel) -> dict[str, Any]:
+    """llamatwist's: the build's backend and devices, and where the model's layers went."""
+    found = devices()
+    n_layer = loaded.info.n_layer
+    return {
+        "backend": backend_name(found),
+        "devices": [{"name": d.name, "description": d.description, "type": d.kind,
+                     "memory_total": d.total, "memory_free": d.free} for d in found],
+        "n_gpu_layers": config.n_gpu_layers,
+        "layers_offloaded": offloaded_layers(config.n_gpu_layers, n_layer, config.devices),
+        "layers_total": n_layer + 1,  # the output layer counts, as in llama.cpp's "offloaded N/M layers"
+        "kv_offload": config.kv_offload,
     }
 
 
@@ -93,6 +109,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
             "rope": _rope(ctx.config),
             "load_mode": ctx.config.load_mode,
             "kv_overrides": {key: value for key, _, value in ctx.config.override_kv},
+            "offload": _offload(ctx.config, loaded),
         })
 
     @app.route("/props", methods=["POST"])

@@ -1,5 +1,5 @@
 # -*- test-case-name: tests.test_cli -*-
-"""What ``--version`` prints: the package version and the pinned llama.cpp commit."""
+"""What ``--version`` prints: the package version, the pinned llama.cpp commit, the backend and its devices."""
 
 from __future__ import annotations
 
@@ -35,6 +35,20 @@ def _llama_cpp_commit() -> str:
     return str(commit)
 
 
+def _backend_lines() -> list[str]:
+    # --version must answer even when the native libraries do not load: say why instead.
+    try:
+        from llamatwist.engine.model import backend_name, devices
+
+        found = devices()
+    except Exception as exc:  # noqa: BLE001 - any load failure is reported, not raised
+        return [f"backend: unavailable ({exc})"]
+    lines = [f"backend: {backend_name(found)}"]
+    lines += [f"device: {d.name} ({d.kind}): {d.description}, {d.total // (1024 * 1024)} MiB" for d in found]
+    return lines
+
+
 def version_text() -> str:
     """What --version prints."""
-    return f"{PROG} {_package_version()}\nllama.cpp commit {_llama_cpp_commit()}\n"
+    return "\n".join([f"{PROG} {_package_version()}", f"llama.cpp commit {_llama_cpp_commit()}",
+                      *_backend_lines()]) + "\n"

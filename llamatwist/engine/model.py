@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from llamatwist.native.binding import (
     remove_log_listener,
 )
 
-__all__ = ["LOAD_MODES", "SPLIT_MODES", "Device", "FimTokens", "LoraAdapter", "Model", "ModelInfo", "Placement", "Vocab", "buffer_types", "devices", "max_devices", "numa_init"]
+__all__ = ["LOAD_MODES", "SPLIT_MODES", "Device", "FimTokens", "LoraAdapter", "Model", "ModelInfo", "Placement", "Vocab", "backend_name", "buffer_types", "devices", "max_devices", "numa_init", "offloaded_layers"]
 
 GGUF_MAGIC = b"GGUF"
 
@@ -67,6 +68,9 @@ _KV_TAGS = {
 }
 
 
+_logger = logging.getLogger(__name__)
+_WEIGHT_BUFFER_RE = re.compile(r"load_tensors:\s+(\S+) model buffer size =\s*([\d.]+) MiB")
+
 #: -sm/--split-mode names
 SPLIT_MODES: dict[str, int] = {
     "none": int(lib.LLAMA_SPLIT_MODE_NONE),
@@ -75,6 +79,9 @@ SPLIT_MODES: dict[str, int] = {
     "tensor": int(lib.LLAMA_SPLIT_MODE_TENSOR),
 }
 _DEV_TYPES = {0: "cpu", 1: "gpu", 2: "igpu", 3: "accel"}
+#: device kinds llama.cpp offloads layers to (an accel device, e.g. BLAS, only runs ops)
+OFFLOAD_KINDS = ("gpu", "igpu")
+_ALL_LAYERS = 999  # -ngl -1 (auto/all), as the load passes it
 
 
 @dataclass(frozen=True)
@@ -109,6 +116,29 @@ def devices() -> list[Device]:
             buffer_type=ffi.string(lib.ggml_backend_buft_name(buft)).decode() if buft != ffi.NULL else None,
         ))
     return out
+
+
+def backend_name(found: Sequence[Device]) -> str:
+    """The GPU backend these devices belong to ("Vulkan", "CUDA", "MTL"...), "CPU" when there is none.
+
+    ggml names a backend's devices after it (Vulkan0, CUDA1): the name less its index.
+    """
+    names = sorted({re.sub(r"\d+$", "", d.name) for d in found if d.kind in OFFLOAD_KINDS})
+    return ", ".join(names) or "CPU"
+
+
+def offloaded_layers(n_gpu_layers: int, n_layer: int, selected: Sequence[str] | None) -> int:
+    """How many of the model's n_layer + 1 layers (the output layer counts) go to a GPU.
+
+    llama.cpp's rule (llama_model::load_tensors): the last min(-ngl, n_layer + 1)
+    layers, none when no GPU device is in use -- ``selected`` is -dev's list
+    (None: every GPU device of the build, (): none).  llama.cpp's own "offloaded
+    N/M layers" log line ignores -dev none; this does not.
+    """
+    gpus = [d.name for d in devices() if d.kind in OFFLOAD_KINDS] if selected is None else list(selected)
+    if not gpus:
+        return 0
+    return min(n_gpu_layers if n_gpu_layers >= 0 else _ALL_LAYERS, n_layer + 1)
 
 
 def buffer_types() -> dict[str, Any]:
@@ -256,7 +286,7 @@ class Model:
 
         backend_init()
         params = lib.llama_model_default_params()
-        params.n_gpu_layers = n_gpu_layers if n_gpu_layers >= 0 else 999
+        params.n_gpu_layers = n_gpu_layers if n_gpu_layers >= 0 else _ALL_LAYERS
         params.vocab_only = vocab_only
         params.load_mode = LOAD_MODES[load_mode]
         params.check_tensors = check_tensors
@@ -273,10 +303,13 @@ class Model:
             params.progress_callback_user_data = ffi.cast("void *", key)
 
         errors: list[str] = []
+        weights: list[str] = []  # "<buffer type> <size> MiB" per weight buffer, from the load's log
 
         def capture(level: int, line: str) -> None:
             if level >= logging.ERROR:
                 errors.append(line)
+            elif m := _WEIGHT_BUFFER_RE.search(line):
+                weights.append(f"{m[1]} {m[2]} MiB")
 
         with _load_lock:
             add_log_listener(capture)
@@ -290,6 +323,13 @@ class Model:
         self._ptr = ffi.gc(ptr, lib.llama_model_free)
         self.path = path
         self.vocab = Vocab(lib.llama_model_get_vocab(ptr), self)
+        if not vocab_only:
+            # llama.cpp says this only at its INFO level (DEBUG here); where the weights went matters.
+            n_layer = int(lib.llama_model_n_layer(ptr))
+            selected = placement.devices if placement is not None else None
+            _logger.info("%s: offloaded %d/%d layers to the GPU; weights: %s", os.path.basename(path),
+                         offloaded_layers(n_gpu_layers, n_layer, selected), n_layer + 1,
+                         ", ".join(weights) or "?")
 
     # -- native handle (engine-internal) ---------------------------------
     @property
