@@ -687,8 +687,10 @@ def _usable_cpus() -> int:
 def ensure_native(backend: str | None = None, jobs: int | None = None,
                   cmake_args: Sequence[str] | None = None,
                   llama_src: str | os.PathLike[str] | None = None,
-                  amx: bool | None = None, cpu_variant: str | None = None) -> NativeBuild:
-    """Return the native build for this configuration, building it if needed.
+                  amx: bool | None = None, cpu_variant: str | None = None,
+                  build: bool = True) -> NativeBuild:
+    """Return the native build for this configuration, building it if needed
+    (``build=False``: a NativeBuildError instead, when it is not built yet).
 
     Arguments left as None come from LLAMATWIST_BACKEND / LLAMATWIST_JOBS /
     LLAMATWIST_CMAKE_ARGS / LLAMATWIST_LLAMA_SRC / LLAMATWIST_AMX /
@@ -729,8 +731,11 @@ def ensure_native(backend: str | None = None, jobs: int | None = None,
     prefix = root / key
     result = NativeBuild(prefix=prefix, include_dir=prefix / "include", lib_dir=prefix / "lib",
                          src_dir=src, key=key)
-    if pin is not None and (prefix / DONE_MARKER).is_file():
+    if (pin is not None or not build) and (prefix / DONE_MARKER).is_file():
         return result
+    if not build:
+        raise NativeBuildError(f"the {backend} build is not in the cache ({prefix}): "
+                               f"run `python build_native.py --backend {backend}`")
 
     toolchain = find_toolchain(backend)
     root.mkdir(parents=True, exist_ok=True)

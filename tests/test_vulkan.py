@@ -1,0 +1,179 @@
+"""The Vulkan build on lavapipe (issue 20): offload flags that do what they say.
+
+Runs only where the Vulkan build exists (``python build_native.py --backend
+vulkan``, or LLAMATWIST_VULKAN_LIB_DIR naming one) and a Vulkan device is
+there (``mesa-vulkan-drivers`` gives lavapipe, a CPU Vulkan driver);
+everywhere else the module skips and says why.  ``scripts/vulkan_check.py``
+builds it and runs this module.  Servers run the installed llamatwist on the
+Vulkan build's libraries through LLAMATWIST_NATIVE_LIB_DIR.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Server
+from tests.models import _script, smollm2_f32_gguf
+
+vc = _script("vulkan_check")
+
+
+def _lib_dir() -> Path:
+    try:
+        return Path(vc.vulkan_lib_dir(build=False))
+    except vc._build_native().NativeBuildError as exc:
+        pytest.skip(f"no Vulkan build ({exc})", allow_module_level=True)
+    raise AssertionError("unreachable")
+
+
+LIB_DIR = _lib_dir()
+_devices = vc.run_cli(LIB_DIR, "--list-devices")
+if _devices.returncode != 0 or "Vulkan0:" not in _devices.stdout:
+    pytest.skip(f"the Vulkan build finds no Vulkan device here (install mesa-vulkan-drivers): "
+                f"{_devices.stdout.strip()} {_devices.stderr.strip()[-300:]}", allow_module_level=True)
+
+N_TOKENS = 24
+
+
+@pytest.fixture(scope="module")
+def f32_model(model_path: str) -> str:
+    return str(smollm2_f32_gguf(Path(model_path)))
+
+
+def _common(model: str) -> list[str]:
+    return ["-m", model, "-c", "512", "-np", "1", "-t", "2", *vc.EXACT]
+
+
+@pytest.fixture
+def vulkan(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Start servers on the Vulkan build (the environment is the child's); stopped at teardown."""
+    monkeypatch.setenv(vc.LIB_DIR_ENV, str(LIB_DIR))
+    started: list[Server] = []
+
+    def start(*args: str, wait: bool = True) -> Server:
+        srv = Server(list(args), wait=wait)
+        started.append(srv)
+        return srv
+
+    yield start
+    for srv in started:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def cpu_server(f32_model: str) -> Iterator[Server]:
+    """The installed (CPU) build: the reference output."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv(vc.LIB_DIR_ENV, raising=False)
+        srv = Server(_common(f32_model))
+    yield srv
+    srv.stop()
+
+
+def _offload_line(log: str) -> str:
+    lines = [ln for ln in log.splitlines() if "layers to the GPU; weights:" in ln]
+    assert len(lines) == 1, log
+    return lines[0]
+
+
+def test_list_devices_and_version() -> None:
+    assert re.search(r"^  Vulkan0: .+ \(\d+ MiB, \d+ MiB free\)$", _devices.stdout, re.MULTILINE), _devices.stdout
+    version = vc.run_cli(LIB_DIR, "--version")
+    assert version.returncode == 0, version.stderr
+    assert "\nbackend: Vulkan\n" in version.stdout
+    assert re.search(r"^device: Vulkan0 \((gpu|igpu)\): ", version.stdout, re.MULTILINE), version.stdout
+    assert re.search(r"^device: CPU \(cpu\): ", version.stdout, re.MULTILINE)
+    # The installed build says what it is too (CPU here), not Vulkan.
+    plain = vc.run_cli(None, "--version")
+    assert "backend: Vulkan" not in plain.stdout
+
+
+def test_all_layers_on_vulkan_match_the_cpu(vulkan: Any, cpu_server: Server, f32_model: str) -> None:
+    gpu = vulkan(*_common(f32_model), "-ngl", "99")
+    offload = gpu.get("/props").json()["offload"]
+    assert offload["backend"] == "Vulkan"
+    assert offload["n_gpu_layers"] == 99
+    assert offload["layers_offloaded"] == offload["layers_total"] == 31  # 30 blocks + the output layer
+    assert offload["kv_offload"] is True
+    assert [d["name"] for d in offload["devices"] if d["type"] != "cpu"] == ["Vulkan0"]
+    line = _offload_line(gpu.log())
+    assert "offloaded 31/31 layers" in line and "Vulkan0 " in line, line
+
+    results = vc.compare(cpu_server.url, gpu.url, vc.PROMPTS[:3], N_TOKENS)
+    for r in results:
+        assert len(r.cpu) == len(r.gpu) == N_TOKENS
+        # Identical, or apart only at a near tie (summation order), never a confident disagreement.
+        assert r.near_tie(), r.describe()
+        # Where they agree the probabilities agree closely too (F32 weights and KV on both).
+        assert vc.prob_gap(r.cpu[:r.agreed], r.gpu[:r.agreed]) < 1e-3, r.describe()
+    assert sum(r.agreed for r in results) >= N_TOKENS  # at least one prompt's worth agrees outright
+
+    # the server keeps serving after all that
+    assert gpu.get("/health").status_code == 200
+
+
+@pytest.mark.parametrize("args", [("-ngl", "0"), ("-ngl", "99", "-dev", "none")], ids=["ngl0", "dev-none"])
+def test_everything_on_the_cpu(vulkan: Any, cpu_server: Server, f32_model: str, args: tuple[str, ...]) -> None:
+    srv = vulkan(*_common(f32_model), *args)
+    offload = srv.get("/props").json()["offload"]
+    assert offload["backend"] == "Vulkan"  # the build's; nothing of the model is on it
+    assert offload["layers_offloaded"] == 0 and offload["layers_total"] == 31
+    line = _offload_line(srv.log())
+    assert "offloaded 0/31 layers" in line and "Vulkan0" not in line, line
+    # The CPU's arithmetic: the same tokens as the CPU build.
+    for r in vc.compare(cpu_server.url, srv.url, vc.PROMPTS[:1], 12):
+        assert r.first_divergence is None, r.describe()
+
+
+def test_unknown_device_is_refused(vulkan: Any, f32_model: str) -> None:
+    srv = vulkan(*_common(f32_model), "-dev", "Vulkan7", wait=False)
+    assert srv.proc.wait(60) != 0
+    log = srv.log()
+    assert "invalid device: Vulkan7" in log and "Vulkan0" in log, log  # names what there is
+    assert "Traceback" not in log
+
+
+def test_no_kv_offload_keeps_the_cache_in_host_memory(vulkan: Any, f32_model: str) -> None:
+    # llama.cpp reports its buffers at its INFO level: -v shows them.
+    on = vulkan(*_common(f32_model), "-ngl", "99", "-v")
+    off = vulkan(*_common(f32_model), "-ngl", "99", "-nkvo", "-v")
+    kv = re.compile(r"(\S+) KV buffer size =\s*([\d.]+) MiB")
+    on_bufs = {m[1] for m in kv.finditer(on.log())}
+    off_bufs = {m[1] for m in kv.finditer(off.log())}
+    assert on_bufs == {"Vulkan0"}, on.log()
+    assert "Vulkan0" not in off_bufs and off_bufs, off.log()  # CPU (or a pinned host buffer)
+    assert off.get("/props").json()["offload"]["kv_offload"] is False
+    # Weights stay on the device either way, and both generate the same greedy text.
+    assert "offloaded 31/31 layers" in _offload_line(off.log())
+    a = vc.greedy(on.url, vc.PROMPTS[0], 12)
+    b = vc.greedy(off.url, vc.PROMPTS[0], 12)
+    assert [s.id for s in a] == [s.id for s in b]
+
+
+@pytest.mark.parametrize("args", [
+    ("-sm", "none", "-mg", "0"),
+    ("-sm", "layer", "-ts", "1"),
+    ("-sm", "row"),
+])
+def test_split_flags_with_one_device(vulkan: Any, f32_model: str, args: tuple[str, ...]) -> None:
+    """One device: every split puts the whole model on it (-mg 0 is that device; -ts 1 its full share)."""
+    srv = vulkan(*_common(f32_model), "-ngl", "99", *args)
+    assert srv.get("/props").json()["offload"]["layers_offloaded"] == 31
+    assert "Vulkan0 " in _offload_line(srv.log())
+    assert srv.post("/completion", json={"prompt": "Hi", "n_predict": 4}).status_code == 200
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (("-mg", "1"), "no GPU 1: devices of this build: Vulkan0"),
+    (("-ts", "1,1"), "gives a share to 2 GPUs"),
+])
+def test_split_flags_naming_a_second_device_are_refused(vulkan: Any, f32_model: str,
+                                                        args: tuple[str, ...], needle: str) -> None:
+    srv = vulkan(*_common(f32_model), "-ngl", "99", *args, wait=False)
+    assert srv.proc.wait(60) != 0
+    assert needle in srv.log(), srv.log()
