@@ -232,6 +232,40 @@ def test_anthropic_image_blocks(vsrv: Server, client: openai.OpenAI, http_url: s
     still_serves(client)
 
 
+def test_images_in_tool_results(vsrv: Server, client: openai.OpenAI) -> None:
+    """An image a tool returns: Anthropic's tool_result image block and a Responses function_call_output's
+    input_image reach the model as the chat route's image in a tool message (the same prompt both ways)."""
+    png = base64.b64encode(PNG).decode()
+    claude = anthropic.Anthropic(base_url=vsrv.url, api_key="none", max_retries=0)
+    messages: Any = [
+        {"role": "user", "content": "Take a photo."},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "camera", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": [
+            {"type": "text", "text": "photo:"},
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": png}}]}]}]
+    counted = claude.messages.count_tokens(model="m", messages=messages).input_tokens
+    msg = claude.messages.create(model="m", max_tokens=4, messages=messages,
+                                 extra_body={"ignore_eos": True, "temperature": 0})
+    assert msg.usage.input_tokens + (msg.usage.cache_read_input_tokens or 0) == counted
+    chat: Any = [{"role": "user", "content": "Take a photo."},
+                 {"role": "assistant", "content": "", "tool_calls": [
+                     {"id": "t1", "type": "function", "function": {"name": "camera", "arguments": "{}"}}]},
+                 {"role": "tool", "tool_call_id": "t1", "name": "camera",
+                  "content": [{"type": "text", "text": "photo:"}, image_part(data_uri(PNG))]}]
+    plain = client.chat.completions.create(model="m", messages=chat, max_tokens=1)
+    assert plain.usage is not None and plain.usage.prompt_tokens == counted
+    text_only = [*chat[:2], {**chat[2], "content": "photo:"}]
+    without = client.chat.completions.create(model="m", messages=text_only, max_tokens=1)
+    assert without.usage is not None and counted - without.usage.prompt_tokens == N_IMAGE_TOKENS
+    items: Any = [
+        {"role": "user", "content": "Take a photo."},
+        {"type": "function_call", "call_id": "t1", "name": "camera", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "t1", "output": [
+            {"type": "input_text", "text": "photo:"}, {"type": "input_image", "image_url": data_uri(PNG)}]}]
+    r = client.responses.create(model="m", max_output_tokens=1, input=items)
+    assert r.usage is not None and r.usage.input_tokens == counted
+
+
 def test_responses_input_image(client: openai.OpenAI) -> None:
     expected = reply(client, image_part(data_uri(PNG)))
     r = client.responses.create(model="m", max_output_tokens=8, temperature=0, extra_body={"ignore_eos": True},

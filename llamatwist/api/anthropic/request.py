@@ -5,7 +5,8 @@
 As llama-server's ``server_chat_convert_anthropic_to_oai``: ``system`` becomes a system message, text
 blocks become text parts, ``tool_use`` blocks an assistant's ``tool_calls``, ``tool_result`` blocks ``tool``
 messages, ``thinking`` blocks ``reasoning_content``, ``tools``/``tool_choice``/``stop_sequences``/
-``thinking`` their chat counterparts; llama.cpp's own generation fields (``ignore_eos``, ``min_p``, ``seed``, ...)
+``thinking`` their chat counterparts, ``image`` blocks (base64 or url sources, in user messages and tool
+results) ``image_url`` parts; llama.cpp's own generation fields (``ignore_eos``, ``min_p``, ``seed``, ...)
 pass through as on the other generation routes. Unlike llama-server, a client's mistake is a 400 naming the field
 (``messages.1.content.0.type: ...``, Anthropic's style) instead of being passed on or dropped; ``max_tokens``
 and ``model`` are required, as Anthropic requires them; ``tool_choice`` ``{"type": "tool"}`` forces the named

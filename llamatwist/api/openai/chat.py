@@ -5,6 +5,11 @@ With ``tools`` (or a template that thinks) a request goes through ``llamatwist.c
 constrains the output (the generic format's JSON schema, or a native format's grammar) and adds the format's
 instructions to the system message; the output is parsed into ``content``, ``reasoning_content`` and
 ``tool_calls`` — re-parsed on every streamed token so the deltas follow the text.
+
+Media parts (``image_url``, ``input_audio``) become media markers in the rendered prompt
+(``chat.messages.extract_media``); their sources load meanwhile (``media.load``: data: URIs, file:// under
+--media-path, http(s), base64; decoded in the thread pool) and the prompt is split at the markers for the
+projector. A source that cannot be used is a 400 naming the part (413 past a size limit).
 """
 
 from __future__ import annotations

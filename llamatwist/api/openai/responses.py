@@ -5,7 +5,7 @@ run by `prepare_chat` and api/pipeline.py as that route runs it, and the reply i
 responses_stream.py.
 
 The translation is llama-server's ``server_chat_convert_responses_to_chatcmpl``: ``instructions`` becomes a
-system message, ``input`` a string or items (messages with ``input_text``/``output_text`` parts or a string,
+system message, ``input`` a string or items (messages with ``input_text``/``output_text``/``input_image`` parts or a string,
 ``function_call``, ``function_call_output``, ``reasoning``; an assistant's consecutive items merge into one
 message), ``tools`` (function) and ``tool_choice`` their chat forms, ``max_output_tokens`` ``max_tokens``,
 ``reasoning.effort`` ``reasoning_effort``; llama.cpp's own generation fields pass through. Beyond it:
