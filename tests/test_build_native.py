@@ -368,3 +368,18 @@ def test_vulkan_build_without_glslc_on_path_fails_cleanly(tmp_path: Path) -> Non
     assert len(lines) == 1 and lines[0].startswith("build_native: error: the vulkan build needs "), proc.stderr
     assert "the glslc shader compiler (glslc)" in lines[0]
     assert not (tmp_path / "cache" / "downloads").exists()
+
+
+def test_vulkan_from_environment_is_the_cli_build(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # `LLAMATWIST_BACKEND=vulkan pip install .` (setup.py calls ensure_native()) must reuse the cache entry
+    # `build_native.py --backend vulkan` made, and configure ggml-vulkan alone among the GPU backends.
+    env_key, env_args = _configure_args(monkeypatch, tmp_path / "env", env={"LLAMATWIST_BACKEND": "vulkan"})
+    cli_key, cli_args = _configure_args(monkeypatch, tmp_path / "cli", backend="vulkan")
+    assert env_key == cli_key and env_key.startswith("vulkan-")
+    assert cli_args[cli_args.index("-B") + 2:] == env_args[env_args.index("-B") + 2:]
+    assert "-DGGML_VULKAN=ON" in cli_args and "-DGGML_CUDA=OFF" in cli_args and "-DGGML_METAL=OFF" in cli_args
+    cpu_key, _ = _configure_args(monkeypatch, tmp_path / "cpu")
+    assert cpu_key.startswith("cpu-") and cpu_key != cli_key
+    # Not built yet: build=False says what to run instead of compiling.
+    with pytest.raises(bn.NativeBuildError, match=r"not in the cache .*`python build_native.py --backend vulkan`"):
+        bn.ensure_native(backend="vulkan", build=False)
