@@ -209,3 +209,49 @@ def test_model_presets_set_llama_servers_model_and_parameters(tmp_path: Path, mo
                       command=command)
     props = srv.get("/props").json()
     assert props["model_path"].endswith("/qwen2.5-coder-1.5b-q8_0.gguf")
+
+
+def _mmproj_bytes(tmp_path: Path, model_path: str) -> bytes:
+    import importlib.util
+
+    from tests.conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("make_vision_model", REPO / "scripts" / "make_vision_model.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "built-mmproj.gguf"
+    module.make_mmproj(out, 576)
+    return out.read_bytes()
+
+
+def test_server_downloads_its_projector_from_a_url(http_files: str, tmp_path: Path, model_path: str,
+                                                  make_server: Callable[..., Server]) -> None:
+    """-mmu (issue 16): the projector into the cache, then the server has vision; offline and missing: an error."""
+    import sys
+
+    Files.files["/mm/mmproj.gguf"] = _mmproj_bytes(tmp_path, model_path)
+    command = ["env", f"LLAMATWIST_CACHE_DIR={tmp_path}", sys.executable, "-m", "llamatwist"]
+    srv = make_server("-m", model_path, "-mmu", http_files + "/mm/mmproj.gguf", "-c", "512", "-np", "1", "-t", "1",
+                      "--no-warmup", command=command)
+    assert srv.get("/props").json()["modalities"]["vision"] is True
+    assert (tmp_path / "models" / "mmproj.gguf").is_file()
+    proc = run("-m", "llamatwist", "-m", model_path, "--offline", "-mmu", http_files + "/mm/other.gguf",
+               env={"LLAMATWIST_CACHE_DIR": str(tmp_path)})
+    assert proc.returncode == 1
+    assert "--mmproj-url" in proc.stderr and "other.gguf is not in the cache" in proc.stderr
+
+
+def test_hf_repo_brings_its_projector_unless_no_mmproj(tmp_path: Path, model_path: str,
+                                                      make_server: Callable[..., Server]) -> None:
+    import sys
+
+    _hub_repo(tmp_path, "user/vlm-GGUF", {"vlm-Q4_1.gguf": Path(model_path),
+                                          "mmproj-vlm-f32.gguf": _mmproj_bytes(tmp_path, model_path)})
+    command = ["env", f"HF_HOME={tmp_path}", sys.executable, "-m", "llamatwist"]
+    args = ("-hf", "user/vlm-GGUF:q4_1", "--offline", "-c", "512", "-np", "1", "-t", "1", "--no-warmup")
+    srv = make_server(*args, command=command)
+    props = srv.get("/props").json()
+    assert props["model_path"].endswith("vlm-Q4_1.gguf") and props["modalities"]["vision"] is True
+    plain = make_server(*args, "--no-mmproj", command=command)
+    assert plain.get("/props").json()["modalities"]["vision"] is False
