@@ -71,6 +71,7 @@ class ServerConfig:
     cache_type_k: str = "f16"
     cache_type_v: str = "f16"
     kv_offload: bool = True
+    kv_unified_per_slot: int = 0  # --kv-unified-per-slot: a slot's context cap (0 = unset)
     op_offload: bool = True  # --op-offload / --no-op-offload
     swa_full: bool = False  # --swa-full
     repack: bool = True  # --repack / -nr

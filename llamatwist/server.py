@@ -295,11 +295,14 @@ def engine_spec(config: ServerConfig, model_path: str) -> EngineSpec:
     n_batch = n_ubatch if embeddings else config.n_batch
     pooling = POOLING_NAMES[config.pooling] if config.pooling else (POOLING_RANK if config.reranking else -1)
     cpu, cpu_batch = _thread_pools(config)
+    n_ctx = config.n_ctx
+    if config.kv_unified_per_slot > 0 and n_ctx == 0:  # llama-server sizes the pool from it unless -c is given
+        n_ctx = config.n_parallel * config.kv_unified_per_slot
     return EngineSpec(
         model_path=model_path,
         n_gpu_layers=config.n_gpu_layers,
         context=ContextParams(
-            n_ctx=config.n_ctx,
+            n_ctx=n_ctx,
             n_batch=n_batch,
             n_ubatch=n_ubatch,
             n_seq_max=config.n_parallel,
@@ -357,6 +360,7 @@ def engine_spec(config: ServerConfig, model_path: str) -> EngineSpec:
         numa=config.numa,
         special=config.special,
         sleep_idle_seconds=config.sleep_idle_seconds,
+        n_ctx_slot_cap=config.kv_unified_per_slot,
         mmproj_path=config.mmproj,
         mmproj_offload=config.mmproj_offload,
         image_min_tokens=config.image_min_tokens,

@@ -97,6 +97,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "mmproj_url": ("http://127.0.0.1:1/p.gguf", "http://127.0.0.1:1/p.gguf"),
     "image_min_tokens": ("64", 64),
     "image_max_tokens": ("256", 256),
+    "kv_unified_per_slot": ("1024", 1024),
     "sampling.embd_normalize": ("-1", -1),
     "sampling.stop": ("User:", ("User:",)),
     "slot_save_path": ("/tmp/slots", "/tmp/slots"),

@@ -386,3 +386,17 @@ def test_reuse_port_lets_two_servers_share_a_port(make_server: Callable[..., Ser
     # without it the second bind fails
     third = make_server("-m", model_path, *SMALL, "--port", str(port), wait=False)
     assert third.proc.wait(60) != 0
+
+
+def test_kv_unified_per_slot_sizes_the_pool_and_caps_slots(make_server: Callable[..., Server],
+                                                           model_path: str) -> None:
+    # without -c: the pool is n_parallel * N, each slot at most N
+    sized = make_server("-m", model_path, "-np", "2", "-kvu", "-t", "1", "--kv-unified-per-slot", "384")
+    assert [s["n_ctx"] for s in sized.get("/slots").json()] == [384, 384]
+    assert sized.get("/props").json()["default_generation_settings"]["n_ctx"] == 384
+    # with -c: the pool as given, slots capped
+    capped = make_server("-m", model_path, "-np", "2", "-kvu", "-c", "1024", "-t", "1", "--kv-unified-per-slot", "256")
+    assert [s["n_ctx"] for s in capped.get("/slots").json()] == [256, 256]
+    assert "capping per-slot context (1024) to --kv-unified-per-slot (256)" in capped.log()
+    long = capped.post("/completion", {"prompt": "word " * 300, "n_predict": 1})
+    assert long.status_code == 400  # over the slot's 256 tokens

@@ -191,6 +191,9 @@ COMMON: Final[tuple[Flag, ...]] = (
     Flag(("--swa-full",), "swa_full", G_COMPUTE, "use full-size SWA cache", "LLAMA_ARG_SWA_FULL"),
     Flag(("--op-offload",), "op_offload", G_COMPUTE,
          "whether to offload host tensor operations to device", None, neg=("--no-op-offload",)),
+    Flag(("--kv-unified-per-slot",), "kv_unified_per_slot", G_COMPUTE,
+         "context limit per parallel slot; when set without -c/--ctx-size, the shared KV pool is sized to "
+         "n_parallel*N", "LLAMA_ARG_KV_UNIFIED_PER_SLOT", int_min(1), default="unset"),
     Flag(("-kvo", "--kv-offload"), "kv_offload", G_COMPUTE,
          "whether to enable KV cache offloading", "LLAMA_ARG_KV_OFFLOAD", neg=("-nkvo", "--no-kv-offload")),
     Flag(("-dt", "--defrag-thold"), "defrag_thold", G_COMPUTE,

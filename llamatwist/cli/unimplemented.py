@@ -39,7 +39,6 @@ UNIMPLEMENTED: Final[tuple[Unimplemented, ...]] = (
     _U("-cl --cache-list", None, SWITCH),
     _U("-lcs --lookup-cache-static", None, VALUE),
     _U("-lcd --lookup-cache-dynamic", None, VALUE),
-    _U("--kv-unified-per-slot", "LLAMA_ARG_KV_UNIFIED_PER_SLOT", VALUE),
     _U(
         "-ctxcp --ctx-checkpoints --swa-checkpoints", "LLAMA_ARG_CTX_CHECKPOINTS", VALUE
     ),

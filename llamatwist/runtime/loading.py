@@ -5,6 +5,7 @@ prefix cache a decode loop runs with, and what the HTTP side may know about them
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,8 @@ from llamatwist.runtime.slot import Slot
 from llamatwist.runtime.speculative import DraftModel
 
 __all__ = ["EngineSpec", "Loaded", "LoadedModel", "load"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class EngineSpec:
     numa: str | None = None  # --numa distribute | isolate | numactl
     special: bool = False  # -sp: generated control tokens are written as their text
     sleep_idle_seconds: float = -1  # unload the model after this long without a task (-1: never)
+    n_ctx_slot_cap: int = 0  # --kv-unified-per-slot: a slot's context at most this (0: no cap)
     mmproj_path: str | None = None  # --mmproj: the multimodal projector
     mmproj_offload: bool = True  # --no-mmproj-offload keeps the projector on the CPU
     image_min_tokens: int = -1  # --image-min-tokens / --image-max-tokens (-1: the projector's own)
@@ -126,6 +130,14 @@ def load(spec: EngineSpec) -> Loaded:
     info = model.info()
     model_id = f"{info.desc}; {info.n_params} params; {info.size} bytes; vocab {info.n_vocab}"
     n_ctx_slot = ctx.n_ctx_seq if spec.context.kv_unified else ctx.n_ctx // max(spec.n_slots, 1)
+    if spec.n_ctx_slot_cap > 0:
+        if spec.n_ctx_slot_cap < n_ctx_slot:
+            log.info("capping per-slot context (%d) to --kv-unified-per-slot (%d)", n_ctx_slot, spec.n_ctx_slot_cap)
+            n_ctx_slot = spec.n_ctx_slot_cap
+        elif spec.n_ctx_slot_cap > n_ctx_slot:
+            log.warning("--kv-unified-per-slot (%d) exceeds the per-slot pool capacity (%d) - the cap has no effect "
+                        "(raise the KV pool with -c, or unset -c to size it to n_parallel * kv_unified_per_slot)",
+                        spec.n_ctx_slot_cap, n_ctx_slot)
     slots = [Slot(id=i, n_ctx=n_ctx_slot) for i in range(spec.n_slots)]
     batch = Batch(ctx.n_batch)
     can_shift = spec.ctx_shift and ctx.can_shift()
