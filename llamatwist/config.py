@@ -192,6 +192,7 @@ class ServerConfig:
     log_colors: str = "auto"  # on | off | auto (on when stderr is a terminal)
     log_prefix: bool = True  # the level letter (llama-server's common_init turns prefix and timestamps on)
     log_timestamps: bool = True
+    log_jsonl: bool = False  # --log-jsonl: JSON lines on stdout (and in --log-file)
     perf: bool = True  # --perf/--no-perf: libllama's internal performance timings
     escape: bool = True  # -e/--no-escape: accepted; no effect on the server, as in llama-server
     # sampling defaults for requests

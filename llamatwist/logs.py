@@ -12,6 +12,7 @@ Lines look like llama.cpp's: ``I 15:04:05.123 llamatwist.engine: message``.
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import os
 import sys
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 
     from llamatwist.config import ServerConfig
 
-__all__ = ["LogFormatter", "level", "setup"]
+__all__ = ["JsonlFormatter", "LogFormatter", "level", "setup"]
 
 _LETTERS: Final = {
     logging.DEBUG: "D",
@@ -69,6 +70,26 @@ class LogFormatter(logging.Formatter):
         return head + text
 
 
+class JsonlFormatter(logging.Formatter):
+    """--log-jsonl: one JSON object a line, as llama.cpp writes it: ``type``, ``time`` (microseconds since
+    start-up, 0 with --no-log-timestamps), ``level`` (debug/info/warn/error), ``msg``."""
+
+    _LEVELS: Final = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warn",
+                      logging.ERROR: "error", logging.CRITICAL: "error"}
+
+    def __init__(self, *, timestamps: bool = True) -> None:
+        super().__init__("%(name)s: %(message)s")
+        self.timestamps = timestamps
+
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps({
+            "type": "log",
+            "time": int(record.relativeCreated * 1000) if self.timestamps else 0,
+            "level": self._LEVELS.get(record.levelno, "none"),
+            "msg": super().format(record) + "\n",
+        }, ensure_ascii=False)
+
+
 def level(config: ServerConfig) -> int:
     """The logging level for -v and -lv (llama.cpp's verbosity threshold: 3 = info)."""
     if config.verbose or config.log_verbosity >= 4:
@@ -107,12 +128,18 @@ def setup(config: ServerConfig, *, under_twistd: bool = False) -> None:
         _install(root, _ToTwisted())
         return
     colors = config.log_colors == "on" or (config.log_colors == "auto" and sys.stderr.isatty())
-    stderr = logging.StreamHandler(sys.stderr)
-    stderr.setFormatter(LogFormatter(prefix=config.log_prefix, timestamps=config.log_timestamps, colors=colors))
-    _install(root, stderr)
+    plain: logging.Formatter = LogFormatter(prefix=config.log_prefix, timestamps=config.log_timestamps)
+    if config.log_jsonl:  # llama.cpp writes JSON lines to stdout, never coloured
+        console = logging.StreamHandler(sys.stdout)
+        plain = JsonlFormatter(timestamps=config.log_timestamps)
+        console.setFormatter(plain)
+    else:
+        console = logging.StreamHandler(sys.stderr)
+        console.setFormatter(LogFormatter(prefix=config.log_prefix, timestamps=config.log_timestamps, colors=colors))
+    _install(root, console)
     if config.log_file:
         file = ReopenableFileHandler(config.log_file, mode="w", encoding="utf-8")
-        file.setFormatter(LogFormatter(prefix=config.log_prefix, timestamps=config.log_timestamps))
+        file.setFormatter(plain)
         _install(root, file)
     _bridge_twisted()
 

@@ -400,3 +400,18 @@ def test_kv_unified_per_slot_sizes_the_pool_and_caps_slots(make_server: Callable
     assert "capping per-slot context (1024) to --kv-unified-per-slot (256)" in capped.log()
     long = capped.post("/completion", {"prompt": "word " * 300, "n_predict": 1})
     assert long.status_code == 400  # over the slot's 256 tokens
+
+
+def test_log_jsonl_writes_json_lines_to_stdout(make_server: Callable[..., Server], model_path: str,
+                                               tmp_path: Path) -> None:
+    import json
+
+    log_file = tmp_path / "server.log"
+    srv = make_server("-m", model_path, *SMALL, "--log-jsonl", "--log-file", str(log_file))
+    assert srv.post("/completion", {**PROMPT, "n_predict": 1}).status_code == 200
+    lines = [json.loads(line) for line in log_file.read_text().splitlines()]
+    assert lines and all(set(e) == {"type", "time", "level", "msg"} and e["type"] == "log" for e in lines)
+    assert any(e["level"] == "info" and "model loaded" in e["msg"] for e in lines)
+    assert all(e["time"] >= 0 for e in lines) and any(e["time"] > 0 for e in lines)
+    console = [line for line in srv.log().splitlines() if line.startswith("{")]
+    assert console and json.loads(console[0])["type"] == "log"  # the console gets the same lines

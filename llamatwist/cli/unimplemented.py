@@ -80,7 +80,6 @@ UNIMPLEMENTED: Final[tuple[Unimplemented, ...]] = (
         "LLAMA_ARG_SKIP_CHAT_PARSING",
         BOOL,
     ),
-    _U("--log-jsonl --no-log-jsonl", "LLAMA_ARG_LOG_JSONL", BOOL),
     _U("--log-prompts-dir", None, VALUE),
     _U("--spec-synth-len", "LLAMA_ARG_SPEC_SYNTH_LEN", VALUE),
     _U("--spec-synth-rates", "LLAMA_ARG_SPEC_SYNTH_RATES", VALUE),
