@@ -176,6 +176,7 @@ class ServerConfig:
     json_schema: str | None = None  # JSON text
     json_schema_file: str | None = None
     chat_template_kwargs: dict[str, object] = field(default_factory=dict)
+    reasoning_preserve: bool = True  # --reasoning-preserve: the template's preserve_reasoning kwarg
     # reasoning (thinking) output
     reasoning_format: str = "auto"  # none | auto | deepseek | deepseek-legacy
     reasoning: str = "auto"  # -rea on|off|auto: enable_thinking for the template (auto: the template decides)

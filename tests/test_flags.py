@@ -415,3 +415,23 @@ def test_log_jsonl_writes_json_lines_to_stdout(make_server: Callable[..., Server
     assert all(e["time"] >= 0 for e in lines) and any(e["time"] > 0 for e in lines)
     console = [line for line in srv.log().splitlines() if line.startswith("{")]
     assert console and json.loads(console[0])["type"] == "log"  # the console gets the same lines
+
+
+def test_reasoning_preserve_reaches_the_template(make_server: Callable[..., Server], model_path: str,
+                                                 tmp_path: Path) -> None:
+    template = tmp_path / "t.jinja"
+    template.write_text("{% for m in messages %}{{ m.content }}{% endfor %}[preserve={{ preserve_reasoning }}]")
+    body = {"messages": [{"role": "user", "content": "hi"}]}
+    on = make_server("-m", model_path, *SMALL, "--jinja", "--chat-template-file", str(template))
+    off = make_server("-m", model_path, *SMALL, "--jinja", "--chat-template-file", str(template),
+                      "--no-reasoning-preserve")
+    assert on.post("/apply-template", body).json()["prompt"].endswith("[preserve=True]")
+    assert off.post("/apply-template", body).json()["prompt"].endswith("[preserve=False]")
+
+
+def test_vision_presets_are_llama_servers() -> None:
+    from llamatwist.cli import parse_config
+
+    c = parse_config(["--vision-gemma-4b-default"], {})
+    assert (c.hf_repo, c.port, c.n_ctx, c.jinja) == ("ggml-org/gemma-3-4b-it-qat-GGUF", 8014, 0, True)
+    assert parse_config(["--vision-gemma-12b-default"], {}).hf_repo == "ggml-org/gemma-3-12b-it-qat-GGUF"

@@ -141,7 +141,8 @@ def build_formatter(
         prefill_assistant=config.prefill_assistant,
         add_bos=add_bos,
         add_eos=add_eos,
-        cli_kwargs={"preserve_reasoning": True, **_reasoning_kwargs(config), **config.chat_template_kwargs},
+        cli_kwargs={"preserve_reasoning": config.reasoning_preserve, **_reasoning_kwargs(config),
+                    **config.chat_template_kwargs},
         reasoning=ReasoningDefaults(config.reasoning_format, config.reasoning_budget,
                                     config.reasoning_budget_message),
     )

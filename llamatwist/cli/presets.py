@@ -40,6 +40,10 @@ MODEL_PRESETS: Final[dict[str, tuple[str, dict[str, Any]]]] = {
                             "weights from the internet)"), _fim("Qwen2.5-Coder-14B") | _QWEN_DRAFT),
     "--fim-qwen-30b-default": (("use default Qwen 3 Coder 30B A3B Instruct (note: can download weights from the "
                                "internet)"), _fim("Qwen3-Coder-30B-A3B-Instruct")),
+    "--vision-gemma-4b-default": ("use Gemma 3 4B QAT (note: can download weights from the internet)", {
+        "hf_repo": "ggml-org/gemma-3-4b-it-qat-GGUF", "port": 8014, "n_ctx": 0, "jinja": True}),
+    "--vision-gemma-12b-default": ("use Gemma 3 12B QAT (note: can download weights from the internet)", {
+        "hf_repo": "ggml-org/gemma-3-12b-it-qat-GGUF", "port": 8014, "n_ctx": 0, "jinja": True}),
     "--gpt-oss-20b-default": ("use gpt-oss-20b (note: can download weights from the internet)", {
         "hf_repo": "ggml-org/gpt-oss-20b-GGUF", "hf_file": "gpt-oss-20b-mxfp4.gguf", **_GPT_OSS}),
     "--gpt-oss-120b-default": ("use gpt-oss-120b (note: can download weights from the internet)", {

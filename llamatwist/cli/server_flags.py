@@ -147,6 +147,9 @@ SERVER: Final[tuple[Flag, ...]] = (
          "json object string, e.g. '{\"key1\":\"value1\",\"key2\":\"value2\"}'",
          "LLAMA_ARG_CHAT_TEMPLATE_KWARGS", json_object, metavar="STRING",
          default="none"),
+    Flag(("--reasoning-preserve",), "reasoning_preserve", G_CHAT,
+         "preserve reasoning trace in the full history, not just the last assistant message (templates with the "
+         "'preserve_reasoning' capability)", "LLAMA_ARG_REASONING_PRESERVE", neg=("--no-reasoning-preserve",)),
     Flag(("--reasoning-format",), "reasoning_format", G_CHAT,
          "how thinking is returned: none (left in message.content), deepseek (in "
          "message.reasoning_content), deepseek-legacy (in both), auto (as deepseek)",

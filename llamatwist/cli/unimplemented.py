@@ -71,11 +71,6 @@ UNIMPLEMENTED: Final[tuple[Unimplemented, ...]] = (
     _U("--models-max", "LLAMA_ARG_MODELS_MAX", VALUE),
     _U("--models-autoload --no-models-autoload", "LLAMA_ARG_MODELS_AUTOLOAD", BOOL),
     _U(
-        "--reasoning-preserve --no-reasoning-preserve",
-        "LLAMA_ARG_REASONING_PRESERVE",
-        BOOL,
-    ),
-    _U(
         "--skip-chat-parsing --no-skip-chat-parsing",
         "LLAMA_ARG_SKIP_CHAT_PARSING",
         BOOL,
@@ -101,7 +96,5 @@ UNIMPLEMENTED: Final[tuple[Unimplemented, ...]] = (
     _U("--spec-ngram-size-n", None, VALUE),
     _U("--spec-ngram-size-m", None, VALUE),
     _U("--spec-ngram-min-hits", None, VALUE),
-    _U("--vision-gemma-4b-default", None, SWITCH),
-    _U("--vision-gemma-12b-default", None, SWITCH),
     _U("--spec-default", None, SWITCH),
 )
