@@ -38,6 +38,7 @@ class ServerConfig:
     mmproj_offload: bool = True  # --no-mmproj-offload
     image_min_tokens: int = -1
     image_max_tokens: int = -1
+    mtmd_batch_max_tokens: int = 1024
     offline: bool = False  # never touch the network: -mu's file must be there already
     hf_repo: str | None = None  # -hf <user>/<model>[:quant], from the Hugging Face hub cache
     hf_file: str | None = None  # -hff: this file of the repository rather than the quant's

@@ -365,6 +365,7 @@ def engine_spec(config: ServerConfig, model_path: str) -> EngineSpec:
         mmproj_offload=config.mmproj_offload,
         image_min_tokens=config.image_min_tokens,
         image_max_tokens=config.image_max_tokens,
+        mtmd_batch_max_tokens=config.mtmd_batch_max_tokens,
     )
 
 

@@ -65,6 +65,10 @@ COMMON: Final[tuple[Flag, ...]] = (
     Flag(("--image-max-tokens",), "image_max_tokens", G_MODEL,
          "maximum number of tokens each image can take, only used by vision models with dynamic resolution",
          "LLAMA_ARG_IMAGE_MAX_TOKENS", int_min(1), default="read from model"),
+    Flag(("--mtmd-batch-max-tokens",), "mtmd_batch_max_tokens", G_MODEL,
+         "maximum number of image tokens per batch when encoding images (passed to libmtmd; llamatwist encodes one "
+         "media chunk per decode step, so it does not batch several images)", "LLAMA_ARG_MTMD_BATCH_MAX_TOKENS",
+         int_min(1), default="1024"),
     Flag(("--offline",), "offline", G_MODEL, "offline mode: forces use of the cache, prevents network access",
          "LLAMA_ARG_OFFLINE"),
     Flag(("-hf", "-hfr", "--hf-repo"), "hf_repo", G_MODEL,

@@ -44,7 +44,6 @@ UNIMPLEMENTED: Final[tuple[Unimplemented, ...]] = (
     ),
     _U("-cms --checkpoint-min-step", "LLAMA_ARG_CHECKPOINT_MIN_SPACING_NT", VALUE),
     _U("-mmdev --mmproj-device", "MTMD_BACKEND_DEVICE", VALUE),
-    _U("--mtmd-batch-max-tokens", "LLAMA_ARG_MTMD_BATCH_MAX_TOKENS", VALUE),
     _U("--video-fps", "LLAMA_ARG_VIDEO_FPS", VALUE),
     _U("--video-timestamp-interval", "LLAMA_ARG_VIDEO_TIMESTAMP_INTERVAL", VALUE),
     _U("--video-ffmpeg-dir", "LLAMA_ARG_VIDEO_FFMPEG_DIR", VALUE),

@@ -68,7 +68,8 @@ class Projector:
     """Owns an ``mtmd_context`` for a loaded text model."""
 
     def __init__(self, path: str, model: Model, *, n_threads: int, use_gpu: bool = True,
-                 image_min_tokens: int = -1, image_max_tokens: int = -1, flash_attn: int = -1) -> None:
+                 image_min_tokens: int = -1, image_max_tokens: int = -1, flash_attn: int = -1,
+                 batch_max_tokens: int = 1024) -> None:
         if not os.path.isfile(path):
             raise ModelLoadError(f"multimodal projector file not found: {path}")
         params = lib.mtmd_context_params_default()
@@ -77,6 +78,7 @@ class Projector:
         params.n_threads = n_threads
         params.warmup = False  # the first image pays for graph setup, as llama-server's --no-warmup
         params.flash_attn_type = flash_attn
+        params.batch_max_tokens = batch_max_tokens
         if image_min_tokens > 0:
             params.image_min_tokens = image_min_tokens
         if image_max_tokens > 0:

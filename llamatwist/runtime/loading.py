@@ -57,6 +57,7 @@ class EngineSpec:
     mmproj_offload: bool = True  # --no-mmproj-offload keeps the projector on the CPU
     image_min_tokens: int = -1  # --image-min-tokens / --image-max-tokens (-1: the projector's own)
     image_max_tokens: int = -1
+    mtmd_batch_max_tokens: int = 1024  # --mtmd-batch-max-tokens
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,8 @@ def load(spec: EngineSpec) -> Loaded:
     if spec.mmproj_path:
         projector = Projector(spec.mmproj_path, model, n_threads=spec.context.n_threads,
                               use_gpu=spec.mmproj_offload, image_min_tokens=spec.image_min_tokens,
-                              image_max_tokens=spec.image_max_tokens, flash_attn=spec.context.flash_attn)
+                              image_max_tokens=spec.image_max_tokens, flash_attn=spec.context.flash_attn,
+                              batch_max_tokens=spec.mtmd_batch_max_tokens)
         if projector.mrope:
             projector.close()
             raise ModelLoadError(f"multimodal projector {spec.mmproj_path}: M-RoPE models (Qwen2-VL and kin) are "
