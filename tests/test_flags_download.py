@@ -255,3 +255,18 @@ def test_hf_repo_brings_its_projector_unless_no_mmproj(tmp_path: Path, model_pat
     assert props["model_path"].endswith("vlm-Q4_1.gguf") and props["modalities"]["vision"] is True
     plain = make_server(*args, "--no-mmproj", command=command)
     assert plain.get("/props").json()["modalities"]["vision"] is False
+
+
+def test_cache_list_shows_the_hub_cache_and_downloads(tmp_path: Path, model_path: str) -> None:
+    _hub_repo(tmp_path / "hf", "user/some-GGUF", {"some-Q4_K_M.gguf": Path(model_path),
+                                                   "mmproj-some.gguf": b"GGUF", "notes.txt": b"x"})
+    (tmp_path / "lt" / "models").mkdir(parents=True)
+    (tmp_path / "lt" / "models" / "fetched.gguf").write_bytes(b"GGUF")
+    proc = run("-m", "llamatwist", "-cl", env={"HF_HOME": str(tmp_path / "hf"),
+                                               "LLAMATWIST_CACHE_DIR": str(tmp_path / "lt")})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "number of models in cache: 2",
+        "   1. user/some-GGUF:some-Q4_K_M.gguf",  # projectors and other files are not models
+        f"   2. {tmp_path}/lt/models/fetched.gguf",
+    ]

@@ -48,6 +48,19 @@ def _is_model(path: str) -> bool:
     return split is None or int(split.group(1)) == 1
 
 
+def cached_models(models_dir: Path) -> list[str]:
+    """-cl/--cache-list: the Hugging Face cache's model files (``user/repo:file``, as -hf/-hff name them) and
+    the GGUF files in llamatwist's own model cache (-mu downloads, the default model)."""
+    out = []
+    root = hub_cache()
+    for repo_dir in sorted(root.glob("models--*")):
+        repo = repo_dir.name.removeprefix("models--").replace("--", "/", 1)
+        names = {p.name for p in repo_dir.glob("snapshots/*/**/*.gguf") if _is_model(str(p))}
+        out += [f"{repo}:{name}" for name in sorted(names)]
+    out += [str(p) for p in sorted(models_dir.glob("*.gguf")) if _is_model(str(p))]
+    return out
+
+
 def best_file(files: Iterable[str], tag: str) -> str | None:
     files = sorted(files)
     for t in [tag] if tag else ["Q4_K_M", "Q8_0"]:

@@ -110,7 +110,7 @@ class _Completion(argparse.Action):
         values: Any,
         option_string: str | None = None,
     ) -> NoReturn:
-        names = ["-h", "--help", "--usage", "--version", "--completion-bash", "--list-devices"]
+        names = ["-h", "--help", "--usage", "--version", "--completion-bash", "--list-devices", "-cl", "--cache-list"]
         for flag in FLAGS:
             names += [*flag.names, *flag.neg]
         sys.stdout.write(completion_script([*names, *PRESETS, *MODEL_PRESETS]))
@@ -135,6 +135,27 @@ class _ListDevices(argparse.Action):
         lines = ["Available devices:"]
         lines += [f"  {d.name}: {d.description} ({d.total // mib} MiB, {d.free // mib} MiB free)" for d in found]
         sys.stdout.write("\n".join(lines if found else [*lines, "  (none)"]) + "\n")
+        sys.stdout.flush()
+        raise SystemExit(0)
+
+
+class _CacheList(argparse.Action):
+    """-cl/--cache-list: llama-server's list of the models in the cache, then exit."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> NoReturn:
+        from llamatwist.cli.hf import cached_models
+        from llamatwist.models import cache_dir
+
+        models = cached_models(cache_dir() / "models")
+        lines = [f"number of models in cache: {len(models)}"]
+        lines += [f"{i:4d}. {m}" for i, m in enumerate(models, 1)]
+        sys.stdout.write("\n".join(lines) + "\n")
         sys.stdout.flush()
         raise SystemExit(0)
 
@@ -217,6 +238,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     )
     general.add_argument(
         "--list-devices", action=_ListDevices, nargs=0, help="print list of available devices and exit",
+    )
+    general.add_argument(
+        "-cl", "--cache-list", action=_CacheList, nargs=0, help="show list of models in cache",
     )
     general.add_argument(
         "--completion-bash", action=_Completion, nargs=0,
