@@ -17,6 +17,7 @@ from llamatwist.native.binding import (
     backend_init,
     ffi,
     lib,
+    native_errors,
     remove_log_listener,
 )
 
@@ -395,21 +396,11 @@ class Model:
         return out
 
     def load_lora(self, path: str) -> LoraAdapter:
-        errors: list[str] = []
-
-        def capture(level: int, line: str) -> None:
-            if level >= logging.ERROR:
-                errors.append(line.strip())
-
-        with _load_lock:
-            add_log_listener(capture)
-            try:
-                ptr = lib.llama_adapter_lora_init(self.ptr, os.fsencode(path))
-            finally:
-                remove_log_listener(capture)
+        with native_errors() as errors:
+            ptr = lib.llama_adapter_lora_init(self.ptr, os.fsencode(path))
         if ptr == ffi.NULL:
             # libllama says why (wrong architecture, "incorrect shape (hint: maybe wrong base model?)", ...)
-            detail = "; ".join(e for e in errors if e)
+            detail = "; ".join(errors)
             raise ModelLoadError(f"failed to load LoRA adapter {path}" + (f": {detail}" if detail else ""))
         return LoraAdapter(ffi.gc(ptr, lib.llama_adapter_lora_free), path, self)
 

@@ -13,9 +13,7 @@ matches the same image again and never a different one.
 
 from __future__ import annotations
 
-import logging
 import os
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,11 +22,10 @@ from llamatwist.engine.context import Context
 from llamatwist.engine.errors import DecodeError, ModelLoadError
 from llamatwist.engine.model import Model
 from llamatwist.media import MediaInput
-from llamatwist.native.binding import add_log_listener, ffi, lib, remove_log_listener
+from llamatwist.native.binding import ffi, lib, native_errors
 
 __all__ = ["MediaChunk", "MediaSpan", "Projector", "ProjectorError", "placeholder_ids"]
 
-_init_lock = threading.Lock()  # one init at a time may capture native log lines for its error message
 _PLACEHOLDER_RANGE = 2**31 - 3  # placeholder ids are -2 .. -(2**31 - 2): -1 stays "no token"
 
 
@@ -83,20 +80,10 @@ class Projector:
             params.image_min_tokens = image_min_tokens
         if image_max_tokens > 0:
             params.image_max_tokens = image_max_tokens
-        errors: list[str] = []
-
-        def capture(level: int, line: str) -> None:
-            if level >= logging.ERROR:
-                errors.append(line.strip())
-
-        with _init_lock:
-            add_log_listener(capture)
-            try:
-                ptr = lib.mtmd_init_from_file(path.encode(), model.ptr, params)
-            finally:
-                remove_log_listener(capture)
+        with native_errors() as errors:
+            ptr = lib.mtmd_init_from_file(path.encode(), model.ptr, params)
         if ptr == ffi.NULL:
-            detail = "; ".join(e for e in errors if e)[-500:]
+            detail = "; ".join(errors)[-500:]
             raise ModelLoadError(f"multimodal projector {path} cannot be loaded for this model"
                                  + (f": {detail}" if detail else ""))
         self._ptr: Any = ptr

@@ -16,16 +16,18 @@ the extension's dependencies to them by soname.  Used by
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
 import re
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 __all__ = ["LIB_DIR_ENV", "NativeUnavailable", "add_log_listener", "backend_init", "ffi", "lib",
-           "native_lib_override", "remove_log_listener"]
+           "native_errors", "native_lib_override", "remove_log_listener"]
 
 LIB_DIR_ENV = "LLAMATWIST_NATIVE_LIB_DIR"
 _SHLIB_RE = re.compile(r"lib[^/]+\.(so(\.\d+)*|(\d+\.)*dylib)")
@@ -115,6 +117,26 @@ def add_log_listener(listener: Any) -> None:
 def remove_log_listener(listener: Any) -> None:
     if listener in _listeners:
         _listeners.remove(listener)
+
+
+_capture_lock = threading.Lock()  # one capture at a time: a line belongs to the call that logged it
+
+
+@contextlib.contextmanager
+def native_errors() -> Iterator[list[str]]:
+    """The error lines libllama / libmtmd log while the block runs (a failed load's cause, for its message)."""
+    errors: list[str] = []
+
+    def capture(level: int, line: str) -> None:
+        if level >= logging.ERROR and line.strip():
+            errors.append(line.strip())
+
+    with _capture_lock:
+        add_log_listener(capture)
+        try:
+            yield errors
+        finally:
+            remove_log_listener(capture)
 
 
 def backend_init() -> None:
