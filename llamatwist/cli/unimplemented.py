@@ -30,6 +30,14 @@ _U = Unimplemented
 _NO_SPEECH = ("the server has no speech route (text to speech is llama-tts's, not llama-server's), so it loads "
               "no vocoder")
 
+_NO_RPC = "this build has no RPC backend (ggml-rpc): llamatwist runs the model in its own process"
+_NO_DOCKER = "models from Docker Hub are not fetched: use -hf (Hugging Face) or -mu (a URL)"
+_NO_ROUTER = ("router mode (several models behind one server) is not supported: run one llamatwist per model, "
+              "behind nginx for one address (packaging/nginx)")
+_NO_FIT = ("fitting unset parameters to device memory is not supported: set -c and -ngl (a model too large for "
+           "memory is a start-up error naming the sizes)")
+_NO_UI_CONFIG = "the built-in web UI takes no server-side configuration: its settings live in the browser"
+
 UNIMPLEMENTED: Final[tuple[Unimplemented, ...]] = (
     # older llama-server's text-to-speech flags (no longer in the pinned source)
     _U("-mv --model-vocoder", None, VALUE, _NO_SPEECH),
@@ -46,14 +54,14 @@ UNIMPLEMENTED: Final[tuple[Unimplemented, ...]] = (
     _U("--video-fps", "LLAMA_ARG_VIDEO_FPS", VALUE),
     _U("--video-timestamp-interval", "LLAMA_ARG_VIDEO_TIMESTAMP_INTERVAL", VALUE),
     _U("--video-ffmpeg-dir", "LLAMA_ARG_VIDEO_FFMPEG_DIR", VALUE),
-    _U("--rpc", "LLAMA_ARG_RPC", VALUE),
+    _U("--rpc", "LLAMA_ARG_RPC", VALUE, _NO_RPC),
     _U("-lzm --lazy-mode", "LLAMA_ARG_LAZY_MODE", VALUE),
-    _U("-fit --fit", "LLAMA_ARG_FIT", VALUE),
-    _U("-fitt --fit-target", "LLAMA_ARG_FIT_TARGET", VALUE),
-    _U("-fitc --fit-ctx", "LLAMA_ARG_FIT_CTX", VALUE),
-    _U("-dr --docker-repo", "LLAMA_ARG_DOCKER_REPO", VALUE),
-    _U("--ui-config --webui-config", "LLAMA_ARG_UI_CONFIG", VALUE),
-    _U("--ui-config-file --webui-config-file", "LLAMA_ARG_UI_CONFIG_FILE", VALUE),
+    _U("-fit --fit", "LLAMA_ARG_FIT", VALUE, _NO_FIT),
+    _U("-fitt --fit-target", "LLAMA_ARG_FIT_TARGET", VALUE, _NO_FIT),
+    _U("-fitc --fit-ctx", "LLAMA_ARG_FIT_CTX", VALUE, _NO_FIT),
+    _U("-dr --docker-repo", "LLAMA_ARG_DOCKER_REPO", VALUE, _NO_DOCKER),
+    _U("--ui-config --webui-config", "LLAMA_ARG_UI_CONFIG", VALUE, _NO_UI_CONFIG),
+    _U("--ui-config-file --webui-config-file", "LLAMA_ARG_UI_CONFIG_FILE", VALUE, _NO_UI_CONFIG),
     _U(
         "--ui-mcp-proxy --webui-mcp-proxy --no-ui-mcp-proxy --no-webui-mcp-proxy",
         "LLAMA_ARG_UI_MCP_PROXY",
@@ -64,10 +72,10 @@ UNIMPLEMENTED: Final[tuple[Unimplemented, ...]] = (
     _U("--mcp-servers-config", "LLAMA_ARG_MCP_SERVERS_CONFIG", VALUE),
     _U("--mcp-servers-json", "LLAMA_ARG_MCP_SERVERS_JSON", VALUE),
     _U("-ag --agent -no-ag --no-agent", "LLAMA_ARG_AGENT", BOOL),
-    _U("--models-dir", "LLAMA_ARG_MODELS_DIR", VALUE),
-    _U("--models-preset", "LLAMA_ARG_MODELS_PRESET", VALUE),
-    _U("--models-max", "LLAMA_ARG_MODELS_MAX", VALUE),
-    _U("--models-autoload --no-models-autoload", "LLAMA_ARG_MODELS_AUTOLOAD", BOOL),
+    _U("--models-dir", "LLAMA_ARG_MODELS_DIR", VALUE, _NO_ROUTER),
+    _U("--models-preset", "LLAMA_ARG_MODELS_PRESET", VALUE, _NO_ROUTER),
+    _U("--models-max", "LLAMA_ARG_MODELS_MAX", VALUE, _NO_ROUTER),
+    _U("--models-autoload --no-models-autoload", "LLAMA_ARG_MODELS_AUTOLOAD", BOOL, _NO_ROUTER),
     _U(
         "--skip-chat-parsing --no-skip-chat-parsing",
         "LLAMA_ARG_SKIP_CHAT_PARSING",
