@@ -457,6 +457,55 @@ def _vulkan_missing() -> list[str]:
     return missing
 
 
+# ggml-vulkan always chains a VkLayerSettingsCreateInfoEXT into instance creation (the validation layer
+# reads it; nothing else does), and VK_EXT_layer_settings is newer than some distributions' Vulkan-Headers
+# (Debian 12: 1.3.239).  For those, a vulkan/vulkan.hpp placed first on the include path includes the real
+# one and declares the three missing names with the C layout of the extension's structures; the loader
+# and drivers skip the unknown pNext entry.  Only translation units including vulkan.hpp see it.
+VULKAN_LAYER_SETTINGS_SHIM = """\
+// Written by llamatwist's build_native.py: these Vulkan-Headers predate VK_EXT_layer_settings.
+#pragma once
+#include_next <vulkan/vulkan.hpp>
+#ifndef VK_EXT_layer_settings
+namespace vk {
+enum class LayerSettingTypeEXT : int32_t { eBool32, eInt32, eInt64, eUint32, eUint64, eFloat32, eFloat64, eString };
+struct LayerSettingEXT {  // VkLayerSettingEXT
+    const char * pLayerName;
+    const char * pSettingName;
+    LayerSettingTypeEXT type;
+    uint32_t valueCount;
+    const void * pValues;
+};
+struct LayerSettingsCreateInfoEXT {  // VkLayerSettingsCreateInfoEXT
+    int32_t sType = 1000496000;  // VK_STRUCTURE_TYPE_LAYER_SETTINGS_CREATE_INFO_EXT
+    const void * pNext = nullptr;
+    uint32_t settingCount;
+    const LayerSettingEXT * pSettings;
+    LayerSettingsCreateInfoEXT(const std::vector<LayerSettingEXT> & settings)
+        : settingCount(static_cast<uint32_t>(settings.size())), pSettings(settings.data()) {}
+};
+}  // namespace vk
+#endif
+"""
+
+
+def _vulkan_core_header() -> Path | None:
+    return next((h for p in _vulkan_prefixes() if (h := p / "include" / "vulkan" / "vulkan_core.h").is_file()), None)
+
+
+def vulkan_compat_args(build_dir: Path) -> list[str]:
+    """CMake arguments that let ggml-vulkan compile against Vulkan-Headers without VK_EXT_layer_settings
+    (none for newer headers)."""
+    header = _vulkan_core_header()
+    if header is None or "VK_EXT_layer_settings" in header.read_text(errors="replace"):
+        return []
+    shim = build_dir / "vulkan-compat"
+    (shim / "vulkan").mkdir(parents=True, exist_ok=True)
+    (shim / "vulkan" / "vulkan.hpp").write_text(VULKAN_LAYER_SETTINGS_SHIM)
+    _log(f"{header} predates VK_EXT_layer_settings: compiling with the declarations in {shim}")
+    return [f"-DCMAKE_CXX_FLAGS=-I{shim}"]
+
+
 def _backend_missing(backend: str) -> tuple[list[str], list[str]]:
     """(missing pieces of the backend's own toolchain, the CMake arguments it implies)."""
     if backend == "cuda":
@@ -652,6 +701,8 @@ def _build(*, src: Path, build_dir: Path, prefix: Path, toolchain: Toolchain, ba
              for name in ("cuda", "vulkan", "metal")]
     if cpu_options is not None:
         args += ["-DGGML_NATIVE=OFF", *(f"-D{k}={'ON' if v else 'OFF'}" for k, v in cpu_options.items())]
+    if backend == "vulkan":
+        args += vulkan_compat_args(build_dir)
     args += [*toolchain.cmake_args, *cmake_args]  # the caller's arguments win
     enabled = [k.removeprefix("GGML_") for k, v in (cpu_options or {}).items() if v]
     _log(f"configuring {backend} build {prefix.name} (cpu: {' '.join(enabled) or 'ggml native detection'})")

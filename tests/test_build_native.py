@@ -376,10 +376,75 @@ def test_vulkan_from_environment_is_the_cli_build(monkeypatch: pytest.MonkeyPatc
     env_key, env_args = _configure_args(monkeypatch, tmp_path / "env", env={"LLAMATWIST_BACKEND": "vulkan"})
     cli_key, cli_args = _configure_args(monkeypatch, tmp_path / "cli", backend="vulkan")
     assert env_key == cli_key and env_key.startswith("vulkan-")
-    assert cli_args[cli_args.index("-B") + 2:] == env_args[env_args.index("-B") + 2:]
+    def same(args: list[str]) -> list[str]:  # less the paths under each run's own cache
+        return [a for a in args[args.index("-B") + 2:] if str(tmp_path) not in a]
+
+    assert same(cli_args) == same(env_args)
     assert "-DGGML_VULKAN=ON" in cli_args and "-DGGML_CUDA=OFF" in cli_args and "-DGGML_METAL=OFF" in cli_args
     cpu_key, _ = _configure_args(monkeypatch, tmp_path / "cpu")
     assert cpu_key.startswith("cpu-") and cpu_key != cli_key
     # Not built yet: build=False says what to run instead of compiling.
     with pytest.raises(bn.NativeBuildError, match=r"not in the cache .*`python build_native.py --backend vulkan`"):
         bn.ensure_native(backend="vulkan", build=False)
+
+
+def _vulkan_prefix(root: Path, core_header: str) -> Path:
+    (root / "include" / "vulkan").mkdir(parents=True)
+    (root / "include" / "vulkan" / "vulkan_core.h").write_text(core_header)
+    return root
+
+
+def test_vulkan_shim_only_for_headers_without_layer_settings(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VULKAN_SDK", raising=False)
+    monkeypatch.delenv("CMAKE_PREFIX_PATH", raising=False)
+    old = _vulkan_prefix(tmp_path / "old", "#define VK_HEADER_VERSION 239\n")
+    new = _vulkan_prefix(tmp_path / "new", "#define VK_HEADER_VERSION 309\n#define VK_EXT_layer_settings 1\n")
+    monkeypatch.setattr(bn, "SYSTEM_PREFIXES", (old,))
+    build_dir = tmp_path / "build"
+    assert bn.vulkan_compat_args(build_dir) == [f"-DCMAKE_CXX_FLAGS=-I{build_dir / 'vulkan-compat'}"]
+    shim = (build_dir / "vulkan-compat" / "vulkan" / "vulkan.hpp").read_text()
+    assert shim.startswith("// Written by llamatwist") and "#include_next <vulkan/vulkan.hpp>" in shim
+    # Newer headers first (an SDK or CMAKE_PREFIX_PATH, as CMake searches them): no shim.
+    monkeypatch.setenv("CMAKE_PREFIX_PATH", str(new))
+    assert bn.vulkan_compat_args(tmp_path / "build2") == []
+    assert not (tmp_path / "build2").exists()
+
+
+# The pinned ggml-vulkan.cpp's use of VK_EXT_layer_settings (ggml_vk_instance_init), verbatim in substance.
+_LAYER_SETTINGS_USE = """\
+#include <vulkan/vulkan.hpp>
+vk::Instance make(bool layer_settings) {
+    vk::ApplicationInfo app_info{ "ggml-vulkan", 1, nullptr, 0, VK_API_VERSION_1_2 };
+    std::vector<const char*> layers, extensions;
+    VkBool32 enable_best_practice = layer_settings;
+    std::vector<vk::LayerSettingEXT> settings = {
+        { "VK_LAYER_KHRONOS_validation", "validate_best_practices", vk::LayerSettingTypeEXT::eBool32, 1,
+          &enable_best_practice },
+    };
+    vk::LayerSettingsCreateInfoEXT layer_setting_info(settings);
+    vk::InstanceCreateInfo instance_create_info(vk::InstanceCreateFlags{}, &app_info, layers, extensions,
+                                                &layer_setting_info);
+    static_assert(sizeof(vk::LayerSettingsCreateInfoEXT) == 32 && sizeof(vk::LayerSettingEXT) == 32);
+    return vk::createInstance(instance_create_info);
+}
+"""
+
+
+@pytest.mark.skipif(not Path("/usr/include/vulkan/vulkan.hpp").is_file() or shutil.which("c++") is None,
+                    reason="needs a C++ compiler and the system Vulkan headers (libvulkan-dev)")
+def test_vulkan_shim_compiles_ggml_vulkans_layer_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VULKAN_SDK", raising=False)
+    monkeypatch.delenv("CMAKE_PREFIX_PATH", raising=False)
+    monkeypatch.setattr(bn, "SYSTEM_PREFIXES", (Path("/usr"),))
+    src = tmp_path / "use.cpp"
+    src.write_text(_LAYER_SETTINGS_USE)
+    args = bn.vulkan_compat_args(tmp_path / "build")
+    flags = [a.removeprefix("-DCMAKE_CXX_FLAGS=") for a in args]
+    proc = subprocess.run(["c++", "-std=gnu++17", "-fsyntax-only", *flags, str(src)],
+                          check=False, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    if args:  # these headers lack the extension: without the shim the same code does not compile
+        proc = subprocess.run(["c++", "-std=gnu++17", "-fsyntax-only", str(src)],
+                              check=False, capture_output=True, text=True, timeout=240)
+        assert proc.returncode != 0 and "LayerSettingEXT" in proc.stderr
