@@ -16,8 +16,10 @@ correctness check, not a benchmark.  On one machine::
    ``LLAMATWIST_VULKAN_LIB_DIR``;
 2. runs the installed llamatwist on it through ``LLAMATWIST_NATIVE_LIB_DIR``
    (``llamatwist/native/binding.py`` loads that build's libraries first; same
-   llama.cpp source, so the installed cffi extension fits): ``--list-devices``
-   and ``--version`` must show the Vulkan device;
+   llama.cpp source, so the installed cffi extension fits) with
+   ``GGML_VK_VISIBLE_DEVICES=0`` (ggml-vulkan ignores CPU-type Vulkan devices
+   such as lavapipe unless named): ``--list-devices`` and ``--version`` must
+   show the Vulkan device;
 3. greedy-decodes the same prompts on the F32 test model (``tests/models.py``:
    outputs that do not depend on batch layout) on the CPU build and on the
    Vulkan build with ``-ngl 99``, token by token; where they part, prints both
@@ -52,6 +54,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 LIB_DIR_ENV = "LLAMATWIST_NATIVE_LIB_DIR"  # read by llamatwist/native/binding.py
 VULKAN_ENV = "LLAMATWIST_VULKAN_LIB_DIR"  # a Vulkan build elsewhere than the cache
+#: ggml-vulkan skips CPU-type devices (lavapipe is one) unless they are named: device 0 is the only one here
+VULKAN_VARS = {"GGML_VK_VISIBLE_DEVICES": os.environ.get("GGML_VK_VISIBLE_DEVICES", "0")}
 #: the F32 model's bit-exact settings (tests/test_speculative.py): F32 KV, no flash attention
 EXACT = ("-fa", "off", "-ctk", "f32", "-ctv", "f32")
 PROMPTS = (
@@ -93,7 +97,7 @@ def vulkan_lib_dir(build: bool = False, jobs: int | None = None) -> Path:
 
 def vulkan_env(lib_dir: Path) -> dict[str, str]:
     """The environment that runs llamatwist on the Vulkan build."""
-    return {**os.environ, LIB_DIR_ENV: str(lib_dir)}
+    return {**os.environ, **VULKAN_VARS, LIB_DIR_ENV: str(lib_dir)}
 
 
 def run_cli(lib_dir: Path | None, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -203,11 +207,13 @@ def _report(lib_dir: Path, prompts: Sequence[str], n_tokens: int) -> bool:
     common = ["-m", model, "-c", "1024", "-np", "1", "-t", "2", *EXACT]
     started = time.monotonic()
     cpu = Server(common)
-    os.environ[LIB_DIR_ENV] = str(lib_dir)  # the Vulkan server inherits it
+    saved = dict(os.environ)
+    os.environ.update(vulkan_env(lib_dir))  # the Vulkan server inherits it
     try:
         gpu = Server([*common, "-ngl", "99"])
     finally:
-        del os.environ[LIB_DIR_ENV]
+        os.environ.clear()
+        os.environ.update(saved)
     try:
         print(f"servers up in {time.monotonic() - started:.1f} s; /props offload on Vulkan:",
               gpu.get("/props").json()["offload"]["layers_offloaded"], "layers")
