@@ -465,6 +465,7 @@ def _vulkan_missing() -> list[str]:
 VULKAN_LAYER_SETTINGS_SHIM = """\
 // Written by llamatwist's build_native.py: these Vulkan-Headers predate VK_EXT_layer_settings.
 #pragma once
+#pragma GCC system_header  // no -Wpedantic note for #include_next (GCC and Clang)
 #include_next <vulkan/vulkan.hpp>
 #ifndef VK_EXT_layer_settings
 namespace vk {
