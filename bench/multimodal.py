@@ -1,7 +1,7 @@
 """Multimodal cost (issue 16): time to first token with an image, cold and cached, and what image requests
 cost text clients.
 
-Against one ``-np 4`` server with the generated vision model (scripts/make_vision_model.py: the default text
+Against one ``-np 5`` server with the generated vision model (scripts/make_vision_model.py: the default text
 model and a random-weight LLaVA projector, 16 tokens per 32x32 image):
 
 * TTFT: ``n_predict 1`` requests with an image never seen before (cold: preprocessing, encoding, decoding the
@@ -28,7 +28,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench.common import default_threads, machine_info, resolve_model, write_json
+from bench.common import default_threads, machine_info, resolve_model, wait_quiet, write_json
 from bench.loadgen import run_load, spawn_server
 
 __all__ = ["main"]
@@ -64,12 +64,15 @@ def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
         return dict(json.loads(resp.read()))
 
 
-def _ask(url: str, image: str, question: str, n_predict: int = 1) -> float:
-    """Seconds until the (first) token: a non-streamed ``n_predict`` 1 request."""
+def _ask(url: str, image: str, question: str, n_predict: int = 1) -> tuple[float, int, int]:
+    """Seconds until the (first) token (a non-streamed ``n_predict`` 1 request), and the server's prompt_n and
+    cache_n, which show whether the image's KV was reused."""
     t0 = time.perf_counter()
-    _post(url, {"prompt": {"prompt_string": f"Look at this: <__media__>\n{question}", "multimodal_data": [image]},
-                "n_predict": n_predict, "temperature": 0, "id_slot": 0})
-    return time.perf_counter() - t0
+    out = _post(url, {"prompt": {"prompt_string": f"Look at this: <__media__>\n{question}",
+                                 "multimodal_data": [image]},
+                      "n_predict": n_predict, "temperature": 0, "id_slot": 0})
+    timings = out.get("timings", {})
+    return time.perf_counter() - t0, int(timings.get("prompt_n", -1)), int(timings.get("cache_n", -1))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,22 +82,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-predict", type=int, default=64)
     p.add_argument("--rounds", type=int, default=7, help="TTFT samples per case")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--wait-quiet", type=float, default=60.0,
+                   help="wait up to this long for an idle machine before each measurement")
     args = p.parse_args(argv)
     model = resolve_model(args.model)
     text, mmproj = _vision_files(model)
     threads = args.threads or default_threads()
-    server = spawn_server(text, N_CLIENTS, threads=threads, extra=["--mmproj", mmproj])
+    # one slot more than the text clients: the image client must not take a text client's slot, so the ratio
+    # measures what encoding and decoding images costs, not a slot shortage
+    server = spawn_server(text, N_CLIENTS + 1, threads=threads, extra=["--mmproj", mmproj])
     try:
         _ask(server.url, _image(0), "warm-up")
-        cold, cached = [], []
+        busy_before = {"ttft": wait_quiet(args.wait_quiet, log=sys.stderr)}
+        cold_runs, cached_runs = [], []
         for i in range(1, args.rounds + 1):
             img = _image(i)
-            cold.append(_ask(server.url, img, "What is it?"))
-            cached.append(_ask(server.url, img, "What is it? Say more."))  # same image, next turn
-        ttft = {"cold_ms_p50": statistics.median(cold) * 1e3, "cached_ms_p50": statistics.median(cached) * 1e3}
-        print(f"TTFT with one image: cold {ttft['cold_ms_p50']:.0f} ms, same image next turn "
-              f"{ttft['cached_ms_p50']:.0f} ms (median of {args.rounds})", flush=True)
+            cold_runs.append(_ask(server.url, img, "What is it?"))
+            cached_runs.append(_ask(server.url, img, "What is it? Say more."))  # same image, next turn
+        cold = [r[0] for r in cold_runs]
+        cached = [r[0] for r in cached_runs]
+        ttft = {"cold_ms_p50": statistics.median(cold) * 1e3, "cached_ms_p50": statistics.median(cached) * 1e3,
+                # (prompt_n, cache_n) of the last round: the cached turn evaluates only its new text
+                "cold_prompt_cache_n": cold_runs[-1][1:], "cached_prompt_cache_n": cached_runs[-1][1:]}
+        print(f"TTFT with one image: cold {ttft['cold_ms_p50']:.0f} ms (prompt_n, cache_n "
+              f"{cold_runs[-1][1:]}), same image next turn {ttft['cached_ms_p50']:.0f} ms "
+              f"({cached_runs[-1][1:]}) (median of {args.rounds})", flush=True)
 
+        busy_before["text_alone"] = wait_quiet(args.wait_quiet, log=sys.stderr)
         alone = run_load(server.url, N_CLIENTS, n_predict=args.n_predict, duration=args.duration,
                          server_pid=server.pid)
         stop = threading.Event()
@@ -109,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                                    "n_predict": 8, "temperature": 0, "cache_prompt": False})
                 n_images[0] += 1
 
+        busy_before["text_with_images"] = wait_quiet(args.wait_quiet, log=sys.stderr)
         worker = threading.Thread(target=images)
         worker.start()
         try:
@@ -122,11 +137,14 @@ def main(argv: list[str] | None = None) -> int:
     ratio = mixed.tok_s / alone.tok_s if alone.tok_s else 0.0
     print(f"text at {N_CLIENTS} clients: {alone.tok_s:.1f} tok/s alone, {mixed.tok_s:.1f} tok/s beside "
           f"{n_images[0]} image requests ({ratio:.2f}x; goal >= 0.8x)", flush=True)
+    # other processes' cores during each load run (above ~0.1 the figures are disturbed on a small machine)
+    other = {"text_alone": alone.cpu.get("other_cores"), "text_with_images": mixed.cpu.get("other_cores")}
+    print(f"other processes' cores: {other} (idle before: {busy_before})", flush=True)
     path = write_json("multimodal", {
         "machine": machine_info(threads), "model": model, "mmproj": mmproj, "clients": N_CLIENTS,
         "ttft": ttft, "ttft_cold_s": cold, "ttft_cached_s": cached,
         "text_alone": asdict(alone), "text_with_images": asdict(mixed), "image_requests": n_images[0],
-        "ratio": ratio,
+        "ratio": ratio, "other_cores": other, "busy_before": busy_before,
     })
     print(f"wrote {path}", file=sys.stderr)
     return 0
