@@ -84,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=20.0)
     p.add_argument("--n-predict", type=int, default=64)
     p.add_argument("--rounds", type=int, default=7, help="TTFT samples per case")
+    p.add_argument("--image-n-predict", type=int, default=8,
+                   help="tokens each image request generates (1: only the image's own cost, no 5th generating slot)")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--wait-quiet", type=float, default=60.0,
                    help="wait up to this long for an idle machine before each measurement")
@@ -123,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                 seed += 1
                 _post(server.url, {"prompt": {"prompt_string": "Picture: <__media__>\nDescribe it.",
                                               "multimodal_data": [_image(seed)]},
-                                   "n_predict": 8, "temperature": 0, "cache_prompt": False})
+                                   "n_predict": args.image_n_predict, "temperature": 0, "cache_prompt": False})
                 n_images[0] += 1
 
         busy_before["text_with_images"] = wait_quiet(args.wait_quiet, log=sys.stderr)
