@@ -12,6 +12,7 @@ import re
 import shutil
 import struct
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -378,11 +379,16 @@ def test_reuse_port_lets_two_servers_share_a_port(make_server: Callable[..., Ser
         srv = make_server("-m", model_path, *SMALL, "--reuse-port", "--port", str(port), wait=False)
         srv.port, srv.url = port, f"http://127.0.0.1:{port}"
         servers.append(srv)
-    for srv in servers:
-        srv.wait_ready()
-        assert "listening" in srv.log() or srv.proc.poll() is None
-    assert all(srv.proc.poll() is None for srv in servers)
-    assert requests.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code == 200
+    # the kernel spreads connections over both processes, so a 200 from /health says only that one of them
+    # is ready: wait for each one's own log line
+    deadline = time.monotonic() + 120
+    while not all("model loaded" in srv.log() for srv in servers):
+        assert all(srv.proc.poll() is None for srv in servers), [srv.log() for srv in servers]
+        assert time.monotonic() < deadline, [srv.log() for srv in servers]
+        time.sleep(0.1)
+    assert all("listening" in srv.log() for srv in servers)
+    for _ in range(8):
+        assert requests.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code == 200
     # without it the second bind fails
     third = make_server("-m", model_path, *SMALL, "--port", str(port), wait=False)
     assert third.proc.wait(60) != 0
