@@ -146,7 +146,7 @@ class ServerConfig:
     draft_p_min: float = 0.8
     ctx_size_draft: int = 0
     gpu_layers_draft: int = -1
-    device_draft: str | None = None
+    device_draft: tuple[str, ...] | None = None  # -devd, as devices
     # the draft model's own threads, pools, KV types and tensor placement (None / empty: the target's)
     threads_draft: int = -1
     threads_batch_draft: int = -1

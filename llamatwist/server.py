@@ -347,7 +347,8 @@ def engine_spec(config: ServerConfig, model_path: str) -> EngineSpec:
         ),
         draft_model_path=config.model_draft,
         draft_context=_draft_context(config),
-        draft_placement=Placement(tensor_overrides=config.override_tensor_draft + _cpu_rules(config, draft=True)),
+        draft_placement=Placement(devices=config.device_draft,
+                                  tensor_overrides=config.override_tensor_draft + _cpu_rules(config, draft=True)),
         draft_n_ctx=config.ctx_size_draft,
         draft_n_gpu_layers=config.gpu_layers_draft,
         load_mode=config.load_mode,
@@ -397,9 +398,6 @@ def make_service(config: ServerConfig, reactor: Any = None) -> ServerService:
         if reactor.running:
             reactor.stop()
 
-    if config.device_draft and config.device_draft.lower() not in ("none", "cpu"):
-        raise StartupError(f"--device-draft {config.device_draft}: this build has only the CPU device "
-                           "(use 'none' or 'cpu', or build another backend)")
     if config.sampling.backend_sampling:
         log.warning("--backend-sampling: llamatwist samples on the CPU (libllama's sampler chain), not on the "
                     "backend; generation_settings.backend_sampling echoes the request")

@@ -70,7 +70,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "draft_p_min": ("0.5", 0.5),
     "ctx_size_draft": ("1024", 1024),
     "gpu_layers_draft": ("0", 0),
-    "device_draft": ("none", "none"),
+    "device_draft": ("none", ()),
     "spec_ngram_size_n": ("6", 6),
     "spec_ngram_size_m": ("24", 24),
     "spec_ngram_min_hits": ("2", 2),

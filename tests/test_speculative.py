@@ -149,9 +149,11 @@ def test_props_and_slots_show_speculation(ngram: Server) -> None:
     assert slot["speculative"] is False and slot["params"]["speculative.types"] == "none"
 
 
-def test_draft_device_other_than_cpu_is_refused(make_server: Any, model_path: str) -> None:
-    srv = make_server("-m", model_path, "--spec-type", "ngram-simple", "-devd", "CUDA0", wait=False)
-    assert srv.proc.wait(60) != 0 and "this build has only the CPU device" in srv.log()
+def test_draft_device_the_build_lacks_is_refused(make_server: Any, model_path: str) -> None:
+    # validated as -dev is: a device this build has (--list-devices), or none
+    srv = make_server("-m", model_path, "--spec-type", "ngram-simple", "-devd", "CUDA7", wait=False)
+    assert srv.proc.wait(60) == 2
+    assert "invalid device: CUDA7" in srv.log() and "'none' keeps the model on the CPU" in srv.log()
 
 
 def test_draft_model_own_compute_flags(make_server: Any, model_path: str) -> None:

@@ -140,6 +140,20 @@ def test_unknown_device_is_refused(vulkan: Any, f32_model: str) -> None:
     assert "Traceback" not in log
 
 
+@pytest.mark.parametrize(("devd", "on_gpu"), [("Vulkan0", 31), ("none", 0)])
+def test_draft_model_goes_where_devd_says(vulkan: Any, f32_model: str, devd: str, on_gpu: int) -> None:
+    """-devd/-ngld place the draft model on its own, the target staying on the CPU (-ngl 0); drafting works."""
+    srv = vulkan(*_common(f32_model), "-ngl", "0", "-md", f32_model, "-ngld", "99", "-devd", devd,
+                 "--draft-max", "4")
+    lines = [ln for ln in srv.log().splitlines() if "layers to the GPU; weights:" in ln]
+    assert len(lines) == 2, srv.log()  # the target, then the draft model
+    assert "offloaded 0/31 layers" in lines[0] and "Vulkan0" not in lines[0], lines[0]
+    assert f"offloaded {on_gpu}/31 layers" in lines[1], lines[1]
+    assert ("Vulkan0 " in lines[1]) == (on_gpu > 0), lines[1]
+    out = srv.post("/completion", {"prompt": "1, 2, 3, 4, 5, 6,", "n_predict": 8, "temperature": 0}).json()
+    assert out["timings"]["draft_n"] > 0 and out["timings"]["draft_n_accepted"] > 0, out["timings"]
+
+
 def test_no_kv_offload_keeps_the_cache_in_host_memory(vulkan: Any, f32_model: str) -> None:
     # llama.cpp reports its buffers at its INFO level: -v shows them.
     on = vulkan(*_common(f32_model), "-ngl", "99", "-v")
