@@ -59,6 +59,7 @@ _NO_MMPROJ_HINT = (" input is not supported: this server has no multimodal proje
 
 # content part type -> the media kind it carries (llama-server's oaicompat_content_load_media)
 _MEDIA_PARTS = {"image_url": "image", "input_audio": "audio", "input_video": "video", "video_url": "video"}
+_ENCODERS = {"image": "vision", "audio": "audio"}  # the projector part each media kind needs
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,9 @@ def extract_media(messages: Any, kinds: Collection[str]) -> tuple[Any, list[Medi
                 parts.append(part)
                 continue
             if kind not in kinds:
+                if kinds and kind in _ENCODERS:  # a projector is loaded: the hint to add one would mislead
+                    raise ChatInputError(f"{kind} input is not supported: this server's multimodal projector has "
+                                         f"no {_ENCODERS[kind]} encoder")
                 raise ChatInputError(kind + _NO_MMPROJ_HINT)
             assert isinstance(kind_key, str)
             where = f"messages[{i}].content[{j}]"

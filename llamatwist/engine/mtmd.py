@@ -8,7 +8,9 @@ llama_context: decode thread only, like every use of the context.
 
 Above this module a media chunk is an opaque :class:`MediaChunk`; in token lists it stands as a run of
 placeholder ids (negative, derived from the media's content hash, one per position), so the prefix cache
-matches the same image again and never a different one.
+matches the same image again and never a different one. One media item may be several chunks (libmtmd cuts
+audio into 30 s windows for whisper-style encoders): each chunk is matched to its item by the id libmtmd
+copies from the bitmap (the content hash), and continues its item's run of placeholders.
 """
 
 from __future__ import annotations
@@ -24,19 +26,20 @@ from llamatwist.engine.model import Model
 from llamatwist.media import MediaInput
 from llamatwist.native.binding import ffi, lib, native_errors
 
-__all__ = ["MediaChunk", "MediaSpan", "Projector", "ProjectorError", "placeholder_ids"]
+__all__ = ["MIN_AUDIO_SECONDS", "MediaChunk", "MediaSpan", "Projector", "ProjectorError", "placeholder_ids"]
 
 _PLACEHOLDER_RANGE = 2**31 - 3  # placeholder ids are -2 .. -(2**31 - 2): -1 stays "no token"
+MIN_AUDIO_SECONDS = 0.1  # shorter audio is refused: a few samples crash libmtmd's preprocessing
 
 
 class ProjectorError(ValueError):
     """A prompt's media cannot be used (libmtmd refused it); the message says why (a 400)."""
 
 
-def placeholder_ids(digest: str, n: int) -> list[int]:
-    """The ids standing for a media chunk's ``n`` positions in a token list."""
+def placeholder_ids(digest: str, n: int, start: int = 0) -> list[int]:
+    """The ids standing for a media chunk's ``n`` positions in a token list, from its media's ``start``-th."""
     h = int(digest[:15], 16)
-    return [-2 - ((h + i) % _PLACEHOLDER_RANGE) for i in range(n)]
+    return [-2 - ((h + i) % _PLACEHOLDER_RANGE) for i in range(start, start + n)]
 
 
 class MediaChunk:
@@ -105,7 +108,6 @@ class Projector:
         keep: list[Any] = []
         bitmaps: list[Any] = []
         c_parts = ffi.new("struct mtmd_input_part[]", len(parts))
-        digests: list[str] = []
         try:
             for i, part in enumerate(parts):
                 if isinstance(part, str):
@@ -119,7 +121,6 @@ class Projector:
                     continue
                 bitmap = self._bitmap(part)
                 bitmaps.append(bitmap)
-                digests.append(part.digest)
                 c_parts[i].bitmap = bitmap
             ptrs = ffi.new("struct mtmd_input_part *[]", [c_parts + i for i in range(len(parts))])
             chunks = lib.mtmd_input_chunks_init()
@@ -128,7 +129,7 @@ class Projector:
                 if rc != 0:
                     raise ProjectorError("the media could not be preprocessed for this projector"
                                          if rc == 2 else f"multimodal tokenization failed ({rc})")
-                return self._read_chunks(chunks, digests)
+                return self._read_chunks(chunks)
             finally:
                 lib.mtmd_input_chunks_free(chunks)
         finally:
@@ -150,14 +151,20 @@ class Projector:
                                                           lib.mtmd_helper_init_opt_default()).bitmap
         if bitmap == ffi.NULL:
             raise ProjectorError(f"the {media.kind} could not be decoded")
+        if media.kind == "audio":
+            # libmtmd's mel preprocessors abort the process (GGML_ASSERT) on a few samples: refuse such audio
+            rate = lib.mtmd_get_audio_sample_rate(self._ptr)
+            if lib.mtmd_bitmap_get_nx(bitmap) < rate * MIN_AUDIO_SECONDS:
+                lib.mtmd_bitmap_free(bitmap)
+                raise ProjectorError(f"the audio is too short: it must last at least {MIN_AUDIO_SECONDS:g} s")
         lib.mtmd_bitmap_set_id(bitmap, media.digest.encode())
         return bitmap
 
-    def _read_chunks(self, chunks: Any, digests: list[str]) -> tuple[list[int], list[MediaSpan]]:
+    def _read_chunks(self, chunks: Any) -> tuple[list[int], list[MediaSpan]]:
         tokens: list[int] = []
         spans: list[MediaSpan] = []
         n_out = ffi.new("size_t *")
-        media_index = 0
+        seen: dict[str, int] = {}  # placeholders given out per media digest (a long audio is several chunks)
         for i in range(lib.mtmd_input_chunks_size(chunks)):
             chunk = lib.mtmd_input_chunks_get(chunks, i)
             kind = lib.mtmd_input_chunk_get_type(chunk)
@@ -170,8 +177,10 @@ class Projector:
                              "image" if kind == lib.MTMD_INPUT_CHUNK_TYPE_IMAGE else "audio",
                              n, int(lib.mtmd_input_chunk_get_n_pos(chunk)))
             spans.append(MediaSpan(len(tokens), own))
-            tokens.extend(placeholder_ids(digests[media_index], n))
-            media_index += 1
+            digest = ffi.string(lib.mtmd_input_chunk_get_id(chunk)).decode()  # the bitmap's id: _bitmap sets it
+            start = seen.get(digest, 0)
+            tokens.extend(placeholder_ids(digest, n, start))
+            seen[digest] = start + n
         return tokens, spans
 
     # -- evaluation (decode thread) -----------------------------------------------

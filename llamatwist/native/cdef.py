@@ -447,8 +447,10 @@ void mtmd_free(mtmd_context * ctx);
 bool mtmd_support_vision(const mtmd_context * ctx);
 bool mtmd_support_audio(const mtmd_context * ctx);
 bool mtmd_decode_use_mrope(const mtmd_context * ctx);
+int mtmd_get_audio_sample_rate(const mtmd_context * ctx);
 void mtmd_log_set(ggml_log_callback log_callback, void * user_data);
 mtmd_bitmap * mtmd_bitmap_init(uint32_t nx, uint32_t ny, const unsigned char * data);
+uint32_t mtmd_bitmap_get_nx(const mtmd_bitmap * bitmap);
 void mtmd_bitmap_free(mtmd_bitmap * bitmap);
 void mtmd_bitmap_set_id(mtmd_bitmap * bitmap, const char * id);
 mtmd_input_chunks * mtmd_input_chunks_init(void);
@@ -459,6 +461,7 @@ enum mtmd_input_chunk_type mtmd_input_chunk_get_type(const mtmd_input_chunk * ch
 const llama_token * mtmd_input_chunk_get_tokens_text(const mtmd_input_chunk * chunk, size_t * n_tokens_output);
 size_t mtmd_input_chunk_get_n_tokens(const mtmd_input_chunk * chunk);
 llama_pos mtmd_input_chunk_get_n_pos(const mtmd_input_chunk * chunk);
+const char * mtmd_input_chunk_get_id(const mtmd_input_chunk * chunk);
 mtmd_input_chunk * mtmd_input_chunk_copy(const mtmd_input_chunk * chunk);
 void mtmd_input_chunk_free(mtmd_input_chunk * chunk);
 int32_t mtmd_tokenize_from_parts(const mtmd_context * ctx, mtmd_input_chunks * output,
