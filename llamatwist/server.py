@@ -286,6 +286,23 @@ def _draft_context(config: ServerConfig) -> dict[str, Any]:
     return out
 
 
+def _flash_attn(config: ServerConfig) -> int:
+    """-fa; ``auto`` is off where the model runs on lavapipe (Mesa's CPU Vulkan driver): there the pinned
+    ggml-vulkan's flash-attention path corrupts memory and kills the process (a 3-token batch then a 16-token
+    one, e.g. a prompt's text then its image; tests/test_vulkan.py). An explicit ``-fa on`` is obeyed."""
+    if config.flash_attn != "auto" or config.n_gpu_layers == 0 or config.devices == ():
+        return FLASH_ATTN[config.flash_attn]
+    from llamatwist.engine.model import devices
+
+    soft = [d.name for d in devices() if d.kind != "cpu" and "llvmpipe" in d.description
+            and (config.devices is None or d.name in config.devices)]
+    if not soft:
+        return FLASH_ATTN[config.flash_attn]
+    log.info("flash attention off on %s (lavapipe, a software Vulkan device: its flash-attention path crashes "
+             "with this llama.cpp); -fa on forces it", ", ".join(soft))
+    return FLASH_ATTN["off"]
+
+
 def engine_spec(config: ServerConfig, model_path: str) -> EngineSpec:
     n_threads = _threads(config.n_threads)
     embeddings = config.embeddings or config.reranking
@@ -313,7 +330,7 @@ def engine_spec(config: ServerConfig, model_path: str) -> EngineSpec:
             pooling=pooling,
             type_k=config.cache_type_k,
             type_v=config.cache_type_v,
-            flash_attn=FLASH_ATTN[config.flash_attn],
+            flash_attn=_flash_attn(config),
             offload_kqv=config.kv_offload,
             op_offload=config.op_offload,
             swa_full=config.swa_full,

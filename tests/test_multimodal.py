@@ -73,6 +73,10 @@ def test_props_and_models_tell_the_truth(vsrv: Server, server: Server) -> None:
     models = vsrv.get("/v1/models").json()
     assert models["models"][0]["capabilities"] == ["completion", "multimodal"]
     assert server.get("/props").json()["modalities"]["vision"] is False
+    # where the encoder runs: the CPU build has only the CPU (test_vulkan.py offloads it)
+    assert props["offload"]["mmproj"] == {"offload": True, "backend": "CPU"}
+    assert server.get("/props").json()["offload"]["mmproj"] is None
+    assert "mmproj.gguf: the vision encoder runs on CPU" in vsrv.log()
     assert server.get("/v1/models").json()["models"][0]["capabilities"] == ["completion"]
 
 

@@ -11,6 +11,9 @@ Vulkan build's libraries through LLAMATWIST_NATIVE_LIB_DIR.
 
 from __future__ import annotations
 
+import base64
+import importlib.util
+import io
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +42,7 @@ if _devices.returncode != 0 or "Vulkan0:" not in _devices.stdout:
                 f"{_devices.stdout.strip()} {_devices.stderr.strip()[-300:]}", allow_module_level=True)
 
 N_TOKENS = 16
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +156,45 @@ def test_draft_model_goes_where_devd_says(vulkan: Any, f32_model: str, devd: str
     assert ("Vulkan0 " in lines[1]) == (on_gpu > 0), lines[1]
     out = srv.post("/completion", {"prompt": "1, 2, 3, 4, 5, 6,", "n_predict": 8, "temperature": 0}).json()
     assert out["timings"]["draft_n"] > 0 and out["timings"]["draft_n_accepted"] > 0, out["timings"]
+
+
+@pytest.fixture(scope="module")
+def vision_files(tmp_path_factory: pytest.TempPathFactory, model_path: str) -> tuple[str, str]:
+    spec = importlib.util.spec_from_file_location("make_vision_model", REPO / "scripts" / "make_vision_model.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text, mmproj = module.make(tmp_path_factory.mktemp("vision"), Path(model_path))
+    return str(text), str(mmproj)
+
+
+def _image_request(srv: Server) -> dict[str, Any]:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 30, 90)).save(buf, "PNG")
+    body = {"prompt": {"prompt_string": "Look: <__media__>\nWhat is it?",
+                       "multimodal_data": [base64.b64encode(buf.getvalue()).decode()]},
+            "n_predict": 4, "temperature": 0, "n_probs": 1}
+    out = srv.post("/completion", body)
+    assert out.status_code == 200, out.text
+    return dict(out.json())
+
+
+def test_mmproj_offload_puts_the_encoder_on_vulkan(vulkan: Any, vision_files: tuple[str, str]) -> None:
+    text, mmproj = vision_files
+    on = vulkan("-m", text, "--mmproj", mmproj, "-c", "512", "-np", "1", "-t", "2", "-ngl", "99")
+    off = vulkan("-m", text, "--mmproj", mmproj, "-c", "512", "-np", "1", "-t", "2", "-ngl", "99",
+                 "--no-mmproj-offload")
+    # -fa auto is off on lavapipe: with it on, the image after the prompt's text killed the server
+    assert "flash attention off on Vulkan0 (lavapipe" in on.log()
+    assert on.get("/props").json()["offload"]["mmproj"] == {"offload": True, "backend": "Vulkan0"}
+    assert off.get("/props").json()["offload"]["mmproj"] == {"offload": False, "backend": "CPU"}
+    a, b = _image_request(on), _image_request(off)
+    assert a["timings"]["prompt_n"] == b["timings"]["prompt_n"] > 16  # the image's 16 tokens and the text
+    # the same image embedded by either encoder: the first token's probabilities agree closely
+    pa, pb = a["completion_probabilities"][0], b["completion_probabilities"][0]
+    assert pa["id"] == pb["id"] and abs(pa["logprob"] - pb["logprob"]) < 1e-2, (pa, pb)
 
 
 def test_no_kv_offload_keeps_the_cache_in_host_memory(vulkan: Any, f32_model: str) -> None:

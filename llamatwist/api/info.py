@@ -51,6 +51,9 @@ def _offload(config: ServerConfig, loaded: LoadedModel) -> dict[str, Any]:
         "layers_offloaded": offloaded_layers(config.n_gpu_layers, n_layer, config.devices),
         "layers_total": n_layer + 1,  # the output layer counts, as in llama.cpp's "offloaded N/M layers"
         "kv_offload": config.kv_offload,
+        # the multimodal projector's encoder (--mmproj-offload / --no-mmproj-offload): its backend
+        "mmproj": None if loaded.mmproj_backend is None else {"offload": config.mmproj_offload,
+                                                              "backend": loaded.mmproj_backend},
     }
 
 

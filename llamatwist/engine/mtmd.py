@@ -15,7 +15,9 @@ copies from the bitmap (the content hash), and continues its item's run of place
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,10 +26,12 @@ from llamatwist.engine.context import Context
 from llamatwist.engine.errors import DecodeError, ModelLoadError
 from llamatwist.engine.model import Model
 from llamatwist.media import MediaInput
-from llamatwist.native.binding import ffi, lib, native_errors
+from llamatwist.native.binding import add_log_listener, ffi, lib, native_errors, remove_log_listener
 
 __all__ = ["MIN_AUDIO_SECONDS", "MediaChunk", "MediaSpan", "Projector", "ProjectorError", "placeholder_ids"]
 
+_log = logging.getLogger(__name__)
+_BACKEND_RE = re.compile(r"CLIP using (\S+) backend")
 _PLACEHOLDER_RANGE = 2**31 - 3  # placeholder ids are -2 .. -(2**31 - 2): -1 stays "no token"
 MIN_AUDIO_SECONDS = 0.1  # shorter audio is refused: a few samples crash libmtmd's preprocessing
 
@@ -83,8 +87,18 @@ class Projector:
             params.image_min_tokens = image_min_tokens
         if image_max_tokens > 0:
             params.image_max_tokens = image_max_tokens
+        backend: list[str] = []  # libmtmd says where the encoder runs only in its log
+
+        def capture(level: int, line: str) -> None:
+            if m := _BACKEND_RE.search(line):
+                backend.append(m[1])
+
         with native_errors() as errors:
-            ptr = lib.mtmd_init_from_file(path.encode(), model.ptr, params)
+            add_log_listener(capture)
+            try:
+                ptr = lib.mtmd_init_from_file(path.encode(), model.ptr, params)
+            finally:
+                remove_log_listener(capture)
         if ptr == ffi.NULL:
             detail = "; ".join(errors)[-500:]
             raise ModelLoadError(f"multimodal projector {path} cannot be loaded for this model"
@@ -94,6 +108,9 @@ class Projector:
         self.vision: bool = bool(lib.mtmd_support_vision(ptr))
         self.audio: bool = bool(lib.mtmd_support_audio(ptr))
         self.mrope: bool = bool(lib.mtmd_decode_use_mrope(ptr))
+        self.backend: str = backend[-1] if backend else "?"  # the encoder's ggml backend: CPU, Vulkan0, CUDA0
+        _log.info("%s: the %s encoder runs on %s", os.path.basename(path),
+                  "/".join(k for k, on in (("vision", self.vision), ("audio", self.audio)) if on), self.backend)
 
     def close(self) -> None:
         if self._ptr is not None:

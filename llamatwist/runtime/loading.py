@@ -81,6 +81,7 @@ class LoadedModel:
     eog: tuple[int, ...] = ()  # end-of-generation tokens (ignore_eos bans them, as llama-server shows)
     vision: bool = False  # the projector (--mmproj) takes images
     audio: bool = False  # ... and audio
+    mmproj_backend: str | None = None  # where the projector's encoder runs (None: no projector)
 
 
 @dataclass(frozen=True)
@@ -173,7 +174,8 @@ def load(spec: EngineSpec) -> Loaded:
             projector.close()
             raise ModelLoadError(f"multimodal projector {spec.mmproj_path}: M-RoPE models (Qwen2-VL and kin) are "
                                  "not supported yet")
-        description = dataclasses.replace(description, vision=projector.vision, audio=projector.audio)
+        description = dataclasses.replace(description, vision=projector.vision, audio=projector.audio,
+                                          mmproj_backend=projector.backend)
         can_shift = False  # as llama-server: no context shift with a projector (media chunks cannot shift)
     return Loaded(model, ctx, cache, slots, batch, model_id, can_shift, description, lora_adapters, drafter,
                   projector)
