@@ -47,11 +47,20 @@ def _stream_lines(url: str, body: dict[str, Any]) -> list[bytes]:
         return [ln for ln in r.iter_lines() if ln]
 
 
+def _wait_busy(srv: Any) -> None:
+    """Until the one slot is taken (a thread's request may reach the server after the next one)."""
+    deadline = time.monotonic() + 60
+    while not any(s["is_processing"] for s in srv.get("/slots").json()):
+        assert time.monotonic() < deadline, "the busy request never took the slot"
+        time.sleep(0.02)
+
+
 def test_a_queued_stream_is_pinged(make_server: Any, model_path: str) -> None:
     srv = make_server("-m", model_path, "-np", "1", "-c", "1024", "-t", "2", "--sse-ping-interval", "1")
     busy = threading.Thread(target=srv.post, args=("/completion", {"prompt": "Count:", "n_predict": 200,
                                                                   "ignore_eos": True}))
     busy.start()
+    _wait_busy(srv)
     try:
         # the one slot is busy for seconds: this stream waits silently, and is pinged meanwhile
         lines = _stream_lines(srv.url + "/completion", {"prompt": "Hi", "n_predict": 2})
@@ -63,7 +72,7 @@ def test_a_queued_stream_is_pinged(make_server: Any, model_path: str) -> None:
                                                                        "ignore_eos": True}))
         busy.join()
         busy2.start()
-        time.sleep(0.5)  # let it take the slot first
+        _wait_busy(srv)
         quiet = _stream_lines(srv.url + "/completion", {"prompt": "Hi", "n_predict": 2, "sse_ping_interval": -1})
         assert not any(ln == b":" for ln in quiet)
         busy2.join()
