@@ -48,7 +48,7 @@ COMMON: Final[tuple[Flag, ...]] = (
          "model download url: fetched into the cache (or -m's path) when missing, resumed after an interruption",
          "LLAMA_ARG_MODEL_URL", nonempty, metavar="MODEL_URL", default="unused"),
     Flag(("-mm", "--mmproj"), "mmproj", G_MODEL,
-         "path to a multimodal projector file (images and audio in prompts)", "LLAMA_ARG_MMPROJ", nonempty,
+         "path to a multimodal projector file (images, audio and video in prompts)", "LLAMA_ARG_MMPROJ", nonempty,
          metavar="FILE", default="unused"),
     Flag(("-mmu", "--mmproj-url"), "mmproj_url", G_MODEL,
          "URL to a multimodal projector file: fetched into the cache (or --mmproj's path) when missing",
