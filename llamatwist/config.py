@@ -39,6 +39,9 @@ class ServerConfig:
     image_min_tokens: int = -1
     image_max_tokens: int = -1
     mtmd_batch_max_tokens: int = 1024
+    video_fps: float = 4.0  # --video-fps: frames taken per second of video (<= 0: the video's own rate)
+    video_timestamp_interval_ms: int = 5000  # --video-timestamp-interval (<= 0: no timestamp texts)
+    video_ffmpeg_dir: str | None = None  # --video-ffmpeg-dir (None: ffmpeg and ffprobe from PATH)
     offline: bool = False  # never touch the network: -mu's file must be there already
     hf_repo: str | None = None  # -hf <user>/<model>[:quant], from the Hugging Face hub cache
     hf_file: str | None = None  # -hff: this file of the repository rather than the quant's

@@ -384,6 +384,9 @@ def engine_spec(config: ServerConfig, model_path: str) -> EngineSpec:
         image_min_tokens=config.image_min_tokens,
         image_max_tokens=config.image_max_tokens,
         mtmd_batch_max_tokens=config.mtmd_batch_max_tokens,
+        video_fps=config.video_fps,
+        video_timestamp_interval_ms=config.video_timestamp_interval_ms,
+        video_ffmpeg_dir=config.video_ffmpeg_dir,
     )
 
 

@@ -99,6 +99,9 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "image_max_tokens": ("256", 256),
     "kv_unified_per_slot": ("1024", 1024),
     "mtmd_batch_max_tokens": ("512", 512),
+    "video_fps": ("2.5", 2.5),
+    "video_timestamp_interval_ms": ("1000", 1000),
+    "video_ffmpeg_dir": ("/opt/ffmpeg/bin", "/opt/ffmpeg/bin"),
     "sampling.embd_normalize": ("-1", -1),
     "sampling.stop": ("User:", ("User:",)),
     "slot_save_path": ("/tmp/slots", "/tmp/slots"),
@@ -366,10 +369,10 @@ def test_unimplemented_flag_refused(name: str, reason: str | None) -> None:
 
 
 def test_unimplemented_flag_value_is_not_a_stray_argument() -> None:
-    err = refused(["--video-fps", "2", "-np", "2"])
+    err = refused(["--tools", "all", "-np", "2"])
     assert (err.exit_code, err.message) == (
         1,
-        "flag --video-fps is not implemented yet in llamatwist",
+        "flag --tools is not implemented yet in llamatwist",
     )
 
 
@@ -551,9 +554,9 @@ def test_process_exit_statuses() -> None:
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: failed to open file '/nonexistent/keys.txt': ")
 
-    proc = run("-m", "llamatwist", env={"LLAMA_ARG_VIDEO_FPS": "2"})
+    proc = run("-m", "llamatwist", env={"LLAMA_ARG_TOOLS": "all"})
     assert proc.returncode == 1
-    assert "flag --video-fps is not implemented yet" in proc.stderr
+    assert "flag --tools is not implemented yet" in proc.stderr
 
     proc = run("-m", "llamatwist", "--bogus")
     assert proc.returncode == 2

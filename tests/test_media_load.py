@@ -22,7 +22,7 @@ from twisted.trial import unittest as trial
 
 from llamatwist.chat import ChatInputError, parse_messages
 from llamatwist.chat.messages import extract_media
-from llamatwist.media import MEDIA_MARKER, MediaError, MediaInput, split_at_markers
+from llamatwist.media import MEDIA_MARKER, MediaError, MediaInput, sniff_video, split_at_markers
 from llamatwist.media.load import MediaLimits, MediaTooLarge, load_media, read_data_uri, read_local_file
 
 
@@ -87,6 +87,21 @@ def test_audio_stays_encoded() -> None:
     assert run(load_media(base64.b64encode(WAV).decode(), None, now)) == media  # input_audio's raw base64
 
 
+@pytest.mark.parametrize(("head", "container"), [
+    (b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00", "MP4/MOV"),
+    (b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81", "Matroska/WebM"),
+    (b"RIFF\x24\x00\x00\x00AVI LIST", "AVI"),
+    (b"\x00\x00\x01\xba\x44\x00", "MPEG"),
+    (b"\x47" + bytes(187) + b"\x47" + bytes(187) + b"\x47" + bytes(10), "MPEG-TS"),
+])  # fmt: skip
+def test_video_stays_encoded(head: bytes, container: str) -> None:
+    # recognised by its container (libmtmd's ffmpeg decodes it at tokenization), from data:video/ URIs too
+    data = head + bytes(64)
+    assert sniff_video(data) == container
+    assert run(load_media(data_uri(data, "video/mp4"), None, now)) == MediaInput("video", data)
+    assert sniff_video(PNG) is None and sniff_video(WAV) is None
+
+
 def test_raw_base64_image() -> None:
     assert run(load_media(base64.b64encode(PNG).decode(), None, now)).kind == "image"
 
@@ -102,7 +117,6 @@ def test_line_wrapped_base64_is_fine() -> None:
     ("data:image/png;base64,", "empty"),
     ("data:image/png,plain", "base64 encoded"),
     ("data:text/plain;base64,aGVsbG8=", "media type 'text/plain'"),
-    ("data:video/mp4;base64,AAAA", "video input is not supported"),
     ("data:image/png;base64", "invalid data: URI"),
     ("data:image/png;base64,aGVsbG8gd29ybGQ=", "unsupported media format"),  # "hello world"
     ("data:image/png;base64," + base64.b64encode(TRUNCATED).decode(), "cannot be decoded"),

@@ -68,7 +68,7 @@ def text_tokens(srv: Server, text: str) -> int:
 
 def test_props_and_models_tell_the_truth(vsrv: Server, server: Server) -> None:
     props = vsrv.get("/props").json()
-    assert props["modalities"] == {"vision": True, "video": False, "audio": False}
+    assert props["modalities"] == {"vision": True, "video": True, "audio": False}
     assert props["media_marker"] == "<__media__>"
     models = vsrv.get("/v1/models").json()
     assert models["models"][0]["capabilities"] == ["completion", "multimodal"]

@@ -81,7 +81,7 @@ def still_serves(client: openai.OpenAI) -> None:
 
 def test_props_say_vision(vsrv: Server) -> None:
     props = vsrv.get("/props").json()
-    assert props["modalities"] == {"vision": True, "video": False, "audio": False}
+    assert props["modalities"] == {"vision": True, "video": True, "audio": False}
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "GIF"])
@@ -192,7 +192,7 @@ def test_oversized_download_is_413(client: openai.OpenAI, http_url: str) -> None
      "audio input is not supported"),
     ({"type": "image_url", "image_url": {"url": data_uri(WAV, "audio/wav")}}, "multimodal projector does not take"),
     ({"type": "image_url", "image_url": {}}, "image_url.url is required"),
-    ({"type": "input_video", "input_video": {"url": "data:video/mp4;base64,AAAA"}}, "video input is not supported"),
+    ({"type": "input_video", "input_video": {"url": "data:video/mp4;base64,AAAA"}}, "unsupported media format"),
 ])
 def test_media_the_projector_cannot_take(client: openai.OpenAI, part: dict[str, Any], words: str) -> None:
     with pytest.raises(openai.BadRequestError) as info:

@@ -188,7 +188,8 @@ def _wav_of(n_samples: int) -> bytes:
     (b"RIFF\x24\x00\x00\x00WAVEfmt " + b"\x00" * 30, "could not be decoded"),
     (b"ID3" + b"\x00" * 200, "could not be decoded"),
     (b"fLaC" + b"\x00" * 200, "could not be decoded"),
-    (b"RIFF\x24\x00\x00\x00AVI LIST" + b"\x00" * 30, "neither WAV nor WebP"),
+    (b"RIFF\x24\x00\x00\x00WEBXLIST" + b"\x00" * 30, "neither WAV, AVI nor WebP"),
+    (b"RIFF\x24\x00\x00\x00AVI LIST" + b"\x00" * 30, "video"),  # a video: this projector has no vision
     (_wav_of(0), "could not be decoded"),
     # a few samples aborted the whole server in libmtmd's preprocessing (GGML_ASSERT); now a 400
     (_wav_of(1), "too short"),

@@ -98,7 +98,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
             "total_slots": loaded.n_slots,
             "model_alias": ctx.model_alias,
             "model_path": ctx.model_path,
-            "modalities": {"vision": loaded.vision, "video": False, "audio": loaded.audio},
+            "modalities": {"vision": loaded.vision, "video": loaded.video, "audio": loaded.audio},
             "media_marker": MEDIA_MARKER,
             "endpoint_slots": ctx.config.slots,
             "endpoint_props": ctx.config.endpoint_props,

@@ -38,8 +38,8 @@ def expand(prompts: list[list[int]], n_cmpl: int) -> list[list[int]]:
     return [p for p in prompts for _ in range(n_cmpl)]
 
 
-NO_PROJECTOR = ("media input (multimodal_data, image_url or input_audio parts) needs a multimodal projector: this "
-                "server was started without --mmproj")
+NO_PROJECTOR = ("media input (multimodal_data, image_url, input_audio or input_video parts) needs a multimodal "
+                "projector: this server was started without --mmproj")
 
 
 async def tokenize_prompts(

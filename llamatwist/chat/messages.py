@@ -59,7 +59,7 @@ _NO_MMPROJ_HINT = (" input is not supported: this server has no multimodal proje
 
 # content part type -> the media kind it carries (llama-server's oaicompat_content_load_media)
 _MEDIA_PARTS = {"image_url": "image", "input_audio": "audio", "input_video": "video", "video_url": "video"}
-_ENCODERS = {"image": "vision", "audio": "audio"}  # the projector part each media kind needs
+_ENCODERS = {"image": "vision", "audio": "audio", "video": "vision"}  # the projector part each media kind needs
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,10 @@ def extract_media(messages: Any, kinds: Collection[str]) -> tuple[Any, list[Medi
                 parts.append(part)
                 continue
             if kind not in kinds:
-                if kinds and kind in _ENCODERS:  # a projector is loaded: the hint to add one would mislead
+                if kind == "video" and "image" in kinds:
+                    raise ChatInputError("video input is not supported: this server's libmtmd was built without "
+                                         "video support (MTMD_VIDEO)")
+                if kinds:  # a projector is loaded: the hint to add one would mislead
                     raise ChatInputError(f"{kind} input is not supported: this server's multimodal projector has "
                                          f"no {_ENCODERS[kind]} encoder")
                 raise ChatInputError(kind + _NO_MMPROJ_HINT)

@@ -2,8 +2,8 @@
 """libmtmd: a multimodal projector (``--mmproj``) beside the text model.
 
 `Projector.tokenize` turns a prompt of text and media parts into text token ids and media chunks (images are
-given as RGB pixels, audio as its file's bytes; libmtmd preprocesses both); it is thread-safe and runs in the
-thread pool. `Projector.eval` encodes one media chunk and decodes its embeddings into a sequence of the
+given as RGB pixels, audio and video as their file's bytes; libmtmd preprocesses them, a video becoming texts
+and frames in video.py); it is thread-safe and runs in the thread pool. `Projector.eval` encodes one media chunk and decodes its embeddings into a sequence of the
 llama_context: decode thread only, like every use of the context.
 
 Above this module a media chunk is an opaque :class:`MediaChunk`; in token lists it stands as a run of
@@ -25,6 +25,7 @@ from typing import Any
 from llamatwist.engine.context import Context
 from llamatwist.engine.errors import DecodeError, ModelLoadError
 from llamatwist.engine.model import Model
+from llamatwist.engine.video import VideoError, VideoParams, missing_tools, read_video
 from llamatwist.media import MediaInput
 from llamatwist.native.binding import add_log_listener, ffi, lib, native_errors, remove_log_listener
 
@@ -73,7 +74,7 @@ class Projector:
 
     def __init__(self, path: str, model: Model, *, n_threads: int, use_gpu: bool = True,
                  image_min_tokens: int = -1, image_max_tokens: int = -1, flash_attn: int = -1,
-                 batch_max_tokens: int = 1024) -> None:
+                 batch_max_tokens: int = 1024, video: VideoParams | None = None) -> None:
         if not os.path.isfile(path):
             raise ModelLoadError(f"multimodal projector file not found: {path}")
         params = lib.mtmd_context_params_default()
@@ -107,10 +108,14 @@ class Projector:
         self.path = path
         self.vision: bool = bool(lib.mtmd_support_vision(ptr))
         self.audio: bool = bool(lib.mtmd_support_audio(ptr))
+        self.video: bool = bool(lib.mtmd_helper_support_video(ptr))  # vision, and libmtmd built with video
+        self.video_params = video or VideoParams()  # --video-fps, --video-timestamp-interval, --video-ffmpeg-dir
         self.mrope: bool = bool(lib.mtmd_decode_use_mrope(ptr))
         self.backend: str = backend[-1] if backend else "?"  # the encoder's ggml backend: CPU, Vulkan0, CUDA0
         _log.info("%s: the %s encoder runs on %s", os.path.basename(path),
                   "/".join(k for k, on in (("vision", self.vision), ("audio", self.audio)) if on), self.backend)
+        if self.video and (problem := missing_tools(self.video_params)):
+            _log.warning("%s: video prompts will be refused", problem)
 
     def close(self) -> None:
         if self._ptr is not None:
@@ -123,26 +128,33 @@ class Projector:
         """Token ids (placeholders at media positions) and where each media chunk starts."""
         assert self._ptr is not None
         keep: list[Any] = []
-        bitmaps: list[Any] = []
-        c_parts = ffi.new("struct mtmd_input_part[]", len(parts))
+        bitmaps: list[Any] = []  # owned here, freed below
         try:
-            for i, part in enumerate(parts):
+            items: list[str | Any] = []  # text, or a native bitmap
+            for part in parts:
                 if isinstance(part, str):
-                    raw = part.encode("utf-8")
+                    items.append(part)
+                elif part.kind == "video":
+                    items += self._video(part, bitmaps)
+                else:
+                    bitmaps.append(self._bitmap(part))
+                    items.append(bitmaps[-1])
+            c_parts = ffi.new("struct mtmd_input_part[]", len(items))
+            for i, item in enumerate(items):
+                if isinstance(item, str):
+                    raw = item.encode("utf-8")
                     buf = ffi.new("char[]", raw)
                     text = ffi.new("struct mtmd_input_text *")
                     text.text, text.text_len = buf, len(raw)
                     text.add_special, text.parse_special = add_special, parse_special
                     keep += [buf, text]
                     c_parts[i].text = text
-                    continue
-                bitmap = self._bitmap(part)
-                bitmaps.append(bitmap)
-                c_parts[i].bitmap = bitmap
-            ptrs = ffi.new("struct mtmd_input_part *[]", [c_parts + i for i in range(len(parts))])
+                else:
+                    c_parts[i].bitmap = item
+            ptrs = ffi.new("struct mtmd_input_part *[]", [c_parts + i for i in range(len(items))])
             chunks = lib.mtmd_input_chunks_init()
             try:
-                rc = lib.mtmd_tokenize_from_parts(self._ptr, chunks, ptrs, len(parts), add_special)
+                rc = lib.mtmd_tokenize_from_parts(self._ptr, chunks, ptrs, len(items), add_special)
                 if rc != 0:
                     raise ProjectorError("the media could not be preprocessed for this projector"
                                          if rc == 2 else f"multimodal tokenization failed ({rc})")
@@ -152,6 +164,16 @@ class Projector:
         finally:
             for bitmap in bitmaps:
                 lib.mtmd_bitmap_free(bitmap)
+
+    def _video(self, media: MediaInput, owned: list[Any]) -> list[str | Any]:
+        if not self.video:
+            raise ProjectorError("video input is not supported by this server's projector ("
+                                 + ("this libmtmd was built without video support)" if self.vision
+                                    else "it has no vision encoder)"))
+        try:
+            return read_video(self._ptr, media.data, self.video_params, owned)
+        except VideoError as exc:
+            raise ProjectorError(str(exc)) from None
 
     def _bitmap(self, media: MediaInput) -> Any:
         if media.kind == "image":

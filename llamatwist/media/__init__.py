@@ -1,4 +1,4 @@
-"""Media inputs (images, audio) carried from the HTTP routes to the decode thread.
+"""Media inputs (images, audio, video) carried from the HTTP routes to the decode thread.
 
 A prompt with media is a list of parts — text, token ids and :class:`MediaInput` items, in order — the way
 llama-server's prompts carry ``<__media__>`` markers (libmtmd's default marker) with the media listed beside
@@ -7,7 +7,8 @@ thread: decoding an image is CPU work); libmtmd, in the engine layer, turns it i
 
 Images are decoded here with Pillow rather than by libmtmd's stb_image because stb_image reads no WebP and
 has no pixel limit; the engine receives plain RGB pixels (``mtmd_bitmap_init``). Audio stays encoded (WAV,
-MP3, FLAC): libmtmd's helper decodes and resamples it for the projector.
+MP3, FLAC): libmtmd's helper decodes and resamples it for the projector. Video stays encoded too (recognised
+by its container's magic bytes): libmtmd's helper decodes it with ffmpeg when the prompt is tokenized.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ __all__ = [
     "MediaKind",
     "decode_base64",
     "decode_media",
+    "media_digest",
+    "sniff_video",
     "split_at_markers",
 ]
 
@@ -40,7 +43,7 @@ MEDIA_MARKER = os.environ.get("LLAMA_MEDIA_MARKER") or "<__media__>"
 
 MAX_IMAGE_PIXELS = 64 * 1024 * 1024  # far above any projector's input; a bomb is refused before decoding
 
-MediaKind = Literal["image", "audio"]
+MediaKind = Literal["image", "audio", "video"]
 T = TypeVar("T")
 
 
@@ -50,8 +53,8 @@ class MediaError(ValueError):
 
 @dataclass(frozen=True)
 class MediaInput:
-    """One media item: an image as RGB pixels (``width * height * 3`` bytes, row-major), or an audio file's
-    bytes (WAV/MP3/FLAC) with ``width == height == 0``."""
+    """One media item: an image as RGB pixels (``width * height * 3`` bytes, row-major), or an audio or video
+    file's bytes (WAV/MP3/FLAC; MP4, WebM, ...) with ``width == height == 0``."""
 
     kind: MediaKind
     data: bytes = field(repr=False)
@@ -61,9 +64,15 @@ class MediaInput:
     @property
     def digest(self) -> str:
         """The content hash the prefix cache keys media chunks by (same pixels → same KV)."""
-        h = hashlib.sha256(f"{self.kind}:{self.width}x{self.height}:".encode())
-        h.update(self.data)
-        return h.hexdigest()
+        return media_digest(self.kind, self.width, self.height, self.data)
+
+
+def media_digest(kind: str, width: int, height: int, data: bytes | memoryview) -> str:
+    """The hash of a media item's content: an image's (or a video frame's: ``kind`` "image") pixels, an
+    audio file's bytes."""
+    h = hashlib.sha256(f"{kind}:{width}x{height}:".encode())
+    h.update(data)
+    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -83,6 +92,27 @@ def decode_base64(text: object, what: str) -> EncodedMedia:
         raise MediaError(f"{what} is not valid base64") from None
 
 
+def sniff_video(data: bytes) -> str | None:
+    """The container a video file's first bytes name (what ffmpeg will be asked to decode), else None."""
+    if data[4:8] == b"ftyp" or data[4:8] in (b"moov", b"mdat", b"wide", b"free", b"skip"):
+        return "MP4/MOV"
+    if data.startswith(b"\x1a\x45\xdf\xa3"):
+        return "Matroska/WebM"
+    if data.startswith(b"RIFF") and data[8:12] == b"AVI ":
+        return "AVI"
+    if data.startswith(b"FLV\x01"):
+        return "FLV"
+    if data.startswith(b"\x30\x26\xb2\x75\x8e\x66\xcf\x11"):
+        return "ASF/WMV"
+    if data.startswith((b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3")):
+        return "MPEG"
+    if len(data) > 376 and data[0] == data[188] == data[376] == 0x47:
+        return "MPEG-TS"
+    if data.startswith(b"OggS") and b"theora" in data[:64]:
+        return "Ogg Theora"
+    return None
+
+
 _AUDIO_MAGIC = (b"RIFF", b"fLaC", b"ID3", b"\xff\xfb", b"\xff\xf3", b"\xff\xf2")
 
 
@@ -90,9 +120,11 @@ def decode_media(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> MediaInput:
     """A client's file bytes → a MediaInput; MediaError names what is wrong with them."""
     if not data:
         raise MediaError("the media file is empty")
+    if sniff_video(data):
+        return MediaInput("video", data)
     if data.startswith(_AUDIO_MAGIC) and not (data.startswith(b"RIFF") and data[8:12] == b"WEBP"):
         if data.startswith(b"RIFF") and data[8:12] != b"WAVE":
-            raise MediaError("unsupported media format: a RIFF file that is neither WAV nor WebP")
+            raise MediaError("unsupported media format: a RIFF file that is neither WAV, AVI nor WebP")
         return MediaInput("audio", data)
     from PIL import Image, UnidentifiedImageError
 
@@ -112,7 +144,8 @@ def decode_media(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> MediaInput:
     except MediaError:
         raise
     except UnidentifiedImageError:
-        raise MediaError("unsupported media format: not a PNG, JPEG, WebP or GIF image, nor WAV, MP3 or FLAC audio")
+        raise MediaError("unsupported media format: not a PNG, JPEG, WebP or GIF image, WAV, MP3 or FLAC audio, "
+                         "nor a video (MP4, WebM, MKV, AVI, ...)")
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
         raise MediaError(f"the image is too large: {e}") from None
     except (OSError, SyntaxError, ValueError) as e:

@@ -2,7 +2,7 @@
 
 llama-server's ``handle_media`` (tools/server/server-common.cpp) takes four forms, and so does `load_media`:
 
-- ``data:<image|audio>/<type>;base64,<data>``: decoded here; a corrupt payload is a MediaError.
+- ``data:<image|audio|video>/<type>;base64,<data>``: decoded here; a corrupt payload is a MediaError.
 - ``file://<path>``: only with ``--media-path``, relative to it (llama-server's form) or absolute under it; a
   ``..`` component (also percent-encoded), a NUL, a symlink leading out of the directory or anything but a
   regular file is refused.
@@ -97,15 +97,14 @@ def _b64decode(text: str, what: str, limits: MediaLimits) -> bytes:
 
 
 def read_data_uri(url: str, limits: MediaLimits = MediaLimits()) -> bytes:
-    """The bytes of a ``data:image/...;base64,...`` (or audio) URI."""
+    """The bytes of a ``data:image/...;base64,...`` (or audio, or video) URI."""
     header, sep, payload = url.partition(",")
     if not sep:
         raise MediaError("invalid data: URI: expected data:<mime type>;base64,<data>")
     mime = header[5:].split(";", 1)[0].strip().lower()
-    if not mime.startswith(("image/", "audio/")):
-        if mime.startswith("video/"):
-            raise MediaError(f"unsupported media type {mime}: video input is not supported")
-        raise MediaError(f"unsupported data: URI media type {mime or '(none)'!r} (expected image/* or audio/*)")
+    if not mime.startswith(("image/", "audio/", "video/")):
+        raise MediaError(f"unsupported data: URI media type {mime or '(none)'!r} (expected image/*, audio/* or "
+                         "video/*)")
     if not header.endswith(";base64"):
         raise MediaError("a data: URI must be base64 encoded (data:<mime type>;base64,<data>)")
     return _b64decode(payload, "the data: URI's payload", limits)

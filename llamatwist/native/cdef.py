@@ -451,6 +451,9 @@ int mtmd_get_audio_sample_rate(const mtmd_context * ctx);
 void mtmd_log_set(ggml_log_callback log_callback, void * user_data);
 mtmd_bitmap * mtmd_bitmap_init(uint32_t nx, uint32_t ny, const unsigned char * data);
 uint32_t mtmd_bitmap_get_nx(const mtmd_bitmap * bitmap);
+uint32_t mtmd_bitmap_get_ny(const mtmd_bitmap * bitmap);
+const unsigned char * mtmd_bitmap_get_data(const mtmd_bitmap * bitmap);
+size_t mtmd_bitmap_get_n_bytes(const mtmd_bitmap * bitmap);
 void mtmd_bitmap_free(mtmd_bitmap * bitmap);
 void mtmd_bitmap_set_id(mtmd_bitmap * bitmap, const char * id);
 mtmd_input_chunks * mtmd_input_chunks_init(void);
@@ -472,6 +475,27 @@ struct mtmd_helper_init_opt mtmd_helper_init_opt_default(void);
 struct mtmd_helper_bitmap_wrapper mtmd_helper_bitmap_init_from_buf(const mtmd_context * ctx, const unsigned char * buf,
                                                                    size_t len, bool placeholder,
                                                                    struct mtmd_helper_init_opt opt);
+/* video: libmtmd's helper runs ffprobe/ffmpeg and yields frames (bitmaps) and timestamp texts */
+typedef struct mtmd_helper_video mtmd_helper_video;
+struct mtmd_helper_video_init_params {
+    float fps_target;
+    const char * ffmpeg_bin_dir;
+    int64_t timestamp_interval_ms;
+};
+struct mtmd_helper_video_info {
+    uint32_t width;
+    uint32_t height;
+    float fps;
+    int32_t n_frames;
+};
+struct mtmd_helper_video_init_params mtmd_helper_video_init_params_default(void);
+bool mtmd_helper_support_video(const mtmd_context * ctx);
+mtmd_helper_video * mtmd_helper_video_init_from_buf(const struct mtmd_context * mctx, const unsigned char * buf,
+                                                    size_t len, struct mtmd_helper_video_init_params params);
+void mtmd_helper_video_free(mtmd_helper_video * ctx);
+struct mtmd_helper_video_info mtmd_helper_video_get_info(const mtmd_helper_video * ctx);
+int32_t mtmd_helper_video_read_next(mtmd_helper_video * ctx, mtmd_bitmap ** out_bitmap, char ** out_text);
+void free(void * ptr);  /* read_next's text is malloc'd */
 int32_t mtmd_helper_eval_chunk_single(mtmd_context * ctx, struct llama_context * lctx, const mtmd_input_chunk * chunk,
                                       llama_pos n_past, llama_seq_id seq_id, int32_t n_batch, bool logits_last,
                                       llama_pos * new_n_past);

@@ -20,6 +20,7 @@ __all__ = ["MODULE_NAME", "make_ffibuilder"]
 MODULE_NAME = "llamatwist.native._llama"
 
 SOURCE = r"""
+#include <stdlib.h>
 #include "llama.h"
 #include "mtmd.h"
 #include "mtmd-helper.h"

@@ -15,6 +15,7 @@ from llamatwist.engine.errors import ModelLoadError
 from llamatwist.engine.model import LoraAdapter, Model, ModelInfo, Placement, numa_init
 from llamatwist.engine.mtmd import Projector
 from llamatwist.engine.sampling import eog_tokens
+from llamatwist.engine.video import VideoParams
 from llamatwist.runtime.adapters import AdapterSpec, LoraInfo, apply_adapters
 from llamatwist.runtime.prefix_cache import PrefixCache
 from llamatwist.runtime.slot import Slot
@@ -58,6 +59,9 @@ class EngineSpec:
     image_min_tokens: int = -1  # --image-min-tokens / --image-max-tokens (-1: the projector's own)
     image_max_tokens: int = -1
     mtmd_batch_max_tokens: int = 1024  # --mtmd-batch-max-tokens
+    video_fps: float = 4.0  # --video-fps, --video-timestamp-interval, --video-ffmpeg-dir
+    video_timestamp_interval_ms: int = 5000
+    video_ffmpeg_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,7 @@ class LoadedModel:
     eog: tuple[int, ...] = ()  # end-of-generation tokens (ignore_eos bans them, as llama-server shows)
     vision: bool = False  # the projector (--mmproj) takes images
     audio: bool = False  # ... and audio
+    video: bool = False  # ... and video (a vision projector, and libmtmd built with video support)
     mmproj_backend: str | None = None  # where the projector's encoder runs (None: no projector)
 
 
@@ -169,13 +174,15 @@ def load(spec: EngineSpec) -> Loaded:
         projector = Projector(spec.mmproj_path, model, n_threads=spec.context.n_threads,
                               use_gpu=spec.mmproj_offload, image_min_tokens=spec.image_min_tokens,
                               image_max_tokens=spec.image_max_tokens, flash_attn=spec.context.flash_attn,
-                              batch_max_tokens=spec.mtmd_batch_max_tokens)
+                              batch_max_tokens=spec.mtmd_batch_max_tokens,
+                              video=VideoParams(spec.video_fps, spec.video_timestamp_interval_ms,
+                                                spec.video_ffmpeg_dir))
         if projector.mrope:
             projector.close()
             raise ModelLoadError(f"multimodal projector {spec.mmproj_path}: M-RoPE models (Qwen2-VL and kin) are "
                                  "not supported yet")
         description = dataclasses.replace(description, vision=projector.vision, audio=projector.audio,
-                                          mmproj_backend=projector.backend)
+                                          video=projector.video, mmproj_backend=projector.backend)
         can_shift = False  # as llama-server: no context shift with a projector (media chunks cannot shift)
     return Loaded(model, ctx, cache, slots, batch, model_id, can_shift, description, lora_adapters, drafter,
                   projector)

@@ -6,7 +6,7 @@ constrains the output (the generic format's JSON schema, or a native format's gr
 instructions to the system message; the output is parsed into ``content``, ``reasoning_content`` and
 ``tool_calls`` — re-parsed on every streamed token so the deltas follow the text.
 
-Media parts (``image_url``, ``input_audio``) become media markers in the rendered prompt
+Media parts (``image_url``, ``input_audio``, ``input_video``/``video_url``) become media markers in the rendered prompt
 (``chat.messages.extract_media``); their sources load meanwhile (``media.load``: data: URIs, file:// under
 --media-path, http(s), base64; decoded in the thread pool) and the prompt is split at the markers for the
 projector. A source that cannot be used is a 400 naming the part (413 past a size limit).
@@ -228,7 +228,8 @@ def build_prompt(fmt: ChatFormatter, body: Mapping[str, Any], req: ChatRequest) 
 
 def media_kinds(loaded: LoadedModel) -> frozenset[str]:
     """The media kinds the server's projector takes (none without --mmproj)."""
-    return frozenset(k for k, on in (("image", loaded.vision), ("audio", loaded.audio)) if on)
+    return frozenset(k for k, on in (("image", loaded.vision), ("audio", loaded.audio), ("video", loaded.video))
+                     if on)
 
 
 def _media_error(ref: MediaRef, exc: MediaError) -> InvalidRequest | PayloadTooLarge:
