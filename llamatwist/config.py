@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from llamatwist.sampling_defaults import SamplingDefaults
 
-__all__ = ["CACHE_TYPE_NAMES", "LOAD_MODES", "REASONING_FORMATS", "ROPE_SCALING", "SamplingDefaults", "ServerConfig"]
+__all__ = ["CACHE_TYPE_NAMES", "LAZY_MODES", "LOAD_MODES", "REASONING_FORMATS", "ROPE_SCALING", "SamplingDefaults", "ServerConfig"]
 
 # --reasoning-format / the request's reasoning_format (llama.cpp's common_reasoning_format names)
 REASONING_FORMATS = ("none", "auto", "deepseek", "deepseek-legacy")
@@ -22,6 +22,8 @@ REASONING_FORMATS = ("none", "auto", "deepseek", "deepseek-legacy")
 ROPE_SCALING: tuple[str, ...] = ("none", "linear", "yarn")
 #: -lm/--load-mode values (llama.cpp's llama_load_mode names)
 LOAD_MODES: tuple[str, ...] = ("auto", "none", "mmap", "mlock", "mmap+mlock", "dio")
+#: -lzm/--lazy-mode values (llama.cpp's llama_lazy_mode)
+LAZY_MODES: tuple[str, ...] = ("on", "auto", "off")
 
 #: -ctk/-ctv values (llama-server's kv_cache_types)
 CACHE_TYPE_NAMES: tuple[str, ...] = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
@@ -36,6 +38,7 @@ class ServerConfig:
     mmproj_url: str | None = None  # -mmu: downloaded into the cache (or -mm's path) when missing
     mmproj_auto: bool = True  # --no-mmproj: do not take the projector found beside an -hf model
     mmproj_offload: bool = True  # --no-mmproj-offload
+    mmproj_device: tuple[str, ...] | None = None  # -mmdev: None = follows -dev, () = none (the CPU), (name,)
     image_min_tokens: int = -1
     image_max_tokens: int = -1
     mtmd_batch_max_tokens: int = 1024
@@ -95,6 +98,7 @@ class ServerConfig:
     yarn_beta_fast: float = -1.0
     # model loading
     load_mode: str = "auto"  # -lm: auto | none | mmap | mlock | mmap+mlock | dio
+    lazy_mode: str = "auto"  # -lzm: on | auto | off (tensors the architecture marks, read on demand)
     check_tensors: bool = False
     override_kv: tuple[tuple[str, str, str], ...] = ()  # --override-kv (key, type, value text)
     # devices and offload (validated against the build's devices by the CLI)
@@ -187,12 +191,14 @@ class ServerConfig:
     reasoning_effort: str | None = None  # given to the template as reasoning_effort; None = its default
     reasoning_budget: int = -1  # thinking tokens before the end tag is forced; -1 = unlimited
     reasoning_budget_message: str = ""  # inserted before the forced end tag
+    skip_chat_parsing: bool = False  # --skip-chat-parsing: a chat reply is all content (no reasoning or tool calls)
     prefill_assistant: bool = True
     spm_infill: bool = False
     # logging
     verbose: bool = False
     log_disable: bool = False
     log_file: str | None = None
+    prompts_log_dir: str | None = None  # --log-prompts-dir: each completion's prompt, one file a request
     log_verbosity: int = 3  # -lv: 0 output, 1 error, 2 warning, 3 info, 4+ debug (llama.cpp's LOG_LEVEL_*)
     log_colors: str = "auto"  # on | off | auto (on when stderr is a terminal)
     log_prefix: bool = True  # the level letter (llama-server's common_init turns prefix and timestamps on)
@@ -207,6 +213,18 @@ class ServerConfig:
     def model_tags(self) -> tuple[str, ...]:
         """--tags, comma-separated: listed by /models, as llama-server (a set: sorted, no repeats)."""
         return tuple(sorted({t.strip() for t in (self.tags or "").split(",") if t.strip()}))
+
+    @property
+    def projector_devices(self) -> tuple[str, ...] | None:
+        """Where the projector's encoder goes: () the CPU, (name,) that device, None libmtmd's first GPU.
+
+        As llama-server: -mmdev, else -dev's first device (-dev none: the CPU). --no-mmproj-offload
+        keeps it on the CPU and -mmdev none overrides --mmproj-offload, whatever their order (llama-server:
+        the one given last)."""
+        if not self.mmproj_offload:
+            return ()
+        chosen = self.mmproj_device if self.mmproj_device is not None else self.devices
+        return None if chosen is None else chosen[:1]
 
     @property
     def aliases(self) -> tuple[str, ...]:

@@ -185,6 +185,9 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "yarn_beta_slow": ("2", 2.0),
     "yarn_beta_fast": ("16", 16.0),
     "load_mode": ("mmap+mlock", "mmap+mlock"),
+    "lazy_mode": ("on", "on"),
+    "mmproj_device": ("none", ()),
+    "prompts_log_dir": ("/tmp/prompts", "/tmp/prompts"),
     "log_colors": ("off", "off"),
     "hf_repo": ("ggml-org/m-GGUF:q8_0", "ggml-org/m-GGUF:q8_0"),
     "hf_file": ("m.gguf", "m.gguf"),
@@ -387,8 +390,9 @@ def test_unimplemented_env_var_refused(env: str) -> None:
 
 
 def test_unimplemented_env_var_details() -> None:
-    err = refused([], {"LLAMA_ARG_NO_SKIP_CHAT_PARSING": "1"})
-    assert err.message.startswith("flag --no-skip-chat-parsing is not implemented")
+    err = refused([], {"LLAMA_ARG_NO_UI_MCP_PROXY": "1"})
+    assert err.message.startswith("flag --no-ui-mcp-proxy is not implemented")
+    assert parse_config([], {"LLAMA_ARG_NO_SKIP_CHAT_PARSING": "1"}).skip_chat_parsing is False
     assert parse_config([], {"LLAMA_ARG_NO_REPACK": "1"}).repack is False
     assert parse_config([], {"LLAMA_ARG_SWA_FULL": "0"}).swa_full is False  # no effect in llama-server
     assert parse_config([], {"HF_TOKEN": "t"})  # shared with other tools
@@ -546,9 +550,9 @@ def test_host_lists_and_tags_parse() -> None:
 
 
 def test_process_exit_statuses() -> None:
-    proc = run("-m", "llamatwist", "--skip-chat-parsing")
+    proc = run("-m", "llamatwist", "--mcp-servers-config", "x.json")
     assert proc.returncode == 1
-    assert proc.stderr == "error: flag --skip-chat-parsing is not implemented yet in llamatwist\n"
+    assert proc.stderr == "error: flag --mcp-servers-config is not implemented yet in llamatwist\n"
 
     proc = run("-m", "llamatwist", "--api-key-file", "/nonexistent/keys.txt")
     assert proc.returncode == 1
@@ -580,7 +584,7 @@ def test_help_lists_every_flag_with_default_and_env() -> None:
     for expected in ("(default: 2048)", "(default: 8080)", "(default: 0.80)"):
         assert expected in text
     assert "--smollm2-default" in text
-    assert "--no-host" in text and "--skip-chat-parsing" in text  # an implemented flag, and one listed as not yet
+    assert "--no-host" in text and "--mcp-servers-config" in text  # an implemented flag, and one listed as not yet
 
 
 def test_help_and_parsing_need_no_heavy_imports() -> None:
@@ -634,9 +638,9 @@ def test_twistd_passes_arguments_verbatim() -> None:
     assert proc.returncode == 2
     assert "-np/--parallel" in proc.stderr
 
-    proc = run("-m", "twisted", "llamatwist", "-no-kvu", "--skip-chat-parsing")
+    proc = run("-m", "twisted", "llamatwist", "-no-kvu", "--mcp-servers-config", "x.json")
     assert proc.returncode == 1
-    assert "error: flag --skip-chat-parsing is not implemented yet in llamatwist" in proc.stderr
+    assert "error: flag --mcp-servers-config is not implemented yet in llamatwist" in proc.stderr
 
 
 def test_tap_options_hold_the_config() -> None:

@@ -102,6 +102,30 @@ def test_load_mode_none_reads_the_model_instead_of_mapping_it(
     assert greedy(srv) == greedy(baseline)
 
 
+def test_lazy_mode_reaches_the_model_params() -> None:
+    from llamatwist.engine.model import model_params
+    from llamatwist.native.binding import ffi, lib
+
+    # the field sits where llama.h has it (cffi takes the offsets from the compiler): after load_mode
+    offsets = [ffi.offsetof("struct llama_model_params", f) for f in ("load_mode", "lazy_mode", "main_gpu")]
+    assert offsets == sorted(offsets)
+    assert lib.llama_model_default_params().lazy_mode == lib.LLAMA_LAZY_MODE_AUTO  # llama-server's default too
+    for name, value in (("on", lib.LLAMA_LAZY_MODE_ON), ("off", lib.LLAMA_LAZY_MODE_OFF)):
+        params = model_params(lazy_mode=name, load_mode="none")
+        assert (params.lazy_mode, params.load_mode) == (value, lib.LLAMA_LOAD_MODE_NONE)
+
+
+@pytest.mark.parametrize("mode", ["on", "off"])
+def test_lazy_mode_loads_the_same_model(baseline: Server, make_server: Callable[..., Server], model_path: str,
+                                        mode: str) -> None:
+    # the default model (llama architecture) marks no tensor for lazy reading: any mode loads it the same way
+    srv = make_server("-m", model_path, *SMALL, "-lzm", mode)
+    assert srv.get("/props").json()["lazy_mode"] == mode
+    assert baseline.get("/props").json()["lazy_mode"] == "auto"
+    assert "lazy read enabled" not in srv.log()
+    assert greedy(srv) == greedy(baseline)
+
+
 def test_override_kv_changes_what_the_model_reads(baseline: Server, make_server: Callable[..., Server],
                                                    model_path: str) -> None:
     srv = make_server("-m", model_path, *SMALL, "--override-kv",
@@ -236,6 +260,12 @@ def test_cpu_placement_values_are_passed_to_libllama(make_server: Callable[..., 
         ["--override-kv", "a=str:" + "x" * 128],
         ["--dry-penalty-last-n", "-2"],
         ["-fa", "maybe"],
+        ["-lzm", "yes"],
+        ["--lazy-mode", ""],
+        ["-mmdev", "CPU"],
+        ["-mmdev", "NOSUCHDEVICE"],
+        ["--mmproj-device", ""],
+        ["--log-prompts-dir", ""],
     ],
 )
 def test_bad_values_exit_2(args: list[str]) -> None:
@@ -248,6 +278,28 @@ def test_bad_environment_value_exits_2() -> None:
     proc = run("-m", "llamatwist", env={"LLAMA_ARG_ROPE_SCALING_TYPE": "ntk"})
     assert proc.returncode == 2
     assert "LLAMA_ARG_ROPE_SCALING_TYPE" in proc.stderr
+    # -mmdev's variable has no LLAMA_ARG_ prefix, as in llama-server; CPU is no offload device (-dev's rule)
+    proc = run("-m", "llamatwist", env={"MTMD_BACKEND_DEVICE": "CPU"})
+    assert proc.returncode == 2
+    assert "MTMD_BACKEND_DEVICE" in proc.stderr and "invalid device: CPU" in proc.stderr
+    assert "'none' keeps the projector on the CPU" in proc.stderr
+
+
+def test_mmproj_device_takes_one_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    from llamatwist.cli import ConfigError, convert, parse_config
+
+    monkeypatch.setattr(convert, "_gpu_devices", lambda: ["Vulkan0", "Vulkan1"])
+    assert parse_config(["-mmdev", "Vulkan1"], {}).projector_devices == ("Vulkan1",)
+    assert parse_config(["-mmdev", "none"], {}).projector_devices == ()
+    with pytest.raises(ConfigError, match="only one device may be specified for mmproj"):
+        parse_config(["-mmdev", "Vulkan0,Vulkan1"], {})
+    with pytest.raises(ConfigError, match="invalid device: Vulkan2"):
+        parse_config(["-mmdev", "Vulkan2,Vulkan1"], {})  # the names are checked first, as llama-server
+    # unset, it follows -dev (its first device; -dev none: the CPU); --no-mmproj-offload keeps it on the CPU
+    assert parse_config(["-dev", "Vulkan1,Vulkan0"], {}).projector_devices == ("Vulkan1",)
+    assert parse_config(["-dev", "none"], {}).projector_devices == ()
+    assert parse_config([], {}).projector_devices is None  # libmtmd's first GPU
+    assert parse_config(["-mmdev", "Vulkan1", "--no-mmproj-offload"], {}).projector_devices == ()
 
 
 def thread_cpus(server: Server) -> set[str]:

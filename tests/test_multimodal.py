@@ -200,3 +200,29 @@ def test_sleeping_server_wakes_for_an_image(make_server: Callable[..., Server], 
     assert srv.get("/props").json()["is_sleeping"]
     woken = complete(srv, PROMPT, [image_b64(RED)], cache_prompt=False)
     assert woken.status_code == 200 and woken.json()["content"] == awake
+
+
+@pytest.mark.parametrize(("args", "env"), [(("-mmdev", "none"), {}), ((), {"MTMD_BACKEND_DEVICE": "none"})])
+def test_mmproj_device_none_keeps_the_encoder_on_the_cpu(
+    make_server: Callable[..., Server], vision_dir: Path, vsrv: Server, args: tuple[str, ...], env: dict[str, str]
+) -> None:
+    command = ["env", *(f"{k}={v}" for k, v in env.items()), sys.executable, "-m", "llamatwist"]
+    srv = make_server("-m", str(vision_dir / "model.gguf"), "--mmproj", str(vision_dir / "mmproj.gguf"),
+                      "-c", "1024", "-np", "1", "-t", "1", *args, command=command)
+    # as --no-mmproj-offload (test_vulkan.py shows the difference where there is a GPU)
+    assert srv.get("/props").json()["offload"]["mmproj"] == {"offload": False, "backend": "CPU"}
+    assert "mmproj.gguf: the vision encoder runs on CPU" in srv.log()
+    same = [complete(s, PROMPT, [image_b64(RED)], cache_prompt=False).json()["content"] for s in (srv, vsrv)]
+    assert same[0] == same[1]
+
+
+@pytest.mark.parametrize("device", ["CPU", "Vulkan7"])
+def test_mmproj_device_unknown_fails_start_up(make_server: Callable[..., Server], vision_dir: Path,
+                                              device: str) -> None:
+    # CPU is no offload device (as -dev: --list-devices does not list it); 'none' is the CPU's spelling
+    srv = make_server("-m", str(vision_dir / "model.gguf"), "--mmproj", str(vision_dir / "mmproj.gguf"),
+                      "-c", "1024", "-t", "1", "-mmdev", device, wait=False)
+    assert srv.proc.wait(60) == 2
+    log = srv.log()
+    assert f"-mmdev/--mmproj-device: invalid device: {device}" in log and "Traceback" not in log, log
+    assert "this build has no GPU devices (CPU only)" in log or "devices of this build: " in log

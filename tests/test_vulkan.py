@@ -197,6 +197,19 @@ def test_mmproj_offload_puts_the_encoder_on_vulkan(vulkan: Any, vision_files: tu
     assert pa["id"] == pb["id"] and abs(pa["logprob"] - pb["logprob"]) < 1e-2, (pa, pb)
 
 
+@pytest.mark.parametrize(("args", "backend"), [
+    (("-mmdev", "none"), "CPU"),  # as --no-mmproj-offload
+    (("-dev", "none"), "CPU"),  # unset, -mmdev follows -dev
+    (("-dev", "none", "-mmdev", "Vulkan0"), "Vulkan0"),  # the projector offloaded, the model not
+])
+def test_mmproj_device_places_the_encoder(vulkan: Any, vision_files: tuple[str, str], args: tuple[str, ...],
+                                          backend: str) -> None:
+    text, mmproj = vision_files
+    srv = vulkan("-m", text, "--mmproj", mmproj, "-c", "512", "-np", "1", "-t", "2", "-ngl", "99", *args)
+    assert srv.get("/props").json()["offload"]["mmproj"] == {"offload": backend != "CPU", "backend": backend}
+    assert _image_request(srv)["timings"]["prompt_n"] > 16
+
+
 def test_no_kv_offload_keeps_the_cache_in_host_memory(vulkan: Any, f32_model: str) -> None:
     # llama.cpp reports its buffers at its INFO level: -v shows them.
     on = vulkan(*_common(f32_model), "-ngl", "99", "-v")

@@ -51,6 +51,7 @@ class ChatFormatter:
     add_eos: bool
     cli_kwargs: dict[str, Any] = field(default_factory=dict)
     reasoning: ReasoningDefaults = field(default_factory=ReasoningDefaults)
+    skip_parsing: bool = False  # --skip-chat-parsing: a reply is all content, whatever the template
 
     @property
     def source(self) -> str:
@@ -145,6 +146,7 @@ def build_formatter(
                     **config.chat_template_kwargs},
         reasoning=ReasoningDefaults(config.reasoning_format, config.reasoning_budget,
                                     config.reasoning_budget_message),
+        skip_parsing=config.skip_chat_parsing,
     )
 
 

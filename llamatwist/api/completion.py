@@ -16,6 +16,7 @@ from llamatwist.api.errors import REPORTED
 from llamatwist.api.http import ApiContext, handler, read_json, send_json
 from llamatwist.api.params import OutputOptions, parse_completion, parse_output_options, project_fields
 from llamatwist.api.pipeline import expand, run_tasks, tokenize_prompts
+from llamatwist.api.prompt_log import log_prompt
 from llamatwist.api.streaming import SSEStream, partial_extras
 from llamatwist.runtime import FinalResult, GenerationParams, PartialResult, TokenProbs
 
@@ -215,6 +216,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
         # chat_format and reasoning_format are echoed in generation_settings; as in llama-server, a native
         # completion's content is the raw text (its reasoning is not split out)
         options = parse_output_options(body, ctx.config.reasoning_format)
+        await log_prompt(ctx, body.get("prompt"))
         prompts = expand(await tokenize_prompts(ctx, loaded, req.prompts), req.n_cmpl)
         params = await apply_reasoning_fields(ctx, body, await apply_constraint(ctx, body, req.params))
         if params.stream:

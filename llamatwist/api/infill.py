@@ -17,6 +17,7 @@ from llamatwist.api.errors import InvalidRequest
 from llamatwist.api.http import ApiContext, handler, read_json, send_json
 from llamatwist.api.params import generation_params, parse_output_options
 from llamatwist.api.pipeline import run_tasks
+from llamatwist.api.prompt_log import log_prompt
 from llamatwist.engine.model import FimTokens
 from llamatwist.runtime import ContextExceeded
 
@@ -116,6 +117,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
                 n_ctx=loaded.n_ctx_slot, spm_infill=ctx.config.spm_infill,
             )
         )
+        await log_prompt(ctx, tokens)  # llama-server logs the assembled infill prompt: its token ids
         if len(tokens) >= loaded.n_ctx_slot:
             raise ContextExceeded(len(tokens), loaded.n_ctx_slot)
         if not params.stream:

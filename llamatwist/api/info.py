@@ -51,8 +51,8 @@ def _offload(config: ServerConfig, loaded: LoadedModel) -> dict[str, Any]:
         "layers_offloaded": offloaded_layers(config.n_gpu_layers, n_layer, config.devices),
         "layers_total": n_layer + 1,  # the output layer counts, as in llama.cpp's "offloaded N/M layers"
         "kv_offload": config.kv_offload,
-        # the multimodal projector's encoder (--mmproj-offload / --no-mmproj-offload): its backend
-        "mmproj": None if loaded.mmproj_backend is None else {"offload": config.mmproj_offload,
+        # the multimodal projector's encoder (--mmproj-offload, -mmdev, -dev): offloaded or not, its backend
+        "mmproj": None if loaded.mmproj_backend is None else {"offload": config.projector_devices != (),
                                                               "backend": loaded.mmproj_backend},
     }
 
@@ -111,6 +111,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
             # llamatwist's: the start-up RoPE/YaRN and loading settings (0 or negative = the model's own)
             "rope": _rope(ctx.config),
             "load_mode": ctx.config.load_mode,
+            "lazy_mode": ctx.config.lazy_mode,
             "kv_overrides": {key: value for key, _, value in ctx.config.override_kv},
             "offload": _offload(ctx.config, loaded),
         })

@@ -20,6 +20,7 @@ from llamatwist.cli.convert import (
     integer,
     kv_overrides,
     main_gpu,
+    mmproj_device,
     nonempty,
     number,
     on_off_auto,
@@ -35,7 +36,7 @@ from llamatwist.cli.convert import (
 )
 from llamatwist.cli.flag import G_COMPUTE, G_LOG, G_MODEL, G_SAMPLING, Flag
 from llamatwist.cli.hf import hf_repo
-from llamatwist.config import CACHE_TYPE_NAMES, LOAD_MODES, ROPE_SCALING
+from llamatwist.config import CACHE_TYPE_NAMES, LAZY_MODES, LOAD_MODES, ROPE_SCALING
 
 __all__ = ["COMMON"]
 
@@ -59,6 +60,10 @@ COMMON: Final[tuple[Flag, ...]] = (
     Flag(("--mmproj-offload",), "mmproj_offload", G_MODEL,
          "whether to enable GPU offloading for the multimodal projector", "LLAMA_ARG_MMPROJ_OFFLOAD",
          neg=("--no-mmproj-offload",)),
+    Flag(("-mmdev", "--mmproj-device"), "mmproj_device", G_MODEL,
+         "device to use for multimodal projector (none = don't offload, default: follows --device); "
+         "use --list-devices to see a list of available devices", "MTMD_BACKEND_DEVICE", mmproj_device,
+         metavar="DEVICE", default="follows --device"),
     Flag(("--image-min-tokens",), "image_min_tokens", G_MODEL,
          "minimum number of tokens each image can take, only used by vision models with dynamic resolution",
          "LLAMA_ARG_IMAGE_MIN_TOKENS", int_min(1), default="read from model"),
@@ -100,6 +105,11 @@ COMMON: Final[tuple[Flag, ...]] = (
          "model loading mode: auto (mmap, unless a device does not support it), none (read into memory), "
          "mmap, mlock (keep the model in RAM rather than swapping), mmap+mlock, dio (direct I/O if available)",
          "LLAMA_ARG_LOAD_MODE", one_of(*LOAD_MODES), metavar="MODE"),
+    Flag(("-lzm", "--lazy-mode"), "lazy_mode", G_MODEL,
+         "on-demand reading of certain tensors, for example per-layer embeddings: on (read the rows of such "
+         "tensors from disk on demand instead of keeping them resident; requires mmap), auto (on, but only for "
+         "tensors larger than 4 GiB), off (always keep them resident)", "LLAMA_ARG_LAZY_MODE",
+         one_of(*LAZY_MODES), metavar="MODE"),
     Flag(("--check-tensors",), "check_tensors", G_MODEL, "check model tensor data for invalid values"),
     Flag(("--override-kv",), "override_kv", G_MODEL,
          "override model metadata by key (repeatable, or comma-separated); types: int, float, bool, str. "

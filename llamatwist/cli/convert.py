@@ -414,7 +414,7 @@ def _no_gpu_hint(names: list[str]) -> str:
     return f"devices of this build: {', '.join(names)}" if names else "this build has no GPU devices (CPU only)"
 
 
-def device_list(text: str) -> tuple[str, ...]:
+def device_list(text: str, what: str = "the model") -> tuple[str, ...]:
     """-dev: 'none' (no offload, ()) or GPU device names, as llama-server's parse_device_list."""
     names = [n for n in text.split(",") if n]
     if not names:
@@ -424,8 +424,16 @@ def device_list(text: str) -> tuple[str, ...]:
     available = _gpu_devices()
     for name in names:
         if name not in available:
-            raise ValueError(f"invalid device: {name} ({_no_gpu_hint(available)}; 'none' keeps the model on the CPU)")
+            raise ValueError(f"invalid device: {name} ({_no_gpu_hint(available)}; 'none' keeps {what} on the CPU)")
     return tuple(names)
+
+
+def mmproj_device(text: str) -> tuple[str, ...]:
+    """-mmdev: 'none' (the projector on the CPU, ()) or one GPU device, checked as -dev's list."""
+    names = device_list(text, "the projector")
+    if len(names) > 1:
+        raise ValueError("only one device may be specified for mmproj")
+    return names
 
 
 def tensor_overrides(text: str) -> tuple[tuple[str, str], ...]:

@@ -31,7 +31,7 @@ from llamatwist.cli.convert import (
     sleep_seconds,
     threads,
 )
-from llamatwist.cli.flag import G_CHAT, G_COMPUTE, G_HTTP, G_MODEL, G_SERVER, Flag
+from llamatwist.cli.flag import G_CHAT, G_COMPUTE, G_HTTP, G_LOG, G_MODEL, G_SERVER, Flag
 
 __all__ = ["PRESETS", "SERVER"]
 
@@ -167,6 +167,10 @@ SERVER: Final[tuple[Flag, ...]] = (
     Flag(("--reasoning-budget-message",), "reasoning_budget_message", G_CHAT,
          "message injected before the end-of-thinking tag when reasoning budget is exhausted",
          "LLAMA_ARG_THINK_BUDGET_MESSAGE", str, metavar="MESSAGE", default="none"),
+    Flag(("--skip-chat-parsing",), "skip_chat_parsing", G_CHAT,
+         "force a pure content parser, even if a Jinja template is specified; model will output everything in "
+         "the content section, including any reasoning and/or tool calls", "LLAMA_ARG_SKIP_CHAT_PARSING",
+         neg=("--no-skip-chat-parsing",)),
     Flag(("--prefill-assistant",), "prefill_assistant", G_CHAT,
          "whether to prefill the assistant's response if the last message is "
          "an assistant message; when off, a trailing assistant message is "
@@ -176,6 +180,9 @@ SERVER: Final[tuple[Flag, ...]] = (
          "use Suffix/Prefix/Middle pattern for infill (instead of "
          "Prefix/Suffix/Middle) as some models prefer this"),
     # context, batching and compute
+    Flag(("--log-prompts-dir",), "prompts_log_dir", G_LOG,
+         "log prompts to directory (auto-created if not present; only used for debugging)", None, nonempty,
+         metavar="PATH", default="disabled"),
     Flag(("-np", "--parallel"), "n_parallel", G_COMPUTE,
          "number of server slots (-1 = auto: 4 slots sharing a unified KV cache)",
          "LLAMA_ARG_N_PARALLEL", n_parallel, default="-1"),

@@ -140,6 +140,12 @@ def configure(argv: Sequence[str], environ: Mapping[str, str]) -> ServerConfig:
         raise StartupFailed(err.exit_code) from None
     for name in unknown_env(environ, FLAGS):
         print(f"warning: environment variable {name} names no llama-server flag; ignored", file=sys.stderr)
+    if config.prompts_log_dir:
+        # as llama-server, created when the flag is read; a failure is a warning (the files will fail to log)
+        from llamatwist.api.prompt_log import create_prompt_log_dir
+
+        if (warning := create_prompt_log_dir(config.prompts_log_dir)) is not None:
+            print(warning, file=sys.stderr)
     return config
 
 

@@ -50,9 +50,7 @@ UNIMPLEMENTED: Final[tuple[Unimplemented, ...]] = (
         "-ctxcp --ctx-checkpoints --swa-checkpoints", "LLAMA_ARG_CTX_CHECKPOINTS", VALUE
     ),
     _U("-cms --checkpoint-min-step", "LLAMA_ARG_CHECKPOINT_MIN_SPACING_NT", VALUE),
-    _U("-mmdev --mmproj-device", "MTMD_BACKEND_DEVICE", VALUE),
     _U("--rpc", "LLAMA_ARG_RPC", VALUE, _NO_RPC),
-    _U("-lzm --lazy-mode", "LLAMA_ARG_LAZY_MODE", VALUE),
     _U("-fit --fit", "LLAMA_ARG_FIT", VALUE, _NO_FIT),
     _U("-fitt --fit-target", "LLAMA_ARG_FIT_TARGET", VALUE, _NO_FIT),
     _U("-fitc --fit-ctx", "LLAMA_ARG_FIT_CTX", VALUE, _NO_FIT),
@@ -73,12 +71,6 @@ UNIMPLEMENTED: Final[tuple[Unimplemented, ...]] = (
     _U("--models-preset", "LLAMA_ARG_MODELS_PRESET", VALUE, _NO_ROUTER),
     _U("--models-max", "LLAMA_ARG_MODELS_MAX", VALUE, _NO_ROUTER),
     _U("--models-autoload --no-models-autoload", "LLAMA_ARG_MODELS_AUTOLOAD", BOOL, _NO_ROUTER),
-    _U(
-        "--skip-chat-parsing --no-skip-chat-parsing",
-        "LLAMA_ARG_SKIP_CHAT_PARSING",
-        BOOL,
-    ),
-    _U("--log-prompts-dir", None, VALUE),
     _U("--spec-synth-len", "LLAMA_ARG_SPEC_SYNTH_LEN", VALUE),
     _U("--spec-synth-rates", "LLAMA_ARG_SPEC_SYNTH_RATES", VALUE),
     _U("--spec-draft-p-split --draft-p-split", "LLAMA_ARG_SPEC_DRAFT_P_SPLIT", VALUE),

@@ -21,7 +21,7 @@ from llamatwist.native.binding import (
     remove_log_listener,
 )
 
-__all__ = ["LOAD_MODES", "SPLIT_MODES", "Device", "FimTokens", "LoraAdapter", "Model", "ModelInfo", "Placement", "Vocab", "backend_name", "buffer_types", "devices", "max_devices", "numa_init", "offloaded_layers"]
+__all__ = ["LAZY_MODES", "LOAD_MODES", "SPLIT_MODES", "Device", "FimTokens", "LoraAdapter", "Model", "ModelInfo", "Placement", "Vocab", "backend_name", "buffer_types", "devices", "max_devices", "model_params", "numa_init", "offloaded_layers"]
 
 GGUF_MAGIC = b"GGUF"
 
@@ -60,6 +60,12 @@ LOAD_MODES: dict[str, int] = {
     "mlock": int(lib.LLAMA_LOAD_MODE_MLOCK),
     "mmap+mlock": int(lib.LLAMA_LOAD_MODE_MMAP_MLOCK),
     "dio": int(lib.LLAMA_LOAD_MODE_DIRECT_IO),
+}
+#: -lzm/--lazy-mode names (llama_lazy_mode)
+LAZY_MODES: dict[str, int] = {
+    "on": int(lib.LLAMA_LAZY_MODE_ON),
+    "auto": int(lib.LLAMA_LAZY_MODE_AUTO),
+    "off": int(lib.LLAMA_LAZY_MODE_OFF),
 }
 _KV_TAGS = {
     "int": int(lib.LLAMA_KV_OVERRIDE_TYPE_INT),
@@ -221,6 +227,19 @@ def _kv_overrides(items: Sequence[tuple[str, str, str]]) -> Any:
     return arr
 
 
+def model_params(*, n_gpu_layers: int = -1, vocab_only: bool = False, load_mode: str = "auto",
+                 lazy_mode: str = "auto", check_tensors: bool = False) -> Any:
+    """The llama_model_params (by value, as libllama takes them) for these settings; Model adds the
+    placement, the KV overrides and the progress callback."""
+    params = lib.llama_model_default_params()
+    params.n_gpu_layers = n_gpu_layers if n_gpu_layers >= 0 else _ALL_LAYERS
+    params.vocab_only = vocab_only
+    params.load_mode = LOAD_MODES[load_mode]
+    params.lazy_mode = LAZY_MODES[lazy_mode]
+    params.check_tensors = check_tensors
+    return params
+
+
 def _mem_available() -> int | None:
     """Bytes of memory the kernel says are available (Linux), else None."""
     try:
@@ -268,6 +287,7 @@ class Model:
         vocab_only: bool = False,
         progress: Callable[[float], bool] | None = None,
         load_mode: str = "auto",
+        lazy_mode: str = "auto",
         check_tensors: bool = False,
         kv_overrides: Sequence[tuple[str, str, str]] = (),
         placement: Placement | None = None,
@@ -286,11 +306,8 @@ class Model:
             _check_memory(path, load_mode, n_gpu_layers)
 
         backend_init()
-        params = lib.llama_model_default_params()
-        params.n_gpu_layers = n_gpu_layers if n_gpu_layers >= 0 else _ALL_LAYERS
-        params.vocab_only = vocab_only
-        params.load_mode = LOAD_MODES[load_mode]
-        params.check_tensors = check_tensors
+        params = model_params(n_gpu_layers=n_gpu_layers, vocab_only=vocab_only, load_mode=load_mode,
+                              lazy_mode=lazy_mode, check_tensors=check_tensors)
         overrides = _kv_overrides(kv_overrides)
         if kv_overrides:
             params.kv_overrides = overrides

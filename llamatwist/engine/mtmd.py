@@ -72,13 +72,15 @@ class MediaSpan:
 class Projector:
     """Owns an ``mtmd_context`` for a loaded text model."""
 
-    def __init__(self, path: str, model: Model, *, n_threads: int, use_gpu: bool = True,
+    def __init__(self, path: str, model: Model, *, n_threads: int, use_gpu: bool = True, device: str | None = None,
                  image_min_tokens: int = -1, image_max_tokens: int = -1, flash_attn: int = -1,
                  batch_max_tokens: int = 1024, video: VideoParams | None = None) -> None:
         if not os.path.isfile(path):
             raise ModelLoadError(f"multimodal projector file not found: {path}")
         params = lib.mtmd_context_params_default()
         params.use_gpu = use_gpu
+        if use_gpu and device is not None:  # -mmdev: a name the CLI checked against ggml's devices
+            params.device = lib.ggml_backend_dev_by_name(device.encode())
         params.print_timings = False
         params.n_threads = n_threads
         params.warmup = False  # the first image pays for graph setup, as llama-server's --no-warmup

@@ -58,6 +58,7 @@ enum llama_split_mode { LLAMA_SPLIT_MODE_NONE, LLAMA_SPLIT_MODE_LAYER, LLAMA_SPL
     LLAMA_SPLIT_MODE_TENSOR, ... };
 enum llama_load_mode { LLAMA_LOAD_MODE_AUTO = -1, LLAMA_LOAD_MODE_NONE = 0, LLAMA_LOAD_MODE_MMAP = 1,
     LLAMA_LOAD_MODE_MLOCK = 2, LLAMA_LOAD_MODE_MMAP_MLOCK = 3, LLAMA_LOAD_MODE_DIRECT_IO = 4 };
+enum llama_lazy_mode { LLAMA_LAZY_MODE_OFF = 0, LLAMA_LAZY_MODE_AUTO = 1, LLAMA_LAZY_MODE_ON = 2 };
 enum llama_model_kv_override_type { LLAMA_KV_OVERRIDE_TYPE_INT, LLAMA_KV_OVERRIDE_TYPE_FLOAT,
     LLAMA_KV_OVERRIDE_TYPE_BOOL, LLAMA_KV_OVERRIDE_TYPE_STR, ... };
 
@@ -123,6 +124,7 @@ struct llama_model_params {
     int32_t n_gpu_layers;
     enum llama_split_mode split_mode;
     enum llama_load_mode load_mode;
+    enum llama_lazy_mode lazy_mode;
     int32_t main_gpu;
     const float * tensor_split;
     llama_progress_callback progress_callback;
@@ -414,6 +416,7 @@ typedef struct mtmd_input_chunk mtmd_input_chunk;
 typedef struct mtmd_input_chunks mtmd_input_chunks;
 struct mtmd_context_params {
     bool use_gpu;
+    ggml_backend_dev_t device;
     bool print_timings;
     int n_threads;
     bool warmup;

@@ -47,6 +47,7 @@ class EngineSpec:
     draft_context: dict[str, Any] = dataclasses.field(default_factory=dict)  # ContextParams fields that differ
     draft_placement: Placement | None = None  # -otd, -cmoed, -ncmoed
     load_mode: str = "auto"  # -lm (the target model; the draft model loads as llama-server's: auto)
+    lazy_mode: str = "auto"  # -lzm (the draft model too: llama-server copies the target's parameters)
     check_tensors: bool = False
     kv_overrides: tuple[tuple[str, str, str], ...] = ()  # --override-kv (key, type, value)
     placement: Placement = dataclasses.field(default_factory=Placement)  # -dev, -ot, -sm, -mg, -ts
@@ -55,7 +56,8 @@ class EngineSpec:
     sleep_idle_seconds: float = -1  # unload the model after this long without a task (-1: never)
     n_ctx_slot_cap: int = 0  # --kv-unified-per-slot: a slot's context at most this (0: no cap)
     mmproj_path: str | None = None  # --mmproj: the multimodal projector
-    mmproj_offload: bool = True  # --no-mmproj-offload keeps the projector on the CPU
+    mmproj_offload: bool = True  # False: the projector on the CPU (--no-mmproj-offload, -mmdev none, -dev none)
+    mmproj_device: str | None = None  # -mmdev (or -dev's first): its device; None: libmtmd's first GPU
     image_min_tokens: int = -1  # --image-min-tokens / --image-max-tokens (-1: the projector's own)
     image_max_tokens: int = -1
     mtmd_batch_max_tokens: int = 1024  # --mtmd-batch-max-tokens
@@ -111,7 +113,7 @@ def load(spec: EngineSpec) -> Loaded:
     if spec.numa:
         numa_init(spec.numa)
     model = Model(spec.model_path, n_gpu_layers=spec.n_gpu_layers, load_mode=spec.load_mode,
-                  check_tensors=spec.check_tensors, kv_overrides=spec.kv_overrides, placement=spec.placement)
+                  lazy_mode=spec.lazy_mode, check_tensors=spec.check_tensors, kv_overrides=spec.kv_overrides, placement=spec.placement)
     if spec.reranking and not _has_rank_head(model):
         raise ModelLoadError(
             f"--reranking needs a reranking model (with a classification head); {spec.model_path} has none"
@@ -172,7 +174,8 @@ def load(spec: EngineSpec) -> Loaded:
     projector = None
     if spec.mmproj_path:
         projector = Projector(spec.mmproj_path, model, n_threads=spec.context.n_threads,
-                              use_gpu=spec.mmproj_offload, image_min_tokens=spec.image_min_tokens,
+                              use_gpu=spec.mmproj_offload, device=spec.mmproj_device,
+                              image_min_tokens=spec.image_min_tokens,
                               image_max_tokens=spec.image_max_tokens, flash_attn=spec.context.flash_attn,
                               batch_max_tokens=spec.mtmd_batch_max_tokens,
                               video=VideoParams(spec.video_fps, spec.video_timestamp_interval_ms,
@@ -198,7 +201,8 @@ def _load_draft(spec: EngineSpec, target: Model, ctx: Context) -> DraftModel:
     path = spec.draft_model_path
     assert path is not None
     try:
-        model = Model(path, n_gpu_layers=spec.draft_n_gpu_layers, placement=spec.draft_placement)
+        model = Model(path, n_gpu_layers=spec.draft_n_gpu_layers, lazy_mode=spec.lazy_mode,
+                      placement=spec.draft_placement)
     except ModelLoadError as exc:
         raise ModelLoadError(f"draft model {path}: {exc}") from None
     problem = _vocab_mismatch(target, model)

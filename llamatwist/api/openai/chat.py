@@ -55,6 +55,7 @@ from llamatwist.api.params import (
     refuse_response_fields,
 )
 from llamatwist.api.pipeline import expand, run_tasks, tokenize_prompts
+from llamatwist.api.prompt_log import log_prompt
 from llamatwist.api.streaming import SSEStream, partial_extras
 from llamatwist.chat import RenderedChat
 from llamatwist.chat.messages import MediaRef, extract_media
@@ -140,8 +141,12 @@ def _plan(
     fmt: ChatFormatter, body: Mapping[str, Any], req: ChatRequest, generation_prompt: str = ""
 ) -> ToolPlan | None:
     """The tool/reasoning plan, or None when the output is plain content (no tools, a template that does
-    not think): then nothing is parsed."""
-    if not fmt.is_jinja or not (req.tools.tools or fmt.may_think):
+    not think, --skip-chat-parsing): then nothing is parsed.
+
+    None also means no tool-call grammar (tool_choice "required" forces nothing), no format instructions
+    and no reasoning budget: with --skip-chat-parsing llama-server renders the template as it is and
+    parses with a pure content parser, which has no thinking tags."""
+    if fmt.skip_parsing or not fmt.is_jinja or not (req.tools.tools or fmt.may_think):
         return None
     schema = None
     if req.tools.active:  # a response_format schema becomes the generic format's "response"
@@ -313,6 +318,7 @@ async def prepare_chat(ctx: ApiContext, loaded: LoadedModel, body: Mapping[str, 
             params, stop=(*params.stop, *plan.additional_stops),
             preserved_tokens=params.preserved_tokens | {t[0] for t in marks if len(t) == 1})
     params = await _with_budget(ctx, fmt, req, params, prompt.thinking_tags, rendered.generation_prompt)
+    await log_prompt(ctx, rendered.prompt)
     # The template's own BOS text is stripped when the vocab adds BOS, so add_special is right.
     tokens = await tokenize_prompts(ctx, loaded, [prompt_parts(rendered.prompt, media)])
     return PreparedChat(dataclasses.replace(req, params=params), expand(tokens, req.n_cmpl), syntax)

@@ -32,6 +32,7 @@ from llamatwist.api.params import (
     refuse_response_fields,
 )
 from llamatwist.api.pipeline import expand, run_tasks, tokenize_prompts
+from llamatwist.api.prompt_log import log_prompt
 from llamatwist.api.streaming import SSEStream, partial_extras
 from llamatwist.runtime import FinalResult, PartialResult
 
@@ -68,6 +69,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
         req = parse_completion(body, ctx.config.sampling, loaded.n_slots)
         req = dataclasses.replace(req, params=await apply_constraint(ctx, body, req.params))
         stream_opts = parse_stream_options(body, req.params.stream)
+        await log_prompt(ctx, body.get("prompt"))
         prompts = expand(await tokenize_prompts(ctx, loaded, req.prompts), req.n_cmpl)
         prompt_texts = [await ctx.engine.detokenize(p) for p in prompts] if echo else ["" for _ in prompts]
         cid = completion_id("cmpl-")
