@@ -46,10 +46,6 @@ UNIMPLEMENTED: Final[tuple[Unimplemented, ...]] = (
     _U("--tts-use-guide-tokens", None, SWITCH, _NO_SPEECH),
     _U("-lcs --lookup-cache-static", None, VALUE),
     _U("-lcd --lookup-cache-dynamic", None, VALUE),
-    _U(
-        "-ctxcp --ctx-checkpoints --swa-checkpoints", "LLAMA_ARG_CTX_CHECKPOINTS", VALUE
-    ),
-    _U("-cms --checkpoint-min-step", "LLAMA_ARG_CHECKPOINT_MIN_SPACING_NT", VALUE),
     _U("-mmdev --mmproj-device", "MTMD_BACKEND_DEVICE", VALUE),
     _U("--video-fps", "LLAMA_ARG_VIDEO_FPS", VALUE),
     _U("--video-timestamp-interval", "LLAMA_ARG_VIDEO_TIMESTAMP_INTERVAL", VALUE),
