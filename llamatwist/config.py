@@ -81,6 +81,8 @@ class ServerConfig:
     kv_unified_per_slot: int = 0  # --kv-unified-per-slot: a slot's context cap (0 = unset)
     op_offload: bool = True  # --op-offload / --no-op-offload
     swa_full: bool = False  # --swa-full
+    n_ctx_checkpoints: int = 32  # -ctxcp: context checkpoints per slot (SWA/recurrent models only)
+    checkpoint_min_step: int = 8192  # -cms: least spacing between them in tokens (0 = none)
     repack: bool = True  # --repack / -nr
     no_host: bool = False  # --no-host
     cpu_moe: bool = False  # -cmoe: every MoE expert tensor stays in the CPU (an -ot rule)

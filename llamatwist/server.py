@@ -352,6 +352,8 @@ def engine_spec(config: ServerConfig, model_path: str) -> EngineSpec:
         warmup=config.warmup and not embeddings,
         reranking=config.reranking,
         cache_ram_mib=config.cache_ram_mib,
+        n_ctx_checkpoints=config.n_ctx_checkpoints,
+        checkpoint_min_step=config.checkpoint_min_step,
         cache_idle_slots=config.cache_idle_slots,
         ctx_shift=config.ctx_shift,
         slot_prompt_similarity=config.slot_prompt_similarity,

@@ -10,7 +10,9 @@ Everything lives in ``llamatwist.models.cache_dir() / "test-models"``:
 * ``reranker-<key>.gguf`` / ``norank-bert-<key>.gguf``: the tiny random
   models of ``scripts/make_reranker.py``;
 * ``lora-<kind>-<key>.gguf``: adapters for the default model made by
-  ``scripts/make_lora.py`` (a LoRA, one for the wrong embedding size, a control vector).
+  ``scripts/make_lora.py`` (a LoRA, one for the wrong embedding size, a control vector);
+* ``swa-<key>.gguf``: the tiny random sliding-window model of ``scripts/make_swa_model.py``
+  (the default model's tokenizer).
 
 ``<key>`` hashes the generating scripts' source, so editing a script
 rebuilds. Builds write to a temporary name and rename, so concurrent test
@@ -35,7 +37,7 @@ from llamatwist.models import cache_dir
 
 __all__ = [
     "lora_gguf", "minilm_gguf", "minilm_source", "models_dir", "norank_bert_gguf", "reranker_gguf",
-    "smollm2_fim_gguf",
+    "smollm2_fim_gguf", "swa_gguf",
 ]
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
@@ -172,3 +174,11 @@ def smollm2_f32_gguf(base: Path) -> Path:
     key = hashlib.sha256((str(base) + _key("dequantize_gguf")).encode()).hexdigest()[:16]
     target = models_dir() / f"smollm2-f32-{key}.gguf"
     return _build_file(target, lambda out: _script("dequantize_gguf").dequantize(base, out))
+
+
+def swa_gguf(base: Path) -> Path:
+    """A tiny random olmo2 model with sliding-window attention (scripts/make_swa_model.py), the
+    tokenizer of ``base``: memory that cannot be cut part-way, for context checkpoints."""
+    key = hashlib.sha256((str(base) + _key("make_swa_model")).encode()).hexdigest()[:16]
+    target = models_dir() / f"swa-{key}.gguf"
+    return _build_file(target, lambda out: _script("make_swa_model").make(out, base))

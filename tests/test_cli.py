@@ -98,6 +98,8 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "image_min_tokens": ("64", 64),
     "image_max_tokens": ("256", 256),
     "kv_unified_per_slot": ("1024", 1024),
+    "n_ctx_checkpoints": ("4", 4),
+    "checkpoint_min_step": ("0", 0),
     "mtmd_batch_max_tokens": ("512", 512),
     "video_fps": ("2.5", 2.5),
     "video_timestamp_interval_ms": ("1000", 1000),

@@ -211,6 +211,12 @@ COMMON: Final[tuple[Flag, ...]] = (
          f"KV cache data type for V; allowed values: {', '.join(CACHE_TYPE_NAMES)}",
          "LLAMA_ARG_CACHE_TYPE_V", cache_type, metavar="TYPE"),
     Flag(("--swa-full",), "swa_full", G_COMPUTE, "use full-size SWA cache", "LLAMA_ARG_SWA_FULL"),
+    Flag(("-ctxcp", "--ctx-checkpoints", "--swa-checkpoints"), "n_ctx_checkpoints", G_COMPUTE,
+         "max number of context checkpoints to create per slot (models with sliding-window attention or "
+         "recurrent memory; 0 = none)", "LLAMA_ARG_CTX_CHECKPOINTS", integer, metavar="N"),
+    Flag(("-cms", "--checkpoint-min-step"), "checkpoint_min_step", G_COMPUTE,
+         "minimum spacing between context checkpoints in tokens (0 = no minimum)",
+         "LLAMA_ARG_CHECKPOINT_MIN_SPACING_NT", int_min(0), metavar="N"),
     Flag(("--op-offload",), "op_offload", G_COMPUTE,
          "whether to offload host tensor operations to device", None, neg=("--no-op-offload",)),
     Flag(("--kv-unified-per-slot",), "kv_unified_per_slot", G_COMPUTE,

@@ -46,10 +46,6 @@ UNIMPLEMENTED: Final[tuple[Unimplemented, ...]] = (
     _U("--tts-use-guide-tokens", None, SWITCH, _NO_SPEECH),
     _U("-lcs --lookup-cache-static", None, VALUE),
     _U("-lcd --lookup-cache-dynamic", None, VALUE),
-    _U(
-        "-ctxcp --ctx-checkpoints --swa-checkpoints", "LLAMA_ARG_CTX_CHECKPOINTS", VALUE
-    ),
-    _U("-cms --checkpoint-min-step", "LLAMA_ARG_CHECKPOINT_MIN_SPACING_NT", VALUE),
     _U("--rpc", "LLAMA_ARG_RPC", VALUE, _NO_RPC),
     _U("-fit --fit", "LLAMA_ARG_FIT", VALUE, _NO_FIT),
     _U("-fitt --fit-target", "LLAMA_ARG_FIT_TARGET", VALUE, _NO_FIT),

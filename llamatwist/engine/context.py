@@ -422,6 +422,11 @@ class Context:
     def seq_pos_max(self, seq_id: int) -> int:
         return int(lib.llama_memory_seq_pos_max(self._mem, seq_id))
 
+    def seq_pos_min(self, seq_id: int) -> int:
+        """The smallest position the memory still holds for ``seq_id`` (-1: none); above 0 once a
+        sliding window has dropped the oldest cells."""
+        return int(lib.llama_memory_seq_pos_min(self._mem, seq_id))
+
     def can_shift(self) -> bool:
         return bool(lib.llama_memory_can_shift(self._mem))
 
@@ -437,6 +442,20 @@ class Context:
 
     def set_seq_state(self, seq_id: int, data: bytes) -> bool:
         return lib.llama_state_seq_set_data(self._ptr, data, len(data), seq_id) > 0
+
+    def partial_state(self, seq_id: int) -> bytes:
+        """The part of ``seq_id``'s state that cannot be cut part-way (the sliding-window KV cache,
+        recurrent state): what a context checkpoint keeps."""
+        flags = lib.LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY
+        size = lib.llama_state_seq_get_size_ext(self._ptr, seq_id, flags)
+        buf = ffi.new("uint8_t[]", size)
+        n = lib.llama_state_seq_get_data_ext(self._ptr, buf, size, seq_id, flags)
+        return bytes(ffi.buffer(buf, n))
+
+    def set_partial_state(self, seq_id: int, data: bytes) -> bool:
+        """Restore what :meth:`partial_state` returned; False when libllama refuses it."""
+        flags = lib.LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY
+        return lib.llama_state_seq_set_data_ext(self._ptr, data, len(data), seq_id, flags) > 0
 
     # -- adapters ------------------------------------------------------
     def set_loras(self, adapters: Sequence[tuple[LoraAdapter, float]]) -> None:

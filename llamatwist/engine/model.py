@@ -387,6 +387,14 @@ class Model:
         p = self.ptr
         return not (lib.llama_model_is_recurrent(p) or lib.llama_model_is_hybrid(p) or lib.llama_model_n_swa(p) > 0)
 
+    def n_swa(self) -> int:
+        """The sliding-window attention size in tokens; 0 without sliding-window layers."""
+        return int(lib.llama_model_n_swa(self.ptr))
+
+    def has_recurrent_state(self) -> bool:
+        """Recurrent or hybrid memory: a state per sequence that cannot be cut part-way."""
+        return bool(lib.llama_model_is_recurrent(self.ptr) or lib.llama_model_is_hybrid(self.ptr))
+
     def kv_bytes_per_token(self, type_k: int, type_v: int) -> int:
         """KV cache bytes one token takes (all layers, K and V)."""
         p = self.ptr

@@ -28,6 +28,7 @@ size_t ggml_row_size(enum ggml_type type, int64_t ne);
 #define LLAMA_DEFAULT_SEED ...
 #define LLAMA_TOKEN_NULL ...
 #define LLAMA_STATE_SEQ_FLAGS_NONE ...
+#define LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY ...
 
 struct llama_vocab;
 struct llama_model;
@@ -299,6 +300,11 @@ size_t llama_state_set_data(struct llama_context * ctx, const uint8_t * src, siz
 size_t llama_state_seq_get_size(struct llama_context * ctx, llama_seq_id seq_id);
 size_t llama_state_seq_get_data(struct llama_context * ctx, uint8_t * dst, size_t size, llama_seq_id seq_id);
 size_t llama_state_seq_set_data(struct llama_context * ctx, const uint8_t * src, size_t size, llama_seq_id dest_seq_id);
+size_t llama_state_seq_get_size_ext(struct llama_context * ctx, llama_seq_id seq_id, llama_state_seq_flags flags);
+size_t llama_state_seq_get_data_ext(struct llama_context * ctx, uint8_t * dst, size_t size, llama_seq_id seq_id,
+                                    llama_state_seq_flags flags);
+size_t llama_state_seq_set_data_ext(struct llama_context * ctx, const uint8_t * src, size_t size,
+                                    llama_seq_id dest_seq_id, llama_state_seq_flags flags);
 size_t llama_state_seq_save_file(struct llama_context * ctx, const char * filepath, llama_seq_id seq_id,
                                  const llama_token * tokens, size_t n_token_count);
 size_t llama_state_seq_load_file(struct llama_context * ctx, const char * filepath, llama_seq_id dest_seq_id,

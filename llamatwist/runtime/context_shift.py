@@ -47,6 +47,8 @@ class ContextShift:
         self._ctx.seq_add(slot.id, n_keep + n_discard, len(slot.cache), -n_discard)
         del slot.cache[n_keep : n_keep + n_discard]
         self._cache.update(slot.id, slot.cache)
+        if self._cache.checkpoints is not None:
+            self._cache.checkpoints.clear(slot.id)  # their positions moved
         slot.truncated = True
         return True
 

@@ -17,6 +17,7 @@ from llamatwist.engine.mtmd import Projector
 from llamatwist.engine.sampling import eog_tokens
 from llamatwist.engine.video import VideoParams
 from llamatwist.runtime.adapters import AdapterSpec, LoraInfo, apply_adapters
+from llamatwist.runtime.checkpoints import Checkpoints
 from llamatwist.runtime.prefix_cache import PrefixCache
 from llamatwist.runtime.slot import Slot
 from llamatwist.runtime.speculative import DraftModel
@@ -64,6 +65,8 @@ class EngineSpec:
     video_fps: float = 4.0  # --video-fps, --video-timestamp-interval, --video-ffmpeg-dir
     video_timestamp_interval_ms: int = 5000
     video_ffmpeg_dir: str | None = None
+    n_ctx_checkpoints: int = 32  # -ctxcp: context checkpoints per slot (models whose memory cannot be cut)
+    checkpoint_min_step: int = 8192  # -cms: their least spacing in tokens
 
 
 @dataclass(frozen=True)
@@ -135,7 +138,8 @@ def load(spec: EngineSpec) -> Loaded:
         per_token = model.kv_bytes_per_token(CACHE_TYPES[params.type_k], CACHE_TYPES[params.type_v])
         budget = spec.cache_ram_mib * 1024 * 1024 // max(per_token, 1)
     cache = PrefixCache(ctx, n_slots=spec.n_slots, n_seq_max=ctx.n_seq_max, n_cells=ctx.n_ctx,
-                        shared=shared, budget_cells=budget, can_shift=ctx.can_shift())
+                        shared=shared, budget_cells=budget, can_shift=ctx.can_shift(),
+                        checkpoints=_checkpoints(spec, model, ctx))
     info = model.info()
     model_id = f"{info.desc}; {info.n_params} params; {info.size} bytes; vocab {info.n_vocab}"
     n_ctx_slot = ctx.n_ctx_seq if spec.context.kv_unified else ctx.n_ctx // max(spec.n_slots, 1)
@@ -239,6 +243,22 @@ def _warmup(ctx: Context, model: Model, batch: Batch) -> None:
     batch.add_sequence(toks, 0, 0, True)
     ctx.decode(batch)
     ctx.clear()
+
+
+def _checkpoints(spec: EngineSpec, model: Model, ctx: Context) -> Checkpoints | None:
+    """Context checkpoints for memory that cannot be cut part-way: a sliding window (unless --swa-full
+    keeps every cell) or a recurrent state. None for full attention, which never needs them."""
+    n_swa = 0 if spec.context.swa_full else model.n_swa()
+    recurrent = model.has_recurrent_state()
+    if spec.context.embeddings or not (model.n_swa() > 0 or recurrent):
+        return None
+    n_max = spec.n_ctx_checkpoints if n_swa > 0 or recurrent else 0  # --swa-full: the window is all there
+    if n_max > 0:
+        log.info("context checkpoints enabled, max = %d, min spacing = %d", n_max, spec.checkpoint_min_step)
+    else:
+        log.info("context checkpoints disabled")
+    return Checkpoints(ctx, n_max=max(n_max, 0), min_step=spec.checkpoint_min_step, n_swa=n_swa,
+                       n_batch=ctx.n_batch, n_ubatch=ctx.n_ubatch)
 
 
 def _has_rank_head(model: Model) -> bool:

@@ -21,7 +21,10 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from llamatwist.runtime.checkpoints import Checkpoints
 
 __all__ = ["Attach", "KVOps", "PrefixCache", "PrefixTree", "common_prefix", "reuse_chunks"]
 
@@ -201,12 +204,15 @@ class PrefixCache:
 
     ``shared=False`` (a model whose memory cannot be shared, or a KV cache per
     sequence) keeps llama-server's per-slot reuse: a slot only ever reuses its
-    own content.
+    own content. ``checkpoints``: for memory that cannot be cut part-way (sliding-window attention,
+    recurrent state), what decides how much of a slot's own content it can keep (context checkpoints).
     """
 
     def __init__(self, kv: KVOps, *, n_slots: int, n_seq_max: int, n_cells: int,
-                 shared: bool, budget_cells: int, can_shift: bool = True) -> None:
+                 shared: bool, budget_cells: int, can_shift: bool = True,
+                 checkpoints: Checkpoints | None = None) -> None:
         self.kv = kv
+        self.checkpoints = checkpoints
         self.can_shift = can_shift
         self.tree = PrefixTree()
         self.shared = shared
@@ -236,6 +242,8 @@ class PrefixCache:
         must not end inside a media chunk)."""
         limit = max(len(prompt) - 1, 0)
         same = self._tags.get(slot, ()) == tag
+        if self.checkpoints is not None:
+            n_cache_reuse = 0  # shifted chunks would not bring their sliding window along
         n_own = boundary(min(common_prefix(old, prompt), limit)) if same else 0
         n_best, holders = self.tree.match(prompt, exclude=slot) if self.shared else (0, set())
         holders = {h for h in holders if self._tags.get(h, ()) == tag}
@@ -254,6 +262,8 @@ class PrefixCache:
                 return Attach(n_shifted, slot)
         if n_own >= n_best or not holders:
             self._park(slot, old, keep=n_own)
+            if self.checkpoints is not None:
+                n_own = self.checkpoints.rewind(slot, n_own)
             if not self.kv.seq_rm(slot, n_own, -1):  # recurrent memory cannot be cut part-way
                 self.kv.seq_rm(slot, -1, -1)
                 n_own = 0
@@ -306,6 +316,8 @@ class PrefixCache:
         self._park(slot, old, keep=0)
         self.kv.seq_rm(slot, -1, -1)
         self.tree.remove(slot)
+        if self.checkpoints is not None:
+            self.checkpoints.clear(slot)
         self._enforce_budget()
 
     def make_room(self, n_needed: int, n_untracked: int) -> bool:

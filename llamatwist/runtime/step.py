@@ -119,6 +119,7 @@ class Step:
         self._metrics = metrics
         self._outputs = outputs
         self._prompt_fed: list[Slot] = []  # slots that fed a prompt chunk into the current batch
+        self._prompt_start: dict[int, int] = {}  # slot id -> where its chunk in the current batch starts
         self._fed: set[int] = set()  # ids of the slots in the current batch
 
     # -- plan ----------------------------------------------------------------
@@ -174,7 +175,10 @@ class Step:
                     feeds.append(SlotFeed(slot, prompt, 0, True, all_outputs=True))
                     room -= len(prompt)
                 continue
-            chunk = prompt[slot.n_fed : min(slot.n_fed + room, media_end)]
+            end = min(slot.n_fed + room, media_end)
+            if self._cache.checkpoints is not None:
+                end = self._cache.checkpoints.split(slot.n_fed, end, len(prompt))
+            chunk = prompt[slot.n_fed : end]
             feeds.append(SlotFeed(slot, chunk, slot.n_fed, slot.n_fed + len(chunk) == len(prompt)))
             room -= len(chunk)
         return plan
@@ -238,6 +242,7 @@ class Step:
             if _wants_progress(slot) and slot.n_fed == slot.n_cached:
                 self._outputs.progress(slot, time.perf_counter())  # the start: what the cache held
             idx = batch.add_sequence(feed.tokens, feed.pos, slot.id, feed.output, all_outputs=feed.all_outputs)
+            self._prompt_start[slot.id] = feed.pos
             slot.n_fed = feed.pos + len(feed.tokens)
             self._prompt_fed.append(slot)
             if feed.output:
@@ -266,6 +271,7 @@ class Step:
         # draft tokens hold cells too until the verification removes the rejected ones
         untracked = sum(len(s.cache) - cache.tree.length(s.id) + len(s.draft) for s in busy)
         cache.make_room(0, untracked)
+        self._checkpoint()
         try:
             try:
                 ctx.decode(self._batch)
@@ -306,6 +312,18 @@ class Step:
                                            else max(accepted + 1, spec.n_min, 1))
             else:
                 self._sampling.sample(slot, now)
+
+    def _checkpoint(self) -> None:
+        """Context checkpoints of the prompts about to be decoded (memory that cannot be cut part-way)."""
+        checkpoints = self._cache.checkpoints
+        if checkpoints is None:
+            return
+        for slot in self._prompt_fed:
+            task = slot.task
+            # not for embeddings (never reused), nor prompts with media (a checkpoint could end inside a chunk)
+            if task is None or task.embed or task.media:
+                continue
+            checkpoints.before_batch(slot.id, task.id, self._prompt_start[slot.id], slot.n_fed, len(task.prompt))
 
     def _eval_media(self, slot: Slot, span: MediaSpan) -> None:
         """Encode a media chunk and decode its embeddings into the slot's sequence (libmtmd's own decodes)."""

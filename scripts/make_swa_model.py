@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""Generate a tiny random-weight sliding-window-attention model for tests (seeded, about 13 MB).
+
+Architecture ``olmo2`` with ``olmo2.attention.sliding_window`` set: llama.cpp's olmo2 loader then uses
+standard SWA with its default pattern of 4 (layers 0-2 sliding, layer 3 full attention), so the context
+gets the interleaved SWA KV cache whose sliding part cannot be cut part-way — the memory context
+checkpoints exist for. (phi3 reads the key too, but the pinned llama.cpp switches its SWA off.)
+
+The tokenizer (every ``tokenizer.*`` key) is copied from the default model, so prompts tokenize as for
+SmolLM2; the weights are random (the output means nothing but is deterministic).
+
+    python scripts/make_swa_model.py --out PATH [--base MODEL.gguf] [--seed N] [--n-swa N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import gguf
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["make"]
+
+ARCH = "olmo2"
+
+
+def _copy_tokenizer(reader: gguf.GGUFReader, writer: gguf.GGUFWriter) -> int:
+    """Copy the base model's tokenizer keys; the vocabulary size."""
+    n_vocab = 0
+    for field in reader.fields.values():
+        if not field.name.startswith("tokenizer."):
+            continue
+        val_type = field.types[0]
+        sub_type = field.types[-1] if val_type == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(field.name, field.contents(), val_type, sub_type=sub_type)
+        if field.name == gguf.Keys.Tokenizer.LIST:
+            n_vocab = len(field.data)
+    return n_vocab
+
+
+def make(out: Path, base: Path, *, seed: int = 0, n_swa: int = 16, n_embd: int = 64, n_layer: int = 4,
+         n_head: int = 4, n_head_kv: int = 2, n_ff: int = 128, n_ctx_train: int = 4096) -> Path:
+    """Write the model to ``out`` (tokenizer from ``base``) and return it."""
+    reader = gguf.GGUFReader(base)
+    writer = gguf.GGUFWriter(str(out), ARCH)
+    writer.add_name("tiny-swa-olmo2")
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+    n_vocab = _copy_tokenizer(reader, writer)
+    writer.add_context_length(n_ctx_train)
+    writer.add_embedding_length(n_embd)
+    writer.add_block_count(n_layer)
+    writer.add_feed_forward_length(n_ff)
+    writer.add_head_count(n_head)
+    writer.add_head_count_kv(n_head_kv)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_layer_norm_rms_eps(1e-6)
+    writer.add_sliding_window(n_swa)
+
+    rng = np.random.default_rng(seed)
+    head = n_embd // n_head
+
+    def rand(*shape: int, std: float = 0.2) -> npt.NDArray[Any]:
+        return (rng.standard_normal(shape) * std).astype(np.float32)
+
+    def ones(n: int) -> npt.NDArray[Any]:
+        return (1.0 + rng.standard_normal(n) * 0.05).astype(np.float32)
+
+    def tensors() -> Iterator[tuple[str, npt.NDArray[Any]]]:
+        # numpy shapes are ggml's ne reversed: (out, in)
+        yield "token_embd.weight", rand(n_vocab, n_embd, std=1.0).astype(np.float16)
+        yield "output_norm.weight", ones(n_embd)
+        yield "output.weight", rand(n_vocab, n_embd, std=0.5).astype(np.float16)
+        for i in range(n_layer):
+            yield f"blk.{i}.attn_q.weight", rand(n_embd, n_embd)
+            yield f"blk.{i}.attn_k.weight", rand(n_head_kv * head, n_embd)
+            yield f"blk.{i}.attn_v.weight", rand(n_head_kv * head, n_embd)
+            yield f"blk.{i}.attn_output.weight", rand(n_embd, n_embd)
+            yield f"blk.{i}.attn_q_norm.weight", ones(n_embd)
+            yield f"blk.{i}.attn_k_norm.weight", ones(n_head_kv * head)
+            yield f"blk.{i}.post_attention_norm.weight", ones(n_embd)
+            yield f"blk.{i}.ffn_gate.weight", rand(n_ff, n_embd)
+            yield f"blk.{i}.ffn_up.weight", rand(n_ff, n_embd)
+            yield f"blk.{i}.ffn_down.weight", rand(n_embd, n_ff)
+            yield f"blk.{i}.post_ffw_norm.weight", ones(n_embd)
+
+    for name, data in tensors():
+        writer.add_tensor(name, data)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", required=True, type=Path, help="GGUF file to write")
+    ap.add_argument("--base", type=Path, help="model whose tokenizer to copy (default: the default model)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--n-swa", type=int, default=16, help="sliding window size in tokens")
+    args = ap.parse_args(argv)
+    base = args.base
+    if base is None:
+        from llamatwist.models import ensure_default_model
+
+        base = Path(ensure_default_model())
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    make(args.out, base, seed=args.seed, n_swa=args.n_swa)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
