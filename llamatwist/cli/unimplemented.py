@@ -36,6 +36,7 @@ _NO_ROUTER = ("router mode (several models behind one server) is not supported: 
               "behind nginx for one address (packaging/nginx)")
 _NO_FIT = ("fitting unset parameters to device memory is not supported: set -c and -ngl (a model too large for "
            "memory is a start-up error naming the sizes)")
+_REMOVED = "the argument has been removed."  # llama-server's arg_removed() message, its advice follows
 _NO_UI_CONFIG = "the built-in web UI takes no server-side configuration: its settings live in the browser"
 
 UNIMPLEMENTED: Final[tuple[Unimplemented, ...]] = (
@@ -99,8 +100,9 @@ UNIMPLEMENTED: Final[tuple[Unimplemented, ...]] = (
     _U("--spec-ngram-map-k4v-size-n", None, VALUE),
     _U("--spec-ngram-map-k4v-size-m", None, VALUE),
     _U("--spec-ngram-map-k4v-min-hits", None, VALUE),
-    _U("--spec-ngram-size-n", None, VALUE),
-    _U("--spec-ngram-size-m", None, VALUE),
-    _U("--spec-ngram-min-hits", None, VALUE),
+    # removed from llama-server (arg_removed): refused with its message
+    _U("--spec-ngram-size-n", None, VALUE, f"{_REMOVED} use the respective --spec-ngram-*-size-n"),
+    _U("--spec-ngram-size-m", None, VALUE, f"{_REMOVED} use the respective --spec-ngram-*-size-m"),
+    _U("--spec-ngram-min-hits", None, VALUE, f"{_REMOVED} use the respective --spec-ngram-*-min-hits"),
     _U("--spec-default", None, SWITCH),
 )
