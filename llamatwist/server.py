@@ -418,6 +418,9 @@ def make_service(config: ServerConfig, reactor: Any = None) -> ServerService:
     if config.sampling.backend_sampling:
         log.warning("--backend-sampling: llamatwist samples on the CPU (libllama's sampler chain), not on the "
                     "backend; generation_settings.backend_sampling echoes the request")
+    if config.sampling.speculative.has_draft_model and config.draft_backend_sampling:
+        log.info("--spec-draft-backend-sampling: llamatwist picks draft tokens on the CPU (the argmax of the draft "
+                 "model's logits), not on the backend")
     engine = EngineService(engine_spec(config, model_path), reactor, on_failed)
     engine.setServiceParent(top)
     top.engine = engine

@@ -47,7 +47,7 @@ from llamatwist.runtime.outputs import Outputs
 from llamatwist.runtime.prefix_cache import PrefixCache
 from llamatwist.runtime.sampling import Sampling
 from llamatwist.runtime.slot import Slot, SlotState
-from llamatwist.runtime.speculative import DraftModel, ngram_simple_draft
+from llamatwist.runtime.speculative import Drafters, DraftModel
 
 if TYPE_CHECKING:
     from llamatwist.engine.model import LoraAdapter
@@ -109,7 +109,7 @@ class Step:
         self._active = active  # the scales the context runs with now
         self._last_set: AdapterSet = active
         self._step_set: AdapterSet = active
-        self._drafter = drafter  # the draft model of draft-simple speculation
+        self._drafts = Drafters(drafter)  # every type's drafts (drafter: draft-simple's model)
         self._batch = batch
         self._slots = slots
         self._cache = cache
@@ -208,12 +208,7 @@ class Step:
         if n_max <= 0 or n_max < spec.n_min:
             return []
         history = [*task.prompt, *slot.generated[:-1]] if slot.generated else list(task.prompt)
-        if spec.type == "ngram-simple":
-            draft = ngram_simple_draft(history, slot.pending_token, spec.ngram_size_n, spec.ngram_size_m)[:n_max]
-        elif self._drafter is not None:
-            draft = self._drafter.draft(slot.id, [*history, slot.pending_token], n_max, spec.p_min)
-        else:
-            draft = []
+        draft = self._drafts.draft(slot.id, task, task.prompt, spec, history, slot.pending_token, n_max)
         return draft if len(draft) >= max(spec.n_min, 1) else []
 
     # -- build ---------------------------------------------------------------
@@ -300,9 +295,10 @@ class Step:
             elif slot.draft:
                 draft, slot.draft = slot.draft, []
                 accepted = self._sampling.verify(slot, draft, now)
+                self._drafts.accept(slot.id, accepted)
                 spec = slot.task.params.speculative if slot.task is not None else None
                 if spec is not None:  # longer drafts while they are taken, shorter when they are not
-                    slot.spec_budget = min(spec.n_max, 2 * slot.spec_budget if accepted == len(draft)
+                    slot.spec_budget = min(spec.limit, 2 * slot.spec_budget if accepted == len(draft)
                                            else max(accepted + 1, spec.n_min, 1))
             else:
                 self._sampling.sample(slot, now)
