@@ -169,6 +169,8 @@ class ServerConfig:
     spec_ngram_size_n: int = 12
     spec_ngram_size_m: int = 48
     spec_ngram_min_hits: int = 1
+    lookup_cache_static: str | None = None  # -lcs (ngram-cache)
+    lookup_cache_dynamic: str | None = None  # -lcd (ngram-cache)
     spec_ngram_mod_n_match: int = 24
     spec_ngram_mod_n_min: int = 48
     spec_ngram_mod_n_max: int = 64

@@ -135,7 +135,7 @@ class SamplerSettings:
 
 
 # speculative decoding types; several may be combined (a comma list): the first of DRAFT_ORDER with a draft drafts
-SPEC_TYPES = ("none", "ngram-simple", "ngram-map-k", "ngram-map-k4v", "ngram-mod", "draft-simple")
+SPEC_TYPES = ("none", "ngram-simple", "ngram-map-k", "ngram-map-k4v", "ngram-mod", "ngram-cache", "draft-simple")
 DRAFT_ORDER = SPEC_TYPES[1:]  # llama.cpp's order of preference (common_speculative_init)
 
 
@@ -190,7 +190,7 @@ class SpecParams:
     def limit(self) -> int:
         """The longest draft any of its types makes (llama.cpp's common_speculative_n_max)."""
         longest = {"ngram-simple": self.n_max, "draft-simple": self.n_max, "ngram-mod": self.mod_n_max,
-                   "ngram-map-k": self.map_k_size_m, "ngram-map-k4v": self.map_k4v_size_m}
+                   "ngram-map-k": self.map_k_size_m, "ngram-map-k4v": self.map_k4v_size_m, "ngram-cache": 8}
         return max((longest[t] for t in self.types), default=0)
 
 

@@ -363,6 +363,9 @@ def engine_spec(config: ServerConfig, model_path: str) -> EngineSpec:
             cvec_layer_end=config.control_vector_layer_range[1],
         ),
         draft_model_path=config.model_draft,
+        lookup_cache_static=config.lookup_cache_static if "ngram-cache" in config.sampling.speculative.types else None,
+        lookup_cache_dynamic=(config.lookup_cache_dynamic if "ngram-cache" in config.sampling.speculative.types
+                              else None),
         draft_context=_draft_context(config),
         draft_placement=Placement(devices=config.device_draft,
                                   tensor_overrides=config.override_tensor_draft + _cpu_rules(config, draft=True)),

@@ -84,6 +84,8 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "spec_ngram_map_k4v_size_m": ("24", 24),
     "spec_ngram_map_k4v_min_hits": ("2", 2),
     "draft_p_split": ("0.25", 0.25),
+    "lookup_cache_static": ("s.bin", "s.bin"),
+    "lookup_cache_dynamic": ("d.bin", "d.bin"),
     "static_path": ("/", "/"),
     "media_path": ("/", "/"),
     "sleep_idle_seconds": ("30", 30),

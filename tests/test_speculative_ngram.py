@@ -1,10 +1,11 @@
-"""Speculative decoding's n-gram stores (issue 15): --spec-type ngram-mod, ngram-map-k and ngram-map-k4v (also
-combined, and --spec-default), as llama.cpp's common/ngram-mod.cpp and ngram-map.cpp behave. Greedy output is
+"""Speculative decoding's n-gram stores (issue 15): --spec-type ngram-mod, ngram-map-k, ngram-map-k4v and
+ngram-cache with -lcs/-lcd files (also combined, and --spec-default), as llama.cpp's common/ngram-mod.cpp and ngram-map.cpp behave. Greedy output is
 the same with each type on and off on the F32 model; drafts are made and accepted on a copying prompt; /props
 shows the settings; bad values stop the start-up with exit status 2."""
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from llamatwist.cli import ConfigError, parse_config
+from llamatwist.runtime.ngram_cache import NgramCacheDrafter, draft_from_caches, load_cache, update_cache
 from llamatwist.runtime.ngram_map import NgramMap
 from llamatwist.runtime.ngram_mod import NgramMod, NgramModDrafter
 from llamatwist.runtime.speculative import Drafters
@@ -20,7 +22,7 @@ from tests.conftest import Server
 from tests.models import smollm2_f32_gguf
 from tests.test_speculative import EXACT, OFF, PASSAGE, REPEAT, STORY, complete, metric
 
-TYPES = ("ngram-mod", "ngram-map-k", "ngram-map-k4v")
+TYPES = ("ngram-mod", "ngram-map-k", "ngram-map-k4v", "ngram-cache")
 
 
 def _mod_index(ngram: list[int], size: int) -> int:
@@ -89,6 +91,41 @@ def test_ngram_map_k4v_needs_hits_and_a_dominant_value() -> None:
     split = NgramMap(3, 5, key_only=False, min_hits=1)
     split.begin(mixed)
     assert split.draft([*mixed, 1, 2], 3) == []
+
+
+def _write_cache(path: Path, cache: dict[tuple[int, ...], dict[int, int]]) -> None:
+    """llama.cpp's common_ngram_cache_save format: 4 int32 n-gram (-1 pads), int32 count, (token, count) pairs."""
+    out = bytearray()
+    for ngram, counts in cache.items():
+        out += struct.pack("<5i", *(*ngram, *[-1] * (4 - len(ngram))), len(counts))
+        for token, count in counts.items():
+            out += struct.pack("<2i", token, count)
+    path.write_bytes(bytes(out))
+
+
+def test_ngram_cache_files_and_drafts(tmp_path: Path) -> None:
+    _write_cache(tmp_path / "static.bin", {(5, 6): {7: 3, 8: 1}, (6, 7): {9: 2}, (7, 9): {1: 1}})
+    static = load_cache(str(tmp_path / "static.bin"))
+    assert static[(5, 6, -1, -1)] == {7: 3, 8: 1}
+    # the static cache alone: 7 (3 of 4), then 9 (2 of 2); (7, 9) has 1 sample, under the 2 the static 2-grams
+    # need: the draft stops
+    assert draft_from_caches([1, 5, 6], 8, {}, {}, static) == [7, 9]
+    context: dict[Any, dict[int, int]] = {}
+    update_cache(context, [10, 11, 12, 10, 11, 12, 10, 11], 8)
+    assert context[(10, 11, -1, -1)] == {12: 2}
+    assert draft_from_caches([10, 11, 12, 10, 11, 12, 10, 11], 3, context, {}, {}) == [12, 10, 11]
+    drafter = NgramCacheDrafter(static, {})
+    assert drafter.draft(0, [10, 11, 12, 10, 11, 12, 10], 11) == [12, 10, 11, 12, 10, 11, 12, 10]  # 8 at most
+    (tmp_path / "bad.bin").write_bytes(b"\x00" * 12)  # shorter than a record
+    with pytest.raises(ValueError, match="truncated"):
+        load_cache(str(tmp_path / "bad.bin"))
+
+
+def test_unreadable_lookup_cache_stops_the_server(make_server: Any, model_path: str, tmp_path: Path) -> None:
+    srv = make_server("-m", model_path, "--spec-type", "ngram-cache", "-lcs", str(tmp_path / "missing.bin"),
+                      wait=False)
+    assert srv.proc.wait(60) == 1
+    assert "failed to open static lookup cache" in srv.log() and "missing.bin" in srv.log()
 
 
 def test_drafters_take_the_first_type_in_llama_cpps_order() -> None:

@@ -32,7 +32,7 @@ SPECULATIVE: Final[tuple[Flag, ...]] = (
          "LLAMA_ARG_SPEC_DRAFT_MODEL", nonempty, metavar="FNAME", default="unused"),
     Flag(("--spec-type",), "spec_type", G_SPEC,
          "comma-separated list of types of speculative decoding to use: none, ngram-simple (prompt lookup, no "
-         "draft model), ngram-map-k, ngram-map-k4v, ngram-mod, draft-simple; the first in this order with a "
+         "draft model), ngram-map-k, ngram-map-k4v, ngram-mod, ngram-cache, draft-simple; the first in this order with a "
          "draft drafts (repeated flags add up)", "LLAMA_ARG_SPEC_TYPE", spec_type, metavar="TYPE", append=True),
     Flag(("--spec-default",), "spec_default", G_SPEC,
          "enable default speculative decoding config (adds ngram-mod with n_match 24, n_min 48, n_max 64)"),
@@ -111,6 +111,12 @@ SPECULATIVE: Final[tuple[Flag, ...]] = (
          "ngram-simple: longest draft (the m-gram after a match)", None, int_min(1)),
     Flag(("--spec-ngram-simple-min-hits",), "spec_ngram_min_hits", G_SPEC,
          "ngram-simple: minimum hits for a draft", None, int_min(1)),
+    Flag(("-lcs", "--lookup-cache-static"), "lookup_cache_static", G_SPEC,
+         "path to static lookup cache to use for lookup decoding (not updated by generation; --spec-type "
+         "ngram-cache)", None, nonempty, metavar="FNAME"),
+    Flag(("-lcd", "--lookup-cache-dynamic"), "lookup_cache_dynamic", G_SPEC,
+         "path to dynamic lookup cache to use for lookup decoding (updated by generation: not written back, as "
+         "llama-server; --spec-type ngram-cache)", None, nonempty, metavar="FNAME"),
     Flag(("--spec-ngram-mod-n-min",), "spec_ngram_mod_n_min", G_SPEC,
          "ngram-mod: shortest draft (a chain of lookups that breaks earlier is no draft)", None, int_range(0, 1024)),
     Flag(("--spec-ngram-mod-n-max",), "spec_ngram_mod_n_max", G_SPEC,

@@ -45,8 +45,6 @@ UNIMPLEMENTED: Final[tuple[Unimplemented, ...]] = (
     _U("-hfv -hfrv --hf-repo-v", "LLAMA_ARG_HF_REPO_V", VALUE, _NO_SPEECH),
     _U("-hffv --hf-file-v", "LLAMA_ARG_HF_FILE_V", VALUE, _NO_SPEECH),
     _U("--tts-use-guide-tokens", None, SWITCH, _NO_SPEECH),
-    _U("-lcs --lookup-cache-static", None, VALUE),
-    _U("-lcd --lookup-cache-dynamic", None, VALUE),
     _U(
         "-ctxcp --ctx-checkpoints --swa-checkpoints", "LLAMA_ARG_CTX_CHECKPOINTS", VALUE
     ),

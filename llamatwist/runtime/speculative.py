@@ -14,6 +14,8 @@ Drafts come from:
 - ``ngram-mod`` (`ngram_mod.py`): chained lookups in one hash table of n-grams shared by every slot.
 - ``ngram-map-k`` / ``ngram-map-k4v`` (`ngram_map.py`): lookups in a per-slot map of the n-grams met, with
   what was accepted after them.
+- ``ngram-cache`` (`ngram_cache.py`): llama-lookup's n-gram counts, of the slot's context and of the -lcs/-lcd
+  files.
 - ``draft-simple``: a small draft model of the same vocabulary, greedy, stopping below ``p_min``
   (`DraftModel`). Its KV for a slot follows the target's tokens: before drafting, whatever differs from the
   slot's tokens is removed and re-evaluated, so the prefix cache, slot restores and context shifts of the
@@ -30,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from llamatwist.runtime.ngram_cache import NgramCacheDrafter
 from llamatwist.runtime.ngram_map import NgramMap
 from llamatwist.runtime.ngram_mod import NgramModDrafter
 from llamatwist.sampling_defaults import DRAFT_ORDER, SPEC_TYPES, SpecParams
@@ -133,8 +136,9 @@ class _SlotDrafts:
 class Drafters:
     """The drafts of every slot, from the types its request uses (decode thread only)."""
 
-    def __init__(self, model: DraftModel | None) -> None:
+    def __init__(self, model: DraftModel | None, lookup: NgramCacheDrafter | None = None) -> None:
         self.model = model
+        self.lookup = lookup if lookup is not None else NgramCacheDrafter({}, {})
         self._mod: NgramModDrafter | None = None  # made when a request first uses ngram-mod
         self._slots: dict[int, _SlotDrafts] = {}
 
@@ -193,6 +197,8 @@ class Drafters:
             return ngram_simple_draft(history, sampled, spec.ngram_size_n, spec.ngram_size_m)[: spec.n_max]
         if kind == "ngram-mod":
             return self._mod.draft(seq, history, sampled) if self._mod is not None else []
+        if kind == "ngram-cache":
+            return self.lookup.draft(seq, history, sampled)
         if kind in state.maps:
             return state.maps[kind].draft(history, sampled)
         if kind == "draft-simple" and self.model is not None:

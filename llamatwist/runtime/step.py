@@ -43,6 +43,7 @@ from llamatwist.runtime.context_shift import ContextShift
 from llamatwist.runtime.counters import Metrics
 from llamatwist.runtime.embedding import EmbeddingOutput
 from llamatwist.runtime.errors import DecodeFailed, KVCacheFull
+from llamatwist.runtime.ngram_cache import NgramCacheDrafter
 from llamatwist.runtime.outputs import Outputs
 from llamatwist.runtime.prefix_cache import PrefixCache
 from llamatwist.runtime.sampling import Sampling
@@ -101,6 +102,7 @@ class Step:
         loras: Sequence[LoraAdapter] = (),
         active: AdapterSet = (),
         projector: Projector | None = None,
+        lookup: NgramCacheDrafter | None = None,
     ) -> None:
         self._ctx = ctx
         self._projector = projector
@@ -109,7 +111,7 @@ class Step:
         self._active = active  # the scales the context runs with now
         self._last_set: AdapterSet = active
         self._step_set: AdapterSet = active
-        self._drafts = Drafters(drafter)  # every type's drafts (drafter: draft-simple's model)
+        self._drafts = Drafters(drafter, lookup)  # every type's drafts (draft-simple's model, ngram-cache's files)
         self._batch = batch
         self._slots = slots
         self._cache = cache
