@@ -1,14 +1,16 @@
 """Speculative decoding (issue 15): generated tok/s with n-gram speculation vs without, side by side.
 
 One server per client count, started with ``--spec-type ngram-simple`` (llama-server's defaults otherwise:
-n-gram 12, m-gram 48, --draft-max 16); the baseline is the same server with ``"speculative.type": "none"``
+n-gram 12, m-gram 48, --draft-max 16), or the ``--spec-type`` given (ngram-mod: its defaults, n_match 24,
+drafts of 48 to 64 tokens; ngram-map-k, ngram-map-k4v, or a comma list); the baseline is the same server with ``"speculative.type": "none"``
 per request, in alternating rounds so that machine noise hits both alike.
 
 * repeat, 1 client: the model copies a ~300-token passage from its prompt (prompt lookup pays here);
 * story, 1 client: an ordinary story prompt (drafts rarely match: speculation must get out of the way);
 * story, 8 clients: aggregate tok/s with speculation on vs off.
 
-    python -m bench.speculative [--duration 20] [--rounds 3] [--model PATH]
+    python -m bench.speculative [--duration 20] [--rounds 3] [--model PATH] [--spec-type TYPE]
+                                [--cases repeat:1,story:1,story:8]
 """
 
 from __future__ import annotations
@@ -62,14 +64,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=20.0)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--spec-type", default="ngram-simple", help="the server's --spec-type")
+    p.add_argument("--cases", default="repeat:1,story:1,story:8", help="workload:clients, comma-separated")
     args = p.parse_args(argv)
     model = resolve_model(args.model)
     threads = args.threads or default_threads()
-    cases = [("repeat", 1, REPEAT, 256), ("story", 1, STORY, 128), ("story", 8, STORY, 128)]
+    wanted = {tuple(c.split(":")) for c in args.cases.split(",")}
+    cases = [c for c in (("repeat", 1, REPEAT, 256), ("story", 1, STORY, 128), ("story", 8, STORY, 128))
+             if (c[0], str(c[1])) in wanted]
     results: list[dict[str, Any]] = []
     for clients in sorted({c for _, c, _, _ in cases}):
         server = spawn_server(model, clients, threads=threads, n_ctx=1024 * max(clients, 2),
-                              extra=["--spec-type", "ngram-simple"])
+                              extra=["--spec-type", args.spec_type])
         try:
             for name, n, prompt, n_predict in cases:
                 if n != clients:
@@ -80,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
                 results.append({"workload": name, "clients": clients, **r})
         finally:
             server.stop()
-    path = write_json("speculative", {"machine": machine_info(threads), "model": model, "results": results})
+    path = write_json("speculative", {"machine": machine_info(threads), "model": model, "spec_type": args.spec_type,
+                                      "results": results})
     print(f"wrote {path}", file=sys.stderr)
     return 0
 

@@ -149,10 +149,13 @@ class ServerConfig:
     pooling: str | None = None  # none|mean|cls|last|rank; None = the model's default
     # speculative decoding
     model_draft: str | None = None
-    spec_type: str = "none"  # none | ngram-simple | draft-simple (-md alone means draft-simple)
+    spec_type: str = "none"  # none, or a comma list of SPEC_TYPES (-md alone means draft-simple)
+    spec_default: bool = False  # --spec-default: adds ngram-mod (n_match 24, n_min 48, n_max 64)
     draft_max: int = 16
     draft_min: int = 0
     draft_p_min: float = 0.8
+    draft_p_split: float = 0.1  # accepted; llama-server's pinned drafting does not use it either
+    draft_backend_sampling: bool = True  # accepted; draft tokens are picked on the CPU here
     ctx_size_draft: int = 0
     gpu_layers_draft: int = -1
     device_draft: tuple[str, ...] | None = None  # -devd, as devices
@@ -175,6 +178,17 @@ class ServerConfig:
     spec_ngram_size_n: int = 12
     spec_ngram_size_m: int = 48
     spec_ngram_min_hits: int = 1
+    lookup_cache_static: str | None = None  # -lcs (ngram-cache)
+    lookup_cache_dynamic: str | None = None  # -lcd (ngram-cache)
+    spec_ngram_mod_n_match: int = 24
+    spec_ngram_mod_n_min: int = 48
+    spec_ngram_mod_n_max: int = 64
+    spec_ngram_map_k_size_n: int = 12
+    spec_ngram_map_k_size_m: int = 48
+    spec_ngram_map_k_min_hits: int = 1
+    spec_ngram_map_k4v_size_n: int = 12
+    spec_ngram_map_k4v_size_m: int = 48
+    spec_ngram_map_k4v_min_hits: int = 1
     responses_store_size: int = 256  # responses kept for previous_response_id (an in-memory LRU)
     # chat
     jinja: bool = True

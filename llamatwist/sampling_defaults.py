@@ -19,6 +19,7 @@ from typing import Final
 __all__ = [
     "DEFAULT_DRY_SEQUENCE_BREAKERS",
     "DEFAULT_SAMPLERS",
+    "DRAFT_ORDER",
     "RANDOM_SEED",
     "SAMPLER_CHARS",
     "SAMPLER_NAMES",
@@ -27,6 +28,7 @@ __all__ = [
     "SamplerSettings",
     "SamplingDefaults",
     "SpecParams",
+    "parse_spec_types",
     "samplers_from_chars",
     "samplers_from_names",
     "samplers_to_chars",
@@ -132,25 +134,64 @@ class SamplerSettings:
     backend_sampling: bool = False
 
 
-SPEC_TYPES = ("none", "ngram-simple", "draft-simple")  # speculative decoding
+# speculative decoding types; several may be combined (a comma list): the first of DRAFT_ORDER with a draft drafts
+SPEC_TYPES = ("none", "ngram-simple", "ngram-map-k", "ngram-map-k4v", "ngram-mod", "ngram-cache", "draft-simple")
+DRAFT_ORDER = SPEC_TYPES[1:]  # llama.cpp's order of preference (common_speculative_init)
+
+
+def parse_spec_types(text: str) -> str:
+    """A comma list of types as the canonical string (llama-server's speculative.types): unknown names are
+    a ValueError, "none" anywhere means none, repeats count once."""
+    names: list[str] = []
+    for raw in text.split(","):
+        name = raw.strip()
+        if name not in SPEC_TYPES:
+            raise ValueError(f"unknown speculative type: {name!r} (types: {', '.join(SPEC_TYPES)})")
+        if name == "none":
+            return "none"
+        if name not in names:
+            names.append(name)
+    return ",".join(names)
 
 
 @dataclass(frozen=True)
 class SpecParams:
     """One request's speculation (llama-server's speculative.* fields over the server's --spec-* flags)."""
 
-    type: str = "none"  # one of SPEC_TYPES
-    n_max: int = 16  # most draft tokens per step
+    type: str = "none"  # "none" or a comma list of SPEC_TYPES (parse_spec_types)
+    n_max: int = 16  # most draft tokens per step (ngram-simple, draft-simple)
     n_min: int = 0  # fewer than this: no draft
     p_min: float = 0.8  # draft-simple: stop drafting below this probability of the draft's own top token
     ngram_size_n: int = 12  # ngram-simple: lookup length
     ngram_size_m: int = 48  # ngram-simple: longest draft
     ngram_min_hits: int = 1
+    # ngram-mod: lookup length, shortest and longest chained draft (one table per server: not per request)
+    mod_n_match: int = 24
+    mod_n_min: int = 48
+    mod_n_max: int = 64
+    # ngram-map-k / ngram-map-k4v: lookup length, longest draft, hits of the key before k4v drafts
+    map_k_size_n: int = 12
+    map_k_size_m: int = 48
+    map_k_min_hits: int = 1
+    map_k4v_size_n: int = 12
+    map_k4v_size_m: int = 48
+    map_k4v_min_hits: int = 1
     has_draft_model: bool = False  # the server loaded a draft model (-md): draft-simple is possible
 
     @property
+    def types(self) -> tuple[str, ...]:
+        return () if self.type == "none" else tuple(self.type.split(","))
+
+    @property
     def active(self) -> bool:
-        return self.type != "none" and self.n_max > 0
+        return self.type != "none" and self.limit > 0
+
+    @property
+    def limit(self) -> int:
+        """The longest draft any of its types makes (llama.cpp's common_speculative_n_max)."""
+        longest = {"ngram-simple": self.n_max, "draft-simple": self.n_max, "ngram-mod": self.mod_n_max,
+                   "ngram-map-k": self.map_k_size_m, "ngram-map-k4v": self.map_k4v_size_m, "ngram-cache": 8}
+        return max((longest[t] for t in self.types), default=0)
 
 
 @dataclass(frozen=True)

@@ -365,6 +365,9 @@ def engine_spec(config: ServerConfig, model_path: str) -> EngineSpec:
             cvec_layer_end=config.control_vector_layer_range[1],
         ),
         draft_model_path=config.model_draft,
+        lookup_cache_static=config.lookup_cache_static if "ngram-cache" in config.sampling.speculative.types else None,
+        lookup_cache_dynamic=(config.lookup_cache_dynamic if "ngram-cache" in config.sampling.speculative.types
+                              else None),
         draft_context=_draft_context(config),
         draft_placement=Placement(devices=config.device_draft,
                                   tensor_overrides=config.override_tensor_draft + _cpu_rules(config, draft=True)),
@@ -425,6 +428,9 @@ def make_service(config: ServerConfig, reactor: Any = None) -> ServerService:
     if config.sampling.backend_sampling:
         log.warning("--backend-sampling: llamatwist samples on the CPU (libllama's sampler chain), not on the "
                     "backend; generation_settings.backend_sampling echoes the request")
+    if config.sampling.speculative.has_draft_model and config.draft_backend_sampling:
+        log.info("--spec-draft-backend-sampling: llamatwist picks draft tokens on the CPU (the argmax of the draft "
+                 "model's logits), not on the backend")
     engine = EngineService(engine_spec(config, model_path), reactor, on_failed)
     engine.setServiceParent(top)
     top.engine = engine

@@ -74,6 +74,18 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "spec_ngram_size_n": ("6", 6),
     "spec_ngram_size_m": ("24", 24),
     "spec_ngram_min_hits": ("2", 2),
+    "spec_ngram_mod_n_match": ("16", 16),
+    "spec_ngram_mod_n_min": ("8", 8),
+    "spec_ngram_mod_n_max": ("32", 32),
+    "spec_ngram_map_k_size_n": ("6", 6),
+    "spec_ngram_map_k_size_m": ("24", 24),
+    "spec_ngram_map_k_min_hits": ("2", 2),
+    "spec_ngram_map_k4v_size_n": ("6", 6),
+    "spec_ngram_map_k4v_size_m": ("24", 24),
+    "spec_ngram_map_k4v_min_hits": ("2", 2),
+    "draft_p_split": ("0.25", 0.25),
+    "lookup_cache_static": ("s.bin", "s.bin"),
+    "lookup_cache_dynamic": ("d.bin", "d.bin"),
     "static_path": ("/", "/"),
     "media_path": ("/", "/"),
     "sleep_idle_seconds": ("30", 30),
@@ -923,4 +935,4 @@ def test_speculative_defaults() -> None:
     assert parse_config(["-md", "d.gguf"], {}).sampling.speculative.type == "draft-simple"  # as llama-server
     assert parse_config([], {}).sampling.speculative.type == "none"
     assert "needs a draft model" in str(refused(["--spec-type", "draft-simple"]))
-    assert "must be one of" in str(refused(["--spec-type", "eagle"]))
+    assert "unknown speculative type: 'eagle'" in str(refused(["--spec-type", "eagle"]))  # llama-server's words

@@ -126,6 +126,8 @@ def test_draft_model(make_server: Any, f32_model: str) -> None:
     chat = srv.post("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8,
                                              "temperature": 0}).json()
     assert chat["timings"]["draft_n"] > 0
+    # --spec-draft-backend-sampling is on by default, as llama-server's: the log says where drafts are sampled
+    assert "llamatwist picks draft tokens on the CPU" in srv.log()
 
 
 def test_draft_model_errors(make_server: Any, f32_model: str, model_path: str) -> None:

@@ -90,8 +90,20 @@ def _speculative_settings(p: GenerationParams) -> dict[str, Any]:
     spec = p.speculative
     if spec is None:
         return {"speculative.types": "none"}
-    return {"speculative.types": spec.type, "speculative.n_max": spec.n_max, "speculative.n_min": spec.n_min,
-            "speculative.p_min": spec.p_min}
+    out: dict[str, Any] = {"speculative.types": spec.type, "speculative.n_max": spec.n_max,
+                           "speculative.n_min": spec.n_min, "speculative.p_min": spec.p_min}
+    types = spec.types
+    if "ngram-simple" in types:
+        out |= {"speculative.ngram_size_n": spec.ngram_size_n, "speculative.ngram_size_m": spec.ngram_size_m}
+    if "ngram-mod" in types:
+        out |= {"speculative.ngram_mod.n_match": spec.mod_n_match, "speculative.ngram_mod.n_min": spec.mod_n_min,
+                "speculative.ngram_mod.n_max": spec.mod_n_max}
+    for kind, size_n, size_m, hits in (("k", spec.map_k_size_n, spec.map_k_size_m, spec.map_k_min_hits),
+                                       ("k4v", spec.map_k4v_size_n, spec.map_k4v_size_m, spec.map_k4v_min_hits)):
+        if f"ngram-map-{kind}" in types:
+            out |= {f"speculative.ngram_map_{kind}.size_n": size_n, f"speculative.ngram_map_{kind}.size_m": size_m,
+                    f"speculative.ngram_map_{kind}.min_hits": hits}
+    return out
 
 
 def _logprob(p: float) -> float:

@@ -27,6 +27,7 @@ from llamatwist.sampling_defaults import (
     SamplerSettings,
     SamplingDefaults,
     SpecParams,
+    parse_spec_types,
     samplers_from_chars,
     samplers_from_names,
 )
@@ -344,9 +345,14 @@ def parse_speculative(body: Mapping[str, Any], default: SpecParams) -> SpecParam
             changes[attr] = value
     kind = body.get("speculative.type")
     if kind is not None:
-        if kind not in SPEC_TYPES:
-            raise InvalidRequest(f"'speculative.type' must be one of {', '.join(SPEC_TYPES)}, got {json.dumps(kind)}")
-        if kind == "draft-simple" and not default.has_draft_model:
+        try:
+            kind = parse_spec_types(kind) if isinstance(kind, str) else None
+        except ValueError:
+            kind = None
+        if kind is None:
+            raise InvalidRequest(f"'speculative.type' must be one of {', '.join(SPEC_TYPES)} (or a comma list of "
+                                 f"them), got {json.dumps(body['speculative.type'])}")
+        if "draft-simple" in kind.split(",") and not default.has_draft_model:
             raise InvalidRequest("'speculative.type' draft-simple needs a draft model: start the server with -md")
         changes["type"] = kind
     return dataclasses.replace(default, **changes) if changes else default

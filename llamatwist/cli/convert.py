@@ -34,6 +34,7 @@ __all__ = [
     "gpu_layers",
     "host",
     "int_min",
+    "int_range",
     "integer",
     "json_object",
     "logit_bias",
@@ -84,6 +85,16 @@ def int_min(low: int) -> Converter:
         value = integer(text)
         if value < low:
             raise ValueError(f"must be >= {low}, got {value}")
+        return value
+
+    return convert
+
+
+def int_range(low: int, high: int) -> Converter:
+    def convert(text: str) -> int:
+        value = integer(text)
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high} inclusive, got {value}")
         return value
 
     return convert
@@ -205,12 +216,10 @@ def host(text: str) -> str:
 
 
 def spec_type(text: str) -> str:
-    from llamatwist.sampling_defaults import SPEC_TYPES
+    """--spec-type: a comma list of types (llama-server's), canonical."""
+    from llamatwist.sampling_defaults import parse_spec_types
 
-    value = text.strip()
-    if value not in SPEC_TYPES:
-        raise ValueError(f"must be one of {', '.join(SPEC_TYPES)}, got {text!r}")
-    return value
+    return parse_spec_types(text)
 
 
 def alias(text: str) -> str:

@@ -29,7 +29,7 @@ from llamatwist.cli.speculative_flags import SPECULATIVE
 from llamatwist.cli.unimplemented import UNIMPLEMENTED, VALUE
 from llamatwist.cli.version import version_text
 from llamatwist.config import ServerConfig
-from llamatwist.sampling_defaults import SamplingDefaults, SpecParams
+from llamatwist.sampling_defaults import SamplingDefaults, SpecParams, parse_spec_types
 
 __all__ = ["FLAGS", "build_parser", "parse_config", "show_default"]
 
@@ -416,20 +416,42 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> ServerConfi
 def _speculative(values: dict[str, Any]) -> SpecParams:
     """The requests' default speculation; a draft model alone means draft-simple (llama-server)."""
     base = ServerConfig()
-    spec_type = values.get("spec_type", base.spec_type)
+    uses = values.get("spec_type", base.spec_type)  # --spec-type adds up; its variable is one list
+    names = [t for use in ([uses] if isinstance(uses, str) else uses) for t in use.split(",")]
+    if values.get("spec_default"):
+        names.append("ngram-mod")  # its parameters' defaults are --spec-default's (24, 48, 64)
+    spec_type = parse_spec_types(",".join(n for n in names if n != "none") or "none")
     draft = values.get("model_draft") or values.get("hf_repo_draft")  # -hfd resolves to a path at start-up
     if spec_type == "none" and draft:
         spec_type = "draft-simple"
-    if spec_type == "draft-simple" and not draft:
+    if "draft-simple" in spec_type.split(",") and not draft:
         raise ConfigError("--spec-type draft-simple needs a draft model (-md/--model-draft)", 2)
+    values["spec_type"] = spec_type
+
+    def get(name: str) -> Any:
+        return values.get(name, getattr(base, name))
+
+    mod_n_min, mod_n_max = get("spec_ngram_mod_n_min"), get("spec_ngram_mod_n_max")
+    if "ngram-mod" in spec_type.split(",") and mod_n_min > mod_n_max:
+        raise ConfigError(f"--spec-ngram-mod-n-min ({mod_n_min}) must not exceed --spec-ngram-mod-n-max "
+                          f"({mod_n_max})", 2)
     return SpecParams(
         type=spec_type,
-        n_max=values.get("draft_max", base.draft_max),
-        n_min=values.get("draft_min", base.draft_min),
-        p_min=values.get("draft_p_min", base.draft_p_min),
-        ngram_size_n=values.get("spec_ngram_size_n", base.spec_ngram_size_n),
-        ngram_size_m=values.get("spec_ngram_size_m", base.spec_ngram_size_m),
-        ngram_min_hits=values.get("spec_ngram_min_hits", base.spec_ngram_min_hits),
+        n_max=get("draft_max"),
+        n_min=get("draft_min"),
+        p_min=get("draft_p_min"),
+        ngram_size_n=get("spec_ngram_size_n"),
+        ngram_size_m=get("spec_ngram_size_m"),
+        ngram_min_hits=get("spec_ngram_min_hits"),
+        mod_n_match=get("spec_ngram_mod_n_match"),
+        mod_n_min=mod_n_min,
+        mod_n_max=mod_n_max,
+        map_k_size_n=get("spec_ngram_map_k_size_n"),
+        map_k_size_m=get("spec_ngram_map_k_size_m"),
+        map_k_min_hits=get("spec_ngram_map_k_min_hits"),
+        map_k4v_size_n=get("spec_ngram_map_k4v_size_n"),
+        map_k4v_size_m=get("spec_ngram_map_k4v_size_m"),
+        map_k4v_min_hits=get("spec_ngram_map_k4v_min_hits"),
         has_draft_model=bool(draft),
     )
 

@@ -13,6 +13,7 @@ from llamatwist.cli.convert import (
     float_range,
     gpu_layers,
     int_min,
+    int_range,
     nonempty,
     poll_level,
     priority,
@@ -30,8 +31,11 @@ SPECULATIVE: Final[tuple[Flag, ...]] = (
          "draft model for speculative decoding (same vocabulary as the model); implies --spec-type draft-simple",
          "LLAMA_ARG_SPEC_DRAFT_MODEL", nonempty, metavar="FNAME", default="unused"),
     Flag(("--spec-type",), "spec_type", G_SPEC,
-         "speculative decoding type: none, ngram-simple (prompt lookup, no draft model), draft-simple",
-         "LLAMA_ARG_SPEC_TYPE", spec_type, metavar="TYPE"),
+         "comma-separated list of types of speculative decoding to use: none, ngram-simple (prompt lookup, no "
+         "draft model), ngram-map-k, ngram-map-k4v, ngram-mod, ngram-cache, draft-simple; the first in this order with a "
+         "draft drafts (repeated flags add up)", "LLAMA_ARG_SPEC_TYPE", spec_type, metavar="TYPE", append=True),
+    Flag(("--spec-default",), "spec_default", G_SPEC,
+         "enable default speculative decoding config (adds ngram-mod with n_match 24, n_min 48, n_max 64)"),
     Flag(("--draft-max", "--draft", "--draft-n", "--spec-draft-n-max"), "draft_max", G_SPEC,
          "number of tokens to draft for speculative decoding", "LLAMA_ARG_DRAFT_MAX", int_min(0)),
     Flag(("--draft-min", "--draft-n-min", "--spec-draft-n-min"), "draft_min", G_SPEC,
@@ -39,6 +43,12 @@ SPECULATIVE: Final[tuple[Flag, ...]] = (
     Flag(("--draft-p-min", "--spec-draft-p-min"), "draft_p_min", G_SPEC,
          "minimum speculative decoding probability (greedy) of a draft-model token", "LLAMA_ARG_DRAFT_P_MIN",
          float_range(0.0, 1.0), metavar="P"),
+    Flag(("--spec-draft-p-split", "--draft-p-split"), "draft_p_split", G_SPEC,
+         "speculative decoding split probability (accepted; the pinned llama-server's drafting does not use it "
+         "either)", "LLAMA_ARG_SPEC_DRAFT_P_SPLIT", float_range(0.0, 1.0), metavar="P", default="0.10"),
+    Flag(("--spec-draft-backend-sampling",), "draft_backend_sampling", G_SPEC,
+         "offload draft sampling to the backend (accepted; llamatwist picks draft tokens on the CPU)",
+         "LLAMA_ARG_SPEC_DRAFT_BACKEND_SAMPLING", neg=("--no-spec-draft-backend-sampling",), default="enabled"),
     Flag(("-cd", "--ctx-size-draft"), "ctx_size_draft", G_SPEC,
          "size of the draft model's context (0 = the model's -c)", "LLAMA_ARG_CTX_SIZE_DRAFT", int_min(0)),
     Flag(("-ngld", "--gpu-layers-draft", "--n-gpu-layers-draft", "--spec-draft-ngl"), "gpu_layers_draft", G_SPEC,
@@ -101,4 +111,25 @@ SPECULATIVE: Final[tuple[Flag, ...]] = (
          "ngram-simple: longest draft (the m-gram after a match)", None, int_min(1)),
     Flag(("--spec-ngram-simple-min-hits",), "spec_ngram_min_hits", G_SPEC,
          "ngram-simple: minimum hits for a draft", None, int_min(1)),
+    Flag(("-lcs", "--lookup-cache-static"), "lookup_cache_static", G_SPEC,
+         "path to static lookup cache to use for lookup decoding (not updated by generation; --spec-type "
+         "ngram-cache)", None, nonempty, metavar="FNAME"),
+    Flag(("-lcd", "--lookup-cache-dynamic"), "lookup_cache_dynamic", G_SPEC,
+         "path to dynamic lookup cache to use for lookup decoding (updated by generation: not written back, as "
+         "llama-server; --spec-type ngram-cache)", None, nonempty, metavar="FNAME"),
+    Flag(("--spec-ngram-mod-n-min",), "spec_ngram_mod_n_min", G_SPEC,
+         "ngram-mod: shortest draft (a chain of lookups that breaks earlier is no draft)", None, int_range(0, 1024)),
+    Flag(("--spec-ngram-mod-n-max",), "spec_ngram_mod_n_max", G_SPEC,
+         "ngram-mod: longest draft", None, int_range(0, 1024)),
+    Flag(("--spec-ngram-mod-n-match",), "spec_ngram_mod_n_match", G_SPEC,
+         "ngram-mod: lookup length", None, int_range(1, 1024)),
+    *(flag for kind in ("k", "k4v") for flag in (
+        Flag((f"--spec-ngram-map-{kind}-size-n",), f"spec_ngram_map_{kind}_size_n", G_SPEC,
+             f"ngram-map-{kind}: length of the lookup n-gram", None, int_range(1, 1024)),
+        Flag((f"--spec-ngram-map-{kind}-size-m",), f"spec_ngram_map_{kind}_size_m", G_SPEC,
+             f"ngram-map-{kind}: longest draft (the m-gram after a match)", None, int_range(1, 1024)),
+        Flag((f"--spec-ngram-map-{kind}-min-hits",), f"spec_ngram_map_{kind}_min_hits", G_SPEC,
+             f"ngram-map-{kind}: hits of the n-gram before it drafts"
+             + (" (ngram-map-k ignores it, as llama.cpp)" if kind == "k" else ""), None, int_min(1)),
+    )),
 )

@@ -36,6 +36,9 @@ _NO_ROUTER = ("router mode (several models behind one server) is not supported: 
               "behind nginx for one address (packaging/nginx)")
 _NO_FIT = ("fitting unset parameters to device memory is not supported: set -c and -ngl (a model too large for "
            "memory is a start-up error naming the sizes)")
+_NO_SYNTH = ("synthetic drafts accept draft tokens at random, bypassing verification (a benchmarking aid of "
+             "llama.cpp): a server that must answer correctly does not offer them; use --spec-type for real speculation")
+_REMOVED = "the argument has been removed."  # llama-server's arg_removed() message, its advice follows
 _NO_UI_CONFIG = "the built-in web UI takes no server-side configuration: its settings live in the browser"
 
 UNIMPLEMENTED: Final[tuple[Unimplemented, ...]] = (
@@ -44,8 +47,6 @@ UNIMPLEMENTED: Final[tuple[Unimplemented, ...]] = (
     _U("-hfv -hfrv --hf-repo-v", "LLAMA_ARG_HF_REPO_V", VALUE, _NO_SPEECH),
     _U("-hffv --hf-file-v", "LLAMA_ARG_HF_FILE_V", VALUE, _NO_SPEECH),
     _U("--tts-use-guide-tokens", None, SWITCH, _NO_SPEECH),
-    _U("-lcs --lookup-cache-static", None, VALUE),
-    _U("-lcd --lookup-cache-dynamic", None, VALUE),
     _U("--rpc", "LLAMA_ARG_RPC", VALUE, _NO_RPC),
     _U("-fit --fit", "LLAMA_ARG_FIT", VALUE, _NO_FIT),
     _U("-fitt --fit-target", "LLAMA_ARG_FIT_TARGET", VALUE, _NO_FIT),
@@ -67,25 +68,10 @@ UNIMPLEMENTED: Final[tuple[Unimplemented, ...]] = (
     _U("--models-preset", "LLAMA_ARG_MODELS_PRESET", VALUE, _NO_ROUTER),
     _U("--models-max", "LLAMA_ARG_MODELS_MAX", VALUE, _NO_ROUTER),
     _U("--models-autoload --no-models-autoload", "LLAMA_ARG_MODELS_AUTOLOAD", BOOL, _NO_ROUTER),
-    _U("--spec-synth-len", "LLAMA_ARG_SPEC_SYNTH_LEN", VALUE),
-    _U("--spec-synth-rates", "LLAMA_ARG_SPEC_SYNTH_RATES", VALUE),
-    _U("--spec-draft-p-split --draft-p-split", "LLAMA_ARG_SPEC_DRAFT_P_SPLIT", VALUE),
-    _U(
-        "--spec-draft-backend-sampling --no-spec-draft-backend-sampling",
-        "LLAMA_ARG_SPEC_DRAFT_BACKEND_SAMPLING",
-        BOOL,
-    ),
-    _U("--spec-ngram-mod-n-min", None, VALUE),
-    _U("--spec-ngram-mod-n-max", None, VALUE),
-    _U("--spec-ngram-mod-n-match", None, VALUE),
-    _U("--spec-ngram-map-k-size-n", None, VALUE),
-    _U("--spec-ngram-map-k-size-m", None, VALUE),
-    _U("--spec-ngram-map-k-min-hits", None, VALUE),
-    _U("--spec-ngram-map-k4v-size-n", None, VALUE),
-    _U("--spec-ngram-map-k4v-size-m", None, VALUE),
-    _U("--spec-ngram-map-k4v-min-hits", None, VALUE),
-    _U("--spec-ngram-size-n", None, VALUE),
-    _U("--spec-ngram-size-m", None, VALUE),
-    _U("--spec-ngram-min-hits", None, VALUE),
-    _U("--spec-default", None, SWITCH),
+    _U("--spec-synth-len", "LLAMA_ARG_SPEC_SYNTH_LEN", VALUE, _NO_SYNTH),
+    _U("--spec-synth-rates", "LLAMA_ARG_SPEC_SYNTH_RATES", VALUE, _NO_SYNTH),
+    # removed from llama-server (arg_removed): refused with its message
+    _U("--spec-ngram-size-n", None, VALUE, f"{_REMOVED} use the respective --spec-ngram-*-size-n"),
+    _U("--spec-ngram-size-m", None, VALUE, f"{_REMOVED} use the respective --spec-ngram-*-size-m"),
+    _U("--spec-ngram-min-hits", None, VALUE, f"{_REMOVED} use the respective --spec-ngram-*-min-hits"),
 )

@@ -18,6 +18,7 @@ from llamatwist.engine.sampling import eog_tokens
 from llamatwist.engine.video import VideoParams
 from llamatwist.runtime.adapters import AdapterSpec, LoraInfo, apply_adapters
 from llamatwist.runtime.checkpoints import Checkpoints
+from llamatwist.runtime.ngram_cache import Cache, NgramCacheDrafter, load_cache
 from llamatwist.runtime.prefix_cache import PrefixCache
 from llamatwist.runtime.slot import Slot
 from llamatwist.runtime.speculative import DraftModel
@@ -43,6 +44,8 @@ class EngineSpec:
     slot_prompt_similarity: float = 0.1  # -sps; 0 = always the least recently used idle slot
     adapters: AdapterSpec = dataclasses.field(default_factory=AdapterSpec)  # --lora*, --control-vector*: applied server-wide
     draft_model_path: str | None = None  # -md: speculative decoding's draft model
+    lookup_cache_static: str | None = None  # -lcs, with --spec-type ngram-cache
+    lookup_cache_dynamic: str | None = None  # -lcd, with --spec-type ngram-cache
     draft_n_ctx: int = 0  # -cd (0: the target's context size)
     draft_n_gpu_layers: int = -1
     draft_context: dict[str, Any] = dataclasses.field(default_factory=dict)  # ContextParams fields that differ
@@ -109,6 +112,7 @@ class Loaded:
     lora_adapters: list[LoraAdapter] = dataclasses.field(default_factory=list)  # kept alive with the context
     drafter: DraftModel | None = None  # -md: the draft model's context, one sequence per slot
     projector: Projector | None = None  # --mmproj
+    lookup: NgramCacheDrafter | None = None  # --spec-type ngram-cache: the files of -lcs and -lcd
 
 
 def load(spec: EngineSpec) -> Loaded:
@@ -175,6 +179,8 @@ def load(spec: EngineSpec) -> Loaded:
         eog=eog_tokens(model),
     )
     drafter = _load_draft(spec, model, ctx) if spec.draft_model_path else None
+    lookup = NgramCacheDrafter(_lookup_cache(spec.lookup_cache_static, "static"),
+                               _lookup_cache(spec.lookup_cache_dynamic, "dynamic"))
     projector = None
     if spec.mmproj_path:
         projector = Projector(spec.mmproj_path, model, n_threads=spec.context.n_threads,
@@ -192,7 +198,16 @@ def load(spec: EngineSpec) -> Loaded:
                                           video=projector.video, mmproj_backend=projector.backend)
         can_shift = False  # as llama-server: no context shift with a projector (media chunks cannot shift)
     return Loaded(model, ctx, cache, slots, batch, model_id, can_shift, description, lora_adapters, drafter,
-                  projector)
+                  projector, lookup)
+
+
+def _lookup_cache(path: str | None, kind: str) -> Cache:
+    if not path:
+        return {}
+    try:
+        return load_cache(path)
+    except (OSError, ValueError) as exc:  # llama-server aborts: "Couldn't read ... lookup cache"
+        raise ModelLoadError(f"failed to open {kind} lookup cache: {exc}") from None
 
 
 # llama.cpp's rule (common_speculative_are_compatible): same vocab type, BOS/EOS, sizes within 128 tokens and

@@ -104,7 +104,7 @@ class Slot:
         self.truncated = False
         self.n_draft = self.n_draft_accepted = 0
         spec = task.params.speculative
-        self.spec_budget = spec.n_max if spec is not None else 0
+        self.spec_budget = spec.limit if spec is not None else 0
 
     def release(self) -> None:
         self.state = SlotState.IDLE

@@ -11,25 +11,37 @@ Drafts come from:
 
 - ``ngram-simple`` (llama.cpp's common_ngram_simple_draft): the last ``size_n`` tokens of the slot's prompt
   and output, looked up backwards in that history; the ``size_m`` tokens that followed the match are the draft.
+- ``ngram-mod`` (`ngram_mod.py`): chained lookups in one hash table of n-grams shared by every slot.
+- ``ngram-map-k`` / ``ngram-map-k4v`` (`ngram_map.py`): lookups in a per-slot map of the n-grams met, with
+  what was accepted after them.
+- ``ngram-cache`` (`ngram_cache.py`): llama-lookup's n-gram counts, of the slot's context and of the -lcs/-lcd
+  files.
 - ``draft-simple``: a small draft model of the same vocabulary, greedy, stopping below ``p_min``
   (`DraftModel`). Its KV for a slot follows the target's tokens: before drafting, whatever differs from the
   slot's tokens is removed and re-evaluated, so the prefix cache, slot restores and context shifts of the
   target never need to know about it.
+
+Several types may be combined (``--spec-type ngram-mod,draft-simple``): `Drafters` asks them in llama.cpp's
+order of preference (`DRAFT_ORDER`) and the first with a draft drafts; its acceptance goes back to it.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from llamatwist.sampling_defaults import SPEC_TYPES, SpecParams
+from llamatwist.runtime.ngram_cache import NgramCacheDrafter
+from llamatwist.runtime.ngram_map import NgramMap
+from llamatwist.runtime.ngram_mod import NgramModDrafter
+from llamatwist.sampling_defaults import DRAFT_ORDER, SPEC_TYPES, SpecParams
 
 if TYPE_CHECKING:
     from llamatwist.engine.context import Context
     from llamatwist.engine.model import Model
 
-__all__ = ["SPEC_TYPES", "DraftModel", "SpecParams", "ngram_simple_draft"]
+__all__ = ["SPEC_TYPES", "DraftModel", "Drafters", "SpecParams", "ngram_simple_draft"]
 
 log = logging.getLogger(__name__)
 
@@ -112,3 +124,83 @@ class DraftModel:
     def forget(self, seq: int) -> None:
         if self._seqs.pop(seq, None):
             self.ctx.seq_rm(seq, 0, -1)
+
+
+@dataclass(slots=True)
+class _SlotDrafts:
+    task: object  # the task whose generation began (a new one begins the n-gram stores again)
+    maps: dict[str, NgramMap] = field(default_factory=dict)  # ngram-map-k / -k4v, kept across tasks
+    last: str | None = None  # the type of the slot's last draft
+
+
+class Drafters:
+    """The drafts of every slot, from the types its request uses (decode thread only)."""
+
+    def __init__(self, model: DraftModel | None, lookup: NgramCacheDrafter | None = None) -> None:
+        self.model = model
+        self.lookup = lookup if lookup is not None else NgramCacheDrafter({}, {})
+        self._mod: NgramModDrafter | None = None  # made when a request first uses ngram-mod
+        self._slots: dict[int, _SlotDrafts] = {}
+
+    def draft(self, seq: int, task: object, prompt: Sequence[int], spec: SpecParams, history: Sequence[int],
+              sampled: int, n_max: int) -> list[int]:
+        """At most ``n_max`` draft tokens after ``history`` and ``sampled`` (the slot's pending token);
+        ``prompt`` is the task's, its n-grams learnt when the task first drafts (llama.cpp's begin)."""
+        state = self._begin(seq, task, prompt, spec)
+        state.last = None
+        for kind in DRAFT_ORDER:
+            if kind not in spec.types:
+                continue
+            draft = self._draft_one(kind, seq, state, spec, history, sampled, n_max)[:n_max]
+            if draft:
+                state.last = kind
+                if kind == "ngram-mod" and self._mod is not None:
+                    self._mod.drafted(seq, len(draft))
+                return draft
+        return []
+
+    def accept(self, seq: int, n_accepted: int) -> None:
+        """``n_accepted`` tokens of the slot's last draft were taken: the type that drafted it learns."""
+        state = self._slots.get(seq)
+        if state is None or state.last is None:
+            return
+        if state.last == "ngram-mod" and self._mod is not None:
+            self._mod.accept(seq, n_accepted)
+        elif state.last in state.maps:
+            state.maps[state.last].accept(n_accepted)
+
+    def _begin(self, seq: int, task: object, prompt: Sequence[int], spec: SpecParams) -> _SlotDrafts:
+        state = self._slots.get(seq)
+        if state is not None and state.task is task:
+            return state
+        if state is None:
+            state = self._slots[seq] = _SlotDrafts(task)
+        state.task = task
+        types = spec.types
+        if "ngram-mod" in types:
+            if self._mod is None:
+                self._mod = NgramModDrafter(spec.mod_n_match, spec.mod_n_min, spec.mod_n_max)
+            self._mod.begin(seq, prompt)
+        for kind, size_n, size_m, hits in (
+            ("ngram-map-k", spec.map_k_size_n, spec.map_k_size_m, spec.map_k_min_hits),
+            ("ngram-map-k4v", spec.map_k4v_size_n, spec.map_k4v_size_m, spec.map_k4v_min_hits),
+        ):
+            if kind in types:
+                if kind not in state.maps:
+                    state.maps[kind] = NgramMap(size_n, size_m, kind == "ngram-map-k", hits)
+                state.maps[kind].begin(prompt)
+        return state
+
+    def _draft_one(self, kind: str, seq: int, state: _SlotDrafts, spec: SpecParams, history: Sequence[int],
+                   sampled: int, n_max: int) -> list[int]:
+        if kind == "ngram-simple":
+            return ngram_simple_draft(history, sampled, spec.ngram_size_n, spec.ngram_size_m)[: spec.n_max]
+        if kind == "ngram-mod":
+            return self._mod.draft(seq, history, sampled) if self._mod is not None else []
+        if kind == "ngram-cache":
+            return self.lookup.draft(seq, history, sampled)
+        if kind in state.maps:
+            return state.maps[kind].draft(history, sampled)
+        if kind == "draft-simple" and self.model is not None:
+            return self.model.draft(seq, [*history, sampled], min(n_max, spec.n_max), spec.p_min)
+        return []

@@ -43,11 +43,12 @@ from llamatwist.runtime.context_shift import ContextShift
 from llamatwist.runtime.counters import Metrics
 from llamatwist.runtime.embedding import EmbeddingOutput
 from llamatwist.runtime.errors import DecodeFailed, KVCacheFull
+from llamatwist.runtime.ngram_cache import NgramCacheDrafter
 from llamatwist.runtime.outputs import Outputs
 from llamatwist.runtime.prefix_cache import PrefixCache
 from llamatwist.runtime.sampling import Sampling
 from llamatwist.runtime.slot import Slot, SlotState
-from llamatwist.runtime.speculative import DraftModel, ngram_simple_draft
+from llamatwist.runtime.speculative import Drafters, DraftModel
 
 if TYPE_CHECKING:
     from llamatwist.engine.model import LoraAdapter
@@ -101,6 +102,7 @@ class Step:
         loras: Sequence[LoraAdapter] = (),
         active: AdapterSet = (),
         projector: Projector | None = None,
+        lookup: NgramCacheDrafter | None = None,
     ) -> None:
         self._ctx = ctx
         self._projector = projector
@@ -109,7 +111,7 @@ class Step:
         self._active = active  # the scales the context runs with now
         self._last_set: AdapterSet = active
         self._step_set: AdapterSet = active
-        self._drafter = drafter  # the draft model of draft-simple speculation
+        self._drafts = Drafters(drafter, lookup)  # every type's drafts (draft-simple's model, ngram-cache's files)
         self._batch = batch
         self._slots = slots
         self._cache = cache
@@ -212,12 +214,7 @@ class Step:
         if n_max <= 0 or n_max < spec.n_min:
             return []
         history = [*task.prompt, *slot.generated[:-1]] if slot.generated else list(task.prompt)
-        if spec.type == "ngram-simple":
-            draft = ngram_simple_draft(history, slot.pending_token, spec.ngram_size_n, spec.ngram_size_m)[:n_max]
-        elif self._drafter is not None:
-            draft = self._drafter.draft(slot.id, [*history, slot.pending_token], n_max, spec.p_min)
-        else:
-            draft = []
+        draft = self._drafts.draft(slot.id, task, task.prompt, spec, history, slot.pending_token, n_max)
         return draft if len(draft) >= max(spec.n_min, 1) else []
 
     # -- build ---------------------------------------------------------------
@@ -306,9 +303,10 @@ class Step:
             elif slot.draft:
                 draft, slot.draft = slot.draft, []
                 accepted = self._sampling.verify(slot, draft, now)
+                self._drafts.accept(slot.id, accepted)
                 spec = slot.task.params.speculative if slot.task is not None else None
                 if spec is not None:  # longer drafts while they are taken, shorter when they are not
-                    slot.spec_budget = min(spec.n_max, 2 * slot.spec_budget if accepted == len(draft)
+                    slot.spec_budget = min(spec.limit, 2 * slot.spec_budget if accepted == len(draft)
                                            else max(accepted + 1, spec.n_min, 1))
             else:
                 self._sampling.sample(slot, now)
