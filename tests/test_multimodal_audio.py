@@ -26,6 +26,7 @@ import pytest
 import requests
 
 from tests.conftest import REPO, Server
+from tests.media_requests import chat_with, complete, text_tokens
 from tests.test_media_load import PNG, data_uri
 
 N_AUDIO = 25  # tokens per 30 s window (scripts/make_audio_model.py: 1500 positions stacked by 60)
@@ -57,18 +58,7 @@ def audio_part(data: bytes, fmt: str = "wav") -> dict[str, Any]:
 
 
 def chat(srv: Server, *parts: dict[str, Any], text: str = QUESTION, **extra: Any) -> requests.Response:
-    content = [*parts, {"type": "text", "text": text}]
-    return srv.post("/v1/chat/completions", {"messages": [{"role": "user", "content": content}], "max_tokens": 6,
-                                             "temperature": 0, "ignore_eos": True, **extra})
-
-
-def complete(srv: Server, prompt: str, media: list[str], **extra: Any) -> requests.Response:
-    return srv.post("/completion", {"prompt": {"prompt_string": prompt, "multimodal_data": media}, "n_predict": 6,
-                                    "temperature": 0, **extra})
-
-
-def text_tokens(srv: Server, text: str) -> int:
-    return len(srv.post("/tokenize", {"content": text}).json()["tokens"])
+    return chat_with(srv, parts, text, **extra)
 
 
 @pytest.fixture(scope="module")

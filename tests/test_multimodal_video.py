@@ -28,6 +28,7 @@ import requests
 
 from tests import test_multimodal
 from tests.conftest import Server
+from tests.media_requests import chat_with, complete, text_tokens
 from tests.test_media_load import PNG, data_uri
 
 vision_dir = test_multimodal.vision_dir  # the fixture: the generated vision model
@@ -99,18 +100,7 @@ def video_part(url: str, key: str = "input_video") -> dict[str, Any]:
 
 
 def chat(srv: Server, *parts: dict[str, Any], text: str = QUESTION, **extra: Any) -> requests.Response:
-    content = [*parts, {"type": "text", "text": text}]
-    return srv.post("/v1/chat/completions", {"messages": [{"role": "user", "content": content}], "max_tokens": 6,
-                                             "temperature": 0, "ignore_eos": True, **extra})
-
-
-def complete(srv: Server, prompt: str, media: list[str], **extra: Any) -> requests.Response:
-    return srv.post("/completion", {"prompt": {"prompt_string": prompt, "multimodal_data": media}, "n_predict": 6,
-                                    "temperature": 0, **extra})
-
-
-def text_tokens(srv: Server, text: str) -> int:
-    return len(srv.post("/tokenize", {"content": text}).json()["tokens"])
+    return chat_with(srv, parts, text, **extra)
 
 
 def serves(srv: Server, video: bytes) -> None:
