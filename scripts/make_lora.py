@@ -12,7 +12,9 @@
 
 Shapes are read from the base GGUF (ggml ne order: ffn_down is [n_ff, n_embd]).
 
-    python scripts/make_lora.py --base MODEL.gguf --kind {lora,wrong,cvec} --out PATH
+    python scripts/make_lora.py --model MODEL.gguf --out PATH [--rank R] [--seed S] [--kind {lora,wrong,cvec}]
+
+(``--base`` is the older spelling of ``--model``; scripts/make_control_vector.py is ``--kind cvec``.)
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ def _base_dims(base: Path) -> tuple[str, int, int, int]:
     return arch, n_embd, n_ff, n_layer
 
 
-def make(base: Path, out: Path, kind: str, seed: int = 0) -> None:
+def make(base: Path, out: Path, kind: str, seed: int = 0, rank: int = RANK) -> None:
     arch, n_embd, n_ff, n_layer = _base_dims(base)
     rng = np.random.default_rng(seed)
     if kind == "cvec":
@@ -54,12 +56,12 @@ def make(base: Path, out: Path, kind: str, seed: int = 0) -> None:
         w = gguf.GGUFWriter(str(out), arch)
         w.add_string("general.type", "adapter")
         w.add_string("adapter.type", "lora")
-        w.add_float32("adapter.lora.alpha", float(RANK))
+        w.add_float32("adapter.lora.alpha", float(rank))  # alpha = rank: scale 1 applies B·A as written
         for il in range(n_layer - N_LAYERS_ADAPTED, n_layer):
             name = f"blk.{il}.ffn_down.weight"
             # numpy shapes are ggml ne reversed: lora_a ne=[n_ff, r], lora_b ne=[r, n_embd]
-            w.add_tensor(f"{name}.lora_a", (rng.standard_normal((RANK, n_ff)) * 0.5).astype(np.float32))
-            w.add_tensor(f"{name}.lora_b", (rng.standard_normal((n_embd, RANK)) * 0.5).astype(np.float32))
+            w.add_tensor(f"{name}.lora_a", (rng.standard_normal((rank, n_ff)) * 0.5).astype(np.float32))
+            w.add_tensor(f"{name}.lora_b", (rng.standard_normal((n_embd, rank)) * 0.5).astype(np.float32))
     else:
         raise ValueError(f"unknown kind {kind!r}")
     w.write_header_to_file()
@@ -70,12 +72,15 @@ def make(base: Path, out: Path, kind: str, seed: int = 0) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("--base", type=Path, required=True)
-    ap.add_argument("--kind", choices=("lora", "wrong", "cvec"), required=True)
+    ap.add_argument("--model", "--base", dest="base", type=Path, required=True, help="the base model GGUF")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--rank", type=int, default=RANK)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--kind", choices=("lora", "wrong", "cvec"), default="lora")
     a = ap.parse_args()
-    make(a.base, a.out, a.kind, a.seed)
+    if a.rank < 1:
+        ap.error("--rank must be at least 1")
+    make(a.base, a.out, a.kind, a.seed, a.rank)
 
 
 if __name__ == "__main__":

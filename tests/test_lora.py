@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,7 @@ import pytest
 import requests
 
 from llamatwist.cli.parser import parse_config
-from tests.conftest import Server
+from tests.conftest import REPO, Server
 from tests.models import lora_gguf
 
 BASE_ARGS = ("-np", "1", "-c", "512", "-t", "2")
@@ -65,6 +67,24 @@ def test_control_vector_changes_output(make_server: Any, model_path: str, adapte
     srv = make_server("-m", model_path, *BASE_ARGS, "--control-vector", adapters["cvec"],
                       "--control-vector-layer-range", "1", "29")
     assert greedy(srv) != base
+
+
+def test_fixture_scripts_as_the_issue_names_them(make_server: Any, model_path: str, tmp_path: Path,
+                                                base: tuple[list[int], list[float]]) -> None:
+    """scripts/make_lora.py --model --out --rank --seed and scripts/make_control_vector.py --model --out --seed
+    (other checks call them so) write files that change the default model's greedy output."""
+    lora, cvec = tmp_path / "a.gguf", tmp_path / "cv.gguf"
+    for cmd in (["scripts/make_lora.py", "--model", model_path, "--out", str(lora), "--rank", "8", "--seed", "3"],
+                ["scripts/make_control_vector.py", "--model", model_path, "--out", str(cvec), "--seed", "3"]):
+        proc = subprocess.run([sys.executable, *cmd], check=False, cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+    bad = subprocess.run([sys.executable, "scripts/make_lora.py", "--model", model_path, "--out", str(lora),
+                          "--rank", "0"], check=False, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--rank must be at least 1" in bad.stderr
+    for flag, path in (("--lora", lora), ("--control-vector", cvec)):
+        srv = make_server("-m", model_path, *BASE_ARGS, flag, str(path))
+        assert greedy(srv)[0] != base[0], flag
+        srv.stop()
 
 
 def test_lora_adapters_listing(make_server: Any, model_path: str, adapters: dict[str, str]) -> None:
