@@ -8,7 +8,7 @@ import base64
 import io
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -309,9 +309,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def media_http_server() -> Iterator[str]:
-    """A local HTTP server of good and bad media (also used by tests/test_multimodal_api.py); its base URL."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+def media_http_server(handler: Callable[..., BaseHTTPRequestHandler] = _Handler) -> Iterator[str]:
+    """A local HTTP server (by default of good and bad media; also used by tests/test_multimodal_api.py and
+    tests/test_multimodal_video.py); its base URL."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     httpd.daemon_threads = True
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()

@@ -17,7 +17,6 @@ import http.server
 import os
 import shutil
 import subprocess
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ import requests
 from tests import test_multimodal
 from tests.conftest import Server
 from tests.media_requests import chat_with, complete, text_tokens
-from tests.test_media_load import PNG, data_uri
+from tests.test_media_load import PNG, data_uri, media_http_server
 
 vision_dir = test_multimodal.vision_dir  # the fixture: the generated vision model
 
@@ -82,13 +81,8 @@ def vsrv(vision_dir: Path, media_dir: Path) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def http_url(media_dir: Path) -> Iterator[str]:
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(media_dir))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with media_http_server(functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(media_dir))) as url:
+        yield url
 
 
 def b64(data: bytes) -> str:
