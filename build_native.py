@@ -5,7 +5,7 @@ Used as a module (``setup.py`` calls :func:`ensure_native`) and as a script::
 
     python build_native.py [--backend cpu|cuda|vulkan|metal] [--jobs N]
                            [--cmake-arg ARG]... [--llama-src DIR] [--amx]
-                           [--cpu-variant native|avx2]
+                           [--cpu-variant native|avx2] [--reference]
 
 The source is the llama.cpp tree vendored in the llama-cpp-python sdist named
 by ``llama_pin.json``: downloaded once with pip, verified by sha256, cached per
@@ -55,6 +55,7 @@ __all__ = [
     "cache_dir",
     "cache_key",
     "ensure_native",
+    "ensure_reference",
     "ggml_cpu_options",
     "host_cpu",
     "load_pin",
@@ -803,6 +804,49 @@ def ensure_native(backend: str | None = None, jobs: int | None = None,
     return result
 
 
+# llama.cpp's own programs, built beside the libraries for side-by-side benchmarks (bench/vs_llama_server.py):
+# the common library, the tools and the server, without the web UI's npm build or its download.
+REFERENCE_CMAKE_ARGS: tuple[str, ...] = (
+    "-DLLAMA_BUILD_COMMON=ON",
+    "-DLLAMA_BUILD_TOOLS=ON",
+    "-DLLAMA_BUILD_SERVER=ON",
+    "-DLLAMA_BUILD_UI=OFF",
+    "-DLLAMA_USE_PREBUILT_UI=OFF",
+)
+REFERENCE_TARGETS: tuple[str, ...] = ("llama-server", "llama-quantize")
+
+
+def ensure_reference(native: NativeBuild, jobs: int | None = None,
+                     targets: Sequence[str] = REFERENCE_TARGETS) -> dict[str, Path]:
+    """Build llama.cpp's programs (llama-server, llama-quantize) from the same source, backend and
+    configuration as ``native``, in its build directory; map each target to its executable.
+
+    Only the programs' own sources compile: ggml and libllama are the objects already built there
+    (or, where that directory is gone, built afresh with the recorded arguments).
+    """
+    info = json.loads((native.prefix / "build-info.json").read_text())
+    src = Path(info["src_dir"])
+    if info["source"].startswith("sdist:"):
+        src = place_source(load_pin(), src)
+    build_dir = cache_dir() / "native" / "build" / native.key
+    toolchain = find_toolchain(info["backend"])
+    with _exclusive(cache_dir() / "native" / ".lock"):
+        build_dir.mkdir(parents=True, exist_ok=True)
+        _log(f"building {', '.join(targets)} in {build_dir}")
+        # The recorded make program may have lived in pip's (deleted) isolated build environment.
+        args = [a for a in info["cmake_args"] if not a.startswith("-DCMAKE_MAKE_PROGRAM=")]
+        args += [f"-DCMAKE_MAKE_PROGRAM={toolchain.ninja}", *REFERENCE_CMAKE_ARGS]
+        _run_logged([toolchain.cmake, "-S", src, "-B", build_dir, *args],
+                    build_dir / "configure-reference.log", "cmake configure (reference programs)")
+        _run_build([toolchain.cmake, "--build", build_dir, "--parallel", str(jobs or _usable_cpus()),
+                    "--target", *targets], build_dir / "build-reference.log")
+    found = {t: build_dir / "bin" / t for t in targets}
+    missing = [t for t, path in found.items() if not _executable(path)]
+    if missing:
+        raise NativeBuildError(f"the build made no {', '.join(missing)} in {build_dir / 'bin'}")
+    return found
+
+
 # --------------------------------------------------------------------------- cli
 
 
@@ -822,6 +866,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cpu-variant", choices=CPU_VARIANTS,
                    help="ISA level to build for: this host's CPU features (native, the default) or an "
                         "AVX2-only CPU (avx2: no AVX-512/AVX-VNNI/AMX; cached under its own key)")
+    p.add_argument("--reference", action="store_true",
+                   help="also build llama.cpp's llama-server and llama-quantize from the same source and "
+                        "configuration (for bench/vs_llama_server.py) and print their paths")
     return p
 
 
@@ -843,6 +890,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         build = ensure_native(backend=ns.backend, jobs=ns.jobs, cmake_args=ns.cmake_arg,
                               llama_src=ns.llama_src, amx=ns.amx, cpu_variant=ns.cpu_variant)
+        programs = ensure_reference(build, jobs=ns.jobs) if ns.reference else {}
     except NativeBuildError as exc:
         print(f"build_native: error: {exc}", file=sys.stderr)
         return 1
@@ -850,6 +898,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("build_native: interrupted", file=sys.stderr)
         return 130
     print(build.prefix)
+    for path in programs.values():
+        print(path)
     return 0
 
 

@@ -115,13 +115,18 @@ class Connection:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
+    @property
+    def is_open(self) -> bool:
+        return not (self.reader is None or self.writer is None or self.reader.at_eof() or self.writer.is_closing())
+
     async def ensure(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        if self.reader is None or self.writer is None or self.reader.at_eof() or self.writer.is_closing():
-            self.close()
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-            sock = self.writer.get_extra_info("socket")
-            if sock is not None:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.reader is not None and self.writer is not None and self.is_open:
+            return self.reader, self.writer
+        self.close()
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        sock = self.writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return self.reader, self.writer
 
     def close(self) -> None:
@@ -176,17 +181,27 @@ async def stream_completion(conn: Connection, request: bytes | Workload, rec: Re
     """Send one streaming request (a /completion body, or a `Workload`) and record token arrival times in
     ``rec``."""
     work = request if isinstance(request, Workload) else Workload(request)
-    reader, writer = await conn.ensure()
     body = work.body
     head = (
         f"POST {work.path} HTTP/1.1\r\nHost: {conn.host}:{conn.port}\r\n"
         f"Content-Type: application/json\r\nAccept: text/event-stream\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode("latin-1")
-    rec.t_send = time.perf_counter()
-    writer.write(head + body)
-    await writer.drain()
-    status, headers = await _read_headers(reader)
+    while True:
+        reused = conn.is_open
+        reader, writer = await conn.ensure()
+        rec.t_send = time.perf_counter()
+        try:
+            writer.write(head + body)
+            await writer.drain()
+            status, headers = await _read_headers(reader)
+            break
+        except (ConnectionError, asyncio.IncompleteReadError):
+            # A kept-alive connection the server had closed (llama-server closes one after a stream
+            # without saying so): send again on a new one, as HTTP clients do. A new one failing is an error.
+            conn.close()
+            if not reused:
+                raise
     if headers.get("connection", "").lower() == "close":
         conn.reader = None  # do not reuse after this response
     if status != 200:
@@ -398,11 +413,13 @@ def _free_port() -> int:
 
 def spawn_server(model: str, n_parallel: int, *, threads: int, n_ctx: int = DEFAULT_CTX,
                  kv_unified: bool = True, extra: list[str] | None = None, timeout: float = 180.0,
-                 log_dir: Path | None = None) -> Server:
-    """Start ``python -m llamatwist`` and wait for /health to answer 200."""
+                 log_dir: Path | None = None, program: list[str] | None = None) -> Server:
+    """Start ``python -m llamatwist`` (or ``program``, e.g. llama.cpp's llama-server: the flags are
+    the same) and wait for /health to answer 200."""
     port = _free_port()
     cmd = [
-        sys.executable, "-m", "llamatwist", "-m", model, "--host", "127.0.0.1", "--port", str(port),
+        *(program or [sys.executable, "-m", "llamatwist"]),
+        "-m", model, "--host", "127.0.0.1", "--port", str(port),
         "-np", str(n_parallel), "-c", str(n_ctx), "-t", str(threads),
         "-kvu" if kv_unified else "-no-kvu", "--metrics", *(extra or []),
     ]

@@ -32,8 +32,8 @@ from bench.common import (
     machine_info,
     parse_clients,
     resolve_model,
+    save_results,
     wait_quiet,
-    write_json,
 )
 from bench.loadgen import REPO_ROOT, add_common_args, run_load, spawn_server
 
@@ -111,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the engine reference only before the server run, not before and after")
     p.add_argument("--wait-quiet", type=float, default=120.0,
                    help="before each run, wait up to this long for other load to drop (default 120 s)")
+    p.add_argument("--out", type=Path, help="JSON result file (default: bench/results/run_all-*.json)")
     return p
 
 
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{raw[0]['engine'][0]['n_prompt'] if raw else '?'} tokens, {args.duration:.0f} s per C, "
               f"{'unified' if not args.no_kv_unified else 'per-sequence'} KV, n_ctx {args.ctx_size}")
     print_table(rows, header)
-    path = write_json("run_all", {
+    save_results("run_all", {
         "kind": "run_all",
         "when": time.strftime("%Y-%m-%d %H:%M:%S"),
         "model": model,
@@ -182,8 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         "goals_pct": GOALS,
         "rows": rows,
         "raw": raw,
-    })
-    print(f"wrote {path}")
+    }, args.out)
     return 0
 
 

@@ -289,7 +289,7 @@ def _draft_context(config: ServerConfig) -> dict[str, Any]:
 def _flash_attn(config: ServerConfig) -> int:
     """-fa; ``auto`` is off where the model runs on lavapipe (Mesa's CPU Vulkan driver): there the pinned
     ggml-vulkan's flash-attention path corrupts memory and kills the process (a 3-token batch then a 16-token
-    one, e.g. a prompt's text then its image; tests/test_vulkan.py). An explicit ``-fa on`` is obeyed."""
+    one, e.g. a prompt's text then its image; tests/test_gpu.py). An explicit ``-fa on`` is obeyed."""
     if config.flash_attn != "auto" or config.n_gpu_layers == 0 or config.devices == ():
         return FLASH_ATTN[config.flash_attn]
     from llamatwist.engine.model import devices

@@ -24,12 +24,12 @@ import gguf
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["make"]
+__all__ = ["copy_tokenizer", "make"]
 
 ARCH = "olmo2"
 
 
-def _copy_tokenizer(reader: gguf.GGUFReader, writer: gguf.GGUFWriter) -> int:
+def copy_tokenizer(reader: gguf.GGUFReader, writer: gguf.GGUFWriter) -> int:
     """Copy the base model's tokenizer keys; the vocabulary size."""
     n_vocab = 0
     for field in reader.fields.values():
@@ -50,7 +50,7 @@ def make(out: Path, base: Path, *, seed: int = 0, n_swa: int = 16, n_embd: int =
     writer = gguf.GGUFWriter(str(out), ARCH)
     writer.add_name("tiny-swa-olmo2")
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
-    n_vocab = _copy_tokenizer(reader, writer)
+    n_vocab = copy_tokenizer(reader, writer)
     writer.add_context_length(n_ctx_train)
     writer.add_embedding_length(n_embd)
     writer.add_block_count(n_layer)

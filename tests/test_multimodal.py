@@ -73,7 +73,7 @@ def test_props_and_models_tell_the_truth(vsrv: Server, server: Server) -> None:
     models = vsrv.get("/v1/models").json()
     assert models["models"][0]["capabilities"] == ["completion", "multimodal"]
     assert server.get("/props").json()["modalities"]["vision"] is False
-    # where the encoder runs: the CPU build has only the CPU (test_vulkan.py offloads it)
+    # where the encoder runs: the CPU build has only the CPU (test_gpu.py offloads it)
     assert props["offload"]["mmproj"] == {"offload": True, "backend": "CPU"}
     assert server.get("/props").json()["offload"]["mmproj"] is None
     assert "mmproj.gguf: the vision encoder runs on CPU" in vsrv.log()
@@ -209,7 +209,7 @@ def test_mmproj_device_none_keeps_the_encoder_on_the_cpu(
     command = ["env", *(f"{k}={v}" for k, v in env.items()), sys.executable, "-m", "llamatwist"]
     srv = make_server("-m", str(vision_dir / "model.gguf"), "--mmproj", str(vision_dir / "mmproj.gguf"),
                       "-c", "1024", "-np", "1", "-t", "1", *args, command=command)
-    # as --no-mmproj-offload (test_vulkan.py shows the difference where there is a GPU)
+    # as --no-mmproj-offload (test_gpu.py shows the difference where there is a GPU)
     assert srv.get("/props").json()["offload"]["mmproj"] == {"offload": False, "backend": "CPU"}
     assert "mmproj.gguf: the vision encoder runs on CPU" in srv.log()
     same = [complete(s, PROMPT, [image_b64(RED)], cache_prompt=False).json()["content"] for s in (srv, vsrv)]

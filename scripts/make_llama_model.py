@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""Generate a random-weight llama model with a real tokenizer (seeded), for places no real model can reach.
+
+The GPU device check (``scripts/device_kit.py``) runs on a machine that cannot download the default model
+and carries at most 64 MiB, so it brings only SmolLM2's tokenizer (``--vocab-only``, about 2 MB) and builds
+there a model of the default model's exact shape: the same architecture, sizes and tensor layout, hence
+the same work per token for a benchmark, and deterministic output for comparing two backends. The weights
+are scaled so the output distribution is peaked (greedy choices are rarely near ties), though the text
+means nothing.
+
+    python scripts/make_llama_model.py --out PATH [--base MODEL.gguf] [--shape smollm2-135m|tiny]
+                                       [--type f32|f16] [--seed N]
+    python scripts/make_llama_model.py --vocab-only --out VOCAB.gguf [--base MODEL.gguf]
+
+``--base`` (default: the default model) is any GGUF holding a tokenizer, a ``--vocab-only`` file included.
+Quantize the result with llama.cpp's ``llama-quantize`` (``build_native.py --reference`` builds it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gguf
+import numpy as np
+import numpy.typing as npt
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_swa_model import copy_tokenizer
+
+__all__ = ["SHAPES", "Shape", "make", "make_vocab"]
+
+ARCH = "llama"
+
+
+@dataclass(frozen=True)
+class Shape:
+    n_embd: int
+    n_layer: int
+    n_head: int
+    n_head_kv: int
+    n_ff: int
+    n_ctx_train: int
+    rope_theta: float
+
+
+SHAPES = {
+    # SmolLM2-135M's hyperparameters (tied embeddings: no output.weight)
+    "smollm2-135m": Shape(n_embd=576, n_layer=30, n_head=9, n_head_kv=3, n_ff=1536, n_ctx_train=8192,
+                          rope_theta=100000.0),
+    "tiny": Shape(n_embd=64, n_layer=2, n_head=4, n_head_kv=2, n_ff=128, n_ctx_train=2048, rope_theta=10000.0),
+}
+
+
+def make_vocab(out: Path, base: Path) -> Path:
+    """Write only ``base``'s tokenizer (no tensors) to ``out``: the input of :func:`make` elsewhere."""
+    writer = gguf.GGUFWriter(str(out), ARCH)
+    writer.add_name("tokenizer only")
+    copy_tokenizer(gguf.GGUFReader(base), writer)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.close()
+    return out
+
+
+def make(out: Path, base: Path, *, shape: Shape = SHAPES["smollm2-135m"], dtype: str = "f16",
+         seed: int = 0) -> Path:
+    """Write the model to ``out`` (tokenizer from ``base``) and return it."""
+    ftype = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16}[dtype]
+    matrix_type = np.float32 if dtype == "f32" else np.float16
+    writer = gguf.GGUFWriter(str(out), ARCH)
+    writer.add_name(f"random-{dtype}")
+    writer.add_file_type(ftype)
+    n_vocab = copy_tokenizer(gguf.GGUFReader(base), writer)
+    s = shape
+    head = s.n_embd // s.n_head
+    writer.add_context_length(s.n_ctx_train)
+    writer.add_embedding_length(s.n_embd)
+    writer.add_block_count(s.n_layer)
+    writer.add_feed_forward_length(s.n_ff)
+    writer.add_head_count(s.n_head)
+    writer.add_head_count_kv(s.n_head_kv)
+    writer.add_rope_dimension_count(head)
+    writer.add_rope_freq_base(s.rope_theta)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_vocab_size(n_vocab)
+
+    rng = np.random.default_rng(seed)
+
+    def rand(*shape: int, std: float) -> npt.NDArray[Any]:
+        return (rng.standard_normal(shape, dtype=np.float32) * std).astype(matrix_type)
+
+    def ones(n: int) -> npt.NDArray[Any]:
+        return (1.0 + rng.standard_normal(n, dtype=np.float32) * 0.05).astype(np.float32)
+
+    w = 1.0 / np.sqrt(s.n_embd)
+
+    def tensors() -> Iterator[tuple[str, npt.NDArray[Any]]]:
+        # numpy shapes are ggml's ne reversed: (out, in). The tied embedding doubles as the output
+        # matrix; at std 0.3 over 576 dimensions the logits spread by about 7, so greedy picks are clear.
+        yield "token_embd.weight", rand(n_vocab, s.n_embd, std=0.3)
+        yield "output_norm.weight", ones(s.n_embd)
+        for i in range(s.n_layer):
+            yield f"blk.{i}.attn_norm.weight", ones(s.n_embd)
+            yield f"blk.{i}.attn_q.weight", rand(s.n_embd, s.n_embd, std=w)
+            yield f"blk.{i}.attn_k.weight", rand(s.n_head_kv * head, s.n_embd, std=w)
+            yield f"blk.{i}.attn_v.weight", rand(s.n_head_kv * head, s.n_embd, std=w)
+            yield f"blk.{i}.attn_output.weight", rand(s.n_embd, s.n_embd, std=w)
+            yield f"blk.{i}.ffn_norm.weight", ones(s.n_embd)
+            yield f"blk.{i}.ffn_gate.weight", rand(s.n_ff, s.n_embd, std=w)
+            yield f"blk.{i}.ffn_up.weight", rand(s.n_ff, s.n_embd, std=w)
+            yield f"blk.{i}.ffn_down.weight", rand(s.n_embd, s.n_ff, std=1.0 / np.sqrt(s.n_ff))
+
+    for name, data in tensors():
+        writer.add_tensor(name, data)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", required=True, type=Path, help="GGUF file to write")
+    ap.add_argument("--base", type=Path, help="GGUF whose tokenizer to copy (default: the default model)")
+    ap.add_argument("--vocab-only", action="store_true", help="write only the tokenizer")
+    ap.add_argument("--shape", choices=sorted(SHAPES), default="smollm2-135m")
+    ap.add_argument("--type", dest="dtype", choices=("f32", "f16"), default="f16",
+                    help="matrix type (norms stay F32)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    base = args.base
+    if base is None:
+        from llamatwist.models import ensure_default_model
+
+        base = Path(ensure_default_model())
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.vocab_only:
+        make_vocab(args.out, base)
+    else:
+        make(args.out, base, shape=SHAPES[args.shape], dtype=args.dtype, seed=args.seed)
+    print(f"wrote {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
