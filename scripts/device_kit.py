@@ -42,6 +42,7 @@ import subprocess
 import sys
 import sysconfig
 import tarfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -161,21 +162,28 @@ class Run:
     def left(self) -> float:
         return self.deadline - time.monotonic()
 
-    def sh(self, cmd: Sequence[str], env: dict[str, str] | None = None, timeout: float | None = None) -> int:
-        """Run ``cmd``, its output into the log (and stdout); its exit status (124 when out of time)."""
+    def sh(self, cmd: Sequence[str], env: dict[str, str] | None = None) -> int:
+        """Run ``cmd``, its output into the log (and stdout); its exit status (124: killed, out of time)."""
         self.say("$ " + " ".join(cmd))
-        limit = max(1.0, min(timeout or self.left(), self.left()))
         with subprocess.Popen(list(cmd), cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, errors="replace") as proc:
             assert proc.stdout is not None
-            start = time.monotonic()
-            for line in proc.stdout:
-                self.say(line.rstrip("\n"))
-                if time.monotonic() - start > limit:
-                    proc.kill()
-                    self.say(f"(stopped after {limit:.0f} s: out of time)")
-                    return 124
-            return proc.wait()
+            pipe = proc.stdout
+
+            def copy() -> None:
+                for line in pipe:
+                    self.say(line.rstrip("\n"))
+
+            pump = threading.Thread(target=copy, daemon=True)
+            pump.start()
+            try:
+                code = proc.wait(timeout=max(1.0, self.left()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                self.say("(killed: out of time)")
+                code = 124
+            pump.join(10)
+            return code
 
     def step(self, name: str, needs: float, fn: Any) -> bool:
         """Run ``fn`` unless done already on this machine or fewer than ``needs`` seconds are left."""
@@ -197,6 +205,7 @@ class Run:
         if ok:
             self.done[name] = record
             self.state_path.write_text(json.dumps(self.done, indent=2))
+        self.write_summary()  # after every step: a call killed later still brings this back
         return bool(ok)
 
     def write_summary(self) -> None:
@@ -231,11 +240,14 @@ def _facts(backend: str) -> dict[str, Any]:
 
 def _cuda_env(env: dict[str, str], facts: dict[str, Any]) -> None:
     if not shutil.which("nvcc", path=env.get("PATH")):
-        for root in (env.get("CUDA_HOME"), "/usr/local/cuda"):
-            if root and (Path(root) / "bin" / "nvcc").is_file():
+        roots = [Path(r) for r in (env.get("CUDA_HOME"), env.get("CUDA_PATH"), "/usr/local/cuda") if r]
+        roots += sorted(Path("/usr/local").glob("cuda-*"), reverse=True)
+        for root in roots:
+            if (root / "bin" / "nvcc").is_file():
                 env["PATH"] = f"{root}/bin:{env.get('PATH', '')}"
-                env.setdefault("CUDA_HOME", root)
+                env.setdefault("CUDA_HOME", str(root))
                 break
+    facts["nvcc_used"] = shutil.which("nvcc", path=env.get("PATH"))
     if "LLAMATWIST_CMAKE_ARGS" not in env:
         cap = str(facts.get("gpus", "")).split(",")[-1].strip().replace(".", "")
         arch = cap if cap.isdigit() else "native"
@@ -246,14 +258,15 @@ def run(args: argparse.Namespace) -> int:
     r = Run(args.out, args.budget)
     env = dict(os.environ, PYTHONUNBUFFERED="1", LLAMATWIST_BACKEND=args.backend)
     facts = _facts(args.backend)
+    if args.backend == "cuda":
+        _cuda_env(env, facts)
+        facts["cmake_args"] = env["LLAMATWIST_CMAKE_ARGS"]
     r.summary["facts"] = facts
     r.say(f"device kit: backend {args.backend}; {json.dumps(facts)}")
     if not facts["python_h"]:
         r.say("no Python.h for this interpreter: the cffi extension cannot be compiled here")
         r.write_summary()
         return 1
-    if args.backend == "cuda":
-        _cuda_env(env, facts)
     kit = args.kit
     paths: dict[str, str] = {}
 

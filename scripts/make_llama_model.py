@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_swa_model import copy_tokenizer
+from make_swa_model import base_or_default, copy_tokenizer, write_model
 
 __all__ = ["SHAPES", "Shape", "make", "make_vocab"]
 
@@ -115,12 +115,7 @@ def make(out: Path, base: Path, *, shape: Shape = SHAPES["smollm2-135m"], dtype:
             yield f"blk.{i}.ffn_up.weight", rand(s.n_ff, s.n_embd, std=w)
             yield f"blk.{i}.ffn_down.weight", rand(s.n_embd, s.n_ff, std=1.0 / np.sqrt(s.n_ff))
 
-    for name, data in tensors():
-        writer.add_tensor(name, data)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    write_model(writer, tensors())
     return out
 
 
@@ -134,11 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="matrix type (norms stay F32)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    base = args.base
-    if base is None:
-        from llamatwist.models import ensure_default_model
-
-        base = Path(ensure_default_model())
+    base = base_or_default(args.base)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.vocab_only:
         make_vocab(args.out, base)

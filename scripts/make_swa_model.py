@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ import gguf
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["copy_tokenizer", "make"]
+__all__ = ["base_or_default", "copy_tokenizer", "make", "write_model"]
 
 ARCH = "olmo2"
 
@@ -88,13 +88,27 @@ def make(out: Path, base: Path, *, seed: int = 0, n_swa: int = 16, n_embd: int =
             yield f"blk.{i}.ffn_down.weight", rand(n_embd, n_ff)
             yield f"blk.{i}.post_ffw_norm.weight", ones(n_embd)
 
-    for name, data in tensors():
+    write_model(writer, tensors())
+    return out
+
+
+def write_model(writer: gguf.GGUFWriter, tensors: Iterable[tuple[str, npt.NDArray[Any]]]) -> None:
+    """Add the tensors and write the file out."""
+    for name, data in tensors:
         writer.add_tensor(name, data)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    return out
+
+
+def base_or_default(base: Path | None) -> Path:
+    """``--base``, else the default model (fetched on first use)."""
+    if base is not None:
+        return base
+    from llamatwist.models import ensure_default_model
+
+    return Path(ensure_default_model())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,13 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-swa", type=int, default=16, help="sliding window size in tokens")
     args = ap.parse_args(argv)
-    base = args.base
-    if base is None:
-        from llamatwist.models import ensure_default_model
-
-        base = Path(ensure_default_model())
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    make(args.out, base, seed=args.seed, n_swa=args.n_swa)
+    make(args.out, base_or_default(args.base), seed=args.seed, n_swa=args.n_swa)
     print(f"wrote {args.out}")
     return 0
 

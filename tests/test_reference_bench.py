@@ -21,6 +21,9 @@ import pytest
 from tests.conftest import Server
 from tests.models import _script
 
+# The first reference build compiles llama.cpp's common library and server: minutes on 2 cores.
+pytestmark = pytest.mark.timeout(1800)
+
 REPO = Path(__file__).resolve().parent.parent
 mlm = _script("make_llama_model")
 kit = _script("device_kit")
