@@ -257,6 +257,10 @@ def _cuda_env(env: dict[str, str], facts: dict[str, Any]) -> None:
 def run(args: argparse.Namespace) -> int:
     r = Run(args.out, args.budget)
     env = dict(os.environ, PYTHONUNBUFFERED="1", LLAMATWIST_BACKEND=args.backend)
+    sys.path.insert(0, str(REPO / "scripts"))
+    from gpu_check import GPUS
+
+    env.update({k: v for k, v in GPUS[args.backend].env if k not in env})  # lavapipe must be named
     facts = _facts(args.backend)
     if args.backend == "cuda":
         _cuda_env(env, facts)
