@@ -741,6 +741,10 @@ import os, signal, sys, types
 from twisted.application.service import MultiService, Service
 from twisted.internet import reactor
 
+# As from a terminal: a job started in the background by a shell without job control inherits SIGINT
+# ignored, and Twisted then (rightly) leaves it ignored.
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
 class Child(Service):
     def startService(self):
         Service.startService(self)
