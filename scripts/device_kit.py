@@ -67,15 +67,10 @@ WHEEL_PLATFORMS = [f"manylinux_2_{n}_x86_64" for n in (17, 24, 27, 28, 31, 34, 3
 CARRY_LIMIT = 64 * 2**20
 SITE = Path("/tmp/devkit-site")
 
+sys.path.insert(0, str(REPO / "scripts"))
+from gpu_check import GPUS, build_native_module
 
 # --------------------------------------------------------------------------- prepare
-
-
-def _build_native() -> Any:
-    sys.path.insert(0, str(REPO))
-    import build_native
-
-    return build_native
 
 
 def _tar_filter(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
@@ -85,7 +80,7 @@ def _tar_filter(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
 
 def pack_source(tar: Path) -> Path:
     """The pinned tree's buildable part (with its pin marker) as ``llama.cpp/...`` in ``tar``."""
-    bn = _build_native()
+    bn = build_native_module()
     src = bn.place_source(bn.load_pin())
     with tarfile.open(tar, "w:gz") as tf:
         for part in SOURCE_PARTS:
@@ -96,7 +91,7 @@ def pack_source(tar: Path) -> Path:
 
 def unpack_source(tar: Path, dest: Path) -> bool:
     """Make ``dest`` (third_party/llama.cpp) the pinned tree from ``tar`` unless it already is."""
-    bn = _build_native()
+    bn = build_native_module()
     marker = dest / bn.SRC_MARKER
     if marker.is_file() and marker.read_text().strip() == bn.load_pin().sha256:
         return True
@@ -110,12 +105,9 @@ def prepare(kit: Path, python_version: str) -> int:
     kit.mkdir(parents=True, exist_ok=True)
     pack_source(kit / SOURCE_TAR)
 
-    sys.path.insert(0, str(REPO / "scripts"))
-    from make_llama_model import make_vocab
+    from make_llama_model import base_or_default, make_vocab  # gguf: not on the GPU image before `run` installs it
 
-    from llamatwist.models import ensure_default_model
-
-    make_vocab(kit / VOCAB, Path(ensure_default_model()))
+    make_vocab(kit / VOCAB, base_or_default(None))
 
     wheels = kit / WHEELS
     shutil.rmtree(wheels, ignore_errors=True)
@@ -214,7 +206,7 @@ class Run:
 
 def _work_dir() -> Path:
     """Models and step records, in the per-user cache: kept while the machine stays warm."""
-    d = _build_native().cache_dir() / "device-kit"
+    d = build_native_module().cache_dir() / "device-kit"
     d.mkdir(parents=True, exist_ok=True)
     return d
 
@@ -257,9 +249,6 @@ def _cuda_env(env: dict[str, str], facts: dict[str, Any]) -> None:
 def run(args: argparse.Namespace) -> int:
     r = Run(args.out, args.budget)
     env = dict(os.environ, PYTHONUNBUFFERED="1", LLAMATWIST_BACKEND=args.backend)
-    sys.path.insert(0, str(REPO / "scripts"))
-    from gpu_check import GPUS
-
     env.update({k: v for k, v in GPUS[args.backend].env if k not in env})  # lavapipe must be named
     facts = _facts(args.backend)
     if args.backend == "cuda":
@@ -285,7 +274,7 @@ def run(args: argparse.Namespace) -> int:
         env["PYTHONPATH"] = f"{SITE}:{REPO}"
     ok = r.step("wheels", 30, wheels)
 
-    ok = ok and r.step("source", 20, lambda: unpack_source(kit / SOURCE_TAR, _build_native().THIRD_PARTY_SRC))
+    ok = ok and r.step("source", 20, lambda: unpack_source(kit / SOURCE_TAR, build_native_module().THIRD_PARTY_SRC))
 
     def build() -> bool:
         return r.sh([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], env=env) == 0

@@ -84,7 +84,7 @@ PROMPTS = (
 NEAR_TIE = 0.02
 
 
-def _build_native() -> ModuleType:
+def build_native_module() -> ModuleType:
     if "build_native" in sys.modules:
         return sys.modules["build_native"]
     spec = importlib.util.spec_from_file_location("build_native", REPO / "build_native.py")
@@ -101,7 +101,7 @@ def gpu_build(backend: str | None = None, build: bool = False, jobs: int | None 
 
     Raises build_native.NativeBuildError (with the command to run) when there is none.
     """
-    error = _build_native().NativeBuildError
+    error = build_native_module().NativeBuildError
     backend = backend or os.environ.get(BACKEND_ENV, "").strip() or None
     if value := os.environ.get(GPU_LIB_ENV, "").strip():
         path = Path(value).expanduser()
@@ -118,7 +118,7 @@ def gpu_build(backend: str | None = None, build: bool = False, jobs: int | None 
         if name not in GPUS:
             raise error(f"{name!r} is not a GPU backend these checks know ({', '.join(GPUS)})")
         try:
-            return GPUS[name], Path(_build_native().ensure_native(backend=name, jobs=jobs, build=build).lib_dir)
+            return GPUS[name], Path(build_native_module().ensure_native(backend=name, jobs=jobs, build=build).lib_dir)
         except error as exc:
             last = exc
     assert last is not None
@@ -282,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = p.parse_args(argv)
     try:
         gpu, lib_dir = gpu_build(ns.backend, build=not ns.no_build, jobs=ns.jobs)
-    except _build_native().NativeBuildError as exc:
+    except build_native_module().NativeBuildError as exc:
         print(f"gpu_check: {exc}", file=sys.stderr)
         return 1
     print(f"{gpu.name} build: {lib_dir}")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,10 +29,7 @@ import gguf
 import numpy as np
 import numpy.typing as npt
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_swa_model import base_or_default, copy_tokenizer, write_model
-
-__all__ = ["SHAPES", "Shape", "make", "make_vocab"]
+__all__ = ["SHAPES", "Shape", "base_or_default", "copy_tokenizer", "make", "make_vocab", "write_model"]
 
 ARCH = "llama"
 
@@ -54,6 +51,39 @@ SHAPES = {
                           rope_theta=100000.0),
     "tiny": Shape(n_embd=64, n_layer=2, n_head=4, n_head_kv=2, n_ff=128, n_ctx_train=2048, rope_theta=10000.0),
 }
+
+
+def copy_tokenizer(reader: gguf.GGUFReader, writer: gguf.GGUFWriter) -> int:
+    """Copy the base model's tokenizer keys; the vocabulary size."""
+    n_vocab = 0
+    for field in reader.fields.values():
+        if not field.name.startswith("tokenizer."):
+            continue
+        val_type = field.types[0]
+        sub_type = field.types[-1] if val_type == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(field.name, field.contents(), val_type, sub_type=sub_type)
+        if field.name == gguf.Keys.Tokenizer.LIST:
+            n_vocab = len(field.data)
+    return n_vocab
+
+
+def write_model(writer: gguf.GGUFWriter, tensors: Iterable[tuple[str, npt.NDArray[Any]]]) -> None:
+    """Add the tensors and write the file out."""
+    for name, data in tensors:
+        writer.add_tensor(name, data)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def base_or_default(base: Path | None) -> Path:
+    """``--base``, else the default model (fetched on first use)."""
+    if base is not None:
+        return base
+    from llamatwist.models import ensure_default_model
+
+    return Path(ensure_default_model())
 
 
 def make_vocab(out: Path, base: Path) -> Path:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,23 +24,12 @@ import gguf
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["base_or_default", "copy_tokenizer", "make", "write_model"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_llama_model import base_or_default, copy_tokenizer, write_model
+
+__all__ = ["make"]
 
 ARCH = "olmo2"
-
-
-def copy_tokenizer(reader: gguf.GGUFReader, writer: gguf.GGUFWriter) -> int:
-    """Copy the base model's tokenizer keys; the vocabulary size."""
-    n_vocab = 0
-    for field in reader.fields.values():
-        if not field.name.startswith("tokenizer."):
-            continue
-        val_type = field.types[0]
-        sub_type = field.types[-1] if val_type == gguf.GGUFValueType.ARRAY else None
-        writer.add_key_value(field.name, field.contents(), val_type, sub_type=sub_type)
-        if field.name == gguf.Keys.Tokenizer.LIST:
-            n_vocab = len(field.data)
-    return n_vocab
 
 
 def make(out: Path, base: Path, *, seed: int = 0, n_swa: int = 16, n_embd: int = 64, n_layer: int = 4,
@@ -90,25 +79,6 @@ def make(out: Path, base: Path, *, seed: int = 0, n_swa: int = 16, n_embd: int =
 
     write_model(writer, tensors())
     return out
-
-
-def write_model(writer: gguf.GGUFWriter, tensors: Iterable[tuple[str, npt.NDArray[Any]]]) -> None:
-    """Add the tensors and write the file out."""
-    for name, data in tensors:
-        writer.add_tensor(name, data)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-
-
-def base_or_default(base: Path | None) -> Path:
-    """``--base``, else the default model (fetched on first use)."""
-    if base is not None:
-        return base
-    from llamatwist.models import ensure_default_model
-
-    return Path(ensure_default_model())
 
 
 def main(argv: list[str] | None = None) -> int:

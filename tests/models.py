@@ -179,6 +179,6 @@ def smollm2_f32_gguf(base: Path) -> Path:
 def swa_gguf(base: Path) -> Path:
     """A tiny random olmo2 model with sliding-window attention (scripts/make_swa_model.py), the
     tokenizer of ``base``: memory that cannot be cut part-way, for context checkpoints."""
-    key = hashlib.sha256((str(base) + _key("make_swa_model")).encode()).hexdigest()[:16]
+    key = hashlib.sha256((str(base) + _key("make_swa_model", "make_llama_model")).encode()).hexdigest()[:16]
     target = models_dir() / f"swa-{key}.gguf"
     return _build_file(target, lambda out: _script("make_swa_model").make(out, base))

@@ -34,7 +34,7 @@ vc = _script("gpu_check")
 def _gpu_build() -> tuple[Any, Path]:
     try:
         return vc.gpu_build(build=False)  # type: ignore[no-any-return]
-    except vc._build_native().NativeBuildError as exc:
+    except vc.build_native_module().NativeBuildError as exc:
         pytest.skip(f"no GPU build ({exc})", allow_module_level=True)
     raise AssertionError("unreachable")
 

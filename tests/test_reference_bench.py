@@ -31,7 +31,7 @@ kit = _script("device_kit")
 
 @pytest.fixture(scope="module")
 def programs() -> dict[str, Path]:
-    bn = kit._build_native()
+    bn = kit.build_native_module()
     return dict(bn.ensure_reference(bn.ensure_native(build=False)))
 
 
