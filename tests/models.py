@@ -36,8 +36,8 @@ from types import ModuleType
 from llamatwist.models import cache_dir
 
 __all__ = [
-    "lora_gguf", "minilm_gguf", "minilm_source", "models_dir", "norank_bert_gguf", "reranker_gguf",
-    "smollm2_fim_gguf", "swa_gguf",
+    "lora_gguf", "minilm_gguf", "minilm_source", "models_dir", "norank_bert_gguf", "recurrent_gguf",
+    "reranker_gguf", "smollm2_fim_gguf", "swa_gguf",
 ]
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
@@ -182,3 +182,11 @@ def swa_gguf(base: Path) -> Path:
     key = hashlib.sha256((str(base) + _key("make_swa_model", "make_llama_model")).encode()).hexdigest()[:16]
     target = models_dir() / f"swa-{key}.gguf"
     return _build_file(target, lambda out: _script("make_swa_model").make(out, base))
+
+
+def recurrent_gguf(base: Path, arch: str) -> Path:
+    """A tiny random Mamba (``mamba``: recurrent) or Jamba (``jamba``: hybrid) model
+    (scripts/make_recurrent_model.py), the tokenizer of ``base``: memory that cannot be cut part-way."""
+    key = hashlib.sha256((str(base) + arch + _key("make_recurrent_model", "make_llama_model")).encode())
+    target = models_dir() / f"{arch}-{key.hexdigest()[:16]}.gguf"
+    return _build_file(target, lambda out: _script("make_recurrent_model").make(out, base, arch=arch))

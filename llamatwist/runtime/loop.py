@@ -179,7 +179,7 @@ class DecodeLoop:
             Sampling(ctx, model.vocab, self.spec.n_predict, loaded.can_shift, metrics, outputs, self.spec.special),
             EmbeddingOutput(ctx, cache, metrics, outputs),
             metrics, outputs, loaded.drafter, loaded.lora_adapters, self.lora_scales, loaded.projector,
-            loaded.lookup,
+            loaded.lookup, rollback=model.has_recurrent_state(),
         )
         self._drafter = loaded.drafter
         self.projector = loaded.projector

@@ -126,7 +126,7 @@ class Sampling:
     def verify(self, slot: Slot, draft: Sequence[int], now: float) -> int:
         """Sample at the pending token's position, then at each draft token's while the samples equal the
         draft (speculative decoding); the number of draft tokens accepted. Accepted tokens are in the KV
-        already; the rejected rest is removed from the slot's sequence."""
+        already and in ``slot.cache``; the rejected rest is left to the caller to remove."""
         accepted = 0
         for j in range(len(draft) + 1):
             token = self.sample(slot, now, slot.i_batch + j)
@@ -135,7 +135,6 @@ class Sampling:
             slot.cache.append(token)  # decoded in this batch: the sample that follows comes from its logits
             slot.pending_token = -1
             accepted += 1
-        self._ctx.seq_rm(slot.id, len(slot.cache), -1)
         slot.n_draft += len(draft)
         slot.n_draft_accepted += accepted
         m = self._metrics

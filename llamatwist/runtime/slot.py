@@ -78,6 +78,10 @@ class Slot:
     n_draft: int = 0  # speculative decoding: draft tokens proposed / accepted for this task
     n_draft_accepted: int = 0
     spec_budget: int = 0  # the next draft's length, adapted to how the last ones fared
+    # memory that cannot be cut part-way (recurrent state): the state from before the batch a draft is in,
+    # restored when a draft token is rejected, and (n_tokens, data) the accepted tokens then decoded again
+    spec_state: tuple[int, bytes] | None = None
+    replay: list[int] = field(default_factory=list)  # accepted, rolled back: fed before pending_token
     last_task: CompletionTask | None = None  # shown by /slots once the task ended, as llama-server
     last_seed: int = 0
 
@@ -103,12 +107,15 @@ class Slot:
         self.t_prompt_done = 0.0
         self.truncated = False
         self.n_draft = self.n_draft_accepted = 0
+        self.spec_state = None
+        self.replay = []
         spec = task.params.speculative
         self.spec_budget = spec.limit if spec is not None else 0
 
     def release(self) -> None:
         self.state = SlotState.IDLE
         self.draft = []
+        self.replay = []
         self.last_task = self.task
         self.last_seed = self.sampler.seed if self.sampler is not None else 0
         self.task = None

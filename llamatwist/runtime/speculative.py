@@ -19,7 +19,8 @@ Drafts come from:
 - ``draft-simple``: a small draft model of the same vocabulary, greedy, stopping below ``p_min``
   (`DraftModel`). Its KV for a slot follows the target's tokens: before drafting, whatever differs from the
   slot's tokens is removed and re-evaluated, so the prefix cache, slot restores and context shifts of the
-  target never need to know about it.
+  target never need to know about it. A recurrent draft model cannot cut its drafted tokens away: its state
+  from before the draft is restored instead.
 
 Several types may be combined (``--spec-type ngram-mod,draft-simple``): `Drafters` asks them in llama.cpp's
 order of preference (`DRAFT_ORDER`) and the first with a draft drafts; its acceptance goes back to it.
@@ -73,6 +74,7 @@ class DraftModel:
         self._batch = Batch(n_batch)
         self._n_batch = n_batch
         self._seqs: dict[int, list[int]] = {}  # slot id -> tokens in its draft sequence
+        self._recurrent = model.has_recurrent_state()  # its sequences cannot be cut part-way
 
     def close(self) -> None:
         self.ctx.close()
@@ -87,7 +89,9 @@ class DraftModel:
         while common < limit and have[common] == want[common]:
             common += 1
         if common < len(have):
-            self.ctx.seq_rm(seq, common, -1)
+            if not self.ctx.seq_rm(seq, common, -1):  # recurrent: only from the start again
+                self.ctx.seq_rm(seq, -1, -1)
+                common = 0
             del have[common:]
         while len(have) < len(want):
             chunk = want[len(have) : len(have) + self._n_batch]
@@ -105,6 +109,7 @@ class DraftModel:
             return []
         self._sync(seq, tokens)
         have = self._seqs[seq]
+        kept: tuple[int, bytes] | None = None  # recurrent: the state after the pending token
         out: list[int] = []
         last = tokens[-1]
         for _ in range(n_max):
@@ -112,6 +117,8 @@ class DraftModel:
             idx = self._batch.add(last, len(have), seq, True)
             self.ctx.decode(self._batch)
             have.append(last)
+            if self._recurrent and kept is None:
+                kept = (len(have), self.ctx.partial_state(seq))
             logits = self.ctx.logits(idx)
             top = int(np.argmax(logits))
             z = np.exp(logits - logits[top])
@@ -119,6 +126,10 @@ class DraftModel:
                 break
             out.append(top)
             last = top
+        if kept is not None and len(have) > kept[0]:  # drafted tokens cannot be cut away: back to the state
+            self.ctx.set_partial_state(seq, kept[1])
+            self.ctx.seq_rm(seq, kept[0], -1)
+            del have[kept[0]:]
         return out
 
     def forget(self, seq: int) -> None:

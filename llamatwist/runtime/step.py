@@ -13,8 +13,10 @@ Where the next capabilities plug in, so that they stay phases with plain data be
 
 - Speculative decoding (`speculative.py`): `plan` asks for draft tokens to follow a generating slot's pending
   token (`SlotFeed.draft`, within the room the batch has); `build` adds them after it, each an output; the
-  output phase verifies them (`Sampling.verify`: keeps the longest prefix the target's samples agree with,
-  and ``seq_rm``-s the rest).
+  output phase verifies them (`Sampling.verify`: keeps the longest prefix the target's samples agree with)
+  and `_drop_rejected` ``seq_rm``-s the rest. Recurrent memory cannot be cut part-way: `run` keeps the
+  sequence's state from before the batch, and a rejection restores it; the accepted tokens are then fed
+  again before the pending token in the next step (`Slot.replay`), as llama-server's checkpoint replay.
 - Per-request LoRA: adapters are per context, so one ``llama_decode`` runs one adapter set: `plan` picks
   the set this step runs (`StepPlan.adapters`; with several in use they take turns step by step) and
   feeds only the slots that use it; `run` applies it before ``llama_decode`` when it differs from the last
@@ -70,7 +72,7 @@ class SlotFeed:
     """What one slot feeds a step."""
 
     slot: Slot
-    tokens: Sequence[int]  # a generating slot's pending token, or a chunk of its prompt
+    tokens: Sequence[int]  # a generating slot's pending token (after its replay), or a chunk of its prompt
     pos: int  # position of tokens[0] in the slot's sequence
     output: bool  # logits (or an embedding) for the last token
     all_outputs: bool = False  # every token is an output (embeddings of each token)
@@ -103,8 +105,10 @@ class Step:
         active: AdapterSet = (),
         projector: Projector | None = None,
         lookup: NgramCacheDrafter | None = None,
+        rollback: bool = False,
     ) -> None:
         self._ctx = ctx
+        self._rollback = rollback  # the memory cannot be cut part-way: drafts need the state kept
         self._projector = projector
         self._media: tuple[Slot, MediaSpan] | None = None
         self._loras = loras  # adapters are per context: one set per llama_decode
@@ -132,13 +136,13 @@ class Step:
             if slot.busy and slot.adapter_set != plan.adapters:
                 continue  # another adapter set's turn
             if slot.state is SlotState.GENERATING:
-                if len(slot.cache) + 1 >= slot.n_ctx and not self._shift.shift(slot):
+                if len(slot.cache) + len(slot.replay) + 1 >= slot.n_ctx and not self._shift.shift(slot):
                     # the context is full and cannot shift: the slot ends, truncated
                     slot.truncated = True
                     slot.pending_token = -1
                     self._outputs.finish(slot, "limit", time.perf_counter())
                     continue
-                feeds.append(SlotFeed(slot, (slot.pending_token,), len(slot.cache), True))
+                feeds.append(SlotFeed(slot, (*slot.replay, slot.pending_token), len(slot.cache), True))
         room = self._batch.capacity - len(feeds)
         if len(feeds) >= SPEC_MAX_GENERATING:
             room = 0  # the batch already fills the compute: verifying drafts would cost more than it saves
@@ -207,7 +211,7 @@ class Step:
         spec = task.params.speculative
         if spec is None or not spec.active or slot.spec_budget <= 0 or task.media:  # no draft KV for media
             return []
-        n_max = min(slot.spec_budget, room, slot.n_ctx - len(slot.cache) - 3)
+        n_max = min(slot.spec_budget, room, slot.n_ctx - len(slot.cache) - len(slot.replay) - 3)
         limit = self._sampling.limit(task.params.n_predict)
         if limit >= 0:
             n_max = min(n_max, limit - len(slot.generated) - 1)
@@ -231,9 +235,12 @@ class Step:
         for feed in plan.feeds:
             slot = feed.slot
             if slot.state is SlotState.GENERATING:
-                slot.i_batch = batch.add(feed.tokens[0], feed.pos, slot.id, True)
+                pos = feed.pos + len(feed.tokens) - 1  # the pending token's, after any replay
+                if len(feed.tokens) > 1:
+                    batch.add_sequence(feed.tokens[:-1], feed.pos, slot.id, False)
+                slot.i_batch = batch.add(feed.tokens[-1], pos, slot.id, True)
                 for k, token in enumerate(feed.draft, 1):  # each with logits: the verification samples there
-                    batch.add(token, feed.pos + k, slot.id, True)
+                    batch.add(token, pos + k, slot.id, True)
                 slot.draft = list(feed.draft)
                 continue
             if _wants_progress(slot) and slot.n_fed == slot.n_cached:
@@ -260,6 +267,10 @@ class Step:
         # tokens of this batch are now in the KV cache
         for slot in busy:
             if slot.state is SlotState.GENERATING:
+                if self._rollback and slot.draft:
+                    slot.spec_state = (len(slot.cache), ctx.partial_state(slot.id))
+                slot.cache += slot.replay
+                slot.replay = []
                 slot.cache.append(slot.pending_token)
             else:
                 assert slot.task is not None
@@ -294,6 +305,7 @@ class Step:
         for slot in self._prompt_fed:
             if _wants_progress(slot):
                 self._outputs.progress(slot, now)
+        rejected: list[Slot] = []  # cut once every slot has sampled: restoring a state loses the logits
         for slot in busy:
             if slot.i_batch < 0:
                 continue
@@ -303,6 +315,10 @@ class Step:
             elif slot.draft:
                 draft, slot.draft = slot.draft, []
                 accepted = self._sampling.verify(slot, draft, now)
+                if accepted < len(draft):
+                    rejected.append(slot)
+                else:
+                    slot.spec_state = None
                 self._drafts.accept(slot.id, accepted)
                 spec = slot.task.params.speculative if slot.task is not None else None
                 if spec is not None:  # longer drafts while they are taken, shorter when they are not
@@ -310,6 +326,34 @@ class Step:
                                            else max(accepted + 1, spec.n_min, 1))
             else:
                 self._sampling.sample(slot, now)
+        for slot in rejected:
+            self._drop_rejected(slot)
+
+    def _drop_rejected(self, slot: Slot) -> None:
+        """Remove the draft tokens the verification rejected from the slot's sequence (the slot may have
+        finished)."""
+        kept, slot.spec_state = slot.spec_state, None
+        if kept is None:
+            self._ctx.seq_rm(slot.id, len(slot.cache), -1)
+            return
+        n, state = kept
+        if not slot.busy and not slot.cache:
+            return  # it finished and its sequence was dropped (cache_prompt off)
+        # back to the state before the batch, then the accepted tokens again, before the next one
+        if not self._ctx.set_partial_state(slot.id, state):  # not expected: libllama wrote it
+            log.error("slot %d: the state from before a draft could not be restored", slot.id)
+            self._cache.drop(slot.id)
+            slot.cache.clear()
+            if slot.busy and slot.task is not None:
+                self._outputs.fail(slot.task, DecodeFailed("the sequence's state could not be restored"))
+                self._outputs.release(slot)
+            return
+        self._ctx.seq_rm(slot.id, n, -1)
+        if slot.busy:
+            slot.replay = slot.cache[n:]
+        del slot.cache[n:]
+        if not slot.busy:
+            self._cache.update(slot.id, slot.cache)  # it finished: what its sequence now holds
 
     def _checkpoint(self) -> None:
         """Context checkpoints of the prompts about to be decoded (memory that cannot be cut part-way)."""
