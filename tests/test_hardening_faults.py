@@ -153,3 +153,30 @@ def test_a_failed_decode_ends_its_batch_and_the_server_keeps_serving(
         assert again.status_code == 200 and again.json()["content"] == reference, again.text
     assert all(not s["is_processing"] for s in srv.get("/slots").json())
     assert srv.get("/health").json() == {"status": "ok"}
+
+
+# the server with a bug planted in the decode loop: its third step raises (a fault injected from outside; the
+# engine itself is real)
+BUGGY_STEP = [sys.executable, "-c",
+              ("import runpy, sys\n"
+               "import llamatwist.runtime.step as step\n"
+               "run, calls = step.Step.run, []\n"
+               "def buggy(self):\n"
+               "    calls.append(1)\n"
+               "    if len(calls) == 3:\n"
+               "        raise RuntimeError('planted bug')\n"
+               "    return run(self)\n"
+               "step.Step.run = buggy\n"
+               "sys.argv[0] = 'llamatwist'; runpy.run_module('llamatwist', run_name='__main__')")]  # fmt: skip
+
+
+def test_a_crashed_decode_loop_fails_its_requests_and_exits(make_server: StartServer, model_path: str) -> None:
+    # nothing would serve the queue any more: the request fails and the process exits non-zero (llama-server
+    # aborts), so that a supervisor (systemd's Restart=on-failure) starts it again, rather than hanging clients
+    srv = make_server("-m", model_path, "-c", "512", "-t", "1", command=BUGGY_STEP)
+    r = srv.post("/completion", {"prompt": "Hi", "n_predict": 16})
+    assert r.status_code == 500, r.text
+    assert r.json()["error"] == {"code": 500, "message": "decode loop crashed", "type": "server_error"}
+    assert srv.proc.wait(30) == 1
+    log = srv.log()
+    assert "RuntimeError: planted bug" in log and "error: decode loop crashed: planted bug" in log, log[-2000:]

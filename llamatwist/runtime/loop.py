@@ -135,7 +135,7 @@ class DecodeLoop:
             return
         try:
             self._loop()
-        except Exception:  # pragma: no cover - a bug: fail every task rather than hang
+        except Exception as exc:  # pragma: no cover - a bug: fail every task, then stop rather than hang
             log.exception("decode loop crashed")
             for slot in self._slots:
                 if slot.task:
@@ -143,6 +143,8 @@ class DecodeLoop:
             for task in self._admission.waiting:
                 self._outputs.fail(task, DecodeLoopCrashed())
             self._outputs.flush()
+            # nothing serves the queue now: exit non-zero (as llama-server aborts) so a supervisor restarts it
+            self._on_failed(f"decode loop crashed: {exc}")
         finally:
             self._unload()
             if self.model:
