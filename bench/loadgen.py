@@ -20,6 +20,8 @@ are all busy throughout it; in-flight requests are cut at its end):
   convention seen is reported, with any request where the counts disagree;
 * TTFT p50/p95: request sent -> first token chunk;
 * ITL p50/p95: gap between consecutive token chunks of one request;
+* decode tok/s: 1 / the mean of those gaps -- one stream's rate once its first token came, prompt
+  processing left out (what speculative decoding speeds up);
 * the server's own ``timings.predicted_per_second`` (mean per request).
 """
 
@@ -95,6 +97,7 @@ class LoadResult:
     ttft_ms_p95: float
     itl_ms_p50: float
     itl_ms_p95: float
+    decode_tok_s: float
     server_predicted_per_second: float
     count_mismatches: int
     final_chunk_tokens: list[int]
@@ -315,6 +318,7 @@ def summarize(records: list[RequestRecord], clients: int, w0: float, w1: float, 
         ttft_ms_p95=percentile(ttft, 95),
         itl_ms_p50=percentile(itl, 50),
         itl_ms_p95=percentile(itl, 95),
+        decode_tok_s=1e3 * len(itl) / sum(itl) if itl and sum(itl) > 0 else 0.0,
         server_predicted_per_second=sum(sps) / len(sps) if sps else 0.0,
         count_mismatches=mismatches,
         final_chunk_tokens=final_tokens,

@@ -9,6 +9,10 @@ per request, in alternating rounds so that machine noise hits both alike.
 * story, 1 client: an ordinary story prompt (drafts rarely match: speculation must get out of the way);
 * story, 8 clients: aggregate tok/s with speculation on vs off.
 
+Two rates per mode: closed-loop tok/s (tokens streamed in the window / its length, so every request's prompt
+processing -- ~1,000 uncached tokens for the copy, the same work in both modes -- is in it) and decode tok/s
+(1 / the mean gap between a stream's tokens: the decoding that speculation speeds up).
+
     python -m bench.speculative [--duration 20] [--rounds 3] [--model PATH] [--spec-type TYPE]
                                 [--cases repeat:1,story:1,story:8]
 """
@@ -35,8 +39,16 @@ PASSAGE = (
     "unloading carts of potatoes and cabbages, and old women arguing about the weather. Nobody noticed the "
     "stranger who stepped off the early boat with a small leather case and a map folded in his pocket. He "
     "stood for a moment at the end of the pier, looked up at the lighthouse, and then walked into the town "
-    "without a word to anyone."
-)
+    "without a word to anyone. He took a room above the tavern, paid a week in advance in old silver coins, "
+    "and asked the landlady whether the lighthouse keeper still lived in the cottage on the headland. She told "
+    "him that the keeper had died two winters ago and that his daughter now kept the light alone. The stranger "
+    "thanked her, climbed the narrow stairs, and did not come down again until evening. When he did, he sat by "
+    "the fire with a glass of dark ale and listened to the fishermen talk about the storm that was coming from "
+    "the north. They said the sea would rise higher than it had in twenty years, and that no boat would leave "
+    "the harbour for three days. The stranger smiled at that, as if it were exactly the news he had hoped to "
+    "hear."
+)  # 328 tokens (SmolLM2's vocabulary): the issue's ~300-token passage
+REPEAT_N_PREDICT = 320  # within the passage, so that every timed token is copied (past it the model rambles)
 # a copying task the 135M model does follow (asked in words, it paraphrases): the passage twice, then again
 REPEAT = f"Copy the text.\nText: {PASSAGE}\nCopy: {PASSAGE}\nText: {PASSAGE}\nCopy:"
 STORY = "Write a short story about a dragon who learns to bake bread.\n\nOnce upon a time"
@@ -53,7 +65,11 @@ def _measure(url: str, pid: int, clients: int, prompt: str, n_predict: int, dura
                                        warmup=2.0, server_pid=pid, extra=extra))
     off = statistics.mean(r.tok_s for r in runs["off"])
     on = statistics.mean(r.tok_s for r in runs["on"])
+    off_decode = statistics.mean(r.decode_tok_s for r in runs["off"])
+    on_decode = statistics.mean(r.decode_tok_s for r in runs["on"])
     return {"off_tok_s": off, "on_tok_s": on, "speedup": on / off if off else 0.0,
+            "off_decode_tok_s": off_decode, "on_decode_tok_s": on_decode,
+            "decode_speedup": on_decode / off_decode if off_decode else 0.0,
             "errors": sum(r.errors for rs in runs.values() for r in rs),
             "runs": {m: [asdict(r) for r in rs] for m, rs in runs.items()}}
 
@@ -70,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     model = resolve_model(args.model)
     threads = args.threads or default_threads()
     wanted = {tuple(c.split(":")) for c in args.cases.split(",")}
-    cases = [c for c in (("repeat", 1, REPEAT, 256), ("story", 1, STORY, 128), ("story", 8, STORY, 128))
+    cases = [c for c in (("repeat", 1, REPEAT, REPEAT_N_PREDICT), ("story", 1, STORY, 128), ("story", 8, STORY, 128))
              if (c[0], str(c[1])) in wanted]
     results: list[dict[str, Any]] = []
     for clients in sorted({c for _, c, _, _ in cases}):
@@ -82,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 r = _measure(server.url, server.pid, clients, prompt, n_predict, args.duration, args.rounds)
                 print(f"{name:>7} x{clients}: off {r['off_tok_s']:.1f} tok/s, on {r['on_tok_s']:.1f} tok/s, "
-                      f"speedup {r['speedup']:.2f}x, errors {r['errors']}", flush=True)
+                      f"speedup {r['speedup']:.2f}x; decoding off {r['off_decode_tok_s']:.1f}, on "
+                      f"{r['on_decode_tok_s']:.1f} tok/s, {r['decode_speedup']:.2f}x; errors {r['errors']}",
+                      flush=True)
                 results.append({"workload": name, "clients": clients, **r})
         finally:
             server.stop()
