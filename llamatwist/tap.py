@@ -60,6 +60,10 @@ def makeService(options: Options) -> MultiService:
     if config is None:  # parseOptions was not called
         config = cli.parse_config(options.argv, os.environ)
     try:
-        return cli.build_service(config, under_twistd=True)
+        service = cli.build_service(config, under_twistd=True)
     except cli.StartupFailed as failed:
         raise SystemExit(failed.exit_code) from None
+    from twisted.internet import reactor
+
+    cli.stop_once_on_signals(reactor)  # twistd runs the reactor: its signal handlers are read then
+    return service

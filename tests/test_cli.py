@@ -778,6 +778,17 @@ def test_main_stops_cleanly_on_signal(signame: str) -> None:
     assert "Traceback" not in proc.stderr
 
 
+def test_a_second_signal_while_stopping_is_ignored() -> None:
+    # timeout(1) forwarding SIGTERM, an operator pressing Ctrl-C twice: one clean stop, no ReactorNotRunning
+    action = ("reactor.callLater(0, lambda: [os.kill(os.getpid(), s) for s in (signal.SIGTERM, signal.SIGINT, "
+              "signal.SIGTERM)])")
+    proc = run("-c", SERVE.format(action=action, exit_code="").replace('"--log-disable"', '"-v"'))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["started", "stopped"]
+    assert "Traceback" not in proc.stderr and "ReactorNotRunning" not in proc.stderr, proc.stderr
+    assert proc.stderr.count("already shutting down") == 2, proc.stderr
+
+
 def test_main_returns_the_service_exit_code() -> None:
     code = SERVE.format(
         action="reactor.callLater(0, reactor.stop)", exit_code="top.exit_code = 3"

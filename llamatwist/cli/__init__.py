@@ -29,6 +29,7 @@ from llamatwist.cli.startup import (
     main,
     resolve_model,
     run_service,
+    stop_once_on_signals,
 )
 from llamatwist.cli.unimplemented import UNIMPLEMENTED
 from llamatwist.cli.version import version_text
@@ -53,5 +54,6 @@ __all__ = [
     "resolve_model",
     "run_service",
     "show_default",
+    "stop_once_on_signals",
     "version_text",
 ]

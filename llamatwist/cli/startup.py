@@ -14,10 +14,11 @@ has been read: ``-h`` and ``--version`` need neither.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +38,10 @@ __all__ = [
     "main",
     "resolve_model",
     "run_service",
+    "stop_once_on_signals",
 ]
+
+log = logging.getLogger(__name__)
 
 
 class StartupFailed(Exception):
@@ -169,6 +173,25 @@ def build_service(config: ServerConfig, *, under_twistd: bool = False) -> MultiS
         raise StartupFailed(1) from None
 
 
+def stop_once_on_signals(reactor: Any) -> None:
+    """A second SIGINT/SIGTERM while shutting down (``timeout`` forwarding one, an impatient operator) is
+    logged and ignored: Twisted's handlers would stop the stopped reactor again and log a critical
+    ReactorNotRunning traceback."""
+    stopping: list[str] = []
+
+    def wrap(name: str, handler: Callable[..., None]) -> Callable[..., None]:
+        def once(number: int, frame: Any = None) -> None:
+            if stopping:
+                log.info("received %s again: already shutting down", name)
+                return
+            stopping.append(name)
+            handler(number, frame)
+        return once
+
+    reactor.sigInt = wrap("SIGINT", reactor.sigInt)
+    reactor.sigTerm = wrap("SIGTERM", reactor.sigTerm)
+
+
 def run_service(service: MultiService) -> int:
     """Run `service` under the global reactor until SIGINT/SIGTERM or stop.
 
@@ -186,6 +209,7 @@ def run_service(service: MultiService) -> int:
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     if hasattr(signal, "SIGHUP"):  # logrotate's postrotate (the unit's ExecReload): reopen --log-file
         signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(logs.reopen_files))
+    stop_once_on_signals(reactor)
     reactor.run()  # installs SIGINT/SIGTERM handlers that stop the reactor
     return int(getattr(service, "exit_code", 0) or 0)
 
