@@ -29,7 +29,8 @@ import gguf
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["SHAPES", "Shape", "base_or_default", "copy_tokenizer", "make", "make_vocab", "write_model"]
+__all__ = ["SHAPES", "RandomWeights", "Shape", "base_or_default", "copy_tokenizer", "make", "make_vocab",
+           "write_model"]
 
 ARCH = "llama"
 
@@ -65,6 +66,28 @@ def copy_tokenizer(reader: gguf.GGUFReader, writer: gguf.GGUFWriter) -> int:
         if field.name == gguf.Keys.Tokenizer.LIST:
             n_vocab = len(field.data)
     return n_vocab
+
+
+class RandomWeights:
+    """Seeded float32 tensors for the tiny generated test models (numpy shapes are ggml's ne reversed:
+    (out, in))."""
+
+    def __init__(self, seed: int) -> None:
+        self._rng = np.random.default_rng(seed)
+
+    def rand(self, *shape: int, std: float = 0.2) -> npt.NDArray[Any]:
+        return (self._rng.standard_normal(shape) * std).astype(np.float32)
+
+    def ones(self, n: int) -> npt.NDArray[Any]:
+        """A norm's weights: about 1."""
+        return (1.0 + self._rng.standard_normal(n) * 0.05).astype(np.float32)
+
+    def embeddings_and_output(self, n_vocab: int, n_embd: int) -> Iterator[tuple[str, npt.NDArray[Any]]]:
+        """F16 token embeddings, the output norm and an untied F16 output matrix (so that greedy picks do not
+        echo the input token)."""
+        yield "token_embd.weight", self.rand(n_vocab, n_embd, std=1.0).astype(np.float16)
+        yield "output_norm.weight", self.ones(n_embd)
+        yield "output.weight", self.rand(n_vocab, n_embd, std=0.5).astype(np.float16)
 
 
 def write_model(writer: gguf.GGUFWriter, tensors: Iterable[tuple[str, npt.NDArray[Any]]]) -> None:

@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_llama_model import base_or_default, copy_tokenizer, write_model
+from make_llama_model import RandomWeights, base_or_default, copy_tokenizer, write_model
 
 __all__ = ["ARCHS", "make"]
 
@@ -64,14 +64,9 @@ def make(out: Path, base: Path, *, arch: str = "mamba", seed: int = 0, n_embd: i
         writer.add_head_count(0)
         writer.add_feed_forward_length(0)
 
-    rng = np.random.default_rng(seed)
+    w = RandomWeights(seed)
+    rand, ones = w.rand, w.ones
     head = n_embd // n_head
-
-    def rand(*shape: int, std: float = 0.2) -> npt.NDArray[Any]:
-        return (rng.standard_normal(shape) * std).astype(np.float32)
-
-    def ones(n: int) -> npt.NDArray[Any]:
-        return (1.0 + rng.standard_normal(n) * 0.05).astype(np.float32)
 
     def mamba(i: int) -> Iterator[tuple[str, npt.NDArray[Any]]]:
         # numpy shapes are ggml's ne reversed: (out, in)
@@ -91,9 +86,7 @@ def make(out: Path, base: Path, *, arch: str = "mamba", seed: int = 0, n_embd: i
             yield f"blk.{i}.ssm_c_norm.weight", ones(d_state)
 
     def tensors() -> Iterator[tuple[str, npt.NDArray[Any]]]:
-        yield "token_embd.weight", rand(n_vocab, n_embd, std=1.0).astype(np.float16)
-        yield "output_norm.weight", ones(n_embd)
-        yield "output.weight", rand(n_vocab, n_embd, std=0.5).astype(np.float16)
+        yield from w.embeddings_and_output(n_vocab, n_embd)
         for i in range(n_layer):
             yield f"blk.{i}.attn_norm.weight", ones(n_embd)
             if attention[i]:

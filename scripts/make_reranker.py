@@ -28,7 +28,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -43,6 +42,7 @@ from convert_bert import (  # a sibling script, not a package
     phantom_tokens,
     write_bert_gguf,
 )
+from make_llama_model import RandomWeights
 
 __all__ = ["make", "tiny_vocab"]
 
@@ -96,13 +96,8 @@ def make(out: Path, *, rank_head: bool = True, seed: int = 1234, n_embd: int = 3
     vocab = tiny_vocab()
     hp = BertHParams(n_vocab=len(vocab.tokens), n_embd=n_embd, n_ff=n_ff, n_layer=n_layer, n_head=n_head,
                      n_ctx_train=n_ctx_train, n_token_types=2, norm_eps=1e-12)
-    rng = np.random.default_rng(seed)
-
-    def rand(*shape: int, std: float = 0.2) -> npt.NDArray[Any]:
-        return (rng.standard_normal(shape) * std).astype(np.float32)
-
-    def ones(n: int) -> npt.NDArray[Any]:
-        return (1.0 + rng.standard_normal(n) * 0.05).astype(np.float32)
+    w = RandomWeights(seed)
+    rand, ones = w.rand, w.ones
 
     def tensors() -> Iterator[tuple[str, npt.NDArray[Any]]]:
         # HF (out, in) layout, GGUF names

@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import gguf
-import numpy as np
 import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_llama_model import base_or_default, copy_tokenizer, write_model
+from make_llama_model import RandomWeights, base_or_default, copy_tokenizer, write_model
 
 __all__ = ["make"]
 
@@ -50,20 +49,12 @@ def make(out: Path, base: Path, *, seed: int = 0, n_swa: int = 16, n_embd: int =
     writer.add_layer_norm_rms_eps(1e-6)
     writer.add_sliding_window(n_swa)
 
-    rng = np.random.default_rng(seed)
+    w = RandomWeights(seed)
+    rand, ones = w.rand, w.ones
     head = n_embd // n_head
 
-    def rand(*shape: int, std: float = 0.2) -> npt.NDArray[Any]:
-        return (rng.standard_normal(shape) * std).astype(np.float32)
-
-    def ones(n: int) -> npt.NDArray[Any]:
-        return (1.0 + rng.standard_normal(n) * 0.05).astype(np.float32)
-
     def tensors() -> Iterator[tuple[str, npt.NDArray[Any]]]:
-        # numpy shapes are ggml's ne reversed: (out, in)
-        yield "token_embd.weight", rand(n_vocab, n_embd, std=1.0).astype(np.float16)
-        yield "output_norm.weight", ones(n_embd)
-        yield "output.weight", rand(n_vocab, n_embd, std=0.5).astype(np.float16)
+        yield from w.embeddings_and_output(n_vocab, n_embd)
         for i in range(n_layer):
             yield f"blk.{i}.attn_q.weight", rand(n_embd, n_embd)
             yield f"blk.{i}.attn_k.weight", rand(n_head_kv * head, n_embd)

@@ -130,14 +130,14 @@ def minilm_gguf() -> Path:
 
 def reranker_gguf() -> Path:
     """The tiny random BERT reranker (pooling rank, one score per sequence)."""
-    target = models_dir() / f"reranker-{_key('make_reranker', 'convert_bert')}.gguf"
+    target = models_dir() / f"reranker-{_key('make_reranker', 'convert_bert', 'make_llama_model')}.gguf"
     mr = _script("make_reranker")
     return _build_file(target, lambda out: mr.make(out, rank_head=True))
 
 
 def norank_bert_gguf() -> Path:
     """The same tiny BERT without a classification head (mean pooling): not a reranker."""
-    target = models_dir() / f"norank-bert-{_key('make_reranker', 'convert_bert')}.gguf"
+    target = models_dir() / f"norank-bert-{_key('make_reranker', 'convert_bert', 'make_llama_model')}.gguf"
     mr = _script("make_reranker")
     return _build_file(target, lambda out: mr.make(out, rank_head=False))
 

@@ -8,7 +8,10 @@ llama_context: decode thread only, like every use of the context.
 
 Above this module a media chunk is an opaque :class:`MediaChunk`; in token lists it stands as a run of
 placeholder ids (negative, derived from the media's content hash, one per position), so the prefix cache
-matches the same image again and never a different one. One media item may be several chunks (libmtmd cuts
+matches the same image again and never a different one. One per *position*, not per token: an M-RoPE model
+(Qwen2-VL and kin) gives an image's tokens 2-D positions spanning only max(rows, columns) sequence positions,
+so a token list's length stays the sequence's next position for every model; such an image holds
+`MediaChunk.extra_cells` more KV cells than its run of placeholders. One media item may be several chunks (libmtmd cuts
 audio into 30 s windows for whisper-style encoders): each chunk is matched to its item by the id libmtmd
 copies from the bitmap (the content hash), and continues its item's run of placeholders.
 """
@@ -53,8 +56,13 @@ class MediaChunk:
     def __init__(self, ptr: Any, kind: str, n_tokens: int, n_pos: int) -> None:
         self._ptr = ffi.gc(ptr, lib.mtmd_input_chunk_free)
         self.kind = kind
-        self.n_tokens = n_tokens
-        self.n_pos = n_pos
+        self.n_tokens = n_tokens  # embeddings: KV cells
+        self.n_pos = n_pos  # sequence positions (fewer than n_tokens for M-RoPE images)
+
+    @property
+    def extra_cells(self) -> int:
+        """KV cells beyond its positions (M-RoPE images; 0 otherwise)."""
+        return self.n_tokens - self.n_pos
 
 
 @dataclass(frozen=True)
@@ -66,7 +74,7 @@ class MediaSpan:
 
     @property
     def end(self) -> int:
-        return self.start + self.chunk.n_tokens
+        return self.start + self.chunk.n_pos
 
 
 class Projector:
@@ -213,10 +221,10 @@ class Projector:
                 ids = lib.mtmd_input_chunk_get_tokens_text(chunk, n_out)
                 tokens.extend(ids[j] for j in range(n_out[0]))
                 continue
-            n = int(lib.mtmd_input_chunk_get_n_tokens(chunk))
+            n = int(lib.mtmd_input_chunk_get_n_pos(chunk))
             own = MediaChunk(lib.mtmd_input_chunk_copy(chunk),
                              "image" if kind == lib.MTMD_INPUT_CHUNK_TYPE_IMAGE else "audio",
-                             n, int(lib.mtmd_input_chunk_get_n_pos(chunk)))
+                             int(lib.mtmd_input_chunk_get_n_tokens(chunk)), n)
             spans.append(MediaSpan(len(tokens), own))
             digest = ffi.string(lib.mtmd_input_chunk_get_id(chunk)).decode()  # the bitmap's id: _bitmap sets it
             start = seen.get(digest, 0)

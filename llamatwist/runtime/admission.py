@@ -131,8 +131,8 @@ class Admission:
             # The whole input must be pooled in one physical batch.
             self._outputs.fail(task, InputTooLarge(n_prompt, self._n_ubatch))
             return
-        if n_prompt >= slot.n_ctx:
-            self._outputs.fail(task, ContextExceeded(n_prompt, slot.n_ctx))
+        if n_prompt + task.extra_cells() >= slot.n_ctx:
+            self._outputs.fail(task, ContextExceeded(n_prompt + task.extra_cells(), slot.n_ctx))
             return
         slot.adapter_set = self._adapter_set(task)
         if task.params.cache_prompt and not task.embed:

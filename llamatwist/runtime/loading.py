@@ -190,10 +190,6 @@ def load(spec: EngineSpec) -> Loaded:
                               batch_max_tokens=spec.mtmd_batch_max_tokens,
                               video=VideoParams(spec.video_fps, spec.video_timestamp_interval_ms,
                                                 spec.video_ffmpeg_dir))
-        if projector.mrope:
-            projector.close()
-            raise ModelLoadError(f"multimodal projector {spec.mmproj_path}: M-RoPE models (Qwen2-VL and kin) are "
-                                 "not supported yet")
         description = dataclasses.replace(description, vision=projector.vision, audio=projector.audio,
                                           video=projector.video, mmproj_backend=projector.backend)
         can_shift = False  # as llama-server: no context shift with a projector (media chunks cannot shift)

@@ -64,8 +64,8 @@ class Outputs:
             content=content,
             tokens=list(slot.generated) if task.params.return_tokens else [],
             n_decoded=len(slot.generated),
-            n_prompt_tokens=len(task.prompt),
-            n_cached=slot.n_cached,
+            n_prompt_tokens=slot.cells(len(task.prompt)),
+            n_cached=slot.cells(slot.n_cached),
             stop_type=stop_type,
             stopping_word=stop.word if stop else "",
             truncated=slot.truncated,
@@ -83,9 +83,10 @@ class Outputs:
         """A prompt-progress event for a streaming task that asked for them (return_progress)."""
         task = slot.task
         assert task is not None
-        progress = PromptProgress(total=len(task.prompt), cache=slot.n_cached, processed=slot.n_fed,
+        progress = PromptProgress(total=slot.cells(len(task.prompt)), cache=slot.cells(slot.n_cached),
+                                  processed=slot.cells(slot.n_fed),
                                   time_ms=int((now - slot.t_start) * 1e3))
-        self.emit(task.sink, PartialResult(task.id, slot.id, "", [], 0, len(task.prompt), [], progress=progress))
+        self.emit(task.sink, PartialResult(task.id, slot.id, "", [], 0, progress.total, [], progress=progress))
 
     def release(self, slot: Slot) -> None:
         if slot.t_prompt_done:
@@ -104,8 +105,8 @@ def slot_timings(slot: Slot, now: float) -> Timings:
     """The task's timings so far (final, or per token with timings_per_token)."""
     assert slot.task is not None
     return Timings(
-        cache_n=slot.n_cached,
-        prompt_n=slot.n_fed - slot.n_cached,  # all of it, unless t_max_prompt_ms stopped it
+        cache_n=slot.cells(slot.n_cached),
+        prompt_n=slot.cells(slot.n_fed) - slot.cells(slot.n_cached),  # all, unless t_max_prompt_ms stopped it
         prompt_ms=(slot.t_prompt_done - slot.t_start) * 1e3,
         predicted_n=len(slot.generated),
         predicted_ms=max(now - slot.t_prompt_done, 1e-6) * 1e3,

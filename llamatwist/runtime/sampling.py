@@ -55,7 +55,7 @@ class Sampling:
         if slot.state is SlotState.PROMPT:
             slot.state = SlotState.GENERATING
             slot.t_prompt_done = now
-            n_processed = len(task.prompt) - slot.n_cached
+            n_processed = slot.cells(len(task.prompt)) - slot.cells(slot.n_cached)
             metrics.prompt_tokens_total += n_processed
             metrics.prompt_seconds_total += now - slot.t_start
         if slot.constraint is not None:
@@ -102,7 +102,7 @@ class Sampling:
         limit = self.limit(params.n_predict)
         if stop_type == "none" and limit >= 0 and n_decoded >= limit:
             stop_type = "limit"
-        if stop_type == "none" and len(slot.cache) + 1 >= slot.n_ctx and not self._can_shift:
+        if stop_type == "none" and slot.n_cells + 1 >= slot.n_ctx and not self._can_shift:
             stop_type = "limit"
             slot.truncated = True
         if stop_type == "none" and slot.constraint is not None and slot.constraint.is_finished():
@@ -115,7 +115,7 @@ class Sampling:
             # event only carries the stop state and statistics.
             content = slot.text.take(final=stop_type != "none")
             self._outputs.emit(task.sink, PartialResult(
-                task.id, slot.id, content, [token], n_decoded, len(task.prompt), probs,
+                task.id, slot.id, content, [token], n_decoded, slot.cells(len(task.prompt)), probs,
                 timings=slot_timings(slot, now) if params.timings_per_token else None,
             ))
         if stop_type != "none":

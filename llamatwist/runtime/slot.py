@@ -89,6 +89,17 @@ class Slot:
     def busy(self) -> bool:
         return self.state is not SlotState.IDLE
 
+    @property
+    def n_cells(self) -> int:
+        """KV cells its sequence holds, and will once its replay is decoded."""
+        return self.cells(len(self.cache)) + len(self.replay)
+
+    def cells(self, n: int) -> int:
+        """The KV cells (and tokens, as llama-server counts them) of the task's first ``n`` prompt positions:
+        an M-RoPE image holds more cells than positions."""
+        task = self.task or self.last_task
+        return n + (task.extra_cells(n) if task is not None else 0)
+
     def start(self, task: CompletionTask, sampler: Sampler | None, n_reuse: int) -> None:
         self.task = task
         self.sampler = sampler
@@ -135,9 +146,9 @@ class Slot:
             n_ctx=self.n_ctx,
             is_processing=self.busy,
             id_task=task.id,
-            n_prompt_tokens=len(task.prompt),
-            n_prompt_tokens_cache=self.n_cached,
-            n_prompt_tokens_processed=self.n_fed - self.n_cached,
+            n_prompt_tokens=self.cells(len(task.prompt)),
+            n_prompt_tokens_cache=self.cells(self.n_cached),
+            n_prompt_tokens_processed=self.cells(self.n_fed) - self.cells(self.n_cached),
             n_decoded=len(self.generated),
             params=task.params,
             seed=self.sampler.seed if self.sampler is not None else self.last_seed,

@@ -136,7 +136,7 @@ class Step:
             if slot.busy and slot.adapter_set != plan.adapters:
                 continue  # another adapter set's turn
             if slot.state is SlotState.GENERATING:
-                if len(slot.cache) + len(slot.replay) + 1 >= slot.n_ctx and not self._shift.shift(slot):
+                if slot.n_cells + 1 >= slot.n_ctx and not self._shift.shift(slot):
                     # the context is full and cannot shift: the slot ends, truncated
                     slot.truncated = True
                     slot.pending_token = -1
@@ -211,7 +211,7 @@ class Step:
         spec = task.params.speculative
         if spec is None or not spec.active or slot.spec_budget <= 0 or task.media:  # no draft KV for media
             return []
-        n_max = min(slot.spec_budget, room, slot.n_ctx - len(slot.cache) - len(slot.replay) - 3)
+        n_max = min(slot.spec_budget, room, slot.n_ctx - slot.n_cells - 3)
         limit = self._sampling.limit(task.params.n_predict)
         if limit >= 0:
             n_max = min(n_max, limit - len(slot.generated) - 1)

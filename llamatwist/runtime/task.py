@@ -226,3 +226,7 @@ class CompletionTask:
     def media(self) -> tuple[MediaSpan, ...]:
         """The prompt's media chunks, in order (none for a text prompt)."""
         return getattr(self.prompt, "media", ())
+
+    def extra_cells(self, n: int | None = None) -> int:
+        """KV cells the prompt's first ``n`` positions (default: all) hold beyond one each: M-RoPE images."""
+        return sum(s.chunk.extra_cells for s in self.media if n is None or s.end <= n)
