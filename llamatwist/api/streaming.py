@@ -79,11 +79,12 @@ class SSEStream:
     def _send_ping(self) -> None:
         self.send_raw(b":\n\n")
 
-    def _stop_ping(self, result: Any = None) -> Any:
+    def _stop_ping(self, result: Any = None) -> None:
+        # the response ended, or the client went away (on_disconnect handles that): the outcome stops here,
+        # else a lost connection's failure is logged as an unhandled error
         self._ping_interval = 0
         if self._ping is not None and self._ping.active():
             self._ping.cancel()
-        return result
 
     def _start(self) -> None:
         # Headers go out with the first event, so an error that comes before
