@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -20,7 +20,7 @@ from llamatwist.runtime.text import TextStream
 if TYPE_CHECKING:
     from llamatwist.engine.sampling import Sampler  # SlotInfo (public) imports without the native library
 
-__all__ = ["Slot", "SlotInfo", "SlotState"]
+__all__ = ["Slot", "SlotInfo", "SlotState", "untracked_cells"]
 
 
 class SlotState(enum.Enum):
@@ -157,3 +157,9 @@ class Slot:
             has_next_token=self.busy,
             n_remain=-1 if n_predict < 0 else max(n_predict - len(self.generated), 0),
         )
+
+
+def untracked_cells(slots: Iterable[Slot], tracked: Callable[[int], int]) -> int:
+    """KV cells the slots' sequences hold beyond the ``tracked(slot id)`` tokens the prefix cache accounts for:
+    tokens not registered yet, draft tokens in the batch, and the extra cells of M-RoPE images."""
+    return sum(s.cells(len(s.cache)) - tracked(s.id) + len(s.draft) for s in slots)

@@ -15,7 +15,7 @@ from llamatwist.engine.context import Context
 from llamatwist.runtime.errors import InvalidSlot, SlotFileError, SlotFileUnwritable, TaskError
 from llamatwist.runtime.outputs import Outputs
 from llamatwist.runtime.prefix_cache import PrefixCache
-from llamatwist.runtime.slot import Slot
+from llamatwist.runtime.slot import Slot, untracked_cells
 from llamatwist.runtime.slotfile import SlotFile, read_slot_file, write_slot_file
 from llamatwist.runtime.task import ErrorResult, SlotAction, SlotActionResult
 
@@ -89,8 +89,7 @@ class SlotActions:
         self._cache.drop(slot.id)
         slot.cache.clear()
         # in a shared KV pool the cells may be held by parked prefixes: give those back first
-        untracked = sum(len(s.cache) - self._cache.tree.length(s.id) for s in self._slots)
-        self._cache.make_room(len(saved.tokens), untracked)
+        self._cache.make_room(len(saved.tokens), untracked_cells(self._slots, self._cache.tree.length))
         if not self._ctx.set_seq_state(slot.id, saved.state):
             self._cache.clear_entries()
             if not self._ctx.set_seq_state(slot.id, saved.state):

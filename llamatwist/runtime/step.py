@@ -49,7 +49,7 @@ from llamatwist.runtime.ngram_cache import NgramCacheDrafter
 from llamatwist.runtime.outputs import Outputs
 from llamatwist.runtime.prefix_cache import PrefixCache
 from llamatwist.runtime.sampling import Sampling
-from llamatwist.runtime.slot import Slot, SlotState
+from llamatwist.runtime.slot import Slot, SlotState, untracked_cells
 from llamatwist.runtime.speculative import Drafters, DraftModel
 
 if TYPE_CHECKING:
@@ -277,8 +277,7 @@ class Step:
                 slot.cache[len(slot.cache):] = slot.task.prompt[len(slot.cache) : slot.n_fed]
         cache = self._cache
         # draft tokens hold cells too until the verification removes the rejected ones
-        untracked = sum(len(s.cache) - cache.tree.length(s.id) + len(s.draft) for s in busy)
-        cache.make_room(0, untracked)
+        cache.make_room(0, untracked_cells(self._slots, cache.tree.length))
         self._checkpoint()
         try:
             try:
@@ -372,7 +371,7 @@ class Step:
         task = slot.task
         assert task is not None and self._projector is not None
         cache = self._cache
-        cache.make_room(span.chunk.n_tokens, sum(len(s.cache) - cache.tree.length(s.id) for s in self._slots))
+        cache.make_room(span.chunk.n_tokens, untracked_cells(self._slots, cache.tree.length))
         try:
             self._projector.eval(self._ctx, span.chunk, span.start, slot.id)
         except DecodeError as exc:
