@@ -3,17 +3,18 @@
 
 `Projector.tokenize` turns a prompt of text and media parts into text token ids and media chunks (images are
 given as RGB pixels, audio and video as their file's bytes; libmtmd preprocesses them, a video becoming texts
-and frames in video.py); it is thread-safe and runs in the thread pool. `Projector.eval` encodes one media chunk and decodes its embeddings into a sequence of the
-llama_context: decode thread only, like every use of the context.
+and frames in video.py); it is thread-safe and runs in the thread pool. `Projector.eval` encodes one media
+chunk and decodes its embeddings into a sequence of the llama_context: decode thread only, like every use of
+the context.
 
 Above this module a media chunk is an opaque :class:`MediaChunk`; in token lists it stands as a run of
 placeholder ids (negative, derived from the media's content hash, one per position), so the prefix cache
 matches the same image again and never a different one. One per *position*, not per token: an M-RoPE model
 (Qwen2-VL and kin) gives an image's tokens 2-D positions spanning only max(rows, columns) sequence positions,
 so a token list's length stays the sequence's next position for every model; such an image holds
-`MediaChunk.extra_cells` more KV cells than its run of placeholders. One media item may be several chunks (libmtmd cuts
-audio into 30 s windows for whisper-style encoders): each chunk is matched to its item by the id libmtmd
-copies from the bitmap (the content hash), and continues its item's run of placeholders.
+`MediaChunk.extra_cells` more KV cells than its run of placeholders. One media item may be several chunks
+(libmtmd cuts audio into 30 s windows for whisper-style encoders): each chunk is matched to its item by the id
+libmtmd copies from the bitmap (the content hash), and continues its item's run of placeholders.
 """
 
 from __future__ import annotations

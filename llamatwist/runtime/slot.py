@@ -78,8 +78,8 @@ class Slot:
     n_draft: int = 0  # speculative decoding: draft tokens proposed / accepted for this task
     n_draft_accepted: int = 0
     spec_budget: int = 0  # the next draft's length, adapted to how the last ones fared
-    # memory that cannot be cut part-way (recurrent state): the state from before the batch a draft is in,
-    # restored when a draft token is rejected, and (n_tokens, data) the accepted tokens then decoded again
+    # memory that cannot be cut part-way (recurrent state): (n_tokens, state) of the sequence before the batch
+    # its draft is in, restored when a draft token is rejected; the accepted tokens are then decoded again
     spec_state: tuple[int, bytes] | None = None
     replay: list[int] = field(default_factory=list)  # accepted, rolled back: fed before pending_token
     last_task: CompletionTask | None = None  # shown by /slots once the task ended, as llama-server

@@ -304,7 +304,7 @@ class Step:
         for slot in self._prompt_fed:
             if _wants_progress(slot):
                 self._outputs.progress(slot, now)
-        rejected: list[Slot] = []  # cut once every slot has sampled: restoring a state loses the logits
+        rejected: list[Slot] = []  # cut once every slot has sampled: no state restore amid the logits' reads
         for slot in busy:
             if slot.i_batch < 0:
                 continue
