@@ -1,7 +1,8 @@
-"""The web UI's images in a real browser (web/tests/chat.test.mjs: Playwright driving headless Chromium): on a
+"""The web UI's media in a real browser (web/tests/chat.test.mjs: Playwright driving headless Chromium): on a
 server with a vision projector an image attached with the file picker, or pasted, is sent as an ``image_url``
 part, answered and shown in the conversation (and after a reload); without a projector there is nothing to
-attach and a pasted image is refused."""
+attach and a pasted image is refused. An audio clip (audio projector) goes as ``input_audio``, a video (vision
+projector and ffmpeg) as ``video_url``, each shown as a player."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from tests import test_multimodal
+from tests import test_multimodal, test_multimodal_audio, test_multimodal_video
 from tests.conftest import Server
 from tests.test_media_load import image_bytes
 from tests.test_webui import WEB, _browser_ready
 
-vision_dir = test_multimodal.vision_dir  # the fixture: the generated vision model
+vision_dir = test_multimodal.vision_dir  # the fixtures: the generated vision and audio models, test videos
+audio_dir = test_multimodal_audio.audio_dir
+videos = test_multimodal_video.videos
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +38,7 @@ def vision_server(vision_dir: Path) -> Iterator[Server]:
     srv.stop()
 
 
-def run_scenarios(url: str, image: Path, *names: str) -> None:
+def run_scenarios(url: str, image: Path, *names: str, clip: Path | None = None) -> None:
     reason = _browser_ready()
     if reason is not None:
         if os.environ.get("CI"):
@@ -43,7 +46,8 @@ def run_scenarios(url: str, image: Path, *names: str) -> None:
         pytest.skip(reason)
     proc = subprocess.run(["node", "tests/chat.test.mjs", *names], check=False, cwd=WEB, capture_output=True,
                           text=True, timeout=600,
-                          env={**os.environ, "LLAMATWIST_URL": url, "LLAMATWIST_IMAGE": str(image)})
+                          env={**os.environ, "LLAMATWIST_URL": url, "LLAMATWIST_IMAGE": str(image),
+                               "LLAMATWIST_CLIP": str(clip or "")})
     print(proc.stdout, proc.stderr)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert all(f"ok {name}" in proc.stdout for name in names), proc.stdout
@@ -55,3 +59,20 @@ def test_browser_attach_and_paste_an_image(vision_server: Server, image: Path) -
 
 def test_browser_without_vision(server: Server, image: Path) -> None:
     run_scenarios(server.url + "/", image, "novision")
+
+
+def test_browser_sends_an_audio_clip(audio_dir: Path, image: Path, tmp_path: Path) -> None:
+    clip = tmp_path / "tone.wav"
+    clip.write_bytes(test_multimodal_audio.A440)
+    srv = Server(["-m", str(audio_dir / "model.gguf"), "--mmproj", str(audio_dir / "mmproj.gguf"), "-c", "1024",
+                  "-np", "1", "-t", "2", "-n", "16"])
+    try:
+        run_scenarios(srv.url + "/", image, "audio", clip=clip)
+    finally:
+        srv.stop()
+
+
+def test_browser_sends_a_video(vision_server: Server, image: Path, videos: dict[str, bytes], tmp_path: Path) -> None:
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(videos["a.mp4"])
+    run_scenarios(vision_server.url + "/", image, "video", clip=clip)

@@ -1,7 +1,7 @@
 import './style.css'
 import { copyButton, setMarkdown } from './markdown.js'
 import {
-  SAMPLING_FIELDS, addNode, branch, exportJson, isImageUrl, lastLeaf, loadConversations, loadSettings,
+  SAMPLING_FIELDS, addNode, branch, exportJson, lastLeaf, loadConversations, loadSettings, mediaKind,
   newConversation, parseImport, saveConversations, saveSettings, siblings,
 } from './store.js'
 
@@ -19,7 +19,7 @@ const state = {
   props: null,
   generating: null, // { convId, nodeId, controller }
   search: '',
-  attachments: [], // data: URLs of the images the next message carries
+  attachments: [], // data: URLs of the images, audio and video the next message carries
 }
 
 const $ = (sel) => document.querySelector(sel)
@@ -99,18 +99,28 @@ async function loadProps() {
   }
 }
 
-// ---------------------------------------------------------------- images
+// ---------------------------------------------------------------- media
 
-/** The server's model takes images (it was started with a vision projector, --mmproj). */
-const vision = () => !!state.props?.modalities?.vision
+/** Whether the server's model takes this kind of media (its projector, --mmproj, has the encoder). */
+const takes = (kind) => !!state.props?.modalities?.[{ image: 'vision', audio: 'audio', video: 'video' }[kind]]
+const anyMedia = () => ['image', 'audio', 'video'].some(takes)
 
 const MAX_SIDE = 1536 // larger images are scaled down: the conversation must fit in the browser's storage
 const MAX_INLINE = 1_500_000
+const MAX_CLIP = 4_000_000 // audio and video cannot be scaled down: longer clips are refused
+const TYPES = {
+  image: ['image/png', 'image/jpeg', 'image/webp', 'image/gif'],
+  audio: ['audio/wav', 'audio/x-wav', 'audio/wave', 'audio/mpeg', 'audio/mp3', 'audio/flac', 'audio/x-flac'],
+  video: ['video/mp4', 'video/webm', 'video/quicktime', 'video/x-matroska', 'video/x-msvideo', 'video/mpeg'],
+}
+const NEEDS = { image: 'a vision projector', audio: 'an audio projector', video: 'a vision projector and ffmpeg' }
+const fileKind = (file) => Object.keys(TYPES).find((kind) => file.type.startsWith(`${kind}/`)) ?? null
 
 function updateAttach() {
-  $('#attach').hidden = !vision()
-  if (!vision() && state.attachments.length) {
-    state.attachments = []
+  $('#attach').hidden = !anyMedia()
+  $('#attach-file').accept = Object.keys(TYPES).filter(takes).flatMap((kind) => TYPES[kind]).join(',')
+  if (state.attachments.some((url) => !takes(mediaKind(url)))) {
+    state.attachments = state.attachments.filter((url) => takes(mediaKind(url)))
     renderAttachments()
   }
 }
@@ -146,15 +156,21 @@ async function imageDataUrl(file) {
   return canvas.toDataURL('image/jpeg', 0.9)
 }
 
+async function clipDataUrl(file, kind) {
+  if (!TYPES[kind].includes(file.type)) throw new Error(`${file.name || 'The file'} is not a supported ${kind} file`)
+  if (file.size > MAX_CLIP) throw new Error(`${file.name || 'The file'} is too large (at most 4 MB)`)
+  return readDataUrl(file)
+}
+
 async function addAttachments(files) {
-  if (!files.length) return
-  if (!vision()) {
-    toast('This server\'s model does not take images (start it with a vision projector, --mmproj)')
-    return
-  }
   for (const file of files) {
+    const kind = fileKind(file)
+    if (!takes(kind)) {
+      toast(`This server's model does not take ${kind === 'image' ? 'images' : kind} (start it with ${NEEDS[kind]}, --mmproj)`)
+      continue
+    }
     try {
-      state.attachments.push(await imageDataUrl(file))
+      state.attachments.push(kind === 'image' ? await imageDataUrl(file) : await clipDataUrl(file, kind))
     } catch (err) {
       toast(err.message)
     }
@@ -162,17 +178,24 @@ async function addAttachments(files) {
   renderAttachments()
 }
 
+/** The element showing an attached image, audio clip or video. */
+function mediaElement(url, testid) {
+  const kind = mediaKind(url)
+  if (kind === 'image') return h('img', { src: url, alt: 'Attached image', 'data-testid': testid })
+  return h(kind, { src: url, controls: true, preload: 'metadata', 'data-testid': testid })
+}
+
 function renderAttachments() {
   const box = $('#attachments')
   box.replaceChildren(...state.attachments.map((url, i) => h('div', { class: 'attachment', 'data-testid': 'attachment' },
-    h('img', { src: url, alt: `Attached image ${i + 1}` }),
-    h('button', { type: 'button', title: 'Remove', 'aria-label': 'Remove image', 'data-testid': 'attachment-remove',
+    mediaElement(url, 'attachment-media'),
+    h('button', { type: 'button', title: 'Remove', 'aria-label': `Remove ${mediaKind(url)}`, 'data-testid': 'attachment-remove',
       onclick: () => { state.attachments.splice(i, 1); renderAttachments() } }, '✕'))))
   box.hidden = !state.attachments.length
 }
 
-function imageFiles(list) {
-  return [...(list ?? [])].filter((f) => f.type.startsWith('image/'))
+function mediaFiles(list) {
+  return [...(list ?? [])].filter((f) => fileKind(f) !== null)
 }
 
 // ---------------------------------------------------------------- sidebar
@@ -244,10 +267,9 @@ function renderBody(node, body) {
     body.append(details)
   }
   if (node.role === 'user') {
-    const images = (node.images ?? []).filter(isImageUrl)
-    if (images.length) {
-      body.append(h('div', { class: 'images' },
-        images.map((url) => h('img', { src: url, alt: 'Attached image', 'data-testid': 'message-image' }))))
+    const media = (node.images ?? []).filter(mediaKind)
+    if (media.length) {
+      body.append(h('div', { class: 'images' }, media.map((url) => mediaElement(url, `message-${mediaKind(url)}`))))
     }
     if (content) body.append(h('div', { class: 'plain' }, content))
   } else {
@@ -363,12 +385,21 @@ function samplingParams() {
   return params
 }
 
-/** A message's content for the chat request: its text, or with images the parts (images, then the text). */
+/** A content part for a media data: URL: image_url, input_audio (base64 and format) or video_url. */
+function mediaPart(url) {
+  const kind = mediaKind(url)
+  if (kind === 'image') return { type: 'image_url', image_url: { url } }
+  if (kind === 'video') return { type: 'video_url', video_url: { url } }
+  const [head, data] = url.split(',', 2)
+  return { type: 'input_audio', input_audio: { data, format: /mpeg|mp3/.test(head) ? 'mp3' : /flac/.test(head) ? 'flac' : 'wav' } }
+}
+
+/** A message's content for the chat request: its text, or with media the parts (media, then the text). */
 function messageContent(node) {
   const text = splitThink(node).content
-  const images = (node.images ?? []).filter(isImageUrl)
-  if (!images.length) return text
-  return [...images.map((url) => ({ type: 'image_url', image_url: { url } })), ...(text ? [{ type: 'text', text }] : [])]
+  const media = (node.images ?? []).filter(mediaKind)
+  if (!media.length) return text
+  return [...media.map(mediaPart), ...(text ? [{ type: 'text', text }] : [])]
 }
 
 async function generate(conv, parentId) {
@@ -440,7 +471,7 @@ async function generate(conv, parentId) {
     state.generating = null
     if (conv.name === 'New chat' && conv.roots.length) {
       const first = conv.nodes[conv.roots[0]]
-      conv.name = first.content.slice(0, 60) || (first.images?.length ? 'Image' : conv.name)
+      conv.name = first.content.slice(0, 60) || (first.images?.length ? 'Attachment' : conv.name)
     }
     conv.updated = Date.now()
     persist()
@@ -548,16 +579,16 @@ function init() {
     addAttachments(files)
   })
   $('#input').addEventListener('paste', (e) => {
-    const files = imageFiles(e.clipboardData?.files)
+    const files = mediaFiles(e.clipboardData?.files)
     if (!files.length) return // text pastes as usual
     e.preventDefault()
     addAttachments(files)
   })
   $('#composer').addEventListener('dragover', (e) => {
-    if (vision() && [...(e.dataTransfer?.items ?? [])].some((i) => i.type.startsWith('image/'))) e.preventDefault()
+    if ([...(e.dataTransfer?.items ?? [])].some((i) => takes(fileKind(i)))) e.preventDefault()
   })
   $('#composer').addEventListener('drop', (e) => {
-    const files = imageFiles(e.dataTransfer?.files)
+    const files = mediaFiles(e.dataTransfer?.files)
     if (!files.length) return
     e.preventDefault()
     addAttachments(files)

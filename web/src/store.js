@@ -72,7 +72,7 @@ function isConversation(c) {
   for (const n of Object.values(c.nodes)) {
     if (!n || typeof n.id !== 'string' || typeof n.content !== 'string' || !Array.isArray(n.children)) return false
     if (!['user', 'assistant'].includes(n.role)) return false
-    if (n.images !== undefined && !(Array.isArray(n.images) && n.images.every(isImageUrl))) return false
+    if (n.images !== undefined && !(Array.isArray(n.images) && n.images.every(mediaKind))) return false
   }
   return true
 }
@@ -96,9 +96,18 @@ export function newConversation(name = 'New chat') {
   return { id: newId(), name, created: now, updated: now, current: null, roots: [], nodes: {} }
 }
 
-/** An image a message may hold: a data: URL of an image (never a remote address the page would fetch). */
-export function isImageUrl(url) {
-  return typeof url === 'string' && /^data:image\/(png|jpeg|webp|gif);base64,/.test(url)
+// What a message may hold (its `images`, named before audio and video came): data: URLs only, never a remote
+// address the page would fetch.
+const MEDIA = {
+  image: /^data:image\/(png|jpeg|webp|gif);base64,/,
+  audio: /^data:audio\/(wav|x-wav|wave|mpeg|mp3|flac|x-flac);base64,/,
+  video: /^data:video\/(mp4|webm|quicktime|x-matroska|x-msvideo|mpeg);base64,/,
+}
+
+/** 'image', 'audio' or 'video' for a data: URL a message may hold; null for anything else. */
+export function mediaKind(url) {
+  if (typeof url !== 'string') return null
+  return Object.keys(MEDIA).find((kind) => MEDIA[kind].test(url)) ?? null
 }
 
 export function addNode(conv, parent, role, content, images = []) {

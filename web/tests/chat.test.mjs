@@ -6,6 +6,8 @@
 // LLAMATWIST_API_KEY: the server's --api-key (runs the "apikey" scenario).
 // LLAMATWIST_IMAGE: a PNG file for the image scenarios, named on the command line: "vision" (a server with a
 // vision projector, --mmproj: attach, paste, send, see) and "novision" (a server without one).
+// LLAMATWIST_CLIP: a WAV or MP4 file for the "audio" (a server with an audio projector) and "video" (a vision
+// projector and ffmpeg) scenarios: attach, send, see the player, reload.
 // CHROMIUM: the browser (default /usr/bin/chromium).  The screenshot of the
 // chat goes to test-results/chat.png.  Exits 1 when any scenario fails.
 import { mkdirSync, readFileSync } from 'node:fs'
@@ -15,6 +17,7 @@ import { chromium } from 'playwright-core'
 const URL_ = process.env.LLAMATWIST_URL ?? 'http://127.0.0.1:8080/'
 const API_KEY = process.env.LLAMATWIST_API_KEY ?? ''
 const IMAGE = process.env.LLAMATWIST_IMAGE ?? ''
+const CLIP = process.env.LLAMATWIST_CLIP ?? ''
 const RESULTS = new URL('../test-results/', import.meta.url).pathname
 const TIMEOUT = 60_000
 
@@ -277,6 +280,11 @@ const scenarios = {
     await page.screenshot({ path: join(RESULTS, 'vision.png') })
   },
 
+  // An audio clip or a video attached with the file picker: sent as input_audio (base64 and format) or as a
+  // video_url data: URL, answered, and shown as a player, also after a reload.
+  async audio(page) { await sendClip(page, 'audio') },
+  async video(page) { await sendClip(page, 'video') },
+
   // Without a projector there is no attach button, and a pasted image is refused with a note.
   async novision(page) {
     await ready(page)
@@ -285,6 +293,39 @@ const scenarios = {
     await page.locator('.toast').filter({ hasText: 'does not take images' }).waitFor()
     assert(await page.getByTestId('attachment').count() === 0, 'nothing attached')
   },
+}
+
+async function sendClip(page, kind) {
+  await ready(page)
+  const bytes = readFileSync(CLIP)
+  const bodies = recordRequests(page)
+  await page.getByTestId('attach').waitFor({ state: 'visible' })
+  await page.getByTestId('attach-file').setInputFiles(CLIP)
+  await page.getByTestId('attachment-media').first().waitFor()
+  assert(await page.getByTestId('attachment-media').evaluate((el) => el.tagName) === kind.toUpperCase(),
+    `a ${kind} player in the attachment box`)
+  await page.getByTestId('input').fill(`What is in this ${kind}?`)
+  await page.getByTestId('send').click()
+  await page.getByTestId('send').waitFor({ state: 'visible', timeout: TIMEOUT })
+  const assistant = page.getByTestId('message-assistant').last()
+  assert(await assistant.locator('.error').count() === 0,
+    `no error (${await assistant.locator('.error').allTextContents()})`)
+  assert((await assistant.getByTestId('content').textContent()).trim().length > 0, 'the model answered')
+  const content = bodies[0].messages.at(-1).content
+  const base64 = bytes.toString('base64')
+  if (kind === 'audio') {
+    const part = content.find((p) => p.type === 'input_audio')
+    assert(part && part.input_audio.format === 'wav' && part.input_audio.data === base64,
+      'an input_audio part with the file in base64, format wav')
+  } else {
+    const part = content.find((p) => p.type === 'video_url')
+    assert(part && part.video_url.url === `data:video/mp4;base64,${base64}`, 'a video_url part with the file')
+  }
+  assert(await page.getByTestId(`message-${kind}`).count() === 1, `the ${kind} is shown in the conversation`)
+  await page.reload()
+  await page.getByTestId(`message-${kind}`).first().waitFor()
+  mkdirSync(RESULTS, { recursive: true })
+  await page.screenshot({ path: join(RESULTS, `${kind}.png`) })
 }
 
 const DEFAULT = API_KEY ? ['apikey'] : ['stream', 'stop', 'regenerate', 'settings', 'xss', 'screenshot']
