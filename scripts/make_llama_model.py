@@ -29,7 +29,7 @@ import gguf
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["SHAPES", "RandomWeights", "Shape", "base_or_default", "copy_tokenizer", "make", "make_vocab",
+__all__ = ["SHAPES", "RandomWeights", "Shape", "base_or_default", "copy_tokenizer", "make", "make_vocab", "start_model",
            "write_model"]
 
 ARCH = "llama"
@@ -82,12 +82,32 @@ class RandomWeights:
         """A norm's weights: about 1."""
         return (1.0 + self._rng.standard_normal(n) * 0.05).astype(np.float32)
 
+    def gated_ffn(self, i: int, n_embd: int, n_ff: int) -> Iterator[tuple[str, npt.NDArray[Any]]]:
+        """Block ``i``'s gated feed-forward matrices."""
+        yield f"blk.{i}.ffn_gate.weight", self.rand(n_ff, n_embd)
+        yield f"blk.{i}.ffn_up.weight", self.rand(n_ff, n_embd)
+        yield f"blk.{i}.ffn_down.weight", self.rand(n_embd, n_ff)
+
     def embeddings_and_output(self, n_vocab: int, n_embd: int) -> Iterator[tuple[str, npt.NDArray[Any]]]:
         """F16 token embeddings, the output norm and an untied F16 output matrix (so that greedy picks do not
         echo the input token)."""
         yield "token_embd.weight", self.rand(n_vocab, n_embd, std=1.0).astype(np.float16)
         yield "output_norm.weight", self.ones(n_embd)
         yield "output.weight", self.rand(n_vocab, n_embd, std=0.5).astype(np.float16)
+
+
+def start_model(out: Path, base: Path, arch: str, name: str, *, n_ctx_train: int, n_embd: int,
+                n_layer: int) -> tuple[gguf.GGUFWriter, int]:
+    """A writer for a tiny F16 test model of ``arch`` with ``base``'s tokenizer and its sizes; the vocabulary
+    size."""
+    writer = gguf.GGUFWriter(str(out), arch)
+    writer.add_name(name)
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+    n_vocab = copy_tokenizer(gguf.GGUFReader(base), writer)
+    writer.add_context_length(n_ctx_train)
+    writer.add_embedding_length(n_embd)
+    writer.add_block_count(n_layer)
+    return writer, n_vocab
 
 
 def write_model(writer: gguf.GGUFWriter, tensors: Iterable[tuple[str, npt.NDArray[Any]]]) -> None:

@@ -22,12 +22,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import gguf
 import numpy as np
 import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_llama_model import RandomWeights, base_or_default, copy_tokenizer, write_model
+from make_llama_model import RandomWeights, base_or_default, start_model, write_model
 
 __all__ = ["ARCHS", "make"]
 
@@ -40,17 +39,11 @@ def make(out: Path, base: Path, *, arch: str = "mamba", seed: int = 0, n_embd: i
     """Write the model to ``out`` (tokenizer from ``base``) and return it."""
     if arch not in ARCHS:
         raise ValueError(f"arch must be one of {', '.join(ARCHS)}")
-    reader = gguf.GGUFReader(base)
-    writer = gguf.GGUFWriter(str(out), arch)
-    writer.add_name(f"tiny-{arch}")
-    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
-    n_vocab = copy_tokenizer(reader, writer)
+    writer, n_vocab = start_model(out, base, arch, f"tiny-{arch}", n_ctx_train=n_ctx_train, n_embd=n_embd,
+                                  n_layer=n_layer)
     d_inner = 2 * n_embd  # llama.cpp supports only an expansion factor of 2
     dt_rank = max(1, n_embd // 16)
     attention = [arch == "jamba" and i % attn_every == attn_every - 1 for i in range(n_layer)]
-    writer.add_context_length(n_ctx_train)
-    writer.add_embedding_length(n_embd)
-    writer.add_block_count(n_layer)
     writer.add_ssm_conv_kernel(d_conv)
     writer.add_ssm_inner_size(d_inner)
     writer.add_ssm_state_size(d_state)
@@ -98,9 +91,7 @@ def make(out: Path, base: Path, *, arch: str = "mamba", seed: int = 0, n_embd: i
                 yield from mamba(i)
             if arch == "jamba":
                 yield f"blk.{i}.ffn_norm.weight", ones(n_embd)
-                yield f"blk.{i}.ffn_gate.weight", rand(n_ff, n_embd)
-                yield f"blk.{i}.ffn_up.weight", rand(n_ff, n_embd)
-                yield f"blk.{i}.ffn_down.weight", rand(n_embd, n_ff)
+                yield from w.gated_ffn(i, n_embd, n_ff)
 
     write_model(writer, tensors())
     return out

@@ -20,11 +20,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import gguf
 import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_llama_model import RandomWeights, base_or_default, copy_tokenizer, write_model
+from make_llama_model import RandomWeights, base_or_default, start_model, write_model
 
 __all__ = ["make"]
 
@@ -34,14 +33,8 @@ ARCH = "olmo2"
 def make(out: Path, base: Path, *, seed: int = 0, n_swa: int = 16, n_embd: int = 64, n_layer: int = 4,
          n_head: int = 4, n_head_kv: int = 2, n_ff: int = 128, n_ctx_train: int = 4096) -> Path:
     """Write the model to ``out`` (tokenizer from ``base``) and return it."""
-    reader = gguf.GGUFReader(base)
-    writer = gguf.GGUFWriter(str(out), ARCH)
-    writer.add_name("tiny-swa-olmo2")
-    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
-    n_vocab = copy_tokenizer(reader, writer)
-    writer.add_context_length(n_ctx_train)
-    writer.add_embedding_length(n_embd)
-    writer.add_block_count(n_layer)
+    writer, n_vocab = start_model(out, base, ARCH, "tiny-swa-olmo2", n_ctx_train=n_ctx_train, n_embd=n_embd,
+                                  n_layer=n_layer)
     writer.add_feed_forward_length(n_ff)
     writer.add_head_count(n_head)
     writer.add_head_count_kv(n_head_kv)
@@ -63,9 +56,7 @@ def make(out: Path, base: Path, *, seed: int = 0, n_swa: int = 16, n_embd: int =
             yield f"blk.{i}.attn_q_norm.weight", ones(n_embd)
             yield f"blk.{i}.attn_k_norm.weight", ones(n_head_kv * head)
             yield f"blk.{i}.post_attention_norm.weight", ones(n_embd)
-            yield f"blk.{i}.ffn_gate.weight", rand(n_ff, n_embd)
-            yield f"blk.{i}.ffn_up.weight", rand(n_ff, n_embd)
-            yield f"blk.{i}.ffn_down.weight", rand(n_embd, n_ff)
+            yield from w.gated_ffn(i, n_embd, n_ff)
             yield f"blk.{i}.post_ffw_norm.weight", ones(n_embd)
 
     write_model(writer, tensors())

@@ -41,7 +41,7 @@ import numpy as np
 import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_llama_model import RandomWeights, base_or_default, copy_tokenizer, write_model
+from make_llama_model import RandomWeights, base_or_default, start_model, write_model
 
 __all__ = ["IMAGE_SIZE", "N_IMAGE_TOKENS", "PATCH_SIZE", "PROJECTORS", "QWEN2VL_IMAGE_SIZE", "QWEN2VL_N_EMBD_TEXT",
            "QWEN2VL_N_IMAGE_POS", "QWEN2VL_N_IMAGE_TOKENS", "QWEN2VL_N_MERGE", "QWEN2VL_PATCH_SIZE", "make",
@@ -161,14 +161,8 @@ def make_qwen2vl_text(out: Path, base: Path, *, seed: int = 0, n_embd: int = QWE
     # M-RoPE sections (temporal, height, width, unused) over head/2 rotary pairs, Qwen2-VL's 16:24:24 shape
     t = head // 8
     sections = [t, (head // 2 - t) // 2, head // 2 - t - (head // 2 - t) // 2, 0]
-    reader = gguf.GGUFReader(base)
-    writer = gguf.GGUFWriter(str(out), "qwen2vl")
-    writer.add_name("llamatwist test qwen2vl (random weights)")
-    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
-    n_vocab = copy_tokenizer(reader, writer)
-    writer.add_context_length(n_ctx_train)
-    writer.add_embedding_length(n_embd)
-    writer.add_block_count(n_layer)
+    writer, n_vocab = start_model(out, base, "qwen2vl", "llamatwist test qwen2vl (random weights)",
+                                  n_ctx_train=n_ctx_train, n_embd=n_embd, n_layer=n_layer)
     writer.add_feed_forward_length(n_ff)
     writer.add_head_count(n_head)
     writer.add_head_count_kv(n_head_kv)
@@ -191,9 +185,7 @@ def make_qwen2vl_text(out: Path, base: Path, *, seed: int = 0, n_embd: int = QWE
             yield f"blk.{i}.attn_v.bias", rand(n_head_kv * head, std=0.1)
             yield f"blk.{i}.attn_output.weight", rand(n_embd, n_embd)
             yield f"blk.{i}.ffn_norm.weight", ones(n_embd)
-            yield f"blk.{i}.ffn_gate.weight", rand(n_ff, n_embd)
-            yield f"blk.{i}.ffn_up.weight", rand(n_ff, n_embd)
-            yield f"blk.{i}.ffn_down.weight", rand(n_embd, n_ff)
+            yield from w.gated_ffn(i, n_embd, n_ff)
 
     write_model(writer, tensors())
     return out
