@@ -1,7 +1,7 @@
 import './style.css'
 import { copyButton, setMarkdown } from './markdown.js'
 import {
-  SAMPLING_FIELDS, addNode, branch, exportJson, lastLeaf, loadConversations, loadSettings, mediaKind,
+  SAMPLING_FIELDS, addNode, branch, exportJson, lastLeaf, loadConversations, loadSettings, MEDIA_TYPES, mediaKind,
   newConversation, parseImport, saveConversations, saveSettings, siblings,
 } from './store.js'
 
@@ -108,11 +108,7 @@ const anyMedia = () => ['image', 'audio', 'video'].some(takes)
 const MAX_SIDE = 1536 // larger images are scaled down: the conversation must fit in the browser's storage
 const MAX_INLINE = 1_500_000
 const MAX_CLIP = 4_000_000 // audio and video cannot be scaled down: longer clips are refused
-const TYPES = {
-  image: ['image/png', 'image/jpeg', 'image/webp', 'image/gif'],
-  audio: ['audio/wav', 'audio/x-wav', 'audio/wave', 'audio/mpeg', 'audio/mp3', 'audio/flac', 'audio/x-flac'],
-  video: ['video/mp4', 'video/webm', 'video/quicktime', 'video/x-matroska', 'video/x-msvideo', 'video/mpeg'],
-}
+const TYPES = MEDIA_TYPES // what a message may hold (store.js): the file picker offers these
 const NEEDS = { image: 'a vision projector', audio: 'an audio projector', video: 'a vision projector and ffmpeg' }
 const fileKind = (file) => Object.keys(TYPES).find((kind) => file.type.startsWith(`${kind}/`)) ?? null
 
@@ -135,7 +131,7 @@ function readDataUrl(file) {
 }
 
 async function imageDataUrl(file) {
-  if (!/^image\/(png|jpeg|webp|gif)$/.test(file.type)) {
+  if (!TYPES.image.includes(file.type)) {
     throw new Error(`${file.name || 'The file'} is not a PNG, JPEG, WebP or GIF image`)
   }
   const url = await readDataUrl(file)

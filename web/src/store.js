@@ -98,16 +98,16 @@ export function newConversation(name = 'New chat') {
 
 // What a message may hold (its `images`, named before audio and video came): data: URLs only, never a remote
 // address the page would fetch.
-const MEDIA = {
-  image: /^data:image\/(png|jpeg|webp|gif);base64,/,
-  audio: /^data:audio\/(wav|x-wav|wave|mpeg|mp3|flac|x-flac);base64,/,
-  video: /^data:video\/(mp4|webm|quicktime|x-matroska|x-msvideo|mpeg);base64,/,
+export const MEDIA_TYPES = {
+  image: ['image/png', 'image/jpeg', 'image/webp', 'image/gif'],
+  audio: ['audio/wav', 'audio/x-wav', 'audio/wave', 'audio/mpeg', 'audio/mp3', 'audio/flac', 'audio/x-flac'],
+  video: ['video/mp4', 'video/webm', 'video/quicktime', 'video/x-matroska', 'video/x-msvideo', 'video/mpeg'],
 }
 
 /** 'image', 'audio' or 'video' for a data: URL a message may hold; null for anything else. */
 export function mediaKind(url) {
-  if (typeof url !== 'string') return null
-  return Object.keys(MEDIA).find((kind) => MEDIA[kind].test(url)) ?? null
+  const mime = typeof url === 'string' ? /^data:([a-z0-9.+/-]+);base64,/.exec(url)?.[1] : undefined
+  return Object.keys(MEDIA_TYPES).find((kind) => MEDIA_TYPES[kind].includes(mime)) ?? null
 }
 
 export function addNode(conv, parent, role, content, images = []) {
