@@ -53,6 +53,12 @@ class ServerConfig:
     hf_file_draft: str | None = None  # the draft's file (set by the --fim-qwen-*-spec presets)
     alias: str | None = None  # -a as given: comma-separated names, see aliases
     tags: str | None = None  # --tags as given: comma-separated, see model_tags
+    # router mode (--models-dir / --models-preset without a model): one child server per model
+    models_dir: str | None = None
+    models_preset: str | None = None
+    models_max: int = 4  # models loaded at once; 0 = no limit
+    models_autoload: bool = True
+    argv: tuple[str, ...] = field(default=(), compare=False, repr=False)  # the command line, for the children
     n_gpu_layers: int = -1  # -1 = auto/all, as llama-server
     # context and batching
     n_ctx: int = 0  # 0 = from the model's training context
@@ -224,6 +230,13 @@ class ServerConfig:
     escape: bool = True  # -e/--no-escape: accepted; no effect on the server, as in llama-server
     # sampling defaults for requests
     sampling: SamplingDefaults = field(default_factory=SamplingDefaults)
+
+    @property
+    def router_mode(self) -> bool:
+        """A model catalog (--models-dir, --models-preset) and no model of the server's own (-m, -mu, -hf):
+        serve the catalog's models, each in its own server process (llama-server's router mode)."""
+        has_catalog = bool(self.models_dir or self.models_preset)
+        return has_catalog and not (self.model or self.model_url or self.hf_repo)
 
     @property
     def model_tags(self) -> tuple[str, ...]:

@@ -17,6 +17,7 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import CannotListenError
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from llamatwist.api.app import build_app
@@ -51,7 +52,7 @@ from llamatwist.runtime.adapters import AdapterSpec
 if TYPE_CHECKING:
     from twisted.internet.ssl import CertificateOptions
 
-__all__ = ["HTTPService", "ServerService", "make_service", "tls_options"]
+__all__ = ["HTTPService", "ServerService", "add_listeners", "make_service", "tls_options"]
 
 log = logging.getLogger("llamatwist")
 
@@ -409,11 +410,6 @@ def make_service(config: ServerConfig, reactor: Any = None) -> ServerService:
         model_path = str(ensure_default_model())
     _check_model_file(model_path)
 
-    tls = None
-    if config.ssl_key_file or config.ssl_cert_file:
-        if not (config.ssl_key_file and config.ssl_cert_file):
-            raise StartupError("--ssl-key-file and --ssl-cert-file must be given together")
-        tls = tls_options(config.ssl_key_file, config.ssl_cert_file)
     if config.n_threads_http > 0:
         reactor.suggestThreadPoolSize(config.n_threads_http)
 
@@ -462,6 +458,17 @@ def make_service(config: ServerConfig, reactor: Any = None) -> ServerService:
         SecurityPolicy.from_config(config),
         is_ready=lambda: engine.state is EngineState.READY and not top.draining,
     )
+    add_listeners(top, resource, config, reactor)
+    return top
+
+
+def add_listeners(top: MultiService, resource: Resource, config: ServerConfig, reactor: Any) -> None:
+    """One HTTP(S) listener per --host address serving `resource`, as children of `top`."""
+    tls = None
+    if config.ssl_key_file or config.ssl_cert_file:
+        if not (config.ssl_key_file and config.ssl_cert_file):
+            raise StartupError("--ssl-key-file and --ssl-cert-file must be given together")
+        tls = tls_options(config.ssl_key_file, config.ssl_cert_file)
     site = Site(
         resource,
         requestFactory=body_limited_request(),
@@ -482,7 +489,6 @@ def make_service(config: ServerConfig, reactor: Any = None) -> ServerService:
                            "unix" if host.endswith(".sock") else "http" if tls is None else "https", host)
         http.setName("http" if i == 0 else f"http-{i}")
         http.setServiceParent(top)
-    return top
 
 
 def _listener(reactor: Any, site: Site, host: str, port: int, tls: Any, v6only: bool,

@@ -17,7 +17,7 @@ from llamatwist.api.openai import chat as oai_chat
 from llamatwist.api.openai import completions as oai_completions
 from llamatwist.api.openai import responses as oai_responses
 
-__all__ = ["build_app"]
+__all__ = ["add_error_handlers", "build_app"]
 
 
 def build_app(ctx: ApiContext) -> Klein:
@@ -26,6 +26,12 @@ def build_app(ctx: ApiContext) -> Klein:
                    oai_responses):
         module.register(app, ctx)
     webui.register(app, ctx)  # last: the UI never shadows an API route
+    add_error_handlers(app)
+    return app
+
+
+def add_error_handlers(app: Klein) -> None:
+    """A path no route serves and a method a route does not take: llama-server's 404 and 405 bodies."""
 
     @app.handle_errors(WzNotFound)
     def not_found(request: Request, failure: Any) -> bytes:
@@ -34,5 +40,3 @@ def build_app(ctx: ApiContext) -> Klein:
     @app.handle_errors(WzMethodNotAllowed)
     def not_allowed(request: Request, failure: Any) -> bytes:
         return send_error(request, MethodNotAllowed(f"method {request.method.decode()} not allowed"))
-
-    return app

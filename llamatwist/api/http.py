@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from twisted.internet.defer import CancelledError
 from twisted.web.server import Request
 
 from llamatwist.api.chatformat import ChatFormatter
@@ -167,12 +168,17 @@ def send_json(request: Request, obj: Any, status: int = 200) -> bytes:
 def handler(fn: Handler) -> Callable[..., Awaitable[Any]]:
     """Wrap an async route: an error listed in api/errors.py's table becomes
     llama-server's error body; anything else is logged and becomes a 500
-    (never a dropped socket)."""
+    (never a dropped socket). A route cancelled because its client left answers nothing."""
 
     @functools.wraps(fn)
     async def wrapper(request: Request, *args: Any, **kw: Any) -> Any:
         try:
             return await fn(request, *args, **kw)
+        except CancelledError:
+            if getattr(request, "_disconnected", False):  # Klein cancels a route whose client left
+                return None
+            log.exception("%s cancelled", fn.__name__)
+            return send_error(request, ServerError("internal server error"))
         except REPORTED as err:
             return send_error(request, err)
         except Exception:

@@ -40,6 +40,7 @@ __all__ = [
     "logit_bias",
     "media_dir",
     "mirostat",
+    "models_dir",
     "n_parallel",
     "nonempty",
     "number",
@@ -49,6 +50,7 @@ __all__ = [
     "pooling",
     "port",
     "read_api_key_file",
+    "readable_file",
     "reasoning_effort",
     "reasoning_format",
     "repeat_penalty",
@@ -302,6 +304,19 @@ def directory(text: str) -> str:
     """--path: llama-server refuses to start when the directory is missing."""
     if not os.path.isdir(text):
         raise ValueError(f"static assets path not found: {text!r}")
+    return text
+
+
+def models_dir(text: str) -> str:
+    """--models-dir: as llama-server, a missing directory stops the start-up."""
+    if not os.path.isdir(text):
+        raise ValueError(f"'{text}' does not exist or is not a directory")
+    return text
+
+
+def readable_file(text: str) -> str:
+    if not os.path.isfile(text):
+        raise ValueError(f"file not found: {text!r}")
     return text
 
 

@@ -405,6 +405,7 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> ServerConfi
     top = {k: v for k, v in values.items() if not k.startswith("sampling.")}
     return ServerConfig(
         **top,
+        argv=tuple(argv),
         n_parallel=n_parallel,
         kv_unified=kv_unified,
         sampling=SamplingDefaults(**sampling),

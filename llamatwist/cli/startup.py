@@ -161,6 +161,13 @@ def build_service(config: ServerConfig, *, under_twistd: bool = False) -> MultiS
     logs.setup(config, under_twistd=under_twistd)
     fatal = fatal_errors()
     try:
+        if config.router_mode:
+            from llamatwist.router.service import make_router_service
+
+            return make_router_service(config)
+        if config.models_dir or config.models_preset:
+            log.warning("--models-dir and --models-preset start router mode, which needs no model: ignored with "
+                        "-m, -mu or -hf")
         config = resolve_model(config)
         from llamatwist.server import make_service
 

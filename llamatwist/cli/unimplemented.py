@@ -32,8 +32,6 @@ _NO_SPEECH = ("the server has no speech route (text to speech is llama-tts's, no
 
 _NO_RPC = "this build has no RPC backend (ggml-rpc): llamatwist runs the model in its own process"
 _NO_DOCKER = "models from Docker Hub are not fetched: use -hf (Hugging Face) or -mu (a URL)"
-_NO_ROUTER = ("router mode (several models behind one server) is not supported: run one llamatwist per model, "
-              "behind nginx for one address (packaging/nginx)")
 _NO_FIT = ("fitting unset parameters to device memory is not supported: set -c and -ngl (a model too large for "
            "memory is a start-up error naming the sizes)")
 _NO_SYNTH = ("synthetic drafts accept draft tokens at random, bypassing verification (a benchmarking aid of "
@@ -64,10 +62,6 @@ UNIMPLEMENTED: Final[tuple[Unimplemented, ...]] = (
     _U("--mcp-servers-config", "LLAMA_ARG_MCP_SERVERS_CONFIG", VALUE),
     _U("--mcp-servers-json", "LLAMA_ARG_MCP_SERVERS_JSON", VALUE),
     _U("-ag --agent -no-ag --no-agent", "LLAMA_ARG_AGENT", BOOL),
-    _U("--models-dir", "LLAMA_ARG_MODELS_DIR", VALUE, _NO_ROUTER),
-    _U("--models-preset", "LLAMA_ARG_MODELS_PRESET", VALUE, _NO_ROUTER),
-    _U("--models-max", "LLAMA_ARG_MODELS_MAX", VALUE, _NO_ROUTER),
-    _U("--models-autoload --no-models-autoload", "LLAMA_ARG_MODELS_AUTOLOAD", BOOL, _NO_ROUTER),
     _U("--spec-synth-len", "LLAMA_ARG_SPEC_SYNTH_LEN", VALUE, _NO_SYNTH),
     _U("--spec-synth-rates", "LLAMA_ARG_SPEC_SYNTH_RATES", VALUE, _NO_SYNTH),
     # removed from llama-server (arg_removed): refused with its message

@@ -1,0 +1,286 @@
+# -*- test-case-name: tests.test_router_catalog -*-
+"""Which models a router serves, and the command line each one's server starts with.
+
+Pure functions over the file system and the flag tables, as llama-server's presets (common/preset.cpp):
+
+- ``--models-dir``: each ``NAME.gguf`` is model NAME; each sub-directory NAME holding a GGUF is model NAME,
+  with a file whose name has ``mmproj`` in it as its projector and the first shard (``-00001-of-``) of a
+  split model as the model.
+- ``--models-preset``: an INI file. ``[*]`` holds options for every model, each other section one model's
+  (a section named after a ``--models-dir`` model adds to it; any other must say ``model`` or ``hf-repo``).
+  Keys are flag names without dashes (``c``, ``ctx-size``) or their ``LLAMA_ARG_*`` variables; three keys
+  belong to presets alone: ``load-on-startup``, ``stop-timeout`` and ``dedup-cache-models``.
+
+A child's arguments are the ``[*]`` options, then the model's, then the router's own command line without
+the flags the router keeps for itself (address, keys, TLS, router flags): later ones win, so the command
+line beats the model's section, which beats ``[*]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from llamatwist.cli.convert import FALSEY, TRUTHY
+from llamatwist.cli.parser import FLAGS, build_parser
+
+__all__ = [
+    "CHILD_HOST",
+    "DEFAULT_STOP_TIMEOUT",
+    "CatalogError",
+    "ModelEntry",
+    "child_args",
+    "child_env",
+    "load_catalog",
+    "router_args",
+    "scan_models_dir",
+]
+
+CHILD_HOST: Final = "127.0.0.1"  # the children listen here whatever --host the router has
+DEFAULT_STOP_TIMEOUT: Final = 10  # seconds from an unload's SIGTERM to SIGKILL
+
+# ServerConfig fields the router keeps: its own address, keys and TLS, the router flags, the names
+_ROUTER_ONLY: Final = frozenset({
+    "host", "port", "api_keys", "api_key_file", "ssl_key_file", "ssl_cert_file", "api_prefix",
+    "models_dir", "models_preset", "models_max", "models_autoload", "alias", "tags",
+})
+# ... and on the router's command line, a model source (a model's own comes from its entry)
+_RESERVED: Final = _ROUTER_ONLY | {"model", "model_url", "hf_repo", "hf_file"}
+_PRESET_ONLY: Final = frozenset({"load-on-startup", "stop-timeout", "dedup-cache-models"})
+_MODEL_KEYS: Final = frozenset({"model", "model_url", "hf_repo"})
+
+
+class CatalogError(Exception):
+    """The models directory or the preset file cannot be served; the message says why."""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    source: str  # "models_dir" or "preset", as llama-server's /models says
+    options: tuple[str, ...]  # the model's own arguments ([*] and its section, or -m/--mmproj from the dir)
+    aliases: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    load_on_startup: bool = False
+    stop_timeout: int = DEFAULT_STOP_TIMEOUT
+    mmproj: str | None = None  # for /models' input modalities
+    preset: dict[str, str] = field(default_factory=dict)  # the section as written, for /models
+
+
+def _actions() -> dict[str, argparse.Action]:
+    return dict(build_parser()._option_string_actions)  # argparse keeps no public map
+
+
+def _key_map(actions: dict[str, argparse.Action]) -> dict[str, str]:
+    """An INI key (a spelling without dashes, or a variable) -> the spelling to pass."""
+    keys = {spelling.lstrip("-"): spelling for spelling in actions}
+    for flag in FLAGS:
+        if flag.env:
+            keys[flag.env] = flag.names[0]
+    return keys
+
+
+def _arity(action: argparse.Action) -> int | None:
+    """Values a use takes; None for an optional one (``-fa``, whose value may be left out)."""
+    if action.nargs is None:
+        return 1
+    if action.nargs == "?":
+        return None
+    return int(action.nargs) if isinstance(action.nargs, int) else 1
+
+
+def router_args(argv: Sequence[str]) -> list[str]:
+    """The router's command line without the flags it keeps for itself (`_RESERVED`)."""
+    actions = _actions()
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        name, eq, _ = arg.partition("=")
+        action = actions.get(name.replace("_", "-") if name.startswith("--") else name)
+        if action is None:
+            out.append(arg)
+            i += 1
+            continue
+        n = _arity(action)
+        if eq:
+            n = 0
+        elif n is None:
+            n = 1 if i + 1 < len(argv) and not argv[i + 1].startswith("-") else 0
+        use = list(argv[i:i + 1 + n])
+        i += 1 + n
+        if action.dest not in _RESERVED:
+            out += use
+    return out
+
+
+def _truthy(value: str) -> bool | None:
+    text = value.strip().lower()
+    return True if text in TRUTHY else False if text in FALSEY else None
+
+
+def _render(section: str, key: str, value: str, keys: dict[str, str],
+            actions: dict[str, argparse.Action]) -> list[str]:
+    """One preset option as arguments."""
+    spelling = keys.get(key)
+    if spelling is None:
+        raise CatalogError(f"option '{key}' not recognized in preset '{section}'")
+    action = actions[spelling]
+    if action.nargs == 0:  # an on/off flag or a switch
+        flag = next((f for f in FLAGS if spelling in f.names + f.neg), None)
+        on = _truthy(value)
+        if on is None:
+            raise CatalogError(f"option '{key}' of preset '{section}' takes true or false, got {value!r}")
+        if flag is not None and spelling in flag.neg:
+            on = not on
+        if on:
+            return [flag.names[0] if flag is not None else spelling]
+        return [flag.neg[0]] if flag is not None and flag.neg else []
+    if isinstance(action.nargs, int) and action.nargs > 1:
+        return [spelling, *value.split()]
+    return [spelling, value]
+
+
+def _field(spelling: str, actions: dict[str, argparse.Action]) -> str:
+    action = actions.get(spelling)
+    return action.dest if action is not None else ""
+
+
+def scan_models_dir(root: str) -> dict[str, ModelEntry]:
+    """The models of a --models-dir, by name."""
+    if not os.path.isdir(root):
+        raise CatalogError(f"'{root}' does not exist or is not a directory")
+    out: dict[str, ModelEntry] = {}
+    for path in sorted(Path(root).iterdir()):
+        if path.is_dir():
+            ggufs = sorted(p for p in path.iterdir() if p.suffix == ".gguf" and p.is_file())
+            mmproj = next((p for p in ggufs if "mmproj" in p.name), None)
+            shards = [p for p in ggufs if "-00001-of-" in p.name and p != mmproj]
+            models = [p for p in ggufs if p != mmproj and "-of-" not in p.name]
+            model = shards[0] if shards else models[-1] if models else None
+            if model is None:
+                continue
+            options = ["-m", str(model)] + (["--mmproj", str(mmproj)] if mmproj else [])
+            out[path.name] = ModelEntry(path.name, "models_dir", tuple(options),
+                                        mmproj=str(mmproj) if mmproj else None)
+        elif path.suffix == ".gguf" and "mmproj" not in path.name:
+            out[path.stem] = ModelEntry(path.stem, "models_dir", ("-m", str(path)))
+    return out
+
+
+def _read_ini(path: str) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(interpolation=None, delimiters=("=",), comment_prefixes=(";", "#"),
+                                       inline_comment_prefixes=None, strict=True, default_section="\0")
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # keys keep their case (LLAMA_ARG_*)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+        # llama-server's INI allows keys before any section (version = 1): give them one
+        parser.read_string("[\0top]\n" + text, source=path)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CatalogError(f"cannot read --models-preset {path}: {exc}") from None
+    except configparser.Error as exc:
+        raise CatalogError(f"--models-preset {path}: {exc}") from None
+    return parser
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(sorted({v.strip() for v in value.split(",") if v.strip()}))
+
+
+def load_catalog(models_dir: str | None, models_preset: str | None) -> dict[str, ModelEntry]:
+    """Every model the router serves, by name (CatalogError when the sources cannot be served)."""
+    actions = _actions()
+    keys = _key_map(actions)
+    entries = scan_models_dir(models_dir) if models_dir else {}
+    if not models_preset:
+        return entries
+    ini = _read_ini(models_preset)
+    sections: list[tuple[str, dict[str, str]]] = []
+    glob: dict[str, str] = {}
+    for name in ini.sections():
+        values = {k: v.strip() for k, v in ini.items(name)}
+        if name == "\0top":  # keys before the first section: llama-server's preset "default"
+            values.pop("version", None)
+            if not values:
+                continue
+            name = "default"
+        if name == "*":
+            glob.update(values)
+        else:
+            sections.append((name, values))
+
+    def options(section: str, values: dict[str, str]) -> list[str]:
+        out: list[str] = []
+        for key, value in values.items():
+            if key not in _PRESET_ONLY and _field(keys.get(key, ""), actions) not in _ROUTER_ONLY:
+                out += _render(section, key, value, keys, actions)
+        return out
+
+    glob_args = options("*", glob)
+    merged: dict[str, ModelEntry] = {}
+    for name, entry in entries.items():
+        merged[name] = _with_preset(entry, glob, glob_args, {}, [], "models_dir")
+    for name, values in sections:
+        own = options(name, values)
+        fields = {_field(keys[k], actions) for k in values if k not in _PRESET_ONLY}
+        base = entries.get(name)
+        if base is None and not fields & _MODEL_KEYS:
+            raise CatalogError(f"preset '{name}' names no model: give it 'model' (a path) or 'hf-repo'")
+        if base is None:
+            base = ModelEntry(name, "preset", ())
+        merged[name] = _with_preset(base, glob, glob_args, values, own, "preset")
+    _check_names(merged.values())
+    return merged
+
+
+def _with_preset(base: ModelEntry, glob: dict[str, str], glob_args: list[str], values: dict[str, str],
+                 own: list[str], source: str) -> ModelEntry:
+    both = {**glob, **values}
+    alias = next((both[k] for k in ("alias", "a", "LLAMA_ARG_ALIAS") if k in values), "")
+    tags = next((both[k] for k in ("tags", "LLAMA_ARG_TAGS") if k in values), "")
+    timeout = both.get("stop-timeout")
+    try:
+        stop_timeout = int(timeout) if timeout is not None else DEFAULT_STOP_TIMEOUT
+    except ValueError:
+        raise CatalogError(f"stop-timeout of preset '{base.name}' must be a number of seconds, "
+                           f"got {timeout!r}") from None
+    on_startup = _truthy(both.get("load-on-startup", "false"))
+    if on_startup is None:
+        raise CatalogError(f"load-on-startup of preset '{base.name}' takes true or false")
+    mmproj = next((both[k] for k in ("mmproj", "mm", "LLAMA_ARG_MMPROJ") if k in both), base.mmproj)
+    return ModelEntry(
+        name=base.name, source=source, options=(*glob_args, *base.options, *own), aliases=_split(alias),
+        tags=_split(tags), load_on_startup=on_startup, stop_timeout=max(0, stop_timeout), mmproj=mmproj,
+        preset=dict(both),
+    )
+
+
+def _check_names(entries: Iterable[ModelEntry]) -> None:
+    """Names and aliases route requests: each must mean one model."""
+    owner: dict[str, str] = {}
+    for entry in entries:
+        owner[entry.name] = entry.name
+    for entry in entries:
+        for alias in entry.aliases:
+            if alias in owner and owner[alias] != entry.name:
+                raise CatalogError(f"alias '{alias}' of model '{entry.name}' is also the name or an alias of "
+                                   f"model '{owner[alias]}'")
+            owner[alias] = entry.name
+
+
+def child_args(entry: ModelEntry, argv: Sequence[str], port: int) -> list[str]:
+    """The arguments of `entry`'s server (after ``python -m llamatwist``)."""
+    return [*entry.options, *router_args(argv), "--host", CHILD_HOST, "--port", str(port), "--alias", entry.name]
+
+
+def child_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The children's environment: the router's, without the variables of the flags it keeps (`_RESERVED`)."""
+    reserved = {flag.env for flag in FLAGS if flag.env and flag.field in _RESERVED}
+    reserved |= {"LLAMA_ARG_API_KEY_FILE"}
+    return {k: v for k, v in environ.items() if k not in reserved}

@@ -1,0 +1,187 @@
+# -*- test-case-name: tests.test_router -*-
+"""The router's HTTP API, as llama-server's router mode.
+
+Its own routes: ``/health``, ``/models`` and ``/v1/models`` (every model with its status), ``/props``
+(the router's; with ``?model=`` the model's), ``POST /models/load`` and ``/models/unload``, and
+``GET /models/sse`` (status events). Every other route goes to a model's server: a POST by its body's
+``model``, a GET or DELETE by the ``model`` query parameter; a model not running is loaded first unless
+``--no-models-autoload`` (``?autoload=true|false`` decides per request).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+from urllib.parse import parse_qs
+
+from klein import Klein
+from twisted.internet import defer
+from twisted.internet.error import ConnectError
+from twisted.web.client import Agent
+from twisted.web.server import Request
+
+from llamatwist import __version__
+from llamatwist.api.app import add_error_handlers
+from llamatwist.api.errors import (
+    InvalidRequest,
+    NotSupported,
+    Unavailable,
+)
+from llamatwist.api.http import handler, load_json, read_json, send_json
+from llamatwist.router.fleet import LOADED, Fleet, Instance
+from llamatwist.router.proxy import forward, quiet_pool
+
+__all__ = ["build_router_app"]
+
+log = logging.getLogger("llamatwist.router")
+
+
+def _query(request: Request, name: str) -> str | None:
+    values = parse_qs(request.uri.partition(b"?")[2].decode("utf-8", "replace")).get(name)
+    return values[-1] if values else None
+
+
+def _autoload(request: Request, default: bool) -> bool:
+    value = _query(request, "autoload")
+    return default if value is None else value in ("true", "1")
+
+
+def _model_json(inst: Instance, created: int) -> dict[str, Any]:
+    entry = inst.entry
+    inputs = ["text"]
+    if inst.info:  # the running server says what its projector takes
+        inputs += [m for m in ("image", "audio") if m in (inst.info.get("capabilities") or ())]
+    elif entry.mmproj:
+        inputs.append("image")
+    out: dict[str, Any] = {
+        "id": entry.name, "aliases": list(entry.aliases), "tags": list(entry.tags), "object": "model",
+        "owned_by": "llamacpp", "created": created, "status": inst.status_json(),
+        "architecture": {"input_modalities": inputs, "output_modalities": ["text"]},
+        "source": entry.source, "can_remove": False,
+    }
+    if inst.running:
+        for key, value in inst.info.items():
+            out.setdefault(key, value)
+    return out
+
+
+def build_router_app(fleet: Fleet, reactor: Any, autoload_default: bool, api_prefix: str = "") -> Klein:
+    app = Klein()
+    agent = Agent(reactor, pool=quiet_pool(reactor))
+    prefix = api_prefix.encode("utf-8")
+
+    @app.route("/health", methods=["GET"])
+    @app.route("/v1/health", methods=["GET"])
+    @handler
+    async def health(request: Request) -> Any:
+        return send_json(request, {"status": "ok"})
+
+    @app.route("/models", methods=["GET"])
+    @app.route("/v1/models", methods=["GET"])
+    @handler
+    async def models(request: Request) -> Any:
+        created = int(time.time())
+        return send_json(request, {"data": [_model_json(i, created) for i in fleet.instances.values()],
+                                   "object": "list"})
+
+    @app.route("/props", methods=["GET"])
+    @handler
+    async def props(request: Request) -> Any:
+        if _query(request, "model") is not None:
+            return await relay(request, _query(request, "model"))
+        return send_json(request, {
+            "role": "router",
+            "max_instances": fleet.models_max,
+            "models_autoload": autoload_default,
+            "model_alias": "llamatwist",
+            "model_path": "none",
+            "default_generation_settings": {"params": {}, "n_ctx": 0},
+            "build_info": f"llamatwist {__version__}",
+        })
+
+    @app.route("/models/load", methods=["POST"])
+    @handler
+    async def load(request: Request) -> Any:
+        inst = fleet.known(read_json(request).get("model"))
+        if inst.running:
+            raise InvalidRequest("model is already running")
+        await fleet.load(inst)
+        return send_json(request, {"success": True})
+
+    @app.route("/models/unload", methods=["POST"])
+    @handler
+    async def unload(request: Request) -> Any:
+        name = read_json(request).get("model")
+        inst = fleet.find(name) if isinstance(name, str) else None
+        if inst is None:
+            raise InvalidRequest("model is not found")
+        if not inst.running:
+            raise InvalidRequest("model is not running")
+        fleet.unload(inst)
+        return send_json(request, {"success": True})
+
+    @app.route("/models", methods=["POST", "DELETE"])
+    @handler
+    async def manage(request: Request) -> Any:
+        raise NotSupported("adding and removing models through the API is not supported: the router serves "
+                           "--models-dir and --models-preset (GET /models?reload=1 is not supported either; "
+                           "restart the router after adding a model)")
+
+    @app.route("/models/sse", methods=["GET"])
+    def events(request: Request) -> Any:
+        request.setHeader(b"Content-Type", b"text/event-stream")
+        request.setHeader(b"Cache-Control", b"no-cache")
+
+        def send(message: dict[str, Any]) -> None:
+            request.write(b"data: " + json.dumps(message).encode() + b"\n\n")
+
+        fleet.listeners.append(send)
+        request.write(b": connected\n\n")
+        left: defer.Deferred[None] = defer.Deferred()  # the answer ends when the client leaves
+
+        def gone(_: object) -> None:
+            fleet.listeners.remove(send)
+            left.callback(None)
+
+        request.notifyFinish().addBoth(gone)
+        return left
+
+    async def relay(request: Request, name: Any) -> Any:
+        inst = fleet.require(name)
+        if inst.status != LOADED or inst.stopping:
+            if not _autoload(request, autoload_default):
+                raise InvalidRequest("model is not loaded")
+            gone: list[bool] = []
+            request.notifyFinish().addErrback(lambda _: gone.append(True))
+            await fleet.ensure_ready(inst, lambda: bool(gone))
+        if request.method == b"POST":
+            inst.last_used = time.monotonic()
+        inst.requests += 1
+        body = request.content.getvalue() if request.content is not None else b""
+        path = request.path[len(prefix):]  # as sent (still percent-encoded), without --api-prefix
+        query = request.uri.partition(b"?")[2]
+        try:
+            await forward(request, agent, inst.port, path + (b"?" + query if query else b""), body)
+        except ConnectError:
+            raise Unavailable(f"model {inst.entry.name} is not reachable (its server stopped)") from None
+        finally:
+            inst.requests -= 1
+            fleet.changed()
+        return None
+
+    @app.route("/", branch=True, methods=["POST", "PUT"])
+    @handler
+    async def by_body(request: Request) -> Any:
+        raw = request.content.read() if request.content is not None else b""
+        body = load_json(raw) if raw.strip() else {}
+        return await relay(request, body.get("model") if isinstance(body, dict) else None)
+
+    @app.route("/", branch=True, methods=["GET", "DELETE"])
+    @handler
+    async def by_query(request: Request) -> Any:
+        return await relay(request, _query(request, "model"))
+
+    add_error_handlers(app)
+    return app
