@@ -9,6 +9,7 @@ per-request sampling defaults are `SamplingDefaults` (sampling_defaults.py).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from llamatwist.sampling_defaults import SamplingDefaults
 
@@ -58,7 +59,8 @@ class ServerConfig:
     models_preset: str | None = None
     models_max: int = 4  # models loaded at once; 0 = no limit
     models_autoload: bool = True
-    argv: tuple[str, ...] = field(default=(), compare=False, repr=False)  # the command line, for the children
+    argv: tuple[str, ...] = field(default=(), compare=False, repr=False)
+    ui_config: dict[str, Any] = field(default_factory=dict)  # --ui-config / --ui-config-file: /props ui_settings  # the command line, for the children
     n_gpu_layers: int = -1  # -1 = auto/all, as llama-server
     # context and batching
     n_ctx: int = 0  # 0 = from the model's training context

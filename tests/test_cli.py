@@ -65,6 +65,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "models_dir": ("/", "/"),
     "models_preset": ("/etc/hostname", "/etc/hostname"),
     "models_max": ("2", 2),
+    "ui_config": ('{"theme": "dark"}', {"theme": "dark"}),
     "sampling.sse_ping_interval": ("-1", -1),
     "model_draft": ("d.gguf", "d.gguf"),
     "spec_type": ("ngram-simple", "ngram-simple"),
@@ -229,7 +230,10 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "override_kv": ("a.b=int:1,c=str:x y", (("a.b", "int", "1"), ("c", "str", "x y"))),
 }
 # Flags sharing a field with another spelling of another syntax.
+_UI_CONFIG_FILE = (str(Path(__file__).parent / "data" / "ui_config.json"), {"theme": "dark", "showTokensPerSecond": True})
 SAMPLES_BY_NAME: dict[str, tuple[str, Any]] = {
+    "--ui-config-file": _UI_CONFIG_FILE,
+    "--webui-config-file": _UI_CONFIG_FILE,
     "--sampler-seq": ("kXt", ("top_k", "temperature")),
     "--sampling-seq": ("edskypmxt", SamplingDefaults().samplers),
     "--rope-scale": ("4", 0.25),
@@ -347,7 +351,7 @@ def test_aliases_property() -> None:
 @pytest.mark.parametrize("flag", [f for f in VALUE_FLAGS if f.env], ids=lambda f: f.env)
 def test_env_var_used_when_flag_absent(flag: cli.Flag) -> None:
     assert flag.env is not None
-    text, expected = SAMPLES[flag.field]
+    text, expected = SAMPLES_BY_NAME.get(flag.names[0]) or SAMPLES[flag.field]
     assert field(parse_config([], {flag.env: text}), flag.field) == expected
 
 

@@ -82,7 +82,7 @@ def _child_port(model: dict[str, Any]) -> int:
 @pytest.fixture(scope="module")
 def router(catalog: Path) -> Iterator[Server]:
     srv = Server(["--models-dir", str(catalog / "models"), "--models-preset", str(catalog / "presets.ini"),
-                  "--models-max", "2", *COMMON])
+                  "--models-max", "2", "--ui-config", '{"theme": "dark"}', *COMMON])
     yield srv
     srv.stop()
 
@@ -96,6 +96,11 @@ def test_lists_the_catalog_unloaded(router: Server, catalog: Path) -> None:
     assert all(m["status"]["value"] == "unloaded" and m["object"] == "model" for m in models.values())
     props = router.get("/props").json()
     assert props["role"] == "router" and props["max_instances"] == 2 and props["models_autoload"] is True
+    assert props["ui_settings"] == {"theme": "dark"}
+    # the web UI is served by the router itself
+    page = router.get("/")
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert "<html" in page.text
     # the same list on both paths
     assert router.get("/models").json()["data"][0]["id"] == router.get("/v1/models").json()["data"][0]["id"]
 
@@ -123,6 +128,7 @@ def test_alias_and_preset_options(router: Server) -> None:
     assert r.status_code == 200, r.text
     assert r.json()["tokens_predicted"] == 5  # the preset's n-predict
     props = router.get("/props", params={"model": "small"}).json()
+    assert props["ui_settings"] == {"theme": "dark"}  # the router's --ui-config reaches its models too
     assert props["model_alias"] == "smol" and props["default_generation_settings"]["n_ctx"] == 4096 // 4
     # GET routes go by ?model=
     slots = router.get("/slots", params={"model": "smol"})

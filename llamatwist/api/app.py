@@ -25,7 +25,7 @@ def build_app(ctx: ApiContext) -> Klein:
     for module in (info, completion, infill, tokens, oai_completions, oai_chat, embeddings, openapi, lora, anthropic,
                    oai_responses):
         module.register(app, ctx)
-    webui.register(app, ctx)  # last: the UI never shadows an API route
+    webui.register(app, ctx.config)  # last: the UI never shadows an API route
     add_error_handlers(app)
     return app
 

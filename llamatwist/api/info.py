@@ -107,6 +107,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
             "bos_token": ctx.engine.token_piece(loaded.bos).decode("utf-8", "replace") if loaded.bos >= 0 else "",
             "eos_token": ctx.engine.token_piece(loaded.eos).decode("utf-8", "replace") if loaded.eos >= 0 else "",
             "build_info": f"llamatwist {__version__}",
+            "ui_settings": ctx.config.ui_config,
             "is_sleeping": ctx.engine.sleeping,
             # llamatwist's: the start-up RoPE/YaRN and loading settings (0 or negative = the model's own)
             "rope": _rope(ctx.config),

@@ -23,7 +23,7 @@ from twisted.web.server import Request
 from werkzeug.exceptions import NotFound as WzNotFound
 
 from llamatwist.api.errors import NotFound, send_error
-from llamatwist.api.http import ApiContext
+from llamatwist.config import ServerConfig
 from llamatwist.webui import Asset, completion_js, index_html, resolve_static
 
 __all__ = ["register", "send_asset"]
@@ -89,8 +89,7 @@ class _StaticFile(Resource):
         return self._file.render(request)
 
 
-def register(app: Klein, ctx: ApiContext) -> None:
-    config = ctx.config
+def register(app: Klein, config: ServerConfig) -> None:
     if not config.webui:
         return
     root = config.static_path

@@ -37,6 +37,7 @@ __all__ = [
     "int_range",
     "integer",
     "json_object",
+    "json_object_file",
     "logit_bias",
     "media_dir",
     "mirostat",
@@ -352,6 +353,16 @@ def json_object(text: str) -> dict[str, object]:
     if not isinstance(value, dict):
         raise ValueError(f"must be a JSON object, got {type(value).__name__}")  # noqa: TRY004  # argparse reports ValueError
     return value
+
+
+def json_object_file(text: str) -> dict[str, object]:
+    """A JSON object read from a file (--ui-config-file)."""
+    try:
+        with open(text, encoding="utf-8") as fh:
+            content = fh.read()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"cannot read {text}: {err}") from None
+    return json_object(content)
 
 
 TRUTHY: Final = frozenset({"on", "enabled", "true", "1"})

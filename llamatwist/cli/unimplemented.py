@@ -37,7 +37,6 @@ _NO_FIT = ("fitting unset parameters to device memory is not supported: set -c a
 _NO_SYNTH = ("synthetic drafts accept draft tokens at random, bypassing verification (a benchmarking aid of "
              "llama.cpp): a server that must answer correctly does not offer them; use --spec-type for real speculation")
 _REMOVED = "the argument has been removed."  # llama-server's arg_removed() message, its advice follows
-_NO_UI_CONFIG = "the built-in web UI takes no server-side configuration: its settings live in the browser"
 
 UNIMPLEMENTED: Final[tuple[Unimplemented, ...]] = (
     # older llama-server's text-to-speech flags (no longer in the pinned source)
@@ -50,8 +49,6 @@ UNIMPLEMENTED: Final[tuple[Unimplemented, ...]] = (
     _U("-fitt --fit-target", "LLAMA_ARG_FIT_TARGET", VALUE, _NO_FIT),
     _U("-fitc --fit-ctx", "LLAMA_ARG_FIT_CTX", VALUE, _NO_FIT),
     _U("-dr --docker-repo", "LLAMA_ARG_DOCKER_REPO", VALUE, _NO_DOCKER),
-    _U("--ui-config --webui-config", "LLAMA_ARG_UI_CONFIG", VALUE, _NO_UI_CONFIG),
-    _U("--ui-config-file --webui-config-file", "LLAMA_ARG_UI_CONFIG_FILE", VALUE, _NO_UI_CONFIG),
     _U(
         "--ui-mcp-proxy --webui-mcp-proxy --no-ui-mcp-proxy --no-webui-mcp-proxy",
         "LLAMA_ARG_UI_MCP_PROXY",

@@ -23,6 +23,7 @@ from twisted.web.client import Agent
 from twisted.web.server import Request
 
 from llamatwist import __version__
+from llamatwist.api import webui
 from llamatwist.api.app import add_error_handlers
 from llamatwist.api.errors import (
     InvalidRequest,
@@ -30,6 +31,7 @@ from llamatwist.api.errors import (
     Unavailable,
 )
 from llamatwist.api.http import handler, load_json, read_json, send_json
+from llamatwist.config import ServerConfig
 from llamatwist.router.fleet import LOADED, Fleet, Instance
 from llamatwist.router.proxy import forward, quiet_pool
 
@@ -67,10 +69,12 @@ def _model_json(inst: Instance, created: int) -> dict[str, Any]:
     return out
 
 
-def build_router_app(fleet: Fleet, reactor: Any, autoload_default: bool, api_prefix: str = "") -> Klein:
+def build_router_app(fleet: Fleet, reactor: Any, config: ServerConfig) -> Klein:
     app = Klein()
+    webui.register(app, config)  # first: its routes win over the catch-all ones that forward to a model
     agent = Agent(reactor, pool=quiet_pool(reactor))
-    prefix = api_prefix.encode("utf-8")
+    prefix = config.api_prefix.encode("utf-8")
+    autoload_default = config.models_autoload
 
     @app.route("/health", methods=["GET"])
     @app.route("/v1/health", methods=["GET"])
@@ -99,6 +103,7 @@ def build_router_app(fleet: Fleet, reactor: Any, autoload_default: bool, api_pre
             "model_path": "none",
             "default_generation_settings": {"params": {}, "n_ctx": 0},
             "build_info": f"llamatwist {__version__}",
+            "ui_settings": config.ui_config,
         })
 
     @app.route("/models/load", methods=["POST"])

@@ -64,7 +64,7 @@ def make_router_service(config: ServerConfig, reactor: Any = None) -> RouterServ
                            f"({config.models_max})")
     fleet = Fleet(catalog, config.argv, config.models_max, reactor)
     top = RouterService(fleet)
-    resource = SecureResource(build_router_app(fleet, reactor, config.models_autoload, config.api_prefix).resource(),
+    resource = SecureResource(build_router_app(fleet, reactor, config).resource(),
                               SecurityPolicy.from_config(config), is_ready=lambda: not fleet.stopped)
     add_listeners(top, resource, config, reactor)
     return top
