@@ -16,6 +16,7 @@ from llamatwist.api.http import ApiContext
 from llamatwist.api.openai import chat as oai_chat
 from llamatwist.api.openai import completions as oai_completions
 from llamatwist.api.openai import responses as oai_responses
+from llamatwist.api.openai import transcriptions as oai_transcriptions
 
 __all__ = ["add_error_handlers", "build_app"]
 
@@ -23,7 +24,7 @@ __all__ = ["add_error_handlers", "build_app"]
 def build_app(ctx: ApiContext) -> Klein:
     app = Klein()
     for module in (info, completion, infill, tokens, oai_completions, oai_chat, embeddings, openapi, lora, anthropic,
-                   oai_responses):
+                   oai_responses, oai_transcriptions):
         module.register(app, ctx)
     webui.register(app, ctx.config)  # last: the UI never shadows an API route
     add_error_handlers(app)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import functools
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ __all__ = [
     "child_args",
     "child_env",
     "load_catalog",
+    "projector_inputs",
     "router_args",
     "scan_models_dir",
 ]
@@ -70,6 +72,27 @@ class ModelEntry:
     stop_timeout: int = DEFAULT_STOP_TIMEOUT
     mmproj: str | None = None  # for /models' input modalities
     preset: dict[str, str] = field(default_factory=dict)  # the section as written, for /models
+
+
+@functools.lru_cache(maxsize=256)
+def projector_inputs(path: str | None) -> tuple[str, ...]:
+    """The inputs a model takes: text, and what its projector's encoders read (llama-server asks libmtmd;
+    the GGUF keys say the same without loading it). A projector that cannot be read adds nothing."""
+    if not path:
+        return ("text",)
+    try:
+        import gguf
+
+        fields = gguf.GGUFReader(path).fields
+    except Exception:  # noqa: BLE001  # missing or not GGUF: its server will say so when it loads
+        return ("text",)
+
+    def has(key: str) -> bool:
+        field = fields.get(key)
+        return field is not None and bool(field.contents())
+
+    return ("text", *(["image"] if has("clip.has_vision_encoder") else []),
+            *(["audio"] if has("clip.has_audio_encoder") else []))
 
 
 def _actions() -> dict[str, argparse.Action]:

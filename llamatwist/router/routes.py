@@ -32,6 +32,7 @@ from llamatwist.api.errors import (
 )
 from llamatwist.api.http import handler, load_json, read_json, send_json
 from llamatwist.config import ServerConfig
+from llamatwist.router.catalog import projector_inputs
 from llamatwist.router.fleet import LOADED, Fleet, Instance
 from llamatwist.router.proxy import forward, quiet_pool
 
@@ -52,11 +53,7 @@ def _autoload(request: Request, default: bool) -> bool:
 
 def _model_json(inst: Instance, created: int) -> dict[str, Any]:
     entry = inst.entry
-    inputs = ["text"]
-    if inst.info:  # the running server says what its projector takes
-        inputs += [m for m in ("image", "audio") if m in (inst.info.get("capabilities") or ())]
-    elif entry.mmproj:
-        inputs.append("image")
+    inputs = list(projector_inputs(entry.mmproj))
     out: dict[str, Any] = {
         "id": entry.name, "aliases": list(entry.aliases), "tags": list(entry.tags), "object": "model",
         "owned_by": "llamacpp", "created": created, "status": inst.status_json(),
@@ -179,6 +176,11 @@ def build_router_app(fleet: Fleet, reactor: Any, config: ServerConfig) -> Klein:
     @app.route("/", branch=True, methods=["POST", "PUT"])
     @handler
     async def by_body(request: Request) -> Any:
+        ctype = request.getHeader(b"content-type") or b""
+        if ctype.lower().startswith(b"multipart/form-data"):  # /v1/audio/transcriptions: a form field
+            args: dict[bytes, list[bytes]] = request.args or {}
+            values = args.get(b"model") or [b""]
+            return await relay(request, values[-1].decode("utf-8", "replace"))
         raw = request.content.read() if request.content is not None else b""
         body = load_json(raw) if raw.strip() else {}
         return await relay(request, body.get("model") if isinstance(body, dict) else None)
