@@ -46,6 +46,7 @@ class Operation:
     errors: str = "llama"  # which error shape: llama (OpenAI-like) | anthropic
     query: tuple[tuple[str, bool], ...] = ()  # (name, required) string query parameters
     public: bool = False  # served without an API key
+    form: bool = False  # the body is a multipart form (file uploads), not JSON
 
 
 def _body(props: Mapping[str, Any], required: tuple[str, ...] = (), generation: bool = False) -> dict[str, Any]:
@@ -111,12 +112,16 @@ _BODIES: dict[str, dict[str, Any]] = {
     "AnthropicMessages": _body(_ANTHROPIC, ("model", "max_tokens", "messages")),
     "AnthropicCountTokens": _body(_ANTHROPIC, ("model", "messages")),
     "Responses": _body(_RESPONSES, ("input",)),
+    "Transcription": {"type": "object", "required": ["file"], "properties": {
+        "file": {"type": "string", "contentMediaType": "application/octet-stream"}, "model": _STR, "prompt": _STR,
+        "language": _STR, "response_format": {"enum": ["json"]}, "stream": {"enum": ["true", "false"]},
+        "temperature": _STR, "max_tokens": _STR}},
     "LoraScales": {"type": "array", "items": {
         "type": "object", "properties": {"id": _INT, "scale": {"type": "number"}}, "required": ["id", "scale"]}},
 }
 
 _T_GEN, _T_OAI, _T_EMB, _T_SRV, _T_UI = "generation", "openai", "embeddings", "server", "web ui"
-_T_ANT = "anthropic"
+_T_ANT, _T_AUD = "anthropic", "audio"
 
 # (method, path) -> what it does. A test checks this against the routes the app registers, both ways.
 OPERATIONS: dict[tuple[str, str], Operation] = {
@@ -162,6 +167,10 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                                                       "Responses"),
     ("post", "/responses/input_tokens"): Operation("Count a Responses request's input tokens (alias)", _T_OAI,
                                                    "Responses"),
+    ("post", "/v1/audio/transcriptions"): Operation("OpenAI audio transcription (needs an audio projector)", _T_AUD,
+                                                    "Transcription", "sse", form=True),
+    ("post", "/audio/transcriptions"): Operation("OpenAI audio transcription (alias)", _T_AUD, "Transcription",
+                                                 "sse", form=True),
     ("get", "/"): Operation("The web UI", _T_UI, answer="html", public=True),
     ("get", "/index.html"): Operation("The web UI", _T_UI, answer="html", public=True),
     ("get", "/completion.js"): Operation("llama-server's completion.js helper", _T_UI, answer="javascript",
@@ -202,7 +211,8 @@ def _operation(method: str, path: str, op: Operation) -> dict[str, Any]:
     if op.body is not None:
         out["requestBody"] = {
             "required": True,
-            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{op.body}"}}},
+            "content": {"multipart/form-data" if op.form else "application/json": {
+                "schema": {"$ref": f"#/components/schemas/{op.body}"}}},
         }
     if op.public:
         out["security"] = []
