@@ -262,3 +262,50 @@ def test_streamed_reasoning_matches(thinker: Server) -> None:
     deltas = [json.loads(e[6:])["choices"][0]["delta"] for e in r.content.split(b"\n\n") if e.startswith(b"data: {")]
     assert "".join(d.get("reasoning_content") or "" for d in deltas) == full["reasoning_content"]
     assert "".join(d.get("content") or "" for d in deltas) == full["content"]
+
+
+def test_reasoning_control_ends_thinking_at_runtime(thinker: Server, word_bias: dict[str, float]) -> None:
+    """llama-server's POST /v1/chat/completions/control: a streamed completion with reasoning_control closes its
+    thinking block when asked (message and end tag forced), then answers."""
+    body = {"messages": ASK, "max_tokens": 400, "temperature": 0, "logit_bias": word_bias, "stream": True,
+            "reasoning_budget_tokens": 10_000, "reasoning_control": True}
+    control = thinker.url + "/v1/chat/completions/control"
+    with requests.post(thinker.url + "/v1/chat/completions", json=body, stream=True, timeout=120) as r:
+        events = (json.loads(line[6:]) for line in r.iter_lines() if line.startswith(b"data: {"))
+        first = [next(events) for _ in range(6)]
+        cid = first[0]["id"]
+        assert requests.post(control, json={"id": cid, "action": "reasoning_end"}, timeout=30).json() == {
+            "success": True}
+        rest = list(events)
+    deltas = [e["choices"][0]["delta"] for e in first + rest if e["choices"]]
+    reasoning = "".join(d.get("reasoning_content") or "" for d in deltas)
+    content = "".join(d.get("content") or "" for d in deltas)
+    assert reasoning.endswith(" Enough.") and reasoning[:-len(" Enough.")] == words(reasoning.count("blue"))
+    assert content.startswith(words(20))  # the answer followed the forced end tag
+    assert rest[-1]["choices"][0]["finish_reason"] == "length"
+    # the completion is over: its id no longer answers
+    assert requests.post(control, json={"id": cid, "action": "reasoning_end"}, timeout=30).json() == {
+        "success": False, "message": "no active completion for this id"}
+
+
+def test_reasoning_control_errors(thinker: Server, word_bias: dict[str, float]) -> None:
+    control = thinker.url + "/v1/chat/completions/control"
+
+    def error(body: Any) -> tuple[int, str]:
+        r = requests.post(control, json=body, timeout=30)
+        return r.status_code, r.json()["error"]["message"]
+
+    assert error({"action": "reasoning_end"}) == (400, "missing completion id")
+    assert error({"id": "chatcmpl-x", "action": "pause"}) == (400, "unknown control action")
+    assert error({"id": 7, "action": "reasoning_end"}) == (400, "missing completion id")
+    r = thinker.post("/v1/chat/completions", {"messages": ASK, "reasoning_control": "yes"})
+    assert r.status_code == 400 and r.json()["error"]["message"] == "'reasoning_control' must be a boolean"
+    # a running completion that did not ask for it
+    body = {"messages": ASK, "max_tokens": 300, "temperature": 0, "logit_bias": word_bias, "stream": True,
+            "reasoning_budget_tokens": 10_000}
+    with requests.post(thinker.url + "/v1/chat/completions", json=body, stream=True, timeout=120) as r:
+        events = (json.loads(line[6:]) for line in r.iter_lines() if line.startswith(b"data: {"))
+        cid = next(events)["id"]
+        answer = requests.post(control, json={"id": cid, "action": "reasoning_end"}, timeout=30).json()
+        assert answer == {"success": False, "message": "reasoning control not enabled for this completion"}
+        list(events)

@@ -14,7 +14,7 @@ from llamatwist.api.errors import InvalidRequest
 from llamatwist.api.http import ApiContext
 from llamatwist.constrain import ConstraintError, ConstraintFactory, compile_constraint
 from llamatwist.constrain.lazy import LazyFactory, LazyTriggers
-from llamatwist.constrain.reasoning_budget import ReasoningBudget, ReasoningBudgetFactory
+from llamatwist.constrain.reasoning_budget import ReasoningBudget, ReasoningBudgetFactory, ReasoningSwitch
 from llamatwist.constrain.spec import ConstraintSpec
 from llamatwist.runtime import GenerationParams
 
@@ -95,7 +95,8 @@ async def _tokens(ctx: ApiContext, text: str) -> tuple[int, ...]:
 
 
 async def with_reasoning_budget(ctx: ApiContext, params: GenerationParams, start_tag: str, end_tags: Sequence[str],
-                                message: str, budget: int, generation_prompt: str) -> GenerationParams:
+                                message: str, budget: int, generation_prompt: str,
+                                switch: ReasoningSwitch | None = None) -> GenerationParams:
     """``params`` with a reasoning budget (llama.cpp's reasoning-budget sampler) around its constraint: at
     most ``budget`` tokens (< 0: unlimited, the block still suspends the constraint) between the start tag
     and an end tag, then ``message`` and the first end tag are forced. Whether ``generation_prompt`` opened
@@ -110,7 +111,7 @@ async def with_reasoning_budget(ctx: ApiContext, params: GenerationParams, start
     info = await ctx.engine.constraint_tokenizer()
     spec = ReasoningBudget(start=start, ends=ends, forced=await _tokens(ctx, message) + ends[0], budget=budget,
                            pieces=info.tokens, n_vocab=info.n_vocab, prefill=prefill)
-    return dataclasses.replace(params, constraint=ReasoningBudgetFactory(spec, params.constraint))
+    return dataclasses.replace(params, constraint=ReasoningBudgetFactory(spec, params.constraint, switch))
 
 
 def _string(body: Mapping[str, Any], name: str) -> str:

@@ -19,6 +19,7 @@ from twisted.web.server import Request
 from llamatwist.api.chatformat import ChatFormatter
 from llamatwist.api.errors import REPORTED, InvalidRequest, NotSupported, ServerError, Unavailable, send_error
 from llamatwist.config import ServerConfig
+from llamatwist.constrain.reasoning_budget import ReasoningSwitch
 from llamatwist.constrain.spec import ConstraintSpec
 from llamatwist.runtime import EngineService, EngineState, LoadedModel
 
@@ -38,6 +39,8 @@ class ApiContext:
     model_path: str
     chat_formatter: ChatFormatter | None = None  # set once the model is loaded
     default_constraint: ConstraintSpec = field(default_factory=ConstraintSpec)  # --grammar / -j
+    # chat completions running now, by id: the switch that ends their thinking (None: no reasoning_control)
+    live_completions: dict[str, ReasoningSwitch | None] = field(default_factory=dict)
 
     @property
     def chat(self) -> ChatFormatter:

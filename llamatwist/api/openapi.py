@@ -112,6 +112,7 @@ _BODIES: dict[str, dict[str, Any]] = {
     "AnthropicMessages": _body(_ANTHROPIC, ("model", "max_tokens", "messages")),
     "AnthropicCountTokens": _body(_ANTHROPIC, ("model", "messages")),
     "Responses": _body(_RESPONSES, ("input",)),
+    "ChatControl": _body({"id": _STR, "action": {"enum": ["reasoning_end"]}}, ("id", "action")),
     "Transcription": {"type": "object", "required": ["file"], "properties": {
         "file": {"type": "string", "contentMediaType": "application/octet-stream"}, "model": _STR, "prompt": _STR,
         "language": _STR, "response_format": {"enum": ["json"]}, "stream": {"enum": ["true", "false"]},
@@ -147,6 +148,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("post", "/v1/completions"): Operation("OpenAI text completion", _T_OAI, "OpenAICompletion", "sse"),
     ("post", "/v1/chat/completions"): Operation("OpenAI chat completion", _T_OAI, "ChatCompletion", "sse"),
     ("post", "/chat/completions"): Operation("OpenAI chat completion (alias)", _T_OAI, "ChatCompletion", "sse"),
+    ("post", "/v1/chat/completions/control"): Operation("End the thinking of a running chat completion that asked "
+                                                        "for reasoning_control", _T_OAI, "ChatControl"),
     ("post", "/v1/chat/completions/input_tokens"): Operation("Count a chat request's prompt tokens", _T_OAI,
                                                              "ChatCompletion"),
     ("post", "/chat/completions/input_tokens"): Operation("Count a chat request's prompt tokens (alias)", _T_OAI,

@@ -23,7 +23,7 @@ import numpy.typing as npt
 from llamatwist.constrain.base import Constraint, ConstraintFactory
 
 __all__ = ["BudgetState", "ReasoningBudget", "ReasoningBudgetConstraint", "ReasoningBudgetFactory",
-           "utf8_is_complete"]
+           "ReasoningSwitch", "utf8_is_complete"]
 
 _NEG_INF = np.float32(-np.inf)
 
@@ -69,6 +69,19 @@ class ReasoningBudget:
             raise ValueError("the start tag, end tags and forced sequence must not be empty")
 
 
+class ReasoningSwitch:
+    """Ends a running thinking block from outside the decode thread (``reasoning_control``, POST
+    /v1/chat/completions/control): each `end` forces the budget message and end tag on the next token of every
+    constraint counting inside a block then, as llama.cpp's common_reasoning_budget_force (one not counting
+    ignores it). A counter, not a flag: the decode thread reads it, the reactor only increments it."""
+
+    def __init__(self) -> None:
+        self.presses = 0
+
+    def end(self) -> None:
+        self.presses += 1
+
+
 class _SequenceMatcher:
     """Which of a few token sequences ends at the latest token (the longest one); forgets on a match."""
 
@@ -98,12 +111,24 @@ class _SequenceMatcher:
 class ReasoningBudgetConstraint:
     """One slot's budget state, plus the inner constraint it guards (if any)."""
 
-    def __init__(self, spec: ReasoningBudget, inner: Constraint | None) -> None:
+    def __init__(self, spec: ReasoningBudget, inner: Constraint | None, switch: ReasoningSwitch | None = None) -> None:
         self.spec = spec
         self.inner = inner
+        self._switch = switch
+        self._presses = switch.presses if switch is not None else 0
+        self.state = BudgetState.IDLE
         self._start = _SequenceMatcher([spec.start])
         self._end = _SequenceMatcher(spec.ends)
         self.reset()
+
+    def _poll_switch(self) -> None:
+        switch = self._switch
+        if switch is None or switch.presses == self._presses:
+            return
+        self._presses = switch.presses
+        if self.state is BudgetState.COUNTING:
+            self.state, self.force_pos = BudgetState.FORCING, 0
+            self._end.reset()
 
     # -- state machine (llama.cpp's common_reasoning_budget_accept) --------
     def _enter_block(self) -> None:
@@ -151,6 +176,7 @@ class ReasoningBudgetConstraint:
 
     # -- Constraint protocol ------------------------------------------------
     def fill_mask(self, logits: npt.NDArray[np.float32]) -> None:
+        self._poll_switch()
         if self.state is BudgetState.FORCING:
             forced = self.spec.forced[self.force_pos]
             keep = logits[forced]
@@ -161,6 +187,7 @@ class ReasoningBudgetConstraint:
             self.inner.fill_mask(logits)
 
     def allowed_mask(self) -> npt.NDArray[np.bool_]:
+        self._poll_switch()
         if self.state is BudgetState.FORCING:
             mask = np.zeros(self.spec.n_vocab, dtype=np.bool_)
             mask[self.spec.forced[self.force_pos]] = True
@@ -200,11 +227,13 @@ class ReasoningBudgetConstraint:
 class ReasoningBudgetFactory:
     """A :class:`ConstraintFactory` giving each slot a fresh budget around an optional inner constraint."""
 
-    def __init__(self, spec: ReasoningBudget, inner: ConstraintFactory | None = None) -> None:
+    def __init__(self, spec: ReasoningBudget, inner: ConstraintFactory | None = None,
+                 switch: ReasoningSwitch | None = None) -> None:
         self.spec = spec
         self.inner = inner
+        self.switch = switch
         self.description = "reasoning_budget" + (f"+{inner.description}" if inner is not None else "")
         self.warnings: list[str] = list(inner.warnings) if inner is not None else []
 
     def new(self) -> ReasoningBudgetConstraint:
-        return ReasoningBudgetConstraint(self.spec, self.inner.new() if self.inner is not None else None)
+        return ReasoningBudgetConstraint(self.spec, self.inner.new() if self.inner is not None else None, self.switch)

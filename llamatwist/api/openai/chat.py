@@ -61,6 +61,7 @@ from llamatwist.chat import RenderedChat
 from llamatwist.chat.messages import MediaRef, extract_media
 from llamatwist.chat.toolcalls import ChatSyntax, ToolPlan, forced_call_grammar, plan_tools, polyfill_history
 from llamatwist.config import SamplingDefaults
+from llamatwist.constrain.reasoning_budget import ReasoningSwitch
 from llamatwist.constrain.spec import ConstraintSpec
 from llamatwist.media import MediaError, MediaInput, split_at_markers
 from llamatwist.media.load import MediaTooLarge, load_media
@@ -79,6 +80,7 @@ class ChatRequest:
     reasoning_format: str = "auto"
     reasoning_budget: int | None = None  # None: the server's --reasoning-budget
     reasoning_budget_message: str | None = None
+    reasoning_control: bool = False  # the thinking block can be ended at runtime (POST .../control)
 
 
 def _budget_fields(body: Mapping[str, Any]) -> tuple[int | None, str | None]:
@@ -125,6 +127,9 @@ def parse_chat(
         body = {**body, "n_probs": max(top_n, 1)}
     params = generation_params(body, defaults)
     budget, budget_message = _budget_fields(body)
+    control = body.get("reasoning_control", False)
+    if not isinstance(control, bool):
+        raise InvalidRequest("'reasoning_control' must be a boolean")
     return ChatRequest(
         params=params,
         n_cmpl=parse_n_cmpl(body, n_slots),
@@ -134,6 +139,7 @@ def parse_chat(
         reasoning_format=parse_reasoning_format(body, reasoning_format),
         reasoning_budget=budget,
         reasoning_budget_message=budget_message,
+        reasoning_control=control,
     )
 
 
@@ -187,16 +193,20 @@ async def _with_budget(
     params: GenerationParams,
     tags: tuple[str, str],
     generation_prompt: str,
-) -> GenerationParams:
+) -> tuple[GenerationParams, ReasoningSwitch | None]:
     """``params`` with the reasoning budget around its constraint, when the template has a thinking
-    block and either the budget is limited or a constraint must be suspended while thinking.
-    Whether the rendered prompt opened the block is read from its text, as the parser does: the tag's
-    tokens inside the prompt need not be the tag's own tokenization."""
+    block and either the budget is limited, a constraint must be suspended while thinking or the request
+    asks for ``reasoning_control`` (then with the switch that ends its thinking). Whether the rendered prompt
+    opened the block is read from its text, as the parser does: the tag's tokens inside the prompt need not be
+    the tag's own tokenization."""
     budget = fmt.reasoning.budget if req.reasoning_budget is None else req.reasoning_budget
-    if not all(tags) or (budget < 0 and params.constraint is None):
-        return params
+    control = req.reasoning_control and all(tags)
+    if not all(tags) or (budget < 0 and params.constraint is None and not control):
+        return params, None
     message = fmt.reasoning.budget_message if req.reasoning_budget_message is None else req.reasoning_budget_message
-    return await with_reasoning_budget(ctx, params, tags[0], (tags[1],), message, budget, generation_prompt)
+    switch = ReasoningSwitch() if control else None
+    params = await with_reasoning_budget(ctx, params, tags[0], (tags[1],), message, budget, generation_prompt, switch)
+    return params, switch
 
 
 async def _plan_constraint(ctx: ApiContext, plan: ToolPlan, params: GenerationParams) -> GenerationParams:
@@ -296,6 +306,7 @@ class PreparedChat:
     req: ChatRequest  # its params carry the constraint, the plan's stops and the reasoning budget
     prompts: list[list[int]]  # one per choice (n_cmpl)
     syntax: ChatSyntax | None  # how to parse the output; None: plain content
+    control: ReasoningSwitch | None = None  # ends the thinking block at runtime (reasoning_control)
 
 
 async def prepare_chat(ctx: ApiContext, loaded: LoadedModel, body: Mapping[str, Any]) -> PreparedChat:
@@ -317,11 +328,11 @@ async def prepare_chat(ctx: ApiContext, loaded: LoadedModel, body: Mapping[str, 
         params = dataclasses.replace(
             params, stop=(*params.stop, *plan.additional_stops),
             preserved_tokens=params.preserved_tokens | {t[0] for t in marks if len(t) == 1})
-    params = await _with_budget(ctx, fmt, req, params, prompt.thinking_tags, rendered.generation_prompt)
+    params, control = await _with_budget(ctx, fmt, req, params, prompt.thinking_tags, rendered.generation_prompt)
     await log_prompt(ctx, rendered.prompt)
     # The template's own BOS text is stripped when the vocab adds BOS, so add_special is right.
     tokens = await tokenize_prompts(ctx, loaded, [prompt_parts(rendered.prompt, media)])
-    return PreparedChat(dataclasses.replace(req, params=params), expand(tokens, req.n_cmpl), syntax)
+    return PreparedChat(dataclasses.replace(req, params=params), expand(tokens, req.n_cmpl), syntax, control)
 
 
 async def count_chat_tokens(ctx: ApiContext, loaded: LoadedModel, body: Mapping[str, Any]) -> int:
@@ -355,6 +366,25 @@ def register(app: Klein, ctx: ApiContext) -> None:
         n_tokens = await count_chat_tokens(ctx, loaded, read_json(request))
         return send_json(request, {"input_tokens": n_tokens, "object": "response.input_tokens"})
 
+    @app.route("/v1/chat/completions/control", methods=["POST"])
+    @handler
+    async def control(request: Request) -> Any:
+        """llama-server's: end the thinking block of a running completion that asked for reasoning_control."""
+        body = read_json(request)
+        cid, action = body.get("id"), body.get("action")
+        if not isinstance(cid, str) or not cid:
+            raise InvalidRequest("missing completion id")
+        if action != "reasoning_end":
+            raise InvalidRequest("unknown control action")
+        if cid not in ctx.live_completions:
+            return send_json(request, {"success": False, "message": "no active completion for this id"})
+        switch = ctx.live_completions[cid]
+        if switch is None:
+            return send_json(request, {"success": False,
+                                       "message": "reasoning control not enabled for this completion"})
+        switch.end()
+        return send_json(request, {"success": True})
+
     @app.route("/v1/chat/completions", methods=["POST"])
     @app.route("/chat/completions", methods=["POST"])
     @handler
@@ -362,9 +392,16 @@ def register(app: Klein, ctx: ApiContext) -> None:
         loaded = ctx.require_generation()
         body = read_json(request)
         prepared = await prepare_chat(ctx, loaded, body)
+        cid = completion_id("chatcmpl-")
+        ctx.live_completions[cid] = prepared.control  # for .../control while it runs
+        try:
+            return await _answer_chat(request, body, prepared, cid)
+        finally:
+            del ctx.live_completions[cid]
+
+    async def _answer_chat(request: Request, body: Mapping[str, Any], prepared: PreparedChat, cid: str) -> Any:
         req, prompts, syntax = prepared.req, prepared.prompts, prepared.syntax
         verbose = parse_verbose(body, ctx.config.verbose)
-        cid = completion_id("chatcmpl-")
         model = ctx.model_alias
 
         def logprobs(probs: list[TokenProbs]) -> Any:
