@@ -2,7 +2,7 @@ import './style.css'
 import { copyButton, setMarkdown } from './markdown.js'
 import {
   SAMPLING_FIELDS, addNode, branch, exportJson, lastLeaf, loadConversations, loadSettings, MEDIA_TYPES, mediaKind,
-  newConversation, parseImport, saveConversations, saveSettings, siblings,
+  newConversation, parseImport, saveConversations, saveSettings, settingsDefaults, siblings,
 } from './store.js'
 
 // API base: the directory the page is served from, so --api-prefix works.
@@ -15,8 +15,12 @@ const BASE = (() => {
 const state = {
   conversations: loadConversations(),
   settings: loadSettings(),
+  defaults: settingsDefaults(), // DEFAULT_SETTINGS overridden by the server's ui_settings
   activeId: null,
-  props: null,
+  props: null, // the model's /props (in router mode the chosen model's)
+  router: false, // the server is a router (--models-dir): the chat request names the model chosen in the picker
+  models: [], // router mode: the ids of its models
+  propsSeq: 0, // the latest model /props request: an older answer is dropped
   generating: null, // { convId, nodeId, controller }
   search: '',
   attachments: [], // data: URLs of the images, audio and video the next message carries
@@ -75,6 +79,32 @@ function applyTheme() {
 
 // ---------------------------------------------------------------- server info
 
+/** The server's ui_settings become the defaults; what the user saved still wins. */
+function applyUiSettings(uiSettings) {
+  state.defaults = settingsDefaults(uiSettings)
+  const settings = loadSettings(state.defaults)
+  settings.model ||= state.settings.model // router mode: the model on screen until the list is read again
+  state.settings = settings
+  applyTheme()
+}
+
+/** An error answer's message, or its HTTP status. */
+async function errorMessage(res) {
+  try {
+    return (await res.json()).error?.message ?? `HTTP ${res.status}`
+  } catch {
+    return `HTTP ${res.status}`
+  }
+}
+
+/** The model and its context size in the header (name: router mode's, as the picker shows it). */
+function showProps(name = state.props.model_alias ?? 'model') {
+  const el = $('#model')
+  const nCtx = state.props.default_generation_settings?.n_ctx
+  el.textContent = `${name}${nCtx ? ` · ctx ${nCtx}` : ''}`
+  el.title = state.props.model_path ?? ''
+}
+
 async function loadProps() {
   const el = $('#model')
   try {
@@ -89,14 +119,84 @@ async function loadProps() {
       return
     }
     if (!res.ok) throw new Error(`HTTP ${res.status}`)
-    state.props = await res.json()
+    const props = await res.json()
+    applyUiSettings(props.ui_settings)
+    state.router = props.role === 'router'
+    if (state.router) {
+      await loadModels()
+      return
+    }
+    $('#model-select').hidden = true
+    state.props = props
     updateAttach()
-    const nCtx = state.props.default_generation_settings?.n_ctx
-    el.textContent = `${state.props.model_alias ?? 'model'}${nCtx ? ` · ctx ${nCtx}` : ''}`
-    el.title = state.props.model_path ?? ''
+    showProps()
   } catch (err) {
     el.textContent = `Server unreachable (${err.message})`
   }
+}
+
+// ---------------------------------------------------------------- router mode
+
+/** A router's models (GET v1/models) in the picker; then the chosen one's /props. */
+async function loadModels() {
+  const el = $('#model')
+  let data
+  try {
+    const res = await fetch(BASE + 'v1/models', { headers: headers() })
+    if (!res.ok) throw new Error(await errorMessage(res))
+    data = (await res.json()).data
+  } catch (err) {
+    el.textContent = `Cannot list the models (${err.message})`
+    return
+  }
+  state.models = (Array.isArray(data) ? data : []).map((m) => m?.id).filter((id) => typeof id === 'string')
+  const picker = $('#model-select')
+  picker.replaceChildren(...state.models.map((id) => h('option', { value: id }, id)))
+  picker.hidden = !state.models.length
+  if (!state.models.length) {
+    state.props = null
+    updateAttach()
+    el.textContent = 'No models on this server (add NAME.gguf files to its --models-dir)'
+    el.title = ''
+    return
+  }
+  if (!state.models.includes(state.settings.model)) state.settings.model = state.models[0]
+  picker.value = state.settings.model
+  await loadModelProps()
+}
+
+/** The chosen model's /props (its context size, its media): the router loads the model first when needed. */
+async function loadModelProps() {
+  const name = state.settings.model
+  const seq = ++state.propsSeq
+  const el = $('#model')
+  el.textContent = `Loading ${name}…`
+  el.title = ''
+  state.props = null
+  updateAttach()
+  try {
+    const res = await fetch(`${BASE}props?model=${encodeURIComponent(name)}`, { headers: headers() })
+    if (seq !== state.propsSeq) return // another model was chosen meanwhile
+    if (res.status === 503) { // e.g. the router's --models-max: try again
+      el.textContent = `Waiting for ${name} (${await errorMessage(res)})…`
+      setTimeout(() => { if (seq === state.propsSeq) loadModelProps() }, 2000)
+      return
+    }
+    if (!res.ok) throw new Error(await errorMessage(res))
+    const props = await res.json()
+    if (seq !== state.propsSeq) return
+    state.props = props
+    updateAttach()
+    showProps(name)
+  } catch (err) {
+    if (seq === state.propsSeq) el.textContent = `${name}: ${err.message}`
+  }
+}
+
+function chooseModel(name) {
+  state.settings.model = name
+  saveSettings(state.settings, state.defaults)
+  loadModelProps()
 }
 
 // ---------------------------------------------------------------- media
@@ -404,6 +504,7 @@ async function generate(conv, parentId) {
   const messages = state.settings.systemPrompt.trim()
     ? [{ role: 'system', content: state.settings.systemPrompt }, ...history]
     : history
+  const model = state.settings.model
   const node = addNode(conv, parentId, 'assistant', '')
   node.reasoning = ''
   const controller = new AbortController()
@@ -423,7 +524,7 @@ async function generate(conv, parentId) {
     const res = await fetch(BASE + 'v1/chat/completions', {
       method: 'POST',
       headers: headers(),
-      body: JSON.stringify({ messages, stream: true, ...samplingParams() }),
+      body: JSON.stringify({ messages, stream: true, ...samplingParams(), ...(state.router ? { model } : {}) }),
       signal: controller.signal,
     })
     if (!res.ok) {
@@ -516,7 +617,7 @@ function saveSettingsForm(event) {
   event.preventDefault()
   const form = $('#settings-form')
   for (const el of form.elements) if (el.name) state.settings[el.name] = el.value
-  saveSettings(state.settings)
+  saveSettings(state.settings, state.defaults)
   applyTheme()
   $('#settings').close()
   loadProps()
@@ -595,9 +696,10 @@ function init() {
   $('#theme').addEventListener('click', () => {
     const dark = document.documentElement.dataset.theme === 'dark'
     state.settings.theme = dark ? 'light' : 'dark'
-    saveSettings(state.settings)
+    saveSettings(state.settings, state.defaults)
     applyTheme()
   })
+  $('#model-select').addEventListener('change', (e) => chooseModel(e.target.value))
   $('#export').addEventListener('click', exportConversations)
   $('#import').addEventListener('click', () => $('#import-file').click())
   $('#import-file').addEventListener('change', importConversations)

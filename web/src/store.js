@@ -21,7 +21,12 @@ export const DEFAULT_SETTINGS = {
   seed: '',
   apiKey: '',
   theme: 'auto',
+  model: '', // router mode: the model chosen in the header's picker
 }
+
+const THEMES = ['auto', 'light', 'dark']
+// llama-server's own web UI names for the same settings, as --ui-config may give them
+const UI_CONFIG_ALIASES = { systemMessage: 'systemPrompt' }
 
 /** The sampling fields sent with each request when set (blank = server default). */
 export const SAMPLING_FIELDS = [
@@ -45,12 +50,48 @@ function load(key, fallback) {
   }
 }
 
-export function loadSettings() {
-  return { ...DEFAULT_SETTINGS, ...load(SETTINGS_KEY, {}) }
+/**
+ * The defaults: DEFAULT_SETTINGS overridden by the server's /props ui_settings (--ui-config). Only the keys the
+ * UI knows count; a value must be a string or a finite number (kept as the text the settings form shows).
+ */
+export function settingsDefaults(uiSettings) {
+  const defaults = { ...DEFAULT_SETTINGS }
+  if (!uiSettings || typeof uiSettings !== 'object' || Array.isArray(uiSettings)) return defaults
+  const given = { ...uiSettings }
+  for (const [alias, key] of Object.entries(UI_CONFIG_ALIASES)) {
+    if (Object.hasOwn(given, alias) && !Object.hasOwn(given, key)) given[key] = given[alias]
+  }
+  for (const key of Object.keys(DEFAULT_SETTINGS)) {
+    if (!Object.hasOwn(given, key)) continue
+    const value = given[key]
+    if (typeof value === 'string' || (typeof value === 'number' && Number.isFinite(value))) {
+      if (key === 'theme' && !THEMES.includes(value)) continue
+      defaults[key] = String(value)
+    }
+  }
+  return defaults
 }
 
-export function saveSettings(settings) {
-  localStorage.setItem(SETTINGS_KEY, JSON.stringify(settings))
+/** What the user saved (only the values that differ from the defaults they were saved against). */
+function storedSettings() {
+  const value = load(SETTINGS_KEY, {})
+  return value && typeof value === 'object' && !Array.isArray(value) ? value : {}
+}
+
+/** The settings: the defaults (settingsDefaults), overridden by what the user saved. */
+export function loadSettings(defaults = DEFAULT_SETTINGS) {
+  const settings = { ...defaults }
+  for (const [key, value] of Object.entries(storedSettings())) {
+    if (Object.hasOwn(DEFAULT_SETTINGS, key) && typeof value === 'string') settings[key] = value
+  }
+  return settings
+}
+
+/** Keeps the values that differ from the defaults, so a server's ui_settings still apply to the others. */
+export function saveSettings(settings, defaults = DEFAULT_SETTINGS) {
+  const changed = {}
+  for (const [key, value] of Object.entries(settings)) if (value !== defaults[key]) changed[key] = value
+  localStorage.setItem(SETTINGS_KEY, JSON.stringify(changed))
 }
 
 export function newId() {

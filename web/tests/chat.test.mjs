@@ -8,6 +8,10 @@
 // vision projector, --mmproj: attach, paste, send, see) and "novision" (a server without one).
 // LLAMATWIST_CLIP: a WAV or MP4 file for the "audio" (a server with an audio projector) and "video" (a vision
 // projector and ffmpeg) scenarios: attach, send, see the player, reload.
+// "router": a router (--models-dir) with at least two models: the header's model picker, the chosen model sent
+// with each chat request, remembered after a reload. "uisettings": a server started with
+// --ui-config '{"temperature": 0.25, "systemMessage": "Be brief."}' (llama-server's UI name for the system prompt):
+// the values are the settings form's defaults until the user saves others.
 // CHROMIUM: the browser (default /usr/bin/chromium).  The screenshot of the
 // chat goes to test-results/chat.png.  Exits 1 when any scenario fails.
 import { mkdirSync, readFileSync } from 'node:fs'
@@ -77,6 +81,29 @@ function recordRequests(page) {
     if (req.url().endsWith('/v1/chat/completions') && req.method() === 'POST') bodies.push(JSON.parse(req.postData()))
   })
   return bodies
+}
+
+// The chat requests the page sends, parsed, as they left the page; each gets ignore_eos (see ignoreEos).
+function routeRequests(page) {
+  const bodies = []
+  page.route('**/v1/chat/completions', (route) => {
+    const body = JSON.parse(route.request().postData() || '{}')
+    bodies.push(body)
+    return route.continue({ postData: JSON.stringify({ ...body, ignore_eos: true }) })
+  })
+  return bodies
+}
+
+// The model's name and context size in the header, once the page has read that model's /props.
+async function modelReady(page, name) {
+  await page.getByTestId('model').filter({ hasText: `${name} · ctx` }).waitFor({ timeout: TIMEOUT })
+}
+
+async function assistantAnswered(page) {
+  const assistant = lastAssistant(page)
+  assert(await assistant.locator('.error').count() === 0,
+    `no error (${await assistant.locator('.error').allTextContents()})`)
+  assert((await assistant.getByTestId('content').textContent()).trim().length > 0, 'the model answered')
 }
 
 async function imagesLoaded(page) {
@@ -284,6 +311,89 @@ const scenarios = {
   // video_url data: URL, answered, and shown as a player, also after a reload.
   async audio(page) { await sendClip(page, 'audio') },
   async video(page) { await sendClip(page, 'video') },
+
+  // A router: pick a model, chat with it, switch to another, chat again; the choice survives a reload.
+  async router(page) {
+    const picker = page.getByTestId('model-select')
+    await picker.waitFor({ state: 'visible', timeout: TIMEOUT })
+    const names = await picker.locator('option').evaluateAll((opts) => opts.map((o) => o.value))
+    assert(names.length >= 2, `the picker lists the models (${names})`)
+    const [first, second] = names
+    assert(await picker.inputValue() === first, `the first model is chosen at first (${await picker.inputValue()})`)
+    await modelReady(page, first)
+    await setSettings(page, { max_tokens: 6, temperature: 0 })
+    await modelReady(page, first)
+    const bodies = routeRequests(page)
+
+    await picker.selectOption(second)
+    await modelReady(page, second)
+    await sendMessage(page, 'Hello')
+    await waitIdle(page)
+    await assistantAnswered(page)
+    assert(bodies.length === 1 && bodies[0].model === second, `the request named ${second} (${JSON.stringify(bodies)})`)
+
+    await picker.selectOption(first)
+    await modelReady(page, first)
+    await sendMessage(page, 'And you?')
+    await waitIdle(page)
+    await assistantAnswered(page)
+    assert(bodies.length === 2 && bodies[1].model === first, `the request named ${first} (${bodies[1]?.model})`)
+    assert(bodies[1].messages.length === 3, 'the conversation went on with the other model')
+
+    await picker.selectOption(second)
+    await modelReady(page, second)
+    await page.reload()
+    await modelReady(page, second)
+    assert(await picker.inputValue() === second, `the choice is remembered (${await picker.inputValue()})`)
+    await sendMessage(page, 'Once more')
+    await waitIdle(page)
+    await assistantAnswered(page)
+    assert(bodies.length === 3 && bodies[2].model === second, `the request named ${second} after the reload`)
+    mkdirSync(RESULTS, { recursive: true })
+    await page.screenshot({ path: join(RESULTS, 'router.png') })
+
+    // a router without models says so
+    await page.route('**/v1/models', (route) => route.fulfill({
+      status: 200, contentType: 'application/json', body: JSON.stringify({ data: [], object: 'list' }) }))
+    await page.reload()
+    await page.getByTestId('model').filter({ hasText: 'No models' }).waitFor({ timeout: TIMEOUT })
+    assert(await picker.isHidden(), 'no picker without models')
+  },
+
+  // --ui-config's temperature is the settings form's default, and is sent, until the user saves another value.
+  async uisettings(page) {
+    await ready(page)
+    assert(await page.getByTestId('model-select').isHidden(), 'no model picker on a one-model server')
+    const field = page.locator('#settings-form [name="temperature"]')
+    await page.getByTestId('settings').click()
+    assert(await field.inputValue() === '0.25', `ui_settings temperature shown (${await field.inputValue()})`)
+    const system = await page.locator('#settings-form [name="systemPrompt"]').inputValue()
+    assert(system === 'Be brief.', `ui_settings systemMessage shown as the system prompt (${system})`)
+    await page.locator('#settings-cancel').click()
+    const bodies = recordRequests(page)
+    await setSettings(page, { max_tokens: 4 })
+    await ready(page)
+    await sendMessage(page, 'Hi')
+    await waitIdle(page)
+    assert(bodies[0]?.temperature === 0.25 && bodies[0].max_tokens === 4, `sent: ${JSON.stringify(bodies[0])}`)
+    assert(!('model' in bodies[0]), 'no model field on a one-model server')
+    assert(bodies[0].messages[0]?.role === 'system' && bodies[0].messages[0].content === 'Be brief.',
+      `the system prompt from ui_settings sent: ${JSON.stringify(bodies[0].messages[0])}`)
+
+    // the user's own value wins, also after a reload; so does a cleared field (the server's sampling default)
+    await setSettings(page, { temperature: 0.5 })
+    await page.reload()
+    await ready(page)
+    await page.getByTestId('settings').click()
+    assert(await field.inputValue() === '0.5', `the saved temperature wins (${await field.inputValue()})`)
+    await page.locator('#settings-cancel').click()
+    await setSettings(page, { temperature: '' })
+    await page.reload()
+    await ready(page)
+    await page.getByTestId('settings').click()
+    assert(await field.inputValue() === '', `the cleared temperature stays cleared (${await field.inputValue()})`)
+    assert(await page.locator('#settings-form [name="max_tokens"]').inputValue() === '4', 'other saved values kept')
+  },
 
   // Without a projector there is no attach button, and a pasted image is refused with a note.
   async novision(page) {

@@ -1,0 +1,58 @@
+"""The web UI against a router and with --ui-config, in a real browser (web/tests/chat.test.mjs: Playwright
+driving headless Chromium): on a router (--models-dir) the header's picker lists the models, the chosen one is
+named in each chat request and remembered after a reload; /props ui_settings are the settings form's defaults
+until the user saves another value."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Server
+from tests.test_webui import WEB, _browser_ready
+
+StartServer = Callable[..., Server]
+
+
+def run_scenario(url: str, name: str) -> None:
+    reason = _browser_ready()
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    proc = subprocess.run(
+        ["node", "tests/chat.test.mjs", name],
+        check=False,
+        cwd=WEB,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "LLAMATWIST_URL": url},
+    )
+    print(proc.stdout, proc.stderr)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"ok {name}" in proc.stdout, proc.stdout
+
+
+def test_browser_router_model_picker(make_server: StartServer, model_path: str, tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    for name in ("a", "b"):
+        (models / f"{name}.gguf").symlink_to(model_path)
+    srv = make_server("--models-dir", str(models), "-c", "1024", "-np", "1", "-t", "2")
+    props = srv.get("/props").json()
+    assert props["role"] == "router" and props["ui_settings"] == {}
+    assert sorted(m["id"] for m in srv.get("/v1/models").json()["data"]) == ["a", "b"]
+    run_scenario(srv.url + "/", "router")
+    assert srv.proc.poll() is None, srv.log()
+
+
+def test_browser_ui_settings_are_defaults(make_server: StartServer, model_path: str) -> None:
+    srv = make_server("-m", model_path, "-c", "1024", "-np", "1", "-t", "2", "--ui-config",
+                      '{"temperature": 0.25, "systemMessage": "Be brief."}')
+    assert srv.get("/props").json()["ui_settings"] == {"temperature": 0.25, "systemMessage": "Be brief."}
+    run_scenario(srv.url + "/", "uisettings")
