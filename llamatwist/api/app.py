@@ -10,7 +10,18 @@ from twisted.web.server import Request
 from werkzeug.exceptions import MethodNotAllowed as WzMethodNotAllowed
 from werkzeug.exceptions import NotFound as WzNotFound
 
-from llamatwist.api import anthropic, completion, embeddings, infill, info, lora, openapi, tokens, webui
+from llamatwist.api import (
+    anthropic,
+    completion,
+    embeddings,
+    infill,
+    info,
+    lora,
+    openapi,
+    stream_sessions,
+    tokens,
+    webui,
+)
 from llamatwist.api.errors import MethodNotAllowed, NotFound, send_error
 from llamatwist.api.http import ApiContext
 from llamatwist.api.openai import chat as oai_chat
@@ -26,6 +37,7 @@ def build_app(ctx: ApiContext) -> Klein:
     for module in (info, completion, infill, tokens, oai_completions, oai_chat, embeddings, openapi, lora, anthropic,
                    oai_responses, oai_transcriptions):
         module.register(app, ctx)
+    stream_sessions.register(app)
     webui.register(app, ctx.config)  # last: the UI never shadows an API route
     add_error_handlers(app)
     return app

@@ -175,6 +175,13 @@ def handler(fn: Handler) -> Callable[..., Awaitable[Any]]:
 
     @functools.wraps(fn)
     async def wrapper(request: Request, *args: Any, **kw: Any) -> Any:
+        if request.method == b"POST" and request.getHeader(b"x-conversation-id"):
+            from llamatwist.api.stream_sessions import run_detached  # it builds on this module
+
+            return await run_detached(request, lambda: answer(request, *args, **kw))
+        return await answer(request, *args, **kw)
+
+    async def answer(request: Request, *args: Any, **kw: Any) -> Any:
         try:
             return await fn(request, *args, **kw)
         except CancelledError:

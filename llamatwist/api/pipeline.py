@@ -14,6 +14,7 @@ from llamatwist.api.errors import InvalidRequest
 from llamatwist.api.http import ApiContext
 from llamatwist.api.lora import check_lora_ids
 from llamatwist.api.params import Prompt
+from llamatwist.api.stream_sessions import SESSIONS
 from llamatwist.api.streaming import on_disconnect
 from llamatwist.engine.mtmd import ProjectorError
 from llamatwist.media import EncodedMedia, MediaError, MediaInput, decode_media
@@ -142,7 +143,11 @@ def _run(
             if not d.called:
                 d.cancel()
 
-    on_disconnect(request, cancel_all)
+    session = SESSIONS.of(request)
+    if session is not None:  # a resumable stream goes on without its client: DELETE /v1/stream stops it
+        session.on_cancel.append(cancel_all)
+    else:
+        on_disconnect(request, cancel_all)
     for t in tasks:
         ctx.engine.submit(t)
     return gatherResults(finals, consumeErrors=True).addErrback(_first_error)

@@ -11,6 +11,7 @@ from twisted.web.server import Request
 
 from llamatwist.api.errors import error_body, send_error
 from llamatwist.api.http import json_bytes
+from llamatwist.api.stream_sessions import SESSIONS
 from llamatwist.runtime import PartialResult
 
 __all__ = ["MAX_UNSENT_BYTES", "SSEStream", "on_disconnect", "partial_extras"]
@@ -54,6 +55,8 @@ class SSEStream:
         self.closed = False
         self.started = False
         self._unsent = 0
+        # X-Conversation-Id: every event also goes to the conversation's session (resumable streams)
+        self.session = SESSIONS.start(request)
         on_disconnect(request, self._lost)
         self._ping_interval = ping_interval
         self._ping: Any = None
@@ -101,6 +104,8 @@ class SSEStream:
         self.send_raw(b"data: " + json_bytes(obj) + b"\n\n")
 
     def send_raw(self, data: bytes) -> None:
+        if self.session is not None:
+            self.session.append(data)
         if self.closed:
             return
         if not self.started:
@@ -125,6 +130,8 @@ class SSEStream:
                 transport.abortConnection()  # connectionLost: the route's on_disconnect cancels the task
 
     def send_error(self, err: Exception) -> None:
+        if self.session is not None and not self.started:
+            self.session.append(b"data: " + json_bytes(error_body(err)) + b"\n\n")
         if self.closed:
             return
         if not self.started:

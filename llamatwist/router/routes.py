@@ -13,9 +13,11 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import OrderedDict
 from typing import Any
 from urllib.parse import parse_qs
 
+import treq
 from klein import Klein
 from twisted.internet import defer
 from twisted.internet.error import ConnectError
@@ -27,18 +29,22 @@ from llamatwist.api import webui
 from llamatwist.api.app import add_error_handlers
 from llamatwist.api.errors import (
     InvalidRequest,
+    NotFound,
     NotSupported,
     Unavailable,
 )
 from llamatwist.api.http import handler, load_json, read_json, send_json
+from llamatwist.api.stream_sessions import conversation_id
 from llamatwist.config import ServerConfig
-from llamatwist.router.catalog import projector_inputs
+from llamatwist.router.catalog import CHILD_HOST, projector_inputs
 from llamatwist.router.fleet import LOADED, Fleet, Instance
 from llamatwist.router.proxy import forward, quiet_pool
 
 __all__ = ["build_router_app"]
 
 log = logging.getLogger("llamatwist.router")
+
+_MAX_CONVERSATIONS = 10_000  # conversations whose model the router remembers (the least recent forgotten)
 
 
 def _query(request: Request, name: str) -> str | None:
@@ -69,7 +75,9 @@ def _model_json(inst: Instance, created: int) -> dict[str, Any]:
 def build_router_app(fleet: Fleet, reactor: Any, config: ServerConfig) -> Klein:
     app = Klein()
     webui.register(app, config)  # first: its routes win over the catch-all ones that forward to a model
-    agent = Agent(reactor, pool=quiet_pool(reactor))
+    pool = quiet_pool(reactor)
+    agent = Agent(reactor, pool=pool)
+    conv_models: OrderedDict[str, str] = OrderedDict()  # conversation -> the model its stream went to
     prefix = config.api_prefix.encode("utf-8")
     autoload_default = config.models_autoload
 
@@ -160,6 +168,12 @@ def build_router_app(fleet: Fleet, reactor: Any, config: ServerConfig) -> Klein:
             await fleet.ensure_ready(inst, lambda: bool(gone))
         if request.method == b"POST":
             inst.last_used = time.monotonic()
+            conv = conversation_id(request)
+            if conv:  # its resumable stream lives in this model's server: /v1/stream goes there
+                conv_models[conv] = inst.entry.name
+                conv_models.move_to_end(conv)
+                while len(conv_models) > _MAX_CONVERSATIONS:
+                    conv_models.popitem(last=False)
         inst.requests += 1
         body = request.content.getvalue() if request.content is not None else b""
         path = request.path[len(prefix):]  # as sent (still percent-encoded), without --api-prefix
@@ -172,6 +186,44 @@ def build_router_app(fleet: Fleet, reactor: Any, config: ServerConfig) -> Klein:
             inst.requests -= 1
             fleet.changed()
         return None
+
+    def stream_owner(request: Request) -> str:
+        """The model whose server holds a conversation's resumable stream: ?model=, else where its POST went."""
+        named = _query(request, "model")
+        conv = _query(request, "conv_id") or ""
+        name = named or conv_models.get(conv)
+        inst = fleet.find(name) if name else None
+        if inst is None or inst.status != LOADED:
+            if not conv:
+                raise InvalidRequest("Missing conversation id in path")
+            raise NotFound("Stream not found or expired")
+        return inst.entry.name
+
+    @app.route("/v1/stream", methods=["GET", "DELETE"])
+    @handler
+    async def stream(request: Request) -> Any:
+        return await relay(request, stream_owner(request))
+
+    @app.route("/v1/streams/lookup", methods=["POST"])
+    @handler
+    async def lookup(request: Request) -> Any:
+        """Asked of every loaded model that holds one of the conversations, the answers joined."""
+        ids = read_json(request).get("conversation_ids")
+        wanted = [i for i in ids if isinstance(i, str) and i] if isinstance(ids, list) else []
+        owners: dict[str, list[str]] = {}
+        for conv in wanted:
+            name = conv_models.get(conv)
+            if name is not None and fleet.instances[name].status == LOADED:
+                owners.setdefault(name, []).append(conv)
+        found: list[Any] = []
+        for name, convs in owners.items():
+            url = f"http://{CHILD_HOST}:{fleet.instances[name].port}/v1/streams/lookup"
+            try:
+                answer = await treq.post(url, json={"conversation_ids": convs}, pool=pool, timeout=5)
+                found += await answer.json()
+            except Exception as exc:  # noqa: BLE001  # gone meanwhile: it holds no stream now
+                log.info("stream lookup on model %s failed: %s", name, exc)
+        return send_json(request, found)
 
     @app.route("/", branch=True, methods=["POST", "PUT"])
     @handler
