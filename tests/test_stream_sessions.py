@@ -167,3 +167,23 @@ def test_through_a_router(tmp_path: Path, model_path: str, make_server: Any) -> 
     assert requests.delete(router.url + "/v1/stream", params={"conv_id": cid}, timeout=30).status_code == 204
     assert replay(router, cid).status_code == 404
     assert lookup(router, cid) == []
+
+
+def test_sessions_are_bounded() -> None:
+    from twisted.internet.task import Clock
+
+    from llamatwist.api import stream_sessions as ss
+
+    sessions = ss.StreamSessions(clock=Clock())
+    stopped: list[str] = []
+    for i in range(ss.MAX_SESSIONS + 3):
+        session = sessions.create(f"c{i}")
+        session.on_cancel.append(lambda i=i: stopped.append(f"c{i}"))
+        if i < 2:
+            sessions.finish(session)  # the two oldest are done: they go first, without a cancel
+    assert sessions.get("c0") is None and sessions.get("c1") is None and sessions.get("c2") is None
+    assert stopped == ["c2"]  # then the oldest running one, stopped
+    assert sessions.get(f"c{ss.MAX_SESSIONS + 2}") is not None
+    session = sessions.create("big")
+    session.append(b"x" * (ss.MAX_BYTES + 10))
+    assert session.dropped == 10 and session.total == ss.MAX_BYTES + 10 and session.read_from(10) == b"x" * ss.MAX_BYTES

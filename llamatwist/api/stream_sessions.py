@@ -7,7 +7,8 @@ kept), the generation goes on when the client leaves, and a client reattaches wi
 /v1/stream?conv_id=ID&from=N`` (the bytes from offset N, then live ones until the generation ends). ``POST
 /v1/streams/lookup {"conversation_ids": [...]}`` says which of the caller's conversations have a session (never
 a listing of them all); ``DELETE /v1/stream?conv_id=ID`` stops one (204). One conversation has at most one
-session: a new request replaces (and stops) the old one. A finished session is kept 5 minutes.
+session: a new request replaces (and stops) the old one. A finished session is kept 5 minutes; of more than
+256 sessions the oldest finished ones go first, then the oldest running ones (stopped).
 
 Everything here runs on the reactor thread.
 """
@@ -31,6 +32,7 @@ __all__ = ["SESSIONS", "StreamSession", "StreamSessions", "conversation_id", "re
 
 MAX_BYTES: Final = 4 << 20  # per session; the oldest bytes go first
 TTL_SECONDS: Final = 300  # a finished session is kept this long
+MAX_SESSIONS: Final = 256  # past it the oldest finished sessions go first, then the oldest running ones
 
 
 def conversation_id(request: Request) -> str:
@@ -113,6 +115,10 @@ class StreamSessions:
         if previous is not None:
             previous.cancel()
         session = self._sessions[conversation] = StreamSession(conversation)
+        if len(self._sessions) > MAX_SESSIONS:  # bounded memory: 4 MiB each at most
+            by_age = sorted(self._sessions.values(), key=lambda s: (not s.done, s.started_at))
+            for old in by_age[:len(self._sessions) - MAX_SESSIONS]:
+                self.evict_and_cancel(old.conversation)
         return session
 
     def get(self, conversation: str) -> StreamSession | None:
