@@ -47,6 +47,7 @@ class ServerConfig:
     video_timestamp_interval_ms: int = 5000  # --video-timestamp-interval (<= 0: no timestamp texts)
     video_ffmpeg_dir: str | None = None  # --video-ffmpeg-dir (None: ffmpeg and ffprobe from PATH)
     offline: bool = False  # never touch the network: -mu's file must be there already
+    docker_repo: str | None = None  # -dr [<repo>/]<model>[:tag], pulled from Docker Hub into the cache
     hf_repo: str | None = None  # -hf <user>/<model>[:quant], from the Hugging Face hub cache
     hf_file: str | None = None  # -hff: this file of the repository rather than the quant's
     hf_token: str | None = field(default=None, repr=False)  # -hft / HF_TOKEN
@@ -238,7 +239,7 @@ class ServerConfig:
         """A model catalog (--models-dir, --models-preset) and no model of the server's own (-m, -mu, -hf):
         serve the catalog's models, each in its own server process (llama-server's router mode)."""
         has_catalog = bool(self.models_dir or self.models_preset)
-        return has_catalog and not (self.model or self.model_url or self.hf_repo)
+        return has_catalog and not (self.model or self.model_url or self.hf_repo or self.docker_repo)
 
     @property
     def model_tags(self) -> tuple[str, ...]:

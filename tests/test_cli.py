@@ -65,6 +65,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "models_dir": ("/", "/"),
     "models_preset": ("/etc/hostname", "/etc/hostname"),
     "models_max": ("2", 2),
+    "docker_repo": ("smollm2:135M-Q4_0", "smollm2:135M-Q4_0"),
     "ui_config": ('{"theme": "dark"}', {"theme": "dark"}),
     "sampling.sse_ping_interval": ("-1", -1),
     "model_draft": ("d.gguf", "d.gguf"),

@@ -84,6 +84,10 @@ COMMON: Final[tuple[Flag, ...]] = (
          metavar="DIR", default="search in PATH"),
     Flag(("--offline",), "offline", G_MODEL, "offline mode: forces use of the cache, prevents network access",
          "LLAMA_ARG_OFFLINE"),
+    Flag(("-dr", "--docker-repo"), "docker_repo", G_MODEL,
+         "Docker Hub model repository; ai/ is the default namespace and latest the default tag (e.g. "
+         "-dr smollm2:135M-Q4_0); pulled into the cache when missing, checked against its digest",
+         "LLAMA_ARG_DOCKER_REPO", nonempty, metavar="[<repo>/]<model>[:quant]", default="unused"),
     Flag(("-hf", "-hfr", "--hf-repo"), "hf_repo", G_MODEL,
          "Hugging Face model repository; quant is optional, case-insensitive, default to Q4_K_M, or falls back "
          "to the first file in the repo if Q4_K_M doesn't exist; read from the Hugging Face cache ($HF_HOME), "

@@ -9,6 +9,7 @@ goes to stderr. ``--offline`` never touches the network: the cached file or a st
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import time
@@ -37,8 +38,9 @@ def model_url_path(url: str, cache: Path) -> Path:
 
 
 def fetch_model(url: str, dest: Path, *, offline: bool = False, out: IO[str] | None = None,
-                token: str | None = None) -> Path:
-    """`dest`, downloaded from `url` first unless it is already there."""
+                token: str | None = None, what: str = "--model-url", sha256: str | None = None) -> Path:
+    """`dest`, downloaded from `url` first unless it is already there (``sha256``: the download's digest must be
+    this; ``what``: the flag named in errors)."""
     if dest.is_file():
         return dest
     if offline:
@@ -55,10 +57,10 @@ def fetch_model(url: str, dest: Path, *, offline: bool = False, out: IO[str] | N
         response = urllib.request.urlopen(request, timeout=60)
     except urllib.error.HTTPError as err:
         if err.code == 416 and have:  # the part is already whole
-            return _finish(url, part, dest, have)
-        raise DownloadError(f"--model-url {url}: HTTP {err.code} {err.reason}") from None
+            return _finish(url, part, dest, have, what, sha256)
+        raise DownloadError(f"{what} {url}: HTTP {err.code} {err.reason}") from None
     except (urllib.error.URLError, OSError) as err:
-        raise DownloadError(f"--model-url {url}: {getattr(err, 'reason', err)}") from None
+        raise DownloadError(f"{what} {url}: {getattr(err, 'reason', err)}") from None
     with response:
         resumed = response.status == 206
         if not resumed:
@@ -69,16 +71,25 @@ def fetch_model(url: str, dest: Path, *, offline: bool = False, out: IO[str] | N
             _copy(response, fh, have, total, out or sys.stderr)
     size = part.stat().st_size
     if total is not None and size != total:
-        raise DownloadError(f"--model-url {url}: got {size} of {total} bytes (run again to resume)")
-    return _finish(url, part, dest, size)
+        raise DownloadError(f"{what} {url}: got {size} of {total} bytes (run again to resume)")
+    return _finish(url, part, dest, size, what, sha256)
 
 
-def _finish(url: str, part: Path, dest: Path, size: int) -> Path:
+def _finish(url: str, part: Path, dest: Path, size: int, what: str, sha256: str | None) -> Path:
     with open(part, "rb") as fh:
         magic = fh.read(4)
     if magic != b"GGUF":
         part.unlink()
-        raise DownloadError(f"--model-url {url}: not a GGUF file ({size} bytes, starts with {magic!r})")
+        raise DownloadError(f"{what} {url}: not a GGUF file ({size} bytes, starts with {magic!r})")
+    if sha256 is not None:
+        digest = hashlib.sha256()
+        with open(part, "rb") as fh:
+            while chunk := fh.read(_CHUNK):
+                digest.update(chunk)
+        if digest.hexdigest() != sha256:
+            part.unlink()
+            raise DownloadError(f"{what} {url}: sha256 {digest.hexdigest()} is not the {sha256} the registry "
+                                "announced")
     os.replace(part, dest)  # atomic: the same directory
     return dest
 

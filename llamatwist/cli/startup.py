@@ -71,6 +71,16 @@ def resolve_model(config: ServerConfig) -> ServerConfig:
         except DownloadError as err:
             raise ModelFetchError(str(err)) from None
         return dataclasses.replace(config, model=str(path))
+    if config.docker_repo:
+        from llamatwist.cli.docker import resolve_docker
+        from llamatwist.cli.download import DownloadError
+        from llamatwist.models import ModelFetchError, cache_dir
+
+        try:
+            config = dataclasses.replace(config, model=str(resolve_docker(config.docker_repo, cache_dir(),
+                                                                           offline=config.offline)))
+        except DownloadError as err:
+            raise ModelFetchError(str(err)) from None
     if config.hf_repo or config.hf_repo_draft:
         config = _resolve_hf(config)
     if config.model is not None:
@@ -167,7 +177,7 @@ def build_service(config: ServerConfig, *, under_twistd: bool = False) -> MultiS
             return make_router_service(config)
         if config.models_dir or config.models_preset:
             log.warning("--models-dir and --models-preset start router mode, which needs no model: ignored with "
-                        "-m, -mu or -hf")
+                        "-m, -mu, -hf or -dr")
         config = resolve_model(config)
         from llamatwist.server import make_service
 

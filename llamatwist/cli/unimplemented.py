@@ -31,7 +31,6 @@ _NO_SPEECH = ("the server has no speech route (text to speech is llama-tts's, no
               "no vocoder")
 
 _NO_RPC = "this build has no RPC backend (ggml-rpc): llamatwist runs the model in its own process"
-_NO_DOCKER = "models from Docker Hub are not fetched: use -hf (Hugging Face) or -mu (a URL)"
 _NO_FIT = ("fitting unset parameters to device memory is not supported: set -c and -ngl (a model too large for "
            "memory is a start-up error naming the sizes)")
 _NO_SYNTH = ("synthetic drafts accept draft tokens at random, bypassing verification (a benchmarking aid of "
@@ -48,7 +47,6 @@ UNIMPLEMENTED: Final[tuple[Unimplemented, ...]] = (
     _U("-fit --fit", "LLAMA_ARG_FIT", VALUE, _NO_FIT),
     _U("-fitt --fit-target", "LLAMA_ARG_FIT_TARGET", VALUE, _NO_FIT),
     _U("-fitc --fit-ctx", "LLAMA_ARG_FIT_CTX", VALUE, _NO_FIT),
-    _U("-dr --docker-repo", "LLAMA_ARG_DOCKER_REPO", VALUE, _NO_DOCKER),
     _U(
         "--ui-mcp-proxy --webui-mcp-proxy --no-ui-mcp-proxy --no-webui-mcp-proxy",
         "LLAMA_ARG_UI_MCP_PROXY",

@@ -52,9 +52,9 @@ _ROUTER_ONLY: Final = frozenset({
     "models_dir", "models_preset", "models_max", "models_autoload", "alias", "tags",
 })
 # ... and on the router's command line, a model source (a model's own comes from its entry)
-_RESERVED: Final = _ROUTER_ONLY | {"model", "model_url", "hf_repo", "hf_file"}
+_RESERVED: Final = _ROUTER_ONLY | {"model", "model_url", "hf_repo", "hf_file", "docker_repo"}
 _PRESET_ONLY: Final = frozenset({"load-on-startup", "stop-timeout", "dedup-cache-models"})
-_MODEL_KEYS: Final = frozenset({"model", "model_url", "hf_repo"})
+_MODEL_KEYS: Final = frozenset({"model", "model_url", "hf_repo", "docker_repo"})
 
 
 class CatalogError(Exception):
