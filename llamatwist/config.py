@@ -61,7 +61,8 @@ class ServerConfig:
     models_max: int = 4  # models loaded at once; 0 = no limit
     models_autoload: bool = True
     argv: tuple[str, ...] = field(default=(), compare=False, repr=False)
-    ui_config: dict[str, Any] = field(default_factory=dict)  # --ui-config / --ui-config-file: /props ui_settings  # the command line, for the children
+    ui_config: dict[str, Any] = field(default_factory=dict)
+    vertex: tuple[str, str] | None = None  # on Vertex AI (AIP_MODE=PREDICTION): its health and predict routes  # --ui-config / --ui-config-file: /props ui_settings  # the command line, for the children
     n_gpu_layers: int = -1  # -1 = auto/all, as llama-server
     # context and batching
     n_ctx: int = 0  # 0 = from the model's training context

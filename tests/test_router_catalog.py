@@ -104,5 +104,5 @@ def test_router_args_keep_everything_but_the_routers_own() -> None:
 def test_child_env_drops_the_routers_variables() -> None:
     env = {"LLAMA_API_KEY": "k", "LLAMA_ARG_MODELS_DIR": "/m", "LLAMA_ARG_MODELS_PRESET": "p",
            "LLAMA_ARG_HOST": "0.0.0.0", "LLAMA_ARG_PORT": "80", "LLAMA_ARG_MODEL": "m", "LLAMA_ARG_CTX_SIZE": "64",
-           "LLAMA_ARG_API_KEY_FILE": "f", "HOME": "/root"}
+           "LLAMA_ARG_API_KEY_FILE": "f", "HOME": "/root", "AIP_MODE": "PREDICTION", "AIP_HTTP_PORT": "8080"}
     assert child_env(env) == {"LLAMA_ARG_CTX_SIZE": "64", "HOME": "/root"}

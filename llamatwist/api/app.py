@@ -20,6 +20,7 @@ from llamatwist.api import (
     openapi,
     stream_sessions,
     tokens,
+    vertex,
     webui,
 )
 from llamatwist.api.errors import MethodNotAllowed, NotFound, send_error
@@ -38,6 +39,7 @@ def build_app(ctx: ApiContext) -> Klein:
                    oai_responses, oai_transcriptions):
         module.register(app, ctx)
     stream_sessions.register(app)
+    vertex.register(app, ctx.config.vertex, [path for _, path in openapi.OPERATIONS], ctx.config.api_prefix)
     webui.register(app, ctx.config)  # last: the UI never shadows an API route
     add_error_handlers(app)
     return app

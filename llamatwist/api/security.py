@@ -172,6 +172,7 @@ class SecurityPolicy:
     cors_headers: str = "*"
     cors_credentials: bool = True
     static_path: str | None = None  # --path, when the UI is on: its files are public
+    public: frozenset[bytes] = PUBLIC_PATHS  # served without a key (+ Vertex AI's health route)
 
     @classmethod
     def from_config(cls, config: ServerConfig) -> SecurityPolicy:
@@ -183,6 +184,7 @@ class SecurityPolicy:
             cors_headers=config.cors_headers,
             cors_credentials=config.cors_credentials,
             static_path=config.static_path if config.webui else None,
+            public=PUBLIC_PATHS | ({config.vertex[0].encode("utf-8")} if config.vertex and config.vertex[0] else set()),
         )
 
 
@@ -229,7 +231,7 @@ class SecureResource(Resource):
         frontend = route in FRONTEND_PATHS or self._static_file(request, route)
         if self._is_ready is not None and not frontend and not self._is_ready():
             return send_error(request, Unavailable("Loading model"))
-        if policy.api_keys and not frontend and route not in PUBLIC_PATHS:
+        if policy.api_keys and not frontend and route not in policy.public:
             key = presented_api_key(_header(request, b"authorization"), _header(request, b"x-api-key"))
             if not api_key_valid(key, policy.api_keys):
                 log.warning("unauthorized: Invalid API Key")

@@ -113,3 +113,20 @@ def refused_env(environ: Mapping[str, str]) -> ConfigError | None:
             continue  # llama-server ignores it too
         return not_implemented(canonical(names), env)
     return None
+
+
+def vertex_from_env(environ: Mapping[str, str]) -> tuple[tuple[str, str], int] | None:
+    """Google Cloud Vertex AI (``AIP_MODE=PREDICTION``, as llama-server): ((health route, predict route), port)
+    from AIP_HEALTH_ROUTE ("" = /health only), AIP_PREDICT_ROUTE (/predict) and AIP_HTTP_PORT (8080)."""
+    if environ.get("AIP_MODE") != "PREDICTION":
+        return None
+
+    def route(name: str, default: str) -> str:
+        value = environ.get(name) or default
+        return value if not value or value.startswith("/") else "/" + value
+
+    try:
+        port = int(environ.get("AIP_HTTP_PORT") or "8080")
+    except ValueError:
+        port = 8080
+    return (route("AIP_HEALTH_ROUTE", ""), route("AIP_PREDICT_ROUTE", "/predict")), port

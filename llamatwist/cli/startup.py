@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llamatwist.cli.environ import unknown_env
+from llamatwist.cli.environ import unknown_env, vertex_from_env
 from llamatwist.cli.errors import ConfigError, report_error
 from llamatwist.cli.parser import FLAGS, parse_config
 from llamatwist.config import ServerConfig
@@ -154,6 +154,13 @@ def configure(argv: Sequence[str], environ: Mapping[str, str]) -> ServerConfig:
         raise StartupFailed(err.exit_code) from None
     for name in unknown_env(environ, FLAGS):
         print(f"warning: environment variable {name} names no llama-server flag; ignored", file=sys.stderr)
+    vertex = vertex_from_env(environ)
+    if vertex is not None:
+        routes, port = vertex
+        if port != config.port:
+            print(f"warning: Google Cloud Vertex AI: AIP_HTTP_PORT {port} overrides the server port {config.port}",
+                  file=sys.stderr)
+        config = dataclasses.replace(config, vertex=routes, port=port)
     if config.prompts_log_dir:
         # as llama-server, created when the flag is read; a failure is a warning (the files will fail to log)
         from llamatwist.api.prompt_log import create_prompt_log_dir

@@ -306,4 +306,5 @@ def child_env(environ: Mapping[str, str]) -> dict[str, str]:
     """The children's environment: the router's, without the variables of the flags it keeps (`_RESERVED`)."""
     reserved = {flag.env for flag in FLAGS if flag.env and flag.field in _RESERVED}
     reserved |= {"LLAMA_ARG_API_KEY_FILE"}
-    return {k: v for k, v in environ.items() if k not in reserved}
+    # Vertex AI's AIP_* are the router's (its port and routes): a child taking AIP_HTTP_PORT could not listen
+    return {k: v for k, v in environ.items() if k not in reserved and not k.startswith("AIP_")}

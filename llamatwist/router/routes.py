@@ -25,7 +25,7 @@ from twisted.web.client import Agent
 from twisted.web.server import Request
 
 from llamatwist import __version__
-from llamatwist.api import webui
+from llamatwist.api import vertex, webui
 from llamatwist.api.app import add_error_handlers
 from llamatwist.api.errors import (
     InvalidRequest,
@@ -34,6 +34,7 @@ from llamatwist.api.errors import (
     Unavailable,
 )
 from llamatwist.api.http import handler, load_json, read_json, send_json
+from llamatwist.api.openapi import OPERATIONS
 from llamatwist.api.stream_sessions import conversation_id
 from llamatwist.config import ServerConfig
 from llamatwist.router.catalog import CHILD_HOST, projector_inputs
@@ -75,6 +76,7 @@ def _model_json(inst: Instance, created: int) -> dict[str, Any]:
 def build_router_app(fleet: Fleet, reactor: Any, config: ServerConfig) -> Klein:
     app = Klein()
     webui.register(app, config)  # first: its routes win over the catch-all ones that forward to a model
+    vertex.register(app, config.vertex, [path for _, path in OPERATIONS], config.api_prefix)
     pool = quiet_pool(reactor)
     agent = Agent(reactor, pool=pool)
     conv_models: OrderedDict[str, str] = OrderedDict()  # conversation -> the model its stream went to
