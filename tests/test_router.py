@@ -151,6 +151,7 @@ def test_a_client_mistake_is_a_4xx(router: Server) -> None:
     assert error(router.post("/models/unload", {"model": "tiny"})) == (400, "model is not running")
     assert router.post("/models/load", {}).status_code == 404
     assert router.post("/models", {"model": "x"}).status_code == 501
+    assert router.get("/tools").status_code == 403 and router.post("/cors-proxy", {}).status_code == 403
     assert router.get("/no/such/route", params={"model": "nope"}).status_code == 400
     # a model's own 4xx comes back as it is
     r = router.post("/v1/chat/completions", {"model": "smol", "messages": []})

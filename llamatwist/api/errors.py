@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from twisted.web.server import Request
 
 __all__ = [
-    "REPORTED", "TABLE", "ApiError", "ErrorAnswer", "HeadersTooLarge", "InvalidRequest", "MethodNotAllowed",
+    "REPORTED", "TABLE", "ApiError", "ErrorAnswer", "FeatureDisabled", "HeadersTooLarge", "InvalidRequest", "MethodNotAllowed",
     "NotFound", "NotSupported", "PayloadTooLarge", "RequestTimeout", "ServerError", "Unauthorized", "Unavailable", "answer", "error_body",
     "error_json", "path_error_json", "register_error_shape", "send_error",
 ]
@@ -90,6 +90,10 @@ class HeadersTooLarge(ApiError):
     pass
 
 
+class FeatureDisabled(ApiError):
+    """A route of a feature this server runs without (llama-server's 403 ``feature_disabled``)."""
+
+
 @dataclass(frozen=True)
 class ErrorAnswer:
     status: int
@@ -133,6 +137,7 @@ TABLE: dict[type[Exception], Callable[[Any], ErrorAnswer]] = {
     HeadersTooLarge: _as(431, "invalid_request_error"),
     NotSupported: _as(501, "not_supported_error"),
     Unavailable: _as(503, "unavailable_error"),
+    FeatureDisabled: _as(403, "feature_disabled"),
     # the runtime's typed errors (llamatwist.runtime.errors)
     ContextExceeded: _context_exceeded,
     InputTooLarge: _input_too_large,

@@ -12,7 +12,7 @@ from twisted.web.server import Request
 
 from llamatwist import __version__
 from llamatwist.api.completion import generation_settings
-from llamatwist.api.errors import InvalidRequest, NotSupported
+from llamatwist.api.errors import FeatureDisabled, InvalidRequest, NotSupported
 from llamatwist.api.http import ApiContext, handler, read_json, send_json
 from llamatwist.api.params import generation_params
 from llamatwist.config import ServerConfig
@@ -77,6 +77,13 @@ def register(app: Klein, ctx: ApiContext) -> None:
                 "size": info.size,
             },
         }
+
+    @app.route("/tools", methods=["GET", "POST"])
+    @app.route("/cors-proxy", methods=["GET", "POST"])
+    @handler
+    async def disabled(request: Request) -> Any:
+        """Server tools (--tools) and the UI's MCP proxy (--ui-mcp-proxy): llama-server's answer without them."""
+        raise FeatureDisabled("this feature is disabled")
 
     @app.route("/health", methods=["GET"])
     @app.route("/v1/health", methods=["GET"])

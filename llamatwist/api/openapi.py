@@ -180,6 +180,11 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("delete", "/v1/stream"): Operation("Stop a resumable stream", _T_GEN, query=(("conv_id", True),)),
     ("post", "/v1/streams/lookup"): Operation("Which of these conversations have a resumable stream", _T_GEN,
                                               "StreamLookup"),
+    ("get", "/tools"): Operation("Server tools: not offered (403 feature_disabled, as llama-server without --tools)",
+                                 _T_SRV),
+    ("post", "/tools"): Operation("Server tools: not offered (403 feature_disabled)", _T_SRV),
+    ("get", "/cors-proxy"): Operation("The UI's MCP proxy: not offered (403 feature_disabled)", _T_SRV),
+    ("post", "/cors-proxy"): Operation("The UI's MCP proxy: not offered (403 feature_disabled)", _T_SRV),
     ("get", "/"): Operation("The web UI", _T_UI, answer="html", public=True),
     ("get", "/index.html"): Operation("The web UI", _T_UI, answer="html", public=True),
     ("get", "/completion.js"): Operation("llama-server's completion.js helper", _T_UI, answer="javascript",
@@ -187,7 +192,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
 }
 
 _MEDIA = {"text": "text/plain", "html": "text/html", "javascript": "text/javascript"}
-_ERROR_STATUSES = ("400", "401", "404", "500", "501", "503")
+_ERROR_STATUSES = ("400", "401", "403", "404", "500", "501", "503")
 
 
 def _responses(op: Operation) -> dict[str, Any]:

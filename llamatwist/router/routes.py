@@ -28,6 +28,7 @@ from llamatwist import __version__
 from llamatwist.api import vertex, webui
 from llamatwist.api.app import add_error_handlers
 from llamatwist.api.errors import (
+    FeatureDisabled,
     InvalidRequest,
     NotFound,
     NotSupported,
@@ -140,6 +141,12 @@ def build_router_app(fleet: Fleet, reactor: Any, config: ServerConfig) -> Klein:
         raise NotSupported("adding and removing models through the API is not supported: the router serves "
                            "--models-dir and --models-preset (GET /models?reload=1 is not supported either; "
                            "restart the router after adding a model)")
+
+    @app.route("/tools", methods=["GET", "POST"])
+    @app.route("/cors-proxy", methods=["GET", "POST"])
+    @handler
+    async def disabled(request: Request) -> Any:
+        raise FeatureDisabled("this feature is disabled")
 
     @app.route("/models/sse", methods=["GET"])
     def events(request: Request) -> Any:
