@@ -240,7 +240,8 @@ FIELDS_ELSEWHERE: dict[str, str] = {
     "chat_parser": "a 400: llama.cpp's PEG parser definitions are not supported",
     "continue_final_message": "chat templates (prefill); checked on native requests",
     "echo": "/v1/completions echo; checked on native requests",
-    "reasoning_control": "a 400 when true: reasoning cannot be ended at runtime",
+    "reasoning_control": "openai.chat: its thinking can be ended at runtime (POST /v1/chat/completions/control); "
+                         "a 400 when true on native requests",
     "reasoning_budget_tokens": "the reasoning budget (chat and native requests)",
     "reasoning_budget_start_tag": "native reasoning budget",
     "reasoning_budget_end_tags": "native reasoning budget",
