@@ -327,3 +327,23 @@ def test_a_busy_model_is_not_stopped_for_another(catalog: Path, make_server: Any
     assert all(at > ended for _, at in answers)
     assert _status(srv, "smol") == "unloaded" and _status(srv, "tiny") == "loaded"
     assert srv.log().count("starting model tiny") == 1
+
+
+def test_reload_reads_the_catalog_again(tmp_path: Path, model_path: str, make_server: Any) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "a.gguf").symlink_to(model_path)
+    (models / "b.gguf").symlink_to(model_path)
+    srv = make_server("--models-dir", str(models), *COMMON)
+    assert srv.post("/completion", {"model": "a", "prompt": PROMPT, "n_predict": 2}).status_code == 200
+    port = _child_port(_models(srv)["a"])
+    (models / "a.gguf").unlink()  # a running model whose file went
+    (models / "b.gguf").unlink()  # an idle one
+    (models / "c.gguf").symlink_to(model_path)  # a new one
+    assert set(_models(srv)) == {"a", "b"}  # nothing changes until asked
+    listed = srv.get("/v1/models", params={"reload": "1"}).json()["data"]
+    assert [m["id"] for m in listed] == ["c"] and listed[0]["status"]["value"] == "unloaded"
+    assert not _listening(port)  # a was stopped
+    r = srv.post("/completion", {"model": "a", "prompt": PROMPT, "n_predict": 2})
+    assert (r.status_code, r.json()["error"]["message"]) == (400, "model 'a' not found")
+    assert srv.post("/completion", {"model": "c", "prompt": PROMPT, "n_predict": 2}).status_code == 200

@@ -114,6 +114,37 @@ class Fleet:
         self.stopped = False
         self._pool: HTTPConnectionPool = quiet_pool(reactor)
 
+    def reload(self, catalog: Mapping[str, ModelEntry]) -> defer.Deferred[Any]:
+        """GET /models?reload=1, as llama-server: a running model whose entry changed or went is stopped; models
+        not running take their new entries; new ones are added (none is started). Fires once the stopped ones
+        have exited."""
+        stopping = []
+        for name, inst in list(self.instances.items()):
+            entry = catalog.get(name)
+            if entry == inst.entry:
+                continue
+            if inst.running:
+                log.info("reload: stopping model %s (its entry %s)", name, "went" if entry is None else "changed")
+                stopping.append(self.unload(inst))
+            if entry is None:
+                if not inst.running:
+                    del self.instances[name]
+            else:
+                inst.entry = entry
+                inst.failed, inst.exit_code = False, 0
+        for name, entry in catalog.items():
+            if name not in self.instances:
+                self.instances[name] = Instance(entry)
+        self._aliases = {alias: name for name, entry in catalog.items() for alias in entry.aliases}
+
+        def settled(_: Any) -> None:
+            for name in [n for n in self.instances if n not in catalog and not self.instances[n].running]:
+                del self.instances[name]
+            for listener in list(self.listeners):
+                listener({"model": "*", "event": "models_reload", "data": {}})
+
+        return defer.gatherResults(stopping).addCallback(settled)
+
     # --- lookups -------------------------------------------------------------------------------------------
 
     def find(self, name: str) -> Instance | None:

@@ -32,13 +32,14 @@ from llamatwist.api.errors import (
     InvalidRequest,
     NotFound,
     NotSupported,
+    ServerError,
     Unavailable,
 )
 from llamatwist.api.http import handler, load_json, read_json, send_json
 from llamatwist.api.openapi import OPERATIONS
 from llamatwist.api.stream_sessions import conversation_id
 from llamatwist.config import ServerConfig
-from llamatwist.router.catalog import CHILD_HOST, projector_inputs
+from llamatwist.router.catalog import CHILD_HOST, CatalogError, load_catalog, projector_inputs
 from llamatwist.router.fleet import LOADED, Fleet, Instance
 from llamatwist.router.proxy import forward, quiet_pool
 
@@ -94,6 +95,12 @@ def build_router_app(fleet: Fleet, reactor: Any, config: ServerConfig) -> Klein:
     @app.route("/v1/models", methods=["GET"])
     @handler
     async def models(request: Request) -> Any:
+        if _query(request, "reload"):
+            try:
+                catalog = load_catalog(config.models_dir, config.models_preset)
+            except CatalogError as exc:
+                raise ServerError(f"cannot reload the models: {exc}") from None
+            await fleet.reload(catalog)
         created = int(time.time())
         return send_json(request, {"data": [_model_json(i, created) for i in fleet.instances.values()],
                                    "object": "list"})
@@ -139,8 +146,7 @@ def build_router_app(fleet: Fleet, reactor: Any, config: ServerConfig) -> Klein:
     @handler
     async def manage(request: Request) -> Any:
         raise NotSupported("adding and removing models through the API is not supported: the router serves "
-                           "--models-dir and --models-preset (GET /models?reload=1 is not supported either; "
-                           "restart the router after adding a model)")
+                           "--models-dir and --models-preset (GET /models?reload=1 reads them again)")
 
     @app.route("/tools", methods=["GET", "POST"])
     @app.route("/cors-proxy", methods=["GET", "POST"])
