@@ -21,7 +21,8 @@ const state = {
   router: false, // the server is a router (--models-dir): the chat request names the model chosen in the picker
   models: [], // router mode: the ids of its models
   propsSeq: 0, // the latest model /props request: an older answer is dropped
-  generating: null, // { convId, nodeId, controller }
+  generating: null, // { convId, nodeId, controller, answered }: a reply streaming (live, or resumed after a reload)
+  resumed: false, // the replies left generating by an earlier page were looked for
   search: '',
   attachments: [], // data: URLs of the images, audio and video the next message carries
 }
@@ -122,6 +123,10 @@ async function loadProps() {
     const props = await res.json()
     applyUiSettings(props.ui_settings)
     state.router = props.role === 'router'
+    if (!state.resumed) { // the server answers (and takes the key): resume the replies still generating
+      state.resumed = true
+      resumeStreams()
+    }
     if (state.router) {
       await loadModels()
       return
@@ -331,6 +336,7 @@ function renameConversation(conv) {
 function deleteConversation(conv) {
   if (!confirm(`Delete "${conv.name}"?`)) return
   if (state.generating?.convId === conv.id) state.generating.controller.abort()
+  if (state.generating?.convId === conv.id || Object.values(conv.nodes).some((n) => n.streaming)) stopStream(conv.id)
   state.conversations = state.conversations.filter((c) => c.id !== conv.id)
   if (state.activeId === conv.id) state.activeId = null
   persist()
@@ -382,11 +388,11 @@ function isGenerating(node) {
 
 function statsText(node) {
   const t = node.timings
-  if (!t) return node.stopped ? 'stopped' : ''
   const parts = []
-  if (t.predicted_n != null) parts.push(`${t.predicted_n} tokens`)
-  if (t.predicted_per_second) parts.push(`${t.predicted_per_second.toFixed(1)} t/s`)
+  if (t?.predicted_n != null) parts.push(`${t.predicted_n} tokens`)
+  if (t?.predicted_per_second) parts.push(`${t.predicted_per_second.toFixed(1)} t/s`)
   if (node.stopped) parts.push('stopped')
+  else if (node.interrupted) parts.push('interrupted')
   return parts.join(' · ')
 }
 
@@ -498,17 +504,80 @@ function messageContent(node) {
   return [...media.map(mediaPart), ...(text ? [{ type: 'text', text }] : [])]
 }
 
-async function generate(conv, parentId) {
-  if (state.generating) return
-  const history = branch(conv, parentId).map((n) => ({ role: n.role, content: messageContent(n) }))
-  const messages = state.settings.systemPrompt.trim()
-    ? [{ role: 'system', content: state.settings.systemPrompt }, ...history]
-    : history
-  const model = state.settings.model
-  const node = addNode(conv, parentId, 'assistant', '')
-  node.reasoning = ''
+/** The connection to the server failed (not a failure the server reported): its generation may go on. */
+class ConnectionLost extends Error {}
+
+/** A network failure of fetch or of reading its body as ConnectionLost; an abort stays an AbortError. */
+const lost = (err) => { throw err?.name === 'AbortError' ? err : new ConnectionLost(err?.message ?? String(err)) }
+
+/**
+ * Read a chat stream (server-sent events of chat.completion.chunk) into an assistant node: its content,
+ * reasoning_content and timings. `update` is called after each event. Gives the number of content chunks and
+ * whether the stream ended with [DONE].
+ */
+async function readChatStream(res, node, update) {
+  const reader = res.body.getReader()
+  const decoder = new TextDecoder()
+  let buffer = ''
+  let chunks = 0
+  let done = false
+  for (;;) {
+    const { done: ended, value } = await reader.read().catch(lost)
+    if (ended) break
+    buffer += decoder.decode(value, { stream: true })
+    let end
+    while ((end = buffer.indexOf('\n\n')) >= 0) {
+      const event = buffer.slice(0, end)
+      buffer = buffer.slice(end + 2)
+      for (const line of event.split('\n')) {
+        if (!line.startsWith('data: ')) continue
+        const payload = line.slice(6).trim()
+        if (payload === '[DONE]') { done = true; continue }
+        const data = JSON.parse(payload)
+        if (data?.error) throw new Error(data.error.message ?? 'server error')
+        const delta = data?.choices?.[0]?.delta ?? {}
+        if (delta.content) { node.content += delta.content; chunks++ }
+        if (delta.reasoning_content) node.reasoning += delta.reasoning_content
+        if (data?.timings) node.timings = data.timings
+      }
+      update()
+    }
+  }
+  return { chunks, done }
+}
+
+/** The server's resumable stream of a conversation (GET/DELETE v1/stream). */
+const streamUrl = (convId, from) => `${BASE}v1/stream?conv_id=${encodeURIComponent(convId)}${from == null ? '' : `&from=${from}`}`
+
+/** Stop the server's generation for a conversation: a stream with X-Conversation-Id outlives its connection. */
+function stopStream(convId) {
+  fetch(streamUrl(convId), { method: 'DELETE', headers: headers() }).catch(() => { /* best effort */ })
+}
+
+function stopGeneration() {
+  const gen = state.generating
+  if (!gen) return
+  gen.controller.abort()
+  stopStream(gen.convId)
+  if (!gen.answered) {
+    // the request may still be on its way (the server starts the stream only once it has read it): once more
+    // later, unless this conversation generates again meanwhile
+    setTimeout(() => { if (state.generating?.convId !== gen.convId) stopStream(gen.convId) }, 1500)
+  }
+}
+
+let unloading = false // the page is going away: a stream cut now is resumed by the next page
+
+/**
+ * Stream a reply into `node`: `request(signal)` gives the response (the chat POST, or with `resumed` the
+ * server's kept stream, replayed from its first byte, so the node is rebuilt from scratch). The stop button
+ * aborts it and stops the server's generation. The node stays marked streaming while it runs, and after a lost
+ * connection (the server goes on: the next page load resumes it).
+ */
+async function streamReply(conv, node, request, { resumed = false } = {}) {
   const controller = new AbortController()
-  state.generating = { convId: conv.id, nodeId: node.id, controller }
+  const gen = { convId: conv.id, nodeId: node.id, controller, answered: false }
+  state.generating = gen
   renderMessages()
   renderSidebar()
 
@@ -520,59 +589,122 @@ async function generate(conv, parentId) {
   }
   const started = performance.now()
   let chunks = 0
+  let done = false
+  let keep = false // the stream may go on at the server: stay marked streaming
   try {
-    const res = await fetch(BASE + 'v1/chat/completions', {
-      method: 'POST',
-      headers: headers(),
-      body: JSON.stringify({ messages, stream: true, ...samplingParams(), ...(state.router ? { model } : {}) }),
-      signal: controller.signal,
-    })
+    const res = await request(controller.signal).catch(lost)
+    gen.answered = true
+    if (resumed && (res.status === 404 || res.status === 400)) { // gone (expired), or its start already dropped
+      delete node.error
+      node.interrupted = true
+      return
+    }
     if (!res.ok) {
-      let message = `HTTP ${res.status}`
-      try { message = (await res.json()).error?.message ?? message } catch { /* not JSON */ }
+      let message = await errorMessage(res)
       if (res.status === 401) message += ' — set the API key in Settings'
       throw new Error(message)
     }
-    const reader = res.body.getReader()
-    const decoder = new TextDecoder()
-    let buffer = ''
-    for (;;) {
-      const { done, value } = await reader.read()
-      if (done) break
-      buffer += decoder.decode(value, { stream: true })
-      let end
-      while ((end = buffer.indexOf('\n\n')) >= 0) {
-        const event = buffer.slice(0, end)
-        buffer = buffer.slice(end + 2)
-        for (const line of event.split('\n')) {
-          if (!line.startsWith('data: ')) continue
-          const payload = line.slice(6).trim()
-          if (payload === '[DONE]') continue
-          const data = JSON.parse(payload)
-          if (data.error) throw new Error(data.error.message ?? 'server error')
-          const delta = data.choices?.[0]?.delta ?? {}
-          if (delta.content) { node.content += delta.content; chunks++ }
-          if (delta.reasoning_content) node.reasoning += delta.reasoning_content
-          if (data.timings) node.timings = data.timings
-        }
-        schedule()
-      }
+    if (resumed) {
+      node.content = ''
+      node.reasoning = ''
+      for (const key of ['timings', 'error', 'stopped', 'interrupted']) delete node[key]
     }
+    ({ chunks, done } = await readChatStream(res, node, schedule))
+    if (!done) node.interrupted = true // ended early: stopped elsewhere, or replaced by a newer request
   } catch (err) {
-    if (err.name === 'AbortError') node.stopped = true
-    else node.error = err.message
+    if (unloading) return
+    if (controller.signal.aborted) node.stopped = true
+    else if (err instanceof ConnectionLost) {
+      keep = true
+      node.error = `Connection lost (${err.message}): reload the page to resume the reply`
+    } else node.error = err.message
   } finally {
-    if (!node.timings && chunks) {
-      node.timings = { predicted_n: chunks, predicted_per_second: chunks / ((performance.now() - started) / 1000) }
+    if (!unloading) {
+      if (!keep) delete node.streaming
+      if (!node.timings && chunks) {
+        node.timings = resumed
+          ? { predicted_n: chunks }
+          : { predicted_n: chunks, predicted_per_second: chunks / ((performance.now() - started) / 1000) }
+      }
+      if (state.generating === gen) state.generating = null
+      if (conv.name === 'New chat' && conv.roots.length) {
+        const first = conv.nodes[conv.roots[0]]
+        conv.name = first.content.slice(0, 60) || (first.images?.length ? 'Attachment' : conv.name)
+      }
+      conv.updated = Date.now()
+      persist()
+      render()
     }
-    state.generating = null
-    if (conv.name === 'New chat' && conv.roots.length) {
-      const first = conv.nodes[conv.roots[0]]
-      conv.name = first.content.slice(0, 60) || (first.images?.length ? 'Attachment' : conv.name)
+  }
+}
+
+async function generate(conv, parentId) {
+  if (state.generating) return
+  const history = branch(conv, parentId).map((n) => ({ role: n.role, content: messageContent(n) }))
+  const messages = state.settings.systemPrompt.trim()
+    ? [{ role: 'system', content: state.settings.systemPrompt }, ...history]
+    : history
+  const model = state.settings.model
+  // The conversation's id names the server's stream of this reply (as llama-server's web UI): it outlives the
+  // page, and a newer request on the conversation replaces the older one.
+  for (const n of Object.values(conv.nodes)) delete n.streaming
+  const node = addNode(conv, parentId, 'assistant', '')
+  node.reasoning = ''
+  node.streaming = true
+  persist()
+  const body = JSON.stringify({ messages, stream: true, ...samplingParams(), ...(state.router ? { model } : {}) })
+  await streamReply(conv, node, (signal) => fetch(BASE + 'v1/chat/completions', {
+    method: 'POST',
+    headers: { ...headers(), 'X-Conversation-Id': conv.id },
+    body,
+    signal,
+  }))
+}
+
+/**
+ * The replies that were generating when the page went away: the server still holds their streams (for 5
+ * minutes after they end). Each one found is replayed from its start into its node, as it goes on live;
+ * one not found is marked interrupted, keeping what was saved.
+ */
+async function resumeStreams() {
+  const marked = []
+  for (const conv of state.conversations) {
+    for (const node of Object.values(conv.nodes)) if (node.streaming) marked.push({ conv, node })
+  }
+  if (!marked.length) return
+  let found
+  try {
+    const res = await fetch(BASE + 'v1/streams/lookup', {
+      method: 'POST',
+      headers: headers(),
+      body: JSON.stringify({ conversation_ids: marked.map(({ conv }) => conv.id) }),
+    })
+    const list = res.ok ? await res.json() : [] // a server without resumable streams has none
+    found = new Map((Array.isArray(list) ? list : []).map((s) => [s?.conversation_id, s]))
+  } catch (err) {
+    toast(`Could not look for the replies still generating (${err.message})`)
+    return // still marked: the next page load asks again
+  }
+  const waiting = []
+  for (const item of marked) {
+    if (found.has(item.conv.id)) waiting.push(item)
+    else {
+      delete item.node.streaming
+      delete item.node.error // a lost connection's: nothing to resume now
+      item.node.interrupted = true
     }
-    conv.updated = Date.now()
+  }
+  if (waiting.length < marked.length) {
     persist()
     render()
+  }
+  // the finished ones first (their replay is at once), then those still generating, one after the other
+  waiting.sort((a, b) => Number(!!found.get(b.conv.id).is_done) - Number(!!found.get(a.conv.id).is_done))
+  for (const { conv, node } of waiting) {
+    if (!state.conversations.includes(conv) || !node.streaming || conv.nodes[node.id] !== node) continue
+    if (state.generating) return // the user sent another message meanwhile: the rest on the next page load
+    await streamReply(conv, node, (signal) => fetch(streamUrl(conv.id, 0), { headers: headers(), signal }),
+      { resumed: true })
   }
 }
 
@@ -668,7 +800,18 @@ function init() {
   $('#input').addEventListener('keydown', (e) => {
     if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) { e.preventDefault(); send() }
   })
-  $('#stop').addEventListener('click', () => state.generating?.controller.abort())
+  $('#stop').addEventListener('click', stopGeneration)
+  // Leaving the page cuts a streaming reply's connection, not its generation: save what came so far, still
+  // marked streaming, for the next page load to resume.
+  const leaving = () => {
+    unloading = true
+    if (state.generating) persist()
+  }
+  addEventListener('pagehide', leaving)
+  addEventListener('pageshow', (e) => { if (e.persisted) unloading = false })
+  document.addEventListener('visibilitychange', () => {
+    if (document.visibilityState === 'hidden' && state.generating) persist()
+  })
   $('#attach').addEventListener('click', () => $('#attach-file').click())
   $('#attach-file').addEventListener('change', (e) => {
     const files = [...e.target.files]

@@ -3,7 +3,12 @@
 // A conversation is a tree of messages (edits and regenerations make
 // siblings); `current` is the leaf of the branch on screen.
 //   { id, name, created, updated, current, roots: [id], nodes: { id: node } }
-//   node: { id, parent, children: [id], role, content, images?: [data URL], reasoning?, timings?, error? }
+//   node: { id, parent, children: [id], role, content, images?: [data URL], reasoning?, timings?, error?,
+//           stopped?, streaming?, interrupted? }
+// streaming: the reply was still generating when last saved; the server keeps such a stream (the request
+// carried X-Conversation-Id: the conversation's id), and the page resumes it when loaded again. At most one
+// node of a conversation is streaming. interrupted: a streaming reply whose stream was gone when the page
+// came back (what was saved stays).
 
 const CONVS_KEY = 'llamatwist.conversations'
 const SETTINGS_KEY = 'llamatwist.settings'
@@ -100,7 +105,7 @@ export function newId() {
 
 export function loadConversations() {
   const list = load(CONVS_KEY, [])
-  return Array.isArray(list) ? list.filter(isConversation) : []
+  return Array.isArray(list) ? list.filter(isConversation).map((c) => cleanFlags(c, true)) : []
 }
 
 export function saveConversations(list) {
@@ -118,12 +123,30 @@ function isConversation(c) {
   return true
 }
 
+const FLAGS = ['stopped', 'streaming', 'interrupted']
+
+/** The nodes' flags are booleans or absent; only the newest streaming node of a conversation stays streaming,
+ * and none when `keepStreaming` is false (an imported conversation generates nothing here). */
+function cleanFlags(c, keepStreaming) {
+  let newest = null
+  for (const n of Object.values(c.nodes)) {
+    for (const flag of FLAGS) if (n[flag] !== undefined && typeof n[flag] !== 'boolean') delete n[flag]
+    if (!n.streaming) delete n.streaming
+    else if (!keepStreaming || n.role !== 'assistant') delete n.streaming
+    else if (newest === null || (n.created ?? 0) >= (newest.created ?? 0)) {
+      if (newest) delete newest.streaming
+      newest = n
+    } else delete n.streaming
+  }
+  return c
+}
+
 /** Conversations from an exported JSON file (an array or { conversations }). */
 export function parseImport(text) {
   const data = JSON.parse(text)
   const list = Array.isArray(data) ? data : data?.conversations
   if (!Array.isArray(list)) throw new Error('not a conversations export')
-  const good = list.filter(isConversation)
+  const good = list.filter(isConversation).map((c) => cleanFlags(c, false))
   if (!good.length) throw new Error('no valid conversations in the file')
   return good
 }

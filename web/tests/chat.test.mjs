@@ -11,7 +11,8 @@
 // "router": a router (--models-dir) with at least two models: the header's model picker, the chosen model sent
 // with each chat request, remembered after a reload. "uisettings": a server started with
 // --ui-config '{"temperature": 0.25, "systemMessage": "Be brief."}' (llama-server's UI name for the system prompt):
-// the values are the settings form's defaults until the user saves others.
+// the values are the settings form's defaults until the user saves others. "resume": a reply that goes on
+// through a page reload (the server's resumable streams), then one stopped after a reload.
 // CHROMIUM: the browser (default /usr/bin/chromium).  The screenshot of the
 // chat goes to test-results/chat.png.  Exits 1 when any scenario fails.
 import { mkdirSync, readFileSync } from 'node:fs'
@@ -393,6 +394,136 @@ const scenarios = {
     await page.getByTestId('settings').click()
     assert(await field.inputValue() === '', `the cleared temperature stays cleared (${await field.inputValue()})`)
     assert(await page.locator('#settings-form [name="max_tokens"]').inputValue() === '4', 'other saved values kept')
+  },
+
+  // A reply survives a reload: its request carries X-Conversation-Id (the conversation's id), so the server goes
+  // on generating when the page goes; the reloaded page looks it up (v1/streams/lookup), replays its stream from
+  // the first byte (v1/stream?from=0) and follows it to the end. Stop on a resumed reply stops the server's
+  // generation too (DELETE v1/stream). Run by name only.
+  async resume(page) {
+    const LONG = 300_000 // a slow, busy CPU: the replies take a while
+    const stored = () => page.evaluate(() => JSON.parse(localStorage.getItem('llamatwist.conversations') ?? '[]'))
+    const lastNode = (conv) => Object.values(conv.nodes).filter((n) => n.role === 'assistant')
+      .sort((a, b) => a.created - b.created).at(-1)
+    const noneStreaming = () => page.waitForFunction(() => {
+      const convs = JSON.parse(localStorage.getItem('llamatwist.conversations') ?? '[]')
+      return !convs.some((c) => Object.values(c.nodes).some((n) => n.streaming))
+        && !document.querySelector('#send').hidden
+    }, null, { timeout: LONG, polling: 200 })
+    // the server's replay of a conversation's kept stream: the content its chunks carry
+    const replayed = (id) => page.evaluate(async (conv) => {
+      const res = await fetch(`v1/stream?conv_id=${encodeURIComponent(conv)}&from=0`)
+      const text = await res.text()
+      let content = ''
+      for (const line of text.split('\n')) {
+        if (!line.startsWith('data: ') || line.includes('[DONE]')) continue
+        content += JSON.parse(line.slice(6)).choices?.[0]?.delta?.content ?? ''
+      }
+      return { status: res.status, content, done: text.endsWith('data: [DONE]\n\n') }
+    }, id)
+    const posts = []
+    const gets = []
+    const deletes = []
+    page.on('request', (req) => {
+      const url = req.url()
+      if (req.method() === 'POST' && url.endsWith('/v1/chat/completions')) posts.push(req.headers()['x-conversation-id'])
+      if (req.method() === 'GET' && url.includes('/v1/stream?')) gets.push(url)
+      if (req.method() === 'DELETE' && url.includes('/v1/stream?')) deletes.push(url)
+    })
+
+    await ready(page)
+    await setSettings(page, { max_tokens: 300, temperature: 0 })
+    await ready(page)
+    await ignoreEos(page) // the page's routes outlive its reloads
+    await sendMessage(page, 'Write a long story about a lighthouse keeper and the sea.')
+    const content = lastAssistant(page).getByTestId('content')
+    await content.filter({ hasText: /\S/ }).waitFor({ timeout: LONG })
+    const before = (await content.textContent()).length
+    const [conv] = await stored()
+    assert(lastNode(conv).streaming === true, 'the reply is saved as streaming while it generates')
+    assert(posts.length === 1 && posts[0] === conv.id, `X-Conversation-Id is the conversation's id (${posts})`)
+    const lookup = page.waitForResponse((r) => r.url().endsWith('/v1/streams/lookup'), { timeout: LONG })
+    await page.reload()
+    const sessions = await (await lookup).json()
+    assert(sessions.length === 1 && sessions[0].conversation_id === conv.id, `the stream found: ${JSON.stringify(sessions)}`)
+    if (!sessions[0].is_done) { // still generating (on a fast machine it may be over already: replayed at once)
+      await page.getByTestId('stop').waitFor({ state: 'visible', timeout: LONG })
+    }
+    await noneStreaming()
+    assert(gets.some((u) => u.includes(`conv_id=${encodeURIComponent(conv.id)}&from=0`)), `replayed from 0 (${gets})`)
+    assert(posts.length === 1, `the message was not sent again (${posts.length} requests)`)
+    const after = await content.textContent()
+    assert(after.length > before, `the reply went on after the reload (${before} -> ${after.length} characters)`)
+    const stats = await lastAssistant(page).getByTestId('stats').textContent()
+    assert(stats.includes('300 tokens'), `the whole reply arrived (${stats})`)
+    console.log(`resume: ${before} characters shown before the reload, ${after.length} at the end; the stream was`
+      + ` ${sessions[0].is_done ? 'over' : `still going (${sessions[0].total_bytes} bytes)`} when the page came back`)
+    assert(await lastAssistant(page).locator('.error').count() === 0, 'no error')
+    const node = lastNode((await stored())[0])
+    const server = await replayed(conv.id)
+    assert(server.status === 200 && server.done, `the server still holds the finished stream (${server.status})`)
+    assert(node.content === server.content, 'the saved reply is the one the server generated, exactly')
+    assert(!node.streaming && !node.interrupted && !node.stopped && !node.error, `saved as complete: ${JSON.stringify(node)}`)
+    await page.reload() // what was shown is what was saved
+    await ready(page)
+    assert(await content.textContent() === after, 'the same reply after another reload')
+    assert(deletes.length === 0, `nothing stopped (${deletes})`)
+
+    // a second reply, in a new conversation: resumed after a reload, then stopped
+    await setSettings(page, { max_tokens: 800 })
+    await ready(page)
+    await page.getByTestId('new-chat').click()
+    await sendMessage(page, 'Write a very long story about a mountain, with many chapters.')
+    await content.filter({ hasText: /\S/ }).waitFor({ timeout: LONG })
+    const second = (await stored()).find((c) => c.id !== conv.id)
+    assert(posts.length === 2 && posts[1] === second.id, `the second conversation's id (${posts})`)
+    await page.reload()
+    const stop = page.getByTestId('stop')
+    await stop.waitFor({ state: 'visible', timeout: LONG })
+    const resumedAt = (await content.textContent()).length
+    await page.waitForFunction((n) => {
+      const el = [...document.querySelectorAll('[data-testid="message-assistant"] [data-testid="content"]')].pop()
+      return el && el.textContent.length > n
+    }, resumedAt, { timeout: LONG, polling: 100 })
+    assert(await stop.isVisible(), 'still generating after the replay')
+    await stop.click()
+    await waitIdle(page)
+    assert(deletes.some((u) => u.includes(`conv_id=${encodeURIComponent(second.id)}`)), `DELETE v1/stream sent (${deletes})`)
+    const stopped = await lastAssistant(page).getByTestId('stats').textContent()
+    assert(stopped.includes('stopped'), `marked stopped (${stopped})`)
+    const picker = page.getByTestId('model-select') // a router's /slots are its models'
+    const slotsUrl = await picker.isVisible() ? `slots?model=${encodeURIComponent(await picker.inputValue())}` : 'slots'
+    const idle = await page.evaluate(async (url) => {
+      for (let i = 0; i < 150; i++) {
+        const slots = await (await fetch(url)).json()
+        if (!slots.some((s) => s.is_processing)) return true
+        await new Promise((resolve) => setTimeout(resolve, 200))
+      }
+      return false
+    }, slotsUrl)
+    assert(idle, 'the server stopped generating (no slot processing)')
+    const [left] = await page.evaluate(async (id) => (await fetch('v1/streams/lookup', {
+      method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ conversation_ids: [id] }),
+    })).json(), second.id)
+    assert(!left || left.is_done, `no stream left running (${JSON.stringify(left)})`)
+    const saved = lastNode((await stored()).find((c) => c.id === second.id))
+    assert(saved.stopped && !saved.streaming && saved.content.length > 0, `saved as stopped: ${JSON.stringify(saved)}`)
+
+    // a reply saved as streaming whose stream the server no longer has (expired): kept as saved, interrupted
+    await page.evaluate((id) => {
+      const convs = JSON.parse(localStorage.getItem('llamatwist.conversations'))
+      const node = Object.values(convs.find((c) => c.id === id).nodes).find((n) => n.stopped)
+      node.streaming = true
+      delete node.stopped
+      localStorage.setItem('llamatwist.conversations', JSON.stringify(convs))
+    }, second.id)
+    const gone = page.waitForResponse((r) => r.url().endsWith('/v1/streams/lookup'), { timeout: LONG })
+    await page.reload()
+    assert(JSON.stringify(await (await gone).json()) === '[]', 'the server has no stream for it')
+    await noneStreaming()
+    await lastAssistant(page).getByTestId('stats').filter({ hasText: 'interrupted' }).waitFor({ timeout: LONG })
+    const kept = lastNode((await stored()).find((c) => c.id === second.id))
+    assert(kept.interrupted && kept.content === saved.content, `kept as saved, interrupted: ${JSON.stringify(kept)}`)
   },
 
   // Without a projector there is no attach button, and a pasted image is refused with a note.
