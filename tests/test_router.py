@@ -347,3 +347,18 @@ def test_reload_reads_the_catalog_again(tmp_path: Path, model_path: str, make_se
     r = srv.post("/completion", {"model": "a", "prompt": PROMPT, "n_predict": 2})
     assert (r.status_code, r.json()["error"]["message"]) == (400, "model 'a' not found")
     assert srv.post("/completion", {"model": "c", "prompt": PROMPT, "n_predict": 2}).status_code == 200
+
+
+def test_a_killed_routers_models_stop(tmp_path: Path, model_path: str, make_server: Any) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "smol.gguf").symlink_to(model_path)
+    srv = make_server("--models-dir", str(models), *COMMON)
+    assert srv.post("/completion", {"model": "smol", "prompt": PROMPT, "n_predict": 2}).status_code == 200
+    port = _child_port(_models(srv)["smol"])
+    srv.proc.kill()  # SIGKILL: the router cannot stop its models itself
+    srv.proc.wait(10)
+    deadline = time.monotonic() + 30
+    while _listening(port):
+        assert time.monotonic() < deadline, "the orphaned model server is still running"
+        time.sleep(0.2)

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from twisted.application.service import MultiService
 
 __all__ = [
+    "ROUTER_CHILD_ENV",
     "StartupFailed",
     "build_service",
     "configure",
@@ -216,6 +217,27 @@ def stop_once_on_signals(reactor: Any) -> None:
     reactor.sigTerm = wrap("SIGTERM", reactor.sigTerm)
 
 
+ROUTER_CHILD_ENV = "LLAMATWIST_ROUTER_CHILD"  # set by the router for its model servers
+
+
+def stop_with_parent(reactor: Any) -> None:
+    """A router's model server stops when the router is gone (killed too, even with SIGKILL), as on SIGTERM,
+    rather than live on orphaned: once a second, is its parent still the process that started it?"""
+    from twisted.internet.task import LoopingCall
+
+    parent = os.getppid()
+
+    def check() -> None:
+        if os.getppid() != parent and reactor.running:
+            log.warning("the router that started this server (pid %d) is gone: stopping", parent)
+            watch.stop()
+            reactor.stop()
+
+    watch = LoopingCall(check)
+    watch.clock = reactor
+    watch.start(1.0, now=False)
+
+
 def run_service(service: MultiService) -> int:
     """Run `service` under the global reactor until SIGINT/SIGTERM or stop.
 
@@ -234,6 +256,8 @@ def run_service(service: MultiService) -> int:
     if hasattr(signal, "SIGHUP"):  # logrotate's postrotate (the unit's ExecReload): reopen --log-file
         signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(logs.reopen_files))
     stop_once_on_signals(reactor)
+    if os.environ.get(ROUTER_CHILD_ENV) == "1":
+        stop_with_parent(reactor)
     reactor.run()  # installs SIGINT/SIGTERM handlers that stop the reactor
     return int(getattr(service, "exit_code", 0) or 0)
 

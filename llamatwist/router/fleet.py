@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 from twisted.web.client import HTTPConnectionPool
 
 from llamatwist.api.errors import InvalidRequest, NotFound, ServerError, Unavailable
+from llamatwist.cli.startup import ROUTER_CHILD_ENV
 from llamatwist.router.catalog import CHILD_HOST, ModelEntry, child_args, child_env
 from llamatwist.router.proxy import quiet_pool
 
@@ -196,7 +197,8 @@ class Fleet:
         inst.args = [sys.executable, "-m", "llamatwist", *child_args(inst.entry, self._argv, inst.port)]
         inst.status, inst.stopping, inst.failed, inst.exit_code = LOADING, False, False, 0
         inst.info, inst.last_used = {}, time.monotonic()
-        env = {**self._env, "LLAMATWIST_DRAIN_TIMEOUT": str(inst.entry.stop_timeout)}
+        # the child stops when this process is gone (cli.startup.stop_with_parent)
+        env = {**self._env, "LLAMATWIST_DRAIN_TIMEOUT": str(inst.entry.stop_timeout), ROUTER_CHILD_ENV: "1"}
         log.info("starting model %s on port %d: %s", inst.entry.name, inst.port, " ".join(inst.args[3:]))
         output = _ChildOutput(inst.entry.name, lambda code: self._exited(inst, process, code))
         process = self._reactor.spawnProcess(output, sys.executable, inst.args, env=env, path=os.getcwd())
