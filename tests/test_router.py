@@ -362,3 +362,14 @@ def test_a_killed_routers_models_stop(tmp_path: Path, model_path: str, make_serv
     while _listening(port):
         assert time.monotonic() < deadline, "the orphaned model server is still running"
         time.sleep(0.2)
+
+
+def test_a_sleeping_model_says_so(tmp_path: Path, model_path: str, make_server: Any) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "smol.gguf").symlink_to(model_path)
+    srv = make_server("--models-dir", str(models), "--sleep-idle-seconds", "1", *COMMON)
+    assert srv.post("/completion", {"model": "smol", "prompt": PROMPT, "n_predict": 2}).status_code == 200
+    _wait_status(srv, "smol", "sleeping", timeout=30)  # the child's --sleep-idle-seconds, as llama-server says it
+    r = srv.post("/completion", {"model": "smol", "prompt": PROMPT, "n_predict": 2})  # wakes it
+    assert r.status_code == 200 and r.json()["tokens_predicted"] == 2

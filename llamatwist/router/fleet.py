@@ -61,6 +61,7 @@ class Instance:
     exit_code: int = 0
     last_used: float = 0.0
     requests: int = 0  # proxied requests in flight
+    sleeping: bool = False  # a loaded server that freed its model (--sleep-idle-seconds), as its /props said
     info: dict[str, Any] = field(default_factory=dict)  # the child's own /v1/models entry
 
     @property
@@ -68,7 +69,8 @@ class Instance:
         return self.status != UNLOADED
 
     def status_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"value": self.status, "args": self.args}
+        value = "sleeping" if self.status == LOADED and self.sleeping else self.status
+        out: dict[str, Any] = {"value": value, "args": self.args}
         if self.entry.preset:
             out["preset"] = "\n".join(f"{k} = {v}" for k, v in self.entry.preset.items())
         if self.failed:
@@ -196,7 +198,7 @@ class Fleet:
         inst.port = _free_port()
         inst.args = [sys.executable, "-m", "llamatwist", *child_args(inst.entry, self._argv, inst.port)]
         inst.status, inst.stopping, inst.failed, inst.exit_code = LOADING, False, False, 0
-        inst.info, inst.last_used = {}, time.monotonic()
+        inst.info, inst.last_used, inst.sleeping = {}, time.monotonic(), False
         # the child stops when this process is gone (cli.startup.stop_with_parent)
         env = {**self._env, "LLAMATWIST_DRAIN_TIMEOUT": str(inst.entry.stop_timeout), ROUTER_CHILD_ENV: "1"}
         log.info("starting model %s on port %d: %s", inst.entry.name, inst.port, " ".join(inst.args[3:]))
@@ -225,6 +227,18 @@ class Fleet:
             except Exception as exc:  # noqa: BLE001  # not listening yet, or gone: the exit is reported apart
                 log.debug("model %s not ready yet: %s", inst.entry.name, exc)
             await deferLater(self._reactor, _POLL_S, lambda: None)
+
+    async def check_sleep(self) -> None:
+        """Ask each loaded server whether it sleeps (/props is_sleeping), for /models' status."""
+        async def ask(inst: Instance) -> None:
+            try:
+                response = await treq.get(f"http://{CHILD_HOST}:{inst.port}/props", pool=self._pool, timeout=2)
+                inst.sleeping = bool((await response.json()).get("is_sleeping"))
+            except Exception as exc:  # noqa: BLE001  # busy or going away: the last answer stands
+                log.debug("model %s: no /props answer: %s", inst.entry.name, exc)
+
+        loaded = [i for i in self.instances.values() if i.status == LOADED and not i.stopping]
+        await defer.gatherResults([defer.Deferred.fromCoroutine(ask(i)) for i in loaded])
 
     def _exited(self, inst: Instance, process: Any, code: int) -> None:
         if inst.process is not process:

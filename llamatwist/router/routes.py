@@ -101,6 +101,7 @@ def build_router_app(fleet: Fleet, reactor: Any, config: ServerConfig) -> Klein:
             except CatalogError as exc:
                 raise ServerError(f"cannot reload the models: {exc}") from None
             await fleet.reload(catalog)
+        await fleet.check_sleep()
         created = int(time.time())
         return send_json(request, {"data": [_model_json(i, created) for i in fleet.instances.values()],
                                    "object": "list"})
