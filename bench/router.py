@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import default_threads, machine_info, resolve_model, save_results, wait_quiet
-from bench.loadgen import DEFAULT_CTX, REPO_ROOT, LoadResult, Server, _free_port, http_get, run_load, spawn_server
+from bench.loadgen import REPO_ROOT, LoadResult, Server, _free_port, add_common_args, http_get, run_load, spawn_server
 
 NAME = "bench"
 
@@ -73,24 +73,22 @@ def http_status(url: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-m", "--model", help="GGUF (default: the project's default model)")
-    p.add_argument("--clients", default="1,8")
-    p.add_argument("-n", "--n-predict", type=int, default=128)
-    p.add_argument("-t", "--threads", type=int, default=None)
-    p.add_argument("--duration", type=float, default=20.0)
-    p.add_argument("--warmup", type=float, default=3.0)
+    add_common_args(p)  # -m, --clients, -n, -t, -c, --duration, --warmup, ... as every benchmark
     p.add_argument("--rounds", type=int, default=2)
+    p.set_defaults(duration=20.0)
     args = p.parse_args(argv)
     model = resolve_model(args.model)
     clients = [int(c) for c in args.clients.split(",")]
     threads = args.threads or default_threads()
-    flags = ["-np", str(max(clients)), "-c", str(DEFAULT_CTX), "-t", str(threads), "-kvu"]
+    flags = ["-np", str(max(clients)), "-c", str(args.ctx_size), "-t", str(threads),
+             "-no-kvu" if args.no_kv_unified else "-kvu"]
 
     with tempfile.TemporaryDirectory() as tmp:
         models = Path(tmp) / "models"
         models.mkdir()
         (models / f"{NAME}.gguf").symlink_to(Path(model).resolve())
-        direct = spawn_server(model, max(clients), threads=threads)
+        direct = spawn_server(model, max(clients), threads=threads, n_ctx=args.ctx_size,
+                              kv_unified=not args.no_kv_unified)
         router = _spawn_router(models, flags)
         try:
             wait_quiet(30)
@@ -106,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                 for c in clients:
                     order = [("direct", direct.url), ("router", router.url)]
                     for kind, url in order if r % 2 == 0 else order[::-1]:
-                        res = run_load(url, c, n_predict=args.n_predict, duration=args.duration,
+                        res = run_load(url, c, n_predict=args.n_predict, prompt=args.prompt, duration=args.duration,
                                        warmup=args.warmup, extra={"model": NAME})
                         results[kind].setdefault(c, []).append(res)
                         print(f"round {r + 1} C={c} {kind}: {res.tok_s:.1f} tok/s, TTFT p50 {res.ttft_ms_p50:.0f} ms",

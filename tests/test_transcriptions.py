@@ -4,8 +4,6 @@ the openai client, and through a router: the same text as the chat request it st
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,18 +12,11 @@ import openai
 import pytest
 import requests
 
-from tests.conftest import REPO, Server
-from tests.test_multimodal_audio import A440, A880, audio_part
+from tests.conftest import Server
+from tests.test_multimodal_audio import A440, A880, audio_dir, audio_part
 
 ASR = "Transcribe audio to text"
-
-
-@pytest.fixture(scope="module")
-def audio_dir(tmp_path_factory: pytest.TempPathFactory, model_path: str) -> Path:
-    out = tmp_path_factory.mktemp("asr")
-    subprocess.run([sys.executable, str(REPO / "scripts" / "make_audio_model.py"), "--out-dir", str(out),
-                    "--model", model_path], check=True, capture_output=True)
-    return out
+__all__ = ["audio_dir"]  # the audio model's fixture, shared with tests/test_multimodal_audio.py
 
 
 @pytest.fixture(scope="module")

@@ -180,14 +180,15 @@ def _browser_ready() -> str | None:
     return None
 
 
-def _run_browser(url: str, env: dict[str, str] | None = None) -> None:
+def _run_browser(url: str, env: dict[str, str] | None = None, scenarios: tuple[str, ...] = ()) -> None:
+    """web/tests/chat.test.mjs against `url`: its default scenarios, or the ones named."""
     reason = _browser_ready()
     if reason is not None:
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)
     proc = subprocess.run(
-        ["node", "tests/chat.test.mjs"],
+        ["node", "tests/chat.test.mjs", *scenarios],
         check=False,
         cwd=WEB,
         capture_output=True,

@@ -5,37 +5,17 @@ until the user saves another value."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import Server
-from tests.test_webui import WEB, _browser_ready
+from tests.test_webui import _run_browser
 
 StartServer = Callable[..., Server]
 
 
 def run_scenario(url: str, name: str) -> None:
-    reason = _browser_ready()
-    if reason is not None:
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    proc = subprocess.run(
-        ["node", "tests/chat.test.mjs", name],
-        check=False,
-        cwd=WEB,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "LLAMATWIST_URL": url},
-    )
-    print(proc.stdout, proc.stderr)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert f"ok {name}" in proc.stdout, proc.stdout
+    _run_browser(url, scenarios=(name,))
 
 
 def test_browser_router_model_picker(make_server: StartServer, model_path: str, tmp_path: Path) -> None:

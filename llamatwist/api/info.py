@@ -21,7 +21,7 @@ from llamatwist.media import MEDIA_MARKER
 from llamatwist.metrics import render_metrics
 from llamatwist.runtime import LoadedModel, SlotInfo, validate_filename
 
-__all__ = ["register"]
+__all__ = ["register", "register_disabled"]
 
 _STARTED = int(time.time())  # the server process's start, as llama-server's Process-Start-Time-Unix
 
@@ -57,6 +57,17 @@ def _offload(config: ServerConfig, loaded: LoadedModel) -> dict[str, Any]:
     }
 
 
+def register_disabled(app: Klein) -> None:
+    """Server tools (--tools) and the UI's MCP proxy (--ui-mcp-proxy): llama-server's 403 without them (a model's
+    server and the router alike)."""
+
+    @app.route("/tools", methods=["GET", "POST"])
+    @app.route("/cors-proxy", methods=["GET", "POST"])
+    @handler
+    async def disabled(request: Request) -> Any:
+        raise FeatureDisabled("this feature is disabled")
+
+
 def register(app: Klein, ctx: ApiContext) -> None:
     def model_info(loaded: LoadedModel) -> dict[str, Any]:
         info = loaded.info
@@ -78,12 +89,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
             },
         }
 
-    @app.route("/tools", methods=["GET", "POST"])
-    @app.route("/cors-proxy", methods=["GET", "POST"])
-    @handler
-    async def disabled(request: Request) -> Any:
-        """Server tools (--tools) and the UI's MCP proxy (--ui-mcp-proxy): llama-server's answer without them."""
-        raise FeatureDisabled("this feature is disabled")
+    register_disabled(app)
 
     @app.route("/health", methods=["GET"])
     @app.route("/v1/health", methods=["GET"])

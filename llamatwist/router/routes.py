@@ -28,7 +28,6 @@ from llamatwist import __version__
 from llamatwist.api import vertex, webui
 from llamatwist.api.app import add_error_handlers
 from llamatwist.api.errors import (
-    FeatureDisabled,
     InvalidRequest,
     NotFound,
     NotSupported,
@@ -36,6 +35,7 @@ from llamatwist.api.errors import (
     Unavailable,
 )
 from llamatwist.api.http import handler, load_json, read_json, send_json
+from llamatwist.api.info import register_disabled
 from llamatwist.api.openapi import OPERATIONS
 from llamatwist.api.stream_sessions import conversation_id
 from llamatwist.config import ServerConfig
@@ -149,11 +149,7 @@ def build_router_app(fleet: Fleet, reactor: Any, config: ServerConfig) -> Klein:
         raise NotSupported("adding and removing models through the API is not supported: the router serves "
                            "--models-dir and --models-preset (GET /models?reload=1 reads them again)")
 
-    @app.route("/tools", methods=["GET", "POST"])
-    @app.route("/cors-proxy", methods=["GET", "POST"])
-    @handler
-    async def disabled(request: Request) -> Any:
-        raise FeatureDisabled("this feature is disabled")
+    register_disabled(app)
 
     @app.route("/models/sse", methods=["GET"])
     def events(request: Request) -> Any:
