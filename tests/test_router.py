@@ -373,3 +373,16 @@ def test_a_sleeping_model_says_so(tmp_path: Path, model_path: str, make_server: 
     _wait_status(srv, "smol", "sleeping", timeout=30)  # the child's --sleep-idle-seconds, as llama-server says it
     r = srv.post("/completion", {"model": "smol", "prompt": PROMPT, "n_predict": 2})  # wakes it
     assert r.status_code == 200 and r.json()["tokens_predicted"] == 2
+
+
+def test_a_client_leaving_while_its_model_loads(catalog: Path, make_server: Any) -> None:
+    """A waiting request whose client leaves is dropped; the others waiting for the model are answered."""
+    srv = make_server("--models-dir", str(catalog / "models"), *COMMON)
+    body = {"model": "smol", "prompt": PROMPT, "n_predict": 2}
+    try:
+        requests.post(srv.url + "/completion", json=body, timeout=0.05)
+    except requests.exceptions.ReadTimeout:
+        pass
+    time.sleep(0.1)  # its wait is cancelled before the model is up
+    r = requests.post(srv.url + "/completion", json=body, timeout=60)  # waits behind it
+    assert r.status_code == 200 and r.json()["tokens_predicted"] == 2

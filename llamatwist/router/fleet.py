@@ -180,7 +180,8 @@ class Fleet:
         """Wake the requests waiting for a model or for room (a request ended, a model came or went)."""
         waiting, self._changed = self._changed, []
         for d in waiting:
-            d.callback(None)
+            if not d.called:  # a waiter cancelled meanwhile (its client left) is done already
+                d.callback(None)
 
     def _notify(self, inst: Instance, event: str = "model_status") -> None:
         self.changed()
