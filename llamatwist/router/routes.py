@@ -222,19 +222,19 @@ def build_router_app(fleet: Fleet, reactor: Any, config: ServerConfig) -> Klein:
         """Asked of every loaded model that holds one of the conversations, the answers joined."""
         ids = read_json(request).get("conversation_ids")
         wanted = [i for i in ids if isinstance(i, str) and i] if isinstance(ids, list) else []
-        owners: dict[str, list[str]] = {}
+        owners: dict[int, tuple[Instance, list[str]]] = {}  # by port: the server holding them now
         for conv in wanted:
-            name = conv_models.get(conv)
-            if name is not None and fleet.instances[name].status == LOADED:
-                owners.setdefault(name, []).append(conv)
+            inst = fleet.instances.get(conv_models.get(conv, ""))
+            if inst is not None and inst.status == LOADED:
+                owners.setdefault(inst.port, (inst, []))[1].append(conv)
         found: list[Any] = []
-        for name, convs in owners.items():
-            url = f"http://{CHILD_HOST}:{fleet.instances[name].port}/v1/streams/lookup"
+        for port, (inst, convs) in owners.items():
+            url = f"http://{CHILD_HOST}:{port}/v1/streams/lookup"
             try:
                 answer = await treq.post(url, json={"conversation_ids": convs}, pool=pool, timeout=5)
                 found += await answer.json()
             except Exception as exc:  # noqa: BLE001  # gone meanwhile: it holds no stream now
-                log.info("stream lookup on model %s failed: %s", name, exc)
+                log.info("stream lookup on model %s failed: %s", inst.entry.name, exc)
         return send_json(request, found)
 
     @app.route("/", branch=True, methods=["POST", "PUT"])
