@@ -153,6 +153,9 @@ def test_a_client_mistake_is_a_4xx(router: Server) -> None:
     assert router.post("/models", {"model": "x"}).status_code == 501
     assert router.get("/tools").status_code == 403 and router.post("/cors-proxy", {}).status_code == 403
     assert router.get("/no/such/route", params={"model": "nope"}).status_code == 400
+    # a body past 100 kB (Twisted keeps it in a temporary file) is forwarded whole: the model answers it
+    big = router.post("/completion", {"model": "smol", "prompt": "word " * 40_000, "n_predict": 1})
+    assert big.status_code == 400 and big.json()["error"]["type"] == "exceed_context_size_error", big.text
     # a model's own 4xx comes back as it is
     r = router.post("/v1/chat/completions", {"model": "smol", "messages": []})
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"

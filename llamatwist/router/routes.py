@@ -187,7 +187,10 @@ def build_router_app(fleet: Fleet, reactor: Any, config: ServerConfig) -> Klein:
                 while len(conv_models) > _MAX_CONVERSATIONS:
                     conv_models.popitem(last=False)
         inst.requests += 1
-        body = request.content.getvalue() if request.content is not None else b""
+        body = b""
+        if request.content is not None:  # a BytesIO, or a temporary file past 100 kB (Twisted's choice)
+            request.content.seek(0)
+            body = request.content.read()
         path = request.path[len(prefix):]  # as sent (still percent-encoded), without --api-prefix
         query = request.uri.partition(b"?")[2]
         try:
