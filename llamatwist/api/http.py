@@ -23,7 +23,7 @@ from llamatwist.constrain.reasoning_budget import ReasoningSwitch
 from llamatwist.constrain.spec import ConstraintSpec
 from llamatwist.runtime import EngineService, EngineState, LoadedModel
 
-__all__ = ["MAX_JSON_DEPTH", "ApiContext", "handler", "json_bytes", "load_json", "read_json"]
+__all__ = ["MAX_JSON_DEPTH", "ApiContext", "handler", "json_bytes", "load_json", "query_param", "read_json"]
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +160,14 @@ def read_json(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidRequest("request body must be a JSON object")
     return body
+
+
+def query_param(request: Request, name: str) -> str | None:
+    """The last value of a query parameter, or of a form field (Twisted parsed both into request.args); None
+    when absent or empty."""
+    args: dict[bytes, list[bytes]] = request.args or {}
+    values = args.get(name.encode())
+    return (values[-1].decode("utf-8", "replace") or None) if values else None
 
 
 def send_json(request: Request, obj: Any, status: int = 200) -> bytes:

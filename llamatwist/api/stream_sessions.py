@@ -19,14 +19,13 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
-from urllib.parse import parse_qs
 
 from klein import Klein
 from twisted.internet import defer
 from twisted.web.server import Request
 
 from llamatwist.api.errors import InvalidRequest, NotFound
-from llamatwist.api.http import handler, read_json, send_json
+from llamatwist.api.http import handler, query_param, read_json, send_json
 
 __all__ = ["SESSIONS", "StreamSession", "StreamSessions", "conversation_id", "register", "run_detached"]
 
@@ -174,23 +173,21 @@ async def run_detached(request: Request, route: Callable[[], Awaitable[Any]]) ->
     return await visible
 
 
-def _conv_param(request: Request) -> tuple[str, dict[str, list[str]]]:
-    query = parse_qs(request.uri.partition(b"?")[2].decode("utf-8", "replace"))
-    conv = (query.get("conv_id") or [""])[-1]
+def _conv_param(request: Request) -> str:
+    conv = query_param(request, "conv_id")
     if not conv:
         raise InvalidRequest("Missing conversation id in path")
-    return conv, query
+    return conv
 
 
 def register(app: Klein, sessions: StreamSessions = SESSIONS) -> None:
     @app.route("/v1/stream", methods=["GET"])
     @handler
     async def reattach(request: Request) -> Any:
-        conv, query = _conv_param(request)
-        session = sessions.get(conv)
+        session = sessions.get(_conv_param(request))
         if session is None:
             raise NotFound("Stream not found or expired")
-        text = (query.get("from") or ["0"])[-1]
+        text = query_param(request, "from") or "0"
         if not text.isdigit():
             raise InvalidRequest("Invalid 'from' offset")
         offset = int(text)
@@ -225,8 +222,7 @@ def register(app: Klein, sessions: StreamSessions = SESSIONS) -> None:
     @app.route("/v1/stream", methods=["DELETE"])
     @handler
     async def stop(request: Request) -> Any:
-        conv, _ = _conv_param(request)
-        sessions.evict_and_cancel(conv)
+        sessions.evict_and_cancel(_conv_param(request))
         request.setResponseCode(204)
         return b""
 

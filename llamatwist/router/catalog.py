@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import argparse
 import configparser
-import functools
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -70,11 +69,11 @@ class ModelEntry:
     tags: tuple[str, ...] = ()
     load_on_startup: bool = False
     stop_timeout: int = DEFAULT_STOP_TIMEOUT
-    mmproj: str | None = None  # for /models' input modalities
+    mmproj: str | None = None
+    inputs: tuple[str, ...] = ("text",)  # /models' input modalities: projector_inputs(mmproj), read once
     preset: dict[str, str] = field(default_factory=dict)  # the section as written, for /models
 
 
-@functools.lru_cache(maxsize=256)
 def projector_inputs(path: str | None) -> tuple[str, ...]:
     """The inputs a model takes: text, and what its projector's encoders read (llama-server asks libmtmd;
     the GGUF keys say the same without loading it). A projector that cannot be read adds nothing."""
@@ -190,7 +189,8 @@ def scan_models_dir(root: str) -> dict[str, ModelEntry]:
                 continue
             options = ["-m", str(model)] + (["--mmproj", str(mmproj)] if mmproj else [])
             out[path.name] = ModelEntry(path.name, "models_dir", tuple(options),
-                                        mmproj=str(mmproj) if mmproj else None)
+                                        mmproj=str(mmproj) if mmproj else None,
+                                        inputs=projector_inputs(str(mmproj) if mmproj else None))
         elif path.suffix == ".gguf" and "mmproj" not in path.name:
             out[path.stem] = ModelEntry(path.stem, "models_dir", ("-m", str(path)))
     return out
@@ -245,28 +245,36 @@ def load_catalog(models_dir: str | None, models_preset: str | None) -> dict[str,
                 out += _render(section, key, value, keys, actions)
         return out
 
+    def field_of(key: str) -> str:
+        return _field(keys.get(key, ""), actions)
+
     glob_args = options("*", glob)
     merged: dict[str, ModelEntry] = {}
     for name, entry in entries.items():
-        merged[name] = _with_preset(entry, glob, glob_args, {}, [], "models_dir")
+        merged[name] = _with_preset(entry, glob, glob_args, {}, [], "models_dir", field_of)
     for name, values in sections:
         own = options(name, values)
-        fields = {_field(keys[k], actions) for k in values if k not in _PRESET_ONLY}
+        fields = {field_of(k) for k in values if k not in _PRESET_ONLY}
         base = entries.get(name)
         if base is None and not fields & _MODEL_KEYS:
             raise CatalogError(f"preset '{name}' names no model: give it 'model' (a path) or 'hf-repo'")
         if base is None:
             base = ModelEntry(name, "preset", ())
-        merged[name] = _with_preset(base, glob, glob_args, values, own, "preset")
+        merged[name] = _with_preset(base, glob, glob_args, values, own, "preset", field_of)
     _check_names(merged.values())
     return merged
 
 
 def _with_preset(base: ModelEntry, glob: dict[str, str], glob_args: list[str], values: dict[str, str],
-                 own: list[str], source: str) -> ModelEntry:
+                 own: list[str], source: str, field_of: Callable[[str], str]) -> ModelEntry:
     both = {**glob, **values}
-    alias = next((both[k] for k in ("alias", "a", "LLAMA_ARG_ALIAS") if k in values), "")
-    tags = next((both[k] for k in ("tags", "LLAMA_ARG_TAGS") if k in values), "")
+
+    def pick(section: dict[str, str], name: str, default: str | None) -> str | None:
+        """The value of the key (any spelling of the flag, or its variable) that sets ServerConfig.`name`."""
+        return next((v for k, v in section.items() if field_of(k) == name), default)
+
+    alias = pick(values, "alias", "") or ""
+    tags = pick(values, "tags", "") or ""
     timeout = both.get("stop-timeout")
     try:
         stop_timeout = int(timeout) if timeout is not None else DEFAULT_STOP_TIMEOUT
@@ -276,11 +284,11 @@ def _with_preset(base: ModelEntry, glob: dict[str, str], glob_args: list[str], v
     on_startup = _truthy(both.get("load-on-startup", "false"))
     if on_startup is None:
         raise CatalogError(f"load-on-startup of preset '{base.name}' takes true or false")
-    mmproj = next((both[k] for k in ("mmproj", "mm", "LLAMA_ARG_MMPROJ") if k in both), base.mmproj)
+    mmproj = pick(both, "mmproj", base.mmproj)
     return ModelEntry(
         name=base.name, source=source, options=(*glob_args, *base.options, *own), aliases=_split(alias),
         tags=_split(tags), load_on_startup=on_startup, stop_timeout=max(0, stop_timeout), mmproj=mmproj,
-        preset=dict(both),
+        inputs=base.inputs if mmproj == base.mmproj else projector_inputs(mmproj), preset=dict(both),
     )
 
 

@@ -15,7 +15,6 @@ import logging
 import time
 from collections import OrderedDict
 from typing import Any
-from urllib.parse import parse_qs
 
 import treq
 from klein import Klein
@@ -34,12 +33,12 @@ from llamatwist.api.errors import (
     ServerError,
     Unavailable,
 )
-from llamatwist.api.http import handler, load_json, read_json, send_json
+from llamatwist.api.http import handler, load_json, query_param, read_json, send_json
 from llamatwist.api.info import register_disabled
 from llamatwist.api.openapi import OPERATIONS
 from llamatwist.api.stream_sessions import conversation_id
 from llamatwist.config import ServerConfig
-from llamatwist.router.catalog import CHILD_HOST, CatalogError, load_catalog, projector_inputs
+from llamatwist.router.catalog import CHILD_HOST, CatalogError, load_catalog
 from llamatwist.router.fleet import LOADED, Fleet, Instance
 from llamatwist.router.proxy import forward, quiet_pool
 
@@ -50,23 +49,17 @@ log = logging.getLogger("llamatwist.router")
 _MAX_CONVERSATIONS = 10_000  # conversations whose model the router remembers (the least recent forgotten)
 
 
-def _query(request: Request, name: str) -> str | None:
-    values = parse_qs(request.uri.partition(b"?")[2].decode("utf-8", "replace")).get(name)
-    return values[-1] if values else None
-
-
 def _autoload(request: Request, default: bool) -> bool:
-    value = _query(request, "autoload")
+    value = query_param(request, "autoload")
     return default if value is None else value in ("true", "1")
 
 
 def _model_json(inst: Instance, created: int) -> dict[str, Any]:
     entry = inst.entry
-    inputs = list(projector_inputs(entry.mmproj))
     out: dict[str, Any] = {
         "id": entry.name, "aliases": list(entry.aliases), "tags": list(entry.tags), "object": "model",
         "owned_by": "llamacpp", "created": created, "status": inst.status_json(),
-        "architecture": {"input_modalities": inputs, "output_modalities": ["text"]},
+        "architecture": {"input_modalities": list(entry.inputs), "output_modalities": ["text"]},
         "source": entry.source, "can_remove": False,
     }
     if inst.running:
@@ -95,7 +88,7 @@ def build_router_app(fleet: Fleet, reactor: Any, config: ServerConfig) -> Klein:
     @app.route("/v1/models", methods=["GET"])
     @handler
     async def models(request: Request) -> Any:
-        if _query(request, "reload"):
+        if query_param(request, "reload"):
             try:
                 catalog = load_catalog(config.models_dir, config.models_preset)
             except CatalogError as exc:
@@ -109,8 +102,8 @@ def build_router_app(fleet: Fleet, reactor: Any, config: ServerConfig) -> Klein:
     @app.route("/props", methods=["GET"])
     @handler
     async def props(request: Request) -> Any:
-        if _query(request, "model") is not None:
-            return await relay(request, _query(request, "model"))
+        if query_param(request, "model") is not None:
+            return await relay(request, query_param(request, "model"))
         return send_json(request, {
             "role": "router",
             "max_instances": fleet.models_max,
@@ -204,8 +197,8 @@ def build_router_app(fleet: Fleet, reactor: Any, config: ServerConfig) -> Klein:
 
     def stream_owner(request: Request) -> str:
         """The model whose server holds a conversation's resumable stream: ?model=, else where its POST went."""
-        named = _query(request, "model")
-        conv = _query(request, "conv_id") or ""
+        named = query_param(request, "model")
+        conv = query_param(request, "conv_id") or ""
         name = named or conv_models.get(conv)
         inst = fleet.find(name) if name else None
         if inst is None or inst.status != LOADED:
@@ -245,9 +238,7 @@ def build_router_app(fleet: Fleet, reactor: Any, config: ServerConfig) -> Klein:
     async def by_body(request: Request) -> Any:
         ctype = request.getHeader(b"content-type") or b""
         if ctype.lower().startswith(b"multipart/form-data"):  # /v1/audio/transcriptions: a form field
-            args: dict[bytes, list[bytes]] = request.args or {}
-            values = args.get(b"model") or [b""]
-            return await relay(request, values[-1].decode("utf-8", "replace"))
+            return await relay(request, query_param(request, "model"))  # Twisted put the form's fields in args
         raw = request.content.read() if request.content is not None else b""
         body = load_json(raw) if raw.strip() else {}
         return await relay(request, body.get("model") if isinstance(body, dict) else None)
@@ -255,7 +246,7 @@ def build_router_app(fleet: Fleet, reactor: Any, config: ServerConfig) -> Klein:
     @app.route("/", branch=True, methods=["GET", "DELETE"])
     @handler
     async def by_query(request: Request) -> Any:
-        return await relay(request, _query(request, "model"))
+        return await relay(request, query_param(request, "model"))
 
     add_error_handlers(app)
     return app
