@@ -73,7 +73,7 @@ BACKENDS = ("cpu", "cuda", "vulkan", "metal")
 # "native": the ISA extensions this host has; "avx2": an AVX2-only CPU (x86-64-v3).
 CPU_VARIANTS = ("native", "avx2")
 # Bump whenever the recipe below changes so that stale cached builds are not reused.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2  # 2: the RPC backend, and llama-ext.h installed (memory breakdown for --fit)
 
 BASE_CMAKE_ARGS: tuple[str, ...] = (
     "-DCMAKE_BUILD_TYPE=Release",
@@ -87,6 +87,8 @@ BASE_CMAKE_ARGS: tuple[str, ...] = (
     "-DLLAMA_BUILD_SERVER=OFF",
     "-DLLAMA_BUILD_APP=OFF",
     "-DLLAMA_BUILD_MTMD=ON",
+    # --rpc: model layers on other machines' rpc-server (llamatwist-rpc-server); a small library.
+    "-DGGML_RPC=ON",
     "-DLLAMA_OPENSSL=OFF",
     "-DLLAMA_CURL=OFF",
     # Libraries find each other in whatever directory they are copied to.
@@ -677,10 +679,13 @@ def _cmake_home(build_dir: Path) -> str | None:
 def _complete_headers(include_dir: Path, src: Path) -> None:
     # mtmd's install rule is easy to lose across llama.cpp versions; the cffi
     # module includes these headers, so copy them from the tree if needed.
-    for name in ("mtmd.h", "mtmd-helper.h"):
-        if not (include_dir / name).is_file() and (src / "tools" / "mtmd" / name).is_file():
-            shutil.copy2(src / "tools" / "mtmd" / name, include_dir / name)
-    missing = [h for h in ("llama.h", "ggml.h", "gguf.h", "mtmd.h", "mtmd-helper.h")
+    # llama-ext.h (libllama's exported C++ staging API: the memory breakdown --fit measures with) is
+    # not installed at all.
+    for rel in ("tools/mtmd/mtmd.h", "tools/mtmd/mtmd-helper.h", "src/llama-ext.h"):
+        name = Path(rel).name
+        if not (include_dir / name).is_file() and (src / rel).is_file():
+            shutil.copy2(src / rel, include_dir / name)
+    missing = [h for h in ("llama.h", "ggml.h", "gguf.h", "mtmd.h", "mtmd-helper.h", "llama-ext.h", "ggml-rpc.h")
                if not (include_dir / h).is_file()]
     if missing:
         raise NativeBuildError(f"install is missing headers: {', '.join(missing)}")

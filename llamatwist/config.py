@@ -119,6 +119,10 @@ class ServerConfig:
     split_mode: str = "layer"
     main_gpu: int = 0
     tensor_split: tuple[float, ...] = ()
+    rpc_servers: tuple[str, ...] = ()  # --rpc host:port,...: registered as devices before the flags are read
+    fit: bool = True  # -fit: an unset -c and -ngl fitted to the memory there is
+    fit_target_mib: tuple[int, ...] = (1024,)  # -fitt: MiB left free per device
+    fit_ctx: int = 4096  # -fitc: the least context (per stream) fitting may choose
     ctx_shift: bool = False
     cache_ram_mib: int = 8192  # bound on idle cached prefixes; 0 = no prefix cache shared across slots
     cache_idle_slots: bool = True

@@ -227,6 +227,10 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "split_mode": ("none", "none"),
     "main_gpu": ("0", 0),
     "tensor_split": ("0,0", (0.0, 0.0)),
+    "rpc_servers": (" 10.0.0.2:50052,gpu-box:50053 ", ("10.0.0.2:50052", "gpu-box:50053")),
+    "fit": ("off", False),
+    "fit_target_mib": ("2048,512", (2048, 512)),
+    "fit_ctx": ("8192", 8192),
     "log_verbosity": ("4", 4),
     "override_kv": ("a.b=int:1,c=str:x y", (("a.b", "int", "1"), ("c", "str", "x y"))),
 }

@@ -273,3 +273,22 @@ def test_split_flags_this_device_cannot_do_are_refused(gpu: Any, f32_model: str,
     srv = gpu(*_common(f32_model), "-ngl", "99", *args, wait=False)
     assert srv.proc.wait(60) != 0
     assert needle in srv.log(), srv.log()
+
+
+def test_fit_offloads_the_layers_that_fit(gpu: Any, cpu_server: Server, f32_model: str, n_layers: int) -> None:
+    """-ngl unset: --fit measures the model on the GPU and offloads only what leaves -fitt MiB free there."""
+    roomy = gpu(*_common(f32_model))
+    assert roomy.get("/props").json()["offload"]["layers_offloaded"] == n_layers
+    found = re.search(rf"fit: fits, no changes needed; {DEV}: (\d+) MiB used, (\d+) MiB left", roomy.log())
+    assert found, roomy.log()
+    used, left = int(found[1]), int(found[2])
+    roomy.stop()
+    # Room for all but a few MiB of it: the first layers fit, the last ones not.
+    srv = gpu(*_common(f32_model), "-fitt", str(left + max(2, used // 8)))
+    offload = srv.get("/props").json()["offload"]
+    assert 0 <= offload["layers_offloaded"] < n_layers, offload
+    assert offload["n_gpu_layers"] == offload["layers_offloaded"]
+    assert f"fit: {offload['layers_offloaded']}/{n_layers} layers offloaded to {DEV}" in srv.log()
+    assert f"offloaded {offload['layers_offloaded']}/{n_layers} layers" in _offload_line(srv.log())
+    for r in vc.compare(cpu_server.url, srv.url, vc.PROMPTS[:1], N_TOKENS, GPU.name):
+        assert r.near_tie(), r.describe()

@@ -47,8 +47,8 @@ def _offload(config: ServerConfig, loaded: LoadedModel) -> dict[str, Any]:
         "backend": backend_name(found),
         "devices": [{"name": d.name, "description": d.description, "type": d.kind,
                      "memory_total": d.total, "memory_free": d.free} for d in found],
-        "n_gpu_layers": config.n_gpu_layers,
-        "layers_offloaded": offloaded_layers(config.n_gpu_layers, n_layer, config.devices),
+        "n_gpu_layers": loaded.n_gpu_layers,  # --fit may have lowered an unset -ngl
+        "layers_offloaded": offloaded_layers(loaded.n_gpu_layers, n_layer, config.devices),
         "layers_total": n_layer + 1,  # the output layer counts, as in llama.cpp's "offloaded N/M layers"
         "kv_offload": config.kv_offload,
         # the multimodal projector's encoder (--mmproj-offload, -mmdev, -dev): offloaded or not, its backend

@@ -40,11 +40,13 @@ __all__ = [
     "json_object_file",
     "logit_bias",
     "media_dir",
+    "mib_per_device",
     "mirostat",
     "models_dir",
     "n_parallel",
     "nonempty",
     "number",
+    "on_off",
     "on_off_auto",
     "parse_api_key_file",
     "parse_csv_row",
@@ -55,6 +57,7 @@ __all__ = [
     "reasoning_effort",
     "reasoning_format",
     "repeat_penalty",
+    "rpc_servers",
     "sampler_seq",
     "samplers",
     "seed",
@@ -390,6 +393,39 @@ def on_off_auto(text: str) -> str:
     if text in ("auto", "-1"):
         return "auto"
     raise ValueError(f"unknown value {text!r}: expected on, off or auto")
+
+
+def on_off(text: str) -> bool:
+    """-fit: llama.cpp's is_truthy / is_falsey words."""
+    if text in TRUTHY:
+        return True
+    if text in FALSEY:
+        return False
+    raise ValueError(f"unknown value {text!r}: expected on or off")
+
+
+def mib_per_device(text: str) -> tuple[int, ...]:
+    """-fitt 1024 or 2048,512 (or 2048/512): MiB per device; one value is for every device."""
+    import re
+
+    from llamatwist.engine.model import max_devices
+
+    parts = re.split(r"[,/]+", text)
+    if len(parts) >= max_devices():
+        raise ValueError(f"got {len(parts)} input configs, but system only has {max_devices()} devices")
+    return tuple(int_min(0)(p) for p in parts)
+
+
+def rpc_servers(text: str) -> tuple[str, ...]:
+    """--rpc host:port,...: each server's endpoint (ggml splits at the first colon: no IPv6 address)."""
+    endpoints = tuple(e.strip() for e in text.split(",") if e.strip())
+    if not endpoints:
+        raise ValueError("no RPC servers specified")
+    for endpoint in endpoints:
+        host, sep, port = endpoint.partition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"expected host:port (a name or IPv4 address, and a port), got {endpoint!r}")
+    return endpoints
 
 
 def reasoning_effort(text: str) -> str | None:

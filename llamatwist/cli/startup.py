@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llamatwist.cli.convert import rpc_servers
 from llamatwist.cli.environ import unknown_env, vertex_from_env
 from llamatwist.cli.errors import ConfigError, report_error
 from llamatwist.cli.parser import FLAGS, parse_config
@@ -142,6 +143,29 @@ def fatal_errors() -> tuple[type[BaseException], ...]:
     return (StartupError, ModelFetchError, CannotListenError)
 
 
+def _add_rpc_servers(argv: Sequence[str], environ: Mapping[str, str]) -> None:
+    """--rpc's servers become devices before the command line is read, so that -dev, -ts and --list-devices
+    know them wherever they are written (llama-server registers them when it reaches --rpc)."""
+    value = environ.get("LLAMA_ARG_RPC")
+    for i, arg in enumerate(argv):
+        if arg == "--rpc" and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith("--rpc="):
+            value = arg.partition("=")[2]
+    try:
+        endpoints = rpc_servers(value) if value is not None else ()
+    except ValueError:
+        return  # parse_config says what is wrong with it
+    if endpoints:
+        from llamatwist.engine.errors import EngineError
+        from llamatwist.engine.rpc import add_servers
+
+        try:
+            add_servers(endpoints)
+        except EngineError as exc:
+            raise ConfigError(f"--rpc: {exc}", exit_code=1) from None
+
+
 def configure(argv: Sequence[str], environ: Mapping[str, str]) -> ServerConfig:
     """parse_config, with a refused command line reported (StartupFailed).
 
@@ -149,6 +173,7 @@ def configure(argv: Sequence[str], environ: Mapping[str, str]) -> ServerConfig:
     it silently, which hides a typo in a compose file.
     """
     try:
+        _add_rpc_servers(argv, environ)
         config = parse_config(argv, environ)
     except ConfigError as err:
         report_error(err)

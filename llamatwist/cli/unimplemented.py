@@ -30,9 +30,6 @@ _U = Unimplemented
 _NO_SPEECH = ("the server has no speech route (text to speech is llama-tts's, not llama-server's), so it loads "
               "no vocoder")
 
-_NO_RPC = "this build has no RPC backend (ggml-rpc): llamatwist runs the model in its own process"
-_NO_FIT = ("fitting unset parameters to device memory is not supported: set -c and -ngl (a model too large for "
-           "memory is a start-up error naming the sizes)")
 _NO_SYNTH = ("synthetic drafts accept draft tokens at random, bypassing verification (a benchmarking aid of "
              "llama.cpp): a server that must answer correctly does not offer them; use --spec-type for real speculation")
 _REMOVED = "the argument has been removed."  # llama-server's arg_removed() message, its advice follows
@@ -43,10 +40,6 @@ UNIMPLEMENTED: Final[tuple[Unimplemented, ...]] = (
     _U("-hfv -hfrv --hf-repo-v", "LLAMA_ARG_HF_REPO_V", VALUE, _NO_SPEECH),
     _U("-hffv --hf-file-v", "LLAMA_ARG_HF_FILE_V", VALUE, _NO_SPEECH),
     _U("--tts-use-guide-tokens", None, SWITCH, _NO_SPEECH),
-    _U("--rpc", "LLAMA_ARG_RPC", VALUE, _NO_RPC),
-    _U("-fit --fit", "LLAMA_ARG_FIT", VALUE, _NO_FIT),
-    _U("-fitt --fit-target", "LLAMA_ARG_FIT_TARGET", VALUE, _NO_FIT),
-    _U("-fitc --fit-ctx", "LLAMA_ARG_FIT_CTX", VALUE, _NO_FIT),
     _U(
         "--ui-mcp-proxy --webui-mcp-proxy --no-ui-mcp-proxy --no-webui-mcp-proxy",
         "LLAMA_ARG_UI_MCP_PROXY",

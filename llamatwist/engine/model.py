@@ -291,7 +291,9 @@ class Model:
         check_tensors: bool = False,
         kv_overrides: Sequence[tuple[str, str, str]] = (),
         placement: Placement | None = None,
+        no_alloc: bool = False,
     ) -> None:
+        """``no_alloc``: the metadata only, allocations simulated (what --fit measures)."""
         if not os.path.exists(path):
             raise ModelLoadError(f"model file not found: {path}")
         if os.path.isdir(path):
@@ -302,12 +304,14 @@ class Model:
             raise ModelLoadError(f"cannot read model file {path}: {exc.strerror}") from None
         if magic != GGUF_MAGIC:
             raise ModelLoadError(f"not a GGUF file (bad magic {magic!r}): {path}")
-        if not vocab_only:
+        if not (vocab_only or no_alloc):
             _check_memory(path, load_mode, n_gpu_layers)
 
         backend_init()
-        params = model_params(n_gpu_layers=n_gpu_layers, vocab_only=vocab_only, load_mode=load_mode,
-                              lazy_mode=lazy_mode, check_tensors=check_tensors)
+        params = model_params(n_gpu_layers=n_gpu_layers, vocab_only=vocab_only,
+                              load_mode="none" if no_alloc else load_mode, lazy_mode=lazy_mode,
+                              check_tensors=check_tensors)
+        params.no_alloc = no_alloc
         overrides = _kv_overrides(kv_overrides)
         if kv_overrides:
             params.kv_overrides = overrides
@@ -341,7 +345,7 @@ class Model:
         self._ptr = ffi.gc(ptr, lib.llama_model_free)
         self.path = path
         self.vocab = Vocab(lib.llama_model_get_vocab(ptr), self)
-        if not vocab_only:
+        if not (vocab_only or no_alloc):
             # llama.cpp says this only at its INFO level (DEBUG here); where the weights went matters.
             n_layer = int(lib.llama_model_n_layer(ptr))
             selected = placement.devices if placement is not None else None

@@ -135,6 +135,7 @@ struct llama_model_params {
     bool check_tensors;
     bool use_extra_bufts;
     bool no_host;
+    bool no_alloc;
     ...;
 };
 
@@ -233,6 +234,25 @@ void ggml_backend_dev_memory(ggml_backend_dev_t device, size_t * free, size_t * 
 enum ggml_backend_dev_type ggml_backend_dev_type(ggml_backend_dev_t device);
 ggml_backend_buffer_type_t ggml_backend_dev_buffer_type(ggml_backend_dev_t device);
 const char * ggml_backend_buft_name(ggml_backend_buffer_type_t buft);
+bool ggml_backend_buft_is_host(ggml_backend_buffer_type_t buft);
+ggml_backend_dev_t ggml_backend_buft_get_device(ggml_backend_buffer_type_t buft);
+ggml_backend_dev_t ggml_backend_dev_by_type(enum ggml_backend_dev_type type);
+typedef struct ggml_backend_reg * ggml_backend_reg_t;
+ggml_backend_reg_t ggml_backend_reg_by_name(const char * name);
+void * ggml_backend_reg_get_proc_address(ggml_backend_reg_t reg, const char * name);
+void ggml_backend_register(ggml_backend_reg_t reg);
+
+/* ---- llama_ext.h: llamatwist's C face for libllama's C++-only API ---- */
+struct llamatwist_buffer_use {
+    ggml_backend_buffer_type_t buft;
+    size_t model;
+    size_t context;
+    size_t compute;
+};
+int llamatwist_memory_breakdown(const struct llama_context * ctx, struct llamatwist_buffer_use * out, int cap);
+int llamatwist_model_n_devices(const struct llama_model * model);
+ggml_backend_dev_t llamatwist_model_get_device(const struct llama_model * model, int i);
+int llamatwist_model_n_expert(const struct llama_model * model);
 size_t llama_max_parallel_sequences(void);
 bool llama_supports_mmap(void);
 bool llama_supports_mlock(void);

@@ -18,12 +18,14 @@ from llamatwist.native.cdef import CDEF
 __all__ = ["MODULE_NAME", "make_ffibuilder"]
 
 MODULE_NAME = "llamatwist.native._llama"
+HERE = Path(__file__).resolve().parent
 
 SOURCE = r"""
 #include <stdlib.h>
 #include "llama.h"
 #include "mtmd.h"
 #include "mtmd-helper.h"
+#include "llama_ext.h"
 """
 
 LIBRARIES = ["llama", "ggml", "ggml-base", "mtmd"]
@@ -37,7 +39,10 @@ def make_ffibuilder(include_dirs: Sequence[Path], library_dirs: Sequence[Path]) 
     ffi.set_source(
         MODULE_NAME,
         SOURCE,
-        include_dirs=[str(p) for p in include_dirs],
+        # llama_ext.cpp: C++ (so the extension links as C++), beside this file, as is its header; setuptools
+        # wants sources relative to setup.py.
+        sources=["llamatwist/native/llama_ext.cpp"],
+        include_dirs=[str(HERE), *(str(p) for p in include_dirs)],
         library_dirs=[str(p) for p in library_dirs],
         libraries=LIBRARIES,
         extra_link_args=["-Wl,-rpath,$ORIGIN/lib"],

@@ -11,7 +11,8 @@ from typing import Any
 
 from llamatwist.engine.batch import Batch
 from llamatwist.engine.context import CACHE_TYPES, Context, ContextParams, max_sequences
-from llamatwist.engine.errors import ModelLoadError
+from llamatwist.engine.errors import EngineError, ModelLoadError
+from llamatwist.engine.fit import DEFAULT_MARGIN_MIB, DEFAULT_MIN_CTX, FitRequest, fit, measure
 from llamatwist.engine.model import LoraAdapter, Model, ModelInfo, Placement, numa_init
 from llamatwist.engine.mtmd import Projector
 from llamatwist.engine.sampling import eog_tokens
@@ -70,6 +71,9 @@ class EngineSpec:
     video_ffmpeg_dir: str | None = None
     n_ctx_checkpoints: int = 32  # -ctxcp: context checkpoints per slot (models whose memory cannot be cut)
     checkpoint_min_step: int = 8192  # -cms: their least spacing in tokens
+    fit: bool = False  # -fit: an unset context size and -ngl fitted to the memory there is
+    fit_margins_mib: tuple[int, ...] = (DEFAULT_MARGIN_MIB,)  # -fitt: memory left free per device
+    fit_min_ctx: int = DEFAULT_MIN_CTX  # -fitc: the least context per stream fitting may choose
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,7 @@ class LoadedModel:
     audio: bool = False  # ... and audio
     video: bool = False  # ... and video (a vision projector, and libmtmd built with video support)
     mmproj_backend: str | None = None  # where the projector's encoder runs (None: no projector)
+    n_gpu_layers: int = -1  # -ngl as the model loaded (after --fit)
 
 
 @dataclass(frozen=True)
@@ -115,10 +120,36 @@ class Loaded:
     lookup: NgramCacheDrafter | None = None  # --spec-type ngram-cache: the files of -lcs and -lcd
 
 
+def _fitted(spec: EngineSpec) -> EngineSpec:
+    """The spec with the context size and layers --fit chose (unchanged where it could not measure)."""
+    request = FitRequest(n_ctx=spec.context.n_ctx, n_gpu_layers=spec.n_gpu_layers,
+                         n_streams=1 if spec.context.kv_unified else max(spec.n_slots, 1),
+                         margins_mib=spec.fit_margins_mib, n_ctx_min=spec.fit_min_ctx)
+
+    def measured(n_ctx: int, n_gpu_layers: int) -> Any:
+        return measure(spec.model_path, context=dataclasses.replace(spec.context, n_ctx=n_ctx),
+                       n_gpu_layers=n_gpu_layers, placement=spec.placement, kv_overrides=spec.kv_overrides)
+
+    try:
+        fitted = fit(measured, request)
+    except EngineError as exc:  # the load itself says what is wrong with the model
+        log.error("fit: could not measure the model's memory, its settings stay as given: %s", exc)
+        return spec
+    for note in fitted.notes:
+        log.log(logging.INFO if fitted.ok else logging.WARNING, "fit: %s", note)
+    if not fitted.ok:
+        log.warning("fit: no settings are projected to fit; loading with context %d and -ngl %s",
+                    fitted.n_ctx, fitted.n_gpu_layers)
+    return dataclasses.replace(spec, n_gpu_layers=fitted.n_gpu_layers,
+                               context=dataclasses.replace(spec.context, n_ctx=fitted.n_ctx))
+
+
 def load(spec: EngineSpec) -> Loaded:
     """Load the model, create its context and warm it up; raises EngineError."""
     if spec.numa:
         numa_init(spec.numa)
+    if spec.fit:
+        spec = _fitted(spec)
     model = Model(spec.model_path, n_gpu_layers=spec.n_gpu_layers, load_mode=spec.load_mode,
                   lazy_mode=spec.lazy_mode, check_tensors=spec.check_tensors, kv_overrides=spec.kv_overrides, placement=spec.placement)
     if spec.reranking and not _has_rank_head(model):
@@ -170,6 +201,7 @@ def load(spec: EngineSpec) -> Loaded:
         n_batch=ctx.n_batch,
         n_ubatch=ctx.n_ubatch,
         n_slots=spec.n_slots,
+        n_gpu_layers=spec.n_gpu_layers,
         bos=vocab.bos,
         eos=vocab.eos,
         add_bos=vocab.add_bos,

@@ -1,0 +1,28 @@
+// The C ABI of llama_ext.h over libllama's C++ staging API (llama-ext.h, installed by build_native.py).
+#include "llama_ext.h"
+
+#include "llama-ext.h"
+
+extern "C" int llamatwist_memory_breakdown(const struct llama_context * ctx, struct llamatwist_buffer_use * out, int cap) {
+    const llama_memory_breakdown breakdown = llama_get_memory_breakdown(ctx);
+    int n = 0;
+    for (const auto & [buft, use] : breakdown) {
+        if (n < cap) {
+            out[n] = {buft, use.model, use.context, use.compute};
+        }
+        n++;
+    }
+    return n;
+}
+
+extern "C" int llamatwist_model_n_devices(const struct llama_model * model) {
+    return llama_model_n_devices(model);
+}
+
+extern "C" ggml_backend_dev_t llamatwist_model_get_device(const struct llama_model * model, int i) {
+    return llama_model_get_device(model, i);
+}
+
+extern "C" int llamatwist_model_n_expert(const struct llama_model * model) {
+    return llama_model_n_expert(model);
+}

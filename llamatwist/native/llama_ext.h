@@ -1,0 +1,32 @@
+/* llamatwist's C face for the parts of libllama that only have a C++ API (src/llama-ext.h, exported by
+ * libllama but declared with C++ linkage and std::map): what --fit measures. Implemented in llama_ext.cpp;
+ * cffi declares the same functions (cdef.py). */
+#ifndef LLAMATWIST_LLAMA_EXT_H
+#define LLAMATWIST_LLAMA_EXT_H
+
+#include <stddef.h>
+#include "llama.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* One buffer type's memory in a context: the model's weights, the context's caches, the compute buffers. */
+struct llamatwist_buffer_use {
+    ggml_backend_buffer_type_t buft;
+    size_t model;
+    size_t context;
+    size_t compute;
+};
+
+/* Writes at most cap rows; returns how many buffer types there are. */
+int llamatwist_memory_breakdown(const struct llama_context * ctx, struct llamatwist_buffer_use * out, int cap);
+int llamatwist_model_n_devices(const struct llama_model * model);
+ggml_backend_dev_t llamatwist_model_get_device(const struct llama_model * model, int i);
+int llamatwist_model_n_expert(const struct llama_model * model);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
