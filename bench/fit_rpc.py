@@ -2,7 +2,7 @@
 device costs per token.
 
 1. Start-up to ``/health`` 200 with ``-fit on`` and ``-fit off`` (median of ``--starts``), at ``-np 4`` with a
-   KV stream per slot and ``-c 0`` (fitting measures the model twice there), and the slots' context each gives.
+   KV stream per slot and no ``-c`` (fitting measures the model twice there), and the slots' context each gives.
 2. The context each server chooses under margins (``-fitt``) that leave room for all, part or none of the KV
    cache: llamatwist's and (with ``--llama-server PATH``, or ``--reference`` to build it) llama-server's.
 3. Generation through a ``llamatwist-rpc-server`` on this machine (``--rpc``, ``-ngl 99``) against the same
@@ -34,7 +34,7 @@ def _startup(model: str, threads: int, fit: str, program: list[str] | None = Non
              extra: tuple[str, ...] = ()) -> tuple[float, list[int], str]:
     """Seconds to /health 200, the slots' contexts, and the fit lines of the log."""
     t0 = time.monotonic()
-    srv = spawn_server(model, 4, threads=threads, n_ctx=0, kv_unified=False, program=program,
+    srv = spawn_server(model, 4, threads=threads, n_ctx=None, kv_unified=False, program=program,
                        extra=["-fit", fit, *extra])
     took = time.monotonic() - t0
     try:

@@ -415,16 +415,16 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def spawn_server(model: str, n_parallel: int, *, threads: int, n_ctx: int = DEFAULT_CTX,
+def spawn_server(model: str, n_parallel: int, *, threads: int, n_ctx: int | None = DEFAULT_CTX,
                  kv_unified: bool = True, extra: list[str] | None = None, timeout: float = 180.0,
                  log_dir: Path | None = None, program: list[str] | None = None) -> Server:
     """Start ``python -m llamatwist`` (or ``program``, e.g. llama.cpp's llama-server: the flags are
-    the same) and wait for /health to answer 200."""
+    the same) and wait for /health to answer 200; ``n_ctx`` None: no -c (the server's default)."""
     port = _free_port()
     cmd = [
         *(program or [sys.executable, "-m", "llamatwist"]),
         "-m", model, "--host", "127.0.0.1", "--port", str(port),
-        "-np", str(n_parallel), "-c", str(n_ctx), "-t", str(threads),
+        "-np", str(n_parallel), *(["-c", str(n_ctx)] if n_ctx is not None else []), "-t", str(threads),
         "-kvu" if kv_unified else "-no-kvu", "--metrics", *(extra or []),
     ]
     fd, name = tempfile.mkstemp(prefix="llamatwist-server-", suffix=".log", dir=log_dir)

@@ -122,7 +122,7 @@ class ServerConfig:
     rpc_servers: tuple[str, ...] = ()  # --rpc host:port,...: registered as devices before the flags are read
     fit: bool = True  # -fit: an unset -c and -ngl fitted to the memory there is
     fit_target_mib: tuple[int, ...] = (1024,)  # -fitt: MiB left free per device
-    fit_ctx: int = 4096  # -fitc: the least context (per stream) fitting may choose
+    fit_ctx: int = 4096  # -fitc: the least context (per stream) fitting may choose; -1: none (an explicit -c 0)
     ctx_shift: bool = False
     cache_ram_mib: int = 8192  # bound on idle cached prefixes; 0 = no prefix cache shared across slots
     cache_idle_slots: bool = True

@@ -314,7 +314,7 @@ def engine_spec(config: ServerConfig, model_path: str) -> EngineSpec:
     pooling = POOLING_NAMES[config.pooling] if config.pooling else (POOLING_RANK if config.reranking else -1)
     cpu, cpu_batch = _thread_pools(config)
     n_ctx = config.n_ctx
-    if config.kv_unified_per_slot > 0 and n_ctx == 0:  # llama-server sizes the pool from it unless -c is given
+    if config.kv_unified_per_slot > 0 and n_ctx == 0 and config.fit_ctx >= 0:  # llama-server: unless -c is given
         n_ctx = config.n_parallel * config.kv_unified_per_slot
     return EngineSpec(
         model_path=model_path,

@@ -108,6 +108,14 @@ def test_a_training_context_below_the_minimum_is_kept() -> None:
     assert out.n_ctx == TRAIN and not out.ok
 
 
+def test_whole_context_asked_for_is_not_shrunk() -> None:
+    measure_, _ = model_of_memory()
+    out = fit(measure_, FitRequest(n_ctx=0, n_gpu_layers=-1, n_streams=2, margins_mib=(HOST_TOTAL // MIB,),
+                                   n_ctx_min=-1))
+    assert (out.n_ctx, out.ok) == (2 * TRAIN, False)
+    assert f"the full context size {2 * TRAIN} was asked for (-c 0): not changed" in out.notes
+
+
 def test_gpu_gets_the_layers_that_fit() -> None:
     free = 200 * MIB
     measure_, _ = model_of_memory(gpu_free=free)
@@ -192,6 +200,15 @@ def test_fit_target_shrinks_the_context(make_server: Any, model_path: str, train
     assert out.status_code == 200
 
 
+def test_explicit_whole_context_is_kept(make_server: Any, model_path: str, trained_ctx: int) -> None:
+    """-c 0 given: no shrinking under any margin, and --kv-unified-per-slot only caps the slots (llama-server)."""
+    srv = make_server("-m", model_path, "-c", "0", "-np", "2", "-kvu", "-t", "2", "-fitt", "100000000",
+                      "--kv-unified-per-slot", "384")
+    assert _slots(srv) == [384, 384]
+    assert f"n_ctx {trained_ctx}, 2 slots of 384 tokens" in srv.log()
+    assert f"fit: the full context size {trained_ctx} was asked for (-c 0): not changed" in srv.log()
+
+
 def test_fit_that_cannot_succeed_warns_and_serves(make_server: Any, model_path: str) -> None:
     srv = make_server("-m", model_path, "-c", "1024", "-np", "1", "-t", "2", "-fitt", "100000000")
     log = srv.log()
@@ -208,6 +225,12 @@ def test_fit_that_cannot_succeed_warns_and_serves(make_server: Any, model_path: 
     ([], {"LLAMA_ARG_FIT": "false", "LLAMA_ARG_FIT_TARGET": "64", "LLAMA_ARG_FIT_CTX": "8192"},
      (False, (64,), 8192)),
     (["-fit", "enabled"], {"LLAMA_ARG_FIT": "off"}, (True, (1024,), 4096)),  # the flag wins
+    # an explicit -c 0 asks for the whole context: never shrunk (llama-server), unless -fitc says otherwise
+    (["-c", "0"], {}, (True, (1024,), -1)),
+    ([], {"LLAMA_ARG_CTX_SIZE": "0"}, (True, (1024,), -1)),
+    (["-c", "0", "-fitc", "2048"], {}, (True, (1024,), 2048)),
+    (["-c", "4096"], {}, (True, (1024,), 4096)),
+    (["--fim-qwen-1.5b-default"], {}, (True, (1024,), 4096)),  # a preset's context 0 is not the user's
 ])
 def test_fit_flags(argv: list[str], env: dict[str, str], expected: tuple[Any, ...]) -> None:
     config = parse_config(argv, env)

@@ -368,6 +368,10 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> ServerConfi
                 values[flag.field] = value
     if "model" in given:  # a preset (None) or -m given on the command line
         values["model"] = given["model"]
+    # An explicit -c 0 asks for the model's whole context: --fit may not shrink it, and --kv-unified-per-slot
+    # does not size the pool (llama-server: -c 0 sets fit_params_min_ctx to UINT32_MAX).
+    if values.get("n_ctx") == 0 and "fit_ctx" not in values:
+        values["fit_ctx"] = -1
     for preset in presets:  # llama-server's model presets: what the flags and variables leave unset
         for key, value in MODEL_PRESETS[preset][1].items():
             values.setdefault(key, value)

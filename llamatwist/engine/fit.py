@@ -67,7 +67,7 @@ class FitRequest:
     n_gpu_layers: int  # -1: unset, fit may lower it
     n_streams: int  # KV cache streams: 1 when unified, else the slots
     margins_mib: tuple[int, ...] = (DEFAULT_MARGIN_MIB,)  # per device; one value is for all
-    n_ctx_min: int = DEFAULT_MIN_CTX  # per stream
+    n_ctx_min: int = DEFAULT_MIN_CTX  # per stream; negative: the whole context was asked for (-c 0), never less
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,8 @@ def fit(measure: Measure, request: FitRequest) -> Fitted:
     target = budget - sum(margins)  # what the model may use
     if not auto:
         notes.append(f"context size set by the user to {n_ctx}: not changed")
+    elif request.n_ctx_min < 0:
+        notes.append(f"the full context size {n_ctx_max} was asked for (-c 0): not changed")
     elif n_ctx_max <= n_ctx_min:
         notes.append(f"the model's context size {n_ctx_max} is at most the minimum {n_ctx_min}: not changed")
     else:
