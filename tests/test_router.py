@@ -150,7 +150,8 @@ def test_a_client_mistake_is_a_4xx(router: Server) -> None:
     assert error(router.post("/models/unload", {"model": "nope"})) == (400, "model is not found")
     assert error(router.post("/models/unload", {"model": "tiny"})) == (400, "model is not running")
     assert router.post("/models/load", {}).status_code == 404
-    assert router.post("/models", {"model": "x"}).status_code == 501
+    code, message = error(router.post("/models", {"model": "x"}))  # POST /models downloads: x is no hub name
+    assert code == 400 and "invalid Hugging Face repository" in message
     assert router.get("/tools").status_code == 403 and router.post("/cors-proxy", {}).status_code == 403
     assert router.get("/no/such/route", params={"model": "nope"}).status_code == 400
     # a body past 100 kB (Twisted keeps it in a temporary file) is forwarded whole: the model answers it

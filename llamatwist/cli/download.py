@@ -16,10 +16,13 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Final
+from typing import IO, Final, TypeAlias
 
-__all__ = ["DownloadError", "fetch_model", "model_url_path"]
+__all__ = ["DownloadError", "Progress", "fetch_model", "model_url_path"]
+
+Progress: TypeAlias = Callable[[int, "int | None"], None]  # (bytes so far, total bytes if known)
 
 _CHUNK: Final = 1 << 20
 _PART: Final = ".downloadInProgress"
@@ -38,9 +41,11 @@ def model_url_path(url: str, cache: Path) -> Path:
 
 
 def fetch_model(url: str, dest: Path, *, offline: bool = False, out: IO[str] | None = None,
-                token: str | None = None, what: str = "--model-url", sha256: str | None = None) -> Path:
+                token: str | None = None, what: str = "--model-url", sha256: str | None = None,
+                progress: Progress | None = None) -> Path:
     """`dest`, downloaded from `url` first unless it is already there (``sha256``: the download's digest must be
-    this; ``what``: the flag named in errors)."""
+    this; ``what``: the flag named in errors; ``progress``: told the bytes so far instead of a bar on `out`,
+    and may raise to stop the download, whose part stays for a resume)."""
     if dest.is_file():
         return dest
     if offline:
@@ -68,7 +73,9 @@ def fetch_model(url: str, dest: Path, *, offline: bool = False, out: IO[str] | N
         length = response.headers.get("Content-Length")
         total = have + int(length) if length is not None else None
         with open(part, "ab" if resumed else "wb") as fh:
-            _copy(response, fh, have, total, out or sys.stderr)
+            _copy(response, fh, have, total, progress or _bar_to(out or sys.stderr))
+        if progress is None:
+            (out or sys.stderr).write("\n")
     size = part.stat().st_size
     if total is not None and size != total:
         raise DownloadError(f"{what} {url}: got {size} of {total} bytes (run again to resume)")
@@ -94,7 +101,7 @@ def _finish(url: str, part: Path, dest: Path, size: int, what: str, sha256: str 
     return dest
 
 
-def _copy(src: IO[bytes], dst: IO[bytes], done: int, total: int | None, out: IO[str]) -> None:
+def _copy(src: IO[bytes], dst: IO[bytes], done: int, total: int | None, progress: Progress) -> None:
     last = 0.0
     while chunk := src.read(_CHUNK):
         dst.write(chunk)
@@ -102,9 +109,15 @@ def _copy(src: IO[bytes], dst: IO[bytes], done: int, total: int | None, out: IO[
         now = time.monotonic()
         if now - last > 0.2 or (total is not None and done >= total):
             last = now
-            out.write("\r" + _bar(done, total))
-            out.flush()
-    out.write("\n")
+            progress(done, total)
+
+
+def _bar_to(out: IO[str]) -> Progress:
+    def show(done: int, total: int | None) -> None:
+        out.write("\r" + _bar(done, total))
+        out.flush()
+
+    return show
 
 
 def _bar(done: int, total: int | None) -> str:

@@ -16,11 +16,13 @@ import re
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
-from llamatwist.cli.download import DownloadError, fetch_model
+from llamatwist.cli.download import DownloadError, Progress, fetch_model
 
-__all__ = ["hf_repo", "hub_cache", "resolve_hf"]
+__all__ = ["CachedModel", "HfDownload", "HubUnreachable", "cached_repo_models", "fetch_hf", "hf_repo", "hub_cache", "plan_hf",
+           "remove_cached", "resolve_hf"]
 
 _NOT_MODEL = ("mmproj", "imatrix", "mtp-", "eagle3-", "dflash-", "dspark-")
 
@@ -73,6 +75,65 @@ def best_file(files: Iterable[str], tag: str) -> str | None:
     return None
 
 
+class HubUnreachable(DownloadError):
+    """The hub did not answer (no network, a wrong HF_ENDPOINT): not the name's fault."""
+
+
+@dataclass(frozen=True)
+class CachedModel:
+    """A model of the hub cache as llama-server's router lists it: ``<user>/<model>:<TAG>``."""
+
+    name: str
+    path: Path  # its (first) file
+    mmproj: Path | None  # a projector beside it in the snapshot
+
+
+def split_tag(filename: str) -> tuple[str, str, int]:
+    """llama.cpp's get_gguf_split_info: the name less ``.gguf`` and any ``-0000N-of-0000M``, its quant tag
+    (what follows the last ``-`` or ``.``, upper-cased; "" when none) and its shard number (1 when unsplit)."""
+    stem = filename.removesuffix(".gguf")
+    index = 1
+    if m := re.match(r"^(.+)-([0-9]{5})-of-([0-9]{5})$", stem, re.IGNORECASE):
+        stem, index = m[1], int(m[2])
+    tag = re.search(r"[-.]([A-Z0-9_]+)$", stem, re.IGNORECASE)
+    return stem, tag[1].upper() if tag else "", index
+
+
+def cached_repo_models() -> list[CachedModel]:
+    """Every model in the hub cache, one per repository and quant tag (the router's "cache" source):
+    first shards only, never a projector or a draft head, nothing without a tag."""
+    out: dict[str, CachedModel] = {}
+    for repo_dir in sorted(hub_cache().glob("models--*")):
+        snap = _snapshot(repo_dir)
+        if snap is None:
+            continue
+        repo = repo_dir.name.removeprefix("models--").replace("--", "/", 1)
+        files = sorted(p for p in snap.rglob("*.gguf"))
+        mmproj = next((p for p in files if "mmproj" in p.name), None)
+        for path in files:
+            prefix, tag, index = split_tag(path.name)
+            if index == 1 and tag and not any(bad in prefix for bad in _NOT_MODEL):
+                out.setdefault(f"{repo}:{tag}", CachedModel(f"{repo}:{tag}", path, mmproj))
+    return list(out.values())
+
+
+def remove_cached(model: CachedModel) -> list[Path]:
+    """Delete a cached model's files (its shards too) and the blobs they link to; what was removed."""
+    prefix, _, _ = split_tag(model.path.name)
+    removed: list[Path] = []
+    for path in sorted(model.path.parent.glob("*.gguf")):
+        if split_tag(path.name)[0] != prefix:
+            continue
+        # the hub's layout links snapshot files to blobs/<hash>: the link's own target, not where it leads
+        target = Path(os.path.normpath(path.parent / os.readlink(path))) if path.is_symlink() else None
+        path.unlink(missing_ok=True)
+        removed.append(path)
+        if target is not None and target.parent.name == "blobs":
+            target.unlink(missing_ok=True)
+            removed.append(target)
+    return removed
+
+
 def _snapshot(repo_dir: Path) -> Path | None:
     ref = repo_dir / "refs" / "main"
     if ref.is_file():
@@ -92,14 +153,17 @@ def _api(url: str, token: str | None) -> dict[str, object]:
             data = json.loads(response.read())
     except urllib.error.HTTPError as err:
         raise DownloadError(f"{url}: HTTP {err.code} {err.reason}") from None
-    except (urllib.error.URLError, OSError, ValueError) as err:
-        raise DownloadError(f"{url}: {getattr(err, 'reason', err)}") from None
+    except (urllib.error.URLError, OSError) as err:
+        raise HubUnreachable(f"{url}: {getattr(err, 'reason', err)}") from None
+    except ValueError as err:
+        raise DownloadError(f"{url}: {err}") from None
     if not isinstance(data, dict):
         raise DownloadError(f"{url}: unexpected answer")
     return data
 
 
-def resolve_hf(spec: str, file: str | None = None, *, token: str | None = None, offline: bool = False) -> Path:
+def resolve_hf(spec: str, file: str | None = None, *, token: str | None = None, offline: bool = False,
+               progress: Progress | None = None) -> Path:
     """The local path of -hf `spec` (-hff `file`), from the hub cache or downloaded into it."""
     repo, _, tag = spec.partition(":")
     repo_dir = hub_cache() / ("models--" + repo.replace("/", "--"))
@@ -112,6 +176,24 @@ def resolve_hf(spec: str, file: str | None = None, *, token: str | None = None, 
     if offline:
         what = file or (f"a {tag} GGUF file" if tag else "a GGUF model file")
         raise DownloadError(f"--offline: {what} of {repo} is not in the Hugging Face cache {repo_dir}")
+    return fetch_hf(plan_hf(spec, file, token=token), token=token, progress=progress)
+
+
+@dataclass(frozen=True)
+class HfDownload:
+    """Where -hf `spec`'s file comes from and goes to (the hub's answer about the repository)."""
+
+    url: str
+    dest: Path
+    repo_dir: Path
+    sha: str
+
+
+def plan_hf(spec: str, file: str | None = None, *, token: str | None = None) -> HfDownload:
+    """Ask the hub which file of `spec` to download (DownloadError when the repository or the file is not
+    there)."""
+    repo, _, tag = spec.partition(":")
+    repo_dir = hub_cache() / ("models--" + repo.replace("/", "--"))
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
     info = _api(f"{endpoint}/api/models/{repo}", token)
     siblings = info.get("siblings")
@@ -122,9 +204,11 @@ def resolve_hf(spec: str, file: str | None = None, *, token: str | None = None, 
         available = ", ".join(n for n in names if n.endswith(".gguf")) or "none"
         raise DownloadError(f"{repo}: no {file or (tag or 'model')} GGUF file (available: {available})")
     sha = str(info.get("sha") or "main")
-    dest = repo_dir / "snapshots" / sha / name
-    url = f"{endpoint}/{repo}/resolve/{sha}/{name}"
-    path = fetch_model(url, dest, token=token)
-    (repo_dir / "refs").mkdir(parents=True, exist_ok=True)
-    (repo_dir / "refs" / "main").write_text(sha)
+    return HfDownload(f"{endpoint}/{repo}/resolve/{sha}/{name}", repo_dir / "snapshots" / sha / name, repo_dir, sha)
+
+
+def fetch_hf(plan: HfDownload, *, token: str | None = None, progress: Progress | None = None) -> Path:
+    path = fetch_model(plan.url, plan.dest, token=token, progress=progress)
+    (plan.repo_dir / "refs").mkdir(parents=True, exist_ok=True)
+    (plan.repo_dir / "refs" / "main").write_text(plan.sha)
     return path

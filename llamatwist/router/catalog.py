@@ -3,6 +3,8 @@
 
 Pure functions over the file system and the flag tables, as llama-server's presets (common/preset.cpp):
 
+- the Hugging Face hub cache (what -hf downloaded): each repository's models as ``<user>/<model>:<TAG>``
+  (source "cache"), served with ``-hf`` and removable with ``DELETE /models``.
 - ``--models-dir``: each ``NAME.gguf`` is model NAME; each sub-directory NAME holding a GGUF is model NAME,
   with a file whose name has ``mmproj`` in it as its projector and the first shard (``-00001-of-``) of a
   split model as the model.
@@ -27,6 +29,8 @@ from pathlib import Path
 from typing import Final
 
 from llamatwist.cli.convert import FALSEY, TRUTHY
+from llamatwist.cli.download import DownloadError
+from llamatwist.cli.hf import cached_repo_models, remove_cached, resolve_hf
 from llamatwist.cli.parser import FLAGS, build_parser
 
 __all__ = [
@@ -216,11 +220,30 @@ def _split(value: str) -> tuple[str, ...]:
     return tuple(sorted({v.strip() for v in value.split(",") if v.strip()}))
 
 
+def scan_hf_cache() -> dict[str, ModelEntry]:
+    """The Hugging Face hub cache's models (``<user>/<model>:<TAG>``, served with -hf), as llama-server's
+    router lists what -hf downloaded."""
+    out = {}
+    for model in cached_repo_models():
+        mmproj = str(model.mmproj) if model.mmproj else None
+        out[model.name] = ModelEntry(model.name, "cache", ("-hf", model.name), mmproj=mmproj,
+                                     inputs=projector_inputs(mmproj))
+    return out
+
+
+def remove_cached_model(name: str) -> list[Path]:
+    """Delete the files of the hub cache's model `name` (DELETE /models); what was deleted."""
+    found = next((m for m in cached_repo_models() if m.name == name), None)
+    return remove_cached(found) if found is not None else []
+
+
 def load_catalog(models_dir: str | None, models_preset: str | None) -> dict[str, ModelEntry]:
-    """Every model the router serves, by name (CatalogError when the sources cannot be served)."""
+    """Every model the router serves, by name (CatalogError when the sources cannot be served): the hub
+    cache's, then --models-dir's (the same name: the directory's), then the presets (merged into an entry of
+    the same name)."""
     actions = _actions()
     keys = _key_map(actions)
-    entries = scan_models_dir(models_dir) if models_dir else {}
+    entries = {**scan_hf_cache(), **(scan_models_dir(models_dir) if models_dir else {})}
     if not models_preset:
         return entries
     ini = _read_ini(models_preset)
@@ -251,7 +274,7 @@ def load_catalog(models_dir: str | None, models_preset: str | None) -> dict[str,
     glob_args = options("*", glob)
     merged: dict[str, ModelEntry] = {}
     for name, entry in entries.items():
-        merged[name] = _with_preset(entry, glob, glob_args, {}, [], "models_dir", field_of)
+        merged[name] = _with_preset(entry, glob, glob_args, {}, [], entry.source, field_of)
     for name, values in sections:
         own = options(name, values)
         fields = {field_of(k) for k in values if k not in _PRESET_ONLY}
@@ -261,8 +284,31 @@ def load_catalog(models_dir: str | None, models_preset: str | None) -> dict[str,
         if base is None:
             base = ModelEntry(name, "preset", ())
         merged[name] = _with_preset(base, glob, glob_args, values, own, "preset", field_of)
+    for name in _deduplicated(merged, sections, field_of):
+        del merged[name]
     _check_names(merged.values())
     return merged
+
+
+def _deduplicated(merged: dict[str, ModelEntry], sections: list[tuple[str, dict[str, str]]],
+                  field_of: Callable[[str], str]) -> set[str]:
+    """The cache's entries whose file a preset with ``dedup-cache-models = true`` already serves by -hf."""
+    used: set[Path] = set()
+    for _, values in sections:
+        if _truthy(values.get("dedup-cache-models", "false")):
+            repo = next((v for k, v in values.items() if field_of(k) == "hf_repo"), None)
+            file = next((v for k, v in values.items() if field_of(k) == "hf_file"), None)
+            if repo and (path := _cached_path(repo, file)) is not None:
+                used.add(path)
+    return {name for name, e in merged.items()
+            if e.source == "cache" and used and _cached_path(name, None) in used}
+
+
+def _cached_path(repo: str, file: str | None) -> Path | None:
+    try:
+        return resolve_hf(repo, file, offline=True).resolve()
+    except DownloadError:
+        return None
 
 
 def _with_preset(base: ModelEntry, glob: dict[str, str], glob_args: list[str], values: dict[str, str],

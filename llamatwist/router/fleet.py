@@ -308,6 +308,18 @@ class Fleet:
         self._notify(inst)
         return done
 
+    async def remove(self, inst: Instance) -> None:
+        """Take `inst` out of the catalog (DELETE /models), once its server (if any) has exited."""
+        if inst.running:
+            await self.unload(inst)
+        name = inst.entry.name
+        if self.instances.get(name) is inst:
+            del self.instances[name]
+            self._aliases = {a: n for a, n in self._aliases.items() if n != name}
+        self.changed()
+        for listener in list(self.listeners):
+            listener({"model": name, "event": "model_remove", "data": {}})
+
     async def _until_unloaded(self, inst: Instance) -> None:
         while inst.status != UNLOADED:
             await self._wait_change()

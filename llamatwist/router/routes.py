@@ -2,8 +2,9 @@
 """The router's HTTP API, as llama-server's router mode.
 
 Its own routes: ``/health``, ``/models`` and ``/v1/models`` (every model with its status), ``/props``
-(the router's; with ``?model=`` the model's), ``POST /models/load`` and ``/models/unload``, and
-``GET /models/sse`` (status events). Every other route goes to a model's server: a POST by its body's
+(the router's; with ``?model=`` the model's), ``POST /models/load`` and ``/models/unload``, ``POST /models``
+(a download into the Hugging Face cache: downloads.py) and ``DELETE /models`` (a cache model's files, or a
+download), and ``GET /models/sse`` (status events). Every other route goes to a model's server: a POST by its body's
 ``model``, a GET or DELETE by the ``model`` query parameter; a model not running is loaded first unless
 ``--no-models-autoload`` (``?autoload=true|false`` decides per request).
 """
@@ -18,7 +19,7 @@ from typing import Any
 
 import treq
 from klein import Klein
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.internet.error import ConnectError
 from twisted.web.client import Agent
 from twisted.web.server import Request
@@ -29,7 +30,6 @@ from llamatwist.api.app import add_error_handlers
 from llamatwist.api.errors import (
     InvalidRequest,
     NotFound,
-    NotSupported,
     ServerError,
     Unavailable,
 )
@@ -38,7 +38,8 @@ from llamatwist.api.info import register_disabled
 from llamatwist.api.openapi import OPERATIONS
 from llamatwist.api.stream_sessions import conversation_id
 from llamatwist.config import ServerConfig
-from llamatwist.router.catalog import CHILD_HOST, CatalogError, load_catalog
+from llamatwist.router.catalog import CHILD_HOST, CatalogError, load_catalog, remove_cached_model
+from llamatwist.router.downloads import Downloads
 from llamatwist.router.fleet import LOADED, Fleet, Instance
 from llamatwist.router.proxy import forward, quiet_pool
 
@@ -60,7 +61,7 @@ def _model_json(inst: Instance, created: int) -> dict[str, Any]:
         "id": entry.name, "aliases": list(entry.aliases), "tags": list(entry.tags), "object": "model",
         "owned_by": "llamacpp", "created": created, "status": inst.status_json(),
         "architecture": {"input_modalities": list(entry.inputs), "output_modalities": ["text"]},
-        "source": entry.source, "can_remove": False,
+        "source": entry.source, "can_remove": entry.source == "cache",
     }
     if inst.running:
         for key, value in inst.info.items():
@@ -84,20 +85,26 @@ def build_router_app(fleet: Fleet, reactor: Any, config: ServerConfig) -> Klein:
     async def health(request: Request) -> Any:
         return send_json(request, {"status": "ok"})
 
+    async def reload_catalog() -> None:
+        try:
+            catalog = await threads.deferToThread(load_catalog, config.models_dir, config.models_preset)
+        except CatalogError as exc:
+            raise ServerError(f"cannot reload the models: {exc}") from None
+        await fleet.reload(catalog)
+
+    downloads = Downloads(fleet, reactor, reload_catalog, config.hf_token)
+
     @app.route("/models", methods=["GET"])
     @app.route("/v1/models", methods=["GET"])
     @handler
     async def models(request: Request) -> Any:
         if query_param(request, "reload"):
-            try:
-                catalog = load_catalog(config.models_dir, config.models_preset)
-            except CatalogError as exc:
-                raise ServerError(f"cannot reload the models: {exc}") from None
-            await fleet.reload(catalog)
+            await reload_catalog()
         await fleet.check_sleep()
         created = int(time.time())
-        return send_json(request, {"data": [_model_json(i, created) for i in fleet.instances.values()],
-                                   "object": "list"})
+        listed = [_model_json(i, created) for i in fleet.instances.values()]
+        listed += [d.model_json(created) for d in downloads.active.values()]
+        return send_json(request, {"data": listed, "object": "list"})
 
     @app.route("/props", methods=["GET"])
     @handler
@@ -136,11 +143,30 @@ def build_router_app(fleet: Fleet, reactor: Any, config: ServerConfig) -> Klein:
         fleet.unload(inst)
         return send_json(request, {"success": True})
 
-    @app.route("/models", methods=["POST", "DELETE"])
+    @app.route("/models", methods=["POST"])
     @handler
-    async def manage(request: Request) -> Any:
-        raise NotSupported("adding and removing models through the API is not supported: the router serves "
-                           "--models-dir and --models-preset (GET /models?reload=1 reads them again)")
+    async def download(request: Request) -> Any:
+        """Download a model into the Hugging Face cache (``{"model": "<user>/<model>[:quant]"}``)."""
+        await downloads.start(read_json(request).get("model"))
+        return send_json(request, {"success": True})
+
+    @app.route("/models", methods=["DELETE"])
+    @handler
+    async def remove(request: Request) -> Any:
+        """A model of the Hugging Face cache: stopped if running, its files deleted; a download, cancelled
+        (llama-server's)."""
+        name = query_param(request, "model")
+        if not name:
+            raise InvalidRequest("model must be a non-empty string")
+        if await downloads.cancel(name):
+            return send_json(request, {"success": True})
+        inst = fleet.known(name)
+        if inst.entry.source != "cache":
+            raise InvalidRequest(f"model '{inst.entry.name}' is not removable (not from the cache)")
+        await fleet.remove(inst)
+        removed = await threads.deferToThread(remove_cached_model, inst.entry.name)
+        log.info("removed model %s from the cache (%d files)", inst.entry.name, len(removed))
+        return send_json(request, {"success": True})
 
     register_disabled(app)
 

@@ -154,7 +154,9 @@ async function loadModels() {
     el.textContent = `Cannot list the models (${err.message})`
     return
   }
-  state.models = (Array.isArray(data) ? data : []).map((m) => m?.id).filter((id) => typeof id === 'string')
+  // a model still downloading (POST /models) cannot answer yet
+  state.models = (Array.isArray(data) ? data : []).filter((m) => m?.status?.value !== 'downloading')
+    .map((m) => m?.id).filter((id) => typeof id === 'string')
   const picker = $('#model-select')
   picker.replaceChildren(...state.models.map((id) => h('option', { value: id }, id)))
   picker.hidden = !state.models.length
