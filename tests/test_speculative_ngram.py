@@ -231,6 +231,23 @@ def test_props_show_the_settings(ngrams: Server) -> None:
 LONG = " ".join([PASSAGE.replace("lighthouse", w) for w in ("lighthouse", "windmill", "castle")])
 
 
+def test_long_drafts_on_every_slot_stay_within_the_outputs(ngrams: Server) -> None:
+    """-np 2 sizes the context's outputs for 2 slots and 16 drafts each (34): requests asking for drafts of 200
+    on both slots at once get fewer (libllama would abort the process past the limit), and the same text."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    long = {"speculative.type": "ngram-simple", "speculative.n_max": 200, "speculative.ngram_size_n": 4,
+            "speculative.ngram_size_m": 200}
+    prompts = [f"Copy the text.\nText: {text}\nCopy: {text}\nText: {text}\nCopy:"
+               for text in (LONG, LONG.replace("ships", "boats"))]
+    with ThreadPoolExecutor(2) as pool:
+        spec = list(pool.map(lambda p: complete(ngrams, p, n_predict=64, **long), prompts))
+        plain = list(pool.map(lambda p: complete(ngrams, p, n_predict=64, **OFF)["content"], prompts))
+    assert [s["content"] for s in spec] == plain
+    assert all(s["timings"]["draft_n"] > 0 for s in spec), [s["timings"] for s in spec]
+    assert ngrams.get("/health").status_code == 200
+
+
 def test_spec_default(make_server: Any, f32_model: str) -> None:
     """--spec-default: ngram-mod with llama-server's 24/48/64, which needs a copy longer than 72 tokens."""
     srv = make_server("-m", f32_model, "-np", "1", "-c", "2048", "-t", "2", *EXACT, "--spec-default")

@@ -126,6 +126,7 @@ class ContextParams:
     n_batch: int = 2048
     n_ubatch: int = 512
     n_seq_max: int = 1
+    n_outputs_max: int = 0  # most outputs (logits rows) one decode may ask for; 0: n_batch (at least n_seq_max)
     n_threads: int = 4
     n_threads_batch: int = 4
     kv_unified: bool = True
@@ -222,11 +223,12 @@ class Context:
         p.n_batch = params.n_batch
         p.n_ubatch = params.n_ubatch
         p.n_seq_max = params.n_seq_max
-        # libllama reserves outputs for at least one per sequence but caps them at
+        # libllama reserves outputs for at least one per sequence and asserts they are at most
         # n_outputs_max (default n_batch, itself capped by n_ctx): many sequences with a
-        # small -b or -c would abort at the first decode. Models with an encoder ignore
-        # the field, so they must fit their sequences in the batch.
-        p.n_outputs_max = max(params.n_batch, params.n_seq_max)
+        # small -b or -c would abort at the first decode. The compute buffers hold logits for
+        # min(n_ubatch, n_outputs_max) rows: a generation context asks for fewer (loading.py).
+        # Models with an encoder ignore the field, so they must fit their sequences in the batch.
+        p.n_outputs_max = max(params.n_outputs_max or params.n_batch, params.n_seq_max)
         if model.info().has_encoder and params.n_seq_max > min(params.n_batch, params.n_ctx or params.n_batch):
             raise ContextError(
                 f"{params.n_seq_max} sequences do not fit a batch of {min(params.n_batch, params.n_ctx or params.n_batch)}"
@@ -287,6 +289,8 @@ class Context:
         self.n_batch: int = lib.llama_n_batch(ptr)
         self.n_ubatch: int = lib.llama_n_ubatch(ptr)
         self.n_seq_max: int = lib.llama_n_seq_max(ptr)
+        #: the most outputs one decode may have (more aborts the process: libllama asserts it)
+        self.n_outputs_max: int = int(p.n_outputs_max)
         self.n_vocab: int = model.vocab.n_tokens
         self.n_embd: int = lib.llama_model_n_embd(model.ptr)
         self.n_cls_out: int = lib.llama_model_n_cls_out(model.ptr)

@@ -28,6 +28,8 @@ __all__ = ["EngineSpec", "Loaded", "LoadedModel", "load"]
 
 log = logging.getLogger(__name__)
 
+OUTPUT_DRAFTS = 16  # draft tokens per slot the outputs are sized for (--spec-draft-n-max's default)
+
 
 @dataclass(frozen=True)
 class EngineSpec:
@@ -148,6 +150,11 @@ def load(spec: EngineSpec) -> Loaded:
     """Load the model, create its context and warm it up; raises EngineError."""
     if spec.numa:
         numa_init(spec.numa)
+    if not spec.context.embeddings:
+        # llama-server's output limits: logits rows for one token per slot and its drafts (steps never ask for
+        # more: step.py), not for a whole micro-batch; the compute buffers shrink by (n_ubatch - that) rows.
+        spec = dataclasses.replace(spec, context=dataclasses.replace(
+            spec.context, n_outputs_max=min(spec.context.n_batch, max(spec.n_slots, 1) * (1 + OUTPUT_DRAFTS))))
     if spec.fit:
         spec = _fitted(spec)
     model = Model(spec.model_path, n_gpu_layers=spec.n_gpu_layers, load_mode=spec.load_mode,

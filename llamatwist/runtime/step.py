@@ -144,13 +144,17 @@ class Step:
                     continue
                 feeds.append(SlotFeed(slot, (*slot.replay, slot.pending_token), len(slot.cache), True))
         room = self._batch.capacity - len(feeds)
+        # Outputs: one per slot (its next token, or its prompt's last) leaves this many for drafts; past the
+        # context's n_outputs_max libllama aborts the process.
+        draft_outputs = self._ctx.n_outputs_max - len(self._slots)
         if len(feeds) >= SPEC_MAX_GENERATING:
             room = 0  # the batch already fills the compute: verifying drafts would cost more than it saves
         for feed in feeds:  # drafts take what room the generating slots leave, before prompt chunks
-            if room <= 0:
+            if min(room, draft_outputs) <= 0:
                 break
-            feed.draft = self._draft(feed.slot, room)
+            feed.draft = self._draft(feed.slot, min(room, draft_outputs))
             room -= len(feed.draft)
+            draft_outputs -= len(feed.draft)
         now = time.perf_counter()
         for slot in self._slots:
             if slot.state is not SlotState.PROMPT or slot.adapter_set != plan.adapters:
