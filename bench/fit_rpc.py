@@ -82,6 +82,18 @@ class _RpcServer:
         self.proc.wait(30)
 
 
+def _measure_load(model: str, clients: int, threads: int, args: argparse.Namespace,
+                  extra: list[str] | None = None) -> Any:
+    """bench/loadgen.py's closed-loop load at C=`clients` on a server started with `extra`."""
+    srv = spawn_server(model, clients, threads=threads, n_ctx=args.ctx_size, extra=extra)
+    try:
+        wait_quiet(30)
+        return run_load(srv.url, clients, n_predict=args.n_predict, prompt=args.prompt, duration=args.duration,
+                        warmup=args.warmup)
+    finally:
+        srv.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p)
@@ -128,23 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     rpc_results = []
     print(f"\n{'C':>3} {'local tok/s':>12} {'via RPC tok/s':>14} {'ratio':>6}")
     for c in clients:
-        local = spawn_server(model, c, threads=threads, n_ctx=args.ctx_size)
-        try:
-            wait_quiet(30)
-            res_local = run_load(local.url, c, n_predict=args.n_predict, prompt=args.prompt,
-                                 duration=args.duration, warmup=args.warmup)
-        finally:
-            local.stop()
+        res_local = _measure_load(model, c, threads, args)
         rpc = _RpcServer(threads)
         try:
-            remote = spawn_server(model, c, threads=threads, n_ctx=args.ctx_size,
-                                  extra=["--rpc", f"127.0.0.1:{rpc.port}", "-ngl", "99"])
-            try:
-                wait_quiet(30)
-                res_rpc = run_load(remote.url, c, n_predict=args.n_predict, prompt=args.prompt,
-                                   duration=args.duration, warmup=args.warmup)
-            finally:
-                remote.stop()
+            res_rpc = _measure_load(model, c, threads, args, ["--rpc", f"127.0.0.1:{rpc.port}", "-ngl", "99"])
         finally:
             rpc.stop()
         print(f"{c:>3} {res_local.tok_s:>12.1f} {res_rpc.tok_s:>14.1f} {res_rpc.tok_s / res_local.tok_s:>6.2f}",

@@ -27,6 +27,7 @@ __all__ = [
     "alias",
     "api_keys",
     "api_prefix",
+    "bool_word",
     "cache_type",
     "directory",
     "dry_base",
@@ -395,13 +396,17 @@ def on_off_auto(text: str) -> str:
     raise ValueError(f"unknown value {text!r}: expected on, off or auto")
 
 
+def bool_word(text: str) -> bool | None:
+    """llama.cpp's is_truthy / is_falsey words: True, False, else None."""
+    return True if text in TRUTHY else False if text in FALSEY else None
+
+
 def on_off(text: str) -> bool:
     """-fit: llama.cpp's is_truthy / is_falsey words."""
-    if text in TRUTHY:
-        return True
-    if text in FALSEY:
-        return False
-    raise ValueError(f"unknown value {text!r}: expected on or off")
+    value = bool_word(text)
+    if value is None:
+        raise ValueError(f"unknown value {text!r}: expected on or off")
+    return value
 
 
 def mib_per_device(text: str) -> tuple[int, ...]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from llamatwist.cli.convert import FALSEY, TRUTHY, Converter
+from llamatwist.cli.convert import TRUTHY, Converter, bool_word
 from llamatwist.cli.errors import ConfigError
 from llamatwist.cli.flag import Flag
 from llamatwist.cli.unimplemented import BOOL, SWITCH, UNIMPLEMENTED
@@ -65,11 +65,10 @@ def not_implemented(flag: str, env: str | None = None) -> ConfigError:
 
 def _env_bool(text: str) -> bool:
     """llama.cpp's parse_bool_value for LLAMA_ARG_* values of on/off flags."""
-    if text in TRUTHY:
-        return True
-    if text in FALSEY:
-        return False
-    raise ValueError(f"invalid boolean value {text!r}")
+    value = bool_word(text)
+    if value is None:
+        raise ValueError(f"invalid boolean value {text!r}")
+    return value
 
 
 def from_env(flag: Flag, environ: Mapping[str, str]) -> tuple[bool, Any]:

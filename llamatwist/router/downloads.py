@@ -45,9 +45,9 @@ class Download:
         return {"id": self.name, "aliases": [], "tags": [], "object": "model", "owned_by": "llamacpp",
                 "created": created, "status": {"value": "downloading", "args": []},
                 "architecture": {"input_modalities": ["text"], "output_modalities": ["text"]},
-                "source": "cache", "can_remove": True, "progress": self._progress()}
+                "source": "cache", "can_remove": True, "progress": self.progress_json()}
 
-    def _progress(self) -> dict[str, Any]:
+    def progress_json(self) -> dict[str, Any]:
         return {self.url: {"done": self.done, "total": self.total}}
 
 
@@ -81,7 +81,7 @@ class Downloads:
         download = Download(name, plan.url)
         self.active[name] = download
         log.info("starting download for model %s: %s", name, plan.url)
-        self._tell(name, "download_progress", {"progress": download._progress()})
+        self._tell(name, "download_progress", {"progress": download.progress_json()})
         defer.ensureDeferred(self._run(download, plan))
 
     async def _run(self, download: Download, plan: HfDownload) -> None:
@@ -109,7 +109,7 @@ class Downloads:
 
     def _progressed(self, download: Download, done: int, total: int | None) -> None:
         download.done, download.total = done, total
-        self._tell(download.name, "download_progress", {"progress": download._progress()})
+        self._tell(download.name, "download_progress", {"progress": download.progress_json()})
 
     async def cancel(self, name: str) -> bool:
         """Stop `name`'s download (False when none runs); fires once it has stopped."""
