@@ -146,6 +146,12 @@ class ServerConfig:
     cors_methods: str = "GET, POST, DELETE, OPTIONS"
     cors_headers: str = "*"
     cors_credentials: bool = True  # with cors_origins "*", the request's Origin is echoed back
+    # server tools for agents (--tools, --tools-runtime, --mcp-servers-*) and the UI's MCP proxy (--ui-mcp-proxy)
+    server_tools: tuple[str, ...] = ()  # built-in tool names, or ("all",)
+    tools_runtime: str | None = None  # docker:<image>, docker-container:<id>, podman..., ssh:<target>
+    mcp_servers_config: str | None = None  # a Cursor-style "mcpServers" JSON file
+    mcp_servers_json: str | None = None  # the same, inline
+    ui_mcp_proxy: bool = False  # GET/POST /cors-proxy?url=
     # web UI
     webui: bool = True  # --ui/--no-ui: the built-in chat UI at /
     static_path: str | None = None  # --path: serve this directory instead of the built-in UI

@@ -48,6 +48,7 @@ from llamatwist.errors import StartupError
 from llamatwist.logs import access_log_formatter, trusted_proxies
 from llamatwist.runtime import EngineService, EngineSpec, EngineState, LoadedModel
 from llamatwist.runtime.adapters import AdapterSpec
+from llamatwist.tools.service import tools_service
 
 if TYPE_CHECKING:
     from twisted.internet.ssl import CertificateOptions
@@ -438,8 +439,11 @@ def make_service(config: ServerConfig, reactor: Any = None) -> ServerService:
             os.makedirs(config.slot_save_path, exist_ok=True)
         except OSError as exc:
             raise StartupError(f"--slot-save-path {config.slot_save_path}: {exc.strerror}") from None
+    tools = tools_service(config, reactor)
+    if tools is not None:
+        tools.setServiceParent(top)
     ctx = ApiContext(config=config, engine=engine, model_path=model_path,
-                     default_constraint=_default_constraint(config))
+                     default_constraint=_default_constraint(config), tools=tools)
     template_text = _read_template_file(config.chat_template_file)
 
     def prepare_chat(loaded: LoadedModel) -> None:

@@ -15,12 +15,13 @@ import textwrap
 import types
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import pytest
 
 from llamatwist import cli, logs
 from llamatwist.cli import FLAGS, UNIMPLEMENTED, ConfigError, parse_config
+from llamatwist.cli.unimplemented import _NO_SYNTH
 from llamatwist.config import SamplingDefaults, ServerConfig
 
 REPO = Path(__file__).resolve().parent.parent
@@ -58,6 +59,9 @@ def refused(argv: list[str], environ: dict[str, str] | None = None) -> ConfigErr
 
 
 # A valid value for every implemented value flag, and what it becomes.
+# an on/off flag that sets other fields: the one it is tested by
+_SEEN_AS: Final = {"agent": "ui_mcp_proxy"}
+
 SAMPLES: dict[str, tuple[str, Any]] = {
     "model": ("m.gguf", "m.gguf"),
     "alias": (" a , b ,", "a,b"),
@@ -67,6 +71,10 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "models_max": ("2", 2),
     "docker_repo": ("smollm2:135M-Q4_0", "smollm2:135M-Q4_0"),
     "ui_config": ('{"theme": "dark"}', {"theme": "dark"}),
+    "server_tools": (" read_file, get_info ,", ("read_file", "get_info")),
+    "tools_runtime": ("ssh:me@host", "ssh:me@host"),
+    "mcp_servers_config": ("/etc/mcp.json", "/etc/mcp.json"),
+    "mcp_servers_json": ('{"mcpServers": {}}', '{"mcpServers": {}}'),
     "sampling.sse_ping_interval": ("-1", -1),
     "model_draft": ("d.gguf", "d.gguf"),
     "spec_type": ("ngram-simple", "ngram-simple"),
@@ -297,8 +305,8 @@ def test_value_flag_every_spelling(name: str, path: str) -> None:
 
 @pytest.mark.parametrize(
     ("name", "path", "on"),
-    [(n, f.field, True) for f in ONOFF_FLAGS for n in f.names]
-    + [(n, f.field, False) for f in ONOFF_FLAGS for n in f.neg],
+    [(n, _SEEN_AS.get(f.field, f.field), True) for f in ONOFF_FLAGS for n in f.names]
+    + [(n, _SEEN_AS.get(f.field, f.field), False) for f in ONOFF_FLAGS for n in f.neg],
 )
 def test_onoff_flag_every_spelling(name: str, path: str, on: bool) -> None:
     # -kvu only matters with an explicit slot count (auto forces it on).
@@ -398,11 +406,9 @@ def test_unimplemented_flag_refused(name: str, reason: str | None) -> None:
 
 
 def test_unimplemented_flag_value_is_not_a_stray_argument() -> None:
-    err = refused(["--tools", "all", "-np", "2"])
-    assert (err.exit_code, err.message) == (
-        1,
-        "flag --tools is not implemented yet in llamatwist",
-    )
+    err = refused(["--spec-synth-len", "1.5", "-np", "2"])
+    assert err.exit_code == 1
+    assert err.message.startswith("flag --spec-synth-len is not supported: ")
 
 
 @pytest.mark.parametrize(
@@ -416,8 +422,7 @@ def test_unimplemented_env_var_refused(env: str) -> None:
 
 
 def test_unimplemented_env_var_details() -> None:
-    err = refused([], {"LLAMA_ARG_NO_UI_MCP_PROXY": "1"})
-    assert err.message.startswith("flag --no-ui-mcp-proxy is not implemented")
+    assert parse_config([], {"LLAMA_ARG_NO_UI_MCP_PROXY": "1"}).ui_mcp_proxy is False
     assert parse_config([], {"LLAMA_ARG_NO_SKIP_CHAT_PARSING": "1"}).skip_chat_parsing is False
     assert parse_config([], {"LLAMA_ARG_NO_REPACK": "1"}).repack is False
     assert parse_config([], {"LLAMA_ARG_SWA_FULL": "0"}).swa_full is False  # no effect in llama-server
@@ -576,17 +581,17 @@ def test_host_lists_and_tags_parse() -> None:
 
 
 def test_process_exit_statuses() -> None:
-    proc = run("-m", "llamatwist", "--mcp-servers-config", "x.json")
+    proc = run("-m", "llamatwist", "--spec-synth-len", "2")
     assert proc.returncode == 1
-    assert proc.stderr == "error: flag --mcp-servers-config is not implemented yet in llamatwist\n"
+    assert proc.stderr == f"error: flag --spec-synth-len is not supported: {_NO_SYNTH}\n"
 
     proc = run("-m", "llamatwist", "--api-key-file", "/nonexistent/keys.txt")
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: failed to open file '/nonexistent/keys.txt': ")
 
-    proc = run("-m", "llamatwist", env={"LLAMA_ARG_TOOLS": "all"})
+    proc = run("-m", "llamatwist", env={"LLAMA_ARG_SPEC_SYNTH_RATES": "0.5"})
     assert proc.returncode == 1
-    assert "flag --tools is not implemented yet" in proc.stderr
+    assert "flag --spec-synth-rates is not supported" in proc.stderr
 
     proc = run("-m", "llamatwist", "--bogus")
     assert proc.returncode == 2
@@ -610,7 +615,7 @@ def test_help_lists_every_flag_with_default_and_env() -> None:
     for expected in ("(default: 2048)", "(default: 8080)", "(default: 0.80)"):
         assert expected in text
     assert "--smollm2-default" in text
-    assert "--no-host" in text and "--mcp-servers-config" in text  # an implemented flag, and one listed as not yet
+    assert "--no-host" in text and "--spec-synth-len" in text  # an implemented flag, and one refused
 
 
 def test_help_and_parsing_need_no_heavy_imports() -> None:
@@ -664,9 +669,9 @@ def test_twistd_passes_arguments_verbatim() -> None:
     assert proc.returncode == 2
     assert "-np/--parallel" in proc.stderr
 
-    proc = run("-m", "twisted", "llamatwist", "-no-kvu", "--mcp-servers-config", "x.json")
+    proc = run("-m", "twisted", "llamatwist", "-no-kvu", "--spec-synth-len", "2")
     assert proc.returncode == 1
-    assert "error: flag --mcp-servers-config is not implemented yet in llamatwist" in proc.stderr
+    assert "error: flag --spec-synth-len is not supported" in proc.stderr
 
 
 def test_tap_options_hold_the_config() -> None:

@@ -18,6 +18,7 @@ from llamatwist.api import (
     info,
     lora,
     openapi,
+    server_tools,
     stream_sessions,
     tokens,
     vertex,
@@ -39,6 +40,7 @@ def build_app(ctx: ApiContext) -> Klein:
                    oai_responses, oai_transcriptions):
         module.register(app, ctx)
     stream_sessions.register(app)
+    server_tools.register(app, ctx.tools, ctx.config.ui_mcp_proxy)
     vertex.register(app, ctx.config.vertex, [path for _, path in openapi.OPERATIONS], ctx.config.api_prefix)
     webui.register(app, ctx.config)  # last: the UI never shadows an API route
     add_error_handlers(app)

@@ -31,12 +31,14 @@ from llamatwist.runtime import (
     SlotFileError,
     SlotFileUnwritable,
 )
+from llamatwist.tools.base import ToolParamError, UnknownTool
+from llamatwist.tools.mcp import McpProtocolError
 
 if TYPE_CHECKING:
     from twisted.web.server import Request
 
 __all__ = [
-    "REPORTED", "TABLE", "ApiError", "ErrorAnswer", "FeatureDisabled", "HeadersTooLarge", "InvalidRequest", "MethodNotAllowed",
+    "REPORTED", "TABLE", "ApiError", "BadGateway", "ErrorAnswer", "FeatureDisabled", "HeadersTooLarge", "InvalidRequest", "MethodNotAllowed",
     "NotFound", "NotSupported", "PayloadTooLarge", "RequestTimeout", "ServerError", "Unauthorized", "Unavailable", "answer", "error_body",
     "error_json", "path_error_json", "register_error_shape", "send_error",
 ]
@@ -90,6 +92,10 @@ class HeadersTooLarge(ApiError):
     pass
 
 
+class BadGateway(ApiError):
+    """The server a proxy route forwards to could not be reached or answered nothing (/cors-proxy)."""
+
+
 class FeatureDisabled(ApiError):
     """A route of a feature this server runs without (llama-server's 403 ``feature_disabled``)."""
 
@@ -138,6 +144,11 @@ TABLE: dict[type[Exception], Callable[[Any], ErrorAnswer]] = {
     NotSupported: _as(501, "not_supported_error"),
     Unavailable: _as(503, "unavailable_error"),
     FeatureDisabled: _as(403, "feature_disabled"),
+    BadGateway: _as(502, "server_error"),
+    # server tools (llamatwist.tools): a missing or mistyped parameter, a tool that does not exist
+    ToolParamError: _as(400, "invalid_request_error"),
+    UnknownTool: lambda exc: ErrorAnswer(404, "invalid_request_error", str(exc.args[0])),
+    McpProtocolError: lambda exc: ErrorAnswer(502, "server_error", f"MCP server: {exc}"),  # its reply, not the client
     # the runtime's typed errors (llamatwist.runtime.errors)
     ContextExceeded: _context_exceeded,
     InputTooLarge: _input_too_large,

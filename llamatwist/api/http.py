@@ -22,6 +22,7 @@ from llamatwist.config import ServerConfig
 from llamatwist.constrain.reasoning_budget import ReasoningSwitch
 from llamatwist.constrain.spec import ConstraintSpec
 from llamatwist.runtime import EngineService, EngineState, LoadedModel
+from llamatwist.tools.service import ToolsService
 
 __all__ = ["MAX_JSON_DEPTH", "ApiContext", "handler", "json_bytes", "load_json", "query_param", "read_json"]
 
@@ -41,6 +42,7 @@ class ApiContext:
     default_constraint: ConstraintSpec = field(default_factory=ConstraintSpec)  # --grammar / -j
     # chat completions running now, by id: the switch that ends their thinking (None: no reasoning_control)
     live_completions: dict[str, ReasoningSwitch | None] = field(default_factory=dict)
+    tools: ToolsService | None = None  # /tools: --tools and the MCP servers (None: llama-server's 403)
 
     @property
     def chat(self) -> ChatFormatter:

@@ -12,7 +12,7 @@ from twisted.web.server import Request
 
 from llamatwist import __version__
 from llamatwist.api.completion import generation_settings
-from llamatwist.api.errors import FeatureDisabled, InvalidRequest, NotSupported
+from llamatwist.api.errors import InvalidRequest, NotSupported
 from llamatwist.api.http import ApiContext, handler, read_json, send_json
 from llamatwist.api.params import generation_params
 from llamatwist.config import ServerConfig
@@ -21,7 +21,7 @@ from llamatwist.media import MEDIA_MARKER
 from llamatwist.metrics import render_metrics
 from llamatwist.runtime import LoadedModel, SlotInfo, validate_filename
 
-__all__ = ["register", "register_disabled"]
+__all__ = ["register"]
 
 _STARTED = int(time.time())  # the server process's start, as llama-server's Process-Start-Time-Unix
 
@@ -57,17 +57,6 @@ def _offload(config: ServerConfig, loaded: LoadedModel) -> dict[str, Any]:
     }
 
 
-def register_disabled(app: Klein) -> None:
-    """Server tools (--tools) and the UI's MCP proxy (--ui-mcp-proxy): llama-server's 403 without them (a model's
-    server and the router alike)."""
-
-    @app.route("/tools", methods=["GET", "POST"])
-    @app.route("/cors-proxy", methods=["GET", "POST"])
-    @handler
-    async def disabled(request: Request) -> Any:
-        raise FeatureDisabled("this feature is disabled")
-
-
 def register(app: Klein, ctx: ApiContext) -> None:
     def model_info(loaded: LoadedModel) -> dict[str, Any]:
         info = loaded.info
@@ -88,8 +77,6 @@ def register(app: Klein, ctx: ApiContext) -> None:
                 "size": info.size,
             },
         }
-
-    register_disabled(app)
 
     @app.route("/health", methods=["GET"])
     @app.route("/v1/health", methods=["GET"])
@@ -121,6 +108,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
             "eos_token": ctx.engine.token_piece(loaded.eos).decode("utf-8", "replace") if loaded.eos >= 0 else "",
             "build_info": f"llamatwist {__version__}",
             "ui_settings": ctx.config.ui_config,
+            "cors_proxy_enabled": ctx.config.ui_mcp_proxy,
             "is_sleeping": ctx.engine.sleeping,
             # llamatwist's: the start-up RoPE/YaRN and loading settings (0 or negative = the model's own)
             "rope": _rope(ctx.config),

@@ -113,6 +113,7 @@ _BODIES: dict[str, dict[str, Any]] = {
     "AnthropicCountTokens": _body(_ANTHROPIC, ("model", "messages")),
     "Responses": _body(_RESPONSES, ("input",)),
     "StreamLookup": _body({"conversation_ids": {"type": "array", "items": _STR}}, ("conversation_ids",)),
+    "ToolCall": _body({"tool": _STR, "params": _OBJ, "stream": _BOOL}, ("tool",)),
     "ChatControl": _body({"id": _STR, "action": {"enum": ["reasoning_end"]}}, ("id", "action")),
     "Transcription": {"type": "object", "required": ["file"], "properties": {
         "file": {"type": "string", "contentMediaType": "application/octet-stream"}, "model": _STR, "prompt": _STR,
@@ -180,11 +181,14 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("delete", "/v1/stream"): Operation("Stop a resumable stream", _T_GEN, query=(("conv_id", True),)),
     ("post", "/v1/streams/lookup"): Operation("Which of these conversations have a resumable stream", _T_GEN,
                                               "StreamLookup"),
-    ("get", "/tools"): Operation("Server tools: not offered (403 feature_disabled, as llama-server without --tools)",
-                                 _T_SRV),
-    ("post", "/tools"): Operation("Server tools: not offered (403 feature_disabled)", _T_SRV),
-    ("get", "/cors-proxy"): Operation("The UI's MCP proxy: not offered (403 feature_disabled)", _T_SRV),
-    ("post", "/cors-proxy"): Operation("The UI's MCP proxy: not offered (403 feature_disabled)", _T_SRV),
+    ("get", "/tools"): Operation("The server tools (--tools) and the MCP servers' tools, with their definitions "
+                                 "(403 feature_disabled without them)", _T_SRV),
+    ("post", "/tools"): Operation("Call a server tool; headers x-tool-cwd, x-tool-runtime, x-resp-type (403 "
+                                  "feature_disabled without --tools or MCP servers)", _T_SRV, "ToolCall", "sse"),
+    ("get", "/cors-proxy"): Operation("The UI's MCP proxy (--ui-mcp-proxy; 403 feature_disabled without it): "
+                                      "x-llama-server-proxy-header-* headers are forwarded", _T_SRV,
+                                      answer="text", query=(("url", True),)),
+    ("post", "/cors-proxy"): Operation("The UI's MCP proxy, POST", _T_SRV, answer="text", query=(("url", True),)),
     ("get", "/"): Operation("The web UI", _T_UI, answer="html", public=True),
     ("get", "/index.html"): Operation("The web UI", _T_UI, answer="html", public=True),
     ("get", "/completion.js"): Operation("llama-server's completion.js helper", _T_UI, answer="javascript",

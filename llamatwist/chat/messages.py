@@ -35,6 +35,7 @@ __all__ = [
     "ToolCall",
     "extract_media",
     "join_text_parts",
+    "json_type",
     "parse_messages",
     "parse_tools",
     "template_roles",
@@ -273,7 +274,8 @@ def _dump(value: Any, indent: int | None = None) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True, indent=indent)
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
+    """The type name nlohmann::json uses in its errors."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -301,7 +303,7 @@ def _at(obj: Mapping[str, Any], key: str) -> Any:
 
 def _as_str(value: Any) -> str:
     if not isinstance(value, str):
-        raise _ParseError(f"[json.exception.type_error.302] type must be string, but is {_json_type(value)}")
+        raise _ParseError(f"[json.exception.type_error.302] type must be string, but is {json_type(value)}")
     return value
 
 
@@ -475,7 +477,7 @@ def parse_tools(tools: Any) -> list[Tool]:
                 raise _ParseError("Missing tool function: " + _dump(tool))
             fn = tool["function"]
             if not isinstance(fn, Mapping):
-                raise _ParseError(f"[json.exception.type_error.304] cannot use at() with {_json_type(fn)}")
+                raise _ParseError(f"[json.exception.type_error.304] cannot use at() with {json_type(fn)}")
             description = fn.get("description", "")
             parameters = fn.get("parameters", {})
             out.append(

@@ -62,6 +62,7 @@ __all__ = [
     "sampler_seq",
     "samplers",
     "seed",
+    "server_tools",
     "sleep_seconds",
     "temperature",
     "threads",
@@ -419,6 +420,12 @@ def mib_per_device(text: str) -> tuple[int, ...]:
     if len(parts) >= max_devices():
         raise ValueError(f"got {len(parts)} input configs, but system only has {max_devices()} devices")
     return tuple(int_min(0)(p) for p in parts)
+
+
+def server_tools(text: str) -> tuple[str, ...]:
+    """--tools: tool names, or "all"; checked when the tools are set up (an unknown one stops the start-up, exit
+    1, as llama-server's "tools setup failed")."""
+    return tuple(name.strip() for name in parse_csv_row(text) if name.strip())
 
 
 def rpc_servers(text: str) -> tuple[str, ...]:

@@ -337,6 +337,20 @@ def _known_names() -> set[str]:
     return names
 
 
+def _agent_tools(values: dict[str, Any]) -> None:
+    """--agent is all the tools and the MCP proxy (what --tools and --ui-mcp-proxy say still wins). Tools or MCP
+    servers limit CORS to localhost origins unless --cors-origins is given, as llama-server does."""
+    agent = values.pop("agent", None)
+    if agent is not None:
+        values.setdefault("server_tools", ("all",) if agent else ())
+        values.setdefault("ui_mcp_proxy", agent)
+    tools = values.get("server_tools") or values.get("mcp_servers_config") or values.get("mcp_servers_json")
+    if tools and "cors_origins" not in values:
+        print("warning: server tools or MCP servers are enabled, using localhost as default CORS origin "
+              "(change via --cors-origins)", file=sys.stderr)
+        values["cors_origins"] = "localhost"
+
+
 def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> ServerConfig:
     """Turn llama-server style arguments and environment into a ServerConfig.
 
@@ -381,6 +395,7 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> ServerConfi
     key_file = values.pop("api_key_file", None)
     if key_file is not None:
         values["api_keys"] = (*values.get("api_keys", ()), *read_api_key_file(key_file))
+    _agent_tools(values)
     # --rerank is llama-server's --embeddings plus --pooling rank.
     if values.get("reranking"):
         values["embeddings"] = True

@@ -31,6 +31,7 @@ from llamatwist.cli.convert import (
     readable_file,
     reasoning_effort,
     reasoning_format,
+    server_tools,
     sleep_seconds,
     threads,
 )
@@ -105,6 +106,31 @@ SERVER: Final[tuple[Flag, ...]] = (
     Flag(("--ui-config-file", "--webui-config-file"), "ui_config", G_SERVER,
          "JSON file that provides default UI settings (overrides UI defaults)", "LLAMA_ARG_UI_CONFIG_FILE",
          json_object_file, metavar="PATH", default="none"),
+    # server tools for agents (llama-server's experimental ones): never in an untrusted environment
+    Flag(("--ui-mcp-proxy", "--webui-mcp-proxy"), "ui_mcp_proxy", G_SERVER,
+         "experimental: whether to enable MCP CORS proxy (/cors-proxy) - do not enable in untrusted environments",
+         "LLAMA_ARG_UI_MCP_PROXY", neg=("--no-ui-mcp-proxy", "--no-webui-mcp-proxy")),
+    Flag(("--tools",), "server_tools", G_SERVER,
+         "experimental: built-in tools for AI agents at /tools, comma-separated, or \"all\" - do not enable in "
+         "untrusted environments; available: read_file, file_glob_search, grep_search, exec_shell_command, "
+         "write_file, edit_file, get_info; limits --cors-origins to localhost unless it is given",
+         "LLAMA_ARG_TOOLS", server_tools, metavar="TOOL1,TOOL2,...", default="no tools"),
+    Flag(("--tools-runtime",), "tools_runtime", G_SERVER,
+         "experimental: run tools in a separate runtime: 'docker:<image>' or 'podman:<image>' (a container "
+         "started now and removed on exit), 'docker-container:<id>' or 'podman-container:<id>' (an existing "
+         "one), 'ssh:<target>' (a POSIX host, key-based auth and a trusted host key)",
+         "LLAMA_ARG_TOOLS_RUNTIME", nonempty, metavar="OPTION", default="none, use host environment"),
+    Flag(("--mcp-servers-config",), "mcp_servers_config", G_SERVER,
+         "experimental: path to JSON file with MCP server definitions (Cursor-compatible format); their tools "
+         "join /tools - do not enable in untrusted environments", "LLAMA_ARG_MCP_SERVERS_CONFIG", nonempty,
+         metavar="PATH", default="none"),
+    Flag(("--mcp-servers-json",), "mcp_servers_json", G_SERVER,
+         "experimental: inline JSON with MCP server definitions (Cursor-compatible format)",
+         "LLAMA_ARG_MCP_SERVERS_JSON", nonempty, metavar="JSON", default="none"),
+    Flag(("-ag", "--agent"), "agent", G_SERVER,
+         "whether to enable the MCP CORS proxy and all built-in tools (--tools and --ui-mcp-proxy given "
+         "explicitly still win) - do not enable in untrusted environments", "LLAMA_ARG_AGENT",
+         neg=("-no-ag", "--no-agent"), default="disabled"),
     Flag(("--path",), "static_path", G_SERVER,
          "path to serve static files from, instead of the built-in Web UI",
          "LLAMA_ARG_STATIC_PATH", directory, metavar="PATH", default="none"),

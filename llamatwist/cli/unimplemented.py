@@ -40,16 +40,6 @@ UNIMPLEMENTED: Final[tuple[Unimplemented, ...]] = (
     _U("-hfv -hfrv --hf-repo-v", "LLAMA_ARG_HF_REPO_V", VALUE, _NO_SPEECH),
     _U("-hffv --hf-file-v", "LLAMA_ARG_HF_FILE_V", VALUE, _NO_SPEECH),
     _U("--tts-use-guide-tokens", None, SWITCH, _NO_SPEECH),
-    _U(
-        "--ui-mcp-proxy --webui-mcp-proxy --no-ui-mcp-proxy --no-webui-mcp-proxy",
-        "LLAMA_ARG_UI_MCP_PROXY",
-        BOOL,
-    ),
-    _U("--tools", "LLAMA_ARG_TOOLS", VALUE),
-    _U("--tools-runtime", "LLAMA_ARG_TOOLS_RUNTIME", VALUE),
-    _U("--mcp-servers-config", "LLAMA_ARG_MCP_SERVERS_CONFIG", VALUE),
-    _U("--mcp-servers-json", "LLAMA_ARG_MCP_SERVERS_JSON", VALUE),
-    _U("-ag --agent -no-ag --no-agent", "LLAMA_ARG_AGENT", BOOL),
     _U("--spec-synth-len", "LLAMA_ARG_SPEC_SYNTH_LEN", VALUE, _NO_SYNTH),
     _U("--spec-synth-rates", "LLAMA_ARG_SPEC_SYNTH_RATES", VALUE, _NO_SYNTH),
     # removed from llama-server (arg_removed): refused with its message

@@ -53,6 +53,8 @@ DEFAULT_STOP_TIMEOUT: Final = 10  # seconds from an unload's SIGTERM to SIGKILL
 _ROUTER_ONLY: Final = frozenset({
     "host", "port", "api_keys", "api_key_file", "ssl_key_file", "ssl_cert_file", "api_prefix",
     "models_dir", "models_preset", "models_max", "models_autoload", "alias", "tags",
+    # /tools and /cors-proxy are the router's own: a model's server would start the MCP servers again
+    "server_tools", "tools_runtime", "mcp_servers_config", "mcp_servers_json", "ui_mcp_proxy", "agent",
 })
 # ... and on the router's command line, a model source (a model's own comes from its entry)
 _RESERVED: Final = _ROUTER_ONLY | {"model", "model_url", "hf_repo", "hf_file", "docker_repo"}

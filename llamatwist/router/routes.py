@@ -25,7 +25,7 @@ from twisted.web.client import Agent
 from twisted.web.server import Request
 
 from llamatwist import __version__
-from llamatwist.api import vertex, webui
+from llamatwist.api import server_tools, vertex, webui
 from llamatwist.api.app import add_error_handlers
 from llamatwist.api.errors import (
     InvalidRequest,
@@ -34,7 +34,6 @@ from llamatwist.api.errors import (
     Unavailable,
 )
 from llamatwist.api.http import handler, load_json, query_param, read_json, send_json
-from llamatwist.api.info import register_disabled
 from llamatwist.api.openapi import OPERATIONS
 from llamatwist.api.stream_sessions import conversation_id
 from llamatwist.config import ServerConfig
@@ -42,6 +41,7 @@ from llamatwist.router.catalog import CHILD_HOST, CatalogError, load_catalog, re
 from llamatwist.router.downloads import Downloads
 from llamatwist.router.fleet import LOADED, Fleet, Instance
 from llamatwist.router.proxy import forward, quiet_pool
+from llamatwist.tools.service import ToolsService
 
 __all__ = ["build_router_app"]
 
@@ -69,7 +69,7 @@ def _model_json(inst: Instance, created: int) -> dict[str, Any]:
     return out
 
 
-def build_router_app(fleet: Fleet, reactor: Any, config: ServerConfig) -> Klein:
+def build_router_app(fleet: Fleet, reactor: Any, config: ServerConfig, tools: ToolsService | None = None) -> Klein:
     app = Klein()
     webui.register(app, config)  # first: its routes win over the catch-all ones that forward to a model
     vertex.register(app, config.vertex, [path for _, path in OPERATIONS], config.api_prefix)
@@ -120,6 +120,7 @@ def build_router_app(fleet: Fleet, reactor: Any, config: ServerConfig) -> Klein:
             "default_generation_settings": {"params": {}, "n_ctx": 0},
             "build_info": f"llamatwist {__version__}",
             "ui_settings": config.ui_config,
+            "cors_proxy_enabled": config.ui_mcp_proxy,
         })
 
     @app.route("/models/load", methods=["POST"])
@@ -168,7 +169,7 @@ def build_router_app(fleet: Fleet, reactor: Any, config: ServerConfig) -> Klein:
         log.info("removed model %s from the cache (%d files)", inst.entry.name, len(removed))
         return send_json(request, {"success": True})
 
-    register_disabled(app)
+    server_tools.register(app, tools, config.ui_mcp_proxy, reactor)
 
     @app.route("/models/sse", methods=["GET"])
     def events(request: Request) -> Any:

@@ -22,6 +22,7 @@ from llamatwist.router.catalog import CatalogError, load_catalog
 from llamatwist.router.fleet import Fleet
 from llamatwist.router.routes import build_router_app
 from llamatwist.server import add_listeners
+from llamatwist.tools.service import tools_service
 
 __all__ = ["RouterService", "make_router_service"]
 
@@ -64,7 +65,10 @@ def make_router_service(config: ServerConfig, reactor: Any = None) -> RouterServ
                            f"({config.models_max})")
     fleet = Fleet(catalog, config.argv, config.models_max, reactor)
     top = RouterService(fleet)
-    resource = SecureResource(build_router_app(fleet, reactor, config).resource(),
+    tools = tools_service(config, reactor)
+    if tools is not None:
+        tools.setServiceParent(top)
+    resource = SecureResource(build_router_app(fleet, reactor, config, tools).resource(),
                               SecurityPolicy.from_config(config), is_ready=lambda: not fleet.stopped)
     add_listeners(top, resource, config, reactor)
     return top
