@@ -210,3 +210,10 @@ def test_browser_api_key(make_server: StartServer, model_path: str) -> None:
     )
     wait_health(srv, "/ui")
     _run_browser(srv.url + "/ui", {"LLAMATWIST_API_KEY": "sekrit"})
+
+
+def test_browser_server_tools(make_server: StartServer, model_path: str) -> None:
+    """The UI lets the model call the server's tools (--tools): the call runs, its result goes back, the model
+    answers; a tool that writes asks first (refused here)."""
+    srv = make_server("-m", model_path, "-np", "2", "-c", "2048", "-t", "2", "--tools", "get_info,write_file")
+    _run_browser(srv.url + "/", scenarios=("tools",))

@@ -25,7 +25,10 @@ const state = {
   resumed: false, // the replies left generating by an earlier page were looked for
   search: '',
   attachments: [], // data: URLs of the images, audio and video the next message carries
+  tools: [], // the server's tools (GET /tools: --tools, MCP servers); empty when it offers none (403)
 }
+
+const MAX_TOOL_ROUNDS = 8 // replies in a row that may call tools before the page stops running them
 
 const $ = (sel) => document.querySelector(sel)
 
@@ -122,6 +125,7 @@ async function loadProps() {
     if (!res.ok) throw new Error(`HTTP ${res.status}`)
     const props = await res.json()
     applyUiSettings(props.ui_settings)
+    await loadTools() // before the header shows the model: the settings offer the tools from then on
     state.router = props.role === 'router'
     if (!state.resumed) { // the server answers (and takes the key): resume the replies still generating
       state.resumed = true
@@ -139,6 +143,19 @@ async function loadProps() {
     el.textContent = `Server unreachable (${err.message})`
   }
 }
+
+/** The server's tools (GET /tools), which the model may call when the settings say so. */
+async function loadTools() {
+  try {
+    const res = await fetch(BASE + 'tools', { headers: headers() })
+    const list = res.ok ? await res.json() : [] // 403: the server runs without tools
+    state.tools = Array.isArray(list) ? list.filter((t) => t?.definition?.function?.name) : []
+  } catch {
+    state.tools = []
+  }
+}
+
+const toolsOn = () => state.settings.tools === 'on' && state.tools.length > 0
 
 // ---------------------------------------------------------------- router mode
 
@@ -376,10 +393,17 @@ function renderBody(node, body) {
       body.append(h('div', { class: 'images' }, media.map((url) => mediaElement(url, `message-${mediaKind(url)}`))))
     }
     if (content) body.append(h('div', { class: 'plain' }, content))
+  } else if (node.role === 'tool') {
+    body.append(h('details', { class: 'tool', 'data-testid': 'tool-result' },
+      h('summary', {}, `Result of ${node.toolName ?? 'a tool'}`), h('pre', {}, content)))
   } else {
     const md = h('div', { class: 'markdown', 'data-testid': 'content' })
     setMarkdown(md, content)
     body.append(md)
+    for (const call of node.toolCalls ?? []) {
+      body.append(h('details', { class: 'tool', 'data-testid': 'tool-call' },
+        h('summary', {}, `Calls ${call.name}`), h('pre', {}, call.arguments)))
+    }
   }
   if (node.error) body.append(h('div', { class: 'error', role: 'alert' }, node.error))
 }
@@ -538,8 +562,16 @@ async function readChatStream(res, node, update) {
         const data = JSON.parse(payload)
         if (data?.error) throw new Error(data.error.message ?? 'server error')
         const delta = data?.choices?.[0]?.delta ?? {}
+        if (data?.choices?.[0]?.finish_reason) node.finish = data.choices[0].finish_reason
         if (delta.content) { node.content += delta.content; chunks++ }
         if (delta.reasoning_content) node.reasoning += delta.reasoning_content
+        for (const tc of delta.tool_calls ?? []) {
+          node.toolCalls ??= []
+          const call = (node.toolCalls[tc.index ?? 0] ??= { id: '', name: '', arguments: '' })
+          if (tc.id) call.id = tc.id
+          if (tc.function?.name) call.name += tc.function.name
+          if (tc.function?.arguments) call.arguments += tc.function.arguments
+        }
         if (data?.timings) node.timings = data.timings
       }
       update()
@@ -640,9 +672,19 @@ async function streamReply(conv, node, request, { resumed = false } = {}) {
   }
 }
 
-async function generate(conv, parentId) {
+/** A node as a chat request message: an assistant's tool calls and a tool result's call id go with it. */
+function chatMessage(n) {
+  if (n.role === 'tool') return { role: 'tool', tool_call_id: n.toolCallId, content: n.content }
+  const message = { role: n.role, content: messageContent(n) }
+  if (n.toolCalls?.length) {
+    message.tool_calls = n.toolCalls.map((c) => ({ id: c.id, type: 'function', function: { name: c.name, arguments: c.arguments } }))
+  }
+  return message
+}
+
+async function generate(conv, parentId, round = 0) {
   if (state.generating) return
-  const history = branch(conv, parentId).map((n) => ({ role: n.role, content: messageContent(n) }))
+  const history = branch(conv, parentId).map(chatMessage)
   const messages = state.settings.systemPrompt.trim()
     ? [{ role: 'system', content: state.settings.systemPrompt }, ...history]
     : history
@@ -654,13 +696,62 @@ async function generate(conv, parentId) {
   node.reasoning = ''
   node.streaming = true
   persist()
-  const body = JSON.stringify({ messages, stream: true, ...samplingParams(), ...(state.router ? { model } : {}) })
+  const tools = toolsOn() ? { tools: state.tools.map((t) => t.definition) } : {}
+  const body = JSON.stringify({ messages, stream: true, ...samplingParams(), ...tools, ...(state.router ? { model } : {}) })
   await streamReply(conv, node, (signal) => fetch(BASE + 'v1/chat/completions', {
     method: 'POST',
     headers: { ...headers(), 'X-Conversation-Id': conv.id },
     body,
     signal,
   }))
+  // only a reply that ended in its calls runs them (one cut at max_tokens has unfinished arguments)
+  if (node.toolCalls?.length && node.finish === 'tool_calls' && !node.stopped && !node.error && !node.interrupted &&
+      conv.nodes[node.id] === node) {
+    await runTools(conv, node, round)
+  }
+}
+
+/**
+ * Run an assistant's tool calls on the server (POST /tools), each result a tool node after it, then let the
+ * model go on with them. A tool that writes (files, commands) runs only once the user allows it.
+ */
+async function runTools(conv, node, round) {
+  if (round >= MAX_TOOL_ROUNDS) {
+    toast(`The model called tools ${MAX_TOOL_ROUNDS} times in a row: stopped`)
+    return
+  }
+  let parent = node.id
+  for (const call of node.toolCalls) {
+    const result = addNode(conv, parent, 'tool', await callTool(call))
+    result.toolCallId = call.id
+    result.toolName = call.name
+    parent = result.id
+    persist()
+    render()
+  }
+  await generate(conv, parent, round + 1)
+}
+
+async function callTool(call) {
+  const tool = state.tools.find((t) => t.tool === call.name)
+  if (!tool) return JSON.stringify({ error: `unknown tool "${call.name}"` })
+  let params
+  try {
+    params = JSON.parse(call.arguments || '{}')
+  } catch {
+    return JSON.stringify({ error: 'the arguments are not valid JSON' })
+  }
+  if (tool.permissions?.write && !confirm(`Allow the model to run ${call.name}?\n\n${JSON.stringify(params, null, 2)}`)) {
+    return JSON.stringify({ error: 'the user did not allow this call' })
+  }
+  try {
+    const res = await fetch(BASE + 'tools', { method: 'POST', headers: headers(), body: JSON.stringify({ tool: call.name, params }) })
+    const data = await res.json().catch(() => null)
+    if (!res.ok) return JSON.stringify({ error: data?.error?.message ?? `HTTP ${res.status}` })
+    return typeof data?.plain_text_response === 'string' ? data.plain_text_response : JSON.stringify(data)
+  } catch (err) {
+    return JSON.stringify({ error: err.message })
+  }
 }
 
 /**
@@ -742,15 +833,22 @@ function openSettings() {
       h('input', { name: 'apiKey', type: 'password', autocomplete: 'off' })),
     h('label', {}, 'Theme', h('select', { name: 'theme' },
       ['auto', 'light', 'dark'].map((t) => h('option', { value: t }, t)))),
+    state.tools.length > 0 && h('label', { class: 'check' }, h('input', { name: 'tools', type: 'checkbox', value: 'on' }),
+      `Let the model call the server's tools (${state.tools.map((t) => t.tool).join(', ')}); those that write ask first`),
   )
-  for (const el of form.elements) if (el.name) el.value = s[el.name] ?? ''
+  for (const el of form.elements) {
+    if (el.type === 'checkbox') el.checked = s[el.name] === 'on'
+    else if (el.name) el.value = s[el.name] ?? ''
+  }
   $('#settings').showModal()
 }
 
 function saveSettingsForm(event) {
   event.preventDefault()
   const form = $('#settings-form')
-  for (const el of form.elements) if (el.name) state.settings[el.name] = el.value
+  for (const el of form.elements) {
+    if (el.name) state.settings[el.name] = el.type === 'checkbox' ? (el.checked ? 'on' : '') : el.value
+  }
   saveSettings(state.settings, state.defaults)
   applyTheme()
   $('#settings').close()

@@ -4,7 +4,9 @@
 // siblings); `current` is the leaf of the branch on screen.
 //   { id, name, created, updated, current, roots: [id], nodes: { id: node } }
 //   node: { id, parent, children: [id], role, content, images?: [data URL], reasoning?, timings?, error?,
-//           stopped?, streaming?, interrupted? }
+//           stopped?, streaming?, interrupted?, finish?, toolCalls?: [{ id, name, arguments }], toolCallId?,
+//           toolName? }   finish: the reply's finish_reason (its tool calls run only when it is "tool_calls")
+// role: user, assistant, or tool (the result of a server tool the assistant's toolCalls asked for: /tools).
 // streaming: the reply was still generating when last saved; the server keeps such a stream (the request
 // carried X-Conversation-Id: the conversation's id), and the page resumes it when loaded again. At most one
 // node of a conversation is streaming. interrupted: a streaming reply whose stream was gone when the page
@@ -27,6 +29,7 @@ export const DEFAULT_SETTINGS = {
   apiKey: '',
   theme: 'auto',
   model: '', // router mode: the model chosen in the header's picker
+  tools: '', // 'on': the model may call the server's tools (GET /tools; the server runs them: --tools, MCP)
 }
 
 const THEMES = ['auto', 'light', 'dark']
@@ -117,7 +120,7 @@ function isConversation(c) {
   if (!Array.isArray(c.roots) || !c.nodes || typeof c.nodes !== 'object') return false
   for (const n of Object.values(c.nodes)) {
     if (!n || typeof n.id !== 'string' || typeof n.content !== 'string' || !Array.isArray(n.children)) return false
-    if (!['user', 'assistant'].includes(n.role)) return false
+    if (!['user', 'assistant', 'tool'].includes(n.role)) return false
     if (n.images !== undefined && !(Array.isArray(n.images) && n.images.every(mediaKind))) return false
   }
   return true

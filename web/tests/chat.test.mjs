@@ -12,7 +12,8 @@
 // with each chat request, remembered after a reload. "uisettings": a server started with
 // --ui-config '{"temperature": 0.25, "systemMessage": "Be brief."}' (llama-server's UI name for the system prompt):
 // the values are the settings form's defaults until the user saves others. "resume": a reply that goes on
-// through a page reload (the server's resumable streams), then one stopped after a reload.
+// through a page reload (the server's resumable streams), then one stopped after a reload. "tools": a server started
+// with --tools get_info,write_file: the model's tool calls run on the server (one allowed, one refused).
 // CHROMIUM: the browser (default /usr/bin/chromium).  The screenshot of the
 // chat goes to test-results/chat.png.  Exits 1 when any scenario fails.
 import { mkdirSync, readFileSync } from 'node:fs'
@@ -62,6 +63,13 @@ async function ignoreEos(page) {
 // The page has read /props (and so knows whether the server takes images).
 async function ready(page) {
   await page.getByTestId('model').filter({ hasText: 'ctx' }).waitFor({ timeout: TIMEOUT })
+}
+
+// A tool's parameters with every string property at most 12 characters long.
+function shortStrings(schema) {
+  const properties = Object.fromEntries(Object.entries(schema?.properties ?? {}).map(([key, prop]) =>
+    [key, prop.type === 'string' ? { ...prop, maxLength: 12 } : prop]))
+  return { ...schema, properties }
 }
 
 // An image file pasted into the message box, as a browser delivers a pasted screenshot.
@@ -135,6 +143,65 @@ const scenarios = {
     assert(await page.getByTestId('conversation').count() === 1, 'conversation listed')
   },
 
+  // A server with tools (--tools get_info,write_file): the settings offer them; the model's call runs on the
+  // server, its result goes back to the model, which answers. The first request names the tool in tool_choice
+  // (the grammar then forces the call: a small model would not call it by itself); the next ones say "none".
+  // A tool that writes runs only when the user allows it.
+  async tools(page) {
+    await ready(page)
+    const bodies = []
+    await page.route('**/v1/chat/completions', (route) => {
+      const body = JSON.parse(route.request().postData() || '{}')
+      bodies.push(body)
+      const last = body.messages?.at(-1)
+      const name = last?.role === 'user' ? /call (\w+)/.exec(last.content)?.[1] : undefined
+      // after a tool's result the model answers in words: the round ends there
+      const forced = name ? { tool_choice: { type: 'function', function: { name } } } : { tool_choice: 'none' }
+      // short string arguments, so that a forced call ends well within max_tokens whatever the model writes
+      const tools = body.tools?.map((t) => ({ ...t, function: { ...t.function, parameters: shortStrings(t.function.parameters) } }))
+      return route.continue({ postData: JSON.stringify({ ...body, tools, ...forced, max_tokens: name ? 96 : 16 }) })
+    })
+    await page.getByTestId('settings').click()
+    const box = page.locator('#settings-form [name="tools"]')
+    assert(await box.count() === 1, 'the settings offer the server\'s tools')
+    await box.check()
+    await page.getByTestId('settings-save').click()
+    await page.locator('#settings').waitFor({ state: 'hidden' })
+
+    await sendMessage(page, 'Please call get_info.')
+    await page.getByTestId('tool-result').first().waitFor()
+    await waitIdle(page)
+    assert(await page.getByTestId('message-assistant').count() === 2, 'the model answered after the tool')
+    const call = await page.getByTestId('tool-call').first().textContent()
+    assert(call.includes('get_info'), `the call is shown (${call})`)
+    const content = await page.getByTestId('message-assistant').first().getByTestId('content').textContent()
+    assert(content.trim() === '', `a reply that only calls shows no text (${content})`)
+    const result = await page.getByTestId('tool-result').first().evaluate((el) => el.querySelector('pre').textContent)
+    assert(JSON.parse(result).cwd, `the tool's answer is shown (${result})`)
+    const offered = bodies[0].tools.map((t) => t.function.name).join()
+    assert(offered === 'write_file,get_info', `the tools sent, in the server's order (${offered})`)
+    const sent = bodies[1].messages
+    const asked = sent.at(-2).tool_calls?.[0]
+    assert(asked?.function.name === 'get_info' && sent.at(-1).role === 'tool' && sent.at(-1).tool_call_id === asked.id,
+      `the call and its result went back to the model (${JSON.stringify(sent.slice(-2))})`)
+    assert(sent.at(-1).content === result, 'the result as the tool gave it')
+
+    // a writing tool asks first; refused, the model is told so and nothing is written
+    page.once('dialog', (dialog) => dialog.dismiss())
+    await sendMessage(page, 'Now call write_file.')
+    await page.getByTestId('tool-result').nth(1).waitFor()
+    await waitIdle(page)
+    const refused = bodies.at(-1).messages.at(-1)
+    assert(refused.role === 'tool' && refused.content.includes('the user did not allow this call'),
+      `the refusal went back to the model (${refused.content})`)
+    await page.reload()
+    await page.getByTestId('tool-result').nth(1).waitFor() // kept with the conversation
+    await page.getByTestId('tool-call').first().locator('summary').click()
+    await page.getByTestId('tool-result').first().locator('summary').click()
+    mkdirSync(RESULTS, { recursive: true })
+    await page.screenshot({ path: join(RESULTS, 'tools.png') })
+  },
+
   // Stop a long generation: the stop button ends it and the partial answer stays.
   async stop(page) {
     await setSettings(page, { max_tokens: 2000, temperature: 0.8 })
@@ -190,6 +257,8 @@ const scenarios = {
     await page.reload()
     await page.getByTestId('settings').click()
     assert(await page.locator('#settings-form [name="temperature"]').inputValue() === '0.25', 'settings persisted')
+    assert(await page.locator('#settings-form [name="tools"]').count() === 0, 'no tools offered without --tools')
+    assert(!('tools' in body), 'no tools sent')
   },
 
   // Model output with HTML/script injection is rendered inert.
