@@ -4,6 +4,7 @@ servers: the real engine, real HTTP, real MCP servers (tests/data/mcp), a real H
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -17,6 +18,8 @@ from typing import Any, ClassVar
 import pytest
 import requests
 
+from llamatwist.api.errors import InvalidRequest
+from llamatwist.api.server_tools import ToolCall, parse_proxy_target, parse_tool_call
 from tests.conftest import REPO, Server
 
 MCP_SERVER = REPO / "tests" / "data" / "mcp" / "sdk_server.py"
@@ -62,6 +65,39 @@ def _call(srv: Server, tool: str, params: dict[str, Any], headers: dict[str, str
 
 def _sse(response: requests.Response) -> list[dict[str, Any]]:
     return [json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: ")]
+
+
+# -- the route's parsing (pure) ------------------------------------------------------------------------------
+
+def test_parse_tool_call_takes_the_headers_not_the_model() -> None:
+    call = parse_tool_call({"tool": "read_file", "params": {"path": "a", "cwd": "/etc", "runtime": "ssh:x",
+                                                             "resp_type": "base64"}},
+                           {"x-tool-cwd": "/srv", "x-resp-type": "base64"})
+    assert call == ToolCall("read_file", {"path": "a", "cwd": "/srv", "resp_type": "base64"}, False)
+    assert parse_tool_call({"tool": "get_info"}, {}) == ToolCall("get_info", {}, False)
+
+
+@pytest.mark.parametrize(("url", "target"), [
+    ("http://127.0.0.1:8080", b"http://127.0.0.1:8080/"),
+    ("https://example.com/mcp?x=1#frag", b"https://example.com/mcp?x=1"),
+    ("http://[::1]:9/a", b"http://[::1]:9/a"),
+])
+def test_parse_proxy_target(url: str, target: bytes) -> None:
+    assert parse_proxy_target(url) == target
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    (None, "invalid target URL: missing host"),
+    ("example.com/x", "invalid target URL: missing host"),
+    ("file:///etc/passwd", "invalid target URL: missing host"),
+    ("gopher://h/", "unsupported URL scheme in target URL: gopher"),
+    ("http://u:p@h/", "authentication in target URL is not supported"),
+    ("http://h:port/", "invalid target URL: bad port"),
+    ("http://h/\u00e9", "invalid target URL: not ASCII (percent-encode it)"),
+])
+def test_parse_proxy_target_refuses(url: str | None, message: str) -> None:
+    with pytest.raises(InvalidRequest, match=re.escape(message)):
+        parse_proxy_target(url)
 
 
 # -- without the flags: llama-server's 403 ------------------------------------------------------------------

@@ -10,6 +10,7 @@ and write files and run commands as the server's user: --tools limits CORS to lo
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -35,13 +36,13 @@ _NOT_FORWARDED = frozenset({b"accept-encoding", b"transfer-encoding", b"content-
 PROXY_TIMEOUT = 600  # seconds to connect, as llama-server's proxy
 
 
+@dataclass
 class ToolCall:
     """A parsed POST /tools body, the headers' settings folded into ``params`` (as llama-server does)."""
 
-    def __init__(self, tool: str, params: dict[str, Any], stream: bool) -> None:
-        self.tool = tool
-        self.params = params
-        self.stream = stream
+    tool: str
+    params: dict[str, Any]
+    stream: bool
 
 
 def parse_tool_call(body: dict[str, Any], headers: dict[str, str]) -> ToolCall:
