@@ -106,10 +106,9 @@ def register(app: Klein, tools: ToolsService | None, proxy: bool, reactor: Any =
                    for k, v in request.requestHeaders.getAllRawHeaders()}
         call = parse_tool_call(read_json(request), headers)
         tool = tools.box.find(call.tool, call.stream)
-        if "runtime" not in call.params:
-            spec = await tools.run(tools.box.runtime_spec)
-            if spec:
-                call.params["runtime"] = spec
+        if "runtime" not in call.params and tools.box.runtime is not None:
+            # on the tools' threads: a container that died is started again there
+            call.params["runtime"] = await tools.run(tools.box.runtime.spec)
         if not call.stream:
             return send_json(request, await tools.run(tool.invoke, call.params))
         return await _stream(request, tools, tool.invoke, call.params)

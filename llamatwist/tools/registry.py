@@ -14,7 +14,7 @@ from typing import Any
 from llamatwist.tools.base import ServerTool, ToolStream, UnknownTool, function_definition
 from llamatwist.tools.builtin import BUILTIN_TOOL_NAMES, build_tools
 from llamatwist.tools.mcp import McpManager, McpToolDef, load_configs
-from llamatwist.tools.runtime import make_tools_runtime
+from llamatwist.tools.runtime import ToolsRuntime, make_tools_runtime
 
 __all__ = ["McpTool", "ToolBox", "build_toolbox"]
 
@@ -46,7 +46,7 @@ class McpTool(ServerTool):
 class ToolBox:
     tools: list[ServerTool] = field(default_factory=list)
     mcp: McpManager | None = None
-    runtime: Any = None  # the --tools-runtime isolate (tools.runtime), or None: the host
+    runtime: ToolsRuntime | None = None  # the --tools-runtime isolate, or None: the host
 
     def listing(self) -> list[dict[str, Any]]:
         return [tool.to_json() for tool in self.tools]
@@ -58,10 +58,6 @@ class ToolBox:
                     raise UnknownTool(f'tool "{name}" does not support stream = true')
                 return tool
         raise UnknownTool(f'unknown tool "{name}"')
-
-    def runtime_spec(self) -> str | None:
-        """Where a call runs when its request names no x-tool-runtime (a dead container is started again)."""
-        return None if self.runtime is None else str(self.runtime.spec())
 
     def close(self) -> None:
         if self.mcp is not None:

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
-from twisted.internet.threads import deferToThreadPool
+from twisted.internet.threads import deferToThread, deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from llamatwist.config import ServerConfig
@@ -37,10 +37,15 @@ class ToolsService(Service):
         super().startService()  # type: ignore[no-untyped-call]
         self._pool.start()
 
-    def stopService(self) -> None:
+    def stopService(self) -> Deferred[None]:
         super().stopService()  # type: ignore[no-untyped-call]
-        self.box.close()  # first: a call waiting on an MCP server or a shell returns at once
-        self._pool.stop()
+
+        def close() -> None:
+            self.box.close()  # first: a call waiting on an MCP server returns at once
+            self._pool.stop()  # then wait for the calls still running (a shell ends by its timeout)
+
+        # off the reactor: killing the MCP servers and removing a container take their time
+        return deferToThread(close)
 
     def run(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
         return deferToThreadPool(self._reactor, self._pool, fn, *args)
