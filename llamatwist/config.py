@@ -171,9 +171,9 @@ class ServerConfig:
     model_draft: str | None = None
     spec_type: str = "none"  # none, or a comma list of SPEC_TYPES (-md alone means draft-simple)
     spec_default: bool = False  # --spec-default: adds ngram-mod (n_match 24, n_min 48, n_max 64)
-    draft_max: int = 16
+    draft_max: int = 3  # the pinned llama-server's defaults (older ones drafted up to 16, stopping below 0.8)
     draft_min: int = 0
-    draft_p_min: float = 0.8
+    draft_p_min: float = 0.0
     draft_p_split: float = 0.1  # accepted; llama-server's pinned drafting does not use it either
     draft_backend_sampling: bool = True  # accepted; draft tokens are picked on the CPU here
     ctx_size_draft: int = 0
@@ -209,6 +209,9 @@ class ServerConfig:
     spec_ngram_map_k4v_size_n: int = 12
     spec_ngram_map_k4v_size_m: int = 48
     spec_ngram_map_k4v_min_hits: int = 1
+    # synthetic acceptance (benchmarking only): a mean acceptance length, or per-position rates (None / empty: off)
+    spec_synth_len: float | None = None
+    spec_synth_rates: tuple[float, ...] = ()
     responses_store_size: int = 256  # responses kept for previous_response_id (an in-memory LRU)
     # chat
     jinja: bool = True

@@ -12,7 +12,10 @@ Pure data and the sampler names: importable without the native library.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+import itertools
+import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -32,6 +35,7 @@ __all__ = [
     "samplers_from_chars",
     "samplers_from_names",
     "samplers_to_chars",
+    "synthetic_rates",
 ]
 
 RANDOM_SEED: Final = 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: libllama picks a random seed
@@ -159,9 +163,9 @@ class SpecParams:
     """One request's speculation (llama-server's speculative.* fields over the server's --spec-* flags)."""
 
     type: str = "none"  # "none" or a comma list of SPEC_TYPES (parse_spec_types)
-    n_max: int = 16  # most draft tokens per step (ngram-simple, draft-simple)
+    n_max: int = 3  # most draft tokens per step of a draft model (draft-simple)
     n_min: int = 0  # fewer than this: no draft
-    p_min: float = 0.8  # draft-simple: stop drafting below this probability of the draft's own top token
+    p_min: float = 0.0  # draft-simple: stop drafting below this probability of the draft's own top token
     ngram_size_n: int = 12  # ngram-simple: lookup length
     ngram_size_m: int = 48  # ngram-simple: longest draft
     ngram_min_hits: int = 1
@@ -177,6 +181,8 @@ class SpecParams:
     map_k4v_size_m: int = 48
     map_k4v_min_hits: int = 1
     has_draft_model: bool = False  # the server loaded a draft model (-md): draft-simple is possible
+    # --spec-synth-*: each draft position's unconditional acceptance rate (benchmarking only)
+    synth_rates: tuple[float, ...] = ()
 
     @property
     def types(self) -> tuple[str, ...]:
@@ -186,12 +192,54 @@ class SpecParams:
     def active(self) -> bool:
         return self.type != "none" and self.limit > 0
 
+    @functools.cached_property
+    def synth_probs(self) -> tuple[float, ...]:
+        """The probability of accepting draft position i once positions 0..i-1 were."""
+        rates = self.synth_rates
+        return tuple(r / prev if prev > 0.0 else 0.0 for prev, r in zip((1.0, *rates), rates, strict=False))
+
     @property
     def limit(self) -> int:
         """The longest draft any of its types makes (llama.cpp's common_speculative_n_max)."""
-        longest = {"ngram-simple": self.n_max, "draft-simple": self.n_max, "ngram-mod": self.mod_n_max,
+        longest = {"ngram-simple": self.ngram_size_m, "draft-simple": self.n_max, "ngram-mod": self.mod_n_max,
                    "ngram-map-k": self.map_k_size_m, "ngram-map-k4v": self.map_k4v_size_m, "ngram-cache": 8}
         return max((longest[t] for t in self.types), default=0)
+
+
+def synthetic_rates(length: float | None, rates: Sequence[float], n_max: int) -> tuple[float, ...]:
+    """--spec-synth-len / --spec-synth-rates as the unconditional acceptance rate of each draft position
+    (llama.cpp's common_speculative_synth_rates_resolve): given, or a geometric series whose mean acceptance
+    length (the target's token included) is ``length``. Raises ValueError with llama-server's message."""
+    if length is None and not rates:
+        return ()
+    if length is not None and rates:
+        raise ValueError("synthetic acceptance length and rates are mutually exclusive")
+    if n_max <= 0:
+        raise ValueError("synthetic acceptance requires at least one speculative token")
+    if rates:
+        if len(rates) != n_max:
+            raise ValueError(f"synthetic acceptance rates must contain {n_max} values, got {len(rates)}")
+        if not all(math.isfinite(r) and 0.0 <= r <= 1.0 for r in rates):
+            raise ValueError("synthetic acceptance rates must be finite and within [0, 1]")
+        if any(b > a for a, b in itertools.pairwise(rates)):
+            raise ValueError("synthetic acceptance rates must be monotonically non-increasing")
+        return tuple(rates)
+    assert length is not None
+    if not (math.isfinite(length) and 1.0 <= length <= n_max + 1):
+        raise ValueError(f"synthetic acceptance length must be finite and within [1, {n_max + 1}]")
+    p = 0.0
+    if length == n_max + 1:
+        p = 1.0
+    elif length > 1.0:  # bisect p: p + p^2 + ... + p^n_max = length - 1
+        low, high = 0.0, 1.0
+        for _ in range(32):
+            mid = 0.5 * (low + high)
+            if sum(mid ** (j + 1) for j in range(n_max)) < length - 1.0:
+                low = mid
+            else:
+                high = mid
+        p = 0.5 * (low + high)
+    return tuple(p ** (i + 1) for i in range(n_max))
 
 
 @dataclass(frozen=True)

@@ -431,6 +431,10 @@ def make_service(config: ServerConfig, reactor: Any = None) -> ServerService:
     if config.sampling.speculative.has_draft_model and config.draft_backend_sampling:
         log.info("--spec-draft-backend-sampling: llamatwist picks draft tokens on the CPU (the argmax of the draft "
                  "model's logits), not on the backend")
+    if rates := config.sampling.speculative.synth_rates:
+        log.warning("synthetic speculative acceptance is enabled for benchmarking; generated output is not valid")
+        log.info("synthetic acceptance: n_max = %d, mean length = %.6f, rates = [%s]", len(rates), 1 + sum(rates),
+                 ", ".join(f"{r:.6g}" for r in rates))
     engine = EngineService(engine_spec(config, model_path), reactor, on_failed)
     engine.setServiceParent(top)
     top.engine = engine

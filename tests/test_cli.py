@@ -21,7 +21,8 @@ import pytest
 
 from llamatwist import cli, logs
 from llamatwist.cli import FLAGS, UNIMPLEMENTED, ConfigError, parse_config
-from llamatwist.cli.unimplemented import _NO_SYNTH
+from llamatwist.cli.environ import unknown_env
+from llamatwist.cli.unimplemented import _NO_SPEECH
 from llamatwist.config import SamplingDefaults, ServerConfig
 
 REPO = Path(__file__).resolve().parent.parent
@@ -79,6 +80,8 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "model_draft": ("d.gguf", "d.gguf"),
     "spec_type": ("ngram-simple", "ngram-simple"),
     "draft_max": ("8", 8),
+    "spec_synth_len": ("2.5", 2.5),
+    "spec_synth_rates": (" 1, 0.5,0 ", (1.0, 0.5, 0.0)),
     "draft_min": ("2", 2),
     "draft_p_min": ("0.5", 0.5),
     "ctx_size_draft": ("1024", 1024),
@@ -368,6 +371,20 @@ def test_env_var_used_when_flag_absent(flag: cli.Flag) -> None:
     assert field(parse_config([], {flag.env: text}), flag.field) == expected
 
 
+def test_older_variable_names_are_read_too() -> None:
+    # the pinned llama-server's LLAMA_ARG_SPEC_DRAFT_* and the older LLAMA_ARG_DRAFT_* (its name wins)
+    old = {"LLAMA_ARG_DRAFT_MAX": "7", "LLAMA_ARG_DRAFT_MIN": "2", "LLAMA_ARG_DRAFT_P_MIN": "0.5"}
+    config = parse_config([], old)
+    assert (config.draft_max, config.draft_min, config.draft_p_min) == (7, 2, 0.5)
+    assert parse_config([], {**old, "LLAMA_ARG_SPEC_DRAFT_N_MAX": "9"}).draft_max == 9
+    assert parse_config(["--draft-max", "5"], old).draft_max == 5
+    assert unknown_env(old, FLAGS) == []
+    with pytest.raises(ConfigError, match="LLAMA_ARG_DRAFT_MAX"):
+        parse_config([], {"LLAMA_ARG_DRAFT_MAX": "x"})
+    text = cli.build_parser().format_help()
+    assert "(env: LLAMA_ARG_SPEC_DRAFT_N_MAX) (or LLAMA_ARG_DRAFT_MAX)" in " ".join(text.split())
+
+
 def test_flag_beats_env_var() -> None:
     env = {"LLAMA_ARG_PORT": "9000", "LLAMA_ARG_CTX_SIZE": "64"}
     config = parse_config(["--port", "9001"], env)
@@ -406,9 +423,9 @@ def test_unimplemented_flag_refused(name: str, reason: str | None) -> None:
 
 
 def test_unimplemented_flag_value_is_not_a_stray_argument() -> None:
-    err = refused(["--spec-synth-len", "1.5", "-np", "2"])
+    err = refused(["--model-vocoder", "v.gguf", "-np", "2"])
     assert err.exit_code == 1
-    assert err.message.startswith("flag --spec-synth-len is not supported: ")
+    assert err.message.startswith("flag --model-vocoder is not supported: ")
 
 
 @pytest.mark.parametrize(
@@ -581,17 +598,21 @@ def test_host_lists_and_tags_parse() -> None:
 
 
 def test_process_exit_statuses() -> None:
-    proc = run("-m", "llamatwist", "--spec-synth-len", "2")
+    proc = run("-m", "llamatwist", "--model-vocoder", "v.gguf")
     assert proc.returncode == 1
-    assert proc.stderr == f"error: flag --spec-synth-len is not supported: {_NO_SYNTH}\n"
+    assert proc.stderr == f"error: flag --model-vocoder is not supported: {_NO_SPEECH}\n"
+
+    proc = run("-m", "llamatwist", "--spec-synth-len", "2")  # llama-server's start-up error, before any load
+    assert proc.returncode == 1
+    assert proc.stderr == "error: synthetic acceptance requires an initialized speculative decoding context\n"
 
     proc = run("-m", "llamatwist", "--api-key-file", "/nonexistent/keys.txt")
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: failed to open file '/nonexistent/keys.txt': ")
 
-    proc = run("-m", "llamatwist", env={"LLAMA_ARG_SPEC_SYNTH_RATES": "0.5"})
+    proc = run("-m", "llamatwist", env={"LLAMA_ARG_HF_REPO_V": "org/vocoder"})
     assert proc.returncode == 1
-    assert "flag --spec-synth-rates is not supported" in proc.stderr
+    assert "flag --hf-repo-v is not supported" in proc.stderr
 
     proc = run("-m", "llamatwist", "--bogus")
     assert proc.returncode == 2
@@ -615,7 +636,7 @@ def test_help_lists_every_flag_with_default_and_env() -> None:
     for expected in ("(default: 2048)", "(default: 8080)", "(default: 0.80)"):
         assert expected in text
     assert "--smollm2-default" in text
-    assert "--no-host" in text and "--spec-synth-len" in text  # an implemented flag, and one refused
+    assert "--no-host" in text and "--model-vocoder" in text  # an implemented flag, and one refused
 
 
 def test_help_and_parsing_need_no_heavy_imports() -> None:
@@ -669,9 +690,9 @@ def test_twistd_passes_arguments_verbatim() -> None:
     assert proc.returncode == 2
     assert "-np/--parallel" in proc.stderr
 
-    proc = run("-m", "twisted", "llamatwist", "-no-kvu", "--spec-synth-len", "2")
+    proc = run("-m", "twisted", "llamatwist", "-no-kvu", "--model-vocoder", "v.gguf")
     assert proc.returncode == 1
-    assert "error: flag --spec-synth-len is not supported" in proc.stderr
+    assert "error: flag --model-vocoder is not supported" in proc.stderr
 
 
 def test_tap_options_hold_the_config() -> None:

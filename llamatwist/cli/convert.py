@@ -47,6 +47,7 @@ __all__ = [
     "n_parallel",
     "nonempty",
     "number",
+    "numbers",
     "on_off",
     "on_off_auto",
     "parse_api_key_file",
@@ -86,6 +87,11 @@ def number(text: str) -> float:
     if not math.isfinite(value):
         raise ValueError(f"expected a finite number, got {text!r}")
     return value
+
+
+def numbers(text: str) -> tuple[float, ...]:
+    """A comma-separated list of finite numbers (--spec-synth-rates)."""
+    return tuple(number(part) for part in text.split(","))
 
 
 def int_min(low: int) -> Converter:

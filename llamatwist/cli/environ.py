@@ -38,10 +38,10 @@ def unknown_env(environ: Mapping[str, str], flags: Sequence[Flag]) -> list[str]:
     """The LLAMA_ARG_* variables in `environ` that name no flag (typos in a compose file), sorted."""
     known = set(_OTHER_TOOLS_ENV)
     for flag in flags:
-        if flag.env:
-            known.add(flag.env)
+        for env in flag.envs:
+            known.add(env)
             if flag.neg:
-                known.add(_no(flag.env))
+                known.add(_no(env))
     for unimplemented in UNIMPLEMENTED:
         if unimplemented.env:
             known.add(unimplemented.env)
@@ -72,7 +72,9 @@ def _env_bool(text: str) -> bool:
 
 
 def from_env(flag: Flag, environ: Mapping[str, str]) -> tuple[bool, Any]:
-    """(found, value) for `flag` from its LLAMA_ARG_* variable, as llama.cpp."""
+    """(found, value) for `flag` from its LLAMA_ARG_* variable (or its older name), as llama.cpp."""
+    if flag.env_alias is not None and flag.env_alias in environ and (flag.env or "") not in environ:
+        flag = flag._replace(env=flag.env_alias)
     if flag.env is None:
         return False, None
     if flag.neg:

@@ -37,6 +37,12 @@ class Flag(NamedTuple):
     append: bool = False  # repeatable: the values add up in a list
     nargs: int | None = None  # values per use (then a list each time; metavar names them, space-separated)
     const: str | None = None  # the value when the flag comes alone (the seed's bare `-fa`)
+    env_alias: str | None = None  # an older llama-server's name of its variable, read too
+
+    @property
+    def envs(self) -> tuple[str, ...]:
+        """Its variables: llama-server's name first."""
+        return tuple(e for e in (self.env, self.env_alias) if e)
 
 
 G_MODEL: Final = "model"

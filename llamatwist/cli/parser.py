@@ -29,7 +29,11 @@ from llamatwist.cli.speculative_flags import SPECULATIVE
 from llamatwist.cli.unimplemented import UNIMPLEMENTED, VALUE
 from llamatwist.cli.version import version_text
 from llamatwist.config import ServerConfig
-from llamatwist.sampling_defaults import SamplingDefaults, SpecParams, parse_spec_types
+from llamatwist.sampling_defaults import (
+    SamplingDefaults,
+    SpecParams,
+    parse_spec_types,
+)
 
 __all__ = ["FLAGS", "build_parser", "parse_config", "show_default"]
 
@@ -252,6 +256,8 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         text = f"{flag.help} (default: {show_default(flag)})"
         if flag.env:
             text += f" (env: {flag.env})"
+        if flag.env_alias:
+            text += f" (or {flag.env_alias})"
         text = text.replace("%", "%%")  # argparse %-formats help strings
         if flag.convert is not None and flag.const is not None:
             group.add_argument(

@@ -27,6 +27,7 @@ from llamatwist.cli.environ import unknown_env, vertex_from_env
 from llamatwist.cli.errors import ConfigError, report_error
 from llamatwist.cli.parser import FLAGS, parse_config
 from llamatwist.config import ServerConfig
+from llamatwist.sampling_defaults import synthetic_rates
 
 if TYPE_CHECKING:
     from twisted.application.service import MultiService
@@ -41,6 +42,7 @@ __all__ = [
     "resolve_model",
     "run_service",
     "stop_once_on_signals",
+    "synthetic_acceptance",
 ]
 
 log = logging.getLogger(__name__)
@@ -211,7 +213,7 @@ def build_service(config: ServerConfig, *, under_twistd: bool = False) -> MultiS
         if config.models_dir or config.models_preset:
             log.warning("--models-dir and --models-preset start router mode, which needs no model: ignored with "
                         "-m, -mu, -hf or -dr")
-        config = resolve_model(config)
+        config = resolve_model(synthetic_acceptance(config))
         from llamatwist.server import make_service
 
         return make_service(config)
@@ -221,6 +223,23 @@ def build_service(config: ServerConfig, *, under_twistd: bool = False) -> MultiS
     except fatal as err:
         print(f"error: {err}", file=sys.stderr)
         raise StartupFailed(1) from None
+
+
+def synthetic_acceptance(config: ServerConfig) -> ServerConfig:
+    """--spec-synth-len / --spec-synth-rates checked against the speculation they apply to and resolved into
+    each draft position's acceptance rate; llama-server's start-up errors (exit status 1) otherwise."""
+    length, rates = config.spec_synth_len, config.spec_synth_rates
+    if length is None and not rates:
+        return config
+    spec = config.sampling.speculative
+    if not spec.types:  # llama-server: its speculative context is never made
+        raise ConfigError("synthetic acceptance requires an initialized speculative decoding context", 1)
+    try:
+        resolved = synthetic_rates(length, rates, spec.limit)
+    except ValueError as exc:
+        raise ConfigError(f"failed to initialize speculative decoding context: {exc}", 1) from None
+    sampling = dataclasses.replace(config.sampling, speculative=dataclasses.replace(spec, synth_rates=resolved))
+    return dataclasses.replace(config, sampling=sampling)
 
 
 def stop_once_on_signals(reactor: Any) -> None:

@@ -30,8 +30,6 @@ _U = Unimplemented
 _NO_SPEECH = ("the server has no speech route (text to speech is llama-tts's, not llama-server's), so it loads "
               "no vocoder")
 
-_NO_SYNTH = ("synthetic drafts accept draft tokens at random, bypassing verification (a benchmarking aid of "
-             "llama.cpp): a server that must answer correctly does not offer them; use --spec-type for real speculation")
 _REMOVED = "the argument has been removed."  # llama-server's arg_removed() message, its advice follows
 
 UNIMPLEMENTED: Final[tuple[Unimplemented, ...]] = (
@@ -40,8 +38,6 @@ UNIMPLEMENTED: Final[tuple[Unimplemented, ...]] = (
     _U("-hfv -hfrv --hf-repo-v", "LLAMA_ARG_HF_REPO_V", VALUE, _NO_SPEECH),
     _U("-hffv --hf-file-v", "LLAMA_ARG_HF_FILE_V", VALUE, _NO_SPEECH),
     _U("--tts-use-guide-tokens", None, SWITCH, _NO_SPEECH),
-    _U("--spec-synth-len", "LLAMA_ARG_SPEC_SYNTH_LEN", VALUE, _NO_SYNTH),
-    _U("--spec-synth-rates", "LLAMA_ARG_SPEC_SYNTH_RATES", VALUE, _NO_SYNTH),
     # removed from llama-server (arg_removed): refused with its message
     _U("--spec-ngram-size-n", None, VALUE, f"{_REMOVED} use the respective --spec-ngram-*-size-n"),
     _U("--spec-ngram-size-m", None, VALUE, f"{_REMOVED} use the respective --spec-ngram-*-size-m"),

@@ -108,8 +108,8 @@ def _key_map(actions: dict[str, argparse.Action]) -> dict[str, str]:
     """An INI key (a spelling without dashes, or a variable) -> the spelling to pass."""
     keys = {spelling.lstrip("-"): spelling for spelling in actions}
     for flag in FLAGS:
-        if flag.env:
-            keys[flag.env] = flag.names[0]
+        for env in flag.envs:
+            keys[env] = flag.names[0]
     return keys
 
 

@@ -42,9 +42,10 @@ class Sampling:
             return self._n_predict
         return n_predict
 
-    def sample(self, slot: Slot, now: float, idx: int = -1) -> int:
+    def sample(self, slot: Slot, now: float, idx: int = -1, forced: int | None = None) -> int:
         """Sample the slot's next token from the logits at batch index ``idx`` (default: the slot's); the
-        token, or -1 when the slot stopped (then it has ended)."""
+        token, or -1 when the slot stopped (then it has ended). A ``forced`` token (a synthetically accepted
+        draft token) is taken instead of the one drawn, and does not advance the constraint (llama-server's)."""
         i_batch = slot.i_batch if idx < 0 else idx
         task = slot.task
         assert task is not None and slot.sampler is not None
@@ -70,6 +71,9 @@ class Sampling:
             token, p_token, post_top = slot.sampler.sample_probs(ctx, i_batch, params.n_probs)
         else:
             token = slot.sampler.sample(ctx, i_batch)
+        if forced is not None:
+            token = forced
+            p_token = dict(post_top).get(token, 0.0)
         slot.t_last = now
         slot.generated.append(token)
         n_decoded = len(slot.generated)
@@ -78,7 +82,7 @@ class Sampling:
 
         stop_type = "none"
         is_eog = vocab.is_eog(token)
-        if slot.constraint is not None and not is_eog:
+        if slot.constraint is not None and not is_eog and forced is None:
             slot.constraint.accept(token)
         special = self._special or token in params.preserved_tokens
         piece = b"" if is_eog else vocab.token_to_piece(token, special=special)
@@ -125,13 +129,24 @@ class Sampling:
 
     def verify(self, slot: Slot, draft: Sequence[int], now: float) -> int:
         """Sample at the pending token's position, then at each draft token's while the samples equal the
-        draft (speculative decoding); the number of draft tokens accepted. Accepted tokens are in the KV
+        draft (speculative decoding; with --spec-synth-*, while random draws accept the draft); the number of
+        draft tokens accepted. Accepted tokens are in the KV
         already and in ``slot.cache``; the rejected rest is left to the caller to remove."""
         accepted = 0
+        rng = slot.synth_rng
+        spec = slot.task.params.speculative if slot.task is not None else None
+        synth = spec.synth_probs if spec is not None else ()
         for j in range(len(draft) + 1):
-            token = self.sample(slot, now, slot.i_batch + j)
-            if token < 0 or j == len(draft) or token != draft[j]:
-                break
+            if rng is not None and j < len(draft):
+                # --spec-synth-*: position j is taken at random (never an end of generation), not by match
+                take = j < len(synth) and rng.random() < synth[j] and not self._vocab.is_eog(draft[j])
+                token = self.sample(slot, now, slot.i_batch + j, draft[j] if take else None)
+                if token < 0 or not take:
+                    break
+            else:
+                token = self.sample(slot, now, slot.i_batch + j)
+                if token < 0 or j == len(draft) or token != draft[j]:
+                    break
             slot.cache.append(token)  # decoded in this batch: the sample that follows comes from its logits
             slot.pending_token = -1
             accepted += 1

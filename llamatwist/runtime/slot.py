@@ -8,6 +8,7 @@ snapshots.
 from __future__ import annotations
 
 import enum
+import random
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -82,6 +83,7 @@ class Slot:
     # its draft is in, restored when a draft token is rejected; the accepted tokens are then decoded again
     spec_state: tuple[int, bytes] | None = None
     replay: list[int] = field(default_factory=list)  # accepted, rolled back: fed before pending_token
+    synth_rng: random.Random | None = None  # --spec-synth-*: draws which draft tokens are taken
     last_task: CompletionTask | None = None  # shown by /slots once the task ended, as llama-server
     last_seed: int = 0
 
@@ -122,6 +124,9 @@ class Slot:
         self.replay = []
         spec = task.params.speculative
         self.spec_budget = spec.limit if spec is not None else 0
+        # seeded with the request's seed (libllama's draw when it gave none), as llama-server's
+        self.synth_rng = (random.Random(sampler.seed) if spec is not None and spec.synth_probs and sampler is not None
+                          else None)
 
     def release(self) -> None:
         self.state = SlotState.IDLE

@@ -205,7 +205,7 @@ class Drafters:
     def _draft_one(self, kind: str, seq: int, state: _SlotDrafts, spec: SpecParams, history: Sequence[int],
                    sampled: int, n_max: int) -> list[int]:
         if kind == "ngram-simple":
-            return ngram_simple_draft(history, sampled, spec.ngram_size_n, spec.ngram_size_m)[: spec.n_max]
+            return ngram_simple_draft(history, sampled, spec.ngram_size_n, spec.ngram_size_m)
         if kind == "ngram-mod":
             return self._mod.draft(seq, history, sampled) if self._mod is not None else []
         if kind == "ngram-cache":
