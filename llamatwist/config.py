@@ -179,7 +179,7 @@ class ServerConfig:
     ctx_size_draft: int = 0
     gpu_layers_draft: int = -1
     device_draft: tuple[str, ...] | None = None  # -devd, as devices
-    # the draft model's own threads, pools, KV types and tensor placement (None / empty: the target's)
+    # the draft model's own threads, pools and tensor placement (None / empty: the target's) and KV types
     threads_draft: int = -1
     threads_batch_draft: int = -1
     cpu_mask_draft: tuple[int, ...] | None = None
@@ -190,8 +190,8 @@ class ServerConfig:
     cpu_strict_batch_draft: bool | None = None
     prio_batch_draft: int | None = None
     poll_batch_draft: int | None = None
-    cache_type_k_draft: str | None = None
-    cache_type_v_draft: str | None = None
+    cache_type_k_draft: str = "f16"  # f16 whatever -ctk says (the pinned llama-server's)
+    cache_type_v_draft: str = "f16"
     override_tensor_draft: tuple[tuple[str, str], ...] = ()
     cpu_moe_draft: bool = False
     n_cpu_moe_draft: int = 0

@@ -281,10 +281,8 @@ def _draft_context(config: ServerConfig) -> dict[str, Any]:
     pools = _thread_pools(config, draft=True)
     if pools != _thread_pools(config):
         out["cpu"], out["cpu_batch"] = pools
-    if config.cache_type_k_draft:
-        out["type_k"] = config.cache_type_k_draft
-    if config.cache_type_v_draft:
-        out["type_v"] = config.cache_type_v_draft
+    out["type_k"] = config.cache_type_k_draft
+    out["type_v"] = config.cache_type_v_draft
     return out
 
 

@@ -174,3 +174,11 @@ def test_draft_model_own_compute_flags(make_server: Any, model_path: str) -> Non
     assert len(re.findall(r"tensor token_embd\.weight .*buffer type overridden to CPU", log)) == 2
     out = srv.post("/completion", {"prompt": "1 2 3 4 5 6 7 8", "n_predict": 16, "temperature": 0}).json()
     assert out["timings"]["draft_n"] > 0
+
+
+def test_draft_kv_is_f16_whatever_the_targets_is(make_server: Any, model_path: str) -> None:
+    # the pinned llama-server's -ctkd/-ctvd default: f16, not the target's -ctk/-ctv
+    srv = make_server("-m", model_path, "-md", model_path, "-np", "1", "-c", "1024", "-t", "1", "-lv", "5",
+                      "-ctk", "q8_0", "-ctv", "q8_0", "-fa", "on")
+    log = srv.log()
+    assert re.search(r"K \(q8_0\)", log) and re.search(r"K \(f16\)", log), log[-3000:]

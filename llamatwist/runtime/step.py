@@ -324,7 +324,9 @@ class Step:
                     slot.spec_state = None
                 self._drafts.accept(slot.id, accepted)
                 spec = slot.task.params.speculative if slot.task is not None else None
-                if spec is not None:  # longer drafts while they are taken, shorter when they are not
+                # longer drafts while they are taken, shorter when they are not (synthetic acceptance measures
+                # full-length drafts, as llama-server's: its rates are per position of those)
+                if spec is not None and not spec.synth_rates:
                     slot.spec_budget = min(spec.limit, 2 * slot.spec_budget if accepted == len(draft)
                                            else max(accepted + 1, spec.n_min, 1))
             else:
