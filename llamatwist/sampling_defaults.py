@@ -141,6 +141,9 @@ class SamplerSettings:
 # speculative decoding types; several may be combined (a comma list): the first of DRAFT_ORDER with a draft drafts
 SPEC_TYPES = ("none", "ngram-simple", "ngram-map-k", "ngram-map-k4v", "ngram-mod", "ngram-cache", "draft-simple")
 DRAFT_ORDER = SPEC_TYPES[1:]  # llama.cpp's order of preference (common_speculative_init)
+# the pinned llama-server's types that need a model's own drafting heads or a sidecar draft (MTP layers,
+# EAGLE-3, DFlash, DSpark): not implemented here
+UNSUPPORTED_SPEC_TYPES = ("draft-eagle3", "draft-mtp", "draft-dflash", "draft-dspark")
 
 
 def parse_spec_types(text: str) -> str:
@@ -149,6 +152,9 @@ def parse_spec_types(text: str) -> str:
     names: list[str] = []
     for raw in text.split(","):
         name = raw.strip()
+        if name in UNSUPPORTED_SPEC_TYPES:
+            raise ValueError(f"speculative type {name!r} is llama-server's but not implemented in llamatwist: it "
+                             f"drafts with a model's own MTP/EAGLE-3/DFlash heads (types here: {', '.join(SPEC_TYPES)})")
         if name not in SPEC_TYPES:
             raise ValueError(f"unknown speculative type: {name!r} (types: {', '.join(SPEC_TYPES)})")
         if name == "none":

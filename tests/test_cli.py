@@ -985,7 +985,12 @@ def test_speculative_defaults() -> None:
     spec = parse_config(["--spec-type", "ngram-simple", "--draft-max", "8", "--spec-ngram-simple-size-n", "5"],
                         {}).sampling.speculative
     assert (spec.type, spec.n_max, spec.ngram_size_n) == ("ngram-simple", 8, 5)
-    assert parse_config(["-md", "d.gguf"], {}).sampling.speculative.type == "draft-simple"  # as llama-server
+    # as older llama-servers (the pinned one loads the draft and leaves it unused without --spec-type)
+    assert parse_config(["-md", "d.gguf"], {}).sampling.speculative.type == "draft-simple"
+    # the pinned llama-server's head-based types are named as such, not as unknown
+    for kind in ("draft-mtp", "draft-eagle3,ngram-mod"):
+        assert f"speculative type '{kind.split(',')[0]}' is llama-server's but not implemented" in str(
+            refused(["--spec-type", kind]))
     assert parse_config([], {}).sampling.speculative.type == "none"
     assert "needs a draft model" in str(refused(["--spec-type", "draft-simple"]))
     assert "unknown speculative type: 'eagle'" in str(refused(["--spec-type", "eagle"]))  # llama-server's words
