@@ -37,6 +37,13 @@ class _Collector:
         ]
         for name, doc, value in counters:
             yield CounterMetricFamily(p + name, doc, value=value)
+        per_pos = tuple(m.accepted_per_pos)  # grows on the decode thread
+        if per_pos:  # one time series per draft position, as llama-server's
+            family = CounterMetricFamily(p + "spec_decode_num_accepted_tokens_per_pos",
+                                         "Accepted tokens per draft position", labels=["position"])
+            for i, n in enumerate(per_pos):
+                family.add_metric([str(i)], n)
+            yield family
         gauges = [
             ("n_tokens_max", "Largest observed sequence length (prompt + generation)", m.n_tokens_max),
             ("prompt_tokens_seconds", "Average prompt throughput in tokens/s",

@@ -7,6 +7,7 @@ takes every draft at rate 1 and none at rate 0, reproducibly for a seed."""
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import pytest
@@ -78,6 +79,13 @@ def test_start_up_checks_use_the_draft_length_of_the_speculation() -> None:
     assert "--spec-synth-rates" in err.value.message
 
 
+def per_position(srv: Server) -> list[int]:
+    """llamacpp:spec_decode_num_accepted_tokens_per_pos_total, by position."""
+    found = re.findall(r'^llamacpp:spec_decode_num_accepted_tokens_per_pos_total\{position="(\d+)"\} (\S+)$',
+                       srv.get("/metrics").text, re.MULTILINE)
+    return [int(float(n)) for _, n in sorted(found, key=lambda f: int(f[0]))]
+
+
 def story(srv: Server, seed: int, **extra: Any) -> dict[str, Any]:
     r = srv.post("/completion", {"prompt": PROMPT, "n_predict": 64, "temperature": 1.5, "seed": seed, **extra})
     assert r.status_code == 200, r.text
@@ -86,11 +94,18 @@ def story(srv: Server, seed: int, **extra: Any) -> dict[str, Any]:
 
 def test_every_draft_taken_at_rate_one(make_server: Any, model_path: str) -> None:
     srv = make_server("-m", model_path, "-md", model_path, "--draft-max", "4", "--draft-p-min", "0", "-np", "2",
-                      "-c", "2048", "-t", "2", "--spec-synth-rates", "1,1,1,1")
+                      "-c", "2048", "-t", "2", "--spec-synth-rates", "1,1,1,1", "--metrics")
     first, again = story(srv, 5), story(srv, 5)
     t = first["timings"]
-    assert t["draft_n"] >= 32 and t["draft_n_accepted"] == t["draft_n"], t
+    # all taken, but where the token limit ended the last draft part-way
+    assert t["draft_n"] >= 32 and t["draft_n"] - 4 < t["draft_n_accepted"] <= t["draft_n"], t
     assert (again["content"], again["timings"]["draft_n"]) == (first["content"], t["draft_n"])  # the seed decides
+    # every position of every draft was taken (the drafts near the token limit are shorter)
+    per_pos = per_position(srv)
+    drafts = float(re.findall(r"^llamacpp:spec_decode_num_drafts_total (\S+)$", srv.get("/metrics").text,
+                              re.MULTILINE)[0])
+    assert len(per_pos) == 4 and per_pos[0] == drafts and sum(per_pos) == 2 * t["draft_n_accepted"], (per_pos,
+                                                                                                      drafts)
     # a constraint still holds the target's own tokens: the server answers and keeps serving
     schema = srv.post("/completion", {"prompt": PROMPT, "n_predict": 16, "json_schema": {"type": "object"}})
     assert schema.status_code == 200, schema.text
@@ -103,9 +118,11 @@ def test_every_draft_taken_at_rate_one(make_server: Any, model_path: str) -> Non
 def test_no_draft_taken_at_rate_zero(make_server: Any, model_path: str) -> None:
     # the draft model is the target: real verification would take most of its drafts
     srv = make_server("-m", model_path, "-md", model_path, "--draft-max", "4", "--draft-p-min", "0", "-np", "1",
-                      "-c", "2048", "-t", "2", "--spec-synth-len", "1")
+                      "-c", "2048", "-t", "2", "--spec-synth-len", "1", "--metrics")
     t = story(srv, 7, temperature=0)["timings"]
     assert t["draft_n"] >= 64 and t["draft_n_accepted"] == 0, t
+    assert per_position(srv) == [0, 0, 0, 0]
+    assert "draft acceptance = 0.00000 (    0 accepted /   " in srv.log()
 
 
 def test_bad_settings_stop_the_start_up(make_server: Any, model_path: str) -> None:

@@ -73,7 +73,12 @@ def test_ngram_output_is_unchanged_and_drafts_are_taken(ngram: Server) -> None:
     assert metric(ngram, "spec_decode_num_draft_tokens_total") - before == t["draft_n"]
     assert metric(ngram, "spec_decode_num_accepted_tokens_total") >= t["draft_n_accepted"]
     assert metric(ngram, "spec_decode_num_drafts_total") > 0
-    assert "draft acceptance rate" in ngram.log()
+    # llama-server's log line, and its per-position counter (a draft's first tokens are taken the most)
+    assert re.search(r"draft acceptance = [01]\.\d{5} \( *\d+ accepted / +\d+ generated\), mean len = +\d+\.\d\d",
+                     ngram.log())
+    per_pos = [metric(ngram, f'spec_decode_num_accepted_tokens_per_pos_total{{position="{i}"}}') for i in range(16)]
+    assert per_pos[0] > 0 and per_pos == sorted(per_pos, reverse=True), per_pos
+    assert sum(per_pos) == metric(ngram, "spec_decode_num_accepted_tokens_total")
 
 
 def test_ngram_with_stop_strings_and_a_schema(ngram: Server) -> None:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["Metrics"]
 
@@ -29,3 +29,6 @@ class Metrics:
     draft_tokens_total: int = 0
     draft_accepted_total: int = 0
     drafts_total: int = 0  # verification steps
+    # draft tokens taken at each position (spec_decode_num_accepted_tokens_per_pos): as many positions as the
+    # longest draft a speculating request may make
+    accepted_per_pos: list[int] = field(default_factory=list)

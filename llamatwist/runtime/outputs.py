@@ -74,8 +74,9 @@ class Outputs:
             probs=slot.probs,
         )
         if slot.n_draft:
-            log.info("slot %d: draft acceptance rate = %.5f (%d accepted / %d generated)", slot.id,
-                     slot.n_draft_accepted / slot.n_draft, slot.n_draft_accepted, slot.n_draft)
+            log.info("slot %d: draft acceptance = %.5f (%5d accepted / %5d generated), mean len = %5.2f", slot.id,
+                     slot.n_draft_accepted / slot.n_draft, slot.n_draft_accepted, slot.n_draft,
+                     1 + slot.n_draft_accepted / max(slot.n_draft_steps, 1))
         self.release(slot)
         self.emit(task.sink, result)
 

@@ -130,12 +130,15 @@ class Sampling:
     def verify(self, slot: Slot, draft: Sequence[int], now: float) -> int:
         """Sample at the pending token's position, then at each draft token's while the samples equal the
         draft (speculative decoding; with --spec-synth-*, while random draws accept the draft); the number of
-        draft tokens accepted. Accepted tokens are in the KV
-        already and in ``slot.cache``; the rejected rest is left to the caller to remove."""
+        draft tokens accepted. Accepted tokens are in the KV already and in ``slot.cache``; the rejected rest is
+        left to the caller to remove."""
         accepted = 0
         rng = slot.synth_rng
         spec = slot.task.params.speculative if slot.task is not None else None
         synth = spec.synth_probs if spec is not None else ()
+        # counted first: a sample below may end the task, and its timings must include this draft
+        slot.n_draft += len(draft)
+        slot.n_draft_steps += 1
         for j in range(len(draft) + 1):
             if rng is not None and j < len(draft):
                 # --spec-synth-*: position j is taken at random (never an end of generation), not by match
@@ -150,12 +153,17 @@ class Sampling:
             slot.cache.append(token)  # decoded in this batch: the sample that follows comes from its logits
             slot.pending_token = -1
             accepted += 1
-        slot.n_draft += len(draft)
-        slot.n_draft_accepted += accepted
+            slot.n_draft_accepted += 1
         m = self._metrics
         m.draft_tokens_total += len(draft)
         m.draft_accepted_total += accepted
         m.drafts_total += 1
+        per_pos = m.accepted_per_pos
+        n_pos = max(len(draft), spec.limit if spec is not None else 0)
+        if len(per_pos) < n_pos:
+            per_pos.extend([0] * (n_pos - len(per_pos)))
+        for i in range(accepted):
+            per_pos[i] += 1
         return accepted
 
 

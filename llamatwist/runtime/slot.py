@@ -78,6 +78,7 @@ class Slot:
     draft: list[int] = field(default_factory=list)  # draft tokens in the current batch, after pending_token
     n_draft: int = 0  # speculative decoding: draft tokens proposed / accepted for this task
     n_draft_accepted: int = 0
+    n_draft_steps: int = 0  # its verifications: the mean acceptance length is 1 + accepted / steps
     spec_budget: int = 0  # the next draft's length, adapted to how the last ones fared
     # memory that cannot be cut part-way (recurrent state): (n_tokens, state) of the sequence before the batch
     # its draft is in, restored when a draft token is rejected; the accepted tokens are then decoded again
@@ -119,7 +120,7 @@ class Slot:
         self.t_start = time.perf_counter()
         self.t_prompt_done = 0.0
         self.truncated = False
-        self.n_draft = self.n_draft_accepted = 0
+        self.n_draft = self.n_draft_accepted = self.n_draft_steps = 0
         self.spec_state = None
         self.replay = []
         spec = task.params.speculative
