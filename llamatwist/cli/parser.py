@@ -29,11 +29,7 @@ from llamatwist.cli.speculative_flags import SPECULATIVE
 from llamatwist.cli.unimplemented import UNIMPLEMENTED, VALUE
 from llamatwist.cli.version import version_text
 from llamatwist.config import ServerConfig
-from llamatwist.sampling_defaults import (
-    SamplingDefaults,
-    SpecParams,
-    parse_spec_types,
-)
+from llamatwist.sampling_defaults import SamplingDefaults, SpecParams, parse_spec_types
 
 __all__ = ["FLAGS", "build_parser", "parse_config", "show_default"]
 

@@ -115,8 +115,8 @@ def parse_cursor_format(doc: Any) -> list[McpServerConfig]:
     for name, entry in servers.items():
         where = f"MCP server '{name}'"
         # read in llama-server's order, so that the first bad key is the one reported
-        command = _value_str(entry, "command", "", where, ValueError)
-        cwd = _value_str(entry, "cwd", "", where, ValueError)
+        command = _value(entry, "command", "", where, ValueError)
+        cwd = _value(entry, "cwd", "", where, ValueError)
         timeout_ms = _value_int(entry, "timeout_ms", DEFAULT_TIMEOUT_MS, where)
         args: list[str] = []
         env: dict[str, str] = {}
@@ -231,21 +231,17 @@ def _bad_type(where: str, key: str, expected: str, value: Any, error: type[Value
 # llama-server reads fields with common_json::value(key, default): a non-object or a missing key gives the default,
 # a present key of another type throws. These do the same, raising `error`.
 
-def _value_str(obj: Any, key: str, default: str, where: str, error: type[ValueError]) -> str:
+_TYPE_NAMES: dict[type, str] = {str: "a string", bool: "a boolean"}
+_T = TypeVar("_T", str, bool)
+
+
+def _value(obj: Any, key: str, default: _T, where: str, error: type[ValueError]) -> _T:
+    """``obj[key]`` when it is of the default's type; the default when absent."""
     if not isinstance(obj, dict) or key not in obj:
         return default
     value = obj[key]
-    if not isinstance(value, str):
-        raise _bad_type(where, key, "a string", value, error)
-    return value
-
-
-def _value_bool(obj: Any, key: str, default: bool, where: str, error: type[ValueError]) -> bool:
-    if not isinstance(obj, dict) or key not in obj:
-        return default
-    value = obj[key]
-    if not isinstance(value, bool):
-        raise _bad_type(where, key, "a boolean", value, error)
+    if not isinstance(value, type(default)):
+        raise _bad_type(where, key, _TYPE_NAMES[type(default)], value, error)
     return value
 
 
@@ -278,7 +274,7 @@ def _rpc_failure(message: str) -> dict[str, Any]:
 def _rpc_error_message(resp: dict[str, Any]) -> str:
     error = resp.get("error")
     if isinstance(error, dict):
-        return _value_str(error, "message", "unknown error", "MCP error reply", McpProtocolError)
+        return _value(error, "message", "unknown error", "MCP error reply", McpProtocolError)
     if isinstance(error, str):
         return error
     return "unknown error"
@@ -291,11 +287,11 @@ def _result_to_response(result: Any) -> dict[str, Any]:
     text = ""
     if isinstance(result, dict) and isinstance(result.get("content"), list):
         for part in result["content"]:
-            if isinstance(part, dict) and _value_str(part, "type", "", "MCP content part", McpProtocolError) == "text":
+            if isinstance(part, dict) and _value(part, "type", "", "MCP content part", McpProtocolError) == "text":
                 if text:
                     text += "\n"
-                text += _value_str(part, "text", "", "MCP text part", McpProtocolError)
-    if _value_bool(result, "isError", False, "MCP tool result", McpProtocolError):
+                text += _value(part, "text", "", "MCP text part", McpProtocolError)
+    if _value(result, "isError", False, "MCP tool result", McpProtocolError):
         return {"error": text or "MCP tool returned an error"}
     return {"plain_text_response": text}
 
@@ -408,8 +404,8 @@ class McpTransport(ABC):
                     where = f"MCP server '{self.name}' tool"
                     tools.append(McpToolDef(
                         server_name=self.name,
-                        name=_value_str(entry, "name", "", where, McpProtocolError),
-                        description=_value_str(entry, "description", "", where, McpProtocolError),
+                        name=_value(entry, "name", "", where, McpProtocolError),
+                        description=_value(entry, "description", "", where, McpProtocolError),
                         input_schema=entry.get("inputSchema") if isinstance(entry, dict) else None,
                     ))
             self._tools = tools
