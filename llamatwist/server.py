@@ -365,6 +365,7 @@ def engine_spec(config: ServerConfig, model_path: str) -> EngineSpec:
             cvec_layer_end=config.control_vector_layer_range[1],
         ),
         draft_model_path=config.model_draft,
+        mtp=config.sampling.speculative.has_mtp,
         lookup_cache_static=config.lookup_cache_static if "ngram-cache" in config.sampling.speculative.types else None,
         lookup_cache_dynamic=(config.lookup_cache_dynamic if "ngram-cache" in config.sampling.speculative.types
                               else None),

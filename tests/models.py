@@ -36,7 +36,7 @@ from types import ModuleType
 from llamatwist.models import cache_dir
 
 __all__ = [
-    "lora_gguf", "minilm_gguf", "minilm_source", "models_dir", "norank_bert_gguf", "recurrent_gguf",
+    "lora_gguf", "minilm_gguf", "minilm_source", "models_dir", "mtp_gguf", "norank_bert_gguf", "recurrent_gguf",
     "reranker_gguf", "smollm2_fim_gguf", "swa_gguf",
 ]
 
@@ -182,6 +182,14 @@ def swa_gguf(base: Path) -> Path:
     key = hashlib.sha256((str(base) + _key("make_swa_model", "make_llama_model")).encode()).hexdigest()[:16]
     target = models_dir() / f"swa-{key}.gguf"
     return _build_file(target, lambda out: _script("make_swa_model").make(out, base))
+
+
+def mtp_gguf(base: Path, arch: str = "glm4moe", n_heads: int = 1) -> Path:
+    """A tiny random model with ``n_heads`` multi-token-prediction heads (0: none) of ``arch`` (glm4moe: GLM-4.5's
+    one; mimo2: MiMo-V2's chained ones) (scripts/make_mtp_model.py), the tokenizer of ``base``."""
+    key = hashlib.sha256((str(base) + arch + str(n_heads) + _key("make_mtp_model", "make_llama_model")).encode())
+    target = models_dir() / f"mtp-{arch}-{n_heads}-{key.hexdigest()[:16]}.gguf"
+    return _build_file(target, lambda out: _script("make_mtp_model").make(out, base, arch=arch, n_heads=n_heads))
 
 
 def recurrent_gguf(base: Path, arch: str) -> Path:

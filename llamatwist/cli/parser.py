@@ -448,6 +448,10 @@ def _speculative(values: dict[str, Any]) -> SpecParams:
         spec_type = "draft-simple"
     if "draft-simple" in spec_type.split(",") and not draft:
         raise ConfigError("--spec-type draft-simple needs a draft model (-md/--model-draft)", 2)
+    if "draft-mtp" in spec_type.split(",") and draft:
+        # llama-server then runs the draft model as an MTP head sharing the target's KV (Gemma 4 assistants)
+        raise ConfigError("--spec-type draft-mtp drafts with the model's own MTP layers here: a separate MTP draft "
+                          "model (-md, Gemma 4 assistant) is not implemented in llamatwist", 2)
     values["spec_type"] = spec_type
 
     def get(name: str) -> Any:
@@ -475,6 +479,7 @@ def _speculative(values: dict[str, Any]) -> SpecParams:
         map_k4v_size_m=get("spec_ngram_map_k4v_size_m"),
         map_k4v_min_hits=get("spec_ngram_map_k4v_min_hits"),
         has_draft_model=bool(draft),
+        has_mtp="draft-mtp" in spec_type.split(","),
     )
 
 

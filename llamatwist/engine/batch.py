@@ -1,5 +1,5 @@
 # -*- test-case-name: tests.test_engine -*-
-"""A reusable ``llama_batch`` filled from Python lists."""
+"""A reusable ``llama_batch`` filled from Python lists (tokens, and for an MTP context a state row per token)."""
 
 from __future__ import annotations
 
@@ -7,18 +7,33 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
-from llamatwist.native.binding import lib
+import numpy as np
+import numpy.typing as npt
+
+from llamatwist.native.binding import ffi, lib
 
 __all__ = ["Batch"]
 
 
-class Batch:
-    """Token batch with room for ``capacity`` tokens; one sequence id per token."""
+def _free(b: Any) -> None:
+    b.embd = ffi.NULL  # the state rows are numpy's, not the batch's to free
+    lib.llama_batch_free(b)
 
-    def __init__(self, capacity: int) -> None:
+
+class Batch:
+    """Token batch with room for ``capacity`` tokens; one sequence id per token.
+
+    ``n_state`` > 0: each token also carries a row of that many floats (`states`, filled by the caller) —
+    a NextN head's input beside the token, the target's hidden state (libllama takes a batch with both)."""
+
+    def __init__(self, capacity: int, n_state: int = 0) -> None:
         self.capacity = capacity
         self._b = lib.llama_batch_init(capacity, 0, 1)
-        weakref.finalize(self, lib.llama_batch_free, self._b)
+        weakref.finalize(self, _free, self._b)
+        self.states: npt.NDArray[np.float32] | None = None
+        if n_state > 0:
+            self.states = np.zeros((capacity, n_state), dtype=np.float32)
+            self._b.embd = ffi.cast("float *", ffi.from_buffer(self.states))
         self.n_tokens = 0
 
     @property

@@ -149,6 +149,7 @@ class ContextParams:
     yarn_beta_slow: float = -1.0
     yarn_beta_fast: float = -1.0
     perf: bool = True  # libllama's internal timings (--no-perf turns them off)
+    mtp: bool = False  # a multi-token-prediction context: it runs the model's NextN head (--spec-type draft-mtp)
     cpu: CpuParams | None = None  # thread pools attached to the context; None = ggml's own
     cpu_batch: CpuParams | None = None  # None = same as cpu
 
@@ -219,6 +220,8 @@ def _attach_threadpools(ctx: Any, params: ContextParams) -> list[Any]:
 class Context:
     def __init__(self, model: Model, params: ContextParams) -> None:
         p = lib.llama_context_default_params()
+        if params.mtp:
+            p.ctx_type = lib.LLAMA_CONTEXT_TYPE_MTP
         p.n_ctx = params.n_ctx
         p.n_batch = params.n_batch
         p.n_ubatch = params.n_ubatch
@@ -283,6 +286,7 @@ class Context:
                         self._fault_at, self._fault_at)
             lib.llama_set_abort_callback(ptr, lib._llamatwist_abort_cb, ffi.cast("void *", id(self)))
         self._mem = lib.llama_get_memory(ptr)
+        self._mirror: Context | None = None
         self.model = model
         self.n_ctx: int = lib.llama_n_ctx(ptr)
         self.n_ctx_seq: int = lib.llama_n_ctx_seq(ptr)
@@ -408,19 +412,58 @@ class Context:
             raise IndexError(f"no embeddings for batch index {i}")
         return np.frombuffer(ffi.buffer(ptr, self.n_embd * 4), dtype=np.float32).copy()
 
+    # -- multi-token prediction -----------------------------------------
+    def set_nextn_outputs(self, on: bool, *, every_token: bool) -> None:
+        """Output the hidden states a NextN head takes: of every token of a batch (``every_token``: the
+        target, whose every row pairs with the next token), else of the output tokens only (the MTP
+        context, whose own output state feeds its next draft step)."""
+        lib.llamatwist_set_embeddings_nextn(self._ptr, on, not every_token)
+
+    def nextn_states(self, n_rows: int) -> npt.NDArray[np.float32]:
+        """The NextN hidden states of the last decode's first ``n_rows`` tokens (every token output), as an
+        ``(n_rows, n_embd_out)`` view valid until the next decode."""
+        ptr = lib.llamatwist_get_embeddings_nextn(self._ptr)
+        if ptr == ffi.NULL:
+            raise LookupError("the context does not output NextN hidden states")
+        n_embd = self.model.n_embd_out()
+        return np.frombuffer(ffi.buffer(ptr, n_rows * n_embd * 4), dtype=np.float32).reshape(n_rows, n_embd)
+
+    def nextn_state(self, idx: int) -> npt.NDArray[np.float32]:
+        """The NextN hidden state of batch output ``idx`` of the last decode (a copy)."""
+        ptr = lib.llamatwist_get_embeddings_nextn_ith(self._ptr, idx)
+        if ptr == ffi.NULL:
+            raise IndexError(f"no NextN hidden state for batch index {idx}")
+        return np.frombuffer(ffi.buffer(ptr, self.model.n_embd_out() * 4), dtype=np.float32).copy()
+
+    def set_nextn_head(self, head: int) -> None:
+        """Which of the model's NextN heads an MTP context runs (models with several chain them)."""
+        lib.llamatwist_set_nextn_layer_offset(self._ptr, head)
+
     def set_embeddings(self, on: bool) -> None:
         """Switch embedding output on/off for the next decodes (pooling stays as created)."""
         lib.llama_set_embeddings(self._ptr, on)
         self.embeddings = on
 
     # -- KV memory ------------------------------------------------------
+    def mirror_memory(self, other: Context | None) -> None:
+        """Repeat this context's KV edits (remove, copy, shift, clear) on ``other`` (None: stop): an MTP
+        context's cells then stay where the target's are, whatever the prefix cache and context shift do
+        (llama-server's slot memory spans both contexts likewise)."""
+        self._mirror = other
+
     def seq_rm(self, seq_id: int, p0: int = -1, p1: int = -1) -> bool:
+        if self._mirror is not None:
+            self._mirror.seq_rm(seq_id, p0, p1)
         return bool(lib.llama_memory_seq_rm(self._mem, seq_id, p0, p1))
 
     def seq_cp(self, src: int, dst: int, p0: int = -1, p1: int = -1) -> None:
+        if self._mirror is not None:
+            self._mirror.seq_cp(src, dst, p0, p1)
         lib.llama_memory_seq_cp(self._mem, src, dst, p0, p1)
 
     def seq_add(self, seq_id: int, p0: int, p1: int, delta: int) -> None:
+        if self._mirror is not None:
+            self._mirror.seq_add(seq_id, p0, p1, delta)
         lib.llama_memory_seq_add(self._mem, seq_id, p0, p1, delta)
 
     def seq_pos_max(self, seq_id: int) -> int:
@@ -435,6 +478,8 @@ class Context:
         return bool(lib.llama_memory_can_shift(self._mem))
 
     def clear(self) -> None:
+        if self._mirror is not None:
+            self._mirror.clear()
         lib.llama_memory_clear(self._mem, True)
 
     # -- per-sequence state --------------------------------------------

@@ -173,13 +173,14 @@ def _leaves(where: tuple[Usage, ...], margins: list[int]) -> str:
 
 
 def measure(path: str, *, context: ContextParams, n_gpu_layers: int, placement: Placement | None = None,
-            kv_overrides: tuple[tuple[str, str, str], ...] = ()) -> Measured:
-    """The memory the model and a context with these settings would take, per device and on the host.
+            kv_overrides: tuple[tuple[str, str, str], ...] = (), load_mtp: bool = False) -> Measured:
+    """The memory the model and a context with these settings would take, per device and on the host
+    (``load_mtp``: with its multi-token-prediction layers' weights, which draft-mtp loads).
 
     Loads the model's metadata only (``no_alloc``): no weights are read, no buffers allocated.
     """
     model = Model(path, n_gpu_layers=n_gpu_layers, placement=placement, kv_overrides=kv_overrides,
-                  no_alloc=True)
+                  no_alloc=True, load_mtp=load_mtp)
     try:
         ctx = Context(model, context)
         try:

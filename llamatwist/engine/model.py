@@ -228,7 +228,7 @@ def _kv_overrides(items: Sequence[tuple[str, str, str]]) -> Any:
 
 
 def model_params(*, n_gpu_layers: int = -1, vocab_only: bool = False, load_mode: str = "auto",
-                 lazy_mode: str = "auto", check_tensors: bool = False) -> Any:
+                 lazy_mode: str = "auto", check_tensors: bool = False, load_mtp: bool = False) -> Any:
     """The llama_model_params (by value, as libllama takes them) for these settings; Model adds the
     placement, the KV overrides and the progress callback."""
     params = lib.llama_model_default_params()
@@ -237,6 +237,7 @@ def model_params(*, n_gpu_layers: int = -1, vocab_only: bool = False, load_mode:
     params.load_mode = LOAD_MODES[load_mode]
     params.lazy_mode = LAZY_MODES[lazy_mode]
     params.check_tensors = check_tensors
+    params.load_mtp = load_mtp
     return params
 
 
@@ -292,8 +293,10 @@ class Model:
         kv_overrides: Sequence[tuple[str, str, str]] = (),
         placement: Placement | None = None,
         no_alloc: bool = False,
+        load_mtp: bool = False,
     ) -> None:
-        """``no_alloc``: the metadata only, allocations simulated (what --fit measures)."""
+        """``no_alloc``: the metadata only, allocations simulated (what --fit measures); ``load_mtp``: the
+        multi-token-prediction (NextN) layers too, which libllama skips otherwise (--spec-type draft-mtp)."""
         if not os.path.exists(path):
             raise ModelLoadError(f"model file not found: {path}")
         if os.path.isdir(path):
@@ -310,7 +313,7 @@ class Model:
         backend_init()
         params = model_params(n_gpu_layers=n_gpu_layers, vocab_only=vocab_only,
                               load_mode="none" if no_alloc else load_mode, lazy_mode=lazy_mode,
-                              check_tensors=check_tensors)
+                              check_tensors=check_tensors, load_mtp=load_mtp)
         params.no_alloc = no_alloc
         overrides = _kv_overrides(kv_overrides)
         if kv_overrides:
@@ -394,6 +397,14 @@ class Model:
     def n_swa(self) -> int:
         """The sliding-window attention size in tokens; 0 without sliding-window layers."""
         return int(lib.llama_model_n_swa(self.ptr))
+
+    def n_nextn_layers(self) -> int:
+        """The model's multi-token-prediction (NextN) heads: what --spec-type draft-mtp drafts with."""
+        return int(lib.llama_model_n_layer_nextn(self.ptr))
+
+    def n_embd_out(self) -> int:
+        """The width of the model's output hidden state (what a NextN head takes beside the token)."""
+        return int(lib.llama_model_n_embd_out(self.ptr))
 
     def has_recurrent_state(self) -> bool:
         """Recurrent or hybrid memory: a state per sequence that cannot be cut part-way."""

@@ -136,10 +136,13 @@ struct llama_model_params {
     bool use_extra_bufts;
     bool no_host;
     bool no_alloc;
+    bool load_mtp;
     ...;
 };
 
+enum llama_context_type { LLAMA_CONTEXT_TYPE_DEFAULT, LLAMA_CONTEXT_TYPE_MTP, ... };
 struct llama_context_params {
+    enum llama_context_type ctx_type;
     uint32_t n_ctx;
     uint32_t n_batch;
     uint32_t n_ubatch;
@@ -253,6 +256,10 @@ int llamatwist_memory_breakdown(const struct llama_context * ctx, struct llamatw
 int llamatwist_model_n_devices(const struct llama_model * model);
 ggml_backend_dev_t llamatwist_model_get_device(const struct llama_model * model, int i);
 int llamatwist_model_n_expert(const struct llama_model * model);
+void llamatwist_set_embeddings_nextn(struct llama_context * ctx, bool value, bool masked);
+float * llamatwist_get_embeddings_nextn(struct llama_context * ctx);
+float * llamatwist_get_embeddings_nextn_ith(struct llama_context * ctx, int32_t i);
+void llamatwist_set_nextn_layer_offset(struct llama_context * ctx, int32_t offset);
 size_t llama_max_parallel_sequences(void);
 bool llama_supports_mmap(void);
 bool llama_supports_mlock(void);
@@ -273,6 +280,8 @@ enum llama_pooling_type llama_pooling_type(const struct llama_context * ctx);
 const struct llama_vocab * llama_model_get_vocab(const struct llama_model * model);
 int32_t llama_model_n_ctx_train(const struct llama_model * model);
 int32_t llama_model_n_embd(const struct llama_model * model);
+int32_t llama_model_n_embd_out(const struct llama_model * model);
+int32_t llama_model_n_layer_nextn(const struct llama_model * model);
 int32_t llama_model_n_layer(const struct llama_model * model);
 int32_t llama_model_n_head(const struct llama_model * model);
 int32_t llama_model_n_head_kv(const struct llama_model * model);

@@ -26,3 +26,19 @@ extern "C" ggml_backend_dev_t llamatwist_model_get_device(const struct llama_mod
 extern "C" int llamatwist_model_n_expert(const struct llama_model * model) {
     return llama_model_n_expert(model);
 }
+
+extern "C" void llamatwist_set_embeddings_nextn(struct llama_context * ctx, bool value, bool masked) {
+    llama_set_embeddings_nextn(ctx, value, masked);
+}
+
+extern "C" float * llamatwist_get_embeddings_nextn(struct llama_context * ctx) {
+    return llama_get_embeddings_nextn(ctx);
+}
+
+extern "C" float * llamatwist_get_embeddings_nextn_ith(struct llama_context * ctx, int32_t i) {
+    return llama_get_embeddings_nextn_ith(ctx, i);
+}
+
+extern "C" void llamatwist_set_nextn_layer_offset(struct llama_context * ctx, int32_t offset) {
+    llama_set_nextn_layer_offset(ctx, offset);
+}

@@ -1,5 +1,5 @@
 /* llamatwist's C face for the parts of libllama that only have a C++ API (src/llama-ext.h, exported by
- * libllama but declared with C++ linkage and std::map): what --fit measures. Implemented in llama_ext.cpp;
+ * libllama but declared with C++ linkage and std::map): what --fit measures, and the hidden states of multi-token prediction. Implemented in llama_ext.cpp;
  * cffi declares the same functions (cdef.py). */
 #ifndef LLAMATWIST_LLAMA_EXT_H
 #define LLAMATWIST_LLAMA_EXT_H
@@ -24,6 +24,13 @@ int llamatwist_memory_breakdown(const struct llama_context * ctx, struct llamatw
 int llamatwist_model_n_devices(const struct llama_model * model);
 ggml_backend_dev_t llamatwist_model_get_device(const struct llama_model * model, int i);
 int llamatwist_model_n_expert(const struct llama_model * model);
+
+/* Multi-token prediction (--spec-type draft-mtp): the target's hidden states that feed the model's NextN head,
+ * and which NextN head a context of type LLAMA_CONTEXT_TYPE_MTP runs. */
+void llamatwist_set_embeddings_nextn(struct llama_context * ctx, bool value, bool masked);
+float * llamatwist_get_embeddings_nextn(struct llama_context * ctx);
+float * llamatwist_get_embeddings_nextn_ith(struct llama_context * ctx, int32_t i);
+void llamatwist_set_nextn_layer_offset(struct llama_context * ctx, int32_t offset);
 
 #ifdef __cplusplus
 }

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
 from llamatwist.engine.batch import Batch
 from llamatwist.engine.context import CACHE_TYPES, Context, ContextParams, max_sequences
-from llamatwist.engine.errors import EngineError, ModelLoadError
+from llamatwist.engine.errors import ContextError, EngineError, ModelLoadError
 from llamatwist.engine.fit import DEFAULT_MARGIN_MIB, DEFAULT_MIN_CTX, FitRequest, fit, measure
 from llamatwist.engine.model import LoraAdapter, Model, ModelInfo, Placement, numa_init
 from llamatwist.engine.mtmd import Projector
@@ -19,6 +20,7 @@ from llamatwist.engine.sampling import eog_tokens
 from llamatwist.engine.video import VideoParams
 from llamatwist.runtime.adapters import AdapterSpec, LoraInfo, apply_adapters
 from llamatwist.runtime.checkpoints import Checkpoints
+from llamatwist.runtime.mtp import MtpDrafter
 from llamatwist.runtime.ngram_cache import Cache, NgramCacheDrafter, load_cache
 from llamatwist.runtime.prefix_cache import PrefixCache
 from llamatwist.runtime.slot import Slot
@@ -47,6 +49,7 @@ class EngineSpec:
     slot_prompt_similarity: float = 0.1  # -sps; 0 = always the least recently used idle slot
     adapters: AdapterSpec = dataclasses.field(default_factory=AdapterSpec)  # --lora*, --control-vector*: applied server-wide
     draft_model_path: str | None = None  # -md: speculative decoding's draft model
+    mtp: bool = False  # --spec-type draft-mtp: the model's NextN layers load and draft in an MTP context
     lookup_cache_static: str | None = None  # -lcs, with --spec-type ngram-cache
     lookup_cache_dynamic: str | None = None  # -lcd, with --spec-type ngram-cache
     draft_n_ctx: int = 0  # -cd (0: the target's context size)
@@ -120,6 +123,7 @@ class Loaded:
     drafter: DraftModel | None = None  # -md: the draft model's context, one sequence per slot
     projector: Projector | None = None  # --mmproj
     lookup: NgramCacheDrafter | None = None  # --spec-type ngram-cache: the files of -lcs and -lcd
+    mtp: MtpDrafter | None = None  # --spec-type draft-mtp: the model's NextN head in its own context
 
 
 def _fitted(spec: EngineSpec) -> EngineSpec:
@@ -130,7 +134,8 @@ def _fitted(spec: EngineSpec) -> EngineSpec:
 
     def measured(n_ctx: int, n_gpu_layers: int) -> Any:
         return measure(spec.model_path, context=dataclasses.replace(spec.context, n_ctx=n_ctx),
-                       n_gpu_layers=n_gpu_layers, placement=spec.placement, kv_overrides=spec.kv_overrides)
+                       n_gpu_layers=n_gpu_layers, placement=spec.placement, kv_overrides=spec.kv_overrides,
+                       load_mtp=spec.mtp)
 
     try:
         fitted = fit(measured, request)
@@ -158,7 +163,8 @@ def load(spec: EngineSpec) -> Loaded:
     if spec.fit:
         spec = _fitted(spec)
     model = Model(spec.model_path, n_gpu_layers=spec.n_gpu_layers, load_mode=spec.load_mode,
-                  lazy_mode=spec.lazy_mode, check_tensors=spec.check_tensors, kv_overrides=spec.kv_overrides, placement=spec.placement)
+                  lazy_mode=spec.lazy_mode, check_tensors=spec.check_tensors, kv_overrides=spec.kv_overrides,
+                  placement=spec.placement, load_mtp=spec.mtp)
     if spec.reranking and not _has_rank_head(model):
         raise ModelLoadError(
             f"--reranking needs a reranking model (with a classification head); {spec.model_path} has none"
@@ -218,6 +224,7 @@ def load(spec: EngineSpec) -> Loaded:
         eog=eog_tokens(model),
     )
     drafter = _load_draft(spec, model, ctx) if spec.draft_model_path else None
+    mtp = _mtp_head(model, ctx, params) if spec.mtp else None
     lookup = NgramCacheDrafter(_lookup_cache(spec.lookup_cache_static, "static"),
                                _lookup_cache(spec.lookup_cache_dynamic, "dynamic"))
     projector = None
@@ -233,7 +240,22 @@ def load(spec: EngineSpec) -> Loaded:
                                           video=projector.video, mmproj_backend=projector.backend)
         can_shift = False  # as llama-server: no context shift with a projector (media chunks cannot shift)
     return Loaded(model, ctx, cache, slots, batch, model_id, can_shift, description, lora_adapters, drafter,
-                  projector, lookup)
+                  projector, lookup, mtp)
+
+
+def _mtp_head(model: Model, ctx: Context, params: ContextParams) -> MtpDrafter:
+    """The context of type MTP over the target model, made as the target's (``params``: llama-server's)."""
+    if model.n_nextn_layers() <= 0:
+        raise ModelLoadError(f"failed to create MTP context: {model.path} has no MTP (NextN) layers for "
+                             "--spec-type draft-mtp")
+    try:
+        head = Context(model, dataclasses.replace(params, mtp=True, n_ctx=ctx.n_ctx, embeddings=False,
+                                                  n_outputs_max=0))
+    except ContextError as exc:
+        raise ModelLoadError(f"failed to create MTP context: {exc}") from None
+    log.info("speculative decoding: the MTP context runs %d NextN head(s) of %s", model.n_nextn_layers(),
+             os.path.basename(model.path))
+    return MtpDrafter(ctx, head)
 
 
 def _lookup_cache(path: str | None, kind: str) -> Cache:

@@ -16,6 +16,8 @@ Drafts come from:
   what was accepted after them.
 - ``ngram-cache`` (`ngram_cache.py`): llama-lookup's n-gram counts, of the slot's context and of the -lcs/-lcd
   files.
+- ``draft-mtp`` (`mtp.py`): the model's own multi-token-prediction head, in an MTP context that follows
+  every target decode.
 - ``draft-simple``: a small draft model of the same vocabulary, greedy, stopping below ``p_min``
   (`DraftModel`). Its KV for a slot follows the target's tokens: before drafting, whatever differs from the
   slot's tokens is removed and re-evaluated, so the prefix cache, slot restores and context shifts of the
@@ -41,6 +43,7 @@ from llamatwist.sampling_defaults import DRAFT_ORDER, SPEC_TYPES, SpecParams
 if TYPE_CHECKING:
     from llamatwist.engine.context import Context
     from llamatwist.engine.model import Model
+    from llamatwist.runtime.mtp import MtpDrafter
 
 __all__ = ["SPEC_TYPES", "DraftModel", "Drafters", "SpecParams", "ngram_simple_draft"]
 
@@ -147,22 +150,26 @@ class _SlotDrafts:
 class Drafters:
     """The drafts of every slot, from the types its request uses (decode thread only)."""
 
-    def __init__(self, model: DraftModel | None, lookup: NgramCacheDrafter | None = None) -> None:
+    def __init__(self, model: DraftModel | None, lookup: NgramCacheDrafter | None = None,
+                 mtp: MtpDrafter | None = None) -> None:
         self.model = model
+        self.mtp = mtp
         self.lookup = lookup if lookup is not None else NgramCacheDrafter({}, {})
         self._mod: NgramModDrafter | None = None  # made when a request first uses ngram-mod
         self._slots: dict[int, _SlotDrafts] = {}
 
     def draft(self, seq: int, task: object, prompt: Sequence[int], spec: SpecParams, history: Sequence[int],
-              sampled: int, n_max: int) -> list[int]:
-        """At most ``n_max`` draft tokens after ``history`` and ``sampled`` (the slot's pending token);
-        ``prompt`` is the task's, its n-grams learnt when the task first drafts (llama.cpp's begin)."""
+              sampled: int, n_max: int, pos: int = -1) -> list[int]:
+        """At most ``n_max`` draft tokens after ``history`` and ``sampled`` (the slot's pending token, at ``pos``
+        in its sequence: after a context shift, not ``len(history)``); ``prompt`` is the task's, its n-grams
+        learnt when the task first drafts (llama.cpp's begin)."""
         state = self._begin(seq, task, prompt, spec)
         state.last = None
         for kind in DRAFT_ORDER:
             if kind not in spec.types:
                 continue
-            draft = self._draft_one(kind, seq, state, spec, history, sampled, n_max)[:n_max]
+            draft = self._draft_one(kind, seq, state, spec, history, sampled, n_max,
+                                    pos if pos >= 0 else len(history))[:n_max]
             if draft:
                 state.last = kind
                 if kind == "ngram-mod" and self._mod is not None:
@@ -170,8 +177,11 @@ class Drafters:
                 return draft
         return []
 
-    def accept(self, seq: int, n_accepted: int) -> None:
-        """``n_accepted`` tokens of the slot's last draft were taken: the type that drafted it learns."""
+    def accept(self, seq: int, n_accepted: int, n_draft: int = 0) -> None:
+        """``n_accepted`` of the ``n_draft`` tokens of the slot's last draft were taken: the type that drafted
+        it learns (and the MTP head, which followed the verification whatever drafted)."""
+        if self.mtp is not None:
+            self.mtp.accept(seq, n_accepted, n_draft)
         state = self._slots.get(seq)
         if state is None or state.last is None:
             return
@@ -203,7 +213,7 @@ class Drafters:
         return state
 
     def _draft_one(self, kind: str, seq: int, state: _SlotDrafts, spec: SpecParams, history: Sequence[int],
-                   sampled: int, n_max: int) -> list[int]:
+                   sampled: int, n_max: int, pos: int) -> list[int]:
         if kind == "ngram-simple":
             return ngram_simple_draft(history, sampled, spec.ngram_size_n, spec.ngram_size_m)
         if kind == "ngram-mod":
@@ -214,4 +224,6 @@ class Drafters:
             return state.maps[kind].draft(history, sampled)
         if kind == "draft-simple" and self.model is not None:
             return self.model.draft(seq, [*history, sampled], min(n_max, spec.n_max), spec.p_min)
+        if kind == "draft-mtp" and self.mtp is not None:
+            return self.mtp.draft(seq, sampled, pos, min(n_max, spec.n_max), spec.p_min)
         return []

@@ -45,6 +45,7 @@ from llamatwist.runtime.context_shift import ContextShift
 from llamatwist.runtime.counters import Metrics
 from llamatwist.runtime.embedding import EmbeddingOutput
 from llamatwist.runtime.errors import DecodeFailed, KVCacheFull
+from llamatwist.runtime.mtp import MtpDrafter, Segment
 from llamatwist.runtime.ngram_cache import NgramCacheDrafter
 from llamatwist.runtime.outputs import Outputs
 from llamatwist.runtime.prefix_cache import PrefixCache
@@ -106,8 +107,10 @@ class Step:
         projector: Projector | None = None,
         lookup: NgramCacheDrafter | None = None,
         rollback: bool = False,
+        mtp: MtpDrafter | None = None,
     ) -> None:
         self._ctx = ctx
+        self._mtp = mtp  # --spec-type draft-mtp: the model's NextN head follows every decode
         self._rollback = rollback  # the memory cannot be cut part-way: drafts need the state kept
         self._projector = projector
         self._media: tuple[Slot, MediaSpan] | None = None
@@ -115,7 +118,7 @@ class Step:
         self._active = active  # the scales the context runs with now
         self._last_set: AdapterSet = active
         self._step_set: AdapterSet = active
-        self._drafts = Drafters(drafter, lookup)  # every type's drafts (draft-simple's model, ngram-cache's files)
+        self._drafts = Drafters(drafter, lookup, mtp)  # every type's drafts (draft models, ngram-cache's files)
         self._batch = batch
         self._slots = slots
         self._cache = cache
@@ -127,6 +130,7 @@ class Step:
         self._prompt_fed: list[Slot] = []  # slots that fed a prompt chunk into the current batch
         self._prompt_start: dict[int, int] = {}  # slot id -> where its chunk in the current batch starts
         self._fed: set[int] = set()  # ids of the slots in the current batch
+        self._segments: list[Segment] = []  # the current batch's runs of tokens, per slot, in batch order
 
     # -- plan ----------------------------------------------------------------
     def plan(self) -> StepPlan:
@@ -217,13 +221,14 @@ class Step:
             return []
         n_max = min(slot.spec_budget, room, slot.n_ctx - slot.n_cells - 3)
         limit = self._sampling.limit(task.params.n_predict)
-        if limit >= 0:
-            n_max = min(n_max, limit - len(slot.generated) - 1)
-        if n_max <= 0 or n_max < spec.n_min:
+        n_left = limit - len(slot.generated) - 1 if limit >= 0 else n_max  # tokens the request may still take
+        if min(n_max, n_left) <= 0 or n_max < spec.n_min:
             return []
         history = [*task.prompt, *slot.generated[:-1]] if slot.generated else list(task.prompt)
-        draft = self._drafts.draft(slot.id, task, task.prompt, spec, history, slot.pending_token, n_max)
-        return draft if len(draft) >= max(spec.n_min, 1) else []
+        pos = len(slot.cache) + len(slot.replay)  # the pending token's (the cache is shorter after a shift)
+        draft = self._drafts.draft(slot.id, task, task.prompt, spec, history, slot.pending_token, n_max, pos)
+        # as llama-server: n_min applies to the draft as made, the request's end then truncates it
+        return draft[:n_left] if len(draft) >= max(spec.n_min, 1) else []
 
     # -- build ---------------------------------------------------------------
     def build(self, plan: StepPlan) -> bool:
@@ -234,6 +239,8 @@ class Step:
         self._step_set = plan.adapters
         self._media = plan.media
         self._fed = {feed.slot.id for feed in plan.feeds}
+        if self._mtp is not None:
+            self._segments = [Segment(f.slot.id, f.pos, [*f.tokens, *f.draft]) for f in plan.feeds]
         for slot in self._slots:
             slot.i_batch = -1
         for feed in plan.feeds:
@@ -295,6 +302,8 @@ class Step:
         except DecodeError as exc:
             self._decode_failed(busy, exc)
             return
+        if self._mtp is not None:
+            self._mtp.process(self._segments)
         for slot in busy:
             # prompt prefixes are shareable as soon as they are in KV (slots the batch had no room for
             # are unchanged: no need to re-register them)
@@ -322,7 +331,7 @@ class Step:
                     rejected.append(slot)
                 else:
                     slot.spec_state = None
-                self._drafts.accept(slot.id, accepted)
+                self._drafts.accept(slot.id, accepted, len(draft))
                 spec = slot.task.params.speculative if slot.task is not None else None
                 # longer drafts while they are taken, shorter when they are not (synthetic acceptance measures
                 # full-length drafts, as llama-server's: its rates are per position of those)
@@ -344,6 +353,8 @@ class Step:
         n, state = kept
         if not slot.busy and not slot.cache:
             return  # it finished and its sequence was dropped (cache_prompt off)
+        if self._mtp is not None:
+            self._mtp.rewind(slot.id)
         # back to the state before the batch, then the accepted tokens again, before the next one
         if not self._ctx.set_partial_state(slot.id, state):  # not expected: libllama wrote it
             log.error("slot %d: the state from before a draft could not be restored", slot.id)

@@ -1,0 +1,180 @@
+# -*- test-case-name: tests.test_speculative_mtp -*-
+"""``--spec-type draft-mtp``: drafts from the model's own multi-token-prediction (NextN) head.
+
+Models such as GLM-4.5, Qwen3.5, DeepSeek-V3 and MiMo ship one or more NextN blocks after the trunk: given
+the target's final hidden state ``h[p]`` at position p and the token ``x[p+1]``, a block predicts
+``x[p+2]``. llama.cpp runs them in a second context of type MTP over the same model (its own KV cache, the
+NextN layers only). As llama-server's driver (common_speculative_impl_draft_mtp):
+
+- after every target decode, `MtpDrafter.process` runs the batch's tokens through the head, each paired
+  with the target's hidden state of the token before it (a sequence's first token with the state kept from
+  its previous batch), so the head's KV cache follows the target's;
+- `MtpDrafter.draft` feeds the slot's pending token with the state before it, takes the head's top token
+  (top-10 probabilities, stopping below ``p_min``) and feeds it back with the head's own output state, up
+  to ``n_max`` tokens;
+- `MtpDrafter.accept` keeps, of the verified batch's states, that of the last accepted token for the next
+  batch's first.
+
+Models with several heads (Step-3.5) chain them: draft step i runs head i, each head keeping its own KV for
+the prompt (``process`` runs the batch once per head).
+
+The head's cells stay where the target's are: the target context repeats its KV edits (prefix cache, context
+shift, rejected drafts) on the MTP context (`Context.mirror_memory`), and ``process`` first removes whatever
+an earlier draft left from the batch's positions on. Where the head's inputs are not exact (a prefix reused
+from the cache starts without the state of the token before it, as llama-server's does), drafts may be
+taken less often; the output never changes, the target verifies every draft.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from llamatwist.engine.batch import Batch
+from llamatwist.engine.context import Context
+from llamatwist.engine.errors import DecodeError
+
+__all__ = ["DRAFT_TOP_K", "MtpDrafter", "Segment"]
+
+log = logging.getLogger(__name__)
+
+DRAFT_TOP_K = 10  # llama-server's MTP draft sampler: top-k 10, its probabilities renormalized over those
+
+_KEEP_ROWS = 64  # states kept of a sequence's last batch rows: its pending token's and its drafts'
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A run of one sequence's tokens in a target batch, in batch order."""
+
+    seq: int
+    pos: int  # position of tokens[0]
+    tokens: Sequence[int]
+
+
+class MtpDrafter:
+    """The NextN head's context beside the target's, one sequence per target sequence (decode thread only)."""
+
+    def __init__(self, target: Context, ctx: Context) -> None:
+        self.target = target
+        self.ctx = ctx
+        self.n_heads = max(1, ctx.model.n_nextn_layers())
+        self.n_embd = ctx.model.n_embd_out()
+        self._batch = Batch(ctx.n_batch, self.n_embd)
+        n_seq = target.n_seq_max
+        self._pending = np.zeros((n_seq, self.n_embd), dtype=np.float32)  # state of the token before the next
+        self._before = np.zeros((n_seq, self.n_embd), dtype=np.float32)  # ... as it was before the last batch
+        self._last: dict[int, npt.NDArray[np.float32]] = {}  # seq -> states of its last batch's final rows
+        target.set_nextn_outputs(True, every_token=True)
+        ctx.set_nextn_outputs(True, every_token=False)
+        target.mirror_memory(ctx)
+
+    def close(self) -> None:
+        self.target.mirror_memory(None)
+        self.ctx.close()
+
+    def process(self, segments: Sequence[Segment]) -> None:
+        """Follow a target decode whose batch was ``segments``, in order: the head's KV gets the same tokens."""
+        n_rows = sum(len(s.tokens) for s in segments)
+        if n_rows == 0:
+            return
+        h = self.target.nextn_states(n_rows)
+        batch = self._batch
+        states = batch.states
+        assert states is not None
+        batch.clear()
+        row = 0
+        for seg in segments:
+            n = len(seg.tokens)
+            self.ctx.seq_rm(seg.seq, seg.pos, -1)  # what an earlier draft left there
+            first = batch.add_sequence(seg.tokens, seg.pos, seg.seq, False) - n + 1
+            states[first] = self._pending[seg.seq]
+            states[first + 1 : first + n] = h[row : row + n - 1]
+            self._before[seg.seq] = self._pending[seg.seq]
+            self._pending[seg.seq] = h[row + n - 1]
+            self._last[seg.seq] = h[row + max(0, n - _KEEP_ROWS) : row + n].copy()
+            row += n
+        try:
+            for head in range(self.n_heads):
+                if self.n_heads > 1:  # each head rebuilds its own layer's cells for these positions
+                    for seg in segments:
+                        self.ctx.seq_rm(seg.seq, seg.pos, -1)
+                    self.ctx.set_nextn_head(head)
+                self.ctx.decode(batch)
+        except DecodeError as exc:  # the drafts only get worse; the target's output is unaffected
+            log.warning("MTP head: decode of the target's batch failed: %s", exc)
+        finally:
+            if self.n_heads > 1:
+                self.ctx.set_nextn_head(0)
+
+    def draft(self, seq: int, token: int, pos: int, n_max: int, p_min: float) -> list[int]:
+        """Up to ``n_max`` tokens to follow ``token``, the slot's pending token at ``pos``."""
+        n_max = min(n_max, self.n_heads) if self.n_heads > 1 else n_max
+        if n_max <= 0 or pos + n_max >= self.ctx.n_ctx:
+            return []
+        batch = self._batch
+        states = batch.states
+        assert states is not None
+        batch.clear()
+        idx = batch.add(token, pos, seq, True)
+        states[idx] = self._pending[seq]
+        chain: list[tuple[int, npt.NDArray[np.float32]]] = [(token, self._pending[seq].copy())]
+        out: list[int] = []
+        self.ctx.seq_rm(seq, pos, -1)
+        try:
+            for step in range(n_max):
+                if self.n_heads > 1:
+                    self.ctx.seq_rm(seq, pos, -1)
+                    self.ctx.set_nextn_head(step)
+                self.ctx.decode(batch)
+                top, p = _top_token(self.ctx.logits_view(idx))
+                if p < p_min:
+                    break
+                out.append(top)
+                if len(out) >= n_max:
+                    break
+                state = self.ctx.nextn_state(idx)
+                batch.clear()
+                if self.n_heads > 1:  # the next head sees the whole draft so far, with the states it made
+                    chain.append((top, state))
+                    for k, (tok, st) in enumerate(chain):
+                        idx = batch.add(tok, pos + k, seq, k == len(chain) - 1)
+                        states[idx] = st
+                else:
+                    idx = batch.add(top, pos + step + 1, seq, True)
+                    states[idx] = state
+        except DecodeError as exc:
+            log.warning("MTP head: draft decode failed: %s", exc)
+        finally:
+            if self.n_heads > 1:
+                self.ctx.set_nextn_head(0)
+        return out
+
+    def accept(self, seq: int, n_accepted: int, n_draft: int) -> None:
+        """The target verified ``n_draft`` tokens after the pending one and took ``n_accepted``: the next batch
+        starts after the last taken token, whose state is the next one's input."""
+        rows = self._last.get(seq)
+        if rows is None:
+            return
+        back = n_draft - n_accepted  # rows of rejected drafts at the end of the batch
+        if 0 < back < len(rows):
+            self._pending[seq] = rows[len(rows) - 1 - back]
+
+    def rewind(self, seq: int) -> None:
+        """The target went back to its state before the last batch (memory that cannot be cut part-way) and
+        feeds the accepted tokens again: so does the head, from the state before that batch."""
+        self._pending[seq] = self._before[seq]
+
+
+def _top_token(logits: npt.NDArray[np.float32]) -> tuple[int, float]:
+    """The top token and its probability among the top ``DRAFT_TOP_K`` (llama-server's draft sampler)."""
+    k = min(DRAFT_TOP_K, len(logits))
+    top_k = np.argpartition(logits, -k)[-k:]
+    vals = logits[top_k].astype(np.float64)
+    best = int(np.argmax(vals))
+    z = np.exp(vals - vals[best]).sum()
+    return int(top_k[best]), float(1.0 / z)

@@ -1,0 +1,142 @@
+"""``--spec-type draft-mtp``: drafts from the model's own multi-token-prediction (NextN) head.
+
+The models are tiny random ones with NextN blocks (scripts/make_mtp_model.py): GLM-4.5-style with one head,
+MiMo-V2-style with several (chained), whose heads predict mostly, not always, what the trunk samples, so both
+accepted and rejected drafts occur. Greedy output
+is the same with and without drafting, at 1 and 3 concurrent slots and across reused prefixes; llama.cpp's own
+llama-server, built from the same source, drafts and accepts exactly as many tokens on the same prompts;
+a model without MTP layers, a separate MTP draft model and a request for MTP drafts from a server without the
+head are clear errors.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Server
+from tests.models import _script, mtp_gguf
+from tests.test_speculative import complete as complete_48
+from tests.test_speculative import metric
+
+# The first reference build (llama.cpp's llama-server) compiles for minutes on 2 cores.
+pytestmark = pytest.mark.timeout(1800)
+
+EXACT = ("-fa", "off", "-ctk", "f32", "-ctv", "f32")
+PROMPTS = ["Hello world, this is", "The capital of France", "def fib(n):", "Once upon a time"]
+OFF = {"speculative.type": "none"}
+
+
+@pytest.fixture(scope="module")
+def mtp_model(model_path: str) -> str:
+    return str(mtp_gguf(Path(model_path)))
+
+
+@pytest.fixture(scope="module")
+def mtp(mtp_model: str) -> Iterator[Server]:
+    srv = Server(["-m", mtp_model, "-np", "3", "-c", "3072", "-t", "2", "--metrics", *EXACT,
+                  "--spec-type", "draft-mtp"])
+    yield srv
+    srv.stop()
+
+
+def complete(srv: Server, prompt: str, n_predict: int = 64, **extra: Any) -> dict[str, Any]:
+    return complete_48(srv, prompt, n_predict=n_predict, **extra)
+
+
+def test_output_is_unchanged_and_drafts_are_taken_and_rejected(mtp: Server) -> None:
+    drafted = accepted = 0
+    for prompt in PROMPTS:
+        spec, plain = complete(mtp, prompt), complete(mtp, prompt, **OFF)
+        assert spec["content"] == plain["content"]
+        t = spec["timings"]
+        drafted, accepted = drafted + t["draft_n"], accepted + t["draft_n_accepted"]
+        assert "draft_n" not in plain["timings"]
+    # the head predicts the trunk's next token often, not always: both verification paths ran
+    assert 0.3 * drafted < accepted < drafted, (drafted, accepted)
+    assert re.search(r"MTP context runs 1 NextN head", mtp.log())
+    assert metric(mtp, "spec_decode_num_accepted_tokens_total") >= accepted
+
+
+def test_three_concurrent_slots(mtp: Server) -> None:
+    prompts = [*PROMPTS[:3], PROMPTS[0] + " a test of"]
+    with ThreadPoolExecutor(3) as pool:
+        plain = list(pool.map(lambda p: complete(mtp, p, **OFF)["content"], prompts))
+        spec = list(pool.map(lambda p: complete(mtp, p)["content"], prompts))
+    assert spec == plain
+
+
+def test_reused_prefixes_and_long_generations(mtp: Server) -> None:
+    # the second request reuses the first's cached prompt (its KV, and the head's, which follows it)
+    first = complete(mtp, PROMPTS[3], n_predict=200)
+    again = complete(mtp, PROMPTS[3] + first["content"][:40], n_predict=100)
+    assert again["timings"]["cache_n"] > 0
+    assert again["content"] == complete(mtp, PROMPTS[3] + first["content"][:40], n_predict=100, **OFF)["content"]
+    assert first["timings"]["draft_n_accepted"] > 0 and again["timings"]["draft_n_accepted"] > 0
+
+
+def test_per_request_type_and_length(mtp: Server) -> None:
+    one = complete(mtp, PROMPTS[1], **{"speculative.n_max": 1})["timings"]
+    assert one["draft_n"] <= one["predicted_n"]
+    r = mtp.post("/completion", {"prompt": "x", "n_predict": 4, "speculative.type": "ngram-simple,draft-mtp"})
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("arch, n_heads", [("glm4moe", 1), ("mimo2", 3)])
+def test_same_drafts_as_llama_server(model_path: str, make_server: Any, arch: str, n_heads: int) -> None:
+    """llama.cpp's llama-server on the same model and prompts: the same text, and as many drafted and accepted
+    tokens (fixed 3-token drafts: n_min = n_max turns llamatwist's adaptive draft length off). MiMo-V2's three
+    heads are chained: draft token i comes from head i."""
+    model = str(mtp_gguf(Path(model_path), arch, n_heads))
+    bn = _script("device_kit").build_native_module()
+    llama_server = bn.ensure_reference(bn.ensure_native(build=False))["llama-server"]
+    args = ("-m", model, "-np", "1", "-c", "2048", "-t", "2", *EXACT, "--spec-type", "draft-mtp",
+            "--spec-draft-n-max", "3", "--spec-draft-n-min", "3")
+    ours, theirs = make_server(*args), make_server(*args, command=[str(llama_server)])
+    assert f"MTP context runs {n_heads} NextN head" in ours.log()
+    for prompt in PROMPTS:
+        a, b = complete(ours, prompt), complete(theirs, prompt)
+        assert a["content"] == b["content"]
+        ta, tb = a["timings"], b["timings"]
+        assert (ta["draft_n"], ta["draft_n_accepted"]) == (tb["draft_n"], tb["draft_n_accepted"]), prompt
+        assert 0 < ta["draft_n_accepted"] < ta["draft_n"]
+        assert a["content"] == complete(ours, prompt, **OFF)["content"]
+
+
+def test_chained_heads_draft_at_most_one_token_each(model_path: str, make_server: Any) -> None:
+    model = str(mtp_gguf(Path(model_path), "mimo2", 2))
+    srv = make_server("-m", model, "-np", "2", "-c", "2048", "-t", "2", "--metrics", *EXACT,
+                      "--spec-type", "draft-mtp", "--spec-draft-n-max", "6", "--spec-draft-n-min", "2")
+    with ThreadPoolExecutor(2) as pool:
+        spec = list(pool.map(lambda p: complete(srv, p), PROMPTS[:2]))
+    for prompt, out in zip(PROMPTS[:2], spec, strict=True):
+        assert out["content"] == complete(srv, prompt, **OFF)["content"]
+        assert out["timings"]["draft_n"] > 0
+    # two heads: every draft is 2 tokens (n_min 2), never more, whatever --spec-draft-n-max says
+    assert metric(srv, "spec_decode_num_draft_tokens_total") == 2 * metric(srv, "spec_decode_num_drafts_total")
+
+
+def test_a_model_without_mtp_layers_stops_the_start_up(make_server: Any, model_path: str) -> None:
+    plain = str(mtp_gguf(Path(model_path), n_heads=0))  # glm4moe, its NextN block left out
+    srv = make_server("-m", plain, "--spec-type", "draft-mtp", wait=False)
+    assert srv.proc.wait(120) == 1
+    assert "failed to create MTP context" in srv.log() and "no MTP (NextN) layers" in srv.log()
+
+
+def test_a_separate_mtp_draft_model_is_refused(make_server: Any, mtp_model: str) -> None:
+    srv = make_server("-m", mtp_model, "-md", mtp_model, "--spec-type", "draft-mtp", wait=False)
+    assert srv.proc.wait(60) == 2
+    assert "a separate MTP draft model (-md, Gemma 4 assistant) is not implemented" in srv.log()
+
+
+def test_mtp_drafts_need_the_head(make_server: Any, mtp_model: str) -> None:
+    srv = make_server("-m", mtp_model, "-c", "512", "-t", "2")
+    r = srv.post("/completion", {"prompt": "x", "n_predict": 2, "speculative.type": "draft-mtp"})
+    assert r.status_code == 400, r.text
+    assert "start the server with --spec-type draft-mtp" in r.json()["error"]["message"]
+    assert complete(srv, "x", n_predict=2)["timings"]["predicted_n"] == 2  # still serving
