@@ -70,13 +70,17 @@ def make(out: Path, base: Path, *, arch: str = "glm4moe", n_heads: int = 1, seed
 
     w = RandomWeights(seed)
     ones = w.ones
+    std = 1.0 / np.sqrt(n_embd)  # the input projections': activations about 1 whatever the width
+
+    def proj(*shape: int) -> npt.NDArray[Any]:
+        return w.rand(*shape, std=std)
 
     def small(*shape: int) -> npt.NDArray[Any]:
         return w.rand(*shape, std=layer_std)
 
     def attention(i: int) -> Iterator[tuple[str, npt.NDArray[Any]]]:
         yield f"blk.{i}.attn_norm.weight", ones(n_embd)
-        q, kv = w.rand(n_embd, n_embd), w.rand(2 * n_head_kv * head, n_embd)
+        q, kv = proj(n_embd, n_embd), proj(2 * n_head_kv * head, n_embd)
         if arch == "mimo2":  # its MTP graph takes the fused projection only
             yield f"blk.{i}.attn_qkv.weight", np.concatenate([q, kv])
         else:
@@ -88,18 +92,18 @@ def make(out: Path, base: Path, *, arch: str = "glm4moe", n_heads: int = 1, seed
         yield f"blk.{i}.{norm}.weight", ones(n_embd)
 
     def dense_ffn(i: int) -> Iterator[tuple[str, npt.NDArray[Any]]]:
-        yield f"blk.{i}.ffn_gate.weight", w.rand(n_ff, n_embd)
-        yield f"blk.{i}.ffn_up.weight", w.rand(n_ff, n_embd)
+        yield f"blk.{i}.ffn_gate.weight", proj(n_ff, n_embd)
+        yield f"blk.{i}.ffn_up.weight", proj(n_ff, n_embd)
         yield f"blk.{i}.ffn_down.weight", small(n_embd, n_ff)
 
     def moe_ffn(i: int) -> Iterator[tuple[str, npt.NDArray[Any]]]:
-        yield f"blk.{i}.ffn_gate_inp.weight", w.rand(n_expert, n_embd)
+        yield f"blk.{i}.ffn_gate_inp.weight", proj(n_expert, n_embd)
         yield f"blk.{i}.exp_probs_b.bias", np.zeros(n_expert, dtype=np.float32)
-        yield f"blk.{i}.ffn_gate_exps.weight", w.rand(n_expert, n_ff_exp, n_embd)
-        yield f"blk.{i}.ffn_up_exps.weight", w.rand(n_expert, n_ff_exp, n_embd)
+        yield f"blk.{i}.ffn_gate_exps.weight", proj(n_expert, n_ff_exp, n_embd)
+        yield f"blk.{i}.ffn_up_exps.weight", proj(n_expert, n_ff_exp, n_embd)
         yield f"blk.{i}.ffn_down_exps.weight", small(n_expert, n_embd, n_ff_exp)
-        yield f"blk.{i}.ffn_gate_shexp.weight", w.rand(n_ff_exp, n_embd)
-        yield f"blk.{i}.ffn_up_shexp.weight", w.rand(n_ff_exp, n_embd)
+        yield f"blk.{i}.ffn_gate_shexp.weight", proj(n_ff_exp, n_embd)
+        yield f"blk.{i}.ffn_up_shexp.weight", proj(n_ff_exp, n_embd)
         yield f"blk.{i}.ffn_down_shexp.weight", small(n_embd, n_ff_exp)
 
     def tensors() -> Iterator[tuple[str, npt.NDArray[Any]]]:
@@ -112,7 +116,8 @@ def make(out: Path, base: Path, *, arch: str = "glm4moe", n_heads: int = 1, seed
             yield from moe_ffn(i) if arch == "glm4moe" else dense_ffn(i)
             # [token embedding | target hidden state] -> n_embd: mostly the token's embedding (the hidden
             # state's share is large enough that pairing it with the wrong token shows)
-            eh = np.concatenate([np.eye(n_embd, dtype=np.float32), w.rand(n_embd, n_embd, std=h_std)], axis=1)
+            eh = np.concatenate([np.eye(n_embd, dtype=np.float32), w.rand(n_embd, n_embd, std=h_std * 8 * std)],
+                                axis=1)
             yield f"blk.{i}.nextn.eh_proj.weight", eh
             # no shared_head_norm: the head then normalizes with output_norm, as the trunk does
             yield f"blk.{i}.nextn.enorm.weight", np.ones(n_embd, dtype=np.float32)

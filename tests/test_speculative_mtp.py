@@ -117,8 +117,10 @@ def test_chained_heads_draft_at_most_one_token_each(model_path: str, make_server
     for prompt, out in zip(PROMPTS[:2], spec, strict=True):
         assert out["content"] == complete(srv, prompt, **OFF)["content"]
         assert out["timings"]["draft_n"] > 0
-    # two heads: every draft is 2 tokens (n_min 2), never more, whatever --spec-draft-n-max says
-    assert metric(srv, "spec_decode_num_draft_tokens_total") == 2 * metric(srv, "spec_decode_num_drafts_total")
+    # two heads: every draft is 2 tokens (n_min 2), never more, whatever --spec-draft-n-max says; a request's
+    # last may be cut to the one token it has left
+    tokens, drafts = metric(srv, "spec_decode_num_draft_tokens_total"), metric(srv, "spec_decode_num_drafts_total")
+    assert 2 * drafts - 2 <= tokens <= 2 * drafts, (tokens, drafts)
 
 
 def test_a_model_without_mtp_layers_stops_the_start_up(make_server: Any, model_path: str) -> None:
@@ -140,3 +142,20 @@ def test_mtp_drafts_need_the_head(make_server: Any, mtp_model: str) -> None:
     assert r.status_code == 400, r.text
     assert "start the server with --spec-type draft-mtp" in r.json()["error"]["message"]
     assert complete(srv, "x", n_predict=2)["timings"]["predicted_n"] == 2  # still serving
+
+
+def test_context_shift_and_a_restored_slot(mtp_model: str, make_server: Any, tmp_path: Path) -> None:
+    """The head's cells move with the target's when the context shifts, and a slot restored from a file (the
+    target's cells only) drafts on: the output stays plain decoding's."""
+    srv = make_server("-m", mtp_model, "-np", "2", "-c", "512", "-t", "2", *EXACT, "--spec-type", "draft-mtp",
+                      "--context-shift", "--slot-save-path", str(tmp_path))
+    long = complete(srv, PROMPTS[2], n_predict=400, id_slot=0)
+    assert long["timings"]["predicted_n"] == 400 and long["timings"]["draft_n_accepted"] > 0  # past 256 cells
+    assert long["content"] == complete(srv, PROMPTS[2], n_predict=400, id_slot=0, **OFF)["content"]
+    first = complete(srv, PROMPTS[1], id_slot=0)
+    assert srv.post("/slots/0?action=save", {"filename": "s0.bin"}).json()["n_saved"] > 0
+    complete(srv, PROMPTS[3], id_slot=1)  # slot 1's cells, the head's too, hold another text
+    assert srv.post("/slots/1?action=restore", {"filename": "s0.bin"}).json()["n_restored"] > 0
+    again = complete(srv, PROMPTS[1], id_slot=1)
+    assert again["timings"]["cache_n"] > 0 and again["content"] == first["content"]
+    assert again["timings"]["draft_n"] > 0

@@ -490,6 +490,8 @@ class Context:
         return bytes(ffi.buffer(buf, n))
 
     def set_seq_state(self, seq_id: int, data: bytes) -> bool:
+        if self._mirror is not None:  # the state holds none of the mirror's cells: it starts that sequence afresh
+            self._mirror.seq_rm(seq_id, -1, -1)
         return lib.llama_state_seq_set_data(self._ptr, data, len(data), seq_id) > 0
 
     def partial_state(self, seq_id: int) -> bytes:

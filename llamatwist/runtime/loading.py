@@ -249,8 +249,9 @@ def _mtp_head(model: Model, ctx: Context, params: ContextParams) -> MtpDrafter:
         raise ModelLoadError(f"failed to create MTP context: {model.path} has no MTP (NextN) layers for "
                              "--spec-type draft-mtp")
     try:
+        # outputs: a draft step's one token per sequence (logits rows are n_vocab floats each)
         head = Context(model, dataclasses.replace(params, mtp=True, n_ctx=ctx.n_ctx, embeddings=False,
-                                                  n_outputs_max=0))
+                                                  n_outputs_max=ctx.n_seq_max))
     except ContextError as exc:
         raise ModelLoadError(f"failed to create MTP context: {exc}") from None
     log.info("speculative decoding: the MTP context runs %d NextN head(s) of %s", model.n_nextn_layers(),
