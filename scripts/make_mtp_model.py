@@ -12,6 +12,7 @@ the token it is given. Its drafts are then mostly, not always, what the target s
 and the reject paths run. The tokenizer (every ``tokenizer.*`` key) is copied from the default model.
 
     python scripts/make_mtp_model.py --out PATH [--base MODEL.gguf] [--arch glm4moe|mimo2] [--heads N] [--seed N]
+                                     [--shape tiny|smollm2-135m] [--layer-std X]
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_llama_model import RandomWeights, base_or_default, start_model, write_model
+from make_llama_model import SHAPES, RandomWeights, base_or_default, start_model, write_model
 
 __all__ = ["ARCHS", "make"]
 
@@ -134,9 +135,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--arch", choices=ARCHS, default="glm4moe")
     ap.add_argument("--heads", type=int, default=1, help="NextN heads (0: none)")
+    ap.add_argument("--shape", choices=sorted(SHAPES), default="tiny",
+                    help="the trunk's sizes (smollm2-135m: the default model's, for benchmarks)")
+    ap.add_argument("--layer-std", type=float, default=0.001,
+                    help="spread of what each layer adds to the residual stream (smaller: drafts taken more often; "
+                         "about 0.0003 for smollm2-135m)")
     args = ap.parse_args(argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    make(args.out, base_or_default(args.base), arch=args.arch, n_heads=args.heads, seed=args.seed)
+    shape = SHAPES[args.shape]
+    make(args.out, base_or_default(args.base), arch=args.arch, n_heads=args.heads, seed=args.seed,
+         n_embd=shape.n_embd, n_layer=shape.n_layer, n_head=shape.n_head, n_head_kv=shape.n_head_kv,
+         n_ff=shape.n_ff, n_ff_exp=shape.n_ff // 2, n_ctx_train=shape.n_ctx_train, layer_std=args.layer_std)
     print(f"wrote {args.out}")
     return 0
 
