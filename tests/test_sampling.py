@@ -432,3 +432,20 @@ def test_post_sampling_probs_through_the_server(srv: Any) -> None:
         assert 1 <= len(tops) <= 2  # top_k 2 cut the rest after the chain
         assert abs(sum(t["prob"] for t in tops) - 1.0) < 1e-3
         assert entry["id"] in [t["id"] for t in tops]
+
+
+def test_a_forced_token_is_what_the_chain_records(model: Model) -> None:
+    """Synthetic acceptance (--spec-synth-*) takes a draft token instead of the one drawn: the penalties then
+    count the draft token, as llama-server's sampler accepts it (common_sampler_accept(draft[i]))."""
+    import numpy as np
+
+    logits = np.zeros(model.vocab.n_tokens, dtype=np.float32)
+    logits[[10, 11, 12]] = [5.0, 4.0, 3.0]
+    settings_ = SamplerSettings(temperature=0, repeat_penalty=100.0, repeat_last_n=8)
+    plain, forced = Sampler(model, settings_), Sampler(model, settings_)
+    assert plain.sample_logits(logits.copy(), 0) == (10, 1.0, [])
+    token, p, _ = forced.sample_logits(logits.copy(), 0, forced=11)
+    assert (token, p) == (11, 0.0)  # greedy's distribution holds its pick only: the forced token had none
+    # the next draw: the penalized token is the one each chain accepted
+    assert plain.sample_logits(logits.copy(), 0)[0] == 11
+    assert forced.sample_logits(logits.copy(), 0)[0] == 10

@@ -154,16 +154,18 @@ class Sampler:
         """Sample from batch output ``idx`` and accept the token into the chain."""
         return int(lib.llama_sampler_sample(self._chain, ctx.ptr, idx))
 
-    def sample_probs(self, ctx: Context, idx: int, n_probs: int) -> tuple[int, float, list[tuple[int, float]]]:
+    def sample_probs(self, ctx: Context, idx: int, n_probs: int, forced: int | None = None,
+                     ) -> tuple[int, float, list[tuple[int, float]]]:
         """Sample like :meth:`sample` and also return the distribution after the
         chain (llama-server's ``post_sampling_probs``): the sampled token, its
         probability, and up to ``n_probs`` (token, probability) pairs, most
-        probable first, zero probabilities left out."""
+        probable first, zero probabilities left out. A ``forced`` token is what the
+        chain accepts and returns instead of the one drawn (synthetic acceptance)."""
         logits = ctx.logits_view(idx)
-        return self.sample_logits(logits, n_probs)
+        return self.sample_logits(logits, n_probs, forced)
 
     def sample_logits(
-        self, logits: npt.NDArray[np.float32], n_probs: int
+        self, logits: npt.NDArray[np.float32], n_probs: int, forced: int | None = None
     ) -> tuple[int, float, list[tuple[int, float]]]:
         """:meth:`sample_probs` from a logits row."""
         n = int(logits.shape[0])
@@ -183,8 +185,10 @@ class Sampler:
         if not 0 <= selected < size:
             raise RuntimeError("the sampler chain selected no token")
         kept = cur[:size]
-        token = int(kept["id"][selected])
-        p_token = float(kept["p"][selected])
+        if forced is None:
+            token, p_token = int(kept["id"][selected]), float(kept["p"][selected])
+        else:
+            token, p_token = forced, float(kept["p"][kept["id"] == forced].sum())
         lib.llama_sampler_accept(self._chain, token)
         top: list[tuple[int, float]] = []
         k = min(max(n_probs, 0), size)

@@ -67,13 +67,12 @@ class Sampling:
         logits = ctx.logits(i_batch) if params.n_probs > 0 and not post else None
         post_top: list[tuple[int, float]] = []
         p_token = 0.0
-        if post:
-            token, p_token, post_top = slot.sampler.sample_probs(ctx, i_batch, params.n_probs)
+        if post or forced is not None:
+            # a forced token is what the chain's history (penalties) records, as llama-server's
+            token, p_token, post_top = slot.sampler.sample_probs(ctx, i_batch, params.n_probs if post else 0,
+                                                                 forced=forced)
         else:
             token = slot.sampler.sample(ctx, i_batch)
-        if forced is not None:
-            token = forced
-            p_token = dict(post_top).get(token, 0.0)
         slot.t_last = now
         slot.generated.append(token)
         n_decoded = len(slot.generated)
