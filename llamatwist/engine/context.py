@@ -297,6 +297,7 @@ class Context:
         self.n_outputs_max: int = int(p.n_outputs_max)
         self.n_vocab: int = model.vocab.n_tokens
         self.n_embd: int = lib.llama_model_n_embd(model.ptr)
+        self._n_embd_out: int = lib.llama_model_n_embd_out(model.ptr)  # a NextN hidden state's width
         self.n_cls_out: int = lib.llama_model_n_cls_out(model.ptr)
         #: the effective LLAMA_POOLING_TYPE_* (the model's default resolved)
         self.pooling_type: int = int(lib.llama_pooling_type(ptr))
@@ -425,7 +426,7 @@ class Context:
         ptr = lib.llamatwist_get_embeddings_nextn(self._ptr)
         if ptr == ffi.NULL:
             raise LookupError("the context does not output NextN hidden states")
-        n_embd = self.model.n_embd_out()
+        n_embd = self._n_embd_out
         return np.frombuffer(ffi.buffer(ptr, n_rows * n_embd * 4), dtype=np.float32).reshape(n_rows, n_embd)
 
     def nextn_state(self, idx: int) -> npt.NDArray[np.float32]:
@@ -433,7 +434,7 @@ class Context:
         ptr = lib.llamatwist_get_embeddings_nextn_ith(self._ptr, idx)
         if ptr == ffi.NULL:
             raise IndexError(f"no NextN hidden state for batch index {idx}")
-        return np.frombuffer(ffi.buffer(ptr, self.model.n_embd_out() * 4), dtype=np.float32).copy()
+        return np.frombuffer(ffi.buffer(ptr, self._n_embd_out * 4), dtype=np.float32).copy()
 
     def set_nextn_head(self, head: int) -> None:
         """Which of the model's NextN heads an MTP context runs (models with several chain them)."""

@@ -90,7 +90,6 @@ class MtpDrafter:
         row = 0
         for seg in segments:
             n = len(seg.tokens)
-            self.ctx.seq_rm(seg.seq, seg.pos, -1)  # what an earlier draft left there
             first = batch.add_sequence(seg.tokens, seg.pos, seg.seq, False) - n + 1
             states[first] = self._pending[seg.seq]
             states[first + 1 : first + n] = h[row : row + n - 1]
@@ -100,9 +99,10 @@ class MtpDrafter:
             row += n
         try:
             for head in range(self.n_heads):
-                if self.n_heads > 1:  # each head rebuilds its own layer's cells for these positions
-                    for seg in segments:
-                        self.ctx.seq_rm(seg.seq, seg.pos, -1)
+                # what an earlier draft left there; with several heads, each rebuilds its own layer's cells
+                for seg in segments:
+                    self.ctx.seq_rm(seg.seq, seg.pos, -1)
+                if self.n_heads > 1:
                     self.ctx.set_nextn_head(head)
                 self.ctx.decode(batch)
         except DecodeError as exc:  # the drafts only get worse; the target's output is unaffected
@@ -113,7 +113,8 @@ class MtpDrafter:
 
     def draft(self, seq: int, token: int, pos: int, n_max: int, p_min: float) -> list[int]:
         """Up to ``n_max`` tokens to follow ``token``, the slot's pending token at ``pos``."""
-        n_max = min(n_max, self.n_heads) if self.n_heads > 1 else n_max
+        if self.n_heads > 1:
+            n_max = min(n_max, self.n_heads)
         if n_max <= 0 or pos + n_max >= self.ctx.n_ctx:
             return []
         batch = self._batch
@@ -122,13 +123,14 @@ class MtpDrafter:
         batch.clear()
         idx = batch.add(token, pos, seq, True)
         states[idx] = self._pending[seq]
-        chain: list[tuple[int, npt.NDArray[np.float32]]] = [(token, self._pending[seq].copy())]
+        chained = self.n_heads > 1
+        chain: list[tuple[int, npt.NDArray[np.float32]]] = [(token, self._pending[seq].copy())] if chained else []
         out: list[int] = []
-        self.ctx.seq_rm(seq, pos, -1)
         try:
             for step in range(n_max):
-                if self.n_heads > 1:
+                if step == 0 or chained:  # an earlier draft's cells; each chained head rebuilds its own
                     self.ctx.seq_rm(seq, pos, -1)
+                if chained:
                     self.ctx.set_nextn_head(step)
                 self.ctx.decode(batch)
                 top, p = _top_token(self.ctx.logits_view(idx))
@@ -139,7 +141,7 @@ class MtpDrafter:
                     break
                 state = self.ctx.nextn_state(idx)
                 batch.clear()
-                if self.n_heads > 1:  # the next head sees the whole draft so far, with the states it made
+                if chained:  # the next head sees the whole draft so far, with the states it made
                     chain.append((top, state))
                     for k, (tok, st) in enumerate(chain):
                         idx = batch.add(tok, pos + k, seq, k == len(chain) - 1)
@@ -150,7 +152,7 @@ class MtpDrafter:
         except DecodeError as exc:
             log.warning("MTP head: draft decode failed: %s", exc)
         finally:
-            if self.n_heads > 1:
+            if chained:
                 self.ctx.set_nextn_head(0)
         return out
 
