@@ -988,7 +988,7 @@ def test_speculative_defaults() -> None:
     # as older llama-servers (the pinned one loads the draft and leaves it unused without --spec-type)
     assert parse_config(["-md", "d.gguf"], {}).sampling.speculative.type == "draft-simple"
     # the pinned llama-server's head-based types are named as such, not as unknown
-    for kind in ("draft-dflash", "draft-eagle3,ngram-mod"):
+    for kind in ("draft-dflash", "draft-dspark,ngram-mod"):
         assert f"speculative type '{kind.split(',')[0]}' is llama-server's but not implemented" in str(
             refused(["--spec-type", kind]))
     assert parse_config([], {}).sampling.speculative.type == "none"
@@ -996,4 +996,8 @@ def test_speculative_defaults() -> None:
     assert (mtp.type, mtp.has_mtp, mtp.limit, parse_config([], {}).sampling.speculative.has_mtp) == (
         "draft-mtp", True, 3, False)
     assert "needs a draft model" in str(refused(["--spec-type", "draft-simple"]))
+    eagle3 = parse_config(["-md", "d.gguf", "--spec-type", "draft-eagle3,ngram-mod"], {}).sampling.speculative
+    assert (eagle3.types, eagle3.has_eagle3, eagle3.has_draft_model, eagle3.limit) == (
+        ("draft-eagle3", "ngram-mod"), True, False, 64)
+    assert "needs an EAGLE-3 draft model" in str(refused(["--spec-type", "draft-eagle3"]))
     assert "unknown speculative type: 'eagle'" in str(refused(["--spec-type", "eagle"]))  # llama-server's words

@@ -446,9 +446,14 @@ def _speculative(values: dict[str, Any]) -> SpecParams:
     draft = values.get("model_draft") or values.get("hf_repo_draft")  # -hfd resolves to a path at start-up
     if spec_type == "none" and draft:
         spec_type = "draft-simple"
-    if "draft-simple" in spec_type.split(",") and not draft:
-        raise ConfigError("--spec-type draft-simple needs a draft model (-md/--model-draft)", 2)
-    if "draft-mtp" in spec_type.split(",") and draft:
+    types = spec_type.split(",")
+    for kind, what in (("draft-simple", "a draft model"), ("draft-eagle3", "an EAGLE-3 draft model")):
+        if kind in types and not draft:
+            raise ConfigError(f"--spec-type {kind} needs {what} (-md/--model-draft)", 2)
+    if "draft-simple" in types and "draft-eagle3" in types:
+        raise ConfigError("--spec-type draft-simple and draft-eagle3 both draft with -md's model, as a model of its "
+                          "own or as an EAGLE-3 draft: choose one", 2)
+    if "draft-mtp" in types and draft:
         # llama-server then runs the draft model as an MTP head sharing the target's KV (Gemma 4 assistants)
         raise ConfigError("--spec-type draft-mtp drafts with the model's own MTP layers here: a separate MTP draft "
                           "model (-md, Gemma 4 assistant) is not implemented in llamatwist", 2)
@@ -478,8 +483,9 @@ def _speculative(values: dict[str, Any]) -> SpecParams:
         map_k4v_size_n=get("spec_ngram_map_k4v_size_n"),
         map_k4v_size_m=get("spec_ngram_map_k4v_size_m"),
         map_k4v_min_hits=get("spec_ngram_map_k4v_min_hits"),
-        has_draft_model=bool(draft),
-        has_mtp="draft-mtp" in spec_type.split(","),
+        has_draft_model=bool(draft) and "draft-eagle3" not in types,
+        has_mtp="draft-mtp" in types,
+        has_eagle3="draft-eagle3" in types,
     )
 
 

@@ -1,5 +1,5 @@
 # -*- test-case-name: tests.test_engine -*-
-"""A reusable ``llama_batch`` filled from Python lists (tokens, and for an MTP context a state row per token)."""
+"""A reusable ``llama_batch`` filled from Python lists (tokens, and for a draft head a state row per token)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from llamatwist.native.binding import ffi, lib
 __all__ = ["Batch"]
 
 
-def _free(b: Any) -> None:
+def _free(b: Any, token: Any) -> None:
     b.embd = ffi.NULL  # the state rows are numpy's, not the batch's to free
+    b.token = token
     lib.llama_batch_free(b)
 
 
@@ -24,12 +25,15 @@ class Batch:
     """Token batch with room for ``capacity`` tokens; one sequence id per token.
 
     ``n_state`` > 0: each token also carries a row of that many floats (`states`, filled by the caller) —
-    a NextN head's input beside the token, the target's hidden state (libllama takes a batch with both)."""
+    a draft head's input beside the token, the target's hidden state (libllama takes a batch with both).
+    ``tokens=False``: the rows alone (`add_row`), an EAGLE-3 encoder's input."""
 
-    def __init__(self, capacity: int, n_state: int = 0) -> None:
+    def __init__(self, capacity: int, n_state: int = 0, *, tokens: bool = True) -> None:
         self.capacity = capacity
         self._b = lib.llama_batch_init(capacity, 0, 1)
-        weakref.finalize(self, _free, self._b)
+        weakref.finalize(self, _free, self._b, self._b.token)
+        if not tokens:
+            self._b.token = ffi.NULL
         self.states: npt.NDArray[np.float32] | None = None
         if n_state > 0:
             self.states = np.zeros((capacity, n_state), dtype=np.float32)
@@ -59,6 +63,19 @@ class Batch:
         b.n_seq_id[i] = 1
         b.seq_id[i][0] = seq_id
         b.logits[i] = 1 if logits else 0
+        self.n_tokens = i + 1
+        return i
+
+    def add_row(self, pos: int, seq_id: int) -> int:
+        """Append one state row (a batch without tokens), an output; returns its index."""
+        i = self.n_tokens
+        if i >= self.capacity:
+            raise OverflowError("batch is full")
+        b = self._b
+        b.pos[i] = pos
+        b.n_seq_id[i] = 1
+        b.seq_id[i][0] = seq_id
+        b.logits[i] = 1
         self.n_tokens = i + 1
         return i
 

@@ -218,10 +218,14 @@ def _attach_threadpools(ctx: Any, params: ContextParams) -> list[Any]:
 
 
 class Context:
-    def __init__(self, model: Model, params: ContextParams) -> None:
+    def __init__(self, model: Model, params: ContextParams, other: Context | None = None) -> None:
+        """``other``: the target context of a draft model's (EAGLE-3 drafts borrow its token embeddings and
+        output matrix); it must outlive this one."""
         p = lib.llama_context_default_params()
         if params.mtp:
             p.ctx_type = lib.LLAMA_CONTEXT_TYPE_MTP
+        if other is not None:
+            p.ctx_other = other.ptr
         p.n_ctx = params.n_ctx
         p.n_batch = params.n_batch
         p.n_ubatch = params.n_ubatch
@@ -343,7 +347,8 @@ class Context:
         """Run the encoder over ``batch`` (non-causal, all tokens output, no KV memory).
 
         Only needed for encoder-decoder models (T5), which must encode before
-        decoding; for BERT-like embedding models :meth:`decode` is equivalent.
+        decoding, and EAGLE-3 drafts (their feature projection); for BERT-like
+        embedding models :meth:`decode` is equivalent.
         """
         self._check_batch(batch)
         if batch.n_tokens > self.n_ubatch:
@@ -439,6 +444,30 @@ class Context:
     def set_nextn_head(self, head: int) -> None:
         """Which of the model's NextN heads an MTP context runs (models with several chain them)."""
         lib.llamatwist_set_nextn_layer_offset(self._ptr, head)
+
+    # -- EAGLE-3 --------------------------------------------------------
+    def set_layer_inputs(self, layers: Sequence[int]) -> None:
+        """Output, for every token of a batch, the hidden state at the input of each of ``layers`` (the model's
+        n_layer: its final state, the NextN one)."""
+        n_layer = int(lib.llama_model_n_layer(self.model.ptr))
+        for lid in layers:
+            if not 0 <= lid <= n_layer:
+                raise ValueError(f"layer {lid} is not one of the model's {n_layer} layers")
+            if lid == n_layer:
+                self.set_nextn_outputs(True, every_token=True)
+            else:
+                lib.llamatwist_set_embeddings_layer_inp(self._ptr, lid, True)
+
+    def layer_inputs(self, lid: int, n_rows: int) -> npt.NDArray[np.float32]:
+        """The hidden states at the input of layer ``lid`` (see `set_layer_inputs`) of the last decode's first
+        ``n_rows`` tokens, an ``(n_rows, n_embd)`` view valid until the next decode."""
+        if lid == int(lib.llama_model_n_layer(self.model.ptr)):
+            return self.nextn_states(n_rows)
+        ptr = lib.llamatwist_get_embeddings_layer_inp(self._ptr, lid)
+        if ptr == ffi.NULL:
+            raise LookupError(f"the context does not output the input of layer {lid}")
+        n_embd = self.n_embd
+        return np.frombuffer(ffi.buffer(ptr, n_rows * n_embd * 4), dtype=np.float32).reshape(n_rows, n_embd)
 
     def set_embeddings(self, on: bool) -> None:
         """Switch embedding output on/off for the next decodes (pooling stays as created)."""

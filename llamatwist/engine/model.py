@@ -406,6 +406,13 @@ class Model:
         """The width of the model's output hidden state (what a NextN head takes beside the token)."""
         return int(lib.llama_model_n_embd_out(self.ptr))
 
+    def target_layer_ids(self) -> list[int]:
+        """An EAGLE-3 draft model's target layers: whose input hidden states it drafts from ([]: another
+        kind of model)."""
+        out = ffi.new("int32_t[8]")
+        n = int(lib.llamatwist_model_target_layer_ids(self.ptr, out, 8))
+        return [int(out[i]) for i in range(min(n, 8))]
+
     def has_recurrent_state(self) -> bool:
         """Recurrent or hybrid memory: a state per sequence that cannot be cut part-way."""
         return bool(lib.llama_model_is_recurrent(self.ptr) or lib.llama_model_is_hybrid(self.ptr))

@@ -171,6 +171,7 @@ struct llama_context_params {
     bool op_offload;
     bool swa_full;
     bool kv_unified;
+    struct llama_context * ctx_other;
     ...;
 };
 
@@ -260,6 +261,9 @@ void llamatwist_set_embeddings_nextn(struct llama_context * ctx, bool value, boo
 float * llamatwist_get_embeddings_nextn(struct llama_context * ctx);
 float * llamatwist_get_embeddings_nextn_ith(struct llama_context * ctx, int32_t i);
 void llamatwist_set_nextn_layer_offset(struct llama_context * ctx, int32_t offset);
+void llamatwist_set_embeddings_layer_inp(struct llama_context * ctx, uint32_t lid, bool value);
+float * llamatwist_get_embeddings_layer_inp(struct llama_context * ctx, uint32_t lid);
+int llamatwist_model_target_layer_ids(const struct llama_model * model, int32_t * out, int cap);
 size_t llama_max_parallel_sequences(void);
 bool llama_supports_mmap(void);
 bool llama_supports_mlock(void);

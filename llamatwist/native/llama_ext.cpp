@@ -42,3 +42,20 @@ extern "C" float * llamatwist_get_embeddings_nextn_ith(struct llama_context * ct
 extern "C" void llamatwist_set_nextn_layer_offset(struct llama_context * ctx, int32_t offset) {
     llama_set_nextn_layer_offset(ctx, offset);
 }
+
+extern "C" void llamatwist_set_embeddings_layer_inp(struct llama_context * ctx, uint32_t lid, bool value) {
+    llama_set_embeddings_layer_inp(ctx, lid, value);
+}
+
+extern "C" float * llamatwist_get_embeddings_layer_inp(struct llama_context * ctx, uint32_t lid) {
+    return llama_get_embeddings_layer_inp(ctx, lid);
+}
+
+extern "C" int llamatwist_model_target_layer_ids(const struct llama_model * model, int32_t * out, int cap) {
+    const int n = (int) llama_model_target_layer_ids_n(model);
+    const int32_t * ids = llama_model_target_layer_ids(model);
+    for (int i = 0; i < n && i < cap && ids != nullptr; ++i) {
+        out[i] = ids[i];
+    }
+    return ids == nullptr ? 0 : n;
+}

@@ -1,5 +1,5 @@
 /* llamatwist's C face for the parts of libllama that only have a C++ API (src/llama-ext.h, exported by
- * libllama but declared with C++ linkage and std::map): what --fit measures, and the hidden states of multi-token prediction. Implemented in llama_ext.cpp;
+ * libllama but declared with C++ linkage and std::map): what --fit measures, and the hidden states of multi-token prediction and EAGLE-3. Implemented in llama_ext.cpp;
  * cffi declares the same functions (cdef.py). */
 #ifndef LLAMATWIST_LLAMA_EXT_H
 #define LLAMATWIST_LLAMA_EXT_H
@@ -31,6 +31,13 @@ void llamatwist_set_embeddings_nextn(struct llama_context * ctx, bool value, boo
 float * llamatwist_get_embeddings_nextn(struct llama_context * ctx);
 float * llamatwist_get_embeddings_nextn_ith(struct llama_context * ctx, int32_t i);
 void llamatwist_set_nextn_layer_offset(struct llama_context * ctx, int32_t offset);
+
+/* EAGLE-3 (--spec-type draft-eagle3): the target's hidden states at the input of chosen layers (n_layer: its
+ * final state, the NextN one), and which layers an EAGLE-3 draft model takes them from. */
+void llamatwist_set_embeddings_layer_inp(struct llama_context * ctx, uint32_t lid, bool value);
+float * llamatwist_get_embeddings_layer_inp(struct llama_context * ctx, uint32_t lid);
+/* Writes at most cap layer ids; returns how many the model has (0: not an EAGLE-3 draft). */
+int llamatwist_model_target_layer_ids(const struct llama_model * model, int32_t * out, int cap);
 
 #ifdef __cplusplus
 }

@@ -20,6 +20,8 @@ from llamatwist.engine.sampling import eog_tokens
 from llamatwist.engine.video import VideoParams
 from llamatwist.runtime.adapters import AdapterSpec, LoraInfo, apply_adapters
 from llamatwist.runtime.checkpoints import Checkpoints
+from llamatwist.runtime.draft_head import DraftHead
+from llamatwist.runtime.eagle3 import Eagle3Drafter, eagle3_problem
 from llamatwist.runtime.mtp import MtpDrafter
 from llamatwist.runtime.ngram_cache import Cache, NgramCacheDrafter, load_cache
 from llamatwist.runtime.prefix_cache import PrefixCache
@@ -50,6 +52,7 @@ class EngineSpec:
     adapters: AdapterSpec = dataclasses.field(default_factory=AdapterSpec)  # --lora*, --control-vector*: applied server-wide
     draft_model_path: str | None = None  # -md: speculative decoding's draft model
     mtp: bool = False  # --spec-type draft-mtp: the model's NextN layers load and draft in an MTP context
+    eagle3: bool = False  # --spec-type draft-eagle3: -md is an EAGLE-3 draft model, beside the target's context
     lookup_cache_static: str | None = None  # -lcs, with --spec-type ngram-cache
     lookup_cache_dynamic: str | None = None  # -lcd, with --spec-type ngram-cache
     draft_n_ctx: int = 0  # -cd (0: the target's context size)
@@ -123,7 +126,7 @@ class Loaded:
     drafter: DraftModel | None = None  # -md: the draft model's context, one sequence per slot
     projector: Projector | None = None  # --mmproj
     lookup: NgramCacheDrafter | None = None  # --spec-type ngram-cache: the files of -lcs and -lcd
-    mtp: MtpDrafter | None = None  # --spec-type draft-mtp: the model's NextN head in its own context
+    head: DraftHead | None = None  # draft-mtp's NextN head or draft-eagle3's draft: it follows every decode
 
 
 def _fitted(spec: EngineSpec) -> EngineSpec:
@@ -223,8 +226,12 @@ def load(spec: EngineSpec) -> Loaded:
         loras=loras,
         eog=eog_tokens(model),
     )
-    drafter = _load_draft(spec, model, ctx) if spec.draft_model_path else None
-    mtp = _mtp_head(model, ctx, params) if spec.mtp else None
+    drafter = _load_draft(spec, model, ctx) if spec.draft_model_path and not spec.eagle3 else None
+    head: DraftHead | None = None
+    if spec.mtp:
+        head = _mtp_head(model, ctx, params)
+    elif spec.eagle3:
+        head = _eagle3_head(spec, model, ctx)
     lookup = NgramCacheDrafter(_lookup_cache(spec.lookup_cache_static, "static"),
                                _lookup_cache(spec.lookup_cache_dynamic, "dynamic"))
     projector = None
@@ -240,7 +247,7 @@ def load(spec: EngineSpec) -> Loaded:
                                           video=projector.video, mmproj_backend=projector.backend)
         can_shift = False  # as llama-server: no context shift with a projector (media chunks cannot shift)
     return Loaded(model, ctx, cache, slots, batch, model_id, can_shift, description, lora_adapters, drafter,
-                  projector, lookup, mtp)
+                  projector, lookup, head)
 
 
 def _mtp_head(model: Model, ctx: Context, params: ContextParams) -> MtpDrafter:
@@ -274,7 +281,8 @@ _VOCAB_MAX_SIZE_DIFFERENCE = 128
 _VOCAB_CHECK_START_TOKEN_ID = 5
 
 
-def _load_draft(spec: EngineSpec, target: Model, ctx: Context) -> DraftModel:
+def _draft_model(spec: EngineSpec, target: Model) -> Model:
+    """-md's model, checked against the target's vocabulary."""
     path = spec.draft_model_path
     assert path is not None
     try:
@@ -286,10 +294,44 @@ def _load_draft(spec: EngineSpec, target: Model, ctx: Context) -> DraftModel:
     if problem:
         model.close()
         raise ModelLoadError(f"draft model {path} cannot draft for {spec.model_path}: {problem}")
+    return model
+
+
+def _load_draft(spec: EngineSpec, target: Model, ctx: Context) -> DraftModel:
+    model = _draft_model(spec, target)
+    arch = model.metadata().get("general.architecture", "")
+    if model.target_layer_ids():  # its graph reads the target's hidden states: not a model draft-simple can run
+        model.close()
+        hint = "start the server with --spec-type draft-eagle3" if arch == "eagle3" else \
+            f"drafts of its kind ({arch}) are not implemented in llamatwist"
+        raise ModelLoadError(f"draft model {spec.draft_model_path} is a {arch} draft, not a model draft-simple can "
+                             f"run: {hint}")
     params = dataclasses.replace(spec.context, n_ctx=spec.draft_n_ctx or ctx.n_ctx, n_seq_max=max(spec.n_slots, 1),
                                  kv_unified=True, embeddings=False, **spec.draft_context)
     draft_ctx = Context(model, params)
     return DraftModel(model, draft_ctx, draft_ctx.n_batch)
+
+
+def _eagle3_head(spec: EngineSpec, target: Model, ctx: Context) -> Eagle3Drafter:
+    """-md as an EAGLE-3 draft: its context beside the target's, as llama-server's (the target's context size,
+    a sequence for each of the target's)."""
+    model = _draft_model(spec, target)
+    problem = eagle3_problem(model, target)
+    if problem:
+        model.close()
+        raise ModelLoadError(f"draft model {spec.draft_model_path} cannot draft for {spec.model_path} with "
+                             f"--spec-type draft-eagle3: {problem}")
+    # outputs: a draft step's one token per sequence
+    params = dataclasses.replace(spec.context, n_ctx=ctx.n_ctx, n_seq_max=ctx.n_seq_max, kv_unified=True,
+                                 embeddings=False, n_outputs_max=ctx.n_seq_max, **spec.draft_context)
+    try:
+        draft_ctx = Context(model, params, other=ctx)
+    except ContextError as exc:
+        model.close()
+        raise ModelLoadError(f"failed to create the EAGLE-3 draft context: {exc}") from None
+    log.info("speculative decoding: EAGLE-3 draft %s reads target layers %s",
+             os.path.basename(model.path), ", ".join(map(str, model.target_layer_ids())))
+    return Eagle3Drafter(ctx, model, draft_ctx)
 
 
 def _vocab_mismatch(target: Model, draft: Model) -> str:

@@ -29,10 +29,10 @@ from llamatwist.engine.mtmd import Projector
 from llamatwist.runtime.admission import Admission
 from llamatwist.runtime.context_shift import ContextShift
 from llamatwist.runtime.counters import Metrics
+from llamatwist.runtime.draft_head import DraftHead
 from llamatwist.runtime.embedding import EmbeddingOutput
 from llamatwist.runtime.errors import DecodeLoopCrashed
 from llamatwist.runtime.loading import EngineSpec, LoadedModel, load
-from llamatwist.runtime.mtp import MtpDrafter
 from llamatwist.runtime.outputs import Deliver, Outputs
 from llamatwist.runtime.sampling import Sampling
 from llamatwist.runtime.slot import Slot, SlotInfo
@@ -88,7 +88,7 @@ class DecodeLoop:
         self._on_sleep = on_sleep
         self.guard = ModelGuard()
         self._drafter: DraftModel | None = None
-        self._mtp: MtpDrafter | None = None
+        self._head: DraftHead | None = None  # draft-mtp's or draft-eagle3's
         self.projector: Projector | None = None  # --mmproj (tokenization in the pool reads it under the guard)
         self._commands: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._slots: list[Slot] = []
@@ -154,9 +154,9 @@ class DecodeLoop:
 
     def _unload(self) -> None:
         """Free what a load made except ``self.model`` (the caller swaps or closes it)."""
-        if self._mtp is not None:  # before the target context: it mirrors its KV edits there
-            self._mtp.close()
-            self._mtp = None
+        if self._head is not None:  # before the target context: it mirrors its KV edits there
+            self._head.close()
+            self._head = None
         self._ctx.close()
         if self._drafter is not None:
             self._drafter.close()
@@ -186,10 +186,10 @@ class DecodeLoop:
             Sampling(ctx, model.vocab, self.spec.n_predict, loaded.can_shift, metrics, outputs, self.spec.special),
             EmbeddingOutput(ctx, cache, metrics, outputs),
             metrics, outputs, loaded.drafter, loaded.lora_adapters, self.lora_scales, loaded.projector,
-            loaded.lookup, rollback=model.has_recurrent_state(), mtp=loaded.mtp,
+            loaded.lookup, rollback=model.has_recurrent_state(), head=loaded.head,
         )
         self._drafter = loaded.drafter
-        self._mtp = loaded.mtp
+        self._head = loaded.head
         self.projector = loaded.projector
         self._slot_actions = SlotActions(ctx, cache, slots, loaded.model_id, outputs)
         self._publish()

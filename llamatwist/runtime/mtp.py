@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -37,23 +36,13 @@ import numpy.typing as npt
 from llamatwist.engine.batch import Batch
 from llamatwist.engine.context import Context
 from llamatwist.engine.errors import DecodeError
+from llamatwist.runtime.draft_head import Segment, top_token
 
-__all__ = ["DRAFT_TOP_K", "MtpDrafter", "Segment"]
+__all__ = ["KEEP_ROWS", "MtpDrafter"]
 
 log = logging.getLogger(__name__)
 
-DRAFT_TOP_K = 10  # llama-server's MTP draft sampler: top-k 10, its probabilities renormalized over those
-
-_KEEP_ROWS = 64  # states kept of a sequence's last batch rows: its pending token's and its drafts'
-
-
-@dataclass(frozen=True, slots=True)
-class Segment:
-    """A run of one sequence's tokens in a target batch, in batch order."""
-
-    seq: int
-    pos: int  # position of tokens[0]
-    tokens: Sequence[int]
+KEEP_ROWS = 64  # states kept of a sequence's last batch rows: its pending token's and its drafts'
 
 
 class MtpDrafter:
@@ -95,7 +84,7 @@ class MtpDrafter:
             states[first + 1 : first + n] = h[row : row + n - 1]
             self._before[seg.seq] = self._pending[seg.seq]
             self._pending[seg.seq] = h[row + n - 1]
-            self._last[seg.seq] = h[row + max(0, n - _KEEP_ROWS) : row + n].copy()
+            self._last[seg.seq] = h[row + max(0, n - KEEP_ROWS) : row + n].copy()
             row += n
         try:
             for head in range(self.n_heads):
@@ -133,7 +122,7 @@ class MtpDrafter:
                 if chained:
                     self.ctx.set_nextn_head(step)
                 self.ctx.decode(batch)
-                top, p = _top_token(self.ctx.logits_view(idx))
+                top, p = top_token(self.ctx.logits_view(idx))
                 if p < p_min:
                     break
                 out.append(top)
@@ -171,12 +160,3 @@ class MtpDrafter:
         feeds the accepted tokens again: so does the head, from the state before that batch."""
         self._pending[seq] = self._before[seq]
 
-
-def _top_token(logits: npt.NDArray[np.float32]) -> tuple[int, float]:
-    """The top token and its probability among the top ``DRAFT_TOP_K`` (llama-server's draft sampler)."""
-    k = min(DRAFT_TOP_K, len(logits))
-    top_k = np.argpartition(logits, -k)[-k:]
-    vals = logits[top_k].astype(np.float64)
-    best = int(np.argmax(vals))
-    z = np.exp(vals - vals[best]).sum()
-    return int(top_k[best]), float(1.0 / z)

@@ -18,6 +18,8 @@ Drafts come from:
   files.
 - ``draft-mtp`` (`mtp.py`): the model's own multi-token-prediction head, in an MTP context that follows
   every target decode.
+- ``draft-eagle3`` (`eagle3.py`): an EAGLE-3 draft model (``-md``), which reads the target's hidden states
+  and follows every target decode too.
 - ``draft-simple``: a small draft model of the same vocabulary, greedy, stopping below ``p_min``
   (`DraftModel`). Its KV for a slot follows the target's tokens: before drafting, whatever differs from the
   slot's tokens is removed and re-evaluated, so the prefix cache, slot restores and context shifts of the
@@ -43,7 +45,7 @@ from llamatwist.sampling_defaults import DRAFT_ORDER, SPEC_TYPES, SpecParams
 if TYPE_CHECKING:
     from llamatwist.engine.context import Context
     from llamatwist.engine.model import Model
-    from llamatwist.runtime.mtp import MtpDrafter
+    from llamatwist.runtime.draft_head import DraftHead
 
 __all__ = ["SPEC_TYPES", "DraftModel", "Drafters", "SpecParams", "ngram_simple_draft"]
 
@@ -151,9 +153,9 @@ class Drafters:
     """The drafts of every slot, from the types its request uses (decode thread only)."""
 
     def __init__(self, model: DraftModel | None, lookup: NgramCacheDrafter | None = None,
-                 mtp: MtpDrafter | None = None) -> None:
+                 head: DraftHead | None = None) -> None:
         self.model = model
-        self.mtp = mtp
+        self.head = head  # draft-mtp's or draft-eagle3's: the server runs one of them
         self.lookup = lookup if lookup is not None else NgramCacheDrafter({}, {})
         self._mod: NgramModDrafter | None = None  # made when a request first uses ngram-mod
         self._slots: dict[int, _SlotDrafts] = {}
@@ -179,9 +181,9 @@ class Drafters:
 
     def accept(self, seq: int, n_accepted: int, n_draft: int = 0) -> None:
         """``n_accepted`` of the ``n_draft`` tokens of the slot's last draft were taken: the type that drafted
-        it learns (and the MTP head, which followed the verification whatever drafted)."""
-        if self.mtp is not None:
-            self.mtp.accept(seq, n_accepted, n_draft)
+        it learns (and the draft head, which followed the verification whatever drafted)."""
+        if self.head is not None:
+            self.head.accept(seq, n_accepted, n_draft)
         state = self._slots.get(seq)
         if state is None or state.last is None:
             return
@@ -224,6 +226,6 @@ class Drafters:
             return state.maps[kind].draft(history, sampled)
         if kind == "draft-simple" and self.model is not None:
             return self.model.draft(seq, [*history, sampled], min(n_max, spec.n_max), spec.p_min)
-        if kind == "draft-mtp" and self.mtp is not None:
-            return self.mtp.draft(seq, sampled, pos, min(n_max, spec.n_max), spec.p_min)
+        if kind in ("draft-mtp", "draft-eagle3") and self.head is not None:
+            return self.head.draft(seq, sampled, pos, min(n_max, spec.n_max), spec.p_min)
         return []

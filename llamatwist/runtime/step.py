@@ -43,9 +43,9 @@ from llamatwist.engine.mtmd import MediaSpan, Projector
 from llamatwist.runtime.adapters import set_scales
 from llamatwist.runtime.context_shift import ContextShift
 from llamatwist.runtime.counters import Metrics
+from llamatwist.runtime.draft_head import DraftHead, Segment
 from llamatwist.runtime.embedding import EmbeddingOutput
 from llamatwist.runtime.errors import DecodeFailed, KVCacheFull
-from llamatwist.runtime.mtp import MtpDrafter, Segment
 from llamatwist.runtime.ngram_cache import NgramCacheDrafter
 from llamatwist.runtime.outputs import Outputs
 from llamatwist.runtime.prefix_cache import PrefixCache
@@ -107,10 +107,10 @@ class Step:
         projector: Projector | None = None,
         lookup: NgramCacheDrafter | None = None,
         rollback: bool = False,
-        mtp: MtpDrafter | None = None,
+        head: DraftHead | None = None,
     ) -> None:
         self._ctx = ctx
-        self._mtp = mtp  # --spec-type draft-mtp: the model's NextN head follows every decode
+        self._head = head  # draft-mtp's NextN head or draft-eagle3's draft: it follows every decode
         self._rollback = rollback  # the memory cannot be cut part-way: drafts need the state kept
         self._projector = projector
         self._media: tuple[Slot, MediaSpan] | None = None
@@ -118,7 +118,7 @@ class Step:
         self._active = active  # the scales the context runs with now
         self._last_set: AdapterSet = active
         self._step_set: AdapterSet = active
-        self._drafts = Drafters(drafter, lookup, mtp)  # every type's drafts (draft models, ngram-cache's files)
+        self._drafts = Drafters(drafter, lookup, head)  # every type's drafts (draft models, ngram-cache's files)
         self._batch = batch
         self._slots = slots
         self._cache = cache
@@ -239,7 +239,7 @@ class Step:
         self._step_set = plan.adapters
         self._media = plan.media
         self._fed = {feed.slot.id for feed in plan.feeds}
-        if self._mtp is not None:
+        if self._head is not None:
             self._segments = [Segment(f.slot.id, f.pos, [*f.tokens, *f.draft]) for f in plan.feeds]
         for slot in self._slots:
             slot.i_batch = -1
@@ -302,8 +302,8 @@ class Step:
         except DecodeError as exc:
             self._decode_failed(busy, exc)
             return
-        if self._mtp is not None:
-            self._mtp.process(self._segments)
+        if self._head is not None:
+            self._head.process(self._segments)
         for slot in busy:
             # prompt prefixes are shareable as soon as they are in KV (slots the batch had no room for
             # are unchanged: no need to re-register them)
@@ -353,8 +353,8 @@ class Step:
         n, state = kept
         if not slot.busy and not slot.cache:
             return  # it finished and its sequence was dropped (cache_prompt off)
-        if self._mtp is not None:
-            self._mtp.rewind(slot.id)
+        if self._head is not None:
+            self._head.rewind(slot.id)
         # back to the state before the batch, then the accepted tokens again, before the next one
         if not self._ctx.set_partial_state(slot.id, state):  # not expected: libllama wrote it
             log.error("slot %d: the state from before a draft could not be restored", slot.id)

@@ -1,0 +1,58 @@
+# -*- test-case-name: tests.test_speculative_mtp,tests.test_speculative_eagle3 -*-
+"""What the draft heads that follow the target share: ``draft-mtp`` (`mtp.py`) and ``draft-eagle3``
+(`eagle3.py`).
+
+Both draft from the target's hidden states, so both run after every target decode (`DraftHead.process`,
+given the batch as `Segment` runs) and keep their KV cache where the target's is: the target context repeats
+its KV edits on theirs (`Context.mirror_memory`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["DRAFT_TOP_K", "DraftHead", "Segment", "top_token"]
+
+DRAFT_TOP_K = 10  # llama-server's draft sampler for both: top-k 10, its probabilities renormalized over those
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A run of one sequence's tokens in a target batch, in batch order."""
+
+    seq: int
+    pos: int  # position of tokens[0]
+    tokens: Sequence[int]
+
+
+class DraftHead(Protocol):
+    """A draft model that follows every target decode (decode thread only)."""
+
+    def process(self, segments: Sequence[Segment]) -> None:
+        """Follow a target decode whose batch was ``segments``, in order."""
+
+    def draft(self, seq: int, token: int, pos: int, n_max: int, p_min: float) -> list[int]:
+        """Up to ``n_max`` tokens to follow ``token``, the slot's pending token at ``pos``."""
+
+    def accept(self, seq: int, n_accepted: int, n_draft: int) -> None:
+        """The target verified ``n_draft`` tokens after the pending one and took ``n_accepted``."""
+
+    def rewind(self, seq: int) -> None:
+        """The target went back to its state before the last batch and feeds its accepted tokens again."""
+
+    def close(self) -> None: ...
+
+
+def top_token(logits: npt.NDArray[np.float32]) -> tuple[int, float]:
+    """The top token and its probability among the top ``DRAFT_TOP_K`` (llama-server's draft sampler)."""
+    k = min(DRAFT_TOP_K, len(logits))
+    top_k = np.argpartition(logits, -k)[-k:]
+    vals = logits[top_k].astype(np.float64)
+    best = int(np.argmax(vals))
+    z = np.exp(vals - vals[best]).sum()
+    return int(top_k[best]), float(1.0 / z)

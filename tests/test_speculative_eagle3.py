@@ -1,0 +1,184 @@
+"""``--spec-type draft-eagle3``: drafts from an EAGLE-3 draft model, which reads the target's hidden states.
+
+The models are a tiny random target and an EAGLE-3 draft for it (scripts/make_eagle3_model.py) that predicts
+mostly, not always, what the target samples, so both accepted and rejected drafts occur. Greedy output is the
+same with and without drafting, at 1 and 3 concurrent slots, across reused prefixes, through a context shift
+and after a slot restore; llama.cpp's own llama-server, built from the same source, drafts and accepts exactly
+as many tokens on the same prompts (with the draft reading inner layers, and the target's final state); the
+wrong model for the type, a missing draft model and a request for EAGLE-3 drafts from a server without one are
+clear errors.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llamatwist.runtime.eagle3 import LAYER_INPUT_ARCHS
+from tests.conftest import Server
+from tests.models import _script, eagle3_gguf, mtp_gguf
+from tests.test_speculative import metric
+from tests.test_speculative_mtp import EXACT, OFF, PROMPTS, complete
+
+# The first reference build (llama.cpp's llama-server) compiles for minutes on 2 cores.
+pytestmark = pytest.mark.timeout(1800)
+
+
+@pytest.fixture(scope="module")
+def models(model_path: str) -> tuple[str, str]:
+    target, draft = eagle3_gguf(Path(model_path))
+    return str(target), str(draft)
+
+
+@pytest.fixture(scope="module")
+def eagle3(models: tuple[str, str]) -> Iterator[Server]:
+    target, draft = models
+    srv = Server(["-m", target, "-md", draft, "--spec-type", "draft-eagle3", "-np", "3", "-c", "3072", "-t", "2",
+                  "--metrics", *EXACT])
+    yield srv
+    srv.stop()
+
+
+def test_output_is_unchanged_and_drafts_are_taken_and_rejected(eagle3: Server) -> None:
+    drafted = accepted = 0
+    for prompt in PROMPTS:
+        spec, plain = complete(eagle3, prompt), complete(eagle3, prompt, **OFF)
+        assert spec["content"] == plain["content"]
+        t = spec["timings"]
+        drafted, accepted = drafted + t["draft_n"], accepted + t["draft_n_accepted"]
+        assert "draft_n" not in plain["timings"]
+    # the draft predicts the target's next tokens often, not always: both verification paths ran
+    assert 0.3 * drafted < accepted < drafted, (drafted, accepted)
+    assert "EAGLE-3 draft" in eagle3.log() and "reads target layers 1, 2, 3" in eagle3.log()
+    assert metric(eagle3, "spec_decode_num_accepted_tokens_total") >= accepted
+
+
+def test_three_concurrent_slots(eagle3: Server) -> None:
+    prompts = [*PROMPTS[:3], PROMPTS[0] + " a test of"]
+    with ThreadPoolExecutor(3) as pool:
+        plain = list(pool.map(lambda p: complete(eagle3, p, **OFF)["content"], prompts))
+        spec = list(pool.map(lambda p: complete(eagle3, p)["content"], prompts))
+    assert spec == plain
+
+
+def test_reused_prefixes_and_long_generations(eagle3: Server) -> None:
+    # the second request reuses the first's cached prompt (its KV, and the draft's, which follows it)
+    first = complete(eagle3, PROMPTS[3], n_predict=200)
+    again = complete(eagle3, PROMPTS[3] + first["content"][:40], n_predict=100)
+    assert again["timings"]["cache_n"] > 0
+    assert again["content"] == complete(eagle3, PROMPTS[3] + first["content"][:40], n_predict=100, **OFF)["content"]
+    assert first["timings"]["draft_n_accepted"] > 0 and again["timings"]["draft_n_accepted"] > 0
+
+
+def test_per_request_types(eagle3: Server) -> None:
+    r = eagle3.post("/completion", {"prompt": "x", "n_predict": 4, "speculative.type": "ngram-simple,draft-eagle3"})
+    assert r.status_code == 200, r.text
+    # -md is the EAGLE-3 draft here: there is no model draft-simple could run
+    r = eagle3.post("/completion", {"prompt": "x", "n_predict": 4, "speculative.type": "draft-simple"})
+    assert r.status_code == 400, r.text
+    assert complete(eagle3, "x", n_predict=2)["timings"]["predicted_n"] == 2
+
+
+@pytest.mark.parametrize("layers", [(1, 2, 3), (0, 2, 4)], ids=["inner-layers", "with-final-state"])
+def test_same_drafts_as_llama_server(model_path: str, make_server: Any, layers: tuple[int, ...]) -> None:
+    """llama.cpp's llama-server on the same models and prompts: the same text, and as many drafted and accepted
+    tokens (fixed 3-token drafts: n_min = n_max turns llamatwist's adaptive draft length off). Layer 4 of the
+    4-layer target is its final hidden state, which libllama hands out as the NextN one."""
+    target, draft = map(str, eagle3_gguf(Path(model_path), layers))
+    bn = _script("device_kit").build_native_module()
+    llama_server = bn.ensure_reference(bn.ensure_native(build=False))["llama-server"]
+    args = ("-m", target, "-md", draft, "--spec-type", "draft-eagle3", "-np", "1", "-c", "2048", "-t", "2", *EXACT,
+            "--spec-draft-n-max", "3", "--spec-draft-n-min", "3")
+    ours, theirs = make_server(*args), make_server(*args, command=[str(llama_server)])
+    for prompt in PROMPTS:
+        a, b = complete(ours, prompt), complete(theirs, prompt)
+        assert a["content"] == b["content"]
+        ta, tb = a["timings"], b["timings"]
+        assert (ta["draft_n"], ta["draft_n_accepted"]) == (tb["draft_n"], tb["draft_n_accepted"]), prompt
+        assert 0 < ta["draft_n_accepted"] < ta["draft_n"]
+        assert a["content"] == complete(ours, prompt, **OFF)["content"]
+
+
+def test_context_shift_and_a_restored_slot(models: tuple[str, str], make_server: Any, tmp_path: Path) -> None:
+    """The draft's cells move with the target's when the context shifts, and a slot restored from a file (the
+    target's cells only) drafts on: the output stays plain decoding's."""
+    target, draft = models
+    srv = make_server("-m", target, "-md", draft, "--spec-type", "draft-eagle3", "-np", "2", "-c", "512", "-t", "2",
+                      *EXACT, "--context-shift", "--slot-save-path", str(tmp_path))
+    long = complete(srv, PROMPTS[2], n_predict=400, id_slot=0)
+    assert long["timings"]["predicted_n"] == 400 and long["timings"]["draft_n_accepted"] > 0  # past 256 cells
+    assert long["content"] == complete(srv, PROMPTS[2], n_predict=400, id_slot=0, **OFF)["content"]
+    first = complete(srv, PROMPTS[1], id_slot=0)
+    assert srv.post("/slots/0?action=save", {"filename": "s0.bin"}).json()["n_saved"] > 0
+    complete(srv, PROMPTS[3], id_slot=1)  # slot 1's cells, the draft's too, hold another text
+    assert srv.post("/slots/1?action=restore", {"filename": "s0.bin"}).json()["n_restored"] > 0
+    again = complete(srv, PROMPTS[1], id_slot=1)
+    assert again["timings"]["cache_n"] > 0 and again["content"] == first["content"]
+    assert again["timings"]["draft_n"] > 0
+
+
+def test_an_eagle3_draft_needs_its_type(make_server: Any, models: tuple[str, str]) -> None:
+    # -md alone means draft-simple, which cannot run an EAGLE-3 draft (llama-server would try)
+    target, draft = models
+    srv = make_server("-m", target, "-md", draft, wait=False)
+    assert srv.proc.wait(120) == 1
+    assert "is a eagle3 draft, not a model draft-simple can run: start the server with --spec-type draft-eagle3" \
+        in srv.log()
+
+
+def test_draft_eagle3_needs_an_eagle3_draft(make_server: Any, models: tuple[str, str], model_path: str) -> None:
+    target, _ = models
+    srv = make_server("-m", target, "--spec-type", "draft-eagle3", wait=False)
+    assert srv.proc.wait(60) == 2
+    assert "--spec-type draft-eagle3 needs an EAGLE-3 draft model (-md/--model-draft)" in srv.log()
+    # a model of the same vocabulary that is no EAGLE-3 draft
+    plain = str(mtp_gguf(Path(model_path), n_heads=0))
+    srv = make_server("-m", target, "-md", plain, "--spec-type", "draft-eagle3", wait=False)
+    assert srv.proc.wait(120) == 1
+    assert "cannot draft for" in srv.log() and "it is not an EAGLE-3 draft model (expected 3 target layers, got 0)" \
+        in srv.log()
+    srv = make_server("-m", target, "-md", plain, "--spec-type", "draft-simple,draft-eagle3", wait=False)
+    assert srv.proc.wait(60) == 2
+    assert "draft-simple and draft-eagle3 both draft with -md's model" in srv.log()
+
+
+def test_a_target_that_cannot_hand_out_layer_states_is_refused(make_server: Any, models: tuple[str, str],
+                                                               model_path: str) -> None:
+    # glm4moe's graph does not hand out its layers' inputs: libllama would abort at the first decode
+    target = str(mtp_gguf(Path(model_path), n_heads=0))
+    srv = make_server("-m", target, "-md", models[1], "--spec-type", "draft-eagle3", wait=False)
+    assert srv.proc.wait(120) == 1
+    assert "the target's architecture (glm4moe) does not hand out its layers' hidden states" in srv.log()
+
+
+def test_the_architectures_that_hand_out_layer_states_are_the_pinned_sources() -> None:
+    """Derived from the pinned llama.cpp: the graphs that record their layers' inputs, the classes that build
+    them (and subclasses keeping their graph), and the architectures made as those classes."""
+    src = _script("device_kit").build_native_module().place_source() / "src"
+    classes: set[str] = set()
+    for graph in (src / "models").glob("*.cpp"):
+        text = graph.read_text()
+        if "t_layer_inp[" in text:
+            classes |= set(re.findall(r"llama_model_(\w+)::build_arch_graph", text))
+    header = (src / "models" / "models.h").read_text()
+    for sub, base, body in re.findall(r"struct llama_model_(\w+) : public llama_model_(\w+) \{(.*?)\n\};", header,
+                                      re.DOTALL):
+        if base in classes and "build_arch_graph" not in body:
+            classes.add(sub)
+    made = re.findall(r"case LLM_ARCH_(\w+):\s*return new llama_model_(\w+)\(", (src / "llama-model.cpp").read_text())
+    names = dict(re.findall(r'\{\s*LLM_ARCH_(\w+),\s*"([^"]+)"\s*\}', (src / "llama-arch.cpp").read_text()))
+    assert {names[arch] for arch, cls in made if cls in classes} == LAYER_INPUT_ARCHS
+
+
+def test_eagle3_drafts_need_the_draft(make_server: Any, models: tuple[str, str]) -> None:
+    srv = make_server("-m", models[0], "-c", "512", "-t", "2")
+    r = srv.post("/completion", {"prompt": "x", "n_predict": 2, "speculative.type": "draft-eagle3"})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["type"] == "invalid_request_error"
+    assert "start the server with -md and --spec-type draft-eagle3" in r.json()["error"]["message"]
+    assert complete(srv, "x", n_predict=2)["timings"]["predicted_n"] == 2  # still serving
