@@ -8,8 +8,9 @@ the target's, through the context it is given (``ctx_other``), as most published
 
 The weights are random but shaped so that drafting means something:
 
-- the target (``llama``) is a trunk whose layers add little to the residual stream, so its next token is
-  mostly a function of the current one, as in ``make_mtp_model.py``;
+- the target is a trunk whose layers add little to the residual stream, so its next token is mostly a
+  function of the current one, as in ``make_mtp_model.py``: ``llama`` (attention), or ``lfm2`` (LFM2's hybrid
+  of short-convolution layers, a recurrent state, and attention layers: memory that cannot be cut part-way);
 - the draft's attention looks at its own position (the query and key are the normalized token embedding, the
   query scaled up; RoPE leaves only a position's own score unrotated) and passes that embedding through,
   ``--token-share`` times the normalized ``g`` beside it in the residual (``norm_before_residual``), so the
@@ -19,7 +20,7 @@ The weights are random but shaped so that drafting means something:
 The tokenizer (every ``tokenizer.*`` key) is copied from the default model into both files.
 
     python scripts/make_eagle3_model.py --out-dir DIR [--base MODEL.gguf] [--seed N] [--shape tiny|smollm2-135m]
-                                        [--layer-std X] [--token-share X]
+                                        [--target-arch llama|lfm2] [--layer-std X] [--token-share X]
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ import numpy.typing as npt
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_llama_model import SHAPES, RandomWeights, Shape, base_or_default, start_model, write_model
 
-__all__ = ["make"]
+__all__ = ["TARGET_ARCHS", "make"]
+
+TARGET_ARCHS = ("llama", "lfm2")
 
 TARGET_LAYERS = {"tiny": (1, 2, 3), "smollm2-135m": (2, 15, 27)}  # the converter's default: 2, L/2, L-3
 DRAFT_HEADS = {"tiny": 2, "smollm2-135m": 9}
@@ -44,7 +47,7 @@ DRAFT_HEADS = {"tiny": 2, "smollm2-135m": 9}
 
 def make(out_dir: Path, base: Path, *, shape: str = "tiny", seed: int = 0, layer_std: float = 0.001,
          token_share: float = 8.0, query_scale: float = 6.0, target_layers: Sequence[int] | None = None,
-         n_layer: int | None = None) -> tuple[Path, Path]:
+         n_layer: int | None = None, target_arch: str = "llama") -> tuple[Path, Path]:
     """Write ``target.gguf`` and ``eagle3.gguf`` to ``out_dir`` (tokenizer from ``base``); their paths.
     ``target_layers``: the target layers the draft reads (default: the shape's; one may be the target's
     ``n_layer``, its final state)."""
@@ -54,36 +57,53 @@ def make(out_dir: Path, base: Path, *, shape: str = "tiny", seed: int = 0, layer
     layers = tuple(target_layers or TARGET_LAYERS[shape])
     out_dir.mkdir(parents=True, exist_ok=True)
     w = RandomWeights(seed)
-    target = _target(out_dir / "target.gguf", base, s, n_layer, w, layer_std)
+    if target_arch not in TARGET_ARCHS:
+        raise ValueError(f"target_arch must be one of {', '.join(TARGET_ARCHS)}")
+    target = _target(out_dir / "target.gguf", base, s, n_layer, w, layer_std, target_arch)
     draft = _draft(out_dir / "eagle3.gguf", base, s, DRAFT_HEADS[shape], w, layers, token_share, query_scale,
                    layer_std)
     return target, draft
 
 
-def _target(out: Path, base: Path, s: Shape, n_layer: int, w: RandomWeights, layer_std: float) -> Path:
-    writer, n_vocab = start_model(out, base, "llama", "tiny-eagle3-target", n_ctx_train=s.n_ctx_train,
+def _target(out: Path, base: Path, s: Shape, n_layer: int, w: RandomWeights, layer_std: float, arch: str) -> Path:
+    writer, n_vocab = start_model(out, base, arch, f"tiny-eagle3-target-{arch}", n_ctx_train=s.n_ctx_train,
                                   n_embd=s.n_embd, n_layer=n_layer)
     head = s.n_embd // s.n_head
+    n_embd = s.n_embd
+    conv = [arch == "lfm2" and i % 2 == 0 for i in range(n_layer)]  # lfm2: every other layer a convolution
+    l_cache = 3  # the short convolution's kernel
     writer.add_feed_forward_length(s.n_ff)
     writer.add_head_count(s.n_head)
-    writer.add_head_count_kv(s.n_head_kv)
+    writer.add_head_count_kv([0 if c else s.n_head_kv for c in conv] if arch == "lfm2" else s.n_head_kv)
     writer.add_rope_dimension_count(head)
     writer.add_rope_freq_base(s.rope_theta)
     writer.add_layer_norm_rms_eps(1e-5)
-    std = 1.0 / np.sqrt(s.n_embd)
+    if arch == "lfm2":
+        writer.add_uint32("lfm2.shortconv.l_cache", l_cache)
+    std = 1.0 / np.sqrt(n_embd)
 
     def tensors() -> Iterator[tuple[str, npt.NDArray[Any]]]:
-        yield from w.embeddings_and_output(n_vocab, s.n_embd)
+        for name, data in w.embeddings_and_output(n_vocab, n_embd):
+            # LFM2's final norm has its own name
+            yield ("token_embd_norm.weight" if arch == "lfm2" and name == "output_norm.weight" else name), data
         for i in range(n_layer):
-            yield f"blk.{i}.attn_norm.weight", w.ones(s.n_embd)
-            yield f"blk.{i}.attn_q.weight", w.rand(s.n_embd, s.n_embd, std=std)
-            yield f"blk.{i}.attn_k.weight", w.rand(s.n_head_kv * head, s.n_embd, std=std)
-            yield f"blk.{i}.attn_v.weight", w.rand(s.n_head_kv * head, s.n_embd, std=std)
-            yield f"blk.{i}.attn_output.weight", w.rand(s.n_embd, s.n_embd, std=layer_std)
-            yield f"blk.{i}.ffn_norm.weight", w.ones(s.n_embd)
-            yield f"blk.{i}.ffn_gate.weight", w.rand(s.n_ff, s.n_embd, std=std)
-            yield f"blk.{i}.ffn_up.weight", w.rand(s.n_ff, s.n_embd, std=std)
-            yield f"blk.{i}.ffn_down.weight", w.rand(s.n_embd, s.n_ff, std=layer_std)
+            yield f"blk.{i}.attn_norm.weight", w.ones(n_embd)
+            if conv[i]:
+                yield f"blk.{i}.shortconv.conv.weight", w.rand(n_embd, l_cache, std=0.5)
+                yield f"blk.{i}.shortconv.in_proj.weight", w.rand(3 * n_embd, n_embd, std=std)
+                yield f"blk.{i}.shortconv.out_proj.weight", w.rand(n_embd, n_embd, std=layer_std)
+            else:
+                yield f"blk.{i}.attn_q.weight", w.rand(n_embd, n_embd, std=std)
+                yield f"blk.{i}.attn_k.weight", w.rand(s.n_head_kv * head, n_embd, std=std)
+                yield f"blk.{i}.attn_v.weight", w.rand(s.n_head_kv * head, n_embd, std=std)
+                yield f"blk.{i}.attn_output.weight", w.rand(n_embd, n_embd, std=layer_std)
+                if arch == "lfm2":
+                    yield f"blk.{i}.attn_q_norm.weight", w.ones(head)
+                    yield f"blk.{i}.attn_k_norm.weight", w.ones(head)
+            yield f"blk.{i}.ffn_norm.weight", w.ones(n_embd)
+            yield f"blk.{i}.ffn_gate.weight", w.rand(s.n_ff, n_embd, std=std)
+            yield f"blk.{i}.ffn_up.weight", w.rand(s.n_ff, n_embd, std=std)
+            yield f"blk.{i}.ffn_down.weight", w.rand(n_embd, s.n_ff, std=layer_std)
 
     write_model(writer, tensors())
     return out
@@ -135,13 +155,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--shape", choices=sorted(SHAPES), default="tiny",
                     help="the target's sizes (smollm2-135m: the default model's, for benchmarks)")
+    ap.add_argument("--target-arch", choices=TARGET_ARCHS, default="llama")
     ap.add_argument("--layer-std", type=float, default=0.001,
                     help="spread of what each layer adds to the residual stream (smaller: drafts taken more often)")
     ap.add_argument("--token-share", type=float, default=8.0,
                     help="the token's weight against g's in the draft's output (larger: drafts taken more often)")
     args = ap.parse_args(argv)
     target, draft = make(args.out_dir, base_or_default(args.base), shape=args.shape, seed=args.seed,
-                         layer_std=args.layer_std, token_share=args.token_share)
+                         layer_std=args.layer_std, token_share=args.token_share, target_arch=args.target_arch)
     print(f"wrote {target} and {draft}")
     return 0
 

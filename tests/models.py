@@ -192,19 +192,21 @@ def mtp_gguf(base: Path, arch: str = "glm4moe", n_heads: int = 1) -> Path:
     return _build_file(target, lambda out: _script("make_mtp_model").make(out, base, arch=arch, n_heads=n_heads))
 
 
-def eagle3_gguf(base: Path, target_layers: tuple[int, ...] = (1, 2, 3)) -> tuple[Path, Path]:
-    """A tiny random target model and an EAGLE-3 draft model for it reading ``target_layers`` of its 4 (4: its
-    final state) (scripts/make_eagle3_model.py), the tokenizer of ``base``: (target, draft)."""
+def eagle3_gguf(base: Path, target_layers: tuple[int, ...] = (1, 2, 3), arch: str = "llama") -> tuple[Path, Path]:
+    """A tiny random target model of ``arch`` (llama, or lfm2: a hybrid with a recurrent state) and an EAGLE-3
+    draft model for it reading ``target_layers`` of its 4 (4: its final state) (scripts/make_eagle3_model.py),
+    the tokenizer of ``base``: (target, draft)."""
     layers = "-".join(map(str, target_layers))
-    key = hashlib.sha256((str(base) + layers + _key("make_eagle3_model", "make_llama_model")).encode())
-    name = f"eagle3-{layers}-{key.hexdigest()[:16]}"
+    key = hashlib.sha256((str(base) + layers + arch + _key("make_eagle3_model", "make_llama_model")).encode())
+    name = f"eagle3-{arch}-{layers}-{key.hexdigest()[:16]}"
     pair = models_dir() / f"{name}.gguf", models_dir() / f"{name}.draft.gguf"
     if not all(p.is_file() for p in pair):
         with tempfile.TemporaryDirectory(dir=models_dir()) as tmp:
-            target, draft = _script("make_eagle3_model").make(Path(tmp), base, target_layers=target_layers)
+            target, draft = _script("make_eagle3_model").make(Path(tmp), base, target_layers=target_layers,
+                                                              target_arch=arch)
             os.replace(draft, pair[1])  # the draft first: the target's file says both are there
             os.replace(target, pair[0])
-        for old in models_dir().glob(f"eagle3-{layers}-*.gguf"):  # builds of earlier script versions
+        for old in models_dir().glob(f"eagle3-{arch}-{layers}-*.gguf"):  # builds of earlier script versions
             if old not in pair:
                 with contextlib.suppress(OSError):
                     old.unlink()

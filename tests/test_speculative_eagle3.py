@@ -12,14 +12,17 @@ clear errors.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from llamatwist.runtime.draft_head import Segment
 from llamatwist.runtime.eagle3 import LAYER_INPUT_ARCHS
+from llamatwist.runtime.speculative import Drafters
+from llamatwist.sampling_defaults import SpecParams
 from tests.conftest import Server
 from tests.models import _script, eagle3_gguf, mtp_gguf
 from tests.test_speculative import metric
@@ -102,6 +105,58 @@ def test_same_drafts_as_llama_server(model_path: str, make_server: Any, layers: 
         assert (ta["draft_n"], ta["draft_n_accepted"]) == (tb["draft_n"], tb["draft_n_accepted"]), prompt
         assert 0 < ta["draft_n_accepted"] < ta["draft_n"]
         assert a["content"] == complete(ours, prompt, **OFF)["content"]
+
+
+def test_a_hybrid_target(model_path: str, make_server: Any) -> None:
+    """LFM2's hybrid memory (a convolution state per sequence beside the KV cache) cannot be cut back to the last
+    accepted token: a rejected draft restores the state from before the batch and feeds the accepted tokens
+    again, and the draft's pending pair goes back with it. The output stays plain decoding's, drafts go on being
+    taken, and the draft's cache stays consistent (no decode of it fails)."""
+    target, draft = map(str, eagle3_gguf(Path(model_path), arch="lfm2"))
+    srv = make_server("-m", target, "-md", draft, "--spec-type", "draft-eagle3", "-np", "2", "-c", "2048", "-t", "2",
+                      *EXACT, "--spec-draft-n-max", "3", "--spec-draft-n-min", "3")
+    drafted = accepted = 0
+    with ThreadPoolExecutor(2) as pool:
+        spec = list(pool.map(lambda p: complete(srv, p), PROMPTS))
+    for prompt, out in zip(PROMPTS, spec, strict=True):
+        assert out["content"] == complete(srv, prompt, **OFF)["content"]
+        drafted, accepted = drafted + out["timings"]["draft_n"], accepted + out["timings"]["draft_n_accepted"]
+    assert 0.3 * drafted < accepted < drafted, (drafted, accepted)
+    assert "EAGLE-3 draft:" not in srv.log()  # its warnings: a decode of the draft that failed
+
+
+class _RecordingHead:
+    """A draft head that records what it is asked to draft (the drafters' dispatch alone, no model)."""
+
+    def __init__(self) -> None:
+        self.asked: list[int] = []
+
+    def process(self, segments: Sequence[Segment]) -> None: ...
+
+    def draft(self, seq: int, token: int, pos: int, n_max: int, p_min: float) -> list[int]:
+        self.asked.append(pos)
+        return [1, 2]
+
+    def accept(self, seq: int, n_accepted: int, n_draft: int) -> None: ...
+
+    def rewind(self, seq: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def test_the_head_drafts_only_once_it_has_followed_every_token() -> None:
+    """After a rollback the accepted tokens are fed again before the pending one: the head has not seen them
+    yet, so it drafts nothing that step (llama-server's replay step drafts nothing); other types still may."""
+    head = _RecordingHead()
+    drafters = Drafters(None, head=head)
+    spec = SpecParams(type="ngram-simple,draft-eagle3", has_eagle3=True, ngram_size_n=2, ngram_size_m=2)
+    task = object()
+    history = [5, 6, 7, 8, 9, 5, 6, 7]  # then 8: ngram-simple finds "7 8" earlier and drafts "9 5"
+    assert drafters.draft(0, task, [5], spec, history[:4], 9, 3, pos=5, head_ready=False) == []
+    assert drafters.draft(0, task, [5], spec, history, 8, 3, pos=8, head_ready=False) == [9, 5]
+    assert head.asked == []
+    assert drafters.draft(0, task, [5], spec, history[:4], 9, 3, pos=5) == [1, 2]
+    assert head.asked == [5]
 
 
 def test_context_shift_and_a_restored_slot(models: tuple[str, str], make_server: Any, tmp_path: Path) -> None:

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["DRAFT_TOP_K", "DraftHead", "Segment", "top_token"]
+if TYPE_CHECKING:
+    from llamatwist.engine.context import Context
+
+__all__ = ["DRAFT_TOP_K", "DraftHead", "Segment", "continue_at", "top_token"]
 
 DRAFT_TOP_K = 10  # llama-server's draft sampler for both: top-k 10, its probabilities renormalized over those
 
@@ -56,3 +59,14 @@ def top_token(logits: npt.NDArray[np.float32]) -> tuple[int, float]:
     best = int(np.argmax(vals))
     z = np.exp(vals - vals[best]).sum()
     return int(top_k[best]), float(1.0 / z)
+
+
+def continue_at(ctx: Context, seq: int, start: int) -> None:
+    """Make the head's sequence end right before ``start``, where its next batch begins (libllama takes a
+    sequence's positions only consecutively): cells from ``start`` on (an earlier draft's) go; a gap before it
+    (a decode that failed) starts the sequence afresh, so that drafting goes on, if worse for a while."""
+    top = ctx.seq_pos_max(seq)
+    if top >= start:
+        ctx.seq_rm(seq, start, -1)
+    elif 0 <= top < start - 1:
+        ctx.seq_rm(seq, -1, -1)

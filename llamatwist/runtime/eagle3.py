@@ -33,7 +33,7 @@ from llamatwist.engine.batch import Batch
 from llamatwist.engine.context import Context
 from llamatwist.engine.errors import DecodeError
 from llamatwist.engine.model import Model
-from llamatwist.runtime.draft_head import Segment, top_token
+from llamatwist.runtime.draft_head import Segment, continue_at, top_token
 from llamatwist.runtime.mtp import KEEP_ROWS
 
 __all__ = ["LAYER_INPUT_ARCHS", "Eagle3Drafter", "eagle3_problem"]
@@ -112,7 +112,10 @@ class Eagle3Drafter:
                 pending = int(self._pending_pos[seq])
                 # the pair the last batch left waiting, completed by this run's first token
                 if pending >= 0 and pending + 1 == seg.pos and pending > self.ctx.seq_pos_max(seq):
+                    continue_at(self.ctx, seq, pending)
                     states[batch.add(seg.tokens[0], pending, seq, False)] = self._pending[seq]
+                else:
+                    continue_at(self.ctx, seq, seg.pos)
                 if n > 1:
                     last = batch.add_sequence(seg.tokens[1:], seg.pos, seq, False)
                     states[last - n + 2 : last + 1] = g[row : row + n - 1]
@@ -158,7 +161,7 @@ class Eagle3Drafter:
         states[idx] = self._pending[seq]
         out: list[int] = []
         try:
-            self.ctx.seq_rm(seq, start, -1)
+            continue_at(self.ctx, seq, start)
             for step in range(n_max):
                 self.ctx.decode(batch)
                 top, p = top_token(self.ctx.logits_view(idx))

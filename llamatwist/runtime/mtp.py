@@ -36,7 +36,7 @@ import numpy.typing as npt
 from llamatwist.engine.batch import Batch
 from llamatwist.engine.context import Context
 from llamatwist.engine.errors import DecodeError
-from llamatwist.runtime.draft_head import Segment, top_token
+from llamatwist.runtime.draft_head import Segment, continue_at, top_token
 
 __all__ = ["KEEP_ROWS", "MtpDrafter"]
 
@@ -90,7 +90,7 @@ class MtpDrafter:
             for head in range(self.n_heads):
                 # what an earlier draft left there; with several heads, each rebuilds its own layer's cells
                 for seg in segments:
-                    self.ctx.seq_rm(seg.seq, seg.pos, -1)
+                    continue_at(self.ctx, seg.seq, seg.pos)
                 if self.n_heads > 1:
                     self.ctx.set_nextn_head(head)
                 self.ctx.decode(batch)
@@ -118,7 +118,7 @@ class MtpDrafter:
         try:
             for step in range(n_max):
                 if step == 0 or chained:  # an earlier draft's cells; each chained head rebuilds its own
-                    self.ctx.seq_rm(seq, pos, -1)
+                    continue_at(self.ctx, seq, pos)
                 if chained:
                     self.ctx.set_nextn_head(step)
                 self.ctx.decode(batch)

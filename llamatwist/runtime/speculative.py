@@ -51,6 +51,8 @@ __all__ = ["SPEC_TYPES", "DraftModel", "Drafters", "SpecParams", "ngram_simple_d
 
 log = logging.getLogger(__name__)
 
+HEAD_TYPES = ("draft-mtp", "draft-eagle3")  # the types whose drafter follows the target's decodes (DraftHead)
+
 def ngram_simple_draft(tokens: Sequence[int], sampled: int, size_n: int, size_m: int) -> list[int]:
     """Prompt lookup: the tokens that followed the latest earlier occurrence of the last ``size_n`` tokens
     (``tokens`` then ``sampled``), at most ``size_m`` of them; [] when there is none, or when fewer than
@@ -161,14 +163,16 @@ class Drafters:
         self._slots: dict[int, _SlotDrafts] = {}
 
     def draft(self, seq: int, task: object, prompt: Sequence[int], spec: SpecParams, history: Sequence[int],
-              sampled: int, n_max: int, pos: int = -1) -> list[int]:
+              sampled: int, n_max: int, pos: int = -1, head_ready: bool = True) -> list[int]:
         """At most ``n_max`` draft tokens after ``history`` and ``sampled`` (the slot's pending token, at ``pos``
         in its sequence: after a context shift, not ``len(history)``); ``prompt`` is the task's, its n-grams
-        learnt when the task first drafts (llama.cpp's begin)."""
+        learnt when the task first drafts (llama.cpp's begin). ``head_ready`` False: tokens before the pending
+        one are yet to be decoded (a rolled-back draft's accepted tokens, fed again with it), so the draft head,
+        which follows decodes, cannot draft this step (llama-server's replay step drafts nothing either)."""
         state = self._begin(seq, task, prompt, spec)
         state.last = None
         for kind in DRAFT_ORDER:
-            if kind not in spec.types:
+            if kind not in spec.types or (kind in HEAD_TYPES and not head_ready):
                 continue
             draft = self._draft_one(kind, seq, state, spec, history, sampled, n_max,
                                     pos if pos >= 0 else len(history))[:n_max]
@@ -226,6 +230,6 @@ class Drafters:
             return state.maps[kind].draft(history, sampled)
         if kind == "draft-simple" and self.model is not None:
             return self.model.draft(seq, [*history, sampled], min(n_max, spec.n_max), spec.p_min)
-        if kind in ("draft-mtp", "draft-eagle3") and self.head is not None:
+        if kind in HEAD_TYPES and self.head is not None:
             return self.head.draft(seq, sampled, pos, min(n_max, spec.n_max), spec.p_min)
         return []

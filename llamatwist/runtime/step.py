@@ -226,7 +226,8 @@ class Step:
             return []
         history = [*task.prompt, *slot.generated[:-1]] if slot.generated else list(task.prompt)
         pos = len(slot.cache) + len(slot.replay)  # the pending token's (the cache is shorter after a shift)
-        draft = self._drafts.draft(slot.id, task, task.prompt, spec, history, slot.pending_token, n_max, pos)
+        draft = self._drafts.draft(slot.id, task, task.prompt, spec, history, slot.pending_token, n_max, pos,
+                                   head_ready=not slot.replay)
         # as llama-server: n_min applies to the draft as made, the request's end then truncates it
         return draft[:n_left] if len(draft) >= max(spec.n_min, 1) else []
 
