@@ -9,17 +9,23 @@ its KV edits on theirs (`Context.mirror_memory`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from llamatwist.engine.errors import DecodeError
+
 if TYPE_CHECKING:
+    from llamatwist.engine.batch import Batch
     from llamatwist.engine.context import Context
 
-__all__ = ["DRAFT_TOP_K", "DraftHead", "Segment", "continue_at", "top_token"]
+__all__ = ["DRAFT_TOP_K", "DraftHead", "Segment", "continue_at", "draft_greedy", "top_token"]
+
+log = logging.getLogger(__name__)
 
 DRAFT_TOP_K = 10  # llama-server's draft sampler for both: top-k 10, its probabilities renormalized over those
 
@@ -70,3 +76,26 @@ def continue_at(ctx: Context, seq: int, start: int) -> None:
         ctx.seq_rm(seq, start, -1)
     elif 0 <= top < start - 1:
         ctx.seq_rm(seq, -1, -1)
+
+
+def draft_greedy(ctx: Context, batch: Batch, idx: int, n_max: int, p_min: float,
+                 feed: Callable[[int, int, npt.NDArray[np.float32]], int],
+                 before: Callable[[int], None] = lambda step: None, what: str = "draft head") -> list[int]:
+    """A head's draft: decode ``batch`` (its output at ``idx``), take the top token, stop below ``p_min`` or at
+    ``n_max`` tokens, else ``feed(step, token, the head's output state)`` refills the batch and says where the
+    next output is; ``before(step)`` runs before each decode. A failed decode ends the draft where it is."""
+    out: list[int] = []
+    try:
+        for step in range(n_max):
+            before(step)
+            ctx.decode(batch)
+            top, p = top_token(ctx.logits_view(idx))
+            if p < p_min:
+                break
+            out.append(top)
+            if len(out) >= n_max:
+                break
+            idx = feed(step, top, ctx.nextn_state(idx))
+    except DecodeError as exc:
+        log.warning("%s: draft decode failed: %s", what, exc)
+    return out

@@ -33,7 +33,7 @@ from llamatwist.engine.batch import Batch
 from llamatwist.engine.context import Context
 from llamatwist.engine.errors import DecodeError
 from llamatwist.engine.model import Model
-from llamatwist.runtime.draft_head import Segment, continue_at, top_token
+from llamatwist.runtime.draft_head import Segment, continue_at, draft_greedy
 from llamatwist.runtime.mtp import KEEP_ROWS
 
 __all__ = ["LAYER_INPUT_ARCHS", "Eagle3Drafter", "eagle3_problem"]
@@ -159,23 +159,14 @@ class Eagle3Drafter:
         batch.clear()
         idx = batch.add(token, start, seq, True)
         states[idx] = self._pending[seq]
-        out: list[int] = []
-        try:
-            continue_at(self.ctx, seq, start)
-            for step in range(n_max):
-                self.ctx.decode(batch)
-                top, p = top_token(self.ctx.logits_view(idx))
-                if p < p_min:
-                    break
-                out.append(top)
-                if len(out) >= n_max:
-                    break
-                state = self.ctx.nextn_state(idx)
-                batch.clear()
-                idx = batch.add(top, start + step + 1, seq, True)
-                states[idx] = state
-        except DecodeError as exc:
-            log.warning("EAGLE-3 draft: draft decode failed: %s", exc)
+
+        def feed(step: int, top: int, state: npt.NDArray[np.float32]) -> int:
+            batch.clear()
+            states[batch.add(top, start + step + 1, seq, True)] = state
+            return batch.n_tokens - 1
+
+        continue_at(self.ctx, seq, start)
+        out = draft_greedy(self.ctx, batch, idx, n_max, p_min, feed, what="EAGLE-3 draft")
         # the drafted tokens' cells: the target's batch brings those positions' true pairs
         self.ctx.seq_rm(seq, pos, -1)
         return out

@@ -36,7 +36,7 @@ import numpy.typing as npt
 from llamatwist.engine.batch import Batch
 from llamatwist.engine.context import Context
 from llamatwist.engine.errors import DecodeError
-from llamatwist.runtime.draft_head import Segment, continue_at, top_token
+from llamatwist.runtime.draft_head import Segment, continue_at, draft_greedy
 
 __all__ = ["KEEP_ROWS", "MtpDrafter"]
 
@@ -114,36 +114,28 @@ class MtpDrafter:
         states[idx] = self._pending[seq]
         chained = self.n_heads > 1
         chain: list[tuple[int, npt.NDArray[np.float32]]] = [(token, self._pending[seq].copy())] if chained else []
-        out: list[int] = []
+
+        def before(step: int) -> None:
+            if step == 0 or chained:  # an earlier draft's cells; each chained head rebuilds its own
+                continue_at(self.ctx, seq, pos)
+            if chained:
+                self.ctx.set_nextn_head(step)
+
+        def feed(step: int, top: int, state: npt.NDArray[np.float32]) -> int:
+            batch.clear()
+            if not chained:
+                states[batch.add(top, pos + step + 1, seq, True)] = state
+                return batch.n_tokens - 1
+            chain.append((top, state))  # the next head sees the whole draft so far, with the states it made
+            for k, (tok, st) in enumerate(chain):
+                states[batch.add(tok, pos + k, seq, k == len(chain) - 1)] = st
+            return batch.n_tokens - 1
+
         try:
-            for step in range(n_max):
-                if step == 0 or chained:  # an earlier draft's cells; each chained head rebuilds its own
-                    continue_at(self.ctx, seq, pos)
-                if chained:
-                    self.ctx.set_nextn_head(step)
-                self.ctx.decode(batch)
-                top, p = top_token(self.ctx.logits_view(idx))
-                if p < p_min:
-                    break
-                out.append(top)
-                if len(out) >= n_max:
-                    break
-                state = self.ctx.nextn_state(idx)
-                batch.clear()
-                if chained:  # the next head sees the whole draft so far, with the states it made
-                    chain.append((top, state))
-                    for k, (tok, st) in enumerate(chain):
-                        idx = batch.add(tok, pos + k, seq, k == len(chain) - 1)
-                        states[idx] = st
-                else:
-                    idx = batch.add(top, pos + step + 1, seq, True)
-                    states[idx] = state
-        except DecodeError as exc:
-            log.warning("MTP head: draft decode failed: %s", exc)
+            return draft_greedy(self.ctx, batch, idx, n_max, p_min, feed, before, "MTP head")
         finally:
             if chained:
                 self.ctx.set_nextn_head(0)
-        return out
 
     def accept(self, seq: int, n_accepted: int, n_draft: int) -> None:
         """The target verified ``n_draft`` tokens after the pending one and took ``n_accepted``: the next batch
