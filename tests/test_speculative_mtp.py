@@ -49,35 +49,74 @@ def complete(srv: Server, prompt: str, n_predict: int = 64, **extra: Any) -> dic
     return complete_48(srv, prompt, n_predict=n_predict, **extra)
 
 
-def test_output_is_unchanged_and_drafts_are_taken_and_rejected(mtp: Server) -> None:
+def drafts_keep_the_output(srv: Server) -> None:
+    """Greedy output with drafts is plain decoding's on every prompt, and both verification paths run (the head
+    predicts the target's next token often, not always)."""
     drafted = accepted = 0
     for prompt in PROMPTS:
-        spec, plain = complete(mtp, prompt), complete(mtp, prompt, **OFF)
+        spec, plain = complete(srv, prompt), complete(srv, prompt, **OFF)
         assert spec["content"] == plain["content"]
         t = spec["timings"]
         drafted, accepted = drafted + t["draft_n"], accepted + t["draft_n_accepted"]
         assert "draft_n" not in plain["timings"]
-    # the head predicts the trunk's next token often, not always: both verification paths ran
     assert 0.3 * drafted < accepted < drafted, (drafted, accepted)
-    assert re.search(r"MTP context runs 1 NextN head", mtp.log())
-    assert metric(mtp, "spec_decode_num_accepted_tokens_total") >= accepted
+    assert metric(srv, "spec_decode_num_accepted_tokens_total") >= accepted
 
 
-def test_three_concurrent_slots(mtp: Server) -> None:
+def concurrent_slots_keep_the_output(srv: Server) -> None:
     prompts = [*PROMPTS[:3], PROMPTS[0] + " a test of"]
     with ThreadPoolExecutor(3) as pool:
-        plain = list(pool.map(lambda p: complete(mtp, p, **OFF)["content"], prompts))
-        spec = list(pool.map(lambda p: complete(mtp, p)["content"], prompts))
+        plain = list(pool.map(lambda p: complete(srv, p, **OFF)["content"], prompts))
+        spec = list(pool.map(lambda p: complete(srv, p)["content"], prompts))
     assert spec == plain
 
 
-def test_reused_prefixes_and_long_generations(mtp: Server) -> None:
+def reused_prefixes_keep_the_output(srv: Server) -> None:
     # the second request reuses the first's cached prompt (its KV, and the head's, which follows it)
-    first = complete(mtp, PROMPTS[3], n_predict=200)
-    again = complete(mtp, PROMPTS[3] + first["content"][:40], n_predict=100)
+    first = complete(srv, PROMPTS[3], n_predict=200)
+    again = complete(srv, PROMPTS[3] + first["content"][:40], n_predict=100)
     assert again["timings"]["cache_n"] > 0
-    assert again["content"] == complete(mtp, PROMPTS[3] + first["content"][:40], n_predict=100, **OFF)["content"]
+    assert again["content"] == complete(srv, PROMPTS[3] + first["content"][:40], n_predict=100, **OFF)["content"]
     assert first["timings"]["draft_n_accepted"] > 0 and again["timings"]["draft_n_accepted"] > 0
+
+
+def same_drafts(ours: Server, theirs: Server) -> None:
+    """The same text as llama-server's, and as many drafted and accepted tokens, on every prompt."""
+    for prompt in PROMPTS:
+        a, b = complete(ours, prompt), complete(theirs, prompt)
+        assert a["content"] == b["content"]
+        ta, tb = a["timings"], b["timings"]
+        assert (ta["draft_n"], ta["draft_n_accepted"]) == (tb["draft_n"], tb["draft_n_accepted"]), prompt
+        assert 0 < ta["draft_n_accepted"] < ta["draft_n"]
+        assert a["content"] == complete(ours, prompt, **OFF)["content"]
+
+
+def shift_and_restore_keep_the_output(srv: Server) -> None:
+    """``srv`` has 2 slots of 256 cells, --context-shift and a slot save path: the head's cells move with the
+    target's when the context shifts, and a slot restored from a file (the target's cells only) drafts on."""
+    long = complete(srv, PROMPTS[2], n_predict=400, id_slot=0)
+    assert long["timings"]["predicted_n"] == 400 and long["timings"]["draft_n_accepted"] > 0  # past 256 cells
+    assert long["content"] == complete(srv, PROMPTS[2], n_predict=400, id_slot=0, **OFF)["content"]
+    first = complete(srv, PROMPTS[1], id_slot=0)
+    assert srv.post("/slots/0?action=save", {"filename": "s0.bin"}).json()["n_saved"] > 0
+    complete(srv, PROMPTS[3], id_slot=1)  # slot 1's cells, the head's too, hold another text
+    assert srv.post("/slots/1?action=restore", {"filename": "s0.bin"}).json()["n_restored"] > 0
+    again = complete(srv, PROMPTS[1], id_slot=1)
+    assert again["timings"]["cache_n"] > 0 and again["content"] == first["content"]
+    assert again["timings"]["draft_n"] > 0
+
+
+def test_output_is_unchanged_and_drafts_are_taken_and_rejected(mtp: Server) -> None:
+    drafts_keep_the_output(mtp)
+    assert re.search(r"MTP context runs 1 NextN head", mtp.log())
+
+
+def test_three_concurrent_slots(mtp: Server) -> None:
+    concurrent_slots_keep_the_output(mtp)
+
+
+def test_reused_prefixes_and_long_generations(mtp: Server) -> None:
+    reused_prefixes_keep_the_output(mtp)
 
 
 def test_per_request_type_and_length(mtp: Server) -> None:
@@ -99,13 +138,7 @@ def test_same_drafts_as_llama_server(model_path: str, make_server: Any, arch: st
             "--spec-draft-n-max", "3", "--spec-draft-n-min", "3")
     ours, theirs = make_server(*args), make_server(*args, command=[str(llama_server)])
     assert f"MTP context runs {n_heads} NextN head" in ours.log()
-    for prompt in PROMPTS:
-        a, b = complete(ours, prompt), complete(theirs, prompt)
-        assert a["content"] == b["content"]
-        ta, tb = a["timings"], b["timings"]
-        assert (ta["draft_n"], ta["draft_n_accepted"]) == (tb["draft_n"], tb["draft_n_accepted"]), prompt
-        assert 0 < ta["draft_n_accepted"] < ta["draft_n"]
-        assert a["content"] == complete(ours, prompt, **OFF)["content"]
+    same_drafts(ours, theirs)
 
 
 def test_chained_heads_draft_at_most_one_token_each(model_path: str, make_server: Any) -> None:
@@ -149,13 +182,4 @@ def test_context_shift_and_a_restored_slot(mtp_model: str, make_server: Any, tmp
     target's cells only) drafts on: the output stays plain decoding's."""
     srv = make_server("-m", mtp_model, "-np", "2", "-c", "512", "-t", "2", *EXACT, "--spec-type", "draft-mtp",
                       "--context-shift", "--slot-save-path", str(tmp_path))
-    long = complete(srv, PROMPTS[2], n_predict=400, id_slot=0)
-    assert long["timings"]["predicted_n"] == 400 and long["timings"]["draft_n_accepted"] > 0  # past 256 cells
-    assert long["content"] == complete(srv, PROMPTS[2], n_predict=400, id_slot=0, **OFF)["content"]
-    first = complete(srv, PROMPTS[1], id_slot=0)
-    assert srv.post("/slots/0?action=save", {"filename": "s0.bin"}).json()["n_saved"] > 0
-    complete(srv, PROMPTS[3], id_slot=1)  # slot 1's cells, the head's too, hold another text
-    assert srv.post("/slots/1?action=restore", {"filename": "s0.bin"}).json()["n_restored"] > 0
-    again = complete(srv, PROMPTS[1], id_slot=1)
-    assert again["timings"]["cache_n"] > 0 and again["content"] == first["content"]
-    assert again["timings"]["draft_n"] > 0
+    shift_and_restore_keep_the_output(srv)
