@@ -367,6 +367,7 @@ def engine_spec(config: ServerConfig, model_path: str) -> EngineSpec:
         draft_model_path=config.model_draft,
         mtp=config.sampling.speculative.has_mtp,
         eagle3=config.sampling.speculative.has_eagle3,
+        dflash=config.sampling.speculative.has_dflash,
         lookup_cache_static=config.lookup_cache_static if "ngram-cache" in config.sampling.speculative.types else None,
         lookup_cache_dynamic=(config.lookup_cache_dynamic if "ngram-cache" in config.sampling.speculative.types
                               else None),

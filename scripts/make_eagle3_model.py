@@ -37,7 +37,7 @@ import numpy.typing as npt
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_llama_model import SHAPES, RandomWeights, Shape, base_or_default, start_model, write_model
 
-__all__ = ["TARGET_ARCHS", "make"]
+__all__ = ["TARGET_ARCHS", "TARGET_LAYERS", "make", "target_model"]
 
 TARGET_ARCHS = ("llama", "lfm2")
 
@@ -59,13 +59,15 @@ def make(out_dir: Path, base: Path, *, shape: str = "tiny", seed: int = 0, layer
     w = RandomWeights(seed)
     if target_arch not in TARGET_ARCHS:
         raise ValueError(f"target_arch must be one of {', '.join(TARGET_ARCHS)}")
-    target = _target(out_dir / "target.gguf", base, s, n_layer, w, layer_std, target_arch)
+    target, _, _ = target_model(out_dir / "target.gguf", base, s, n_layer, w, layer_std, target_arch)
     draft = _draft(out_dir / "eagle3.gguf", base, s, DRAFT_HEADS[shape], w, layers, token_share, query_scale,
                    layer_std)
     return target, draft
 
 
-def _target(out: Path, base: Path, s: Shape, n_layer: int, w: RandomWeights, layer_std: float, arch: str) -> Path:
+def target_model(out: Path, base: Path, s: Shape, n_layer: int, w: RandomWeights, layer_std: float,
+                 arch: str) -> tuple[Path, npt.NDArray[Any], npt.NDArray[Any]]:
+    """The target: its path, token embeddings and output matrix."""
     writer, n_vocab = start_model(out, base, arch, f"tiny-eagle3-target-{arch}", n_ctx_train=s.n_ctx_train,
                                   n_embd=s.n_embd, n_layer=n_layer)
     head = s.n_embd // s.n_head
@@ -82,8 +84,10 @@ def _target(out: Path, base: Path, s: Shape, n_layer: int, w: RandomWeights, lay
         writer.add_uint32("lfm2.shortconv.l_cache", l_cache)
     std = 1.0 / np.sqrt(n_embd)
 
+    head_tensors = dict(w.embeddings_and_output(n_vocab, n_embd))
+
     def tensors() -> Iterator[tuple[str, npt.NDArray[Any]]]:
-        for name, data in w.embeddings_and_output(n_vocab, n_embd):
+        for name, data in head_tensors.items():
             # LFM2's final norm has its own name
             yield ("token_embd_norm.weight" if arch == "lfm2" and name == "output_norm.weight" else name), data
         for i in range(n_layer):
@@ -106,7 +110,7 @@ def _target(out: Path, base: Path, s: Shape, n_layer: int, w: RandomWeights, lay
             yield f"blk.{i}.ffn_down.weight", w.rand(n_embd, s.n_ff, std=layer_std)
 
     write_model(writer, tensors())
-    return out
+    return out, head_tensors["token_embd.weight"], head_tensors["output.weight"]
 
 
 def _draft(out: Path, base: Path, s: Shape, n_head: int, w: RandomWeights, layers: tuple[int, ...],

@@ -197,17 +197,32 @@ def eagle3_gguf(base: Path, target_layers: tuple[int, ...] = (1, 2, 3), arch: st
     draft model for it reading ``target_layers`` of its 4 (4: its final state) (scripts/make_eagle3_model.py),
     the tokenizer of ``base``: (target, draft)."""
     layers = "-".join(map(str, target_layers))
-    key = hashlib.sha256((str(base) + layers + arch + _key("make_eagle3_model", "make_llama_model")).encode())
-    name = f"eagle3-{arch}-{layers}-{key.hexdigest()[:16]}"
-    pair = models_dir() / f"{name}.gguf", models_dir() / f"{name}.draft.gguf"
+    return _build_pair(f"eagle3-{arch}-{layers}", str(base) + layers + arch, ("make_eagle3_model", "make_llama_model"),
+                       lambda out: _script("make_eagle3_model").make(out, base, target_layers=target_layers,
+                                                                     target_arch=arch))
+
+
+def dflash_gguf(base: Path, arch: str = "llama") -> tuple[Path, Path]:
+    """A tiny random target model of ``arch`` (llama, or lfm2) and a DFlash draft model for it
+    (scripts/make_dflash_model.py), the tokenizer of ``base``: (target, draft)."""
+    return _build_pair(f"dflash-{arch}", str(base) + arch,
+                       ("make_dflash_model", "make_eagle3_model", "make_llama_model"),
+                       lambda out: _script("make_dflash_model").make(out, base, target_arch=arch))
+
+
+def _build_pair(prefix: str, inputs: str, scripts: tuple[str, ...],
+                build: Callable[[Path], tuple[Path, Path]]) -> tuple[Path, Path]:
+    """A (target, draft) pair ``<prefix>-<key>.gguf`` / ``.draft.gguf`` that ``build(dir)`` writes; builds of older
+    keys are dropped."""
+    key = hashlib.sha256((inputs + _key(*scripts)).encode()).hexdigest()[:16]
+    pair = models_dir() / f"{prefix}-{key}.gguf", models_dir() / f"{prefix}-{key}.draft.gguf"
     if not all(p.is_file() for p in pair):
         with tempfile.TemporaryDirectory(dir=models_dir()) as tmp:
-            target, draft = _script("make_eagle3_model").make(Path(tmp), base, target_layers=target_layers,
-                                                              target_arch=arch)
+            target, draft = build(Path(tmp))
             os.replace(draft, pair[1])  # the draft first: the target's file says both are there
             os.replace(target, pair[0])
-        for old in models_dir().glob(f"eagle3-{arch}-{layers}-*.gguf"):  # builds of earlier script versions
-            if old not in pair:
+        for old in models_dir().glob(f"{prefix}-*.gguf"):  # builds of earlier script versions
+            if old not in pair and old.name.removesuffix(".draft.gguf").removesuffix(".gguf").rsplit("-", 1)[0] == prefix:
                 with contextlib.suppress(OSError):
                     old.unlink()
     return pair

@@ -988,8 +988,8 @@ def test_speculative_defaults() -> None:
     # as older llama-servers (the pinned one loads the draft and leaves it unused without --spec-type)
     assert parse_config(["-md", "d.gguf"], {}).sampling.speculative.type == "draft-simple"
     # the pinned llama-server's head-based types are named as such, not as unknown
-    for kind in ("draft-dflash", "draft-dspark,ngram-mod"):
-        assert f"speculative type '{kind.split(',')[0]}' is llama-server's but not implemented" in str(
+    for kind in ("draft-dspark", "ngram-mod,draft-dspark"):
+        assert "speculative type 'draft-dspark' is llama-server's but not implemented" in str(
             refused(["--spec-type", kind]))
     assert parse_config([], {}).sampling.speculative.type == "none"
     mtp = parse_config(["--spec-type", "draft-mtp"], {}).sampling.speculative
@@ -1000,4 +1000,6 @@ def test_speculative_defaults() -> None:
     assert (eagle3.types, eagle3.has_eagle3, eagle3.has_draft_model, eagle3.limit) == (
         ("draft-eagle3", "ngram-mod"), True, False, 64)
     assert "needs an EAGLE-3 draft model" in str(refused(["--spec-type", "draft-eagle3"]))
+    dflash = parse_config(["-md", "d.gguf", "--spec-type", "draft-dflash"], {}).sampling.speculative
+    assert (dflash.has_dflash, dflash.has_eagle3, dflash.has_draft_model, dflash.limit) == (True, False, False, 3)
     assert "unknown speculative type: 'eagle'" in str(refused(["--spec-type", "eagle"]))  # llama-server's words

@@ -19,8 +19,7 @@ from typing import Any
 
 import pytest
 
-from llamatwist.runtime.draft_head import Segment
-from llamatwist.runtime.eagle3 import LAYER_INPUT_ARCHS
+from llamatwist.runtime.draft_head import LAYER_INPUT_ARCHS, Segment
 from llamatwist.runtime.speculative import Drafters
 from llamatwist.sampling_defaults import SpecParams
 from tests.conftest import Server
@@ -152,10 +151,14 @@ def test_context_shift_and_a_restored_slot(models: tuple[str, str], make_server:
     shift_and_restore_keep_the_output(srv)
 
 
-def test_an_eagle3_draft_needs_its_type(make_server: Any, models: tuple[str, str]) -> None:
-    # -md alone means draft-simple, which cannot run an EAGLE-3 draft (llama-server would try)
+def test_an_eagle3_draft_alone_means_its_type(make_server: Any, models: tuple[str, str]) -> None:
+    # -md alone: the type its GGUF is made for (llama-server infers DFlash and MTP drafts so, and leaves an
+    # EAGLE-3 draft unused); draft-simple asked for cannot run it
     target, draft = models
-    srv = make_server("-m", target, "-md", draft, wait=False)
+    srv = make_server("-m", target, "-md", draft, "-c", "1024", "-t", "2")
+    out = complete(srv, PROMPTS[0])
+    assert out["timings"]["draft_n_accepted"] > 0 and "EAGLE-3 draft" in srv.log()
+    srv = make_server("-m", target, "-md", draft, "--spec-type", "draft-simple", wait=False)
     assert srv.proc.wait(120) == 1
     assert "is a eagle3 draft, not a model draft-simple can run: start the server with --spec-type draft-eagle3" \
         in srv.log()
@@ -174,7 +177,7 @@ def test_draft_eagle3_needs_an_eagle3_draft(make_server: Any, models: tuple[str,
         in srv.log()
     srv = make_server("-m", target, "-md", plain, "--spec-type", "draft-simple,draft-eagle3", wait=False)
     assert srv.proc.wait(60) == 2
-    assert "draft-simple and draft-eagle3 both draft with -md's model" in srv.log()
+    assert "draft-simple and draft-eagle3 all draft with -md's model" in srv.log()
 
 
 def test_a_target_that_cannot_hand_out_layer_states_is_refused(make_server: Any, models: tuple[str, str],

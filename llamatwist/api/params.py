@@ -355,9 +355,11 @@ def parse_speculative(body: Mapping[str, Any], default: SpecParams) -> SpecParam
                                  f"them), got {json.dumps(body['speculative.type'])}")
         if "draft-simple" in kind.split(",") and not default.has_draft_model:
             raise InvalidRequest("'speculative.type' draft-simple needs a draft model: start the server with -md")
-        if "draft-eagle3" in kind.split(",") and not default.has_eagle3:
-            raise InvalidRequest("'speculative.type' draft-eagle3 needs an EAGLE-3 draft model: start the server with "
-                                 "-md and --spec-type draft-eagle3")
+        for name, has, what in (("draft-eagle3", default.has_eagle3, "an EAGLE-3"),
+                                ("draft-dflash", default.has_dflash, "a DFlash")):
+            if name in kind.split(",") and not has:
+                raise InvalidRequest(f"'speculative.type' {name} needs {what} draft model: start the server with -md "
+                                     f"and --spec-type {name}")
         if "draft-mtp" in kind.split(",") and not default.has_mtp:
             raise InvalidRequest("'speculative.type' draft-mtp needs the model's MTP head: start the server with "
                                  "--spec-type draft-mtp")

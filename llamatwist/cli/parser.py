@@ -435,6 +435,32 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> ServerConfi
 
 
 
+def _draft_type(path: str | None) -> str:
+    """The type a draft model alone means: what its GGUF is made for (llama-server's
+    common_speculative_types_from_gguf: a DFlash draft, a DSpark one, an MTP assistant; llamatwist also knows an
+    EAGLE-3 draft, which llama-server leaves unused), else draft-simple. ``path`` None: not a local file yet
+    (-hfd)."""
+    try:
+        import gguf
+
+        reader = gguf.GGUFReader(path) if path else None
+    except Exception:  # noqa: BLE001  # missing or not GGUF: the load says so
+        reader = None
+    if reader is None:
+        return "draft-simple"
+    field = reader.fields.get("general.architecture")
+    arch = str(field.contents()) if field is not None else ""
+    tensors = {t.name for t in reader.tensors}
+    if arch == "dflash":
+        return "draft-dspark" if "markov_w1.weight" in tensors else "draft-dflash"
+    if arch == "eagle3":
+        return "draft-eagle3"
+    count = reader.fields.get(f"{arch}.block_count")
+    if count is not None and f"blk.{int(count.contents()) - 1}.nextn.eh_proj.weight" in tensors:
+        return "draft-mtp"
+    return "draft-simple"
+
+
 def _speculative(values: dict[str, Any]) -> SpecParams:
     """The requests' default speculation; a draft model alone means draft-simple (llama-server)."""
     base = ServerConfig()
@@ -445,14 +471,19 @@ def _speculative(values: dict[str, Any]) -> SpecParams:
     spec_type = parse_spec_types(",".join(n for n in names if n != "none") or "none")
     draft = values.get("model_draft") or values.get("hf_repo_draft")  # -hfd resolves to a path at start-up
     if spec_type == "none" and draft:
-        spec_type = "draft-simple"
+        spec_type = _draft_type(values.get("model_draft"))
+        if spec_type == "draft-dspark":
+            raise ConfigError(f"draft model {draft} is a DSpark draft: --spec-type draft-dspark is llama-server's but "
+                              "not implemented in llamatwist", 2)
     types = spec_type.split(",")
-    for kind, what in (("draft-simple", "a draft model"), ("draft-eagle3", "an EAGLE-3 draft model")):
+    md_types = {"draft-simple": "a draft model", "draft-eagle3": "an EAGLE-3 draft model",
+                "draft-dflash": "a DFlash draft model"}
+    for kind, what in md_types.items():
         if kind in types and not draft:
             raise ConfigError(f"--spec-type {kind} needs {what} (-md/--model-draft)", 2)
-    if "draft-simple" in types and "draft-eagle3" in types:
-        raise ConfigError("--spec-type draft-simple and draft-eagle3 both draft with -md's model, as a model of its "
-                          "own or as an EAGLE-3 draft: choose one", 2)
+    if len(uses := [t for t in types if t in md_types]) > 1:
+        raise ConfigError(f"--spec-type {' and '.join(uses)} all draft with -md's model, each as a model of its own "
+                          "kind: choose one", 2)
     if "draft-mtp" in types and draft:
         # llama-server then runs the draft model as an MTP head sharing the target's KV (Gemma 4 assistants)
         raise ConfigError("--spec-type draft-mtp drafts with the model's own MTP layers here: a separate MTP draft "
@@ -483,9 +514,10 @@ def _speculative(values: dict[str, Any]) -> SpecParams:
         map_k4v_size_n=get("spec_ngram_map_k4v_size_n"),
         map_k4v_size_m=get("spec_ngram_map_k4v_size_m"),
         map_k4v_min_hits=get("spec_ngram_map_k4v_min_hits"),
-        has_draft_model=bool(draft) and "draft-eagle3" not in types,
+        has_draft_model=bool(draft) and "draft-eagle3" not in types and "draft-dflash" not in types,
         has_mtp="draft-mtp" in types,
         has_eagle3="draft-eagle3" in types,
+        has_dflash="draft-dflash" in types,
     )
 
 

@@ -66,8 +66,8 @@ class Batch:
         self.n_tokens = i + 1
         return i
 
-    def add_row(self, pos: int, seq_id: int) -> int:
-        """Append one state row (a batch without tokens), an output; returns its index."""
+    def add_row(self, pos: int, seq_id: int, output: bool = True) -> int:
+        """Append one state row (a batch without tokens); returns its index."""
         i = self.n_tokens
         if i >= self.capacity:
             raise OverflowError("batch is full")
@@ -75,7 +75,7 @@ class Batch:
         b.pos[i] = pos
         b.n_seq_id[i] = 1
         b.seq_id[i][0] = seq_id
-        b.logits[i] = 1
+        b.logits[i] = 1 if output else 0
         self.n_tokens = i + 1
         return i
 

@@ -469,6 +469,10 @@ class Context:
         n_embd = self.n_embd
         return np.frombuffer(ffi.buffer(ptr, n_rows * n_embd * 4), dtype=np.float32).reshape(n_rows, n_embd)
 
+    def set_causal_attn(self, on: bool) -> None:
+        """Causal attention (the default) or not: a DFlash draft's block attends both ways."""
+        lib.llama_set_causal_attn(self._ptr, on)
+
     def set_embeddings(self, on: bool) -> None:
         """Switch embedding output on/off for the next decodes (pooling stays as created)."""
         lib.llama_set_embeddings(self._ptr, on)

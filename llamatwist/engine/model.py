@@ -517,6 +517,7 @@ class Vocab:
         self.add_eos: bool = bool(lib.llama_vocab_get_add_eos(ptr))
         self.add_sep: bool = bool(lib.llama_vocab_get_add_sep(ptr))
         self.sep: int = lib.llama_vocab_sep(ptr)
+        self.mask: int = lib.llama_vocab_mask(ptr)  # a diffusion model's MASK (DFlash drafts); -1: none
         # fill-in-the-middle tokens (-1 when the model has none)
         self.fim_pre: int = lib.llama_vocab_fim_pre(ptr)
         self.fim_suf: int = lib.llama_vocab_fim_suf(ptr)

@@ -1,8 +1,8 @@
-# -*- test-case-name: tests.test_speculative_mtp,tests.test_speculative_eagle3 -*-
-"""What the draft heads that follow the target share: ``draft-mtp`` (`mtp.py`) and ``draft-eagle3``
-(`eagle3.py`).
+# -*- test-case-name: tests.test_speculative_mtp,tests.test_speculative_eagle3,tests.test_speculative_dflash -*-
+"""What the draft heads that follow the target share: ``draft-mtp`` (`mtp.py`), ``draft-eagle3`` (`eagle3.py`)
+and ``draft-dflash`` (`dflash.py`).
 
-Both draft from the target's hidden states, so both run after every target decode (`DraftHead.process`,
+All draft from the target's hidden states, so all run after every target decode (`DraftHead.process`,
 given the batch as `Segment` runs) and keep their KV cache where the target's is: the target context repeats
 its KV edits on theirs (`Context.mirror_memory`).
 """
@@ -22,12 +22,23 @@ from llamatwist.engine.errors import DecodeError
 if TYPE_CHECKING:
     from llamatwist.engine.batch import Batch
     from llamatwist.engine.context import Context
+    from llamatwist.engine.model import Model
 
-__all__ = ["DRAFT_TOP_K", "DraftHead", "Segment", "continue_at", "draft_greedy", "top_token"]
+__all__ = ["DRAFT_TOP_K", "LAYER_INPUT_ARCHS", "DraftHead", "Segment", "continue_at", "draft_greedy",
+           "layer_reader_problem", "top_token"]
 
 log = logging.getLogger(__name__)
 
-DRAFT_TOP_K = 10  # llama-server's draft sampler for both: top-k 10, its probabilities renormalized over those
+# The target architectures whose graphs hand out their layers' input hidden states in the pinned libllama (a
+# graph that does not aborts the process at its first decode, llama-server with it);
+# tests/test_speculative_eagle3.py derives the set from the pinned source.
+LAYER_INPUT_ARCHS = frozenset({
+    "bailingmoe3", "deepseek4", "gemma4", "gpt-oss", "hunyuan_vl", "lfm2", "llama", "mimo2", "minimax-01",
+    "minimax-m2", "muse-glimmer", "nanbeige", "nemotron_h", "qwen3", "qwen35", "qwen35moe", "qwen3moe",
+    "qwen3next", "qwen4exp",
+})
+
+DRAFT_TOP_K = 10  # llama-server's draft sampler for all of them: top-k 10, its probabilities renormalized over those
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,3 +110,18 @@ def draft_greedy(ctx: Context, batch: Batch, idx: int, n_max: int, p_min: float,
     except DecodeError as exc:
         log.warning("%s: draft decode failed: %s", what, exc)
     return out
+
+
+def layer_reader_problem(draft: Model, target: Model, last_layer: int) -> str | None:
+    """Why ``draft``, which reads the hidden states of some of the target's layers (EAGLE-3, DFlash), cannot
+    read ``target``'s (None: it can); ``last_layer``: the highest layer id it may read."""
+    arch = target.metadata().get("general.architecture", "")
+    if arch not in LAYER_INPUT_ARCHS:
+        return (f"the target's architecture ({arch}) does not hand out its layers' hidden states in this libllama "
+                f"(those that do: {', '.join(sorted(LAYER_INPUT_ARCHS))})")
+    layers = draft.target_layer_ids()
+    if max(layers) > last_layer:
+        return f"it reads target layer {max(layers)}, but the target has {target.info().n_layer} layers"
+    if draft.info().n_embd != target.info().n_embd:
+        return f"its hidden size {draft.info().n_embd} differs from the target's {target.info().n_embd}"
+    return None

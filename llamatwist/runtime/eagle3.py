@@ -33,23 +33,14 @@ from llamatwist.engine.batch import Batch
 from llamatwist.engine.context import Context
 from llamatwist.engine.errors import DecodeError
 from llamatwist.engine.model import Model
-from llamatwist.runtime.draft_head import Segment, continue_at, draft_greedy
+from llamatwist.runtime.draft_head import Segment, continue_at, draft_greedy, layer_reader_problem
 from llamatwist.runtime.mtp import KEEP_ROWS
 
-__all__ = ["LAYER_INPUT_ARCHS", "Eagle3Drafter", "eagle3_problem"]
+__all__ = ["Eagle3Drafter", "eagle3_problem"]
 
 log = logging.getLogger(__name__)
 
 N_TARGET_LAYERS = 3  # llama.cpp's EAGLE-3 reads exactly three of the target's layers
-
-# The target architectures whose graphs hand out their layers' input hidden states in the pinned libllama (a
-# graph that does not aborts the process at its first decode, llama-server with it);
-# tests/test_speculative_eagle3.py derives the set from the pinned source.
-LAYER_INPUT_ARCHS = frozenset({
-    "bailingmoe3", "deepseek4", "gemma4", "gpt-oss", "hunyuan_vl", "lfm2", "llama", "mimo2", "minimax-01",
-    "minimax-m2", "muse-glimmer", "nanbeige", "nemotron_h", "qwen3", "qwen35", "qwen35moe", "qwen3moe",
-    "qwen3next", "qwen4exp",
-})
 
 
 def eagle3_problem(draft: Model, target: Model) -> str | None:
@@ -57,17 +48,8 @@ def eagle3_problem(draft: Model, target: Model) -> str | None:
     layers = draft.target_layer_ids()
     if len(layers) != N_TARGET_LAYERS:
         return f"it is not an EAGLE-3 draft model (expected {N_TARGET_LAYERS} target layers, got {len(layers)})"
-    arch = target.metadata().get("general.architecture", "")
-    if arch not in LAYER_INPUT_ARCHS:
-        return (f"the target's architecture ({arch}) does not hand out its layers' hidden states in this libllama "
-                f"(those that do: {', '.join(sorted(LAYER_INPUT_ARCHS))})")
-    n_layer = target.info().n_layer
-    if max(layers) > n_layer:
-        return f"it reads target layer {max(layers)}, but the target has {n_layer} layers"
-    width = draft.info().n_embd
-    if width != target.info().n_embd:
-        return f"its hidden size {width} differs from the target's {target.info().n_embd}"
-    return None
+    # layer n_layer: the target's final state (the NextN one)
+    return layer_reader_problem(draft, target, target.info().n_layer)
 
 
 class Eagle3Drafter:

@@ -20,6 +20,7 @@ from llamatwist.engine.sampling import eog_tokens
 from llamatwist.engine.video import VideoParams
 from llamatwist.runtime.adapters import AdapterSpec, LoraInfo, apply_adapters
 from llamatwist.runtime.checkpoints import Checkpoints
+from llamatwist.runtime.dflash import DEFAULT_BLOCK_SIZE, DFlashDrafter, dflash_problem
 from llamatwist.runtime.draft_head import DraftHead
 from llamatwist.runtime.eagle3 import Eagle3Drafter, eagle3_problem
 from llamatwist.runtime.mtp import MtpDrafter
@@ -53,6 +54,7 @@ class EngineSpec:
     draft_model_path: str | None = None  # -md: speculative decoding's draft model
     mtp: bool = False  # --spec-type draft-mtp: the model's NextN layers load and draft in an MTP context
     eagle3: bool = False  # --spec-type draft-eagle3: -md is an EAGLE-3 draft model, beside the target's context
+    dflash: bool = False  # --spec-type draft-dflash: -md is a DFlash draft model, beside the target's context
     lookup_cache_static: str | None = None  # -lcs, with --spec-type ngram-cache
     lookup_cache_dynamic: str | None = None  # -lcd, with --spec-type ngram-cache
     draft_n_ctx: int = 0  # -cd (0: the target's context size)
@@ -126,7 +128,7 @@ class Loaded:
     drafter: DraftModel | None = None  # -md: the draft model's context, one sequence per slot
     projector: Projector | None = None  # --mmproj
     lookup: NgramCacheDrafter | None = None  # --spec-type ngram-cache: the files of -lcs and -lcd
-    head: DraftHead | None = None  # draft-mtp's NextN head or draft-eagle3's draft: it follows every decode
+    head: DraftHead | None = None  # draft-mtp's NextN head, or draft-eagle3's or -dflash's draft: it follows every decode
 
 
 def _fitted(spec: EngineSpec) -> EngineSpec:
@@ -226,12 +228,13 @@ def load(spec: EngineSpec) -> Loaded:
         loras=loras,
         eog=eog_tokens(model),
     )
-    drafter = _load_draft(spec, model, ctx) if spec.draft_model_path and not spec.eagle3 else None
+    sidecar = spec.eagle3 or spec.dflash  # -md is a draft that reads the target's hidden states
+    drafter = _load_draft(spec, model, ctx) if spec.draft_model_path and not sidecar else None
     head: DraftHead | None = None
     if spec.mtp:
         head = _mtp_head(model, ctx, params)
-    elif spec.eagle3:
-        head = _eagle3_head(spec, model, ctx)
+    elif sidecar:
+        head = _sidecar_head(spec, model, ctx)
     lookup = NgramCacheDrafter(_lookup_cache(spec.lookup_cache_static, "static"),
                                _lookup_cache(spec.lookup_cache_dynamic, "dynamic"))
     projector = None
@@ -302,7 +305,7 @@ def _load_draft(spec: EngineSpec, target: Model, ctx: Context) -> DraftModel:
     arch = model.metadata().get("general.architecture", "")
     if model.target_layer_ids():  # its graph reads the target's hidden states: not a model draft-simple can run
         model.close()
-        hint = "start the server with --spec-type draft-eagle3" if arch == "eagle3" else \
+        hint = f"start the server with --spec-type draft-{arch}" if arch in ("eagle3", "dflash") else \
             f"drafts of its kind ({arch}) are not implemented in llamatwist"
         raise ModelLoadError(f"draft model {spec.draft_model_path} is a {arch} draft, not a model draft-simple can "
                              f"run: {hint}")
@@ -312,26 +315,28 @@ def _load_draft(spec: EngineSpec, target: Model, ctx: Context) -> DraftModel:
     return DraftModel(model, draft_ctx, draft_ctx.n_batch)
 
 
-def _eagle3_head(spec: EngineSpec, target: Model, ctx: Context) -> Eagle3Drafter:
-    """-md as an EAGLE-3 draft: its context beside the target's, as llama-server's (the target's context size,
-    a sequence for each of the target's)."""
+def _sidecar_head(spec: EngineSpec, target: Model, ctx: Context) -> DraftHead:
+    """-md as an EAGLE-3 or DFlash draft: its context beside the target's, as llama-server's (the target's
+    context size, a sequence for each of the target's)."""
+    kind, problem_of = ("EAGLE-3", eagle3_problem) if spec.eagle3 else ("DFlash", dflash_problem)
     model = _draft_model(spec, target)
-    problem = eagle3_problem(model, target)
+    problem = problem_of(model, target)
     if problem:
         model.close()
         raise ModelLoadError(f"draft model {spec.draft_model_path} cannot draft for {spec.model_path} with "
-                             f"--spec-type draft-eagle3: {problem}")
-    # outputs: a draft step's one token per sequence
+                             f"--spec-type draft-{'eagle3' if spec.eagle3 else 'dflash'}: {problem}")
+    # outputs: an EAGLE-3 draft step's one token per sequence; a DFlash block's every token
+    block = int(model.metadata().get("dflash.block_size") or DEFAULT_BLOCK_SIZE) if spec.dflash else 1
     params = dataclasses.replace(spec.context, n_ctx=ctx.n_ctx, n_seq_max=ctx.n_seq_max, kv_unified=True,
-                                 embeddings=False, n_outputs_max=ctx.n_seq_max, **spec.draft_context)
+                                 embeddings=False, n_outputs_max=max(ctx.n_seq_max, block), **spec.draft_context)
     try:
         draft_ctx = Context(model, params, other=ctx)
     except ContextError as exc:
         model.close()
-        raise ModelLoadError(f"failed to create the EAGLE-3 draft context: {exc}") from None
-    log.info("speculative decoding: EAGLE-3 draft %s reads target layers %s",
-             os.path.basename(model.path), ", ".join(map(str, model.target_layer_ids())))
-    return Eagle3Drafter(ctx, model, draft_ctx)
+        raise ModelLoadError(f"failed to create the {kind} draft context: {exc}") from None
+    log.info("speculative decoding: %s draft %s reads target layers %s", kind, os.path.basename(model.path),
+             ", ".join(map(str, model.target_layer_ids())))
+    return Eagle3Drafter(ctx, model, draft_ctx) if spec.eagle3 else DFlashDrafter(ctx, model, draft_ctx)
 
 
 def _vocab_mismatch(target: Model, draft: Model) -> str:
