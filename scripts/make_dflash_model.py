@@ -17,6 +17,7 @@ the later ones rarely are. The tokenizer (every ``tokenizer.*`` key) is copied f
 both files, the draft's with a MASK token.
 
     python scripts/make_dflash_model.py --out-dir DIR [--base MODEL.gguf] [--seed N] [--target-arch llama|lfm2]
+                                        [--shape tiny|smollm2-135m] [--layer-std X]
 """
 
 from __future__ import annotations
@@ -43,13 +44,14 @@ BLOCK_SIZE = 8
 
 
 def make(out_dir: Path, base: Path, *, seed: int = 0, layer_std: float = 0.001, token_share: float = 4.0,
-         attn_gain: float = 1.0, target_arch: str = "llama") -> tuple[Path, Path]:
-    """Write ``target.gguf`` (``target_arch``: llama, or lfm2, a hybrid) and ``dflash.gguf`` to ``out_dir``
-    (tokenizer from ``base``); their paths."""
-    s = SHAPES["tiny"]
+         attn_gain: float = 1.0, target_arch: str = "llama", shape: str = "tiny") -> tuple[Path, Path]:
+    """Write ``target.gguf`` (``target_arch``: llama, or lfm2, a hybrid; ``shape``: its sizes) and
+    ``dflash.gguf`` to ``out_dir`` (tokenizer from ``base``); their paths."""
+    s = SHAPES[shape]
     out_dir.mkdir(parents=True, exist_ok=True)
     w = RandomWeights(seed)
-    target, emb, output = target_model(out_dir / "target.gguf", base, s, 4, w, layer_std, target_arch)
+    n_layer = 4 if shape == "tiny" else s.n_layer
+    target, emb, output = target_model(out_dir / "target.gguf", base, s, n_layer, w, layer_std, target_arch)
     n_vocab, n_embd = emb.shape
     mask = n_vocab - 1
     head = n_embd // N_HEAD
@@ -63,7 +65,7 @@ def make(out_dir: Path, base: Path, *, seed: int = 0, layer_std: float = 0.001, 
     writer.add_rope_freq_base(10000.0)
     writer.add_layer_norm_rms_eps(1e-5)
     # the pip gguf package predates DFlash: its keys by name (llama.cpp's llama-arch.cpp)
-    writer.add_array("dflash.target_layers", list(TARGET_LAYERS["tiny"]))
+    writer.add_array("dflash.target_layers", list(TARGET_LAYERS[shape]))
     writer.add_uint32("dflash.block_size", BLOCK_SIZE)
 
     def flag_reader(col: int) -> npt.NDArray[Any]:
@@ -109,8 +111,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--base", type=Path, help="model whose tokenizer to copy (default: the default model)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--target-arch", choices=TARGET_ARCHS, default="llama")
+    ap.add_argument("--shape", choices=sorted(SHAPES), default="tiny",
+                    help="the target's sizes (smollm2-135m: the default model's, for benchmarks)")
+    ap.add_argument("--layer-std", type=float, default=0.001,
+                    help="spread of what each target layer adds to the residual stream")
     args = ap.parse_args(argv)
-    target, draft = make(args.out_dir, base_or_default(args.base), seed=args.seed, target_arch=args.target_arch)
+    target, draft = make(args.out_dir, base_or_default(args.base), seed=args.seed, target_arch=args.target_arch,
+                         shape=args.shape, layer_std=args.layer_std)
     print(f"wrote {target} and {draft}")
     return 0
 
