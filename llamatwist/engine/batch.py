@@ -26,7 +26,7 @@ class Batch:
 
     ``n_state`` > 0: each token also carries a row of that many floats (`states`, filled by the caller) —
     a draft head's input beside the token, the target's hidden state (libllama takes a batch with both).
-    ``tokens=False``: the rows alone (`add_row`), an EAGLE-3 encoder's input."""
+    ``tokens=False``: the rows alone (`add_rows`), an EAGLE-3 encoder's or a DFlash injection's input."""
 
     def __init__(self, capacity: int, n_state: int = 0, *, tokens: bool = True) -> None:
         self.capacity = capacity
@@ -66,18 +66,19 @@ class Batch:
         self.n_tokens = i + 1
         return i
 
-    def add_row(self, pos: int, seq_id: int, output: bool = True) -> int:
-        """Append one state row (a batch without tokens); returns its index."""
-        i = self.n_tokens
-        if i >= self.capacity:
-            raise OverflowError("batch is full")
-        b = self._b
-        b.pos[i] = pos
-        b.n_seq_id[i] = 1
-        b.seq_id[i][0] = seq_id
-        b.logits[i] = 1 if output else 0
-        self.n_tokens = i + 1
+    def add_with_state(self, token: int, pos: int, seq_id: int, logits: bool, state: npt.ArrayLike) -> int:
+        """Append one token with its state row (``n_state`` > 0); returns its index."""
+        i = self.add(token, pos, seq_id, logits)
+        assert self.states is not None
+        self.states[i] = state
         return i
+
+    def add_rows(self, pos0: int, n: int, seq_id: int, outputs: bool) -> int:
+        """Append ``n`` state rows of one sequence at ``pos0`` on (a batch without tokens: fill `states` for
+        them); returns the last one's index."""
+        i = self._reserve(n)
+        self._place(i, n, pos0, seq_id, [1 if outputs else 0] * n)
+        return i + n - 1
 
     def add_sequence(
         self, tokens: Sequence[int], pos0: int, seq_id: int, logits_last: bool, all_outputs: bool = False
@@ -85,18 +86,27 @@ class Batch:
         """Append a run of tokens of one sequence; returns the last token's index.
         ``all_outputs`` marks every token as an output (per-token embeddings)."""
         n = len(tokens)
+        i = self._reserve(n)
+        self._b.token[i : i + n] = tokens
+        outputs = [1 if all_outputs else 0] * n
+        if logits_last and n:
+            outputs[-1] = 1
+        self._place(i, n, pos0, seq_id, outputs)
+        return i + n - 1
+
+    def _reserve(self, n: int) -> int:
         i = self.n_tokens
         if i + n > self.capacity:
             raise OverflowError("batch is full")
+        return i
+
+    def _place(self, i: int, n: int, pos0: int, seq_id: int, outputs: list[int]) -> None:
+        """Positions, the sequence and output flags of entries i..i+n-1, which then count."""
         b = self._b
-        b.token[i : i + n] = tokens
         b.pos[i : i + n] = range(pos0, pos0 + n)
         b.n_seq_id[i : i + n] = [1] * n
-        b.logits[i : i + n] = [1 if all_outputs else 0] * n
+        b.logits[i : i + n] = outputs
         seq_ptrs = b.seq_id
         for k in range(i, i + n):
             seq_ptrs[k][0] = seq_id
-        if logits_last and n:
-            b.logits[i + n - 1] = 1
         self.n_tokens = i + n
-        return i + n - 1

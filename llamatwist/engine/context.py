@@ -301,6 +301,7 @@ class Context:
         self.n_outputs_max: int = int(p.n_outputs_max)
         self.n_vocab: int = model.vocab.n_tokens
         self.n_embd: int = lib.llama_model_n_embd(model.ptr)
+        self._n_layer: int = lib.llama_model_n_layer(model.ptr)  # layer n_layer's "input": the final state
         self._n_embd_out: int = lib.llama_model_n_embd_out(model.ptr)  # a NextN hidden state's width
         self.n_cls_out: int = lib.llama_model_n_cls_out(model.ptr)
         #: the effective LLAMA_POOLING_TYPE_* (the model's default resolved)
@@ -449,7 +450,7 @@ class Context:
     def set_layer_inputs(self, layers: Sequence[int]) -> None:
         """Output, for every token of a batch, the hidden state at the input of each of ``layers`` (the model's
         n_layer: its final state, the NextN one)."""
-        n_layer = int(lib.llama_model_n_layer(self.model.ptr))
+        n_layer = self._n_layer
         for lid in layers:
             if not 0 <= lid <= n_layer:
                 raise ValueError(f"layer {lid} is not one of the model's {n_layer} layers")
@@ -461,7 +462,7 @@ class Context:
     def layer_inputs(self, lid: int, n_rows: int) -> npt.NDArray[np.float32]:
         """The hidden states at the input of layer ``lid`` (see `set_layer_inputs`) of the last decode's first
         ``n_rows`` tokens, an ``(n_rows, n_embd)`` view valid until the next decode."""
-        if lid == int(lib.llama_model_n_layer(self.model.ptr)):
+        if lid == self._n_layer:
             return self.nextn_states(n_rows)
         ptr = lib.llamatwist_get_embeddings_layer_inp(self._ptr, lid)
         if ptr == ffi.NULL:

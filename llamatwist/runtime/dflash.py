@@ -93,8 +93,7 @@ class DFlashDrafter:
                 for i in range(0, len(seg.tokens), inject.capacity):
                     n = min(inject.capacity, len(seg.tokens) - i)
                     inject.clear()
-                    for j in range(n):
-                        inject.add_row(seg.pos + i + j, seg.seq, output=False)  # keys and values only
+                    inject.add_rows(seg.pos + i, n, seg.seq, outputs=False)  # keys and values only
                     rows[:n] = features[row + i : row + i + n]
                     self.ctx.decode(inject)
                 row += len(seg.tokens)

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from llamatwist.engine.context import Context
     from llamatwist.engine.model import Model
 
-__all__ = ["DRAFT_TOP_K", "LAYER_INPUT_ARCHS", "DraftHead", "Segment", "continue_at", "draft_greedy",
+__all__ = ["DRAFT_TOP_K", "KEEP_ROWS", "LAYER_INPUT_ARCHS", "DraftHead", "Segment", "continue_at", "draft_greedy",
            "layer_reader_problem", "top_token"]
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,8 @@ LAYER_INPUT_ARCHS = frozenset({
     "minimax-m2", "muse-glimmer", "nanbeige", "nemotron_h", "qwen3", "qwen35", "qwen35moe", "qwen3moe",
     "qwen3next", "qwen4exp",
 })
+
+KEEP_ROWS = 64  # states kept of a sequence's last batch rows: its pending token's and its drafts'
 
 DRAFT_TOP_K = 10  # llama-server's draft sampler for all of them: top-k 10, its probabilities renormalized over those
 

@@ -33,8 +33,7 @@ from llamatwist.engine.batch import Batch
 from llamatwist.engine.context import Context
 from llamatwist.engine.errors import DecodeError
 from llamatwist.engine.model import Model
-from llamatwist.runtime.draft_head import Segment, continue_at, draft_greedy, layer_reader_problem
-from llamatwist.runtime.mtp import KEEP_ROWS
+from llamatwist.runtime.draft_head import KEEP_ROWS, Segment, continue_at, draft_greedy, layer_reader_problem
 
 __all__ = ["Eagle3Drafter", "eagle3_problem"]
 
@@ -95,7 +94,7 @@ class Eagle3Drafter:
                 # the pair the last batch left waiting, completed by this run's first token
                 if pending >= 0 and pending + 1 == seg.pos and pending > self.ctx.seq_pos_max(seq):
                     continue_at(self.ctx, seq, pending)
-                    states[batch.add(seg.tokens[0], pending, seq, False)] = self._pending[seq]
+                    batch.add_with_state(seg.tokens[0], pending, seq, False, self._pending[seq])
                 else:
                     continue_at(self.ctx, seq, seg.pos)
                 if n > 1:
@@ -122,9 +121,8 @@ class Eagle3Drafter:
         for i in range(0, n_rows, enc.capacity):
             n = min(enc.capacity, n_rows - i)
             enc.clear()
-            pos = self.ctx.seq_pos_max(0) + 1  # the encoder reads no positions: placeholders, as llama-server's
-            for j in range(n):
-                enc.add_row(pos + j, 0)
+            # the encoder reads no positions: placeholders, as llama-server's
+            enc.add_rows(self.ctx.seq_pos_max(0) + 1, n, 0, outputs=True)
             rows[:n] = features[i : i + n]
             self.ctx.encode(enc)
             g[i : i + n] = self.ctx.nextn_states(n)
@@ -136,16 +134,12 @@ class Eagle3Drafter:
         if n_max <= 0 or start < 0 or pos + n_max >= self.ctx.n_ctx:
             return []
         batch = self._batch
-        states = batch.states
-        assert states is not None
         batch.clear()
-        idx = batch.add(token, start, seq, True)
-        states[idx] = self._pending[seq]
+        idx = batch.add_with_state(token, start, seq, True, self._pending[seq])
 
         def feed(step: int, top: int, state: npt.NDArray[np.float32]) -> int:
             batch.clear()
-            states[batch.add(top, start + step + 1, seq, True)] = state
-            return batch.n_tokens - 1
+            return batch.add_with_state(top, start + step + 1, seq, True, state)
 
         continue_at(self.ctx, seq, start)
         out = draft_greedy(self.ctx, batch, idx, n_max, p_min, feed, what="EAGLE-3 draft")

@@ -36,13 +36,11 @@ import numpy.typing as npt
 from llamatwist.engine.batch import Batch
 from llamatwist.engine.context import Context
 from llamatwist.engine.errors import DecodeError
-from llamatwist.runtime.draft_head import Segment, continue_at, draft_greedy
+from llamatwist.runtime.draft_head import KEEP_ROWS, Segment, continue_at, draft_greedy
 
-__all__ = ["KEEP_ROWS", "MtpDrafter"]
+__all__ = ["MtpDrafter"]
 
 log = logging.getLogger(__name__)
-
-KEEP_ROWS = 64  # states kept of a sequence's last batch rows: its pending token's and its drafts'
 
 
 class MtpDrafter:
@@ -107,11 +105,8 @@ class MtpDrafter:
         if n_max <= 0 or pos + n_max >= self.ctx.n_ctx:
             return []
         batch = self._batch
-        states = batch.states
-        assert states is not None
         batch.clear()
-        idx = batch.add(token, pos, seq, True)
-        states[idx] = self._pending[seq]
+        idx = batch.add_with_state(token, pos, seq, True, self._pending[seq])
         chained = self.n_heads > 1
         chain: list[tuple[int, npt.NDArray[np.float32]]] = [(token, self._pending[seq].copy())] if chained else []
 
@@ -124,11 +119,10 @@ class MtpDrafter:
         def feed(step: int, top: int, state: npt.NDArray[np.float32]) -> int:
             batch.clear()
             if not chained:
-                states[batch.add(top, pos + step + 1, seq, True)] = state
-                return batch.n_tokens - 1
+                return batch.add_with_state(top, pos + step + 1, seq, True, state)
             chain.append((top, state))  # the next head sees the whole draft so far, with the states it made
             for k, (tok, st) in enumerate(chain):
-                states[batch.add(tok, pos + k, seq, k == len(chain) - 1)] = st
+                batch.add_with_state(tok, pos + k, seq, k == len(chain) - 1, st)
             return batch.n_tokens - 1
 
         try:
