@@ -140,10 +140,8 @@ class SamplerSettings:
 
 # speculative decoding types; several may be combined (a comma list): the first of DRAFT_ORDER with a draft drafts
 SPEC_TYPES = ("none", "ngram-simple", "ngram-map-k", "ngram-map-k4v", "ngram-mod", "ngram-cache", "draft-simple",
-              "draft-eagle3", "draft-mtp", "draft-dflash")
+              "draft-eagle3", "draft-mtp", "draft-dflash", "draft-dspark")
 DRAFT_ORDER = SPEC_TYPES[1:]  # llama.cpp's order of preference (common_speculative_init)
-# the pinned llama-server's type that needs a DSpark draft (DFlash with a Markov head): not implemented here
-UNSUPPORTED_SPEC_TYPES = ("draft-dspark",)
 
 
 def parse_spec_types(text: str) -> str:
@@ -152,9 +150,6 @@ def parse_spec_types(text: str) -> str:
     names: list[str] = []
     for raw in text.split(","):
         name = raw.strip()
-        if name in UNSUPPORTED_SPEC_TYPES:
-            raise ValueError(f"speculative type {name!r} is llama-server's but not implemented in llamatwist: it "
-                             f"drafts with a DSpark draft model (types here: {', '.join(SPEC_TYPES)})")
         if name not in SPEC_TYPES:
             raise ValueError(f"unknown speculative type: {name!r} (types: {', '.join(SPEC_TYPES)})")
         if name == "none":
@@ -169,9 +164,11 @@ class SpecParams:
     """One request's speculation (llama-server's speculative.* fields over the server's --spec-* flags)."""
 
     type: str = "none"  # "none" or a comma list of SPEC_TYPES (parse_spec_types)
-    n_max: int = 3  # most draft tokens per step of a draft model or head (draft-simple, -eagle3, -mtp, -dflash)
+    n_max: int = 3  # most draft tokens per step of a draft model or head (draft-simple, -eagle3, -mtp, -dflash, -dspark)
     n_min: int = 0  # fewer than this: no draft
-    p_min: float = 0.0  # draft-simple/-eagle3/-mtp/-dflash: stop drafting below this probability of the draft's own top token
+    # draft-simple/-eagle3/-mtp/-dflash: stop drafting below this probability of the draft's own top token;
+    # draft-dspark: below this confidence of its confidence head
+    p_min: float = 0.0
     ngram_size_n: int = 12  # ngram-simple: lookup length
     ngram_size_m: int = 48  # ngram-simple: longest draft
     ngram_min_hits: int = 1
@@ -190,6 +187,7 @@ class SpecParams:
     has_mtp: bool = False  # the server runs the model's NextN head (--spec-type draft-mtp): draft-mtp is possible
     has_eagle3: bool = False  # -md is an EAGLE-3 draft (--spec-type draft-eagle3): draft-eagle3 is possible
     has_dflash: bool = False  # -md is a DFlash draft (--spec-type draft-dflash): draft-dflash is possible
+    has_dspark: bool = False  # -md is a DSpark draft (--spec-type draft-dspark): draft-dspark is possible
     # --spec-synth-*: each draft position's unconditional acceptance rate (benchmarking only)
     synth_rates: tuple[float, ...] = ()
 
@@ -211,7 +209,7 @@ class SpecParams:
     def limit(self) -> int:
         """The longest draft any of its types makes (llama.cpp's common_speculative_n_max)."""
         longest = {"ngram-simple": self.ngram_size_m, "draft-simple": self.n_max, "draft-mtp": self.n_max,
-                   "draft-eagle3": self.n_max, "draft-dflash": self.n_max,
+                   "draft-eagle3": self.n_max, "draft-dflash": self.n_max, "draft-dspark": self.n_max,
                    "ngram-mod": self.mod_n_max,
                    "ngram-map-k": self.map_k_size_m, "ngram-map-k4v": self.map_k4v_size_m, "ngram-cache": 8}
         return max((longest[t] for t in self.types), default=0)

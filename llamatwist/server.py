@@ -368,6 +368,8 @@ def engine_spec(config: ServerConfig, model_path: str) -> EngineSpec:
         mtp=config.sampling.speculative.has_mtp,
         eagle3=config.sampling.speculative.has_eagle3,
         dflash=config.sampling.speculative.has_dflash,
+        dspark=config.sampling.speculative.has_dspark,
+        draft_p_min=config.sampling.speculative.p_min,
         lookup_cache_static=config.lookup_cache_static if "ngram-cache" in config.sampling.speculative.types else None,
         lookup_cache_dynamic=(config.lookup_cache_dynamic if "ngram-cache" in config.sampling.speculative.types
                               else None),

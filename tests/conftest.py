@@ -99,3 +99,13 @@ def make_server(model_path: str) -> Iterator[object]:
     yield start
     for srv in started:
         srv.stop()
+
+
+@pytest.fixture(scope="session")
+def llama_server() -> list[str]:
+    """The command of llama.cpp's own llama-server, built from the same pinned source (the first build compiles
+    for minutes on 2 cores): what tests compare llamatwist against."""
+    from tests.models import _script
+
+    bn = _script("device_kit").build_native_module()
+    return [str(dict(bn.ensure_reference(bn.ensure_native(build=False)))["llama-server"])]

@@ -202,12 +202,12 @@ def eagle3_gguf(base: Path, target_layers: tuple[int, ...] = (1, 2, 3), arch: st
                                                                      target_arch=arch))
 
 
-def dflash_gguf(base: Path, arch: str = "llama") -> tuple[Path, Path]:
-    """A tiny random target model of ``arch`` (llama, or lfm2) and a DFlash draft model for it
-    (scripts/make_dflash_model.py), the tokenizer of ``base``: (target, draft)."""
-    return _build_pair(f"dflash-{arch}", str(base) + arch,
+def dflash_gguf(base: Path, arch: str = "llama", kind: str = "dflash") -> tuple[Path, Path]:
+    """A tiny random target model of ``arch`` (llama, or lfm2) and a draft model of ``kind`` for it (DFlash,
+    DSpark, DFlash2: scripts/make_dflash_model.py's KINDS), the tokenizer of ``base``: (target, draft)."""
+    return _build_pair(f"{kind}-{arch}", str(base) + arch + kind,
                        ("make_dflash_model", "make_eagle3_model", "make_llama_model"),
-                       lambda out: _script("make_dflash_model").make(out, base, target_arch=arch))
+                       lambda out: _script("make_dflash_model").make(out, base, target_arch=arch, kind=kind))
 
 
 def _build_pair(prefix: str, inputs: str, scripts: tuple[str, ...],

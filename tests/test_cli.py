@@ -987,10 +987,6 @@ def test_speculative_defaults() -> None:
     assert (spec.type, spec.n_max, spec.ngram_size_n) == ("ngram-simple", 8, 5)
     # as older llama-servers (the pinned one loads the draft and leaves it unused without --spec-type)
     assert parse_config(["-md", "d.gguf"], {}).sampling.speculative.type == "draft-simple"
-    # the pinned llama-server's head-based types are named as such, not as unknown
-    for kind in ("draft-dspark", "ngram-mod,draft-dspark"):
-        assert "speculative type 'draft-dspark' is llama-server's but not implemented" in str(
-            refused(["--spec-type", kind]))
     assert parse_config([], {}).sampling.speculative.type == "none"
     mtp = parse_config(["--spec-type", "draft-mtp"], {}).sampling.speculative
     assert (mtp.type, mtp.has_mtp, mtp.limit, parse_config([], {}).sampling.speculative.has_mtp) == (
@@ -1002,4 +998,8 @@ def test_speculative_defaults() -> None:
     assert "needs an EAGLE-3 draft model" in str(refused(["--spec-type", "draft-eagle3"]))
     dflash = parse_config(["-md", "d.gguf", "--spec-type", "draft-dflash"], {}).sampling.speculative
     assert (dflash.has_dflash, dflash.has_eagle3, dflash.has_draft_model, dflash.limit) == (True, False, False, 3)
+    dspark = parse_config(["-md", "d.gguf", "--spec-type", "ngram-mod,draft-dspark"], {}).sampling.speculative
+    assert (dspark.types, dspark.has_dspark, dspark.has_dflash, dspark.has_draft_model, dspark.limit) == (
+        ("ngram-mod", "draft-dspark"), True, False, False, 64)
+    assert "--spec-type draft-dspark needs a DSpark draft model" in str(refused(["--spec-type", "draft-dspark"]))
     assert "unknown speculative type: 'eagle'" in str(refused(["--spec-type", "eagle"]))  # llama-server's words

@@ -26,7 +26,6 @@ from tests.models import _script
 pytestmark = pytest.mark.timeout(1800)
 
 mvm = _script("make_vision_model")
-kit = _script("device_kit")
 N_TOKENS, N_POS = mvm.QWEN2VL_N_IMAGE_TOKENS, mvm.QWEN2VL_N_IMAGE_POS
 SIZE = mvm.QWEN2VL_IMAGE_SIZE
 ARGS = ("-c", "2048", "-np", "2", "-t", "2")
@@ -74,12 +73,6 @@ def srv(qwen2vl: Path) -> Iterator[Server]:
     server = Server(["-m", str(qwen2vl / "model.gguf"), "--mmproj", str(qwen2vl / "mmproj.gguf"), *ARGS])
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def llama_server() -> list[str]:
-    bn = kit.build_native_module()
-    return [str(dict(bn.ensure_reference(bn.ensure_native(build=False)))["llama-server"])]
 
 
 @pytest.fixture(scope="module")

@@ -19,12 +19,13 @@ from typing import Any
 import pytest
 
 from tests.conftest import Server
-from tests.models import _script, dflash_gguf, eagle3_gguf
+from tests.models import dflash_gguf, eagle3_gguf
 from tests.test_speculative import metric
 from tests.test_speculative_mtp import (
     EXACT,
     OFF,
     PROMPTS,
+    a_request_for_the_type_is_refused,
     complete,
     concurrent_slots_keep_the_output,
     drafts_keep_the_output,
@@ -67,15 +68,14 @@ def test_reused_prefixes_and_long_generations(dflash: Server) -> None:
     reused_prefixes_keep_the_output(dflash)
 
 
-def test_same_drafts_as_llama_server(model_path: str, make_server: Any, models: tuple[str, str]) -> None:
+def test_same_drafts_as_llama_server(model_path: str, make_server: Any, models: tuple[str, str],
+                                     llama_server: list[str]) -> None:
     """llama.cpp's llama-server on the same models and prompts: the same text, and as many drafted and accepted
     tokens (fixed 3-token drafts: n_min = n_max turns llamatwist's adaptive draft length off)."""
     target, draft = models
-    bn = _script("device_kit").build_native_module()
-    llama_server = bn.ensure_reference(bn.ensure_native(build=False))["llama-server"]
     args = ("-m", target, "-md", draft, "--spec-type", "draft-dflash", "-np", "1", "-c", "2048", "-t", "2", *EXACT,
             "--spec-draft-n-max", "3", "--spec-draft-n-min", "3")
-    same_drafts(make_server(*args), make_server(*args, command=[str(llama_server)]))
+    same_drafts(make_server(*args), make_server(*args, command=llama_server))
 
 
 def test_a_draft_is_at_most_a_block(make_server: Any, models: tuple[str, str]) -> None:
@@ -136,9 +136,5 @@ def test_errors(make_server: Any, models: tuple[str, str], model_path: str) -> N
 
 
 def test_dflash_drafts_need_the_draft(make_server: Any, models: tuple[str, str]) -> None:
-    srv = make_server("-m", models[0], "-c", "512", "-t", "2")
-    r = srv.post("/completion", {"prompt": "x", "n_predict": 2, "speculative.type": "draft-dflash"})
-    assert r.status_code == 400, r.text
-    assert r.json()["error"]["type"] == "invalid_request_error"
-    assert "start the server with -md and --spec-type draft-dflash" in r.json()["error"]["message"]
-    assert complete(srv, "x", n_predict=2)["timings"]["predicted_n"] == 2  # still serving
+    a_request_for_the_type_is_refused(make_server("-m", models[0], "-c", "512", "-t", "2"), "draft-dflash",
+                                      "start the server with -md and --spec-type draft-dflash")

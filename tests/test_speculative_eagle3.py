@@ -28,6 +28,7 @@ from tests.test_speculative_mtp import (
     EXACT,
     OFF,
     PROMPTS,
+    a_request_for_the_type_is_refused,
     complete,
     concurrent_slots_keep_the_output,
     drafts_keep_the_output,
@@ -78,16 +79,15 @@ def test_per_request_types(eagle3: Server) -> None:
 
 
 @pytest.mark.parametrize("layers", [(1, 2, 3), (0, 2, 4)], ids=["inner-layers", "with-final-state"])
-def test_same_drafts_as_llama_server(model_path: str, make_server: Any, layers: tuple[int, ...]) -> None:
+def test_same_drafts_as_llama_server(model_path: str, make_server: Any, layers: tuple[int, ...],
+                                     llama_server: list[str]) -> None:
     """llama.cpp's llama-server on the same models and prompts: the same text, and as many drafted and accepted
     tokens (fixed 3-token drafts: n_min = n_max turns llamatwist's adaptive draft length off). Layer 4 of the
     4-layer target is its final hidden state, which libllama hands out as the NextN one."""
     target, draft = map(str, eagle3_gguf(Path(model_path), layers))
-    bn = _script("device_kit").build_native_module()
-    llama_server = bn.ensure_reference(bn.ensure_native(build=False))["llama-server"]
     args = ("-m", target, "-md", draft, "--spec-type", "draft-eagle3", "-np", "1", "-c", "2048", "-t", "2", *EXACT,
             "--spec-draft-n-max", "3", "--spec-draft-n-min", "3")
-    same_drafts(make_server(*args), make_server(*args, command=[str(llama_server)]))
+    same_drafts(make_server(*args), make_server(*args, command=llama_server))
 
 
 def test_a_hybrid_target(model_path: str, make_server: Any) -> None:
@@ -209,9 +209,5 @@ def test_the_architectures_that_hand_out_layer_states_are_the_pinned_sources() -
 
 
 def test_eagle3_drafts_need_the_draft(make_server: Any, models: tuple[str, str]) -> None:
-    srv = make_server("-m", models[0], "-c", "512", "-t", "2")
-    r = srv.post("/completion", {"prompt": "x", "n_predict": 2, "speculative.type": "draft-eagle3"})
-    assert r.status_code == 400, r.text
-    assert r.json()["error"]["type"] == "invalid_request_error"
-    assert "start the server with -md and --spec-type draft-eagle3" in r.json()["error"]["message"]
-    assert complete(srv, "x", n_predict=2)["timings"]["predicted_n"] == 2  # still serving
+    a_request_for_the_type_is_refused(make_server("-m", models[0], "-c", "512", "-t", "2"), "draft-eagle3",
+                                      "start the server with -md and --spec-type draft-eagle3")

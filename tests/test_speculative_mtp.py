@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Server
-from tests.models import _script, mtp_gguf
+from tests.models import mtp_gguf
 from tests.test_speculative import complete as complete_48
 from tests.test_speculative import metric
 
@@ -91,6 +91,16 @@ def same_drafts(ours: Server, theirs: Server) -> None:
         assert a["content"] == complete(ours, prompt, **OFF)["content"]
 
 
+def a_request_for_the_type_is_refused(srv: Server, kind: str, hint: str) -> None:
+    """A request for drafts of ``kind`` from a server that cannot make them: a 400 saying how to start one that
+    can; the server goes on serving."""
+    r = srv.post("/completion", {"prompt": "x", "n_predict": 2, "speculative.type": kind})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["type"] == "invalid_request_error"
+    assert hint in r.json()["error"]["message"]
+    assert complete(srv, "x", n_predict=2)["timings"]["predicted_n"] == 2  # still serving
+
+
 def shift_and_restore_keep_the_output(srv: Server) -> None:
     """``srv`` has 2 slots of 256 cells, --context-shift and a slot save path: the head's cells move with the
     target's when the context shifts, and a slot restored from a file (the target's cells only) drafts on."""
@@ -127,16 +137,15 @@ def test_per_request_type_and_length(mtp: Server) -> None:
 
 
 @pytest.mark.parametrize("arch, n_heads", [("glm4moe", 1), ("mimo2", 3)])
-def test_same_drafts_as_llama_server(model_path: str, make_server: Any, arch: str, n_heads: int) -> None:
+def test_same_drafts_as_llama_server(model_path: str, make_server: Any, arch: str, n_heads: int,
+                                     llama_server: list[str]) -> None:
     """llama.cpp's llama-server on the same model and prompts: the same text, and as many drafted and accepted
     tokens (fixed 3-token drafts: n_min = n_max turns llamatwist's adaptive draft length off). MiMo-V2's three
     heads are chained: draft token i comes from head i."""
     model = str(mtp_gguf(Path(model_path), arch, n_heads))
-    bn = _script("device_kit").build_native_module()
-    llama_server = bn.ensure_reference(bn.ensure_native(build=False))["llama-server"]
     args = ("-m", model, "-np", "1", "-c", "2048", "-t", "2", *EXACT, "--spec-type", "draft-mtp",
             "--spec-draft-n-max", "3", "--spec-draft-n-min", "3")
-    ours, theirs = make_server(*args), make_server(*args, command=[str(llama_server)])
+    ours, theirs = make_server(*args), make_server(*args, command=llama_server)
     assert f"MTP context runs {n_heads} NextN head" in ours.log()
     same_drafts(ours, theirs)
 
@@ -170,11 +179,8 @@ def test_a_separate_mtp_draft_model_is_refused(make_server: Any, mtp_model: str)
 
 
 def test_mtp_drafts_need_the_head(make_server: Any, mtp_model: str) -> None:
-    srv = make_server("-m", mtp_model, "-c", "512", "-t", "2")
-    r = srv.post("/completion", {"prompt": "x", "n_predict": 2, "speculative.type": "draft-mtp"})
-    assert r.status_code == 400, r.text
-    assert "start the server with --spec-type draft-mtp" in r.json()["error"]["message"]
-    assert complete(srv, "x", n_predict=2)["timings"]["predicted_n"] == 2  # still serving
+    a_request_for_the_type_is_refused(make_server("-m", mtp_model, "-c", "512", "-t", "2"), "draft-mtp",
+                                      "start the server with --spec-type draft-mtp")
 
 
 def test_context_shift_and_a_restored_slot(mtp_model: str, make_server: Any, tmp_path: Path) -> None:

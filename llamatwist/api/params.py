@@ -356,7 +356,8 @@ def parse_speculative(body: Mapping[str, Any], default: SpecParams) -> SpecParam
         if "draft-simple" in kind.split(",") and not default.has_draft_model:
             raise InvalidRequest("'speculative.type' draft-simple needs a draft model: start the server with -md")
         for name, has, what in (("draft-eagle3", default.has_eagle3, "an EAGLE-3"),
-                                ("draft-dflash", default.has_dflash, "a DFlash")):
+                                ("draft-dflash", default.has_dflash, "a DFlash"),
+                                ("draft-dspark", default.has_dspark, "a DSpark")):
             if name in kind.split(",") and not has:
                 raise InvalidRequest(f"'speculative.type' {name} needs {what} draft model: start the server with -md "
                                      f"and --spec-type {name}")

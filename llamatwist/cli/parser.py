@@ -472,12 +472,9 @@ def _speculative(values: dict[str, Any]) -> SpecParams:
     draft = values.get("model_draft") or values.get("hf_repo_draft")  # -hfd resolves to a path at start-up
     if spec_type == "none" and draft:
         spec_type = _draft_type(values.get("model_draft"))
-        if spec_type == "draft-dspark":
-            raise ConfigError(f"draft model {draft} is a DSpark draft: --spec-type draft-dspark is llama-server's but "
-                              "not implemented in llamatwist", 2)
     types = spec_type.split(",")
     md_types = {"draft-simple": "a draft model", "draft-eagle3": "an EAGLE-3 draft model",
-                "draft-dflash": "a DFlash draft model"}
+                "draft-dflash": "a DFlash draft model", "draft-dspark": "a DSpark draft model"}
     for kind, what in md_types.items():
         if kind in types and not draft:
             raise ConfigError(f"--spec-type {kind} needs {what} (-md/--model-draft)", 2)
@@ -514,10 +511,11 @@ def _speculative(values: dict[str, Any]) -> SpecParams:
         map_k4v_size_n=get("spec_ngram_map_k4v_size_n"),
         map_k4v_size_m=get("spec_ngram_map_k4v_size_m"),
         map_k4v_min_hits=get("spec_ngram_map_k4v_min_hits"),
-        has_draft_model=bool(draft) and "draft-eagle3" not in types and "draft-dflash" not in types,
+        has_draft_model=bool(draft) and not any(t in types for t in ("draft-eagle3", "draft-dflash", "draft-dspark")),
         has_mtp="draft-mtp" in types,
         has_eagle3="draft-eagle3" in types,
         has_dflash="draft-dflash" in types,
+        has_dspark="draft-dspark" in types,
     )
 
 

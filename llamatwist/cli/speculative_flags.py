@@ -36,7 +36,7 @@ SPECULATIVE: Final[tuple[Flag, ...]] = (
          "comma-separated list of types of speculative decoding to use: none, ngram-simple (prompt lookup, no "
          "draft model), ngram-map-k, ngram-map-k4v, ngram-mod, ngram-cache, draft-simple, draft-eagle3 (-md is an "
          "EAGLE-3 draft model), draft-mtp (the model's own multi-token-prediction layers), draft-dflash (-md is a "
-         "DFlash draft model); the first in this order with a draft drafts (repeated flags add up)", "LLAMA_ARG_SPEC_TYPE", spec_type, metavar="TYPE", append=True),
+         "DFlash draft model), draft-dspark (-md is a DSpark draft model: DFlash with a Markov head); the first in this order with a draft drafts (repeated flags add up)", "LLAMA_ARG_SPEC_TYPE", spec_type, metavar="TYPE", append=True),
     Flag(("--spec-default",), "spec_default", G_SPEC,
          "enable default speculative decoding config (adds ngram-mod with n_match 24, n_min 48, n_max 64)"),
     Flag(("--draft-max", "--draft", "--draft-n", "--spec-draft-n-max"), "draft_max", G_SPEC,

@@ -1,6 +1,6 @@
-# -*- test-case-name: tests.test_speculative_mtp,tests.test_speculative_eagle3,tests.test_speculative_dflash -*-
-"""What the draft heads that follow the target share: ``draft-mtp`` (`mtp.py`), ``draft-eagle3`` (`eagle3.py`)
-and ``draft-dflash`` (`dflash.py`).
+# -*- test-case-name: tests.test_speculative_mtp,tests.test_speculative_eagle3,tests.test_speculative_dflash,tests.test_speculative_dspark -*-
+"""What the draft heads that follow the target share: ``draft-mtp`` (`mtp.py`), ``draft-eagle3`` (`eagle3.py`),
+``draft-dflash`` and ``draft-dspark`` (`dflash.py`).
 
 All draft from the target's hidden states, so all run after every target decode (`DraftHead.process`,
 given the batch as `Segment` runs) and keep their KV cache where the target's is: the target context repeats

@@ -20,7 +20,7 @@ from llamatwist.engine.sampling import eog_tokens
 from llamatwist.engine.video import VideoParams
 from llamatwist.runtime.adapters import AdapterSpec, LoraInfo, apply_adapters
 from llamatwist.runtime.checkpoints import Checkpoints
-from llamatwist.runtime.dflash import DEFAULT_BLOCK_SIZE, DFlashDrafter, dflash_problem
+from llamatwist.runtime.dflash import BlockKind, DFlashDrafter, block_kind
 from llamatwist.runtime.draft_head import DraftHead
 from llamatwist.runtime.eagle3 import Eagle3Drafter, eagle3_problem
 from llamatwist.runtime.mtp import MtpDrafter
@@ -55,6 +55,8 @@ class EngineSpec:
     mtp: bool = False  # --spec-type draft-mtp: the model's NextN layers load and draft in an MTP context
     eagle3: bool = False  # --spec-type draft-eagle3: -md is an EAGLE-3 draft model, beside the target's context
     dflash: bool = False  # --spec-type draft-dflash: -md is a DFlash draft model, beside the target's context
+    dspark: bool = False  # --spec-type draft-dspark: -md is a DSpark draft model, beside the target's context
+    draft_p_min: float = 0.0  # --spec-draft-p-min (a DSpark draft without a confidence head refuses one)
     lookup_cache_static: str | None = None  # -lcs, with --spec-type ngram-cache
     lookup_cache_dynamic: str | None = None  # -lcd, with --spec-type ngram-cache
     draft_n_ctx: int = 0  # -cd (0: the target's context size)
@@ -228,7 +230,7 @@ def load(spec: EngineSpec) -> Loaded:
         loras=loras,
         eog=eog_tokens(model),
     )
-    sidecar = spec.eagle3 or spec.dflash  # -md is a draft that reads the target's hidden states
+    sidecar = spec.eagle3 or spec.dflash or spec.dspark  # -md is a draft that reads the target's hidden states
     drafter = _load_draft(spec, model, ctx) if spec.draft_model_path and not sidecar else None
     head: DraftHead | None = None
     if spec.mtp:
@@ -316,19 +318,21 @@ def _load_draft(spec: EngineSpec, target: Model, ctx: Context) -> DraftModel:
 
 
 def _sidecar_head(spec: EngineSpec, target: Model, ctx: Context) -> DraftHead:
-    """-md as an EAGLE-3 or DFlash draft: its context beside the target's, as llama-server's (the target's
+    """-md as an EAGLE-3, DFlash or DSpark draft: its context beside the target's, as llama-server's (the target's
     context size, a sequence for each of the target's)."""
-    kind, problem_of = ("EAGLE-3", eagle3_problem) if spec.eagle3 else ("DFlash", dflash_problem)
+    spec_type, kind = (("draft-eagle3", "EAGLE-3") if spec.eagle3 else ("draft-dflash", "DFlash") if spec.dflash
+                       else ("draft-dspark", "DSpark"))
     model = _draft_model(spec, target)
-    problem = problem_of(model, target)
-    if problem:
+    block: BlockKind | str | None = (eagle3_problem(model, target) if spec.eagle3
+                                     else block_kind(model, target, spec_type, spec.draft_p_min))
+    if isinstance(block, str):
         model.close()
         raise ModelLoadError(f"draft model {spec.draft_model_path} cannot draft for {spec.model_path} with "
-                             f"--spec-type draft-{'eagle3' if spec.eagle3 else 'dflash'}: {problem}")
+                             f"--spec-type {spec_type}: {block}")
     # outputs: an EAGLE-3 draft step's one token per sequence; a DFlash block's every token
-    block = int(model.metadata().get("dflash.block_size") or DEFAULT_BLOCK_SIZE) if spec.dflash else 1
     params = dataclasses.replace(spec.context, n_ctx=ctx.n_ctx, n_seq_max=ctx.n_seq_max, kv_unified=True,
-                                 embeddings=False, n_outputs_max=max(ctx.n_seq_max, block), **spec.draft_context)
+                                 embeddings=False, n_outputs_max=max(ctx.n_seq_max, block.block_size if block else 1),
+                                 **spec.draft_context)
     try:
         draft_ctx = Context(model, params, other=ctx)
     except ContextError as exc:
@@ -336,7 +340,7 @@ def _sidecar_head(spec: EngineSpec, target: Model, ctx: Context) -> DraftHead:
         raise ModelLoadError(f"failed to create the {kind} draft context: {exc}") from None
     log.info("speculative decoding: %s draft %s reads target layers %s", kind, os.path.basename(model.path),
              ", ".join(map(str, model.target_layer_ids())))
-    return Eagle3Drafter(ctx, model, draft_ctx) if spec.eagle3 else DFlashDrafter(ctx, model, draft_ctx)
+    return DFlashDrafter(ctx, model, draft_ctx, block) if block else Eagle3Drafter(ctx, model, draft_ctx)
 
 
 def _vocab_mismatch(target: Model, draft: Model) -> str:

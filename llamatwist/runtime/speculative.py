@@ -18,8 +18,9 @@ Drafts come from:
   files.
 - ``draft-mtp`` (`mtp.py`): the model's own multi-token-prediction head, in an MTP context that follows
   every target decode.
-- ``draft-eagle3`` (`eagle3.py`) and ``draft-dflash`` (`dflash.py`): EAGLE-3 and DFlash draft models
-  (``-md``), which read the target's hidden states and follow every target decode too.
+- ``draft-eagle3`` (`eagle3.py`), ``draft-dflash`` and ``draft-dspark`` (`dflash.py`): EAGLE-3, DFlash
+  (DFlash2 too) and DSpark draft models (``-md``), which read the target's hidden states and follow every
+  target decode too.
 - ``draft-simple``: a small draft model of the same vocabulary, greedy, stopping below ``p_min``
   (`DraftModel`). Its KV for a slot follows the target's tokens: before drafting, whatever differs from the
   slot's tokens is removed and re-evaluated, so the prefix cache, slot restores and context shifts of the
@@ -51,7 +52,7 @@ __all__ = ["SPEC_TYPES", "DraftModel", "Drafters", "SpecParams", "ngram_simple_d
 
 log = logging.getLogger(__name__)
 
-HEAD_TYPES = ("draft-mtp", "draft-eagle3", "draft-dflash")  # the types whose drafter follows the target's decodes (DraftHead)
+HEAD_TYPES = ("draft-mtp", "draft-eagle3", "draft-dflash", "draft-dspark")  # the types whose drafter follows the target's decodes (DraftHead)
 
 def ngram_simple_draft(tokens: Sequence[int], sampled: int, size_n: int, size_m: int) -> list[int]:
     """Prompt lookup: the tokens that followed the latest earlier occurrence of the last ``size_n`` tokens
@@ -157,7 +158,7 @@ class Drafters:
     def __init__(self, model: DraftModel | None, lookup: NgramCacheDrafter | None = None,
                  head: DraftHead | None = None) -> None:
         self.model = model
-        self.head = head  # draft-mtp's, draft-eagle3's or draft-dflash's: the server runs one of them
+        self.head = head  # draft-mtp's, draft-eagle3's, draft-dflash's or draft-dspark's: the server runs one
         self.lookup = lookup if lookup is not None else NgramCacheDrafter({}, {})
         self._mod: NgramModDrafter | None = None  # made when a request first uses ngram-mod
         self._slots: dict[int, _SlotDrafts] = {}
