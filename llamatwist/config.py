@@ -170,6 +170,7 @@ class ServerConfig:
     # speculative decoding
     model_draft: str | None = None
     spec_type: str = "none"  # none, or a comma list of SPEC_TYPES (-md alone means draft-simple)
+    spec_type_default: bool = True  # no --spec-type (or none): the type follows the draft model (-md, -hfd)
     spec_default: bool = False  # --spec-default: adds ngram-mod (n_match 24, n_min 48, n_max 64)
     draft_max: int = 3  # the pinned llama-server's defaults (older ones drafted up to 16, stopping below 0.8)
     draft_min: int = 0

@@ -21,7 +21,7 @@ import requests
 from llamatwist.cli.hf import split_tag
 from llamatwist.router.catalog import load_catalog, remove_cached_model
 from tests.conftest import Server
-from tests.test_flags_download import Files
+from tests.test_flags_download import Files, _mmproj_bytes
 
 
 def _hub(root: Path, repo: str, files: dict[str, Path | bytes]) -> Path:
@@ -214,8 +214,10 @@ def hub_api(tmp_path: Path, model_path: str, monkeypatch: pytest.MonkeyPatch) ->
     """A fake Hugging Face hub (slow to send files) and an empty cache; the model file it offers is the real one."""
     Files.files, Files.ranges, _Slow.pause = {}, [], 0.0
     Files.files["/api/models/org/new"] = json.dumps({"sha": "feed01", "siblings": [
-        {"rfilename": "README.md"}, {"rfilename": "new-Q4_K_M.gguf"}, {"rfilename": "new-Q8_0.gguf"}]}).encode()
+        {"rfilename": "README.md"}, {"rfilename": "new-Q4_K_M.gguf"}, {"rfilename": "new-Q8_0.gguf"},
+        {"rfilename": "mmproj-new-f16.gguf"}]}).encode()
     Files.files["/org/new/resolve/feed01/new-Q4_K_M.gguf"] = Path(model_path).read_bytes()
+    Files.files["/org/new/resolve/feed01/mmproj-new-f16.gguf"] = _mmproj_bytes(tmp_path, model_path)
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Slow)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     hub = tmp_path / "hub"
@@ -252,6 +254,7 @@ def test_post_models_downloads_into_the_cache(hub_api: tuple[str, Path], make_se
     assert "org/new" not in _models(srv)
     assert _models(srv)["org/new:Q4_K_M"]["source"] == "cache"
     assert (hub / "models--org--new" / "snapshots" / "feed01" / "new-Q4_K_M.gguf").is_file()
+    assert (hub / "models--org--new" / "snapshots" / "feed01" / "mmproj-new-f16.gguf").is_file()  # as -hf's
     out = srv.post("/completion", {"model": "org/new:Q4_K_M", "prompt": "Hello", "n_predict": 2})
     assert out.status_code == 200 and out.json()["tokens_predicted"] == 2, out.text
 

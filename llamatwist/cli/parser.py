@@ -10,6 +10,7 @@ settles what llama-server settles after parsing (-np auto, --rerank,
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 import textwrap
@@ -31,7 +32,7 @@ from llamatwist.cli.version import version_text
 from llamatwist.config import ServerConfig
 from llamatwist.sampling_defaults import SamplingDefaults, SpecParams, parse_spec_types
 
-__all__ = ["FLAGS", "build_parser", "parse_config", "show_default"]
+__all__ = ["FLAGS", "HUB_HEAD_TYPES", "build_parser", "parse_config", "show_default", "with_draft"]
 
 #: every implemented flag, in llama-server's -h group order (common, sampling, server);
 #: -h shows them by section (flag.SECTIONS), in this order within each section
@@ -470,21 +471,12 @@ def _speculative(values: dict[str, Any]) -> SpecParams:
         names.append("ngram-mod")  # its parameters' defaults are --spec-default's (24, 48, 64)
     spec_type = parse_spec_types(",".join(n for n in names if n != "none") or "none")
     draft = values.get("model_draft") or values.get("hf_repo_draft")  # -hfd resolves to a path at start-up
+    values["spec_type_default"] = spec_type == "none"
     if spec_type == "none" and draft:
         spec_type = _draft_type(values.get("model_draft"))
-    types = spec_type.split(",")
-    md_types = {"draft-simple": "a draft model", "draft-eagle3": "an EAGLE-3 draft model",
-                "draft-dflash": "a DFlash draft model", "draft-dspark": "a DSpark draft model"}
-    for kind, what in md_types.items():
-        if kind in types and not draft:
-            raise ConfigError(f"--spec-type {kind} needs {what} (-md/--model-draft)", 2)
-    if len(uses := [t for t in types if t in md_types]) > 1:
-        raise ConfigError(f"--spec-type {' and '.join(uses)} all draft with -md's model, each as a model of its own "
-                          "kind: choose one", 2)
-    if "draft-mtp" in types and draft:
-        # llama-server then runs the draft model as an MTP head sharing the target's KV (Gemma 4 assistants)
-        raise ConfigError("--spec-type draft-mtp drafts with the model's own MTP layers here: a separate MTP draft "
-                          "model (-md, Gemma 4 assistant) is not implemented in llamatwist", 2)
+    # -hf's repository may ship a draft head for the type (dflash-*.gguf...), fetched at start-up
+    hub_head = bool(values.get("hf_repo")) and any(t in HUB_HEAD_TYPES for t in spec_type.split(","))
+    _check_draft_types(spec_type, bool(draft) or hub_head)
     values["spec_type"] = spec_type
 
     def get(name: str) -> Any:
@@ -511,12 +503,47 @@ def _speculative(values: dict[str, Any]) -> SpecParams:
         map_k4v_size_n=get("spec_ngram_map_k4v_size_n"),
         map_k4v_size_m=get("spec_ngram_map_k4v_size_m"),
         map_k4v_min_hits=get("spec_ngram_map_k4v_min_hits"),
-        has_draft_model=bool(draft) and not any(t in types for t in ("draft-eagle3", "draft-dflash", "draft-dspark")),
-        has_mtp="draft-mtp" in types,
-        has_eagle3="draft-eagle3" in types,
-        has_dflash="draft-dflash" in types,
-        has_dspark="draft-dspark" in types,
+        **_type_flags(spec_type, bool(draft) or hub_head),
     )
+
+
+HUB_HEAD_TYPES = ("draft-dspark", "draft-dflash", "draft-eagle3")  # -hf's repository's heads: llama-server's order
+_MD_TYPES = {"draft-simple": "a draft model", "draft-eagle3": "an EAGLE-3 draft model",
+             "draft-dflash": "a DFlash draft model", "draft-dspark": "a DSpark draft model"}
+
+
+def _check_draft_types(spec_type: str, draft: bool) -> None:
+    """The types that draft with -md's model have one, and only one of them asks for it."""
+    types = spec_type.split(",")
+    for kind, what in _MD_TYPES.items():
+        if kind in types and not draft:
+            raise ConfigError(f"--spec-type {kind} needs {what} (-md/--model-draft)", 2)
+    if len(uses := [t for t in types if t in _MD_TYPES]) > 1:
+        raise ConfigError(f"--spec-type {' and '.join(uses)} all draft with -md's model, each as a model of its own "
+                          "kind: choose one", 2)
+    if "draft-mtp" in types and draft:
+        # llama-server then runs the draft model as an MTP head sharing the target's KV (Gemma 4 assistants)
+        raise ConfigError("--spec-type draft-mtp drafts with the model's own MTP layers here: a separate MTP draft "
+                          "model (-md, Gemma 4 assistant) is not implemented in llamatwist", 2)
+
+
+def _type_flags(spec_type: str, draft: bool) -> dict[str, Any]:
+    """SpecParams' has_* fields: which kinds of draft the server has."""
+    types = spec_type.split(",")
+    return {"has_draft_model": draft and not any(t in types for t in ("draft-eagle3", "draft-dflash", "draft-dspark")),
+            "has_mtp": "draft-mtp" in types, "has_eagle3": "draft-eagle3" in types,
+            "has_dflash": "draft-dflash" in types, "has_dspark": "draft-dspark" in types}
+
+
+def with_draft(config: ServerConfig, path: str) -> ServerConfig:
+    """``config`` with -hfd's draft, fetched at start-up: the draft model, and, when no --spec-type was given,
+    the type its GGUF is made for, as -md's (a ConfigError when that type cannot run)."""
+    spec = config.sampling.speculative
+    spec_type = _draft_type(path) if config.spec_type_default else config.spec_type
+    _check_draft_types(spec_type, True)
+    spec = dataclasses.replace(spec, type=spec_type, **_type_flags(spec_type, True))
+    return dataclasses.replace(config, model_draft=path, spec_type=spec_type,
+                               sampling=dataclasses.replace(config.sampling, speculative=spec))
 
 
 def _adapter_lists(values: dict[str, Any]) -> None:

@@ -109,24 +109,40 @@ def _fetch_mmproj(config: ServerConfig) -> ServerConfig:
 
 
 def _resolve_hf(config: ServerConfig) -> ServerConfig:
-    """-hf and -hfd: paths in the Hugging Face cache (downloaded into it unless --offline)."""
+    """-hf and -hfd: paths in the Hugging Face cache (downloaded into it unless --offline), as llama-server's:
+    -hf's model with all its shards and the projector beside it; the draft heads a repository ships for the
+    types asked (-hf's, when no -md/-hfd names a draft; -hfd's, all of them when no --spec-type is given, the
+    first found making the draft and its type), else -hfd's model."""
     from llamatwist.cli.download import DownloadError
-    from llamatwist.cli.hf import resolve_hf
+    from llamatwist.cli.hf import resolve_hf_files
+    from llamatwist.cli.parser import HUB_HEAD_TYPES, with_draft
     from llamatwist.models import ModelFetchError
 
+    # draft-mtp runs the model's own MTP layers here, so an MTP head shipped beside it is not fetched
+    heads = tuple(t.removeprefix("draft-") for t in HUB_HEAD_TYPES)
+    asked = tuple(kind for kind in heads if f"draft-{kind}" in config.sampling.speculative.types)
     try:
         if config.hf_repo:
-            path = resolve_hf(config.hf_repo, config.hf_file, token=config.hf_token, offline=config.offline)
-            config = dataclasses.replace(config, model=str(path))
-            if config.mmproj_auto and not config.mmproj:
-                # a projector beside the model in the repository's snapshot (llama-server fetches it with -hf)
-                mmproj = sorted(path.parent.glob("*mmproj*.gguf"))
-                if mmproj:
-                    config = dataclasses.replace(config, mmproj=str(mmproj[0]))
+            files = resolve_hf_files(config.hf_repo, config.hf_file, token=config.hf_token, offline=config.offline,
+                                     mmproj=config.mmproj_auto and not config.mmproj and not config.mmproj_url,
+                                     sidecars=() if config.model_draft or config.hf_repo_draft else asked)
+            assert files.model is not None
+            config = dataclasses.replace(config, model=str(files.model))
+            if files.mmproj:
+                config = dataclasses.replace(config, mmproj=str(files.mmproj))
+            if files.sidecars:
+                config = dataclasses.replace(config, model_draft=str(next(iter(files.sidecars.values()))))
+            elif asked and not (config.model_draft or config.hf_repo_draft):
+                raise ModelFetchError(f"--spec-type draft-{asked[0]} needs a draft model: {config.hf_repo} ships no "
+                                      f"{asked[0]}-*.gguf beside its model (give -md or -hfd)")
         if config.hf_repo_draft:
-            draft = resolve_hf(config.hf_repo_draft, config.hf_file_draft, token=config.hf_token,
-                               offline=config.offline)
-            config = dataclasses.replace(config, model_draft=str(draft))
+            files = resolve_hf_files(config.hf_repo_draft, config.hf_file_draft, token=config.hf_token,
+                                     offline=config.offline, need_model=False,
+                                     sidecars=() if config.hf_file_draft else heads if config.spec_type_default
+                                     else asked)
+            draft = next(iter(files.sidecars.values()), files.model)
+            assert draft is not None
+            config = with_draft(config, str(draft))
     except DownloadError as err:
         raise ModelFetchError(str(err)) from None
     return config

@@ -71,7 +71,7 @@ class Downloads:
         if self._fleet.find(name) is not None or name in self.active:
             raise InvalidRequest(f"model '{name}' already exists")
         try:
-            plan: HfDownload = await threads.deferToThread(plan_hf, name, token=self._token)
+            plan: HfDownload = await threads.deferToThread(plan_hf, name, token=self._token, mmproj=True)
         except HubUnreachable as exc:
             raise Unavailable(f"cannot reach the Hugging Face hub: {exc}") from None
         except DownloadError as exc:
