@@ -210,6 +210,13 @@ def dflash_gguf(base: Path, arch: str = "llama", kind: str = "dflash") -> tuple[
                        lambda out: _script("make_dflash_model").make(out, base, target_arch=arch, kind=kind))
 
 
+def gemma4_gguf(base: Path) -> tuple[Path, Path]:
+    """A tiny random Gemma 4 target model and a Gemma 4 assistant (MTP drafter) for it
+    (scripts/make_gemma4_model.py), the tokenizer of ``base``: (target, assistant)."""
+    return _build_pair("gemma4", str(base), ("make_gemma4_model", "make_llama_model"),
+                       lambda out: _script("make_gemma4_model").make(out, base))
+
+
 def _build_pair(prefix: str, inputs: str, scripts: tuple[str, ...],
                 build: Callable[[Path], tuple[Path, Path]]) -> tuple[Path, Path]:
     """A (target, draft) pair ``<prefix>-<key>.gguf`` / ``.draft.gguf`` that ``build(dir)`` writes; builds of older

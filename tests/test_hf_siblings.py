@@ -1,6 +1,6 @@
 """-hf/-hfd take what llama-server takes from a Hugging Face repository: every shard of a split model, the
 projector beside the model, and the draft heads it ships (``dflash-*.gguf``, ``dspark-*.gguf``,
-``eagle3-*.gguf``) for the speculative types asked, or, for -hfd without --spec-type, whichever it ships, which
+``eagle3-*.gguf``, ``mtp-*.gguf``) for the speculative types asked, or, for -hfd without --spec-type, whichever it ships, which
 then sets the type. A local HTTP server stands in for the hub (HF_ENDPOINT): its API listing, its files."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 
 from llamatwist.cli.hf import best_sibling, resolve_hf_files, split_files
 from tests.conftest import Server
-from tests.models import dflash_gguf
+from tests.models import dflash_gguf, gemma4_gguf
 from tests.test_cli import run
 from tests.test_flags_download import BLOB, Files, _mmproj_bytes, http_files  # noqa: F401  # the fixture
 
@@ -114,6 +114,21 @@ def test_draft_heads_from_the_repositories(http_files: str, tmp_path: Path,  # n
     assert srv.proc.wait(120) == 1
     assert "--spec-type draft-eagle3 needs a draft model: user/t-GGUF ships no eagle3-*.gguf beside its model" \
         in srv.log()
+
+
+def test_an_mtp_head_from_the_repository(http_files: str, tmp_path: Path, model_path: str,  # noqa: F811
+                                         make_server: Callable[..., Server]) -> None:
+    """draft-mtp takes the repository's mtp-* head (here a Gemma 4 assistant) as llama-server; without one the
+    model's own MTP layers would run, and this model has none: the MTP context's error, not a missing file's."""
+    target, assistant = (p.read_bytes() for p in gemma4_gguf(Path(model_path)))
+    _hub(http_files, "user/g-GGUF", {"g-Q4_K_M.gguf": target, "mtp-g-Q4_K_M.gguf": assistant})
+    srv = _server(make_server, tmp_path / "a", http_files, "-hf", "user/g-GGUF", "--spec-type", "draft-mtp")
+    assert _drafts(srv) > 0 and "NextN head(s) of mtp-g-Q4_K_M.gguf" in srv.log()
+    _hub(http_files, "user/h-GGUF", {"h-Q4_K_M.gguf": target})
+    srv = _server(make_server, tmp_path / "b", http_files, "-hf", "user/h-GGUF", "--spec-type", "draft-mtp",
+                  wait=False)
+    assert srv.proc.wait(120) == 1
+    assert "failed to create MTP context" in srv.log() and "ships no" not in srv.log()
 
 
 def test_an_hfd_model_of_a_head_type_sets_the_type(http_files: str, tmp_path: Path,  # noqa: F811

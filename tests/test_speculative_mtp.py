@@ -5,8 +5,9 @@ MiMo-V2-style with several (chained), whose heads predict mostly, not always, wh
 accepted and rejected drafts occur. Greedy output
 is the same with and without drafting, at 1 and 3 concurrent slots and across reused prefixes; llama.cpp's own
 llama-server, built from the same source, drafts and accepts exactly as many tokens on the same prompts;
-a model without MTP layers, a separate MTP draft model and a request for MTP drafts from a server without the
-head are clear errors.
+a model without MTP layers and a request for MTP drafts from a server without the head are clear errors. A
+separate MTP draft model (-md) runs as llama-server's: another model's NextN layers, or a Gemma 4 assistant
+(scripts/make_gemma4_model.py), which attends over the target's KV cache.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Server
-from tests.models import mtp_gguf
+from tests.models import gemma4_gguf, mtp_gguf
 from tests.test_speculative import complete as complete_48
 from tests.test_speculative import metric
 
@@ -49,12 +50,13 @@ def complete(srv: Server, prompt: str, n_predict: int = 64, **extra: Any) -> dic
     return complete_48(srv, prompt, n_predict=n_predict, **extra)
 
 
-def drafts_keep_the_output(srv: Server, min_rate: float = 0.3) -> None:
+def drafts_keep_the_output(srv: Server, min_rate: float = 0.3, **extra: Any) -> None:
     """Greedy output with drafts is plain decoding's on every prompt, and both verification paths run (the head
-    predicts the target's next token often, not always: more than ``min_rate`` of the drafted tokens)."""
+    predicts the target's next token often, not always: more than ``min_rate`` of the drafted tokens);
+    ``extra``: more request fields."""
     drafted = accepted = 0
     for prompt in PROMPTS:
-        spec, plain = complete(srv, prompt), complete(srv, prompt, **OFF)
+        spec, plain = complete(srv, prompt, **extra), complete(srv, prompt, **OFF, **extra)
         assert spec["content"] == plain["content"]
         t = spec["timings"]
         drafted, accepted = drafted + t["draft_n"], accepted + t["draft_n_accepted"]
@@ -63,11 +65,11 @@ def drafts_keep_the_output(srv: Server, min_rate: float = 0.3) -> None:
     assert metric(srv, "spec_decode_num_accepted_tokens_total") >= accepted
 
 
-def concurrent_slots_keep_the_output(srv: Server) -> None:
+def concurrent_slots_keep_the_output(srv: Server, **extra: Any) -> None:
     prompts = [*PROMPTS[:3], PROMPTS[0] + " a test of"]
     with ThreadPoolExecutor(3) as pool:
-        plain = list(pool.map(lambda p: complete(srv, p, **OFF)["content"], prompts))
-        spec = list(pool.map(lambda p: complete(srv, p)["content"], prompts))
+        plain = list(pool.map(lambda p: complete(srv, p, **OFF, **extra)["content"], prompts))
+        spec = list(pool.map(lambda p: complete(srv, p, **extra)["content"], prompts))
     assert spec == plain
 
 
@@ -80,15 +82,15 @@ def reused_prefixes_keep_the_output(srv: Server) -> None:
     assert first["timings"]["draft_n_accepted"] > 0 and again["timings"]["draft_n_accepted"] > 0
 
 
-def same_drafts(ours: Server, theirs: Server) -> None:
+def same_drafts(ours: Server, theirs: Server, **extra: Any) -> None:
     """The same text as llama-server's, and as many drafted and accepted tokens, on every prompt."""
     for prompt in PROMPTS:
-        a, b = complete(ours, prompt), complete(theirs, prompt)
+        a, b = complete(ours, prompt, **extra), complete(theirs, prompt, **extra)
         assert a["content"] == b["content"]
         ta, tb = a["timings"], b["timings"]
         assert (ta["draft_n"], ta["draft_n_accepted"]) == (tb["draft_n"], tb["draft_n_accepted"]), prompt
         assert 0 < ta["draft_n_accepted"] < ta["draft_n"]
-        assert a["content"] == complete(ours, prompt, **OFF)["content"]
+        assert a["content"] == complete(ours, prompt, **OFF, **extra)["content"]
 
 
 def a_request_for_the_type_is_refused(srv: Server, kind: str, hint: str) -> None:
@@ -172,10 +174,61 @@ def test_a_model_without_mtp_layers_stops_the_start_up(make_server: Any, model_p
     assert "failed to create MTP context" in srv.log() and "no MTP (NextN) layers" in srv.log()
 
 
-def test_a_separate_mtp_draft_model_is_refused(make_server: Any, mtp_model: str) -> None:
-    srv = make_server("-m", mtp_model, "-md", mtp_model, "--spec-type", "draft-mtp", wait=False)
-    assert srv.proc.wait(60) == 2
-    assert "a separate MTP draft model (-md, Gemma 4 assistant) is not implemented" in srv.log()
+def test_a_separate_models_mtp_layers_draft(make_server: Any, mtp_model: str, model_path: str) -> None:
+    """-md with draft-mtp runs -md's NextN layers (in an MTP context of its own, as llama-server's); a -md
+    without them stops the start-up."""
+    srv = make_server("-m", mtp_model, "-md", mtp_model, "--spec-type", "draft-mtp", "-c", "1024", "-t", "2", *EXACT)
+    out = complete(srv, PROMPTS[0])
+    assert out["content"] == complete(srv, PROMPTS[0], **OFF)["content"] and out["timings"]["draft_n_accepted"] > 0
+    srv = make_server("-m", mtp_model, "-md", model_path, "--spec-type", "draft-mtp", wait=False)
+    assert srv.proc.wait(120) == 1
+    assert f"draft model {model_path} has no MTP (NextN) layers" in srv.log()
+
+
+# This random Gemma 4 target greedily continues a prompt re-evaluated after a long earlier history differently
+# from the same prompt evaluated afresh: libllama's sliding-window cache, in llama-server as here (checked side by
+# side). Comparisons between requests therefore evaluate each prompt afresh.
+FRESH = {"cache_prompt": False}
+
+
+@pytest.fixture(scope="module")
+def gemma4(model_path: str) -> tuple[str, str]:
+    target, assistant = gemma4_gguf(Path(model_path))
+    return str(target), str(assistant)
+
+
+def test_a_gemma4_assistant_drafts_over_the_targets_cache(make_server: Any, gemma4: tuple[str, str]) -> None:
+    """A Gemma 4 assistant (scripts/make_gemma4_model.py) has no KV cache: its layers attend over the target's.
+    Output equal to plain decoding, alone and on 3 slots at once."""
+    target, assistant = gemma4
+    srv = make_server("-m", target, "-md", assistant, "--spec-type", "draft-mtp", "-np", "3", "-c", "3072", "-t",
+                      "2", "--metrics", *EXACT)
+    drafts_keep_the_output(srv, 0.4, **FRESH)
+    concurrent_slots_keep_the_output(srv, **FRESH)
+    assert "the MTP context runs 2 NextN head(s) of gemma4-" in srv.log()
+
+
+def test_a_gemma4_assistant_drafts_as_llama_server(make_server: Any, gemma4: tuple[str, str],
+                                                   llama_server: list[str]) -> None:
+    target, assistant = gemma4
+    args = ("-m", target, "-md", assistant, "--spec-type", "draft-mtp", "-np", "1", "-c", "2048", "-t", "2", *EXACT,
+            "--spec-draft-n-max", "3", "--spec-draft-n-min", "3")
+    same_drafts(make_server(*args), make_server(*args, command=llama_server), **FRESH)
+
+
+def test_a_gemma4_assistant_alone_means_draft_mtp(make_server: Any, gemma4: tuple[str, str],
+                                                  mtp_model: str) -> None:
+    """-md alone with an assistant: draft-mtp (llama-server loads it and leaves it unused); as draft-simple's
+    model, or beside a target that is no Gemma 4, a start-up error that says so."""
+    target, assistant = gemma4
+    srv = make_server("-m", target, "-md", assistant, "-c", "1024", "-t", "2")
+    assert complete(srv, PROMPTS[0])["timings"]["draft_n_accepted"] > 0
+    srv = make_server("-m", target, "-md", assistant, "--spec-type", "draft-simple", wait=False)
+    assert srv.proc.wait(120) == 1
+    assert "not a model draft-simple can run: start the server with --spec-type draft-mtp" in srv.log()
+    srv = make_server("-m", mtp_model, "-md", assistant, "--spec-type", "draft-mtp", wait=False)
+    assert srv.proc.wait(120) == 1
+    assert "is a Gemma 4 assistant, which drafts for Gemma 4 models only" in srv.log()
 
 
 def test_mtp_drafts_need_the_head(make_server: Any, mtp_model: str) -> None:

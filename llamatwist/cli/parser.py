@@ -439,7 +439,7 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> ServerConfi
 def _draft_type(path: str | None) -> str:
     """The type a draft model alone means: what its GGUF is made for (llama-server's
     common_speculative_types_from_gguf: a DFlash draft, a DSpark one, an MTP assistant; llamatwist also knows an
-    EAGLE-3 draft, which llama-server leaves unused), else draft-simple. ``path`` None: not a local file yet
+    EAGLE-3 draft and a Gemma 4 assistant, which llama-server leaves unused), else draft-simple. ``path`` None: not a local file yet
     (-hfd)."""
     try:
         import gguf
@@ -456,6 +456,8 @@ def _draft_type(path: str | None) -> str:
         return "draft-dspark" if "markov_w1.weight" in tensors else "draft-dflash"
     if arch == "eagle3":
         return "draft-eagle3"
+    if arch == "gemma4-assistant":  # an MTP drafter for Gemma 4 (llama-server needs --spec-type draft-mtp)
+        return "draft-mtp"
     count = reader.fields.get(f"{arch}.block_count")
     if count is not None and f"blk.{int(count.contents()) - 1}.nextn.eh_proj.weight" in tensors:
         return "draft-mtp"
@@ -518,19 +520,17 @@ def _check_draft_types(spec_type: str, draft: bool) -> None:
     for kind, what in _MD_TYPES.items():
         if kind in types and not draft:
             raise ConfigError(f"--spec-type {kind} needs {what} (-md/--model-draft)", 2)
-    if len(uses := [t for t in types if t in _MD_TYPES]) > 1:
+    # with -md, draft-mtp runs -md's model as the MTP head (a Gemma 4 assistant), as llama-server
+    if len(uses := [t for t in types if t in _MD_TYPES or (t == "draft-mtp" and draft)]) > 1:
         raise ConfigError(f"--spec-type {' and '.join(uses)} all draft with -md's model, each as a model of its own "
                           "kind: choose one", 2)
-    if "draft-mtp" in types and draft:
-        # llama-server then runs the draft model as an MTP head sharing the target's KV (Gemma 4 assistants)
-        raise ConfigError("--spec-type draft-mtp drafts with the model's own MTP layers here: a separate MTP draft "
-                          "model (-md, Gemma 4 assistant) is not implemented in llamatwist", 2)
 
 
 def _type_flags(spec_type: str, draft: bool) -> dict[str, Any]:
     """SpecParams' has_* fields: which kinds of draft the server has."""
     types = spec_type.split(",")
-    return {"has_draft_model": draft and not any(t in types for t in ("draft-eagle3", "draft-dflash", "draft-dspark")),
+    heads = ("draft-eagle3", "draft-dflash", "draft-dspark", "draft-mtp")  # -md is one of these, not a draft-simple
+    return {"has_draft_model": draft and not any(t in types for t in heads),
             "has_mtp": "draft-mtp" in types, "has_eagle3": "draft-eagle3" in types,
             "has_dflash": "draft-dflash" in types, "has_dspark": "draft-dspark" in types}
 

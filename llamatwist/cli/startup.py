@@ -112,15 +112,17 @@ def _resolve_hf(config: ServerConfig) -> ServerConfig:
     """-hf and -hfd: paths in the Hugging Face cache (downloaded into it unless --offline), as llama-server's:
     -hf's model with all its shards and the projector beside it; the draft heads a repository ships for the
     types asked (-hf's, when no -md/-hfd names a draft; -hfd's, all of them when no --spec-type is given, the
-    first found making the draft and its type), else -hfd's model."""
+    first found making the draft and its type), else -hfd's model. An MTP head (mtp-*) is the draft of
+    draft-mtp when shipped; without one draft-mtp runs the model's own MTP layers."""
     from llamatwist.cli.download import DownloadError
     from llamatwist.cli.hf import resolve_hf_files
     from llamatwist.cli.parser import HUB_HEAD_TYPES, with_draft
     from llamatwist.models import ModelFetchError
 
-    # draft-mtp runs the model's own MTP layers here, so an MTP head shipped beside it is not fetched
-    heads = tuple(t.removeprefix("draft-") for t in HUB_HEAD_TYPES)
+    # llama-server's order of preference; an MTP head shipped beside the model (mtp-*) outranks its own layers
+    heads = ("mtp", *(t.removeprefix("draft-") for t in HUB_HEAD_TYPES))
     asked = tuple(kind for kind in heads if f"draft-{kind}" in config.sampling.speculative.types)
+    needed = [kind for kind in asked if f"draft-{kind}" in HUB_HEAD_TYPES]  # draft-mtp can run the model's own
     try:
         if config.hf_repo:
             files = resolve_hf_files(config.hf_repo, config.hf_file, token=config.hf_token, offline=config.offline,
@@ -132,9 +134,9 @@ def _resolve_hf(config: ServerConfig) -> ServerConfig:
                 config = dataclasses.replace(config, mmproj=str(files.mmproj))
             if files.sidecars:
                 config = dataclasses.replace(config, model_draft=str(next(iter(files.sidecars.values()))))
-            elif asked and not (config.model_draft or config.hf_repo_draft):
-                raise ModelFetchError(f"--spec-type draft-{asked[0]} needs a draft model: {config.hf_repo} ships no "
-                                      f"{asked[0]}-*.gguf beside its model (give -md or -hfd)")
+            elif needed and not (config.model_draft or config.hf_repo_draft):
+                raise ModelFetchError(f"--spec-type draft-{needed[0]} needs a draft model: {config.hf_repo} ships no "
+                                      f"{needed[0]}-*.gguf beside its model (give -md or -hfd)")
         if config.hf_repo_draft:
             files = resolve_hf_files(config.hf_repo_draft, config.hf_file_draft, token=config.hf_token,
                                      offline=config.offline, need_model=False,

@@ -220,7 +220,7 @@ def _attach_threadpools(ctx: Any, params: ContextParams) -> list[Any]:
 class Context:
     def __init__(self, model: Model, params: ContextParams, other: Context | None = None) -> None:
         """``other``: the target context of a draft model's (EAGLE-3 drafts borrow its token embeddings and
-        output matrix); it must outlive this one."""
+        output matrix, a Gemma 4 assistant its KV cache); it must outlive this one."""
         p = lib.llama_context_default_params()
         if params.mtp:
             p.ctx_type = lib.LLAMA_CONTEXT_TYPE_MTP
@@ -480,6 +480,11 @@ class Context:
         self.embeddings = on
 
     # -- KV memory ------------------------------------------------------
+    def reads_memory_of(self, other: Context) -> bool:
+        """Whether this MTP context attends over ``other``'s KV cache instead of a cache of its own (a Gemma 4
+        assistant's: libllama keeps the context it was made beside only then): its own KV edits are no-ops."""
+        return bool(lib.llamatwist_get_ctx_other(self._ptr) == other.ptr)
+
     def mirror_memory(self, other: Context | None) -> None:
         """Repeat this context's KV edits (remove, copy, shift, clear) on ``other`` (None: stop): an MTP
         context's cells then stay where the target's are, whatever the prefix cache and context shift do

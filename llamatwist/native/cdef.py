@@ -264,6 +264,7 @@ void llamatwist_set_nextn_layer_offset(struct llama_context * ctx, int32_t offse
 void llamatwist_set_embeddings_layer_inp(struct llama_context * ctx, uint32_t lid, bool value);
 float * llamatwist_get_embeddings_layer_inp(struct llama_context * ctx, uint32_t lid);
 int llamatwist_model_target_layer_ids(const struct llama_model * model, int32_t * out, int cap);
+struct llama_context * llamatwist_get_ctx_other(struct llama_context * ctx);
 size_t llama_max_parallel_sequences(void);
 bool llama_supports_mmap(void);
 bool llama_supports_mlock(void);

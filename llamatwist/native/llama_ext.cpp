@@ -59,3 +59,7 @@ extern "C" int llamatwist_model_target_layer_ids(const struct llama_model * mode
     }
     return ids == nullptr ? 0 : n;
 }
+
+extern "C" struct llama_context * llamatwist_get_ctx_other(struct llama_context * ctx) {
+    return llama_get_ctx_other(ctx);
+}

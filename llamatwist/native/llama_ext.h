@@ -39,6 +39,10 @@ float * llamatwist_get_embeddings_layer_inp(struct llama_context * ctx, uint32_t
 /* Writes at most cap layer ids; returns how many the model has (0: not an EAGLE-3 draft). */
 int llamatwist_model_target_layer_ids(const struct llama_model * model, int32_t * out, int cap);
 
+/* The context a draft context reads from (NULL: none): the target's, when the draft borrows its KV cache (a
+ * Gemma 4 assistant) or its token embeddings and output matrix (EAGLE-3, DFlash drafts without their own). */
+struct llama_context * llamatwist_get_ctx_other(struct llama_context * ctx);
+
 #ifdef __cplusplus
 }
 #endif

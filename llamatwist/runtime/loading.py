@@ -231,10 +231,10 @@ def load(spec: EngineSpec) -> Loaded:
         eog=eog_tokens(model),
     )
     sidecar = spec.eagle3 or spec.dflash or spec.dspark  # -md is a draft that reads the target's hidden states
-    drafter = _load_draft(spec, model, ctx) if spec.draft_model_path and not sidecar else None
+    drafter = _load_draft(spec, model, ctx) if spec.draft_model_path and not (sidecar or spec.mtp) else None
     head: DraftHead | None = None
     if spec.mtp:
-        head = _mtp_head(model, ctx, params)
+        head = _mtp_head(spec, model, ctx, params)
     elif sidecar:
         head = _sidecar_head(spec, model, ctx)
     lookup = NgramCacheDrafter(_lookup_cache(spec.lookup_cache_static, "static"),
@@ -255,20 +255,40 @@ def load(spec: EngineSpec) -> Loaded:
                   projector, lookup, head)
 
 
-def _mtp_head(model: Model, ctx: Context, params: ContextParams) -> MtpDrafter:
-    """The context of type MTP over the target model, made as the target's (``params``: llama-server's)."""
-    if model.n_nextn_layers() <= 0:
-        raise ModelLoadError(f"failed to create MTP context: {model.path} has no MTP (NextN) layers for "
+def _mtp_head(spec: EngineSpec, model: Model, ctx: Context, params: ContextParams) -> MtpDrafter:
+    """The context of type MTP over the target model's NextN layers, or over -md's MTP draft model (a Gemma 4
+    assistant) beside the target's, made as the target's (``params``: llama-server's)."""
+    draft = _draft_model(spec, model) if spec.draft_model_path else None
+    head_model = draft or model
+    if head_model.n_nextn_layers() <= 0:
+        if draft is not None:
+            draft.close()
+        what = f"draft model {spec.draft_model_path}" if draft else model.path
+        raise ModelLoadError(f"failed to create MTP context: {what} has no MTP (NextN) layers for "
                              "--spec-type draft-mtp")
+    arch = model.metadata().get("general.architecture")
+    if draft is not None and draft.metadata().get("general.architecture") == "gemma4-assistant" and arch != "gemma4":
+        draft.close()  # it reads the target's sliding-window KV cache as Gemma 4's: llama-server crashes
+        raise ModelLoadError(f"draft model {spec.draft_model_path} is a Gemma 4 assistant, which drafts for Gemma 4 "
+                             f"models only ({spec.model_path} is {arch})")
+    if draft is not None and draft.n_embd_out() != model.n_embd_out():  # llama-server asserts
+        draft.close()
+        raise ModelLoadError(f"draft model {spec.draft_model_path} cannot draft for {spec.model_path} with "
+                             f"--spec-type draft-mtp: its input state is {draft.n_embd_out()} wide, the target's "
+                             f"{model.n_embd_out()}")
     try:
         # outputs: a draft step's one token per sequence (logits rows are n_vocab floats each)
-        head = Context(model, dataclasses.replace(params, mtp=True, n_ctx=ctx.n_ctx, embeddings=False,
-                                                  n_outputs_max=ctx.n_seq_max))
+        head = Context(head_model, dataclasses.replace(params, mtp=True, n_ctx=ctx.n_ctx, embeddings=False,
+                                                       n_outputs_max=ctx.n_seq_max,
+                                                       **(spec.draft_context if draft else {})),
+                       other=ctx if draft else None)
     except ContextError as exc:
+        if draft is not None:
+            draft.close()
         raise ModelLoadError(f"failed to create MTP context: {exc}") from None
-    log.info("speculative decoding: the MTP context runs %d NextN head(s) of %s", model.n_nextn_layers(),
-             os.path.basename(model.path))
-    return MtpDrafter(ctx, head)
+    log.info("speculative decoding: the MTP context runs %d NextN head(s) of %s", head_model.n_nextn_layers(),
+             os.path.basename(head_model.path))
+    return MtpDrafter(ctx, head, draft)
 
 
 def _lookup_cache(path: str | None, kind: str) -> Cache:
@@ -292,7 +312,7 @@ def _draft_model(spec: EngineSpec, target: Model) -> Model:
     assert path is not None
     try:
         model = Model(path, n_gpu_layers=spec.draft_n_gpu_layers, lazy_mode=spec.lazy_mode,
-                      placement=spec.draft_placement)
+                      placement=spec.draft_placement, load_mtp=spec.mtp)  # llama-server's draft params: the target's
     except ModelLoadError as exc:
         raise ModelLoadError(f"draft model {path}: {exc}") from None
     problem = _vocab_mismatch(target, model)
@@ -305,9 +325,11 @@ def _draft_model(spec: EngineSpec, target: Model) -> Model:
 def _load_draft(spec: EngineSpec, target: Model, ctx: Context) -> DraftModel:
     model = _draft_model(spec, target)
     arch = model.metadata().get("general.architecture", "")
-    if model.target_layer_ids():  # its graph reads the target's hidden states: not a model draft-simple can run
+    # its graph reads the target's hidden states or KV cache: not a model draft-simple can run
+    if model.target_layer_ids() or arch == "gemma4-assistant":
         model.close()
-        hint = f"start the server with --spec-type draft-{arch}" if arch in ("eagle3", "dflash") else \
+        kind = {"eagle3": "draft-eagle3", "dflash": "draft-dflash", "gemma4-assistant": "draft-mtp"}.get(arch)
+        hint = f"start the server with --spec-type {kind}" if kind else \
             f"drafts of its kind ({arch}) are not implemented in llamatwist"
         raise ModelLoadError(f"draft model {spec.draft_model_path} is a {arch} draft, not a model draft-simple can "
                              f"run: {hint}")

@@ -18,6 +18,11 @@ NextN layers only). As llama-server's driver (common_speculative_impl_draft_mtp)
 Models with several heads (Step-3.5) chain them: draft step i runs head i, each head keeping its own KV for
 the prompt (``process`` runs the batch once per head).
 
+A separate MTP draft model (``-md``) runs in an MTP context of its own beside the target's. A Gemma 4 assistant
+is one: it has no KV cache, its layers attending over the target's (``shared``), so ``process`` has nothing to
+decode, its layers all run in one step, and every draft step sits at the pending token's position, as the
+assistant was trained (llama-server's is_mem_shared).
+
 The head's cells stay where the target's are: the target context repeats its KV edits (prefix cache, context
 shift, rejected drafts) on the MTP context (`Context.mirror_memory`), and ``process`` first removes whatever
 an earlier draft left from the batch's positions on. Where the head's inputs are not exact (a prefix reused
@@ -36,6 +41,7 @@ import numpy.typing as npt
 from llamatwist.engine.batch import Batch
 from llamatwist.engine.context import Context
 from llamatwist.engine.errors import DecodeError
+from llamatwist.engine.model import Model
 from llamatwist.runtime.draft_head import KEEP_ROWS, Segment, continue_at, draft_greedy
 
 __all__ = ["MtpDrafter"]
@@ -46,10 +52,14 @@ log = logging.getLogger(__name__)
 class MtpDrafter:
     """The NextN head's context beside the target's, one sequence per target sequence (decode thread only)."""
 
-    def __init__(self, target: Context, ctx: Context) -> None:
+    def __init__(self, target: Context, ctx: Context, model: Model | None = None) -> None:
+        """``model``: a separate MTP draft model's (-md), which this drafter owns; else ``ctx`` runs the target
+        model's own NextN layers."""
         self.target = target
         self.ctx = ctx
-        self.n_heads = max(1, ctx.model.n_nextn_layers())
+        self.model = model
+        self.shared = ctx.reads_memory_of(target)  # a Gemma 4 assistant: the target's KV cache is its
+        self.n_heads = 1 if self.shared else max(1, ctx.model.n_nextn_layers())
         self.n_embd = ctx.model.n_embd_out()
         self._batch = Batch(ctx.n_batch, self.n_embd)
         n_seq = target.n_seq_max
@@ -58,11 +68,14 @@ class MtpDrafter:
         self._last: dict[int, npt.NDArray[np.float32]] = {}  # seq -> states of its last batch's final rows
         target.set_nextn_outputs(True, every_token=True)
         ctx.set_nextn_outputs(True, every_token=False)
-        target.mirror_memory(ctx)
+        if not self.shared:
+            target.mirror_memory(ctx)
 
     def close(self) -> None:
         self.target.mirror_memory(None)
         self.ctx.close()
+        if self.model is not None:
+            self.model.close()
 
     def process(self, segments: Sequence[Segment]) -> None:
         """Follow a target decode whose batch was ``segments``, in order: the head's KV gets the same tokens."""
@@ -77,13 +90,16 @@ class MtpDrafter:
         row = 0
         for seg in segments:
             n = len(seg.tokens)
-            first = batch.add_sequence(seg.tokens, seg.pos, seg.seq, False) - n + 1
-            states[first] = self._pending[seg.seq]
-            states[first + 1 : first + n] = h[row : row + n - 1]
+            if not self.shared:  # a shared-cache head has nothing to decode: the target's decode wrote its cache
+                first = batch.add_sequence(seg.tokens, seg.pos, seg.seq, False) - n + 1
+                states[first] = self._pending[seg.seq]
+                states[first + 1 : first + n] = h[row : row + n - 1]
             self._before[seg.seq] = self._pending[seg.seq]
             self._pending[seg.seq] = h[row + n - 1]
             self._last[seg.seq] = h[row + max(0, n - KEEP_ROWS) : row + n].copy()
             row += n
+        if self.shared:
+            return
         try:
             for head in range(self.n_heads):
                 # what an earlier draft left there; with several heads, each rebuilds its own layer's cells
@@ -118,8 +134,8 @@ class MtpDrafter:
 
         def feed(step: int, top: int, state: npt.NDArray[np.float32]) -> int:
             batch.clear()
-            if not chained:
-                return batch.add_with_state(top, pos + step + 1, seq, True, state)
+            if not chained:  # a shared-cache head's every step sits at the pending token's position
+                return batch.add_with_state(top, pos if self.shared else pos + step + 1, seq, True, state)
             chain.append((top, state))  # the next head sees the whole draft so far, with the states it made
             for k, (tok, st) in enumerate(chain):
                 batch.add_with_state(tok, pos + k, seq, k == len(chain) - 1, st)
