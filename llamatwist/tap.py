@@ -56,10 +56,8 @@ class Options(usage.Options):
 
 def makeService(options: Options) -> MultiService:
     """Build the server's service (twistd starts it and runs the reactor)."""
-    config = options.config
-    if config is None:  # parseOptions was not called
-        config = cli.parse_config(options.argv, os.environ)
     try:
+        config = options.config or cli.configure(options.argv, os.environ)  # None: parseOptions was not called
         service = cli.build_service(config, under_twistd=True)
     except cli.StartupFailed as failed:
         raise SystemExit(failed.exit_code) from None

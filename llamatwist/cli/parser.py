@@ -354,23 +354,19 @@ def _agent_tools(values: dict[str, Any]) -> None:
         values["cors_origins"] = "localhost"
 
 
-def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> ServerConfig:
-    """Turn llama-server style arguments and environment into a ServerConfig.
+def parse_config(argv: Sequence[str], environ: Mapping[str, str], config_args: Sequence[str] = ()) -> ServerConfig:
+    """Turn llama-server style arguments and environment into a ServerConfig; ``config_args``: the config
+    files' options as arguments (cli/ini.py), which the environment and ``argv`` override.
 
     Raises ConfigError for anything refused; ``-h`` and ``--version`` print
     to stdout and raise SystemExit(0), as argparse does.
     """
-    parser = build_parser()
-    namespace, extras = parser.parse_known_args(_normalize(argv, _known_names()))
-    if extras:
-        # Typos are reported before unimplemented flags: they are more
-        # likely the user's real mistake.
-        raise ConfigError(f"unrecognized arguments: {' '.join(extras)}")
-    given: dict[str, Any] = vars(namespace)
-    presets = given.pop(_MODEL_PRESETS, [])
-    refused = given.pop(_REFUSED, None)
-    if refused:
-        raise not_implemented(refused[0])
+    given, presets = _given(argv)
+    try:
+        configured, config_presets = _given(config_args, " in the config files") if config_args else ({}, [])
+    except ConfigError as exc:
+        raise ConfigError(f"config files: {exc}", exc.exit_code) from None
+    presets += config_presets
     env_error = refused_env(environ)
     if env_error is not None:
         raise env_error
@@ -383,6 +379,8 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> ServerConfi
             found, value = from_env(flag, environ)
             if found:
                 values[flag.field] = value
+            elif flag.field in configured:
+                values[flag.field] = configured[flag.field]
     if "model" in given:  # a preset (None) or -m given on the command line
         values["model"] = given["model"]
     # An explicit -c 0 asks for the model's whole context: --fit may not shrink it, and --kv-unified-per-slot
@@ -434,6 +432,21 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> ServerConfi
     )
 
 
+
+
+def _given(argv: Sequence[str], where: str = "") -> tuple[dict[str, Any], list[str]]:
+    """The fields ``argv`` sets, and the model presets it names (ConfigError for what is refused)."""
+    namespace, extras = build_parser().parse_known_args(_normalize(argv, _known_names()))
+    if extras:
+        # Typos are reported before unimplemented flags: they are more
+        # likely the user's real mistake.
+        raise ConfigError(f"unrecognized arguments{where}: {' '.join(extras)}")
+    given: dict[str, Any] = vars(namespace)
+    presets: list[str] = given.pop(_MODEL_PRESETS, [])
+    refused = given.pop(_REFUSED, None)
+    if refused:
+        raise not_implemented(refused[0])
+    return given, presets
 
 
 def _draft_type(path: str | None) -> str:

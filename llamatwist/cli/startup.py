@@ -186,15 +186,33 @@ def _add_rpc_servers(argv: Sequence[str], environ: Mapping[str, str]) -> None:
             raise ConfigError(f"--rpc: {exc}", exit_code=1) from None
 
 
+def _config_file_args(environ: Mapping[str, str]) -> list[str]:
+    """llama-server's config files (/etc/llama.cpp/config.ini, ~/.config/llama.cpp/config.ini) as arguments,
+    each file named on stderr as llama-server logs it, a key no flag knows a warning."""
+    from llamatwist.cli.ini import IniError, config_file_args, config_files
+
+    paths = config_files(environ)
+    for path in paths:
+        print(f"using config file: {path}", file=sys.stderr)
+    try:
+        args, warnings = config_file_args(paths)
+    except IniError as exc:
+        raise ConfigError(str(exc), 1) from None
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return args
+
+
 def configure(argv: Sequence[str], environ: Mapping[str, str]) -> ServerConfig:
     """parse_config, with a refused command line reported (StartupFailed).
 
     A LLAMA_ARG_* variable that names no flag is a warning on stderr: llama-server ignores
-    it silently, which hides a typo in a compose file.
+    it silently, which hides a typo in a compose file. The config files' options come first: the environment
+    and the command line win over them.
     """
     try:
         _add_rpc_servers(argv, environ)
-        config = parse_config(argv, environ)
+        config = parse_config(argv, environ, _config_file_args(environ))
     except ConfigError as err:
         report_error(err)
         raise StartupFailed(err.exit_code) from None

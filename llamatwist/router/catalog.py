@@ -21,17 +21,16 @@ line beats the model's section, which beats ``[*]``.
 from __future__ import annotations
 
 import argparse
-import configparser
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from llamatwist.cli.convert import FALSEY, TRUTHY
 from llamatwist.cli.download import DownloadError
 from llamatwist.cli.hf import cached_repo_models, remove_cached, resolve_hf
-from llamatwist.cli.parser import FLAGS, build_parser
+from llamatwist.cli.ini import IniError, flag_actions, ini_keys, read_ini, render_option, truthy
+from llamatwist.cli.parser import FLAGS
 
 __all__ = [
     "CHILD_HOST",
@@ -100,19 +99,6 @@ def projector_inputs(path: str | None) -> tuple[str, ...]:
             *(["audio"] if has("clip.has_audio_encoder") else []))
 
 
-def _actions() -> dict[str, argparse.Action]:
-    return dict(build_parser()._option_string_actions)  # argparse keeps no public map
-
-
-def _key_map(actions: dict[str, argparse.Action]) -> dict[str, str]:
-    """An INI key (a spelling without dashes, or a variable) -> the spelling to pass."""
-    keys = {spelling.lstrip("-"): spelling for spelling in actions}
-    for flag in FLAGS:
-        for env in flag.envs:
-            keys[env] = flag.names[0]
-    return keys
-
-
 def _arity(action: argparse.Action) -> int | None:
     """Values a use takes; None for an optional one (``-fa``, whose value may be left out)."""
     if action.nargs is None:
@@ -124,7 +110,7 @@ def _arity(action: argparse.Action) -> int | None:
 
 def router_args(argv: Sequence[str]) -> list[str]:
     """The router's command line without the flags it keeps for itself (`_RESERVED`)."""
-    actions = _actions()
+    actions = flag_actions()
     out: list[str] = []
     i = 0
     while i < len(argv):
@@ -145,33 +131,6 @@ def router_args(argv: Sequence[str]) -> list[str]:
         if action.dest not in _RESERVED:
             out += use
     return out
-
-
-def _truthy(value: str) -> bool | None:
-    text = value.strip().lower()
-    return True if text in TRUTHY else False if text in FALSEY else None
-
-
-def _render(section: str, key: str, value: str, keys: dict[str, str],
-            actions: dict[str, argparse.Action]) -> list[str]:
-    """One preset option as arguments."""
-    spelling = keys.get(key)
-    if spelling is None:
-        raise CatalogError(f"option '{key}' not recognized in preset '{section}'")
-    action = actions[spelling]
-    if action.nargs == 0:  # an on/off flag or a switch
-        flag = next((f for f in FLAGS if spelling in f.names + f.neg), None)
-        on = _truthy(value)
-        if on is None:
-            raise CatalogError(f"option '{key}' of preset '{section}' takes true or false, got {value!r}")
-        if flag is not None and spelling in flag.neg:
-            on = not on
-        if on:
-            return [flag.names[0] if flag is not None else spelling]
-        return [flag.neg[0]] if flag is not None and flag.neg else []
-    if isinstance(action.nargs, int) and action.nargs > 1:
-        return [spelling, *value.split()]
-    return [spelling, value]
 
 
 def _field(spelling: str, actions: dict[str, argparse.Action]) -> str:
@@ -202,22 +161,6 @@ def scan_models_dir(root: str) -> dict[str, ModelEntry]:
     return out
 
 
-def _read_ini(path: str) -> configparser.ConfigParser:
-    parser = configparser.ConfigParser(interpolation=None, delimiters=("=",), comment_prefixes=(";", "#"),
-                                       inline_comment_prefixes=None, strict=True, default_section="\0")
-    parser.optionxform = str  # type: ignore[assignment,method-assign]  # keys keep their case (LLAMA_ARG_*)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-        # llama-server's INI allows keys before any section (version = 1): give them one
-        parser.read_string("[\0top]\n" + text, source=path)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CatalogError(f"cannot read --models-preset {path}: {exc}") from None
-    except configparser.Error as exc:
-        raise CatalogError(f"--models-preset {path}: {exc}") from None
-    return parser
-
-
 def _split(value: str) -> tuple[str, ...]:
     return tuple(sorted({v.strip() for v in value.split(",") if v.strip()}))
 
@@ -243,31 +186,26 @@ def load_catalog(models_dir: str | None, models_preset: str | None) -> dict[str,
     """Every model the router serves, by name (CatalogError when the sources cannot be served): the hub
     cache's, then --models-dir's (the same name: the directory's), then the presets (merged into an entry of
     the same name)."""
-    actions = _actions()
-    keys = _key_map(actions)
+    actions = flag_actions()
+    keys = ini_keys(actions)
     entries = {**scan_hf_cache(), **(scan_models_dir(models_dir) if models_dir else {})}
     if not models_preset:
         return entries
-    ini = _read_ini(models_preset)
-    sections: list[tuple[str, dict[str, str]]] = []
-    glob: dict[str, str] = {}
-    for name in ini.sections():
-        values = {k: v.strip() for k, v in ini.items(name)}
-        if name == "\0top":  # keys before the first section: llama-server's preset "default"
-            values.pop("version", None)
-            if not values:
-                continue
-            name = "default"
-        if name == "*":
-            glob.update(values)
-        else:
-            sections.append((name, values))
+    try:
+        ini = read_ini(models_preset, "--models-preset")
+    except IniError as exc:
+        raise CatalogError(str(exc)) from None
+    sections = [(name, values) for name, values in ini if name != "*"]
+    glob = {k: v for name, values in ini if name == "*" for k, v in values.items()}
 
     def options(section: str, values: dict[str, str]) -> list[str]:
         out: list[str] = []
         for key, value in values.items():
             if key not in _PRESET_ONLY and _field(keys.get(key, ""), actions) not in _ROUTER_ONLY:
-                out += _render(section, key, value, keys, actions)
+                try:
+                    out += render_option(section, key, value, keys, actions)
+                except IniError as exc:
+                    raise CatalogError(str(exc)) from None
         return out
 
     def field_of(key: str) -> str:
@@ -297,7 +235,7 @@ def _deduplicated(merged: dict[str, ModelEntry], sections: list[tuple[str, dict[
     """The cache's entries whose file a preset with ``dedup-cache-models = true`` already serves by -hf."""
     used: set[Path] = set()
     for _, values in sections:
-        if _truthy(values.get("dedup-cache-models", "false")):
+        if truthy(values.get("dedup-cache-models", "false")):
             repo = next((v for k, v in values.items() if field_of(k) == "hf_repo"), None)
             file = next((v for k, v in values.items() if field_of(k) == "hf_file"), None)
             if repo and (path := _cached_path(repo, file)) is not None:
@@ -329,7 +267,7 @@ def _with_preset(base: ModelEntry, glob: dict[str, str], glob_args: list[str], v
     except ValueError:
         raise CatalogError(f"stop-timeout of preset '{base.name}' must be a number of seconds, "
                            f"got {timeout!r}") from None
-    on_startup = _truthy(both.get("load-on-startup", "false"))
+    on_startup = truthy(both.get("load-on-startup", "false"))
     if on_startup is None:
         raise CatalogError(f"load-on-startup of preset '{base.name}' takes true or false")
     mmproj = pick(both, "mmproj", base.mmproj)
