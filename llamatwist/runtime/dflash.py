@@ -53,6 +53,7 @@ class BlockKind:
     """How a DFlash draft's block is laid out and read."""
 
     block_size: int  # rows of a block the draft was trained on
+    causal: bool = False  # dflash.attention.causal: a block's rows attend backwards only
     dspark: bool = False  # draft-dspark: stop on the confidence head's score only, not on the top probability
     anchor_first: bool = False  # DSpark: the pending token's row drafts too (a block of n rows drafts n)
     confidence: bool = False  # DSpark: a confidence head, whose score stops a draft below p_min
@@ -81,14 +82,15 @@ def block_kind(draft: Model, target: Model, spec_type: str, p_min: float) -> Blo
         return "it has a Markov head but no dflash.block_size, which the head needs"
     block_size = int(meta.get("dflash.block_size") or DEFAULT_BLOCK_SIZE)
     top_k = int(meta.get("dflash.selector_top_k") or 0)
+    causal = meta.get("dflash.attention.causal") == "true"
     if spec_type == "draft-dflash":
-        return BlockKind(block_size, selector_top_k=top_k)
+        return BlockKind(block_size, causal, selector_top_k=top_k)
     if not markov:
         return "it is not a DSpark draft model (it has no Markov head): start the server with --spec-type draft-dflash"
     confidence = "conf_proj.weight" in tensors and meta.get("dflash.has_confidence_head", "true") == "true"
     if p_min > 0.0 and not confidence:
         return "it has no confidence head: please set --spec-draft-p-min 0"
-    return BlockKind(block_size, dspark=True, anchor_first=meta.get("dflash.sample_from_anchor", "true") == "true",
+    return BlockKind(block_size, causal, dspark=True, anchor_first=meta.get("dflash.sample_from_anchor", "true") == "true",
                      confidence=confidence, selector_top_k=top_k)
 
 
@@ -105,7 +107,7 @@ class DFlashDrafter:
         self._inject = Batch(ctx.n_ubatch, len(self.layers) * target.n_embd, tokens=False)
         self._batch = Batch(kind.block_size)
         target.set_layer_inputs(self.layers)
-        ctx.set_causal_attn(model.metadata().get("dflash.attention.causal") == "true")
+        ctx.set_causal_attn(kind.causal)
         if kind.selector_top_k:  # the lattice comes out as the NextN state of every row (there are no logits)
             ctx.set_nextn_outputs(True, every_token=True)
         elif kind.confidence:  # the confidence, in column 0 of each output row's NextN state
