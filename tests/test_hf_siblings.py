@@ -1,7 +1,8 @@
 """-hf/-hfd take what llama-server takes from a Hugging Face repository: every shard of a split model, the
 projector beside the model, and the draft heads it ships (``dflash-*.gguf``, ``dspark-*.gguf``,
 ``eagle3-*.gguf``, ``mtp-*.gguf``) for the speculative types asked, or, for -hfd without --spec-type, whichever it ships, which
-then sets the type. A local HTTP server stands in for the hub (HF_ENDPOINT): its API listing, its files."""
+then sets the type; a repository with a preset.ini at its root makes a router serving its presets. A local HTTP
+server stands in for the hub (HF_ENDPOINT): its API listing, its files."""
 
 from __future__ import annotations
 
@@ -155,3 +156,19 @@ def test_offline_without_the_head_is_an_error(tmp_path: Path, model_path: str) -
                env={"HF_HOME": str(tmp_path)})
     assert proc.returncode == 1
     assert "user/t-GGUF ships no dflash-*.gguf beside its model" in proc.stderr
+
+
+def test_a_preset_repository_makes_a_router(http_files: str, tmp_path: Path, model_path: str,  # noqa: F811
+                                            make_server: Callable[..., Server]) -> None:
+    """-hf naming a repository with a preset.ini at its root: a router serving its presets, as llama-server (which
+    warns that a preset is to be trusted); a preset's hf-repo model is fetched when it loads."""
+    _hub(http_files, "user/presets", {"preset.ini": b"[tiny]\nhf-repo = user/m-GGUF:Q4_1\nctx-size = 512\n"
+                                                    b"[tiny-2]\nhf-repo = user/m-GGUF:Q4_1\nparallel = 2\n"})
+    _hub(http_files, "user/m-GGUF", {"m-Q4_1.gguf": Path(model_path).read_bytes()})
+    srv = _server(make_server, tmp_path, http_files, "-hf", "user/presets")
+    assert "using preset.ini from HF repo 'user/presets'" in srv.log()
+    listed = {m["id"] for m in srv.get("/v1/models").json()["data"]}
+    assert {"tiny", "tiny-2"} <= listed
+    r = srv.post("/completion", {"model": "tiny", "prompt": "Hello", "n_predict": 2})
+    assert r.status_code == 200 and r.json()["tokens_predicted"] == 2, r.text
+    assert (tmp_path / "hub" / "models--user--m-GGUF" / "snapshots" / "c0ffee" / "m-Q4_1.gguf").is_file()

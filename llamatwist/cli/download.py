@@ -42,10 +42,10 @@ def model_url_path(url: str, cache: Path) -> Path:
 
 def fetch_model(url: str, dest: Path, *, offline: bool = False, out: IO[str] | None = None,
                 token: str | None = None, what: str = "--model-url", sha256: str | None = None,
-                progress: Progress | None = None) -> Path:
+                progress: Progress | None = None, gguf: bool = True) -> Path:
     """`dest`, downloaded from `url` first unless it is already there (``sha256``: the download's digest must be
     this; ``what``: the flag named in errors; ``progress``: told the bytes so far instead of a bar on `out`,
-    and may raise to stop the download, whose part stays for a resume)."""
+    and may raise to stop the download, whose part stays for a resume; ``gguf``: the file must be one)."""
     if dest.is_file():
         return dest
     if offline:
@@ -62,7 +62,7 @@ def fetch_model(url: str, dest: Path, *, offline: bool = False, out: IO[str] | N
         response = urllib.request.urlopen(request, timeout=60)
     except urllib.error.HTTPError as err:
         if err.code == 416 and have:  # the part is already whole
-            return _finish(url, part, dest, have, what, sha256)
+            return _finish(url, part, dest, have, what, sha256, gguf)
         raise DownloadError(f"{what} {url}: HTTP {err.code} {err.reason}") from None
     except (urllib.error.URLError, OSError) as err:
         raise DownloadError(f"{what} {url}: {getattr(err, 'reason', err)}") from None
@@ -79,13 +79,13 @@ def fetch_model(url: str, dest: Path, *, offline: bool = False, out: IO[str] | N
     size = part.stat().st_size
     if total is not None and size != total:
         raise DownloadError(f"{what} {url}: got {size} of {total} bytes (run again to resume)")
-    return _finish(url, part, dest, size, what, sha256)
+    return _finish(url, part, dest, size, what, sha256, gguf)
 
 
-def _finish(url: str, part: Path, dest: Path, size: int, what: str, sha256: str | None) -> Path:
+def _finish(url: str, part: Path, dest: Path, size: int, what: str, sha256: str | None, gguf: bool = True) -> Path:
     with open(part, "rb") as fh:
         magic = fh.read(4)
-    if magic != b"GGUF":
+    if magic != b"GGUF" and gguf:
         part.unlink()
         raise DownloadError(f"{what} {url}: not a GGUF file ({size} bytes, starts with {magic!r})")
     if sha256 is not None:

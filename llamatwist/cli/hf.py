@@ -185,10 +185,12 @@ class HfDownload:
     shards: tuple[str, ...] = ()  # the model's files (itself when unsplit), first shard first
     mmproj: str | None = None
     sidecars: tuple[tuple[str, str], ...] = ()  # (kind, name) of SIDECARS found
+    preset: str | None = None  # a preset repository's preset.ini: then nothing else is taken
 
     @property
     def names(self) -> tuple[str, ...]:
-        return (*self.shards, *([self.mmproj] if self.mmproj else []), *(name for _, name in self.sidecars))
+        return (*self.shards, *([self.mmproj] if self.mmproj else []), *(name for _, name in self.sidecars),
+                *([self.preset] if self.preset else []))
 
     @property
     def url(self) -> str:
@@ -209,6 +211,7 @@ class HfFiles:
     model: Path | None
     mmproj: Path | None = None
     sidecars: dict[str, Path] = dataclasses.field(default_factory=dict)
+    preset: Path | None = None  # a preset repository's preset.ini (no model): the router's --models-preset
 
 
 def resolve_hf(spec: str, file: str | None = None, *, token: str | None = None, offline: bool = False,
@@ -227,8 +230,8 @@ def resolve_hf_files(spec: str, file: str | None = None, *, token: str | None = 
     else, offline or unreachable, the cached snapshot's); without ``need_model``, a draft head found is enough."""
     plan = plan_hf(spec, file, token=token, offline=offline, mmproj=mmproj, sidecars=sidecars, need_model=need_model)
     fetch_hf(plan, token=token, progress=progress, offline=offline)
-    return HfFiles(plan.path(plan.model), plan.path(plan.mmproj), {kind: plan.snapshot / name
-                                                                   for kind, name in plan.sidecars})
+    return HfFiles(plan.path(plan.model), plan.path(plan.mmproj),
+                   {kind: plan.snapshot / name for kind, name in plan.sidecars}, plan.path(plan.preset))
 
 
 def plan_hf(spec: str, file: str | None = None, *, token: str | None = None, offline: bool = False,
@@ -239,6 +242,8 @@ def plan_hf(spec: str, file: str | None = None, *, token: str | None = None, off
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
     names, sha = _listing(repo, repo_dir, endpoint, token, offline)
     snapshot = _snapshot(repo_dir) or repo_dir / "snapshots" / sha
+    if "preset.ini" in names:  # a preset repository: llama-server serves its presets as a router
+        return HfDownload(repo_dir, sha, snapshot, endpoint, repo, None, preset="preset.ini")
     model = file if file in names else (None if file else best_file(names, tag))
     found = tuple((kind, name) for kind in sidecars
                   if (name := best_sibling(names, model or "", f"{kind}-", tag)) is not None)
@@ -267,7 +272,7 @@ def _listing(repo: str, repo_dir: Path, endpoint: str, token: str | None, offlin
             error = err
     snap = _snapshot(repo_dir)
     if snap is not None:
-        return sorted(str(p.relative_to(snap)) for p in snap.rglob("*.gguf")), snap.name
+        return sorted(str(p.relative_to(snap)) for p in [*snap.rglob("*.gguf"), *snap.glob("preset.ini")]), snap.name
     if error is not None:
         raise error
     return [], ""
@@ -325,7 +330,7 @@ def fetch_hf(plan: HfDownload, *, token: str | None = None, progress: Progress |
                 progress(before + n, None if total is None else before + total)
 
         fetch_model(plan.url_of(name), dest, token=token, progress=told if progress else None, offline=offline,
-                    what="-hf")
+                    what="-hf", gguf=name != plan.preset)
         done = before + dest.stat().st_size
     ref = plan.repo_dir / "refs" / "main"
     if not ref.is_file():

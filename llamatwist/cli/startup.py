@@ -87,7 +87,7 @@ def resolve_model(config: ServerConfig) -> ServerConfig:
             raise ModelFetchError(str(err)) from None
     if config.hf_repo or config.hf_repo_draft:
         config = _resolve_hf(config)
-    if config.model is not None:
+    if config.model is not None or config.router_mode:  # -hf of a preset repository: a router
         return config
     from llamatwist.models import ensure_default_model
 
@@ -128,6 +128,10 @@ def _resolve_hf(config: ServerConfig) -> ServerConfig:
             files = resolve_hf_files(config.hf_repo, config.hf_file, token=config.hf_token, offline=config.offline,
                                      mmproj=config.mmproj_auto and not config.mmproj and not config.mmproj_url,
                                      sidecars=() if config.model_draft or config.hf_repo_draft else asked)
+            if files.preset is not None:  # a preset repository: a router serving its presets, as llama-server
+                log.warning("NOTE: using preset.ini from HF repo '%s': please only use presets that you can trust! "
+                            "Unknown presets may be unsafe", config.hf_repo)
+                return dataclasses.replace(config, hf_repo=None, hf_file=None, models_preset=str(files.preset))
             assert files.model is not None
             config = dataclasses.replace(config, model=str(files.model))
             if files.mmproj:
@@ -242,14 +246,15 @@ def build_service(config: ServerConfig, *, under_twistd: bool = False) -> MultiS
     logs.setup(config, under_twistd=under_twistd)
     fatal = fatal_errors()
     try:
-        if config.router_mode:
+        if not config.router_mode:
+            if config.models_dir or config.models_preset:
+                log.warning("--models-dir and --models-preset start router mode, which needs no model: ignored with "
+                            "-m, -mu, -hf or -dr")
+            config = resolve_model(synthetic_acceptance(config))
+        if config.router_mode:  # a catalog and no model; or -hf named a preset repository
             from llamatwist.router.service import make_router_service
 
             return make_router_service(config)
-        if config.models_dir or config.models_preset:
-            log.warning("--models-dir and --models-preset start router mode, which needs no model: ignored with "
-                        "-m, -mu, -hf or -dr")
-        config = resolve_model(synthetic_acceptance(config))
         from llamatwist.server import make_service
 
         return make_service(config)
