@@ -57,7 +57,7 @@ def _wait_busy(srv: Any) -> None:
 
 def test_a_queued_stream_is_pinged(make_server: Any, model_path: str) -> None:
     srv = make_server("-m", model_path, "-np", "1", "-c", "1024", "-t", "2", "--sse-ping-interval", "1")
-    busy = threading.Thread(target=srv.post, args=("/completion", {"prompt": "Count:", "n_predict": 200,
+    busy = threading.Thread(target=srv.post, args=("/completion", {"prompt": "Count:", "n_predict": 500,
                                                                   "ignore_eos": True}))
     busy.start()
     _wait_busy(srv)
@@ -68,7 +68,7 @@ def test_a_queued_stream_is_pinged(make_server: Any, model_path: str) -> None:
         assert first_data > 0 and all(ln == b":" for ln in lines[:first_data])
         assert json.loads(lines[-1][6:])["stop"] is True
         # per request: -1 turns them off
-        busy2 = threading.Thread(target=srv.post, args=("/completion", {"prompt": "Count:", "n_predict": 200,
+        busy2 = threading.Thread(target=srv.post, args=("/completion", {"prompt": "Count:", "n_predict": 500,
                                                                        "ignore_eos": True}))
         busy.join()
         busy2.start()
