@@ -124,7 +124,11 @@ def test_conversation_key_sticks_to_one_replica(proxy: Proxy, replicas: list[Ser
         base_url=proxy.url + "/v1", api_key="none", default_headers={"X-Conversation-Id": conv})
     system = "You are a helpful assistant who answers briefly. " * 8
     used = set()
-    for n in range(8):
+    # the replicas' ports are random, so is their share of the hash ring: go on past 8 conversations until both
+    # have served one (all of 32 on one replica: the hashing does not spread)
+    for n in range(32):
+        if n >= 8 and used == {0, 1}:
+            break
         conv = f"conversation-{n}"
         messages = [{"role": "system", "content": system}, {"role": "user", "content": f"Say a number, {n}."}]
         served = []
@@ -141,7 +145,7 @@ def test_conversation_key_sticks_to_one_replica(proxy: Proxy, replicas: list[Ser
                 assert reply.model_extra and reply.model_extra["timings"]["cache_n"] > 0, reply
         assert served[0] == served[1] and len(served[0]) == 1, served
         used.add(served[0][0])
-    assert used == {0, 1}, "eight conversations all hashed to one replica"
+    assert used == {0, 1}, "32 conversations all hashed to one replica"
 
 
 def test_bad_request_through_the_proxy(proxy: Proxy) -> None:
