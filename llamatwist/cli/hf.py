@@ -167,7 +167,9 @@ def _api(url: str, token: str | None) -> dict[str, object]:
     return data
 
 
-SIDECARS = ("mtp", "dflash", "eagle3", "dspark")  # draft heads a repository ships beside its model: "<kind>-..."
+# draft heads a repository ships beside its model ("<kind>-*.gguf"), in llama-server's order of preference: an MTP
+# head outranks the model's own MTP layers, a DSpark head (a DFlash one with a Markov head) a DFlash one
+SIDECARS = ("mtp", "dspark", "dflash", "eagle3")
 
 
 @dataclass(frozen=True)

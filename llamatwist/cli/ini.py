@@ -107,10 +107,12 @@ def config_file_args(paths: list[Path]) -> tuple[list[str], list[str]]:
     """The config files' ``[*]`` and ``[default]`` options as arguments, a later file's after an earlier one's,
     and a warning for each key no flag knows (IniError for a file that cannot be read or a value that cannot
     be used)."""
-    actions = flag_actions()
-    keys = ini_keys(actions)
     args: list[str] = []
     warnings: list[str] = []
+    if not paths:  # the usual case: no flag tables built at start-up
+        return args, warnings
+    actions = flag_actions()
+    keys = ini_keys(actions)
     for path in paths:
         sections: dict[str, dict[str, str]] = {}
         for name, values in read_ini(str(path), "config file"):  # keys before any section and [default]: one

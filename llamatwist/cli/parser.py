@@ -32,7 +32,7 @@ from llamatwist.cli.version import version_text
 from llamatwist.config import ServerConfig
 from llamatwist.sampling_defaults import SamplingDefaults, SpecParams, parse_spec_types
 
-__all__ = ["FLAGS", "HUB_HEAD_TYPES", "build_parser", "parse_config", "show_default", "with_draft"]
+__all__ = ["FLAGS", "build_parser", "parse_config", "show_default", "with_draft"]
 
 #: every implemented flag, in llama-server's -h group order (common, sampling, server);
 #: -h shows them by section (flag.SECTIONS), in this order within each section
@@ -452,8 +452,8 @@ def _given(argv: Sequence[str], where: str = "") -> tuple[dict[str, Any], list[s
 def _draft_type(path: str | None) -> str:
     """The type a draft model alone means: what its GGUF is made for (llama-server's
     common_speculative_types_from_gguf: a DFlash draft, a DSpark one, an MTP assistant; llamatwist also knows an
-    EAGLE-3 draft and a Gemma 4 assistant, which llama-server leaves unused), else draft-simple. ``path`` None: not a local file yet
-    (-hfd)."""
+    EAGLE-3 draft and a Gemma 4 assistant, which llama-server leaves unused), else draft-simple. ``path`` None:
+    not a local file yet (-hfd)."""
     try:
         import gguf
 
@@ -522,7 +522,7 @@ def _speculative(values: dict[str, Any]) -> SpecParams:
     )
 
 
-HUB_HEAD_TYPES = ("draft-dspark", "draft-dflash", "draft-eagle3")  # -hf's repository's heads: llama-server's order
+HUB_HEAD_TYPES = ("draft-dspark", "draft-dflash", "draft-eagle3")  # types whose -md may come from -hf's repository
 _MD_TYPES = {"draft-simple": "a draft model", "draft-eagle3": "an EAGLE-3 draft model",
              "draft-dflash": "a DFlash draft model", "draft-dspark": "a DSpark draft model"}
 

@@ -115,14 +115,12 @@ def _resolve_hf(config: ServerConfig) -> ServerConfig:
     first found making the draft and its type), else -hfd's model. An MTP head (mtp-*) is the draft of
     draft-mtp when shipped; without one draft-mtp runs the model's own MTP layers."""
     from llamatwist.cli.download import DownloadError
-    from llamatwist.cli.hf import resolve_hf_files
-    from llamatwist.cli.parser import HUB_HEAD_TYPES, with_draft
+    from llamatwist.cli.hf import SIDECARS, resolve_hf_files
+    from llamatwist.cli.parser import with_draft
     from llamatwist.models import ModelFetchError
 
-    # llama-server's order of preference; an MTP head shipped beside the model (mtp-*) outranks its own layers
-    heads = ("mtp", *(t.removeprefix("draft-") for t in HUB_HEAD_TYPES))
-    asked = tuple(kind for kind in heads if f"draft-{kind}" in config.sampling.speculative.types)
-    needed = [kind for kind in asked if f"draft-{kind}" in HUB_HEAD_TYPES]  # draft-mtp can run the model's own
+    asked = tuple(kind for kind in SIDECARS if f"draft-{kind}" in config.sampling.speculative.types)
+    needed = [kind for kind in asked if kind != "mtp"]  # without a head draft-mtp runs the model's own layers
     try:
         if config.hf_repo:
             files = resolve_hf_files(config.hf_repo, config.hf_file, token=config.hf_token, offline=config.offline,
@@ -144,7 +142,7 @@ def _resolve_hf(config: ServerConfig) -> ServerConfig:
         if config.hf_repo_draft:
             files = resolve_hf_files(config.hf_repo_draft, config.hf_file_draft, token=config.hf_token,
                                      offline=config.offline, need_model=False,
-                                     sidecars=() if config.hf_file_draft else heads if config.spec_type_default
+                                     sidecars=() if config.hf_file_draft else SIDECARS if config.spec_type_default
                                      else asked)
             draft = next(iter(files.sidecars.values()), files.model)
             assert draft is not None

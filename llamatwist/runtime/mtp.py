@@ -127,7 +127,8 @@ class MtpDrafter:
         chain: list[tuple[int, npt.NDArray[np.float32]]] = [(token, self._pending[seq].copy())] if chained else []
 
         def before(step: int) -> None:
-            if step == 0 or chained:  # an earlier draft's cells; each chained head rebuilds its own
+            # an earlier draft's cells; each chained head rebuilds its own (a shared-cache head has none)
+            if not self.shared and (step == 0 or chained):
                 continue_at(self.ctx, seq, pos)
             if chained:
                 self.ctx.set_nextn_head(step)
