@@ -208,14 +208,15 @@ def test_disconnect_frees_slot_non_streaming(server: Server) -> None:
 
 def test_no_continuous_batching_defers_new_prompts(make_server: Any, model_path: str) -> None:
     srv = make_server("-m", model_path, "-np", "2", "-c", "2048", "-t", "2", "--metrics", "-nocb")
-    long_req = {"prompt": PROMPT, "n_predict": 60, "ignore_eos": True, "stream": True}
+    long_req = {"prompt": PROMPT, "n_predict": 400, "ignore_eos": True, "stream": True}  # seconds of generation
     r = requests.post(srv.url + "/completion", json=long_req, stream=True, timeout=60)
     lines = r.iter_lines()
     next(line for line in lines if line)  # the first slot is generating
     with ThreadPoolExecutor(1) as pool:
         second = pool.submit(srv.post, "/completion", {"prompt": "Hello", "n_predict": 2})
-        time.sleep(0.3)
-        m = metrics(srv)
+        deadline = time.monotonic() + 10  # until the second request has reached the server
+        while (m := metrics(srv))["llamacpp:requests_deferred"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert m["llamacpp:requests_deferred"] == 1 and m["llamacpp:requests_processing"] == 1
         rest = [json.loads(line[6:]) for line in lines if line]
         assert rest[-1]["stop"] is True
