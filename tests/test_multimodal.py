@@ -26,6 +26,7 @@ import requests
 from PIL import Image
 
 from tests.conftest import REPO, Server
+from tests.models import _script, mtp_gguf
 
 N_IMAGE = 16  # tokens per image (32x32 in 8x8 patches)
 PROMPT = "Here is a picture: <__media__>\nWhat is in it?"
@@ -188,6 +189,16 @@ def test_projector_start_up_errors(make_server: Callable[..., Server], model_pat
         log = srv.log()
         assert "multimodal projector" in log and needle in log, log[-2000:]
         assert "Traceback" not in log
+
+
+def test_a_model_whose_graph_refuses_images_stops_the_start_up(make_server: Callable[..., Server], model_path: str,
+                                                              tmp_path: Path) -> None:
+    """libllama's GLM-4 graphs abort the process at the first image unless the GGUF has M-RoPE sections
+    (llama-server's with it): --mmproj is refused for them at start-up instead."""
+    model, mmproj = _script("make_vision_model").make(tmp_path, mtp_gguf(Path(model_path)))  # a glm4moe
+    srv = make_server("-m", str(model), "--mmproj", str(mmproj), "-c", "512", "-t", "1", wait=False)
+    assert srv.proc.wait(60) == 1
+    assert "this glm4moe model cannot take image or audio input" in srv.log(), srv.log()[-2000:]
 
 
 def test_sleeping_server_wakes_for_an_image(make_server: Callable[..., Server], vision_dir: Path) -> None:

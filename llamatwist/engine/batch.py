@@ -80,6 +80,20 @@ class Batch:
         self._place(i, n, pos0, seq_id, [1 if outputs else 0] * n)
         return i + n - 1
 
+    def spread_positions(self, sections: int) -> None:
+        """Lay a rows-only batch's positions out for a model that takes ``sections`` positions per embedding
+        (M-RoPE's 4, section-major; a row at p as a text token's (p, p, p, 0)); after its last `add_rows`, with
+        ``sections`` times its rows within `capacity`."""
+        n = self.n_tokens
+        if sections <= 1:
+            return
+        if n * sections > self.capacity:
+            raise OverflowError("batch is full")
+        pos = self._b.pos
+        first = list(pos[0:n])
+        for j in range(1, sections):
+            pos[j * n : (j + 1) * n] = first if j < 3 else [0] * n
+
     def add_sequence(
         self, tokens: Sequence[int], pos0: int, seq_id: int, logits_last: bool, all_outputs: bool = False
     ) -> int:

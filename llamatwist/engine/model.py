@@ -406,6 +406,15 @@ class Model:
         """The width of the model's output hidden state (what a NextN head takes beside the token)."""
         return int(lib.llama_model_n_embd_out(self.ptr))
 
+    def n_embd_inp(self) -> int:
+        """The width of the model's input embeddings (what an embedding batch's rows hold)."""
+        return int(lib.llama_model_n_embd_inp(self.ptr))
+
+    def n_pos_per_embd(self) -> int:
+        """Positions per embedding-batch row: 4 for M-RoPE models (section-major), else 1."""
+        mrope = (lib.LLAMA_ROPE_TYPE_MROPE, lib.LLAMA_ROPE_TYPE_IMROPE)
+        return 4 if lib.llama_model_rope_type(self.ptr) in mrope else 1
+
     def target_layer_ids(self) -> list[int]:
         """An EAGLE-3 draft model's target layers: whose input hidden states it drafts from ([]: another
         kind of model)."""

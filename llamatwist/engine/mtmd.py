@@ -26,6 +26,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from llamatwist.engine.context import Context
 from llamatwist.engine.errors import DecodeError, ModelLoadError
 from llamatwist.engine.model import Model
@@ -38,6 +41,7 @@ __all__ = ["MIN_AUDIO_SECONDS", "MediaChunk", "MediaSpan", "Projector", "Project
 _log = logging.getLogger(__name__)
 _BACKEND_RE = re.compile(r"CLIP using (\S+) backend")
 _PLACEHOLDER_RANGE = 2**31 - 3  # placeholder ids are -2 .. -(2**31 - 2): -1 stays "no token"
+NO_EMBD_INPUT_ARCHS = frozenset({"glm4", "glm4moe"})  # their graphs take embeddings only with M-RoPE sections
 MIN_AUDIO_SECONDS = 0.1  # shorter audio is refused: a few samples crash libmtmd's preprocessing
 
 
@@ -86,6 +90,11 @@ class Projector:
                  batch_max_tokens: int = 1024, video: VideoParams | None = None) -> None:
         if not os.path.isfile(path):
             raise ModelLoadError(f"multimodal projector file not found: {path}")
+        arch = model.metadata().get("general.architecture", "")
+        if arch in NO_EMBD_INPUT_ARCHS and model.n_pos_per_embd() == 1:
+            # libllama aborts the process at such a model's first image (llama-server with it)
+            raise ModelLoadError(f"this {arch} model cannot take image or audio input (its GGUF has no M-RoPE "
+                                 f"sections; libllama's message: reconvert it), so --mmproj cannot be used with it")
         params = lib.mtmd_context_params_default()
         params.use_gpu = use_gpu
         if use_gpu and device is not None:  # -mmdev: a name the CLI checked against ggml's devices
@@ -122,6 +131,7 @@ class Projector:
         self.video: bool = bool(lib.mtmd_helper_support_video(ptr))  # vision, and libmtmd built with video
         self.video_params = video or VideoParams()  # --video-fps, --video-timestamp-interval, --video-ffmpeg-dir
         self.mrope: bool = bool(lib.mtmd_decode_use_mrope(ptr))
+        self.n_embd: int = int(lib.llama_model_n_embd_inp(model.ptr))  # the width of its embeddings
         self.backend: str = backend[-1] if backend else "?"  # the encoder's ggml backend: CPU, Vulkan0, CUDA0
         _log.info("%s: the %s encoder runs on %s", os.path.basename(path),
                   "/".join(k for k, on in (("vision", self.vision), ("audio", self.audio)) if on), self.backend)
@@ -234,12 +244,22 @@ class Projector:
         return tokens, spans
 
     # -- evaluation (decode thread) -----------------------------------------------
-    def eval(self, ctx: Context, chunk: MediaChunk, pos: int, seq_id: int) -> int:
-        """Encode ``chunk`` and decode its embeddings into sequence ``seq_id`` at ``pos``; the next position."""
+    def eval(self, ctx: Context, chunk: MediaChunk, pos: int, seq_id: int,
+             keep_rows: bool = False) -> npt.NDArray[np.float32] | None:
+        """Encode ``chunk`` and decode its embeddings into sequence ``seq_id`` at ``pos``; with ``keep_rows``, a
+        copy of those embeddings (one row of `n_embd` per KV cell), for a draft model that reads them too."""
         assert self._ptr is not None
+        rc = lib.mtmd_encode_chunk(self._ptr, chunk._ptr)
+        if rc != 0:
+            raise DecodeError(-1, f"the {chunk.kind} could not be encoded ({rc})")
+        embd = lib.mtmd_get_output_embd(self._ptr)
+        rows = None
+        if keep_rows:
+            size = chunk.n_tokens * self.n_embd
+            rows = np.frombuffer(ffi.buffer(embd, size * 4), dtype=np.float32).reshape(chunk.n_tokens, -1).copy()
         new_pos = ffi.new("llama_pos *")
-        rc = lib.mtmd_helper_eval_chunk_single(self._ptr, ctx.ptr, chunk._ptr, pos, seq_id, ctx.n_batch, False,
-                                               new_pos)
+        rc = lib.mtmd_helper_decode_image_chunk(self._ptr, ctx.ptr, chunk._ptr, embd, pos, seq_id, ctx.n_batch,
+                                                new_pos, ffi.NULL, ffi.NULL)
         if rc != 0:
             raise DecodeError(1 if rc == 1 else rc, f"the {chunk.kind} could not be evaluated ({rc})")
-        return int(new_pos[0])
+        return rows

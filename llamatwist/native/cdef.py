@@ -48,6 +48,8 @@ enum llama_token_attr { LLAMA_TOKEN_ATTR_UNDEFINED, LLAMA_TOKEN_ATTR_UNKNOWN, LL
 enum llama_ftype { LLAMA_FTYPE_ALL_F32, LLAMA_FTYPE_MOSTLY_F16, ... };
 enum llama_rope_scaling_type { LLAMA_ROPE_SCALING_TYPE_UNSPECIFIED, LLAMA_ROPE_SCALING_TYPE_NONE,
     LLAMA_ROPE_SCALING_TYPE_LINEAR, LLAMA_ROPE_SCALING_TYPE_YARN, ... };
+enum llama_rope_type { LLAMA_ROPE_TYPE_NONE, LLAMA_ROPE_TYPE_NORM, LLAMA_ROPE_TYPE_NEOX, LLAMA_ROPE_TYPE_MROPE,
+    LLAMA_ROPE_TYPE_IMROPE, LLAMA_ROPE_TYPE_VISION, ... };
 enum llama_pooling_type { LLAMA_POOLING_TYPE_UNSPECIFIED, LLAMA_POOLING_TYPE_NONE,
     LLAMA_POOLING_TYPE_MEAN, LLAMA_POOLING_TYPE_CLS, LLAMA_POOLING_TYPE_LAST,
     LLAMA_POOLING_TYPE_RANK, ... };
@@ -286,6 +288,8 @@ const struct llama_vocab * llama_model_get_vocab(const struct llama_model * mode
 int32_t llama_model_n_ctx_train(const struct llama_model * model);
 int32_t llama_model_n_embd(const struct llama_model * model);
 int32_t llama_model_n_embd_out(const struct llama_model * model);
+int32_t llama_model_n_embd_inp(const struct llama_model * model);
+enum llama_rope_type llama_model_rope_type(const struct llama_model * model);
 int32_t llama_model_n_layer_nextn(const struct llama_model * model);
 int32_t llama_model_n_layer(const struct llama_model * model);
 int32_t llama_model_n_head(const struct llama_model * model);
@@ -542,4 +546,13 @@ void free(void * ptr);  /* read_next's text is malloc'd */
 int32_t mtmd_helper_eval_chunk_single(mtmd_context * ctx, struct llama_context * lctx, const mtmd_input_chunk * chunk,
                                       llama_pos n_past, llama_seq_id seq_id, int32_t n_batch, bool logits_last,
                                       llama_pos * new_n_past);
+int32_t mtmd_encode_chunk(mtmd_context * ctx, const mtmd_input_chunk * chunk);
+float * mtmd_get_output_embd(mtmd_context * ctx);
+struct mtmd_helper_embd_batch { int32_t n_tokens; const float * embd; int32_t n_embd; const llama_pos * pos;
+                                int32_t n_pos; llama_seq_id seq_id; };
+typedef int32_t (*mtmd_helper_post_decode_callback)(const struct mtmd_helper_embd_batch * batch, void * user_data);
+int32_t mtmd_helper_decode_image_chunk(mtmd_context * ctx, struct llama_context * lctx, const mtmd_input_chunk * chunk,
+                                       float * encoded_embd, llama_pos n_past, llama_seq_id seq_id, int32_t n_batch,
+                                       llama_pos * new_n_past, mtmd_helper_post_decode_callback callback,
+                                       void * user_data);
 """

@@ -102,7 +102,7 @@ class NgramMap:
             return
         n = self.n
         pos = np.arange(high, low, -1, dtype=np.int64)
-        toks = np.asarray(tokens[low + 1 : high + n], dtype=np.uint64)
+        toks = np.asarray(tokens[low + 1 : high + n], dtype=np.int64).astype(np.uint64)  # placeholders wrap
         h = np.zeros(len(pos), dtype=np.uint64)
         offsets = pos - (low + 1)
         for k in range(n):  # uint64 wraps mod 2^64, so mod 2^32 it is the uint32 hash

@@ -54,7 +54,8 @@ class NgramMod:
         if stop <= start:
             return
         n = self.n
-        toks = np.asarray(tokens[start : stop + n], dtype=np.uint64)
+        # int64 first: a media placeholder (negative) wraps as a size_t would, where uint64 would refuse it
+        toks = np.asarray(tokens[start : stop + n], dtype=np.int64).astype(np.uint64)
         count = stop - start
         h = np.zeros(count, dtype=np.uint64)
         mul = np.uint64(_MUL)

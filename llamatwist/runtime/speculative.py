@@ -25,7 +25,10 @@ Drafts come from:
   (`DraftModel`). Its KV for a slot follows the target's tokens: before drafting, whatever differs from the
   slot's tokens is removed and re-evaluated, so the prefix cache, slot restores and context shifts of the
   target never need to know about it. A recurrent draft model cannot cut its drafted tokens away: its state
-  from before the draft is restored instead.
+  from before the draft is restored instead. At a media chunk's placeholders it decodes embedding rows: the
+  target's embeddings of the chunk (`DraftModel.media`, kept by content) when it is as wide, else zeros.
+
+A prompt's history holds media placeholders (negative ids): drafts stop before them.
 
 Several types may be combined (``--spec-type ngram-mod,draft-simple``): `Drafters` asks them in llama.cpp's
 order of preference (`DRAFT_ORDER`) and the first with a draft drafts; its acceptance goes back to it.
@@ -34,9 +37,13 @@ order of preference (`DRAFT_ORDER`) and the first with a draft drafts; its accep
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
 
 from llamatwist.runtime.ngram_cache import NgramCacheDrafter
 from llamatwist.runtime.ngram_map import NgramMap
@@ -51,6 +58,8 @@ if TYPE_CHECKING:
 __all__ = ["SPEC_TYPES", "DraftModel", "Drafters", "SpecParams", "ngram_simple_draft"]
 
 log = logging.getLogger(__name__)
+
+MEDIA_ROWS_BYTES = 256 << 20  # the target's media embeddings a same-width draft model keeps to read
 
 HEAD_TYPES = ("draft-mtp", "draft-eagle3", "draft-dflash", "draft-dspark")  # the types whose drafter follows the target's decodes (DraftHead)
 
@@ -71,6 +80,14 @@ def ngram_simple_draft(tokens: Sequence[int], sampled: int, size_n: int, size_m:
     return []
 
 
+def _text_only(draft: list[int]) -> list[int]:
+    """A draft up to the first media placeholder (a prompt's history holds them; they are not tokens)."""
+    for i, token in enumerate(draft):
+        if token < 0:
+            return draft[:i]
+    return draft
+
+
 class DraftModel:
     """A draft model's context with one sequence per slot (decode thread only)."""
 
@@ -83,10 +100,26 @@ class DraftModel:
         self._n_batch = n_batch
         self._seqs: dict[int, list[int]] = {}  # slot id -> tokens in its draft sequence
         self._recurrent = model.has_recurrent_state()  # its sequences cannot be cut part-way
+        self.n_embd = model.n_embd_inp()  # the width of the embeddings it reads at media positions
+        self._sections = model.n_pos_per_embd()
+        self._rows: Batch | None = None  # embedding rows for media positions: made at the first
+        self._media: OrderedDict[int, npt.NDArray[np.float32]] = OrderedDict()  # chunk's first placeholder -> rows
+        self._media_bytes = 0
 
     def close(self) -> None:
         self.ctx.close()
         self.model.close()
+
+    def media(self, first: int, rows: npt.NDArray[np.float32]) -> None:
+        """The target's embeddings of a media chunk whose positions' placeholders begin with ``first`` (a
+        content hash: the same image anywhere, in any slot), one row per position: what the draft reads there
+        (as llama-server's draft-simple, when it is as wide as the target's input; zeros otherwise)."""
+        if rows.shape[1] != self.n_embd or first in self._media:
+            return
+        self._media[first] = rows
+        self._media_bytes += rows.nbytes
+        while self._media_bytes > MEDIA_ROWS_BYTES and len(self._media) > 1:
+            self._media_bytes -= self._media.popitem(last=False)[1].nbytes
 
     def _sync(self, seq: int, tokens: Sequence[int]) -> None:
         """Make the draft sequence hold ``tokens[:-1]`` (the last one is fed by the first draft step)."""
@@ -102,17 +135,49 @@ class DraftModel:
                 common = 0
             del have[common:]
         while len(have) < len(want):
-            chunk = want[len(have) : len(have) + self._n_batch]
-            self._batch.clear()
-            self._batch.add_sequence(chunk, len(have), seq, False)
-            self.ctx.decode(self._batch)
-            have.extend(chunk)
+            start = len(have)
+            media = want[start] < 0  # a media chunk's placeholders: embedding rows, not tokens
+            end = start + 1
+            stop = len(want) if media else min(len(want), start + self._n_batch)
+            while end < stop and (want[end] < 0) == media:
+                end += 1
+            if media:
+                self._decode_rows(seq, want, start, end)
+            else:
+                self._batch.clear()
+                self._batch.add_sequence(want[start:end], start, seq, False)
+                self.ctx.decode(self._batch)
+            have.extend(want[start:end])
+
+    def _decode_rows(self, seq: int, want: Sequence[int], start: int, end: int) -> None:
+        """Decode the media positions ``start:end`` of ``want``: the target's embeddings where `media` has
+        them, zero rows elsewhere (llama-server's stand-in for embeddings the draft cannot read)."""
+        from llamatwist.engine.batch import Batch
+
+        rows = np.zeros((end - start, self.n_embd), dtype=np.float32)
+        pos = start
+        while pos < end:
+            known = self._media.get(want[pos])
+            n = 1 if known is None else min(len(known), end - pos)
+            if known is not None:
+                rows[pos - start : pos - start + n] = known[:n]
+            pos += n
+        if self._rows is None:
+            self._rows = Batch(self._n_batch, self.n_embd, tokens=False)
+        batch = self._rows
+        assert batch.states is not None
+        step = self._n_batch // self._sections
+        for lo in range(0, end - start, step):
+            n = min(step, end - start - lo)
+            batch.clear()
+            batch.add_rows(start + lo, n, seq, False)
+            batch.states[:n] = rows[lo : lo + n]
+            batch.spread_positions(self._sections)
+            self.ctx.decode(batch)
 
     def draft(self, seq: int, tokens: Sequence[int], n_max: int, p_min: float) -> list[int]:
         """Up to ``n_max`` greedy draft tokens after ``tokens`` (the slot's whole history, its pending token
         last); drafting stops where the draft model's top probability falls below ``p_min``."""
-        import numpy as np
-
         if n_max <= 0 or len(tokens) + n_max >= self.ctx.n_ctx:
             return []
         self._sync(seq, tokens)
@@ -164,25 +229,47 @@ class Drafters:
         self._slots: dict[int, _SlotDrafts] = {}
 
     def draft(self, seq: int, task: object, prompt: Sequence[int], spec: SpecParams, history: Sequence[int],
-              sampled: int, n_max: int, pos: int = -1, head_ready: bool = True) -> list[int]:
+              sampled: int, n_max: int, pos: int = -1, head_ready: bool = True, n_left: int | None = None) -> list[int]:
         """At most ``n_max`` draft tokens after ``history`` and ``sampled`` (the slot's pending token, at ``pos``
-        in its sequence: after a context shift, not ``len(history)``); ``prompt`` is the task's, its n-grams
-        learnt when the task first drafts (llama.cpp's begin). ``head_ready`` False: tokens before the pending
-        one are yet to be decoded (a rolled-back draft's accepted tokens, fed again with it), so the draft head,
-        which follows decodes, cannot draft this step (llama-server's replay step drafts nothing either)."""
+        in its sequence: after a context shift, not ``len(history)``), and at most ``n_left``, the tokens the
+        request may still take; ``prompt`` is the task's, its n-grams learnt when the task first drafts
+        (llama.cpp's begin). ``head_ready`` False: tokens before the pending one are yet to be decoded (a
+        rolled-back draft's accepted tokens, fed again with it), so the draft head, which follows decodes,
+        cannot draft this step (llama-server's replay step drafts nothing either).
+
+        As llama-server's: a draft shorter than ``spec.n_min`` is none, and the next type tries; a draft model
+        (draft-simple) drafts within the request's end before that check, the other types' drafts are cut there
+        after it."""
         state = self._begin(seq, task, prompt, spec)
         state.last = None
+        left = n_max if n_left is None else n_left
         for kind in DRAFT_ORDER:
             if kind not in spec.types or (kind in HEAD_TYPES and not head_ready):
                 continue
-            draft = self._draft_one(kind, seq, state, spec, history, sampled, n_max,
-                                    pos if pos >= 0 else len(history))[:n_max]
+            limit = min(n_max, left) if kind == "draft-simple" else n_max
+            draft = _text_only(self._draft_one(kind, seq, state, spec, history, sampled, limit,
+                                               pos if pos >= 0 else len(history))[:limit])
+            if len(draft) < max(spec.n_min, 1):
+                continue
+            draft = draft[:left]
             if draft:
                 state.last = kind
                 if kind == "ngram-mod" and self._mod is not None:
                     self._mod.drafted(seq, len(draft))
                 return draft
         return []
+
+    def reads_media(self, spec: SpecParams | None, n_embd: int) -> bool:
+        """Whether a request with ``spec`` needs the target's media embeddings (``n_embd`` wide) kept: its
+        draft model reads them (draft-simple, as wide as the target's input)."""
+        return (self.model is not None and spec is not None and spec.active and "draft-simple" in spec.types
+                and self.model.n_embd == n_embd)
+
+    def media(self, first: int, n_pos: int, rows: npt.NDArray[np.float32]) -> None:
+        """The target's embeddings of a media chunk of ``n_pos`` positions (placeholders from ``first`` on):
+        one per position, unless M-RoPE gave an image more (then its draft reads zeros)."""
+        if self.model is not None and len(rows) == n_pos:
+            self.model.media(first, rows)
 
     def accept(self, seq: int, n_accepted: int, n_draft: int = 0) -> None:
         """``n_accepted`` of the ``n_draft`` tokens of the slot's last draft were taken: the type that drafted

@@ -24,7 +24,8 @@ Where the next capabilities plug in, so that they stay phases with plain data be
 - Media (--mmproj): a prompt's image or audio chunk cannot share a token batch, so `plan` picks at most one
   slot whose prompt has reached a media chunk (`StepPlan.media`) and cuts other prompt chunks before theirs;
   `run` encodes it and decodes its embeddings into that slot's sequence (libmtmd) before the step's batch,
-  so the other slots keep generating in the same step.
+  so the other slots keep generating in the same step. A draft model as wide as the target gets a copy of the
+  chunk's embeddings (`Drafters.media`) to read at its placeholders.
 
 """
 
@@ -217,7 +218,7 @@ class Step:
         task = slot.task
         assert task is not None
         spec = task.params.speculative
-        if spec is None or not spec.active or slot.spec_budget <= 0 or task.media:  # no draft KV for media
+        if spec is None or not spec.active or slot.spec_budget <= 0:
             return []
         n_max = min(slot.spec_budget, room, slot.n_ctx - slot.n_cells - 3)
         limit = self._sampling.limit(task.params.n_predict)
@@ -226,10 +227,8 @@ class Step:
             return []
         history = [*task.prompt, *slot.generated[:-1]] if slot.generated else list(task.prompt)
         pos = len(slot.cache) + len(slot.replay)  # the pending token's (the cache is shorter after a shift)
-        draft = self._drafts.draft(slot.id, task, task.prompt, spec, history, slot.pending_token, n_max, pos,
-                                   head_ready=not slot.replay)
-        # as llama-server: n_min applies to the draft as made, the request's end then truncates it
-        return draft[:n_left] if len(draft) >= max(spec.n_min, 1) else []
+        return self._drafts.draft(slot.id, task, task.prompt, spec, history, slot.pending_token, n_max, pos,
+                                  head_ready=not slot.replay, n_left=n_left)
 
     # -- build ---------------------------------------------------------------
     def build(self, plan: StepPlan) -> bool:
@@ -390,11 +389,14 @@ class Step:
         assert task is not None and self._projector is not None
         cache = self._cache
         cache.make_room(span.chunk.n_tokens, untracked_cells(self._slots, cache.tree.length))
+        keep = self._drafts.reads_media(task.params.speculative, self._projector.n_embd)
         try:
-            self._projector.eval(self._ctx, span.chunk, span.start, slot.id)
+            rows = self._projector.eval(self._ctx, span.chunk, span.start, slot.id, keep_rows=keep)
         except DecodeError as exc:
             self._decode_failed([slot], exc)
             return
+        if rows is not None:
+            self._drafts.media(task.prompt[span.start], span.chunk.n_pos, rows)
         slot.n_fed = span.end
         slot.cache[len(slot.cache):] = task.prompt[len(slot.cache):span.end]
         cache.update(slot.id, slot.cache)
