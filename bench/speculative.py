@@ -7,19 +7,23 @@ per request, in alternating rounds so that machine noise hits both alike.
 
 * repeat, 1 client: the model copies a ~300-token passage from its prompt (prompt lookup pays here);
 * story, 1 client: an ordinary story prompt (drafts rarely match: speculation must get out of the way);
-* story, 8 clients: aggregate tok/s with speculation on vs off.
+* story, 8 clients: aggregate tok/s with speculation on vs off;
+* repeat-image, 1 client (with ``--mmproj``: the model's projector): the copy, after an image (a request with
+  media speculates too).
 
 Two rates per mode: closed-loop tok/s (tokens streamed in the window / its length, so every request's prompt
 processing -- ~1,000 uncached tokens for the copy, the same work in both modes -- is in it) and decode tok/s
 (1 / the mean gap between a stream's tokens: the decoding that speculation speeds up).
 
     python -m bench.speculative [--duration 20] [--rounds 3] [--model PATH] [--spec-type TYPE]
-                                [--cases repeat:1,story:1,story:8]
+                                [--cases repeat:1,story:1,story:8] [--mmproj PATH --cases repeat-image:1]
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import io
 import statistics
 import sys
 from dataclasses import asdict
@@ -55,12 +59,24 @@ STORY = "Write a short story about a dragon who learns to bake bread.\n\nOnce up
 OFF = {"speculative.type": "none"}
 
 
+def _image_prompt(prompt: str) -> dict[str, Any]:
+    """``prompt`` after an image (a small gradient, PNG)."""
+    from PIL import Image
+
+    img = Image.new("RGB", (64, 48))
+    img.putdata([(x * 4, y * 5, 128) for y in range(48) for x in range(64)])
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return {"prompt_string": f"<__media__>\n{prompt}", "multimodal_data": [base64.b64encode(buf.getvalue()).decode()]}
+
+
 def _measure(url: str, pid: int, clients: int, prompt: str, n_predict: int, duration: float, rounds: int,
-             ) -> dict[str, Any]:
+             image: bool = False) -> dict[str, Any]:
     runs: dict[str, list[Any]] = {"off": [], "on": []}
+    media = {"prompt": _image_prompt(prompt)} if image else {}
     for _ in range(rounds):
         for mode in ("off", "on"):
-            extra = {"temperature": 0, "ignore_eos": True, **(OFF if mode == "off" else {})}
+            extra = {"temperature": 0, "ignore_eos": True, **media, **(OFF if mode == "off" else {})}
             runs[mode].append(run_load(url, clients, prompt=prompt, n_predict=n_predict, duration=duration,
                                        warmup=2.0, server_pid=pid, extra=extra))
     off = statistics.mean(r.tok_s for r in runs["off"])
@@ -82,21 +98,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--spec-type", default="ngram-simple", help="the server's --spec-type")
     p.add_argument("--cases", default="repeat:1,story:1,story:8", help="workload:clients, comma-separated")
+    p.add_argument("--mmproj", default=None, help="the model's projector: the server loads it (repeat-image needs it)")
     args = p.parse_args(argv)
     model = resolve_model(args.model)
     threads = args.threads or default_threads()
     wanted = {tuple(c.split(":")) for c in args.cases.split(",")}
-    cases = [c for c in (("repeat", 1, REPEAT, REPEAT_N_PREDICT), ("story", 1, STORY, 128), ("story", 8, STORY, 128))
+    cases = [c for c in (("repeat", 1, REPEAT, REPEAT_N_PREDICT), ("repeat-image", 1, REPEAT, REPEAT_N_PREDICT),
+                         ("story", 1, STORY, 128), ("story", 8, STORY, 128))
              if (c[0], str(c[1])) in wanted]
+    if any(c[0] == "repeat-image" for c in cases) and not args.mmproj:
+        p.error("repeat-image needs --mmproj")
     results: list[dict[str, Any]] = []
     for clients in sorted({c for _, c, _, _ in cases}):
         server = spawn_server(model, clients, threads=threads, n_ctx=1024 * max(clients, 2),
-                              extra=["--spec-type", args.spec_type])
+                              extra=["--spec-type", args.spec_type, *(["--mmproj", args.mmproj] if args.mmproj else [])])
         try:
             for name, n, prompt, n_predict in cases:
                 if n != clients:
                     continue
-                r = _measure(server.url, server.pid, clients, prompt, n_predict, args.duration, args.rounds)
+                r = _measure(server.url, server.pid, clients, prompt, n_predict, args.duration, args.rounds,
+                             image=name == "repeat-image")
                 print(f"{name:>7} x{clients}: off {r['off_tok_s']:.1f} tok/s, on {r['on_tok_s']:.1f} tok/s, "
                       f"speedup {r['speedup']:.2f}x; decoding off {r['off_decode_tok_s']:.1f}, on "
                       f"{r['on_decode_tok_s']:.1f} tok/s, {r['decode_speedup']:.2f}x; errors {r['errors']}",
