@@ -4,8 +4,8 @@
   wide as the target's input (the vision model drafting for itself takes every draft, as many as llama-server
   makes), zero rows when it is not (a tiny random draft of another width: llama-server's stand-in too) or when
   M-RoPE gave the image more embeddings than positions (Qwen2-VL; its draft takes 4 positions per row).
-- The draft heads (MTP, EAGLE-3, DFlash) have no rows for an image: they start again after it (llama-server's MTP
-  and EAGLE-3 fail the request).
+- The draft heads: DFlash reads the hidden states of an image's rows, as llama-server's; MTP and EAGLE-3 start
+  again after it (llama-server's fail the request).
 - The n-gram types look up a history that holds the image's placeholders: a draft stops before them (they are
   no tokens; llama-server's lists hold LLAMA_TOKEN_NULL there).
 
@@ -140,20 +140,27 @@ def test_an_mrope_model_drafts_for_its_image(make_server: Any, tmp_path: Path, m
 
 
 @pytest.mark.parametrize("kind", ["draft-mtp", "draft-eagle3", "draft-dflash"])
-def test_draft_heads_go_on_after_an_image(make_server: Any, tmp_path: Path, model_path: str, kind: str) -> None:
-    """A head follows the target's decodes: it has no rows for the image, so its sequence starts again after
-    it, and drafts from there. (The pinned llama-server fails such a request: a 500, "failed to process
-    speculative batch", for MTP and EAGLE-3; its DFlash reads the image's rows as well.)"""
+def test_draft_heads_draft_after_an_image(make_server: Any, tmp_path: Path, model_path: str, kind: str,
+                                          llama_server: list[str]) -> None:
+    """A head follows the target's decodes. DFlash reads the hidden states of the image's rows as a batch's (as
+    many drafted and taken as llama-server's); MTP and EAGLE-3 take a token beside each state, so their
+    sequence starts again after the image (the pinned llama-server fails such a request: a 500, "failed to
+    process speculative batch")."""
     if kind == "draft-mtp":  # MiMo-V2's chained heads: libllama's GLM-4 graphs take no images
         target, extra = mtp_gguf(Path(model_path), "mimo2", 3), ()
     else:
         target, draft = (eagle3_gguf if kind == "draft-eagle3" else dflash_gguf)(Path(model_path))
         extra = ("-md", str(draft))
     model, mmproj = _script("make_vision_model").make(tmp_path, target)
-    srv = make_server("-m", str(model), "--mmproj", str(mmproj), *extra, "--spec-type", kind, "-c", "2048",
-                      "-np", "1", "-t", "2", "--spec-draft-n-max", "3", "--spec-draft-n-min", "3")
-    out = same_as_plain(srv, (COUNT, image_url(RED)))
+    args = ("-m", str(model), "--mmproj", str(mmproj), *extra, "--spec-type", kind, "-c", "2048", "-np", "1",
+            "-t", "2", "-fa", "off", "-ctk", "f32", "-ctv", "f32", "--spec-draft-n-max", "3",
+            "--spec-draft-n-min", "3")  # fixed drafts, as llama-server's
+    turn = (COUNT, image_url(RED))
+    out = same_as_plain(make_server(*args), turn)
     assert drafts(out)[1] > 0, out["timings"]
+    if kind == "draft-dflash":
+        ref = chat(make_server(*args, command=llama_server), turn, max_tokens=40, cache_prompt=False)
+        assert text(out) == text(ref) and drafts(out) == drafts(ref), (out["timings"], ref["timings"])
 
 
 def test_ngram_types_on_a_prompt_with_images(make_server: Any, vision: tuple[str, str]) -> None:

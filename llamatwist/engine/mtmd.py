@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -244,10 +244,12 @@ class Projector:
         return tokens, spans
 
     # -- evaluation (decode thread) -----------------------------------------------
-    def eval(self, ctx: Context, chunk: MediaChunk, pos: int, seq_id: int,
-             keep_rows: bool = False) -> npt.NDArray[np.float32] | None:
+    def eval(self, ctx: Context, chunk: MediaChunk, pos: int, seq_id: int, keep_rows: bool = False,
+             on_rows: Callable[[int, int], None] | None = None) -> npt.NDArray[np.float32] | None:
         """Encode ``chunk`` and decode its embeddings into sequence ``seq_id`` at ``pos``; with ``keep_rows``, a
-        copy of those embeddings (one row of `n_embd` per KV cell), for a draft model that reads them too."""
+        copy of those embeddings (one row of `n_embd` per KV cell), for a draft model that reads them too.
+        ``on_rows(first position, n)`` follows each ``llama_decode`` of its rows (a draft head reads their
+        hidden states), except rows pinned to one position (an M-RoPE image: llama-server skips those too)."""
         assert self._ptr is not None
         rc = lib.mtmd_encode_chunk(self._ptr, chunk._ptr)
         if rc != 0:
@@ -258,8 +260,28 @@ class Projector:
             size = chunk.n_tokens * self.n_embd
             rows = np.frombuffer(ffi.buffer(embd, size * 4), dtype=np.float32).reshape(chunk.n_tokens, -1).copy()
         new_pos = ffi.new("llama_pos *")
+        callback = ffi.NULL if on_rows is None else ffi.callback(
+            "mtmd_helper_post_decode_callback", _rows_callback(on_rows), onerror=_rows_failed)
         rc = lib.mtmd_helper_decode_image_chunk(self._ptr, ctx.ptr, chunk._ptr, embd, pos, seq_id, ctx.n_batch,
-                                                new_pos, ffi.NULL, ffi.NULL)
+                                                new_pos, callback, ffi.NULL)
         if rc != 0:
             raise DecodeError(1 if rc == 1 else rc, f"the {chunk.kind} could not be evaluated ({rc})")
         return rows
+
+
+def _rows_callback(on_rows: Callable[[int, int], None]) -> Callable[[Any, Any], int]:
+    """libmtmd's post-decode callback: ``on_rows(first position, n)`` for rows not pinned to one position."""
+
+    def rows(batch: Any, _user: Any) -> int:
+        n = int(batch.n_tokens)
+        first, last = int(batch.pos[0]), int(batch.pos[n - 1])
+        if n == 1 or first != last:
+            on_rows(first, n)
+        return 0
+
+    return rows
+
+
+def _rows_failed(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
+    """A head's trouble following a media chunk: logged; the callback answers 0 and the target's decode goes on."""
+    _log.error("following a media chunk's rows failed", exc_info=(exc_type, exc, tb))

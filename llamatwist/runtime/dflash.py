@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import gguf
 import numpy as np
+import numpy.typing as npt
 
 from llamatwist.engine.batch import Batch
 from llamatwist.engine.context import Context
@@ -130,23 +131,37 @@ class DFlashDrafter:
         n_rows = sum(len(s.tokens) for s in segments)
         if n_rows == 0:
             return
-        inject = self._inject
-        rows = inject.states
-        assert rows is not None
         try:
-            features = np.concatenate([self.target.layer_inputs(lid, n_rows) for lid in self.layers], axis=1)
+            features = self._features(n_rows)
             row = 0
             for seg in segments:
-                continue_at(self.ctx, seg.seq, seg.pos)
-                for i in range(0, len(seg.tokens), inject.capacity):
-                    n = min(inject.capacity, len(seg.tokens) - i)
-                    inject.clear()
-                    inject.add_rows(seg.pos + i, n, seg.seq, outputs=False)  # keys and values only
-                    rows[:n] = features[row + i : row + i + n]
-                    self.ctx.decode(inject)
+                self._inject_rows(seg.seq, seg.pos, features[row : row + len(seg.tokens)])
                 row += len(seg.tokens)
         except DecodeError as exc:  # the drafts only get worse; the target's output is unaffected
             log.warning("DFlash draft: following the target's batch failed: %s", exc)
+
+    def media(self, seq: int, pos: int, n: int) -> None:
+        """The hidden states of a media chunk's rows, as a batch's (llama-server's DFlash injects them too)."""
+        try:
+            self._inject_rows(seq, pos, self._features(n))
+        except DecodeError as exc:
+            log.warning("DFlash draft: following the target's media failed: %s", exc)
+
+    def _features(self, n_rows: int) -> npt.NDArray[np.float32]:
+        """The last target decode's first ``n_rows`` rows of the layers the draft reads, side by side."""
+        return np.concatenate([self.target.layer_inputs(lid, n_rows) for lid in self.layers], axis=1)
+
+    def _inject_rows(self, seq: int, pos: int, features: npt.NDArray[np.float32]) -> None:
+        inject = self._inject
+        rows = inject.states
+        assert rows is not None
+        continue_at(self.ctx, seq, pos)
+        for i in range(0, len(features), inject.capacity):
+            n = min(inject.capacity, len(features) - i)
+            inject.clear()
+            inject.add_rows(pos + i, n, seq, outputs=False)  # keys and values only
+            rows[:n] = features[i : i + n]
+            self.ctx.decode(inject)
 
     def draft(self, seq: int, token: int, pos: int, n_max: int, p_min: float) -> list[int]:
         """Up to ``n_max`` tokens to follow ``token``, the slot's pending token at ``pos``: one block."""

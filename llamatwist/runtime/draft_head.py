@@ -67,6 +67,10 @@ class DraftHead(Protocol):
     def rewind(self, seq: int) -> None:
         """The target went back to its state before the last batch and feeds its accepted tokens again."""
 
+    def media(self, seq: int, pos: int, n: int) -> None:
+        """The target just decoded ``n`` embedding rows of a media chunk at ``pos`` on (libmtmd's decode, not a
+        step's batch)."""
+
     def close(self) -> None: ...
 
 

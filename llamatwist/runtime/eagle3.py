@@ -165,3 +165,6 @@ class Eagle3Drafter:
         before = self._before.get(seq)
         if before is not None:
             self._pending_pos[seq], self._pending[seq] = before
+
+    def media(self, seq: int, pos: int, n: int) -> None:
+        """Nothing: the draft takes a token beside each state; its sequence starts again after the media."""

@@ -163,3 +163,5 @@ class MtpDrafter:
         feeds the accepted tokens again: so does the head, from the state before that batch."""
         self._pending[seq] = self._before[seq]
 
+    def media(self, seq: int, pos: int, n: int) -> None:
+        """Nothing: the head takes a token beside each state; its sequence starts again after the media."""

@@ -25,7 +25,8 @@ Where the next capabilities plug in, so that they stay phases with plain data be
   slot whose prompt has reached a media chunk (`StepPlan.media`) and cuts other prompt chunks before theirs;
   `run` encodes it and decodes its embeddings into that slot's sequence (libmtmd) before the step's batch,
   so the other slots keep generating in the same step. A draft model as wide as the target gets a copy of the
-  chunk's embeddings (`Drafters.media`) to read at its placeholders.
+  chunk's embeddings (`Drafters.media`) to read at its placeholders; a draft head follows the chunk's rows as
+  they are decoded (`DraftHead.media`).
 
 """
 
@@ -35,6 +36,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING
 
 from llamatwist.engine.batch import Batch
@@ -390,8 +392,10 @@ class Step:
         cache = self._cache
         cache.make_room(span.chunk.n_tokens, untracked_cells(self._slots, cache.tree.length))
         keep = self._drafts.reads_media(task.params.speculative, self._projector.n_embd)
+        head = self._head  # it follows every decode: the image's rows too
         try:
-            rows = self._projector.eval(self._ctx, span.chunk, span.start, slot.id, keep_rows=keep)
+            rows = self._projector.eval(self._ctx, span.chunk, span.start, slot.id, keep_rows=keep,
+                                        on_rows=None if head is None else partial(head.media, slot.id))
         except DecodeError as exc:
             self._decode_failed([slot], exc)
             return
