@@ -22,7 +22,9 @@ from typing import Final
 __all__ = [
     "DEFAULT_DRY_SEQUENCE_BREAKERS",
     "DEFAULT_SAMPLERS",
+    "DRAFT_ARCH_TYPES",
     "DRAFT_ORDER",
+    "GEMMA4_ASSISTANT",
     "RANDOM_SEED",
     "SAMPLER_CHARS",
     "SAMPLER_NAMES",
@@ -142,6 +144,10 @@ class SamplerSettings:
 SPEC_TYPES = ("none", "ngram-simple", "ngram-map-k", "ngram-map-k4v", "ngram-mod", "ngram-cache", "draft-simple",
               "draft-eagle3", "draft-mtp", "draft-dflash", "draft-dspark")
 DRAFT_ORDER = SPEC_TYPES[1:]  # llama.cpp's order of preference (common_speculative_init)
+GEMMA4_ASSISTANT = "gemma4-assistant"  # an MTP drafter reading a Gemma 4 target's KV cache
+# the draft architectures made for one type (a DFlash GGUF with a Markov head is DSpark's): their graphs read the
+# target's hidden states or KV cache, so draft-simple cannot run them
+DRAFT_ARCH_TYPES = {"eagle3": "draft-eagle3", "dflash": "draft-dflash", GEMMA4_ASSISTANT: "draft-mtp"}
 
 
 def parse_spec_types(text: str) -> str:

@@ -30,7 +30,7 @@ from llamatwist.cli.speculative_flags import SPECULATIVE
 from llamatwist.cli.unimplemented import UNIMPLEMENTED, VALUE
 from llamatwist.cli.version import version_text
 from llamatwist.config import ServerConfig
-from llamatwist.sampling_defaults import SamplingDefaults, SpecParams, parse_spec_types
+from llamatwist.sampling_defaults import DRAFT_ARCH_TYPES, SamplingDefaults, SpecParams, parse_spec_types
 
 __all__ = ["FLAGS", "build_parser", "parse_config", "show_default", "with_draft"]
 
@@ -465,12 +465,10 @@ def _draft_type(path: str | None) -> str:
     field = reader.fields.get("general.architecture")
     arch = str(field.contents()) if field is not None else ""
     tensors = {t.name for t in reader.tensors}
-    if arch == "dflash":
-        return "draft-dspark" if "markov_w1.weight" in tensors else "draft-dflash"
-    if arch == "eagle3":
-        return "draft-eagle3"
-    if arch == "gemma4-assistant":  # an MTP drafter for Gemma 4 (llama-server needs --spec-type draft-mtp)
-        return "draft-mtp"
+    if arch == "dflash" and "markov_w1.weight" in tensors:
+        return "draft-dspark"
+    if arch in DRAFT_ARCH_TYPES:  # llama-server needs --spec-type for EAGLE-3 drafts and Gemma 4 assistants
+        return DRAFT_ARCH_TYPES[arch]
     count = reader.fields.get(f"{arch}.block_count")
     if count is not None and f"blk.{int(count.contents()) - 1}.nextn.eh_proj.weight" in tensors:
         return "draft-mtp"

@@ -28,6 +28,7 @@ from llamatwist.runtime.ngram_cache import Cache, NgramCacheDrafter, load_cache
 from llamatwist.runtime.prefix_cache import PrefixCache
 from llamatwist.runtime.slot import Slot
 from llamatwist.runtime.speculative import DraftModel
+from llamatwist.sampling_defaults import DRAFT_ARCH_TYPES, GEMMA4_ASSISTANT
 
 __all__ = ["EngineSpec", "Loaded", "LoadedModel", "load"]
 
@@ -267,7 +268,7 @@ def _mtp_head(spec: EngineSpec, model: Model, ctx: Context, params: ContextParam
         raise ModelLoadError(f"failed to create MTP context: {what} has no MTP (NextN) layers for "
                              "--spec-type draft-mtp")
     arch = model.metadata().get("general.architecture")
-    if draft is not None and draft.metadata().get("general.architecture") == "gemma4-assistant" and arch != "gemma4":
+    if draft is not None and draft.metadata().get("general.architecture") == GEMMA4_ASSISTANT and arch != "gemma4":
         draft.close()  # it reads the target's sliding-window KV cache as Gemma 4's: llama-server crashes
         raise ModelLoadError(f"draft model {spec.draft_model_path} is a Gemma 4 assistant, which drafts for Gemma 4 "
                              f"models only ({spec.model_path} is {arch})")
@@ -326,9 +327,9 @@ def _load_draft(spec: EngineSpec, target: Model, ctx: Context) -> DraftModel:
     model = _draft_model(spec, target)
     arch = model.metadata().get("general.architecture", "")
     # its graph reads the target's hidden states or KV cache: not a model draft-simple can run
-    if model.target_layer_ids() or arch == "gemma4-assistant":
+    if model.target_layer_ids() or arch in DRAFT_ARCH_TYPES:
         model.close()
-        kind = {"eagle3": "draft-eagle3", "dflash": "draft-dflash", "gemma4-assistant": "draft-mtp"}.get(arch)
+        kind = DRAFT_ARCH_TYPES.get(arch)
         hint = f"start the server with --spec-type {kind}" if kind else \
             f"drafts of its kind ({arch}) are not implemented in llamatwist"
         raise ModelLoadError(f"draft model {spec.draft_model_path} is a {arch} draft, not a model draft-simple can "
