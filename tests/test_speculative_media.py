@@ -28,6 +28,7 @@ from llamatwist.sampling_defaults import SpecParams
 from tests.conftest import REPO, Server
 from tests.models import _script, dflash_gguf, eagle3_gguf, mtp_gguf
 from tests.test_multimodal import RED, image_b64
+from tests.test_multimodal_audio import audio_part, tone
 from tests.test_multimodal_mrope import chat
 from tests.test_multimodal_mrope import image_url as qwen_image
 
@@ -137,6 +138,22 @@ def test_an_mrope_model_drafts_for_its_image(make_server: Any, tmp_path: Path, m
     out = same_as_plain(srv, ("What is in this image?", qwen_image("check")))
     assert drafts(out)[0] > 0
     assert srv.get("/health").status_code == 200
+
+
+def test_a_draft_reads_long_audio_as_llama_servers_does(make_server: Any, tmp_path: Path, model_path: str,
+                                                        llama_server: list[str]) -> None:
+    """40 s of audio is two 30 s chunks of one item (their placeholders continue the item's run): the draft
+    reads the target's rows of each."""
+    model, mmproj = _script("make_audio_model").make(tmp_path, Path(model_path))
+    args = ("-m", str(model), "--mmproj", str(mmproj), "-md", str(model), *ARGS)
+    body = {"messages": [{"role": "user", "content": [audio_part(tone(440, 40.0)), {"type": "text", "text": COUNT}]}],
+            "max_tokens": 40, "temperature": 0, "cache_prompt": False}
+    ours = make_server(*args)
+    spec, plain = ours.post("/v1/chat/completions", body).json(), ours.post("/v1/chat/completions", {**body, **OFF}).json()
+    theirs = make_server(*args, command=llama_server).post("/v1/chat/completions", body).json()
+    assert text(spec) == text(plain) == text(theirs)
+    n, accepted = drafts(spec)
+    assert n > 0 and accepted == n and drafts(spec) == drafts(theirs), (spec["timings"], theirs["timings"])
 
 
 @pytest.mark.parametrize("kind", ["draft-mtp", "draft-eagle3", "draft-dflash"])
