@@ -157,6 +157,32 @@ def test_full_kv_evicts_parked_prefixes(make_server: StartServer, f32_model: str
     assert metric(srv, "prefix_cache_tokens") <= 1024
 
 
+@pytest.mark.parametrize("extra", [(), ("-md", "MODEL", "--spec-type", "draft-simple")])
+def test_idle_slots_give_their_cells_to_a_new_prompt(make_server: StartServer, model_path: str,
+                                                     llama_server: list[str], extra: tuple[str, ...]) -> None:
+    """Four slots in one 1024-cell pool (the default -np and -kvu) and 640-token prompts on other slots in turn:
+    an idle slot's cached prompt holds the cells the next one needs, so it is purged (one slot at a time, the
+    longest idle first), as llama-server purges them; a draft model's sequence of it goes too."""
+    args = ("-m", model_path, "-c", "1024", "-t", "2", *(model_path if a == "MODEL" else a for a in extra))
+    ours, theirs = make_server(*args), make_server(*args, command=llama_server)
+    prompts = [" ".join(f"{word} {k}" for k in range(150)) for word in ("apple", "river", "stone")]
+    for slot, prompt in enumerate(prompts):
+        body = {"prompt": prompt, "n_predict": 8, "temperature": 0, "id_slot": slot}
+        r, ref = ours.post("/completion", body), theirs.post("/completion", body)
+        assert r.status_code == ref.status_code == 200, r.text
+        assert r.json()["content"] == ref.json()["content"] and r.json()["timings"]["prompt_n"] == 640
+        if extra:
+            assert r.json()["timings"]["draft_n"] > 0
+    log = ours.log()
+    assert "purging slot 0 with 647 tokens" in log and "purging slot 1 with 647 tokens" in log, log[-2000:]
+    # the last slot kept its prompt; a purged one starts again from nothing
+    last = ours.post("/completion", {"prompt": prompts[2], "n_predict": 8, "temperature": 0, "id_slot": 2}).json()
+    assert last["timings"]["cache_n"] > 600
+    again = ours.post("/completion", {"prompt": prompts[0], "n_predict": 8, "temperature": 0, "id_slot": 0}).json()
+    assert again["timings"]["cache_n"] == 0 and again["content"] == ours.post("/completion", {
+        "prompt": prompts[0], "n_predict": 8, "temperature": 0, "id_slot": 1, "cache_prompt": False}).json()["content"]
+
+
 def test_cache_reuse_shifts_chunks_into_place(make_server: StartServer, f32_model: str) -> None:
     """--cache-reuse (or the request's n_cache_reuse): when a middle part of the
     conversation is dropped, the part after it moves into place by KV shifting.

@@ -297,6 +297,7 @@ class Context:
         self.n_batch: int = lib.llama_n_batch(ptr)
         self.n_ubatch: int = lib.llama_n_ubatch(ptr)
         self.n_seq_max: int = lib.llama_n_seq_max(ptr)
+        self.kv_unified: bool = bool(params.kv_unified)  # one KV pool for every sequence
         #: the most outputs one decode may have (more aborts the process: libllama asserts it)
         self.n_outputs_max: int = int(p.n_outputs_max)
         self.n_vocab: int = model.vocab.n_tokens

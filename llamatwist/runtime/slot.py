@@ -8,6 +8,7 @@ snapshots.
 from __future__ import annotations
 
 import enum
+import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -20,8 +21,11 @@ from llamatwist.runtime.text import TextStream
 
 if TYPE_CHECKING:
     from llamatwist.engine.sampling import Sampler  # SlotInfo (public) imports without the native library
+    from llamatwist.runtime.prefix_cache import PrefixCache
 
-__all__ = ["Slot", "SlotInfo", "SlotState", "untracked_cells"]
+__all__ = ["Slot", "SlotInfo", "SlotState", "purge_idle", "untracked_cells"]
+
+log = logging.getLogger(__name__)
 
 
 class SlotState(enum.Enum):
@@ -169,3 +173,17 @@ def untracked_cells(slots: Iterable[Slot], tracked: Callable[[int], int]) -> int
     """KV cells the slots' sequences hold beyond the ``tracked(slot id)`` tokens the prefix cache accounts for:
     tokens not registered yet, draft tokens in the batch, and the extra cells of M-RoPE images."""
     return sum(s.cells(len(s.cache)) - tracked(s.id) + len(s.draft) for s in slots)
+
+
+def purge_idle(slots: Iterable[Slot], cache: PrefixCache) -> Slot | None:
+    """Empty the KV sequence of the idle slot used longest ago (it holds its last prompt for reuse), to make room
+    in a KV pool shared by every slot, as llama-server purges idle slots when a batch finds no room; the slot,
+    or None when no idle slot holds anything."""
+    idle = [s for s in slots if not s.busy and s.cache]
+    if not idle:
+        return None
+    slot = min(idle, key=lambda s: s.last_used)
+    log.warning("purging slot %d with %d tokens", slot.id, len(slot.cache))
+    cache.drop(slot.id)
+    slot.cache.clear()
+    return slot

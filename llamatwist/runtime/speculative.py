@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from llamatwist.engine.errors import DecodeError
 from llamatwist.runtime.ngram_cache import NgramCacheDrafter
 from llamatwist.runtime.ngram_map import NgramMap
 from llamatwist.runtime.ngram_mod import NgramModDrafter
@@ -180,7 +181,12 @@ class DraftModel:
         last); drafting stops where the draft model's top probability falls below ``p_min``."""
         if n_max <= 0 or len(tokens) + n_max >= self.ctx.n_ctx:
             return []
-        self._sync(seq, tokens)
+        try:
+            self._sync_in_room(seq, tokens)
+        except DecodeError as exc:  # no draft this step; the target's output is unaffected
+            log.warning("draft model: following slot %d failed: %s", seq, exc)
+            self.forget(seq)
+            return []
         have = self._seqs[seq]
         kept: tuple[int, bytes] | None = None  # recurrent: the state after the pending token
         out: list[int] = []
@@ -188,7 +194,11 @@ class DraftModel:
         for _ in range(n_max):
             self._batch.clear()
             idx = self._batch.add(last, len(have), seq, True)
-            self.ctx.decode(self._batch)
+            try:
+                self.ctx.decode(self._batch)
+            except DecodeError as exc:
+                log.warning("draft model: draft decode failed: %s", exc)
+                break
             have.append(last)
             if self._recurrent and kept is None:
                 kept = (len(have), self.ctx.partial_state(seq))
@@ -208,6 +218,19 @@ class DraftModel:
     def forget(self, seq: int) -> None:
         if self._seqs.pop(seq, None):
             self.ctx.seq_rm(seq, 0, -1)
+
+    def _sync_in_room(self, seq: int, tokens: Sequence[int]) -> None:
+        """`_sync`, making room when the draft's KV pool (one for every slot) is full: the other slots'
+        sequences go (they are evaluated again when those slots draft)."""
+        try:
+            self._sync(seq, tokens)
+        except DecodeError as exc:
+            others = [s for s in self._seqs if s != seq and self._seqs[s]]
+            if exc.code != 1 or not others:
+                raise
+            for other in others:
+                self.forget(other)
+            self._sync(seq, tokens)
 
 
 @dataclass(slots=True)
@@ -258,6 +281,11 @@ class Drafters:
                     self._mod.drafted(seq, len(draft))
                 return draft
         return []
+
+    def forget(self, seq: int) -> None:
+        """The slot's sequence was emptied: the draft model's goes too (its cells are needed)."""
+        if self.model is not None:
+            self.model.forget(seq)
 
     def reads_media(self, spec: SpecParams | None, n_embd: int) -> bool:
         """Whether a request with ``spec`` needs the target's media embeddings (``n_embd`` wide) kept: its

@@ -53,7 +53,7 @@ from llamatwist.runtime.ngram_cache import NgramCacheDrafter
 from llamatwist.runtime.outputs import Outputs
 from llamatwist.runtime.prefix_cache import PrefixCache
 from llamatwist.runtime.sampling import Sampling
-from llamatwist.runtime.slot import Slot, SlotState, untracked_cells
+from llamatwist.runtime.slot import Slot, SlotState, purge_idle, untracked_cells
 from llamatwist.runtime.speculative import Drafters, DraftModel
 
 if TYPE_CHECKING:
@@ -293,14 +293,13 @@ class Step:
         cache.make_room(0, untracked_cells(self._slots, cache.tree.length))
         self._checkpoint()
         try:
-            try:
-                ctx.decode(self._batch)
-            except DecodeError as exc:
-                if exc.code != 1 or not cache.n_entries:
-                    raise
-                # our cell count was optimistic: give the parked prefixes back and retry once
-                cache.clear_entries()
-                ctx.decode(self._batch)
+            while True:
+                try:
+                    ctx.decode(self._batch)
+                    break
+                except DecodeError as exc:
+                    if exc.code != 1 or not self._give_back_cells():
+                        raise
         except DecodeError as exc:
             self._decode_failed(busy, exc)
             return
@@ -393,12 +392,16 @@ class Step:
         cache.make_room(span.chunk.n_tokens, untracked_cells(self._slots, cache.tree.length))
         keep = self._drafts.reads_media(task.params.speculative, self._projector.n_embd)
         head = self._head  # it follows every decode: the image's rows too
-        try:
-            rows = self._projector.eval(self._ctx, span.chunk, span.start, slot.id, keep_rows=keep,
-                                        on_rows=None if head is None else partial(head.media, slot.id))
-        except DecodeError as exc:
-            self._decode_failed([slot], exc)
-            return
+        while True:
+            try:
+                rows = self._projector.eval(self._ctx, span.chunk, span.start, slot.id, keep_rows=keep,
+                                            on_rows=None if head is None else partial(head.media, slot.id))
+                break
+            except DecodeError as exc:
+                self._ctx.seq_rm(slot.id, span.start, -1)  # the chunk's rows decoded before the failure
+                if exc.code != 1 or not self._give_back_cells():
+                    self._decode_failed([slot], exc)
+                    return
         if rows is not None:
             self._drafts.media(task.prompt[span.start], span.chunk.n_pos, rows)
         slot.n_fed = span.end
@@ -407,6 +410,20 @@ class Step:
         self._metrics.n_decode_total += 1
         if _wants_progress(slot):
             self._outputs.progress(slot, time.perf_counter())
+
+    def _give_back_cells(self) -> bool:
+        """Room for a decode that found none in the KV cache: the parked prefixes (our cell count was
+        optimistic), else, in a pool shared by every slot, the sequence of an idle slot (one per call, as
+        llama-server purges them); False when nothing is left to give."""
+        cache = self._cache
+        if cache.n_entries:
+            cache.clear_entries()
+            return True
+        purged = purge_idle(self._slots, cache) if self._ctx.kv_unified else None
+        if purged is None:
+            return False
+        self._drafts.forget(purged.id)
+        return True
 
     def _decode_failed(self, busy: list[Slot], exc: DecodeError) -> None:
         # The batch's tokens are not in the KV cache: forget those sequences.
