@@ -13,6 +13,7 @@ logprobs within 0.01; reusing wrong cells or positions moves them far more.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from tests.conftest import REPO, Server
 from tests.models import smollm2_f32_gguf
@@ -181,6 +183,27 @@ def test_idle_slots_give_their_cells_to_a_new_prompt(make_server: StartServer, m
     again = ours.post("/completion", {"prompt": prompts[0], "n_predict": 8, "temperature": 0, "id_slot": 0}).json()
     assert again["timings"]["cache_n"] == 0 and again["content"] == ours.post("/completion", {
         "prompt": prompts[0], "n_predict": 8, "temperature": 0, "id_slot": 1, "cache_prompt": False}).json()["content"]
+
+
+def test_prompts_that_find_no_room_leave_a_generation_alone(make_server: StartServer, model_path: str) -> None:
+    """One 1024-cell pool: while a 640-token prompt generates, two of 427 arrive together; their chunks cannot fit
+    beside it, so they get a retryable 503 (llama-server: a 500 for all three) and the generation goes on to
+    the end it would have had alone (its 150 tokens; before, it ended there, truncated)."""
+    srv = make_server("-m", model_path, "-c", "1024", "-t", "2", "-np", "3", "-kvu")
+    prompts = [" ".join(f"{word} {k}" for k in range(n)) for word, n in (("apple", 150), ("river", 100), ("stone", 100))]
+    body = {"prompt": prompts[0], "n_predict": 150, "temperature": 0, "ignore_eos": True}
+    with requests.post(f"{srv.url}/completion", json={**body, "stream": True, "cache_prompt": False},
+                       stream=True, timeout=120) as stream:
+        lines = stream.iter_lines()
+        next(line for line in lines if line.startswith(b"data: "))  # generating
+        with ThreadPoolExecutor(2) as pool:
+            others = list(pool.map(lambda p: srv.post("/completion", {"prompt": p, "n_predict": 8}), prompts[1:]))
+        chunks = [json.loads(line[6:]) for line in lines if line.startswith(b"data: ")]
+    assert [r.status_code for r in others] == [503, 503], [r.text for r in others]
+    assert all(r.json()["error"]["type"] == "unavailable_error" for r in others)
+    final = chunks[-1]
+    assert final["stop"] and final["tokens_predicted"] == 150 and not final["truncated"]
+    assert srv.post("/completion", {"prompt": prompts[1], "n_predict": 8}).status_code == 200  # room again
 
 
 def test_cache_reuse_shifts_chunks_into_place(make_server: StartServer, f32_model: str) -> None:

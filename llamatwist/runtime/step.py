@@ -277,6 +277,8 @@ class Step:
             if self._batch.n_tokens == 0:
                 return
         busy = [s for s in self._slots if s.busy and s.id in self._fed]
+        # where each generating slot's tokens of this batch begin: if the batch finds no room, they go again
+        generating_from = {s.id: len(s.cache) for s in busy if s.state is SlotState.GENERATING}
         # tokens of this batch are now in the KV cache
         for slot in busy:
             if slot.state is SlotState.GENERATING:
@@ -301,7 +303,7 @@ class Step:
                     if exc.code != 1 or not self._give_back_cells():
                         raise
         except DecodeError as exc:
-            self._decode_failed(busy, exc)
+            self._decode_failed(busy, exc, generating_from)
             return
         if self._head is not None:
             self._head.process(self._segments)
@@ -425,11 +427,23 @@ class Step:
         self._drafts.forget(purged.id)
         return True
 
-    def _decode_failed(self, busy: list[Slot], exc: DecodeError) -> None:
+    def _decode_failed(self, busy: list[Slot], exc: DecodeError, generating_from: dict[int, int] | None = None) -> None:
         # The batch's tokens are not in the KV cache: forget those sequences.
-        # With a full (shared) KV cache, generating slots end as if they hit
-        # their limit; prompts that cannot fit fail with a retryable 503.
+        # With a full (shared) KV cache, prompts that cannot fit fail with a
+        # retryable 503; generating slots feed their tokens again next step when
+        # the batch held prompt chunks (whose cells go with them), else they end
+        # as if they hit their limit.
         log.warning("llama_decode failed: %s", exc)
+        prompts = [s for s in busy if s.state is not SlotState.GENERATING]
+        if exc.code == 1 and generating_from and prompts:
+            for slot in busy:
+                if slot.id in generating_from and slot.state is SlotState.GENERATING:
+                    n = generating_from[slot.id]
+                    slot.replay = slot.cache[n:-1]
+                    del slot.cache[n:]
+                    slot.draft = []
+                    slot.spec_state = None
+            busy = prompts
         now = time.perf_counter()
         for slot in busy:
             task = slot.task
