@@ -144,3 +144,20 @@ def test_restore_gives_back_parked_prefixes_when_the_pool_is_full(make_server: A
     assert restored.json()["n_restored"] == saved["n_saved"]
     again = srv.post("/completion", {"prompt": prompt(1, 80), "n_predict": 4, "id_slot": 1}).json()
     assert again["timings"]["cache_n"] >= saved["n_saved"] - 4 and again["content"] == first["content"]
+
+
+def test_a_restore_purges_idle_slots_of_a_full_pool(make_server: Any, model_path: str, tmp_path: Path) -> None:
+    """One 1024-cell pool: a saved 640-token state comes back into a slot while another idle slot's prompt
+    holds the cells it needs; that prompt is purged, as for a new prompt (it used to fail the restore)."""
+    save_dir = tmp_path / "slots"
+    save_dir.mkdir()
+    srv = make_server("-m", model_path, "-c", "1024", "-t", "2", "--slot-save-path", str(save_dir))
+    first, second = (" ".join(f"{word} {k}" for k in range(150)) for word in ("apple", "river"))
+    srv.post("/completion", {"prompt": first, "n_predict": 4, "temperature": 0, "id_slot": 0})
+    assert srv.post("/slots/0?action=save", {"filename": "first.bin"}).status_code == 200
+    srv.post("/completion", {"prompt": second, "n_predict": 4, "temperature": 0, "id_slot": 1})  # purges slot 0
+    restored = srv.post("/slots/2?action=restore", {"filename": "first.bin"})
+    assert restored.status_code == 200, restored.text
+    assert "purging slot 1 with" in srv.log()
+    again = srv.post("/completion", {"prompt": first, "n_predict": 4, "temperature": 0, "id_slot": 2}).json()
+    assert again["timings"]["cache_n"] > 600  # the restored state is reused

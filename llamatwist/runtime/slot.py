@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from llamatwist.engine.sampling import Sampler  # SlotInfo (public) imports without the native library
     from llamatwist.runtime.prefix_cache import PrefixCache
 
-__all__ = ["Slot", "SlotInfo", "SlotState", "purge_idle", "untracked_cells"]
+__all__ = ["Slot", "SlotInfo", "SlotState", "free_cells", "untracked_cells"]
 
 log = logging.getLogger(__name__)
 
@@ -175,15 +175,18 @@ def untracked_cells(slots: Iterable[Slot], tracked: Callable[[int], int]) -> int
     return sum(s.cells(len(s.cache)) - tracked(s.id) + len(s.draft) for s in slots)
 
 
-def purge_idle(slots: Iterable[Slot], cache: PrefixCache) -> Slot | None:
-    """Empty the KV sequence of the idle slot used longest ago (it holds its last prompt for reuse), to make room
-    in a KV pool shared by every slot, as llama-server purges idle slots when a batch finds no room; the slot,
-    or None when no idle slot holds anything."""
-    idle = [s for s in slots if not s.busy and s.cache]
+def free_cells(cache: PrefixCache, slots: Iterable[Slot], unified: bool) -> tuple[bool, int]:
+    """Give back KV cells for a decode (or a restore) that found no room: the parked prefixes, else, in a pool
+    shared by every slot (``unified``), the sequence of the idle slot used longest ago, one per call, as
+    llama-server purges idle slots. (Whether anything was given back, the id of the slot purged or -1.)"""
+    if cache.n_entries:
+        cache.clear_entries()
+        return True, -1
+    idle = [s for s in slots if not s.busy and s.cache] if unified else []
     if not idle:
-        return None
+        return False, -1
     slot = min(idle, key=lambda s: s.last_used)
     log.warning("purging slot %d with %d tokens", slot.id, len(slot.cache))
     cache.drop(slot.id)
     slot.cache.clear()
-    return slot
+    return True, slot.id

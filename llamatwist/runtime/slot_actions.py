@@ -15,7 +15,7 @@ from llamatwist.engine.context import Context
 from llamatwist.runtime.errors import InvalidSlot, SlotFileError, SlotFileUnwritable, TaskError
 from llamatwist.runtime.outputs import Outputs
 from llamatwist.runtime.prefix_cache import PrefixCache
-from llamatwist.runtime.slot import Slot, untracked_cells
+from llamatwist.runtime.slot import Slot, free_cells, untracked_cells
 from llamatwist.runtime.slotfile import SlotFile, read_slot_file, write_slot_file
 from llamatwist.runtime.task import ErrorResult, SlotAction, SlotActionResult
 
@@ -90,9 +90,8 @@ class SlotActions:
         slot.cache.clear()
         # in a shared KV pool the cells may be held by parked prefixes: give those back first
         self._cache.make_room(len(saved.tokens), untracked_cells(self._slots, self._cache.tree.length))
-        if not self._ctx.set_seq_state(slot.id, saved.state):
-            self._cache.clear_entries()
-            if not self._ctx.set_seq_state(slot.id, saved.state):
+        while not self._ctx.set_seq_state(slot.id, saved.state):
+            if not free_cells(self._cache, self._slots, self._ctx.kv_unified)[0]:
                 raise SlotFileError(f"{path.name} does not fit this slot's context")
         slot.cache[:] = saved.tokens
         self._cache.update(slot.id, slot.cache, tag=saved.adapters)  # reused only under the same LoRA set

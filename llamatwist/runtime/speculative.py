@@ -45,7 +45,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from llamatwist.engine.errors import DecodeError
 from llamatwist.runtime.ngram_cache import NgramCacheDrafter
 from llamatwist.runtime.ngram_map import NgramMap
 from llamatwist.runtime.ngram_mod import NgramModDrafter
@@ -179,6 +178,8 @@ class DraftModel:
     def draft(self, seq: int, tokens: Sequence[int], n_max: int, p_min: float) -> list[int]:
         """Up to ``n_max`` greedy draft tokens after ``tokens`` (the slot's whole history, its pending token
         last); drafting stops where the draft model's top probability falls below ``p_min``."""
+        from llamatwist.engine.errors import DecodeError  # the engine layer: not for the parameter table's imports
+
         if n_max <= 0 or len(tokens) + n_max >= self.ctx.n_ctx:
             return []
         try:
@@ -222,6 +223,8 @@ class DraftModel:
     def _sync_in_room(self, seq: int, tokens: Sequence[int]) -> None:
         """`_sync`, making room when the draft's KV pool (one for every slot) is full: the other slots'
         sequences go (they are evaluated again when those slots draft)."""
+        from llamatwist.engine.errors import DecodeError
+
         try:
             self._sync(seq, tokens)
         except DecodeError as exc:

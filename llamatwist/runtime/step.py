@@ -53,7 +53,7 @@ from llamatwist.runtime.ngram_cache import NgramCacheDrafter
 from llamatwist.runtime.outputs import Outputs
 from llamatwist.runtime.prefix_cache import PrefixCache
 from llamatwist.runtime.sampling import Sampling
-from llamatwist.runtime.slot import Slot, SlotState, purge_idle, untracked_cells
+from llamatwist.runtime.slot import Slot, SlotState, free_cells, untracked_cells
 from llamatwist.runtime.speculative import Drafters, DraftModel
 
 if TYPE_CHECKING:
@@ -414,18 +414,11 @@ class Step:
             self._outputs.progress(slot, time.perf_counter())
 
     def _give_back_cells(self) -> bool:
-        """Room for a decode that found none in the KV cache: the parked prefixes (our cell count was
-        optimistic), else, in a pool shared by every slot, the sequence of an idle slot (one per call, as
-        llama-server purges them); False when nothing is left to give."""
-        cache = self._cache
-        if cache.n_entries:
-            cache.clear_entries()
-            return True
-        purged = purge_idle(self._slots, cache) if self._ctx.kv_unified else None
-        if purged is None:
-            return False
-        self._drafts.forget(purged.id)
-        return True
+        """Room for a decode that found none in the KV cache (`free_cells`); a purged slot's draft goes too."""
+        freed, purged = free_cells(self._cache, self._slots, self._ctx.kv_unified)
+        if purged >= 0:
+            self._drafts.forget(purged)
+        return freed
 
     def _decode_failed(self, busy: list[Slot], exc: DecodeError, generating_from: dict[int, int] | None = None) -> None:
         # The batch's tokens are not in the KV cache: forget those sequences.
