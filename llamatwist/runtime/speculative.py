@@ -110,12 +110,13 @@ class DraftModel:
         self.ctx.close()
         self.model.close()
 
+    def has_media(self, first: int) -> bool:
+        return first in self._media
+
     def media(self, first: int, rows: npt.NDArray[np.float32]) -> None:
         """The target's embeddings of a media chunk whose positions' placeholders begin with ``first`` (a
-        content hash: the same image anywhere, in any slot), one row per position: what the draft reads there
-        (as llama-server's draft-simple, when it is as wide as the target's input; zeros otherwise)."""
-        if rows.shape[1] != self.n_embd or first in self._media:
-            return
+        content hash: the same image anywhere, in any slot), one row of `n_embd` per position: what the draft
+        reads there (as llama-server's draft-simple, when it is as wide as the target's input; zeros otherwise)."""
         self._media[first] = rows
         self._media_bytes += rows.nbytes
         while self._media_bytes > MEDIA_ROWS_BYTES and len(self._media) > 1:
@@ -290,16 +291,16 @@ class Drafters:
         if self.model is not None:
             self.model.forget(seq)
 
-    def reads_media(self, spec: SpecParams | None, n_embd: int) -> bool:
-        """Whether a request with ``spec`` needs the target's media embeddings (``n_embd`` wide) kept: its
-        draft model reads them (draft-simple, as wide as the target's input)."""
+    def reads_media(self, spec: SpecParams | None, n_embd: int, first: int) -> bool:
+        """Whether a request with ``spec`` needs the target's embeddings (``n_embd`` wide, one per position) of
+        the media chunk whose placeholders begin with ``first`` kept: its draft model reads them (draft-simple,
+        as wide as the target's input) and has not kept them yet."""
         return (self.model is not None and spec is not None and spec.active and "draft-simple" in spec.types
-                and self.model.n_embd == n_embd)
+                and self.model.n_embd == n_embd and not self.model.has_media(first))
 
-    def media(self, first: int, n_pos: int, rows: npt.NDArray[np.float32]) -> None:
-        """The target's embeddings of a media chunk of ``n_pos`` positions (placeholders from ``first`` on):
-        one per position, unless M-RoPE gave an image more (then its draft reads zeros)."""
-        if self.model is not None and len(rows) == n_pos:
+    def media(self, first: int, rows: npt.NDArray[np.float32]) -> None:
+        """The target's embeddings of a media chunk (placeholders from ``first`` on), one per position."""
+        if self.model is not None:
             self.model.media(first, rows)
 
     def accept(self, seq: int, n_accepted: int, n_draft: int = 0) -> None:

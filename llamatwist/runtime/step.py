@@ -392,7 +392,9 @@ class Step:
         assert task is not None and self._projector is not None
         cache = self._cache
         cache.make_room(span.chunk.n_tokens, untracked_cells(self._slots, cache.tree.length))
-        keep = self._drafts.reads_media(task.params.speculative, self._projector.n_embd)
+        # an M-RoPE image has more embeddings than positions: its draft reads zeros
+        keep = not span.chunk.extra_cells and self._drafts.reads_media(task.params.speculative,
+                                                                       self._projector.n_embd, task.prompt[span.start])
         head = self._head  # it follows every decode: the image's rows too
         while True:
             try:
@@ -405,7 +407,7 @@ class Step:
                     self._decode_failed([slot], exc)
                     return
         if rows is not None:
-            self._drafts.media(task.prompt[span.start], span.chunk.n_pos, rows)
+            self._drafts.media(task.prompt[span.start], rows)
         slot.n_fed = span.end
         slot.cache[len(slot.cache):] = task.prompt[len(slot.cache):span.end]
         cache.update(slot.id, slot.cache)
