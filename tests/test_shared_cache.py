@@ -185,10 +185,11 @@ def test_idle_slots_give_their_cells_to_a_new_prompt(make_server: StartServer, m
         "prompt": prompts[0], "n_predict": 8, "temperature": 0, "id_slot": 1, "cache_prompt": False}).json()["content"]
 
 
-def test_prompts_that_find_no_room_leave_a_generation_alone(make_server: StartServer, model_path: str) -> None:
+def test_prompts_that_find_no_room_wait_for_a_generation(make_server: StartServer, model_path: str) -> None:
     """One 1024-cell pool: while a 640-token prompt generates, two of 427 arrive together; their chunks cannot fit
-    beside it, so they get a retryable 503 (llama-server: a 500 for all three) and the generation goes on to
-    the end it would have had alone (its 150 tokens; before, it ended there, truncated)."""
+    beside it, so they wait in the queue (llama-server: a 500 for all three) and start when the generation has
+    ended, at the end it would have had alone (its 150 tokens, not truncated); their text is what each gets
+    alone."""
     srv = make_server("-m", model_path, "-c", "1024", "-t", "2", "-np", "3", "-kvu")
     prompts = [" ".join(f"{word} {k}" for k in range(n)) for word, n in (("apple", 150), ("river", 100), ("stone", 100))]
     body = {"prompt": prompts[0], "n_predict": 150, "temperature": 0, "ignore_eos": True}
@@ -197,13 +198,39 @@ def test_prompts_that_find_no_room_leave_a_generation_alone(make_server: StartSe
         lines = stream.iter_lines()
         next(line for line in lines if line.startswith(b"data: "))  # generating
         with ThreadPoolExecutor(2) as pool:
-            others = list(pool.map(lambda p: srv.post("/completion", {"prompt": p, "n_predict": 8}), prompts[1:]))
+            others = list(pool.map(lambda p: srv.post("/completion", {"prompt": p, "n_predict": 8,
+                                                                      "temperature": 0, "cache_prompt": False}),
+                                   prompts[1:]))
         chunks = [json.loads(line[6:]) for line in lines if line.startswith(b"data: ")]
-    assert [r.status_code for r in others] == [503, 503], [r.text for r in others]
-    assert all(r.json()["error"]["type"] == "unavailable_error" for r in others)
+    assert [r.status_code for r in others] == [200, 200], [r.text for r in others]
     final = chunks[-1]
     assert final["stop"] and final["tokens_predicted"] == 150 and not final["truncated"]
-    assert srv.post("/completion", {"prompt": prompts[1], "n_predict": 8}).status_code == 200  # room again
+    alone = [srv.post("/completion", {"prompt": p, "n_predict": 8, "temperature": 0, "cache_prompt": False})
+             for p in prompts[1:]]
+    assert [r.json()["content"] for r in others] == [r.json()["content"] for r in alone]
+    assert "finds no room in the KV cache: it waits" in srv.log()
+
+
+def test_prompts_that_overfill_the_pool_together_take_turns(make_server: StartServer, model_path: str) -> None:
+    """Four 350-token prompts at once on four slots of one 1024-cell pool (the default -np and -kvu): together
+    they cannot fit (llama-server: four 500s), so two wait for the first two to end; every one answers as it
+    does alone, and every slot serves again afterwards."""
+    srv = make_server("-m", model_path, "-c", "1024", "-t", "2")
+    prompts = [" ".join(f"{word} {k}" for k in range(90)) for word in ("apple", "river", "stone", "cloud")]
+
+    def ask(prompt: str) -> requests.Response:
+        return srv.post("/completion", {"prompt": prompt, "n_predict": 16, "temperature": 0, "cache_prompt": False})
+
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(ask, prompts))
+    assert [r.status_code for r in together] == [200] * 4, [r.text for r in together]
+    n_prompt = [r.json()["timings"]["prompt_n"] for r in together]
+    assert min(n_prompt) > 300 and sum(n_prompt) > 1024, n_prompt
+    assert srv.log().count("finds no room in the KV cache: it waits") >= 2
+    alone = [ask(p) for p in prompts]
+    assert [r.json()["content"] for r in together] == [r.json()["content"] for r in alone]
+    assert len({r.json()["id_slot"] for r in together}) >= 2
+    assert not any(slot["is_processing"] for slot in srv.get("/slots").json())
 
 
 def test_cache_reuse_shifts_chunks_into_place(make_server: StartServer, f32_model: str) -> None:

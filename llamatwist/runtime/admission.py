@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_shared_cache -*-
 """Admission: waiting tasks into free slots (decode thread only).
 
-Tasks wait in FIFO order. A task takes the slot it names (``id_slot``), else the idle slot whose old
+Tasks wait in FIFO order. A task whose prompt found no room in the shared KV pool comes back first and waits
+until it fits beside what the busy slots hold. A task takes the slot it names (``id_slot``), else the idle slot whose old
 content shares most of its prompt (``-sps``), else the least recently used one; a prompt that a slot
 is already prefilling waits for that prefill to land in the shared cache. Starting a task copies in
 the longest cached prefix of its prompt held by any sequence.
@@ -65,6 +66,10 @@ class Admission:
     def submit(self, task: CompletionTask) -> None:
         self.waiting.append(task)
 
+    def requeue(self, tasks: list[CompletionTask]) -> None:
+        """Tasks whose prompts found no room in the KV cache: first in the queue again, in their order."""
+        self.waiting.extendleft(reversed(tasks))
+
     def cancel(self, task_id: int) -> bool:
         """Drop a waiting task; False when it is not waiting."""
         for task in list(self.waiting):
@@ -80,6 +85,9 @@ class Admission:
         deferred: deque[CompletionTask] = deque()
         while self.waiting:
             task = self.waiting.popleft()
+            if not self._has_room(task):
+                deferred.append(task)
+                break  # FIFO: later tasks would take the cells it waits for
             if self._prefix_in_flight(task):
                 deferred.append(task)
                 continue
@@ -92,6 +100,16 @@ class Admission:
             self._start(slot, task)
         deferred.extend(self.waiting)
         self.waiting = deferred
+
+    def _has_room(self, task: CompletionTask) -> bool:
+        """Whether a task that found no room in the KV cache before may start again: alone, or when its prompt fits
+        beside the cells the busy slots hold and their prompts will (idle slots and parked prefixes give theirs
+        back when asked)."""
+        if not task.n_requeued:
+            return True
+        held = sum(s.cells(len(s.task.prompt)) if s.state is SlotState.PROMPT else s.n_cells
+                   for s in self._slots if s.task is not None)
+        return held == 0 or held + len(task.prompt) + task.extra_cells() < self._cache.n_cells
 
     def _prefix_in_flight(self, task: CompletionTask) -> bool:
         """Whether a slot is still prefilling a prompt that shares clearly more

@@ -4,7 +4,8 @@
 `DecodeLoop` takes commands from the reactor (submit, cancel, slot action, stop) and runs steps:
 
     drain commands -> Admission.admit -> Step.plan -> Step.build -> flush the previous step's
-    results -> Step.run (llama_decode, then each slot's output) -> publish slot and counter snapshots
+    results -> Step.run (llama_decode, then each slot's output) -> prompts that found no room in the
+    KV cache back to the queue -> publish slot and counter snapshots
 
 Each phase lives in its own module (admission.py, step.py, sampling.py, embedding.py,
 context_shift.py, slot_actions.py, outputs.py); this one only owns the thread, the context and
@@ -227,6 +228,7 @@ class DecodeLoop:
             self._outputs.flush()
             if has_work:
                 self._step.run()
+                self._admission.requeue(self._step.take_requeued())
             self._publish()
 
     def _sleep(self) -> bool:

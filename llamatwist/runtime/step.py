@@ -55,15 +55,19 @@ from llamatwist.runtime.prefix_cache import PrefixCache
 from llamatwist.runtime.sampling import Sampling
 from llamatwist.runtime.slot import Slot, SlotState, free_cells, untracked_cells
 from llamatwist.runtime.speculative import Drafters, DraftModel
+from llamatwist.runtime.task import CompletionTask
 
 if TYPE_CHECKING:
     from llamatwist.engine.model import LoraAdapter
 
-__all__ = ["SPEC_MAX_GENERATING", "AdapterSet", "SlotFeed", "Step", "StepPlan"]
+__all__ = ["MAX_REQUEUES", "SPEC_MAX_GENERATING", "AdapterSet", "SlotFeed", "Step", "StepPlan"]
 
 # Speculative decoding pays while a step's batch is small (decoding is memory-bound); with this many slots
 # generating at once the batch is compute-bound and drafts are not drafted (bench/speculative.py: 8 clients).
 SPEC_MAX_GENERATING = 5
+
+# A prompt goes back to the queue for room in a shared KV pool at most this often; then it fails with a 503.
+MAX_REQUEUES = 8
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +138,7 @@ class Step:
         self._prompt_start: dict[int, int] = {}  # slot id -> where its chunk in the current batch starts
         self._fed: set[int] = set()  # ids of the slots in the current batch
         self._segments: list[Segment] = []  # the current batch's runs of tokens, per slot, in batch order
+        self._requeued: list[CompletionTask] = []  # prompts that found no room this step: back to the queue
 
     # -- plan ----------------------------------------------------------------
     def plan(self) -> StepPlan:
@@ -277,8 +282,8 @@ class Step:
             if self._batch.n_tokens == 0:
                 return
         busy = [s for s in self._slots if s.busy and s.id in self._fed]
-        # where each generating slot's tokens of this batch begin: if the batch finds no room, they go again
-        generating_from = {s.id: len(s.cache) for s in busy if s.state is SlotState.GENERATING}
+        # where each slot's tokens of this batch begin: if the batch finds no room, the KV cache holds this much
+        before = {s.id: len(s.cache) for s in busy}
         # tokens of this batch are now in the KV cache
         for slot in busy:
             if slot.state is SlotState.GENERATING:
@@ -303,7 +308,7 @@ class Step:
                     if exc.code != 1 or not self._give_back_cells():
                         raise
         except DecodeError as exc:
-            self._decode_failed(busy, exc, generating_from)
+            self._decode_failed(busy, exc, before)
             return
         if self._head is not None:
             self._head.process(self._segments)
@@ -422,35 +427,65 @@ class Step:
             self._drafts.forget(purged)
         return freed
 
-    def _decode_failed(self, busy: list[Slot], exc: DecodeError, generating_from: dict[int, int] | None = None) -> None:
-        # The batch's tokens are not in the KV cache: forget those sequences.
-        # With a full (shared) KV cache, prompts that cannot fit fail with a
-        # retryable 503; generating slots feed their tokens again next step when
-        # the batch held prompt chunks (whose cells go with them), else they end
-        # as if they hit their limit.
+    def _decode_failed(self, busy: list[Slot], exc: DecodeError, before: dict[int, int] | None = None) -> None:
+        """The batch's (or a media chunk's) tokens are not in the KV cache (``before``: how many tokens each slot's
+        sequence held before them, when the batch had them in its cache list already).
+
+        With a full KV cache (code 1): generating slots feed their tokens again next step when the batch held
+        prompt chunks, else they end as if they hit their limit. Prompts wait for room, back in the queue, where
+        every slot shares one pool and other tasks hold cells they give back as they end (llama-server fails
+        every request of the batch with a 500); a prompt that finds no room alone fails with a retryable 503."""
         log.warning("llama_decode failed: %s", exc)
+        full = exc.code == 1
         prompts = [s for s in busy if s.state is not SlotState.GENERATING]
-        if exc.code == 1 and generating_from and prompts:
-            for slot in busy:
-                if slot.id in generating_from and slot.state is SlotState.GENERATING:
-                    n = generating_from[slot.id]
+        for slot in busy:
+            n = len(slot.cache) if before is None else before[slot.id]
+            if slot.state is SlotState.GENERATING:
+                if full and prompts:
                     slot.replay = slot.cache[n:-1]
-                    del slot.cache[n:]
                     slot.draft = []
                     slot.spec_state = None
+            else:
+                slot.n_fed = n
+            del slot.cache[n:]
+        if full and prompts:
             busy = prompts
+        others = any(s.busy and s not in prompts and s.n_cells for s in self._slots)
+        wait = full and self._ctx.kv_unified and (others or len(prompts) > 1)
         now = time.perf_counter()
         for slot in busy:
             task = slot.task
             assert task is not None
+            if wait and slot in prompts and task.n_requeued < MAX_REQUEUES:
+                self._requeue(slot)
+                continue
             self._cache.drop(slot.id)
             slot.cache.clear()
-            if exc.code == 1 and slot.state is SlotState.GENERATING:
+            if full and slot.state is SlotState.GENERATING:
                 slot.pending_token = -1
                 self._outputs.finish(slot, "limit", now)
                 continue
-            self._outputs.fail(task, KVCacheFull() if exc.code == 1 else DecodeFailed(str(exc)))
+            self._outputs.fail(task, KVCacheFull() if full else DecodeFailed(str(exc)))
             self._outputs.release(slot)
+
+    def _requeue(self, slot: Slot) -> None:
+        """Free the slot of a prompt that found no room; its task waits in the queue (`take_requeued`) for the
+        cells other tasks give back. What its prompt had in the KV cache stays there for it, as a finished
+        prompt's does, where nothing else would keep a stale state (context checkpoints, embeddings)."""
+        task = slot.task
+        assert task is not None
+        log.info("slot %d: task %d finds no room in the KV cache: it waits for other tasks to end", slot.id, task.id)
+        if self._cache.checkpoints is not None or task.embed:
+            self._cache.drop(slot.id)
+            slot.cache.clear()
+        self._outputs.release(slot)
+        task.n_requeued += 1
+        self._requeued.append(task)
+
+    def take_requeued(self) -> list[CompletionTask]:
+        """The tasks that left their slot this step to wait for room, in slot order."""
+        tasks, self._requeued = self._requeued, []
+        return tasks
 
 
 def _wants_progress(slot: Slot) -> bool:

@@ -221,6 +221,7 @@ class CompletionTask:
     sink: Callable[[Result], None]
     id: int = field(default_factory=next_task_id)
     embed: bool = False  # compute embeddings (or rank scores) of the prompt instead of generating
+    n_requeued: int = 0  # times its prompt found no room in a shared KV pool and went back to the queue
 
     @property
     def media(self) -> tuple[MediaSpan, ...]:
