@@ -17,6 +17,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -231,6 +232,43 @@ def test_prompts_that_overfill_the_pool_together_take_turns(make_server: StartSe
     assert [r.json()["content"] for r in together] == [r.json()["content"] for r in alone]
     assert len({r.json()["id_slot"] for r in together}) >= 2
     assert not any(slot["is_processing"] for slot in srv.get("/slots").json())
+
+
+@pytest.mark.parametrize("extra", [(), ("-md", "MODEL", "--spec-type", "draft-simple")])
+def test_generations_that_overfill_the_pool_take_turns(make_server: StartServer, f32_model: str,
+                                                       extra: tuple[str, ...]) -> None:
+    """Two 300-token generations after 330-token prompts in one 1024-cell pool: together they run out of cells
+    (llama-server: a 500 for both; before, both ended there, truncated). The one started last stops, holding no
+    cells, and goes on once the other has ended, its tokens decoded again: both reach their 300 tokens with the
+    text each gets alone, and the stream of the stopped one only pauses. With a draft model, its sequence of the
+    stopped one goes too, and both still draft."""
+    srv = make_server("-m", f32_model, "-c", "1024", "-t", "2", "-np", "2", "-kvu", *EXACT,
+                      *(f32_model if a == "MODEL" else a for a in extra))
+    prompts = [" ".join(f"{word} {k}" for k in range(80)) for word in ("apple", "river")]
+    body = {"n_predict": 300, "temperature": 0, "ignore_eos": True}
+
+    def stream(prompt: str) -> list[dict[str, Any]]:
+        with requests.post(f"{srv.url}/completion", json={**body, "prompt": prompt, "stream": True},
+                           stream=True, timeout=300) as r:
+            assert r.status_code == 200, r.text
+            return [json.loads(line[6:]) for line in r.iter_lines() if line.startswith(b"data: ")]
+
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(stream, prompts[0])
+        time.sleep(0.5)  # the second starts while the first generates
+        second = pool.submit(stream, prompts[1])
+        together = [first.result(), second.result()]
+    log = srv.log()
+    assert "finds no room in the KV cache: it stops until other tasks leave room" in log, log[-3000:]
+    assert "goes on: " in log
+    alone = [srv.post("/completion", {**body, "prompt": p, "cache_prompt": False}).json() for p in prompts]
+    for chunks, ref in zip(together, alone, strict=True):
+        final = chunks[-1]
+        assert final["stop"] and final["tokens_predicted"] == 300 and not final["truncated"], final
+        assert final["timings"]["prompt_n"] + final["timings"]["cache_n"] > 300
+        assert "".join(c["content"] for c in chunks) == ref["content"]
+        if extra:
+            assert final["timings"]["draft_n_accepted"] > 0
 
 
 def test_cache_reuse_shifts_chunks_into_place(make_server: StartServer, f32_model: str) -> None:

@@ -22,7 +22,7 @@ from llamatwist.runtime.errors import ContextExceeded, InputTooLarge
 from llamatwist.runtime.loading import EngineSpec
 from llamatwist.runtime.outputs import Outputs
 from llamatwist.runtime.prefix_cache import PrefixCache, common_prefix
-from llamatwist.runtime.slot import Slot, SlotState
+from llamatwist.runtime.slot import Slot, SlotState, room_for
 from llamatwist.runtime.task import CompletionTask
 
 __all__ = ["DEFER_MIN_TOKENS", "Admission"]
@@ -82,6 +82,8 @@ class Admission:
         """Start waiting tasks on free slots, in order."""
         if not self._spec.cont_batching and any(s.state is SlotState.GENERATING for s in self._slots):
             return  # -nocb: new prompts wait until the running batch finishes
+        if any(s.suspended for s in self._slots):
+            return  # a generation waits for room: new prompts would take it
         deferred: deque[CompletionTask] = deque()
         while self.waiting:
             task = self.waiting.popleft()
@@ -105,11 +107,7 @@ class Admission:
         """Whether a task that found no room in the KV cache before may start again: alone, or when its prompt fits
         beside the cells the busy slots hold and their prompts will (idle slots and parked prefixes give theirs
         back when asked)."""
-        if not task.n_requeued:
-            return True
-        held = sum(s.cells(len(s.task.prompt)) if s.state is SlotState.PROMPT else s.n_cells
-                   for s in self._slots if s.task is not None)
-        return held == 0 or held + len(task.prompt) + task.extra_cells() < self._cache.n_cells
+        return not task.n_requeued or room_for(self._slots, len(task.prompt) + task.extra_cells(), self._cache.n_cells)
 
     def _prefix_in_flight(self, task: CompletionTask) -> bool:
         """Whether a slot is still prefilling a prompt that shares clearly more

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from llamatwist.engine.sampling import Sampler  # SlotInfo (public) imports without the native library
     from llamatwist.runtime.prefix_cache import PrefixCache
 
-__all__ = ["Slot", "SlotInfo", "SlotState", "free_cells", "untracked_cells"]
+__all__ = ["Slot", "SlotInfo", "SlotState", "free_cells", "room_for", "untracked_cells"]
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,11 @@ class Slot:
     spec_state: tuple[int, bytes] | None = None
     replay: list[int] = field(default_factory=list)  # accepted, rolled back: fed before pending_token
     synth_rng: random.Random | None = None  # --spec-synth-*: draws which draft tokens are taken
+    # a generation stopped for room in a shared KV pool: the tokens its sequence held, decoded again as a prompt
+    # (no output) before its pending token once it fits; suspended until then, holding no cells
+    resume: list[int] | None = None
+    resume_n_fed: int = 0  # its prompt's n_fed, back once the resume is decoded
+    suspended: bool = False
     last_task: CompletionTask | None = None  # shown by /slots once the task ended, as llama-server
     last_seed: int = 0
 
@@ -100,6 +105,41 @@ class Slot:
     def n_cells(self) -> int:
         """KV cells its sequence holds, and will once its replay is decoded."""
         return self.cells(len(self.cache)) + len(self.replay)
+
+    @property
+    def source(self) -> Sequence[int]:
+        """The tokens a slot in the PROMPT state decodes: its task's prompt, or a suspended generation's tokens."""
+        if self.resume is not None:
+            return self.resume
+        assert self.task is not None
+        return self.task.prompt
+
+    def cells_when_fed(self) -> int:
+        """The KV cells a busy slot holds once its prompt (or resume) is in: what it will hold the next steps."""
+        if self.state is SlotState.PROMPT:
+            return self.cells(len(self.source)) + (self.resume is not None)
+        return self.n_cells
+
+    def suspend(self) -> None:
+        """Stop a generation (or its resume) whose sequence was emptied to give other slots room; it goes on, from
+        the same pending token, once its tokens are decoded again."""
+        if self.resume is None:
+            self.resume = [*self.cache, *self.replay]
+            self.resume_n_fed = self.n_fed
+        self.state = SlotState.PROMPT
+        self.suspended = True
+        self.cache = []
+        self.replay = []
+        self.draft = []
+        self.spec_state = None
+        self.n_fed = 0
+        self.i_batch = -1
+
+    def resumed(self) -> None:
+        """The resume is decoded: generating again."""
+        self.state = SlotState.GENERATING
+        self.resume = None
+        self.n_fed = self.resume_n_fed
 
     def cells(self, n: int) -> int:
         """The KV cells (and tokens, as llama-server counts them) of the task's first ``n`` prompt positions:
@@ -127,6 +167,8 @@ class Slot:
         self.n_draft = self.n_draft_accepted = self.n_draft_steps = 0
         self.spec_state = None
         self.replay = []
+        self.resume = None
+        self.suspended = False
         spec = task.params.speculative
         self.spec_budget = spec.limit if spec is not None else 0
         # seeded with the request's seed (libllama's draw when it gave none), as llama-server's
@@ -137,6 +179,8 @@ class Slot:
         self.state = SlotState.IDLE
         self.draft = []
         self.replay = []
+        self.resume = None
+        self.suspended = False
         self.last_task = self.task
         self.last_seed = self.sampler.seed if self.sampler is not None else 0
         self.task = None
@@ -173,6 +217,14 @@ def untracked_cells(slots: Iterable[Slot], tracked: Callable[[int], int]) -> int
     """KV cells the slots' sequences hold beyond the ``tracked(slot id)`` tokens the prefix cache accounts for:
     tokens not registered yet, draft tokens in the batch, and the extra cells of M-RoPE images."""
     return sum(s.cells(len(s.cache)) - tracked(s.id) + len(s.draft) for s in slots)
+
+
+def room_for(slots: Iterable[Slot], n_cells: int, pool: int, headroom: int = 0) -> bool:
+    """Whether ``n_cells`` more fit in a KV ``pool`` shared by every slot beside what the busy slots that are not
+    suspended hold and their prompts will (idle slots and parked prefixes give theirs back when asked), with
+    ``headroom`` cells to spare; always when nothing is held."""
+    held = sum(s.cells_when_fed() for s in slots if s.busy and not s.suspended)
+    return held == 0 or held + n_cells + headroom < pool
 
 
 def free_cells(cache: PrefixCache, slots: Iterable[Slot], unified: bool) -> tuple[bool, int]:

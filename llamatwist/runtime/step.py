@@ -27,6 +27,9 @@ Where the next capabilities plug in, so that they stay phases with plain data be
   so the other slots keep generating in the same step. A draft model as wide as the target gets a copy of the
   chunk's embeddings (`Drafters.media`) to read at its placeholders; a draft head follows the chunk's rows as
   they are decoded (`DraftHead.media`).
+- Room in one KV pool shared by every slot: a batch that finds none even after `free_cells` sends its prompts
+  back to the queue (`take_requeued`) or, with generations alone, suspends the youngest (`Slot.suspend`); `plan`
+  resumes it when its tokens fit (`_resume`), decoding them as a prompt without output, then its pending token.
 
 """
 
@@ -53,7 +56,7 @@ from llamatwist.runtime.ngram_cache import NgramCacheDrafter
 from llamatwist.runtime.outputs import Outputs
 from llamatwist.runtime.prefix_cache import PrefixCache
 from llamatwist.runtime.sampling import Sampling
-from llamatwist.runtime.slot import Slot, SlotState, free_cells, untracked_cells
+from llamatwist.runtime.slot import Slot, SlotState, free_cells, room_for, untracked_cells
 from llamatwist.runtime.speculative import Drafters, DraftModel
 from llamatwist.runtime.task import CompletionTask
 
@@ -68,6 +71,9 @@ SPEC_MAX_GENERATING = 5
 
 # A prompt goes back to the queue for room in a shared KV pool at most this often; then it fails with a 503.
 MAX_REQUEUES = 8
+# A suspended generation goes on when its tokens fit with 1/this of the pool to spare (room to generate, rather
+# than being suspended again at once).
+RESUME_HEADROOM = 8
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +178,10 @@ class Step:
             if slot.state is not SlotState.PROMPT or slot.adapter_set != plan.adapters:
                 continue
             assert slot.task is not None
-            media_end = len(slot.task.prompt)
+            if slot.suspended and not self._resume(slot):
+                continue
+            prompt = slot.source
+            media_end = len(prompt)
             for span in slot.task.media:
                 if span.start == slot.n_fed:  # its media chunk is next: one per step, outside the batch
                     if plan.media is None:
@@ -185,12 +194,11 @@ class Step:
             if media_end < 0 or room == 0:
                 continue
             limit = slot.task.params.t_max_prompt_ms
-            if limit > 0 and (now - slot.t_start) * 1e3 > limit and not slot.task.embed:
+            if limit > 0 and (now - slot.t_start) * 1e3 > limit and not slot.task.embed and slot.resume is None:
                 # the prompt took too long (t_max_prompt_ms, which llama-server reserves but does not apply)
                 slot.t_prompt_done = now
                 self._outputs.finish(slot, "limit", now)
                 continue
-            prompt = slot.task.prompt
             if slot.task.embed:
                 # Embeddings pool over the whole input: it goes in one batch, every token an output.
                 if len(prompt) <= room:
@@ -201,9 +209,27 @@ class Step:
             if self._cache.checkpoints is not None:
                 end = self._cache.checkpoints.split(slot.n_fed, end, len(prompt))
             chunk = prompt[slot.n_fed : end]
-            feeds.append(SlotFeed(slot, chunk, slot.n_fed, slot.n_fed + len(chunk) == len(prompt)))
+            # a resume's last token is not an output: the slot's pending token (sampled before) comes next
+            last = slot.n_fed + len(chunk) == len(prompt) and slot.resume is None
+            feeds.append(SlotFeed(slot, chunk, slot.n_fed, last))
             room -= len(chunk)
         return plan
+
+    def _resume(self, slot: Slot) -> bool:
+        """Whether a suspended generation starts decoding its tokens again: when they fit with room to generate
+        beside what the other slots hold (every one, alone); it reuses what the prefix cache holds of them."""
+        assert slot.resume is not None and slot.task is not None
+        if not room_for(self._slots, len(slot.resume) + 1, self._cache.n_cells, self._cache.n_cells // RESUME_HEADROOM):
+            return False
+        slot.suspended = False
+        n = 0
+        if slot.task.params.cache_prompt:
+            n = self._cache.attach(slot.id, (), slot.resume, tag=slot.adapter_set).n_reused
+        slot.cache[:] = slot.resume[:n]
+        slot.n_fed = n
+        log.info("slot %d: task %d goes on: %d tokens to decode again, %d cached", slot.id, slot.task.id,
+                 len(slot.resume) - n, n)
+        return True
 
     def _choose_set(self) -> AdapterSet:
         """The adapter set this step runs: the only one in use, else the next after the last step's in a
@@ -293,8 +319,7 @@ class Step:
                 slot.replay = []
                 slot.cache.append(slot.pending_token)
             else:
-                assert slot.task is not None
-                slot.cache[len(slot.cache):] = slot.task.prompt[len(slot.cache) : slot.n_fed]
+                slot.cache[len(slot.cache):] = slot.source[len(slot.cache) : slot.n_fed]
         cache = self._cache
         # draft tokens hold cells too until the verification removes the rejected ones
         cache.make_room(0, untracked_cells(self._slots, cache.tree.length))
@@ -323,7 +348,9 @@ class Step:
         m.n_busy_slots_total += len(busy)
         now = time.perf_counter()
         for slot in self._prompt_fed:
-            if _wants_progress(slot):
+            if slot.resume is not None and slot.n_fed == len(slot.resume):
+                slot.resumed()
+            elif _wants_progress(slot):
                 self._outputs.progress(slot, now)
         rejected: list[Slot] = []  # cut once every slot has sampled: no state restore amid the logits' reads
         for slot in busy:
@@ -389,7 +416,7 @@ class Step:
             # not for embeddings (never reused), nor prompts with media (a checkpoint could end inside a chunk)
             if task is None or task.embed or task.media:
                 continue
-            checkpoints.before_batch(slot.id, task.id, self._prompt_start[slot.id], slot.n_fed, len(task.prompt))
+            checkpoints.before_batch(slot.id, task.id, self._prompt_start[slot.id], slot.n_fed, len(slot.source))
 
     def _eval_media(self, slot: Slot, span: MediaSpan) -> None:
         """Encode a media chunk and decode its embeddings into the slot's sequence (libmtmd's own decodes)."""
@@ -431,31 +458,42 @@ class Step:
         """The batch's (or a media chunk's) tokens are not in the KV cache (``before``: how many tokens each slot's
         sequence held before them, when the batch had them in its cache list already).
 
-        With a full KV cache (code 1): generating slots feed their tokens again next step when the batch held
-        prompt chunks, else they end as if they hit their limit. Prompts wait for room, back in the queue, where
-        every slot shares one pool and other tasks hold cells they give back as they end (llama-server fails
-        every request of the batch with a 500); a prompt that finds no room alone fails with a retryable 503."""
+        With a full KV cache (code 1), where every slot shares one pool and other tasks hold cells they give
+        back as they end, nobody fails (llama-server fails every request of the batch with a 500):
+        - prompts wait for room, back in the queue (`_requeue`), and the batch's generations feed their tokens
+          again next step;
+        - a batch of generations alone stops the youngest one that can start again (`_suspend`): it goes on
+          once the others leave it room.
+        Otherwise a prompt fails with a retryable 503 and a generation ends as if it hit its limit."""
         log.warning("llama_decode failed: %s", exc)
         full = exc.code == 1
         prompts = [s for s in busy if s.state is not SlotState.GENERATING]
+        shared = full and self._ctx.kv_unified
+        victim = self._victim(busy) if shared and not prompts and before is not None else None
         for slot in busy:
             n = len(slot.cache) if before is None else before[slot.id]
             if slot.state is SlotState.GENERATING:
-                if full and prompts:
+                if full and (prompts or victim):
                     slot.replay = slot.cache[n:-1]
                     slot.draft = []
                     slot.spec_state = None
             else:
                 slot.n_fed = n
             del slot.cache[n:]
+        if victim is not None:
+            self._suspend(victim)
+            return
         if full and prompts:
             busy = prompts
         others = any(s.busy and s not in prompts and s.n_cells for s in self._slots)
-        wait = full and self._ctx.kv_unified and (others or len(prompts) > 1)
+        wait = shared and (others or len(prompts) > 1)
         now = time.perf_counter()
         for slot in busy:
             task = slot.task
             assert task is not None
+            if wait and slot.resume is not None:
+                self._suspend(slot)
+                continue
             if wait and slot in prompts and task.n_requeued < MAX_REQUEUES:
                 self._requeue(slot)
                 continue
@@ -467,6 +505,27 @@ class Step:
                 continue
             self._outputs.fail(task, KVCacheFull() if full else DecodeFailed(str(exc)))
             self._outputs.release(slot)
+
+    def _victim(self, busy: list[Slot]) -> Slot | None:
+        """The generation to stop when a batch of generations finds no room: the one started last that can be
+        decoded again from its tokens (no media, no draft head, no context checkpoints), while others hold
+        cells; None otherwise."""
+        if self._head is not None or self._cache.checkpoints is not None:
+            return None
+        fit = [s for s in busy if s.task is not None and not s.task.media]
+        if not fit or not (len(busy) > 1 or any(s.busy and s not in busy and s.n_cells for s in self._slots)):
+            return None
+        return max(fit, key=lambda s: s.t_start)
+
+    def _suspend(self, slot: Slot) -> None:
+        """Empty the sequence of a generation (or of its resume) for the others' room; it waits, holding no cells,
+        until its tokens fit again (`_resume`)."""
+        assert slot.task is not None
+        log.info("slot %d: task %d finds no room in the KV cache: it stops until other tasks leave room",
+                 slot.id, slot.task.id)
+        slot.suspend()  # its tokens are kept before its sequence goes
+        self._cache.drop(slot.id)
+        self._drafts.forget(slot.id)
 
     def _requeue(self, slot: Slot) -> None:
         """Free the slot of a prompt that found no room; its task waits in the queue (`take_requeued`) for the
@@ -490,4 +549,5 @@ class Step:
 
 def _wants_progress(slot: Slot) -> bool:
     task = slot.task
-    return task is not None and not task.embed and task.params.stream and task.params.return_progress
+    return (task is not None and not task.embed and task.params.stream and task.params.return_progress
+            and slot.resume is None)
