@@ -247,6 +247,27 @@ def test_queueing_beyond_parallel_slots(make_server: Any, model_path: str) -> No
     assert deferred_seen >= 1
 
 
+def test_a_new_prompt_joins_many_generations(make_server: Any, model_path: str) -> None:
+    """Six slots generate 600 tokens each (many seconds); a seventh request's prompt is fed in the next steps
+    beside them and its 4 tokens come long before they end. (With 5 or more generations its prompt used to wait
+    until fewer generated: speculative decoding's cut of the batch's room also cut the room for prompts.)"""
+    srv = make_server("-m", model_path, "-np", "7", "-c", "8192", "-t", "2")
+    long_req = {"prompt": PROMPT, "n_predict": 600, "stream": True, **FREE}
+    streams = [requests.post(srv.url + "/completion", json=long_req, stream=True, timeout=120) for _ in range(6)]
+    try:
+        lines = [s.iter_lines() for s in streams]
+        for it in lines:
+            next(line for line in it if line)  # each is generating
+        started = time.monotonic()
+        r = srv.post("/completion", {"prompt": "Hello there", "n_predict": 4, **FREE})
+        assert r.status_code == 200 and r.json()["tokens_predicted"] == 4
+        assert sum(s["is_processing"] for s in srv.get("/slots").json()) == 6, "the six ended first"
+        assert time.monotonic() - started < 5
+    finally:
+        for s in streams:
+            s.close()
+
+
 def test_prompt_cache_reuse(server: Server) -> None:
     prompt = "In a distant galaxy there was a small planet where"
     req = {"prompt": prompt, "n_predict": 4, "temperature": 0, "id_slot": 2, "cache_prompt": True}

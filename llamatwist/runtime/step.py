@@ -161,12 +161,12 @@ class Step:
                     self._outputs.finish(slot, "limit", time.perf_counter())
                     continue
                 feeds.append(SlotFeed(slot, (*slot.replay, slot.pending_token), len(slot.cache), True))
-        room = self._batch.capacity - len(feeds)
+        room = self._batch.capacity - sum(len(feed.tokens) for feed in feeds)
         # Outputs: one per slot (its next token, or its prompt's last) leaves this many for drafts; past the
         # context's n_outputs_max libllama aborts the process.
         draft_outputs = self._ctx.n_outputs_max - len(self._slots)
         if len(feeds) >= SPEC_MAX_GENERATING:
-            room = 0  # the batch already fills the compute: verifying drafts would cost more than it saves
+            draft_outputs = 0  # the batch already fills the compute: verifying drafts would cost more than it saves
         for feed in feeds:  # drafts take what room the generating slots leave, before prompt chunks
             if min(room, draft_outputs) <= 0:
                 break
@@ -466,6 +466,9 @@ class Step:
           once the others leave it room.
         Otherwise a prompt fails with a retryable 503 and a generation ends as if it hit its limit."""
         log.warning("llama_decode failed: %s", exc)
+        log.debug("slots: %s", "; ".join(f"{s.id} {s.state.value}{' suspended' if s.suspended else ''} "
+                                         f"{s.n_cells} cells{' in the batch' if s in busy else ''}"
+                                         for s in self._slots if s.busy or s.cache))
         full = exc.code == 1
         prompts = [s for s in busy if s.state is not SlotState.GENERATING]
         shared = full and self._ctx.kv_unified
@@ -503,6 +506,9 @@ class Step:
                 slot.pending_token = -1
                 self._outputs.finish(slot, "limit", now)
                 continue
+            if full:
+                log.warning("slot %d: task %d finds no room in the KV cache%s: it fails", slot.id, task.id,
+                            f" after {task.n_requeued} tries" if wait else " alone" if shared else " of its slot")
             self._outputs.fail(task, KVCacheFull() if full else DecodeFailed(str(exc)))
             self._outputs.release(slot)
 
