@@ -221,7 +221,10 @@ async def stream_completion(conn: Connection, request: bytes | Workload, rec: Re
             event, buf = buf[:end], buf[end + 2 :]
             for line in event.split(b"\n"):
                 if line.startswith(b"data: ") and line != b"data: [DONE]":
-                    work.on_data(json.loads(line[6:]), now, rec)
+                    obj = json.loads(line[6:])
+                    if isinstance(obj, dict) and "error" in obj:  # llama-server's error after the stream began
+                        raise HttpError(f"stream error: {json.dumps(obj['error'])[:200]}")
+                    work.on_data(obj, now, rec)
                 elif line.startswith(b"error: "):
                     raise HttpError(f"stream error: {line[7:200].decode('utf-8', 'replace')}")
 
