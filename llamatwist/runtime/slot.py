@@ -23,9 +23,12 @@ if TYPE_CHECKING:
     from llamatwist.engine.sampling import Sampler  # SlotInfo (public) imports without the native library
     from llamatwist.runtime.prefix_cache import PrefixCache
 
-__all__ = ["Slot", "SlotInfo", "SlotState", "free_cells", "room_for", "untracked_cells"]
+__all__ = ["ROOM_HEADROOM", "Slot", "SlotInfo", "SlotState", "free_cells", "room_for", "untracked_cells"]
 
 log = logging.getLogger(__name__)
+
+# A task waiting for room in a shared KV pool goes on when its cells fit with 1/this of the pool to spare.
+ROOM_HEADROOM = 8
 
 
 class SlotState(enum.Enum):
@@ -219,12 +222,13 @@ def untracked_cells(slots: Iterable[Slot], tracked: Callable[[int], int]) -> int
     return sum(s.cells(len(s.cache)) - tracked(s.id) + len(s.draft) for s in slots)
 
 
-def room_for(slots: Iterable[Slot], n_cells: int, pool: int, headroom: int = 0) -> bool:
-    """Whether ``n_cells`` more fit in a KV ``pool`` shared by every slot beside what the busy slots that are not
-    suspended hold and their prompts will (idle slots and parked prefixes give theirs back when asked), with
-    ``headroom`` cells to spare; always when nothing is held."""
+def room_for(slots: Iterable[Slot], n_cells: int, pool: int) -> bool:
+    """Whether a task that found no room in a KV ``pool`` shared by every slot may try again with its ``n_cells``:
+    when they fit beside what the busy slots that are not suspended hold and their prompts will (idle slots and
+    parked prefixes give theirs back when asked), with 1/`ROOM_HEADROOM` of the pool to spare for the tokens the
+    generations add meanwhile (else it finds no room again at once); always when nothing is held."""
     held = sum(s.cells_when_fed() for s in slots if s.busy and not s.suspended)
-    return held == 0 or held + n_cells + headroom < pool
+    return held == 0 or held + n_cells + pool // ROOM_HEADROOM < pool
 
 
 def free_cells(cache: PrefixCache, slots: Iterable[Slot], unified: bool) -> tuple[bool, int]:

@@ -71,9 +71,6 @@ SPEC_MAX_GENERATING = 5
 
 # A prompt goes back to the queue for room in a shared KV pool at most this often; then it fails with a 503.
 MAX_REQUEUES = 8
-# A suspended generation goes on when its tokens fit with 1/this of the pool to spare (room to generate, rather
-# than being suspended again at once).
-RESUME_HEADROOM = 8
 
 log = logging.getLogger(__name__)
 
@@ -216,10 +213,10 @@ class Step:
         return plan
 
     def _resume(self, slot: Slot) -> bool:
-        """Whether a suspended generation starts decoding its tokens again: when they fit with room to generate
-        beside what the other slots hold (every one, alone); it reuses what the prefix cache holds of them."""
+        """Whether a suspended generation starts decoding its tokens again (`room_for`); it reuses what the prefix
+        cache holds of them."""
         assert slot.resume is not None and slot.task is not None
-        if not room_for(self._slots, len(slot.resume) + 1, self._cache.n_cells, self._cache.n_cells // RESUME_HEADROOM):
+        if not room_for(self._slots, len(slot.resume) + 1, self._cache.n_cells):
             return False
         slot.suspended = False
         n = 0
