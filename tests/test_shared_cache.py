@@ -271,6 +271,33 @@ def test_generations_that_overfill_the_pool_take_turns(make_server: StartServer,
             assert final["timings"]["draft_n_accepted"] > 0
 
 
+def test_a_stopped_generation_whose_client_leaves_frees_its_slot(make_server: StartServer, model_path: str) -> None:
+    """A generation stopped for room (as above) whose client goes away while it waits: its slot is free again
+    once the other ends, nothing waits for room any more, and both slots serve the next requests."""
+    srv = make_server("-m", model_path, "-c", "1024", "-t", "2", "-np", "2", "-kvu")
+    prompts = [" ".join(f"{word} {k}" for k in range(80)) for word in ("apple", "river")]
+    body = {"n_predict": 400, "ignore_eos": True, "stream": True, "cache_prompt": False}
+    first = requests.post(f"{srv.url}/completion", json={**body, "prompt": prompts[0]}, stream=True, timeout=120)
+    first_lines = first.iter_lines()
+    next(line for line in first_lines if line.startswith(b"data: "))
+    second = requests.post(f"{srv.url}/completion", json={**body, "prompt": prompts[1]}, stream=True, timeout=120)
+    deadline = time.monotonic() + 60
+    while "it stops until other tasks leave room" not in srv.log():
+        assert time.monotonic() < deadline, srv.log()[-2000:]
+        time.sleep(0.1)
+    second.close()  # while it waits
+    final = [json.loads(line[6:]) for line in first_lines if line.startswith(b"data: ")][-1]
+    first.close()
+    assert final["stop"] and final["tokens_predicted"] == 400 and not final["truncated"]
+    deadline = time.monotonic() + 10
+    while any(slot["is_processing"] for slot in srv.get("/slots").json()):
+        assert time.monotonic() < deadline, srv.get("/slots").json()
+        time.sleep(0.05)
+    for slot in (0, 1):
+        r = srv.post("/completion", {"prompt": prompts[slot], "n_predict": 4, "id_slot": slot})
+        assert r.status_code == 200 and r.json()["tokens_predicted"] == 4
+
+
 def test_cache_reuse_shifts_chunks_into_place(make_server: StartServer, f32_model: str) -> None:
     """--cache-reuse (or the request's n_cache_reuse): when a middle part of the
     conversation is dropped, the part after it moves into place by KV shifting.
