@@ -223,14 +223,14 @@ class Stats:
 
 def run_soak(duration: float, slots: int = 2, *, model: str | None = None, threads: int | None = None,
              warmup: float | None = None, sample_every: float = 5.0, embeddings: bool = True,
-             log: Any = None) -> SoakResult:  # fmt: skip
+             log: Any = None, n_ctx: int | None = None) -> SoakResult:  # fmt: skip
     model = resolve_model(model)
     threads = threads or default_threads()
     warmup = warmup if warmup is not None else max(10.0, duration * 0.1)
     window = max(10.0, duration * 0.1)
     clients = 4 * slots
     slot_dir = tempfile.mkdtemp(prefix="soak-slots-")
-    gen = spawn_server(model, slots, threads=threads, n_ctx=512 * slots,
+    gen = spawn_server(model, slots, threads=threads, n_ctx=n_ctx or 512 * slots,
                        extra=["--slots", "--slot-save-path", slot_dir])  # fmt: skip
     emb = spawn_server(model, 1, threads=1, n_ctx=512, extra=["--embeddings", "--pooling", "mean"]) if embeddings \
         else None  # fmt: skip
@@ -326,12 +326,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-t", "--threads", type=int, default=None)
     p.add_argument("--sample-every", type=float, default=5.0)
     p.add_argument("--no-embeddings", action="store_true", help="skip the embedding server")
+    p.add_argument("-c", "--ctx-size", type=int, default=None,
+                   help="the generation server's -c, one pool for every slot (default 512 x slots; smaller: a full pool)")
     p.add_argument("--out", type=Path, default=None, help="JSON result path (default bench/results/soak-*.json)")
     args = p.parse_args(argv)
     import sys
 
     result = run_soak(args.duration, args.slots, model=args.model, threads=args.threads, warmup=args.warmup,
-                      sample_every=args.sample_every, embeddings=not args.no_embeddings, log=sys.stderr)  # fmt: skip
+                      sample_every=args.sample_every, embeddings=not args.no_embeddings, log=sys.stderr,
+                      n_ctx=args.ctx_size)  # fmt: skip
     data = asdict(result)
     summary = {k: v for k, v in data.items() if k not in ("samples", "machine")}
     print(json.dumps(summary, indent=2))
