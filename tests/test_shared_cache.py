@@ -234,18 +234,25 @@ def test_prompts_that_overfill_the_pool_together_take_turns(make_server: StartSe
     assert not any(slot["is_processing"] for slot in srv.get("/slots").json())
 
 
-@pytest.mark.parametrize("extra", [(), ("-md", "MODEL", "--spec-type", "draft-simple")])
+WORDS = 'root ::= ([a-z]+ " ")+'
+
+
+@pytest.mark.parametrize(("extra", "sampling"), [
+    ((), {}),
+    (("-md", "MODEL", "--spec-type", "draft-simple"), {}),
+    ((), {"grammar": WORDS, "repeat_penalty": 1.3, "repeat_last_n": 64}),
+], ids=["plain", "draft-model", "grammar-and-penalties"])
 def test_generations_that_overfill_the_pool_take_turns(make_server: StartServer, f32_model: str,
-                                                       extra: tuple[str, ...]) -> None:
+                                                       extra: tuple[str, ...], sampling: dict[str, Any]) -> None:
     """Two 300-token generations after 330-token prompts in one 1024-cell pool: together they run out of cells
     (llama-server: a 500 for both; before, both ended there, truncated). The one started last stops, holding no
     cells, and goes on once the other has ended, its tokens decoded again: both reach their 300 tokens with the
     text each gets alone, and the stream of the stopped one only pauses. With a draft model, its sequence of the
-    stopped one goes too, and both still draft."""
+    stopped one goes too, and both still draft; a grammar's and the penalties' state go on where they were."""
     srv = make_server("-m", f32_model, "-c", "1024", "-t", "2", "-np", "2", "-kvu", *EXACT,
                       *(f32_model if a == "MODEL" else a for a in extra))
     prompts = [" ".join(f"{word} {k}" for k in range(80)) for word in ("apple", "river")]
-    body = {"n_predict": 300, "temperature": 0, "ignore_eos": True}
+    body = {"n_predict": 300, "temperature": 0, "ignore_eos": True, **sampling}
 
     def stream(prompt: str) -> list[dict[str, Any]]:
         with requests.post(f"{srv.url}/completion", json={**body, "prompt": prompt, "stream": True},
@@ -269,6 +276,8 @@ def test_generations_that_overfill_the_pool_take_turns(make_server: StartServer,
         assert "".join(c["content"] for c in chunks) == ref["content"]
         if extra:
             assert final["timings"]["draft_n_accepted"] > 0
+        if sampling:
+            assert re.fullmatch(r"([a-z]+ )*[a-z]*", ref["content"]), ref["content"]
 
 
 def test_a_stopped_generation_whose_client_leaves_frees_its_slot(make_server: StartServer, model_path: str) -> None:
