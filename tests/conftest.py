@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -67,6 +70,13 @@ class Server:
     def get(self, path: str, **kw: object) -> requests.Response:
         return requests.get(self.url + path, timeout=60, **kw)  # type: ignore[arg-type]
 
+    def stream(self, path: str, body: dict[str, Any], timeout: float = 300) -> list[dict[str, Any]]:
+        """A streamed request read to its end: its ``data:`` events (a 200 asserted)."""
+        with requests.post(self.url + path, json={**body, "stream": True}, stream=True, timeout=timeout) as r:
+            assert r.status_code == 200, r.text
+            return [json.loads(line[6:]) for line in r.iter_lines() if line.startswith(b"data: ")
+                    and line != b"data: [DONE]"]
+
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -77,6 +87,19 @@ class Server:
                 self.proc.wait()
         self._log.close()
         return self.proc.returncode
+
+
+def staggered_streams(srv: Server, bodies: list[dict[str, Any]], delay: float = 0.5,
+                      path: str = "/completion") -> list[list[dict[str, Any]]]:
+    """Streamed requests, each sent ``delay`` s after the one before (while it generates), all read to the end:
+    each one's events, in the order of ``bodies``."""
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        futures: list[Future[list[dict[str, Any]]]] = []
+        for body in bodies:
+            if futures:
+                time.sleep(delay)
+            futures.append(pool.submit(srv.stream, path, body))
+        return [f.result() for f in futures]
 
 
 @pytest.fixture(scope="session")

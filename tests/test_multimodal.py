@@ -25,7 +25,7 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.conftest import REPO, Server
+from tests.conftest import REPO, Server, staggered_streams
 from tests.models import _script, mtp_gguf
 
 N_IMAGE = 16  # tokens per image (32x32 in 8x8 patches)
@@ -145,6 +145,28 @@ def test_text_streams_keep_going_while_images_are_evaluated(vsrv: Server) -> Non
     assert all(r.status_code == 200 for r in images)
     assert "".join(pieces) == reference  # the text slot's output is untouched by the image chunks beside it
     assert len(arrivals) >= 48
+
+
+def test_generations_with_images_take_turns_in_a_full_pool(make_server: Callable[..., Server],
+                                                            vision_dir: Path) -> None:
+    """Two generations after two images in one 512-cell pool: together they run out of cells. The one started
+    last stops and goes on once the other has ended, its image encoded again and its tokens decoded again:
+    both reach their tokens with the text each gets alone."""
+    srv = make_server("-m", str(vision_dir / "model.gguf"), "--mmproj", str(vision_dir / "mmproj.gguf"),
+                      "-c", "512", "-np", "2", "-kvu", "-t", "2")
+    body = {"n_predict": 320, "ignore_eos": True, "temperature": 0, "cache_prompt": False}
+    media = [image_b64(RED), image_b64((20, 20, 220))]
+
+    together = staggered_streams(srv, [{**body, "prompt": {"prompt_string": PROMPT, "multimodal_data": [image]}}
+                                       for image in media], delay=0.3)
+    log = srv.log()
+    assert "it stops until other tasks leave room" in log and "goes on: " in log, log[-3000:]
+    for chunks, image in zip(together, media, strict=True):
+        alone = complete(srv, PROMPT, [image], **body)
+        final = chunks[-1]
+        assert final["stop"] and final["tokens_predicted"] == 320 and not final["truncated"], final
+        assert "".join(c["content"] for c in chunks) == alone.json()["content"]
+
 
 
 @pytest.mark.parametrize("prompt, media, needle", [

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import REPO, Server
+from tests.conftest import REPO, Server, staggered_streams
 from tests.models import smollm2_f32_gguf
 
 StartServer = Callable[..., Server]
@@ -254,17 +254,7 @@ def test_generations_that_overfill_the_pool_take_turns(make_server: StartServer,
     prompts = [" ".join(f"{word} {k}" for k in range(80)) for word in ("apple", "river")]
     body = {"n_predict": 300, "temperature": 0, "ignore_eos": True, **sampling}
 
-    def stream(prompt: str) -> list[dict[str, Any]]:
-        with requests.post(f"{srv.url}/completion", json={**body, "prompt": prompt, "stream": True},
-                           stream=True, timeout=300) as r:
-            assert r.status_code == 200, r.text
-            return [json.loads(line[6:]) for line in r.iter_lines() if line.startswith(b"data: ")]
-
-    with ThreadPoolExecutor(2) as pool:
-        first = pool.submit(stream, prompts[0])
-        time.sleep(0.5)  # the second starts while the first generates
-        second = pool.submit(stream, prompts[1])
-        together = [first.result(), second.result()]
+    together = staggered_streams(srv, [{**body, "prompt": p} for p in prompts])
     log = srv.log()
     assert "finds no room in the KV cache: it stops until other tasks leave room" in log, log[-3000:]
     assert "goes on: " in log

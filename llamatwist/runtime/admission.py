@@ -15,7 +15,6 @@ from collections import deque
 from collections.abc import Callable
 
 from llamatwist.engine.model import Model
-from llamatwist.engine.mtmd import MediaSpan
 from llamatwist.engine.sampling import Sampler
 from llamatwist.runtime.counters import Metrics
 from llamatwist.runtime.errors import ContextExceeded, InputTooLarge
@@ -31,14 +30,6 @@ __all__ = ["DEFER_MIN_TOKENS", "Admission"]
 DEFER_MIN_TOKENS = 64
 
 log = logging.getLogger(__name__)
-
-
-def _media_boundary(media: tuple[MediaSpan, ...], n: int) -> int:
-    """``n`` moved back to the start of a media chunk it would end inside."""
-    for span in media:
-        if span.start < n < span.end:
-            return span.start
-    return n
 
 
 class Admission:
@@ -153,10 +144,9 @@ class Admission:
         slot.adapter_set = self._adapter_set(task)
         if task.params.cache_prompt and not task.embed:
             # KV computed under another adapter set is never reused: the cache is keyed by the set
-            media = task.media
             n_reuse = self._cache.attach(slot.id, slot.cache, task.prompt,
-                                         0 if media else task.params.n_cache_reuse,  # media chunks cannot shift
-                                         tag=slot.adapter_set, boundary=lambda n: _media_boundary(media, n)).n_reused
+                                         0 if task.media else task.params.n_cache_reuse,  # media chunks cannot shift
+                                         tag=slot.adapter_set, boundary=task.media_boundary).n_reused
         else:
             self._cache.drop(slot.id, () if task.embed else slot.cache)
             n_reuse = 0

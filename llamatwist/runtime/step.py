@@ -221,7 +221,8 @@ class Step:
         slot.suspended = False
         n = 0
         if slot.task.params.cache_prompt:
-            n = self._cache.attach(slot.id, (), slot.resume, tag=slot.adapter_set).n_reused
+            n = self._cache.attach(slot.id, (), slot.resume, tag=slot.adapter_set,
+                                   boundary=slot.task.media_boundary).n_reused
         slot.cache[:] = slot.resume[:n]
         slot.n_fed = n
         log.info("slot %d: task %d goes on: %d tokens to decode again, %d cached", slot.id, slot.task.id,
@@ -440,6 +441,8 @@ class Step:
         slot.n_fed = span.end
         slot.cache[len(slot.cache):] = task.prompt[len(slot.cache):span.end]
         cache.update(slot.id, slot.cache)
+        if slot.resume is not None and slot.n_fed == len(slot.resume):
+            slot.resumed()  # a generation stopped after one token of a prompt that ends with this chunk
         self._metrics.n_decode_total += 1
         if _wants_progress(slot):
             self._outputs.progress(slot, time.perf_counter())
@@ -510,15 +513,14 @@ class Step:
             self._outputs.release(slot)
 
     def _victim(self, busy: list[Slot]) -> Slot | None:
-        """The generation to stop when a batch of generations finds no room: the one started last that can be
-        decoded again from its tokens (no media, no draft head, no context checkpoints), while others hold
-        cells; None otherwise."""
+        """The generation to stop when a batch of generations finds no room: the one started last, while others
+        hold cells; None otherwise, or when a generation cannot be decoded again from its tokens (and its media
+        chunks, which are encoded again): a draft head's or context checkpoints' states would be missing."""
         if self._head is not None or self._cache.checkpoints is not None:
             return None
-        fit = [s for s in busy if s.task is not None and not s.task.media]
-        if not fit or not (len(busy) > 1 or any(s.busy and s not in busy and s.n_cells for s in self._slots)):
+        if not (len(busy) > 1 or any(s.busy and s not in busy and s.n_cells for s in self._slots)):
             return None
-        return max(fit, key=lambda s: s.t_start)
+        return max(busy, key=lambda s: s.t_start)
 
     def _suspend(self, slot: Slot) -> None:
         """Empty the sequence of a generation (or of its resume) for the others' room; it waits, holding no cells,

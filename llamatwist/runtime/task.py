@@ -228,6 +228,13 @@ class CompletionTask:
         """The prompt's media chunks, in order (none for a text prompt)."""
         return getattr(self.prompt, "media", ())
 
+    def media_boundary(self, n: int) -> int:
+        """``n`` moved back to the start of a media chunk it would end inside (a reusable prefix ends there)."""
+        for span in self.media:
+            if span.start < n < span.end:
+                return span.start
+        return n
+
     def extra_cells(self, n: int | None = None) -> int:
         """KV cells the prompt's first ``n`` positions (default: all) hold beyond one each: M-RoPE images."""
         return sum(s.chunk.extra_cells for s in self.media if n is None or s.end <= n)
