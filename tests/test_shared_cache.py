@@ -63,15 +63,30 @@ CLOSE = 0.01  # largest logprob difference between cached and uncached runs of t
 
 def assert_same_as_uncached(srv: Server, prompt: str, cached: dict[str, Any]) -> None:
     fresh = complete(srv, prompt, cache_prompt=False, n_probs=2)
-    a, b = probs(cached), probs(fresh)
-    for step, ((tok_a, top_a), (tok_b, top_b)) in enumerate(zip(a, b, strict=False)):
-        assert abs(top_a[0][1] - top_b[0][1]) < CLOSE, (step, top_a, top_b)
+    if assert_same_greedy(probs(cached), probs(fresh)):
+        assert cached["content"] == fresh["content"]
+
+
+def assert_same_greedy(a: list[tuple[int, list[tuple[int, float]]]], b: list[tuple[int, list[tuple[int, float]]]],
+                       close: float = CLOSE, tie: float = TIE) -> bool:
+    """Two greedy runs of one request agree token for token, with top logprobs within ``close``, up to a step
+    where only a genuine near tie (a gap under ``tie``) decided differently; False if they parted there."""
+    assert len(a) == len(b)
+    for step, ((tok_a, top_a), (tok_b, top_b)) in enumerate(zip(a, b, strict=True)):
+        assert abs(top_a[0][1] - top_b[0][1]) < close, (step, top_a, top_b)
         if tok_a != tok_b:
-            # only a genuine near tie may decide differently
             assert {tok_a, tok_b} == {top_a[0][0], top_a[1][0]}, (step, top_a, top_b)
-            assert top_a[0][1] - top_a[1][1] < TIE, (step, top_a)
-            return
-    assert cached["content"] == fresh["content"]
+            assert top_a[0][1] - top_a[1][1] < tie, (step, top_a)
+            return False
+    return True
+
+
+def stream_probs(chunks: list[dict[str, Any]]) -> list[tuple[int, list[tuple[int, float]]]]:
+    return probs({"completion_probabilities": [p for c in chunks for p in c.get("completion_probabilities", [])]})
+
+
+# Q4_1 (its 8-bit activations) moves a top logprob by up to ~0.1 between batches of other sizes and neighbours
+Q_CLOSE, Q_TIE = 0.3, 0.3
 
 
 def metric(srv: Server, name: str) -> float:
@@ -199,16 +214,17 @@ def test_prompts_that_find_no_room_wait_for_a_generation(make_server: StartServe
         lines = stream.iter_lines()
         next(line for line in lines if line.startswith(b"data: "))  # generating
         with ThreadPoolExecutor(2) as pool:
-            others = list(pool.map(lambda p: srv.post("/completion", {"prompt": p, "n_predict": 8,
+            others = list(pool.map(lambda p: srv.post("/completion", {"prompt": p, "n_predict": 8, "n_probs": 2,
                                                                       "temperature": 0, "cache_prompt": False}),
                                    prompts[1:]))
         chunks = [json.loads(line[6:]) for line in lines if line.startswith(b"data: ")]
     assert [r.status_code for r in others] == [200, 200], [r.text for r in others]
     final = chunks[-1]
     assert final["stop"] and final["tokens_predicted"] == 150 and not final["truncated"]
-    alone = [srv.post("/completion", {"prompt": p, "n_predict": 8, "temperature": 0, "cache_prompt": False})
-             for p in prompts[1:]]
-    assert [r.json()["content"] for r in others] == [r.json()["content"] for r in alone]
+    alone = [srv.post("/completion", {"prompt": p, "n_predict": 8, "n_probs": 2, "temperature": 0,
+                                      "cache_prompt": False}) for p in prompts[1:]]
+    for r, ref in zip(others, alone, strict=True):
+        assert_same_greedy(probs(r.json()), probs(ref.json()), Q_CLOSE, Q_TIE)
     assert "finds no room in the KV cache: it waits" in srv.log()
 
 
@@ -220,7 +236,8 @@ def test_prompts_that_overfill_the_pool_together_take_turns(make_server: StartSe
     prompts = [" ".join(f"{word} {k}" for k in range(90)) for word in ("apple", "river", "stone", "cloud")]
 
     def ask(prompt: str) -> requests.Response:
-        return srv.post("/completion", {"prompt": prompt, "n_predict": 16, "temperature": 0, "cache_prompt": False})
+        return srv.post("/completion", {"prompt": prompt, "n_predict": 16, "n_probs": 2, "temperature": 0,
+                                        "cache_prompt": False})
 
     with ThreadPoolExecutor(4) as pool:
         together = list(pool.map(ask, prompts))
@@ -229,7 +246,8 @@ def test_prompts_that_overfill_the_pool_together_take_turns(make_server: StartSe
     assert min(n_prompt) > 300 and sum(n_prompt) > 1024, n_prompt
     assert srv.log().count("finds no room in the KV cache: it waits") >= 2
     alone = [ask(p) for p in prompts]
-    assert [r.json()["content"] for r in together] == [r.json()["content"] for r in alone]
+    for r, ref in zip(together, alone, strict=True):
+        assert_same_greedy(probs(r.json()), probs(ref.json()), Q_CLOSE, Q_TIE)
     assert len({r.json()["id_slot"] for r in together}) >= 2
     assert not any(slot["is_processing"] for slot in srv.get("/slots").json())
 
@@ -252,7 +270,7 @@ def test_generations_that_overfill_the_pool_take_turns(make_server: StartServer,
     srv = make_server("-m", f32_model, "-c", "1024", "-t", "2", "-np", "2", "-kvu", *EXACT,
                       *(f32_model if a == "MODEL" else a for a in extra))
     prompts = [" ".join(f"{word} {k}" for k in range(80)) for word in ("apple", "river")]
-    body = {"n_predict": 300, "temperature": 0, "ignore_eos": True, **sampling}
+    body = {"n_predict": 300, "temperature": 0, "ignore_eos": True, "n_probs": 2, **sampling}
 
     together = staggered_streams(srv, [{**body, "prompt": p} for p in prompts])
     log = srv.log()
@@ -263,7 +281,8 @@ def test_generations_that_overfill_the_pool_take_turns(make_server: StartServer,
         final = chunks[-1]
         assert final["stop"] and final["tokens_predicted"] == 300 and not final["truncated"], final
         assert final["timings"]["prompt_n"] + final["timings"]["cache_n"] > 300
-        assert "".join(c["content"] for c in chunks) == ref["content"]
+        if assert_same_greedy(stream_probs(chunks), probs(ref)):
+            assert "".join(c["content"] for c in chunks) == ref["content"]
         if extra:
             assert final["timings"]["draft_n_accepted"] > 0
         if sampling:
