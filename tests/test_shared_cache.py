@@ -27,7 +27,7 @@ import pytest
 import requests
 
 from tests.conftest import REPO, Server, staggered_streams
-from tests.models import smollm2_f32_gguf
+from tests.models import dflash_gguf, eagle3_gguf, mtp_gguf, recurrent_gguf, smollm2_f32_gguf, swa_gguf
 
 StartServer = Callable[..., Server]
 
@@ -287,6 +287,47 @@ def test_generations_that_overfill_the_pool_take_turns(make_server: StartServer,
             assert final["timings"]["draft_n_accepted"] > 0
         if sampling:
             assert re.fullmatch(r"([a-z]+ )*[a-z]*", ref["content"]), ref["content"]
+
+
+def _tiny(kind: str, base: Path) -> tuple[str, ...]:
+    """Flags for a tiny random model of ``kind`` (tests/models.py), with its draft head where it has one."""
+    if kind == "swa":
+        return ("-m", str(swa_gguf(base)))
+    if kind == "jamba":
+        return ("-m", str(recurrent_gguf(base, kind)))
+    if kind == "mtp":
+        return ("-m", str(mtp_gguf(base)), "--spec-type", "draft-mtp")
+    target, draft = eagle3_gguf(base, arch="lfm2") if kind == "eagle3-lfm2" else dflash_gguf(base, kind=kind)
+    spec = "draft-eagle3" if kind == "eagle3-lfm2" else f"draft-{kind}"
+    return ("-m", str(target), "-md", str(draft), "--spec-type", spec)
+
+
+@pytest.mark.parametrize("kind", ["swa", "jamba", "mtp", "eagle3-lfm2", "dflash", "dspark"])
+def test_generations_with_checkpoints_or_a_draft_head_take_turns(make_server: StartServer, model_path: str,
+                                                                 kind: str) -> None:
+    """As above, on models whose memory cannot be cut part-way (sliding window; Jamba's recurrent state beside
+    its attention) and with draft heads that follow the target's states (MTP, EAGLE-3 on the hybrid LFM2,
+    DFlash, DSpark): the stopped generation's memory and its head's KV are built again from its tokens (before,
+    both ended truncated there). Tiny random models (F32, exact): each stream equals its alone run token for
+    token (logprobs within 0.01), and a head drafts as well after the stop as alone (a head that lost what it had read drafts worse:
+    DFlash's acceptance moves by more than half)."""
+    srv = make_server(*_tiny(kind, Path(model_path)), "-c", "1024", "-t", "2", "-np", "2", "-kvu", *EXACT)
+    prompts = [" ".join(f"{word} {k}" for k in range(80)) for word in ("apple", "river")]
+    body = {"n_predict": 300, "temperature": 0, "ignore_eos": True, "n_probs": 2}
+
+    together = staggered_streams(srv, [{**body, "prompt": p} for p in prompts], delay=0.05)  # they run ~1 ms/token
+    log = srv.log()
+    assert "finds no room in the KV cache: it stops until other tasks leave room" in log, log[-3000:]
+    assert "goes on: " in log
+    alone = [srv.post("/completion", {**body, "prompt": p, "cache_prompt": False}).json() for p in prompts]
+    for chunks, ref in zip(together, alone, strict=True):
+        final = chunks[-1]
+        assert final["stop"] and final["tokens_predicted"] == 300 and not final["truncated"], final
+        if assert_same_greedy(stream_probs(chunks), probs(ref)):
+            assert "".join(c["content"] for c in chunks) == ref["content"]
+        accepted, ref_accepted = final["timings"].get("draft_n_accepted"), ref["timings"].get("draft_n_accepted")
+        if ref_accepted is not None:
+            assert ref_accepted > 0 and abs(accepted - ref_accepted) <= 0.1 * ref_accepted + 3, (final, ref)
 
 
 def test_a_stopped_generation_whose_client_leaves_frees_its_slot(make_server: StartServer, model_path: str) -> None:

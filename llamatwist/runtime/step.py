@@ -514,10 +514,9 @@ class Step:
 
     def _victim(self, busy: list[Slot]) -> Slot | None:
         """The generation to stop when a batch of generations finds no room: the one started last, while others
-        hold cells; None otherwise, or when a generation cannot be decoded again from its tokens (and its media
-        chunks, which are encoded again): a draft head's or context checkpoints' states would be missing."""
-        if self._head is not None or self._cache.checkpoints is not None:
-            return None
+        hold cells; None otherwise. Decoding its tokens again (its media chunks encoded again) rebuilds all it
+        had: a recurrent state or sliding window (with new context checkpoints) and a draft head's KV, which
+        follows every target decode, a resume's too."""
         if not (len(busy) > 1 or any(s.busy and s not in busy and s.n_cells for s in self._slots)):
             return None
         return max(busy, key=lambda s: s.t_start)
