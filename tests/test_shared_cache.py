@@ -255,6 +255,26 @@ def test_prompts_that_overfill_the_pool_together_take_turns(make_server: StartSe
 WORDS = 'root ::= ([a-z]+ " ")+'
 
 
+def _overfill_the_pool(srv: Server, sampling: dict[str, Any] | None = None,
+                       delay: float = 0.5) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Two 300-token greedy streams after 330-token prompts, the second ``delay`` s after the first, in a 1024-cell
+    pool they overfill: one stops and goes on (the log says so); both reach their 300 tokens untruncated with
+    what each gets alone (`assert_same_greedy`). Each one's final event and its alone response."""
+    prompts = [" ".join(f"{word} {k}" for k in range(80)) for word in ("apple", "river")]
+    body = {"n_predict": 300, "temperature": 0, "ignore_eos": True, "n_probs": 2, **(sampling or {})}
+    together = staggered_streams(srv, [{**body, "prompt": p} for p in prompts], delay=delay)
+    log = srv.log()
+    assert "finds no room in the KV cache: it stops until other tasks leave room" in log, log[-3000:]
+    assert "goes on: " in log
+    alone = [srv.post("/completion", {**body, "prompt": p, "cache_prompt": False}).json() for p in prompts]
+    for chunks, ref in zip(together, alone, strict=True):
+        final = chunks[-1]
+        assert final["stop"] and final["tokens_predicted"] == 300 and not final["truncated"], final
+        if assert_same_greedy(stream_probs(chunks), probs(ref)):
+            assert "".join(c["content"] for c in chunks) == ref["content"]
+    return [(chunks[-1], ref) for chunks, ref in zip(together, alone, strict=True)]
+
+
 @pytest.mark.parametrize(("extra", "sampling"), [
     ((), {}),
     (("-md", "MODEL", "--spec-type", "draft-simple"), {}),
@@ -269,20 +289,8 @@ def test_generations_that_overfill_the_pool_take_turns(make_server: StartServer,
     stopped one goes too, and both still draft; a grammar's and the penalties' state go on where they were."""
     srv = make_server("-m", f32_model, "-c", "1024", "-t", "2", "-np", "2", "-kvu", *EXACT,
                       *(f32_model if a == "MODEL" else a for a in extra))
-    prompts = [" ".join(f"{word} {k}" for k in range(80)) for word in ("apple", "river")]
-    body = {"n_predict": 300, "temperature": 0, "ignore_eos": True, "n_probs": 2, **sampling}
-
-    together = staggered_streams(srv, [{**body, "prompt": p} for p in prompts])
-    log = srv.log()
-    assert "finds no room in the KV cache: it stops until other tasks leave room" in log, log[-3000:]
-    assert "goes on: " in log
-    alone = [srv.post("/completion", {**body, "prompt": p, "cache_prompt": False}).json() for p in prompts]
-    for chunks, ref in zip(together, alone, strict=True):
-        final = chunks[-1]
-        assert final["stop"] and final["tokens_predicted"] == 300 and not final["truncated"], final
+    for final, ref in _overfill_the_pool(srv, sampling):
         assert final["timings"]["prompt_n"] + final["timings"]["cache_n"] > 300
-        if assert_same_greedy(stream_probs(chunks), probs(ref)):
-            assert "".join(c["content"] for c in chunks) == ref["content"]
         if extra:
             assert final["timings"]["draft_n_accepted"] > 0
         if sampling:
@@ -309,22 +317,10 @@ def test_generations_with_checkpoints_or_a_draft_head_take_turns(make_server: St
     its attention) and with draft heads that follow the target's states (MTP, EAGLE-3 on the hybrid LFM2,
     DFlash, DSpark): the stopped generation's memory and its head's KV are built again from its tokens (before,
     both ended truncated there). Tiny random models (F32, exact): each stream equals its alone run token for
-    token (logprobs within 0.01), and a head drafts as well after the stop as alone (a head that lost what it had read drafts worse:
-    DFlash's acceptance moves by more than half)."""
+    token (logprobs within 0.01), and a head drafts as well after the stop as alone (a head that lost what it had
+    read drafts otherwise: DFlash's acceptance moves by more than half)."""
     srv = make_server(*_tiny(kind, Path(model_path)), "-c", "1024", "-t", "2", "-np", "2", "-kvu", *EXACT)
-    prompts = [" ".join(f"{word} {k}" for k in range(80)) for word in ("apple", "river")]
-    body = {"n_predict": 300, "temperature": 0, "ignore_eos": True, "n_probs": 2}
-
-    together = staggered_streams(srv, [{**body, "prompt": p} for p in prompts], delay=0.05)  # they run ~1 ms/token
-    log = srv.log()
-    assert "finds no room in the KV cache: it stops until other tasks leave room" in log, log[-3000:]
-    assert "goes on: " in log
-    alone = [srv.post("/completion", {**body, "prompt": p, "cache_prompt": False}).json() for p in prompts]
-    for chunks, ref in zip(together, alone, strict=True):
-        final = chunks[-1]
-        assert final["stop"] and final["tokens_predicted"] == 300 and not final["truncated"], final
-        if assert_same_greedy(stream_probs(chunks), probs(ref)):
-            assert "".join(c["content"] for c in chunks) == ref["content"]
+    for final, ref in _overfill_the_pool(srv, delay=0.05):  # these run ~1 ms a token
         accepted, ref_accepted = final["timings"].get("draft_n_accepted"), ref["timings"].get("draft_n_accepted")
         if ref_accepted is not None:
             assert ref_accepted > 0 and abs(accepted - ref_accepted) <= 0.1 * ref_accepted + 3, (final, ref)
