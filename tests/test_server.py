@@ -277,6 +277,13 @@ def test_prompt_cache_reuse(server: Server) -> None:
     assert again["timings"]["prompt_n"] < again["tokens_evaluated"]
 
 
+def test_an_id_slot_past_the_last_slot_wraps_around(server: Server) -> None:
+    """llama-server takes slot ``id_slot % n_slots`` (before, such a request waited for its slot forever)."""
+    for asked, taken in ((4, 0), (6, 2), (9, 1)):
+        r = server.post("/completion", {"prompt": "Hello", "n_predict": 2, "id_slot": asked})
+        assert r.status_code == 200 and r.json()["id_slot"] == taken, r.text
+
+
 # -- tokenize ------------------------------------------------------------
 
 def test_tokenize_detokenize_round_trip(server: Server) -> None:

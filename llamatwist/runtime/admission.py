@@ -115,8 +115,8 @@ class Admission:
 
     def _choose_slot(self, task: CompletionTask) -> Slot | None:
         free = [s for s in self._slots if not s.busy]
-        if task.params.id_slot >= 0:
-            return next((s for s in free if s.id == task.params.id_slot), None)
+        if task.params.id_slot >= 0:  # past the last slot it wraps around, as llama-server's get_slot_by_id
+            return next((s for s in free if s.id == task.params.id_slot % len(self._slots)), None)
         if not free:
             return None
         sps = self._spec.slot_prompt_similarity
