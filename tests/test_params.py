@@ -69,6 +69,9 @@ def test_prompt_shapes() -> None:
     assert parse_prompts({"prompt": [1, "mixed", 3]}) == [[1, "mixed", 3]]
     assert parse_prompts({"prompt": ["a", "b"]}) == [["a"], ["b"]]
     assert parse_prompts({"prompt": [[1, 2], "b"]}) == [[1, 2], ["b"]]
+    for bad in (5, True, 2.5, [[]], [{}]):  # a bare token id is no prompt (llama-server: a 400 too)
+        with pytest.raises(InvalidRequest, match="'prompt'"):
+            parse_prompts({"prompt": bad})
 
 
 def test_json_body() -> None:
@@ -87,6 +90,9 @@ def test_tokenize_and_detokenize_bodies() -> None:
         parse_tokenize({})
     with pytest.raises(InvalidRequest):
         parse_tokenize({"content": "x", "add_special": "yes"})
+    with pytest.raises(InvalidRequest, match="'content' must be"):
+        parse_tokenize({"content": 5})  # llama-server: a 500
+    assert parse_tokenize({"content": [5]}).content == [5]
     assert parse_detokenize({"tokens": [1, 2]}) == [1, 2]
     with pytest.raises(InvalidRequest):
         parse_detokenize({"tokens": "1 2"})

@@ -11,7 +11,7 @@ from typing import Any
 
 from llamatwist.api.errors import InvalidRequest
 from llamatwist.chat import RenderedChat, render_chat, select_template, template_roles
-from llamatwist.chat.template import AnyTemplate
+from llamatwist.chat.template import AnyTemplate, ChatTemplate, TemplateCaps, TemplateError
 from llamatwist.config import ServerConfig
 
 __all__ = ["ChatFormatter", "ReasoningDefaults", "add_system_prompt", "build_formatter"]
@@ -60,6 +60,17 @@ class ChatFormatter:
     @property
     def is_jinja(self) -> bool:
         return bool(getattr(self.template, "is_jinja", False))
+
+    @cached_property
+    def caps(self) -> dict[str, bool]:
+        """llama-server's /props ``chat_template_caps``: the Jinja template's, a built-in's source parsed as one."""
+        template: Any = self.template
+        if not isinstance(template, ChatTemplate) and self.source:
+            try:
+                template = ChatTemplate(self.source)
+            except TemplateError:
+                template = None
+        return (template.caps if isinstance(template, ChatTemplate) else TemplateCaps()).as_map()
 
     @cached_property
     def may_think(self) -> bool:

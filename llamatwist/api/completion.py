@@ -68,10 +68,11 @@ def generation_settings(p: GenerationParams, seed: int, options: OutputOptions |
         "n_discard": p.n_discard,
         "ignore_eos": s.ignore_eos,
         "stream": p.stream,
-        # as given: a text key is reported as the text (llama-server lists its tokens)
+        # by token id (api.constraints resolves text keys), as llama-server
         "logit_bias": [*({"bias": _bias(b), "token": t} for t, b in s.logit_bias), *banned],
         "n_probs": p.n_probs,
         "min_keep": s.min_keep,
+        "grammar": p.grammar_text,
         "grammar_lazy": p.grammar_lazy,
         "grammar_triggers": [{"type": k, "value": v, **({"token": t} if k == 0 else {})}
                              for k, v, t in p.grammar_triggers],
@@ -179,7 +180,7 @@ def partial_json(r: PartialResult, index: int, params: GenerationParams) -> dict
     chunk: dict[str, Any] = {
         "index": index,
         "content": r.content,
-        "tokens": r.tokens if params.return_tokens else [],
+        "tokens": r.tokens,  # always, as llama-server's partials (return_tokens fills the final result's)
         "stop": False,
         "id_slot": r.id_slot,
         "tokens_predicted": r.n_decoded,
@@ -201,12 +202,13 @@ async def stream_native(
     """llama-server's native SSE stream: a partial per token, then the final
     result per prompt (projected on ``response_fields``); no [DONE] terminator."""
     sse = SSEStream(request, params.sse_ping_interval)
+    texts = [await ctx.engine.detokenize(p) for p in prompts]  # each final result names its prompt
 
     def partial(index: int, r: PartialResult) -> None:
         sse.send(partial_json(r, index, params))
 
     def final(index: int, r: FinalResult) -> None:
-        sse.send(final_json_fields(ctx, r, index, params, options=options))
+        sse.send(final_json_fields(ctx, r, index, params, texts[index], options))
 
     try:
         await run_tasks(ctx, request, prompts, params, on_partial=partial, on_final=final)

@@ -67,6 +67,7 @@ async def apply_constraint(ctx: ApiContext, body: Mapping[str, Any], params: Gen
     or schema error), made lazy by ``grammar_lazy``/``grammar_triggers``, and its ``preserved_tokens``.
     Compiling takes ~0.1 s, so it runs in the thread pool."""
     spec = constraint_spec(body, ctx.default_constraint)
+    params = await _token_biases(ctx, params)
     preserved = params.preserved_tokens | await _preserved_tokens(ctx, body.get("preserved_tokens"))
     lazy = body.get("grammar_lazy")
     if lazy is not None and not isinstance(lazy, bool):
@@ -87,7 +88,23 @@ async def apply_constraint(ctx: ApiContext, body: Mapping[str, Any], params: Gen
                                   tokenizer.tokenize)
     except ConstraintError as exc:
         raise InvalidRequest(str(exc)) from None
-    return dataclasses.replace(params, constraint=factory)
+    return dataclasses.replace(params, constraint=factory, grammar_text=spec.text)
+
+
+async def _token_biases(ctx: ApiContext, params: GenerationParams) -> GenerationParams:
+    """``params`` with logit_bias by token id, as llama-server lists them in generation_settings: a text key
+    becomes every token of its tokenization, an id outside the vocabulary goes."""
+    biases = params.sampler.logit_bias
+    if all(isinstance(key, int) and ctx.engine.valid_token(key) for key, _ in biases):
+        return params
+    resolved: list[tuple[int | str, float]] = []
+    for key, bias in biases:
+        if isinstance(key, str):
+            resolved.extend((t, bias) for t in await ctx.engine.tokenize([key], False, False))
+        elif ctx.engine.valid_token(key):
+            resolved.append((key, bias))
+    sampler = dataclasses.replace(params.sampler, logit_bias=tuple(resolved))
+    return dataclasses.replace(params, sampler=sampler)
 
 
 async def _tokens(ctx: ApiContext, text: str) -> tuple[int, ...]:

@@ -8,7 +8,6 @@ import functools
 import json
 import logging
 import math
-import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -52,9 +51,9 @@ class ApiContext:
 
     @property
     def model_alias(self) -> str:
-        # llama-server: the first -a alias, else the file name
+        # llama-server: the first -a alias, else the -hf or -dr repo as given, else the model path
         aliases = self.config.aliases
-        return aliases[0] if aliases else os.path.basename(self.model_path)
+        return aliases[0] if aliases else self.config.hf_repo or self.config.docker_repo or self.model_path
 
     def require_ready(self) -> LoadedModel:
         if self.engine.state is not EngineState.READY or self.engine.loaded is None:

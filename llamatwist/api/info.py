@@ -14,7 +14,7 @@ from llamatwist import __version__
 from llamatwist.api.completion import generation_settings
 from llamatwist.api.errors import InvalidRequest, NotSupported
 from llamatwist.api.http import ApiContext, handler, read_json, send_json
-from llamatwist.api.params import generation_params
+from llamatwist.api.params import OutputOptions, generation_params
 from llamatwist.config import ServerConfig
 from llamatwist.engine.model import backend_name, devices, offloaded_layers
 from llamatwist.media import MEDIA_MARKER
@@ -57,12 +57,17 @@ def _offload(config: ServerConfig, loaded: LoadedModel) -> dict[str, Any]:
     }
 
 
+# the output parser's settings /props lists: those of a request that names none (llama-server's defaults)
+PROPS_OUTPUT = OutputOptions(reasoning_format="none")
+
+
 def register(app: Klein, ctx: ApiContext) -> None:
     def model_info(loaded: LoadedModel) -> dict[str, Any]:
         info = loaded.info
         return {
             "id": ctx.model_alias,
-            "aliases": sorted(set(ctx.config.aliases)),  # a set in llama-server
+            # a set in llama-server, which names the model itself when no -a is given
+            "aliases": sorted(set(ctx.config.aliases or (ctx.model_alias,))),
             "tags": list(ctx.config.model_tags),
             "object": "model",
             "created": int(time.time()),
@@ -75,6 +80,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
                 "n_embd": info.n_embd,
                 "n_params": info.n_params,
                 "size": info.size,
+                "ftype": info.ftype,
             },
         }
 
@@ -92,17 +98,21 @@ def register(app: Klein, ctx: ApiContext) -> None:
         defaults = generation_params({}, ctx.config.sampling)
         return send_json(request, {
             "default_generation_settings": {
-                "params": generation_settings(defaults, defaults.sampler.seed, eog=loaded.eog),
+                # the full form (llama-server's /props gives a shorter one), with its parser entries
+                "params": generation_settings(defaults, defaults.sampler.seed, PROPS_OUTPUT, loaded.eog),
                 "n_ctx": loaded.n_ctx_slot,
             },
             "total_slots": loaded.n_slots,
             "model_alias": ctx.model_alias,
+            "model_ftype": loaded.info.ftype,
             "model_path": ctx.model_path,
             "modalities": {"vision": loaded.vision, "video": loaded.video, "audio": loaded.audio},
             "media_marker": MEDIA_MARKER,
             "endpoint_slots": ctx.config.slots,
             "endpoint_props": ctx.config.endpoint_props,
             "endpoint_metrics": ctx.config.metrics,
+            "ui": ctx.config.webui,
+            "chat_template_caps": ctx.chat_formatter.caps if ctx.chat_formatter else {},
             "chat_template": ctx.chat_formatter.source if ctx.chat_formatter else (loaded.chat_template or ""),
             "bos_token": ctx.engine.token_piece(loaded.bos).decode("utf-8", "replace") if loaded.bos >= 0 else "",
             "eos_token": ctx.engine.token_piece(loaded.eos).decode("utf-8", "replace") if loaded.eos >= 0 else "",

@@ -372,8 +372,6 @@ def _prompt_part(v: Any) -> list[str | int] | None:
     """One prompt from a JSON value, or None when ``v`` is not a single prompt."""
     if isinstance(v, str):
         return [v]
-    if _is_token(v):
-        return [v]
     if isinstance(v, list) and all(isinstance(x, str) or _is_token(x) for x in v):
         # A list of strings only is several prompts (llama-server); a list with
         # any token id is one mixed prompt.
@@ -486,7 +484,7 @@ def parse_prompts(body: Mapping[str, Any], field: str = "prompt", content_parts:
         if not v:
             raise InvalidRequest(f"'{field}' must not be empty")
         return [_subprompt(field, item, content_parts) for item in v]
-    if isinstance(v, (str, list, dict)) or _is_token(v):
+    if isinstance(v, (str, list, dict)):  # a bare token id is not a prompt (llama-server: a 400)
         return [_subprompt(field, v, content_parts)]
     raise InvalidRequest(
         f"'{field}' must be a string, an array of token ids, an object with 'prompt_string', or an array of those"

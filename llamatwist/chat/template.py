@@ -130,17 +130,59 @@ class TemplateCaps:
     supports_system_role: bool = True
     supports_object_arguments: bool = False
     reacts_to_enable_thinking: bool = False
+    supports_tools: bool = True
+    supports_tool_calls: bool = True
+    supports_parallel_tool_calls: bool = True
+    supports_preserve_reasoning: bool = False  # reasoning_content deeper in the history is kept
+    supports_reasoning_effort: bool = False
+
+    def as_map(self) -> dict[str, bool]:
+        """llama-server's /props ``chat_template_caps``."""
+        return {name: getattr(self, name) for name in sorted(_LLAMA_CAPS)}
 
 
+_LLAMA_CAPS = ("supports_object_arguments", "supports_parallel_tool_calls", "supports_preserve_reasoning",
+               "supports_reasoning_effort", "supports_string_content", "supports_system_role", "supports_tool_calls",
+               "supports_tools", "supports_typed_content")
 _STRING_MARKER = "STRING_MARKER_c4f1"
 _TYPED_MARKER = "TYPED_MARKER_c4f1"
 _SYSTEM_MARKER = "SYSTEM_MARKER_c4f1"
 _ARG_MARKER = "ARG_MARKER_c4f1"
+_TOOL_MARKER = "TOOL_MARKER_c4f1"  # the offered tool's name
+_CALL_MARKERS = ("CALL_MARKER_c4f1", "CALL2_MARKER_c4f1")  # the names of the history's tool calls
+_REASONING_MARKER = "REASONING_MARKER_c4f1"
 
 
 def _prints_part_structure(text: str) -> bool:
     # A template that prints the parts list itself (as a string or as JSON) does not handle typed content.
     return "'type'" in text or '"type"' in text
+
+
+_PROBE_TOOL = {
+    "type": "function",
+    "function": {
+        "name": _TOOL_MARKER,
+        "description": "Tool description",
+        "parameters": {
+            "type": "object",
+            "properties": {"arg": {"type": "string", "description": "Arg description"}},
+            "required": ["arg"],
+        },
+    },
+}
+
+
+def _tool_conversation(n_calls: int, arguments: Any) -> list[dict[str, Any]]:
+    """llama.cpp's tool probes: a turn with ``n_calls`` calls (each named by its marker), a tool reply, a reply."""
+    calls = [{"id": f"call0000{i + 1}", "type": "function",
+              "function": {"name": _CALL_MARKERS[i], "arguments": copy.deepcopy(arguments)}} for i in range(n_calls)]
+    return [
+        {"role": "user", "content": "User message"},
+        {"role": "assistant", "content": "", "tool_calls": calls},
+        {"role": "tool", "content": "Tool response", "tool_call_id": "call00001"},
+        {"role": "assistant", "content": "The tool response was 'tool response'"},
+        {"role": "user", "content": "User message"},
+    ]
 
 
 # --- templates ---------------------------------------------------------------------------------------------
@@ -216,12 +258,13 @@ class ChatTemplate:
             raise TemplateError(describe_render_error(exc)) from None
 
     def _probe(
-        self, messages: list[dict[str, Any]], *, tools: list[Any] | None = None, enable_thinking: bool | None = None
+        self, messages: list[dict[str, Any]], *, tools: list[Any] | None = None, enable_thinking: bool | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> str | None:
         # Like llama.cpp's probes: empty BOS/EOS texts and a defined (by default empty) tools list.
-        extra = {"tools": tools or [], "bos_token": "", "eos_token": ""}
+        context = {"tools": tools or [], "bos_token": "", "eos_token": "", **(extra or {})}
         try:
-            return self.render(messages, extra=extra, enable_thinking=enable_thinking)
+            return self.render(messages, extra=context, enable_thinking=enable_thinking)
         except TemplateError:
             return None
 
@@ -237,44 +280,35 @@ class ChatTemplate:
         system_out = self._probe(
             [{"role": "system", "content": _SYSTEM_MARKER}, {"role": "user", "content": "User message"}]
         )
-        tool_conversation: list[dict[str, Any]] = [
-            {"role": "user", "content": "User message"},
-            {
-                "role": "assistant",
-                "content": "",
-                "tool_calls": [
-                    {
-                        "id": "call00001",
-                        "type": "function",
-                        "function": {"name": "tool1", "arguments": {"arg": _ARG_MARKER}},
-                    }
-                ],
-            },
-            {"role": "tool", "content": "Tool response", "tool_call_id": "call00001"},
-            {"role": "assistant", "content": "The tool response was 'tool response'"},
-            {"role": "user", "content": "User message"},
-        ]
-        tool = {
-            "type": "function",
-            "function": {
-                "name": "tool1",
-                "description": "Tool description",
-                "parameters": {
-                    "type": "object",
-                    "properties": {"arg": {"type": "string", "description": "Arg description"}},
-                    "required": ["arg"],
-                },
-            },
-        }
-        tool_out = self._probe(tool_conversation, tools=[tool])
+        object_out = self._probe(_tool_conversation(1, {"arg": _ARG_MARKER}), tools=[_PROBE_TOOL])
+        # arguments printed as a Python dict (str() of the object) are not rendered as objects
+        object_args = object_out is not None and _ARG_MARKER in object_out and str({"arg": _ARG_MARKER}) not in object_out
+        tool_out = object_out if object_args else self._probe(
+            _tool_conversation(1, json.dumps({"arg": _ARG_MARKER})), tools=[_PROBE_TOOL])
+        args: Any = {"arg": "value"} if object_args else json.dumps({"arg": "value"})
+        parallel_out = self._probe(_tool_conversation(2, args), tools=[_PROBE_TOOL])
         thinking_on = self._probe([{"role": "user", "content": "test"}], enable_thinking=True)
         thinking_off = self._probe([{"role": "user", "content": "test"}], enable_thinking=False)
+        history = [{"role": "user", "content": "User message"},
+                   {"role": "assistant", "content": "Assistant message", "reasoning_content": _REASONING_MARKER},
+                   {"role": "user", "content": "User message"},
+                   {"role": "assistant", "content": "Assistant message", "reasoning_content": "Reasoning content"},
+                   {"role": "user", "content": "User message"}]
+        preserved = self._probe(history, enable_thinking=True, extra={"preserve_reasoning": True})
+        # llama.cpp sees whether the template reads reasoning_effort; here: whether any level changes the output
+        efforts = [self._probe([{"role": "user", "content": "User message"}], enable_thinking=True,
+                               extra={"reasoning_effort": effort}) for effort in ("low", "high", "max", "none")]
         return TemplateCaps(
             supports_string_content=string,
             supports_typed_content=typed,
             supports_system_role=system_out is not None and _SYSTEM_MARKER in system_out,
-            supports_object_arguments=tool_out is not None and _ARG_MARKER in tool_out and "{'arg'" not in tool_out,
+            supports_object_arguments=object_args,
             reacts_to_enable_thinking=None not in (thinking_on, thinking_off) and thinking_on != thinking_off,
+            supports_tools=tool_out is not None and _TOOL_MARKER in tool_out,
+            supports_tool_calls=tool_out is not None and _CALL_MARKERS[0] in tool_out,
+            supports_parallel_tool_calls=parallel_out is not None and _CALL_MARKERS[1] in parallel_out,
+            supports_preserve_reasoning=preserved is not None and _REASONING_MARKER in preserved,
+            supports_reasoning_effort=len({out for out in efforts if out is not None}) > 1,
         )
 
     def __repr__(self) -> str:

@@ -50,6 +50,7 @@ class ModelInfo:
     has_decoder: bool
     n_cls_out: int
     n_layer: int = 0
+    ftype: str = ""  # the file type's name (llama_ftype_name): "Q4_1", "F32", ...
 
 
 #: -lm/--load-mode names (llama_load_mode)
@@ -386,6 +387,7 @@ class Model:
             has_decoder=lib.llama_model_has_decoder(p),
             n_cls_out=lib.llama_model_n_cls_out(p),
             n_layer=lib.llama_model_n_layer(p),
+            ftype=ffi.string(lib.llama_ftype_name(lib.llama_model_ftype(p))).decode("utf-8", "replace"),
         )
 
     def can_share_kv(self) -> bool:

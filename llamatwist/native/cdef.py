@@ -304,6 +304,8 @@ int32_t llama_model_meta_val_str_by_index(const struct llama_model * model, int3
 int32_t llama_model_desc(const struct llama_model * model, char * buf, size_t buf_size);
 uint64_t llama_model_size(const struct llama_model * model);
 uint64_t llama_model_n_params(const struct llama_model * model);
+enum llama_ftype llama_model_ftype(const struct llama_model * model);
+const char * llama_ftype_name(enum llama_ftype ftype);
 const char * llama_model_chat_template(const struct llama_model * model, const char * name);
 bool llama_model_has_encoder(const struct llama_model * model);
 bool llama_model_has_decoder(const struct llama_model * model);

@@ -57,6 +57,7 @@ class GenerationParams:
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
     # a compiled grammar/JSON-schema constraint (llamatwist.constrain.ConstraintFactory); one instance per slot
     constraint: ConstraintFactory | None = None
+    grammar_text: str = ""  # the constraint's grammar, echoed in generation_settings
     # per-request LoRA scales as (adapter id, scale); ids not listed run at 0; None = the server-wide scales
     lora: tuple[tuple[int, float], ...] | None = None
     timings_per_token: bool = False  # every streamed partial carries timings, not only the last

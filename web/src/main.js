@@ -101,11 +101,13 @@ async function errorMessage(res) {
   }
 }
 
-/** The model and its context size in the header (name: router mode's, as the picker shows it). */
+/** The model and its context size in the header (name: router mode's, as the picker shows it; a model
+ * named by its file path, as llama-server names one without -a, shows the file's name). */
 function showProps(name = state.props.model_alias ?? 'model') {
   const el = $('#model')
   const nCtx = state.props.default_generation_settings?.n_ctx
-  el.textContent = `${name}${nCtx ? ` · ctx ${nCtx}` : ''}`
+  const shown = /\.gguf$/i.test(name) ? name.split(/[\\/]/).pop() : name
+  el.textContent = `${shown}${nCtx ? ` · ctx ${nCtx}` : ''}`
   el.title = state.props.model_path ?? ''
 }
 

@@ -63,6 +63,9 @@ async function ignoreEos(page) {
 // The page has read /props (and so knows whether the server takes images).
 async function ready(page) {
   await page.getByTestId('model').filter({ hasText: 'ctx' }).waitFor({ timeout: TIMEOUT })
+  // /props names a model without -a by its path (as llama-server); the header shows the file's name
+  const header = await page.getByTestId('model').textContent()
+  assert(!header.includes('/'), `the header shows the model file's name, not its path (${header})`)
 }
 
 // A tool's parameters with every string property at most 12 characters long.

@@ -119,6 +119,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
 
         def final(index: int, r: FinalResult) -> None:
             chunk = text_chunk(index, "", None, finish_reason(r.stop_type))
+            chunk["usage"] = usage([r], 1)  # llama-server's last chunk of each choice carries its usage
             chunk["timings"] = r.timings.to_json()
             if verbose:
                 chunk["__verbose"] = final_json_fields(ctx, r, index, req.params)

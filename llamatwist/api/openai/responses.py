@@ -343,7 +343,7 @@ async def _stream(
         done = {**head, **finish_fields(r), "output": output.output, "usage": usage_json(r)}
         keep(output.output)
         kind = "response.completed" if done["status"] == "completed" else "response.incomplete"
-        send([output.event(kind, response=done)])
+        send([output.event(kind, response=done, timings=r.timings.to_json())])  # timings: llama-server's too
 
     try:
         await run_tasks(ctx, request, prepared.prompts, prepared.req.params, on_partial=partial, on_final=final)

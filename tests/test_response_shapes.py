@@ -1,0 +1,141 @@
+"""Responses shaped as llama-server's: the same requests to llamatwist and to the pinned llama-server (same
+model, same flags), and every key llama-server's answer has (its path through objects and arrays, and the
+JSON type at its end) is in llamatwist's too. llamatwist may add keys (OpenAI's legacy logprob arrays,
+/props' offload report, the draft settings echoed in generation_settings); it may not leave one out. Where
+the values are facts about the model or the request (its name, file type, template capabilities, the
+grammar and biases echoed), they must be equal too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO, Server
+
+ARGS = ("-np", "2", "-c", "2048", "-t", "2", "--jinja")
+GRAMMAR = 'root ::= "yes" | "no"'
+MESSAGES = [{"role": "user", "content": "Say hi"}]
+
+# "STREAM": its events, all of them as one answer
+REQUESTS: list[tuple[str, str, dict[str, Any] | None]] = [
+    ("GET", "/props", None),
+    ("GET", "/v1/models", None),
+    ("GET", "/models", None),
+    ("POST", "/completion", {"prompt": "Once upon a time", "n_predict": 4, "n_probs": 2}),
+    ("POST", "/completion", {"prompt": "Once upon a time", "n_predict": 4, "grammar": GRAMMAR}),
+    ("POST", "/completion", {"prompt": "Once upon a time", "n_predict": 4, "json_schema": {"type": "object"}}),
+    ("POST", "/completion", {"prompt": "Once upon a time", "n_predict": 4,
+                             "logit_bias": [["Hello world", -1.0], [17, 2.0], [10**7, 1.0]]}),
+    ("POST", "/completion", {"prompt": ["Once", "Twice"], "n_predict": 2}),
+    ("POST", "/v1/completions", {"prompt": "Once upon a time", "max_tokens": 4, "logprobs": 2}),
+    ("POST", "/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 4, "logprobs": True, "top_logprobs": 2}),
+    ("POST", "/v1/messages", {"model": "x", "max_tokens": 4, "messages": MESSAGES}),
+    ("POST", "/v1/responses", {"model": "x", "input": "Say hi", "max_output_tokens": 96}),
+    ("POST", "/tokenize", {"content": "Hello world", "with_pieces": True}),
+    ("POST", "/apply-template", {"messages": MESSAGES}),
+    ("STREAM", "/completion", {"prompt": "Once upon a time", "n_predict": 4, "n_probs": 2}),
+    ("STREAM", "/v1/completions", {"prompt": "Once upon a time", "max_tokens": 4}),
+    ("STREAM", "/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 4}),
+    ("STREAM", "/v1/messages", {"model": "x", "max_tokens": 4, "messages": MESSAGES}),
+    ("STREAM", "/v1/responses", {"model": "x", "input": "Say hi", "max_output_tokens": 96}),
+]
+
+
+def paths(value: Any, prefix: str = "") -> Iterator[str]:
+    """Every key path of a JSON value, ending in its JSON type (arrays: the paths of all their elements)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from paths(item, f"{prefix}/{key}")
+    elif isinstance(value, list):
+        yield f"{prefix}[]"
+        for item in value:
+            yield from paths(item, f"{prefix}[]")
+    else:
+        kind = {bool: "bool", int: "number", float: "number", str: "string", type(None): "null"}[type(value)]
+        yield f"{prefix}:{kind}"
+
+
+@pytest.fixture(scope="module")
+def answers(model_path: str, llama_server: list[str]) -> Iterator[list[tuple[Any, Any]]]:
+    ours, theirs = Server(["-m", model_path, *ARGS]), Server(["-m", model_path, *ARGS], command=llama_server)
+    try:
+        out = []
+        for method, path, body in REQUESTS:
+            pair = []
+            for srv in (ours, theirs):
+                if method == "STREAM":
+                    pair.append(srv.stream(path, {**(body or {}), "temperature": 0}))
+                    continue
+                r = srv.get(path) if method == "GET" else srv.post(path, {**(body or {}), "temperature": 0})
+                assert r.status_code == 200, (srv.command, path, r.text)
+                pair.append(r.json())
+            out.append((pair[0], pair[1]))
+        yield out
+    finally:
+        ours.stop()
+        theirs.stop()
+
+
+@pytest.mark.parametrize("i", range(len(REQUESTS)), ids=[f"{m} {p} {i}" for i, (m, p, _) in enumerate(REQUESTS)])
+def test_every_key_of_llama_servers_answer_is_there(answers: list[tuple[Any, Any]], i: int) -> None:
+    ours, theirs = answers[i]
+    missing = set(paths(theirs)) - set(paths(ours))
+    assert not missing, sorted(missing)
+
+
+def test_the_model_is_named_and_described_alike(answers: list[tuple[Any, Any]]) -> None:
+    (props, their_props), (models, their_models) = answers[0], answers[1]
+    for key in ("model_alias", "model_path", "model_ftype", "chat_template_caps", "total_slots"):
+        assert props[key] == their_props[key], key
+    assert props["default_generation_settings"]["params"].keys() >= their_props["default_generation_settings"][
+        "params"].keys()
+    ours, theirs = models["data"][0], their_models["data"][0]
+    assert (ours["id"], ours["aliases"], ours["meta"]["ftype"]) == (theirs["id"], theirs["aliases"],
+                                                                     theirs["meta"]["ftype"])
+    assert ours["id"].endswith(".gguf") and ours["meta"]["ftype"] == "Q4_1"  # the path, as llama-server
+    completion, their_completion = answers[3]
+    assert completion["model"] == their_completion["model"] == ours["id"]
+
+
+def test_generation_settings_echo_the_grammar_and_the_biases_by_token(answers: list[tuple[Any, Any]]) -> None:
+    grammar = answers[4][0]["generation_settings"]
+    assert grammar["grammar"] == answers[4][1]["generation_settings"]["grammar"] == GRAMMAR
+    schema = answers[5][0]["generation_settings"]["grammar"]
+    assert schema.startswith("%llguidance") and '{"type": "object"}' in schema  # llama-server: its GBNF
+    biases = answers[6][0]["generation_settings"]["logit_bias"]
+    assert biases == answers[6][1]["generation_settings"]["logit_bias"]  # the text's tokens, no unknown id
+    assert len(biases) == 3 and {"bias": 2.0, "token": 17} in biases
+    assert answers[3][0]["generation_settings"]["grammar"] == ""
+
+
+# The pinned llama.cpp's caps probe sees which values a template *reads*; llamatwist's renders and looks for
+# markers in the output. They part where a template iterates content blocks without indexing them (llama.cpp
+# then says no typed content).
+CAPS_DIFFER = {"LFM2.5-8B-A1B.jinja": {"supports_typed_content"},
+               "mistralai-Ministral-3-14B-Reasoning-2512.jinja": {"supports_typed_content"}}
+
+
+def test_chat_template_caps_match_llama_servers_on_every_pinned_template(model_path: str,
+                                                                          llama_server: list[str]) -> None:
+    """/props' chat_template_caps for each of llama.cpp's models/templates, from llama-server and from
+    llamatwist's own probes (tool calls, parallel calls, object arguments, preserved reasoning, effort...)."""
+    from llamatwist.chat.template import ChatTemplate
+
+    templates = sorted((REPO / "third_party" / "llama.cpp" / "models" / "templates").glob("*.jinja"))
+    assert len(templates) > 50
+    differ = {}
+    for path in templates:
+        srv = Server(["-m", model_path, "-c", "256", "-np", "1", "--jinja", "--chat-template-file", str(path),
+                      "--no-warmup"], command=llama_server)
+        try:
+            theirs = srv.get("/props").json()["chat_template_caps"]
+        finally:
+            srv.stop()
+        ours = ChatTemplate(path.read_text()).caps.as_map()
+        keys = {k for k in theirs if theirs[k] != ours.get(k)}
+        if keys != CAPS_DIFFER.get(path.name, set()):
+            differ[path.name] = {k: (theirs[k], ours.get(k)) for k in keys}
+    assert not differ, differ
