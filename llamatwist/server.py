@@ -463,10 +463,12 @@ def make_service(config: ServerConfig, reactor: Any = None) -> ServerService:
                 loaded.add_bos, loaded.add_eos,
             )
         except TemplateError as exc:
+            if config.embeddings or config.reranking:  # nothing is generated: the template only shows in /props
+                log.warning("chat template: %s", exc)
+                return
             raise EngineError(f"chat template: {exc}") from None
 
-    if not (config.embeddings or config.reranking):
-        engine.ready_hooks.append(prepare_chat)
+    engine.ready_hooks.append(prepare_chat)  # an embedding server lists its template in /props too
     resource = SecureResource(
         build_app(ctx).resource(),
         SecurityPolicy.from_config(config),

@@ -28,8 +28,9 @@ PERSON = {
 CHECKER = jsonschema.Draft202012Validator(PERSON, format_checker=jsonschema.FormatChecker())
 # Every string, number and array of PERSON is bounded, so the grammar completes within a known number of tokens
 # whatever the model picks (its picks depend on the CPU's SIMD path): ~40 of structure and 63 characters of
-# values, each at worst a 6-character \u escape.
-PERSON_TOKENS = 400
+# values, each at worst a 6-character \u escape, and the whitespace between tokens (at most two newlines and
+# 20 spaces in each of ~30 places).
+PERSON_TOKENS = 520
 
 
 @pytest.mark.parametrize("temperature, seed", [(0.0, 0), (0.8, 1), (0.8, 2), (1.5, 3)])
@@ -121,3 +122,39 @@ def test_server_wide_json_schema_flag(make_server: Any, model_path: str, tmp_pat
     CHECKER.validate(json.loads(body["content"]))
     free = srv.post("/completion", {"prompt": "Answer:", "n_predict": 4, "grammar": 'root ::= "ok"'}).json()
     assert free["content"] == "ok"  # a request's own constraint replaces the server default
+
+
+JSON_CASES: list[tuple[str, dict[str, Any]]] = [
+    ("/v1/chat/completions", {"response_format": {"type": "json_object"}, "max_tokens": 8}),
+    ("/v1/chat/completions", {"response_format": {"type": "json_schema", "json_schema": {"schema": {
+        "type": "object", "properties": {"city": {"type": "string"}, "temp": {"type": "integer"}},
+        "required": ["city", "temp"]}}}, "max_tokens": 40}),
+    ("/completion", {"prompt": "A JSON list of three fruits:", "json_schema": {"type": "array", "items": {"type": "string"}},
+                     "n_predict": 40}),
+    ("/completion", {"prompt": "Person as JSON:", "n_predict": 8, "json_schema": {
+        "type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}}}}),
+]
+
+
+def test_json_output_is_llama_servers(model_path: str, llama_server: list[str]) -> None:
+    """JSON constraints leave a model the whitespace llama.cpp's grammars do (nothing, a space, or up to two
+    newlines and 20 spaces or tabs between tokens), so greedy JSON is llama-server's, character for character.
+    With no room for "{\n", SmolLM2 wrote "{}" for a json_object and "[]" for a list of three fruits."""
+    args = ["-m", model_path, "-np", "1", "-c", "2048", "-t", "2", "--jinja"]
+    messages = [{"role": "user", "content": "What is the weather in Paris? Answer in JSON."}]
+    texts = []
+    for srv in (Server(args), Server(args, command=llama_server)):
+        try:
+            out = []
+            for path, body in JSON_CASES:
+                extra = {"messages": messages} if path.startswith("/v1/chat") else {}
+                r = srv.post(path, {**body, **extra, "temperature": 0})
+                assert r.status_code == 200, r.text
+                j = r.json()
+                out.append(j["choices"][0]["message"]["content"] if "choices" in j else j["content"])
+            texts.append(out)
+        finally:
+            srv.stop()
+    ours, theirs = texts
+    assert ours == theirs
+    assert ours[0].startswith("{\n") and len(json.loads(ours[2])) >= 3

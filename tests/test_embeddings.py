@@ -86,6 +86,17 @@ def test_embedding_errors(minilm_server: Server) -> None:
     assert minilm_server.post("/v1/embeddings", {"input": "still serving"}).status_code == 200
 
 
+def test_an_embedding_server_lists_its_chat_template(minilm_server: Server) -> None:
+    """As llama-server's: /props shows the (fallback ChatML) template and its caps, /apply-template renders it,
+    though nothing is generated."""
+    props = minilm_server.get("/props").json()
+    assert "<|im_start|>" in props["chat_template"] and props["chat_template_caps"]["supports_system_role"]
+    assert props["chat_template_caps"]["supports_tools"] is False
+    r = minilm_server.post("/apply-template", {"messages": [{"role": "user", "content": "Hi"}]})
+    assert r.status_code == 200 and "<|im_start|>user\nHi" in r.json()["prompt"]
+    assert minilm_server.post("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}]}).status_code == 501
+
+
 def test_embeddings_off_without_flag(server: Server) -> None:
     r = server.post("/v1/embeddings", {"input": "x"})
     assert r.status_code == 501

@@ -7,12 +7,13 @@ from typing import Any
 
 __all__ = ["JSON_LAYOUT", "closed_objects", "inline_schema"]
 
-# JSON output layout: compact with a space after separators, no free whitespace. Flexible whitespace lets
-# weak models emit newlines forever; a schema can still opt in with {"x-guidance": {"whitespace_flexible": true}}.
+# JSON output layout: llama.cpp's (json-schema-to-grammar's SPACE_RULE): around every token of the JSON, nothing,
+# one space, or one or two newlines and up to 20 spaces or tabs of indentation. Bounded, so a weak model cannot
+# emit whitespace forever, and free enough that a model writes the JSON it would write unconstrained (with no
+# room for "{\n", SmolLM2 writes "{}" for a json_object): the same output as llama-server's.
 JSON_LAYOUT: dict[str, Any] = {
-    "whitespace_flexible": False,
-    "item_separator": ", ",
-    "key_separator": ": ",
+    "whitespace_flexible": True,
+    "whitespace_pattern": "( |\n{1,2}[ \t]{0,20})?",
 }
 
 # JSON Schema keywords holding subschemas (closed_objects looks only there, never into const/enum values)

@@ -349,7 +349,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
     @app.route("/apply-template", methods=["POST"])
     @handler
     async def apply_template(request: Request) -> Any:
-        loaded = ctx.require_generation()
+        loaded = ctx.require_ready()  # an embedding server renders its template too, as llama-server
         body = read_json(request)
         req = parse_chat(body, ctx.config.sampling, loaded.n_slots, ctx.chat.reasoning.format)
         # media parts show as their markers; the files themselves are not needed for the text
