@@ -64,7 +64,8 @@ def constraint_spec(body: Mapping[str, Any], server_default: ConstraintSpec) -> 
 
 async def apply_constraint(ctx: ApiContext, body: Mapping[str, Any], params: GenerationParams) -> GenerationParams:
     """``params`` with the request's compiled constraint (400 naming a grammar
-    or schema error), made lazy by ``grammar_lazy``/``grammar_triggers``, and its ``preserved_tokens``.
+    or schema error), made lazy by ``grammar_lazy``/``grammar_triggers``, and its ``preserved_tokens``; every
+    route's tokenizing step, so its logit_bias text keys become token ids here too.
     Compiling takes ~0.1 s, so it runs in the thread pool."""
     spec = constraint_spec(body, ctx.default_constraint)
     params = await _token_biases(ctx, params)
