@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["JSON_LAYOUT", "closed_objects", "inline_schema"]
+__all__ = ["COMPACT_JSON_LAYOUT", "JSON_LAYOUT", "closed_objects", "inline_schema"]
 
 # JSON output layout: llama.cpp's (json-schema-to-grammar's SPACE_RULE): around every token of the JSON, nothing,
 # one space, or one or two newlines and up to 20 spaces or tabs of indentation. Bounded, so a weak model cannot
@@ -14,6 +14,15 @@ __all__ = ["JSON_LAYOUT", "closed_objects", "inline_schema"]
 JSON_LAYOUT: dict[str, Any] = {
     "whitespace_flexible": True,
     "whitespace_pattern": "( |\n{1,2}[ \t]{0,20})?",
+}
+
+# Tool-call arguments inside a native format's grammar: compact, with a space after separators. A forced call
+# has to end within the request's max_tokens, and with free whitespace SmolLM2 (DeepSeek-V3.1's format) spends
+# them on newlines around commas (tests/test_tool_choice_forcing.py).
+COMPACT_JSON_LAYOUT: dict[str, Any] = {
+    "whitespace_flexible": False,
+    "item_separator": ", ",
+    "key_separator": ": ",
 }
 
 # JSON Schema keywords holding subschemas (closed_objects looks only there, never into const/enum values)
@@ -45,8 +54,8 @@ def closed_objects(schema: Any) -> Any:
 
 
 def inline_schema(schema: Any) -> dict[str, Any]:
-    """``schema`` for a grammar's ``%json`` rule, read as a ``json_schema`` request is: closed objects, the
-    compact layout, and no keyword silently ignored."""
+    """``schema`` for a grammar's ``%json`` rule (tool-call arguments), read as a ``json_schema`` request is:
+    closed objects and no keyword silently ignored; in the compact layout."""
     out = dict(closed_objects(schema)) if isinstance(schema, dict) else {}
-    out["x-guidance"] = {**JSON_LAYOUT, "lenient": False, **(out.get("x-guidance") or {})}
+    out["x-guidance"] = {**COMPACT_JSON_LAYOUT, "lenient": False, **(out.get("x-guidance") or {})}
     return out
