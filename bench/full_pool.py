@@ -21,14 +21,13 @@ import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import requests
 
 from bench.common import default_threads, machine_info, resolve_model, save_results
 from bench.loadgen import spawn_server
-from bench.vs_llama_server import reference_server
+from bench.vs_llama_server import add_pair_args, pair_programs
 
 __all__ = ["main"]
 
@@ -73,14 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--requests", type=int, default=5, help="requests per client (default 5)")
     p.add_argument("-n", "--n-predict", type=int, default=256, help="tokens each request asks for (default 256)")
     p.add_argument("-c", "--ctx-size", type=int, default=1024, help="the shared pool's size (default 1024)")
-    p.add_argument("-t", "--threads", type=int, help="server -t (default: os.cpu_count())")
-    p.add_argument("--llama-server", type=Path, help="the reference binary (default: built by build_native.py)")
-    p.add_argument("--server-args", default="", help="more flags for both servers")
-    p.add_argument("--out", type=Path, help="JSON result file (default: bench/results/full_pool-*.json)")
+    add_pair_args(p, "full_pool")
     args = p.parse_args(argv)
     threads = args.threads or default_threads()
     model = resolve_model(args.model)
-    programs = {"llama-server": [str(args.llama_server or reference_server())], "llamatwist": None}
+    programs = pair_programs(args)
     out: dict[str, Any] = {}
     for name, program in programs.items():
         server = spawn_server(model, args.clients, threads=threads, n_ctx=args.ctx_size,

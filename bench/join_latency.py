@@ -23,12 +23,11 @@ import statistics
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from bench.common import DEFAULT_PROMPT, default_threads, machine_info, resolve_model, save_results
 from bench.loadgen import spawn_server, wait_idle
-from bench.vs_llama_server import NAMES, reference_server
+from bench.vs_llama_server import NAMES, add_pair_args, pair_programs
 
 __all__ = ["main"]
 
@@ -68,16 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-m", "--model", help="GGUF path (default: the project's default model)")
     p.add_argument("--busy", type=int, default=5, help="streams generating when the new one arrives (default 5)")
     p.add_argument("-n", "--n-predict", type=int, default=400, help="tokens each busy stream asks for (default 400)")
-    p.add_argument("-t", "--threads", type=int, help="server -t (default: os.cpu_count())")
     p.add_argument("-c", "--ctx-size", type=int, default=8192, help="server -c (default 8192)")
     p.add_argument("--rounds", type=int, default=3, help="measurements per server (default 3)")
-    p.add_argument("--llama-server", type=Path, help="the reference binary (default: built by build_native.py)")
-    p.add_argument("--server-args", default="", help="more flags for both servers")
-    p.add_argument("--out", type=Path, help="JSON result file (default: bench/results/join_latency-*.json)")
+    add_pair_args(p, "join_latency")
     args = p.parse_args(argv)
     threads = args.threads or default_threads()
     model = resolve_model(args.model)
-    programs = {"llama-server": [str(args.llama_server or reference_server())], "llamatwist": None}
+    programs = pair_programs(args)
     ttfts: dict[str, list[float]] = {name: [] for name in NAMES}
     servers = {}
     try:

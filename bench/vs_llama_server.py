@@ -38,6 +38,19 @@ def reference_server() -> Path:
     return build_native.ensure_reference(build_native.ensure_native(), targets=("llama-server",))["llama-server"]
 
 
+def add_pair_args(p: argparse.ArgumentParser, kind: str) -> None:
+    """The flags of a benchmark that runs llama-server and llamatwist side by side (``kind``: its results name)."""
+    p.add_argument("-t", "--threads", type=int, help="server -t (default: os.cpu_count())")
+    p.add_argument("--llama-server", type=Path, help="the reference binary (default: built by build_native.py)")
+    p.add_argument("--server-args", default="", help="more flags for both servers")
+    p.add_argument("--out", type=Path, help=f"JSON result file (default: bench/results/{kind}-*.json)")
+
+
+def pair_programs(args: argparse.Namespace) -> dict[str, list[str] | None]:
+    """What to run for each server of `add_pair_args`' benchmark (None: llamatwist's own command)."""
+    return {"llama-server": [str(args.llama_server or reference_server())], "llamatwist": None}
+
+
 def _median(results: list[LoadResult], field: str) -> float:
     return float(statistics.median(getattr(r, field) for r in results))
 
