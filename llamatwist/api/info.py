@@ -96,6 +96,9 @@ def register(app: Klein, ctx: ApiContext) -> None:
     async def props(request: Request) -> Any:
         loaded = ctx.require_ready()
         defaults = generation_params({}, ctx.config.sampling)
+        fmt = ctx.chat_formatter
+        # the first call probes the template (a dozen renders): off the reactor thread; cached afterwards
+        caps = await ctx.engine.in_pool(lambda: fmt.caps) if fmt is not None else {}
         return send_json(request, {
             "default_generation_settings": {
                 # the full form (llama-server's /props gives a shorter one), with its parser entries
@@ -112,7 +115,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
             "endpoint_props": ctx.config.endpoint_props,
             "endpoint_metrics": ctx.config.metrics,
             "ui": ctx.config.webui,
-            "chat_template_caps": ctx.chat_formatter.caps if ctx.chat_formatter else {},
+            "chat_template_caps": caps,
             "chat_template": ctx.chat_formatter.source if ctx.chat_formatter else (loaded.chat_template or ""),
             "bos_token": ctx.engine.token_piece(loaded.bos).decode("utf-8", "replace") if loaded.bos >= 0 else "",
             "eos_token": ctx.engine.token_piece(loaded.eos).decode("utf-8", "replace") if loaded.eos >= 0 else "",
