@@ -226,7 +226,7 @@ class ServerConfig:
     chat_template_kwargs: dict[str, object] = field(default_factory=dict)
     reasoning_preserve: bool = True  # --reasoning-preserve: the template's preserve_reasoning kwarg
     # reasoning (thinking) output
-    reasoning_format: str = "auto"  # none | auto | deepseek | deepseek-legacy
+    reasoning_format: str = "deepseek"  # none | auto | deepseek | deepseek-legacy (llama-server: deepseek unless set)
     reasoning: str = "auto"  # -rea on|off|auto: enable_thinking for the template (auto: the template decides)
     reasoning_effort: str | None = None  # given to the template as reasoning_effort; None = its default
     reasoning_budget: int = -1  # thinking tokens before the end tag is forced; -1 = unlimited

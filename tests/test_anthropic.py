@@ -241,14 +241,16 @@ def test_bad_request(srv: Server, client: anthropic.Anthropic, case: str, body: 
     assert err.value.status_code == 400
     body = err.value.body
     assert isinstance(body, dict) and set(body) == {"type", "error"} and body["type"] == "error"
-    assert set(body["error"]) == {"type", "message"} and body["error"]["type"] == "invalid_request_error"
+    assert set(body["error"]) == {"type", "message", "code"} and body["error"]["type"] == "invalid_request_error"
+    assert body["error"]["code"] == 400
     assert named in body["error"]["message"]
 
 
 def test_error_shapes_raw(srv: Server) -> None:
     r = srv.post("/v1/messages", {"model": "m", "messages": ASK})
     assert r.status_code == 400
-    assert r.json() == {"type": "error", "error": {"type": "invalid_request_error", "message": "max_tokens: Field required"}}
+    assert r.json() == {"type": "error",
+                        "error": {"type": "invalid_request_error", "message": "max_tokens: Field required", "code": 400}}
     r = requests.post(srv.url + "/v1/messages", data=b"[1, 2", timeout=30)
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
     r = srv.post("/v1/messages/nothing-here", {})
@@ -281,6 +283,9 @@ def test_context_exceeded_is_400(client: anthropic.Anthropic) -> None:
         client.messages.create(model="any", max_tokens=8, messages=[{"role": "user", "content": "hello " * 1200}])
     assert err.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
     assert "context" in err.value.body["error"]["message"]  # type: ignore[index]
+    # llama-server's fields beside Anthropic's: the prompt's size and the context's
+    error = err.value.body["error"]  # type: ignore[index]
+    assert error["code"] == 400 and error["n_prompt_tokens"] > error["n_ctx"] > 0, error
 
 
 def test_not_found_via_sdk(client: anthropic.Anthropic) -> None:
@@ -312,7 +317,8 @@ def test_api_key(make_server: Any, model_path: str) -> None:
     with pytest.raises(anthropic.AuthenticationError) as err:
         wrong.messages.create(model="any", max_tokens=4, messages=ASK)
     assert err.value.status_code == 401
-    assert err.value.body == {"type": "error", "error": {"type": "authentication_error", "message": "Invalid API Key"}}
+    assert err.value.body == {"type": "error",
+                              "error": {"type": "authentication_error", "message": "Invalid API Key", "code": 401}}
     with pytest.raises(anthropic.AuthenticationError):
         wrong.messages.count_tokens(model="any", messages=ASK)
     # the SDK sends x-api-key and anthropic-version
@@ -374,7 +380,7 @@ def test_thinking_blocks(thinker: Server) -> None:
 ])
 def test_error_types(status: int, kind: str) -> None:
     assert error_shape(ErrorAnswer(status, "any_llama_type", "why")) == {
-        "type": "error", "error": {"type": kind, "message": "why"}}
+        "type": "error", "error": {"type": kind, "message": "why", "code": status}}
 
 
 def test_block_stream_numbers_and_closes_blocks_in_order() -> None:

@@ -271,7 +271,7 @@ def test_bad_logprobs_on_completion(server: Server, value: Any) -> None:
 
 def test_reasoning_format_on_completion_leaves_the_text_raw(server: Server) -> None:
     plain = server.post("/completion", {"prompt": PROMPT, **GREEDY}).json()
-    assert plain["generation_settings"]["reasoning_format"] == "auto"  # the server's --reasoning-format
+    assert plain["generation_settings"]["reasoning_format"] == "deepseek"  # the server's --reasoning-format (unset: deepseek, as llama-server)
     assert plain["generation_settings"]["reasoning_in_content"] is False
     for fmt in ("none", "auto", "deepseek", "deepseek-legacy"):
         body = server.post("/completion", {"prompt": PROMPT, **GREEDY, "reasoning_format": fmt}).json()

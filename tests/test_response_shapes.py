@@ -41,7 +41,12 @@ REQUESTS: list[tuple[str, str, dict[str, Any] | None]] = [
     ("STREAM", "/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 4}),
     ("STREAM", "/v1/messages", {"model": "x", "max_tokens": 4, "messages": MESSAGES}),
     ("STREAM", "/v1/responses", {"model": "x", "input": "Say hi", "max_output_tokens": 96}),
+    # last: the slots after a chat request on slot 0 and a native one on slot 1
+    ("POST", "/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 2, "id_slot": 0}),
+    ("POST", "/completion", {"prompt": "Hi", "n_predict": 2, "id_slot": 1, "reasoning_format": "deepseek"}),
+    ("GET", "/slots", None),
 ]
+PARSER_SETTINGS = ("chat_format", "reasoning_format", "reasoning_in_content", "generation_prompt")
 
 
 def paths(value: Any, prefix: str = "") -> Iterator[str]:
@@ -109,6 +114,14 @@ def test_generation_settings_echo_the_grammar_and_the_biases_by_token(answers: l
     assert biases == answers[6][1]["generation_settings"]["logit_bias"]  # the text's tokens, no unknown id
     assert len(biases) == 3 and {"bias": 2.0, "token": 17} in biases
     assert answers[3][0]["generation_settings"]["grammar"] == ""
+
+
+def test_slots_list_the_output_parser_of_their_last_request(answers: list[tuple[Any, Any]]) -> None:
+    ours, theirs = answers[-1]
+    for mine, their in zip(ours, theirs, strict=True):
+        assert {k: mine["params"][k] for k in PARSER_SETTINGS} == {k: their["params"][k] for k in PARSER_SETTINGS}
+    assert ours[0]["params"]["chat_format"] == "peg-native" and ours[0]["params"]["generation_prompt"]
+    assert ours[1]["params"]["chat_format"] == "Content-only" and ours[1]["params"]["reasoning_format"] == "deepseek"
 
 
 # The pinned llama.cpp's caps probe sees which values a template *reads*; llamatwist's renders and looks for

@@ -29,9 +29,8 @@ def _bias(b: float) -> float | None:
     return b if math.isfinite(b) else None  # JSON has no infinities; llama-server's writes null
 
 
-def generation_settings(p: GenerationParams, seed: int, options: OutputOptions | None = None,
-                        eog: Sequence[int] = ()) -> dict[str, Any]:
-    """llama-server's generation_settings; with a request's ``options``, the output parser's entries too;
+def generation_settings(p: GenerationParams, seed: int, eog: Sequence[int] = ()) -> dict[str, Any]:
+    """llama-server's generation_settings (the output parser's entries are ``p.parser_settings``);
     ``eog``: the model's end-of-generation tokens, listed as banned biases when ignore_eos (as llama-server)."""
     s = p.sampler
     banned = [{"bias": None, "token": t} for t in eog] if s.ignore_eos else []
@@ -77,7 +76,7 @@ def generation_settings(p: GenerationParams, seed: int, options: OutputOptions |
         "grammar_triggers": [{"type": k, "value": v, **({"token": t} if k == 0 else {})}
                              for k, v, t in p.grammar_triggers],
         "preserved_tokens": sorted(p.preserved_tokens),
-        **(options.settings(p.stream) if options is not None else {}),
+        **dict(p.parser_settings),
         "samplers": list(s.samplers),
         **_speculative_settings(p),
         "timings_per_token": p.timings_per_token,
@@ -159,7 +158,7 @@ def final_json_fields(
         "model": ctx.model_alias,
         "tokens_predicted": r.n_decoded,
         "tokens_evaluated": r.n_prompt_tokens,
-        "generation_settings": generation_settings(params, r.seed, options, ctx.require_ready().eog),
+        "generation_settings": generation_settings(params, r.seed, ctx.require_ready().eog),
         "has_new_line": "\n" in r.content,
         "truncated": r.truncated,
         "stop_type": r.stop_type,
@@ -232,7 +231,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
         options = parse_output_options(body, ctx.config.reasoning_format)
         await log_prompt(ctx, body.get("prompt"))
         prompts = expand(await tokenize_prompts(ctx, loaded, req.prompts), req.n_cmpl)
-        params = await apply_reasoning_fields(ctx, body, await apply_constraint(ctx, body, req.params))
+        params = options.echoed_by(await apply_reasoning_fields(ctx, body, await apply_constraint(ctx, body, req.params)))
         if params.stream:
             return await stream_native(ctx, request, prompts, params, options)
         try:

@@ -110,6 +110,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
         req = parse_infill(body)
         params = await apply_constraint(ctx, body, generation_params(body, ctx.config.sampling))
         options = parse_output_options(body, ctx.config.reasoning_format)
+        params = options.echoed_by(params)
         n_predict = max(params.n_predict, 0)
         tokens = await ctx.engine.vocab_call(
             lambda tokenize: format_infill(

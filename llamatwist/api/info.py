@@ -102,7 +102,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
         return send_json(request, {
             "default_generation_settings": {
                 # the full form (llama-server's /props gives a shorter one), with its parser entries
-                "params": generation_settings(defaults, defaults.sampler.seed, PROPS_OUTPUT, loaded.eog),
+                "params": generation_settings(PROPS_OUTPUT.echoed_by(defaults), defaults.sampler.seed, loaded.eog),
                 "n_ctx": loaded.n_ctx_slot,
             },
             "total_slots": loaded.n_slots,

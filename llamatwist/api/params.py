@@ -53,6 +53,7 @@ __all__ = [
     "parse_response_fields",
     "parse_tokenize",
     "parse_verbose",
+    "parser_settings",
     "project_fields",
     "refuse_response_fields",
 ]
@@ -558,14 +559,18 @@ class OutputOptions:
     reasoning_format: str = "auto"
     generation_prompt: str = ""
 
-    def settings(self, stream: bool) -> dict[str, Any]:
-        """The parser's entries of generation_settings, as llama-server lists them."""
-        return {
-            "chat_format": CHAT_FORMATS[self.chat_format],
-            "reasoning_format": self.reasoning_format,
-            "reasoning_in_content": stream and self.reasoning_format == "deepseek-legacy",
-            "generation_prompt": self.generation_prompt,
-        }
+    def echoed_by(self, params: GenerationParams) -> GenerationParams:
+        """``params`` that list these parser settings in generation_settings and /slots."""
+        return dataclasses.replace(params, parser_settings=parser_settings(
+            CHAT_FORMATS[self.chat_format], self.reasoning_format, params.stream, self.generation_prompt))
+
+
+def parser_settings(chat_format: str, reasoning_format: str, stream: bool,
+                    generation_prompt: str) -> tuple[tuple[str, str | bool], ...]:
+    """The output parser's entries of generation_settings, as llama-server lists them."""
+    return (("chat_format", chat_format), ("reasoning_format", reasoning_format),
+            ("reasoning_in_content", stream and reasoning_format == "deepseek-legacy"),
+            ("generation_prompt", generation_prompt))
 
 
 def parse_reasoning_format(body: Mapping[str, Any], default: str) -> str:

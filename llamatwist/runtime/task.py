@@ -72,6 +72,8 @@ class GenerationParams:
     # echoed in generation_settings: the constraint applies from a trigger (already in ``constraint``)
     grammar_lazy: bool = False
     grammar_triggers: tuple[tuple[int, str, int], ...] = ()  # (type, value, token id or -1)
+    # echoed in generation_settings and /slots: the API layer's output-parser settings (chat_format, ...)
+    parser_settings: tuple[tuple[str, str | bool], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,11 @@ Event = tuple[str, dict[str, Any]]  # (event name, data)
 
 
 def error_shape(a: ErrorAnswer) -> dict[str, Any]:
-    """``{"type": "error", "error": {"type", "message"}}`` for an answer of the error table."""
+    """``{"type": "error", "error": {"type", "message", "code", ...}}`` for an answer of the error table:
+    Anthropic's shape, with llama-server's ``code`` and extra fields (e.g. ``n_ctx``) beside them, so a client
+    of either finds what it reads."""
     kind = _ERROR_TYPES.get(a.status, "invalid_request_error" if a.status < 500 else "api_error")
-    return {"type": "error", "error": {"type": kind, "message": a.message}}
+    return {"type": "error", "error": {"type": kind, "message": a.message, "code": a.status, **a.extra}}
 
 
 def message_id() -> str:

@@ -52,6 +52,7 @@ from llamatwist.api.params import (
     parse_chat_format,
     parse_n_cmpl,
     parse_verbose,
+    parser_settings,
     refuse_response_fields,
 )
 from llamatwist.api.pipeline import expand, run_tasks, tokenize_prompts
@@ -329,6 +330,10 @@ async def prepare_chat(ctx: ApiContext, loaded: LoadedModel, body: Mapping[str, 
             params, stop=(*params.stop, *plan.additional_stops),
             preserved_tokens=params.preserved_tokens | {t[0] for t in marks if len(t) == 1})
     params, control = await _with_budget(ctx, fmt, req, params, prompt.thinking_tags, rendered.generation_prompt)
+    # as llama-server names its parsers: a Jinja template's is "peg-native", a built-in one's plain content
+    params = dataclasses.replace(params, parser_settings=parser_settings(
+        "peg-native" if fmt.template.is_jinja else "Content-only", req.reasoning_format, params.stream,
+        rendered.generation_prompt))
     await log_prompt(ctx, rendered.prompt)
     # The template's own BOS text is stripped when the vocab adds BOS, so add_special is right.
     tokens = await tokenize_prompts(ctx, loaded, [prompt_parts(rendered.prompt, media)])
