@@ -152,3 +152,32 @@ def test_chat_template_caps_match_llama_servers_on_every_pinned_template(model_p
         if keys != CAPS_DIFFER.get(path.name, set()):
             differ[path.name] = {k: (theirs[k], ours.get(k)) for k in keys}
     assert not differ, differ
+
+
+# Thinking templates whose prefill llama-server writes with the template's own marker spacing (Qwen 3:
+# "<think>\n\n</think>\n\n"), which llamatwist reads from the template (chat.template.spaced_reasoning_tags)
+SPACED_PREFILL = ["Bielik-11B-v3.0-Instruct", "GLM-4.6", "MiniMax-M2", "Qwen-Qwen3-0.6B", "Qwen3.5-4B", "Reka-Edge",
+                  "openbmb-MiniCPM5-1B", "Qwen-QwQ-32B", "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B"]
+ASK = {"role": "user", "content": "What is the weather in Paris?"}
+PREFILLS = [
+    [ASK, {"role": "assistant", "content": "The weather"}],
+    [ASK, {"role": "assistant", "content": "The weather", "reasoning_content": "Hm, Paris."}],
+    [ASK, {"role": "assistant", "content": "", "reasoning_content": "Hm, Paris"}],  # goes on thinking
+]
+
+
+@pytest.mark.parametrize("name", SPACED_PREFILL)
+def test_a_prefill_on_a_thinking_template_renders_as_llama_servers(model_path: str, llama_server: list[str],
+                                                                   name: str) -> None:
+    path = REPO / "third_party" / "llama.cpp" / "models" / "templates" / f"{name}.jinja"
+    args = ["-m", model_path, "-c", "256", "-np", "1", "-t", "1", "--jinja", "--chat-template-file", str(path)]
+    prompts = []
+    for command in (None, llama_server):
+        srv = Server([*args, "--no-warmup"] if command else args, command=command)
+        try:
+            prompts.append([srv.post("/apply-template", {"messages": m}).json()["prompt"] for m in PREFILLS])
+        finally:
+            srv.stop()
+    ours, theirs = prompts
+    assert ours == theirs
+    assert ours[0].endswith("The weather") and "Hm, Paris." in ours[1] and ours[2].endswith("Hm, Paris")

@@ -17,6 +17,7 @@ Rules the HTTP layer must follow (see ``render_chat``):
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -485,6 +486,34 @@ def _generation_suffix(without: str, with_: str) -> str:
     return with_[n:]
 
 
+_PROBE_REASONING = "REASON_PART I am thinking END_R"
+_PROBE_CONTENT = "A_ASST_MSG I can help END_A"
+
+
+@functools.lru_cache(maxsize=64)
+def spaced_reasoning_tags(template: ChatTemplate, tags: tuple[str, str]) -> tuple[str, str]:
+    """``tags`` with the whitespace the template writes around an assistant turn's reasoning (Qwen 3:
+    ``"<think>\n"`` and ``"\n</think>\n\n"``), as llama.cpp's template analysis finds its markers; the bare
+    tags where the template does not show that reasoning."""
+    start, end = tags
+    probe = parse_messages([{"role": "user", "content": "U_USER_MSG Hello END_U"},
+                            {"role": "assistant", "content": _PROBE_CONTENT, "reasoning_content": _PROBE_REASONING}])
+    try:
+        text = template.render(_template_messages(template, probe, drop_last=False), add_generation_prompt=False,
+                               tools=[], extra={}, enable_thinking=True, now=datetime.now())
+    except TemplateError:
+        return tags
+    i = text.find(_PROBE_REASONING)
+    j = text.find(_PROBE_CONTENT, i + len(_PROBE_REASONING)) if i >= 0 else -1
+    s = text.rfind(start, 0, i) if j >= 0 else -1
+    if s < 0:
+        return tags
+    spaced_start, spaced_end = text[s:i], text[i + len(_PROBE_REASONING):j]
+    if spaced_start.strip() != start.strip() or spaced_end.strip() != end.strip():
+        return tags
+    return spaced_start, spaced_end
+
+
 def _template_messages(
     template: ChatTemplate, messages: Sequence[ChatMessage], drop_last: bool
 ) -> list[dict[str, Any]]:
@@ -654,7 +683,9 @@ def render_chat(
     # Continuation: conversation without the last message, its generation prompt, then the message's text.
     tail = generation_prompt
     if reasoning_tags is not None and reasoning_tags[0]:
-        start, end = reasoning_tags
+        # llama-server's continuation writes the markers as the template spaces them
+        start, end = spaced_reasoning_tags(template, reasoning_tags) if isinstance(template, ChatTemplate) \
+            else reasoning_tags
         cut = tail.find(start)
         tail = (tail if cut < 0 else tail[:cut]) + start + continued.reasoning_content
         if continuation == Continuation.CONTENT:
