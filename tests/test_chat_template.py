@@ -288,6 +288,25 @@ def test_prefill_with_reasoning_tags() -> None:
     assert prompt.endswith("<|im_start|>assistant\n<think>think</think>Answer")
 
 
+# A template that spaces its markers ("<think>\nR\n</think>\n\n") but opens the block bare in its generation
+# prompt (Laguna): the prefill replaces that opening, it does not write a second one
+SPACED_THINKER = (
+    "{%- for m in messages -%}<{{ m.role }}>{%- if m.reasoning_content -%}<think>\n{{ m.reasoning_content }}\n"
+    "</think>\n\n{% endif %}{{ m.content }}</{{ m.role }}>{%- endfor -%}"
+    "{%- if add_generation_prompt -%}<assistant><think>{%- endif -%}"
+)
+
+
+def test_prefill_writes_the_templates_spaced_markers_once() -> None:
+    template = ChatTemplate(SPACED_THINKER)
+    messages = [user("Hi"), {"role": "assistant", "content": "Answer", "reasoning_content": "think"}]
+    prompt = chat(template, messages, reasoning_tags=("<think>", "</think>"))
+    assert prompt == "<user>Hi</user><assistant><think>\nthink\n</think>\n\nAnswer"
+    thinking = chat(template, [user("Hi"), {"role": "assistant", "content": "", "reasoning_content": "hm"}],
+                    reasoning_tags=("<think>", "</think>"))
+    assert thinking == "<user>Hi</user><assistant><think>\nhm"
+
+
 # --- BOS / EOS -----------------------------------------------------------------------------------------------
 
 

@@ -309,3 +309,29 @@ def test_reasoning_control_errors(thinker: Server, word_bias: dict[str, float]) 
         answer = requests.post(control, json={"id": cid, "action": "reasoning_end"}, timeout=30).json()
         assert answer == {"success": False, "message": "reasoning control not enabled for this completion"}
         list(events)
+
+
+# Templates whose thinking markers are their format family's own (no <think>, no enable_thinking): a reply
+# without tools is parsed for reasoning too, as llama-server does. The grammar writes the opening marker;
+# inside the block it is suspended (the block is the model's), so the block holds free text.
+FAMILY_MARKERS = {
+    "openai-gpt-oss-120b.jinja": "<|channel|>analysis<|message|>",
+    "ByteDance-Seed-OSS.jinja": "<seed:think>",
+    "mistralai-Ministral-3-14B-Reasoning-2512.jinja": "[THINK]",
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY_MARKERS))
+def test_a_family_thinking_block_is_reasoning_without_tools(make_server: Any, model_path: str, name: str) -> None:
+    import build_native
+
+    template = build_native.place_source() / "models" / "templates" / name
+    srv = make_server("-m", model_path, "-c", "1024", "-np", "1", "-t", "1", "--jinja",
+                      "--chat-template-file", str(template))
+    marker = FAMILY_MARKERS[name]
+    r = srv.post("/v1/chat/completions", {"messages": ASK, "max_tokens": 24, "temperature": 0,
+                                          "grammar": f"root ::= {json.dumps(marker + 'Hm.')} [a-z ]*"})
+    assert r.status_code == 200, r.text
+    message = r.json()["choices"][0]["message"]
+    assert message.get("reasoning_content"), message
+    assert marker not in (message.get("content") or ""), message

@@ -62,7 +62,7 @@ def template_dir() -> Path:
 
 def _ask(srv: Server, tool_choice: Any, tools: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
     r = srv.post("/v1/chat/completions", {"messages": HELLO, "tools": tools, "tool_choice": tool_choice,
-                                          "max_tokens": 160, "temperature": 0,
+                                          "max_tokens": 224, "temperature": 0,
                                           # a template that opens a thinking block gets the call after it
                                           "reasoning_budget_tokens": 16, **extra})
     assert r.status_code == 200, r.text

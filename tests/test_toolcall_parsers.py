@@ -214,6 +214,44 @@ CASES = [
     Case("phi-4-call", "phi-4",
          'Calling.<|tool_call|>[{"name": "get_weather", "arguments": {"location": "Paris"}}]<|/tool_call|>',
          "Calling.", calls=(call("get_weather", WEATHER),)),
+    # -- formats the pinned llama.cpp reads by template analysis: GLM 4.5-4.7 (and Ling, Laguna, Spark)
+    Case("glm-call", "glm-4.5",
+         "<think>Weather.</think>\n<tool_call>get_weather\n<arg_key>location</arg_key>\n<arg_value>Paris</arg_value>\n"
+         "<arg_key>days</arg_key>\n<arg_value>3</arg_value>\n</tool_call>",
+         reasoning="Weather.", calls=(call("get_weather", '{"location":"Paris","days":3}'),),
+         syntax={"tool_parameters": QWEN_PARAMS}),
+    Case("glm-compact-parallel", "glm-4.5",
+         "Sure.<tool_call>get_weather<arg_key>location</arg_key><arg_value>Paris</arg_value></tool_call>"
+         "<tool_call>get_time</tool_call>",
+         "Sure.", calls=(call("get_weather", WEATHER), call("get_time", "{}"))),
+    # -- MiniMax-M2
+    Case("minimax-m2-call", "minimax-m2",
+         '<think>Hm.</think>\n<minimax:tool_call>\n<invoke name="get_weather">\n<parameter name="location">Paris'
+         '</parameter>\n<parameter name="days">3</parameter>\n</invoke>\n<invoke name="get_time">\n'
+         '<parameter name="tz">CET</parameter>\n</invoke>\n</minimax:tool_call>',
+         reasoning="Hm.", calls=(call("get_weather", '{"location":"Paris","days":3}'), call("get_time", TIME)),
+         syntax={"tool_parameters": QWEN_PARAMS}),
+    # -- DeepSeek V3.2 / V4 DSML: string="false" values are JSON where no schema says
+    Case("deepseek-dsml-call", "deepseek-dsml",
+         'Checking.\n\n<｜DSML｜function_calls>\n<｜DSML｜invoke name="f">\n<｜DSML｜parameter name="n" '
+         'string="false">[1, 2]</｜DSML｜parameter>\n<｜DSML｜parameter name="s" string="true">3</｜DSML｜parameter>'
+         '\n</｜DSML｜invoke>\n</｜DSML｜function_calls>',
+         "Checking.\n\n", calls=(call("f", '{"n":[1,2],"s":"3"}'),)),
+    Case("deepseek-dsml-v4", "deepseek-dsml",
+         '<｜DSML｜tool_calls>\n<｜DSML｜invoke name="get_time">\n<｜DSML｜parameter name="tz" string="true">CET'
+         '</｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜tool_calls>',
+         calls=(call("get_time", TIME),)),
+    # -- Kimi K2: the id is the template's functions.NAME:N
+    Case("kimi-k2-parallel", "kimi-k2",
+         "<|tool_calls_section_begin|><|tool_call_begin|>functions.get_weather:0<|tool_call_argument_begin|>"
+         '{"location": "Paris"}<|tool_call_end|><|tool_call_begin|>functions.get_time:1'
+         '<|tool_call_argument_begin|>{"tz": "CET"}<|tool_call_end|><|tool_calls_section_end|>',
+         calls=(call("get_weather", WEATHER, "functions.get_weather:0"), call("get_time", TIME, "functions.get_time:1"))),
+    # -- Seed-OSS (<seed:think>, Qwen3-Coder's XML parameters)
+    Case("seed-oss-call", "seed-oss",
+         "<seed:think>Weather.</seed:think>\n<seed:tool_call>\n<function=get_weather>\n<parameter=location>Paris"
+         "</parameter>\n</function>\n</seed:tool_call>",
+         reasoning="Weather.", calls=(call("get_weather", WEATHER),), syntax={"tool_parameters": QWEN_PARAMS}),
 ]  # fmt: skip
 
 NATIVE_FORMATS = {c.format for c in CASES} - {"generic", "content-only"}
@@ -222,7 +260,7 @@ NATIVE_FORMATS = {c.format for c in CASES} - {"generic", "content-only"}
 def test_every_native_format_has_cases() -> None:
     expected = {"hermes", "qwen3-coder", "llama3", "llama3-builtin", "mistral", "functionary-v3.1",
                 "functionary-v3.2", "deepseek-r1", "deepseek-v3.1", "command-r7b", "granite", "gpt-oss", "gemma4",
-                "phi-4", "apriel"}  # fmt: skip
+                "phi-4", "apriel", "glm-4.5", "minimax-m2", "deepseek-dsml", "kimi-k2", "seed-oss"}  # fmt: skip
     assert NATIVE_FORMATS == expected
 
 

@@ -44,7 +44,8 @@ CALL = {
 }  # fmt: skip
 RESULT = {"role": "tool", "tool_call_id": "abc123XYZ", "name": "get_weather", "content": "22 degrees and sunny"}
 END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|eom_id|>", "</s>", "<｜end▁of▁sentence｜>", "<|END_OF_TURN_TOKEN|>",
-               "<|end_of_text|>", "<turn|>", "<|end|>", "<|return|>", "<|call|>", "<|tool_response>", "<sep>")  # fmt: skip
+               "<|end_of_text|>", "<turn|>", "<|end|>", "<|return|>", "<|call|>", "<|tool_response>", "<sep>",
+               "<seed:eos>", "<|observation|>", "<|role_end|>", "</assistant>", "[e~[")  # fmt: skip
 
 # template -> (family, shows the tool definitions, the assistant turn it writes parses back)
 TEMPLATES: dict[str, tuple[str, bool, bool]] = {
@@ -78,6 +79,22 @@ TEMPLATES: dict[str, tuple[str, bool, bool]] = {
     "google-gemma-4-31B-it-interleaved.jinja": ("gemma4", True, True),
     "unsloth-Apriel-1.5.jinja": ("apriel", True, True),
     "microsoft-Phi-3.5-mini-instruct.jinja": ("generic", False, False),
+    # formats the pinned llama.cpp reads with its template analysis (autoparser)
+    "GLM-4.6.jinja": ("glm-4.5", True, True),
+    "GLM-4.7-Flash.jinja": ("glm-4.5", True, True),
+    "Spark2.5.jinja": ("glm-4.5", True, True),
+    "inclusionai-ling-3.0-flash.jinja": ("glm-4.5", True, True),
+    "poolside-Laguna-S-2.1.jinja": ("glm-4.5", True, True),
+    "poolside-Laguna-XS-2.1.jinja": ("glm-4.5", True, True),
+    "poolside-Laguna-XS.2.jinja": ("glm-4.5", True, True),
+    "MiniMax-M2.jinja": ("minimax-m2", True, True),
+    "deepseek-ai-DeepSeek-V3.2.jinja": ("deepseek-dsml", True, True),
+    "deepseek-ai-DeepSeek-V4.jinja": ("deepseek-dsml", True, True),
+    "deepseek-ai-DeepSeek-V4-Flash-0731.jinja": ("deepseek-dsml", True, True),
+    "Kimi-K2-Instruct.jinja": ("kimi-k2", True, True),
+    "Kimi-K2-Thinking.jinja": ("kimi-k2", True, True),
+    "moonshotai-Kimi-K2.jinja": ("kimi-k2", True, True),
+    "ByteDance-Seed-OSS.jinja": ("seed-oss", True, True),
 }
 # templates only detected: the R1 Distill Llama one drops an assistant tool call from the history
 DETECT_ONLY = {"deepseek-ai-DeepSeek-R1-Distill-Llama-8B.jinja": "deepseek-r1", "google-gemma-2-2b-it.jinja": "generic"}
@@ -127,7 +144,8 @@ def test_every_native_family_has_a_template() -> None:
     families = {family for family, _, _ in TEMPLATES.values()}
     assert families >= {"hermes", "qwen3-coder", "llama3", "llama3-builtin", "mistral", "functionary-v3.1",
                         "functionary-v3.2", "deepseek-r1", "deepseek-v3.1", "command-r7b", "granite", "gpt-oss",
-                        "gemma4", "generic"}  # fmt: skip
+                        "gemma4", "glm-4.5", "minimax-m2", "deepseek-dsml", "kimi-k2", "seed-oss",
+                        "generic"}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", sorted(TEMPLATES))

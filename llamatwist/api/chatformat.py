@@ -12,6 +12,7 @@ from typing import Any
 from llamatwist.api.errors import InvalidRequest
 from llamatwist.chat import RenderedChat, render_chat, select_template, template_roles
 from llamatwist.chat.template import AnyTemplate, ChatTemplate, TemplateCaps, TemplateError
+from llamatwist.chat.toolcalls.formats import detect_family
 from llamatwist.config import ServerConfig
 
 __all__ = ["ChatFormatter", "ReasoningDefaults", "add_system_prompt", "build_formatter"]
@@ -74,9 +75,15 @@ class ChatFormatter:
 
     @cached_property
     def may_think(self) -> bool:
-        """The template has a thinking block, so replies are parsed for reasoning."""
+        """The template has a thinking block, so replies are parsed for reasoning: ``<think>``, a template
+        that reads enable_thinking, or its format family's own markers (GPT-OSS's analysis channel, Seed-OSS's
+        ``<seed:think>``, Mistral's ``[THINK]``)."""
         caps = getattr(self.template, "caps", None)
-        return "<think>" in self.source or bool(caps is not None and caps.reacts_to_enable_thinking)
+        if "<think>" in self.source or bool(caps is not None and caps.reacts_to_enable_thinking):
+            return True
+        family = detect_family(self.source)
+        return bool(family is not None and family.thinks_without_tools and family.think
+                    and family.think[0] in self.source)
 
     def template_kwargs(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """--chat-template-kwargs (and -rea, --reasoning-effort) merged with the request's; request wins."""

@@ -686,7 +686,7 @@ def render_chat(
         # llama-server's continuation writes the markers as the template spaces them
         start, end = spaced_reasoning_tags(template, reasoning_tags) if isinstance(template, ChatTemplate) \
             else reasoning_tags
-        cut = tail.find(start)
+        cut = tail.find(start.strip())  # the generation prompt may open the block without the spacing
         tail = (tail if cut < 0 else tail[:cut]) + start + continued.reasoning_content
         if continuation == Continuation.CONTENT:
             tail += end

@@ -158,17 +158,57 @@ def _required(params: Any) -> tuple[dict[str, Any], list[str]]:
     return props, [k for k in params.get("required", []) if isinstance(k, str)]
 
 
-def _qwen3_coder(g: _Lark, functions: Sequence[Mapping[str, Any]], _src: str) -> str:
-    """``<tool_call>\\n<function=NAME>\\n<parameter=KEY>\\nVALUE\\n</parameter>\\n...</function>\\n</tool_call>``:
-    the required parameters in order, values as free text (the format's values are untyped text)."""
-    alts = []
-    for f in functions:
-        props, required = _required(_params(f))
-        parts = [g.seq(f"<parameter={key}>\n", _value(g, props.get(key), "</parameter>")[0], "\n</parameter>\n")
-                 for key in required]
-        alts.append(" ".join([g.seq("<tool_call>", f"\n<function={f['name']}>\n"), *parts,
-                              g.seq("</function>\n", "</tool_call>")]))
-    return _alternatives(alts)
+Parts = tuple[str, ...]
+
+
+def _tagged_call(open_: Callable[[str], Parts], param: Callable[[str, bool], tuple[Parts, Parts]], close: Parts,
+                 value_end: str) -> Builder:
+    """A call whose arguments are tagged key/value pairs (GLM, MiniMax-M2, DeepSeek's DSML, Seed-OSS):
+    ``open_(name)``, then per required parameter ``param(key, is_text)`` around its value, then ``close``; a
+    text value is free text up to ``value_end``, any other JSON under the parameter's schema."""
+
+    def build(g: _Lark, functions: Sequence[Mapping[str, Any]], _src: str) -> str:
+        alts = []
+        for f in functions:
+            props, required = _required(_params(f))
+            parts = []
+            for key in required:
+                value, text = _value(g, props.get(key), value_end)
+                before, after = param(key, text)
+                parts.append(g.seq(*before, value, *after))
+            alts.append(" ".join([g.seq(*open_(f["name"])), *parts, g.seq(*close)]))
+        return _alternatives(alts)
+
+    return build
+
+
+def _glm(g: _Lark, functions: Sequence[Mapping[str, Any]], src: str) -> str:
+    """``<tool_call>NAME<arg_key>KEY</arg_key><arg_value>VALUE</arg_value>...</tool_call>``, with newlines
+    between the parts where the template writes them (GLM 4.5/4.6) or none (4.7)."""
+    nl = "\n" if any("</arg_key>" + end in src for end in ("\n", "\\n")) else ""
+    build = _tagged_call(lambda name: ("<tool_call>", name + nl),
+                         lambda key, _text: (("<arg_key>", key, "</arg_key>", nl, "<arg_value>"), ("</arg_value>", nl)),
+                         ("</tool_call>",), "</arg_value>")
+    return build(g, functions, src)
+
+
+def _dsml(g: _Lark, functions: Sequence[Mapping[str, Any]], src: str) -> str:
+    """DeepSeek V3.2/V4: ``<｜DSML｜function_calls>`` (V4: ``tool_calls``) around ``<｜DSML｜invoke name="NAME">``
+    with ``<｜DSML｜parameter name="KEY" string="true|false">VALUE</｜DSML｜parameter>``s."""
+    d = "｜DSML｜"
+    block = "function_calls" if d + "function_calls" in src or "function_calls>" in src else "tool_calls"
+    build = _tagged_call(
+        lambda name: (f"<{d}{block}>", f'\n<{d}invoke name="{name}">\n'),
+        lambda key, text: ((f'<{d}parameter name="{key}" string="{"true" if text else "false"}">',),
+                           (f"</{d}parameter>\n",)),
+        (f"</{d}invoke>\n", f"</{d}{block}>"), f"</{d}parameter>")
+    return build(g, functions, src)
+
+
+def _kimi_k2(g: _Lark, functions: Sequence[Mapping[str, Any]], _src: str) -> str:
+    return _alternatives(g.seq("<|tool_calls_section_begin|>", "<|tool_call_begin|>", f"functions.{f['name']}:0",
+                               "<|tool_call_argument_begin|>", g.json(_params(f)), "<|tool_call_end|>",
+                               "<|tool_calls_section_end|>") for f in functions)
 
 
 def _functionary_v3_2(g: _Lark, functions: Sequence[Mapping[str, Any]], _src: str) -> str:
@@ -219,7 +259,10 @@ def _llama3(g: _Lark, functions: Sequence[Mapping[str, Any]], _src: str) -> str:
 
 FORCED_FAMILIES: dict[str, Builder] = {
     "hermes": _json_call("<tool_call>", "</tool_call>", between="\n"),
-    "qwen3-coder": _qwen3_coder,
+    # <tool_call>\n<function=NAME>\n<parameter=KEY>\nVALUE\n</parameter>\n...</function>\n</tool_call>
+    "qwen3-coder": _tagged_call(lambda name: ("<tool_call>", f"\n<function={name}>\n"),
+                                lambda key, _text: ((f"<parameter={key}>\n",), ("\n</parameter>\n",)),
+                                ("</function>\n", "</tool_call>"), "</parameter>"),
     "llama3": _llama3,
     "llama3-builtin": _llama3,
     "functionary-v3.2": _functionary_v3_2,
@@ -234,6 +277,15 @@ FORCED_FAMILIES: dict[str, Builder] = {
     "apriel": _json_call("<tool_calls>", "</tool_calls>", array=True),
     "gpt-oss": _harmony,
     "gemma4": _gemma4,
+    "glm-4.5": _glm,
+    "minimax-m2": _tagged_call(lambda name: ("<minimax:tool_call>", f'\n<invoke name="{name}">\n'),
+                               lambda key, _text: ((f'<parameter name="{key}">',), ("</parameter>\n",)),
+                               ("</invoke>\n", "</minimax:tool_call>"), "</parameter>"),
+    "deepseek-dsml": _dsml,
+    "kimi-k2": _kimi_k2,
+    "seed-oss": _tagged_call(lambda name: ("<seed:tool_call>", f"\n<function={name}>\n"),
+                             lambda key, _text: ((f"<parameter={key}>",), ("</parameter>\n",)),
+                             ("</function>\n", "</seed:tool_call>"), "</parameter>"),
 }
 
 

@@ -97,30 +97,38 @@ def _param_is_string(s: Scanner, function: str, param: str) -> bool | None:
     return types == ["string"]
 
 
-def xml_call(s: Scanner, opened: str) -> None:
-    """Qwen3-Coder: ``<function=NAME>`` then ``<parameter=KEY>value</parameter>``s, then ``</function>``.
+def _tagged_args(s: Scanner, name: str, *, key_open: str, key_end: str, value_end: str, call_end: str,
+                 value_open: str = "", attrs_end: str = "") -> None:
+    """Arguments written as tagged key/value pairs up to ``call_end`` (consumed): ``KEY_OPEN key KEY_END
+    [attributes ATTRS_END] [VALUE_OPEN] value VALUE_END``, e.g. Qwen3-Coder's ``<parameter=KEY>value</parameter>``.
 
     String parameters stream as they grow; typed ones (numbers, objects...) appear once closed, read as JSON
-    (or kept as text when they are not), as llama.cpp does.
+    (or kept as text when they are not), as llama.cpp does. A ``string="true|false"`` attribute (DeepSeek's
+    DSML) says which a value is where the schema does not.
     """
-    if opened != "<function=":
-        s.expect("<function=")
-    name, _ = _name_until(s, (">",))
     parts: list[str] = []
     s.add_call(name, "{")
     done = False
     try:
         while True:
-            if s.consume("</function>"):
+            if s.consume(call_end):
                 done = True
                 return
-            if not s.consume("<parameter="):
+            if not s.consume(key_open):
                 raise s.incomplete() if s.at_end() else Broken()
-            key, _ = _name_until(s, (">",))
-            head = ("," if parts else "") + json.dumps(key) + ":"
-            raw, end = s.until(("</parameter>",))
-            value = raw.strip()
+            key, _ = _name_until(s, (key_end,))
             string = _param_is_string(s, name, key)
+            if attrs_end:
+                attrs, end = s.until((attrs_end,))
+                if end is None:
+                    raise s.incomplete()
+                if string is None and 'string="' in attrs:
+                    string = 'string="true"' in attrs
+            if value_open:
+                s.expect(value_open)
+            head = ("," if parts else "") + json.dumps(key) + ":"
+            raw, end = s.until((value_end,))
+            value = raw.strip()
             if end is None:  # still growing: only a string can show a prefix
                 if string and s.partial:
                     parts.append(head + json.dumps(value)[:-1])
@@ -136,6 +144,54 @@ def xml_call(s: Scanner, opened: str) -> None:
                     parts.append(head + json.dumps(value))
     finally:
         s.calls[-1] = ToolCallOut(name, "{" + "".join(parts) + ("}" if done else ""))
+
+
+def xml_call(s: Scanner, opened: str) -> None:
+    """Qwen3-Coder (and Seed-OSS): ``<function=NAME>`` then ``<parameter=KEY>value</parameter>``s, then
+    ``</function>``."""
+    if opened != "<function=":
+        s.expect("<function=")
+    name, _ = _name_until(s, (">",))
+    _tagged_args(s, name, key_open="<parameter=", key_end=">", value_end="</parameter>", call_end="</function>")
+
+
+def glm_call(s: Scanner, _opened: str) -> None:
+    """GLM 4.5-4.7: ``NAME<arg_key>KEY</arg_key><arg_value>value</arg_value>...</tool_call>`` (newlines
+    between the parts or not)."""
+    name, end = _name_until(s, ("<arg_key>", "</tool_call>"))
+    if end == "</tool_call>":
+        s.add_call(name, "{}")
+        return
+    s.pos -= len("<arg_key>")
+    _tagged_args(s, name, key_open="<arg_key>", key_end="</arg_key>", value_open="<arg_value>",
+                 value_end="</arg_value>", call_end="</tool_call>")
+
+
+def invoke_calls(prefix: str, close: str) -> Body:
+    """MiniMax-M2 and DeepSeek's DSML: a block of ``<PREFIXinvoke name="NAME">`` calls, each with
+    ``<PREFIXparameter name="KEY" ...>value</PREFIXparameter>``s, up to ``close``."""
+
+    def read(s: Scanner, _opened: str) -> None:
+        while not s.consume(close):
+            if not s.consume(f'<{prefix}invoke name="'):
+                raise s.incomplete() if s.at_end() else Broken()
+            name, _ = _name_until(s, ('"',))
+            s.expect(">")
+            _tagged_args(s, name, key_open=f'<{prefix}parameter name="', key_end='"', attrs_end=">",
+                         value_end=f"</{prefix}parameter>", call_end=f"</{prefix}invoke>")
+
+    return read
+
+
+def kimi_calls(s: Scanner, _opened: str) -> None:
+    """Kimi K2: ``<|tool_call_begin|>functions.NAME:N<|tool_call_argument_begin|>{...}<|tool_call_end|>``s up
+    to ``<|tool_calls_section_end|>``; the call's id is ``functions.NAME:N``, as the template writes it."""
+    while not s.consume("<|tool_calls_section_end|>"):
+        s.expect("<|tool_call_begin|>")
+        ident, _ = _name_until(s, ("<|tool_call_argument_begin|>",))
+        name = ident.removeprefix("functions.").rpartition(":")[0] or ident
+        _json_args(s, name, ident)
+        s.expect("<|tool_call_end|>")
 
 
 _GEMMA_QUOTE = '<|"|>'
@@ -429,6 +485,9 @@ class Family:
     think_stops: tuple[str, ...] = ()  # markers that also end a thinking block
     stops: tuple[str, ...] = ()  # llama.cpp's additional_stops
     preserved: tuple[str, ...] = ()  # llama.cpp's preserved_tokens
+    # replies without tools are parsed for the family's thinking block too (llama-server at this pin does not
+    # read Apriel's <thinking> in them)
+    thinks_without_tools: bool = True
 
 
 def _has(*markers: str) -> Callable[[str], bool]:
@@ -477,6 +536,9 @@ _HERMES_CALLS = (
     Call('<function name="', named_args('">'), ("</function>",)),
 )
 _CMD_R_TOKENS = ("<|START_ACTION|>", "<|END_ACTION|>", "<|START_RESPONSE|>", "<|END_RESPONSE|>")
+_DSML = "｜DSML｜"
+_KIMI_TOKENS = ("<|tool_calls_section_begin|>", "<|tool_calls_section_end|>", "<|tool_call_begin|>",
+                "<|tool_call_argument_begin|>", "<|tool_call_end|>")
 _HARMONY_TOKENS = ("<|channel|>", "<|constrain|>", "<|message|>", "<|start|>", "<|end|>")
 
 # Detection order is llama.cpp's: specialised handlers first (GPT-OSS, Functionary v3.2, Gemma 4, Qwen3-Coder),
@@ -551,6 +613,40 @@ _ALL: list[Family] = [
         _has("<tool_calls>[", "]</tool_calls>"),
         think=("<thinking>", "</thinking>"),
         preserved=("<thinking>", "</thinking>", "<tool_calls>", "</tool_calls>"),
+        thinks_without_tools=False,
+    ),
+    # llama.cpp reads these from the template (its autoparser); llamatwist knows their markers
+    Family(
+        "glm-4.5",
+        Tagged((Call("<tool_call>", glm_call),)),
+        _has("<tool_call>", "<arg_key>"),
+        preserved=(*THINK, "<tool_call>", "</tool_call>", "<arg_key>", "</arg_key>", "<arg_value>", "</arg_value>"),
+    ),
+    Family(
+        "minimax-m2",
+        Tagged((Call("<minimax:tool_call>", invoke_calls("", "</minimax:tool_call>")),)),
+        _has("<minimax:tool_call>"),
+        preserved=(*THINK, "<minimax:tool_call>", "</minimax:tool_call>"),
+    ),
+    Family(
+        "deepseek-dsml",
+        Tagged(tuple(Call(f"<{_DSML}{block}>", invoke_calls(_DSML, f"</{_DSML}{block}>"))
+                     for block in ("function_calls", "tool_calls"))),
+        _has(_DSML, "invoke name="),
+        preserved=THINK,
+    ),
+    Family(
+        "kimi-k2",
+        Tagged((Call("<|tool_calls_section_begin|>", kimi_calls),)),
+        _has("<|tool_calls_section_begin|>"),
+        preserved=(*THINK, *_KIMI_TOKENS),
+    ),
+    Family(
+        "seed-oss",
+        Tagged((Call("<seed:tool_call>", xml_call, ("</seed:tool_call>",)),)),
+        _has("<seed:tool_call>"),
+        think=("<seed:think>", "</seed:think>"),
+        preserved=("<seed:think>", "</seed:think>", "<seed:tool_call>", "</seed:tool_call>"),
     ),
     Family(
         "hermes",
