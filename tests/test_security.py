@@ -39,7 +39,7 @@ from llamatwist.config import ServerConfig
 from tests.conftest import Server
 
 INVALID_KEY = {"error": {"code": 401, "message": "Invalid API Key", "type": "authentication_error"}}
-ANTHROPIC_INVALID_KEY = {"type": "error", "error": {"type": "authentication_error", "message": "Invalid API Key"}}
+ANTHROPIC_INVALID_KEY = {"type": "error", "error": {"type": "authentication_error", "message": "Invalid API Key", "code": 401}}
 CORS_PREFLIGHT = {
     "access-control-allow-credentials": "false",  # the default "*" grants no credentials (issue 19)
     "access-control-allow-methods": "GET, POST, DELETE, OPTIONS",

@@ -252,6 +252,27 @@ CASES = [
          "<seed:think>Weather.</seed:think>\n<seed:tool_call>\n<function=get_weather>\n<parameter=location>Paris"
          "</parameter>\n</function>\n</seed:tool_call>",
          reasoning="Weather.", calls=(call("get_weather", WEATHER),), syntax={"tool_parameters": QWEN_PARAMS}),
+    # -- MiniMax-M1: JSON objects one per line
+    Case("minimax-m1-parallel", "minimax-m1",
+         'Checking.\n<tool_calls>\n{"name": "get_weather", "arguments": {"location": "Paris"}}\n'
+         '{"name": "get_time", "arguments": {"tz": "CET"}}\n</tool_calls>',
+         "Checking.\n", calls=(call("get_weather", WEATHER), call("get_time", TIME))),
+    # -- Nemotron Nano v2: a JSON array after a marker
+    Case("nemotron-v2-call", "nemotron-v2",
+         '<think>Hm.</think><TOOLCALL>[{"name": "get_time", "arguments": {"tz": "CET"}}]</TOOLCALL>',
+         reasoning="Hm.", calls=(call("get_time", TIME),)),
+    # -- Solar Open: the id is the model's
+    Case("solar-open-parallel", "solar-open",
+         "<|tool_calls|><|tool_call:begin|>abc123XYZ<|tool_call:name|>get_weather<|tool_call:args|>"
+         '{"location": "Paris"}<|tool_call:end|><|tool_call:begin|>abc123XYW<|tool_call:name|>get_time'
+         '<|tool_call:args|>{"tz": "CET"}<|tool_call:end|><|calls|>',
+         calls=(call("get_weather", WEATHER, "abc123XYZ"), call("get_time", TIME, "abc123XYW"))),
+    # -- MiniCPM 5: <function name=..><param name=..>
+    Case("minicpm5-parallel", "minicpm5",
+         '<function name="get_weather"><param name="location">Paris</param><param name="days">3</param></function>\n'
+         '<function name="get_time"><param name="tz">CET</param></function>',
+         calls=(call("get_weather", '{"location":"Paris","days":3}'), call("get_time", TIME)),
+         syntax={"tool_parameters": QWEN_PARAMS}),
 ]  # fmt: skip
 
 NATIVE_FORMATS = {c.format for c in CASES} - {"generic", "content-only"}
@@ -260,7 +281,8 @@ NATIVE_FORMATS = {c.format for c in CASES} - {"generic", "content-only"}
 def test_every_native_format_has_cases() -> None:
     expected = {"hermes", "qwen3-coder", "llama3", "llama3-builtin", "mistral", "functionary-v3.1",
                 "functionary-v3.2", "deepseek-r1", "deepseek-v3.1", "command-r7b", "granite", "gpt-oss", "gemma4",
-                "phi-4", "apriel", "glm-4.5", "minimax-m2", "deepseek-dsml", "kimi-k2", "seed-oss"}  # fmt: skip
+                "phi-4", "apriel", "glm-4.5", "minimax-m2", "deepseek-dsml", "kimi-k2", "seed-oss", "minimax-m1",
+                "nemotron-v2", "solar-open", "minicpm5"}  # fmt: skip
     assert NATIVE_FORMATS == expected
 
 

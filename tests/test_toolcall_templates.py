@@ -45,7 +45,8 @@ CALL = {
 RESULT = {"role": "tool", "tool_call_id": "abc123XYZ", "name": "get_weather", "content": "22 degrees and sunny"}
 END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|eom_id|>", "</s>", "<｜end▁of▁sentence｜>", "<|END_OF_TURN_TOKEN|>",
                "<|end_of_text|>", "<turn|>", "<|end|>", "<|return|>", "<|call|>", "<|tool_response>", "<sep>",
-               "<seed:eos>", "<|observation|>", "<|role_end|>", "</assistant>", "[e~[")  # fmt: skip
+               "<seed:eos>", "<|observation|>", "<|role_end|>", "</assistant>", "[e~[", "<end_of_sentence>",
+               "<SPECIAL_12>", "<|begin|>")  # fmt: skip
 
 # template -> (family, shows the tool definitions, the assistant turn it writes parses back)
 TEMPLATES: dict[str, tuple[str, bool, bool]] = {
@@ -95,6 +96,11 @@ TEMPLATES: dict[str, tuple[str, bool, bool]] = {
     "Kimi-K2-Thinking.jinja": ("kimi-k2", True, True),
     "moonshotai-Kimi-K2.jinja": ("kimi-k2", True, True),
     "ByteDance-Seed-OSS.jinja": ("seed-oss", True, True),
+    "MiniMax-M1.jinja": ("minimax-m1", True, True),
+    "NVIDIA-Nemotron-Nano-v2.jinja": ("nemotron-v2", True, True),
+    "upstage-Solar-Open-100B.jinja": ("solar-open", True, True),
+    "openbmb-MiniCPM5-1B.jinja": ("minicpm5", True, True),
+    "Cohere2MoE.jinja": ("command-r7b", True, True),
 }
 # templates only detected: the R1 Distill Llama one drops an assistant tool call from the history
 DETECT_ONLY = {"deepseek-ai-DeepSeek-R1-Distill-Llama-8B.jinja": "deepseek-r1", "google-gemma-2-2b-it.jinja": "generic"}
@@ -145,7 +151,7 @@ def test_every_native_family_has_a_template() -> None:
     assert families >= {"hermes", "qwen3-coder", "llama3", "llama3-builtin", "mistral", "functionary-v3.1",
                         "functionary-v3.2", "deepseek-r1", "deepseek-v3.1", "command-r7b", "granite", "gpt-oss",
                         "gemma4", "glm-4.5", "minimax-m2", "deepseek-dsml", "kimi-k2", "seed-oss",
-                        "generic"}  # fmt: skip
+                        "minimax-m1", "nemotron-v2", "solar-open", "minicpm5", "generic"}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", sorted(TEMPLATES))

@@ -205,6 +205,13 @@ def _dsml(g: _Lark, functions: Sequence[Mapping[str, Any]], src: str) -> str:
     return build(g, functions, src)
 
 
+def _solar(g: _Lark, functions: Sequence[Mapping[str, Any]], _src: str) -> str:
+    ident = g.token("/[a-zA-Z0-9_]{9}/")
+    return _alternatives(g.seq("<|tool_calls|>", "<|tool_call:begin|>", ident, "<|tool_call:name|>", f["name"],
+                               "<|tool_call:args|>", g.json(_params(f)), "<|tool_call:end|>", "<|calls|>")
+                         for f in functions)
+
+
 def _kimi_k2(g: _Lark, functions: Sequence[Mapping[str, Any]], _src: str) -> str:
     return _alternatives(g.seq("<|tool_calls_section_begin|>", "<|tool_call_begin|>", f"functions.{f['name']}:0",
                                "<|tool_call_argument_begin|>", g.json(_params(f)), "<|tool_call_end|>",
@@ -282,6 +289,12 @@ FORCED_FAMILIES: dict[str, Builder] = {
                                lambda key, _text: ((f'<parameter name="{key}">',), ("</parameter>\n",)),
                                ("</invoke>\n", "</minimax:tool_call>"), "</parameter>"),
     "deepseek-dsml": _dsml,
+    "minimax-m1": _json_call("<tool_calls>", "</tool_calls>", between="\n"),
+    "nemotron-v2": _json_call("<TOOLCALL>", "</TOOLCALL>", array=True),
+    "solar-open": _solar,
+    "minicpm5": _tagged_call(lambda name: (f'<function name="{name}">',),
+                             lambda key, _text: ((f'<param name="{key}">',), ("</param>",)),
+                             ("</function>",), "</param>"),
     "kimi-k2": _kimi_k2,
     "seed-oss": _tagged_call(lambda name: ("<seed:tool_call>", f"\n<function={name}>\n"),
                              lambda key, _text: ((f"<parameter={key}>",), ("</parameter>\n",)),

@@ -183,6 +183,39 @@ def invoke_calls(prefix: str, close: str) -> Body:
     return read
 
 
+def json_lines(close: str) -> Body:
+    """JSON call objects one after another up to ``close`` (MiniMax-M1's ``<tool_calls>``)."""
+
+    def read(s: Scanner, opened: str) -> None:
+        while not s.consume(close):
+            if s.at_end():
+                raise s.incomplete()
+            json_calls()(s, opened)
+
+    return read
+
+
+def param_call(s: Scanner, _opened: str) -> None:
+    """MiniCPM 5: ``NAME">`` (after ``<function name="``) then ``<param name="KEY">value</param>``s, then
+    ``</function>``."""
+    name, _ = _name_until(s, ('"',))
+    s.expect(">")
+    _tagged_args(s, name, key_open='<param name="', key_end='"', attrs_end=">", value_end="</param>",
+                 call_end="</function>")
+
+
+def solar_calls(s: Scanner, _opened: str) -> None:
+    """Solar Open: ``<|tool_call:begin|>ID<|tool_call:name|>NAME<|tool_call:args|>{...}<|tool_call:end|>``s,
+    then ``<|calls|>`` (an end of generation the output may stop before)."""
+    while s.consume("<|tool_call:begin|>"):
+        ident, _ = _name_until(s, ("<|tool_call:name|>",))
+        name, _ = _name_until(s, ("<|tool_call:args|>",))
+        _json_args(s, name, ident)
+        s.expect("<|tool_call:end|>")
+    if not s.consume("<|calls|>") and not s.at_end():
+        raise Broken
+
+
 def kimi_calls(s: Scanner, _opened: str) -> None:
     """Kimi K2: ``<|tool_call_begin|>functions.NAME:N<|tool_call_argument_begin|>{...}<|tool_call_end|>``s up
     to ``<|tool_calls_section_end|>``; the call's id is ``functions.NAME:N``, as the template writes it."""
@@ -537,6 +570,8 @@ _HERMES_CALLS = (
 )
 _CMD_R_TOKENS = ("<|START_ACTION|>", "<|END_ACTION|>", "<|START_RESPONSE|>", "<|END_RESPONSE|>")
 _DSML = "｜DSML｜"
+_SOLAR_TOKENS = ("<|tool_calls|>", "<|tool_call:begin|>", "<|tool_call:name|>", "<|tool_call:args|>",
+                 "<|tool_call:end|>", "<|calls|>")
 _KIMI_TOKENS = ("<|tool_calls_section_begin|>", "<|tool_calls_section_end|>", "<|tool_call_begin|>",
                 "<|tool_call_argument_begin|>", "<|tool_call_end|>")
 _HARMONY_TOKENS = ("<|channel|>", "<|constrain|>", "<|message|>", "<|start|>", "<|end|>")
@@ -590,7 +625,7 @@ _ALL: list[Family] = [
             (Call("<|START_ACTION|>", json_calls("tool_name", "parameters", "tool_call_id"), ("<|END_ACTION|>",)),),
             drop=("<|START_RESPONSE|>", "<|END_RESPONSE|>"),
         ),
-        _has("<|END_THINKING|><|START_ACTION|>"),
+        _has("<|END_THINKING|>", "<|START_ACTION|>"),  # adjacent in R7B, apart in Cohere2 MoE
         think=("<|START_THINKING|>", "<|END_THINKING|>"),
         preserved=(*_CMD_R_TOKENS, "<|START_THINKING|>", "<|END_THINKING|>"),
     ),
@@ -647,6 +682,30 @@ _ALL: list[Family] = [
         _has("<seed:tool_call>"),
         think=("<seed:think>", "</seed:think>"),
         preserved=("<seed:think>", "</seed:think>", "<seed:tool_call>", "</seed:tool_call>"),
+    ),
+    Family(
+        "minimax-m1",
+        Tagged((Call("<tool_calls>", json_lines("</tool_calls>")),)),
+        _has("<tool_calls>", "</tool_calls>"),
+        preserved=(*THINK, "<tool_calls>", "</tool_calls>"),
+    ),
+    Family(
+        "nemotron-v2",
+        Tagged((Call("<TOOLCALL>", json_calls(), ("</TOOLCALL>",)),)),
+        _has("<TOOLCALL>"),
+        preserved=(*THINK, "<TOOLCALL>", "</TOOLCALL>"),
+    ),
+    Family(
+        "solar-open",
+        Tagged((Call("<|tool_calls|>", solar_calls),)),
+        _has("<|tool_call:begin|>"),
+        preserved=(*THINK, *_SOLAR_TOKENS),
+    ),
+    Family(
+        "minicpm5",
+        Tagged((Call('<function name="', param_call),)),
+        _has('<function name="', '<param name="'),
+        preserved=THINK,
     ),
     Family(
         "hermes",
