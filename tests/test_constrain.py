@@ -475,3 +475,19 @@ def test_fill_masks_batch_matches_single(info: TokenizerInfo) -> None:
             t = int(np.argmax(r))
             c1.accept(t)
             c2.accept(t)
+
+
+def test_a_forced_text_value_closes_at_its_marker(info: TokenizerInfo) -> None:
+    """A required call in an XML-valued format (Seed-OSS, Qwen3-Coder, GLM, MiniMax...) without a maxLength:
+    a text value ends at its closing tag, written as text tokens (a greedy lexeme would read on past it and
+    never close), and may hold other tags."""
+    from llamatwist.chat.toolcalls.forced import ForcedCall, forced_call_grammar
+
+    function = {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                                                      "required": ["city"]}}
+    grammar = forced_call_grammar(ForcedCall("seed-oss", (function,)), {})
+    head = "<seed:tool_call>\n<function=get_weather>\n<parameter=city>"
+    for value in ("Paris", "<b>Paris</b>", "Paris</parameter_1>"):
+        c = compile_constraint(grammar=grammar, tokenizer=info).new()
+        assert takes(c, info, head + value + "</parameter>\n</function>\n</seed:tool_call>"), value
+        assert c.is_finished(), value

@@ -137,20 +137,27 @@ def _mistral(g: _Lark, functions: Sequence[Mapping[str, Any]], src: str) -> str:
 _REGEX_META = set("\\.+*?()|[]{}^$#&-~/")
 
 
-def _free_text(g: _Lark, prop: Any, end: str) -> _Ref:
-    """Free text that never contains ``end`` (the marker closing it), within the property's maxLength."""
+def _free_text(g: _Lark, prop: Any, end: str) -> str:
+    """Free text closed by ``end``, within the property's maxLength, the marker included. A text marker closes
+    a lazy rule (llguidance's ``suffix``: the text ends at the marker's first occurrence); a greedy lexeme
+    would read on past it and never let the value close. A control-token marker cannot be text, so the
+    lexeme ends where the model writes it."""
     limit = prop.get("maxLength") if isinstance(prop, dict) else None
     size = f"{{0,{int(limit)}}}" if isinstance(limit, int) and not isinstance(limit, bool) and limit >= 0 else "*"
-    escaped = "".join("\\" + c if c in _REGEX_META else c for c in end)
-    return g.token(f"/(?s:.{size})/ & ~/(?s:.*{escaped}.*)/")
+    if end in g.specials:
+        return g.seq(g.token(f"/(?s:.{size})/"), end)
+    name = _Ref(f"r{len(g.rules)}")
+    g.rules.append(f"{name}[suffix={json.dumps(end, ensure_ascii=False)}]: /(?s:.{size})/")
+    return name
 
 
-def _value(g: _Lark, prop: Any, end: str) -> tuple[_Ref, bool]:
-    """A parameter of a format that writes values untyped, and whether it is text: a string is free text up
-    to ``end``, anything else JSON (read back as JSON by the parser) under the parameter's own schema."""
+def _value(g: _Lark, prop: Any, end: str) -> tuple[str, bool]:
+    """A parameter of a format that writes values untyped, then ``end`` (the marker closing it), and whether
+    it is text: a string is free text, anything else JSON (read back as JSON by the parser) under the
+    parameter's own schema."""
     if not isinstance(prop, dict) or prop.get("type", "string") == "string":
         return _free_text(g, prop, end), True
-    return g.json(prop), False
+    return g.seq(g.json(prop), end), False
 
 
 def _required(params: Any) -> tuple[dict[str, Any], list[str]]:
@@ -164,8 +171,9 @@ Parts = tuple[str, ...]
 def _tagged_call(open_: Callable[[str], Parts], param: Callable[[str, bool], tuple[Parts, Parts]], close: Parts,
                  value_end: str) -> Builder:
     """A call whose arguments are tagged key/value pairs (GLM, MiniMax-M2, DeepSeek's DSML, Seed-OSS):
-    ``open_(name)``, then per required parameter ``param(key, is_text)`` around its value, then ``close``; a
-    text value is free text up to ``value_end``, any other JSON under the parameter's schema."""
+    ``open_(name)``, then per required parameter ``param(key, is_text)`` around its value and the
+    ``value_end`` marker after it, then ``close``; a text value is free text, any other JSON under the
+    parameter's schema."""
 
     def build(g: _Lark, functions: Sequence[Mapping[str, Any]], _src: str) -> str:
         alts = []
@@ -175,7 +183,7 @@ def _tagged_call(open_: Callable[[str], Parts], param: Callable[[str, bool], tup
             for key in required:
                 value, text = _value(g, props.get(key), value_end)
                 before, after = param(key, text)
-                parts.append(g.seq(*before, value, *after))
+                parts.append(g.seq(*before, _Ref(value), *after))
             alts.append(" ".join([g.seq(*open_(f["name"])), *parts, g.seq(*close)]))
         return _alternatives(alts)
 
@@ -187,7 +195,7 @@ def _glm(g: _Lark, functions: Sequence[Mapping[str, Any]], src: str) -> str:
     between the parts where the template writes them (GLM 4.5/4.6) or none (4.7)."""
     nl = "\n" if any("</arg_key>" + end in src for end in ("\n", "\\n")) else ""
     build = _tagged_call(lambda name: ("<tool_call>", name + nl),
-                         lambda key, _text: (("<arg_key>", key, "</arg_key>", nl, "<arg_value>"), ("</arg_value>", nl)),
+                         lambda key, _text: (("<arg_key>", key, "</arg_key>", nl, "<arg_value>"), (nl,)),
                          ("</tool_call>",), "</arg_value>")
     return build(g, functions, src)
 
@@ -199,8 +207,7 @@ def _dsml(g: _Lark, functions: Sequence[Mapping[str, Any]], src: str) -> str:
     block = "function_calls" if d + "function_calls" in src or "function_calls>" in src else "tool_calls"
     build = _tagged_call(
         lambda name: (f"<{d}{block}>", f'\n<{d}invoke name="{name}">\n'),
-        lambda key, text: ((f'<{d}parameter name="{key}" string="{"true" if text else "false"}">',),
-                           (f"</{d}parameter>\n",)),
+        lambda key, text: ((f'<{d}parameter name="{key}" string="{"true" if text else "false"}">',), ("\n",)),
         (f"</{d}invoke>\n", f"</{d}{block}>"), f"</{d}parameter>")
     return build(g, functions, src)
 
@@ -232,8 +239,11 @@ def _gemma4(g: _Lark, functions: Sequence[Mapping[str, Any]], _src: str) -> str:
         props, required = _required(_params(f))
         items = []
         for key in required:
-            value, text = _value(g, props.get(key), quote)
-            items.append(g.seq(f"{key}:", quote, value, quote) if text else g.seq(f"{key}:", value))
+            prop = props.get(key)
+            if not isinstance(prop, dict) or prop.get("type", "string") == "string":
+                items.append(g.seq(f"{key}:", quote, _Ref(_free_text(g, prop, quote))))
+            else:
+                items.append(g.seq(f"{key}:", g.json(prop)))
         alts.append(" ".join([g.seq("<|tool_call>", f"call:{f['name']}{{"), ' "," '.join(items),
                               g.seq("}", "<tool_call|>")]))
     return _alternatives(alts)
@@ -268,8 +278,8 @@ FORCED_FAMILIES: dict[str, Builder] = {
     "hermes": _json_call("<tool_call>", "</tool_call>", between="\n"),
     # <tool_call>\n<function=NAME>\n<parameter=KEY>\nVALUE\n</parameter>\n...</function>\n</tool_call>
     "qwen3-coder": _tagged_call(lambda name: ("<tool_call>", f"\n<function={name}>\n"),
-                                lambda key, _text: ((f"<parameter={key}>\n",), ("\n</parameter>\n",)),
-                                ("</function>\n", "</tool_call>"), "</parameter>"),
+                                lambda key, _text: ((f"<parameter={key}>\n",), ("\n",)),
+                                ("</function>\n", "</tool_call>"), "\n</parameter>"),
     "llama3": _llama3,
     "llama3-builtin": _llama3,
     "functionary-v3.2": _functionary_v3_2,
@@ -286,18 +296,18 @@ FORCED_FAMILIES: dict[str, Builder] = {
     "gemma4": _gemma4,
     "glm-4.5": _glm,
     "minimax-m2": _tagged_call(lambda name: ("<minimax:tool_call>", f'\n<invoke name="{name}">\n'),
-                               lambda key, _text: ((f'<parameter name="{key}">',), ("</parameter>\n",)),
+                               lambda key, _text: ((f'<parameter name="{key}">',), ("\n",)),
                                ("</invoke>\n", "</minimax:tool_call>"), "</parameter>"),
     "deepseek-dsml": _dsml,
     "minimax-m1": _json_call("<tool_calls>", "</tool_calls>", between="\n"),
     "nemotron-v2": _json_call("<TOOLCALL>", "</TOOLCALL>", array=True),
     "solar-open": _solar,
     "minicpm5": _tagged_call(lambda name: (f'<function name="{name}">',),
-                             lambda key, _text: ((f'<param name="{key}">',), ("</param>",)),
+                             lambda key, _text: ((f'<param name="{key}">',), ()),
                              ("</function>",), "</param>"),
     "kimi-k2": _kimi_k2,
     "seed-oss": _tagged_call(lambda name: ("<seed:tool_call>", f"\n<function={name}>\n"),
-                             lambda key, _text: ((f"<parameter={key}>",), ("</parameter>\n",)),
+                             lambda key, _text: ((f"<parameter={key}>",), ("\n",)),
                              ("</function>\n", "</seed:tool_call>"), "</parameter>"),
 }
 
