@@ -273,6 +273,18 @@ CASES = [
          '<function name="get_time"><param name="tz">CET</param></function>',
          calls=(call("get_weather", '{"location":"Paris","days":3}'), call("get_time", TIME)),
          syntax={"tool_parameters": QWEN_PARAMS}),
+    # -- Hunyuan 3: GLM-style pairs with :opensource markers
+    Case("hunyuan3-call", "hunyuan3",
+         "<think:opensource>Hm.</think:opensource><tool_calls:opensource>\n<tool_call:opensource>get_weather"
+         "<tool_sep:opensource>\n<arg_key:opensource>location</arg_key:opensource>\n<arg_value:opensource>Paris"
+         "</arg_value:opensource>\n</tool_call:opensource>\n</tool_calls:opensource>",
+         reasoning="Hm.", calls=(call("get_weather", WEATHER),), syntax={"tool_parameters": QWEN_PARAMS}),
+    # -- LFM2: pythonic calls (Python or JSON literals), shown once the list closes
+    Case("lfm2-parallel", "lfm2",
+         "Sure.<|tool_call_start|>[get_weather(location='Paris', days=3), f(n=[1, -2.5], ok=true, x=None, "
+         'd={"a": "b"})]<|tool_call_end|>',
+         "Sure.", calls=(call("get_weather", '{"location":"Paris","days":3}'),
+                         call("f", '{"n":[1,-2.5],"ok":true,"x":null,"d":{"a":"b"}}'))),
 ]  # fmt: skip
 
 NATIVE_FORMATS = {c.format for c in CASES} - {"generic", "content-only"}
@@ -282,7 +294,7 @@ def test_every_native_format_has_cases() -> None:
     expected = {"hermes", "qwen3-coder", "llama3", "llama3-builtin", "mistral", "functionary-v3.1",
                 "functionary-v3.2", "deepseek-r1", "deepseek-v3.1", "command-r7b", "granite", "gpt-oss", "gemma4",
                 "phi-4", "apriel", "glm-4.5", "minimax-m2", "deepseek-dsml", "kimi-k2", "seed-oss", "minimax-m1",
-                "nemotron-v2", "solar-open", "minicpm5"}  # fmt: skip
+                "nemotron-v2", "solar-open", "minicpm5", "hunyuan3", "lfm2"}  # fmt: skip
     assert NATIVE_FORMATS == expected
 
 

@@ -46,7 +46,7 @@ RESULT = {"role": "tool", "tool_call_id": "abc123XYZ", "name": "get_weather", "c
 END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|eom_id|>", "</s>", "<｜end▁of▁sentence｜>", "<|END_OF_TURN_TOKEN|>",
                "<|end_of_text|>", "<turn|>", "<|end|>", "<|return|>", "<|call|>", "<|tool_response>", "<sep>",
                "<seed:eos>", "<|observation|>", "<|role_end|>", "</assistant>", "[e~[", "<end_of_sentence>",
-               "<SPECIAL_12>", "<|begin|>")  # fmt: skip
+               "<SPECIAL_12>", "<|begin|>", "<｜hy_")  # fmt: skip
 
 # template -> (family, shows the tool definitions, the assistant turn it writes parses back)
 TEMPLATES: dict[str, tuple[str, bool, bool]] = {
@@ -101,6 +101,8 @@ TEMPLATES: dict[str, tuple[str, bool, bool]] = {
     "upstage-Solar-Open-100B.jinja": ("solar-open", True, True),
     "openbmb-MiniCPM5-1B.jinja": ("minicpm5", True, True),
     "Cohere2MoE.jinja": ("command-r7b", True, True),
+    "tencent-Hy3.jinja": ("hunyuan3", True, True),
+    "LFM2.5-8B-A1B.jinja": ("lfm2", True, True),
 }
 # templates only detected: the R1 Distill Llama one drops an assistant tool call from the history
 DETECT_ONLY = {"deepseek-ai-DeepSeek-R1-Distill-Llama-8B.jinja": "deepseek-r1", "google-gemma-2-2b-it.jinja": "generic"}
@@ -151,7 +153,8 @@ def test_every_native_family_has_a_template() -> None:
     assert families >= {"hermes", "qwen3-coder", "llama3", "llama3-builtin", "mistral", "functionary-v3.1",
                         "functionary-v3.2", "deepseek-r1", "deepseek-v3.1", "command-r7b", "granite", "gpt-oss",
                         "gemma4", "glm-4.5", "minimax-m2", "deepseek-dsml", "kimi-k2", "seed-oss",
-                        "minimax-m1", "nemotron-v2", "solar-open", "minicpm5", "generic"}  # fmt: skip
+                        "minimax-m1", "nemotron-v2", "solar-open", "minicpm5", "hunyuan3", "lfm2",
+                        "generic"}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", sorted(TEMPLATES))

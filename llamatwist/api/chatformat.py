@@ -82,8 +82,7 @@ class ChatFormatter:
         if "<think>" in self.source or bool(caps is not None and caps.reacts_to_enable_thinking):
             return True
         family = detect_family(self.source)
-        return bool(family is not None and family.thinks_without_tools and family.think
-                    and family.think[0] in self.source)
+        return bool(family is not None and family.thinks_without_tools and family.thinks_in(self.source))
 
     def template_kwargs(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """--chat-template-kwargs (and -rea, --reasoning-effort) merged with the request's; request wins."""

@@ -219,6 +219,18 @@ def _solar(g: _Lark, functions: Sequence[Mapping[str, Any]], _src: str) -> str:
                          for f in functions)
 
 
+def _lfm2(g: _Lark, functions: Sequence[Mapping[str, Any]], _src: str) -> str:
+    """``<|tool_call_start|>[NAME(key=value, ...)]<|tool_call_end|>``: the required parameters as JSON values
+    (the parser reads them as Python literals, JSON's true/false/null too)."""
+    alts = []
+    for f in functions:
+        props, required = _required(_params(f))
+        args = ' ", " '.join(g.seq(f"{key}=", g.json(props.get(key, {}))) for key in required)
+        alts.append(" ".join(p for p in (g.seq("<|tool_call_start|>", f"[{f['name']}("), args,
+                                         g.seq(")]", "<|tool_call_end|>")) if p))
+    return _alternatives(alts)
+
+
 def _kimi_k2(g: _Lark, functions: Sequence[Mapping[str, Any]], _src: str) -> str:
     return _alternatives(g.seq("<|tool_calls_section_begin|>", "<|tool_call_begin|>", f"functions.{f['name']}:0",
                                "<|tool_call_argument_begin|>", g.json(_params(f)), "<|tool_call_end|>",
@@ -299,6 +311,12 @@ FORCED_FAMILIES: dict[str, Builder] = {
                                lambda key, _text: ((f'<parameter name="{key}">',), ("\n",)),
                                ("</invoke>\n", "</minimax:tool_call>"), "</parameter>"),
     "deepseek-dsml": _dsml,
+    "hunyuan3": _tagged_call(
+        lambda name: ("<tool_calls:opensource>", "\n", "<tool_call:opensource>", name, "<tool_sep:opensource>", "\n"),
+        lambda key, _text: (("<arg_key:opensource>", key, "</arg_key:opensource>", "\n", "<arg_value:opensource>"),
+                            ("\n",)),
+        ("</tool_call:opensource>", "\n", "</tool_calls:opensource>"), "</arg_value:opensource>"),
+    "lfm2": _lfm2,
     "minimax-m1": _json_call("<tool_calls>", "</tool_calls>", between="\n"),
     "nemotron-v2": _json_call("<TOOLCALL>", "</TOOLCALL>", array=True),
     "solar-open": _solar,

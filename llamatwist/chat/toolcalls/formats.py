@@ -10,6 +10,7 @@ frame messages differently and have their own readers.
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from .generic import parse_generic
 from .jsonscan import JsonSyntaxError, scan_json
 from .model import ToolCallOut
-from .scan import Broken, Scanner, args_json
+from .scan import Broken, Scanner, Stop, args_json
 
 __all__ = ["FAMILIES", "THINK", "Family", "detect_family"]
 
@@ -214,6 +215,55 @@ def solar_calls(s: Scanner, _opened: str) -> None:
         s.expect("<|tool_call:end|>")
     if not s.consume("<|calls|>") and not s.at_end():
         raise Broken
+
+
+def hy3_calls(s: Scanner, _opened: str) -> None:
+    """Hunyuan 3: ``<tool_call:opensource>NAME<tool_sep:opensource>`` then GLM-style ``<arg_key:opensource>``
+    and ``<arg_value:opensource>`` pairs, up to ``</tool_calls:opensource>``."""
+    while not s.consume("</tool_calls:opensource>"):
+        s.expect("<tool_call:opensource>")
+        name, _ = _name_until(s, ("<tool_sep:opensource>",))
+        _tagged_args(s, name, key_open="<arg_key:opensource>", key_end="</arg_key:opensource>",
+                     value_open="<arg_value:opensource>", value_end="</arg_value:opensource>",
+                     call_end="</tool_call:opensource>")
+
+
+_PY_NAMES = {"true": True, "false": False, "null": None, "True": True, "False": False, "None": None}
+
+
+def _py_value(node: ast.expr) -> object:
+    """A Python (or JSON) literal of a pythonic call's argument."""
+    if isinstance(node, ast.Name) and node.id in _PY_NAMES:
+        return _PY_NAMES[node.id]
+    if isinstance(node, (ast.List, ast.Tuple)):
+        return [_py_value(e) for e in node.elts]
+    if isinstance(node, ast.Dict):
+        return {str(_py_value(k)) if k is not None else "": _py_value(v) for k, v in zip(node.keys, node.values)}
+    return ast.literal_eval(node)
+
+
+def pythonic_calls(close: str) -> Body:
+    """LFM2: ``[NAME(key=value, ...), ...]`` with Python literal values, up to ``close``; the calls appear once
+    the list is closed."""
+
+    def read(s: Scanner, _opened: str) -> None:
+        code, end = s.until((close,))
+        if end is None and s.partial:
+            raise Stop
+        try:
+            node = ast.parse(code.strip(), mode="eval").body
+            calls = node.elts if isinstance(node, ast.List) else [node]
+            parsed = []
+            for call in calls:
+                if not isinstance(call, ast.Call) or call.args or any(kw.arg is None for kw in call.keywords):
+                    raise Broken
+                parsed.append((ast.unparse(call.func), {str(kw.arg): _py_value(kw.value) for kw in call.keywords}))
+        except (SyntaxError, ValueError, TypeError):
+            raise Broken from None
+        for name, args in parsed:
+            s.add_call(name, args_json(args))
+
+    return read
 
 
 def kimi_calls(s: Scanner, _opened: str) -> None:
@@ -521,6 +571,11 @@ class Family:
     # replies without tools are parsed for the family's thinking block too (llama-server at this pin does not
     # read Apriel's <thinking> in them)
     thinks_without_tools: bool = True
+    think_probe: str = ""  # what shows the template uses the thinking markers (default: the opening one)
+
+    def thinks_in(self, src: str) -> bool:
+        """Whether this template writes the family's thinking markers (Qwen 2.5 is Hermes but never thinks)."""
+        return self.think is not None and (self.think_probe or self.think[0]) in src
 
 
 def _has(*markers: str) -> Callable[[str], bool]:
@@ -706,6 +761,23 @@ _ALL: list[Family] = [
         Tagged((Call('<function name="', param_call),)),
         _has('<function name="', '<param name="'),
         preserved=THINK,
+    ),
+    Family(
+        "hunyuan3",
+        Tagged((Call("<tool_calls:opensource>", hy3_calls),)),
+        _has(":opensource'", "<arg_key{}>"),
+        think=("<think:opensource>", "</think:opensource>"),
+        think_probe="<think{}>",
+        preserved=("<think:opensource>", "</think:opensource>", "<tool_calls:opensource>",
+                   "</tool_calls:opensource>", "<tool_call:opensource>", "</tool_call:opensource>",
+                   "<tool_sep:opensource>", "<arg_key:opensource>", "</arg_key:opensource>",
+                   "<arg_value:opensource>", "</arg_value:opensource>"),
+    ),
+    Family(
+        "lfm2",
+        Tagged((Call("<|tool_call_start|>", pythonic_calls("<|tool_call_end|>")),)),
+        _has("<|tool_call_start|>"),
+        preserved=(*THINK, "<|tool_call_start|>", "<|tool_call_end|>"),
     ),
     Family(
         "hermes",

@@ -49,7 +49,7 @@ def _chosen(functions: list[dict[str, Any]], tool_choice: Any) -> tuple[list[dic
 
 def _thinking_tags(family: Family, template_source: str) -> tuple[str, str] | None:
     """The family's thinking markers, when this template uses them (Qwen 2.5 is Hermes but never thinks)."""
-    return family.think if family.think and family.think[0] in template_source else None
+    return family.think if family.thinks_in(template_source) else None
 
 
 def _forced_open(tags: tuple[str, str] | None, generation_prompt: str, enable_thinking: bool) -> bool:
