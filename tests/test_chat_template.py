@@ -28,6 +28,7 @@ from llamatwist.chat import (
     strip_bos,
     verify_template,
 )
+from llamatwist.chat.sandbox import ENV
 
 # tokenizer.chat_template of SmolLM2-135M-Instruct (the default test model), verbatim from its GGUF.
 SMOLLM2_TEMPLATE = (
@@ -345,6 +346,19 @@ def test_leading_bos_text_removed_only_when_the_tokenizer_adds_bos() -> None:
 )
 def test_tojson_matches_python_json_dumps(expression: str, expected: str) -> None:
     assert jinja("{{ " + expression + " }}").render([]) == expected
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        # Functionary v3.1's tool lines: Markup + text would escape the text
+        ("""{{ "Use '"|safe + name + "'\n"|safe + {"a": "b"}|tojson }}""", 'Use \'get "x"\'\n{"a": "b"}'),
+        ("{{ name|e + '<' }}", "get &#34;x&#34;<"),  # |e escapes its own value only
+        ("{{ name|safe }}", 'get "x"'),
+    ],
+)
+def test_safe_and_escape_make_plain_text_as_in_llama_cpp(source: str, expected: str) -> None:
+    assert ENV.from_string(source).render(name='get "x"') == expected
 
 
 def test_raise_exception_names_the_message() -> None:

@@ -15,6 +15,7 @@ import jinja2
 import jinja2.ext
 import jinja2.nodes
 import jinja2.parser
+import markupsafe
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEnvironment
 
@@ -126,6 +127,14 @@ class _Environment(ImmutableSandboxedEnvironment):
         return operator.pow(left, right)
 
 
+def _plain(value: Any) -> Any:
+    return str(value) if isinstance(value, markupsafe.Markup) else value
+
+
+def _escaped(value: Any) -> str:
+    return str(markupsafe.escape(value))
+
+
 def _make_environment() -> _Environment:
     env = _Environment(
         trim_blocks=True,
@@ -137,6 +146,10 @@ def _make_environment() -> _Environment:
         extensions=[jinja2.ext.loopcontrols, _GenerationExtension],
     )
     env.filters["tojson"] = _tojson
+    # llama.cpp's engine has no markup strings: |safe changes nothing and |escape gives plain text. jinja2's
+    # Markup would escape every string added to it ("Use '"|safe + name + ... | tojson: Functionary v3.1)
+    env.filters["safe"] = _plain
+    env.filters["e"] = env.filters["escape"] = _escaped
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(str(fmt))
     return env
