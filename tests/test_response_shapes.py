@@ -9,15 +9,18 @@ grammar and biases echoed), they must be equal too.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from llamatwist.sampling_defaults import SamplingDefaults
 from tests.conftest import REPO, Server
 
 ARGS = ("-np", "2", "-c", "2048", "-t", "2", "--jinja")
 GRAMMAR = 'root ::= "yes" | "no"'
 MESSAGES = [{"role": "user", "content": "Say hi"}]
+ASK = {"role": "user", "content": "What is the weather in Paris?"}
 
 # "STREAM": its events, all of them as one answer
 REQUESTS: list[tuple[str, str, dict[str, Any] | None]] = [
@@ -131,22 +134,55 @@ CAPS_DIFFER = {"LFM2.5-8B-A1B.jinja": {"supports_typed_content"},
                "mistralai-Ministral-3-14B-Reasoning-2512.jinja": {"supports_typed_content"}}
 
 
-def test_chat_template_caps_match_llama_servers_on_every_pinned_template(model_path: str,
-                                                                          llama_server: list[str]) -> None:
-    """/props' chat_template_caps for each of llama.cpp's models/templates, from llama-server and from
-    llamatwist's own probes (tool calls, parallel calls, object arguments, preserved reasoning, effort...)."""
-    from llamatwist.chat.template import ChatTemplate
+# Templates whose prompt with tools still differs from llama-server's (README, "Tools and reasoning"): formats
+# llamatwist does not know (its generic instructions where llama-server renders the template alone), or
+# templates that show no tools at all
+TOOLS_DIFFER = {"Apertus-8B-Instruct", "CohereForAI-c4ai-command-r-plus-tool_use", "GigaChat3-10B-A1.8B",
+                "GigaChat3.1-10B-A1.8B", "HuggingFaceTB-SmolLM3-3B", "Kimi-K3", "LFM2-8B-A1B", "LFM2.5-Instruct",
+                "MiniMax-M3", "google-gemma-2-2b-it", "llama-cpp-rwkv-world", "microsoft-Phi-3.5-mini-instruct",
+                "muse-glimmer", "fireworks-ai-llama-3-firefunction-v2"}
+TOOL = {"type": "function", "function": {"name": "get_weather", "description": "Get the weather", "parameters": {
+    "type": "object", "properties": {"location": {"type": "string"}, "days": {"type": "integer"}},
+    "required": ["location"]}}}  # fmt: skip
+CALLS = {"role": "assistant", "content": None, "tool_calls": [
+    {"id": "abc123XYZ", "type": "function", "function": {"name": "get_weather", "arguments": '{"location": "Paris"}'}},
+    {"id": "abc123XYW", "type": "function", "function": {"name": "get_weather", "arguments": '{"location": "Rome"}'}},
+]}  # fmt: skip
+WITH_TOOLS = [
+    {"messages": [ASK], "tools": [TOOL]},
+    {"messages": [ASK, CALLS, {"role": "tool", "tool_call_id": "abc123XYZ", "content": "22 degrees"},
+                  {"role": "tool", "tool_call_id": "abc123XYW", "content": "{\"c\": 25}"},
+                  {"role": "assistant", "content": "Warm in both."}, {"role": "user", "content": "Thanks"}],
+     "tools": [TOOL]},
+]
 
+
+@pytest.fixture(scope="module")
+def pinned_templates(model_path: str, llama_server: list[str]) -> dict[Path, tuple[dict[str, bool], list[Any]]]:
+    """llama-server on each of llama.cpp's models/templates: its chat_template_caps, and its /apply-template
+    prompt for each of WITH_TOOLS (None where it refuses the conversation)."""
     templates = sorted((REPO / "third_party" / "llama.cpp" / "models" / "templates").glob("*.jinja"))
     assert len(templates) > 50
-    differ = {}
+    out = {}
     for path in templates:
         srv = Server(["-m", model_path, "-c", "256", "-np", "1", "--jinja", "--chat-template-file", str(path),
                       "--no-warmup"], command=llama_server)
         try:
-            theirs = srv.get("/props").json()["chat_template_caps"]
+            caps = srv.get("/props").json()["chat_template_caps"]
+            out[path] = (caps, [srv.post("/apply-template", body).json().get("prompt") for body in WITH_TOOLS])
         finally:
             srv.stop()
+    return out
+
+
+def test_chat_template_caps_match_llama_servers_on_every_pinned_template(
+        pinned_templates: dict[Path, tuple[dict[str, bool], list[Any]]]) -> None:
+    """/props' chat_template_caps for each of llama.cpp's models/templates, from llama-server and from
+    llamatwist's own probes (tool calls, parallel calls, object arguments, preserved reasoning, effort...)."""
+    from llamatwist.chat.template import ChatTemplate
+
+    differ = {}
+    for path, (theirs, _) in pinned_templates.items():
         ours = ChatTemplate(path.read_text()).caps.as_map()
         keys = {k for k in theirs if theirs[k] != ours.get(k)}
         if keys != CAPS_DIFFER.get(path.name, set()):
@@ -158,7 +194,6 @@ def test_chat_template_caps_match_llama_servers_on_every_pinned_template(model_p
 # "<think>\n\n</think>\n\n"), which llamatwist reads from the template (chat.template.spaced_reasoning_tags)
 SPACED_PREFILL = ["Bielik-11B-v3.0-Instruct", "GLM-4.6", "MiniMax-M2", "Qwen-Qwen3-0.6B", "Qwen3.5-4B", "Reka-Edge",
                   "openbmb-MiniCPM5-1B", "Qwen-QwQ-32B", "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B"]
-ASK = {"role": "user", "content": "What is the weather in Paris?"}
 PREFILLS = [
     [ASK, {"role": "assistant", "content": "The weather"}],
     [ASK, {"role": "assistant", "content": "The weather", "reasoning_content": "Hm, Paris."}],
@@ -181,3 +216,34 @@ def test_a_prefill_on_a_thinking_template_renders_as_llama_servers(model_path: s
     ours, theirs = prompts
     assert ours == theirs
     assert ours[0].endswith("The weather") and "Hm, Paris." in ours[1] and ours[2].endswith("Hm, Paris")
+
+
+def _prompt(fmt: Any, body: dict[str, Any]) -> str | None:
+    """llamatwist's /apply-template prompt, None where it refuses the conversation (a template's own error)."""
+    from llamatwist.api.openai.chat import build_prompt, parse_chat
+    from llamatwist.chat import ChatError
+
+    try:
+        return build_prompt(fmt, body, parse_chat(body, SamplingDefaults(), 1)).rendered.prompt
+    except ChatError:
+        return None
+
+
+def test_prompts_with_tools_are_llama_servers_on_every_template_whose_format_llamatwist_knows(
+        model_path: str, pinned_templates: dict[Path, tuple[dict[str, bool], list[Any]]]) -> None:
+    """/apply-template with a tool list, and with two calls, their results and an answer, from llama-server
+    and from llamatwist's own chat path (the same formatter and plan as its route, on this model's tokens)."""
+    from llamatwist.api.chatformat import build_formatter
+    from llamatwist.config import ServerConfig
+    from llamatwist.engine.model import Model
+
+    vocab = Model(model_path).vocab
+    bos, eos = (vocab.token_to_piece(t, special=True).decode() for t in (vocab.bos, vocab.eos))
+    config = ServerConfig(jinja=True)
+    differ, same = [], []
+    for path, (_, theirs) in pinned_templates.items():
+        fmt = build_formatter(config, None, path.read_text(), bos, eos, vocab.add_bos, vocab.add_eos)
+        ours = [_prompt(fmt, body) for body in WITH_TOOLS]
+        (same if ours == theirs else differ).append(path.stem)
+    assert set(differ) == TOOLS_DIFFER, sorted(set(differ) ^ TOOLS_DIFFER)
+    assert len(same) >= 56

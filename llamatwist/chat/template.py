@@ -548,6 +548,49 @@ def _template_messages(
                         call["function"]["arguments"] = json.loads(args)
                     except ValueError as exc:
                         raise TemplateError(f"Failed to parse tool call arguments as JSON: {exc}") from None
+    if "'<|tool_call>call:'" in template.source and "{#- OpenAI Chat Completions:" not in template.source:
+        out = _gemma4_model_turns(out)
+    return out
+
+
+def _gemma4_model_turns(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The older Gemma 4 templates read a call's results from the assistant message's ``tool_responses``, not
+    from ``role: tool`` messages (llama.cpp's convert_tool_responses_gemma4): an assistant turn with calls, the
+    results after it and a final answer without calls become one model turn."""
+    out: list[dict[str, Any]] = []
+    i = 0
+    while i < len(messages):
+        msg = messages[i]
+        i += 1
+        calls = msg.get("tool_calls")
+        if msg.get("role") != "assistant" or not isinstance(calls, list) or not calls:
+            out.append(msg)
+            continue
+        turn: dict[str, Any] = {"role": "assistant", "tool_calls": list(calls)}
+        responses: list[dict[str, Any]] = []
+        while i < len(messages) and messages[i].get("role") == "tool":
+            result = messages[i]
+            i += 1
+            response = result.get("content")
+            if isinstance(response, str):
+                try:
+                    response = json.loads(response)
+                except ValueError:
+                    pass
+            name = ""
+            if len(responses) < len(calls) and isinstance(calls[len(responses)].get("function"), dict):
+                name = calls[len(responses)]["function"].get("name", "")
+            responses.append({"name": name or result.get("tool_call_id", ""), "response": response})
+        if responses:
+            turn["tool_responses"] = responses
+        following = messages[i] if i < len(messages) else None
+        if following is not None and following.get("role") == "assistant" and not following.get("tool_calls") \
+                and following.get("content"):
+            turn["content"] = following["content"]
+            i += 1
+        if isinstance(msg.get("reasoning_content"), str):
+            turn["reasoning_content"] = msg["reasoning_content"]
+        out.append(turn)
     return out
 
 
