@@ -103,6 +103,9 @@ TEMPLATES: dict[str, tuple[str, bool, bool]] = {
     "Cohere2MoE.jinja": ("command-r7b", True, True),
     "tencent-Hy3.jinja": ("hunyuan3", True, True),
     "LFM2.5-8B-A1B.jinja": ("lfm2", True, True),
+    # these two show the tool list but write no earlier call
+    "LFM2-8B-A1B.jinja": ("lfm2", True, False),
+    "LFM2.5-Instruct.jinja": ("lfm2", True, False),
 }
 # templates only detected: the R1 Distill Llama one drops an assistant tool call from the history
 DETECT_ONLY = {"deepseek-ai-DeepSeek-R1-Distill-Llama-8B.jinja": "deepseek-r1", "google-gemma-2-2b-it.jinja": "generic"}

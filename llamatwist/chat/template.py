@@ -34,6 +34,7 @@ from .builtin import BUILTIN_NAMES, apply_builtin, detect_builtin
 from .errors import ChatInputError, TemplateError
 from .messages import ChatMessage, Tool, parse_messages, parse_tools
 from .sandbox import ENV, describe_render_error
+from .toolcalls.formats import is_lfm2
 
 __all__ = [
     "CHATML_TEMPLATE_SRC",
@@ -550,6 +551,10 @@ def _template_messages(
                         raise TemplateError(f"Failed to parse tool call arguments as JSON: {exc}") from None
     if "'<|tool_call>call:'" in template.source and "{#- OpenAI Chat Completions:" not in template.source:
         out = _gemma4_model_turns(out)
+    if is_lfm2(template.source):  # LFM2's templates read an assistant's reasoning as "thinking"
+        for msg in out:
+            if isinstance(msg.get("reasoning_content"), str):
+                msg["thinking"] = msg["reasoning_content"]
     return out
 
 

@@ -21,7 +21,7 @@ from .jsonscan import JsonSyntaxError, scan_json
 from .model import ToolCallOut
 from .scan import Broken, Scanner, Stop, args_json
 
-__all__ = ["FAMILIES", "THINK", "Family", "detect_family"]
+__all__ = ["FAMILIES", "THINK", "Family", "detect_family", "is_lfm2"]
 
 THINK = ("<think>", "</think>")
 Body = Callable[[Scanner, str], None]  # reads one call after its opening marker (given)
@@ -601,6 +601,13 @@ def _is_qwen3_coder(src: str) -> bool:
     return _has("<tool_call>", "<function=", "<parameter=")(src) and "'<tool_call><function=' ~" not in src
 
 
+def is_lfm2(src: str) -> bool:
+    """LFM2 (``<|tool_list_start|>`` around the tool list) and LFM2.5 (a plain ``List of tools: [``), as llama.cpp
+    detects them; not every template of theirs shows the pythonic calls themselves."""
+    return "<|tool_call_start|>" in src or _has("<|tool_list_start|>", "<|tool_list_end|>")(src) or \
+        ("List of tools: [" in src and "<|tool_list_start|>" not in src)
+
+
 def _is_phi4(src: str) -> bool:
     return _has("<|tool_call|>", "<|/tool_call|>")(src) or _has("<|tool|>", "<|/tool|>")(src)
 
@@ -776,7 +783,7 @@ _ALL: list[Family] = [
     Family(
         "lfm2",
         Tagged((Call("<|tool_call_start|>", pythonic_calls("<|tool_call_end|>")),)),
-        _has("<|tool_call_start|>"),
+        is_lfm2,
         preserved=(*THINK, "<|tool_call_start|>", "<|tool_call_end|>"),
     ),
     Family(
