@@ -285,6 +285,13 @@ CASES = [
          'd={"a": "b"})]<|tool_call_end|>',
          "Sure.", calls=(call("get_weather", '{"location":"Paris","days":3}'),
                          call("f", '{"n":[1,-2.5],"ok":true,"x":null,"d":{"a":"b"}}'))),
+    # -- GigaChat 3 (a "function call" message) and 3.1 (<|function_call|>)
+    Case("gigachat3-call", "gigachat3",
+         'Checking.<|message_sep|>\n\nfunction call<|role_sep|>\n{"name": "get_weather", "arguments": '
+         '{"location": "Paris"}}',
+         "Checking.", calls=(call("get_weather", WEATHER),)),
+    Case("gigachat3.1-call", "gigachat3", '<|function_call|>{"name": "get_time", "arguments": {"tz": "CET"}}',
+         calls=(call("get_time", TIME),)),
 ]  # fmt: skip
 
 NATIVE_FORMATS = {c.format for c in CASES} - {"generic", "content-only"}
@@ -294,7 +301,7 @@ def test_every_native_format_has_cases() -> None:
     expected = {"hermes", "qwen3-coder", "llama3", "llama3-builtin", "mistral", "functionary-v3.1",
                 "functionary-v3.2", "deepseek-r1", "deepseek-v3.1", "command-r7b", "granite", "gpt-oss", "gemma4",
                 "phi-4", "apriel", "glm-4.5", "minimax-m2", "deepseek-dsml", "kimi-k2", "seed-oss", "minimax-m1",
-                "nemotron-v2", "solar-open", "minicpm5", "hunyuan3", "lfm2"}  # fmt: skip
+                "nemotron-v2", "solar-open", "minicpm5", "hunyuan3", "lfm2", "gigachat3"}  # fmt: skip
     assert NATIVE_FORMATS == expected
 
 

@@ -106,6 +106,8 @@ TEMPLATES: dict[str, tuple[str, bool, bool]] = {
     # these two show the tool list but write no earlier call
     "LFM2-8B-A1B.jinja": ("lfm2", True, False),
     "LFM2.5-Instruct.jinja": ("lfm2", True, False),
+    "GigaChat3-10B-A1.8B.jinja": ("gigachat3", True, True),
+    "GigaChat3.1-10B-A1.8B.jinja": ("gigachat3", True, True),
 }
 # templates only detected: the R1 Distill Llama one drops an assistant tool call from the history
 DETECT_ONLY = {"deepseek-ai-DeepSeek-R1-Distill-Llama-8B.jinja": "deepseek-r1", "google-gemma-2-2b-it.jinja": "generic"}
@@ -148,7 +150,8 @@ def assistant_turn(source: str) -> tuple[str, str, bool]:
         n -= 1
     turn = after[n:]
     cut = min([turn.find(m) for m in END_OF_TURN if m in turn] or [len(turn)])
-    return turn[:cut], before.generation_prompt, n >= len(before.prompt)
+    # GigaChat 3 ends a message with the marker a "function call" message also starts with
+    return turn[:cut].removesuffix("<|message_sep|>\n\n"), before.generation_prompt, n >= len(before.prompt)
 
 
 def test_every_native_family_has_a_template() -> None:
@@ -157,7 +160,7 @@ def test_every_native_family_has_a_template() -> None:
                         "functionary-v3.2", "deepseek-r1", "deepseek-v3.1", "command-r7b", "granite", "gpt-oss",
                         "gemma4", "glm-4.5", "minimax-m2", "deepseek-dsml", "kimi-k2", "seed-oss",
                         "minimax-m1", "nemotron-v2", "solar-open", "minicpm5", "hunyuan3", "lfm2",
-                        "generic"}  # fmt: skip
+                        "gigachat3", "generic"}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", sorted(TEMPLATES))

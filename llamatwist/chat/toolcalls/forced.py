@@ -231,6 +231,13 @@ def _lfm2(g: _Lark, functions: Sequence[Mapping[str, Any]], _src: str) -> str:
     return _alternatives(alts)
 
 
+def _gigachat3(g: _Lark, functions: Sequence[Mapping[str, Any]], src: str) -> str:
+    """One call object after ``<|function_call|>`` (3.1) or a ``function call`` message (3)."""
+    opening = ("<|function_call|>",) if "<|function_call|>" in src else \
+        ("<|message_sep|>", "\n\nfunction call", "<|role_sep|>", "\n")
+    return g.seq(*opening, g.json(_one_of([_call_object(f) for f in functions])))
+
+
 def _kimi_k2(g: _Lark, functions: Sequence[Mapping[str, Any]], _src: str) -> str:
     return _alternatives(g.seq("<|tool_calls_section_begin|>", "<|tool_call_begin|>", f"functions.{f['name']}:0",
                                "<|tool_call_argument_begin|>", g.json(_params(f)), "<|tool_call_end|>",
@@ -317,6 +324,7 @@ FORCED_FAMILIES: dict[str, Builder] = {
                             ("\n",)),
         ("</tool_call:opensource>", "\n", "</tool_calls:opensource>"), "</arg_value:opensource>"),
     "lfm2": _lfm2,
+    "gigachat3": _gigachat3,
     "minimax-m1": _json_call("<tool_calls>", "</tool_calls>", between="\n"),
     "nemotron-v2": _json_call("<TOOLCALL>", "</TOOLCALL>", array=True),
     "solar-open": _solar,

@@ -787,6 +787,14 @@ _ALL: list[Family] = [
         preserved=(*THINK, "<|tool_call_start|>", "<|tool_call_end|>"),
     ),
     Family(
+        "gigachat3",
+        Tagged((Call("<|message_sep|>\n\nfunction call<|role_sep|>\n", json_calls()),
+                Call("<|function_call|>", json_calls()))),  # 3.1
+        _has("<|role_sep|>", "<|message_sep|>"),
+        think=None,
+        preserved=("<|message_sep|>", "<|role_sep|>", "<|function_call|>"),
+    ),
+    Family(
         "hermes",
         Tagged(_HERMES_CALLS),
         _is_hermes,
