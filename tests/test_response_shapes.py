@@ -134,13 +134,17 @@ CAPS_DIFFER = {"LFM2.5-8B-A1B.jinja": {"supports_typed_content"},
                "mistralai-Ministral-3-14B-Reasoning-2512.jinja": {"supports_typed_content"}}
 
 
-# Templates whose prompt with tools still differs from llama-server's (README, "Tools and reasoning"): formats
-# llamatwist does not know (its generic instructions where llama-server renders the template alone), or
-# templates that show no tools at all
-TOOLS_DIFFER = {"Apertus-8B-Instruct", "CohereForAI-c4ai-command-r-plus-tool_use",
-                "HuggingFaceTB-SmolLM3-3B", "Kimi-K3", "MiniMax-M3", "google-gemma-2-2b-it",
-                "llama-cpp-rwkv-world", "microsoft-Phi-3.5-mini-instruct", "muse-glimmer",
-                "fireworks-ai-llama-3-firefunction-v2"}
+# Templates whose prompt with tools differs from llama-server's (README, "Tools and reasoning"): they show no
+# tools, so llamatwist adds its generic instructions (and a tools-capable reply) where llama-server sends none
+TOOLS_DIFFER = {"HuggingFaceTB-SmolLM3-3B", "google-gemma-2-2b-it", "llama-cpp-rwkv-world",
+                "microsoft-Phi-3.5-mini-instruct", "fireworks-ai-llama-3-firefunction-v2"}
+# ...and whose continued assistant message (prefill) differs: llama.cpp's own handlers or template analysis
+# space or mark it otherwise (Functionary v3.2's ">>>all", DeepSeek V4's bare "</think>", Apriel's
+# "[BEGIN FINAL RESPONSE]", Nemotron and StepFun's blank lines)
+PREFILL_DIFFER = {"Apriel-1.6-15b-Thinker-fixed", "NVIDIA-Nemotron-3-Nano-30B-A3B-BF16", "NVIDIA-Nemotron-Nano-v2",
+                  "StepFun3.5-Flash", "deepseek-ai-DeepSeek-V4", "deepseek-ai-DeepSeek-V4-Flash-0731",
+                  "llama-cpp-rwkv-world", "meetkai-functionary-medium-v3.2", "poolside-Laguna-XS-2.1",
+                  "poolside-Laguna-XS.2"}
 TOOL = {"type": "function", "function": {"name": "get_weather", "description": "Get the weather", "parameters": {
     "type": "object", "properties": {"location": {"type": "string"}, "days": {"type": "integer"}},
     "required": ["location"]}}}  # fmt: skip
@@ -155,12 +159,23 @@ WITH_TOOLS = [
                   {"role": "assistant", "content": "Warm in both."}, {"role": "user", "content": "Thanks"}],
      "tools": [TOOL]},
 ]
+PREFILLS = [
+    [ASK, {"role": "assistant", "content": "The weather"}],
+    [ASK, {"role": "assistant", "content": "The weather", "reasoning_content": "Hm, Paris."}],
+    [ASK, {"role": "assistant", "content": "", "reasoning_content": "Hm, Paris"}],  # goes on thinking
+]
+# without tools: a question (the template's own thinking default), an answer with its reasoning in the history
+# (Ministral 3 gets it as a thinking block), then the three prefills
+WITHOUT_TOOLS = [{"messages": [ASK]},
+                 {"messages": [ASK, {"role": "assistant", "content": "Sunny.", "reasoning_content": "Let me think."},
+                               {"role": "user", "content": "And Rome?"}]},
+                 *({"messages": m} for m in PREFILLS)]
 
 
 @pytest.fixture(scope="module")
 def pinned_templates(model_path: str, llama_server: list[str]) -> dict[Path, tuple[dict[str, bool], list[Any]]]:
     """llama-server on each of llama.cpp's models/templates: its chat_template_caps, and its /apply-template
-    prompt for each of WITH_TOOLS (None where it refuses the conversation)."""
+    prompt for each of WITH_TOOLS and WITHOUT_TOOLS (None where it refuses the conversation)."""
     templates = sorted((REPO / "third_party" / "llama.cpp" / "models" / "templates").glob("*.jinja"))
     assert len(templates) > 50
     out = {}
@@ -169,7 +184,8 @@ def pinned_templates(model_path: str, llama_server: list[str]) -> dict[Path, tup
                       "--no-warmup"], command=llama_server)
         try:
             caps = srv.get("/props").json()["chat_template_caps"]
-            out[path] = (caps, [srv.post("/apply-template", body).json().get("prompt") for body in WITH_TOOLS])
+            out[path] = (caps, [srv.post("/apply-template", body).json().get("prompt")
+                                for body in (*WITH_TOOLS, *WITHOUT_TOOLS)])
         finally:
             srv.stop()
     return out
@@ -194,13 +210,6 @@ def test_chat_template_caps_match_llama_servers_on_every_pinned_template(
 # "<think>\n\n</think>\n\n"), which llamatwist reads from the template (chat.template.spaced_reasoning_tags)
 SPACED_PREFILL = ["Bielik-11B-v3.0-Instruct", "GLM-4.6", "MiniMax-M2", "Qwen-Qwen3-0.6B", "Qwen3.5-4B", "Reka-Edge",
                   "openbmb-MiniCPM5-1B", "Qwen-QwQ-32B", "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B"]
-PREFILLS = [
-    [ASK, {"role": "assistant", "content": "The weather"}],
-    [ASK, {"role": "assistant", "content": "The weather", "reasoning_content": "Hm, Paris."}],
-    [ASK, {"role": "assistant", "content": "", "reasoning_content": "Hm, Paris"}],  # goes on thinking
-]
-
-
 @pytest.mark.parametrize("name", SPACED_PREFILL)
 def test_a_prefill_on_a_thinking_template_renders_as_llama_servers(model_path: str, llama_server: list[str],
                                                                    name: str) -> None:
@@ -229,10 +238,14 @@ def _prompt(fmt: Any, body: dict[str, Any]) -> str | None:
         return None
 
 
-def test_prompts_with_tools_are_llama_servers_on_every_template_whose_format_llamatwist_knows(
+def test_prompts_are_llama_servers_on_every_pinned_template(
         model_path: str, pinned_templates: dict[Path, tuple[dict[str, bool], list[Any]]]) -> None:
-    """/apply-template with a tool list, and with two calls, their results and an answer, from llama-server
-    and from llamatwist's own chat path (the same formatter and plan as its route, on this model's tokens)."""
+    """/apply-template from llama-server and from llamatwist's own chat path (the same formatter and plan as
+    its route, on this model's tokens): with a tool list; with two calls, their results and an answer; a plain
+    question (the template's thinking default: Apertus is told "Deliberation: disabled", as llama-server finds
+    no thinking markers in it); an answer with its reasoning in the history; and an assistant message continued
+    three ways (the markers llama.cpp's
+    handlers write: Kimi K3's response section, GPT-OSS's final channel, Gemma 4's "thought\n")."""
     from llamatwist.api.chatformat import build_formatter
     from llamatwist.config import ServerConfig
     from llamatwist.engine.model import Model
@@ -240,10 +253,18 @@ def test_prompts_with_tools_are_llama_servers_on_every_template_whose_format_lla
     vocab = Model(model_path).vocab
     bos, eos = (vocab.token_to_piece(t, special=True).decode() for t in (vocab.bos, vocab.eos))
     config = ServerConfig(jinja=True)
-    differ, same = [], []
+    tools_differ, prefill_differ, plain_differ = set(), set(), set()
     for path, (_, theirs) in pinned_templates.items():
         fmt = build_formatter(config, None, path.read_text(), bos, eos, vocab.add_bos, vocab.add_eos)
-        ours = [_prompt(fmt, body) for body in WITH_TOOLS]
-        (same if ours == theirs else differ).append(path.stem)
-    assert set(differ) == TOOLS_DIFFER, sorted(set(differ) ^ TOOLS_DIFFER)
-    assert len(same) >= 60
+        ours = [_prompt(fmt, body) for body in (*WITH_TOOLS, *WITHOUT_TOOLS)]
+        n = len(WITH_TOOLS)
+        if ours[:n] != theirs[:n]:
+            tools_differ.add(path.stem)
+        if ours[n:n + 2] != theirs[n:n + 2]:
+            plain_differ.add(path.stem)
+        if ours[n + 2:] != theirs[n + 2:]:
+            prefill_differ.add(path.stem)
+    assert tools_differ == TOOLS_DIFFER, sorted(tools_differ ^ TOOLS_DIFFER)
+    assert not plain_differ, sorted(plain_differ)
+    assert prefill_differ == PREFILL_DIFFER, sorted(prefill_differ ^ PREFILL_DIFFER)
+    assert len(pinned_templates) - len(tools_differ | prefill_differ) >= 55

@@ -292,6 +292,45 @@ CASES = [
          "Checking.", calls=(call("get_weather", WEATHER),)),
     Case("gigachat3.1-call", "gigachat3", '<|function_call|>{"name": "get_time", "arguments": {"tz": "CET"}}',
          calls=(call("get_time", TIME),)),
+    # -- Apertus: {"NAME": {arguments}} objects in a JSON array
+    Case("apertus-parallel", "apertus",
+         'Sure.<|tools_prefix|>[{"get_weather": {"location": "Paris"}}, {"get_time": {"tz": "CET"}}]<|tools_suffix|>',
+         "Sure.", calls=(call("get_weather", WEATHER), call("get_time", TIME))),
+    # -- Command R+: Action: and a fenced JSON list
+    Case("command-r-plus-call", "command-r-plus",
+         'Let me check.\nAction:\n```json\n[\n    {\n        "tool_name": "get_weather",\n        "parameters": '
+         '{"location": "Paris"}\n    }\n]```',
+         "Let me check.\n", calls=(call("get_weather", WEATHER),)),
+    # -- Kimi K3: think, response and tools sections; the prompt opened the think section
+    Case("kimi-k3-call", "kimi-k3",
+         "Weather.<|close|>think<|sep|><|open|>response<|sep|>Checking.<|close|>response<|sep|><|open|>tools<|sep|>"
+         '<|open|>call tool="get_weather" index="1"<|sep|><|open|>argument key="location" type="string"<|sep|>Paris'
+         '<|close|>argument<|sep|><|open|>argument key="days" type="number"<|sep|>3<|close|>argument<|sep|>'
+         "<|close|>call<|sep|><|close|>tools<|sep|><|close|>message<|sep|>",
+         "Checking.", "Weather.", calls=(call("get_weather", '{"location":"Paris","days":3}'),),
+         syntax={"tool_parameters": QWEN_PARAMS, "thinking_forced_open": True}),
+    Case("kimi-k3-answer", "kimi-k3",
+         "Hm.<|open|>response<|sep|>Hello.<|close|>response<|sep|><|close|>message<|sep|>", "Hello.", "Hm.",
+         syntax={"thinking_forced_open": True}),
+    # -- MiniMax-M3: elements named by their key after a namespace token, nested objects and arrays
+    Case("minimax-m3-parallel", "minimax-m3",
+         "<mm:think>Hm.</mm:think>On it.]<]minimax[>[<tool_call>\n]<]minimax[>[<invoke name=\"get_weather\">"
+         "]<]minimax[>[<location>Paris]<]minimax[>[</location>]<]minimax[>[<days>3]<]minimax[>[</days>"
+         "]<]minimax[>[</invoke>\n]<]minimax[>[<invoke name=\"f\">]<]minimax[>[<opts>]<]minimax[>[<ids>"
+         "]<]minimax[>[<item>1]<]minimax[>[</item>]<]minimax[>[<item>2]<]minimax[>[</item>]<]minimax[>[</ids>"
+         "]<]minimax[>[<ok>true]<]minimax[>[</ok>]<]minimax[>[</opts>]<]minimax[>[</invoke>\n]<]minimax[>[</tool_call>",
+         "On it.", "Hm.", calls=(call("get_weather", '{"location":"Paris","days":3}'),
+                                  call("f", '{"opts":{"ids":[1,2],"ok":true}}')),
+         syntax={"tool_parameters": QWEN_PARAMS}),
+    # -- Muse Glimmer: to=self reasoning, to=user answer, to=TOOL calls in ATEM markup
+    Case("muse-glimmer-call", "muse-glimmer",
+         ' to=self<|message|>Weather.<|eom|><|start|>assistant to=get_weather<|message|><atem:function_calls>\n'
+         '<atem:invoke name="get_weather">\n<atem:parameter name="location">Paris</atem:parameter>\n'
+         '<atem:parameter name="days">3</atem:parameter>\n</atem:invoke>\n</atem:function_calls><|eom|>',
+         reasoning="Weather.", calls=(call("get_weather", '{"location":"Paris","days":3}'),),
+         syntax={"tool_parameters": QWEN_PARAMS}),
+    Case("muse-glimmer-answer", "muse-glimmer",
+         " to=self<|message|>Hm.<|eom|><|start|>assistant to=user<|message|>Hello.<|eot|>", "Hello.", "Hm."),
 ]  # fmt: skip
 
 NATIVE_FORMATS = {c.format for c in CASES} - {"generic", "content-only"}
@@ -301,7 +340,8 @@ def test_every_native_format_has_cases() -> None:
     expected = {"hermes", "qwen3-coder", "llama3", "llama3-builtin", "mistral", "functionary-v3.1",
                 "functionary-v3.2", "deepseek-r1", "deepseek-v3.1", "command-r7b", "granite", "gpt-oss", "gemma4",
                 "phi-4", "apriel", "glm-4.5", "minimax-m2", "deepseek-dsml", "kimi-k2", "seed-oss", "minimax-m1",
-                "nemotron-v2", "solar-open", "minicpm5", "hunyuan3", "lfm2", "gigachat3"}  # fmt: skip
+                "nemotron-v2", "solar-open", "minicpm5", "hunyuan3", "lfm2", "gigachat3", "apertus",
+                "command-r-plus", "kimi-k3", "minimax-m3", "muse-glimmer"}  # fmt: skip
     assert NATIVE_FORMATS == expected
 
 

@@ -46,7 +46,7 @@ RESULT = {"role": "tool", "tool_call_id": "abc123XYZ", "name": "get_weather", "c
 END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|eom_id|>", "</s>", "<｜end▁of▁sentence｜>", "<|END_OF_TURN_TOKEN|>",
                "<|end_of_text|>", "<turn|>", "<|end|>", "<|return|>", "<|call|>", "<|tool_response>", "<sep>",
                "<seed:eos>", "<|observation|>", "<|role_end|>", "</assistant>", "[e~[", "<end_of_sentence>",
-               "<SPECIAL_12>", "<|begin|>", "<｜hy_")  # fmt: skip
+               "<SPECIAL_12>", "<|begin|>", "<｜hy_", "<|START_OF_TURN_TOKEN|>")  # fmt: skip
 
 # template -> (family, shows the tool definitions, the assistant turn it writes parses back)
 TEMPLATES: dict[str, tuple[str, bool, bool]] = {
@@ -108,6 +108,11 @@ TEMPLATES: dict[str, tuple[str, bool, bool]] = {
     "LFM2.5-Instruct.jinja": ("lfm2", True, False),
     "GigaChat3-10B-A1.8B.jinja": ("gigachat3", True, True),
     "GigaChat3.1-10B-A1.8B.jinja": ("gigachat3", True, True),
+    "Apertus-8B-Instruct.jinja": ("apertus", True, True),
+    "CohereForAI-c4ai-command-r-plus-tool_use.jinja": ("command-r-plus", True, True),
+    "Kimi-K3.jinja": ("kimi-k3", True, True),
+    "MiniMax-M3.jinja": ("minimax-m3", True, True),
+    "muse-glimmer.jinja": ("muse-glimmer", True, True),
 }
 # templates only detected: the R1 Distill Llama one drops an assistant tool call from the history
 DETECT_ONLY = {"deepseek-ai-DeepSeek-R1-Distill-Llama-8B.jinja": "deepseek-r1", "google-gemma-2-2b-it.jinja": "generic"}
@@ -148,7 +153,8 @@ def assistant_turn(source: str) -> tuple[str, str, bool]:
         n = tag
     elif before.prompt[n - 1 : n] == "<":
         n -= 1
-    turn = after[n:]
+    # Command R+ writes its instructions after the history, so the two renderings part before the role token
+    turn = after[n:].removeprefix("<|CHATBOT_TOKEN|>")
     cut = min([turn.find(m) for m in END_OF_TURN if m in turn] or [len(turn)])
     # GigaChat 3 ends a message with the marker a "function call" message also starts with
     return turn[:cut].removesuffix("<|message_sep|>\n\n"), before.generation_prompt, n >= len(before.prompt)
@@ -160,7 +166,8 @@ def test_every_native_family_has_a_template() -> None:
                         "functionary-v3.2", "deepseek-r1", "deepseek-v3.1", "command-r7b", "granite", "gpt-oss",
                         "gemma4", "glm-4.5", "minimax-m2", "deepseek-dsml", "kimi-k2", "seed-oss",
                         "minimax-m1", "nemotron-v2", "solar-open", "minicpm5", "hunyuan3", "lfm2",
-                        "gigachat3", "generic"}  # fmt: skip
+                        "gigachat3", "apertus", "command-r-plus", "kimi-k3", "minimax-m3", "muse-glimmer",
+                        "generic"}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", sorted(TEMPLATES))

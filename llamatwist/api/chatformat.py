@@ -78,11 +78,22 @@ class ChatFormatter:
         """The template has a thinking block, so replies are parsed for reasoning: ``<think>``, a template
         that reads enable_thinking, or its format family's own markers (GPT-OSS's analysis channel, Seed-OSS's
         ``<seed:think>``, Mistral's ``[THINK]``)."""
-        caps = getattr(self.template, "caps", None)
-        if "<think>" in self.source or bool(caps is not None and caps.reacts_to_enable_thinking):
+        if "<think>" in self.source:
             return True
         family = detect_family(self.source)
+        if family is not None and family.think is None:
+            return False  # a format without a thinking block, even where the template reads enable_thinking (Apertus)
+        caps = getattr(self.template, "caps", None)
+        if caps is not None and caps.reacts_to_enable_thinking:
+            return True
         return bool(family is not None and family.thinks_without_tools and family.thinks_in(self.source))
+
+    @cached_property
+    def continuation_tags(self) -> tuple[str, str] | None:
+        """The markers llama.cpp's handler for this template's format writes around a continued message's
+        reasoning (GPT-OSS, Gemma 4, Kimi K2, LFM2), whatever the request's tools; None: the plan's."""
+        family = detect_family(self.source) if self.is_jinja else None
+        return family.continuation_in(self.source) if family is not None else None
 
     def template_kwargs(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """--chat-template-kwargs (and -rea, --reasoning-effort) merged with the request's; request wins."""
@@ -93,11 +104,12 @@ class ChatFormatter:
 
     def enable_thinking(self, body: Mapping[str, Any]) -> bool:
         """Whether the template is asked to think: a boolean enable_thinking kwarg, else on unless
-        reasoning_effort is "none" (the same rule render_chat applies)."""
+        reasoning_effort is "none" (the same rule render_chat applies) or the template has no thinking block
+        (llama-server's default is whether its parser found one)."""
         if body.get("reasoning_effort") == "none":
             return False
         value = self.template_kwargs(body).get("enable_thinking")
-        return value if isinstance(value, bool) else True
+        return value if isinstance(value, bool) else self.may_think
 
     def render_chat(
         self,
@@ -124,9 +136,10 @@ class ChatFormatter:
             tool_choice=body.get("tool_choice"),
             chat_template_kwargs=kwargs,
             reasoning_effort=body.get("reasoning_effort"),
+            enable_thinking=self.may_think,
             add_bos=self.add_bos,
             add_eos=self.add_eos,
-            reasoning_tags=reasoning_tags if all(reasoning_tags) else None,
+            reasoning_tags=self.continuation_tags or (reasoning_tags if all(reasoning_tags) else None),
             roles=self.roles,
         )
 

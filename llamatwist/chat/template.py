@@ -34,7 +34,7 @@ from .builtin import BUILTIN_NAMES, apply_builtin, detect_builtin
 from .errors import ChatInputError, TemplateError
 from .messages import ChatMessage, Tool, parse_messages, parse_tools
 from .sandbox import ENV, describe_render_error
-from .toolcalls.formats import is_lfm2
+from .toolcalls.formats import detect_family
 
 __all__ = [
     "CHATML_TEMPLATE_SRC",
@@ -494,8 +494,9 @@ _PROBE_CONTENT = "A_ASST_MSG I can help END_A"
 @functools.lru_cache(maxsize=64)
 def spaced_reasoning_tags(template: ChatTemplate, tags: tuple[str, str]) -> tuple[str, str]:
     """``tags`` with the whitespace the template writes around an assistant turn's reasoning (Qwen 3:
-    ``"<think>\n"`` and ``"\n</think>\n\n"``), as llama.cpp's template analysis finds its markers; the bare
-    tags where the template does not show that reasoning."""
+    ``"<think>\n"`` and ``"\n</think>\n\n"``) and what it writes between the end and the answer, as
+    llama.cpp's template analysis finds its markers; the bare tags where the template does not show that
+    reasoning."""
     start, end = tags
     probe = parse_messages([{"role": "user", "content": "U_USER_MSG Hello END_U"},
                             {"role": "assistant", "content": _PROBE_CONTENT, "reasoning_content": _PROBE_REASONING}])
@@ -510,7 +511,8 @@ def spaced_reasoning_tags(template: ChatTemplate, tags: tuple[str, str]) -> tupl
     if s < 0:
         return tags
     spaced_start, spaced_end = text[s:i], text[i + len(_PROBE_REASONING):j]
-    if spaced_start.strip() != start.strip() or spaced_end.strip() != end.strip():
+    # the end may run on to what opens the answer (Kimi K3's response section, Muse Glimmer's next message)
+    if spaced_start.strip() != start.strip() or not spaced_end.strip().startswith(end.strip()):
         return tags
     return spaced_start, spaced_end
 
@@ -549,53 +551,9 @@ def _template_messages(
                         call["function"]["arguments"] = json.loads(args)
                     except ValueError as exc:
                         raise TemplateError(f"Failed to parse tool call arguments as JSON: {exc}") from None
-    if "'<|tool_call>call:'" in template.source and "{#- OpenAI Chat Completions:" not in template.source:
-        out = _gemma4_model_turns(out)
-    if is_lfm2(template.source):  # LFM2's templates read an assistant's reasoning as "thinking"
-        for msg in out:
-            if isinstance(msg.get("reasoning_content"), str):
-                msg["thinking"] = msg["reasoning_content"]
-    return out
-
-
-def _gemma4_model_turns(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The older Gemma 4 templates read a call's results from the assistant message's ``tool_responses``, not
-    from ``role: tool`` messages (llama.cpp's convert_tool_responses_gemma4): an assistant turn with calls, the
-    results after it and a final answer without calls become one model turn."""
-    out: list[dict[str, Any]] = []
-    i = 0
-    while i < len(messages):
-        msg = messages[i]
-        i += 1
-        calls = msg.get("tool_calls")
-        if msg.get("role") != "assistant" or not isinstance(calls, list) or not calls:
-            out.append(msg)
-            continue
-        turn: dict[str, Any] = {"role": "assistant", "tool_calls": list(calls)}
-        responses: list[dict[str, Any]] = []
-        while i < len(messages) and messages[i].get("role") == "tool":
-            result = messages[i]
-            i += 1
-            response = result.get("content")
-            if isinstance(response, str):
-                try:
-                    response = json.loads(response)
-                except ValueError:
-                    pass
-            name = ""
-            if len(responses) < len(calls) and isinstance(calls[len(responses)].get("function"), dict):
-                name = calls[len(responses)]["function"].get("name", "")
-            responses.append({"name": name or result.get("tool_call_id", ""), "response": response})
-        if responses:
-            turn["tool_responses"] = responses
-        following = messages[i] if i < len(messages) else None
-        if following is not None and following.get("role") == "assistant" and not following.get("tool_calls") \
-                and following.get("content"):
-            turn["content"] = following["content"]
-            i += 1
-        if isinstance(msg.get("reasoning_content"), str):
-            turn["reasoning_content"] = msg["reasoning_content"]
-        out.append(turn)
+    family = detect_family(template.source)
+    if family is not None and family.adapt_messages is not None:
+        out = family.adapt_messages(template.source, out)
     return out
 
 

@@ -244,6 +244,51 @@ def _kimi_k2(g: _Lark, functions: Sequence[Mapping[str, Any]], _src: str) -> str
                                "<|tool_calls_section_end|>") for f in functions)
 
 
+def _apertus(g: _Lark, functions: Sequence[Mapping[str, Any]], _src: str) -> str:
+    """``<|tools_prefix|>[{"NAME": {arguments}}]<|tools_suffix|>``."""
+    objects = [{"type": "object", "properties": {f["name"]: _params(f)}, "required": [f["name"]],
+                "additionalProperties": False} for f in functions]
+    schema = {"type": "array", "items": _one_of(objects), "minItems": 1, "maxItems": 1}
+    return g.seq("<|tools_prefix|>", g.json(schema), "<|tools_suffix|>")
+
+
+_XTML_TYPES = {"string": "string", "integer": "number", "number": "number", "boolean": "boolean", "object": "object",
+               "array": "array", "null": "null"}
+
+
+def _kimi_k3(g: _Lark, functions: Sequence[Mapping[str, Any]], _src: str) -> str:
+    """The tools section (after any thinking and response sections): ``<|open|>call tool="NAME" index="1"<|sep|>``
+    with an ``<|open|>argument key="KEY" type="T"<|sep|>VALUE<|close|>argument<|sep|>`` per required parameter,
+    T as the template writes it for the value."""
+    alts = []
+    for f in functions:
+        props, required = _required(_params(f))
+        parts = [g.seq("<|open|>", "tools", "<|sep|>", "<|open|>", f'call tool="{f["name"]}" index="1"', "<|sep|>")]
+        for key in required:
+            prop = props.get(key)
+            kind = prop.get("type", "string") if isinstance(prop, dict) else "string"
+            value, _text = _value(g, prop, "<|close|>")
+            parts.append(g.seq("<|open|>", f'argument key="{key}" type="{_XTML_TYPES.get(str(kind), "string")}"',
+                               "<|sep|>", _Ref(value), "argument", "<|sep|>"))
+        parts.append(g.seq("<|close|>", "call", "<|sep|>", "<|close|>", "tools", "<|sep|>"))
+        alts.append(" ".join(parts))
+    return _alternatives(alts)
+
+
+_MM3 = "]<]minimax[>["
+
+
+def _muse(g: _Lark, functions: Sequence[Mapping[str, Any]], _src: str) -> str:
+    """`` to=NAME<|message|>`` (after the prompt's ``<|start|>assistant``, or a new message after thinking) and
+    the ATEM call."""
+    start = f"({g.seq('<|start|>', 'assistant')})?"
+    build = _tagged_call(
+        lambda name: (f" to={name}", "<|message|>", "<atem:function_calls>", f'\n<atem:invoke name="{name}">\n'),
+        lambda key, _text: ((f'<atem:parameter name="{key}">',), ("\n",)),
+        ("</atem:invoke>", "\n", "</atem:function_calls>"), "</atem:parameter>")
+    return f"{start} ({build(g, functions, _src)})"
+
+
 def _functionary_v3_2(g: _Lark, functions: Sequence[Mapping[str, Any]], _src: str) -> str:
     # the prompt ends with ">>>": the reply is NAME\n{arguments}
     return _alternatives(g.seq(f["name"] + "\n", g.json(_params(f))) for f in functions)
@@ -332,6 +377,13 @@ FORCED_FAMILIES: dict[str, Builder] = {
                              lambda key, _text: ((f'<param name="{key}">',), ()),
                              ("</function>",), "</param>"),
     "kimi-k2": _kimi_k2,
+    "apertus": _apertus,
+    "command-r-plus": _json_call("Action:\n```json\n", "```", "tool_name", "parameters", array=True),
+    "kimi-k3": _kimi_k3,
+    "minimax-m3": _tagged_call(lambda name: (_MM3, "<tool_call>", "\n", _MM3, f'<invoke name="{name}">'),
+                               lambda key, _text: ((_MM3, f"<{key}>"), (f"</{key}>",)),
+                               (_MM3, "</invoke>", "\n", _MM3, "</tool_call>"), _MM3),
+    "muse-glimmer": _muse,
     "seed-oss": _tagged_call(lambda name: ("<seed:tool_call>", f"\n<function={name}>\n"),
                              lambda key, _text: ((f"<parameter={key}>",), ("\n",)),
                              ("</function>\n", "</seed:tool_call>"), "</parameter>"),

@@ -15,13 +15,15 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+from ..workarounds import gemma4_model_turns, ministral3_blocks, reasoning_as_thinking
 from .generic import parse_generic
 from .jsonscan import JsonSyntaxError, scan_json
 from .model import ToolCallOut
-from .scan import Broken, Scanner, Stop, args_json
+from .scan import Broken, Scanner, Stop, args_json, arguments_text
 
-__all__ = ["FAMILIES", "THINK", "Family", "detect_family", "is_lfm2"]
+__all__ = ["FAMILIES", "THINK", "Family", "detect_family"]
 
 THINK = ("<think>", "</think>")
 Body = Callable[[Scanner, str], None]  # reads one call after its opening marker (given)
@@ -184,6 +186,8 @@ def invoke_calls(prefix: str, close: str) -> Body:
     return read
 
 
+_ATEM_CALLS = invoke_calls("atem:", "</atem:function_calls>")  # Muse Glimmer
+
 def json_lines(close: str) -> Body:
     """JSON call objects one after another up to ``close`` (MiniMax-M1's ``<tool_calls>``)."""
 
@@ -275,6 +279,103 @@ def kimi_calls(s: Scanner, _opened: str) -> None:
         name = ident.removeprefix("functions.").rpartition(":")[0] or ident
         _json_args(s, name, ident)
         s.expect("<|tool_call_end|>")
+
+
+def keyed_calls(s: Scanner, _opened: str) -> None:
+    """Apertus: a JSON array of ``{"NAME": {arguments}}`` objects."""
+    node = s.json()
+    if node.kind != "array":
+        raise s.incomplete() if node.kind == "none" else Broken()
+    for item in node.items:
+        if item.kind != "object" or len(item.members) > 1 or (item.complete and not item.members):
+            raise s.incomplete() if item.kind == "none" else Broken()
+        if not item.members:
+            raise s.incomplete()
+        ((name, args),) = item.members.items()
+        s.add_call(name, arguments_text(args, item.complete))
+        if not item.complete:
+            raise s.incomplete()
+    if not node.complete:
+        raise s.incomplete()
+
+
+def fenced_calls(name: str, args: str) -> Body:
+    """Command R+: ``Action:`` then a fenced JSON array of call objects (```` ```json [...] ``` ````)."""
+
+    def read(s: Scanner, opened: str) -> None:
+        s.expect("```json")
+        json_calls(name, args)(s, opened)
+        s.expect("```")
+
+    return read
+
+
+def kimi3_calls(s: Scanner, _opened: str) -> None:
+    """Kimi K3: ``<|open|>call tool="NAME" index="N"<|sep|>`` calls with ``<|open|>argument key="KEY"
+    type="T"<|sep|>value<|close|>argument<|sep|>`` arguments, up to ``<|close|>tools<|sep|>``; the value's type
+    comes from the tool's schema, as in llama.cpp."""
+    while not s.consume("<|close|>tools<|sep|>"):
+        s.expect('<|open|>call tool="')
+        name, _ = _name_until(s, ('"',))
+        _attrs, end = s.until(("<|sep|>",))
+        if end is None:
+            raise s.incomplete()
+        _tagged_args(s, name, key_open='<|open|>argument key="', key_end='"', attrs_end="<|sep|>",
+                     value_end="<|close|>argument<|sep|>", call_end="<|close|>call<|sep|>")
+
+
+_MM3 = "]<]minimax[>["
+
+
+def _mm3_value(s: Scanner, schema: object, close: str) -> object:
+    """A MiniMax-M3 argument value up to ``close`` (consumed): nested ``<KEY>`` elements (an object),
+    ``<item>`` elements (an array) or text, typed by the schema where it says."""
+    props: dict[str, Any] = schema if isinstance(schema, dict) else {}
+    kind = props.get("type")
+    kinds: list[Any] = kind if isinstance(kind, list) else [kind]
+    start = s.pos
+    s.skip_ws()
+    if s.startswith(_MM3 + "<item>"):
+        items = []
+        while s.consume(_MM3 + "<item>"):
+            items.append(_mm3_value(s, props.get("items"), _MM3 + "</item>"))
+        s.expect(close)
+        return items
+    if s.startswith(_MM3 + "<") and not s.startswith(close):
+        found = props.get("properties")
+        members: dict[str, Any] = found if isinstance(found, dict) else {}
+        out: dict[str, object] = {}
+        while not s.consume(close):
+            s.expect(_MM3 + "<")
+            key, _ = _name_until(s, (">",))
+            out[key] = _mm3_value(s, members.get(key), f"{_MM3}</{key}>")
+        return out
+    s.pos = start
+    text, end = s.until((close,))
+    if end is None:
+        raise s.incomplete()
+    if "string" in kinds:
+        return text
+    if not text.strip():
+        empty: dict[str, object] = {"object": {}, "array": []}
+        return empty.get(str(kinds[0]), text)
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def mm3_calls(s: Scanner, _opened: str) -> None:
+    """MiniMax-M3: ``<invoke name="NAME">`` calls whose arguments are elements named by their key (objects and
+    arrays nested as elements, llama.cpp's ``to_xml``), every tag after the ``]<]minimax[>[`` namespace token, up
+    to the closing ``</tool_call>``; a call appears once its ``</invoke>`` is read."""
+    while not s.consume(_MM3 + "</tool_call>"):
+        s.expect(_MM3 + '<invoke name="')
+        name, _ = _name_until(s, ('"',))
+        s.expect(">")
+        params = s.syntax.tool_parameters.get(name) or {"type": "object"}
+        args = _mm3_value(s, params, _MM3 + "</invoke>")
+        s.add_call(name, args_json(args if isinstance(args, dict) else {}))
 
 
 _GEMMA_QUOTE = '<|"|>'
@@ -554,6 +655,34 @@ def parse_harmony(s: Scanner) -> None:
             s.add_reasoning(body, "<|channel|>analysis<|message|>", "<|end|>", closed=end is not None)
 
 
+_MUSE_END = ("<|eom|>", "<|eot|>")
+
+
+def parse_muse(s: Scanner) -> None:
+    """Muse Glimmer: messages ``[<|start|>assistant] to=RECIPIENT<|message|>body<|eom|>`` (``<|eot|>`` ends the
+    turn); ``to=self`` is reasoning, ``to=user`` (or none) content, any other recipient a tool call whose
+    body is ``<atem:function_calls>`` with ATEM ``<atem:invoke>`` elements."""
+    while not s.at_end():
+        s.consume("<|start|>assistant", ws=False)
+        header, found = s.until(("<|message|>",))
+        if found is None:
+            raise s.incomplete()
+        recipient = header.strip().removeprefix("to=")
+        if recipient not in ("self", "user", "") and s.syntax.parse_tool_calls:
+            s.expect("<atem:function_calls>")
+            _ATEM_CALLS(s, found)
+        else:
+            body, end = s.until(_MUSE_END)
+            if recipient != "self" or s.syntax.reasoning_format == "none":
+                s.add_content(body)
+            else:
+                s.add_reasoning(body, " to=self<|message|>", "<|eom|>", closed=end is not None)
+            if end is not None:
+                s.pos -= len(end)
+        for marker in _MUSE_END:
+            s.consume(marker)
+
+
 # -- the table -----------------------------------------------------------------------------------------------
 
 
@@ -572,6 +701,15 @@ class Family:
     # read Apriel's <thinking> in them)
     thinks_without_tools: bool = True
     think_probe: str = ""  # what shows the template uses the thinking markers (default: the opening one)
+    # what llama.cpp's own handler writes around a continued assistant message's reasoning, before its content,
+    # where the template does not show it (GPT-OSS: the analysis message, then the final one)
+    continuation: tuple[str, str] | None = None
+    continues_with: Callable[[str], bool] = lambda src: True  # which of the family's templates that handler takes
+    # llama.cpp's rewrite of the messages before this format's template renders them (source, messages)
+    adapt_messages: Callable[[str, list[dict[str, Any]]], list[dict[str, Any]]] | None = None
+
+    def continuation_in(self, src: str) -> tuple[str, str] | None:
+        return self.continuation if self.continuation is not None and self.continues_with(src) else None
 
     def thinks_in(self, src: str) -> bool:
         """Whether this template writes the family's thinking markers (Qwen 2.5 is Hermes but never thinks)."""
@@ -606,6 +744,11 @@ def is_lfm2(src: str) -> bool:
     detects them; not every template of theirs shows the pythonic calls themselves."""
     return "<|tool_call_start|>" in src or _has("<|tool_list_start|>", "<|tool_list_end|>")(src) or \
         ("List of tools: [" in src and "<|tool_list_start|>" not in src)
+
+
+def _is_ministral3(src: str) -> bool:
+    # llama.cpp's test for its Ministral 3 handler: [SYSTEM_PROMPT] and [ARGS] calls without [CALL_ID]
+    return _has("[SYSTEM_PROMPT]", "[TOOL_CALLS]", "[ARGS]")(src) and "[CALL_ID]" not in src
 
 
 def _is_phi4(src: str) -> bool:
@@ -647,6 +790,7 @@ _ALL: list[Family] = [
         _has("<|channel|>"),
         think=("<|channel|>analysis<|message|>", "<|end|>"),
         preserved=_HARMONY_TOKENS,
+        continuation=("<|channel|>analysis<|message|>", "<|end|><|start|>assistant<|channel|>final<|message|>"),
     ),
     Family("functionary-v3.2", parse_functionary_v3_2, _has(">>>all"), think=None, preserved=("<|end_header_id|>",)),
     Family(
@@ -655,6 +799,8 @@ _ALL: list[Family] = [
         _has("'<|tool_call>call:'"),
         think=("<|channel>thought", "<channel|>"),
         preserved=("<|tool_call>", "<tool_call|>", '<|"|>'),
+        continuation=("<|channel>thought\n", "<channel|>"),
+        adapt_messages=gemma4_model_turns,
     ),
     Family(
         "qwen3-coder",
@@ -737,6 +883,7 @@ _ALL: list[Family] = [
         Tagged((Call("<|tool_calls_section_begin|>", kimi_calls),)),
         _has("<|tool_calls_section_begin|>"),
         preserved=(*THINK, *_KIMI_TOKENS),
+        continuation=THINK,
     ),
     Family(
         "seed-oss",
@@ -785,6 +932,8 @@ _ALL: list[Family] = [
         Tagged((Call("<|tool_call_start|>", pythonic_calls("<|tool_call_end|>")),)),
         is_lfm2,
         preserved=(*THINK, "<|tool_call_start|>", "<|tool_call_end|>"),
+        continuation=THINK,
+        adapt_messages=reasoning_as_thinking,
     ),
     Family(
         "gigachat3",
@@ -793,6 +942,47 @@ _ALL: list[Family] = [
         _has("<|role_sep|>", "<|message_sep|>"),
         think=None,
         preserved=("<|message_sep|>", "<|role_sep|>", "<|function_call|>"),
+    ),
+    Family(
+        "apertus",
+        Tagged((Call("<|tools_prefix|>", keyed_calls, ("<|tools_suffix|>",)),)),
+        _has("<|tools_prefix|>", "<|tools_suffix|>"),
+        think=None,  # its <|inner_prefix|> thoughts come only as content blocks: llama.cpp finds no markers
+        preserved=("<|tools_prefix|>", "<|tools_suffix|>"),
+    ),
+    Family(
+        "command-r-plus",
+        Tagged((Call("Action:", fenced_calls("tool_name", "parameters")),)),
+        _has("<|START_OF_TURN_TOKEN|>", "Action:\\n```json"),
+        think=None,
+    ),
+    Family(
+        "kimi-k3",
+        Tagged((Call("<|open|>tools<|sep|>", kimi3_calls),),
+               drop=("<|open|>response<|sep|>", "<|close|>response<|sep|>", "<|close|>message<|sep|>",
+                     "<|end_of_msg|>")),
+        _has("<|open|>", "<|close|>", "<|sep|>"),
+        think=("<|open|>think<|sep|>", "<|close|>think<|sep|>"),
+        think_stops=("<|open|>response<|sep|>",),
+        think_probe="open_tag('think'",
+        preserved=("<|open|>", "<|close|>", "<|sep|>", "<|end_of_msg|>"),
+    ),
+    Family(
+        "minimax-m3",
+        Tagged((Call(_MM3 + "<tool_call>", mm3_calls),)),
+        _has(_MM3),
+        think=("<mm:think>", "</mm:think>"),
+        think_probe="think_end_token",
+        preserved=(_MM3, "<tool_call>", "</tool_call>", "<mm:think>", "</mm:think>"),
+    ),
+    Family(
+        "muse-glimmer",
+        parse_muse,
+        _has("<atem:function_calls>"),
+        think=(" to=self<|message|>", "<|eom|>"),
+        think_probe="to=self<|message|>",
+        preserved=("<|start|>", "<|message|>", "<|eom|>", "<|eot|>", "<atem:function_calls>", "<atem:invoke",
+                   "<atem:parameter", "</atem:parameter>", "</atem:invoke>", "</atem:function_calls>"),
     ),
     Family(
         "hermes",
@@ -829,6 +1019,10 @@ _ALL: list[Family] = [
         _has("[TOOL_CALLS]"),
         think=("[THINK]", "[/THINK]"),
         preserved=("[TOOL_CALLS]", "[ARGS]", "[CALL_ID]", "[THINK]", "[/THINK]"),
+        # what llama.cpp's Ministral 3 handler (also Devstral's) writes and hands its template
+        continuation=("[THINK]", "[/THINK]"),
+        continues_with=_is_ministral3,
+        adapt_messages=lambda src, messages: ministral3_blocks(messages) if _is_ministral3(src) else messages,
     ),
     Family("generic", parse_generic),  # a thinking template's block may precede the JSON
     Family("content-only", parse_content_only),
