@@ -192,6 +192,20 @@ def test_input_tokens_bad_requests(server: Server) -> None:
 # -- response_fields ----------------------------------------------------------
 
 
+def test_a_streamed_completion_names_each_prompt_in_its_final_event(server: Server) -> None:
+    """The prompt texts are read back beside the generation (not before its first token); each final event
+    still carries its own, as the non-streamed answer does."""
+    prompts = [PROMPT, "Once upon a time", "1, 2, 3,"]
+    whole = server.post("/completion", {"prompt": prompts, **GREEDY}).json()
+    events = server.stream("/completion", {"prompt": prompts, **GREEDY, "stream": True})
+    finals = sorted((e for e in events if e.get("stop")), key=lambda e: e["index"])
+    assert [f["prompt"] for f in finals] == [w["prompt"] for w in whole] == prompts
+    texts = ["".join(e["content"] for e in events if e["index"] == i) for i in range(len(prompts))]
+    assert texts == [w["content"] for w in whole]
+    assert all(events.index(f) > max(j for j, e in enumerate(events) if e["index"] == f["index"] and not e["stop"])
+               for f in finals)  # each final after its own tokens
+
+
 def test_response_fields_project_the_native_response(server: Server) -> None:
     fields = ["content", "generation_settings/n_predict", "prompt", "timings/predicted_n", "no_such_field",
               "generation_settings/no_such_field", "content/not_an_object"]

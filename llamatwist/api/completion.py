@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from klein import Klein
-from twisted.internet.defer import CancelledError
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.web.server import Request
 
 from llamatwist.api.constraints import apply_constraint, apply_reasoning_fields
@@ -201,21 +201,34 @@ async def stream_native(
     """llama-server's native SSE stream: a partial per token, then the final
     result per prompt (projected on ``response_fields``); no [DONE] terminator."""
     sse = SSEStream(request, params.sse_ping_interval)
-    texts = [await ctx.engine.detokenize(p) for p in prompts]  # each final result names its prompt
+    # each final result names its prompt: detokenized beside the generation, so the first token waits for nothing
+    texts: Deferred[list[str]] = ensureDeferred(_detokenize(ctx, prompts))
 
     def partial(index: int, r: PartialResult) -> None:
         sse.send(partial_json(r, index, params))
 
-    def final(index: int, r: FinalResult) -> None:
-        sse.send(final_json_fields(ctx, r, index, params, texts[index], options))
+    def send_final(t: list[str], index: int, r: FinalResult) -> list[str]:
+        sse.send(final_json_fields(ctx, r, index, params, t[index], options))
+        return t
 
+    def final(index: int, r: FinalResult) -> None:
+        texts.addCallback(send_final, index, r)  # at once when the texts are there, else in order once they are
+
+    error = None
     try:
         await run_tasks(ctx, request, prompts, params, on_partial=partial, on_final=final)
     except CancelledError:
         pass
     except REPORTED as err:
-        sse.send_error(err)
+        error = err
+    await texts  # the last finals go out first
+    if error is not None:
+        sse.send_error(error)
     return b""
+
+
+async def _detokenize(ctx: ApiContext, prompts: list[list[int]]) -> list[str]:
+    return [await ctx.engine.detokenize(p) for p in prompts]
 
 
 def register(app: Klein, ctx: ApiContext) -> None:
@@ -238,6 +251,6 @@ def register(app: Klein, ctx: ApiContext) -> None:
             results = await run_tasks(ctx, request, prompts, params)
         except CancelledError:
             return b""
-        texts = [await ctx.engine.detokenize(p) for p in prompts]
+        texts = await _detokenize(ctx, prompts)
         out = [final_json_fields(ctx, r, i, params, texts[i], options) for i, r in enumerate(results)]
         return send_json(request, out[0] if len(out) == 1 else out)
