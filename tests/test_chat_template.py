@@ -143,6 +143,22 @@ def test_typed_templates_receive_the_parts() -> None:
     assert chat(template, [{"role": "user", "content": parts}, user("c")]) == "<user>[a][b]<user>c"
 
 
+@pytest.mark.parametrize(("body", "string", "typed"), [
+    # llama.cpp counts what a template does with the content: a for loop, an index or selectattr is typed use
+    ("{% if c is string %}{{ c }}{% else %}{% for p in c %}{{ p.text }}{% endfor %}{% endif %}", True, True),
+    ("{{ c[0].text }}", False, True),  # a string content fails here
+    ("{% if c is string %}{{ c }}{% else %}{{ (c | selectattr('type', 'equalto', 'text') | first).text }}{% endif %}",
+     True, True),
+    # the loop only runs for a non-empty list, and llama.cpp probes with an empty one: no typed use (LFM2.5)
+    ("{% if c is string %}{{ c }}{% elif c %}{% for p in c %}{{ p.text }}{% endfor %}{% endif %}", True, False),
+    ("{{ c if c is string else c | tojson }}", True, False),  # tojson walks the list, but is no typed use
+    ("{{ c }}", True, False),
+])
+def test_content_caps_count_what_the_template_does_with_the_content(body: str, string: bool, typed: bool) -> None:
+    template = jinja("{% for m in messages %}{% set c = m.content %}" + body + "{% endfor %}")
+    assert (template.caps.supports_string_content, template.caps.supports_typed_content) == (string, typed)
+
+
 def test_null_content_renders_as_empty_string() -> None:
     messages = [user("Hi"), {"role": "assistant", "content": None}, user("Again")]
     assert "<|im_start|>assistant\n<|im_end|>" in chat(smollm2(), messages, prefill_assistant=False)

@@ -127,11 +127,9 @@ def test_slots_list_the_output_parser_of_their_last_request(answers: list[tuple[
     assert ours[1]["params"]["chat_format"] == "Content-only" and ours[1]["params"]["reasoning_format"] == "deepseek"
 
 
-# The pinned llama.cpp's caps probe sees which values a template *reads*; llamatwist's renders and looks for
-# markers in the output. They part where a template iterates content blocks without indexing them (llama.cpp
-# then says no typed content).
-CAPS_DIFFER = {"LFM2.5-8B-A1B.jinja": {"supports_typed_content"},
-               "mistralai-Ministral-3-14B-Reasoning-2512.jinja": {"supports_typed_content"}}
+# Caps that still differ from the pinned llama.cpp's (which counts what a template does with each value; here
+# the message content's uses are counted the same way, the rest is read from rendered output): none.
+CAPS_DIFFER: dict[str, set[str]] = {}
 
 
 # Templates whose prompt with tools differs from llama-server's (README, "Tools and reasoning"): they show no
@@ -165,10 +163,13 @@ PREFILLS = [
     [ASK, {"role": "assistant", "content": "", "reasoning_content": "Hm, Paris"}],  # goes on thinking
 ]
 # without tools: a question (the template's own thinking default), an answer with its reasoning in the history
-# (Ministral 3 gets it as a thinking block), then the three prefills
+# (Ministral 3 gets it as a thinking block), a question in two text parts (joined by "\n" where the caps say
+# the template takes no typed content), then the three prefills
 WITHOUT_TOOLS = [{"messages": [ASK]},
                  {"messages": [ASK, {"role": "assistant", "content": "Sunny.", "reasoning_content": "Let me think."},
                                {"role": "user", "content": "And Rome?"}]},
+                 {"messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"},
+                                                           {"type": "text", "text": "there"}]}]},
                  *({"messages": m} for m in PREFILLS)]
 
 
@@ -243,9 +244,9 @@ def test_prompts_are_llama_servers_on_every_pinned_template(
     """/apply-template from llama-server and from llamatwist's own chat path (the same formatter and plan as
     its route, on this model's tokens): with a tool list; with two calls, their results and an answer; a plain
     question (the template's thinking default: Apertus is told "Deliberation: disabled", as llama-server finds
-    no thinking markers in it); an answer with its reasoning in the history; and an assistant message continued
-    three ways (the markers llama.cpp's
-    handlers write: Kimi K3's response section, GPT-OSS's final channel, Gemma 4's "thought\n")."""
+    no thinking markers in it); an answer with its reasoning in the history; text parts; and an assistant
+    message continued three ways (the markers llama.cpp's handlers write: Kimi K3's response section, GPT-OSS's
+    final channel, Gemma 4's "thought\n")."""
     from llamatwist.api.chatformat import build_formatter
     from llamatwist.config import ServerConfig
     from llamatwist.engine.model import Model
@@ -260,9 +261,9 @@ def test_prompts_are_llama_servers_on_every_pinned_template(
         n = len(WITH_TOOLS)
         if ours[:n] != theirs[:n]:
             tools_differ.add(path.stem)
-        if ours[n:n + 2] != theirs[n:n + 2]:
+        if ours[n:n + 3] != theirs[n:n + 3]:
             plain_differ.add(path.stem)
-        if ours[n + 2:] != theirs[n + 2:]:
+        if ours[n + 3:] != theirs[n + 3:]:
             prefill_differ.add(path.stem)
     assert tools_differ == TOOLS_DIFFER, sorted(tools_differ ^ TOOLS_DIFFER)
     assert not plain_differ, sorted(plain_differ)

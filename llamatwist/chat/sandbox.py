@@ -4,8 +4,10 @@ the pieces ``common/jinja/`` provides for llama-server. Imports nothing from the
 
 from __future__ import annotations
 
+import copy
 import json
 import operator
+import sys
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from types import TracebackType
@@ -13,13 +15,15 @@ from typing import Any, NoReturn
 
 import jinja2
 import jinja2.ext
+import jinja2.filters
 import jinja2.nodes
 import jinja2.parser
+import jinja2.runtime
 import markupsafe
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEnvironment
 
-__all__ = ["ENV", "describe_render_error"]
+__all__ = ["ENV", "describe_render_error", "traced"]
 
 _MAX_REPEAT = 1 << 24  # cap on string/list repetition inside templates (the sandbox has none)
 
@@ -135,6 +139,46 @@ def _escaped(value: Any) -> str:
     return str(markupsafe.escape(value))
 
 
+def traced(value: str | list[Any], ops: set[str]) -> Any:
+    """``value`` as one whose uses a caps probe counts, as llama.cpp's engine counts operations on a value
+    (``stats.ops``): indexing and ``for`` loops (``array_access``), ``is string`` (``test_is_string``) and
+    ``selectattr``. Copies (the renderer deep-copies its inputs) count into the same ``ops``."""
+    base: Any = str if isinstance(value, str) else list
+
+    def getitem(self: Any, key: Any) -> Any:
+        ops.add("array_access")
+        return base.__getitem__(self, key)
+
+    def iterate(self: Any) -> Any:
+        # a template's for loop (directly, or through jinja2's loop object), not a filter such as tojson
+        if sys._getframe(1).f_code.co_filename in ("<template>", jinja2.runtime.__file__):
+            ops.add("array_access")
+        return base.__iter__(self)
+
+    def deepcopy(self: Any, memo: dict[int, Any]) -> Any:
+        return type(self)(self if base is str else copy.deepcopy(list(base.__iter__(self)), memo))
+
+    namespace = {"__getitem__": getitem, "__iter__": iterate, "__deepcopy__": deepcopy, "_traced_ops": ops}
+    return type("Traced" + base.__name__, (base,), namespace)(value)
+
+
+def _count(value: Any, op: str) -> None:
+    ops = getattr(type(value), "_traced_ops", None)
+    if ops is not None:
+        ops.add(op)
+
+
+def _test_string(value: Any) -> bool:
+    _count(value, "test_is_string")
+    return isinstance(value, str)
+
+
+@jinja2.pass_context
+def _selectattr(context: jinja2.runtime.Context, value: Any, *args: Any, **kwargs: Any) -> Any:
+    _count(value, "selectattr")
+    return jinja2.filters.do_selectattr(context, value, *args, **kwargs)
+
+
 def _make_environment() -> _Environment:
     env = _Environment(
         trim_blocks=True,
@@ -150,6 +194,8 @@ def _make_environment() -> _Environment:
     # Markup would escape every string added to it ("Use '"|safe + name + ... | tojson: Functionary v3.1)
     env.filters["safe"] = _plain
     env.filters["e"] = env.filters["escape"] = _escaped
+    env.filters["selectattr"] = _selectattr
+    env.tests["string"] = _test_string
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(str(fmt))
     return env

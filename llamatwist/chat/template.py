@@ -33,7 +33,7 @@ import jinja2.parser
 from .builtin import BUILTIN_NAMES, apply_builtin, detect_builtin
 from .errors import ChatInputError, TemplateError
 from .messages import ChatMessage, Tool, parse_messages, parse_tools
-from .sandbox import ENV, describe_render_error
+from .sandbox import ENV, describe_render_error, traced
 from .toolcalls.formats import detect_family
 
 __all__ = [
@@ -147,17 +147,11 @@ _LLAMA_CAPS = ("supports_object_arguments", "supports_parallel_tool_calls", "sup
                "supports_reasoning_effort", "supports_string_content", "supports_system_role", "supports_tool_calls",
                "supports_tools", "supports_typed_content")
 _STRING_MARKER = "STRING_MARKER_c4f1"
-_TYPED_MARKER = "TYPED_MARKER_c4f1"
 _SYSTEM_MARKER = "SYSTEM_MARKER_c4f1"
 _ARG_MARKER = "ARG_MARKER_c4f1"
 _TOOL_MARKER = "TOOL_MARKER_c4f1"  # the offered tool's name
 _CALL_MARKERS = ("CALL_MARKER_c4f1", "CALL2_MARKER_c4f1")  # the names of the history's tool calls
 _REASONING_MARKER = "REASONING_MARKER_c4f1"
-
-
-def _prints_part_structure(text: str) -> bool:
-    # A template that prints the parts list itself (as a string or as JSON) does not handle typed content.
-    return "'type'" in text or '"type"' in text
 
 
 _PROBE_TOOL = {
@@ -270,15 +264,25 @@ class ChatTemplate:
         except TemplateError:
             return None
 
+    def _content_caps(self) -> tuple[bool, bool]:
+        """Whether message content may be a string and may be typed parts, as llama.cpp decides it: typed when
+        the template indexes the content or filters it with ``selectattr`` (given a string, or an empty list
+        after testing ``is string``), not a string when a string fails or is indexed but not printed."""
+        ops: set[str] = set()
+        out = self._probe([{"role": "user", "content": traced(_STRING_MARKER, ops)}])
+        as_array = bool(ops & {"selectattr", "array_access"})
+        string = out is not None and not (as_array and _STRING_MARKER not in out)
+        typed = as_array
+        if "test_is_string" in ops:
+            ops = set()
+            typed = typed or (self._probe([{"role": "user", "content": traced([], ops)}]) is not None
+                              and bool(ops & {"selectattr", "array_access"}))
+        return string, typed
+
     @cached_property
     def caps(self) -> TemplateCaps:
         """The template's capabilities (probed once, on first use)."""
-        string_out = self._probe([{"role": "user", "content": _STRING_MARKER}])
-        typed_out = self._probe([{"role": "user", "content": [{"type": "text", "text": _TYPED_MARKER}]}])
-        typed = typed_out is not None and _TYPED_MARKER in typed_out and not _prints_part_structure(typed_out)
-        string = string_out is not None and (_STRING_MARKER in string_out or not typed)
-        if not string and not typed:
-            string = True  # nothing works: keep llama.cpp's default
+        string, typed = self._content_caps()
         system_out = self._probe(
             [{"role": "system", "content": _SYSTEM_MARKER}, {"role": "user", "content": "User message"}]
         )
