@@ -11,6 +11,7 @@ frame messages differently and have their own readers.
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import re
 from collections.abc import Callable
@@ -1030,6 +1031,7 @@ _ALL: list[Family] = [
 FAMILIES = {f.name: f for f in _ALL}
 
 
+@functools.lru_cache(maxsize=64)  # asked on every render of a request; a server has one or a few templates
 def detect_family(src: str) -> Family | None:
     """The native family of a template (first match in llama.cpp's order), else ``None``: generic with tools,
     content-only (with ``<think>`` parsing) without."""
