@@ -76,13 +76,13 @@ class ChatFormatter:
     @cached_property
     def may_think(self) -> bool:
         """The template has a thinking block, so replies are parsed for reasoning: ``<think>``, a template
-        that reads enable_thinking, or its format family's own markers (GPT-OSS's analysis channel, Seed-OSS's
-        ``<seed:think>``, Mistral's ``[THINK]``)."""
+        that reads enable_thinking (unless its format has no thinking markers: Apertus), or its format
+        family's own markers (GPT-OSS's analysis channel, Seed-OSS's ``<seed:think>``, Mistral's ``[THINK]``)."""
         if "<think>" in self.source:
             return True
         family = detect_family(self.source)
         if family is not None and family.think is None:
-            return False  # a format without a thinking block, even where the template reads enable_thinking (Apertus)
+            return False
         caps = getattr(self.template, "caps", None)
         if caps is not None and caps.reacts_to_enable_thinking:
             return True

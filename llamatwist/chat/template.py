@@ -147,6 +147,7 @@ _LLAMA_CAPS = ("supports_object_arguments", "supports_parallel_tool_calls", "sup
                "supports_reasoning_effort", "supports_string_content", "supports_system_role", "supports_tool_calls",
                "supports_tools", "supports_typed_content")
 _STRING_MARKER = "STRING_MARKER_c4f1"
+_LIST_USES = frozenset({"array_access", "selectattr"})  # what llama.cpp counts as using the content as parts
 _SYSTEM_MARKER = "SYSTEM_MARKER_c4f1"
 _ARG_MARKER = "ARG_MARKER_c4f1"
 _TOOL_MARKER = "TOOL_MARKER_c4f1"  # the offered tool's name
@@ -266,17 +267,16 @@ class ChatTemplate:
 
     def _content_caps(self) -> tuple[bool, bool]:
         """Whether message content may be a string and may be typed parts, as llama.cpp decides it: typed when
-        the template indexes the content or filters it with ``selectattr`` (given a string, or an empty list
-        after testing ``is string``), not a string when a string fails or is indexed but not printed."""
+        the template loops over the content, indexes it or filters it with ``selectattr`` (given a string, or
+        an empty list after testing ``is string``); not a string when a string fails, or is used as a list
+        and not printed."""
         ops: set[str] = set()
         out = self._probe([{"role": "user", "content": traced(_STRING_MARKER, ops)}])
-        as_array = bool(ops & {"selectattr", "array_access"})
-        string = out is not None and not (as_array and _STRING_MARKER not in out)
-        typed = as_array
-        if "test_is_string" in ops:
+        typed = bool(ops & _LIST_USES)
+        string = out is not None and not (typed and _STRING_MARKER not in out)
+        if not typed and "test_is_string" in ops:
             ops = set()
-            typed = typed or (self._probe([{"role": "user", "content": traced([], ops)}]) is not None
-                              and bool(ops & {"selectattr", "array_access"}))
+            typed = self._probe([{"role": "user", "content": traced([], ops)}]) is not None and bool(ops & _LIST_USES)
         return string, typed
 
     @cached_property

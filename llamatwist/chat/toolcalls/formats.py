@@ -672,16 +672,14 @@ def parse_muse(s: Scanner) -> None:
         if recipient not in ("self", "user", "") and s.syntax.parse_tool_calls:
             s.expect("<atem:function_calls>")
             _ATEM_CALLS(s, found)
+            for marker in _MUSE_END:
+                s.consume(marker)
+            continue
+        body, end = s.until(_MUSE_END)
+        if recipient != "self" or s.syntax.reasoning_format == "none":
+            s.add_content(body)
         else:
-            body, end = s.until(_MUSE_END)
-            if recipient != "self" or s.syntax.reasoning_format == "none":
-                s.add_content(body)
-            else:
-                s.add_reasoning(body, " to=self<|message|>", "<|eom|>", closed=end is not None)
-            if end is not None:
-                s.pos -= len(end)
-        for marker in _MUSE_END:
-            s.consume(marker)
+            s.add_reasoning(body, " to=self<|message|>", "<|eom|>", closed=end is not None)
 
 
 # -- the table -----------------------------------------------------------------------------------------------
