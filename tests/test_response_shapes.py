@@ -8,6 +8,7 @@ grammar and biases echoed), they must be equal too.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -137,9 +138,9 @@ CAPS_DIFFER: dict[str, set[str]] = {}
 TOOLS_DIFFER = {"HuggingFaceTB-SmolLM3-3B", "google-gemma-2-2b-it", "llama-cpp-rwkv-world",
                 "microsoft-Phi-3.5-mini-instruct", "fireworks-ai-llama-3-firefunction-v2"}
 # ...and whose continued assistant message (prefill) differs: llama.cpp's own handlers or template analysis
-# space or mark it otherwise (Functionary v3.2's ">>>all", DeepSeek V4's bare "</think>", Apriel's
-# "[BEGIN FINAL RESPONSE]", Nemotron and StepFun's blank lines)
-PREFILL_DIFFER = {"Apriel-1.6-15b-Thinker-fixed", "NVIDIA-Nemotron-3-Nano-30B-A3B-BF16", "NVIDIA-Nemotron-Nano-v2",
+# space or mark it otherwise (Functionary v3.2's ">>>all", DeepSeek V4's bare "</think>", Nemotron and StepFun's
+# blank lines)
+PREFILL_DIFFER = {"NVIDIA-Nemotron-3-Nano-30B-A3B-BF16", "NVIDIA-Nemotron-Nano-v2",
                   "StepFun3.5-Flash", "deepseek-ai-DeepSeek-V4", "deepseek-ai-DeepSeek-V4-Flash-0731",
                   "llama-cpp-rwkv-world", "meetkai-functionary-medium-v3.2", "poolside-Laguna-XS-2.1",
                   "poolside-Laguna-XS.2"}
@@ -269,3 +270,61 @@ def test_prompts_are_llama_servers_on_every_pinned_template(
     assert not plain_differ, sorted(plain_differ)
     assert prefill_differ == PREFILL_DIFFER, sorted(prefill_differ ^ PREFILL_DIFFER)
     assert len(pinned_templates) - len(tools_differ | prefill_differ) >= 55
+
+
+# One template per way llama.cpp's parsers space a thinking block: its template analysis (Qwen 3 and MiniMax-M2
+# read the whitespace the template writes after each marker with it, GLM 4.6 after the end one, DeepSeek R1's
+# reasoning starts with the prompt's "\n" after <think>), and its hand-written parsers that keep all of it
+# (Kimi K2, LFM2, DeepSeek V3.2) or skip some (Gemma 4 and MiniMax-M3 before the reasoning, Ministral 3 before
+# the answer, Qwen 3.5 both); Apriel 1.6, whose reasoning starts with the prompt's "Here are my reasoning steps:"
+SPACING_TEMPLATES = ["Qwen-Qwen3-0.6B", "MiniMax-M2", "GLM-4.6", "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B",
+                     "ByteDance-Seed-OSS", "Kimi-K2-Thinking", "LFM2.5-8B-A1B", "deepseek-ai-DeepSeek-V3.2",
+                     "google-gemma-4-31B-it", "MiniMax-M3", "mistralai-Ministral-3-14B-Reasoning-2512", "Qwen3.5-4B",
+                     "Apriel-1.6-15b-Thinker-fixed"]
+
+
+def _replies(start: str, end: str, opened: bool) -> list[str]:
+    """Replies with whitespace in every place it may go: around and inside a thinking block, none, an empty one."""
+    s = "" if opened else start
+    return [f"{s}\nHm.\n{end}\n\nHello.", f"{s}Hm.{end}Hello.", f"{s}\n\n  Hm.  \n\n{end}\n\n  Hello.  \n",
+            f"{s}\n{end}\n\nHello.", "  Hello.\n"]
+
+
+@pytest.mark.parametrize("name", SPACING_TEMPLATES)
+def test_reasoning_and_content_are_spaced_as_llama_servers(model_path: str, llama_server: list[str],
+                                                          name: str) -> None:
+    """The same reply split by llama-server (made to write it by a raw grammar, which constrains its whole reply)
+    and by llamatwist's chat path (the plan its route makes, the reply streamed a character at a time): the
+    same reasoning_content and content, whitespace and all."""
+    from llamatwist.api.chatformat import build_formatter
+    from llamatwist.api.openai.chat import build_prompt, parse_chat
+    from llamatwist.api.openai.tools import MessageStream, message_json
+    from llamatwist.config import ServerConfig
+    from llamatwist.engine.model import Model
+
+    path = REPO / "third_party" / "llama.cpp" / "models" / "templates" / f"{name}.jinja"
+    vocab = Model(model_path).vocab
+    bos, eos = (vocab.token_to_piece(t, special=True).decode() for t in (vocab.bos, vocab.eos))
+    fmt = build_formatter(ServerConfig(jinja=True), None, path.read_text(), bos, eos, vocab.add_bos, vocab.add_eos)
+    body: dict[str, Any] = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 60, "temperature": 0}
+    prompt = build_prompt(fmt, body, parse_chat(body, SamplingDefaults(), 1))
+    assert prompt.plan is not None and all(prompt.thinking_tags)
+    syntax = prompt.plan.syntax
+    replies = _replies(*prompt.thinking_tags, syntax.thinking_forced_open)
+    srv = Server(["-m", model_path, "-c", "4096", "-np", "1", "--jinja", "--chat-template-file", str(path),
+                  "--no-warmup"], command=llama_server)
+    try:
+        theirs = [srv.post("/v1/chat/completions", {**body, "grammar": "root ::= " + json.dumps(reply)}).json()
+                  ["choices"][0]["message"] for reply in replies]
+    finally:
+        srv.stop()
+    for reply, their in zip(replies, theirs, strict=True):
+        stream = MessageStream(syntax)
+        deltas = [d for ch in reply for d in stream.feed(ch)]
+        msg, last = stream.finish()
+        deltas += last
+        ours = message_json(msg)
+        keys = ("content", "reasoning_content")
+        assert {k: ours.get(k) for k in keys} == {k: their.get(k) for k in keys}, (name, reply)
+        for key in keys:  # the stream's deltas add up to the final message
+            assert "".join(d.get(key) or "" for d in deltas) == (ours.get(key) or ""), (name, reply, key)

@@ -322,14 +322,15 @@ def test_reasoning_item(thinker: Server) -> None:
     assert [item.type for item in resp.output] == ["reasoning", "message"]
     reasoning = resp.output[0]
     assert reasoning.type == "reasoning" and reasoning.id.startswith("rs_") and reasoning.content is not None
-    assert [(c.type, c.text) for c in reasoning.content] == [("reasoning_text", "Enough.")]
+    # the "\n" the prompt wrote after <think> starts the reasoning, as in the chat route
+    assert [(c.type, c.text) for c in reasoning.content] == [("reasoning_text", "\n Enough.")]
     events = _events(client.responses.create(model="any", input="What is the capital of France?",
                                              max_output_tokens=12, temperature=0, stream=True, **bias))
     kinds = [e.type for e in events]
     assert kinds[2:4] == ["response.output_item.added", "response.reasoning_text.delta"]
     done = kinds.index("response.reasoning_text.done")
     assert kinds[done + 1: done + 3] == ["response.output_item.done", "response.output_item.added"]
-    assert events[done].text == "Enough." and events[done + 2].output_index == 1
+    assert events[done].text == "\n Enough." and events[done + 2].output_index == 1
     assert [i.type for i in events[-1].response.output] == ["reasoning", "message"]
     assert events[-1].response.output_text == resp.output_text
     assert set(resp.output_text.split()) == {"blue"}

@@ -15,7 +15,7 @@ import requests
 
 from tests import test_reasoning
 from tests.conftest import Server
-from tests.test_reasoning import ASK, THINK_TEMPLATE, WORD, chat
+from tests.test_reasoning import ASK, LEAD, THINK_TEMPLATE, WORD, chat
 from tests.test_tools_api import ASK as ASK_WEATHER
 from tests.test_tools_api import TOOLS
 
@@ -37,7 +37,7 @@ def skipper(model_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 def test_reasoning_stays_in_content(thinker: Server, skipper: Server, word_bias: dict[str, float]) -> None:
     parsed = chat(thinker, word_bias, reasoning_budget_tokens=5)["message"]
-    assert parsed["reasoning_content"] == (WORD * 4).strip() + " Enough."
+    assert parsed["reasoning_content"] == LEAD + WORD * 4 + " Enough."
     # no thinking tags, so no budget either (llama-server's pure content parser has none): the raw reply
     raw = chat(skipper, word_bias, reasoning_budget_tokens=5)
     assert "reasoning_content" not in raw["message"]

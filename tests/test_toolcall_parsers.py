@@ -30,6 +30,8 @@ TIME = '{"tz":"CET"}'
 DS_CALL = "<｜tool▁call▁begin｜>function<｜tool▁sep｜>{name}\n```json\n{args}\n```<｜tool▁call▁end｜>"
 DS_BEGIN, DS_END = "<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>"
 V31_CALL = "<｜tool▁call▁begin｜>{name}<｜tool▁sep｜>{args}<｜tool▁call▁end｜>"
+# what llama.cpp's template analysis finds around Qwen 3's markers; its parser reads that whitespace with them
+QWEN3 = {"think_spacing": ("<think>\n", "\n</think>\n\n")}
 QWEN_PARAMS = {
     "get_weather": {"type": "object", "properties": {"location": {"type": "string"}, "days": {"type": "integer"}}}
 }
@@ -72,9 +74,17 @@ CASES = [
          calls=(call("f", '{"n":[1,2.5e3,true,null]}'),)),
     # -- content only, thinking models without tools
     Case("content-plain", "content-only", "Just text, <b>no</b> markers.", "Just text, <b>no</b> markers."),
-    Case("content-think", "content-only", "<think>\nLet me see.\n</think>\n\nHello", "Hello", "Let me see."),
-    Case("content-forced-open", "content-only", "Thinking on.\n</think>\nAnswer", "Answer", "Thinking on.",
-         syntax={"thinking_forced_open": True}),
+    Case("content-think", "content-only", "<think>\nLet me see.\n</think>\n\nHello", "Hello", "Let me see.\n",
+         syntax=QWEN3),
+    # bare markers (GLM 4.7): the whitespace inside and after the block is the model's, and stays
+    Case("content-think-bare", "content-only", "<think>\nLet me see.\n</think>\n\nHello", "\n\nHello",
+         "\nLet me see.\n"),
+    Case("content-think-space-before", "content-only", "\n <think>a</think>b", "b", "a"),
+    Case("content-empty-think", "content-only", "<think>\n\n</think>\n\nHello", "Hello", syntax=QWEN3),
+    Case("content-space-no-think", "content-only", "  Hello\n", "Hello\n", syntax=QWEN3),
+    # the generation prompt opened the block with "<think>\n" (DeepSeek R1): that newline starts the reasoning
+    Case("content-forced-open", "content-only", "Thinking on.\n</think>\nAnswer", "\nAnswer", "\nThinking on.\n",
+         syntax={"thinking_forced_open": True, "forced_lead": "\n"}),
     Case("content-think-none", "content-only", "<think>x</think>y", "<think>x</think>y", syntax={"reasoning_format": "none"}),
     # -- Hermes 2 Pro / Qwen 2.5 / Qwen 3 (<think>)
     Case("hermes-content", "hermes", "Hello! How can I help?", "Hello! How can I help?"),
@@ -88,7 +98,7 @@ CASES = [
     Case("hermes-think-call", "hermes",
          '<think>\nThe user wants the weather.\n</think>\n\n<tool_call>\n{"name": "get_weather", "arguments": '
          '{"location": "Paris"}}\n</tool_call>',
-         reasoning="The user wants the weather.", calls=(call("get_weather", WEATHER),)),
+         reasoning="The user wants the weather.\n", calls=(call("get_weather", WEATHER),), syntax=QWEN3),
     Case("hermes-around", "hermes",
          'Let me check.\n<tool_call>\n{"name": "get_weather", "arguments": {"location": "Par\\u00eds"}}\n</tool_call>\n'
          "Done.",
@@ -97,10 +107,12 @@ CASES = [
     Case("hermes-forced-open", "hermes",
          "I should call a tool.\n</think>\n\n<tool_call>\n{\"name\": \"get_time\", \"arguments\": {\"tz\": \"CET\"}}\n"
          "</tool_call>",
-         reasoning="I should call a tool.", calls=(call("get_time", TIME),), syntax={"thinking_forced_open": True}),
+         reasoning="I should call a tool.\n", calls=(call("get_time", TIME),),
+         syntax={"thinking_forced_open": True, "forced_lead": "\n", **QWEN3}),
     Case("qwen3-forced-open-no-end", "hermes",
          'The user wants weather.\n<tool_call>\n{"name": "get_time", "arguments": {"tz": "CET"}}\n</tool_call>',
-         reasoning="The user wants weather.", calls=(call("get_time", TIME),), syntax={"thinking_forced_open": True}),
+         reasoning="The user wants weather.\n", calls=(call("get_time", TIME),),
+         syntax={"thinking_forced_open": True, "forced_lead": "\n", **QWEN3}),
     Case("hermes-legacy-stream", "hermes", "<think>plan</think>Answer", "<think>plan</think>Answer",
          syntax={"reasoning_in_content": True, "reasoning_format": "deepseek-legacy"}),
     Case("hermes-no-tools", "hermes", '<think>a</think><tool_call>{"name": "x"}</tool_call>',
@@ -115,7 +127,7 @@ CASES = [
          "<think>\nTwo calls.\n</think>\n\n<tool_call>\n<function=get_weather>\n<parameter=location>\nNew York, "
          "NY\n</parameter>\n</function>\n</tool_call>\n<tool_call>\n<function=get_time>\n<parameter=tz>\n"
          '{"name": "CET"}\n</parameter>\n</function>\n</tool_call>',
-         reasoning="Two calls.",
+         reasoning="Two calls.\n",
          calls=(call("get_weather", '{"location":"New York, NY"}'), call("get_time", '{"tz":{"name":"CET"}}')),
          syntax={"tool_parameters": QWEN_PARAMS}),
     Case("qwen3-coder-bare-function", "qwen3-coder",
@@ -164,9 +176,10 @@ CASES = [
     Case("deepseek-r1-call", "deepseek-r1",
          "<think>\nLet me think.\n</think>\n\n" + DS_BEGIN + DS_CALL.format(name="get_weather", args='{"location": '
          '"Paris"}') + DS_CALL.format(name="get_time", args='{"tz": "CET"}') + DS_END,
-         reasoning="Let me think.", calls=(call("get_weather", WEATHER), call("get_time", TIME))),
+         "\n\n", "\nLet me think.\n", calls=(call("get_weather", WEATHER), call("get_time", TIME))),
     Case("deepseek-r1-forced-open", "deepseek-r1", "Okay, so the user...\n</think>\n\nThe answer is 4.",
-         "The answer is 4.", "Okay, so the user...", syntax={"thinking_forced_open": True}),
+         "\n\nThe answer is 4.", "\nOkay, so the user...\n",
+         syntax={"thinking_forced_open": True, "forced_lead": "\n"}),
     Case("deepseek-v3.1-call", "deepseek-v3.1",
          "Need weather.</think>Sure." + DS_BEGIN + V31_CALL.format(name="get_weather", args='{"location": "Paris"}')
          + DS_END,
@@ -210,6 +223,13 @@ CASES = [
          '<thinking>Weather.</thinking>Checking.\n<tool_calls>[{"name": "get_weather", "arguments": '
          '"{\\"location\\": \\"Paris\\"}"}]</tool_calls>',
          "Checking.\n", "Weather.", (call("get_weather", '{"location": "Paris"}'),)),
+    # -- Apriel 1.6: the prompt opened the turn with "Here are my reasoning steps:\n", which starts the reasoning
+    Case("apriel-1.6-call", "apriel-1.6",
+         'Weather.\n[BEGIN FINAL RESPONSE]\nChecking.\n<tool_calls>[{"name": "get_weather", "arguments": '
+         '{"location": "Paris"}}]</tool_calls>',
+         "Checking.\n", "Here are my reasoning steps:\nWeather.\n", (call("get_weather", WEATHER),),
+         syntax={"thinking_forced_open": True, "forced_lead": "\nHere are my reasoning steps:\n",
+                 "think_spacing": ("<|begin_assistant|>\n", "\n[BEGIN FINAL RESPONSE]\n")}),
     # -- Phi-4 mini
     Case("phi-4-call", "phi-4",
          'Calling.<|tool_call|>[{"name": "get_weather", "arguments": {"location": "Paris"}}]<|/tool_call|>',
@@ -218,7 +238,7 @@ CASES = [
     Case("glm-call", "glm-4.5",
          "<think>Weather.</think>\n<tool_call>get_weather\n<arg_key>location</arg_key>\n<arg_value>Paris</arg_value>\n"
          "<arg_key>days</arg_key>\n<arg_value>3</arg_value>\n</tool_call>",
-         reasoning="Weather.", calls=(call("get_weather", '{"location":"Paris","days":3}'),),
+         "\n", "Weather.", calls=(call("get_weather", '{"location":"Paris","days":3}'),),
          syntax={"tool_parameters": QWEN_PARAMS}),
     Case("glm-compact-parallel", "glm-4.5",
          "Sure.<tool_call>get_weather<arg_key>location</arg_key><arg_value>Paris</arg_value></tool_call>"
@@ -229,7 +249,7 @@ CASES = [
          '<think>Hm.</think>\n<minimax:tool_call>\n<invoke name="get_weather">\n<parameter name="location">Paris'
          '</parameter>\n<parameter name="days">3</parameter>\n</invoke>\n<invoke name="get_time">\n'
          '<parameter name="tz">CET</parameter>\n</invoke>\n</minimax:tool_call>',
-         reasoning="Hm.", calls=(call("get_weather", '{"location":"Paris","days":3}'), call("get_time", TIME)),
+         "\n", "Hm.", calls=(call("get_weather", '{"location":"Paris","days":3}'), call("get_time", TIME)),
          syntax={"tool_parameters": QWEN_PARAMS}),
     # -- DeepSeek V3.2 / V4 DSML: string="false" values are JSON where no schema says
     Case("deepseek-dsml-call", "deepseek-dsml",
@@ -251,7 +271,8 @@ CASES = [
     Case("seed-oss-call", "seed-oss",
          "<seed:think>Weather.</seed:think>\n<seed:tool_call>\n<function=get_weather>\n<parameter=location>Paris"
          "</parameter>\n</function>\n</seed:tool_call>",
-         reasoning="Weather.", calls=(call("get_weather", WEATHER),), syntax={"tool_parameters": QWEN_PARAMS}),
+         reasoning="Weather.", calls=(call("get_weather", WEATHER),),
+         syntax={"tool_parameters": QWEN_PARAMS, "think_spacing": ("<seed:think>", "</seed:think>\n")}),
     # -- MiniMax-M1: JSON objects one per line
     Case("minimax-m1-parallel", "minimax-m1",
          'Checking.\n<tool_calls>\n{"name": "get_weather", "arguments": {"location": "Paris"}}\n'
@@ -339,7 +360,7 @@ NATIVE_FORMATS = {c.format for c in CASES} - {"generic", "content-only"}
 def test_every_native_format_has_cases() -> None:
     expected = {"hermes", "qwen3-coder", "llama3", "llama3-builtin", "mistral", "functionary-v3.1",
                 "functionary-v3.2", "deepseek-r1", "deepseek-v3.1", "command-r7b", "granite", "gpt-oss", "gemma4",
-                "phi-4", "apriel", "glm-4.5", "minimax-m2", "deepseek-dsml", "kimi-k2", "seed-oss", "minimax-m1",
+                "phi-4", "apriel", "apriel-1.6", "glm-4.5", "minimax-m2", "deepseek-dsml", "kimi-k2", "seed-oss", "minimax-m1",
                 "nemotron-v2", "solar-open", "minicpm5", "hunyuan3", "lfm2", "gigachat3", "apertus",
                 "command-r-plus", "kimi-k3", "minimax-m3", "muse-glimmer"}  # fmt: skip
     assert NATIVE_FORMATS == expected

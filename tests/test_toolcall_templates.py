@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from llamatwist.chat import CHATML_TEMPLATE_SRC, render_chat, select_template
+from llamatwist.chat.template import ChatTemplate, spaced_reasoning_tags
 from llamatwist.chat.toolcalls import ParsedMessage, parse_output, plan_tools, polyfill_history
 
 TOOLS = [
@@ -79,6 +80,7 @@ TEMPLATES: dict[str, tuple[str, bool, bool]] = {
     "google-gemma-4-31B-it.jinja": ("gemma4", True, True),
     "google-gemma-4-31B-it-interleaved.jinja": ("gemma4", True, True),
     "unsloth-Apriel-1.5.jinja": ("apriel", True, True),
+    "Apriel-1.6-15b-Thinker-fixed.jinja": ("apriel-1.6", True, True),
     "microsoft-Phi-3.5-mini-instruct.jinja": ("generic", False, False),
     # formats the pinned llama.cpp reads with its template analysis (autoparser)
     "GLM-4.6.jinja": ("glm-4.5", True, True),
@@ -206,20 +208,26 @@ def test_template_call_parses_back(template_dir: Path, name: str) -> None:
     assert msg.content.strip() == "", msg
 
 
+# what llama-server answers for "The user asks.\n</think>\n\nIt is sunny." after each generation prompt
+_FORCED = ParsedMessage("\n\nIt is sunny.", "\nThe user asks.\n")  # the prompt's "<think>\n" starts the reasoning
+
+
 @pytest.mark.parametrize(
-    ("name", "forced"),
-    [("Qwen-QwQ-32B.jinja", True), ("llama-cpp-deepseek-r1.jinja", True), ("Qwen3.5-4B.jinja", True),
-     ("Qwen-Qwen3-0.6B.jinja", False), ("Qwen-Qwen2.5-7B-Instruct.jinja", False)],
+    ("name", "forced", "expected"),
+    [("Qwen-QwQ-32B.jinja", True, _FORCED), ("llama-cpp-deepseek-r1.jinja", True, _FORCED),
+     ("Qwen3.5-4B.jinja", True, ParsedMessage("It is sunny.", "The user asks.\n")),  # its parser skips spaces
+     ("Qwen-Qwen3-0.6B.jinja", False, None), ("Qwen-Qwen2.5-7B-Instruct.jinja", False, None)],
 )  # fmt: skip
-def test_thinking_forced_open(template_dir: Path, name: str, forced: bool) -> None:
+def test_thinking_forced_open(template_dir: Path, name: str, forced: bool, expected: ParsedMessage | None) -> None:
     source = load(template_dir, name)
     rendered = render(source, [USER])
-    plan = plan_tools(source, TOOLS, generation_prompt=rendered.generation_prompt)
+    spacing = spaced_reasoning_tags(ChatTemplate(source), ("<think>", "</think>"))
+    plan = plan_tools(source, TOOLS, generation_prompt=rendered.generation_prompt, think_spacing=spacing)
     assert plan.syntax.thinking_forced_open is forced
     assert plan.thinking_start_tag == "<think>" and plan.thinking_end_tag == "</think>"
     msg = parse_output("The user asks.\n</think>\n\nIt is sunny.", plan.syntax, partial=False)
     if forced:
-        assert msg == ParsedMessage("It is sunny.", "The user asks.")
+        assert msg == expected
     off = plan_tools(source, TOOLS, generation_prompt=rendered.generation_prompt, enable_thinking=False)
     assert not off.syntax.thinking_forced_open
 

@@ -11,8 +11,8 @@ from typing import Any
 
 from llamatwist.api.errors import InvalidRequest
 from llamatwist.chat import RenderedChat, render_chat, select_template, template_roles
-from llamatwist.chat.template import AnyTemplate, ChatTemplate, TemplateCaps, TemplateError
-from llamatwist.chat.toolcalls.formats import detect_family
+from llamatwist.chat.template import AnyTemplate, ChatTemplate, TemplateCaps, TemplateError, spaced_reasoning_tags
+from llamatwist.chat.toolcalls.formats import THINK, detect_family
 from llamatwist.config import ServerConfig
 
 __all__ = ["ChatFormatter", "ReasoningDefaults", "add_system_prompt", "build_formatter"]
@@ -94,6 +94,16 @@ class ChatFormatter:
         reasoning (GPT-OSS, Gemma 4, Kimi K2, LFM2), whatever the request's tools; None: the plan's."""
         family = detect_family(self.source) if self.is_jinja else None
         return family.continuation_in(self.source) if family is not None else None
+
+    @cached_property
+    def think_spacing(self) -> tuple[str, str] | None:
+        """The thinking markers of the template's format with the whitespace the template writes around them,
+        which llama.cpp's parser reads as part of them (None: the template has no Jinja source to show it)."""
+        family = detect_family(self.source) if self.is_jinja else None
+        think = family.think if family is not None else THINK
+        if think is None or not isinstance(self.template, ChatTemplate):
+            return None
+        return spaced_reasoning_tags(self.template, think)
 
     def template_kwargs(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """--chat-template-kwargs (and -rea, --reasoning-effort) merged with the request's; request wins."""

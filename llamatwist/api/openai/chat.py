@@ -169,6 +169,7 @@ def _plan(
             generation_prompt=generation_prompt,
             stream=req.params.stream,
             json_schema=schema,
+            think_spacing=fmt.think_spacing,
         )
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None

@@ -356,6 +356,7 @@ FORCED_FAMILIES: dict[str, Builder] = {
     "granite": _json_call("<|tool_call|>", array=True),
     "phi-4": _json_call("<|tool_call|>", "<|/tool_call|>"),
     "apriel": _json_call("<tool_calls>", "</tool_calls>", array=True),
+    "apriel-1.6": _json_call("<tool_calls>", "</tool_calls>", array=True),
     "gpt-oss": _harmony,
     "gemma4": _gemma4,
     "glm-4.5": _glm,

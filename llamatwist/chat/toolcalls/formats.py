@@ -22,7 +22,7 @@ from ..workarounds import gemma4_model_turns, ministral3_blocks, reasoning_as_th
 from .generic import parse_generic
 from .jsonscan import JsonSyntaxError, scan_json
 from .model import ToolCallOut
-from .scan import Broken, Scanner, Stop, args_json, arguments_text
+from .scan import KEEP, TEMPLATE, Broken, Scanner, Spacing, Stop, args_json, arguments_text
 
 __all__ = ["FAMILIES", "THINK", "Family", "detect_family"]
 
@@ -700,6 +700,9 @@ class Family:
     # read Apriel's <thinking> in them)
     thinks_without_tools: bool = True
     think_probe: str = ""  # what shows the template uses the thinking markers (default: the opening one)
+    # the whitespace rules of llama.cpp's parser for the format: its template analysis's unless it has a
+    # hand-written one (common/parsers/*.cpp)
+    spacing: Spacing = TEMPLATE
     # what llama.cpp's own handler writes around a continued assistant message's reasoning, before its content,
     # where the template does not show it (GPT-OSS: the analysis message, then the final one)
     continuation: tuple[str, str] | None = None
@@ -790,8 +793,10 @@ _ALL: list[Family] = [
         think=("<|channel|>analysis<|message|>", "<|end|>"),
         preserved=_HARMONY_TOKENS,
         continuation=("<|channel|>analysis<|message|>", "<|end|><|start|>assistant<|channel|>final<|message|>"),
+        spacing=KEEP,
     ),
-    Family("functionary-v3.2", parse_functionary_v3_2, _has(">>>all"), think=None, preserved=("<|end_header_id|>",)),
+    Family("functionary-v3.2", parse_functionary_v3_2, _has(">>>all"), think=None, preserved=("<|end_header_id|>",),
+           spacing=KEEP),
     Family(
         "gemma4",
         Tagged((Call("<|tool_call>call:", gemma_call, ("<tool_call|>",)),)),
@@ -800,6 +805,7 @@ _ALL: list[Family] = [
         preserved=("<|tool_call>", "<tool_call|>", '<|"|>'),
         continuation=("<|channel>thought\n", "<channel|>"),
         adapt_messages=gemma4_model_turns,
+        spacing=Spacing(reasoning_lstrip=True),
     ),
     Family(
         "qwen3-coder",
@@ -807,6 +813,7 @@ _ALL: list[Family] = [
         _is_qwen3_coder,
         think_stops=("<tool_call>",),
         preserved=("<tool_call>", "</tool_call>", *THINK),
+        spacing=Spacing(reasoning_lstrip=True, content_lstrip=True),
     ),
     Family(
         "deepseek-v3.1",
@@ -850,6 +857,15 @@ _ALL: list[Family] = [
         preserved=("<|tool_call|>", "<|/tool_call|>", "<|tool_response|>", "<|tool|>", "<|/tool|>"),
     ),
     Family(
+        "apriel-1.6",
+        Tagged((Call("<tool_calls>", json_calls(), ("</tool_calls>",)),)),
+        _has("[BEGIN FINAL RESPONSE]", "<|begin_assistant|>", "<tool_calls>["),
+        # llama.cpp's analysis: the reasoning is all of the turn before the marker, the prompt's "Here are my
+        # reasoning steps:" included
+        think=("<|begin_assistant|>", "[BEGIN FINAL RESPONSE]"),
+        preserved=("<tool_calls>", "</tool_calls>"),
+    ),
+    Family(
         "apriel",
         Tagged((Call("<tool_calls>", json_calls(), ("</tool_calls>",)),)),
         _has("<tool_calls>[", "]</tool_calls>"),
@@ -876,6 +892,7 @@ _ALL: list[Family] = [
                      for block in ("function_calls", "tool_calls"))),
         _has(_DSML, "invoke name="),
         preserved=THINK,
+        spacing=KEEP,
     ),
     Family(
         "kimi-k2",
@@ -883,6 +900,7 @@ _ALL: list[Family] = [
         _has("<|tool_calls_section_begin|>"),
         preserved=(*THINK, *_KIMI_TOKENS),
         continuation=THINK,
+        spacing=KEEP,
     ),
     Family(
         "seed-oss",
@@ -914,6 +932,7 @@ _ALL: list[Family] = [
         Tagged((Call('<function name="', param_call),)),
         _has('<function name="', '<param name="'),
         preserved=THINK,
+        spacing=Spacing(reasoning_lstrip=True, content_lstrip=True),
     ),
     Family(
         "hunyuan3",
@@ -933,6 +952,7 @@ _ALL: list[Family] = [
         preserved=(*THINK, "<|tool_call_start|>", "<|tool_call_end|>"),
         continuation=THINK,
         adapt_messages=reasoning_as_thinking,
+        spacing=KEEP,
     ),
     Family(
         "gigachat3",
@@ -941,6 +961,7 @@ _ALL: list[Family] = [
         _has("<|role_sep|>", "<|message_sep|>"),
         think=None,
         preserved=("<|message_sep|>", "<|role_sep|>", "<|function_call|>"),
+        spacing=KEEP,
     ),
     Family(
         "apertus",
@@ -965,6 +986,7 @@ _ALL: list[Family] = [
         think_stops=("<|open|>response<|sep|>",),
         think_probe="open_tag('think'",
         preserved=("<|open|>", "<|close|>", "<|sep|>", "<|end_of_msg|>"),
+        spacing=KEEP,
     ),
     Family(
         "minimax-m3",
@@ -973,6 +995,7 @@ _ALL: list[Family] = [
         think=("<mm:think>", "</mm:think>"),
         think_probe="think_end_token",
         preserved=(_MM3, "<tool_call>", "</tool_call>", "<mm:think>", "</mm:think>"),
+        spacing=Spacing(reasoning_lstrip=True),
     ),
     Family(
         "muse-glimmer",
@@ -982,6 +1005,7 @@ _ALL: list[Family] = [
         think_probe="to=self<|message|>",
         preserved=("<|start|>", "<|message|>", "<|eom|>", "<|eot|>", "<atem:function_calls>", "<atem:invoke",
                    "<atem:parameter", "</atem:parameter>", "</atem:invoke>", "</atem:function_calls>"),
+        spacing=KEEP,
     ),
     Family(
         "hermes",
@@ -1022,6 +1046,7 @@ _ALL: list[Family] = [
         continuation=("[THINK]", "[/THINK]"),
         continues_with=_is_ministral3,
         adapt_messages=lambda src, messages: ministral3_blocks(messages) if _is_ministral3(src) else messages,
+        spacing=Spacing(content_lstrip=True),
     ),
     Family("generic", parse_generic),  # a thinking template's block may precede the JSON
     Family("content-only", parse_content_only),

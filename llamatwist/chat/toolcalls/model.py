@@ -30,6 +30,11 @@ class ChatSyntax:
     format: str = "content-only"
     reasoning_format: str = "auto"  # none | auto | deepseek | deepseek-legacy
     thinking_forced_open: bool = False  # the rendered prompt already opened the thinking block
+    # the thinking markers with the whitespace the template writes after them (Qwen 3: "<think>\n" and
+    # "\n</think>\n\n"), and what the generation prompt wrote after the marker of a block it opened (DeepSeek
+    # R1: "\n"): how llama.cpp's template-analysis parser spaces reasoning and content (scan.Spacing)
+    think_spacing: tuple[str, str] = ("", "")
+    forced_lead: str = ""
     parse_tool_calls: bool = True
     # llama-server sets this for deepseek-legacy when streaming: the thinking block stays in content, tags included
     reasoning_in_content: bool = False

@@ -19,7 +19,7 @@ def parse_output(text: str, syntax: ChatSyntax, *, partial: bool) -> ParsedMessa
     still split off), as llama.cpp does; nothing raises.
     """
     family = FAMILIES.get(syntax.format, FAMILIES["content-only"])
-    s = Scanner(text, syntax, partial, family.think, family.think_stops)
+    s = Scanner(text, syntax, partial, family.think, family.think_stops, family.spacing)
     try:
         family.parse(s)
     except Stop:
@@ -27,7 +27,7 @@ def parse_output(text: str, syntax: ChatSyntax, *, partial: bool) -> ParsedMessa
     except (Broken, ValueError, IndexError, KeyError):
         if partial:
             return s.result()  # a stream keeps what it showed; the final parse decides
-        s = Scanner(text, syntax, partial, family.think or THINK)
+        s = Scanner(text, syntax, partial, family.think or THINK, spacing=family.spacing)
         s.reasoning_block()
         s.add_content(s.rest())
     return s.result()

@@ -73,6 +73,7 @@ def plan_tools(
     generation_prompt: str = "",
     stream: bool = False,
     json_schema: Any = None,
+    think_spacing: tuple[str, str] | None = None,
     **_later: Any,
 ) -> ToolPlan:
     """Decide how one chat request prompts for and parses tool calls and reasoning.
@@ -83,7 +84,8 @@ def plan_tools(
     ``generation_prompt``: the rendered prompt's tail (``RenderedChat.generation_prompt``), to see whether it
     opened a thinking block. ``stream``: with ``reasoning_format="deepseek-legacy"`` llama-server keeps the
     thinking block in the streamed content. ``json_schema``: a ``response_format`` schema; with tools it
-    becomes the generic format's ``response`` schema, as in llama.cpp.
+    becomes the generic format's ``response`` schema, as in llama.cpp. ``think_spacing``: the template's
+    thinking markers with the whitespace it writes around them (``chat.template.spaced_reasoning_tags``).
 
     Native formats (detected from the template like llama.cpp) are parsed as the model writes them and get no
     grammar; every other template with tools gets the generic format: ``json_schema`` constrains the reply
@@ -100,10 +102,16 @@ def plan_tools(
     if use_generic or family is None:
         family = FAMILIES["generic"] if use_generic else FAMILIES["content-only"]
     tags = _thinking_tags(family, template_source)
+    forced_open = reasoning_format != "none" and _forced_open(tags, generation_prompt, enable_thinking)
+    lead = ""
+    if forced_open and tags is not None:
+        lead = generation_prompt[generation_prompt.rfind(tags[0]) + len(tags[0]):]
     syntax = ChatSyntax(
         format=family.name,
         reasoning_format=reasoning_format,
-        thinking_forced_open=reasoning_format != "none" and _forced_open(tags, generation_prompt, enable_thinking),
+        thinking_forced_open=forced_open,
+        think_spacing=think_spacing or tags or ("", ""),
+        forced_lead=lead,
         parse_tool_calls=bool(functions),
         reasoning_in_content=stream and reasoning_format == "deepseek-legacy",
         tool_parameters={f["name"]: f.get("parameters") or {} for f in functions if "name" in f},

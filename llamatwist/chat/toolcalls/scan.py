@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from .jsonscan import JNode, JsonSyntaxError, scan_json, skip_ws
 from .model import ChatSyntax, ParsedMessage, ToolCallOut
 
-__all__ = ["Broken", "Scanner", "Stop", "partial_marker_start"]
+__all__ = ["KEEP", "TEMPLATE", "Broken", "Scanner", "Spacing", "Stop", "partial_marker_start"]
 
 
 class Stop(Exception):
@@ -41,6 +42,42 @@ def partial_marker_start(text: str, markers: Iterable[str], start: int = 0) -> i
     return best
 
 
+@dataclass(frozen=True)
+class Spacing:
+    """What llama.cpp's parser for a format does with the whitespace around a thinking block; the rest of what
+    the model writes (inside the reasoning, after the block) reaches the client as it is.
+
+    ``template``: its template analysis's parser (the formats it has no hand-written parser for): whitespace
+    before the block is skipped; the whitespace the template writes after each marker (``ChatSyntax.
+    think_spacing``: Qwen 3's ``"<think>\n"`` and ``"\n</think>\n\n"``) is read as part of that marker where
+    the model writes it; an opened block's reasoning starts with what the generation prompt wrote after the
+    marker (``ChatSyntax.forced_lead``). ``reasoning_lstrip``/``content_lstrip``: a hand-written parser that
+    skips the whitespace at the start of the reasoning (``<think>`` + space()) or before the content.
+    """
+
+    template: bool = False
+    reasoning_lstrip: bool = False
+    content_lstrip: bool = False
+
+
+TEMPLATE = Spacing(template=True)
+KEEP = Spacing()
+
+
+def _skip_chars(text: str, pos: int, chars: str) -> int:
+    """Past each of ``chars`` in turn where the text has it (llama.cpp's optional whitespace of a marker)."""
+    for c in chars:
+        if text.startswith(c, pos):
+            pos += 1
+        else:
+            break
+    return pos
+
+
+def _trailing_ws(marker: str) -> str:
+    return marker[len(marker.rstrip()):]
+
+
 class Scanner:
     def __init__(
         self,
@@ -49,19 +86,23 @@ class Scanner:
         partial: bool,
         think: tuple[str, str] | None = None,
         think_stops: tuple[str, ...] = (),
+        spacing: Spacing = KEEP,
     ) -> None:
         self.text = text
         self.syntax = syntax
         self.partial = partial
         self.think = think  # the family's thinking markers
         self.think_stops = think_stops  # markers that also end a thinking block (left for the format to read)
+        self.spacing = spacing
         self.pos = 0
         self.content: list[str] = []
         self.reasoning: list[str] = []
         self.calls: list[ToolCallOut] = []
 
     def result(self) -> ParsedMessage:
-        return ParsedMessage("".join(self.content), "".join(self.reasoning), tuple(self.calls))
+        reasoning = "".join(self.reasoning)
+        # whitespace alone is no reasoning (an empty block: Qwen 3's <think>\n\n</think> without thinking)
+        return ParsedMessage("".join(self.content), reasoning if reasoning.strip() else "", tuple(self.calls))
 
     # -- failing ---------------------------------------------------------------------------------------------
 
@@ -149,7 +190,6 @@ class Scanner:
             self.content.append(text)
 
     def add_reasoning(self, text: str, start: str, end: str, closed: bool) -> None:
-        text = text.strip()
         if not text:
             return
         if self.syntax.reasoning_in_content:
@@ -163,26 +203,36 @@ class Scanner:
     # -- reasoning -------------------------------------------------------------------------------------------
 
     def reasoning_block(self) -> bool:
-        """Read leading thinking blocks (or the one the prompt opened) as reasoning (llama.cpp's
-        ``try_parse_reasoning``: each block stripped, whitespace after it skipped)."""
+        """Read leading thinking blocks (or the one the prompt opened) as reasoning, spaced as the format's
+        ``Spacing`` says."""
         if self.syntax.reasoning_format == "none" or self.think is None:
             return False
         start, end = self.think
-        text = self.text
+        sp, text = self.spacing, self.text
+        open_ws, close_ws = (_trailing_ws(m) for m in self.syntax.think_spacing) if sp.template else ("", "")
         cursor = skip_ws(text, self.pos)
+        lead = ""
         if text.startswith(start, cursor):
-            self.add_content(text[self.pos : cursor])
+            if not sp.template:
+                self.add_content(text[self.pos : cursor])
             cursor += len(start)
         elif self.syntax.thinking_forced_open and self.pos == 0:
-            pass
+            cursor, lead = 0, self.syntax.forced_lead if sp.template else ""
         elif self.partial and cursor < len(text) and start.startswith(text[cursor:]):
             self.pos = len(text)  # maybe the start of a thinking block: wait
             raise Stop
         else:
+            if sp.template or sp.content_lstrip:
+                self.pos = cursor
             return False
         while True:
             self.pos = cursor
             body, found = self.until((end, *self.think_stops))
+            body = lead + body
+            lead = ""
+            body = body[_skip_chars(body, 0, open_ws):]
+            if sp.reasoning_lstrip:
+                body = body.lstrip()
             self.add_reasoning(body, start, end, closed=found is not None or not self.partial)
             if found is None:
                 if self.partial:
@@ -191,10 +241,11 @@ class Scanner:
             if found != end:  # e.g. Qwen going straight from its thoughts to <tool_call>
                 self.pos -= len(found)
                 return True
+            after = _skip_chars(text, self.pos, close_ws)
             cursor = skip_ws(text, self.pos)
-            if not text.startswith(start, cursor):
-                self.pos = cursor
-                if self.partial and cursor < len(text) and start.startswith(text[cursor:]):
+            if not text.startswith(start, cursor):  # no second block (GPT-OSS-like formats may have several)
+                self.pos = cursor if sp.content_lstrip else after
+                if self.partial and start.startswith(text[cursor:]):  # whitespace so far: what comes next?
                     raise Stop
                 return True
             cursor += len(start)
