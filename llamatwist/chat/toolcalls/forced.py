@@ -20,6 +20,8 @@ from typing import Any
 
 from llamatwist.constrain.schema import inline_schema
 
+from .formats import DSML, MINIMAX_NS
+
 __all__ = ["FORCED_FAMILIES", "ForcedCall", "forced_call_grammar"]
 
 
@@ -203,7 +205,7 @@ def _glm(g: _Lark, functions: Sequence[Mapping[str, Any]], src: str) -> str:
 def _dsml(g: _Lark, functions: Sequence[Mapping[str, Any]], src: str) -> str:
     """DeepSeek V3.2/V4: ``<｜DSML｜function_calls>`` (V4: ``tool_calls``) around ``<｜DSML｜invoke name="NAME">``
     with ``<｜DSML｜parameter name="KEY" string="true|false">VALUE</｜DSML｜parameter>``s."""
-    d = "｜DSML｜"
+    d = DSML
     block = "function_calls" if d + "function_calls" in src or "function_calls>" in src else "tool_calls"
     build = _tagged_call(
         lambda name: (f"<{d}{block}>", f'\n<{d}invoke name="{name}">\n'),
@@ -275,7 +277,6 @@ def _kimi_k3(g: _Lark, functions: Sequence[Mapping[str, Any]], _src: str) -> str
     return _alternatives(alts)
 
 
-_MM3 = "]<]minimax[>["
 
 
 def _muse(g: _Lark, functions: Sequence[Mapping[str, Any]], _src: str) -> str:
@@ -381,9 +382,9 @@ FORCED_FAMILIES: dict[str, Builder] = {
     "apertus": _apertus,
     "command-r-plus": _json_call("Action:\n```json\n", "```", "tool_name", "parameters", array=True),
     "kimi-k3": _kimi_k3,
-    "minimax-m3": _tagged_call(lambda name: (_MM3, "<tool_call>", "\n", _MM3, f'<invoke name="{name}">'),
-                               lambda key, _text: ((_MM3, f"<{key}>"), (f"</{key}>",)),
-                               (_MM3, "</invoke>", "\n", _MM3, "</tool_call>"), _MM3),
+    "minimax-m3": _tagged_call(lambda name: (MINIMAX_NS, "<tool_call>", "\n", MINIMAX_NS, f'<invoke name="{name}">'),
+                               lambda key, _text: ((MINIMAX_NS, f"<{key}>"), (f"</{key}>",)),
+                               (MINIMAX_NS, "</invoke>", "\n", MINIMAX_NS, "</tool_call>"), MINIMAX_NS),
     "muse-glimmer": _muse,
     "seed-oss": _tagged_call(lambda name: ("<seed:tool_call>", f"\n<function={name}>\n"),
                              lambda key, _text: ((f"<parameter={key}>",), ("\n",)),

@@ -24,7 +24,7 @@ from .jsonscan import JsonSyntaxError, scan_json
 from .model import ToolCallOut
 from .scan import KEEP, TEMPLATE, Broken, Scanner, Spacing, Stop, args_json, arguments_text
 
-__all__ = ["FAMILIES", "THINK", "Family", "detect_family"]
+__all__ = ["DSML", "FAMILIES", "MINIMAX_NS", "THINK", "Family", "detect_family"]
 
 THINK = ("<think>", "</think>")
 Body = Callable[[Scanner, str], None]  # reads one call after its opening marker (given)
@@ -325,7 +325,7 @@ def kimi3_calls(s: Scanner, _opened: str) -> None:
                      value_end="<|close|>argument<|sep|>", call_end="<|close|>call<|sep|>")
 
 
-_MM3 = "]<]minimax[>["
+MINIMAX_NS = "]<]minimax[>["  # MiniMax-M3's namespace token, before each of its tool-call tags
 
 
 def _mm3_value(s: Scanner, schema: object, close: str) -> object:
@@ -336,20 +336,20 @@ def _mm3_value(s: Scanner, schema: object, close: str) -> object:
     kinds: list[Any] = kind if isinstance(kind, list) else [kind]
     start = s.pos
     s.skip_ws()
-    if s.startswith(_MM3 + "<item>"):
+    if s.startswith(MINIMAX_NS + "<item>"):
         items = []
-        while s.consume(_MM3 + "<item>"):
-            items.append(_mm3_value(s, props.get("items"), _MM3 + "</item>"))
+        while s.consume(MINIMAX_NS + "<item>"):
+            items.append(_mm3_value(s, props.get("items"), MINIMAX_NS + "</item>"))
         s.expect(close)
         return items
-    if s.startswith(_MM3 + "<") and not s.startswith(close):
+    if s.startswith(MINIMAX_NS + "<") and not s.startswith(close):
         found = props.get("properties")
         members: dict[str, Any] = found if isinstance(found, dict) else {}
         out: dict[str, object] = {}
         while not s.consume(close):
-            s.expect(_MM3 + "<")
+            s.expect(MINIMAX_NS + "<")
             key, _ = _name_until(s, (">",))
-            out[key] = _mm3_value(s, members.get(key), f"{_MM3}</{key}>")
+            out[key] = _mm3_value(s, members.get(key), f"{MINIMAX_NS}</{key}>")
         return out
     s.pos = start
     text, end = s.until((close,))
@@ -370,12 +370,12 @@ def mm3_calls(s: Scanner, _opened: str) -> None:
     """MiniMax-M3: ``<invoke name="NAME">`` calls whose arguments are elements named by their key (objects and
     arrays nested as elements, llama.cpp's ``to_xml``), every tag after the ``]<]minimax[>[`` namespace token, up
     to the closing ``</tool_call>``; a call appears once its ``</invoke>`` is read."""
-    while not s.consume(_MM3 + "</tool_call>"):
-        s.expect(_MM3 + '<invoke name="')
+    while not s.consume(MINIMAX_NS + "</tool_call>"):
+        s.expect(MINIMAX_NS + '<invoke name="')
         name, _ = _name_until(s, ('"',))
         s.expect(">")
         params = s.syntax.tool_parameters.get(name) or {"type": "object"}
-        args = _mm3_value(s, params, _MM3 + "</invoke>")
+        args = _mm3_value(s, params, MINIMAX_NS + "</invoke>")
         s.add_call(name, args_json(args if isinstance(args, dict) else {}))
 
 
@@ -776,7 +776,7 @@ _HERMES_CALLS = (
     Call('<function name="', named_args('">'), ("</function>",)),
 )
 _CMD_R_TOKENS = ("<|START_ACTION|>", "<|END_ACTION|>", "<|START_RESPONSE|>", "<|END_RESPONSE|>")
-_DSML = "｜DSML｜"
+DSML = "｜DSML｜"  # DeepSeek V3.2/V4's marker inside each of its tool-call tags
 _SOLAR_TOKENS = ("<|tool_calls|>", "<|tool_call:begin|>", "<|tool_call:name|>", "<|tool_call:args|>",
                  "<|tool_call:end|>", "<|calls|>")
 _KIMI_TOKENS = ("<|tool_calls_section_begin|>", "<|tool_calls_section_end|>", "<|tool_call_begin|>",
@@ -888,9 +888,9 @@ _ALL: list[Family] = [
     ),
     Family(
         "deepseek-dsml",
-        Tagged(tuple(Call(f"<{_DSML}{block}>", invoke_calls(_DSML, f"</{_DSML}{block}>"))
+        Tagged(tuple(Call(f"<{DSML}{block}>", invoke_calls(DSML, f"</{DSML}{block}>"))
                      for block in ("function_calls", "tool_calls"))),
-        _has(_DSML, "invoke name="),
+        _has(DSML, "invoke name="),
         preserved=THINK,
         spacing=KEEP,
     ),
@@ -990,11 +990,11 @@ _ALL: list[Family] = [
     ),
     Family(
         "minimax-m3",
-        Tagged((Call(_MM3 + "<tool_call>", mm3_calls),)),
-        _has(_MM3),
+        Tagged((Call(MINIMAX_NS + "<tool_call>", mm3_calls),)),
+        _has(MINIMAX_NS),
         think=("<mm:think>", "</mm:think>"),
         think_probe="think_end_token",
-        preserved=(_MM3, "<tool_call>", "</tool_call>", "<mm:think>", "</mm:think>"),
+        preserved=(MINIMAX_NS, "<tool_call>", "</tool_call>", "<mm:think>", "</mm:think>"),
         spacing=Spacing(reasoning_lstrip=True),
     ),
     Family(
