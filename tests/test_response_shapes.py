@@ -138,12 +138,10 @@ CAPS_DIFFER: dict[str, set[str]] = {}
 TOOLS_DIFFER = {"HuggingFaceTB-SmolLM3-3B", "google-gemma-2-2b-it", "llama-cpp-rwkv-world",
                 "microsoft-Phi-3.5-mini-instruct", "fireworks-ai-llama-3-firefunction-v2"}
 # ...and whose continued assistant message (prefill) differs: llama.cpp's own handlers or template analysis
-# space or mark it otherwise (Functionary v3.2's ">>>all", DeepSeek V4's bare "</think>", Nemotron and StepFun's
+# space or mark it otherwise (Functionary v3.2's ">>>all", DeepSeek V4's bare "</think>", Nemotron 3 and StepFun's
 # blank lines)
-PREFILL_DIFFER = {"NVIDIA-Nemotron-3-Nano-30B-A3B-BF16", "NVIDIA-Nemotron-Nano-v2",
-                  "StepFun3.5-Flash", "deepseek-ai-DeepSeek-V4", "deepseek-ai-DeepSeek-V4-Flash-0731",
-                  "llama-cpp-rwkv-world", "meetkai-functionary-medium-v3.2", "poolside-Laguna-XS-2.1",
-                  "poolside-Laguna-XS.2"}
+PREFILL_DIFFER = {"NVIDIA-Nemotron-3-Nano-30B-A3B-BF16", "StepFun3.5-Flash", "deepseek-ai-DeepSeek-V4",
+                  "deepseek-ai-DeepSeek-V4-Flash-0731", "llama-cpp-rwkv-world", "meetkai-functionary-medium-v3.2"}
 TOOL = {"type": "function", "function": {"name": "get_weather", "description": "Get the weather", "parameters": {
     "type": "object", "properties": {"location": {"type": "string"}, "days": {"type": "integer"}},
     "required": ["location"]}}}  # fmt: skip
@@ -276,11 +274,12 @@ def test_prompts_are_llama_servers_on_every_pinned_template(
 # read the whitespace the template writes after each marker with it, GLM 4.6 after the end one, DeepSeek R1's
 # reasoning starts with the prompt's "\n" after <think>), and its hand-written parsers that keep all of it
 # (Kimi K2, LFM2, DeepSeek V3.2) or skip some (Gemma 4 and MiniMax-M3 before the reasoning, Ministral 3 before
-# the answer, Qwen 3.5 both); Apriel 1.6, whose reasoning starts with the prompt's "Here are my reasoning steps:"
+# the answer, Qwen 3.5 both); Apriel 1.6, whose reasoning starts with the prompt's "Here are my reasoning steps:";
+# and the templates whose markers llama.cpp's analysis patches (Nemotron Nano v2, Laguna)
 SPACING_TEMPLATES = ["Qwen-Qwen3-0.6B", "MiniMax-M2", "GLM-4.6", "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B",
                      "ByteDance-Seed-OSS", "Kimi-K2-Thinking", "LFM2.5-8B-A1B", "deepseek-ai-DeepSeek-V3.2",
                      "google-gemma-4-31B-it", "MiniMax-M3", "mistralai-Ministral-3-14B-Reasoning-2512", "Qwen3.5-4B",
-                     "Apriel-1.6-15b-Thinker-fixed"]
+                     "Apriel-1.6-15b-Thinker-fixed", "NVIDIA-Nemotron-Nano-v2", "poolside-Laguna-XS.2"]
 
 
 def _replies(start: str, end: str, opened: bool) -> list[str]:

@@ -35,6 +35,7 @@ from .errors import ChatInputError, TemplateError
 from .messages import ChatMessage, Tool, parse_messages, parse_tools
 from .sandbox import ENV, describe_render_error, traced
 from .toolcalls.formats import detect_family
+from .workarounds import marker_patches
 
 __all__ = [
     "CHATML_TEMPLATE_SRC",
@@ -499,8 +500,12 @@ _PROBE_CONTENT = "A_ASST_MSG I can help END_A"
 def spaced_reasoning_tags(template: ChatTemplate, tags: tuple[str, str]) -> tuple[str, str]:
     """``tags`` with the whitespace the template writes around an assistant turn's reasoning (Qwen 3:
     ``"<think>\n"`` and ``"\n</think>\n\n"``) and what it writes between the end and the answer, as
-    llama.cpp's template analysis finds its markers; the bare tags where the template does not show that
-    reasoning."""
+    llama.cpp's template analysis finds its markers (with its patches for some templates); the bare tags where
+    the template does not show that reasoning."""
+    return marker_patches(template.source, _template_spacing(template, tags))
+
+
+def _template_spacing(template: ChatTemplate, tags: tuple[str, str]) -> tuple[str, str]:
     start, end = tags
     probe = parse_messages([{"role": "user", "content": "U_USER_MSG Hello END_U"},
                             {"role": "assistant", "content": _PROBE_CONTENT, "reasoning_content": _PROBE_REASONING}])

@@ -1,13 +1,14 @@
 """Message rewrites llama.cpp applies for one format before its template renders them (``common/chat.cpp``'s
 ``workaround::`` functions keyed to a format's handler), named in the format table
-(``toolcalls.formats.Family.adapt_messages``)."""
+(``toolcalls.formats.Family.adapt_messages``); and the patches its template analysis applies to the thinking
+markers it finds in some templates (``common/chat-diff-analyzer.cpp``)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-__all__ = ["gemma4_model_turns", "ministral3_blocks", "reasoning_as_thinking"]
+__all__ = ["gemma4_model_turns", "marker_patches", "ministral3_blocks", "reasoning_as_thinking"]
 
 Messages = list[dict[str, Any]]
 
@@ -82,3 +83,14 @@ def ministral3_blocks(messages: Messages) -> Messages:
             blocks.extend(content)
         msg["content"] = blocks
     return messages
+
+
+def marker_patches(source: str, spaced: tuple[str, str]) -> tuple[str, str]:
+    """The thinking markers with their whitespace (as the template writes them), patched where llama.cpp's
+    analysis patches them: Nemotron Nano v2's are set to ``"<think>\n"`` and a bare ``"</think>"``; Laguna's
+    v4 template writes whitespace the model does not, so they are trimmed to the bare tags."""
+    if all(m in source for m in ("<SPECIAL_10>", "<SPECIAL_11>", "<SPECIAL_12>", "<TOOL_RESPONSE>")):
+        return "<think>\n", "</think>"
+    if "laguna_glm_thinking" in source:
+        return spaced[0].strip(), spaced[1].strip()
+    return spaced
