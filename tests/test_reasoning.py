@@ -247,8 +247,8 @@ def test_thinking_off_through_chat_template_kwargs(thinker: Server, word_bias: d
     assert thinker.post("/apply-template", body).json()["prompt"].endswith("<think>\n\n</think>\n\n")
     msg = chat(thinker, word_bias, chat_template_kwargs={"enable_thinking": False})["message"]
     # the block the prompt closed takes no budget: no forced message, all 40 tokens are the answer
-    # (the space before the answer's first word is skipped, as llama-server's parser skips it)
-    assert "reasoning_content" not in msg and msg["content"] == words(40)
+    # (the prompt's block was the thinking: the reply is all content, as it is)
+    assert "reasoning_content" not in msg and msg["content"] == WORD * 40
 
 
 def test_budget_composes_with_a_json_schema(thinker: Server, word_bias: dict[str, float]) -> None:

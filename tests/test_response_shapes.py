@@ -280,6 +280,10 @@ SPACING_TEMPLATES = ["Qwen-Qwen3-0.6B", "MiniMax-M2", "GLM-4.6", "deepseek-ai-De
                      "ByteDance-Seed-OSS", "Kimi-K2-Thinking", "LFM2.5-8B-A1B", "deepseek-ai-DeepSeek-V3.2",
                      "google-gemma-4-31B-it", "MiniMax-M3", "mistralai-Ministral-3-14B-Reasoning-2512", "Qwen3.5-4B",
                      "Apriel-1.6-15b-Thinker-fixed", "NVIDIA-Nemotron-Nano-v2", "poolside-Laguna-XS.2"]
+# ...and prompts that close the block (thinking off), whose block llama-server reads from the prompt: a block the
+# model writes anyway is content (Hunyuan 3 thinks only when asked)
+THINKING_OFF = {"enable_thinking": False}
+SPACING_CASES = [*((name, {}) for name in SPACING_TEMPLATES), ("Qwen-Qwen3-0.6B", THINKING_OFF), ("tencent-Hy3", {})]
 
 
 def _replies(start: str, end: str, opened: bool) -> list[str]:
@@ -289,9 +293,9 @@ def _replies(start: str, end: str, opened: bool) -> list[str]:
             f"{s}\n{end}\n\nHello.", "  Hello.\n"]
 
 
-@pytest.mark.parametrize("name", SPACING_TEMPLATES)
-def test_reasoning_and_content_are_spaced_as_llama_servers(model_path: str, llama_server: list[str],
-                                                          name: str) -> None:
+@pytest.mark.parametrize(("name", "kwargs"), SPACING_CASES, ids=lambda v: v if isinstance(v, str) else str(v or ""))
+def test_reasoning_and_content_are_spaced_as_llama_servers(model_path: str, llama_server: list[str], name: str,
+                                                          kwargs: dict[str, Any]) -> None:
     """The same reply split by llama-server (made to write it by a raw grammar, which constrains its whole reply)
     and by llamatwist's chat path (the plan its route makes, the reply streamed a character at a time): the
     same reasoning_content and content, whitespace and all."""
@@ -305,7 +309,8 @@ def test_reasoning_and_content_are_spaced_as_llama_servers(model_path: str, llam
     vocab = Model(model_path).vocab
     bos, eos = (vocab.token_to_piece(t, special=True).decode() for t in (vocab.bos, vocab.eos))
     fmt = build_formatter(ServerConfig(jinja=True), None, path.read_text(), bos, eos, vocab.add_bos, vocab.add_eos)
-    body: dict[str, Any] = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 60, "temperature": 0}
+    body: dict[str, Any] = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 60, "temperature": 0,
+                            "chat_template_kwargs": kwargs}
     prompt = build_prompt(fmt, body, parse_chat(body, SamplingDefaults(), 1))
     assert prompt.plan is not None and all(prompt.thinking_tags)
     syntax = prompt.plan.syntax

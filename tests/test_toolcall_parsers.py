@@ -82,6 +82,11 @@ CASES = [
     Case("content-think-space-before", "content-only", "\n <think>a</think>b", "b", "a"),
     Case("content-empty-think", "content-only", "<think>\n\n</think>\n\nHello", "Hello", syntax=QWEN3),
     Case("content-space-no-think", "content-only", "  Hello\n", "Hello\n", syntax=QWEN3),
+    # the prompt closed the block (thinking off): a block the model writes anyway is content, as it is
+    Case("content-thinking-off", "content-only", "<think>\nHm.\n</think>\n\n Hello", "<think>\nHm.\n</think>\n\n Hello",
+         syntax={"thinking_closed": True, **QWEN3}),
+    Case("kimi-k2-thinking-off", "kimi-k2", "<think>Hm.</think>Hello", "Hello", "Hm.",
+         syntax={"thinking_closed": True}),  # a hand-written parser: the reply's own block still splits
     # the generation prompt opened the block with "<think>\n" (DeepSeek R1): that newline starts the reasoning
     Case("content-forced-open", "content-only", "Thinking on.\n</think>\nAnswer", "\nAnswer", "\nThinking on.\n",
          syntax={"thinking_forced_open": True, "forced_lead": "\n"}),

@@ -30,6 +30,9 @@ class ChatSyntax:
     format: str = "content-only"
     reasoning_format: str = "auto"  # none | auto | deepseek | deepseek-legacy
     thinking_forced_open: bool = False  # the rendered prompt already opened the thinking block
+    # ...or opened and closed it (thinking off: Qwen 3's "<think>\n\n</think>\n\n"); llama.cpp's template-
+    # analysis parser then reads that block from the prompt and all of the reply as content
+    thinking_closed: bool = False
     # the thinking markers with the whitespace the template writes after them (Qwen 3: "<think>\n" and
     # "\n</think>\n\n"), and what the generation prompt wrote after the marker of a block it opened (DeepSeek
     # R1: "\n"): how llama.cpp's template-analysis parser spaces reasoning and content (scan.Spacing)

@@ -62,6 +62,14 @@ def _forced_open(tags: tuple[str, str] | None, generation_prompt: str, enable_th
     return i >= 0 and end not in generation_prompt[i:]
 
 
+def _closed(tags: tuple[str, str] | None, generation_prompt: str) -> bool:
+    """The template wrote a whole (empty) thinking block in the generation prompt: thinking is off."""
+    if tags is None:
+        return False
+    i = generation_prompt.rfind(tags[0])
+    return i >= 0 and tags[1] in generation_prompt[i:]
+
+
 def plan_tools(
     template_source: str,
     tools: Sequence[Any] | None,
@@ -110,6 +118,7 @@ def plan_tools(
         format=family.name,
         reasoning_format=reasoning_format,
         thinking_forced_open=forced_open,
+        thinking_closed=_closed(tags, generation_prompt),
         think_spacing=think_spacing or tags or ("", ""),
         forced_lead=lead,
         parse_tool_calls=bool(functions),

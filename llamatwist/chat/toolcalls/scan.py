@@ -209,6 +209,8 @@ class Scanner:
             return False
         start, end = self.think
         sp, text = self.spacing, self.text
+        if sp.template and self.syntax.thinking_closed:
+            return False  # the block was the prompt's: a block the model writes anyway is content
         open_ws, close_ws = (_trailing_ws(m) for m in self.syntax.think_spacing) if sp.template else ("", "")
         cursor = skip_ws(text, self.pos)
         lead = ""
