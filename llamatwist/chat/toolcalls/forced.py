@@ -277,8 +277,6 @@ def _kimi_k3(g: _Lark, functions: Sequence[Mapping[str, Any]], _src: str) -> str
     return _alternatives(alts)
 
 
-
-
 def _muse(g: _Lark, functions: Sequence[Mapping[str, Any]], _src: str) -> str:
     """`` to=NAME<|message|>`` (after the prompt's ``<|start|>assistant``, or a new message after thinking) and
     the ATEM call."""

@@ -1046,6 +1046,8 @@ _ALL: list[Family] = [
         continuation=("[THINK]", "[/THINK]"),
         continues_with=_is_ministral3,
         adapt_messages=lambda src, messages: ministral3_blocks(messages) if _is_ministral3(src) else messages,
+        # the Ministral 3 handler's; the other Mistral templates think not, and their template-analysis parser
+        # skips the same whitespace before a reply with tools
         spacing=Spacing(content_lstrip=True),
     ),
     Family("generic", parse_generic),  # a thinking template's block may precede the JSON
