@@ -52,22 +52,14 @@ def _thinking_tags(family: Family, template_source: str) -> tuple[str, str] | No
     return family.think if family.thinks_in(template_source) else None
 
 
-def _forced_open(tags: tuple[str, str] | None, generation_prompt: str, enable_thinking: bool) -> bool:
-    # The template opened the thinking block itself (DeepSeek R1, Qwen3 with thinking on): the output
-    # starts inside it.
-    if tags is None or not enable_thinking:
-        return False
-    start, end = tags
-    i = generation_prompt.rfind(start)
-    return i >= 0 and end not in generation_prompt[i:]
-
-
-def _closed(tags: tuple[str, str] | None, generation_prompt: str) -> bool:
-    """The template wrote a whole (empty) thinking block in the generation prompt: thinking is off."""
+def _after_prompt_start(tags: tuple[str, str] | None, generation_prompt: str) -> str | None:
+    """What the generation prompt wrote after its last thinking start marker (None: it wrote none). Without
+    the end marker the output starts inside the block (DeepSeek R1, Qwen3 with thinking on); with it the
+    template closed the block itself (thinking off)."""
     if tags is None:
-        return False
+        return None
     i = generation_prompt.rfind(tags[0])
-    return i >= 0 and tags[1] in generation_prompt[i:]
+    return generation_prompt[i + len(tags[0]):] if i >= 0 else None
 
 
 def plan_tools(
@@ -110,17 +102,16 @@ def plan_tools(
     if use_generic or family is None:
         family = FAMILIES["generic"] if use_generic else FAMILIES["content-only"]
     tags = _thinking_tags(family, template_source)
-    forced_open = reasoning_format != "none" and _forced_open(tags, generation_prompt, enable_thinking)
-    lead = ""
-    if forced_open and tags is not None:
-        lead = generation_prompt[generation_prompt.rfind(tags[0]) + len(tags[0]):]
+    after = _after_prompt_start(tags, generation_prompt)
+    closed = after is not None and tags is not None and tags[1] in after
+    forced_open = reasoning_format != "none" and enable_thinking and after is not None and not closed
     syntax = ChatSyntax(
         format=family.name,
         reasoning_format=reasoning_format,
         thinking_forced_open=forced_open,
-        thinking_closed=_closed(tags, generation_prompt),
+        thinking_closed=closed,
         think_spacing=think_spacing or tags or ("", ""),
-        forced_lead=lead,
+        forced_lead=after if forced_open and after is not None else "",
         parse_tool_calls=bool(functions),
         reasoning_in_content=stream and reasoning_format == "deepseek-legacy",
         tool_parameters={f["name"]: f.get("parameters") or {} for f in functions if "name" in f},
