@@ -224,7 +224,9 @@ def test_thinking_forced_open(template_dir: Path, name: str, forced: bool, expec
     spacing = spaced_reasoning_tags(ChatTemplate(source), ("<think>", "</think>"))
     plan = plan_tools(source, TOOLS, generation_prompt=rendered.generation_prompt, think_spacing=spacing)
     assert plan.syntax.thinking_forced_open is forced
-    assert plan.thinking_start_tag == "<think>" and plan.thinking_end_tag == "</think>"
+    # Qwen 2.5 writes no thinking block, so its plan has no markers (for a reasoning budget or a prefill)
+    thinks = "<think>" in source
+    assert (plan.thinking_start_tag, plan.thinking_end_tag) == (("<think>", "</think>") if thinks else ("", ""))
     msg = parse_output("The user asks.\n</think>\n\nIt is sunny.", plan.syntax, partial=False)
     if forced:
         assert msg == expected

@@ -89,6 +89,13 @@ class ChatFormatter:
         return bool(family is not None and family.thinks_without_tools and family.thinks_in(self.source))
 
     @cached_property
+    def parses_plain(self) -> bool:
+        """Replies are parsed even without tools or thinking: llama.cpp's own parser for the template's format
+        skips a reply's leading whitespace (Qwen3-Coder, Devstral)."""
+        family = detect_family(self.source) if self.is_jinja else None
+        return family is not None and family.spacing.content_lstrip and family.handwritten(self.source)
+
+    @cached_property
     def continuation_tags(self) -> tuple[str, str] | None:
         """The markers llama.cpp's handler for this template's format writes around a continued message's
         reasoning (GPT-OSS, Gemma 4, Kimi K2, LFM2), whatever the request's tools; None: the plan's."""

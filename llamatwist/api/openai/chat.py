@@ -148,12 +148,12 @@ def _plan(
     fmt: ChatFormatter, body: Mapping[str, Any], req: ChatRequest, generation_prompt: str = ""
 ) -> ToolPlan | None:
     """The tool/reasoning plan, or None when the output is plain content (no tools, a template that does
-    not think, --skip-chat-parsing): then nothing is parsed.
+    not think nor has its leading whitespace skipped, --skip-chat-parsing): then nothing is parsed.
 
     None also means no tool-call grammar (tool_choice "required" forces nothing), no format instructions
     and no reasoning budget: with --skip-chat-parsing llama-server renders the template as it is and
     parses with a pure content parser, which has no thinking tags."""
-    if fmt.skip_parsing or not fmt.is_jinja or not (req.tools.tools or fmt.may_think):
+    if fmt.skip_parsing or not fmt.is_jinja or not (req.tools.tools or fmt.may_think or fmt.parses_plain):
         return None
     schema = None
     if req.tools.active:  # a response_format schema becomes the generic format's "response"

@@ -700,6 +700,9 @@ class Family:
     # read Apriel's <thinking> in them)
     thinks_without_tools: bool = True
     think_probe: str = ""  # what shows the template uses the thinking markers (default: the opening one)
+    # llama.cpp's hand-written parser reads the block even where the template writes no markers (Ministral 3's,
+    # which Devstral's template gets)
+    thinks_anyway: Callable[[str], bool] = lambda src: False
     # the whitespace rules of llama.cpp's parser for the format: its template analysis's unless it has a
     # hand-written one (common/parsers/*.cpp)
     spacing: Spacing = TEMPLATE
@@ -707,6 +710,9 @@ class Family:
     # where the template does not show it (GPT-OSS: the analysis message, then the final one)
     continuation: tuple[str, str] | None = None
     continues_with: Callable[[str], bool] = lambda src: True  # which of the family's templates that handler takes
+    # which of the family's templates llama.cpp reads with a hand-written parser (common/parsers/), whose spacing
+    # holds with or without tools (its template analysis reads the others, and a plain reply as it is)
+    handwritten: Callable[[str], bool] = lambda src: False
     # llama.cpp's rewrite of the messages before this format's template renders them (source, messages)
     adapt_messages: Callable[[str, list[dict[str, Any]]], list[dict[str, Any]]] | None = None
 
@@ -715,7 +721,7 @@ class Family:
 
     def thinks_in(self, src: str) -> bool:
         """Whether this template writes the family's thinking markers (Qwen 2.5 is Hermes but never thinks)."""
-        return self.think is not None and (self.think_probe or self.think[0]) in src
+        return self.think is not None and (self.thinks_anyway(src) or (self.think_probe or self.think[0]) in src)
 
 
 def _has(*markers: str) -> Callable[[str], bool]:
@@ -814,6 +820,7 @@ _ALL: list[Family] = [
         think_stops=("<tool_call>",),
         preserved=("<tool_call>", "</tool_call>", *THINK),
         spacing=Spacing(reasoning_lstrip=True, content_lstrip=True),
+        handwritten=lambda src: True,
     ),
     Family(
         "deepseek-v3.1",
@@ -901,6 +908,7 @@ _ALL: list[Family] = [
         preserved=(*THINK, *_KIMI_TOKENS),
         continuation=THINK,
         spacing=KEEP,
+        thinks_anyway=lambda src: True,  # its handler reads <think> blocks in Kimi K2 Instruct's replies too
     ),
     Family(
         "seed-oss",
@@ -933,6 +941,7 @@ _ALL: list[Family] = [
         _has('<function name="', '<param name="'),
         preserved=THINK,
         spacing=Spacing(reasoning_lstrip=True, content_lstrip=True),
+        handwritten=lambda src: True,
     ),
     Family(
         "hunyuan3",
@@ -1045,6 +1054,8 @@ _ALL: list[Family] = [
         # what llama.cpp's Ministral 3 handler (also Devstral's) writes and hands its template
         continuation=("[THINK]", "[/THINK]"),
         continues_with=_is_ministral3,
+        handwritten=_is_ministral3,
+        thinks_anyway=_is_ministral3,
         adapt_messages=lambda src, messages: ministral3_blocks(messages) if _is_ministral3(src) else messages,
         # the Ministral 3 handler's; the other Mistral templates think not, and their template-analysis parser
         # skips the same whitespace before a reply with tools

@@ -38,6 +38,9 @@ class ChatSyntax:
     # R1: "\n"): how llama.cpp's template-analysis parser spaces reasoning and content (scan.Spacing)
     think_spacing: tuple[str, str] = ("", "")
     forced_lead: str = ""
+    # False: the template has none of its format's thinking markers, so a block the model writes is content, as
+    # llama.cpp's parser for it finds no block to read (Qwen3-Coder, Qwen 2.5)
+    reads_thinking: bool = True
     parse_tool_calls: bool = True
     # llama-server sets this for deepseek-legacy when streaming: the thinking block stays in content, tags included
     reasoning_in_content: bool = False

@@ -19,7 +19,8 @@ def parse_output(text: str, syntax: ChatSyntax, *, partial: bool) -> ParsedMessa
     still split off), as llama.cpp does; nothing raises.
     """
     family = FAMILIES.get(syntax.format, FAMILIES["content-only"])
-    s = Scanner(text, syntax, partial, family.think, family.think_stops, family.spacing)
+    think = family.think if syntax.reads_thinking else None
+    s = Scanner(text, syntax, partial, think, family.think_stops, family.spacing)
     try:
         family.parse(s)
     except Stop:
@@ -27,7 +28,7 @@ def parse_output(text: str, syntax: ChatSyntax, *, partial: bool) -> ParsedMessa
     except (Broken, ValueError, IndexError, KeyError):
         if partial:
             return s.result()  # a stream keeps what it showed; the final parse decides
-        s = Scanner(text, syntax, partial, family.think or THINK, spacing=family.spacing)
+        s = Scanner(text, syntax, partial, (think or THINK) if syntax.reads_thinking else None, spacing=family.spacing)
         s.reasoning_block()
         s.add_content(s.rest())
     return s.result()

@@ -112,6 +112,7 @@ def plan_tools(
         thinking_closed=closed,
         think_spacing=think_spacing or tags or ("", ""),
         forced_lead=after if forced_open and after is not None else "",
+        reads_thinking=family.think is None or tags is not None,
         parse_tool_calls=bool(functions),
         reasoning_in_content=stream and reasoning_format == "deepseek-legacy",
         tool_parameters={f["name"]: f.get("parameters") or {} for f in functions if "name" in f},
@@ -126,6 +127,7 @@ def plan_tools(
             ),
             polyfill_history="tool_calls" not in template_source,
         )
+    marks = family.think if family.think and syntax.reads_thinking else ("", "")
     forced = None
     if required and family.name in FORCED_FAMILIES:
         # llama-server constrains a required call to the template's syntax (a model would rather chat)
@@ -135,6 +137,6 @@ def plan_tools(
         forced_call=forced,
         additional_stops=family.stops if functions else (),
         preserved_tokens=family.preserved if functions or family.think else (),
-        thinking_start_tag=family.think[0] if family.think else "",
-        thinking_end_tag=family.think[1] if family.think else "",
+        thinking_start_tag=marks[0],
+        thinking_end_tag=marks[1],
     )

@@ -205,10 +205,12 @@ class Scanner:
     def reasoning_block(self) -> bool:
         """Read leading thinking blocks (or the one the prompt opened) as reasoning, spaced as the format's
         ``Spacing`` says."""
+        sp, text = self.spacing, self.text
         if self.syntax.reasoning_format == "none" or self.think is None:
+            if sp.content_lstrip:  # a hand-written parser skips the space before its content either way
+                self.pos = skip_ws(text, self.pos)
             return False
         start, end = self.think
-        sp, text = self.spacing, self.text
         if sp.template and self.syntax.thinking_closed:
             return False  # the block was the prompt's: a block the model writes anyway is content
         open_ws, close_ws = (_trailing_ws(m) for m in self.syntax.think_spacing) if sp.template else ("", "")
