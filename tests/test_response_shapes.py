@@ -138,11 +138,9 @@ CAPS_DIFFER: dict[str, set[str]] = {}
 # tools, so llamatwist adds its generic instructions (and a tools-capable reply) where llama-server sends none
 TOOLS_DIFFER = {"HuggingFaceTB-SmolLM3-3B", "google-gemma-2-2b-it", "llama-cpp-rwkv-world",
                 "microsoft-Phi-3.5-mini-instruct", "fireworks-ai-llama-3-firefunction-v2"}
-# ...and whose continued assistant message (prefill) differs: llama.cpp's own handlers or template analysis
-# space or mark it otherwise (Functionary v3.2's ">>>all", DeepSeek V4's bare "</think>", Nemotron 3 and StepFun's
-# blank lines)
-PREFILL_DIFFER = {"NVIDIA-Nemotron-3-Nano-30B-A3B-BF16", "StepFun3.5-Flash", "deepseek-ai-DeepSeek-V4",
-                  "deepseek-ai-DeepSeek-V4-Flash-0731", "llama-cpp-rwkv-world", "meetkai-functionary-medium-v3.2"}
+# ...and whose continued assistant message (prefill) differs: llama.cpp's template analysis takes RWKV-World's end
+# marker, "\n</think>", from the prompt that turns thinking off, where its history shows no reasoning
+PREFILL_DIFFER = {"llama-cpp-rwkv-world"}
 TOOL = {"type": "function", "function": {"name": "get_weather", "description": "Get the weather", "parameters": {
     "type": "object", "properties": {"location": {"type": "string"}, "days": {"type": "integer"}},
     "required": ["location"]}}}  # fmt: skip

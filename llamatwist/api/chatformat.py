@@ -13,6 +13,7 @@ from llamatwist.api.errors import InvalidRequest
 from llamatwist.chat import RenderedChat, render_chat, select_template, template_roles
 from llamatwist.chat.template import AnyTemplate, ChatTemplate, TemplateCaps, TemplateError, spaced_reasoning_tags
 from llamatwist.chat.toolcalls.formats import THINK, detect_family
+from llamatwist.chat.toolcalls.model import HandlerContinuation
 from llamatwist.config import ServerConfig
 
 __all__ = ["ChatFormatter", "ReasoningDefaults", "add_system_prompt", "build_formatter"]
@@ -96,9 +97,9 @@ class ChatFormatter:
         return family is not None and family.spacing.content_lstrip and family.handwritten(self.source)
 
     @cached_property
-    def continuation_tags(self) -> tuple[str, str] | None:
-        """The markers llama.cpp's handler for this template's format writes around a continued message's
-        reasoning (GPT-OSS, Gemma 4, Kimi K2, LFM2), whatever the request's tools; None: the plan's."""
+    def continuation(self) -> HandlerContinuation | None:
+        """What llama.cpp's handler for this template's format writes for a continued message (GPT-OSS, Gemma 4,
+        Kimi K2, LFM2, Qwen3-Coder, DeepSeek V4, ...), whatever the request's tools; None: the plan's markers."""
         family = detect_family(self.source) if self.is_jinja else None
         return family.continuation_in(self.source) if family is not None else None
 
@@ -156,7 +157,8 @@ class ChatFormatter:
             enable_thinking=self.may_think,
             add_bos=self.add_bos,
             add_eos=self.add_eos,
-            reasoning_tags=self.continuation_tags or (reasoning_tags if all(reasoning_tags) else None),
+            reasoning_tags=reasoning_tags if all(reasoning_tags) else None,
+            handler=self.continuation,
             roles=self.roles,
         )
 

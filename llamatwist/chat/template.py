@@ -35,6 +35,7 @@ from .errors import ChatInputError, TemplateError
 from .messages import ChatMessage, Tool, parse_messages, parse_tools
 from .sandbox import ENV, describe_render_error, traced
 from .toolcalls.formats import detect_family
+from .toolcalls.model import HandlerContinuation
 from .workarounds import marker_patches
 
 __all__ = [
@@ -581,6 +582,7 @@ def render_chat(
     add_bos: bool = False,
     add_eos: bool = False,
     reasoning_tags: tuple[str, str] | None = None,
+    handler: HandlerContinuation | None = None,
     now: datetime | None = None,
     roles: Collection[str] | None = None,
 ) -> RenderedChat:
@@ -594,7 +596,9 @@ def render_chat(
     server's ``--chat-template-kwargs`` merged with the request's (request wins); values are JSON values.
     ``enable_thinking``: False for ``--reasoning off``; a boolean ``enable_thinking`` kwarg overrides it.
     ``add_bos``/``add_eos``: the vocab's flags (BOS/EOS rule, see ``strip_bos``). ``reasoning_tags``:
-    ``(start, end)`` thinking markers of the template, if known, used when continuing a message (below).
+    ``(start, end)`` thinking markers of the template, if known, used when continuing a message (below), spaced
+    as the template writes them; ``handler`` replaces them: what llama.cpp's own handler for the format
+    writes there (GPT-OSS's channels, Qwen3-Coder's ``<think>\n`` and ``\n</think>\n\n``).
 
     Prefill (``--prefill-assistant``, on by default): when the request does not set ``continue_final_message``
     and the last message is an assistant message, it is continued: the conversation without it is rendered with
@@ -697,14 +701,14 @@ def render_chat(
 
     # Continuation: conversation without the last message, its generation prompt, then the message's text.
     tail = generation_prompt
-    if reasoning_tags is not None and reasoning_tags[0]:
-        # llama-server's continuation writes the markers as the template spaces them
-        start, end = spaced_reasoning_tags(template, reasoning_tags) if isinstance(template, ChatTemplate) \
-            else reasoning_tags
-        cut = tail.find(start.strip())  # the generation prompt may open the block without the spacing
-        tail = (tail if cut < 0 else tail[:cut]) + start + continued.reasoning_content
-        if continuation == Continuation.CONTENT:
-            tail += end
-    if continuation == Continuation.CONTENT:
-        tail += continued.render_content()
+    content = continued.render_content() if continuation == Continuation.CONTENT else None
+    if handler is None and reasoning_tags is not None and reasoning_tags[0]:
+        # llama-server's template analysis writes the markers as the template spaces them
+        tags = spaced_reasoning_tags(template, reasoning_tags) if isinstance(template, ChatTemplate) else reasoning_tags
+        handler = HandlerContinuation(*tags)
+    if handler is not None:
+        cut = tail.find(handler.start.strip())  # the generation prompt may open the block without the spacing
+        tail = (tail if cut < 0 else tail[:cut]) + handler.write(continued.reasoning_content, content)
+    elif content is not None:
+        tail += content
     return RenderedChat(prompt=without_gen + tail, prefilled=True, generation_prompt=generation_prompt)

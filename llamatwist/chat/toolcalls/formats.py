@@ -21,7 +21,7 @@ from typing import Any
 from ..workarounds import gemma4_model_turns, ministral3_blocks, reasoning_as_thinking
 from .generic import parse_generic
 from .jsonscan import JsonSyntaxError, scan_json
-from .model import ToolCallOut
+from .model import HandlerContinuation, ToolCallOut
 from .scan import KEEP, TEMPLATE, Broken, Scanner, Spacing, Stop, args_json, arguments_text
 
 __all__ = ["DSML", "FAMILIES", "MINIMAX_NS", "THINK", "Family", "detect_family"]
@@ -708,7 +708,7 @@ class Family:
     spacing: Spacing = TEMPLATE
     # what llama.cpp's own handler writes around a continued assistant message's reasoning, before its content,
     # where the template does not show it (GPT-OSS: the analysis message, then the final one)
-    continuation: tuple[str, str] | None = None
+    continuation: HandlerContinuation | None = None
     continues_with: Callable[[str], bool] = lambda src: True  # which of the family's templates that handler takes
     # which of the family's templates llama.cpp reads with a hand-written parser (common/parsers/), whose spacing
     # holds with or without tools (its template analysis reads the others, and a plain reply as it is)
@@ -716,7 +716,7 @@ class Family:
     # llama.cpp's rewrite of the messages before this format's template renders them (source, messages)
     adapt_messages: Callable[[str, list[dict[str, Any]]], list[dict[str, Any]]] | None = None
 
-    def continuation_in(self, src: str) -> tuple[str, str] | None:
+    def continuation_in(self, src: str) -> HandlerContinuation | None:
         return self.continuation if self.continuation is not None and self.continues_with(src) else None
 
     def thinks_in(self, src: str) -> bool:
@@ -798,18 +798,19 @@ _ALL: list[Family] = [
         _has("<|channel|>"),
         think=("<|channel|>analysis<|message|>", "<|end|>"),
         preserved=_HARMONY_TOKENS,
-        continuation=("<|channel|>analysis<|message|>", "<|end|><|start|>assistant<|channel|>final<|message|>"),
+        continuation=HandlerContinuation("<|channel|>analysis<|message|>",
+                                         "<|end|><|start|>assistant<|channel|>final<|message|>"),
         spacing=KEEP,
     ),
     Family("functionary-v3.2", parse_functionary_v3_2, _has(">>>all"), think=None, preserved=("<|end_header_id|>",),
-           spacing=KEEP),
+           spacing=KEEP, continuation=HandlerContinuation("all\n", "", keeps_reasoning=False)),
     Family(
         "gemma4",
         Tagged((Call("<|tool_call>call:", gemma_call, ("<tool_call|>",)),)),
         _has("'<|tool_call>call:'"),
         think=("<|channel>thought", "<channel|>"),
         preserved=("<|tool_call>", "<tool_call|>", '<|"|>'),
-        continuation=("<|channel>thought\n", "<channel|>"),
+        continuation=HandlerContinuation("<|channel>thought\n", "<channel|>"),
         adapt_messages=gemma4_model_turns,
         spacing=Spacing(reasoning_lstrip=True),
     ),
@@ -821,6 +822,9 @@ _ALL: list[Family] = [
         preserved=("<tool_call>", "</tool_call>", *THINK),
         spacing=Spacing(reasoning_lstrip=True, content_lstrip=True),
         handwritten=lambda src: True,
+        # its handler's, where the template has <think> (Nemotron 3 Nano and StepFun 3.5 write "\n</think>\n")
+        continuation=HandlerContinuation("<think>\n", "\n</think>\n\n"),
+        continues_with=lambda src: "<think>" in src,
     ),
     Family(
         "deepseek-v3.1",
@@ -900,13 +904,16 @@ _ALL: list[Family] = [
         _has(DSML, "invoke name="),
         preserved=THINK,
         spacing=KEEP,
+        # V4's handler (V3.2's writes the markers as its template does)
+        continuation=HandlerContinuation(*THINK, bare_end=True),
+        continues_with=lambda src: "function_calls" not in src,
     ),
     Family(
         "kimi-k2",
         Tagged((Call("<|tool_calls_section_begin|>", kimi_calls),)),
         _has("<|tool_calls_section_begin|>"),
         preserved=(*THINK, *_KIMI_TOKENS),
-        continuation=THINK,
+        continuation=HandlerContinuation(*THINK),
         spacing=KEEP,
         thinks_anyway=lambda src: True,  # its handler reads <think> blocks in Kimi K2 Instruct's replies too
     ),
@@ -959,7 +966,7 @@ _ALL: list[Family] = [
         Tagged((Call("<|tool_call_start|>", pythonic_calls("<|tool_call_end|>")),)),
         is_lfm2,
         preserved=(*THINK, "<|tool_call_start|>", "<|tool_call_end|>"),
-        continuation=THINK,
+        continuation=HandlerContinuation(*THINK),
         adapt_messages=reasoning_as_thinking,
         spacing=KEEP,
     ),
@@ -1052,7 +1059,7 @@ _ALL: list[Family] = [
         think=("[THINK]", "[/THINK]"),
         preserved=("[TOOL_CALLS]", "[ARGS]", "[CALL_ID]", "[THINK]", "[/THINK]"),
         # what llama.cpp's Ministral 3 handler (also Devstral's) writes and hands its template
-        continuation=("[THINK]", "[/THINK]"),
+        continuation=HandlerContinuation("[THINK]", "[/THINK]"),
         continues_with=_is_ministral3,
         handwritten=_is_ministral3,
         thinks_anyway=_is_ministral3,

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ChatSyntax", "ParsedMessage", "ToolCallOut", "ToolPlan"]
+__all__ = ["ChatSyntax", "HandlerContinuation", "ParsedMessage", "ToolCallOut", "ToolPlan"]
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,23 @@ class ParsedMessage:
     content: str = ""
     reasoning_content: str = ""
     tool_calls: tuple[ToolCallOut, ...] = ()
+
+
+@dataclass(frozen=True)
+class HandlerContinuation:
+    """What llama.cpp's own handler for a format writes for a continued assistant message, after the generation
+    prompt (cut before ``start`` where it opened the block): ``start``, the reasoning, ``end`` and the content."""
+
+    start: str
+    end: str
+    bare_end: bool = False  # a message without reasoning gets only the end marker (DeepSeek V4's "</think>")
+    keeps_reasoning: bool = True  # False: the reasoning is dropped (Functionary v3.2 writes "all\n" and the content)
+
+    def write(self, reasoning: str, content: str | None) -> str:
+        """The text for ``reasoning`` and ``content`` (None: the message goes on thinking)."""
+        reasoning = reasoning if self.keeps_reasoning else ""
+        start = "" if self.bare_end and not reasoning else self.start
+        return start + reasoning + ("" if content is None else self.end + content)
 
 
 @dataclass(frozen=True)
