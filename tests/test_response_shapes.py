@@ -138,9 +138,9 @@ CAPS_DIFFER: dict[str, set[str]] = {}
 # tools, so llamatwist adds its generic instructions (and a tools-capable reply) where llama-server sends none
 TOOLS_DIFFER = {"HuggingFaceTB-SmolLM3-3B", "google-gemma-2-2b-it", "llama-cpp-rwkv-world",
                 "microsoft-Phi-3.5-mini-instruct", "fireworks-ai-llama-3-firefunction-v2"}
-# ...and whose continued assistant message (prefill) differs: llama.cpp's template analysis takes RWKV-World's end
-# marker, "\n</think>", from the prompt that turns thinking off, where its history shows no reasoning
-PREFILL_DIFFER = {"llama-cpp-rwkv-world"}
+# ...and whose continued assistant message (prefill) differs: none (RWKV-World's end marker, "\n</think>", comes
+# from the prompt that turns thinking off, as its history shows no reasoning)
+PREFILL_DIFFER: set[str] = set()
 TOOL = {"type": "function", "function": {"name": "get_weather", "description": "Get the weather", "parameters": {
     "type": "object", "properties": {"location": {"type": "string"}, "days": {"type": "integer"}},
     "required": ["location"]}}}  # fmt: skip
@@ -274,11 +274,12 @@ def test_prompts_are_llama_servers_on_every_pinned_template(
 # reasoning starts with the prompt's "\n" after <think>), and its hand-written parsers that keep all of it
 # (Kimi K2, LFM2, DeepSeek V3.2) or skip some (Gemma 4 and MiniMax-M3 before the reasoning, Ministral 3 before
 # the answer, Qwen 3.5 both); Apriel 1.6, whose reasoning starts with the prompt's "Here are my reasoning steps:";
-# and the templates whose markers llama.cpp's analysis patches (Nemotron Nano v2, Laguna)
+# the templates whose markers llama.cpp's analysis patches (Nemotron Nano v2, Laguna); and RWKV-World, whose end
+# marker its thinking-off prompt spaces
 SPACING_TEMPLATES = ["Qwen-Qwen3-0.6B", "MiniMax-M2", "GLM-4.6", "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B",
                      "ByteDance-Seed-OSS", "Kimi-K2-Thinking", "LFM2.5-8B-A1B", "deepseek-ai-DeepSeek-V3.2",
                      "google-gemma-4-31B-it", "MiniMax-M3", "mistralai-Ministral-3-14B-Reasoning-2512", "Qwen3.5-4B",
-                     "Apriel-1.6-15b-Thinker-fixed", "NVIDIA-Nemotron-Nano-v2", "poolside-Laguna-XS.2"]
+                     "Apriel-1.6-15b-Thinker-fixed", "NVIDIA-Nemotron-Nano-v2", "poolside-Laguna-XS.2", "llama-cpp-rwkv-world"]
 # ...and prompts that close the block (thinking off), whose block llama-server reads from the prompt: a block the
 # model writes anyway is content (Hunyuan 3 thinks only when asked)
 THINKING_OFF = {"enable_thinking": False}

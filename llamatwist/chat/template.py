@@ -519,12 +519,27 @@ def _template_spacing(template: ChatTemplate, tags: tuple[str, str]) -> tuple[st
     j = text.find(_PROBE_CONTENT, i + len(_PROBE_REASONING)) if i >= 0 else -1
     s = text.rfind(start, 0, i) if j >= 0 else -1
     if s < 0:
-        return tags
+        return _closed_block_spacing(template, tags, probe[:1])
     spaced_start, spaced_end = text[s:i], text[i + len(_PROBE_REASONING):j]
     # the end may run on to what opens the answer (Kimi K3's response section, Muse Glimmer's next message)
     if spaced_start.strip() != start.strip() or not spaced_end.strip().startswith(end.strip()):
         return tags
     return spaced_start, spaced_end
+
+
+def _closed_block_spacing(template: ChatTemplate, tags: tuple[str, str], probe: list[ChatMessage]) -> tuple[str, str]:
+    """A template whose history shows no reasoning but whose generation prompt opens the block, and closes it when
+    thinking is off: the end marker as that prompt writes it (RWKV-World's "<think>" and "<think>\n</think>"),
+    as llama.cpp's analysis reads it."""
+    start, end = tags
+    try:
+        on, off = (template.render(_template_messages(template, probe, drop_last=False), add_generation_prompt=True,
+                                   tools=[], extra={}, enable_thinking=thinking, now=datetime.now())
+                   for thinking in (True, False))
+    except TemplateError:
+        return tags
+    closing = off[len(on):] if off.startswith(on) and on.endswith(start) else ""
+    return (start, closing) if closing.strip() == end else tags
 
 
 def _template_messages(
