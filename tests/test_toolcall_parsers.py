@@ -256,12 +256,13 @@ CASES = [
          '<parameter name="tz">CET</parameter>\n</invoke>\n</minimax:tool_call>',
          "\n", "Hm.", calls=(call("get_weather", '{"location":"Paris","days":3}'), call("get_time", TIME)),
          syntax={"tool_parameters": QWEN_PARAMS}),
-    # -- DeepSeek V3.2 / V4 DSML: string="false" values are JSON where no schema says
+    # -- DeepSeek V3.2 / V4 DSML: string="false" values are JSON where no schema says; llama.cpp's parser ends the
+    # content before the "\n\n" that separates it from the calls
     Case("deepseek-dsml-call", "deepseek-dsml",
          'Checking.\n\n<｜DSML｜function_calls>\n<｜DSML｜invoke name="f">\n<｜DSML｜parameter name="n" '
          'string="false">[1, 2]</｜DSML｜parameter>\n<｜DSML｜parameter name="s" string="true">3</｜DSML｜parameter>'
          '\n</｜DSML｜invoke>\n</｜DSML｜function_calls>',
-         "Checking.\n\n", calls=(call("f", '{"n":[1,2],"s":"3"}'),)),
+         "Checking.", calls=(call("f", '{"n":[1,2],"s":"3"}'),)),  # the "\n\n" before the calls is theirs
     Case("deepseek-dsml-v4", "deepseek-dsml",
          '<｜DSML｜tool_calls>\n<｜DSML｜invoke name="get_time">\n<｜DSML｜parameter name="tz" string="true">CET'
          '</｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜tool_calls>',

@@ -590,8 +590,8 @@ def _builtin_call(s: Scanner) -> None:
 
 
 def parse_llama3(s: Scanner, *, builtin: bool) -> None:
-    """Llama 3.x: a reply that is a JSON call object calls a tool (text after it is content); with built-in
-    tools, ``<|python_tag|>`` starts a built-in call."""
+    """Llama 3.x: a JSON call object calls a tool (text before and after it is content, as llama.cpp's template
+    analysis reads it); with built-in tools, ``<|python_tag|>`` starts a built-in call."""
     if not s.syntax.parse_tool_calls:
         s.add_content(s.rest())
         return
@@ -600,10 +600,15 @@ def parse_llama3(s: Scanner, *, builtin: bool) -> None:
     if s.startswith("{") and _llama_json_call(s):
         return
     s.pos = start
-    if builtin and s.find(("<|python_tag|>",)):
+    found = s.find(('{"name"', "<|python_tag|>") if builtin else ('{"name"',))
+    if found == "<|python_tag|>":
         _builtin_call(s)
-    else:
-        s.add_content(s.rest())
+        return
+    if found is not None:
+        s.pos -= len(found)
+        if _llama_json_call(s):
+            return
+    s.add_content(s.rest())
 
 
 def parse_functionary_v3_2(s: Scanner) -> None:
@@ -703,6 +708,9 @@ class Family:
     # llama.cpp's hand-written parser reads the block even where the template writes no markers (Ministral 3's,
     # which Devstral's template gets)
     thinks_anyway: Callable[[str], bool] = lambda src: False
+    # reasoning "none": llama.cpp parses the thinking block the prompt opened with the reply, so the content
+    # starts with it (Kimi K3's parser does not)
+    prompt_block_in_content: bool = True
     # the whitespace rules of llama.cpp's parser for the format: its template analysis's unless it has a
     # hand-written one (common/parsers/*.cpp)
     spacing: Spacing = TEMPLATE
@@ -812,7 +820,7 @@ _ALL: list[Family] = [
         preserved=("<|tool_call>", "<tool_call|>", '<|"|>'),
         continuation=HandlerContinuation("<|channel>thought\n", "<channel|>"),
         adapt_messages=gemma4_model_turns,
-        spacing=Spacing(reasoning_lstrip=True),
+        spacing=Spacing(reasoning_lstrip=True, block_after_space=True),
     ),
     Family(
         "qwen3-coder",
@@ -899,8 +907,9 @@ _ALL: list[Family] = [
     ),
     Family(
         "deepseek-dsml",
-        Tagged(tuple(Call(f"<{DSML}{block}>", invoke_calls(DSML, f"</{DSML}{block}>"))
-                     for block in ("function_calls", "tool_calls"))),
+        # llama.cpp's parser ends the content before the "\n\n" that separates it from the calls
+        Tagged(tuple(Call(f"{sep}<{DSML}{block}>", invoke_calls(DSML, f"</{DSML}{block}>"))
+                     for block in ("function_calls", "tool_calls") for sep in ("\n\n", ""))),
         _has(DSML, "invoke name="),
         preserved=THINK,
         spacing=KEEP,
@@ -1003,6 +1012,7 @@ _ALL: list[Family] = [
         think_probe="open_tag('think'",
         preserved=("<|open|>", "<|close|>", "<|sep|>", "<|end_of_msg|>"),
         spacing=KEEP,
+        prompt_block_in_content=False,
     ),
     Family(
         "minimax-m3",

@@ -55,6 +55,9 @@ class ChatSyntax:
     # R1: "\n"): how llama.cpp's template-analysis parser spaces reasoning and content (scan.Spacing)
     think_spacing: tuple[str, str] = ("", "")
     forced_lead: str = ""
+    # reasoning_format "none" after a prompt that opened (or opened and closed) the block: llama-server parses
+    # the prompt's block with the reply, so the content starts with it (DeepSeek R1's "<think>\n")
+    content_lead: str = ""
     # False: the template has none of its format's thinking markers, so a block the model writes is content, as
     # llama.cpp's parser for it finds no block to read (Qwen3-Coder, Qwen 2.5)
     reads_thinking: bool = True

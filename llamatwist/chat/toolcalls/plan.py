@@ -112,6 +112,8 @@ def plan_tools(
         thinking_closed=closed,
         think_spacing=think_spacing or tags or ("", ""),
         forced_lead=after if forced_open and after is not None else "",
+        content_lead=tags[0] + after if reasoning_format == "none" and tags and after is not None
+        and family.prompt_block_in_content else "",
         reads_thinking=family.think is None or tags is not None,
         parse_tool_calls=bool(functions),
         reasoning_in_content=stream and reasoning_format == "deepseek-legacy",

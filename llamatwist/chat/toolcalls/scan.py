@@ -52,12 +52,15 @@ class Spacing:
     think_spacing``: Qwen 3's ``"<think>\n"`` and ``"\n</think>\n\n"``) is read as part of that marker where
     the model writes it; an opened block's reasoning starts with what the generation prompt wrote after the
     marker (``ChatSyntax.forced_lead``). ``reasoning_lstrip``/``content_lstrip``: a hand-written parser that
-    skips the whitespace at the start of the reasoning (``<think>`` + space()) or before the content.
+    skips the whitespace at the start of the reasoning (``<think>`` + space()) or before the content. A
+    hand-written parser reads a block only where the reply starts with it, unless ``block_after_space`` (Gemma
+    4's: the whitespace before it is content).
     """
 
     template: bool = False
     reasoning_lstrip: bool = False
     content_lstrip: bool = False
+    block_after_space: bool = False
 
 
 TEMPLATE = Spacing(template=True)
@@ -207,14 +210,18 @@ class Scanner:
         ``Spacing`` says."""
         sp, text = self.spacing, self.text
         if self.syntax.reasoning_format == "none" or self.think is None:
-            if sp.content_lstrip:  # a hand-written parser skips the space before its content either way
+            if self.syntax.content_lead and self.pos == 0:
+                self.add_content(self.syntax.content_lead)
+            # a hand-written parser that skips the space before its content does so either way, and so does
+            # llama.cpp's template analysis (a reply without tools or thinking is not parsed at all)
+            elif sp.content_lstrip or sp.template:
                 self.pos = skip_ws(text, self.pos)
             return False
         start, end = self.think
         if sp.template and self.syntax.thinking_closed:
             return False  # the block was the prompt's: a block the model writes anyway is content
         open_ws, close_ws = (_trailing_ws(m) for m in self.syntax.think_spacing) if sp.template else ("", "")
-        cursor = skip_ws(text, self.pos)
+        cursor = skip_ws(text, self.pos) if sp.template or sp.block_after_space else self.pos
         lead = ""
         if text.startswith(start, cursor):
             if not sp.template:
@@ -227,7 +234,7 @@ class Scanner:
             raise Stop
         else:
             if sp.template or sp.content_lstrip:
-                self.pos = cursor
+                self.pos = skip_ws(text, self.pos)
             return False
         while True:
             self.pos = cursor

@@ -1,0 +1,166 @@
+"""Replies split as llama.cpp's own chat parser splits them, on every pinned template.
+
+``tests/native/chat_parse.cpp`` is compiled against the pinned llama.cpp's common library (built beside the
+reference llama-server) and parses a text as llama-server parses a finished reply to a request. Each pinned
+template gets replies without tools (plain, around a thinking block) and with a tool (the call as the template
+itself writes one in an assistant turn, with whitespace or text before it and whitespace after it), with
+``reasoning_format`` ``auto`` and ``none``; llamatwist's split of the same text comes from the plan its route
+makes. ``test_response_shapes.py`` checks a template per spacing rule against a running llama-server; this
+checks all of them, and tool calls, which llama-server cannot be made to write (it refuses a raw grammar
+beside tools)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llamatwist.sampling_defaults import SamplingDefaults
+from tests.conftest import REPO
+
+TEMPLATES = REPO / "third_party" / "llama.cpp" / "models" / "templates"
+TOOL = {"type": "function", "function": {"name": "get_weather", "description": "Get the weather", "parameters": {
+    "type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]}}}
+ASK = {"role": "user", "content": "What is the weather in Paris?"}
+CALL = {"role": "assistant", "content": "", "tool_calls": [{"id": "abc123XYZ", "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"location": "Paris"}'}}]}
+# what ends an assistant turn in the pinned templates (the call is what comes before it)
+TURN_ENDS = ("<|im_end|>", "<|eot_id|>", "<｜end▁of▁sentence｜>", "</s>", "<|end|>", "<end_of_turn>",
+             "<|END_OF_TURN_TOKEN|>", "<|endoftext|>", "<turn|>", "<|return|>", "<|eom|>", "<|end_of_msg|>", "[e~[",
+             "<|message_sep|>", "<|end_of_text|>", "<eos>", "<|eos|>", "<|close|>", "<|tool_response>", "<|role_end|>")
+
+# (template, reasoning_format, "tools" | "plain") -> how many of its four replies llamatwist splits otherwise
+# than llama.cpp (README, "Tools and reasoning"): FireFunction v2 gets the generic format here; GPT-OSS, Muse
+# Glimmer and Gemma 4's parsers take whitespace after a call or text after a thinking end; Ling 3, Kimi K3 and
+# MiniMax-M3's drop markers or text where llamatwist keeps them; Bielik's turn opens a block its parser reads all
+# of the reply into; GigaChat 3.1's skips the whitespace before a call
+KNOWN_DIFFER: dict[tuple[str, str, str], int] = {
+    ("Bielik-11B-v3.0-Instruct", "auto", "tools"): 4,
+    ("GigaChat3.1-10B-A1.8B", "auto", "tools"): 1,
+    ("GigaChat3.1-10B-A1.8B", "none", "tools"): 1,
+    ("Kimi-K3", "auto", "tools"): 4,
+    ("Kimi-K3", "none", "plain"): 3,
+    ("Kimi-K3", "none", "tools"): 4,
+    ("MiniMax-M3", "auto", "tools"): 1,
+    ("fireworks-ai-llama-3-firefunction-v2", "auto", "tools"): 4,
+    ("fireworks-ai-llama-3-firefunction-v2", "none", "tools"): 4,
+    ("google-gemma-4-31B-it", "auto", "plain"): 1,
+    ("google-gemma-4-31B-it", "none", "plain"): 1,
+    ("google-gemma-4-31B-it-interleaved", "auto", "plain"): 1,
+    ("google-gemma-4-31B-it-interleaved", "none", "plain"): 1,
+    ("inclusionai-ling-3.0-flash", "none", "plain"): 4,
+    ("inclusionai-ling-3.0-flash", "none", "tools"): 4,
+    ("muse-glimmer", "auto", "tools"): 1,
+    ("muse-glimmer", "none", "tools"): 1,
+    ("openai-gpt-oss-120b", "auto", "tools"): 1,
+    ("openai-gpt-oss-120b", "none", "tools"): 1,
+}
+
+
+@pytest.fixture(scope="module")
+def chat_parse(llama_server: list[str]) -> Path:
+    """The harness, built once per reference build (beside its llama-server and libllama-common)."""
+    bin_dir = Path(llama_server[0]).parent
+    exe, src = bin_dir / "llamatwist-chat-parse", REPO / "tests" / "native" / "chat_parse.cpp"
+    if not exe.exists() or exe.stat().st_mtime < src.stat().st_mtime:
+        cxx = shutil.which("c++") or shutil.which("g++")
+        assert cxx, "a C++ compiler (the native build needs one too)"
+        llama = REPO / "third_party" / "llama.cpp"
+        subprocess.run([cxx, "-std=c++17", "-O1", *(f"-I{llama / d}" for d in ("common", "include", "ggml/include",
+                        "vendor")), str(src), f"-L{bin_dir}", "-lllama-common", "-lllama", f"-Wl,-rpath,{bin_dir}",
+                        "-o", str(exe)], check=True)
+    return exe
+
+
+def _turn(source: str) -> str | None:
+    """The template's own assistant turn with one call, up to its end-of-turn marker."""
+    from llamatwist.chat.messages import parse_messages
+    from llamatwist.chat.template import ChatTemplate, TemplateError, _template_messages
+
+    t = ChatTemplate(source)
+    try:
+        gen, full = (t.render(_template_messages(t, parse_messages(msgs), False), add_generation_prompt=add,
+                              tools=[TOOL], extra={}, enable_thinking=True) for msgs, add in (([ASK], True),
+                                                                                            ([ASK, CALL], False)))
+    except TemplateError:
+        return None
+    i = next((k for k, (a, b) in enumerate(zip(gen, full)) if a != b), min(len(gen), len(full)))
+    rest = full[i:]
+    at = rest.find("Paris")
+    if at < 0:
+        return None
+    return rest[:min([k for k in (rest.find(e, at) for e in TURN_ENDS) if k >= 0] or [len(rest)])]
+
+
+def _replies(source: str, kind: str, opened: bool) -> list[str] | None:
+    """Four replies of ``kind``; ``opened``: the prompt opened the thinking block, so a model goes on inside it."""
+    from llamatwist.chat.toolcalls.formats import THINK, detect_family
+
+    if kind == "plain":
+        family = detect_family(source)
+        start, end = family.think if family is not None and family.think else THINK
+        start = "" if opened else start
+        return ["  Hello.\n", f"{start}\nHm.\n{end}\n\nHello.", f"Hm.\n{end}\n\n Hello.", f"\n{start}Hm.{end}Hello."]
+    turn = _turn(source)
+    return None if turn is None else [turn, "  " + turn, "Let me check.\n\n" + turn.lstrip(), turn + "\n  "]
+
+
+def _split(msg: dict[str, Any]) -> dict[str, Any]:
+    def args(text: str) -> Any:
+        try:
+            return json.loads(text) if text else {}
+        except ValueError:
+            return text
+    return {"content": msg.get("content") or "", "reasoning": msg.get("reasoning_content") or "",
+            "calls": [(c["function"]["name"], args(c["function"]["arguments"])) for c in msg.get("tool_calls") or []]}
+
+
+def _differences(exe: Path) -> tuple[dict[tuple[str, str, str], int], int]:
+    """How many replies llamatwist splits otherwise than llama.cpp, per template, format and kind (replies that
+    llama.cpp rejects as not in the format, which llama-server answers with a 500, are left out); and how many
+    were compared."""
+    from llamatwist.api.chatformat import build_formatter
+    from llamatwist.api.openai.chat import build_prompt, parse_chat
+    from llamatwist.api.openai.tools import MessageStream, message_json
+    from llamatwist.config import ServerConfig
+
+    differ: dict[tuple[str, str, str], int] = {}
+    compared = 0
+    for path in sorted(TEMPLATES.glob("*.jinja")):
+        source = path.read_text()
+        fmt = build_formatter(ServerConfig(jinja=True), None, source, "<s>", "</s>", False, False)
+        for kind in ("plain", "tools"):
+            tools = [TOOL] if kind == "tools" else []
+            for fmt_name in ("auto", "none"):
+                body = {"messages": [ASK], "tools": tools, "reasoning_format": fmt_name}
+                prompt = build_prompt(fmt, body, parse_chat(body, SamplingDefaults(), 1))
+                opened = bool(prompt.plan and (prompt.plan.syntax.thinking_forced_open or prompt.plan.syntax.content_lead))
+                replies = _replies(source, kind, opened)
+                if replies is None:
+                    continue
+                request = {"template": source, "tools": tools, "messages": [ASK], "reasoning_format": fmt_name,
+                           "texts": replies}
+                run = subprocess.run([str(exe)], input=json.dumps(request), capture_output=True, text=True,
+                                     check=True)
+                theirs = json.loads(run.stdout)
+                assert isinstance(theirs, list), (path.stem, theirs)
+                for reply, their in zip(replies, theirs, strict=True):
+                    if "error" in their:
+                        continue
+                    compared += 1
+                    ours = message_json(MessageStream(prompt.plan.syntax if prompt.plan else None).finish(reply)[0])
+                    if _split(ours) != _split(their):
+                        key = (path.stem, fmt_name, kind)
+                        differ[key] = differ.get(key, 0) + 1
+    return differ, compared
+
+
+def test_replies_are_split_as_llama_cpps_parser_splits_them(chat_parse: Path) -> None:
+    differ, compared = _differences(chat_parse)
+    assert compared > 800
+    assert differ == KNOWN_DIFFER, {k: (differ.get(k), KNOWN_DIFFER.get(k)) for k in differ.keys() ^ KNOWN_DIFFER.keys()
+                                    | {k for k in differ if differ[k] != KNOWN_DIFFER.get(k)}}
