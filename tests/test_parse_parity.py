@@ -79,11 +79,11 @@ def chat_parse(llama_server: list[str]) -> Path:
 def _turn(source: str) -> str | None:
     """The template's own assistant turn with one call, up to its end-of-turn marker."""
     from llamatwist.chat.messages import parse_messages
-    from llamatwist.chat.template import ChatTemplate, TemplateError, _template_messages
+    from llamatwist.chat.template import ChatTemplate, TemplateError, template_messages
 
     t = ChatTemplate(source)
     try:
-        gen, full = (t.render(_template_messages(t, parse_messages(msgs), False), add_generation_prompt=add,
+        gen, full = (t.render(template_messages(t, parse_messages(msgs), False), add_generation_prompt=add,
                               tools=[TOOL], extra={}, enable_thinking=True) for msgs, add in (([ASK], True),
                                                                                             ([ASK, CALL], False)))
     except TemplateError:

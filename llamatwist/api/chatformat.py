@@ -12,7 +12,7 @@ from typing import Any
 from llamatwist.api.errors import InvalidRequest
 from llamatwist.chat import RenderedChat, render_chat, select_template, template_roles
 from llamatwist.chat.template import AnyTemplate, ChatTemplate, TemplateCaps, TemplateError, spaced_reasoning_tags
-from llamatwist.chat.toolcalls.formats import THINK, detect_family
+from llamatwist.chat.toolcalls.formats import THINK, Family, detect_family
 from llamatwist.chat.toolcalls.model import HandlerContinuation
 from llamatwist.config import ServerConfig
 
@@ -75,13 +75,22 @@ class ChatFormatter:
         return (template.caps if isinstance(template, ChatTemplate) else TemplateCaps()).as_map()
 
     @cached_property
+    def family(self) -> Family | None:
+        """The format family of the template's source (a built-in template's too)."""
+        return detect_family(self.source)
+
+    @property
+    def _jinja_family(self) -> Family | None:
+        return self.family if self.is_jinja else None
+
+    @cached_property
     def may_think(self) -> bool:
         """The template has a thinking block, so replies are parsed for reasoning: ``<think>``, a template
         that reads enable_thinking (unless its format has no thinking markers: Apertus), or its format
         family's own markers (GPT-OSS's analysis channel, Seed-OSS's ``<seed:think>``, Mistral's ``[THINK]``)."""
         if "<think>" in self.source:
             return True
-        family = detect_family(self.source)
+        family = self.family
         if family is not None and family.think is None:
             return False
         caps = getattr(self.template, "caps", None)
@@ -93,21 +102,21 @@ class ChatFormatter:
     def parses_plain(self) -> bool:
         """Replies are parsed even without tools or thinking: llama.cpp's own parser for the template's format
         skips a reply's leading whitespace (Qwen3-Coder, Devstral)."""
-        family = detect_family(self.source) if self.is_jinja else None
+        family = self._jinja_family
         return family is not None and family.spacing.content_lstrip and family.handwritten(self.source)
 
     @cached_property
     def continuation(self) -> HandlerContinuation | None:
         """What llama.cpp's handler for this template's format writes for a continued message (GPT-OSS, Gemma 4,
         Kimi K2, LFM2, Qwen3-Coder, DeepSeek V4, ...), whatever the request's tools; None: the plan's markers."""
-        family = detect_family(self.source) if self.is_jinja else None
+        family = self._jinja_family
         return family.continuation_in(self.source) if family is not None else None
 
     @cached_property
     def think_spacing(self) -> tuple[str, str] | None:
         """The thinking markers of the template's format with the whitespace the template writes around them,
         which llama.cpp's parser reads as part of them (None: the template has no Jinja source to show it)."""
-        family = detect_family(self.source) if self.is_jinja else None
+        family = self._jinja_family
         think = family.think if family is not None else THINK
         if think is None or not isinstance(self.template, ChatTemplate):
             return None

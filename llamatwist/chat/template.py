@@ -50,6 +50,7 @@ __all__ = [
     "select_template",
     "strip_bos",
     "strip_eos",
+    "template_messages",
     "verify_template",
 ]
 
@@ -511,7 +512,7 @@ def _template_spacing(template: ChatTemplate, tags: tuple[str, str]) -> tuple[st
     probe = parse_messages([{"role": "user", "content": "U_USER_MSG Hello END_U"},
                             {"role": "assistant", "content": _PROBE_CONTENT, "reasoning_content": _PROBE_REASONING}])
     try:
-        text = template.render(_template_messages(template, probe, drop_last=False), add_generation_prompt=False,
+        text = template.render(template_messages(template, probe, drop_last=False), add_generation_prompt=False,
                                tools=[], extra={}, enable_thinking=True, now=datetime.now())
     except TemplateError:
         return tags
@@ -533,7 +534,7 @@ def _closed_block_spacing(template: ChatTemplate, tags: tuple[str, str], probe: 
     as llama.cpp's analysis reads it."""
     start, end = tags
     try:
-        on, off = (template.render(_template_messages(template, probe, drop_last=False), add_generation_prompt=True,
+        on, off = (template.render(template_messages(template, probe, drop_last=False), add_generation_prompt=True,
                                    tools=[], extra={}, enable_thinking=thinking, now=datetime.now())
                    for thinking in (True, False))
     except TemplateError:
@@ -542,7 +543,7 @@ def _closed_block_spacing(template: ChatTemplate, tags: tuple[str, str], probe: 
     return (start, closing) if closing.strip() == end else tags
 
 
-def _template_messages(
+def template_messages(
     template: ChatTemplate, messages: Sequence[ChatMessage], drop_last: bool
 ) -> list[dict[str, Any]]:
     """The messages as llama.cpp hands them to a Jinja template, with its input workarounds applied."""
@@ -680,7 +681,7 @@ def render_chat(
         continuation = Continuation.REASONING if only_reasoning else Continuation.CONTENT
 
     if isinstance(template, ChatTemplate):
-        template_msgs = _template_messages(template, msgs, drop_last=continued is not None)
+        template_msgs = template_messages(template, msgs, drop_last=continued is not None)
         now = now or datetime.now()
         extra: dict[str, Any] = {"datetime": now.strftime("%b %d %Y"), "date_string": now.strftime("%d %b %Y")}
         extra.update(kwargs)

@@ -705,9 +705,6 @@ class Family:
     # read Apriel's <thinking> in them)
     thinks_without_tools: bool = True
     think_probe: str = ""  # what shows the template uses the thinking markers (default: the opening one)
-    # llama.cpp's hand-written parser reads the block even where the template writes no markers (Ministral 3's,
-    # which Devstral's template gets)
-    thinks_anyway: Callable[[str], bool] = lambda src: False
     # reasoning "none": llama.cpp parses the thinking block the prompt opened with the reply, so the content
     # starts with it (Kimi K3's parser does not)
     prompt_block_in_content: bool = True
@@ -721,6 +718,9 @@ class Family:
     # which of the family's templates llama.cpp reads with a hand-written parser (common/parsers/), whose spacing
     # holds with or without tools (its template analysis reads the others, and a plain reply as it is)
     handwritten: Callable[[str], bool] = lambda src: False
+    # that parser reads the thinking block even where the template writes no markers (Ministral 3's, which
+    # Devstral's template gets; Kimi K2's, Kimi K2 Instruct's)
+    handler_thinks: bool = False
     # llama.cpp's rewrite of the messages before this format's template renders them (source, messages)
     adapt_messages: Callable[[str, list[dict[str, Any]]], list[dict[str, Any]]] | None = None
 
@@ -729,7 +729,9 @@ class Family:
 
     def thinks_in(self, src: str) -> bool:
         """Whether this template writes the family's thinking markers (Qwen 2.5 is Hermes but never thinks)."""
-        return self.think is not None and (self.thinks_anyway(src) or (self.think_probe or self.think[0]) in src)
+        if self.think is None:
+            return False
+        return (self.handler_thinks and self.handwritten(src)) or (self.think_probe or self.think[0]) in src
 
 
 def _has(*markers: str) -> Callable[[str], bool]:
@@ -924,7 +926,8 @@ _ALL: list[Family] = [
         preserved=(*THINK, *_KIMI_TOKENS),
         continuation=HandlerContinuation(*THINK),
         spacing=KEEP,
-        thinks_anyway=lambda src: True,  # its handler reads <think> blocks in Kimi K2 Instruct's replies too
+        handwritten=lambda src: True,
+        handler_thinks=True,
     ),
     Family(
         "seed-oss",
@@ -1072,7 +1075,7 @@ _ALL: list[Family] = [
         continuation=HandlerContinuation("[THINK]", "[/THINK]"),
         continues_with=_is_ministral3,
         handwritten=_is_ministral3,
-        thinks_anyway=_is_ministral3,
+        handler_thinks=True,
         adapt_messages=lambda src, messages: ministral3_blocks(messages) if _is_ministral3(src) else messages,
         # the Ministral 3 handler's; the other Mistral templates think not, and their template-analysis parser
         # skips the same whitespace before a reply with tools

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .forced import FORCED_FAMILIES, ForcedCall
@@ -52,14 +53,32 @@ def _thinking_tags(family: Family, template_source: str) -> tuple[str, str] | No
     return family.think if family.thinks_in(template_source) else None
 
 
-def _after_prompt_start(tags: tuple[str, str] | None, generation_prompt: str) -> str | None:
-    """What the generation prompt wrote after its last thinking start marker (None: it wrote none). Without
-    the end marker the output starts inside the block (DeepSeek R1, Qwen3 with thinking on); with it the
-    template closed the block itself (thinking off)."""
-    if tags is None:
-        return None
-    i = generation_prompt.rfind(tags[0])
-    return generation_prompt[i + len(tags[0]):] if i >= 0 else None
+@dataclass(frozen=True)
+class _PromptBlock:
+    """What the generation prompt wrote of the thinking block: ``after`` its last start marker (None: it opened
+    none), and whether that includes the end marker. Open, the output starts inside the block (DeepSeek R1,
+    Qwen3 with thinking on); closed, the template closed it itself (thinking off)."""
+
+    start: str = ""
+    after: str | None = None
+    closed: bool = False
+
+    @property
+    def open(self) -> bool:
+        return self.after is not None and not self.closed
+
+    @property
+    def text(self) -> str:
+        """The block as the prompt wrote it, start marker included ("" where it opened none)."""
+        return self.start + self.after if self.after is not None else ""
+
+
+def _prompt_block(tags: tuple[str, str] | None, generation_prompt: str) -> _PromptBlock:
+    i = generation_prompt.rfind(tags[0]) if tags is not None else -1
+    if tags is None or i < 0:
+        return _PromptBlock()
+    after = generation_prompt[i + len(tags[0]):]
+    return _PromptBlock(tags[0], after, tags[1] in after)
 
 
 def plan_tools(
@@ -102,18 +121,16 @@ def plan_tools(
     if use_generic or family is None:
         family = FAMILIES["generic"] if use_generic else FAMILIES["content-only"]
     tags = _thinking_tags(family, template_source)
-    after = _after_prompt_start(tags, generation_prompt)
-    closed = after is not None and tags is not None and tags[1] in after
-    forced_open = reasoning_format != "none" and enable_thinking and after is not None and not closed
+    block = _prompt_block(tags, generation_prompt)
+    forced_open = reasoning_format != "none" and enable_thinking and block.open
     syntax = ChatSyntax(
         format=family.name,
         reasoning_format=reasoning_format,
         thinking_forced_open=forced_open,
-        thinking_closed=closed,
+        thinking_closed=block.closed,
         think_spacing=think_spacing or tags or ("", ""),
-        forced_lead=after if forced_open and after is not None else "",
-        content_lead=tags[0] + after if reasoning_format == "none" and tags and after is not None
-        and family.prompt_block_in_content else "",
+        forced_lead=(block.after or "") if forced_open else "",
+        content_lead=block.text if reasoning_format == "none" and family.prompt_block_in_content else "",
         reads_thinking=family.think is None or tags is not None,
         parse_tool_calls=bool(functions),
         reasoning_in_content=stream and reasoning_format == "deepseek-legacy",
