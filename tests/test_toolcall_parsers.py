@@ -249,6 +249,14 @@ CASES = [
          "Sure.<tool_call>get_weather<arg_key>location</arg_key><arg_value>Paris</arg_value></tool_call>"
          "<tool_call>get_time</tool_call>",
          "Sure.", calls=(call("get_weather", WEATHER), call("get_time", "{}"))),
+    # -- Ling 3.0: GLM's calls; the prompt opened the block, and a call may end it without </think>
+    Case("ling3-call-ends-thinking", "ling3",
+         "Weather.\n<tool_call>get_weather\n<arg_key>location</arg_key>\n<arg_value>Paris</arg_value>\n</tool_call>",
+         "", "Weather.\n", calls=(call("get_weather", WEATHER),), syntax={"thinking_forced_open": True}),
+    Case("ling3-none-unwraps", "ling3",
+         "Hm.\n</think>\n\nOn it.<tool_call>get_weather\n<arg_key>location</arg_key>\n<arg_value>Paris</arg_value>\n"
+         "</tool_call>", "Hm.\n\n\nOn it.", calls=(call("get_weather", WEATHER),),
+         syntax={"reasoning_format": "none", "unwrap_block": True}),
     # -- MiniMax-M2
     Case("minimax-m2-call", "minimax-m2",
          '<think>Hm.</think>\n<minimax:tool_call>\n<invoke name="get_weather">\n<parameter name="location">Paris'
@@ -340,6 +348,11 @@ CASES = [
          "Hm.<|open|>response<|sep|>Hello.<|close|>response<|sep|><|close|>message<|sep|>", "Hello.", "Hm.",
          syntax={"thinking_forced_open": True}),
     # -- MiniMax-M3: elements named by their key after a namespace token, nested objects and arrays
+    # a turn without reasoning starts with a bare </mm:think> (the template's "thinking disabled" prefix)
+    Case("minimax-m3-bare-end", "minimax-m3",
+         "</mm:think>On it.]<]minimax[>[<tool_call>\n]<]minimax[>[<invoke name=\"get_weather\">"
+         "]<]minimax[>[<location>Paris]<]minimax[>[</location>]<]minimax[>[</invoke>\n]<]minimax[>[</tool_call>",
+         "On it.", calls=(call("get_weather", WEATHER),)),
     Case("minimax-m3-parallel", "minimax-m3",
          "<mm:think>Hm.</mm:think>On it.]<]minimax[>[<tool_call>\n]<]minimax[>[<invoke name=\"get_weather\">"
          "]<]minimax[>[<location>Paris]<]minimax[>[</location>]<]minimax[>[<days>3]<]minimax[>[</days>"
@@ -368,7 +381,7 @@ def test_every_native_format_has_cases() -> None:
                 "functionary-v3.2", "deepseek-r1", "deepseek-v3.1", "command-r7b", "granite", "gpt-oss", "gemma4",
                 "phi-4", "apriel", "apriel-1.6", "glm-4.5", "minimax-m2", "deepseek-dsml", "kimi-k2", "seed-oss", "minimax-m1",
                 "nemotron-v2", "solar-open", "minicpm5", "hunyuan3", "lfm2", "gigachat3", "apertus",
-                "command-r-plus", "kimi-k3", "minimax-m3", "muse-glimmer"}  # fmt: skip
+                "command-r-plus", "kimi-k3", "minimax-m3", "muse-glimmer", "ling3"}  # fmt: skip
     assert NATIVE_FORMATS == expected
 
 

@@ -86,7 +86,7 @@ TEMPLATES: dict[str, tuple[str, bool, bool]] = {
     "GLM-4.6.jinja": ("glm-4.5", True, True),
     "GLM-4.7-Flash.jinja": ("glm-4.5", True, True),
     "Spark2.5.jinja": ("glm-4.5", True, True),
-    "inclusionai-ling-3.0-flash.jinja": ("glm-4.5", True, True),
+    "inclusionai-ling-3.0-flash.jinja": ("ling3", True, True),
     "poolside-Laguna-S-2.1.jinja": ("glm-4.5", True, True),
     "poolside-Laguna-XS-2.1.jinja": ("glm-4.5", True, True),
     "poolside-Laguna-XS.2.jinja": ("glm-4.5", True, True),
@@ -169,7 +169,7 @@ def test_every_native_family_has_a_template() -> None:
                         "gemma4", "glm-4.5", "minimax-m2", "deepseek-dsml", "kimi-k2", "seed-oss",
                         "minimax-m1", "nemotron-v2", "solar-open", "minicpm5", "hunyuan3", "lfm2",
                         "gigachat3", "apertus", "command-r-plus", "kimi-k3", "minimax-m3", "muse-glimmer",
-                        "generic"}  # fmt: skip
+                        "ling3", "generic"}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", sorted(TEMPLATES))

@@ -651,6 +651,7 @@ def parse_harmony(s: Scanner) -> None:
             _json_args(s, to.group(1))
             for marker in _HARMONY_END:
                 s.consume(marker)
+            s.skip_trailing_ws()
             continue
         body, end = s.until(_HARMONY_END)
         if "<|channel|>analysis" not in header:
@@ -679,6 +680,7 @@ def parse_muse(s: Scanner) -> None:
             _ATEM_CALLS(s, found)
             for marker in _MUSE_END:
                 s.consume(marker)
+            s.skip_trailing_ws()
             continue
         body, end = s.until(_MUSE_END)
         if recipient != "self" or s.syntax.reasoning_format == "none":
@@ -705,9 +707,10 @@ class Family:
     # read Apriel's <thinking> in them)
     thinks_without_tools: bool = True
     think_probe: str = ""  # what shows the template uses the thinking markers (default: the opening one)
-    # reasoning "none": llama.cpp parses the thinking block the prompt opened with the reply, so the content
-    # starts with it (Kimi K3's parser does not)
-    prompt_block_in_content: bool = True
+    # reasoning "none" after a prompt that opened the thinking block: llama.cpp's hand-written parser still
+    # reads the block, as content without its end marker (Kimi K3, Ling 3); its template analysis instead
+    # parses the prompt's block with the reply, so the content starts with the start marker
+    none_unwraps: bool = False
     # the whitespace rules of llama.cpp's parser for the format: its template analysis's unless it has a
     # hand-written one (common/parsers/*.cpp)
     spacing: Spacing = TEMPLATE
@@ -894,6 +897,17 @@ _ALL: list[Family] = [
         preserved=("<thinking>", "</thinking>", "<tool_calls>", "</tool_calls>"),
         thinks_without_tools=False,
     ),
+    Family(
+        "ling3",  # Ling 3.0 / Bailing V3: GLM's calls in <role> sections; a call may end the thinking block
+        Tagged((Call("<tool_call>", glm_call),)),
+        _has("<role>ASSISTANT</role>", "<arg_key>"),
+        think_stops=("<tool_call>",),
+        stops=("<|role_end|>",),
+        preserved=(*THINK, "<tool_call>", "</tool_call>", "<arg_key>", "</arg_key>", "<arg_value>", "</arg_value>",
+                   "<|role_end|>"),
+        handwritten=lambda src: True,
+        none_unwraps=True,
+    ),
     # llama.cpp reads these from the template (its autoparser); llamatwist knows their markers
     Family(
         "glm-4.5",
@@ -1015,7 +1029,8 @@ _ALL: list[Family] = [
         think_probe="open_tag('think'",
         preserved=("<|open|>", "<|close|>", "<|sep|>", "<|end_of_msg|>"),
         spacing=KEEP,
-        prompt_block_in_content=False,
+        handwritten=lambda src: True,
+        none_unwraps=True,
     ),
     Family(
         "minimax-m3",
@@ -1024,7 +1039,7 @@ _ALL: list[Family] = [
         think=("<mm:think>", "</mm:think>"),
         think_probe="think_end_token",
         preserved=(MINIMAX_NS, "<tool_call>", "</tool_call>", "<mm:think>", "</mm:think>"),
-        spacing=Spacing(reasoning_lstrip=True),
+        spacing=Spacing(reasoning_lstrip=True, bare_end=True),
     ),
     Family(
         "muse-glimmer",

@@ -58,6 +58,9 @@ class ChatSyntax:
     # reasoning_format "none" after a prompt that opened (or opened and closed) the block: llama-server parses
     # the prompt's block with the reply, so the content starts with it (DeepSeek R1's "<think>\n")
     content_lead: str = ""
+    # ...or its hand-written parser reads the block the prompt opened as content, dropping its end marker
+    # (Kimi K3, Ling 3)
+    unwrap_block: bool = False
     # False: the template has none of its format's thinking markers, so a block the model writes is content, as
     # llama.cpp's parser for it finds no block to read (Qwen3-Coder, Qwen 2.5)
     reads_thinking: bool = True

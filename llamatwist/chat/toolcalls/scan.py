@@ -54,13 +54,15 @@ class Spacing:
     marker (``ChatSyntax.forced_lead``). ``reasoning_lstrip``/``content_lstrip``: a hand-written parser that
     skips the whitespace at the start of the reasoning (``<think>`` + space()) or before the content. A
     hand-written parser reads a block only where the reply starts with it, unless ``block_after_space`` (Gemma
-    4's: the whitespace before it is content).
+    4's: the whitespace before it is content). ``bare_end``: one that drops an end marker the reply starts with
+    (MiniMax-M3's turn without reasoning starts with a bare ``</mm:think>``).
     """
 
     template: bool = False
     reasoning_lstrip: bool = False
     content_lstrip: bool = False
     block_after_space: bool = False
+    bare_end: bool = False
 
 
 TEMPLATE = Spacing(template=True)
@@ -120,6 +122,11 @@ class Scanner:
 
     def skip_ws(self) -> None:
         self.pos = skip_ws(self.text, self.pos)
+
+    def skip_trailing_ws(self) -> None:
+        """Whitespace after a format's last element ends the reply (llama.cpp's parsers drop it)."""
+        if self.text[self.pos :].isspace():
+            self.pos = len(self.text)
 
     def rest(self) -> str:
         out = self.text[self.pos :]
@@ -210,7 +217,12 @@ class Scanner:
         ``Spacing`` says."""
         sp, text = self.spacing, self.text
         if self.syntax.reasoning_format == "none" or self.think is None:
-            if self.syntax.content_lead and self.pos == 0:
+            if self.syntax.unwrap_block and self.think is not None and self.pos == 0:
+                body, found = self.until((self.think[1], *self.think_stops))
+                if found is not None and found != self.think[1]:
+                    self.pos -= len(found)  # a call ends the block (Ling 3)
+                self.add_content(body)
+            elif self.syntax.content_lead and self.pos == 0:
                 self.add_content(self.syntax.content_lead)
             # a hand-written parser that skips the space before its content does so either way, and so does
             # llama.cpp's template analysis (a reply without tools or thinking is not parsed at all)
@@ -229,9 +241,13 @@ class Scanner:
             cursor += len(start)
         elif self.syntax.thinking_forced_open and self.pos == 0:
             cursor, lead = 0, self.syntax.forced_lead if sp.template else ""
-        elif self.partial and cursor < len(text) and start.startswith(text[cursor:]):
+        elif self.partial and cursor < len(text) and (start.startswith(text[cursor:])
+                                                      or sp.bare_end and end.startswith(text[cursor:])):
             self.pos = len(text)  # maybe the start of a thinking block: wait
             raise Stop
+        elif sp.bare_end and text.startswith(end, cursor):
+            self.pos = cursor + len(end)
+            return False
         else:
             if sp.template or sp.content_lstrip:
                 self.pos = skip_ws(text, self.pos)
