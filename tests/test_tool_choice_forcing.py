@@ -88,3 +88,54 @@ def test_required_call_is_forced(family: str, template_dir: Path, make_server: A
     named = {"type": "function", "function": {"name": "save_note"}}
     _one_call(_ask(srv, named, [CODE, NOTE]), NOTE["function"])
     assert srv.get("/health").status_code == 200
+
+
+def _byte_matcher(grammar: str) -> Any:
+    """An llguidance matcher for ``grammar`` over a vocabulary of single bytes (so any text can be fed)."""
+    import llguidance as llg
+
+    from llamatwist.constrain.base import TokenizerInfo
+    from llamatwist.constrain.llg import lltokenizer
+
+    info = TokenizerInfo(tokens=[bytes([i]) for i in range(256)] + [b"<eos>"], eog_ids=[256], tokenize=list)
+    return llg.LLMatcher(lltokenizer(info), llg.LLMatcher.grammar_from_lark(grammar), log_level=0)
+
+
+def test_minimax_m3_forced_arguments_are_the_templates_xml(template_dir: Path) -> None:
+    """MiniMax-M3's template writes nested arguments as elements (``to_xml``: an object's members inside its
+    element, an array's values as ``<item>``s), and llama.cpp's grammar for a forced call follows it: the
+    grammar takes the call exactly as the template renders it, reads it back to the same arguments, and
+    refuses the JSON text a generic value rule would have let through."""
+    from llamatwist.chat.messages import parse_messages
+    from llamatwist.chat.template import ChatTemplate, template_messages
+    from llamatwist.chat.toolcalls import ChatSyntax, parse_output
+    from llamatwist.chat.toolcalls.forced import ForcedCall, forced_call_grammar
+    from llamatwist.chat.toolcalls.formats import MINIMAX_NS as NS
+
+    params = {"type": "object", "required": ["title", "days", "stops", "opts"], "properties": {
+        "title": {"type": "string"}, "days": {"type": "integer"},
+        "stops": {"type": "array", "items": {"type": "object", "required": ["city", "nights"], "properties": {
+            "city": {"type": "string"}, "nights": {"type": "integer"}}}},
+        "opts": {"type": "object", "required": ["fast", "tags"], "properties": {
+            "fast": {"type": "boolean"}, "tags": {"type": "array", "items": {"type": "string"}}}}}}  # fmt: skip
+    tool = {"type": "function", "function": {"name": "plan", "parameters": params}}
+    args = {"title": "Trip", "days": 3, "stops": [{"city": "Rome", "nights": 2}, {"city": "Pisa", "nights": 1}],
+            "opts": {"fast": True, "tags": ["a", "b"]}}
+    call = {"role": "assistant", "content": "", "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "plan", "arguments": json.dumps(args)}}]}
+    template = ChatTemplate((template_dir / "MiniMax-M3.jinja").read_text())
+    rendered = template.render(template_messages(template, parse_messages([*HELLO, call]), False),
+                               add_generation_prompt=False, tools=[tool], extra={}, enable_thinking=False)
+    start = rendered.rindex(NS + "<tool_call>")  # the last: the system prompt shows an example first
+    written = rendered[start : rendered.index(NS + "</tool_call>", start) + len(NS + "</tool_call>")]
+    assert NS + "<item>" + NS + "<city>Rome" in written  # the template nests them
+
+    grammar = forced_call_grammar(ForcedCall("minimax-m3", (tool["function"],)), {})
+    matcher = _byte_matcher(grammar)
+    assert matcher.consume_tokens(list(written.encode())) and matcher.is_accepting(), matcher.get_error()
+    parsed = parse_output(written, ChatSyntax(format="minimax-m3", tool_parameters={"plan": params}), partial=False)
+    assert [json.loads(c.arguments) for c in parsed.tool_calls] == [args]
+
+    as_json = written.replace(written[written.index(NS + "<stops>"):written.index(NS + "<opts>")],
+                              f"{NS}<stops>{json.dumps(args['stops'])}{NS}</stops>")
+    assert not _byte_matcher(grammar).consume_tokens(list(as_json.encode()))

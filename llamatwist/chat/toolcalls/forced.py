@@ -337,6 +337,54 @@ def _llama3(g: _Lark, functions: Sequence[Mapping[str, Any]], _src: str) -> str:
     return g.seq(g.json(_one_of([_call_object(f, "name", "parameters") for f in functions])))
 
 
+def _may_be_string(schema: Any) -> bool:
+    """Whether a value under ``schema`` may be a string, so that any text is one (untyped values too)."""
+    if not isinstance(schema, dict):
+        return True
+    if "anyOf" in schema or "oneOf" in schema:
+        return any(_may_be_string(alt) for alt in schema.get("anyOf") or schema.get("oneOf") or ())
+    if "const" in schema or "enum" in schema:
+        return False
+    kind = schema.get("type")
+    if kind is None:
+        return not ("properties" in schema or "items" in schema)
+    return kind == "string" or (isinstance(kind, list) and "string" in kind)
+
+
+def _minimax_m3(g: _Lark, functions: Sequence[Mapping[str, Any]], _src: str) -> str:
+    """``<tool_call>\n<invoke name="NAME">`` and the arguments as the template's ``to_xml`` writes them, every tag
+    after the namespace token: a member is ``<KEY>VALUE</KEY>``, an object's members nested in it, an array's
+    elements as ``<item>``s, a string as text, anything else as JSON (llama.cpp's grammar for the format)."""
+
+    def element(tag: str, schema: Any) -> str:
+        close = g.seq(MINIMAX_NS, f"</{tag}>")
+        body: str
+        if _may_be_string(schema):
+            body = _free_text(g, schema, MINIMAX_NS) + " " + g.lit(f"</{tag}>")
+        elif isinstance(schema.get("anyOf") or schema.get("oneOf"), list):
+            alts = schema.get("anyOf") or schema.get("oneOf")
+            body = _alternatives(_value_then(alt, close) for alt in alts)
+        else:
+            body = _value_then(schema, close)
+        return g.seq(MINIMAX_NS, f"<{tag}>", g.rule(body))
+
+    def members(schema: Mapping[str, Any]) -> str:
+        props, required = _required(schema)
+        return " ".join(element(key, props.get(key)) for key in required)
+
+    def _value_then(schema: Any, close: str) -> str:
+        kind = schema.get("type") if isinstance(schema, dict) else None
+        if kind in ("object", None) and isinstance(schema, dict) and schema.get("properties"):
+            return f"{members(schema)} {close}"
+        if kind in ("array", None) and isinstance(schema, dict) and isinstance(schema.get("items"), dict):
+            return f"{g.rule(element('item', schema['items']))}* {close}"
+        return f"{g.json(schema)} {close}"
+
+    return _alternatives(g.seq(MINIMAX_NS, "<tool_call>", "\n", MINIMAX_NS, f'<invoke name="{f["name"]}">',
+                               _Ref(members(_params(f))), MINIMAX_NS, "</invoke>", "\n", MINIMAX_NS, "</tool_call>")
+                         for f in functions)
+
+
 FORCED_FAMILIES: dict[str, Builder] = {
     "hermes": _json_call("<tool_call>", "</tool_call>", between="\n"),
     # <tool_call>\n<function=NAME>\n<parameter=KEY>\nVALUE\n</parameter>\n...</function>\n</tool_call>
@@ -381,9 +429,7 @@ FORCED_FAMILIES: dict[str, Builder] = {
     "apertus": _apertus,
     "command-r-plus": _json_call("Action:\n```json\n", "```", "tool_name", "parameters", array=True),
     "kimi-k3": _kimi_k3,
-    "minimax-m3": _tagged_call(lambda name: (MINIMAX_NS, "<tool_call>", "\n", MINIMAX_NS, f'<invoke name="{name}">'),
-                               lambda key, _text: ((MINIMAX_NS, f"<{key}>"), (f"</{key}>",)),
-                               (MINIMAX_NS, "</invoke>", "\n", MINIMAX_NS, "</tool_call>"), MINIMAX_NS),
+    "minimax-m3": _minimax_m3,
     "muse-glimmer": _muse,
     "seed-oss": _tagged_call(lambda name: ("<seed:tool_call>", f"\n<function={name}>\n"),
                              lambda key, _text: ((f"<parameter={key}>",), ("\n",)),
