@@ -135,7 +135,8 @@ CAPS_DIFFER: dict[str, set[str]] = {}
 
 
 # Templates whose prompt with tools differs from llama-server's (README, "Tools and reasoning"): they show no
-# tools, so llamatwist adds its generic instructions (and a tools-capable reply) where llama-server sends none
+# tools, so llamatwist adds its generic instructions (and a tools-capable reply) where llama-server sends none;
+# FireFunction v2's shows them when it is handed them as `functions`, as llama.cpp's handler for it did
 TOOLS_DIFFER = {"HuggingFaceTB-SmolLM3-3B", "google-gemma-2-2b-it", "llama-cpp-rwkv-world",
                 "microsoft-Phi-3.5-mini-instruct", "fireworks-ai-llama-3-firefunction-v2"}
 # ...and whose continued assistant message (prefill) differs: none (RWKV-World's end marker, "\n</think>", comes

@@ -249,6 +249,11 @@ CASES = [
          "Sure.<tool_call>get_weather<arg_key>location</arg_key><arg_value>Paris</arg_value></tool_call>"
          "<tool_call>get_time</tool_call>",
          "Sure.", calls=(call("get_weather", WEATHER), call("get_time", "{}"))),
+    # -- FireFunction v2: " functools[" and a JSON array of calls
+    Case("firefunction-v2-parallel", "firefunction-v2",
+         'Checking. functools[{"name": "get_weather", "arguments": {"location": "Paris"}}, '
+         '{"name": "get_time", "arguments": {"tz": "CET"}}]',
+         "Checking. ", calls=(call("get_weather", WEATHER), call("get_time", TIME))),  # llama.cpp keeps the space
     # -- Ling 3.0: GLM's calls; the prompt opened the block, and a call may end it without </think>
     Case("ling3-call-ends-thinking", "ling3",
          "Weather.\n<tool_call>get_weather\n<arg_key>location</arg_key>\n<arg_value>Paris</arg_value>\n</tool_call>",
@@ -381,7 +386,7 @@ def test_every_native_format_has_cases() -> None:
                 "functionary-v3.2", "deepseek-r1", "deepseek-v3.1", "command-r7b", "granite", "gpt-oss", "gemma4",
                 "phi-4", "apriel", "apriel-1.6", "glm-4.5", "minimax-m2", "deepseek-dsml", "kimi-k2", "seed-oss", "minimax-m1",
                 "nemotron-v2", "solar-open", "minicpm5", "hunyuan3", "lfm2", "gigachat3", "apertus",
-                "command-r-plus", "kimi-k3", "minimax-m3", "muse-glimmer", "ling3"}  # fmt: skip
+                "command-r-plus", "kimi-k3", "minimax-m3", "muse-glimmer", "ling3", "firefunction-v2"}  # fmt: skip
     assert NATIVE_FORMATS == expected
 
 

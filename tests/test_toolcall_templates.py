@@ -63,6 +63,8 @@ TEMPLATES: dict[str, tuple[str, bool, bool]] = {
     "meta-llama-Llama-3.1-8B-Instruct.jinja": ("llama3-builtin", True, True),
     "meta-llama-Llama-3.3-70B-Instruct.jinja": ("llama3-builtin", True, True),
     "meta-llama-Llama-3.2-3B-Instruct.jinja": ("llama3", True, True),
+    # its template shows the tools it is handed as `functions` (llama.cpp's handler for it before the pin)
+    "fireworks-ai-llama-3-firefunction-v2.jinja": ("firefunction-v2", True, True),
     "mistralai-Mistral-Nemo-Instruct-2407.jinja": ("mistral", True, True),
     "Mistral-Small-3.2-24B-Instruct-2506.jinja": ("mistral", True, True),
     "unsloth-mistral-Devstral-Small-2507.jinja": ("mistral", True, True),
@@ -169,7 +171,7 @@ def test_every_native_family_has_a_template() -> None:
                         "gemma4", "glm-4.5", "minimax-m2", "deepseek-dsml", "kimi-k2", "seed-oss",
                         "minimax-m1", "nemotron-v2", "solar-open", "minicpm5", "hunyuan3", "lfm2",
                         "gigachat3", "apertus", "command-r-plus", "kimi-k3", "minimax-m3", "muse-glimmer",
-                        "ling3", "generic"}  # fmt: skip
+                        "ling3", "firefunction-v2", "generic"}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", sorted(TEMPLATES))

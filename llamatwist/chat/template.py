@@ -684,6 +684,9 @@ def render_chat(
         template_msgs = template_messages(template, msgs, drop_last=continued is not None)
         now = now or datetime.now()
         extra: dict[str, Any] = {"datetime": now.strftime("%b %d %Y"), "date_string": now.strftime("%d %b %Y")}
+        family = detect_family(template.source)
+        if family is not None and family.template_vars is not None:
+            extra.update(family.template_vars([t.to_json() for t in parsed_tools]))
         extra.update(kwargs)
 
         def render(add_gen: bool) -> str:

@@ -407,6 +407,7 @@ FORCED_FAMILIES: dict[str, Builder] = {
     "gpt-oss": _harmony,
     "gemma4": _gemma4,
     "glm-4.5": _glm,
+    "firefunction-v2": _json_call(" functools", array=True),
     "ling3": _glm,
     "minimax-m2": _tagged_call(lambda name: ("<minimax:tool_call>", f'\n<invoke name="{name}">\n'),
                                lambda key, _text: ((f'<parameter name="{key}">',), ("\n",)),

@@ -724,6 +724,8 @@ class Family:
     # that parser reads the thinking block even where the template writes no markers (Ministral 3's, which
     # Devstral's template gets; Kimi K2's, Kimi K2 Instruct's)
     handler_thinks: bool = False
+    # variables the format's template reads besides llama.cpp's (from the request's tools, OpenAI JSON)
+    template_vars: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None
     # llama.cpp's rewrite of the messages before this format's template renders them (source, messages)
     adapt_messages: Callable[[str, list[dict[str, Any]]], list[dict[str, Any]]] | None = None
 
@@ -1064,6 +1066,14 @@ _ALL: list[Family] = [
         _has("<|start_header_id|>", "<function="),
         think=None,
         preserved=("<|python_tag|>",),
+    ),
+    Family(
+        "firefunction-v2",  # " functools[" and a JSON array of calls; the tools reach its template as `functions`
+        Tagged((Call("functools", json_calls()),)),
+        _has(" functools["),
+        think=None,
+        # llama.cpp's handler for it before the pinned version (which renders no tools for this template)
+        template_vars=lambda tools: {"functions": json.dumps(tools, indent=2, ensure_ascii=False) if tools else ""},
     ),
     Family(
         "llama3-builtin",
