@@ -35,12 +35,9 @@ TURN_ENDS = ("<|im_end|>", "<|eot_id|>", "<｜end▁of▁sentence｜>", "</s>", 
 
 # (template, reasoning_format, "tools" | "plain") -> how many of its four replies llamatwist splits otherwise
 # than llama.cpp (README, "Tools and reasoning"): Gemma 4's parser drops the text after a stray thinking end,
-# which llamatwist keeps; Bielik's turn opens a block its parser reads all of the reply into, call included;
-# GigaChat 3.1's skips the whitespace before a call
+# which llamatwist keeps; Bielik's turn opens a block its parser reads all of the reply into, call included
 KNOWN_DIFFER: dict[tuple[str, str, str], int] = {
     ("Bielik-11B-v3.0-Instruct", "auto", "tools"): 4,
-    ("GigaChat3.1-10B-A1.8B", "auto", "tools"): 1,
-    ("GigaChat3.1-10B-A1.8B", "none", "tools"): 1,
     ("google-gemma-4-31B-it", "auto", "plain"): 1,
     ("google-gemma-4-31B-it", "none", "plain"): 1,
     ("google-gemma-4-31B-it-interleaved", "auto", "plain"): 1,

@@ -330,7 +330,10 @@ CASES = [
          'Checking.<|message_sep|>\n\nfunction call<|role_sep|>\n{"name": "get_weather", "arguments": '
          '{"location": "Paris"}}',
          "Checking.", calls=(call("get_weather", WEATHER),)),
-    Case("gigachat3.1-call", "gigachat3", '<|function_call|>{"name": "get_time", "arguments": {"tz": "CET"}}',
+    Case("gigachat3.1-call", "gigachat3.1", '<|function_call|>{"name": "get_time", "arguments": {"tz": "CET"}}',
+         calls=(call("get_time", TIME),)),
+    Case("gigachat3.1-leading-space", "gigachat3.1",  # its parser skips the whitespace a reply starts with
+         ' \n Checking.<|function_call|>{"name": "get_time", "arguments": {"tz": "CET"}}', "Checking.",
          calls=(call("get_time", TIME),)),
     # -- Apertus: {"NAME": {arguments}} objects in a JSON array
     Case("apertus-parallel", "apertus",
@@ -385,7 +388,7 @@ def test_every_native_format_has_cases() -> None:
     expected = {"hermes", "qwen3-coder", "llama3", "llama3-builtin", "mistral", "functionary-v3.1",
                 "functionary-v3.2", "deepseek-r1", "deepseek-v3.1", "command-r7b", "granite", "gpt-oss", "gemma4",
                 "phi-4", "apriel", "apriel-1.6", "glm-4.5", "minimax-m2", "deepseek-dsml", "kimi-k2", "seed-oss", "minimax-m1",
-                "nemotron-v2", "solar-open", "minicpm5", "hunyuan3", "lfm2", "gigachat3", "apertus",
+                "nemotron-v2", "solar-open", "minicpm5", "hunyuan3", "lfm2", "gigachat3", "gigachat3.1", "apertus",
                 "command-r-plus", "kimi-k3", "minimax-m3", "muse-glimmer", "ling3", "firefunction-v2"}  # fmt: skip
     assert NATIVE_FORMATS == expected
 

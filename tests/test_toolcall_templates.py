@@ -111,7 +111,7 @@ TEMPLATES: dict[str, tuple[str, bool, bool]] = {
     "LFM2-8B-A1B.jinja": ("lfm2", True, False),
     "LFM2.5-Instruct.jinja": ("lfm2", True, False),
     "GigaChat3-10B-A1.8B.jinja": ("gigachat3", True, True),
-    "GigaChat3.1-10B-A1.8B.jinja": ("gigachat3", True, True),
+    "GigaChat3.1-10B-A1.8B.jinja": ("gigachat3.1", True, True),
     "Apertus-8B-Instruct.jinja": ("apertus", True, True),
     "CohereForAI-c4ai-command-r-plus-tool_use.jinja": ("command-r-plus", True, True),
     "Kimi-K3.jinja": ("kimi-k3", True, True),
@@ -170,7 +170,7 @@ def test_every_native_family_has_a_template() -> None:
                         "functionary-v3.2", "deepseek-r1", "deepseek-v3.1", "command-r7b", "granite", "gpt-oss",
                         "gemma4", "glm-4.5", "minimax-m2", "deepseek-dsml", "kimi-k2", "seed-oss",
                         "minimax-m1", "nemotron-v2", "solar-open", "minicpm5", "hunyuan3", "lfm2",
-                        "gigachat3", "apertus", "command-r-plus", "kimi-k3", "minimax-m3", "muse-glimmer",
+                        "gigachat3", "gigachat3.1", "apertus", "command-r-plus", "kimi-k3", "minimax-m3", "muse-glimmer",
                         "ling3", "firefunction-v2", "generic"}  # fmt: skip
 
 

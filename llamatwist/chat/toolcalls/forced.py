@@ -420,6 +420,7 @@ FORCED_FAMILIES: dict[str, Builder] = {
         ("</tool_call:opensource>", "\n", "</tool_calls:opensource>"), "</arg_value:opensource>"),
     "lfm2": _lfm2,
     "gigachat3": _gigachat3,
+    "gigachat3.1": _gigachat3,
     "minimax-m1": _json_call("<tool_calls>", "</tool_calls>", between="\n"),
     "nemotron-v2": _json_call("<TOOLCALL>", "</TOOLCALL>", array=True),
     "solar-open": _solar,

@@ -999,9 +999,16 @@ _ALL: list[Family] = [
         spacing=KEEP,
     ),
     Family(
-        "gigachat3",
-        Tagged((Call("<|message_sep|>\n\nfunction call<|role_sep|>\n", json_calls()),
-                Call("<|function_call|>", json_calls()))),  # 3.1
+        "gigachat3.1",  # one call after <|function_call|>; llama.cpp's parser skips the space before a reply
+        Tagged((Call("<|function_call|>", json_calls()),)),
+        _has("<|role_sep|>", "<|message_sep|>", "<|function_call|>"),
+        think=None,
+        preserved=("<|message_sep|>", "<|role_sep|>", "<|function_call|>"),
+        spacing=Spacing(content_lstrip=True),  # with tools (a reply without is not parsed)
+    ),
+    Family(
+        "gigachat3",  # a "function call" message
+        Tagged((Call("<|message_sep|>\n\nfunction call<|role_sep|>\n", json_calls()),)),
         _has("<|role_sep|>", "<|message_sep|>"),
         think=None,
         preserved=("<|message_sep|>", "<|role_sep|>", "<|function_call|>"),
