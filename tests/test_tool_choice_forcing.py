@@ -139,3 +139,24 @@ def test_minimax_m3_forced_arguments_are_the_templates_xml(template_dir: Path) -
     as_json = written.replace(written[written.index(NS + "<stops>"):written.index(NS + "<opts>")],
                               f"{NS}<stops>{json.dumps(args['stops'])}{NS}</stops>")
     assert not _byte_matcher(grammar).consume_tokens(list(as_json.encode()))
+
+
+# a Pydantic-style tool: its nested models are $defs, its parameters $refs to them
+TRIP = {"type": "function", "function": {"name": "plan_trip", "description": "Plan a trip", "parameters": {
+    "type": "object", "required": ["start", "stops"],
+    "$defs": {"Stop": {"type": "object", "required": ["city", "nights"], "properties": {
+        "city": {"type": "string", "maxLength": 20}, "nights": {"type": "integer", "minimum": 1, "maximum": 9}}}},
+    "properties": {"start": {"$ref": "#/$defs/Stop"}, "stops": {"type": "array", "maxItems": 2,
+                                                                 "items": {"$ref": "#/$defs/Stop"}}}}}}  # fmt: skip
+
+
+@pytest.mark.parametrize("template", ["Qwen3-Coder.jinja", "GLM-4.6.jinja", "MiniMax-M3.jinja"])
+def test_forced_call_follows_referenced_definitions(template: str, template_dir: Path, make_server: Any,
+                                                    model_path: str) -> None:
+    """The formats that write each argument on its own (Qwen3-Coder's XML, GLM's tags, MiniMax-M3's elements)
+    constrain a parameter that is a reference to a definition as what it refers to (before, it was free text,
+    and SmolLM2 wrote anything there): the forced call's arguments validate against the schema."""
+    srv = make_server("-m", model_path, "-c", "2048", "-np", "1", "-t", "2", "--jinja",
+                      "--chat-template-file", str(template_dir / template))
+    # MiniMax-M3's namespace token is ~8 of SmolLM2's, and it writes one around every tag
+    _one_call(_ask(srv, "required", [TRIP], max_tokens=400), TRIP["function"])

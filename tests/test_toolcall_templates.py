@@ -298,3 +298,17 @@ def test_phi4_detection() -> None:
     """No Phi-4 template ships with the pinned llama.cpp: detection from Phi-4-mini's tool markers."""
     source = "{{ '<|' + message['role'] + '|>' + message['content'] + '<|tool|>' + message['tools'] + '<|/tool|>' }}"
     assert plan_tools(source, TOOLS).syntax.format == "phi-4"
+
+
+def test_referenced_parameters_are_typed_as_their_definitions(template_dir: Path) -> None:
+    """A parameter that is a ``$ref`` (Pydantic's nested models) is typed as what it refers to when Qwen3-Coder's
+    untyped XML values are read: a referenced string stays a string (before, "123" became the number 123)."""
+    source = load(template_dir, "Qwen3-Coder.jinja")
+    tool = {"type": "function", "function": {"name": "save", "parameters": {
+        "type": "object", "$defs": {"Code": {"type": "string"}, "Opts": {"type": "object"}},
+        "properties": {"code": {"$ref": "#/$defs/Code"}, "opts": {"$ref": "#/$defs/Opts"}}}}}  # fmt: skip
+    plan = plan_tools(source, [tool])
+    turn = ("<tool_call>\n<function=save>\n<parameter=code>\n123\n</parameter>\n<parameter=opts>\n{\"a\": 1}\n"
+            "</parameter>\n</function>\n</tool_call>")
+    msg = parse_output(turn, plan.syntax, partial=False)
+    assert [json.loads(c.arguments) for c in msg.tool_calls] == [{"code": "123", "opts": {"a": 1}}]

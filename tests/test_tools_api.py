@@ -25,7 +25,7 @@ from llamatwist.api.openai.tools import (
 from llamatwist.chat.toolcalls import ParsedMessage, ToolCallOut
 from llamatwist.chat.toolcalls.generic import CALL_ID_MAX_LENGTH, PARALLEL_CALLS_MIN_CAP, max_parallel_calls
 from llamatwist.config import SamplingDefaults
-from llamatwist.constrain.schema import closed_objects
+from llamatwist.constrain.schema import closed_objects, resolve_refs
 from tests.conftest import Server
 
 
@@ -124,6 +124,30 @@ def test_closed_objects_as_llama_cpp_reads_schemas() -> None:
     assert one["properties"]["b"]["items"]["additionalProperties"] is False
     assert "additionalProperties" not in any_object and open_object["additionalProperties"] is True
     assert closed["enum"] == [{"properties": {}}] and "additionalProperties" not in schema["anyOf"][0]
+
+
+def test_resolve_refs_lets_each_parameter_stand_alone() -> None:
+    """Pydantic-style tool schemas ($defs and $ref) resolved as llama.cpp reads them: each reference becomes
+    its definition (sibling keywords kept), through lists and nested references; a recursive one stays a
+    reference with the definitions beside it; data keywords and other documents' references are left alone."""
+    city = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+    tree = {"type": "object", "properties": {"kids": {"type": "array", "items": {"$ref": "#/$defs/Tree"}}}}
+    schema = {"type": "object", "$defs": {"City": city, "Tree": tree, "a/b": {"type": "integer"}},
+              "properties": {"home": {"$ref": "#/$defs/City", "description": "where"},
+                             "stops": {"type": "array", "items": {"$ref": "#/$defs/City"}},
+                             "either": {"anyOf": [{"$ref": "#/$defs/City"}, {"$ref": "#/$defs/a~1b"}]},
+                             "tree": {"$ref": "#/$defs/Tree"},
+                             "other": {"$ref": "https://example.com/x.json"},
+                             "missing": {"$ref": "#/$defs/Nope"},
+                             "fixed": {"const": {"$ref": "#/$defs/City"}}}}  # fmt: skip
+    props = resolve_refs(schema)["properties"]
+    assert props["home"] == {**city, "description": "where"}
+    assert props["stops"]["items"] == city and props["either"]["anyOf"] == [city, {"type": "integer"}]
+    inner = props["tree"]["properties"]["kids"]["items"]
+    assert inner["$ref"] == "#/$defs/Tree" and inner["$defs"]["Tree"] == tree  # recursion: one level, then a ref
+    assert props["other"] == {"$ref": "https://example.com/x.json"} and props["missing"] == {"$ref": "#/$defs/Nope"}
+    assert props["fixed"] == {"const": {"$ref": "#/$defs/City"}}
+    assert resolve_refs(True) is True and "$ref" in schema["properties"]["home"]  # the input is not changed
 
 
 def test_add_system_prompt() -> None:

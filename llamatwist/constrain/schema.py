@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["COMPACT_JSON_LAYOUT", "JSON_LAYOUT", "closed_objects", "inline_schema"]
+__all__ = ["COMPACT_JSON_LAYOUT", "JSON_LAYOUT", "closed_objects", "inline_schema", "resolve_refs"]
 
 # JSON output layout: llama.cpp's (json-schema-to-grammar's SPACE_RULE): around every token of the JSON, nothing,
 # one space, or one or two newlines and up to 20 spaces or tabs of indentation. Bounded, so a weak model cannot
@@ -59,3 +59,41 @@ def inline_schema(schema: Any) -> dict[str, Any]:
     out = dict(closed_objects(schema)) if isinstance(schema, dict) else {}
     out["x-guidance"] = {**COMPACT_JSON_LAYOUT, "lenient": False, **(out.get("x-guidance") or {})}
     return out
+
+
+# keywords whose values are data, not subschemas: a "$ref" key inside them is not a reference
+_DATA_KEYWORDS = ("const", "enum", "default", "examples")
+
+
+def resolve_refs(schema: Any) -> Any:
+    """``schema`` with each local ``$ref`` (``#/$defs/...``, ``#/definitions/...``) replaced by what it points at
+    (its sibling keywords kept), so that any part of it stands alone: a grammar or a parser that takes one
+    parameter of a tool at a time (the tagged call formats) sees its real type, as llama.cpp's reading of the
+    schema resolves references. A reference inside its own expansion (a recursive model) stays one, with the
+    definitions beside it so that it still resolves where it lands."""
+    if not isinstance(schema, dict):
+        return schema
+    defs = {k: schema[k] for k in ("$defs", "definitions") if isinstance(schema.get(k), dict)}
+
+    def target(ref: str) -> Any:
+        node: Any = schema
+        for part in ref[2:].split("/"):
+            part = part.replace("~1", "/").replace("~0", "~")
+            if not isinstance(node, dict) or part not in node:
+                return None
+            node = node[part]
+        return node if isinstance(node, dict) else None
+
+    def walk(node: Any, active: frozenset[str]) -> Any:
+        if isinstance(node, list):
+            return [walk(item, active) for item in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/") and (found := target(ref)) is not None:
+            if ref in active:
+                return {**node, **defs}
+            return walk({**found, **{k: v for k, v in node.items() if k != "$ref"}}, active | {ref})
+        return {k: v if k in _DATA_KEYWORDS else walk(v, active) for k, v in node.items()}
+
+    return walk(schema, frozenset())

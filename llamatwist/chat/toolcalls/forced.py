@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from llamatwist.constrain.schema import inline_schema
+from llamatwist.constrain.schema import inline_schema, resolve_refs
 
 from .formats import DSML, MINIMAX_NS
 
@@ -76,8 +76,10 @@ class _Ref(str):
 
 
 def _params(f: Mapping[str, Any]) -> Any:
+    """The tool's parameters schema, its references resolved (the tagged formats constrain each parameter
+    alone, away from the definitions)."""
     p = f.get("parameters")
-    return p if isinstance(p, dict) and p else {"type": "object"}
+    return resolve_refs(p) if isinstance(p, dict) and p else {"type": "object"}
 
 
 def _call_object(f: Mapping[str, Any], name: str = "name", args: str = "arguments",
@@ -153,11 +155,26 @@ def _free_text(g: _Lark, prop: Any, end: str) -> str:
     return name
 
 
+def _may_be_string(schema: Any) -> bool:
+    """Whether a value under ``schema`` may be a string, so that any text is one (untyped values too)."""
+    if not isinstance(schema, dict):
+        return True
+    if "anyOf" in schema or "oneOf" in schema:
+        return any(_may_be_string(alt) for alt in schema.get("anyOf") or schema.get("oneOf") or ())
+    if "const" in schema or "enum" in schema:  # written raw where a value is a string
+        values = schema["enum"] if isinstance(schema.get("enum"), list) else [schema.get("const")]
+        return any(isinstance(v, str) for v in values)
+    kind = schema.get("type")
+    if kind is None:
+        return not ("properties" in schema or "items" in schema)
+    return kind == "string" or (isinstance(kind, list) and "string" in kind)
+
+
 def _value(g: _Lark, prop: Any, end: str) -> tuple[str, bool]:
     """A parameter of a format that writes values untyped, then ``end`` (the marker closing it), and whether
     it is text: a string is free text, anything else JSON (read back as JSON by the parser) under the
     parameter's own schema."""
-    if not isinstance(prop, dict) or prop.get("type", "string") == "string":
+    if _may_be_string(prop):
         return _free_text(g, prop, end), True
     return g.seq(g.json(prop), end), False
 
@@ -337,18 +354,15 @@ def _llama3(g: _Lark, functions: Sequence[Mapping[str, Any]], _src: str) -> str:
     return g.seq(g.json(_one_of([_call_object(f, "name", "parameters") for f in functions])))
 
 
-def _may_be_string(schema: Any) -> bool:
-    """Whether a value under ``schema`` may be a string, so that any text is one (untyped values too)."""
-    if not isinstance(schema, dict):
-        return True
-    if "anyOf" in schema or "oneOf" in schema:
-        return any(_may_be_string(alt) for alt in schema.get("anyOf") or schema.get("oneOf") or ())
-    if "const" in schema or "enum" in schema:
-        return False
-    kind = schema.get("type")
-    if kind is None:
-        return not ("properties" in schema or "items" in schema)
-    return kind == "string" or (isinstance(kind, list) and "string" in kind)
+def _repeat(array: Mapping[str, Any]) -> str:
+    """Lark's repetition of an array schema's items: its minItems and maxItems where it has them."""
+    def bound(key: str) -> int | None:
+        n = array.get(key)
+        return n if isinstance(n, int) and not isinstance(n, bool) and n >= 0 else None
+    low, high = bound("minItems") or 0, bound("maxItems")
+    if high is not None:
+        return f"{{{low},{max(low, high)}}}"
+    return f"{{{low},}}" if low else "*"
 
 
 def _minimax_m3(g: _Lark, functions: Sequence[Mapping[str, Any]], _src: str) -> str:
@@ -377,7 +391,7 @@ def _minimax_m3(g: _Lark, functions: Sequence[Mapping[str, Any]], _src: str) -> 
         if kind in ("object", None) and isinstance(schema, dict) and schema.get("properties"):
             return f"{members(schema)} {close}"
         if kind in ("array", None) and isinstance(schema, dict) and isinstance(schema.get("items"), dict):
-            return f"{g.rule(element('item', schema['items']))}* {close}"
+            return f"{g.rule(element('item', schema['items']))}{_repeat(schema)} {close}"
         return f"{g.json(schema)} {close}"
 
     return _alternatives(g.seq(MINIMAX_NS, "<tool_call>", "\n", MINIMAX_NS, f'<invoke name="{f["name"]}">',

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from llamatwist.constrain.schema import resolve_refs
+
 from .forced import FORCED_FAMILIES, ForcedCall
 from .formats import FAMILIES, Family, detect_family
 from .generic import generic_schema, generic_system_prompt
@@ -135,7 +137,7 @@ def plan_tools(
         reads_thinking=family.think is None or tags is not None,
         parse_tool_calls=bool(functions),
         reasoning_in_content=stream and reasoning_format == "deepseek-legacy",
-        tool_parameters={f["name"]: f.get("parameters") or {} for f in functions if "name" in f},
+        tool_parameters={f["name"]: resolve_refs(f.get("parameters") or {}) for f in functions if "name" in f},
     )
     if use_generic:
         schema = generic_schema(functions, parallel=parallel_tool_calls, required=required, response_schema=json_schema)
