@@ -149,3 +149,42 @@ def test_replies_are_split_as_llama_cpps_parser_splits_them(chat_parse: Path) ->
     assert compared > 800
     assert differ == KNOWN_DIFFER, {k: (differ.get(k), KNOWN_DIFFER.get(k)) for k in differ.keys() ^ KNOWN_DIFFER.keys()
                                     | {k for k in differ if differ[k] != KNOWN_DIFFER.get(k)}}
+
+
+# parameters of every typing case: a string or null (Pydantic's Optional[str]), a number or a string, a
+# referenced string, an enum of strings, and no type at all
+TYPED = {"type": "function", "function": {"name": "f", "parameters": {
+    "type": "object", "$defs": {"S": {"type": "string"}},
+    "properties": {"a": {"anyOf": [{"type": "string"}, {"type": "null"}]}, "b": {"type": ["integer", "string"]},
+                   "c": {"$ref": "#/$defs/S"}, "d": {"enum": ["x", "1"]}, "e": {}}}}}  # fmt: skip
+TYPED_CALLS = {  # template -> a call with every parameter set to {}
+    "Qwen3-Coder": "<tool_call>\n<function=f>\n{}</function>\n</tool_call>",
+    "GLM-4.6": "<tool_call>f\n{}</tool_call>",
+}
+TYPED_ARGS = {"Qwen3-Coder": "<parameter={}>\n{}\n</parameter>\n", "GLM-4.6": "<arg_key>{}</arg_key>\n<arg_value>{}</arg_value>\n"}
+
+
+@pytest.mark.parametrize("name", sorted(TYPED_CALLS))
+def test_tagged_values_are_typed_as_llama_cpps_parser_types_them(chat_parse: Path, name: str) -> None:
+    """Formats that write argument values untyped (Qwen3-Coder's XML, read by a hand-written parser; GLM's
+    tags, read by llama.cpp's template analysis) type each value by its parameter's schema as llama.cpp does:
+    123, null, "abc", 1.5, an object and true under each kind of parameter give the same arguments."""
+    from llamatwist.api.chatformat import build_formatter
+    from llamatwist.api.openai.chat import build_prompt, parse_chat
+    from llamatwist.api.openai.tools import MessageStream, message_json
+    from llamatwist.config import ServerConfig
+
+    source = (TEMPLATES / f"{name}.jinja").read_text()
+    keys = TYPED["function"]["parameters"]["properties"]
+    texts = [TYPED_CALLS[name].replace("{}", "".join(TYPED_ARGS[name].format(k, v) for k in keys))
+             for v in ("123", "null", '"abc"', "1.5", '{"k": 1}', "true")]
+    request = {"template": source, "tools": [TYPED], "messages": [ASK], "reasoning_format": "auto", "texts": texts}
+    theirs = json.loads(subprocess.run([str(chat_parse)], input=json.dumps(request), capture_output=True, text=True,
+                                       check=True).stdout)
+    fmt = build_formatter(ServerConfig(jinja=True), None, source, "<s>", "</s>", False, False)
+    body = {"messages": [ASK], "tools": [TYPED]}
+    plan = build_prompt(fmt, body, parse_chat(body, SamplingDefaults(), 1)).plan
+    assert plan is not None
+    for text, their in zip(texts, theirs, strict=True):
+        ours = message_json(MessageStream(plan.syntax).finish(text)[0])
+        assert _split(ours)["calls"] == _split(their)["calls"], text

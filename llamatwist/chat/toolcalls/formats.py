@@ -91,14 +91,50 @@ def mistral_call(s: Scanner, _opened: str) -> None:
     _json_args(s, name, call_id)
 
 
-def _param_is_string(s: Scanner, function: str, param: str) -> bool | None:
-    """Whether the tool's schema types ``param`` as a string only (``None``: no schema says)."""
-    params = s.syntax.tool_parameters.get(function) or {}
-    prop = (params.get("properties") or {}).get(param) if isinstance(params, dict) else None
-    if not isinstance(prop, dict) or "type" not in prop:
+_JSON_KINDS: tuple[tuple[type, str], ...] = ((bool, "boolean"), (int, "integer"), (float, "number"), (dict, "object"),
+                                             (list, "array"), (type(None), "null"), (str, "string"))
+
+
+def _value_types(schema: Any) -> frozenset[str] | None:
+    """The JSON types a schema lets a value have (``None``: any, or the schema does not say)."""
+    if not isinstance(schema, dict):
         return None
-    types = prop["type"] if isinstance(prop["type"], list) else [prop["type"]]
-    return types == ["string"]
+    alts = schema.get("anyOf") or schema.get("oneOf")
+    if isinstance(alts, list):
+        kinds = [_value_types(alt) for alt in alts]
+        return None if any(k is None for k in kinds) else frozenset().union(*(k for k in kinds if k is not None))
+    if "const" in schema or "enum" in schema:
+        values = schema["enum"] if isinstance(schema.get("enum"), list) else [schema.get("const")]
+        return frozenset(next(n for t, n in _JSON_KINDS if isinstance(v, t)) for v in values)
+    kind = schema.get("type")
+    if isinstance(kind, str | list):
+        return frozenset(k for k in (kind if isinstance(kind, list) else [kind]) if isinstance(k, str))
+    return frozenset({"object"}) if "properties" in schema else frozenset({"array"}) if "items" in schema else None
+
+
+def _param_types(s: Scanner, function: str, param: str) -> frozenset[str] | None:
+    params = s.syntax.tool_parameters.get(function) or {}
+    return _value_types((params.get("properties") or {}).get(param) if isinstance(params, dict) else None)
+
+
+def _typed_value(text: str, types: frozenset[str] | None, analysis: bool) -> str:
+    """A tagged format's untyped value as JSON text, typed as llama.cpp's parser for the format types it: a
+    string where the schema allows only strings; JSON where it allows no string. Where it allows a string
+    and more (or says nothing), llama.cpp's template analysis (``analysis``) keeps a typed one as text and
+    reads an untyped one as JSON, and its hand-written parsers (Qwen3-Coder's) read JSON of the other kinds,
+    a string taking the rest."""
+    if types == {"string"} or (analysis and types is not None and "string" in types):
+        return json.dumps(text)
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return json.dumps(text)
+    allowed = frozenset(n for _, n in _JSON_KINDS) if types is None else types
+    if not analysis and "string" in allowed:
+        numbers = {"integer", "number"} if allowed & {"integer", "number"} else set()
+        if next(n for t, n in _JSON_KINDS if isinstance(value, t)) not in (allowed | numbers) - {"string"}:
+            return json.dumps(text)
+    return args_json(value)
 
 
 def _tagged_args(s: Scanner, name: str, *, key_open: str, key_end: str, value_end: str, call_end: str,
@@ -121,13 +157,14 @@ def _tagged_args(s: Scanner, name: str, *, key_open: str, key_end: str, value_en
             if not s.consume(key_open):
                 raise s.incomplete() if s.at_end() else Broken()
             key, _ = _name_until(s, (key_end,))
-            string = _param_is_string(s, name, key)
+            types = _param_types(s, name, key)
             if attrs_end:
                 attrs, end = s.until((attrs_end,))
                 if end is None:
                     raise s.incomplete()
-                if string is None and 'string="' in attrs:
-                    string = 'string="true"' in attrs
+                if types is None and 'string="' in attrs:
+                    types = frozenset({"string"}) if 'string="true"' in attrs else None
+            string = types == {"string"}
             if value_open:
                 s.expect(value_open)
             head = ("," if parts else "") + json.dumps(key) + ":"
@@ -139,13 +176,7 @@ def _tagged_args(s: Scanner, name: str, *, key_open: str, key_end: str, value_en
                 else:
                     parts.append(head)
                 raise s.incomplete()
-            if string:
-                parts.append(head + json.dumps(value))
-            else:
-                try:
-                    parts.append(head + args_json(json.loads(value)))
-                except ValueError:
-                    parts.append(head + json.dumps(value))
+            parts.append(head + _typed_value(value, types, s.spacing.template))
     finally:
         s.calls[-1] = ToolCallOut(name, "{" + "".join(parts) + ("}" if done else ""))
 
