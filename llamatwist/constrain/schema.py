@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["COMPACT_JSON_LAYOUT", "JSON_LAYOUT", "closed_objects", "inline_schema", "resolve_refs"]
+__all__ = ["COMPACT_JSON_LAYOUT", "JSON_KINDS", "JSON_LAYOUT", "closed_objects", "inline_schema", "json_kind", "resolve_refs",
+           "value_types"]
 
 # JSON output layout: llama.cpp's (json-schema-to-grammar's SPACE_RULE): around every token of the JSON, nothing,
 # one space, or one or two newlines and up to 20 spaces or tabs of indentation. Bounded, so a weak model cannot
@@ -97,3 +98,30 @@ def resolve_refs(schema: Any) -> Any:
         return {k: v if k in _DATA_KEYWORDS else walk(v, active) for k, v in node.items()}
 
     return walk(schema, frozenset())
+
+
+#: JSON Schema's name for each kind of JSON value (bool before int: a bool is an int in Python)
+JSON_KINDS: tuple[tuple[type, str], ...] = ((bool, "boolean"), (int, "integer"), (float, "number"), (dict, "object"),
+                                            (list, "array"), (type(None), "null"), (str, "string"))
+
+
+def json_kind(value: Any) -> str:
+    """The JSON Schema type name of a decoded JSON value."""
+    return next(name for kind, name in JSON_KINDS if isinstance(value, kind))
+
+
+def value_types(schema: Any) -> frozenset[str] | None:
+    """The JSON types a schema lets a value have (``None``: any, or the schema does not say)."""
+    if not isinstance(schema, dict):
+        return None
+    alts = schema.get("anyOf") or schema.get("oneOf")
+    if isinstance(alts, list):
+        kinds = [value_types(alt) for alt in alts]
+        return None if any(k is None for k in kinds) else frozenset().union(*(k for k in kinds if k is not None))
+    if "const" in schema or "enum" in schema:
+        values = schema["enum"] if isinstance(schema.get("enum"), list) else [schema.get("const")]
+        return frozenset(json_kind(v) for v in values)
+    kind = schema.get("type")
+    if isinstance(kind, str | list):
+        return frozenset(k for k in (kind if isinstance(kind, list) else [kind]) if isinstance(k, str))
+    return frozenset({"object"}) if "properties" in schema else frozenset({"array"}) if "items" in schema else None

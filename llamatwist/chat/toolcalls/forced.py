@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from llamatwist.constrain.schema import inline_schema, resolve_refs
+from llamatwist.constrain.schema import inline_schema, resolve_refs, value_types
 
 from .formats import DSML, MINIMAX_NS
 
@@ -157,17 +157,8 @@ def _free_text(g: _Lark, prop: Any, end: str) -> str:
 
 def _may_be_string(schema: Any) -> bool:
     """Whether a value under ``schema`` may be a string, so that any text is one (untyped values too)."""
-    if not isinstance(schema, dict):
-        return True
-    if "anyOf" in schema or "oneOf" in schema:
-        return any(_may_be_string(alt) for alt in schema.get("anyOf") or schema.get("oneOf") or ())
-    if "const" in schema or "enum" in schema:  # written raw where a value is a string
-        values = schema["enum"] if isinstance(schema.get("enum"), list) else [schema.get("const")]
-        return any(isinstance(v, str) for v in values)
-    kind = schema.get("type")
-    if kind is None:
-        return not ("properties" in schema or "items" in schema)
-    return kind == "string" or (isinstance(kind, list) and "string" in kind)
+    types = value_types(schema)
+    return types is None or "string" in types
 
 
 def _value(g: _Lark, prop: Any, end: str) -> tuple[str, bool]:
@@ -250,11 +241,13 @@ def _lfm2(g: _Lark, functions: Sequence[Mapping[str, Any]], _src: str) -> str:
     return _alternatives(alts)
 
 
-def _gigachat3(g: _Lark, functions: Sequence[Mapping[str, Any]], src: str) -> str:
-    """One call object after ``<|function_call|>`` (3.1) or a ``function call`` message (3)."""
-    opening = ("<|function_call|>",) if "<|function_call|>" in src else \
-        ("<|message_sep|>", "\n\nfunction call", "<|role_sep|>", "\n")
-    return g.seq(*opening, g.json(_one_of([_call_object(f) for f in functions])))
+def _gigachat(*opening: str) -> Builder:
+    """One call object after ``opening`` (3.1: ``<|function_call|>``; 3: a ``function call`` message)."""
+
+    def build(g: _Lark, functions: Sequence[Mapping[str, Any]], _src: str) -> str:
+        return g.seq(*opening, g.json(_one_of([_call_object(f) for f in functions])))
+
+    return build
 
 
 def _kimi_k2(g: _Lark, functions: Sequence[Mapping[str, Any]], _src: str) -> str:
@@ -433,8 +426,8 @@ FORCED_FAMILIES: dict[str, Builder] = {
                             ("\n",)),
         ("</tool_call:opensource>", "\n", "</tool_calls:opensource>"), "</arg_value:opensource>"),
     "lfm2": _lfm2,
-    "gigachat3": _gigachat3,
-    "gigachat3.1": _gigachat3,
+    "gigachat3": _gigachat("<|message_sep|>", "\n\nfunction call", "<|role_sep|>", "\n"),
+    "gigachat3.1": _gigachat("<|function_call|>"),
     "minimax-m1": _json_call("<tool_calls>", "</tool_calls>", between="\n"),
     "nemotron-v2": _json_call("<TOOLCALL>", "</TOOLCALL>", array=True),
     "solar-open": _solar,

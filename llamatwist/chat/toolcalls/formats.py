@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from llamatwist.constrain.schema import JSON_KINDS, json_kind, value_types
+
 from ..workarounds import gemma4_model_turns, ministral3_blocks, reasoning_as_thinking
 from .generic import parse_generic
 from .jsonscan import JsonSyntaxError, scan_json
@@ -91,30 +93,9 @@ def mistral_call(s: Scanner, _opened: str) -> None:
     _json_args(s, name, call_id)
 
 
-_JSON_KINDS: tuple[tuple[type, str], ...] = ((bool, "boolean"), (int, "integer"), (float, "number"), (dict, "object"),
-                                             (list, "array"), (type(None), "null"), (str, "string"))
-
-
-def _value_types(schema: Any) -> frozenset[str] | None:
-    """The JSON types a schema lets a value have (``None``: any, or the schema does not say)."""
-    if not isinstance(schema, dict):
-        return None
-    alts = schema.get("anyOf") or schema.get("oneOf")
-    if isinstance(alts, list):
-        kinds = [_value_types(alt) for alt in alts]
-        return None if any(k is None for k in kinds) else frozenset().union(*(k for k in kinds if k is not None))
-    if "const" in schema or "enum" in schema:
-        values = schema["enum"] if isinstance(schema.get("enum"), list) else [schema.get("const")]
-        return frozenset(next(n for t, n in _JSON_KINDS if isinstance(v, t)) for v in values)
-    kind = schema.get("type")
-    if isinstance(kind, str | list):
-        return frozenset(k for k in (kind if isinstance(kind, list) else [kind]) if isinstance(k, str))
-    return frozenset({"object"}) if "properties" in schema else frozenset({"array"}) if "items" in schema else None
-
-
 def _param_types(s: Scanner, function: str, param: str) -> frozenset[str] | None:
     params = s.syntax.tool_parameters.get(function) or {}
-    return _value_types((params.get("properties") or {}).get(param) if isinstance(params, dict) else None)
+    return value_types((params.get("properties") or {}).get(param) if isinstance(params, dict) else None)
 
 
 def _typed_value(text: str, types: frozenset[str] | None, analysis: bool) -> str:
@@ -129,10 +110,10 @@ def _typed_value(text: str, types: frozenset[str] | None, analysis: bool) -> str
         value = json.loads(text)
     except ValueError:
         return json.dumps(text)
-    allowed = frozenset(n for _, n in _JSON_KINDS) if types is None else types
+    allowed = frozenset(name for _, name in JSON_KINDS) if types is None else types
     if not analysis and "string" in allowed:
         numbers = {"integer", "number"} if allowed & {"integer", "number"} else set()
-        if next(n for t, n in _JSON_KINDS if isinstance(value, t)) not in (allowed | numbers) - {"string"}:
+        if json_kind(value) not in (allowed | numbers) - {"string"}:
             return json.dumps(text)
     return args_json(value)
 
