@@ -275,7 +275,8 @@ class ServerConfig:
 
     @property
     def aliases(self) -> tuple[str, ...]:
-        """The model names from -a/--alias (comma-separated, as llama-server)."""
+        """The model names from -a/--alias (comma-separated), sorted and unique as llama-server's set of them:
+        the first is the model's name."""
         if not self.alias:
             return ()
-        return tuple(a.strip() for a in self.alias.split(",") if a.strip())
+        return tuple(sorted({a.strip() for a in self.alias.split(",") if a.strip()}))

@@ -231,7 +231,8 @@ def test_stream_error_before_output_is_plain_json(server: Server) -> None:
 
 
 def test_alias_and_props_endpoint(make_server: Any, model_path: str) -> None:
-    srv = make_server("-m", model_path, "-c", "512", "-np", "1", "-a", "smol,tiny", "--props")
+    # the name is the first alias in sorted order (llama-server keeps them in a std::set)
+    srv = make_server("-m", model_path, "-c", "512", "-np", "1", "-a", "tiny,smol", "--props")
     models = OpenAI(base_url=srv.url + "/v1", api_key="x").models.list()
     assert [m.id for m in models.data] == ["smol"]
     assert srv.get("/v1/models").json()["data"][0]["aliases"] == ["smol", "tiny"]

@@ -67,7 +67,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
         return {
             "id": ctx.model_alias,
             # a set in llama-server, which names the model itself when no -a is given
-            "aliases": sorted(set(ctx.config.aliases or (ctx.model_alias,))),
+            "aliases": list(ctx.config.aliases or (ctx.model_alias,)),
             "tags": list(ctx.config.model_tags),
             "object": "model",
             "created": int(time.time()),
