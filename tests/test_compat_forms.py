@@ -1,12 +1,15 @@
 """llama-server's response forms and start-up flags (issue 21 items 4 and 5): ``__verbose`` with -v or the
 request's ``verbose``, ignore_eos's end-of-generation biases in generation_settings, /slots entries with
 llama-server's keys, /metrics' Process-Start-Time-Unix header, /models aliases and --tags, several --host
-addresses (IPv6 and a UNIX socket included), --backend-sampling and --cache-idle-slots."""
+addresses (IPv6 and a UNIX socket included), --backend-sampling and --cache-idle-slots; -n as a default, and
+/metrics' throughput averaged between scrapes. Several were found running llama.cpp's own server tests
+(tools/server/tests) against both servers."""
 
 from __future__ import annotations
 
 import json
 import socket
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +22,7 @@ from tests.conftest import Server
 
 SLOT_KEYS = {"id", "n_ctx", "speculative", "is_processing"}
 TASK_KEYS = SLOT_KEYS | {"id_task", "n_prompt_tokens", "n_prompt_tokens_processed", "n_prompt_tokens_cache",
-                         "params", "next_token", "prompt", "generated"}
+                         "params", "next_token"}
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +35,7 @@ def srv(model_path: str) -> Iterator[Server]:
 
 def test_models_list_aliases_and_tags(srv: Server) -> None:
     model = srv.get("/v1/models").json()["data"][0]
-    assert model["id"] == "second"  # the first -a name
+    assert model["id"] == "first"  # the first -a name in sorted order, as llama-server's std::set has them
     assert model["aliases"] == ["first", "second"] and model["tags"] == ["chat", "small"]
 
 
@@ -55,6 +58,11 @@ def test_verbose_carries_the_native_result(srv: Server) -> None:
                        stream=True, timeout=60) as stream:
         chunks = [json.loads(ln[6:]) for ln in stream.iter_lines() if ln.startswith(b"data: {")]
     assert all("__verbose" in c for c in chunks if c["choices"])
+    assert native["prompt"].endswith("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")  # special tokens
+    assert native["tokens_cached"] == native["tokens_evaluated"] + native["tokens_predicted"] - 1  # last: not decoded
+    streamed = srv.stream("/v1/chat/completions", chat)
+    shown = [c for c in streamed if "__verbose" in c]
+    assert len(shown) == 1 and shown[0]["__verbose"]["prompt"] == native["prompt"]
     bad = srv.post("/v1/chat/completions", {**chat, "verbose": "yes"})
     assert bad.status_code == 400 and "verbose" in bad.json()["error"]["message"]
 
@@ -74,21 +82,64 @@ def test_slots_have_llama_servers_keys(srv: Server) -> None:
     r = srv.post("/completion", {"prompt": "Tell me a joke", "n_predict": 4, "id_slot": 1}).json()
     slots = {s["id"]: s for s in srv.get("/slots").json()}
     used = slots[1]
-    assert set(used) == TASK_KEYS
+    assert set(used) == TASK_KEYS  # no prompt or text: those only with LLAMA_SERVER_SLOTS_DEBUG
     assert used["n_ctx"] == 512 and used["is_processing"] is False and used["speculative"] is False
-    assert used["prompt"] == "Tell me a joke" and used["generated"] == r["content"]
     assert used["params"]["n_predict"] == 4 and used["params"]["seed"] == r["generation_settings"]["seed"]
-    n = r["tokens_predicted"]  # 4, or fewer when the (randomly seeded) sampler drew an end of generation
-    assert 0 < n <= 4 and used["next_token"] == [{"has_next_token": False, "has_new_line": "\n" in r["content"],
-                                                  "n_remain": 4 - n, "n_decoded": n}]
+    assert "grammar" not in used["params"] and "stop" not in used["params"]  # llama-server's metrics-only set
+    # idle again: the finished task's counts start over (llama-server resets them), the cells it left stay
+    assert used["next_token"] == [{"has_next_token": False, "has_new_line": False, "n_remain": -1, "n_decoded": 0}]
+    assert used["n_prompt_tokens"] == r["tokens_cached"] == r["tokens_evaluated"] + r["tokens_predicted"] - 1
+    assert used["n_prompt_tokens_processed"] == used["n_prompt_tokens_cache"] == 0
     for s in slots.values():
         assert set(s) in (SLOT_KEYS, TASK_KEYS)
+
+
+def test_slots_debug_shows_the_prompt_and_the_text(make_server: Any, model_path: str) -> None:
+    debug = make_server("-m", model_path, "-np", "1", "-c", "512", "-t", "2",
+                        command=["env", "LLAMA_SERVER_SLOTS_DEBUG=1", sys.executable, "-m", "llamatwist"])
+    r = debug.post("/completion", {"prompt": "Tell me a joke", "n_predict": 4, "grammar": 'root ::= "ha" [a-z]*'})
+    slot = debug.get("/slots").json()[0]
+    assert slot["prompt"] == "Tell me a joke" and slot["generated"] == r.json()["content"]
+    assert slot["params"]["grammar"] == 'root ::= "ha" [a-z]*'
 
 
 def test_metrics_carry_the_process_start_time(srv: Server) -> None:
     r = srv.get("/metrics")
     started = int(r.headers["Process-Start-Time-Unix"])
     assert time.time() - 600 < started <= time.time()
+
+
+def _scrape(srv: Server) -> tuple[dict[str, str], dict[str, float]]:
+    types, values = {}, {}
+    for line in srv.get("/metrics").text.splitlines():
+        if line.startswith("# TYPE "):
+            name, kind = line[7:].split()
+            types[name] = kind
+        elif line and not line.startswith("#"):
+            name, value = line.split()
+            values[name] = float(value)
+    return types, values
+
+
+def test_metrics_throughput_is_averaged_between_scrapes(srv: Server) -> None:
+    r = srv.post("/completion", {"prompt": "Count: 1, 2, 3,", "n_predict": 8, "ignore_eos": True}).json()
+    types, first = _scrape(srv)
+    assert first["llamacpp:prompt_tokens_seconds"] > 0 and first["llamacpp:predicted_tokens_seconds"] > 0
+    second = _scrape(srv)[1]  # nothing ran since: an empty window, as llama-server's buckets
+    assert second["llamacpp:prompt_tokens_seconds"] == second["llamacpp:predicted_tokens_seconds"] == 0
+    assert second["llamacpp:tokens_predicted_total"] == first["llamacpp:tokens_predicted_total"] > 0
+    # the largest sequence: typed a counter as llama-server types it, the cells a slot held
+    assert types["llamacpp:n_tokens_max"] == "counter" and types["llamacpp:prompt_tokens_seconds"] == "gauge"
+    assert first["llamacpp:n_tokens_max"] >= r["tokens_cached"]
+
+
+def test_n_predict_flag_is_a_default_not_a_cap(make_server: Any, model_path: str) -> None:
+    srv = make_server("-m", model_path, "-np", "1", "-c", "512", "-t", "2", "-n", "3")
+    body = {"prompt": "Count: 1, 2, 3,", "ignore_eos": True}
+    assert srv.post("/completion", body).json()["tokens_predicted"] == 3
+    longer = srv.post("/completion", {**body, "n_predict": 7}).json()  # the request's own limit wins
+    assert longer["tokens_predicted"] == 7 and longer["generation_settings"]["n_predict"] == 7
+    assert srv.post("/completion", {**body, "n_predict": -1}).json()["tokens_predicted"] == 3  # -1: -n's
 
 
 def _unix_get(path: Path, target: str) -> tuple[int, bytes]:

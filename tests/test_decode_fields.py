@@ -73,6 +73,32 @@ def test_return_progress(srv: Server) -> None:
     assert shown and all(c["choices"][0]["delta"] == {"role": "assistant", "content": None} for c in shown)
 
 
+def test_telemetry_rides_where_llama_server_puts_it(srv: Server) -> None:
+    # prompts no earlier request began with: the prefix cache holds none of them
+    chat = {"messages": [{"role": "user", "content": "Chat. " + LONG}], "max_tokens": 3, "timings_per_token": True,
+            "return_progress": True, **GREEDY}
+    evs = events(srv, "/v1/chat/completions", {**chat, "stream_options": {"include_usage": True}})
+    assert "timings" not in next(e for e in evs if "prompt_progress" not in e)  # the role chunk
+    finish = next(e for e in evs if e["choices"] and e["choices"][0]["finish_reason"])
+    assert "timings" not in finish and evs[-1]["choices"] == [] and evs[-1]["timings"]["predicted_n"] == 3
+    assert "timings" in events(srv, "/v1/chat/completions", chat)[-1]  # no usage chunk: on the finish chunk
+    # progress events carry the prompt's timings so far: none at the start, then never backwards
+    progress = [e["timings"] for e in evs if "prompt_progress" in e]
+    assert len(progress) >= 5 and progress[0]["prompt_n"] == 0 and progress[0]["prompt_ms"] == 0.0
+    ms = [t["prompt_ms"] for t in progress]
+    assert ms == sorted(ms) and ms[-1] > 0 and all(t["predicted_n"] == 0 for t in progress)
+    # the Responses stream: progress as response.in_progress events, timings on the text deltas
+    body = {"input": "Responses. " + LONG, "max_output_tokens": 3, "stream": True, "timings_per_token": True,
+            "return_progress": True, **GREEDY}
+    with requests.post(srv.url + "/v1/responses", json=body, stream=True, timeout=120) as r:
+        data = [json.loads(ln[6:]) for ln in r.iter_lines() if ln.startswith(b"data: ")]
+    shown = [d for d in data if "prompt_progress" in d]
+    assert len(shown) >= 5 and all(d["type"] == "response.in_progress" and "timings" in d for d in shown)
+    deltas = [d for d in data if d["type"] == "response.output_text.delta"]
+    assert deltas and all("timings" in d for d in deltas)
+    assert [d["sequence_number"] for d in data] == list(range(len(data)))
+
+
 def test_t_max_predict_ms_stops_at_a_newline(srv: Server) -> None:
     body = {"prompt": "1\n2\n3\n4\n5\n", "n_predict": 64, "ignore_eos": True, **GREEDY}
     free = srv.post("/completion", body).json()

@@ -20,7 +20,8 @@ from llamatwist.api.prompt_log import log_prompt
 from llamatwist.api.streaming import SSEStream, partial_extras
 from llamatwist.runtime import FinalResult, GenerationParams, PartialResult, TokenProbs
 
-__all__ = ["final_json_fields", "generation_settings", "partial_json", "probs_json", "register", "stream_native"]
+__all__ = ["final_json_fields", "generation_settings", "partial_json", "probs_json", "prompt_texts", "register",
+           "stream_native"]
 
 FLOAT_LOWEST = -3.4028234663852886e38  # llama-server's log(0) stand-in (JSON has no -inf)
 
@@ -144,7 +145,7 @@ def final_json_fields(
     r: FinalResult,
     index: int,
     params: GenerationParams,
-    prompt_text: str | None = None,
+    prompt_text: str,
     options: OutputOptions | None = None,
 ) -> dict[str, Any]:
     """The final result of a native completion (also /infill), projected on the request's
@@ -159,15 +160,15 @@ def final_json_fields(
         "tokens_predicted": r.n_decoded,
         "tokens_evaluated": r.n_prompt_tokens,
         "generation_settings": generation_settings(params, r.seed, ctx.require_ready().eog),
+        "prompt": prompt_text,
         "has_new_line": "\n" in r.content,
         "truncated": r.truncated,
         "stop_type": r.stop_type,
         "stopping_word": r.stopping_word,
-        "tokens_cached": r.n_prompt_tokens + r.n_decoded,
+        # the slot's cells: the last token sampled was never decoded
+        "tokens_cached": r.n_prompt_tokens + max(r.n_decoded - 1, 0),
         "timings": r.timings.to_json(),
     }
-    if prompt_text is not None:
-        out["prompt"] = prompt_text
     if not params.stream and r.probs:
         out["completion_probabilities"] = probs_json(r.probs, params.sampler.post_sampling_probs)
     if options is not None and options.response_fields:
@@ -202,7 +203,7 @@ async def stream_native(
     result per prompt (projected on ``response_fields``); no [DONE] terminator."""
     sse = SSEStream(request, params.sse_ping_interval)
     # each final result names its prompt: detokenized beside the generation, so the first token waits for nothing
-    texts: Deferred[list[str]] = ensureDeferred(_detokenize(ctx, prompts))
+    texts: Deferred[list[str]] = ensureDeferred(prompt_texts(ctx, prompts))
 
     def partial(index: int, r: PartialResult) -> None:
         sse.send(partial_json(r, index, params))
@@ -227,7 +228,8 @@ async def stream_native(
     return b""
 
 
-async def _detokenize(ctx: ApiContext, prompts: list[list[int]]) -> list[str]:
+async def prompt_texts(ctx: ApiContext, prompts: list[list[int]]) -> list[str]:
+    """The prompts as text, special tokens written out (a final result's ``prompt``)."""
     return [await ctx.engine.detokenize(p) for p in prompts]
 
 
@@ -251,6 +253,6 @@ def register(app: Klein, ctx: ApiContext) -> None:
             results = await run_tasks(ctx, request, prompts, params)
         except CancelledError:
             return b""
-        texts = await _detokenize(ctx, prompts)
+        texts = await prompt_texts(ctx, prompts)
         out = [final_json_fields(ctx, r, i, params, texts[i], options) for i, r in enumerate(results)]
         return send_json(request, out[0] if len(out) == 1 else out)

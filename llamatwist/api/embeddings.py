@@ -74,7 +74,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
         if fmt not in ("float", "base64"):
             raise InvalidRequest("The format to return the embeddings in. Can be either float or base64")
         mode = _embd_normalize(body, ctx.config.sampling.embd_normalize)
-        tokens = await tokenize_prompts(ctx, loaded, prompts)
+        tokens = await tokenize_prompts(ctx, loaded, prompts, embed=True)
         try:
             results = await run_embeddings(ctx, request, tokens)
         except CancelledError:

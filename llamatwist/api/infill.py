@@ -11,7 +11,7 @@ from klein import Klein
 from twisted.internet.defer import CancelledError
 from twisted.web.server import Request
 
-from llamatwist.api.completion import final_json_fields, stream_native
+from llamatwist.api.completion import final_json_fields, prompt_texts, stream_native
 from llamatwist.api.constraints import apply_constraint
 from llamatwist.api.errors import InvalidRequest
 from llamatwist.api.http import ApiContext, handler, read_json, send_json
@@ -126,5 +126,6 @@ def register(app: Klein, ctx: ApiContext) -> None:
                 results = await run_tasks(ctx, request, [tokens], params)
             except CancelledError:
                 return b""
-            return send_json(request, final_json_fields(ctx, results[0], 0, params, options=options))
+            prompt = (await prompt_texts(ctx, [tokens]))[0]
+            return send_json(request, final_json_fields(ctx, results[0], 0, params, prompt, options))
         return await stream_native(ctx, request, [tokens], params, options)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -18,11 +20,20 @@ from llamatwist.api.params import OutputOptions, generation_params
 from llamatwist.config import ServerConfig
 from llamatwist.engine.model import backend_name, devices, offloaded_layers
 from llamatwist.media import MEDIA_MARKER
-from llamatwist.metrics import render_metrics
+from llamatwist.metrics import MetricsExporter
 from llamatwist.runtime import LoadedModel, SlotInfo, validate_filename
 
 __all__ = ["register"]
 
+# llama-server's /slots settings when LLAMA_SERVER_SLOTS_DEBUG is unset (task_params::to_json's only_metrics)
+SLOT_METRICS_PARAMS = frozenset((
+    "seed", "temperature", "dynatemp_range", "dynatemp_exponent", "top_k", "top_p", "min_p", "top_n_sigma",
+    "xtc_probability", "xtc_threshold", "typical_p", "repeat_last_n", "repeat_penalty", "presence_penalty",
+    "frequency_penalty", "dry_multiplier", "dry_base", "dry_allowed_length", "dry_penalty_last_n", "mirostat",
+    "mirostat_tau", "mirostat_eta", "adaptive_target", "adaptive_decay", "max_tokens", "n_predict", "n_keep",
+    "n_discard", "ignore_eos", "stream", "n_probs", "min_keep", "chat_format", "reasoning_format",
+    "reasoning_in_content", "generation_prompt", "samplers", "speculative.types", "timings_per_token",
+    "post_sampling_probs", "backend_sampling", "lora"))
 _STARTED = int(time.time())  # the server process's start, as llama-server's Process-Start-Time-Unix
 
 
@@ -61,7 +72,16 @@ def _offload(config: ServerConfig, loaded: LoadedModel) -> dict[str, Any]:
 PROPS_OUTPUT = OutputOptions(reasoning_format="none")
 
 
+def _env_int(name: str) -> int:
+    """An integer environment variable read as C's atoi reads it (unset or not a number: 0)."""
+    m = re.match(r"\s*[+-]?\d+", os.environ.get(name, ""))
+    return int(m.group()) if m else 0
+
+
 def register(app: Klein, ctx: ApiContext) -> None:
+    exporter = MetricsExporter(ctx.engine.metrics)
+    slots_debug = _env_int("LLAMA_SERVER_SLOTS_DEBUG") != 0
+
     def model_info(loaded: LoadedModel) -> dict[str, Any]:
         info = loaded.info
         return {
@@ -169,7 +189,9 @@ def register(app: Klein, ctx: ApiContext) -> None:
         return send_json(request, [await slot_json(s, loaded.eog) for s in ctx.engine.slots()])
 
     async def slot_json(s: SlotInfo, eog: tuple[int, ...]) -> dict[str, Any]:
-        """llama-server's /slots entry: the slot, then its current (or last) task."""
+        """llama-server's /slots entry: the slot, then its current (or last) task. As llama-server, the task's
+        prompt, its text so far and its whole settings (grammar, stops, biases) are shown only with
+        LLAMA_SERVER_SLOTS_DEBUG set: another client's request is not everyone's to read."""
         spec = s.params.speculative if s.params is not None else None
         out: dict[str, Any] = {"id": s.id, "n_ctx": s.n_ctx, "speculative": bool(spec and spec.active),
                                "is_processing": s.is_processing}
@@ -181,11 +203,14 @@ def register(app: Klein, ctx: ApiContext) -> None:
             "n_prompt_tokens_processed": s.n_prompt_tokens_processed,
             "n_prompt_tokens_cache": s.n_prompt_tokens_cache,
             "params": generation_settings(s.params, s.seed, eog=eog),
-            "next_token": [{"has_next_token": s.has_next_token, "has_new_line": "\n" in s.generated,
+            "next_token": [{"has_next_token": s.has_next_token, "has_new_line": s.is_processing and "\n" in s.generated,
                             "n_remain": s.n_remain, "n_decoded": s.n_decoded}],
-            "prompt": await ctx.engine.detokenize(list(s.prompt)),
-            "generated": s.generated,
         })
+        if not slots_debug:
+            out["params"] = {k: v for k, v in out["params"].items() if k in SLOT_METRICS_PARAMS}
+            return out
+        out["prompt"] = await ctx.engine.detokenize(list(s.prompt))
+        out["generated"] = s.generated
         return out
 
     @app.route("/slots/<int:id_slot>", methods=["POST"])
@@ -211,4 +236,4 @@ def register(app: Klein, ctx: ApiContext) -> None:
         ctx.require_ready()
         request.setHeader(b"Content-Type", b"text/plain; version=0.0.4")
         request.setHeader(b"Process-Start-Time-Unix", str(_STARTED).encode())
-        return render_metrics(ctx.engine.metrics)
+        return exporter.render()

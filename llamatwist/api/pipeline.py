@@ -25,6 +25,7 @@ from llamatwist.runtime import (
     ErrorResult,
     FinalResult,
     GenerationParams,
+    InputTooLarge,
     LoadedModel,
     PartialResult,
     PromptTokens,
@@ -44,9 +45,10 @@ NO_PROJECTOR = ("media input (multimodal_data, image_url, input_audio or input_v
 
 
 async def tokenize_prompts(
-    ctx: ApiContext, loaded: LoadedModel, prompts: list[Prompt], add_special: bool = True
+    ctx: ApiContext, loaded: LoadedModel, prompts: list[Prompt], add_special: bool = True, embed: bool = False
 ) -> list[list[int]]:
-    """Tokenize every prompt and check it against the vocabulary and the context."""
+    """Tokenize every prompt and check it against the vocabulary and the context (``embed``: first against
+    the micro-batch, which an embedding's prompt must fit whole, as llama-server checks it)."""
     out = []
     for prompt in prompts:
         if any(isinstance(p, (EncodedMedia, MediaInput)) for p in prompt):
@@ -58,6 +60,8 @@ async def tokenize_prompts(
         media = bool(getattr(tokens, "media", ()))  # placeholder ids (negative) stand for media positions
         if not all((media and t < 0) or ctx.engine.valid_token(t) for t in tokens):
             raise InvalidRequest("Prompt contains invalid tokens")
+        if embed and len(tokens) > loaded.n_ubatch:
+            raise InputTooLarge(len(tokens), loaded.n_ubatch)
         if len(tokens) >= loaded.n_ctx_slot:
             raise ContextExceeded(len(tokens), loaded.n_ctx_slot)
         out.append(tokens)

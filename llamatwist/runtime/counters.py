@@ -17,6 +17,9 @@ class Metrics:
     prompt_seconds_total: float = 0.0
     tokens_predicted_total: int = 0
     tokens_predicted_seconds_total: float = 0.0
+    # generation's decode steps (a task's tokens but its first, which came with the prompt), added with its
+    # seconds when the task ends: the generation throughput gauge's numerator, as llama-server's
+    predicted_steps_total: int = 0
     n_decode_total: int = 0
     n_busy_slots_total: int = 0
     n_tokens_max: int = 0

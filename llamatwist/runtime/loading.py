@@ -44,7 +44,7 @@ class EngineSpec:
     context: ContextParams
     n_slots: int
     cont_batching: bool = True
-    n_predict: int = -1  # server-wide cap (-n); -1 = none
+    n_predict: int = -1  # -n: the limit of a request that sets none; -1 = none
     warmup: bool = True
     reranking: bool = False
     cache_ram_mib: int = 8192  # parked prefixes' bound (-1 none, 0 = no shared cache)

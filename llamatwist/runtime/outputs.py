@@ -87,11 +87,18 @@ class Outputs:
         progress = PromptProgress(total=slot.cells(len(task.prompt)), cache=slot.cells(slot.n_cached),
                                   processed=slot.cells(slot.n_fed),
                                   time_ms=int((now - slot.t_start) * 1e3))
-        self.emit(task.sink, PartialResult(task.id, slot.id, "", [], 0, progress.total, [], progress=progress))
+        timings = None
+        if task.params.timings_per_token:  # the prompt so far, as llama-server's progress events carry them
+            n = progress.processed - progress.cache
+            timings = Timings(cache_n=progress.cache, prompt_n=n, prompt_ms=(now - slot.t_start) * 1e3 if n else 0.0,
+                              predicted_n=0, predicted_ms=0.0)
+        self.emit(task.sink, PartialResult(task.id, slot.id, "", [], 0, progress.total, [], timings=timings,
+                                           progress=progress))
 
     def release(self, slot: Slot) -> None:
         if slot.t_prompt_done:
             self._metrics.tokens_predicted_seconds_total += max(slot.t_last - slot.t_prompt_done, 0.0)
+            self._metrics.predicted_steps_total += max(len(slot.generated) - 1, 0)
         if slot.task is not None and not slot.task.params.cache_prompt:
             # Nobody will reuse this KV; left in the shared cache, every later
             # decode would still attend over its cells.

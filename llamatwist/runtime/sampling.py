@@ -30,17 +30,16 @@ class Sampling:
     ) -> None:
         self._ctx = ctx
         self._vocab = vocab
-        self._n_predict = n_predict  # server-wide cap (-n); -1 = none
+        self._n_predict = n_predict  # -n: the limit of a task that sets none; -1 = none
         self._can_shift = can_shift
         self._metrics = metrics
         self._outputs = outputs
         self._special = special  # -sp: control tokens are written as their text
 
     def limit(self, n_predict: int) -> int:
-        """A task's token limit under the server-wide -n (-1: none)."""
-        if self._n_predict >= 0 and (n_predict < 0 or n_predict > self._n_predict):
-            return self._n_predict
-        return n_predict
+        """A task's token limit (-1: none): its own, else -n's, which (as in the pinned llama-server) is a
+        default and not a cap."""
+        return n_predict if n_predict >= 0 else self._n_predict
 
     def sample(self, slot: Slot, now: float, idx: int = -1, forced: int | None = None) -> int:
         """Sample the slot's next token from the logits at batch index ``idx`` (default: the slot's); the

@@ -45,8 +45,8 @@ class SlotInfo:
     n_ctx: int
     is_processing: bool
     id_task: int  # -1: the slot never ran a task
-    n_prompt_tokens: int
-    # the task's prompt: tokens reused from the prefix cache vs. evaluated
+    n_prompt_tokens: int  # the cells the slot's sequence holds (llama-server's slot.prompt.n_tokens())
+    # the running task's prompt: tokens reused from the prefix cache vs. evaluated (0 once idle)
     n_prompt_tokens_cache: int
     n_prompt_tokens_processed: int
     n_decoded: int
@@ -198,21 +198,22 @@ class Slot:
         if task is None:
             return SlotInfo(self.id, self.n_ctx, False, -1, 0, 0, 0, 0)
         n_predict = task.params.n_predict
+        busy = self.busy  # an idle slot's counts start again, as llama-server's reset does; its cells stay
         return SlotInfo(
             id=self.id,
             n_ctx=self.n_ctx,
-            is_processing=self.busy,
+            is_processing=busy,
             id_task=task.id,
-            n_prompt_tokens=self.cells(len(task.prompt)),
-            n_prompt_tokens_cache=self.cells(self.n_cached),
-            n_prompt_tokens_processed=self.cells(self.n_fed) - self.cells(self.n_cached),
-            n_decoded=len(self.generated),
+            n_prompt_tokens=self.cells(len(self.cache)),
+            n_prompt_tokens_cache=self.cells(self.n_cached) if busy else 0,
+            n_prompt_tokens_processed=self.cells(self.n_fed) - self.cells(self.n_cached) if busy else 0,
+            n_decoded=len(self.generated) if busy else 0,
             params=task.params,
             seed=self.sampler.seed if self.sampler is not None else self.last_seed,
             prompt=task.prompt,
             generated=self.text.text,
-            has_next_token=self.busy,
-            n_remain=-1 if n_predict < 0 else max(n_predict - len(self.generated), 0),
+            has_next_token=busy,
+            n_remain=-1 if n_predict < 0 or not busy else max(n_predict - len(self.generated), 0),
         )
 
 

@@ -24,7 +24,7 @@ from twisted.internet.defer import CancelledError, Deferred, FirstError, gatherR
 from twisted.web.server import Request
 
 from llamatwist.api.chatformat import ChatFormatter
-from llamatwist.api.completion import final_json_fields
+from llamatwist.api.completion import final_json_fields, prompt_texts
 from llamatwist.api.constraints import apply_constraint, constraint_spec, with_reasoning_budget
 from llamatwist.api.errors import InvalidRequest, PayloadTooLarge
 from llamatwist.api.http import ApiContext, handler, read_json, send_json
@@ -409,6 +409,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
         req, prompts, syntax = prepared.req, prepared.prompts, prepared.syntax
         verbose = parse_verbose(body, ctx.config.verbose)
         model = ctx.model_alias
+        texts = await prompt_texts(ctx, prompts) if verbose else []  # __verbose's prompt
 
         def logprobs(probs: list[TokenProbs]) -> Any:
             return chat_logprobs(probs, req.top_logprobs) if req.top_logprobs >= 0 and probs else None
@@ -433,7 +434,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
             out["usage"] = usage(results, req.n_cmpl)
             out["timings"] = results[-1].timings.to_json()
             if verbose:
-                out["__verbose"] = final_json_fields(ctx, results[-1], len(results) - 1, req.params)
+                out["__verbose"] = final_json_fields(ctx, results[-1], len(results) - 1, req.params, texts[-1])
             return send_json(request, out)
 
         sse = SSEStream(request, req.params.sse_ping_interval)
@@ -452,20 +453,19 @@ def register(app: Klein, ctx: ApiContext) -> None:
                 sse.send(delta_chunk(index, {"role": "assistant", "content": None}))
             return stream
 
-        def send_deltas(index: int, deltas: list[dict[str, Any]], probs: list[TokenProbs],
-                        extras: dict[str, Any] | None = None) -> None:
+        def delta_chunks(index: int, deltas: list[dict[str, Any]], probs: list[TokenProbs]) -> list[dict[str, Any]]:
             # token logprobs ride on the next chunk sent: a parser may hold text back (e.g. a tag prefix)
             waiting = pending_probs.setdefault(index, [])
             waiting.extend(probs)
-            for i, delta in enumerate(deltas):
+            chunks = []
+            for delta in deltas:
                 chunk = delta_chunk(index, delta)
                 lp = logprobs(waiting)
                 if lp is not None:
                     chunk["choices"][0]["logprobs"] = lp
                 waiting.clear()
-                if extras and i == len(deltas) - 1:
-                    chunk.update(extras)  # as llama-server: on the last chunk of this token
-                sse.send(chunk)
+                chunks.append(chunk)
+            return chunks
 
         def partial(index: int, r: PartialResult) -> None:
             if r.progress is not None:
@@ -473,17 +473,23 @@ def register(app: Klein, ctx: ApiContext) -> None:
                 sse.send({**delta_chunk(index, {"role": "assistant", "content": None}), **partial_extras(r)})
                 return
             stream = started(index)
-            send_deltas(index, stream.feed(r.content), r.probs, partial_extras(r))
+            chunks = delta_chunks(index, stream.feed(r.content), r.probs)
+            if chunks:
+                chunks[-1].update(partial_extras(r))  # as llama-server: on the last chunk of this token
+            for chunk in chunks:
+                sse.send(chunk)
 
         def final(index: int, r: FinalResult) -> None:
             stream = started(index)
             msg, deltas = stream.finish(r.content)
-            send_deltas(index, deltas, [])
-            chunk = delta_chunk(index, {}, finish_reason(r.stop_type, bool(msg.tool_calls)))
-            chunk["timings"] = r.timings.to_json()
+            chunks = delta_chunks(index, deltas, [])
+            chunks.append(delta_chunk(index, {}, finish_reason(r.stop_type, bool(msg.tool_calls))))
+            if not req.stream_options.include_usage:  # else on the usage chunk, the stream's last (stream_oai)
+                chunks[-1]["timings"] = r.timings.to_json()
             if verbose:
-                chunk["__verbose"] = final_json_fields(ctx, r, index, req.params)
-            sse.send(chunk)
+                chunks[0]["__verbose"] = final_json_fields(ctx, r, index, req.params, texts[index])
+            for chunk in chunks:
+                sse.send(chunk)
 
         tail = ("chat.completion.chunk", cid, model, req.n_cmpl, req.stream_options.include_usage)
         return await stream_oai(ctx, request, sse, prompts, req.params, partial, final, tail)

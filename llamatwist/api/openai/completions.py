@@ -10,7 +10,7 @@ from klein import Klein
 from twisted.internet.defer import CancelledError
 from twisted.web.server import Request
 
-from llamatwist.api.completion import final_json_fields, partial_json
+from llamatwist.api.completion import final_json_fields, partial_json, prompt_texts
 from llamatwist.api.constraints import apply_constraint
 from llamatwist.api.errors import InvalidRequest
 from llamatwist.api.http import ApiContext, handler, read_json, send_json
@@ -71,14 +71,15 @@ def register(app: Klein, ctx: ApiContext) -> None:
         stream_opts = parse_stream_options(body, req.params.stream)
         await log_prompt(ctx, body.get("prompt"))
         prompts = expand(await tokenize_prompts(ctx, loaded, req.prompts), req.n_cmpl)
-        prompt_texts = [await ctx.engine.detokenize(p) for p in prompts] if echo else ["" for _ in prompts]
+        texts = await prompt_texts(ctx, prompts) if echo or verbose else ["" for _ in prompts]
+        echoed_texts = texts if echo else ["" for _ in prompts]
         cid = completion_id("cmpl-")
         model = ctx.model_alias
 
         def logprobs(r: FinalResult | PartialResult, index: int) -> Any:
             if not top_n or not r.probs:
                 return None
-            return completion_logprobs(r.probs, top_n, len(prompt_texts[index]))
+            return completion_logprobs(r.probs, top_n, len(echoed_texts[index]))
 
         if not req.params.stream:
             try:
@@ -87,7 +88,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
                 return b""
             choices = [
                 {
-                    "text": prompt_texts[i] + r.content,
+                    "text": echoed_texts[i] + r.content,
                     "index": i,
                     "logprobs": logprobs(r, i),
                     "finish_reason": finish_reason(r.stop_type),
@@ -98,7 +99,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
             out["usage"] = usage(results, req.n_cmpl)
             out["timings"] = results[-1].timings.to_json()
             if verbose:
-                out["__verbose"] = final_json_fields(ctx, results[-1], len(results) - 1, req.params)
+                out["__verbose"] = final_json_fields(ctx, results[-1], len(results) - 1, req.params, texts[-1])
             return send_json(request, out)
 
         sse = SSEStream(request, req.params.sse_ping_interval)
@@ -107,7 +108,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
         def text_chunk(index: int, text: str, lp: Any, reason: str | None) -> dict[str, Any]:
             if echo and index not in echoed:
                 echoed.add(index)
-                text = prompt_texts[index] + text
+                text = echoed_texts[index] + text
             return envelope("text_completion", cid, model,
                             [{"text": text, "index": index, "logprobs": lp, "finish_reason": reason}])
 
@@ -122,7 +123,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
             chunk["usage"] = usage([r], 1)  # llama-server's last chunk of each choice carries its usage
             chunk["timings"] = r.timings.to_json()
             if verbose:
-                chunk["__verbose"] = final_json_fields(ctx, r, index, req.params)
+                chunk["__verbose"] = final_json_fields(ctx, r, index, req.params, texts[index])
             sse.send(chunk)
 
         tail = ("text_completion", cid, model, req.n_cmpl, stream_opts.include_usage)

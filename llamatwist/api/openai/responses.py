@@ -33,7 +33,7 @@ from llamatwist.api.openai.responses_stream import Event, OutputBuilder, finish_
 from llamatwist.api.openai.tools import MessageStream
 from llamatwist.api.params import FIELDS
 from llamatwist.api.pipeline import run_tasks
-from llamatwist.api.streaming import SSEStream
+from llamatwist.api.streaming import SSEStream, partial_extras
 from llamatwist.runtime import FinalResult, PartialResult
 
 __all__ = ["input_items", "register", "to_chat_body"]
@@ -318,7 +318,8 @@ async def _stream(
     """Responses events, each as ``event: TYPE`` + ``data: {...}``: ``response.created`` and
     ``response.in_progress`` with the first result (headers, and so an error's status, wait for it, as
     llama-server), the items' events, then ``response.completed`` (or ``response.incomplete``) with the
-    whole response; an error after the start is an ``error`` event."""
+    whole response; an error after the start is an ``error`` event. ``timings_per_token``'s timings and
+    ``return_progress``'s ``prompt_progress`` ride on the last event of each result, as llama-server's."""
     sse = SSEStream(request, prepared.req.params.sse_ping_interval)
     text, output = MessageStream(prepared.syntax), OutputBuilder()
 
@@ -326,20 +327,27 @@ async def _stream(
         for name, data in events:
             sse.send_raw(b"event: " + name.encode() + b"\ndata: " + json_bytes(data) + b"\n\n")
 
-    def start() -> None:
+    pending = {**head, "status": "in_progress", "output": [], "usage": None}
+
+    def start() -> list[Event]:
         # by the builder's count, not sse.started: a ':' keep-alive comment may have started the response
         if output.sequence_number == 0:
-            pending = {**head, "status": "in_progress", "output": [], "usage": None}
-            send([output.event("response.created", response=pending),
-                  output.event("response.in_progress", response=pending)])
+            return [output.event("response.created", response=pending),
+                    output.event("response.in_progress", response=pending)]
+        return []
 
     def partial(index: int, r: PartialResult) -> None:
-        start()
-        send(output.feed(text.feed(r.content)))
+        events = start()
+        if r.progress is None:
+            events += output.feed(text.feed(r.content))
+        elif not events:  # prompt progress comes as another response.in_progress, as llama-server's
+            events.append(output.event("response.in_progress", response=pending))
+        if events:  # timings_per_token, return_progress: on the last event, as llama-server puts them
+            events[-1][1].update(partial_extras(r))
+        send(events)
 
     def final(index: int, r: FinalResult) -> None:
-        start()
-        send([*output.feed(text.finish(r.content)[1]), *output.close()])
+        send([*start(), *output.feed(text.finish(r.content)[1]), *output.close()])
         done = {**head, **finish_fields(r), "output": output.output, "usage": usage_json(r)}
         keep(output.output)
         kind = "response.completed" if done["status"] == "completed" else "response.incomplete"

@@ -29,7 +29,8 @@ async def stream_oai(
     tail: tuple[str, str, str, int, bool],
 ) -> bytes:
     """Run the tasks, then end an OpenAI stream: the usage chunk when asked
-    (``tail`` = object, id, model, n_cmpl, include_usage) and ``data: [DONE]``."""
+    (``tail`` = object, id, model, n_cmpl, include_usage), with the timings as llama-server's last chunk has
+    them, and ``data: [DONE]``."""
     object_, cid, model, n_cmpl, include_usage = tail
     try:
         results = await run_tasks(ctx, request, prompts, params, on_partial=on_partial, on_final=on_final)
@@ -41,6 +42,7 @@ async def stream_oai(
     if include_usage:
         last = envelope(object_, cid, model, [])
         last["usage"] = usage(results, n_cmpl)
+        last["timings"] = results[-1].timings.to_json()
         sse.send(last)
     sse.send_raw(b"data: [DONE]\n\n")
     return b""
