@@ -36,7 +36,7 @@ class _Window:
 
 
 def _rate(n: float, seconds: float) -> float:
-    return n / seconds if seconds > 0 else 0.0
+    return max(n / seconds, 0.0) if seconds > 0 else 0.0
 
 
 class MetricsExporter:

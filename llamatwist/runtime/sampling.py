@@ -76,7 +76,7 @@ class Sampling:
         slot.generated.append(token)
         n_decoded = len(slot.generated)
         metrics.tokens_predicted_total += 1
-        metrics.n_tokens_max = max(metrics.n_tokens_max, len(slot.cache) + 1)
+        metrics.n_tokens_max = max(metrics.n_tokens_max, slot.cells(len(slot.cache)))  # the cells, as llama-server
 
         stop_type = "none"
         is_eog = vocab.is_eog(token)
