@@ -8,7 +8,7 @@ what one particular model writes fails on both servers. What counts is the diffe
 llama-server, built from the same source, and fails on llamatwist is behaviour llamatwist does not match.
 `KNOWN` lists those kept on purpose, with why (README: "Where llamatwist differs on purpose").
 
-    python scripts/upstream_suite.py                       # every test file (about 16 minutes on 2 cores)
+    python scripts/upstream_suite.py                       # every test file (about half an hour on 2 cores)
     python scripts/upstream_suite.py unit/test_metrics.py  # some files
 
 Prints, per server, passed/failed counts, then the tests that pass only on llama-server (known ones apart) and
