@@ -79,7 +79,7 @@ def _env_int(name: str) -> int:
 
 
 def register(app: Klein, ctx: ApiContext) -> None:
-    exporter = MetricsExporter(ctx.engine.metrics)
+    exporter = MetricsExporter(lambda: ctx.engine.metrics())  # the engine is read when scraped
     slots_debug = _env_int("LLAMA_SERVER_SLOTS_DEBUG") != 0
 
     def model_info(loaded: LoadedModel) -> dict[str, Any]:
