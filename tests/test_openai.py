@@ -184,9 +184,12 @@ def test_completions(client: OpenAI, server: Server) -> None:
     native = server.post("/completion", {"prompt": prompt, "n_predict": 8, "temperature": 0, **FREE}).json()
     assert r.choices[0].text == native["content"] and r.usage.completion_tokens == 8
     many = client.completions.create(model="m", prompt=["Hello", "The sky is"], max_tokens=3, temperature=0, n=2,
-                                     extra_body={"cache_prompt": False})
+                                     echo=True, extra_body={"cache_prompt": False})
     assert [c.index for c in many.choices] == [0, 1, 2, 3]
     assert many.choices[0].text == many.choices[1].text
+    # each choice echoes its own prompt (detokenized once per prompt, not per choice)
+    assert [c.text.startswith(p) for c, p in zip(many.choices, ["Hello", "Hello", "The sky is", "The sky is"])] == [True] * 4
+    assert many.choices[2].text != many.choices[0].text
 
 
 def test_completions_echo_logprobs_and_stream(client: OpenAI) -> None:

@@ -229,8 +229,13 @@ async def stream_native(
 
 
 async def prompt_texts(ctx: ApiContext, prompts: list[list[int]]) -> list[str]:
-    """The prompts as text, special tokens written out (a final result's ``prompt``)."""
-    return [await ctx.engine.detokenize(p) for p in prompts]
+    """The prompts as text, special tokens written out (a final result's ``prompt``); each one once, however many
+    completions (``n``) repeat it."""
+    texts: dict[tuple[int, ...], str] = {}
+    for p in map(tuple, prompts):
+        if p not in texts:
+            texts[p] = await ctx.engine.detokenize(list(p))
+    return [texts[tuple(p)] for p in prompts]
 
 
 def register(app: Klein, ctx: ApiContext) -> None:

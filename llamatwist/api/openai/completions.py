@@ -71,15 +71,18 @@ def register(app: Klein, ctx: ApiContext) -> None:
         stream_opts = parse_stream_options(body, req.params.stream)
         await log_prompt(ctx, body.get("prompt"))
         prompts = expand(await tokenize_prompts(ctx, loaded, req.prompts), req.n_cmpl)
-        texts = await prompt_texts(ctx, prompts) if echo or verbose else ["" for _ in prompts]
-        echoed_texts = texts if echo else ["" for _ in prompts]
+        texts = await prompt_texts(ctx, prompts) if echo or verbose else []
+
+        def echoed(index: int) -> str:
+            return texts[index] if echo else ""
+
         cid = completion_id("cmpl-")
         model = ctx.model_alias
 
         def logprobs(r: FinalResult | PartialResult, index: int) -> Any:
             if not top_n or not r.probs:
                 return None
-            return completion_logprobs(r.probs, top_n, len(echoed_texts[index]))
+            return completion_logprobs(r.probs, top_n, len(echoed(index)))
 
         if not req.params.stream:
             try:
@@ -88,7 +91,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
                 return b""
             choices = [
                 {
-                    "text": echoed_texts[i] + r.content,
+                    "text": echoed(i) + r.content,
                     "index": i,
                     "logprobs": logprobs(r, i),
                     "finish_reason": finish_reason(r.stop_type),
@@ -103,12 +106,12 @@ def register(app: Klein, ctx: ApiContext) -> None:
             return send_json(request, out)
 
         sse = SSEStream(request, req.params.sse_ping_interval)
-        echoed: set[int] = set()
+        sent: set[int] = set()  # choices whose prompt went out
 
         def text_chunk(index: int, text: str, lp: Any, reason: str | None) -> dict[str, Any]:
-            if echo and index not in echoed:
-                echoed.add(index)
-                text = echoed_texts[index] + text
+            if echo and index not in sent:
+                sent.add(index)
+                text = echoed(index) + text
             return envelope("text_completion", cid, model,
                             [{"text": text, "index": index, "logprobs": lp, "finish_reason": reason}])
 
