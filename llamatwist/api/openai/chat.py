@@ -33,9 +33,9 @@ from llamatwist.api.openai.protocol import (
     chat_logprobs,
     completion_id,
     envelope,
+    final_envelope,
     finish_reason,
     parse_stream_options,
-    usage,
 )
 from llamatwist.api.openai.streaming import stream_oai
 from llamatwist.api.openai.tools import (
@@ -430,9 +430,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
                 if logprobs(r.probs) is not None:
                     choice["logprobs"] = logprobs(r.probs)
                 choices.append(choice)
-            out = envelope("chat.completion", cid, model, choices)
-            out["usage"] = usage(results, req.n_cmpl)
-            out["timings"] = results[-1].timings.to_json()
+            out = final_envelope("chat.completion", cid, model, choices, results, req.n_cmpl)
             if verbose:
                 out["__verbose"] = final_json_fields(ctx, results[-1], len(results) - 1, req.params, texts[-1])
             return send_json(request, out)

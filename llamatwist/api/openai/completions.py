@@ -18,6 +18,7 @@ from llamatwist.api.openai.protocol import (
     completion_id,
     completion_logprobs,
     envelope,
+    final_envelope,
     finish_reason,
     parse_stream_options,
     refuse_unsupported,
@@ -98,9 +99,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
                 }
                 for i, r in enumerate(results)
             ]
-            out = envelope("text_completion", cid, model, choices)
-            out["usage"] = usage(results, req.n_cmpl)
-            out["timings"] = results[-1].timings.to_json()
+            out = final_envelope("text_completion", cid, model, choices, results, req.n_cmpl)
             if verbose:
                 out["__verbose"] = final_json_fields(ctx, results[-1], len(results) - 1, req.params, texts[-1])
             return send_json(request, out)

@@ -23,6 +23,7 @@ __all__ = [
     "completion_id",
     "completion_logprobs",
     "envelope",
+    "final_envelope",
     "finish_reason",
     "parse_stream_options",
     "random_id",
@@ -71,6 +72,15 @@ def envelope(object_: str, id_: str, model: str, choices: list[dict[str, Any]]) 
         "object": object_,
         "id": id_,
     }
+
+
+def final_envelope(object_: str, id_: str, model: str, choices: list[dict[str, Any]],
+                   results: Sequence[FinalResult], n_cmpl: int) -> dict[str, Any]:
+    """A whole (not streamed) reply: its choices, usage, and the last result's timings, as llama-server's."""
+    out = envelope(object_, id_, model, choices)
+    out["usage"] = usage(results, n_cmpl)
+    out["timings"] = results[-1].timings.to_json()
+    return out
 
 
 @dataclass(frozen=True)
