@@ -49,7 +49,7 @@ KNOWN: dict[str, str] = {
     "unit.test_sleep::test_server_sleep_token_counting_wake": "counting tokens does not wake a sleeping "
     "server: a vocabulary-only copy of the model answers it",
     "unit.test_sleep::test_server_sleep_metrics_buckets": "the same: /tokenize does not wake it",
-    "unit.test_completion::test_completion_unified[256-4-[90,90,40,90]": "an overflowed unified KV pool: "
+    "unit.test_completion::test_completion_unified[256-4-n_predict_vals2-": "an overflowed unified KV pool: "
     "llama-server fails every request with a 500, llamatwist stops the youngest generation until there is room and "
     "finishes all (greedy output as with room to spare); the stand-in model then samples end-of-text one token early",
     "unit.test_router::": "with no model, llamatwist serves its default model; llama-server is a router over its "
