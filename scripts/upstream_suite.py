@@ -10,6 +10,7 @@ llama-server, built from the same source, and fails on llamatwist is behaviour l
 
     python scripts/upstream_suite.py                       # every test file (about half an hour on 2 cores)
     python scripts/upstream_suite.py unit/test_metrics.py  # some files
+    python scripts/upstream_suite.py --passing-only        # llamatwist runs only what passes on llama-server
 
 Prints, per server, passed/failed counts, then the tests that pass only on llama-server (known ones apart) and
 those that pass only here; exits 1 when an unknown difference is found. Needs the package installed with its
