@@ -25,7 +25,7 @@ Lavapipe is slow: there this is a correctness check, not a benchmark. ::
    start-up log, ``-ngl 0`` and ``-dev none`` on the CPU, an unknown device refused, ``-nkvo`` keeping the
    KV cache in host memory, ``-sm``/``-mg``/``-ts`` with one device, the projector's device) on that build.
 
-Exit status 0 only when everything passes.  Not in CI: the first Vulkan build takes tens of minutes on a
+Exit status 0 only when everything passes.  Not in CI: the first Vulkan build takes 5 to 20 minutes on a
 small machine, each lavapipe server start takes seconds, and CI has no GPU; ``tests/test_gpu.py`` skips
 (saying why) wherever no GPU build is there.
 """
