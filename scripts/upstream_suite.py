@@ -150,7 +150,12 @@ def known_reason(test: str) -> str | None:
 
 def passing_ids(results: dict[str, Outcome]) -> list[str]:
     """pytest node ids (``unit/test_x.py::test_y[...]``) of the tests that passed."""
-    return [f"{t.split('::')[0].replace('.', '/')}.py::{t.split('::', 1)[1]}" for t, o in results.items() if o.passed]
+    ids = []
+    for test, outcome in results.items():
+        module, _, name = test.partition("::")
+        if outcome.passed:
+            ids.append(f"{module.replace('.', '/')}.py::{name}")
+    return ids
 
 
 def differences(reference: dict[str, Outcome], ours: dict[str, Outcome]) -> tuple[list[str], list[str], list[str]]:

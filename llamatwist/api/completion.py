@@ -231,11 +231,12 @@ async def stream_native(
 async def prompt_texts(ctx: ApiContext, prompts: list[list[int]]) -> list[str]:
     """The prompts as text, special tokens written out (a final result's ``prompt``); each one once, however many
     completions (``n``) repeat it."""
+    keys = [tuple(p) for p in prompts]
     texts: dict[tuple[int, ...], str] = {}
-    for p in map(tuple, prompts):
-        if p not in texts:
-            texts[p] = await ctx.engine.detokenize(list(p))
-    return [texts[tuple(p)] for p in prompts]
+    for key, p in zip(keys, prompts):
+        if key not in texts:
+            texts[key] = await ctx.engine.detokenize(p)
+    return [texts[key] for key in keys]
 
 
 def register(app: Klein, ctx: ApiContext) -> None:
