@@ -24,7 +24,7 @@ from ..workarounds import gemma4_model_turns, ministral3_blocks, reasoning_as_th
 from .generic import parse_generic
 from .jsonscan import JsonSyntaxError, scan_json
 from .model import HandlerContinuation, ToolCallOut
-from .scan import KEEP, TEMPLATE, Broken, Scanner, Spacing, Stop, args_json, arguments_text
+from .scan import AUTO_PARSER, KEEP, Broken, Scanner, Spacing, Stop, args_json, arguments_text
 
 __all__ = ["DSML", "FAMILIES", "MINIMAX_NS", "THINK", "Family", "detect_family"]
 
@@ -157,7 +157,7 @@ def _tagged_args(s: Scanner, name: str, *, key_open: str, key_end: str, value_en
                 else:
                     parts.append(head)
                 raise s.incomplete()
-            parts.append(head + _typed_value(value, types, s.spacing.template))
+            parts.append(head + _typed_value(value, types, s.spacing.auto_parser))
     finally:
         s.calls[-1] = ToolCallOut(name, "{" + "".join(parts) + ("}" if done else ""))
 
@@ -725,7 +725,7 @@ class Family:
     none_unwraps: bool = False
     # the whitespace rules of llama.cpp's parser for the format: its template analysis's unless it has a
     # hand-written one (common/parsers/*.cpp)
-    spacing: Spacing = TEMPLATE
+    spacing: Spacing = AUTO_PARSER
     # what llama.cpp's own handler writes around a continued assistant message's reasoning, before its content,
     # where the template does not show it (GPT-OSS: the analysis message, then the final one)
     continuation: HandlerContinuation | None = None

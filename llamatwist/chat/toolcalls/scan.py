@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from .jsonscan import JNode, JsonSyntaxError, scan_json, skip_ws
 from .model import ChatSyntax, ParsedMessage, ToolCallOut
 
-__all__ = ["KEEP", "TEMPLATE", "Broken", "Scanner", "Spacing", "Stop", "partial_marker_start"]
+__all__ = ["AUTO_PARSER", "KEEP", "Broken", "Scanner", "Spacing", "Stop", "partial_marker_start"]
 
 
 class Stop(Exception):
@@ -47,25 +47,25 @@ class Spacing:
     """What llama.cpp's parser for a format does with the whitespace around a thinking block; the rest of what
     the model writes (inside the reasoning, after the block) reaches the client as it is.
 
-    ``template``: its template analysis's parser (the formats it has no hand-written parser for): whitespace
-    before the block is skipped; the whitespace the template writes after each marker (``ChatSyntax.
-    think_spacing``: Qwen 3's ``"<think>\n"`` and ``"\n</think>\n\n"``) is read as part of that marker where
-    the model writes it; an opened block's reasoning starts with what the generation prompt wrote after the
-    marker (``ChatSyntax.forced_lead``). ``reasoning_lstrip``/``content_lstrip``: a hand-written parser that
-    skips the whitespace at the start of the reasoning (``<think>`` + space()) or before the content. A
-    hand-written parser reads a block only where the reply starts with it, unless ``block_after_space`` (Gemma
-    4's: the whitespace before it is content). ``bare_end``: one that drops an end marker the reply starts with
-    (MiniMax-M3's turn without reasoning starts with a bare ``</mm:think>``).
+    ``auto_parser``: its template analysis's parser (``common/chat-auto-parser``, for the formats it has no
+    hand-written parser for): whitespace before the block is skipped; the whitespace the template writes after
+    each marker (``ChatSyntax.think_spacing``: Qwen 3's ``"<think>\n"`` and ``"\n</think>\n\n"``) is read as
+    part of that marker where the model writes it; an opened block's reasoning starts with what the generation
+    prompt wrote after the marker (``ChatSyntax.forced_lead``). ``reasoning_lstrip``/``content_lstrip``: a
+    hand-written parser that skips the whitespace at the start of the reasoning (``<think>`` + space()) or
+    before the content. A hand-written parser reads a block only where the reply starts with it, unless
+    ``block_after_space`` (Gemma 4's: the whitespace before it is content). ``bare_end``: one that drops an end
+    marker the reply starts with (MiniMax-M3's turn without reasoning starts with a bare ``</mm:think>``).
     """
 
-    template: bool = False
+    auto_parser: bool = False
     reasoning_lstrip: bool = False
     content_lstrip: bool = False
     block_after_space: bool = False
     bare_end: bool = False
 
 
-TEMPLATE = Spacing(template=True)
+AUTO_PARSER = Spacing(auto_parser=True)
 KEEP = Spacing()
 
 
@@ -226,21 +226,21 @@ class Scanner:
                 self.add_content(self.syntax.content_lead)
             # a hand-written parser that skips the space before its content does so either way, and so does
             # llama.cpp's template analysis (a reply without tools or thinking is not parsed at all)
-            elif sp.content_lstrip or sp.template:
+            elif sp.content_lstrip or sp.auto_parser:
                 self.pos = skip_ws(text, self.pos)
             return False
         start, end = self.think
-        if sp.template and self.syntax.thinking_closed:
+        if sp.auto_parser and self.syntax.thinking_closed:
             return False  # the block was the prompt's: a block the model writes anyway is content
-        open_ws, close_ws = (_trailing_ws(m) for m in self.syntax.think_spacing) if sp.template else ("", "")
-        cursor = skip_ws(text, self.pos) if sp.template or sp.block_after_space else self.pos
+        open_ws, close_ws = (_trailing_ws(m) for m in self.syntax.think_spacing) if sp.auto_parser else ("", "")
+        cursor = skip_ws(text, self.pos) if sp.auto_parser or sp.block_after_space else self.pos
         lead = ""
         if text.startswith(start, cursor):
-            if not sp.template:
+            if not sp.auto_parser:
                 self.add_content(text[self.pos : cursor])
             cursor += len(start)
         elif self.syntax.thinking_forced_open and self.pos == 0:
-            cursor, lead = 0, self.syntax.forced_lead if sp.template else ""
+            cursor, lead = 0, self.syntax.forced_lead if sp.auto_parser else ""
         elif self.partial and cursor < len(text) and (start.startswith(text[cursor:])
                                                       or sp.bare_end and end.startswith(text[cursor:])):
             self.pos = len(text)  # maybe the start of a thinking block: wait
@@ -249,7 +249,7 @@ class Scanner:
             self.pos = cursor + len(end)
             return False
         else:
-            if sp.template or sp.content_lstrip:
+            if sp.auto_parser or sp.content_lstrip:
                 self.pos = skip_ws(text, self.pos)
             return False
         while True:
