@@ -818,7 +818,7 @@ REFERENCE_CMAKE_ARGS: tuple[str, ...] = (
     "-DLLAMA_BUILD_UI=OFF",
     "-DLLAMA_USE_PREBUILT_UI=OFF",
 )
-REFERENCE_TARGETS: tuple[str, ...] = ("llama-server", "llama-quantize")
+REFERENCE_TARGETS: tuple[str, ...] = ("llama-server", "llama-quantize", "llama-fit-params")
 
 
 def ensure_reference(native: NativeBuild, jobs: int | None = None,

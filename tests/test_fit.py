@@ -17,7 +17,7 @@ import pytest
 
 from llamatwist.cli import ConfigError, parse_config
 from llamatwist.engine.context import ContextParams
-from llamatwist.engine.fit import MIB, FitRequest, Measured, Usage, fit, measure
+from llamatwist.engine.fit import MIB, FitRequest, Measured, Trial, Usage, fit, measure
 from tests.conftest import REPO, Server
 
 N_LAYER = 30
@@ -32,7 +32,8 @@ def model_of_memory(gpu_free: int | None = None) -> tuple[Any, list[tuple[int, i
     """A measure callable for a dense model (on one GPU with gpu_free bytes if given), and its calls."""
     calls: list[tuple[int, int]] = []
 
-    def measure_(n_ctx: int, ngl: int) -> Measured:
+    def measure_(trial: Trial) -> Measured:
+        n_ctx, ngl = trial.n_ctx, trial.n_gpu_layers
         calls.append((n_ctx, ngl))
         ctx = n_ctx or TRAIN
         if gpu_free is None:
@@ -125,10 +126,10 @@ def test_gpu_gets_the_layers_that_fit() -> None:
     assert 0 < out.n_gpu_layers < N_LAYER + 1
 
     def gpu_use(ngl: int) -> int:
-        return measure_(4096, ngl).devices[0].used
+        return measure_(Trial(4096, ngl)).devices[0].used
 
     assert gpu_use(out.n_gpu_layers) <= free - margin * MIB < gpu_use(out.n_gpu_layers + 1)
-    assert f"{out.n_gpu_layers}/{N_LAYER + 1} layers offloaded to GPU0" in out.notes
+    assert any(n.startswith(f"{out.n_gpu_layers}/{N_LAYER + 1} layers offloaded to GPU0:") for n in out.notes)
 
 
 def test_gpu_layers_the_user_set_are_not_changed() -> None:

@@ -116,7 +116,8 @@ def test_package_metadata(deb: Path) -> None:
     info = run("dpkg-deb", "-f", str(deb), "Depends", "Architecture").stdout
     assert "python3 (>= 3." in info and "adduser" in info
     files = run("dpkg-deb", "-c", str(deb)).stdout
-    for path in ("./usr/bin/llamatwist", "./usr/bin/llamatwist-rpc-server", "./etc/default/llamatwist", "./lib/systemd/system/llamatwist.service",
+    for path in ("./usr/bin/llamatwist", "./usr/bin/llamatwist-rpc-server", "./usr/bin/llamatwist-fit-params",
+                 "./etc/default/llamatwist", "./lib/systemd/system/llamatwist.service",
                  "/site-packages/llamatwist/native/lib/libllama.so", "./usr/lib/llamatwist/bin/twistd"):
         assert path in files, path
     # Bytecode is compiled by postinst, never shipped; nothing names the build tree.

@@ -10,6 +10,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -26,12 +27,15 @@ class RpcServer:
     def __init__(self, *args: str) -> None:
         self.port = free_port()
         self.endpoint = f"127.0.0.1:{self.port}"
+        # its output goes to a file: a pipe nobody reads fills after some clients, and the server blocks
+        self.output = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed by stop)
+        self.written = ""
         self.proc = subprocess.Popen([sys.executable, "-m", "llamatwist.cli.rpc_server", "-p", str(self.port),
-                                      "-t", "1", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      "-t", "1", *args], stdout=self.output, stderr=subprocess.STDOUT,
                                      text=True, cwd=REPO)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.proc.stdout.read() if self.proc.stdout else ""
+            assert self.proc.poll() is None, self.read()
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
                 return
@@ -39,10 +43,18 @@ class RpcServer:
                 time.sleep(0.1)
         raise TimeoutError("the RPC server did not listen")
 
+    def read(self) -> str:
+        self.output.seek(0)
+        return self.output.read()
+
     def stop(self) -> str:
-        self.proc.terminate()
-        out, _ = self.proc.communicate(timeout=30)
-        return out
+        """Stop it (again: no-op) and return what it wrote."""
+        if not self.output.closed:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+            self.written = self.read()
+            self.output.close()
+        return self.written
 
 
 @pytest.fixture

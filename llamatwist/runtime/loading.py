@@ -13,7 +13,17 @@ from typing import Any
 from llamatwist.engine.batch import Batch
 from llamatwist.engine.context import CACHE_TYPES, Context, ContextParams, max_sequences
 from llamatwist.engine.errors import ContextError, EngineError, ModelLoadError
-from llamatwist.engine.fit import DEFAULT_MARGIN_MIB, DEFAULT_MIN_CTX, FitRequest, fit, measure
+from llamatwist.engine.fit import (
+    DEFAULT_MARGIN_MIB,
+    DEFAULT_MIN_CTX,
+    FitRequest,
+    Fitted,
+    Measured,
+    Trial,
+    cli_args,
+    fit,
+    measure,
+)
 from llamatwist.engine.model import LoraAdapter, Model, ModelInfo, Placement, numa_init
 from llamatwist.engine.mtmd import Projector
 from llamatwist.engine.sampling import eog_tokens
@@ -30,7 +40,7 @@ from llamatwist.runtime.slot import Slot
 from llamatwist.runtime.speculative import DraftModel
 from llamatwist.sampling_defaults import DRAFT_ARCH_TYPES, GEMMA4_ASSISTANT
 
-__all__ = ["EngineSpec", "Loaded", "LoadedModel", "load"]
+__all__ = ["EngineSpec", "Loaded", "LoadedModel", "fit_spec", "load"]
 
 log = logging.getLogger(__name__)
 
@@ -134,29 +144,44 @@ class Loaded:
     head: DraftHead | None = None  # draft-mtp's NextN head, or draft-eagle3's or -dflash's draft: it follows every decode
 
 
-def _fitted(spec: EngineSpec) -> EngineSpec:
-    """The spec with the context size and layers --fit chose (unchanged where it could not measure)."""
+def fit_spec(spec: EngineSpec) -> tuple[EngineSpec, Fitted | None]:
+    """The spec with the context size, layers, layer split and tensor placement --fit chose, and the fit's
+    outcome (None, and the spec unchanged, where the model could not be measured)."""
+    place = spec.placement
     request = FitRequest(n_ctx=spec.context.n_ctx, n_gpu_layers=spec.n_gpu_layers,
                          n_streams=1 if spec.context.kv_unified else max(spec.n_slots, 1),
-                         margins_mib=spec.fit_margins_mib, n_ctx_min=spec.fit_min_ctx)
+                         margins_mib=spec.fit_margins_mib, n_ctx_min=spec.fit_min_ctx,
+                         tensor_split=place.tensor_split, overrides=place.tensor_overrides, split_mode=place.split_mode)
 
-    def measured(n_ctx: int, n_gpu_layers: int) -> Any:
-        return measure(spec.model_path, context=dataclasses.replace(spec.context, n_ctx=n_ctx),
-                       n_gpu_layers=n_gpu_layers, placement=spec.placement, kv_overrides=spec.kv_overrides,
-                       load_mtp=spec.mtp)
+    def measured(trial: Trial) -> Measured:
+        return measure(spec.model_path, context=dataclasses.replace(spec.context, n_ctx=trial.n_ctx),
+                       n_gpu_layers=trial.n_gpu_layers, kv_overrides=spec.kv_overrides, load_mtp=spec.mtp,
+                       placement=dataclasses.replace(place, tensor_split=trial.tensor_split,
+                                                     tensor_overrides=trial.overrides))
 
     try:
         fitted = fit(measured, request)
     except EngineError as exc:  # the load itself says what is wrong with the model
         log.error("fit: could not measure the model's memory, its settings stay as given: %s", exc)
+        return spec, None
+    spec = dataclasses.replace(spec, n_gpu_layers=fitted.n_gpu_layers,
+                               context=dataclasses.replace(spec.context, n_ctx=fitted.n_ctx),
+                               placement=dataclasses.replace(place, tensor_split=fitted.tensor_split,
+                                                             tensor_overrides=fitted.overrides))
+    return spec, fitted
+
+
+def _fitted(spec: EngineSpec) -> EngineSpec:
+    spec, fitted = fit_spec(spec)
+    if fitted is None:
         return spec
     for note in fitted.notes:
         log.log(logging.INFO if fitted.ok else logging.WARNING, "fit: %s", note)
-    if not fitted.ok:
-        log.warning("fit: no settings are projected to fit; loading with context %d and -ngl %s",
-                    fitted.n_ctx, fitted.n_gpu_layers)
-    return dataclasses.replace(spec, n_gpu_layers=fitted.n_gpu_layers,
-                               context=dataclasses.replace(spec.context, n_ctx=fitted.n_ctx))
+    if fitted.ok:
+        log.info("fit: loading with %s", cli_args(fitted))
+    else:
+        log.warning("fit: no settings are projected to fit; loading with %s", cli_args(fitted))
+    return spec
 
 
 def load(spec: EngineSpec) -> Loaded:

@@ -1,0 +1,199 @@
+"""--fit on several devices, and MoE models: the settings llamatwist chooses are llama-fit-params' own.
+
+The devices are two real ``llamatwist-rpc-server`` processes (this machine's CPU behind ggml's RPC backend,
+GPU-like devices to libllama). Their memory is made a chosen size by ``tests/native/fake_memory.c``,
+LD_PRELOADed into both programs: it answers ``ggml_backend_dev_memory`` for the devices it names. Each case
+runs llama.cpp's ``llama-fit-params`` (built from the pinned source) and ``llamatwist-fit-params`` with the
+same model, flags and memory, and compares the printed settings: context, layers, the split between the
+devices and the MoE tensors left in system memory or overflowing to the next device. A server started under
+the same memory places the weights as llama-server does and answers as the CPU does.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO, Server, free_port
+from tests.test_rpc import RpcServer
+
+NATIVE = REPO / "tests" / "native"
+
+
+@pytest.fixture(scope="module")
+def fake_memory(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cc = shutil.which("cc") or shutil.which("gcc")
+    assert cc, "a C compiler (the native build needs one too)"
+    out = tmp_path_factory.mktemp("fake") / "fake_memory.so"
+    subprocess.run([cc, "-shared", "-fPIC", "-O1", "-o", str(out), str(NATIVE / "fake_memory.c"), "-ldl"],
+                   check=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def fit_params_ref() -> Path:
+    from tests.models import _script
+
+    bn = _script("device_kit").build_native_module()
+    return Path(dict(bn.ensure_reference(bn.ensure_native(build=False)))["llama-fit-params"])
+
+
+@pytest.fixture(scope="module")
+def rpcs() -> Iterator[tuple[RpcServer, RpcServer]]:
+    pair = (RpcServer(), RpcServer())
+    yield pair
+    for srv in pair:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def moe_model(tmp_path_factory: pytest.TempPathFactory, model_path: str) -> str:
+    """GLM-4.5's architecture, 8 MoE layers of 8 experts (~13 MB of experts per layer), random weights."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    from make_mtp_model import make
+
+    out = tmp_path_factory.mktemp("moe") / "moe.gguf"
+    make(out, Path(model_path), arch="glm4moe", n_heads=0, n_layer=8, n_embd=256, n_head=4, n_head_kv=2, n_ff=512,
+         n_expert=8, n_ff_exp=512)
+    return str(out)
+
+
+def _env(fake_memory: Path, memory: dict[str, int]) -> dict[str, str]:
+    return {**os.environ, "LD_PRELOAD": str(fake_memory),
+            "FAKE_DEVICE_MEMORY": ",".join(f"{name}={mib}" for name, mib in memory.items())}
+
+
+def _both(command: list[str], args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=300, cwd=REPO, env=env,
+                          check=False)
+
+
+def _fit_args(fit_params_ref: Path, fake_memory: Path, rpcs: tuple[RpcServer, ...], memory: dict[str, int],
+              model: str, *flags: str) -> tuple[subprocess.CompletedProcess[str], subprocess.CompletedProcess[str]]:
+    used = rpcs[: len(memory)]
+    args = ["-m", model, "--rpc", ",".join(r.endpoint for r in used), *flags]
+    env = _env(fake_memory, memory)
+    theirs = _both([str(fit_params_ref)], args, env)
+    ours = _both([sys.executable, "-m", "llamatwist.cli.fit_params"], args, env)
+    return theirs, ours
+
+
+# (model, device memory in MiB, flags): each a different path through the fit. Full use: the dense model
+# ~280 MiB (output layer and compute ~110 of it), the MoE model ~200 MiB (experts ~105).
+CASES = [
+    ("dense", {"RPC0": 300}, ["-fitt", "0", "-fitc", "1024"]),  # the context shrinks, all layers fit
+    ("dense", {"RPC0": 150}, ["-fitt", "0", "-fitc", "1024"]),  # the least context, some layers
+    ("dense", {"RPC0": 60, "RPC1": 200}, ["-fitt", "0", "-fitc", "1024"]),  # split between two devices
+    ("dense", {"RPC0": 200, "RPC1": 150}, ["-fitt", "0", "-fitc", "1024"]),
+    ("dense", {"RPC0": 100, "RPC1": 120}, ["-np", "2", "-fitt", "10,20", "-fitc", "512"]),  # margins per device
+    ("moe", {"RPC0": 200}, ["-fitt", "0"]),  # fits as it is
+    ("moe", {"RPC0": 140}, ["-fitt", "0"]),  # layers without their experts
+    ("moe", {"RPC0": 50, "RPC1": 130}, ["-fitt", "0"]),  # whole layers, a gate overflowing to the next device
+    ("moe", {"RPC0": 10, "RPC1": 170}, ["-fitt", "0"]),
+    ("moe", {"RPC0": 30, "RPC1": 150}, ["-fitt", "0"]),  # a part layer overflowing to the CPU
+    ("moe", {"RPC0": 1040, "RPC1": 1200}, []),  # the default margin, 1024 MiB
+]
+
+
+@pytest.mark.parametrize(("which", "memory", "flags"), CASES,
+                         ids=[f"{w}-{'-'.join(f'{k}={v}' for k, v in m.items())}" for w, m, _ in CASES])
+def test_fit_chooses_what_llama_fit_params_chooses(fit_params_ref: Path, fake_memory: Path,
+                                                   rpcs: tuple[RpcServer, RpcServer], model_path: str,
+                                                   moe_model: str, which: str, memory: dict[str, int],
+                                                   flags: list[str]) -> None:
+    model = moe_model if which == "moe" else model_path
+    theirs, ours = _fit_args(fit_params_ref, fake_memory, rpcs, memory, model, "-np", "1", *flags)
+    assert theirs.returncode == 0, theirs.stderr[-2000:]
+    assert ours.returncode == 0, ours.stderr[-2000:]
+    assert ours.stdout.strip() == theirs.stdout.strip(), ours.stderr[-3000:]
+    assert ours.stdout.startswith("-c ")
+
+
+def test_fitted_settings_are_not_trivial(fit_params_ref: Path, fake_memory: Path, rpcs: tuple[RpcServer, RpcServer],
+                                         moe_model: str) -> None:
+    """The cases above reach the paths that matter: a split, experts on the CPU, a part layer elsewhere."""
+    _, split = _fit_args(fit_params_ref, fake_memory, rpcs, {"RPC0": 50, "RPC1": 130}, moe_model, "-np", "1",
+                         "-fitt", "0")
+    assert " -ts 8,1 " in split.stdout and r'-ot "blk\.7\.ffn_down.*=' in split.stdout, split.stdout
+    _, experts = _fit_args(fit_params_ref, fake_memory, rpcs, {"RPC0": 140}, moe_model, "-np", "1", "-fitt", "0")
+    assert "exps=CPU" in experts.stdout and "-ts" not in experts.stdout, experts.stdout
+    assert "layers offloaded to RPC0 (" in experts.stderr  # the log says some layers are partial
+
+
+def test_settings_the_user_fixed_fail_as_llama_fit_params_fails(fit_params_ref: Path, fake_memory: Path,
+                                                                rpcs: tuple[RpcServer, RpcServer],
+                                                                model_path: str) -> None:
+    theirs, ours = _fit_args(fit_params_ref, fake_memory, rpcs, {"RPC0": 100}, model_path, "-np", "1", "-fitt", "0",
+                             "-ngl", "20")
+    assert theirs.returncode == ours.returncode == 1
+    assert ours.stdout == ""
+    assert "fit: -ngl set by the user to 20: not changed" in ours.stderr
+    assert "error: failed to fit CLI arguments to free memory" in ours.stderr
+
+
+def test_missing_model_is_a_clear_error(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "llamatwist.cli.fit_params", "-m", str(tmp_path / "none.gguf")],
+                         capture_output=True, text=True, timeout=120, cwd=REPO, check=False)
+    assert out.returncode == 1 and "model file not found" in out.stderr and "Traceback" not in out.stderr
+
+
+def _weights(log: str, after: str = "") -> dict[str, float]:
+    """Each weight buffer's size in MiB, as the last load (after ``after``) reports them."""
+    log = log[log.rindex(after):] if after else log
+    found = re.findall(r"load_tensors:\s+(\S+) model buffer size =\s*([\d.]+) MiB", log)
+    if not found:  # llamatwist's summary line: "weights: CPU_Mapped 24.00 MiB, RPC0[...] 5.26 MiB"
+        line = re.search(r"weights: (.*)", log)
+        assert line, log[-3000:]
+        found = re.findall(r"(\S+) ([\d.]+) MiB", line[1])
+    return {name: float(mib) for name, mib in found}
+
+
+def test_server_loads_as_llama_server_does(llama_server: list[str], fake_memory: Path,
+                                          rpcs: tuple[RpcServer, RpcServer], moe_model: str,
+                                          monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Under the same memory, llamatwist's server fits and places the weights as llama-server does (its
+    output limits make the compute buffers smaller than llama-fit-params measures), and answers as the CPU."""
+    cpu = Server(["-m", moe_model, "-np", "1", "-t", "2", "-dev", "none"])
+    try:
+        prompt = {"prompt": "The capital of France is", "n_predict": 12, "temperature": 0, "ignore_eos": True,
+                  "return_tokens": True}
+        expected = cpu.post("/completion", prompt).json()["tokens"]
+    finally:
+        cpu.stop()
+    env = _env(fake_memory, {"RPC0": 20, "RPC1": 80})
+    flags = ["-m", moe_model, "-np", "1", "-t", "2", "--rpc", ",".join(r.endpoint for r in rpcs), "-fitt", "0"]
+    log_path = tmp_path / "llama-server.log"
+    with log_path.open("w") as log_file:
+        ref = subprocess.Popen([*llama_server, *flags, "--port", str(free_port()), "-v"], stdout=log_file,
+                               stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        try:
+            deadline = time.monotonic() + 120
+            while "listening on" not in log_path.read_text() and time.monotonic() < deadline:
+                assert ref.poll() is None, log_path.read_text()[-3000:]
+                time.sleep(0.2)
+        finally:
+            ref.terminate()
+            ref.wait(timeout=30)
+    theirs = _weights(log_path.read_text(), after="successfully fit params")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    srv = Server(flags)
+    try:
+        log = srv.log()
+        assert 'fit: loading with -c 4096 -ngl 9 -ts 3,6 -ot "' in log, log[-3000:]
+        assert _weights(log) == theirs and len(theirs) == 3, (theirs, log[-3000:])
+        offload: dict[str, Any] = srv.get("/props").json()["offload"]
+        assert offload["layers_offloaded"] == 9, offload
+        out = srv.post("/completion", prompt)
+        assert out.status_code == 200 and out.json()["tokens"] == expected
+    finally:
+        srv.stop()
