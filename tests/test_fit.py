@@ -17,7 +17,8 @@ import pytest
 
 from llamatwist.cli import ConfigError, parse_config
 from llamatwist.engine.context import ContextParams
-from llamatwist.engine.fit import MIB, FitRequest, Measured, Trial, Usage, fit, measure
+from llamatwist.engine.errors import EngineError
+from llamatwist.engine.fit import MIB, Extra, FitRequest, Measured, Trial, Usage, fit, measure
 from tests.conftest import REPO, Server
 
 N_LAYER = 30
@@ -84,6 +85,41 @@ def test_context_shrinks_linearly_to_leave_the_margin() -> None:
     assert used_at(out.n_ctx) <= HOST_TOTAL - margin_mib * MIB  # what it chose fits
     assert used_at(out.n_ctx + 256 * streams) > HOST_TOTAL - margin_mib * MIB - MIB  # and is about the most
     assert f"context size reduced from {n_max} to {out.n_ctx}" in out.notes
+
+
+def test_a_draft_model_counts_with_the_target() -> None:
+    """The draft's memory (measured again at each context size) is added: where the target alone fits, the
+    two need a smaller context; a draft that cannot be measured leaves the target fitted alone, said."""
+    measure_, _ = model_of_memory()
+    draft_at: list[int] = []
+
+    def draft(n_ctx: int) -> Measured:
+        draft_at.append(n_ctx)
+        return measure_(Trial(n_ctx, -1))  # a draft as big as the target
+
+    margin_mib = (HOST_TOTAL - used_at(TRAIN) * 3 // 2) // MIB  # the target alone fits, two need less context
+    request = FitRequest(n_ctx=0, n_gpu_layers=-1, n_streams=1, margins_mib=(margin_mib,), n_ctx_min=1024)
+    assert fit(measure_, request).n_ctx == TRAIN
+    out = fit(measure_, request, Extra(draft))
+    assert out.ok and 1024 <= out.n_ctx < TRAIN, out.notes
+    assert draft_at == [TRAIN, 1024]  # at the target's context, measured once per context
+    assert 2 * used_at(out.n_ctx) <= HOST_TOTAL - margin_mib * MIB
+
+    def broken(n_ctx: int) -> Measured:
+        raise EngineError("no such file")
+
+    alone = fit(measure_, request, Extra(broken))
+    assert alone.n_ctx == TRAIN
+    assert "could not measure the draft model, fitting without it: no such file" in alone.notes
+
+
+def test_shared_weights_are_not_counted_twice() -> None:
+    """An MTP context runs on the target's weights: only its cache and compute buffers count."""
+    measure_, _ = model_of_memory()
+    margin_mib = (HOST_TOTAL - used_at(TRAIN) - TRAIN * KV_PER_TOKEN - COMPUTE) // MIB  # room for one more cache
+    request = FitRequest(n_ctx=0, n_gpu_layers=-1, n_streams=1, margins_mib=(margin_mib,))
+    assert fit(measure_, request, Extra(lambda n: measure_(Trial(n, -1)), shares_model=True)).n_ctx == TRAIN
+    assert fit(measure_, request, Extra(lambda n: measure_(Trial(n, -1)))).n_ctx < TRAIN
 
 
 def test_nothing_fits_the_least_context_is_taken_and_said() -> None:

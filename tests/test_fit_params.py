@@ -146,31 +146,49 @@ def test_missing_model_is_a_clear_error(tmp_path: Path) -> None:
     assert out.returncode == 1 and "model file not found" in out.stderr and "Traceback" not in out.stderr
 
 
-def _weights(log: str, after: str = "") -> dict[str, float]:
-    """Each weight buffer's size in MiB, as the last load (after ``after``) reports them."""
-    log = log[log.rindex(after):] if after else log
-    found = re.findall(r"load_tensors:\s+(\S+) model buffer size =\s*([\d.]+) MiB", log)
-    if not found:  # llamatwist's summary line: "weights: CPU_Mapped 24.00 MiB, RPC0[...] 5.26 MiB"
-        line = re.search(r"weights: (.*)", log)
-        assert line, log[-3000:]
-        found = re.findall(r"(\S+) ([\d.]+) MiB", line[1])
-    return {name: float(mib) for name, mib in found}
+def _loads(log: str, after: str = "") -> list[dict[str, float]]:
+    """Each model load's weight buffers (name: MiB), in order, as the log reports them after ``after``."""
+    log = log[log.index(after):] if after else log
+    loads: list[dict[str, float]] = []
+    for line in log.splitlines():
+        if "offloaded" in line and "layers to" in line:
+            loads.append({})
+        ours = re.search(r"weights: (.*)", line)  # llamatwist: "weights: CPU_Mapped 24.00 MiB, RPC0[...] 5.26 MiB"
+        if ours:
+            loads[-1].update({name: float(mib) for name, mib in re.findall(r"(\S+) ([\d.]+) MiB", ours[1])})
+        theirs = re.search(r"load_tensors:\s+(\S+) model buffer size =\s*([\d.]+) MiB", line)
+        if theirs:
+            loads[-1][theirs[1]] = float(theirs[2])
+    return loads
 
 
+SERVED = [  # (model, device memory in MiB, flags, what the fit says it loads with)
+    ("moe", {"RPC0": 20, "RPC1": 80}, [], 'fit: loading with -c 4096 -ngl 9 -ts 3,6 -ot "blk\\.2\\.ffn_(gate|up|'),
+    # the draft model (here the target itself) is measured with the target: the least context, 29 layers
+    ("dense", {"RPC0": 250}, ["-md", "TARGET", "-fitc", "1024"], "fit: loading with -c 1024 -ngl 29\n"),
+]
+
+
+@pytest.mark.parametrize(("which", "memory", "extra", "chosen"), SERVED, ids=["moe-two-devices", "dense-with-draft"])
 def test_server_loads_as_llama_server_does(llama_server: list[str], fake_memory: Path,
-                                          rpcs: tuple[RpcServer, RpcServer], moe_model: str,
-                                          monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Under the same memory, llamatwist's server fits and places the weights as llama-server does (its
-    output limits make the compute buffers smaller than llama-fit-params measures), and answers as the CPU."""
-    cpu = Server(["-m", moe_model, "-np", "1", "-t", "2", "-dev", "none"])
+                                          rpcs: tuple[RpcServer, RpcServer], moe_model: str, model_path: str,
+                                          monkeypatch: pytest.MonkeyPatch, tmp_path: Path, which: str,
+                                          memory: dict[str, int], extra: list[str], chosen: str) -> None:
+    """Under the same memory, llamatwist's server fits and places every model's weights as llama-server does
+    (its output limits make the compute buffers smaller than llama-fit-params measures; a draft model counts
+    with the target), and answers as the CPU."""
+    model = moe_model if which == "moe" else model_path
+    extra = [model if x == "TARGET" else x for x in extra]
+    prompt = {"prompt": "The capital of France is", "n_predict": 12, "temperature": 0, "ignore_eos": True,
+              "return_tokens": True}
+    cpu = Server(["-m", model, "-np", "1", "-t", "2", "-dev", "none"])
     try:
-        prompt = {"prompt": "The capital of France is", "n_predict": 12, "temperature": 0, "ignore_eos": True,
-                  "return_tokens": True}
         expected = cpu.post("/completion", prompt).json()["tokens"]
     finally:
         cpu.stop()
-    env = _env(fake_memory, {"RPC0": 20, "RPC1": 80})
-    flags = ["-m", moe_model, "-np", "1", "-t", "2", "--rpc", ",".join(r.endpoint for r in rpcs), "-fitt", "0"]
+    env = _env(fake_memory, memory)
+    endpoints = ",".join(r.endpoint for r in rpcs[: len(memory)])
+    flags = ["-m", model, "-np", "1", "-t", "2", "--rpc", endpoints, "-fitt", "0", *extra]
     log_path = tmp_path / "llama-server.log"
     with log_path.open("w") as log_file:
         ref = subprocess.Popen([*llama_server, *flags, "--port", str(free_port()), "-v"], stdout=log_file,
@@ -183,16 +201,17 @@ def test_server_loads_as_llama_server_does(llama_server: list[str], fake_memory:
         finally:
             ref.terminate()
             ref.wait(timeout=30)
-    theirs = _weights(log_path.read_text(), after="successfully fit params")
+    theirs = _loads(log_path.read_text(), after="successfully fit params")
+    assert len(theirs) == (2 if "-md" in extra else 1) and all(len(load) >= 2 for load in theirs), theirs
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     srv = Server(flags)
     try:
         log = srv.log()
-        assert 'fit: loading with -c 4096 -ngl 9 -ts 3,6 -ot "' in log, log[-3000:]
-        assert _weights(log) == theirs and len(theirs) == 3, (theirs, log[-3000:])
+        assert chosen in log, log[-3000:]
+        assert _loads(log, after="fit: loading with") == theirs, log[-3000:]
         offload: dict[str, Any] = srv.get("/props").json()["offload"]
-        assert offload["layers_offloaded"] == 9, offload
+        assert offload["layers_offloaded"] == int(re.findall(r"-ngl (\d+)", chosen)[0]), offload
         out = srv.post("/completion", prompt)
         assert out.status_code == 200 and out.json()["tokens"] == expected
     finally:

@@ -16,7 +16,8 @@ offloaded layer without its expert tensors, which stay in system memory, then, w
 layers made whole from the first device on, and part of one more layer (its attention, then up, then gate
 projections), the rest overflowing to the next device or the CPU. The result is ``-ngl``, ``-ts`` (several
 GPUs) and ``-ot`` rules, as ``llamatwist-fit-params`` prints them. Without a GPU the host's total memory is
-the budget. Not measured alongside: a draft model and a multimodal projector.
+the budget. A draft model (or an MTP context) is measured with the target, at its context size, as
+llama-server measures it; a multimodal projector is not.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from llamatwist.engine.errors import EngineError
 from llamatwist.engine.model import Model, Placement
 from llamatwist.native.binding import ffi, lib
 
-__all__ = ["CPU_BUFFER", "DEFAULT_MARGIN_MIB", "DEFAULT_MIN_CTX", "FitRequest", "Fitted", "Fraction", "Measured",
+__all__ = ["CPU_BUFFER", "DEFAULT_MARGIN_MIB", "DEFAULT_MIN_CTX", "Extra", "FitRequest", "Fitted", "Fraction", "Measured",
            "Trial", "Usage", "cli_args", "fit", "measure", "overflow_pattern"]
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,15 @@ class Fitted:
 Measure = Callable[[Trial], Measured]
 
 
+@dataclass(frozen=True)
+class Extra:
+    """A second model on the same devices, fitted with the target (llama.cpp's common_fit_extra_model): a draft
+    model, or the target's own NextN layers' MTP context (``shares_model``: its weights are the target's)."""
+
+    measure: Callable[[int], Measured]  # its memory at the target's context size
+    shares_model: bool = False
+
+
 @dataclass
 class _Share:
     """One device's layers, counted from the model's end (llama.cpp's ngl_t)."""
@@ -171,8 +181,9 @@ class _Abort(Exception):
     """No settings can be changed further (common_params_fit_exception)."""
 
 
-def fit(measure: Measure, request: FitRequest) -> Fitted:
-    """The settings to load with (llama.cpp's common_params_fit_impl)."""
+def fit(measure: Measure, request: FitRequest, extra: Extra | None = None) -> Fitted:
+    """The settings to load with (llama.cpp's common_params_fit_impl), ``extra``'s memory counted in every
+    measurement."""
     notes: list[str] = []
     state = _State(request.n_ctx, request.n_gpu_layers, request.tensor_split, request.overrides)
 
@@ -182,13 +193,13 @@ def fit(measure: Measure, request: FitRequest) -> Fitted:
         return Fitted(state.n_ctx, state.ngl, ok, tuple(notes), state.split, state.overrides)
 
     try:
-        _fit(measure, request, state, notes)
+        _fit(measure, request, state, notes, extra)
     except _Abort as exc:
         return done(False, str(exc))
     return done(True)
 
 
-def _fit(measure: Measure, request: FitRequest, state: _State, notes: list[str]) -> None:
+def _fit(measure: Measure, request: FitRequest, state: _State, notes: list[str], extra: Extra | None) -> None:
     if request.split_mode == "tensor":
         raise _Abort("fitting is not implemented for -sm tensor")
     n_ctx = request.n_ctx
@@ -202,6 +213,10 @@ def _fit(measure: Measure, request: FitRequest, state: _State, notes: list[str])
         n_ctx = state.n_ctx = n_ctx_max
         if streams > 1:  # the first measurement had the training context for all streams together
             full = measure(dataclasses.replace(user, n_ctx=n_ctx))
+    if extra is not None:
+        add = _Adder(extra, notes)
+        full = add(full, n_ctx)
+        measure = add.wrap(measure)
     devs = full.devices
     nd = len(devs)
     margins = [_margin(request.margins_mib, i) for i in range(max(nd, 1))]
@@ -410,6 +425,44 @@ def _whole_layers(memory: Callable[[list[_Share], list[str]], list[int]], shares
                     shares, overflow, mem, dense_start = _copy(test), overflow_test, used, start
         i += 1
     return shares, overflow, mem
+
+
+class _Adder:
+    """Adds the extra model's memory, measured again whenever the target's context changes, to a measurement
+    of the target's: per device of the target's (by name; others are not the target's), and the host's."""
+
+    def __init__(self, extra: Extra, notes: list[str]) -> None:
+        self._extra = extra
+        self._notes = notes
+        self._at: tuple[int, Measured | None] | None = None
+
+    def __call__(self, measured: Measured, n_ctx: int) -> Measured:
+        if self._at is None or self._at[0] != n_ctx:
+            try:
+                self._at = (n_ctx, self._extra.measure(n_ctx))
+            except EngineError as exc:  # it is optional: fit the target alone
+                self._notes.append(f"could not measure the draft model, fitting without it: {exc}")
+                self._at = (n_ctx, None)
+        other = self._at[1]
+        if other is None:
+            return measured
+        by_name: dict[str, list[int]] = {}
+        for d in other.devices:
+            sums = by_name.setdefault(d.name, [0, 0, 0])
+            for k, v in enumerate((d.model, d.context, d.compute)):
+                sums[k] += v
+        devices = tuple(self._plus(d, *by_name.get(d.name, (0, 0, 0))) for d in measured.devices)
+        host = other.host
+        return dataclasses.replace(measured, devices=devices,
+                                   host=self._plus(measured.host, host.model, host.context, host.compute))
+
+    def wrap(self, measure: Measure) -> Measure:
+        """``measure`` with the extra model added (a trial names its context from here on)."""
+        return lambda trial: self(measure(trial), trial.n_ctx)
+
+    def _plus(self, u: Usage, model: int, context: int, compute: int) -> Usage:
+        return dataclasses.replace(u, model=u.model + (0 if self._extra.shares_model else model),
+                                   context=u.context + context, compute=u.compute + compute)
 
 
 def cli_args(fitted: Fitted) -> str:

@@ -16,6 +16,7 @@ from llamatwist.engine.errors import ContextError, EngineError, ModelLoadError
 from llamatwist.engine.fit import (
     DEFAULT_MARGIN_MIB,
     DEFAULT_MIN_CTX,
+    Extra,
     FitRequest,
     Fitted,
     Measured,
@@ -160,7 +161,7 @@ def fit_spec(spec: EngineSpec) -> tuple[EngineSpec, Fitted | None]:
                                                      tensor_overrides=trial.overrides))
 
     try:
-        fitted = fit(measured, request)
+        fitted = fit(measured, request, _fit_extra(spec))
     except EngineError as exc:  # the load itself says what is wrong with the model
         log.error("fit: could not measure the model's memory, its settings stay as given: %s", exc)
         return spec, None
@@ -169,6 +170,26 @@ def fit_spec(spec: EngineSpec) -> tuple[EngineSpec, Fitted | None]:
                                placement=dataclasses.replace(place, tensor_split=fitted.tensor_split,
                                                              tensor_overrides=fitted.overrides))
     return spec, fitted
+
+
+def _fit_extra(spec: EngineSpec) -> Extra | None:
+    """What llama-server fits beside the target: -md's draft model, or draft-mtp's context over the target's
+    own NextN layers (their weights already counted), each at the target's context size."""
+    if spec.draft_model_path:
+        path, shares = spec.draft_model_path, False
+        n_gpu_layers, placement, overrides = spec.draft_n_gpu_layers, spec.draft_placement, spec.draft_context
+    elif spec.mtp:
+        path, shares = spec.model_path, True
+        n_gpu_layers, placement, overrides = spec.n_gpu_layers, spec.placement, {}
+    else:
+        return None
+
+    def measured(n_ctx: int) -> Measured:
+        context = dataclasses.replace(spec.context, n_ctx=n_ctx, n_seq_max=max(spec.n_slots, 1), kv_unified=True,
+                                      embeddings=False, mtp=spec.mtp, **overrides)
+        return measure(path, context=context, n_gpu_layers=n_gpu_layers, placement=placement, load_mtp=spec.mtp)
+
+    return Extra(measured, shares)
 
 
 def _fitted(spec: EngineSpec) -> EngineSpec:
