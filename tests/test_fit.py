@@ -7,6 +7,7 @@ tests/test_gpu.py checks the layers it offloads.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 import sys
@@ -111,6 +112,18 @@ def test_a_draft_model_counts_with_the_target() -> None:
     alone = fit(measure_, request, Extra(broken))
     assert alone.n_ctx == TRAIN
     assert "could not measure the draft model, fitting without it: no such file" in alone.notes
+
+
+def test_reserved_memory_is_added_to_its_devices_margin() -> None:
+    """A projector's bytes, by ggml's device index, are left free beside that device's margin."""
+    free = 200 * MIB
+    measure_, _ = model_of_memory(gpu_free=free)
+    request = FitRequest(n_ctx=4096, n_gpu_layers=-1, n_streams=1, margins_mib=(100,))
+    plain = fit(measure_, request)
+    reserved = fit(measure_, dataclasses.replace(request, reserved=(20 * MIB,)))
+    elsewhere = fit(measure_, dataclasses.replace(request, reserved=(0, 20 * MIB)))  # another device's
+    assert reserved.n_gpu_layers < plain.n_gpu_layers == elsewhere.n_gpu_layers
+    assert measure_(Trial(4096, reserved.n_gpu_layers)).devices[0].used <= free - 120 * MIB
 
 
 def test_shared_weights_are_not_counted_twice() -> None:

@@ -162,6 +162,23 @@ def _loads(log: str, after: str = "") -> list[dict[str, float]]:
     return loads
 
 
+def _llama_server_log(llama_server: list[str], flags: list[str], env: dict[str, str], tmp_path: Path) -> str:
+    """What llama-server (-v) logs until it listens; then it is stopped."""
+    log_path = tmp_path / "llama-server.log"
+    with log_path.open("w") as log_file:
+        ref = subprocess.Popen([*llama_server, *flags, "--port", str(free_port()), "-v"], stdout=log_file,
+                               stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        try:
+            deadline = time.monotonic() + 120
+            while "listening on" not in log_path.read_text() and time.monotonic() < deadline:
+                assert ref.poll() is None, log_path.read_text()[-3000:]
+                time.sleep(0.2)
+        finally:
+            ref.terminate()
+            ref.wait(timeout=30)
+    return log_path.read_text()
+
+
 SERVED = [  # (model, device memory in MiB, flags, what the fit says it loads with)
     ("moe", {"RPC0": 20, "RPC1": 80}, [], 'fit: loading with -c 4096 -ngl 9 -ts 3,6 -ot "blk\\.2\\.ffn_(gate|up|'),
     # the draft model (here the target itself) is measured with the target: the least context, 29 layers
@@ -189,19 +206,7 @@ def test_server_loads_as_llama_server_does(llama_server: list[str], fake_memory:
     env = _env(fake_memory, memory)
     endpoints = ",".join(r.endpoint for r in rpcs[: len(memory)])
     flags = ["-m", model, "-np", "1", "-t", "2", "--rpc", endpoints, "-fitt", "0", *extra]
-    log_path = tmp_path / "llama-server.log"
-    with log_path.open("w") as log_file:
-        ref = subprocess.Popen([*llama_server, *flags, "--port", str(free_port()), "-v"], stdout=log_file,
-                               stderr=subprocess.STDOUT, env=env, cwd=REPO)
-        try:
-            deadline = time.monotonic() + 120
-            while "listening on" not in log_path.read_text() and time.monotonic() < deadline:
-                assert ref.poll() is None, log_path.read_text()[-3000:]
-                time.sleep(0.2)
-        finally:
-            ref.terminate()
-            ref.wait(timeout=30)
-    theirs = _loads(log_path.read_text(), after="successfully fit params")
+    theirs = _loads(_llama_server_log(llama_server, flags, env, tmp_path), after="successfully fit params")
     assert len(theirs) == (2 if "-md" in extra else 1) and all(len(load) >= 2 for load in theirs), theirs
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -216,3 +221,39 @@ def test_server_loads_as_llama_server_does(llama_server: list[str], fake_memory:
         assert out.status_code == 200 and out.json()["tokens"] == expected
     finally:
         srv.stop()
+
+
+@pytest.fixture(scope="module")
+def vision_dir(tmp_path_factory: pytest.TempPathFactory, model_path: str) -> Path:
+    out = tmp_path_factory.mktemp("vision")
+    subprocess.run([sys.executable, str(REPO / "scripts" / "make_vision_model.py"), "--out-dir", str(out),
+                    "--model", model_path], check=True, capture_output=True)
+    return out
+
+
+def test_projector_memory_is_kept_free_as_llama_server_keeps_it(llama_server: list[str], fake_memory: Path,
+                                                                 vision_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path: Path) -> None:
+    """--mmproj's memory (libmtmd's estimate, 0.67 MiB here) is added to the fit margin of its device, the host
+    here, whose total is made 1224 MiB: the context is 3840 where it is 4096 without the projector, as in
+    llama-server."""
+    env = _env(fake_memory, {"CPU": 1224})
+    base = ["-m", str(vision_dir / "model.gguf"), "-np", "1", "-t", "2", "-fitc", "1024"]
+    with_projector = [*base, "--mmproj", str(vision_dir / "mmproj.gguf")]
+    theirs = _llama_server_log(llama_server, with_projector, env, tmp_path)
+    reserved = re.search(r"\[mtmd\] adding ([\d.]+) MiB to fit_params_target for device CPU", theirs)
+    n_ctx = re.search(r"new slot, n_ctx = (\d+)", theirs)
+    assert reserved and n_ctx, theirs[-3000:]
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    ctx_of: dict[str, int] = {}
+    for name, flags in (("with", with_projector), ("without", base)):
+        srv = Server(flags)
+        try:
+            ctx_of[name] = srv.get("/props").json()["default_generation_settings"]["n_ctx"]
+            if name == "with":
+                log = srv.log()
+                assert f"fit: {reserved[1]} MiB kept free on device 0 for the multimodal projector" in log, log
+        finally:
+            srv.stop()
+    assert ctx_of["with"] == int(n_ctx[1]) < ctx_of["without"], ctx_of

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_fit, tests.test_fit_params -*-
 """``--fit``: the context size, GPU layers, layer split and tensor placement a model is given when the user
 leaves them unset, chosen so that model, caches and compute buffers fit the memory there is (llama.cpp's
 common_fit_params, the same steps and the same arithmetic, so that both choose the same settings).
@@ -16,8 +17,9 @@ offloaded layer without its expert tensors, which stay in system memory, then, w
 layers made whole from the first device on, and part of one more layer (its attention, then up, then gate
 projections), the rest overflowing to the next device or the CPU. The result is ``-ngl``, ``-ts`` (several
 GPUs) and ``-ot`` rules, as ``llamatwist-fit-params`` prints them. Without a GPU the host's total memory is
-the budget. A draft model (or an MTP context) is measured with the target, at its context size, as
-llama-server measures it; a multimodal projector is not.
+the budget. A draft model (or an MTP context) is measured with the target, at its context size, and a
+multimodal projector's memory is kept free beside the margins (``FitRequest.reserved``), as llama-server
+does.
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ from llamatwist.engine.errors import EngineError
 from llamatwist.engine.model import Model, Placement
 from llamatwist.native.binding import ffi, lib
 
-__all__ = ["CPU_BUFFER", "DEFAULT_MARGIN_MIB", "DEFAULT_MIN_CTX", "Extra", "FitRequest", "Fitted", "Fraction", "Measured",
-           "Trial", "Usage", "cli_args", "fit", "measure", "overflow_pattern"]
+__all__ = ["CPU_BUFFER", "DEFAULT_MARGIN_MIB", "DEFAULT_MIN_CTX", "Extra", "FitRequest", "Fitted", "Fraction",
+           "Measured", "Trial", "Usage", "cli_args", "fit", "measure", "overflow_pattern"]
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +107,9 @@ class FitRequest:
     tensor_split: tuple[float, ...] = ()  # -ts as the user gave it
     overrides: tuple[tuple[str, str], ...] = ()  # -ot (pattern, buffer type) as the user gave them
     split_mode: str = "layer"  # -sm
+    # bytes to leave free beside each margin, by the index in ggml's device list (llama-server's index): what a
+    # multimodal projector will take there
+    reserved: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -219,7 +224,8 @@ def _fit(measure: Measure, request: FitRequest, state: _State, notes: list[str],
         measure = add.wrap(measure)
     devs = full.devices
     nd = len(devs)
-    margins = [_margin(request.margins_mib, i) for i in range(max(nd, 1))]
+    margins = [_margin(request.margins_mib, i) + (request.reserved[i] if i < len(request.reserved) else 0)
+               for i in range(max(nd, 1))]
 
     # 1. whether anything must change
     if devs:
@@ -249,7 +255,8 @@ def _fit(measure: Measure, request: FitRequest, state: _State, notes: list[str],
             if nd > 1:
                 # Only whole layers (dense) or whole tensors (MoE, about a third of a layer) move between
                 # devices: allow for a little more than half of one wasted per device.
-                per_layer = sum(d.model for d in devs) // min(_all_layers(request.n_gpu_layers, full), full.n_layer)
+                layers = max(min(_all_layers(request.n_gpu_layers, full), full.n_layer), 1)
+                per_layer = sum(d.model for d in devs) // layers
                 target -= (nd + 1) * per_layer // (6 if full.n_expert else 2)
             at_min = measure(dataclasses.replace(user, n_ctx=n_ctx_min))
             used_min = sum(d.used for d in at_min.devices) if devs else at_min.host.used
@@ -531,7 +538,8 @@ def measure(path: str, *, context: ContextParams, n_gpu_layers: int, placement: 
             n_layer = int(lib.llama_model_n_layer(m)) + (int(lib.llama_model_n_layer_nextn(m)) if load_mtp else 0)
             return Measured(devices=usages, host=Usage("host", free, total, host[0], host[1], host[2]),
                             n_layer=n_layer,
-                            n_ctx_train=int(lib.llama_model_n_ctx_train(m)), n_expert=_n_expert(model))
+                            n_ctx_train=int(lib.llama_model_n_ctx_train(m)),
+                            n_expert=int(lib.llamatwist_model_n_expert(m)))
         finally:
             ctx.close()
     finally:
@@ -553,18 +561,3 @@ def _usage(dev: object, model: int, context: int, compute: int) -> Usage:
     buft = lib.ggml_backend_dev_buffer_type(dev)
     buffer = ffi.string(lib.ggml_backend_buft_name(buft)).decode() if buft != ffi.NULL else CPU_BUFFER
     return Usage(ffi.string(lib.ggml_backend_dev_name(dev)).decode(), free, total, model, context, compute, buffer)
-
-
-def _n_expert(model: Model) -> int:
-    """The experts per MoE layer (llama_model_n_expert, read from the metadata: not in llama.h)."""
-    buf = ffi.new("char[]", 256)
-    values: list[str] = []
-    for key in ("general.architecture", "{}.expert_count"):
-        n = lib.llama_model_meta_val_str(model.ptr, key.format(*values).encode(), buf, 256)
-        if n < 0:
-            return 0
-        values.append(ffi.string(buf).decode())
-    try:
-        return int(values[1])
-    except ValueError:
-        return 0

@@ -36,7 +36,8 @@ from llamatwist.engine.video import VideoError, VideoParams, missing_tools, read
 from llamatwist.media import MediaInput
 from llamatwist.native.binding import add_log_listener, ffi, lib, native_errors, remove_log_listener
 
-__all__ = ["MIN_AUDIO_SECONDS", "MediaChunk", "MediaSpan", "Projector", "ProjectorError", "placeholder_ids"]
+__all__ = ["MIN_AUDIO_SECONDS", "MediaChunk", "MediaSpan", "Projector", "ProjectorError", "placeholder_ids",
+           "projector_memory"]
 
 _log = logging.getLogger(__name__)
 _BACKEND_RE = re.compile(r"CLIP using (\S+) backend")
@@ -82,6 +83,46 @@ class MediaSpan:
         return self.start + self.chunk.n_pos
 
 
+def _context_params(*, n_threads: int, use_gpu: bool, device: str | None, image_min_tokens: int,
+                    image_max_tokens: int, flash_attn: int, batch_max_tokens: int) -> Any:
+    params = lib.mtmd_context_params_default()
+    params.use_gpu = use_gpu
+    if use_gpu and device is not None:  # -mmdev: a name the CLI checked against ggml's devices
+        params.device = lib.ggml_backend_dev_by_name(device.encode())
+    params.print_timings = False
+    params.n_threads = n_threads
+    params.warmup = False  # the first image pays for graph setup, as llama-server's --no-warmup
+    params.flash_attn_type = flash_attn
+    params.batch_max_tokens = batch_max_tokens
+    if image_min_tokens > 0:
+        params.image_min_tokens = image_min_tokens
+    if image_max_tokens > 0:
+        params.image_max_tokens = image_max_tokens
+    return params
+
+
+def projector_memory(path: str, *, n_threads: int, use_gpu: bool = True, device: str | None = None,
+                     image_min_tokens: int = -1, image_max_tokens: int = -1, flash_attn: int = -1,
+                     batch_max_tokens: int = 1024) -> dict[int, int]:
+    """The memory a projector would take (weights and compute buffers), in bytes per device, keyed by the
+    device's index in ggml's device list ({} where libmtmd cannot tell), without allocating it."""
+    params = _context_params(n_threads=n_threads, use_gpu=use_gpu, device=device, image_min_tokens=image_min_tokens,
+                             image_max_tokens=image_max_tokens, flash_attn=flash_attn,
+                             batch_max_tokens=batch_max_tokens)
+    params.warmup = True  # as llama-server's: its compute buffers are then counted
+    cap = 16
+    devs, sizes = ffi.new("ggml_backend_dev_t[]", cap), ffi.new("size_t[]", cap)
+    with native_errors():
+        n = lib.llamatwist_mtmd_memory_usage(path.encode(), params, devs, sizes, cap)
+    index = {lib.ggml_backend_dev_get(i): i for i in range(lib.ggml_backend_dev_count())}
+    out: dict[int, int] = {}
+    for k in range(min(max(n, 0), cap)):
+        i = index.get(devs[k])
+        if i is not None:
+            out[i] = out.get(i, 0) + int(sizes[k])
+    return out
+
+
 class Projector:
     """Owns an ``mtmd_context`` for a loaded text model."""
 
@@ -95,19 +136,9 @@ class Projector:
             # libllama aborts the process at such a model's first image (llama-server with it)
             raise ModelLoadError(f"this {arch} model cannot take image or audio input (its GGUF has no M-RoPE "
                                  f"sections; libllama's message: reconvert it), so --mmproj cannot be used with it")
-        params = lib.mtmd_context_params_default()
-        params.use_gpu = use_gpu
-        if use_gpu and device is not None:  # -mmdev: a name the CLI checked against ggml's devices
-            params.device = lib.ggml_backend_dev_by_name(device.encode())
-        params.print_timings = False
-        params.n_threads = n_threads
-        params.warmup = False  # the first image pays for graph setup, as llama-server's --no-warmup
-        params.flash_attn_type = flash_attn
-        params.batch_max_tokens = batch_max_tokens
-        if image_min_tokens > 0:
-            params.image_min_tokens = image_min_tokens
-        if image_max_tokens > 0:
-            params.image_max_tokens = image_max_tokens
+        params = _context_params(n_threads=n_threads, use_gpu=use_gpu, device=device,
+                                 image_min_tokens=image_min_tokens, image_max_tokens=image_max_tokens,
+                                 flash_attn=flash_attn, batch_max_tokens=batch_max_tokens)
         backend: list[str] = []  # libmtmd says where the encoder runs only in its log
 
         def capture(level: int, line: str) -> None:

@@ -489,6 +489,8 @@ enum mtmd_input_chunk_type {
     ...
 };
 struct mtmd_context_params mtmd_context_params_default(void);
+int llamatwist_mtmd_memory_usage(const char * path, struct mtmd_context_params params, ggml_backend_dev_t * devs,
+                                 size_t * sizes, int cap);
 const char * mtmd_default_marker(void);
 mtmd_context * mtmd_init_from_file(const char * mmproj_fname, const struct llama_model * text_model,
                                    const struct mtmd_context_params ctx_params);

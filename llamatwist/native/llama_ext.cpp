@@ -3,12 +3,31 @@
 
 #include "llama-ext.h"
 
+#include <map>
+
 extern "C" int llamatwist_memory_breakdown(const struct llama_context * ctx, struct llamatwist_buffer_use * out, int cap) {
     const llama_memory_breakdown breakdown = llama_get_memory_breakdown(ctx);
     int n = 0;
     for (const auto & [buft, use] : breakdown) {
         if (n < cap) {
             out[n] = {buft, use.model, use.context, use.compute};
+        }
+        n++;
+    }
+    return n;
+}
+
+extern "C" int llamatwist_mtmd_memory_usage(const char * path, struct mtmd_context_params params,
+                                           ggml_backend_dev_t * devs, size_t * sizes, int cap) {
+    const std::map<ggml_backend_dev_t, size_t> usage = mtmd_get_memory_usage(path, params);
+    if (usage.empty()) {
+        return -1;
+    }
+    int n = 0;
+    for (const auto & [dev, size] : usage) {
+        if (n < cap) {
+            devs[n] = dev;
+            sizes[n] = size;
         }
         n++;
     }

@@ -1,11 +1,12 @@
 /* llamatwist's C face for the parts of libllama that only have a C++ API (src/llama-ext.h, exported by
- * libllama but declared with C++ linkage and std::map): what --fit measures, and the hidden states of multi-token prediction and EAGLE-3. Implemented in llama_ext.cpp;
+ * libllama and libmtmd but declared with C++ linkage and std::map): what --fit measures, and the hidden states of multi-token prediction and EAGLE-3. Implemented in llama_ext.cpp;
  * cffi declares the same functions (cdef.py). */
 #ifndef LLAMATWIST_LLAMA_EXT_H
 #define LLAMATWIST_LLAMA_EXT_H
 
 #include <stddef.h>
 #include "llama.h"
+#include "mtmd.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -24,6 +25,10 @@ int llamatwist_memory_breakdown(const struct llama_context * ctx, struct llamatw
 int llamatwist_model_n_devices(const struct llama_model * model);
 ggml_backend_dev_t llamatwist_model_get_device(const struct llama_model * model, int i);
 int llamatwist_model_n_expert(const struct llama_model * model);
+/* A multimodal projector's memory per device (libmtmd's mtmd_get_memory_usage, loaded without allocating):
+ * writes at most cap (device, bytes) pairs; returns how many devices there are, -1 when it cannot be read. */
+int llamatwist_mtmd_memory_usage(const char * path, struct mtmd_context_params params, ggml_backend_dev_t * devs,
+                                 size_t * sizes, int cap);
 
 /* Multi-token prediction (--spec-type draft-mtp): the target's hidden states that feed the model's NextN head,
  * and which NextN head a context of type LLAMA_CONTEXT_TYPE_MTP runs. */

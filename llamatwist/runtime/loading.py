@@ -26,7 +26,7 @@ from llamatwist.engine.fit import (
     measure,
 )
 from llamatwist.engine.model import LoraAdapter, Model, ModelInfo, Placement, numa_init
-from llamatwist.engine.mtmd import Projector
+from llamatwist.engine.mtmd import Projector, projector_memory
 from llamatwist.engine.sampling import eog_tokens
 from llamatwist.engine.video import VideoParams
 from llamatwist.runtime.adapters import AdapterSpec, LoraInfo, apply_adapters
@@ -152,7 +152,8 @@ def fit_spec(spec: EngineSpec) -> tuple[EngineSpec, Fitted | None]:
     request = FitRequest(n_ctx=spec.context.n_ctx, n_gpu_layers=spec.n_gpu_layers,
                          n_streams=1 if spec.context.kv_unified else max(spec.n_slots, 1),
                          margins_mib=spec.fit_margins_mib, n_ctx_min=spec.fit_min_ctx,
-                         tensor_split=place.tensor_split, overrides=place.tensor_overrides, split_mode=place.split_mode)
+                         tensor_split=place.tensor_split, overrides=place.tensor_overrides, split_mode=place.split_mode,
+                         reserved=_projector_reserve(spec))
 
     def measured(trial: Trial) -> Measured:
         return measure(spec.model_path, context=dataclasses.replace(spec.context, n_ctx=trial.n_ctx),
@@ -170,6 +171,23 @@ def fit_spec(spec: EngineSpec) -> tuple[EngineSpec, Fitted | None]:
                                placement=dataclasses.replace(place, tensor_split=fitted.tensor_split,
                                                              tensor_overrides=fitted.overrides))
     return spec, fitted
+
+
+def _projector_reserve(spec: EngineSpec) -> tuple[int, ...]:
+    """--mmproj's memory per device, by ggml's device index, which llama-server adds to the same index's fit
+    margin (on GPUs listed before the CPU, as CUDA's and Vulkan's are, the model's device of that index)."""
+    if not spec.mmproj_path:
+        return ()
+    usage = projector_memory(spec.mmproj_path, n_threads=spec.context.n_threads, use_gpu=spec.mmproj_offload,
+                             device=spec.mmproj_device, image_min_tokens=spec.image_min_tokens,
+                             image_max_tokens=spec.image_max_tokens, flash_attn=spec.context.flash_attn,
+                             batch_max_tokens=spec.mtmd_batch_max_tokens)
+    if not usage:
+        log.error("fit: could not measure the multimodal projector's memory")
+        return ()
+    for i, size in sorted(usage.items()):
+        log.info("fit: %.2f MiB kept free on device %d for the multimodal projector", size / 2**20, i)
+    return tuple(usage.get(i, 0) for i in range(max(usage) + 1))
 
 
 def _fit_extra(spec: EngineSpec) -> Extra | None:
