@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from tests import test_multimodal
 from tests.conftest import REPO, Server, free_port
 from tests.test_rpc import RpcServer
 
@@ -223,12 +224,7 @@ def test_server_loads_as_llama_server_does(llama_server: list[str], fake_memory:
         srv.stop()
 
 
-@pytest.fixture(scope="module")
-def vision_dir(tmp_path_factory: pytest.TempPathFactory, model_path: str) -> Path:
-    out = tmp_path_factory.mktemp("vision")
-    subprocess.run([sys.executable, str(REPO / "scripts" / "make_vision_model.py"), "--out-dir", str(out),
-                    "--model", model_path], check=True, capture_output=True)
-    return out
+vision_dir = test_multimodal.vision_dir  # the fixture: the generated vision model
 
 
 def test_projector_memory_is_kept_free_as_llama_server_keeps_it(llama_server: list[str], fake_memory: Path,
