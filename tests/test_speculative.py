@@ -171,10 +171,10 @@ def test_draft_model_own_compute_flags(make_server: Any, model_path: str) -> Non
     only; drafting still works."""
     srv = make_server("-m", model_path, "-md", model_path, "-np", "1", "-c", "1024", "-t", "1", "-lv", "5",
                       "-td", "1", "-tbd", "1", "-Cd", "0x1", "-ctkd", "q8_0", "-ctvd", "q8_0",
-                      "-otd", r"token_embd\.weight=CPU", "-cmoed")
+                      "-otd", r"token_embd\.weight=CPU", "-cmoed", "-fit", "off")
     log = srv.log()
     # the target's KV stays f16, the draft's is q8_0; the override applies to one load (the draft model's:
-    # its tied input and output embeddings are one tensor, logged twice)
+    # its tied input and output embeddings are one tensor, logged twice; -fit off: no measuring loads)
     assert re.search(r"K \(f16\)", log) and re.search(r"K \(q8_0\)", log), log[-3000:]
     assert len(re.findall(r"tensor token_embd\.weight .*buffer type overridden to CPU", log)) == 2
     out = srv.post("/completion", {"prompt": "1 2 3 4 5 6 7 8", "n_predict": 16, "temperature": 0}).json()

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["COMPACT_JSON_LAYOUT", "JSON_KINDS", "JSON_LAYOUT", "closed_objects", "inline_schema", "json_kind", "resolve_refs",
-           "value_types"]
+__all__ = ["COMPACT_JSON_LAYOUT", "JSON_KINDS", "JSON_LAYOUT", "closed_objects", "inline_schema", "json_kind",
+           "may_be_string", "resolve_refs", "value_types"]
 
 # JSON output layout: llama.cpp's (json-schema-to-grammar's SPACE_RULE): around every token of the JSON, nothing,
 # one space, or one or two newlines and up to 20 spaces or tabs of indentation. Bounded, so a weak model cannot
@@ -125,3 +125,48 @@ def value_types(schema: Any) -> frozenset[str] | None:
     if isinstance(kind, str | list):
         return frozenset(k for k in (kind if isinstance(kind, list) else [kind]) if isinstance(k, str))
     return frozenset({"object"}) if "properties" in schema else frozenset({"array"}) if "items" in schema else None
+
+
+_STRING_HINTS = ("pattern", "minLength", "maxLength", "format")  # keywords that make an untyped schema a string's
+_STRUCTURE = ("$ref", "oneOf", "anyOf", "type", "const", "enum", "properties", "allOf", "items", "prefixItems",
+              *_STRING_HINTS)
+
+
+def may_be_string(schema: Any) -> bool:
+    """Whether a value of ``schema`` (its ``$ref``s resolved) may be a string, as llama.cpp's
+    ``common_chat_schema::may_be_string`` reads it, keyword precedence included: where it may, llama.cpp's
+    parsers of tagged tool-call formats read the value as raw text. An empty schema (any value) may not."""
+    if not isinstance(schema, dict) or "$ref" in schema:  # an unresolved (or cyclic) reference: not a string
+        return False
+    if "oneOf" in schema or "anyOf" in schema:
+        alts = schema["oneOf"] if "oneOf" in schema else schema["anyOf"]
+        return isinstance(alts, list) and any(may_be_string(alt) for alt in alts)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        return any(may_be_string({**schema, "type": k}) for k in kind)
+    if "const" in schema:
+        return isinstance(schema["const"], str)
+    if "enum" in schema:
+        return isinstance(schema["enum"], list) and any(isinstance(v, str) for v in schema["enum"])
+    has_properties = "properties" in schema or schema.get("additionalProperties", True) is not True
+    if kind is None:
+        if has_properties:
+            return False
+        if "allOf" in schema:
+            return _all_may_be_string(schema["allOf"])
+        if "items" in schema or "prefixItems" in schema:
+            return False
+        return any(k in schema for k in _STRING_HINTS)
+    if kind == "object" and not has_properties and "allOf" in schema:
+        return _all_may_be_string(schema["allOf"])
+    if kind == "string":
+        return _all_may_be_string(schema["allOf"]) if "allOf" in schema else True
+    return False
+
+
+def _all_may_be_string(children: Any) -> bool:
+    """Every child of an ``allOf`` lets a value be a string (one that says nothing constrains nothing)."""
+    if not isinstance(children, list):
+        return False
+    said = [c for c in children if not (isinstance(c, dict) and not any(k in c for k in _STRUCTURE))]
+    return bool(said) and all(may_be_string(c) for c in said)

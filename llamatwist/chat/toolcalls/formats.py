@@ -18,13 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from llamatwist.constrain.schema import JSON_KINDS, json_kind, value_types
+from llamatwist.constrain.schema import JSON_KINDS, json_kind, may_be_string, resolve_refs, value_types
 
 from ..workarounds import gemma4_model_turns, ministral3_blocks, reasoning_as_thinking
 from .generic import parse_generic
 from .jsonscan import JsonSyntaxError, scan_json
 from .model import HandlerContinuation, ToolCallOut
-from .scan import AUTO_PARSER, KEEP, Broken, Scanner, Spacing, Stop, args_json, arguments_text
+from .scan import AUTO_PARSER, KEEP, Broken, Scanner, Spacing, Stop, Typing, args_json, arguments_text
 
 __all__ = ["DSML", "FAMILIES", "MINIMAX_NS", "THINK", "Family", "detect_family"]
 
@@ -93,27 +93,42 @@ def mistral_call(s: Scanner, _opened: str) -> None:
     _json_args(s, name, call_id)
 
 
-def _param_types(s: Scanner, function: str, param: str) -> frozenset[str] | None:
-    params = s.syntax.tool_parameters.get(function) or {}
-    return value_types((params.get("properties") or {}).get(param) if isinstance(params, dict) else None)
+def _param_schema(s: Scanner, function: str, param: str) -> Any:
+    """The schema of a tool's parameter, its references resolved (None: the tool says nothing of it)."""
+    params = s.syntax.tool_parameters.get(function)
+    if not isinstance(params, dict) or not isinstance(props := params.get("properties"), dict) or param not in props:
+        return None
+    defs = {k: params[k] for k in ("$defs", "definitions") if k in params}  # what a reference may point at
+    return resolve_refs({**defs, "properties": {param: props[param]}})["properties"][param]
 
 
-def _typed_value(text: str, types: frozenset[str] | None, analysis: bool) -> str:
-    """A tagged format's untyped value as JSON text, typed as llama.cpp's parser for the format types it: a
-    string where the schema allows only strings; JSON where it allows no string. Where it allows a string
-    and more (or says nothing), llama.cpp's template analysis (``analysis``) keeps a typed one as text and
-    reads an untyped one as JSON, and its hand-written parsers (Qwen3-Coder's) read JSON of the other kinds,
-    a string taking the rest."""
-    if types == {"string"} or (analysis and types is not None and "string" in types):
+def _reads_text(schema: Any, typing: Typing) -> bool:
+    """Whether llama.cpp's parser for the format takes a tagged value as the text written (a string) rather
+    than as JSON: where the schema may be a string (its template analysis and most hand-written parsers),
+    where it allows strings only (Qwen3-Coder's, Ling 3's), or where the property's own ``type`` is
+    ``"string"`` or missing (Kimi K3's)."""
+    if typing == "declared":
+        kind = schema.get("type") if isinstance(schema, dict) else None
+        return not isinstance(kind, str) or kind == "string"
+    if typing in ("types", "json"):
+        return value_types(schema) == {"string"}
+    return may_be_string(schema)
+
+
+def _typed_value(text: str, schema: Any, typing: Typing, text_value: bool) -> str:
+    """A tagged format's value as JSON text: a string where the parser reads text (``text_value``), else the
+    value read as JSON (text that is not JSON stays a string). Qwen3-Coder's parser (``types``) takes a string
+    too where the schema allows one and the JSON is of no other kind it allows."""
+    if text_value:
         return json.dumps(text)
     try:
         value = json.loads(text)
     except ValueError:
         return json.dumps(text)
-    allowed = frozenset(name for _, name in JSON_KINDS) if types is None else types
-    if not analysis and "string" in allowed:
-        numbers = {"integer", "number"} if allowed & {"integer", "number"} else set()
-        if json_kind(value) not in (allowed | numbers) - {"string"}:
+    types = value_types(schema) or frozenset(name for _, name in JSON_KINDS)  # None: any
+    if typing == "types" and "string" in types:
+        numbers = {"integer", "number"} if types & {"integer", "number"} else set()
+        if json_kind(value) not in (types | numbers) - {"string"}:
             return json.dumps(text)
     return args_json(value)
 
@@ -138,14 +153,14 @@ def _tagged_args(s: Scanner, name: str, *, key_open: str, key_end: str, value_en
             if not s.consume(key_open):
                 raise s.incomplete() if s.at_end() else Broken()
             key, _ = _name_until(s, (key_end,))
-            types = _param_types(s, name, key)
+            schema = _param_schema(s, name, key)
+            string = _reads_text(schema, s.typing)
             if attrs_end:
                 attrs, end = s.until((attrs_end,))
                 if end is None:
                     raise s.incomplete()
-                if types is None and 'string="' in attrs:
-                    types = frozenset({"string"}) if 'string="true"' in attrs else None
-            string = types == {"string"}
+                if value_types(schema) is None and 'string="true"' in attrs:
+                    string = True
             if value_open:
                 s.expect(value_open)
             head = ("," if parts else "") + json.dumps(key) + ":"
@@ -157,7 +172,7 @@ def _tagged_args(s: Scanner, name: str, *, key_open: str, key_end: str, value_en
                 else:
                     parts.append(head)
                 raise s.incomplete()
-            parts.append(head + _typed_value(value, types, s.spacing.auto_parser))
+            parts.append(head + _typed_value(value, schema, s.typing, string))
     finally:
         s.calls[-1] = ToolCallOut(name, "{" + "".join(parts) + ("}" if done else ""))
 
@@ -367,7 +382,7 @@ def _mm3_value(s: Scanner, schema: object, close: str) -> object:
     text, end = s.until((close,))
     if end is None:
         raise s.incomplete()
-    if "string" in kinds:
+    if may_be_string(schema):
         return text
     if not text.strip():
         empty: dict[str, object] = {"object": {}, "array": []}
@@ -726,6 +741,8 @@ class Family:
     # the whitespace rules of llama.cpp's parser for the format: its template analysis's unless it has a
     # hand-written one (common/parsers/*.cpp)
     spacing: Spacing = AUTO_PARSER
+    # how llama.cpp's parser for the format types a tagged argument's value (`_reads_text`)
+    typing: Typing = "schema"
     # what llama.cpp's own handler writes around a continued assistant message's reasoning, before its content,
     # where the template does not show it (GPT-OSS: the analysis message, then the final one)
     continuation: HandlerContinuation | None = None
@@ -848,6 +865,7 @@ _ALL: list[Family] = [
         think_stops=("<tool_call>",),
         preserved=("<tool_call>", "</tool_call>", *THINK),
         spacing=Spacing(reasoning_lstrip=True, content_lstrip=True),
+        typing="types",
         handwritten=lambda src: True,
         # its handler's, where the template has <think> (Nemotron 3 Nano and StepFun 3.5 write "\n</think>\n")
         continuation=HandlerContinuation("<think>\n", "\n</think>\n\n"),
@@ -919,6 +937,7 @@ _ALL: list[Family] = [
         stops=("<|role_end|>",),
         preserved=(*THINK, "<tool_call>", "</tool_call>", "<arg_key>", "</arg_key>", "<arg_value>", "</arg_value>",
                    "<|role_end|>"),
+        typing="json",
         handwritten=lambda src: True,
         none_unwraps=True,
     ),
@@ -1050,6 +1069,7 @@ _ALL: list[Family] = [
         think_probe="open_tag('think'",
         preserved=("<|open|>", "<|close|>", "<|sep|>", "<|end_of_msg|>"),
         spacing=KEEP,
+        typing="declared",
         handwritten=lambda src: True,
         none_unwraps=True,
     ),

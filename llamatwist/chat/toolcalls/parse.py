@@ -20,7 +20,7 @@ def parse_output(text: str, syntax: ChatSyntax, *, partial: bool) -> ParsedMessa
     """
     family = FAMILIES.get(syntax.format, FAMILIES["content-only"])
     think = family.think if syntax.reads_thinking else None
-    s = Scanner(text, syntax, partial, think, family.think_stops, family.spacing)
+    s = Scanner(text, syntax, partial, think, family.think_stops, family.spacing, family.typing)
     try:
         family.parse(s)
     except Stop:

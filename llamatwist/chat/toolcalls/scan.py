@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Literal
 
 from .jsonscan import JNode, JsonSyntaxError, scan_json, skip_ws
 from .model import ChatSyntax, ParsedMessage, ToolCallOut
 
-__all__ = ["AUTO_PARSER", "KEEP", "Broken", "Scanner", "Spacing", "Stop", "partial_marker_start"]
+__all__ = ["AUTO_PARSER", "KEEP", "Broken", "Scanner", "Spacing", "Stop", "Typing", "partial_marker_start"]
 
 
 class Stop(Exception):
@@ -40,6 +41,12 @@ def partial_marker_start(text: str, markers: Iterable[str], start: int = 0) -> i
                 best = min(best, len(text) - n)
                 break
     return best
+
+
+#: how a format's parser types a tagged argument's value: as its schema may be a string ("schema": llama.cpp's
+#: template analysis, most hand-written parsers), by the JSON types it allows ("types": Qwen3-Coder's; "json":
+#: Ling 3's, JSON first unless only strings are allowed), or by the property's own "type" ("declared": Kimi K3's)
+Typing = Literal["schema", "types", "json", "declared"]
 
 
 @dataclass(frozen=True)
@@ -92,6 +99,7 @@ class Scanner:
         think: tuple[str, str] | None = None,
         think_stops: tuple[str, ...] = (),
         spacing: Spacing = KEEP,
+        typing: Typing = "schema",
     ) -> None:
         self.text = text
         self.syntax = syntax
@@ -99,6 +107,7 @@ class Scanner:
         self.think = think  # the family's thinking markers
         self.think_stops = think_stops  # markers that also end a thinking block (left for the format to read)
         self.spacing = spacing
+        self.typing = typing  # how the format's parser types tagged argument values (formats._reads_text)
         self.pos = 0
         self.content: list[str] = []
         self.reasoning: list[str] = []
