@@ -244,31 +244,10 @@ def _fit(measure: Measure, request: FitRequest, state: _State, notes: list[str],
 
     # 2. a smaller context
     if budget - used - sum(margins) < 0:
-        target = budget - sum(margins)  # what the model may use
-        if not auto:
-            notes.append(f"context size set by the user to {n_ctx}: not changed")
-        elif request.n_ctx_min < 0:
-            notes.append(f"the full context size {n_ctx_max} was asked for (-c 0): not changed")
-        elif n_ctx_max <= n_ctx_min:
-            notes.append(f"the model's context size {n_ctx_max} is at most the minimum {n_ctx_min}: not changed")
-        else:
-            if nd > 1:
-                # Only whole layers (dense) or whole tensors (MoE, about a third of a layer) move between
-                # devices: allow for a little more than half of one wasted per device.
-                layers = max(min(_all_layers(request.n_gpu_layers, full), full.n_layer), 1)
-                per_layer = sum(d.model for d in devs) // layers
-                target -= (nd + 1) * per_layer // (6 if full.n_expert else 2)
-            at_min = measure(dataclasses.replace(user, n_ctx=n_ctx_min))
-            used_min = sum(d.used for d in at_min.devices) if devs else at_min.host.used
-            if target > used_min:
-                n_ctx = n_ctx_min + (n_ctx_max - n_ctx_min) * (target - used_min) // max(used - used_min, 1)
-                n_ctx = state.n_ctx = max(n_ctx - n_ctx % (_CTX_ALIGN * streams), n_ctx_min)
-                notes.append(f"context size reduced from {n_ctx_max} to {n_ctx}")
-                if nd <= 1:
-                    return
-            else:
-                n_ctx = state.n_ctx = n_ctx_min
-                notes.append(f"context size reduced from {n_ctx_max} to the minimum {n_ctx} (-fitc), still too large")
+        n_ctx, fits = _shrink_context(measure, request, state, notes, full,
+                                      _Need(user, auto, n_ctx_min, n_ctx_max, budget - sum(margins), used))
+        if fits and nd <= 1:
+            return
 
     if not devs:
         raise _Abort("was unable to fit the model into system memory by reducing the context")
@@ -282,6 +261,56 @@ def _fit(measure: Measure, request: FitRequest, state: _State, notes: list[str],
     if request.overrides:
         raise _Abort("-ot (or -cmoe/-ncmoe) set by the user: not changed")
     _lay_out(measure, request, state, notes, full, n_ctx, margins)
+
+
+@dataclass(frozen=True)
+class _Need:
+    """What step 2 starts from: the user's trial, the context bounds, what the model may use and what it uses."""
+
+    user: Trial
+    auto: bool
+    n_ctx_min: int
+    n_ctx_max: int
+    target: int
+    used: int
+
+
+def _shrink_context(measure: Measure, request: FitRequest, state: _State, notes: list[str], full: Measured,
+                    need: _Need) -> tuple[int, bool]:
+    """Step 2: the context size that leaves the margins free, where the user left it to the fit (-c unset):
+    interpolated between the minimum's measured use and the full one's. Returns it, and whether it fits."""
+    devs = full.devices
+    nd = len(devs)
+    n_ctx = state.n_ctx
+    if not need.auto:
+        notes.append(f"context size set by the user to {n_ctx}: not changed")
+        return n_ctx, False
+    if request.n_ctx_min < 0:
+        notes.append(f"the full context size {need.n_ctx_max} was asked for (-c 0): not changed")
+        return n_ctx, False
+    if need.n_ctx_max <= need.n_ctx_min:
+        notes.append(f"the model's context size {need.n_ctx_max} is at most the minimum {need.n_ctx_min}: "
+                     "not changed")
+        return n_ctx, False
+    target = need.target
+    if nd > 1:
+        # Only whole layers (dense) or whole tensors (MoE, about a third of a layer) move between devices:
+        # allow for a little more than half of one wasted per device.
+        layers = max(min(_all_layers(request.n_gpu_layers, full), full.n_layer), 1)
+        per_layer = sum(d.model for d in devs) // layers
+        target -= (nd + 1) * per_layer // (6 if full.n_expert else 2)
+    at_min = measure(dataclasses.replace(need.user, n_ctx=need.n_ctx_min))
+    used_min = sum(d.used for d in at_min.devices) if devs else at_min.host.used
+    if target <= used_min:
+        state.n_ctx = need.n_ctx_min
+        notes.append(f"context size reduced from {need.n_ctx_max} to the minimum {need.n_ctx_min} (-fitc), "
+                     "still too large")
+        return need.n_ctx_min, False
+    span = need.n_ctx_max - need.n_ctx_min
+    n_ctx = need.n_ctx_min + span * (target - used_min) // max(need.used - used_min, 1)
+    n_ctx = state.n_ctx = max(n_ctx - n_ctx % (_CTX_ALIGN * max(request.n_streams, 1)), need.n_ctx_min)
+    notes.append(f"context size reduced from {need.n_ctx_max} to {n_ctx}")
+    return n_ctx, True
 
 
 def _lay_out(measure: Measure, request: FitRequest, state: _State, notes: list[str], full: Measured, n_ctx: int, margins: list[int]) -> None:

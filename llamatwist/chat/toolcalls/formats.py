@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from llamatwist.constrain.schema import JSON_KINDS, json_kind, may_be_string, resolve_refs, value_types
+from llamatwist.constrain.schema import JSON_KINDS, json_kind, may_be_string, value_types
 
 from ..workarounds import gemma4_model_turns, ministral3_blocks, reasoning_as_thinking
 from .generic import parse_generic
@@ -94,12 +94,12 @@ def mistral_call(s: Scanner, _opened: str) -> None:
 
 
 def _param_schema(s: Scanner, function: str, param: str) -> Any:
-    """The schema of a tool's parameter, its references resolved (None: the tool says nothing of it)."""
+    """The schema of a tool's parameter (None: the tool says nothing of it); ``tool_parameters`` has its
+    references resolved already."""
     params = s.syntax.tool_parameters.get(function)
-    if not isinstance(params, dict) or not isinstance(props := params.get("properties"), dict) or param not in props:
+    if not isinstance(params, dict) or not isinstance(props := params.get("properties"), dict):
         return None
-    defs = {k: params[k] for k in ("$defs", "definitions") if k in params}  # what a reference may point at
-    return resolve_refs({**defs, "properties": {param: props[param]}})["properties"][param]
+    return props.get(param)
 
 
 def _reads_text(schema: Any, typing: Typing) -> bool:

@@ -67,7 +67,8 @@ class ChatSyntax:
     parse_tool_calls: bool = True
     # llama-server sets this for deepseek-legacy when streaming: the thinking block stays in content, tags included
     reasoning_in_content: bool = False
-    # tool name -> its parameters schema; formats that write arguments as untyped text (Qwen3-Coder XML) use it
+    # tool name -> its parameters schema, local $refs resolved once per request (plan.py), so that each property
+    # stands alone; formats that write arguments as untyped text (Qwen3-Coder XML) type them by it
     tool_parameters: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
