@@ -68,7 +68,7 @@ def _turn(source: str, tool: dict[str, Any] = TOOL, call: dict[str, Any] = CALL,
 
     t = ChatTemplate(source)
     try:
-        gen, full = (t.render(template_messages(t, parse_messages(msgs), False), add_generation_prompt=add,
+        gen, full = (t.render(template_messages(t, parse_messages(msgs)), add_generation_prompt=add,
                               tools=[tool], extra={}, enable_thinking=True) for msgs, add in (([ASK], True),
                                                                                              ([ASK, call], False)))
     except TemplateError:

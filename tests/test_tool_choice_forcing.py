@@ -124,7 +124,7 @@ def test_minimax_m3_forced_arguments_are_the_templates_xml(template_dir: Path) -
     call = {"role": "assistant", "content": "", "tool_calls": [
         {"id": "c1", "type": "function", "function": {"name": "plan", "arguments": json.dumps(args)}}]}
     template = ChatTemplate((template_dir / "MiniMax-M3.jinja").read_text())
-    rendered = template.render(template_messages(template, parse_messages([*HELLO, call]), False),
+    rendered = template.render(template_messages(template, parse_messages([*HELLO, call])),
                                add_generation_prompt=False, tools=[tool], extra={}, enable_thinking=False)
     start = rendered.rindex(NS + "<tool_call>")  # the last: the system prompt shows an example first
     written = rendered[start : rendered.index(NS + "</tool_call>", start) + len(NS + "</tool_call>")]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
@@ -512,7 +512,7 @@ def _template_spacing(template: ChatTemplate, tags: tuple[str, str]) -> tuple[st
     probe = parse_messages([{"role": "user", "content": "U_USER_MSG Hello END_U"},
                             {"role": "assistant", "content": _PROBE_CONTENT, "reasoning_content": _PROBE_REASONING}])
     try:
-        text = template.render(template_messages(template, probe, drop_last=False), add_generation_prompt=False,
+        text = template.render(template_messages(template, probe), add_generation_prompt=False,
                                tools=[], extra={}, enable_thinking=True, now=datetime.now())
     except TemplateError:
         return tags
@@ -534,7 +534,7 @@ def _closed_block_spacing(template: ChatTemplate, tags: tuple[str, str], probe: 
     as llama.cpp's analysis reads it."""
     start, end = tags
     try:
-        on, off = (template.render(template_messages(template, probe, drop_last=False), add_generation_prompt=True,
+        on, off = (template.render(template_messages(template, probe), add_generation_prompt=True,
                                    tools=[], extra={}, enable_thinking=thinking, now=datetime.now())
                    for thinking in (True, False))
     except TemplateError:
@@ -543,9 +543,7 @@ def _closed_block_spacing(template: ChatTemplate, tags: tuple[str, str], probe: 
     return (start, closing) if closing.strip() == end else tags
 
 
-def template_messages(
-    template: ChatTemplate, messages: Sequence[ChatMessage], drop_last: bool
-) -> list[dict[str, Any]]:
+def template_messages(template: ChatTemplate, messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
     """The messages as llama.cpp hands them to a Jinja template, with its input workarounds applied."""
     caps = template.caps
     out = [m.to_template_json() for m in messages]
@@ -556,8 +554,6 @@ def template_messages(
             msg["content"] = parsed.legacy_text()  # parts "\n"-joined
         elif only_typed and isinstance(msg["content"], str):
             msg["content"] = [{"type": "text", "text": msg["content"]}]
-    if drop_last and out:
-        out.pop()
     if "<|channel|>" not in template.source:  # gpt-oss knows "developer"; every other template gets "system"
         for msg in out:
             if msg["role"] == "developer":
@@ -637,80 +633,26 @@ def render_chat(
     "Failed to parse tools: ...", media parts (500s in llama-server; client mistakes, so 400 here);
     500 "this custom template is not supported, try using --jinja" (the server's template).
     """
-    # json_value(body, "tool_choice", "auto"): a non-string (e.g. a named-function object) reads as "auto"
-    choice = tool_choice if isinstance(tool_choice, str) else "auto"
-    if not template.is_jinja:
-        if isinstance(tools, list) and tools:
-            raise ChatInputError("tools param requires --jinja flag")
-        if choice != "auto":
-            raise ChatInputError("tool_choice param requires --jinja flag")
-    if isinstance(messages, list) and messages and all(isinstance(m, ChatMessage) for m in messages):
-        msgs: list[ChatMessage] = list(messages)
-    else:
-        msgs = parse_messages(messages, roles)
-    parsed_tools: list[Tool] = parse_tools(tools)
-    if choice not in ("auto", "none", "required"):
-        raise ChatInputError(f"Invalid tool_choice: {choice}")
-
+    msgs, parsed_tools = _read_request(template, messages, tools, tool_choice, roles)
     continuation = parse_continuation(continue_final_message)
     if continuation == Continuation.NONE and prefill_assistant and msgs and msgs[-1].role == "assistant":
         if len(msgs) >= 2 and msgs[-2].role == "assistant":
             raise ChatInputError("Cannot have 2 or more assistant messages at the end of the list.")
-        continuation = Continuation.AUTO
+        continuation = Continuation.AUTO  # the assistant message is prefilled: no new turn opens
         add_generation_prompt = False
     if continuation != Continuation.NONE and add_generation_prompt:
         raise ChatInputError("Cannot set both add_generation_prompt and continue_final_message to true.")
     if continuation != Continuation.NONE and msgs and msgs[-1].role == "assistant" and msgs[-1].tool_calls:
         raise ChatInputError("Cannot continue an assistant message that contains tool calls.")
-
-    kwargs: dict[str, Any] = dict(chat_template_kwargs or {})
-    thinking_kwarg = kwargs.get("enable_thinking")
-    if thinking_kwarg is True or thinking_kwarg is False:
-        enable_thinking = thinking_kwarg
-    elif isinstance(thinking_kwarg, str):
-        raise ChatInputError('invalid type for "enable_thinking" (expected boolean, got string)')
-    if reasoning_effort == "none":
-        enable_thinking = False
-        kwargs.pop("reasoning_effort", None)
-    elif reasoning_effort:
-        kwargs["reasoning_effort"] = reasoning_effort
+    enable_thinking, kwargs = _thinking(chat_template_kwargs, enable_thinking, reasoning_effort)
 
     continued = msgs[-1] if continuation != Continuation.NONE and msgs else None
     if continued is not None and continuation == Continuation.AUTO:
         only_reasoning = continued.reasoning_content and not continued.content and not continued.content_parts
         continuation = Continuation.REASONING if only_reasoning else Continuation.CONTENT
 
-    if isinstance(template, ChatTemplate):
-        template_msgs = template_messages(template, msgs, drop_last=continued is not None)
-        now = now or datetime.now()
-        extra: dict[str, Any] = {"datetime": now.strftime("%b %d %Y"), "date_string": now.strftime("%d %b %Y")}
-        family = detect_family(template.source)
-        if family is not None and family.template_vars is not None:
-            extra.update(family.template_vars([t.to_json() for t in parsed_tools]))
-        extra.update(kwargs)
-
-        def render(add_gen: bool) -> str:
-            text = template.render(
-                template_msgs,
-                add_generation_prompt=add_gen,
-                tools=[t.to_json() for t in parsed_tools],
-                extra=extra,
-                enable_thinking=enable_thinking,
-                now=now,
-            )
-            if add_bos:
-                text = strip_bos(text, template.bos_token)[0]
-            if add_eos:
-                text = strip_eos(text, template.eos_token)[0]
-            return text
-
-    else:
-        legacy_msgs = msgs[:-1] if continued is not None else msgs
-        pairs = [{"role": m.role, "content": m.legacy_text()} for m in legacy_msgs]
-
-        def render(add_gen: bool) -> str:
-            return template.render(pairs, add_generation_prompt=add_gen)
-
+    render = _renderer(template, msgs[:-1] if continued is not None else msgs, parsed_tools, kwargs,
+                       enable_thinking=enable_thinking, add_bos=add_bos, add_eos=add_eos, now=now)
     without_gen = render(False)
     with_gen = render(True)
     generation_prompt = _generation_suffix(without_gen, with_gen)
@@ -731,3 +673,81 @@ def render_chat(
     elif content is not None:
         tail += content
     return RenderedChat(prompt=without_gen + tail, prefilled=True, generation_prompt=generation_prompt)
+
+
+def _read_request(
+    template: AnyTemplate, messages: Any, tools: Any, tool_choice: Any, roles: Collection[str] | None
+) -> tuple[list[ChatMessage], list[Tool]]:
+    """The request's messages and tools, parsed; ``tool_choice`` only validated (it shapes the grammar)."""
+    # json_value(body, "tool_choice", "auto"): a non-string (e.g. a named-function object) reads as "auto"
+    choice = tool_choice if isinstance(tool_choice, str) else "auto"
+    if not template.is_jinja:
+        if isinstance(tools, list) and tools:
+            raise ChatInputError("tools param requires --jinja flag")
+        if choice != "auto":
+            raise ChatInputError("tool_choice param requires --jinja flag")
+    if isinstance(messages, list) and messages and all(isinstance(m, ChatMessage) for m in messages):
+        msgs: list[ChatMessage] = list(messages)
+    else:
+        msgs = parse_messages(messages, roles)
+    parsed_tools: list[Tool] = parse_tools(tools)
+    if choice not in ("auto", "none", "required"):
+        raise ChatInputError(f"Invalid tool_choice: {choice}")
+    return msgs, parsed_tools
+
+
+def _thinking(
+    chat_template_kwargs: Mapping[str, Any] | None, enable_thinking: bool, reasoning_effort: str | None
+) -> tuple[bool, dict[str, Any]]:
+    """Whether thinking is on, and the template's extra variables: a boolean ``enable_thinking`` kwarg overrides
+    the server's setting, ``reasoning_effort: "none"`` turns thinking off, any other effort is passed on."""
+    kwargs: dict[str, Any] = dict(chat_template_kwargs or {})
+    thinking_kwarg = kwargs.get("enable_thinking")
+    if thinking_kwarg is True or thinking_kwarg is False:
+        enable_thinking = thinking_kwarg
+    elif isinstance(thinking_kwarg, str):
+        raise ChatInputError('invalid type for "enable_thinking" (expected boolean, got string)')
+    if reasoning_effort == "none":
+        enable_thinking = False
+        kwargs.pop("reasoning_effort", None)
+    elif reasoning_effort:
+        kwargs["reasoning_effort"] = reasoning_effort
+    return enable_thinking, kwargs
+
+
+def _renderer(
+    template: AnyTemplate,
+    msgs: list[ChatMessage],
+    tools: list[Tool],
+    kwargs: dict[str, Any],
+    *,
+    enable_thinking: bool,
+    add_bos: bool,
+    add_eos: bool,
+    now: datetime | None,
+) -> Callable[[bool], str]:
+    """Renders ``msgs`` with or without the generation prompt: a Jinja template with llama.cpp's variables and
+    input workarounds, and without the BOS/EOS the vocab adds; a built-in one from role/text pairs."""
+    if not isinstance(template, ChatTemplate):
+        pairs = [{"role": m.role, "content": m.legacy_text()} for m in msgs]
+        return lambda add_gen: template.render(pairs, add_generation_prompt=add_gen)
+
+    template_msgs = template_messages(template, msgs)
+    tools_json = [t.to_json() for t in tools]
+    when = now or datetime.now()
+    extra: dict[str, Any] = {"datetime": when.strftime("%b %d %Y"), "date_string": when.strftime("%d %b %Y")}
+    family = detect_family(template.source)
+    if family is not None and family.template_vars is not None:
+        extra.update(family.template_vars(tools_json))
+    extra.update(kwargs)
+
+    def render(add_gen: bool) -> str:
+        text = template.render(template_msgs, add_generation_prompt=add_gen, tools=tools_json, extra=extra,
+                               enable_thinking=enable_thinking, now=when)
+        if add_bos:
+            text = strip_bos(text, template.bos_token)[0]
+        if add_eos:
+            text = strip_eos(text, template.eos_token)[0]
+        return text
+
+    return render
