@@ -218,6 +218,103 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         pass
 
 
+class _Watchdog:
+    """Kills the child's process group past the deadline (setting ``timed_out``) or once ``alive`` says the
+    client is gone, until stopped."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], timeout_secs: float, alive: Callable[[], bool] | None) -> None:
+        self.timed_out = threading.Event()
+        self._done = threading.Event()
+        self._proc = proc
+        self._deadline = time.monotonic() + timeout_secs
+        self._alive = alive
+        self._thread = threading.Thread(target=self._watch, name="tools-subprocess-watchdog", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while True:
+            remaining = self._deadline - time.monotonic()
+            if remaining <= 0:
+                self.timed_out.set()
+                _kill_group(self._proc)
+                return
+            if self._done.wait(min(remaining, _WATCHDOG_POLL) if self._alive is not None else remaining):
+                return
+            if self._alive is not None and not self._alive():
+                _kill_group(self._proc)
+                return
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+
+def _feed(proc: subprocess.Popen[bytes], data: bytes | None) -> threading.Thread | None:
+    """Writes ``data`` to the child's stdin on a thread of its own (a child that answers before it has read
+    everything would otherwise deadlock us), then closes it."""
+    if proc.stdin is None:
+        return None
+    stdin = proc.stdin
+
+    def feed() -> None:
+        # a short write is not an error by itself: the exit status decides
+        try:
+            view = memoryview(data or b"")
+            while view:  # an unbuffered write may take only part of it
+                view = view[stdin.write(view) or 0:]
+        except OSError:
+            pass
+        finally:
+            try:
+                stdin.close()
+            except OSError:
+                pass
+
+    feeder = threading.Thread(target=feed, name="tools-subprocess-stdin", daemon=True)
+    feeder.start()
+    return feeder
+
+
+def _collect(proc: subprocess.Popen[bytes], max_output: int,
+             on_chunk: Callable[[str], bool] | None) -> tuple[bytes, bool]:
+    """The child's output up to ``max_output`` bytes, and whether more came (read to the end and dropped, so
+    the child never blocks on a full pipe); ``on_chunk`` sees it as it comes, and stops the child by
+    returning False."""
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    output = bytearray()
+    truncated = stopped = False
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    while True:
+        buf = os.read(fd, _READ_CHUNK)
+        if not buf:
+            break
+        if truncated:
+            continue
+        if len(output) + len(buf) <= max_output:
+            output += buf
+            if on_chunk is not None:
+                piece = decoder.decode(buf)
+                if piece and not on_chunk(piece):
+                    _kill_group(proc)
+                    stopped = True
+                    break
+        else:
+            remaining = max(0, max_output - len(output))
+            output += buf[:remaining]
+            if on_chunk is not None and remaining > 0:
+                piece = decoder.decode(buf[:remaining], final=True)
+                if piece:
+                    on_chunk(piece)
+            truncated = True
+    if on_chunk is not None and not truncated and not stopped:
+        tail = decoder.decode(b"", final=True)
+        if tail:
+            on_chunk(tail)
+    proc.stdout.close()
+    return bytes(output), truncated
+
+
 def run_subprocess(
         args: Sequence[str],
         max_output: int,
@@ -252,91 +349,18 @@ def run_subprocess(
         res.output = f"failed to spawn process: {_spawn_error(exc)}".encode()
         return res
 
-    done = threading.Event()
-    timed_out = threading.Event()
-
-    def watchdog() -> None:
-        deadline = time.monotonic() + timeout_secs
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                timed_out.set()
-                _kill_group(proc)
-                return
-            if done.wait(min(remaining, _WATCHDOG_POLL) if alive is not None else remaining):
-                return
-            if alive is not None and not alive():
-                _kill_group(proc)
-                return
-
-    watcher = threading.Thread(target=watchdog, name="tools-subprocess-watchdog", daemon=True)
-    watcher.start()
-
-    feeder: threading.Thread | None = None
-    if proc.stdin is not None:
-        stdin = proc.stdin
-
-        def feed() -> None:
-            # a short write is not an error by itself: the exit status decides
-            try:
-                view = memoryview(stdin_data or b"")
-                while view:  # an unbuffered write may take only part of it
-                    view = view[stdin.write(view) or 0:]
-            except OSError:
-                pass
-            finally:
-                try:
-                    stdin.close()
-                except OSError:
-                    pass
-
-        # on its own thread: a child that answers before it has read everything would deadlock us
-        feeder = threading.Thread(target=feed, name="tools-subprocess-stdin", daemon=True)
-        feeder.start()
-
-    decoder = codecs.getincrementaldecoder("utf-8")("replace")
-    output = bytearray()
-    truncated = stopped = False
-    assert proc.stdout is not None
-    fd = proc.stdout.fileno()
-    while True:
-        buf = os.read(fd, _READ_CHUNK)
-        if not buf:
-            break
-        if truncated:
-            continue
-        if len(output) + len(buf) <= max_output:
-            output += buf
-            if on_chunk is not None:
-                piece = decoder.decode(buf)
-                if piece and not on_chunk(piece):
-                    _kill_group(proc)
-                    stopped = True
-                    break
-        else:
-            remaining = max(0, max_output - len(output))
-            output += buf[:remaining]
-            if on_chunk is not None and remaining > 0:
-                piece = decoder.decode(buf[:remaining], final=True)
-                if piece:
-                    on_chunk(piece)
-            truncated = True
-    if on_chunk is not None and not truncated and not stopped:
-        tail = decoder.decode(b"", final=True)
-        if tail:
-            on_chunk(tail)
-    proc.stdout.close()
-
+    watchdog = _Watchdog(proc, timeout_secs, alive)
+    feeder = _feed(proc, stdin_data)
+    output, truncated = _collect(proc, max_output, on_chunk)
     # the watchdog stays armed until the child is reaped: one that closes stdout and lingers still times out
     returncode = proc.wait()
-    done.set()
-    watcher.join()
+    watchdog.stop()
     if feeder is not None:
         feeder.join()
 
     res.exit_code = returncode if returncode >= 0 else _EXIT_FAILURE
-    res.timed_out = timed_out.is_set()
-    res.output = bytes(output) + (b"\n[output truncated]" if truncated else b"")
+    res.timed_out = watchdog.timed_out.is_set()
+    res.output = output + (b"\n[output truncated]" if truncated else b"")
     return res
 
 
