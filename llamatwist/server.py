@@ -303,7 +303,7 @@ def _flash_attn(config: ServerConfig) -> int:
     return FLASH_ATTN["off"]
 
 
-def engine_spec(config: ServerConfig, model_path: str) -> EngineSpec:
+def _context_params(config: ServerConfig) -> ContextParams:
     n_threads = _threads(config.n_threads)
     embeddings = config.embeddings or config.reranking
     n_ubatch = min(config.n_ubatch, config.n_batch)
@@ -315,37 +315,42 @@ def engine_spec(config: ServerConfig, model_path: str) -> EngineSpec:
     n_ctx = config.n_ctx
     if config.kv_unified_per_slot > 0 and n_ctx == 0 and config.fit_ctx >= 0:  # llama-server: unless -c is given
         n_ctx = config.n_parallel * config.kv_unified_per_slot
+    return ContextParams(
+        n_ctx=n_ctx,
+        n_batch=n_batch,
+        n_ubatch=n_ubatch,
+        n_seq_max=config.n_parallel,
+        n_threads=n_threads,
+        n_threads_batch=_threads(config.n_threads_batch) if config.n_threads_batch > 0 else n_threads,
+        kv_unified=config.kv_unified,
+        embeddings=embeddings,
+        pooling=pooling,
+        type_k=config.cache_type_k,
+        type_v=config.cache_type_v,
+        flash_attn=_flash_attn(config),
+        offload_kqv=config.kv_offload,
+        op_offload=config.op_offload,
+        swa_full=config.swa_full,
+        rope_scaling=ROPE_SCALING[config.rope_scaling] if config.rope_scaling else -1,
+        rope_freq_base=config.rope_freq_base,
+        rope_freq_scale=config.rope_freq_scale,
+        yarn_orig_ctx=config.yarn_orig_ctx,
+        yarn_ext_factor=config.yarn_ext_factor,
+        yarn_attn_factor=config.yarn_attn_factor,
+        yarn_beta_slow=config.yarn_beta_slow,
+        yarn_beta_fast=config.yarn_beta_fast,
+        perf=config.perf,
+        cpu=cpu,
+        cpu_batch=cpu_batch,
+    )
+
+
+def engine_spec(config: ServerConfig, model_path: str) -> EngineSpec:
+    embeddings = config.embeddings or config.reranking
     return EngineSpec(
         model_path=model_path,
         n_gpu_layers=config.n_gpu_layers,
-        context=ContextParams(
-            n_ctx=n_ctx,
-            n_batch=n_batch,
-            n_ubatch=n_ubatch,
-            n_seq_max=config.n_parallel,
-            n_threads=n_threads,
-            n_threads_batch=_threads(config.n_threads_batch) if config.n_threads_batch > 0 else n_threads,
-            kv_unified=config.kv_unified,
-            embeddings=embeddings,
-            pooling=pooling,
-            type_k=config.cache_type_k,
-            type_v=config.cache_type_v,
-            flash_attn=_flash_attn(config),
-            offload_kqv=config.kv_offload,
-            op_offload=config.op_offload,
-            swa_full=config.swa_full,
-            rope_scaling=ROPE_SCALING[config.rope_scaling] if config.rope_scaling else -1,
-            rope_freq_base=config.rope_freq_base,
-            rope_freq_scale=config.rope_freq_scale,
-            yarn_orig_ctx=config.yarn_orig_ctx,
-            yarn_ext_factor=config.yarn_ext_factor,
-            yarn_attn_factor=config.yarn_attn_factor,
-            yarn_beta_slow=config.yarn_beta_slow,
-            yarn_beta_fast=config.yarn_beta_fast,
-            perf=config.perf,
-            cpu=cpu,
-            cpu_batch=cpu_batch,
-        ),
+        context=_context_params(config),
         n_slots=config.n_parallel,
         cont_batching=config.cont_batching,
         n_predict=config.sampling.n_predict,
