@@ -251,26 +251,10 @@ def load(spec: EngineSpec) -> Loaded:
         params = dataclasses.replace(params, n_seq_max=max_sequences())
     ctx = Context(model, params)
     lora_adapters, loras = apply_adapters(model, ctx, spec.adapters)
-    budget = -1
-    if not spec.cache_idle_slots:
-        budget = 0
-    elif spec.cache_ram_mib > 0:
-        per_token = model.kv_bytes_per_token(CACHE_TYPES[params.type_k], CACHE_TYPES[params.type_v])
-        budget = spec.cache_ram_mib * 1024 * 1024 // max(per_token, 1)
-    cache = PrefixCache(ctx, n_slots=spec.n_slots, n_seq_max=ctx.n_seq_max, n_cells=ctx.n_ctx,
-                        shared=shared, budget_cells=budget, can_shift=ctx.can_shift(),
-                        checkpoints=_checkpoints(spec, model, ctx))
+    cache = _prefix_cache(spec, model, ctx, params, shared)
     info = model.info()
     model_id = f"{info.desc}; {info.n_params} params; {info.size} bytes; vocab {info.n_vocab}"
-    n_ctx_slot = ctx.n_ctx_seq if spec.context.kv_unified else ctx.n_ctx // max(spec.n_slots, 1)
-    if spec.n_ctx_slot_cap > 0:
-        if spec.n_ctx_slot_cap < n_ctx_slot:
-            log.info("capping per-slot context (%d) to --kv-unified-per-slot (%d)", n_ctx_slot, spec.n_ctx_slot_cap)
-            n_ctx_slot = spec.n_ctx_slot_cap
-        elif spec.n_ctx_slot_cap > n_ctx_slot:
-            log.warning("--kv-unified-per-slot (%d) exceeds the per-slot pool capacity (%d) - the cap has no effect "
-                        "(raise the KV pool with -c, or unset -c to size it to n_parallel * kv_unified_per_slot)",
-                        spec.n_ctx_slot_cap, n_ctx_slot)
+    n_ctx_slot = _n_ctx_slot(spec, ctx)
     slots = [Slot(id=i, n_ctx=n_ctx_slot) for i in range(spec.n_slots)]
     batch = Batch(ctx.n_batch)
     can_shift = spec.ctx_shift and ctx.can_shift()
@@ -304,20 +288,50 @@ def load(spec: EngineSpec) -> Loaded:
         head = _sidecar_head(spec, model, ctx)
     lookup = NgramCacheDrafter(_lookup_cache(spec.lookup_cache_static, "static"),
                                _lookup_cache(spec.lookup_cache_dynamic, "dynamic"))
-    projector = None
-    if spec.mmproj_path:
-        projector = Projector(spec.mmproj_path, model, n_threads=spec.context.n_threads,
-                              use_gpu=spec.mmproj_offload, device=spec.mmproj_device,
-                              image_min_tokens=spec.image_min_tokens,
-                              image_max_tokens=spec.image_max_tokens, flash_attn=spec.context.flash_attn,
-                              batch_max_tokens=spec.mtmd_batch_max_tokens,
-                              video=VideoParams(spec.video_fps, spec.video_timestamp_interval_ms,
-                                                spec.video_ffmpeg_dir))
+    projector = _projector(spec, model) if spec.mmproj_path else None
+    if projector is not None:
         description = dataclasses.replace(description, vision=projector.vision, audio=projector.audio,
                                           video=projector.video, mmproj_backend=projector.backend)
         can_shift = False  # as llama-server: no context shift with a projector (media chunks cannot shift)
     return Loaded(model, ctx, cache, slots, batch, model_id, can_shift, description, lora_adapters, drafter,
                   projector, lookup, head)
+
+
+def _prefix_cache(spec: EngineSpec, model: Model, ctx: Context, params: ContextParams, shared: bool) -> PrefixCache:
+    """The prefix cache over ``ctx``: idle slots' prompts kept within --cache-ram (none with
+    --no-cache-idle-slots, unbounded with -1)."""
+    budget = -1
+    if not spec.cache_idle_slots:
+        budget = 0
+    elif spec.cache_ram_mib > 0:
+        per_token = model.kv_bytes_per_token(CACHE_TYPES[params.type_k], CACHE_TYPES[params.type_v])
+        budget = spec.cache_ram_mib * 1024 * 1024 // max(per_token, 1)
+    return PrefixCache(ctx, n_slots=spec.n_slots, n_seq_max=ctx.n_seq_max, n_cells=ctx.n_ctx,
+                       shared=shared, budget_cells=budget, can_shift=ctx.can_shift(),
+                       checkpoints=_checkpoints(spec, model, ctx))
+
+
+def _n_ctx_slot(spec: EngineSpec, ctx: Context) -> int:
+    """A slot's context: its share of the KV pool (all of a unified one), capped by --kv-unified-per-slot."""
+    n_ctx_slot = ctx.n_ctx_seq if spec.context.kv_unified else ctx.n_ctx // max(spec.n_slots, 1)
+    cap = spec.n_ctx_slot_cap
+    if cap > 0 and cap < n_ctx_slot:
+        log.info("capping per-slot context (%d) to --kv-unified-per-slot (%d)", n_ctx_slot, cap)
+        return cap
+    if cap > n_ctx_slot:
+        log.warning("--kv-unified-per-slot (%d) exceeds the per-slot pool capacity (%d) - the cap has no effect "
+                    "(raise the KV pool with -c, or unset -c to size it to n_parallel * kv_unified_per_slot)",
+                    cap, n_ctx_slot)
+    return n_ctx_slot
+
+
+def _projector(spec: EngineSpec, model: Model) -> Projector:
+    assert spec.mmproj_path
+    return Projector(spec.mmproj_path, model, n_threads=spec.context.n_threads, use_gpu=spec.mmproj_offload,
+                     device=spec.mmproj_device, image_min_tokens=spec.image_min_tokens,
+                     image_max_tokens=spec.image_max_tokens, flash_attn=spec.context.flash_attn,
+                     batch_max_tokens=spec.mtmd_batch_max_tokens,
+                     video=VideoParams(spec.video_fps, spec.video_timestamp_interval_ms, spec.video_ffmpeg_dir))
 
 
 def _mtp_head(spec: EngineSpec, model: Model, ctx: Context, params: ContextParams) -> MtpDrafter:
