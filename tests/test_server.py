@@ -76,6 +76,23 @@ def test_completion_non_streaming(server: Server) -> None:
     assert body["generation_settings"]["temperature"] == 0
 
 
+def test_each_task_logs_its_timings_as_llama_server(server: Server) -> None:
+    """llama-server's print_timings lines at the end of each task, with the figures its response carries."""
+    body = server.post("/completion", {"prompt": PROMPT, "n_predict": 5, **FREE}).json()
+    t, slot = body["timings"], body["id_slot"]
+    head = rf"slot {slot} \| task \d+ \| "
+    lines = [
+        rf"{head}prompt eval time = +{t['prompt_ms']:.2f} ms / +{t['prompt_n']} tokens \( *{t['prompt_per_token_ms']:.2f}"
+        rf" ms per token, +{t['prompt_per_second']:.2f} tokens per second\)",
+        rf"{head} +eval time = +{t['predicted_ms']:.2f} ms / +5 tokens \( *{t['predicted_per_token_ms']:.2f} ms per "
+        rf"token, +{t['predicted_per_second']:.2f} tokens per second\)",
+        rf"{head} +total time = +{t['prompt_ms'] + t['predicted_ms']:.2f} ms / +{t['prompt_n'] + 5} tokens",
+    ]
+    log = server.log()
+    for line in lines:
+        assert re.search(line, log), (line, log[-2000:])
+
+
 def test_stream_equals_non_stream_at_temperature_zero(server: Server) -> None:
     req = {"prompt": "Once upon a time", "n_predict": 40, "temperature": 0, **FREE}
     reference = server.post("/completion", req).json()["content"]

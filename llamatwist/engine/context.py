@@ -262,7 +262,6 @@ class Context:
         p.yarn_beta_slow = params.yarn_beta_slow
         p.yarn_beta_fast = params.yarn_beta_fast
         p.no_perf = not params.perf
-        p.no_perf = False
         errors: list[str] = []
 
         def capture(level: int, line: str) -> None:

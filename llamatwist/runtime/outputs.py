@@ -73,6 +73,7 @@ class Outputs:
             seed=slot.sampler.seed,
             probs=slot.probs,
         )
+        _log_timings(slot.id, task.id, timings)
         if slot.n_draft:
             log.info("slot %d: draft acceptance = %.5f (%5d accepted / %5d generated), mean len = %5.2f", slot.id,
                      slot.n_draft_accepted / slot.n_draft, slot.n_draft_accepted, slot.n_draft,
@@ -121,6 +122,19 @@ def slot_timings(slot: Slot, now: float) -> Timings:
         draft_n=slot.n_draft,
         draft_n_accepted=slot.n_draft_accepted,
     )
+
+
+def _log_timings(slot_id: int, task_id: int, timings: Timings) -> None:
+    """llama-server's per-task timing lines (print_timings), with the response's own figures."""
+    t = timings.to_json()
+    log.info("slot %d | task %d | prompt eval time = %10.2f ms / %5d tokens (%8.2f ms per token, %8.2f tokens per "
+             "second)", slot_id, task_id, t["prompt_ms"], t["prompt_n"], t["prompt_per_token_ms"],
+             t["prompt_per_second"])
+    log.info("slot %d | task %d |        eval time = %10.2f ms / %5d tokens (%8.2f ms per token, %8.2f tokens per "
+             "second)", slot_id, task_id, t["predicted_ms"], t["predicted_n"], t["predicted_per_token_ms"],
+             t["predicted_per_second"])
+    log.info("slot %d | task %d |       total time = %10.2f ms / %5d tokens", slot_id, task_id,
+             t["prompt_ms"] + t["predicted_ms"], t["prompt_n"] + t["predicted_n"])
 
 
 def _full_text(slot: Slot) -> str:
