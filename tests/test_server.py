@@ -91,6 +91,9 @@ def test_each_task_logs_its_timings_as_llama_server(server: Server) -> None:
     log = server.log()
     for line in lines:
         assert re.search(line, log), (line, log[-2000:])
+    # the context's count so far: the one-token steps of a generation reuse their graph
+    reused = re.findall(rf"{head} +graphs reused = +(\d+)$", log, re.MULTILINE)
+    assert reused and int(reused[-1]) >= 3, log[-2000:]
 
 
 def test_stream_equals_non_stream_at_temperature_zero(server: Server) -> None:

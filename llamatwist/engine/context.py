@@ -174,6 +174,7 @@ class PerfData:
     t_eval_ms: float
     n_p_eval: int
     n_eval: int
+    n_reused: int  # graphs reused instead of built again (0 with --no-perf)
 
 
 _DECODE_ERRORS = {
@@ -567,4 +568,4 @@ class Context:
 
     def perf(self) -> PerfData:
         d = lib.llama_perf_context(self._ptr)
-        return PerfData(d.t_load_ms, d.t_p_eval_ms, d.t_eval_ms, d.n_p_eval, d.n_eval)
+        return PerfData(d.t_load_ms, d.t_p_eval_ms, d.t_eval_ms, d.n_p_eval, d.n_eval, d.n_reused)

@@ -178,7 +178,7 @@ class DecodeLoop:
         self._ctx = ctx
         self._cache = cache
         self._slots = slots
-        self._outputs = outputs = Outputs(self._deliver, metrics, cache)
+        self._outputs = outputs = Outputs(self._deliver, metrics, cache, lambda: ctx.perf().n_reused)
         self._admission = Admission(self.spec, model, ctx.n_ubatch, slots, cache, metrics, outputs,
                                     self._wanted_lora)
         self._step = Step(

@@ -35,8 +35,10 @@ Deliver = Callable[[list[tuple[Sink, Result]]], None]
 
 
 class Outputs:
-    def __init__(self, deliver: Deliver, metrics: Metrics, cache: PrefixCache) -> None:
+    def __init__(self, deliver: Deliver, metrics: Metrics, cache: PrefixCache,
+                 graphs_reused: Callable[[], int]) -> None:
         self._deliver = deliver
+        self._graphs_reused = graphs_reused  # the context's count so far (libllama's perf data)
         self._outbox: list[tuple[Sink, Result]] = []
         self._metrics = metrics
         self._cache = cache
@@ -74,6 +76,7 @@ class Outputs:
             probs=slot.probs,
         )
         _log_timings(slot.id, task.id, timings)
+        log.info("slot %d | task %d |    graphs reused = %10d", slot.id, task.id, self._graphs_reused())
         if slot.n_draft:
             log.info("slot %d: draft acceptance = %.5f (%5d accepted / %5d generated), mean len = %5.2f", slot.id,
                      slot.n_draft_accepted / slot.n_draft, slot.n_draft_accepted, slot.n_draft,
