@@ -77,7 +77,8 @@ def test_completion_non_streaming(server: Server) -> None:
 
 
 def test_each_task_logs_its_timings_as_llama_server(server: Server) -> None:
-    """llama-server's print_timings lines at the end of each task, with the figures its response carries."""
+    """llama-server's lines at the start and end of each task: its print_timings with the figures its response
+    carries."""
     body = server.post("/completion", {"prompt": PROMPT, "n_predict": 5, **FREE}).json()
     t, slot = body["timings"], body["id_slot"]
     head = rf"slot {slot} \| task \d+ \| "
@@ -94,6 +95,10 @@ def test_each_task_logs_its_timings_as_llama_server(server: Server) -> None:
     # the context's count so far: the one-token steps of a generation reuse their graph
     reused = re.findall(rf"{head} +graphs reused = +(\d+)$", log, re.MULTILINE)
     assert reused and int(reused[-1]) >= 3, log[-2000:]
+    # the slot's start and end: its cells at the end are the prompt and all but the last token generated
+    start = re.findall(rf"{head}processing task: (\d+) prompt tokens, 0 reused$", log, re.MULTILINE)
+    assert start and int(start[-1]) == t["prompt_n"], log[-2000:]
+    assert re.search(rf"{head}stop processing: n_tokens = {t['prompt_n'] + 4}, truncated = 0$", log, re.MULTILINE)
 
 
 def test_stream_equals_non_stream_at_temperature_zero(server: Server) -> None:

@@ -152,4 +152,5 @@ class Admission:
             n_reuse = 0
         slot.start(task, None if task.embed else Sampler(self._model, task.params.sampler, slot.n_ctx), n_reuse)
         self._metrics.prompt_tokens_cached_total += n_reuse
-        log.debug("slot %d: task %d, %d prompt tokens, %d reused", slot.id, task.id, n_prompt, n_reuse)
+        log.info("slot %d | task %d | processing task: %d prompt tokens, %d reused", slot.id, task.id, n_prompt,
+                 n_reuse)

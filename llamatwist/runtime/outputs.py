@@ -100,6 +100,9 @@ class Outputs:
                                            progress=progress))
 
     def release(self, slot: Slot) -> None:
+        if slot.task is not None:
+            log.info("slot %d | task %d | stop processing: n_tokens = %d, truncated = %d", slot.id, slot.task.id,
+                     slot.n_cells, slot.truncated)
         if slot.t_prompt_done:
             self._metrics.tokens_predicted_seconds_total += max(slot.t_last - slot.t_prompt_done, 0.0)
             self._metrics.predicted_steps_total += max(len(slot.generated) - 1, 0)
