@@ -82,11 +82,12 @@ def test_each_task_logs_its_timings_as_llama_server(server: Server) -> None:
     body = server.post("/completion", {"prompt": PROMPT, "n_predict": 5, **FREE}).json()
     t, slot = body["timings"], body["id_slot"]
     head = rf"slot {slot} \| task \d+ \| "
+    rate = r" ms per token, +{:.2f} tokens per second\)"
     lines = [
         rf"{head}prompt eval time = +{t['prompt_ms']:.2f} ms / +{t['prompt_n']} tokens \( *{t['prompt_per_token_ms']:.2f}"
-        rf" ms per token, +{t['prompt_per_second']:.2f} tokens per second\)",
-        rf"{head} +eval time = +{t['predicted_ms']:.2f} ms / +5 tokens \( *{t['predicted_per_token_ms']:.2f} ms per "
-        rf"token, +{t['predicted_per_second']:.2f} tokens per second\)",
+        + rate.format(t["prompt_per_second"]),
+        rf"{head} +eval time = +{t['predicted_ms']:.2f} ms / +5 tokens \( *{t['predicted_per_token_ms']:.2f}"
+        + rate.format(t["predicted_per_second"]),
         rf"{head} +total time = +{t['prompt_ms'] + t['predicted_ms']:.2f} ms / +{t['prompt_n'] + 5} tokens",
     ]
     log = server.log()
