@@ -346,15 +346,15 @@ def _context_params(config: ServerConfig) -> ContextParams:
 
 
 def engine_spec(config: ServerConfig, model_path: str) -> EngineSpec:
-    embeddings = config.embeddings or config.reranking
+    context = _context_params(config)
     return EngineSpec(
         model_path=model_path,
         n_gpu_layers=config.n_gpu_layers,
-        context=_context_params(config),
+        context=context,
         n_slots=config.n_parallel,
         cont_batching=config.cont_batching,
         n_predict=config.sampling.n_predict,
-        warmup=config.warmup and not embeddings,
+        warmup=config.warmup and not context.embeddings,
         reranking=config.reranking,
         cache_ram_mib=config.cache_ram_mib,
         n_ctx_checkpoints=config.n_ctx_checkpoints,

@@ -211,11 +211,8 @@ def _fit(measure: Measure, request: FitRequest, state: _State, notes: list[str],
     streams = max(request.n_streams, 1)
     user = Trial(n_ctx, request.n_gpu_layers, request.tensor_split, request.overrides)
     full = measure(user)
-    n_ctx_max = full.n_ctx_train * streams
-    n_ctx_min = request.n_ctx_min * streams
-    auto = n_ctx == 0
-    if auto:
-        n_ctx = state.n_ctx = n_ctx_max
+    if n_ctx == 0:
+        n_ctx = state.n_ctx = full.n_ctx_train * streams
         if streams > 1:  # the first measurement had the training context for all streams together
             full = measure(dataclasses.replace(user, n_ctx=n_ctx))
     if extra is not None:
@@ -244,8 +241,8 @@ def _fit(measure: Measure, request: FitRequest, state: _State, notes: list[str],
 
     # 2. a smaller context
     if budget - used - sum(margins) < 0:
-        n_ctx, fits = _shrink_context(measure, request, state, notes, full,
-                                      _Need(user, auto, n_ctx_min, n_ctx_max, budget - sum(margins), used))
+        fits = _shrink_context(measure, request, state, notes, full, user, target=budget - sum(margins), used=used)
+        n_ctx = state.n_ctx
         if fits and nd <= 1:
             return
 
@@ -263,54 +260,41 @@ def _fit(measure: Measure, request: FitRequest, state: _State, notes: list[str],
     _lay_out(measure, request, state, notes, full, n_ctx, margins)
 
 
-@dataclass(frozen=True)
-class _Need:
-    """What step 2 starts from: the user's trial, the context bounds, what the model may use and what it uses."""
-
-    user: Trial
-    auto: bool
-    n_ctx_min: int
-    n_ctx_max: int
-    target: int
-    used: int
-
-
 def _shrink_context(measure: Measure, request: FitRequest, state: _State, notes: list[str], full: Measured,
-                    need: _Need) -> tuple[int, bool]:
-    """Step 2: the context size that leaves the margins free, where the user left it to the fit (-c unset):
-    interpolated between the minimum's measured use and the full one's. Returns it, and whether it fits."""
+                    user: Trial, *, target: int, used: int) -> bool:
+    """Step 2: sets the context size that leaves the margins free (``target``: what the model may use, ``used``:
+    what it uses at the full context), where the user left it to the fit (-c unset): interpolated between the
+    minimum's measured use and the full one's. Returns whether that fits."""
     devs = full.devices
     nd = len(devs)
-    n_ctx = state.n_ctx
-    if not need.auto:
-        notes.append(f"context size set by the user to {n_ctx}: not changed")
-        return n_ctx, False
+    streams = max(request.n_streams, 1)
+    n_ctx_max = full.n_ctx_train * streams
+    n_ctx_min = request.n_ctx_min * streams
+    if request.n_ctx != 0:
+        notes.append(f"context size set by the user to {state.n_ctx}: not changed")
+        return False
     if request.n_ctx_min < 0:
-        notes.append(f"the full context size {need.n_ctx_max} was asked for (-c 0): not changed")
-        return n_ctx, False
-    if need.n_ctx_max <= need.n_ctx_min:
-        notes.append(f"the model's context size {need.n_ctx_max} is at most the minimum {need.n_ctx_min}: "
-                     "not changed")
-        return n_ctx, False
-    target = need.target
+        notes.append(f"the full context size {n_ctx_max} was asked for (-c 0): not changed")
+        return False
+    if n_ctx_max <= n_ctx_min:
+        notes.append(f"the model's context size {n_ctx_max} is at most the minimum {n_ctx_min}: not changed")
+        return False
     if nd > 1:
         # Only whole layers (dense) or whole tensors (MoE, about a third of a layer) move between devices:
         # allow for a little more than half of one wasted per device.
         layers = max(min(_all_layers(request.n_gpu_layers, full), full.n_layer), 1)
         per_layer = sum(d.model for d in devs) // layers
         target -= (nd + 1) * per_layer // (6 if full.n_expert else 2)
-    at_min = measure(dataclasses.replace(need.user, n_ctx=need.n_ctx_min))
+    at_min = measure(dataclasses.replace(user, n_ctx=n_ctx_min))
     used_min = sum(d.used for d in at_min.devices) if devs else at_min.host.used
     if target <= used_min:
-        state.n_ctx = need.n_ctx_min
-        notes.append(f"context size reduced from {need.n_ctx_max} to the minimum {need.n_ctx_min} (-fitc), "
-                     "still too large")
-        return need.n_ctx_min, False
-    span = need.n_ctx_max - need.n_ctx_min
-    n_ctx = need.n_ctx_min + span * (target - used_min) // max(need.used - used_min, 1)
-    n_ctx = state.n_ctx = max(n_ctx - n_ctx % (_CTX_ALIGN * max(request.n_streams, 1)), need.n_ctx_min)
-    notes.append(f"context size reduced from {need.n_ctx_max} to {n_ctx}")
-    return n_ctx, True
+        state.n_ctx = n_ctx_min
+        notes.append(f"context size reduced from {n_ctx_max} to the minimum {n_ctx_min} (-fitc), still too large")
+        return False
+    n_ctx = n_ctx_min + (n_ctx_max - n_ctx_min) * (target - used_min) // max(used - used_min, 1)
+    state.n_ctx = max(n_ctx - n_ctx % (_CTX_ALIGN * streams), n_ctx_min)
+    notes.append(f"context size reduced from {n_ctx_max} to {state.n_ctx}")
+    return True
 
 
 def _lay_out(measure: Measure, request: FitRequest, state: _State, notes: list[str], full: Measured, n_ctx: int, margins: list[int]) -> None:

@@ -288,7 +288,7 @@ def load(spec: EngineSpec) -> Loaded:
         head = _sidecar_head(spec, model, ctx)
     lookup = NgramCacheDrafter(_lookup_cache(spec.lookup_cache_static, "static"),
                                _lookup_cache(spec.lookup_cache_dynamic, "dynamic"))
-    projector = _projector(spec, model) if spec.mmproj_path else None
+    projector = _projector(spec.mmproj_path, spec, model) if spec.mmproj_path else None
     if projector is not None:
         description = dataclasses.replace(description, vision=projector.vision, audio=projector.audio,
                                           video=projector.video, mmproj_backend=projector.backend)
@@ -315,7 +315,7 @@ def _n_ctx_slot(spec: EngineSpec, ctx: Context) -> int:
     """A slot's context: its share of the KV pool (all of a unified one), capped by --kv-unified-per-slot."""
     n_ctx_slot = ctx.n_ctx_seq if spec.context.kv_unified else ctx.n_ctx // max(spec.n_slots, 1)
     cap = spec.n_ctx_slot_cap
-    if cap > 0 and cap < n_ctx_slot:
+    if 0 < cap < n_ctx_slot:
         log.info("capping per-slot context (%d) to --kv-unified-per-slot (%d)", n_ctx_slot, cap)
         return cap
     if cap > n_ctx_slot:
@@ -325,9 +325,8 @@ def _n_ctx_slot(spec: EngineSpec, ctx: Context) -> int:
     return n_ctx_slot
 
 
-def _projector(spec: EngineSpec, model: Model) -> Projector:
-    assert spec.mmproj_path
-    return Projector(spec.mmproj_path, model, n_threads=spec.context.n_threads, use_gpu=spec.mmproj_offload,
+def _projector(path: str, spec: EngineSpec, model: Model) -> Projector:
+    return Projector(path, model, n_threads=spec.context.n_threads, use_gpu=spec.mmproj_offload,
                      device=spec.mmproj_device, image_min_tokens=spec.image_min_tokens,
                      image_max_tokens=spec.image_max_tokens, flash_attn=spec.context.flash_attn,
                      batch_max_tokens=spec.mtmd_batch_max_tokens,

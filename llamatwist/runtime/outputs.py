@@ -75,8 +75,8 @@ class Outputs:
             seed=slot.sampler.seed,
             probs=slot.probs,
         )
-        _log_timings(slot.id, task.id, timings)
-        log.info("slot %d | task %d |    graphs reused = %10d", slot.id, task.id, self._graphs_reused())
+        if log.isEnabledFor(logging.INFO):  # the figures and the graph count are worked out only to be logged
+            _log_timings(slot.id, task.id, timings, self._graphs_reused())
         if slot.n_draft:
             log.info("slot %d: draft acceptance = %.5f (%5d accepted / %5d generated), mean len = %5.2f", slot.id,
                      slot.n_draft_accepted / slot.n_draft, slot.n_draft_accepted, slot.n_draft,
@@ -130,7 +130,7 @@ def slot_timings(slot: Slot, now: float) -> Timings:
     )
 
 
-def _log_timings(slot_id: int, task_id: int, timings: Timings) -> None:
+def _log_timings(slot_id: int, task_id: int, timings: Timings, graphs_reused: int) -> None:
     """llama-server's per-task timing lines (print_timings), with the response's own figures."""
     t = timings.to_json()
     log.info("slot %d | task %d | prompt eval time = %10.2f ms / %5d tokens (%8.2f ms per token, %8.2f tokens per "
@@ -141,6 +141,7 @@ def _log_timings(slot_id: int, task_id: int, timings: Timings) -> None:
              t["predicted_per_second"])
     log.info("slot %d | task %d |       total time = %10.2f ms / %5d tokens", slot_id, task_id,
              t["prompt_ms"] + t["predicted_ms"], t["prompt_n"] + t["predicted_n"])
+    log.info("slot %d | task %d |    graphs reused = %10d", slot_id, task_id, graphs_reused)
 
 
 def _full_text(slot: Slot) -> str:
