@@ -8,7 +8,7 @@ its token is pending, to be decoded in the next step. Streaming tasks get a Part
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -45,71 +45,27 @@ class Sampling:
         """Sample the slot's next token from the logits at batch index ``idx`` (default: the slot's); the
         token, or -1 when the slot stopped (then it has ended). A ``forced`` token (a synthetically accepted
         draft token) is taken instead of the one drawn, and does not advance the constraint (llama-server's)."""
-        i_batch = slot.i_batch if idx < 0 else idx
         task = slot.task
-        assert task is not None and slot.sampler is not None
-        ctx = self._ctx
-        vocab = self._vocab
-        metrics = self._metrics
+        assert task is not None
         params = task.params
         if slot.state is SlotState.PROMPT:
-            slot.state = SlotState.GENERATING
-            slot.t_prompt_done = now
-            n_processed = slot.cells(len(task.prompt)) - slot.cells(slot.n_cached)
-            metrics.prompt_tokens_total += n_processed
-            metrics.prompt_seconds_total += now - slot.t_start
-        if slot.constraint is not None:
-            # Disallowed tokens get -inf in libllama's own logits row, so the
-            # unchanged sampler chain only ever draws allowed tokens.
-            slot.constraint.fill_mask(ctx.logits_view(i_batch))
-        post = params.n_probs > 0 and params.sampler.post_sampling_probs
-        logits = ctx.logits(i_batch) if params.n_probs > 0 and not post else None
-        post_top: list[tuple[int, float]] = []
-        p_token = 0.0
-        if post or forced is not None:
-            # a forced token is what the chain's history (penalties) records, as llama-server's
-            token, p_token, post_top = slot.sampler.sample_probs(ctx, i_batch, params.n_probs if post else 0,
-                                                                 forced=forced)
-        else:
-            token = slot.sampler.sample(ctx, i_batch)
+            self._prompt_done(slot, now)
+        token, make_probs = self._draw(slot, slot.i_batch if idx < 0 else idx, forced)
         slot.t_last = now
         slot.generated.append(token)
         n_decoded = len(slot.generated)
+        metrics = self._metrics
         metrics.tokens_predicted_total += 1
         metrics.n_tokens_max = max(metrics.n_tokens_max, slot.cells(len(slot.cache)))  # the cells, as llama-server
 
-        stop_type = "none"
-        is_eog = vocab.is_eog(token)
+        is_eog = self._vocab.is_eog(token)
         if slot.constraint is not None and not is_eog and forced is None:
             slot.constraint.accept(token)
         special = self._special or token in params.preserved_tokens
-        piece = b"" if is_eog else vocab.token_to_piece(token, special=special)
-        if post:
-            probs = [post_sampling_probs(vocab, token, piece, p_token, post_top, self._special)]
-        else:
-            probs = ([token_probs(vocab, token, piece, logits, params.n_probs, self._special)]
-                     if logits is not None else [])
+        piece = b"" if is_eog else self._vocab.token_to_piece(token, special=special)
+        probs = make_probs(piece)
         slot.probs.extend(probs)
-        if is_eog and not params.sampler.ignore_eos:
-            stop_type = "eos"
-        else:
-            slot.text.feed(piece)
-            if slot.text.stop is not None:
-                stop_type = "word"
-            elif params.n_indent > 0 and _under_indented(slot, params.n_indent):
-                stop_type = "limit"
-            elif (params.t_max_predict_ms > 0 and b"\n" in piece
-                  and (now - slot.t_prompt_done) * 1e3 > params.t_max_predict_ms):
-                stop_type = "limit"  # as llama-server: past the time limit, stop at a newline
-        limit = self.limit(params.n_predict)
-        if stop_type == "none" and limit >= 0 and n_decoded >= limit:
-            stop_type = "limit"
-        if stop_type == "none" and slot.n_cells + 1 >= slot.n_ctx and not self._can_shift:
-            stop_type = "limit"
-            slot.truncated = True
-        if stop_type == "none" and slot.constraint is not None and slot.constraint.is_finished():
-            stop_type = "eos"  # the grammar is complete: only end-of-generation could follow
-
+        stop_type = self._stop_type(slot, piece, is_eog, n_decoded, now)
         if stop_type == "none":
             slot.pending_token = token
         if params.stream and (stop_type == "none" or not is_eog):
@@ -124,6 +80,66 @@ class Sampling:
             self._outputs.finish(slot, stop_type, now)
             return -1
         return token
+
+    def _prompt_done(self, slot: Slot, now: float) -> None:
+        """The slot's first sample: its prompt is processed, and counted."""
+        assert slot.task is not None
+        slot.state = SlotState.GENERATING
+        slot.t_prompt_done = now
+        n_processed = slot.cells(len(slot.task.prompt)) - slot.cells(slot.n_cached)
+        self._metrics.prompt_tokens_total += n_processed
+        self._metrics.prompt_seconds_total += now - slot.t_start
+
+    def _draw(self, slot: Slot, i_batch: int, forced: int | None) -> tuple[int, Callable[[bytes], list[TokenProbs]]]:
+        """The token drawn at ``i_batch`` (or the forced one), and what makes its probabilities (if asked for)
+        once its piece is known."""
+        assert slot.task is not None and slot.sampler is not None
+        params = slot.task.params
+        ctx = self._ctx
+        if slot.constraint is not None:
+            # Disallowed tokens get -inf in libllama's own logits row, so the
+            # unchanged sampler chain only ever draws allowed tokens.
+            slot.constraint.fill_mask(ctx.logits_view(i_batch))
+        post = params.n_probs > 0 and params.sampler.post_sampling_probs
+        # the row as the model gave it, read before the chain changes it
+        logits = ctx.logits(i_batch) if params.n_probs > 0 and not post else None
+        p_token = 0.0
+        post_top: list[tuple[int, float]] = []
+        if post or forced is not None:
+            # a forced token is what the chain's history (penalties) records, as llama-server's
+            token, p_token, post_top = slot.sampler.sample_probs(ctx, i_batch, params.n_probs if post else 0,
+                                                                 forced=forced)
+        else:
+            token = slot.sampler.sample(ctx, i_batch)
+        vocab, special = self._vocab, self._special
+        if post:
+            return token, lambda piece: [post_sampling_probs(vocab, token, piece, p_token, post_top, special)]
+        if logits is not None:
+            return token, lambda piece: [token_probs(vocab, token, piece, logits, params.n_probs, special)]
+        return token, _no_probs
+
+    def _stop_type(self, slot: Slot, piece: bytes, is_eog: bool, n_decoded: int, now: float) -> str:
+        """Why the slot stops after this token (llama-server's stop types), or "none"."""
+        assert slot.task is not None
+        params = slot.task.params
+        if is_eog and not params.sampler.ignore_eos:
+            return "eos"
+        slot.text.feed(piece)
+        if slot.text.stop is not None:
+            return "word"
+        if params.n_indent > 0 and _under_indented(slot, params.n_indent):
+            return "limit"
+        if params.t_max_predict_ms > 0 and b"\n" in piece and (now - slot.t_prompt_done) * 1e3 > params.t_max_predict_ms:
+            return "limit"  # as llama-server: past the time limit, stop at a newline
+        limit = self.limit(params.n_predict)
+        if limit >= 0 and n_decoded >= limit:
+            return "limit"
+        if slot.n_cells + 1 >= slot.n_ctx and not self._can_shift:
+            slot.truncated = True
+            return "limit"
+        if slot.constraint is not None and slot.constraint.is_finished():
+            return "eos"  # the grammar is complete: only end-of-generation could follow
+        return "none"
 
     def verify(self, slot: Slot, draft: Sequence[int], now: float) -> int:
         """Sample at the pending token's position, then at each draft token's while the samples equal the
@@ -163,6 +179,10 @@ class Sampling:
         for i in range(accepted):
             per_pos[i] += 1
         return accepted
+
+
+def _no_probs(piece: bytes) -> list[TokenProbs]:
+    return []
 
 
 def _under_indented(slot: Slot, n_indent: int) -> bool:

@@ -297,9 +297,8 @@ class Step:
 
     # -- decode, then outputs --------------------------------------------------
     def run(self) -> None:
-        ctx = self._ctx
         if self._loras and self._step_set != self._active:
-            set_scales(ctx, list(self._loras), self._step_set)
+            set_scales(self._ctx, list(self._loras), self._step_set)
             self._active = self._step_set
         if self._media is not None:
             self._eval_media(*self._media)
@@ -308,33 +307,12 @@ class Step:
         busy = [s for s in self._slots if s.busy and s.id in self._fed]
         # where each slot's tokens of this batch begin: if the batch finds no room, the KV cache holds this much
         before = {s.id: len(s.cache) for s in busy}
-        # tokens of this batch are now in the KV cache
-        for slot in busy:
-            if slot.state is SlotState.GENERATING:
-                if self._rollback and slot.draft:
-                    slot.spec_state = (len(slot.cache), ctx.partial_state(slot.id))
-                slot.cache += slot.replay
-                slot.replay = []
-                slot.cache.append(slot.pending_token)
-            else:
-                slot.cache[len(slot.cache):] = slot.source[len(slot.cache) : slot.n_fed]
-        cache = self._cache
-        # draft tokens hold cells too until the verification removes the rejected ones
-        cache.make_room(0, untracked_cells(self._slots, cache.tree.length))
-        self._checkpoint()
-        try:
-            while True:
-                try:
-                    ctx.decode(self._batch)
-                    break
-                except DecodeError as exc:
-                    if exc.code != 1 or not self._give_back_cells():
-                        raise
-        except DecodeError as exc:
-            self._decode_failed(busy, exc, before)
+        self._enter_batch(busy)
+        if not self._decode(busy, before):
             return
         if self._head is not None:
             self._head.process(self._segments)
+        cache = self._cache
         for slot in busy:
             # prompt prefixes are shareable as soon as they are in KV (slots the batch had no room for
             # are unchanged: no need to re-register them)
@@ -350,6 +328,42 @@ class Step:
                 slot.resumed()
             elif _wants_progress(slot):
                 self._outputs.progress(slot, now)
+        self._sample_all(busy, now)
+
+    def _enter_batch(self, busy: list[Slot]) -> None:
+        """Record the batch's tokens in each slot's sequence (they are in the KV cache once decoded) and make
+        room in the prefix cache for them."""
+        for slot in busy:
+            if slot.state is SlotState.GENERATING:
+                if self._rollback and slot.draft:
+                    slot.spec_state = (len(slot.cache), self._ctx.partial_state(slot.id))
+                slot.cache += slot.replay
+                slot.replay = []
+                slot.cache.append(slot.pending_token)
+            else:
+                slot.cache[len(slot.cache):] = slot.source[len(slot.cache) : slot.n_fed]
+        cache = self._cache
+        # draft tokens hold cells too until the verification removes the rejected ones
+        cache.make_room(0, untracked_cells(self._slots, cache.tree.length))
+        self._checkpoint()
+
+    def _decode(self, busy: list[Slot], before: dict[int, int]) -> bool:
+        """Decode the batch, giving back cached cells while the KV cache has no room; False when it failed
+        (the slots it touched are dealt with)."""
+        try:
+            while True:
+                try:
+                    self._ctx.decode(self._batch)
+                    return True
+                except DecodeError as exc:
+                    if exc.code != 1 or not self._give_back_cells():
+                        raise
+        except DecodeError as exc:
+            self._decode_failed(busy, exc, before)
+            return False
+
+    def _sample_all(self, busy: list[Slot], now: float) -> None:
+        """Each slot with logits in the batch: its embedding sent, its draft verified or its next token sampled."""
         rejected: list[Slot] = []  # cut once every slot has sampled: no state restore amid the logits' reads
         for slot in busy:
             if slot.i_batch < 0:
@@ -358,23 +372,27 @@ class Step:
             if slot.task.embed:
                 self._embeddings.send(slot, now)
             elif slot.draft:
-                draft, slot.draft = slot.draft, []
-                accepted = self._sampling.verify(slot, draft, now)
-                if accepted < len(draft):
+                if not self._verify(slot, now):
                     rejected.append(slot)
-                else:
-                    slot.spec_state = None
-                self._drafts.accept(slot.id, accepted, len(draft))
-                spec = slot.task.params.speculative if slot.task is not None else None
-                # longer drafts while they are taken, shorter when they are not (synthetic acceptance measures
-                # full-length drafts, as llama-server's: its rates are per position of those)
-                if spec is not None and not spec.synth_rates:
-                    slot.spec_budget = min(spec.limit, 2 * slot.spec_budget if accepted == len(draft)
-                                           else max(accepted + 1, spec.n_min, 1))
             else:
                 self._sampling.sample(slot, now)
         for slot in rejected:
             self._drop_rejected(slot)
+
+    def _verify(self, slot: Slot, now: float) -> bool:
+        """Verify the slot's draft and size its next one; whether all of the draft was accepted."""
+        draft, slot.draft = slot.draft, []
+        accepted = self._sampling.verify(slot, draft, now)
+        if accepted == len(draft):
+            slot.spec_state = None
+        self._drafts.accept(slot.id, accepted, len(draft))
+        spec = slot.task.params.speculative if slot.task is not None else None  # None: the slot finished
+        # longer drafts while they are taken, shorter when they are not (synthetic acceptance measures
+        # full-length drafts, as llama-server's: its rates are per position of those)
+        if spec is not None and not spec.synth_rates:
+            slot.spec_budget = min(spec.limit, 2 * slot.spec_budget if accepted == len(draft)
+                                   else max(accepted + 1, spec.n_min, 1))
+        return accepted == len(draft)
 
     def _drop_rejected(self, slot: Slot) -> None:
         """Remove the draft tokens the verification rejected from the slot's sequence (the slot may have
