@@ -207,7 +207,13 @@ def test_mixed_adapter_sets_concurrently(make_server: Any, model_path: str, adap
     with ThreadPoolExecutor(len(sets)) as pool:
         results = list(pool.map(lambda lora: greedy(srv, cache_prompt=True, **({} if lora is None else
                                                                                {"lora": lora})), sets))
-    assert results == [adapted if lora == ON else base for lora in sets]
+    expected = [adapted if lora == ON else base for lora in sets]
+    # each request's tokens are its own set's; its logprobs may differ a little where the batch it shared
+    # differed in shape (on an AVX2 CPU the concurrent adapted runs' second logprob was -2.3066 against -2.2467
+    # alone, the same on the pinned llama-server), far less than base and adapter differ
+    assert [r[0] for r in results] == [e[0] for e in expected]
+    for (_, probs), (_, want) in zip(results, expected, strict=True):
+        assert probs == pytest.approx(want, abs=0.1)
 
 
 def test_adapter_sets_take_turns_step_by_step(make_server: Any, model_path: str, adapters: dict[str, str]) -> None:
