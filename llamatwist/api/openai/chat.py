@@ -406,88 +406,111 @@ def register(app: Klein, ctx: ApiContext) -> None:
             del ctx.live_completions[cid]
 
     async def _answer_chat(request: Request, body: Mapping[str, Any], prepared: PreparedChat, cid: str) -> Any:
-        req, prompts, syntax = prepared.req, prepared.prompts, prepared.syntax
+        req, prompts = prepared.req, prepared.prompts
         verbose = parse_verbose(body, ctx.config.verbose)
-        model = ctx.model_alias
-        texts = await prompt_texts(ctx, prompts) if verbose else []  # __verbose's prompt
-
-        def logprobs(probs: list[TokenProbs]) -> Any:
-            return chat_logprobs(probs, req.top_logprobs) if req.top_logprobs >= 0 and probs else None
-
+        texts = await prompt_texts(ctx, prompts) if verbose else None  # __verbose's prompt
         if not req.params.stream:
             try:
                 results = await run_tasks(ctx, request, prompts, req.params)
             except CancelledError:
                 return b""
-            choices = []
-            for i, r in enumerate(results):
-                msg = MessageStream(syntax).finish(r.content)[0]
-                choice: dict[str, Any] = {
-                    "finish_reason": finish_reason(r.stop_type, bool(msg.tool_calls)),
-                    "index": i,
-                    "message": message_json(msg),
-                }
-                if logprobs(r.probs) is not None:
-                    choice["logprobs"] = logprobs(r.probs)
-                choices.append(choice)
-            out = final_envelope("chat.completion", cid, model, choices, results, req.n_cmpl)
-            if verbose:
-                out["__verbose"] = final_json_fields(ctx, results[-1], len(results) - 1, req.params, texts[-1])
-            return send_json(request, out)
-
+            return send_json(request, _chat_completion(ctx, prepared, cid, results, texts))
         sse = SSEStream(request, req.params.sse_ping_interval)
-        streams: dict[int, MessageStream] = {}
-        pending_probs: dict[int, list[TokenProbs]] = {}
+        chunks = _ChatChunks(ctx, sse, prepared, cid, texts)
+        tail = ("chat.completion.chunk", cid, ctx.model_alias, req.n_cmpl, req.stream_options.include_usage)
+        return await stream_oai(ctx, request, sse, prompts, req.params, chunks.partial, chunks.final, tail)
 
-        def delta_chunk(index: int, delta: dict[str, Any], reason: str | None = None) -> dict[str, Any]:
-            return envelope("chat.completion.chunk", cid, model,
-                            [{"finish_reason": reason, "index": index, "delta": delta}])
 
-        def started(index: int) -> MessageStream:
-            stream = streams.get(index)
-            if stream is None:
-                # OpenAI's first delta carries the role
-                stream = streams[index] = MessageStream(syntax)
-                sse.send(delta_chunk(index, {"role": "assistant", "content": None}))
-            return stream
+def _logprobs(req: ChatRequest, probs: list[TokenProbs]) -> Any:
+    """A choice's ``logprobs`` (None: not asked for, or no tokens)."""
+    return chat_logprobs(probs, req.top_logprobs) if req.top_logprobs >= 0 and probs else None
 
-        def delta_chunks(index: int, deltas: list[dict[str, Any]], probs: list[TokenProbs]) -> list[dict[str, Any]]:
-            # token logprobs ride on the next chunk sent: a parser may hold text back (e.g. a tag prefix)
-            waiting = pending_probs.setdefault(index, [])
-            waiting.extend(probs)
-            chunks = []
-            for delta in deltas:
-                chunk = delta_chunk(index, delta)
-                lp = logprobs(waiting)
-                if lp is not None:
-                    chunk["choices"][0]["logprobs"] = lp
-                waiting.clear()
-                chunks.append(chunk)
-            return chunks
 
-        def partial(index: int, r: PartialResult) -> None:
-            if r.progress is not None:
-                # prompt progress rides on an empty assistant delta, as llama-server sends it
-                sse.send({**delta_chunk(index, {"role": "assistant", "content": None}), **partial_extras(r)})
-                return
-            stream = started(index)
-            chunks = delta_chunks(index, stream.feed(r.content), r.probs)
-            if chunks:
-                chunks[-1].update(partial_extras(r))  # as llama-server: on the last chunk of this token
-            for chunk in chunks:
-                sse.send(chunk)
+def _chat_completion(ctx: ApiContext, prepared: PreparedChat, cid: str, results: list[FinalResult],
+                     texts: list[str] | None) -> dict[str, Any]:
+    """The ``chat.completion`` object of a request that did not stream (``texts``: the prompts, for
+    ``__verbose``)."""
+    req = prepared.req
+    choices = []
+    for i, r in enumerate(results):
+        msg = MessageStream(prepared.syntax).finish(r.content)[0]
+        choice: dict[str, Any] = {
+            "finish_reason": finish_reason(r.stop_type, bool(msg.tool_calls)),
+            "index": i,
+            "message": message_json(msg),
+        }
+        logprobs = _logprobs(req, r.probs)
+        if logprobs is not None:
+            choice["logprobs"] = logprobs
+        choices.append(choice)
+    out = final_envelope("chat.completion", cid, ctx.model_alias, choices, results, req.n_cmpl)
+    if texts is not None:
+        out["__verbose"] = final_json_fields(ctx, results[-1], len(results) - 1, req.params, texts[-1])
+    return out
 
-        def final(index: int, r: FinalResult) -> None:
-            stream = started(index)
-            msg, deltas = stream.finish(r.content)
-            chunks = delta_chunks(index, deltas, [])
-            chunks.append(delta_chunk(index, {}, finish_reason(r.stop_type, bool(msg.tool_calls))))
-            if not req.stream_options.include_usage:  # else on the usage chunk, the stream's last (stream_oai)
-                chunks[-1]["timings"] = r.timings.to_json()
-            if verbose:
-                chunks[0]["__verbose"] = final_json_fields(ctx, r, index, req.params, texts[index])
-            for chunk in chunks:
-                sse.send(chunk)
 
-        tail = ("chat.completion.chunk", cid, model, req.n_cmpl, req.stream_options.include_usage)
-        return await stream_oai(ctx, request, sse, prompts, req.params, partial, final, tail)
+class _ChatChunks:
+    """The ``chat.completion.chunk`` events of a streamed chat completion, per choice: the role first, then the
+    parsed message's deltas as the tokens come, then the finish reason (``texts``: the prompts, for
+    ``__verbose``)."""
+
+    def __init__(self, ctx: ApiContext, sse: SSEStream, prepared: PreparedChat, cid: str,
+                 texts: list[str] | None) -> None:
+        self._ctx = ctx
+        self._sse = sse
+        self._req = prepared.req
+        self._syntax = prepared.syntax
+        self._cid = cid
+        self._texts = texts
+        self._streams: dict[int, MessageStream] = {}
+        self._pending_probs: dict[int, list[TokenProbs]] = {}
+
+    def _chunk(self, index: int, delta: dict[str, Any], reason: str | None = None) -> dict[str, Any]:
+        return envelope("chat.completion.chunk", self._cid, self._ctx.model_alias,
+                        [{"finish_reason": reason, "index": index, "delta": delta}])
+
+    def _started(self, index: int) -> MessageStream:
+        stream = self._streams.get(index)
+        if stream is None:
+            # OpenAI's first delta carries the role
+            stream = self._streams[index] = MessageStream(self._syntax)
+            self._sse.send(self._chunk(index, {"role": "assistant", "content": None}))
+        return stream
+
+    def _delta_chunks(self, index: int, deltas: list[dict[str, Any]], probs: list[TokenProbs]) -> list[dict[str, Any]]:
+        # token logprobs ride on the next chunk sent: a parser may hold text back (e.g. a tag prefix)
+        waiting = self._pending_probs.setdefault(index, [])
+        waiting.extend(probs)
+        chunks = []
+        for delta in deltas:
+            chunk = self._chunk(index, delta)
+            logprobs = _logprobs(self._req, waiting)
+            if logprobs is not None:
+                chunk["choices"][0]["logprobs"] = logprobs
+            waiting.clear()
+            chunks.append(chunk)
+        return chunks
+
+    def partial(self, index: int, r: PartialResult) -> None:
+        if r.progress is not None:
+            # prompt progress rides on an empty assistant delta, as llama-server sends it
+            self._sse.send({**self._chunk(index, {"role": "assistant", "content": None}), **partial_extras(r)})
+            return
+        stream = self._started(index)
+        chunks = self._delta_chunks(index, stream.feed(r.content), r.probs)
+        if chunks:
+            chunks[-1].update(partial_extras(r))  # as llama-server: on the last chunk of this token
+        for chunk in chunks:
+            self._sse.send(chunk)
+
+    def final(self, index: int, r: FinalResult) -> None:
+        stream = self._started(index)
+        msg, deltas = stream.finish(r.content)
+        chunks = self._delta_chunks(index, deltas, [])
+        chunks.append(self._chunk(index, {}, finish_reason(r.stop_type, bool(msg.tool_calls))))
+        if not self._req.stream_options.include_usage:  # else on the usage chunk, the stream's last (stream_oai)
+            chunks[-1]["timings"] = r.timings.to_json()
+        if self._texts is not None:
+            chunks[0]["__verbose"] = final_json_fields(self._ctx, r, index, self._req.params, self._texts[index])
+        for chunk in chunks:
+            self._sse.send(chunk)
