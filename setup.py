@@ -48,12 +48,14 @@ def _load_ffi_build() -> Any:
 
 
 def _copy_libraries(native: build_native.NativeBuild, dest: Path) -> None:
-    """Ship one real file per soname (wheels cannot hold symlinks)."""
+    """Ship one real file per soname (wheels cannot hold symlinks), and the llama.cpp pin."""
     if dest.exists():
         shutil.rmtree(dest)  # drop libraries of a previous backend/configuration
     dest.mkdir(parents=True)
     for soname, real in native.runtime_libraries().items():
         shutil.copy2(real, dest / soname)
+    # the pin the libraries were built from, for --version (the repository root is not installed)
+    shutil.copy2(build_native.PIN_FILE, dest / build_native.PIN_FILE.name)
 
 
 class BuildExt(build_ext):

@@ -8,6 +8,7 @@ systemd is not PID 1 here, so the unit is started by hand exactly as written.
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shlex
@@ -137,6 +138,9 @@ def test_install_serve_remove_purge(deb: Path, clean_system: set[str], model_pat
     assert "/etc/default/llamatwist" in run("dpkg-query", "-W", "-f=${Conffiles}", "llamatwist").stdout
     assert run("systemd-analyze", "verify", "/lib/systemd/system/llamatwist.service").returncode == 0
     assert Path("/lib/systemd/system/llamatwist.service").read_text() == UNIT.read_text()
+    # the installed package knows its llama.cpp pin (the repository root is not installed)
+    pin = json.loads((REPO / "llama_pin.json").read_text())["commit"]
+    assert run("/usr/bin/llamatwist", "--version").stdout.splitlines()[1] == f"llama.cpp commit {pin}"
 
     # The operator's part: a model the service user can read, configured in the conffile.
     models = state / "models"

@@ -26,13 +26,15 @@ def _package_version() -> str:
 
 
 def _llama_cpp_commit() -> str:
-    # llama_pin.json sits at the repository root, beside the package.
-    pin = Path(__file__).resolve().parents[2] / "llama_pin.json"
-    try:
-        commit = json.loads(pin.read_text(encoding="utf-8"))["commit"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return "unknown"
-    return str(commit)
+    # An installed package carries the pin beside its libraries (setup.py copies it there); a checkout that
+    # was never built has it only at the repository root.
+    here = Path(__file__).resolve()
+    for pin in (here.parents[1] / "native" / "lib" / "llama_pin.json", here.parents[2] / "llama_pin.json"):
+        try:
+            return str(json.loads(pin.read_text(encoding="utf-8"))["commit"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return "unknown"
 
 
 def _backend_lines() -> list[str]:
