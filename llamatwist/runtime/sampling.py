@@ -8,7 +8,7 @@ its token is pending, to be decoded in the next step. Streaming tasks get a Part
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -50,20 +50,13 @@ class Sampling:
         params = task.params
         if slot.state is SlotState.PROMPT:
             self._prompt_done(slot, now)
-        token, make_probs = self._draw(slot, slot.i_batch if idx < 0 else idx, forced)
+        token, is_eog, piece, probs = self._draw(slot, slot.i_batch if idx < 0 else idx, forced)
         slot.t_last = now
         slot.generated.append(token)
         n_decoded = len(slot.generated)
         metrics = self._metrics
         metrics.tokens_predicted_total += 1
         metrics.n_tokens_max = max(metrics.n_tokens_max, slot.cells(len(slot.cache)))  # the cells, as llama-server
-
-        is_eog = self._vocab.is_eog(token)
-        if slot.constraint is not None and not is_eog and forced is None:
-            slot.constraint.accept(token)
-        special = self._special or token in params.preserved_tokens
-        piece = b"" if is_eog else self._vocab.token_to_piece(token, special=special)
-        probs = make_probs(piece)
         slot.probs.extend(probs)
         stop_type = self._stop_type(slot, piece, is_eog, n_decoded, now)
         if stop_type == "none":
@@ -90,12 +83,12 @@ class Sampling:
         self._metrics.prompt_tokens_total += n_processed
         self._metrics.prompt_seconds_total += now - slot.t_start
 
-    def _draw(self, slot: Slot, i_batch: int, forced: int | None) -> tuple[int, Callable[[bytes], list[TokenProbs]]]:
-        """The token drawn at ``i_batch`` (or the forced one), and what makes its probabilities (if asked for)
-        once its piece is known."""
+    def _draw(self, slot: Slot, i_batch: int, forced: int | None) -> tuple[int, bool, bytes, list[TokenProbs]]:
+        """The token drawn at ``i_batch`` (or the forced one), accepted by the slot's constraint: the token,
+        whether it ends generation, its text (none if it does) and its probabilities (if asked for)."""
         assert slot.task is not None and slot.sampler is not None
         params = slot.task.params
-        ctx = self._ctx
+        ctx, vocab = self._ctx, self._vocab
         if slot.constraint is not None:
             # Disallowed tokens get -inf in libllama's own logits row, so the
             # unchanged sampler chain only ever draws allowed tokens.
@@ -111,12 +104,18 @@ class Sampling:
                                                                  forced=forced)
         else:
             token = slot.sampler.sample(ctx, i_batch)
-        vocab, special = self._vocab, self._special
+        is_eog = vocab.is_eog(token)
+        if slot.constraint is not None and not is_eog and forced is None:
+            slot.constraint.accept(token)
+        special = self._special or token in params.preserved_tokens
+        piece = b"" if is_eog else vocab.token_to_piece(token, special=special)
         if post:
-            return token, lambda piece: [post_sampling_probs(vocab, token, piece, p_token, post_top, special)]
-        if logits is not None:
-            return token, lambda piece: [token_probs(vocab, token, piece, logits, params.n_probs, special)]
-        return token, _no_probs
+            probs = [post_sampling_probs(vocab, token, piece, p_token, post_top, self._special)]
+        elif logits is not None:
+            probs = [token_probs(vocab, token, piece, logits, params.n_probs, self._special)]
+        else:
+            probs = []
+        return token, is_eog, piece, probs
 
     def _stop_type(self, slot: Slot, piece: bytes, is_eog: bool, n_decoded: int, now: float) -> str:
         """Why the slot stops after this token (llama-server's stop types), or "none"."""
@@ -179,10 +178,6 @@ class Sampling:
         for i in range(accepted):
             per_pos[i] += 1
         return accepted
-
-
-def _no_probs(piece: bytes) -> list[TokenProbs]:
-    return []
 
 
 def _under_indented(slot: Slot, n_indent: int) -> bool:

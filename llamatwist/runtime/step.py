@@ -383,16 +383,16 @@ class Step:
         """Verify the slot's draft and size its next one; whether all of the draft was accepted."""
         draft, slot.draft = slot.draft, []
         accepted = self._sampling.verify(slot, draft, now)
-        if accepted == len(draft):
+        whole = accepted == len(draft)
+        if whole:
             slot.spec_state = None
         self._drafts.accept(slot.id, accepted, len(draft))
         spec = slot.task.params.speculative if slot.task is not None else None  # None: the slot finished
         # longer drafts while they are taken, shorter when they are not (synthetic acceptance measures
         # full-length drafts, as llama-server's: its rates are per position of those)
         if spec is not None and not spec.synth_rates:
-            slot.spec_budget = min(spec.limit, 2 * slot.spec_budget if accepted == len(draft)
-                                   else max(accepted + 1, spec.n_min, 1))
-        return accepted == len(draft)
+            slot.spec_budget = min(spec.limit, 2 * slot.spec_budget if whole else max(accepted + 1, spec.n_min, 1))
+        return whole
 
     def _drop_rejected(self, slot: Slot) -> None:
         """Remove the draft tokens the verification rejected from the slot's sequence (the slot may have
