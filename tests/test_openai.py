@@ -205,8 +205,14 @@ def test_completions_echo_logprobs_and_stream(client: OpenAI) -> None:
     text = "".join(c.choices[0].text for c in streamed)
     plain = client.completions.create(model="m", prompt=prompt, max_tokens=8, temperature=0, extra_body=fresh)
     assert text == plain.choices[0].text
+    # best_of and suffix: taken and ignored, as the pinned llama-server does (clients that always send them work)
+    both = client.completions.create(model="m", prompt=prompt, max_tokens=8, temperature=0, best_of=1, suffix="",
+                                     extra_body=fresh)
+    assert [c.text for c in both.choices] == [plain.choices[0].text]
     with pytest.raises(openai.BadRequestError, match="best_of"):
-        client.completions.create(model="m", prompt=prompt, best_of=2)
+        client.completions.create(model="m", prompt=prompt, best_of=0)
+    with pytest.raises(openai.BadRequestError, match="suffix"):
+        client.completions.create(model="m", prompt=prompt, extra_body={"suffix": 3})
 
 
 # -- raw HTTP: SSE framing and errors -----------------------------------

@@ -274,10 +274,68 @@ def test_logprobs_is_n_probs_on_completion(server: Server) -> None:
     assert all(len(e["completion_probabilities"][0]["top_logprobs"]) == 2 for e in streamed[:-1])
 
 
-@pytest.mark.parametrize("value", ["3", 101, -1, 1.5, [3], {"n": 1}])
+@pytest.mark.parametrize("value", ["3", 2**31, -1, 1.5, [3], {"n": 1}])
 def test_bad_logprobs_on_completion(server: Server, value: Any) -> None:
     error_of(server.post("/completion", {"prompt": PROMPT, "n_predict": 1, "logprobs": value}), "logprobs")
     still_serves(server)
+
+
+def test_probability_counts_past_openais_limits(server: Server) -> None:
+    """llama-server sets no upper limit on n_probs (OpenAI's top_logprobs stops at 20, its legacy logprobs at 5):
+    every API family gives as many as asked, and a count past the vocabulary gives all of it."""
+    native = server.post("/completion", {"prompt": PROMPT, **GREEDY, "n_predict": 2, "n_probs": 150}).json()
+    assert [len(p["top_logprobs"]) for p in native["completion_probabilities"]] == [150, 150]
+    chat = server.post("/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 2, "temperature": 0,
+                                                "logprobs": True, "top_logprobs": 30}).json()
+    assert [len(e["top_logprobs"]) for e in chat["choices"][0]["logprobs"]["content"]] == [30, 30]
+    for lp, n in ((40, 40), (True, 1)):
+        oai = server.post("/v1/completions", {"prompt": PROMPT, "max_tokens": 1, "logprobs": lp}).json()
+        assert len(oai["choices"][0]["logprobs"]["top_logprobs"][0]) == n, oai
+    n_vocab = server.get("/v1/models").json()["data"][0]["meta"]["n_vocab"]
+    everything = server.post("/completion", {"prompt": PROMPT, "n_predict": 1, "n_probs": 10**6}).json()
+    assert len(everything["completion_probabilities"][0]["top_logprobs"]) == n_vocab
+    for path, body in (("/v1/chat/completions", {"messages": MESSAGES, "logprobs": True, "top_logprobs": -1}),
+                       ("/v1/completions", {"prompt": PROMPT, "logprobs": -1})):
+        error_of(server.post(path, {**body, "max_tokens": 1}), "logprobs")
+    still_serves(server)
+
+
+@pytest.mark.parametrize("field, limit", [
+    ("n_predict", 2**31 - 1), ("max_tokens", 2**31 - 1), ("n_keep", 2**31 - 1), ("n_indent", 2**31 - 1),
+    ("n_discard", 2**31 - 1), ("repeat_last_n", 2**31 - 1), ("min_keep", 2**31 - 1),
+    ("dry_penalty_last_n", 2**31 - 1), ("t_max_predict_ms", 2**63 - 1), ("reasoning_budget_tokens", 2**31 - 1),
+])  # fmt: skip
+def test_llama_servers_upper_limits(server: Server, field: str, limit: int) -> None:
+    """llama-server's hard limits (server-schema.cpp set_hard_limits) bound these from above too: one past
+    the limit is a 400 naming the field and its range (a huge float such as 1e308 as well), the limit
+    itself is served."""
+    # n_predict wins over its aliases, and a grammar of one word ends a reply of unlimited length at once
+    base = {"prompt": PROMPT, **({"grammar": 'root ::= "a"'} if field in ("n_predict", "max_tokens")
+                                 else {"n_predict": 1})}
+    for bad in (limit + 1, 1e308):
+        err = error_of(server.post("/completion", {**base, field: bad}), field)
+        assert str(limit) in err["message"], err
+    ok = server.post("/completion", {**base, field: limit})
+    assert ok.status_code == 200, ok.text
+    still_serves(server)
+
+
+def test_stream_options_without_stream_are_ignored(server: Server) -> None:
+    """OpenAI refuses them; llama-server ignores them, so a client written for it may send them always."""
+    for path, body in (("/v1/chat/completions", {"messages": MESSAGES}), ("/v1/completions", {"prompt": PROMPT})):
+        r = server.post(path, {**body, "max_tokens": 2, "stream_options": {"include_usage": True}})
+        assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 2, r.text
+        error_of(server.post(path, {**body, "max_tokens": 2, "stream_options": {"include_usage": 1}}),
+                 "stream_options.include_usage")
+
+
+def test_negative_seeds_are_uint32_as_in_llama_server(server: Server) -> None:
+    """llama-server reads the seed as a uint32: -5 is the fixed seed 4294967291, only -1 draws a random one."""
+    body = {"prompt": PROMPT, "n_predict": 8, "temperature": 1.5, "cache_prompt": False}
+    a = server.post("/completion", {**body, "seed": -5}).json()
+    b = server.post("/completion", {**body, "seed": 2**32 - 5}).json()
+    assert a["generation_settings"]["seed"] == 2**32 - 5 and a["content"] == b["content"]
+    assert server.post("/completion", {**body, "seed": 2**32 + 7}).json()["generation_settings"]["seed"] == 7
 
 
 # -- reasoning_format and chat_format -------------------------------------------

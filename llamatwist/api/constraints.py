@@ -12,6 +12,7 @@ from typing import Any
 
 from llamatwist.api.errors import InvalidRequest
 from llamatwist.api.http import ApiContext
+from llamatwist.api.params import read_budget_tokens
 from llamatwist.constrain import ConstraintError, ConstraintFactory, compile_constraint
 from llamatwist.constrain.lazy import LazyFactory, LazyTriggers
 from llamatwist.constrain.reasoning_budget import ReasoningBudget, ReasoningBudgetFactory, ReasoningSwitch
@@ -153,8 +154,8 @@ async def apply_reasoning_fields(ctx: ApiContext, body: Mapping[str, Any], param
         if body["reasoning_control"]:
             raise InvalidRequest("'reasoning_control' (ending reasoning at runtime) is not supported by llamatwist")
     budget = body.get("reasoning_budget_tokens")
-    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < -1):
-        raise InvalidRequest("'reasoning_budget_tokens' must be an integer >= -1")
+    if budget is not None:
+        budget = read_budget_tokens("reasoning_budget_tokens", budget)
     start = _string(body, "reasoning_budget_start_tag")
     ends = body.get("reasoning_budget_end_tags")
     if ends is None:

@@ -55,6 +55,8 @@ __all__ = [
     "parse_verbose",
     "parser_settings",
     "project_fields",
+    "read_budget_tokens",
+    "read_n_probs",
     "refuse_response_fields",
 ]
 
@@ -148,6 +150,7 @@ def _breakers(name: str, v: Any) -> tuple[str, ...]:
 
 
 INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -160,18 +163,24 @@ class Field:
     clamp: tuple[float, float] | None = None  # a value outside is clamped (llama-server's set_limits)
 
 
-def _ge(lo: float) -> Callable[[Any], bool]:
-    return lambda x: x >= lo
+def _within(lo: float, hi: float) -> tuple[Callable[[Any], bool], str]:
+    """llama-server's set_hard_limits(lo, hi): the check and its rule."""
+    return (lambda x: lo <= x <= hi), f"between {lo} and {hi}"
+
+
+_COUNT = _within(0, INT32_MAX)  # llama-server's int32 counts
+_COUNT_OR_ALL = _within(-1, INT32_MAX)  # ...where -1 means unlimited (or the whole context)
+_MILLIS = _within(-1, INT64_MAX)
 
 
 _UNIT = (0.0, 1.0)
 
 
 FIELDS: tuple[Field, ...] = (
-    Field(("n_predict", "max_completion_tokens", "max_tokens"), _int, "n_predict", _ge(-1), ">= -1"),
-    Field(("n_keep",), _int, "n_keep", _ge(-1), ">= -1"),
-    Field(("n_discard",), _int, "n_discard", _ge(0), ">= 0"),
-    Field(("n_cache_reuse",), _int, "n_cache_reuse", _ge(0), ">= 0"),
+    Field(("n_predict", "max_completion_tokens", "max_tokens"), _int, "n_predict", *_COUNT_OR_ALL),
+    Field(("n_keep",), _int, "n_keep", *_COUNT_OR_ALL),
+    Field(("n_discard",), _int, "n_discard", *_COUNT),
+    Field(("n_cache_reuse",), _int, "n_cache_reuse", *_COUNT),
     Field(("temperature",), _float, "temperature", clamp=(0.0, math.inf)),
     Field(("dynatemp_range",), _float, "dynatemp_range"),
     Field(("dynatemp_exponent",), _float, "dynatemp_exponent"),
@@ -182,22 +191,22 @@ FIELDS: tuple[Field, ...] = (
     Field(("xtc_probability",), _float, "xtc_probability", clamp=_UNIT),
     Field(("xtc_threshold",), _float, "xtc_threshold", clamp=_UNIT),
     Field(("typical_p",), _float, "typical_p"),
-    Field(("min_keep",), _int, "min_keep", _ge(0), ">= 0"),
-    Field(("repeat_last_n",), _int, "repeat_last_n", _ge(0), ">= 0"),
+    Field(("min_keep",), _int, "min_keep", *_COUNT),
+    Field(("repeat_last_n",), _int, "repeat_last_n", *_COUNT),
     # libllama's penalties sampler refuses it (llama-server: "Failed to initialize samplers")
     Field(("repeat_penalty",), _float, "repeat_penalty", lambda x: x > 0, "> 0"),
     Field(("presence_penalty",), _float, "presence_penalty"),
     Field(("frequency_penalty",), _float, "frequency_penalty"),
     Field(("dry_multiplier",), _float, "dry_multiplier"),
     Field(("dry_base",), _float, "dry_base"),  # < 1: the server default (generation_params)
-    Field(("dry_allowed_length",), _int, "dry_allowed_length", _ge(0), ">= 0"),
-    Field(("dry_penalty_last_n",), _int, "dry_penalty_last_n", _ge(0), ">= 0"),
+    Field(("dry_allowed_length",), _int, "dry_allowed_length", *_COUNT),
+    Field(("dry_penalty_last_n",), _int, "dry_penalty_last_n", *_COUNT),
     Field(("dry_sequence_breakers",), _breakers, "dry_sequence_breakers"),
     Field(("mirostat",), _int, "mirostat", clamp=(0, 2)),
     Field(("mirostat_tau",), _float, "mirostat_tau"),
     Field(("mirostat_eta",), _float, "mirostat_eta"),
     Field(("adaptive_target",), _float, "adaptive_target", clamp=(-math.inf, 1.0)),
-    Field(("adaptive_decay",), _float, "adaptive_decay", lambda x: 0.0 <= x <= 0.99, "between 0 and 0.99"),
+    Field(("adaptive_decay",), _float, "adaptive_decay", *_within(0, 0.99)),
     Field(("seed",), _int, "seed"),
     Field(("ignore_eos",), _bool, "ignore_eos"),
     Field(("logit_bias",), _logit_bias, "logit_bias"),
@@ -205,17 +214,18 @@ FIELDS: tuple[Field, ...] = (
     Field(("post_sampling_probs",), _bool, "post_sampling_probs"),
     Field(("backend_sampling",), _bool, "backend_sampling"),
     Field(("stop",), _stop, "stop"),
-    Field(("n_probs", "logprobs"), _n_probs, "n_probs", lambda x: 0 <= x <= 100, "between 0 and 100"),
+    # llama-server sets no upper limit: more than the vocabulary gives all of it
+    Field(("n_probs", "logprobs"), _n_probs, "n_probs", *_COUNT),
     Field(("cache_prompt",), _bool, "cache_prompt"),
-    Field(("id_slot",), _int, "id_slot", _ge(-1), ">= -1"),
+    Field(("id_slot",), _int, "id_slot", *_COUNT_OR_ALL),
     Field(("stream",), _bool, "stream"),
     Field(("return_tokens",), _bool, "return_tokens"),
     Field(("timings_per_token",), _bool, "timings_per_token"),
     Field(("return_progress",), _bool, "return_progress"),
-    Field(("t_max_predict_ms",), _int, "t_max_predict_ms", _ge(-1), ">= -1"),
-    Field(("t_max_prompt_ms",), _int, "t_max_prompt_ms", _ge(-1), ">= -1"),
-    Field(("n_indent",), _int, "n_indent", _ge(0), ">= 0"),
-    Field(("sse_ping_interval",), _int, "sse_ping_interval", _ge(-1), ">= -1"),
+    Field(("t_max_predict_ms",), _int, "t_max_predict_ms", *_MILLIS),
+    Field(("t_max_prompt_ms",), _int, "t_max_prompt_ms", *_MILLIS),
+    Field(("n_indent",), _int, "n_indent", *_COUNT),
+    Field(("sse_ping_interval",), _int, "sse_ping_interval", *_COUNT_OR_ALL),
 )
 
 
@@ -277,6 +287,27 @@ def field_schema(f: Field) -> dict[str, Any]:
     return schema
 
 
+def _checked(name: str, v: Any, read: Callable[[str, Any], Any], check: Callable[[Any], bool] | None,
+             rule: str) -> Any:
+    value = read(name, v)
+    if check is not None and not check(value):
+        raise InvalidRequest(f"'{name}' must be {rule}, got {json.dumps(v)}")
+    return value
+
+
+def read_n_probs(name: str, v: Any) -> int:
+    """How many top tokens to give probabilities for (``n_probs``, its alias ``logprobs``, OpenAI's
+    ``top_logprobs``): 0 or more, as many as the vocabulary at most; ``logprobs: true`` is 1."""
+    n: int = _checked(name, v, _n_probs, *_COUNT)
+    return n
+
+
+def read_budget_tokens(name: str, v: Any) -> int:
+    """A reasoning budget in tokens (``reasoning_budget_tokens``): -1 (none) up to llama-server's int32 limit."""
+    n: int = _checked(name, v, _int, *_COUNT_OR_ALL)
+    return n
+
+
 def read_fields(body: Mapping[str, Any]) -> dict[str, Any]:
     """Typed values of every field present in ``body`` (None counts as absent)."""
     out: dict[str, Any] = {}
@@ -284,9 +315,7 @@ def read_fields(body: Mapping[str, Any]) -> dict[str, Any]:
         for name in f.names:
             if body.get(name) is None:
                 continue
-            value = f.read(name, body[name])
-            if f.check is not None and not f.check(value):
-                raise InvalidRequest(f"'{name}' must be {f.rule}, got {json.dumps(body[name])}")
+            value = _checked(name, body[name], f.read, f.check, f.rule)
             if f.clamp is not None:
                 value = type(value)(min(max(value, f.clamp[0]), f.clamp[1]))
             out[f.target] = value
@@ -305,8 +334,8 @@ def generation_params(body: Mapping[str, Any], defaults: SamplingDefaults) -> Ge
     replaces the -l/--logit-bias ones, as llama-server)."""
     v = read_fields(body)
     sampler = {name: v.get(name, getattr(defaults, name)) for name in _SAMPLER_FIELDS}
-    seed = sampler["seed"]
-    sampler["seed"] = RANDOM_SEED if seed < 0 else seed & 0xFFFFFFFF
+    # llama-server reads the seed as a uint32 (-5 is 4294967291); only -1 (RANDOM_SEED) draws a random one
+    sampler["seed"] = sampler["seed"] & RANDOM_SEED
     if sampler["dry_base"] < 1.0:
         sampler["dry_base"] = defaults.dry_base  # as llama-server
     if not v.get("stop"):  # as llama-server: no effective stop strings -> the -r ones
@@ -326,12 +355,12 @@ def generation_params(body: Mapping[str, Any], defaults: SamplingDefaults) -> Ge
 
 # llama-server's per-request speculative fields (flat, dotted names), as SpecParams fields
 _SPEC_FIELDS: dict[str, tuple[str, Callable[[str, Any], Any], Callable[[Any], bool], str]] = {
-    "speculative.n_max": ("n_max", _int, _ge(0), ">= 0"),
-    "speculative.n_min": ("n_min", _int, _ge(0), ">= 0"),
-    "speculative.p_min": ("p_min", _float, lambda x: 0.0 <= x <= 1.0, "between 0 and 1"),
-    "speculative.ngram_size_n": ("ngram_size_n", _int, _ge(1), ">= 1"),
-    "speculative.ngram_size_m": ("ngram_size_m", _int, _ge(1), ">= 1"),
-    "speculative.ngram_min_hits": ("ngram_min_hits", _int, _ge(1), ">= 1"),
+    "speculative.n_max": ("n_max", _int, *_COUNT),
+    "speculative.n_min": ("n_min", _int, *_COUNT),
+    "speculative.p_min": ("p_min", _float, *_within(0, 1)),
+    "speculative.ngram_size_n": ("ngram_size_n", _int, *_within(1, INT32_MAX)),
+    "speculative.ngram_size_m": ("ngram_size_m", _int, *_within(1, INT32_MAX)),
+    "speculative.ngram_min_hits": ("ngram_min_hits", _int, *_within(1, INT32_MAX)),
 }
 
 
@@ -341,10 +370,7 @@ def parse_speculative(body: Mapping[str, Any], default: SpecParams) -> SpecParam
     changes: dict[str, Any] = {}
     for name, (attr, read, check, rule) in _SPEC_FIELDS.items():
         if body.get(name) is not None:
-            value = read(name, body[name])
-            if not check(value):
-                raise InvalidRequest(f"'{name}' must be {rule}, got {json.dumps(body[name])}")
-            changes[attr] = value
+            changes[attr] = _checked(name, body[name], read, check, rule)
     kind = body.get("speculative.type")
     if kind is not None:
         try:

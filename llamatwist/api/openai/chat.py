@@ -53,6 +53,8 @@ from llamatwist.api.params import (
     parse_n_cmpl,
     parse_verbose,
     parser_settings,
+    read_budget_tokens,
+    read_n_probs,
     refuse_response_fields,
 )
 from llamatwist.api.pipeline import expand, run_tasks, tokenize_prompts
@@ -85,9 +87,8 @@ class ChatRequest:
 
 
 def _budget_fields(body: Mapping[str, Any]) -> tuple[int | None, str | None]:
-    budget = body.get("reasoning_budget_tokens", body.get("thinking_budget_tokens"))
-    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < -1):
-        raise InvalidRequest("'reasoning_budget_tokens' must be an integer >= -1")
+    name = "reasoning_budget_tokens" if body.get("reasoning_budget_tokens") is not None else "thinking_budget_tokens"
+    budget = None if body.get(name) is None else read_budget_tokens(name, body[name])
     message = body.get("reasoning_budget_message")
     if message is not None and not isinstance(message, str):
         raise InvalidRequest("'reasoning_budget_message' must be a string")
@@ -120,8 +121,8 @@ def parse_chat(
     if top is not None:
         if not logprobs:
             raise InvalidRequest("top_logprobs requires logprobs to be set to true")
-        if isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= 20:
-            raise InvalidRequest("'top_logprobs' must be an integer between 0 and 20")
+        # OpenAI allows up to 20, llama-server any number (capped at the vocabulary)
+        top = read_n_probs("top_logprobs", top)
     top_n = (20 if top is None else top) if logprobs else 0
     if logprobs and body.get("n_probs") is None:
         # the sampled token's own logprob needs at least one candidate

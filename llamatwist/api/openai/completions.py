@@ -21,7 +21,6 @@ from llamatwist.api.openai.protocol import (
     final_envelope,
     finish_reason,
     parse_stream_options,
-    refuse_unsupported,
     usage,
 )
 from llamatwist.api.openai.streaming import stream_oai
@@ -30,6 +29,7 @@ from llamatwist.api.params import (
     parse_completion,
     parse_reasoning_format,
     parse_verbose,
+    read_n_probs,
     refuse_response_fields,
 )
 from llamatwist.api.pipeline import expand, run_tasks, tokenize_prompts
@@ -42,11 +42,18 @@ __all__ = ["register"]
 
 def _logprobs_option(body: dict[str, Any]) -> int:
     lp = body.get("logprobs")
-    if lp is None:
-        return 0
-    if isinstance(lp, bool) or not isinstance(lp, int) or not 0 <= lp <= 100:
-        raise InvalidRequest("'logprobs' must be an integer between 0 and 100")
-    return lp
+    return 0 if lp is None else read_n_probs("logprobs", lp)
+
+
+def _ignored_options(body: dict[str, Any]) -> None:
+    """OpenAI's ``best_of`` and ``suffix``: the pinned llama-server takes and ignores them (each prompt gets
+    ``n`` completions, the text has no suffix), so clients that always send them work; only their form is
+    checked."""
+    best_of = body.get("best_of")
+    if best_of is not None and (isinstance(best_of, bool) or not isinstance(best_of, int) or best_of < 1):
+        raise InvalidRequest("'best_of' must be an integer >= 1")
+    if body.get("suffix") is not None and not isinstance(body["suffix"], str):
+        raise InvalidRequest("'suffix' must be a string")
 
 
 def register(app: Klein, ctx: ApiContext) -> None:
@@ -55,7 +62,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
     async def completions(request: Request) -> Any:
         loaded = ctx.require_generation()
         body = read_json(request)
-        refuse_unsupported(body, ("best_of", "suffix"))
+        _ignored_options(body)
         refuse_response_fields(body)
         # accepted as llama-server does; the OpenAI text completion shows neither (its text is the raw output)
         parse_chat_format(body)

@@ -27,7 +27,6 @@ __all__ = [
     "finish_reason",
     "parse_stream_options",
     "random_id",
-    "refuse_unsupported",
     "usage",
 ]
 
@@ -94,18 +93,12 @@ def parse_stream_options(body: Mapping[str, Any], stream: bool) -> StreamOptions
         return StreamOptions()
     if not isinstance(opts, dict):
         raise InvalidRequest("'stream_options' must be an object")
-    if not stream:
-        raise InvalidRequest("'stream_options' is only allowed when 'stream' is true")
     include = opts.get("include_usage", False)
     if not isinstance(include, bool):
         raise InvalidRequest("'stream_options.include_usage' must be a boolean")
-    return StreamOptions(include_usage=include)
-
-
-def refuse_unsupported(body: Mapping[str, Any], names: Sequence[str]) -> None:
-    for name in names:
-        if body.get(name) is not None:
-            raise InvalidRequest(f"Unsupported param: {name}")
+    # OpenAI refuses stream_options without stream; llama-server ignores them there, so a client written for
+    # it may send them on every request
+    return StreamOptions(include_usage=include and stream)
 
 
 def chat_logprobs(probs: Sequence[TokenProbs], top_n: int) -> dict[str, Any]:
