@@ -89,6 +89,19 @@ def test_max_tokens_and_stop_sequence(client: anthropic.Anthropic) -> None:
     assert full.startswith(_text(stopped)) and word not in _text(stopped)
 
 
+def test_model_and_max_tokens_may_be_left_out(srv: Server) -> None:
+    """As llama-server documents (Anthropic requires both): no model, and max_tokens 4096."""
+    body = {"messages": ASK, **TOP_K1, "cache_prompt": False}
+    r = srv.post("/v1/messages", body)
+    assert r.status_code == 200 and r.json()["stop_reason"] == "end_turn", r.text
+    last = max((s for s in srv.get("/slots").json() if s.get("params")), key=lambda s: s["id_task"])
+    assert last["params"]["n_predict"] == 4096
+    explicit = srv.post("/v1/messages", {**body, "model": "any", "max_tokens": 4096}).json()
+    assert explicit["content"] == r.json()["content"]
+    assert srv.post("/v1/messages", {**body, "model": None}).status_code == 200
+    assert srv.post("/v1/messages/count_tokens", {"messages": ASK}).json()["input_tokens"] > 0
+
+
 def test_keep_alive_comments_before_message_start(srv: Server) -> None:
     # a prompt that takes seconds, with a ':' comment after each silent second: the comments come first,
     # then message_start as usual
@@ -199,8 +212,7 @@ def test_thinking_parameter(client: anthropic.Anthropic) -> None:
 
 
 BAD: list[tuple[str, dict[str, Any], str]] = [
-    ("no max_tokens", {"model": "m", "messages": ASK}, "max_tokens"),
-    ("no model", {"max_tokens": 8, "messages": ASK}, "model"),
+    ("model not a string", {"model": 5, "max_tokens": 8, "messages": ASK}, "model"),
     ("messages not a list", {"model": "m", "max_tokens": 8, "messages": {"role": "user", "content": "hi"}},
      "messages"),
     ("empty messages", {"model": "m", "max_tokens": 8, "messages": []}, "messages"),
@@ -247,10 +259,11 @@ def test_bad_request(srv: Server, client: anthropic.Anthropic, case: str, body: 
 
 
 def test_error_shapes_raw(srv: Server) -> None:
-    r = srv.post("/v1/messages", {"model": "m", "messages": ASK})
+    r = srv.post("/v1/messages", {"model": "m", "max_tokens": 0, "messages": ASK})
     assert r.status_code == 400
-    assert r.json() == {"type": "error",
-                        "error": {"type": "invalid_request_error", "message": "max_tokens: Field required", "code": 400}}
+    assert r.json() == {"type": "error", "error": {
+        "type": "invalid_request_error", "message": "max_tokens: Input should be an integer greater than or equal to 1",
+        "code": 400}}
     r = requests.post(srv.url + "/v1/messages", data=b"[1, 2", timeout=30)
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
     r = srv.post("/v1/messages/nothing-here", {})

@@ -69,11 +69,20 @@ def test_native_embedding_route(minilm_server: Server) -> None:
     raw = minilm_server.post("/embeddings", {"content": SENTENCES[0], "embd_normalize": -1}).json()
     norm = math.sqrt(sum(x * x for x in raw[0]["embedding"][0]))
     assert norm > 2  # unnormalized MiniLM vectors are far from unit length
+    # p-norms as llama.cpp's common_embd_normalize computes them, in IEEE doubles: p = 3 scales to unit 3-norm;
+    # a p so large that the sum overflows (or underflows) gives zeros, not an error
+    vec = np.asarray(raw[0]["embedding"][0])
+    three = minilm_server.post("/embeddings", {"content": SENTENCES[0], "embd_normalize": 3}).json()
+    assert np.allclose(three[0]["embedding"][0], vec / np.sum(np.abs(vec) ** 3) ** (1 / 3), atol=1e-5)
+    for p in (100_000, 2**31 - 1):
+        huge = minilm_server.post("/embeddings", {"content": SENTENCES[0], "embd_normalize": p})
+        assert huge.status_code == 200 and not any(huge.json()[0]["embedding"][0]), huge.text
 
 
 def test_embedding_errors(minilm_server: Server) -> None:
     for body in ({}, {"input": []}, {"input": {"a": 1}}, {"input": "x", "encoding_format": "hex"},
-                 {"input": "x", "embd_normalize": "2"}):
+                 {"input": "x", "embd_normalize": "2"}, {"input": "x", "embd_normalize": 2**31},
+                 {"input": "x", "embd_normalize": 2**63}):
         r = minilm_server.post("/v1/embeddings", body)
         assert r.status_code == 400, (body, r.text)
         assert r.json()["error"]["type"] == "invalid_request_error"

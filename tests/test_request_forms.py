@@ -329,6 +329,36 @@ def test_stream_options_without_stream_are_ignored(server: Server) -> None:
                  "stream_options.include_usage")
 
 
+@pytest.mark.parametrize("path, body, field", [
+    ("/tokenize", {"content": PROMPT}, "add_special"),
+    ("/tokenize", {"content": PROMPT}, "with_pieces"),
+    ("/tokenize", {"content": PROMPT}, "parse_special"),
+    ("/detokenize", {}, "tokens"),
+    ("/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 3, "temperature": 0}, "add_generation_prompt"),
+    ("/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 3, "temperature": 0}, "logprobs"),
+    ("/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 3, "temperature": 0}, "reasoning_control"),
+    ("/v1/completions", {"prompt": PROMPT, "max_tokens": 3, "temperature": 0}, "echo"),
+    ("/v1/messages", {"messages": MESSAGES[1:], "max_tokens": 3, "temperature": 0}, "stream"),
+    ("/v1/messages", {"messages": MESSAGES[1:], "max_tokens": 3, "temperature": 0}, "model"),
+    ("/v1/responses", {"input": "Name a colour.", "max_output_tokens": 3, "temperature": 0}, "store"),
+])  # fmt: skip
+def test_null_asks_for_the_default(server: Server, path: str, body: dict[str, Any], field: str) -> None:
+    """As in llama-server, a field sent as null is a field left out (typed clients send their unset options so)."""
+    plain = server.post(path, body)
+    null = server.post(path, {**body, field: None})
+    assert plain.status_code == null.status_code == 200, null.text
+
+    def stable(r: requests.Response) -> Any:
+        j = r.json()
+        return {k: j[k] for k in ("tokens", "content", "choices", "output_text") if k in j}
+
+    if path.startswith("/v1/chat") or path == "/v1/completions":
+        assert [c.get("message", c.get("text")) for c in null.json()["choices"]] == \
+            [c.get("message", c.get("text")) for c in plain.json()["choices"]]
+    else:
+        assert stable(null) == stable(plain)
+
+
 def test_negative_seeds_are_uint32_as_in_llama_server(server: Server) -> None:
     """llama-server reads the seed as a uint32: -5 is the fixed seed 4294967291, only -1 draws a random one."""
     body = {"prompt": PROMPT, "n_predict": 8, "temperature": 1.5, "cache_prompt": False}

@@ -245,6 +245,7 @@ def test_unknown_previous_response_id_is_404(srv: Server, client: openai.OpenAI)
     ({"input": [{"type": "function_call", "call_id": "c", "name": "f"}]}, "input[0].arguments"),
     ({"input": [{"type": "function_call_output", "call_id": "nope", "output": "x"}]}, "input[0].call_id"),
     ({"input": "hi", "max_output_tokens": 0}, "max_output_tokens"),
+    ({"input": "hi", "max_output_tokens": 2**31}, "max_output_tokens"),
     ({"input": "hi", "max_output_tokens": "many"}, "max_output_tokens"),
     ({"input": "hi", "max_output_tokens": True}, "max_output_tokens"),
     ({"input": "hi", "tools": [{"type": "web_search"}]}, "tools[0].type"),

@@ -10,6 +10,7 @@ from functools import cached_property
 from typing import Any
 
 from llamatwist.api.errors import InvalidRequest
+from llamatwist.api.params import optional
 from llamatwist.chat import RenderedChat, render_chat, select_template, template_roles
 from llamatwist.chat.template import AnyTemplate, ChatTemplate, TemplateCaps, TemplateError, spaced_reasoning_tags
 from llamatwist.chat.toolcalls.formats import THINK, Family, detect_family
@@ -149,7 +150,7 @@ class ChatFormatter:
         (e.g. tool-call instructions) added to the system message; ``reasoning_tags`` wrap a prefilled
         assistant message's reasoning_content; ``messages`` replace the request's (e.g. tool-call history
         rewritten for a template that shows none)."""
-        add_generation_prompt = body.get("add_generation_prompt", True)
+        add_generation_prompt = optional(body, "add_generation_prompt", True)
         kwargs = self.template_kwargs(body)
         if not isinstance(add_generation_prompt, bool):
             raise InvalidRequest("'add_generation_prompt' must be a boolean")

@@ -10,13 +10,14 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from klein import Klein
 from twisted.internet.defer import CancelledError
 from twisted.web.server import Request
 
 from llamatwist.api.errors import InvalidRequest, NotSupported
 from llamatwist.api.http import ApiContext, handler, read_json, send_json
-from llamatwist.api.params import Prompt, parse_prompts
+from llamatwist.api.params import INT32_MAX, Prompt, optional, parse_prompts
 from llamatwist.api.pipeline import run_embeddings, tokenize_prompts
 from llamatwist.runtime import LoadedModel
 
@@ -34,16 +35,21 @@ def normalize(vec: Sequence[float], mode: int) -> list[float]:
         norm = max((abs(x) for x in vec), default=0.0) / 32760.0
     elif mode == 2:
         norm = math.sqrt(sum(x * x for x in vec))
+    elif mode > 0:
+        # IEEE arithmetic as llama.cpp's std::pow: a large p overflows to inf (then the vector is zeros)
+        # or underflows to 0 where Python's float ** would raise
+        with np.errstate(over="ignore", under="ignore"):
+            norm = float(np.power(np.sum(np.power(np.abs(np.asarray(vec, dtype=np.float64)), mode)), 1.0 / mode))
     else:
-        norm = sum(abs(x) ** mode for x in vec) ** (1.0 / mode) if mode > 0 else 0.0
+        norm = 0.0
     scale = 1.0 / norm if norm > 0 else 0.0
     return [x * scale for x in vec]
 
 
 def _embd_normalize(body: dict[str, Any], default: int) -> int:
-    v = body.get("embd_normalize", default)
-    if isinstance(v, bool) or not isinstance(v, int) or v < -1:
-        raise InvalidRequest("'embd_normalize' must be an integer >= -1")
+    v = optional(body, "embd_normalize", default)
+    if isinstance(v, bool) or not isinstance(v, int) or not -1 <= v <= INT32_MAX:
+        raise InvalidRequest(f"'embd_normalize' must be an integer between -1 and {INT32_MAX}")
     return v
 
 
@@ -70,7 +76,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
         oai = oai_route and oai_shape
         if oai and loaded.pooling == POOLING_NONE:
             raise InvalidRequest("Pooling type 'none' is not OAI compatible. Please use a different pooling type")
-        fmt = body.get("encoding_format", "float")
+        fmt = optional(body, "encoding_format", "float")
         if fmt not in ("float", "base64"):
             raise InvalidRequest("The format to return the embeddings in. Can be either float or base64")
         mode = _embd_normalize(body, ctx.config.sampling.embd_normalize)
@@ -130,10 +136,10 @@ def register(app: Klein, ctx: ApiContext) -> None:
         docs = body.get("documents", body.get("texts"))
         if not isinstance(docs, list) or not docs or not all(isinstance(d, str) for d in docs):
             raise InvalidRequest('"documents" must be a non-empty string array')
-        top_n = body.get("top_n", len(docs))
+        top_n = optional(body, "top_n", len(docs))
         if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 0:
             raise InvalidRequest("'top_n' must be a non-negative integer")
-        return_text = body.get("return_text", False)
+        return_text = optional(body, "return_text", False)
         if not isinstance(return_text, bool):
             raise InvalidRequest("'return_text' must be a boolean")
         prompts = [await ctx.engine.rerank_prompt(query, d) for d in docs]

@@ -15,7 +15,7 @@ from llamatwist.api.completion import final_json_fields, prompt_texts, stream_na
 from llamatwist.api.constraints import apply_constraint
 from llamatwist.api.errors import InvalidRequest
 from llamatwist.api.http import ApiContext, handler, read_json, send_json
-from llamatwist.api.params import generation_params, parse_output_options
+from llamatwist.api.params import generation_params, optional, parse_output_options
 from llamatwist.api.pipeline import run_tasks
 from llamatwist.api.prompt_log import log_prompt
 from llamatwist.engine.model import FimTokens
@@ -36,7 +36,7 @@ class InfillRequest:
 
 
 def parse_infill(body: Mapping[str, Any]) -> InfillRequest:
-    prompt = body.get("prompt", "")
+    prompt = optional(body, "prompt", "")
     if not isinstance(prompt, str):
         raise InvalidRequest('"prompt" must be a string')
     for field in ("input_prefix", "input_suffix"):
@@ -44,7 +44,7 @@ def parse_infill(body: Mapping[str, Any]) -> InfillRequest:
             raise InvalidRequest(f'"{field}" is required')
         if not isinstance(body[field], str):
             raise InvalidRequest(f'"{field}" must be a string')
-    extra = body.get("input_extra", [])
+    extra = optional(body, "input_extra", [])
     if not isinstance(extra, list):
         raise InvalidRequest('"input_extra" must be an array of {"filename": string, "text": string}')
     chunks = []

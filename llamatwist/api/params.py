@@ -44,6 +44,7 @@ __all__ = [
     "TokenizeRequest",
     "check_parser_fields",
     "field_schema",
+    "optional",
     "parse_chat_format",
     "parse_completion",
     "parse_detokenize",
@@ -65,6 +66,13 @@ Prompt = list[PromptPart]  # a string, token ids, or a mix, in order; media (mul
 
 
 # -- typed field readers -------------------------------------------------
+
+def optional(body: Mapping[str, Any], name: str, default: Any) -> Any:
+    """``body[name]``, or ``default`` where it is missing or null: as in llama-server, a client sends null to ask
+    for the default."""
+    value = body.get(name)
+    return default if value is None else value
+
 
 def _int(name: str, v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and not v.is_integer()):
@@ -686,14 +694,14 @@ def parse_tokenize(body: Mapping[str, Any]) -> TokenizeRequest:
             raise InvalidRequest("'content' must be a string or an array of strings and token ids")
     return TokenizeRequest(
         content=part,
-        add_special=_bool("add_special", body.get("add_special", False)),
-        parse_special=_bool("parse_special", body.get("parse_special", True)),
-        with_pieces=_bool("with_pieces", body.get("with_pieces", False)),
+        add_special=_bool("add_special", optional(body, "add_special", False)),
+        parse_special=_bool("parse_special", optional(body, "parse_special", True)),
+        with_pieces=_bool("with_pieces", optional(body, "with_pieces", False)),
     )
 
 
 def parse_detokenize(body: Mapping[str, Any]) -> list[int]:
-    tokens = body.get("tokens", [])
+    tokens = optional(body, "tokens", [])
     if not isinstance(tokens, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in tokens):
         raise InvalidRequest("'tokens' must be an array of token ids")
     return tokens

@@ -23,6 +23,7 @@ from twisted.web.server import Request
 
 from llamatwist.api.errors import BadGateway, FeatureDisabled, InvalidRequest
 from llamatwist.api.http import handler, query_param, read_json, send_json
+from llamatwist.api.params import optional
 from llamatwist.api.relay import relay
 from llamatwist.api.streaming import SSEStream
 from llamatwist.tools.service import ToolsService
@@ -51,10 +52,10 @@ def parse_tool_call(body: dict[str, Any], headers: dict[str, str]) -> ToolCall:
     tool = body.get("tool")
     if not isinstance(tool, str):
         raise InvalidRequest("'tool' is required and must be a string")
-    params = body.get("params", {})
+    params = optional(body, "params", {})
     if not isinstance(params, dict):
         raise InvalidRequest("'params' must be an object")
-    stream = body.get("stream", False)
+    stream = optional(body, "stream", False)
     if not isinstance(stream, bool):
         raise InvalidRequest("'stream' must be a boolean")
     params = {k: v for k, v in params.items() if k not in ("cwd", "runtime", "resp_type")}

@@ -8,8 +8,9 @@ messages, ``thinking`` blocks ``reasoning_content``, ``tools``/``tool_choice``/`
 ``thinking`` their chat counterparts, ``image`` blocks (base64 or url sources, in user messages and tool
 results) ``image_url`` parts; llama.cpp's own generation fields (``ignore_eos``, ``min_p``, ``seed``, ...)
 pass through as on the other generation routes. Unlike llama-server, a client's mistake is a 400 naming the field
-(``messages.1.content.0.type: ...``, Anthropic's style) instead of being passed on or dropped; ``max_tokens``
-and ``model`` are required, as Anthropic requires them; ``tool_choice`` ``{"type": "tool"}`` forces the named
+(``messages.1.content.0.type: ...``, Anthropic's style) instead of being passed on or dropped; as llama-server
+(and its documentation), ``model`` may be left out and ``max_tokens`` defaults to 4096, which Anthropic itself
+requires; ``tool_choice`` ``{"type": "tool"}`` forces the named
 tool (llama-server: any tool); and a user message's tool results come before its text, in the order Anthropic
 requires them to be written.
 """
@@ -23,7 +24,9 @@ from typing import Any
 from llamatwist.api.errors import InvalidRequest
 from llamatwist.api.params import FIELDS
 
-__all__ = ["to_chat_body"]
+__all__ = ["DEFAULT_MAX_TOKENS", "to_chat_body"]
+
+DEFAULT_MAX_TOKENS = 4096  # llama-server's, for a request without max_tokens
 
 # passed through unchanged: llama-server's temperature, top_p, top_k, stream and chat_template_kwargs, and here
 # every other generation field of the params table (ignore_eos, seed, min_p, cache_prompt, ...) and lora, as
@@ -266,9 +269,8 @@ def _thinking(thinking: Any, body: dict[str, Any]) -> None:
 def to_chat_body(body: Mapping[str, Any], count_only: bool = False) -> dict[str, Any]:
     """The OpenAI chat body for an Anthropic Messages body (``count_only``: a count_tokens body, which has
     no max_tokens)."""
-    if "model" not in body:
-        raise _bad("model", "Field required")
-    _str(body["model"], "model")
+    if body.get("model") is not None:
+        _str(body["model"], "model")
     out: dict[str, Any] = {key: body[key] for key in _PASSED if key in body}
     system = body.get("system")
     messages = _messages(body.get("messages"))
@@ -285,7 +287,7 @@ def to_chat_body(body: Mapping[str, Any], count_only: bool = False) -> dict[str,
         return out
     max_tokens = body.get("max_tokens")
     if max_tokens is None:
-        raise _bad("max_tokens", "Field required")
+        max_tokens = DEFAULT_MAX_TOKENS
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
         raise _bad("max_tokens", "Input should be an integer greater than or equal to 1")
     out["max_tokens"] = max_tokens
@@ -294,6 +296,6 @@ def to_chat_body(body: Mapping[str, Any], count_only: bool = False) -> dict[str,
         if not (isinstance(stops, list) and all(isinstance(s, str) for s in stops)):
             raise _bad("stop_sequences", "Input should be a valid list of strings")
         out["stop"] = stops
-    if "stream" in out and not isinstance(out["stream"], bool):
+    if out.get("stream") is not None and not isinstance(out["stream"], bool):
         raise _bad("stream", "Input should be a valid boolean")
     return out

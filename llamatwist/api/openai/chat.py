@@ -49,6 +49,7 @@ from llamatwist.api.openai.tools import (
 from llamatwist.api.params import (
     Prompt,
     generation_params,
+    optional,
     parse_chat_format,
     parse_n_cmpl,
     parse_verbose,
@@ -110,9 +111,7 @@ def parse_chat(
     parse_chat_format(body)
     if tools.active and body.get("grammar") is not None:
         raise InvalidRequest("Cannot use custom grammar constraints with tools.")
-    logprobs = body.get("logprobs", False)
-    if logprobs is None:
-        logprobs = False
+    logprobs = optional(body, "logprobs", False)
     if not isinstance(logprobs, bool):
         raise InvalidRequest("'logprobs' must be a boolean")
     if logprobs and tools.tools and body.get("stream"):
@@ -129,7 +128,7 @@ def parse_chat(
         body = {**body, "n_probs": max(top_n, 1)}
     params = generation_params(body, defaults)
     budget, budget_message = _budget_fields(body)
-    control = body.get("reasoning_control", False)
+    control = optional(body, "reasoning_control", False)
     if not isinstance(control, bool):
         raise InvalidRequest("'reasoning_control' must be a boolean")
     return ChatRequest(

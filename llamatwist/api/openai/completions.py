@@ -25,6 +25,7 @@ from llamatwist.api.openai.protocol import (
 )
 from llamatwist.api.openai.streaming import stream_oai
 from llamatwist.api.params import (
+    optional,
     parse_chat_format,
     parse_completion,
     parse_reasoning_format,
@@ -68,7 +69,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
         parse_chat_format(body)
         parse_reasoning_format(body, ctx.config.reasoning_format)
         verbose = parse_verbose(body, ctx.config.verbose)
-        echo = body.get("echo", False)
+        echo = optional(body, "echo", False)
         if not isinstance(echo, bool):
             raise InvalidRequest("'echo' must be a boolean")
         top_n = _logprobs_option(body)

@@ -31,7 +31,7 @@ from llamatwist.api.openai.chat import PreparedChat, count_chat_tokens, prepare_
 from llamatwist.api.openai.responses_store import ResponseStore
 from llamatwist.api.openai.responses_stream import Event, OutputBuilder, finish_fields, response_id, usage_json
 from llamatwist.api.openai.tools import MessageStream
-from llamatwist.api.params import FIELDS
+from llamatwist.api.params import FIELDS, INT32_MAX, optional
 from llamatwist.api.pipeline import run_tasks
 from llamatwist.api.streaming import SSEStream, partial_extras
 from llamatwist.runtime import FinalResult, PartialResult
@@ -223,8 +223,8 @@ def to_chat_body(body: Mapping[str, Any], items: list[dict[str, Any]]) -> dict[s
         out["tool_choice"] = _tool_choice(body["tool_choice"])
     limit = body.get("max_output_tokens")
     if limit is not None:
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise InvalidRequest("'max_output_tokens' must be an integer greater than or equal to 1")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= INT32_MAX:
+            raise InvalidRequest(f"'max_output_tokens' must be an integer between 1 and {INT32_MAX}")
         out["max_tokens"] = limit
     if body.get("text") is not None:
         response_format = _response_format(body["text"])
@@ -250,7 +250,7 @@ def _echo(body: Mapping[str, Any], chat: Mapping[str, Any]) -> dict[str, Any]:
         "metadata": body.get("metadata") or {}, "parallel_tool_calls": bool(chat.get("parallel_tool_calls")),
         "previous_response_id": body.get("previous_response_id"),
         "reasoning": {"effort": chat.get("reasoning_effort"), "summary": None},
-        "store": body.get("store", True), "temperature": body.get("temperature"),
+        "store": optional(body, "store", True), "temperature": body.get("temperature"),
         "text": body.get("text") or {"format": {"type": "text"}}, "tool_choice": body.get("tool_choice", "auto"),
         "tools": body.get("tools") or [], "top_p": body.get("top_p"), "error": None,
     }
@@ -295,7 +295,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
                 **_echo(body, chat)}
 
         def keep(output: list[dict[str, Any]]) -> None:
-            if body.get("store", True):
+            if optional(body, "store", True):
                 store.put(rid, [*items, *output])
 
         if prepared.req.params.stream:
