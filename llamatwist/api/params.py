@@ -36,6 +36,7 @@ __all__ = [
     "CHAT_FORMATS",
     "FIELDS",
     "FIELDS_ELSEWHERE",
+    "INT32_MAX",
     "READER_SCHEMAS",
     "CompletionRequest",
     "OutputOptions",

@@ -24,7 +24,7 @@ from typing import Any
 from llamatwist.api.errors import InvalidRequest
 from llamatwist.api.params import FIELDS
 
-__all__ = ["DEFAULT_MAX_TOKENS", "to_chat_body"]
+__all__ = ["to_chat_body"]
 
 DEFAULT_MAX_TOKENS = 4096  # llama-server's, for a request without max_tokens
 
