@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +79,25 @@ def test_infill_without_fim_tokens_is_a_clear_400(server: Any) -> None:
     r = server.post("/infill", {"input_prefix": "a", "input_suffix": "b"})
     assert r.status_code == 400
     assert "prefix token is missing" in r.json()["error"]["message"]
+
+
+def test_v1_completions_suffix_fills_the_middle(make_server: Any, fim_model: Path) -> None:
+    """OpenAI's ``suffix`` on a model with FIM tokens: the prompt is the prefix, laid out as /infill does."""
+    srv = make_server("-m", str(fim_model), "-c", "1024", "-np", "2")
+    prefix, suffix = "def add(a, b):\n    return ", "\n\nprint(add(1, 2))\n"
+    greedy = {"temperature": 0, "ignore_eos": True, "cache_prompt": False}
+    infill = srv.post("/infill", {"input_prefix": prefix, "input_suffix": suffix, "n_predict": 6, **greedy}).json()
+    r = srv.post("/v1/completions", {"prompt": prefix, "suffix": suffix, "max_tokens": 6, "echo": True, **greedy})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["choices"][0]["text"] == prefix + infill["content"]  # echo shows the client's prompt, not the layout
+    assert out["usage"]["prompt_tokens"] == infill["tokens_evaluated"]
+    plain = srv.post("/v1/completions", {"prompt": prefix, "max_tokens": 6, **greedy}).json()
+    assert out["usage"]["prompt_tokens"] > plain["usage"]["prompt_tokens"] + 2  # the suffix and the FIM markers
+    streamed = srv.post("/v1/completions", {"prompt": prefix, "suffix": suffix, "max_tokens": 6, "stream": True,
+                                            **greedy}, stream=True)
+    chunks = [json.loads(line[6:]) for line in streamed.iter_lines() if line.startswith(b"data: {")]
+    assert "".join(c["choices"][0]["text"] for c in chunks) == infill["content"]
+    bad = srv.post("/v1/completions", {"prompt": [1, 2, 3], "suffix": suffix})
+    assert bad.status_code == 400 and "suffix" in bad.json()["error"]["message"]
+    assert srv.post("/v1/completions", {"prompt": prefix, "max_tokens": 1}).status_code == 200  # still serving

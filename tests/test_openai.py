@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import statistics
 from typing import Any
 
 import openai
@@ -10,6 +12,9 @@ import pytest
 import requests
 from openai import OpenAI
 
+from llamatwist.api.errors import InvalidRequest
+from llamatwist.api.openai.completions import mean_logprob, parse_best_of, pick_best
+from llamatwist.runtime import FinalResult, Timings, TokenProbs
 from tests.conftest import Server
 
 MESSAGES = [
@@ -205,14 +210,49 @@ def test_completions_echo_logprobs_and_stream(client: OpenAI) -> None:
     text = "".join(c.choices[0].text for c in streamed)
     plain = client.completions.create(model="m", prompt=prompt, max_tokens=8, temperature=0, extra_body=fresh)
     assert text == plain.choices[0].text
-    # best_of and suffix: taken and ignored, as the pinned llama-server does (clients that always send them work)
-    both = client.completions.create(model="m", prompt=prompt, max_tokens=8, temperature=0, best_of=1, suffix="",
-                                     extra_body=fresh)
+    # best_of equal to n changes nothing; a suffix on a model without FIM tokens is ignored, as llama-server does
+    both = client.completions.create(model="m", prompt=prompt, max_tokens=8, temperature=0, best_of=1,
+                                     suffix=" is Paris.", extra_body=fresh)
     assert [c.text for c in both.choices] == [plain.choices[0].text]
-    with pytest.raises(openai.BadRequestError, match="best_of"):
-        client.completions.create(model="m", prompt=prompt, best_of=0)
     with pytest.raises(openai.BadRequestError, match="suffix"):
         client.completions.create(model="m", prompt=prompt, extra_body={"suffix": 3})
+
+
+def test_best_of_returns_the_most_probable_candidates(client: OpenAI) -> None:
+    prompt = "Once upon a time"
+    sampled = {"temperature": 1.5, "max_tokens": 8, "extra_body": FREE}
+    # all four candidates back, best first: their per-token log probabilities never rise
+    ranked = client.completions.create(model="m", prompt=prompt, best_of=4, n=4, logprobs=1, **sampled)
+    means = [statistics.fmean(c.logprobs.token_logprobs) for c in ranked.choices]  # type: ignore[union-attr]
+    assert [c.index for c in ranked.choices] == [0, 1, 2, 3] and means == sorted(means, reverse=True)
+    assert len({c.text for c in ranked.choices}) > 1  # sampled: the ranking had something to choose from
+    # the n best of best_of: only n come back, and every candidate's tokens are counted
+    best = client.completions.create(model="m", prompt=[prompt, "The sky"], best_of=3, n=2, **sampled)
+    assert [c.index for c in best.choices] == [0, 1, 2, 3]
+    assert all(c.logprobs is None for c in best.choices)  # the ranking's probabilities are not shown unasked
+    assert best.usage.completion_tokens == 2 * 3 * 8
+    for bad, match in (({"best_of": 1, "n": 2}, "best_of"), ({"best_of": 5}, "number of slots"),
+                       ({"best_of": 2.5}, "best_of"), ({"best_of": 2, "stream": True}, "cannot be streamed")):
+        with pytest.raises(openai.BadRequestError, match=match):
+            client.completions.create(model="m", prompt=prompt, max_tokens=2, **bad)  # type: ignore[call-overload]
+    streamed = client.completions.create(model="m", prompt=prompt, max_tokens=2, best_of=2, n=2, stream=True)
+    assert sorted({c.choices[0].index for c in streamed}) == [0, 1]
+
+
+def test_best_of_ranking() -> None:
+    def result(*probs: float) -> FinalResult:
+        return FinalResult(0, 0, "", [], len(probs), 1, 0, "limit", "", False, Timings(0, 1, 0.0, 0, 0.0), 0,
+                           [TokenProbs(1, "x", [120], p, []) for p in probs])
+
+    results = [result(0.5, 0.5), result(0.9, 0.1), result(0.2, 0.9), result(0.6), result(0.7), result()]
+    assert mean_logprob(results[0]) == pytest.approx(math.log(0.5)) and mean_logprob(results[5]) == 0.0
+    # per prompt (three candidates each), best first by the geometric mean of the token probabilities
+    assert pick_best(results, 3, 2) == [0, 2, 5, 4]
+    assert pick_best(results, 3, 1) == [0, 5]
+    assert parse_best_of({}, 2, 4, False) == 2 and parse_best_of({"best_of": None}, 1, 4, True) == 1
+    for body in ({"best_of": 0}, {"best_of": True}, {"best_of": "2"}, {"best_of": 9}):
+        with pytest.raises(InvalidRequest):
+            parse_best_of(body, 1, 4, False)
 
 
 # -- raw HTTP: SSE framing and errors -----------------------------------

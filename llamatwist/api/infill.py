@@ -19,9 +19,9 @@ from llamatwist.api.params import generation_params, optional, parse_output_opti
 from llamatwist.api.pipeline import run_tasks
 from llamatwist.api.prompt_log import log_prompt
 from llamatwist.engine.model import FimTokens
-from llamatwist.runtime import ContextExceeded
+from llamatwist.runtime import ContextExceeded, LoadedModel
 
-__all__ = ["InfillRequest", "format_infill", "parse_infill", "register"]
+__all__ = ["InfillRequest", "format_infill", "infill_tokens", "parse_infill", "register"]
 
 # "\n\n--- snippet ---\n\n": separates extra chunks for models without FIM_SEP
 CHUNK_SEPARATOR = "\n\n--- snippet ---\n\n"
@@ -97,6 +97,21 @@ def format_infill(
     return extra[len(extra) - n_extra_take :] + head + first + second + [fim.mid]
 
 
+async def infill_tokens(ctx: ApiContext, loaded: LoadedModel, fim: FimTokens, req: InfillRequest,
+                        n_predict: int) -> list[int]:
+    """The request laid out for this model and server (batch, context, ``--spm-infill``), checked against
+    the slot's context."""
+    tokens = await ctx.engine.vocab_call(
+        lambda tokenize: format_infill(
+            tokenize, fim, req, n_batch=loaded.n_batch, n_predict=max(n_predict, 0),
+            n_ctx=loaded.n_ctx_slot, spm_infill=ctx.config.spm_infill,
+        )
+    )
+    if len(tokens) >= loaded.n_ctx_slot:
+        raise ContextExceeded(len(tokens), loaded.n_ctx_slot)
+    return tokens
+
+
 def register(app: Klein, ctx: ApiContext) -> None:
     @app.route("/infill", methods=["POST"])
     @handler
@@ -111,16 +126,8 @@ def register(app: Klein, ctx: ApiContext) -> None:
         params = await apply_constraint(ctx, body, generation_params(body, ctx.config.sampling))
         options = parse_output_options(body, ctx.config.reasoning_format)
         params = options.echoed_by(params)
-        n_predict = max(params.n_predict, 0)
-        tokens = await ctx.engine.vocab_call(
-            lambda tokenize: format_infill(
-                tokenize, fim, req, n_batch=loaded.n_batch, n_predict=n_predict,
-                n_ctx=loaded.n_ctx_slot, spm_infill=ctx.config.spm_infill,
-            )
-        )
+        tokens = await infill_tokens(ctx, loaded, fim, req, params.n_predict)
         await log_prompt(ctx, tokens)  # llama-server logs the assembled infill prompt: its token ids
-        if len(tokens) >= loaded.n_ctx_slot:
-            raise ContextExceeded(len(tokens), loaded.n_ctx_slot)
         if not params.stream:
             try:
                 results = await run_tasks(ctx, request, [tokens], params)

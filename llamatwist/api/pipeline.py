@@ -5,7 +5,7 @@ cancel on disconnect."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.web.server import Request
@@ -34,8 +34,10 @@ from llamatwist.runtime import (
 
 __all__ = ["expand", "run_embeddings", "run_tasks", "tokenize_prompts"]
 
+T = TypeVar("T")
 
-def expand(prompts: list[list[int]], n_cmpl: int) -> list[list[int]]:
+
+def expand(prompts: list[T], n_cmpl: int) -> list[T]:
     """Each prompt ``n_cmpl`` times; result index = prompt index * n_cmpl + k."""
     return [p for p in prompts for _ in range(n_cmpl)]
 
