@@ -232,7 +232,7 @@ def test_best_of_returns_the_most_probable_candidates(client: OpenAI) -> None:
     assert all(c.logprobs is None for c in best.choices)  # the ranking's probabilities are not shown unasked
     assert best.usage.completion_tokens == 2 * 3 * 8
     for bad, match in (({"best_of": 1, "n": 2}, "best_of"), ({"best_of": 5}, "number of slots"),
-                       ({"best_of": 2.5}, "best_of"), ({"best_of": 2, "stream": True}, "cannot be streamed")):
+                       ({"best_of": 2.5}, "integer"), ({"best_of": 2, "stream": True}, "cannot be streamed")):
         with pytest.raises(openai.BadRequestError, match=match):
             client.completions.create(model="m", prompt=prompt, max_tokens=2, **bad)  # type: ignore[call-overload]
     streamed = client.completions.create(model="m", prompt=prompt, max_tokens=2, best_of=2, n=2, stream=True)

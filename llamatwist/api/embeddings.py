@@ -17,7 +17,7 @@ from twisted.web.server import Request
 
 from llamatwist.api.errors import InvalidRequest, NotSupported
 from llamatwist.api.http import ApiContext, handler, read_json, send_json
-from llamatwist.api.params import INT32_MAX, Prompt, optional, parse_prompts
+from llamatwist.api.params import INT32_MAX, Prompt, optional, parse_prompts, read_int
 from llamatwist.api.pipeline import run_embeddings, tokenize_prompts
 from llamatwist.runtime import LoadedModel
 
@@ -47,10 +47,7 @@ def normalize(vec: Sequence[float], mode: int) -> list[float]:
 
 
 def _embd_normalize(body: dict[str, Any], default: int) -> int:
-    v = optional(body, "embd_normalize", default)
-    if isinstance(v, bool) or not isinstance(v, int) or not -1 <= v <= INT32_MAX:
-        raise InvalidRequest(f"'embd_normalize' must be an integer between -1 and {INT32_MAX}")
-    return v
+    return read_int("embd_normalize", optional(body, "embd_normalize", default), -1, INT32_MAX)
 
 
 def _inputs(body: dict[str, Any]) -> tuple[list[Prompt], bool]:
@@ -136,9 +133,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
         docs = body.get("documents", body.get("texts"))
         if not isinstance(docs, list) or not docs or not all(isinstance(d, str) for d in docs):
             raise InvalidRequest('"documents" must be a non-empty string array')
-        top_n = optional(body, "top_n", len(docs))
-        if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 0:
-            raise InvalidRequest("'top_n' must be a non-negative integer")
+        top_n = read_int("top_n", optional(body, "top_n", len(docs)), 0, INT32_MAX)
         return_text = optional(body, "return_text", False)
         if not isinstance(return_text, bool):
             raise InvalidRequest("'return_text' must be a boolean")

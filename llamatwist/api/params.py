@@ -58,6 +58,7 @@ __all__ = [
     "parser_settings",
     "project_fields",
     "read_budget_tokens",
+    "read_int",
     "read_n_probs",
     "refuse_response_fields",
 ]
@@ -302,6 +303,12 @@ def _checked(name: str, v: Any, read: Callable[[str, Any], Any], check: Callable
     if check is not None and not check(value):
         raise InvalidRequest(f"'{name}' must be {rule}, got {json.dumps(v)}")
     return value
+
+
+def read_int(name: str, v: Any, lo: int, hi: int) -> int:
+    """An integer field from ``lo`` to ``hi`` (a JSON number with no fraction, as llama-server reads ints)."""
+    n: int = _checked(name, v, _int, *_within(lo, hi))
+    return n
 
 
 def read_n_probs(name: str, v: Any) -> int:

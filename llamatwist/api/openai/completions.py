@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 from typing import Any
@@ -29,12 +28,14 @@ from llamatwist.api.openai.protocol import (
 )
 from llamatwist.api.openai.streaming import stream_oai
 from llamatwist.api.params import (
+    INT32_MAX,
     Prompt,
     optional,
     parse_chat_format,
     parse_completion,
     parse_reasoning_format,
     parse_verbose,
+    read_int,
     read_n_probs,
     refuse_response_fields,
 )
@@ -57,10 +58,9 @@ def _logprobs_option(body: dict[str, Any]) -> int:
 def parse_best_of(body: dict[str, Any], n: int, n_slots: int, stream: bool) -> int:
     """OpenAI's ``best_of``: candidates generated per prompt, of which the ``n`` best are returned; ``n`` to
     the slot count (as ``n``), and only ``n`` when streaming (the best is known only at the end)."""
-    best_of = optional(body, "best_of", n)
-    if isinstance(best_of, bool) or not isinstance(best_of, int) or not n <= best_of <= n_slots:
-        raise InvalidRequest(f"'best_of' must be an integer from n ({n}) to the number of slots ({n_slots}), "
-                             f"got {json.dumps(best_of)}")
+    best_of = read_int("best_of", optional(body, "best_of", n), 1, INT32_MAX)
+    if not n <= best_of <= n_slots:
+        raise InvalidRequest(f"'best_of' must be from n ({n}) to the number of slots ({n_slots}), got {best_of}")
     if stream and best_of > n:
         raise InvalidRequest("'best_of' larger than 'n' cannot be streamed: the best completions are known "
                              "only when all are done")

@@ -31,7 +31,7 @@ from llamatwist.api.openai.chat import PreparedChat, count_chat_tokens, prepare_
 from llamatwist.api.openai.responses_store import ResponseStore
 from llamatwist.api.openai.responses_stream import Event, OutputBuilder, finish_fields, response_id, usage_json
 from llamatwist.api.openai.tools import MessageStream
-from llamatwist.api.params import FIELDS, INT32_MAX, optional
+from llamatwist.api.params import FIELDS, INT32_MAX, optional, read_int
 from llamatwist.api.pipeline import run_tasks
 from llamatwist.api.streaming import SSEStream, partial_extras
 from llamatwist.runtime import FinalResult, PartialResult
@@ -223,9 +223,7 @@ def to_chat_body(body: Mapping[str, Any], items: list[dict[str, Any]]) -> dict[s
         out["tool_choice"] = _tool_choice(body["tool_choice"])
     limit = body.get("max_output_tokens")
     if limit is not None:
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= INT32_MAX:
-            raise InvalidRequest(f"'max_output_tokens' must be an integer between 1 and {INT32_MAX}")
-        out["max_tokens"] = limit
+        out["max_tokens"] = read_int("max_output_tokens", limit, 1, INT32_MAX)
     if body.get("text") is not None:
         response_format = _response_format(body["text"])
         if response_format is not None:
