@@ -200,7 +200,43 @@ def test_store_false_is_not_kept(client: openai.OpenAI) -> None:
     resp = client.responses.create(model="any", input="Hi", store=False, max_output_tokens=2, **GREEDY)
     assert resp.store is False
     with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(resp.id)
+    with pytest.raises(openai.NotFoundError):
         client.responses.create(model="any", input="Hi", previous_response_id=resp.id, max_output_tokens=2)
+
+
+def test_stored_responses_are_retrieved_listed_and_deleted(srv: Server, client: openai.OpenAI) -> None:
+    items = [{"role": "user", "content": "My name is Zorblax."}, {"role": "assistant", "content": "Hello!"},
+             {"role": "user", "content": [{"type": "input_text", "text": "What is my name?"}]}]
+    made = client.responses.create(model="any", instructions="Answer briefly.", input=items,
+                                   max_output_tokens=8, metadata={"k": "v"}, **GREEDY)
+    got = client.responses.retrieve(made.id)
+    assert got.model_dump() == made.model_dump()  # the response as it was answered
+    last = list(client.responses.create(model="any", input="Hi", max_output_tokens=4, stream=True, **GREEDY))[-1]
+    streamed = last.response  # type: ignore[union-attr]
+    assert client.responses.retrieve(streamed.id).model_dump() == streamed.model_dump()
+    # input items: the request's own (not the instructions), each with an id, newest first by default
+    listed = client.responses.input_items.list(made.id)
+    assert [i.role for i in listed.data] == ["user", "assistant", "user"][::-1]  # type: ignore[union-attr]
+    assert listed.data[0].content[0].text == "What is my name?"  # type: ignore[union-attr]
+    assert all(i.id.startswith("msg_") for i in listed.data) and listed.has_more is False
+    raw = srv.get(f"/v1/responses/{made.id}/input_items?order=asc&limit=2").json()
+    assert [d["content"][0]["text"] for d in raw["data"]] == ["My name is Zorblax.", "Hello!"]
+    assert raw["has_more"] is True and raw["last_id"] == raw["data"][1]["id"]
+    rest = srv.get(f"/responses/{made.id}/input_items?order=asc&after={raw['last_id']}").json()
+    assert [d["role"] for d in rest["data"]] == ["user"] and rest["has_more"] is False
+    for query, needle in (("limit=0", "limit"), ("limit=x", "limit"), ("order=up", "order"), ("after=zz", "after")):
+        r = srv.get(f"/v1/responses/{made.id}/input_items?{query}")
+        assert r.status_code == 400 and needle in r.json()["error"]["message"], r.text
+    # a deleted response is gone for every use, and a second delete is a 404
+    deleted = requests.delete(f"{srv.url}/v1/responses/{made.id}", timeout=10)
+    assert deleted.json() == {"id": made.id, "object": "response", "deleted": True}
+    for call in (lambda: client.responses.retrieve(made.id), lambda: client.responses.delete(made.id),
+                 lambda: client.responses.input_items.list(made.id),
+                 lambda: client.responses.create(model="any", input="?", previous_response_id=made.id)):
+        with pytest.raises(openai.NotFoundError):
+            call()
+    assert srv.get("/v1/responses/resp_unknown").json()["error"]["type"] == "not_found_error"
 
 
 def test_store_is_a_bounded_lru(make_server: Callable[..., Server], model_path: str) -> None:

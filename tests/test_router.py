@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import requests
-from openai import OpenAI
+from openai import NotFoundError, OpenAI
 
 from tests.conftest import Server
 from tests.models import swa_gguf
@@ -121,6 +121,19 @@ def test_chat_loads_the_model_and_matches_a_plain_server(router: Server, server:
     stream = client.chat.completions.create(model="smol-again", stream=True, **CHAT)  # type: ignore[call-overload]
     text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
     assert text == got.choices[0].message.content
+
+
+def test_stored_responses_are_found_without_naming_the_model(router: Server) -> None:
+    client = OpenAI(base_url=router.url + "/v1", api_key="unused", max_retries=0)
+    made = client.responses.create(model="smol-again", input="Hi", max_output_tokens=4)
+    # OpenAI's SDK names no model here: the router asks its loaded models which one stored it
+    assert client.responses.retrieve(made.id).output_text == made.output_text
+    assert [i.role for i in client.responses.input_items.list(made.id).data] == ["user"]  # type: ignore[union-attr]
+    assert router.get(f"/v1/responses/{made.id}", params={"model": "smol-again"}).json()["id"] == made.id
+    client.responses.delete(made.id)
+    for call in (lambda: client.responses.retrieve(made.id), lambda: client.responses.delete(made.id)):
+        with pytest.raises(NotFoundError):
+            call()
 
 
 def test_alias_and_preset_options(router: Server) -> None:

@@ -172,6 +172,15 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                                                       "Responses"),
     ("post", "/responses/input_tokens"): Operation("Count a Responses request's input tokens (alias)", _T_OAI,
                                                    "Responses"),
+    ("get", "/v1/responses/{response_id}"): Operation("A stored response", _T_OAI),
+    ("get", "/responses/{response_id}"): Operation("A stored response (alias)", _T_OAI),
+    ("delete", "/v1/responses/{response_id}"): Operation("Delete a stored response", _T_OAI),
+    ("delete", "/responses/{response_id}"): Operation("Delete a stored response (alias)", _T_OAI),
+    ("get", "/v1/responses/{response_id}/input_items"): Operation(
+        "A stored response's input items", _T_OAI, query=(("limit", False), ("order", False), ("after", False))),
+    ("get", "/responses/{response_id}/input_items"): Operation(
+        "A stored response's input items (alias)", _T_OAI,
+        query=(("limit", False), ("order", False), ("after", False))),
     ("post", "/v1/audio/transcriptions"): Operation("OpenAI audio transcription (needs an audio projector)", _T_AUD,
                                                     "Transcription", "sse", form=True),
     ("post", "/audio/transcriptions"): Operation("OpenAI audio transcription (alias)", _T_AUD, "Transcription",
@@ -220,7 +229,8 @@ def _operation(method: str, path: str, op: Operation) -> dict[str, Any]:
         "responses": _responses(op),
     }
     params: list[dict[str, Any]] = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}
+        {"name": name, "in": "path", "required": True,
+         "schema": {"type": "integer", "minimum": 0} if name == "id_slot" else _STR}
         for name in _path_params(path)
     ]
     params += [{"name": n, "in": "query", "required": req, "schema": _STR} for n, req in op.query]

@@ -16,6 +16,7 @@ import logging
 import time
 from collections import OrderedDict
 from typing import Any
+from urllib.parse import quote
 
 import treq
 from klein import Klein
@@ -238,6 +239,31 @@ def build_router_app(fleet: Fleet, reactor: Any, config: ServerConfig, tools: To
     @handler
     async def stream(request: Request) -> Any:
         return await relay(request, stream_owner(request))
+
+    async def response_owner(response_id: str) -> str:
+        """The loaded model whose server stored a response (each keeps its own): the first that has it."""
+        for inst in list(fleet.instances.values()):
+            if inst.status != LOADED:
+                continue
+            url = f"http://{CHILD_HOST}:{inst.port}/v1/responses/{quote(response_id, safe='')}"
+            try:
+                answer = await treq.get(url, pool=pool, timeout=5)
+                await answer.content()
+            except Exception as exc:  # noqa: BLE001  # gone meanwhile: it holds nothing now
+                log.info("response lookup on model %s failed: %s", inst.entry.name, exc)
+                continue
+            if answer.code == 200:
+                return inst.entry.name
+        raise NotFound(f"Response with id '{response_id}' not found.")
+
+    @app.route("/v1/responses/<string:response_id>", methods=["GET", "DELETE"])
+    @app.route("/responses/<string:response_id>", methods=["GET", "DELETE"])
+    @app.route("/v1/responses/<string:response_id>/input_items", methods=["GET"])
+    @app.route("/responses/<string:response_id>/input_items", methods=["GET"])
+    @handler
+    async def stored_response(request: Request, response_id: str) -> Any:
+        """A stored response goes by ?model=, else to the model that has it (OpenAI's SDK names none)."""
+        return await relay(request, query_param(request, "model") or await response_owner(response_id))
 
     @app.route("/v1/streams/lookup", methods=["POST"])
     @handler

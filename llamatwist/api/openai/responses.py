@@ -1,5 +1,6 @@
 # -*- test-case-name: tests.test_responses -*-
-"""OpenAI's Responses API — ``POST /v1/responses`` and ``/v1/responses/input_tokens`` (also without ``/v1``)
+"""OpenAI's Responses API — ``POST /v1/responses``, ``/v1/responses/input_tokens`` and the stored responses
+(also without ``/v1``)
 — on the chat pipeline: a request is translated into the OpenAI chat body ``/v1/chat/completions`` takes,
 run by `prepare_chat` and api/pipeline.py as that route runs it, and the reply is translated back by
 responses_stream.py.
@@ -11,7 +12,8 @@ message), ``tools`` (function) and ``tool_choice`` their chat forms, ``max_outpu
 ``reasoning.effort`` ``reasoning_effort``; llama.cpp's own generation fields pass through. Beyond it:
 ``text.format`` (json_schema / json_object) constrains the output as the chat route's ``response_format``;
 ``previous_response_id`` continues a stored response (responses_store.py) — llama-server refuses it — with
-an unknown id a 404; and a client's mistake (an unknown item or part type, a non-function tool, a bad
+an unknown id a 404, and ``GET``/``DELETE /v1/responses/{id}`` and ``GET .../input_items`` read, list and drop
+stored responses as OpenAI's API does; and a client's mistake (an unknown item or part type, a non-function tool, a bad
 ``max_output_tokens``) is a 400 naming the field, where llama-server skips a non-function tool.
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from klein import Klein
@@ -26,9 +29,9 @@ from twisted.internet.defer import CancelledError
 from twisted.web.server import Request
 
 from llamatwist.api.errors import REPORTED, InvalidRequest, NotFound, answer
-from llamatwist.api.http import ApiContext, handler, json_bytes, read_json, send_json
+from llamatwist.api.http import ApiContext, handler, json_bytes, query_param, read_json, send_json
 from llamatwist.api.openai.chat import PreparedChat, count_chat_tokens, prepare_chat
-from llamatwist.api.openai.responses_store import ResponseStore
+from llamatwist.api.openai.responses_store import ResponseStore, StoredResponse, with_ids
 from llamatwist.api.openai.responses_stream import Event, OutputBuilder, finish_fields, response_id, usage_json
 from llamatwist.api.openai.tools import MessageStream
 from llamatwist.api.params import FIELDS, INT32_MAX, optional, read_int
@@ -36,7 +39,7 @@ from llamatwist.api.pipeline import run_tasks
 from llamatwist.api.streaming import SSEStream, partial_extras
 from llamatwist.runtime import FinalResult, PartialResult
 
-__all__ = ["input_items", "register", "to_chat_body"]
+__all__ = ["ItemPage", "input_items", "item_page", "parse_item_page", "register", "to_chat_body"]
 
 # llama.cpp's generation fields pass through, as on the other generation routes; not the ones a Responses
 # field sets (max_output_tokens) nor token probabilities, which a Responses reply has no place for here
@@ -241,6 +244,41 @@ def to_chat_body(body: Mapping[str, Any], items: list[dict[str, Any]]) -> dict[s
     return out
 
 
+@dataclass(frozen=True)
+class ItemPage:
+    limit: int = 20
+    order: str = "desc"
+    after: str | None = None
+
+
+def parse_item_page(query: Mapping[str, str]) -> ItemPage:
+    """The input-items list's query: ``limit`` 1..100 (20), ``order`` ``asc`` or ``desc`` (the default, as
+    OpenAI's), ``after`` an item id."""
+    try:
+        limit = int(query.get("limit", "20"))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= 100:
+        raise InvalidRequest(f"'limit' must be an integer from 1 to 100, got {query.get('limit')!r}")
+    order = query.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise InvalidRequest(f"'order' must be 'asc' or 'desc', got {order!r}")
+    return ItemPage(limit, order, query.get("after"))
+
+
+def item_page(items: list[dict[str, Any]], page: ItemPage) -> dict[str, Any]:
+    """One page of a response's input items, as OpenAI's list object."""
+    ordered = items if page.order == "asc" else items[::-1]
+    if page.after is not None:
+        ids = [item["id"] for item in ordered]
+        if page.after not in ids:
+            raise InvalidRequest(f"'after': no input item with id '{page.after}' in this response")
+        ordered = ordered[ids.index(page.after) + 1 :]
+    data = ordered[: page.limit]
+    return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None, "has_more": len(ordered) > page.limit}
+
+
 def _echo(body: Mapping[str, Any], chat: Mapping[str, Any]) -> dict[str, Any]:
     """The request fields a Responses object repeats, as they took effect."""
     return {
@@ -257,18 +295,43 @@ def _echo(body: Mapping[str, Any], chat: Mapping[str, Any]) -> dict[str, Any]:
 def register(app: Klein, ctx: ApiContext) -> None:
     store = ResponseStore(ctx.config.responses_store_size)
 
+    def stored(rid: str) -> StoredResponse:
+        entry = store.get(rid)
+        if entry is None:
+            raise NotFound(f"Response with id '{rid}' not found.")
+        return entry
+
     def history(body: Mapping[str, Any]) -> list[dict[str, Any]]:
         previous = body.get("previous_response_id")
         if previous is None:
             return []
-        items = store.get(_str(previous, "previous_response_id"))
-        if items is None:
-            raise NotFound(f"Response with id '{previous}' not found.")
-        return items
+        return list(stored(_str(previous, "previous_response_id")).conversation)
 
     def translate(body: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         items = [*history(body), *input_items(body)]
         return items, to_chat_body(body, items)
+
+    @app.route("/v1/responses/<string:response_id>", methods=["GET"])
+    @app.route("/responses/<string:response_id>", methods=["GET"])
+    @handler
+    async def retrieve(request: Request, response_id: str) -> Any:
+        return send_json(request, stored(response_id).response)
+
+    @app.route("/v1/responses/<string:response_id>", methods=["DELETE"])
+    @app.route("/responses/<string:response_id>", methods=["DELETE"])
+    @handler
+    async def delete(request: Request, response_id: str) -> Any:
+        if not store.delete(response_id):
+            raise NotFound(f"Response with id '{response_id}' not found.")
+        return send_json(request, {"id": response_id, "object": "response", "deleted": True})
+
+    @app.route("/v1/responses/<string:response_id>/input_items", methods=["GET"])
+    @app.route("/responses/<string:response_id>/input_items", methods=["GET"])
+    @handler
+    async def list_input_items(request: Request, response_id: str) -> Any:
+        query = {name: query_param(request, name) for name in ("limit", "order", "after")}
+        page = parse_item_page({k: v for k, v in query.items() if v is not None})
+        return send_json(request, item_page(list(stored(response_id).input), page))
 
     @app.route("/v1/responses/input_tokens", methods=["POST"])
     @app.route("/responses/input_tokens", methods=["POST"])
@@ -292,9 +355,10 @@ def register(app: Klein, ctx: ApiContext) -> None:
         head = {"id": rid, "object": "response", "created_at": created, "model": ctx.model_alias,
                 **_echo(body, chat)}
 
-        def keep(output: list[dict[str, Any]]) -> None:
+        def keep(response: dict[str, Any]) -> None:
             if optional(body, "store", True):
-                store.put(rid, [*items, *output])
+                store.put(rid, StoredResponse(response, tuple(with_ids(input_items(body))),
+                                              (*items, *response["output"])))
 
         if prepared.req.params.stream:
             return await _stream(request, ctx, prepared, head, keep)
@@ -305,13 +369,14 @@ def register(app: Klein, ctx: ApiContext) -> None:
         output = OutputBuilder()
         output.feed(MessageStream(prepared.syntax).finish(r.content)[1])
         output.close()
-        keep(output.output)
-        return send_json(request, {**head, **finish_fields(r), "output": output.output, "usage": usage_json(r)})
+        response = {**head, **finish_fields(r), "output": output.output, "usage": usage_json(r)}
+        keep(response)
+        return send_json(request, response)
 
 
 async def _stream(
     request: Request, ctx: ApiContext, prepared: PreparedChat, head: dict[str, Any],
-    keep: Callable[[list[dict[str, Any]]], None],
+    keep: Callable[[dict[str, Any]], None],
 ) -> bytes:
     """Responses events, each as ``event: TYPE`` + ``data: {...}``: ``response.created`` and
     ``response.in_progress`` with the first result (headers, and so an error's status, wait for it, as
@@ -347,7 +412,7 @@ async def _stream(
     def final(index: int, r: FinalResult) -> None:
         send([*start(), *output.feed(text.finish(r.content)[1]), *output.close()])
         done = {**head, **finish_fields(r), "output": output.output, "usage": usage_json(r)}
-        keep(output.output)
+        keep(done)
         kind = "response.completed" if done["status"] == "completed" else "response.incomplete"
         send([output.event(kind, response=done, timings=r.timings.to_json())])  # timings: llama-server's too
 
