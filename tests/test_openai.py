@@ -285,6 +285,13 @@ def test_alias_and_props_endpoint(make_server: Any, model_path: str) -> None:
     models = OpenAI(base_url=srv.url + "/v1", api_key="x").models.list()
     assert [m.id for m in models.data] == ["smol"]
     assert srv.get("/v1/models").json()["data"][0]["aliases"] == ["smol", "tiny"]
+    # OpenAI's models.retrieve: by the name or any alias, the list's entry; another name is a 404
+    client = OpenAI(base_url=srv.url + "/v1", api_key="x", max_retries=0)
+    assert client.models.retrieve("tiny").id == "smol" == srv.get("/models/smol").json()["id"]
+    assert srv.get("/v1/models/smol").json()["meta"] == srv.get("/v1/models").json()["data"][0]["meta"]
+    with pytest.raises(openai.NotFoundError, match="gpt-4"):
+        client.models.retrieve("gpt-4")
+    assert srv.get("/v1/models/org/other").status_code == 404
     r = srv.post("/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 2})
     assert r.json()["model"] == "smol"
     assert srv.post("/props", {}).json() == {"success": True}

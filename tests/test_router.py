@@ -103,6 +103,12 @@ def test_lists_the_catalog_unloaded(router: Server, catalog: Path) -> None:
     assert "<html" in page.text
     # the same list on both paths
     assert router.get("/models").json()["data"][0]["id"] == router.get("/v1/models").json()["data"][0]["id"]
+    # one model by name or alias (OpenAI's models.retrieve); a name the catalog has not got is a 404
+    client = OpenAI(base_url=router.url + "/v1", api_key="unused", max_retries=0)
+    assert client.models.retrieve("smollm").id == "smol"
+    assert router.get("/models/tiny").json() == {**models["tiny"], "created": router.get("/models/tiny").json()["created"]}
+    with pytest.raises(NotFoundError, match="nothing"):
+        client.models.retrieve("nothing")
 
 
 def test_chat_loads_the_model_and_matches_a_plain_server(router: Server, server: Server, model_path: str) -> None:

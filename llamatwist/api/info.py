@@ -14,7 +14,7 @@ from twisted.web.server import Request
 
 from llamatwist import __version__
 from llamatwist.api.completion import generation_settings
-from llamatwist.api.errors import InvalidRequest, NotSupported
+from llamatwist.api.errors import InvalidRequest, NotFound, NotSupported
 from llamatwist.api.http import ApiContext, handler, read_json, send_json
 from llamatwist.api.params import OutputOptions, generation_params
 from llamatwist.config import ServerConfig
@@ -179,6 +179,17 @@ def register(app: Klein, ctx: ApiContext) -> None:
             "object": "list",
             "data": [model_info(loaded)],
         })
+
+    @app.route("/models/<path:model_id>", methods=["GET"])
+    @app.route("/v1/models/<path:model_id>", methods=["GET"])
+    @handler
+    async def model(request: Request, model_id: str) -> Any:
+        """One model, as OpenAI's ``models.retrieve``: by its name or any of its aliases."""
+        loaded = ctx.require_ready()
+        info = model_info(loaded)
+        if model_id != info["id"] and model_id not in info["aliases"]:
+            raise NotFound(f"The model '{model_id}' does not exist")
+        return send_json(request, info)
 
     @app.route("/slots", methods=["GET"])
     @handler

@@ -134,6 +134,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("post", "/props"): Operation("Change global properties (needs --props)", _T_SRV, "Props"),
     ("get", "/models"): Operation("The loaded model", _T_SRV),
     ("get", "/v1/models"): Operation("The loaded model (OpenAI list)", _T_OAI),
+    ("get", "/v1/models/{model_id}"): Operation("The model, by its name or an alias (OpenAI's retrieve)", _T_OAI),
+    ("get", "/models/{model_id}"): Operation("The model, by its name or an alias (alias)", _T_OAI),
     ("get", "/slots"): Operation("Slot states (needs --slots)", _T_SRV),
     ("post", "/slots/{id_slot}"): Operation("Save, restore or erase a slot's KV cache (needs --slot-save-path)",
                                             _T_SRV, "SlotFile", query=(("action", True),)),
@@ -315,7 +317,7 @@ def registered_operations(app: Klein) -> set[tuple[str, str]]:
     for rule in app.url_map.iter_rules():
         path = rule.rule
         for arg in rule.arguments:
-            for conv in ("int:", "string:", ""):
+            for conv in ("int:", "string:", "path:", ""):
                 path = path.replace(f"<{conv}{arg}>", "{" + arg + "}")
         out |= {(m.lower(), path) for m in rule.methods or () if m not in ("HEAD", "OPTIONS")}
     return out

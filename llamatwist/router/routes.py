@@ -107,6 +107,17 @@ def build_router_app(fleet: Fleet, reactor: Any, config: ServerConfig, tools: To
         listed += [d.model_json(created) for d in downloads.active.values()]
         return send_json(request, {"data": listed, "object": "list"})
 
+    @app.route("/models/<path:model_id>", methods=["GET"])
+    @app.route("/v1/models/<path:model_id>", methods=["GET"])
+    @handler
+    async def model(request: Request, model_id: str) -> Any:
+        """One model of the catalog, as OpenAI's ``models.retrieve``: by its name or an alias."""
+        inst = fleet.find(model_id)
+        if inst is None:
+            raise NotFound(f"The model '{model_id}' does not exist")
+        await fleet.check_sleep()
+        return send_json(request, _model_json(inst, int(time.time())))
+
     @app.route("/props", methods=["GET"])
     @handler
     async def props(request: Request) -> Any:
