@@ -62,6 +62,21 @@ def test_embedding_input_shapes_and_base64(minilm_server: Server) -> None:
     assert np.allclose(decoded, single["data"][0]["embedding"], atol=1e-6)
 
 
+def test_dimensions_keeps_the_leading_components(minilm_server: Server) -> None:
+    """OpenAI's ``dimensions`` (llama-server ignores it): the first N components, then normalized."""
+    client = OpenAI(base_url=minilm_server.url + "/v1", api_key="none")
+    raw = np.asarray(minilm_server.post("/embeddings", {"content": SENTENCES[0], "embd_normalize": -1}).json()[0]
+                     ["embedding"][0])
+    short = np.asarray(client.embeddings.create(model="m", input=SENTENCES[0], dimensions=64).data[0].embedding)
+    assert short.shape == (64,) and np.allclose(short, raw[:64] / np.linalg.norm(raw[:64]), atol=1e-5)
+    native = minilm_server.post("/embedding", {"content": SENTENCES[0], "dimensions": 8, "embd_normalize": -1})
+    assert np.allclose(native.json()[0]["embedding"][0], raw[:8], atol=1e-5)
+    assert len(client.embeddings.create(model="m", input="x", dimensions=384).data[0].embedding) == 384
+    for bad, needle in ((385, "at most the model's 384"), (0, "dimensions"), ("64", "dimensions"), (2.5, "dimensions")):
+        r = minilm_server.post("/v1/embeddings", {"input": "x", "dimensions": bad})
+        assert r.status_code == 400 and needle in r.json()["error"]["message"], r.text
+
+
 def test_native_embedding_route(minilm_server: Server) -> None:
     body = minilm_server.post("/embedding", {"content": SENTENCES[:2]}).json()
     assert [e["index"] for e in body] == [0, 1]
@@ -120,6 +135,8 @@ def test_per_token_embeddings_with_pooling_none(make_server: Any) -> None:
     assert len(body[0]["embedding"]) == n_tokens
     r = srv.post("/v1/embeddings", {"input": "hello world"})
     assert r.status_code == 400 and "not OAI compatible" in r.json()["error"]["message"]
+    r = srv.post("/embedding", {"content": "hello world", "dimensions": 8})
+    assert r.status_code == 400 and "pooling is 'none'" in r.json()["error"]["message"]
 
 
 def test_smollm2_mean_pooling_plumbing(make_server: Any, model_path: str) -> None:

@@ -77,13 +77,23 @@ def register(app: Klein, ctx: ApiContext) -> None:
         if fmt not in ("float", "base64"):
             raise InvalidRequest("The format to return the embeddings in. Can be either float or base64")
         mode = _embd_normalize(body, ctx.config.sampling.embd_normalize)
+        dimensions = body.get("dimensions")
+        if dimensions is not None:
+            dimensions = read_int("dimensions", dimensions, 1, INT32_MAX)
+        pooled = loaded.pooling != POOLING_NONE
+        if dimensions is not None and not pooled:
+            raise InvalidRequest("'dimensions' needs pooled embeddings: this server's pooling is 'none'")
         tokens = await tokenize_prompts(ctx, loaded, prompts, embed=True)
         try:
             results = await run_embeddings(ctx, request, tokens)
         except CancelledError:
             return b""
-        pooled = loaded.pooling != POOLING_NONE
-        vectors = [[normalize(v, mode) for v in r.vectors] if pooled else r.vectors for r in results]
+        size = len(results[0].vectors[0])
+        if dimensions is not None and dimensions > size:
+            raise InvalidRequest(f"'dimensions' must be at most the model's {size}, got {dimensions}")
+        # OpenAI's dimensions: the leading components (Matryoshka-trained models keep their meaning there),
+        # normalized afterwards
+        vectors = [[normalize(v[:dimensions], mode) for v in r.vectors] if pooled else r.vectors for r in results]
         if not oai:
             return send_json(request, [{"index": i, "embedding": v} for i, v in enumerate(vectors)])
         data = []

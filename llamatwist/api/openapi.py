@@ -104,7 +104,7 @@ _BODIES: dict[str, dict[str, Any]] = {
                       ("content",)),
     "Detokenize": _body({"tokens": _TOKENS}, ("tokens",)),
     "Embedding": _body({"input": _PROMPT, "content": _PROMPT, "embd_normalize": _INT, "encoding_format": _STR,
-                        "model": _STR}),
+                        "dimensions": _INT, "model": _STR}),
     "Rerank": _body({"query": _STR, "documents": {"type": "array", "items": _STR}, "top_n": _INT,
                      "return_text": _BOOL}, ("query", "documents")),
     "Props": _body({}),
