@@ -25,6 +25,8 @@ __all__ = [
     "DRAFT_ARCH_TYPES",
     "DRAFT_ORDER",
     "GEMMA4_ASSISTANT",
+    "PREDICTION",
+    "PREDICTION_DRAFT_MAX",
     "RANDOM_SEED",
     "SAMPLER_CHARS",
     "SAMPLER_NAMES",
@@ -143,7 +145,11 @@ class SamplerSettings:
 # speculative decoding types; several may be combined (a comma list): the first of DRAFT_ORDER with a draft drafts
 SPEC_TYPES = ("none", "ngram-simple", "ngram-map-k", "ngram-map-k4v", "ngram-mod", "ngram-cache", "draft-simple",
               "draft-eagle3", "draft-mtp", "draft-dflash", "draft-dspark")
-DRAFT_ORDER = SPEC_TYPES[1:]  # llama.cpp's order of preference (common_speculative_init)
+# llama.cpp's order of preference (common_speculative_init), after a request's own prediction (OpenAI's
+# Predicted Outputs: not a --spec-type, it comes with a request)
+PREDICTION = "prediction"
+PREDICTION_DRAFT_MAX = 16  # a prediction's longest draft (a step's verification batch grows with it)
+DRAFT_ORDER = (PREDICTION, *SPEC_TYPES[1:])
 GEMMA4_ASSISTANT = "gemma4-assistant"  # an MTP drafter reading a Gemma 4 target's KV cache
 # the draft architectures made for one type (a DFlash GGUF with a Markov head is DSpark's): their graphs read the
 # target's hidden states or KV cache, so draft-simple cannot run them
@@ -196,14 +202,17 @@ class SpecParams:
     has_dspark: bool = False  # -md is a DSpark draft (--spec-type draft-dspark): draft-dspark is possible
     # --spec-synth-*: each draft position's unconditional acceptance rate (benchmarking only)
     synth_rates: tuple[float, ...] = ()
+    # the request's predicted output (OpenAI's prediction), tokenized: drafts before any type's
+    prediction: tuple[int, ...] = ()
 
     @property
     def types(self) -> tuple[str, ...]:
-        return () if self.type == "none" else tuple(self.type.split(","))
+        own = (PREDICTION,) if self.prediction else ()
+        return own if self.type == "none" else (*own, *self.type.split(","))
 
     @property
     def active(self) -> bool:
-        return self.type != "none" and self.limit > 0
+        return bool(self.types) and self.limit > 0
 
     @functools.cached_property
     def synth_probs(self) -> tuple[float, ...]:
@@ -217,7 +226,8 @@ class SpecParams:
         longest = {"ngram-simple": self.ngram_size_m, "draft-simple": self.n_max, "draft-mtp": self.n_max,
                    "draft-eagle3": self.n_max, "draft-dflash": self.n_max, "draft-dspark": self.n_max,
                    "ngram-mod": self.mod_n_max,
-                   "ngram-map-k": self.map_k_size_m, "ngram-map-k4v": self.map_k4v_size_m, "ngram-cache": 8}
+                   "ngram-map-k": self.map_k_size_m, "ngram-map-k4v": self.map_k4v_size_m, "ngram-cache": 8,
+                   PREDICTION: PREDICTION_DRAFT_MAX}
         return max((longest[t] for t in self.types), default=0)
 
 

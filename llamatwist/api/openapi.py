@@ -94,11 +94,12 @@ _RESPONSES = {
 
 _BODIES: dict[str, dict[str, Any]] = {
     "Completion": _body({"prompt": _PROMPT, **_CONSTRAINT}, ("prompt",), generation=True),
-    "OpenAICompletion": _body({"prompt": _PROMPT, "model": _STR, "echo": _BOOL, **_CONSTRAINT}, ("prompt",),
+    "OpenAICompletion": _body({"prompt": _PROMPT, "model": _STR, "echo": _BOOL, "best_of": _INT, "suffix": _STR,
+                               **_CONSTRAINT}, ("prompt",),
                               generation=True),
     "Infill": _body({"input_prefix": _STR, "input_suffix": _STR, "input_extra": {"type": "array"},
                      "prompt": _STR}, generation=True),
-    "ChatCompletion": _body(_CHAT, ("messages",), generation=True),
+    "ChatCompletion": _body({**_CHAT, "prediction": {"type": "object"}}, ("messages",), generation=True),
     "ApplyTemplate": _body(_CHAT, ("messages",)),
     "Tokenize": _body({"content": _PROMPT, "add_special": _BOOL, "parse_special": _BOOL, "with_pieces": _BOOL},
                       ("content",)),

@@ -9,6 +9,8 @@ sequence.
 
 Drafts come from:
 
+- a request's ``prediction`` (`prediction.py`, OpenAI's Predicted Outputs): the predicted text after where the
+  reply's latest tokens occur in it; it drafts first, whatever the server's types.
 - ``ngram-simple`` (llama.cpp's common_ngram_simple_draft): the last ``size_n`` tokens of the slot's prompt
   and output, looked up backwards in that history; the ``size_m`` tokens that followed the match are the draft.
 - ``ngram-mod`` (`ngram_mod.py`): chained lookups in one hash table of n-grams shared by every slot.
@@ -48,7 +50,8 @@ import numpy.typing as npt
 from llamatwist.runtime.ngram_cache import NgramCacheDrafter
 from llamatwist.runtime.ngram_map import NgramMap
 from llamatwist.runtime.ngram_mod import NgramModDrafter
-from llamatwist.sampling_defaults import DRAFT_ORDER, SPEC_TYPES, SpecParams
+from llamatwist.runtime.prediction import Prediction
+from llamatwist.sampling_defaults import DRAFT_ORDER, PREDICTION, SPEC_TYPES, SpecParams
 
 if TYPE_CHECKING:
     from llamatwist.engine.context import Context
@@ -242,6 +245,7 @@ class _SlotDrafts:
     task: object  # the task whose generation began (a new one begins the n-gram stores again)
     maps: dict[str, NgramMap] = field(default_factory=dict)  # ngram-map-k / -k4v, kept across tasks
     last: str | None = None  # the type of the slot's last draft
+    prediction: Prediction | None = None  # the task's predicted output, indexed
 
 
 class Drafters:
@@ -275,7 +279,7 @@ class Drafters:
                 continue
             limit = min(n_max, left) if kind == "draft-simple" else n_max
             draft = _text_only(self._draft_one(kind, seq, state, spec, history, sampled, limit,
-                                               pos if pos >= 0 else len(history))[:limit])
+                                               pos if pos >= 0 else len(history), len(prompt))[:limit])
             if len(draft) < max(spec.n_min, 1):
                 continue
             draft = draft[:left]
@@ -311,7 +315,9 @@ class Drafters:
         state = self._slots.get(seq)
         if state is None or state.last is None:
             return
-        if state.last == "ngram-mod" and self._mod is not None:
+        if state.last == PREDICTION and state.prediction is not None:
+            state.prediction.accept(n_accepted)
+        elif state.last == "ngram-mod" and self._mod is not None:
             self._mod.accept(seq, n_accepted)
         elif state.last in state.maps:
             state.maps[state.last].accept(n_accepted)
@@ -323,6 +329,7 @@ class Drafters:
         if state is None:
             state = self._slots[seq] = _SlotDrafts(task)
         state.task = task
+        state.prediction = Prediction(spec.prediction) if spec.prediction else None
         types = spec.types
         if "ngram-mod" in types:
             if self._mod is None:
@@ -339,7 +346,9 @@ class Drafters:
         return state
 
     def _draft_one(self, kind: str, seq: int, state: _SlotDrafts, spec: SpecParams, history: Sequence[int],
-                   sampled: int, n_max: int, pos: int) -> list[int]:
+                   sampled: int, n_max: int, pos: int, n_prompt: int) -> list[int]:
+        if kind == PREDICTION and state.prediction is not None:
+            return state.prediction.draft(history[n_prompt:], sampled, n_max)
         if kind == "ngram-simple":
             return ngram_simple_draft(history, sampled, spec.ngram_size_n, spec.ngram_size_m)
         if kind == "ngram-mod":

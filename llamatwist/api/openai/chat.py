@@ -72,7 +72,7 @@ from llamatwist.media.load import MediaTooLarge, load_media
 from llamatwist.runtime import FinalResult, GenerationParams, LoadedModel, PartialResult, TokenProbs
 
 __all__ = ["ChatPrompt", "ChatRequest", "PreparedChat", "build_prompt", "count_chat_tokens", "load_chat_media",
-           "parse_chat", "prepare_chat", "register"]
+           "parse_chat", "parse_prediction", "prepare_chat", "register"]
 
 @dataclass(frozen=True)
 class ChatRequest:
@@ -85,6 +85,7 @@ class ChatRequest:
     reasoning_budget: int | None = None  # None: the server's --reasoning-budget
     reasoning_budget_message: str | None = None
     reasoning_control: bool = False  # the thinking block can be ended at runtime (POST .../control)
+    prediction: str = ""  # OpenAI's predicted output: speculative drafts from it ("" none)
 
 
 def _budget_fields(body: Mapping[str, Any]) -> tuple[int | None, str | None]:
@@ -94,6 +95,22 @@ def _budget_fields(body: Mapping[str, Any]) -> tuple[int | None, str | None]:
     if message is not None and not isinstance(message, str):
         raise InvalidRequest("'reasoning_budget_message' must be a string")
     return (None if budget == -1 else budget), message
+
+
+def parse_prediction(body: Mapping[str, Any]) -> str:
+    """OpenAI's Predicted Outputs: ``{"type": "content", "content": text or text parts}``."""
+    value = body.get("prediction")
+    if value is None:
+        return ""
+    if not isinstance(value, dict) or value.get("type") != "content":
+        raise InvalidRequest("'prediction' must be an object with type 'content' and the predicted 'content'")
+    content = value.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" and isinstance(
+            p.get("text"), str) for p in content):
+        return "".join(p["text"] for p in content)
+    raise InvalidRequest("'prediction.content' must be a string or an array of text parts")
 
 
 def parse_chat(
@@ -141,6 +158,7 @@ def parse_chat(
         reasoning_budget=budget,
         reasoning_budget_message=budget_message,
         reasoning_control=control,
+        prediction=parse_prediction(body),
     )
 
 
@@ -335,6 +353,10 @@ async def prepare_chat(ctx: ApiContext, loaded: LoadedModel, body: Mapping[str, 
     params = dataclasses.replace(params, parser_settings=parser_settings(
         "peg-native" if fmt.template.is_jinja else "Content-only", req.reasoning_format, params.stream,
         rendered.generation_prompt))
+    if req.prediction:
+        predicted = tuple(await ctx.engine.tokenize([req.prediction], False, False))
+        params = dataclasses.replace(params, speculative=dataclasses.replace(
+            params.speculative or ctx.config.sampling.speculative, prediction=predicted))
     await log_prompt(ctx, rendered.prompt)
     # The template's own BOS text is stripped when the vocab adds BOS, so add_special is right.
     tokens = await tokenize_prompts(ctx, loaded, [prompt_parts(rendered.prompt, media)])
@@ -443,7 +465,8 @@ def _chat_completion(ctx: ApiContext, prepared: PreparedChat, cid: str, results:
         if logprobs is not None:
             choice["logprobs"] = logprobs
         choices.append(choice)
-    out = final_envelope("chat.completion", cid, ctx.model_alias, choices, results, req.n_cmpl)
+    out = final_envelope("chat.completion", cid, ctx.model_alias, choices, results, req.n_cmpl,
+                         prediction=bool(req.prediction))
     if texts is not None:
         out["__verbose"] = final_json_fields(ctx, results[-1], len(results) - 1, req.params, texts[-1])
     return out

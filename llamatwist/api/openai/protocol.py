@@ -49,17 +49,24 @@ def finish_reason(stop_type: str, tool_calls: bool = False) -> str:
     return "length"
 
 
-def usage(results: Sequence[FinalResult], n_cmpl: int) -> dict[str, Any]:
-    """Token counts; a prompt shared by ``n_cmpl`` choices counts once."""
+def usage(results: Sequence[FinalResult], n_cmpl: int, prediction: bool = False) -> dict[str, Any]:
+    """Token counts; a prompt shared by ``n_cmpl`` choices counts once. With a ``prediction``, how many
+    drafted tokens the model took and how many it did not (OpenAI's accepted and rejected prediction tokens)."""
     prompt = sum(r.n_prompt_tokens for r in results[::n_cmpl])
     completion = sum(r.n_decoded for r in results)
     cached = sum(r.n_cached for r in results[::n_cmpl])
-    return {
+    out: dict[str, Any] = {
         "completion_tokens": completion,
         "prompt_tokens": prompt,
         "total_tokens": prompt + completion,
         "prompt_tokens_details": {"cached_tokens": cached},
     }
+    if prediction:
+        accepted = sum(r.timings.draft_n_accepted for r in results)
+        out["completion_tokens_details"] = {"accepted_prediction_tokens": accepted,
+                                            "rejected_prediction_tokens": sum(r.timings.draft_n for r in results)
+                                            - accepted}
+    return out
 
 
 def envelope(object_: str, id_: str, model: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
@@ -74,10 +81,10 @@ def envelope(object_: str, id_: str, model: str, choices: list[dict[str, Any]]) 
 
 
 def final_envelope(object_: str, id_: str, model: str, choices: list[dict[str, Any]],
-                   results: Sequence[FinalResult], n_cmpl: int) -> dict[str, Any]:
+                   results: Sequence[FinalResult], n_cmpl: int, prediction: bool = False) -> dict[str, Any]:
     """A whole (not streamed) reply: its choices, usage, and the last result's timings, as llama-server's."""
     out = envelope(object_, id_, model, choices)
-    out["usage"] = usage(results, n_cmpl)
+    out["usage"] = usage(results, n_cmpl, prediction)
     out["timings"] = results[-1].timings.to_json()
     return out
 

@@ -41,7 +41,7 @@ async def stream_oai(
         return b""
     if include_usage:
         last = envelope(object_, cid, model, [])
-        last["usage"] = usage(results, n_cmpl)
+        last["usage"] = usage(results, n_cmpl, bool(params.speculative and params.speculative.prediction))
         last["timings"] = results[-1].timings.to_json()
         sse.send(last)
     sse.send_raw(b"data: [DONE]\n\n")
