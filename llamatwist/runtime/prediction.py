@@ -16,44 +16,51 @@ from collections.abc import Sequence
 
 __all__ = ["MATCH", "Prediction"]
 
-MATCH = 8  # the longest tail of the reply looked up in the prediction
+MATCH = 8  # the longest tail of the reply matched in the prediction
+_WINDOW = 32  # occurrences of a bigram weighed on each side of where the reply was
 
 
 class Prediction:
-    """One task's prediction: its n-grams indexed once, and where in it the reply is (decode thread only)."""
+    """One task's prediction: its bigrams indexed once (a few ms for thousands of tokens: this runs on the decode
+    thread), and where in it the reply is (decode thread only)."""
 
     def __init__(self, tokens: Sequence[int]) -> None:
         self.tokens = list(tokens)
-        self._ends: dict[tuple[int, ...], list[int]] = {}  # n-gram -> the positions just after its occurrences
-        for n in range(1, MATCH + 1):
-            for end in range(n, len(self.tokens) + 1):
-                self._ends.setdefault(tuple(self.tokens[end - n : end]), []).append(end)
+        self._ends: dict[tuple[int, int], list[int]] = {}  # bigram -> the positions just after its occurrences
+        for end in range(2, len(self.tokens) + 1):
+            self._ends.setdefault((self.tokens[end - 2], self.tokens[end - 1]), []).append(end)
         self._at = 0  # where the reply is believed to be in the prediction
         self._drafted_from = -1  # where the last draft began (-1: none)
 
     def draft(self, reply: Sequence[int], sampled: int, n_max: int) -> list[int]:
         """At most ``n_max`` tokens of the prediction after the reply so far (``reply``, then the pending
         ``sampled`` token); [] where its tail occurs nowhere in the prediction."""
-        tail = [*reply[len(reply) - (MATCH - 1) :], sampled]
-        for n in range(len(tail), 0, -1):
-            ends = self._ends.get(tuple(tail[len(tail) - n :]))
-            if not ends:
-                continue
-            end = self._nearest(ends)
-            # one token is too common to place the reply by, unless it is the one the prediction has next
-            if n == 1 and end != self._at + 1:
-                break
-            self._drafted_from = end
-            return self.tokens[end : end + n_max]
-        self._drafted_from = -1
-        return []
+        end = self._place(reply, sampled)
+        self._drafted_from = end
+        return [] if end < 0 else self.tokens[end : end + n_max]
 
     def accept(self, n_accepted: int) -> None:
         """``n_accepted`` tokens of the last draft were taken: the reply is that far into the prediction."""
         if self._drafted_from >= 0:
             self._at = self._drafted_from + n_accepted
 
-    def _nearest(self, ends: list[int]) -> int:
-        """Of the occurrences' ends, the first at or past where the reply was, else the last before it."""
-        i = bisect_left(ends, self._at)
-        return ends[i] if i < len(ends) else ends[-1]
+    def _place(self, reply: Sequence[int], sampled: int) -> int:
+        """Where in the prediction the reply goes on (-1: nowhere): after the longest occurrence of its tail
+        (2 to `MATCH` tokens), the one nearest past where the reply was among equals; else after its last token
+        alone, only if that is the one the prediction has next (one token is too common to place it by)."""
+        ends = self._ends.get((reply[-1], sampled)) if reply else None
+        if ends:
+            i = bisect_left(ends, self._at)
+            near = ends[max(0, i - _WINDOW) : i + _WINDOW]  # a bigram met everywhere: the ones around suffice
+            tail = [*reply[len(reply) - (MATCH - 1) :], sampled]
+            best, best_len = -1, 0
+            for end in sorted(near, key=lambda e: (e < self._at, abs(e - self._at))):
+                n = 2
+                while n < len(tail) and end - n > 0 and self.tokens[end - n - 1] == tail[-n - 1]:
+                    n += 1
+                if n > best_len:
+                    best, best_len = end, n
+            return best
+        if self._at < len(self.tokens) and self.tokens[self._at] == sampled:
+            return self._at + 1
+        return -1
