@@ -354,7 +354,8 @@ async def prepare_chat(ctx: ApiContext, loaded: LoadedModel, body: Mapping[str, 
         "peg-native" if fmt.template.is_jinja else "Content-only", req.reasoning_format, params.stream,
         rendered.generation_prompt))
     if req.prediction:
-        predicted = tuple(await ctx.engine.tokenize([req.prediction], False, False))
+        # no reply outgrows the slot's context: a longer prediction's tail could never be drafted
+        predicted = tuple(await ctx.engine.tokenize([req.prediction], False, False))[: loaded.n_ctx_slot]
         params = dataclasses.replace(params, speculative=dataclasses.replace(
             params.speculative or ctx.config.sampling.speculative, prediction=predicted))
     await log_prompt(ctx, rendered.prompt)
