@@ -15,6 +15,7 @@ from openai import OpenAI
 from llamatwist.api.chatformat import add_system_prompt
 from llamatwist.api.errors import InvalidRequest
 from llamatwist.api.openai.chat import parse_chat
+from llamatwist.api.openai.functions import from_functions, legacy_delta, legacy_finish, legacy_message
 from llamatwist.api.openai.tools import (
     MessageStream,
     ToolCallIds,
@@ -349,3 +350,80 @@ def test_cut_off_tool_call_is_content_and_the_slot_serves_on(server: Server, str
     after = server.post("/v1/chat/completions", {"messages": ASK, "max_tokens": 4, "temperature": 0, **FREE})
     assert after.status_code == 200, after.text
     assert after.json()["choices"][0]["finish_reason"] == "length" and after.json()["usage"]["completion_tokens"] == 4
+
+
+# -- OpenAI's legacy function calling ----------------------------------------
+
+LEGACY_WEATHER = WEATHER["function"]
+
+
+def test_legacy_functions_become_tools() -> None:
+    body, legacy = from_functions({"messages": ASK, "functions": [LEGACY_WEATHER], "function_call": "auto"})
+    assert legacy and body["tools"] == [WEATHER] and body["tool_choice"] == "auto"
+    assert body["parallel_tool_calls"] is False and "functions" not in body and "function_call" not in body
+    named = from_functions({"functions": [LEGACY_WEATHER], "function_call": {"name": "get_weather"}})[0]
+    assert named["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
+    assert from_functions({"messages": ASK}) == ({"messages": ASK}, False)
+    # history: the assistant's function_call becomes a tool call with an id, the function message its answer
+    history = [*ASK, {"role": "assistant", "content": None, "function_call": {"name": "get_weather",
+                                                                              "arguments": '{"city": "Paris"}'}},
+               {"role": "function", "name": "get_weather", "content": "21 C"}]
+    body, legacy = from_functions({"messages": history, "tools": [WEATHER]})
+    assert not legacy  # tools asked for: the reply is in the tools' shape
+    call, answer = body["messages"][1:]
+    assert call["tool_calls"][0]["function"] == history[1]["function_call"] and "function_call" not in call
+    assert answer == {"role": "tool", "name": "get_weather", "content": "21 C",
+                      "tool_call_id": call["tool_calls"][0]["id"]}
+    check_tool_history(body["messages"])
+    for bad, needle in (({"functions": [LEGACY_WEATHER], "tools": [WEATHER]}, "together"),
+                        ({"functions": {"name": "f"}}, "'functions' must be"),
+                        ({"function_call": "always"}, "'function_call' must be"),
+                        ({"messages": [{"role": "function", "content": "x"}]}, "names its function"),
+                        ({"messages": [{"role": "assistant", "function_call": "f"}]}, "function_call must be")):
+        with pytest.raises(InvalidRequest, match=needle):
+            from_functions(bad)
+
+
+def test_legacy_reply_shapes() -> None:
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    assert legacy_message({"role": "assistant", "content": None, "tool_calls": [call]}) == {
+        "role": "assistant", "content": None, "function_call": {"name": "f", "arguments": "{}"}}
+    assert legacy_message({"role": "assistant", "content": "hi"}) == {"role": "assistant", "content": "hi"}
+    assert legacy_delta({"tool_calls": [{"index": 0, "function": {"arguments": "{"}}]}) == {
+        "function_call": {"arguments": "{"}}
+    assert legacy_finish("tool_calls") == "function_call" and legacy_finish("stop") == "stop"
+
+
+def test_legacy_function_call_through_the_sdk(client: OpenAI, server: Server) -> None:
+    kw: Any = {"model": "m", "messages": ASK, "max_tokens": 96, "temperature": 0,
+               "extra_body": {"cache_prompt": False}}
+    legacy = client.chat.completions.create(**kw, functions=[LEGACY_WEATHER],
+                                            function_call={"name": "get_weather"})
+    choice = legacy.choices[0]
+    assert choice.finish_reason == "function_call" and choice.message.tool_calls is None
+    fc = choice.message.function_call
+    assert fc is not None and fc.name == "get_weather"
+    jsonschema.validate(json.loads(fc.arguments), SCHEMAS["get_weather"])
+    # the same call as the tools request it stands for
+    tools = client.chat.completions.create(**kw, tools=[WEATHER], parallel_tool_calls=False,
+                                           tool_choice={"type": "function", "function": {"name": "get_weather"}})
+    (call,) = tools.choices[0].message.tool_calls or []
+    assert (call.function.name, call.function.arguments) == (fc.name, fc.arguments)
+    # streamed: function_call pieces that add up to the same call
+    chunks = list(client.chat.completions.create(**kw, functions=[LEGACY_WEATHER], stream=True,
+                                                 function_call={"name": "get_weather"}))
+    name = "".join(c.choices[0].delta.function_call.name or "" for c in chunks if c.choices[0].delta.function_call)
+    args = "".join(c.choices[0].delta.function_call.arguments or "" for c in chunks
+                   if c.choices[0].delta.function_call)
+    assert (name, args) == (fc.name, fc.arguments)
+    assert [c.choices[0].finish_reason for c in chunks if c.choices[0].finish_reason] == ["function_call"]
+    # the function's answer goes back as a function message and reaches the prompt
+    history: Any = [*ASK, choice.message.model_dump(exclude_none=True),
+                    {"role": "function", "name": "get_weather", "content": "twenty-one degrees"}]
+    prompt = server.post("/apply-template", {"messages": history, "functions": [LEGACY_WEATHER]}).json()["prompt"]
+    assert "twenty-one degrees" in prompt and json.loads(fc.arguments)["city"] in prompt
+    answer = client.chat.completions.create(model="m", messages=history, functions=[LEGACY_WEATHER],
+                                            function_call="none", max_tokens=8)
+    assert answer.choices[0].message.function_call is None and answer.choices[0].message.content
+    with pytest.raises(openai.BadRequestError, match="together"):
+        client.chat.completions.create(model="m", messages=ASK, functions=[LEGACY_WEATHER], tools=[WEATHER])

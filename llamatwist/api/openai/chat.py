@@ -28,6 +28,7 @@ from llamatwist.api.completion import final_json_fields, prompt_texts
 from llamatwist.api.constraints import apply_constraint, constraint_spec, with_reasoning_budget
 from llamatwist.api.errors import InvalidRequest, PayloadTooLarge
 from llamatwist.api.http import ApiContext, handler, read_json, send_json
+from llamatwist.api.openai.functions import from_functions, legacy_delta, legacy_finish, legacy_message
 from llamatwist.api.openai.protocol import (
     StreamOptions,
     chat_logprobs,
@@ -86,6 +87,7 @@ class ChatRequest:
     reasoning_budget_message: str | None = None
     reasoning_control: bool = False  # the thinking block can be ended at runtime (POST .../control)
     prediction: str = ""  # OpenAI's predicted output: speculative drafts from it ("" none)
+    legacy_functions: bool = False  # the request defined ``functions``: the reply's call is a function_call
 
 
 def _budget_fields(body: Mapping[str, Any]) -> tuple[int | None, str | None]:
@@ -332,7 +334,10 @@ class PreparedChat:
 async def prepare_chat(ctx: ApiContext, loaded: LoadedModel, body: Mapping[str, Any]) -> PreparedChat:
     """Validate, render (Jinja runs off the reactor), constrain and tokenize an OpenAI chat body."""
     fmt = ctx.chat
+    body, legacy = from_functions(body)
     req = parse_chat(body, ctx.config.sampling, loaded.n_slots, fmt.reasoning.format)
+    if legacy:
+        req = dataclasses.replace(req, legacy_functions=True)
     body, media = await load_chat_media(ctx, loaded, body)
     prompt = await ctx.engine.in_pool(build_prompt, fmt, body, req)
     rendered, plan = prompt.rendered, prompt.plan
@@ -366,6 +371,7 @@ async def prepare_chat(ctx: ApiContext, loaded: LoadedModel, body: Mapping[str, 
 
 async def count_chat_tokens(ctx: ApiContext, loaded: LoadedModel, body: Mapping[str, Any]) -> int:
     """The prompt tokens an OpenAI chat body would use (its usage.prompt_tokens)."""
+    body = from_functions(body)[0]
     req = parse_chat(body, ctx.config.sampling, loaded.n_slots, ctx.chat.reasoning.format)
     body, media = await load_chat_media(ctx, loaded, body)
     prompt = await ctx.engine.in_pool(build_prompt, ctx.chat, body, req)
@@ -379,7 +385,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
     @handler
     async def apply_template(request: Request) -> Any:
         loaded = ctx.require_ready()  # an embedding server renders its template too, as llama-server
-        body = read_json(request)
+        body = from_functions(read_json(request))[0]
         req = parse_chat(body, ctx.config.sampling, loaded.n_slots, ctx.chat.reasoning.format)
         # media parts show as their markers; the files themselves are not needed for the text
         marked = mark_media(loaded, body)[0]
@@ -462,6 +468,9 @@ def _chat_completion(ctx: ApiContext, prepared: PreparedChat, cid: str, results:
             "index": i,
             "message": message_json(msg),
         }
+        if req.legacy_functions:
+            choice["message"] = legacy_message(choice["message"])
+            choice["finish_reason"] = legacy_finish(choice["finish_reason"])
         logprobs = _logprobs(req, r.probs)
         if logprobs is not None:
             choice["logprobs"] = logprobs
@@ -507,7 +516,7 @@ class _ChatChunks:
         waiting.extend(probs)
         chunks = []
         for delta in deltas:
-            chunk = self._chunk(index, delta)
+            chunk = self._chunk(index, legacy_delta(delta) if self._req.legacy_functions else delta)
             logprobs = _logprobs(self._req, waiting)
             if logprobs is not None:
                 chunk["choices"][0]["logprobs"] = logprobs
@@ -531,7 +540,8 @@ class _ChatChunks:
         stream = self._started(index)
         msg, deltas = stream.finish(r.content)
         chunks = self._delta_chunks(index, deltas, [])
-        chunks.append(self._chunk(index, {}, finish_reason(r.stop_type, bool(msg.tool_calls))))
+        reason = finish_reason(r.stop_type, bool(msg.tool_calls))
+        chunks.append(self._chunk(index, {}, legacy_finish(reason) if self._req.legacy_functions else reason))
         if not self._req.stream_options.include_usage:  # else on the usage chunk, the stream's last (stream_oai)
             chunks[-1]["timings"] = r.timings.to_json()
         if self._texts is not None:
