@@ -307,6 +307,18 @@ def test_not_found_via_sdk(client: anthropic.Anthropic) -> None:
     assert err.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
 
 
+def test_models_through_the_anthropic_sdk(srv: Server, client: anthropic.Anthropic) -> None:
+    """/v1/models carries Anthropic's model fields beside OpenAI's: either SDK lists and retrieves it."""
+    listed = client.models.list()
+    (model,) = listed.data
+    name = srv.get("/v1/models").json()["data"][0]["id"]
+    assert model.type == "model" and model.id == model.display_name == name
+    assert model.created_at.year >= 2026 and listed.has_more is False and listed.first_id == name
+    assert client.models.retrieve(name).id == name
+    with pytest.raises(anthropic.NotFoundError):
+        client.models.retrieve("claude-nothing")
+
+
 def test_disconnect_cancels_the_stream(srv: Server) -> None:
     # 900 tokens take this server well over the 5 s it gets to free the slot (about 10 s at -t 1)
     body = {"model": "m", "max_tokens": 900, "stream": True, "messages": ASK, "ignore_eos": True}

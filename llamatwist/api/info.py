@@ -23,7 +23,7 @@ from llamatwist.media import MEDIA_MARKER
 from llamatwist.metrics import MetricsExporter
 from llamatwist.runtime import LoadedModel, SlotInfo, validate_filename
 
-__all__ = ["register"]
+__all__ = ["listed_model", "model_list", "register"]
 
 # llama-server's /slots settings when LLAMA_SERVER_SLOTS_DEBUG is unset (task_params::to_json's only_metrics)
 SLOT_METRICS_PARAMS = frozenset((
@@ -78,13 +78,26 @@ def _env_int(name: str) -> int:
     return int(m.group()) if m else 0
 
 
+def listed_model(entry: dict[str, Any]) -> dict[str, Any]:
+    """A model entry (OpenAI's: id, object, created, ...) with Anthropic's fields too (type, display_name,
+    created_at), so that either SDK's models.list and models.retrieve read it."""
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(entry["created"]))
+    return {**entry, "type": "model", "display_name": entry["id"], "created_at": created}
+
+
+def model_list(data: list[dict[str, Any]]) -> dict[str, Any]:
+    """The models list: OpenAI's shape, with Anthropic's paging fields (one page)."""
+    return {"object": "list", "data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None}
+
+
 def register(app: Klein, ctx: ApiContext) -> None:
     exporter = MetricsExporter(lambda: ctx.engine.metrics())  # the engine is read when scraped
     slots_debug = _env_int("LLAMA_SERVER_SLOTS_DEBUG") != 0
 
     def model_info(loaded: LoadedModel) -> dict[str, Any]:
         info = loaded.info
-        return {
+        return listed_model({
             "id": ctx.model_alias,
             # a set in llama-server, which names the model itself when no -a is given
             "aliases": list(ctx.config.aliases or (ctx.model_alias,)),
@@ -102,7 +115,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
                 "size": info.size,
                 "ftype": info.ftype,
             },
-        }
+        })
 
     @app.route("/health", methods=["GET"])
     @app.route("/v1/health", methods=["GET"])
@@ -166,7 +179,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
     async def models(request: Request) -> Any:
         loaded = ctx.require_ready()
         multimodal = loaded.vision or loaded.audio
-        return send_json(request, {
+        return send_json(request, model_list([model_info(loaded)]) | {
             # llama-server's Ollama-style list beside OpenAI's
             "models": [{
                 "name": ctx.model_alias, "model": ctx.model_alias, "modified_at": "", "size": "", "digest": "",
@@ -176,8 +189,6 @@ def register(app: Klein, ctx: ApiContext) -> None:
                 "details": {"parent_model": "", "format": "gguf", "family": "", "families": [""],
                             "parameter_size": "", "quantization_level": ""},
             }],
-            "object": "list",
-            "data": [model_info(loaded)],
         })
 
     @app.route("/models/<path:model_id>", methods=["GET"])
@@ -187,7 +198,9 @@ def register(app: Klein, ctx: ApiContext) -> None:
         """One model, as OpenAI's ``models.retrieve``: by its name or any of its aliases."""
         loaded = ctx.require_ready()
         info = model_info(loaded)
-        if model_id != info["id"] and model_id not in info["aliases"]:
+        # a model named by its path (no -a) has an id starting with "/": the URL's "//" reads as one
+        names = {info["id"], *info["aliases"]}
+        if model_id not in names and "/" + model_id not in names:
             raise NotFound(f"The model '{model_id}' does not exist")
         return send_json(request, info)
 

@@ -35,6 +35,7 @@ from llamatwist.api.errors import (
     Unavailable,
 )
 from llamatwist.api.http import handler, load_json, query_param, read_json, send_json
+from llamatwist.api.info import listed_model, model_list
 from llamatwist.api.openapi import OPERATIONS
 from llamatwist.api.stream_sessions import conversation_id
 from llamatwist.config import ServerConfig
@@ -58,12 +59,12 @@ def _autoload(request: Request, default: bool) -> bool:
 
 def _model_json(inst: Instance, created: int) -> dict[str, Any]:
     entry = inst.entry
-    out: dict[str, Any] = {
+    out: dict[str, Any] = listed_model({
         "id": entry.name, "aliases": list(entry.aliases), "tags": list(entry.tags), "object": "model",
         "owned_by": "llamacpp", "created": created, "status": inst.status_json(),
         "architecture": {"input_modalities": list(entry.inputs), "output_modalities": ["text"]},
         "source": entry.source, "can_remove": entry.source == "cache",
-    }
+    })
     if inst.running:
         for key, value in inst.info.items():
             out.setdefault(key, value)
@@ -104,8 +105,8 @@ def build_router_app(fleet: Fleet, reactor: Any, config: ServerConfig, tools: To
         await fleet.check_sleep()
         created = int(time.time())
         listed = [_model_json(i, created) for i in fleet.instances.values()]
-        listed += [d.model_json(created) for d in downloads.active.values()]
-        return send_json(request, {"data": listed, "object": "list"})
+        listed += [listed_model(d.model_json(created)) for d in downloads.active.values()]
+        return send_json(request, model_list(listed))
 
     @app.route("/models/<path:model_id>", methods=["GET"])
     @app.route("/v1/models/<path:model_id>", methods=["GET"])
