@@ -375,10 +375,12 @@ def test_legacy_functions_become_tools() -> None:
     assert answer == {"role": "tool", "name": "get_weather", "content": "21 C",
                       "tool_call_id": call["tool_calls"][0]["id"]}
     check_tool_history(body["messages"])
+    # a function message answering no earlier call stays as it is (the chat layer renders role "function")
+    alone = [{"role": "function", "name": "f", "content": "x"}, {"role": "function", "content": "y"}]
+    assert from_functions({"messages": alone})[0]["messages"] == alone
     for bad, needle in (({"functions": [LEGACY_WEATHER], "tools": [WEATHER]}, "together"),
                         ({"functions": {"name": "f"}}, "'functions' must be"),
                         ({"function_call": "always"}, "'function_call' must be"),
-                        ({"messages": [{"role": "function", "content": "x"}]}, "names its function"),
                         ({"messages": [{"role": "assistant", "function_call": "f"}]}, "function_call must be")):
         with pytest.raises(InvalidRequest, match=needle):
             from_functions(bad)

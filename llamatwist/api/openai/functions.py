@@ -49,7 +49,7 @@ def _tool_choice(choice: Any) -> Any:
 
 def _messages(messages: list[Any]) -> list[Any]:
     """Assistant ``function_call``s as tool calls with ids, ``function`` messages as the tool messages that
-    answer the latest call of their name."""
+    answer the latest earlier call of their name."""
     out: list[Any] = []
     latest: dict[str, str] = {}  # function name -> the id given to its latest call
     for i, msg in enumerate(messages):
@@ -65,12 +65,9 @@ def _messages(messages: list[Any]) -> list[Any]:
             msg = {k: v for k, v in msg.items() if k != "function_call"}
             msg["tool_calls"] = [{"id": call_id, "type": "function",
                                   "function": {"name": call["name"], "arguments": call.get("arguments", "")}}]
-        elif msg.get("role") == "function":
-            name = msg.get("name")
-            if not isinstance(name, str):
-                raise InvalidRequest(f"messages[{i}].name: a function message names its function")
-            msg = {**msg, "role": "tool", "tool_call_id": latest.get(name, "")}
-        out.append(msg)
+        elif msg.get("role") == "function" and isinstance(msg.get("name"), str) and msg["name"] in latest:
+            msg = {**msg, "role": "tool", "tool_call_id": latest[msg["name"]]}
+        out.append(msg)  # a function message answering no call stays as it is: the template renders its role
     return out
 
 
