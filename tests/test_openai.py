@@ -197,7 +197,7 @@ def test_completions(client: OpenAI, server: Server) -> None:
     assert many.choices[2].text != many.choices[0].text
 
 
-def test_completions_echo_logprobs_and_stream(client: OpenAI) -> None:
+def test_completions_echo_logprobs_and_stream(client: OpenAI, server: Server) -> None:
     prompt = "The capital of France is"
     r = client.completions.create(model="m", prompt=prompt, max_tokens=4, temperature=0, echo=True, logprobs=2,
                                   extra_body=FREE)
@@ -214,6 +214,9 @@ def test_completions_echo_logprobs_and_stream(client: OpenAI) -> None:
     both = client.completions.create(model="m", prompt=prompt, max_tokens=8, temperature=0, best_of=1,
                                      suffix=" is Paris.", extra_body=fresh)
     assert [c.text for c in both.choices] == [plain.choices[0].text]
+    again = client.completions.create(model="m", prompt=prompt, max_tokens=1, suffix=" is Paris.")
+    assert again.choices[0].text
+    assert server.log().count("'suffix' ignored") == 1  # once per server, not per request
     with pytest.raises(openai.BadRequestError, match="suffix"):
         client.completions.create(model="m", prompt=prompt, extra_body={"suffix": 3})
 

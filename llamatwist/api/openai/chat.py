@@ -331,13 +331,17 @@ class PreparedChat:
     control: ReasoningSwitch | None = None  # ends the thinking block at runtime (reasoning_control)
 
 
+def read_chat(ctx: ApiContext, loaded: LoadedModel, body: Mapping[str, Any]) -> tuple[dict[str, Any], ChatRequest]:
+    """An OpenAI chat body with legacy ``functions`` read as tools, and its validated request."""
+    body, legacy = from_functions(body)
+    req = parse_chat(body, ctx.config.sampling, loaded.n_slots, ctx.chat.reasoning.format)
+    return body, dataclasses.replace(req, legacy_functions=legacy)
+
+
 async def prepare_chat(ctx: ApiContext, loaded: LoadedModel, body: Mapping[str, Any]) -> PreparedChat:
     """Validate, render (Jinja runs off the reactor), constrain and tokenize an OpenAI chat body."""
     fmt = ctx.chat
-    body, legacy = from_functions(body)
-    req = parse_chat(body, ctx.config.sampling, loaded.n_slots, fmt.reasoning.format)
-    if legacy:
-        req = dataclasses.replace(req, legacy_functions=True)
+    body, req = read_chat(ctx, loaded, body)
     body, media = await load_chat_media(ctx, loaded, body)
     prompt = await ctx.engine.in_pool(build_prompt, fmt, body, req)
     rendered, plan = prompt.rendered, prompt.plan
@@ -371,8 +375,7 @@ async def prepare_chat(ctx: ApiContext, loaded: LoadedModel, body: Mapping[str, 
 
 async def count_chat_tokens(ctx: ApiContext, loaded: LoadedModel, body: Mapping[str, Any]) -> int:
     """The prompt tokens an OpenAI chat body would use (its usage.prompt_tokens)."""
-    body = from_functions(body)[0]
-    req = parse_chat(body, ctx.config.sampling, loaded.n_slots, ctx.chat.reasoning.format)
+    body, req = read_chat(ctx, loaded, body)
     body, media = await load_chat_media(ctx, loaded, body)
     prompt = await ctx.engine.in_pool(build_prompt, ctx.chat, body, req)
     if media:  # the media's own tokens count, as in the chat route's usage
@@ -385,8 +388,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
     @handler
     async def apply_template(request: Request) -> Any:
         loaded = ctx.require_ready()  # an embedding server renders its template too, as llama-server
-        body = from_functions(read_json(request))[0]
-        req = parse_chat(body, ctx.config.sampling, loaded.n_slots, ctx.chat.reasoning.format)
+        body, req = read_chat(ctx, loaded, read_json(request))
         # media parts show as their markers; the files themselves are not needed for the text
         marked = mark_media(loaded, body)[0]
         prompt = await ctx.engine.in_pool(build_prompt, ctx.chat, marked, req)

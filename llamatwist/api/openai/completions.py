@@ -104,9 +104,12 @@ async def fill_in_the_middle(ctx: ApiContext, loaded: LoadedModel, fim: FimToken
 
 
 def register(app: Klein, ctx: ApiContext) -> None:
+    suffix_ignored = False  # warned once per server: scripts that always send a suffix would flood the log
+
     @app.route("/v1/completions", methods=["POST"])
     @handler
     async def completions(request: Request) -> Any:
+        nonlocal suffix_ignored
         loaded = ctx.require_generation()
         body = read_json(request)
         suffix = parse_suffix(body)
@@ -132,7 +135,10 @@ def register(app: Klein, ctx: ApiContext) -> None:
         fim = ctx.engine.fim_tokens() if suffix else None
         if fim is not None and fim.missing():
             # llama-server ignores suffix on every model; here a FIM model fills the middle, others go on as it
-            log.warning("'suffix' ignored: the model has no fill-in-the-middle tokens (%s)", fim.missing().strip())
+            if not suffix_ignored:
+                log.warning("'suffix' ignored: the model has no fill-in-the-middle tokens (%s)",
+                            fim.missing().strip())
+                suffix_ignored = True
             fim = None
         if fim is not None:
             filled = await fill_in_the_middle(ctx, loaded, fim, req.prompts, suffix, req.params.n_predict)
