@@ -88,7 +88,7 @@ def test_schemathesis_on_embedding_routes(make_server: Any, tmp_path: Path, kind
     model = minilm_gguf() if kind == "embeddings" else reranker_gguf()
     srv = make_server("-m", str(model), "-c", "512", "-np", "2", "-t", "1", f"--{kind}")
     # the other kind answers 501 as llama-server (a server not started for it), so it is left out
-    routes = "embedding" if kind == "embeddings" else "rerank"
+    routes = "embed" if kind == "embeddings" else "rerank"  # /embedding(s), /v1/embeddings, /api/embed(dings)
     sent = _schemathesis(srv.url, tmp_path, "--max-examples", "25", "--include-path-regex", routes)
     assert sent >= 100
     assert srv.get("/health").status_code == 200

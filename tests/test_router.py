@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import ollama
 import pytest
 import requests
 from openai import NotFoundError, OpenAI
@@ -140,6 +141,23 @@ def test_stored_responses_are_found_without_naming_the_model(router: Server) -> 
     for call in (lambda: client.responses.retrieve(made.id), lambda: client.responses.delete(made.id)):
         with pytest.raises(NotFoundError):
             call()
+
+
+def test_ollama_clients_see_the_catalog_and_reach_its_models(router: Server, model_path: str) -> None:
+    client = ollama.Client(host=router.url, timeout=120)
+    listed = {m.model: m for m in client.list().models}
+    assert set(listed) == {"smol", "tiny", "broken", "smol-again"}
+    assert listed["smol-again"].size == Path(model_path).stat().st_size
+    r = client.chat(model="smol-again", messages=[{"role": "user", "content": "Hi"}],
+                    options={"num_predict": 3, "ignore_eos": True}, stream=False)
+    assert r.model == "smol-again" and r.eval_count == 3 and r.done_reason == "length"
+    running = {m.model: m for m in client.ps().models}
+    assert "smol-again" in running and running["smol-again"].details.quantization_level == "Q4_1"  # type: ignore[union-attr]
+    assert router.get("/api/version").json()["version"]
+    with pytest.raises(ollama.ResponseError) as err:
+        client.chat(model="nothing", messages=[{"role": "user", "content": "Hi"}], stream=False)
+    assert 400 <= err.value.status_code < 500 and "nothing" in str(err.value.error)
+    assert isinstance(router.post("/api/chat", {"model": "nothing"}).json()["error"], str)  # Ollama's shape
 
 
 def test_alias_and_preset_options(router: Server) -> None:

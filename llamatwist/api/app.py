@@ -17,6 +17,7 @@ from llamatwist.api import (
     infill,
     info,
     lora,
+    ollama,
     openapi,
     server_tools,
     stream_sessions,
@@ -37,7 +38,7 @@ __all__ = ["add_error_handlers", "build_app"]
 def build_app(ctx: ApiContext) -> Klein:
     app = Klein()
     for module in (info, completion, infill, tokens, oai_completions, oai_chat, embeddings, openapi, lora, anthropic,
-                   oai_responses, oai_transcriptions):
+                   oai_responses, oai_transcriptions, ollama):
         module.register(app, ctx)
     stream_sessions.register(app)
     server_tools.register(app, ctx.tools, ctx.config.ui_mcp_proxy)

@@ -7,7 +7,8 @@ from __future__ import annotations
 import base64
 import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ from llamatwist.api.params import INT32_MAX, Prompt, optional, parse_prompts, re
 from llamatwist.api.pipeline import run_embeddings, tokenize_prompts
 from llamatwist.runtime import LoadedModel
 
-__all__ = ["normalize", "register"]
+__all__ = ["Embedded", "embed_prompts", "normalize", "read_dimensions", "register"]
 
 POOLING_NONE = 0
 POOLING_RANK = 4
@@ -60,14 +61,39 @@ def _inputs(body: dict[str, Any]) -> tuple[list[Prompt], bool]:
     raise InvalidRequest('"input" or "content" must be provided')
 
 
-def register(app: Klein, ctx: ApiContext) -> None:
-    def require_embeddings() -> LoadedModel:
-        if not ctx.config.embeddings or ctx.config.reranking:
-            raise NotSupported("This server does not support embeddings. Start it with `--embeddings`")
-        return ctx.require_ready()
+def read_dimensions(body: Mapping[str, Any]) -> int | None:
+    """OpenAI's (and Ollama's) ``dimensions``: how many leading components of each vector to keep."""
+    dimensions = body.get("dimensions")
+    return None if dimensions is None else read_int("dimensions", dimensions, 1, INT32_MAX)
 
+
+@dataclass(frozen=True)
+class Embedded:
+    vectors: list[list[list[float]]]  # per prompt: its pooled vector alone, or (pooling none) its tokens' vectors
+    n_tokens: int
+
+
+async def embed_prompts(ctx: ApiContext, request: Request, loaded: LoadedModel, prompts: list[Prompt],
+                        dimensions: int | None, mode: int) -> Embedded:
+    """The prompts' vectors: pooled ones cut to ``dimensions`` and then normalized (``mode``: embd_normalize).
+    Raises CancelledError when the client leaves."""
+    pooled = loaded.pooling != POOLING_NONE
+    if dimensions is not None and not pooled:
+        raise InvalidRequest("'dimensions' needs pooled embeddings: this server's pooling is 'none'")
+    tokens = await tokenize_prompts(ctx, loaded, prompts, embed=True)
+    results = await run_embeddings(ctx, request, tokens)
+    size = len(results[0].vectors[0])
+    if dimensions is not None and dimensions > size:
+        raise InvalidRequest(f"'dimensions' must be at most the model's {size}, got {dimensions}")
+    # OpenAI's dimensions: the leading components (Matryoshka-trained models keep their meaning there),
+    # normalized afterwards
+    vectors = [[normalize(v[:dimensions], mode) for v in r.vectors] if pooled else r.vectors for r in results]
+    return Embedded(vectors, sum(r.n_tokens for r in results))
+
+
+def register(app: Klein, ctx: ApiContext) -> None:
     async def embed(request: Request, oai_route: bool) -> Any:
-        loaded = require_embeddings()
+        loaded = ctx.require_embeddings()
         body = read_json(request)
         prompts, oai_shape = _inputs(body)
         oai = oai_route and oai_shape
@@ -77,23 +103,11 @@ def register(app: Klein, ctx: ApiContext) -> None:
         if fmt not in ("float", "base64"):
             raise InvalidRequest("The format to return the embeddings in. Can be either float or base64")
         mode = _embd_normalize(body, ctx.config.sampling.embd_normalize)
-        dimensions = body.get("dimensions")
-        if dimensions is not None:
-            dimensions = read_int("dimensions", dimensions, 1, INT32_MAX)
-        pooled = loaded.pooling != POOLING_NONE
-        if dimensions is not None and not pooled:
-            raise InvalidRequest("'dimensions' needs pooled embeddings: this server's pooling is 'none'")
-        tokens = await tokenize_prompts(ctx, loaded, prompts, embed=True)
         try:
-            results = await run_embeddings(ctx, request, tokens)
+            embedded = await embed_prompts(ctx, request, loaded, prompts, read_dimensions(body), mode)
         except CancelledError:
             return b""
-        size = len(results[0].vectors[0])
-        if dimensions is not None and dimensions > size:
-            raise InvalidRequest(f"'dimensions' must be at most the model's {size}, got {dimensions}")
-        # OpenAI's dimensions: the leading components (Matryoshka-trained models keep their meaning there),
-        # normalized afterwards
-        vectors = [[normalize(v[:dimensions], mode) for v in r.vectors] if pooled else r.vectors for r in results]
+        vectors = embedded.vectors
         if not oai:
             return send_json(request, [{"index": i, "embedding": v} for i, v in enumerate(vectors)])
         data = []
@@ -105,7 +119,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
             else:
                 item["embedding"] = v[0]
             data.append(item)
-        n = sum(r.n_tokens for r in results)
+        n = embedded.n_tokens
         return send_json(request, {
             "model": body.get("model") or ctx.model_alias,
             "object": "list",

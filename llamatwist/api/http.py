@@ -70,6 +70,12 @@ class ApiContext:
             raise NotSupported("This server does not support completions. Start it without `--embeddings`")
         return self.require_ready()
 
+    def require_embeddings(self) -> LoadedModel:
+        """Embedding routes: a server started with ``--embeddings`` (a reranker ranks, it does not embed)."""
+        if not self.config.embeddings or self.config.reranking:
+            raise NotSupported("This server does not support embeddings. Start it with `--embeddings`")
+        return self.require_ready()
+
 
 def json_bytes(obj: Any) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

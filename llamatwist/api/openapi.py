@@ -42,8 +42,10 @@ class Operation:
     summary: str
     tag: str
     body: str | None = None  # a request schema of `_BODIES`
-    answer: str = "json"  # json | text | html | javascript | sse (json, or an event stream with stream: true)
-    errors: str = "llama"  # which error shape: llama (OpenAI-like) | anthropic
+    # json | text | html | javascript | sse (json, or an event stream with stream: true) | ndjson (json, or
+    # newline-delimited JSON objects unless stream: false)
+    answer: str = "json"
+    errors: str = "llama"  # which error shape: llama (OpenAI-like) | anthropic | ollama
     query: tuple[tuple[str, bool], ...] = ()  # (name, required) string query parameters
     public: bool = False  # served without an API key
     form: bool = False  # the body is a multipart form (file uploads), not JSON
@@ -78,6 +80,13 @@ _ANTHROPIC = {
     "stop_sequences": {"type": "array", "items": _STR}, "temperature": {"type": "number"},
     "top_p": {"type": "number"}, "top_k": _INT, "metadata": _OBJ, "thinking": _OBJ, "stream": _BOOL,
 }
+
+_OLLAMA_GEN = {"model": _STR, "options": _OBJ, "format": {"oneOf": [{"enum": ["", "json"]}, _OBJ]},
+               "stream": _BOOL, "think": {"oneOf": [_BOOL, {"enum": ["low", "medium", "high"]}]},
+               "logprobs": _BOOL, "top_logprobs": _INT, "keep_alive": _ANY}
+_OLLAMA_MESSAGES = {"type": "array", "items": {"type": "object", "required": ["role"], "properties": {
+    "role": _STR, "content": _STR, "thinking": _STR, "images": {"type": "array", "items": _STR},
+    "tool_calls": {"type": "array"}, "tool_name": _STR}}}
 
 _RESP_ITEM = {"type": "object", "properties": {
     "type": {"enum": ["message", "function_call", "function_call_output", "reasoning"]},
@@ -115,6 +124,13 @@ _BODIES: dict[str, dict[str, Any]] = {
     "Responses": _body(_RESPONSES, ("input",)),
     "StreamLookup": _body({"conversation_ids": {"type": "array", "items": _STR}}, ("conversation_ids",)),
     "ToolCall": _body({"tool": _STR, "params": _OBJ, "stream": _BOOL}, ("tool",)),
+    "OllamaChat": _body({**_OLLAMA_GEN, "messages": _OLLAMA_MESSAGES, "tools": {"type": "array"}}, ("model",)),
+    "OllamaGenerate": _body({**_OLLAMA_GEN, "prompt": _STR, "suffix": _STR, "system": _STR, "raw": _BOOL,
+                             "images": {"type": "array", "items": _STR}, "context": _TOKENS}, ("model",)),
+    "OllamaEmbed": _body({"model": _STR, "input": {"oneOf": [_STR, {"type": "array", "items": _STR}]},
+                          "dimensions": _INT, "truncate": _BOOL, "options": _OBJ}, ("model", "input")),
+    "OllamaEmbeddings": _body({"model": _STR, "prompt": _STR}, ("model", "prompt")),
+    "OllamaShow": _body({"model": _STR}, ("model",)),
     "ChatControl": _body({"id": _STR, "action": {"enum": ["reasoning_end"]}}, ("id", "action")),
     "Transcription": {"type": "object", "required": ["file"], "properties": {
         "file": {"type": "string", "contentMediaType": "application/octet-stream"}, "model": _STR, "prompt": _STR,
@@ -125,7 +141,7 @@ _BODIES: dict[str, dict[str, Any]] = {
 }
 
 _T_GEN, _T_OAI, _T_EMB, _T_SRV, _T_UI = "generation", "openai", "embeddings", "server", "web ui"
-_T_ANT, _T_AUD = "anthropic", "audio"
+_T_ANT, _T_AUD, _T_OLL = "anthropic", "audio", "ollama"
 
 # (method, path) -> what it does. A test checks this against the routes the app registers, both ways.
 OPERATIONS: dict[tuple[str, str], Operation] = {
@@ -169,6 +185,19 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("post", "/v1/messages"): Operation("Anthropic Messages", _T_ANT, "AnthropicMessages", "sse", "anthropic"),
     ("post", "/v1/messages/count_tokens"): Operation("Count an Anthropic request's prompt tokens", _T_ANT,
                                                      "AnthropicCountTokens", errors="anthropic"),
+    ("post", "/api/chat"): Operation("Ollama chat (streams NDJSON unless stream is false)", _T_OLL, "OllamaChat",
+                                     "ndjson", "ollama"),
+    ("post", "/api/generate"): Operation("Ollama generate (streams NDJSON unless stream is false)", _T_OLL,
+                                         "OllamaGenerate", "ndjson", "ollama"),
+    ("post", "/api/embed"): Operation("Ollama embeddings (needs --embeddings)", _T_EMB, "OllamaEmbed",
+                                      errors="ollama"),
+    ("post", "/api/embeddings"): Operation("Ollama embeddings, legacy form", _T_EMB, "OllamaEmbeddings",
+                                           errors="ollama"),
+    ("post", "/api/show"): Operation("Ollama: the model's details, template and capabilities", _T_OLL,
+                                     "OllamaShow", errors="ollama"),
+    ("get", "/api/tags"): Operation("Ollama: the models served", _T_OLL, errors="ollama"),
+    ("get", "/api/ps"): Operation("Ollama: the models loaded", _T_OLL, errors="ollama"),
+    ("get", "/api/version"): Operation("Ollama: the API version followed", _T_OLL, errors="ollama"),
     ("post", "/v1/responses"): Operation("OpenAI Responses", _T_OAI, "Responses", "sse"),
     ("post", "/responses"): Operation("OpenAI Responses (alias)", _T_OAI, "Responses", "sse"),
     ("post", "/v1/responses/input_tokens"): Operation("Count a Responses request's input tokens", _T_OAI,
@@ -218,8 +247,10 @@ def _responses(op: Operation) -> dict[str, Any]:
         content: dict[str, Any] = {"application/json": {"schema": _ANY}}
         if op.answer == "sse":
             content["text/event-stream"] = {"schema": _STR}
+        elif op.answer == "ndjson":
+            content["application/x-ndjson"] = {"schema": _STR}
         ok = {"description": "OK", "content": content}
-    ref = {"$ref": f"#/components/responses/{'AnthropicError' if op.errors == 'anthropic' else 'Error'}"}
+    ref = {"$ref": f"#/components/responses/{_ERRORS[op.errors]}"}
     return {"200": ok, **{status: ref for status in _ERROR_STATUSES}}
 
 
@@ -278,6 +309,13 @@ def _anthropic_error_schema() -> dict[str, Any]:
             "required": ["type", "error"]}
 
 
+def _ollama_error_schema() -> dict[str, Any]:
+    return {"type": "object", "properties": {"error": _STR}, "required": ["error"]}
+
+
+_ERRORS = {"llama": "Error", "anthropic": "AnthropicError", "ollama": "OllamaError"}
+
+
 def document() -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for (method, path), op in OPERATIONS.items():
@@ -295,6 +333,7 @@ def document() -> dict[str, Any]:
                 "GenerationFields": _generation_fields(),
                 "Error": _error_schema(),
                 "AnthropicError": _anthropic_error_schema(),
+                "OllamaError": _ollama_error_schema(),
                 **_BODIES,
             },
             "responses": {
@@ -302,6 +341,8 @@ def document() -> dict[str, Any]:
                           "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
                 "AnthropicError": {"description": "An error in Anthropic's shape", "content": {
                     "application/json": {"schema": {"$ref": "#/components/schemas/AnthropicError"}}}},
+                "OllamaError": {"description": "An error in Ollama's shape", "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/OllamaError"}}}},
             },
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "description": "--api-key / --api-key-file"},

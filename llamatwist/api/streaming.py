@@ -50,6 +50,8 @@ class SSEStream:
     ``:`` comment goes out, so that clients and proxies that drop a silent connection (undici, nginx) keep it
     while a long prompt is processed."""
 
+    content_type = b"text/event-stream"
+
     def __init__(self, request: Request, ping_interval: float = -1, clock: Any = None) -> None:
         self._request = request
         self.closed = False
@@ -95,7 +97,7 @@ class SSEStream:
         self.started = True
         request = self._request
         request.setResponseCode(200)
-        request.setHeader(b"Content-Type", b"text/event-stream")
+        request.setHeader(b"Content-Type", self.content_type)
         request.setHeader(b"Cache-Control", b"no-cache")
         request.setHeader(b"Connection", b"keep-alive")
         request.setHeader(b"X-Accel-Buffering", b"no")  # nginx: do not buffer the stream

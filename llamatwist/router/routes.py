@@ -33,9 +33,12 @@ from llamatwist.api.errors import (
     NotFound,
     ServerError,
     Unavailable,
+    register_error_shape,
 )
 from llamatwist.api.http import handler, load_json, query_param, read_json, send_json
 from llamatwist.api.info import listed_model, model_list
+from llamatwist.api.ollama.response import OLLAMA_VERSION, model_details, model_entry
+from llamatwist.api.ollama.response import error_shape as ollama_error
 from llamatwist.api.openapi import OPERATIONS
 from llamatwist.api.stream_sessions import conversation_id
 from llamatwist.config import ServerConfig
@@ -69,6 +72,15 @@ def _model_json(inst: Instance, created: int) -> dict[str, Any]:
         for key, value in inst.info.items():
             out.setdefault(key, value)
     return out
+
+
+def _ollama_entry(inst: Instance) -> dict[str, Any]:
+    """The model as Ollama's ``/api/tags`` lists it: its file, and what its server says of it once running."""
+    options = inst.entry.options
+    path = next((options[i + 1] for i, o in enumerate(options[:-1]) if o in ("-m", "--model")), "")
+    meta = inst.info.get("meta") or {}
+    return model_entry(inst.entry.name, path, model_details("", int(meta.get("n_params") or 0),
+                                                            str(meta.get("ftype") or "")))
 
 
 def build_router_app(fleet: Fleet, reactor: Any, config: ServerConfig, tools: ToolsService | None = None) -> Klein:
@@ -118,6 +130,24 @@ def build_router_app(fleet: Fleet, reactor: Any, config: ServerConfig, tools: To
             raise NotFound(f"The model '{model_id}' does not exist")
         await fleet.check_sleep()
         return send_json(request, _model_json(inst, int(time.time())))
+
+    @app.route("/api/tags", methods=["GET"])
+    @handler
+    async def ollama_tags(request: Request) -> Any:
+        return send_json(request, {"models": [_ollama_entry(i) for i in fleet.instances.values()]})
+
+    @app.route("/api/ps", methods=["GET"])
+    @handler
+    async def ollama_ps(request: Request) -> Any:
+        await fleet.check_sleep()
+        running = [{**_ollama_entry(i), "expires_at": "2318-01-01T00:00:00Z", "size_vram": 0}
+                   for i in fleet.instances.values() if i.status == LOADED]
+        return send_json(request, {"models": running})
+
+    @app.route("/api/version", methods=["GET"])
+    @handler
+    async def ollama_version(request: Request) -> Any:
+        return send_json(request, {"version": OLLAMA_VERSION})
 
     @app.route("/props", methods=["GET"])
     @handler
@@ -313,5 +343,6 @@ def build_router_app(fleet: Fleet, reactor: Any, config: ServerConfig, tools: To
     async def by_query(request: Request) -> Any:
         return await relay(request, query_param(request, "model"))
 
+    register_error_shape(b"/api", ollama_error)  # the router's own errors there (an unknown model) too
     add_error_handlers(app)
     return app

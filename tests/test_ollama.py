@@ -1,0 +1,352 @@
+"""Ollama's API (/api/chat, /api/generate, /api/embed, /api/tags, /api/show, ...) through the official `ollama`
+Python client against real servers; raw HTTP where the client cannot send the mistake or hides the wire form.
+Each route is compared with the llama.cpp or OpenAI route that runs the same request on the same pipeline."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import ollama
+import pytest
+import requests
+
+from llamatwist.api.errors import InvalidRequest
+from llamatwist.api.ollama.request import chat_body, embed_inputs, generate_body, sampling_fields
+from tests.conftest import Server
+from tests.models import minilm_gguf, smollm2_fim_gguf
+from tests.test_reasoning import THINK_TEMPLATE
+
+pytestmark = pytest.mark.timeout(300)
+
+ASK = [{"role": "user", "content": "What is the capital of France?"}]
+# greedy, the whole length, and no prompt cache: two routes evaluate the same prompt the same way
+GREEDY = {"top_k": 1, "ignore_eos": True, "cache_prompt": False}
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "Get the current weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+
+
+@pytest.fixture(scope="module")
+def srv(model_path: str) -> Iterator[Server]:
+    s = Server(["-m", model_path, "-c", "2048", "-np", "2", "-t", "1", "-a", "smol"])
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def client(srv: Server) -> ollama.Client:
+    return ollama.Client(host=srv.url, timeout=120)
+
+
+def _openai_chat(srv: Server, messages: list[dict[str, Any]], n: int, **kw: Any) -> dict[str, Any]:
+    r = srv.post("/v1/chat/completions", {"messages": messages, "max_tokens": n, **GREEDY, **kw})
+    assert r.status_code == 200, r.text
+    out: dict[str, Any] = r.json()
+    return out
+
+
+def _ndjson(srv: Server, path: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+    with requests.post(srv.url + path, json=body, stream=True, timeout=120) as r:
+        assert r.status_code == 200, r.text
+        assert r.headers["Content-Type"] == "application/x-ndjson"
+        return [json.loads(line) for line in r.iter_lines() if line]
+
+
+# -- the translation (pure) -------------------------------------------------------------------------------------
+
+
+def test_options_become_llama_fields() -> None:
+    fields = sampling_fields({"options": {"num_predict": 5, "num_keep": 2, "temperature": 0.5, "min_p": 0.1,
+                                          "num_ctx": 8192, "num_gpu": 99, "tfs_z": 1.0, "whatever": 1},
+                              "format": "json", "think": "high"})
+    assert fields == {"n_predict": 5, "n_keep": 2, "temperature": 0.5, "min_p": 0.1, "stream": True,
+                      "response_format": {"type": "json_object"},
+                      "chat_template_kwargs": {"reasoning_effort": "high"}}
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    assert sampling_fields({"format": schema, "stream": False, "think": False, "options": {"num_predict": -2}}) == {
+        "response_format": {"type": "json_schema", "json_schema": {"schema": schema}}, "stream": False,
+        "chat_template_kwargs": {"enable_thinking": False}, "n_predict": -1}
+
+
+def test_messages_become_openai_messages() -> None:
+    body = chat_body({"messages": [
+        {"role": "user", "content": "look", "images": ["aGk="]},
+        {"role": "assistant", "content": "", "thinking": "hm", "tool_calls": [
+            {"function": {"name": "a", "arguments": {"x": 1}}}, {"function": {"name": "b", "arguments": {}}}]},
+        {"role": "tool", "content": "B", "tool_name": "b"},
+        {"role": "tool", "content": "A", "tool_name": "a"},
+    ], "tools": [WEATHER], "tool_choice": "required"})
+    user, assistant, tool_b, tool_a = body["messages"]
+    assert user["content"] == [{"type": "image_url", "image_url": {"url": "data:image/*;base64,aGk="}},
+                               {"type": "text", "text": "look"}]
+    assert assistant["reasoning_content"] == "hm"
+    assert [(c["id"], c["function"]["arguments"]) for c in assistant["tool_calls"]] == [("call_0", '{"x": 1}'),
+                                                                                        ("call_1", "{}")]
+    # each result answers the call of its tool's name, whatever the order
+    assert (tool_b["tool_call_id"], tool_a["tool_call_id"]) == ("call_1", "call_0")
+    assert body["tools"] == [WEATHER] and body["tool_choice"] == "required" and body["stream"] is True
+
+
+def test_generate_is_a_chat_unless_raw() -> None:
+    assert generate_body({"prompt": "hi", "system": "be brief", "stream": False}) == {
+        "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}], "stream": False}
+    assert generate_body({"prompt": "hi", "raw": True}) == {"prompt": "hi", "stream": True}
+    assert embed_inputs({"input": "a"}, False) == ["a"] and embed_inputs({"prompt": "b"}, True) == ["b"]
+
+
+@pytest.mark.parametrize("body", [
+    {"options": {"temperature": "hot"}}, {"format": "xml"}, {"think": "max"}, {"stream": "yes"},
+    {"messages": "hi"}, {"messages": [{"role": 1}]}, {"messages": [{"role": "user", "images": "x"}]},
+    {"messages": [{"role": "assistant", "tool_calls": [{"function": {"arguments": {}}}]}]},
+    {"messages": [{"role": "user", "content": 5}]}, {"options": [1]}, {"tools": {}},
+])
+def test_bad_requests_are_400s(srv: Server, body: dict[str, Any]) -> None:
+    r = srv.post("/api/chat", {"model": "smol", "messages": ASK, **body})
+    assert r.status_code == 400, r.text
+    assert isinstance(r.json()["error"], str) and r.json()["error"]  # Ollama's shape: the message itself
+
+
+def test_translation_refuses_bad_embed_input() -> None:
+    for body in ({"input": []}, {"input": [1]}, {}):
+        with pytest.raises(InvalidRequest):
+            embed_inputs(body, False)
+
+
+# -- chat -------------------------------------------------------------------------------------------------------
+
+
+def test_chat_matches_the_openai_route(srv: Server, client: ollama.Client) -> None:
+    r = client.chat(model="smol", messages=ASK, options={"num_predict": 12, **GREEDY}, stream=False)
+    oai = _openai_chat(srv, ASK, 12)
+    assert r.message.role == "assistant" and r.message.content == oai["choices"][0]["message"]["content"] != ""
+    assert r.model == "smol" and r.done and r.done_reason == "length"
+    assert r.prompt_eval_count == oai["usage"]["prompt_tokens"] and r.eval_count == 12
+    assert r.total_duration and r.eval_duration and r.prompt_eval_duration
+    assert r.total_duration >= r.eval_duration
+    assert r.created_at and r.created_at.endswith("Z")
+
+
+def test_chat_streams_ndjson(srv: Server, client: ollama.Client) -> None:
+    whole = client.chat(model="smol", messages=ASK, options={"num_predict": 10, **GREEDY}, stream=False)
+    parts = list(client.chat(model="smol", messages=ASK, options={"num_predict": 10, **GREEDY}, stream=True))
+    assert "".join(p.message.content or "" for p in parts) == whole.message.content
+    assert [p.done for p in parts] == [False] * (len(parts) - 1) + [True]
+    assert parts[-1].done_reason == "length" and parts[-1].eval_count == 10 and parts[-1].message.content == ""
+    raw = _ndjson(srv, "/api/chat", {"model": "smol", "messages": ASK, "options": {"num_predict": 3}})
+    assert raw[-1]["done"] is True and all(o["done"] is False for o in raw[:-1])
+
+
+def test_chat_format_json_and_schema(srv: Server, client: ollama.Client) -> None:
+    ask = [{"role": "user", "content": "Describe a cat as JSON."}]
+    # "json": the OpenAI route's json_object constraint (this model's object runs past a short limit)
+    r = client.chat(model="smol", messages=ask, format="json", options={"num_predict": 24, **GREEDY}, stream=False)
+    oai = _openai_chat(srv, ask, 24, response_format={"type": "json_object"})
+    assert r.message.content == oai["choices"][0]["message"]["content"] and (r.message.content or "").startswith("{")
+    schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 10},
+                                               "age": {"type": "integer"}},
+              "required": ["name", "age"], "additionalProperties": False}
+    r = client.chat(model="smol", messages=ask, format=schema, options={"num_predict": 60, "top_k": 1}, stream=False)
+    assert r.done_reason == "stop"
+    jsonschema.validate(json.loads(r.message.content or ""), schema)
+
+
+def test_chat_tool_calls_round_trip(srv: Server, client: ollama.Client) -> None:
+    # Ollama has no tool_choice; llama.cpp's "required" passes through to force the call
+    r = srv.post("/api/chat", {"model": "smol", "messages": [{"role": "user", "content": "Weather in Paris?"}],
+                               "tools": [WEATHER], "tool_choice": "required", "stream": False,
+                               "options": {"top_k": 1}})
+    assert r.status_code == 200, r.text
+    (call,) = r.json()["message"]["tool_calls"]
+    assert call["function"]["name"] == "get_weather"
+    assert isinstance(call["function"]["arguments"], dict) and "city" in call["function"]["arguments"]
+    streamed = _ndjson(srv, "/api/chat", {"model": "smol", "messages": [{"role": "user", "content": "Weather?"}],
+                                          "tools": [WEATHER], "tool_choice": "required", "options": {"top_k": 1}})
+    calls = [c for o in streamed for c in o["message"].get("tool_calls", [])]
+    assert [c["function"]["name"] for c in calls] == ["get_weather"] and streamed[-1]["done_reason"] == "stop"
+    # the client sends the call and its result back; the prompt is the one the OpenAI form of it renders
+    history = [{"role": "user", "content": "Weather in Paris?"},
+               {"role": "assistant", "content": "", "tool_calls": [{"function": call["function"]}]},
+               {"role": "tool", "content": "Sunny, 21 C", "tool_name": "get_weather"}]
+    answer = client.chat(model="smol", messages=history, tools=[WEATHER], options={"num_predict": 8, **GREEDY},
+                         stream=False)
+    oai = _openai_chat(srv, [history[0], {"role": "assistant", "content": "", "tool_calls": [{
+        "id": "call_0", "type": "function", "function": {"name": "get_weather",
+                                                     "arguments": json.dumps(call["function"]["arguments"])}}]},
+        {"role": "tool", "content": "Sunny, 21 C", "tool_call_id": "call_0", "name": "get_weather"}], 8, tools=[WEATHER])
+    assert answer.prompt_eval_count == oai["usage"]["prompt_tokens"]
+    assert answer.message.content == oai["choices"][0]["message"]["content"]
+
+
+def test_chat_logprobs(client: ollama.Client) -> None:
+    r = client.chat(model="smol", messages=ASK, logprobs=True, top_logprobs=3, options={"num_predict": 5, **GREEDY},
+                    stream=False)
+    assert r.logprobs is not None and len(r.logprobs) == 5
+    for lp in r.logprobs:
+        assert lp.logprob <= 0 and len(lp.top_logprobs or []) == 3
+        assert lp.top_logprobs[0].token == lp.token  # greedy: the most probable token was taken
+    streamed = list(client.chat(model="smol", messages=ASK, logprobs=True, options={"num_predict": 5, **GREEDY}, stream=True))
+    tokens = [lp.token for p in streamed for lp in p.logprobs or []]
+    assert tokens == [lp.token for lp in r.logprobs] and all(not lp.top_logprobs for p in streamed
+                                                             for lp in p.logprobs or [])
+    plain = client.chat(model="smol", messages=ASK, options={"num_predict": 2}, stream=False)
+    assert plain.logprobs is None
+
+
+def test_nothing_to_generate_answers_loaded(client: ollama.Client) -> None:
+    r = client.chat(model="smol", messages=[], stream=False)
+    assert r.done and r.done_reason == "load" and r.message.content == ""
+    g = client.generate(model="smol", prompt="")
+    assert g.done and g.done_reason == "load" and g.response == ""
+
+
+def test_images_without_a_projector_are_a_400(client: ollama.Client) -> None:
+    png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
+    with pytest.raises(ollama.ResponseError) as err:
+        client.chat(model="smol", messages=[{"role": "user", "content": "what is it?", "images": [png]}],
+                    stream=False)
+    assert err.value.status_code == 400 and "image" in str(err.value.error).lower()
+    assert client.chat(model="smol", messages=ASK, options={"num_predict": 1}, stream=False).done  # still serving
+
+
+# -- generate ---------------------------------------------------------------------------------------------------
+
+
+def test_generate_renders_the_template_or_runs_raw(srv: Server, client: ollama.Client) -> None:
+    g = client.generate(model="smol", system="Answer briefly.", prompt="What is the capital of France?",
+                        options={"num_predict": 8, **GREEDY})
+    oai = _openai_chat(srv, [{"role": "system", "content": "Answer briefly."}, *ASK], 8)
+    assert g.response == oai["choices"][0]["message"]["content"] and g.prompt_eval_count == oai["usage"]["prompt_tokens"]
+    raw = client.generate(model="smol", prompt="The capital of France is", raw=True,
+                          options={"num_predict": 8, **GREEDY})
+    native = srv.post("/completion", {"prompt": "The capital of France is", "n_predict": 8, **GREEDY}).json()
+    assert raw.response == native["content"] and raw.prompt_eval_count == native["tokens_evaluated"]
+    # context: the prompt's tokens and the reply's, which a later request continues from
+    prompt_tokens = srv.post("/tokenize", {"content": "The capital of France is", "add_special": True}).json()["tokens"]
+    assert raw.context is not None and list(raw.context[: len(prompt_tokens)]) == prompt_tokens
+    assert len(raw.context) == len(prompt_tokens) + 8
+    more = client.generate(model="smol", prompt=" It is", raw=True, context=raw.context,
+                           options={"num_predict": 4, **GREEDY})
+    n_more = len(srv.post("/tokenize", {"content": " It is"}).json()["tokens"])
+    assert more.prompt_eval_count == len(raw.context) + n_more  # continued after the earlier exchange
+    streamed = list(client.generate(model="smol", prompt="The capital of France is", raw=True, stream=True,
+                                    options={"num_predict": 8, **GREEDY}))
+    assert "".join(p.response or "" for p in streamed) == raw.response and streamed[-1].context == raw.context
+
+
+def test_generate_suffix_fills_the_middle(make_server: Any, model_path: str, client: ollama.Client) -> None:
+    fim = make_server("-m", str(smollm2_fim_gguf(Path(model_path))), "-c", "1024", "-np", "1")
+    prefix, suffix = "def add(a, b):\n    return ", "\n\nprint(add(1, 2))\n"
+    infill = fim.post("/infill", {"input_prefix": prefix, "input_suffix": suffix, "n_predict": 6, **GREEDY}).json()
+    g = ollama.Client(host=fim.url).generate(model="m", prompt=prefix, suffix=suffix,
+                                             options={"num_predict": 6, **GREEDY})
+    assert g.response == infill["content"] and g.prompt_eval_count == infill["tokens_evaluated"]
+    show = ollama.Client(host=fim.url).show("m")
+    assert "insert" in (show.capabilities or [])
+    # a model without fill-in-the-middle tokens: Ollama's answer
+    with pytest.raises(ollama.ResponseError, match="does not support insert") as err:
+        client.generate(model="smol", prompt=prefix, suffix=suffix)
+    assert err.value.status_code == 400
+
+
+# -- thinking ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def thinker(model_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    template = tmp_path_factory.mktemp("think") / "think.jinja"
+    template.write_text(THINK_TEMPLATE)
+    s = Server(["-m", model_path, "-c", "1024", "-np", "1", "-t", "1", "--chat-template-file", str(template)])
+    yield s
+    s.stop()
+
+
+def test_think_separates_the_thinking(thinker: Server) -> None:
+    client = ollama.Client(host=thinker.url, timeout=120)
+    r = client.chat(model="m", messages=ASK, think=True, options={"num_predict": 30, "top_k": 1}, stream=False)
+    oai = thinker.post("/v1/chat/completions", {"messages": ASK, "max_tokens": 30, "top_k": 1}).json()
+    message = oai["choices"][0]["message"]
+    assert r.message.thinking == message.get("reasoning_content") and r.message.content == message["content"]
+    assert r.message.thinking  # the template opened a thinking block
+    off = client.chat(model="m", messages=ASK, think=False, options={"num_predict": 8, **GREEDY}, stream=False)
+    plain = thinker.post("/v1/chat/completions", {"messages": ASK, "max_tokens": 8, **GREEDY,
+                                                  "chat_template_kwargs": {"enable_thinking": False}}).json()
+    assert off.message.thinking is None and off.message.content == plain["choices"][0]["message"]["content"]
+    assert off.prompt_eval_count == plain["usage"]["prompt_tokens"]
+    streamed = list(client.chat(model="m", messages=ASK, think=True, options={"num_predict": 30, "top_k": 1}, stream=True))
+    assert "".join(p.message.thinking or "" for p in streamed) == (r.message.thinking or "")
+    assert "".join(p.message.content or "" for p in streamed) == r.message.content
+    show = client.show("m")
+    assert "thinking" in (show.capabilities or []) and show.template == THINK_TEMPLATE
+
+
+# -- models and embeddings --------------------------------------------------------------------------------------
+
+
+def test_tags_ps_show_version(srv: Server, client: ollama.Client, model_path: str) -> None:
+    (listed,) = client.list().models
+    size = Path(model_path).stat().st_size
+    assert listed.model == "smol" and listed.size == size and listed.details is not None
+    assert listed.details.format == "gguf" and listed.details.family == "llama"
+    assert listed.details.quantization_level == "Q4_1" and listed.details.parameter_size == "135M"
+    assert listed.digest and len(listed.digest) == 64
+    (running,) = client.ps().models
+    assert running.model == "smol" and running.context_length == 1024 and running.size == size  # 2048 / 2 slots
+    show = client.show("smol")
+    assert show.capabilities == ["completion", "tools"]
+    props = srv.get("/props").json()
+    assert show.template == props["chat_template"] and show.details == listed.details
+    assert show.modelinfo is not None and show.modelinfo["general.architecture"] == "llama"
+    assert show.modelinfo["llama.context_length"] == 8192 and show.modelinfo["general.parameter_count"] > 1e8
+    assert srv.get("/api/version").json()["version"].count(".") == 2
+    assert srv.post("/api/show", "not json", headers={"Content-Type": "application/json"}).status_code == 400
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Iterator[Server]:
+    s = Server(["-m", str(minilm_gguf()), "--embeddings", "-np", "2", "-c", "1024", "-t", "2"])
+    yield s
+    s.stop()
+
+
+def test_embed_matches_the_openai_route(embedder: Server) -> None:
+    client = ollama.Client(host=embedder.url, timeout=120)
+    texts = ["The cat sat on the mat.", "A dog barked."]
+    r = client.embed(model="m", input=texts)
+    oai = embedder.post("/v1/embeddings", {"input": texts}).json()
+    assert len(r.embeddings) == 2 and r.prompt_eval_count == oai["usage"]["prompt_tokens"]
+    for ours, theirs in zip(r.embeddings, oai["data"]):
+        assert ours == pytest.approx(theirs["embedding"], abs=1e-6)
+        assert math.fsum(x * x for x in ours) == pytest.approx(1.0)  # Ollama's are unit vectors
+    short = client.embed(model="m", input=texts[0], dimensions=8)
+    assert short.embeddings[0] == pytest.approx(embedder.post(
+        "/v1/embeddings", {"input": texts[0], "dimensions": 8}).json()["data"][0]["embedding"], abs=1e-6)
+    legacy = client.embeddings(model="m", prompt=texts[0])
+    assert list(legacy.embedding) == pytest.approx(r.embeddings[0], abs=1e-6)
+    for bad in ({"input": []}, {"input": texts[0], "dimensions": 100000}, {"input": texts[0], "dimensions": 0}):
+        resp = embedder.post("/api/embed", {"model": "m", **bad})
+        assert resp.status_code == 400 and isinstance(resp.json()["error"], str)
+    # an embedding server does not chat, a chat server does not embed: Ollama's error shape, llama-server's status
+    assert embedder.post("/api/chat", {"model": "m", "messages": ASK}).status_code == 501
+    assert ollama.Client(host=embedder.url).show("m").capabilities == ["embedding"]
+
+
+def test_a_generation_server_does_not_embed(srv: Server) -> None:
+    r = srv.post("/api/embed", {"model": "smol", "input": "hi"})
+    assert r.status_code == 501 and "--embeddings" in r.json()["error"]
+
+
+def test_errors_keep_ollamas_shape_and_the_server_serves(srv: Server, client: ollama.Client) -> None:
+    r = srv.post("/api/generate", "{", headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and set(r.json()) == {"error"}
+    assert srv.post("/api/generate", {"model": "smol", "prompt": "x", "context": [-1]}).status_code == 400
+    assert srv.post("/api/generate", {"model": "smol", "prompt": "x", "raw": True, "images": ["aGk="]}).status_code == 400
+    assert srv.post("/api/generate", {"model": "smol", "prompt": "x", "suffix": 3}).status_code == 400
+    assert srv.get("/api/chat").status_code == 405
+    # an OpenAI route keeps llama-server's shape
+    assert isinstance(srv.post("/v1/chat/completions", {"messages": "x"}).json()["error"], dict)
+    assert client.generate(model="smol", prompt="Hi", options={"num_predict": 2}).done
