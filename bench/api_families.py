@@ -2,7 +2,8 @@
 
 The same streaming workload (same prompt, greedy, ``ignore_eos``, ``cache_prompt: false``, a fixed number of
 tokens) goes to each family's route of one server: OpenAI ``/v1/chat/completions`` (the reference, ``chat``),
-Anthropic ``/v1/messages`` (``messages``), OpenAI ``/v1/responses`` (``responses``), and any family added to
+Anthropic ``/v1/messages`` (``messages``), OpenAI ``/v1/responses`` (``responses``), Ollama ``/api/chat``
+(``ollama``, newline-delimited JSON), and any family added to
 `FAMILIES`. The families take turns, ``--rounds`` times (chat, messages, chat, messages, ...), so a drift of
 the machine hits them alike; each family's figure is the mean of its rounds, and its cost is its aggregate
 tok/s relative to chat's (the goal: under 3 %).
@@ -13,6 +14,7 @@ family's translation adds per token.
     python -m bench.api_families                                  # chat,messages; C=8; 2 rounds of 15 s
     python -m bench.api_families --families chat,messages --clients 8 --duration 20 --rounds 3
     python -m bench.api_families --families chat,responses
+    python -m bench.api_families --families chat,ollama
 
 A family is a route path, a request body built from (prompt, n_predict), and a reader of its stream's
 ``data:`` objects that marks each token (bench/loadgen.py's `Workload`); the load loop, the token window,
@@ -83,6 +85,19 @@ def _responses_data(obj: dict[str, Any], now: float, rec: RequestRecord) -> None
         _final(rec, now, int(obj["response"]["usage"]["output_tokens"]))
 
 
+def _ollama_data(obj: dict[str, Any], now: float, rec: RequestRecord) -> None:
+    if (obj.get("message") or {}).get("content"):
+        _token(rec, now, obj["message"]["content"])
+    if obj.get("done"):
+        _final(rec, now, int(obj["eval_count"]), 1e9 * max(obj["eval_count"] - 1, 0) / max(obj["eval_duration"], 1))
+
+
+def _ollama_body(prompt: str, n_predict: int) -> dict[str, Any]:
+    # Ollama's sampling fields go in options; llama.cpp's own ride there too
+    same = {"num_predict": n_predict, "temperature": 0, "ignore_eos": True, "cache_prompt": False}
+    return {"model": "bench", "messages": [{"role": "user", "content": prompt}], "options": same}
+
+
 def _responses_body(prompt: str, n_predict: int) -> dict[str, Any]:
     return {"model": "bench", "input": prompt, "max_output_tokens": n_predict}
 
@@ -96,17 +111,20 @@ class Family:
     path: str
     body: Callable[[str, int], dict[str, Any]]  # (prompt, n_predict) -> the family's own request
     on_data: OnData
+    ndjson: bool = False
 
     def workload(self, prompt: str, n_predict: int) -> Workload:
         # the same generation for every family: llama.cpp's fields pass through each route's translation
         same = {"temperature": 0, "ignore_eos": True, "cache_prompt": False, "stream": True}
-        return Workload(json.dumps({**self.body(prompt, n_predict), **same}).encode(), self.path, self.on_data)
+        return Workload(json.dumps({**self.body(prompt, n_predict), **same}).encode(), self.path, self.on_data,
+                        self.ndjson)
 
 
 FAMILIES: dict[str, Family] = {
     "chat": Family("/v1/chat/completions", _chat_body, _chat_data),
     "messages": Family("/v1/messages", _chat_body, _messages_data),  # Anthropic: the same three fields
     "responses": Family("/v1/responses", _responses_body, _responses_data),  # OpenAI Responses
+    "ollama": Family("/api/chat", _ollama_body, _ollama_data, ndjson=True),  # Ollama (its own JSON lines)
 }
 
 

@@ -211,22 +211,25 @@ async def stream_completion(conn: Connection, request: bytes | Workload, rec: Re
         text = b"".join([part async for part in _body_parts(reader, headers)])
         raise HttpError(f"HTTP {status}: {text[:200].decode('utf-8', 'replace')}")
     buf = b""
+    sep = b"\n" if work.ndjson else b"\n\n"  # NDJSON: an object a line; SSE: events apart by a blank line
     async for part in _body_parts(reader, headers):
         now = time.perf_counter()
         buf += part
         while True:
-            end = buf.find(b"\n\n")
+            end = buf.find(sep)
             if end < 0:
                 break
-            event, buf = buf[:end], buf[end + 2 :]
+            event, buf = buf[:end], buf[end + len(sep) :]
             for line in event.split(b"\n"):
-                if line.startswith(b"data: ") and line != b"data: [DONE]":
-                    obj = json.loads(line[6:])
-                    if isinstance(obj, dict) and "error" in obj:  # llama-server's error after the stream began
-                        raise HttpError(f"stream error: {json.dumps(obj['error'])[:200]}")
-                    work.on_data(obj, now, rec)
-                elif line.startswith(b"error: "):
+                if line.startswith(b"error: "):
                     raise HttpError(f"stream error: {line[7:200].decode('utf-8', 'replace')}")
+                payload = line if work.ndjson else line[6:] if line.startswith(b"data: ") else b""
+                if not payload.strip() or payload == b"[DONE]":
+                    continue
+                obj = json.loads(payload)
+                if isinstance(obj, dict) and "error" in obj:  # llama-server's error after the stream began
+                    raise HttpError(f"stream error: {json.dumps(obj['error'])[:200]}")
+                work.on_data(obj, now, rec)
 
 
 def _on_data(obj: dict[str, Any], now: float, rec: RequestRecord) -> None:
@@ -252,6 +255,7 @@ class Workload:
     body: bytes
     path: str = "/completion"
     on_data: Callable[[dict[str, Any], float, RequestRecord], None] = _on_data
+    ndjson: bool = False  # the stream is newline-delimited JSON (Ollama's), not server-sent events
 
 
 # -- the closed loop --------------------------------------------------------------------------

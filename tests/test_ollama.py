@@ -17,11 +17,15 @@ import requests
 
 from llamatwist.api.errors import InvalidRequest
 from llamatwist.api.ollama.request import chat_body, embed_inputs, generate_body, sampling_fields
+from tests import test_multimodal
 from tests.conftest import Server
 from tests.models import minilm_gguf, smollm2_fim_gguf
+from tests.test_media_load import PNG, data_uri, image_bytes
 from tests.test_reasoning import THINK_TEMPLATE
 
 pytestmark = pytest.mark.timeout(300)
+
+vision_dir = test_multimodal.vision_dir  # the fixture: the generated vision model
 
 ASK = [{"role": "user", "content": "What is the capital of France?"}]
 # greedy, the whole length, and no prompt cache: two routes evaluate the same prompt the same way
@@ -213,6 +217,34 @@ def test_images_without_a_projector_are_a_400(client: ollama.Client) -> None:
     assert client.chat(model="smol", messages=ASK, options={"num_predict": 1}, stream=False).done  # still serving
 
 
+def test_images_on_a_vision_model(vision_dir: Path, make_server: Any) -> None:
+    vsrv = make_server("-m", str(vision_dir / "model.gguf"), "--mmproj", str(vision_dir / "mmproj.gguf"), "-c", "1024",
+                       "-np", "1", "-t", "1")
+    client = ollama.Client(host=vsrv.url, timeout=120)
+    blue = image_bytes("PNG", (10, 10, 220))
+    text = "What is in the picture?"
+
+    def openai_reply(image: bytes) -> dict[str, Any]:
+        parts = [{"type": "image_url", "image_url": {"url": data_uri(image)}}, {"type": "text", "text": text}]
+        return _openai_chat(vsrv, [{"role": "user", "content": parts}], 6)
+
+    # the client sends raw bytes as base64; the same image gives the OpenAI route's reply, another image another
+    replies = []
+    for image in (PNG, blue):
+        r = client.chat(model="m", messages=[{"role": "user", "content": text, "images": [image]}],
+                        options={"num_predict": 6, **GREEDY}, stream=False)
+        oai = openai_reply(image)
+        assert r.message.content == oai["choices"][0]["message"]["content"]
+        assert r.prompt_eval_count == oai["usage"]["prompt_tokens"]
+        replies.append(r.message.content)
+    assert replies[0] != replies[1]
+    g = client.generate(model="m", prompt=text, images=[PNG], options={"num_predict": 6, **GREEDY})
+    assert g.response == openai_reply(PNG)["choices"][0]["message"]["content"]
+    assert client.show("m").capabilities == ["completion", "tools", "vision"]
+    bad = vsrv.post("/api/chat", {"model": "m", "messages": [{"role": "user", "content": "x", "images": ["bm90IGFuIGltYWdl"]}]})
+    assert bad.status_code == 400 and isinstance(bad.json()["error"], str)
+
+
 # -- generate ---------------------------------------------------------------------------------------------------
 
 
@@ -297,7 +329,7 @@ def test_tags_ps_show_version(srv: Server, client: ollama.Client, model_path: st
     (running,) = client.ps().models
     assert running.model == "smol" and running.context_length == 1024 and running.size == size  # 2048 / 2 slots
     show = client.show("smol")
-    assert show.capabilities == ["completion", "tools"]
+    assert show.capabilities == ["completion", "tools"] and show.parameters == "num_ctx 1024"
     props = srv.get("/props").json()
     assert show.template == props["chat_template"] and show.details == listed.details
     assert show.modelinfo is not None and show.modelinfo["general.architecture"] == "llama"
@@ -350,3 +382,17 @@ def test_errors_keep_ollamas_shape_and_the_server_serves(srv: Server, client: ol
     # an OpenAI route keeps llama-server's shape
     assert isinstance(srv.post("/v1/chat/completions", {"messages": "x"}).json()["error"], dict)
     assert client.generate(model="smol", prompt="Hi", options={"num_predict": 2}).done
+
+
+def test_a_failure_mid_stream_is_a_last_error_line(make_server: Any, model_path: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # libllama's decode fails on its 2nd call (the test hook in engine/context.py): after the first token
+    monkeypatch.setenv("LLAMATWIST_FAULT_DECODE_ABORT", "2")
+    srv = make_server("-m", model_path, "-c", "512", "-np", "2", "-t", "1", "--no-warmup")
+    body = {"model": "m", "prompt": "The capital of France is", "raw": True, "options": {"num_predict": 6, "top_k": 1}}
+    lines = _ndjson(srv, "/api/generate", body)
+    assert lines[0]["done"] is False and lines[0]["response"]
+    assert set(lines[-1]) == {"error"} and "decode aborted" in lines[-1]["error"], lines
+    client = ollama.Client(host=srv.url, timeout=120)
+    assert client.generate(model="m", prompt="The capital of France is", raw=True,
+                           options={"num_predict": 6, **GREEDY}).eval_count == 6  # served as before

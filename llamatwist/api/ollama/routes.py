@@ -321,7 +321,8 @@ def register(app: Klein, ctx: ApiContext) -> None:
         caps += ["audio"] if loaded.audio else []
         return send_json(request, {
             "modelfile": f"FROM {ctx.model_path}\n",
-            "parameters": "",
+            # as a Modelfile's PARAMETER lines: the context a request gets here (clients size prompts by it)
+            "parameters": f"num_ctx {loaded.n_ctx_slot}",
             "template": fmt.source if fmt is not None else (loaded.chat_template or ""),
             "details": _details(loaded),
             "model_info": model_info(loaded.metadata, loaded.info.n_params),
