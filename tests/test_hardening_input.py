@@ -35,6 +35,9 @@ ROUTES: dict[str, dict[str, Any]] = {
     "/v1/messages/count_tokens": {"model": "x", "messages": CHAT["messages"]},
     "/v1/responses": {"input": "hi", "max_output_tokens": 1},
     "/v1/responses/input_tokens": {"input": "hi"},
+    "/api/chat": {"model": "x", "messages": CHAT["messages"], "stream": False, "options": {"num_predict": 1}},
+    "/api/generate": {"model": "x", "prompt": "hi", "stream": False, "options": {"num_predict": 1}},
+    "/api/show": {"model": "x"},
 }
 
 
@@ -73,8 +76,12 @@ def dechunk(data: bytes) -> bytes:
 
 
 def error_message(path: str, status: int, payload: bytes) -> str:
-    """The error's message, after checking the family's shape (Anthropic's for /v1/messages)."""
+    """The error's message, after checking the family's shape (Anthropic's for /v1/messages, Ollama's under
+    /api/)."""
     body = json.loads(payload)
+    if path.startswith("/api/"):
+        assert set(body) == {"error"} and isinstance(body["error"], str), body
+        return str(body["error"])
     if path.startswith("/v1/messages"):
         assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error", body
         return str(body["error"]["message"])
@@ -284,6 +291,39 @@ def test_property_chat_messages(srv: Server, messages: Any, tools: Any) -> None:
         body["tools"] = tools
     for path in ("/v1/chat/completions", "/apply-template"):
         check_answer(path, requests.post(srv.url + path, json=body, timeout=120))
+
+
+OLLAMA_MESSAGE = st.fixed_dictionaries(
+    {},
+    optional={
+        "role": st.sampled_from(["system", "user", "assistant", "tool", "alien"]) | JSON_SCALARS,
+        "content": st.text(max_size=10) | JSON_SCALARS,
+        "images": st.lists(st.text(max_size=8), max_size=2) | JSON_VALUES,
+        "thinking": JSON_SCALARS,
+        "tool_name": JSON_SCALARS,
+        "tool_calls": st.lists(st.fixed_dictionaries({}, optional={"function": st.fixed_dictionaries(
+            {}, optional={"name": st.text(max_size=4) | JSON_SCALARS, "arguments": JSON_VALUES}) | JSON_SCALARS}),
+            max_size=2) | JSON_VALUES,
+    },
+)  # fmt: skip
+OLLAMA_OPTIONS = st.dictionaries(st.sampled_from(["temperature", "top_k", "top_p", "min_p", "stop", "seed", "num_ctx",
+                                                  "mirostat", "repeat_penalty", "num_keep", "typical_p", "other"]),
+                                 JSON_VALUES, max_size=4)  # fmt: skip
+
+
+@SETTINGS
+@given(messages=st.lists(OLLAMA_MESSAGE, max_size=3) | JSON_VALUES, options=OLLAMA_OPTIONS | JSON_VALUES,
+       extra=st.fixed_dictionaries({}, optional={"format": JSON_VALUES | st.just("json"), "think": JSON_VALUES,
+                                                 "tools": JSON_VALUES, "stream": st.booleans() | JSON_SCALARS,
+                                                 "logprobs": JSON_SCALARS, "top_logprobs": JSON_SCALARS}))
+def test_property_ollama_chat(srv: Server, messages: Any, options: Any, extra: dict[str, Any]) -> None:
+    if isinstance(options, dict):
+        options["num_predict"] = 1
+    r = requests.post(srv.url + "/api/chat", json={"model": "x", "messages": messages, "options": options, **extra},
+                      timeout=120)
+    check_answer("/api/chat", r)
+    if r.status_code == 200 and r.headers["Content-Type"] == "application/x-ndjson":
+        assert json.loads(r.text.splitlines()[-1]).get("done") is True, r.text[-500:]
 
 
 def test_server_healthy_after_all(srv: Server) -> None:
