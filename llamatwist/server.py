@@ -24,6 +24,8 @@ from llamatwist.api.app import build_app
 from llamatwist.api.chatformat import build_formatter
 from llamatwist.api.constraints import load_default
 from llamatwist.api.http import ApiContext
+from llamatwist.api.openapi import OPERATIONS
+from llamatwist.api.request_metrics import RequestMetrics
 from llamatwist.api.security import (
     SecureResource,
     SecurityPolicy,
@@ -455,7 +457,8 @@ def make_service(config: ServerConfig, reactor: Any = None) -> ServerService:
     if tools is not None:
         tools.setServiceParent(top)
     ctx = ApiContext(config=config, engine=engine, model_path=model_path,
-                     default_constraint=_default_constraint(config), tools=tools)
+                     default_constraint=_default_constraint(config), tools=tools,
+                     request_metrics=RequestMetrics(OPERATIONS))
     template_text = _read_template_file(config.chat_template_file)
 
     def prepare_chat(loaded: LoadedModel) -> None:
@@ -478,6 +481,7 @@ def make_service(config: ServerConfig, reactor: Any = None) -> ServerService:
         build_app(ctx).resource(),
         SecurityPolicy.from_config(config),
         is_ready=lambda: engine.state is EngineState.READY and not top.draining,
+        metrics=ctx.request_metrics,
     )
     add_listeners(top, resource, config, reactor)
     return top

@@ -17,6 +17,7 @@ from twisted.web.server import Request
 
 from llamatwist.api.chatformat import ChatFormatter
 from llamatwist.api.errors import REPORTED, InvalidRequest, NotSupported, ServerError, Unavailable, send_error
+from llamatwist.api.request_metrics import RequestMetrics
 from llamatwist.config import ServerConfig
 from llamatwist.constrain.reasoning_budget import ReasoningSwitch
 from llamatwist.constrain.spec import ConstraintSpec
@@ -42,6 +43,7 @@ class ApiContext:
     # chat completions running now, by id: the switch that ends their thinking (None: no reasoning_control)
     live_completions: dict[str, ReasoningSwitch | None] = field(default_factory=dict)
     tools: ToolsService | None = None  # /tools: --tools and the MCP servers (None: llama-server's 403)
+    request_metrics: RequestMetrics | None = None  # llamatwist:* in /metrics (None: not counted)
 
     @property
     def chat(self) -> ChatFormatter:

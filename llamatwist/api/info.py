@@ -260,4 +260,5 @@ def register(app: Klein, ctx: ApiContext) -> None:
         ctx.require_ready()
         request.setHeader(b"Content-Type", b"text/plain; version=0.0.4")
         request.setHeader(b"Process-Start-Time-Unix", str(_STARTED).encode())
-        return exporter.render()
+        own = ctx.request_metrics.render() if ctx.request_metrics is not None else b""
+        return exporter.render() + own

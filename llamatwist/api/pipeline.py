@@ -122,12 +122,25 @@ def _run(
         check_lora_ids(params.lora, len(ctx.require_ready().loras))
     tasks: list[CompletionTask] = []
     finals: list[Deferred[Any]] = []
+    metrics = None if embed else ctx.request_metrics
+    first: list[bool] = []  # the request's first token came (its time counted once, whatever its choices)
+
+    def observe(result: PartialResult | FinalResult) -> None:
+        assert metrics is not None
+        if not first and (isinstance(result, FinalResult) or result.tokens or result.content):
+            first.append(True)
+            metrics.first_token(request)
+        if isinstance(result, FinalResult):
+            metrics.finished(result.n_prompt_tokens, result.n_decoded)
+
     for index, tokens in enumerate(prompts):
         d: Deferred[Any] = Deferred()
 
         def sink(result: Result, d: Deferred[Any] = d, index: int = index) -> None:
             if d.called:
                 return
+            if metrics is not None and isinstance(result, (PartialResult, FinalResult)):
+                observe(result)
             if isinstance(result, PartialResult):
                 if on_partial is not None:
                     on_partial(index, result)

@@ -55,6 +55,7 @@ from llamatwist.api.errors import (
     path_error_json,
     send_error,
 )
+from llamatwist.api.request_metrics import RequestMetrics
 from llamatwist.config import ServerConfig
 from llamatwist.webui import resolve_static
 
@@ -198,14 +199,19 @@ class SecureResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, wrapped: Resource, policy: SecurityPolicy, is_ready: Callable[[], bool] | None = None) -> None:
+    def __init__(self, wrapped: Resource, policy: SecurityPolicy, is_ready: Callable[[], bool] | None = None,
+                 metrics: RequestMetrics | None = None) -> None:
         super().__init__()
         self._wrapped = wrapped
         self._policy = policy
         self._is_ready = is_ready
+        self._metrics = metrics
 
     def render(self, request: Request) -> bytes | int:
         policy = self._policy
+        route = route_path(request.postpath or [], policy.prefix)
+        if self._metrics is not None:
+            self._metrics.started(request, "" if route is None else route.decode("utf-8", "replace"))
         origin = _header(request, b"origin")
         allowed = allow_origin(
             policy.cors_origins,
@@ -227,7 +233,6 @@ class SecureResource(Resource):
             request.setHeader(b"Content-Type", b"text/html")
             return b""
 
-        route = route_path(request.postpath or [], policy.prefix)
         frontend = route in FRONTEND_PATHS or self._static_file(request, route)
         if self._is_ready is not None and not frontend and not self._is_ready():
             return send_error(request, Unavailable("Loading model"))
