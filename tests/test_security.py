@@ -408,6 +408,8 @@ def test_every_registered_route_needs_a_key(keyed: Server) -> None:
             assert r.status_code == 200, (method, path)
         elif path.startswith("/v1/messages"):  # Anthropic's routes answer in Anthropic's error shape
             assert (r.status_code, r.json()) == (401, ANTHROPIC_INVALID_KEY), (method, path)
+        elif path.startswith("/api/"):  # and Ollama's in Ollama's
+            assert (r.status_code, r.json()) == (401, {"error": "Invalid API Key"}), (method, path)
         else:
             assert (r.status_code, r.json()) == (401, INVALID_KEY), (method, path)
 
