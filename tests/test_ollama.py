@@ -376,6 +376,13 @@ def test_errors_keep_ollamas_shape_and_the_server_serves(srv: Server, client: ol
     r = srv.post("/api/generate", "{", headers={"Content-Type": "application/json"})
     assert r.status_code == 400 and set(r.json()) == {"error"}
     assert srv.post("/api/generate", {"model": "smol", "prompt": "x", "context": [-1]}).status_code == 400
+    for context in ([10**9], [1] * 5000):  # a token not in the vocabulary; more than the slot's context
+        r = srv.post("/api/generate", {"model": "smol", "prompt": "x", "context": context, "stream": False})
+        assert r.status_code == 400 and set(r.json()) == {"error"}, r.text
+    r = srv.post("/api/generate", {"model": "smol", "prompt": "x", "context": [1], "images": ["aGk="]})
+    assert r.status_code == 400 and "context" in r.json()["error"]
+    r = srv.post("/api/chat", {"model": "smol", "messages": ASK, "logprobs": True, "top_logprobs": "all"})
+    assert r.status_code == 400 and "top_logprobs" in r.json()["error"]
     assert srv.post("/api/generate", {"model": "smol", "prompt": "x", "raw": True, "images": ["aGk="]}).status_code == 400
     assert srv.post("/api/generate", {"model": "smol", "prompt": "x", "suffix": 3}).status_code == 400
     assert srv.get("/api/chat").status_code == 405

@@ -32,7 +32,7 @@ from llamatwist.runtime import (
     Result,
 )
 
-__all__ = ["expand", "run_embeddings", "run_tasks", "tokenize_prompts"]
+__all__ = ["check_prompt", "expand", "run_embeddings", "run_tasks", "tokenize_prompts"]
 
 T = TypeVar("T")
 
@@ -49,25 +49,30 @@ NO_PROJECTOR = ("media input (multimodal_data, image_url, input_audio or input_v
 async def tokenize_prompts(
     ctx: ApiContext, loaded: LoadedModel, prompts: list[Prompt], add_special: bool = True, embed: bool = False
 ) -> list[list[int]]:
-    """Tokenize every prompt and check it against the vocabulary and the context (``embed``: first against
-    the micro-batch, which an embedding's prompt must fit whole, as llama-server checks it)."""
+    """Tokenize every prompt and check it (`check_prompt`)."""
     out = []
     for prompt in prompts:
         if any(isinstance(p, (EncodedMedia, MediaInput)) for p in prompt):
             tokens: list[int] = await _tokenize_media(ctx, loaded, prompt, add_special)
         else:
             tokens = await ctx.engine.tokenize([p for p in prompt if isinstance(p, (str, int))], add_special, True)
-        if not tokens:
-            raise InvalidRequest("the prompt is empty after tokenization")
-        media = bool(getattr(tokens, "media", ()))  # placeholder ids (negative) stand for media positions
-        if not all((media and t < 0) or ctx.engine.valid_token(t) for t in tokens):
-            raise InvalidRequest("Prompt contains invalid tokens")
-        if embed and len(tokens) > loaded.n_ubatch:
-            raise InputTooLarge(len(tokens), loaded.n_ubatch)
-        if len(tokens) >= loaded.n_ctx_slot:
-            raise ContextExceeded(len(tokens), loaded.n_ctx_slot)
+        check_prompt(ctx, loaded, tokens, embed)
         out.append(tokens)
     return out
+
+
+def check_prompt(ctx: ApiContext, loaded: LoadedModel, tokens: list[int], embed: bool = False) -> None:
+    """A prompt's tokens are the vocabulary's and fit a slot (``embed``: first the micro-batch, which an
+    embedding's prompt must fit whole, as llama-server checks it)."""
+    if not tokens:
+        raise InvalidRequest("the prompt is empty after tokenization")
+    media = bool(getattr(tokens, "media", ()))  # placeholder ids (negative) stand for media positions
+    if not all((media and t < 0) or ctx.engine.valid_token(t) for t in tokens):
+        raise InvalidRequest("Prompt contains invalid tokens")
+    if embed and len(tokens) > loaded.n_ubatch:
+        raise InputTooLarge(len(tokens), loaded.n_ubatch)
+    if len(tokens) >= loaded.n_ctx_slot:
+        raise ContextExceeded(len(tokens), loaded.n_ctx_slot)
 
 
 async def _tokenize_media(ctx: ApiContext, loaded: LoadedModel, prompt: Prompt, add_special: bool) -> PromptTokens:

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from llamatwist.api.errors import InvalidRequest
-from llamatwist.api.params import FIELDS
+from llamatwist.api.params import FIELDS, read_n_probs
 
 __all__ = ["chat_body", "embed_inputs", "generate_body", "is_raw", "sampling_fields"]
 
@@ -86,7 +86,7 @@ def sampling_fields(body: Mapping[str, Any]) -> dict[str, Any]:
     out["stream"] = _bool(body, "stream", True)
     if _bool(body, "logprobs", False):  # the sampled tokens' own, and as many others as asked (none by default)
         out["logprobs"] = True
-        out["top_logprobs"] = body.get("top_logprobs", 0)
+        out["top_logprobs"] = read_n_probs("top_logprobs", body.get("top_logprobs", 0))
     return out
 
 
@@ -183,6 +183,8 @@ def generate_body(body: Mapping[str, Any]) -> dict[str, Any]:
     ``system`` and its prompt as the user's message (the model's template lays them out, as Ollama's)."""
     prompt = _str(body.get("prompt", ""), "prompt")
     fields = sampling_fields(body)
+    if body.get("images") and body.get("context"):
+        raise InvalidRequest("'images' cannot be used with 'context': a reply's token ids hold no images")
     if is_raw(body):
         if body.get("images"):
             raise InvalidRequest("'images' cannot be used with 'raw': the prompt is not laid out by the template")

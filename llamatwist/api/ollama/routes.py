@@ -41,7 +41,7 @@ from llamatwist.api.ollama.response import (
 from llamatwist.api.openai.chat import prepare_chat
 from llamatwist.api.openai.tools import MessageStream
 from llamatwist.api.params import parse_completion
-from llamatwist.api.pipeline import run_tasks, tokenize_prompts
+from llamatwist.api.pipeline import check_prompt, run_tasks, tokenize_prompts
 from llamatwist.api.streaming import SSEStream
 from llamatwist.chat.toolcalls import ChatSyntax
 from llamatwist.runtime import FinalResult, GenerationParams, LoadedModel, PartialResult, TokenProbs
@@ -142,10 +142,8 @@ def _model(body: dict[str, Any], ctx: ApiContext) -> str:
 
 
 def _top_n(body: dict[str, Any]) -> int:
-    if body.get("logprobs") is not True:
-        return -1
-    top = body.get("top_logprobs", 0)
-    return top if isinstance(top, int) and not isinstance(top, bool) else 0
+    """A translated body's top log probabilities to show (-1: none asked for)."""
+    return int(body["top_logprobs"]) if body.get("logprobs") else -1
 
 
 async def _run(ctx: ApiContext, request: Request, reply: _Reply, prompt: list[int], params: GenerationParams,
@@ -203,7 +201,7 @@ async def _untemplated(ctx: ApiContext, loaded: LoadedModel, raw: dict[str, Any]
     fill-in-the-middle laid out as ``/infill`` does."""
     fields = {k: v for k, v in body.items() if k not in ("messages", "logprobs", "top_logprobs")}
     if body.get("logprobs"):
-        fields["n_probs"] = max(_top_n(raw), 1)
+        fields["n_probs"] = max(_top_n(body), 1)
     prompt = raw.get("prompt") or ""
     req = parse_completion({**fields, "prompt": prompt}, ctx.config.sampling)
     params = await apply_constraint(ctx, fields, req.params)
@@ -232,7 +230,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
         if not body["messages"]:
             return send_json(request, _loaded_answer(ctx, raw, _chat_shape))
         prepared = await prepare_chat(ctx, loaded, body)
-        reply = _Reply(_model(raw, ctx), prepared.syntax, _chat_shape, _top_n(raw))
+        reply = _Reply(_model(raw, ctx), prepared.syntax, _chat_shape, _top_n(body))
         return await _run(ctx, request, reply, prepared.prompts[0], prepared.req.params)
 
     @app.route("/api/generate", methods=["POST"])
@@ -256,8 +254,9 @@ def register(app: Klein, ctx: ApiContext) -> None:
         if context:
             # the earlier exchange, then this prompt without a second BOS
             prompt = [*context, *(prompt[1:] if prompt and prompt[0] == loaded.bos else prompt)]
+            check_prompt(ctx, loaded, prompt)
         params = dataclasses.replace(params, return_tokens=True)
-        reply = _Reply(_model(raw, ctx), syntax, _generate_shape, _top_n(raw))
+        reply = _Reply(_model(raw, ctx), syntax, _generate_shape, _top_n(body))
 
         def with_context(r: FinalResult) -> dict[str, Any]:
             return {"context": [*prompt, *r.tokens]}
