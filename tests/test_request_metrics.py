@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -74,6 +75,15 @@ def test_requests_durations_and_generations_are_counted(srv: Server) -> None:
     assert after[duration] - before.get(duration, 0.0) == 3
     # llama-server's own metrics are all still there
     assert ("llamacpp:tokens_predicted_total", ()) in after
+    # monitoring's reads count for nothing: a scrape after scrapes and health checks reads the same (llama-server's
+    # throughput gauges apart: they average the window since the previous scrape)
+    for path in ("/health", "/props", "/slots", "/v1/models"):
+        assert srv.get(path).status_code == 200
+
+    def own(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> dict[Any, float]:
+        return {k: v for k, v in samples.items() if k[0].startswith("llamatwist:")}
+
+    assert own(scrape(srv)) == own(after)
 
 
 def test_a_client_that_leaves_counts_as_499(srv: Server) -> None:

@@ -5,7 +5,8 @@ route and status, how long they took, and per generation its time to the first t
 
 The route label is the OpenAPI path the request matched (``/v1/chat/completions``, ``/slots/{id_slot}``), or
 ``other`` for a path no route serves, so a scanner's random paths add no series; a client that leaves before
-its answer ends counts with status ``499`` (nginx's "client closed request").
+its answer ends counts with status ``499`` (nginx's "client closed request"). Reads of the server's state
+(``GET /health``, ``/props``, ``/metrics``, ``/slots``, ``/models``) are not counted.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from werkzeug.routing import Map, Rule
 __all__ = ["RequestMetrics"]
 
 _P = "llamatwist:"
+# monitoring's own reads: not counted, so that scraping /metrics or polling /health changes nothing in /metrics
+# (llama-server's read-only endpoints leave its metrics as they were; its tests compare two scrapes)
+_READS = frozenset({"/health", "/v1/health", "/props", "/metrics", "/slots", "/models", "/v1/models"})
 # seconds: from a token-sized answer on a fast GPU to a long generation on a CPU
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, float("inf"))
 _TOKENS = (1, 8, 32, 128, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072, float("inf"))
@@ -58,10 +62,12 @@ class RequestMetrics:
 
     def started(self, request: Request, route: str) -> None:
         """A request reached the API (``route``: its path after any --api-prefix)."""
-        now = time.monotonic()
-        self._arrivals[request] = now
         method = request.method.decode("latin-1") if request.method else "?"
         label = self.route(route)
+        if label in _READS and method in ("GET", "HEAD"):
+            return
+        now = time.monotonic()
+        self._arrivals[request] = now
 
         def done(result: object) -> None:
             # an errback: the connection was lost before the answer ended
