@@ -128,12 +128,13 @@ def _run(
     tasks: list[CompletionTask] = []
     finals: list[Deferred[Any]] = []
     metrics = None if embed else ctx.request_metrics
-    first: list[bool] = []  # the request's first token came (its time counted once, whatever its choices)
+    first_seen = False  # the request's first token came (its time counted once, whatever its choices)
 
     def observe(result: PartialResult | FinalResult) -> None:
+        nonlocal first_seen
         assert metrics is not None
-        if not first and (isinstance(result, FinalResult) or result.tokens or result.content):
-            first.append(True)
+        if not first_seen and (isinstance(result, FinalResult) or result.tokens or result.content):
+            first_seen = True
             metrics.first_token(request)
         if isinstance(result, FinalResult):
             metrics.finished(result.n_prompt_tokens, result.n_decoded)

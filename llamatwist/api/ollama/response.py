@@ -9,6 +9,7 @@ import datetime
 import hashlib
 import json
 import os
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,7 +18,7 @@ from llamatwist.chat.toolcalls import ParsedMessage
 from llamatwist.runtime import FinalResult, TokenProbs
 
 __all__ = ["OLLAMA_VERSION", "created_at", "done_reason", "error_shape", "final_fields", "logprobs_json",
-           "message_json", "model_details", "model_entry", "model_info"]
+           "message_json", "model_details", "model_entry", "model_info", "modified_at"]
 
 # the Ollama API version these routes follow (clients such as Open WebUI ask /api/version)
 OLLAMA_VERSION = "0.12.0"
@@ -26,7 +27,7 @@ _MS = 1_000_000  # nanoseconds per millisecond
 
 def created_at() -> str:
     """Ollama's timestamp: RFC 3339 in UTC."""
-    return datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+    return _timestamp(time.time())
 
 
 def error_shape(answer: Any) -> dict[str, Any]:
@@ -85,15 +86,27 @@ def model_details(arch: str, n_params: int, ftype: str) -> dict[str, Any]:
 def model_entry(name: str, path: str, details: dict[str, Any]) -> dict[str, Any]:
     """One model of ``/api/tags`` and ``/api/ps``: its digest is of its path, size and time, not of its bytes
     (hashing gigabytes per listing would stall it)."""
+    size, mtime = _file(path)
+    digest = hashlib.sha256(f"{path}:{size}:{mtime}".encode()).hexdigest()
+    return {"name": name, "model": name, "modified_at": _timestamp(mtime), "size": size, "digest": digest,
+            "details": details}
+
+
+def modified_at(path: str) -> str:
+    """When the model's file last changed, as Ollama writes times."""
+    return _timestamp(_file(path)[1])
+
+
+def _file(path: str) -> tuple[int, float]:
     try:
         st = os.stat(path)
-        size, mtime = st.st_size, st.st_mtime
     except OSError:  # a model the router has not downloaded yet
-        size, mtime = 0, 0.0
-    digest = hashlib.sha256(f"{path}:{size}:{mtime}".encode()).hexdigest()
-    modified = datetime.datetime.fromtimestamp(mtime, datetime.timezone.utc).isoformat().replace("+00:00", "Z")
-    return {"name": name, "model": name, "modified_at": modified, "size": size, "digest": digest,
-            "details": details}
+        return 0, 0.0
+    return st.st_size, st.st_mtime
+
+
+def _timestamp(seconds: float) -> str:
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def model_info(metadata: dict[str, str], n_params: int) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from llamatwist.api.ollama.response import (
     model_details,
     model_entry,
     model_info,
+    modified_at,
 )
 from llamatwist.api.openai.chat import prepare_chat
 from llamatwist.api.openai.tools import MessageStream
@@ -109,7 +110,7 @@ class _Reply:
         piece = _pieces(deltas)
         if "tool_calls" in whole:
             piece["tool_calls"] = whole["tool_calls"]
-        if piece["content"] or len(piece) > 2:
+        if piece["content"] or "thinking" in piece or "tool_calls" in piece:
             out.append(self._object(piece, False))
         end = self._object({"role": "assistant", "content": ""}, True)
         out.append({**end, **final_fields(r, time.monotonic_ns() - self.t0)})
@@ -326,5 +327,5 @@ def register(app: Klein, ctx: ApiContext) -> None:
             "details": _details(loaded),
             "model_info": model_info(loaded.metadata, loaded.info.n_params),
             "capabilities": caps,
-            "modified_at": model_entry(ctx.model_alias, ctx.model_path, {})["modified_at"],
+            "modified_at": modified_at(ctx.model_path),
         })
