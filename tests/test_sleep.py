@@ -64,6 +64,26 @@ def test_sleeps_when_idle_and_wakes_for_the_next_task(make_server: Callable[...,
     wait_sleeping(srv)
 
 
+def test_constrained_output_across_sleeps(make_server: Callable[..., Server], model_path: str) -> None:
+    # the grammar's tokenizer is built once and kept: it must not hold the model it was built on (a sleep frees
+    # that one, and using it crashed the server), whether it was built awake, or asleep on the vocabulary alone
+    srv = make_server("-m", model_path, "-c", "512", "-np", "2", "-t", "1", "--sleep-idle-seconds", "1")
+    wait_sleeping(srv)
+    body = {"prompt": "A JSON object:", "n_predict": 12, "temperature": 0,
+            "json_schema": {"type": "object", "properties": {"name": {"type": "string"}}}}
+    first = srv.post("/completion", body)  # built asleep, on the vocabulary-only model, which the wake frees
+    assert first.status_code == 200, first.text
+    for _ in range(2):
+        wait_sleeping(srv)
+        again = srv.post("/completion", body)
+        assert again.status_code == 200 and again.json()["content"] == first.json()["content"], again.text
+    lazy = srv.post("/completion", {"prompt": "Say hi", "n_predict": 8, "temperature": 0,
+                                    "grammar": "root ::= [a-z ]+", "grammar_lazy": True,
+                                    "grammar_triggers": [{"type": 2, "value": "hi"}]})
+    assert lazy.status_code == 200, lazy.text
+    assert srv.proc.poll() is None and "Traceback" not in srv.log()
+
+
 def test_requests_racing_the_transitions(make_server: Callable[..., Server], model_path: str) -> None:
     """Tokenization runs beside the decode thread swapping models: never on a freed one."""
     srv = make_server("-m", model_path, "-c", "512", "-np", "2", "-t", "1", "--sleep-idle-seconds", "1")

@@ -203,6 +203,31 @@ class EngineService(Service):
         self._loop.set_lora_scales(scales, lambda: self._reactor.callFromThread(d.callback, None))
         return d
 
+    def wake(self) -> Deferred[None]:
+        """Fires once the model is loaded: now, or when a sleeping server has loaded it again."""
+        if not self.sleeping:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._wakers.append(d)
+        self._loop.wake()
+        return d
+
+    def set_keep_alive(self, seconds: float | None) -> None:
+        """How long the model stays loaded once idle (None: for ever, 0: it sleeps now if idle), until the
+        next task restores --sleep-idle-seconds (Ollama's keep_alive: the last request's holds)."""
+        self._loop.set_keep_alive(seconds)
+
+    def unload_at(self) -> float | None:
+        """When the idle model is due to sleep (``time.time()``); None when it is busy, asleep or kept."""
+        return self._loop.unload_at
+
+    def keep_alive(self) -> float | None:
+        return self._loop.keep_alive
+
+    def default_keep_alive(self) -> float | None:
+        """--sleep-idle-seconds (None: never)."""
+        return self._loop.default_keep_alive()
+
     def lora_scales(self) -> tuple[float, ...]:
         return self._loop.lora_scales
 
@@ -227,10 +252,7 @@ class EngineService(Service):
         """Tokenize a prompt with media through the projector (libmtmd) in the thread pool; the projector is
         unloaded while the server sleeps, so this wakes it first."""
         if self.sleeping:
-            d: Deferred[None] = Deferred()
-            self._wakers.append(d)
-            self._loop.wake()
-            return d.addCallback(lambda _: self.tokenize_media(prompt, add_special, parse_special))
+            return self.wake().addCallback(lambda _: self.tokenize_media(prompt, add_special, parse_special))
         return self.in_pool(self._with_model, self._tokenize_media, list(prompt), add_special, parse_special)
 
     def _tokenize_media(self, model: Model, prompt: list[str | MediaInput], add_special: bool,
@@ -266,7 +288,11 @@ class EngineService(Service):
             self._constraint_tokenizer = info  # two concurrent first requests may both build it; harmless
             return info
 
-        return self.in_pool(self._with_model, constraint_tokenizer).addCallback(keep)
+        # its tokenize goes to the model loaded when it is called: a sleeping server frees the one it was built on
+        return self.in_pool(self._with_model, constraint_tokenizer, self._tokenize_bytes).addCallback(keep)
+
+    def _tokenize_bytes(self, data: bytes) -> list[int]:
+        return self._with_model(lambda model: model.vocab.tokenize(data.decode("utf-8", "replace"), False, False))
 
     def token_piece(self, token: int, special: bool = True) -> bytes:
         return self._with_model(lambda model: model.vocab.token_to_piece(token, special=special))
@@ -275,14 +301,15 @@ class EngineService(Service):
         return self._with_model(lambda model: model.vocab.is_valid(token))
 
 
-def constraint_tokenizer(model: Model) -> TokenizerInfo:
+def constraint_tokenizer(model: Model, tokenize: Callable[[bytes], list[int]]) -> TokenizerInfo:
+    """The model's vocabulary as plain data (``tokenize`` must not hold the model: it outlives a sleep)."""
     vocab = model.vocab
     n = vocab.n_tokens
     return TokenizerInfo.from_attrs(
         [vocab.token_to_piece(i, special=True) for i in range(n)],
         [vocab.token_attr(i) for i in range(n)],
         [i for i in range(n) if vocab.is_eog(i)],
-        lambda data: vocab.tokenize(data.decode("utf-8", "replace"), False, False),
+        tokenize,
         bos_id=vocab.bos if vocab.bos >= 0 else None,
         n_vocab=n,
     )
