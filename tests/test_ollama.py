@@ -4,8 +4,10 @@ Each route is compared with the llama.cpp or OpenAI route that runs the same req
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,14 @@ import pytest
 import requests
 
 from llamatwist.api.errors import InvalidRequest
-from llamatwist.api.ollama.request import chat_body, embed_inputs, generate_body, sampling_fields
+from llamatwist.api.ollama.request import (
+    FOREVER,
+    chat_body,
+    embed_inputs,
+    generate_body,
+    read_keep_alive,
+    sampling_fields,
+)
 from tests import test_multimodal
 from tests.conftest import Server
 from tests.models import minilm_gguf, smollm2_fim_gguf
@@ -113,6 +122,21 @@ def test_bad_requests_are_400s(srv: Server, body: dict[str, Any]) -> None:
     r = srv.post("/api/chat", {"model": "smol", "messages": ASK, **body})
     assert r.status_code == 400, r.text
     assert isinstance(r.json()["error"], str) and r.json()["error"]  # Ollama's shape: the message itself
+
+
+@pytest.mark.parametrize(("value", "seconds"), [
+    (None, None), (0, 0.0), (90, 90.0), (2.5, 2.5), (-1, FOREVER), ("5m", 300.0), ("1h30m", 5400.0),
+    ("1.5s", 1.5), ("300ms", 0.3), ("0", 0.0), ("-1", FOREVER), ("-5m", FOREVER), ("3600", 3600.0),
+    (1e300, FOREVER), ("99999999999h", FOREVER),  # past what a wait's timeout takes: for ever
+])
+def test_keep_alive_reads_seconds_and_go_durations(value: Any, seconds: float | None) -> None:
+    assert read_keep_alive({"keep_alive": value}) == seconds
+
+
+@pytest.mark.parametrize("value", ["", "5x", "5mm", "1d", "m", "1.2.3", True, [1], {"s": 1}])
+def test_keep_alive_refuses_what_is_not_a_duration(value: Any) -> None:
+    with pytest.raises(InvalidRequest, match="keep_alive"):
+        read_keep_alive({"keep_alive": value})
 
 
 def test_translation_refuses_bad_embed_input() -> None:
@@ -403,3 +427,117 @@ def test_a_failure_mid_stream_is_a_last_error_line(make_server: Any, model_path:
     client = ollama.Client(host=srv.url, timeout=120)
     assert client.generate(model="m", prompt="The capital of France is", raw=True,
                            options={"num_predict": 6, **GREEDY}).eval_count == 6  # served as before
+
+
+# -- keep_alive: the model unloaded (the server sleeps) and loaded again ------------------------------------------
+
+
+def _sleeping(srv: Server) -> bool:
+    return bool(srv.get("/props").json()["is_sleeping"])
+
+
+def _wait_sleeping(srv: Server, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not _sleeping(srv):
+        assert time.monotonic() < deadline, "the model was not unloaded"
+        time.sleep(0.05)
+
+
+def _expires_in(client: ollama.Client) -> float:
+    (running,) = client.ps().models
+    assert running.expires_at is not None
+    return (running.expires_at - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
+
+
+def test_keep_alive_unloads_and_loads_the_model(make_server: Any, model_path: str) -> None:
+    srv = make_server("-m", model_path, "-c", "1024", "-np", "1", "-t", "1", "--no-warmup")
+    client = ollama.Client(host=srv.url, timeout=120)
+    body = {"options": {"num_predict": 4, **GREEDY}}
+    expected = client.generate(model="m", prompt="Hi", raw=True, **body).response
+    assert _expires_in(client) > 1e9  # the server's default (no --sleep-idle-seconds): kept for ever
+
+    # keep_alive 0 with nothing to generate: `ollama stop`, the model unloaded now
+    stop = client.generate(model="m", keep_alive=0)
+    assert stop.done and stop.done_reason == "unload" and stop.response == ""
+    _wait_sleeping(srv)
+    assert client.ps().models == [] and len(client.list().models) == 1  # unloaded, still served
+    assert client.generate(model="m", keep_alive=0).done_reason == "unload"  # asleep already: stays so
+    time.sleep(0.3)
+    assert _sleeping(srv)
+
+    # a load request: loaded again and kept as asked (and not put back to sleep by the earlier 0)
+    load = client.chat(model="m", messages=[], keep_alive="10m")
+    assert load.done_reason == "load" and not _sleeping(srv)
+    time.sleep(0.5)
+    assert not _sleeping(srv) and 590 < _expires_in(client) <= 600
+
+    # a request's own keep_alive holds once it ran: 1 s idle, then unloaded, and the next request loads it
+    assert client.generate(model="m", prompt="Hi", raw=True, keep_alive=1, **body).response == expected
+    _wait_sleeping(srv)
+    assert client.ps().models == []
+    assert client.generate(model="m", prompt="Hi", raw=True, **body).response == expected  # woken, same answer
+    assert not _sleeping(srv) and _expires_in(client) > 1e9  # a request without one: the server's default again
+
+    # a streamed chat takes it too; then a request on another API restores the server's default
+    assert list(client.chat(model="m", messages=ASK, keep_alive="1s", stream=True, **body))[-1].done
+    _wait_sleeping(srv)
+    assert srv.post("/v1/completions", {"prompt": "Hi", "max_tokens": 2}).status_code == 200
+    assert not _sleeping(srv) and _expires_in(client) > 1e9
+
+    # a bad one is the client's 400 before anything runs; the model stays as it was
+    for path, extra in (("/api/chat", {"messages": ASK}), ("/api/generate", {"prompt": "Hi"}),
+                        ("/api/generate", {})):
+        r = srv.post(path, {"model": "m", "keep_alive": "5 minutes", **extra})
+        assert r.status_code == 400 and "keep_alive" in r.json()["error"], r.text
+    assert not _sleeping(srv)
+    assert "Traceback" not in srv.log()
+
+
+def test_keep_alive_follows_sleep_idle_seconds(make_server: Any, model_path: str) -> None:
+    srv = make_server("-m", model_path, "-c", "1024", "-np", "1", "-t", "1", "--no-warmup",
+                      "--sleep-idle-seconds", "600")
+    client = ollama.Client(host=srv.url, timeout=120)
+    assert client.generate(model="m", prompt="Hi", raw=True, options={"num_predict": 2}).done
+    assert 590 < _expires_in(client) <= 600  # the server's default, counted from the last request
+    assert client.generate(model="m", prompt="Hi", raw=True, keep_alive=-1, options={"num_predict": 2}).done
+    assert _expires_in(client) > 1e9  # a negative keep_alive: never unloaded for idleness
+    assert client.generate(model="m", prompt="Hi", raw=True, keep_alive=1e300, options={"num_predict": 2}).done
+    assert _expires_in(client) > 1e9 and client.generate(model="m", prompt="Hi", options={"num_predict": 2}).done
+    assert client.generate(model="m", keep_alive=0).done_reason == "unload"
+    _wait_sleeping(srv)
+    assert client.generate(model="m").done_reason == "load"  # a load without keep_alive: the default again
+    assert not _sleeping(srv) and 590 < _expires_in(client) <= 600
+
+
+# -- the model store: a server of one model has none -------------------------------------------------------------
+
+
+def test_pull_answers_the_served_model_and_the_store_is_refused(srv: Server, client: ollama.Client) -> None:
+    assert client.pull("smol").status == "success"
+    streamed = [p.status for p in client.pull("library/anything:latest", stream=True)]
+    assert streamed == ["pulling manifest", "success"]
+    lines = _ndjson(srv, "/api/pull", {"name": "smol"})  # older clients' field
+    assert lines[-1] == {"status": "success"}
+    for bad in ({}, {"model": ""}, {"model": 3}, {"model": "smol", "stream": "no"}):
+        r = srv.post("/api/pull", bad)
+        assert r.status_code == 400 and isinstance(r.json()["error"], str), (bad, r.text)
+    refused = [
+        ("delete", "/api/delete", {"model": "smol"}, "deleting models"),
+        ("post", "/api/copy", {"source": "smol", "destination": "other"}, "copying models"),
+        ("post", "/api/create", {"model": "new", "from": "smol"}, "creating models"),
+        ("post", "/api/push", {"model": "smol"}, "pushing models"),
+        ("post", "/api/blobs/sha256:00", {}, "uploading model files"),
+    ]
+    for method, path, body, what in refused:
+        r = requests.request(method, srv.url + path, json=body, timeout=30)
+        assert r.status_code == 403 and r.json() == {"error": f"{what} is not supported here: " + (
+            "models are the GGUF files this server was started with (-m, or a router's --models-dir, "
+            "--models-preset and the Hugging Face cache)")}, (path, r.text)
+    assert requests.head(srv.url + "/api/blobs/sha256:00", timeout=30).status_code == 403
+    with pytest.raises(ollama.ResponseError) as err:
+        client.delete("smol")
+    assert err.value.status_code == 403
+    with pytest.raises(ollama.ResponseError):
+        client.create("new", from_="smol")
+    assert [m.model for m in client.list().models] == ["smol"]
+    assert client.generate(model="smol", prompt="Hi", options={"num_predict": 2}).done

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
+import ollama
 import pytest
 import requests
 
@@ -291,4 +292,52 @@ def test_delete_cancels_a_download(hub_api: tuple[str, Path], make_server: Any) 
     snap = hub / "models--org--new" / "snapshots" / "feed01"
     assert not (snap / "new-Q4_K_M.gguf").exists()
     assert [p.name for p in snap.iterdir()] == ["new-Q4_K_M.gguf.downloadInProgress"]  # kept: a resume starts there
+    assert "Traceback" not in srv.log()
+
+
+def test_ollama_pull_and_delete_go_through_the_cache(hub_api: tuple[str, Path], make_server: Any,
+                                                     model_path: str) -> None:
+    """`ollama pull` / `ollama rm` against a router: Ollama's Hugging Face names, progress lines, the catalog."""
+    models_dir, hub = hub_api
+    srv = make_server("--models-dir", models_dir, "-np", "1", "-c", "1024", "-t", "2")
+    client = ollama.Client(host=srv.url, timeout=120)
+    assert [p.status for p in client.pull("local", stream=True)] == ["pulling manifest", "success"]  # listed
+
+    progress = list(client.pull("hf.co/org/new:Q4_K_M", stream=True))
+    assert progress[0].status == "pulling manifest" and progress[-1].status == "success", progress
+    pulling = [p for p in progress if p.status == "pulling new-Q4_K_M.gguf"]
+    size = Path(model_path).stat().st_size
+    assert pulling and pulling[-1].completed == pulling[-1].total > size, progress  # with its projector
+    assert all(p.digest == os.environ["HF_ENDPOINT"] + "/org/new/resolve/feed01/new-Q4_K_M.gguf" for p in pulling)
+    assert "org/new:Q4_K_M" in [m.model for m in client.list().models]  # listed once the pull answered
+    assert (hub / "models--org--new" / "snapshots" / "feed01" / "new-Q4_K_M.gguf").is_file()
+    reply = client.generate(model="org/new:Q4_K_M", prompt="Hello", raw=True, options={"num_predict": 2})
+    assert reply.eval_count == 2
+    assert client.pull("org/new:Q4_K_M").status == "success"  # there already: nothing downloaded again
+
+    # a file the hub lists but cannot send: the pull fails after its first line (streamed) or as a 502
+    lines = [json.loads(line) for line in requests.post(srv.url + "/api/pull", json={"model": "org/new:Q8_0"},
+                                                         timeout=120).iter_lines() if line]
+    assert lines[0] == {"status": "pulling manifest"} and set(lines[-1]) == {"error"}, lines
+    assert "pulling org/new:Q8_0 failed" in lines[-1]["error"]
+    with pytest.raises(ollama.ResponseError) as err:
+        client.pull("org/new:Q8_0")
+    assert err.value.status_code == 502
+    # the client's mistakes: 4xx before anything is downloaded, in Ollama's shape
+    for name, status in (("org/missing", 400), ("not-a-repo", 400), ("hf.co/org/new:IQ1_S", 400)):
+        r = srv.post("/api/pull", {"model": name})
+        assert r.status_code == status and isinstance(r.json()["error"], str), (name, r.text)
+    assert srv.post("/api/pull", {}).status_code == 400
+
+    assert client.delete("org/new:Q4_K_M").status == "success"
+    assert [m.model for m in client.list().models] == ["local"]
+    assert not (hub / "models--org--new" / "snapshots" / "feed01" / "new-Q4_K_M.gguf").exists()
+    gone = requests.delete(srv.url + "/api/delete", json={"model": "org/new:Q4_K_M"}, timeout=30)
+    assert gone.status_code == 404 and isinstance(gone.json()["error"], str)
+    kept = requests.delete(srv.url + "/api/delete", json={"model": "local"}, timeout=30)
+    assert kept.status_code == 400 and "not removable" in kept.json()["error"]  # a --models-dir file stays
+    for path in ("/api/create", "/api/copy", "/api/push"):
+        r = srv.post(path, {"model": "local", "source": "local", "destination": "x"})
+        assert r.status_code == 403 and "not supported" in r.json()["error"], (path, r.text)
+    assert client.generate(model="local", prompt="Hello", raw=True, options={"num_predict": 2}).eval_count == 2
     assert "Traceback" not in srv.log()

@@ -81,9 +81,11 @@ _ANTHROPIC = {
     "top_p": {"type": "number"}, "top_k": _INT, "metadata": _OBJ, "thinking": _OBJ, "stream": _BOOL,
 }
 
+# seconds, or a Go duration ("5m", "1h30m", "-1")
+_KEEP_ALIVE = {"oneOf": [{"type": "number"}, {"type": "string", "pattern": r"^-?(\d+(\.\d*)?(ns|us|ms|s|m|h)?)+$"}]}
 _OLLAMA_GEN = {"model": _STR, "options": _OBJ, "format": {"oneOf": [{"enum": ["", "json"]}, _OBJ]},
                "stream": _BOOL, "think": {"oneOf": [_BOOL, {"enum": ["low", "medium", "high"]}]},
-               "logprobs": _BOOL, "top_logprobs": _INT, "keep_alive": _ANY}
+               "logprobs": _BOOL, "top_logprobs": _INT, "keep_alive": _KEEP_ALIVE}
 _OLLAMA_MESSAGES = {"type": "array", "items": {"type": "object", "required": ["role"], "properties": {
     "role": _STR, "content": _STR, "thinking": _STR, "images": {"type": "array", "items": _STR},
     "tool_calls": {"type": "array"}, "tool_name": _STR}}}
@@ -131,6 +133,8 @@ _BODIES: dict[str, dict[str, Any]] = {
                           "dimensions": _INT, "truncate": _BOOL, "options": _OBJ}, ("model", "input")),
     "OllamaEmbeddings": _body({"model": _STR, "prompt": _STR}, ("model", "prompt")),
     "OllamaShow": _body({"model": _STR}, ("model",)),
+    "OllamaPull": _body({"model": _STR, "name": _STR, "insecure": _BOOL, "stream": _BOOL}),
+    "OllamaModel": _body({"model": _STR}, ("model",)),
     "ChatControl": _body({"id": _STR, "action": {"enum": ["reasoning_end"]}}, ("id", "action")),
     "Transcription": {"type": "object", "required": ["file"], "properties": {
         "file": {"type": "string", "contentMediaType": "application/octet-stream"}, "model": _STR, "prompt": _STR,
@@ -198,6 +202,14 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("get", "/api/tags"): Operation("Ollama: the models served", _T_OLL, errors="ollama"),
     ("get", "/api/ps"): Operation("Ollama: the models loaded", _T_OLL, errors="ollama"),
     ("get", "/api/version"): Operation("Ollama: the API version followed", _T_OLL, errors="ollama"),
+    ("post", "/api/pull"): Operation("Ollama: pull a model (a router downloads it into the Hugging Face cache; a "
+                                     "server of one model has it)", _T_OLL, "OllamaPull", "ndjson", "ollama"),
+    ("delete", "/api/delete"): Operation("Ollama: delete a model (a router's cached model; refused with 403 on a "
+                                         "server of one model)", _T_OLL, "OllamaModel", errors="ollama"),
+    ("post", "/api/create"): Operation("Ollama: create a model (refused: 403)", _T_OLL, errors="ollama"),
+    ("post", "/api/copy"): Operation("Ollama: copy a model (refused: 403)", _T_OLL, errors="ollama"),
+    ("post", "/api/push"): Operation("Ollama: push a model (refused: 403)", _T_OLL, errors="ollama"),
+    ("post", "/api/blobs/{digest}"): Operation("Ollama: upload a model file (refused: 403; HEAD too)", _T_OLL, errors="ollama"),
     ("post", "/v1/responses"): Operation("OpenAI Responses", _T_OAI, "Responses", "sse"),
     ("post", "/responses"): Operation("OpenAI Responses (alias)", _T_OAI, "Responses", "sse"),
     ("post", "/v1/responses/input_tokens"): Operation("Count a Responses request's input tokens", _T_OAI,

@@ -37,11 +37,11 @@ from llamatwist.api.errors import (
 )
 from llamatwist.api.http import handler, load_json, query_param, read_json, send_json
 from llamatwist.api.info import listed_model, model_list
-from llamatwist.api.ollama.response import OLLAMA_VERSION, model_details, model_entry
 from llamatwist.api.ollama.response import error_shape as ollama_error
 from llamatwist.api.openapi import OPERATIONS
 from llamatwist.api.stream_sessions import conversation_id
 from llamatwist.config import ServerConfig
+from llamatwist.router import ollama
 from llamatwist.router.catalog import CHILD_HOST, CatalogError, load_catalog, remove_cached_model
 from llamatwist.router.downloads import Downloads
 from llamatwist.router.fleet import LOADED, Fleet, Instance
@@ -72,15 +72,6 @@ def _model_json(inst: Instance, created: int) -> dict[str, Any]:
         for key, value in inst.info.items():
             out.setdefault(key, value)
     return out
-
-
-def _ollama_entry(inst: Instance) -> dict[str, Any]:
-    """The model as Ollama's ``/api/tags`` lists it: its file, and what its server says of it once running."""
-    options = inst.entry.options
-    path = next((options[i + 1] for i, o in enumerate(options[:-1]) if o in ("-m", "--model")), "")
-    meta = inst.info.get("meta") or {}
-    return model_entry(inst.entry.name, path, model_details("", int(meta.get("n_params") or 0),
-                                                            str(meta.get("ftype") or "")))
 
 
 def build_router_app(fleet: Fleet, reactor: Any, config: ServerConfig, tools: ToolsService | None = None) -> Klein:
@@ -131,24 +122,6 @@ def build_router_app(fleet: Fleet, reactor: Any, config: ServerConfig, tools: To
         await fleet.check_sleep()
         return send_json(request, _model_json(inst, int(time.time())))
 
-    @app.route("/api/tags", methods=["GET"])
-    @handler
-    async def ollama_tags(request: Request) -> Any:
-        return send_json(request, {"models": [_ollama_entry(i) for i in fleet.instances.values()]})
-
-    @app.route("/api/ps", methods=["GET"])
-    @handler
-    async def ollama_ps(request: Request) -> Any:
-        await fleet.check_sleep()
-        running = [{**_ollama_entry(i), "expires_at": "2318-01-01T00:00:00Z", "size_vram": 0}
-                   for i in fleet.instances.values() if i.status == LOADED]
-        return send_json(request, {"models": running})
-
-    @app.route("/api/version", methods=["GET"])
-    @handler
-    async def ollama_version(request: Request) -> Any:
-        return send_json(request, {"version": OLLAMA_VERSION})
-
     @app.route("/props", methods=["GET"])
     @handler
     async def props(request: Request) -> Any:
@@ -194,23 +167,28 @@ def build_router_app(fleet: Fleet, reactor: Any, config: ServerConfig, tools: To
         await downloads.start(read_json(request).get("model"))
         return send_json(request, {"success": True})
 
-    @app.route("/models", methods=["DELETE"])
-    @handler
-    async def remove(request: Request) -> Any:
-        """A model of the Hugging Face cache: stopped if running, its files deleted; a download, cancelled
-        (llama-server's)."""
-        name = query_param(request, "model")
-        if not name:
-            raise InvalidRequest("model must be a non-empty string")
+    async def remove_model(name: str) -> None:
+        """A model of the Hugging Face cache: stopped if running, its files deleted; a download, cancelled."""
         if await downloads.cancel(name):
-            return send_json(request, {"success": True})
+            return
         inst = fleet.known(name)
         if inst.entry.source != "cache":
             raise InvalidRequest(f"model '{inst.entry.name}' is not removable (not from the cache)")
         await fleet.remove(inst)
         removed = await threads.deferToThread(remove_cached_model, inst.entry.name)
         log.info("removed model %s from the cache (%d files)", inst.entry.name, len(removed))
+
+    @app.route("/models", methods=["DELETE"])
+    @handler
+    async def remove(request: Request) -> Any:
+        """llama-server's removal of a cached model or a download (``?model=``)."""
+        name = query_param(request, "model")
+        if not name:
+            raise InvalidRequest("model must be a non-empty string")
+        await remove_model(name)
         return send_json(request, {"success": True})
+
+    ollama.register(app, fleet, downloads, remove_model)
 
     server_tools.register(app, tools, config.ui_mcp_proxy, reactor)
 

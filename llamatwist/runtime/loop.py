@@ -46,6 +46,8 @@ __all__ = ["DecodeLoop", "ModelGuard"]
 
 log = logging.getLogger(__name__)
 
+_LONGEST_WAIT = 3600.0  # seconds: a far sleep deadline is waited for in steps (a wait's timeout has a limit)
+
 
 class ModelGuard:
     """Readers (tokenization in the thread pool, the reactor's vocab lookups) and the decode thread swapping
@@ -98,6 +100,10 @@ class DecodeLoop:
         self.slot_infos: tuple[SlotInfo, ...] = ()
         self.model: Model | None = None
         self.lora_scales: tuple[float, ...] = ()  # server-wide scales (POST /lora-adapters), by adapter id
+        # how long the model stays loaded once idle (None: for ever): --sleep-idle-seconds, or the last
+        # task's client's (Ollama's keep_alive)
+        self.keep_alive: float | None = self.default_keep_alive()
+        self.unload_at: float | None = None  # when an idle model is due to sleep (time.time()); None: not due
 
     # -- called from the reactor thread ----------------------------------
     def start(self) -> None:
@@ -119,6 +125,14 @@ class DecodeLoop:
     def set_lora_scales(self, scales: tuple[float, ...], done: Callable[[], None]) -> None:
         """New server-wide LoRA scales for the tasks started from now on (thread-safe ``done`` once set)."""
         self._commands.put(("lora", (scales, done)))
+
+    def set_keep_alive(self, seconds: float | None) -> None:
+        """How long the model stays loaded once idle, until the next task's submission restores the server's
+        default (None: for ever; 0: it sleeps as soon as nothing runs)."""
+        self._commands.put(("keep_alive", seconds))
+
+    def default_keep_alive(self) -> float | None:
+        return self.spec.sleep_idle_seconds if self.spec.sleep_idle_seconds > 0 else None
 
     def stop(self, timeout: float = 30.0) -> None:
         self._commands.put(("stop", None))
@@ -198,17 +212,20 @@ class DecodeLoop:
         return ctx
 
     def _loop(self) -> None:
-        idle_after = self.spec.sleep_idle_seconds
         last_work = time.monotonic()
         while True:
             active = (any(s.busy for s in self._slots) or bool(self._admission.waiting)
                       or bool(self._slot_actions.deferred))
             if not active:
                 self._outputs.flush()
+            idle_after = self.keep_alive
             timeout = None
-            if not active and idle_after > 0:
-                timeout = max(last_work + idle_after - time.monotonic(), 0.0)
+            if not active and idle_after is not None:
+                left = max(last_work + idle_after - time.monotonic(), 0.0)
+                self.unload_at = time.time() + left
+                timeout = min(left, _LONGEST_WAIT)
             else:
+                self.unload_at = None
                 last_work = time.monotonic()
             n_commands = self._drain(block=not active, timeout=timeout)
             if n_commands < 0:
@@ -216,7 +233,7 @@ class DecodeLoop:
                 return
             if n_commands:
                 last_work = time.monotonic()
-            elif timeout is not None and time.monotonic() >= last_work + idle_after:
+            elif idle_after is not None and not active and time.monotonic() >= last_work + idle_after:
                 if not self._sleep():
                     return
                 last_work = time.monotonic()
@@ -232,7 +249,7 @@ class DecodeLoop:
             self._publish()
 
     def _sleep(self) -> bool:
-        """--sleep-idle-seconds: free the context, the draft model and the weights, keeping a vocabulary-only
+        """--sleep-idle-seconds or a client's keep_alive: free the context, the draft model and the weights, keeping a vocabulary-only
         model for tokenization; reload on the next command. False when asked to stop meanwhile."""
         log.info("server is entering sleeping state")
         self._cache.clear_entries()  # parked prefixes hold host memory; the context goes
@@ -242,9 +259,12 @@ class DecodeLoop:
         self._unload()
         if full is not None:
             full.close()
+        self.unload_at = None
         self._on_sleep(True)
         cmd, arg = self._commands.get()
-        while cmd == "cancel":  # nothing runs: nothing to cancel
+        while cmd in ("cancel", "keep_alive"):  # nothing runs to cancel; a keep_alive applies once awake
+            if cmd == "keep_alive":
+                self.keep_alive = arg
             cmd, arg = self._commands.get()
         if cmd == "stop":
             return False
@@ -281,6 +301,7 @@ class DecodeLoop:
         if cmd == "stop":
             return False
         if cmd == "submit":
+            self.keep_alive = self.default_keep_alive()  # a client's keep_alive lasts until the next task
             self._admission.submit(arg)
         elif cmd == "cancel":
             self._cancel(arg)
@@ -289,6 +310,8 @@ class DecodeLoop:
         elif cmd == "lora":
             self.lora_scales, done = arg
             done()
+        elif cmd == "keep_alive":
+            self.keep_alive = arg
         return True
 
     def _wanted_lora(self, task: CompletionTask) -> tuple[float, ...]:

@@ -11,6 +11,8 @@ the OpenAI chat and llama.cpp bodies the other routes take (pure functions, no I
 - ``think``: ``false`` asks the template not to think; ``true`` or a level (``"low"``, ``"medium"``,
   ``"high"``: the template's ``reasoning_effort``) thinks, the thinking in the message's ``thinking``.
 - ``tool_choice`` and ``parallel_tool_calls`` (not Ollama's) pass on as the chat route reads them.
+- ``keep_alive`` (seconds, or a Go duration such as ``"5m"``; negative: for ever) is how long the model stays
+  loaded once idle: ``read_keep_alive`` reads it, the routes hand it to the engine.
 - messages: ``images`` (base64) become ``image_url`` parts; an assistant's ``tool_calls`` (arguments as an
   object) OpenAI's, with ids; a ``tool`` message answers the earliest unanswered call of its ``tool_name``.
 """
@@ -18,13 +20,15 @@ the OpenAI chat and llama.cpp bodies the other routes take (pure functions, no I
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from llamatwist.api.errors import InvalidRequest
 from llamatwist.api.params import FIELDS, read_n_probs
 
-__all__ = ["chat_body", "embed_inputs", "generate_body", "is_raw", "sampling_fields"]
+__all__ = ["FOREVER", "chat_body", "embed_inputs", "generate_body", "is_raw", "read_keep_alive", "sampling_fields"]
 
 # Ollama's option names for llama.cpp's fields
 _RENAMED = {"num_predict": "n_predict", "num_keep": "n_keep"}
@@ -32,6 +36,11 @@ _RENAMED = {"num_predict": "n_predict", "num_keep": "n_keep"}
 _OWN = frozenset({"stream", "n_probs", "logprobs", "max_tokens", "max_completion_tokens", "response_format"})
 _OPTIONS = frozenset(n for f in FIELDS for n in f.names if n not in _OWN)
 _THINK_LEVELS = ("low", "medium", "high")
+# Go's time.ParseDuration units, in seconds
+_UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
+FOREVER = math.inf  # a negative keep_alive: the model is never unloaded for idleness
+_LONGEST = 1e9  # seconds (31 years): longer is for ever (Go's durations end near 292 years)
 
 
 def _obj(body: Mapping[str, Any], name: str) -> dict[str, Any]:
@@ -56,6 +65,46 @@ def _bool(body: Mapping[str, Any], name: str, default: bool) -> bool:
     if not isinstance(value, bool):
         raise InvalidRequest(f"'{name}' must be a boolean")
     return value
+
+
+def read_keep_alive(body: Mapping[str, Any]) -> float | None:
+    """A request's ``keep_alive`` in seconds (`FOREVER` for a negative one); None when it sends none. Ollama
+    reads a number as seconds and a string as a Go duration (``"5m"``, ``"1h30m"``, ``"-1"``...); a string
+    of digits alone is seconds here too (as Ollama's OLLAMA_KEEP_ALIVE reads it)."""
+    value = body.get("keep_alive")
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        seconds = float(value)
+    elif isinstance(value, str):
+        seconds = _duration(value.strip())
+    else:
+        raise InvalidRequest("'keep_alive' must be a number of seconds or a duration such as \"5m\"")
+    return FOREVER if seconds < 0 or seconds >= _LONGEST else seconds
+
+
+def _duration(text: str) -> float:
+    sign = -1.0 if text.startswith("-") else 1.0
+    rest = text.lstrip("+-")
+    try:
+        return sign * float(rest) if rest and rest.replace(".", "", 1).isdigit() else sign * _go_duration(rest)
+    except ValueError:
+        raise InvalidRequest(f"invalid keep_alive duration {json.dumps(text)}: expected seconds or a duration "
+                             "such as \"5m\", \"1h30m\" or \"-1\"") from None
+
+
+def _go_duration(text: str) -> float:
+    """A Go duration without its sign: one or more number-unit pairs."""
+    pos, total = 0, 0.0
+    while pos < len(text):
+        m = _DURATION.match(text, pos)
+        if m is None:
+            raise ValueError(text)
+        total += float(m.group(1)) * _UNITS[m.group(2)]
+        pos = m.end()
+    if not text:
+        raise ValueError(text)
+    return total
 
 
 def sampling_fields(body: Mapping[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from llamatwist.api.completion import probs_json
 from llamatwist.chat.toolcalls import ParsedMessage
 from llamatwist.runtime import FinalResult, TokenProbs
 
-__all__ = ["OLLAMA_VERSION", "created_at", "done_reason", "error_shape", "final_fields", "logprobs_json",
+__all__ = ["NEVER_EXPIRES", "OLLAMA_VERSION", "created_at", "done_reason", "error_shape", "expires_at", "final_fields", "logprobs_json",
            "message_json", "model_details", "model_entry", "model_info", "modified_at"]
 
 # the Ollama API version these routes follow (clients such as Open WebUI ask /api/version)
@@ -28,6 +28,19 @@ _MS = 1_000_000  # nanoseconds per millisecond
 def created_at() -> str:
     """Ollama's timestamp: RFC 3339 in UTC."""
     return _timestamp(time.time())
+
+
+# /api/ps's "expires_at" of a model never unloaded for idleness (Ollama's for a negative keep_alive)
+NEVER_EXPIRES = "2318-01-01T00:00:00Z"
+
+
+def expires_at(unload_at: float | None, keep_alive: float | None) -> str:
+    """When a loaded model is due to be unloaded: the idle deadline, else (busy) its keep-alive from now."""
+    if unload_at is None:
+        if keep_alive is None:
+            return NEVER_EXPIRES
+        unload_at = time.time() + keep_alive
+    return _timestamp(unload_at)
 
 
 def error_shape(answer: Any) -> dict[str, Any]:

@@ -6,8 +6,9 @@ LangChain's ChatOllama, the ``ollama`` Python and JavaScript libraries): ``/api/
 Requests are translated (request.py) and run through the same pipeline as the OpenAI routes; a reply streams
 (Ollama's default) as newline-delimited JSON objects, the last with ``done: true`` and the counts and
 durations. Every error on ``/api/`` has Ollama's body, ``{"error": "message"}``, with the status llama-server's
-routes give it; one after the stream began is a last ``{"error": ...}`` line. Models are not pulled, pushed,
-created, copied or deleted here: the server serves the model it was started with (or its router's).
+routes give it; one after the stream began is a last ``{"error": ...}`` line. A request's ``keep_alive`` sets how
+long the model stays loaded once idle (the server sleeps as with --sleep-idle-seconds); store.py answers the
+model-store routes (pull, delete, create, ...).
 """
 
 from __future__ import annotations
@@ -23,14 +24,15 @@ from twisted.web.server import Request
 
 from llamatwist.api.constraints import apply_constraint
 from llamatwist.api.embeddings import POOLING_NONE, embed_prompts, read_dimensions
-from llamatwist.api.errors import REPORTED, InvalidRequest, answer, register_error_shape
-from llamatwist.api.http import ApiContext, handler, json_bytes, read_json, send_json
+from llamatwist.api.errors import REPORTED, InvalidRequest, register_error_shape
+from llamatwist.api.http import ApiContext, handler, read_json, send_json
 from llamatwist.api.infill import InfillRequest, infill_tokens
-from llamatwist.api.ollama.request import chat_body, embed_inputs, generate_body, is_raw
+from llamatwist.api.ollama import store
+from llamatwist.api.ollama.request import FOREVER, chat_body, embed_inputs, generate_body, is_raw, read_keep_alive
 from llamatwist.api.ollama.response import (
-    OLLAMA_VERSION,
     created_at,
     error_shape,
+    expires_at,
     final_fields,
     logprobs_json,
     message_json,
@@ -39,36 +41,17 @@ from llamatwist.api.ollama.response import (
     model_info,
     modified_at,
 )
+from llamatwist.api.ollama.stream import NDJSONStream
 from llamatwist.api.openai.chat import prepare_chat
 from llamatwist.api.openai.tools import MessageStream
 from llamatwist.api.params import parse_completion
 from llamatwist.api.pipeline import check_prompt, run_tasks, tokenize_prompts
-from llamatwist.api.streaming import SSEStream
 from llamatwist.chat.toolcalls import ChatSyntax
 from llamatwist.runtime import FinalResult, GenerationParams, LoadedModel, PartialResult, TokenProbs
 
 __all__ = ["register"]
 
 PATH = b"/api"
-
-
-class NDJSONStream(SSEStream):
-    """One JSON object per line (``application/x-ndjson``), as Ollama streams; no keep-alive comments (a
-    line that is not JSON would break its clients)."""
-
-    content_type = b"application/x-ndjson"
-
-    def __init__(self, request: Request) -> None:
-        super().__init__(request, ping_interval=-1)
-
-    def send(self, obj: Any) -> None:
-        self.send_raw(json_bytes(obj) + b"\n")
-
-    def send_error(self, err: Exception) -> None:
-        if not self.started or self.closed:
-            super().send_error(err)  # before any line: a plain JSON error with its status (Ollama's shape)
-            return
-        self.send(error_shape(answer(err)))
 
 
 @dataclasses.dataclass
@@ -179,10 +162,28 @@ async def _run(ctx: ApiContext, request: Request, reply: _Reply, prompt: list[in
     return b""
 
 
-def _loaded_answer(ctx: ApiContext, body: dict[str, Any], shape: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
-    """Ollama's answer to a request with nothing to generate: the model is loaded (here it always is)."""
+async def _load_or_unload(ctx: ApiContext, body: dict[str, Any], keep: float | None,
+                          shape: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+    """Ollama's answer to a request with nothing to generate: with ``keep_alive`` 0 the model is unloaded (the
+    server sleeps until the next request), else it is loaded (woken if asleep) and kept as ``keep_alive`` says,
+    or as the server's default without one."""
+    # before waking: a sleeping server takes it without loading, and does not fall asleep again on waking
+    ctx.engine.set_keep_alive(ctx.engine.default_keep_alive() if keep is None else _engine_seconds(keep))
+    if keep != 0:
+        await ctx.engine.wake()
     return {"model": _model(body, ctx), "created_at": created_at(), **shape({"role": "assistant", "content": ""}),
-            "done": True, "done_reason": "load"}
+            "done": True, "done_reason": "unload" if keep == 0 else "load"}
+
+
+def _engine_seconds(keep: float) -> float | None:
+    return None if keep == FOREVER else keep
+
+
+def _keep(ctx: ApiContext, keep: float | None) -> None:
+    """A request's ``keep_alive``, once it has run: how long the model stays loaded from now on (the server's
+    default when it sends none: a task restores it)."""
+    if keep is not None:
+        ctx.engine.set_keep_alive(_engine_seconds(keep))
 
 
 def _context(body: dict[str, Any]) -> list[int]:
@@ -221,6 +222,7 @@ def _details(loaded: LoadedModel) -> dict[str, Any]:
 
 def register(app: Klein, ctx: ApiContext) -> None:
     register_error_shape(PATH, error_shape)
+    store.register(app, ctx)
 
     @app.route("/api/chat", methods=["POST"])
     @handler
@@ -228,11 +230,15 @@ def register(app: Klein, ctx: ApiContext) -> None:
         loaded = ctx.require_generation()
         raw = read_json(request)
         body = chat_body(raw)
+        keep = read_keep_alive(raw)
         if not body["messages"]:
-            return send_json(request, _loaded_answer(ctx, raw, _chat_shape))
+            return send_json(request, await _load_or_unload(ctx, raw, keep, _chat_shape))
         prepared = await prepare_chat(ctx, loaded, body)
         reply = _Reply(_model(raw, ctx), prepared.syntax, _chat_shape, _top_n(body))
-        return await _run(ctx, request, reply, prepared.prompts[0], prepared.req.params)
+        try:
+            return await _run(ctx, request, reply, prepared.prompts[0], prepared.req.params)
+        finally:
+            _keep(ctx, keep)
 
     @app.route("/api/generate", methods=["POST"])
     @handler
@@ -240,12 +246,13 @@ def register(app: Klein, ctx: ApiContext) -> None:
         loaded = ctx.require_generation()
         raw = read_json(request)
         body = generate_body(raw)
+        keep = read_keep_alive(raw)
         context = _context(raw)
         suffix = raw.get("suffix") or ""
         if not isinstance(suffix, str):
             raise InvalidRequest("'suffix' must be a string")
         if not raw.get("prompt") and not raw.get("images") and not suffix and not context:
-            return send_json(request, _loaded_answer(ctx, raw, _generate_shape))
+            return send_json(request, await _load_or_unload(ctx, raw, keep, _generate_shape))
         syntax: ChatSyntax | None = None
         if suffix or is_raw(raw):
             prompt, params = await _untemplated(ctx, loaded, raw, body, suffix)
@@ -262,7 +269,10 @@ def register(app: Klein, ctx: ApiContext) -> None:
         def with_context(r: FinalResult) -> dict[str, Any]:
             return {"context": [*prompt, *r.tokens]}
 
-        return await _run(ctx, request, reply, prompt, params, with_context)
+        try:
+            return await _run(ctx, request, reply, prompt, params, with_context)
+        finally:
+            _keep(ctx, keep)
 
     @app.route("/api/embed", methods=["POST"])
     @app.route("/api/embeddings", methods=["POST"])
@@ -273,23 +283,21 @@ def register(app: Klein, ctx: ApiContext) -> None:
         legacy = request.path.rstrip(b"/").endswith(b"/embeddings")  # the older form: one prompt, one vector
         body = read_json(request)
         texts = embed_inputs(body, legacy)
+        keep = read_keep_alive(body)
         if loaded.pooling == POOLING_NONE:
             raise InvalidRequest("Ollama's embeddings are pooled: this server's pooling is 'none'")
         try:  # Ollama's embeddings are unit vectors (L2)
             embedded = await embed_prompts(ctx, request, loaded, [[t] for t in texts], read_dimensions(body), 2)
         except CancelledError:
             return b""
+        finally:
+            _keep(ctx, keep)
         vectors = [v[0] for v in embedded.vectors]
         if legacy:
             return send_json(request, {"embedding": vectors[0]})
         return send_json(request, {"model": _model(body, ctx), "embeddings": vectors,
                                    "total_duration": time.monotonic_ns() - t0, "load_duration": 0,
                                    "prompt_eval_count": embedded.n_tokens})
-
-    @app.route("/api/version", methods=["GET"])
-    @handler
-    async def version(request: Request) -> Any:
-        return send_json(request, {"version": OLLAMA_VERSION})
 
     @app.route("/api/tags", methods=["GET"])
     @handler
@@ -301,9 +309,11 @@ def register(app: Klein, ctx: ApiContext) -> None:
     @handler
     async def ps(request: Request) -> Any:
         loaded = ctx.require_ready()
+        if ctx.engine.sleeping:  # unloaded (--sleep-idle-seconds, keep_alive): loaded again by the next request
+            return send_json(request, {"models": []})
         entry = model_entry(ctx.model_alias, ctx.model_path, _details(loaded))
-        # never unloaded by time (--sleep-idle-seconds aside): Ollama's "expires" far ahead
-        return send_json(request, {"models": [{**entry, "expires_at": "2318-01-01T00:00:00Z",
+        return send_json(request, {"models": [{**entry, "expires_at": expires_at(ctx.engine.unload_at(),
+                                                                                 ctx.engine.keep_alive()),
                                                "size_vram": 0, "context_length": loaded.n_ctx_slot}]})
 
     @app.route("/api/show", methods=["POST"])

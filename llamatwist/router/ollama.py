@@ -1,0 +1,121 @@
+# -*- test-case-name: tests.test_router_cache -*-
+"""Ollama's routes that a router answers itself (the rest go to a model's server by ``model``):
+``/api/tags`` and ``/api/ps`` from the catalog, ``/api/version``, and the store: ``/api/pull`` downloads into
+the Hugging Face cache as ``POST /models`` does (``hf.co/<user>/<model>[:quant]`` or ``<user>/<model>[:quant]``;
+a model the catalog has is there already), streaming Ollama's progress objects; ``/api/delete`` removes a
+cached model as ``DELETE /models`` does; creating, copying and pushing are refused."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from klein import Klein
+from twisted.web.server import Request
+
+from llamatwist.api.errors import BadGateway
+from llamatwist.api.http import handler, read_json, send_json
+from llamatwist.api.ollama.response import NEVER_EXPIRES, model_details, model_entry
+from llamatwist.api.ollama.store import REFUSED, answer_statuses, pull_name, register_shared, streams
+from llamatwist.api.ollama.stream import NDJSONStream
+from llamatwist.router.downloads import Downloads
+from llamatwist.router.fleet import LOADED, Fleet, Instance
+
+__all__ = ["register"]
+
+_HUB_PREFIXES = ("hf.co/", "huggingface.co/")
+_SUCCESS = {"status": "success"}
+
+
+def _entry(inst: Instance) -> dict[str, Any]:
+    """The model as Ollama's ``/api/tags`` lists it: its file, and what its server says of it once running."""
+    options = inst.entry.options
+    path = next((options[i + 1] for i, o in enumerate(options[:-1]) if o in ("-m", "--model")), "")
+    meta = inst.info.get("meta") or {}
+    return model_entry(inst.entry.name, path, model_details("", int(meta.get("n_params") or 0),
+                                                            str(meta.get("ftype") or "")))
+
+
+def _repo(name: str) -> str:
+    """Ollama's name of a Hugging Face model (``hf.co/<user>/<model>:<quant>``) as -hf's."""
+    for prefix in _HUB_PREFIXES:
+        if name.startswith(prefix):
+            return name[len(prefix):]
+    return name
+
+
+def _progress(message: dict[str, Any]) -> dict[str, Any]:
+    """A download's progress event as Ollama's pull progress (the file's URL for its digest)."""
+    url, counts = next(iter(message["data"]["progress"].items()))
+    out: dict[str, Any] = {"status": f"pulling {url.rsplit('/', 1)[-1]}", "digest": url, "completed": counts["done"]}
+    if counts["total"] is not None:
+        out["total"] = counts["total"]
+    return out
+
+
+def register(app: Klein, fleet: Fleet, downloads: Downloads, remove: Callable[[str], Awaitable[None]]) -> None:
+    """``remove(name)``: what ``DELETE /models`` does (cancel a download, or delete a cached model)."""
+
+    @app.route("/api/tags", methods=["GET"])
+    @handler
+    async def tags(request: Request) -> Any:
+        return send_json(request, {"models": [_entry(i) for i in fleet.instances.values()]})
+
+    @app.route("/api/ps", methods=["GET"])
+    @handler
+    async def ps(request: Request) -> Any:
+        await fleet.check_sleep()
+        running = [{**_entry(i), "expires_at": NEVER_EXPIRES, "size_vram": 0}
+                   for i in fleet.instances.values() if i.status == LOADED]
+        return send_json(request, {"models": running})
+
+    @app.route("/api/pull", methods=["POST"])
+    @handler
+    async def pull(request: Request) -> Any:
+        body = read_json(request)
+        name, stream = pull_name(body), streams(body)
+        repo = _repo(name)
+        if fleet.find(name) is not None or fleet.find(repo) is not None:
+            return answer_statuses(request, stream, [{"status": "pulling manifest"}, _SUCCESS])
+        events: list[dict[str, Any]] = []
+        out = NDJSONStream(request) if stream else None
+
+        def listen(message: dict[str, Any]) -> None:
+            if message.get("model") == repo:
+                events.append(message)
+                if out is not None and out.started and message["event"] == "download_progress":
+                    out.send(_progress(message))
+
+        fleet.listeners.append(listen)
+        try:
+            await downloads.start(repo)  # the hub is asked first: its 400 / 503 comes before any line
+            if out is not None:
+                out.send({"status": "pulling manifest"})
+                for message in events:  # what came before the first line
+                    if message["event"] == "download_progress":
+                        out.send(_progress(message))
+            download = downloads.active.get(repo)
+            if download is not None:
+                await download.finished
+        finally:
+            fleet.listeners.remove(listen)
+        failed = next((e["data"].get("error", "") for e in events if e["event"] == "download_failed"), None)
+        if failed is not None or not any(e["event"] == "download_finished" for e in events):
+            err = BadGateway(f"pulling {name} failed: {failed or 'the download was cancelled'}")
+            if out is None:
+                raise err
+            out.send_error(err)
+            return b""
+        if out is None:
+            return send_json(request, _SUCCESS)
+        out.send({"status": "verifying sha256 digest"})
+        out.send(_SUCCESS)
+        return b""
+
+    @app.route("/api/delete", methods=["DELETE"])
+    @handler
+    async def delete(request: Request) -> Any:
+        await remove(pull_name(read_json(request)))
+        return b""
+
+    register_shared(app, (path for path in REFUSED if path != "/api/delete"))
