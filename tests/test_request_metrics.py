@@ -23,6 +23,10 @@ def test_route_labels_are_the_served_routes() -> None:
     assert m.route("/slots/3") == "/slots/{id_slot}"
     assert m.route("/v1/responses/resp_1/input_items") == "/v1/responses/{response_id}/input_items"
     assert m.route("/api/tags") == "/api/tags"
+    assert m.route("/api/blobs/sha256:00") == "/api/blobs/{digest}"
+    # a model id with slashes (a cache model's ``org/model:Q4_K_M``, a path) is still its route's
+    assert m.route("/v1/models/org/model:Q4_K_M") == m.route("/v1/models/smol") == "/v1/models/{model_id}"
+    assert m.route("/models//root/m.gguf") == "/models/{model_id}"
     # a path no route serves: one series for all of them; a method a route does not take is its route's (a 405)
     assert m.route("/wp-admin/x.php") == m.route("/v2/chat") == "other"
     assert m.route("/completion") == "/completion"

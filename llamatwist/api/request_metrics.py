@@ -18,7 +18,7 @@ from weakref import WeakKeyDictionary
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from twisted.web.server import Request
 from werkzeug.exceptions import HTTPException
-from werkzeug.routing import Map, Rule
+from werkzeug.routing import Map, PathConverter, Rule
 
 __all__ = ["RequestMetrics"]
 
@@ -31,12 +31,21 @@ _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 _TOKENS = (1, 8, 32, 128, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072, float("inf"))
 
 
+class _AnyPath(PathConverter):
+    """A path that may begin with a slash too (a model named by its absolute path: ``/models//root/m.gguf``)."""
+
+    regex = ".+?"
+    part_isolating = False  # werkzeug would infer True: the pattern has no "/"
+
+
 class RequestMetrics:
     def __init__(self, paths: Iterable[tuple[str, str]]) -> None:
         """``paths``: the served (method, OpenAPI path) pairs, for the route label."""
-        rules = {p.replace("{", "<").replace("}", ">") for _, p in paths}  # OpenAPI's {x} as werkzeug's <x>
-        self._routes = Map([Rule(r, endpoint=r.replace("<", "{").replace(">", "}")) for r in sorted(rules)],
-                           strict_slashes=False).bind("localhost")
+        # OpenAPI's {x} as werkzeug's <x>; a model id may hold slashes (``org/model:Q4_K_M``)
+        rules = {p: p.replace("{model_id}", "<any_path:model_id>").replace("{", "<").replace("}", ">") for _, p in paths}
+        self._routes = Map([Rule(rule, endpoint=path) for path, rule in sorted(rules.items())],
+                           strict_slashes=False, merge_slashes=False,
+                           converters={"any_path": _AnyPath}).bind("localhost")
         self._arrivals: WeakKeyDictionary[Request, float] = WeakKeyDictionary()
         self.registry = CollectorRegistry(auto_describe=False)
         self._requests = Counter(_P + "http_requests", "HTTP requests answered, by route and status",
