@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from tests.conftest import Server
+from tests.models import lora_gguf
 from tests.test_cli import run
 
 BODY = {"prompt": "The capital of France is", "n_predict": 8, "temperature": 0, "seed": 1}
@@ -81,6 +82,24 @@ def test_constrained_output_across_sleeps(make_server: Callable[..., Server], mo
                                     "grammar": "root ::= [a-z ]+", "grammar_lazy": True,
                                     "grammar_triggers": [{"type": 2, "value": "hi"}]})
     assert lazy.status_code == 200, lazy.text
+    assert srv.proc.poll() is None and "Traceback" not in srv.log()
+
+
+def test_lora_adapters_across_sleeps(make_server: Callable[..., Server], model_path: str) -> None:
+    # freeing the model frees its adapters: each adapter was freed a second time after a sleep (heap corruption,
+    # a segfault at the next prompts); the scales set before the sleep still apply after it
+    srv = make_server("-m", model_path, "--lora", str(lora_gguf(Path(model_path), "lora")), "-c", "512", "-np", "2",
+                      "-t", "1", "--sleep-idle-seconds", "1")
+    chat = {"messages": [{"role": "user", "content": "Name three colours."}], "max_tokens": 6, "temperature": 0}
+    assert srv.post("/lora-adapters", [{"id": 0, "scale": 0.5}]).status_code == 200
+    first = srv.post("/v1/chat/completions", chat)
+    assert first.status_code == 200, first.text
+    for _ in range(2):
+        wait_sleeping(srv)
+        again = srv.post("/v1/chat/completions", chat)
+        assert again.status_code == 200, again.text
+        assert again.json()["choices"][0]["message"] == first.json()["choices"][0]["message"]
+    assert srv.get("/lora-adapters").json()[0]["scale"] == 0.5
     assert srv.proc.poll() is None and "Traceback" not in srv.log()
 
 

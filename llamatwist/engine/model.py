@@ -347,6 +347,7 @@ class Model:
         if ptr == ffi.NULL:
             raise ModelLoadError(_load_failure_message(path, errors))
         self._ptr = ffi.gc(ptr, lib.llama_model_free)
+        self._loras: list[LoraAdapter] = []  # freed before the model, which frees what is left of them itself
         self.path = path
         self.vocab = Vocab(lib.llama_model_get_vocab(ptr), self)
         if not (vocab_only or no_alloc):
@@ -366,6 +367,11 @@ class Model:
 
     def close(self) -> None:
         if self._ptr is not None:
+            # llama_model_free frees the model's adapters too: each must go first, or its own destructor
+            # frees it a second time later (heap corruption; found as a crash after a sleep with --lora)
+            for adapter in self._loras:
+                adapter.close()
+            self._loras.clear()
             ffi.release(self._ptr)
             self._ptr = None
 
@@ -460,7 +466,9 @@ class Model:
             # libllama says why (wrong architecture, "incorrect shape (hint: maybe wrong base model?)", ...)
             detail = "; ".join(errors)
             raise ModelLoadError(f"failed to load LoRA adapter {path}" + (f": {detail}" if detail else ""))
-        return LoraAdapter(ffi.gc(ptr, lib.llama_adapter_lora_free), path, self)
+        adapter = LoraAdapter(ffi.gc(ptr, lib.llama_adapter_lora_free), path, self)
+        self._loras.append(adapter)
+        return adapter
 
     def chat_template(self, name: str | None = None) -> str | None:
         c = lib.llama_model_chat_template(self.ptr, name.encode() if name else ffi.NULL)
@@ -501,6 +509,12 @@ class LoraAdapter:
         self.ptr = ptr
         self.path = path
         self.model = model
+
+    def close(self) -> None:
+        """Free it now (its model's `Model.close` does, before freeing the model)."""
+        if self.ptr is not None:
+            ffi.release(self.ptr)
+            self.ptr = None
 
     def meta(self, key: str) -> str:
         """An adapter metadata value ("" when absent), e.g. adapter.lora.task_name."""

@@ -187,8 +187,8 @@ class DecodeLoop:
         model, ctx, cache, slots, metrics = loaded.model, loaded.ctx, loaded.cache, loaded.slots, self.metrics
         self.model = model
         self._lora_adapters = loaded.lora_adapters  # the context only borrows them: keep them alive
-        self.lora_scales = lora_scales if lora_scales is not None else tuple(
-            info.scale for info in loaded.description.loras)
+        applied = tuple(info.scale for info in loaded.description.loras)  # what the new context runs with
+        self.lora_scales = lora_scales if lora_scales is not None else applied
         self._ctx = ctx
         self._cache = cache
         self._slots = slots
@@ -200,7 +200,7 @@ class DecodeLoop:
             ContextShift(ctx, cache, slots, model.vocab.add_bos, loaded.can_shift),
             Sampling(ctx, model.vocab, self.spec.n_predict, loaded.can_shift, metrics, outputs, self.spec.special),
             EmbeddingOutput(ctx, cache, metrics, outputs),
-            metrics, outputs, loaded.drafter, loaded.lora_adapters, self.lora_scales, loaded.projector,
+            metrics, outputs, loaded.drafter, loaded.lora_adapters, applied, loaded.projector,
             loaded.lookup, rollback=model.has_recurrent_state(), head=loaded.head,
         )
         self._drafter = loaded.drafter
