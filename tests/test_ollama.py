@@ -26,6 +26,9 @@ from llamatwist.api.ollama.request import (
     read_keep_alive,
     sampling_fields,
 )
+from llamatwist.api.ollama.routes import _Reply
+from llamatwist.chat.toolcalls import ChatSyntax
+from llamatwist.runtime import FinalResult, PartialResult, Timings
 from tests import test_multimodal
 from tests.conftest import Server
 from tests.models import minilm_gguf, smollm2_fim_gguf
@@ -137,6 +140,30 @@ def test_keep_alive_reads_seconds_and_go_durations(value: Any, seconds: float | 
 def test_keep_alive_refuses_what_is_not_a_duration(value: Any) -> None:
     with pytest.raises(InvalidRequest, match="keep_alive"):
         read_keep_alive({"keep_alive": value})
+
+
+def test_streamed_tool_calls_go_out_as_each_completes() -> None:
+    # a Hermes reply with two calls, fed a few characters at a time as the decode thread streams it
+    reply = _Reply("m", ChatSyntax(format="hermes"), lambda message: {"message": message}, -1)
+    text = ('Sure.<tool_call>\n{"name": "a", "arguments": {"x": 1}}\n</tool_call>\n'
+            '<tool_call>\n{"name": "b", "arguments": {"y": [2]}}\n</tool_call>')
+    pieces: list[tuple[int, dict[str, Any]]] = []  # (characters streamed, the line sent then)
+    for i in range(0, len(text), 5):
+        line = reply.chunk(PartialResult(0, 0, text[i:i + 5], [], 0, 0, []))
+        if line is not None:
+            pieces.append((i + 5, line))
+    timings = Timings(0, 3, 1.0, 30, 10.0)
+    last = reply.last(FinalResult(0, 0, "", [], 30, 3, 0, "eos", "", False, timings, 0, []), stream=True)
+    sent = [line for _, line in pieces] + last
+    calls = [c for line in sent for c in line["message"].get("tool_calls", [])]
+    assert calls == [{"function": {"index": 0, "name": "a", "arguments": {"x": 1}}},
+                     {"function": {"index": 1, "name": "b", "arguments": {"y": [2]}}}]
+    first_at = next(n for n, line in pieces if line["message"].get("tool_calls"))
+    assert first_at < len(text)  # the first call went out before the reply ended: once the second began
+    assert text.index('"b"') <= first_at < text.index('"y"')
+    assert "tool_calls" in last[0]["message"] and last[-1]["done"] and "tool_calls" not in last[-1]["message"]
+    assert "".join(line["message"]["content"] for line in sent) == "Sure."
+    assert all(not line["done"] for line in sent[:-1])
 
 
 def test_translation_refuses_bad_embed_input() -> None:

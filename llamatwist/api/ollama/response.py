@@ -14,11 +14,25 @@ from collections.abc import Sequence
 from typing import Any
 
 from llamatwist.api.completion import probs_json
-from llamatwist.chat.toolcalls import ParsedMessage
+from llamatwist.chat.toolcalls import ParsedMessage, ToolCallOut
 from llamatwist.runtime import FinalResult, TokenProbs
 
-__all__ = ["NEVER_EXPIRES", "OLLAMA_VERSION", "created_at", "done_reason", "error_shape", "expires_at", "final_fields", "logprobs_json",
-           "message_json", "model_details", "model_entry", "model_info", "modified_at"]
+__all__ = [
+    "NEVER_EXPIRES",
+    "OLLAMA_VERSION",
+    "created_at",
+    "done_reason",
+    "error_shape",
+    "expires_at",
+    "final_fields",
+    "logprobs_json",
+    "message_json",
+    "model_details",
+    "model_entry",
+    "model_info",
+    "modified_at",
+    "tool_calls_json",
+]
 
 # the Ollama API version these routes follow (clients such as Open WebUI ask /api/version)
 OLLAMA_VERSION = "0.12.0"
@@ -71,9 +85,14 @@ def message_json(msg: ParsedMessage) -> dict[str, Any]:
     if msg.reasoning_content:
         out["thinking"] = msg.reasoning_content
     if msg.tool_calls:
-        out["tool_calls"] = [{"function": {"index": i, "name": c.name, "arguments": _arguments(c.arguments)}}
-                             for i, c in enumerate(msg.tool_calls)]
+        out["tool_calls"] = tool_calls_json(msg.tool_calls)
     return out
+
+
+def tool_calls_json(calls: Sequence[ToolCallOut], start: int = 0) -> list[dict[str, Any]]:
+    """Ollama's tool calls (arguments as an object), indexed in the reply from ``start``."""
+    return [{"function": {"index": i, "name": c.name, "arguments": _arguments(c.arguments)}}
+            for i, c in enumerate(calls, start)]
 
 
 def _arguments(text: str) -> Any:

@@ -40,6 +40,7 @@ from llamatwist.api.ollama.response import (
     model_entry,
     model_info,
     modified_at,
+    tool_calls_json,
 )
 from llamatwist.api.ollama.stream import NDJSONStream
 from llamatwist.api.openai.chat import prepare_chat
@@ -68,6 +69,7 @@ class _Reply:
     def __post_init__(self) -> None:
         self.text = MessageStream(self.syntax)
         self.probs: list[TokenProbs] = []  # not yet sent
+        self.n_calls_sent = 0
 
     def _object(self, message: dict[str, Any], done: bool) -> dict[str, Any]:
         out = {"model": self.model, "created_at": created_at(), **self.shape(message), "done": done}
@@ -76,25 +78,31 @@ class _Reply:
             self.probs = []
         return out
 
+    def _piece(self, deltas: list[dict[str, Any]], final: bool) -> dict[str, Any] | None:
+        """A streamed message piece: the text of ``deltas``, and the tool calls completed since the last piece
+        (as Ollama sends each call once it is whole: one is, once the next begins or the reply ends)."""
+        piece = _pieces(deltas)
+        calls = self.text.message.tool_calls
+        end = len(calls) if final else len(calls) - 1
+        if end > self.n_calls_sent:
+            piece["tool_calls"] = tool_calls_json(calls[self.n_calls_sent:end], self.n_calls_sent)
+            self.n_calls_sent = end
+        return piece if piece["content"] or "thinking" in piece or "tool_calls" in piece else None
+
     def chunk(self, r: PartialResult) -> dict[str, Any] | None:
         """The object for a streamed piece; None while the parser holds text back."""
         self.probs.extend(r.probs)
-        piece = _pieces(self.text.feed(r.content))
-        return self._object(piece, False) if piece["content"] or "thinking" in piece else None
+        piece = self._piece(self.text.feed(r.content), final=False)
+        return self._object(piece, False) if piece is not None else None
 
     def last(self, r: FinalResult, stream: bool) -> list[dict[str, Any]]:
-        """The reply's last objects: streamed, the rest of its text and its tool calls, then the counts."""
+        """The reply's last objects: streamed, the rest of its text and tool calls, then the counts."""
         msg, deltas = self.text.finish(r.content)
-        whole = message_json(msg)
         if not stream:
             self.probs = list(r.probs)
-            return [{**self._object(whole, True), **final_fields(r, time.monotonic_ns() - self.t0)}]
-        out = []
-        piece = _pieces(deltas)
-        if "tool_calls" in whole:
-            piece["tool_calls"] = whole["tool_calls"]
-        if piece["content"] or "thinking" in piece or "tool_calls" in piece:
-            out.append(self._object(piece, False))
+            return [{**self._object(message_json(msg), True), **final_fields(r, time.monotonic_ns() - self.t0)}]
+        piece = self._piece(deltas, final=True)
+        out = [] if piece is None else [self._object(piece, False)]
         end = self._object({"role": "assistant", "content": ""}, True)
         out.append({**end, **final_fields(r, time.monotonic_ns() - self.t0)})
         return out
