@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import signal
@@ -153,6 +154,16 @@ def test_ollama_clients_see_the_catalog_and_reach_its_models(router: Server, mod
     assert r.model == "smol-again" and r.eval_count == 3 and r.done_reason == "length"
     running = {m.model: m for m in client.ps().models}
     assert "smol-again" in running and running["smol-again"].details.quantization_level == "Q4_1"  # type: ignore[union-attr]
+    assert running["smol-again"].context_length == 4096 // 4  # its own server's answer
+    # `ollama stop`: its server sleeps (weights freed) and is no longer running; the next request loads it
+    assert client.generate(model="smol-again", keep_alive=0).done_reason == "unload"
+    deadline = time.monotonic() + 30
+    while "smol-again" in {m.model for m in client.ps().models}:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert client.generate(model="smol-again", prompt="Hi", keep_alive="1h", options={"num_predict": 2}).done
+    expires = {m.model: m for m in client.ps().models}["smol-again"].expires_at
+    assert expires is not None and 3500 < (expires - datetime.datetime.now(datetime.timezone.utc)).total_seconds() <= 3600
     assert router.get("/api/version").json()["version"]
     with pytest.raises(ollama.ResponseError) as err:
         client.chat(model="nothing", messages=[{"role": "user", "content": "Hi"}], stream=False)

@@ -7,10 +7,14 @@ cached model as ``DELETE /models`` does; creating, copying and pushing are refus
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import treq
 from klein import Klein
+from twisted.internet import defer
+from twisted.web.client import HTTPConnectionPool
 from twisted.web.server import Request
 
 from llamatwist.api.errors import BadGateway
@@ -18,10 +22,13 @@ from llamatwist.api.http import handler, read_json, send_json
 from llamatwist.api.ollama.response import NEVER_EXPIRES, model_details, model_entry
 from llamatwist.api.ollama.store import REFUSED, answer_statuses, pull_name, register_shared, streams
 from llamatwist.api.ollama.stream import NDJSONStream
+from llamatwist.router.catalog import CHILD_HOST
 from llamatwist.router.downloads import Downloads
 from llamatwist.router.fleet import LOADED, Fleet, Instance
 
 __all__ = ["register"]
+
+log = logging.getLogger("llamatwist.router")
 
 _HUB_PREFIXES = ("hf.co/", "huggingface.co/")
 _SUCCESS = {"status": "success"}
@@ -53,8 +60,10 @@ def _progress(message: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def register(app: Klein, fleet: Fleet, downloads: Downloads, remove: Callable[[str], Awaitable[None]]) -> None:
-    """``remove(name)``: what ``DELETE /models`` does (cancel a download, or delete a cached model)."""
+def register(app: Klein, fleet: Fleet, downloads: Downloads, remove: Callable[[str], Awaitable[None]],
+             pool: HTTPConnectionPool) -> None:
+    """``remove(name)``: what ``DELETE /models`` does (cancel a download, or delete a cached model); ``pool``: the
+    connections to the models' servers."""
 
     @app.route("/api/tags", methods=["GET"])
     @handler
@@ -64,10 +73,24 @@ def register(app: Klein, fleet: Fleet, downloads: Downloads, remove: Callable[[s
     @app.route("/api/ps", methods=["GET"])
     @handler
     async def ps(request: Request) -> Any:
+        """The models whose servers run and hold their weights: each loaded one's own ``/api/ps`` says (one asleep
+        after a keep_alive, or --sleep-idle-seconds, lists nothing) and when it is due to unload."""
         await fleet.check_sleep()
-        running = [{**_entry(i), "expires_at": NEVER_EXPIRES, "size_vram": 0}
-                   for i in fleet.instances.values() if i.status == LOADED]
-        return send_json(request, {"models": running})
+        loaded = [i for i in fleet.instances.values() if i.status == LOADED]
+        answers = await defer.gatherResults([defer.ensureDeferred(_child_ps(i)) for i in loaded])
+        return send_json(request, {"models": [m for models in answers for m in models]})
+
+    async def _child_ps(inst: Instance) -> list[dict[str, Any]]:
+        try:
+            answer = await treq.get(f"http://{CHILD_HOST}:{inst.port}/api/ps", pool=pool, timeout=5)
+            models = (await answer.json())["models"] if answer.code == 200 else None
+        except Exception as exc:  # noqa: BLE001  # gone meanwhile, or busy loading: listed as the catalog says
+            log.info("/api/ps of model %s failed: %s", inst.entry.name, exc)
+            models = None
+        if models is None:
+            return [{**_entry(inst), "expires_at": NEVER_EXPIRES, "size_vram": 0}]
+        return [{**_entry(inst), **{k: m[k] for k in ("expires_at", "size_vram", "context_length") if k in m}}
+                for m in models[:1]]
 
     @app.route("/api/pull", methods=["POST"])
     @handler

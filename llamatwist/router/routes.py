@@ -188,7 +188,7 @@ def build_router_app(fleet: Fleet, reactor: Any, config: ServerConfig, tools: To
         await remove_model(name)
         return send_json(request, {"success": True})
 
-    ollama.register(app, fleet, downloads, remove_model)
+    ollama.register(app, fleet, downloads, remove_model, pool)
 
     server_tools.register(app, tools, config.ui_mcp_proxy, reactor)
 
