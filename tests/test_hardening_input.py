@@ -315,7 +315,10 @@ OLLAMA_OPTIONS = st.dictionaries(st.sampled_from(["temperature", "top_k", "top_p
 @given(messages=st.lists(OLLAMA_MESSAGE, max_size=3) | JSON_VALUES, options=OLLAMA_OPTIONS | JSON_VALUES,
        extra=st.fixed_dictionaries({}, optional={"format": JSON_VALUES | st.just("json"), "think": JSON_VALUES,
                                                  "tools": JSON_VALUES, "stream": st.booleans() | JSON_SCALARS,
-                                                 "logprobs": JSON_SCALARS, "top_logprobs": JSON_SCALARS}))
+                                                 "logprobs": JSON_SCALARS, "top_logprobs": JSON_SCALARS,
+                                                 # durations, numbers of any size, and what is neither
+                                                 "keep_alive": st.sampled_from(["5m", "0", "-1", "1h30m", "1d",
+                                                                                "", "300ms"]) | JSON_SCALARS}))
 def test_property_ollama_chat(srv: Server, messages: Any, options: Any, extra: dict[str, Any]) -> None:
     if isinstance(options, dict):
         options["num_predict"] = 1
