@@ -416,6 +416,11 @@ def test_embed_matches_the_openai_route(embedder: Server) -> None:
     # an embedding server does not chat, a chat server does not embed: Ollama's error shape, llama-server's status
     assert embedder.post("/api/chat", {"model": "m", "messages": ASK}).status_code == 501
     assert ollama.Client(host=embedder.url).show("m").capabilities == ["embedding"]
+    # keep_alive on embeddings too: unloaded after this one, and the next waits for the load
+    assert client.embed(model="m", input=texts[0], keep_alive=0).load_duration == 0
+    _wait_sleeping(embedder)
+    again = client.embed(model="m", input=texts[0])
+    assert again.embeddings[0] == pytest.approx(r.embeddings[0], abs=1e-6) and (again.load_duration or 0) > 1e6
 
 
 def test_a_generation_server_does_not_embed(srv: Server) -> None:
@@ -502,7 +507,9 @@ def test_keep_alive_unloads_and_loads_the_model(make_server: Any, model_path: st
     assert client.generate(model="m", prompt="Hi", raw=True, keep_alive=1, **body).response == expected
     _wait_sleeping(srv)
     assert client.ps().models == []
-    assert client.generate(model="m", prompt="Hi", raw=True, **body).response == expected  # woken, same answer
+    woken = client.generate(model="m", prompt="Hi", raw=True, **body)
+    assert woken.response == expected and (woken.load_duration or 0) > 1e6  # it waited for the load (> 1 ms)
+    assert client.generate(model="m", prompt="Hi", raw=True, **body).load_duration == 0  # loaded already
     assert not _sleeping(srv) and _expires_in(client) > 1e9  # a request without one: the server's default again
 
     # a streamed chat takes it too; then a request on another API restores the server's default

@@ -221,6 +221,12 @@ class EngineService(Service):
         """When the idle model is due to sleep (``time.time()``); None when it is busy, asleep or kept."""
         return self._loop.unload_at
 
+    def load_timer(self) -> Callable[[], int]:
+        """Called later: how long a load after a sleep took (ns) if one ended since now, else 0 (what a request
+        that woke the model waited for it: Ollama's ``load_duration``)."""
+        mark = self._loop.n_loads
+        return lambda: self._loop.last_load_ns if self._loop.n_loads != mark else 0
+
     def keep_alive(self) -> float | None:
         return self._loop.keep_alive
 

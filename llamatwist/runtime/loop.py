@@ -104,6 +104,8 @@ class DecodeLoop:
         # task's client's (Ollama's keep_alive)
         self.keep_alive: float | None = self.default_keep_alive()
         self.unload_at: float | None = None  # when an idle model is due to sleep (time.time()); None: not due
+        self.n_loads = 0  # loads after a sleep, and how long the last took
+        self.last_load_ns = 0
 
     # -- called from the reactor thread ----------------------------------
     def start(self) -> None:
@@ -269,6 +271,7 @@ class DecodeLoop:
         if cmd == "stop":
             return False
         log.info("server is exiting sleeping state")
+        t0 = time.monotonic_ns()
         try:
             self._load(self.lora_scales)
         except EngineError as exc:  # the file changed or went away meanwhile: llama-server aborts here
@@ -280,6 +283,8 @@ class DecodeLoop:
             return False
         self.guard.wait_for_readers()
         vocab_only.close()
+        self.last_load_ns = time.monotonic_ns() - t0
+        self.n_loads += 1
         self._on_sleep(False)
         return self._apply(cmd, arg)
 

@@ -66,13 +66,14 @@ def done_reason(r: FinalResult) -> str:
     return "length" if r.stop_type == "limit" else "stop"
 
 
-def final_fields(r: FinalResult, total_ns: int) -> dict[str, Any]:
-    """What Ollama's last object of a reply adds: why it ended, its token counts and durations."""
+def final_fields(r: FinalResult, total_ns: int, load_ns: int = 0) -> dict[str, Any]:
+    """What Ollama's last object of a reply adds: why it ended, its token counts and durations (``load_ns``: the
+    model's load the request waited for, after a sleep)."""
     return {
         "done": True,
         "done_reason": done_reason(r),
         "total_duration": total_ns,
-        "load_duration": 0,  # the model is loaded at start-up
+        "load_duration": load_ns,
         "prompt_eval_count": r.n_prompt_tokens,
         "prompt_eval_duration": round(r.timings.prompt_ms * _MS),
         "eval_count": r.n_decoded,

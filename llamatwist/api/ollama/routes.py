@@ -64,6 +64,7 @@ class _Reply:
     syntax: ChatSyntax | None
     shape: Callable[[dict[str, Any]], dict[str, Any]]
     top_n: int  # token log probabilities to show: -1 none
+    load_ns: Callable[[], int] = lambda: 0  # the model's load this reply waited for (EngineService.load_timer)
     t0: int = dataclasses.field(default_factory=time.monotonic_ns)
 
     def __post_init__(self) -> None:
@@ -100,12 +101,15 @@ class _Reply:
         msg, deltas = self.text.finish(r.content)
         if not stream:
             self.probs = list(r.probs)
-            return [{**self._object(message_json(msg), True), **final_fields(r, time.monotonic_ns() - self.t0)}]
+            return [{**self._object(message_json(msg), True), **self._final(r)}]
         piece = self._piece(deltas, final=True)
         out = [] if piece is None else [self._object(piece, False)]
         end = self._object({"role": "assistant", "content": ""}, True)
-        out.append({**end, **final_fields(r, time.monotonic_ns() - self.t0)})
+        out.append({**end, **self._final(r)})
         return out
+
+    def _final(self, r: FinalResult) -> dict[str, Any]:
+        return final_fields(r, time.monotonic_ns() - self.t0, self.load_ns())
 
 
 def _pieces(deltas: list[dict[str, Any]]) -> dict[str, Any]:
@@ -236,13 +240,14 @@ def register(app: Klein, ctx: ApiContext) -> None:
     @handler
     async def chat(request: Request) -> Any:
         loaded = ctx.require_generation()
+        load_ns = ctx.engine.load_timer()  # before anything can wake the model (media tokenization does)
         raw = read_json(request)
         body = chat_body(raw)
         keep = read_keep_alive(raw)
         if not body["messages"]:
             return send_json(request, await _load_or_unload(ctx, raw, keep, _chat_shape))
         prepared = await prepare_chat(ctx, loaded, body)
-        reply = _Reply(_model(raw, ctx), prepared.syntax, _chat_shape, _top_n(body))
+        reply = _Reply(_model(raw, ctx), prepared.syntax, _chat_shape, _top_n(body), load_ns)
         try:
             return await _run(ctx, request, reply, prepared.prompts[0], prepared.req.params)
         finally:
@@ -252,6 +257,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
     @handler
     async def generate(request: Request) -> Any:
         loaded = ctx.require_generation()
+        load_ns = ctx.engine.load_timer()
         raw = read_json(request)
         body = generate_body(raw)
         keep = read_keep_alive(raw)
@@ -272,7 +278,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
             prompt = [*context, *(prompt[1:] if prompt and prompt[0] == loaded.bos else prompt)]
             check_prompt(ctx, loaded, prompt)
         params = dataclasses.replace(params, return_tokens=True)
-        reply = _Reply(_model(raw, ctx), syntax, _generate_shape, _top_n(body))
+        reply = _Reply(_model(raw, ctx), syntax, _generate_shape, _top_n(body), load_ns)
 
         def with_context(r: FinalResult) -> dict[str, Any]:
             return {"context": [*prompt, *r.tokens]}
@@ -287,7 +293,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
     @handler
     async def embed(request: Request) -> Any:
         loaded = ctx.require_embeddings()
-        t0 = time.monotonic_ns()
+        t0, load_ns = time.monotonic_ns(), ctx.engine.load_timer()
         legacy = request.path.rstrip(b"/").endswith(b"/embeddings")  # the older form: one prompt, one vector
         body = read_json(request)
         texts = embed_inputs(body, legacy)
@@ -304,7 +310,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
         if legacy:
             return send_json(request, {"embedding": vectors[0]})
         return send_json(request, {"model": _model(body, ctx), "embeddings": vectors,
-                                   "total_duration": time.monotonic_ns() - t0, "load_duration": 0,
+                                   "total_duration": time.monotonic_ns() - t0, "load_duration": load_ns(),
                                    "prompt_eval_count": embedded.n_tokens})
 
     @app.route("/api/tags", methods=["GET"])
