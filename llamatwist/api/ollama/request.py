@@ -39,6 +39,7 @@ _THINK_LEVELS = ("low", "medium", "high")
 # Go's time.ParseDuration units, in seconds
 _UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
+_GO_DURATION = re.compile(f"(?:{_DURATION.pattern})+")
 FOREVER = math.inf  # a negative keep_alive: the model is never unloaded for idleness
 _LONGEST = 1e9  # seconds (31 years): longer is for ever (Go's durations end near 292 years)
 
@@ -84,27 +85,15 @@ def read_keep_alive(body: Mapping[str, Any]) -> float | None:
 
 
 def _duration(text: str) -> float:
+    """Seconds of ``text``: a number, or a Go duration (one optional sign, then number-unit pairs)."""
     sign = -1.0 if text.startswith("-") else 1.0
-    rest = text.lstrip("+-")
-    try:
-        return sign * float(rest) if rest and rest.replace(".", "", 1).isdigit() else sign * _go_duration(rest)
-    except ValueError:
+    rest = text[1:] if text[:1] in ("+", "-") else text
+    if rest.replace(".", "", 1).isdigit():
+        return sign * float(rest)
+    if not _GO_DURATION.fullmatch(rest):
         raise InvalidRequest(f"invalid keep_alive duration {json.dumps(text)}: expected seconds or a duration "
-                             "such as \"5m\", \"1h30m\" or \"-1\"") from None
-
-
-def _go_duration(text: str) -> float:
-    """A Go duration without its sign: one or more number-unit pairs."""
-    pos, total = 0, 0.0
-    while pos < len(text):
-        m = _DURATION.match(text, pos)
-        if m is None:
-            raise ValueError(text)
-        total += float(m.group(1)) * _UNITS[m.group(2)]
-        pos = m.end()
-    if not text:
-        raise ValueError(text)
-    return total
+                             "such as \"5m\", \"1h30m\" or \"-1\"")
+    return sign * sum(float(n) * _UNITS[unit] for n, unit in _DURATION.findall(rest))
 
 
 def sampling_fields(body: Mapping[str, Any]) -> dict[str, Any]:
