@@ -88,6 +88,20 @@ def test_completion_js(ui_server: Server) -> None:
     assert "export async function llamaComplete" in r.text
 
 
+@pytest.mark.parametrize("name", ["pdf.min.mjs", "pdf.worker.min.mjs"])
+def test_pdf_modules(ui_server: Server, name: str) -> None:
+    """pdf.js, which the page loads to read a PDF attachment: the npm package's file, as JavaScript (module
+    scripts and workers need a JavaScript type), gzipped when accepted, revalidated by ETag."""
+    r = ui_server.get(f"/{name}")
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/javascript")
+    assert r.headers["Content-Encoding"] == "gzip" and r.headers["X-Content-Type-Options"] == "nosniff"
+    source = WEB / "node_modules" / "pdfjs-dist" / "build" / name
+    if source.exists():  # after npm ci (CI): the npm package's own file
+        assert r.content == source.read_bytes()
+    assert "pdfjsVersion" in r.text and "export" in r.text
+    assert raw_get(ui_server, f"/{name}", **{"If-None-Match": r.headers["ETag"]}).status_code == 304
+
+
 def test_api_routes_win(ui_server: Server) -> None:
     assert ui_server.get("/health").json() == {"status": "ok"}
     r = ui_server.get("/no-such-file")
@@ -97,7 +111,7 @@ def test_api_routes_win(ui_server: Server) -> None:
 def test_no_webui(make_server: StartServer, model_path: str, tmp_path: Path) -> None:
     (tmp_path / "index.html").write_text("custom")
     srv = make_server("-m", model_path, "-c", "512", "-np", "1", "--no-webui", "--path", str(tmp_path))
-    for path in ("/", "/index.html", "/completion.js"):
+    for path in ("/", "/index.html", "/completion.js", "/pdf.min.mjs", "/pdf.worker.min.mjs"):
         assert srv.get(path).status_code == 404, path
     assert srv.get("/health").status_code == 200
 
@@ -134,6 +148,7 @@ def test_path_and_api_prefix_and_key(make_server: StartServer, model_path: str, 
     assert srv.get("/llm/app.css").headers["Content-Type"].startswith("text/css")
     assert srv.get("/llm/sub/").text == "sub index"
     assert "llamaComplete" in srv.get("/llm/completion.js").text  # built-in, none in the directory
+    assert srv.get("/llm/pdf.min.mjs").status_code == 200  # the same for the UI's modules, public too
     # API routes still need the key and still win
     assert srv.get("/llm/props").status_code == 401
     assert srv.get("/llm/props", headers={"Authorization": "Bearer k1"}).status_code == 200

@@ -246,6 +246,10 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("get", "/index.html"): Operation("The web UI", _T_UI, answer="html", public=True),
     ("get", "/completion.js"): Operation("llama-server's completion.js helper", _T_UI, answer="javascript",
                                          public=True),
+    ("get", "/pdf.min.mjs"): Operation("pdf.js, which the web UI loads to read a PDF attachment's text", _T_UI,
+                                       answer="javascript", public=True),
+    ("get", "/pdf.worker.min.mjs"): Operation("pdf.js's worker (the web UI's PDF attachments)", _T_UI,
+                                              answer="javascript", public=True),
 }
 
 _MEDIA = {"text": "text/plain", "html": "text/html", "javascript": "text/javascript"}

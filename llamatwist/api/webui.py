@@ -1,6 +1,7 @@
 # -*- test-case-name: tests.test_webui -*-
 """The web UI routes: the built-in chat UI at ``/`` and ``/index.html``,
-``/completion.js``, and ``--path DIR`` static files.
+``/completion.js``, the modules the UI loads on demand (pdf.js), and
+``--path DIR`` static files.
 
 As llama-server: ``--no-webui`` serves none of them; with ``--path`` the
 directory replaces the built-in UI (``/`` is ``DIR/index.html``).  The UI is
@@ -14,6 +15,8 @@ they cannot shadow the API either.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from klein import Klein
@@ -24,7 +27,7 @@ from werkzeug.exceptions import NotFound as WzNotFound
 
 from llamatwist.api.errors import NotFound, send_error
 from llamatwist.config import ServerConfig
-from llamatwist.webui import Asset, completion_js, index_html, resolve_static
+from llamatwist.webui import MODULES, Asset, completion_js, index_html, module_asset, resolve_static
 
 __all__ = ["register", "send_asset"]
 
@@ -101,13 +104,20 @@ def register(app: Klein, config: ServerConfig) -> None:
         def index(request: Request) -> bytes:
             return send_asset(request, index_html(), _HTML, isolation=True)
 
-    @app.route("/completion.js", methods=["GET", "HEAD"])
-    def completion_js_asset(request: Request) -> Any:
-        if root is not None:
-            path = resolve_static(root, [b"completion.js"])
-            if path is not None:
-                return _StaticFile(str(path))
-        return send_asset(request, completion_js(), _JS)
+    def script(name: str, asset: Callable[[], Asset]) -> None:
+        """``/name``: the file of that name in the --path directory when there is one, else the built-in asset."""
+
+        @app.route(f"/{name}", methods=["GET", "HEAD"], endpoint=f"script_{name}")
+        def serve(request: Request) -> Any:
+            if root is not None:
+                path = resolve_static(root, [name.encode()])
+                if path is not None:
+                    return _StaticFile(str(path))
+            return send_asset(request, asset(), _JS)
+
+    script("completion.js", completion_js)
+    for module in MODULES:
+        script(module, functools.partial(module_asset, module))
 
     if root is None:
         return

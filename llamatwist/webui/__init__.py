@@ -4,7 +4,9 @@
 HTML file, gzipped); it is committed so that installs without Node.js still
 get the UI, and ``web/scripts/pack.mjs --check`` proves it matches the source.
 ``completion.js`` is the hand-written ``llamaComplete()`` helper for custom
-front-ends.  `resolve_static` maps a request path onto a ``--path`` directory.
+front-ends; ``pdf.min.mjs.gz`` and ``pdf.worker.min.mjs.gz`` are pdf.js (from
+npm, packed beside the UI), which the UI loads to read a PDF attachment's text.
+`resolve_static` maps a request path onto a ``--path`` directory.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from importlib.resources import files
 from pathlib import Path
 from urllib.parse import unquote_to_bytes
 
-__all__ = ["Asset", "completion_js", "index_html", "resolve_static"]
+__all__ = ["MODULES", "Asset", "completion_js", "index_html", "module_asset", "resolve_static"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,18 @@ def _asset(gzipped: bytes) -> Asset:
 def index_html() -> Asset:
     """The chat UI (read once, then served from memory)."""
     return _asset(files(__name__).joinpath("index.html.gz").read_bytes())
+
+
+#: the JavaScript modules the UI loads on demand, served at /NAME from NAME.gz
+MODULES = ("pdf.min.mjs", "pdf.worker.min.mjs")
+
+
+@functools.lru_cache(maxsize=len(MODULES))
+def module_asset(name: str) -> Asset:
+    """One of `MODULES` (read once, then served from memory)."""
+    if name not in MODULES:
+        raise KeyError(name)
+    return _asset(files(__name__).joinpath(f"{name}.gz").read_bytes())
 
 
 @functools.lru_cache(maxsize=1)

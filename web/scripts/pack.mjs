@@ -1,30 +1,43 @@
-// Gzip dist/index.html into the Python package (deterministic: no file name,
-// mtime 0, fixed level), or with --check, fail when the committed asset's
-// content differs from the fresh build (compared decompressed, so a different
-// zlib cannot make CI fail).
+// Gzip the built UI and the pdf.js files it loads on demand into the Python package (deterministic: no file
+// name, mtime 0, fixed level), or with --check, fail when a committed asset's content differs from the fresh
+// build (compared decompressed, so a different zlib cannot make CI fail).
+//
+// pdf.js (pdf.min.mjs and its worker, 1.7 MB) is served beside the page rather than inlined: a page that reads
+// no PDF never loads it, and a change to the UI does not commit those 450 kB again.
 import { readFileSync, writeFileSync } from 'node:fs'
 import { gunzipSync, gzipSync, constants } from 'node:zlib'
 
-const built = new URL('../dist/index.html', import.meta.url)
-const target = new URL('../../llamatwist/webui/index.html.gz', import.meta.url)
-const html = readFileSync(built)
+const ASSETS = [
+  ['../dist/index.html', 'index.html.gz'],
+  ['../node_modules/pdfjs-dist/build/pdf.min.mjs', 'pdf.min.mjs.gz'],
+  ['../node_modules/pdfjs-dist/build/pdf.worker.min.mjs', 'pdf.worker.min.mjs.gz'],
+]
+const check = process.argv.includes('--check')
+let failed = false
 
-if (process.argv.includes('--check')) {
-  let committed
-  try {
-    committed = gunzipSync(readFileSync(target))
-  } catch (err) {
-    console.error(`web UI check: cannot read ${target.pathname}: ${err.message}`)
-    process.exit(1)
+for (const [source, name] of ASSETS) {
+  const content = readFileSync(new URL(source, import.meta.url))
+  const target = new URL(`../../llamatwist/webui/${name}`, import.meta.url)
+  if (check) {
+    let committed
+    try {
+      committed = gunzipSync(readFileSync(target))
+    } catch (err) {
+      console.error(`web UI check: cannot read ${target.pathname}: ${err.message}`)
+      failed = true
+      continue
+    }
+    if (!committed.equals(content)) {
+      console.error(`web UI check: llamatwist/webui/${name} differs from a fresh build of web/;`
+        + ' run `cd web && npm run build` and commit the result')
+      failed = true
+      continue
+    }
+    console.log(`web UI check: committed ${name} matches the source (${content.length} bytes)`)
+  } else {
+    const gz = gzipSync(content, { level: constants.Z_BEST_COMPRESSION })
+    writeFileSync(target, gz)
+    console.log(`web UI: ${content.length} bytes, ${gz.length} gzipped -> ${target.pathname}`)
   }
-  if (!committed.equals(html)) {
-    console.error('web UI check: llamatwist/webui/index.html.gz differs from a fresh build of web/;'
-      + ' run `cd web && npm run build` and commit the result')
-    process.exit(1)
-  }
-  console.log(`web UI check: committed asset matches the source (${html.length} bytes)`)
-} else {
-  const gz = gzipSync(html, { level: constants.Z_BEST_COMPRESSION })
-  writeFileSync(target, gz)
-  console.log(`web UI: ${html.length} bytes, ${gz.length} gzipped -> ${target.pathname}`)
 }
+process.exit(failed ? 1 : 0)

@@ -1,5 +1,6 @@
 import './style.css'
 import { copyButton, setMarkdown } from './markdown.js'
+import { pdfText } from './pdf.js'
 import {
   SAMPLING_FIELDS, addNode, branch, exportJson, lastLeaf, loadConversations, loadSettings, MEDIA_TYPES, mediaKind,
   newConversation, parseImport, saveConversations, saveSettings, settingsDefaults, siblings,
@@ -25,6 +26,7 @@ const state = {
   resumed: false, // the replies left generating by an earlier page were looked for
   search: '',
   attachments: [], // data: URLs of the images, audio and video the next message carries
+  files: [], // the text files the next message carries: { name, text, kind? } (kind 'pdf': a PDF's text)
   tools: [], // the server's tools (GET /tools: --tools, MCP servers); empty when it offers none (403)
 }
 
@@ -237,10 +239,15 @@ const MAX_CLIP = 4_000_000 // audio and video cannot be scaled down: longer clip
 const TYPES = MEDIA_TYPES // what a message may hold (store.js): the file picker offers these
 const NEEDS = { image: 'a vision projector', audio: 'an audio projector', video: 'a vision projector and ffmpeg' }
 const fileKind = (file) => Object.keys(TYPES).find((kind) => file.type.startsWith(`${kind}/`)) ?? null
+// Text files and PDFs go to any model, as text; at most this much text each (the conversation is kept in the
+// browser's storage).
+const MAX_TEXT_FILE = 1_000_000
+const MAX_PDF = 20_000_000
+const isPdf = (file) => file.type === 'application/pdf' || /\.pdf$/i.test(file.name)
 
 function updateAttach() {
-  $('#attach').hidden = !anyMedia()
-  $('#attach-file').accept = Object.keys(TYPES).filter(takes).flatMap((kind) => TYPES[kind]).join(',')
+  $('#attach').title = anyMedia() ? 'Attach a text file, PDF, image, audio or video (or paste one)'
+    : 'Attach a text file or PDF'
   if (state.attachments.some((url) => !takes(mediaKind(url)))) {
     state.attachments = state.attachments.filter((url) => takes(mediaKind(url)))
     renderAttachments()
@@ -284,9 +291,48 @@ async function clipDataUrl(file, kind) {
   return readDataUrl(file)
 }
 
+/** A PDF's text, { name, text, kind: 'pdf' }: refused when it has none (a scan) or cannot be read. */
+async function pdfFile(file) {
+  const name = file.name || 'file.pdf'
+  if (file.size > MAX_PDF) throw new Error(`${name} is too large (PDFs of at most 20 MB)`)
+  let text
+  try {
+    text = await pdfText(new Uint8Array(await file.arrayBuffer()), BASE)
+  } catch (err) {
+    throw new Error(`${name} cannot be read as a PDF (${err.message})`)
+  }
+  if (!text.trim()) throw new Error(`${name} has no text to send (a scanned PDF holds only images)`)
+  if (text.length > MAX_TEXT_FILE) throw new Error(`${name} holds too much text (at most 1 MB)`)
+  return { name, text, kind: 'pdf' }
+}
+
+/** A text file's contents, { name, text }: refused when it is not UTF-8 text (or holds NUL bytes, as binaries do). */
+async function textFile(file) {
+  const name = file.name || 'file.txt'
+  if (file.size > MAX_TEXT_FILE) throw new Error(`${name} is too large (text files of at most 1 MB)`)
+  let text = null
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(await file.arrayBuffer())
+  } catch {
+    // not UTF-8
+  }
+  if (text === null || text.includes('\0')) {
+    throw new Error(`${name} is not a text file (text files are sent as text${anyMedia() ? '; media as the projector takes them' : ''})`)
+  }
+  return { name, text }
+}
+
 async function addAttachments(files) {
   for (const file of files) {
     const kind = fileKind(file)
+    if (kind === null) {
+      try {
+        state.files.push(await (isPdf(file) ? pdfFile(file) : textFile(file)))
+      } catch (err) {
+        toast(err.message)
+      }
+      continue
+    }
     if (!takes(kind)) {
       toast(`This server's model does not take ${kind === 'image' ? 'images' : kind} (start it with ${NEEDS[kind]}, --mmproj)`)
       continue
@@ -307,17 +353,26 @@ function mediaElement(url, testid) {
   return h(kind, { src: url, controls: true, preload: 'metadata', 'data-testid': testid })
 }
 
-function renderAttachments() {
-  const box = $('#attachments')
-  box.replaceChildren(...state.attachments.map((url, i) => h('div', { class: 'attachment', 'data-testid': 'attachment' },
-    mediaElement(url, 'attachment-media'),
-    h('button', { type: 'button', title: 'Remove', 'aria-label': `Remove ${mediaKind(url)}`, 'data-testid': 'attachment-remove',
-      onclick: () => { state.attachments.splice(i, 1); renderAttachments() } }, '✕'))))
-  box.hidden = !state.attachments.length
+/** The chip naming an attached text file (name and size). */
+function fileChip(file, testid) {
+  return h('span', { class: 'file-chip', title: file.name, 'data-testid': testid },
+    h('span', { class: 'file-name' }, file.name), h('span', { class: 'file-size' }, sizeText(file.text.length)))
 }
 
-function mediaFiles(list) {
-  return [...(list ?? [])].filter((f) => fileKind(f) !== null)
+function sizeText(chars) {
+  return chars < 1000 ? `${chars} chars` : `${(chars / 1000).toFixed(chars < 10_000 ? 1 : 0)}k chars`
+}
+
+function renderAttachments() {
+  const box = $('#attachments')
+  const remove = (list, i, what) => h('button', { type: 'button', title: 'Remove', 'aria-label': `Remove ${what}`,
+    'data-testid': 'attachment-remove', onclick: () => { list.splice(i, 1); renderAttachments() } }, '✕')
+  box.replaceChildren(
+    ...state.attachments.map((url, i) => h('div', { class: 'attachment', 'data-testid': 'attachment' },
+      mediaElement(url, 'attachment-media'), remove(state.attachments, i, mediaKind(url)))),
+    ...state.files.map((file, i) => h('div', { class: 'attachment file', 'data-testid': 'attachment' },
+      fileChip(file, 'attachment-file'), remove(state.files, i, file.name))))
+  box.hidden = !state.attachments.length && !state.files.length
 }
 
 // ---------------------------------------------------------------- sidebar
@@ -329,7 +384,8 @@ function renderSidebar() {
   const items = [...state.conversations]
     .sort((a, b) => b.updated - a.updated)
     .filter((c) => !query || c.name.toLowerCase().includes(query)
-      || Object.values(c.nodes).some((n) => n.content.toLowerCase().includes(query)))
+      || Object.values(c.nodes).some((n) => n.content.toLowerCase().includes(query)
+        || (n.files ?? []).some((f) => f.name.toLowerCase().includes(query))))
   for (const conv of items) {
     list.append(h('li', { class: conv.id === state.activeId ? 'conv active' : 'conv', 'data-testid': 'conversation' },
       h('button', { class: 'conv-name', type: 'button', title: conv.name, onclick: () => selectConversation(conv.id) }, conv.name),
@@ -393,6 +449,10 @@ function renderBody(node, body) {
     const media = (node.images ?? []).filter(mediaKind)
     if (media.length) {
       body.append(h('div', { class: 'images' }, media.map((url) => mediaElement(url, `message-${mediaKind(url)}`))))
+    }
+    for (const file of node.files ?? []) {
+      body.append(h('details', { class: 'file', 'data-testid': 'message-file' },
+        h('summary', {}, fileChip(file, 'message-file-name')), h('pre', {}, file.text)))
     }
     if (content) body.append(h('div', { class: 'plain' }, content))
   } else if (node.role === 'tool') {
@@ -460,8 +520,8 @@ function editMessage(conv, node, body) {
   body.replaceChildren(area, h('div', { class: 'edit-actions' },
     h('button', { type: 'button', class: 'primary', 'data-testid': 'edit-save', onclick: () => {
       const text = area.value.trim()
-      if (!text && !node.images?.length) return
-      const edited = addNode(conv, node.parent, 'user', text, node.images ?? [])
+      if (!text && !node.images?.length && !node.files?.length) return
+      const edited = addNode(conv, node.parent, 'user', text, node.images ?? [], node.files ?? [])
       persist()
       generate(conv, edited.id)
     } }, 'Save & send'),
@@ -524,12 +584,19 @@ function mediaPart(url) {
   return { type: 'input_audio', input_audio: { data, format: /mpeg|mp3/.test(head) ? 'mp3' : /flac/.test(head) ? 'flac' : 'wav' } }
 }
 
-/** A message's content for the chat request: its text, or with media the parts (media, then the text). */
+/** A text file as the model reads it: a header naming it, then its text (as llama-server's web UI sends one). */
+const filePart = (file) => ({
+  type: 'text', text: `\n\n--- ${file.kind === 'pdf' ? 'PDF File' : 'File'}: ${file.name} ---\n${file.text}`,
+})
+
+/** A message's content for the chat request: its text, or with files or media the parts (the text files, the
+ * media, then the text). */
 function messageContent(node) {
   const text = splitThink(node).content
   const media = (node.images ?? []).filter(mediaKind)
-  if (!media.length) return text
-  return [...media.map(mediaPart), ...(text ? [{ type: 'text', text }] : [])]
+  const files = node.files ?? []
+  if (!media.length && !files.length) return text
+  return [...files.map(filePart), ...media.map(mediaPart), ...(text ? [{ type: 'text', text }] : [])]
 }
 
 /** The connection to the server failed (not a failure the server reported): its generation may go on. */
@@ -665,7 +732,7 @@ async function streamReply(conv, node, request, { resumed = false } = {}) {
       if (state.generating === gen) state.generating = null
       if (conv.name === 'New chat' && conv.roots.length) {
         const first = conv.nodes[conv.roots[0]]
-        conv.name = first.content.slice(0, 60) || (first.images?.length ? 'Attachment' : conv.name)
+        conv.name = first.content.slice(0, 60) || first.files?.[0]?.name || (first.images?.length ? 'Attachment' : conv.name)
       }
       conv.updated = Date.now()
       persist()
@@ -806,16 +873,17 @@ async function resumeStreams() {
 function send() {
   const input = $('#input')
   const text = input.value.trim()
-  if ((!text && !state.attachments.length) || state.generating) return
+  if ((!text && !state.attachments.length && !state.files.length) || state.generating) return
   let conv = active()
   if (!conv) {
     conv = newConversation()
     state.conversations.push(conv)
     state.activeId = conv.id
   }
-  const node = addNode(conv, conv.current, 'user', text, state.attachments)
+  const node = addNode(conv, conv.current, 'user', text, state.attachments, state.files)
   input.value = ''
   state.attachments = []
+  state.files = []
   renderAttachments()
   persist()
   generate(conv, node.id)
@@ -833,6 +901,8 @@ function openSettings() {
       h('label', {}, label, h('input', { name: key, inputmode: 'decimal', placeholder: 'server default' })))),
     h('label', {}, 'API key (for servers started with --api-key)',
       h('input', { name: 'apiKey', type: 'password', autocomplete: 'off' })),
+    h('label', {}, 'Paste longer text than this (characters) as a text file; 0: never',
+      h('input', { name: 'pasteLongTextToFileLen', inputmode: 'numeric' })),
     h('label', {}, 'Theme', h('select', { name: 'theme' },
       ['auto', 'light', 'dark'].map((t) => h('option', { value: t }, t)))),
     state.tools.length > 0 && h('label', { class: 'check' }, h('input', { name: 'tools', type: 'checkbox', value: 'on' }),
@@ -921,16 +991,21 @@ function init() {
     addAttachments(files)
   })
   $('#input').addEventListener('paste', (e) => {
-    const files = mediaFiles(e.clipboardData?.files)
+    const files = [...(e.clipboardData?.files ?? [])]
+    const text = e.clipboardData?.getData('text/plain') ?? ''
+    const longest = parseInt(state.settings.pasteLongTextToFileLen, 10)
+    if (!files.length && longest > 0 && text.length > longest) {
+      files.push(new File([text], 'Pasted', { type: 'text/plain' })) // as llama-server's UI: a long paste is a file
+    }
     if (!files.length) return // text pastes as usual
     e.preventDefault()
     addAttachments(files)
   })
   $('#composer').addEventListener('dragover', (e) => {
-    if ([...(e.dataTransfer?.items ?? [])].some((i) => takes(fileKind(i)))) e.preventDefault()
+    if ([...(e.dataTransfer?.items ?? [])].some((i) => i.kind === 'file')) e.preventDefault()
   })
   $('#composer').addEventListener('drop', (e) => {
-    const files = mediaFiles(e.dataTransfer?.files)
+    const files = [...(e.dataTransfer?.files ?? [])]
     if (!files.length) return
     e.preventDefault()
     addAttachments(files)

@@ -3,7 +3,8 @@
 // A conversation is a tree of messages (edits and regenerations make
 // siblings); `current` is the leaf of the branch on screen.
 //   { id, name, created, updated, current, roots: [id], nodes: { id: node } }
-//   node: { id, parent, children: [id], role, content, images?: [data URL], reasoning?, timings?, error?,
+//   node: { id, parent, children: [id], role, content, images?: [data URL], files?: [{ name, text }], reasoning?,
+//           timings?, error?,
 //           stopped?, streaming?, interrupted?, finish?, toolCalls?: [{ id, name, arguments }], toolCallId?,
 //           toolName? }   finish: the reply's finish_reason (its tool calls run only when it is "tool_calls")
 // role: user, assistant, or tool (the result of a server tool the assistant's toolCalls asked for: /tools).
@@ -30,6 +31,9 @@ export const DEFAULT_SETTINGS = {
   theme: 'auto',
   model: '', // router mode: the model chosen in the header's picker
   tools: '', // 'on': the model may call the server's tools (GET /tools; the server runs them: --tools, MCP)
+  // a paste longer than this many characters is attached as a text file instead (llama-server's UI setting;
+  // 0: never)
+  pasteLongTextToFileLen: '2500',
 }
 
 const THEMES = ['auto', 'light', 'dark']
@@ -122,6 +126,7 @@ function isConversation(c) {
     if (!n || typeof n.id !== 'string' || typeof n.content !== 'string' || !Array.isArray(n.children)) return false
     if (!['user', 'assistant', 'tool'].includes(n.role)) return false
     if (n.images !== undefined && !(Array.isArray(n.images) && n.images.every(mediaKind))) return false
+    if (n.files !== undefined && !(Array.isArray(n.files) && n.files.every(isTextFile))) return false
   }
   return true
 }
@@ -177,9 +182,16 @@ export function mediaKind(url) {
   return Object.keys(MEDIA_TYPES).find((kind) => MEDIA_TYPES[kind].includes(mime)) ?? null
 }
 
-export function addNode(conv, parent, role, content, images = []) {
+/** A text file a message carries: { name, text, kind? } (its text goes to the model with the message; kind 'pdf':
+ * the text of a PDF). */
+export function isTextFile(f) {
+  return !!f && typeof f === 'object' && typeof f.name === 'string' && typeof f.text === 'string'
+}
+
+export function addNode(conv, parent, role, content, images = [], files = []) {
   const node = { id: newId(), parent, children: [], role, content, created: Date.now() }
   if (images.length) node.images = [...images]
+  if (files.length) node.files = files.map((f) => ({ ...f }))
   conv.nodes[node.id] = node
   if (parent === null) conv.roots.push(node.id)
   else conv.nodes[parent].children.push(node.id)

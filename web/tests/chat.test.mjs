@@ -86,6 +86,30 @@ async function pasteImage(page, bytes) {
   }, bytes.toString('base64'))
 }
 
+// A PDF with one page per text, each written in Helvetica (a standard font: nothing embedded).
+function tinyPdf(texts) {
+  const objects = ['<< /Type /Catalog /Pages 2 0 R >>',
+    `<< /Type /Pages /Kids [${texts.map((_, i) => `${4 + 2 * i} 0 R`).join(' ')}] /Count ${texts.length} >>`,
+    '<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>']
+  for (const [i, text] of texts.entries()) {
+    const stream = `BT /F1 18 Tf 20 100 Td (${text}) Tj ET`
+    objects.push(`<< /Type /Page /Parent 2 0 R /MediaBox [0 0 400 144] /Contents ${5 + 2 * i} 0 R `
+      + '/Resources << /Font << /F1 3 0 R >> >> >>')
+    objects.push(`<< /Length ${stream.length} >>\nstream\n${stream}\nendstream`)
+  }
+  let pdf = '%PDF-1.4\n'
+  const offsets = objects.map((body, i) => {
+    const at = pdf.length
+    pdf += `${i + 1} 0 obj\n${body}\nendobj\n`
+    return at
+  })
+  const xref = pdf.length
+  pdf += `xref\n0 ${objects.length + 1}\n0000000000 65535 f \n`
+  pdf += offsets.map((o) => `${String(o).padStart(10, '0')} 00000 n \n`).join('')
+  pdf += `trailer\n<< /Size ${objects.length + 1} /Root 1 0 R >>\nstartxref\n${xref}\n%%EOF\n`
+  return Buffer.from(pdf, 'latin1')
+}
+
 // The chat requests the page sends, parsed.
 function recordRequests(page) {
   const bodies = []
@@ -598,13 +622,93 @@ const scenarios = {
     assert(kept.interrupted && kept.content === saved.content, `kept as saved, interrupted: ${JSON.stringify(kept)}`)
   },
 
-  // Without a projector there is no attach button, and a pasted image is refused with a note.
+  // Without a projector only text files can be attached: a pasted or picked image is refused with a note.
   async novision(page) {
     await ready(page)
-    assert(await page.getByTestId('attach').isHidden(), 'no attach button')
+    assert(await page.getByTestId('attach').getAttribute('title') === 'Attach a text file or PDF', 'text files only')
     await pasteImage(page, readFileSync(IMAGE))
     await page.locator('.toast').filter({ hasText: 'does not take images' }).waitFor()
+    await page.getByTestId('attach-file').setInputFiles(IMAGE)
+    await page.locator('.toast').filter({ hasText: 'does not take images' }).nth(1).waitFor()
     assert(await page.getByTestId('attachment').count() === 0, 'nothing attached')
+  },
+
+  // Text files (picked, or a long paste) go to any model as text parts, as llama-server's UI sends them; they are
+  // shown in the conversation, kept after a reload and resent with an edited message; a binary file is refused.
+  async files(page) {
+    await setSettings(page, { max_tokens: 6, pasteLongTextToFileLen: 100 })
+    await ready(page)
+    const bodies = recordRequests(page)
+    const code = 'def add(a, b):\n    return a + b  # héllo\n'
+    await page.getByTestId('attach-file').setInputFiles([
+      { name: 'add.py', mimeType: 'text/x-python', buffer: Buffer.from(code) },
+      { name: 'NOTES', mimeType: '', buffer: Buffer.from('remember the milk') },
+      { name: 'blob.bin', mimeType: 'application/octet-stream', buffer: Buffer.from([0x7f, 0x45, 0x4c, 0x46, 0, 1, 2]) },
+    ])
+    await page.locator('.toast').filter({ hasText: 'blob.bin is not a text file' }).waitFor()
+    await page.getByTestId('attachment-file').nth(1).waitFor()
+    assert(await page.getByTestId('attachment-file').count() === 2, 'the two text files wait to be sent')
+    assert((await page.getByTestId('attachment-file').first().textContent()).includes('add.py'), 'named')
+    await sendMessage(page, 'What do these files say?')
+    await waitIdle(page)
+    await assistantAnswered(page)
+    assert(await page.getByTestId('attachment').count() === 0, 'sent: the box is empty')
+    const parts = bodies[0].messages.at(-1).content
+    assert(Array.isArray(parts) && parts.length === 3 && parts.every((p) => p.type === 'text'),
+      `three text parts (${JSON.stringify(parts)})`)
+    assert(parts[0].text === `\n\n--- File: add.py ---\n${code}`, `the file, headed by its name (${parts[0].text})`)
+    assert(parts[1].text === '\n\n--- File: NOTES ---\nremember the milk', 'the second file')
+    assert(parts[2].text === 'What do these files say?', 'then the message')
+    const shown = page.getByTestId('message-file')
+    assert(await shown.count() === 2, 'both files shown in the conversation')
+    await shown.first().locator('summary').click()
+    assert((await shown.first().locator('pre').textContent()) === code, 'opened, it shows the text')
+
+    // a paste longer than the setting (100 characters here) becomes a file named Pasted; a short one stays text
+    const paste = (text) => page.evaluate((t) => {
+      const transfer = new DataTransfer()
+      transfer.setData('text/plain', t)
+      return document.querySelector('#input').dispatchEvent(
+        new ClipboardEvent('paste', { clipboardData: transfer, bubbles: true, cancelable: true }))
+    }, text)
+    assert(await paste('short text') === true, 'a short paste is left to the browser')
+    const long = 'lorem ipsum '.repeat(9)
+    assert(await paste(long) === false, 'a long paste is taken')
+    await page.getByTestId('attachment-file').filter({ hasText: 'Pasted' }).waitFor()
+    await page.getByTestId('send').click() // the file alone, no text
+    await waitIdle(page)
+    await assistantAnswered(page)
+    assert(JSON.stringify(bodies.at(-1).messages.at(-1).content) === JSON.stringify(
+      [{ type: 'text', text: `\n\n--- File: Pasted ---\n${long}` }]), 'the pasted text sent as a file')
+
+    // kept in the browser; an edited message keeps its files
+    await page.reload()
+    await page.getByTestId('message-file').nth(2).waitFor()
+    const first = page.getByTestId('message-user').first()
+    await first.getByTestId('edit').click()
+    await first.getByTestId('edit-input').fill('Summarise the files.')
+    await first.getByTestId('edit-save').click()
+    await waitIdle(page)
+    const edited = bodies.at(-1).messages.at(-1).content
+    assert(edited.length === 3 && edited[0].text.includes('add.py') && edited[2].text === 'Summarise the files.',
+      `the edited message resent with its files (${JSON.stringify(edited)})`)
+    assert(await page.getByTestId('message-file').count() === 2, 'the edited branch shows its two files')
+
+    // a PDF goes as its text; one that is not a PDF is refused
+    await page.getByTestId('new-chat').click()
+    await page.getByTestId('attach-file').setInputFiles([
+      { name: 'report.pdf', mimeType: 'application/pdf', buffer: tinyPdf(['Quarterly report', 'Sales rose by 5 percent']) },
+      { name: 'broken.pdf', mimeType: 'application/pdf', buffer: Buffer.from('%PDF-1.4 nothing else') },
+    ])
+    await page.locator('.toast').filter({ hasText: 'broken.pdf cannot be read as a PDF' }).waitFor()
+    await page.getByTestId('attachment-file').filter({ hasText: 'report.pdf' }).waitFor()
+    assert(await page.getByTestId('attachment-file').count() === 1, 'only the readable PDF is attached')
+    await sendMessage(page, 'Summarise the report.')
+    await waitIdle(page)
+    await assistantAnswered(page)
+    const pdfParts = bodies.at(-1).messages.at(-1).content
+    assert(pdfParts[0].text === '\n\n--- PDF File: report.pdf ---\nQuarterly report\n\nSales rose by 5 percent',
+      `the PDF's text, a page per paragraph (${JSON.stringify(pdfParts[0].text)})`)
   },
 }
 
@@ -641,7 +745,7 @@ async function sendClip(page, kind) {
   await page.screenshot({ path: join(RESULTS, `${kind}.png`) })
 }
 
-const DEFAULT = API_KEY ? ['apikey'] : ['stream', 'stop', 'regenerate', 'settings', 'xss', 'screenshot']
+const DEFAULT = API_KEY ? ['apikey'] : ['stream', 'stop', 'regenerate', 'settings', 'files', 'xss', 'screenshot']
 
 async function main() {
   const names = process.argv.slice(2).length ? process.argv.slice(2) : DEFAULT
