@@ -502,6 +502,9 @@ function messageView(conv, node) {
       onclick: () => editMessage(conv, node, body) }, 'Edit'),
     node.role === 'assistant' && h('button', { type: 'button', disabled: busy, 'data-testid': 'regenerate',
       onclick: () => generate(conv, node.parent) }, 'Regenerate'),
+    node.role === 'assistant' && node.content && !node.toolCalls?.length && h('button', { type: 'button', disabled: busy,
+      title: 'Let the model write on from the end of this reply', 'data-testid': 'continue',
+      onclick: () => continueReply(conv, node) }, 'Continue'),
     node.role === 'assistant' && h('span', { class: 'stats', 'data-testid': 'stats' }, statsText(node)),
   )
   return h('article', { class: `message ${node.role}`, 'data-id': node.id, 'data-testid': `message-${node.role}` },
@@ -707,9 +710,9 @@ async function streamReply(conv, node, request, { resumed = false } = {}) {
       if (res.status === 401) message += ' — set the API key in Settings'
       throw new Error(message)
     }
-    if (resumed) {
-      node.content = ''
-      node.reasoning = ''
+    if (resumed) { // a continued reply is rebuilt on what it continued
+      node.content = node.prefix?.content ?? ''
+      node.reasoning = node.prefix?.reasoning ?? ''
       for (const key of ['timings', 'error', 'stopped', 'interrupted']) delete node[key]
     }
     ({ chunks, done } = await readChatStream(res, node, schedule))
@@ -723,7 +726,10 @@ async function streamReply(conv, node, request, { resumed = false } = {}) {
     } else node.error = err.message
   } finally {
     if (!unloading) {
-      if (!keep) delete node.streaming
+      if (!keep) {
+        delete node.streaming
+        delete node.prefix
+      }
       if (!node.timings && chunks) {
         node.timings = resumed
           ? { predicted_n: chunks }
@@ -751,33 +757,52 @@ function chatMessage(n) {
   return message
 }
 
-async function generate(conv, parentId, round = 0) {
-  if (state.generating) return
-  const history = branch(conv, parentId).map(chatMessage)
+/**
+ * Stream the chat request for the branch ending at `lastId` into `node` (marked streaming first; `extra`: more
+ * request fields). The conversation's id names the server's stream of this reply (as llama-server's web UI): it
+ * outlives the page, and a newer request on the conversation replaces the older one.
+ */
+async function requestReply(conv, lastId, node, extra = {}) {
+  const history = branch(conv, lastId).map(chatMessage)
   const messages = state.settings.systemPrompt.trim()
     ? [{ role: 'system', content: state.settings.systemPrompt }, ...history]
     : history
-  const model = state.settings.model
-  // The conversation's id names the server's stream of this reply (as llama-server's web UI): it outlives the
-  // page, and a newer request on the conversation replaces the older one.
   for (const n of Object.values(conv.nodes)) delete n.streaming
-  const node = addNode(conv, parentId, 'assistant', '')
-  node.reasoning = ''
   node.streaming = true
   persist()
   const tools = toolsOn() ? { tools: state.tools.map((t) => t.definition) } : {}
-  const body = JSON.stringify({ messages, stream: true, ...samplingParams(), ...tools, ...(state.router ? { model } : {}) })
+  const model = state.router ? { model: state.settings.model } : {}
+  const body = JSON.stringify({ messages, stream: true, ...samplingParams(), ...tools, ...model, ...extra })
   await streamReply(conv, node, (signal) => fetch(BASE + 'v1/chat/completions', {
     method: 'POST',
     headers: { ...headers(), 'X-Conversation-Id': conv.id },
     body,
     signal,
   }))
+}
+
+async function generate(conv, parentId, round = 0) {
+  if (state.generating) return
+  const node = addNode(conv, parentId, 'assistant', '')
+  node.reasoning = ''
+  await requestReply(conv, parentId, node)
   // only a reply that ended in its calls runs them (one cut at max_tokens has unfinished arguments)
   if (node.toolCalls?.length && node.finish === 'tool_calls' && !node.stopped && !node.error && !node.interrupted &&
       conv.nodes[node.id] === node) {
     await runTools(conv, node, round)
   }
+}
+
+/**
+ * The model writes on at the end of an assistant's reply, in the same message (llama-server's "Continue":
+ * continue_final_message). `prefix` keeps what it continues while it streams: a reload replays only the
+ * continuation.
+ */
+async function continueReply(conv, node) {
+  if (state.generating) return
+  node.prefix = { content: node.content, reasoning: node.reasoning ?? '' }
+  for (const key of ['timings', 'error', 'stopped', 'interrupted', 'finish']) delete node[key]
+  await requestReply(conv, node.id, node, { continue_final_message: true, add_generation_prompt: false })
 }
 
 /**
@@ -852,6 +877,7 @@ async function resumeStreams() {
     if (found.has(item.conv.id)) waiting.push(item)
     else {
       delete item.node.streaming
+      delete item.node.prefix
       delete item.node.error // a lost connection's: nothing to resume now
       item.node.interrupted = true
     }

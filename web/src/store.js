@@ -6,7 +6,8 @@
 //   node: { id, parent, children: [id], role, content, images?: [data URL], files?: [{ name, text }], reasoning?,
 //           timings?, error?,
 //           stopped?, streaming?, interrupted?, finish?, toolCalls?: [{ id, name, arguments }], toolCallId?,
-//           toolName? }   finish: the reply's finish_reason (its tool calls run only when it is "tool_calls")
+//           toolName?, prefix? }   finish: the reply's finish_reason (its tool calls run only when it is
+//           "tool_calls"); prefix: { content, reasoning }, what a reply being continued held before (while streaming)
 // role: user, assistant, or tool (the result of a server tool the assistant's toolCalls asked for: /tools).
 // streaming: the reply was still generating when last saved; the server keeps such a stream (the request
 // carried X-Conversation-Id: the conversation's id), and the page resumes it when loaded again. At most one
@@ -145,6 +146,10 @@ function cleanFlags(c, keepStreaming) {
       if (newest) delete newest.streaming
       newest = n
     } else delete n.streaming
+  }
+  // what a reply being continued held: only while it streams, and only as written
+  for (const n of Object.values(c.nodes)) {
+    if (!n.streaming || typeof n.prefix?.content !== 'string' || typeof n.prefix?.reasoning !== 'string') delete n.prefix
   }
   return c
 }

@@ -272,6 +272,50 @@ const scenarios = {
       'branches restored after reload')
   },
 
+  // "Continue": the model writes on at the end of a reply, in the same message (continue_final_message); a
+  // continuation cut by a reload is resumed on top of what it continued.
+  async continue(page) {
+    await setSettings(page, { max_tokens: 8, temperature: 0 })
+    const bodies = routeRequests(page)
+    await ready(page)
+    const reply = () => page.evaluate(() => {
+      const [conv] = JSON.parse(localStorage.getItem('llamatwist.conversations'))
+      return conv.nodes[conv.current]
+    })
+    await sendMessage(page, 'Count from one to fifty.')
+    await waitIdle(page)
+    await assistantAnswered(page)
+    const before = (await reply()).content
+    await lastAssistant(page).getByTestId('continue').click()
+    await waitIdle(page)
+    await assistantAnswered(page)
+    const after = await reply()
+    assert(after.content.startsWith(before) && after.content.length > before.length,
+      `continued in place (${JSON.stringify(before)} -> ${JSON.stringify(after.content)})`)
+    assert(after.prefix === undefined && after.timings?.predicted_n === 8, `the continuation's own timings (${JSON.stringify(after)})`)
+    assert(await page.getByTestId('message-assistant').count() === 1, 'still one reply')
+    const body = bodies.at(-1)
+    assert(body.continue_final_message === true && body.add_generation_prompt === false, 'continue_final_message')
+    assert(JSON.stringify(body.messages.at(-1)) === JSON.stringify({ role: 'assistant', content: before }),
+      `the reply so far ends the request (${JSON.stringify(body.messages.at(-1))})`)
+
+    // a long continuation, through a reload
+    await setSettings(page, { max_tokens: 600 })
+    await ready(page)
+    await lastAssistant(page).getByTestId('continue').click()
+    await page.waitForFunction((n) => {
+      const el = [...document.querySelectorAll('[data-testid="message-assistant"] [data-testid="content"]')].pop()
+      return el && el.textContent.length > n
+    }, after.content.length + 20, { timeout: TIMEOUT, polling: 100 })
+    await page.reload()
+    await page.getByTestId('stop').waitFor({ state: 'visible', timeout: TIMEOUT }) // resumed, still generating
+    await waitIdle(page)
+    const resumed = await reply()
+    assert(resumed.content.startsWith(after.content) && resumed.content.length > after.content.length + 20,
+      `resumed on top of the continued reply (${JSON.stringify(resumed.content.slice(0, 200))})`)
+    assert(!resumed.interrupted && !resumed.streaming && resumed.prefix === undefined, JSON.stringify(resumed))
+  },
+
   // A changed setting (and the system prompt) is sent with the request.
   async settings(page) {
     await setSettings(page, { temperature: 0.25, max_tokens: 7, top_k: 5, systemPrompt: 'You are terse.' })
@@ -745,7 +789,8 @@ async function sendClip(page, kind) {
   await page.screenshot({ path: join(RESULTS, `${kind}.png`) })
 }
 
-const DEFAULT = API_KEY ? ['apikey'] : ['stream', 'stop', 'regenerate', 'settings', 'files', 'xss', 'screenshot']
+const DEFAULT = API_KEY ? ['apikey'] : ['stream', 'stop', 'regenerate', 'continue', 'settings', 'files', 'xss',
+  'screenshot']
 
 async function main() {
   const names = process.argv.slice(2).length ? process.argv.slice(2) : DEFAULT
