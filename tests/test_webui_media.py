@@ -1,7 +1,8 @@
 """The web UI's media in a real browser (web/tests/chat.test.mjs: Playwright driving headless Chromium): on a
 server with a vision projector an image attached with the file picker, or pasted, is sent as an ``image_url``
 part, answered and shown in the conversation (and after a reload); without a projector there is nothing to
-attach and a pasted image is refused. An audio clip (audio projector) goes as ``input_audio``, a video (vision
+attach but text files and a pasted image is refused; with "Send PDFs as page images" a PDF's pages go as
+``image_url`` parts. An audio clip (audio projector) goes as ``input_audio``, a video (vision
 projector and ffmpeg) as ``video_url``, each shown as a player."""
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ def run_scenarios(url: str, image: Path, *names: str, clip: Path | None = None) 
 
 def test_browser_attach_and_paste_an_image(vision_server: Server, image: Path) -> None:
     run_scenarios(vision_server.url + "/", image, "vision")
+
+
+def test_browser_sends_pdf_pages_as_images(vision_server: Server, image: Path) -> None:
+    run_scenarios(vision_server.url + "/", image, "pdfimages")
 
 
 def test_browser_without_vision(server: Server, image: Path) -> None:

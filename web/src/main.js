@@ -1,6 +1,6 @@
 import './style.css'
 import { copyButton, setMarkdown } from './markdown.js'
-import { pdfText } from './pdf.js'
+import { pdfImages, pdfText } from './pdf.js'
 import {
   SAMPLING_FIELDS, addNode, branch, exportJson, lastLeaf, loadConversations, loadSettings, MEDIA_TYPES, mediaKind,
   newConversation, parseImport, saveConversations, saveSettings, settingsDefaults, siblings,
@@ -243,6 +243,7 @@ const fileKind = (file) => Object.keys(TYPES).find((kind) => file.type.startsWit
 // browser's storage).
 const MAX_TEXT_FILE = 1_000_000
 const MAX_PDF = 20_000_000
+const MAX_PDF_PAGES = 20 // as images: each page is an image the projector encodes
 const isPdf = (file) => file.type === 'application/pdf' || /\.pdf$/i.test(file.name)
 
 function updateAttach() {
@@ -291,19 +292,29 @@ async function clipDataUrl(file, kind) {
   return readDataUrl(file)
 }
 
-/** A PDF's text, { name, text, kind: 'pdf' }: refused when it has none (a scan) or cannot be read. */
-async function pdfFile(file) {
+/** A PDF: its text as a text file (kind 'pdf'), or with the pdfAsImage setting on a vision model its pages as
+ * images; refused when it cannot be read, or has no text (a scan: its images can go to a vision model). */
+async function addPdf(file) {
   const name = file.name || 'file.pdf'
   if (file.size > MAX_PDF) throw new Error(`${name} is too large (PDFs of at most 20 MB)`)
-  let text
+  const data = new Uint8Array(await file.arrayBuffer())
+  const asImages = state.settings.pdfAsImage === 'on' && takes('image')
+  let read
   try {
-    text = await pdfText(new Uint8Array(await file.arrayBuffer()), BASE)
+    read = await (asImages ? pdfImages(data, BASE, { maxSide: MAX_SIDE, maxPages: MAX_PDF_PAGES }) : pdfText(data, BASE))
   } catch (err) {
     throw new Error(`${name} cannot be read as a PDF (${err.message})`)
   }
-  if (!text.trim()) throw new Error(`${name} has no text to send (a scanned PDF holds only images)`)
-  if (text.length > MAX_TEXT_FILE) throw new Error(`${name} holds too much text (at most 1 MB)`)
-  return { name, text, kind: 'pdf' }
+  if (asImages) {
+    state.attachments.push(...read)
+    return
+  }
+  if (!read.trim()) {
+    throw new Error(`${name} has no text to send (a scanned PDF holds only images${takes('image')
+      ? ': turn on "Send PDFs as page images" in Settings' : ''})`)
+  }
+  if (read.length > MAX_TEXT_FILE) throw new Error(`${name} holds too much text (at most 1 MB)`)
+  state.files.push({ name, text: read, kind: 'pdf' })
 }
 
 /** A text file's contents, { name, text }: refused when it is not UTF-8 text (or holds NUL bytes, as binaries do). */
@@ -327,7 +338,8 @@ async function addAttachments(files) {
     const kind = fileKind(file)
     if (kind === null) {
       try {
-        state.files.push(await (isPdf(file) ? pdfFile(file) : textFile(file)))
+        if (isPdf(file)) await addPdf(file)
+        else state.files.push(await textFile(file))
       } catch (err) {
         toast(err.message)
       }
@@ -931,6 +943,8 @@ function openSettings() {
       h('input', { name: 'pasteLongTextToFileLen', inputmode: 'numeric' })),
     h('label', {}, 'Theme', h('select', { name: 'theme' },
       ['auto', 'light', 'dark'].map((t) => h('option', { value: t }, t)))),
+    h('label', { class: 'check' }, h('input', { name: 'pdfAsImage', type: 'checkbox', value: 'on' }),
+      'Send PDFs as page images (to a model with vision; others get their text)'),
     state.tools.length > 0 && h('label', { class: 'check' }, h('input', { name: 'tools', type: 'checkbox', value: 'on' }),
       `Let the model call the server's tools (${state.tools.map((t) => t.tool).join(', ')}); those that write ask first`),
   )

@@ -35,7 +35,11 @@ export const DEFAULT_SETTINGS = {
   // a paste longer than this many characters is attached as a text file instead (llama-server's UI setting;
   // 0: never)
   pasteLongTextToFileLen: '2500',
+  pdfAsImage: '', // 'on': a PDF goes to a vision model as its pages' images (llama-server's UI setting)
 }
+
+// the settings shown as checkboxes: 'on' or ''; --ui-config may give them as booleans
+const CHECKBOXES = ['tools', 'pdfAsImage']
 
 const THEMES = ['auto', 'light', 'dark']
 // llama-server's own web UI names for the same settings, as --ui-config may give them
@@ -76,7 +80,7 @@ export function settingsDefaults(uiSettings) {
   }
   for (const key of Object.keys(DEFAULT_SETTINGS)) {
     if (!Object.hasOwn(given, key)) continue
-    const value = given[key]
+    const value = CHECKBOXES.includes(key) && typeof given[key] === 'boolean' ? (given[key] ? 'on' : '') : given[key]
     if (typeof value === 'string' || (typeof value === 'number' && Number.isFinite(value))) {
       if (key === 'theme' && !THEMES.includes(value)) continue
       defaults[key] = String(value)

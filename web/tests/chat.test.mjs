@@ -10,7 +10,8 @@
 // projector and ffmpeg) scenarios: attach, send, see the player, reload.
 // "router": a router (--models-dir) with at least two models: the header's model picker, the chosen model sent
 // with each chat request, remembered after a reload. "uisettings": a server started with
-// --ui-config '{"temperature": 0.25, "systemMessage": "Be brief."}' (llama-server's UI name for the system prompt):
+// --ui-config '{"temperature": 0.25, "systemMessage": "Be brief.", "pdfAsImage": true}' (llama-server's UI name for the
+// system prompt; a checkbox as a boolean):
 // the values are the settings form's defaults until the user saves others. "resume": a reply that goes on
 // through a page reload (the server's resumable streams), then one stopped after a reload. "tools": a server started
 // with --tools get_info,write_file: the model's tool calls run on the server (one allowed, one refused).
@@ -510,6 +511,7 @@ const scenarios = {
     assert(await field.inputValue() === '0.25', `ui_settings temperature shown (${await field.inputValue()})`)
     const system = await page.locator('#settings-form [name="systemPrompt"]').inputValue()
     assert(system === 'Be brief.', `ui_settings systemMessage shown as the system prompt (${system})`)
+    assert(await page.locator('#settings-form [name="pdfAsImage"]').isChecked(), 'a boolean ui_settings checkbox: on')
     await page.locator('#settings-cancel').click()
     const bodies = recordRequests(page)
     await setSettings(page, { max_tokens: 4 })
@@ -664,6 +666,44 @@ const scenarios = {
     await lastAssistant(page).getByTestId('stats').filter({ hasText: 'interrupted' }).waitFor({ timeout: LONG })
     const kept = lastNode((await stored()).find((c) => c.id === second.id))
     assert(kept.interrupted && kept.content === saved.content, `kept as saved, interrupted: ${JSON.stringify(kept)}`)
+  },
+
+  // With "Send PDFs as page images" on, a PDF goes to a vision model as its pages' images (image_url parts).
+  async pdfimages(page) {
+    await ready(page)
+    await page.getByTestId('settings').click()
+    await page.locator('#settings-form [name="pdfAsImage"]').check()
+    await page.locator('#settings-form [name="max_tokens"]').fill('4')
+    await page.getByTestId('settings-save').click()
+    await page.locator('#settings').waitFor({ state: 'hidden' })
+    await ready(page)
+    const bodies = recordRequests(page)
+    await page.getByTestId('attach-file').setInputFiles([
+      { name: 'slides.pdf', mimeType: 'application/pdf', buffer: tinyPdf(['First slide', 'Second slide']) }])
+    await page.getByTestId('attachment-media').nth(1).waitFor()
+    assert(await page.getByTestId('attachment').count() === 2, 'a page image each')
+    await sendMessage(page, 'What do these slides say?')
+    await waitIdle(page)
+    await assistantAnswered(page)
+    const parts = bodies[0].messages.at(-1).content
+    const images = parts.filter((p) => p.type === 'image_url')
+    assert(images.length === 2 && images.every((p) => p.image_url.url.startsWith('data:image/jpeg;base64,')),
+      `two JPEG pages (${JSON.stringify(parts).slice(0, 300)})`)
+    assert(parts.at(-1).text === 'What do these slides say?', 'then the text')
+    const sizes = await page.getByTestId('message-image').evaluateAll((imgs) => imgs.map((i) => [i.naturalWidth, i.naturalHeight]))
+    assert(JSON.stringify(sizes) === '[[600,216],[600,216]]', `each page at 1.5 times its 400x144 points (${JSON.stringify(sizes)})`)
+    const inked = await page.getByTestId('message-image').evaluateAll((imgs) => imgs.map((img) => {
+      const canvas = document.createElement('canvas')
+      canvas.width = img.naturalWidth
+      canvas.height = img.naturalHeight
+      const ctx = canvas.getContext('2d')
+      ctx.drawImage(img, 0, 0)
+      const { data } = ctx.getImageData(0, 0, canvas.width, canvas.height)
+      let dark = 0
+      for (let i = 0; i < data.length; i += 4) if (data[i] + data[i + 1] + data[i + 2] < 200) dark++
+      return dark
+    }))
+    assert(inked.every((n) => n > 200), `each page image shows its text (dark pixels: ${inked})`)
   },
 
   // Without a projector only text files can be attached: a pasted or picked image is refused with a note.
