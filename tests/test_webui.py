@@ -6,15 +6,18 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+import socket
 import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.conftest import REPO, Server
+from tests.conftest import REPO, Server, free_port
 
 WEB = REPO / "web"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -88,17 +91,25 @@ def test_completion_js(ui_server: Server) -> None:
     assert "export async function llamaComplete" in r.text
 
 
-@pytest.mark.parametrize("name", ["pdf.min.mjs", "pdf.worker.min.mjs"])
-def test_pdf_modules(ui_server: Server, name: str) -> None:
-    """pdf.js, which the page loads to read a PDF attachment: the npm package's file, as JavaScript (module
-    scripts and workers need a JavaScript type), gzipped when accepted, revalidated by ETag."""
+@pytest.mark.parametrize(
+    ("name", "source", "marker"),
+    [
+        ("pdf.min.mjs", "node_modules/pdfjs-dist/build/pdf.min.mjs", "pdfjsVersion"),
+        ("pdf.worker.min.mjs", "node_modules/pdfjs-dist/build/pdf.worker.min.mjs", "pdfjsVersion"),
+        ("mcp.min.mjs", "dist-mcp/mcp.min.mjs", "text/event-stream"),
+    ],
+)
+def test_ui_modules(ui_server: Server, name: str, source: str, marker: str) -> None:
+    """The modules the page loads on demand (pdf.js to read a PDF, the MCP client to reach MCP servers): the
+    built file, as JavaScript (module scripts and workers need a JavaScript type), gzipped when accepted,
+    revalidated by ETag."""
     r = ui_server.get(f"/{name}")
     assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/javascript")
     assert r.headers["Content-Encoding"] == "gzip" and r.headers["X-Content-Type-Options"] == "nosniff"
-    source = WEB / "node_modules" / "pdfjs-dist" / "build" / name
-    if source.exists():  # after npm ci (CI): the npm package's own file
-        assert r.content == source.read_bytes()
-    assert "pdfjsVersion" in r.text and "export" in r.text
+    built = WEB / source
+    if built.exists():  # after npm ci and the build (CI): that very file
+        assert r.content == built.read_bytes()
+    assert marker in r.text and "export" in r.text
     assert raw_get(ui_server, f"/{name}", **{"If-None-Match": r.headers["ETag"]}).status_code == 304
 
 
@@ -111,7 +122,7 @@ def test_api_routes_win(ui_server: Server) -> None:
 def test_no_webui(make_server: StartServer, model_path: str, tmp_path: Path) -> None:
     (tmp_path / "index.html").write_text("custom")
     srv = make_server("-m", model_path, "-c", "512", "-np", "1", "--no-webui", "--path", str(tmp_path))
-    for path in ("/", "/index.html", "/completion.js", "/pdf.min.mjs", "/pdf.worker.min.mjs"):
+    for path in ("/", "/index.html", "/completion.js", "/pdf.min.mjs", "/pdf.worker.min.mjs", "/mcp.min.mjs"):
         assert srv.get(path).status_code == 404, path
     assert srv.get("/health").status_code == 200
 
@@ -232,3 +243,39 @@ def test_browser_server_tools(make_server: StartServer, model_path: str) -> None
     answers; a tool that writes asks first (refused here)."""
     srv = make_server("-m", model_path, "-np", "2", "-c", "2048", "-t", "2", "--tools", "get_info,write_file")
     _run_browser(srv.url + "/", scenarios=("tools",))
+
+
+@contextmanager
+def http_mcp_server(*args: str) -> Iterator[str]:
+    """tests/data/mcp/http_server.py (the official SDK's Streamable HTTP server) on a free port: its /mcp URL."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "data" / "mcp" / "http_server.py"), str(port), *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the MCP server did not start"
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_browser_mcp_servers(make_server: StartServer, model_path: str) -> None:
+    """The UI's MCP client (Settings: MCP servers, as llama-server's UI): it connects to a server that allows the
+    page and, through /cors-proxy (--ui-mcp-proxy), to one that does not; the model's calls run there and their
+    results go back; a destructive tool asks first; headers carry the servers' token (and the proxy takes this
+    server's --api-key); bad headers are refused."""
+    srv = make_server("-m", model_path, "-np", "2", "-c", "2048", "-t", "2", "--ui-mcp-proxy", "--api-key", "k3y")
+    token = "t0ken-for-the-test"
+    with http_mcp_server("--cors", srv.url, "--token", token) as near, \
+            http_mcp_server("--token", token, "--prefix", "far_") as far:
+        env = {"LLAMATWIST_MCP": near, "LLAMATWIST_MCP_FAR": far, "LLAMATWIST_MCP_TOKEN": token,
+               "LLAMATWIST_API_KEY": "k3y"}
+        _run_browser(srv.url + "/", env, scenarios=("mcp",))

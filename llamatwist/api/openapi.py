@@ -250,6 +250,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                                        answer="javascript", public=True),
     ("get", "/pdf.worker.min.mjs"): Operation("pdf.js's worker (the web UI's PDF attachments)", _T_UI,
                                               answer="javascript", public=True),
+    ("get", "/mcp.min.mjs"): Operation("The MCP client the web UI loads to call MCP servers' tools", _T_UI,
+                                       answer="javascript", public=True),
 }
 
 _MEDIA = {"text": "text/plain", "html": "text/html", "javascript": "text/javascript"}

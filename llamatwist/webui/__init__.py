@@ -5,7 +5,8 @@ HTML file, gzipped); it is committed so that installs without Node.js still
 get the UI, and ``web/scripts/pack.mjs --check`` proves it matches the source.
 ``completion.js`` is the hand-written ``llamaComplete()`` helper for custom
 front-ends; ``pdf.min.mjs.gz`` and ``pdf.worker.min.mjs.gz`` are pdf.js (from
-npm, packed beside the UI), which the UI loads to read a PDF attachment's text.
+npm, packed beside the UI), which the UI loads to read a PDF attachment; ``mcp.min.mjs.gz`` is its MCP
+client (the official SDK, built by ``web/vite.mcp.config.js``), loaded when the settings name an MCP server.
 `resolve_static` maps a request path onto a ``--path`` directory.
 """
 
@@ -44,7 +45,7 @@ def index_html() -> Asset:
 
 
 #: the JavaScript modules the UI loads on demand, served at /NAME from NAME.gz
-MODULES = ("pdf.min.mjs", "pdf.worker.min.mjs")
+MODULES = ("pdf.min.mjs", "pdf.worker.min.mjs", "mcp.min.mjs")
 
 
 @functools.lru_cache(maxsize=len(MODULES))

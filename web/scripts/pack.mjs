@@ -1,9 +1,10 @@
-// Gzip the built UI and the pdf.js files it loads on demand into the Python package (deterministic: no file
+// Gzip the built UI and the pdf.js files and MCP client it loads on demand into the Python package (deterministic: no file
 // name, mtime 0, fixed level), or with --check, fail when a committed asset's content differs from the fresh
 // build (compared decompressed, so a different zlib cannot make CI fail).
 //
 // pdf.js (pdf.min.mjs and its worker, 1.7 MB) is served beside the page rather than inlined: a page that reads
-// no PDF never loads it, and a change to the UI does not commit those 450 kB again.
+// no PDF never loads it, and a change to the UI does not commit those 450 kB again. The MCP client (the SDK, 97 kB
+// gzipped) likewise.
 import { readFileSync, writeFileSync } from 'node:fs'
 import { gunzipSync, gzipSync, constants } from 'node:zlib'
 
@@ -11,6 +12,7 @@ const ASSETS = [
   ['../dist/index.html', 'index.html.gz'],
   ['../node_modules/pdfjs-dist/build/pdf.min.mjs', 'pdf.min.mjs.gz'],
   ['../node_modules/pdfjs-dist/build/pdf.worker.min.mjs', 'pdf.worker.min.mjs.gz'],
+  ['../dist-mcp/mcp.min.mjs', 'mcp.min.mjs.gz'], // vite.mcp.config.js
 ]
 const check = process.argv.includes('--check')
 let failed = false

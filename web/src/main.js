@@ -1,5 +1,6 @@
 import './style.css'
 import { copyButton, setMarkdown } from './markdown.js'
+import { callMcpTool, mcpSettled, mcpTools, parseServers, serverProblem, serverStatus, syncServers } from './mcp.js'
 import { pdfImages, pdfText } from './pdf.js'
 import {
   SAMPLING_FIELDS, addNode, branch, exportJson, lastLeaf, loadConversations, loadSettings, MEDIA_TYPES, mediaKind,
@@ -28,6 +29,7 @@ const state = {
   attachments: [], // data: URLs of the images, audio and video the next message carries
   files: [], // the text files the next message carries: { name, text, kind? } (kind 'pdf': a PDF's text)
   tools: [], // the server's tools (GET /tools: --tools, MCP servers); empty when it offers none (403)
+  corsProxy: false, // the server proxies for the page (--ui-mcp-proxy): an MCP server may be reached through it
 }
 
 const MAX_TOOL_ROUNDS = 8 // replies in a row that may call tools before the page stops running them
@@ -50,10 +52,10 @@ function h(tag, attrs = {}, ...children) {
   return el
 }
 
+const authHeaders = () => (state.settings.apiKey ? { Authorization: `Bearer ${state.settings.apiKey}` } : {})
+
 function headers() {
-  const result = { 'Content-Type': 'application/json' }
-  if (state.settings.apiKey) result.Authorization = `Bearer ${state.settings.apiKey}`
-  return result
+  return { 'Content-Type': 'application/json', ...authHeaders() }
 }
 
 function active() {
@@ -129,6 +131,8 @@ async function loadProps() {
     if (!res.ok) throw new Error(`HTTP ${res.status}`)
     const props = await res.json()
     applyUiSettings(props.ui_settings)
+    state.corsProxy = props.cors_proxy_enabled === true
+    connectMcp()
     await loadTools() // before the header shows the model: the settings offer the tools from then on
     state.router = props.role === 'router'
     if (!state.resumed) { // the server answers (and takes the key): resume the replies still generating
@@ -160,6 +164,18 @@ async function loadTools() {
 }
 
 const toolsOn = () => state.settings.tools === 'on' && state.tools.length > 0
+
+/** Connect to the MCP servers the settings enable (in the background; a chat request waits for them). */
+function connectMcp() {
+  syncServers(parseServers(state.settings.mcpServers), { base: BASE, own: authHeaders(), changed: showMcpStatus })
+}
+
+/** The tools the model is offered: the server's (when the settings say so), then the MCP servers'. Each is
+ * { name, definition } and, for an MCP server's, what mcp.js needs to call it. */
+function offeredTools() {
+  const own = toolsOn() ? state.tools.map((t) => ({ name: t.tool, definition: t.definition, own: t })) : []
+  return [...own, ...mcpTools(own.map((t) => t.name))]
+}
 
 // ---------------------------------------------------------------- router mode
 
@@ -775,6 +791,7 @@ function chatMessage(n) {
  * outlives the page, and a newer request on the conversation replaces the older one.
  */
 async function requestReply(conv, lastId, node, extra = {}) {
+  await mcpSettled() // an MCP server still connecting: its tools go with this request
   const history = branch(conv, lastId).map(chatMessage)
   const messages = state.settings.systemPrompt.trim()
     ? [{ role: 'system', content: state.settings.systemPrompt }, ...history]
@@ -782,7 +799,8 @@ async function requestReply(conv, lastId, node, extra = {}) {
   for (const n of Object.values(conv.nodes)) delete n.streaming
   node.streaming = true
   persist()
-  const tools = toolsOn() ? { tools: state.tools.map((t) => t.definition) } : {}
+  const offered = offeredTools()
+  const tools = offered.length ? { tools: offered.map((t) => t.definition) } : {}
   const model = state.router ? { model: state.settings.model } : {}
   const body = JSON.stringify({ messages, stream: true, ...samplingParams(), ...tools, ...model, ...extra })
   await streamReply(conv, node, (signal) => fetch(BASE + 'v1/chat/completions', {
@@ -838,18 +856,26 @@ async function runTools(conv, node, round) {
   await generate(conv, parent, round + 1)
 }
 
+/** Run one tool call: on the server (POST /tools), or for an MCP server's tool, on that server. A server tool
+ * that writes, or an MCP tool that says it is destructive, runs only when the user allows it. */
 async function callTool(call) {
-  const tool = state.tools.find((t) => t.tool === call.name)
-  if (!tool) return JSON.stringify({ error: `unknown tool "${call.name}"` })
+  const offered = offeredTools().find((t) => t.name === call.name)
+  if (!offered) return JSON.stringify({ error: `unknown tool "${call.name}"` })
   let params
   try {
     params = JSON.parse(call.arguments || '{}')
   } catch {
     return JSON.stringify({ error: 'the arguments are not valid JSON' })
   }
-  if (tool.permissions?.write && !confirm(`Allow the model to run ${call.name}?\n\n${JSON.stringify(params, null, 2)}`)) {
+  if (params === null || typeof params !== 'object' || Array.isArray(params)) {
+    return JSON.stringify({ error: 'the arguments must be a JSON object' })
+  }
+  const asks = offered.own ? offered.own.permissions?.write : offered.annotations.destructiveHint === true
+  const where = offered.own ? '' : ` (on ${offered.server})`
+  if (asks && !confirm(`Allow the model to run ${call.name}${where}?\n\n${JSON.stringify(params, null, 2)}`)) {
     return JSON.stringify({ error: 'the user did not allow this call' })
   }
+  if (!offered.own) return callMcpTool(offered, params)
   try {
     const res = await fetch(BASE + 'tools', { method: 'POST', headers: headers(), body: JSON.stringify({ tool: call.name, params }) })
     const data = await res.json().catch(() => null)
@@ -931,9 +957,8 @@ function send() {
 
 function openSettings() {
   const form = $('#settings-form')
-  form.replaceChildren()
   const s = state.settings
-  form.append(
+  form.replaceChildren(...[
     h('label', {}, 'System prompt', h('textarea', { name: 'systemPrompt', rows: 3 })),
     h('div', { class: 'grid' }, SAMPLING_FIELDS.map(([key, label]) =>
       h('label', {}, label, h('input', { name: key, inputmode: 'decimal', placeholder: 'server default' })))),
@@ -947,16 +972,93 @@ function openSettings() {
       'Send PDFs as page images (to a model with vision; others get their text)'),
     state.tools.length > 0 && h('label', { class: 'check' }, h('input', { name: 'tools', type: 'checkbox', value: 'on' }),
       `Let the model call the server's tools (${state.tools.map((t) => t.tool).join(', ')}); those that write ask first`),
-  )
+    mcpFieldset(),
+  ].filter(Boolean))
   for (const el of form.elements) {
+    if (!el.name) continue // the MCP servers' rows fill themselves
     if (el.type === 'checkbox') el.checked = s[el.name] === 'on'
-    else if (el.name) el.value = s[el.name] ?? ''
+    else el.value = s[el.name] ?? ''
   }
   $('#settings').showModal()
 }
 
+// ---------------------------------------------------------------- settings: MCP servers
+
+/** The MCP servers' part of the settings: a row per server (URL, headers, on, through this server), its state. */
+function mcpFieldset() {
+  const rows = h('div', { id: 'mcp-rows' })
+  for (const server of parseServers(state.settings.mcpServers)) rows.append(mcpRow(server))
+  return h('fieldset', { class: 'mcp', 'data-testid': 'mcp-servers' },
+    h('legend', {}, 'MCP servers'),
+    h('p', { class: 'hint' }, 'The model may call the tools of the servers that are on (Streamable HTTP or SSE). ',
+      state.corsProxy ? 'A server that does not allow this page (CORS) can be reached through this server.'
+        : 'A server that does not allow this page (CORS) needs this server started with --ui-mcp-proxy.'),
+    rows,
+    h('button', { type: 'button', 'data-testid': 'mcp-add', onclick: () => { rows.append(mcpRow()); rows.lastChild.querySelector('input').focus() } },
+      '+ Add MCP server'))
+}
+
+function mcpRow(server = { url: '', headers: '', enabled: true, useProxy: false }) {
+  const row = h('div', { class: 'mcp-row', 'data-testid': 'mcp-server' },
+    h('input', { 'data-mcp': 'url', type: 'url', placeholder: 'https://host/mcp', 'aria-label': 'MCP server URL', value: server.url }),
+    h('input', { 'data-mcp': 'headers', placeholder: '{"Authorization": "Bearer …"} (optional)', 'aria-label': 'Headers (JSON)',
+      value: server.headers, autocomplete: 'off' }),
+    h('label', { class: 'check' }, h('input', { 'data-mcp': 'enabled', type: 'checkbox', checked: server.enabled }), 'on'),
+    h('label', { class: 'check', title: state.corsProxy ? '' : 'the server was started without --ui-mcp-proxy' },
+      h('input', { 'data-mcp': 'useProxy', type: 'checkbox', checked: server.useProxy, disabled: !state.corsProxy && !server.useProxy }),
+      'through this server'),
+    h('button', { type: 'button', class: 'icon', title: 'Remove', 'aria-label': 'Remove this MCP server', onclick: () => row.remove() }, '×'),
+    h('small', { class: 'mcp-status', 'data-testid': 'mcp-status' }))
+  if (server.name) row.dataset.name = server.name
+  row.addEventListener('input', () => showMcpStatus())
+  showMcpStatus(row)
+  return row
+}
+
+/** The server a settings row describes. */
+function rowServer(row) {
+  const value = (key) => row.querySelector(`[data-mcp="${key}"]`)
+  return {
+    url: value('url').value.trim(), headers: value('headers').value.trim(), enabled: value('enabled').checked,
+    useProxy: value('useProxy').checked, ...(row.dataset.name ? { name: row.dataset.name } : {}),
+  }
+}
+
+/** Each settings row's state (connecting, its tools, an error), as it is now. */
+function showMcpStatus(only) {
+  for (const row of only ? [only] : document.querySelectorAll('.mcp-row')) {
+    const server = rowServer(row)
+    const { status, text } = server.url ? serverStatus(server) : { status: 'off', text: '' }
+    const el = row.querySelector('.mcp-status')
+    el.textContent = text
+    el.dataset.status = status
+  }
+}
+
+/** The rows as the mcpServers setting; false (the form says why) when a row's URL or headers are wrong. */
+function readMcpRows() {
+  const servers = []
+  for (const row of document.querySelectorAll('.mcp-row')) {
+    const server = rowServer(row)
+    if (!server.url && !server.headers) continue // an empty row
+    const problem = serverProblem(server)
+    const field = row.querySelector(`[data-mcp="${problem?.startsWith('the headers') ? 'headers' : 'url'}"]`)
+    field.setCustomValidity(problem ? `MCP server: ${problem}` : '')
+    if (problem) {
+      field.reportValidity()
+      field.addEventListener('input', () => field.setCustomValidity(''), { once: true })
+      return false
+    }
+    servers.push(server)
+  }
+  return servers.length ? JSON.stringify(servers) : ''
+}
+
 function saveSettingsForm(event) {
   event.preventDefault()
+  const mcpServers = readMcpRows()
+  if (mcpServers === false) return
+  state.settings.mcpServers = mcpServers
   const form = $('#settings-form')
   for (const el of form.elements) {
     if (el.name) state.settings[el.name] = el.type === 'checkbox' ? (el.checked ? 'on' : '') : el.value

@@ -36,6 +36,9 @@ export const DEFAULT_SETTINGS = {
   // 0: never)
   pasteLongTextToFileLen: '2500',
   pdfAsImage: '', // 'on': a PDF goes to a vision model as its pages' images (llama-server's UI setting)
+  // the MCP servers whose tools the model may call (llama-server's UI setting): a JSON list of
+  // { url, headers, enabled, useProxy, name? } (mcp.js); '' for none
+  mcpServers: '',
 }
 
 // the settings shown as checkboxes: 'on' or ''; --ui-config may give them as booleans
@@ -80,7 +83,8 @@ export function settingsDefaults(uiSettings) {
   }
   for (const key of Object.keys(DEFAULT_SETTINGS)) {
     if (!Object.hasOwn(given, key)) continue
-    const value = CHECKBOXES.includes(key) && typeof given[key] === 'boolean' ? (given[key] ? 'on' : '') : given[key]
+    let value = CHECKBOXES.includes(key) && typeof given[key] === 'boolean' ? (given[key] ? 'on' : '') : given[key]
+    if (key === 'mcpServers' && Array.isArray(value)) value = JSON.stringify(value) // --ui-config may give the list
     if (typeof value === 'string' || (typeof value === 'number' && Number.isFinite(value))) {
       if (key === 'theme' && !THEMES.includes(value)) continue
       defaults[key] = String(value)

@@ -25,6 +25,9 @@ const URL_ = process.env.LLAMATWIST_URL ?? 'http://127.0.0.1:8080/'
 const API_KEY = process.env.LLAMATWIST_API_KEY ?? ''
 const IMAGE = process.env.LLAMATWIST_IMAGE ?? ''
 const CLIP = process.env.LLAMATWIST_CLIP ?? ''
+const MCP = process.env.LLAMATWIST_MCP ?? '' // the "mcp" scenario's MCP servers and their token
+const MCP_FAR = process.env.LLAMATWIST_MCP_FAR ?? ''
+const MCP_TOKEN = process.env.LLAMATWIST_MCP_TOKEN ?? ''
 const RESULTS = new URL('../test-results/', import.meta.url).pathname
 const TIMEOUT = 60_000
 
@@ -131,6 +134,24 @@ function routeRequests(page) {
   return bodies
 }
 
+// The chat requests the page sends, parsed, as they left the page. A user message saying "call NAME" makes the
+// request name that tool in tool_choice (the grammar then forces the call: a small model would not call it by
+// itself); the others say "none" (after a tool's result the model answers in words: the round ends there).
+async function forceToolCalls(page) {
+  const bodies = []
+  await page.route('**/v1/chat/completions', (route) => {
+    const body = JSON.parse(route.request().postData() || '{}')
+    bodies.push(body)
+    const last = body.messages?.at(-1)
+    const name = last?.role === 'user' ? /call (\w+)/.exec(last.content)?.[1] : undefined
+    const forced = name ? { tool_choice: { type: 'function', function: { name } } } : { tool_choice: 'none' }
+    // short string arguments, so that a forced call ends well within max_tokens whatever the model writes
+    const tools = body.tools?.map((t) => ({ ...t, function: { ...t.function, parameters: shortStrings(t.function.parameters) } }))
+    return route.continue({ postData: JSON.stringify({ ...body, tools, ...forced, max_tokens: name ? 96 : 16 }) })
+  })
+  return bodies
+}
+
 // The model's name and context size in the header, once the page has read that model's /props.
 async function modelReady(page, name) {
   await page.getByTestId('model').filter({ hasText: `${name} · ctx` }).waitFor({ timeout: TIMEOUT })
@@ -177,18 +198,7 @@ const scenarios = {
   // A tool that writes runs only when the user allows it.
   async tools(page) {
     await ready(page)
-    const bodies = []
-    await page.route('**/v1/chat/completions', (route) => {
-      const body = JSON.parse(route.request().postData() || '{}')
-      bodies.push(body)
-      const last = body.messages?.at(-1)
-      const name = last?.role === 'user' ? /call (\w+)/.exec(last.content)?.[1] : undefined
-      // after a tool's result the model answers in words: the round ends there
-      const forced = name ? { tool_choice: { type: 'function', function: { name } } } : { tool_choice: 'none' }
-      // short string arguments, so that a forced call ends well within max_tokens whatever the model writes
-      const tools = body.tools?.map((t) => ({ ...t, function: { ...t.function, parameters: shortStrings(t.function.parameters) } }))
-      return route.continue({ postData: JSON.stringify({ ...body, tools, ...forced, max_tokens: name ? 96 : 16 }) })
-    })
+    const bodies = await forceToolCalls(page)
     await page.getByTestId('settings').click()
     const box = page.locator('#settings-form [name="tools"]')
     assert(await box.count() === 1, 'the settings offer the server\'s tools')
@@ -228,6 +238,118 @@ const scenarios = {
     await page.getByTestId('tool-result').first().locator('summary').click()
     mkdirSync(RESULTS, { recursive: true })
     await page.screenshot({ path: join(RESULTS, 'tools.png') })
+  },
+
+  // MCP servers added in Settings (llama-server's mcpServers setting): the page connects to them, offers their
+  // tools, runs the model's calls on them and sends the results back. LLAMATWIST_MCP: a server that allows the
+  // page (CORS), its tools secret_word, erase_notes (destructive: asks first) and calls (what it ran);
+  // LLAMATWIST_MCP_FAR: one that does not, its tools named far_…, reached through the server's /cors-proxy
+  // (--ui-mcp-proxy). Both want "Authorization: Bearer LLAMATWIST_MCP_TOKEN". With LLAMATWIST_API_KEY the server
+  // wants its own key too.
+  async mcp(page) {
+    assert(MCP && MCP_FAR && MCP_TOKEN, 'LLAMATWIST_MCP, LLAMATWIST_MCP_FAR and LLAMATWIST_MCP_TOKEN are set')
+    if (API_KEY) await setSettings(page, { apiKey: API_KEY }) // the proxy wants this server's key, the far server its own
+    await ready(page)
+    const bodies = await forceToolCalls(page)
+    const proxied = []
+    page.on('request', (req) => { if (req.url().includes('/cors-proxy?')) proxied.push(req.url()) })
+    const auth = JSON.stringify({ Authorization: `Bearer ${MCP_TOKEN}` })
+    const status = (i) => page.getByTestId('mcp-status').nth(i)
+    const save = async () => {
+      await page.getByTestId('settings-save').click()
+      await page.locator('#settings').waitFor({ state: 'hidden' })
+      await page.getByTestId('settings').click()
+    }
+    const toolResult = (i) => page.getByTestId('tool-result').nth(i).evaluate((el) => el.querySelector('pre').textContent)
+
+    // headers that are not a JSON object of strings are refused by the form; without its token the server
+    // cannot be reached, and the settings say why
+    await page.getByTestId('settings').click()
+    assert(await page.getByTestId('mcp-server').count() === 0, 'no MCP server at first')
+    await page.getByTestId('mcp-add').click()
+    let row = page.getByTestId('mcp-server').last()
+    await row.locator('[data-mcp="url"]').fill(MCP)
+    await row.locator('[data-mcp="headers"]').fill('{"Authorization": 1}')
+    await page.getByTestId('settings-save').click()
+    assert(await page.locator('#settings').isVisible(), 'wrong headers: the settings stay open')
+    const why = await row.locator('[data-mcp="headers"]').evaluate((el) => el.validationMessage)
+    assert(/JSON object of strings/.test(why), `the form says what is wrong (${why})`)
+    await row.locator('[data-mcp="headers"]').fill('')
+    await save()
+    await status(0).filter({ hasText: 'cannot connect' }).waitFor()
+    // with the token it connects and lists its tools
+    await page.getByTestId('mcp-server').first().locator('[data-mcp="headers"]').fill(auth)
+    await save()
+    await status(0).filter({ hasText: '3 tools: secret_word, erase_notes, calls' }).waitFor()
+    await page.locator('#settings-cancel').click()
+
+    await sendMessage(page, 'Please call secret_word.')
+    await page.getByTestId('tool-result').first().waitFor()
+    await waitIdle(page)
+    const offered = bodies[0].tools?.map((t) => t.function.name).join()
+    assert(offered === 'secret_word,erase_notes,calls', `the MCP server's tools offered (${offered})`)
+    const result = await toolResult(0)
+    assert(/^The secret word for .* is PAPAYA-1\.$/.test(result), `the MCP tool's answer is shown (${result})`)
+    const sent = bodies[1].messages
+    assert(sent.at(-2).tool_calls?.[0]?.function.name === 'secret_word' && sent.at(-1).role === 'tool' &&
+      sent.at(-1).content === result, `the call and its result went back to the model (${JSON.stringify(sent.slice(-2))})`)
+    assert(await page.getByTestId('message-assistant').count() === 2, 'the model answered after the tool')
+    assert(proxied.length === 0, `a server that allows the page is reached directly (${proxied})`)
+
+    // a tool that says it is destructive asks first; refused, the model is told so and the server is not called
+    let asked = ''
+    page.once('dialog', (dialog) => { asked = dialog.message(); dialog.dismiss() })
+    await sendMessage(page, 'Now call erase_notes.')
+    await page.getByTestId('tool-result').nth(1).waitFor()
+    await waitIdle(page)
+    assert(asked.includes('erase_notes'), `the page asked first (${asked})`)
+    const refused = bodies.at(-1).messages.at(-1)
+    assert(refused.role === 'tool' && refused.content.includes('the user did not allow this call'),
+      `the refusal went back to the model (${refused.content})`)
+    await sendMessage(page, 'Now call calls.')
+    await page.getByTestId('tool-result').nth(2).waitFor()
+    await waitIdle(page)
+    const ran = await toolResult(2)
+    assert(/^secret_word\(.*\)$/.test(ran), `the server ran secret_word only (${ran})`)
+
+    // the far server does not allow the page: directly it cannot be reached; through this server it can
+    await page.getByTestId('settings').click()
+    await page.getByTestId('mcp-add').click()
+    row = page.getByTestId('mcp-server').last()
+    await row.locator('[data-mcp="url"]').fill(MCP_FAR)
+    await row.locator('[data-mcp="headers"]').fill(auth)
+    await save()
+    await status(1).filter({ hasText: 'cannot connect' }).waitFor()
+    await page.getByTestId('mcp-server').last().locator('[data-mcp="useProxy"]').check()
+    await save()
+    await status(1).filter({ hasText: '3 tools: far_secret_word, far_erase_notes, far_calls' }).waitFor()
+    await page.locator('#settings-cancel').click()
+    await sendMessage(page, 'Now call far_secret_word.')
+    await page.getByTestId('tool-result').nth(3).waitFor()
+    await waitIdle(page)
+    const far = await toolResult(3)
+    assert(/^The secret word for .* is PAPAYA-1\.$/.test(far), `the far server's answer (${far})`)
+    assert(proxied.length > 0, 'the far server was reached through /cors-proxy')
+    const both = bodies.at(-2).tools.map((t) => t.function.name).join()
+    assert(both === 'secret_word,erase_notes,calls,far_secret_word,far_erase_notes,far_calls', `both servers' tools (${both})`)
+
+    // the servers are kept with the settings: after a reload the page connects again; one turned off is left
+    await page.reload()
+    await ready(page)
+    await page.getByTestId('settings').click()
+    await status(1).filter({ hasText: '3 tools' }).waitFor()
+    await page.getByTestId('mcp-server').first().locator('[data-mcp="enabled"]').uncheck()
+    await save()
+    assert(await status(0).textContent() === 'off', 'a server turned off')
+    mkdirSync(RESULTS, { recursive: true })
+    await page.getByTestId('mcp-servers').scrollIntoViewIfNeeded()
+    await page.screenshot({ path: join(RESULTS, 'mcp.png') })
+    await page.locator('#settings-cancel').click()
+    await sendMessage(page, 'Once more, call far_calls.')
+    await page.getByTestId('tool-result').nth(4).waitFor()
+    await waitIdle(page)
+    const offeredNow = bodies.at(-2).tools.map((t) => t.function.name).join()
+    assert(offeredNow === 'far_secret_word,far_erase_notes,far_calls', `only the server on is offered (${offeredNow})`)
   },
 
   // Stop a long generation: the stop button ends it and the partial answer stays.
