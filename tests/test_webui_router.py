@@ -33,7 +33,8 @@ def test_browser_router_model_picker(make_server: StartServer, model_path: str, 
 
 def test_browser_ui_settings_are_defaults(make_server: StartServer, model_path: str) -> None:
     srv = make_server("-m", model_path, "-c", "1024", "-np", "1", "-t", "2", "--ui-config",
-                      '{"temperature": 0.25, "systemMessage": "Be brief.", "pdfAsImage": true}')
+                      '{"temperature": 0.25, "systemMessage": "Be brief.", "pdfAsImage": true, '
+                      '"customJson": {"n_probs": 1}}')
     assert srv.get("/props").json()["ui_settings"] == {"temperature": 0.25, "systemMessage": "Be brief.",
-                                                       "pdfAsImage": True}
+                                                       "pdfAsImage": True, "customJson": {"n_probs": 1}}
     run_scenario(srv.url + "/", "uisettings")

@@ -32,7 +32,6 @@ const state = {
   corsProxy: false, // the server proxies for the page (--ui-mcp-proxy): an MCP server may be reached through it
 }
 
-const MAX_TOOL_ROUNDS = 8 // replies in a row that may call tools before the page stops running them
 
 const $ = (sel) => document.querySelector(sel)
 
@@ -603,7 +602,19 @@ function samplingParams() {
     const value = kind === 'int' ? parseInt(raw, 10) : parseFloat(raw)
     if (Number.isFinite(value)) params[key] = value
   }
+  const samplers = state.settings.samplers.split(';').map((name) => name.trim()).filter(Boolean)
+  if (samplers.length) params.samplers = samplers
+  if (state.settings.backend_sampling === 'on') params.backend_sampling = true
   return params
+}
+
+/** The customJson setting: an object merged into each chat request, or null for none; throws when it is not
+ * a JSON object. */
+function customJson(text = state.settings.customJson) {
+  if (!text.trim()) return null
+  const value = JSON.parse(text)
+  if (!value || typeof value !== 'object' || Array.isArray(value)) throw new Error('not a JSON object')
+  return value
 }
 
 /** A content part for a media data: URL: image_url, input_audio (base64 and format) or video_url. */
@@ -779,6 +790,9 @@ async function streamReply(conv, node, request, { resumed = false } = {}) {
 function chatMessage(n) {
   if (n.role === 'tool') return { role: 'tool', tool_call_id: n.toolCallId, content: n.content }
   const message = { role: n.role, content: messageContent(n) }
+  const { reasoning } = n.role === 'assistant' ? splitThink(n) : {}
+  // as llama-server's UI: a template that shows past reasoning (interleaved thinking) gets it back
+  if (reasoning && state.settings.excludeReasoningFromContext !== 'on') message.reasoning_content = reasoning
   if (n.toolCalls?.length) {
     message.tool_calls = n.toolCalls.map((c) => ({ id: c.id, type: 'function', function: { name: c.name, arguments: c.arguments } }))
   }
@@ -802,7 +816,13 @@ async function requestReply(conv, lastId, node, extra = {}) {
   const offered = offeredTools()
   const tools = offered.length ? { tools: offered.map((t) => t.definition) } : {}
   const model = state.router ? { model: state.settings.model } : {}
-  const body = JSON.stringify({ messages, stream: true, ...samplingParams(), ...tools, ...model, ...extra })
+  let custom = null
+  try {
+    custom = customJson()
+  } catch {
+    // refused when saved: a value from --ui-config that is not an object is left out
+  }
+  const body = JSON.stringify({ messages, stream: true, ...samplingParams(), ...tools, ...model, ...extra, ...custom })
   await streamReply(conv, node, (signal) => fetch(BASE + 'v1/chat/completions', {
     method: 'POST',
     headers: { ...headers(), 'X-Conversation-Id': conv.id },
@@ -840,8 +860,9 @@ async function continueReply(conv, node) {
  * model go on with them. A tool that writes (files, commands) runs only once the user allows it.
  */
 async function runTools(conv, node, round) {
-  if (round >= MAX_TOOL_ROUNDS) {
-    toast(`The model called tools ${MAX_TOOL_ROUNDS} times in a row: stopped`)
+  const rounds = parseInt(state.settings.agenticMaxTurns, 10) || 10
+  if (round >= rounds) {
+    toast(`The model called tools ${rounds} times in a row: stopped`)
     return
   }
   let parent = node.id
@@ -875,7 +896,7 @@ async function callTool(call) {
   if (asks && !confirm(`Allow the model to run ${call.name}${where}?\n\n${JSON.stringify(params, null, 2)}`)) {
     return JSON.stringify({ error: 'the user did not allow this call' })
   }
-  if (!offered.own) return callMcpTool(offered, params)
+  if (!offered.own) return callMcpTool(offered, params, (parseFloat(state.settings.mcpRequestTimeoutSeconds) || 300) * 1000)
   try {
     const res = await fetch(BASE + 'tools', { method: 'POST', headers: headers(), body: JSON.stringify({ tool: call.name, params }) })
     const data = await res.json().catch(() => null)
@@ -960,8 +981,17 @@ function openSettings() {
   const s = state.settings
   form.replaceChildren(...[
     h('label', {}, 'System prompt', h('textarea', { name: 'systemPrompt', rows: 3 })),
-    h('div', { class: 'grid' }, SAMPLING_FIELDS.map(([key, label]) =>
-      h('label', {}, label, h('input', { name: key, inputmode: 'decimal', placeholder: 'server default' })))),
+    samplingGrid(SAMPLING_FIELDS.filter((f) => !f[3])),
+    h('details', { class: 'more', 'data-testid': 'more-sampling' }, h('summary', {}, 'More sampling'),
+      samplingGrid(SAMPLING_FIELDS.filter((f) => f[3])),
+      h('label', {}, 'Samplers, in order (names separated by ";", e.g. top_k;typ_p;top_p;min_p;temperature)',
+        h('input', { name: 'samplers', placeholder: 'server default', autocomplete: 'off' })),
+      h('label', { class: 'check' }, h('input', { name: 'backend_sampling', type: 'checkbox', value: 'on' }),
+        'Sample on the accelerator (backend sampling) where the server can'),
+      h('label', {}, 'Custom JSON merged into every request (an object)',
+        h('textarea', { name: 'customJson', rows: 2, placeholder: '{"n_probs": 3}', spellcheck: 'false' }))),
+    h('label', { class: 'check' }, h('input', { name: 'excludeReasoningFromContext', type: 'checkbox', value: 'on' }),
+      "Don't send the model's past reasoning back with the conversation"),
     h('label', {}, 'API key (for servers started with --api-key)',
       h('input', { name: 'apiKey', type: 'password', autocomplete: 'off' })),
     h('label', {}, 'Paste longer text than this (characters) as a text file; 0: never',
@@ -972,6 +1002,9 @@ function openSettings() {
       'Send PDFs as page images (to a model with vision; others get their text)'),
     state.tools.length > 0 && h('label', { class: 'check' }, h('input', { name: 'tools', type: 'checkbox', value: 'on' }),
       `Let the model call the server's tools (${state.tools.map((t) => t.tool).join(', ')}); those that write ask first`),
+    h('div', { class: 'grid' },
+      h('label', {}, 'Tool-calling replies in a row, at most', h('input', { name: 'agenticMaxTurns', inputmode: 'numeric' })),
+      h('label', {}, 'MCP tool timeout (seconds)', h('input', { name: 'mcpRequestTimeoutSeconds', inputmode: 'numeric' }))),
     mcpFieldset(),
   ].filter(Boolean))
   for (const el of form.elements) {
@@ -1054,8 +1087,22 @@ function readMcpRows() {
   return servers.length ? JSON.stringify(servers) : ''
 }
 
+const samplingGrid = (fields) => h('div', { class: 'grid' }, fields.map(([key, label]) =>
+  h('label', {}, label, h('input', { name: key, inputmode: 'decimal', placeholder: 'server default' }))))
+
 function saveSettingsForm(event) {
   event.preventDefault()
+  const custom = $('#settings-form [name="customJson"]')
+  try {
+    customJson(custom.value)
+    custom.setCustomValidity('')
+  } catch (err) {
+    custom.setCustomValidity(`Custom JSON: ${err.message}`)
+    custom.closest('details').open = true
+    custom.reportValidity()
+    custom.addEventListener('input', () => custom.setCustomValidity(''), { once: true })
+    return
+  }
   const mcpServers = readMcpRows()
   if (mcpServers === false) return
   state.settings.mcpServers = mcpServers

@@ -9,7 +9,7 @@ import { StreamableHTTPClientTransport, StreamableHTTPError } from '@modelcontex
 const PROXY_HEADER = 'x-llama-server-proxy-header-'
 const CLIENT = { name: 'llamatwist-ui', version: '1.0.0' }
 const CONNECT_TIMEOUT_MS = 10_000
-const CALL_TIMEOUT_MS = 300_000 // a tool may run long (as llama-server's UI: 5 minutes)
+const CALL_TIMEOUT_MS = 300_000 // a tool may run long (as llama-server's UI: 5 minutes by default)
 
 /**
  * A fetch for the SDK's transports. Through the proxy (`proxy`: the server's /cors-proxy URL) each request goes
@@ -56,8 +56,8 @@ const sessionGone = (err) => err instanceof StreamableHTTPError && err.code === 
 /**
  * Connect to the MCP server at `url` and list its tools. `headers`: sent with each request (e.g. Authorization);
  * `proxy`: this server's /cors-proxy URL to go through, or null; `own`: headers for the proxy itself.
- * Returns { tools: [{ name, description, inputSchema, annotations }], server, call(name, args), close() };
- * call() resolves to the tool's result (CallToolResult).
+ * Returns { tools: [{ name, description, inputSchema, annotations }], server, call(name, args, ms?), close() };
+ * call() resolves to the tool's result (CallToolResult), or fails after `ms` (default 5 minutes).
  */
 export async function connect({ url, headers = {}, proxy = null, own = {}, timeout = CONNECT_TIMEOUT_MS }) {
   const target = new URL(url)
@@ -72,18 +72,18 @@ export async function connect({ url, headers = {}, proxy = null, own = {}, timeo
       tools.push(...(page.tools ?? []))
       cursor = page.nextCursor
     } while (cursor)
-    const call = (name, args) => client.callTool({ name, arguments: args }, undefined, { timeout: CALL_TIMEOUT_MS })
+    const call = (name, args, ms = CALL_TIMEOUT_MS) => client.callTool({ name, arguments: args }, undefined, { timeout: ms })
     return {
       tools,
       server: client.getServerVersion() ?? null,
-      async call(name, args) {
+      async call(name, args, ms) {
         try {
-          return await call(name, args)
+          return await call(name, args, ms)
         } catch (err) {
           if (!sessionGone(err)) throw err
           await client.close().catch(() => {})
           client = await reopen()
-          return call(name, args)
+          return call(name, args, ms)
         }
       },
       close: () => client.close(),

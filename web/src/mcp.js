@@ -136,11 +136,11 @@ function contentText(item) {
   return JSON.stringify(item)
 }
 
-/** Call an MCP tool (one of mcpTools()); its result as the text the model gets: what it wrote, or
- * {"error": ...} (as the server's MCP tools answer /tools). */
-export async function callMcpTool(tool, args) {
+/** Call an MCP tool (one of mcpTools()), for at most `timeoutMs`; its result as the text the model gets: what it
+ * wrote, or {"error": ...} (as the server's MCP tools answer /tools). */
+export async function callMcpTool(tool, args, timeoutMs) {
   try {
-    const result = await tool.entry.conn.call(tool.name, args)
+    const result = await tool.entry.conn.call(tool.name, args, timeoutMs)
     const items = Array.isArray(result?.content) ? result.content : []
     let text = items.map(contentText).filter(Boolean).join('\n')
     if (!text && result?.structuredContent) text = JSON.stringify(result.structuredContent)

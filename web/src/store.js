@@ -28,6 +28,21 @@ export const DEFAULT_SETTINGS = {
   presence_penalty: '',
   frequency_penalty: '',
   seed: '',
+  typ_p: '',
+  dynatemp_range: '',
+  dynatemp_exponent: '',
+  xtc_probability: '',
+  xtc_threshold: '',
+  repeat_last_n: '',
+  dry_multiplier: '',
+  dry_base: '',
+  dry_allowed_length: '',
+  dry_penalty_last_n: '',
+  samplers: '', // the samplers' order, names separated by ';' (llama-server's UI setting): blank = server default
+  backend_sampling: '', // 'on': sample on the accelerator where the server can
+  // a JSON object merged into every chat request, last (llama-server's UI setting)
+  customJson: '',
+  excludeReasoningFromContext: '', // 'on': an assistant's reasoning is not sent back with the conversation
   apiKey: '',
   theme: 'auto',
   model: '', // router mode: the model chosen in the header's picker
@@ -39,16 +54,21 @@ export const DEFAULT_SETTINGS = {
   // the MCP servers whose tools the model may call (llama-server's UI setting): a JSON list of
   // { url, headers, enabled, useProxy, name? } (mcp.js); '' for none
   mcpServers: '',
+  agenticMaxTurns: '10', // replies in a row that may call tools before the page stops running them
+  mcpRequestTimeoutSeconds: '300', // how long an MCP tool may take
 }
 
 // the settings shown as checkboxes: 'on' or ''; --ui-config may give them as booleans
-const CHECKBOXES = ['tools', 'pdfAsImage']
+const CHECKBOXES = ['tools', 'pdfAsImage', 'backend_sampling', 'excludeReasoningFromContext']
+// the settings that hold JSON as text; --ui-config may give them as JSON values
+const JSON_TEXT = ['mcpServers', 'customJson']
 
 const THEMES = ['auto', 'light', 'dark']
 // llama-server's own web UI names for the same settings, as --ui-config may give them
 const UI_CONFIG_ALIASES = { systemMessage: 'systemPrompt' }
 
-/** The sampling fields sent with each request when set (blank = server default). */
+/** The sampling fields sent with each request when set (blank = server default); those marked 'more' are shown
+ * folded. */
 export const SAMPLING_FIELDS = [
   ['temperature', 'Temperature', 'float'],
   ['top_k', 'Top-k', 'int'],
@@ -59,6 +79,16 @@ export const SAMPLING_FIELDS = [
   ['presence_penalty', 'Presence penalty', 'float'],
   ['frequency_penalty', 'Frequency penalty', 'float'],
   ['seed', 'Seed', 'int'],
+  ['typ_p', 'Typical-p', 'float', 'more'],
+  ['dynatemp_range', 'Dynamic temperature range', 'float', 'more'],
+  ['dynatemp_exponent', 'Dynamic temperature exponent', 'float', 'more'],
+  ['xtc_probability', 'XTC probability', 'float', 'more'],
+  ['xtc_threshold', 'XTC threshold', 'float', 'more'],
+  ['repeat_last_n', 'Repeat last N', 'int', 'more'],
+  ['dry_multiplier', 'DRY multiplier', 'float', 'more'],
+  ['dry_base', 'DRY base', 'float', 'more'],
+  ['dry_allowed_length', 'DRY allowed length', 'int', 'more'],
+  ['dry_penalty_last_n', 'DRY penalty last N', 'int', 'more'],
 ]
 
 function load(key, fallback) {
@@ -84,7 +114,7 @@ export function settingsDefaults(uiSettings) {
   for (const key of Object.keys(DEFAULT_SETTINGS)) {
     if (!Object.hasOwn(given, key)) continue
     let value = CHECKBOXES.includes(key) && typeof given[key] === 'boolean' ? (given[key] ? 'on' : '') : given[key]
-    if (key === 'mcpServers' && Array.isArray(value)) value = JSON.stringify(value) // --ui-config may give the list
+    if (JSON_TEXT.includes(key) && value && typeof value === 'object') value = JSON.stringify(value)
     if (typeof value === 'string' || (typeof value === 'number' && Number.isFinite(value))) {
       if (key === 'theme' && !THEMES.includes(value)) continue
       defaults[key] = String(value)

@@ -453,6 +453,61 @@ const scenarios = {
     assert(await page.locator('#settings-form [name="temperature"]').inputValue() === '0.25', 'settings persisted')
     assert(await page.locator('#settings-form [name="tools"]').count() === 0, 'no tools offered without --tools')
     assert(!('tools' in body), 'no tools sent')
+
+    // llama-server UI's other request settings, folded under "More sampling": the samplers' order as names, backend
+    // sampling, custom JSON merged last (refused unless it is an object); the server takes them all
+    await page.getByTestId('more-sampling').locator('summary').click()
+    const field = (name) => page.locator(`#settings-form [name="${name}"]`)
+    for (const [name, value] of [['typ_p', '0.95'], ['repeat_last_n', '32'], ['dry_multiplier', '0.5'],
+      ['xtc_threshold', '0.2'], ['samplers', 'top_k; min_p ;temperature'], ['customJson', '[1]']]) {
+      await field(name).fill(value)
+    }
+    await field('backend_sampling').check()
+    await page.getByTestId('settings-save').click()
+    assert(await page.locator('#settings').isVisible(), 'custom JSON that is not an object: not saved')
+    const why = await field('customJson').evaluate((el) => el.validationMessage)
+    assert(why.includes('not a JSON object'), `the form says why (${why})`)
+    await field('customJson').fill('{"n_probs": 2, "top_k": 3}')
+    await page.getByTestId('settings-save').click()
+    await page.locator('#settings').waitFor({ state: 'hidden' })
+    const more = page.waitForRequest((r) => r.url().endsWith('/v1/chat/completions'))
+    await sendMessage(page, 'Hi again')
+    const sent = JSON.parse((await more).postData())
+    await waitIdle(page)
+    await assistantAnswered(page)
+    assert(sent.typ_p === 0.95 && sent.repeat_last_n === 32 && sent.dry_multiplier === 0.5 && sent.xtc_threshold === 0.2,
+      `more sampling sent: ${JSON.stringify(sent)}`)
+    assert(JSON.stringify(sent.samplers) === '["top_k","min_p","temperature"]' && sent.backend_sampling === true,
+      `samplers and backend sampling sent: ${JSON.stringify(sent)}`)
+    assert(sent.n_probs === 2 && sent.top_k === 3, `custom JSON merged last: ${JSON.stringify(sent)}`)
+    const probs = await lastAssistant(page).getByTestId('content').textContent()
+    assert(probs.trim().length > 0, 'the model answered with them')
+  },
+
+  // An assistant's reasoning goes back with the conversation (reasoning_content, as llama-server's UI sends it)
+  // unless "Don't send the model's past reasoning back" is on. The replies are made up: no model needed.
+  async reasoningContext(page) {
+    const bodies = []
+    const chunk = (delta) => `data: ${JSON.stringify({ choices: [{ index: 0, delta }] })}\n\n`
+    await page.route('**/v1/chat/completions', (route) => {
+      bodies.push(JSON.parse(route.request().postData()))
+      return route.fulfill({ status: 200, headers: { 'Content-Type': 'text/event-stream' },
+        body: chunk({ reasoning_content: `Thought ${bodies.length}.` }) + chunk({ content: `Answer ${bodies.length}.` })
+          + 'data: [DONE]\n\n' })
+    })
+    for (const text of ['One', 'Two']) {
+      await sendMessage(page, text)
+      await waitIdle(page)
+    }
+    const back = bodies[1].messages.find((m) => m.role === 'assistant')
+    assert(back.content === 'Answer 1.' && back.reasoning_content === 'Thought 1.', `reasoning sent back (${JSON.stringify(back)})`)
+    await page.getByTestId('settings').click()
+    await page.locator('#settings-form [name="excludeReasoningFromContext"]').check()
+    await page.getByTestId('settings-save').click()
+    await sendMessage(page, 'Three')
+    await waitIdle(page)
+    const left = bodies[2].messages.filter((m) => m.role === 'assistant')
+    assert(left.length === 2 && left.every((m) => !('reasoning_content' in m)), `reasoning left out (${JSON.stringify(left)})`)
   },
 
   // Model output with HTML/script injection is rendered inert.
@@ -641,6 +696,7 @@ const scenarios = {
     await sendMessage(page, 'Hi')
     await waitIdle(page)
     assert(bodies[0]?.temperature === 0.25 && bodies[0].max_tokens === 4, `sent: ${JSON.stringify(bodies[0])}`)
+    assert(bodies[0].n_probs === 1, `customJson given as an object by --ui-config, merged: ${JSON.stringify(bodies[0])}`)
     assert(!('model' in bodies[0]), 'no model field on a one-model server')
     assert(bodies[0].messages[0]?.role === 'system' && bodies[0].messages[0].content === 'Be brief.',
       `the system prompt from ui_settings sent: ${JSON.stringify(bodies[0].messages[0])}`)
@@ -951,8 +1007,8 @@ async function sendClip(page, kind) {
   await page.screenshot({ path: join(RESULTS, `${kind}.png`) })
 }
 
-const DEFAULT = API_KEY ? ['apikey'] : ['stream', 'stop', 'regenerate', 'continue', 'settings', 'files', 'xss',
-  'screenshot']
+const DEFAULT = API_KEY ? ['apikey'] : ['stream', 'stop', 'regenerate', 'continue', 'settings', 'reasoningContext',
+  'files', 'xss', 'screenshot']
 
 async function main() {
   const names = process.argv.slice(2).length ? process.argv.slice(2) : DEFAULT
