@@ -279,3 +279,16 @@ def test_browser_mcp_servers(make_server: StartServer, model_path: str) -> None:
         env = {"LLAMATWIST_MCP": near, "LLAMATWIST_MCP_FAR": far, "LLAMATWIST_MCP_TOKEN": token,
                "LLAMATWIST_API_KEY": "k3y"}
         _run_browser(srv.url + "/", env, scenarios=("mcp",))
+
+
+def test_browser_reasoning_picker(make_server: StartServer, model_path: str, tmp_path: Path) -> None:
+    """A model whose template thinks: the reasoning picker sets enable_thinking and the budget, and "Skip reasoning"
+    ends a running thinking block (reasoning_control) so the model answers."""
+    from tests.test_reasoning import THINK_TEMPLATE
+
+    template = tmp_path / "think.jinja"
+    template.write_text(THINK_TEMPLATE)
+    srv = make_server("-m", model_path, "-np", "2", "-c", "2048", "-t", "2", "--chat-template-file", str(template),
+                      "--reasoning-budget-message", " Enough.")
+    assert srv.get("/props").json()["supports_thinking"] is True
+    _run_browser(srv.url + "/", scenarios=("thinking",))

@@ -131,7 +131,7 @@ def register(app: Klein, ctx: ApiContext) -> None:
         defaults = generation_params({}, ctx.config.sampling)
         fmt = ctx.chat_formatter
         # the first call probes the template (a dozen renders): off the reactor thread; cached afterwards
-        caps = await ctx.engine.in_pool(lambda: fmt.caps) if fmt is not None else {}
+        caps, thinks = await ctx.engine.in_pool(lambda: (fmt.caps, fmt.may_think)) if fmt is not None else ({}, False)
         return send_json(request, {
             "default_generation_settings": {
                 # the full form (llama-server's /props gives a shorter one), with its parser entries
@@ -156,6 +156,9 @@ def register(app: Klein, ctx: ApiContext) -> None:
             "ui_settings": ctx.config.ui_config,
             "cors_proxy_enabled": ctx.config.ui_mcp_proxy,
             "is_sleeping": ctx.engine.sleeping,
+            # llamatwist's: the template has a thinking block (replies are parsed for reasoning), which the web UI's
+            # reasoning picker needs (llama-server's UI guesses it from chat_template)
+            "supports_thinking": thinks,
             # llamatwist's: the start-up RoPE/YaRN and loading settings (0 or negative = the model's own)
             "rope": _rope(ctx.config),
             "load_mode": ctx.config.load_mode,

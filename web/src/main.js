@@ -144,7 +144,7 @@ async function loadProps() {
     }
     $('#model-select').hidden = true
     state.props = props
-    updateAttach()
+    updateComposer()
     showProps()
   } catch (err) {
     el.textContent = `Server unreachable (${err.message})`
@@ -198,7 +198,7 @@ async function loadModels() {
   picker.hidden = !state.models.length
   if (!state.models.length) {
     state.props = null
-    updateAttach()
+    updateComposer()
     el.textContent = 'No models on this server (add NAME.gguf files to its --models-dir)'
     el.title = ''
     return
@@ -216,7 +216,7 @@ async function loadModelProps() {
   el.textContent = `Loading ${name}…`
   el.title = ''
   state.props = null
-  updateAttach()
+  updateComposer()
   try {
     const res = await fetch(`${BASE}props?model=${encodeURIComponent(name)}`, { headers: headers() })
     if (seq !== state.propsSeq) return // another model was chosen meanwhile
@@ -229,7 +229,7 @@ async function loadModelProps() {
     const props = await res.json()
     if (seq !== state.propsSeq) return
     state.props = props
-    updateAttach()
+    updateComposer()
     showProps(name)
   } catch (err) {
     if (seq === state.propsSeq) el.textContent = `${name}: ${err.message}`
@@ -261,7 +261,9 @@ const MAX_PDF = 20_000_000
 const MAX_PDF_PAGES = 20 // as images: each page is an image the projector encodes
 const isPdf = (file) => file.type === 'application/pdf' || /\.pdf$/i.test(file.name)
 
-function updateAttach() {
+/** The composer for the model on screen: what the attach button takes, the reasoning picker. */
+function updateComposer() {
+  updateReasoningPicker()
   $('#attach').title = anyMedia() ? 'Attach a text file, PDF, image, audio or video (or paste one)'
     : 'Attach a text file or PDF'
   if (state.attachments.some((url) => !takes(mediaKind(url)))) {
@@ -573,6 +575,7 @@ function renderMessages() {
   const busy = !!state.generating
   $('#send').hidden = busy
   $('#stop').hidden = !busy
+  showSkip()
   box.scrollTop = box.scrollHeight
 }
 
@@ -585,6 +588,33 @@ function updateStreaming(conv, node) {
   renderBody(node, el.querySelector('.body'))
   el.querySelector('.stats').textContent = statsText(node)
   if (atBottom) box.scrollTop = box.scrollHeight
+  showSkip()
+}
+
+/** "Skip reasoning" while the reply on screen is still thinking and its request can have that ended. */
+function showSkip() {
+  const gen = state.generating
+  const node = gen && state.activeId === gen.convId ? active()?.nodes[gen.nodeId] : null
+  $('#skip-reasoning').hidden = !(gen?.control && gen.completionId && node?.reasoning && !node.content && !gen.skipped)
+}
+
+/** End the running reply's thinking now (llama-server's POST /v1/chat/completions/control, reasoning_end): the
+ * model writes its answer. */
+async function skipReasoning() {
+  const gen = state.generating
+  if (!gen?.completionId) return
+  gen.skipped = true
+  showSkip()
+  const body = { id: gen.completionId, action: 'reasoning_end', ...(state.router ? { model: state.settings.model } : {}) }
+  try {
+    const res = await fetch(BASE + 'v1/chat/completions/control', { method: 'POST', headers: headers(), body: JSON.stringify(body) })
+    const data = await res.json().catch(() => null)
+    if (!res.ok || data?.success !== true) {
+      toast(`Could not end the reasoning (${data?.error?.message ?? data?.message ?? `HTTP ${res.status}`})`)
+    }
+  } catch (err) {
+    toast(`Could not end the reasoning (${err.message})`)
+  }
 }
 
 function render() {
@@ -606,6 +636,29 @@ function samplingParams() {
   if (samplers.length) params.samplers = samplers
   if (state.settings.backend_sampling === 'on') params.backend_sampling = true
   return params
+}
+
+// The reasoning picker's budgets, as llama-server's UI gives them (Max: no budget)
+const EFFORT_TOKENS = { low: 512, medium: 2048, high: 8192 }
+const thinks = () => state.props?.supports_thinking === true
+
+/** The reasoning picker's request fields, for a model that thinks: the thinking switched on or off
+ * (enable_thinking), a budget, and reasoning_control, so that "Skip reasoning" can end it. */
+function reasoningParams() {
+  if (!thinks()) return {}
+  const effort = state.settings.reasoningEffort
+  const params = { reasoning_control: true }
+  if (!effort) return params
+  params.chat_template_kwargs = { enable_thinking: effort !== 'off' }
+  if (EFFORT_TOKENS[effort]) params.thinking_budget_tokens = EFFORT_TOKENS[effort]
+  return params
+}
+
+/** The reasoning picker beside the message box: shown for a model that thinks. */
+function updateReasoningPicker() {
+  const picker = $('#reasoning-effort')
+  picker.hidden = !thinks()
+  picker.value = state.settings.reasoningEffort
 }
 
 /** The customJson setting: an object merged into each chat request, or null for none; throws when it is not
@@ -652,7 +705,7 @@ const lost = (err) => { throw err?.name === 'AbortError' ? err : new ConnectionL
  * reasoning_content and timings. `update` is called after each event. Gives the number of content chunks and
  * whether the stream ended with [DONE].
  */
-async function readChatStream(res, node, update) {
+async function readChatStream(res, node, update, gen = {}) {
   const reader = res.body.getReader()
   const decoder = new TextDecoder()
   let buffer = ''
@@ -672,6 +725,7 @@ async function readChatStream(res, node, update) {
         if (payload === '[DONE]') { done = true; continue }
         const data = JSON.parse(payload)
         if (data?.error) throw new Error(data.error.message ?? 'server error')
+        if (typeof data?.id === 'string') gen.completionId = data.id // what "Skip reasoning" names
         const delta = data?.choices?.[0]?.delta ?? {}
         if (data?.choices?.[0]?.finish_reason) node.finish = data.choices[0].finish_reason
         if (delta.content) { node.content += delta.content; chunks++ }
@@ -719,9 +773,10 @@ let unloading = false // the page is going away: a stream cut now is resumed by 
  * aborts it and stops the server's generation. The node stays marked streaming while it runs, and after a lost
  * connection (the server goes on: the next page load resumes it).
  */
-async function streamReply(conv, node, request, { resumed = false } = {}) {
+async function streamReply(conv, node, request, { resumed = false, control = false } = {}) {
   const controller = new AbortController()
-  const gen = { convId: conv.id, nodeId: node.id, controller, answered: false }
+  // control: the request can have its thinking ended (reasoning_control); completionId: its id, once streaming
+  const gen = { convId: conv.id, nodeId: node.id, controller, answered: false, control, completionId: null }
   state.generating = gen
   renderMessages()
   renderSidebar()
@@ -754,7 +809,7 @@ async function streamReply(conv, node, request, { resumed = false } = {}) {
       node.reasoning = node.prefix?.reasoning ?? ''
       for (const key of ['timings', 'error', 'stopped', 'interrupted']) delete node[key]
     }
-    ({ chunks, done } = await readChatStream(res, node, schedule))
+    ({ chunks, done } = await readChatStream(res, node, schedule, gen))
     if (!done) node.interrupted = true // ended early: stopped elsewhere, or replaced by a newer request
   } catch (err) {
     if (unloading) return
@@ -816,19 +871,21 @@ async function requestReply(conv, lastId, node, extra = {}) {
   const offered = offeredTools()
   const tools = offered.length ? { tools: offered.map((t) => t.definition) } : {}
   const model = state.router ? { model: state.settings.model } : {}
+  const thinking = reasoningParams()
   let custom = null
   try {
     custom = customJson()
   } catch {
     // refused when saved: a value from --ui-config that is not an object is left out
   }
-  const body = JSON.stringify({ messages, stream: true, ...samplingParams(), ...tools, ...model, ...extra, ...custom })
+  const body = JSON.stringify({ messages, stream: true, ...samplingParams(), ...thinking, ...tools, ...model, ...extra,
+    ...custom })
   await streamReply(conv, node, (signal) => fetch(BASE + 'v1/chat/completions', {
     method: 'POST',
     headers: { ...headers(), 'X-Conversation-Id': conv.id },
     body,
     signal,
-  }))
+  }), { control: thinking.reasoning_control === true })
 }
 
 async function generate(conv, parentId, round = 0) {
@@ -1162,6 +1219,11 @@ function init() {
     if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) { e.preventDefault(); send() }
   })
   $('#stop').addEventListener('click', stopGeneration)
+  $('#skip-reasoning').addEventListener('click', skipReasoning)
+  $('#reasoning-effort').addEventListener('change', (e) => {
+    state.settings.reasoningEffort = e.target.value
+    saveSettings(state.settings, state.defaults)
+  })
   // Leaving the page cuts a streaming reply's connection, not its generation: save what came so far, still
   // marked streaming, for the next page load to resume.
   const leaving = () => {

@@ -54,6 +54,9 @@ export const DEFAULT_SETTINGS = {
   // the MCP servers whose tools the model may call (llama-server's UI setting): a JSON list of
   // { url, headers, enabled, useProxy, name? } (mcp.js); '' for none
   mcpServers: '',
+  // the reasoning picker (a model that thinks): '' the server's default, off, low, medium, high (budgets of 512,
+  // 2048, 8192 tokens) or max
+  reasoningEffort: '',
   agenticMaxTurns: '10', // replies in a row that may call tools before the page stops running them
   mcpRequestTimeoutSeconds: '300', // how long an MCP tool may take
 }

@@ -352,6 +352,60 @@ const scenarios = {
     assert(offeredNow === 'far_secret_word,far_erase_notes,far_calls', `only the server on is offered (${offeredNow})`)
   },
 
+  // A model whose template thinks (a <think> block; /props supports_thinking): the reasoning picker beside the
+  // message box sets enable_thinking and a budget (as llama-server's UI), every request asks for reasoning_control,
+  // and "Skip reasoning" ends a running thinking block (POST /v1/chat/completions/control): the model answers.
+  // Each request biases one word so strongly that the model writes nothing else (it thinks until stopped).
+  async thinking(page) {
+    await ready(page)
+    const picker = page.getByTestId('reasoning-effort')
+    assert(await picker.isVisible(), 'the reasoning picker is shown for a model that thinks')
+    const [token] = await page.evaluate(async () =>
+      (await (await fetch('tokenize', { method: 'POST', body: JSON.stringify({ content: ' blue' }) })).json()).tokens)
+    const bodies = []
+    await page.route('**/v1/chat/completions', (route) => {
+      const body = JSON.parse(route.request().postData() || '{}')
+      bodies.push(body)
+      return route.continue({ postData: JSON.stringify({ ...body, logit_bias: { [token]: 100 }, temperature: 0,
+        ignore_eos: true, max_tokens: body.messages.at(-1).content === 'Think long.' ? 400 : 8 }) })
+    })
+    const expect = { off: [false, undefined], low: [true, 512], medium: [true, 2048], high: [true, 8192], max: [true, undefined] }
+    for (const [effort, [enabled, budget]] of Object.entries(expect)) {
+      await picker.selectOption(effort)
+      await sendMessage(page, `Effort ${effort}.`)
+      await waitIdle(page)
+      const sent = bodies.at(-1)
+      assert(sent.reasoning_control === true && sent.chat_template_kwargs?.enable_thinking === enabled &&
+        sent.thinking_budget_tokens === budget, `${effort}: ${JSON.stringify(sent)}`)
+      const reply = lastAssistant(page)
+      assert(await reply.locator('.error').count() === 0, `${effort}: no error (${await reply.locator('.error').allTextContents()})`)
+      assert((await reply.textContent()).includes('blue'), `${effort}: the model wrote (${await reply.textContent()})`)
+    }
+    const off = lastAssistant(page) // "max": it thinks; "off" (the first reply) did not
+    assert(await page.getByTestId('message-assistant').first().getByTestId('reasoning').count() === 0,
+      'thinking off: no reasoning')
+    assert(await off.getByTestId('reasoning').count() === 1, 'thinking on: reasoning shown')
+
+    await sendMessage(page, 'Think long.')
+    const skip = page.getByTestId('skip-reasoning')
+    await skip.waitFor({ state: 'visible' })
+    mkdirSync(RESULTS, { recursive: true })
+    await page.screenshot({ path: join(RESULTS, 'thinking.png') })
+    await skip.click()
+    await waitIdle(page)
+    assert(await skip.isHidden(), 'no skip button once the reply ended')
+    const reply = lastAssistant(page)
+    const reasoning = await reply.getByTestId('reasoning').textContent()
+    const content = (await reply.getByTestId('content').textContent()).trim()
+    assert(reasoning.includes('Enough.'), `the thinking was ended with the budget message (${reasoning.slice(-80)})`)
+    assert(content.startsWith('blue'), `then the model answered (${content.slice(0, 80)})`)
+    assert(bodies.at(-1).thinking_budget_tokens === undefined, 'max: no budget')
+
+    await page.reload()
+    await ready(page)
+    assert(await picker.inputValue() === 'max', 'the choice is kept')
+  },
+
   // Stop a long generation: the stop button ends it and the partial answer stays.
   async stop(page) {
     await setSettings(page, { max_tokens: 2000, temperature: 0.8 })
@@ -453,6 +507,8 @@ const scenarios = {
     assert(await page.locator('#settings-form [name="temperature"]').inputValue() === '0.25', 'settings persisted')
     assert(await page.locator('#settings-form [name="tools"]').count() === 0, 'no tools offered without --tools')
     assert(!('tools' in body), 'no tools sent')
+    assert(await page.getByTestId('reasoning-effort').isHidden(), 'no reasoning picker for a model that does not think')
+    assert(!('reasoning_control' in body) && !('chat_template_kwargs' in body), 'no reasoning fields sent')
 
     // llama-server UI's other request settings, folded under "More sampling": the samplers' order as names, backend
     // sampling, custom JSON merged last (refused unless it is an object); the server takes them all
