@@ -77,11 +77,18 @@ function toast(message) {
 
 // ---------------------------------------------------------------- theme
 
+/** The theme, the user's own CSS (customCss, as llama-server's UI) and what Enter does, from the settings. */
 function applyTheme() {
   const theme = state.settings.theme
   document.documentElement.dataset.theme = theme === 'auto'
     ? (matchMedia('(prefers-color-scheme: dark)').matches ? 'dark' : 'light')
     : theme
+  let style = document.getElementById('custom-css')
+  if (!style) document.head.append(style = h('style', { id: 'custom-css' }))
+  style.textContent = state.settings.customCss
+  $('#input').placeholder = state.settings.sendOnEnter === 'on'
+    ? 'Type a message (Enter to send, Shift+Enter for a new line)'
+    : 'Type a message (Ctrl+Enter to send, Enter for a new line)'
 }
 
 // ---------------------------------------------------------------- server info
@@ -466,9 +473,11 @@ function splitThink(node) {
 function renderBody(node, body) {
   body.replaceChildren()
   const { content, reasoning } = splitThink(node)
+  const on = (key) => state.settings[key] === 'on'
   if (reasoning) {
-    const details = h('details', { class: 'reasoning', 'data-testid': 'reasoning' },
-      h('summary', {}, node.content || !isGenerating(node) ? 'Reasoning' : 'Thinking…'))
+    const thinking = !content && isGenerating(node)
+    const details = foldable(`${node.id}:reasoning`, thinking && on('showThoughtInProgress'),
+      { class: 'reasoning', 'data-testid': 'reasoning' }, h('summary', {}, thinking ? 'Thinking…' : 'Reasoning'))
     const inner = h('div', { class: 'markdown' })
     setMarkdown(inner, reasoning)
     details.append(inner)
@@ -483,20 +492,35 @@ function renderBody(node, body) {
       body.append(h('details', { class: 'file', 'data-testid': 'message-file' },
         h('summary', {}, fileChip(file, 'message-file-name')), h('pre', {}, file.text)))
     }
-    if (content) body.append(h('div', { class: 'plain' }, content))
+    if (content && on('renderUserContentAsMarkdown')) {
+      const md = h('div', { class: 'markdown', 'data-testid': 'user-content' })
+      setMarkdown(md, content)
+      body.append(md)
+    } else if (content) body.append(h('div', { class: 'plain', 'data-testid': 'user-content' }, content))
   } else if (node.role === 'tool') {
-    body.append(h('details', { class: 'tool', 'data-testid': 'tool-result' },
+    body.append(foldable(`${node.id}:result`, on('alwaysShowToolCallContent'), { class: 'tool', 'data-testid': 'tool-result' },
       h('summary', {}, `Result of ${node.toolName ?? 'a tool'}`), h('pre', {}, content)))
   } else {
     const md = h('div', { class: 'markdown', 'data-testid': 'content' })
     setMarkdown(md, content)
     body.append(md)
-    for (const call of node.toolCalls ?? []) {
-      body.append(h('details', { class: 'tool', 'data-testid': 'tool-call' },
+    for (const [i, call] of (node.toolCalls ?? []).entries()) {
+      body.append(foldable(`${node.id}:call${i}`, on('alwaysShowToolCallContent'), { class: 'tool', 'data-testid': 'tool-call' },
         h('summary', {}, `Calls ${call.name}`), h('pre', {}, call.arguments)))
     }
   }
   if (node.error) body.append(h('div', { class: 'error', role: 'alert' }, node.error))
+}
+
+// The folds the user opened or closed (reasoning, tool calls and results): a message drawn again (each streamed
+// chunk draws it) keeps them as they were.
+const folds = new Map()
+
+/** A <details> that starts `open` unless the user has toggled it (`key`) since. */
+function foldable(key, open, attrs, ...children) {
+  const details = h('details', { ...attrs, open: folds.get(key) ?? open }, ...children)
+  details.addEventListener('toggle', () => folds.set(key, details.open))
+  return details
 }
 
 function isGenerating(node) {
@@ -534,7 +558,8 @@ function messageView(conv, node) {
     node.role === 'assistant' && node.content && !node.toolCalls?.length && h('button', { type: 'button', disabled: busy,
       title: 'Let the model write on from the end of this reply', 'data-testid': 'continue',
       onclick: () => continueReply(conv, node) }, 'Continue'),
-    node.role === 'assistant' && h('span', { class: 'stats', 'data-testid': 'stats' }, statsText(node)),
+    node.role === 'assistant' && state.settings.showMessageStats === 'on' &&
+      h('span', { class: 'stats', 'data-testid': 'stats' }, statsText(node)),
   )
   return h('article', { class: `message ${node.role}`, 'data-id': node.id, 'data-testid': `message-${node.role}` },
     body, actions)
@@ -586,8 +611,9 @@ function updateStreaming(conv, node) {
   const box = $('#messages')
   const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80
   renderBody(node, el.querySelector('.body'))
-  el.querySelector('.stats').textContent = statsText(node)
-  if (atBottom) box.scrollTop = box.scrollHeight
+  const stats = el.querySelector('.stats')
+  if (stats) stats.textContent = statsText(node)
+  if (atBottom && state.settings.disableAutoScroll !== 'on') box.scrollTop = box.scrollHeight
   showSkip()
 }
 
@@ -1049,6 +1075,11 @@ function openSettings() {
         h('textarea', { name: 'customJson', rows: 2, placeholder: '{"n_probs": 3}', spellcheck: 'false' }))),
     h('label', { class: 'check' }, h('input', { name: 'excludeReasoningFromContext', type: 'checkbox', value: 'on' }),
       "Don't send the model's past reasoning back with the conversation"),
+    h('details', { class: 'more', 'data-testid': 'display' }, h('summary', {}, 'Display and input'),
+      DISPLAY_CHECKBOXES.map(([name, label]) =>
+        h('label', { class: 'check' }, h('input', { name, type: 'checkbox', value: 'on' }), label)),
+      h('label', {}, 'Custom CSS (applied to this page)',
+        h('textarea', { name: 'customCss', rows: 2, placeholder: '.message.user { font-style: italic; }', spellcheck: 'false' }))),
     h('label', {}, 'API key (for servers started with --api-key)',
       h('input', { name: 'apiKey', type: 'password', autocomplete: 'off' })),
     h('label', {}, 'Paste longer text than this (characters) as a text file; 0: never',
@@ -1144,6 +1175,16 @@ function readMcpRows() {
   return servers.length ? JSON.stringify(servers) : ''
 }
 
+// llama-server UI's display settings (the same names and defaults)
+const DISPLAY_CHECKBOXES = [
+  ['sendOnEnter', 'Enter sends the message (off: Ctrl+Enter sends, Enter is a new line)'],
+  ['renderUserContentAsMarkdown', 'Show your messages as markdown'],
+  ['showThoughtInProgress', 'Show the reasoning while the model thinks'],
+  ['alwaysShowToolCallContent', 'Show tool calls and results unfolded'],
+  ['showMessageStats', 'Show tokens and speed under each reply'],
+  ['disableAutoScroll', 'Do not scroll along with a streaming reply'],
+]
+
 const samplingGrid = (fields) => h('div', { class: 'grid' }, fields.map(([key, label]) =>
   h('label', {}, label, h('input', { name: key, inputmode: 'decimal', placeholder: 'server default' }))))
 
@@ -1216,7 +1257,9 @@ function init() {
   $('#search').addEventListener('input', (e) => { state.search = e.target.value; renderSidebar() })
   $('#composer').addEventListener('submit', (e) => { e.preventDefault(); send() })
   $('#input').addEventListener('keydown', (e) => {
-    if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) { e.preventDefault(); send() }
+    if (e.key !== 'Enter' || e.shiftKey || e.isComposing) return
+    // sendOnEnter off: Enter is a new line, Ctrl/Cmd+Enter sends
+    if (state.settings.sendOnEnter === 'on' || e.ctrlKey || e.metaKey) { e.preventDefault(); send() }
   })
   $('#stop').addEventListener('click', stopGeneration)
   $('#skip-reasoning').addEventListener('click', skipReasoning)

@@ -54,6 +54,14 @@ export const DEFAULT_SETTINGS = {
   // the MCP servers whose tools the model may call (llama-server's UI setting): a JSON list of
   // { url, headers, enabled, useProxy, name? } (mcp.js); '' for none
   mcpServers: '',
+  // display and input (llama-server's UI settings, its defaults)
+  sendOnEnter: 'on',
+  renderUserContentAsMarkdown: 'on',
+  showThoughtInProgress: 'on',
+  alwaysShowToolCallContent: '',
+  showMessageStats: 'on',
+  disableAutoScroll: '',
+  customCss: '', // CSS added to the page
   // the reasoning picker (a model that thinks): '' the server's default, off, low, medium, high (budgets of 512,
   // 2048, 8192 tokens) or max
   reasoningEffort: '',
@@ -62,7 +70,9 @@ export const DEFAULT_SETTINGS = {
 }
 
 // the settings shown as checkboxes: 'on' or ''; --ui-config may give them as booleans
-const CHECKBOXES = ['tools', 'pdfAsImage', 'backend_sampling', 'excludeReasoningFromContext']
+const CHECKBOXES = ['tools', 'pdfAsImage', 'backend_sampling', 'excludeReasoningFromContext', 'sendOnEnter',
+  'renderUserContentAsMarkdown', 'showThoughtInProgress', 'alwaysShowToolCallContent', 'showMessageStats',
+  'disableAutoScroll']
 // the settings that hold JSON as text; --ui-config may give them as JSON values
 const JSON_TEXT = ['mcpServers', 'customJson']
 

@@ -389,6 +389,7 @@ const scenarios = {
     await sendMessage(page, 'Think long.')
     const skip = page.getByTestId('skip-reasoning')
     await skip.waitFor({ state: 'visible' })
+    assert(await lastAssistant(page).getByTestId('reasoning').evaluate((el) => el.open), 'the reasoning shown while it thinks')
     mkdirSync(RESULTS, { recursive: true })
     await page.screenshot({ path: join(RESULTS, 'thinking.png') })
     await skip.click()
@@ -404,6 +405,51 @@ const scenarios = {
     await page.reload()
     await ready(page)
     assert(await picker.inputValue() === 'max', 'the choice is kept')
+  },
+
+  // llama-server UI's display and input settings, with its defaults: your messages as markdown, Enter sends,
+  // stats shown; turned off, Enter writes a new line (Ctrl+Enter sends), messages show as typed, no stats;
+  // custom CSS applies to the page. The replies are made up: no model needed.
+  async display(page) {
+    const chunk = (delta) => `data: ${JSON.stringify({ choices: [{ index: 0, delta }] })}\n\n`
+    await page.route('**/v1/chat/completions', (route) => route.fulfill({ status: 200,
+      headers: { 'Content-Type': 'text/event-stream' },
+      body: chunk({ content: 'Answer.' }) + `data: ${JSON.stringify({ choices: [{ index: 0, delta: {}, finish_reason: 'stop' }],
+        timings: { predicted_n: 1, predicted_per_second: 10 } })}\n\n` + 'data: [DONE]\n\n' }))
+    await page.getByTestId('input').fill('Some **bold** words')
+    await page.getByTestId('input').press('Enter')
+    await waitIdle(page)
+    const user = page.getByTestId('user-content').last()
+    assert(await user.locator('strong').textContent() === 'bold', 'your message shown as markdown')
+    assert(await page.getByTestId('stats').count() === 1, 'stats shown')
+
+    await page.getByTestId('settings').click()
+    await page.getByTestId('display').locator('summary').click()
+    for (const name of ['sendOnEnter', 'renderUserContentAsMarkdown', 'showMessageStats']) {
+      await page.locator(`#settings-form [name="${name}"]`).uncheck()
+    }
+    await page.locator('#settings-form [name="customCss"]').fill('.message.user { outline: 3px solid rgb(255, 0, 0); }')
+    await page.getByTestId('settings-save').click()
+    await page.locator('#settings').waitFor({ state: 'hidden' })
+    const input = page.getByTestId('input')
+    await input.fill('Two **lines**')
+    await input.press('End')
+    await input.press('Enter')
+    await input.pressSequentially('here')
+    assert(await input.inputValue() === 'Two **lines**\nhere', `Enter wrote a new line (${await input.inputValue()})`)
+    assert(await page.getByTestId('message-user').count() === 1, 'Enter did not send')
+    await input.press('Control+Enter')
+    await waitIdle(page)
+    assert(await page.getByTestId('message-user').count() === 2, 'Ctrl+Enter sent')
+    const plain = page.getByTestId('user-content').last()
+    assert(await plain.textContent() === 'Two **lines**\nhere' && await plain.locator('strong').count() === 0,
+      `your message as typed (${await plain.textContent()})`)
+    assert(await page.getByTestId('stats').count() === 0, 'no stats')
+    const outline = await page.getByTestId('message-user').first().evaluate((el) => getComputedStyle(el).outlineColor)
+    assert(outline === 'rgb(255, 0, 0)', `custom CSS applied (${outline})`)
+    await page.reload()
+    await page.getByTestId('user-content').first().waitFor()
+    assert(await page.getByTestId('user-content').first().locator('strong').count() === 0, 'kept after a reload')
   },
 
   // Stop a long generation: the stop button ends it and the partial answer stays.
@@ -1064,7 +1110,7 @@ async function sendClip(page, kind) {
 }
 
 const DEFAULT = API_KEY ? ['apikey'] : ['stream', 'stop', 'regenerate', 'continue', 'settings', 'reasoningContext',
-  'files', 'xss', 'screenshot']
+  'display', 'files', 'xss', 'screenshot']
 
 async function main() {
   const names = process.argv.slice(2).length ? process.argv.slice(2) : DEFAULT
