@@ -2,6 +2,7 @@ import './style.css'
 import { copyButton, setMarkdown } from './markdown.js'
 import { callMcpTool, mcpSettled, mcpTools, parseServers, serverProblem, serverStatus, syncServers } from './mcp.js'
 import { pdfImages, pdfText } from './pdf.js'
+import { SANDBOX_TOOL, runJavascript } from './sandbox.js'
 import {
   SAMPLING_FIELDS, addNode, branch, exportJson, lastLeaf, loadConversations, loadSettings, MEDIA_TYPES, mediaKind,
   newConversation, parseImport, saveConversations, saveSettings, settingsDefaults, siblings,
@@ -176,10 +177,14 @@ function connectMcp() {
   syncServers(parseServers(state.settings.mcpServers), { base: BASE, own: authHeaders(), changed: showMcpStatus })
 }
 
-/** The tools the model is offered: the server's (when the settings say so), then the MCP servers'. Each is
- * { name, definition } and, for an MCP server's, what mcp.js needs to call it. */
+/** The tools the model is offered: the server's (when the settings say so), the page's run_javascript (when
+ * they say so), then the MCP servers'. Each is { name, definition } and how to run it: `own` (the server's),
+ * `run` (the page's) or what mcp.js needs. */
 function offeredTools() {
   const own = toolsOn() ? state.tools.map((t) => ({ name: t.tool, definition: t.definition, own: t })) : []
+  if (state.settings.jsSandboxEnabled === 'on' && !own.some((t) => t.name === SANDBOX_TOOL.function.name)) {
+    own.push({ name: SANDBOX_TOOL.function.name, definition: SANDBOX_TOOL, run: runJavascript })
+  }
   return [...own, ...mcpTools(own.map((t) => t.name))]
 }
 
@@ -974,6 +979,7 @@ async function callTool(call) {
   if (params === null || typeof params !== 'object' || Array.isArray(params)) {
     return JSON.stringify({ error: 'the arguments must be a JSON object' })
   }
+  if (offered.run) return offered.run(params) // sandboxed: nothing to ask
   const asks = offered.own ? offered.own.permissions?.write : offered.annotations.destructiveHint === true
   const where = offered.own ? '' : ` (on ${offered.server})`
   if (asks && !confirm(`Allow the model to run ${call.name}${where}?\n\n${JSON.stringify(params, null, 2)}`)) {
@@ -1090,6 +1096,8 @@ function openSettings() {
       'Send PDFs as page images (to a model with vision; others get their text)'),
     state.tools.length > 0 && h('label', { class: 'check' }, h('input', { name: 'tools', type: 'checkbox', value: 'on' }),
       `Let the model call the server's tools (${state.tools.map((t) => t.tool).join(', ')}); those that write ask first`),
+    h('label', { class: 'check' }, h('input', { name: 'jsSandboxEnabled', type: 'checkbox', value: 'on' }),
+      'Let the model run JavaScript in a sandbox in this page (run_javascript: no network, no access to the page)'),
     h('div', { class: 'grid' },
       h('label', {}, 'Tool-calling replies in a row, at most', h('input', { name: 'agenticMaxTurns', inputmode: 'numeric' })),
       h('label', {}, 'MCP tool timeout (seconds)', h('input', { name: 'mcpRequestTimeoutSeconds', inputmode: 'numeric' }))),

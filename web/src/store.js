@@ -65,6 +65,7 @@ export const DEFAULT_SETTINGS = {
   // the reasoning picker (a model that thinks): '' the server's default, off, low, medium, high (budgets of 512,
   // 2048, 8192 tokens) or max
   reasoningEffort: '',
+  jsSandboxEnabled: '', // 'on': the model may call run_javascript, run in a sandbox in the page (sandbox.js)
   agenticMaxTurns: '10', // replies in a row that may call tools before the page stops running them
   mcpRequestTimeoutSeconds: '300', // how long an MCP tool may take
 }
@@ -72,7 +73,7 @@ export const DEFAULT_SETTINGS = {
 // the settings shown as checkboxes: 'on' or ''; --ui-config may give them as booleans
 const CHECKBOXES = ['tools', 'pdfAsImage', 'backend_sampling', 'excludeReasoningFromContext', 'sendOnEnter',
   'renderUserContentAsMarkdown', 'showThoughtInProgress', 'alwaysShowToolCallContent', 'showMessageStats',
-  'disableAutoScroll']
+  'disableAutoScroll', 'jsSandboxEnabled']
 // the settings that hold JSON as text; --ui-config may give them as JSON values
 const JSON_TEXT = ['mcpServers', 'customJson']
 

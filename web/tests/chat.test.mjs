@@ -452,6 +452,59 @@ const scenarios = {
     assert(await page.getByTestId('user-content').first().locator('strong').count() === 0, 'kept after a reload')
   },
 
+  // run_javascript (llama-server UI's jsSandboxEnabled): offered when on; the model's code runs in a sandboxed
+  // worker and its output goes back: console lines and the value returned, no network, no access to the page or
+  // its storage, a hard timeout, long output cut. The model's calls are made up (its code must be known).
+  async sandbox(page) {
+    const programs = {
+      'Compute.': { code: 'console.log(6 * 7); return { sum: [1, 2, 3].reduce((a, b) => a + b) }' },
+      'Reach out.': { code: "const seen = [typeof document, typeof localStorage]\n"
+        + "try { await fetch('" + URL_ + "props'); seen.push('fetched') } catch { seen.push('no network') }\n"
+        + 'return seen.join()' },
+      'Loop.': { code: 'while (true) {}', timeout_ms: 300 },
+      'Shout.': { code: "console.log('x'.repeat(9000))" },
+      'Fail.': { code: 'null.property' },
+    }
+    const bodies = []
+    const chunk = (delta, finish = null) => `data: ${JSON.stringify({ choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`
+    await page.route('**/v1/chat/completions', (route) => {
+      const body = JSON.parse(route.request().postData())
+      bodies.push(body)
+      const last = body.messages.at(-1)
+      const program = last.role === 'user' ? programs[last.content] : null
+      const events = program
+        ? chunk({ tool_calls: [{ index: 0, id: `call_${bodies.length}`, type: 'function',
+          function: { name: 'run_javascript', arguments: JSON.stringify(program) } }] }) + chunk({}, 'tool_calls')
+        : chunk({ content: 'Done.' }) + chunk({}, 'stop')
+      return route.fulfill({ status: 200, headers: { 'Content-Type': 'text/event-stream' }, body: events + 'data: [DONE]\n\n' })
+    })
+    await sendMessage(page, 'Hello')
+    await waitIdle(page)
+    assert(!('tools' in bodies[0]), 'no tools offered while run_javascript is off')
+
+    await page.getByTestId('settings').click()
+    await page.locator('#settings-form [name="jsSandboxEnabled"]').check()
+    await page.getByTestId('settings-save').click()
+    await page.locator('#settings').waitFor({ state: 'hidden' })
+    const results = []
+    for (const text of Object.keys(programs)) {
+      await sendMessage(page, text)
+      await page.getByTestId('tool-result').nth(results.length).waitFor()
+      await waitIdle(page)
+      results.push(bodies.at(-1).messages.at(-1).content)
+    }
+    assert(bodies.at(-1).tools?.map((t) => t.function.name).join() === 'run_javascript', 'run_javascript offered')
+    const [compute, reach, loop, shout, fail] = results
+    assert(compute === '42\n=> {"sum":6}', `console output and the value returned (${compute})`)
+    assert(reach === '=> undefined,undefined,no network', `no page, no storage, no network (${reach})`)
+    assert(loop === 'Error: execution timed out after 300 ms', `a loop is stopped (${loop})`)
+    assert(shout.length === 8192 + '\n[output truncated]'.length && shout.endsWith('[output truncated]'),
+      `long output cut (${shout.length})`)
+    assert(fail.startsWith('Error: TypeError'), `an error is reported (${fail.slice(0, 60)})`)
+    assert(await page.locator('iframe').count() === 0, 'no sandbox left behind')
+    assert(await page.getByTestId('message-assistant').count() === 11, 'the model answered after each result')
+  },
+
   // Stop a long generation: the stop button ends it and the partial answer stays.
   async stop(page) {
     await setSettings(page, { max_tokens: 2000, temperature: 0.8 })
@@ -1110,7 +1163,7 @@ async function sendClip(page, kind) {
 }
 
 const DEFAULT = API_KEY ? ['apikey'] : ['stream', 'stop', 'regenerate', 'continue', 'settings', 'reasoningContext',
-  'display', 'files', 'xss', 'screenshot']
+  'display', 'sandbox', 'files', 'xss', 'screenshot']
 
 async function main() {
   const names = process.argv.slice(2).length ? process.argv.slice(2) : DEFAULT
