@@ -2,8 +2,8 @@
 server with a vision projector an image attached with the file picker, or pasted, is sent as an ``image_url``
 part, answered and shown in the conversation (and after a reload); without a projector there is nothing to
 attach but text files and a pasted image is refused; with "Send PDFs as page images" a PDF's pages go as
-``image_url`` parts. An audio clip (audio projector) goes as ``input_audio``, a video (vision
-projector and ffmpeg) as ``video_url``, each shown as a player."""
+``image_url`` parts. An audio clip (audio projector) goes as ``input_audio``, so does a recording from the
+microphone button (as WAV), a video (vision projector and ffmpeg) as ``video_url``, each shown as a player."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def test_browser_sends_an_audio_clip(audio_dir: Path, image: Path, tmp_path: Pat
     srv = Server(["-m", str(audio_dir / "model.gguf"), "--mmproj", str(audio_dir / "mmproj.gguf"), "-c", "1024",
                   "-np", "1", "-t", "2", "-n", "16"])
     try:
-        run_scenarios(srv.url + "/", image, "audio", clip=clip)
+        run_scenarios(srv.url + "/", image, "audio", "record", clip=clip)
     finally:
         srv.stop()
 

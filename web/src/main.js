@@ -3,6 +3,7 @@ import { copyButton, setMarkdown } from './markdown.js'
 import { callMcpTool, mcpSettled, mcpTools, parseServers, serverProblem, serverStatus, syncServers } from './mcp.js'
 import { pdfImages, pdfText } from './pdf.js'
 import { SANDBOX_TOOL, runJavascript } from './sandbox.js'
+import { isRecording, startRecording, stopRecording } from './recorder.js'
 import {
   SAMPLING_FIELDS, addNode, branch, exportJson, lastLeaf, loadConversations, loadSettings, MEDIA_TYPES, mediaKind,
   newConversation, parseImport, saveConversations, saveSettings, settingsDefaults, siblings,
@@ -276,6 +277,7 @@ const isPdf = (file) => file.type === 'application/pdf' || /\.pdf$/i.test(file.n
 /** The composer for the model on screen: what the attach button takes, the reasoning picker. */
 function updateComposer() {
   updateReasoningPicker()
+  $('#mic').hidden = !takes('audio') && !isRecording()
   $('#attach').title = anyMedia() ? 'Attach a text file, PDF, image, audio or video (or paste one)'
     : 'Attach a text file or PDF'
   if (state.attachments.some((url) => !takes(mediaKind(url)))) {
@@ -385,6 +387,26 @@ async function addAttachments(files) {
     }
   }
   renderAttachments()
+}
+
+/** The microphone button: start recording; pressed again, the recording is attached as a WAV clip. */
+async function toggleRecording() {
+  const mic = $('#mic')
+  try {
+    if (!isRecording()) {
+      await startRecording()
+      mic.classList.add('recording')
+      mic.title = mic.ariaLabel = 'Stop recording and attach it'
+      return
+    }
+    mic.classList.remove('recording')
+    mic.title = mic.ariaLabel = 'Record from the microphone'
+    updateComposer()
+    const wav = await stopRecording()
+    if (wav) await addAttachments([new File([wav], 'recording.wav', { type: 'audio/wav' })])
+  } catch (err) {
+    toast(`Recording failed (${err.message})`)
+  }
 }
 
 /** The element showing an attached image, audio clip or video. */
@@ -1287,6 +1309,7 @@ function init() {
     if (document.visibilityState === 'hidden' && state.generating) persist()
   })
   $('#attach').addEventListener('click', () => $('#attach-file').click())
+  $('#mic').addEventListener('click', toggleRecording)
   $('#attach-file').addEventListener('change', (e) => {
     const files = [...e.target.files]
     e.target.value = ''

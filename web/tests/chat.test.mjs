@@ -784,6 +784,36 @@ const scenarios = {
   // An audio clip or a video attached with the file picker: sent as input_audio (base64 and format) or as a
   // video_url data: URL, answered, and shown as a player, also after a reload.
   async audio(page) { await sendClip(page, 'audio') },
+
+  // Voice input (a model that takes audio): the microphone button records (Chromium's fake microphone, a beep) and
+  // attaches the recording as a 16 kHz mono WAV clip, sent as input_audio and answered.
+  async record(page) {
+    await ready(page)
+    await page.context().grantPermissions(['microphone'])
+    const mic = page.getByTestId('mic')
+    assert(await mic.isVisible(), 'a microphone button for a model that takes audio')
+    await mic.click()
+    await page.locator('#mic.recording').waitFor()
+    await page.waitForTimeout(1500)
+    await mic.click()
+    await page.getByTestId('attachment').first().waitFor()
+    assert(!(await mic.getAttribute('class') ?? '').includes('recording'), 'recording stopped')
+    const bodies = recordRequests(page)
+    await sendMessage(page, 'What do you hear?')
+    await waitIdle(page)
+    await assistantAnswered(page)
+    const part = bodies[0].messages.at(-1).content.find((p) => p.type === 'input_audio')
+    assert(part?.input_audio.format === 'wav', `an input_audio part, format wav (${JSON.stringify(part)?.slice(0, 80)})`)
+    const wav = Buffer.from(part.input_audio.data, 'base64')
+    assert(wav.toString('latin1', 0, 4) === 'RIFF' && wav.readUInt16LE(22) === 1 && wav.readUInt32LE(24) === 16000,
+      'a 16 kHz mono WAV file')
+    const seconds = (wav.length - 44) / 32000
+    assert(seconds > 1 && seconds < 4, `about as long as the recording (${seconds} s)`)
+    let peak = 0
+    for (let i = 44; i + 1 < wav.length; i += 2) peak = Math.max(peak, Math.abs(wav.readInt16LE(i)))
+    assert(peak > 1000, `the microphone's sound is in it (peak ${peak})`)
+    assert(await page.getByTestId('message-audio').count() === 1, 'the recording is shown in the conversation')
+  },
   async video(page) { await sendClip(page, 'video') },
 
   // A router: pick a model, chat with it, switch to another, chat again; the choice survives a reload.
@@ -1043,6 +1073,7 @@ const scenarios = {
   async novision(page) {
     await ready(page)
     assert(await page.getByTestId('attach').getAttribute('title') === 'Attach a text file or PDF', 'text files only')
+    assert(await page.getByTestId('mic').isHidden(), 'no microphone without an audio projector')
     await pasteImage(page, readFileSync(IMAGE))
     await page.locator('.toast').filter({ hasText: 'does not take images' }).waitFor()
     await page.getByTestId('attach-file').setInputFiles(IMAGE)
@@ -1171,6 +1202,7 @@ async function main() {
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
     headless: true,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream', // "record": a microphone that beeps
       '--disable-background-networking', '--disable-component-update', '--disable-sync'],
     // Playwright gives the browser a fresh, temporary --user-data-dir itself.
   })
