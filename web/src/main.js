@@ -1,6 +1,9 @@
 import './style.css'
 import { copyButton, setMarkdown } from './markdown.js'
-import { callMcpTool, mcpSettled, mcpTools, parseServers, serverProblem, serverStatus, syncServers } from './mcp.js'
+import {
+  callMcpTool, mcpExtras, mcpSettled, mcpTools, parseServers, promptText, resourceContents, serverProblem, serverStatus,
+  syncServers,
+} from './mcp.js'
 import { pdfImages, pdfText } from './pdf.js'
 import { SANDBOX_TOOL, runJavascript } from './sandbox.js'
 import { isRecording, startRecording, stopRecording } from './recorder.js'
@@ -175,7 +178,7 @@ const toolsOn = () => state.settings.tools === 'on' && state.tools.length > 0
 
 /** Connect to the MCP servers the settings enable (in the background; a chat request waits for them). */
 function connectMcp() {
-  syncServers(parseServers(state.settings.mcpServers), { base: BASE, own: authHeaders(), changed: showMcpStatus })
+  syncServers(parseServers(state.settings.mcpServers), { base: BASE, own: authHeaders(), changed: mcpChanged })
 }
 
 /** The tools the model is offered: the server's (when the settings say so), the page's run_javascript (when
@@ -733,8 +736,11 @@ function mediaPart(url) {
 }
 
 /** A text file as the model reads it: a header naming it, then its text (as llama-server's web UI sends one). */
+// what heads an attached text in the message, as llama-server's UI writes it
+const FILE_LABELS = { pdf: 'PDF File', 'mcp-prompt': 'MCP Prompt', 'mcp-resource': 'MCP Resource' }
 const filePart = (file) => ({
-  type: 'text', text: `\n\n--- ${file.kind === 'pdf' ? 'PDF File' : 'File'}: ${file.name} ---\n${file.text}`,
+  type: 'text',
+  text: `\n\n--- ${FILE_LABELS[file.kind] ?? 'File'}: ${file.name}${file.server ? ` (${file.server})` : ''} ---\n${file.text}`,
 })
 
 /** A message's content for the chat request: its text, or with files or media the parts (the text files, the
@@ -1175,6 +1181,55 @@ function rowServer(row) {
   }
 }
 
+/** An MCP server's state changed: the settings' rows, and the button for its prompts and resources. */
+function mcpChanged() {
+  showMcpStatus()
+  $('#mcp-open').hidden = mcpExtras().length === 0
+}
+
+/** The MCP servers' prompts and resources, each ready to be attached to the next message. */
+function openMcpPicker() {
+  const items = mcpExtras()
+  const list = $('#mcp-list')
+  const attach = async (item, args, button) => {
+    button.disabled = true
+    try {
+      if (item.kind === 'prompt') {
+        state.files.push({ name: item.name, text: await promptText(item, args), kind: 'mcp-prompt', server: item.server })
+      } else {
+        const { text, images } = await resourceContents(item)
+        if (text) state.files.push({ name: item.name, text, kind: 'mcp-resource', server: item.server })
+        if (images.length && takes('image')) state.attachments.push(...images)
+        else if (images.length) toast(`${item.name}: its images need a model with vision`)
+        if (!text && !images.length) throw new Error('it has no text or image')
+      }
+      renderAttachments()
+      $('#mcp-picker').close()
+    } catch (err) {
+      toast(`Could not attach ${item.name} (${err.message})`)
+    } finally {
+      button.disabled = false
+    }
+  }
+  list.replaceChildren(...items.map((item) => {
+    const button = h('button', { type: 'submit', class: 'primary', 'data-testid': `mcp-attach-${item.kind}` }, 'Attach')
+    const form = h('form', { class: 'mcp-item', 'data-testid': `mcp-${item.kind}`, 'data-name': item.name },
+      h('div', {}, h('strong', {}, item.name), ` · ${item.kind} · ${item.server}`,
+        item.description && h('div', { class: 'hint' }, item.description)),
+      (item.arguments ?? []).map((arg) => h('label', {}, `${arg.name}${arg.required ? ' (required)' : ''}`,
+        h('input', { name: arg.name, required: !!arg.required, placeholder: arg.description ?? '' }))),
+      button)
+    form.addEventListener('submit', (event) => {
+      event.preventDefault()
+      const args = Object.fromEntries([...form.querySelectorAll('input')].filter((i) => i.value.trim())
+        .map((i) => [i.name, i.value]))
+      attach(item, args, button)
+    })
+    return form
+  }))
+  $('#mcp-picker').showModal()
+}
+
 /** Each settings row's state (connecting, its tools, an error), as it is now. */
 function showMcpStatus(only) {
   for (const row of only ? [only] : document.querySelectorAll('.mcp-row')) {
@@ -1310,6 +1365,8 @@ function init() {
   })
   $('#attach').addEventListener('click', () => $('#attach-file').click())
   $('#mic').addEventListener('click', toggleRecording)
+  $('#mcp-open').addEventListener('click', openMcpPicker)
+  $('#mcp-close').addEventListener('click', () => $('#mcp-picker').close())
   $('#attach-file').addEventListener('change', (e) => {
     const files = [...e.target.files]
     e.target.value = ''

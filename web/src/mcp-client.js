@@ -56,36 +56,52 @@ const sessionGone = (err) => err instanceof StreamableHTTPError && err.code === 
 /**
  * Connect to the MCP server at `url` and list its tools. `headers`: sent with each request (e.g. Authorization);
  * `proxy`: this server's /cors-proxy URL to go through, or null; `own`: headers for the proxy itself.
- * Returns { tools: [{ name, description, inputSchema, annotations }], server, call(name, args, ms?), close() };
- * call() resolves to the tool's result (CallToolResult), or fails after `ms` (default 5 minutes).
+ * Returns { tools, prompts, resources (as the server lists them), server, call(name, args, ms?),
+ * getPrompt(name, args), readResource(uri), close() }; call() resolves to the tool's result (CallToolResult), or
+ * fails after `ms` (default 5 minutes).
  */
 export async function connect({ url, headers = {}, proxy = null, own = {}, timeout = CONNECT_TIMEOUT_MS }) {
   const target = new URL(url)
   const fetchFn = transportFetch(proxy, own)
   const reopen = () => open(target, fetchFn, { headers }, proxy, timeout)
   let client = await reopen()
-  try {
-    const tools = []
+  // every page of a listing (`key`: the list in each answer)
+  const all = async (list, key) => {
+    const items = []
     let cursor
     do {
-      const page = await client.listTools(cursor ? { cursor } : {}, { timeout })
-      tools.push(...(page.tools ?? []))
+      const page = await list(cursor ? { cursor } : {}, { timeout })
+      items.push(...(page[key] ?? []))
       cursor = page.nextCursor
     } while (cursor)
-    const call = (name, args, ms = CALL_TIMEOUT_MS) => client.callTool({ name, arguments: args }, undefined, { timeout: ms })
+    return items
+  }
+  // a request again on a new session when the server forgot the one it was sent on
+  const retried = async (request) => {
+    try {
+      return await request()
+    } catch (err) {
+      if (!sessionGone(err)) throw err
+      await client.close().catch(() => {})
+      client = await reopen()
+      return request()
+    }
+  }
+  try {
+    const tools = await all((p, o) => client.listTools(p, o), 'tools')
+    const caps = client.getServerCapabilities() ?? {}
+    // prompts and resources are extras: a server whose listing fails still gives its tools
+    const prompts = caps.prompts ? await all((p, o) => client.listPrompts(p, o), 'prompts').catch(() => []) : []
+    const resources = caps.resources ? await all((p, o) => client.listResources(p, o), 'resources').catch(() => []) : []
     return {
       tools,
+      prompts,
+      resources,
       server: client.getServerVersion() ?? null,
-      async call(name, args, ms) {
-        try {
-          return await call(name, args, ms)
-        } catch (err) {
-          if (!sessionGone(err)) throw err
-          await client.close().catch(() => {})
-          client = await reopen()
-          return call(name, args, ms)
-        }
-      },
+      call: (name, args, ms = CALL_TIMEOUT_MS) =>
+        retried(() => client.callTool({ name, arguments: args }, undefined, { timeout: ms })),
+      getPrompt: (name, args) => retried(() => client.getPrompt({ name, arguments: args }, { timeout })),
+      readResource: (uri) => retried(() => client.readResource({ uri }, { timeout })),
       close: () => client.close(),
     }
   } catch (err) {

@@ -70,11 +70,12 @@ export function syncServers(servers, { base, own, changed }) {
   }
   for (const [key, server] of wanted) {
     if (connections.has(key)) continue
-    const entry = { server, status: 'connecting', tools: [], conn: null }
+    const entry = { server, status: 'connecting', tools: [], prompts: [], resources: [], conn: null }
     entry.done = client(base)
       .then((mcp) => mcp.connect({ url: server.url, headers: server.headers ? JSON.parse(server.headers) : {},
         proxy: server.useProxy ? new URL('cors-proxy', base).href : null, own }))
-      .then((conn) => Object.assign(entry, { status: 'ready', conn, tools: conn.tools }))
+      .then((conn) => Object.assign(entry, { status: 'ready', conn, tools: conn.tools, prompts: conn.prompts,
+        resources: conn.resources }))
       .catch((err) => Object.assign(entry, { status: 'error', error: err?.message || String(err) }))
       .finally(changed)
     connections.set(key, entry)
@@ -95,7 +96,56 @@ export function serverStatus(server) {
   if (!entry || entry.status === 'connecting') return { status: 'connecting', text: 'connecting…' }
   if (entry.status === 'error') return { status: 'error', text: `cannot connect: ${entry.error}` }
   const names = entry.tools.map((t) => t.name)
-  return { status: 'ready', text: `${names.length} tool${names.length === 1 ? '' : 's'}${names.length ? `: ${names.join(', ')}` : ''}` }
+  const count = (n, what) => `${n} ${what}${n === 1 ? '' : 's'}`
+  const extras = [entry.prompts.length && count(entry.prompts.length, 'prompt'),
+    entry.resources.length && count(entry.resources.length, 'resource')].filter(Boolean)
+  return { status: 'ready',
+    text: `${count(names.length, 'tool')}${names.length ? `: ${names.join(', ')}` : ''}${extras.map((e) => `; ${e}`).join('')}` }
+}
+
+/** The prompts and resources of the connected servers, which the user may attach to a message:
+ * { kind: 'prompt', name, description, arguments, server, entry } or { kind: 'resource', name, uri, description,
+ * mimeType, server, entry }. */
+export function mcpExtras() {
+  const items = []
+  for (const entry of connections.values()) {
+    if (entry.status !== 'ready') continue
+    const server = label(entry.server)
+    for (const p of entry.prompts) {
+      if (typeof p?.name !== 'string') continue
+      items.push({ kind: 'prompt', name: p.name, description: p.description ?? '', server, entry,
+        arguments: Array.isArray(p.arguments) ? p.arguments.filter((a) => typeof a?.name === 'string') : [] })
+    }
+    for (const r of entry.resources) {
+      if (typeof r?.uri !== 'string') continue
+      items.push({ kind: 'resource', name: r.name || r.uri, uri: r.uri, description: r.description ?? '',
+        mimeType: r.mimeType ?? '', server, entry })
+    }
+  }
+  return items
+}
+
+const partText = (content) => (typeof content === 'string' ? content
+  : content?.type === 'text' ? content.text ?? ''
+    : content?.type === 'resource' ? content.resource?.text ?? '' : '')
+
+/** A prompt (one of mcpExtras()) with its arguments: its messages' text, a blank line apart (as llama-server's UI
+ * attaches it). */
+export async function promptText(item, args) {
+  const result = await item.entry.conn.getPrompt(item.name, args)
+  return (result?.messages ?? []).map((m) => partText(m?.content)).filter(Boolean).join('\n\n')
+}
+
+/** A resource (one of mcpExtras()): its text, and its images as data: URLs. */
+export async function resourceContents(item) {
+  const result = await item.entry.conn.readResource(item.uri)
+  const texts = []
+  const images = []
+  for (const c of result?.contents ?? []) {
+    if (typeof c?.text === 'string') texts.push(c.text)
+    else if (typeof c?.blob === 'string' && /^image\//.test(c.mimeType ?? '')) images.push(`data:${c.mimeType};base64,${c.blob}`)
+  }
+  return { text: texts.join('\n\n'), images }
 }
 
 /**

@@ -312,6 +312,27 @@ const scenarios = {
     const ran = await toolResult(2)
     assert(/^secret_word\(.*\)$/.test(ran), `the server ran secret_word only (${ran})`)
 
+    // its prompt (with its arguments) and its resource are attached to a message, as llama-server's UI sends them
+    const host = new URL(MCP).host
+    await page.getByTestId('mcp-open').click()
+    const prompt = page.getByTestId('mcp-prompt').filter({ hasText: 'review' })
+    assert(await prompt.locator('input').count() === 2, 'an input for each of its arguments')
+    await prompt.getByTestId('mcp-attach-prompt').click()
+    assert(await page.locator('#mcp-picker').isVisible(), 'a required argument missing: nothing attached')
+    await prompt.locator('input[name="code"]').fill('x = 1')
+    await prompt.getByTestId('mcp-attach-prompt').click()
+    await page.locator('#mcp-picker').waitFor({ state: 'hidden' })
+    await page.getByTestId('mcp-open').click()
+    await page.getByTestId('mcp-resource').filter({ hasText: 'today' }).getByTestId('mcp-attach-resource').click()
+    await page.locator('#mcp-picker').waitFor({ state: 'hidden' })
+    assert(await page.getByTestId('attachment-file').count() === 2, 'both attached')
+    await sendMessage(page, 'What do you make of these?')
+    await waitIdle(page)
+    const texts = bodies.at(-1).messages.at(-1).content.map((part) => part.text)
+    assert(texts[0] === `\n\n--- MCP Prompt: review (${host}) ---\nPlease review this Python code:\nx = 1` &&
+      texts[1] === `\n\n--- MCP Resource: today (${host}) ---\nBuy KIWIS and call the plumber.` &&
+      texts[2] === 'What do you make of these?', `the prompt and the resource sent (${JSON.stringify(texts)})`)
+
     // the far server does not allow the page: directly it cannot be reached; through this server it can
     await page.getByTestId('settings').click()
     await page.getByTestId('mcp-add').click()

@@ -4,7 +4,7 @@
 
 --cors: answer the browser's CORS checks for ORIGIN (without it a page on another origin cannot reach it, and
 must go through llamatwist's /cors-proxy); --token: every request must carry "Authorization: Bearer TOKEN";
---prefix: put before each tool's name.
+--prefix: put before each tool's name. Besides its tools it has a prompt (review) and a resource (notes://today).
 """
 
 from __future__ import annotations
@@ -42,6 +42,18 @@ def erase_notes(topic: str) -> str:
 def calls() -> str:
     """The calls this server has answered."""
     return ", ".join(CALLS) or "none"
+
+
+@app.prompt(description="Ask for a review of some code.")
+def review(code: str, language: str = "Python") -> str:
+    """A prompt with one required and one optional argument."""
+    return f"Please review this {language} code:\n{code}"
+
+
+@app.resource("notes://today", name="today", description="Today's notes.", mime_type="text/plain")
+def today() -> str:
+    """A text resource."""
+    return "Buy KIWIS and call the plumber."
 
 
 def add_tools(prefix: str) -> None:
