@@ -1,15 +1,16 @@
 import './style.css'
+import { $, h, toast } from './dom.js'
 import { copyButton, setMarkdown } from './markdown.js'
 import {
-  callMcpTool, mcpExtras, mcpSettled, mcpTools, parseServers, promptText, resourceContents, serverProblem, serverStatus,
-  syncServers,
+  callMcpTool, mcpExtras, mcpSettled, mcpTools, parseServers, promptText, resourceContents, syncServers,
 } from './mcp.js'
 import { pdfImages, pdfText } from './pdf.js'
 import { SANDBOX_TOOL, runJavascript } from './sandbox.js'
+import { initSettings, showMcpStatus } from './settings.js'
 import { isRecording, startRecording, stopRecording } from './recorder.js'
 import {
   SAMPLING_FIELDS, addNode, branch, exportJson, lastLeaf, loadConversations, loadSettings, MEDIA_TYPES, mediaKind,
-  newConversation, parseImport, saveConversations, saveSettings, settingsDefaults, siblings,
+  newConversation, parseCustomJson, parseImport, saveConversations, saveSettings, settingsDefaults, siblings,
 } from './store.js'
 
 // API base: the directory the page is served from, so --api-prefix works.
@@ -27,6 +28,7 @@ const state = {
   props: null, // the model's /props (in router mode the chosen model's)
   router: false, // the server is a router (--models-dir): the chat request names the model chosen in the picker
   models: [], // router mode: the ids of its models
+  unloaded: null, // router mode: the model the user unloaded (until it answers again)
   propsSeq: 0, // the latest model /props request: an older answer is dropped
   generating: null, // { convId, nodeId, controller, answered }: a reply streaming (live, or resumed after a reload)
   resumed: false, // the replies left generating by an earlier page were looked for
@@ -37,24 +39,6 @@ const state = {
   corsProxy: false, // the server proxies for the page (--ui-mcp-proxy): an MCP server may be reached through it
 }
 
-
-const $ = (sel) => document.querySelector(sel)
-
-/** Create an element; text children become text nodes (never markup). */
-function h(tag, attrs = {}, ...children) {
-  const el = document.createElement(tag)
-  for (const [key, value] of Object.entries(attrs)) {
-    if (value == null || value === false) continue
-    if (key.startsWith('on')) el.addEventListener(key.slice(2), value)
-    else if (key === 'class') el.className = value
-    else el.setAttribute(key, value === true ? '' : value)
-  }
-  for (const child of children.flat()) {
-    if (child == null || child === false) continue
-    el.append(child instanceof Node ? child : document.createTextNode(String(child)))
-  }
-  return el
-}
 
 const authHeaders = () => (state.settings.apiKey ? { Authorization: `Bearer ${state.settings.apiKey}` } : {})
 
@@ -72,12 +56,6 @@ function persist() {
   } catch (err) {
     toast(`Could not save conversations: ${err.message}`)
   }
-}
-
-function toast(message) {
-  const el = h('div', { class: 'toast', role: 'status' }, message)
-  document.body.append(el)
-  setTimeout(() => el.remove(), 4000)
 }
 
 // ---------------------------------------------------------------- theme
@@ -122,8 +100,11 @@ function showProps(name = state.props.model_alias ?? 'model') {
   const el = $('#model')
   const nCtx = state.props.default_generation_settings?.n_ctx
   const shown = /\.gguf$/i.test(name) ? name.split(/[\\/]/).pop() : name
-  el.textContent = `${shown}${nCtx ? ` · ctx ${nCtx}` : ''}`
+  const unloaded = state.router && state.unloaded === name ? ' · unloaded (the next message loads it)' : ''
+  el.textContent = `${shown}${nCtx ? ` · ctx ${nCtx}` : ''}${unloaded}`
+  $('#unload-model').hidden = !state.router || !!unloaded
   el.title = state.props.model_path ?? ''
+  showContextUse()
 }
 
 async function loadProps() {
@@ -231,6 +212,7 @@ async function loadModelProps() {
   const el = $('#model')
   el.textContent = `Loading ${name}…`
   el.title = ''
+  $('#unload-model').hidden = true
   state.props = null
   updateComposer()
   try {
@@ -252,7 +234,22 @@ async function loadModelProps() {
   }
 }
 
+/** Router mode: unload the chosen model now (POST /models/unload), freeing its memory; the next message loads it
+ * again. */
+async function unloadModel() {
+  const name = state.settings.model
+  try {
+    const res = await fetch(BASE + 'models/unload', { method: 'POST', headers: headers(), body: JSON.stringify({ model: name }) })
+    if (!res.ok) throw new Error(await errorMessage(res))
+    state.unloaded = name
+    if (state.props && state.settings.model === name) showProps(name)
+  } catch (err) {
+    toast(`Could not unload ${name} (${err.message})`)
+  }
+}
+
 function chooseModel(name) {
+  state.unloaded = null
   state.settings.model = name
   saveSettings(state.settings, state.defaults)
   loadModelProps()
@@ -616,6 +613,22 @@ function editMessage(conv, node, body) {
   area.focus()
 }
 
+/** How much of the model's context the conversation on screen used at its last reply (its timings: the prompt,
+ * cached or not, and what was generated), beside the model's name. */
+function showContextUse() {
+  const el = $('#context-gauge')
+  const nCtx = state.props?.default_generation_settings?.n_ctx
+  const last = active() && branch(active()).findLast((n) => n.role === 'assistant' && n.timings?.prompt_n != null)
+  const t = last?.timings
+  const used = t ? (t.cache_n ?? 0) + t.prompt_n + (t.predicted_n ?? 0) : 0
+  el.hidden = !(nCtx && used)
+  if (el.hidden) return
+  const share = Math.min(100, Math.round((used / nCtx) * 100))
+  el.textContent = `${share}% of the context`
+  el.title = `${used} of ${nCtx} tokens at the last reply`
+  el.dataset.level = share >= 90 ? 'full' : share >= 70 ? 'high' : ''
+}
+
 function renderMessages() {
   const conv = active()
   const box = $('#messages')
@@ -631,6 +644,7 @@ function renderMessages() {
   $('#send').hidden = busy
   $('#stop').hidden = !busy
   showSkip()
+  showContextUse()
   box.scrollTop = box.scrollHeight
 }
 
@@ -715,15 +729,6 @@ function updateReasoningPicker() {
   const picker = $('#reasoning-effort')
   picker.hidden = !thinks()
   picker.value = state.settings.reasoningEffort
-}
-
-/** The customJson setting: an object merged into each chat request, or null for none; throws when it is not
- * a JSON object. */
-function customJson(text = state.settings.customJson) {
-  if (!text.trim()) return null
-  const value = JSON.parse(text)
-  if (!value || typeof value !== 'object' || Array.isArray(value)) throw new Error('not a JSON object')
-  return value
 }
 
 /** A content part for a media data: URL: image_url, input_audio (base64 and format) or video_url. */
@@ -889,6 +894,10 @@ async function streamReply(conv, node, request, { resumed = false, control = fal
           : { predicted_n: chunks, predicted_per_second: chunks / ((performance.now() - started) / 1000) }
       }
       if (state.generating === gen) state.generating = null
+      if (state.unloaded && state.props && !node.error) { // router mode: the reply loaded the model again
+        state.unloaded = null
+        showProps(state.settings.model)
+      }
       if (conv.name === 'New chat' && conv.roots.length) {
         const first = conv.nodes[conv.roots[0]]
         conv.name = first.content.slice(0, 60) || first.files?.[0]?.name || (first.images?.length ? 'Attachment' : conv.name)
@@ -933,7 +942,7 @@ async function requestReply(conv, lastId, node, extra = {}) {
   const thinking = reasoningParams()
   let custom = null
   try {
-    custom = customJson()
+    custom = parseCustomJson(state.settings.customJson)
   } catch {
     // refused when saved: a value from --ui-config that is not an object is left out
   }
@@ -1091,96 +1100,6 @@ function send() {
   generate(conv, node.id)
 }
 
-// ---------------------------------------------------------------- settings
-
-function openSettings() {
-  const form = $('#settings-form')
-  const s = state.settings
-  form.replaceChildren(...[
-    h('label', {}, 'System prompt', h('textarea', { name: 'systemPrompt', rows: 3 })),
-    samplingGrid(SAMPLING_FIELDS.filter((f) => !f[3])),
-    h('details', { class: 'more', 'data-testid': 'more-sampling' }, h('summary', {}, 'More sampling'),
-      samplingGrid(SAMPLING_FIELDS.filter((f) => f[3])),
-      h('label', {}, 'Samplers, in order (names separated by ";", e.g. top_k;typ_p;top_p;min_p;temperature)',
-        h('input', { name: 'samplers', placeholder: 'server default', autocomplete: 'off' })),
-      h('label', { class: 'check' }, h('input', { name: 'backend_sampling', type: 'checkbox', value: 'on' }),
-        'Sample on the accelerator (backend sampling) where the server can'),
-      h('label', {}, 'Custom JSON merged into every request (an object)',
-        h('textarea', { name: 'customJson', rows: 2, placeholder: '{"n_probs": 3}', spellcheck: 'false' }))),
-    h('label', { class: 'check' }, h('input', { name: 'excludeReasoningFromContext', type: 'checkbox', value: 'on' }),
-      "Don't send the model's past reasoning back with the conversation"),
-    h('details', { class: 'more', 'data-testid': 'display' }, h('summary', {}, 'Display and input'),
-      DISPLAY_CHECKBOXES.map(([name, label]) =>
-        h('label', { class: 'check' }, h('input', { name, type: 'checkbox', value: 'on' }), label)),
-      h('label', {}, 'Custom CSS (applied to this page)',
-        h('textarea', { name: 'customCss', rows: 2, placeholder: '.message.user { font-style: italic; }', spellcheck: 'false' }))),
-    h('label', {}, 'API key (for servers started with --api-key)',
-      h('input', { name: 'apiKey', type: 'password', autocomplete: 'off' })),
-    h('label', {}, 'Paste longer text than this (characters) as a text file; 0: never',
-      h('input', { name: 'pasteLongTextToFileLen', inputmode: 'numeric' })),
-    h('label', {}, 'Theme', h('select', { name: 'theme' },
-      ['auto', 'light', 'dark'].map((t) => h('option', { value: t }, t)))),
-    h('label', { class: 'check' }, h('input', { name: 'pdfAsImage', type: 'checkbox', value: 'on' }),
-      'Send PDFs as page images (to a model with vision; others get their text)'),
-    state.tools.length > 0 && h('label', { class: 'check' }, h('input', { name: 'tools', type: 'checkbox', value: 'on' }),
-      `Let the model call the server's tools (${state.tools.map((t) => t.tool).join(', ')}); those that write ask first`),
-    h('label', { class: 'check' }, h('input', { name: 'jsSandboxEnabled', type: 'checkbox', value: 'on' }),
-      'Let the model run JavaScript in a sandbox in this page (run_javascript: no network, no access to the page)'),
-    h('div', { class: 'grid' },
-      h('label', {}, 'Tool-calling replies in a row, at most', h('input', { name: 'agenticMaxTurns', inputmode: 'numeric' })),
-      h('label', {}, 'MCP tool timeout (seconds)', h('input', { name: 'mcpRequestTimeoutSeconds', inputmode: 'numeric' }))),
-    mcpFieldset(),
-  ].filter(Boolean))
-  for (const el of form.elements) {
-    if (!el.name) continue // the MCP servers' rows fill themselves
-    if (el.type === 'checkbox') el.checked = s[el.name] === 'on'
-    else el.value = s[el.name] ?? ''
-  }
-  $('#settings').showModal()
-}
-
-// ---------------------------------------------------------------- settings: MCP servers
-
-/** The MCP servers' part of the settings: a row per server (URL, headers, on, through this server), its state. */
-function mcpFieldset() {
-  const rows = h('div', { id: 'mcp-rows' })
-  for (const server of parseServers(state.settings.mcpServers)) rows.append(mcpRow(server))
-  return h('fieldset', { class: 'mcp', 'data-testid': 'mcp-servers' },
-    h('legend', {}, 'MCP servers'),
-    h('p', { class: 'hint' }, 'The model may call the tools of the servers that are on (Streamable HTTP or SSE). ',
-      state.corsProxy ? 'A server that does not allow this page (CORS) can be reached through this server.'
-        : 'A server that does not allow this page (CORS) needs this server started with --ui-mcp-proxy.'),
-    rows,
-    h('button', { type: 'button', 'data-testid': 'mcp-add', onclick: () => { rows.append(mcpRow()); rows.lastChild.querySelector('input').focus() } },
-      '+ Add MCP server'))
-}
-
-function mcpRow(server = { url: '', headers: '', enabled: true, useProxy: false }) {
-  const row = h('div', { class: 'mcp-row', 'data-testid': 'mcp-server' },
-    h('input', { 'data-mcp': 'url', type: 'url', placeholder: 'https://host/mcp', 'aria-label': 'MCP server URL', value: server.url }),
-    h('input', { 'data-mcp': 'headers', placeholder: '{"Authorization": "Bearer …"} (optional)', 'aria-label': 'Headers (JSON)',
-      value: server.headers, autocomplete: 'off' }),
-    h('label', { class: 'check' }, h('input', { 'data-mcp': 'enabled', type: 'checkbox', checked: server.enabled }), 'on'),
-    h('label', { class: 'check', title: state.corsProxy ? '' : 'the server was started without --ui-mcp-proxy' },
-      h('input', { 'data-mcp': 'useProxy', type: 'checkbox', checked: server.useProxy, disabled: !state.corsProxy && !server.useProxy }),
-      'through this server'),
-    h('button', { type: 'button', class: 'icon', title: 'Remove', 'aria-label': 'Remove this MCP server', onclick: () => row.remove() }, '×'),
-    h('small', { class: 'mcp-status', 'data-testid': 'mcp-status' }))
-  if (server.name) row.dataset.name = server.name
-  row.addEventListener('input', () => showMcpStatus())
-  showMcpStatus(row)
-  return row
-}
-
-/** The server a settings row describes. */
-function rowServer(row) {
-  const value = (key) => row.querySelector(`[data-mcp="${key}"]`)
-  return {
-    url: value('url').value.trim(), headers: value('headers').value.trim(), enabled: value('enabled').checked,
-    useProxy: value('useProxy').checked, ...(row.dataset.name ? { name: row.dataset.name } : {}),
-  }
-}
-
 /** An MCP server's state changed: the settings' rows, and the button for its prompts and resources. */
 function mcpChanged() {
   showMcpStatus()
@@ -1228,75 +1147,6 @@ function openMcpPicker() {
     return form
   }))
   $('#mcp-picker').showModal()
-}
-
-/** Each settings row's state (connecting, its tools, an error), as it is now. */
-function showMcpStatus(only) {
-  for (const row of only ? [only] : document.querySelectorAll('.mcp-row')) {
-    const server = rowServer(row)
-    const { status, text } = server.url ? serverStatus(server) : { status: 'off', text: '' }
-    const el = row.querySelector('.mcp-status')
-    el.textContent = text
-    el.dataset.status = status
-  }
-}
-
-/** The rows as the mcpServers setting; false (the form says why) when a row's URL or headers are wrong. */
-function readMcpRows() {
-  const servers = []
-  for (const row of document.querySelectorAll('.mcp-row')) {
-    const server = rowServer(row)
-    if (!server.url && !server.headers) continue // an empty row
-    const problem = serverProblem(server)
-    const field = row.querySelector(`[data-mcp="${problem?.startsWith('the headers') ? 'headers' : 'url'}"]`)
-    field.setCustomValidity(problem ? `MCP server: ${problem}` : '')
-    if (problem) {
-      field.reportValidity()
-      field.addEventListener('input', () => field.setCustomValidity(''), { once: true })
-      return false
-    }
-    servers.push(server)
-  }
-  return servers.length ? JSON.stringify(servers) : ''
-}
-
-// llama-server UI's display settings (the same names and defaults)
-const DISPLAY_CHECKBOXES = [
-  ['sendOnEnter', 'Enter sends the message (off: Ctrl+Enter sends, Enter is a new line)'],
-  ['renderUserContentAsMarkdown', 'Show your messages as markdown'],
-  ['showThoughtInProgress', 'Show the reasoning while the model thinks'],
-  ['alwaysShowToolCallContent', 'Show tool calls and results unfolded'],
-  ['showMessageStats', 'Show tokens and speed under each reply'],
-  ['disableAutoScroll', 'Do not scroll along with a streaming reply'],
-]
-
-const samplingGrid = (fields) => h('div', { class: 'grid' }, fields.map(([key, label]) =>
-  h('label', {}, label, h('input', { name: key, inputmode: 'decimal', placeholder: 'server default' }))))
-
-function saveSettingsForm(event) {
-  event.preventDefault()
-  const custom = $('#settings-form [name="customJson"]')
-  try {
-    customJson(custom.value)
-    custom.setCustomValidity('')
-  } catch (err) {
-    custom.setCustomValidity(`Custom JSON: ${err.message}`)
-    custom.closest('details').open = true
-    custom.reportValidity()
-    custom.addEventListener('input', () => custom.setCustomValidity(''), { once: true })
-    return
-  }
-  const mcpServers = readMcpRows()
-  if (mcpServers === false) return
-  state.settings.mcpServers = mcpServers
-  const form = $('#settings-form')
-  for (const el of form.elements) {
-    if (el.name) state.settings[el.name] = el.type === 'checkbox' ? (el.checked ? 'on' : '') : el.value
-  }
-  saveSettings(state.settings, state.defaults)
-  applyTheme()
-  $('#settings').close()
-  loadProps()
 }
 
 // ---------------------------------------------------------------- import/export
@@ -1392,9 +1242,10 @@ function init() {
     e.preventDefault()
     addAttachments(files)
   })
-  $('#open-settings').addEventListener('click', openSettings)
-  $('#settings-form').addEventListener('submit', saveSettingsForm)
-  $('#settings-cancel').addEventListener('click', () => $('#settings').close())
+  initSettings(state, () => {
+    applyTheme()
+    loadProps()
+  })
   $('#theme').addEventListener('click', () => {
     const dark = document.documentElement.dataset.theme === 'dark'
     state.settings.theme = dark ? 'light' : 'dark'
@@ -1402,6 +1253,7 @@ function init() {
     applyTheme()
   })
   $('#model-select').addEventListener('change', (e) => chooseModel(e.target.value))
+  $('#unload-model').addEventListener('click', unloadModel)
   $('#export').addEventListener('click', exportConversations)
   $('#import').addEventListener('click', () => $('#import-file').click())
   $('#import-file').addEventListener('change', importConversations)

@@ -52,7 +52,10 @@ export function serverProblem(server) {
   return null
 }
 
-const keyOf = (server) => JSON.stringify([server.url, server.headers, server.useProxy])
+let proxyHeaders = {} // this server's own headers (its API key) for requests through its proxy
+
+// a connection stands for these settings (and, through the proxy, this server's key: a new key connects anew)
+const keyOf = (server) => JSON.stringify([server.url, server.headers, server.useProxy, server.useProxy ? proxyHeaders : null])
 const label = (server) => server.name || new URL(server.url).host
 
 /**
@@ -62,6 +65,7 @@ const label = (server) => server.name || new URL(server.url).host
  * `changed()`: called whenever a server's state changes. Resolves once every connection has settled.
  */
 export function syncServers(servers, { base, own, changed }) {
+  proxyHeaders = own
   const wanted = new Map(servers.filter((s) => s.enabled && !serverProblem(s)).map((s) => [keyOf(s), s]))
   for (const [key, entry] of connections) {
     if (wanted.has(key) && entry.status !== 'error') continue // one that failed is tried again
@@ -73,7 +77,7 @@ export function syncServers(servers, { base, own, changed }) {
     const entry = { server, status: 'connecting', tools: [], prompts: [], resources: [], conn: null }
     entry.done = client(base)
       .then((mcp) => mcp.connect({ url: server.url, headers: server.headers ? JSON.parse(server.headers) : {},
-        proxy: server.useProxy ? new URL('cors-proxy', base).href : null, own }))
+        proxy: server.useProxy ? new URL('cors-proxy', base).href : null, own: proxyHeaders }))
       .then((conn) => Object.assign(entry, { status: 'ready', conn, tools: conn.tools, prompts: conn.prompts,
         resources: conn.resources }))
       .catch((err) => Object.assign(entry, { status: 'error', error: err?.message || String(err) }))

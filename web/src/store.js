@@ -274,3 +274,12 @@ export function lastLeaf(conv, id) {
   while (node.children.length) node = conv.nodes[node.children[node.children.length - 1]]
   return node.id
 }
+
+/** The customJson setting's object (merged into each chat request), or null for none; throws when it is not a
+ * JSON object. */
+export function parseCustomJson(text) {
+  if (!text.trim()) return null
+  const value = JSON.parse(text)
+  if (!value || typeof value !== 'object' || Array.isArray(value)) throw new Error('not a JSON object')
+  return value
+}

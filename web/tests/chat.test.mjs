@@ -621,6 +621,11 @@ const scenarios = {
     const body = JSON.parse((await request).postData())
     await waitIdle(page)
     assert(body.temperature === 0.25 && body.max_tokens === 7 && body.top_k === 5, `settings sent: ${JSON.stringify(body)}`)
+    // how much of the context the conversation used at the last reply, beside the model's name
+    const gauge = page.getByTestId('context-gauge')
+    assert(/^\d+% of the context$/.test(await gauge.textContent()), `the context used (${await gauge.textContent()})`)
+    const [used, nCtx] = (await gauge.getAttribute('title')).match(/\d+/g).map(Number)
+    assert(used > 7 && nCtx > used, `tokens used of the context (${await gauge.getAttribute('title')})`)
     assert(body.messages[0].role === 'system' && body.messages[0].content === 'You are terse.', 'system prompt sent')
     await page.reload()
     await page.getByTestId('settings').click()
@@ -874,6 +879,22 @@ const scenarios = {
     await waitIdle(page)
     await assistantAnswered(page)
     assert(bodies.length === 3 && bodies[2].model === second, `the request named ${second} after the reload`)
+
+    // unloading the chosen model frees it; the next message loads it again
+    await page.getByTestId('unload-model').click()
+    await page.getByTestId('model').filter({ hasText: 'unloaded' }).waitFor()
+    let status
+    for (let i = 0; i < 100 && status !== 'unloaded'; i++) { // the router stops its server in the background
+      if (i) await page.waitForTimeout(100)
+      const listed = await page.evaluate(async () => (await (await fetch('v1/models')).json()).data)
+      status = listed.find((m) => m.id === second)?.status?.value
+    }
+    assert(status === 'unloaded', `${second} unloaded (${status})`)
+    assert(await page.getByTestId('unload-model').isHidden(), 'nothing to unload')
+    await sendMessage(page, 'Back again?')
+    await waitIdle(page)
+    await assistantAnswered(page)
+    assert(!(await page.getByTestId('model').textContent()).includes('unloaded'), 'loaded again by the message')
     mkdirSync(RESULTS, { recursive: true })
     await page.screenshot({ path: join(RESULTS, 'router.png') })
 

@@ -1,0 +1,26 @@
+// The page's small DOM helpers, shared by its modules.
+
+export const $ = (sel) => document.querySelector(sel)
+
+/** Create an element; text children become text nodes (never markup). */
+export function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag)
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value == null || value === false) continue
+    if (key.startsWith('on')) el.addEventListener(key.slice(2), value)
+    else if (key === 'class') el.className = value
+    else el.setAttribute(key, value === true ? '' : value)
+  }
+  for (const child of children.flat()) {
+    if (child == null || child === false) continue
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)))
+  }
+  return el
+}
+
+/** A short note at the bottom of the page, for a few seconds. */
+export function toast(message) {
+  const el = h('div', { class: 'toast', role: 'status' }, message)
+  document.body.append(el)
+  setTimeout(() => el.remove(), 4000)
+}
