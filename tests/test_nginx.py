@@ -7,7 +7,6 @@ from __future__ import annotations
 import http.client
 import re
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -17,7 +16,7 @@ import openai
 import pytest
 import requests
 
-from tests.conftest import REPO, Server, free_port
+from tests.conftest import REPO, Server, free_port, wait_port
 
 CONF = REPO / "packaging" / "nginx" / "llamatwist.conf"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -43,15 +42,7 @@ class Proxy:
             f"  proxy_temp_path {tmp}/proxy;\n  include {tmp}/llamatwist.conf;\n}}\n")
         self.proc = subprocess.Popen([NGINX, "-p", str(tmp), "-c", str(tmp / "nginx.conf"), "-g", "daemon off;"],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 10
-        while True:
-            assert self.proc.poll() is None, self.proc.stdout.read().decode() if self.proc.stdout else ""
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
+        wait_port(self.proc, self.port, 10, lambda: self.proc.stdout.read().decode() if self.proc.stdout else "")
 
     def stop(self) -> None:
         self.proc.terminate()

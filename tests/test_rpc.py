@@ -11,13 +11,12 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, Server, free_port
+from tests.conftest import REPO, Server, free_port, wait_port
 
 N_LAYERS = 31  # SmolLM2-135M: 30 blocks and the output layer
 PROMPTS = ("The capital of France is", "def fibonacci(n):")
@@ -33,15 +32,7 @@ class RpcServer:
         self.proc = subprocess.Popen([sys.executable, "-m", "llamatwist.cli.rpc_server", "-p", str(self.port),
                                       "-t", "1", *args], stdout=self.output, stderr=subprocess.STDOUT,
                                      text=True, cwd=REPO)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.read()
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.1)
-        raise TimeoutError("the RPC server did not listen")
+        wait_port(self.proc, self.port, 60, self.read)
 
     def read(self) -> str:
         self.output.seek(0)

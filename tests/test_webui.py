@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import REPO, Server, free_port
+from tests.conftest import REPO, Server, free_port, wait_port
 
 WEB = REPO / "web"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -252,15 +251,7 @@ def http_mcp_server(*args: str) -> Iterator[str]:
     proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "data" / "mcp" / "http_server.py"), str(port), *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the MCP server did not start"
-                time.sleep(0.1)
+        wait_port(proc, port, 60, lambda: proc.stderr.read().decode() if proc.stderr else "")
         yield f"http://127.0.0.1:{port}/mcp"
     finally:
         proc.terminate()

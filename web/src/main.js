@@ -740,9 +740,9 @@ function mediaPart(url) {
   return { type: 'input_audio', input_audio: { data, format: /mpeg|mp3/.test(head) ? 'mp3' : /flac/.test(head) ? 'flac' : 'wav' } }
 }
 
-/** A text file as the model reads it: a header naming it, then its text (as llama-server's web UI sends one). */
 // what heads an attached text in the message, as llama-server's UI writes it
 const FILE_LABELS = { pdf: 'PDF File', 'mcp-prompt': 'MCP Prompt', 'mcp-resource': 'MCP Resource' }
+/** A text file as the model reads it: a header naming it (and its MCP server), then its text. */
 const filePart = (file) => ({
   type: 'text',
   text: `\n\n--- ${FILE_LABELS[file.kind] ?? 'File'}: ${file.name}${file.server ? ` (${file.server})` : ''} ---\n${file.text}`,
