@@ -9,8 +9,9 @@ import { SANDBOX_TOOL, runJavascript } from './sandbox.js'
 import { initSettings, showMcpStatus } from './settings.js'
 import { isRecording, startRecording, stopRecording } from './recorder.js'
 import {
-  SAMPLING_FIELDS, addNode, branch, exportJson, lastLeaf, loadConversations, loadSettings, MEDIA_TYPES, mediaKind,
-  newConversation, parseCustomJson, parseImport, saveConversations, saveSettings, settingsDefaults, siblings,
+  SAMPLING_FIELDS, addNode, branch, cleanTitle, exportJson, firstMessageTitle, lastLeaf, loadConversations,
+  loadSettings, MEDIA_TYPES, mediaKind, newConversation, parseCustomJson, parseImport, saveConversations,
+  saveSettings, settingsDefaults, siblings, titleRequest,
 } from './store.js'
 
 // API base: the directory the page is served from, so --api-prefix works.
@@ -898,15 +899,35 @@ async function streamReply(conv, node, request, { resumed = false, control = fal
         state.unloaded = null
         showProps(state.settings.model)
       }
-      if (conv.name === 'New chat' && conv.roots.length) {
-        const first = conv.nodes[conv.roots[0]]
-        conv.name = first.content.slice(0, 60) || first.files?.[0]?.name || (first.images?.length ? 'Attachment' : conv.name)
-      }
+      if (conv.name === 'New chat' && conv.roots.length) nameConversation(conv, node)
       conv.updated = Date.now()
       persist()
       render()
     }
   }
+}
+
+/**
+ * Name a new conversation after its first reply: from its first message, then, with titleGenerationUseLLM, by the
+ * model from the first exchange (unless the user renamed it meanwhile; a failure keeps the first name).
+ */
+function nameConversation(conv, reply) {
+  const first = conv.nodes[conv.roots[0]]
+  const name = firstMessageTitle(first, state.settings.titleGenerationUseFirstLine === 'on')
+  conv.name = name
+  if (state.settings.titleGenerationUseLLM !== 'on' || reply.error || reply.stopped || first.role !== 'user') return
+  const body = { ...titleRequest(state.settings.titleGenerationPrompt, first.content, splitThink(reply).content ?? ''),
+    ...(state.router ? { model: state.settings.model } : {}) }
+  fetch(BASE + 'v1/chat/completions', { method: 'POST', headers: headers(), body: JSON.stringify(body) })
+    .then((res) => (res.ok ? res.json() : null))
+    .then((data) => {
+      const title = cleanTitle(data?.choices?.[0]?.message?.content ?? '')
+      if (!title || conv.name !== name || !state.conversations.includes(conv)) return
+      conv.name = title
+      persist()
+      render()
+    })
+    .catch(() => {}) // the first name stays
 }
 
 /** A node as a chat request message: an assistant's tool calls and a tool result's call id go with it. */

@@ -33,6 +33,13 @@ export function openSettings() {
         h('textarea', { name: 'customJson', rows: 2, placeholder: '{"n_probs": 3}', spellcheck: 'false' }))),
     h('label', { class: 'check' }, h('input', { name: 'excludeReasoningFromContext', type: 'checkbox', value: 'on' }),
       "Don't send the model's past reasoning back with the conversation"),
+    h('details', { class: 'more', 'data-testid': 'titles' }, h('summary', {}, 'Conversation titles'),
+      h('label', { class: 'check' }, h('input', { name: 'titleGenerationUseFirstLine', type: 'checkbox', value: 'on' }),
+        'Name a conversation by the first line of its first message (off: all of it)'),
+      h('label', { class: 'check' }, h('input', { name: 'titleGenerationUseLLM', type: 'checkbox', value: 'on' }),
+        'Then let the model write a title from the first exchange'),
+      h('label', {}, 'The prompt for that title ({{USER}}: your first message, {{ASSISTANT}}: the reply)',
+        h('textarea', { name: 'titleGenerationPrompt', rows: 4, spellcheck: 'false' }))),
     h('details', { class: 'more', 'data-testid': 'display' }, h('summary', {}, 'Display and input'),
       DISPLAY_CHECKBOXES.map(([name, label]) =>
         h('label', { class: 'check' }, h('input', { name, type: 'checkbox', value: 'on' }), label)),

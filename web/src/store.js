@@ -17,6 +17,11 @@
 const CONVS_KEY = 'llamatwist.conversations'
 const SETTINGS_KEY = 'llamatwist.settings'
 
+// llama-server UI's prompt for a title ({{USER}}, {{ASSISTANT}}: the first exchange)
+export const TITLE_PROMPT = 'Based on the following interaction, generate a short, concise title (maximum 6-8 words) that '
+  + 'captures the main topic. Return ONLY the title text, nothing else. Do not use quotes.\n\nUser: {{USER}}\n\n'
+  + 'Assistant: {{ASSISTANT}}\n\nTitle:'
+
 export const DEFAULT_SETTINGS = {
   systemPrompt: '',
   temperature: '',
@@ -68,12 +73,17 @@ export const DEFAULT_SETTINGS = {
   jsSandboxEnabled: '', // 'on': the model may call run_javascript, run in a sandbox in the page (sandbox.js)
   agenticMaxTurns: '10', // replies in a row that may call tools before the page stops running them
   mcpRequestTimeoutSeconds: '300', // how long an MCP tool may take
+  // a new conversation's name (llama-server's UI settings): the first non-empty line of its first message (off:
+  // all of it), and then, when titleGenerationUseLLM is on, a title the model writes from the first exchange
+  titleGenerationUseFirstLine: 'on',
+  titleGenerationUseLLM: '',
+  titleGenerationPrompt: TITLE_PROMPT,
 }
 
 // the settings shown as checkboxes: 'on' or ''; --ui-config may give them as booleans
 const CHECKBOXES = ['tools', 'pdfAsImage', 'backend_sampling', 'excludeReasoningFromContext', 'sendOnEnter',
   'renderUserContentAsMarkdown', 'showThoughtInProgress', 'alwaysShowToolCallContent', 'showMessageStats',
-  'disableAutoScroll', 'jsSandboxEnabled']
+  'disableAutoScroll', 'jsSandboxEnabled', 'titleGenerationUseFirstLine', 'titleGenerationUseLLM']
 // the settings that hold JSON as text; --ui-config may give them as JSON values
 const JSON_TEXT = ['mcpServers', 'customJson']
 
@@ -218,6 +228,31 @@ export function parseImport(text) {
 
 export function exportJson(list) {
   return JSON.stringify({ format: 'llamatwist-conversations', version: 1, conversations: list }, null, 2)
+}
+
+/** A conversation's name from its first message: its first non-empty line (or all of it), else its attachment. */
+export function firstMessageTitle(first, useFirstLine) {
+  const text = useFirstLine ? first.content.split('\n').find((line) => line.trim()) ?? '' : first.content
+  return text.trim().slice(0, 60) || first.files?.[0]?.name || (first.images?.length ? 'Attachment' : 'New chat')
+}
+
+/**
+ * The request for a title the model writes from the first exchange (the prompt '' is llama-server UI's). Each
+ * message goes in cut to its first 1000 characters: enough for a title, and a long reply does not overflow the
+ * context.
+ */
+export function titleRequest(template, user, assistant) {
+  const cut = (text) => (text.length > 1000 ? `${text.slice(0, 1000)}…` : text)
+  const prompt = (template.trim() ? template : TITLE_PROMPT)
+    .replace('{{USER}}', () => cut(user)).replace('{{ASSISTANT}}', () => cut(assistant))
+  // no thinking, and a title is short: a model that does not stop is cut
+  return { messages: [{ role: 'user', content: prompt }], max_tokens: 48, chat_template_kwargs: { enable_thinking: false } }
+}
+
+/** The title in what the model wrote, as llama-server's UI cleans it (a "Title:" and quotes off); '' if too short. */
+export function cleanTitle(text) {
+  const title = text.trim().replace(/^(Title:|Subject:|Topic:)\s*/i, '').replace(/^"|"$/g, '').trim()
+  return title.length >= 3 ? title.split('\n')[0].trim().slice(0, 80) : ''
 }
 
 export function newConversation(name = 'New chat') {

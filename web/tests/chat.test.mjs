@@ -473,6 +473,58 @@ const scenarios = {
     assert(await page.getByTestId('user-content').first().locator('strong').count() === 0, 'kept after a reload')
   },
 
+  // A new conversation's name (llama-server UI's title settings): the first line of its first message by default,
+  // all of it with that off; with titleGenerationUseLLM, the title the model writes from the first exchange (a
+  // separate request to the real model, with the user's prompt template), kept after a reload.
+  async titles(page) {
+    const names = page.locator('#conversations .conv-name')
+    await sendMessage(page, '  \nFirst line here\nsecond line')
+    await waitIdle(page)
+    assert(await names.first().textContent() === 'First line here', `the first line (${await names.first().textContent()})`)
+
+    await page.getByTestId('settings').click()
+    await page.getByTestId('titles').locator('summary').click()
+    const prompt = page.locator('#settings-form [name="titleGenerationPrompt"]')
+    assert((await prompt.inputValue()).startsWith('Based on the following interaction'), "llama-server UI's prompt")
+    await page.locator('#settings-form [name="titleGenerationUseFirstLine"]').uncheck()
+    await page.getByTestId('settings-save').click()
+    await page.locator('#settings').waitFor({ state: 'hidden' })
+    await page.getByTestId('new-chat').click()
+    await sendMessage(page, 'Two\nlines')
+    await waitIdle(page)
+    assert(await names.first().textContent() === 'Two\nlines', `all of the first message (${await names.first().textContent()})`)
+
+    await page.getByTestId('settings').click()
+    await page.getByTestId('titles').locator('summary').click()
+    await page.locator('#settings-form [name="titleGenerationUseLLM"]').check()
+    await prompt.fill('Name this chat ($&): {{USER}} / {{ASSISTANT}}')
+    await page.locator('#settings-form [name="max_tokens"]').fill('400')
+    await page.getByTestId('settings-save').click()
+    await page.locator('#settings').waitFor({ state: 'hidden' })
+    await page.getByTestId('new-chat').click()
+    const titled = page.waitForResponse((r) => r.url().endsWith('/v1/chat/completions')
+      && JSON.parse(r.request().postData()).stream !== true, { timeout: TIMEOUT })
+    await sendMessage(page, 'Tell me about cats.')
+    const response = await titled
+    const body = JSON.parse(response.request().postData())
+    const reply = await lastAssistant(page).getByTestId('content').textContent().catch(() => '')
+    const sent = body.messages[0].content
+    assert(body.messages.length === 1 && sent.startsWith('Name this chat ($&): Tell me about cats. / '),
+      `the prompt from the template, as written ($& is not a pattern): ${sent}`)
+    assert(body.chat_template_kwargs?.enable_thinking === false && body.max_tokens === 48, 'no thinking, a short reply')
+    assert(!response.request().headers()['x-conversation-id'], "not the conversation's stream")
+    assert(reply === '' || sent.includes(reply.trim().slice(0, 20)), `the reply in the prompt (${reply})`)
+    assert(sent.length <= 'Name this chat ($&): Tell me about cats. / '.length + 1001, `a long reply cut (${sent.length})`)
+    const wrote = (await response.json()).choices[0].message.content
+    const title = wrote.trim().replace(/^(Title:|Subject:|Topic:)\s*/i, '').replace(/^"|"$/g, '').trim().split('\n')[0].trim()
+    assert(title.length >= 3, `the model wrote a title (${wrote})`)
+    await page.locator('#conversations .conv.active .conv-name').filter({ hasText: title.slice(0, 80) }).waitFor()
+    assert(await page.locator('#title').textContent() === title.slice(0, 80), 'the header shows the title')
+    await page.reload()
+    await ready(page)
+    assert(await names.first().textContent() === title.slice(0, 80), 'kept after a reload')
+  },
+
   // run_javascript (llama-server UI's jsSandboxEnabled): offered when on; the model's code runs in a sandboxed
   // worker and its output goes back: console lines and the value returned, no network, no access to the page or
   // its storage, a hard timeout, long output cut. The model's calls are made up (its code must be known).
@@ -1236,7 +1288,7 @@ async function sendClip(page, kind) {
 }
 
 const DEFAULT = API_KEY ? ['apikey'] : ['stream', 'stop', 'regenerate', 'continue', 'settings', 'reasoningContext',
-  'display', 'sandbox', 'files', 'xss', 'screenshot']
+  'display', 'titles', 'sandbox', 'files', 'xss', 'screenshot']
 
 async function main() {
   const names = process.argv.slice(2).length ? process.argv.slice(2) : DEFAULT
