@@ -96,19 +96,20 @@ def test_completion_js(ui_server: Server) -> None:
         ("pdf.min.mjs", "node_modules/pdfjs-dist/build/pdf.min.mjs", "pdfjsVersion"),
         ("pdf.worker.min.mjs", "node_modules/pdfjs-dist/build/pdf.worker.min.mjs", "pdfjsVersion"),
         ("mcp.min.mjs", "dist-mcp/mcp.min.mjs", "text/event-stream"),
+        ("mermaid.min.js", "node_modules/mermaid/dist/mermaid.min.js", 'globalThis["mermaid"]'),
     ],
 )
 def test_ui_modules(ui_server: Server, name: str, source: str, marker: str) -> None:
-    """The modules the page loads on demand (pdf.js to read a PDF, the MCP client to reach MCP servers): the
-    built file, as JavaScript (module scripts and workers need a JavaScript type), gzipped when accepted,
-    revalidated by ETag."""
+    """The modules the page loads on demand (pdf.js to read a PDF, the MCP client to reach MCP servers, Mermaid to
+    draw a diagram): the built file, as JavaScript (module scripts and workers need a JavaScript type), gzipped
+    when accepted, revalidated by ETag."""
     r = ui_server.get(f"/{name}")
     assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/javascript")
     assert r.headers["Content-Encoding"] == "gzip" and r.headers["X-Content-Type-Options"] == "nosniff"
     built = WEB / source
     if built.exists():  # after npm ci and the build (CI): that very file
         assert r.content == built.read_bytes()
-    assert marker in r.text and "export" in r.text
+    assert marker in r.text and ("export" in r.text or not name.endswith(".mjs"))
     assert raw_get(ui_server, f"/{name}", **{"If-None-Match": r.headers["ETag"]}).status_code == 304
 
 
@@ -121,7 +122,8 @@ def test_api_routes_win(ui_server: Server) -> None:
 def test_no_webui(make_server: StartServer, model_path: str, tmp_path: Path) -> None:
     (tmp_path / "index.html").write_text("custom")
     srv = make_server("-m", model_path, "-c", "512", "-np", "1", "--no-webui", "--path", str(tmp_path))
-    for path in ("/", "/index.html", "/completion.js", "/pdf.min.mjs", "/pdf.worker.min.mjs", "/mcp.min.mjs"):
+    for path in ("/", "/index.html", "/completion.js", "/pdf.min.mjs", "/pdf.worker.min.mjs", "/mcp.min.mjs",
+                 "/mermaid.min.js"):
         assert srv.get(path).status_code == 404, path
     assert srv.get("/health").status_code == 200
 

@@ -252,6 +252,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                                               answer="javascript", public=True),
     ("get", "/mcp.min.mjs"): Operation("The MCP client the web UI loads to call MCP servers' tools", _T_UI,
                                        answer="javascript", public=True),
+    ("get", "/mermaid.min.js"): Operation("Mermaid, which the web UI loads to draw mermaid diagrams in replies", _T_UI,
+                                          answer="javascript", public=True),
 }
 
 _MEDIA = {"text": "text/plain", "html": "text/html", "javascript": "text/javascript"}

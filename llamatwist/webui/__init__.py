@@ -6,7 +6,8 @@ get the UI, and ``web/scripts/pack.mjs --check`` proves it matches the source.
 ``completion.js`` is the hand-written ``llamaComplete()`` helper for custom
 front-ends; ``pdf.min.mjs.gz`` and ``pdf.worker.min.mjs.gz`` are pdf.js (from
 npm, packed beside the UI), which the UI loads to read a PDF attachment; ``mcp.min.mjs.gz`` is its MCP
-client (the official SDK, built by ``web/vite.mcp.config.js``), loaded when the settings name an MCP server.
+client (the official SDK, built by ``web/vite.mcp.config.js``), loaded when the settings name an MCP server; ``mermaid.min.js.gz`` is Mermaid (npm), which
+it loads to draw a reply's first mermaid diagram.
 `resolve_static` maps a request path onto a ``--path`` directory.
 """
 
@@ -45,7 +46,7 @@ def index_html() -> Asset:
 
 
 #: the JavaScript modules the UI loads on demand, served at /NAME from NAME.gz
-MODULES = ("pdf.min.mjs", "pdf.worker.min.mjs", "mcp.min.mjs")
+MODULES = ("pdf.min.mjs", "pdf.worker.min.mjs", "mcp.min.mjs", "mermaid.min.js")
 
 
 @functools.lru_cache(maxsize=len(MODULES))

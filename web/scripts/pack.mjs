@@ -4,7 +4,8 @@
 //
 // pdf.js (pdf.min.mjs and its worker, 1.7 MB) is served beside the page rather than inlined: a page that reads
 // no PDF never loads it, and a change to the UI does not commit those 450 kB again. The MCP client (the SDK, 97 kB
-// gzipped) likewise.
+// gzipped) likewise, and Mermaid
+// (904 kB gzipped), loaded with the first mermaid diagram.
 import { readFileSync, writeFileSync } from 'node:fs'
 import { gunzipSync, gzipSync, constants } from 'node:zlib'
 
@@ -13,6 +14,7 @@ const ASSETS = [
   ['../node_modules/pdfjs-dist/build/pdf.min.mjs', 'pdf.min.mjs.gz'],
   ['../node_modules/pdfjs-dist/build/pdf.worker.min.mjs', 'pdf.worker.min.mjs.gz'],
   ['../dist-mcp/mcp.min.mjs', 'mcp.min.mjs.gz'], // vite.mcp.config.js
+  ['../node_modules/mermaid/dist/mermaid.min.js', 'mermaid.min.js.gz'], // diagrams.js loads it as a script
 ]
 const check = process.argv.includes('--check')
 let failed = false

@@ -2,6 +2,13 @@
 
 export const $ = (sel) => document.querySelector(sel)
 
+// API base: the directory the page is served from, so --api-prefix works.
+export const BASE = (() => {
+  let path = location.pathname.replace(/index\.html$/, '')
+  if (!path.endsWith('/')) path += '/'
+  return location.origin + path
+})()
+
 /** Create an element; text children become text nodes (never markup). */
 export function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag)

@@ -1,5 +1,5 @@
 import './style.css'
-import { $, h, toast } from './dom.js'
+import { $, BASE, h, toast } from './dom.js'
 import { copyButton, setMarkdown } from './markdown.js'
 import {
   callMcpTool, mcpExtras, mcpSettled, mcpTools, parseServers, promptText, resourceContents, syncServers,
@@ -13,13 +13,6 @@ import {
   loadSettings, MEDIA_TYPES, mediaKind, newConversation, parseCustomJson, parseImport, saveConversations,
   saveSettings, settingsDefaults, siblings, titleRequest,
 } from './store.js'
-
-// API base: the directory the page is served from, so --api-prefix works.
-const BASE = (() => {
-  let path = location.pathname.replace(/index\.html$/, '')
-  if (!path.endsWith('/')) path += '/'
-  return location.origin + path
-})()
 
 const state = {
   conversations: loadConversations(),

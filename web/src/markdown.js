@@ -19,6 +19,7 @@ import typescript from 'highlight.js/lib/languages/typescript'
 import xml from 'highlight.js/lib/languages/xml'
 import yaml from 'highlight.js/lib/languages/yaml'
 import katex from 'katex'
+import { diagramKind, drawDiagrams } from './diagrams.js'
 
 for (const [name, lang] of Object.entries({ bash, c, cpp, css, go, java, javascript, json, python, rust, sql, typescript, xml, yaml })) {
   hljs.registerLanguage(name, lang)
@@ -79,8 +80,13 @@ const marked = new Marked({
   breaks: false,
   extensions: mathExtensions,
   renderer: {
-    code({ text, lang }) {
+    code({ text, lang, raw }) {
       const language = (lang || '').match(/^\S*/)[0].toLowerCase()
+      // a fence still open (a reply streaming) is code until it closes
+      const kind = /\n[ \t]*(?:`{3,}|~{3,})[ \t]*\n*$/.test(raw) ? diagramKind(language, text) : null
+      if (kind) {
+        return `<pre class="code diagram" data-lang="${language}" data-diagram="${kind}"><code>${escapeHtml(text)}</code></pre>\n`
+      }
       const body = language && hljs.getLanguage(language)
         ? hljs.highlight(text, { language, ignoreIllegals: true }).value
         : escapeHtml(text)
@@ -160,4 +166,5 @@ export function setMarkdown(el, text) {
     head.append(lang, copyButton(() => code.textContent))
     pre.prepend(head)
   }
+  drawDiagrams(el)
 }

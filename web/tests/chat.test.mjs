@@ -525,6 +525,74 @@ const scenarios = {
     assert(await names.first().textContent() === title.slice(0, 80), 'kept after a reload')
   },
 
+  // Diagrams in a reply, as llama-server's UI draws them: a finished svg block (or an xml one holding an <svg>)
+  // drawn sanitised in a shadow root (no script, no foreignObject, no javascript: link; its <style> stays in it), a
+  // mermaid block drawn by Mermaid (loaded from the server with the first one), a Source/Diagram switch, a mermaid
+  // block that does not parse left as code with Mermaid's error, and a block still open (streaming) left as code.
+  // The reply is made up: its diagrams must be known.
+  async diagrams(page) {
+    const svg = '<svg xmlns="http://www.w3.org/2000/svg" width="120" height="60"><style>rect { fill: rgb(1, 2, 3) } '
+      + '.message { color: rgb(4, 5, 6) }</style><rect id="box" width="50" height="30"/><script>window.hacked = 1</script>'
+      + '<foreignObject width="10" height="10"><div id="foreign">x</div></foreignObject>'
+      + '<a id="link" href="javascript:window.hacked=2"><text x="5" y="50">go</text></a>'
+      + '<animate id="anim" attributeName="href" to="javascript:window.hacked=3"/></svg>'
+    const reply = `Drawn:\n\n\`\`\`svg\n${svg}\n\`\`\`\n\n\`\`\`xml\n<svg xmlns="http://www.w3.org/2000/svg"><circle id="dot" r="5"/></svg>\n\`\`\`\n\n`
+      + '```mermaid\ngraph TD\n  A[Start here] --> B[Finish line]\n```\n\n```mermaid\nthis is (( not mermaid\n```\n\n'
+      + '```svg\n<svg xmlns="http://www.w3.org/2000/svg"><rect id="open"/></svg>'
+    const chunk = (delta, finish = null) => `data: ${JSON.stringify({ choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`
+    await page.route('**/v1/chat/completions', (route) => route.fulfill({ status: 200,
+      headers: { 'Content-Type': 'text/event-stream' },
+      body: chunk({ content: reply }) + chunk({}, 'stop') + 'data: [DONE]\n\n' }))
+    const loads = []
+    page.on('request', (r) => { if (r.url().endsWith('/mermaid.min.js')) loads.push(r.url()) })
+    await sendMessage(page, 'Draw')
+    await waitIdle(page)
+    const blocks = lastAssistant(page).locator('pre.code')
+    assert(await blocks.count() === 5, `five code blocks (${await blocks.count()})`)
+    const diagram = (i) => blocks.nth(i).getByTestId('diagram')
+    await diagram(2).waitFor({ timeout: TIMEOUT })
+    const inside = (i, fn) => diagram(i).evaluate(fn)
+    const drawnSvg = await inside(0, (el) => ({
+      rect: !!el.shadowRoot.querySelector('#box'), script: !!el.shadowRoot.querySelector('script'),
+      foreign: !!el.shadowRoot.querySelector('foreignObject, #foreign'),
+      link: el.shadowRoot.querySelector('#link')?.getAttribute('href') ?? null,
+      anim: el.shadowRoot.querySelector('#anim')?.getAttribute('attributeName') ?? null,
+      fill: getComputedStyle(el.shadowRoot.querySelector('#box')).fill,
+    }))
+    assert(drawnSvg.rect && !drawnSvg.script && !drawnSvg.foreign, `drawn without script or foreignObject (${JSON.stringify(drawnSvg)})`)
+    assert(drawnSvg.link === null && drawnSvg.anim === null, `no javascript: link (${JSON.stringify(drawnSvg)})`)
+    assert(drawnSvg.fill === 'rgb(1, 2, 3)', `its style applies inside (${drawnSvg.fill})`)
+    const color = await lastAssistant(page).evaluate((el) => getComputedStyle(el).color)
+    assert(color !== 'rgb(4, 5, 6)', 'its style does not reach the page')
+    assert(await page.evaluate(() => window.hacked) === undefined, 'nothing ran')
+    assert(await inside(1, (el) => !!el.shadowRoot.querySelector('circle#dot')), 'an xml block holding an <svg> drawn')
+    assert(!await blocks.nth(0).locator('code').isVisible(), 'the source hidden')
+
+    const toggle = blocks.nth(0).getByTestId('diagram-toggle')
+    await toggle.click()
+    assert(await blocks.nth(0).locator('code').isVisible() && !await diagram(0).isVisible(), 'Source shows the code')
+    assert(await toggle.textContent() === 'Diagram', 'then the switch says Diagram')
+    await toggle.click()
+    assert(await diagram(0).isVisible(), 'and back')
+
+    const mermaidText = await inside(2, (el) => el.shadowRoot.querySelector('svg')?.textContent ?? '')
+    assert(mermaidText.includes('Start here') && mermaidText.includes('Finish line'), `mermaid drawn (${mermaidText})`)
+    assert(await inside(2, (el) => !el.shadowRoot.querySelector('foreignObject, script')), 'labels as SVG text')
+    await blocks.nth(3).getByTestId('diagram-note').filter({ hasText: 'Mermaid:' }).waitFor()
+    assert(await blocks.nth(3).getByTestId('diagram').count() === 0 && await blocks.nth(3).locator('code').isVisible(),
+      'a mermaid block that does not parse stays code, with the error')
+    assert(await blocks.nth(4).getByTestId('diagram').count() === 0 && await blocks.nth(4).getAttribute('data-diagram') === null,
+      'a block still open stays code')
+    assert(loads.length === 1, `Mermaid loaded once from the server (${loads})`)
+
+    await page.reload()
+    await ready(page)
+    await diagram(2).waitFor()
+    assert(await inside(0, (el) => !!el.shadowRoot.querySelector('#box')), 'drawn again after a reload')
+    mkdirSync(RESULTS, { recursive: true })
+    await lastAssistant(page).screenshot({ path: join(RESULTS, 'diagrams.png') })
+  },
+
   // run_javascript (llama-server UI's jsSandboxEnabled): offered when on; the model's code runs in a sandboxed
   // worker and its output goes back: console lines and the value returned, no network, no access to the page or
   // its storage, a hard timeout, long output cut. The model's calls are made up (its code must be known).
@@ -1288,7 +1356,7 @@ async function sendClip(page, kind) {
 }
 
 const DEFAULT = API_KEY ? ['apikey'] : ['stream', 'stop', 'regenerate', 'continue', 'settings', 'reasoningContext',
-  'display', 'titles', 'sandbox', 'files', 'xss', 'screenshot']
+  'display', 'titles', 'diagrams', 'sandbox', 'files', 'xss', 'screenshot']
 
 async function main() {
   const names = process.argv.slice(2).length ? process.argv.slice(2) : DEFAULT
