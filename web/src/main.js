@@ -27,6 +27,7 @@ const state = {
   generating: null, // { convId, nodeId, controller, answered }: a reply streaming (live, or resumed after a reload)
   resumed: false, // the replies left generating by an earlier page were looked for
   search: '',
+  build: '', // the server's build_info (/props)
   attachments: [], // data: URLs of the images, audio and video the next message carries
   files: [], // the text files the next message carries: { name, text, kind? } (kind 'pdf': a PDF's text)
   tools: [], // the server's tools (GET /tools: --tools, MCP servers); empty when it offers none (403)
@@ -66,6 +67,9 @@ function applyTheme() {
   $('#input').placeholder = state.settings.sendOnEnter === 'on'
     ? 'Type a message (Enter to send, Shift+Enter for a new line)'
     : 'Type a message (Ctrl+Enter to send, Enter for a new line)'
+  const build = $('#build-version')
+  build.textContent = state.build ? `build ${state.build}` : ''
+  build.hidden = state.settings.showBuildVersion !== 'on' || !state.build
 }
 
 // ---------------------------------------------------------------- server info
@@ -116,6 +120,7 @@ async function loadProps() {
     }
     if (!res.ok) throw new Error(`HTTP ${res.status}`)
     const props = await res.json()
+    state.build = typeof props.build_info === 'string' ? props.build_info : ''
     applyUiSettings(props.ui_settings)
     state.corsProxy = props.cors_proxy_enabled === true
     connectMcp()
@@ -483,6 +488,7 @@ function splitThink(node) {
   // Servers without a reasoning parser leave <think>...</think> in the content.
   let { content } = node
   let reasoning = node.reasoning ?? ''
+  if (state.settings.disableReasoningParsing === 'on') return { content, reasoning } // as the model wrote it
   const m = /^\s*<think>([\s\S]*?)(?:<\/think>|$)/.exec(content)
   if (m) {
     reasoning += m[1]
@@ -499,9 +505,7 @@ function renderBody(node, body) {
     const thinking = !content && isGenerating(node)
     const details = foldable(`${node.id}:reasoning`, thinking && on('showThoughtInProgress'),
       { class: 'reasoning', 'data-testid': 'reasoning' }, h('summary', {}, thinking ? 'Thinking…' : 'Reasoning'))
-    const inner = h('div', { class: 'markdown' })
-    setMarkdown(inner, reasoning)
-    details.append(inner)
+    details.append(markdownOrPlain(reasoning, on('renderThinkingAsMarkdown')))
     body.append(details)
   }
   if (node.role === 'user') {
@@ -513,18 +517,12 @@ function renderBody(node, body) {
       body.append(h('details', { class: 'file', 'data-testid': 'message-file' },
         h('summary', {}, fileChip(file, 'message-file-name')), h('pre', {}, file.text)))
     }
-    if (content && on('renderUserContentAsMarkdown')) {
-      const md = h('div', { class: 'markdown', 'data-testid': 'user-content' })
-      setMarkdown(md, content)
-      body.append(md)
-    } else if (content) body.append(h('div', { class: 'plain', 'data-testid': 'user-content' }, content))
+    if (content) body.append(markdownOrPlain(content, on('renderUserContentAsMarkdown'), 'user-content'))
   } else if (node.role === 'tool') {
     body.append(foldable(`${node.id}:result`, on('alwaysShowToolCallContent'), { class: 'tool', 'data-testid': 'tool-result' },
       h('summary', {}, `Result of ${node.toolName ?? 'a tool'}`), h('pre', {}, content)))
   } else {
-    const md = h('div', { class: 'markdown', 'data-testid': 'content' })
-    setMarkdown(md, content)
-    body.append(md)
+    body.append(markdownOrPlain(content, !raw.has(node.id), 'content'))
     for (const [i, call] of (node.toolCalls ?? []).entries()) {
       body.append(foldable(`${node.id}:call${i}`, on('alwaysShowToolCallContent'), { class: 'tool', 'data-testid': 'tool-call' },
         h('summary', {}, `Calls ${call.name}`), h('pre', {}, call.arguments)))
@@ -532,6 +530,17 @@ function renderBody(node, body) {
   }
   if (node.error) body.append(h('div', { class: 'error', role: 'alert' }, node.error))
 }
+
+/** Text as rendered markdown, or as it is. */
+function markdownOrPlain(text, markdown, testid) {
+  const el = h('div', { class: markdown ? 'markdown' : 'plain', 'data-testid': testid })
+  if (markdown) setMarkdown(el, text)
+  else el.textContent = text
+  return el
+}
+
+// the replies the user switched to plain text (showRawOutputSwitch)
+const raw = new Set()
 
 // The folds the user opened or closed (reasoning, tool calls and results): a message drawn again (each streamed
 // chunk draws it) keeps them as they were.
@@ -572,6 +581,12 @@ function messageView(conv, node) {
       h('button', { type: 'button', class: 'icon', disabled: index === sibs.length - 1 || busy, title: 'Next version',
         onclick: () => switchBranch(conv, sibs[index + 1]) }, '›')),
     copyButton(() => splitThink(node).content),
+    node.role === 'assistant' && state.settings.showRawOutputSwitch === 'on' && h('button', { type: 'button',
+      'data-testid': 'raw-switch', title: 'Show this reply as plain text or as markdown', onclick: (event) => {
+        if (!raw.delete(node.id)) raw.add(node.id)
+        event.target.textContent = raw.has(node.id) ? 'Formatted' : 'Raw'
+        renderBody(node, body)
+      } }, raw.has(node.id) ? 'Formatted' : 'Raw'),
     node.role === 'user' && h('button', { type: 'button', disabled: busy, 'data-testid': 'edit',
       onclick: () => editMessage(conv, node, body) }, 'Edit'),
     node.role === 'assistant' && h('button', { type: 'button', disabled: busy, 'data-testid': 'regenerate',
@@ -632,6 +647,12 @@ function renderMessages() {
     box.append(h('div', { class: 'welcome' }, h('h2', {}, 'Chat with the model'),
       h('p', {}, 'Conversations are stored in this browser only.')))
   } else {
+    const system = state.settings.systemPrompt.trim()
+    if (system && state.settings.showSystemMessage === 'on') {
+      box.append(h('article', { class: 'message system', 'data-testid': 'message-system' },
+        h('div', { class: 'body' }, h('div', { class: 'role' }, 'System prompt'),
+          markdownOrPlain(system, state.settings.renderUserContentAsMarkdown === 'on', 'system-content'))))
+    }
     for (const node of branch(conv)) box.append(messageView(conv, node))
   }
   const busy = !!state.generating
@@ -960,8 +981,9 @@ async function requestReply(conv, lastId, node, extra = {}) {
   } catch {
     // refused when saved: a value from --ui-config that is not an object is left out
   }
-  const body = JSON.stringify({ messages, stream: true, ...samplingParams(), ...thinking, ...tools, ...model, ...extra,
-    ...custom })
+  const parsing = state.settings.disableReasoningParsing === 'on' ? { reasoning_format: 'none' } : {}
+  const body = JSON.stringify({ messages, stream: true, ...samplingParams(), ...thinking, ...parsing, ...tools, ...model,
+    ...extra, ...custom })
   await streamReply(conv, node, (signal) => fetch(BASE + 'v1/chat/completions', {
     method: 'POST',
     headers: { ...headers(), 'X-Conversation-Id': conv.id },
@@ -1258,6 +1280,7 @@ function init() {
   })
   initSettings(state, () => {
     applyTheme()
+    render() // the display settings apply to what is on screen
     loadProps()
   })
   $('#theme').addEventListener('click', () => {

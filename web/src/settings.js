@@ -33,6 +33,8 @@ export function openSettings() {
         h('textarea', { name: 'customJson', rows: 2, placeholder: '{"n_probs": 3}', spellcheck: 'false' }))),
     h('label', { class: 'check' }, h('input', { name: 'excludeReasoningFromContext', type: 'checkbox', value: 'on' }),
       "Don't send the model's past reasoning back with the conversation"),
+    h('label', { class: 'check' }, h('input', { name: 'disableReasoningParsing', type: 'checkbox', value: 'on' }),
+      "Don't separate the reasoning: the server leaves the model's thinking in the text (reasoning_format none)"),
     h('details', { class: 'more', 'data-testid': 'titles' }, h('summary', {}, 'Conversation titles'),
       h('label', { class: 'check' }, h('input', { name: 'titleGenerationUseFirstLine', type: 'checkbox', value: 'on' }),
         'Name a conversation by the first line of its first message (off: all of it)'),
@@ -150,6 +152,10 @@ const DISPLAY_CHECKBOXES = [
   ['alwaysShowToolCallContent', 'Show tool calls and results unfolded'],
   ['showMessageStats', 'Show tokens and speed under each reply'],
   ['disableAutoScroll', 'Do not scroll along with a streaming reply'],
+  ['showSystemMessage', 'Show the system prompt at the top of each conversation'],
+  ['renderThinkingAsMarkdown', 'Show the reasoning as markdown (off: as plain text)'],
+  ['showRawOutputSwitch', 'A switch on each reply to see it as plain text'],
+  ['showBuildVersion', "Show the server's build in the corner"],
 ]
 
 const samplingGrid = (fields) => h('div', { class: 'grid' }, fields.map(([key, label]) =>

@@ -78,12 +78,18 @@ export const DEFAULT_SETTINGS = {
   titleGenerationUseFirstLine: 'on',
   titleGenerationUseLLM: '',
   titleGenerationPrompt: TITLE_PROMPT,
+  showSystemMessage: 'on', // the system prompt shown at the top of each conversation
+  renderThinkingAsMarkdown: 'on', // off: the reasoning as plain text
+  showRawOutputSwitch: '', // a switch on each reply to see it as plain text
+  disableReasoningParsing: '', // requests ask for reasoning_format "none": the model's thinking stays in the text
+  showBuildVersion: '', // the server's build in the page's corner
 }
 
 // the settings shown as checkboxes: 'on' or ''; --ui-config may give them as booleans
 const CHECKBOXES = ['tools', 'pdfAsImage', 'backend_sampling', 'excludeReasoningFromContext', 'sendOnEnter',
   'renderUserContentAsMarkdown', 'showThoughtInProgress', 'alwaysShowToolCallContent', 'showMessageStats',
-  'disableAutoScroll', 'jsSandboxEnabled', 'titleGenerationUseFirstLine', 'titleGenerationUseLLM']
+  'disableAutoScroll', 'jsSandboxEnabled', 'titleGenerationUseFirstLine', 'titleGenerationUseLLM', 'showSystemMessage', 'renderThinkingAsMarkdown',
+  'showRawOutputSwitch', 'disableReasoningParsing', 'showBuildVersion']
 // the settings that hold JSON as text; --ui-config may give them as JSON values
 const JSON_TEXT = ['mcpServers', 'customJson']
 

@@ -525,6 +525,65 @@ const scenarios = {
     assert(await names.first().textContent() === title.slice(0, 80), 'kept after a reload')
   },
 
+  // llama-server UI's other display and developer settings: the system prompt shown at the top of a conversation
+  // (showSystemMessage), a reply's Raw/Formatted switch (showRawOutputSwitch), the reasoning as plain text
+  // (renderThinkingAsMarkdown off), reasoning_format "none" asked for and the thinking left in the text
+  // (disableReasoningParsing), the server's build in the corner (showBuildVersion: /props build_info). The replies
+  // are made up: no model needed.
+  async developer(page) {
+    const bodies = []
+    const chunk = (delta) => `data: ${JSON.stringify({ choices: [{ index: 0, delta }] })}\n\n`
+    await page.route('**/v1/chat/completions', (route) => {
+      const body = JSON.parse(route.request().postData())
+      bodies.push(body)
+      const events = body.reasoning_format === 'none'
+        ? chunk({ content: '<think>Pondering.</think>Plain answer.' })
+        : chunk({ reasoning_content: 'Some **deep** thought.' }) + chunk({ content: 'A **bold** answer.' })
+      return route.fulfill({ status: 200, headers: { 'Content-Type': 'text/event-stream' }, body: events + 'data: [DONE]\n\n' })
+    })
+    await setSettings(page, { systemPrompt: 'Be *terse*.' })
+    await sendMessage(page, 'Hi')
+    await waitIdle(page)
+    const system = page.getByTestId('message-system')
+    assert(await system.count() === 1 && await system.locator('em').textContent() === 'terse', 'the system prompt shown')
+    assert(await page.getByTestId('raw-switch').count() === 0, 'no Raw switch by default')
+    const reasoning = lastAssistant(page).getByTestId('reasoning')
+    assert(await reasoning.locator('strong').textContent() === 'deep', 'the reasoning as markdown')
+    assert(await page.getByTestId('build-version').isHidden(), 'no build shown by default')
+    assert(!('reasoning_format' in bodies[0]), 'the server parses the reasoning by default')
+
+    await page.getByTestId('settings').click()
+    await page.getByTestId('display').locator('summary').click()
+    await page.locator('#settings-form [name="showSystemMessage"]').uncheck()
+    await page.locator('#settings-form [name="renderThinkingAsMarkdown"]').uncheck()
+    for (const name of ['showRawOutputSwitch', 'showBuildVersion']) await page.locator(`#settings-form [name="${name}"]`).check()
+    await page.getByTestId('settings-save').click()
+    await page.locator('#settings').waitFor({ state: 'hidden' })
+    assert(await system.count() === 0, 'the system prompt hidden')
+    assert(await reasoning.locator('strong').count() === 0 && (await reasoning.textContent()).includes('Some **deep** thought.'),
+      'the reasoning as plain text')
+    const props = await (await page.request.get(new URL('props', URL_).href)).json()
+    assert(await page.getByTestId('build-version').textContent() === `build ${props.build_info}`, 'the build shown')
+    const content = lastAssistant(page).getByTestId('content')
+    const rawSwitch = lastAssistant(page).getByTestId('raw-switch')
+    await rawSwitch.click()
+    assert(await content.textContent() === 'A **bold** answer.' && await content.locator('strong').count() === 0, 'Raw: as written')
+    assert(await rawSwitch.textContent() === 'Formatted', 'the switch says Formatted')
+    await rawSwitch.click()
+    assert(await content.locator('strong').textContent() === 'bold', 'Formatted again')
+
+    await page.getByTestId('settings').click()
+    await page.locator('#settings-form [name="disableReasoningParsing"]').check()
+    await page.getByTestId('settings-save').click()
+    await page.locator('#settings').waitFor({ state: 'hidden' })
+    await sendMessage(page, 'Again')
+    await waitIdle(page)
+    assert(bodies.at(-1).reasoning_format === 'none', 'reasoning_format none asked for')
+    await lastAssistant(page).getByTestId('raw-switch').click()
+    assert(await lastAssistant(page).getByTestId('content').textContent() === '<think>Pondering.</think>Plain answer.'
+      && await lastAssistant(page).getByTestId('reasoning').count() === 0, 'the thinking left in the text')
+  },
+
   // Diagrams in a reply, as llama-server's UI draws them: a finished svg block (or an xml one holding an <svg>)
   // drawn sanitised in a shadow root (no script, no foreignObject, no javascript: link; its <style> stays in it), a
   // mermaid block drawn by Mermaid (loaded from the server with the first one), a Source/Diagram switch, a mermaid
@@ -1356,7 +1415,7 @@ async function sendClip(page, kind) {
 }
 
 const DEFAULT = API_KEY ? ['apikey'] : ['stream', 'stop', 'regenerate', 'continue', 'settings', 'reasoningContext',
-  'display', 'titles', 'diagrams', 'sandbox', 'files', 'xss', 'screenshot']
+  'display', 'developer', 'titles', 'diagrams', 'sandbox', 'files', 'xss', 'screenshot']
 
 async function main() {
   const names = process.argv.slice(2).length ? process.argv.slice(2) : DEFAULT
