@@ -307,11 +307,13 @@ async function imageDataUrl(file) {
     throw new Error(`${file.name || 'The image'} cannot be read`)
   }
   const side = Math.max(img.naturalWidth, img.naturalHeight)
-  if (side <= MAX_SIDE && file.size <= MAX_INLINE) return url
-  const scale = Math.min(1, MAX_SIDE / side)
+  const megapixels = parseFloat(state.settings.maxImageMPixels) // llama-server UI's cap; 0: none
+  const pixels = img.naturalWidth * img.naturalHeight
+  const scale = Math.min(1, MAX_SIDE / side, megapixels > 0 ? Math.sqrt((megapixels * 1e6) / pixels) : 1)
+  if (scale === 1 && file.size <= MAX_INLINE) return url
   const canvas = document.createElement('canvas')
-  canvas.width = Math.max(1, Math.round(img.naturalWidth * scale))
-  canvas.height = Math.max(1, Math.round(img.naturalHeight * scale))
+  canvas.width = Math.max(1, Math.floor(img.naturalWidth * scale))
+  canvas.height = Math.max(1, Math.floor(img.naturalHeight * scale))
   canvas.getContext('2d').drawImage(img, 0, 0, canvas.width, canvas.height)
   return canvas.toDataURL('image/jpeg', 0.9)
 }

@@ -55,6 +55,8 @@ export function openSettings() {
       ['auto', 'light', 'dark'].map((t) => h('option', { value: t }, t)))),
     h('label', { class: 'check' }, h('input', { name: 'pdfAsImage', type: 'checkbox', value: 'on' }),
       'Send PDFs as page images (to a model with vision; others get their text)'),
+    h('label', {}, 'Scale down an attached image of more megapixels than this (0: only sides over 1536 pixels)',
+      h('input', { name: 'maxImageMPixels', inputmode: 'decimal' })),
     state.tools.length > 0 && h('label', { class: 'check' }, h('input', { name: 'tools', type: 'checkbox', value: 'on' }),
       `Let the model call the server's tools (${state.tools.map((t) => t.tool).join(', ')}); those that write ask first`),
     h('label', { class: 'check' }, h('input', { name: 'jsSandboxEnabled', type: 'checkbox', value: 'on' }),

@@ -83,6 +83,7 @@ export const DEFAULT_SETTINGS = {
   showRawOutputSwitch: '', // a switch on each reply to see it as plain text
   disableReasoningParsing: '', // requests ask for reasoning_format "none": the model's thinking stays in the text
   showBuildVersion: '', // the server's build in the page's corner
+  maxImageMPixels: '0', // an image of more megapixels is scaled down when attached; 0: only the 1536-pixel side limit
 }
 
 // the settings shown as checkboxes: 'on' or ''; --ui-config may give them as booleans

@@ -982,6 +982,22 @@ const scenarios = {
     await page.reload()
     await page.getByTestId('message-image').first().waitFor()
     assert(JSON.stringify(await imagesLoaded(page)) === '[true,true]', 'the images survive a reload')
+
+    // llama-server UI's maxImageMPixels: a bigger image is scaled down (here 1200 pixels to at most 300) and sent so
+    await setSettings(page, { maxImageMPixels: 0.0003 })
+    await pasteImage(page, bytes)
+    await page.getByTestId('attachment').first().waitFor()
+    await page.getByTestId('send').click()
+    await waitIdle(page)
+    assert(await page.getByTestId('message-assistant').last().locator('.error').count() === 0, 'no error, scaled image')
+    const scaled = bodies.at(-1).messages.at(-1).content.find((p) => p.type === 'image_url').image_url.url
+    const size = await page.evaluate(async (url) => {
+      const img = new Image()
+      img.src = url
+      await img.decode()
+      return [img.naturalWidth, img.naturalHeight]
+    }, scaled)
+    assert(size[0] * size[1] <= 300 && size[0] === 20 && size[1] === 15, `scaled to 20x15 (${size})`)
     mkdirSync(RESULTS, { recursive: true })
     await page.screenshot({ path: join(RESULTS, 'vision.png') })
   },
