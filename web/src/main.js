@@ -966,17 +966,32 @@ function chatMessage(n) {
  */
 async function requestReply(conv, lastId, node, extra = {}) {
   await mcpSettled() // an MCP server still connecting: its tools go with this request
+  cancelPreEncode()
+  for (const n of Object.values(conv.nodes)) delete n.streaming
+  node.streaming = true
+  persist()
+  const request = chatRequest(conv, lastId, extra)
+  await streamReply(conv, node, (signal) => fetch(BASE + 'v1/chat/completions', {
+    method: 'POST',
+    headers: { ...headers(), 'X-Conversation-Id': conv.id },
+    body: JSON.stringify(request),
+    signal,
+  }), { control: request.reasoning_control === true })
+  if (state.settings.preEncodeConversation === 'on' && !node.error && !node.stopped && !node.interrupted
+      && node.finish !== 'tool_calls' && conv.nodes[node.id] === node) {
+    preEncode(conv, node.id)
+  }
+}
+
+/** The streamed chat request for the branch ending at `lastId` (`extra`: more fields; the custom JSON goes last). */
+function chatRequest(conv, lastId, extra = {}) {
   const history = branch(conv, lastId).map(chatMessage)
   const messages = state.settings.systemPrompt.trim()
     ? [{ role: 'system', content: state.settings.systemPrompt }, ...history]
     : history
-  for (const n of Object.values(conv.nodes)) delete n.streaming
-  node.streaming = true
-  persist()
   const offered = offeredTools()
   const tools = offered.length ? { tools: offered.map((t) => t.definition) } : {}
   const model = state.router ? { model: state.settings.model } : {}
-  const thinking = reasoningParams()
   let custom = null
   try {
     custom = parseCustomJson(state.settings.customJson)
@@ -984,14 +999,40 @@ async function requestReply(conv, lastId, node, extra = {}) {
     // refused when saved: a value from --ui-config that is not an object is left out
   }
   const parsing = state.settings.disableReasoningParsing === 'on' ? { reasoning_format: 'none' } : {}
-  const body = JSON.stringify({ messages, stream: true, ...samplingParams(), ...thinking, ...parsing, ...tools, ...model,
-    ...extra, ...custom })
-  await streamReply(conv, node, (signal) => fetch(BASE + 'v1/chat/completions', {
-    method: 'POST',
-    headers: { ...headers(), 'X-Conversation-Id': conv.id },
-    body,
-    signal,
-  }), { control: thinking.reasoning_control === true })
+  return { messages, stream: true, ...samplingParams(), ...reasoningParams(), ...parsing, ...tools, ...model, ...extra,
+    ...custom }
+}
+
+let preEncoding = null // the pre-encode request in flight (its AbortController)
+
+function cancelPreEncode() {
+  preEncoding?.abort()
+  preEncoding = null
+}
+
+/**
+ * llama-server UI's preEncodeConversation: once a reply is done and the server is idle, the conversation with it
+ * is sent again with n_predict 0, so the server has its prompt in the cache and the next message starts sooner.
+ * The request is the one the next message will extend (tools, template settings and all), so its prefix matches.
+ */
+async function preEncode(conv, lastId) {
+  cancelPreEncode()
+  const controller = preEncoding = new AbortController()
+  const request = { ...chatRequest(conv, lastId), stream: false, n_predict: 0 }
+  delete request.max_tokens
+  delete request.max_completion_tokens
+  try {
+    const slots = await fetch(BASE + 'slots' + (state.router ? `?model=${encodeURIComponent(state.settings.model)}` : ''),
+      { headers: headers(), signal: controller.signal })
+    const list = slots.ok ? await slots.json() : [] // no /slots (--no-slots): go ahead
+    if (Array.isArray(list) && list.some((s) => s?.is_processing)) return // busy with others: not now
+    await fetch(BASE + 'v1/chat/completions', { method: 'POST', headers: headers(), body: JSON.stringify(request),
+      signal: controller.signal })
+  } catch {
+    // aborted by the next message, or the server is gone: nothing to keep
+  } finally {
+    if (preEncoding === controller) preEncoding = null
+  }
 }
 
 async function generate(conv, parentId, round = 0) {

@@ -33,6 +33,8 @@ export function openSettings() {
         h('textarea', { name: 'customJson', rows: 2, placeholder: '{"n_probs": 3}', spellcheck: 'false' }))),
     h('label', { class: 'check' }, h('input', { name: 'excludeReasoningFromContext', type: 'checkbox', value: 'on' }),
       "Don't send the model's past reasoning back with the conversation"),
+    h('label', { class: 'check' }, h('input', { name: 'preEncodeConversation', type: 'checkbox', value: 'on' }),
+      'After each reply, have the server read the conversation ahead (the next message starts sooner)'),
     h('label', { class: 'check' }, h('input', { name: 'disableReasoningParsing', type: 'checkbox', value: 'on' }),
       "Don't separate the reasoning: the server leaves the model's thinking in the text (reasoning_format none)"),
     h('details', { class: 'more', 'data-testid': 'titles' }, h('summary', {}, 'Conversation titles'),

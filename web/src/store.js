@@ -83,6 +83,7 @@ export const DEFAULT_SETTINGS = {
   showRawOutputSwitch: '', // a switch on each reply to see it as plain text
   disableReasoningParsing: '', // requests ask for reasoning_format "none": the model's thinking stays in the text
   showBuildVersion: '', // the server's build in the page's corner
+  preEncodeConversation: '', // 'on': after each reply the conversation is sent again to fill the server's cache
   maxImageMPixels: '0', // an image of more megapixels is scaled down when attached; 0: only the 1536-pixel side limit
 }
 
@@ -90,7 +91,7 @@ export const DEFAULT_SETTINGS = {
 const CHECKBOXES = ['tools', 'pdfAsImage', 'backend_sampling', 'excludeReasoningFromContext', 'sendOnEnter',
   'renderUserContentAsMarkdown', 'showThoughtInProgress', 'alwaysShowToolCallContent', 'showMessageStats',
   'disableAutoScroll', 'jsSandboxEnabled', 'titleGenerationUseFirstLine', 'titleGenerationUseLLM', 'showSystemMessage', 'renderThinkingAsMarkdown',
-  'showRawOutputSwitch', 'disableReasoningParsing', 'showBuildVersion']
+  'showRawOutputSwitch', 'disableReasoningParsing', 'showBuildVersion', 'preEncodeConversation']
 // the settings that hold JSON as text; --ui-config may give them as JSON values
 const JSON_TEXT = ['mcpServers', 'customJson']
 

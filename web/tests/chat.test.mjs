@@ -584,6 +584,42 @@ const scenarios = {
       && await lastAssistant(page).getByTestId('reasoning').count() === 0, 'the thinking left in the text')
   },
 
+  // llama-server UI's preEncodeConversation, against the real model: once a reply is done the page sends the
+  // conversation with it again (n_predict 0, not streamed, no conversation id, the reply's own request otherwise),
+  // and the next message finds all of it in the server's cache.
+  async preencode(page) {
+    await page.getByTestId('settings').click()
+    await page.locator('#settings-form [name="max_tokens"]').fill('8')
+    await page.locator('#settings-form [name="preEncodeConversation"]').check()
+    await page.getByTestId('settings-save').click()
+    await page.locator('#settings').waitFor({ state: 'hidden' })
+    const requests = recordRequests(page)
+    const encoded = page.waitForResponse((r) => r.url().endsWith('/v1/chat/completions')
+      && JSON.parse(r.request().postData()).n_predict === 0, { timeout: TIMEOUT })
+    await sendMessage(page, 'Hello there')
+    const response = await encoded
+    await waitIdle(page)
+    const body = JSON.parse(response.request().postData())
+    const reply = (await page.evaluate(() => JSON.parse(localStorage.getItem('llamatwist.conversations'))))[0]
+    const node = Object.values(reply.nodes).find((n) => n.role === 'assistant')
+    assert(body.stream === false && !('max_tokens' in body) && !response.request().headers()['x-conversation-id'],
+      `a plain request for no tokens (${JSON.stringify(body)})`)
+    assert(JSON.stringify(body.messages) === JSON.stringify([{ role: 'user', content: 'Hello there' },
+      { role: 'assistant', content: node.content }]), `the conversation with the reply (${JSON.stringify(body.messages)})`)
+    const { usage } = await response.json()
+    assert(response.ok && usage.prompt_tokens > 0, 'the server read it')
+    const again = page.waitForResponse((r) => r.url().endsWith('/v1/chat/completions')
+      && JSON.parse(r.request().postData()).n_predict === 0, { timeout: TIMEOUT })
+    await sendMessage(page, 'And more')
+    await again
+    await waitIdle(page)
+    assert(requests.filter((r) => r.n_predict === 0).length === 2, 'again after the second reply')
+    const conv = (await page.evaluate(() => JSON.parse(localStorage.getItem('llamatwist.conversations'))))[0]
+    const last = Object.values(conv.nodes).filter((n) => n.role === 'assistant').at(-1)
+    assert(last.timings?.cache_n >= usage.prompt_tokens,
+      `the next message found the conversation in the cache (${last.timings?.cache_n} of ${usage.prompt_tokens} tokens)`)
+  },
+
   // Diagrams in a reply, as llama-server's UI draws them: a finished svg block (or an xml one holding an <svg>)
   // drawn sanitised in a shadow root (no script, no foreignObject, no javascript: link; its <style> stays in it), a
   // mermaid block drawn by Mermaid (loaded from the server with the first one), a Source/Diagram switch, a mermaid
@@ -1431,7 +1467,7 @@ async function sendClip(page, kind) {
 }
 
 const DEFAULT = API_KEY ? ['apikey'] : ['stream', 'stop', 'regenerate', 'continue', 'settings', 'reasoningContext',
-  'display', 'developer', 'titles', 'diagrams', 'sandbox', 'files', 'xss', 'screenshot']
+  'display', 'developer', 'preencode', 'titles', 'diagrams', 'sandbox', 'files', 'xss', 'screenshot']
 
 async function main() {
   const names = process.argv.slice(2).length ? process.argv.slice(2) : DEFAULT
