@@ -25,6 +25,16 @@ export function h(tag, attrs = {}, ...children) {
   return el
 }
 
+/** Save `text` as a JSON file named `name` (the browser's download). */
+export function download(name, text) {
+  const url = URL.createObjectURL(new Blob([text], { type: 'application/json' }))
+  const a = h('a', { href: url, download: name })
+  document.body.append(a)
+  a.click()
+  a.remove()
+  setTimeout(() => URL.revokeObjectURL(url), 1000)
+}
+
 /** A short note at the bottom of the page, for a few seconds. */
 export function toast(message) {
   const el = h('div', { class: 'toast', role: 'status' }, message)

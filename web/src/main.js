@@ -1,5 +1,5 @@
 import './style.css'
-import { $, BASE, h, toast } from './dom.js'
+import { $, BASE, download, h, toast } from './dom.js'
 import { copyButton, setMarkdown } from './markdown.js'
 import {
   callMcpTool, mcpExtras, mcpSettled, mcpTools, parseServers, promptText, resourceContents, syncServers,
@@ -1231,13 +1231,7 @@ function openMcpPicker() {
 // ---------------------------------------------------------------- import/export
 
 function exportConversations() {
-  const blob = new Blob([exportJson(state.conversations)], { type: 'application/json' })
-  const url = URL.createObjectURL(blob)
-  const a = h('a', { href: url, download: `llamatwist-conversations-${new Date().toISOString().slice(0, 10)}.json` })
-  document.body.append(a)
-  a.click()
-  a.remove()
-  setTimeout(() => URL.revokeObjectURL(url), 1000)
+  download(`llamatwist-conversations-${new Date().toISOString().slice(0, 10)}.json`, exportJson(state.conversations))
 }
 
 async function importConversations(event) {

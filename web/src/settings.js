@@ -1,8 +1,8 @@
 // The settings dialog: what it shows (llama-server UI's settings, with its names), checking a value before it is
 // saved, and the MCP servers' rows (URL, headers, on, through this server) with each one's state.
-import { $, h } from './dom.js'
+import { $, download, h, toast } from './dom.js'
 import { parseServers, serverProblem, serverStatus } from './mcp.js'
-import { SAMPLING_FIELDS, parseCustomJson, saveSettings } from './store.js'
+import { SAMPLING_FIELDS, parseCustomJson, parseSettingsFile, saveSettings, settingsFile } from './store.js'
 
 let state = null // the page's: its settings and their defaults, the server's tools, whether it proxies
 let saved = () => {}
@@ -67,13 +67,46 @@ export function openSettings() {
       h('label', {}, 'Tool-calling replies in a row, at most', h('input', { name: 'agenticMaxTurns', inputmode: 'numeric' })),
       h('label', {}, 'MCP tool timeout (seconds)', h('input', { name: 'mcpRequestTimeoutSeconds', inputmode: 'numeric' }))),
     mcpFieldset(),
+    fileFieldset(),
   ].filter(Boolean))
   for (const el of form.elements) {
     if (!el.name) continue // the MCP servers' rows fill themselves
     if (el.type === 'checkbox') el.checked = s[el.name] === 'on'
     else el.value = s[el.name] ?? ''
   }
-  $('#settings').showModal()
+  if (!$('#settings').open) $('#settings').showModal()
+}
+
+// ---------------------------------------------------------------- settings files
+
+/** Export the saved settings to a file, or import one (this UI's or llama-server UI's: the same format). */
+function fileFieldset() {
+  const sensitive = h('input', { type: 'checkbox', 'data-testid': 'settings-export-sensitive' })
+  const picker = h('input', { type: 'file', accept: '.json,application/json', hidden: true,
+    'data-testid': 'settings-import-file', onchange: () => importSettings(picker) })
+  return h('fieldset', { class: 'settings-file' }, h('legend', {}, 'Settings file'),
+    h('button', { type: 'button', 'data-testid': 'settings-export', onclick: () => download(
+      `llama_settings_${new Date().toISOString().slice(0, 10)}.json`,
+      settingsFile(state.settings, state.defaults, sensitive.checked)) }, 'Export settings'),
+    h('label', { class: 'check' }, sensitive, 'with the API key and MCP headers'),
+    h('button', { type: 'button', 'data-testid': 'settings-import', onclick: () => picker.click() }, 'Import settings…'),
+    picker)
+}
+
+async function importSettings(picker) {
+  const file = picker.files[0]
+  picker.value = ''
+  if (!file) return
+  try {
+    Object.assign(state.settings, parseSettingsFile(await file.text()))
+  } catch (err) {
+    toast(`Import failed: ${err.message}`)
+    return
+  }
+  saveSettings(state.settings, state.defaults)
+  openSettings() // the form shows what was imported
+  saved()
+  toast(`Imported settings from ${file.name}`)
 }
 
 // ---------------------------------------------------------------- MCP servers

@@ -133,13 +133,14 @@ function load(key, fallback) {
 }
 
 /**
- * The defaults: DEFAULT_SETTINGS overridden by the server's /props ui_settings (--ui-config). Only the keys the
- * UI knows count; a value must be a string or a finite number (kept as the text the settings form shows).
+ * Settings as llama-server's UI writes them (--ui-config, its settings files) in this UI's form: only the keys
+ * the UI knows count (llama-server's names for them too); a value must be a string or a finite number (kept as the
+ * text the settings form shows), a checkbox may be a boolean, a JSON setting a JSON value.
  */
-export function settingsDefaults(uiSettings) {
-  const defaults = { ...DEFAULT_SETTINGS }
-  if (!uiSettings || typeof uiSettings !== 'object' || Array.isArray(uiSettings)) return defaults
-  const given = { ...uiSettings }
+function fromUiConfig(config) {
+  const settings = {}
+  if (!config || typeof config !== 'object' || Array.isArray(config)) return settings
+  const given = { ...config }
   for (const [alias, key] of Object.entries(UI_CONFIG_ALIASES)) {
     if (Object.hasOwn(given, alias) && !Object.hasOwn(given, key)) given[key] = given[alias]
   }
@@ -149,10 +150,61 @@ export function settingsDefaults(uiSettings) {
     if (JSON_TEXT.includes(key) && value && typeof value === 'object') value = JSON.stringify(value)
     if (typeof value === 'string' || (typeof value === 'number' && Number.isFinite(value))) {
       if (key === 'theme' && !THEMES.includes(value)) continue
-      defaults[key] = String(value)
+      settings[key] = String(value)
     }
   }
-  return defaults
+  return settings
+}
+
+/** The defaults: DEFAULT_SETTINGS overridden by the server's /props ui_settings (--ui-config). */
+export function settingsDefaults(uiSettings) {
+  return { ...DEFAULT_SETTINGS, ...fromUiConfig(uiSettings) }
+}
+
+// the settings that hold numbers (llama-server's UI keeps them as numbers)
+const NUMBERS = [...SAMPLING_FIELDS.map(([key]) => key), 'pasteLongTextToFileLen', 'agenticMaxTurns',
+  'mcpRequestTimeoutSeconds', 'maxImageMPixels']
+
+/**
+ * The settings as llama-server UI's settings file ({ config, userOverrides, timestamp, version: 1 }; its names and
+ * types: checkboxes as booleans, numbers as numbers, a blank number left out), so either UI reads the other's.
+ * Without `sensitive` the API key and the MCP servers' headers are left out.
+ */
+export function settingsFile(settings, defaults, sensitive) {
+  const config = {}
+  for (const [key, value] of Object.entries(settings)) {
+    const name = Object.entries(UI_CONFIG_ALIASES).find(([, own]) => own === key)?.[0] ?? key
+    if (CHECKBOXES.includes(key)) config[name] = value === 'on'
+    else if (NUMBERS.includes(key)) {
+      if (String(value).trim() !== '' && Number.isFinite(Number(value))) config[name] = Number(value)
+    } else config[name] = value
+  }
+  if (!sensitive) {
+    delete config.apiKey
+    try {
+      config.mcpServers = JSON.stringify(JSON.parse(config.mcpServers || '[]').map(({ headers, ...server }) => server))
+    } catch {
+      delete config.mcpServers
+    }
+  }
+  const userOverrides = Object.keys(settings).filter((key) => settings[key] !== defaults[key])
+  return JSON.stringify({ config, timestamp: Date.now(), userOverrides, version: 1 }, null, 2)
+}
+
+/** The settings a settings file holds (this UI's or llama-server UI's), in this UI's form; throws on a bad file. */
+export function parseSettingsFile(text) {
+  let data
+  try {
+    data = JSON.parse(text)
+  } catch {
+    throw new Error('not a JSON file')
+  }
+  if (!data || typeof data !== 'object' || !data.config || typeof data.config !== 'object' || Array.isArray(data.config)) {
+    throw new Error('not a settings file (no "config" object)')
+  }
+  const settings = fromUiConfig(data.config)
+  if (!Object.keys(settings).length) throw new Error('it holds no setting this page knows')
+  return settings
 }
 
 /** What the user saved (only the values that differ from the defaults they were saved against). */

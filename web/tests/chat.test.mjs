@@ -620,6 +620,59 @@ const scenarios = {
       `the next message found the conversation in the cache (${last.timings?.cache_n} of ${usage.prompt_tokens} tokens)`)
   },
 
+  // Settings files as llama-server UI's ({ config, userOverrides, timestamp, version: 1 }, its names and types):
+  // exported without the API key and MCP headers unless asked, imported from llama-server UI's own (booleans,
+  // numbers, systemMessage) into the form; a file that is not one is refused and nothing changes.
+  async settingsfile(page) {
+    const servers = JSON.stringify([{ url: 'http://127.0.0.1:9/mcp', headers: '{"Authorization": "Bearer t0k"}', enabled: false, useProxy: false }])
+    await page.evaluate((mcp) => localStorage.setItem('llamatwist.settings', JSON.stringify({
+      temperature: '0.3', systemPrompt: 'Be kind.', apiKey: 's3cret', showRawOutputSwitch: 'on', mcpServers: mcp })), servers)
+    await page.reload()
+    await ready(page)
+    const exported = async (sensitive) => {
+      await page.getByTestId('settings').click()
+      if (sensitive) await page.getByTestId('settings-export-sensitive').check()
+      const saving = page.waitForEvent('download')
+      await page.getByTestId('settings-export').click()
+      const file = await saving
+      assert(/^llama_settings_\d{4}-\d\d-\d\d\.json$/.test(file.suggestedFilename()), `named as llama-server's (${file.suggestedFilename()})`)
+      const data = JSON.parse(readFileSync(await file.path(), 'utf8'))
+      await page.getByTestId('settings-cancel').click()
+      return data
+    }
+    const plain = await exported(false)
+    const c = plain.config
+    assert(plain.version === 1 && Array.isArray(plain.userOverrides) && plain.userOverrides.includes('temperature'), 'the format')
+    assert(c.temperature === 0.3 && c.systemMessage === 'Be kind.' && !('systemPrompt' in c), `its names and numbers (${JSON.stringify(c)})`)
+    assert(c.showRawOutputSwitch === true && c.sendOnEnter === true && c.pdfAsImage === false && !('top_k' in c), 'checkboxes as booleans, blanks left out')
+    assert(!('apiKey' in c) && !JSON.parse(c.mcpServers)[0].headers && JSON.parse(c.mcpServers)[0].url.endsWith('/mcp'), 'no secrets')
+    const full = await exported(true)
+    assert(full.config.apiKey === 's3cret' && JSON.parse(full.config.mcpServers)[0].headers.includes('t0k'), 'secrets when asked')
+
+    await page.evaluate(() => localStorage.clear())
+    await page.reload()
+    await ready(page)
+    await page.getByTestId('settings').click()
+    await page.getByTestId('settings-import-file').setInputFiles({ name: 'bad.json', mimeType: 'application/json',
+      buffer: Buffer.from('{"theme": "dark"}') })
+    await page.locator('.toast').filter({ hasText: 'Import failed: not a settings file' }).waitFor()
+    assert(await page.locator('#settings-form [name="temperature"]').inputValue() === '', 'nothing changed')
+    const theirs = { config: { temperature: 0.55, systemMessage: 'From llama-server.', showMessageStats: false,
+      titleGenerationUseLLM: true, max_tokens: 99, unknownKey: 1 }, userOverrides: ['temperature'], timestamp: 1, version: 1 }
+    await page.getByTestId('settings-import-file').setInputFiles({ name: 'llama_settings.json', mimeType: 'application/json',
+      buffer: Buffer.from(JSON.stringify(theirs)) })
+    await page.locator('.toast').filter({ hasText: 'Imported settings' }).waitFor()
+    const form = (name) => page.locator(`#settings-form [name="${name}"]`)
+    assert(await form('temperature').inputValue() === '0.55' && await form('systemPrompt').inputValue() === 'From llama-server.'
+      && await form('max_tokens').inputValue() === '99', 'the form shows what was imported')
+    assert(!await form('showMessageStats').isChecked() && await form('titleGenerationUseLLM').isChecked(), 'booleans read')
+    await page.getByTestId('settings-cancel').click()
+    await page.reload()
+    await ready(page)
+    const stored = await page.evaluate(() => JSON.parse(localStorage.getItem('llamatwist.settings')))
+    assert(stored.temperature === '0.55' && stored.showMessageStats === '' && !('unknownKey' in stored), `saved (${JSON.stringify(stored)})`)
+  },
+
   // Diagrams in a reply, as llama-server's UI draws them: a finished svg block (or an xml one holding an <svg>)
   // drawn sanitised in a shadow root (no script, no foreignObject, no javascript: link; its <style> stays in it), a
   // mermaid block drawn by Mermaid (loaded from the server with the first one), a Source/Diagram switch, a mermaid
@@ -1467,7 +1520,7 @@ async function sendClip(page, kind) {
 }
 
 const DEFAULT = API_KEY ? ['apikey'] : ['stream', 'stop', 'regenerate', 'continue', 'settings', 'reasoningContext',
-  'display', 'developer', 'preencode', 'titles', 'diagrams', 'sandbox', 'files', 'xss', 'screenshot']
+  'display', 'developer', 'settingsfile', 'preencode', 'titles', 'diagrams', 'sandbox', 'files', 'xss', 'screenshot']
 
 async function main() {
   const names = process.argv.slice(2).length ? process.argv.slice(2) : DEFAULT
