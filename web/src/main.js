@@ -83,6 +83,50 @@ function applyUiSettings(uiSettings) {
   applyTheme()
 }
 
+// llama.cpp's llama_vocab_type
+const VOCAB_TYPES = ['none', 'SPM (SentencePiece)', 'BPE', 'WPM (WordPiece)', 'UGM (Unigram)', 'RWKV', 'PLaMo-2']
+
+/** What the server says of the model on screen (llama-server UI's model information): its /props and its
+ * /v1/models entry's meta. */
+async function showModelInfo() {
+  const props = state.props
+  if (!props) return
+  const id = state.router ? state.settings.model : props.model_alias ?? props.model_path
+  let meta = {}
+  try {
+    const res = await fetch(BASE + 'v1/models', { headers: headers() })
+    const list = res.ok ? (await res.json()).data : []
+    meta = (list.find((m) => m.id === id) ?? (state.router ? null : list[0]))?.meta ?? {}
+  } catch {
+    // the /props part is still worth showing
+  }
+  const number = (n) => (typeof n === 'number' ? n.toLocaleString('en-US') : null)
+  const gib = (n) => (typeof n === 'number' ? `${(n / 2 ** 30).toFixed(2)} GiB (${number(n)} bytes)` : null)
+  const params = (n) => (typeof n === 'number' ? `${(n / 1e9 >= 1 ? `${(n / 1e9).toFixed(2)}B` : `${(n / 1e6).toFixed(0)}M`)} (${number(n)})` : null)
+  const modalities = Object.entries(props.modalities ?? {}).filter(([, on]) => on).map(([kind]) => kind)
+  const rows = [
+    ['Model', id],
+    ['File', props.model_path],
+    ['Context size (per slot)', props.default_generation_settings?.n_ctx && `${number(props.default_generation_settings.n_ctx)} tokens`],
+    ['Training context', meta.n_ctx_train && `${number(meta.n_ctx_train)} tokens`],
+    ['Size', gib(meta.size)],
+    ['Parameters', params(meta.n_params)],
+    ['Quantization', meta.ftype ?? props.model_ftype],
+    ['Embedding size', number(meta.n_embd)],
+    ['Vocabulary', meta.n_vocab && `${number(meta.n_vocab)} tokens${VOCAB_TYPES[meta.vocab_type] ? `, ${VOCAB_TYPES[meta.vocab_type]}` : ''}`],
+    ['Parallel slots', number(props.total_slots)],
+    ['Media', modalities.length ? modalities.join(', ') : 'text only'],
+    ['Build', props.build_info],
+  ].filter(([, value]) => value != null && value !== '')
+  const table = $('#model-table')
+  table.replaceChildren(...rows.map(([label, value]) => h('tr', {}, h('th', {}, label), h('td', { 'data-testid': `model-${label}` }, String(value)))))
+  if (props.chat_template) {
+    table.append(h('tr', {}, h('th', {}, 'Chat template'), h('td', {}, h('details', {}, h('summary', {}, 'show'),
+      h('pre', { 'data-testid': 'model-template' }, props.chat_template)))))
+  }
+  if (!$('#model-dialog').open) $('#model-dialog').showModal()
+}
+
 /** An error answer's message, or its HTTP status. */
 async function errorMessage(res) {
   try {
@@ -100,6 +144,7 @@ function showProps(name = state.props.model_alias ?? 'model') {
   const shown = /\.gguf$/i.test(name) ? name.split(/[\\/]/).pop() : name
   const unloaded = state.router && state.unloaded === name ? ' · unloaded (the next message loads it)' : ''
   el.textContent = `${shown}${nCtx ? ` · ctx ${nCtx}` : ''}${unloaded}`
+  $('#model-info').hidden = false
   $('#unload-model').hidden = !state.router || !!unloaded
   el.title = state.props.model_path ?? ''
   showContextUse()
@@ -1328,6 +1373,8 @@ function init() {
   })
   $('#model-select').addEventListener('change', (e) => chooseModel(e.target.value))
   $('#unload-model').addEventListener('click', unloadModel)
+  $('#model-info').addEventListener('click', showModelInfo)
+  $('#model-dialog-close').addEventListener('click', () => $('#model-dialog').close())
   $('#export').addEventListener('click', exportConversations)
   $('#import').addEventListener('click', () => $('#import-file').click())
   $('#import-file').addEventListener('change', importConversations)

@@ -673,6 +673,27 @@ const scenarios = {
     assert(stored.temperature === '0.55' && stored.showMessageStats === '' && !('unknownKey' in stored), `saved (${JSON.stringify(stored)})`)
   },
 
+  // llama-server UI's model information: what /props and /v1/models say of the model on screen.
+  async modelinfo(page) {
+    await ready(page)
+    await page.getByTestId('model-info').click()
+    await page.getByTestId('model-dialog').waitFor()
+    const props = await (await page.request.get(new URL('props', URL_).href)).json()
+    const meta = (await (await page.request.get(new URL('v1/models', URL_).href)).json()).data[0].meta
+    const cell = (label) => page.getByTestId(`model-${label}`).textContent()
+    assert(await cell('File') === props.model_path, 'the file')
+    assert(await cell('Context size (per slot)') === `${props.default_generation_settings.n_ctx.toLocaleString('en-US')} tokens`, 'the context')
+    assert(await cell('Training context') === `${meta.n_ctx_train.toLocaleString('en-US')} tokens`, 'the training context')
+    assert((await cell('Parameters')).includes(meta.n_params.toLocaleString('en-US')), 'the parameters')
+    assert((await cell('Vocabulary')).startsWith(`${meta.n_vocab.toLocaleString('en-US')} tokens`), 'the vocabulary')
+    assert(await cell('Parallel slots') === String(props.total_slots) && await cell('Build') === props.build_info, 'slots and build')
+    assert(await cell('Media') === 'text only' && await cell('Quantization') === meta.ftype, 'media and quantization')
+    await page.getByTestId('model-dialog').locator('summary').click()
+    assert(await page.getByTestId('model-template').textContent() === props.chat_template, 'the chat template')
+    await page.locator('#model-dialog-close').click()
+    assert(await page.getByTestId('model-dialog').isHidden(), 'closed')
+  },
+
   // Diagrams in a reply, as llama-server's UI draws them: a finished svg block (or an xml one holding an <svg>)
   // drawn sanitised in a shadow root (no script, no foreignObject, no javascript: link; its <style> stays in it), a
   // mermaid block drawn by Mermaid (loaded from the server with the first one), a Source/Diagram switch, a mermaid
@@ -1163,6 +1184,11 @@ const scenarios = {
     await waitIdle(page)
     await assistantAnswered(page)
     assert(bodies.length === 3 && bodies[2].model === second, `the request named ${second} after the reload`)
+    await page.getByTestId('model-info').click() // the model information is the chosen model's
+    const chosen = await (await page.request.get(new URL(`props?model=${encodeURIComponent(second)}`, URL_).href)).json()
+    assert(await page.getByTestId('model-Model').textContent() === second
+      && await page.getByTestId('model-File').textContent() === chosen.model_path, 'the chosen model described')
+    await page.locator('#model-dialog-close').click()
 
     // unloading the chosen model frees it; the next message loads it again
     await page.getByTestId('unload-model').click()
@@ -1520,7 +1546,7 @@ async function sendClip(page, kind) {
 }
 
 const DEFAULT = API_KEY ? ['apikey'] : ['stream', 'stop', 'regenerate', 'continue', 'settings', 'reasoningContext',
-  'display', 'developer', 'settingsfile', 'preencode', 'titles', 'diagrams', 'sandbox', 'files', 'xss', 'screenshot']
+  'display', 'developer', 'settingsfile', 'modelinfo', 'preencode', 'titles', 'diagrams', 'sandbox', 'files', 'xss', 'screenshot']
 
 async function main() {
   const names = process.argv.slice(2).length ? process.argv.slice(2) : DEFAULT
