@@ -145,9 +145,9 @@ def test_route_path() -> None:
 
 def test_public_paths_are_llama_servers() -> None:
     # server-http.cpp: get_public_endpoints = /health, /v1/health + frontend paths ("/" and the UI's assets, here
-    # the page, completion.js and the modules the page loads: pdf.js, the MCP client, Mermaid).
+    # the page, completion.js and the modules the page loads: pdf.js, the MCP client, Mermaid; sw.js).
     assert frozenset({b"/health", b"/v1/health", b"/", b"/index.html", b"/completion.js", b"/pdf.min.mjs",
-                      b"/pdf.worker.min.mjs", b"/mcp.min.mjs", b"/mermaid.min.js"}) == PUBLIC_PATHS
+                      b"/pdf.worker.min.mjs", b"/mcp.min.mjs", b"/mermaid.min.js", b"/sw.js"}) == PUBLIC_PATHS
 
 
 def test_policy_from_config() -> None:
@@ -356,7 +356,7 @@ EXPECTED_OK = [
     ("GET", "/slots"), ("GET", "/metrics"), ("POST", "/completion"), ("POST", "/tokenize"), ("POST", "/detokenize"),
 ]  # fmt: skip
 PUBLIC = {"/health", "/v1/health", "/", "/index.html", "/completion.js", "/pdf.min.mjs", "/pdf.worker.min.mjs",
-          "/mcp.min.mjs", "/mermaid.min.js"}
+          "/mcp.min.mjs", "/mermaid.min.js", "/sw.js"}
 
 
 @pytest.fixture(scope="module")

@@ -113,6 +113,16 @@ def test_ui_modules(ui_server: Server, name: str, source: str, marker: str) -> N
     assert raw_get(ui_server, f"/{name}", **{"If-None-Match": r.headers["ETag"]}).status_code == 304
 
 
+def test_service_worker_removes_itself(ui_server: Server) -> None:
+    """/sw.js (llama-server's UI is a PWA): the answer to an old worker's update check is a worker that
+    unregisters, empties the caches and reloads its pages; never cached, public (the browser sends no key)."""
+    r = ui_server.get("/sw.js")
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/javascript")
+    assert r.headers["Cache-Control"] == "no-cache"
+    for step in ("skipWaiting()", "registration.unregister()", "caches.delete(key)", "client.navigate(client.url)"):
+        assert step in r.text
+
+
 def test_api_routes_win(ui_server: Server) -> None:
     assert ui_server.get("/health").json() == {"status": "ok"}
     r = ui_server.get("/no-such-file")
@@ -126,6 +136,8 @@ def test_no_webui(make_server: StartServer, model_path: str, tmp_path: Path) -> 
                  "/mermaid.min.js"):
         assert srv.get(path).status_code == 404, path
     assert srv.get("/health").status_code == 200
+    # as llama-server: a browser's worker from an earlier UI here can still remove itself
+    assert "unregister()" in srv.get("/sw.js").text
 
 
 def test_path_and_api_prefix_and_key(make_server: StartServer, model_path: str, tmp_path: Path) -> None:
@@ -133,6 +145,7 @@ def test_path_and_api_prefix_and_key(make_server: StartServer, model_path: str, 
     (site / "sub").mkdir(parents=True)
     (site / "index.html").write_text("<p>custom ui</p>")
     (site / "app.css").write_text("p{}")
+    (site / "sw.js").write_text("// the site's own worker")
     (site / "sub" / "index.html").write_text("sub index")
     (site / ".secret").write_text("hidden")
     (tmp_path / "outside.txt").write_text("outside")
@@ -161,6 +174,7 @@ def test_path_and_api_prefix_and_key(make_server: StartServer, model_path: str, 
     assert srv.get("/llm/sub/").text == "sub index"
     assert "llamaComplete" in srv.get("/llm/completion.js").text  # built-in, none in the directory
     assert srv.get("/llm/pdf.min.mjs").status_code == 200  # the same for the UI's modules, public too
+    assert srv.get("/llm/sw.js").text == "// the site's own worker"  # the directory's own worker wins
     # API routes still need the key and still win
     assert srv.get("/llm/props").status_code == 401
     assert srv.get("/llm/props", headers={"Authorization": "Bearer k1"}).status_code == 200

@@ -252,6 +252,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                                               answer="javascript", public=True),
     ("get", "/mcp.min.mjs"): Operation("The MCP client the web UI loads to call MCP servers' tools", _T_UI,
                                        answer="javascript", public=True),
+    ("get", "/sw.js"): Operation("A service worker that removes itself: a browser that ran llama-server's web UI here "
+                                 "drops that UI's cached copy", _T_UI, answer="javascript", public=True),
     ("get", "/mermaid.min.js"): Operation("Mermaid, which the web UI loads to draw mermaid diagrams in replies", _T_UI,
                                           answer="javascript", public=True),
 }

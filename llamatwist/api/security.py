@@ -82,7 +82,8 @@ MAX_BODY_BYTES: Final = 100 * 1024 * 1024
 # server-http.cpp: frontend_paths ("/" and the embedded UI assets) and
 # get_public_endpoints ("/health", "/v1/health" plus frontend_paths).  Files
 # served from --path count as frontend paths too (see `SecureResource`).
-FRONTEND_PATHS: Final = frozenset({b"/", b"/index.html", b"/completion.js", *(f"/{m}".encode() for m in MODULES)})
+FRONTEND_PATHS: Final = frozenset({b"/", b"/index.html", b"/completion.js", b"/sw.js",
+                                   *(f"/{m}".encode() for m in MODULES)})
 PUBLIC_PATHS: Final = frozenset({b"/health", b"/v1/health"}) | FRONTEND_PATHS
 
 _BEARER: Final = b"Bearer "

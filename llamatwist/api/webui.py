@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_webui -*-
 """The web UI routes: the built-in chat UI at ``/`` and ``/index.html``,
-``/completion.js``, the modules the UI loads on demand (pdf.js), and
-``--path DIR`` static files.
+``/completion.js``, the modules the UI loads on demand (pdf.js), ``/sw.js``
+(a service worker that removes itself) and ``--path DIR`` static files.
 
 As llama-server: ``--no-webui`` serves none of them; with ``--path`` the
 directory replaces the built-in UI (``/`` is ``DIR/index.html``).  The UI is
@@ -27,7 +27,15 @@ from werkzeug.exceptions import NotFound as WzNotFound
 
 from llamatwist.api.errors import NotFound, send_error
 from llamatwist.config import ServerConfig
-from llamatwist.webui import MODULES, Asset, completion_js, index_html, module_asset, resolve_static
+from llamatwist.webui import (
+    MODULES,
+    Asset,
+    completion_js,
+    index_html,
+    module_asset,
+    resolve_static,
+    service_worker_js,
+)
 
 __all__ = ["register", "send_asset"]
 
@@ -93,16 +101,7 @@ class _StaticFile(Resource):
 
 
 def register(app: Klein, config: ServerConfig) -> None:
-    if not config.webui:
-        return
-    root = config.static_path
-
-    if root is None:
-
-        @app.route("/", methods=["GET", "HEAD"])
-        @app.route("/index.html", methods=["GET", "HEAD"])
-        def index(request: Request) -> bytes:
-            return send_asset(request, index_html(), _HTML, isolation=True)
+    root = config.static_path if config.webui else None
 
     def script(name: str, asset: Callable[[], Asset]) -> None:
         """``/name``: the file of that name in the --path directory when there is one, else the built-in asset."""
@@ -114,6 +113,18 @@ def register(app: Klein, config: ServerConfig) -> None:
                 if path is not None:
                     return _StaticFile(str(path))
             return send_asset(request, asset(), _JS)
+
+    # also with --no-webui, as llama-server: a browser's worker from its UI must still be able to remove itself
+    script("sw.js", service_worker_js)
+    if not config.webui:
+        return
+
+    if root is None:
+
+        @app.route("/", methods=["GET", "HEAD"])
+        @app.route("/index.html", methods=["GET", "HEAD"])
+        def index(request: Request) -> bytes:
+            return send_asset(request, index_html(), _HTML, isolation=True)
 
     script("completion.js", completion_js)
     for module in MODULES:

@@ -21,7 +21,7 @@ from importlib.resources import files
 from pathlib import Path
 from urllib.parse import unquote_to_bytes
 
-__all__ = ["MODULES", "Asset", "completion_js", "index_html", "module_asset", "resolve_static"]
+__all__ = ["MODULES", "Asset", "completion_js", "index_html", "module_asset", "resolve_static", "service_worker_js"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,25 @@ def module_asset(name: str) -> Asset:
 def completion_js() -> Asset:
     plain = files(__name__).joinpath("completion.js").read_bytes()
     return _asset(gzip.compress(plain, mtime=0))
+
+
+# A browser that ran llama-server's web UI at this address keeps that UI's service worker, which goes on showing the
+# old UI from its cache. The worker's update check (a fetch of /sw.js) gets this one instead: it unregisters, empties
+# the caches and reloads the pages it controlled, which then get this server's UI. llama-server answers the same
+# way when its own UI is off or replaced; this UI has no service worker of its own.
+_SW_REMOVE = b"""self.addEventListener('install', () => self.skipWaiting())
+self.addEventListener('activate', (event) => event.waitUntil((async () => {
+  await self.registration.unregister()
+  for (const key of await caches.keys()) await caches.delete(key)
+  for (const client of await self.clients.matchAll({ type: 'window' })) client.navigate(client.url)
+})()))
+"""
+
+
+@functools.lru_cache(maxsize=1)
+def service_worker_js() -> Asset:
+    """``/sw.js``: the service worker that removes itself (above)."""
+    return _asset(gzip.compress(_SW_REMOVE, mtime=0))
 
 
 def resolve_static(root: str | Path, segments: list[bytes]) -> Path | None:

@@ -694,6 +694,30 @@ const scenarios = {
     assert(await page.getByTestId('model-dialog').isHidden(), 'closed')
   },
 
+  // A browser that ran llama-server's web UI here keeps its service worker, which serves the old UI from its cache.
+  // Its update check gets this server's /sw.js, which removes itself: the page reloads and this UI comes. (The old
+  // worker is a stand-in, given to the page through Playwright's routing.)
+  async swremoval(page) {
+    await ready(page)
+    const old = "self.addEventListener('install', () => self.skipWaiting())\n"
+      + 'self.addEventListener(\'activate\', (e) => e.waitUntil(self.clients.claim()))\n'
+      + "self.addEventListener('fetch', (e) => { if (e.request.mode === 'navigate') e.respondWith(new Response("
+      + "'<!doctype html><title>old</title><p id=\"old-ui\">the old UI</p>', { headers: { 'Content-Type': 'text/html' } })) })\n"
+    await page.context().route('**/sw.js', (route) => route.fulfill({ status: 200,
+      headers: { 'Content-Type': 'text/javascript', 'Cache-Control': 'no-cache' }, body: old }))
+    await page.evaluate(async () => {
+      await navigator.serviceWorker.register('sw.js')
+      await navigator.serviceWorker.ready
+    })
+    await page.reload()
+    await page.locator('#old-ui').waitFor()
+    await page.context().unroute('**/sw.js')
+    await page.evaluate(async () => (await navigator.serviceWorker.getRegistration()).update()).catch(() => {})
+    await ready(page) // reloaded by the worker as it went
+    assert(await page.evaluate(async () => (await navigator.serviceWorker.getRegistration()) === undefined), 'no worker left')
+    assert(await page.evaluate(async () => (await caches.keys()).length) === 0, 'no cache left')
+  },
+
   // Diagrams in a reply, as llama-server's UI draws them: a finished svg block (or an xml one holding an <svg>)
   // drawn sanitised in a shadow root (no script, no foreignObject, no javascript: link; its <style> stays in it), a
   // mermaid block drawn by Mermaid (loaded from the server with the first one), a Source/Diagram switch, a mermaid
@@ -1546,7 +1570,7 @@ async function sendClip(page, kind) {
 }
 
 const DEFAULT = API_KEY ? ['apikey'] : ['stream', 'stop', 'regenerate', 'continue', 'settings', 'reasoningContext',
-  'display', 'developer', 'settingsfile', 'modelinfo', 'preencode', 'titles', 'diagrams', 'sandbox', 'files', 'xss', 'screenshot']
+  'display', 'developer', 'settingsfile', 'modelinfo', 'swremoval', 'preencode', 'titles', 'diagrams', 'sandbox', 'files', 'xss', 'screenshot']
 
 async function main() {
   const names = process.argv.slice(2).length ? process.argv.slice(2) : DEFAULT
