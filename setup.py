@@ -103,10 +103,11 @@ setup(
     # An explicit root makes editable installs use a plain .pth path entry
     # instead of an import hook; twistd only finds plugins on sys.path.
     package_dir={"": "."},
-    # the built web UI and the pdf.js, MCP client and Mermaid it loads (committed), and the /completion.js helper,
-    # served from memory
+    # the built web UI and the pdf.js (with its data files), MCP client and Mermaid it loads (committed), and the
+    # /completion.js helper, served from memory
     package_data={"llamatwist.webui": ["index.html.gz", "pdf.min.mjs.gz", "pdf.worker.min.mjs.gz", "mcp.min.mjs.gz",
-                                        "mermaid.min.js.gz", "completion.js"]},
+                                        "mermaid.min.js.gz", "completion.js", "pdfjs/cmaps/*.gz", "pdfjs/wasm/*.gz",
+                                        "pdfjs/iccs/*.gz"]},
     # Placeholder sources: BuildExt fills them in.  Its presence also makes the
     # wheel platform-specific.
     ext_modules=[Extension(EXT_NAME, sources=[])],

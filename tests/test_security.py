@@ -145,9 +145,14 @@ def test_route_path() -> None:
 
 def test_public_paths_are_llama_servers() -> None:
     # server-http.cpp: get_public_endpoints = /health, /v1/health + frontend paths ("/" and the UI's assets, here
-    # the page, completion.js and the modules the page loads: pdf.js, the MCP client, Mermaid; sw.js).
+    # the page, completion.js and the modules the page loads: pdf.js and its data files, the MCP client, Mermaid;
+    # sw.js).
+    from llamatwist.webui import PDFJS_DATA
+
+    assert len(PDFJS_DATA) >= 170 and "pdfjs/wasm/openjpeg.wasm" in PDFJS_DATA
     assert frozenset({b"/health", b"/v1/health", b"/", b"/index.html", b"/completion.js", b"/pdf.min.mjs",
-                      b"/pdf.worker.min.mjs", b"/mcp.min.mjs", b"/mermaid.min.js", b"/sw.js"}) == PUBLIC_PATHS
+                      b"/pdf.worker.min.mjs", b"/mcp.min.mjs", b"/mermaid.min.js", b"/sw.js",
+                      *(f"/{path}".encode() for path in PDFJS_DATA)}) == PUBLIC_PATHS
 
 
 def test_policy_from_config() -> None:
@@ -415,6 +420,12 @@ def test_every_registered_route_needs_a_key(keyed: Server) -> None:
             assert (r.status_code, r.json()) == (401, {"error": "Invalid API Key"}), (method, path)
         else:
             assert (r.status_code, r.json()) == (401, INVALID_KEY), (method, path)
+
+
+def test_ui_data_files_are_public(keyed: Server) -> None:
+    """pdf.js fetches its data files without the key, as it fetches pdf.js: they are UI assets."""
+    assert keyed.get("/pdfjs/wasm/openjpeg.wasm").content[:4] == b"\0asm"
+    assert keyed.get("/pdfjs/cmaps/no-such.bcmap").status_code == 401  # not one of them: the key is needed
 
 
 def test_unknown_route_and_key_precedence(keyed: Server) -> None:

@@ -113,6 +113,36 @@ def test_ui_modules(ui_server: Server, name: str, source: str, marker: str) -> N
     assert raw_get(ui_server, f"/{name}", **{"If-None-Match": r.headers["ETag"]}).status_code == 304
 
 
+@pytest.mark.parametrize(
+    ("path", "content_type", "magic"),
+    [
+        ("pdfjs/cmaps/UniJIS-UCS2-H.bcmap", "application/octet-stream", b"\xe0RCopyright"),
+        ("pdfjs/cmaps/Adobe-Japan1-UCS2.bcmap", "application/octet-stream", b"\xe0RC"),
+        ("pdfjs/wasm/openjpeg.wasm", "application/wasm", b"\0asm"),
+        ("pdfjs/wasm/jbig2.wasm", "application/wasm", b"\0asm"),
+        ("pdfjs/wasm/qcms_bg.wasm", "application/wasm", b"\0asm"),
+        ("pdfjs/iccs/CGATS001Compat-v2-micro.icc", "application/vnd.iccprofile", b"acsp"),
+    ],
+)
+def test_pdfjs_data_files(ui_server: Server, path: str, content_type: str, magic: bytes) -> None:
+    """pdf.js's data files (CMaps for CJK text, WebAssembly decoders for JBIG2 and JPEG 2000 scans and colour
+    management, an ICC profile): pdfjs-dist's files, gzipped when accepted, revalidated by ETag."""
+    r = ui_server.get(f"/{path}")
+    assert r.status_code == 200 and r.headers["Content-Type"] == content_type
+    assert r.headers["Content-Encoding"] == "gzip" and magic in r.content[:48]
+    source = WEB / "node_modules" / "pdfjs-dist" / path.removeprefix("pdfjs/")
+    if source.exists():  # after npm ci (CI): that very file
+        assert r.content == source.read_bytes()
+    assert raw_get(ui_server, f"/{path}", **{"If-None-Match": r.headers["ETag"]}).status_code == 304
+
+
+def test_pdfjs_data_files_only_those(ui_server: Server) -> None:
+    for path in ("/pdfjs/cmaps/no-such.bcmap", "/pdfjs/wasm/quickjs-eval.wasm", "/pdfjs/build/pdf.min.mjs",
+                 "/pdfjs/cmaps/..%2f..%2findex.html", "/pdfjs/fonts/x"):
+        r = ui_server.get(path)
+        assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error", path
+
+
 def test_service_worker_removes_itself(ui_server: Server) -> None:
     """/sw.js (llama-server's UI is a PWA): the answer to an old worker's update check is a worker that
     unregisters, empties the caches and reloads its pages; never cached, public (the browser sends no key)."""

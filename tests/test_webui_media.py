@@ -39,7 +39,18 @@ def vision_server(vision_dir: Path) -> Iterator[Server]:
     srv.stop()
 
 
-def run_scenarios(url: str, image: Path, *names: str, clip: Path | None = None) -> None:
+@pytest.fixture(scope="module")
+def jpx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A JPEG 2000 codestream (Pillow's OpenJPEG) of a red 40x30 image: a scanned page's picture in a PDF."""
+    from PIL import Image
+
+    path = tmp_path_factory.mktemp("jpx") / "red.j2k"
+    Image.new("RGB", (40, 30), (220, 30, 30)).save(path, format="JPEG2000")
+    assert path.read_bytes()[:4] == b"\xff\x4f\xff\x51"  # a raw codestream (SOC, SIZ), as PDFs embed them
+    return path
+
+
+def run_scenarios(url: str, image: Path, *names: str, clip: Path | None = None, jpx: Path | None = None) -> None:
     reason = _browser_ready()
     if reason is not None:
         if os.environ.get("CI"):
@@ -48,7 +59,7 @@ def run_scenarios(url: str, image: Path, *names: str, clip: Path | None = None) 
     proc = subprocess.run(["node", "tests/chat.test.mjs", *names], check=False, cwd=WEB, capture_output=True,
                           text=True, timeout=600,
                           env={**os.environ, "LLAMATWIST_URL": url, "LLAMATWIST_IMAGE": str(image),
-                               "LLAMATWIST_CLIP": str(clip or "")})
+                               "LLAMATWIST_CLIP": str(clip or ""), "LLAMATWIST_JPX": str(jpx or "")})
     print(proc.stdout, proc.stderr)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert all(f"ok {name}" in proc.stdout for name in names), proc.stdout
@@ -58,8 +69,8 @@ def test_browser_attach_and_paste_an_image(vision_server: Server, image: Path) -
     run_scenarios(vision_server.url + "/", image, "vision")
 
 
-def test_browser_sends_pdf_pages_as_images(vision_server: Server, image: Path) -> None:
-    run_scenarios(vision_server.url + "/", image, "pdfimages")
+def test_browser_sends_pdf_pages_as_images(vision_server: Server, image: Path, jpx: Path) -> None:
+    run_scenarios(vision_server.url + "/", image, "pdfimages", jpx=jpx)
 
 
 def test_browser_without_vision(server: Server, image: Path) -> None:

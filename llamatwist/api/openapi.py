@@ -42,7 +42,7 @@ class Operation:
     summary: str
     tag: str
     body: str | None = None  # a request schema of `_BODIES`
-    # json | text | html | javascript | sse (json, or an event stream with stream: true) | ndjson (json, or
+    # json | text | html | javascript | binary | sse (json, or an event stream with stream: true) | ndjson (json, or
     # newline-delimited JSON objects unless stream: false)
     answer: str = "json"
     errors: str = "llama"  # which error shape: llama (OpenAI-like) | anthropic | ollama
@@ -252,13 +252,17 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                                               answer="javascript", public=True),
     ("get", "/mcp.min.mjs"): Operation("The MCP client the web UI loads to call MCP servers' tools", _T_UI,
                                        answer="javascript", public=True),
+    ("get", "/pdfjs/{kind}/{name}"): Operation("pdf.js's data files, fetched for a PDF that needs them: cmaps/*.bcmap "
+                                               "(CJK text), wasm/*.wasm (JBIG2, JPEG 2000, colour), iccs/*.icc",
+                                               _T_UI, answer="binary", public=True),
     ("get", "/sw.js"): Operation("A service worker that removes itself: a browser that ran llama-server's web UI here "
                                  "drops that UI's cached copy", _T_UI, answer="javascript", public=True),
     ("get", "/mermaid.min.js"): Operation("Mermaid, which the web UI loads to draw mermaid diagrams in replies", _T_UI,
                                           answer="javascript", public=True),
 }
 
-_MEDIA = {"text": "text/plain", "html": "text/html", "javascript": "text/javascript"}
+_MEDIA = {"text": "text/plain", "html": "text/html", "javascript": "text/javascript",
+          "binary": "application/octet-stream"}
 _ERROR_STATUSES = ("400", "401", "403", "404", "500", "501", "503")
 
 

@@ -57,7 +57,7 @@ from llamatwist.api.errors import (
 )
 from llamatwist.api.request_metrics import RequestMetrics
 from llamatwist.config import ServerConfig
-from llamatwist.webui import MODULES, resolve_static
+from llamatwist.webui import MODULES, PDFJS_DATA, resolve_static
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -83,7 +83,7 @@ MAX_BODY_BYTES: Final = 100 * 1024 * 1024
 # get_public_endpoints ("/health", "/v1/health" plus frontend_paths).  Files
 # served from --path count as frontend paths too (see `SecureResource`).
 FRONTEND_PATHS: Final = frozenset({b"/", b"/index.html", b"/completion.js", b"/sw.js",
-                                   *(f"/{m}".encode() for m in MODULES)})
+                                   *(f"/{m}".encode() for m in (*MODULES, *PDFJS_DATA))})
 PUBLIC_PATHS: Final = frozenset({b"/health", b"/v1/health"}) | FRONTEND_PATHS
 
 _BEARER: Final = b"Bearer "

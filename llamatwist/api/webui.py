@@ -1,6 +1,7 @@
 # -*- test-case-name: tests.test_webui -*-
 """The web UI routes: the built-in chat UI at ``/`` and ``/index.html``,
-``/completion.js``, the modules the UI loads on demand (pdf.js), ``/sw.js``
+``/completion.js``, the modules the UI loads on demand (pdf.js and its data
+files under ``/pdfjs/``), ``/sw.js``
 (a service worker that removes itself) and ``--path DIR`` static files.
 
 As llama-server: ``--no-webui`` serves none of them; with ``--path`` the
@@ -29,10 +30,12 @@ from llamatwist.api.errors import NotFound, send_error
 from llamatwist.config import ServerConfig
 from llamatwist.webui import (
     MODULES,
+    PDFJS_DATA,
     Asset,
     completion_js,
     index_html,
     module_asset,
+    pdfjs_data,
     resolve_static,
     service_worker_js,
 )
@@ -129,6 +132,18 @@ def register(app: Klein, config: ServerConfig) -> None:
     script("completion.js", completion_js)
     for module in MODULES:
         script(module, functools.partial(module_asset, module))
+
+    @app.route("/pdfjs/<kind>/<name>", methods=["GET", "HEAD"])
+    def pdfjs_file(request: Request, kind: str, name: str) -> Any:
+        """pdf.js's data files (``PDFJS_DATA``); as the modules, a file at that path under --path wins."""
+        if root is not None:
+            path = resolve_static(root, [b"pdfjs", kind.encode(), name.encode()])
+            if path is not None:
+                return _StaticFile(str(path))
+        data = f"pdfjs/{kind}/{name}"
+        if data not in PDFJS_DATA:
+            return send_error(request, NotFound("File Not Found"))
+        return send_asset(request, pdfjs_data(data), PDFJS_DATA[data])
 
     if root is None:
         return

@@ -7,7 +7,8 @@ get the UI, and ``web/scripts/pack.mjs --check`` proves it matches the source.
 front-ends; ``pdf.min.mjs.gz`` and ``pdf.worker.min.mjs.gz`` are pdf.js (from
 npm, packed beside the UI), which the UI loads to read a PDF attachment; ``mcp.min.mjs.gz`` is its MCP
 client (the official SDK, built by ``web/vite.mcp.config.js``), loaded when the settings name an MCP server; ``mermaid.min.js.gz`` is Mermaid (npm), which
-it loads to draw a reply's first mermaid diagram.
+it loads to draw a reply's first mermaid diagram; ``pdfjs/`` holds pdf.js's data files (CMaps, WebAssembly
+decoders, an ICC profile), which pdf.js fetches for a PDF that needs them.
 `resolve_static` maps a request path onto a ``--path`` directory.
 """
 
@@ -21,7 +22,17 @@ from importlib.resources import files
 from pathlib import Path
 from urllib.parse import unquote_to_bytes
 
-__all__ = ["MODULES", "Asset", "completion_js", "index_html", "module_asset", "resolve_static", "service_worker_js"]
+__all__ = [
+    "MODULES",
+    "PDFJS_DATA",
+    "Asset",
+    "completion_js",
+    "index_html",
+    "module_asset",
+    "pdfjs_data",
+    "resolve_static",
+    "service_worker_js",
+]
 
 
 @dataclass(frozen=True)
@@ -55,6 +66,31 @@ def module_asset(name: str) -> Asset:
     if name not in MODULES:
         raise KeyError(name)
     return _asset(files(__name__).joinpath(f"{name}.gz").read_bytes())
+
+
+def _pdfjs_files() -> dict[str, bytes]:
+    folder = files(__name__).joinpath("pdfjs")
+    types = {"cmaps": b"application/octet-stream", "wasm": b"application/wasm", "iccs": b"application/vnd.iccprofile"}
+    found = {}
+    for kind, content_type in types.items():
+        if folder.joinpath(kind).is_dir():
+            for entry in folder.joinpath(kind).iterdir():
+                if entry.name.endswith(".gz"):
+                    found[f"pdfjs/{kind}/{entry.name.removesuffix('.gz')}"] = content_type
+    return dict(sorted(found.items()))
+
+
+#: pdf.js's data files the UI has it fetch for a PDF that needs them (the CMaps of CJK text; the JBIG2, JPEG 2000
+#: and colour decoders as WebAssembly; an ICC profile), served at /PATH from PATH.gz: path -> content type
+PDFJS_DATA = _pdfjs_files()
+
+
+@functools.lru_cache(maxsize=32)
+def pdfjs_data(path: str) -> Asset:
+    """One of `PDFJS_DATA` (read once, then served from memory)."""
+    if path not in PDFJS_DATA:
+        raise KeyError(path)
+    return _asset(files(__name__).joinpath(f"{path}.gz").read_bytes())
 
 
 @functools.lru_cache(maxsize=1)

@@ -24,7 +24,9 @@ const state = {
   models: [], // router mode: the ids of its models
   unloaded: null, // router mode: the model the user unloaded (until it answers again)
   propsSeq: 0, // the latest model /props request: an older answer is dropped
-  generating: null, // { convId, nodeId, controller, answered }: a reply streaming (live, or resumed after a reload)
+  // conversation id -> { convId, nodeId, controller, answered }: the replies streaming (live, or resumed after a
+  // reload); each conversation has at most one, and several conversations may generate at once (the server batches)
+  generating: new Map(),
   resumed: false, // the replies left generating by an earlier page were looked for
   search: '',
   build: '', // the server's build_info (/props)
@@ -496,8 +498,12 @@ function renderSidebar() {
       || Object.values(c.nodes).some((n) => n.content.toLowerCase().includes(query)
         || (n.files ?? []).some((f) => f.name.toLowerCase().includes(query))))
   for (const conv of items) {
-    list.append(h('li', { class: conv.id === state.activeId ? 'conv active' : 'conv', 'data-testid': 'conversation' },
+    const busy = state.generating.has(conv.id)
+    list.append(h('li', { class: `conv${conv.id === state.activeId ? ' active' : ''}${busy ? ' generating' : ''}`,
+      'data-testid': 'conversation' },
       h('button', { class: 'conv-name', type: 'button', title: conv.name, onclick: () => selectConversation(conv.id) }, conv.name),
+      busy && h('span', { class: 'conv-busy', title: 'Writing a reply', 'aria-label': 'Writing a reply',
+        'data-testid': 'conv-generating' }),
       h('button', { class: 'icon', type: 'button', title: 'Rename', 'aria-label': 'Rename', onclick: () => renameConversation(conv) }, '✎'),
       h('button', { class: 'icon', type: 'button', title: 'Delete', 'aria-label': 'Delete', onclick: () => deleteConversation(conv) }, '✕'),
     ))
@@ -521,9 +527,14 @@ function renameConversation(conv) {
 
 function deleteConversation(conv) {
   if (!confirm(`Delete "${conv.name}"?`)) return
-  if (state.generating?.convId === conv.id) state.generating.controller.abort()
-  if (state.generating?.convId === conv.id || Object.values(conv.nodes).some((n) => n.streaming)) stopStream(conv.id)
+  const gen = state.generating.get(conv.id)
+  gen?.controller.abort()
+  if (gen || Object.values(conv.nodes).some((n) => n.streaming)) stopStream(conv.id)
   state.conversations = state.conversations.filter((c) => c.id !== conv.id)
+  for (const id of Object.keys(conv.nodes)) { // what was remembered of its messages on screen
+    raw.delete(id)
+    for (const key of folds.keys()) if (key.startsWith(`${id}:`)) folds.delete(key)
+  }
   if (state.activeId === conv.id) state.activeId = null
   persist()
   render()
@@ -601,7 +612,7 @@ function foldable(key, open, attrs, ...children) {
 }
 
 function isGenerating(node) {
-  return state.generating?.nodeId === node.id
+  return [...state.generating.values()].some((gen) => gen.nodeId === node.id)
 }
 
 function statsText(node) {
@@ -619,7 +630,7 @@ function messageView(conv, node) {
   renderBody(node, body)
   const sibs = siblings(conv, node)
   const index = sibs.indexOf(node.id)
-  const busy = !!state.generating
+  const busy = state.generating.has(conv.id)
   const actions = h('div', { class: 'actions' },
     sibs.length > 1 && h('span', { class: 'branches', 'data-testid': 'branches' },
       h('button', { type: 'button', class: 'icon', disabled: index === 0 || busy, title: 'Previous version',
@@ -702,7 +713,7 @@ function renderMessages() {
     }
     for (const node of branch(conv)) box.append(messageView(conv, node))
   }
-  const busy = !!state.generating
+  const busy = !!conv && state.generating.has(conv.id)
   $('#send').hidden = busy
   $('#stop').hidden = !busy
   showSkip()
@@ -725,15 +736,15 @@ function updateStreaming(conv, node) {
 
 /** "Skip reasoning" while the reply on screen is still thinking and its request can have that ended. */
 function showSkip() {
-  const gen = state.generating
-  const node = gen && state.activeId === gen.convId ? active()?.nodes[gen.nodeId] : null
+  const gen = state.generating.get(state.activeId)
+  const node = gen ? active()?.nodes[gen.nodeId] : null
   $('#skip-reasoning').hidden = !(gen?.control && gen.completionId && node?.reasoning && !node.content && !gen.skipped)
 }
 
 /** End the running reply's thinking now (llama-server's POST /v1/chat/completions/control, reasoning_end): the
  * model writes its answer. */
 async function skipReasoning() {
-  const gen = state.generating
+  const gen = state.generating.get(state.activeId)
   if (!gen?.completionId) return
   gen.skipped = true
   showSkip()
@@ -880,14 +891,14 @@ function stopStream(convId) {
 }
 
 function stopGeneration() {
-  const gen = state.generating
+  const gen = state.generating.get(state.activeId)
   if (!gen) return
   gen.controller.abort()
   stopStream(gen.convId)
   if (!gen.answered) {
     // the request may still be on its way (the server starts the stream only once it has read it): once more
     // later, unless this conversation generates again meanwhile
-    setTimeout(() => { if (state.generating?.convId !== gen.convId) stopStream(gen.convId) }, 1500)
+    setTimeout(() => { if (!state.generating.has(gen.convId)) stopStream(gen.convId) }, 1500)
   }
 }
 
@@ -903,8 +914,8 @@ async function streamReply(conv, node, request, { resumed = false, control = fal
   const controller = new AbortController()
   // control: the request can have its thinking ended (reasoning_control); completionId: its id, once streaming
   const gen = { convId: conv.id, nodeId: node.id, controller, answered: false, control, completionId: null }
-  state.generating = gen
-  renderMessages()
+  state.generating.set(conv.id, gen)
+  if (state.activeId === conv.id) renderMessages()
   renderSidebar()
 
   let pending = false
@@ -955,7 +966,7 @@ async function streamReply(conv, node, request, { resumed = false, control = fal
           ? { predicted_n: chunks }
           : { predicted_n: chunks, predicted_per_second: chunks / ((performance.now() - started) / 1000) }
       }
-      if (state.generating === gen) state.generating = null
+      if (state.generating.get(conv.id) === gen) state.generating.delete(conv.id)
       if (state.unloaded && state.props && !node.error) { // router mode: the reply loaded the model again
         state.unloaded = null
         showProps(state.settings.model)
@@ -1081,7 +1092,7 @@ async function preEncode(conv, lastId) {
 }
 
 async function generate(conv, parentId, round = 0) {
-  if (state.generating) return
+  if (state.generating.has(conv.id)) return
   const node = addNode(conv, parentId, 'assistant', '')
   node.reasoning = ''
   await requestReply(conv, parentId, node)
@@ -1098,7 +1109,7 @@ async function generate(conv, parentId, round = 0) {
  * continuation.
  */
 async function continueReply(conv, node) {
-  if (state.generating) return
+  if (state.generating.has(conv.id)) return
   node.prefix = { content: node.content, reasoning: node.reasoning ?? '' }
   for (const key of ['timings', 'error', 'stopped', 'interrupted', 'finish']) delete node[key]
   await requestReply(conv, node.id, node, { continue_final_message: true, add_generation_prompt: false })
@@ -1195,20 +1206,19 @@ async function resumeStreams() {
     persist()
     render()
   }
-  // the finished ones first (their replay is at once), then those still generating, one after the other
-  waiting.sort((a, b) => Number(!!found.get(b.conv.id).is_done) - Number(!!found.get(a.conv.id).is_done))
-  for (const { conv, node } of waiting) {
-    if (!state.conversations.includes(conv) || !node.streaming || conv.nodes[node.id] !== node) continue
-    if (state.generating) return // the user sent another message meanwhile: the rest on the next page load
-    await streamReply(conv, node, (signal) => fetch(streamUrl(conv.id, 0), { headers: headers(), signal }),
+  // all at once, as they generate at the server
+  await Promise.all(waiting.map(({ conv, node }) => {
+    if (!state.conversations.includes(conv) || !node.streaming || conv.nodes[node.id] !== node) return null
+    if (state.generating.has(conv.id)) return null // the user sent another message there meanwhile
+    return streamReply(conv, node, (signal) => fetch(streamUrl(conv.id, 0), { headers: headers(), signal }),
       { resumed: true })
-  }
+  }))
 }
 
 function send() {
   const input = $('#input')
   const text = input.value.trim()
-  if ((!text && !state.attachments.length && !state.files.length) || state.generating) return
+  if ((!text && !state.attachments.length && !state.files.length) || state.generating.has(state.activeId)) return
   let conv = active()
   if (!conv) {
     conv = newConversation()
@@ -1324,12 +1334,12 @@ function init() {
   // marked streaming, for the next page load to resume.
   const leaving = () => {
     unloading = true
-    if (state.generating) persist()
+    if (state.generating.size) persist()
   }
   addEventListener('pagehide', leaving)
   addEventListener('pageshow', (e) => { if (e.persisted) unloading = false })
   document.addEventListener('visibilitychange', () => {
-    if (document.visibilityState === 'hidden' && state.generating) persist()
+    if (document.visibilityState === 'hidden' && state.generating.size) persist()
   })
   $('#attach').addEventListener('click', () => $('#attach-file').click())
   $('#mic').addEventListener('click', toggleRecording)

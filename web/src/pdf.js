@@ -1,7 +1,7 @@
 // PDF attachments (pdf.js), as llama-server's web UI sends them: their text as a text file, or for a vision model
 // (its pdfAsImage setting) their pages' images.
 // The server serves pdf.js and its worker beside the page (scripts/pack.mjs); they are loaded when the first PDF
-// is read.
+// is read, and its data files (pdfjs/) when a PDF needs them.
 
 let library = null
 
@@ -16,8 +16,17 @@ async function pdfjs(base) {
 /** Open a PDF (`base`: the URL the page's assets are served under) for `read(doc)`, then close it. */
 async function withPdf(data, base, read) {
   const lib = await pdfjs(base)
-  // no eval: a crafted font program must not become code (CVE-2024-4367)
-  const task = lib.getDocument({ data, isEvalSupported: false })
+  // no eval: a crafted font program must not become code (CVE-2024-4367). The data files the server serves beside
+  // pdf.js: CMaps (CJK text in a predefined encoding), the JBIG2 and JPEG 2000 decoders (scans) and the colour
+  // management (CMYK images) as WebAssembly, the ICC profile; fetched only for a PDF that needs them.
+  const task = lib.getDocument({
+    data,
+    isEvalSupported: false,
+    cMapUrl: new URL('pdfjs/cmaps/', base).href,
+    cMapPacked: true,
+    wasmUrl: new URL('pdfjs/wasm/', base).href,
+    iccUrl: new URL('pdfjs/iccs/', base).href,
+  })
   try {
     return await read(await task.promise)
   } finally {

@@ -25,6 +25,7 @@ const URL_ = process.env.LLAMATWIST_URL ?? 'http://127.0.0.1:8080/'
 const API_KEY = process.env.LLAMATWIST_API_KEY ?? ''
 const IMAGE = process.env.LLAMATWIST_IMAGE ?? ''
 const CLIP = process.env.LLAMATWIST_CLIP ?? ''
+const JPX = process.env.LLAMATWIST_JPX ?? '' // the "pdfimages" scenario's JPEG 2000 codestream
 const MCP = process.env.LLAMATWIST_MCP ?? '' // the "mcp" scenario's MCP servers and their token
 const MCP_FAR = process.env.LLAMATWIST_MCP_FAR ?? ''
 const MCP_TOKEN = process.env.LLAMATWIST_MCP_TOKEN ?? ''
@@ -90,17 +91,8 @@ async function pasteImage(page, bytes) {
   }, bytes.toString('base64'))
 }
 
-// A PDF with one page per text, each written in Helvetica (a standard font: nothing embedded).
-function tinyPdf(texts) {
-  const objects = ['<< /Type /Catalog /Pages 2 0 R >>',
-    `<< /Type /Pages /Kids [${texts.map((_, i) => `${4 + 2 * i} 0 R`).join(' ')}] /Count ${texts.length} >>`,
-    '<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>']
-  for (const [i, text] of texts.entries()) {
-    const stream = `BT /F1 18 Tf 20 100 Td (${text}) Tj ET`
-    objects.push(`<< /Type /Page /Parent 2 0 R /MediaBox [0 0 400 144] /Contents ${5 + 2 * i} 0 R `
-      + '/Resources << /Font << /F1 3 0 R >> >> >>')
-    objects.push(`<< /Length ${stream.length} >>\nstream\n${stream}\nendstream`)
-  }
+/** A PDF of these objects, numbered from 1 (the first the catalog; a Buffer is a stream's binary data). */
+function pdfOf(objects) {
   let pdf = '%PDF-1.4\n'
   const offsets = objects.map((body, i) => {
     const at = pdf.length
@@ -112,6 +104,44 @@ function tinyPdf(texts) {
   pdf += offsets.map((o) => `${String(o).padStart(10, '0')} 00000 n \n`).join('')
   pdf += `trailer\n<< /Size ${objects.length + 1} /Root 1 0 R >>\nstartxref\n${xref}\n%%EOF\n`
   return Buffer.from(pdf, 'latin1')
+}
+
+const stream = (data, dict = '') => `<< ${dict} /Length ${data.length} >>\nstream\n${data}\nendstream`
+
+// A PDF with one page per text, each written in Helvetica (a standard font: nothing embedded).
+function tinyPdf(texts) {
+  const objects = ['<< /Type /Catalog /Pages 2 0 R >>',
+    `<< /Type /Pages /Kids [${texts.map((_, i) => `${4 + 2 * i} 0 R`).join(' ')}] /Count ${texts.length} >>`,
+    '<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>']
+  for (const [i, text] of texts.entries()) {
+    objects.push(`<< /Type /Page /Parent 2 0 R /MediaBox [0 0 400 144] /Contents ${5 + 2 * i} 0 R `
+      + '/Resources << /Font << /F1 3 0 R >> >> >>')
+    objects.push(stream(`BT /F1 18 Tf 20 100 Td (${text}) Tj ET`))
+  }
+  return pdfOf(objects)
+}
+
+// Japanese text as older CJK PDFs hold it: a predefined CMap (UniJIS-UCS2-H), no ToUnicode, no embedded font.
+// Only pdf.js's CMaps (Adobe-Japan1) turn its codes into text.
+function cjkPdf() {
+  const font = '/BaseFont /KozMinPr6N-Regular'
+  return pdfOf(['<< /Type /Catalog /Pages 2 0 R >>', '<< /Type /Pages /Kids [3 0 R] /Count 1 >>',
+    '<< /Type /Page /Parent 2 0 R /MediaBox [0 0 400 144] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>',
+    stream('BT /F1 18 Tf 20 100 Td <65E5672C8A9E> Tj ET'), // 日本語 in UCS-2
+    `<< /Type /Font /Subtype /Type0 ${font} /Encoding /UniJIS-UCS2-H /DescendantFonts [6 0 R] >>`,
+    `<< /Type /Font /Subtype /CIDFontType0 ${font} /CIDSystemInfo << /Registry (Adobe) /Ordering (Japan1) /Supplement 6 >> `
+      + '/FontDescriptor 7 0 R >>',
+    '<< /Type /FontDescriptor /FontName /KozMinPr6N-Regular /Flags 4 /FontBBox [0 -120 1000 880] /ItalicAngle 0 '
+      + '/Ascent 880 /Descent -120 /CapHeight 700 /StemV 80 >>'])
+}
+
+// A page that is one JPEG 2000 image (a codestream of `width` x `height`), as scanners write them: pdf.js draws it
+// with its OpenJPEG decoder (WebAssembly, served beside it).
+function jpxPdf(codestream, width, height) {
+  return pdfOf(['<< /Type /Catalog /Pages 2 0 R >>', '<< /Type /Pages /Kids [3 0 R] /Count 1 >>',
+    `<< /Type /Page /Parent 2 0 R /MediaBox [0 0 ${width} ${height}] /Contents 4 0 R /Resources << /XObject << /Im1 5 0 R >> >> >>`,
+    stream(`q ${width} 0 0 ${height} 0 0 cm /Im1 Do Q`),
+    stream(codestream.toString('latin1'), `/Type /XObject /Subtype /Image /Width ${width} /Height ${height} /Filter /JPXDecode`)])
 }
 
 // The chat requests the page sends, parsed.
@@ -716,6 +746,34 @@ const scenarios = {
     await ready(page) // reloaded by the worker as it went
     assert(await page.evaluate(async () => (await navigator.serviceWorker.getRegistration()) === undefined), 'no worker left')
     assert(await page.evaluate(async () => (await caches.keys()).length) === 0, 'no cache left')
+  },
+
+  // Several conversations generate at once, against the real model (the server batches them, -np 2): a reply goes
+  // on while the user writes in another conversation, the sidebar marks each conversation that is generating, and
+  // Stop stops only the conversation on screen.
+  async parallel(page) {
+    await ignoreEos(page)
+    await setSettings(page, { max_tokens: 400 })
+    const busy = page.getByTestId('conv-generating')
+    await sendMessage(page, 'Tell me a story.')
+    await page.getByTestId('stop').waitFor()
+    await page.getByTestId('new-chat').click()
+    assert(await page.getByTestId('send').isVisible() && await page.getByTestId('stop').isHidden(),
+      'a new conversation can be written in while the other generates')
+    await sendMessage(page, 'Tell me another story.')
+    await page.getByTestId('stop').waitFor()
+    assert(await busy.count() === 2, `both conversations marked as generating (${await busy.count()})`)
+    await page.getByTestId('stop').click() // this one only
+    await waitIdle(page)
+    assert(await busy.count() === 1, 'the other one still generating')
+    assert((await lastAssistant(page).textContent()).includes('stopped'), 'the one on screen stopped')
+    await page.locator('#conversations .conv:not(.active) .conv-name').click()
+    await waitIdle(page)
+    assert(await busy.count() === 0, 'then done')
+    const reply = lastAssistant(page)
+    assert(await reply.locator('.error').count() === 0 && !(await reply.textContent()).includes('stopped'),
+      `the first one finished on its own (${await reply.getByTestId('stats').textContent()})`)
+    assert((await reply.getByTestId('stats').textContent()).startsWith('400 tokens'), 'all of it')
   },
 
   // Diagrams in a reply, as llama-server's UI draws them: a finished svg block (or an xml one holding an <svg>)
@@ -1443,6 +1501,22 @@ const scenarios = {
       return dark
     }))
     assert(inked.every((n) => n > 200), `each page image shows its text (dark pixels: ${inked})`)
+
+    // a scanned page in JPEG 2000: drawn by pdf.js's OpenJPEG decoder, which the server serves beside it
+    assert(JPX, 'LLAMATWIST_JPX: a JPEG 2000 codestream of a red 40x30 image')
+    await page.getByTestId('attach-file').setInputFiles([{ name: 'scan.pdf', mimeType: 'application/pdf',
+      buffer: jpxPdf(readFileSync(JPX), 40, 30) }])
+    await page.getByTestId('attachment-media').first().waitFor()
+    const pixel = await page.getByTestId('attachment-media').first().evaluate(async (img) => {
+      await img.decode()
+      const canvas = document.createElement('canvas')
+      canvas.width = img.naturalWidth
+      canvas.height = img.naturalHeight
+      const ctx = canvas.getContext('2d')
+      ctx.drawImage(img, 0, 0)
+      return [...ctx.getImageData(img.naturalWidth >> 1, img.naturalHeight >> 1, 1, 1).data.slice(0, 3)]
+    })
+    assert(pixel[0] > 180 && pixel[1] < 80 && pixel[2] < 80, `the scan drawn: red, not a blank page (${pixel})`)
   },
 
   // Without a projector only text files can be attached: a pasted or picked image is refused with a note.
@@ -1533,6 +1607,17 @@ const scenarios = {
     const pdfParts = bodies.at(-1).messages.at(-1).content
     assert(pdfParts[0].text === '\n\n--- PDF File: report.pdf ---\nQuarterly report\n\nSales rose by 5 percent',
       `the PDF's text, a page per paragraph (${JSON.stringify(pdfParts[0].text)})`)
+
+    // CJK text in a predefined encoding: read with pdf.js's CMaps, which the server serves beside it
+    const fetched = []
+    page.on('request', (r) => { if (r.url().includes('/pdfjs/cmaps/')) fetched.push(r.url().split('/').pop()) })
+    await page.getByTestId('attach-file').setInputFiles([{ name: 'nihongo.pdf', mimeType: 'application/pdf', buffer: cjkPdf() }])
+    await page.getByTestId('attachment-file').filter({ hasText: 'nihongo.pdf' }).waitFor()
+    await sendMessage(page, 'Translate.')
+    await waitIdle(page)
+    const cjk = bodies.at(-1).messages.at(-1).content[0].text
+    assert(cjk === '\n\n--- PDF File: nihongo.pdf ---\n日本語', `the Japanese text (${JSON.stringify(cjk)}; CMaps ${fetched})`)
+    assert(fetched.includes('UniJIS-UCS2-H.bcmap'), `its CMap fetched from the server (${fetched})`)
   },
 }
 
@@ -1570,7 +1655,7 @@ async function sendClip(page, kind) {
 }
 
 const DEFAULT = API_KEY ? ['apikey'] : ['stream', 'stop', 'regenerate', 'continue', 'settings', 'reasoningContext',
-  'display', 'developer', 'settingsfile', 'modelinfo', 'swremoval', 'preencode', 'titles', 'diagrams', 'sandbox', 'files', 'xss', 'screenshot']
+  'display', 'developer', 'settingsfile', 'modelinfo', 'swremoval', 'parallel', 'preencode', 'titles', 'diagrams', 'sandbox', 'files', 'xss', 'screenshot']
 
 async function main() {
   const names = process.argv.slice(2).length ? process.argv.slice(2) : DEFAULT
