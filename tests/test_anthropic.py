@@ -162,7 +162,7 @@ def test_stream_event_order(srv: Server, client: anthropic.Anthropic) -> None:
 def test_tool_use_round_trip(client: anthropic.Anthropic) -> None:
     call = client.messages.create(
         model="any", max_tokens=160, messages=ASK, tools=[WEATHER], tool_choice={"type": "tool", "name": "get_weather"},
-        temperature=0,  # as test_tool_use_stream_any: the same call every run
+        extra_body={"temperature": 0},  # as test_tool_use_stream_any: the same call every run
     )
     assert call.stop_reason == "tool_use"
     uses = [b for b in call.content if b.type == "tool_use"]
