@@ -106,16 +106,17 @@ class _StaticFile(Resource):
 def register(app: Klein, config: ServerConfig) -> None:
     root = config.static_path if config.webui else None
 
+    def from_path(*segments: str) -> _StaticFile | None:
+        """The file at these segments in the --path directory, which wins over a built-in asset; None if none."""
+        path = resolve_static(root, [s.encode() for s in segments]) if root is not None else None
+        return _StaticFile(str(path)) if path is not None else None
+
     def script(name: str, asset: Callable[[], Asset]) -> None:
         """``/name``: the file of that name in the --path directory when there is one, else the built-in asset."""
 
         @app.route(f"/{name}", methods=["GET", "HEAD"], endpoint=f"script_{name}")
         def serve(request: Request) -> Any:
-            if root is not None:
-                path = resolve_static(root, [name.encode()])
-                if path is not None:
-                    return _StaticFile(str(path))
-            return send_asset(request, asset(), _JS)
+            return from_path(name) or send_asset(request, asset(), _JS)
 
     # also with --no-webui, as llama-server: a browser's worker from its UI must still be able to remove itself
     script("sw.js", service_worker_js)
@@ -136,10 +137,9 @@ def register(app: Klein, config: ServerConfig) -> None:
     @app.route("/pdfjs/<kind>/<name>", methods=["GET", "HEAD"])
     def pdfjs_file(request: Request, kind: str, name: str) -> Any:
         """pdf.js's data files (``PDFJS_DATA``); as the modules, a file at that path under --path wins."""
-        if root is not None:
-            path = resolve_static(root, [b"pdfjs", kind.encode(), name.encode()])
-            if path is not None:
-                return _StaticFile(str(path))
+        static = from_path("pdfjs", kind, name)
+        if static is not None:
+            return static
         data = f"pdfjs/{kind}/{name}"
         if data not in PDFJS_DATA:
             return send_error(request, NotFound("File Not Found"))

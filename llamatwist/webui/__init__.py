@@ -6,9 +6,9 @@ get the UI, and ``web/scripts/pack.mjs --check`` proves it matches the source.
 ``completion.js`` is the hand-written ``llamaComplete()`` helper for custom
 front-ends; ``pdf.min.mjs.gz`` and ``pdf.worker.min.mjs.gz`` are pdf.js (from
 npm, packed beside the UI), which the UI loads to read a PDF attachment; ``mcp.min.mjs.gz`` is its MCP
-client (the official SDK, built by ``web/vite.mcp.config.js``), loaded when the settings name an MCP server; ``mermaid.min.js.gz`` is Mermaid (npm), which
-it loads to draw a reply's first mermaid diagram; ``pdfjs/`` holds pdf.js's data files (CMaps, WebAssembly
-decoders, an ICC profile), which pdf.js fetches for a PDF that needs them.
+client (the official SDK, built by ``web/vite.mcp.config.js``), loaded when the settings name an MCP server;
+``mermaid.min.js.gz`` is Mermaid (npm), which it loads to draw a reply's first mermaid diagram; ``pdfjs/`` holds
+pdf.js's data files (CMaps, WebAssembly decoders, an ICC profile), which pdf.js fetches for a PDF that needs them.
 `resolve_static` maps a request path onto a ``--path`` directory.
 """
 
